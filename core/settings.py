@@ -1,0 +1,76 @@
+"""Configuration from environment variables only (12-factor), with defaults that work locally.
+
+Every program reads its settings through :func:`get_settings`, so one variable name means the same
+thing for Spark, Django, the workers, Celery and Airflow. The README lists every variable.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:  # a typo in the environment should stop the program, loudly
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    local_dir: Path
+    mongo_uri: str
+    mongo_db: str
+    kafka_bootstrap_servers: str
+    ratings_topic: str
+    dead_letter_topic: str
+    model_topic: str
+    ratings_partitions: int
+    redis_url: str
+    spark_master: str
+    data_dir: Path
+    artifacts_dir: Path
+    demo_input: str
+    top_n: int
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        local_dir = Path(_env("LOCAL_DIR", str(PROJECT_ROOT / ".local")))
+        return cls(
+            local_dir=local_dir,
+            mongo_uri=_env("MONGO_URI", f"mongodb://127.0.0.1:{_env('MONGO_PORT', '27017')}/"),
+            mongo_db=_env("MONGO_DB", "amazon_recommender"),
+            kafka_bootstrap_servers=_env(
+                "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{_env('KAFKA_PORT', '9092')}"
+            ),
+            ratings_topic=_env("KAFKA_RATINGS_TOPIC", "ratings.v1"),
+            dead_letter_topic=_env("KAFKA_DEAD_LETTER_TOPIC", "ratings.dead-letter"),
+            model_topic=_env("KAFKA_MODEL_TOPIC", "models.published"),
+            ratings_partitions=_env_int("KAFKA_RATINGS_PARTITIONS", 6),
+            redis_url=_env("REDIS_URL", f"redis://127.0.0.1:{_env('REDIS_PORT', '6379')}/0"),
+            spark_master=_env("SPARK_MASTER", "local[*]"),
+            data_dir=Path(_env("DATA_DIR", str(local_dir / "data"))),
+            artifacts_dir=Path(_env("ARTIFACTS_DIR", str(local_dir / "artifacts"))),
+            demo_input=_env(
+                "DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "amazon2014_musical_instruments_5.jsonl.gz")
+            ),
+            top_n=_env_int("RECS_TOP_N", 20),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests that change the environment call ``get_settings.cache_clear()``."""
+    return Settings.from_env()

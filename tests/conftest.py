@@ -1,0 +1,92 @@
+"""Fixtures shared by every test.
+
+Integration tests use the real servers that ``bin/test`` starts through ``bin/services``; each
+test session works in its own MongoDB database and its own Kafka topics so runs never see each
+other's data. Unit tests use none of this.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DEMO_FILE = ROOT / "data" / "demo" / "amazon2014_musical_instruments_5.jsonl.gz"
+RUN_ID = uuid.uuid4().hex[:8]
+
+# Isolate this test session before anything reads the settings.
+os.environ.setdefault("MONGO_DB", f"test_{RUN_ID}")
+os.environ.setdefault("KAFKA_RATINGS_TOPIC", f"test-{RUN_ID}.ratings")
+os.environ.setdefault("KAFKA_DEAD_LETTER_TOPIC", f"test-{RUN_ID}.dead-letter")
+os.environ.setdefault("KAFKA_MODEL_TOPIC", f"test-{RUN_ID}.models")
+
+
+def _reachable(hostport: str) -> bool:
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _require(name: str, hostport: str) -> None:
+    """Integration tests fail (not skip) when a server is down: bin/test is supposed to start it."""
+    if not _reachable(hostport):
+        pytest.fail(f"{name} is not reachable at {hostport}; start it with `bin/services start`", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory):
+    from core.settings import get_settings
+
+    os.environ.setdefault("ARTIFACTS_DIR", str(tmp_path_factory.mktemp("artifacts")))
+    os.environ.setdefault("DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    get_settings.cache_clear()
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def mongo_db(settings):
+    """The session's own database on the real MongoDB-protocol server, dropped afterwards."""
+    from core import mongo
+
+    parsed = urlparse(settings.mongo_uri)
+    _require("MongoDB (FerretDB)", f"{parsed.hostname}:{parsed.port or 27017}")
+    db = mongo.get_db()
+    mongo.ensure_indexes(db)
+    yield db
+    mongo.get_client().drop_database(settings.mongo_db)
+
+
+@pytest.fixture(scope="session")
+def kafka_topics(settings):
+    """The session's own topics on the real Kafka broker."""
+    from core import kafka_io
+
+    _require("Kafka", settings.kafka_bootstrap_servers.split(",")[0])
+    kafka_io.ensure_topics()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def redis_url(settings):
+    parsed = urlparse(settings.redis_url)
+    _require("Redis", f"{parsed.hostname}:{parsed.port or 6379}")
+    return settings.redis_url
+
+
+@pytest.fixture(scope="session")
+def spark(settings, tmp_path_factory):
+    """One local Spark session for the whole test run (starting one costs seconds)."""
+    from spark_jobs.common import spark_session
+
+    session = spark_session("tests", master=os.environ.get("SPARK_TEST_MASTER", "local[2]"),
+                            checkpoint_dir=str(tmp_path_factory.mktemp("spark-checkpoints")))
+    yield session
+    session.stop()
