@@ -221,6 +221,22 @@ def current_model_version(db: Database | None = None) -> str | None:
     return doc["_id"] if doc else None
 
 
+# --- pipeline runs --------------------------------------------------------------------------
+
+def record_pipeline_run(run_id: str, job: str, doc: dict[str, Any], db: Database | None = None) -> None:
+    """Record one batch job's outcome (status, reconciliation counts, metrics, timings).
+
+    One document per (run, job), ``_id = "<run_id>:<job>"``, so re-running a job in the same run
+    overwrites its record instead of adding another; the site's admin shows these to staff.
+    """
+    db = db if db is not None else get_db()
+    db[PIPELINE_RUNS].update_one(
+        {"_id": f"{run_id}:{job}"},
+        {"$set": {**doc, "run_id": run_id, "job": job, "recorded_at": time.time()}},
+        upsert=True,
+    )
+
+
 def iter_batches(cursor: Iterator[dict], size: int) -> Iterator[list[dict]]:
     batch: list[dict] = []
     for doc in cursor:

@@ -42,6 +42,7 @@ class Settings:
     spark_master: str
     data_dir: Path
     artifacts_dir: Path
+    eda_dir: Path
     demo_input: str
     top_n: int
 
@@ -63,6 +64,8 @@ class Settings:
             spark_master=_env("SPARK_MASTER", "local[*]"),
             data_dir=Path(_env("DATA_DIR", str(local_dir / "data"))),
             artifacts_dir=Path(_env("ARTIFACTS_DIR", str(local_dir / "artifacts"))),
+            # EDA plots and summary.json; "<eda_dir>/latest" is what the site's dashboard shows.
+            eda_dir=Path(_env("EDA_DIR", str(local_dir / "data" / "eda"))),
             demo_input=_env(
                 "DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "amazon2014_musical_instruments_5.jsonl.gz")
             ),
