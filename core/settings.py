@@ -49,6 +49,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         local_dir = Path(_env("LOCAL_DIR", str(PROJECT_ROOT / ".local")))
+        data_dir = Path(_env("DATA_DIR", str(local_dir / "data")))
         return cls(
             local_dir=local_dir,
             mongo_uri=_env("MONGO_URI", f"mongodb://127.0.0.1:{_env('MONGO_PORT', '27017')}/"),
@@ -62,10 +63,10 @@ class Settings:
             ratings_partitions=_env_int("KAFKA_RATINGS_PARTITIONS", 6),
             redis_url=_env("REDIS_URL", f"redis://127.0.0.1:{_env('REDIS_PORT', '6379')}/0"),
             spark_master=_env("SPARK_MASTER", "local[*]"),
-            data_dir=Path(_env("DATA_DIR", str(local_dir / "data"))),
+            data_dir=data_dir,
             artifacts_dir=Path(_env("ARTIFACTS_DIR", str(local_dir / "artifacts"))),
             # EDA plots and summary.json; "<eda_dir>/latest" is what the site's dashboard shows.
-            eda_dir=Path(_env("EDA_DIR", str(local_dir / "data" / "eda"))),
+            eda_dir=Path(_env("EDA_DIR", str(data_dir / "eda"))),
             demo_input=_env(
                 "DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "amazon2014_musical_instruments_5.jsonl.gz")
             ),
