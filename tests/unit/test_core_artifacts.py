@@ -1,0 +1,38 @@
+"""Model versions are written atomically and published by an atomic pointer swap."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import artifacts
+
+
+def test_save_load_publish_round_trip(tmp_path):
+    factors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert artifacts.load_model(root=tmp_path) is None
+    version = artifacts.save_model(["a", "b", "c", "d"], factors, {"kind": "ials", "reg": 0.1},
+                                   {"ndcg@10": 0.05}, root=tmp_path)
+    assert artifacts.current_version(root=tmp_path) is None  # saved is not published
+    artifacts.publish(version, root=tmp_path)
+    model = artifacts.load_model(root=tmp_path)
+    assert model.version == version
+    assert model.item_index == {"a": 0, "b": 1, "c": 2, "d": 3}
+    np.testing.assert_array_equal(model.item_factors, factors)
+    np.testing.assert_allclose(model.gram, factors.T.astype(np.float64) @ factors)
+    assert model.metrics == {"ndcg@10": 0.05}
+    assert not list(artifacts.models_dir(tmp_path).glob(".*tmp"))
+
+
+def test_versions_are_unique_and_sortable(tmp_path):
+    v1 = artifacts.save_model(["a"], np.ones((1, 2)), {}, root=tmp_path)
+    v2 = artifacts.save_model(["a"], np.ones((1, 2)), {}, root=tmp_path)
+    assert v1 != v2
+    with pytest.raises(FileExistsError):
+        artifacts.save_model(["a"], np.ones((1, 2)), {}, version=v1, root=tmp_path)
+
+
+def test_rejects_mismatched_ids_and_unknown_versions(tmp_path):
+    with pytest.raises(ValueError):
+        artifacts.save_model(["a", "b"], np.ones((3, 2)), {}, root=tmp_path)
+    with pytest.raises(FileNotFoundError):
+        artifacts.publish("nope", root=tmp_path)
