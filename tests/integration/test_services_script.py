@@ -1,0 +1,99 @@
+"""bin/services itself: lifecycle, one-line errors, external services.
+
+Runs the script against a throwaway LOCAL_DIR and a free port, with Redis (the quickest service
+to start), so it never touches the services that bin/test started.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bin" / "services"
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+def _redis_ping(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(64).decode().strip()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def env(tmp_path):
+    port = _free_port()
+    env = {"LOCAL_DIR": str(tmp_path / "local"), "REDIS_PORT": str(port)}
+    yield env
+    _run("stop", "redis", env=env)
+
+
+def test_unknown_service_is_one_line_error(env):
+    r = _run("start", "nosuch", env=env)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == ["services: unknown service 'nosuch' (known: redis mongo kafka airflow)"]
+
+
+def test_external_mongo_is_left_alone(env):
+    r = _run("start", "mongo", env={**env, "MONGO_URI": "mongodb://db.example.invalid:27017/"})
+    assert r.returncode == 0, r.stderr
+    assert "external (db.example.invalid), not managed" in r.stdout
+    assert not (Path(env["LOCAL_DIR"]) / "bin" / "ferretdb").exists()
+    status = _run("status", "mongo", env={**env, "MONGO_URI": "mongodb://db.example.invalid:27017/"})
+    assert status.returncode == 0 and "external" in status.stdout
+
+
+def test_redis_start_status_stop(env):
+    port = int(env["REDIS_PORT"])
+    r = _run("start", "redis", env=env)
+    assert r.returncode == 0, r.stderr
+    assert _redis_ping(port) == "+PONG"
+    pid = int((Path(env["LOCAL_DIR"]) / "run" / "redis.pid").read_text())
+
+    again = _run("start", "redis", env=env)
+    assert again.returncode == 0 and "already running" in again.stdout
+
+    status = _run("status", "redis", env=env)
+    assert status.returncode == 0
+    assert status.stdout.split()[:3] == ["redis", "running", str(pid)]
+
+    stop = _run("stop", "redis", env=env)
+    assert stop.returncode == 0, stop.stderr
+    assert not _pid_alive(pid)
+    assert _run("status", "redis", env=env).returncode == 3
+
+
+def test_port_taken_by_another_process_is_one_line_error(env):
+    port = int(env["REDIS_PORT"])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        r = _run("start", "redis", env=env)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"services: redis: port {port} is already in use by another process")
