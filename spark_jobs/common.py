@@ -39,7 +39,29 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     )
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
+    _ship_core(session)
     checkpoint = checkpoint_dir or str(settings.local_dir / "spark-checkpoints")
     Path(checkpoint).mkdir(parents=True, exist_ok=True) if "://" not in checkpoint else None
     session.sparkContext.setCheckpointDir(checkpoint)
     return session
+
+
+def _ship_core(session) -> None:
+    """Make ``core`` importable in the Python workers (executors), on a cluster as locally."""
+    import shutil
+    import tempfile
+
+    if getattr(session, "_core_shipped", False):
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="core-pyfiles-"))
+    archive = shutil.make_archive(str(tmp / "core"), "zip", root_dir=str(ROOT), base_dir="core")
+    session.sparkContext.addPyFile(archive)
+    session._core_shipped = True
+
+
+def run_id_arg(parser) -> None:
+    """Every job takes --run-id so all stages of one pipeline run share their records."""
+    import time
+
+    parser.add_argument("--run-id", default=time.strftime("run-%Y%m%dT%H%M%S", time.gmtime()),
+                        help="id shared by all jobs of one pipeline run (default: from the clock)")
