@@ -3,9 +3,16 @@ recommendations and model records goes through here.
 
 Keeping all queries in one module is what lets the same code run against FerretDB v1 locally and
 real MongoDB in production: only CRUD, bulk writes, upserts, simple and unique indexes and simple
-aggregation stages are used ($match, $group, $sort, $limit, $project). Search uses anchored or
+aggregation stages are used ($match, $group, $sort, $limit, $project), and no document holds an
+array directly inside an array (FerretDB v1 rejects nested arrays). Search uses anchored or
 case-insensitive ``$regex`` on escaped user input, never ``$text`` (FerretDB v1 has no text index)
 and never a user-supplied operator.
+
+Hot paths read documents by ``_id`` only. FerretDB v1 on SQLite answers an ``_id`` lookup in about
+a millisecond but scans the whole collection for any other filter, sort or ``$in`` (about 300 ms
+for 9,000 products, measured here), so what a page needs is precomputed into ``_id``-keyed
+documents: a user's rating history, a product's review pages, the catalog's ordering per category.
+On real MongoDB the same documents are equally fast.
 """
 from __future__ import annotations
 
@@ -28,6 +35,12 @@ SIMILAR_ITEMS = "similar_items"  # one document per product
 POPULAR = "popular"  # precomputed popular / trending lists per category
 MODEL_VERSIONS = "model_versions"
 PIPELINE_RUNS = "pipeline_runs"
+USER_HISTORY = "user_history"  # {_id: user_id, ratings: {product_id: [rating, ts]}}
+PRODUCT_REVIEWS = "product_reviews"  # {_id: "<product_id>:<page>", items: [...], pages: n}
+CATALOG_INDEX = "catalog_index"  # {_id: "<category>:<chunk>", ids: [...]} and {_id: "categories"}
+REVIEWS_PER_PAGE = 10
+CATALOG_CHUNK = 5000
+ALL = "all"
 
 
 @lru_cache(maxsize=8)
@@ -82,25 +95,82 @@ def bulk_upsert(collection: str, docs: Iterable[dict[str, Any]], batch_size: int
     return totals
 
 
+def replace_collection_start(name: str, db: Database | None = None) -> str:
+    """Begin a full reload of ``name``: an empty staging collection to insert into.
+
+    A batch load inserts into staging (``insert_many`` is ~100x faster than per-document upserts
+    on FerretDB) and then :func:`replace_collection_finish` swaps it in, so a re-run ends with
+    exactly the same documents, never duplicates.
+    """
+    db = db if db is not None else get_db()
+    staging = f"{name}__staging"
+    db.drop_collection(staging)
+    db.create_collection(staging)
+    return staging
+
+
+def insert_docs(collection: str, docs: Iterable[dict[str, Any]], batch_size: int = 2000,
+                db: Database | None = None) -> int:
+    """Unordered ``insert_many`` in batches; returns the number inserted."""
+    db = db if db is not None else get_db()
+    n = 0
+    for batch in iter_batches(iter(docs), batch_size):
+        n += len(db[collection].insert_many(batch, ordered=False).inserted_ids)
+    return n
+
+
+def replace_collection_finish(name: str, db: Database | None = None) -> None:
+    """Swap the staging collection in (drop + rename: FerretDB v1 lacks ``dropTarget``)."""
+    db = db if db is not None else get_db()
+    db.drop_collection(name)
+    db.client.admin.command("renameCollection", f"{db.name}.{name}__staging", to=f"{db.name}.{name}")
+
+
 # --- catalog -------------------------------------------------------------------------------
 
-_PRODUCT_LIST_FIELDS = {"title": 1, "category": 1, "price": 1, "n_reviews": 1, "avg_rating": 1, "brand": 1}
+_PRODUCT_LIST_FIELDS = {"title": 1, "category": 1, "price": 1, "n_reviews": 1, "avg_rating": 1, "brand": 1,
+                        "sample_summary": 1}
+
+
+def categories(db: Database | None = None) -> list[dict]:
+    """[{name, n_products}] most products first, as the batch load recorded them."""
+    db = db if db is not None else get_db()
+    doc = db[CATALOG_INDEX].find_one({"_id": "categories"})
+    return doc["items"] if doc else []
 
 
 def list_products(page: int = 1, per_page: int = 24, category: str | None = None,
                   query: str | None = None, db: Database | None = None) -> tuple[list[dict], int]:
-    """A page of products, most reviewed first, with the total count for pagination."""
+    """A page of products, most reviewed first, and the total count for pagination.
+
+    Browsing reads the precomputed order (chunks of ids per category) and then each product by
+    id; a search scans titles and review snippets with an escaped, case-insensitive regex.
+    """
     db = db if db is not None else get_db()
-    flt: dict[str, Any] = {}
-    if category:
-        flt["category"] = str(category)
-    if query:
-        flt["title"] = {"$regex": re.escape(str(query)[:100]), "$options": "i"}
     page, per_page = max(1, int(page)), max(1, min(100, int(per_page)))
-    cursor = (db[PRODUCTS].find(flt, _PRODUCT_LIST_FIELDS)
-              .sort([("n_reviews", DESCENDING), ("_id", ASCENDING)])
-              .skip((page - 1) * per_page).limit(per_page))
-    return list(cursor), db[PRODUCTS].count_documents(flt)
+    start = (page - 1) * per_page
+    if query:
+        pattern = {"$regex": re.escape(str(query)[:100]), "$options": "i"}
+        flt: dict[str, Any] = {"$or": [{"title": pattern}, {"search_text": pattern}]}
+        if category:
+            flt["category"] = str(category)
+        found = list(db[PRODUCTS].find(flt, _PRODUCT_LIST_FIELDS).limit(1000))
+        found.sort(key=lambda d: (-d.get("n_reviews", 0), d["_id"]))
+        return found[start:start + per_page], len(found)
+    key = str(category) if category else ALL
+    total_doc = db[CATALOG_INDEX].find_one({"_id": f"{key}:count"})
+    total = int(total_doc["n"]) if total_doc else 0
+    ids: list[str] = []
+    chunk = start // CATALOG_CHUNK
+    while len(ids) < per_page and chunk * CATALOG_CHUNK < total:
+        doc = db[CATALOG_INDEX].find_one({"_id": f"{key}:{chunk}"})
+        if not doc:
+            break
+        offset = start - chunk * CATALOG_CHUNK if not ids else 0
+        ids.extend(doc["ids"][offset:offset + per_page - len(ids)])
+        chunk += 1
+    products = get_products(ids, db=db)
+    return [products[i] for i in ids if i in products], total
 
 
 def get_product(product_id: str, db: Database | None = None) -> dict | None:
@@ -109,15 +179,28 @@ def get_product(product_id: str, db: Database | None = None) -> dict | None:
 
 
 def get_products(product_ids: list[str], db: Database | None = None) -> dict[str, dict]:
-    """Products by id, for rendering lists of recommendations in one round trip."""
+    """Products by id, one ``_id`` lookup each (fast on FerretDB and MongoDB alike; ``$in`` is not)."""
     db = db if db is not None else get_db()
-    ids = [str(p) for p in product_ids]
-    return {d["_id"]: d for d in db[PRODUCTS].find({"_id": {"$in": ids}}, _PRODUCT_LIST_FIELDS)}
+    out = {}
+    for pid in dict.fromkeys(str(p) for p in product_ids):
+        doc = db[PRODUCTS].find_one({"_id": pid}, _PRODUCT_LIST_FIELDS)
+        if doc:
+            out[pid] = doc
+    return out
 
 
 def product_exists(product_id: str, db: Database | None = None) -> bool:
     db = db if db is not None else get_db()
-    return db[PRODUCTS].count_documents({"_id": str(product_id)}, limit=1) > 0
+    return db[PRODUCTS].find_one({"_id": str(product_id)}, {"_id": 1}) is not None
+
+
+def product_reviews(product_id: str, page: int = 1, db: Database | None = None) -> tuple[list[dict], int]:
+    """One page of a product's reviews (most helpful, then newest first) and the page count."""
+    db = db if db is not None else get_db()
+    doc = db[PRODUCT_REVIEWS].find_one({"_id": f"{product_id}:{max(1, int(page))}"})
+    if not doc:
+        return [], 0
+    return doc["items"], int(doc["pages"])
 
 
 # --- ratings --------------------------------------------------------------------------------
@@ -131,7 +214,7 @@ def store_rating(event: dict[str, Any], db: Database | None = None) -> bool:
     db = db if db is not None else get_db()
     doc = {"_id": event["event_id"], "user_id": event["user_id"], "product_id": event["product_id"],
            "rating": int(event["rating"]), "text": event.get("text", ""), "ts": float(event["ts"]),
-           "stored_at": time.time()}
+           "stored_at": time.time(), "state": "stored"}
     try:
         db[RATINGS].insert_one(doc)
         return True
@@ -139,16 +222,39 @@ def store_rating(event: dict[str, Any], db: Database | None = None) -> bool:
         return False
 
 
-def user_ratings(user_id: str, db: Database | None = None, limit: int = 5000) -> dict[str, float]:
-    """Everything a user has rated, batch reviews and live ratings merged, latest rating winning."""
+def user_ratings(user_id: str, db: Database | None = None) -> dict[str, float]:
+    """Everything a user has rated (batch reviews and live ratings; the latest rating wins)."""
     db = db if db is not None else get_db()
-    rows: list[tuple[float, str, float]] = []
-    for doc in db[REVIEWS].find({"user_id": user_id}, {"product_id": 1, "rating": 1, "ts": 1}).limit(limit):
-        rows.append((float(doc.get("ts", 0)), doc["product_id"], float(doc["rating"])))
-    for doc in db[RATINGS].find({"user_id": user_id}, {"product_id": 1, "rating": 1, "ts": 1}).limit(limit):
-        rows.append((float(doc.get("ts", 0)), doc["product_id"], float(doc["rating"])))
-    rows.sort()
-    return {product: rating for _, product, rating in rows}
+    doc = db[USER_HISTORY].find_one({"_id": user_id})
+    return {pid: float(v[0]) for pid, v in (doc or {}).get("ratings", {}).items()}
+
+
+def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
+                   db: Database | None = None) -> dict[str, float]:
+    """Record a live rating in the user's history and return the whole history.
+
+    Read-modify-replace of one ``_id`` document; a user's events are processed in order by one
+    worker (Kafka key = user), so there is no concurrent writer for the same document. An older
+    event than the one stored (a redelivery) does not overwrite a newer rating.
+    """
+    db = db if db is not None else get_db()
+    doc = db[USER_HISTORY].find_one({"_id": user_id}) or {"_id": user_id, "ratings": {}}
+    current = doc["ratings"].get(product_id)
+    if current is None or float(current[1]) <= ts:
+        doc["ratings"][product_id] = [float(rating), float(ts)]
+        db[USER_HISTORY].replace_one({"_id": user_id}, doc, upsert=True)
+    return {pid: float(v[0]) for pid, v in doc["ratings"].items()}
+
+
+def mark_rating_processed(event_id: str, model_version: str | None, db: Database | None = None) -> None:
+    db = db if db is not None else get_db()
+    db[RATINGS].update_one({"_id": event_id}, {"$set": {"state": "processed", "processed_at": time.time(),
+                                                        "model_version": model_version}})
+
+
+def get_rating(event_id: str, db: Database | None = None) -> dict | None:
+    db = db if db is not None else get_db()
+    return db[RATINGS].find_one({"_id": str(event_id)})
 
 
 # --- recommendations ------------------------------------------------------------------------
@@ -197,14 +303,19 @@ def write_popular(category: str, kind: str, items: list[dict[str, Any]], db: Dat
 
 
 def compute_popular(limit: int = 50, category: str | None = None, db: Database | None = None) -> list[dict]:
-    """Most-reviewed products with a good average, from the catalog's precomputed counts."""
+    """Most-reviewed products, from the catalog order the batch load precomputed (no scan)."""
     db = db if db is not None else get_db()
-    flt: dict[str, Any] = {"n_reviews": {"$gt": 0}}
-    if category:
-        flt["category"] = category
-    cursor = db[PRODUCTS].find(flt, {"n_reviews": 1, "avg_rating": 1}).sort(
-        [("n_reviews", DESCENDING), ("_id", ASCENDING)]).limit(limit)
-    return [{"product_id": d["_id"], "score": float(d.get("n_reviews", 0))} for d in cursor]
+    doc = db[CATALOG_INDEX].find_one({"_id": f"{category or ALL}:0"})
+    ids = (doc or {}).get("ids", [])[:limit]
+    products = get_products(ids, db=db)
+    return [{"product_id": i, "score": float(products[i].get("n_reviews", 0))} for i in ids if i in products]
+
+
+def most_active_users(limit: int = 10, db: Database | None = None) -> list[tuple[str, int]]:
+    """(user id, number of ratings) of the most active reviewers, as the batch load recorded them."""
+    db = db if db is not None else get_db()
+    doc = db[CATALOG_INDEX].find_one({"_id": "top_users"})
+    return [(d["user_id"], int(d["n"])) for d in (doc or {}).get("items", [])[:limit]]
 
 
 # --- model versions -------------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""JSON API for the same actions as the pages, described by OpenAPI (/api/schema/)."""
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+
+from accounts.models import recommender_id
+from core import kafka_io, mongo
+from core.events import MAX_TEXT_CHARS
+from shop import recommendations
+from shop.models import RatingSubmission
+from shop.ratings import RatingRejected, submit_rating
+
+_ID_REGEX = r"^[A-Za-z0-9_.:@-]{1,128}$"
+
+
+class RatingIn(serializers.Serializer):
+    product_id = serializers.RegexField(_ID_REGEX, max_length=128)
+    rating = serializers.IntegerField(min_value=1, max_value=5)
+    text = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT_CHARS, default="")
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields) if isinstance(self.initial_data, dict) else set()
+        if unknown:
+            raise serializers.ValidationError(f"unknown fields: {', '.join(sorted(map(str, unknown)))[:200]}")
+        return attrs
+
+
+class RatingOut(serializers.Serializer):
+    event_id = serializers.CharField()
+    product_id = serializers.CharField()
+    rating = serializers.IntegerField()
+    status = serializers.CharField()
+
+
+class RecItem(serializers.Serializer):
+    product_id = serializers.CharField()
+    title = serializers.CharField()
+    score = serializers.FloatField()
+    because = serializers.CharField(allow_null=True)
+    because_title = serializers.CharField(allow_null=True)
+
+
+class RecommendationsOut(serializers.Serializer):
+    user_id = serializers.CharField()
+    source = serializers.ChoiceField(["personal", "popular"])
+    model_version = serializers.CharField(allow_null=True)
+    updated_at = serializers.FloatField(allow_null=True)
+    source_event_id = serializers.CharField(allow_null=True)
+    n_rated = serializers.IntegerField()
+    items = RecItem(many=True)
+
+
+class SimilarItem(serializers.Serializer):
+    product_id = serializers.CharField()
+    title = serializers.CharField()
+    score = serializers.FloatField()
+
+
+@extend_schema(responses={200: RecommendationsOut, 304: None},
+               description="The logged-in user's list. Send If-None-Match with the last ETag to poll cheaply.")
+@api_view(["GET"])
+@permission_classes([IsAuthenticated])
+def my_recommendations(request):
+    data = recommendations.for_user(recommender_id(request.user))
+    etag = data.pop("etag")
+    if request.headers.get("If-None-Match") == etag:
+        response = Response(status=status.HTTP_304_NOT_MODIFIED)
+    else:
+        response = Response(data)
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@extend_schema(responses={200: SimilarItem(many=True)})
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def similar(request, product_id: str):
+    import re
+
+    if not re.match(_ID_REGEX, product_id) or not mongo.product_exists(product_id):
+        return Response({"detail": "unknown product"}, status=404)
+    items = mongo.get_similar_items(product_id)
+    products = mongo.get_products([i["product_id"] for i in items])
+    return Response([{"product_id": i["product_id"], "score": i["score"],
+                      "title": products.get(i["product_id"], {}).get("title") or i["product_id"]} for i in items])
+
+
+@extend_schema(request=RatingIn, responses={202: RatingOut, 400: None, 503: None},
+               description="Rate a product as the logged-in user. Returns once Kafka has the event.")
+@api_view(["POST"])
+@permission_classes([IsAuthenticated])
+def post_rating(request):
+    if not isinstance(request.data, dict):
+        return Response({"detail": "expected a JSON object"}, status=400)
+    body = RatingIn(data=request.data)
+    body.is_valid(raise_exception=True)
+    try:
+        sub = submit_rating(request.user, recommender_id(request.user), body.validated_data["product_id"],
+                            body.validated_data["rating"], body.validated_data["text"])
+    except RatingRejected as exc:
+        return Response({"detail": str(exc)}, status=400)
+    except kafka_io.PublishError:
+        return Response({"detail": "the rating could not be delivered; try again"}, status=503)
+    return Response({"event_id": sub.event_id, "product_id": sub.product_id, "rating": sub.rating,
+                     "status": "accepted"}, status=202)
+
+
+@extend_schema(responses={200: None, 404: None})
+@api_view(["GET"])
+@permission_classes([IsAuthenticated])
+def rating_status(request, event_id: str):
+    """Processing state of one of *your* ratings (another user's id is simply not found)."""
+    sub = RatingSubmission.objects.filter(event_id=str(event_id)[:64], user=request.user).first()
+    if sub is None:
+        return Response({"detail": "not found"}, status=404)
+    doc = mongo.get_rating(sub.event_id) or {}
+    return Response({"event_id": sub.event_id, "published": sub.published,
+                     "state": doc.get("state", "pending"), "model_version": doc.get("model_version")})

@@ -1,0 +1,37 @@
+"""Create demo accounts linked to the most active reviewers of the loaded data.
+
+A visitor who logs in as one of them sees personal recommendations at once, because the batch
+job already wrote that reviewer's list. Idempotent: an existing demo account is reused and its
+password reset to the printed one.
+"""
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import Profile
+from core import mongo
+
+
+class Command(BaseCommand):
+    help = __doc__.splitlines()[0]
+
+    def add_arguments(self, parser):
+        parser.add_argument("--count", type=int, default=5)
+        parser.add_argument("--password", default="", help="default: a random one per run, printed")
+
+    def handle(self, *args, count: int, password: str, **options):
+        reviewers = mongo.most_active_users(limit=count)
+        if not reviewers:
+            raise CommandError("no reviewers in MongoDB: run the pipeline (bin/pipeline) first")
+        password = password or f"demo-{secrets.token_urlsafe(6)}"
+        for i, (reviewer_id, n) in enumerate(reviewers, start=1):
+            username = f"demo{i}"
+            user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
+            user.set_password(password)
+            user.save()
+            Profile.objects.filter(reviewer_id=reviewer_id).exclude(user=user).update(reviewer_id=None)
+            Profile.objects.update_or_create(user=user, defaults={"reviewer_id": reviewer_id, "onboarded": True})
+            self.stdout.write(f"{username} / {password}  (reviewer {reviewer_id}, {n} ratings)")

@@ -1,0 +1,66 @@
+"""Records staff see in the Django admin.
+
+The catalog, ratings and recommendations live in MongoDB (``core.mongo``). Django keeps what the
+admin needs to list and filter: every rating a site user submitted (its processing state is read
+live from MongoDB), and mirrors of the batch pipeline's runs and model versions, refreshed by the
+``sync_pipeline_records`` command and the Celery task that runs it after each pipeline run.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class RatingSubmission(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ratings")
+    recommender_id = models.CharField(max_length=128, db_index=True)
+    product_id = models.CharField(max_length=128, db_index=True)
+    rating = models.PositiveSmallIntegerField()
+    text = models.TextField(blank=True)
+    event_id = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    published = models.BooleanField(default=False, help_text="Kafka acknowledged the event.")
+    publish_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.recommender_id} rated {self.product_id} {self.rating}★"
+
+
+class PipelineRun(models.Model):
+    """One batch job of one pipeline run (mirrors MongoDB ``pipeline_runs``)."""
+
+    key = models.CharField(max_length=200, unique=True)
+    run_id = models.CharField(max_length=128, db_index=True)
+    job = models.CharField(max_length=64)
+    status = models.CharField(max_length=32, blank=True)
+    balanced = models.BooleanField(null=True)
+    counts = models.JSONField(default=dict, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    recorded_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-recorded_at"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class ModelVersion(models.Model):
+    """A trained model (mirrors MongoDB ``model_versions``), with its metrics and publish state."""
+
+    version = models.CharField(max_length=128, unique=True)
+    engine = models.CharField(max_length=64, blank=True)
+    published = models.BooleanField(default=False)
+    published_at = models.DateTimeField(null=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    decision = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-version"]
+
+    def __str__(self) -> str:
+        return self.version

@@ -1,0 +1,161 @@
+"""HTML pages: catalog, product, rating, recommendations, analysis dashboard."""
+from __future__ import annotations
+
+import json
+import re
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.models import recommender_id
+from core import artifacts, kafka_io, mongo
+from core.settings import get_settings
+from shop import recommendations
+from shop.forms import CatalogQueryForm, RatingForm, product_id_validator
+from shop.ratings import RatingRejected, submit_rating
+
+PER_PAGE = 24
+_PLOT_RE = re.compile(r"^[a-z0-9_]{1,64}\.png$")
+
+
+def _valid_product_id(product_id: str) -> str:
+    try:
+        product_id_validator(product_id)
+    except Exception:
+        raise Http404("No such product") from None
+    return product_id
+
+
+@require_GET
+def catalog(request):
+    form = CatalogQueryForm(request.GET)
+    if not form.is_valid():
+        return render(request, "shop/catalog.html", {"form": form, "products": [], "categories": []}, status=400)
+    page = form.cleaned_data["page"] or 1
+    q, category = form.cleaned_data["q"], form.cleaned_data["category"] or None
+    products, total = mongo.list_products(page=page, per_page=PER_PAGE, category=category, query=q or None)
+    pages = max(1, -(-total // PER_PAGE))
+    return render(request, "shop/catalog.html", {
+        "form": form, "products": [{**p, "pid": p["_id"]} for p in products], "total": total, "page": page, "pages": pages,
+        "has_prev": page > 1, "has_next": page < pages, "q": q, "category": category or "",
+        "categories": mongo.categories(),
+    })
+
+
+@require_GET
+def product(request, product_id: str):
+    product_id = _valid_product_id(product_id)
+    doc = mongo.get_product(product_id)
+    if not doc:
+        raise Http404("No such product")
+    try:
+        page = max(1, min(1000, int(request.GET.get("page", "1"))))
+    except ValueError:
+        page = 1
+    reviews, pages = mongo.product_reviews(product_id, page)
+    similar = mongo.get_similar_items(product_id)[:8]
+    sim_products = mongo.get_products([s["product_id"] for s in similar])
+    hist = doc.get("rating_hist") or {}
+    n = max(1, sum(int(v) for v in hist.values()))
+    histogram = [{"star": s, "count": int(hist.get(str(s), 0)), "pct": round(100 * int(hist.get(str(s), 0)) / n)}
+                 for s in range(5, 0, -1)]
+    mine = None
+    if request.user.is_authenticated:
+        mine = mongo.user_ratings(recommender_id(request.user)).get(product_id)
+    return render(request, "shop/product.html", {
+        "product": {**doc, "pid": doc["_id"]}, "reviews": reviews, "page": page, "pages": pages, "histogram": histogram,
+        "similar": [{**s, "title": sim_products.get(s["product_id"], {}).get("title") or s["product_id"]}
+                    for s in similar],
+        "form": RatingForm(), "my_rating": mine,
+    })
+
+
+@login_required
+@require_POST
+def rate(request, product_id: str):
+    """Publish the rating and return at once; the recommendations page shows the worker's update."""
+    product_id = _valid_product_id(product_id)
+    form = RatingForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse(f"Invalid rating: {form.errors.as_text()}", status=400, content_type="text/plain")
+    try:
+        submission = submit_rating(request.user, recommender_id(request.user), product_id,
+                                   form.cleaned_data["rating"], form.cleaned_data["text"])
+    except RatingRejected as exc:
+        return HttpResponse(f"Rating refused: {exc}", status=400, content_type="text/plain")
+    except kafka_io.PublishError:
+        messages.error(request, "Sorry, your rating could not be saved right now. Please try again.")
+        return redirect("product", product_id=product_id)
+    messages.success(request, f"Thanks! You rated it {submission.rating} ★. Your recommendations are updating.")
+    next_url = request.POST.get("next", "")
+    if next_url == "recommendations":
+        return redirect("recommendations")
+    return redirect(f"/recommendations/?after={submission.event_id}")
+
+
+@login_required
+@require_GET
+def recommendations_page(request):
+    uid = recommender_id(request.user)
+    data = recommendations.for_user(uid)
+    return render(request, "shop/recommendations.html", {
+        "data": data, "rec_state": {"etag": data["etag"]},
+        "fallback": recommendations.fallback_lists() if data["source"] != "personal" else [],
+        "rating_form": RatingForm(),
+    })
+
+
+def _eda_dir():
+    return get_settings().eda_dir / "latest"
+
+
+@require_GET
+def dashboard(request):
+    summary = cache.get("dashboard:summary")
+    if summary is None:
+        try:
+            summary = json.loads((_eda_dir() / "summary.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            summary = {}
+        cache.set("dashboard:summary", summary, 60)
+    version = artifacts.current_version()
+    metrics = artifacts.load_metrics(version) if version else {}
+    return render(request, "shop/dashboard.html", {
+        "summary": summary, "summary_pretty": json.dumps(summary.get("counts", {}), indent=2),
+        "analyses": summary.get("analyses", {}) if isinstance(summary.get("analyses"), dict) else {},
+        "version": version, "metrics": metrics, "metrics_rows": _metric_rows(metrics),
+    })
+
+
+def _metric_rows(metrics: dict) -> list[dict]:
+    """Model vs baselines as table rows, whatever subset of metrics the training recorded."""
+    rows = []
+    if metrics.get("test"):
+        rows.append({"name": f"model ({metrics.get('engine', '?')})", **metrics["test"]})
+    for name, m in (metrics.get("baselines") or {}).items():
+        rows.append({"name": name, **m})
+    keys = ["ndcg@10", "recall@10", "hr@10", "rmse", "coverage"]
+    return [{"name": r["name"], "values": [r.get(k) for k in keys]} for r in rows]
+
+
+@require_GET
+def eda_plot(request, name: str):
+    if not _PLOT_RE.match(name):
+        raise Http404()
+    path = _eda_dir() / name
+    if not path.is_file():
+        raise Http404()
+    return FileResponse(path.open("rb"), content_type="image/png")
+
+
+def healthz(request):
+    """Liveness plus whether MongoDB answers (load balancers and bin/services poll this)."""
+    try:
+        mongo.get_db().command("ping")
+        return JsonResponse({"ok": True})
+    except Exception as exc:
+        return JsonResponse({"ok": False, "error": exc.__class__.__name__}, status=503)
