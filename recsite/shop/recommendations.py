@@ -30,7 +30,8 @@ def for_user(recommender_id: str) -> dict[str, Any]:
             "because_title": (products.get(i.get("because") or "", {}).get("title") or i.get("because"))
             if i.get("because") else None,
         } for i in items]
-        return {"user_id": recommender_id, "source": "personal", "model_version": doc.get("model_version"),
+        source = "popular" if doc.get("model_version") == "popular" else "personal"
+        return {"user_id": recommender_id, "source": source, "model_version": doc.get("model_version"),
                 "updated_at": doc.get("updated_at"), "source_event_id": doc.get("source_event_id"),
                 "n_rated": len(history), "items": out,
                 "etag": f'"{doc.get("model_version")}-{doc.get("updated_at")}"'}
@@ -39,7 +40,7 @@ def for_user(recommender_id: str) -> dict[str, Any]:
     out = [{"product_id": p["product_id"], "title": products.get(p["product_id"], {}).get("title") or p["product_id"],
             "score": round(float(p.get("score", 0.0)), 4), "because": None, "because_title": None} for p in popular]
     return {"user_id": recommender_id, "source": "popular", "model_version": None, "updated_at": None,
-            "source_event_id": None, "n_rated": len(history), "items": out, "etag": f'"popular-{len(history)}"'}
+            "source_event_id": None, "n_rated": len(history), "items": out, "etag": '"none"'}
 
 
 def fallback_lists(limit: int = 8) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import recommender_id
 from core import artifacts, kafka_io, mongo
+from core.cache_keys import CACHE_GENERATION
 from core.settings import get_settings
 from shop import recommendations
 from shop.forms import CatalogQueryForm, RatingForm, product_id_validator
@@ -113,15 +114,26 @@ def _eda_dir():
     return get_settings().eda_dir / "latest"
 
 
+def _cache_generation() -> int:
+    """Celery bumps this after a new model; cached summaries from before are then ignored."""
+    try:
+        from django_redis import get_redis_connection
+
+        return int(get_redis_connection("default").get(CACHE_GENERATION) or 0)
+    except Exception:
+        return 0
+
+
 @require_GET
 def dashboard(request):
-    summary = cache.get("dashboard:summary")
+    key = f"dashboard:summary:{_cache_generation()}"
+    summary = cache.get(key)
     if summary is None:
         try:
             summary = json.loads((_eda_dir() / "summary.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             summary = {}
-        cache.set("dashboard:summary", summary, 60)
+        cache.set(key, summary, 60)
     version = artifacts.current_version()
     metrics = artifacts.load_metrics(version) if version else {}
     return render(request, "shop/dashboard.html", {

@@ -1,0 +1,32 @@
+"""Celery application: periodic refresh of the site's lists and re-scoring after a new model.
+
+    celery -A kafka_workers.celery_app worker -B -l info     # worker with the beat scheduler
+
+Redis (``REDIS_URL``) is the broker. The Kafka workers keep each user's list current per event;
+Celery does what is not tied to one event: popular and trending lists per category, and, when the
+batch pipeline publishes a model, re-scoring recently active users and invalidating site caches.
+"""
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from core.settings import get_settings
+
+app = Celery("amazon_recommender", broker=get_settings().redis_url, include=["kafka_workers.tasks"])
+app.conf.update(
+    task_ignore_result=True,
+    task_acks_late=True,  # a task interrupted by a crash runs again; every task here is idempotent
+    worker_prefetch_multiplier=1,
+    timezone="UTC",
+    beat_schedule={
+        "refresh-popular": {"task": "kafka_workers.tasks.refresh_popular",
+                            "schedule": float(os.environ.get("POPULAR_REFRESH_S", "300"))},
+        "refresh-trending": {"task": "kafka_workers.tasks.refresh_trending",
+                             "schedule": float(os.environ.get("TRENDING_REFRESH_S", "60"))},
+        "check-model": {"task": "kafka_workers.tasks.check_model",
+                        "schedule": float(os.environ.get("MODEL_CHECK_S", "15"))},
+    },
+    beat_schedule_filename=str(get_settings().local_dir / "celerybeat-schedule"),
+)

@@ -1,0 +1,46 @@
+"""The published model, reloaded when the batch pipeline publishes a new version.
+
+Checking the ``CURRENT`` file costs one small read, so the worker does it every few seconds
+between batches; a new version is loaded fully before it replaces the old one, so events are never
+scored against half a model and no restart is needed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from core import artifacts
+from core.artifacts import Model
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """State is real here: the loaded model and when the published version was last checked."""
+
+    def __init__(self, check_every_s: float = 2.0) -> None:
+        self.model: Model | None = None
+        self.check_every_s = check_every_s
+        self._checked_at = 0.0
+
+    @property
+    def version(self) -> str | None:
+        return self.model.version if self.model else None
+
+    def refresh(self, force: bool = False) -> bool:
+        """Load the published version if it changed; True when a new model was loaded."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.check_every_s:
+            return False
+        self._checked_at = now
+        wanted = artifacts.current_version()
+        if wanted is None or wanted == self.version:
+            return False
+        try:
+            model = artifacts.load_model(wanted)
+        except (OSError, ValueError) as exc:  # a half-copied artifact dir on a shared volume: retry later
+            log.warning("could not load model %s: %s", wanted, exc)
+            return False
+        old, self.model = self.version, model
+        log.info("model %s loaded (was %s): %d items, rank %d", wanted, old, len(model.item_ids), model.rank)
+        return True

@@ -1,0 +1,66 @@
+"""Handling one rating event: store it, fold the user in, write their new list.
+
+Every step is idempotent (insert by event id, history keeps the newest rating, the list is
+replaced whole), so a redelivered event after a crash changes nothing; that is what lets the
+worker commit offsets only after MongoDB has the result and still store each rating exactly once.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from core import mongo, recommend
+from core.artifacts import Model
+from core.events import InvalidEvent, RatingEvent, parse_event
+from core.settings import get_settings
+
+
+@dataclass(frozen=True)
+class Outcome:
+    event: RatingEvent | None
+    status: str  # "processed" | "duplicate" | "dead-letter"
+    reason: str = ""
+    latency_s: float = 0.0
+
+
+def recommendations_for(history: dict[str, float], model: Model | None, n: int) -> tuple[list[dict], str]:
+    """Personal top-n by folding the user into the model, else popular items they have not rated."""
+    if model is not None:
+        items = recommend.recommend(model, history, n=n)
+        if items:
+            return items, model.version
+    popular = [p for p in mongo.compute_popular(limit=n + len(history)) if p["product_id"] not in history]
+    return [{**p, "because": None} for p in popular[:n]], "popular"
+
+
+def handle(raw: bytes | None, model: Model | None) -> Outcome:
+    """Process one Kafka message value. Raises only for infrastructure errors (MongoDB down).
+
+    Invalid events come back as ``dead-letter`` outcomes with the reason, so the caller can send
+    them to the dead-letter topic and carry on with the next message.
+    """
+    try:
+        event = parse_event(raw)
+    except InvalidEvent as exc:
+        return Outcome(None, "dead-letter", str(exc))
+    if not mongo.product_exists(event.product_id):
+        return Outcome(event, "dead-letter", f"unknown product {event.product_id}")
+    fresh = mongo.store_rating(event.to_dict())
+    if not fresh:
+        stored = mongo.get_rating(event.event_id) or {}
+        if stored.get("state") == "processed":
+            return Outcome(event, "duplicate")
+        # stored but the worker died before writing the list: finish the job now
+    history = mongo.add_to_history(event.user_id, event.product_id, event.rating, event.ts)
+    items, version = recommendations_for(history, model, get_settings().top_n)
+    mongo.write_recommendations(event.user_id, items, version, source_event_id=event.event_id)
+    mongo.mark_rating_processed(event.event_id, version)
+    return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))
+
+
+def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: int, offset: int) -> dict[str, Any]:
+    """What a dead letter carries: the reason, where it came from, and the original (truncated)."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+    return {"reason": reason, "topic": topic, "partition": partition, "offset": offset,
+            "value": text[:4096], "value_bytes": len(raw or b""), "dead_lettered_at": time.time()}

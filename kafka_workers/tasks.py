@@ -1,0 +1,97 @@
+"""Celery tasks. Each is idempotent (it recomputes and replaces), so a retry or a late ack is harmless."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+
+import redis
+
+from core import artifacts, mongo, recommend
+from core.cache_keys import CACHE_GENERATION as CACHE_GENERATION_KEY
+from core.cache_keys import LAST_RESCORED_MODEL as LAST_MODEL_KEY
+from core.settings import get_settings
+from kafka_workers.celery_app import app
+
+log = logging.getLogger(__name__)
+TRENDING_WINDOW_S = 7 * 86400
+TRENDING_HALF_LIFE_S = 86400.0
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5)
+
+
+@app.task
+def refresh_popular(limit: int = 50) -> int:
+    """Most-reviewed products overall and per category, from the batch load's catalog order."""
+    written = 0
+    for name in [mongo.ALL] + [c["name"] for c in mongo.categories()]:
+        items = mongo.compute_popular(limit=limit, category=None if name == mongo.ALL else name)
+        mongo.write_popular(name, "popular", items)
+        written += 1
+    return written
+
+
+def trending_scores(events: list[dict], now: float) -> dict[str, float]:
+    """Recent ratings weighted by recency (half-life one day) and by how positive they are."""
+    scores: dict[str, float] = defaultdict(float)
+    for e in events:
+        age = max(0.0, now - float(e["ts"]))
+        scores[e["product_id"]] += (float(e["rating"]) / 5.0) * math.pow(0.5, age / TRENDING_HALF_LIFE_S)
+    return scores
+
+
+@app.task
+def refresh_trending(limit: int = 50) -> int:
+    """Trending from the live rating events of the last week, overall and per category."""
+    now = time.time()
+    events = list(mongo.get_db()[mongo.RATINGS].find({"ts": {"$gte": now - TRENDING_WINDOW_S}},
+                                                    {"product_id": 1, "rating": 1, "ts": 1}))
+    scores = trending_scores(events, now)
+    products = mongo.get_products(list(scores))
+    by_cat: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for pid, score in scores.items():
+        by_cat[mongo.ALL].append((pid, score))
+        by_cat[products.get(pid, {}).get("category") or ""].append((pid, score))
+    names = {mongo.ALL, *(c["name"] for c in mongo.categories())}
+    for name in names:
+        ranked = sorted(by_cat.get(name, []), key=lambda x: (-x[1], x[0]))[:limit]
+        mongo.write_popular(name, "trending", [{"product_id": p, "score": round(s, 4)} for p, s in ranked])
+    return len(names)
+
+
+@app.task
+def check_model() -> str | None:
+    """Start re-scoring once per newly published model version."""
+    version = artifacts.current_version()
+    if version is None:
+        return None
+    r = _redis()
+    if r.get(LAST_MODEL_KEY) == version.encode():
+        return None
+    rescore_active_users.delay(version)
+    return version
+
+
+@app.task
+def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 200) -> int:
+    """Re-score users who rated on the site recently with the new model, then refresh caches."""
+    model = artifacts.load_model(version)
+    if model is None:
+        return 0
+    since = time.time() - active_days * 86400
+    users = sorted({d["user_id"] for d in mongo.get_db()[mongo.RATINGS].find({"ts": {"$gte": since}}, {"user_id": 1})})
+    done = 0
+    for start in range(0, len(users), batch_size):
+        for user in users[start:start + batch_size]:
+            items = recommend.recommend(model, mongo.user_ratings(user), n=get_settings().top_n)
+            if items:
+                mongo.write_recommendations(user, items, model.version)
+                done += 1
+    r = _redis()
+    r.incr(CACHE_GENERATION_KEY)
+    r.set(LAST_MODEL_KEY, version)
+    log.info("model %s: re-scored %d active users; cache generation bumped", version, done)
+    return done
