@@ -33,7 +33,7 @@ class Model:
 
     version: str
     item_ids: list[str]
-    item_factors: np.ndarray  # (n_items, rank) float32
+    item_factors: np.ndarray  # (n_items, rank) float32; for EASE the (n_items, n_items) weights B
     params: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     item_index: dict[str, int] = field(init=False)
@@ -42,8 +42,16 @@ class Model:
     def __post_init__(self) -> None:
         self.item_factors = np.ascontiguousarray(self.item_factors, dtype=np.float32)
         self.item_index = {item: i for i, item in enumerate(self.item_ids)}
+        if self.kind == "ease":  # item-item weights, not factors: no Gram matrix to fold in with
+            self.gram = np.zeros((0, 0))
+            return
         y = self.item_factors.astype(np.float64)
         self.gram = y.T @ y
+
+    @property
+    def kind(self) -> str:
+        """'ials' (implicit factors), 'explicit' (rating factors) or 'ease' (item-item weights)."""
+        return str(self.params.get("kind", "ials"))
 
     @property
     def rank(self) -> int:

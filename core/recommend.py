@@ -59,8 +59,36 @@ def fold_in(model: Model, rated: dict[str, float]) -> np.ndarray | None:
     return np.linalg.solve(a, y.T @ weights)
 
 
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    n = min(n, int(np.isfinite(scores).sum()))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    top = np.argpartition(-scores, n - 1)[:n]
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
+def recommend_ease(model: Model, rated: dict[str, float], n: int = 20) -> list[dict[str, Any]]:
+    """EASE (Steck 2019): score = Σ_j B[j, :] over the items the user interacted with.
+
+    No fold-in is needed: the model is item-to-item, so a new rating changes the scores at once.
+    The reason is the rated item with the largest weight towards the recommended one.
+    """
+    idx = np.array(sorted({model.item_index[p] for p in rated if p in model.item_index}), dtype=np.int64)
+    if idx.size == 0:
+        return []
+    rows = model.item_factors[idx]
+    scores = rows.sum(axis=0).astype(np.float64)
+    scores[idx] = -np.inf
+    top = _top(scores, n)
+    best = rows[:, top].argmax(axis=0)
+    return [{"product_id": model.item_ids[i], "score": float(scores[i]), "because": model.item_ids[int(idx[b])]}
+            for i, b in zip(top.tolist(), best.tolist())]
+
+
 def recommend(model: Model, rated: dict[str, float], n: int = 20) -> list[dict[str, Any]]:
     """Top-``n`` unrated items with score and reason; empty if the user cannot be folded in."""
+    if model.kind == "ease":
+        return recommend_ease(model, rated, n)
     system = _system(model, rated)
     if system is None:
         return []
@@ -85,10 +113,17 @@ def recommend(model: Model, rated: dict[str, float], n: int = 20) -> list[dict[s
 
 
 def similar_items(model: Model, product_id: str, n: int = 10) -> list[dict[str, Any]]:
-    """Items closest by cosine of their factors ("customers who liked this also liked")."""
+    """Items closest by cosine of their factors ("customers who liked this also liked").
+
+    For EASE the row B[i, :] already says how much liking ``i`` predicts liking each other item.
+    """
     i = model.item_index.get(product_id)
     if i is None:
         return []
+    if model.kind == "ease":
+        sims = model.item_factors[i].astype(np.float64).copy()
+        sims[i] = -np.inf
+        return [{"product_id": model.item_ids[j], "score": float(sims[j])} for j in _top(sims, n).tolist()]
     norms = np.linalg.norm(model.item_factors, axis=1) + 1e-12
     sims = (model.item_factors @ model.item_factors[i]) / (norms * norms[i])
     sims[i] = -np.inf
