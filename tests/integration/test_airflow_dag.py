@@ -1,0 +1,274 @@
+"""The Airflow DAG (dags/recommender_pipeline.py), checked with Airflow itself.
+
+Airflow lives in its own virtualenv (its pins clash with the app's), so every check runs the
+Airflow venv's Python in a subprocess with a throwaway AIRFLOW_HOME; the venv is installed with
+``bin/services install airflow`` when it is missing, never skipped. The slow test runs the whole
+DAG with ``airflow dags test`` against the real MongoDB-protocol server, in its own database and
+its own data and artifact folders.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+DAG_ID = "amazon_recommender_pipeline"
+CHAIN = ["load", "clean", "mongo_load", "eda", "train", "evaluate", "publish"]
+SPARK_TASKS = [t for t in CHAIN if t != "evaluate"]
+
+pytestmark = pytest.mark.integration
+
+
+def _local_dir() -> Path:
+    from core.settings import get_settings
+
+    return get_settings().local_dir
+
+
+@pytest.fixture(scope="session")
+def airflow_venv() -> Path:
+    """The Airflow venv bin/services makes; installed here when missing (CI starts from nothing)."""
+    venv = _local_dir() / "airflow-venv"
+    if not (venv / "bin" / "airflow").exists():
+        r = subprocess.run([str(ROOT / "bin" / "services"), "install", "airflow"], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, f"bin/services install airflow failed:\n{r.stdout}\n{r.stderr}"
+    assert (venv / "bin" / "airflow").exists(), f"no airflow in {venv} after bin/services install airflow"
+    return venv
+
+
+def _airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(DAGS), **extra)
+    return env
+
+
+def _probe(venv: Path, home: Path, code: str, **env: str) -> dict:
+    """Run ``code`` with the Airflow venv's Python; it prints one JSON line last, returned here."""
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=_airflow_env(home, **env))
+    assert r.returncode == 0, f"probe failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+DAGBAG_PROBE = f"""
+import json
+from airflow.models.dagbag import DagBag
+bag = DagBag(dag_folder={str(DAGS)!r}, include_examples=False)
+out = {{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "dag_ids": sorted(bag.dags)}}
+dag = bag.dags.get({DAG_ID!r})
+if dag is not None:
+    out["schedule"] = str(dag.schedule)
+    out["catchup"] = dag.catchup
+    out["params"] = dag.params.dump()
+    out["tasks"] = {{t.task_id: {{
+        "up": sorted(t.upstream_task_ids), "down": sorted(t.downstream_task_ids),
+        "retries": t.retries, "retry_delay": t.retry_delay.total_seconds(),
+        "backoff": bool(t.retry_exponential_backoff), "max_retry_delay": t.max_retry_delay.total_seconds(),
+        "application": getattr(t, "application", None), "binary": getattr(t, "_spark_binary", None),
+        "conn_id": getattr(t, "_conn_id", None), "env": getattr(t, "env_vars", None),
+        "args": getattr(t, "application_args", None),
+    }} for t in dag.tasks}}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_venv, tmp_path_factory) -> dict:
+    return _probe(airflow_venv, tmp_path_factory.mktemp("airflow-home"), DAGBAG_PROBE,
+                  DATA_DIR="/srv/recs/data", MONGO_DB="airflow_dag_probe", SPARK_SUBMIT_BINARY="",
+                  APP_VENV="", APP_PYTHON="", PYSPARK_PYTHON="", LOCAL_DIR=str(_local_dir()))
+
+
+def test_dag_folder_imports_without_errors(dagbag):
+    assert dagbag["errors"] == {}
+    assert dagbag["dag_ids"] == [DAG_ID]
+
+
+def test_task_graph_is_the_pipeline_chain(dagbag):
+    tasks = dagbag["tasks"]
+    assert sorted(tasks) == sorted(CHAIN)
+    for i, task_id in enumerate(CHAIN):
+        assert tasks[task_id]["up"] == CHAIN[i - 1:i], task_id
+        assert tasks[task_id]["down"] == CHAIN[i + 1:i + 2], task_id
+
+
+def test_schedule_params_and_retries(dagbag):
+    assert dagbag["schedule"] == "@daily"
+    assert dagbag["catchup"] is False
+    assert dagbag["params"] == {
+        "inputs": [str(ROOT / "data" / "demo" / "amazon2014_musical_instruments_5.jsonl.gz")],
+        "engine": "auto",
+        "force_publish": False,
+    }
+    for task_id, t in dagbag["tasks"].items():
+        assert (t["retries"], t["retry_delay"], t["backoff"], t["max_retry_delay"]) == (2, 60, True, 600), task_id
+
+
+def test_spark_tasks_submit_the_repo_jobs_with_the_app_venv(dagbag):
+    venv = _local_dir() / "venv"
+    for task_id in SPARK_TASKS:
+        t = dagbag["tasks"][task_id]
+        assert t["application"] == str(ROOT / "spark_jobs" / f"{task_id}.py")
+        assert t["binary"] == str(venv / "bin" / "spark-submit")
+        assert t["conn_id"] == "spark_default"
+        assert t["env"]["PYSPARK_PYTHON"] == str(venv / "bin" / "python")
+        assert t["env"]["DATA_DIR"] == "/srv/recs/data"
+        assert t["env"]["MONGO_DB"] == "airflow_dag_probe"
+        assert "{{ run_id | fs_safe }}" in t["args"], task_id
+    assert dagbag["tasks"]["train"]["args"][:2] == ["--engine", "{{ params.engine }}"]
+    assert "--version" in dagbag["tasks"]["publish"]["args"]
+
+
+HELPERS_PROBE = f"""
+import json, sys
+sys.path.insert(0, {str(DAGS)!r})
+import recommender_pipeline as p
+print(json.dumps({{
+    "safe": [p.fs_safe(r) for r in ("manual__2026-11-25T11:40:32.728943+00:00", "scheduled__2025-01-01T00:00:00+00:00")],
+    "inputs": p.input_args({{"inputs": ["data/x.jsonl.gz", "/abs/*.json.gz"]}}),
+    "force": [p.force_args({{"force_publish": True}}), p.force_args({{"force_publish": False}})],
+    "binary": p.spark_submit_binary(),
+    "python": p.app_python(),
+}}))
+"""
+
+
+def test_run_ids_inputs_and_force_flag(airflow_venv, tmp_path):
+    out = _probe(airflow_venv, tmp_path, HELPERS_PROBE, APP_PYTHON="/opt/app-venv/bin/python",
+                 SPARK_SUBMIT_BINARY="", APP_VENV="", PYSPARK_PYTHON="")
+    assert out["safe"] == ["manual__2026-11-25T11-40-32.728943-00-00", "scheduled__2025-01-01T00-00-00-00-00"]
+    assert out["inputs"] == ["--input", str(ROOT / "data" / "x.jsonl.gz"), "--input", "/abs/*.json.gz"]
+    assert out["force"] == [["--force"], []]
+    # docker-compose names the app venv through APP_PYTHON
+    assert (out["binary"], out["python"]) == ("/opt/app-venv/bin/spark-submit", "/opt/app-venv/bin/python")
+
+
+EVALUATE_PROBE = f"""
+import json, sys
+sys.path.insert(0, {str(DAGS)!r})
+import recommender_pipeline as p
+try:
+    print(json.dumps({{"ok": p.read_train_record(sys.argv[1])}}))
+except Exception as exc:
+    print(json.dumps({{"error": type(exc).__name__, "message": str(exc)}}))
+"""
+
+
+@pytest.mark.parametrize("record, expected", [
+    (None, "train left no record"),
+    ({"status": "failed", "version": "v1", "metrics": {"ndcg@10": 0.1}}, "status 'failed'"),
+    ({"status": "ok", "metrics": {"ndcg@10": 0.1}}, "names no model version"),
+    ({"status": "ok", "version": "v1"}, "no evaluation metrics"),
+])
+def test_evaluate_fails_clearly_without_a_usable_train_record(airflow_venv, tmp_path, record, expected):
+    run_id = "manual__2026-01-01T00:00:00+00:00"
+    if record is not None:
+        run_dir = tmp_path / "data" / "runs" / "manual__2026-01-01T00-00-00-00-00"
+        run_dir.mkdir(parents=True)
+        (run_dir / "train.json").write_text(json.dumps(record))
+    out = _probe(airflow_venv, tmp_path / "home", EVALUATE_PROBE.replace("sys.argv[1]", repr(run_id)),
+                 DATA_DIR=str(tmp_path / "data"))
+    assert out.get("error") == "AirflowFailException", out
+    assert expected in out["message"]
+
+
+def test_evaluate_hands_version_and_metrics_on(airflow_venv, tmp_path):
+    run_dir = tmp_path / "data" / "runs" / "r-1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.json").write_text(json.dumps(
+        {"status": "ok", "version": "20260101-abc", "metrics": {"ndcg@10": 0.12, "rmse": 0.9}}))
+    out = _probe(airflow_venv, tmp_path / "home", EVALUATE_PROBE.replace("sys.argv[1]", "'r-1'"),
+                 DATA_DIR=str(tmp_path / "data"))
+    assert out == {"ok": {"version": "20260101-abc", "metrics": {"ndcg@10": 0.12, "rmse": 0.9}}}
+
+
+def test_spark_task_refuses_to_run_without_the_spark_connection(airflow_venv, tmp_path):
+    """The provider would otherwise submit to --master yarn; the task must say what is missing."""
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(DAGS)!r})
+import recommender_pipeline as p
+try:
+    p.dag.get_task("clean").execute({{"params": {{}}}})
+    print(json.dumps({{"error": None}}))
+except Exception as exc:
+    print(json.dumps({{"error": type(exc).__name__, "message": str(exc)}}))
+"""
+    out = _probe(airflow_venv, tmp_path, code)
+    assert out["error"] == "AirflowFailException"
+    assert "AIRFLOW_CONN_SPARK_DEFAULT" in out["message"]
+
+
+# --- the whole DAG ----------------------------------------------------------------------------
+
+@pytest.fixture
+def scratch_mongo_db():
+    """A database of its own on the real server (fails, not skips, when the server is down)."""
+    from core import mongo
+    from core.settings import get_settings
+
+    name = f"test_airflow_{uuid.uuid4().hex[:8]}"
+    client = mongo.get_client(get_settings().mongo_uri)
+    try:
+        client.admin.command("ping")
+    except Exception as exc:
+        pytest.fail(f"MongoDB (FerretDB) is not reachable at {get_settings().mongo_uri}: {exc}; "
+                    f"start it with `bin/services start`", pytrace=False)
+    yield name
+    client.drop_database(name)
+
+
+def _airflow(venv: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(venv / "bin" / "airflow"), *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
+
+
+def _json_output(stdout: str) -> list[dict]:
+    """The JSON list an ``airflow ... -o json`` command prints (its last line starting with '[')."""
+    return json.loads([line for line in stdout.splitlines() if line.startswith("[")][-1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_dags_test_runs_every_task_and_publishes_a_model(airflow_venv, scratch_mongo_db, tmp_path):
+    data, artifacts_dir = tmp_path / "data", tmp_path / "artifacts"
+    master = os.environ.get("SPARK_TEST_MASTER", "local[2]")
+    env = _airflow_env(
+        tmp_path / "airflow-home",
+        DATA_DIR=str(data), ARTIFACTS_DIR=str(artifacts_dir), EDA_DIR=str(data / "eda"), MONGO_DB=scratch_mongo_db,
+        SPARK_MASTER=master,
+        AIRFLOW_CONN_SPARK_DEFAULT=json.dumps({"conn_type": "spark", "host": master}),
+        SPARK_DRIVER_MEMORY=os.environ.get("SPARK_DRIVER_MEMORY", "2g"),
+    )
+    for k in ("SPARK_SUBMIT_BINARY", "APP_VENV", "APP_PYTHON", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
+        env.pop(k, None)
+    migrate = _airflow(airflow_venv, env, "db", "migrate")
+    assert migrate.returncode == 0, migrate.stderr[-4000:]
+
+    run = _airflow(airflow_venv, env, "dags", "test", DAG_ID, "-c", json.dumps({"engine": "auto"}))
+    log = f"{run.stdout[-6000:]}\n{run.stderr[-6000:]}"
+
+    runs = _airflow(airflow_venv, env, "dags", "list-runs", DAG_ID, "-o", "json")
+    assert runs.returncode == 0, runs.stderr[-4000:]
+    (dag_run,) = _json_output(runs.stdout)
+    states = _airflow(airflow_venv, env, "tasks", "states-for-dag-run", DAG_ID, dag_run["run_id"], "-o", "json")
+    assert states.returncode == 0, states.stderr[-4000:]
+    by_task = {t["task_id"]: t["state"] for t in _json_output(states.stdout)}
+    assert by_task == {t: "success" for t in CHAIN}, log
+    assert dag_run["state"] == "success", log
+
+    from core import artifacts
+
+    (run_dir,) = (data / "runs").iterdir()  # the jobs' records of this one run
+    train = json.loads((run_dir / "train.json").read_text())
+    version = train.get("version") or train.get("model_version")
+    assert version, train
+    assert artifacts.current_version(artifacts_dir) == version, f"model {version} not published\n{log}"
