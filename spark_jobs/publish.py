@@ -64,6 +64,7 @@ def load_serving_lists(version: str) -> dict[str, int]:
 def publish(version: str, run_id: str, force: bool = False) -> dict:
     current = artifacts.current_version()
     if current == version:
+        print(f"publish: {version} is already the published version; nothing to do")
         return {"status": "unchanged", "version": version, "decision": "already the published version"}
     candidate = artifacts.load_metrics(version)
     ok, reason = gate(candidate, artifacts.load_metrics(current) if current else None)
