@@ -1,6 +1,6 @@
 # Airflow with the Spark provider, plus a JVM and the app's code so SparkSubmitOperator can run
 # spark-submit for the jobs in spark_jobs/ against the Spark cluster in docker-compose.yml.
-FROM apache/airflow:3.1.3-python3.11
+FROM apache/airflow:3.1.8-python3.11
 
 USER root
 RUN apt-get update \

@@ -144,7 +144,10 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
                 stats.published_at = time.monotonic()
                 snap = stats.snapshot(consumer_lag(consumer), holder.version)
                 publish_stats(name, snap)
-                log.info("stats %s", snap)
+                seen = (snap["processed"], snap["duplicate"], snap["dead-letter"], snap["lag"])
+                if seen != getattr(stats, "last_logged", None):  # quiet while idle
+                    stats.last_logged = seen
+                    log.info("stats %s", snap)
     finally:
         consumer.close(autocommit=False)
         log.info("worker %s stopped: %s", name, stats.counts)

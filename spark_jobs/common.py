@@ -27,10 +27,14 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     """
     from pyspark.sql import SparkSession
 
+    from pyspark import SparkConf
+
     settings = get_settings()
+    # spark-submit --master (what Airflow's SparkSubmitOperator passes) wins over SPARK_MASTER.
+    submitted = SparkConf().get("spark.master", None)
     builder = (
         SparkSession.builder.appName(f"amazon-recommender:{app_name}")
-        .master(master or settings.spark_master)
+        .master(master or submitted or settings.spark_master)
         .config("spark.sql.shuffle.partitions", os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"))
         .config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "4g"))
         .config("spark.sql.session.timeZone", "UTC")
