@@ -61,7 +61,8 @@ def mongo_db(settings):
     db = mongo.get_db()
     mongo.ensure_indexes(db)
     yield db
-    mongo.get_client().drop_database(settings.mongo_db)
+    if os.environ.get("KEEP_TEST_DB") != "1":  # set it to inspect a failed run's data afterwards
+        mongo.get_client().drop_database(settings.mongo_db)
 
 
 @pytest.fixture(scope="session")
