@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # run as a script by spark-submit: make the repo 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
 from core.settings import get_settings
 from core.spark_schemas import RAW_LINE
@@ -53,7 +54,8 @@ def _bool(col: F.Column) -> F.Column:
 
 def classify(lines: DataFrame) -> DataFrame:
     """Parse each raw line and decide its kind (review / product / quarantine) and reason."""
-    schema = RAW_LINE.add(_CORRUPT, "string")
+    # A new StructType: ``StructType.add`` mutates in place, and a second call would add the column twice.
+    schema = StructType([*RAW_LINE.fields, StructField(_CORRUPT, StringType())])
     parsed = lines.withColumn("j", F.from_json("raw_line", schema,
                                                {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}))
     j = lambda name: F.col(f"j.{name}")  # noqa: E731

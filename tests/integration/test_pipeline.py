@@ -1,0 +1,264 @@
+"""The batch pipeline end to end: load, clean, mongo_load, train and publish on real and fuzzed data.
+
+Every job function runs in this process on the session's Spark (starting a JVM per job would cost
+more than the jobs), against the session's own MongoDB database, data folder and artifact folder.
+Expected numbers never come from the job under test: line counts come from reading the gzip files
+with Python, fuzzed-file counts from the generator's manifest (bench/gen_reviews.py counts what it
+writes), and Parquet outputs are re-read with pyarrow rather than Spark.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import DEMO_FILE, SHARED_DATA
+
+pytestmark = pytest.mark.integration
+
+MONGO_LOADED = ("products", "reviews", "product_reviews", "user_history", "catalog_index")
+
+
+def _gz_lines(path: Path) -> int:
+    """Lines in a gzip file as Python counts them (a last line without a newline still counts)."""
+    with gzip.open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def _column(path: Path, name: str) -> list:
+    """One column of a Parquet folder (Hive partitions included), read by pyarrow, not Spark."""
+    return pq.read_table(str(path), columns=[name]).column(name).to_pylist()
+
+
+def _basename(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _run_id(name: str) -> str:
+    return f"it-{name}-{uuid.uuid4().hex[:6]}"
+
+
+# --- 1. load reconciliation on every real file -----------------------------------------------
+
+def test_load_reconciles_every_shared_file(spark, settings, mongo_db, monkeypatch):
+    """All real files in one run: every line is a review, a product or quarantined, per file too."""
+    import spark_jobs.load as load_job
+
+    files = sorted(p for p in SHARED_DATA.iterdir() if p.name.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")))
+    assert len(files) >= 9, f"expected the real sample files in {SHARED_DATA}, found {[p.name for p in files]}"
+    lines_per_file = {p.name: _gz_lines(p) for p in files}
+    total_lines = sum(lines_per_file.values())
+
+    # main() is what spark-submit runs (it writes the record); it would stop the shared session.
+    monkeypatch.setattr(load_job, "spark_session", lambda app_name: spark)
+    monkeypatch.setattr(spark, "stop", lambda: None)
+    run_id = _run_id("load-all")
+    assert load_job.main([a for p in files for a in ("--input", str(p))] + ["--run-id", run_id]) == 0
+
+    record_file = settings.data_dir / "runs" / run_id / "load.json"
+    assert record_file.is_file(), "load did not write its reconciliation record"
+    record = json.loads(record_file.read_text())
+    assert record["status"] == "ok" and record["balanced"] is True and record["run_id"] == run_id
+    assert record["counts_in"] == {"lines": total_lines}
+    out = record["counts_out"]
+    assert set(out) == {"reviews", "products", "quarantined"}
+    assert out["reviews"] + out["products"] + out["quarantined"] == total_lines
+    assert sum(record["quarantine_reasons"].values()) == out["quarantined"]
+    assert mongo_db["pipeline_runs"].count_documents({}) >= 1  # write_record's copy in MongoDB
+
+    # The written Parquet, re-read with pyarrow, holds what the record says, file by file.
+    raw = settings.data_dir / "raw"
+    by_kind = {kind: Counter(_basename(u) for u in _column(raw / kind, "source_file"))
+               for kind in ("reviews", "products", "quarantine")}
+    assert {k: sum(c.values()) for k, c in by_kind.items()} == {
+        "reviews": out["reviews"], "products": out["products"], "quarantine": out["quarantined"]}
+    for name, n in lines_per_file.items():
+        got = {kind: by_kind[kind][name] for kind in by_kind}
+        assert sum(got.values()) == n, f"{name}: {n} lines in, {got} out"
+        if "_meta_" in name:  # metadata files hold products, review files reviews: nothing crosses over
+            assert got["reviews"] == 0, f"{name}: metadata lines loaded as reviews: {got}"
+        else:
+            assert got["products"] == 0, f"{name}: review lines loaded as products: {got}"
+    assert out["reviews"] > 0 and out["products"] > 0
+
+
+# --- 2. a fuzzed file reconciles exactly against the generator's manifest ---------------------
+
+def test_fuzzed_file_matches_manifest(spark, tmp_path):
+    from bench.gen_reviews import generate
+    from spark_jobs.clean import clean
+    from spark_jobs.load import load
+
+    manifest = generate(4000, tmp_path / "in", "2018", bad_fraction=0.05, duplicate_fraction=0.03,
+                        repeat_fraction=0.03, seed=5)
+    exp_load, exp_clean = manifest["expected"]["load"], manifest["expected"]["clean"]
+    assert len(exp_load["quarantine_reasons"]) == 5 and min(exp_load["quarantine_reasons"].values()) > 0
+    assert exp_clean["exact duplicate lines"] > 0 and exp_clean["repeated user-item pairs"] > 0
+
+    files = [str(tmp_path / "in" / f["name"]) for f in manifest["files"]]
+    assert sum(_gz_lines(Path(f)) for f in files) == exp_load["lines"]
+    run_id = _run_id("fuzz")
+    loaded = load(spark, files, str(tmp_path / "raw"), run_id)
+    assert loaded["counts_in"] == {"lines": exp_load["lines"]}
+    assert loaded["counts_out"] == {"reviews": exp_load["reviews"], "products": exp_load["products"],
+                                    "quarantined": exp_load["quarantined"]}
+    assert loaded["quarantine_reasons"] == exp_load["quarantine_reasons"]
+    assert Counter(_column(tmp_path / "raw" / "quarantine", "reason")) == Counter(exp_load["quarantine_reasons"])
+
+    cleaned = clean(spark, str(tmp_path / "raw"), str(tmp_path / "clean"), run_id)
+    assert cleaned["counts_in"] == {"reviews": exp_clean["reviews_in"], "products": 0}
+    assert cleaned["counts_out"] == {
+        "reviews": exp_clean["reviews_out"],
+        "exact duplicate lines": exp_clean["exact duplicate lines"],
+        "repeated user-item pairs": exp_clean["repeated user-item pairs"],
+        "products": 0, "duplicate product records": 0,
+    }
+    users, items = _column(tmp_path / "clean" / "reviews", "user_id"), _column(tmp_path / "clean" / "reviews", "product_id")
+    assert len(set(zip(users, items))) == len(users) == manifest["unique_pairs"]  # one review per pair
+
+
+# --- shared: the demo file loaded and cleaned once --------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_clean(spark, settings, tmp_path_factory) -> Path:
+    from spark_jobs.clean import clean
+    from spark_jobs.load import load
+
+    assert DEMO_FILE.is_file(), f"demo file missing: {DEMO_FILE}"
+    work = tmp_path_factory.mktemp("pipeline-demo")
+    run_id = _run_id("demo")
+    load(spark, [str(DEMO_FILE)], str(work / "raw"), run_id)
+    clean(spark, str(work / "raw"), str(work / "clean"), run_id)
+    return work / "clean"
+
+
+# --- 3. mongo_load is idempotent and matches the clean data ----------------------------------
+
+def _ids(db, name: str) -> list:
+    return [d["_id"] for d in db[name].find({}, {"_id": 1})]
+
+
+def test_mongo_load_idempotent(spark, mongo_db, demo_clean):
+    from spark_jobs.mongo_load import mongo_load
+
+    users = _column(demo_clean / "reviews", "user_id")
+    items = _column(demo_clean / "reviews", "product_id")
+    categories = _column(demo_clean / "reviews", "category")
+    product_ids = set(items) | set(_column(demo_clean / "products", "product_id"))
+    reviews_per_item = Counter(items)
+    live_users = {d["user_id"] for d in mongo_db["ratings"].find({}, {"user_id": 1})}
+
+    first = mongo_load(spark, str(demo_clean), _run_id("mongo1"))
+    counts1 = {c: mongo_db[c].count_documents({}) for c in MONGO_LOADED}
+    second = mongo_load(spark, str(demo_clean), _run_id("mongo2"))
+    counts2 = {c: mongo_db[c].count_documents({}) for c in MONGO_LOADED}
+    assert counts1 == counts2, f"a re-run changed the collections: {counts1} -> {counts2}"
+    assert {c: v["documents"] for c, v in first["collections"].items()} == counts1
+    assert {c: v["documents"] for c, v in second["collections"].items()} == counts2
+    for c in MONGO_LOADED:
+        ids = _ids(mongo_db, c)
+        assert len(ids) == len(set(ids)) == counts2[c], f"{c}: duplicate _ids"
+        assert mongo_db[f"{c}__staging"].count_documents({}) == 0, f"{c}: staging collection left behind"
+
+    # Each collection holds exactly what the clean data implies.
+    assert counts2["reviews"] == len(users)
+    assert counts2["products"] == len(product_ids)
+    assert set(_ids(mongo_db, "products")) == product_ids
+    assert counts2["user_history"] == len(set(users) | live_users)
+    assert counts2["product_reviews"] == sum(min(math.ceil(n / 10), 50) for n in reviews_per_item.values())
+    cats_per_item = defaultdict(set)
+    for item, cat in zip(items, categories):
+        cats_per_item[item].add(cat)
+    assert all(len(c) == 1 for c in cats_per_item.values())  # one file, one category: no ambiguity
+    per_cat = Counter(next(iter(c)) for c in cats_per_item.values())
+    per_cat["all"] = len(cats_per_item)
+    # per category: its chunks of 5,000 ids and a count document; plus "categories" and "top_users"
+    assert counts2["catalog_index"] == sum(math.ceil(n / 5000) + 1 for n in per_cat.values()) + 2
+
+    n_reviews = {d["_id"]: d["n_reviews"] for d in mongo_db["products"].find({}, {"n_reviews": 1})}
+    assert n_reviews == {p: reviews_per_item.get(p, 0) for p in product_ids}
+    busiest = reviews_per_item.most_common(1)[0][0]
+    doc = mongo_db["products"].find_one({"_id": busiest})
+    assert doc["n_reviews"] == reviews_per_item[busiest] > 1
+    assert doc["rating_hist"] and sum(doc["rating_hist"].values()) == doc["n_reviews"]
+
+
+# --- 4. training beats the baselines; publish serves it ---------------------------------------
+
+@pytest.mark.slow
+def test_train_and_publish(spark, settings, mongo_db, demo_clean):
+    from core import artifacts
+    from spark_jobs.publish import publish
+    from spark_jobs.train import train
+
+    items = _column(demo_clean / "reviews", "product_id")
+    users = _column(demo_clean / "reviews", "user_id")
+    record = train(spark, str(demo_clean), _run_id("train"), engine="auto")
+    assert record["status"] == "ok" and record["engine"] == "ease"
+    m = record["metrics"]
+    ours = m["test"]["ndcg@10"]
+    pop = m["baselines"]["popularity"]["ndcg@10"]
+    seed = m["baselines"]["seed_explicit_als"]["ndcg@10"]
+    assert m["test"]["users"] == m["baselines"]["popularity"]["users"] == m["baselines"]["seed_explicit_als"]["users"] > 0
+    assert ours >= 1.3 * pop, f"test NDCG@10 {ours:.4f} is not 1.3x popularity's {pop:.4f}"
+    assert ours >= 10 * seed, f"test NDCG@10 {ours:.4f} is not 10x the seed ALS's {seed:.4f}"
+    rmse = m["test"]["rmse"]
+    assert isinstance(rmse, float) and 0 < rmse < 4, f"rmse {rmse!r}"
+    assert m["rating_model"]["rmse_rows"] > 0
+    assert 0 < m["test"]["coverage"] <= 1
+
+    version = record["version"]
+    model = artifacts.load_model(version)
+    assert model is not None and model.kind == "ease"
+    assert len(model.item_ids) == len(set(model.item_ids))
+    assert sorted(model.item_ids) == sorted(set(items))
+    assert model.item_factors.shape == (len(model.item_ids), len(model.item_ids))
+    assert artifacts.load_metrics(version)["test"]["ndcg@10"] == ours
+
+    published = publish(version, _run_id("publish"))
+    assert published["status"] == "published", published
+    assert artifacts.current_version() == version
+    user = Counter(users).most_common(1)[0][0]  # a batch user with many reviews
+    recs = mongo_db["recommendations"].find_one({"_id": user})
+    assert recs is not None and recs["model_version"] == version and len(recs["items"]) > 0
+    rated = {i for u, i in zip(users, items) if u == user}
+    assert not rated & {r["product_id"] for r in recs["items"]}, "recommended an item the user already rated"
+    item = Counter(items).most_common(1)[0][0]
+    similar = mongo_db["similar_items"].find_one({"_id": item})
+    assert similar is not None and len(similar["items"]) > 0
+    assert mongo_db["similar_items"].count_documents({}) == len(model.item_ids)
+
+    again = publish(version, _run_id("publish"))
+    assert again["status"] == "unchanged"
+    assert artifacts.current_version() == version
+
+
+# --- 5. the publish gate ----------------------------------------------------------------------
+
+def _metrics(ndcg: float, pop: float) -> dict:
+    return {"validation": {"ndcg@10": ndcg, "popularity_ndcg@10": pop}}
+
+
+def test_publish_gate():
+    from spark_jobs.publish import gate
+
+    ok, reason = gate(_metrics(0.030, 0.040), None)
+    assert not ok and "popularity" in reason
+    ok, reason = gate(_metrics(0.040, 0.040), None)  # a tie does not beat popularity
+    assert not ok and "popularity" in reason
+    ok, reason = gate(_metrics(0.050, 0.030), _metrics(0.060, 0.030))
+    assert not ok and "current" in reason
+    ok, reason = gate(_metrics(0.070, 0.030), _metrics(0.060, 0.030))
+    assert ok and reason
+    ok, _ = gate(_metrics(0.060, 0.030), _metrics(0.060, 0.030))  # equal to current is enough
+    assert ok
+    ok, reason = gate(_metrics(0.050, 0.030), None)  # first model of a fresh install
+    assert ok
+    ok, reason = gate({}, None)
+    assert not ok and "no validation metrics" in reason
