@@ -32,9 +32,14 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     settings = get_settings()
     # spark-submit --master (what Airflow's SparkSubmitOperator passes) wins over SPARK_MASTER.
     submitted = SparkConf().get("spark.master", None)
+    resolved_master = master or submitted or settings.spark_master
+    if resolved_master.startswith("local"):
+        # Local Python workers would otherwise start whatever `python3` is first on PATH, which
+        # lacks the app's packages (pymongo, numpy) when the driver runs from the app's venv.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.appName(f"amazon-recommender:{app_name}")
-        .master(master or submitted or settings.spark_master)
+        .master(resolved_master)
         .config("spark.sql.shuffle.partitions", os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"))
         .config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "4g"))
         .config("spark.sql.session.timeZone", "UTC")

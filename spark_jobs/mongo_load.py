@@ -140,13 +140,19 @@ def _inserter(collection: str, uri: str, db_name: str):
     return insert_partition
 
 
-def reload_collection(df: DataFrame, collection: str) -> dict:
-    """Rebuild ``collection`` from ``df`` (staging + swap) and report documents per second."""
+def reload_collection(df: DataFrame, collection: str, extra_docs: list[dict] | None = None) -> dict:
+    """Rebuild ``collection`` from ``df`` (staging + swap) and report documents per second.
+
+    ``extra_docs`` (small driver-side documents) go into the same staging collection, so readers
+    never see the swapped-in collection without them and the reported count is the whole of it.
+    """
     settings = get_settings()
     started = time.time()
     staging = mongo.replace_collection_start(collection)
     partitions = max(2, df.sparkSession.sparkContext.defaultParallelism)
     df.repartition(partitions).foreachPartition(_inserter(staging, settings.mongo_uri, settings.mongo_db))
+    if extra_docs:
+        mongo.insert_docs(staging, extra_docs)
     n = mongo.get_db()[staging].count_documents({})
     mongo.replace_collection_finish(collection)
     seconds = time.time() - started
@@ -160,21 +166,18 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
     reviews = spark.read.parquet(f"{clean_dir}/reviews").cache()
     products = product_docs(spark.read.parquet(f"{clean_dir}/products"), reviews).cache()
     n_reviews, n_products = reviews.count(), products.count()
+    cats = [{"name": r["category"], "n_products": r["count"]}
+            for r in products.where("n_reviews > 0").groupBy("category").count().orderBy(F.desc("count")).collect()]
+    top_users = [{"user_id": r["user_id"], "n": int(r["count"])} for r in
+                 reviews.groupBy("user_id").count().orderBy(F.desc("count"), "user_id").limit(100).collect()]
     out = {
         mongo.PRODUCTS: reload_collection(products, mongo.PRODUCTS),
         mongo.REVIEWS: reload_collection(review_docs(reviews), mongo.REVIEWS),
         mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(reviews), mongo.PRODUCT_REVIEWS),
         mongo.USER_HISTORY: reload_collection(user_history_docs(spark, reviews), mongo.USER_HISTORY),
-        mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX),
+        mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX, extra_docs=[
+            {"_id": "categories", "items": cats}, {"_id": "top_users", "items": top_users}]),
     }
-    cats = [{"name": r["category"], "n_products": r["count"]}
-            for r in products.where("n_reviews > 0").groupBy("category").count().orderBy(F.desc("count")).collect()]
-    mongo.get_db()[mongo.CATALOG_INDEX].replace_one({"_id": "categories"}, {"_id": "categories", "items": cats},
-                                                    upsert=True)
-    top_users = [{"user_id": r["user_id"], "n": int(r["count"])} for r in
-                 reviews.groupBy("user_id").count().orderBy(F.desc("count"), "user_id").limit(100).collect()]
-    mongo.get_db()[mongo.CATALOG_INDEX].replace_one({"_id": "top_users"}, {"_id": "top_users", "items": top_users},
-                                                    upsert=True)
     mongo.ensure_indexes()
     # Reconciliation: every clean review and product is in MongoDB, no more, no fewer.
     if out[mongo.REVIEWS]["documents"] != n_reviews or out[mongo.PRODUCTS]["documents"] != n_products:

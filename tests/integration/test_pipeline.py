@@ -101,7 +101,7 @@ def test_fuzzed_file_matches_manifest(spark, tmp_path):
     assert len(exp_load["quarantine_reasons"]) == 5 and min(exp_load["quarantine_reasons"].values()) > 0
     assert exp_clean["exact duplicate lines"] > 0 and exp_clean["repeated user-item pairs"] > 0
 
-    files = [str(tmp_path / "in" / f["name"]) for f in manifest["files"]]
+    files = [str(tmp_path / "in" / f["path"]) for f in manifest["files"]]
     assert sum(_gz_lines(Path(f)) for f in files) == exp_load["lines"]
     run_id = _run_id("fuzz")
     loaded = load(spark, files, str(tmp_path / "raw"), run_id)
