@@ -79,6 +79,14 @@ def validate(data: Any) -> RatingEvent:
         raise InvalidEvent(f"text must be a string, got {type(text).__name__}")
     if len(text) > MAX_TEXT_CHARS:
         raise InvalidEvent(f"text too long ({len(text)} > {MAX_TEXT_CHARS} characters)")
+    if not text.isascii():
+        # JSON may carry a lone surrogate ("\ud800"): json.loads accepts it, but it is no UTF-8
+        # text, so storing it fails in BSON encoding. Found by tests/integration/test_dead_letters.py:
+        # without this check the worker crashed on it and, redelivered, crashed again forever.
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEvent("text is not valid UTF-8 (lone surrogate)") from None
     ts = data.get("ts")
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
         raise InvalidEvent("ts must be a finite number of seconds since the epoch")

@@ -5,8 +5,9 @@
 At-least-once end to end: offsets are committed only after MongoDB holds the result of every
 message up to them, and processing is idempotent, so a crash (even ``kill -9``) redelivers and
 re-applies nothing twice. While MongoDB is unreachable the worker retries the same message with
-back-off instead of skipping it. SIGTERM finishes the current message, commits, leaves the group.
-Lag and latency are logged and stored in Redis (``recsys:worker:<name>``) for ``status``.
+back-off instead of skipping it; a commit the broker refuses (it is down, or the group is
+rebalancing) is kept and retried, never fatal. SIGTERM finishes the current message, commits,
+leaves the group. Lag and latency are logged and stored in Redis (``recsys:worker:<name>``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import time
 from collections import deque
 
 from kafka import KafkaConsumer
-from kafka.structs import OffsetAndMetadata
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import PyMongoError
 
 from core import kafka_io
@@ -29,8 +31,14 @@ from kafka_workers.model_holder import ModelHolder
 from kafka_workers.process import dead_letter_payload, handle
 
 log = logging.getLogger("kafka_workers.worker")
-GROUP = os.environ.get("KAFKA_WORKER_GROUP", "recommender-workers")
 STATS_EVERY_S = 5.0
+COMMIT_TIMEOUT_MS = 5000
+
+
+def group_id() -> str:
+    """Read when the consumer is made, like every other setting: frozen at import time, an
+    in-process consumer (tests, tools) could join the production group ``recommender-workers``."""
+    return os.environ.get("KAFKA_WORKER_GROUP", "").strip() or "recommender-workers"
 
 
 def make_consumer() -> KafkaConsumer:
@@ -38,7 +46,7 @@ def make_consumer() -> KafkaConsumer:
     return KafkaConsumer(
         s.ratings_topic,
         bootstrap_servers=s.kafka_bootstrap_servers,
-        group_id=GROUP,
+        group_id=group_id(),
         client_id=f"worker-{socket.gethostname()}-{os.getpid()}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -71,14 +79,42 @@ class Stats:
 
 
 def consumer_lag(consumer: KafkaConsumer) -> int | None:
-    assigned = list(consumer.assignment())
-    if not assigned:
-        return 0
+    """Events in the assigned partitions not yet handed to this worker; None until known.
+
+    From the high watermarks of the latest fetch responses, without a network call: the former
+    ``end_offsets()`` waits up to ``request_timeout_ms`` (305 s in kafka-python) when the broker
+    is down, which would freeze the loop (and SIGTERM) for minutes during a broker outage.
+    """
+    total = 0
+    for tp in consumer.assignment():
+        high, pos = consumer.highwater(tp), consumer.position(tp, timeout_ms=0)
+        if high is None or pos is None:
+            return None
+        total += max(0, high - pos)
+    return total
+
+
+def commit(consumer: KafkaConsumer, pending: dict[TopicPartition, OffsetAndMetadata]) -> bool:
+    """Commit the offsets of processed messages; on failure keep them for the next try.
+
+    kafka-python raises CommitFailedError / RebalanceInProgressError when the group rebalanced
+    under this member (e.g. it stalled past the session timeout), which ended the worker, and
+    without a timeout it waits forever while the broker is down, deaf to SIGTERM. Losing a commit
+    is harmless (the messages are redelivered and processing is idempotent), and committing later
+    is correct: every message below the offset is in MongoDB.
+    """
+    for tp in [tp for tp in pending if tp not in consumer.assignment()]:
+        del pending[tp]  # lost in a rebalance: its new owner resumes from the last commit and commits
+    if not pending:
+        return True
     try:
-        ends = consumer.end_offsets(assigned)
-        return int(sum(max(0, ends[tp] - consumer.position(tp)) for tp in assigned))
-    except Exception:  # lag is informational; never let it stop processing
-        return None
+        consumer.commit(dict(pending), timeout_ms=COMMIT_TIMEOUT_MS)
+    except KafkaError as exc:
+        log.warning("commit of %d partition(s) failed (%s: %s); will retry", len(pending),
+                    exc.__class__.__name__, str(exc)[:120])
+        return False
+    pending.clear()
+    return True
 
 
 def publish_stats(name: str, snapshot: dict) -> None:
@@ -122,11 +158,13 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     holder.refresh(force=True)
     consumer = make_consumer()
     stats = Stats()
-    log.info("worker %s consuming %s as group %s (model %s)", name, get_settings().ratings_topic, GROUP,
+    pending: dict[TopicPartition, OffsetAndMetadata] = {}
+    log.info("worker %s consuming %s as group %s (model %s)", name, get_settings().ratings_topic, group_id(),
              holder.version)
     try:
         while not stop.is_set():
             holder.refresh()
+            commit(consumer, pending)  # what an earlier failed commit left behind
             batches = consumer.poll(timeout_ms=200)
             for tp, records in batches.items():
                 done = None
@@ -136,8 +174,11 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
                         break
                     stats.add(outcome.status, outcome.latency_s)
                     done = record.offset
+                    if stop.is_set():  # SIGTERM: this message is done; commit and go
+                        break
                 if done is not None:
-                    consumer.commit({tp: OffsetAndMetadata(done + 1, "", -1)})
+                    pending[tp] = OffsetAndMetadata(done + 1, "", -1)
+                    commit(consumer, pending)
                 if stop.is_set():
                     break
             if time.monotonic() - stats.published_at > STATS_EVERY_S:
@@ -148,6 +189,7 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
                 if seen != getattr(stats, "last_logged", None):  # quiet while idle
                     stats.last_logged = seen
                     log.info("stats %s", snap)
+        commit(consumer, pending)
     finally:
         consumer.close(autocommit=False)
         log.info("worker %s stopped: %s", name, stats.counts)

@@ -1,0 +1,466 @@
+"""Real-time path benchmark: from the rating POST to the new recommendations the page can read.
+
+    python bench/realtime_latency.py                      # full size: 1,000 ratings at 10k and 1M items
+    python bench/realtime_latency.py --ratings 200 --sizes 10000 --throughput-events 1000   # quick check
+
+Needs the local services (``bin/services start redis mongo kafka``). Everything the run writes is
+its own and is removed at the end: a MongoDB database ``bench_rt_<id>``, Kafka topics
+``bench-rt-<id>.*``, a consumer group, a temporary artifacts directory, and, with ``--via http``
+(the default), a private gunicorn started through ``bin/services start web`` (bench/site_server.py).
+
+Latency (one rating at a time, like a person clicking): for each catalog size a synthetic ALS model
+(``--rank`` factors per item, Gaussian) is published and one worker process
+(``python -m kafka_workers.worker``) is started. Each rating is then
+
+  * ``--via http``: ``POST /api/ratings/`` to the real site over HTTP with a user's API token (the
+    DRF view validates it, checks the product in MongoDB, records the submission in Django's
+    database and publishes with ``core.kafka_io.publish_rating``, waiting for the broker's ack);
+  * ``--via publish``: ``core.kafka_io.publish_rating`` called directly, as the site does;
+
+and the clock stops when ``recommendations.<user>`` in MongoDB (what ``GET /api/recommendations/``
+and the page read) carries the rating's event id as ``source_event_id``; it is polled every
+``--poll-ms``. Every 50th rating is also read back through ``GET /api/recommendations/``.
+
+Throughput: ``--throughput-events`` events are published in one burst (pipelined, acks=all) to
+fresh topics while 1 and then 2 worker processes consume; events/s = events / time until the
+group's committed offsets reach the end of the log (a worker commits only after MongoDB has the
+result), with the 10k-item model.
+
+The catalog in MongoDB holds ``--catalog-docs`` products (the ones rated, plus the rest of the
+pool); the model scores all of its items for every rating. The fixed-sleep design this replaces
+answered after a constant 10 s; it is printed as the reference line.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+FIXED_SLEEP_MS = 10_000.0
+
+
+def _machine() -> dict:
+    model = ""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "loadavg_start": os.getloadavg()}
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def _isolate(run_id: str, artifacts: Path) -> dict[str, str]:
+    """Point this process (and the children it starts) at the run's own database, topics, folders."""
+    env = {"MONGO_DB": f"bench_rt_{run_id}", "ARTIFACTS_DIR": str(artifacts),
+           "KAFKA_WORKER_GROUP": f"bench-rt-{run_id}.workers", "DJANGO_CACHE_PREFIX": f"bench-rt-{run_id}",
+           "RECS_TOP_N": os.environ.get("RECS_TOP_N", "20"), "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"}
+    os.environ.update(env)
+    _topics(f"bench-rt-{run_id}")
+    return env
+
+
+def _topics(base: str) -> None:
+    from core import kafka_io
+    from core.settings import get_settings
+
+    os.environ.update({"KAFKA_RATINGS_TOPIC": f"{base}.ratings", "KAFKA_DEAD_LETTER_TOPIC": f"{base}.dead-letter",
+                       "KAFKA_MODEL_TOPIC": f"{base}.models"})
+    get_settings.cache_clear()
+    kafka_io.ensure_topics()
+
+
+def _topic_names() -> list[str]:
+    from core.settings import get_settings
+
+    s = get_settings()
+    return [s.ratings_topic, s.dead_letter_topic, s.model_topic]
+
+
+def item_id(i: int) -> str:
+    return f"P{i:07d}"
+
+
+def seed_catalog(n_docs: int) -> None:
+    """Products P0000000.. (most reviewed first) and the catalog order the popular fallback reads."""
+    from core import mongo
+
+    db = mongo.get_db()
+    ids = [item_id(i) for i in range(n_docs)]
+    for lo in range(0, n_docs, 20_000):
+        mongo.insert_docs(mongo.PRODUCTS, ({"_id": pid, "title": f"Bench product {lo + k}", "category": "Bench",
+                                            "n_reviews": n_docs - lo - k, "avg_rating": 4.0}
+                                           for k, pid in enumerate(ids[lo:lo + 20_000])), db=db)
+    mongo.bulk_upsert(mongo.CATALOG_INDEX, [{"_id": "all:0", "ids": ids[:mongo.CATALOG_CHUNK]},
+                                            {"_id": "all:count", "n": n_docs}], db=db)
+
+
+def publish_model(n_items: int, rank: int, seed: int = 0) -> str:
+    from core import artifacts
+
+    rng = np.random.default_rng(seed)
+    factors = (rng.standard_normal((n_items, rank), dtype=np.float32) / np.float32(np.sqrt(rank)))
+    version = artifacts.save_model([item_id(i) for i in range(n_items)], factors,
+                                   {"kind": "ials", "reg": 0.1, "alpha": 10.0, "weight": "rating"},
+                                   metrics={"synthetic": True})
+    artifacts.publish(version)
+    return version
+
+
+class Workers:
+    """``python -m kafka_workers.worker`` processes with this run's environment."""
+
+    def __init__(self, n: int, log_dir: Path) -> None:
+        self.procs = []
+        for i in range(n):
+            log = open(log_dir / f"worker-{time.time_ns()}-{i}.log", "ab")
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "kafka_workers.worker"], cwd=ROOT,
+                                               env={**os.environ, "LOG_LEVEL": "INFO"}, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True))
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def wait_group_ready(group: str, topic: str, members: int, timeout_s: float = 120) -> None:
+    """Until ``members`` consumers of ``group`` share all partitions of ``topic`` (a stable group)."""
+    from kafka import KafkaAdminClient
+    from core.settings import get_settings
+
+    admin = KafkaAdminClient(bootstrap_servers=get_settings().kafka_bootstrap_servers)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            desc = admin.describe_consumer_groups([group])[0]
+            if desc.state == "Stable" and len(desc.members) == members:
+                return
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    raise RuntimeError(f"consumer group {group} did not reach {members} stable member(s)")
+
+
+def lag_zero(group: str, topic: str) -> bool:
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from core.settings import get_settings
+
+    bootstrap = get_settings().kafka_bootstrap_servers
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        committed = {tp.partition: m.offset for tp, m in admin.list_consumer_group_offsets(group).items()
+                     if tp.topic == topic}
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        ends = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+        return all(committed.get(p, 0) >= e for p, e in ends.items())
+    finally:
+        admin.close()
+        consumer.close()
+
+
+# --- how a rating is sent ---------------------------------------------------------------------
+
+class HttpRater:
+    """POST /api/ratings/ to the real site with each user's API token (keep-alive connection)."""
+
+    def __init__(self, site, n_users: int) -> None:
+        code = (
+            "import json\n"
+            "from django.contrib.auth.models import User\n"
+            "from rest_framework.authtoken.models import Token\n"
+            "from accounts.models import Profile\n"
+            "out = {}\n"
+            f"for i in range({n_users}):\n"
+            "    u = User(username=f'bench{i}'); u.set_unusable_password(); u.save()\n"
+            "    p = Profile.objects.create(user=u)\n"
+            "    out[Token.objects.create(user=u).key] = p.recommender_id\n"
+            "print(json.dumps(out))\n"
+        )
+        tokens = json.loads(site.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
+        self.users = [(tok, uid) for tok, uid in tokens.items()]
+        host, port = site.url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def _request(self, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
+        headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                resp = self.conn.getresponse()
+                break
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                # gunicorn closes a keep-alive connection after 2 idle seconds (e.g. while the
+                # next model loads); the request never reached a view, so sending it again is safe.
+                self.conn.close()
+                if attempt == 2:
+                    raise
+        raw = resp.read()
+        return resp.status, (json.loads(raw) if raw else {})
+
+    def rate(self, user: int, product: str, rating: int) -> str:
+        token, _ = self.users[user]
+        status, body = self._request("POST", "/api/ratings/", token, {"product_id": product, "rating": rating})
+        if status != 202:
+            raise RuntimeError(f"POST /api/ratings/ answered {status}: {body}")
+        return body["event_id"]
+
+    def page_sees(self, user: int, event_id: str) -> bool:
+        status, body = self._request("GET", "/api/recommendations/", self.users[user][0])
+        return status == 200 and body.get("source_event_id") == event_id and body.get("source") == "personal"
+
+    def recommender_id(self, user: int) -> str:
+        return self.users[user][1]
+
+
+class PublishRater:
+    """``core.kafka_io.publish_rating`` directly, exactly as the site's view does after validation."""
+
+    def __init__(self, n_users: int) -> None:
+        self.n_users = n_users
+
+    def recommender_id(self, user: int) -> str:
+        return f"bench-user-{user}"
+
+    def rate(self, user: int, product: str, rating: int) -> str:
+        from core import kafka_io
+        from core.events import RatingEvent
+
+        event = RatingEvent(user_id=self.recommender_id(user), product_id=product, rating=rating)
+        kafka_io.publish_rating(event)
+        return event.event_id
+
+
+def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, warmup: int) -> dict:
+    """Sequential ratings; POST time and POST-to-readable time for each."""
+    from core import mongo
+
+    rng = np.random.default_rng(seed)
+    db = mongo.get_db()
+    n_users = len(rater.users) if hasattr(rater, "users") else rater.n_users
+    rated: dict[int, set[str]] = {}
+    post_ms, e2e_ms, checked, timeouts = [], [], 0, 0
+    for i in range(warmup + n_ratings):
+        user = i % n_users
+        product = item_id(int(rng.integers(pool)))
+        while product in rated.setdefault(user, set()):
+            product = item_id(int(rng.integers(pool)))
+        rated[user].add(product)
+        uid = rater.recommender_id(user)
+        t0 = time.perf_counter()
+        event_id = rater.rate(user, product, int(rng.integers(1, 6)))
+        t_post = time.perf_counter()
+        deadline = t0 + 30
+        while True:
+            doc = db[mongo.RECOMMENDATIONS].find_one({"_id": uid}, {"source_event_id": 1})
+            if doc and doc.get("source_event_id") == event_id:
+                break
+            if time.perf_counter() > deadline:
+                timeouts += 1
+                break
+            time.sleep(poll_s)
+        t1 = time.perf_counter()
+        if i >= warmup:
+            post_ms.append((t_post - t0) * 1000)
+            e2e_ms.append((t1 - t0) * 1000)
+            if i % 50 == 0 and isinstance(rater, HttpRater):
+                if not rater.page_sees(user, event_id):
+                    raise RuntimeError(f"GET /api/recommendations/ does not show event {event_id}")
+                checked += 1
+    return {"ratings": n_ratings, "post_p50_ms": _pct(post_ms, 50), "post_p99_ms": _pct(post_ms, 99),
+            "e2e_p50_ms": _pct(e2e_ms, 50), "e2e_p99_ms": _pct(e2e_ms, 99), "e2e_max_ms": max(e2e_ms),
+            "timeouts": timeouts, "checked_through_api": checked}
+
+
+def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, run_id: str) -> dict:
+    """Burst of ``n_events`` to fresh topics; events/s until the group has committed them all."""
+    from core import kafka_io, mongo
+    from core.events import RatingEvent
+    from core.settings import get_settings
+
+    base = f"bench-rt-{run_id}-tp{n_workers}-{uuid.uuid4().hex[:4]}"
+    _topics(base)
+    os.environ["KAFKA_WORKER_GROUP"] = f"{base}.workers"
+    rng = np.random.default_rng(n_workers)
+    users = max(1, n_events // 8)
+    events = [RatingEvent(user_id=f"tp{n_workers}-{i % users}", product_id=item_id(int(rng.integers(pool))),
+                          rating=int(rng.integers(1, 6))) for i in range(n_events)]
+    workers = Workers(n_workers, log_dir)
+    try:
+        wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], get_settings().ratings_topic, n_workers)
+        producer = kafka_io.get_producer()
+        topic = get_settings().ratings_topic
+        t0 = time.perf_counter()
+        futures = [producer.send(topic, key=e.key, value=e.to_bytes()) for e in events]
+        producer.flush()
+        for f in futures:
+            f.get(timeout=60)
+        t_published = time.perf_counter()
+        while not lag_zero(os.environ["KAFKA_WORKER_GROUP"], topic):
+            if not workers.alive():
+                raise RuntimeError("a worker exited during the throughput run")
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - t0
+    finally:
+        workers.stop()
+    db = mongo.get_db()
+    done = db[mongo.RATINGS].count_documents({"user_id": {"$regex": f"^tp{n_workers}-"}, "state": "processed"})
+    return {"workers": n_workers, "events": n_events, "processed": done, "seconds": elapsed,
+            "publish_seconds": t_published - t0, "events_per_s": n_events / elapsed}
+
+
+def cleanup(run_id: str, topics: list[str], artifacts: Path) -> None:
+    from kafka import KafkaAdminClient
+    from core import mongo
+    from core.settings import get_settings
+
+    mongo.get_client().drop_database(f"bench_rt_{run_id}")
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=get_settings().kafka_bootstrap_servers)
+        existing = set(admin.list_topics())
+        admin.delete_topics([t for t in topics if t in existing])
+        admin.close()
+    except Exception as exc:  # leftovers are harmless; say so
+        print(f"note: could not delete topics {topics}: {exc}")
+    shutil.rmtree(artifacts, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ratings", type=int, default=1000, help="measured ratings per catalog size (default 1000)")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--sizes", default="10000,1000000", help="model sizes in items (default 10000,1000000)")
+    ap.add_argument("--rank", type=int, default=64)
+    ap.add_argument("--users", type=int, default=200, help="site users the ratings are spread over")
+    ap.add_argument("--catalog-docs", type=int, default=5000,
+                    help="products in MongoDB, the pool ratings are drawn from (default 5000)")
+    ap.add_argument("--via", choices=("http", "publish"), default="http")
+    ap.add_argument("--poll-ms", type=float, default=5.0)
+    ap.add_argument("--throughput-events", type=int, default=3000)
+    ap.add_argument("--throughput-workers", default="1,2")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if min(sizes) < args.catalog_docs:
+        ap.error("--catalog-docs must not exceed the smallest model size (rated products must be in the model)")
+
+    run_id = uuid.uuid4().hex[:8]
+    work = Path(tempfile.mkdtemp(prefix="bench-rt-"))
+    artifacts = work / "artifacts"
+    _isolate(run_id, artifacts)
+    from core import mongo
+    from core.settings import get_settings
+
+    all_topics = list(_topic_names())
+    machine = _machine()
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "via": args.via,
+                     "rank": args.rank, "catalog_docs": args.catalog_docs, "poll_ms": args.poll_ms,
+                     "latency": [], "throughput": []}
+    print(f"run {run_id}: {machine['cpus']} CPUs ({machine['cpu']}), load {machine['loadavg_start']}, "
+          f"via {args.via}, MongoDB {get_settings().mongo_uri}{get_settings().mongo_db}", flush=True)
+    site_ctx = None
+    try:
+        mongo.ensure_indexes()
+        t = time.perf_counter()
+        seed_catalog(args.catalog_docs)
+        print(f"catalog: {args.catalog_docs} products in {time.perf_counter() - t:.1f}s", flush=True)
+        if args.via == "http":
+            from bench.site_server import running_site
+
+            site_ctx = running_site(env=dict(os.environ), workers=2, threads=4)
+            site = site_ctx.__enter__()
+            rater = HttpRater(site, args.users)
+            print(f"site: {site.url} (gunicorn, 2 workers x 4 threads), {args.users} users with tokens", flush=True)
+        else:
+            rater = PublishRater(args.users)
+        for n_items in sizes:
+            t = time.perf_counter()
+            version = publish_model(n_items, args.rank, seed=n_items)
+            workers = Workers(1, work)
+            try:
+                wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], get_settings().ratings_topic, 1)
+                print(f"model {n_items} items x rank {args.rank}: published and worker ready in "
+                      f"{time.perf_counter() - t:.1f}s", flush=True)
+                row = measure_latency(rater, args.ratings, args.catalog_docs, args.poll_ms / 1000, n_items, args.warmup)
+                if not workers.alive():
+                    raise RuntimeError("the worker exited during the latency run")
+            finally:
+                workers.stop()
+            row.update({"items": n_items, "model_version": version})
+            results["latency"].append(row)
+            print(f"  e2e p50 {row['e2e_p50_ms']:.1f} ms, p99 {row['e2e_p99_ms']:.1f} ms "
+                  f"(POST p50 {row['post_p50_ms']:.1f} ms)", flush=True)
+            shutil.rmtree(artifacts / "models" / version, ignore_errors=True)
+        if args.throughput_events:
+            publish_model(min(sizes), args.rank, seed=1)
+            for w in [int(x) for x in args.throughput_workers.split(",") if x]:
+                row = measure_throughput(w, args.throughput_events, args.catalog_docs, work, run_id)
+                all_topics += _topic_names()
+                results["throughput"].append(row)
+                print(f"  {w} worker(s): {row['events_per_s']:.0f} events/s", flush=True)
+    finally:
+        if site_ctx is not None:
+            site_ctx.__exit__(None, None, None)
+        results["machine"]["loadavg_end"] = os.getloadavg()
+        cleanup(run_id, all_topics, artifacts)
+        shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print(f"Real-time path, {time.strftime('%Y-%m-%d %H:%M')}, {machine['cpus']} CPUs, "
+          f"load average {machine['loadavg_start'][0]:.1f} at start / {results['machine']['loadavg_end'][0]:.1f} at end")
+    how = "HTTP POST /api/ratings/ (gunicorn)" if args.via == "http" else "core.kafka_io.publish_rating"
+    print(f"latency from {how} to recommendations readable in MongoDB (poll {args.poll_ms:g} ms), "
+          f"one rating at a time")
+    print(f"{'design':<34}{'items':>9}{'ratings':>9}{'POST p50':>10}{'POST p99':>10}"
+          f"{'e2e p50':>10}{'e2e p99':>10}{'e2e max':>10}")
+    for r in results["latency"]:
+        print(f"{'Kafka worker, rank ' + str(args.rank):<34}{r['items']:>9,}{r['ratings']:>9}"
+              f"{r['post_p50_ms']:>8.1f}ms{r['post_p99_ms']:>8.1f}ms{r['e2e_p50_ms']:>8.1f}ms"
+              f"{r['e2e_p99_ms']:>8.1f}ms{r['e2e_max_ms']:>8.1f}ms"
+              + (f"  ({r['timeouts']} not seen in 30 s)" if r["timeouts"] else ""))
+    print(f"{'fixed 10 s sleep (reference)':<34}{'-':>9}{'-':>9}{'-':>10}{'-':>10}"
+          f"{FIXED_SLEEP_MS:>8.0f}ms{FIXED_SLEEP_MS:>8.0f}ms{FIXED_SLEEP_MS:>8.0f}ms")
+    if results["throughput"]:
+        print(f"\nsustained throughput, {min(sizes):,}-item model, burst published to fresh topics")
+        print(f"{'workers':>8}{'events':>9}{'processed':>11}{'seconds':>9}{'events/s':>10}")
+        for r in results["throughput"]:
+            print(f"{r['workers']:>8}{r['events']:>9}{r['processed']:>11}{r['seconds']:>9.1f}{r['events_per_s']:>10.0f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    bad = [r for r in results["latency"] if r["timeouts"]] + \
+        [r for r in results["throughput"] if r["processed"] != r["events"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,436 @@
+"""Shared helpers of the real-time tests (workers, dead letters, reliability, Celery).
+
+Everything here talks to real servers: a small synthetic catalog goes into MongoDB through
+``core.mongo``, a small synthetic ALS model is saved and published through ``core.artifacts``, and
+workers run as real ``python -m kafka_workers.worker`` processes whose environment names the test's
+own database, artifacts directory, topics and consumer group. Nothing the shared services or other
+tests use is touched: every test gets its own topics (deleted afterwards) and every module its own
+database and artifacts directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ROOT / "bin" / "services"
+CATEGORIES = ("Guitars", "Drums", "Keyboards")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
+    """Poll until ``predicate()`` is truthy and return it; fail with ``what`` after ``timeout_s``.
+
+    The timeout is a liveness bound (generous, for a loaded 2-core machine), not a speed check.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(every_s)
+
+
+def reset_core_caches(mongo_uri_changed: bool = False) -> None:
+    """Forget cached settings (and the producer, and on request the MongoDB clients) after the
+    environment changed. ``mongo.get_client()`` caches the client of the first URI under ``None``."""
+    from core import kafka_io, mongo
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+    if kafka_io.get_producer.cache_info().currsize:
+        try:
+            kafka_io.get_producer().close(timeout=2)
+        except Exception:
+            pass
+    kafka_io.get_producer.cache_clear()
+    if mongo_uri_changed:
+        mongo.get_client.cache_clear()
+        mongo._is_ferretdb.cache_clear()
+
+
+# --- catalog and model ----------------------------------------------------------------------
+
+def product_id(i: int) -> str:
+    return f"RT{i:05d}"
+
+
+def seed_catalog(n_products: int, db=None) -> list[str]:
+    """Products ``RT00000..`` (most reviewed first) with the ``_id``-keyed catalog order documents
+    the batch load writes (``<category>:0``, ``<category>:count``, ``categories``), which the
+    popular fallback and Celery's popular lists read."""
+    from core import mongo
+
+    ids = [product_id(i) for i in range(n_products)]
+    docs = [{"_id": pid, "title": f"Synthetic product {i}", "category": CATEGORIES[i % len(CATEGORIES)],
+             "n_reviews": n_products - i, "avg_rating": 4.0, "price": None, "brand": "RT"}
+            for i, pid in enumerate(ids)]
+    mongo.bulk_upsert(mongo.PRODUCTS, docs, db=db)
+    index = [{"_id": f"{mongo.ALL}:0", "ids": ids}, {"_id": f"{mongo.ALL}:count", "n": len(ids)}]
+    cats = []
+    for c in CATEGORIES:
+        members = [d["_id"] for d in docs if d["category"] == c]
+        index += [{"_id": f"{c}:0", "ids": members}, {"_id": f"{c}:count", "n": len(members)}]
+        cats.append({"name": c, "n_products": len(members)})
+    index.append({"_id": "categories", "items": cats})
+    mongo.bulk_upsert(mongo.CATALOG_INDEX, index, db=db)
+    return ids
+
+
+def publish_model(item_ids: list[str], rank: int = 8, seed: int = 0, **params: Any) -> str:
+    """Save and publish a synthetic implicit-ALS model over ``item_ids``; returns its version."""
+    from core import artifacts
+
+    rng = np.random.default_rng(seed)
+    factors = (rng.normal(size=(len(item_ids), rank)) / np.sqrt(rank)).astype(np.float32)
+    version = artifacts.save_model(item_ids, factors,
+                                   {"kind": "ials", "reg": 0.1, "alpha": 10.0, "weight": "rating", **params},
+                                   metrics={"synthetic": True, "seed": seed})
+    artifacts.publish(version)
+    return version
+
+
+# --- Kafka ----------------------------------------------------------------------------------
+
+def topics_env(tag: str) -> dict[str, str]:
+    """Fresh topic names and consumer group for one test."""
+    base = f"rt-{tag}-{uuid.uuid4().hex[:8]}"
+    return {"KAFKA_RATINGS_TOPIC": f"{base}.ratings", "KAFKA_DEAD_LETTER_TOPIC": f"{base}.dead-letter",
+            "KAFKA_MODEL_TOPIC": f"{base}.models", "KAFKA_WORKER_GROUP": f"{base}.workers"}
+
+
+def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+    from kafka import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="rt-tests-cleanup")
+    except Exception:  # the broker of a failed test may be gone; nothing to clean then
+        return
+    try:
+        existing = set(admin.list_topics())
+        wanted = [n for n in names if n in existing]
+        if wanted:
+            admin.delete_topics(wanted)
+    except Exception:
+        pass
+    finally:
+        admin.close()
+
+
+def send_raw(value: bytes | None, key: bytes | None = None, topic: str | None = None) -> tuple[int, int]:
+    """Publish arbitrary bytes (a poison event) the way a buggy producer would; (partition, offset)."""
+    from core import kafka_io
+    from core.settings import get_settings
+
+    meta = kafka_io.get_producer().send(topic or get_settings().ratings_topic, key=key, value=value).get(timeout=10)
+    return meta.partition, meta.offset
+
+
+def read_topic(topic: str, expected: int, timeout_s: float = 60.0) -> list[Any]:
+    """Every record of ``topic`` from the beginning, once at least ``expected`` are there."""
+    from kafka import KafkaConsumer, TopicPartition
+    from core.settings import get_settings
+
+    consumer = KafkaConsumer(bootstrap_servers=get_settings().kafka_bootstrap_servers, group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        parts = wait_until(lambda: consumer.partitions_for_topic(topic), 30, f"metadata of {topic}")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def committed_and_end_offsets(group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """The group's committed offset and the log-end offset of every partition of ``topic``."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from core.settings import get_settings
+
+    bootstrap = get_settings().kafka_bootstrap_servers
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="rt-tests-offsets")
+    try:
+        committed = {tp.partition: meta.offset
+                     for tp, meta in admin.list_consumer_group_offsets(group).items() if tp.topic == topic}
+    finally:
+        admin.close()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        ends = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+    return committed, ends
+
+
+# --- rating events --------------------------------------------------------------------------
+
+def make_events(users: list[str], products: list[str], per_user: int, seed: int = 0) -> list:
+    """Distinct products per user, ratings 1-5, increasing timestamps; interleaved across users."""
+    from core.events import RatingEvent
+
+    rng = np.random.default_rng(seed)
+    base = time.time() - len(users) * per_user * 1e-3  # the last one is "now"
+    chosen = {u: rng.choice(len(products), size=per_user, replace=False) for u in users}
+    events, n = [], 0
+    for k in range(per_user):
+        for u in users:
+            events.append(RatingEvent(user_id=u, product_id=products[int(chosen[u][k])],
+                                      rating=int(rng.integers(1, 6)), ts=base + n * 1e-3))
+            n += 1
+    return events
+
+
+def publish_all(events: list, retry_until_s: float = 0.0) -> int:
+    """Publish through ``core.kafka_io.publish_rating`` (the site's path), one acknowledged send
+    each. With ``retry_until_s`` a refused send (broker down) is retried with the same event, as a
+    user pressing the button again would; returns how many sends were refused on the way."""
+    from core import kafka_io
+
+    refused = 0
+    for event in events:
+        deadline = time.monotonic() + retry_until_s
+        while True:
+            try:
+                kafka_io.publish_rating(event)
+                break
+            except kafka_io.PublishError:
+                refused += 1
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    return refused
+
+
+def last_event_per_user(events: list) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    for e in events:
+        last[e.user_id] = e
+    return last
+
+
+def expected_history(events: list) -> dict[str, dict[str, float]]:
+    """What each user's history must hold: every rated product, latest rating wins."""
+    hist: dict[str, dict[str, tuple[float, float]]] = {}
+    for e in events:
+        cur = hist.setdefault(e.user_id, {}).get(e.product_id)
+        if cur is None or cur[1] <= e.ts:
+            hist[e.user_id][e.product_id] = (float(e.rating), e.ts)
+    return {u: {p: r for p, (r, _) in h.items()} for u, h in hist.items()}
+
+
+# --- worker processes -----------------------------------------------------------------------
+
+def process_env(**extra: str) -> dict[str, str]:
+    """This test's environment for a child process (database, topics, artifacts, servers)."""
+    from core.settings import get_settings
+
+    s = get_settings()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MONGO_URI": s.mongo_uri, "MONGO_DB": s.mongo_db,
+           "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers, "KAFKA_RATINGS_TOPIC": s.ratings_topic,
+           "KAFKA_DEAD_LETTER_TOPIC": s.dead_letter_topic, "KAFKA_MODEL_TOPIC": s.model_topic,
+           "ARTIFACTS_DIR": str(s.artifacts_dir), "REDIS_URL": s.redis_url, "RECS_TOP_N": str(s.top_n),
+           "LOG_LEVEL": "INFO"}
+    # pytest-django exports DJANGO_SETTINGS_MODULE; Celery would then set Django up (the workers
+    # and tasks do not use it, and bin/services does not set it either).
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A child process (worker, supervisor, Celery) with its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout_s: float) -> int:
+        return self.popen.wait(timeout=timeout_s)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL the process group if it does not exit (teardown only)."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+        self._log.close()
+        return self.popen.returncode
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> Proc:
+    return Proc([sys.executable, "-m", "kafka_workers.worker"], env, log_path)
+
+
+def worker_stats(pid: int) -> dict | None:
+    """The stats snapshot the worker with ``pid`` publishes in Redis (``recsys:worker:<name>``)."""
+    import redis
+    from core.settings import get_settings
+
+    r = redis.Redis.from_url(get_settings().redis_url, socket_timeout=2)
+    for key in r.scan_iter(match=f"recsys:worker:*-{pid}", count=500):
+        raw = r.get(key)
+        if raw:
+            snap = json.loads(raw)
+            if snap.get("pid") == pid:
+                return snap
+    return None
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+def processed_ids(event_ids: Iterable[str], db) -> set[str]:
+    """Which of these events MongoDB holds as processed (one ``_id`` read each)."""
+    from core import mongo
+
+    out = set()
+    for eid in event_ids:
+        doc = db[mongo.RATINGS].find_one({"_id": eid}, {"state": 1})
+        if doc and doc.get("state") == "processed":
+            out.add(eid)
+    return out
+
+
+def count_processed(db, user_prefix: str) -> int:
+    """Processed ratings of users whose id starts with ``user_prefix`` (a scan; small tests only)."""
+    from core import mongo
+
+    return db[mongo.RATINGS].count_documents({"user_id": {"$regex": f"^{user_prefix}"}, "state": "processed"})
+
+
+def check_users_current(events: list, db, model_version: str, top_n: int) -> None:
+    """Each user's list comes from their last event, excludes everything they rated, uses the
+    model, and their history holds every rating (latest wins)."""
+    from core import mongo
+
+    want_hist = expected_history(events)
+    problems = []
+    for user, last in last_event_per_user(events).items():
+        doc = db[mongo.RECOMMENDATIONS].find_one({"_id": user})
+        hist = mongo.user_ratings(user, db=db)
+        if doc is None:
+            problems.append(f"{user}: no recommendations")
+            continue
+        if doc.get("source_event_id") != last.event_id:
+            problems.append(f"{user}: list from {doc.get('source_event_id')}, last event {last.event_id}")
+        if doc.get("model_version") != model_version:
+            problems.append(f"{user}: model {doc.get('model_version')} != {model_version}")
+        items = [i["product_id"] for i in doc.get("items", [])]
+        if len(items) != top_n or len(set(items)) != top_n:
+            problems.append(f"{user}: {len(items)} items ({len(set(items))} distinct), want {top_n}")
+        if set(items) & set(want_hist[user]):
+            problems.append(f"{user}: recommends rated items {sorted(set(items) & set(want_hist[user]))[:3]}")
+        if hist != want_hist[user]:
+            problems.append(f"{user}: history {len(hist)} items != expected {len(want_hist[user])}")
+        if len(problems) > 20:
+            break
+    assert not problems, "\n".join(problems[:20])
+
+
+# --- fixtures (imported by the test modules) ------------------------------------------------
+
+N_PRODUCTS = 300
+N_IN_MODEL = 250  # the last 50 catalog products are unknown to the model (popular fallback)
+TOP_N = 10
+
+
+@pytest.fixture(scope="module")
+def rt_catalog(request, settings, mongo_db, kafka_topics, redis_url):
+    """This module's own database with the synthetic catalog (the session's stays untouched)."""
+    from core import mongo
+
+    tag = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    name = f"{settings.mongo_db}_{tag}"[:60]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MONGO_DB", name)
+    mp.setenv("RECS_TOP_N", str(TOP_N))
+    reset_core_caches()
+    try:
+        db = mongo.get_db()
+        mongo.ensure_indexes(db)
+        products = seed_catalog(N_PRODUCTS, db=db)
+        yield SimpleNamespace(db=db, products=products, in_model=products[:N_IN_MODEL],
+                              not_in_model=products[N_IN_MODEL:])
+    finally:
+        if os.environ.get("KEEP_TEST_DB") != "1":
+            mongo.get_client().drop_database(name)
+        mp.undo()
+        reset_core_caches()
+
+
+@pytest.fixture
+def rt(request, rt_catalog, tmp_path):
+    """One test's topics, consumer group and published model, and its worker processes."""
+    from core import kafka_io
+    from core.settings import get_settings
+
+    names = topics_env(request.node.name[:20].replace("[", "-").replace("]", "").replace("_", "-").lower())
+    mp = pytest.MonkeyPatch()
+    for k, v in names.items():
+        mp.setenv(k, v)
+    mp.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    reset_core_caches()
+    procs: list[Proc] = []
+
+    def start(**extra: str) -> Proc:
+        proc = start_worker(process_env(**extra), tmp_path / f"worker-{len(procs)}.log")
+        procs.append(proc)
+        return proc
+
+    try:
+        kafka_io.ensure_topics()
+        version = publish_model(rt_catalog.in_model)
+        yield SimpleNamespace(db=rt_catalog.db, catalog=rt_catalog, version=version, group=names["KAFKA_WORKER_GROUP"],
+                              topic=names["KAFKA_RATINGS_TOPIC"], dead_letter_topic=names["KAFKA_DEAD_LETTER_TOPIC"],
+                              start_worker=start, procs=procs, tmp=tmp_path)
+    finally:
+        for proc in procs:
+            proc.stop()
+            print(f"--- {proc.log_path.name} (exit {proc.popen.returncode}) ---\n{proc.log()[-4000:]}")
+        delete_topics(get_settings().kafka_bootstrap_servers, [v for k, v in names.items() if k.endswith("TOPIC")])
+        mp.undo()
+        reset_core_caches()

@@ -1,0 +1,166 @@
+"""Celery tasks against real Redis and FerretDB, and a real ``celery -A`` worker with beat.
+
+The module works in its own MongoDB database (realtime_support.rt_catalog) and its own Redis
+database number, so neither the shared Celery service (Redis db 0) nor the site's cache keys
+see anything of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import signal
+import sys
+import time
+from urllib.parse import urlparse
+
+import pytest
+import redis
+
+from core import artifacts, mongo, recommend
+from core.cache_keys import CACHE_GENERATION, LAST_RESCORED_MODEL
+from core.events import RatingEvent
+from realtime_support import CATEGORIES, TOP_N, Proc, process_env, publish_model, reset_core_caches, wait_until
+from realtime_support import rt_catalog  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def celery_env(rt_catalog, settings, tmp_path_factory):
+    """Own Redis db number (from the session's name) and artifacts directory for this module."""
+    db_number = 1 + int(hashlib.sha1(settings.mongo_db.encode()).hexdigest(), 16) % 15
+    url = urlparse(settings.redis_url)._replace(path=f"/{db_number}").geturl()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REDIS_URL", url)
+    mp.setenv("ARTIFACTS_DIR", str(tmp_path_factory.mktemp("celery-artifacts")))
+    reset_core_caches()
+    r = redis.Redis.from_url(url)
+    r.delete(CACHE_GENERATION, LAST_RESCORED_MODEL)
+    try:
+        yield rt_catalog
+    finally:
+        # Also the queue and what acks_late put back at the worker's shutdown, so no later
+        # session on this db number runs our leftover beat tasks.
+        r.delete(CACHE_GENERATION, LAST_RESCORED_MODEL, "celery", "unacked", "unacked_index", "unacked_mutex")
+        mp.undo()
+        reset_core_caches()
+
+
+def _redis() -> redis.Redis:
+    from core.settings import get_settings
+
+    return redis.Redis.from_url(get_settings().redis_url)
+
+
+def _alive(proc: Proc) -> bool:
+    assert proc.alive(), f"celery exited:\n{proc.log()[-3000:]}"
+    return True
+
+
+def _rate(db, user: str, product: str, rating: int, ts: float) -> None:
+    e = RatingEvent(user_id=user, product_id=product, rating=rating, ts=ts).to_dict()
+    assert mongo.store_rating(e, db=db)
+    mongo.add_to_history(user, product, rating, ts, db=db)
+
+
+def test_refresh_popular_writes_the_catalog_order_overall_and_per_category(celery_env):
+    from kafka_workers.tasks import refresh_popular
+
+    cat = celery_env
+    assert refresh_popular(limit=5) == 1 + len(CATEGORIES)
+    overall = mongo.get_popular("all", "popular", db=cat.db)
+    assert [i["product_id"] for i in overall] == cat.products[:5]
+    assert [i["score"] for i in overall] == [float(len(cat.products) - i) for i in range(5)]
+    for c in CATEGORIES:
+        items = mongo.get_popular(c, "popular", db=cat.db)
+        want = [p for p in cat.products if mongo.get_product(p, db=cat.db)["category"] == c][:5]
+        assert [i["product_id"] for i in items] == want
+
+
+def test_refresh_trending_ranks_recent_positive_ratings_per_category(celery_env):
+    from kafka_workers.tasks import refresh_trending
+
+    db, p = celery_env.db, celery_env.products
+    db[mongo.RATINGS].delete_many({})
+    now = time.time()
+    _rate(db, "rt-tr-1", p[0], 5, now - 60)            # Guitars, twice recent 5 -> ~2.0
+    _rate(db, "rt-tr-2", p[0], 5, now - 120)
+    _rate(db, "rt-tr-1", p[1], 5, now - 2 * 86400)     # Drums, two days old 5 -> ~0.25
+    _rate(db, "rt-tr-1", p[2], 1, now - 60)            # Keyboards, recent 1 -> ~0.2
+    _rate(db, "rt-tr-1", p[3], 5, now - 8 * 86400)     # Guitars, older than the week: ignored
+    refresh_trending(limit=10)
+    overall = mongo.get_popular("all", "trending", db=db)
+    assert [i["product_id"] for i in overall] == [p[0], p[1], p[2]]
+    assert overall[0]["score"] == pytest.approx(2.0, abs=0.01)
+    assert overall[1]["score"] == pytest.approx(0.25, abs=0.01)
+    assert [i["product_id"] for i in mongo.get_popular("Guitars", "trending", db=db)] == [p[0]]
+    assert [i["product_id"] for i in mongo.get_popular("Drums", "trending", db=db)] == [p[1]]
+    assert [i["product_id"] for i in mongo.get_popular("Keyboards", "trending", db=db)] == [p[2]]
+
+
+def test_rescore_active_users_uses_the_new_model_and_bumps_the_cache_generation(celery_env):
+    from kafka_workers.tasks import rescore_active_users
+
+    db, p = celery_env.db, celery_env.products
+    db[mongo.RATINGS].delete_many({})
+    v1 = publish_model(celery_env.in_model, seed=1)
+    now = time.time()
+    _rate(db, "rt-rs-active1", p[5], 5, now - 3600)
+    _rate(db, "rt-rs-active1", p[6], 2, now - 3000)
+    _rate(db, "rt-rs-active2", p[7], 4, now - 86400)
+    _rate(db, "rt-rs-idle", p[8], 5, now - 40 * 86400)
+    mongo.write_recommendations("rt-rs-idle", [{"product_id": p[9], "score": 1.0, "because": p[8]}], v1, db=db)
+    generation = int(_redis().get(CACHE_GENERATION) or 0)
+
+    v2 = publish_model(celery_env.in_model, seed=2)
+    assert rescore_active_users(v2) == 2
+    model = artifacts.load_model(v2)
+    for user in ("rt-rs-active1", "rt-rs-active2"):
+        doc = mongo.get_recommendations(user, db=db)
+        assert doc["model_version"] == v2
+        want = recommend.recommend(model, mongo.user_ratings(user, db=db), TOP_N)
+        assert [i["product_id"] for i in doc["items"]] == [w["product_id"] for w in want]
+    assert mongo.get_recommendations("rt-rs-idle", db=db)["model_version"] == v1, "inactive users are left alone"
+    assert int(_redis().get(CACHE_GENERATION)) == generation + 1
+    assert _redis().get(LAST_RESCORED_MODEL) == v2.encode()
+
+
+@pytest.mark.slow
+def test_celery_worker_with_beat_refreshes_lists_and_rescores_after_a_new_model(celery_env, tmp_path):
+    db, p = celery_env.db, celery_env.products
+    db[mongo.POPULAR].delete_many({})
+    db[mongo.RATINGS].delete_many({})
+    _redis().delete(LAST_RESCORED_MODEL)
+    v1 = publish_model(celery_env.in_model, seed=11)
+    _rate(db, "rt-cw-1", p[20], 5, time.time() - 60)
+    env = process_env(POPULAR_REFRESH_S="1", TRENDING_REFRESH_S="1", MODEL_CHECK_S="1")
+    celery = Proc([sys.executable, "-m", "celery", "-A", "kafka_workers.celery_app", "worker", "-B",
+                   "-s", str(tmp_path / "beat-schedule"), "--concurrency", "1", "-l", "info"],
+                  env, tmp_path / "celery.log")
+    try:
+        # refresh_popular writes "all" first, then each category: wait for the last one.
+        wait_until(lambda: _alive(celery) and mongo.get_popular(CATEGORIES[-1], "popular", db=db), 120,
+                   "beat + worker to write popular lists")
+        assert [i["product_id"] for i in mongo.get_popular("all", "popular", db=db)][:3] == p[:3]
+        assert [i["product_id"] for i in mongo.get_popular("Drums", "popular", db=db)][:3] == \
+            [x for x in p if mongo.get_product(x, db=db)["category"] == "Drums"][:3]
+        wait_until(lambda: [i["product_id"] for i in mongo.get_popular("all", "trending", db=db)] == [p[20]], 60,
+                   "the trending list")
+        # check_model sees the published version and re-scores the active user once.
+        wait_until(lambda: _redis().get(LAST_RESCORED_MODEL) == v1.encode(), 60, "re-scoring with v1")
+        assert mongo.get_recommendations("rt-cw-1", db=db)["model_version"] == v1
+
+        _rate(db, "rt-cw-1", p[21], 4, time.time() - 30)
+        v2 = publish_model(celery_env.in_model, seed=12)
+        wait_until(lambda: _redis().get(LAST_RESCORED_MODEL) == v2.encode(), 60, "re-scoring after the new model")
+        doc = mongo.get_recommendations("rt-cw-1", db=db)
+        assert doc["model_version"] == v2
+        assert not {i["product_id"] for i in doc["items"]} & {p[20], p[21]}
+        wait_until(lambda: {i["product_id"] for i in mongo.get_popular("all", "trending", db=db)} == {p[20], p[21]},
+                   60, "trending to pick up the new rating")
+        assert celery.alive()
+    finally:
+        celery.signal(signal.SIGTERM)
+        code = celery.wait(60)
+        print(celery.log()[-4000:])
+    assert code == 0, "warm shutdown on SIGTERM"
+    assert "refresh_popular" in celery.log() and "rescore_active_users" in celery.log()

@@ -1,0 +1,58 @@
+"""bin/services with SERVICES_STATE_DIR: a private set of servers beside the shared ones.
+
+The reliability tests stop and restart their own Kafka and FerretDB this way; what must hold is
+that a state dir only ever sees, adopts and stops its own processes, while the installed
+binaries are reused. Redis and FerretDB (quick to start) stand in for Kafka here; FerretDB is
+the case that needed a fix: any FerretDB from the shared binary used to count as "ours", so a
+private ``stop mongo`` on the default port would have stopped the shared database.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from realtime_support import SERVICES, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "MONGO_URI"}  # an external MongoDB is not managed
+    return subprocess.run([str(SERVICES), *args], env={**base, **env}, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("svc, port_var", [("redis", "REDIS_PORT"), ("mongo", "MONGO_PORT")])
+def test_state_dirs_keep_their_own_pid_files_logs_and_processes(tmp_path, svc, port_var):
+    port = free_port()
+    mine = {"SERVICES_STATE_DIR": str(tmp_path / "a"), port_var: str(port)}
+    other = {"SERVICES_STATE_DIR": str(tmp_path / "b"), port_var: str(port)}
+    try:
+        r = _run("start", svc, env=mine)
+        assert r.returncode == 0, r.stderr
+        pid = int((tmp_path / "a" / "run" / f"{svc}.pid").read_text())
+        assert (tmp_path / "a" / "log" / f"{svc}.log").exists()
+        assert (tmp_path / "a" / "services" / svc / "data").is_dir()
+        shared = Path(os.environ.get("LOCAL_DIR", SERVICES.parent.parent / ".local")) / "run" / f"{svc}.pid"
+        assert not shared.exists() or shared.read_text().strip() != str(pid)
+
+        # Another state dir on the same port neither adopts nor stops the process...
+        status = _run("status", svc, env=other)
+        assert status.returncode == 3 and status.stdout.split()[:2] == [svc, "stopped"]
+        stop = _run("stop", svc, env=other)
+        assert stop.returncode == 0 and "not running" in stop.stdout
+        os.kill(pid, 0)  # still alive
+        # ...and cannot start a second server on the port.
+        clash = _run("start", svc, env=other)
+        assert clash.returncode == 1 and f"port {port} is already in use" in clash.stderr
+
+        # Its own state dir sees it, and stops it.
+        status = _run("status", svc, env=mine)
+        assert status.returncode == 0 and status.stdout.split()[:3] == [svc, "running", str(pid)]
+    finally:
+        stop = _run("stop", svc, env=mine)
+    assert stop.returncode == 0 and f"stopped (was pid {pid})" in stop.stdout
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -1,0 +1,46 @@
+"""Pure parts of the workers and Celery tasks (no servers): trending maths, stats, dead-letter shape."""
+from __future__ import annotations
+
+import pytest
+
+from kafka_workers.process import dead_letter_payload
+from kafka_workers.tasks import TRENDING_HALF_LIFE_S, trending_scores
+from kafka_workers.worker import Stats
+
+
+def test_trending_halves_per_half_life_and_weights_by_rating():
+    now = 1_700_000_000.0
+    scores = trending_scores([
+        {"product_id": "fresh5", "rating": 5, "ts": now},
+        {"product_id": "day-old5", "rating": 5, "ts": now - TRENDING_HALF_LIFE_S},
+        {"product_id": "fresh1", "rating": 1, "ts": now},
+        {"product_id": "twice", "rating": 5, "ts": now - 2 * TRENDING_HALF_LIFE_S},
+        {"product_id": "twice", "rating": 5, "ts": now - 2 * TRENDING_HALF_LIFE_S},
+        {"product_id": "future", "rating": 4, "ts": now + 600},  # clock skew: counts as now, not more
+    ], now)
+    assert scores["fresh5"] == pytest.approx(1.0)
+    assert scores["day-old5"] == pytest.approx(0.5)
+    assert scores["fresh1"] == pytest.approx(0.2)
+    assert scores["twice"] == pytest.approx(0.5)
+    assert scores["future"] == pytest.approx(0.8)
+
+
+def test_stats_snapshot_percentiles_and_counts():
+    s = Stats()
+    for ms in range(1, 101):
+        s.add("processed", ms / 1000)
+    s.add("duplicate", 0.0)
+    s.add("dead-letter", 0.0)
+    snap = s.snapshot(lag=7, model_version="v1")
+    assert (snap["processed"], snap["duplicate"], snap["dead-letter"], snap["lag"]) == (100, 1, 1, 7)
+    assert snap["latency_ms_p50"] == 51.0 and snap["latency_ms_p99"] == 100.0
+    assert snap["model_version"] == "v1"
+    assert Stats().snapshot(lag=None, model_version=None)["latency_ms_p50"] is None
+
+
+def test_dead_letter_payload_keeps_the_reason_origin_and_a_truncated_original():
+    raw = b"{" + "é".encode() * 5000
+    p = dead_letter_payload(raw, "bad JSON: x", "t", 3, 42)
+    assert (p["reason"], p["topic"], p["partition"], p["offset"]) == ("bad JSON: x", "t", 3, 42)
+    assert p["value_bytes"] == len(raw) and len(p["value"]) == 4096
+    assert dead_letter_payload(None, "empty message", "t", 0, 0)["value_bytes"] == 0
