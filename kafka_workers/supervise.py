@@ -51,6 +51,11 @@ def supervise(processes: int) -> int:
             c.terminate()  # SIGTERM: the worker finishes its message and commits
     for c in children:
         c.join(30)
+    for c in children:  # stuck past the grace period: uncommitted work is redelivered to the group
+        if c.is_alive():
+            log.warning("worker %s (pid %s) did not stop within 30 s; killing it", c.name, c.pid)
+            c.kill()
+            c.join(5)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -272,3 +273,35 @@ def test_dags_test_runs_every_task_and_publishes_a_model(airflow_venv, scratch_m
     version = train.get("version") or train.get("model_version")
     assert version, train
     assert artifacts.current_version(artifacts_dir) == version, f"model {version} not published\n{log}"
+
+    # The published model is what a real worker then serves: one rating event by a new user goes
+    # through Kafka to `python -m kafka_workers.worker`, which writes a list under that version.
+    from core import mongo
+    from core.events import RatingEvent
+    from tests.integration.realtime_support import delete_topics, process_env, start_worker, topics_env, wait_until
+
+    db = mongo.get_db(name=scratch_mongo_db)
+    product = db[mongo.CATALOG_INDEX].find_one({"_id": f"{mongo.ALL}:0"})["ids"][0]  # most reviewed
+    topics = topics_env("airflow")
+    worker_env = process_env(MONGO_DB=scratch_mongo_db, ARTIFACTS_DIR=str(artifacts_dir), **topics)
+    worker = start_worker(worker_env, tmp_path / "worker.log")
+    try:
+        _publish_in_child(worker_env, RatingEvent(user_id="airflow-test-user", product_id=product, rating=5))
+        recs = wait_until(lambda: db[mongo.RECOMMENDATIONS].find_one({"_id": "airflow-test-user"}), 120,
+                          f"the worker's recommendations\n{worker.log()[-3000:]}")
+    finally:
+        worker.stop()
+        delete_topics(worker_env["KAFKA_BOOTSTRAP_SERVERS"], [topics[k] for k in topics if k.endswith("TOPIC")])
+    assert recs["model_version"] == version, recs
+    assert recs["items"] and product not in {i["product_id"] for i in recs["items"]}
+    assert all(i["because"] == product for i in recs["items"])  # the one rated item explains each
+
+
+def _publish_in_child(env: dict[str, str], event) -> None:
+    """Create the topics and publish with the worker's settings (this process's are the session's)."""
+    code = ("import sys, json; from core import kafka_io; from core.events import validate; "
+            "kafka_io.ensure_topics(); kafka_io.publish_rating(validate(json.loads(sys.argv[1])))")
+    done = subprocess.run([sys.executable,
+                           "-c", code, json.dumps(event.to_dict())], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
