@@ -91,3 +91,15 @@ def spark(settings, tmp_path_factory):
                             checkpoint_dir=str(tmp_path_factory.mktemp("spark-checkpoints")))
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def site_catalog(spark, settings, mongo_db, kafka_topics, redis_url, tmp_path_factory):
+    """Real review files through the real batch jobs into the session's database (site tests).
+
+    Shared by tests/integration/test_site_*.py and tests/e2e: the jobs take a few minutes, so
+    they run once per session. Returns the facts computed from the raw files (tests/site_catalog.py).
+    """
+    from tests.site_catalog import load_into_session
+
+    return load_into_session(spark, settings, tmp_path_factory.mktemp("site-catalog"))

@@ -1,18 +1,30 @@
 """A site account's link to the recommender's user id."""
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
+
+
+def new_site_id() -> str:
+    return f"site-{uuid.uuid4().hex}"
 
 
 class Profile(models.Model):
     """Which recommender user an account is.
 
-    A new account rates as ``site-<pk>``; a demo account is linked to a reviewer of the loaded
-    data (``reviewer_id``) so its batch history and recommendations are there from the start.
+    A new account rates under a random ``site_id``; a demo account is linked to a reviewer of the
+    loaded data (``reviewer_id``) so its batch history and recommendations are there from the start.
+    The id is random rather than derived from the user's primary key because MongoDB outlives
+    Django's database: SQLite hands a deleted user's key to the next sign-up, and a reset or
+    second site database starts again at 1, and the new account would then inherit someone else's
+    ratings and recommendations.
     """
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    site_id = models.CharField(max_length=64, unique=True, default=new_site_id, editable=False,
+                               help_text="Id this account's own ratings and recommendations are stored under.")
     reviewer_id = models.CharField(max_length=64, unique=True, null=True, blank=True,
                                    help_text="Reviewer id in the Amazon data this account acts as.")
     onboarded = models.BooleanField(default=False)
@@ -22,7 +34,7 @@ class Profile(models.Model):
 
     @property
     def recommender_id(self) -> str:
-        return self.reviewer_id or f"site-{self.user_id}"
+        return self.reviewer_id or self.site_id
 
 
 def recommender_id(user) -> str:

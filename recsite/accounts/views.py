@@ -16,20 +16,25 @@ def _address(request) -> str:
 
 
 class ThrottledLoginView(LoginView):
-    """Django's LoginView that refuses (HTTP 429) after too many failures for a username."""
+    """Django's LoginView that refuses (HTTP 429) after too many failures for a username.
+
+    A refused attempt never reaches the password check: an unbound form is shown, so a locked-out
+    attacker cannot keep the server hashing guesses. A failed login answers 400, like every other
+    invalid form on the site.
+    """
 
     def post(self, request, *args, **kwargs):
         username = str(request.POST.get("username", ""))[:150]
         if throttle.is_locked(username, _address(request)):
-            form = self.get_form()
-            form.errors.clear()
-            response = render(request, self.template_name, {"form": form, "locked": True}, status=429)
-            return response
+            context = self.get_context_data(form=self.get_form_class()(request), locked=True)
+            return render(request, self.template_name, context, status=429)
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form):
         throttle.record_failure(str(self.request.POST.get("username", ""))[:150], _address(self.request))
-        return super().form_invalid(form)
+        response = super().form_invalid(form)
+        response.status_code = 400
+        return response
 
     def form_valid(self, form):
         throttle.reset(form.get_user().get_username(), _address(self.request))

@@ -1,9 +1,13 @@
 """JSON API for the same actions as the pages, described by OpenAPI (/api/schema/)."""
 from __future__ import annotations
 
+import re
+
+from django.utils.http import parse_etags
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.decorators import api_view, permission_classes
+from rest_framework.decorators import api_view, parser_classes, permission_classes
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
@@ -11,16 +15,41 @@ from accounts.models import recommender_id
 from core import kafka_io, mongo
 from core.events import MAX_TEXT_CHARS
 from shop import recommendations
+from shop.forms import PRODUCT_ID_REGEX
 from shop.models import RatingSubmission
+from shop.products import summaries, title
 from shop.ratings import RatingRejected, submit_rating
 
-_ID_REGEX = r"^[A-Za-z0-9_.:@-]{1,128}$"
+_ID_RE = re.compile(PRODUCT_ID_REGEX)
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only: DRF's CharField would turn 123 or 1.5 into "123" and "1.5"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: DRF's IntegerField would accept "5", 5.0 and "5.0"."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class RatingIn(serializers.Serializer):
-    product_id = serializers.RegexField(_ID_REGEX, max_length=128)
-    rating = serializers.IntegerField(min_value=1, max_value=5)
-    text = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT_CHARS, default="")
+    product_id = StrictCharField(max_length=128, trim_whitespace=False)
+    rating = StrictIntegerField(min_value=1, max_value=5)
+    text = StrictCharField(required=False, allow_blank=True, max_length=MAX_TEXT_CHARS, default="")
+
+    def validate_product_id(self, value: str) -> str:
+        if not _ID_RE.match(value):
+            raise serializers.ValidationError("not a product id")
+        return value
 
     def validate(self, attrs):
         unknown = set(self.initial_data) - set(self.fields) if isinstance(self.initial_data, dict) else set()
@@ -65,11 +94,14 @@ class SimilarItem(serializers.Serializer):
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def my_recommendations(request):
-    data = recommendations.for_user(recommender_id(request.user))
-    etag = data.pop("etag")
-    if request.headers.get("If-None-Match") == etag:
-        response = Response(status=status.HTTP_304_NOT_MODIFIED)
+    uid = recommender_id(request.user)
+    doc = mongo.get_recommendations(uid)
+    etag = recommendations.etag(doc)
+    if etag in parse_etags(request.headers.get("If-None-Match", "")):
+        response = Response(status=status.HTTP_304_NOT_MODIFIED)  # one _id read, nothing else
     else:
+        data = recommendations.for_user(uid, doc=doc)
+        data.pop("etag")
         response = Response(data)
     response["ETag"] = etag
     response["Cache-Control"] = "private, no-cache"
@@ -80,19 +112,18 @@ def my_recommendations(request):
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def similar(request, product_id: str):
-    import re
-
-    if not re.match(_ID_REGEX, product_id) or not mongo.product_exists(product_id):
+    if not _ID_RE.match(product_id) or not summaries([product_id]):
         return Response({"detail": "unknown product"}, status=404)
     items = mongo.get_similar_items(product_id)
-    products = mongo.get_products([i["product_id"] for i in items])
-    return Response([{"product_id": i["product_id"], "score": i["score"],
-                      "title": products.get(i["product_id"], {}).get("title") or i["product_id"]} for i in items])
+    names = summaries([i["product_id"] for i in items])
+    return Response([{"product_id": i["product_id"], "score": i["score"], "title": title(names, i["product_id"])}
+                     for i in items])
 
 
 @extend_schema(request=RatingIn, responses={202: RatingOut, 400: None, 503: None},
                description="Rate a product as the logged-in user. Returns once Kafka has the event.")
 @api_view(["POST"])
+@parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
 def post_rating(request):
     if not isinstance(request.data, dict):

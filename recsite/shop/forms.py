@@ -6,17 +6,35 @@ from django.core.validators import RegexValidator
 
 from core.events import MAX_TEXT_CHARS
 
-product_id_validator = RegexValidator(r"^[A-Za-z0-9_.:@-]{1,128}$", "Not a product id.")
+# \Z, not $: "$" also matches before a trailing newline, which would let "id\n" through.
+PRODUCT_ID_REGEX = r"\A[A-Za-z0-9_.:@-]{1,128}\Z"
+product_id_validator = RegexValidator(PRODUCT_ID_REGEX, "Not a product id.")
 
 
 class RatingForm(forms.Form):
     rating = forms.TypedChoiceField(choices=[(i, f"{i} ★") for i in range(5, 0, -1)], coerce=int,
-                                    widget=forms.RadioSelect)
+                                    widget=forms.RadioSelect,
+                                    error_messages={"invalid_choice": "Choose from 1 to 5 stars."})
     text = forms.CharField(required=False, max_length=MAX_TEXT_CHARS, strip=True,
                            widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Optional review"}))
+    # Where to go afterwards: only known names, so the field cannot become an open redirect.
+    next = forms.ChoiceField(required=False, choices=[("", "default"), ("recommendations", "recommendations")],
+                             widget=forms.HiddenInput, error_messages={"invalid_choice": "Unknown destination."})
+
+    def clean(self):
+        # Extra fields are refused rather than ignored: a "user_id" here means someone is trying
+        # to rate as somebody else, and the answer should say no, not rate as the sender.
+        unknown = set(self.data) - set(self.fields) - {"csrfmiddlewaretoken"}
+        if unknown:
+            raise forms.ValidationError(f"Unknown fields: {', '.join(sorted(unknown))[:200]}")
+        return super().clean()
 
 
 class CatalogQueryForm(forms.Form):
     q = forms.CharField(required=False, max_length=100, strip=True)
     category = forms.CharField(required=False, max_length=200)
     page = forms.IntegerField(required=False, min_value=1, max_value=100_000)
+
+
+class ReviewPageForm(forms.Form):
+    page = forms.IntegerField(required=False, min_value=1, max_value=1000)

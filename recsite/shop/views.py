@@ -1,6 +1,7 @@
 """HTML pages: catalog, product, rating, recommendations, analysis dashboard."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -13,10 +14,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import recommender_id
 from core import artifacts, kafka_io, mongo
-from core.cache_keys import CACHE_GENERATION
 from core.settings import get_settings
+from shop import products as products_cache
 from shop import recommendations
-from shop.forms import CatalogQueryForm, RatingForm, product_id_validator
+from shop.forms import CatalogQueryForm, RatingForm, ReviewPageForm, product_id_validator
 from shop.ratings import RatingRejected, submit_rating
 
 PER_PAGE = 24
@@ -38,7 +39,14 @@ def catalog(request):
         return render(request, "shop/catalog.html", {"form": form, "products": [], "categories": []}, status=400)
     page = form.cleaned_data["page"] or 1
     q, category = form.cleaned_data["q"], form.cleaned_data["category"] or None
-    products, total = mongo.list_products(page=page, per_page=PER_PAGE, category=category, query=q or None)
+    if q:  # a search scans the catalog; its results are not cached
+        products, total = mongo.list_products(page=page, per_page=PER_PAGE, category=category, query=q)
+    else:
+        key = "catalog:" + hashlib.sha256(f"{category or ''}|{page}".encode()).hexdigest()[:32]
+        products, total = cache.get(key) or (None, None)
+        if products is None:
+            products, total = mongo.list_products(page=page, per_page=PER_PAGE, category=category)
+            cache.set(key, (products, total), products_cache.TTL_S)
     pages = max(1, -(-total // PER_PAGE))
     return render(request, "shop/catalog.html", {
         "form": form, "products": [{**p, "pid": p["_id"]} for p in products], "total": total, "page": page, "pages": pages,
@@ -50,16 +58,14 @@ def catalog(request):
 @require_GET
 def product(request, product_id: str):
     product_id = _valid_product_id(product_id)
-    doc = mongo.get_product(product_id)
-    if not doc:
+    form = ReviewPageForm(request.GET)
+    if not form.is_valid():
+        return HttpResponse(f"Invalid page: {form.errors.as_text()}", status=400, content_type="text/plain")
+    page = form.cleaned_data["page"] or 1
+    data = products_cache.product_page(product_id, page)
+    if data is None:
         raise Http404("No such product")
-    try:
-        page = max(1, min(1000, int(request.GET.get("page", "1"))))
-    except ValueError:
-        page = 1
-    reviews, pages = mongo.product_reviews(product_id, page)
-    similar = mongo.get_similar_items(product_id)[:8]
-    sim_products = mongo.get_products([s["product_id"] for s in similar])
+    doc = data["product"]
     hist = doc.get("rating_hist") or {}
     n = max(1, sum(int(v) for v in hist.values()))
     histogram = [{"star": s, "count": int(hist.get(str(s), 0)), "pct": round(100 * int(hist.get(str(s), 0)) / n)}
@@ -68,10 +74,8 @@ def product(request, product_id: str):
     if request.user.is_authenticated:
         mine = mongo.user_ratings(recommender_id(request.user)).get(product_id)
     return render(request, "shop/product.html", {
-        "product": {**doc, "pid": doc["_id"]}, "reviews": reviews, "page": page, "pages": pages, "histogram": histogram,
-        "similar": [{**s, "title": sim_products.get(s["product_id"], {}).get("title") or s["product_id"]}
-                    for s in similar],
-        "form": RatingForm(), "my_rating": mine,
+        "product": {**doc, "pid": doc["_id"]}, "reviews": data["reviews"], "page": page, "pages": data["pages"],
+        "histogram": histogram, "similar": data["similar"], "form": RatingForm(), "my_rating": mine,
     })
 
 
@@ -92,10 +96,7 @@ def rate(request, product_id: str):
         messages.error(request, "Sorry, your rating could not be saved right now. Please try again.")
         return redirect("product", product_id=product_id)
     messages.success(request, f"Thanks! You rated it {submission.rating} ★. Your recommendations are updating.")
-    next_url = request.POST.get("next", "")
-    if next_url == "recommendations":
-        return redirect("recommendations")
-    return redirect(f"/recommendations/?after={submission.event_id}")
+    return redirect("recommendations")
 
 
 @login_required
@@ -114,19 +115,9 @@ def _eda_dir():
     return get_settings().eda_dir / "latest"
 
 
-def _cache_generation() -> int:
-    """Celery bumps this after a new model; cached summaries from before are then ignored."""
-    try:
-        from django_redis import get_redis_connection
-
-        return int(get_redis_connection("default").get(CACHE_GENERATION) or 0)
-    except Exception:
-        return 0
-
-
 @require_GET
 def dashboard(request):
-    key = f"dashboard:summary:{_cache_generation()}"
+    key = f"dashboard:summary:{products_cache.cache_generation()}"
     summary = cache.get(key)
     if summary is None:
         try:
@@ -138,9 +129,23 @@ def dashboard(request):
     metrics = artifacts.load_metrics(version) if version else {}
     return render(request, "shop/dashboard.html", {
         "summary": summary, "summary_pretty": json.dumps(summary.get("counts", {}), indent=2),
-        "analyses": summary.get("analyses", {}) if isinstance(summary.get("analyses"), dict) else {},
+        "analyses": _analyses(summary),
         "version": version, "metrics": metrics, "metrics_rows": _metric_rows(metrics),
     })
+
+
+def _analyses(summary: dict) -> list[dict]:
+    """The EDA job's analyses (a list of {name, title, png, table: [row, ...]}) as plots and tables."""
+    out = []
+    for a in summary.get("analyses") or []:
+        if not isinstance(a, dict):
+            continue
+        table = [row for row in a.get("table") or [] if isinstance(row, dict)]
+        columns = list(dict.fromkeys(k for row in table for k in row))
+        png = a.get("png") if isinstance(a.get("png"), str) and _PLOT_RE.match(a["png"]) else None
+        out.append({"name": str(a.get("name", "")), "title": str(a.get("title") or a.get("name") or ""),
+                    "png": png, "columns": columns, "rows": [[row.get(c) for c in columns] for row in table]})
+    return out
 
 
 def _metric_rows(metrics: dict) -> list[dict]:

@@ -1,0 +1,184 @@
+"""Accounts on the real site: sign-up with Django's password validators, login and logout, login
+throttling, password change and reset by e-mail, and demo accounts linked to real reviewers.
+
+Requests go through Django's test client into the real views, with the session's MongoDB, Kafka
+and Redis behind them (the cache under the session's own prefix, see conftest.site_cache).
+"""
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from django.contrib.auth.models import User
+
+from tests.site_catalog import PASSWORD
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+
+def _name() -> str:
+    return f"shopper{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize("password,complaint", [
+    ("Sh0rt!", "too short"),
+    ("password123", "too common"),
+    ("80417294561", "entirely numeric"),
+    (None, "too similar"),  # the username itself, slightly changed
+])
+def test_signup_refuses_weak_passwords(site, client, password, complaint):
+    username = _name()
+    password = password or f"{username}1"
+    response = client.post("/accounts/signup/", {"username": username, "email": f"{username}@example.com",
+                                                  "password1": password, "password2": password})
+    assert response.status_code == 400
+    assert complaint in response.content.decode()
+    assert not User.objects.filter(username=username).exists()
+
+
+def test_signup_logs_in_and_shows_onboarding(site, client):
+    username = _name()
+    response = client.post("/accounts/signup/", {"username": username, "email": f"{username}@example.com",
+                                                  "password1": PASSWORD, "password2": PASSWORD})
+    assert response.status_code == 302 and response["Location"] == "/recommendations/"
+    user = User.objects.get(username=username)
+    uid = user.profile.recommender_id
+    assert uid == user.profile.site_id and uid.startswith("site-") and user.profile.reviewer_id is None
+    assert uid != f"site-{user.pk}"  # random: a reused primary key must not inherit someone's ratings
+    page = client.get("/recommendations/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert 'data-source="popular"' in body and 'id="onboarding"' in body
+    # a second sign-up with the same name is refused
+    again = client.post("/accounts/signup/", {"username": username, "email": "x@example.com",
+                                              "password1": PASSWORD, "password2": PASSWORD})
+    assert again.status_code == 302  # already logged in: sent to the recommendations instead
+    client.logout()
+    again = client.post("/accounts/signup/", {"username": username, "email": "x@example.com",
+                                              "password1": PASSWORD, "password2": PASSWORD})
+    assert again.status_code == 400 and User.objects.filter(username=username).count() == 1
+
+
+def test_login_logout_and_safe_next(site, client, make_user):
+    user = make_user()
+    assert client.get("/accounts/login/").status_code == 200
+    wrong = client.post("/accounts/login/", {"username": user.username, "password": "not-the-password"})
+    assert wrong.status_code == 400 and "_auth_user_id" not in client.session
+    ok = client.post("/accounts/login/", {"username": user.username, "password": PASSWORD})
+    assert ok.status_code == 302 and ok["Location"] == "/recommendations/"
+    assert client.session["_auth_user_id"] == str(user.pk)
+    assert client.get("/recommendations/").status_code == 200
+    out = client.post("/accounts/logout/")
+    assert out.status_code == 302 and out["Location"] == "/"
+    gone = client.get("/recommendations/")
+    assert gone.status_code == 302 and gone["Location"].startswith("/accounts/login/")
+
+    product = site.order()[0]
+    to_product = client.post(f"/accounts/login/?next=/p/{product}/", {"username": user.username, "password": PASSWORD})
+    assert to_product["Location"] == f"/p/{product}/"
+    client.logout()
+    for evil in ("https://evil.example/", "//evil.example/", "/\\evil.example/"):
+        response = client.post("/accounts/login/", {"username": user.username, "password": PASSWORD, "next": evil})
+        assert response.status_code == 302 and response["Location"] == "/recommendations/", evil
+        client.logout()
+
+
+def test_login_throttled_after_repeated_failures(site, client, make_user):
+    from django.conf import settings
+    from django.contrib.auth.signals import user_login_failed
+
+    limit = settings.LOGIN_THROTTLE_ATTEMPTS
+    user, bystander = make_user(), make_user()
+
+    # a success resets the count
+    for _ in range(limit - 1):
+        assert client.post("/accounts/login/", {"username": user.username, "password": "nope"}).status_code == 400
+    assert client.post("/accounts/login/", {"username": user.username, "password": PASSWORD}).status_code == 302
+    client.logout()
+
+    for _ in range(limit):
+        assert client.post("/accounts/login/", {"username": user.username, "password": "nope"}).status_code == 400
+    checked = []
+    user_login_failed.connect(lambda **kw: checked.append(kw), weak=False, dispatch_uid="site-test-throttle")
+    try:
+        locked = client.post("/accounts/login/", {"username": user.username.upper(), "password": "still-nope"})
+        right_but_locked = client.post("/accounts/login/", {"username": user.username, "password": PASSWORD})
+    finally:
+        user_login_failed.disconnect(dispatch_uid="site-test-throttle")
+    assert locked.status_code == 429 and right_but_locked.status_code == 429
+    assert "Too many failed attempts" in locked.content.decode()
+    assert "_auth_user_id" not in client.session
+    assert checked == [], "a locked-out attempt still reached the password check"
+
+    # the lock is per username and address: other users, and this user elsewhere, can still log in
+    assert client.post("/accounts/login/", {"username": bystander.username, "password": PASSWORD}).status_code == 302
+    client.logout()
+    elsewhere = client.post("/accounts/login/", {"username": user.username, "password": PASSWORD},
+                            REMOTE_ADDR="203.0.113.9")
+    assert elsewhere.status_code == 302
+
+
+def test_password_change(site, client, make_user):
+    user = make_user()
+    client.force_login(user)
+    assert "<title>Password change · amazon-recommender</title>" in client.get("/accounts/password_change/").content.decode()
+    weak = client.post("/accounts/password_change/", {"old_password": PASSWORD, "new_password1": "abc",
+                                                       "new_password2": "abc"})
+    assert weak.status_code == 200 and "too short" in weak.content.decode()
+    new = "Another-Long-Passphrase-42"
+    done = client.post("/accounts/password_change/", {"old_password": PASSWORD, "new_password1": new,
+                                                       "new_password2": new})
+    assert done.status_code == 302 and done["Location"] == "/accounts/password_change/done/"
+    client.logout()
+    assert client.post("/accounts/login/", {"username": user.username, "password": PASSWORD}).status_code == 400
+    assert client.post("/accounts/login/", {"username": user.username, "password": new}).status_code == 302
+
+
+def test_password_reset_by_email(site, client, make_user, mailoutbox):
+    user = make_user()
+    form = client.get("/accounts/password_reset/").content.decode()
+    assert "<title>Password reset · amazon-recommender</title>" in form  # the site's page, not the admin's
+    unknown = client.post("/accounts/password_reset/", {"email": "nobody-here@example.com"})
+    assert unknown.status_code == 302 and mailoutbox == []  # same answer, no mail: no account enumeration
+    sent = client.post("/accounts/password_reset/", {"email": user.email})
+    assert sent.status_code == 302 and sent["Location"] == "/accounts/password_reset/done/"
+    assert len(mailoutbox) == 1 and mailoutbox[0].to == [user.email]
+    link = re.search(r"/accounts/reset/[^/\s]+/[^/\s]+/", mailoutbox[0].body)
+    assert link, mailoutbox[0].body
+    form_url = client.get(link.group(0))["Location"]  # Django swaps the token into the session
+    assert form_url.endswith("/set-password/")
+    new = "Reset-Passphrase-Works-77"
+    weak = client.post(form_url, {"new_password1": "12345678", "new_password2": "12345678"})
+    assert weak.status_code == 200 and "entirely numeric" in weak.content.decode()
+    done = client.post(form_url, {"new_password1": new, "new_password2": new})
+    assert done.status_code == 302 and done["Location"] == "/accounts/reset/done/"
+    assert client.post("/accounts/login/", {"username": user.username, "password": new}).status_code == 302
+    client.logout()
+    assert client.get(link.group(0)).status_code == 200  # a used link is dead: the page says so
+    assert "invalid or has expired" in client.get(link.group(0)).content.decode()
+
+
+def test_demo_accounts_link_to_the_most_active_reviewers(site, client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("create_demo_accounts", count=3, password=PASSWORD, stdout=out)
+    counts = site.reviewer_counts()
+    expected = sorted(counts, key=lambda u: (-counts[u], u))[:3]
+    linked = [User.objects.get(username=f"demo{i}").profile.reviewer_id for i in (1, 2, 3)]
+    assert linked == expected
+    assert all(f"reviewer {u}, {counts[u]} ratings" in out.getvalue() for u in expected)
+
+    call_command("create_demo_accounts", count=3, password=PASSWORD, stdout=StringIO())  # idempotent
+    assert User.objects.filter(username__startswith="demo").count() == 3
+
+    assert client.post("/accounts/login/", {"username": "demo1", "password": PASSWORD}).status_code == 302
+    data = client.get("/api/recommendations/").json()
+    rated = {r.product_id for rs in site.reviews.values() for r in rs if r.user_id == expected[0]}
+    assert data["user_id"] == expected[0] and data["source"] == "personal"
+    assert data["model_version"] == site.model_version and data["n_rated"] == len(rated)
+    assert data["items"] and not rated & {i["product_id"] for i in data["items"]}
+    assert all(i["because"] in rated for i in data["items"]), "a reason that is not one of the user's ratings"

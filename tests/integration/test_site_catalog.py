@@ -1,0 +1,172 @@
+"""Catalog, search, product pages and the analysis dashboard against the pipeline-loaded catalog.
+
+Every expected list, count and review comes from the raw JSON lines (tests/site_catalog.py), or
+from the files the training job wrote (similar items, metrics), never from the site's own reads.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from urllib.parse import quote
+
+import pytest
+from django.contrib.humanize.templatetags.humanize import intcomma
+from django.template.defaultfilters import floatformat, linebreaksbr
+from django.utils.html import escape
+
+from tests.site_catalog import MAX_REVIEW_PAGES, ids_in
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+PER_PAGE = 24
+
+
+def _get(client, url: str, status: int = 200) -> str:
+    response = client.get(url)
+    assert response.status_code == status, (url, response.status_code)
+    return response.content.decode()
+
+
+def _all_result_ids(client, query: str) -> tuple[list[str], int]:
+    first = _get(client, f"/?{query}")
+    total = int(re.search(r"([\d,]+) products · page 1 of (\d+)", first).group(1).replace(",", ""))
+    pages = math.ceil(total / PER_PAGE) if total else 1
+    ids = ids_in(first, "products")
+    for page in range(2, pages + 1):
+        ids += ids_in(_get(client, f"/?{query}&page={page}"), "products")
+    return ids, total
+
+
+def test_catalog_pages_in_review_count_order(site, client):
+    order = site.order()
+    assert len(order) == len(site.reviews) > 1000  # both files' products are listed
+    pages = math.ceil(len(order) / PER_PAGE)
+    first = _get(client, "/")
+    assert f"{intcomma(len(order))} products · page 1 of {pages}" in first
+    assert ids_in(first, "products") == order[:PER_PAGE]
+    assert 'rel="next" href="?category=&page=2"' in first
+    assert ids_in(_get(client, "/?page=2"), "products") == order[PER_PAGE:2 * PER_PAGE]
+    last = _get(client, f"/?page={pages}")
+    assert ids_in(last, "products") == order[(pages - 1) * PER_PAGE:] and 'rel="next"' not in last
+    assert "No products found." in _get(client, f"/?page={pages + 1}")
+
+
+def test_category_filter(site, client):
+    categories = Counter(site.category.values())
+    assert set(categories) == {"Musical Instruments", "Gift Cards"}
+    home = _get(client, "/")
+    for name, n in categories.items():
+        assert f'<option value="{name}" >{name} ({intcomma(n)})</option>' in home
+        ids, total = _all_result_ids(client, f"category={quote(name)}")
+        assert total == n and ids == site.order(name)
+    assert "No products found." in _get(client, "/?category=Kitchen")
+
+
+def _expected_search(site, term: str) -> set[str]:
+    expected = site.search(term)
+    assert expected, f"the data has no {term!r}: pick another term"
+    # review text is searched through each product's summaries, of which the catalog keeps the
+    # first 50 and 2,000 characters; the terms here occur only in products with fewer than that
+    for p in expected - {p for p, t in site.titles.items() if term.lower() in t.lower()}:
+        summaries = [r.summary for r in site.reviews[p]]
+        assert len(summaries) <= 50 and sum(len(s) + 1 for s in summaries) <= 1900, \
+            f"{term!r}: product {p} has too much review text for this check; pick another term"
+    assert len(expected) < 1000, "a search shows at most 1,000 results; pick a rarer term"
+    return expected
+
+
+@pytest.mark.parametrize("term", ["starbucks", "STARBUCKS", "flanger", "cymbal"])
+def test_search_matches_titles_and_review_text(site, client, term):
+    expected = _expected_search(site, term)
+    ids, total = _all_result_ids(client, f"q={quote(term)}")
+    assert total == len(expected) and set(ids) == expected and len(ids) == len(set(ids))
+    counts = [len(site.reviews.get(p, [])) for p in ids]
+    assert counts == sorted(counts, reverse=True), "results are not most-reviewed first"
+
+
+def test_search_is_literal_text_and_combines_with_category(site, client):
+    assert site.search("cymbal") and not site.search("c.mbal")
+    ids, total = _all_result_ids(client, "q=c.mbal")  # a regex would match "cymbal"
+    assert total == 0 and ids == []
+    # the search covers every product with metadata, reviewed or not (browsing lists reviewed ones)
+    everywhere = _expected_search(site, "magic")
+    for category in ("Gift Cards", "Musical Instruments"):
+        expected = {p for p in everywhere if site.category_of(p) == category}
+        assert 0 < len(expected) < len(everywhere)
+        ids, total = _all_result_ids(client, f"q=magic&category={quote(category)}")
+        assert set(ids) == expected and total == len(expected), category
+
+
+def test_product_page_histogram_reviews_and_similar_items(site, client):
+    product = site.order()[0]  # the most reviewed: several review pages
+    n = len(site.reviews[product])
+    page = _get(client, f"/p/{product}/")
+    assert f"from {intcomma(n)} reviews" in page
+    shown = {int(star): int(count.replace(",", "")) for star, count in
+             re.findall(r"<tr><td>(\d) ★</td><td [^>]*><div [^>]*></div></td><td>([\d,]+)</td></tr>", page)}
+    assert shown == site.histogram(product)
+
+    pages = site.review_pages(product)
+    assert len(pages) == min(math.ceil(n / 10), MAX_REVIEW_PAGES) > 2
+    for number in (1, 2, len(pages)):
+        html = page if number == 1 else _get(client, f"/p/{product}/?page={number}")
+        texts = re.findall(r"<article class=\"card\">.*?<p>(.*?)</p></article>", html, re.S)
+        assert texts == [linebreaksbr(escape(r.text)) for r in pages[number - 1]], f"review page {number}"
+    assert 'More reviews →' in page and '← Newer' not in page
+    assert "No reviews yet." in _get(client, f"/p/{product}/?page={len(pages) + 1}")
+
+    with open(_model_dir(site) / "similar.jsonl") as f:  # what training wrote for publish to load
+        similar = {d["_id"]: [i["product_id"] for i in d["items"]] for d in map(json.loads, f)}
+    assert ids_in(page, "similar") == similar[product][:8]
+    assert product not in similar[product]
+
+
+def test_product_page_of_a_gift_card_shows_its_title(site, client):
+    product = site.order("Gift Cards")[0]
+    page = _get(client, f"/p/{product}/")
+    assert f"<h1>{escape(site.titles[product])}</h1>" in page
+    assert "Log in</a> to rate this product." in page
+
+
+@pytest.mark.parametrize("path", ["/p/NO-SUCH-PRODUCT/", "/p/%24gt/", "/p/a%0A/", "/p/" + "A" * 129 + "/"])
+def test_unknown_or_malformed_product_is_404(site, client, path):
+    assert client.get(path).status_code == 404
+
+
+def _model_dir(site):
+    from core import artifacts
+
+    return artifacts.models_dir() / site.model_version
+
+
+def test_dashboard_shows_eda_and_model_against_baselines(site, client):
+    page = _get(client, "/dashboard/")
+    summary = json.loads((site.eda_dir / "summary.json").read_text())
+    assert len(summary["analyses"]) >= 7
+    for analysis in summary["analyses"]:
+        assert escape(analysis["title"]) in page
+        url = f"/dashboard/plots/{analysis['png']}"
+        assert f'src="{url}"' in page
+        plot = client.get(url)
+        assert plot.status_code == 200 and plot["Content-Type"] == "image/png"
+        assert b"".join(plot.streaming_content).startswith(b"\x89PNG\r\n\x1a\n")
+    # the rating distribution table, checked against the raw files
+    stars = Counter(r.rating for rs in site.reviews.values() for r in rs)
+    for star, n in stars.items():
+        sentiment = "negative" if star <= 2 else "neutral" if star == 3 else "positive"
+        assert f"<td>{star}</td><td>{sentiment}</td><td>{n}</td>" in page, star
+
+    metrics = json.loads((_model_dir(site) / "metrics.json").read_text())
+    assert f"<code>{site.model_version}</code>" in page
+    rows = {"model (ease)": metrics["test"], **metrics["baselines"]}
+    for name, m in rows.items():
+        cells = "".join(f"<td>{floatformat(m[k], 4) if m.get(k) is not None else '–'}</td>"
+                        for k in ("ndcg@10", "recall@10", "hr@10", "rmse", "coverage"))
+        assert f"<tr><th>{name}</th>{cells}</tr>" in page, name
+    assert metrics["test"]["ndcg@10"] > metrics["baselines"]["popularity"]["ndcg@10"]
+
+
+@pytest.mark.parametrize("name", ["summary.json", "..%2Fsummary.json", "x.png", "RATING.png"])
+def test_dashboard_plots_only_serves_existing_pngs(site, client, name):
+    assert client.get(f"/dashboard/plots/{name}").status_code == 404

@@ -1,0 +1,65 @@
+"""Production settings: secrets and hosts from the environment, ``check --deploy`` clean, and the
+real WSGI server (gunicorn, started by bin/services) serving hashed static files with DEBUG off."""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from bench.site_server import running_site
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def _production_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env.update(DJANGO_DEBUG="0", DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+               DJANGO_ALLOWED_HOSTS="shop.example.com,127.0.0.1", **extra)
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "recsite" / "manage.py"), *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_check_deploy_is_clean():
+    done = _manage(_production_env(), "check", "--deploy", "--fail-level", "WARNING")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "System check identified no issues" in done.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    env = _production_env()
+    del env["DJANGO_SECRET_KEY"]
+    done = _manage(env, "check")
+    assert done.returncode != 0 and "DJANGO_SECRET_KEY must be set" in done.stderr
+
+
+def test_gunicorn_serves_the_site_with_debug_off(site_catalog, tmp_path):
+    env = _production_env(DJANGO_CACHE_PREFIX=f"deploy-test-{secrets.token_hex(4)}",
+                          DATABASE_URL=f"sqlite:///{tmp_path / 'site.sqlite3'}")
+    with running_site(env, workers=1, threads=2) as site:
+        assert "gunicorn" in site.log() and "Booting worker" in site.log()
+        plain = httpx.get(f"{site.url}/", follow_redirects=False)
+        assert plain.status_code == 301 and plain.headers["location"] == f"https://127.0.0.1:{site.url.rsplit(':', 1)[1]}/"
+        https = {"X-Forwarded-Proto": "https"}  # what the TLS-terminating proxy in front sends
+        page = httpx.get(f"{site.url}/", headers=https)
+        assert page.status_code == 200 and "max-age=31536000" in page.headers["strict-transport-security"]
+        css = re.search(r'href="(/static/shop/site\.[0-9a-f]{12}\.css)"', page.text)
+        assert css, "the page does not link the hashed stylesheet"
+        static = httpx.get(site.url + css.group(1), headers=https)
+        assert static.status_code == 200 and static.headers["content-type"].startswith("text/css")
+        assert "immutable" in static.headers["cache-control"]  # whitenoise: hashed names cache forever
+        login = httpx.get(f"{site.url}/accounts/login/", headers=https)
+        assert "secure" in login.headers["set-cookie"].lower()  # the CSRF cookie only travels over HTTPS
+        missing = httpx.get(f"{site.url}/p/NO-SUCH/", headers=https)
+        assert missing.status_code == 404 and "Traceback" not in missing.text
+        wrong_host = httpx.get(f"{site.url}/", headers={**https, "Host": "evil.example"})
+        assert wrong_host.status_code == 400
