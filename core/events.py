@@ -18,8 +18,8 @@ from typing import Any
 SCHEMA_VERSION = 1
 MAX_TEXT_CHARS = 5000
 MAX_EVENT_BYTES = 64 * 1024
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
-_EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}\Z")  # \Z: "$" would let a trailing newline through
+_EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
 # Events from before 2000 or more than a day in the future are clock bugs, not ratings.
 _MIN_TS, _MAX_FUTURE_S = 946_684_800.0, 86_400.0
 

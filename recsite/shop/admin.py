@@ -5,6 +5,24 @@ from django.contrib import admin
 
 from core import mongo
 from shop.models import ModelVersion, PipelineRun, RatingSubmission
+from shop.sync import sync_pipeline_records
+
+
+class MirroredFromMongoAdmin(admin.ModelAdmin):
+    """Refreshes the mirror from MongoDB when staff open the list.
+
+    Runs started by Airflow write only to MongoDB (the Airflow venv has no Django), so the list
+    syncs itself instead of waiting for someone to run ``manage.py sync_pipeline_records``. Both
+    collections hold one small document per job run or model version.
+    """
+
+    def changelist_view(self, request, extra_context=None):
+        try:
+            sync_pipeline_records()
+        except Exception as exc:  # MongoDB down: show the last mirrored rows rather than an error page
+            self.message_user(request, f"Could not refresh from MongoDB ({exc.__class__.__name__}); "
+                                       "showing the last copy.", level="warning")
+        return super().changelist_view(request, extra_context)
 
 
 @admin.register(RatingSubmission)
@@ -27,7 +45,7 @@ class RatingSubmissionAdmin(admin.ModelAdmin):
 
 
 @admin.register(PipelineRun)
-class PipelineRunAdmin(admin.ModelAdmin):
+class PipelineRunAdmin(MirroredFromMongoAdmin):
     list_display = ("run_id", "job", "status", "balanced", "recorded_at")
     list_filter = ("job", "status", "balanced")
     search_fields = ("run_id",)
@@ -35,7 +53,7 @@ class PipelineRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(MirroredFromMongoAdmin):
     list_display = ("version", "engine", "published", "published_at", "ndcg_at_10", "popularity_ndcg_at_10")
     list_filter = ("published", "engine")
     readonly_fields = [f.name for f in ModelVersion._meta.fields]

@@ -112,6 +112,7 @@ def test_recommendations_update_without_reload(stack, browser, site_catalog):
     # the open page picks up the worker's list by polling: personal, based on all three ratings
     expect(status).to_have_attribute("data-source", "personal")
     expect(status).to_contain_text("Based on your 3 ratings")
+    expect(page.locator("#onboarding")).to_be_hidden()  # onboarding is done once the list is personal
     items = page.locator("#recs li")
     expect(items.first).to_contain_text("because you rated")
     after = items.evaluate_all("els => els.map(e => e.dataset.product)")

@@ -1,5 +1,5 @@
 """The Django admin: staff only; ratings with their live processing state; model versions with
-metrics and pipeline runs mirrored from MongoDB by the sync command."""
+metrics and pipeline runs mirrored from MongoDB (by the sync command, and by the lists themselves when opened)."""
 from __future__ import annotations
 
 from io import StringIO
@@ -69,3 +69,20 @@ def test_admin_shows_model_versions_and_pipeline_runs(site, client, make_user):
     assert load.counts["counts_in"]["lines"] == site.records["load"]["counts_in"]["lines"]
     detail = client.get(f"/admin/shop/pipelinerun/{load.pk}/change/")
     assert detail.status_code == 200 and escape(site.run_id) in detail.content.decode()
+
+
+def test_admin_lists_refresh_from_mongodb_without_the_command(site, client, make_user):
+    """A run recorded only in MongoDB (as Airflow's tasks do) shows up when staff open the list."""
+    import uuid
+
+    from core import mongo
+    from shop.models import PipelineRun
+
+    run_id = f"airflow-only-{uuid.uuid4().hex[:8]}"
+    mongo.record_pipeline_run(run_id, "load", {"status": "ok", "balanced": True,
+                                              "counts_in": {"lines": 7}, "counts_out": {"reviews": 7}})
+    assert not PipelineRun.objects.filter(run_id=run_id).exists()
+    client.force_login(make_user(staff=True))
+    runs = client.get(f"/admin/shop/pipelinerun/?q={run_id}").content.decode()
+    assert run_id in runs and '<td class="field-job">load</td>' in runs
+    assert PipelineRun.objects.get(key=f"{run_id}:load").counts["counts_in"] == {"lines": 7}
