@@ -171,9 +171,10 @@ def list_products(page: int = 1, per_page: int = 24, category: str | None = None
         flt: dict[str, Any] = {"$or": [{"title": pattern}, {"search_text": pattern}]}
         if category:
             flt["category"] = str(category)
-        found = list(db[PRODUCTS].find(flt, _PRODUCT_LIST_FIELDS).limit(1000))
-        found.sort(key=lambda d: (-d.get("n_reviews", 0), d["_id"]))
-        return found[start:start + per_page], len(found)
+        # Sorted, paged and counted by the server: every match is ranked, not just a first batch.
+        found = list(db[PRODUCTS].find(flt, _PRODUCT_LIST_FIELDS)
+                      .sort([("n_reviews", DESCENDING), ("_id", ASCENDING)]).skip(start).limit(per_page))
+        return found, db[PRODUCTS].count_documents(flt)
     key = str(category) if category else ALL
     total_doc = db[CATALOG_INDEX].find_one({"_id": f"{key}:count"})
     total = int(total_doc["n"]) if total_doc else 0
