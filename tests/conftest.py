@@ -6,6 +6,7 @@ other's data. Unit tests use none of this.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -91,6 +92,9 @@ def spark(settings, tmp_path_factory):
                             checkpoint_dir=str(tmp_path_factory.mktemp("spark-checkpoints")))
     yield session
     session.stop()
+    # py4j logs "closing down" from finalizers at interpreter exit, after pytest closed the stream
+    # its handler writes to; each one printed a "--- Logging error ---" traceback into the output.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")

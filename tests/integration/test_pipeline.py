@@ -191,8 +191,27 @@ def test_mongo_load_idempotent(spark, mongo_db, demo_clean):
 
 # --- 4. training beats the baselines; publish serves it ---------------------------------------
 
+@pytest.fixture
+def own_artifacts(settings, tmp_path):
+    """A model folder of this test's own: the publish gate compares against the current version,
+    and the site's session fixture may already have published one trained on other data."""
+    import os
+
+    from core.settings import get_settings
+
+    before = os.environ.get("ARTIFACTS_DIR")
+    os.environ["ARTIFACTS_DIR"] = str(tmp_path / "artifacts")
+    get_settings.cache_clear()
+    yield get_settings().artifacts_dir
+    if before is None:
+        os.environ.pop("ARTIFACTS_DIR", None)
+    else:
+        os.environ["ARTIFACTS_DIR"] = before
+    get_settings.cache_clear()
+
+
 @pytest.mark.slow
-def test_train_and_publish(spark, settings, mongo_db, demo_clean):
+def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts):
     from core import artifacts
     from spark_jobs.publish import publish
     from spark_jobs.train import train
