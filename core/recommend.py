@@ -133,3 +133,155 @@ def similar_items(model: Model, product_id: str, n: int = 10) -> list[dict[str, 
     top = np.argpartition(-sims, n - 1)[:n]
     top = top[np.argsort(-sims[top])]
     return [{"product_id": model.item_ids[j], "score": float(sims[j])} for j in top.tolist()]
+
+
+# --- many users / items at once (the batch job's serving lists) ---------------------------------
+
+_PAD_CELLS = 1 << 22  # users x padded history length x rank floats handled at once
+
+
+def _buckets(counts: np.ndarray, rank: int):
+    """Rows grouped by history length rounded up to a power of two, in chunks of ~_PAD_CELLS floats.
+
+    Yields (rows, length): each group is padded to ``length`` so its per-user sums become one
+    batched matrix product, without a (rated entries x rank x rank) intermediate.
+    """
+    length = 1 << np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64)
+    order = np.argsort(length, kind="stable")
+    bounds = np.flatnonzero(np.diff(length[order])) + 1
+    for group in np.split(order, bounds):
+        if group.size == 0:
+            continue
+        size = int(length[group[0]])
+        step = max(1, _PAD_CELLS // (size * rank))
+        for lo in range(0, group.size, step):
+            yield group[lo:lo + step], size
+
+
+def _padded(indptr: np.ndarray, counts: np.ndarray, rows: np.ndarray, size: int, sentinel: int):
+    """(positions of each row's entries padded with ``sentinel``, mask of real entries)."""
+    offsets = np.arange(size)
+    mask = offsets[None, :] < counts[rows][:, None]
+    return np.where(mask, indptr[rows][:, None] + offsets[None, :], sentinel), mask
+
+
+def _user_systems(model: Model, indptr: np.ndarray, idx: np.ndarray, r: np.ndarray):
+    """Stacked normal equations of ``_system`` for users with >= 1 rated item.
+
+    Returns (A⁻¹ per user, x per user, per-entry weights, factor rows of the rated entries with a
+    zero row appended for padding).
+    """
+    counts = np.diff(indptr)
+    y = np.vstack([model.item_factors[idx].astype(np.float64), np.zeros((1, model.rank))])
+    reg = float(model.params.get("reg", 0.1))
+    if model.kind == "explicit":
+        coef, weights, base = np.ones_like(r), r, 0.0
+        scale = counts if model.params.get("reg_scaling") == "count" else np.ones_like(counts)
+        regs = reg * scale.astype(np.float64)
+    else:
+        weights = confidence(model, r)
+        coef, base, regs = weights - 1.0, model.gram, np.full(counts.size, reg)
+    coef, weights = np.append(coef, 0.0), np.append(weights, 0.0)
+    a = np.empty((counts.size, model.rank, model.rank))
+    b = np.empty((counts.size, model.rank))
+    for rows, size in _buckets(counts, model.rank):
+        pos, _ = _padded(indptr, counts, rows, size, idx.size)
+        yp = y[pos]  # (users, size, rank), padding rows are zero
+        a[rows] = np.matmul((yp * coef[pos][:, :, None]).transpose(0, 2, 1), yp)
+        b[rows] = np.einsum("usr,us->ur", yp, weights[pos])
+    a += base
+    a += regs[:, None, None] * np.eye(model.rank)
+    ainv = np.linalg.inv(a)
+    return ainv, np.einsum("uij,uj->ui", ainv, b), weights, y
+
+
+def recommend_many(model: Model, rated, n: int = 20) -> list[list[dict[str, Any]]]:
+    """``recommend`` for many users at once: ``rated`` is a CSR matrix (users x the model's items).
+
+    Each stored entry is a rated item with its rating, as the ``rated`` dict of ``recommend``; a user
+    with no stored entry gets an empty list. The maths is the same — each user's regularised
+    least-squares fold-in, scores over every item, the rated item contributing most as the reason —
+    stacked over users and scored with ``implicit``'s multi-threaded top-k, so the batch job writes
+    the lists of millions of users in matrix products instead of one Python call per user.
+    """
+    import scipy.sparse as sp
+
+    rated = sp.csr_matrix(rated, dtype=np.float64)
+    rated.sum_duplicates()
+    rated.sort_indices()
+    out: list[list[dict[str, Any]]] = [[] for _ in range(rated.shape[0])]
+    users = np.flatnonzero(np.diff(rated.indptr))
+    if users.size == 0 or n <= 0:
+        return out
+    sub = rated[users]
+    indptr, idx, r = sub.indptr, sub.indices.astype(np.int64), sub.data
+    seg = np.repeat(np.arange(users.size), np.diff(indptr))
+    ids = model.item_ids
+    if model.kind == "ease":
+        binary = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr), shape=sub.shape)
+        scores = np.asarray(binary @ model.item_factors, dtype=np.float64)
+        scores[seg, idx] = -np.inf
+        for row, u in enumerate(users.tolist()):
+            top = _top(scores[row], n)
+            if top.size == 0:
+                continue
+            s, e = indptr[row], indptr[row + 1]
+            best = model.item_factors[idx[s:e]][:, top].argmax(axis=0)
+            out[u] = [{"product_id": ids[i], "score": float(scores[row, i]), "because": ids[int(idx[s + b])]}
+                      for i, b in zip(top.tolist(), best.tolist())]
+        return out
+
+    from implicit.cpu.topk import topk
+    from threadpoolctl import threadpool_limits
+
+    # Thousands of rank x rank inverses and products: multi-threaded BLAS on such small matrices
+    # spends its time synchronising threads (70x slower on 2 busy cores), so one thread here.
+    with threadpool_limits(1, user_api="blas"):
+        ainv, x, weights, y_rated = _user_systems(model, indptr, idx, r)
+    filt = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr), shape=sub.shape)
+    kk = min(n, model.item_factors.shape[0])
+    top, scores = topk(model.item_factors, x.astype(np.float32), kk, filter_query_items=filt, num_threads=0)
+    valid = scores > np.finfo(np.float32).min  # topk marks filtered (rated) items with -FLT_MAX
+    # contribution of rated item j to the score of item i: w_j * y_iᵀ A⁻¹ y_j (as in ``recommend``)
+    because = np.empty(top.shape, np.int64)
+    counts = np.diff(indptr)
+    with threadpool_limits(1, user_api="blas"):
+        for rows, size in _buckets(counts, model.rank):
+            pos, mask = _padded(indptr, counts, rows, size, idx.size)
+            z = np.matmul(model.item_factors[top[rows]].astype(np.float64), ainv[rows])  # y_iᵀ A⁻¹
+            contrib = np.matmul(z, y_rated[pos].transpose(0, 2, 1)) * weights[pos][:, None, :]
+            contrib[np.broadcast_to(~mask[:, None, :], contrib.shape)] = -np.inf
+            first = contrib.argmax(axis=2)  # the first rated item with the largest contribution
+            because[rows] = idx[np.take_along_axis(pos, first, axis=1)]
+    for row, u in enumerate(users.tolist()):
+        keep = valid[row]
+        out[u] = [{"product_id": ids[i], "score": float(s), "because": ids[b]}
+                  for i, s, b in zip(top[row][keep].tolist(), scores[row][keep].tolist(),
+                                     because[row][keep].tolist())]
+    return out
+
+
+def similar_many(model: Model, items: np.ndarray, n: int = 10) -> list[list[dict[str, Any]]]:
+    """``similar_items`` for many item indices at once (cosine of factors, or EASE rows)."""
+    items = np.asarray(items, dtype=np.int64)
+    ids = model.item_ids
+    if model.kind == "ease":
+        out = []
+        for i in items.tolist():
+            sims = model.item_factors[i].astype(np.float64).copy()
+            sims[i] = -np.inf
+            out.append([{"product_id": ids[j], "score": float(sims[j])} for j in _top(sims, n).tolist()])
+        return out
+    import scipy.sparse as sp
+    from implicit.cpu.topk import topk
+
+    norms = np.linalg.norm(model.item_factors, axis=1) + 1e-12
+    unit = (model.item_factors / norms[:, None]).astype(np.float32)
+    kk = min(n, len(ids) - 1)
+    if kk <= 0:
+        return [[] for _ in items]
+    self_filter = sp.csr_matrix((np.ones(items.size, np.float32), items, np.arange(items.size + 1)),
+                                shape=(items.size, len(ids)))
+    top, sims = topk(unit, unit[items], kk, filter_query_items=self_filter, num_threads=0)
+    return [[{"product_id": ids[j], "score": float(s)} for j, s in zip(t.tolist(), v.tolist())]
+            for t, v in zip(top, sims)]
