@@ -91,10 +91,10 @@ def spark(settings, tmp_path_factory):
     session = spark_session("tests", master=os.environ.get("SPARK_TEST_MASTER", "local[2]"),
                             checkpoint_dir=str(tmp_path_factory.mktemp("spark-checkpoints")))
     yield session
+    # py4j logs from finalizers and its GC thread at interpreter exit, after pytest closed the
+    # stream its handler writes to; each record printed a "--- Logging error ---" traceback.
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)
     session.stop()
-    # py4j logs "closing down" from finalizers at interpreter exit, after pytest closed the stream
-    # its handler writes to; each one printed a "--- Logging error ---" traceback into the output.
-    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
