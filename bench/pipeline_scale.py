@@ -277,6 +277,7 @@ def run_size(rows: int, work: Path, db: str, opts: argparse.Namespace) -> dict:
         m = train_rec.get("metrics") or {}
         res["train"]["counts"] = m.get("counts")
         res["train"]["best"] = (m.get("selection") or {}).get("best")
+        res["train"]["serving_lists"] = m.get("serving_lists")
         res["train"]["ndcg"] = {"ours": (m.get("test") or {}).get("ndcg@10"),
                                 "popularity": ((m.get("baselines") or {}).get("popularity") or {}).get("ndcg@10"),
                                 "seed": ((m.get("baselines") or {}).get("seed_explicit_als") or {}).get("ndcg@10")}
@@ -392,11 +393,17 @@ def extrapolate(results: list[dict]) -> None:
         n = big["train"]["counts"]["interactions"]
         f = FULL_2018 / n
         parts = []
+        served = big["train"].get("serving_lists") or {}
+        # every user x every item grows with rows squared; under SERVING_MAX_USERS/ITEMS the listed
+        # users (items) stay fixed and only the items scored grow: linear
+        capped = bool(served) and (served["users_listed"] < served["users"] or served["items_listed"] < served["items"])
         for phase, sec in big["train"]["timings"].items():
-            quadratic = phase.startswith("serving lists")
+            quadratic = phase.startswith("serving lists") and not capped
             parts.append((phase, sec * (f * f if quadratic else f), quadratic))
+        how = (f"capped at {served['users_listed']:,} users and {served['items_listed']:,} items: linear"
+               if capped else "users x items: quadratic")
         print(f"  train by phase, from {human(big['rows'])} ({big['train']['engine']}): linear in rows, except the "
-              "serving lists (users x items: quadratic; evaluation is capped by EVAL_MAX_SCORES):")
+              f"serving lists ({how}; evaluation is capped by EVAL_MAX_SCORES):")
         for phase, est, quadratic in parts:
             print(f"    {phase:<55} -> {est / 3600:10.1f} h{'  (quadratic)' if quadratic else ''}")
     # memory: peak = a + b * interactions between the two largest sizes, for stages whose work is the

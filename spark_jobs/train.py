@@ -61,6 +61,13 @@ IALS_GRID = [dict(factors=f, reg=r, alpha=a, iterations=15)
              for f in (32, 64) for r in (0.01, 0.1) for a in (2.0, 10.0)]
 SEED_ALS = dict(rank=5, maxIter=30, regParam=0.5, nonnegative=True)
 SERVING_BLOCK = int(os.environ.get("SERVING_BLOCK_USERS", "2048"))  # users per batch of serving lists
+# Exact lists score every item for every user: users x items x factors multiply-adds, compute-bound
+# at ~20 GFLOP/s on 2 cores: ~1 h at 10M reviews (1.7M users x 630k items), ~50 days for the full
+# 2018 release (43M x 15M). Above these caps the job writes lists for the most active users and
+# similar items for the most rated products only (0 = all). Everyone else still gets a personal
+# list: the worker folds in the user's whole stored history at their next rating.
+SERVING_MAX_USERS = int(os.environ.get("SERVING_MAX_USERS", "0"))
+SERVING_MAX_ITEMS = int(os.environ.get("SERVING_MAX_ITEMS", "0"))
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -399,7 +406,8 @@ def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto"
                   "weight": "binary", "engine": engine}
     version = artifacts.save_model(item_ids, factors, params, metrics)
     lap("served model (fit on all)")
-    write_serving_lists(version, x_all, user_ids, item_ids)
+    # in the MongoDB record of the version (metrics.json beside the model was written before)
+    metrics["serving_lists"] = write_serving_lists(version, x_all, user_ids, item_ids)
     lap("serving lists (top-N of every user, similar items)")
     mongo.record_model_version(version, {"engine": engine, "published": False, "metrics": metrics,
                                          "params": params, "run_id": run_id, "trained_at": time.time()})
@@ -408,15 +416,24 @@ def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto"
             "timings": timings, "seconds": round(time.time() - started, 2)}
 
 
+def most_active(counts: np.ndarray, cap: int) -> np.ndarray:
+    """Indices of the ``cap`` rows with the largest counts (ties by index), in index order; all if cap <= 0."""
+    if cap <= 0 or cap >= counts.size:
+        return np.arange(counts.size)
+    order = np.lexsort((np.arange(counts.size), -counts))
+    return np.sort(order[:cap])
+
+
 def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: list[str], item_ids: list[str],
-                        n: int | None = None, block: int = SERVING_BLOCK) -> None:
+                        n: int | None = None, block: int = SERVING_BLOCK, max_users: int = SERVING_MAX_USERS,
+                        max_items: int = SERVING_MAX_ITEMS) -> dict[str, int]:
     """Top-N per user and similar items per product, as JSON lines beside the model for publish.py.
 
     The lists are what ``recommend``/``similar_items`` give one user or item (every rated item
     counts 1.0, as the worker's fold-in of the same history), computed ``block`` users at a time by
     ``recommend_many``: one call per user took 8 ms on a 60k-item catalog (3 h for 1.5M users);
     blocks are ~16x faster there and ~6x at 600k items, where scoring every item dominates
-    (bench/serving_lists.py).
+    (bench/serving_lists.py). Returns how many users and items got lists, of how many.
     """
     model = artifacts.load_model(version)
     if list(model.item_ids) != list(item_ids):
@@ -424,18 +441,26 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: list[str],
     n = n or get_settings().top_n
     d = artifacts.models_dir() / version
     rated = (x_all > 0).astype(np.float64).tocsr()
+    users = most_active(np.diff(rated.indptr), max_users)
+    items = most_active(np.asarray(rated.getnnz(axis=0)), max_items)
     if model.kind == "ease":  # dense (block x items) scores: keep a block near 2^24 cells
         block = max(1, min(block, 2 ** 24 // max(1, len(item_ids))))
     with open(d / "topn.jsonl", "w") as f:
-        for start in range(0, rated.shape[0], block):
-            lists = recommend.recommend_many(model, rated[start:start + block], n)
-            f.write("".join(json.dumps({"_id": user_ids[start + k], "items": items}) + "\n"
-                            for k, items in enumerate(lists)))
+        for start in range(0, users.size, block):
+            rows = users[start:start + block]
+            lists = recommend.recommend_many(model, rated[rows], n)
+            f.write("".join(json.dumps({"_id": user_ids[u], "items": got}) + "\n"
+                            for u, got in zip(rows.tolist(), lists)))
     with open(d / "similar.jsonl", "w") as f:
-        for start in range(0, len(item_ids), block):
-            idx = np.arange(start, min(start + block, len(item_ids)))
-            f.write("".join(json.dumps({"_id": item_ids[i], "items": items}) + "\n"
-                            for i, items in zip(idx.tolist(), recommend.similar_many(model, idx, 10))))
+        for start in range(0, items.size, block):
+            idx = items[start:start + block]
+            f.write("".join(json.dumps({"_id": item_ids[i], "items": got}) + "\n"
+                            for i, got in zip(idx.tolist(), recommend.similar_many(model, idx, 10))))
+    out = {"users_listed": int(users.size), "users": int(rated.shape[0]),
+           "items_listed": int(items.size), "items": int(rated.shape[1])}
+    if users.size < rated.shape[0] or items.size < rated.shape[1]:
+        print(f"train: serving lists capped: {out}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
