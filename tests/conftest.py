@@ -95,6 +95,7 @@ def spark(settings, tmp_path_factory):
     # stream its handler writes to; each record printed a "--- Logging error ---" traceback.
     logging.getLogger("py4j").setLevel(logging.CRITICAL)
     session.stop()
+    logging.disable(logging.INFO)  # py4j's gateway also logs through the root logger
 
 
 @pytest.fixture(scope="session")

@@ -107,7 +107,9 @@ CACHES = {"default": {
                 "IGNORE_EXCEPTIONS": True},
 }}
 DJANGO_REDIS_IGNORE_EXCEPTIONS = True
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Sessions read from the cache (Redis) and written through to the database, so a Redis restart
+# logs nobody out; reading them from the database was a query on every request.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

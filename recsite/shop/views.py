@@ -76,6 +76,7 @@ def product(request, product_id: str):
     return render(request, "shop/product.html", {
         "product": {**doc, "pid": doc["_id"]}, "reviews": data["reviews"], "page": page, "pages": data["pages"],
         "histogram": histogram, "similar": data["similar"], "form": RatingForm(), "my_rating": mine,
+        "ttl": products_cache.TTL_S, "generation": products_cache.cache_generation(),
     })
 
 

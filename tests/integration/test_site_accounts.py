@@ -182,3 +182,27 @@ def test_demo_accounts_link_to_the_most_active_reviewers(site, client):
     assert data["model_version"] == site.model_version and data["n_rated"] == len(rated)
     assert data["items"] and not rated & {i["product_id"] for i in data["items"]}
     assert all(i["because"] in rated for i in data["items"]), "a reason that is not one of the user's ratings"
+
+
+def test_a_changed_link_is_seen_at_once_despite_the_cached_id(site, client, make_user):
+    """recommender_id is cached in Redis; saving, deleting or bulk-unlinking a profile must clear it."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from accounts.models import Profile, recommender_id
+
+    counts = site.reviewer_counts()
+    top = sorted(counts, key=lambda u: (-counts[u], u))[0]
+    squatter = make_user(reviewer_id=top)
+    assert recommender_id(squatter) == top  # now cached
+    call_command("create_demo_accounts", count=1, password=PASSWORD, stdout=StringIO())  # takes the link (update())
+    squatter.refresh_from_db()
+    assert recommender_id(squatter) == squatter.profile.site_id != top
+    profile = squatter.profile
+    profile.reviewer_id = "A-LINKED-BY-ADMIN"
+    profile.save()
+    assert recommender_id(squatter) == "A-LINKED-BY-ADMIN"
+    Profile.objects.filter(pk=profile.pk).delete()
+    fresh = recommender_id(squatter)  # a new profile, a new random id: not the deleted one's
+    assert fresh.startswith("site-") and fresh != profile.site_id
