@@ -140,15 +140,20 @@ def heldout(arr: dict[str, np.ndarray], part: int, max_users: int, seed: int = 1
 # --- engines -------------------------------------------------------------------------------
 
 def single_node_bytes(engine: str, n_interactions: int, n_users: int, n_items: int) -> float:
-    """Estimated peak driver memory of the job with a single-node engine, JVM excluded.
+    """Estimated peak memory of the job's Python driver with a single-node engine, JVM excluded.
 
-    Per interaction ~100 bytes: the (uid, iid, rating, part) arrays (13), three CSR matrices
-    (train, train+validation, all: 8 each) and implicit's binary, scaled and transposed copies
-    while it fits (~40), plus temporaries. Per user and item: factors in float32 held about three
-    times (12 bytes x factors) and the string id (~100). EASE adds ~4 dense items² float64 matrices.
+    Calibrated on the scale benchmark (bench/pipeline_scale.py, 2026-11-25): the train job's peak
+    RSS grew by 650 bytes per interaction between 1M and 10M synthetic reviews (implicit engine,
+    1.7M users and 630k items at 10M). Of that, per user and item: factors in float32 held about
+    three times (12 bytes x factors) and the string id (~100); the rest, ~450 bytes per
+    interaction, is the (uid, iid, rating, part) arrays, three CSR matrices (train,
+    train+validation, all), implicit's binary, scaled and transposed copies, and the temporaries
+    of evaluation and serving lists. An earlier guess of 100 bytes was half the truth, and would
+    have let ``auto`` pick a single node for ~45M interactions, which need ~30 GB.
+    EASE adds ~4 dense items² float64 matrices.
     """
     factors = max(p["factors"] for p in IALS_GRID)
-    total = 100.0 * n_interactions + (n_users + n_items) * (12.0 * factors + 100.0)
+    total = 450.0 * n_interactions + (n_users + n_items) * (12.0 * factors + 100.0)
     if engine == "ease":
         total += 32.0 * n_items ** 2
     return total
