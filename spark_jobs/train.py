@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as a script by spark-submit: make the repo 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -95,21 +96,28 @@ def split_by_time(inter: DataFrame) -> DataFrame:
     return ranked.withColumn("part", part.cast("byte")).drop("_rn", "_n")
 
 
+def via_parquet(df: DataFrame, path: Path) -> pa.Table:
+    """A DataFrame on the driver as an Arrow table, written by Spark and read back by pyarrow.
+
+    Millions of rows: collecting them as Python rows over Py4J took minutes (the users and factors
+    of a 10M-review run) and holds every row as an object; Parquet is columnar and bounded.
+    """
+    df.write.mode("overwrite").parquet(str(path))
+    return pq.read_table(str(path))
+
+
 def to_numpy(df: DataFrame, out_dir: Path) -> dict[str, np.ndarray]:
-    """Interactions as numpy arrays via Parquet (no Py4J row transfer, bounded driver memory)."""
-    path = str(out_dir / "interactions")
-    df.select("uid", "iid", F.col("rating").cast("float"), "part").write.mode("overwrite").parquet(path)
-    table = pq.read_table(path)
+    """Interactions as numpy arrays (the path is also what bench/pipeline_scale.py reads)."""
+    table = via_parquet(df.select("uid", "iid", F.col("rating").cast("float"), "part"), out_dir / "interactions")
     return {c: table.column(c).to_numpy() for c in ("uid", "iid", "rating", "part")}
 
 
 def id_list(ids: DataFrame, index: str, name: str, out_dir: Path) -> list[str]:
-    """The string ids in index order, via Parquet (millions of rows; no Py4J row transfer)."""
-    path = str(out_dir / f"{name}s")
-    ids.write.mode("overwrite").parquet(path)
-    table = pq.read_table(path)
-    order = np.argsort(table.column(index).to_numpy(), kind="stable")
-    if not np.array_equal(table.column(index).to_numpy()[order], np.arange(order.size)):
+    """The string ids in index order."""
+    table = via_parquet(ids, out_dir / f"{name}s")
+    positions = table.column(index).to_numpy()
+    order = np.argsort(positions, kind="stable")
+    if not np.array_equal(positions[order], np.arange(order.size)):
         raise ValueError(f"{index} is not 0..{order.size - 1}")
     values = table.column(name).to_pylist()
     return [values[i] for i in order.tolist()]
@@ -199,11 +207,7 @@ def spark_als(spark: SparkSession, df: DataFrame, implicit: bool, **params):
 
 
 def factors_numpy(model, n_users: int, n_items: int, tmp: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Spark ALS factors as dense arrays indexed by uid/iid (missing rows stay zero).
-
-    Through Parquet read by pyarrow, as ``to_numpy``: a Python row per user over Py4J took minutes
-    for the millions of users of a 10M-review run.
-    """
+    """Spark ALS factors as dense arrays indexed by uid/iid (missing rows stay zero), via Parquet."""
     import shutil
     import tempfile
 
@@ -212,8 +216,7 @@ def factors_numpy(model, n_users: int, n_items: int, tmp: Path | None = None) ->
     where = Path(tempfile.mkdtemp(prefix="als-factors-", dir=tmp))
     try:
         for name, frame, n in (("users", model.userFactors, n_users), ("items", model.itemFactors, n_items)):
-            frame.write.mode("overwrite").parquet(str(where / name))
-            table = pq.read_table(str(where / name))
+            table = via_parquet(frame, where / name)
             dense = np.zeros((n, rank), np.float32)
             ids = table.column("id").to_numpy()
             if ids.size:
@@ -276,6 +279,18 @@ def _fit_rating(spark: SparkSession, df: DataFrame, lam: float, reg: float | Non
     return {"mu": mu, "bi": bi, "bu": bu, "als": als}
 
 
+def _measured(spark: SparkSession, fit_on: DataFrame, measure_on: DataFrame, lam: float,
+              reg: float | None) -> tuple[float | None, int]:
+    """RMSE on ``measure_on`` of a rating model fitted on ``fit_on``; its cached biases are released
+    afterwards (a run fits six, and each caches a row per user and per item)."""
+    fit = _fit_rating(spark, fit_on, lam, reg)
+    try:
+        return _rating_rmse(fit, measure_on)
+    finally:
+        fit["bi"].unpersist()
+        fit["bu"].unpersist()
+
+
 def fit_rating_model(spark: SparkSession, ratings: DataFrame) -> dict:
     """The explicit rating predictor behind our RMSE: mean + user and item biases + ALS on the rest.
 
@@ -290,14 +305,14 @@ def fit_rating_model(spark: SparkSession, ratings: DataFrame) -> dict:
     trials = []
     for lam in RATING_BIAS_LAMBDAS:
         trials.append({"bias_lambda": lam, "als_reg": None,
-                       "validation_rmse": _rating_rmse(_fit_rating(spark, train_df, lam, None), val_df)[0]})
+                       "validation_rmse": _measured(spark, train_df, val_df, lam, None)[0]})
     best_lam = min(trials, key=lambda t: t["validation_rmse"] if t["validation_rmse"] is not None else 9e9)["bias_lambda"]
     for reg in RATING_ALS_REGS:
         trials.append({"bias_lambda": best_lam, "als_reg": reg,
-                       "validation_rmse": _rating_rmse(_fit_rating(spark, train_df, best_lam, reg), val_df)[0]})
+                       "validation_rmse": _measured(spark, train_df, val_df, best_lam, reg)[0]})
     best = min(trials, key=lambda t: t["validation_rmse"] if t["validation_rmse"] is not None else 9e9)
-    final = _fit_rating(spark, ratings.where("part <= 1"), best["bias_lambda"], best["als_reg"])
-    test_rmse, n = _rating_rmse(final, ratings.where("part = 2"))
+    test_rmse, n = _measured(spark, ratings.where("part <= 1"), ratings.where("part = 2"),
+                             best["bias_lambda"], best["als_reg"])
     print(f"train: rating model {best} test rmse={test_rmse}")
     return {"kind": "mean + user/item biases" + (" + Spark explicit ALS on the residual" if best["als_reg"] else ""),
             "bias_lambda": best["bias_lambda"],
