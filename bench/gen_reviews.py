@@ -839,6 +839,29 @@ def generate(rows: int, out_dir: str | Path, fmt: str = "2018", *, users: int | 
     return manifest
 
 
+def manifest_differences(manifest: dict, load_rec: dict | None, clean_rec: dict | None) -> list[str]:
+    """Differences between what was generated and what the load and clean jobs reported (empty = exact).
+
+    ``load_rec``/``clean_rec`` are the jobs' reconciliation records (a missing one is not compared).
+    """
+    problems = []
+    exp_l, exp_c = manifest["expected"]["load"], manifest["expected"]["clean"]
+    if load_rec:
+        got = load_rec.get("counts_out", {})
+        want = {"reviews": exp_l["reviews"], "products": 0, "quarantined": exp_l["quarantined"]}
+        if load_rec.get("counts_in", {}).get("lines") != exp_l["lines"] or got != want:
+            problems.append(f"load: {load_rec.get('counts_in')} -> {got}, manifest {exp_l['lines']} -> {want}")
+        if load_rec.get("quarantine_reasons") != exp_l["quarantine_reasons"]:
+            problems.append(f"load reasons {load_rec.get('quarantine_reasons')} != {exp_l['quarantine_reasons']}")
+    if clean_rec:
+        got = clean_rec.get("counts_out", {})
+        for key, want in (("reviews", exp_c["reviews_out"]), ("exact duplicate lines", exp_c["exact duplicate lines"]),
+                          ("repeated user-item pairs", exp_c["repeated user-item pairs"])):
+            if got.get(key) != want:
+                problems.append(f"clean {key}: {got.get(key)} != manifest {want}")
+    return problems
+
+
 def print_summary(m: dict[str, Any], out: Path) -> None:
     print(f"wrote {len(m['files'])} file(s) in {m['seconds']}s to {out} (format {m['format']}, seed {m['seed']})")
     rows = [("lines", m["lines"]), ("good lines", m["good_lines"]),

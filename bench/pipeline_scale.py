@@ -39,6 +39,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # bench.gen_reviews here; spark_jobs in the engine comparison
+
+from bench.gen_reviews import manifest_differences  # noqa: E402
 VENV = Path(os.environ.get("LOCAL_DIR", ROOT / ".local")) / "venv"
 FULL_2018 = 233_100_000
 GB = 1024 ** 3
@@ -140,7 +143,6 @@ def run_stage(name: str, cmd: list[str], env: dict, log: Path, timeout: float, m
 
 def engine_main(args: argparse.Namespace) -> int:
     """Fit COMPARE with one engine on train+validation of the train job's split; NDCG@10 on test."""
-    sys.path.insert(0, str(ROOT))
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -206,26 +208,6 @@ def submit(script: str, args: list[str], opts: argparse.Namespace) -> list[str]:
             str(ROOT / script), *args]
 
 
-def check_manifest(manifest: dict, load_rec: dict | None, clean_rec: dict | None) -> list[str]:
-    """Differences between what the generator wrote and what load/clean reported (empty = exact)."""
-    problems = []
-    exp_l, exp_c = manifest["expected"]["load"], manifest["expected"]["clean"]
-    if load_rec:
-        got = load_rec.get("counts_out", {})
-        want = {"reviews": exp_l["reviews"], "products": 0, "quarantined": exp_l["quarantined"]}
-        if load_rec.get("counts_in", {}).get("lines") != exp_l["lines"] or got != want:
-            problems.append(f"load: {load_rec.get('counts_in')} -> {got}, manifest {exp_l['lines']} -> {want}")
-        if load_rec.get("quarantine_reasons") != exp_l["quarantine_reasons"]:
-            problems.append(f"load reasons {load_rec.get('quarantine_reasons')} != {exp_l['quarantine_reasons']}")
-    if clean_rec:
-        got = clean_rec.get("counts_out", {})
-        for key, want in (("reviews", exp_c["reviews_out"]), ("exact duplicate lines", exp_c["exact duplicate lines"]),
-                          ("repeated user-item pairs", exp_c["repeated user-item pairs"])):
-            if got.get(key) != want:
-                problems.append(f"clean {key}: {got.get(key)} != manifest {want}")
-    return problems
-
-
 def _record(base: Path, run_id: str, job: str) -> dict | None:
     path = base / "data" / "runs" / run_id / f"{job}.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -281,7 +263,7 @@ def run_size(rows: int, work: Path, db: str, opts: argparse.Namespace) -> dict:
         res["train"]["ndcg"] = {"ours": (m.get("test") or {}).get("ndcg@10"),
                                 "popularity": ((m.get("baselines") or {}).get("popularity") or {}).get("ndcg@10"),
                                 "seed": ((m.get("baselines") or {}).get("seed_explicit_als") or {}).get("ndcg@10")}
-    res["reconciliation_problems"] = check_manifest(manifest, res["load_record"], res["clean_record"])
+    res["reconciliation_problems"] = manifest_differences(manifest, res["load_record"], res["clean_record"])
     res["data_bytes"] = du(base / "data")
 
     interactions = base / "data" / "train" / run_id / "interactions"
