@@ -192,21 +192,15 @@ def test_mongo_load_idempotent(spark, mongo_db, demo_clean):
 # --- 4. training beats the baselines; publish serves it ---------------------------------------
 
 @pytest.fixture
-def own_artifacts(settings, tmp_path):
+def own_artifacts(monkeypatch, tmp_path):
     """A model folder of this test's own: the publish gate compares against the current version,
     and the site's session fixture may already have published one trained on other data."""
-    import os
-
     from core.settings import get_settings
 
-    before = os.environ.get("ARTIFACTS_DIR")
-    os.environ["ARTIFACTS_DIR"] = str(tmp_path / "artifacts")
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     get_settings.cache_clear()
     yield get_settings().artifacts_dir
-    if before is None:
-        os.environ.pop("ARTIFACTS_DIR", None)
-    else:
-        os.environ["ARTIFACTS_DIR"] = before
+    monkeypatch.undo()  # before the cache is cleared, so the next reader sees the session's folder
     get_settings.cache_clear()
 
 
