@@ -278,17 +278,13 @@ def get_rating(event_id: str, db: Database | None = None) -> dict | None:
 # --- recommendations ------------------------------------------------------------------------
 
 def write_recommendations(user_id: str, items: list[dict[str, Any]], model_version: str,
-                          source_event_id: str | None = None, db: Database | None = None) -> float:
-    """Replace a user's recommendation list; returns its ``updated_at`` (the page polls on it)."""
+                          source_event_id: str | None = None, db: Database | None = None) -> dict[str, Any]:
+    """Replace a user's recommendation list; returns the stored document (its version is announced)."""
     db = db if db is not None else get_db()
-    updated_at = time.time()
-    db[RECOMMENDATIONS].replace_one(
-        {"_id": user_id},
-        {"_id": user_id, "items": items, "model_version": model_version,
-         "source_event_id": source_event_id, "updated_at": updated_at},
-        upsert=True,
-    )
-    return updated_at
+    doc = {"_id": user_id, "items": items, "model_version": model_version,
+           "source_event_id": source_event_id, "updated_at": time.time()}
+    db[RECOMMENDATIONS].replace_one({"_id": user_id}, doc, upsert=True)
+    return doc
 
 
 def write_recommendations_bulk(docs: Iterable[dict[str, Any]], db: Database | None = None) -> dict[str, int]:

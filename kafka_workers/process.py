@@ -1,4 +1,4 @@
-"""Handling one rating event: store it, fold the user in, write their new list.
+"""Handling one rating event: store it, fold the user in, write their new list, announce it.
 
 Every step is idempotent (insert by event id, history keeps the newest rating, the list is
 replaced whole), so a redelivered event after a crash changes nothing; that is what lets the
@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from core import mongo, recommend
+from core import list_state, mongo, recommend
 from core.artifacts import Model
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
@@ -54,7 +54,8 @@ def handle(raw: bytes | None, model: Model | None) -> Outcome:
         # stored but the worker died before writing the list: finish the job now
     history = mongo.add_to_history(event.user_id, event.product_id, event.rating, event.ts)
     items, version = recommendations_for(history, model, get_settings().top_n)
-    mongo.write_recommendations(event.user_id, items, version, source_event_id=event.event_id)
+    doc = mongo.write_recommendations(event.user_id, items, version, source_event_id=event.event_id)
+    list_state.announce(event.user_id, list_state.version_of(doc))
     mongo.mark_rating_processed(event.event_id, version)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import redis
 
-from core import artifacts, mongo, recommend
+from core import artifacts, list_state, mongo, recommend
 from core.cache_keys import CACHE_GENERATION as CACHE_GENERATION_KEY
 from core.cache_keys import LAST_RESCORED_MODEL as LAST_MODEL_KEY
 from core.settings import get_settings
@@ -88,7 +88,8 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
         for user in users[start:start + batch_size]:
             items = recommend.recommend(model, mongo.user_ratings(user), n=get_settings().top_n)
             if items:
-                mongo.write_recommendations(user, items, model.version)
+                doc = mongo.write_recommendations(user, items, model.version)
+                list_state.announce(user, list_state.version_of(doc))
                 done += 1
     r = _redis()
     r.incr(CACHE_GENERATION_KEY)

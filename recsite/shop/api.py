@@ -95,13 +95,12 @@ class SimilarItem(serializers.Serializer):
 @permission_classes([IsAuthenticated])
 def my_recommendations(request):
     uid = recommender_id(request.user)
-    doc = mongo.get_recommendations(uid)
-    etag = recommendations.etag(doc)
+    etag = recommendations.current_etag(uid)
     if etag in parse_etags(request.headers.get("If-None-Match", "")):
-        response = Response(status=status.HTTP_304_NOT_MODIFIED)  # one _id read, nothing else
+        response = Response(status=status.HTTP_304_NOT_MODIFIED)  # one Redis read, nothing else
     else:
-        data = recommendations.for_user(uid, doc=doc)
-        data.pop("etag")
+        data = dict(recommendations.for_user(uid, tag=etag))
+        etag = data.pop("etag")
         response = Response(data)
     response["ETag"] = etag
     response["Cache-Control"] = "private, no-cache"

@@ -14,10 +14,10 @@ import os
 import time
 from typing import Any
 
+import redis
 from django.core.cache import cache
 
-from core import mongo
-from core.cache_keys import CACHE_GENERATION
+from core import list_state, mongo
 
 TTL_S = int(os.environ.get("CATALOG_CACHE_SECONDS", "300"))
 SIMILAR_SHOWN = 8
@@ -35,11 +35,9 @@ def cache_generation() -> int:
     """
     now = time.monotonic()
     if now - _generation["read_at"] >= GENERATION_CHECK_S:
-        try:
-            from django_redis import get_redis_connection
-
-            _generation["value"] = int(get_redis_connection("default").get(CACHE_GENERATION) or 0)
-        except Exception:  # no Redis: the cache is off anyway (IGNORE_EXCEPTIONS)
+        try:  # the Redis Celery writes it to (REDIS_URL), which may not be the cache's
+            _generation["value"] = list_state.generation()
+        except redis.RedisError:  # no Redis: the cache is off anyway (IGNORE_EXCEPTIONS)
             _generation["value"] = 0
         _generation["read_at"] = now
     return _generation["value"]

@@ -6,43 +6,71 @@ from typing import Any
 
 from django.core.cache import cache
 
-from core import mongo
+from core import list_state, mongo
 from core.settings import get_settings
-from shop.products import TTL_S, summaries, title
+from shop.products import TTL_S, cache_generation, summaries, title
 
-NO_LIST_ETAG = '"none"'
+NO_LIST_ETAG = list_state.NO_LIST
+etag = list_state.version_of
 
 
-def etag(doc: dict | None) -> str:
-    """Changes exactly when the worker writes a new list (model version + write time).
+def current_etag(recommender_id: str) -> str:
+    """The ETag of the user's current list: from Redis when a writer announced it, else MongoDB.
 
     A polling page sends it back in ``If-None-Match`` and gets ``304 Not Modified`` for the price
-    of one ``_id`` read, until the worker has written something new.
+    of one Redis read, until the worker has written something new.
     """
-    if doc and doc.get("items"):
-        return f'"{doc.get("model_version")}-{doc.get("updated_at")}"'
-    return NO_LIST_ETAG
+    generation = cache_generation()
+    tag = list_state.current(recommender_id, generation)
+    if tag is None:
+        tag = etag(mongo.get_recommendations(recommender_id))
+        list_state.remember(recommender_id, tag, generation)
+    return tag
 
 
-def for_user(recommender_id: str, doc: dict | None = None) -> dict[str, Any]:
+def _view_key(kind: str, recommender_id: str, tag: str) -> str:
+    return f"recs:{kind}:" + hashlib.sha256(f"{recommender_id}|{tag}".encode()).hexdigest()[:40]
+
+
+def for_user(recommender_id: str, tag: str | None = None) -> dict[str, Any]:
     """The user's personal list with titles and reasons, or popular products as a fallback.
 
-    ``doc`` is the user's stored list when the caller already read it (to compute the ETag).
+    A personal list changes only together with its ETag (the worker stores the rating in the
+    history, then writes the list, then announces the new ETag), so what is shown for one ETag is
+    kept: for a known ETag (``tag``, or Redis) this costs no MongoDB read at all. When nothing is
+    kept, the list is read from MongoDB, which also checks the ETag Redis gave.
     """
-    if doc is None:
-        doc = mongo.get_recommendations(recommender_id)
-    tag = etag(doc)
-    if tag != NO_LIST_ETAG:
-        # A personal list changes only together with its ETag (the worker stores the rating in the
-        # history, then writes the list), so what is shown for one ETag can be kept: a page load or
-        # an unconditional fetch of an unchanged list then costs one MongoDB read, not two plus titles.
-        key = "recs:view:" + hashlib.sha256(f"{recommender_id}|{tag}".encode()).hexdigest()[:40]
-        shown = cache.get(key)
-        if shown is None:
-            shown = _personal(recommender_id, doc)
-            cache.set(key, shown, TTL_S)
-        return shown
-    return _popular(recommender_id)
+    generation = cache_generation()
+    if tag is None:
+        tag = list_state.current(recommender_id, generation)
+    if tag is not None and tag != NO_LIST_ETAG:
+        shown = cache.get(_view_key("view", recommender_id, tag))
+        if shown is not None:
+            return shown
+    doc = mongo.get_recommendations(recommender_id)
+    truth = etag(doc)
+    if tag is None:
+        list_state.remember(recommender_id, truth, generation)
+    elif tag != truth:  # Redis was behind MongoDB (a lost announcement)
+        list_state.forget(recommender_id, generation)
+    if truth == NO_LIST_ETAG:
+        return _popular(recommender_id)
+    shown = _personal(recommender_id, doc)
+    cache.set(_view_key("view", recommender_id, truth), shown, TTL_S)
+    return shown
+
+
+def history(recommender_id: str) -> dict[str, float]:
+    """What the user has rated, kept per list ETag like the list (the worker changes both at once)."""
+    tag = list_state.current(recommender_id, cache_generation())
+    if tag is None or tag == NO_LIST_ETAG:
+        return mongo.user_ratings(recommender_id)
+    key = _view_key("history", recommender_id, tag)
+    rated = cache.get(key)
+    if rated is None:
+        rated = mongo.user_ratings(recommender_id)
+        cache.set(key, rated, TTL_S)
+    return rated
 
 
 def _personal(recommender_id: str, doc: dict) -> dict[str, Any]:

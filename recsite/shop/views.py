@@ -72,7 +72,7 @@ def product(request, product_id: str):
                  for s in range(5, 0, -1)]
     mine = None
     if request.user.is_authenticated:
-        mine = mongo.user_ratings(recommender_id(request.user)).get(product_id)
+        mine = recommendations.history(recommender_id(request.user)).get(product_id)
     return render(request, "shop/product.html", {
         "product": {**doc, "pid": doc["_id"]}, "reviews": data["reviews"], "page": page, "pages": data["pages"],
         "histogram": histogram, "similar": data["similar"], "form": RatingForm(), "my_rating": mine,

@@ -174,3 +174,54 @@ def test_openapi_schema_is_valid(site, client):
     body = schema["paths"]["/api/ratings/"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json"}
     assert {"tokenAuth", "cookieAuth"} <= set(schema["components"]["securitySchemes"])
+
+
+def test_announced_list_is_served_without_mongodb(site, user_client, ratings_probe, process_published, monkeypatch):
+    """After the worker announces a list, polling, the list and the product page need no MongoDB."""
+    from core import list_state, mongo
+    from shop.products import cache_generation
+
+    client, user = user_client
+    liked = site.order("Musical Instruments")[4]
+    mark = ratings_probe.mark()
+    assert client.post("/api/ratings/", {"product_id": liked, "rating": 4},
+                       content_type="application/json").status_code == 202
+    process_published(mark)
+    announced = list_state.current(_uid(user), cache_generation())
+    assert announced == list_state.version_of(mongo.get_recommendations(_uid(user)))
+
+    first = client.get("/api/recommendations/")  # renders the list once (MongoDB) and keeps it
+    assert first.status_code == 200 and first["ETag"] == announced
+    assert client.get(f"/p/{liked}/").status_code == 200  # keeps the history the same way
+
+    def no_mongodb(*args, **kwargs):
+        raise AssertionError("MongoDB read on a path Redis answers")
+
+    for name in ("get_recommendations", "user_ratings", "get_product", "get_similar_items", "product_reviews"):
+        monkeypatch.setattr(mongo, name, no_mongodb)
+    assert client.get("/api/recommendations/", HTTP_IF_NONE_MATCH=announced).status_code == 304
+    again = client.get("/api/recommendations/")
+    assert again.status_code == 200 and again.json() == first.json() and again["ETag"] == announced
+    page = client.get(f"/p/{liked}/").content.decode()
+    assert "You rated this 4 ★." in page
+
+
+def test_version_redis_got_wrong_is_corrected_from_mongodb(site, user_client, ratings_probe, process_published):
+    """A lost announcement (Redis holds an older version) is replaced by what MongoDB has."""
+    from core import list_state, mongo
+    from shop.products import cache_generation
+
+    client, user = user_client
+    mark = ratings_probe.mark()
+    assert client.post("/api/ratings/", {"product_id": site.order()[6], "rating": 5},
+                       content_type="application/json").status_code == 202
+    process_published(mark)
+    truth = list_state.version_of(mongo.get_recommendations(_uid(user)))
+    list_state.announce(_uid(user), '"older-model-1.0"')  # nothing is kept for this version
+
+    response = client.get("/api/recommendations/")
+    assert response.status_code == 200 and response["ETag"] == truth
+    assert response.json()["source_event_id"] is not None
+    assert list_state.current(_uid(user), cache_generation()) is None  # forgotten, not believed again
+    client.get("/api/recommendations/")
+    assert list_state.current(_uid(user), cache_generation()) == truth  # remembered from MongoDB

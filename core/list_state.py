@@ -1,0 +1,93 @@
+"""Which version of each user's recommendation list is current, kept in Redis.
+
+The site keeps what it showed for one version of a list (recsite/shop/recommendations.py), so
+the only thing a request still needed MongoDB for was "which version is current?": one FerretDB
+round trip per request, the largest share of a request's time on a loaded 2-core machine.
+Here the writers that replace one user's list (the Kafka worker, Celery's re-scoring) announce
+the new version in Redis right after their MongoDB write. A version the site read from MongoDB
+itself is remembered only where nobody announced one (SET NX, so it never hides a newer
+announcement that raced it) and only for ``REMEMBERED_TTL_S``, because the batch job's bulk
+writes announce nothing; they are followed by a new model, and Celery then bumps the cache
+generation, which every key here carries, so all versions from before are forgotten at once.
+Keys also carry the MongoDB database name: one Redis can serve several deployments (and test
+sessions).
+
+MongoDB stays the truth: Redis down or a key missing costs the MongoDB read, never an error,
+and the site drops a version that disagrees with MongoDB when it reads both.
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import redis
+
+from core.cache_keys import CACHE_GENERATION
+from core.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+NO_LIST = '"none"'
+# An announcement lost to a Redis error leaves the previous version in place: it is believed
+# (304s, the kept rendering) for at most this long, then MongoDB is read again.
+ANNOUNCED_TTL_S = 300
+REMEMBERED_TTL_S = 30
+
+
+def version_of(doc: dict | None) -> str:
+    """A list's version, used as its HTTP ETag: model version + write time, or ``NO_LIST``."""
+    if doc and doc.get("items"):
+        return f'"{doc.get("model_version")}-{doc.get("updated_at")}"'
+    return NO_LIST
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    # short timeouts: a slow Redis must not hold a page longer than the MongoDB read it saves
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def client() -> redis.Redis:
+    return _client(get_settings().redis_url)
+
+
+def key(user_id: str, generation: int) -> str:
+    return f"recsys:{get_settings().mongo_db}:list:{generation}:{user_id}"
+
+
+def generation(r: redis.Redis | None = None) -> int:
+    return int((r or client()).get(CACHE_GENERATION) or 0)
+
+
+def announce(user_id: str, version: str) -> None:
+    """A writer has just replaced the user's list in MongoDB (best effort: MongoDB has it)."""
+    try:
+        r = client()
+        r.set(key(user_id, generation(r)), version, ex=ANNOUNCED_TTL_S)
+    except redis.RedisError as exc:
+        log.warning("list version of %s not announced in Redis (%s); the site will read MongoDB", user_id, exc)
+
+
+def current(user_id: str, generation: int) -> str | None:
+    """The announced or remembered version, or None when Redis does not know (or is down)."""
+    try:
+        value = client().get(key(user_id, generation))
+    except redis.RedisError:
+        return None
+    return value.decode() if value is not None else None
+
+
+def remember(user_id: str, version: str, generation: int) -> None:
+    """The site read ``version`` from MongoDB: keep it briefly, unless a writer announced one."""
+    try:
+        client().set(key(user_id, generation), version, ex=REMEMBERED_TTL_S, nx=True)
+    except redis.RedisError:
+        pass
+
+
+def forget(user_id: str, generation: int) -> None:
+    """Redis disagreed with MongoDB (a lost announcement): the next request reads MongoDB."""
+    try:
+        client().delete(key(user_id, generation))
+    except redis.RedisError:
+        pass
