@@ -4,12 +4,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import models
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
-
-ID_CACHE_SECONDS = 300  # a backstop only: every change through the ORM clears the key at once
 
 
 def new_site_id() -> str:
@@ -42,30 +37,14 @@ class Profile(models.Model):
         return self.reviewer_id or self.site_id
 
 
-def _id_key(user_pk) -> str:
-    return f"accounts:recommender_id:{user_pk}"
-
-
 def recommender_id(user) -> str:
     """The id this account's ratings and recommendations are stored under in MongoDB.
 
-    Every page and API call needs it; from the cache it costs a Redis read instead of a query
-    on Django's database (a third of a product page's database time under load).
+    On a request the profile came with the user (``accounts.backends.ProfileBackend``), so this
+    is no query; an account without a profile (made in the shell or the admin) gets one here.
     """
-    key = _id_key(user.pk)
-    found = cache.get(key)
-    if found is None:
+    try:
+        return user.profile.recommender_id
+    except Profile.DoesNotExist:
         profile, _ = Profile.objects.get_or_create(user=user)
-        found = profile.recommender_id
-        cache.set(key, found, ID_CACHE_SECONDS)
-    return found
-
-
-def forget_recommender_ids(user_pks) -> None:
-    """For changes that bypass signals (``QuerySet.update``)."""
-    cache.delete_many([_id_key(pk) for pk in user_pks])
-
-
-@receiver([post_save, post_delete], sender=Profile)
-def _profile_changed(sender, instance: Profile, **kwargs) -> None:
-    forget_recommender_ids([instance.user_id])
+        return profile.recommender_id

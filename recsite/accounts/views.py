@@ -48,7 +48,7 @@ def signup(request):
     if request.method == "POST" and form.is_valid():
         user = form.save()
         Profile.objects.create(user=user)
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, user, backend="accounts.backends.ProfileBackend")
         messages.success(request, "Welcome! Rate a few products you like to get recommendations.")
         return redirect("recommendations")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)

@@ -110,6 +110,7 @@ DJANGO_REDIS_IGNORE_EXCEPTIONS = True
 # Sessions read from the cache (Redis) and written through to the database, so a Redis restart
 # logs nobody out; reading them from the database was a query on every request.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+AUTHENTICATION_BACKENDS = ["accounts.backends.ProfileBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -11,7 +11,7 @@ import secrets
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.models import Profile, forget_recommender_ids
+from accounts.models import Profile
 from core import mongo
 
 
@@ -32,9 +32,6 @@ class Command(BaseCommand):
             user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
             user.set_password(password)
             user.save()
-            others = Profile.objects.filter(reviewer_id=reviewer_id).exclude(user=user)
-            unlinked = list(others.values_list("user_id", flat=True))
-            others.update(reviewer_id=None)
-            forget_recommender_ids(unlinked)
+            Profile.objects.filter(reviewer_id=reviewer_id).exclude(user=user).update(reviewer_id=None)
             Profile.objects.update_or_create(user=user, defaults={"reviewer_id": reviewer_id, "onboarded": True})
             self.stdout.write(f"{username} / {password}  (reviewer {reviewer_id}, {n} ratings)")
