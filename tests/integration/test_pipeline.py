@@ -275,3 +275,22 @@ def test_publish_gate():
     assert ok
     ok, reason = gate({}, None)
     assert not ok and "no validation metrics" in reason
+
+
+def test_split_breaks_same_time_ties_without_favouring_higher_product_ids(spark):
+    """Each user rates products A..E on the same day: which one is "latest" must not follow the id."""
+    from spark_jobs.train import split_by_time
+
+    rows = [(f"u{u}", f"P{p}", 5.0, 86400.0 * 100, u, p) for u in range(200) for p in range(5)]
+    inter = spark.createDataFrame(rows, "user_id string, product_id string, rating double, ts double, uid int, iid int")
+    parts = split_by_time(inter)
+    assert parts.groupBy("uid").count().where("count != 5").count() == 0  # nothing lost
+    test_items = [r.iid for r in parts.where("part = 2").collect()]
+    val_items = [r.iid for r in parts.where("part = 1").collect()]
+    assert len(test_items) == len(val_items) == 200
+    for chosen in (test_items, val_items):  # about 40 of 200 each; by id it was 200 for one product
+        counts = [chosen.count(p) for p in range(5)]
+        assert max(counts) < 80 and min(counts) > 10, counts
+    later = [(f"u{u}", "P0", 5.0, 86400.0 * 101, u, 0) for u in range(3)]  # a later day still wins
+    newer = split_by_time(spark.createDataFrame(rows[:15] + later, inter.schema))
+    assert sorted((r.uid, r.iid) for r in newer.where("part = 2").collect()) == [(0, 0), (1, 0), (2, 0)]
