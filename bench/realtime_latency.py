@@ -17,9 +17,9 @@ Latency (one rating at a time, like a person clicking): for each catalog size a 
     database and publishes with ``core.kafka_io.publish_rating``, waiting for the broker's ack);
   * ``--via publish``: ``core.kafka_io.publish_rating`` called directly, as the site does;
 
-and the clock stops when ``recommendations.<user>`` in MongoDB (what ``GET /api/recommendations/``
-and the page read) carries the rating's event id as ``source_event_id``; it is polled every
-``--poll-ms``. Every 50th rating is also read back through ``GET /api/recommendations/``.
+and the clock stops when ``recommendations.<user>`` in MongoDB carries the rating's event id as
+``source_event_id`` and its version is announced in Redis (``core.list_state``: what ``GET
+/api/recommendations/`` and the page check first); both are polled every ``--poll-ms``. Every 50th rating is also read back through ``GET /api/recommendations/``.
 
 Throughput: ``--throughput-events`` events are published in one burst (pipelined, acks=all) to
 fresh topics while 1 and then 2 worker processes consume; events/s = events / time until the
@@ -263,7 +263,7 @@ class PublishRater:
 
 def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, warmup: int) -> dict:
     """Sequential ratings; POST time and POST-to-readable time for each."""
-    from core import mongo
+    from core import list_state, mongo
 
     rng = np.random.default_rng(seed)
     db = mongo.get_db()
@@ -277,13 +277,15 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
             product = item_id(int(rng.integers(pool)))
         rated[user].add(product)
         uid = rater.recommender_id(user)
+        generation = list_state.generation()
         t0 = time.perf_counter()
         event_id = rater.rate(user, product, int(rng.integers(1, 6)))
         t_post = time.perf_counter()
         deadline = t0 + 30
-        while True:
-            doc = db[mongo.RECOMMENDATIONS].find_one({"_id": uid}, {"source_event_id": 1})
-            if doc and doc.get("source_event_id") == event_id:
+        while True:  # in MongoDB, and announced in Redis: what the site checks first
+            doc = db[mongo.RECOMMENDATIONS].find_one({"_id": uid})
+            if (doc and doc.get("source_event_id") == event_id
+                    and list_state.current(uid, generation) == list_state.version_of(doc)):
                 break
             if time.perf_counter() > deadline:
                 timeouts += 1
@@ -439,7 +441,7 @@ def main() -> int:
     print(f"Real-time path, {time.strftime('%Y-%m-%d %H:%M')}, {machine['cpus']} CPUs, "
           f"load average {machine['loadavg_start'][0]:.1f} at start / {results['machine']['loadavg_end'][0]:.1f} at end")
     how = "HTTP POST /api/ratings/ (gunicorn)" if args.via == "http" else "core.kafka_io.publish_rating"
-    print(f"latency from {how} to recommendations readable in MongoDB (poll {args.poll_ms:g} ms), "
+    print(f"latency from {how} to recommendations readable by the site (MongoDB + version in Redis; poll {args.poll_ms:g} ms), "
           f"one rating at a time")
     print(f"{'design':<34}{'items':>9}{'ratings':>9}{'POST p50':>10}{'POST p99':>10}"
           f"{'e2e p50':>10}{'e2e p99':>10}{'e2e max':>10}")
