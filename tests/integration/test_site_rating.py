@@ -21,6 +21,14 @@ def _uid(user) -> str:
     return user.profile.recommender_id
 
 
+def _rate_and_process(client, ratings_probe, process_published, product: str, rating: int) -> None:
+    """Rate through the API, then run the worker's step on what the site published."""
+    mark = ratings_probe.mark()
+    assert client.post("/api/ratings/", {"product_id": product, "rating": rating},
+                       content_type="application/json").status_code == 202
+    process_published(mark)
+
+
 def test_rating_publishes_one_event_and_returns_before_processing(site, user_client, ratings_probe, mongo_db):
     from shop.models import RatingSubmission
 
@@ -108,10 +116,7 @@ def test_new_user_gets_popular_trending_and_onboarding(site, user_client, rating
 
     client, _ = user_client
     trending_pick = site.order("Gift Cards")[5]
-    mark = ratings_probe.mark()
-    assert client.post("/api/ratings/", {"product_id": trending_pick, "rating": 5},
-                       content_type="application/json").status_code == 202
-    process_published(mark)
+    _rate_and_process(client, ratings_probe, process_published, trending_pick, 5)
     tasks.refresh_trending()  # what Celery beat runs
 
     client.force_login(_new_user())
@@ -183,10 +188,7 @@ def test_announced_list_is_served_without_mongodb(site, user_client, ratings_pro
 
     client, user = user_client
     liked = site.order("Musical Instruments")[4]
-    mark = ratings_probe.mark()
-    assert client.post("/api/ratings/", {"product_id": liked, "rating": 4},
-                       content_type="application/json").status_code == 202
-    process_published(mark)
+    _rate_and_process(client, ratings_probe, process_published, liked, 4)
     announced = list_state.current(_uid(user), cache_generation())
     assert announced == list_state.version_of(mongo.get_recommendations(_uid(user)))
 
@@ -212,10 +214,7 @@ def test_version_redis_got_wrong_is_corrected_from_mongodb(site, user_client, ra
     from shop.products import cache_generation
 
     client, user = user_client
-    mark = ratings_probe.mark()
-    assert client.post("/api/ratings/", {"product_id": site.order()[6], "rating": 5},
-                       content_type="application/json").status_code == 202
-    process_published(mark)
+    _rate_and_process(client, ratings_probe, process_published, site.order()[6], 5)
     truth = list_state.version_of(mongo.get_recommendations(_uid(user)))
     list_state.announce(_uid(user), '"older-model-1.0"')  # nothing is kept for this version
 
