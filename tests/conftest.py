@@ -16,8 +16,26 @@ from urllib.parse import urlparse
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
-DEMO_FILE = ROOT / "data" / "demo" / "amazon2014_musical_instruments_5.jsonl.gz"
+# The real Amazon files the tests use live in the repository (see each folder's PROVENANCE.md):
+# data/demo/ (what bin/demo loads) and data/samples/ (test-only). Nothing outside the repository.
+DEMO_DIR = ROOT / "data" / "demo"
+SAMPLES_DIR = ROOT / "data" / "samples"
+DEMO_FILE = DEMO_DIR / "amazon2014_musical_instruments_5.jsonl.gz"
+DATA_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+
+
+def real_files() -> list[Path]:
+    """Every real review and metadata file shipped in the repository."""
+    return sorted((p for d in (DEMO_DIR, SAMPLES_DIR) for p in d.iterdir() if p.name.endswith(DATA_SUFFIXES)),
+                  key=lambda p: p.name)
+
+
+def real_file(name: str) -> Path:
+    """A shipped real file by name, from data/demo/ or data/samples/ (fails clearly when absent)."""
+    for folder in (DEMO_DIR, SAMPLES_DIR):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{name} is in neither {DEMO_DIR} nor {SAMPLES_DIR}")
 RUN_ID = uuid.uuid4().hex[:8]
 
 # Isolate this test session before anything reads the settings.

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import DEMO_FILE, SHARED_DATA
+from tests.conftest import DEMO_FILE, real_file
 
-REVIEW_FILES = [DEMO_FILE, SHARED_DATA / "amazon2018_gift_cards_5.jsonl.gz"]
-META_FILES = [SHARED_DATA / "amazon2018_meta_gift_cards.jsonl.gz"]
+REVIEW_FILES = [DEMO_FILE, real_file("amazon2018_gift_cards_5.jsonl.gz")]
+META_FILES = [real_file("amazon2018_meta_gift_cards.jsonl.gz")]
 CATEGORY_OF_FILE = {DEMO_FILE.name: "Musical Instruments", "amazon2018_gift_cards_5.jsonl.gz": "Gift Cards",
                     "amazon2018_meta_gift_cards.jsonl.gz": "Gift Cards"}
 REVIEWS_PER_PAGE = 10

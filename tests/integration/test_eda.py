@@ -19,8 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 INPUTS = [
     ROOT / "data" / "demo" / "amazon2014_musical_instruments_5.jsonl.gz",
-    ROOT.parent / "shared" / "data" / "amazon2018_gift_cards_5.jsonl.gz",
-    ROOT.parent / "shared" / "data" / "amazon2018_meta_gift_cards.jsonl.gz",
+    ROOT / "data" / "demo" / "amazon2018_gift_cards_5.jsonl.gz",
+    ROOT / "data" / "demo" / "amazon2018_meta_gift_cards.jsonl.gz",
 ]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JAVA_WHITESPACE = re.compile(r"[ \t\n\x0b\f\r]+")  # what Spark's split on \s+ splits on

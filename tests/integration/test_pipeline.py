@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import DEMO_FILE, SHARED_DATA
+from tests.conftest import DEMO_FILE, real_files
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +46,12 @@ def _run_id(name: str) -> str:
 
 # --- 1. load reconciliation on every real file -----------------------------------------------
 
-def test_load_reconciles_every_shared_file(spark, settings, mongo_db, monkeypatch):
+def test_load_reconciles_every_real_file(spark, settings, mongo_db, monkeypatch):
     """All real files in one run: every line is a review, a product or quarantined, per file too."""
     import spark_jobs.load as load_job
 
-    files = sorted(p for p in SHARED_DATA.iterdir() if p.name.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")))
-    assert len(files) >= 9, f"expected the real sample files in {SHARED_DATA}, found {[p.name for p in files]}"
+    files = real_files()
+    assert len(files) >= 10, f"expected the real sample files in data/demo and data/samples, found {[p.name for p in files]}"
     lines_per_file = {p.name: _gz_lines(p) for p in files}
     total_lines = sum(lines_per_file.values())
 

@@ -2,7 +2,7 @@
 
 The manifest is what a pipeline scale test reconciles against, so every count in it is recounted
 here from the written lines by an independent parser, and the generated fields are compared with
-real lines of the same release in ../shared/data.
+real lines of the same release shipped in data/ (see its PROVENANCE.md files).
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import pytest
 
 from bench import gen_reviews as gr
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-REAL = {"2014": "amazon2014_musical_instruments_5.jsonl.gz",
-        "2018": "amazon2018_all_beauty_5.jsonl.gz",
-        "2023": "amazon2023_subscription_boxes.jsonl.gz"}
+DATA = Path(__file__).resolve().parents[2] / "data"
+REAL = {"2014": DATA / "demo" / "amazon2014_musical_instruments_5.jsonl.gz",
+        "2018": DATA / "samples" / "amazon2018_all_beauty_5.jsonl.gz",
+        "2023": DATA / "samples" / "amazon2023_subscription_boxes.jsonl.gz"}
 ROWS, BAD = 2000, 0.05
 
 
@@ -89,7 +89,7 @@ def generated(request, tmp_path_factory):
 def _real(fmt: str) -> tuple[dict, dict[str, set[str]]]:
     """The first real line of the release, and every key -> value types over the whole real file."""
     types: dict[str, set[str]] = {}
-    with gzip.open(SHARED_DATA / REAL[fmt], "rt") as f:
+    with gzip.open(REAL[fmt], "rt") as f:
         first = None
         for line in f:
             obj = json.loads(line)
