@@ -25,12 +25,15 @@ RAW_LINE = StructType([
     StructField("user_id", S), StructField("parent_asin", S), StructField("rating", S),
     StructField("title", S), StructField("text", S), StructField("timestamp", S),
     StructField("helpful_vote", S), StructField("verified_purchase", S),
-    # metadata (2014: categories [[..]], 2018: category [..], main_cat; 2023: main_category, store)
+    # metadata (2014: categories [[..]], imUrl, related {also_bought, ..}; 2018: category [..],
+    # main_cat, image [..], also_buy; 2023: main_category, store, categories [..], images [{..}],
+    # bought_together). Lists whose shape differs between releases are read as their JSON text.
     StructField("brand", S), StructField("price", S), StructField("main_cat", S),
     StructField("main_category", S), StructField("store", S),
     StructField("category", ArrayType(S)), StructField("categories", S),
     StructField("description", S), StructField("imUrl", S), StructField("image", S),
-    StructField("also_buy", ArrayType(S)),
+    StructField("images", S), StructField("also_buy", ArrayType(S)), StructField("related", S),
+    StructField("bought_together", S),
 ])
 
 # What load writes: one typed row per usable review line.

@@ -2,6 +2,8 @@
 
 Every input line lands in exactly one output: typed reviews, typed products, or the quarantine
 with the reason it could not be used. The job fails unless lines in = rows out + rows quarantined.
+The 2014 metadata as Amazon published it (one Python dict literal per line, not JSON) is read
+too: such lines are converted to JSON with ``ast.literal_eval`` (core/py_literal.py) first.
 
     spark-submit spark_jobs/load.py --input 'data/*.jsonl.gz' [--input more.json] [--run-id R]
 """
@@ -18,8 +20,9 @@ if __package__ in (None, ""):  # run as a script by spark-submit: make the repo 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, MapType, StringType, StructField, StructType
 
+from core import py_literal
 from core.settings import get_settings
 from core.spark_schemas import RAW_LINE
 from spark_jobs.common import run_id_arg, spark_session
@@ -34,7 +37,7 @@ def category_from_path(col: F.Column) -> F.Column:
     base = F.regexp_extract(col, r"([^/]+)$", 1)
     base = F.regexp_replace(base, r"(\.jsonl?|\.json)?(\.gz)?$", "")
     base = F.regexp_replace(base, r"^(amazon\d{4}_)?(reviews_|meta_)?", "")
-    base = F.regexp_replace(base, r"(_5)?(_PARTIAL)?$", "")
+    base = F.regexp_replace(base, r"(?i)(_5)?(_PARTIAL|_FIRST\d+)?(_raw)?$", "")
     return F.initcap(F.regexp_replace(base, "_", " "))
 
 
@@ -52,14 +55,37 @@ def _bool(col: F.Column) -> F.Column:
     return F.coalesce(F.lower(col) == "true", F.lit(False))
 
 
+# The function lives in core, which spark_common ships to the Python workers (by reference).
+_python_dict_to_json = F.udf(py_literal.python_dict_to_json,
+                             StructType([StructField("json", StringType()), StructField("error", StringType())]))
+
+
+def with_json_lines(lines: DataFrame) -> DataFrame:
+    """Add ``json_line`` (what gets parsed) and ``literal_error`` (why a Python literal is unusable).
+
+    Only the lines that start like a Python dict (``{'``, which no JSON object does) go through the
+    Python conversion; the rest keep their text and never leave the JVM. Splitting and re-uniting
+    the two sets keeps every line: a Python UDF inside ``when`` would run on every line anyway.
+    """
+    is_py = F.coalesce(F.col("raw_line").rlike(py_literal.PYTHON_DICT_START), F.lit(False))
+    plain = lines.where(~is_py).select("*", F.col("raw_line").alias("json_line"),
+                                       F.lit(None).cast("string").alias("literal_error"))
+    converted = lines.where(is_py).withColumn("_py", _python_dict_to_json("raw_line")).select(
+        *lines.columns, F.col("_py.json").alias("json_line"), F.col("_py.error").alias("literal_error"))
+    return plain.unionByName(converted)
+
+
 def classify(lines: DataFrame) -> DataFrame:
     """Parse each raw line and decide its kind (review / product / quarantine) and reason."""
+    if "json_line" not in lines.columns:
+        lines = with_json_lines(lines)
     # A new StructType: ``StructType.add`` mutates in place, and a second call would add the column twice.
     schema = StructType([*RAW_LINE.fields, StructField(_CORRUPT, StringType())])
-    parsed = lines.withColumn("j", F.from_json("raw_line", schema,
+    parsed = lines.withColumn("j", F.from_json("json_line", schema,
                                                {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}))
     j = lambda name: F.col(f"j.{name}")  # noqa: E731
-    is_json_object = F.trim(F.col("raw_line")).startswith("{") & F.get_json_object("raw_line", "$").isNotNull()
+    src = F.coalesce(F.col("json_line"), F.lit(""))
+    is_json_object = F.trim(src).startswith("{") & F.get_json_object(src, "$").isNotNull()
     is_review = (j("reviewerID").isNotNull() | j("overall").isNotNull() | j("unixReviewTime").isNotNull()
                  | j("reviewText").isNotNull() | j("user_id").isNotNull() | j("rating").isNotNull()
                  | j("timestamp").isNotNull())
@@ -71,7 +97,8 @@ def classify(lines: DataFrame) -> DataFrame:
     rating = rating_raw.cast("double")
     reason = (
         F.when(F.length(F.trim("raw_line")) == 0, "empty line")
-        .when(~is_json_object & j(_CORRUPT).isNotNull() & F.get_json_object("raw_line", "$").isNull(), "bad JSON")
+        .when(F.col("literal_error").isNotNull(), F.col("literal_error"))
+        .when(~is_json_object & j(_CORRUPT).isNotNull() & F.get_json_object(src, "$").isNull(), "bad JSON")
         .when(~is_json_object, "not a JSON object")
         .when(j(_CORRUPT).isNotNull(), "unexpected field shape")
         .when(is_review & (F.trim(_str(user)) == ""), "missing user")
@@ -121,6 +148,54 @@ def _json_list_text(col: F.Column) -> F.Column:
     return F.trim(F.regexp_replace(_str(col), r'^\s*\[\s*"?|"?\s*\]\s*$|"\s*,\s*"', " "))
 
 
+_STRINGS = ArrayType(StringType())
+
+
+def _nonempty(arr: F.Column) -> F.Column:
+    return F.when(F.size(arr) > 0, arr)
+
+
+def _json_array(col: F.Column, schema=_STRINGS) -> F.Column:
+    """A JSON list held as text ('["a", "b"]') as an array; anything else -> null."""
+    return F.when(F.trim(col).startswith("["), F.from_json(col, schema))
+
+
+def _url(col: F.Column) -> F.Column:
+    return F.when(F.trim(col).rlike(r"^https?://\S+$"), F.trim(col))
+
+
+def category_path(j, file_category: F.Column) -> F.Column:
+    """The product's category path, department first.
+
+    2018: ``category`` (a list); 2023: ``categories`` (a list); 2014: ``categories``, a list of
+    paths, of which the one in the file's own department is taken (else the first): a Digital
+    Music album is also filed under "CDs & Vinyl". Markup fragments and repeats are dropped.
+    """
+    text = j("categories")
+    paths_2014 = F.when(F.trim(text).rlike(r"^\[\s*\["), F.from_json(text, ArrayType(_STRINGS)))
+    own = F.filter(paths_2014, lambda path: path[0] == file_category)
+    path_2014 = F.coalesce(F.element_at(own, 1), F.element_at(paths_2014, 1))
+    flat = F.when(~F.trim(text).rlike(r"^\[\s*\["), _json_array(text))
+    path = F.coalesce(_nonempty(j("category")), _nonempty(path_2014), _nonempty(flat), F.array().cast(_STRINGS))
+    return F.array_distinct(F.filter(F.transform(path, F.trim), lambda c: (c != "") & ~c.contains("<")))
+
+
+def image_url(j) -> F.Column:
+    """The first product image: 2014 ``imUrl``, 2018 ``image`` (a list), 2023 ``images`` (dicts)."""
+    single = F.coalesce(j("imUrl"), j("image"))
+    first = F.coalesce(F.element_at(_json_array(single), 1), single)
+    images_2023 = F.element_at(_json_array(j("images"), ArrayType(MapType(StringType(), StringType()))), 1)
+    return F.coalesce(_url(first), _url(images_2023["large"]), _url(images_2023["hi_res"]),
+                      _url(images_2023["thumb"]), F.lit(""))
+
+
+def also_bought(j) -> F.Column:
+    """Products bought with this one: 2018 ``also_buy``, 2014 ``related.also_bought``, 2023 ``bought_together``."""
+    related_2014 = _json_array(F.get_json_object(j("related"), "$.also_bought"))
+    return F.coalesce(_nonempty(j("also_buy")), _nonempty(related_2014), _nonempty(_json_array(j("bought_together"))),
+                      F.array().cast(_STRINGS))
+
+
 def to_products(classified: DataFrame) -> DataFrame:
     j = lambda name: F.col(f"j.{name}")  # noqa: E731
     price_num = F.regexp_extract(F.regexp_replace(_str(j("price")), ",", ""), r"(\d+(\.\d+)?)", 1)
@@ -133,10 +208,10 @@ def to_products(classified: DataFrame) -> DataFrame:
         F.when(price_num != "", price_num.cast("double")).otherwise(F.lit(0.0)).alias("price"),
         F.when(main.isNotNull() & ~main.contains("<") & (F.trim(main) != ""), main)
          .otherwise(file_category).alias("category"),
-        F.coalesce(j("category"), F.array().cast("array<string>")).alias("categories"),
+        category_path(j, file_category).alias("categories"),
         _json_list_text(j("description")).alias("description"),
-        _json_list_text(F.coalesce(j("imUrl"), j("image"))).alias("image"),
-        F.coalesce(j("also_buy"), F.array().cast("array<string>")).alias("also_buy"),
+        image_url(j).alias("image"),
+        also_bought(j).alias("also_buy"),
         F.col("source_file"),
     )
 
