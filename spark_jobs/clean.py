@@ -1,7 +1,9 @@
 """Clean the loaded reviews and products into partitioned Parquet.
 
-Missing numbers were already made 0 and missing strings "" by load; here text gets an analysable
-copy (no URLs, no punctuation, lower case) beside the original the site shows, exact duplicate
+Missing numbers were already made 0 and missing strings "" by load; here HTML character references
+in the text people read are decoded (review text, summary and reviewer name; product title, brand and
+description: ``&#34;`` -> ``"``, ``&amp;quot;`` -> ``"``), text gets an analysable copy (no URLs, no
+punctuation, lower case) beside the original the site shows, exact duplicate
 lines are dropped, and a (user, item) pair rated more than once keeps only its latest review.
 Every dropped row is counted: rows in = rows out + duplicates removed.
 
@@ -23,7 +25,7 @@ from pyspark.sql import functions as F
 from core.settings import get_settings
 from spark_jobs.common import run_id_arg, spark_session
 from spark_jobs.reconcile import Unbalanced, check_and_print, write_record
-from spark_jobs.text_clean import clean_text_col
+from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
 
 def latest_per_pair(reviews: DataFrame) -> DataFrame:
@@ -35,7 +37,9 @@ def latest_per_pair(reviews: DataFrame) -> DataFrame:
 def clean_reviews(raw: DataFrame) -> tuple[DataFrame, DataFrame]:
     """(distinct lines, cleaned latest-per-pair reviews)."""
     distinct_lines = raw.dropDuplicates(["line_hash"])
-    cleaned = latest_per_pair(distinct_lines).select(
+    latest = latest_per_pair(distinct_lines).withColumns(
+        {name: unescape_html_col(F.col(name)) for name in ("review_text", "summary", "reviewer_name")})
+    cleaned = latest.select(
         "user_id", "product_id", "rating", "ts", "review_text", "summary",
         clean_text_col(F.col("review_text")).alias("text_clean"),
         clean_text_col(F.col("summary")).alias("summary_clean"),
@@ -50,7 +54,8 @@ def clean_products(raw: DataFrame) -> DataFrame:
     w = Window.partitionBy("product_id").orderBy(F.length("title").desc(), F.length("description").desc(),
                                                  F.col("price").desc(), F.col("source_file"))
     return (raw.withColumn("_n", F.row_number().over(w)).where("_n = 1")
-            .drop("_n", "source_file"))
+            .drop("_n", "source_file")
+            .withColumns({name: unescape_html_col(F.col(name)) for name in ("title", "brand", "description")}))
 
 
 def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str) -> dict:

@@ -39,36 +39,79 @@ def product_stats(reviews: DataFrame) -> DataFrame:
         *[F.sum((F.col("rating") == star).cast("long")).alias(f"r{star}") for star in range(1, 6)],
         F.min("ts").alias("first_ts"),
         F.max("ts").alias("last_ts"),
-        F.max_by("summary", F.struct("helpful_votes", "ts")).alias("sample_summary"),
+        # the most helpful non-empty summary (the fallback title of a product without metadata)
+        F.max_by("summary", F.struct(F.trim("summary") != "", "helpful_votes", "ts")).alias("sample_summary"),
         F.substring(F.concat_ws(" ", F.slice(F.collect_list("summary_clean"), 1, 50)), 1, SEARCH_TEXT_CHARS)
          .alias("search_text"),
         F.first("category").alias("review_category"),
     )
 
 
+FALLBACK_SUMMARY_CHARS = 80
+
+
+def fallback_title(leaf: F.Column, brand: F.Column, summary: F.Column) -> F.Column:
+    """A readable headline for a product whose data has no title (never its bare id).
+
+    The most specific category it is filed under, with what its most helpful review says
+    ("Musical Instruments – “Great strings, no buzz”"), else the brand and category.
+    """
+    summary = F.trim(summary)
+    short = F.when(F.length(summary) > FALLBACK_SUMMARY_CHARS,
+                   F.concat(F.rtrim(F.substring(summary, 1, FALLBACK_SUMMARY_CHARS - 1)), F.lit("…"))
+                   ).otherwise(summary)
+    return (F.when(short != "", F.concat(leaf, F.lit(" – “"), short, F.lit("”")))
+            .when(F.trim(brand) != "", F.concat_ws(" ", F.trim(brand), leaf))
+            .otherwise(F.concat(leaf, F.lit(" product"))))
+
+
 def product_docs(products: DataFrame, reviews: DataFrame) -> DataFrame:
-    """Every product with metadata or reviews, one row shaped like its MongoDB document."""
-    joined = products.join(product_stats(reviews), "product_id", "full_outer")
+    """Every product with metadata or reviews, one row shaped like its MongoDB document.
+
+    ``has_metadata`` says whether the product's metadata was loaded; ``title_generated`` that its
+    ``title`` is the fallback of :func:`fallback_title` (no metadata, or metadata without a title).
+    """
+    joined = products.withColumn("_meta", F.lit(True)).join(product_stats(reviews), "product_id", "full_outer")
     empty = F.array().cast("array<string>")
+    category = F.coalesce("review_category", "category", F.lit(""))
+    categories = F.coalesce("categories", empty)
+    leaf = F.coalesce(F.element_at(F.when(F.size(categories) > 0, categories), -1),
+                      F.when(category != "", category), F.lit("Catalog"))
+    title = F.trim(F.coalesce("title", F.lit("")))
+    brand = F.coalesce("brand", F.lit(""))
+    summary = F.coalesce("sample_summary", F.lit(""))
     return joined.select(
         F.col("product_id").alias("_id"),
-        F.coalesce("title", F.lit("")).alias("title"),
-        F.coalesce("brand", F.lit("")).alias("brand"),
+        F.when(title != "", title).otherwise(fallback_title(leaf, brand, summary)).alias("title"),
+        brand.alias("brand"),
         F.coalesce("price", F.lit(0.0)).alias("price"),
-        F.coalesce("review_category", "category", F.lit("")).alias("category"),
-        F.coalesce("categories", empty).alias("categories"),
+        category.alias("category"),
+        categories.alias("categories"),
         F.coalesce("description", F.lit("")).alias("description"),
         F.coalesce("image", F.lit("")).alias("image"),
         F.coalesce("also_buy", empty).alias("also_buy"),
+        F.coalesce("_meta", F.lit(False)).alias("has_metadata"),
+        (title == "").alias("title_generated"),
         F.coalesce("n_reviews", F.lit(0)).alias("n_reviews"),
         F.coalesce("avg_rating", F.lit(0.0)).alias("avg_rating"),
         F.create_map(*[x for s in range(1, 6) for x in (F.lit(str(s)), F.coalesce(f"r{s}", F.lit(0)))])
          .alias("rating_hist"),
         F.coalesce("first_ts", F.lit(0)).alias("first_ts"),
         F.coalesce("last_ts", F.lit(0)).alias("last_ts"),
-        F.coalesce("sample_summary", F.lit("")).alias("sample_summary"),
+        summary.alias("sample_summary"),
         F.coalesce("search_text", F.lit("")).alias("search_text"),
     )
+
+
+def metadata_coverage(products: DataFrame) -> dict[str, int]:
+    """How many products the shop can show with their data, and how many with a generated title."""
+    row = products.agg(
+        F.sum((F.col("n_reviews") > 0).cast("long")).alias("reviewed products"),
+        F.sum(((F.col("n_reviews") > 0) & ~F.col("has_metadata")).cast("long")).alias("reviewed products without metadata"),
+        F.sum(((F.col("n_reviews") == 0) & F.col("has_metadata")).cast("long")).alias("products with metadata, not reviewed"),
+        F.sum(F.col("title_generated").cast("long")).alias("generated titles"),
+    ).first()
+    return {k: int(v or 0) for k, v in row.asDict().items()}
 
 
 def review_docs(reviews: DataFrame) -> DataFrame:
@@ -166,6 +209,11 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
     reviews = spark.read.parquet(f"{clean_dir}/reviews").cache()
     products = product_docs(spark.read.parquet(f"{clean_dir}/products"), reviews).cache()
     n_reviews, n_products = reviews.count(), products.count()
+    coverage = metadata_coverage(products)
+    print(f"mongo_load: {coverage['reviewed products']:,} reviewed products, "
+          f"{coverage['reviewed products without metadata']:,} of them without metadata; "
+          f"{coverage['products with metadata, not reviewed']:,} products with metadata but no reviews; "
+          f"{coverage['generated titles']:,} generated (fallback) titles")
     cats = [{"name": r["category"], "n_products": r["count"]}
             for r in products.where("n_reviews > 0").groupBy("category").count().orderBy(F.desc("count")).collect()]
     top_users = [{"user_id": r["user_id"], "n": int(r["count"])} for r in
@@ -184,7 +232,8 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
         raise RuntimeError(f"mongo_load: wrote {out[mongo.REVIEWS]['documents']:,} reviews of {n_reviews:,} and "
                            f"{out[mongo.PRODUCTS]['documents']:,} products of {n_products:,}")
     return {"status": "ok", "run_id": run_id, "collections": out, "counts_in": {
-        "reviews": n_reviews, "products": n_products}, "seconds": round(time.time() - started, 2)}
+        "reviews": n_reviews, "products": n_products}, "metadata": coverage,
+        "seconds": round(time.time() - started, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:

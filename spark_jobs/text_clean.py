@@ -2,9 +2,17 @@
 
 URLs first (their punctuation would otherwise leave fragments such as "http www"), then anything
 that is not a letter, digit or whitespace, in any script; then lower case and single spaces.
+
+The Amazon files also carry HTML character references in the text people read (``a bit &#34;meh&#34;``,
+``R&amp;B``, even twice escaped: ``&amp;quot;``). :func:`unescape_html_col` decodes them in the JVM
+(commons-text, which Spark ships) rather than in a Python UDF, which would send every review
+through Python. Only references ending in ``;`` are decoded, so "R&B" or "AT&Tcall" stay as they
+are; references to the C1 range (``&#x92;``, ``&#150;``: Windows-1252 text escaped by its code
+point) become the characters Windows-1252 meant, as browsers do.
 """
 from __future__ import annotations
 
+import html
 import re
 
 from pyspark.sql import Column
@@ -29,3 +37,31 @@ def clean_text(text: str | None) -> str:
     """Pure-Python twin for places without Spark (the site's search, tests)."""
     no_urls = _URL.sub(" ", text or "")
     return re.sub(r"\s+", " ", _NOT_WORD.sub(" ", no_urls).lower()).strip()
+
+
+_UNESCAPER = "org.apache.commons.text.StringEscapeUtils"
+# Windows-1252's characters at 0x80-0x9F (HTML5's mapping of those numeric references); the code
+# points Windows-1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D) map to themselves.
+_C1 = "".join(chr(c) for c in range(0x80, 0xA0))
+_CP1252 = "".join(bytes([c]).decode("cp1252", errors="ignore") or chr(c) for c in range(0x80, 0xA0))
+_C1_TO_CP1252 = str.maketrans(_C1, _CP1252)
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+
+
+def unescape_html_col(col: Column) -> Column:
+    """HTML character references decoded, twice (``&amp;quot;`` -> ``"``); null -> ""."""
+    text = F.coalesce(col, F.lit(""))
+    once = F.reflect(F.lit(_UNESCAPER), F.lit("unescapeHtml4"), F.regexp_replace(text, "&apos;", "'"))
+    twice = F.reflect(F.lit(_UNESCAPER), F.lit("unescapeHtml4"), F.regexp_replace(once, "&apos;", "'"))
+    decoded = F.translate(twice, _C1, _CP1252)
+    return F.when(text.contains("&"), F.coalesce(decoded, text)).otherwise(text)
+
+
+def unescape_html(text: str | None) -> str:
+    """Pure-Python twin of :func:`unescape_html_col` (tests; places without Spark)."""
+    text = text or ""
+    if "&" not in text:
+        return text
+    for _ in range(2):
+        text = _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
+    return text.translate(_C1_TO_CP1252)

@@ -11,7 +11,8 @@ way its ``main()`` writes it, so the admin's pipeline runs are real too.
 
 Nothing here reads MongoDB or calls the site: expected catalog order, histograms, review pages and
 reviewer counts come from the JSON lines themselves, de-duplicated the way the data contract says
-(one review per user and product, the latest).
+(one review per user and product, the latest), with HTML character references decoded as the
+clean job decodes them (``unescape_html``, the Python twin of its Spark expression).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spark_jobs.text_clean import unescape_html
 from tests.conftest import DEMO_FILE, real_file
 
 REVIEW_FILES = [DEMO_FILE, real_file("amazon2018_gift_cards_5.jsonl.gz")]
@@ -109,8 +111,8 @@ def read_raw() -> Catalog:
                 seen_lines.add(line)
                 d = json.loads(line)
                 r = Review(d["reviewerID"].strip(), d["asin"].strip(), int(round(float(d["overall"]))),
-                           int(d.get("unixReviewTime") or 0), _helpful(d), d.get("reviewText") or "",
-                           d.get("summary") or "")
+                           int(d.get("unixReviewTime") or 0), _helpful(d), unescape_html(d.get("reviewText")),
+                           unescape_html(d.get("summary")))
                 key = (r.user_id, r.product_id)
                 if key not in latest or r.ts > latest[key].ts:
                     latest[key] = r
@@ -123,7 +125,7 @@ def read_raw() -> Catalog:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             for line in f:
                 d = json.loads(line)
-                titles[d["asin"].strip()] = d.get("title") or ""
+                titles[d["asin"].strip()] = unescape_html(d.get("title")).strip()
                 main = d.get("main_cat") or ""  # as load reads it: HTML or blank -> the file's category
                 meta_category[d["asin"].strip()] = main if main.strip() and "<" not in main \
                     else CATEGORY_OF_FILE[path.name]
