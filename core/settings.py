@@ -67,9 +67,8 @@ class Settings:
             artifacts_dir=Path(_env("ARTIFACTS_DIR", str(local_dir / "artifacts"))),
             # EDA plots and summary.json; "<eda_dir>/latest" is what the site's dashboard shows.
             eda_dir=Path(_env("EDA_DIR", str(data_dir / "eda"))),
-            demo_input=_env(
-                "DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "amazon2014_musical_instruments_5.jsonl.gz")
-            ),
+            # Every bundled real file (reviews and metadata of three categories); a glob load expands.
+            demo_input=_env("DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "*.json*")),
             top_n=_env_int("RECS_TOP_N", 20),
         )
 

@@ -105,7 +105,7 @@ def test_schedule_params_and_retries(dagbag):
     assert dagbag["schedule"] == "@daily"
     assert dagbag["catchup"] is False
     assert dagbag["params"] == {
-        "inputs": [str(ROOT / "data" / "demo" / "amazon2014_musical_instruments_5.jsonl.gz")],
+        "inputs": [str(ROOT / "data" / "demo" / "*.json*")],
         "engine": "auto",
         "force_publish": False,
     }

@@ -77,7 +77,7 @@ def test_broken_lines_get_a_reason_and_nothing_runs(tmp_path):
     ("Remo Kids Gathering Drum, 22&quot; x 8&quot; (KD-5822-01)", 'Remo Kids Gathering Drum, 22" x 8" (KD-5822-01)'),
     # data/demo/amazon2018_meta_gift_cards.jsonl.gz, B002VFYGC0
     (" Maggiano&#39;s Gift Card", " Maggiano's Gift Card"),
-    # data/demo/amazon2014_meta_digital_music_PARTIAL.jsonl.gz, B0000003JN
+    # data/demo/amazon2014_meta_digital_music_PARTIAL.jsonl.gz, B0000002YU
     ("Rhythm, Blues, Soul &amp; Grooves", "Rhythm, Blues, Soul & Grooves"),
     ("&amp;quot;twice&amp;quot;", '"twice"'),  # twice escaped, as in All Beauty reviewer names
     ("Don&#x92;t", "Don\u2019t"),  # a Windows-1252 code point, as browsers read it
