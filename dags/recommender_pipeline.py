@@ -40,7 +40,9 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
   ``<app venv>/bin/python``.
 - ``APP_ROOT`` -- the repository (spark_jobs/, core/, data/); default: the parent of this folder.
 - ``SPARK_DRIVER_MEMORY`` -- ``--driver-memory`` (default 4g, as bin/pipeline).
-- ``DEMO_INPUT`` -- the default of the ``inputs`` param (core.settings: the bundled demo file).
+- ``DEMO_INPUT`` -- the default of the ``inputs`` param (core.settings: the bundled demo files).
+- ``PIPELINE_SCHEDULE`` -- the DAG's schedule (default ``@daily``); ``none`` for triggered runs only
+  (what ``bin/demo --with-airflow`` sets: its run is triggered by ``bin/pipeline --airflow``).
 - The jobs' own settings (``DATA_DIR``, ``ARTIFACTS_DIR``, ``MONGO_URI``, ``MONGO_DB``,
   ``LOCAL_DIR``, ``KAFKA_*``, ``SPARK_MASTER``, ...) are handed to every spark-submit when set
   (``env_vars``: in client mode spark-submit would inherit them anyway; on YARN/Kubernetes the
@@ -81,6 +83,8 @@ from core.settings import get_settings  # noqa: E402
 log = logging.getLogger(__name__)
 
 DAG_ID = "amazon_recommender_pipeline"
+_SCHEDULE = os.environ.get("PIPELINE_SCHEDULE", "@daily").strip()
+SCHEDULE = None if _SCHEDULE.lower() in ("", "none") else _SCHEDULE
 SPARK_CONN_ID = os.environ.get("SPARK_CONN_ID") or "spark_default"
 
 # The variables core.settings and spark_jobs.common read; forwarded to every job when set.
@@ -210,7 +214,7 @@ with DAG(
     dag_id=DAG_ID,
     description="Amazon reviews -> clean -> MongoDB -> EDA -> ALS model -> evaluated, gated publish",
     doc_md=__doc__,
-    schedule="@daily",
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     # The jobs overwrite the same $DATA_DIR folders (raw/, clean/): two runs at once would mix.
