@@ -26,8 +26,8 @@ MONGO_LOADED = ("products", "reviews", "product_reviews", "user_history", "catal
 
 
 def _gz_lines(path: Path) -> int:
-    """Lines in a gzip file as Python counts them (a last line without a newline still counts)."""
-    with gzip.open(path, "rb") as f:
+    """Lines in a file, gzipped or not, as Python counts them (a last line without a newline still counts)."""
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
         return sum(1 for _ in f)
 
 
