@@ -30,8 +30,10 @@ def looks_like_python_dict(line: str | None) -> bool:
 
 
 def python_dict_to_json(line: str | None) -> tuple[str | None, str | None]:
-    """(the line as a JSON object, None) or (None, the reason it cannot be one)."""
-    if line is None or len(line) > MAX_LINE_CHARS:
+    """(the line as a JSON object, None) or (None, the reason it cannot be one); None -> (None, None)."""
+    if line is None:  # the load job hands JSON lines over as null: nothing to convert
+        return None, None
+    if len(line) > MAX_LINE_CHARS:
         return None, TOO_LONG
     try:
         value = ast.literal_eval(line.strip())

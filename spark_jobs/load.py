@@ -55,7 +55,7 @@ def _bool(col: F.Column) -> F.Column:
     return F.coalesce(F.lower(col) == "true", F.lit(False))
 
 
-# The function lives in core, which spark_common ships to the Python workers (by reference).
+# The function lives in core, which spark_jobs.common ships to the Python workers.
 _python_dict_to_json = F.udf(py_literal.python_dict_to_json,
                              StructType([StructField("json", StringType()), StructField("error", StringType())]))
 
@@ -63,16 +63,15 @@ _python_dict_to_json = F.udf(py_literal.python_dict_to_json,
 def with_json_lines(lines: DataFrame) -> DataFrame:
     """Add ``json_line`` (what gets parsed) and ``literal_error`` (why a Python literal is unusable).
 
-    Only the lines that start like a Python dict (``{'``, which no JSON object does) go through the
-    Python conversion; the rest keep their text and never leave the JVM. Splitting and re-uniting
-    the two sets keeps every line: a Python UDF inside ``when`` would run on every line anyway.
+    Only the lines that start like a Python dict (``{'``, which no JSON object does) are converted;
+    every other line hands the Python worker a null instead of its text (Spark runs a Python UDF
+    on every row even inside ``when``), so JSON files cost next to nothing extra and are read once.
     """
     is_py = F.coalesce(F.col("raw_line").rlike(py_literal.PYTHON_DICT_START), F.lit(False))
-    plain = lines.where(~is_py).select("*", F.col("raw_line").alias("json_line"),
-                                       F.lit(None).cast("string").alias("literal_error"))
-    converted = lines.where(is_py).withColumn("_py", _python_dict_to_json("raw_line")).select(
-        *lines.columns, F.col("_py.json").alias("json_line"), F.col("_py.error").alias("literal_error"))
-    return plain.unionByName(converted)
+    converted = _python_dict_to_json(F.when(is_py, F.col("raw_line")))
+    return lines.withColumn("_py", converted).select(
+        *lines.columns, F.when(is_py, F.col("_py.json")).otherwise(F.col("raw_line")).alias("json_line"),
+        F.when(is_py, F.col("_py.error")).alias("literal_error"))
 
 
 def classify(lines: DataFrame) -> DataFrame:
