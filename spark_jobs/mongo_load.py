@@ -1,7 +1,9 @@
 """Load the clean reviews and products into MongoDB, in bulk and idempotently.
 
-Each collection is rebuilt in a staging collection and swapped in, so a re-run ends with exactly
-the same documents (never duplicates) and a reader never sees half a load. Besides the reviews
+Each collection is rebuilt as a new generation and switched in by one pointer (core/mongo.py), so a
+re-run ends with exactly the same documents (never duplicates), a reader never sees half a load
+or a missing collection, and live ratings the workers store while the load runs are written into
+the new user histories after the switch. Besides the reviews
 and products themselves, the job writes the ``_id``-keyed documents the site and workers read on
 their hot paths (see core/mongo.py for why): each user's rating history, each product's review
 pages, and the catalog order per category. Writes happen from the executors, one client per
@@ -27,6 +29,7 @@ from core.settings import get_settings
 from spark_jobs.common import run_id_arg, spark_session
 from spark_jobs.reconcile import write_record
 
+LIVE_CLOCK_MARGIN_S = 60.0  # ratings stored this long before the load began are replayed too (clock skew)
 MAX_REVIEW_PAGES = 50  # the site pages through a product's 500 most helpful reviews
 SEARCH_TEXT_CHARS = 2000
 
@@ -163,6 +166,7 @@ def reload_collection(df: DataFrame, collection: str, extra_docs: list[dict] | N
 
 def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
     started = time.time()
+    live_since = started - LIVE_CLOCK_MARGIN_S  # before user_history_docs reads the live ratings
     reviews = spark.read.parquet(f"{clean_dir}/reviews").cache()
     products = product_docs(spark.read.parquet(f"{clean_dir}/products"), reviews).cache()
     n_reviews, n_products = reviews.count(), products.count()
@@ -179,6 +183,10 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
             {"_id": "categories", "items": cats}, {"_id": "top_users", "items": top_users}]),
     }
     mongo.ensure_indexes()
+    # Once every process reads the new generations (the grace period), the old ones go and the
+    # live ratings stored since the load began are written into the new histories.
+    mongo.drop_retired(wait=True)
+    out[mongo.USER_HISTORY]["live_ratings_replayed"] = mongo.reapply_live_ratings(live_since)
     # Reconciliation: every clean review and product is in MongoDB, no more, no fewer.
     if out[mongo.REVIEWS]["documents"] != n_reviews or out[mongo.PRODUCTS]["documents"] != n_products:
         raise RuntimeError(f"mongo_load: wrote {out[mongo.REVIEWS]['documents']:,} reviews of {n_reviews:,} and "

@@ -76,38 +76,57 @@ def _write_clean(spark, out, products: list[str], n_batch_users: int) -> int:
 
 
 @pytest.mark.slow
-def test_mongo_load_under_live_ratings_loses_nothing(spark, rt, tmp_path):
+def test_mongo_load_under_live_ratings_loses_nothing(spark, rt, tmp_path, monkeypatch):
     """mongo_load runs while a real worker processes a steady stream of ratings: no rating is
     dead-lettered, and every live rating (also those stored while the load ran) is in the
     user's history afterwards."""
-    from spark_jobs.mongo_load import mongo_load
-
     products = rt.catalog.products
     clean = tmp_path / "clean"
-    n_reviews = _write_clean(spark, clean, products, n_batch_users=1500)
+    n_reviews = _write_clean(spark, clean, products, n_batch_users=3000)
     rt.start_worker()
     warm = make_events(["WARM"], rt.catalog.in_model, per_user=1, seed=1)
     publish_all(warm)
     wait_until(lambda: processed_ids([e.event_id for e in warm], rt.db), 120, "the worker's first event")
 
     users = [f"LIVE{i:02d}" for i in range(12)]
-    events = make_events(users, rt.catalog.in_model, per_user=40, seed=2)
+    events = make_events(users, rt.catalog.in_model, per_user=200, seed=2)  # more than the load needs
     stop = threading.Event()
     sent: list = []
 
     def send() -> None:
-        for e in events:
-            if stop.is_set() and len(sent) > len(events) // 2:
+        for e in events:  # a steady stream until the load has finished
+            if stop.is_set():
                 break
             publish_all([e])
             sent.append(e)
-            time.sleep(0.03)
+            time.sleep(0.05)
 
+    # When the load reads the live ratings for the new history and when that history goes live:
+    # ratings processed in between are the ones a swap can lose, so the test makes sure there are.
+    import spark_jobs.mongo_load as job
+
+    window: dict[str, float] = {}
+    real_history_docs = job.user_history_docs
+
+    def timed_history_docs(*args, **kwargs):
+        window["read"] = time.time()
+        return real_history_docs(*args, **kwargs)
+
+    real_reload = job.reload_collection
+
+    def timed_reload(df, collection, *args, **kwargs):
+        out = real_reload(df, collection, *args, **kwargs)
+        if collection == mongo.USER_HISTORY:
+            window["swapped"] = time.time()
+        return out
+
+    monkeypatch.setattr(job, "user_history_docs", timed_history_docs)
+    monkeypatch.setattr(job, "reload_collection", timed_reload)
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     started = time.time()
     try:
-        record = mongo_load(spark, str(clean), "it-reload-live")
+        record = job.mongo_load(spark, str(clean), "it-reload-live")
     finally:
         ended = time.time()
         stop.set()
@@ -122,10 +141,22 @@ def test_mongo_load_under_live_ratings_loses_nothing(spark, rt, tmp_path):
     assert not dead, f"{len(dead)} valid ratings dead-lettered during the load: {dead[0].value[:300]}"
     during = [d for d in rt.db[mongo.RATINGS].find({"user_id": {"$in": users}}, {"processed_at": 1})
               if started <= d["processed_at"] <= ended]
+    in_window = [d for d in rt.db[mongo.RATINGS].find({"user_id": {"$in": users}}, {"processed_at": 1})
+                 if window["read"] <= d["processed_at"] <= window["swapped"]]
+    print(f"load {ended - started:.1f} s; history read->swap {window['swapped'] - window['read']:.1f} s; "
+          f"{len(ids)} live ratings, {len(during)} processed during the load, {len(in_window)} in that window")
     assert len(during) >= 20, f"only {len(during)} ratings were processed while the load ran; the test proves nothing"
+    assert len(in_window) >= 5, f"only {len(in_window)} ratings processed between the history read and its swap"
     want = expected_history(sent)
     lost = {u: sorted(set(h) - set(mongo.user_ratings(u))) for u, h in want.items()}
     lost = {u: p for u, p in lost.items() if p}
+    if lost:
+        when = {(d["user_id"], d["product_id"]): (round(d["stored_at"] - started, 2), round(d["processed_at"] - started, 2))
+                for d in rt.db[mongo.RATINGS].find({"user_id": {"$in": list(lost)}})}
+        print("window", {k: round(v - started, 2) for k, v in window.items()}, "ended", round(ended - started, 2))
+        print("lost (stored, processed) s after the load began:",
+              sorted(when[(u, p)] for u, ps in lost.items() for p in ps))
+        print("collections", sorted(rt.db.list_collection_names()), record["collections"][mongo.USER_HISTORY])
     assert not lost, (f"the reload erased live ratings of {len(lost)} users "
                       f"({sum(map(len, lost.values()))} ratings), e.g. {next(iter(lost.items()))}")
     for u, h in want.items():
