@@ -449,8 +449,29 @@ def write_recommendations_bulk(docs: Iterable[dict[str, Any]], db: Database | No
 
 
 def get_recommendations(user_id: str, db: Database | None = None) -> dict | None:
+    """The user's newest list: one a worker or Celery wrote, or the published version's batch list.
+
+    Batch lists live per model version (switched with ``CURRENT``, see the module docstring), so
+    a publish never overwrites the lists the workers keep; the newer of the two is the user's.
+    """
     db = db if db is not None else get_db()
-    return db[RECOMMENDATIONS].find_one({"_id": user_id})
+    live = db[RECOMMENDATIONS].find_one({"_id": user_id})
+    batch = db[BATCH_RECOMMENDATIONS].find_one({"_id": user_id})
+    if batch is None or (live is not None and float(live.get("updated_at") or 0) >= float(batch.get("updated_at") or 0)):
+        return live
+    return batch
+
+
+def drop_serving_lists(keep: set[str], db: Database | None = None) -> list[str]:
+    """Drop the serving-list collections of model versions not in ``keep`` (and the unversioned
+    ones of before); returns the dropped names."""
+    db = db if db is not None else get_db()
+    keep_names = {per_version_name(n, v) for n in PER_MODEL_VERSION for v in keep}
+    dropped = [c for c in db.list_collection_names()
+               if c not in keep_names and (c in PER_MODEL_VERSION or any(c.startswith(f"{n}__v") for n in PER_MODEL_VERSION))]
+    for name in dropped:
+        db.drop_collection(name)
+    return dropped
 
 
 def get_similar_items(product_id: str, db: Database | None = None) -> list[dict]:

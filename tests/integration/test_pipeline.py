@@ -254,8 +254,12 @@ def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts)
 
 # --- 5. the publish gate ----------------------------------------------------------------------
 
-def _metrics(ndcg: float, pop: float) -> dict:
-    return {"validation": {"ndcg@10": ndcg, "popularity_ndcg@10": pop}}
+def _metrics(ndcg: float, pop: float, current: float | None = None) -> dict:
+    """Validation metrics as train records them; ``current``: the current version "V1" on this split."""
+    val = {"ndcg@10": ndcg, "popularity_ndcg@10": pop}
+    if current is not None:
+        val["current"] = {"version": "V1", "ndcg@10": current, "users": 10}
+    return {"validation": val}
 
 
 def test_publish_gate():
@@ -265,12 +269,14 @@ def test_publish_gate():
     assert not ok and "popularity" in reason
     ok, reason = gate(_metrics(0.040, 0.040), None)  # a tie does not beat popularity
     assert not ok and "popularity" in reason
-    ok, reason = gate(_metrics(0.050, 0.030), _metrics(0.060, 0.030))
+    ok, reason = gate(_metrics(0.050, 0.030, current=0.060), "V1")
     assert not ok and "current" in reason
-    ok, reason = gate(_metrics(0.070, 0.030), _metrics(0.060, 0.030))
+    ok, reason = gate(_metrics(0.070, 0.030, current=0.060), "V1")
     assert ok and reason
-    ok, _ = gate(_metrics(0.060, 0.030), _metrics(0.060, 0.030))  # equal to current is enough
+    ok, _ = gate(_metrics(0.060, 0.030, current=0.060), "V1")  # equal to current is enough
     assert ok
+    ok, reason = gate(_metrics(0.070, 0.030), "V1")  # not scored against the current version
+    assert not ok and "V1" in reason
     ok, reason = gate(_metrics(0.050, 0.030), None)  # first model of a fresh install
     assert ok
     ok, reason = gate({}, None)
