@@ -144,24 +144,30 @@ def _inserter(collection: str, uri: str, db_name: str):
 
 
 def reload_collection(df: DataFrame, collection: str, extra_docs: list[dict] | None = None) -> dict:
-    """Rebuild ``collection`` from ``df`` (staging + swap) and report documents per second.
+    """Rebuild ``collection`` from ``df`` (new generation + switch) and report documents per second.
 
-    ``extra_docs`` (small driver-side documents) go into the same staging collection, so readers
-    never see the swapped-in collection without them and the reported count is the whole of it.
+    ``extra_docs`` (small driver-side documents) go into the same generation, so readers never see
+    it without them. What MongoDB holds is read back and must be every row of ``df`` plus the
+    extra documents before readers are switched to it; otherwise the load fails and the old
+    generation stays.
     """
     settings = get_settings()
     started = time.time()
+    expected = df.count() + len(extra_docs or [])
     staging = mongo.replace_collection_start(collection)
     partitions = max(2, df.sparkSession.sparkContext.defaultParallelism)
     df.repartition(partitions).foreachPartition(_inserter(staging, settings.mongo_uri, settings.mongo_db))
     if extra_docs:
         mongo.insert_docs(staging, extra_docs)
     n = mongo.get_db()[staging].count_documents({})
+    if n != expected:
+        raise RuntimeError(f"mongo_load: {collection}: {n:,} documents stored of {expected:,} written; "
+                           f"the previous {collection} stays")
     mongo.replace_collection_finish(collection)
     seconds = time.time() - started
     rate = n / seconds if seconds else 0.0
     print(f"mongo_load: {collection}: {n:,} documents in {seconds:.1f} s ({rate:,.0f} docs/s)")
-    return {"documents": n, "seconds": round(seconds, 2), "docs_per_s": round(rate, 1)}
+    return {"documents": n, "expected": expected, "seconds": round(seconds, 2), "docs_per_s": round(rate, 1)}
 
 
 def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
@@ -187,7 +193,8 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
     # live ratings stored since the load began are written into the new histories.
     mongo.drop_retired(wait=True)
     out[mongo.USER_HISTORY]["live_ratings_replayed"] = mongo.reapply_live_ratings(live_since)
-    # Reconciliation: every clean review and product is in MongoDB, no more, no fewer.
+    # Reconciliation: every collection held what was written (reload_collection), and every clean
+    # review and product is in MongoDB, no more, no fewer.
     if out[mongo.REVIEWS]["documents"] != n_reviews or out[mongo.PRODUCTS]["documents"] != n_products:
         raise RuntimeError(f"mongo_load: wrote {out[mongo.REVIEWS]['documents']:,} reviews of {n_reviews:,} and "
                            f"{out[mongo.PRODUCTS]['documents']:,} products of {n_products:,}")
