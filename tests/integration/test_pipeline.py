@@ -206,7 +206,7 @@ def own_artifacts(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts):
-    from core import artifacts
+    from core import artifacts, mongo
     from spark_jobs.publish import publish
     from spark_jobs.train import train
 
@@ -238,7 +238,7 @@ def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts)
     assert published["status"] == "published", published
     assert artifacts.current_version() == version
     user = Counter(users).most_common(1)[0][0]  # a batch user with many reviews
-    recs = mongo_db["recommendations"].find_one({"_id": user})
+    recs = mongo.get_recommendations(user, db=mongo_db)  # the batch list of the published version
     assert recs is not None and recs["model_version"] == version and len(recs["items"]) > 0
     rated = {i for u, i in zip(users, items) if u == user}
     assert not rated & {r["product_id"] for r in recs["items"]}, "recommended an item the user already rated"
