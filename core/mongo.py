@@ -127,7 +127,8 @@ def forget_pointers() -> None:
 _INDEXES: dict[str, list[list[tuple[str, int]]]] = {
     REVIEWS: [[("product_id", ASCENDING), ("ts", DESCENDING)], [("user_id", ASCENDING)]],
     PRODUCTS: [[("category", ASCENDING), ("n_reviews", DESCENDING)], [("n_reviews", DESCENDING)]],
-    RATINGS: [[("user_id", ASCENDING), ("ts", ASCENDING)], [("ts", DESCENDING)]],
+    RATINGS: [[("user_id", ASCENDING), ("ts", ASCENDING)], [("ts", DESCENDING)],
+              [("stored_at", ASCENDING)]],  # a reload replays the ratings stored while it ran
     MODEL_VERSIONS: [[("published_at", DESCENDING)]],
 }
 
