@@ -27,6 +27,7 @@ model and its lists at once.
 """
 from __future__ import annotations
 
+import math
 import re
 import time
 from functools import lru_cache
@@ -205,6 +206,7 @@ def replace_collection_start(name: str, db: Database | None = None) -> str:
     _raw(db, POINTERS).update_one({"_id": name}, {"$set": {"staging": staging}}, upsert=True)
     return staging
 
+
 def insert_docs(collection: str, docs: Iterable[dict[str, Any]], batch_size: int = 2000,
                 db: Database | None = None) -> int:
     """Unordered ``insert_many`` in batches; returns the number inserted."""
@@ -263,9 +265,9 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
     returns how many were missing.
 
     A reload builds ``user_history`` from the ratings stored when it started; ratings the
-    workers stored later went into the generation being replaced. Replaying them through
-    :func:`add_to_history` (latest rating wins) after every process reads the new generation is
-    what keeps a reload from erasing them. A replay sets only its own ``ratings.<product>`` field
+    workers stored later went into the generation being replaced. Replaying them (latest rating
+    wins) after every process reads the new generation is what keeps a reload from erasing them.
+    A replay sets only its own ``ratings.<product>`` field
     (by ``_id``), so it never overwrites a rating a worker adds meanwhile; a worker's
     read-modify-replace can still overwrite a replayed rating (and FerretDB v1 applies a ``$set``
     as a read-modify-write too), so each pass re-reads the ratings stored since ``since`` and
@@ -278,7 +280,8 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
         for user, ratings in _live_ratings_by_user(since, db).items():
             have = (db[USER_HISTORY].find_one({"_id": user}) or {}).get("ratings", {})
             for pid, (rating, ts) in ratings.items():
-                if pid not in have or float(have[pid][1]) < ts:
+                # the batch history keeps whole seconds (mongo_load): the same rating is not missing
+                if pid not in have or float(have[pid][1]) < math.floor(ts):
                     missing += 1
                     if "." not in pid and not pid.startswith("$") and have:
                         db[USER_HISTORY].update_one({"_id": user}, {"$set": {f"ratings.{pid}": [rating, ts]}})
