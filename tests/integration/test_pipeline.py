@@ -145,6 +145,7 @@ def _ids(db, name: str) -> list:
 
 
 def test_mongo_load_idempotent(spark, mongo_db, demo_clean):
+    from core import mongo
     from spark_jobs.mongo_load import mongo_load
 
     users = _column(demo_clean / "reviews", "user_id")
@@ -164,7 +165,8 @@ def test_mongo_load_idempotent(spark, mongo_db, demo_clean):
     for c in MONGO_LOADED:
         ids = _ids(mongo_db, c)
         assert len(ids) == len(set(ids)) == counts2[c], f"{c}: duplicate _ids"
-        assert mongo_db[f"{c}__staging"].count_documents({}) == 0, f"{c}: staging collection left behind"
+        generations = [n for n in mongo_db.list_collection_names() if n == c or n.startswith(f"{c}__")]
+        assert generations == [mongo.physical_name(mongo_db, c)], f"{c}: old generations left behind: {generations}"
 
     # Each collection holds exactly what the clean data implies.
     assert counts2["reviews"] == len(users)
