@@ -112,16 +112,33 @@ def load_metrics(version: str, root: Path | None = None) -> dict[str, Any]:
     return json.loads((models_dir(root) / version / "metrics.json").read_text())
 
 
+def read_metrics(version: str | None, root: Path | None = None) -> dict[str, Any]:
+    """A version's metrics for display: ``{}`` when they are missing, half written or not a mapping
+    (a version still being copied must not break a page)."""
+    if not version:
+        return {}
+    try:
+        metrics = load_metrics(version, root)
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
 def load_model(version: str | None = None, root: Path | None = None) -> Model | None:
     """Load a version (default: the published one); None when nothing is published yet."""
     version = version or current_version(root)
     if version is None:
         return None
     d = models_dir(root) / version
+    item_ids = json.loads((d / "item_ids.json").read_text())
+    factors = np.load(d / "item_factors.npy")
+    # A half-copied or mixed-up folder can hold readable files that do not belong together.
+    if factors.ndim != 2 or len(item_ids) != factors.shape[0]:
+        raise ValueError(f"model {version}: {len(item_ids)} item ids for factors of shape {factors.shape}")
     return Model(
         version=version,
-        item_ids=json.loads((d / "item_ids.json").read_text()),
-        item_factors=np.load(d / "item_factors.npy"),
+        item_ids=item_ids,
+        item_factors=factors,
         params=json.loads((d / "params.json").read_text()),
         metrics=json.loads((d / "metrics.json").read_text()),
     )

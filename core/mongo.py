@@ -14,15 +14,27 @@ but scans the whole collection for any other filter, sort or ``$in`` (about 300 
 products, measured here), so what a page needs is precomputed into ``_id``-keyed
 documents: a user's rating history, a product's review pages, the catalog's ordering per category.
 On real MongoDB the same documents are equally fast.
+
+Batch reloads never leave a reader without a collection: FerretDB v1 has no ``renameCollection``
+with ``dropTarget``, so a drop-then-rename swap showed readers a missing ``products`` for a moment
+(valid ratings were dead-lettered as "unknown product"). Instead a reload writes a new generation
+(``products__g<ms>``) and moves one pointer document; :func:`get_db` returns a database whose
+``db[PRODUCTS]`` resolves to the generation the pointer names (cached ``POINTER_TTL_S`` per
+process), and a retired generation is dropped only ``RETIRE_GRACE_S`` later, when no process can
+still be using it. The model's serving lists (similar items, batch top-N) are kept per model
+version and resolve through the published ``CURRENT`` version, so moving ``CURRENT`` switches the
+model and its lists at once.
 """
 from __future__ import annotations
 
+import math
 import re
 import time
 from functools import lru_cache
 from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReplaceOne
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -31,7 +43,8 @@ from core.settings import get_settings
 PRODUCTS = "products"
 REVIEWS = "reviews"
 RATINGS = "ratings"  # live rating events from the site, keyed by event id
-RECOMMENDATIONS = "recommendations"  # one document per user
+RECOMMENDATIONS = "recommendations"  # one document per user, written by the workers and Celery
+BATCH_RECOMMENDATIONS = "batch_recommendations"  # the published model's batch top-N, per version
 SIMILAR_ITEMS = "similar_items"  # one document per product
 POPULAR = "popular"  # precomputed popular / trending lists per category
 MODEL_VERSIONS = "model_versions"
@@ -39,6 +52,11 @@ PIPELINE_RUNS = "pipeline_runs"
 USER_HISTORY = "user_history"  # {_id: user_id, ratings: {product_id: [rating, ts]}}
 PRODUCT_REVIEWS = "product_reviews"  # {_id: "<product_id>:<page>", items: [...], pages: n}
 CATALOG_INDEX = "catalog_index"  # {_id: "<category>:<chunk>", ids: [...]} and {_id: "categories"}
+POINTERS = "collection_pointers"  # {_id: logical name, physical: live generation, staging: loading one}
+RELOADED = frozenset({"products", "reviews", "product_reviews", "user_history", "catalog_index"})
+PER_MODEL_VERSION = frozenset({"similar_items", "batch_recommendations"})
+POINTER_TTL_S = 1.0  # how long a process trusts a pointer it read
+RETIRE_GRACE_S = 5.0  # a retired generation outlives every cached pointer and in-flight query
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000
 ALL = "all"
@@ -50,20 +68,78 @@ def get_client(uri: str | None = None) -> MongoClient:
     return MongoClient(uri or get_settings().mongo_uri, serverSelectionTimeoutMS=5000, tz_aware=False)
 
 
+class ReloadableDatabase(Database):
+    """A pymongo database whose reloaded collections resolve to their live generation.
+
+    Every read and write in the project goes through ``db[NAME]``, so resolving there keeps each
+    query unaware of reloads (see the module docstring).
+    """
+
+    def __getitem__(self, name: str) -> Collection:
+        return super().__getitem__(physical_name(self, name))
+
+    def get_collection(self, name: str, *args: Any, **kwargs: Any) -> Collection:
+        return super().get_collection(physical_name(self, name), *args, **kwargs)
+
+
 def get_db(uri: str | None = None, name: str | None = None) -> Database:
-    return get_client(uri)[name or get_settings().mongo_db]
+    client = get_client(uri)
+    return ReloadableDatabase(client, name or get_settings().mongo_db)
+
+
+_pointer_cache: dict[tuple[int, str, str], tuple[str, float]] = {}
+
+
+def _raw(db: Database, name: str) -> Collection:
+    return Database.__getitem__(db, name)
+
+
+def physical_name(db: Database, name: str) -> str:
+    """The collection that holds ``name`` now: its live generation, or ``name`` itself."""
+    if name not in RELOADED and name not in PER_MODEL_VERSION:
+        return name
+    key, now = (id(db.client), db.name, name), time.monotonic()
+    hit = _pointer_cache.get(key)
+    if hit is not None and now - hit[1] < POINTER_TTL_S:
+        return hit[0]
+    if name in RELOADED:
+        doc = _raw(db, POINTERS).find_one({"_id": name}, {"physical": 1})
+        physical = (doc or {}).get("physical") or name
+    else:
+        from core import artifacts  # the published version is the pointer of its serving lists
+
+        version = artifacts.current_version()
+        physical = per_version_name(name, version) if version else name
+        if physical != name and not db.list_collection_names(filter={"name": physical}):
+            physical = name  # published before lists were kept per version
+    _pointer_cache[key] = (physical, now)
+    return physical
+
+
+def per_version_name(name: str, version: str) -> str:
+    return f"{name}__v{version}"
+
+
+def forget_pointers() -> None:
+    """Drop this process's cached pointers (after a switch it made itself, and in tests)."""
+    _pointer_cache.clear()
+
+
+_INDEXES: dict[str, list[list[tuple[str, int]]]] = {
+    REVIEWS: [[("product_id", ASCENDING), ("ts", DESCENDING)], [("user_id", ASCENDING)]],
+    PRODUCTS: [[("category", ASCENDING), ("n_reviews", DESCENDING)], [("n_reviews", DESCENDING)]],
+    RATINGS: [[("user_id", ASCENDING), ("ts", ASCENDING)], [("ts", DESCENDING)],
+              [("stored_at", ASCENDING)]],  # a reload replays the ratings stored while it ran
+    MODEL_VERSIONS: [[("published_at", DESCENDING)]],
+}
 
 
 def ensure_indexes(db: Database | None = None) -> None:
     """Create the indexes the site and the workers query by; safe to call on every start."""
     db = db if db is not None else get_db()
-    db[REVIEWS].create_index([("product_id", ASCENDING), ("ts", DESCENDING)])
-    db[REVIEWS].create_index([("user_id", ASCENDING)])
-    db[PRODUCTS].create_index([("category", ASCENDING), ("n_reviews", DESCENDING)])
-    db[PRODUCTS].create_index([("n_reviews", DESCENDING)])
-    db[RATINGS].create_index([("user_id", ASCENDING), ("ts", ASCENDING)])
-    db[RATINGS].create_index([("ts", DESCENDING)])
-    db[MODEL_VERSIONS].create_index([("published_at", DESCENDING)])
+    for name, indexes in _INDEXES.items():
+        for keys in indexes:
+            db[name].create_index(keys)
 
 
 @lru_cache(maxsize=8)
@@ -113,16 +189,21 @@ def bulk_upsert(collection: str, docs: Iterable[dict[str, Any]], batch_size: int
 
 
 def replace_collection_start(name: str, db: Database | None = None) -> str:
-    """Begin a full reload of ``name``: an empty staging collection to insert into.
+    """Begin a full reload of ``name``: a new, empty generation to insert into.
 
-    A batch load inserts into staging (``insert_many`` is ~100x faster than per-document upserts
-    on FerretDB) and then :func:`replace_collection_finish` swaps it in, so a re-run ends with
-    exactly the same documents, never duplicates.
+    A batch load inserts into the new generation (``insert_many`` is ~100x faster than
+    per-document upserts on FerretDB) and :func:`replace_collection_finish` points readers at it,
+    so a re-run ends with exactly the same documents, never duplicates. A generation left by a
+    load that died is dropped here.
     """
     db = db if db is not None else get_db()
-    staging = f"{name}__staging"
-    db.drop_collection(staging)
+    pointer = _raw(db, POINTERS).find_one({"_id": name}) or {}
+    if pointer.get("staging"):
+        db.drop_collection(pointer["staging"])
+    db.drop_collection(f"{name}__staging")  # the staging name of the drop-and-rename swap
+    staging = f"{name}__g{time.time_ns() // 1_000_000}"
     db.create_collection(staging)
+    _raw(db, POINTERS).update_one({"_id": name}, {"$set": {"staging": staging}}, upsert=True)
     return staging
 
 
@@ -136,11 +217,90 @@ def insert_docs(collection: str, docs: Iterable[dict[str, Any]], batch_size: int
     return n
 
 
-def replace_collection_finish(name: str, db: Database | None = None) -> None:
-    """Swap the staging collection in (drop + rename: FerretDB v1 lacks ``dropTarget``)."""
+def replace_collection_finish(name: str, db: Database | None = None) -> str:
+    """Point readers at the generation :func:`replace_collection_start` began; returns its name.
+
+    One ``_id`` update switches every reader (within ``POINTER_TTL_S``); the generation it
+    replaces is retired, not dropped, so a reader still holding the old pointer keeps its data
+    until :func:`drop_retired` removes it after ``RETIRE_GRACE_S``.
+    """
     db = db if db is not None else get_db()
-    db.drop_collection(name)
-    db.client.admin.command("renameCollection", f"{db.name}.{name}__staging", to=f"{db.name}.{name}")
+    pointers = _raw(db, POINTERS)
+    pointer = pointers.find_one({"_id": name}) or {}
+    staging = pointer.get("staging")
+    if not staging:
+        raise RuntimeError(f"no reload of {name} in progress")
+    for keys in _INDEXES.get(name, []):
+        _raw(db, staging).create_index(keys)
+    previous = pointer.get("physical") or name
+    now = time.time()
+    pointers.update_one({"_id": name}, {"$set": {"physical": staging, "staging": None, "switched_at": now}})
+    if previous != staging:
+        pointers.replace_one({"_id": f"retired:{previous}"},
+                             {"_id": f"retired:{previous}", "retired": previous, "of": name, "at": now}, upsert=True)
+    forget_pointers()
+    drop_retired(db=db)
+    return staging
+
+
+def drop_retired(wait: bool = False, db: Database | None = None) -> list[str]:
+    """Drop the retired generations whose grace period has passed (with ``wait``: all of them,
+    sleeping until the last grace ends); returns the dropped names."""
+    db = db if db is not None else get_db()
+    pointers = _raw(db, POINTERS)
+    retired = sorted(pointers.find({"retired": {"$exists": True}}), key=lambda d: d["at"])
+    if wait and retired:
+        time.sleep(max(0.0, retired[-1]["at"] + RETIRE_GRACE_S - time.time()))
+    dropped = []
+    for doc in retired:
+        if doc["at"] + RETIRE_GRACE_S <= time.time():
+            db.drop_collection(doc["retired"])
+            pointers.delete_one({"_id": doc["_id"]})
+            dropped.append(doc["retired"])
+    return dropped
+
+
+def reapply_live_ratings(since: float, db: Database | None = None, max_passes: int = 5) -> int:
+    """Write every live rating stored since ``since`` into the (new) user histories again;
+    returns how many were missing.
+
+    A reload builds ``user_history`` from the ratings stored when it started; ratings the
+    workers stored later went into the generation being replaced. Replaying them (latest rating
+    wins) after every process reads the new generation is what keeps a reload from erasing them.
+    A replay sets only its own ``ratings.<product>`` field
+    (by ``_id``), so it never overwrites a rating a worker adds meanwhile; a worker's
+    read-modify-replace can still overwrite a replayed rating (and FerretDB v1 applies a ``$set``
+    as a read-modify-write too), so each pass re-reads the ratings stored since ``since`` and
+    passes repeat until one finds nothing missing.
+    """
+    db = db if db is not None else get_db()
+    replayed = 0
+    for _ in range(max_passes):
+        missing = 0
+        for user, ratings in _live_ratings_by_user(since, db).items():
+            have = (db[USER_HISTORY].find_one({"_id": user}) or {}).get("ratings", {})
+            for pid, (rating, ts) in ratings.items():
+                # the batch history keeps whole seconds (mongo_load): the same rating is not missing
+                if pid not in have or float(have[pid][1]) < math.floor(ts):
+                    missing += 1
+                    if "." not in pid and not pid.startswith("$") and have:
+                        db[USER_HISTORY].update_one({"_id": user}, {"$set": {f"ratings.{pid}": [rating, ts]}})
+                    else:  # no document yet, or an id that is no field name
+                        add_to_history(user, pid, rating, ts, db=db)
+        replayed += missing
+        if not missing:
+            break
+    return replayed
+
+
+def _live_ratings_by_user(since: float, db: Database) -> dict[str, dict[str, tuple[float, float]]]:
+    """{user: {product: (rating, ts)}} of the live ratings stored since ``since``, latest wins."""
+    by_user: dict[str, dict[str, tuple[float, float]]] = {}
+    for d in db[RATINGS].find({"stored_at": {"$gte": since}}, {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1}):
+        seen = by_user.setdefault(d["user_id"], {}).get(d["product_id"])
+        if seen is None or seen[1] <= float(d["ts"]):
+            by_user[d["user_id"]][d["product_id"]] = (float(d["rating"]), float(d["ts"]))
+    return by_user
 
 
 # --- catalog -------------------------------------------------------------------------------
@@ -293,8 +453,29 @@ def write_recommendations_bulk(docs: Iterable[dict[str, Any]], db: Database | No
 
 
 def get_recommendations(user_id: str, db: Database | None = None) -> dict | None:
+    """The user's newest list: one a worker or Celery wrote, or the published version's batch list.
+
+    Batch lists live per model version (switched with ``CURRENT``, see the module docstring), so
+    a publish never overwrites the lists the workers keep; the newer of the two is the user's.
+    """
     db = db if db is not None else get_db()
-    return db[RECOMMENDATIONS].find_one({"_id": user_id})
+    live = db[RECOMMENDATIONS].find_one({"_id": user_id})
+    batch = db[BATCH_RECOMMENDATIONS].find_one({"_id": user_id})
+    if batch is None or (live is not None and float(live.get("updated_at") or 0) >= float(batch.get("updated_at") or 0)):
+        return live
+    return batch
+
+
+def drop_serving_lists(keep: set[str], db: Database | None = None) -> list[str]:
+    """Drop the serving-list collections of model versions not in ``keep`` (and the unversioned
+    ones of before); returns the dropped names."""
+    db = db if db is not None else get_db()
+    keep_names = {per_version_name(n, v) for n in PER_MODEL_VERSION for v in keep}
+    dropped = [c for c in db.list_collection_names()
+               if c not in keep_names and (c in PER_MODEL_VERSION or any(c.startswith(f"{n}__v") for n in PER_MODEL_VERSION))]
+    for name in dropped:
+        db.drop_collection(name)
+    return dropped
 
 
 def get_similar_items(product_id: str, db: Database | None = None) -> list[dict]:

@@ -38,8 +38,10 @@ class ModelHolder:
             return False
         try:
             model = artifacts.load_model(wanted)
-        except (OSError, ValueError) as exc:  # a half-copied artifact dir on a shared volume: retry later
-            log.warning("could not load model %s: %s", wanted, exc)
+        except Exception as exc:  # noqa: BLE001  a half-copied folder (an empty .npy is an EOFError), a
+            # bad file, anything: keep serving the model we have and try again at the next check
+            log.warning("could not load model %s (keeping %s): %s: %s", wanted, self.version,
+                        exc.__class__.__name__, exc)
             return False
         old, self.model = self.version, model
         log.info("model %s loaded (was %s): %d items, rank %d", wanted, old, len(model.item_ids), model.rank)

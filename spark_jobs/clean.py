@@ -5,7 +5,8 @@ in the text people read are decoded (review text, summary and reviewer name; pro
 description: ``&#34;`` -> ``"``, ``&amp;quot;`` -> ``"``), text gets an analysable copy (no URLs, no
 punctuation, lower case) beside the original the site shows, exact duplicate
 lines are dropped, and a (user, item) pair rated more than once keeps only its latest review.
-Every dropped row is counted: rows in = rows out + duplicates removed.
+Every dropped row is counted where it is dropped and what was written is counted by reading it
+back, so the balance (rows in = rows written + duplicates removed) fails if rows go missing.
 
     spark-submit spark_jobs/clean.py [--run-id R]
 """
@@ -28,10 +29,25 @@ from spark_jobs.reconcile import Unbalanced, check_and_print, write_record
 from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
 
-def latest_per_pair(reviews: DataFrame) -> DataFrame:
-    """One review per (user, item): the latest; ties broken by line hash so re-runs agree."""
+def _pair_rank(reviews: DataFrame) -> DataFrame:
+    """``_n``: 1 for the latest review of each (user, item); ties broken by line hash so re-runs agree."""
     w = Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("line_hash").desc())
-    return reviews.withColumn("_n", F.row_number().over(w)).where("_n = 1").drop("_n")
+    return reviews.withColumn("_n", F.row_number().over(w))
+
+
+def latest_per_pair(reviews: DataFrame) -> DataFrame:
+    """One review per (user, item): the latest."""
+    return _pair_rank(reviews).where("_n = 1").drop("_n")
+
+
+def removed_counts(raw_reviews: DataFrame, distinct_lines: DataFrame, raw_products: DataFrame) -> dict[str, int]:
+    """The rows clean drops, counted directly (not as a difference of counts, which always balances)."""
+    def surplus(df: DataFrame, key: str) -> int:  # rows beyond the first of each key
+        return int(df.groupBy(key).count().agg(F.sum(F.col("count") - 1)).first()[0] or 0)
+
+    return {"exact duplicate lines": surplus(raw_reviews, "line_hash"),
+            "repeated user-item pairs": _pair_rank(distinct_lines).where("_n > 1").count(),
+            "duplicate product records": surplus(raw_products, "product_id")}
 
 
 def clean_reviews(raw: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -67,16 +83,16 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str) -> dict:
     reviews.repartition("category").write.mode("overwrite").partitionBy("category").parquet(f"{out_dir}/reviews")
     clean_products(raw_products).write.mode("overwrite").parquet(f"{out_dir}/products")
 
-    n_raw, n_distinct = raw_reviews.count(), distinct_lines.count()
-    n_out = spark.read.parquet(f"{out_dir}/reviews").count()
-    n_raw_products = raw_products.count()
-    n_products = spark.read.parquet(f"{out_dir}/products").count()
-    record = check_and_print(
+    n_raw, n_raw_products = raw_reviews.count(), raw_products.count()
+    removed = removed_counts(raw_reviews, distinct_lines, raw_products)
+    record = check_and_print(  # written rows as read back from the files
         "clean",
         {"reviews": n_raw, "products": n_raw_products},
-        {"reviews": n_out, "exact duplicate lines": n_raw - n_distinct,
-         "repeated user-item pairs": n_distinct - n_out,
-         "products": n_products, "duplicate product records": n_raw_products - n_products},
+        {"reviews": spark.read.parquet(f"{out_dir}/reviews").count(),
+         "exact duplicate lines": removed["exact duplicate lines"],
+         "repeated user-item pairs": removed["repeated user-item pairs"],
+         "products": spark.read.parquet(f"{out_dir}/products").count(),
+         "duplicate product records": removed["duplicate product records"]},
     )
     record.update(status="ok", run_id=run_id, seconds=round(time.time() - started, 2), output=out_dir)
     return record

@@ -86,3 +86,35 @@ def rank_metrics(scorer: Scorer, train: sp.csr_matrix, heldout: dict[int, list[i
     n = users.size
     return {f"ndcg@{k}": ndcg / n, f"recall@{k}": recall / n, f"hr@{k}": hits / n,
             "coverage": len(recommended) / n_items, "users": int(n)}
+
+
+def fold_in_ndcg(model, train: sp.csr_matrix, heldout: dict[int, list[int]], item_ids: list[str],
+                 k: int = 10) -> dict[str, float]:
+    """NDCG@k of a served model on another run's split: each held-out user's training rows are
+    folded into ``model`` (``core.recommend.recommend_many``, what the workers do) and its top-k
+    is checked against the held-out items.
+
+    ``train`` and ``heldout`` index the run's items (``item_ids``); items the model does not know
+    are dropped from the histories and can never be hit, as in serving.
+    """
+    from core.recommend import recommend_many
+
+    users = np.array(sorted(heldout), dtype=np.int64)
+    if users.size == 0:
+        return {f"ndcg@{k}": 0.0, "users": 0}
+    to_model = np.array([model.item_index.get(p, -1) for p in item_ids], dtype=np.int64)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    chunk = max(1, min(2048, CHUNK_CELLS // max(1, len(model.item_ids))))
+    total = 0.0
+    for start in range(0, users.size, chunk):
+        block = users[start:start + chunk]
+        rows = train[block].tocoo()
+        known = to_model[rows.col] >= 0
+        rated = sp.csr_matrix((rows.data[known], (rows.row[known], to_model[rows.col[known]])),
+                              shape=(block.size, len(model.item_ids)))
+        for u, got in zip(block.tolist(), recommend_many(model, rated, k)):
+            relevant = {item_ids[i] for i in heldout[u]}
+            ideal = discounts[:min(len(relevant), k)].sum()
+            gains = np.array([1.0 if r["product_id"] in relevant else 0.0 for r in got[:k]])
+            total += float(gains @ discounts[:gains.size]) / ideal if ideal else 0.0
+    return {f"ndcg@{k}": total / users.size, "users": int(users.size)}

@@ -1,7 +1,9 @@
 """Load the clean reviews and products into MongoDB, in bulk and idempotently.
 
-Each collection is rebuilt in a staging collection and swapped in, so a re-run ends with exactly
-the same documents (never duplicates) and a reader never sees half a load. Besides the reviews
+Each collection is rebuilt as a new generation and switched in by one pointer (core/mongo.py), so a
+re-run ends with exactly the same documents (never duplicates), a reader never sees half a load
+or a missing collection, and live ratings the workers store while the load runs are written into
+the new user histories after the switch. Besides the reviews
 and products themselves, the job writes the ``_id``-keyed documents the site and workers read on
 their hot paths (see core/mongo.py for why): each user's rating history, each product's review
 pages, and the catalog order per category. Writes happen from the executors, one client per
@@ -27,6 +29,7 @@ from core.settings import get_settings
 from spark_jobs.common import run_id_arg, spark_session
 from spark_jobs.reconcile import write_record
 
+LIVE_CLOCK_MARGIN_S = 60.0  # ratings stored this long before the load began are replayed too (clock skew)
 MAX_REVIEW_PAGES = 50  # the site pages through a product's 500 most helpful reviews
 SEARCH_TEXT_CHARS = 2000
 
@@ -184,28 +187,35 @@ def _inserter(collection: str, uri: str, db_name: str):
 
 
 def reload_collection(df: DataFrame, collection: str, extra_docs: list[dict] | None = None) -> dict:
-    """Rebuild ``collection`` from ``df`` (staging + swap) and report documents per second.
+    """Rebuild ``collection`` from ``df`` (new generation + switch) and report documents per second.
 
-    ``extra_docs`` (small driver-side documents) go into the same staging collection, so readers
-    never see the swapped-in collection without them and the reported count is the whole of it.
+    ``extra_docs`` (small driver-side documents) go into the same generation, so readers never see
+    it without them. What MongoDB holds is read back and must be every row of ``df`` plus the
+    extra documents before readers are switched to it; otherwise the load fails and the old
+    generation stays.
     """
     settings = get_settings()
     started = time.time()
+    expected = df.count() + len(extra_docs or [])
     staging = mongo.replace_collection_start(collection)
     partitions = max(2, df.sparkSession.sparkContext.defaultParallelism)
     df.repartition(partitions).foreachPartition(_inserter(staging, settings.mongo_uri, settings.mongo_db))
     if extra_docs:
         mongo.insert_docs(staging, extra_docs)
     n = mongo.get_db()[staging].count_documents({})
+    if n != expected:
+        raise RuntimeError(f"mongo_load: {collection}: {n:,} documents stored of {expected:,} written; "
+                           f"the previous {collection} stays")
     mongo.replace_collection_finish(collection)
     seconds = time.time() - started
     rate = n / seconds if seconds else 0.0
     print(f"mongo_load: {collection}: {n:,} documents in {seconds:.1f} s ({rate:,.0f} docs/s)")
-    return {"documents": n, "seconds": round(seconds, 2), "docs_per_s": round(rate, 1)}
+    return {"documents": n, "expected": expected, "seconds": round(seconds, 2), "docs_per_s": round(rate, 1)}
 
 
 def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
     started = time.time()
+    live_since = started - LIVE_CLOCK_MARGIN_S  # before user_history_docs reads the live ratings
     reviews = spark.read.parquet(f"{clean_dir}/reviews").cache()
     products = product_docs(spark.read.parquet(f"{clean_dir}/products"), reviews).cache()
     n_reviews, n_products = reviews.count(), products.count()
@@ -227,7 +237,12 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
             {"_id": "categories", "items": cats}, {"_id": "top_users", "items": top_users}]),
     }
     mongo.ensure_indexes()
-    # Reconciliation: every clean review and product is in MongoDB, no more, no fewer.
+    # Once every process reads the new generations (the grace period), the old ones go and the
+    # live ratings stored since the load began are written into the new histories.
+    mongo.drop_retired(wait=True)
+    out[mongo.USER_HISTORY]["live_ratings_replayed"] = mongo.reapply_live_ratings(live_since)
+    # Reconciliation: every collection held what was written (reload_collection), and every clean
+    # review and product is in MongoDB, no more, no fewer.
     if out[mongo.REVIEWS]["documents"] != n_reviews or out[mongo.PRODUCTS]["documents"] != n_products:
         raise RuntimeError(f"mongo_load: wrote {out[mongo.REVIEWS]['documents']:,} reviews of {n_reviews:,} and "
                            f"{out[mongo.PRODUCTS]['documents']:,} products of {n_products:,}")

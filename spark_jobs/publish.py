@@ -2,17 +2,23 @@
 
     spark-submit spark_jobs/publish.py --version V [--run-id R] [--force]
 
-The version is published only if its validation NDCG@10 beats popularity on the same split and is
-at least the currently published version's; otherwise the run records why and the old version
-stays. ``--force`` publishes anyway (the first model of a fresh install) and records that it was
-forced. Publishing loads the version's top-N lists and similar items into MongoDB first, then
-swaps the ``CURRENT`` pointer atomically, then announces the version on the model topic.
-Re-publishing the current version changes nothing.
+The version is published only if its validation NDCG@10 beats popularity and is at least the
+currently published version's, all three measured on the candidate's validation split in the
+candidate's training run (train.py folds that split's users into the current version, as the
+workers do), so the comparison is like for like; a missing or non-finite number fails. Otherwise
+the run records why and the old version stays. ``--force`` publishes anyway (the first model of a
+fresh install) and records that it was forced. Publishing loads the version's top-N lists and
+similar items into MongoDB collections of that version's own, which nobody reads yet, then moves
+the ``CURRENT`` pointer atomically: readers resolve those collections through ``CURRENT``
+(core/mongo.py), so the model and its lists switch together and a crash before the move leaves
+the old version whole. Then the version is announced on the model topic. Re-publishing the current
+version changes nothing.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,20 +32,37 @@ from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
 
 
-def gate(candidate: dict, current: dict | None) -> tuple[bool, str]:
-    """(publish?, reason) from the two versions' validation metrics."""
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def gate(candidate: dict, current: str | None) -> tuple[bool, str]:
+    """(publish?, reason) from the candidate's validation metrics and the current version's name.
+
+    The current version's number must come from the candidate's run (``validation.current``, its
+    fold-in score on the candidate's split); a number the current version got on another split,
+    possibly on other data, says nothing about which of the two serves better.
+    """
     val = candidate.get("validation") or {}
     ours, pop = val.get("ndcg@10"), val.get("popularity_ndcg@10")
     if ours is None or pop is None:
         return False, "the candidate has no validation metrics"
+    if not _finite(ours) or not _finite(pop):
+        return False, f"a validation metric is not a number: NDCG@10 {ours!r}, popularity {pop!r}"
     if ours <= pop:
         return False, f"validation NDCG@10 {ours:.4f} does not beat popularity {pop:.4f}"
     if current is not None:
-        cur = (current.get("validation") or {}).get("ndcg@10")
-        if cur is not None and ours < cur:
-            return False, f"validation NDCG@10 {ours:.4f} is below the current version's {cur:.4f}"
+        scored = val.get("current") or {}
+        if scored.get("version") != current:
+            return False, (f"the candidate's run did not score the current version {current} on its validation "
+                           f"split (it scored {scored.get('version') or 'none'}); train again")
+        cur = scored.get("ndcg@10")
+        if not _finite(cur):
+            return False, f"the current version's validation NDCG@10 on the candidate's split is {cur!r}"
+        if ours < cur:
+            return False, f"validation NDCG@10 {ours:.4f} is below the current version's {cur:.4f} on the same split"
     return True, f"validation NDCG@10 {ours:.4f} beats popularity {pop:.4f}" + (
-        "" if current is None else " and is at least the current version's")
+        "" if current is None else " and is at least the current version's on the same split")
 
 
 def _jsonl(path: Path):
@@ -49,15 +72,28 @@ def _jsonl(path: Path):
 
 
 def load_serving_lists(version: str) -> dict[str, int]:
-    """Top-N per batch user and similar items per product into MongoDB, by ``_id`` (idempotent)."""
+    """Top-N per batch user and similar items per product into the version's own collections.
+
+    Rewritten whole on a re-run (a crashed publish leaves them half full, and unread), and read
+    back: what MongoDB holds must be every list of the version's files.
+    """
     d = artifacts.models_dir() / version
     now = time.time()
-    recs = ({"_id": doc["_id"], "items": doc["items"], "model_version": version, "source_event_id": None,
-             "updated_at": now} for doc in _jsonl(d / "topn.jsonl") if doc["items"])
-    out = {"recommendations": mongo.write_recommendations_bulk(recs)["sent"]}
-    staging = mongo.replace_collection_start(mongo.SIMILAR_ITEMS)
-    out["similar_items"] = mongo.insert_docs(staging, _jsonl(d / "similar.jsonl"))
-    mongo.replace_collection_finish(mongo.SIMILAR_ITEMS)
+    db = mongo.get_db()
+    wanted = {mongo.BATCH_RECOMMENDATIONS: (
+        {"_id": doc["_id"], "items": doc["items"], "model_version": version, "source_event_id": None,
+         "updated_at": now} for doc in _jsonl(d / "topn.jsonl") if doc["items"]),
+        mongo.SIMILAR_ITEMS: _jsonl(d / "similar.jsonl")}
+    out = {}
+    for logical, docs in wanted.items():
+        name = mongo.per_version_name(logical, version)
+        db.drop_collection(name)
+        db.create_collection(name)
+        written = mongo.insert_docs(name, docs, db=db)
+        stored = db[name].count_documents({})
+        if stored != written:
+            raise RuntimeError(f"publish: {name} holds {stored:,} lists, {written:,} were written")
+        out[logical] = stored
     return out
 
 
@@ -67,14 +103,17 @@ def publish(version: str, run_id: str, force: bool = False) -> dict:
         print(f"publish: {version} is already the published version; nothing to do")
         return {"status": "unchanged", "version": version, "decision": "already the published version"}
     candidate = artifacts.load_metrics(version)
-    ok, reason = gate(candidate, artifacts.load_metrics(current) if current else None)
+    ok, reason = gate(candidate, current)
     if not ok and not force:
         mongo.record_model_version(version, {"published": False, "decision": f"kept {current}: {reason}"})
         print(f"publish: NOT publishing {version}: {reason}; {current or 'no version'} stays current")
         return {"status": "rejected", "version": version, "current": current, "decision": reason}
     decision = reason if ok else f"forced despite: {reason}"
     loaded = load_serving_lists(version)
-    artifacts.publish(version)
+    artifacts.publish(version)  # the one switch: the model and its lists (core/mongo.py resolves them by it)
+    mongo.forget_pointers()
+    # the replaced version's lists stay for readers that still hold the old CURRENT for a moment
+    loaded["dropped"] = mongo.drop_serving_lists(keep={version, current} - {None})
     mongo.record_model_version(version, {"published": True, "published_at": time.time(), "decision": decision,
                                          "replaced": current})
     try:

@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script by spark-submit: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -41,7 +42,7 @@ from pyspark.sql import functions as F
 from core import artifacts, mongo, recommend
 from core.settings import get_settings
 from spark_jobs.common import run_id_arg, spark_session
-from spark_jobs.evaluation import ease_scorer, factor_scorer, popularity_scorer, rank_metrics
+from spark_jobs.evaluation import ease_scorer, factor_scorer, fold_in_ndcg, popularity_scorer, rank_metrics
 from spark_jobs.reconcile import write_record
 from spark_jobs.single_node import EASE_MAX_ITEMS, ease_weights, ials_factors
 
@@ -328,6 +329,24 @@ def fit_rating_model(spark: SparkSession, ratings: DataFrame) -> dict:
 
 # --- the job -------------------------------------------------------------------------------
 
+def current_on_validation(x_train: sp.csr_matrix, val: dict[int, list[int]], item_ids: list[str],
+                          k: int = K) -> dict[str, Any] | None:
+    """The published version's NDCG@k on this run's validation split, for the publish gate.
+
+    The candidate's validation number and this one then come from the same users and held-out
+    items in the same run, which is the only fair comparison; a version that cannot be loaded or
+    scored is recorded with the error and a ``None`` score (the gate then refuses to publish).
+    """
+    current = artifacts.current_version()
+    if current is None:
+        return None
+    try:
+        model = artifacts.load_model(current)
+        return {"version": current, **fold_in_ndcg(model, x_train, val, item_ids, k)}
+    except Exception as exc:  # noqa: BLE001  recorded, and the gate fails on the missing number
+        return {"version": current, f"ndcg@{k}": None, "error": f"{exc.__class__.__name__}: {exc}"}
+
+
 def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto") -> dict:
     started = time.time()
     timings: dict[str, float] = {}  # seconds per phase, in the record: where a big run spends its time
@@ -388,6 +407,7 @@ def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto"
 
     # baselines on the same split
     pop_val = rank_metrics(popularity_scorer(x_train), x_train, val, K)
+    current_val = current_on_validation(x_train, val, item_ids, K)
     pop_test = rank_metrics(popularity_scorer(x_trval), x_trval, test, K)
     lap("popularity")
     ratings_df = parted.select("uid", "iid", F.col("rating").cast("float"), "part")
@@ -404,7 +424,8 @@ def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto"
     metrics = {
         "engine": engine, "split": "leave-last-out by time (latest = test, second latest = validation)",
         "k": K, "counts": counts, "test": test_m,
-        "validation": {"ndcg@10": validation_best, "popularity_ndcg@10": pop_val["ndcg@10"]},
+        "validation": {"ndcg@10": validation_best, "popularity_ndcg@10": pop_val["ndcg@10"],
+                       **({"current": current_val} if current_val else {})},
         "baselines": {"popularity": pop_test, "seed_explicit_als": seed_test},
         "rating_model": {**rating_model, "seed_rmse": seed_rmse, "seed_rmse_rows": seed_n},
         "selection": {"best": best, "trials": trials},

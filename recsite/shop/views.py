@@ -127,7 +127,7 @@ def dashboard(request):
             summary = {}
         cache.set(key, summary, 60)
     version = artifacts.current_version()
-    metrics = artifacts.load_metrics(version) if version else {}
+    metrics = artifacts.read_metrics(version)  # {} while a version is still being copied
     return render(request, "shop/dashboard.html", {
         "summary": summary, "summary_pretty": json.dumps(summary.get("counts", {}), indent=2),
         "analyses": _analyses(summary),
@@ -152,10 +152,12 @@ def _analyses(summary: dict) -> list[dict]:
 def _metric_rows(metrics: dict) -> list[dict]:
     """Model vs baselines as table rows, whatever subset of metrics the training recorded."""
     rows = []
-    if metrics.get("test"):
+    if isinstance(metrics.get("test"), dict):
         rows.append({"name": f"model ({metrics.get('engine', '?')})", **metrics["test"]})
-    for name, m in (metrics.get("baselines") or {}).items():
-        rows.append({"name": name, **m})
+    baselines = metrics.get("baselines")
+    for name, m in (baselines.items() if isinstance(baselines, dict) else []):
+        if isinstance(m, dict):
+            rows.append({"name": str(name), **m})
     keys = ["ndcg@10", "recall@10", "hr@10", "rmse", "coverage"]
     return [{"name": r["name"], "values": [r.get(k) for k in keys]} for r in rows]
 

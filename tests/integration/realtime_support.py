@@ -57,6 +57,7 @@ def reset_core_caches(mongo_uri_changed: bool = False) -> None:
     from core.settings import get_settings
 
     get_settings.cache_clear()
+    mongo.forget_pointers()  # which generation / model version a collection name means
     if kafka_io.get_producer.cache_info().currsize:
         try:
             kafka_io.get_producer().close(timeout=2)

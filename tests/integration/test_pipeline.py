@@ -145,6 +145,7 @@ def _ids(db, name: str) -> list:
 
 
 def test_mongo_load_idempotent(spark, mongo_db, demo_clean):
+    from core import mongo
     from spark_jobs.mongo_load import mongo_load
 
     users = _column(demo_clean / "reviews", "user_id")
@@ -164,7 +165,8 @@ def test_mongo_load_idempotent(spark, mongo_db, demo_clean):
     for c in MONGO_LOADED:
         ids = _ids(mongo_db, c)
         assert len(ids) == len(set(ids)) == counts2[c], f"{c}: duplicate _ids"
-        assert mongo_db[f"{c}__staging"].count_documents({}) == 0, f"{c}: staging collection left behind"
+        generations = [n for n in mongo_db.list_collection_names() if n == c or n.startswith(f"{c}__")]
+        assert generations == [mongo.physical_name(mongo_db, c)], f"{c}: old generations left behind: {generations}"
 
     # Each collection holds exactly what the clean data implies.
     assert counts2["reviews"] == len(users)
@@ -206,7 +208,7 @@ def own_artifacts(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts):
-    from core import artifacts
+    from core import artifacts, mongo
     from spark_jobs.publish import publish
     from spark_jobs.train import train
 
@@ -238,7 +240,7 @@ def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts)
     assert published["status"] == "published", published
     assert artifacts.current_version() == version
     user = Counter(users).most_common(1)[0][0]  # a batch user with many reviews
-    recs = mongo_db["recommendations"].find_one({"_id": user})
+    recs = mongo.get_recommendations(user, db=mongo_db)  # the batch list of the published version
     assert recs is not None and recs["model_version"] == version and len(recs["items"]) > 0
     rated = {i for u, i in zip(users, items) if u == user}
     assert not rated & {r["product_id"] for r in recs["items"]}, "recommended an item the user already rated"
@@ -254,8 +256,12 @@ def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts)
 
 # --- 5. the publish gate ----------------------------------------------------------------------
 
-def _metrics(ndcg: float, pop: float) -> dict:
-    return {"validation": {"ndcg@10": ndcg, "popularity_ndcg@10": pop}}
+def _metrics(ndcg: float, pop: float, current: float | None = None) -> dict:
+    """Validation metrics as train records them; ``current``: the current version "V1" on this split."""
+    val = {"ndcg@10": ndcg, "popularity_ndcg@10": pop}
+    if current is not None:
+        val["current"] = {"version": "V1", "ndcg@10": current, "users": 10}
+    return {"validation": val}
 
 
 def test_publish_gate():
@@ -265,12 +271,14 @@ def test_publish_gate():
     assert not ok and "popularity" in reason
     ok, reason = gate(_metrics(0.040, 0.040), None)  # a tie does not beat popularity
     assert not ok and "popularity" in reason
-    ok, reason = gate(_metrics(0.050, 0.030), _metrics(0.060, 0.030))
+    ok, reason = gate(_metrics(0.050, 0.030, current=0.060), "V1")
     assert not ok and "current" in reason
-    ok, reason = gate(_metrics(0.070, 0.030), _metrics(0.060, 0.030))
+    ok, reason = gate(_metrics(0.070, 0.030, current=0.060), "V1")
     assert ok and reason
-    ok, _ = gate(_metrics(0.060, 0.030), _metrics(0.060, 0.030))  # equal to current is enough
+    ok, _ = gate(_metrics(0.060, 0.030, current=0.060), "V1")  # equal to current is enough
     assert ok
+    ok, reason = gate(_metrics(0.070, 0.030), "V1")  # not scored against the current version
+    assert not ok and "V1" in reason
     ok, reason = gate(_metrics(0.050, 0.030), None)  # first model of a fresh install
     assert ok
     ok, reason = gate({}, None)

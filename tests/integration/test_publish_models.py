@@ -1,0 +1,220 @@
+"""The publish gate, the switch of the serving lists and loading broken models (issue 11, item 14).
+
+Real MongoDB (a database of this module's own) and real model folders; publish() runs as the
+DAG runs it. What a reader sees is read through the same ``core.mongo`` functions the site uses.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from core import artifacts, mongo
+from realtime_support import reset_core_caches
+
+pytestmark = pytest.mark.integration
+
+ITEMS = [f"PG{i:03d}" for i in range(40)]
+USERS = [f"PGU{i:03d}" for i in range(6)]
+
+
+@pytest.fixture
+def own(monkeypatch, tmp_path, settings, mongo_db, kafka_topics):
+    """This test's own artifacts folder and MongoDB database."""
+    name = f"{settings.mongo_db}_publish"[:60]
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("MONGO_DB", name)
+    reset_core_caches()
+    yield mongo.get_db()
+    mongo.get_client().drop_database(name)
+    monkeypatch.undo()
+    reset_core_caches()
+
+
+def _version(metrics: dict, seed: int = 0, lists: bool = True) -> str:
+    """A saved (unpublished) model version with its serving lists, as train writes them."""
+    rng = np.random.default_rng(seed)
+    version = artifacts.save_model(ITEMS, rng.normal(size=(len(ITEMS), 4)).astype(np.float32),
+                                   {"kind": "ials", "reg": 0.1, "alpha": 10.0, "weight": "binary"}, metrics=metrics)
+    if lists:
+        d = artifacts.models_dir() / version
+        with open(d / "topn.jsonl", "w") as f:
+            for u in USERS:
+                f.write(json.dumps({"_id": u, "items": [{"product_id": ITEMS[seed % 40], "score": 1.0,
+                                                         "because": None}]}) + "\n")
+        with open(d / "similar.jsonl", "w") as f:
+            for p in ITEMS:
+                f.write(json.dumps({"_id": p, "items": [{"product_id": ITEMS[(seed + 1) % 40], "score": 0.5}]}) + "\n")
+    return version
+
+
+def _val(ours: float, pop: float, current: str | None = None, current_ndcg: float | None = None) -> dict:
+    val = {"ndcg@10": ours, "popularity_ndcg@10": pop}
+    if current is not None:
+        val["current"] = {"version": current, "ndcg@10": current_ndcg, "users": 100}
+    return {"validation": val}
+
+
+# --- the gate ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("metrics", [_val(float("nan"), 0.01), _val(0.05, float("nan")), _val(float("inf"), 0.01)])
+def test_a_nan_metric_fails_the_gate(own, metrics):
+    from spark_jobs.publish import publish
+
+    version = _version(metrics)
+    out = publish(version, "it-gate-nan")
+    assert out["status"] == "rejected", out
+    assert artifacts.current_version() is None
+
+
+def test_the_gate_compares_both_versions_on_the_new_runs_split(own):
+    from spark_jobs.publish import publish
+
+    first = _version(_val(0.50, 0.01), seed=1)  # a high number, but on its own (older) split
+    assert publish(first, "it-gate", force=True)["status"] == "published"
+
+    # Scored on the new run's split, the current version does worse than the candidate: publish,
+    # although the candidate's number is below the one the current version once got elsewhere.
+    better = _version(_val(0.20, 0.05, current=first, current_ndcg=0.10), seed=2)
+    out = publish(better, "it-gate")
+    assert out["status"] == "published", out
+    assert artifacts.current_version() == better
+
+    # The current version does better than the candidate on the candidate's own split: keep it,
+    # although the candidate's number equals the one the current version got on its split.
+    worse = _version(_val(0.20, 0.05, current=better, current_ndcg=0.30), seed=3)
+    out = publish(worse, "it-gate")
+    assert out["status"] == "rejected" and "current" in out["decision"], out
+    assert artifacts.current_version() == better
+
+    # Not scored against the version that is current now (trained before it was published, or
+    # NaN): no like-for-like comparison, no publish.
+    for metrics in (_val(0.90, 0.05), _val(0.90, 0.05, current=first, current_ndcg=0.01),
+                    _val(0.90, 0.05, current=better, current_ndcg=float("nan"))):
+        out = publish(_version(metrics, seed=4), "it-gate")
+        assert out["status"] == "rejected", (metrics, out)
+        assert artifacts.current_version() == better
+
+
+def test_train_scores_the_current_version_by_folding_in_the_validation_users(own):
+    """The current version's validation NDCG@10 on a new split equals what the worker's fold-in
+    (``recommend.recommend``, one user at a time) recommends those users, measured by hand."""
+    from core import recommend
+    from spark_jobs.train import current_on_validation
+
+    current = _version({}, seed=5, lists=False)
+    artifacts.publish(current)
+    model = artifacts.load_model(current)
+    # The new run knows two items the current model never saw, in another column order.
+    new_items = ["NEW1"] + ITEMS[::-1] + ["NEW2"]
+    col = {p: j for j, p in enumerate(new_items)}
+    rng = np.random.default_rng(7)
+    rows, cols, val = [], [], {}
+    for u in range(60):
+        seen = rng.choice(len(new_items), size=6, replace=False)
+        rows += [u] * 5
+        cols += seen[:5].tolist()
+        val[u] = [int(seen[5])]
+    x_train = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(60, len(new_items)))
+
+    got = current_on_validation(x_train, val, new_items, k=10)
+
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    total = 0.0
+    for u, held in val.items():
+        history = {new_items[j]: 1.0 for j in x_train[u].indices if new_items[j] in model.item_index}
+        top = [r["product_id"] for r in recommend.recommend(model, history, n=10)] if history else []
+        total += sum(d for d, p in zip(discounts, top) if p == new_items[held[0]])
+    assert got["version"] == current and got["users"] == 60
+    assert math.isclose(got["ndcg@10"], total / 60, rel_tol=1e-6, abs_tol=1e-9), (got, total / 60)
+    assert got["ndcg@10"] > 0, "no hit at all: the test data does not tell right from wrong"
+
+
+# --- the switch -------------------------------------------------------------------------------
+
+def test_a_crash_before_current_moves_leaves_the_old_lists(own, monkeypatch):
+    from spark_jobs import publish as job
+
+    old = _version(_val(0.1, 0.01), seed=11)
+    assert job.publish(old, "it-switch", force=True)["status"] == "published"
+    assert mongo.get_recommendations(USERS[0])["model_version"] == old
+    old_similar = mongo.get_similar_items(ITEMS[0])
+    assert old_similar[0]["product_id"] == ITEMS[12]
+
+    new = _version(_val(0.2, 0.01, current=old, current_ndcg=0.1), seed=21)
+
+    def crash(version, root=None):
+        raise RuntimeError("the machine died before CURRENT moved")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(job.artifacts, "publish", crash)
+        with pytest.raises(RuntimeError):
+            job.publish(new, "it-switch")
+    assert artifacts.current_version() == old
+    assert mongo.get_recommendations(USERS[0])["model_version"] == old, "a reader sees the new version's lists"
+    assert mongo.get_similar_items(ITEMS[0]) == old_similar, "a reader sees the new version's similar items"
+
+    # The re-run finishes the job: the new lists and the model switch together.
+    assert job.publish(new, "it-switch")["status"] == "published"
+    assert mongo.get_recommendations(USERS[0])["model_version"] == new
+    assert mongo.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[22]
+    assert mongo.get_db()[mongo.SIMILAR_ITEMS].count_documents({}) == len(ITEMS)
+    # A list a worker wrote after the publish is newer than the batch one and wins.
+    mongo.write_recommendations(USERS[1], [{"product_id": ITEMS[3], "score": 1.0}], new, source_event_id="e1")
+    assert mongo.get_recommendations(USERS[1])["source_event_id"] == "e1"
+
+
+# --- loading broken versions ------------------------------------------------------------------
+
+def _broken(kind: str) -> str:
+    version = _version({"validation": {}}, seed=31, lists=False)
+    d = artifacts.models_dir() / version
+    if kind == "empty npy":  # a copy that created the file but wrote nothing yet
+        (d / "item_factors.npy").write_bytes(b"")
+    elif kind == "truncated npy":
+        data = (d / "item_factors.npy").read_bytes()
+        (d / "item_factors.npy").write_bytes(data[: len(data) // 2])
+    elif kind == "ids and factors disagree":
+        (d / "item_ids.json").write_text(json.dumps(ITEMS[:10]))
+    elif kind == "metrics half written":
+        (d / "metrics.json").write_text('{"test": {"ndcg@10": 0.')
+    elif kind == "no params":
+        (d / "params.json").unlink()
+    return version
+
+
+@pytest.mark.parametrize("kind", ["empty npy", "truncated npy", "ids and factors disagree", "metrics half written",
+                                  "no params"])
+def test_the_worker_keeps_its_model_when_a_version_cannot_be_loaded(own, kind, caplog):
+    from kafka_workers.model_holder import ModelHolder
+
+    good = _version({}, seed=30, lists=False)
+    artifacts.publish(good)
+    holder = ModelHolder()
+    assert holder.refresh(force=True) and holder.version == good
+    broken = _broken(kind)
+    artifacts.publish(broken)
+    with caplog.at_level(logging.WARNING, logger="kafka_workers.model_holder"):
+        assert holder.refresh(force=True) is False
+    assert holder.version == good
+    assert broken in caplog.text, "the failed load was not logged"
+
+
+@pytest.mark.parametrize("kind", ["empty npy", "metrics half written", "no metrics", "metrics of another shape"])
+def test_the_dashboard_survives_a_half_copied_version(own, kind, client, site_cache, db):
+    version = _broken(kind if kind in ("empty npy", "metrics half written") else "")
+    d = artifacts.models_dir() / version
+    if kind == "no metrics":
+        (d / "metrics.json").unlink()
+    elif kind == "metrics of another shape":
+        (d / "metrics.json").write_text(json.dumps({"test": [1, 2], "baselines": {"popularity": None, "x": 3},
+                                                    "engine": {"a": 1}}))
+    artifacts.publish(version)
+    response = client.get("/dashboard/")
+    assert response.status_code == 200, response.content[:500]
+    assert version in response.content.decode()
