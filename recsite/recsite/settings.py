@@ -40,6 +40,8 @@ if not SECRET_KEY:
         raise RuntimeError("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0")
     SECRET_KEY = "local-development-only-not-secret"  # noqa: S105 - never used with DEBUG off
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
+if not ALLOWED_HOSTS and not DEBUG:  # else every request would be answered 400, with no hint why
+    raise RuntimeError("DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG=0 (comma-separated host names)")
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 # How many proxies in front of the site append to X-Forwarded-For (0: clients connect directly, and
 # every X-Forwarded-* header is the client's own, so none is trusted). One number for the login
