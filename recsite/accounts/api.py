@@ -13,8 +13,10 @@ from accounts.tokens import expired, expires_at
 
 
 class ObtainExpiringToken(ObtainAuthToken):
-    """DRF's ``obtain_auth_token`` (its password check passes the shared lockout, see
-    ``accounts.backends``), issuing a new token once the old one has expired."""
+    """Exchange a username and password for an API token, valid until ``expires``; after that,
+    ask again for a new one. Repeated failures are refused with 429 for a while."""
+
+    # DRF's obtain_auth_token; its password check passes the shared lockout (accounts.backends).
 
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
