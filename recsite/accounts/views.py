@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import login
-from django.contrib.auth.views import LoginView, PasswordResetView
+from django.contrib.auth.views import LoginView, PasswordChangeView, PasswordResetView
 from django.shortcuts import redirect, render
 
 from accounts import throttle
@@ -42,6 +42,26 @@ class ThrottledLoginView(LoginView):
         response = super().form_invalid(form)
         response.status_code = 400
         return response
+
+
+class ThrottledPasswordChangeView(PasswordChangeView):
+    """Django's password change; the old password is a credential check too (someone holding a
+    stolen session must not guess it freely), so it shares the lockout of the logins."""
+
+    def post(self, request, *args, **kwargs):
+        try:
+            throttle.check_login(request.user.get_username(), str(request.POST.get("old_password", "")),
+                                 throttle.client_address(request))
+        except throttle.Refused as refusal:
+            context = self.get_context_data(form=self.get_form_class()(request.user), locked=refusal.message)
+            return render(request, self.template_name, context, status=refusal.status)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        if "old_password" in form.errors:
+            throttle.record_failure(self.request.user.get_username(), str(self.request.POST.get("old_password", "")),
+                                    throttle.client_address(self.request))
+        return super().form_invalid(form)
 
 
 class ThrottledPasswordResetView(PasswordResetView):

@@ -349,3 +349,21 @@ def test_signups_are_throttled_per_address(site_cache, client):
                                  REMOTE_ADDR=address).status_code)
         client.logout()
     assert codes[:-1] == [302] * limit and codes[-1] == 429, codes
+
+
+def test_password_change_old_password_guessing_is_locked_out(site_cache, client, make_user):
+    """Someone holding a stolen session must not guess the old password freely either."""
+    from django.conf import settings
+
+    user, address = make_user(), _address()
+    client.force_login(user)
+    new = "Another-Long-Passphrase-42"
+    for i in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        wrong = client.post("/accounts/password_change/", {"old_password": f"guess-{i}", "new_password1": new,
+                                                            "new_password2": new}, REMOTE_ADDR=address)
+        assert wrong.status_code == 200 and "incorrectly" in wrong.content.decode()
+    right = client.post("/accounts/password_change/", {"old_password": PASSWORD, "new_password1": new,
+                                                        "new_password2": new}, REMOTE_ADDR=address)
+    assert right.status_code == 429
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)
