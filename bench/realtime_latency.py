@@ -399,7 +399,8 @@ def main() -> int:
         if args.via == "http":
             from bench.site_server import running_site
 
-            site_ctx = running_site(env=dict(os.environ), workers=2, threads=4)
+            # latency, not the per-user rating limit (shop.throttles), is what this measures
+            site_ctx = running_site(env={"RATING_RATE": "1000000/min", **os.environ}, workers=2, threads=4)
             site = site_ctx.__enter__()
             rater = HttpRater(site, args.users)
             print(f"site: {site.url} (gunicorn, 2 workers x 4 threads), {args.users} users with tokens", flush=True)

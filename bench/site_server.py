@@ -62,6 +62,7 @@ def running_site(env: dict[str, str] | None = None, workers: int | None = None,
     port = free_port()
     env = {**(env if env is not None else os.environ), "SERVICES_STATE_DIR": str(state_dir),
            "WEB_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    env.setdefault("DJANGO_DEBUG", "1")  # a loopback server over plain HTTP unless the caller says otherwise
     env.setdefault("DATABASE_URL", f"sqlite:///{state_dir / 'site.sqlite3'}")
     env.setdefault("DJANGO_STATIC_ROOT", str(state_dir / "static"))
     if workers:

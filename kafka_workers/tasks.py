@@ -35,9 +35,18 @@ def refresh_popular(limit: int = 50) -> int:
 
 
 def trending_scores(events: list[dict], now: float) -> dict[str, float]:
-    """Recent ratings weighted by recency (half-life one day) and by how positive they are."""
-    scores: dict[str, float] = defaultdict(float)
+    """Recent ratings weighted by recency (half-life one day) and by how positive they are.
+
+    One person counts once per product in the window: their latest rating of it. Summing every
+    event let one account re-posting five stars top "Trending" for every new visitor.
+    """
+    latest: dict[tuple[str, str], dict] = {}
     for e in events:
+        key = (str(e.get("user_id", "")), str(e["product_id"]))
+        if key not in latest or float(e["ts"]) >= float(latest[key]["ts"]):
+            latest[key] = e
+    scores: dict[str, float] = defaultdict(float)
+    for e in latest.values():
         age = max(0.0, now - float(e["ts"]))
         scores[e["product_id"]] += (float(e["rating"]) / 5.0) * math.pow(0.5, age / TRENDING_HALF_LIFE_S)
     return scores
@@ -48,7 +57,7 @@ def refresh_trending(limit: int = 50) -> int:
     """Trending from the live rating events of the last week, overall and per category."""
     now = time.time()
     events = list(mongo.get_db()[mongo.RATINGS].find({"ts": {"$gte": now - TRENDING_WINDOW_S}},
-                                                    {"product_id": 1, "rating": 1, "ts": 1}))
+                                                    {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1}))
     scores = trending_scores(events, now)
     products = mongo.get_products(list(scores))
     by_cat: dict[str, list[tuple[str, float]]] = defaultdict(list)

@@ -1,8 +1,12 @@
-"""Authentication: Django's own ModelBackend, loading the account's Profile with the user."""
+"""Authentication: Django's own ModelBackend, loading the account's Profile with the user, behind
+the shared credential lockout (``accounts.throttle``)."""
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.core.exceptions import PermissionDenied
+
+from accounts import throttle
 
 
 class ProfileBackend(ModelBackend):
@@ -11,7 +15,30 @@ class ProfileBackend(ModelBackend):
     Django loads the logged-in user on each request; joining the profile into that query makes
     the id free, where a second query or a cache read per request cost more than the rest of a
     cached page.
+
+    Every password check with a request (the site's login, the admin's, DRF's ``/api/token/``)
+    passes the lockout first: a refused attempt never reaches the password hasher, and
+    ``PermissionDenied`` stops Django from trying any other backend. Checks without a request
+    (the shell, management commands) are not network-facing and are not counted.
     """
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if username is None:
+            username = kwargs.get(get_user_model().USERNAME_FIELD)
+        if request is None or username is None or password is None:
+            return super().authenticate(request, username, password, **kwargs)
+        username, address = str(username)[:150], throttle.client_address(request)
+        try:
+            throttle.check_login(username, password, address)
+        except throttle.Refused as refusal:
+            throttle.mark_refused(request, refusal)
+            raise PermissionDenied(refusal.message) from None
+        user = super().authenticate(request, username, password, **kwargs)
+        if user is None:
+            throttle.record_failure(username, password, address)
+        else:
+            throttle.reset(username, address)
+        return user
 
     def get_user(self, user_id):
         users = get_user_model()._default_manager

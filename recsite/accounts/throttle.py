@@ -1,35 +1,138 @@
-"""Login throttling: after N failed attempts for a username from one address, refuse for a while.
+"""One lockout policy for every endpoint that checks a password or sends account mail.
 
-Counting in the shared cache (Redis) makes the limit hold across gunicorn workers. Both the
-username and the client address are part of the key, so one attacker cannot lock every user out
-from one address, nor a user be locked out by someone elsewhere.
+Password checks (site login, admin login, ``/api/token/``; all go through
+``accounts.backends.ProfileBackend``) count failures under three keys within
+``LOGIN_THROTTLE_WINDOW`` seconds:
+
+- (username, client address): ``LOGIN_THROTTLE_ATTEMPTS``; one attacker cannot lock a user out
+  elsewhere, because the address is the real client's (``client_address``), not a shared proxy's;
+- client address over all usernames: ``LOGIN_THROTTLE_ADDRESS_ATTEMPTS``;
+- the password over all usernames and addresses: ``LOGIN_THROTTLE_PASSWORD_ATTEMPTS``, so one
+  password sprayed over many accounts is limited even from many addresses. The key is an HMAC
+  under the secret key, never the password.
+
+Sign-ups and password-reset mails count actions (``account_action``) per address and per e-mail.
+
+Counting lives in Redis (the ``throttle`` cache: shared by every gunicorn worker), whose errors
+raise instead of being ignored: with Redis down no failure could be counted, so a credential
+check is refused (``Unavailable``, HTTP 503) rather than allowed without limit.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
+
+log = logging.getLogger(__name__)
 
 
-def _key(username: str, address: str) -> str:
-    digest = hashlib.sha256(f"{username.lower()}|{address}".encode()).hexdigest()[:32]
-    return f"login-fail:{digest}"
+class Refused(Exception):
+    """The request is refused before any password check; ``status`` is the HTTP answer."""
+
+    status = 429
+    message = "Too many failed attempts. Please wait a few minutes and try again."
 
 
-def is_locked(username: str, address: str) -> bool:
-    return int(cache.get(_key(username, address)) or 0) >= settings.LOGIN_THROTTLE_ATTEMPTS
+class Locked(Refused):
+    pass
 
 
-def record_failure(username: str, address: str) -> None:
-    key = _key(username, address)
-    if cache.add(key, 1, settings.LOGIN_THROTTLE_WINDOW):
-        return
+class Unavailable(Refused):
+    status = 503
+    message = "Signing in is unavailable for a moment. Please try again shortly."
+
+
+def client_address(request) -> str:
+    """The client's address: REMOTE_ADDR, or with ``TRUSTED_PROXIES`` = n the n-th address from
+    the right of X-Forwarded-For (what the outermost trusted proxy saw). Entries further left are
+    written by the client and ignored. The same rule as DRF's ``NUM_PROXIES``."""
+    remote = request.META.get("REMOTE_ADDR", "")
+    proxies = getattr(settings, "TRUSTED_PROXIES", 0)
+    if proxies <= 0:
+        return remote
+    forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
+    return forwarded[-min(proxies, len(forwarded))] if forwarded else remote
+
+
+def _cache():
+    return caches["throttle"]
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def _login_keys(username: str, password: str | None, address: str) -> dict[str, int]:
+    keys = {f"cred-ua:{_digest(username.lower(), address)}": settings.LOGIN_THROTTLE_ATTEMPTS,
+            f"cred-a:{_digest(address)}": settings.LOGIN_THROTTLE_ADDRESS_ATTEMPTS}
+    if password:
+        mac = hmac.new(settings.SECRET_KEY.encode(), password.encode("utf-8", "replace"), hashlib.sha256)
+        keys[f"cred-p:{mac.hexdigest()[:32]}"] = settings.LOGIN_THROTTLE_PASSWORD_ATTEMPTS
+    return keys
+
+
+def _over(limits: dict[str, int]) -> bool:
     try:
-        cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, settings.LOGIN_THROTTLE_WINDOW)
+        counts = _cache().get_many(list(limits))
+    except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
+        log.warning("throttle cache unavailable, refusing a credential check: %s", exc)
+        raise Unavailable() from None
+    return any(int(counts.get(key) or 0) >= limit for key, limit in limits.items())
+
+
+def _count(keys, window: int) -> None:
+    cache = _cache()
+    try:
+        for key in keys:
+            if not cache.add(key, 1, window):
+                try:
+                    cache.incr(key)
+                except ValueError:  # expired between add and incr
+                    cache.set(key, 1, window)
+    except Exception as exc:  # noqa: BLE001 - the next check refuses while the cache is down
+        log.warning("throttle cache unavailable, a failure went uncounted: %s", exc)
+
+
+def check_login(username: str, password: str | None, address: str) -> None:
+    """Raise ``Locked`` or ``Unavailable`` if this attempt must not reach the password check."""
+    if _over(_login_keys(username, password, address)):
+        raise Locked()
+
+
+def record_failure(username: str, password: str | None, address: str) -> None:
+    _count(_login_keys(username, password, address), settings.LOGIN_THROTTLE_WINDOW)
 
 
 def reset(username: str, address: str) -> None:
-    cache.delete(_key(username, address))
+    """A success clears the (username, address) count; the wider counts run out with the window."""
+    try:
+        _cache().delete(next(iter(_login_keys(username, None, address))))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("throttle cache unavailable: %s", exc)
+
+
+def account_action(kind: str, *subjects: str, count: bool = True) -> None:
+    """Raise ``Locked`` if any subject (address, e-mail) used up its ``ACCOUNT_THROTTLE_ATTEMPTS``
+    for this kind of action (``signup``, ``reset``); otherwise count one (unless ``count`` is off)."""
+    keys = {f"acct-{kind}:{_digest(s.lower())}": settings.ACCOUNT_THROTTLE_ATTEMPTS for s in subjects if s}
+    if _over(keys):
+        raise Locked()
+    if count:
+        _count(keys, settings.ACCOUNT_THROTTLE_WINDOW)
+
+
+def count_account_action(kind: str, *subjects: str) -> None:
+    _count([f"acct-{kind}:{_digest(s.lower())}" for s in subjects if s], settings.ACCOUNT_THROTTLE_WINDOW)
+
+
+def mark_refused(request, refusal: Refused) -> None:
+    """Remember on the request that a credential check was refused, for the view or the
+    middleware (``accounts.middleware``) to answer 429/503 instead of "wrong password"."""
+    getattr(request, "_request", request).credential_refused = refusal
+
+
+def refusal_of(request) -> Refused | None:
+    return getattr(getattr(request, "_request", request), "credential_refused", None)

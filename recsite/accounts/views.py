@@ -1,54 +1,103 @@
-"""Sign-up and a throttled login; everything else is Django's own auth views."""
+"""Sign-up, login and password reset behind the shared lockout (``accounts.throttle``);
+everything else is Django's own auth views."""
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import login
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, PasswordChangeView, PasswordResetView
 from django.shortcuts import redirect, render
 
 from accounts import throttle
 from accounts.forms import SignUpForm
 from accounts.models import Profile
 
-
-def _address(request) -> str:
-    return request.META.get("REMOTE_ADDR", "")
+TOO_MANY = "Too many requests from here. Please wait a while and try again."
 
 
 class ThrottledLoginView(LoginView):
-    """Django's LoginView that refuses (HTTP 429) after too many failures for a username.
+    """Django's LoginView answering 429 (503 with the lockout's Redis down) instead of checking.
 
-    A refused attempt never reaches the password check: an unbound form is shown, so a locked-out
-    attacker cannot keep the server hashing guesses. A failed login answers 400, like every other
-    invalid form on the site.
+    The lockout itself sits in the authentication backend, shared with the admin and the API;
+    this view checks it before the form too, so a locked-out attempt never reaches
+    ``authenticate()`` (no hashing, no ``user_login_failed``). A failed login answers 400, like
+    every other invalid form on the site.
     """
 
     def post(self, request, *args, **kwargs):
         username = str(request.POST.get("username", ""))[:150]
-        if throttle.is_locked(username, _address(request)):
-            context = self.get_context_data(form=self.get_form_class()(request), locked=True)
-            return render(request, self.template_name, context, status=429)
+        try:
+            throttle.check_login(username, str(request.POST.get("password", "")), throttle.client_address(request))
+        except throttle.Refused as refusal:
+            return self._refused(refusal)
         return super().post(request, *args, **kwargs)
 
+    def _refused(self, refusal: throttle.Refused):
+        context = self.get_context_data(form=self.get_form_class()(self.request), locked=refusal.message)
+        return render(self.request, self.template_name, context, status=refusal.status)
+
     def form_invalid(self, form):
-        throttle.record_failure(str(self.request.POST.get("username", ""))[:150], _address(self.request))
+        refusal = throttle.refusal_of(self.request)  # refused inside authenticate() (a race)
+        if refusal is not None:
+            return self._refused(refusal)
         response = super().form_invalid(form)
         response.status_code = 400
         return response
 
-    def form_valid(self, form):
-        throttle.reset(form.get_user().get_username(), _address(self.request))
-        return super().form_valid(form)
+
+class ThrottledPasswordChangeView(PasswordChangeView):
+    """Django's password change; the old password is a credential check too (someone holding a
+    stolen session must not guess it freely), so it shares the lockout of the logins."""
+
+    def post(self, request, *args, **kwargs):
+        try:
+            throttle.check_login(request.user.get_username(), str(request.POST.get("old_password", "")),
+                                 throttle.client_address(request))
+        except throttle.Refused as refusal:
+            context = self.get_context_data(form=self.get_form_class()(request.user), locked=refusal.message)
+            return render(request, self.template_name, context, status=refusal.status)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        if "old_password" in form.errors:
+            throttle.record_failure(self.request.user.get_username(), str(self.request.POST.get("old_password", "")),
+                                    throttle.client_address(self.request))
+        return super().form_invalid(form)
+
+
+class ThrottledPasswordResetView(PasswordResetView):
+    """Django's reset request, limited per client address and per e-mail address, so the form
+    cannot be used to flood someone's mailbox. Every request counts, whether or not an account
+    has that address (the answer must not tell)."""
+
+    def post(self, request, *args, **kwargs):
+        email = str(request.POST.get("email", ""))[:254].strip()
+        try:
+            throttle.account_action("reset", throttle.client_address(request), email)
+        except throttle.Refused as refusal:
+            message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
+            context = self.get_context_data(form=self.get_form_class()(), locked=message)
+            return render(request, self.template_name, context, status=refusal.status)
+        return super().post(request, *args, **kwargs)
 
 
 def signup(request):
+    """Sign-up; accounts made per client address are limited (``ACCOUNT_THROTTLE_*``)."""
     if request.user.is_authenticated:
         return redirect("recommendations")
     form = SignUpForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        Profile.objects.create(user=user)
-        login(request, user, backend="accounts.backends.ProfileBackend")
-        messages.success(request, "Welcome! Rate a few products you like to get recommendations.")
-        return redirect("recommendations")
+    if request.method == "POST":
+        address = throttle.client_address(request)
+        try:
+            throttle.account_action("signup", address, count=False)
+        except throttle.Refused as refusal:
+            message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
+            return render(request, "registration/signup.html", {"form": SignUpForm(), "locked": message},
+                          status=refusal.status)
+        if form.is_valid():
+            user = form.save()
+            Profile.objects.create(user=user)
+            throttle.count_account_action("signup", address)
+            login(request, user, backend="accounts.backends.ProfileBackend")
+            messages.success(request, "Welcome! Rate a few products you like to get recommendations.")
+            return redirect("recommendations")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)

@@ -31,14 +31,26 @@ def _env_list(name: str, default: str = "") -> list[str]:
     return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
 
 
-DEBUG = _env_bool("DJANGO_DEBUG", True)
+# Off unless asked for: a deployment that forgets the variable must not serve tracebacks. The local
+# scripts (bin/demo, bin/test) set DJANGO_DEBUG=1 themselves.
+DEBUG = _env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise RuntimeError("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0")
     SECRET_KEY = "local-development-only-not-secret"  # noqa: S105 - never used with DEBUG off
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
+if not ALLOWED_HOSTS and not DEBUG:  # else every request would be answered 400, with no hint why
+    raise RuntimeError("DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG=0 (comma-separated host names)")
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+# How many proxies in front of the site append to X-Forwarded-For (0: clients connect directly, and
+# every X-Forwarded-* header is the client's own, so none is trusted). One number for the login
+# lockout (accounts.throttle.client_address), DRF's throttles (NUM_PROXIES) and the HTTPS header.
+TRUSTED_PROXIES = max(0, int(os.environ.get("DJANGO_TRUSTED_PROXIES", "0")))
+# Request bodies above this are refused with 413 before anything reads them (recsite.bodylimit),
+# under gunicorn and in Django; DRF parses JSON from the stream, past DATA_UPLOAD_MAX_MEMORY_SIZE.
+REQUEST_MAX_BODY_BYTES = int(os.environ.get("REQUEST_MAX_BODY_BYTES", str(256 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BODY_BYTES
 
 INSTALLED_APPS = [
     # Before django.contrib.admin: both ship registration/*.html, and the first app wins, so with
@@ -58,12 +70,14 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "recsite.bodylimit.body_limit_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.credential_refusal_middleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -98,14 +112,20 @@ DATABASES = {"default": _database(os.environ.get("DATABASE_URL", f"sqlite:///{CO
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 
-CACHES = {"default": {
+_CACHE = {
     "BACKEND": "django_redis.cache.RedisCache",
     "LOCATION": os.environ.get("DJANGO_CACHE_URL", CORE.redis_url),
     "KEY_PREFIX": os.environ.get("DJANGO_CACHE_PREFIX", CORE.mongo_db),
-    "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2,
-                # The cache speeds pages up; a Redis outage must not take the site down.
-                "IGNORE_EXCEPTIONS": True},
-}}
+}
+CACHES = {
+    "default": {**_CACHE, "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2,
+                                      # The cache speeds pages up; a Redis outage must not take the site down.
+                                      "IGNORE_EXCEPTIONS": True}},
+    # The same Redis for the credential lockout, but errors raise: with Redis down no failure
+    # would be counted, so credential checks are refused instead (accounts.throttle).
+    "throttle": {**_CACHE, "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1,
+                                       "IGNORE_EXCEPTIONS": False}},
+}
 DJANGO_REDIS_IGNORE_EXCEPTIONS = True
 # Sessions read from the cache (Redis) and written through to the database, so a Redis restart
 # logs nobody out; reading them from the database was a query on every request.
@@ -122,9 +142,22 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "recommendations"
 LOGOUT_REDIRECT_URL = "catalog"
-# Failed logins allowed per (username, client address) within LOGIN_THROTTLE_WINDOW seconds.
+# One lockout for every endpoint that checks a password (site login, admin, /api/token/), counted
+# within LOGIN_THROTTLE_WINDOW seconds: failures per (username, client address), per client address
+# over all usernames, and per password over all usernames and addresses (password spraying).
 LOGIN_THROTTLE_ATTEMPTS = int(os.environ.get("LOGIN_THROTTLE_ATTEMPTS", "5"))
+LOGIN_THROTTLE_ADDRESS_ATTEMPTS = int(os.environ.get("LOGIN_THROTTLE_ADDRESS_ATTEMPTS", "50"))
+LOGIN_THROTTLE_PASSWORD_ATTEMPTS = int(os.environ.get("LOGIN_THROTTLE_PASSWORD_ATTEMPTS", "20"))
 LOGIN_THROTTLE_WINDOW = int(os.environ.get("LOGIN_THROTTLE_WINDOW", "300"))
+# Sign-ups per client address, and password-reset requests per address and per e-mail address,
+# within ACCOUNT_THROTTLE_WINDOW seconds (no mail bombing, no bulk accounts).
+ACCOUNT_THROTTLE_ATTEMPTS = int(os.environ.get("ACCOUNT_THROTTLE_ATTEMPTS", "5"))
+ACCOUNT_THROTTLE_WINDOW = int(os.environ.get("ACCOUNT_THROTTLE_WINDOW", "3600"))
+# API tokens stop working this many seconds after they were issued; /api/token/ then issues a new
+# one. A password change or reset revokes them at once (accounts.tokens).
+API_TOKEN_TTL = int(os.environ.get("API_TOKEN_TTL", str(7 * 86400)))
+# Ratings per user, the page and the API together (shop.throttles.RatingRateThrottle).
+RATING_RATE = os.environ.get("RATING_RATE", "30/min")
 
 EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "recommender@localhost")
@@ -147,13 +180,15 @@ REST_FRAMEWORK = {
     # Token first: DRF takes the WWW-Authenticate challenge from the first class, so a missing or
     # bad token gets 401 (with "WWW-Authenticate: Token"); session first would answer 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": os.environ.get("API_USER_RATE", "6000/min")},
+    # Without it DRF keys anonymous throttles on the whole X-Forwarded-For, which clients write.
+    "NUM_PROXIES": TRUSTED_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "amazon-recommender API",
@@ -161,8 +196,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
 }
 
-if not DEBUG:
+if TRUSTED_PROXIES:  # only a proxy we trust may say the client used HTTPS
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if not DEBUG:
     SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True

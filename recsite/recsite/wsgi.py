@@ -8,4 +8,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
-application = get_wsgi_application()
+from recsite.bodylimit import limit_wsgi  # noqa: E402
+
+application = limit_wsgi(get_wsgi_application())

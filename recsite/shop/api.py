@@ -6,10 +6,11 @@ import re
 from django.utils.http import parse_etags
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.decorators import api_view, parser_classes, permission_classes
+from rest_framework.decorators import api_view, parser_classes, permission_classes, throttle_classes
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 
 from accounts.models import recommender_id
 from core import kafka_io, mongo
@@ -19,6 +20,7 @@ from shop.forms import PRODUCT_ID_REGEX
 from shop.models import RatingSubmission
 from shop.products import summaries, title
 from shop.ratings import RatingRejected, submit_rating
+from shop.throttles import RatingRateThrottle
 
 _ID_RE = re.compile(PRODUCT_ID_REGEX)
 
@@ -119,11 +121,12 @@ def similar(request, product_id: str):
                      for i in items])
 
 
-@extend_schema(request=RatingIn, responses={202: RatingOut, 400: None, 503: None},
+@extend_schema(request=RatingIn, responses={202: RatingOut, 400: None, 429: None, 503: None},
                description="Rate a product as the logged-in user. Returns once Kafka has the event.")
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
+@throttle_classes([UserRateThrottle, RatingRateThrottle])
 def post_rating(request):
     if not isinstance(request.data, dict):
         return Response({"detail": "expected a JSON object"}, status=400)

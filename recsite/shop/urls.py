@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.authtoken.views import obtain_auth_token
 
+from accounts.api import obtain_token
 from shop import api, views
 
 urlpatterns = [
@@ -16,6 +16,6 @@ urlpatterns = [
     path("api/products/<str:product_id>/similar/", api.similar, name="api_similar"),
     path("api/ratings/", api.post_rating, name="api_post_rating"),
     path("api/ratings/<str:event_id>/", api.rating_status, name="api_rating_status"),
-    path("api/token/", obtain_auth_token, name="api_token"),
+    path("api/token/", obtain_token, name="api_token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
 ]

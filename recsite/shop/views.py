@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 
 from django.contrib import messages
@@ -19,6 +20,7 @@ from shop import products as products_cache
 from shop import recommendations
 from shop.forms import CatalogQueryForm, RatingForm, ReviewPageForm, product_id_validator
 from shop.ratings import RatingRejected, submit_rating
+from shop.throttles import rating_throttled
 
 PER_PAGE = 24
 _PLOT_RE = re.compile(r"^[a-z0-9_]{1,64}\.png$")
@@ -85,6 +87,12 @@ def product(request, product_id: str):
 def rate(request, product_id: str):
     """Publish the rating and return at once; the recommendations page shows the worker's update."""
     product_id = _valid_product_id(product_id)
+    wait = rating_throttled(request)
+    if wait is not None:
+        response = HttpResponse("Too many ratings in a short time; please wait a moment.", status=429,
+                                content_type="text/plain")
+        response["Retry-After"] = str(max(1, math.ceil(wait)))
+        return response
     form = RatingForm(request.POST)
     if not form.is_valid():
         return HttpResponse(f"Invalid rating: {form.errors.as_text()}", status=400, content_type="text/plain")

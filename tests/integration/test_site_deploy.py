@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def _production_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env.update(DJANGO_DEBUG="0", DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-               DJANGO_ALLOWED_HOSTS="shop.example.com,127.0.0.1", **extra)
+               DJANGO_ALLOWED_HOSTS="shop.example.com,127.0.0.1", DJANGO_TRUSTED_PROXIES="1", **extra)
     return env
 
 

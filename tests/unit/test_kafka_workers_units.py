@@ -14,14 +14,18 @@ def test_trending_halves_per_half_life_and_weights_by_rating():
         {"product_id": "fresh5", "rating": 5, "ts": now},
         {"product_id": "day-old5", "rating": 5, "ts": now - TRENDING_HALF_LIFE_S},
         {"product_id": "fresh1", "rating": 1, "ts": now},
-        {"product_id": "twice", "rating": 5, "ts": now - 2 * TRENDING_HALF_LIFE_S},
-        {"product_id": "twice", "rating": 5, "ts": now - 2 * TRENDING_HALF_LIFE_S},
+        {"user_id": "a", "product_id": "twice", "rating": 5, "ts": now - 2 * TRENDING_HALF_LIFE_S},
+        {"user_id": "b", "product_id": "twice", "rating": 5, "ts": now - 2 * TRENDING_HALF_LIFE_S},
+        {"user_id": "a", "product_id": "reposted", "rating": 5, "ts": now - 60},  # one user: only the latest
+        {"user_id": "a", "product_id": "reposted", "rating": 2, "ts": now},
+        {"user_id": "a", "product_id": "reposted", "rating": 5, "ts": now - 120},
         {"product_id": "future", "rating": 4, "ts": now + 600},  # clock skew: counts as now, not more
     ], now)
     assert scores["fresh5"] == pytest.approx(1.0)
     assert scores["day-old5"] == pytest.approx(0.5)
     assert scores["fresh1"] == pytest.approx(0.2)
     assert scores["twice"] == pytest.approx(0.5)
+    assert scores["reposted"] == pytest.approx(0.4)
     assert scores["future"] == pytest.approx(0.8)
 
 

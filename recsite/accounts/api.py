@@ -1,0 +1,32 @@
+"""``/api/token/``: DRF's token view with expiring tokens (``accounts.tokens``).
+
+Kept apart from ``accounts.tokens``: DRF's views import its settings, which import the
+authentication class defined there.
+"""
+from __future__ import annotations
+
+from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.response import Response
+
+from accounts.tokens import expired, expires_at
+
+
+class ObtainExpiringToken(ObtainAuthToken):
+    """Exchange a username and password for an API token, valid until ``expires``; after that,
+    ask again for a new one. Repeated failures are refused with 429 for a while."""
+
+    # DRF's obtain_auth_token; its password check passes the shared lockout (accounts.backends).
+
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.validated_data["user"]
+        token, _ = Token.objects.get_or_create(user=user)
+        if expired(token):
+            token.delete()
+            token = Token.objects.create(user=user)
+        return Response({"token": token.key, "expires": expires_at(token).isoformat()})
+
+
+obtain_token = ObtainExpiringToken.as_view()

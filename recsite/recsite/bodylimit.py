@@ -1,0 +1,76 @@
+"""Refuse request bodies over ``REQUEST_MAX_BODY_BYTES`` with 413 before anything reads them.
+
+gunicorn sets no limit on bodies, and DRF parses JSON straight from the stream, past
+``DATA_UPLOAD_MAX_MEMORY_SIZE``: one anonymous multi-gigabyte POST to ``/api/token/`` held a
+worker. Two layers use the same rule:
+
+- ``limit_wsgi`` wraps the WSGI application (``recsite.wsgi``, what gunicorn runs). It answers
+  413 from the Content-Length alone and asks gunicorn to close the connection, so the rest of
+  the body is never read. A chunked body (no Content-Length) is read up to the limit and handed
+  on as an ordinary body with a length, or refused as soon as it passes the limit.
+- ``body_limit_middleware`` applies the same check inside Django, for any other server and for
+  the test client.
+"""
+from __future__ import annotations
+
+import io
+
+from django.conf import settings
+from django.core.handlers.wsgi import LimitedStream
+from django.http import HttpResponse
+
+MESSAGE = b"Request body too large.\n"
+
+
+def _over_limit(environ: dict, limit: int) -> bool:
+    """True if the body is too large. A chunked body within the limit is buffered and given a
+    Content-Length (Django reads only that many bytes: without one it would see no body)."""
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        try:
+            return int(length) > limit
+        except ValueError:
+            return False  # Django treats it as no body
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return False
+    stream, data = environ["wsgi.input"], bytearray()
+    while len(data) <= limit:
+        part = stream.read(min(65536, limit + 1 - len(data)))
+        if not part:
+            break
+        data += part
+    if len(data) > limit:
+        return True
+    environ["wsgi.input"] = io.BytesIO(bytes(data))
+    environ["CONTENT_LENGTH"] = str(len(data))
+    return False
+
+
+def limit_wsgi(app):
+    """The WSGI app behind a body-size check (see the module docstring)."""
+
+    def limited(environ, start_response):
+        if _over_limit(environ, settings.REQUEST_MAX_BODY_BYTES):
+            # gunicorn would read the unread body to keep the connection alive; its Response
+            # (start_response's owner) can be told to close instead. Other servers: no-op.
+            force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+            if callable(force_close):
+                force_close()
+            start_response("413 Content Too Large", [("Content-Type", "text/plain; charset=utf-8"),
+                                                     ("Content-Length", str(len(MESSAGE)))])
+            return [MESSAGE]
+        return app(environ, start_response)
+
+    return limited
+
+
+def body_limit_middleware(get_response):
+    def middleware(request):
+        length_before = request.META.get("CONTENT_LENGTH")
+        if _over_limit(request.META, settings.REQUEST_MAX_BODY_BYTES):
+            return HttpResponse(MESSAGE, status=413, content_type="text/plain; charset=utf-8")
+        if request.META.get("CONTENT_LENGTH") != length_before:  # a chunked body, now buffered
+            request._stream = LimitedStream(request.META["wsgi.input"], int(request.META["CONTENT_LENGTH"]))
+        return get_response(request)
+
+    return middleware

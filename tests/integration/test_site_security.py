@@ -1,0 +1,369 @@
+"""Abuse of the site's credential and rating endpoints (issue 11, items 1-6), against the real
+servers: Redis behind the lockout and the throttles, FerretDB behind the catalog, Kafka behind the
+ratings, and gunicorn (bin/services) for the request-size limit.
+
+Every test sends its requests from its own client address, so the per-address counters of one
+test (they live in the session's shared cache prefix) never meet another's.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from django.test.utils import override_settings
+
+from core import mongo
+from core.events import RatingEvent
+from realtime_support import rt_catalog  # noqa: F401  (fixture)
+from tests.conftest import ROOT
+from tests.site_catalog import PASSWORD
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+_octet = itertools.count(10)
+
+
+def _address() -> str:
+    """A client address of this test's own (TEST-NET-2)."""
+    n = next(_octet)
+    return f"198.51.{100 + n // 250}.{n % 250 + 1}"
+
+
+def _site_login(client, username: str, password: str, address: str, **extra):
+    return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address,
+                       **extra)
+
+
+def _token(client, username: str, password: str, address: str, **extra):
+    return client.post("/api/token/", {"username": username, "password": password}, REMOTE_ADDR=address, **extra)
+
+
+def _admin_login(client, username: str, password: str, address: str, **extra):
+    return client.post("/admin/login/?next=/admin/", {"username": username, "password": password,
+                                                      "next": "/admin/"}, REMOTE_ADDR=address, **extra)
+
+
+# --- 1. one lockout for every credential endpoint; tokens expire ----------------------------------
+
+def test_token_endpoint_locks_out_password_guessing(site_cache, client, make_user):
+    from django.conf import settings
+
+    user, address = make_user(), _address()
+    for _ in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        assert _token(client, user.username, "wrong-guess", address).status_code == 400
+    right = _token(client, user.username, PASSWORD, address)
+    assert right.status_code == 429, right.content
+    assert "token" not in right.json()
+
+
+def test_every_credential_endpoint_shares_one_lockout(site_cache, client, make_user):
+    from django.conf import settings
+
+    user, address = make_user(staff=True), _address()
+    tries = [_site_login, _token, _admin_login]
+    for i in range(settings.LOGIN_THROTTLE_ATTEMPTS):  # failures spread over the three endpoints
+        response = tries[i % 3](client, user.username, f"guess-{i}", address)
+        assert response.status_code in (200, 400), response.status_code  # the admin answers 200 + errors
+    for attempt in tries:  # now the right password is refused on each of them
+        response = attempt(client, user.username, PASSWORD, address)
+        assert response.status_code == 429, f"{attempt.__name__}: {response.status_code}"
+    assert "_auth_user_id" not in client.session
+    # elsewhere the account still works on every endpoint
+    assert _token(client, user.username, PASSWORD, _address()).status_code == 200
+    assert _admin_login(client, user.username, PASSWORD, _address()).status_code == 302
+
+
+def test_api_tokens_expire_and_a_new_one_is_issued(site_cache, client, make_user):
+    from django.conf import settings
+    from rest_framework.authtoken.models import Token
+
+    user, address = make_user(), _address()
+    first = _token(client, user.username, PASSWORD, address).json()["token"]
+    assert client.get("/api/recommendations/", HTTP_AUTHORIZATION=f"Token {first}").status_code != 401
+    assert _token(client, user.username, PASSWORD, address).json()["token"] == first  # still valid: same
+    Token.objects.filter(key=first).update(created=Token.objects.get(key=first).created
+                                           - _seconds(getattr(settings, "API_TOKEN_TTL", 7 * 86400) + 1))
+    expired = client.get("/api/recommendations/", HTTP_AUTHORIZATION=f"Token {first}")
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+    second = _token(client, user.username, PASSWORD, address).json()["token"]
+    assert second != first and not Token.objects.filter(key=first).exists()
+    assert client.get("/api/recommendations/", HTTP_AUTHORIZATION=f"Token {second}").status_code != 401
+
+
+def _seconds(n: int):
+    from datetime import timedelta
+
+    return timedelta(seconds=n)
+
+
+# --- 2. behind a proxy ----------------------------------------------------------------------------
+
+PROXY = "10.0.0.2"  # the TLS proxy every request comes through
+
+
+def test_behind_a_proxy_nobody_locks_out_someone_else(site_cache, client, make_user):
+    victim, attacker, real = make_user(), _address(), _address()
+    with override_settings(TRUSTED_PROXIES=1):
+        from django.conf import settings
+
+        for i in range(settings.LOGIN_THROTTLE_ATTEMPTS + 2):
+            # the attacker also forges an X-Forwarded-For entry; the proxy appends the real address
+            forged = f"203.0.113.{i + 1}, {attacker}"
+            response = _site_login(client, victim.username, "guess", PROXY, HTTP_X_FORWARDED_FOR=forged)
+        assert response.status_code == 429, "forging X-Forwarded-For escaped the lockout"
+        ok = _site_login(client, victim.username, PASSWORD, PROXY, HTTP_X_FORWARDED_FOR=real)
+        assert ok.status_code == 302, "the victim was locked out by someone else behind the same proxy"
+
+
+def test_one_password_across_many_usernames_is_limited(site_cache, client, make_user):
+    sprayed = f"Spring-{uuid.uuid4().hex[:6]}!"
+    with override_settings(LOGIN_THROTTLE_ADDRESS_ATTEMPTS=8, LOGIN_THROTTLE_PASSWORD_ATTEMPTS=6):
+        address = _address()
+        codes = [_site_login(client, f"nobody-{i}-{uuid.uuid4().hex[:4]}", f"pw-{i}", address).status_code
+                 for i in range(10)]
+        assert codes[:8] == [400] * 8 and codes[8:] == [429, 429], codes  # one address, many usernames
+        target = make_user(password=sprayed)
+        codes = [_site_login(client, f"nobody-{i}-{uuid.uuid4().hex[:4]}", sprayed, _address()).status_code
+                 for i in range(6)]
+        assert codes == [400] * 6, codes
+        # the 7th try of that password, from yet another address, is refused before any check
+        assert _site_login(client, target.username, sprayed, _address()).status_code == 429
+
+
+def test_proxy_settings_follow_one_env_var():
+    def settings_with(**env: str) -> dict:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+        full.update(DJANGO_DEBUG="0", DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+                    DJANGO_ALLOWED_HOSTS="shop.example.com", **env)
+        code = ("import json, django; django.setup(); from django.conf import settings as s; "
+                "from rest_framework.settings import api_settings as a; "
+                "print(json.dumps([getattr(s, 'SECURE_PROXY_SSL_HEADER', None), a.NUM_PROXIES, "
+                "getattr(s, 'TRUSTED_PROXIES', None)]))")
+        done = subprocess.run([sys.executable, "-c", code], env={**full, "DJANGO_SETTINGS_MODULE": "recsite.settings",
+                                                                  "PYTHONPATH": f"{ROOT / 'recsite'}:{ROOT}"},
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert settings_with() == [None, 0, 0]  # no proxy: X-Forwarded-* are client-made, never trusted
+    assert settings_with(DJANGO_TRUSTED_PROXIES="1") == [["HTTP_X_FORWARDED_PROTO", "https"], 1, 1]
+
+
+# --- 3. Redis down: credential checks fail closed -------------------------------------------------
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_credential_checks_fail_closed_when_redis_is_down(site_cache, client, make_user):
+    from django.conf import settings
+
+    user, address = make_user(), _address()
+    dead = f"redis://127.0.0.1:{_dead_port()}/0"
+    caches = {name: {**conf, "LOCATION": dead} for name, conf in settings.CACHES.items()}
+    with override_settings(CACHES=caches):
+        for attempt in (_site_login, _token):
+            response = attempt(client, user.username, PASSWORD, address)
+            assert response.status_code == 503, f"{attempt.__name__}: {response.status_code}"
+        assert "_auth_user_id" not in client.session
+    assert _token(client, user.username, PASSWORD, address).status_code == 200  # Redis back: fine again
+
+
+# --- 4. request size ------------------------------------------------------------------------------
+
+def test_django_refuses_big_bodies_with_413(site_cache, client):
+    from django.conf import settings
+
+    limit = getattr(settings, "REQUEST_MAX_BODY_BYTES", 256 * 1024)
+    body = json.dumps({"username": "x" * (limit + 10), "password": "y"}).encode()
+    big = client.post("/api/token/", data=body, content_type="application/json", REMOTE_ADDR=_address())
+    assert big.status_code == 413
+    form = client.post("/accounts/login/", {"username": "x" * (limit + 10), "password": "y"},
+                       REMOTE_ADDR=_address())
+    assert form.status_code == 413
+
+
+def _raw_exchange(port: int, head: bytes, body_parts, wait_s: float = 5.0) -> tuple[bytes, float]:
+    """Send a request head and body parts over a raw socket (stopping early if the server answers);
+    return what the server answered and how long it took, without ever finishing a huge body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as s:
+        t0 = time.monotonic()
+        s.sendall(head)
+        s.setblocking(False)
+        answer = b""
+        for part in body_parts:
+            try:
+                answer += s.recv(65536)
+            except BlockingIOError:
+                pass
+            if answer:
+                break
+            try:
+                s.sendall(part)
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                break
+        s.setblocking(True)
+        s.settimeout(wait_s)
+        try:
+            while b"\r\n\r\n" not in answer:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return answer, time.monotonic() - t0
+
+
+def test_gunicorn_refuses_big_and_chunked_bodies_fast(mongo_db, kafka_topics, redis_url):
+    from bench.site_server import running_site
+
+    env = {**os.environ, "DJANGO_CACHE_PREFIX": f"size-test-{secrets.token_hex(4)}", "REQUEST_MAX_BODY_BYTES": "65536"}
+    with running_site(env, workers=1, threads=2) as site:
+        port = int(site.url.rsplit(":", 1)[1])
+        # announces 2 GB, sends 64 KB and waits: the answer must not wait for the rest
+        head = (b"POST /api/token/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 2000000000\r\n\r\n")
+        answer, took = _raw_exchange(port, head, [b"{" + b" " * 65535])
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert took < 3, took
+        # no Content-Length: chunks until the limit is passed, then refused without the last chunk
+        head = (b"POST /api/token/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (8192, b" " * 8192)
+        answer, took = _raw_exchange(port, head, [chunk] * 64)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        # a small chunked body still works like any other (here: bad credentials, 400)
+        small = json.dumps({"username": "nobody", "password": "x"}).encode()
+        head = (b"POST /api/token/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        answer, _ = _raw_exchange(port, head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small), [])
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+
+
+# --- 5. rating floods and trending ----------------------------------------------------------------
+
+@pytest.fixture
+def rating_client(rt_catalog, site_cache, make_user, client):
+    user = make_user()
+    client.force_login(user)
+    return client, user, rt_catalog.products
+
+
+def test_ratings_per_user_are_rate_limited_across_page_and_api(rating_client):
+    client, user, products = rating_client
+    with override_settings(RATING_RATE="6/min"):
+        codes = []
+        for i in range(4):
+            codes.append(client.post(f"/p/{products[i]}/rate/", {"rating": "5"}).status_code)
+            codes.append(client.post("/api/ratings/", json.dumps({"product_id": products[i], "rating": 4}),
+                                     content_type="application/json").status_code)
+    assert codes[:6] == [302, 202] * 3, codes
+    assert codes[6:] == [429, 429], codes
+    from shop.models import RatingSubmission
+    assert RatingSubmission.objects.filter(user=user).count() == 6
+
+
+def test_one_account_reposting_five_stars_cannot_top_trending(rt_catalog):
+    from kafka_workers.tasks import refresh_trending
+
+    db, p = rt_catalog.db, rt_catalog.products
+    db[mongo.RATINGS].delete_many({})
+    now = time.time()
+    for i in range(30):  # the flood: one account, one product, 30 five-star events
+        e = RatingEvent(user_id="flooder", product_id=p[5], rating=5, ts=now - i).to_dict()
+        assert mongo.store_rating(e, db=db)
+    for user in ("fan-1", "fan-2"):  # two people liking another product
+        assert mongo.store_rating(RatingEvent(user_id=user, product_id=p[6], rating=5, ts=now - 30).to_dict(), db=db)
+    refresh_trending(limit=10)
+    trending = mongo.get_popular("all", "trending", db=db)
+    assert [i["product_id"] for i in trending] == [p[6], p[5]]
+    assert trending[1]["score"] == pytest.approx(1.0, abs=0.01)  # counted once
+
+
+# --- 6. defaults ----------------------------------------------------------------------------------
+
+def test_debug_is_off_unless_set():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    done = subprocess.run([sys.executable, str(ROOT / "recsite" / "manage.py"), "check"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "DJANGO_SECRET_KEY must be set" in done.stderr, done.stdout + done.stderr
+
+
+def test_password_change_and_reset_revoke_api_tokens(site_cache, client, make_user, mailoutbox):
+    import re
+
+    user, address = make_user(), _address()
+    token = _token(client, user.username, PASSWORD, address).json()["token"]
+    client.force_login(user)
+    new = "Another-Long-Passphrase-42"
+    done = client.post("/accounts/password_change/", {"old_password": PASSWORD, "new_password1": new,
+                                                       "new_password2": new})
+    assert done.status_code == 302
+    assert client.get("/api/recommendations/", HTTP_AUTHORIZATION=f"Token {token}").status_code == 401
+
+    client.logout()
+    token = _token(client, user.username, new, address).json()["token"]
+    assert client.post("/accounts/password_reset/", {"email": user.email}, REMOTE_ADDR=address).status_code == 302
+    link = re.search(r"/accounts/reset/[^/\s]+/[^/\s]+/", mailoutbox[-1].body).group(0)
+    form_url = client.get(link)["Location"]
+    reset = "Reset-Passphrase-Works-77"
+    assert client.post(form_url, {"new_password1": reset, "new_password2": reset}).status_code == 302
+    assert client.get("/api/recommendations/", HTTP_AUTHORIZATION=f"Token {token}").status_code == 401
+
+
+def test_password_reset_mails_are_throttled(site_cache, client, make_user, mailoutbox):
+    from django.conf import settings
+
+    user = make_user()
+    limit = getattr(settings, "ACCOUNT_THROTTLE_ATTEMPTS", 5)
+    codes = [client.post("/accounts/password_reset/", {"email": user.email}, REMOTE_ADDR=_address()).status_code
+             for _ in range(limit + 2)]  # many addresses, one victim's mailbox
+    assert codes[:limit] == [302] * limit and codes[limit:] == [429, 429], codes
+    assert len(mailoutbox) == limit
+    address = _address()  # one address, many mailboxes
+    codes = [client.post("/accounts/password_reset/", {"email": f"{uuid.uuid4().hex[:8]}@example.com"},
+                         REMOTE_ADDR=address).status_code for _ in range(limit + 1)]
+    assert codes[-1] == 429, codes
+
+
+def test_signups_are_throttled_per_address(site_cache, client):
+    from django.conf import settings
+
+    address, limit = _address(), getattr(settings, "ACCOUNT_THROTTLE_ATTEMPTS", 5)
+    codes = []
+    for _ in range(limit + 1):
+        name = f"bulk{uuid.uuid4().hex[:8]}"
+        codes.append(client.post("/accounts/signup/", {"username": name, "email": f"{name}@example.com",
+                                                        "password1": PASSWORD, "password2": PASSWORD},
+                                 REMOTE_ADDR=address).status_code)
+        client.logout()
+    assert codes[:-1] == [302] * limit and codes[-1] == 429, codes
+
+
+def test_password_change_old_password_guessing_is_locked_out(site_cache, client, make_user):
+    """Someone holding a stolen session must not guess the old password freely either."""
+    from django.conf import settings
+
+    user, address = make_user(), _address()
+    client.force_login(user)
+    new = "Another-Long-Passphrase-42"
+    for i in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        wrong = client.post("/accounts/password_change/", {"old_password": f"guess-{i}", "new_password1": new,
+                                                            "new_password2": new}, REMOTE_ADDR=address)
+        assert wrong.status_code == 200 and "incorrectly" in wrong.content.decode()
+    right = client.post("/accounts/password_change/", {"old_password": PASSWORD, "new_password1": new,
+                                                        "new_password2": new}, REMOTE_ADDR=address)
+    assert right.status_code == 429
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)
