@@ -58,6 +58,15 @@ def publish_json(topic: str, payload: dict[str, Any], key: str | None = None, ti
         raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
 
 
+def publish_raw(topic: str, value: bytes, key: bytes | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Send bytes as they are (a dead letter's original, replayed) and wait for the ack."""
+    try:
+        meta = get_producer().send(topic, key=key, value=value).get(timeout=timeout_s)
+    except KafkaError as exc:
+        raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
+    return {"partition": meta.partition, "offset": meta.offset}
+
+
 def ensure_topics() -> list[str]:
     """Create the project's topics if missing (the broker does not auto-create them)."""
     s = get_settings()

@@ -39,6 +39,7 @@ PIPELINE_RUNS = "pipeline_runs"
 USER_HISTORY = "user_history"  # {_id: user_id, ratings: {product_id: [rating, ts]}}
 PRODUCT_REVIEWS = "product_reviews"  # {_id: "<product_id>:<page>", items: [...], pages: n}
 CATALOG_INDEX = "catalog_index"  # {_id: "<category>:<chunk>", ids: [...]} and {_id: "categories"}
+DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, replayed_at, ...}: one replay each
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000
 ALL = "all"
@@ -273,6 +274,30 @@ def mark_rating_processed(event_id: str, model_version: str | None, db: Database
 def get_rating(event_id: str, db: Database | None = None) -> dict | None:
     db = db if db is not None else get_db()
     return db[RATINGS].find_one({"_id": str(event_id)})
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+def claim_replay(letter_id: str, doc: dict[str, Any], db: Database | None = None) -> dict | None:
+    """Record that a dead letter is being replayed; returns None if this call got it, else the
+    earlier record. Insert-by-id, like ``store_rating``: two replays of one letter cannot both win."""
+    db = db if db is not None else get_db()
+    try:
+        db[DEAD_LETTER_REPLAYS].insert_one({**doc, "_id": letter_id, "replayed_at": time.time()})
+        return None
+    except DuplicateKeyError:
+        return db[DEAD_LETTER_REPLAYS].find_one({"_id": letter_id}) or {}
+
+
+def release_replay(letter_id: str, db: Database | None = None) -> None:
+    """Forget a claim whose publish failed, so the letter can be replayed again."""
+    db = db if db is not None else get_db()
+    db[DEAD_LETTER_REPLAYS].delete_one({"_id": letter_id})
+
+
+def get_replay(letter_id: str, db: Database | None = None) -> dict | None:
+    db = db if db is not None else get_db()
+    return db[DEAD_LETTER_REPLAYS].find_one({"_id": letter_id})
 
 
 # --- recommendations ------------------------------------------------------------------------

@@ -5,7 +5,9 @@
 At-least-once end to end: offsets are committed only after MongoDB holds the result of every
 message up to them, and processing is idempotent, so a crash (even ``kill -9``) redelivers and
 re-applies nothing twice. While MongoDB is unreachable the worker retries the same message with
-back-off instead of skipping it; a commit the broker refuses (it is down, or the group is
+back-off instead of skipping it; any other exception on a message (a document MongoDB refuses, a
+model numpy cannot solve, a bug) is retried ``WORKER_MAX_ATTEMPTS`` times and then dead-lettered
+with the reason (``python -m kafka_workers.dead_letters`` lists and replays them); a commit the broker refuses (it is down, or the group is
 rebalancing) is kept and retried, never fatal. SIGTERM finishes the current message, commits,
 leaves the group. Lag and latency are logged and stored in Redis (``recsys:worker:<name>``).
 """
@@ -23,12 +25,13 @@ from collections import deque
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 
 from core import kafka_io
+from core.events import InvalidEvent, parse_event
 from core.settings import get_settings
 from kafka_workers.model_holder import ModelHolder
-from kafka_workers.process import dead_letter_payload, handle
+from kafka_workers.process import Outcome, dead_letter_payload, handle
 
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0
@@ -127,21 +130,70 @@ def publish_stats(name: str, snapshot: dict) -> None:
         pass
 
 
+# An outage: nothing can be processed until the server is back, so the message waits (as long as
+# it takes) rather than being dead-lettered. Anything else is about this one message.
+OUTAGE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError, kafka_io.PublishError)
+
+
+def max_attempts() -> int:
+    """Tries of one message before it is dead-lettered (``WORKER_MAX_ATTEMPTS``, default 3)."""
+    return max(1, int(os.environ.get("WORKER_MAX_ATTEMPTS", "").strip() or 3))
+
+
+def retry_delay_s() -> float:
+    """First back-off between tries of a failing message, doubled each time (``WORKER_RETRY_DELAY_S``)."""
+    return max(0.0, float(os.environ.get("WORKER_RETRY_DELAY_S", "").strip() or 0.5))
+
+
+def _failed_outcome(raw: bytes | None, exc: BaseException) -> Outcome:
+    try:
+        event = parse_event(raw)
+    except InvalidEvent:
+        event = None
+    return Outcome(event, "dead-letter", f"{exc.__class__.__name__}: {exc}"[:500])
+
+
 def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
-    """Handle one message, retrying with back-off while MongoDB (or Kafka for dead letters) is down."""
-    delay = 0.2
+    """Handle one message; returns its outcome, or None when stopped before it was done.
+
+    While MongoDB (or Kafka, for a dead letter) is down, retry with back-off for as long as the
+    outage lasts. Any other exception (a document MongoDB refuses, a model numpy cannot solve, a
+    bug) is this message's problem: it is tried ``max_attempts()`` times, then dead-lettered with
+    the exception as the reason, so one message never stops the worker or its partition.
+    """
+    delay, attempts, outcome = 0.2, 0, None
     while True:
         try:
-            outcome = handle(record.value, holder.model)
+            if outcome is None:
+                attempts += 1
+                try:
+                    outcome = handle(record.value, holder.model)
+                except OUTAGE_ERRORS:
+                    attempts -= 1  # an outage is nobody's fault: it does not use up a try
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the point is that nothing escapes
+                    if attempts < max_attempts():
+                        wait = retry_delay_s() * 2 ** (attempts - 1)
+                        log.warning("error on %s[%d]@%d (try %d of %d): %s: %s; retrying in %.2fs", record.topic,
+                                    record.partition, record.offset, attempts, max_attempts(),
+                                    exc.__class__.__name__, str(exc)[:200], wait)
+                        if stop.wait(wait):
+                            return None
+                        continue
+                    log.error("giving up on %s[%d]@%d after %d tries", record.topic, record.partition,
+                              record.offset, attempts, exc_info=exc)
+                    outcome = _failed_outcome(record.value, exc)
             if outcome.status == "dead-letter":
                 kafka_io.publish_json(get_settings().dead_letter_topic,
                                       dead_letter_payload(record.value, outcome.reason, record.topic,
-                                                          record.partition, record.offset),
+                                                          record.partition, record.offset, key=record.key,
+                                                          event_id=outcome.event.event_id if outcome.event else None,
+                                                          attempts=attempts),
                                       key=record.key.decode("utf-8", "replace") if record.key else None)
                 log.warning("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset,
                             outcome.reason)
             return outcome
-        except (PyMongoError, kafka_io.PublishError) as exc:
+        except OUTAGE_ERRORS as exc:
             if stop.is_set():
                 return None  # not committed: the next owner of the partition redelivers it
             log.warning("infrastructure error on %s[%d]@%d (%s); retrying in %.1fs", record.topic,
