@@ -17,8 +17,11 @@ On real MongoDB the same documents are equally fast.
 """
 from __future__ import annotations
 
+import random
 import re
 import time
+import uuid
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterable, Iterator
 
@@ -39,10 +42,13 @@ PIPELINE_RUNS = "pipeline_runs"
 USER_HISTORY = "user_history"  # {_id: user_id, ratings: {product_id: [rating, ts]}}
 PRODUCT_REVIEWS = "product_reviews"  # {_id: "<product_id>:<page>", items: [...], pages: n}
 CATALOG_INDEX = "catalog_index"  # {_id: "<category>:<chunk>", ids: [...]} and {_id: "categories"}
+LOCKS = "locks"  # {_id: "<kind>:<user_id>", token, at}: see user_lock
+LOCK_STALE_S = 10.0
 DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, replayed_at, ...}: one replay each
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000
 ALL = "all"
+HISTORY_WRITE_ATTEMPTS = 100
 
 
 @lru_cache(maxsize=8)
@@ -248,21 +254,76 @@ def user_ratings(user_id: str, db: Database | None = None) -> dict[str, float]:
     return {pid: float(v[0]) for pid, v in (doc or {}).get("ratings", {}).items()}
 
 
+@contextmanager
+def user_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
+    """Hold a named lock (one document in ``locks``, inserted by ``_id``) around a user's write.
+
+    FerretDB v1 runs a filtered update as a find then a write, not atomically: a conditional
+    replace on a version field still lost a quarter of concurrent history writes there (measured
+    by tests/integration/test_concurrent_writers.py). The unique ``_id`` index is atomic on both
+    servers, so inserting the lock document is the one test-and-set they share. A holder that died
+    leaves a lock older than ``LOCK_STALE_S``, which the next writer removes.
+    """
+    db = db if db is not None else get_db()
+    token, deadline, delay = uuid.uuid4().hex, time.monotonic() + wait_s, 0.001
+    while True:
+        try:
+            db[LOCKS].insert_one({"_id": name, "token": token, "at": time.time()})
+            break
+        except DuplicateKeyError:
+            held = db[LOCKS].find_one({"_id": name}) or {}
+            if held and time.time() - float(held.get("at", 0)) > LOCK_STALE_S:
+                db[LOCKS].delete_one({"_id": name, "token": held.get("token")})
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lock {name} held for more than {wait_s:.0f}s") from None
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 0.05)
+    try:
+        yield
+    finally:
+        db[LOCKS].delete_one({"_id": name, "token": token})
+
+
 def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
                    db: Database | None = None) -> dict[str, float]:
     """Record a live rating in the user's history and return the whole history.
 
-    Read-modify-replace of one ``_id`` document; a user's events are processed in order by one
-    worker (Kafka key = user), so there is no concurrent writer for the same document. An older
-    event than the one stored (a redelivery) does not overwrite a newer rating.
+    Under the user's lock, a replace conditional on the document's ``v`` counter (retried if it
+    changed anyway, e.g. a stale lock was taken over): two writers of one user (two members holding
+    one partition during a rebalance, a replay beside a worker) both get their rating in, where the
+    plain read-modify-replace lost one of them. It works on FerretDB v1 and MongoDB alike and keeps
+    product ids out of update paths (``$set`` of one key is not atomic on FerretDB v1 either). An older event
+    than the one stored (a redelivery) does not overwrite a newer rating.
     """
     db = db if db is not None else get_db()
-    doc = db[USER_HISTORY].find_one({"_id": user_id}) or {"_id": user_id, "ratings": {}}
-    current = doc["ratings"].get(product_id)
-    if current is None or float(current[1]) <= ts:
+    with user_lock(f"history:{user_id}", db=db):
+        return _add_to_history(db, user_id, product_id, rating, ts)
+
+
+def _add_to_history(db: Database, user_id: str, product_id: str, rating: float, ts: float) -> dict[str, float]:
+    coll = db[USER_HISTORY]
+    for attempt in range(HISTORY_WRITE_ATTEMPTS):
+        doc = coll.find_one({"_id": user_id})
+        if doc is None:
+            doc = {"_id": user_id, "ratings": {product_id: [float(rating), float(ts)]}, "v": 1}
+            try:
+                coll.insert_one(doc)
+                return {product_id: float(rating)}
+            except DuplicateKeyError:
+                continue  # another writer created it first: read it and try again
+        current = doc["ratings"].get(product_id)
+        if current is not None and float(current[1]) > ts:
+            return {pid: float(v[0]) for pid, v in doc["ratings"].items()}
+        version = doc.get("v")
         doc["ratings"][product_id] = [float(rating), float(ts)]
-        db[USER_HISTORY].replace_one({"_id": user_id}, doc, upsert=True)
-    return {pid: float(v[0]) for pid, v in doc["ratings"].items()}
+        doc["v"] = int(version or 0) + 1
+        # A batch load writes histories without "v"; the first live rating adds it.
+        unchanged = {"_id": user_id, "v": version} if version is not None else {"_id": user_id, "v": {"$exists": False}}
+        if coll.replace_one(unchanged, doc).matched_count:
+            return {pid: float(v[0]) for pid, v in doc["ratings"].items()}
+        time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # lost the race: back off a little, re-read
+    raise RuntimeError(f"history of {user_id} changed under {HISTORY_WRITE_ATTEMPTS} writes in a row")
 
 
 def mark_rating_processed(event_id: str, model_version: str | None, db: Database | None = None) -> None:
@@ -303,13 +364,30 @@ def get_replay(letter_id: str, db: Database | None = None) -> dict | None:
 # --- recommendations ------------------------------------------------------------------------
 
 def write_recommendations(user_id: str, items: list[dict[str, Any]], model_version: str,
-                          source_event_id: str | None = None, db: Database | None = None) -> dict[str, Any]:
-    """Replace a user's recommendation list; returns the stored document (its version is announced)."""
+                          source_event_id: str | None = None, as_of: float | None = None,
+                          db: Database | None = None) -> dict[str, Any]:
+    """Replace a user's list unless a newer one is stored; returns the stored document.
+
+    ``as_of`` is a time taken just before the writer read the history the list comes from. A
+    stored list with a later ``as_of`` stays (a batch list has none and is replaced): the writer that read an older history (Celery re-scoring while a worker processed the user's
+    next rating) must not replace the list built from the newer one. Every history write is
+    followed by its own worker's list with a later ``as_of``, so the last rating always shows.
+    Clocks of the writing hosts are assumed synchronised (NTP); a skew only delays a list until
+    the user's next rating. The stored document (ours or the newer one) is what gets announced.
+    """
     db = db if db is not None else get_db()
+    as_of = time.time() if as_of is None else float(as_of)
     doc = {"_id": user_id, "items": items, "model_version": model_version,
-           "source_event_id": source_event_id, "updated_at": time.time()}
-    db[RECOMMENDATIONS].replace_one({"_id": user_id}, doc, upsert=True)
-    return doc
+           "source_event_id": source_event_id, "updated_at": time.time(), "as_of": as_of}
+    not_newer = {"_id": user_id, "$or": [{"as_of": {"$lte": as_of}}, {"as_of": {"$exists": False}}]}
+    with user_lock(f"recommendations:{user_id}", db=db):  # the filter alone is not atomic on FerretDB v1
+        try:
+            result = db[RECOMMENDATIONS].replace_one(not_newer, doc, upsert=True)
+        except DuplicateKeyError:  # the filter missed an existing document: a newer list is there
+            result = None
+    if result is not None and (result.matched_count or result.upserted_id is not None):
+        return doc
+    return db[RECOMMENDATIONS].find_one({"_id": user_id}) or doc
 
 
 def write_recommendations_bulk(docs: Iterable[dict[str, Any]], db: Database | None = None) -> dict[str, int]:

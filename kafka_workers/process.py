@@ -54,9 +54,10 @@ def handle(raw: bytes | None, model: Model | None) -> Outcome:
         if stored.get("state") == "processed":
             return Outcome(event, "duplicate")
         # stored but the worker died before writing the list: finish the job now
+    as_of = time.time()  # before the history is read: a list from an older read never replaces ours
     history = mongo.add_to_history(event.user_id, event.product_id, event.rating, event.ts)
     items, version = recommendations_for(history, model, get_settings().top_n)
-    doc = mongo.write_recommendations(event.user_id, items, version, source_event_id=event.event_id)
+    doc = mongo.write_recommendations(event.user_id, items, version, source_event_id=event.event_id, as_of=as_of)
     list_state.announce(event.user_id, list_state.version_of(doc))
     mongo.mark_rating_processed(event.event_id, version)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))

@@ -86,11 +86,12 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     done = 0
     for start in range(0, len(users), batch_size):
         for user in users[start:start + batch_size]:
+            as_of = time.time()  # a worker's list from a later read of the history is kept
             items = recommend.recommend(model, mongo.user_ratings(user), n=get_settings().top_n)
             if items:
-                doc = mongo.write_recommendations(user, items, model.version)
+                doc = mongo.write_recommendations(user, items, model.version, as_of=as_of)
                 list_state.announce(user, list_state.version_of(doc))
-                done += 1
+                done += doc.get("as_of") == as_of
     r = _redis()
     r.incr(CACHE_GENERATION_KEY)
     r.set(LAST_MODEL_KEY, version)
