@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
@@ -44,21 +44,62 @@ def group_id() -> str:
     return os.environ.get("KAFKA_WORKER_GROUP", "").strip() or "recommender-workers"
 
 
-def make_consumer() -> KafkaConsumer:
+MAX_POLL_INTERVAL_MS = 300_000
+# A poll's records are processed for at most half the poll interval; the rest are fetched again
+# by the next poll. A longer batch would let the group rebalance under it and hand its partitions
+# to another member while this one still writes for them.
+BATCH_BUDGET_S = MAX_POLL_INTERVAL_MS / 1000 / 2
+
+
+class CommitOnRevoke(ConsumerRebalanceListener):
+    """On a rebalance, commit what is processed before the partitions go, and forget the rest.
+
+    kafka-python calls this inside ``poll()`` before the member rejoins, while it still owns the
+    partitions: a commit that failed earlier (the group was already rebalancing) gets its last
+    chance, so the next owner does not redo work; what cannot be committed is dropped (the next
+    owner redelivers it, and processing is idempotent). State is real: the worker's pending offsets.
+    """
+
+    def __init__(self, pending: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self.pending = pending
+        self.consumer: KafkaConsumer | None = None
+
+    def on_partitions_revoked(self, revoked) -> None:
+        done = {tp: meta for tp, meta in self.pending.items() if tp in revoked}
+        if done and self.consumer is not None:
+            try:
+                self.consumer.commit(done, timeout_ms=COMMIT_TIMEOUT_MS)
+                log.info("rebalance: committed %d revoked partition(s) before giving them up", len(done))
+            except KafkaError as exc:
+                log.warning("rebalance: commit of revoked partitions failed (%s); the next owner redelivers",
+                            exc.__class__.__name__)
+        for tp in revoked:
+            self.pending.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned) -> None:
+        log.info("rebalance: assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+def make_consumer(pending: dict[TopicPartition, OffsetAndMetadata] | None = None) -> KafkaConsumer:
+    """A group member of the ratings topic; ``pending`` (the offsets waiting for a commit) is what
+    its rebalance listener commits when partitions are revoked."""
     s = get_settings()
-    return KafkaConsumer(
-        s.ratings_topic,
+    consumer = KafkaConsumer(
         bootstrap_servers=s.kafka_bootstrap_servers,
         group_id=group_id(),
         client_id=f"worker-{socket.gethostname()}-{os.getpid()}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=200,
-        max_poll_interval_ms=300_000,
+        max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
         fetch_max_wait_ms=50,  # low latency: answer a poll as soon as one event is there
     )
+    listener = CommitOnRevoke(pending if pending is not None else {})
+    listener.consumer = consumer
+    consumer.subscribe([s.ratings_topic], listener=listener)
+    return consumer
 
 
 class Stats:
@@ -208,9 +249,9 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     holder = ModelHolder()
     holder.refresh(force=True)
-    consumer = make_consumer()
     stats = Stats()
     pending: dict[TopicPartition, OffsetAndMetadata] = {}
+    consumer = make_consumer(pending)
     log.info("worker %s consuming %s as group %s (model %s)", name, get_settings().ratings_topic, group_id(),
              holder.version)
     try:
@@ -218,9 +259,14 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
             holder.refresh()
             commit(consumer, pending)  # what an earlier failed commit left behind
             batches = consumer.poll(timeout_ms=200)
+            polled_at, over_budget = time.monotonic(), False
             for tp, records in batches.items():
                 done = None
                 for record in records:
+                    if over_budget or time.monotonic() - polled_at > BATCH_BUDGET_S:
+                        over_budget = True
+                        consumer.seek(tp, record.offset)  # the next poll fetches the rest again
+                        break
                     outcome = _process_with_retry(record, holder, stop)
                     if outcome is None:
                         break
