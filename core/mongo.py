@@ -25,10 +25,12 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterable, Iterator
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReplaceOne
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
+from core.breaker import CircuitBreaker, Unavailable
 from core.settings import get_settings
 
 PRODUCTS = "products"
@@ -55,6 +57,35 @@ HISTORY_WRITE_ATTEMPTS = 100
 def get_client(uri: str | None = None) -> MongoClient:
     """One pooled client per URI and process (pymongo clients are thread-safe, not fork-safe)."""
     return MongoClient(uri or get_settings().mongo_uri, serverSelectionTimeoutMS=5000, tz_aware=False)
+
+
+class StoreUnavailable(Unavailable):
+    """MongoDB did not answer a web request in time (or failed moments ago): the site says 503."""
+
+
+# The site's breaker: after MongoDB failed a request, the next ones are refused at once for a few
+# seconds instead of each waiting for the timeout.
+BREAKER = CircuitBreaker("mongo", cooldown_s=5.0)
+
+
+@contextmanager
+def fail_fast() -> Iterator[None]:
+    """Run a web request's MongoDB calls with a short deadline (``MONGO_REQUEST_TIMEOUT_MS``).
+
+    The client's own timeouts (5 s server selection) suit workers that retry; a page answering a
+    user should say "unavailable" within about a second, and at once while the breaker is open.
+    """
+    if not BREAKER.allow():
+        raise StoreUnavailable("MongoDB is unavailable (it failed moments ago); not trying again yet")
+    try:
+        with pymongo.timeout(get_settings().mongo_request_timeout_ms / 1000):
+            yield
+    except PyMongoError as exc:
+        if isinstance(exc, ConnectionFailure) or exc.timeout:
+            BREAKER.failure()
+            raise StoreUnavailable(f"MongoDB is unavailable: {exc.__class__.__name__}") from exc
+        raise
+    BREAKER.success()
 
 
 def get_db(uri: str | None = None, name: str | None = None) -> Database:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from types import SimpleNamespace
@@ -23,42 +22,11 @@ import pytest
 
 from core import kafka_io, mongo
 from core.settings import get_settings
-from realtime_support import (N_IN_MODEL, N_PRODUCTS, SERVICES, TOP_N, check_users_current, committed_and_end_offsets,
-                              free_port, make_events, publish_all, read_topic, reset_core_caches, seed_catalog, wait_until)
-from realtime_support import rt  # noqa: F401  (fixture; rt_catalog is overridden below)
+from realtime_support import (N_IN_MODEL, N_PRODUCTS, TOP_N, check_users_current, committed_and_end_offsets,
+                              make_events, publish_all, read_topic, reset_core_caches, seed_catalog, wait_until)
+from realtime_support import private_services, rt  # noqa: F401  (fixtures; rt_catalog is overridden below)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def private_services(tmp_path_factory, settings, redis_url):
-    """A private FerretDB and Kafka on free ports, stopped at the end even if a test failed."""
-    state = tmp_path_factory.mktemp("services-state")
-    ports = {"MONGO_PORT": free_port(), "KAFKA_PORT": free_port(), "KAFKA_CONTROLLER_PORT": free_port()}
-    env = {k: v for k, v in os.environ.items() if k not in {"MONGO_URI", "KAFKA_BOOTSTRAP_SERVERS"}}
-    env.update({"SERVICES_STATE_DIR": str(state), **{k: str(v) for k, v in ports.items()}})
-
-    def services(*args: str) -> str:
-        r = subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, f"bin/services {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
-        return r.stdout
-
-    mp = pytest.MonkeyPatch()
-    try:
-        services("start", "mongo", "kafka")
-        mp.setenv("MONGO_URI", f"mongodb://127.0.0.1:{ports['MONGO_PORT']}/")
-        mp.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{ports['KAFKA_PORT']}")
-        mp.setenv("RECS_TOP_N", str(TOP_N))
-        reset_core_caches(mongo_uri_changed=True)
-        yield SimpleNamespace(services=services, state=state, ports=ports)
-    finally:
-        try:
-            out = subprocess.run([str(SERVICES), "stop", "kafka", "mongo"], env=env, capture_output=True,
-                                 text=True, timeout=300)
-            print(out.stdout, out.stderr)
-        finally:
-            mp.undo()
-            reset_core_caches(mongo_uri_changed=True)
 
 
 @pytest.fixture(scope="module")
