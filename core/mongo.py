@@ -50,7 +50,6 @@ DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, replayed_at
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000
 ALL = "all"
-HISTORY_WRITE_ATTEMPTS = 100
 
 
 @lru_cache(maxsize=8)
@@ -289,10 +288,11 @@ def user_ratings(user_id: str, db: Database | None = None) -> dict[str, float]:
 def user_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
     """Hold a named lock (one document in ``locks``, inserted by ``_id``) around a user's write.
 
-    FerretDB v1 runs a filtered update as a find then a write, not atomically: a conditional
-    replace on a version field still lost a quarter of concurrent history writes there (measured
-    by tests/integration/test_concurrent_writers.py). The unique ``_id`` index is atomic on both
-    servers, so inserting the lock document is the one test-and-set they share. A holder that died
+    FerretDB v1 runs a filtered update as a find then a write, not atomically: a replace
+    conditional on a version field still lost a quarter of concurrent history writes there
+    (tests/integration/test_concurrent_writers.py). The unique ``_id`` index is atomic on both
+    servers, so inserting the lock document is the one test-and-set they share; the writes under it
+    filter by ``_id`` alone, the only filter FerretDB v1 answers without a scan. A holder that died
     leaves a lock older than ``LOCK_STALE_S``, which the next writer removes.
     """
     db = db if db is not None else get_db()
@@ -320,41 +320,21 @@ def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
                    db: Database | None = None) -> dict[str, float]:
     """Record a live rating in the user's history and return the whole history.
 
-    Under the user's lock, a replace conditional on the document's ``v`` counter (retried if it
-    changed anyway, e.g. a stale lock was taken over): two writers of one user (two members holding
-    one partition during a rebalance, a replay beside a worker) both get their rating in, where the
-    plain read-modify-replace lost one of them. It works on FerretDB v1 and MongoDB alike and keeps
-    product ids out of update paths (``$set`` of one key is not atomic on FerretDB v1 either). An older event
-    than the one stored (a redelivery) does not overwrite a newer rating.
+    Read-modify-replace by ``_id`` under the user's lock (:func:`user_lock`): two writers of one
+    user (two members holding one partition during a rebalance, a replay beside a worker) both get
+    their rating in, where the unlocked version lost one of them. Neither a filter on a version
+    field nor ``$set`` of one key is atomic on FerretDB v1, and either filter scans the collection
+    there (0.35 s per write measured), so the lock is the portable way. An older event than the one
+    stored (a redelivery) does not overwrite a newer rating.
     """
     db = db if db is not None else get_db()
     with user_lock(f"history:{user_id}", db=db):
-        return _add_to_history(db, user_id, product_id, rating, ts)
-
-
-def _add_to_history(db: Database, user_id: str, product_id: str, rating: float, ts: float) -> dict[str, float]:
-    coll = db[USER_HISTORY]
-    for attempt in range(HISTORY_WRITE_ATTEMPTS):
-        doc = coll.find_one({"_id": user_id})
-        if doc is None:
-            doc = {"_id": user_id, "ratings": {product_id: [float(rating), float(ts)]}, "v": 1}
-            try:
-                coll.insert_one(doc)
-                return {product_id: float(rating)}
-            except DuplicateKeyError:
-                continue  # another writer created it first: read it and try again
+        doc = db[USER_HISTORY].find_one({"_id": user_id}) or {"_id": user_id, "ratings": {}}
         current = doc["ratings"].get(product_id)
-        if current is not None and float(current[1]) > ts:
-            return {pid: float(v[0]) for pid, v in doc["ratings"].items()}
-        version = doc.get("v")
-        doc["ratings"][product_id] = [float(rating), float(ts)]
-        doc["v"] = int(version or 0) + 1
-        # A batch load writes histories without "v"; the first live rating adds it.
-        unchanged = {"_id": user_id, "v": version} if version is not None else {"_id": user_id, "v": {"$exists": False}}
-        if coll.replace_one(unchanged, doc).matched_count:
-            return {pid: float(v[0]) for pid, v in doc["ratings"].items()}
-        time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # lost the race: back off a little, re-read
-    raise RuntimeError(f"history of {user_id} changed under {HISTORY_WRITE_ATTEMPTS} writes in a row")
+        if current is None or float(current[1]) <= ts:
+            doc["ratings"][product_id] = [float(rating), float(ts)]
+            db[USER_HISTORY].replace_one({"_id": user_id}, doc, upsert=True)
+    return {pid: float(v[0]) for pid, v in doc["ratings"].items()}
 
 
 def mark_rating_processed(event_id: str, model_version: str | None, db: Database | None = None) -> None:
@@ -410,15 +390,12 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     as_of = time.time() if as_of is None else float(as_of)
     doc = {"_id": user_id, "items": items, "model_version": model_version,
            "source_event_id": source_event_id, "updated_at": time.time(), "as_of": as_of}
-    not_newer = {"_id": user_id, "$or": [{"as_of": {"$lte": as_of}}, {"as_of": {"$exists": False}}]}
-    with user_lock(f"recommendations:{user_id}", db=db):  # the filter alone is not atomic on FerretDB v1
-        try:
-            result = db[RECOMMENDATIONS].replace_one(not_newer, doc, upsert=True)
-        except DuplicateKeyError:  # the filter missed an existing document: a newer list is there
-            result = None
-    if result is not None and (result.matched_count or result.upserted_id is not None):
-        return doc
-    return db[RECOMMENDATIONS].find_one({"_id": user_id}) or doc
+    with user_lock(f"recommendations:{user_id}", db=db):  # read-check-replace by _id, as one step
+        stored = db[RECOMMENDATIONS].find_one({"_id": user_id}, {"as_of": 1})
+        if stored is not None and stored.get("as_of") is not None and float(stored["as_of"]) > as_of:
+            return db[RECOMMENDATIONS].find_one({"_id": user_id}) or doc
+        db[RECOMMENDATIONS].replace_one({"_id": user_id}, doc, upsert=True)
+    return doc
 
 
 def write_recommendations_bulk(docs: Iterable[dict[str, Any]], db: Database | None = None) -> dict[str, int]:
