@@ -44,11 +44,14 @@ def group_id() -> str:
     return os.environ.get("KAFKA_WORKER_GROUP", "").strip() or "recommender-workers"
 
 
-MAX_POLL_INTERVAL_MS = 300_000
-# A poll's records are processed for at most half the poll interval; the rest are fetched again
-# by the next poll. A longer batch would let the group rebalance under it and hand its partitions
-# to another member while this one still writes for them.
-BATCH_BUDGET_S = MAX_POLL_INTERVAL_MS / 1000 / 2
+def max_poll_interval_ms() -> int:
+    """``WORKER_MAX_POLL_INTERVAL_MS`` (default 300 s): a member silent for longer leaves the group.
+
+    A poll's records are processed for at most half of it; the rest are fetched again by the next
+    poll. A longer batch would let the group rebalance under it and hand its partitions to another
+    member while this one still writes for them (and redo, or dead-letter twice, what it did).
+    """
+    return max(1000, int(os.environ.get("WORKER_MAX_POLL_INTERVAL_MS", "").strip() or 300_000))
 
 
 class CommitOnRevoke(ConsumerRebalanceListener):
@@ -91,7 +94,7 @@ def make_consumer(pending: dict[TopicPartition, OffsetAndMetadata] | None = None
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=200,
-        max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+        max_poll_interval_ms=max_poll_interval_ms(),
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
         fetch_max_wait_ms=50,  # low latency: answer a poll as soon as one event is there
@@ -252,6 +255,7 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     stats = Stats()
     pending: dict[TopicPartition, OffsetAndMetadata] = {}
     consumer = make_consumer(pending)
+    budget_s = max_poll_interval_ms() / 1000 / 2
     log.info("worker %s consuming %s as group %s (model %s)", name, get_settings().ratings_topic, group_id(),
              holder.version)
     try:
@@ -263,7 +267,7 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
             for tp, records in batches.items():
                 done = None
                 for record in records:
-                    if over_budget or time.monotonic() - polled_at > BATCH_BUDGET_S:
+                    if over_budget or time.monotonic() - polled_at > budget_s:
                         over_budget = True
                         consumer.seek(tp, record.offset)  # the next poll fetches the rest again
                         break

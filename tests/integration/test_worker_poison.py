@@ -114,3 +114,4 @@ def test_dead_letters_are_listed_with_reasons_and_replayed_once_after_the_fix(rt
     assert len(replayed) == 4, "each replayed once (plus the original)"
     after = [json.loads(line) for line in _dead_letters("list", "--json").stdout.splitlines() if line.strip()]
     assert {r["id"] for r in after if r["replayed"]} == set(chosen)
+
