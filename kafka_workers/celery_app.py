@@ -18,7 +18,7 @@ from core.settings import get_settings
 # acks a task still running then would run twice. Every task's hard time limit is below it
 # (RESCORE_TIME_LIMIT_S for the long one), so no task can still be running when that happens.
 VISIBILITY_TIMEOUT_S = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT_S", "").strip() or 6 * 3600)
-TASK_TIME_LIMIT_S = 600  # popular/trending/check: minutes at most
+TASK_TIME_LIMIT_S = 3600  # popular, trending, check_model: minutes in practice; an hour is a hung task
 
 app = Celery("amazon_recommender", broker=get_settings().redis_url, include=["kafka_workers.tasks"])
 app.conf.update(
