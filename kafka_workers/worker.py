@@ -7,8 +7,9 @@ message up to them, and processing is idempotent, so a crash (even ``kill -9``) 
 re-applies nothing twice. While MongoDB is unreachable the worker retries the same message with
 back-off instead of skipping it; any other exception on a message (a document MongoDB refuses, a
 model numpy cannot solve, a bug) is retried ``WORKER_MAX_ATTEMPTS`` times and then dead-lettered
-with the reason (``python -m kafka_workers.dead_letters`` lists and replays them); a commit the broker refuses (it is down, or the group is
-rebalancing) is kept and retried, never fatal. SIGTERM finishes the current message, commits,
+with the reason (``python -m kafka_workers.dead_letters`` lists and replays them). A commit the
+broker refuses (it is down, or the group is rebalancing) is kept and retried, never fatal, and a
+rebalance listener commits what is done before partitions move. SIGTERM finishes the current message, commits,
 leaves the group. Lag and latency are logged and stored in Redis (``recsys:worker:<name>``).
 """
 from __future__ import annotations
