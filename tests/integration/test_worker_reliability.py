@@ -20,10 +20,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from core import kafka_io, mongo
+from core import mongo
 from core.settings import get_settings
 from realtime_support import (N_IN_MODEL, N_PRODUCTS, TOP_N, check_users_current, committed_and_end_offsets,
-                              make_events, publish_all, read_topic, reset_core_caches, seed_catalog, wait_until)
+                              make_events, publish_all, read_topic, seed_catalog, wait_until)
 from realtime_support import private_services, rt  # noqa: F401  (fixtures; rt_catalog is overridden below)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
