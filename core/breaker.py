@@ -18,7 +18,7 @@ class Unavailable(RuntimeError):
 class CircuitBreaker:
     """State is real: when the breaker opened, shared by the threads of one process."""
 
-    def __init__(self, name: str, cooldown_s: float = 5.0) -> None:
+    def __init__(self, name: str, cooldown_s: float = 2.0) -> None:
         self.name = name
         self.cooldown_s = cooldown_s
         self._lock = threading.Lock()

@@ -27,8 +27,8 @@ class PublishError(Unavailable):
 
 
 # One breaker per process for the site's ratings: after a failed send, ratings are refused at once
-# (503) for a few seconds instead of each holding a thread for the delivery timeout.
-BREAKER = CircuitBreaker("kafka", cooldown_s=5.0)
+# (503) for two seconds instead of each holding a thread for the delivery timeout.
+BREAKER = CircuitBreaker("kafka", cooldown_s=2.0)
 
 
 @lru_cache(maxsize=1)

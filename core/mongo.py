@@ -64,7 +64,7 @@ class StoreUnavailable(Unavailable):
 
 # The site's breaker: after MongoDB failed a request, the next ones are refused at once for a few
 # seconds instead of each waiting for the timeout.
-BREAKER = CircuitBreaker("mongo", cooldown_s=5.0)
+BREAKER = CircuitBreaker("mongo", cooldown_s=2.0)
 
 
 @contextmanager

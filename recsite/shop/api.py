@@ -158,7 +158,7 @@ def post_rating(request):
         return Response({"detail": str(exc)}, status=400)
     except Unavailable:
         return Response({"detail": "the rating could not be saved right now; try again in a few seconds"},
-                        status=503, headers={"Retry-After": "5"})
+                        status=503, headers={"Retry-After": "2"})
     return Response({"event_id": sub.event_id, "product_id": sub.product_id, "rating": sub.rating,
                      "status": "accepted"}, status=202)
 

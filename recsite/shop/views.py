@@ -101,7 +101,7 @@ def rate(request, product_id: str):
         # A clear answer at once (the breaker), not a redirect that looks like success to a script.
         response = HttpResponse("Sorry, your rating could not be saved right now. Please try again in a "
                                 "few seconds.", status=503, content_type="text/plain")
-        response["Retry-After"] = "5"
+        response["Retry-After"] = "2"
         return response
     messages.success(request, f"Thanks! You rated it {submission.rating} ★. Your recommendations are updating.")
     return redirect("recommendations")
