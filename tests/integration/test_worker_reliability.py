@@ -105,12 +105,16 @@ def test_broker_restart_and_30s_mongo_outage_lose_and_duplicate_nothing(rt, priv
     first, second = events[:1500], events[1500:]
     workers = [rt.start_worker(), rt.start_worker()]
     refused: list[int] = []
-    go_second = threading.Event()
+    go_second, mongo_down = threading.Event(), threading.Event()
 
     def produce() -> None:
-        """The site's path (publish_rating, acks=all), paced; a refused send is retried."""
+        """The site's path (publish_rating, acks=all), paced; a refused send is retried. The last
+        third of the second part waits for the MongoDB outage, so it starts mid-stream however
+        fast or slow (a loaded machine) the workers are."""
         for part in (first, second):
             for start in range(0, len(part), 50):
+                if part is second and start == 1000:
+                    mongo_down.wait(600)
                 refused.append(publish_all(part[start:start + 50], retry_until_s=180))
                 time.sleep(0.3)
             go_second.wait(600)
@@ -142,6 +146,7 @@ def test_broker_restart_and_30s_mongo_outage_lose_and_duplicate_nothing(rt, priv
     wait_until(lambda: _count_processed(db) >= len(first) + 200, 300, "the second part under way", every_s=0.5)
     private_services.services("stop", "mongo")
     assert producer.is_alive(), "the outage should start mid-stream"
+    mongo_down.set()
     time.sleep(30)
     assert all(w.alive() for w in workers), "a worker died while MongoDB was down"
     private_services.services("start", "mongo")
