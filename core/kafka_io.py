@@ -1,7 +1,8 @@
 """Kafka plumbing shared by the site (producer), the workers and the batch publisher.
 
 The producer waits for the acknowledgement of all in-sync replicas before it reports success, so
-the site never tells a user "saved" for a rating the broker does not have.
+the site never tells a user "saved" for a rating the broker does not have; and it gives up when
+the site does (one delivery timeout), so a rating reported "not saved" does not arrive later.
 """
 from __future__ import annotations
 
@@ -14,48 +15,84 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from core.breaker import CircuitBreaker, Unavailable
 from core.events import RatingEvent
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 
-class PublishError(RuntimeError):
+class PublishError(Unavailable):
     """The broker did not acknowledge an event; the caller must tell the user it failed."""
+
+
+# One breaker per process for the site's ratings: after a failed send, ratings are refused at once
+# (503) for two seconds instead of each holding a thread for the delivery timeout.
+BREAKER = CircuitBreaker("kafka", cooldown_s=2.0)
 
 
 @lru_cache(maxsize=1)
 def get_producer() -> KafkaProducer:
+    """The idempotent producer: a retry after a lost ack is not written twice to the log.
+
+    Every deadline is the one delivery timeout (``KAFKA_DELIVERY_TIMEOUT_MS``): a record is either
+    acknowledged or failed within it, never retried after the caller was told it failed.
+    """
     s = get_settings()
+    timeout_ms = s.kafka_delivery_timeout_ms
     return KafkaProducer(
         bootstrap_servers=s.kafka_bootstrap_servers,
         acks="all",
-        retries=5,
+        enable_idempotence=True,
         max_in_flight_requests_per_connection=1,  # keeps a user's events in order across retries
         linger_ms=0,
-        request_timeout_ms=5000,
-        max_block_ms=5000,
+        request_timeout_ms=timeout_ms,
+        delivery_timeout_ms=timeout_ms,  # >= request_timeout_ms + linger_ms, as kafka-python requires
+        max_block_ms=timeout_ms,  # waiting for metadata (the broker is unreachable) counts too
         client_id="amazon-recommender",
     )
 
 
-def publish_rating(event: RatingEvent, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Send one rating event keyed by user and block until the broker acknowledges it."""
+def _wait_s() -> float:
+    """The caller waits a little longer than the producer's own deadline, so it hears the outcome."""
+    return get_settings().kafka_delivery_timeout_ms / 1000 + 0.5
+
+
+def publish_rating(event: RatingEvent) -> dict[str, Any]:
+    """Send one rating event keyed by user and block until the broker acknowledges it.
+
+    Raises PublishError at once while the breaker is open (Kafka failed moments ago), else within
+    the delivery timeout. The event id is the submission's identity, so a user's retry of a
+    rating whose ack was lost is stored once by the workers.
+    """
+    if not BREAKER.allow():
+        raise PublishError("Kafka is unavailable (it failed moments ago); not trying again yet")
     try:
         meta = get_producer().send(get_settings().ratings_topic, key=event.key,
-                                   value=event.to_bytes()).get(timeout=timeout_s)
+                                   value=event.to_bytes()).get(timeout=_wait_s())
     except KafkaError as exc:
+        BREAKER.failure()
         raise PublishError(f"the rating could not be delivered to Kafka: {exc.__class__.__name__}") from exc
+    BREAKER.success()
     return {"partition": meta.partition, "offset": meta.offset}
 
 
-def publish_json(topic: str, payload: dict[str, Any], key: str | None = None, timeout_s: float = 5.0) -> None:
+def publish_json(topic: str, payload: dict[str, Any], key: str | None = None) -> None:
     """Send a small JSON control message (dead letters, model announcements) and wait for the ack."""
     try:
         get_producer().send(topic, key=key.encode() if key else None,
-                            value=json.dumps(payload, default=str).encode()).get(timeout=timeout_s)
+                            value=json.dumps(payload, default=str).encode()).get(timeout=_wait_s())
     except KafkaError as exc:
         raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
+
+
+def publish_raw(topic: str, value: bytes, key: bytes | None = None) -> dict[str, Any]:
+    """Send bytes as they are (a dead letter's original, replayed) and wait for the ack."""
+    try:
+        meta = get_producer().send(topic, key=key, value=value).get(timeout=_wait_s())
+    except KafkaError as exc:
+        raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
+    return {"partition": meta.partition, "offset": meta.offset}
 
 
 def ensure_topics() -> list[str]:

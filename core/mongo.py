@@ -28,16 +28,21 @@ model and its lists at once.
 from __future__ import annotations
 
 import math
+import random
 import re
 import time
+import uuid
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterable, Iterator
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
+from core.breaker import CircuitBreaker, Unavailable
 from core.settings import get_settings
 
 PRODUCTS = "products"
@@ -57,6 +62,9 @@ RELOADED = frozenset({"products", "reviews", "product_reviews", "user_history", 
 PER_MODEL_VERSION = frozenset({"similar_items", "batch_recommendations"})
 POINTER_TTL_S = 1.0  # how long a process trusts a pointer it read
 RETIRE_GRACE_S = 5.0  # a retired generation outlives every cached pointer and in-flight query
+LOCKS = "locks"  # {_id: "<kind>:<user_id>", token, at}: see user_lock
+LOCK_STALE_S = 10.0
+DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, replayed_at, ...}: one replay each
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000
 ALL = "all"
@@ -80,6 +88,35 @@ class ReloadableDatabase(Database):
 
     def get_collection(self, name: str, *args: Any, **kwargs: Any) -> Collection:
         return super().get_collection(physical_name(self, name), *args, **kwargs)
+
+
+class StoreUnavailable(Unavailable):
+    """MongoDB did not answer a web request in time (or failed moments ago): the site says 503."""
+
+
+# The site's breaker: after MongoDB failed a request, the next ones are refused at once for a few
+# seconds instead of each waiting for the timeout.
+BREAKER = CircuitBreaker("mongo", cooldown_s=2.0)
+
+
+@contextmanager
+def fail_fast() -> Iterator[None]:
+    """Run a web request's MongoDB calls with a short deadline (``MONGO_REQUEST_TIMEOUT_MS``).
+
+    The client's own timeouts (5 s server selection) suit workers that retry; a page answering a
+    user should say "unavailable" within about a second, and at once while the breaker is open.
+    """
+    if not BREAKER.allow():
+        raise StoreUnavailable("MongoDB is unavailable (it failed moments ago); not trying again yet")
+    try:
+        with pymongo.timeout(get_settings().mongo_request_timeout_ms / 1000):
+            yield
+    except PyMongoError as exc:
+        if isinstance(exc, ConnectionFailure) or exc.timeout:
+            BREAKER.failure()
+            raise StoreUnavailable(f"MongoDB is unavailable: {exc.__class__.__name__}") from exc
+        raise
+    BREAKER.success()
 
 
 def get_db(uri: str | None = None, name: str | None = None) -> Database:
@@ -407,20 +444,56 @@ def user_ratings(user_id: str, db: Database | None = None) -> dict[str, float]:
     return {pid: float(v[0]) for pid, v in (doc or {}).get("ratings", {}).items()}
 
 
+@contextmanager
+def user_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
+    """Hold a named lock (one document in ``locks``, inserted by ``_id``) around a user's write.
+
+    FerretDB v1 runs a filtered update as a find then a write, not atomically: a replace
+    conditional on a version field still lost a quarter of concurrent history writes there
+    (tests/integration/test_concurrent_writers.py). The unique ``_id`` index is atomic on both
+    servers, so inserting the lock document is the one test-and-set they share; the writes under it
+    filter by ``_id`` alone, the only filter FerretDB v1 answers without a scan. A holder that died
+    leaves a lock older than ``LOCK_STALE_S``, which the next writer removes.
+    """
+    db = db if db is not None else get_db()
+    token, deadline, delay = uuid.uuid4().hex, time.monotonic() + wait_s, 0.001
+    while True:
+        try:
+            db[LOCKS].insert_one({"_id": name, "token": token, "at": time.time()})
+            break
+        except DuplicateKeyError:
+            held = db[LOCKS].find_one({"_id": name}) or {}
+            if held and time.time() - float(held.get("at", 0)) > LOCK_STALE_S:
+                db[LOCKS].delete_one({"_id": name, "token": held.get("token")})
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lock {name} held for more than {wait_s:.0f}s") from None
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 0.05)
+    try:
+        yield
+    finally:
+        db[LOCKS].delete_one({"_id": name, "token": token})
+
+
 def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
                    db: Database | None = None) -> dict[str, float]:
     """Record a live rating in the user's history and return the whole history.
 
-    Read-modify-replace of one ``_id`` document; a user's events are processed in order by one
-    worker (Kafka key = user), so there is no concurrent writer for the same document. An older
-    event than the one stored (a redelivery) does not overwrite a newer rating.
+    Read-modify-replace by ``_id`` under the user's lock (:func:`user_lock`): two writers of one
+    user (two members holding one partition during a rebalance, a replay beside a worker) both get
+    their rating in, where the unlocked version lost one of them. Neither a filter on a version
+    field nor ``$set`` of one key is atomic on FerretDB v1, and either filter scans the collection
+    there (0.35 s per write measured), so the lock is the portable way. An older event than the one
+    stored (a redelivery) does not overwrite a newer rating.
     """
     db = db if db is not None else get_db()
-    doc = db[USER_HISTORY].find_one({"_id": user_id}) or {"_id": user_id, "ratings": {}}
-    current = doc["ratings"].get(product_id)
-    if current is None or float(current[1]) <= ts:
-        doc["ratings"][product_id] = [float(rating), float(ts)]
-        db[USER_HISTORY].replace_one({"_id": user_id}, doc, upsert=True)
+    with user_lock(f"history:{user_id}", db=db):
+        doc = db[USER_HISTORY].find_one({"_id": user_id}) or {"_id": user_id, "ratings": {}}
+        current = doc["ratings"].get(product_id)
+        if current is None or float(current[1]) <= ts:
+            doc["ratings"][product_id] = [float(rating), float(ts)]
+            db[USER_HISTORY].replace_one({"_id": user_id}, doc, upsert=True)
     return {pid: float(v[0]) for pid, v in doc["ratings"].items()}
 
 
@@ -435,15 +508,53 @@ def get_rating(event_id: str, db: Database | None = None) -> dict | None:
     return db[RATINGS].find_one({"_id": str(event_id)})
 
 
+# --- dead letters ---------------------------------------------------------------------------
+
+def claim_replay(letter_id: str, doc: dict[str, Any], db: Database | None = None) -> dict | None:
+    """Record that a dead letter is being replayed; returns None if this call got it, else the
+    earlier record. Insert-by-id, like ``store_rating``: two replays of one letter cannot both win."""
+    db = db if db is not None else get_db()
+    try:
+        db[DEAD_LETTER_REPLAYS].insert_one({**doc, "_id": letter_id, "replayed_at": time.time()})
+        return None
+    except DuplicateKeyError:
+        return db[DEAD_LETTER_REPLAYS].find_one({"_id": letter_id}) or {}
+
+
+def release_replay(letter_id: str, db: Database | None = None) -> None:
+    """Forget a claim whose publish failed, so the letter can be replayed again."""
+    db = db if db is not None else get_db()
+    db[DEAD_LETTER_REPLAYS].delete_one({"_id": letter_id})
+
+
+def get_replay(letter_id: str, db: Database | None = None) -> dict | None:
+    db = db if db is not None else get_db()
+    return db[DEAD_LETTER_REPLAYS].find_one({"_id": letter_id})
+
+
 # --- recommendations ------------------------------------------------------------------------
 
 def write_recommendations(user_id: str, items: list[dict[str, Any]], model_version: str,
-                          source_event_id: str | None = None, db: Database | None = None) -> dict[str, Any]:
-    """Replace a user's recommendation list; returns the stored document (its version is announced)."""
+                          source_event_id: str | None = None, as_of: float | None = None,
+                          db: Database | None = None) -> dict[str, Any]:
+    """Replace a user's list unless a newer one is stored; returns the stored document.
+
+    ``as_of`` is a time taken just before the writer read the history the list comes from. A
+    stored list with a later ``as_of`` stays (a batch list has none and is replaced): the writer that read an older history (Celery re-scoring while a worker processed the user's
+    next rating) must not replace the list built from the newer one. Every history write is
+    followed by its own worker's list with a later ``as_of``, so the last rating always shows.
+    Clocks of the writing hosts are assumed synchronised (NTP); a skew only delays a list until
+    the user's next rating. The stored document (ours or the newer one) is what gets announced.
+    """
     db = db if db is not None else get_db()
+    as_of = time.time() if as_of is None else float(as_of)
     doc = {"_id": user_id, "items": items, "model_version": model_version,
-           "source_event_id": source_event_id, "updated_at": time.time()}
-    db[RECOMMENDATIONS].replace_one({"_id": user_id}, doc, upsert=True)
+           "source_event_id": source_event_id, "updated_at": time.time(), "as_of": as_of}
+    with user_lock(f"recommendations:{user_id}", db=db):  # read-check-replace by _id, as one step
+        stored = db[RECOMMENDATIONS].find_one({"_id": user_id}, {"as_of": 1})
+        if stored is not None and stored.get("as_of") is not None and float(stored["as_of"]) > as_of:
+            return db[RECOMMENDATIONS].find_one({"_id": user_id}) or doc
+        db[RECOMMENDATIONS].replace_one({"_id": user_id}, doc, upsert=True)
     return doc
 
 

@@ -45,6 +45,8 @@ class Settings:
     eda_dir: Path
     demo_input: str
     top_n: int
+    kafka_delivery_timeout_ms: int
+    mongo_request_timeout_ms: int
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -70,6 +72,11 @@ class Settings:
             # Every bundled real file (reviews and metadata of three categories); a glob load expands.
             demo_input=_env("DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "*.json*")),
             top_n=_env_int("RECS_TOP_N", 20),
+            # How long a send may take in all (queueing, retries, the ack); the site waits exactly
+            # this long, so "not saved" means the producer gave up too (no late ghost delivery).
+            kafka_delivery_timeout_ms=_env_int("KAFKA_DELIVERY_TIMEOUT_MS", 1500),
+            # How long a page waits for MongoDB before it answers 503 (the rating form's checks).
+            mongo_request_timeout_ms=_env_int("MONGO_REQUEST_TIMEOUT_MS", 1000),
         )
 
 

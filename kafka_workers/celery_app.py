@@ -14,11 +14,19 @@ from celery import Celery
 
 from core.settings import get_settings
 
+# Redis hands an unacknowledged task to another worker after the visibility timeout; with late
+# acks a task still running then would run twice. Every task's hard time limit is below it
+# (RESCORE_TIME_LIMIT_S for the long one), so no task can still be running when that happens.
+VISIBILITY_TIMEOUT_S = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT_S", "").strip() or 6 * 3600)
+TASK_TIME_LIMIT_S = 3600  # popular, trending, check_model: minutes in practice; an hour is a hung task
+
 app = Celery("amazon_recommender", broker=get_settings().redis_url, include=["kafka_workers.tasks"])
 app.conf.update(
     task_ignore_result=True,
     task_acks_late=True,  # a task interrupted by a crash runs again; every task here is idempotent
     worker_prefetch_multiplier=1,
+    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+    task_time_limit=TASK_TIME_LIMIT_S,
     timezone="UTC",
     beat_schedule={
         "refresh-popular": {"task": "kafka_workers.tasks.refresh_popular",

@@ -6,13 +6,15 @@ worker commit offsets only after MongoDB has the result and still store each rat
 """
 from __future__ import annotations
 
+import base64
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from core import list_state, mongo, recommend
 from core.artifacts import Model
-from core.events import InvalidEvent, RatingEvent, parse_event
+from core.events import MAX_EVENT_BYTES, InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 
 
@@ -52,16 +54,36 @@ def handle(raw: bytes | None, model: Model | None) -> Outcome:
         if stored.get("state") == "processed":
             return Outcome(event, "duplicate")
         # stored but the worker died before writing the list: finish the job now
+    as_of = time.time()  # before the history is read: a list from an older read never replaces ours
     history = mongo.add_to_history(event.user_id, event.product_id, event.rating, event.ts)
     items, version = recommendations_for(history, model, get_settings().top_n)
-    doc = mongo.write_recommendations(event.user_id, items, version, source_event_id=event.event_id)
+    doc = mongo.write_recommendations(event.user_id, items, version, source_event_id=event.event_id, as_of=as_of)
     list_state.announce(event.user_id, list_state.version_of(doc))
     mongo.mark_rating_processed(event.event_id, version)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))
 
 
-def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """What a dead letter carries: the reason, where it came from, and the original (truncated)."""
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-    return {"reason": reason, "topic": topic, "partition": partition, "offset": offset,
-            "value": text[:4096], "value_bytes": len(raw or b""), "dead_lettered_at": time.time()}
+def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: int, offset: int,
+                        key: bytes | None = None, event_id: str | None = None, attempts: int = 1) -> dict[str, Any]:
+    """What a dead letter carries: the reason, where it came from, and the original.
+
+    ``id`` (topic:partition:offset of the original) names the letter for the dead-letters command;
+    ``value`` is a readable preview, ``value_b64`` the exact original bytes (events are at most
+    ``MAX_EVENT_BYTES``; a larger message is kept as the preview only), which a replay republishes
+    with the original ``key``.
+    """
+    raw_bytes = raw if isinstance(raw, bytes) else (str(raw).encode() if raw is not None else None)
+    text = raw_bytes.decode("utf-8", errors="replace") if raw_bytes is not None else "None"
+    if event_id is None and raw_bytes is not None:
+        try:  # an invalid event may still name itself; the list shows it when it does
+            data = json.loads(raw_bytes)
+            event_id = data.get("event_id") if isinstance(data, dict) and isinstance(data.get("event_id"), str) else None
+        except ValueError:
+            pass
+    return {"id": f"{topic}:{partition}:{offset}", "reason": reason, "topic": topic, "partition": partition,
+            "offset": offset, "key": key.decode("utf-8", "replace") if key else None,
+            "event_id": (event_id or "")[:64] or None, "attempts": attempts,
+            "value": text[:4096], "value_bytes": len(raw_bytes or b""),
+            "value_b64": (base64.b64encode(raw_bytes).decode() if raw_bytes is not None
+                          and len(raw_bytes) <= MAX_EVENT_BYTES else None),
+            "dead_lettered_at": time.time()}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 
@@ -71,22 +72,61 @@ def refresh_trending(limit: int = 50) -> int:
     return len(names)
 
 
+RESCORE_TIME_LIMIT_S = int(os.environ.get("RESCORE_TIME_LIMIT_S", "").strip() or 3 * 3600)
+
+
+def _queued_key(version: str) -> str:
+    return f"recsys:rescore:queued:{version}"
+
+
+def _running_key(version: str) -> str:
+    return f"recsys:rescore:running:{version}"
+
+
 @app.task
 def check_model() -> str | None:
-    """Start re-scoring once per newly published model version."""
+    """Queue one re-scoring per newly published model version.
+
+    Beat calls this every few seconds; a Redis ``SET NX`` per version (expiring after the rescore's
+    time limit, so a rescore lost with its worker is queued again) keeps the later calls from
+    queueing more while the first rescore waits or runs.
+    """
     version = artifacts.current_version()
     if version is None:
         return None
     r = _redis()
     if r.get(LAST_MODEL_KEY) == version.encode():
         return None
+    if not r.set(_queued_key(version), "1", nx=True, ex=RESCORE_TIME_LIMIT_S + 60):
+        return None
     rescore_active_users.delay(version)
     return version
 
 
-@app.task
+@app.task(time_limit=RESCORE_TIME_LIMIT_S, soft_time_limit=RESCORE_TIME_LIMIT_S - 60)
 def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 200) -> int:
-    """Re-score users who rated on the site recently with the new model, then refresh caches."""
+    """Re-score users who rated on the site recently with the new model, then refresh caches.
+
+    Runs once per version: a copy delivered while one runs (it holds the version's running lock)
+    or after one finished (``LAST_MODEL_KEY``) returns 0 at once. A run that fails releases both
+    locks, so the next ``check_model`` queues it again.
+    """
+    r = _redis()
+    if r.get(LAST_MODEL_KEY) == version.encode():
+        return 0
+    if not r.set(_running_key(version), "1", nx=True, ex=RESCORE_TIME_LIMIT_S + 60):
+        log.info("model %s: a rescore is already running; this copy does nothing", version)
+        return 0
+    try:
+        done = _rescore(version, active_days, batch_size)
+    except BaseException:
+        r.delete(_running_key(version), _queued_key(version))
+        raise
+    r.delete(_running_key(version))
+    return done
+
+
+def _rescore(version: str, active_days: int, batch_size: int) -> int:
     model = artifacts.load_model(version)
     if model is None:
         return 0
@@ -95,11 +135,12 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     done = 0
     for start in range(0, len(users), batch_size):
         for user in users[start:start + batch_size]:
+            as_of = time.time()  # a worker's list from a later read of the history is kept
             items = recommend.recommend(model, mongo.user_ratings(user), n=get_settings().top_n)
             if items:
-                doc = mongo.write_recommendations(user, items, model.version)
+                doc = mongo.write_recommendations(user, items, model.version, as_of=as_of)
                 list_state.announce(user, list_state.version_of(doc))
-                done += 1
+                done += doc.get("as_of") == as_of
     r = _redis()
     r.incr(CACHE_GENERATION_KEY)
     r.set(LAST_MODEL_KEY, version)

@@ -5,8 +5,11 @@
 At-least-once end to end: offsets are committed only after MongoDB holds the result of every
 message up to them, and processing is idempotent, so a crash (even ``kill -9``) redelivers and
 re-applies nothing twice. While MongoDB is unreachable the worker retries the same message with
-back-off instead of skipping it; a commit the broker refuses (it is down, or the group is
-rebalancing) is kept and retried, never fatal. SIGTERM finishes the current message, commits,
+back-off instead of skipping it; any other exception on a message (a document MongoDB refuses, a
+model numpy cannot solve, a bug) is retried ``WORKER_MAX_ATTEMPTS`` times and then dead-lettered
+with the reason (``python -m kafka_workers.dead_letters`` lists and replays them). A commit the
+broker refuses (it is down, or the group is rebalancing) is kept and retried, never fatal, and a
+rebalance listener commits what is done before partitions move. SIGTERM finishes the current message, commits,
 leaves the group. Lag and latency are logged and stored in Redis (``recsys:worker:<name>``).
 """
 from __future__ import annotations
@@ -20,15 +23,16 @@ import threading
 import time
 from collections import deque
 
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 
 from core import kafka_io
+from core.events import InvalidEvent, parse_event
 from core.settings import get_settings
 from kafka_workers.model_holder import ModelHolder
-from kafka_workers.process import dead_letter_payload, handle
+from kafka_workers.process import Outcome, dead_letter_payload, handle
 
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0
@@ -41,21 +45,65 @@ def group_id() -> str:
     return os.environ.get("KAFKA_WORKER_GROUP", "").strip() or "recommender-workers"
 
 
-def make_consumer() -> KafkaConsumer:
+def max_poll_interval_ms() -> int:
+    """``WORKER_MAX_POLL_INTERVAL_MS`` (default 300 s): a member silent for longer leaves the group.
+
+    A poll's records are processed for at most half of it; the rest are fetched again by the next
+    poll. A longer batch would let the group rebalance under it and hand its partitions to another
+    member while this one still writes for them (and redo, or dead-letter twice, what it did).
+    """
+    return max(1000, int(os.environ.get("WORKER_MAX_POLL_INTERVAL_MS", "").strip() or 300_000))
+
+
+class CommitOnRevoke(ConsumerRebalanceListener):
+    """On a rebalance, commit what is processed before the partitions go, and forget the rest.
+
+    kafka-python calls this inside ``poll()`` before the member rejoins, while it still owns the
+    partitions: a commit that failed earlier (the group was already rebalancing) gets its last
+    chance, so the next owner does not redo work; what cannot be committed is dropped (the next
+    owner redelivers it, and processing is idempotent). State is real: the worker's pending offsets.
+    """
+
+    def __init__(self, pending: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self.pending = pending
+        self.consumer: KafkaConsumer | None = None
+
+    def on_partitions_revoked(self, revoked) -> None:
+        done = {tp: meta for tp, meta in self.pending.items() if tp in revoked}
+        if done and self.consumer is not None:
+            try:
+                self.consumer.commit(done, timeout_ms=COMMIT_TIMEOUT_MS)
+                log.info("rebalance: committed %d revoked partition(s) before giving them up", len(done))
+            except KafkaError as exc:
+                log.warning("rebalance: commit of revoked partitions failed (%s); the next owner redelivers",
+                            exc.__class__.__name__)
+        for tp in revoked:
+            self.pending.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned) -> None:
+        log.info("rebalance: assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+def make_consumer(pending: dict[TopicPartition, OffsetAndMetadata] | None = None) -> KafkaConsumer:
+    """A group member of the ratings topic; ``pending`` (the offsets waiting for a commit) is what
+    its rebalance listener commits when partitions are revoked."""
     s = get_settings()
-    return KafkaConsumer(
-        s.ratings_topic,
+    consumer = KafkaConsumer(
         bootstrap_servers=s.kafka_bootstrap_servers,
         group_id=group_id(),
         client_id=f"worker-{socket.gethostname()}-{os.getpid()}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=200,
-        max_poll_interval_ms=300_000,
+        max_poll_interval_ms=max_poll_interval_ms(),
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
         fetch_max_wait_ms=50,  # low latency: answer a poll as soon as one event is there
     )
+    listener = CommitOnRevoke(pending if pending is not None else {})
+    listener.consumer = consumer
+    consumer.subscribe([s.ratings_topic], listener=listener)
+    return consumer
 
 
 class Stats:
@@ -127,21 +175,70 @@ def publish_stats(name: str, snapshot: dict) -> None:
         pass
 
 
+# An outage: nothing can be processed until the server is back, so the message waits (as long as
+# it takes) rather than being dead-lettered. Anything else is about this one message.
+OUTAGE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError, kafka_io.PublishError)
+
+
+def max_attempts() -> int:
+    """Tries of one message before it is dead-lettered (``WORKER_MAX_ATTEMPTS``, default 3)."""
+    return max(1, int(os.environ.get("WORKER_MAX_ATTEMPTS", "").strip() or 3))
+
+
+def retry_delay_s() -> float:
+    """First back-off between tries of a failing message, doubled each time (``WORKER_RETRY_DELAY_S``)."""
+    return max(0.0, float(os.environ.get("WORKER_RETRY_DELAY_S", "").strip() or 0.5))
+
+
+def _failed_outcome(raw: bytes | None, exc: BaseException) -> Outcome:
+    try:
+        event = parse_event(raw)
+    except InvalidEvent:
+        event = None
+    return Outcome(event, "dead-letter", f"{exc.__class__.__name__}: {exc}"[:500])
+
+
 def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
-    """Handle one message, retrying with back-off while MongoDB (or Kafka for dead letters) is down."""
-    delay = 0.2
+    """Handle one message; returns its outcome, or None when stopped before it was done.
+
+    While MongoDB (or Kafka, for a dead letter) is down, retry with back-off for as long as the
+    outage lasts. Any other exception (a document MongoDB refuses, a model numpy cannot solve, a
+    bug) is this message's problem: it is tried ``max_attempts()`` times, then dead-lettered with
+    the exception as the reason, so one message never stops the worker or its partition.
+    """
+    delay, attempts, outcome = 0.2, 0, None
     while True:
         try:
-            outcome = handle(record.value, holder.model)
+            if outcome is None:
+                attempts += 1
+                try:
+                    outcome = handle(record.value, holder.model)
+                except OUTAGE_ERRORS:
+                    attempts -= 1  # an outage is nobody's fault: it does not use up a try
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the point is that nothing escapes
+                    if attempts < max_attempts():
+                        wait = retry_delay_s() * 2 ** (attempts - 1)
+                        log.warning("error on %s[%d]@%d (try %d of %d): %s: %s; retrying in %.2fs", record.topic,
+                                    record.partition, record.offset, attempts, max_attempts(),
+                                    exc.__class__.__name__, str(exc)[:200], wait)
+                        if stop.wait(wait):
+                            return None
+                        continue
+                    log.error("giving up on %s[%d]@%d after %d tries", record.topic, record.partition,
+                              record.offset, attempts, exc_info=exc)
+                    outcome = _failed_outcome(record.value, exc)
             if outcome.status == "dead-letter":
                 kafka_io.publish_json(get_settings().dead_letter_topic,
                                       dead_letter_payload(record.value, outcome.reason, record.topic,
-                                                          record.partition, record.offset),
+                                                          record.partition, record.offset, key=record.key,
+                                                          event_id=outcome.event.event_id if outcome.event else None,
+                                                          attempts=attempts),
                                       key=record.key.decode("utf-8", "replace") if record.key else None)
                 log.warning("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset,
                             outcome.reason)
             return outcome
-        except (PyMongoError, kafka_io.PublishError) as exc:
+        except OUTAGE_ERRORS as exc:
             if stop.is_set():
                 return None  # not committed: the next owner of the partition redelivers it
             log.warning("infrastructure error on %s[%d]@%d (%s); retrying in %.1fs", record.topic,
@@ -156,9 +253,10 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     holder = ModelHolder()
     holder.refresh(force=True)
-    consumer = make_consumer()
     stats = Stats()
     pending: dict[TopicPartition, OffsetAndMetadata] = {}
+    consumer = make_consumer(pending)
+    budget_s = max_poll_interval_ms() / 1000 / 2
     log.info("worker %s consuming %s as group %s (model %s)", name, get_settings().ratings_topic, group_id(),
              holder.version)
     try:
@@ -166,9 +264,14 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
             holder.refresh()
             commit(consumer, pending)  # what an earlier failed commit left behind
             batches = consumer.poll(timeout_ms=200)
+            polled_at, over_budget = time.monotonic(), False
             for tp, records in batches.items():
                 done = None
                 for record in records:
+                    if over_budget or time.monotonic() - polled_at > budget_s:
+                        over_budget = True
+                        consumer.seek(tp, record.offset)  # the next poll fetches the rest again
+                        break
                     outcome = _process_with_retry(record, holder, stop)
                     if outcome is None:
                         break

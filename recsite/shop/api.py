@@ -13,16 +13,18 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 
 from accounts.models import recommender_id
-from core import kafka_io, mongo
+from core import mongo
+from core.breaker import Unavailable
 from core.events import MAX_TEXT_CHARS
 from shop import recommendations
 from shop.forms import PRODUCT_ID_REGEX
 from shop.models import RatingSubmission
 from shop.products import summaries, title
-from shop.ratings import RatingRejected, submit_rating
+from shop.ratings import IdempotencyConflict, RatingRejected, submit_rating
 from shop.throttles import RatingRateThrottle
 
 _ID_RE = re.compile(PRODUCT_ID_REGEX)
+_KEY_RE = re.compile(r"\A[A-Za-z0-9_-]{8,64}\Z")
 
 
 class StrictCharField(serializers.CharField):
@@ -47,6 +49,14 @@ class RatingIn(serializers.Serializer):
     product_id = StrictCharField(max_length=128, trim_whitespace=False)
     rating = StrictIntegerField(min_value=1, max_value=5)
     text = StrictCharField(required=False, allow_blank=True, max_length=MAX_TEXT_CHARS, default="")
+    idempotency_key = StrictCharField(required=False, max_length=64, trim_whitespace=False,
+                                      help_text="Same as the Idempotency-Key header: a retry sends the same key "
+                                                "and the rating is stored once.")
+
+    def validate_idempotency_key(self, value: str) -> str:
+        if not _KEY_RE.match(value):
+            raise serializers.ValidationError("8-64 characters from A-Z a-z 0-9 _ -")
+        return value
 
     def validate_product_id(self, value: str) -> str:
         if not _ID_RE.match(value):
@@ -121,8 +131,11 @@ def similar(request, product_id: str):
                      for i in items])
 
 
-@extend_schema(request=RatingIn, responses={202: RatingOut, 400: None, 429: None, 503: None},
-               description="Rate a product as the logged-in user. Returns once Kafka has the event.")
+@extend_schema(request=RatingIn, responses={202: RatingOut, 400: None, 409: None, 429: None, 503: None},
+               description="Rate a product as the logged-in user. Returns once Kafka has the event. Send an "
+                           "Idempotency-Key header (8-64 of A-Z a-z 0-9 _ -) and reuse it when retrying: the "
+                           "rating is stored once. 409: the key was used for another rating; 429: too many ratings; 503: Kafka or "
+                           "MongoDB is unavailable, retry later with the same key.")
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
@@ -132,13 +145,23 @@ def post_rating(request):
         return Response({"detail": "expected a JSON object"}, status=400)
     body = RatingIn(data=request.data)
     body.is_valid(raise_exception=True)
+    key = body.validated_data.get("idempotency_key")
+    header = request.headers.get("Idempotency-Key")
+    if header is not None:
+        if not _KEY_RE.match(header) or (key and key != header):
+            return Response({"detail": "Idempotency-Key must be 8-64 characters from A-Z a-z 0-9 _ - "
+                                       "(and match idempotency_key if both are sent)"}, status=400)
+        key = header
     try:
         sub = submit_rating(request.user, recommender_id(request.user), body.validated_data["product_id"],
-                            body.validated_data["rating"], body.validated_data["text"])
+                            body.validated_data["rating"], body.validated_data["text"], idempotency_key=key)
+    except IdempotencyConflict as exc:
+        return Response({"detail": str(exc)}, status=409)
     except RatingRejected as exc:
         return Response({"detail": str(exc)}, status=400)
-    except kafka_io.PublishError:
-        return Response({"detail": "the rating could not be delivered; try again"}, status=503)
+    except Unavailable:
+        return Response({"detail": "the rating could not be saved right now; try again in a few seconds"},
+                        status=503, headers={"Retry-After": "2"})
     return Response({"event_id": sub.event_id, "product_id": sub.product_id, "rating": sub.rating,
                      "status": "accepted"}, status=202)
 

@@ -17,6 +17,10 @@ class RatingForm(forms.Form):
                                     error_messages={"invalid_choice": "Choose from 1 to 5 stars."})
     text = forms.CharField(required=False, max_length=MAX_TEXT_CHARS, strip=True,
                            widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Optional review"}))
+    # The submission's identity, made when the page was rendered (shop.templatetags.rating_tags):
+    # a resubmission of the same page is the same rating. Optional for older pages and clients.
+    submission_id = forms.RegexField(r"\A[A-Za-z0-9_-]{8,64}\Z", required=False, widget=forms.HiddenInput,
+                                     error_messages={"invalid": "Not a submission id."})
     # Where to go afterwards: only known names, so the field cannot become an open redirect.
     next = forms.ChoiceField(required=False, choices=[("", "default"), ("recommendations", "recommendations")],
                              widget=forms.HiddenInput, error_messages={"invalid_choice": "Unknown destination."})

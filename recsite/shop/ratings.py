@@ -2,8 +2,15 @@
 
 The page does not wait for the worker: the event is durable once Kafka acknowledges it, and the
 recommendations page notices the worker's new list by polling with a conditional request.
+
+The event id is the submission's identity: the form carries a key made when the page was
+rendered, an API client sends ``Idempotency-Key``. A retry of the same submission (a double click,
+a resubmitted page, a client whose response was lost although Kafka had the event) reuses it, so
+the worker, which stores events by id, stores and counts the rating once.
 """
 from __future__ import annotations
+
+from django.db import IntegrityError, transaction
 
 from core import kafka_io, mongo
 from core.events import InvalidEvent, RatingEvent, validate
@@ -14,23 +21,64 @@ class RatingRejected(ValueError):
     """The rating is not acceptable (unknown product, bad value); nothing was stored."""
 
 
-def submit_rating(user, recommender_id: str, product_id: str, rating: int, text: str = "") -> RatingSubmission:
-    """Publish one rating for the logged-in user; raises RatingRejected or kafka_io.PublishError."""
-    event = RatingEvent(user_id=recommender_id, product_id=str(product_id), rating=rating, text=text or "")
+class IdempotencyConflict(RatingRejected):
+    """The key was already used for another rating, or by another user: not a retry."""
+
+
+def _same(sub: RatingSubmission, user, event: RatingEvent) -> bool:
+    return (sub.user_id == user.pk and sub.product_id == event.product_id and sub.rating == event.rating
+            and sub.text == event.text)
+
+
+def submit_rating(user, recommender_id: str, product_id: str, rating: int, text: str = "",
+                  idempotency_key: str | None = None) -> RatingSubmission:
+    """Publish one rating for the logged-in user.
+
+    Raises RatingRejected (IdempotencyConflict), mongo.StoreUnavailable or kafka_io.PublishError
+    (both ``core.breaker.Unavailable``: the site answers 503). A repeated key returns the earlier
+    submission; if that one was not acknowledged, its event (same id) is sent again.
+    """
+    fields = {"user_id": recommender_id, "product_id": str(product_id), "rating": rating, "text": text or ""}
+    event = RatingEvent(**fields, event_id=idempotency_key) if idempotency_key else RatingEvent(**fields)
     try:
         validate(event.to_dict())
     except InvalidEvent as exc:
         raise RatingRejected(str(exc)) from None
-    if not mongo.product_exists(event.product_id):
+    submission = RatingSubmission.objects.filter(event_id=event.event_id).first()
+    if submission is not None:
+        if not _same(submission, user, event):
+            raise IdempotencyConflict("this idempotency key was already used for a different rating")
+        if submission.published:
+            return submission  # a retry of a submission Kafka already has: nothing to do
+    with mongo.fail_fast():
+        exists = mongo.product_exists(event.product_id)
+    if not exists:
         raise RatingRejected("unknown product")
-    submission = RatingSubmission(user=user, recommender_id=recommender_id, product_id=event.product_id,
-                                  rating=event.rating, text=event.text, event_id=event.event_id)
+    if submission is None:
+        submission = RatingSubmission(user=user, recommender_id=recommender_id, product_id=event.product_id,
+                                      rating=event.rating, text=event.text, event_id=event.event_id)
     try:
         kafka_io.publish_rating(event)
     except kafka_io.PublishError as exc:
         submission.publish_error = str(exc)[:300]
-        submission.save()
+        _save(submission, user, event)
         raise
     submission.published = True
-    submission.save()
-    return submission
+    submission.publish_error = ""
+    return _save(submission, user, event)
+
+
+def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmission:
+    """Save, unless a concurrent retry with the same key saved first (then that row stands)."""
+    try:
+        with transaction.atomic():
+            submission.save()
+        return submission
+    except IntegrityError:
+        existing = RatingSubmission.objects.get(event_id=event.event_id)
+        if not _same(existing, user, event):
+            raise IdempotencyConflict("this idempotency key was already used for a different rating") from None
+        if submission.published and not existing.published:
+            existing.published, existing.publish_error = True, ""
+            existing.save(update_fields=["published", "publish_error"])
+        return existing

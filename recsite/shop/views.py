@@ -14,12 +14,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import recommender_id
-from core import artifacts, kafka_io, mongo
+from core import artifacts, mongo
+from core.breaker import Unavailable
 from core.settings import get_settings
 from shop import products as products_cache
 from shop import recommendations
 from shop.forms import CatalogQueryForm, RatingForm, ReviewPageForm, product_id_validator
-from shop.ratings import RatingRejected, submit_rating
+from shop.ratings import IdempotencyConflict, RatingRejected, submit_rating
 from shop.throttles import rating_throttled
 
 PER_PAGE = 24
@@ -98,12 +99,18 @@ def rate(request, product_id: str):
         return HttpResponse(f"Invalid rating: {form.errors.as_text()}", status=400, content_type="text/plain")
     try:
         submission = submit_rating(request.user, recommender_id(request.user), product_id,
-                                   form.cleaned_data["rating"], form.cleaned_data["text"])
+                                   form.cleaned_data["rating"], form.cleaned_data["text"],
+                                   idempotency_key=form.cleaned_data.get("submission_id") or None)
+    except IdempotencyConflict as exc:
+        return HttpResponse(f"Rating refused: {exc}", status=409, content_type="text/plain")
     except RatingRejected as exc:
         return HttpResponse(f"Rating refused: {exc}", status=400, content_type="text/plain")
-    except kafka_io.PublishError:
-        messages.error(request, "Sorry, your rating could not be saved right now. Please try again.")
-        return redirect("product", product_id=product_id)
+    except Unavailable:
+        # A clear answer at once (the breaker), not a redirect that looks like success to a script.
+        response = HttpResponse("Sorry, your rating could not be saved right now. Please try again in a "
+                                "few seconds.", status=503, content_type="text/plain")
+        response["Retry-After"] = "2"
+        return response
     messages.success(request, f"Thanks! You rated it {submission.rating} ★. Your recommendations are updating.")
     return redirect("recommendations")
 

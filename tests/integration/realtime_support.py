@@ -58,6 +58,9 @@ def reset_core_caches(mongo_uri_changed: bool = False) -> None:
 
     get_settings.cache_clear()
     mongo.forget_pointers()  # which generation / model version a collection name means
+    for breaker in (getattr(kafka_io, "BREAKER", None), getattr(mongo, "BREAKER", None)):
+        if breaker is not None:  # the servers changed: what failed before says nothing now
+            breaker.success()
     if kafka_io.get_producer.cache_info().currsize:
         try:
             kafka_io.get_producer().close(timeout=2)
@@ -435,3 +438,36 @@ def rt(request, rt_catalog, tmp_path):
         delete_topics(get_settings().kafka_bootstrap_servers, [v for k, v in names.items() if k.endswith("TOPIC")])
         mp.undo()
         reset_core_caches()
+
+
+@pytest.fixture(scope="module")
+def private_services(tmp_path_factory, settings, redis_url):
+    """A private FerretDB and Kafka on free ports (``bin/services`` with ``SERVICES_STATE_DIR``), for
+    tests that stop and restart them; stopped at the end even if a test failed. The shared servers
+    are never touched."""
+    state = tmp_path_factory.mktemp("services-state")
+    ports = {"MONGO_PORT": free_port(), "KAFKA_PORT": free_port(), "KAFKA_CONTROLLER_PORT": free_port()}
+    env = {k: v for k, v in os.environ.items() if k not in {"MONGO_URI", "KAFKA_BOOTSTRAP_SERVERS"}}
+    env.update({"SERVICES_STATE_DIR": str(state), **{k: str(v) for k, v in ports.items()}})
+
+    def services(*args: str) -> str:
+        r = subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"bin/services {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    mp = pytest.MonkeyPatch()
+    try:
+        services("start", "mongo", "kafka")
+        mp.setenv("MONGO_URI", f"mongodb://127.0.0.1:{ports['MONGO_PORT']}/")
+        mp.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{ports['KAFKA_PORT']}")
+        mp.setenv("RECS_TOP_N", str(TOP_N))
+        reset_core_caches(mongo_uri_changed=True)
+        yield SimpleNamespace(services=services, state=state, ports=ports)
+    finally:
+        try:
+            out = subprocess.run([str(SERVICES), "stop", "kafka", "mongo"], env=env, capture_output=True,
+                                 text=True, timeout=300)
+            print(out.stdout, out.stderr)
+        finally:
+            mp.undo()
+            reset_core_caches(mongo_uri_changed=True)

@@ -7,8 +7,11 @@ see anything of it.
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
+import subprocess
 import sys
+import threading
 import time
 from urllib.parse import urlparse
 
@@ -18,7 +21,7 @@ import redis
 from core import artifacts, mongo, recommend
 from core.cache_keys import CACHE_GENERATION, LAST_RESCORED_MODEL
 from core.events import RatingEvent
-from realtime_support import CATEGORIES, TOP_N, Proc, process_env, publish_model, reset_core_caches, wait_until
+from realtime_support import CATEGORIES, ROOT, TOP_N, Proc, process_env, publish_model, reset_core_caches, wait_until
 from realtime_support import rt_catalog  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -164,3 +167,61 @@ def test_celery_worker_with_beat_refreshes_lists_and_rescores_after_a_new_model(
         print(celery.log()[-4000:])
     assert code == 0, "warm shutdown on SIGTERM"
     assert "refresh_popular" in celery.log() and "rescore_active_users" in celery.log()
+
+
+def test_check_model_queues_one_rescore_per_model_version(celery_env):
+    """Beat runs check_model every 15 s; until the first rescore finishes it must not queue more.
+
+    check_model runs in a child process (it queues through the app's broker, which is bound to
+    REDIS_URL when the app is made), so the queue is this module's own Redis database; nothing
+    consumes it, and its length is the number of rescores queued.
+    """
+    r = _redis()
+    r.delete("celery", LAST_RESCORED_MODEL)
+    version = publish_model(celery_env.in_model, seed=31)
+    code = ("from kafka_workers.tasks import check_model\n"
+            "print([check_model() for _ in range(3)])\n")
+    out = subprocess.run([sys.executable, "-c", code], env=process_env(), cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    queued = [json.loads(m)["headers"] for m in r.lrange("celery", 0, -1)]
+    rescores = [h for h in queued if h["task"] == "kafka_workers.tasks.rescore_active_users"]
+    assert len(rescores) == 1, f"{len(rescores)} rescores queued for one model version: {out.stdout}"
+    assert version in rescores[0]["argsrepr"]
+    r.delete("celery")
+
+
+def test_a_second_delivery_of_a_running_or_finished_rescore_does_nothing(celery_env, monkeypatch):
+    """A redelivered rescore (visibility timeout, a second queueing) while the first still runs, or
+    after it finished, must not re-score everybody again."""
+    from kafka_workers import tasks
+    from kafka_workers.celery_app import app
+
+    db, p = celery_env.db, celery_env.products
+    db[mongo.RATINGS].delete_many({})
+    _redis().delete(LAST_RESCORED_MODEL)
+    now = time.time()
+    _rate(db, "rt-once-1", p[30], 5, now - 60)
+    _rate(db, "rt-once-2", p[31], 4, now - 60)
+    version = publish_model(celery_env.in_model, seed=32)
+    original, inside, results = recommend.recommend, threading.Event(), {}
+
+    def slow(model, rated, n=20):  # the first run is in the middle of its users...
+        inside.set()
+        time.sleep(0.3)
+        return original(model, rated, n)
+
+    monkeypatch.setattr(recommend, "recommend", slow)
+    first = threading.Thread(target=lambda: results.setdefault("first", tasks.rescore_active_users(version)))
+    first.start()
+    assert inside.wait(30)
+    results["second"] = tasks.rescore_active_users(version)  # ...when the copy arrives
+    first.join(60)
+    assert results == {"first": 2, "second": 0}
+    assert _redis().get(LAST_RESCORED_MODEL) == version.encode()
+    assert tasks.rescore_active_users(version) == 0, "a delivery after the run finished re-scored again"
+
+    # And no task may outlive the broker's visibility timeout (Redis would hand it out again).
+    visibility = app.conf.broker_transport_options["visibility_timeout"]
+    assert tasks.rescore_active_users.time_limit < visibility
+    assert app.conf.task_time_limit is None or app.conf.task_time_limit < visibility

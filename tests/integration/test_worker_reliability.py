@@ -14,51 +14,19 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from core import kafka_io, mongo
+from core import mongo
 from core.settings import get_settings
-from realtime_support import (N_IN_MODEL, N_PRODUCTS, SERVICES, TOP_N, check_users_current, committed_and_end_offsets,
-                              free_port, make_events, publish_all, read_topic, reset_core_caches, seed_catalog, wait_until)
-from realtime_support import rt  # noqa: F401  (fixture; rt_catalog is overridden below)
+from realtime_support import (N_IN_MODEL, N_PRODUCTS, TOP_N, check_users_current, committed_and_end_offsets,
+                              make_events, publish_all, read_topic, seed_catalog, wait_until)
+from realtime_support import private_services, rt  # noqa: F401  (fixtures; rt_catalog is overridden below)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def private_services(tmp_path_factory, settings, redis_url):
-    """A private FerretDB and Kafka on free ports, stopped at the end even if a test failed."""
-    state = tmp_path_factory.mktemp("services-state")
-    ports = {"MONGO_PORT": free_port(), "KAFKA_PORT": free_port(), "KAFKA_CONTROLLER_PORT": free_port()}
-    env = {k: v for k, v in os.environ.items() if k not in {"MONGO_URI", "KAFKA_BOOTSTRAP_SERVERS"}}
-    env.update({"SERVICES_STATE_DIR": str(state), **{k: str(v) for k, v in ports.items()}})
-
-    def services(*args: str) -> str:
-        r = subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, f"bin/services {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
-        return r.stdout
-
-    mp = pytest.MonkeyPatch()
-    try:
-        services("start", "mongo", "kafka")
-        mp.setenv("MONGO_URI", f"mongodb://127.0.0.1:{ports['MONGO_PORT']}/")
-        mp.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{ports['KAFKA_PORT']}")
-        mp.setenv("RECS_TOP_N", str(TOP_N))
-        reset_core_caches(mongo_uri_changed=True)
-        yield SimpleNamespace(services=services, state=state, ports=ports)
-    finally:
-        try:
-            out = subprocess.run([str(SERVICES), "stop", "kafka", "mongo"], env=env, capture_output=True,
-                                 text=True, timeout=300)
-            print(out.stdout, out.stderr)
-        finally:
-            mp.undo()
-            reset_core_caches(mongo_uri_changed=True)
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +44,23 @@ def _count_processed(db) -> int:
 
 
 def _send_fast(events: list) -> None:
-    """Publish many events with acks=all, waiting for every acknowledgement (pipelined sends)."""
-    producer = kafka_io.get_producer()
+    """Publish many events with acks=all, waiting for every acknowledgement (pipelined sends).
+
+    A bulk loader of its own: the site's producer gives each send only the site's short delivery
+    timeout, which 10,000 queued sends would outlast in its buffer.
+    """
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap_servers, acks="all",
+                             enable_idempotence=True, linger_ms=5, delivery_timeout_ms=120_000)
     topic = get_settings().ratings_topic
-    futures = [producer.send(topic, key=e.key, value=e.to_bytes()) for e in events]
-    producer.flush(timeout=120)
-    for f in futures:
-        f.get(timeout=60)
+    try:
+        futures = [producer.send(topic, key=e.key, value=e.to_bytes()) for e in events]
+        producer.flush(timeout=120)
+        for f in futures:
+            f.get(timeout=60)
+    finally:
+        producer.close(timeout=10)
 
 
 def _check_stored_exactly_once(db, events: list) -> None:
@@ -127,12 +105,16 @@ def test_broker_restart_and_30s_mongo_outage_lose_and_duplicate_nothing(rt, priv
     first, second = events[:1500], events[1500:]
     workers = [rt.start_worker(), rt.start_worker()]
     refused: list[int] = []
-    go_second = threading.Event()
+    go_second, mongo_down = threading.Event(), threading.Event()
 
     def produce() -> None:
-        """The site's path (publish_rating, acks=all), paced; a refused send is retried."""
+        """The site's path (publish_rating, acks=all), paced; a refused send is retried. The last
+        third of the second part waits for the MongoDB outage, so it starts mid-stream however
+        fast or slow (a loaded machine) the workers are."""
         for part in (first, second):
             for start in range(0, len(part), 50):
+                if part is second and start == 1000:
+                    mongo_down.wait(600)
                 refused.append(publish_all(part[start:start + 50], retry_until_s=180))
                 time.sleep(0.3)
             go_second.wait(600)
@@ -164,6 +146,7 @@ def test_broker_restart_and_30s_mongo_outage_lose_and_duplicate_nothing(rt, priv
     wait_until(lambda: _count_processed(db) >= len(first) + 200, 300, "the second part under way", every_s=0.5)
     private_services.services("stop", "mongo")
     assert producer.is_alive(), "the outage should start mid-stream"
+    mongo_down.set()
     time.sleep(30)
     assert all(w.alive() for w in workers), "a worker died while MongoDB was down"
     private_services.services("start", "mongo")

@@ -1,0 +1,157 @@
+"""Read the dead-letter topic and replay chosen letters after the cause was fixed.
+
+    python -m kafka_workers.dead_letters list [--reason TEXT] [--json]
+    python -m kafka_workers.dead_letters replay --id TOPIC:PARTITION:OFFSET [--id ...] [--force]
+
+A letter is named by where its original message was (``topic:partition:offset``), so a message
+dead-lettered twice (a worker crashed between the letter and its commit) is one letter. Replay
+republishes the exact original bytes with the original key to the topic they came from; the
+workers then process it like any event. Replaying is idempotent twice over: each replay is
+recorded in MongoDB by the letter's id (a second replay says "already replayed" and does nothing,
+unless ``--force``), and a rating event keeps its event id, which the workers store once.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+from typing import Any, Iterator
+
+from kafka import KafkaConsumer, TopicPartition
+
+from core import kafka_io, mongo
+from core.settings import get_settings
+
+
+def letter_id(letter: dict[str, Any]) -> str:
+    """Letters written before ids existed are named the same way, from their origin fields."""
+    return str(letter.get("id") or f"{letter.get('topic')}:{letter.get('partition')}:{letter.get('offset')}")
+
+
+def read_letters(timeout_s: float = 30.0) -> Iterator[dict[str, Any]]:
+    """Every letter of the dead-letter topic, oldest first, up to its end when called."""
+    s = get_settings()
+    consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False,
+                             client_id="dead-letters-cli", consumer_timeout_ms=int(timeout_s * 1000))
+    try:
+        parts = consumer.partitions_for_topic(s.dead_letter_topic) or set()
+        tps = [TopicPartition(s.dead_letter_topic, p) for p in sorted(parts)]
+        if not tps:
+            return
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {s.dead_letter_topic} to its end in {timeout_s:.0f}s")
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                for record in batch:
+                    if record.offset >= end[tp]:
+                        continue
+                    try:
+                        letter = json.loads(record.value)
+                    except (TypeError, ValueError):
+                        letter = {"reason": "unreadable dead letter", "value": repr(record.value)[:200]}
+                    if not isinstance(letter, dict):
+                        letter = {"reason": "unreadable dead letter", "value": repr(letter)[:200]}
+                    letter.setdefault("topic", None)
+                    letter["letter_offset"] = record.offset
+                    yield letter
+    finally:
+        consumer.close()
+
+
+def collect(reason: str | None = None) -> dict[str, dict[str, Any]]:
+    """Letters by id (first copy kept, copies counted), with their replay record if any."""
+    letters: dict[str, dict[str, Any]] = {}
+    for letter in read_letters():
+        lid = letter_id(letter)
+        if lid in letters:
+            letters[lid]["copies"] += 1
+            continue
+        if reason and reason.lower() not in str(letter.get("reason", "")).lower():
+            continue
+        letters[lid] = {**letter, "id": lid, "copies": 1}
+    for lid, letter in letters.items():
+        replay = mongo.get_replay(lid)
+        letter["replayed"] = replay.get("replayed_at") if replay else None
+    return letters
+
+
+def original_bytes(letter: dict[str, Any]) -> bytes | None:
+    """The exact original message, or None when the letter only kept a preview."""
+    if letter.get("value_b64"):
+        return base64.b64decode(letter["value_b64"])
+    value = letter.get("value")
+    if isinstance(value, str) and "\ufffd" not in value and len(value.encode()) == letter.get("value_bytes"):
+        return value.encode()  # an older letter whose preview is the whole, clean original
+    return None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    letters = collect(args.reason)
+    for letter in letters.values():
+        row = {k: letter.get(k) for k in ("id", "reason", "event_id", "key", "attempts", "dead_lettered_at",
+                                          "copies", "replayed", "value_bytes")}
+        row["replayable"] = original_bytes(letter) is not None
+        if args.json:
+            print(json.dumps(row, default=str))
+        else:
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(letter.get("dead_lettered_at") or 0)))
+            state = "replayed" if row["replayed"] else ("-" if row["replayable"] else "not replayable")
+            print(f"{row['id']}  {at}Z  {state:<14}  {str(row['reason'])[:160]}")
+    if not args.json:
+        print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    letters = collect()
+    missing = [i for i in args.id if i not in letters]
+    if missing:
+        print(f"no dead letter with id {', '.join(missing)}", file=sys.stderr)
+        return 2
+    failed = 0
+    for lid in dict.fromkeys(args.id):
+        letter = letters[lid]
+        raw = original_bytes(letter)
+        if raw is None:
+            print(f"{lid}: the letter kept only a preview of the original; cannot replay it", file=sys.stderr)
+            failed += 1
+            continue
+        earlier = mongo.claim_replay(lid, {"event_id": letter.get("event_id"), "reason": letter.get("reason")})
+        if earlier is not None and not args.force:
+            print(f"{lid}: already replayed at {earlier.get('replayed_at')}; skipped (--force to send it again)")
+            continue
+        topic = letter.get("topic") or get_settings().ratings_topic
+        key = letter.get("key")
+        try:
+            meta = kafka_io.publish_raw(topic, raw, key=key.encode() if key else None)
+        except kafka_io.PublishError as exc:
+            if earlier is None:
+                mongo.release_replay(lid)
+            print(f"{lid}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{lid}: replayed to {topic}[{meta['partition']}]@{meta['offset']}")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kafka_workers.dead_letters", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_list = sub.add_parser("list", help="list dead letters with their reasons")
+    p_list.add_argument("--reason", help="only letters whose reason contains this text")
+    p_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    p_replay = sub.add_parser("replay", help="republish chosen letters' original messages")
+    p_replay.add_argument("--id", action="append", required=True, help="a letter id from `list` (repeatable)")
+    p_replay.add_argument("--force", action="store_true", help="replay even if it was replayed before")
+    args = parser.parse_args(argv)
+    return cmd_list(args) if args.command == "list" else cmd_replay(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

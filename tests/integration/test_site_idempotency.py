@@ -1,0 +1,64 @@
+"""A rating's event id is the submission's identity: a retry of the same submission (a double
+click, a browser resubmitting, an API client whose response was lost while the broker did get the
+event) carries the same id, so the worker stores and counts it once.
+
+The form gets its key when the page is rendered; an API client sends ``Idempotency-Key`` (or the
+``idempotency_key`` field). Real site (Django test client), real Kafka, a real worker process.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from core import mongo
+from realtime_support import wait_until
+from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+
+def _stored(db, user_id: str) -> list[dict]:
+    return list(db[mongo.RATINGS].find({"user_id": user_id}))
+
+
+def test_a_retried_submission_is_stored_once(rt, site_cache, make_user, client):
+    from shop.models import RatingSubmission
+
+    user = make_user()
+    client.force_login(user)
+    uid = user.profile.recommender_id
+    product, other = rt.catalog.in_model[0], rt.catalog.in_model[1]
+    rt.start_worker()
+
+    # The API: the client's response was lost, so it sends the same request again.
+    key = "client-key-0001"
+    answers = [client.post("/api/ratings/", {"product_id": product, "rating": 4}, content_type="application/json",
+                           HTTP_IDEMPOTENCY_KEY=key) for _ in range(2)]
+    assert [a.status_code for a in answers] == [202, 202]
+    assert answers[0].json()["event_id"] == answers[1].json()["event_id"] == key
+    # The same key for a different rating is a client bug, not a retry.
+    clash = client.post("/api/ratings/", {"product_id": product, "rating": 1}, content_type="application/json",
+                        HTTP_IDEMPOTENCY_KEY=key)
+    assert clash.status_code == 409, clash.content
+
+    # The form: its key is rendered into the page; the browser submits the page twice.
+    page = client.get(f"/p/{other}/").content.decode()
+    form_key = re.search(r'name="submission_id" value="([A-Za-z0-9_-]+)"', page).group(1)
+    assert form_key not in client.get(f"/p/{other}/").content.decode(), "each rendering gets its own key"
+    for _ in range(2):
+        answer = client.post(f"/p/{other}/rate/", {"rating": "5", "submission_id": form_key})
+        assert answer.status_code == 302 and answer["Location"] == "/recommendations/", answer.content[:300]
+
+    wait_until(lambda: len(_stored(rt.db, uid)) >= 2 and all(d["state"] == "processed" for d in _stored(rt.db, uid)),
+               90, "the worker to process the ratings")
+    stored = _stored(rt.db, uid)
+    assert sorted(d["_id"] for d in stored) == sorted([key, form_key]), "each submission stored once"
+    assert RatingSubmission.objects.filter(user=user).count() == 2
+    assert mongo.user_ratings(uid, db=rt.db) == {product: 4.0, other: 5.0}
+
+    # A key is one user's: another account cannot reuse (or probe) it.
+    client.force_login(make_user())
+    stolen = client.post("/api/ratings/", {"product_id": product, "rating": 4}, content_type="application/json",
+                         HTTP_IDEMPOTENCY_KEY=key)
+    assert stolen.status_code == 409
