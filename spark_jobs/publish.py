@@ -49,11 +49,19 @@ def _jsonl(path: Path):
 
 
 def load_serving_lists(version: str) -> dict[str, int]:
-    """Top-N per batch user and similar items per product into MongoDB, by ``_id`` (idempotent)."""
+    """Top-N per batch user and similar items per product into MongoDB, by ``_id`` (idempotent).
+
+    Lists of accounts deleted since training are not loaded, and products a user marked "not
+    interested" since then are left out of theirs.
+    """
+    from core.recommend import without_excluded
+
     d = artifacts.models_dir() / version
     now = time.time()
-    recs = ({"_id": doc["_id"], "items": doc["items"], "model_version": version, "source_event_id": None,
-             "updated_at": now} for doc in _jsonl(d / "topn.jsonl") if doc["items"])
+    deleted, excluded = mongo.deleted_user_ids(), mongo.all_exclusions()
+    recs = ({"_id": doc["_id"], "items": without_excluded(doc["items"], excluded.get(doc["_id"], ())),
+             "model_version": version, "source_event_id": None, "updated_at": now}
+            for doc in _jsonl(d / "topn.jsonl") if doc["items"] and doc["_id"] not in deleted)
     out = {"recommendations": mongo.write_recommendations_bulk(recs)["sent"]}
     staging = mongo.replace_collection_start(mongo.SIMILAR_ITEMS)
     out["similar_items"] = mongo.insert_docs(staging, _jsonl(d / "similar.jsonl"))
