@@ -5,5 +5,6 @@ from accounts import views
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("login/", views.ThrottledLoginView.as_view(), name="login"),
+    path("delete/", views.delete_account, name="delete_account"),
     path("", include("django.contrib.auth.urls")),
 ]

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
 
 from accounts import throttle
-from accounts.forms import SignUpForm
+from accounts.deletion import delete_account as delete_everywhere
+from accounts.forms import DeleteAccountForm, SignUpForm
 from accounts.models import Profile
 
 
@@ -52,3 +55,22 @@ def signup(request):
         messages.success(request, "Welcome! Rate a few products you like to get recommendations.")
         return redirect("recommendations")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_account(request):
+    """Confirmation page (password and a tick), then the deletion (accounts/deletion.py)."""
+    form = DeleteAccountForm(request.user, request.POST or None)
+    if request.method == "POST":
+        address = _address(request)
+        name = request.user.get_username()
+        if throttle.is_locked(name, address):  # the password check is a login attempt too
+            return render(request, "registration/delete_account.html", {"form": DeleteAccountForm(request.user),
+                                                                        "locked": True}, status=429)
+        if form.is_valid():
+            delete_everywhere(request.user, request=request)
+            return render(request, "registration/delete_account_done.html")
+        if "password" in form.errors:
+            throttle.record_failure(name, address)
+    return render(request, "registration/delete_account.html", {"form": form}, status=400 if form.errors else 200)

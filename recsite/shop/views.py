@@ -17,8 +17,9 @@ from core import artifacts, kafka_io, mongo
 from core.settings import get_settings
 from shop import products as products_cache
 from shop import recommendations
-from shop.forms import CatalogQueryForm, RatingForm, ReviewPageForm, product_id_validator
-from shop.ratings import RatingRejected, submit_rating
+from core.events import NOT_INTERESTED, UNRATE
+from shop.forms import CatalogQueryForm, ControlForm, RatingForm, ReviewPageForm, product_id_validator
+from shop.ratings import RatingRejected, submit_control, submit_rating
 
 PER_PAGE = 24
 _PLOT_RE = re.compile(r"^[a-z0-9_]{1,64}\.png$")
@@ -70,13 +71,18 @@ def product(request, product_id: str):
     n = max(1, sum(int(v) for v in hist.values()))
     histogram = [{"star": s, "count": int(hist.get(str(s), 0)), "pct": round(100 * int(hist.get(str(s), 0)) / n)}
                  for s in range(5, 0, -1)]
-    mine = None
+    mine, similar, similar_variant = None, data["similar"], ""
     if request.user.is_authenticated:
-        mine = recommendations.history(recommender_id(request.user)).get(product_id)
+        uid = recommender_id(request.user)
+        mine = recommendations.history(uid).get(product_id)
+        hidden = recommendations.excluded(uid) & {s["product_id"] for s in similar}
+        if hidden:  # "not interested" items are not shown to this user here either
+            similar = [s for s in similar if s["product_id"] not in hidden]
+            similar_variant = hashlib.sha256("|".join(sorted(hidden)).encode()).hexdigest()[:16]
     return render(request, "shop/product.html", {
         "product": {**doc, "pid": doc["_id"]}, "reviews": data["reviews"], "page": page, "pages": data["pages"],
-        "histogram": histogram, "similar": data["similar"], "form": RatingForm(), "my_rating": mine,
-        "ttl": products_cache.TTL_S, "generation": products_cache.cache_generation(),
+        "histogram": histogram, "similar": similar, "similar_variant": similar_variant, "form": RatingForm(),
+        "my_rating": mine, "ttl": products_cache.TTL_S, "generation": products_cache.cache_generation(),
     })
 
 
@@ -100,6 +106,38 @@ def rate(request, product_id: str):
     return redirect("recommendations")
 
 
+def _control(request, product_id: str, action: str, done: str):
+    """Publish "remove my rating" or "not interested" and return at once, like a rating."""
+    product_id = _valid_product_id(product_id)
+    form = ControlForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse(f"Invalid request: {form.errors.as_text()}", status=400, content_type="text/plain")
+    try:
+        submit_control(request.user, recommender_id(request.user), product_id, action)
+    except RatingRejected as exc:
+        return HttpResponse(f"Refused: {exc}", status=400, content_type="text/plain")
+    except kafka_io.PublishError:
+        messages.error(request, "Sorry, that could not be saved right now. Please try again.")
+        return redirect("product", product_id=product_id)
+    messages.success(request, done)
+    if form.cleaned_data["next"] == "product":
+        return redirect("product", product_id=product_id)
+    return redirect("recommendations")
+
+
+@login_required
+@require_POST
+def unrate(request, product_id: str):
+    return _control(request, product_id, UNRATE, "Your rating was removed. Your recommendations are updating.")
+
+
+@login_required
+@require_POST
+def not_interested(request, product_id: str):
+    return _control(request, product_id, NOT_INTERESTED,
+                    "Got it: we will not recommend that product to you again. Your recommendations are updating.")
+
+
 @login_required
 @require_GET
 def recommendations_page(request):
@@ -107,7 +145,8 @@ def recommendations_page(request):
     data = recommendations.for_user(uid)
     return render(request, "shop/recommendations.html", {
         "data": data, "rec_state": {"etag": data["etag"]},
-        "fallback": recommendations.fallback_lists() if data["source"] != "personal" else [],
+        "fallback": recommendations.fallback_lists(exclude=recommendations.excluded(uid))
+        if data["source"] != "personal" else [],
         "rating_form": RatingForm(),
     })
 
