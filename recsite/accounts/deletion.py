@@ -1,11 +1,12 @@
 """"Delete my account": the Django account and everything the recommender keeps about it.
 
 Order matters. The recommender id is first recorded as deleted in MongoDB, so a worker drops any
-event of the account that arrives from then on (and the training and load jobs leave a linked
-reviewer's reviews out). Then a ``delete_account`` event goes to Kafka behind the account's
-other events (same key, same partition): a rating still in flight when the account went is
-applied first and then removed again by the worker. Then the site removes the data itself, so
-the deletion is complete at once even with no worker running, and finally the Django rows.
+event of the account that it reads from then on (and the training and load jobs leave a linked
+reviewer's reviews out). Then the site removes the data itself, so the deletion is complete at
+once (and counted for staff) even with no worker running. Then a ``delete_account`` event goes
+to Kafka behind the account's other events (same key, same partition): a rating a worker was
+applying at that very moment is removed again when the worker reaches that event. Last, the
+Django rows.
 The record staff see (``AccountDeletion``) holds when and how much, never who.
 """
 from __future__ import annotations
@@ -29,14 +30,14 @@ def delete_account(user, request=None) -> AccountDeletion:
     rid = recommender_id(user)
     linked = bool(getattr(Profile.objects.filter(user=user).first(), "reviewer_id", None))
     mongo.record_deleted_user(rid)
+    recommendations.forget(rid)
+    counts = mongo.delete_user_data(rid)
     try:
         kafka_io.publish_rating(RatingEvent(user_id=rid, product_id="", rating=0, action=DELETE_ACCOUNT))
         notified = True
     except kafka_io.PublishError as exc:  # the record above already makes workers drop later events
-        log.warning("delete_account event not published (%s); the site removes the data itself", exc)
+        log.warning("delete_account event not published (%s); events already in flight may leave data", exc)
         notified = False
-    recommendations.forget(rid)
-    counts = mongo.delete_user_data(rid)
     with transaction.atomic():
         counts["site_rating_submissions"] = user.ratings.count()
         record = AccountDeletion.objects.create(kind=AccountDeletion.LINKED if linked else AccountDeletion.SITE,
