@@ -1,10 +1,9 @@
-"""The batch side of the shopper controls, on the session's real pipeline output (Spark).
+"""The batch side of the shopper controls, with the real batch jobs (Spark) on the bundled demo file.
 
 "Delete my account" of a demo account linked to a reviewer of the data: the next model version is
 trained without that reviewer. A rating removed on the site stays removed when the batch load
-rebuilds the histories. The session's database keeps serving the other site tests, so the
-deletion and the new training run in a database and artifacts directory of their own, on the
-session's clean Parquet files.
+rebuilds the histories. The load and clean jobs run once for the module; the deletion and the
+trainings run in a database and artifacts directory of this module's own.
 """
 from __future__ import annotations
 
@@ -16,25 +15,43 @@ import pytest
 from core import artifacts, mongo
 from core.events import NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import reset_core_caches
+from tests.conftest import DEMO_FILE
 from tests.site_catalog import PASSWORD
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 
+@pytest.fixture(scope="module")
+def demo_clean(spark, tmp_path_factory) -> str:
+    """The demo file through the real load and clean jobs; returns the clean Parquet folder."""
+    from spark_jobs.clean import clean
+    from spark_jobs.load import load
+
+    work = tmp_path_factory.mktemp("controls-batch")
+    load(spark, [str(DEMO_FILE)], str(work / "raw"), "it-controls")
+    clean(spark, str(work / "raw"), str(work / "clean"), "it-controls")
+    return str(work / "clean")
+
+
 @pytest.fixture
-def own_db(site, settings, tmp_path, monkeypatch):
+def own_db(settings, mongo_db, site_cache, tmp_path, monkeypatch):
     """A database and artifacts directory of this test's own (dropped afterwards)."""
-    session_artifacts = artifacts.models_dir()
     name = f"{settings.mongo_db}_ctrltrain"[:60]
     monkeypatch.setenv("MONGO_DB", name)
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     reset_core_caches()
     try:
-        yield mongo.get_db(), session_artifacts
+        yield mongo.get_db()
     finally:
         mongo.get_client().drop_database(name)
         monkeypatch.undo()
         reset_core_caches()
+
+
+def _reviewers(spark, clean_dir: str) -> list[tuple[str, int]]:
+    """(reviewer, number of clean reviews), most reviews first."""
+    rows = spark.read.parquet(f"{clean_dir}/reviews").groupBy("user_id").count().collect()
+    return sorted(((r["user_id"], int(r["count"])) for r in rows), key=lambda x: (-x[1], x[0]))
 
 
 def _users_listed(models_dir, version: str) -> set[str]:
@@ -42,13 +59,16 @@ def _users_listed(models_dir, version: str) -> set[str]:
         return {json.loads(line)["_id"] for line in f}
 
 
-def test_deleted_linked_reviewer_is_left_out_of_the_next_training(site, spark, own_db, client, make_user):
+def test_deleted_linked_reviewer_is_left_out_of_the_next_training(demo_clean, spark, own_db, client, make_user):
     from accounts.models import AccountDeletion
     from spark_jobs.train import train
 
-    db, session_artifacts = own_db
-    reviewer, n_reviews = site.reviewer_counts().most_common(1)[0]
-    assert reviewer in _users_listed(session_artifacts, site.model_version)  # the served model knows them
+    db = own_db
+    reviewers = _reviewers(spark, demo_clean)
+    reviewer, n_reviews = reviewers[0]
+    before = train(spark, demo_clean, "it-controls-before", engine="ease")
+    assert reviewer in _users_listed(artifacts.models_dir(), before["version"])  # a model knows them
+    assert before["metrics"]["counts"]["deleted_users_left_out"] == 0
 
     user = make_user(reviewer_id=reviewer)
     client.force_login(user)
@@ -57,22 +77,21 @@ def test_deleted_linked_reviewer_is_left_out_of_the_next_training(site, spark, o
     assert AccountDeletion.objects.get().kind == "linked_reviewer"
     assert mongo.deleted_user_ids(db=db) == {reviewer}
 
-    record = train(spark, site.records["clean"]["output"], "it-controls-train", engine="ease")
+    record = train(spark, demo_clean, "it-controls-after", engine="ease")
     counts = record["metrics"]["counts"]
     assert counts["deleted_users_left_out"] == 1
-    users = site.reviewer_counts()
-    assert counts["users"] == len(users) - 1
-    assert counts["interactions"] == sum(users.values()) - n_reviews
+    assert counts["users"] == len(reviewers) - 1 == before["metrics"]["counts"]["users"] - 1
+    assert counts["interactions"] == sum(n for _, n in reviewers) - n_reviews
     listed = _users_listed(artifacts.models_dir(), record["version"])
-    assert reviewer not in listed and len(listed) == len(users) - 1
+    assert reviewer not in listed and len(listed) == len(reviewers) - 1
 
 
-def test_batch_reload_keeps_removed_ratings_removed(site, spark, own_db):
+def test_batch_reload_keeps_removed_ratings_removed(demo_clean, spark, own_db):
     from spark_jobs.mongo_load import user_history_docs
 
-    db, _ = own_db
-    reviews = spark.read.parquet(f"{site.records['clean']['output']}/reviews")
-    reviewer = site.reviewer_counts().most_common(2)[1][0]
+    db = own_db
+    reviews = spark.read.parquet(f"{demo_clean}/reviews")
+    reviewer = _reviewers(spark, demo_clean)[1][0]
     batch = {r.product_id: r.rating for r in reviews.where(reviews.user_id == reviewer).collect()}
     dropped, kept = sorted(batch)[:2]
     now = time.time()
