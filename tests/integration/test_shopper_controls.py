@@ -341,6 +341,18 @@ def test_site_refuses_bad_control_requests(rt, site_cache, client, make_user):
         assert client.post("/api/ratings/remove/", body, content_type="application/json").status_code == 400, body
     assert client.post("/api/account/delete/", {}, content_type="application/json").status_code == 400
     assert not RatingSubmission.objects.filter(user=user).exists()
-    # the OpenAPI schema lists the new endpoints
+    # the OpenAPI schema lists the new endpoints, and is still valid
+    from drf_spectacular.validation import validate_schema
+
     schema = json.loads(client.get("/api/schema/?format=json").content)
+    validate_schema(schema)
     assert {"/api/ratings/remove/", "/api/not-interested/", "/api/account/delete/"} <= set(schema["paths"])
+    # the forms need the CSRF token like every other POST of the site
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(user)
+    assert strict.post(f"/p/{product}/not-interested/").status_code == 403
+    assert strict.post(f"/p/{product}/unrate/").status_code == 403
+    assert strict.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 403
+    assert not RatingSubmission.objects.filter(user=user).exists()
