@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from core import list_state, mongo, recommend
+from core import events, list_state, mongo, recommend
 from core.artifacts import Model
-from core import events
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 
