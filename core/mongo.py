@@ -405,7 +405,14 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
                 db[PRODUCT_REVIEWS].update_one({"_id": doc["_id"]}, {"$set": {"items": kept}})
                 pages += 1
             page += 1
+    top = db[CATALOG_INDEX].find_one({"_id": "top_users"})  # the most active reviewers, by id
+    top_users = 0
+    if top and any(d.get("user_id") == user_id for d in top.get("items") or []):
+        db[CATALOG_INDEX].update_one({"_id": "top_users"}, {"$set": {
+            "items": [d for d in top["items"] if d.get("user_id") != user_id]}})
+        top_users = 1
     return {
+        "top_users": top_users,
         "ratings": db[RATINGS].delete_many({"user_id": user_id}).deleted_count,
         "reviews": db[REVIEWS].delete_many({"user_id": user_id}).deleted_count,
         "review_pages": pages,

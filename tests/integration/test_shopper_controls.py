@@ -302,6 +302,8 @@ def test_delete_a_linked_demo_account_through_the_api(rt, site_cache, client, ma
     mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{p[30]}:1", "pages": 1, "items": [
         other, {"user_id": reviewer, "rating": 4.0, "summary": "mine"}]}], db=rt.db)
     mongo.bulk_upsert(mongo.USER_HISTORY, [{"_id": reviewer, "ratings": {p[30]: [4.0, 1_300_000_000.0]}}], db=rt.db)
+    mongo.bulk_upsert(mongo.CATALOG_INDEX, [{"_id": "top_users", "items": [{"user_id": "SOMEONE", "n": 9},
+                                                                           {"user_id": reviewer, "n": 1}]}], db=rt.db)
     token = client.post("/api/token/", {"username": user.username, "password": PASSWORD}).json()["token"]
     auth = {"HTTP_AUTHORIZATION": f"Token {token}"}
     rated = client.post("/api/ratings/", {"product_id": p[31], "rating": 5}, content_type="application/json", **auth)
@@ -317,6 +319,7 @@ def test_delete_a_linked_demo_account_through_the_api(rt, site_cache, client, ma
     assert AccountDeletion.objects.get().kind == "linked_reviewer"
     _assert_nothing_kept(rt.db, reviewer)
     assert mongo.product_reviews(p[30], 1, db=rt.db)[0] == [other]
+    assert mongo.most_active_users(db=rt.db) == [("SOMEONE", 9)] and counts["top_users"] == 1
     assert mongo.deleted_user_ids(db=rt.db) >= {reviewer}
     assert client.get("/api/recommendations/", **auth).status_code == 401  # the token went with the account
     # The worker re-applies the deletion behind the account's earlier events: still nothing kept.
