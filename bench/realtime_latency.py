@@ -283,8 +283,8 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
                     controls: bool = False) -> dict:
     """Sequential ratings; POST time and POST-to-readable time for each.
 
-    With ``controls`` every third event removes one of the user's ratings and every third says
-    "not interested" in a product; their POST-to-readable times are reported per action.
+    With ``controls`` each user's events go rate, rate, remove a rating, rate, "not interested", and
+    so on; the POST-to-readable times are reported per action.
     """
     from core import list_state, mongo
 
@@ -299,11 +299,11 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
         product = item_id(int(rng.integers(pool)))
         while product in rated.setdefault(user, set()):
             product = item_id(int(rng.integers(pool)))
-        action = "rate"
-        if controls and (i // n_users) % 3 == 1 and rated[user]:
-            action, product = "unrate", sorted(rated[user])[int(rng.integers(len(rated[user])))]
-            rated[user].discard(product)
-        elif controls and (i // n_users) % 3 == 2:
+        action, step = "rate", (i // n_users) % 5  # per user: rate, rate, unrate, rate, not interested
+        if controls and step == 2 and len(rated[user]) > 1:  # (a user never drops to no rating: that is
+            action, product = "unrate", sorted(rated[user])[int(rng.integers(len(rated[user])))]  # the popular
+            rated[user].discard(product)  # fallback, another path)
+        elif controls and step == 4:
             action = "not_interested"
         else:
             rated[user].add(product)
@@ -408,7 +408,7 @@ def main() -> int:
     ap.add_argument("--throughput-events", type=int, default=3000)
     ap.add_argument("--throughput-workers", default="1,2")
     ap.add_argument("--controls", action="store_true",
-                    help="mix in removed ratings and 'not interested' (a third each) and report them per action")
+                    help="mix in removed ratings and 'not interested' (a fifth each) and report them per action")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
