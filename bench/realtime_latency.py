@@ -2,6 +2,7 @@
 
     python bench/realtime_latency.py                      # full size: 1,000 ratings at 10k and 1M items
     python bench/realtime_latency.py --ratings 200 --sizes 10000 --throughput-events 1000   # quick check
+    python bench/realtime_latency.py --controls --sizes 10000 --throughput-events 0   # + removals, "not interested"
 
 Needs the local services (``bin/services start redis mongo kafka``). Everything the run writes is
 its own and is removed at the end: a MongoDB database ``bench_rt_<id>``, Kafka topics
@@ -235,6 +236,15 @@ class HttpRater:
             raise RuntimeError(f"POST /api/ratings/ answered {status}: {body}")
         return body["event_id"]
 
+    def control(self, user: int, product: str, action: str) -> str:
+        """Remove a rating or "not interested", through the site's API."""
+        path = "/api/ratings/remove/" if action == "unrate" else "/api/not-interested/"
+        token, _ = self.users[user]
+        status, body = self._request("POST", path, token, {"product_id": product})
+        if status != 202:
+            raise RuntimeError(f"POST {path} answered {status}: {body}")
+        return body["event_id"]
+
     def page_sees(self, user: int, event_id: str) -> bool:
         status, body = self._request("GET", "/api/recommendations/", self.users[user][0])
         return status == 200 and body.get("source_event_id") == event_id and body.get("source") == "personal"
@@ -260,9 +270,22 @@ class PublishRater:
         kafka_io.publish_rating(event)
         return event.event_id
 
+    def control(self, user: int, product: str, action: str) -> str:
+        from core import kafka_io
+        from core.events import RatingEvent
 
-def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, warmup: int) -> dict:
-    """Sequential ratings; POST time and POST-to-readable time for each."""
+        event = RatingEvent(user_id=self.recommender_id(user), product_id=product, rating=0, action=action)
+        kafka_io.publish_rating(event)
+        return event.event_id
+
+
+def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, warmup: int,
+                    controls: bool = False) -> dict:
+    """Sequential ratings; POST time and POST-to-readable time for each.
+
+    With ``controls`` each user's events go rate, rate, remove a rating, rate, "not interested", and
+    so on; the POST-to-readable times are reported per action.
+    """
     from core import list_state, mongo
 
     rng = np.random.default_rng(seed)
@@ -270,16 +293,27 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
     n_users = len(rater.users) if hasattr(rater, "users") else rater.n_users
     rated: dict[int, set[str]] = {}
     post_ms, e2e_ms, checked, timeouts = [], [], 0, 0
+    by_action: dict[str, list[float]] = {}
     for i in range(warmup + n_ratings):
         user = i % n_users
         product = item_id(int(rng.integers(pool)))
         while product in rated.setdefault(user, set()):
             product = item_id(int(rng.integers(pool)))
-        rated[user].add(product)
+        action, step = "rate", (i // n_users) % 5  # per user: rate, rate, unrate, rate, not interested
+        if controls and step == 2 and len(rated[user]) > 1:  # (a user never drops to no rating: that is
+            action, product = "unrate", sorted(rated[user])[int(rng.integers(len(rated[user])))]  # the popular
+            rated[user].discard(product)  # fallback, another path)
+        elif controls and step == 4:
+            action = "not_interested"
+        else:
+            rated[user].add(product)
         uid = rater.recommender_id(user)
         generation = list_state.generation()
         t0 = time.perf_counter()
-        event_id = rater.rate(user, product, int(rng.integers(1, 6)))
+        if action == "rate":
+            event_id = rater.rate(user, product, int(rng.integers(1, 6)))
+        else:
+            event_id = rater.control(user, product, action)
         t_post = time.perf_counter()
         deadline = t0 + 30
         while True:  # in MongoDB, and announced in Redis: what the site checks first
@@ -295,13 +329,16 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
         if i >= warmup:
             post_ms.append((t_post - t0) * 1000)
             e2e_ms.append((t1 - t0) * 1000)
-            if i % 50 == 0 and isinstance(rater, HttpRater):
+            by_action.setdefault(action, []).append((t1 - t0) * 1000)
+            if i % 50 == 0 and isinstance(rater, HttpRater) and action == "rate":
                 if not rater.page_sees(user, event_id):
                     raise RuntimeError(f"GET /api/recommendations/ does not show event {event_id}")
                 checked += 1
     return {"ratings": n_ratings, "post_p50_ms": _pct(post_ms, 50), "post_p99_ms": _pct(post_ms, 99),
             "e2e_p50_ms": _pct(e2e_ms, 50), "e2e_p99_ms": _pct(e2e_ms, 99), "e2e_max_ms": max(e2e_ms),
-            "timeouts": timeouts, "checked_through_api": checked}
+            "timeouts": timeouts, "checked_through_api": checked,
+            "by_action": {a: {"n": len(v), "e2e_p50_ms": _pct(v, 50), "e2e_p99_ms": _pct(v, 99)}
+                          for a, v in sorted(by_action.items())}}
 
 
 def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, run_id: str) -> dict:
@@ -370,6 +407,8 @@ def main() -> int:
     ap.add_argument("--poll-ms", type=float, default=5.0)
     ap.add_argument("--throughput-events", type=int, default=3000)
     ap.add_argument("--throughput-workers", default="1,2")
+    ap.add_argument("--controls", action="store_true",
+                    help="mix in removed ratings and 'not interested' (a fifth each) and report them per action")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -414,7 +453,8 @@ def main() -> int:
                 wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], get_settings().ratings_topic, 1)
                 print(f"model {n_items} items x rank {args.rank}: published and worker ready in "
                       f"{time.perf_counter() - t:.1f}s", flush=True)
-                row = measure_latency(rater, args.ratings, args.catalog_docs, args.poll_ms / 1000, n_items, args.warmup)
+                row = measure_latency(rater, args.ratings, args.catalog_docs, args.poll_ms / 1000, n_items, args.warmup,
+                                      controls=args.controls)
                 if not workers.alive():
                     raise RuntimeError("the worker exited during the latency run")
             finally:
@@ -451,6 +491,11 @@ def main() -> int:
               f"{r['post_p50_ms']:>8.1f}ms{r['post_p99_ms']:>8.1f}ms{r['e2e_p50_ms']:>8.1f}ms"
               f"{r['e2e_p99_ms']:>8.1f}ms{r['e2e_max_ms']:>8.1f}ms"
               + (f"  ({r['timeouts']} not seen in 30 s)" if r["timeouts"] else ""))
+    for r in results["latency"]:
+        if len(r["by_action"]) > 1:
+            for action, a in r["by_action"].items():
+                print(f"{'  ' + action:<34}{r['items']:>9,}{a['n']:>9}{'':>20}"
+                      f"{a['e2e_p50_ms']:>8.1f}ms{a['e2e_p99_ms']:>8.1f}ms")
     print(f"{'fixed 10 s sleep (reference)':<34}{'-':>9}{'-':>9}{'-':>10}{'-':>10}"
           f"{FIXED_SLEEP_MS:>8.0f}ms{FIXED_SLEEP_MS:>8.0f}ms{FIXED_SLEEP_MS:>8.0f}ms")
     if results["throughput"]:

@@ -4,6 +4,16 @@ Events are versioned JSON so old and new producers and consumers can coexist dur
 Both sides call :func:`parse_event` / :func:`validate`: the site refuses a bad rating before it is
 published, and a worker sends whatever still slips through to the dead-letter topic with the
 reason from :class:`InvalidEvent`.
+
+Versions:
+- 1: a rating (no ``action`` field). Still accepted: events already in the topic, or sent by a
+  site not yet upgraded during a deploy, parse as ``action="rate"``.
+- 2: adds ``action``, the shopper's controls travel the same path as ratings (same topic, keyed
+  by user, so one user's events stay in order):
+  ``rate`` (rating 1..5; rating a product again changes the rating), ``unrate`` (remove the
+  rating), ``not_interested`` (never recommend this product to the user again) and
+  ``delete_account`` (the user's account was deleted: drop everything the workers keep for
+  them; it carries no product). Those carry ``rating`` 0 and no text.
 """
 from __future__ import annotations
 
@@ -15,7 +25,10 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+RATE, UNRATE, NOT_INTERESTED, DELETE_ACCOUNT = "rate", "unrate", "not_interested", "delete_account"
+ACTIONS = (RATE, UNRATE, NOT_INTERESTED, DELETE_ACCOUNT)
 MAX_TEXT_CHARS = 5000
 MAX_EVENT_BYTES = 64 * 1024
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}\Z")  # \Z: "$" would let a trailing newline through
@@ -37,6 +50,7 @@ class RatingEvent:
     ts: float = field(default_factory=time.time)
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     schema_version: int = SCHEMA_VERSION
+    action: str = RATE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,16 +78,22 @@ def validate(data: Any) -> RatingEvent:
     if not isinstance(data, dict):
         raise InvalidEvent(f"event must be a JSON object, got {type(data).__name__}")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
+    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
         raise InvalidEvent(f"unsupported schema_version {version!r}")
-    unknown = set(data) - {f for f in RatingEvent.__dataclass_fields__}
+    known = set(RatingEvent.__dataclass_fields__) - ({"action"} if version == 1 else set())
+    unknown = set(data) - known
     if unknown:
         raise InvalidEvent(f"unknown fields: {', '.join(sorted(unknown))[:200]}")
+    action = data.get("action") if version >= 2 else RATE
+    if action not in ACTIONS:
+        raise InvalidEvent(f"action must be one of {', '.join(ACTIONS)}, got {str(action)[:40]!r}")
     rating = data.get("rating")
     if isinstance(rating, bool) or not isinstance(rating, int):
         raise InvalidEvent(f"rating must be an integer, got {type(rating).__name__}")
-    if not 1 <= rating <= 5:
+    if action == RATE and not 1 <= rating <= 5:
         raise InvalidEvent(f"rating {rating} out of range 1..5")
+    if action != RATE and rating != 0:
+        raise InvalidEvent(f"rating must be 0 for action {action}, got {rating}")
     text = data.get("text", "")
     if not isinstance(text, str):
         raise InvalidEvent(f"text must be a string, got {type(text).__name__}")
@@ -92,13 +112,22 @@ def validate(data: Any) -> RatingEvent:
         raise InvalidEvent("ts must be a finite number of seconds since the epoch")
     if not _MIN_TS <= ts <= time.time() + _MAX_FUTURE_S:
         raise InvalidEvent(f"ts {ts} outside the plausible range")
+    if action != RATE and text:
+        raise InvalidEvent(f"text must be empty for action {action}")
+    if action == DELETE_ACCOUNT:
+        if data.get("product_id") != "":
+            raise InvalidEvent("product_id must be empty for action delete_account")
+        product_id = ""
+    else:
+        product_id = _require_str(data, "product_id", _ID_RE)
     return RatingEvent(
         user_id=_require_str(data, "user_id", _ID_RE),
-        product_id=_require_str(data, "product_id", _ID_RE),
+        product_id=product_id,
         rating=rating,
         text=text,
         ts=float(ts),
         event_id=_require_str(data, "event_id", _EVENT_ID_RE),
+        action=action,
     )
 
 

@@ -68,6 +68,16 @@ def announce(user_id: str, version: str) -> None:
         log.warning("list version of %s not announced in Redis (%s); the site will read MongoDB", user_id, exc)
 
 
+def drop(user_id: str) -> None:
+    """The account was deleted: forget its list version (best effort: it expires anyway)."""
+    try:
+        r = client()
+        r.delete(key(user_id, generation(r)))
+    except redis.RedisError as exc:
+        log.warning("list version of %s not dropped from Redis (%s); it expires in %ds", user_id, exc,
+                    ANNOUNCED_TTL_S)
+
+
 def current(user_id: str, generation: int) -> str | None:
     """The announced or remembered version, or None when Redis does not know (or is down)."""
     try:

@@ -65,6 +65,8 @@ RETIRE_GRACE_S = 5.0  # a retired generation outlives every cached pointer and i
 LOCKS = "locks"  # {_id: "<kind>:<user_id>", token, at}: see user_lock
 LOCK_STALE_S = 10.0
 DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, replayed_at, ...}: one replay each
+EXCLUSIONS = "exclusions"  # {_id: user_id, items: {product_id: ts}}: "not interested", never recommended again
+DELETED_USERS = "deleted_users"  # {_id: user_id, deleted_at, counts}: deleted accounts, left out of training
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000
 ALL = "all"
@@ -429,7 +431,7 @@ def store_rating(event: dict[str, Any], db: Database | None = None) -> bool:
     db = db if db is not None else get_db()
     doc = {"_id": event["event_id"], "user_id": event["user_id"], "product_id": event["product_id"],
            "rating": int(event["rating"]), "text": event.get("text", ""), "ts": float(event["ts"]),
-           "stored_at": time.time(), "state": "stored"}
+           "action": event.get("action", "rate"), "stored_at": time.time(), "state": "stored"}
     try:
         db[RATINGS].insert_one(doc)
         return True
@@ -474,27 +476,67 @@ def user_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> It
         yield
     finally:
         db[LOCKS].delete_one({"_id": name, "token": token})
+def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str, float] | None:
+    """``user_ratings``, or None for a deleted account (checked only when there is no history)."""
+    db = db if db is not None else get_db()
+    doc = db[USER_HISTORY].find_one({"_id": user_id})
+    if doc is None and is_deleted_user(user_id, db=db):
+        return None
+    return {pid: float(v[0]) for pid, v in (doc or {}).get("ratings", {}).items()}
 
 
 def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
-                   db: Database | None = None) -> dict[str, float]:
+                   db: Database | None = None) -> dict[str, float] | None:
     """Record a live rating in the user's history and return the whole history.
 
-    Read-modify-replace by ``_id`` under the user's lock (:func:`user_lock`): two writers of one
-    user (two members holding one partition during a rebalance, a replay beside a worker) both get
-    their rating in, where the unlocked version lost one of them. Neither a filter on a version
-    field nor ``$set`` of one key is atomic on FerretDB v1, and either filter scans the collection
-    there (0.35 s per write measured), so the lock is the portable way. An older event than the one
-    stored (a redelivery) does not overwrite a newer rating.
+    None means the account was deleted (:func:`delete_user_data`): nothing is recorded for it.
+    """
+    return change_history(user_id, product_id, float(rating), ts, db=db)
+
+
+def remove_from_history(user_id: str, product_id: str, ts: float,
+                        db: Database | None = None) -> dict[str, float] | None:
+    """Remove a rating (the shopper took it back); returns the whole history, None if deleted."""
+    return change_history(user_id, product_id, None, ts, db=db)
+
+
+def change_history(user_id: str, product_id: str, rating: float | None, ts: float,
+                   db: Database | None = None) -> dict[str, float] | None:
+    """Set (``rating``) or remove (None) one rating in the user's history; the newest change wins.
+
+    Read-modify-replace of one ``_id`` document under the user's lock (:func:`user_lock`): two
+    writers of one user (two members holding one partition during a rebalance, a replay beside a
+    worker) both get their change in, where the unlocked version lost one of them. Neither a filter
+    on a version field nor ``$set`` of one key is atomic on FerretDB v1, and either filter scans the
+    collection there, so the lock is the portable way. A change
+    older than the one stored (a redelivery, or two requests of the user racing) does not
+    overwrite a newer one; a removal leaves its time in ``removed`` so an older rating of the same
+    product cannot bring it back. Returns None for a deleted account: a user without a history
+    document may be one, which costs a second ``_id`` read only for users with no history yet.
     """
     db = db if db is not None else get_db()
     with user_lock(f"history:{user_id}", db=db):
-        doc = db[USER_HISTORY].find_one({"_id": user_id}) or {"_id": user_id, "ratings": {}}
-        current = doc["ratings"].get(product_id)
-        if current is None or float(current[1]) <= ts:
-            doc["ratings"][product_id] = [float(rating), float(ts)]
-            db[USER_HISTORY].replace_one({"_id": user_id}, doc, upsert=True)
-    return {pid: float(v[0]) for pid, v in doc["ratings"].items()}
+        doc = db[USER_HISTORY].find_one({"_id": user_id})
+        if doc is None:
+            if is_deleted_user(user_id, db=db):
+                return None
+            doc = {"_id": user_id, "ratings": {}}
+        ratings = doc.get("ratings") or {}
+        removed = doc.get("removed") or {}
+        current = ratings.get(product_id)
+        newest = max(float(current[1]) if current is not None else float("-inf"), float(removed.get(product_id, "-inf")))
+        if newest <= ts:
+            if rating is None:
+                changed = ratings.pop(product_id, None) is not None or product_id not in removed
+                removed[product_id] = float(ts)
+            else:
+                ratings[product_id] = [float(rating), float(ts)]
+                removed.pop(product_id, None)
+                changed = True
+            if changed:
+                doc["ratings"], doc["removed"] = ratings, removed
+                db[USER_HISTORY].replace_one({"_id": user_id}, doc, upsert=True)
+    return {pid: float(v[0]) for pid, v in ratings.items()}
 
 
 def mark_rating_processed(event_id: str, model_version: str | None, db: Database | None = None) -> None:
@@ -530,6 +572,110 @@ def release_replay(letter_id: str, db: Database | None = None) -> None:
 def get_replay(letter_id: str, db: Database | None = None) -> dict | None:
     db = db if db is not None else get_db()
     return db[DEAD_LETTER_REPLAYS].find_one({"_id": letter_id})
+def drop_event(event_id: str, db: Database | None = None) -> None:
+    """Forget a stored event (one of a deleted account that arrived after the deletion)."""
+    db = db if db is not None else get_db()
+    db[RATINGS].delete_one({"_id": str(event_id)})
+
+
+# --- "not interested" -----------------------------------------------------------------------
+
+def exclusions(user_id: str, db: Database | None = None) -> set[str]:
+    """Products the user said they are not interested in (one ``_id`` read)."""
+    db = db if db is not None else get_db()
+    doc = db[EXCLUSIONS].find_one({"_id": user_id})
+    return set((doc or {}).get("items") or {})
+
+
+def add_exclusion(user_id: str, product_id: str, ts: float, db: Database | None = None) -> set[str]:
+    """Record "not interested" (idempotent: the first time is kept); returns all the user's exclusions.
+
+    A document of its own rather than a field of ``user_history``: the batch load rebuilds the
+    histories from the reviews, and the training and publish jobs read every user's exclusions
+    at once, which is one small collection here instead of a scan of every history.
+    """
+    db = db if db is not None else get_db()
+    doc = db[EXCLUSIONS].find_one({"_id": user_id}) or {"_id": user_id, "items": {}}
+    items = doc.get("items") or {}
+    if product_id not in items:
+        items[product_id] = float(ts)
+        doc["items"] = items
+        db[EXCLUSIONS].replace_one({"_id": user_id}, doc, upsert=True)
+    return set(items)
+
+
+def all_exclusions(db: Database | None = None) -> dict[str, set[str]]:
+    """Every user's exclusions, for the batch jobs that write many users' lists."""
+    db = db if db is not None else get_db()
+    return {d["_id"]: set(d.get("items") or {}) for d in db[EXCLUSIONS].find({}, {"items": 1})}
+
+
+# --- deleted accounts -----------------------------------------------------------------------
+
+def is_deleted_user(user_id: str, db: Database | None = None) -> bool:
+    db = db if db is not None else get_db()
+    return db[DELETED_USERS].find_one({"_id": user_id}, {"_id": 1}) is not None
+
+
+def deleted_user_ids(db: Database | None = None) -> set[str]:
+    """Recommender ids of deleted accounts: the batch jobs leave their reviews out."""
+    db = db if db is not None else get_db()
+    return {d["_id"] for d in db[DELETED_USERS].find({}, {"_id": 1})}
+
+
+def record_deleted_user(user_id: str, db: Database | None = None) -> None:
+    """Mark the id deleted before its data goes, so a worker drops whatever arrives for it later.
+
+    Only the pseudonymous recommender id and the time are kept: the training job needs the id to
+    leave a linked reviewer's batch reviews out, and a redelivered event must find it.
+    """
+    db = db if db is not None else get_db()
+    db[DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}}, upsert=True)
+
+
+def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]:
+    """Remove everything MongoDB keeps about one recommender id; returns what was removed, by kind.
+
+    Idempotent (a second call removes nothing more). Live ratings and the reviews of a linked
+    reviewer are found by ``user_id`` (indexed on MongoDB, a scan on FerretDB: this runs once per
+    deleted account, not per request); the review pages they appear on are the products of the
+    user's history, rewritten without them.
+    """
+    db = db if db is not None else get_db()
+    history = db[USER_HISTORY].find_one({"_id": user_id}) or {}
+    products = set(history.get("ratings") or {}) | set(history.get("removed") or {})
+    products |= {d["product_id"] for d in db[REVIEWS].find({"user_id": user_id}, {"product_id": 1})}
+    pages = 0
+    for pid in sorted(products):
+        page, n_pages = 1, 1
+        while page <= n_pages:
+            doc = db[PRODUCT_REVIEWS].find_one({"_id": f"{pid}:{page}"})
+            if not doc:
+                break
+            n_pages = int(doc.get("pages") or 1)
+            kept = [r for r in doc.get("items") or [] if r.get("user_id") != user_id]
+            if len(kept) != len(doc.get("items") or []):
+                db[PRODUCT_REVIEWS].update_one({"_id": doc["_id"]}, {"$set": {"items": kept}})
+                pages += 1
+            page += 1
+    top = db[CATALOG_INDEX].find_one({"_id": "top_users"})  # the most active reviewers, by id
+    top_users = 0
+    if top and any(d.get("user_id") == user_id for d in top.get("items") or []):
+        db[CATALOG_INDEX].update_one({"_id": "top_users"}, {"$set": {
+            "items": [d for d in top["items"] if d.get("user_id") != user_id]}})
+        top_users = 1
+    return {
+        "top_users": top_users,
+        "ratings": db[RATINGS].delete_many({"user_id": user_id}).deleted_count,
+        "reviews": db[REVIEWS].delete_many({"user_id": user_id}).deleted_count,
+        "review_pages": pages,
+        "history": db[USER_HISTORY].delete_one({"_id": user_id}).deleted_count,
+        "rated_products": len(history.get("ratings") or {}),
+        "recommendations": db[RECOMMENDATIONS].delete_one({"_id": user_id}).deleted_count
+        + db[BATCH_RECOMMENDATIONS].delete_one({"_id": user_id}).deleted_count,
+        "exclusions": len(exclusions(user_id, db=db)),
+        "exclusion_docs": db[EXCLUSIONS].delete_one({"_id": user_id}).deleted_count,
+    }
 
 
 # --- recommendations ------------------------------------------------------------------------

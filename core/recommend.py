@@ -13,7 +13,7 @@ decomposition ``implicit``'s ``explain`` uses.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -67,7 +67,21 @@ def _top(scores: np.ndarray, n: int) -> np.ndarray:
     return top[np.argsort(-scores[top], kind="stable")]
 
 
-def recommend_ease(model: Model, rated: dict[str, float], n: int = 20) -> list[dict[str, Any]]:
+def _excluded_idx(model: Model, exclude: Iterable[str]) -> np.ndarray:
+    """Model indices of the products a user said they are not interested in."""
+    return np.fromiter((model.item_index[p] for p in exclude if p in model.item_index), dtype=np.int64)
+
+
+def without_excluded(items: list[dict[str, Any]], excluded: Iterable[str], n: int | None = None) -> list[dict[str, Any]]:
+    """A computed list without the products the user is not interested in (lists written before
+    the user said so, by the batch job or an older worker), cut to ``n``."""
+    excluded = set(excluded)
+    kept = [i for i in items if i.get("product_id") not in excluded] if excluded else list(items)
+    return kept if n is None else kept[:n]
+
+
+def recommend_ease(model: Model, rated: dict[str, float], n: int = 20,
+                   exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
     """EASE (Steck 2019): score = Σ_j B[j, :] over the items the user interacted with.
 
     No fold-in is needed: the model is item-to-item, so a new rating changes the scores at once.
@@ -79,16 +93,21 @@ def recommend_ease(model: Model, rated: dict[str, float], n: int = 20) -> list[d
     rows = model.item_factors[idx]
     scores = rows.sum(axis=0).astype(np.float64)
     scores[idx] = -np.inf
+    scores[_excluded_idx(model, exclude)] = -np.inf
     top = _top(scores, n)
     best = rows[:, top].argmax(axis=0)
     return [{"product_id": model.item_ids[i], "score": float(scores[i]), "because": model.item_ids[int(idx[b])]}
             for i, b in zip(top.tolist(), best.tolist())]
 
 
-def recommend(model: Model, rated: dict[str, float], n: int = 20) -> list[dict[str, Any]]:
-    """Top-``n`` unrated items with score and reason; empty if the user cannot be folded in."""
+def recommend(model: Model, rated: dict[str, float], n: int = 20,
+              exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Top-``n`` unrated items with score and reason; empty if the user cannot be folded in.
+
+    ``exclude``: products the user marked "not interested"; they are never among the ``n``.
+    """
     if model.kind == "ease":
-        return recommend_ease(model, rated, n)
+        return recommend_ease(model, rated, n, exclude)
     system = _system(model, rated)
     if system is None:
         return []
@@ -97,6 +116,7 @@ def recommend(model: Model, rated: dict[str, float], n: int = 20) -> list[dict[s
     x = np.linalg.solve(a, y_rated.T @ weights)
     scores = model.item_factors @ x.astype(np.float32)
     scores[idx] = -np.inf
+    scores[_excluded_idx(model, exclude)] = -np.inf
     n = min(n, int(np.isfinite(scores).sum()))
     if n <= 0:
         return []

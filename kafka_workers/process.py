@@ -3,6 +3,11 @@
 Every step is idempotent (insert by event id, history keeps the newest rating, the list is
 replaced whole), so a redelivered event after a crash changes nothing; that is what lets the
 worker commit offsets only after MongoDB has the result and still store each rating exactly once.
+
+The shopper's controls are events too (``core.events`` version 2): removing a rating and "not
+interested" change the history or the exclusions and then re-solve the list exactly like a
+rating; ``delete_account`` removes what MongoDB and Redis keep for the user, and anything that
+arrives for a deleted account afterwards is dropped.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from core import list_state, mongo, recommend
+from core import events, list_state, mongo, recommend
 from core.artifacts import Model
 from core.events import MAX_EVENT_BYTES, InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
@@ -26,14 +31,39 @@ class Outcome:
     latency_s: float = 0.0
 
 
-def recommendations_for(history: dict[str, float], model: Model | None, n: int) -> tuple[list[dict], str]:
-    """Personal top-n by folding the user into the model, else popular items they have not rated."""
+def recommendations_for(history: dict[str, float], model: Model | None, n: int,
+                        excluded: set[str] | frozenset[str] = frozenset()) -> tuple[list[dict], str]:
+    """Personal top-n by folding the user into the model, else popular items they have not rated;
+    never a product in ``excluded`` ("not interested")."""
     if model is not None:
-        items = recommend.recommend(model, history, n=n)
+        items = recommend.recommend(model, history, n=n, exclude=excluded)
         if items:
             return items, model.version
-    popular = [p for p in mongo.compute_popular(limit=n + len(history)) if p["product_id"] not in history]
+    popular = [p for p in mongo.compute_popular(limit=n + len(history) + len(excluded))
+               if p["product_id"] not in history and p["product_id"] not in excluded]
     return [{**p, "because": None} for p in popular[:n]], "popular"
+
+
+def apply_action(event: RatingEvent) -> dict[str, float] | None:
+    """The event's change to the user's history or exclusions; returns the history to solve
+    with, or None when the account was deleted."""
+    if event.action == events.UNRATE:
+        return mongo.remove_from_history(event.user_id, event.product_id, event.ts)
+    if event.action == events.NOT_INTERESTED:
+        history = mongo.history_unless_deleted(event.user_id)
+        if history is not None:
+            mongo.add_exclusion(event.user_id, event.product_id, event.ts)
+        return history
+    return mongo.add_to_history(event.user_id, event.product_id, event.rating, event.ts)
+
+
+def forget_user(event: RatingEvent) -> Outcome:
+    """``delete_account``: the site removed the data already; this repeats it after every event
+    the user sent before (same partition, in order), so none of them can have brought any back."""
+    mongo.record_deleted_user(event.user_id)
+    mongo.delete_user_data(event.user_id)
+    list_state.drop(event.user_id)
+    return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))
 
 
 def handle(raw: bytes | None, model: Model | None) -> Outcome:
@@ -46,6 +76,8 @@ def handle(raw: bytes | None, model: Model | None) -> Outcome:
         event = parse_event(raw)
     except InvalidEvent as exc:
         return Outcome(None, "dead-letter", str(exc))
+    if event.action == events.DELETE_ACCOUNT:
+        return forget_user(event)
     if not mongo.product_exists(event.product_id):
         return Outcome(event, "dead-letter", f"unknown product {event.product_id}")
     fresh = mongo.store_rating(event.to_dict())
@@ -55,8 +87,11 @@ def handle(raw: bytes | None, model: Model | None) -> Outcome:
             return Outcome(event, "duplicate")
         # stored but the worker died before writing the list: finish the job now
     as_of = time.time()  # before the history is read: a list from an older read never replaces ours
-    history = mongo.add_to_history(event.user_id, event.product_id, event.rating, event.ts)
-    items, version = recommendations_for(history, model, get_settings().top_n)
+    history = apply_action(event)
+    if history is None:  # the account was deleted: keep nothing of it
+        mongo.drop_event(event.event_id)
+        return Outcome(event, "dropped", "account deleted")
+    items, version = recommendations_for(history, model, get_settings().top_n, mongo.exclusions(event.user_id))
     doc = mongo.write_recommendations(event.user_id, items, version, source_event_id=event.event_id, as_of=as_of)
     list_state.announce(event.user_id, list_state.version_of(doc))
     mongo.mark_rating_processed(event.event_id, version)

@@ -57,8 +57,9 @@ def trending_scores(events: list[dict], now: float) -> dict[str, float]:
 def refresh_trending(limit: int = 50) -> int:
     """Trending from the live rating events of the last week, overall and per category."""
     now = time.time()
-    events = list(mongo.get_db()[mongo.RATINGS].find({"ts": {"$gte": now - TRENDING_WINDOW_S}},
-                                                    {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1}))
+    events = [e for e in mongo.get_db()[mongo.RATINGS].find({"ts": {"$gte": now - TRENDING_WINDOW_S}},
+                                                          {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1})
+              if e.get("action", "rate") == "rate"]  # not a removed rating or a "not interested"
     scores = trending_scores(events, now)
     products = mongo.get_products(list(scores))
     by_cat: dict[str, list[tuple[str, float]]] = defaultdict(list)
@@ -136,7 +137,8 @@ def _rescore(version: str, active_days: int, batch_size: int) -> int:
     for start in range(0, len(users), batch_size):
         for user in users[start:start + batch_size]:
             as_of = time.time()  # a worker's list from a later read of the history is kept
-            items = recommend.recommend(model, mongo.user_ratings(user), n=get_settings().top_n)
+            items = recommend.recommend(model, mongo.user_ratings(user), n=get_settings().top_n,
+                                        exclude=mongo.exclusions(user))
             if items:
                 doc = mongo.write_recommendations(user, items, model.version, as_of=as_of)
                 list_state.announce(user, list_state.version_of(doc))

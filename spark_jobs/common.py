@@ -74,3 +74,22 @@ def run_id_arg(parser) -> None:
 
     parser.add_argument("--run-id", default=time.strftime("run-%Y%m%dT%H%M%S", time.gmtime()),
                         help="id shared by all jobs of one pipeline run (default: from the clock)")
+
+
+def without_deleted_users(reviews):
+    """``reviews`` without the reviews of deleted accounts, and how many ids were deleted.
+
+    "Delete my account" records the recommender id in MongoDB (``core.mongo.DELETED_USERS``); for
+    a demo account linked to a reviewer of the data that is the reviewer's id, whose reviews are
+    in the clean files. The training and load jobs leave them out, so the next model version
+    and the next reload know nothing of the account. A broadcast anti-join: the list is small.
+    """
+    from pyspark.sql import functions as F
+
+    from core import mongo
+
+    deleted = sorted(mongo.deleted_user_ids())
+    if not deleted:
+        return reviews, 0
+    ids = reviews.sparkSession.createDataFrame([(u,) for u in deleted], "user_id string")
+    return reviews.join(F.broadcast(ids), "user_id", "left_anti"), len(deleted)

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from core import mongo
 from core.settings import get_settings
-from spark_jobs.common import run_id_arg, spark_session
+from spark_jobs.common import run_id_arg, spark_session, without_deleted_users
 from spark_jobs.reconcile import write_record
 
 LIVE_CLOCK_MARGIN_S = 60.0  # ratings stored this long before the load began are replayed too (clock skew)
@@ -162,15 +162,21 @@ def user_history_docs(spark: SparkSession, reviews: DataFrame) -> DataFrame:
     """Each user's ratings {product: [rating, ts]}: batch reviews merged with live site ratings.
 
     Live ratings (from Kafka, stored by the workers) are read back so a reload never forgets a
-    rating a user made on the site; the later of two ratings of the same product wins.
+    rating a user made on the site; the later of two ratings of the same product wins, and a
+    rating the user removed on the site (a later ``unrate`` event, even of a batch review) stays
+    removed. "Not interested" lives in its own collection, which a reload leaves alone.
     """
-    live = [(d["user_id"], d["product_id"], float(d["rating"]), int(d["ts"]))
-            for d in mongo.get_db()[mongo.RATINGS].find({}, {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1})]
-    both = reviews.select("user_id", "product_id", "rating", "ts")
-    if live:
-        both = both.unionByName(spark.createDataFrame(live, "user_id string, product_id string, rating double, ts long"))
+    live = [(d["user_id"], d["product_id"], float(d["rating"]) if d.get("action", "rate") == "rate" else None,
+             float(d["ts"]))
+            for d in mongo.get_db()[mongo.RATINGS].find({}, {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1,
+                                                             "action": 1})
+            if d.get("action", "rate") in ("rate", "unrate")]
+    both = reviews.select("user_id", "product_id", F.col("rating").cast("double"), F.col("ts").cast("double"))
+    if live:  # times in seconds with fractions: a rating removed and given again within a second
+        both = both.unionByName(spark.createDataFrame(live, "user_id string, product_id string, rating double, ts double"))
     latest = both.withColumn("_n", F.row_number().over(
-        Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc()))).where("_n = 1")
+        Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("rating").asc_nulls_first()))
+    ).where("_n = 1").where(F.col("rating").isNotNull())
     return latest.groupBy("user_id").agg(
         F.map_from_entries(F.collect_list(F.struct(
             "product_id", F.array(F.col("rating"), F.col("ts").cast("double"))))).alias("ratings")
@@ -216,7 +222,10 @@ def reload_collection(df: DataFrame, collection: str, extra_docs: list[dict] | N
 def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
     started = time.time()
     live_since = started - LIVE_CLOCK_MARGIN_S  # before user_history_docs reads the live ratings
-    reviews = spark.read.parquet(f"{clean_dir}/reviews").cache()
+    # deleted accounts' reviews (a linked reviewer's) are not loaded again
+    clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
+    reviews, n_deleted = without_deleted_users(clean_reviews)
+    reviews = reviews.cache()
     products = product_docs(spark.read.parquet(f"{clean_dir}/products"), reviews).cache()
     n_reviews, n_products = reviews.count(), products.count()
     coverage = metadata_coverage(products)
@@ -247,7 +256,8 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
         raise RuntimeError(f"mongo_load: wrote {out[mongo.REVIEWS]['documents']:,} reviews of {n_reviews:,} and "
                            f"{out[mongo.PRODUCTS]['documents']:,} products of {n_products:,}")
     return {"status": "ok", "run_id": run_id, "collections": out, "counts_in": {
-        "reviews": n_reviews, "products": n_products}, "metadata": coverage,
+        "reviews": n_reviews, "products": n_products}, "metadata": coverage, "deleted_users_left_out": n_deleted,
+        "reviews_of_deleted_users": (clean_reviews.count() - n_reviews) if n_deleted else 0,
         "seconds": round(time.time() - started, 2)}
 
 

@@ -75,14 +75,20 @@ def load_serving_lists(version: str) -> dict[str, int]:
     """Top-N per batch user and similar items per product into the version's own collections.
 
     Rewritten whole on a re-run (a crashed publish leaves them half full, and unread), and read
-    back: what MongoDB holds must be every list of the version's files.
+    back: what MongoDB holds must be every list of the version's files. Lists of accounts deleted
+    since training are not loaded, and products a user marked "not interested" since then are left
+    out of theirs.
     """
+    from core.recommend import without_excluded
+
     d = artifacts.models_dir() / version
     now = time.time()
     db = mongo.get_db()
+    deleted, excluded = mongo.deleted_user_ids(db=db), mongo.all_exclusions(db=db)
     wanted = {mongo.BATCH_RECOMMENDATIONS: (
-        {"_id": doc["_id"], "items": doc["items"], "model_version": version, "source_event_id": None,
-         "updated_at": now} for doc in _jsonl(d / "topn.jsonl") if doc["items"]),
+        {"_id": doc["_id"], "items": without_excluded(doc["items"], excluded.get(doc["_id"], ())),
+         "model_version": version, "source_event_id": None, "updated_at": now}
+        for doc in _jsonl(d / "topn.jsonl") if doc["items"] and doc["_id"] not in deleted),
         mongo.SIMILAR_ITEMS: _jsonl(d / "similar.jsonl")}
     out = {}
     for logical, docs in wanted.items():

@@ -41,7 +41,7 @@ from pyspark.sql import functions as F
 
 from core import artifacts, mongo, recommend
 from core.settings import get_settings
-from spark_jobs.common import run_id_arg, spark_session
+from spark_jobs.common import run_id_arg, spark_session, without_deleted_users
 from spark_jobs.evaluation import ease_scorer, factor_scorer, fold_in_ndcg, popularity_scorer, rank_metrics
 from spark_jobs.reconcile import write_record
 from spark_jobs.single_node import EASE_MAX_ITEMS, ease_weights, ials_factors
@@ -359,14 +359,14 @@ def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto"
 
     settings = get_settings()
     work = settings.data_dir / "train" / run_id
-    reviews = spark.read.parquet(f"{clean_dir}/reviews")
+    reviews, n_deleted = without_deleted_users(spark.read.parquet(f"{clean_dir}/reviews"))
     inter, users, items = index_ids(reviews)
     parted = split_by_time(inter).cache()
     arr = to_numpy(parted, work)
     user_ids, item_ids = id_list(users, "uid", "user_id", work), id_list(items, "iid", "product_id", work)
     shape = (len(user_ids), len(item_ids))
     n_inter = int(arr["uid"].size)
-    counts = {"interactions": n_inter, "users": shape[0], "items": shape[1],
+    counts = {"interactions": n_inter, "users": shape[0], "items": shape[1], "deleted_users_left_out": n_deleted,
               "train": int((arr["part"] == 0).sum()), "validation": int((arr["part"] == 1).sum()),
               "test": int((arr["part"] == 2).sum())}
     print(f"train: {counts}")
@@ -487,6 +487,8 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: list[str],
         raise ValueError("the model's items are not the matrix's columns")
     n = n or get_settings().top_n
     d = artifacts.models_dir() / version
+    excluded = mongo.all_exclusions()  # "not interested": asked for n more, then left out
+    extra = max((len(v) for v in excluded.values()), default=0)
     rated = (x_all > 0).astype(np.float64).tocsr()
     users = most_active(np.diff(rated.indptr), max_users)
     items = most_active(np.asarray(rated.getnnz(axis=0)), max_items)
@@ -495,9 +497,9 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: list[str],
     with open(d / "topn.jsonl", "w") as f:
         for start in range(0, users.size, block):
             rows = users[start:start + block]
-            lists = recommend.recommend_many(model, rated[rows], n)
-            f.write("".join(json.dumps({"_id": user_ids[u], "items": got}) + "\n"
-                            for u, got in zip(rows.tolist(), lists)))
+            lists = recommend.recommend_many(model, rated[rows], n + extra)
+            f.write("".join(json.dumps({"_id": user_ids[u], "items": recommend.without_excluded(
+                got, excluded.get(user_ids[u], ()), n)}) + "\n" for u, got in zip(rows.tolist(), lists)))
     with open(d / "similar.jsonl", "w") as f:
         for start in range(0, items.size, block):
             idx = items[start:start + block]

@@ -48,3 +48,25 @@ def recommender_id(user) -> str:
     except Profile.DoesNotExist:
         profile, _ = Profile.objects.get_or_create(user=user)
         return profile.recommender_id
+
+
+class AccountDeletion(models.Model):
+    """A "Delete my account" that was carried out, for staff: when, and how much was removed.
+
+    Deliberately without personal data: no username, e-mail or recommender id, only the kind of
+    account and counts per store (MongoDB collections, Django rows), so staff can see that a
+    deletion happened and was complete without the record undoing it.
+    """
+
+    SITE, LINKED = "site", "linked_reviewer"
+    deleted_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    kind = models.CharField(max_length=32, choices=[(SITE, "site account"),
+                                                     (LINKED, "demo account linked to a reviewer of the data")])
+    counts = models.JSONField(default=dict, blank=True, help_text="What was removed, per kind of record.")
+    worker_notified = models.BooleanField(default=False, help_text="Kafka acknowledged the delete_account event.")
+
+    class Meta:
+        ordering = ["-deleted_at"]
+
+    def __str__(self) -> str:
+        return f"account deletion {self.pk} at {self.deleted_at:%Y-%m-%d %H:%M}"

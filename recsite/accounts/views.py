@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, PasswordChangeView, PasswordResetView
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
 
 from accounts import throttle
-from accounts.forms import SignUpForm
+from accounts.deletion import delete_account as delete_everywhere
+from accounts.forms import DeleteAccountForm, SignUpForm
 from accounts.models import Profile
 
 TOO_MANY = "Too many requests from here. Please wait a while and try again."
@@ -101,3 +104,24 @@ def signup(request):
             messages.success(request, "Welcome! Rate a few products you like to get recommendations.")
             return redirect("recommendations")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_account(request):
+    """Confirmation page (password and a tick), then the deletion (accounts/deletion.py)."""
+    form = DeleteAccountForm(request.user, request.POST or None)
+    if request.method == "POST":
+        address = throttle.client_address(request)
+        name, password = request.user.get_username(), str(request.POST.get("password", ""))
+        try:  # the password check is a login attempt too: it shares the lockout
+            throttle.check_login(name, password, address)
+        except throttle.Refused as refusal:
+            return render(request, "registration/delete_account.html",
+                          {"form": DeleteAccountForm(request.user), "locked": refusal.message}, status=refusal.status)
+        if form.is_valid():
+            delete_everywhere(request.user, request=request)
+            return render(request, "registration/delete_account_done.html")
+        if "password" in form.errors:
+            throttle.record_failure(name, password, address)
+    return render(request, "registration/delete_account.html", {"form": form}, status=400 if form.errors else 200)

@@ -27,8 +27,8 @@ class MirroredFromMongoAdmin(admin.ModelAdmin):
 
 @admin.register(RatingSubmission)
 class RatingSubmissionAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "user", "product_id", "rating", "published", "processing_state")
-    list_filter = ("published", "rating")
+    list_display = ("created_at", "user", "product_id", "action", "rating", "published", "processing_state")
+    list_filter = ("published", "action", "rating")
     search_fields = ("user__username", "product_id", "event_id", "recommender_id")
     readonly_fields = [f.name for f in RatingSubmission._meta.fields] + ["processing_state"]
 

@@ -20,7 +20,8 @@ from shop import recommendations
 from shop.forms import PRODUCT_ID_REGEX
 from shop.models import RatingSubmission
 from shop.products import summaries, title
-from shop.ratings import IdempotencyConflict, RatingRejected, submit_rating
+from core.events import NOT_INTERESTED, UNRATE
+from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
 from shop.throttles import RatingRateThrottle
 
 _ID_RE = re.compile(PRODUCT_ID_REGEX)
@@ -68,6 +69,30 @@ class RatingIn(serializers.Serializer):
         if unknown:
             raise serializers.ValidationError(f"unknown fields: {', '.join(sorted(map(str, unknown)))[:200]}")
         return attrs
+
+
+class ProductIn(RatingIn):
+    """Just a product: "remove my rating" and "not interested"."""
+
+    rating = None
+    text = None
+
+
+class ControlOut(serializers.Serializer):
+    event_id = serializers.CharField()
+    product_id = serializers.CharField()
+    action = serializers.ChoiceField([UNRATE, NOT_INTERESTED])
+    status = serializers.CharField()
+
+
+class DeleteAccountIn(serializers.Serializer):
+    password = StrictCharField(max_length=1024, trim_whitespace=False)
+
+
+class DeleteAccountOut(serializers.Serializer):
+    status = serializers.CharField()
+    deleted_at = serializers.DateTimeField()
+    counts = serializers.DictField(child=serializers.IntegerField())
 
 
 class RatingOut(serializers.Serializer):
@@ -126,6 +151,9 @@ def similar(request, product_id: str):
     if not _ID_RE.match(product_id) or not summaries([product_id]):
         return Response({"detail": "unknown product"}, status=404)
     items = mongo.get_similar_items(product_id)
+    if request.user.is_authenticated:  # never a product this user is not interested in
+        hidden = recommendations.excluded(recommender_id(request.user))
+        items = [i for i in items if i["product_id"] not in hidden]
     names = summaries([i["product_id"] for i in items])
     return Response([{"product_id": i["product_id"], "score": i["score"], "title": title(names, i["product_id"])}
                      for i in items])
@@ -177,3 +205,74 @@ def rating_status(request, event_id: str):
     doc = mongo.get_rating(sub.event_id) or {}
     return Response({"event_id": sub.event_id, "published": sub.published,
                      "state": doc.get("state", "pending"), "model_version": doc.get("model_version")})
+
+
+def _control(request, action: str):
+    if not isinstance(request.data, dict):
+        return Response({"detail": "expected a JSON object"}, status=400)
+    body = ProductIn(data=request.data)
+    body.is_valid(raise_exception=True)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _KEY_RE.match(key):
+        return Response({"detail": "Idempotency-Key must be 8-64 characters from A-Z a-z 0-9 _ -"}, status=400)
+    try:
+        sub = submit_control(request.user, recommender_id(request.user), body.validated_data["product_id"], action,
+                             idempotency_key=key)
+    except IdempotencyConflict as exc:
+        return Response({"detail": str(exc)}, status=409)
+    except RatingRejected as exc:
+        return Response({"detail": str(exc)}, status=400)
+    except Unavailable:
+        return Response({"detail": "the request could not be delivered; try again in a few seconds"},
+                        status=503, headers={"Retry-After": "2"})
+    return Response({"event_id": sub.event_id, "product_id": sub.product_id, "action": action,
+                     "status": "accepted"}, status=202)
+
+
+@extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
+               description="Remove your rating of a product (to change it, POST /api/ratings/ again). "
+                           "Returns once Kafka has the event; your list re-solves like after a rating.")
+@api_view(["POST"])
+@parser_classes([JSONParser])
+@permission_classes([IsAuthenticated])
+@throttle_classes([UserRateThrottle, RatingRateThrottle])
+def remove_rating(request):
+    return _control(request, UNRATE)
+
+
+@extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
+               description="Never recommend this product to you again (your lists and similar items).")
+@api_view(["POST"])
+@parser_classes([JSONParser])
+@permission_classes([IsAuthenticated])
+@throttle_classes([UserRateThrottle, RatingRateThrottle])
+def post_not_interested(request):
+    return _control(request, NOT_INTERESTED)
+
+
+@extend_schema(request=DeleteAccountIn, responses={200: DeleteAccountOut, 400: None, 403: None, 429: None, 503: None},
+               description="Delete your account and everything kept about you (ratings, history, lists, "
+                           "exclusions); the next model is trained without you. Needs your password.")
+@api_view(["POST"])
+@parser_classes([JSONParser])
+@permission_classes([IsAuthenticated])
+def delete_account(request):
+    from accounts.deletion import delete_account as delete
+
+    if not isinstance(request.data, dict):
+        return Response({"detail": "expected a JSON object"}, status=400)
+    from accounts import throttle
+
+    body = DeleteAccountIn(data=request.data)
+    body.is_valid(raise_exception=True)
+    name, address = request.user.get_username(), throttle.client_address(request)
+    password = body.validated_data["password"]
+    try:  # the password check is a login attempt too: it shares the lockout
+        throttle.check_login(name, password, address)
+    except throttle.Refused as refusal:
+        return Response({"detail": refusal.message}, status=refusal.status)
+    if not request.user.check_password(password):
+        throttle.record_failure(name, password, address)
+        return Response({"detail": "wrong password"}, status=403)
+    record = delete(request.user, request=request)
+    return Response({"status": "deleted", "deleted_at": record.deleted_at, "counts": record.counts})

@@ -34,6 +34,20 @@ class RatingForm(forms.Form):
         return super().clean()
 
 
+class ControlForm(forms.Form):
+    """"Remove my rating" and "not interested": nothing to fill in but where to go afterwards."""
+
+    next = forms.ChoiceField(required=False, choices=[("", "default"), ("recommendations", "recommendations"),
+                                                      ("product", "product")],
+                             widget=forms.HiddenInput, error_messages={"invalid_choice": "Unknown destination."})
+
+    def clean(self):
+        unknown = set(self.data) - set(self.fields) - {"csrfmiddlewaretoken"}
+        if unknown:
+            raise forms.ValidationError(f"Unknown fields: {', '.join(sorted(unknown))[:200]}")
+        return super().clean()
+
+
 class CatalogQueryForm(forms.Form):
     q = forms.CharField(required=False, max_length=100, strip=True)
     category = forms.CharField(required=False, max_length=200)

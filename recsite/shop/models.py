@@ -15,7 +15,9 @@ class RatingSubmission(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ratings")
     recommender_id = models.CharField(max_length=128, db_index=True)
     product_id = models.CharField(max_length=128, db_index=True)
-    rating = models.PositiveSmallIntegerField()
+    rating = models.PositiveSmallIntegerField(help_text="0 for the actions other than rate.")
+    action = models.CharField(max_length=32, default="rate", db_index=True,
+                              help_text="rate, unrate (rating removed) or not_interested (core.events).")
     text = models.TextField(blank=True)
     event_id = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -26,6 +28,8 @@ class RatingSubmission(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
+        if self.action != "rate":
+            return f"{self.recommender_id} {self.action} {self.product_id}"
         return f"{self.recommender_id} rated {self.product_id} {self.rating}★"
 
 

@@ -8,6 +8,7 @@ from django.core.cache import cache
 
 from core import list_state, mongo
 from core.settings import get_settings
+from core.recommend import without_excluded
 from shop.products import TTL_S, cache_generation, summaries, title
 
 NO_LIST_ETAG = list_state.NO_LIST
@@ -73,8 +74,31 @@ def history(recommender_id: str) -> dict[str, float]:
     return rated
 
 
+def excluded(recommender_id: str) -> set[str]:
+    """Products the user marked "not interested", kept per list ETag like the history (the worker
+    records the exclusion, then writes the list without it, then announces the new ETag)."""
+    tag = list_state.current(recommender_id, cache_generation())
+    if tag is None or tag == NO_LIST_ETAG:
+        return mongo.exclusions(recommender_id)
+    key = _view_key("excluded", recommender_id, tag)
+    found = cache.get(key)
+    if found is None:
+        found = mongo.exclusions(recommender_id)
+        cache.set(key, found, TTL_S)
+    return found
+
+
+def forget(recommender_id: str) -> None:
+    """The account is being deleted: drop what is kept of its current list (older views expire)."""
+    tag = list_state.current(recommender_id, cache_generation())
+    tags = {tag, etag(mongo.get_recommendations(recommender_id))} - {None, NO_LIST_ETAG}
+    cache.delete_many([_view_key(kind, recommender_id, t) for t in tags for kind in ("view", "history", "excluded")])
+    list_state.drop(recommender_id)
+
+
 def _personal(recommender_id: str, doc: dict) -> dict[str, Any]:
-    items = doc["items"][: get_settings().top_n]
+    # a list written before a "not interested" (by the batch job, say) never shows the product
+    items = without_excluded(doc["items"], mongo.exclusions(recommender_id), get_settings().top_n)
     names = summaries([i["product_id"] for i in items] + [i.get("because") for i in items])
     out = [{
         "product_id": i["product_id"],
@@ -93,7 +117,8 @@ def _popular(recommender_id: str) -> dict[str, Any]:
     """Not cached: it depends on the user's history and on lists Celery refreshes."""
     history = mongo.user_ratings(recommender_id)
     top_n = get_settings().top_n
-    popular = [p for p in mongo.get_popular("all", "popular") if p["product_id"] not in history][:top_n]
+    popular = without_excluded([p for p in mongo.get_popular("all", "popular") if p["product_id"] not in history],
+                               mongo.exclusions(recommender_id), top_n)
     names = summaries([p["product_id"] for p in popular])
     out = [{"product_id": p["product_id"], "title": title(names, p["product_id"]),
             "score": round(float(p.get("score", 0.0)), 4), "because": None, "because_title": None}
@@ -102,12 +127,13 @@ def _popular(recommender_id: str) -> dict[str, Any]:
             "source_event_id": None, "n_rated": len(history), "items": out, "etag": NO_LIST_ETAG}
 
 
-def fallback_lists(limit: int = 8) -> list[dict[str, Any]]:
-    """Popular and trending products per category, for new users and the onboarding step."""
+def fallback_lists(limit: int = 8, exclude: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Popular and trending products per category, for new users and the onboarding step
+    (without the products in ``exclude``: the user's "not interested")."""
     lists = []
     for cat in [{"name": mongo.ALL}] + mongo.categories()[:6]:
         for kind in ("trending", "popular"):
-            items = mongo.get_popular(cat["name"], kind)[:limit]
+            items = without_excluded(mongo.get_popular(cat["name"], kind), exclude, limit)
             if items:
                 names = summaries([i["product_id"] for i in items])
                 lists.append({"category": cat["name"], "kind": kind, "items": [

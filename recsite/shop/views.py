@@ -19,8 +19,9 @@ from core.breaker import Unavailable
 from core.settings import get_settings
 from shop import products as products_cache
 from shop import recommendations
-from shop.forms import CatalogQueryForm, RatingForm, ReviewPageForm, product_id_validator
-from shop.ratings import IdempotencyConflict, RatingRejected, submit_rating
+from core.events import NOT_INTERESTED, UNRATE
+from shop.forms import CatalogQueryForm, ControlForm, RatingForm, ReviewPageForm, product_id_validator
+from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
 from shop.throttles import rating_throttled
 
 PER_PAGE = 24
@@ -73,13 +74,18 @@ def product(request, product_id: str):
     n = max(1, sum(int(v) for v in hist.values()))
     histogram = [{"star": s, "count": int(hist.get(str(s), 0)), "pct": round(100 * int(hist.get(str(s), 0)) / n)}
                  for s in range(5, 0, -1)]
-    mine = None
+    mine, similar, similar_variant = None, data["similar"], ""
     if request.user.is_authenticated:
-        mine = recommendations.history(recommender_id(request.user)).get(product_id)
+        uid = recommender_id(request.user)
+        mine = recommendations.history(uid).get(product_id)
+        hidden = recommendations.excluded(uid) & {s["product_id"] for s in similar}
+        if hidden:  # "not interested" items are not shown to this user here either
+            similar = [s for s in similar if s["product_id"] not in hidden]
+            similar_variant = hashlib.sha256("|".join(sorted(hidden)).encode()).hexdigest()[:16]
     return render(request, "shop/product.html", {
         "product": {**doc, "pid": doc["_id"]}, "reviews": data["reviews"], "page": page, "pages": data["pages"],
-        "histogram": histogram, "similar": data["similar"], "form": RatingForm(), "my_rating": mine,
-        "ttl": products_cache.TTL_S, "generation": products_cache.cache_generation(),
+        "histogram": histogram, "similar": similar, "similar_variant": similar_variant, "form": RatingForm(),
+        "my_rating": mine, "ttl": products_cache.TTL_S, "generation": products_cache.cache_generation(),
     })
 
 
@@ -88,12 +94,9 @@ def product(request, product_id: str):
 def rate(request, product_id: str):
     """Publish the rating and return at once; the recommendations page shows the worker's update."""
     product_id = _valid_product_id(product_id)
-    wait = rating_throttled(request)
-    if wait is not None:
-        response = HttpResponse("Too many ratings in a short time; please wait a moment.", status=429,
-                                content_type="text/plain")
-        response["Retry-After"] = str(max(1, math.ceil(wait)))
-        return response
+    refused = _too_many(request)
+    if refused is not None:
+        return refused
     form = RatingForm(request.POST)
     if not form.is_valid():
         return HttpResponse(f"Invalid rating: {form.errors.as_text()}", status=400, content_type="text/plain")
@@ -106,13 +109,64 @@ def rate(request, product_id: str):
     except RatingRejected as exc:
         return HttpResponse(f"Rating refused: {exc}", status=400, content_type="text/plain")
     except Unavailable:
-        # A clear answer at once (the breaker), not a redirect that looks like success to a script.
-        response = HttpResponse("Sorry, your rating could not be saved right now. Please try again in a "
-                                "few seconds.", status=503, content_type="text/plain")
-        response["Retry-After"] = "2"
-        return response
+        return _unavailable("your rating")
     messages.success(request, f"Thanks! You rated it {submission.rating} ★. Your recommendations are updating.")
     return redirect("recommendations")
+
+
+def _too_many(request) -> HttpResponse | None:
+    """429 with Retry-After when the user is over the per-user rating limit (ratings and controls)."""
+    wait = rating_throttled(request)
+    if wait is None:
+        return None
+    response = HttpResponse("Too many ratings in a short time; please wait a moment.", status=429,
+                            content_type="text/plain")
+    response["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
+
+
+def _unavailable(what: str) -> HttpResponse:
+    """A clear 503 at once (the breaker), not a redirect that looks like success to a script."""
+    response = HttpResponse(f"Sorry, {what} could not be saved right now. Please try again in a few seconds.",
+                            status=503, content_type="text/plain")
+    response["Retry-After"] = "2"
+    return response
+
+
+def _control(request, product_id: str, action: str, done: str):
+    """Publish "remove my rating" or "not interested" and return at once, like a rating."""
+    product_id = _valid_product_id(product_id)
+    refused = _too_many(request)
+    if refused is not None:
+        return refused
+    form = ControlForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse(f"Invalid request: {form.errors.as_text()}", status=400, content_type="text/plain")
+    try:
+        submit_control(request.user, recommender_id(request.user), product_id, action)
+    except IdempotencyConflict as exc:
+        return HttpResponse(f"Refused: {exc}", status=409, content_type="text/plain")
+    except RatingRejected as exc:
+        return HttpResponse(f"Refused: {exc}", status=400, content_type="text/plain")
+    except Unavailable:
+        return _unavailable("that")
+    messages.success(request, done)
+    if form.cleaned_data["next"] == "product":
+        return redirect("product", product_id=product_id)
+    return redirect("recommendations")
+
+
+@login_required
+@require_POST
+def unrate(request, product_id: str):
+    return _control(request, product_id, UNRATE, "Your rating was removed. Your recommendations are updating.")
+
+
+@login_required
+@require_POST
+def not_interested(request, product_id: str):
+    return _control(request, product_id, NOT_INTERESTED,
+                    "Got it: we will not recommend that product to you again. Your recommendations are updating.")
 
 
 @login_required
@@ -122,7 +176,8 @@ def recommendations_page(request):
     data = recommendations.for_user(uid)
     return render(request, "shop/recommendations.html", {
         "data": data, "rec_state": {"etag": data["etag"]},
-        "fallback": recommendations.fallback_lists() if data["source"] != "personal" else [],
+        "fallback": recommendations.fallback_lists(exclude=recommendations.excluded(uid))
+        if data["source"] != "personal" else [],
         "rating_form": RatingForm(),
     })
 

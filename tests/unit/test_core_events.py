@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from core.events import MAX_EVENT_BYTES, MAX_TEXT_CHARS, SCHEMA_VERSION, InvalidEvent, RatingEvent, parse_event, validate
+from core.events import (DELETE_ACCOUNT, MAX_EVENT_BYTES, MAX_TEXT_CHARS, NOT_INTERESTED, RATE, SCHEMA_VERSION, UNRATE,
+                         InvalidEvent, RatingEvent, parse_event, validate)
 
 
 def _good(**changes) -> dict:
@@ -37,7 +38,11 @@ def test_round_trip_keeps_every_field_and_keys_by_user():
     ({"ts": 100.0}, "outside the plausible range"),
     ({"ts": time.time() + 3 * 86400}, "outside the plausible range"),
     ({"schema_version": True}, "unsupported schema_version"),
-    ({"schema_version": 2}, "unsupported schema_version"),
+    ({"schema_version": 3}, "unsupported schema_version"),
+    ({"schema_version": "2"}, "unsupported schema_version"),
+    ({"action": "delete"}, "action must be one of"),
+    ({"action": None}, "action must be one of"),
+    ({"action": "unrate"}, "rating must be 0 for action unrate"),
     ({"user_id": ""}, "user_id has invalid"),
     ({"user_id": "a" * 129}, "user_id has invalid"),
     ({"product_id": {"$gt": ""}}, "product_id must be a string"),
@@ -74,3 +79,53 @@ def test_lone_surrogate_escaped_in_json_is_refused():
     assert b"\\udfff" in raw
     with pytest.raises(InvalidEvent, match="not valid UTF-8"):
         parse_event(raw)
+
+
+# --- version 2: the shopper's controls travel as events with an action -------------------------
+
+def test_version_1_events_still_parse_as_ratings():
+    """What is already in the topic (or a site not yet upgraded sends) keeps working."""
+    v1 = {k: v for k, v in _good().items() if k != "action"}
+    v1["schema_version"] = 1
+    event = parse_event(json.dumps(v1).encode())
+    assert event.action == RATE and event.rating == 4 and event.text == "nice"
+    assert event.event_id == v1["event_id"] and event.product_id == "B000123"
+
+
+def test_version_1_has_no_action_field():
+    with pytest.raises(InvalidEvent, match="unknown fields: action"):
+        validate(_good(schema_version=1, action=RATE))
+
+
+def test_version_2_requires_an_action():
+    v2 = _good()
+    del v2["action"]
+    with pytest.raises(InvalidEvent, match="action must be one of"):
+        validate(v2)
+
+
+@pytest.mark.parametrize("action", [UNRATE, NOT_INTERESTED])
+def test_controls_round_trip_with_rating_zero_and_no_text(action):
+    e = RatingEvent(user_id="u1", product_id="B000123", rating=0, action=action)
+    back = parse_event(e.to_bytes())
+    assert back == e and back.action == action and back.key == b"u1"
+    assert json.loads(e.to_bytes())["schema_version"] == 2
+
+
+@pytest.mark.parametrize("action", [UNRATE, NOT_INTERESTED, DELETE_ACCOUNT])
+def test_controls_carry_no_rating_and_no_text(action):
+    pid = "" if action == DELETE_ACCOUNT else "B000123"
+    with pytest.raises(InvalidEvent, match=f"rating must be 0 for action {action}"):
+        validate(_good(action=action, rating=3, text="", product_id=pid))
+    with pytest.raises(InvalidEvent, match=f"text must be empty for action {action}"):
+        validate(_good(action=action, rating=0, text="why", product_id=pid))
+
+
+def test_delete_account_carries_no_product_and_others_need_one():
+    e = RatingEvent(user_id="site-abc", product_id="", rating=0, action=DELETE_ACCOUNT)
+    assert parse_event(e.to_bytes()) == e
+    with pytest.raises(InvalidEvent, match="product_id must be empty"):
+        validate(_good(action=DELETE_ACCOUNT, rating=0, text=""))
+    for action in (RATE, UNRATE, NOT_INTERESTED):
+        with pytest.raises(InvalidEvent, match="product_id has invalid"):
+            validate(_good(action=action, rating=4 if action == RATE else 0, text="", product_id=""))

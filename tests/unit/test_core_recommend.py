@@ -73,3 +73,22 @@ def test_similar_items_by_cosine():
     assert sims[0]["product_id"] == "i3"
     assert sims[0]["score"] == pytest.approx(1.0, abs=1e-5)
     assert all(s["product_id"] != "i9" for s in sims)
+
+
+@pytest.mark.parametrize("kind", ["ials", "explicit", "ease"])
+def test_not_interested_items_are_never_recommended_and_the_rest_keeps_its_order(kind):
+    from core.recommend import without_excluded
+
+    m = _model(kind=kind)
+    if kind == "ease":  # EASE weights are item x item
+        m = Model(version="v-ease", item_ids=m.item_ids,
+                  item_factors=np.random.default_rng(1).normal(size=(40, 40)).astype(np.float32), params={"kind": "ease"})
+    rated = {"i1": 5.0, "i7": 3.0}
+    full = [r["product_id"] for r in recommend(m, rated, n=10)]
+    hidden = {full[0], full[3], "not-in-the-model"}
+    got = [r["product_id"] for r in recommend(m, rated, n=10, exclude=hidden)]
+    assert len(got) == 10 and not hidden & set(got)
+    assert [p for p in full if p not in hidden] == got[:8]
+    everything = [r["product_id"] for r in recommend(m, rated, n=100, exclude=hidden)]
+    assert len(everything) == 40 - 2 - 2  # every item but the rated and the excluded ones
+    assert [r["product_id"] for r in without_excluded(recommend(m, rated, n=10), hidden, 5)] == got[:5]

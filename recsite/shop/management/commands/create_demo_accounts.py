@@ -23,7 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="", help="default: a random one per run, printed")
 
     def handle(self, *args, count: int, password: str, **options):
-        reviewers = mongo.most_active_users(limit=count)
+        deleted = mongo.deleted_user_ids()  # a reviewer whose demo account was deleted stays deleted
+        reviewers = [r for r in mongo.most_active_users(limit=count + len(deleted)) if r[0] not in deleted][:count]
         if not reviewers:
             raise CommandError("no reviewers in MongoDB: run the pipeline (bin/pipeline) first")
         password = password or f"demo-{secrets.token_urlsafe(6)}"

@@ -1,0 +1,361 @@
+"""Shopper controls end to end: change or remove a rating, "not interested", "delete my account".
+
+Everything is real: the site (Django test client) publishes to Kafka, a real ``python -m
+kafka_workers.worker`` process applies the events to FerretDB and announces lists in Redis, and
+the pages and API read them back. The module uses the synthetic catalog and model of
+realtime_support (its own database, topics and artifacts) and its own Redis database number, so
+Celery's re-scoring here bumps no cache generation anybody else reads.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from urllib.parse import urlparse
+
+import pytest
+import redis
+import scipy.sparse as sp
+
+from core import artifacts, list_state, mongo, recommend
+from core.events import NOT_INTERESTED, UNRATE, RatingEvent
+from realtime_support import TOP_N, publish_all, reset_core_caches, wait_until, worker_stats
+from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
+from tests.site_catalog import PASSWORD, ids_in
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+WAIT_S = 90  # liveness bound for the worker on a loaded 2-core machine, not a speed check
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_redis_db(rt_catalog, settings):
+    """list_state keys and Celery's cache generation in a Redis database of this module's own."""
+    number = 1 + int(hashlib.sha1(f"{settings.mongo_db}-controls".encode()).hexdigest(), 16) % 15
+    url = urlparse(settings.redis_url)._replace(path=f"/{number}").geturl()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REDIS_URL", url)
+    reset_core_caches()
+    list_state._client.cache_clear()
+    try:
+        yield url
+    finally:
+        mp.undo()
+        reset_core_caches()
+        list_state._client.cache_clear()
+
+
+@pytest.fixture
+def shop(rt, site_cache, client, make_user):
+    """A logged-in shopper on the site, with a real worker consuming this test's topic."""
+    worker = rt.start_worker()
+    user = make_user()
+    client.force_login(user)
+    return rt, client, user, worker
+
+
+def _uid(user) -> str:
+    return user.profile.recommender_id
+
+
+def _list_from(db, uid: str, event_id: str) -> dict:
+    """Wait until the user's list is the one the worker wrote after ``event_id``."""
+    def current():
+        doc = mongo.get_recommendations(uid, db=db)
+        return doc if doc and doc.get("source_event_id") == event_id else None
+    return wait_until(current, WAIT_S, f"the list re-solved after {event_id}")
+
+
+def _ids(doc: dict) -> list[str]:
+    return [i["product_id"] for i in doc["items"]]
+
+
+def _api(client, path: str, body: dict, status: int = 202) -> dict:
+    response = client.post(path, body, content_type="application/json")
+    assert response.status_code == status, response.content
+    return response.json()
+
+
+def _last_event_id(user, action: str) -> str:
+    from shop.models import RatingSubmission
+
+    sub = RatingSubmission.objects.filter(user=user, action=action).latest("created_at")
+    assert sub.published
+    return sub.event_id
+
+
+def test_change_then_remove_a_rating_re_solves_the_list(shop):
+    rt, client, user, _ = shop
+    uid, model = _uid(user), artifacts.load_model(rt.version)
+    first, second = rt.catalog.in_model[5], rt.catalog.in_model[60]
+
+    assert client.post(f"/p/{first}/rate/", {"rating": "5"}).status_code == 302
+    rated = _list_from(rt.db, uid, _last_event_id(user, "rate"))
+    assert _ids(rated) == [r["product_id"] for r in recommend.recommend(model, {first: 5.0}, TOP_N)]
+
+    # Changing a rating is rating again: the newest one wins and the list is solved with it.
+    changed = _api(client, "/api/ratings/", {"product_id": first, "rating": 1})
+    _list_from(rt.db, uid, changed["event_id"])
+    assert mongo.user_ratings(uid, db=rt.db) == {first: 1.0}
+    page = client.get(f"/p/{first}/").content.decode()
+    assert "You rated this 1 ★." in page and 'id="remove-rating"' in page and "Change my rating" in page
+
+    both = _list_from(rt.db, uid, _api(client, "/api/ratings/", {"product_id": second, "rating": 5})["event_id"])
+    assert {i["because"] for i in both["items"]} <= {first, second}
+
+    # Remove the first rating with the product page's form.
+    response = client.post(f"/p/{first}/unrate/", {"next": "product"})
+    assert response.status_code == 302 and response["Location"] == f"/p/{first}/"
+    removed = _list_from(rt.db, uid, _last_event_id(user, UNRATE))
+    assert mongo.user_ratings(uid, db=rt.db) == {second: 5.0}
+    assert _ids(removed) == [r["product_id"] for r in recommend.recommend(model, {second: 5.0}, TOP_N)]
+    assert {i["because"] for i in removed["items"]} == {second}
+    api_list = client.get("/api/recommendations/").json()
+    assert api_list["source_event_id"] == _last_event_id(user, UNRATE) and api_list["n_rated"] == 1
+    page = client.get(f"/p/{first}/").content.decode()
+    assert "You rated this" not in page and 'id="remove-rating"' not in page and "Not interested" in page
+
+    # ... and the second through the API: no rating left, the list falls back to popular products.
+    gone = _api(client, "/api/ratings/remove/", {"product_id": second})
+    assert gone["action"] == UNRATE and gone["status"] == "accepted"
+    empty = _list_from(rt.db, uid, gone["event_id"])
+    assert mongo.user_ratings(uid, db=rt.db) == {} and empty["model_version"] == "popular"
+    assert client.get("/api/recommendations/").json()["n_rated"] == 0
+    stored = mongo.get_rating(gone["event_id"], db=rt.db)
+    assert stored["action"] == UNRATE and stored["state"] == "processed"
+
+
+def test_not_interested_items_never_come_back(shop, make_user):
+    from kafka_workers import tasks
+    from spark_jobs import publish as publish_job
+    from spark_jobs.train import write_serving_lists
+
+    rt, client, user, _ = shop
+    uid, model = _uid(user), artifacts.load_model(rt.version)
+    liked = rt.catalog.in_model[10]
+    before = _list_from(rt.db, uid, _api(client, "/api/ratings/", {"product_id": liked, "rating": 5})["event_id"])
+    x, y = _ids(before)[0], _ids(before)[1]
+
+    # The card's form on the recommendations page, then the API.
+    page = client.get("/recommendations/").content.decode()
+    assert f'action="/p/{x}/not-interested/"' in page and 'id="not-interested-template"' in page
+    response = client.post(f"/p/{x}/not-interested/", {"next": "recommendations"})
+    assert response.status_code == 302 and response["Location"] == "/recommendations/"
+    after_x = _list_from(rt.db, uid, _last_event_id(user, NOT_INTERESTED))
+    assert x not in _ids(after_x) and len(_ids(after_x)) == TOP_N
+    assert _ids(after_x) == [r["product_id"] for r in recommend.recommend(model, {liked: 5.0}, TOP_N, exclude={x})]
+    after_y = _list_from(rt.db, uid, _api(client, "/api/not-interested/", {"product_id": y})["event_id"])
+    assert not {x, y} & set(_ids(after_y))
+    assert mongo.exclusions(uid, db=rt.db) == {x, y}
+    assert mongo.user_ratings(uid, db=rt.db) == {liked: 5.0}  # "not interested" is no rating
+    shown = client.get("/recommendations/").content.decode()
+    assert not {x, y} & set(ids_in(shown, "recs"))
+
+    # More ratings: solved again each time, never with x or y.
+    for p in rt.catalog.in_model[100:103]:
+        doc = _list_from(rt.db, uid, _api(client, "/api/ratings/", {"product_id": p, "rating": 4})["event_id"])
+        assert not {x, y} & set(_ids(doc))
+
+    # Similar items shown to this user leave them out too (another user still sees them).
+    mongo.bulk_upsert(mongo.SIMILAR_ITEMS, [{"_id": liked, "items": [
+        {"product_id": p, "score": 1.0 - k / 10} for k, p in enumerate([x, rt.catalog.in_model[11], y])]}], db=rt.db)
+    similar = [i["product_id"] for i in client.get(f"/api/products/{liked}/similar/").json()]
+    assert similar == [rt.catalog.in_model[11]]
+    assert ids_in(client.get(f"/p/{liked}/").content.decode(), "similar") == [rt.catalog.in_model[11]]
+    client.force_login(make_user())
+    assert ids_in(client.get(f"/p/{liked}/").content.decode(), "similar") == [x, rt.catalog.in_model[11], y]
+    assert [i["product_id"] for i in client.get(f"/api/products/{liked}/similar/").json()] == [
+        x, rt.catalog.in_model[11], y]
+    client.force_login(user)
+
+    # Celery's re-scoring after a new model.
+    assert tasks.rescore_active_users(rt.version) >= 1
+    rescored = mongo.get_recommendations(uid, db=rt.db)
+    assert rescored["source_event_id"] is None and len(_ids(rescored)) == TOP_N
+    assert not {x, y} & set(_ids(rescored))
+
+    # The batch job's lists: computed without them, and loaded without them even when the
+    # exclusion came after training.
+    history = mongo.user_ratings(uid, db=rt.db)
+    row = sp.csr_matrix(([1.0] * len(history), ([0] * len(history), [model.item_index[p] for p in history])),
+                        shape=(1, len(model.item_ids)))
+    write_serving_lists(rt.version, row, [uid], list(model.item_ids), n=TOP_N)
+    with open(artifacts.models_dir() / rt.version / "topn.jsonl") as f:
+        (batch,) = [json.loads(line) for line in f]
+    assert batch["_id"] == uid and len(batch["items"]) == TOP_N and not {x, y} & set(_ids(batch))
+    # as a job from before the exclusions could have written it
+    stale = [{"product_id": x, "score": 9.0, "because": liked}, {"product_id": y, "score": 8.0, "because": liked},
+             *recommend.recommend(model, history, TOP_N - 2)]
+    with open(artifacts.models_dir() / rt.version / "topn.jsonl", "w") as f:
+        f.write(json.dumps({"_id": uid, "items": stale}) + "\n")
+    publish_job.load_serving_lists(rt.version)
+    loaded = mongo.get_recommendations(uid, db=rt.db)
+    assert loaded["source_event_id"] is None and _ids(loaded) and not {x, y} & set(_ids(loaded))
+
+
+def test_duplicate_and_replayed_control_events_change_nothing(rt):
+    worker = rt.start_worker()
+    user, p = "rt-controls-dup", rt.catalog.in_model
+    t = time.time() - 60
+    events = [RatingEvent(user_id=user, product_id=p[1], rating=5, ts=t),
+              RatingEvent(user_id=user, product_id=p[2], rating=4, ts=t + 1),
+              RatingEvent(user_id=user, product_id=p[1], rating=0, ts=t + 2, action=UNRATE),
+              RatingEvent(user_id=user, product_id=p[3], rating=0, ts=t + 3, action=NOT_INTERESTED)]
+    publish_all(events)
+    _list_from(rt.db, user, events[-1].event_id)
+    history, excluded = mongo.user_ratings(user, db=rt.db), mongo.exclusions(user, db=rt.db)
+    assert history == {p[2]: 4.0} and excluded == {p[3]}
+    listed = mongo.get_recommendations(user, db=rt.db)
+
+    # Every event again (a producer retry, a replay), then a rating of p[1] older than its
+    # removal (a request that lost a race), then a marker event.
+    late = RatingEvent(user_id=user, product_id=p[1], rating=3, ts=t + 1.5)
+    marker = RatingEvent(user_id=user, product_id=p[4], rating=0, ts=t + 4, action=NOT_INTERESTED)
+    publish_all(events + [events[3], late, marker])
+    _list_from(rt.db, user, marker.event_id)
+    assert mongo.user_ratings(user, db=rt.db) == {p[2]: 4.0}  # the older rating did not undo the removal
+    assert mongo.exclusions(user, db=rt.db) == {p[3], p[4]}
+    doc = mongo.get_recommendations(user, db=rt.db)
+    assert not {p[3], p[4], p[2]} & set(_ids(doc))
+    assert _ids(doc) == [r["product_id"] for r in recommend.recommend(
+        artifacts.load_model(rt.version), {p[2]: 4.0}, TOP_N, exclude={p[3], p[4]})]
+    assert _ids(listed) == [r["product_id"] for r in recommend.recommend(
+        artifacts.load_model(rt.version), {p[2]: 4.0}, TOP_N, exclude={p[3]})]
+    n_stored = rt.db[mongo.RATINGS].count_documents({"user_id": user})
+    assert n_stored == len(events) + 2  # each event id stored once
+    stats = wait_until(lambda: (s := worker_stats(worker.popen.pid)) and s.get("duplicate") == 5 and s,
+                       WAIT_S, "the worker's duplicate count")
+    assert stats["dead-letter"] == 0
+
+
+def test_delete_my_account_removes_it_everywhere(shop, make_user, django_user_model):
+    from rest_framework.authtoken.models import Token
+
+    from accounts.models import AccountDeletion
+    from shop import recommendations
+    from shop.models import RatingSubmission
+
+    rt, client, user, worker = shop
+    uid, p = _uid(user), rt.catalog.in_model
+    Token.objects.create(user=user)
+    for product, rating in ((p[20], 5), (p[21], 2)):
+        _api(client, "/api/ratings/", {"product_id": product, "rating": rating})
+    x = _ids(_list_from(rt.db, uid, _last_event_id(user, "rate")))[0]
+    _list_from(rt.db, uid, _api(client, "/api/not-interested/", {"product_id": x})["event_id"])
+    assert client.get("/api/recommendations/").status_code == 200  # the site keeps the list's view in its cache
+    tag = list_state.current(uid, list_state.generation())
+    assert tag and recommendations.cache.get(recommendations._view_key("view", uid, tag)) is not None
+
+    page = client.get("/accounts/delete/")
+    assert page.status_code == 200 and 'id="delete-account"' in page.content.decode()
+    assert client.post("/accounts/delete/", {"password": "wrong", "confirm": "on"}).status_code == 400
+    assert client.post("/accounts/delete/", {"password": PASSWORD}).status_code == 400  # no tick
+    assert django_user_model.objects.filter(pk=user.pk).exists() and AccountDeletion.objects.count() == 0
+    assert client.get("/accounts/delete/?password=x").status_code == 200  # GET never deletes
+    done = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
+    assert done.status_code == 200 and 'id="account-deleted"' in done.content.decode()
+
+    assert not django_user_model.objects.filter(pk=user.pk).exists()
+    assert not RatingSubmission.objects.filter(recommender_id=uid).exists() and not Token.objects.filter(user_id=user.pk)
+    assert client.get("/recommendations/").status_code == 302  # logged out
+    record = AccountDeletion.objects.get()
+    assert record.kind == "site" and record.worker_notified
+    assert record.counts["ratings"] == 3 and record.counts["history"] == 1 and record.counts["recommendations"] == 1
+    assert record.counts["exclusions"] == 1 and record.counts["site_rating_submissions"] == 3
+    _assert_nothing_kept(rt.db, uid)
+    assert list_state.current(uid, list_state.generation()) is None
+    assert recommendations.cache.get(recommendations._view_key("view", uid, tag)) is None
+    assert mongo.is_deleted_user(uid, db=rt.db)
+
+    # A rating that was still on its way arrives after the deletion: dropped, nothing comes back.
+    publish_all([RatingEvent(user_id=uid, product_id=p[22], rating=5)])
+    wait_until(lambda: (s := worker_stats(worker.popen.pid)) and s.get("dropped") == 1, WAIT_S,
+               "the worker dropping the late event")
+    _assert_nothing_kept(rt.db, uid)
+
+    # Staff see that it was done, and when, but not who.
+    staff = make_user(staff=True)
+    client.force_login(staff)
+    admin = client.get("/admin/accounts/accountdeletion/").content.decode()
+    assert "ratings 3" in admin and user.username not in admin and uid not in admin
+    assert client.get("/admin/accounts/accountdeletion/add/").status_code == 403
+    assert user.username not in json.dumps(record.counts) and uid not in json.dumps(record.counts)
+
+
+def _assert_nothing_kept(db, uid: str) -> None:
+    for name in (mongo.RATINGS, mongo.REVIEWS):
+        assert db[name].count_documents({"user_id": uid}) == 0, name
+    for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS, mongo.EXCLUSIONS):
+        assert db[name].find_one({"_id": uid}) is None, name
+
+
+def test_delete_a_linked_demo_account_through_the_api(rt, site_cache, client, make_user):
+    """A demo account acts as a reviewer of the data: that reviewer's reviews go too."""
+    from accounts.models import AccountDeletion
+
+    worker = rt.start_worker()
+    reviewer, p = "RTREVIEWER1", rt.catalog.in_model
+    user = make_user(reviewer_id=reviewer)
+    # the reviewer's batch data, as mongo_load writes it
+    mongo.bulk_upsert(mongo.REVIEWS, [{"_id": f"{reviewer}|{p[30]}", "user_id": reviewer, "product_id": p[30],
+                                       "rating": 4.0, "ts": 1_300_000_000}], db=rt.db)
+    other = {"user_id": "SOMEONE", "rating": 5.0, "summary": "stays"}
+    mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{p[30]}:1", "pages": 1, "items": [
+        other, {"user_id": reviewer, "rating": 4.0, "summary": "mine"}]}], db=rt.db)
+    mongo.bulk_upsert(mongo.USER_HISTORY, [{"_id": reviewer, "ratings": {p[30]: [4.0, 1_300_000_000.0]}}], db=rt.db)
+    mongo.bulk_upsert(mongo.CATALOG_INDEX, [{"_id": "top_users", "items": [{"user_id": "SOMEONE", "n": 9},
+                                                                           {"user_id": reviewer, "n": 1}]}], db=rt.db)
+    token = client.post("/api/token/", {"username": user.username, "password": PASSWORD}).json()["token"]
+    auth = {"HTTP_AUTHORIZATION": f"Token {token}"}
+    rated = client.post("/api/ratings/", {"product_id": p[31], "rating": 5}, content_type="application/json", **auth)
+    _list_from(rt.db, reviewer, rated.json()["event_id"])
+    assert mongo.user_ratings(reviewer, db=rt.db) == {p[30]: 4.0, p[31]: 5.0}
+
+    wrong = client.post("/api/account/delete/", {"password": "nope"}, content_type="application/json", **auth)
+    assert wrong.status_code == 403 and AccountDeletion.objects.count() == 0
+    done = client.post("/api/account/delete/", {"password": PASSWORD}, content_type="application/json", **auth)
+    assert done.status_code == 200, done.content
+    counts = done.json()["counts"]
+    assert counts["reviews"] == 1 and counts["review_pages"] == 1 and counts["ratings"] == 1
+    assert AccountDeletion.objects.get().kind == "linked_reviewer"
+    _assert_nothing_kept(rt.db, reviewer)
+    assert mongo.product_reviews(p[30], 1, db=rt.db)[0] == [other]
+    assert mongo.most_active_users(db=rt.db) == [("SOMEONE", 9)] and counts["top_users"] == 1
+    assert mongo.deleted_user_ids(db=rt.db) >= {reviewer}
+    assert client.get("/api/recommendations/", **auth).status_code == 401  # the token went with the account
+    # The worker re-applies the deletion behind the account's earlier events: still nothing kept.
+    wait_until(lambda: (s := worker_stats(worker.popen.pid)) and s.get("processed", 0) >= 2, WAIT_S,
+               "the worker processing the delete_account event")
+    _assert_nothing_kept(rt.db, reviewer)
+
+
+def test_site_refuses_bad_control_requests(rt, site_cache, client, make_user):
+    from shop.models import RatingSubmission
+
+    user = make_user()
+    product = rt.catalog.in_model[0]
+    assert client.post(f"/p/{product}/not-interested/").status_code == 302  # anonymous: to the login page
+    assert client.post("/api/not-interested/", {"product_id": product}, content_type="application/json").status_code in (401, 403)
+    client.force_login(user)
+    assert client.get(f"/p/{product}/unrate/").status_code == 405
+    assert client.get(f"/p/{product}/not-interested/").status_code == 405
+    assert client.post(f"/p/{product}/unrate/", {"user_id": "someone-else"}).status_code == 400
+    assert client.post("/p/NO-SUCH-THING/not-interested/").status_code == 400
+    for body in ({"product_id": product, "rating": 3}, {"product_id": 5}, {}, {"product_id": "a b"}):
+        assert client.post("/api/ratings/remove/", body, content_type="application/json").status_code == 400, body
+    assert client.post("/api/account/delete/", {}, content_type="application/json").status_code == 400
+    assert not RatingSubmission.objects.filter(user=user).exists()
+    # the OpenAPI schema lists the new endpoints, and is still valid
+    from drf_spectacular.validation import validate_schema
+
+    schema = json.loads(client.get("/api/schema/?format=json").content)
+    validate_schema(schema)
+    assert {"/api/ratings/remove/", "/api/not-interested/", "/api/account/delete/"} <= set(schema["paths"])
+    # the forms need the CSRF token like every other POST of the site
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(user)
+    assert strict.post(f"/p/{product}/not-interested/").status_code == 403
+    assert strict.post(f"/p/{product}/unrate/").status_code == 403
+    assert strict.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 403
+    assert not RatingSubmission.objects.filter(user=user).exists()
