@@ -2,21 +2,17 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import defaultdict
 
 import redis
 
-from core import artifacts, list_state, mongo, recommend
+from core import artifacts, list_state, mongo, popular, recommend
 from core.cache_keys import CACHE_GENERATION as CACHE_GENERATION_KEY
 from core.cache_keys import LAST_RESCORED_MODEL as LAST_MODEL_KEY
 from core.settings import get_settings
 from kafka_workers.celery_app import app
 
 log = logging.getLogger(__name__)
-TRENDING_WINDOW_S = 7 * 86400
-TRENDING_HALF_LIFE_S = 86400.0
 
 
 def _redis() -> redis.Redis:
@@ -25,41 +21,14 @@ def _redis() -> redis.Redis:
 
 @app.task
 def refresh_popular(limit: int = 50) -> int:
-    """Most-reviewed products overall and per category, from the batch load's catalog order."""
-    written = 0
-    for name in [mongo.ALL] + [c["name"] for c in mongo.categories()]:
-        items = mongo.compute_popular(limit=limit, category=None if name == mongo.ALL else name)
-        mongo.write_popular(name, "popular", items)
-        written += 1
-    return written
-
-
-def trending_scores(events: list[dict], now: float) -> dict[str, float]:
-    """Recent ratings weighted by recency (half-life one day) and by how positive they are."""
-    scores: dict[str, float] = defaultdict(float)
-    for e in events:
-        age = max(0.0, now - float(e["ts"]))
-        scores[e["product_id"]] += (float(e["rating"]) / 5.0) * math.pow(0.5, age / TRENDING_HALF_LIFE_S)
-    return scores
+    """Most-reviewed products overall and per category (core.popular; publish runs it too)."""
+    return popular.refresh_popular(limit)
 
 
 @app.task
 def refresh_trending(limit: int = 50) -> int:
-    """Trending from the live rating events of the last week, overall and per category."""
-    now = time.time()
-    events = list(mongo.get_db()[mongo.RATINGS].find({"ts": {"$gte": now - TRENDING_WINDOW_S}},
-                                                    {"product_id": 1, "rating": 1, "ts": 1}))
-    scores = trending_scores(events, now)
-    products = mongo.get_products(list(scores))
-    by_cat: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for pid, score in scores.items():
-        by_cat[mongo.ALL].append((pid, score))
-        by_cat[products.get(pid, {}).get("category") or ""].append((pid, score))
-    names = {mongo.ALL, *(c["name"] for c in mongo.categories())}
-    for name in names:
-        ranked = sorted(by_cat.get(name, []), key=lambda x: (-x[1], x[0]))[:limit]
-        mongo.write_popular(name, "trending", [{"product_id": p, "score": round(s, 4)} for p, s in ranked])
-    return len(names)
+    """Trending from the live rating events of the last week (core.popular; publish runs it too)."""
+    return popular.refresh_trending(limit)
 
 
 @app.task

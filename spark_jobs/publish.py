@@ -5,8 +5,9 @@
 The version is published only if its validation NDCG@10 beats popularity on the same split and is
 at least the currently published version's; otherwise the run records why and the old version
 stays. ``--force`` publishes anyway (the first model of a fresh install) and records that it was
-forced. Publishing loads the version's top-N lists and similar items into MongoDB first, then
-swaps the ``CURRENT`` pointer atomically, then announces the version on the model topic.
+forced. Publishing loads the version's top-N lists and similar items into MongoDB and rebuilds
+the popular and trending lists (core.popular, the same code Celery runs) first, then swaps the
+``CURRENT`` pointer atomically, then announces the version on the model topic.
 Re-publishing the current version changes nothing.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import artifacts, mongo
+from core import artifacts, mongo, popular
 from core.settings import get_settings
 from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
@@ -74,6 +75,9 @@ def publish(version: str, run_id: str, force: bool = False) -> dict:
         return {"status": "rejected", "version": version, "current": current, "decision": reason}
     decision = reason if ok else f"forced despite: {reason}"
     loaded = load_serving_lists(version)
+    # New and anonymous visitors see these lists: written before the model goes live, so there
+    # is never a published model without them (Celery beat only keeps them fresh afterwards).
+    loaded["popular_lists"] = popular.refresh_all()
     artifacts.publish(version)
     mongo.record_model_version(version, {"published": True, "published_at": time.time(), "decision": decision,
                                          "replaced": current})
