@@ -146,7 +146,7 @@ def replace_collection_finish(name: str, db: Database | None = None) -> None:
 # --- catalog -------------------------------------------------------------------------------
 
 _PRODUCT_LIST_FIELDS = {"title": 1, "category": 1, "price": 1, "n_reviews": 1, "avg_rating": 1, "brand": 1,
-                        "sample_summary": 1}
+                        "sample_summary": 1, "image": 1, "has_metadata": 1}
 
 
 def categories(db: Database | None = None) -> list[dict]:

@@ -3,7 +3,8 @@
 Both the publish job (so the lists exist the moment a model goes live, not when Celery beat
 first fires) and Celery's periodic tasks (kafka_workers/tasks.py) call these functions. Each
 recomputes and replaces its lists by ``_id``, so running them twice, or from two places, is
-harmless.
+harmless. After writing they bump a version in Redis (core.list_state), which the site's
+cached copies of the lists are keyed by.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections import defaultdict
 
 from pymongo.database import Database
 
-from core import mongo
+from core import list_state, mongo
 
 TRENDING_WINDOW_S = 7 * 86400
 TRENDING_HALF_LIFE_S = 86400.0
@@ -26,6 +27,7 @@ def refresh_popular(limit: int = 50, db: Database | None = None) -> int:
         items = mongo.compute_popular(limit=limit, category=None if name == mongo.ALL else name, db=db)
         mongo.write_popular(name, "popular", items, db=db)
         written += 1
+    list_state.announce_popular()
     return written
 
 
@@ -58,6 +60,7 @@ def refresh_trending(limit: int = 50, db: Database | None = None) -> int:
     for name in names:
         ranked = sorted(by_cat.get(name, []), key=lambda x: (-x[1], x[0]))[:limit]
         mongo.write_popular(name, "trending", [{"product_id": p, "score": round(s, 4)} for p, s in ranked], db=db)
+    list_state.announce_popular()
     return len(names)
 
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("p/<str:product_id>/", views.product, name="product"),
     path("p/<str:product_id>/rate/", views.rate, name="rate"),
     path("recommendations/", views.recommendations_page, name="recommendations"),
+    path("welcome/", views.onboarding, name="onboarding"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("dashboard/plots/<str:name>", views.eda_plot, name="eda_plot"),
     path("healthz", views.healthz, name="healthz"),
