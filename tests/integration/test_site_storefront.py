@@ -50,7 +50,7 @@ def meta() -> dict[str, Meta]:
                 images = d.get("image") or d.get("imUrl") or []
                 images = [images] if isinstance(images, str) else images
                 out.setdefault(d["asin"].strip(), Meta(
-                    title=d.get("title") or "", brand=d.get("brand") or "",
+                    title=(d.get("title") or "").strip(), brand=(d.get("brand") or "").strip(),
                     price=float(price.group(0)) if price and float(price.group(0)) > 0 else None,
                     image=next((u for u in images if u.startswith(("http://", "https://"))), None),
                     also_buy=tuple(d.get("also_buy") or related.get("also_bought") or ())))
