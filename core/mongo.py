@@ -59,6 +59,7 @@ def ensure_indexes(db: Database | None = None) -> None:
     db = db if db is not None else get_db()
     db[REVIEWS].create_index([("product_id", ASCENDING), ("ts", DESCENDING)])
     db[REVIEWS].create_index([("user_id", ASCENDING)])
+    db[REVIEWS].create_index([("ts", DESCENDING)])  # the publish job's trending fallback: newest reviews
     db[PRODUCTS].create_index([("category", ASCENDING), ("n_reviews", DESCENDING)])
     db[PRODUCTS].create_index([("n_reviews", DESCENDING)])
     db[RATINGS].create_index([("user_id", ASCENDING), ("ts", ASCENDING)])

@@ -205,7 +205,9 @@ def test_home_page_shows_popular_and_trending_to_anonymous_visitors(site, client
                                                                     process_published, meta):
     from core import popular
 
-    # written by the pipeline's publish step (the fixture runs no Celery task)
+    # written by the pipeline's publish step (the fixture runs no Celery task): all three lists of
+    # each kind (overall and the two categories), before the model went live
+    assert site.records["publish"]["loaded"]["popular_lists"] == {"popular": 3, "trending": 3}
     home = _get(client, "/")
     assert ids_in(home, "home-popular") == site.order()[:8]
     for pid, card in _cards(home, "home-popular").items():
