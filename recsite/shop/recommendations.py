@@ -119,7 +119,7 @@ def fallback_lists(limit: int = 8, categories: int = 6, exclude: set[str] | froz
     visitors (home page), new users and the onboarding step; ``exclude`` leaves out what the
     user already rated. Empty lists (nothing trending yet) are left out."""
     lists, version = [], list_state.popular_version()
-    for cat in [{"name": mongo.ALL}] + mongo.categories()[:categories]:
+    for cat in [{"name": mongo.ALL}] + (mongo.categories()[:categories] if categories else []):
         for kind in kinds:
             ids = [i["product_id"] for i in popular_list(cat["name"], kind, version)
                    if i["product_id"] not in exclude]
