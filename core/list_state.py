@@ -101,3 +101,23 @@ def forget(user_id: str, generation: int) -> None:
         client().delete(key(user_id, generation))
     except redis.RedisError:
         pass
+
+
+def popular_key() -> str:
+    return f"recsys:{get_settings().mongo_db}:popular_version"
+
+
+def announce_popular() -> None:
+    """Popular/trending lists were just rewritten (best effort): the site's kept copies are stale."""
+    try:
+        client().incr(popular_key())
+    except redis.RedisError as exc:
+        log.warning("popular lists' new version not announced in Redis (%s); the site's copies expire", exc)
+
+
+def popular_version() -> str:
+    """The announced version of the popular/trending lists, "?" when Redis cannot say."""
+    try:
+        return (client().get(popular_key()) or b"0").decode()
+    except redis.RedisError:
+        return "?"

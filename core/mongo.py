@@ -165,7 +165,8 @@ def forget_pointers() -> None:
 
 
 _INDEXES: dict[str, list[list[tuple[str, int]]]] = {
-    REVIEWS: [[("product_id", ASCENDING), ("ts", DESCENDING)], [("user_id", ASCENDING)]],
+    REVIEWS: [[("product_id", ASCENDING), ("ts", DESCENDING)], [("user_id", ASCENDING)],
+              [("ts", DESCENDING)]],  # the publish job's trending fallback: newest reviews
     PRODUCTS: [[("category", ASCENDING), ("n_reviews", DESCENDING)], [("n_reviews", DESCENDING)]],
     RATINGS: [[("user_id", ASCENDING), ("ts", ASCENDING)], [("ts", DESCENDING)],
               [("stored_at", ASCENDING)]],  # a reload replays the ratings stored while it ran
@@ -345,7 +346,7 @@ def _live_ratings_by_user(since: float, db: Database) -> dict[str, dict[str, tup
 # --- catalog -------------------------------------------------------------------------------
 
 _PRODUCT_LIST_FIELDS = {"title": 1, "category": 1, "price": 1, "n_reviews": 1, "avg_rating": 1, "brand": 1,
-                        "sample_summary": 1}
+                        "sample_summary": 1, "image": 1, "has_metadata": 1}
 
 
 def categories(db: Database | None = None) -> list[dict]:

@@ -2,22 +2,18 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-from collections import defaultdict
 
 import redis
 
-from core import artifacts, list_state, mongo, recommend
+from core import artifacts, list_state, mongo, popular, recommend
 from core.cache_keys import CACHE_GENERATION as CACHE_GENERATION_KEY
 from core.cache_keys import LAST_RESCORED_MODEL as LAST_MODEL_KEY
 from core.settings import get_settings
 from kafka_workers.celery_app import app
 
 log = logging.getLogger(__name__)
-TRENDING_WINDOW_S = 7 * 86400
-TRENDING_HALF_LIFE_S = 86400.0
 
 
 def _redis() -> redis.Redis:
@@ -26,51 +22,14 @@ def _redis() -> redis.Redis:
 
 @app.task
 def refresh_popular(limit: int = 50) -> int:
-    """Most-reviewed products overall and per category, from the batch load's catalog order."""
-    written = 0
-    for name in [mongo.ALL] + [c["name"] for c in mongo.categories()]:
-        items = mongo.compute_popular(limit=limit, category=None if name == mongo.ALL else name)
-        mongo.write_popular(name, "popular", items)
-        written += 1
-    return written
-
-
-def trending_scores(events: list[dict], now: float) -> dict[str, float]:
-    """Recent ratings weighted by recency (half-life one day) and by how positive they are.
-
-    One person counts once per product in the window: their latest rating of it. Summing every
-    event let one account re-posting five stars top "Trending" for every new visitor.
-    """
-    latest: dict[tuple[str, str], dict] = {}
-    for e in events:
-        key = (str(e.get("user_id", "")), str(e["product_id"]))
-        if key not in latest or float(e["ts"]) >= float(latest[key]["ts"]):
-            latest[key] = e
-    scores: dict[str, float] = defaultdict(float)
-    for e in latest.values():
-        age = max(0.0, now - float(e["ts"]))
-        scores[e["product_id"]] += (float(e["rating"]) / 5.0) * math.pow(0.5, age / TRENDING_HALF_LIFE_S)
-    return scores
+    """Most-reviewed products overall and per category (core.popular; publish runs it too)."""
+    return popular.refresh_popular(limit)
 
 
 @app.task
 def refresh_trending(limit: int = 50) -> int:
-    """Trending from the live rating events of the last week, overall and per category."""
-    now = time.time()
-    events = [e for e in mongo.get_db()[mongo.RATINGS].find({"ts": {"$gte": now - TRENDING_WINDOW_S}},
-                                                          {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1})
-              if e.get("action", "rate") == "rate"]  # not a removed rating or a "not interested"
-    scores = trending_scores(events, now)
-    products = mongo.get_products(list(scores))
-    by_cat: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for pid, score in scores.items():
-        by_cat[mongo.ALL].append((pid, score))
-        by_cat[products.get(pid, {}).get("category") or ""].append((pid, score))
-    names = {mongo.ALL, *(c["name"] for c in mongo.categories())}
-    for name in names:
-        ranked = sorted(by_cat.get(name, []), key=lambda x: (-x[1], x[0]))[:limit]
-        mongo.write_popular(name, "trending", [{"product_id": p, "score": round(s, 4)} for p, s in ranked])
-    return len(names)
+    """Trending from the live rating events of the last week (core.popular; publish runs it too)."""
+    return popular.refresh_trending(limit)
 
 
 RESCORE_TIME_LIMIT_S = int(os.environ.get("RESCORE_TIME_LIMIT_S", "").strip() or 3 * 3600)

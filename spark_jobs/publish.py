@@ -8,8 +8,9 @@ candidate's training run (train.py folds that split's users into the current ver
 workers do), so the comparison is like for like; a missing or non-finite number fails. Otherwise
 the run records why and the old version stays. ``--force`` publishes anyway (the first model of a
 fresh install) and records that it was forced. Publishing loads the version's top-N lists and
-similar items into MongoDB collections of that version's own, which nobody reads yet, then moves
-the ``CURRENT`` pointer atomically: readers resolve those collections through ``CURRENT``
+similar items into MongoDB collections of that version's own, which nobody reads yet, and rebuilds
+the popular and trending lists (core.popular, the same code Celery runs), then moves the
+``CURRENT`` pointer atomically: readers resolve those collections through ``CURRENT``
 (core/mongo.py), so the model and its lists switch together and a crash before the move leaves
 the old version whole. Then the version is announced on the model topic. Re-publishing the current
 version changes nothing.
@@ -26,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import artifacts, mongo
+from core import artifacts, mongo, popular
 from core.settings import get_settings
 from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
@@ -116,6 +117,9 @@ def publish(version: str, run_id: str, force: bool = False) -> dict:
         return {"status": "rejected", "version": version, "current": current, "decision": reason}
     decision = reason if ok else f"forced despite: {reason}"
     loaded = load_serving_lists(version)
+    # New and anonymous visitors see these lists: written before the model goes live, so there
+    # is never a published model without them (Celery beat only keeps them fresh afterwards).
+    loaded["popular_lists"] = popular.refresh_all()
     artifacts.publish(version)  # the one switch: the model and its lists (core/mongo.py resolves them by it)
     mongo.forget_pointers()
     # the replaced version's lists stay for readers that still hold the old CURRENT for a moment

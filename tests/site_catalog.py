@@ -5,9 +5,9 @@ Two categories are loaded so the category filter means something: the bundled Mu
 file (2014 format, no titles) and the 2018 Gift Cards reviews with their metadata (titles, for
 title search). The jobs run in-process on the session's Spark, like tests/integration/
 test_pipeline.py does, into the session's own MongoDB database, data and artifact folders:
-load -> clean -> mongo_load -> eda -> train -> publish (forced: the test decides what is served),
-then the Celery tasks that build the popular and trending lists. Each job's record is written the
-way its ``main()`` writes it, so the admin's pipeline runs are real too.
+load -> clean -> mongo_load -> eda -> train -> publish (forced: the test decides what is served;
+publish also writes the popular and trending lists, so no Celery task runs here). Each job's
+record is written the way its ``main()`` writes it, so the admin's pipeline runs are real too.
 
 Nothing here reads MongoDB or calls the site: expected catalog order, histograms, review pages and
 reviewer counts come from the JSON lines themselves, de-duplicated the way the data contract says
@@ -134,7 +134,6 @@ def read_raw() -> Catalog:
 
 def load_into_session(spark, settings, work: Path) -> Catalog:
     """Run the batch pipeline on the files above into the session's database and folders."""
-    from kafka_workers import tasks
     from spark_jobs.clean import clean
     from spark_jobs.eda import run_eda
     from spark_jobs.load import load
@@ -163,8 +162,6 @@ def load_into_session(spark, settings, work: Path) -> Catalog:
     catalog.records["publish"] = publish(version, run_id, force=True)
     write_record(run_id, "publish", catalog.records["publish"])
     assert catalog.records["publish"]["status"] in {"published", "unchanged"}, catalog.records["publish"]
-    tasks.refresh_popular()
-    tasks.refresh_trending()
     catalog.model_version, catalog.eda_dir, catalog.run_id = version, settings.eda_dir / "latest", run_id
     return catalog
 

@@ -101,8 +101,8 @@ def signup(request):
             Profile.objects.create(user=user)
             throttle.count_account_action("signup", address)
             login(request, user, backend="accounts.backends.ProfileBackend")
-            messages.success(request, "Welcome! Rate a few products you like to get recommendations.")
-            return redirect("recommendations")
+            messages.success(request, "Welcome! Rate a few products you know to get your own recommendations.")
+            return redirect("onboarding")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
 
 

@@ -104,7 +104,13 @@ class RatingOut(serializers.Serializer):
 
 class RecItem(serializers.Serializer):
     product_id = serializers.CharField()
-    title = serializers.CharField()
+    title = serializers.CharField(help_text="the product's title, or a readable fallback; never the bare id")
+    brand = serializers.CharField(allow_blank=True)
+    price = serializers.FloatField(allow_null=True)
+    image = serializers.URLField(allow_null=True, help_text="from the data; null when it has none")
+    category = serializers.CharField(allow_blank=True)
+    avg_rating = serializers.FloatField()
+    n_reviews = serializers.IntegerField()
     score = serializers.FloatField()
     because = serializers.CharField(allow_null=True)
     because_title = serializers.CharField(allow_null=True)

@@ -56,3 +56,49 @@ class CatalogQueryForm(forms.Form):
 
 class ReviewPageForm(forms.Form):
     page = forms.IntegerField(required=False, min_value=1, max_value=1000)
+
+
+ONBOARDING_PREFIX = "rate_"
+MAX_ONBOARDING_PICKS = 60
+
+
+class OnboardingForm(forms.Form):
+    """One optional star rating per offered product; at least one must be given.
+
+    On a GET the fields are the products offered; on a POST they are the products posted (field
+    ``rate_<product id>``), so a popular list refreshed in between does not lose a pick. Each id is
+    checked against the product id pattern here and against the catalog when it is rated.
+    """
+
+    CHOICES = [("", "Not rated"), (5, "★★★★★ Love it"), (4, "★★★★ Like it"), (3, "★★★ It's OK"),
+               (2, "★★ Not for me"), (1, "★ Dislike")]
+
+    def __init__(self, *args, product_ids: list[str] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.is_bound:
+            posted = [k[len(ONBOARDING_PREFIX):] for k in self.data if k.startswith(ONBOARDING_PREFIX)]
+            product_ids = posted[:MAX_ONBOARDING_PICKS]
+            self._too_many = len(posted) > MAX_ONBOARDING_PICKS
+        for pid in product_ids:
+            self.fields[ONBOARDING_PREFIX + pid] = forms.TypedChoiceField(
+                choices=self.CHOICES, coerce=int, required=False, empty_value=None,
+                error_messages={"invalid_choice": "Choose from 1 to 5 stars."})
+
+    def clean(self):
+        unknown = set(self.data) - set(self.fields) - {"csrfmiddlewaretoken"}
+        if unknown or getattr(self, "_too_many", False):
+            raise forms.ValidationError("Unknown or too many fields.")
+        for name in self.fields:
+            try:
+                product_id_validator(name[len(ONBOARDING_PREFIX):])
+            except forms.ValidationError:
+                raise forms.ValidationError("Not a product id.") from None
+        cleaned = super().clean()
+        if not self.picks():
+            raise forms.ValidationError("Rate at least one product, or skip this step.")
+        return cleaned
+
+    def picks(self) -> dict[str, int]:
+        """{product id: stars} of the products the user rated."""
+        return {name[len(ONBOARDING_PREFIX):]: value for name, value in (self.cleaned_data or {}).items()
+                if name.startswith(ONBOARDING_PREFIX) and value}

@@ -10,6 +10,7 @@ model. Lists of summaries come back in one ``get_many``.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any
@@ -21,6 +22,7 @@ from core import list_state, mongo
 
 TTL_S = int(os.environ.get("CATALOG_CACHE_SECONDS", "300"))
 SIMILAR_SHOWN = 8
+MAX_ALSO_BOUGHT_READ = 40  # also_buy lists run to 100 ids; read at most this many by _id
 
 
 _generation = {"value": 0, "read_at": -1e9}
@@ -56,16 +58,82 @@ def summaries(product_ids: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def headline(doc: dict[str, Any]) -> str:
+    """What a shopper reads as the product's name: its title, else its category and what a review
+    said about it. Never the bare id: "B0002E1G5C" tells a person nothing."""
+    name = str(doc.get("title") or "").strip()
+    if name:
+        return name
+    category = str(doc.get("category") or "").strip()
+    summary = str(doc.get("sample_summary") or "").strip()
+    if summary:
+        return f"{category or 'Product'}: “{summary}”"
+    return f"A {category} product" if category else "A product without a description"
+
+
 def title(products: dict[str, dict], product_id: str | None) -> str | None:
-    """A product's title, or its id when the data has no title (the 2014 review files have none)."""
+    """The headline of ``product_id`` among ``products`` (summaries), None for no product."""
     if not product_id:
         return None
-    return products.get(product_id, {}).get("title") or product_id
+    return headline(products.get(product_id, {}))
+
+
+def image_url(doc: dict[str, Any]) -> str | None:
+    """The product's first http(s) image URL, or None (the page then shows the local placeholder).
+
+    The load job keeps a metadata image list as space-separated text; a list is accepted too.
+    Only http(s) URLs: anything else ("javascript:", data URLs) is not an image we show.
+    """
+    raw = doc.get("image")
+    for url in raw if isinstance(raw, list) else str(raw or "").split():
+        url = str(url).strip()
+        if url.startswith(("https://", "http://")) and len(url) <= 2000:
+            return url
+    return None
+
+
+def stars(avg: float | int | None) -> str:
+    """Five stars, rounded to the nearest whole star (half up): "★★★★☆"."""
+    full = max(0, min(5, math.floor(float(avg or 0) + 0.5)))
+    return "★" * full + "☆" * (5 - full)
+
+
+def card(product_id: str, doc: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything a product card shows (shop/_card.html), from a product summary."""
+    doc = doc or {}
+    price = doc.get("price")
+    return {
+        "pid": product_id, "product_id": product_id, "title": headline(doc),
+        "brand": str(doc.get("brand") or "").strip(),
+        "price": float(price) if isinstance(price, (int, float)) and price > 0 else None,
+        "image": image_url(doc), "category": str(doc.get("category") or "").strip(),
+        "avg_rating": round(float(doc.get("avg_rating") or 0.0), 2), "n_reviews": int(doc.get("n_reviews") or 0),
+        "stars": stars(doc.get("avg_rating")),
+    }
+
+
+def category_path(doc: dict[str, Any]) -> list[str]:
+    """The metadata's category path without repeats (2018 files say ["Gift Cards", "Gift Cards"])."""
+    flat: list[str] = []
+    for c in doc.get("categories") or []:
+        flat.extend(str(x) for x in (c if isinstance(c, list) else [c]))
+    return list(dict.fromkeys(c.strip() for c in flat if c and c.strip())) or \
+        ([doc["category"]] if doc.get("category") else [])
+
+
+def cards(product_ids: list[str], known_only: bool = True) -> list[dict[str, Any]]:
+    """Cards for products in the given order, read through the summary cache.
+
+    ``known_only`` drops ids the catalog does not have (e.g. "also bought" items from the
+    metadata that were never loaded), so no card leads to a 404.
+    """
+    found = summaries(product_ids)
+    return [card(p, found.get(p)) for p in dict.fromkeys(product_ids) if p and (p in found or not known_only)]
 
 
 def product_page(product_id: str, page: int) -> dict[str, Any] | None:
     """Everything a product page shows that is the same for every visitor, or None if unknown."""
-    key = f"product:page:{cache_generation()}:{product_id}:{page}"
+    key = f"product:page:v2:{cache_generation()}:{product_id}:{page}"
     data = cache.get(key)
     if data is not None:
         return data
@@ -74,10 +142,14 @@ def product_page(product_id: str, page: int) -> dict[str, Any] | None:
         return None
     reviews, pages = mongo.product_reviews(product_id, page)
     similar = mongo.get_similar_items(product_id)[:SIMILAR_SHOWN]
-    names = summaries([s["product_id"] for s in similar])
+    scores = {s["product_id"]: s.get("score") for s in similar}
+    also_bought = [str(p) for p in (doc.get("also_buy") or []) if p and str(p) != product_id][:MAX_ALSO_BOUGHT_READ]
     data = {
-        "product": doc, "reviews": reviews, "pages": pages,
-        "similar": [{**s, "title": title(names, s["product_id"])} for s in similar],
+        "product": doc, "card": card(product_id, doc), "category_path": category_path(doc),
+        "reviews": reviews, "pages": pages,
+        "similar": [{**c, "score": scores.get(c["pid"])} for c in cards(list(scores))],
+        # from the metadata's also_buy, only what the catalog has (the rest would be dead links)
+        "bought_together": cards(also_bought)[:SIMILAR_SHOWN],
     }
     cache.set(key, data, TTL_S)
     return data

@@ -9,7 +9,7 @@ from django.core.cache import cache
 from core import list_state, mongo
 from core.settings import get_settings
 from core.recommend import without_excluded
-from shop.products import TTL_S, cache_generation, summaries, title
+from shop.products import TTL_S, cache_generation, card, cards, summaries, title
 
 NO_LIST_ETAG = list_state.NO_LIST
 etag = list_state.version_of
@@ -101,8 +101,7 @@ def _personal(recommender_id: str, doc: dict) -> dict[str, Any]:
     items = without_excluded(doc["items"], mongo.exclusions(recommender_id), get_settings().top_n)
     names = summaries([i["product_id"] for i in items] + [i.get("because") for i in items])
     out = [{
-        "product_id": i["product_id"],
-        "title": title(names, i["product_id"]),
+        **card(i["product_id"], names.get(i["product_id"])),
         "score": round(float(i.get("score", 0.0)), 4),
         "because": i.get("because"),
         "because_title": title(names, i.get("because")),
@@ -120,22 +119,45 @@ def _popular(recommender_id: str) -> dict[str, Any]:
     popular = without_excluded([p for p in mongo.get_popular("all", "popular") if p["product_id"] not in history],
                                mongo.exclusions(recommender_id), top_n)
     names = summaries([p["product_id"] for p in popular])
-    out = [{"product_id": p["product_id"], "title": title(names, p["product_id"]),
+    out = [{**card(p["product_id"], names.get(p["product_id"])),
             "score": round(float(p.get("score", 0.0)), 4), "because": None, "because_title": None}
            for p in popular]
     return {"user_id": recommender_id, "source": "popular", "model_version": None, "updated_at": None,
             "source_event_id": None, "n_rated": len(history), "items": out, "etag": NO_LIST_ETAG}
 
 
-def fallback_lists(limit: int = 8, exclude: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
-    """Popular and trending products per category, for new users and the onboarding step
-    (without the products in ``exclude``: the user's "not interested")."""
-    lists = []
-    for cat in [{"name": mongo.ALL}] + mongo.categories()[:6]:
-        for kind in ("trending", "popular"):
-            items = without_excluded(mongo.get_popular(cat["name"], kind), exclude, limit)
+def popular_list(category: str, kind: str, version: str | None = None) -> list[dict[str, Any]]:
+    """One popular or trending list ({product_id, score}), kept per announced version of the
+    lists (core.popular bumps it after each rewrite): every anonymous home page shows several."""
+    version = version or list_state.popular_version()
+    key = "popular:" + hashlib.sha256(f"{version}|{kind}|{category}".encode()).hexdigest()[:32]
+    items = cache.get(key)
+    if items is None:
+        items = mongo.get_popular(category, kind)
+        cache.set(key, items, TTL_S)
+    return items
+
+
+def fallback_lists(limit: int = 8, categories: int = 6, exclude: set[str] | frozenset = frozenset(),
+                   kinds: tuple[str, ...] = ("trending", "popular")) -> list[dict[str, Any]]:
+    """Popular and trending products overall and per category as product cards, for anonymous
+    visitors (home page), new users and the onboarding step; ``exclude`` leaves out what the
+    user already rated. Empty lists (nothing trending yet) are left out."""
+    lists, version = [], list_state.popular_version()
+    for cat in [{"name": mongo.ALL}] + (mongo.categories()[:categories] if categories else []):
+        for kind in kinds:
+            ids = [i["product_id"] for i in popular_list(cat["name"], kind, version)
+                   if i["product_id"] not in exclude]
+            items = cards(ids[: limit * 2])[:limit]
             if items:
-                names = summaries([i["product_id"] for i in items])
-                lists.append({"category": cat["name"], "kind": kind, "items": [
-                    {**i, "title": title(names, i["product_id"])} for i in items]})
+                lists.append({"category": cat["name"], "kind": kind, "items": items})
     return lists
+
+
+def onboarding_lists(per_category: int = 6, categories: int = 6,
+                     exclude: set[str] | frozenset = frozenset()) -> list[dict[str, Any]]:
+    """Popular products per category for a new user to rate (overall when there are no
+    categories), leaving out what they already rated."""
+    lists = fallback_lists(limit=per_category, categories=categories, exclude=exclude, kinds=("popular",))
+    per_cat = [l for l in lists if l["category"] != mongo.ALL]
+    return per_cat or lists

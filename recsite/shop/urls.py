@@ -11,6 +11,7 @@ urlpatterns = [
     path("p/<str:product_id>/unrate/", views.unrate, name="unrate"),
     path("p/<str:product_id>/not-interested/", views.not_interested, name="not_interested"),
     path("recommendations/", views.recommendations_page, name="recommendations"),
+    path("welcome/", views.onboarding, name="onboarding"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("dashboard/plots/<str:name>", views.eda_plot, name="eda_plot"),
     path("healthz", views.healthz, name="healthz"),

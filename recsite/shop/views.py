@@ -16,15 +16,17 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.models import recommender_id
 from core import artifacts, mongo
 from core.breaker import Unavailable
+from core.events import NOT_INTERESTED, UNRATE
 from core.settings import get_settings
 from shop import products as products_cache
 from shop import recommendations
-from core.events import NOT_INTERESTED, UNRATE
-from shop.forms import CatalogQueryForm, ControlForm, RatingForm, ReviewPageForm, product_id_validator
+from shop.forms import (ONBOARDING_PREFIX, CatalogQueryForm, ControlForm, OnboardingForm, RatingForm, ReviewPageForm,
+                        product_id_validator)
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
 from shop.throttles import rating_throttled
 
 PER_PAGE = 24
+HOME_SHOWN = 8
 _PLOT_RE = re.compile(r"^[a-z0-9_]{1,64}\.png$")
 
 
@@ -52,11 +54,21 @@ def catalog(request):
             products, total = mongo.list_products(page=page, per_page=PER_PAGE, category=category)
             cache.set(key, (products, total), products_cache.TTL_S)
     pages = max(1, -(-total // PER_PAGE))
+    # The home page (first page, no search, no filter) opens with what is popular and trending,
+    # for everyone: an anonymous visitor or a new account has nothing personal yet.
+    home = page == 1 and not q and not category
     return render(request, "shop/catalog.html", {
-        "form": form, "products": [{**p, "pid": p["_id"]} for p in products], "total": total, "page": page, "pages": pages,
-        "has_prev": page > 1, "has_next": page < pages, "q": q, "category": category or "",
+        "form": form, "products": [_catalog_card(p) for p in products], "total": total, "page": page,
+        "pages": pages, "has_prev": page > 1, "has_next": page < pages, "q": q, "category": category or "",
         "categories": mongo.categories(),
+        "home_lists": recommendations.fallback_lists(limit=HOME_SHOWN, categories=0) if home else [],
     })
+
+
+def _catalog_card(doc: dict) -> dict:
+    """A card plus a quoted review line (unless the headline already is that line: no title)."""
+    return {**products_cache.card(doc["_id"], doc),
+            "sample_summary": (doc.get("sample_summary") or "") if str(doc.get("title") or "").strip() else ""}
 
 
 @require_GET
@@ -83,9 +95,11 @@ def product(request, product_id: str):
             similar = [s for s in similar if s["product_id"] not in hidden]
             similar_variant = hashlib.sha256("|".join(sorted(hidden)).encode()).hexdigest()[:16]
     return render(request, "shop/product.html", {
-        "product": {**doc, "pid": doc["_id"]}, "reviews": data["reviews"], "page": page, "pages": data["pages"],
-        "histogram": histogram, "similar": similar, "similar_variant": similar_variant, "form": RatingForm(),
-        "my_rating": mine, "ttl": products_cache.TTL_S, "generation": products_cache.cache_generation(),
+        "product": {**doc, "pid": doc["_id"]}, "card": data["card"], "category_path": data["category_path"],
+        "reviews": data["reviews"], "page": page, "pages": data["pages"], "histogram": histogram,
+        "similar": similar, "similar_variant": similar_variant, "bought_together": data["bought_together"],
+        "form": RatingForm(), "my_rating": mine, "ttl": products_cache.TTL_S,
+        "generation": products_cache.cache_generation(),
     })
 
 
@@ -167,6 +181,9 @@ def unrate(request, product_id: str):
 def not_interested(request, product_id: str):
     return _control(request, product_id, NOT_INTERESTED,
                     "Got it: we will not recommend that product to you again. Your recommendations are updating.")
+# An empty card for the page's script to clone (shop/_card.html with every optional part present).
+_CARD_TEMPLATE = {"pid": "_", "product_id": "_", "title": "", "brand": "-", "price": 1.0, "image": None,
+                  "category": "-", "avg_rating": 0.0, "n_reviews": 0, "stars": ""}
 
 
 @login_required
@@ -174,12 +191,59 @@ def not_interested(request, product_id: str):
 def recommendations_page(request):
     uid = recommender_id(request.user)
     data = recommendations.for_user(uid)
+    fallback = []
+    if data["source"] != "personal":
+        # neither what the user rated nor what they are not interested in
+        fallback = recommendations.fallback_lists(
+            exclude=set(recommendations.history(uid)) | recommendations.excluded(uid))
     return render(request, "shop/recommendations.html", {
-        "data": data, "rec_state": {"etag": data["etag"]},
-        "fallback": recommendations.fallback_lists(exclude=recommendations.excluded(uid))
-        if data["source"] != "personal" else [],
-        "rating_form": RatingForm(),
+        "data": data, "rec_state": {"etag": data["etag"]}, "fallback": fallback,
+        "rating_form": RatingForm(), "card_template": _CARD_TEMPLATE,
     })
+
+
+@login_required
+def onboarding(request):
+    """After sign-up: rate a few popular products per category; the picks make the first list.
+
+    Each pick is an ordinary rating (shop.ratings.submit_rating: Kafka, then the workers), so the
+    first personal list is folded in from exactly these ratings, like any later one.
+    """
+    uid = recommender_id(request.user)
+    rated = set(recommendations.history(uid))
+    lists = recommendations.onboarding_lists(exclude=rated)
+    offered = [p["pid"] for lst in lists for p in lst["items"]]
+    form = OnboardingForm(request.POST or None, product_ids=offered)
+    status = 200
+    if request.method == "POST":
+        refused = _too_many(request)
+        if refused is not None:
+            return refused
+        if form.is_valid() and set(form.picks()) - set(products_cache.summaries(list(form.picks()))):
+            form.add_error(None, "Rating refused: unknown product")  # checked first: all picks or none
+            status = 400
+        elif form.is_valid():
+            picks = form.picks()
+            try:
+                for product_id, stars in picks.items():
+                    submit_rating(request.user, uid, product_id, stars)
+            except RatingRejected as exc:
+                form.add_error(None, f"Rating refused: {exc}")
+                status = 400
+            except Unavailable:
+                messages.error(request, "Sorry, your ratings could not be saved right now. Please try again.")
+                status = 503
+            else:
+                messages.success(request, f"Thanks! You rated {len(picks)} product{'s' if len(picks) != 1 else ''}. "
+                                          "Your recommendations are being built from them.")
+                return redirect("recommendations")
+        else:
+            status = 400
+    for lst in lists:
+        for p in lst["items"]:
+            p["field"] = form[ONBOARDING_PREFIX + p["pid"]] if ONBOARDING_PREFIX + p["pid"] in form.fields else None
+    return render(request, "shop/onboarding.html", {"form": form, "lists": lists, "n_rated": len(rated)},
+                  status=status)
 
 
 def _eda_dir():

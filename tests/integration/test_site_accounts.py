@@ -41,7 +41,7 @@ def test_signup_logs_in_and_shows_onboarding(site, client):
     username = _name()
     response = client.post("/accounts/signup/", {"username": username, "email": f"{username}@example.com",
                                                   "password1": PASSWORD, "password2": PASSWORD})
-    assert response.status_code == 302 and response["Location"] == "/recommendations/"
+    assert response.status_code == 302 and response["Location"] == "/welcome/"  # onboarding first
     user = User.objects.get(username=username)
     uid = user.profile.recommender_id
     assert uid == user.profile.site_id and uid.startswith("site-") and user.profile.reviewer_id is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kafka_workers.process import dead_letter_payload
-from kafka_workers.tasks import TRENDING_HALF_LIFE_S, trending_scores
+from core.popular import TRENDING_HALF_LIFE_S, trending_scores
 from kafka_workers.worker import Stats
 
 

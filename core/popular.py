@@ -1,0 +1,107 @@
+"""Popular and trending lists per category: what new and anonymous visitors are shown.
+
+Both the publish job (so the lists exist the moment a model goes live, not when Celery beat
+first fires) and Celery's periodic tasks (kafka_workers/tasks.py) call these functions. Each
+recomputes and replaces its lists by ``_id``, so running them twice, or from two places, is
+harmless. After writing they bump a version in Redis (core.list_state), which the site's
+cached copies of the lists are keyed by.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+from pymongo.database import Database
+
+from core import list_state, mongo
+
+TRENDING_WINDOW_S = 7 * 86400
+TRENDING_HALF_LIFE_S = 86400.0
+BATCH_TRENDING_WINDOW_S = 28 * 86400
+BATCH_TRENDING_HALF_LIFE_S = 7 * 86400.0
+
+
+def refresh_popular(limit: int = 50, db: Database | None = None) -> int:
+    """Most-reviewed products overall and per category, from the batch load's catalog order."""
+    written = 0
+    for name in [mongo.ALL] + [c["name"] for c in mongo.categories(db=db)]:
+        items = mongo.compute_popular(limit=limit, category=None if name == mongo.ALL else name, db=db)
+        mongo.write_popular(name, "popular", items, db=db)
+        written += 1
+    list_state.announce_popular()
+    return written
+
+
+def trending_scores(events: list[dict], now: float, half_life_s: float = TRENDING_HALF_LIFE_S) -> dict[str, float]:
+    """Recent ratings weighted by recency (half-life one day) and by how positive they are.
+
+    One person counts once per product in the window: their latest rating of it. Summing every
+    event let one account re-posting five stars top "Trending" for every new visitor.
+    """
+    latest: dict[tuple[str, str], dict] = {}
+    for e in events:
+        key = (str(e.get("user_id", "")), str(e["product_id"]))
+        if key not in latest or float(e["ts"]) >= float(latest[key]["ts"]):
+            latest[key] = e
+    scores: dict[str, float] = defaultdict(float)
+    for e in latest.values():
+        age = max(0.0, now - float(e["ts"]))
+        scores[e["product_id"]] += (float(e["rating"]) / 5.0) * math.pow(0.5, age / half_life_s)
+    return scores
+
+
+def trending_events(db: Database, quiet_fallback: bool) -> tuple[list[dict], float, float]:
+    """(events, "now", half-life) to rank trending products by.
+
+    Live ratings of the last week when there are any. When the site has been quiet and
+    ``quiet_fallback`` is set (the publish job), the newest four weeks of the batch reviews,
+    counted back from the newest review with a one-week half-life: a fresh install's trending
+    list then shows what the data itself says was rising, instead of nothing.
+    """
+    now = time.time()
+    live = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - TRENDING_WINDOW_S}},
+                                              {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1})
+            if e.get("action", "rate") == "rate"]  # not a removed rating or a "not interested"
+    if live or not quiet_fallback:
+        return live, now, TRENDING_HALF_LIFE_S
+    newest = db[mongo.REVIEWS].find_one({}, {"ts": 1}, sort=[("ts", -1)])
+    if not newest:
+        return [], now, TRENDING_HALF_LIFE_S
+    end = float(newest["ts"])
+    batch = list(db[mongo.REVIEWS].find({"ts": {"$gte": end - BATCH_TRENDING_WINDOW_S}},
+                                        {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1}))
+    return batch, end, BATCH_TRENDING_HALF_LIFE_S
+
+
+def refresh_trending(limit: int = 50, db: Database | None = None, quiet_fallback: bool = False) -> int:
+    """Trending from the live rating events of the last week, overall and per category.
+
+    Every category gets its list document, empty when nothing was rated there lately, so a
+    reader can tell "nothing is trending" from "never computed". When there are no live events
+    at all, the lists are left as they are (Celery) or computed from the newest batch reviews
+    (``quiet_fallback``, the publish job; see :func:`trending_events`), so a quiet site keeps
+    the pipeline's lists rather than emptying them every minute.
+    """
+    db = db if db is not None else mongo.get_db()
+    events, now, half_life = trending_events(db, quiet_fallback)
+    if not events and not quiet_fallback:
+        return 0
+    scores = trending_scores(events, now, half_life)
+    products = mongo.get_products(list(scores), db=db)
+    by_cat: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for pid, score in scores.items():
+        by_cat[mongo.ALL].append((pid, score))
+        by_cat[products.get(pid, {}).get("category") or ""].append((pid, score))
+    names = {mongo.ALL, *(c["name"] for c in mongo.categories(db=db))}
+    for name in names:
+        ranked = sorted(by_cat.get(name, []), key=lambda x: (-x[1], x[0]))[:limit]
+        mongo.write_popular(name, "trending", [{"product_id": p, "score": round(s, 4)} for p, s in ranked], db=db)
+    list_state.announce_popular()
+    return len(names)
+
+
+def refresh_all(limit: int = 50, db: Database | None = None) -> dict[str, int]:
+    """Both kinds of list; what the publish job runs before it makes a model current."""
+    return {"popular": refresh_popular(limit, db=db),
+            "trending": refresh_trending(limit, db=db, quiet_fallback=True)}
