@@ -125,6 +125,8 @@ LOGOUT_REDIRECT_URL = "catalog"
 # Failed logins allowed per (username, client address) within LOGIN_THROTTLE_WINDOW seconds.
 LOGIN_THROTTLE_ATTEMPTS = int(os.environ.get("LOGIN_THROTTLE_ATTEMPTS", "5"))
 LOGIN_THROTTLE_WINDOW = int(os.environ.get("LOGIN_THROTTLE_WINDOW", "300"))
+# Searches allowed per signed-in user or visitor address (page and API together), DRF rate syntax.
+SEARCH_THROTTLE_RATE = os.environ.get("SEARCH_RATE", "120/min")
 
 EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "recommender@localhost")

@@ -19,6 +19,7 @@ from shop import products as products_cache
 from shop import recommendations
 from shop.forms import CatalogQueryForm, RatingForm, ReviewPageForm, product_id_validator
 from shop.ratings import RatingRejected, submit_rating
+from shop.throttle import allow_search
 
 PER_PAGE = 24
 _PLOT_RE = re.compile(r"^[a-z0-9_]{1,64}\.png$")
@@ -39,7 +40,14 @@ def catalog(request):
         return render(request, "shop/catalog.html", {"form": form, "products": [], "categories": []}, status=400)
     page = form.cleaned_data["page"] or 1
     q, category = form.cleaned_data["q"], form.cleaned_data["category"] or None
-    if q:  # a search scans the catalog; its results are not cached
+    if q:  # answered from the search index (core/search.py), throttled per client
+        allowed, wait = allow_search(request)
+        if not allowed:
+            response = render(request, "shop/catalog.html", {
+                "form": form, "products": [], "categories": mongo.categories(), "q": q, "total": 0, "page": 1,
+                "pages": 1, "throttled": True}, status=429)
+            response["Retry-After"] = str(max(1, int(wait or 1)))
+            return response
         products, total = mongo.list_products(page=page, per_page=PER_PAGE, category=category, query=q)
     else:
         key = "catalog:" + hashlib.sha256(f"{category or ''}|{page}".encode()).hexdigest()[:32]
