@@ -19,11 +19,10 @@ the words by title, brand or category come first, then the catalog's popularity 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 MAX_PREFIX = 15  # prefixes indexed per primary word; longer words are indexed whole as well
 MAX_WORD = 40  # longer "words" (URLs, serial numbers run together) are not indexed
-MAX_POSTINGS = 10_000  # best postings kept per key: the first 416 pages of 24 results
+MAX_POSTINGS = 5_000  # best postings kept per key: the first 208 pages of 24 results
 MAX_QUERY_WORDS = 8
 PRIMARY, REVIEW = "1", "0"
 
@@ -43,41 +42,63 @@ def query_keys(query: str) -> list[str]:
     return list(dict.fromkeys(words(query)))[:MAX_QUERY_WORDS]
 
 
-@dataclass(frozen=True)
 class Postings:
-    """One key's document unpacked: ids in ranked order, their tier, popularity rank and category."""
+    """One key's document, unpacked lazily: splitting the packed strings is done in C, and only
+    the candidates of a multi-word query have their tier, rank and category looked up."""
 
-    ids: list[str]
-    primary: list[bool]
-    ranks: list[int]
-    categories: list[str]
+    def __init__(self, doc: dict) -> None:
+        self.ids: list[str] = doc["ids"].split(" ") if doc.get("ids") else []
+        self._doc = doc
+        self._pos: dict[str, int] | None = None
+        self._ranks: list[str] | None = None
+        self._cats: list[str] | None = None
 
     @classmethod
     def from_doc(cls, doc: dict) -> "Postings":
-        ids = doc["ids"].split(" ") if doc.get("ids") else []
-        cats = doc.get("cats") or []
-        return cls(ids=ids, primary=[c == PRIMARY for c in doc.get("tiers", "")],
-                   ranks=[int(r) for r in doc["ranks"].split(" ")] if ids else [],
-                   categories=[cats[int(c)] for c in doc["cat"].split(" ")] if ids else [])
+        return cls(doc)
+
+    @property
+    def pos(self) -> dict[str, int]:
+        if self._pos is None:
+            self._pos = dict(zip(self.ids, range(len(self.ids))))
+        return self._pos
+
+    def primary(self, i: int) -> bool:
+        return self._doc["tiers"][i] == PRIMARY
+
+    def rank(self, i: int) -> int:
+        if self._ranks is None:
+            self._ranks = self._doc["ranks"].split(" ")
+        return int(self._ranks[i])
+
+    def category(self, i: int) -> str:
+        if self._cats is None:
+            self._cats = self._doc["cat"].split(" ")
+        return self._doc["cats"][int(self._cats[i])]
 
 
 def rank(postings: list[Postings], category: str | None = None) -> list[str]:
-    """Ids listed under every key: most keys matched by title/brand/category first, then popularity."""
+    """Ids listed under every key: most keys matched by title/brand/category first, then popularity.
+
+    One key's postings are already in that order. For several, the candidates are the set
+    intersection (in C), then each is scored from its positions in the keys' postings.
+    """
     if not postings or any(not p.ids for p in postings):
         return []
+    if len(postings) == 1:
+        p = postings[0]
+        if category is None:
+            return p.ids
+        return [pid for i, pid in enumerate(p.ids) if p.category(i) == category]
     postings = sorted(postings, key=lambda p: len(p.ids))  # intersect from the rarest word
+    candidates = set(postings[0].ids).intersection(*(p.ids for p in postings[1:]))
     first = postings[0]
-    best: dict[str, list[int]] = {}  # id -> [primary matches, popularity rank]
-    for i, pid in enumerate(first.ids):
-        if category is None or first.categories[i] == category:
-            best[pid] = [int(first.primary[i]), first.ranks[i]]
-    for p in postings[1:]:
-        if not best:
-            break
-        seen: dict[str, list[int]] = {}
-        for i, pid in enumerate(p.ids):
-            hit = best.get(pid)
-            if hit is not None:
-                seen[pid] = [hit[0] + int(p.primary[i]), hit[1]]
-        best = seen
-    return sorted(best, key=lambda pid: (-best[pid][0], best[pid][1]))
+    scored = []
+    for pid in candidates:
+        i = first.pos[pid]
+        if category is not None and first.category(i) != category:
+            continue
+        hits = sum(p.primary(p.pos[pid]) for p in postings)
+        scored.append((-hits, first.rank(i), pid))
+    scored.sort()
+    return [pid for _, _, pid in scored]

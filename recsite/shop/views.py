@@ -5,6 +5,7 @@ import hashlib
 import json
 import re
 
+import redis
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
@@ -13,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import recommender_id
-from core import artifacts, kafka_io, mongo
+from core import artifacts, freshness, kafka_io, mongo
 from core.settings import get_settings
 from shop import products as products_cache
 from shop import recommendations
@@ -136,7 +137,12 @@ def dashboard(request):
         cache.set(key, summary, 60)
     version = artifacts.current_version()
     metrics = artifacts.load_metrics(version) if version else {}
+    try:  # live: the workers' own per-event measurements, summed over the last hour (no cache)
+        fresh = freshness.summary()
+    except redis.RedisError as exc:
+        fresh = {"n": 0, "minutes": freshness.WINDOW_MINUTES, "error": exc.__class__.__name__}
     return render(request, "shop/dashboard.html", {
+        "freshness": fresh,
         "summary": summary, "summary_pretty": json.dumps(summary.get("counts", {}), indent=2),
         "analyses": _analyses(summary),
         "version": version, "metrics": metrics, "metrics_rows": _metric_rows(metrics),
