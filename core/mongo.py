@@ -260,6 +260,13 @@ def user_ratings(user_id: str, db: Database | None = None) -> dict[str, float]:
     return {pid: float(v[0]) for pid, v in (doc or {}).get("ratings", {}).items()}
 
 
+def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[float, float]]:
+    """{product: (rating, ts)} of everything a user has rated (the staff's view of a user)."""
+    db = db if db is not None else get_db()
+    doc = db[USER_HISTORY].find_one({"_id": user_id})
+    return {pid: (float(v[0]), float(v[1])) for pid, v in (doc or {}).get("ratings", {}).items()}
+
+
 def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
                    db: Database | None = None) -> dict[str, float]:
     """Record a live rating in the user's history and return the whole history.
