@@ -21,6 +21,7 @@ same shape, ``--old-products``; it scans every product twice per request.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -94,7 +95,8 @@ def time_calls(label: str, fn, qs: list[str]) -> tuple[float, float]:
         fn(q)
         times.append(time.perf_counter() - t0)
     p50, p99 = pct(times, 0.5), pct(times, 0.99)
-    print(f"  {label:<52} n={len(qs):>5}  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  max {max(times) * 1000:7.1f} ms")
+    print(f"  {label:<52} n={len(qs):>5}  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  max {max(times) * 1000:7.1f} ms"
+          f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     return p50, p99
 
 

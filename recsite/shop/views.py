@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import recommender_id
-from core import artifacts, freshness, kafka_io, mongo
+from core import artifacts, freshness, kafka_io, mongo, search
 from core.settings import get_settings
 from shop import products as products_cache
 from shop import recommendations
@@ -49,7 +49,10 @@ def catalog(request):
                 "pages": 1, "throttled": True}, status=429)
             response["Retry-After"] = str(max(1, int(wait or 1)))
             return response
-        products, total = mongo.list_products(page=page, per_page=PER_PAGE, category=category, query=q)
+        ids = _search_ids(q, category)
+        shown = ids[(page - 1) * PER_PAGE:page * PER_PAGE]
+        found = products_cache.summaries(shown)
+        products, total = [found[i] for i in shown if i in found], len(ids)
     else:
         key = "catalog:" + hashlib.sha256(f"{category or ''}|{page}".encode()).hexdigest()[:32]
         products, total = cache.get(key) or (None, None)
@@ -62,6 +65,21 @@ def catalog(request):
         "has_prev": page > 1, "has_next": page < pages, "q": q, "category": category or "",
         "categories": mongo.categories(),
     })
+
+
+SEARCH_CACHE_S = 60
+
+
+def _search_ids(q: str, category: str | None) -> list[str]:
+    """Ranked ids of a search, kept a minute so paging through results reads the index once."""
+    words = " ".join(search.query_keys(q))
+    key = "search:" + hashlib.sha256(f"{products_cache.cache_generation()}|{category or ''}|{words}".encode()
+                                     ).hexdigest()[:32]
+    ids = cache.get(key)
+    if ids is None:
+        ids = mongo.search_ids(q, category=category)
+        cache.set(key, ids, SEARCH_CACHE_S)
+    return ids
 
 
 @require_GET
