@@ -188,12 +188,12 @@ class RecommenderUserAdmin(UserAdmin):
             return f"unavailable ({exc.__class__.__name__})"
         if not rated:
             return "No ratings."
-        rows = sorted(rated.items(), key=lambda kv: -kv[1][1])
+        rows = format_html_join("", "<tr><td>{} <code>{}</code></td><td>{} ★</td><td>{}</td></tr>", (
+            ((names.get(pid) or {}).get("title") or "", pid, int(r),
+             f"{dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc):%Y-%m-%d %H:%M}")
+            for pid, (r, ts) in sorted(rated.items(), key=lambda kv: -kv[1][1])))
         return format_html('<table class="recsys-ratings"><tr><th>product</th><th>rating</th><th>when (UTC)</th></tr>'
-                           '{}</table>', format_html_join("", "<tr><td>{} <code>{}</code></td><td>{} ★</td><td>{}</td></tr>", (
-                               ((names.get(pid) or {}).get("title") or "", pid, int(r),
-                                f"{dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc):%Y-%m-%d %H:%M}")
-                               for pid, (r, ts) in rows)))
+                           '{}</table>', rows)
 
     @admin.display(description="current recommendations")
     def current_list(self, obj):
