@@ -22,7 +22,7 @@ import re
 
 MAX_PREFIX = 15  # prefixes indexed per primary word; longer words are indexed whole as well
 MAX_WORD = 40  # longer "words" (URLs, serial numbers run together) are not indexed
-MAX_POSTINGS = 5_000  # best postings kept per key: the first 208 pages of 24 results
+MAX_POSTINGS = 2_000  # best postings kept per key: 83 pages of 24 results (what is counted and paged)
 MAX_QUERY_WORDS = 8
 PRIMARY, REVIEW = "1", "0"
 
