@@ -4,9 +4,10 @@ recommendations and model records goes through here.
 Keeping all queries in one module is what lets the same code run against FerretDB v1 locally and
 real MongoDB in production: only CRUD, bulk writes, upserts, simple and unique indexes and simple
 aggregation stages are used ($match, $group, $sort, $limit, $project), and no document holds an
-array directly inside an array (FerretDB v1 rejects nested arrays). Search uses anchored or
-case-insensitive ``$regex`` on escaped user input, never ``$text`` (FerretDB v1 has no text index)
-and never a user-supplied operator.
+array directly inside an array (FerretDB v1 rejects nested arrays). Search reads the inverted
+index the batch load builds (``search_index``, see core/search.py) by ``_id``, one document per
+query word; never ``$text`` (FerretDB v1 has no text index), never a regex scan, never a
+user-supplied operator.
 
 Hot paths read and write documents by ``_id`` only. FerretDB v1 on SQLite (built by bin/services
 with a one-line fix so ``_id`` lookups use their index) answers an ``_id`` read or write in 1-2 ms
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import time
 import uuid
 from contextlib import contextmanager
@@ -67,6 +67,7 @@ LOCK_STALE_S = 10.0
 DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, replayed_at, ...}: one replay each
 EXCLUSIONS = "exclusions"  # {_id: user_id, items: {product_id: ts}}: "not interested", never recommended again
 DELETED_USERS = "deleted_users"  # {_id: user_id, deleted_at, counts}: deleted accounts, left out of training
+SEARCH_INDEX = "search_index"  # {_id: "<word or prefix>", ids: "<ranked ids>", ...} (core/search.py)
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000
 ALL = "all"
@@ -358,23 +359,20 @@ def categories(db: Database | None = None) -> list[dict]:
 
 def list_products(page: int = 1, per_page: int = 24, category: str | None = None,
                   query: str | None = None, db: Database | None = None) -> tuple[list[dict], int]:
-    """A page of products, most reviewed first, and the total count for pagination.
+    """A page of products and the total count for pagination.
 
-    Browsing reads the precomputed order (chunks of ids per category) and then each product by
-    id; a search scans titles and review snippets with an escaped, case-insensitive regex.
+    Browsing reads the precomputed order (chunks of ids per category, most reviewed first) and
+    then each product by id; a search reads one ``search_index`` document per query word and
+    ranks the intersection (core/search.py): title, brand and category matches first.
     """
     db = db if db is not None else get_db()
     page, per_page = max(1, int(page)), max(1, min(100, int(per_page)))
     start = (page - 1) * per_page
     if query:
-        pattern = {"$regex": re.escape(str(query)[:100]), "$options": "i"}
-        flt: dict[str, Any] = {"$or": [{"title": pattern}, {"search_text": pattern}]}
-        if category:
-            flt["category"] = str(category)
-        # Sorted, paged and counted by the server: every match is ranked, not just a first batch.
-        found = list(db[PRODUCTS].find(flt, _PRODUCT_LIST_FIELDS)
-                      .sort([("n_reviews", DESCENDING), ("_id", ASCENDING)]).skip(start).limit(per_page))
-        return found, db[PRODUCTS].count_documents(flt)
+        ids = search_ids(str(query), category=str(category) if category else None, db=db)
+        shown = ids[start:start + per_page]
+        products = get_products(shown, db=db)
+        return [products[i] for i in shown if i in products], len(ids)
     key = str(category) if category else ALL
     total_doc = db[CATALOG_INDEX].find_one({"_id": f"{key}:count"})
     total = int(total_doc["n"]) if total_doc else 0
@@ -389,6 +387,21 @@ def list_products(page: int = 1, per_page: int = 24, category: str | None = None
         chunk += 1
     products = get_products(ids, db=db)
     return [products[i] for i in ids if i in products], total
+
+
+def search_ids(query: str, category: str | None = None, db: Database | None = None) -> list[str]:
+    """Every product matching all words of ``query``, best first (one ``_id`` read per word)."""
+    from core import search
+
+    db = db if db is not None else get_db()
+    keys = search.query_keys(query)
+    postings = []
+    for key in keys:
+        doc = db[SEARCH_INDEX].find_one({"_id": key})
+        if doc is None:
+            return []
+        postings.append(search.Postings.from_doc(doc))
+    return search.rank(postings, category)
 
 
 def get_product(product_id: str, db: Database | None = None) -> dict | None:
@@ -445,6 +458,13 @@ def user_ratings(user_id: str, db: Database | None = None) -> dict[str, float]:
     db = db if db is not None else get_db()
     doc = db[USER_HISTORY].find_one({"_id": user_id})
     return {pid: float(v[0]) for pid, v in (doc or {}).get("ratings", {}).items()}
+
+
+def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[float, float]]:
+    """{product: (rating, ts)} of everything a user has rated (the staff's view of a user)."""
+    db = db if db is not None else get_db()
+    doc = db[USER_HISTORY].find_one({"_id": user_id})
+    return {pid: (float(v[0]), float(v[1])) for pid, v in (doc or {}).get("ratings", {}).items()}
 
 
 @contextmanager

@@ -6,8 +6,8 @@ or a missing collection, and live ratings the workers store while the load runs 
 the new user histories after the switch. Besides the reviews
 and products themselves, the job writes the ``_id``-keyed documents the site and workers read on
 their hot paths (see core/mongo.py for why): each user's rating history, each product's review
-pages, and the catalog order per category. Writes happen from the executors, one client per
-partition, so the load scales with the cluster.
+pages, the catalog order per category, and the search index (core/search.py). Writes happen
+from the executors, one client per partition, so the load scales with the cluster.
 
     spark-submit spark_jobs/mongo_load.py [--run-id R]
 """
@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script by spark-submit: make the repo 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import mongo
+from core import mongo, search
 from core.settings import get_settings
 from spark_jobs.common import run_id_arg, spark_session, without_deleted_users
 from spark_jobs.reconcile import write_record
@@ -158,6 +158,53 @@ def catalog_index_docs(products: DataFrame) -> DataFrame:
     return chunks.unionByName(counts)
 
 
+def _words(text):
+    """Distinct words of a text column, split and lower-cased the way core.search.words() does."""
+    split = F.split(F.lower(F.coalesce(text, F.lit(""))), search.SPARK_SPLIT_REGEX)
+    return F.array_distinct(F.filter(split, lambda w: (F.length(w) > 0) & (F.length(w) <= search.MAX_WORD)))
+
+
+def search_index_docs(products: DataFrame) -> DataFrame:
+    """The inverted index search reads (core/search.py): one document per word or prefix.
+
+    Title, brand and category-path words are keyed by every prefix up to ``MAX_PREFIX`` and whole
+    (primary tier); review-text words whole (review tier). Each key keeps its best
+    ``MAX_POSTINGS`` products, primary first, then in the catalog's popularity order, packed
+    into strings: ids, tiers, global popularity ranks, and each product's category as an index
+    into the document's ``cats``.
+    """
+    ranked = products.select(
+        "_id", "category",
+        F.concat_ws(" ", "title", "brand", "category", F.concat_ws(" ", "categories")).alias("primary_text"),
+        F.col("search_text").alias("review_text"),
+        (F.row_number().over(Window.orderBy(F.col("n_reviews").desc(), "_id")) - 1).alias("rank"))
+    prefixes = F.expr(f"transform(sequence(1, least(length(w), {search.MAX_PREFIX})), i -> substring(w, 1, i))")
+    primary = (ranked.select("_id", F.explode(_words(F.col("primary_text"))).alias("w"))
+               .select("_id", F.explode(F.array_union(prefixes, F.array("w"))).alias("key"))
+               .withColumn("tier", F.lit(search.PRIMARY)))
+    review = (ranked.select("_id", F.explode(_words(F.col("review_text"))).alias("key"))
+              .withColumn("tier", F.lit(search.REVIEW)))
+    # one posting per (key, product): its best tier ("1" primary > "0" review)
+    postings = (primary.unionByName(review).groupBy("key", "_id").agg(F.max("tier").alias("tier"))
+                .join(ranked.select("_id", "category", "rank"), "_id"))
+    w = Window.partitionBy("key").orderBy(F.col("tier").desc(), "rank")
+    kept = (postings.withColumn("pos", F.row_number().over(w) - 1)
+            .withColumn("n", F.count("*").over(Window.partitionBy("key")))
+            .where(F.col("pos") < search.MAX_POSTINGS))
+    grouped = kept.groupBy("key").agg(
+        F.sort_array(F.collect_list(F.struct("pos", "_id", "tier", "rank", "category"))).alias("p"),
+        F.first("n").alias("n"))
+    packed = grouped.select(
+        F.col("key").alias("_id"), F.col("n").cast("long").alias("n"),
+        F.array_join(F.col("p._id"), " ").alias("ids"),
+        F.array_join(F.col("p.tier"), "").alias("tiers"),
+        F.array_join(F.transform("p.rank", lambda r: r.cast("string")), " ").alias("ranks"),
+        F.col("p.category").alias("categories"),
+    ).withColumn("cats", F.array_distinct("categories"))
+    return packed.select("_id", "n", "ids", "tiers", "ranks", "cats", F.array_join(F.expr(
+        "transform(categories, c -> cast(array_position(cats, c) - 1 as string))"), " ").alias("cat"))
+
+
 def user_history_docs(spark: SparkSession, reviews: DataFrame) -> DataFrame:
     """Each user's ratings {product: [rating, ts]}: batch reviews merged with live site ratings.
 
@@ -242,6 +289,7 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
         mongo.REVIEWS: reload_collection(review_docs(reviews), mongo.REVIEWS),
         mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(reviews), mongo.PRODUCT_REVIEWS),
         mongo.USER_HISTORY: reload_collection(user_history_docs(spark, reviews), mongo.USER_HISTORY),
+        mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
         mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX, extra_docs=[
             {"_id": "categories", "items": cats}, {"_id": "top_users", "items": top_users}]),
     }

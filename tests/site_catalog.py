@@ -57,6 +57,8 @@ class Catalog:
     category: dict[str, str]  # reviewed product id -> category (of its review file)
     titles: dict[str, str]  # product id -> title, for every product with metadata
     meta_category: dict[str, str]  # product id -> category of its metadata record
+    brands: dict[str, str] = field(default_factory=dict)  # product id -> brand (or store), with metadata
+    paths: dict[str, list[str]] = field(default_factory=dict)  # product id -> its metadata's category path
     model_version: str = ""
     eda_dir: Path | None = None
     run_id: str = ""
@@ -84,12 +86,34 @@ class Catalog:
     def reviewer_counts(self) -> Counter:
         return Counter(r.user_id for rs in self.reviews.values() for r in rs)
 
-    def search(self, term: str) -> set[str]:
-        """Products whose title or a review summary contains ``term`` (case-insensitive)."""
+    def primary_words(self, product_id: str) -> set[str]:
+        """Words of a product's title, brand and category (its catalog category and metadata path)."""
+        text = " ".join([self.titles.get(product_id, ""), self.brands.get(product_id, ""),
+                         self.category_of(product_id) or "", *self.paths.get(product_id, [])])
+        return set(_WORD.findall(text.lower()))
+
+    def review_words(self, product_id: str) -> set[str]:
+        """Words of a product's review summaries, cleaned as the pipeline cleans them."""
+        from spark_jobs.text_clean import clean_text
+
+        return {w for r in self.reviews.get(product_id, []) for w in _WORD.findall(clean_text(r.summary))}
+
+    def search(self, term: str) -> tuple[list[str], list[str]]:
+        """What a one-word search should answer, in order: (title/brand/category matches, review-only
+        matches), each most reviewed first, then by id.
+
+        A title, brand or category word matches when it starts with the term; a review word only
+        when it is the term (what the search index promises, core/search.py).
+        """
         term = term.lower()
-        by_title = {p for p, t in self.titles.items() if term in t.lower()}
-        by_review = {p for p, rs in self.reviews.items() if any(term in r.summary.lower() for r in rs)}
-        return by_title | by_review
+        everything = set(self.reviews) | set(self.titles)
+        primary = {p for p in everything if any(w.startswith(term) for w in self.primary_words(p))}
+        review = {p for p in everything - primary if term in self.review_words(p)}
+        key = lambda p: (-len(self.reviews.get(p, [])), p)  # noqa: E731
+        return sorted(primary, key=key), sorted(review, key=key)
+
+
+_WORD = re.compile(r"[^\W_]+")  # letters and digits: a word, as a shopper would type it
 
 
 def _helpful(d: dict) -> int:
@@ -120,16 +144,19 @@ def read_raw() -> Catalog:
     reviews: dict[str, list[Review]] = defaultdict(list)
     for r in latest.values():
         reviews[r.product_id].append(r)
-    titles, meta_category = {}, {}
+    titles, meta_category, brands, paths = {}, {}, {}, {}
     for path in META_FILES:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             for line in f:
                 d = json.loads(line)
                 titles[d["asin"].strip()] = unescape_html(d.get("title")).strip()
+                brands[d["asin"].strip()] = d.get("brand") or d.get("store") or ""
+                paths[d["asin"].strip()] = [c for c in d.get("category") or [] if isinstance(c, str)]
                 main = d.get("main_cat") or ""  # as load reads it: HTML or blank -> the file's category
                 meta_category[d["asin"].strip()] = main if main.strip() and "<" not in main \
                     else CATEGORY_OF_FILE[path.name]
-    return Catalog(reviews=dict(reviews), category=category, titles=titles, meta_category=meta_category)
+    return Catalog(reviews=dict(reviews), category=category, titles=titles, meta_category=meta_category,
+                   brands=brands, paths=paths)
 
 
 def load_into_session(spark, settings, work: Path) -> Catalog:

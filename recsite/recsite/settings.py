@@ -158,6 +158,8 @@ ACCOUNT_THROTTLE_WINDOW = int(os.environ.get("ACCOUNT_THROTTLE_WINDOW", "3600"))
 API_TOKEN_TTL = int(os.environ.get("API_TOKEN_TTL", str(7 * 86400)))
 # Ratings per user, the page and the API together (shop.throttles.RatingRateThrottle).
 RATING_RATE = os.environ.get("RATING_RATE", "30/min")
+# Searches allowed per signed-in user or visitor address (page and API together), DRF rate syntax.
+SEARCH_THROTTLE_RATE = os.environ.get("SEARCH_RATE", "120/min")
 
 EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "recommender@localhost")

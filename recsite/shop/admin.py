@@ -1,14 +1,39 @@
-"""Staff views of users' ratings and their processing, model versions and pipeline runs."""
+"""Staff views of users' ratings and their processing, model versions and pipeline runs.
+
+Pipeline runs and model versions are records of what the batch side did: staff read them and
+never add, edit or delete them. The one thing staff may do is make an earlier model version
+current again (a rollback), through the same publish function the pipeline's publish job runs.
+"""
 from __future__ import annotations
 
-from django.contrib import admin
+import datetime as dt
+import time
 
-from core import mongo
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.utils.html import format_html, format_html_join
+
+from accounts.models import recommender_id
+from core import artifacts, mongo
 from shop.models import ModelVersion, PipelineRun, RatingSubmission
 from shop.sync import sync_pipeline_records
 
 
-class MirroredFromMongoAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Staff may look, not add, change or delete: these rows mirror what the pipeline recorded."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class MirroredFromMongoAdmin(ReadOnlyAdmin):
     """Refreshes the mirror from MongoDB when staff open the list.
 
     Runs started by Airflow write only to MongoDB (the Airflow venv has no Django), so the list
@@ -45,7 +70,7 @@ class RatingSubmissionAdmin(admin.ModelAdmin):
 
 
 @admin.register(PipelineRun)
-class PipelineRunAdmin(MirroredFromMongoAdmin):
+class PipelineRunAdmin(MirroredFromMongoAdmin):  # read-only: no "add pipeline run", no edits
     list_display = ("run_id", "job", "status", "balanced", "recorded_at")
     list_filter = ("job", "status", "balanced")
     search_fields = ("run_id",)
@@ -54,14 +79,148 @@ class PipelineRunAdmin(MirroredFromMongoAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(MirroredFromMongoAdmin):
-    list_display = ("version", "engine", "published", "published_at", "ndcg_at_10", "popularity_ndcg_at_10")
+    list_display = ("version", "is_current", "engine", "published", "published_at", "ndcg_at_10",
+                    "recall_at_10", "coverage", "popularity_ndcg_at_10", "validation_ndcg_at_10")
     list_filter = ("published", "engine")
-    readonly_fields = [f.name for f in ModelVersion._meta.fields]
+    readonly_fields = [f.name for f in ModelVersion._meta.fields] + ["is_current", "made_current"]
+    actions = ["make_current"]
+
+    def _test(self, obj: ModelVersion, metric: str):
+        return (obj.metrics.get("test") or {}).get(metric)
+
+    @admin.display(description="current", boolean=True)
+    def is_current(self, obj: ModelVersion) -> bool:
+        return obj.version == artifacts.current_version()
 
     @admin.display(description="NDCG@10")
     def ndcg_at_10(self, obj: ModelVersion):
-        return (obj.metrics.get("test") or {}).get("ndcg@10")
+        return self._test(obj, "ndcg@10")
+
+    @admin.display(description="Recall@10")
+    def recall_at_10(self, obj: ModelVersion):
+        return self._test(obj, "recall@10")
+
+    @admin.display(description="coverage")
+    def coverage(self, obj: ModelVersion):
+        return self._test(obj, "coverage")
 
     @admin.display(description="popularity NDCG@10")
     def popularity_ndcg_at_10(self, obj: ModelVersion):
         return ((obj.metrics.get("baselines") or {}).get("popularity") or {}).get("ndcg@10")
+
+    @admin.display(description="validation NDCG@10")
+    def validation_ndcg_at_10(self, obj: ModelVersion):
+        return (obj.metrics.get("validation") or {}).get("ndcg@10")
+
+    @admin.display(description="made current by staff")
+    def made_current(self, obj: ModelVersion) -> str:
+        """From the version's MongoDB record, where the rollback action writes who and when."""
+        doc = mongo.get_db()[mongo.MODEL_VERSIONS].find_one({"_id": obj.version}) or {}
+        if not doc.get("made_current_by"):
+            return "-"
+        when = dt.datetime.fromtimestamp(float(doc["made_current_at"]), tz=dt.timezone.utc)
+        return f"{doc['made_current_by']} at {when:%Y-%m-%d %H:%M:%S} UTC (run {doc.get('made_current_run')})"
+
+    def has_publish_permission(self, request) -> bool:
+        """Rolling the served model back is for superusers and staff granted "change model version"."""
+        return request.user.is_superuser or request.user.has_perm("shop.change_modelversion")
+
+    @admin.action(description="Make the selected version current (rollback through the publish job)",
+                  permissions=["publish"])
+    def make_current(self, request, queryset) -> None:
+        """Publish one chosen version with ``spark_jobs.publish.publish`` (forced: staff decided).
+
+        The same function the pipeline's publish job runs: the version's lists are loaded into
+        MongoDB, ``CURRENT`` is swapped, the workers are told on Kafka, Celery re-scores. Who did it
+        and when goes into the admin log, the version's MongoDB record and a pipeline-run record.
+        """
+        from spark_jobs.publish import publish
+        from spark_jobs.reconcile import write_record
+
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one version to make current.", level=messages.ERROR)
+            return
+        obj = queryset.get()
+        now = time.time()
+        run_id = f"admin-{int(now)}-{request.user.get_username()}"
+        try:
+            record = publish(obj.version, run_id, force=True)
+        except Exception as exc:  # missing artifacts, MongoDB down: say so, change nothing here
+            self.message_user(request, f"Could not make {obj.version} current: {exc.__class__.__name__}: {exc}",
+                              level=messages.ERROR)
+            return
+        record = {**record, "requested_by": request.user.get_username()}
+        write_record(run_id, "publish", record)
+        if record["status"] == "published":
+            mongo.record_model_version(obj.version, {"made_current_by": request.user.get_username(),
+                                                     "made_current_at": now, "made_current_run": run_id})
+        message = (f"Made current by {request.user.get_username()} (run {run_id}): {record['status']}, "
+                   f"replacing {record.get('replaced') or '-'}; {record.get('decision', '')}")
+        self.log_change(request, obj, message)
+        sync_pipeline_records()
+        self.message_user(request, f"{obj.version}: {message}", level=messages.SUCCESS)
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class RecommenderUserAdmin(UserAdmin):
+    """Django's user admin plus what the recommender holds for the user, read live from MongoDB."""
+
+    readonly_fields = (*UserAdmin.readonly_fields, "recommender_id", "rated_products", "current_list")
+    fieldsets = (*UserAdmin.fieldsets,
+                 ("Recommender (live from MongoDB)", {"fields": ("recommender_id", "rated_products", "current_list")}))
+
+    @admin.display(description="recommender id")
+    def recommender_id(self, obj) -> str:
+        return recommender_id(obj) if obj and obj.pk else "-"
+
+    @admin.display(description="ratings")
+    def rated_products(self, obj):
+        if not obj or not obj.pk:
+            return "-"
+        try:
+            rated = mongo.user_history(recommender_id(obj))
+            names = mongo.get_products(list(rated))
+        except Exception as exc:  # the admin stays usable while MongoDB is down
+            return f"unavailable ({exc.__class__.__name__})"
+        if not rated:
+            return "No ratings."
+        rows = format_html_join("", "<tr><td>{} <code>{}</code></td><td>{} ★</td><td>{}</td></tr>", (
+            ((names.get(pid) or {}).get("title") or "", pid, int(r),
+             f"{dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc):%Y-%m-%d %H:%M}")
+            for pid, (r, ts) in sorted(rated.items(), key=lambda kv: -kv[1][1])))
+        return format_html('<table class="recsys-ratings"><tr><th>product</th><th>rating</th><th>when (UTC)</th></tr>'
+                           '{}</table>', rows)
+
+    @admin.display(description="current recommendations")
+    def current_list(self, obj):
+        if not obj or not obj.pk:
+            return "-"
+        try:
+            doc = mongo.get_recommendations(recommender_id(obj))
+            items = (doc or {}).get("items") or []
+            names = mongo.get_products([i["product_id"] for i in items] + [i["because"] for i in items
+                                                                            if i.get("because")])
+        except Exception as exc:
+            return f"unavailable ({exc.__class__.__name__})"
+        if not items:
+            return "No list yet (popular products are shown)."
+
+        def title(pid):
+            return (names.get(pid) or {}).get("title") or pid
+
+        def reason(item) -> str:
+            if item.get("reason"):
+                return str(item["reason"])
+            return f"because they rated {title(item['because'])}" if item.get("because") else "popular"
+
+        updated = dt.datetime.fromtimestamp(float(doc.get("updated_at") or 0), tz=dt.timezone.utc)
+        return format_html(
+            '<p>model {} · updated {} UTC · from event {}</p><ol class="recsys-list">{}</ol>',
+            doc.get("model_version") or "-", f"{updated:%Y-%m-%d %H:%M:%S}", doc.get("source_event_id") or "batch",
+            format_html_join("", "<li>{} <code>{}</code> · score {} · {}</li>", (
+                (title(i["product_id"]), i["product_id"], f"{float(i.get('score', 0)):.4f}", reason(i))
+                for i in items)))

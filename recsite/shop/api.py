@@ -19,10 +19,10 @@ from core.events import MAX_TEXT_CHARS
 from shop import recommendations
 from shop.forms import PRODUCT_ID_REGEX
 from shop.models import RatingSubmission
-from shop.products import summaries, title
+from shop.products import headline, summaries, title
 from core.events import NOT_INTERESTED, UNRATE
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
-from shop.throttles import RatingRateThrottle
+from shop.throttles import RatingRateThrottle, SearchRateThrottle
 
 _ID_RE = re.compile(PRODUCT_ID_REGEX)
 _KEY_RE = re.compile(r"\A[A-Za-z0-9_-]{8,64}\Z")
@@ -163,6 +163,46 @@ def similar(request, product_id: str):
     names = summaries([i["product_id"] for i in items])
     return Response([{"product_id": i["product_id"], "score": i["score"], "title": title(names, i["product_id"])}
                      for i in items])
+
+
+class SearchQuery(serializers.Serializer):
+    q = serializers.CharField(max_length=100, trim_whitespace=True)
+    category = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+    page = serializers.IntegerField(required=False, min_value=1, max_value=100_000, default=1)
+    per_page = serializers.IntegerField(required=False, min_value=1, max_value=100, default=24)
+
+
+class SearchHit(serializers.Serializer):
+    product_id = serializers.CharField()
+    title = serializers.CharField()
+    brand = serializers.CharField()
+    category = serializers.CharField()
+    n_reviews = serializers.IntegerField()
+    avg_rating = serializers.FloatField()
+
+
+class SearchOut(serializers.Serializer):
+    total = serializers.IntegerField()
+    page = serializers.IntegerField()
+    items = SearchHit(many=True)
+
+
+@extend_schema(parameters=[SearchQuery], responses={200: SearchOut, 400: None, 429: None},
+               description="Products matching every word of q (prefixes of title, brand and category "
+                           "words, whole words of reviews), title/brand/category matches first. Throttled.")
+@api_view(["GET"])
+@permission_classes([AllowAny])
+@throttle_classes([SearchRateThrottle])
+def search(request):
+    params = SearchQuery(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    p = params.validated_data
+    found, total = mongo.list_products(page=p["page"], per_page=p["per_page"], category=p["category"] or None,
+                                       query=p["q"])
+    return Response({"total": total, "page": p["page"], "items": [
+        {"product_id": d["_id"], "title": headline(d), "brand": d.get("brand") or "",
+         "category": d.get("category") or "", "n_reviews": int(d.get("n_reviews") or 0),
+         "avg_rating": float(d.get("avg_rating") or 0)} for d in found]})
 
 
 @extend_schema(request=RatingIn, responses={202: RatingOut, 400: None, 409: None, 429: None, 503: None},

@@ -16,6 +16,7 @@ urlpatterns = [
     path("dashboard/plots/<str:name>", views.eda_plot, name="eda_plot"),
     path("healthz", views.healthz, name="healthz"),
     path("api/recommendations/", api.my_recommendations, name="api_recommendations"),
+    path("api/search/", api.search, name="api_search"),
     path("api/products/<str:product_id>/similar/", api.similar, name="api_similar"),
     path("api/ratings/", api.post_rating, name="api_post_rating"),
     path("api/ratings/remove/", api.remove_rating, name="api_remove_rating"),

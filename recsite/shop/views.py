@@ -6,6 +6,7 @@ import json
 import math
 import re
 
+import redis
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
@@ -14,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import recommender_id
-from core import artifacts, mongo
+from core import artifacts, freshness, mongo, search
 from core.breaker import Unavailable
 from core.events import NOT_INTERESTED, UNRATE
 from core.settings import get_settings
@@ -23,7 +24,7 @@ from shop import recommendations
 from shop.forms import (ONBOARDING_PREFIX, CatalogQueryForm, ControlForm, OnboardingForm, RatingForm, ReviewPageForm,
                         product_id_validator)
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
-from shop.throttles import rating_throttled
+from shop.throttles import allow_search, rating_throttled
 
 PER_PAGE = 24
 HOME_SHOWN = 8
@@ -45,8 +46,18 @@ def catalog(request):
         return render(request, "shop/catalog.html", {"form": form, "products": [], "categories": []}, status=400)
     page = form.cleaned_data["page"] or 1
     q, category = form.cleaned_data["q"], form.cleaned_data["category"] or None
-    if q:  # a search scans the catalog; its results are not cached
-        products, total = mongo.list_products(page=page, per_page=PER_PAGE, category=category, query=q)
+    if q:  # answered from the search index (core/search.py), throttled per client
+        allowed, wait = allow_search(request)
+        if not allowed:
+            response = render(request, "shop/catalog.html", {
+                "form": form, "products": [], "categories": mongo.categories(), "q": q, "total": 0, "page": 1,
+                "pages": 1, "throttled": True}, status=429)
+            response["Retry-After"] = str(max(1, int(wait or 1)))
+            return response
+        ids = _search_ids(q, category)
+        shown = ids[(page - 1) * PER_PAGE:page * PER_PAGE]
+        found = products_cache.summaries(shown)
+        products, total = [found[i] for i in shown if i in found], len(ids)
     else:
         key = "catalog:" + hashlib.sha256(f"{category or ''}|{page}".encode()).hexdigest()[:32]
         products, total = cache.get(key) or (None, None)
@@ -69,6 +80,21 @@ def _catalog_card(doc: dict) -> dict:
     """A card plus a quoted review line (unless the headline already is that line: no title)."""
     return {**products_cache.card(doc["_id"], doc),
             "sample_summary": (doc.get("sample_summary") or "") if str(doc.get("title") or "").strip() else ""}
+
+
+SEARCH_CACHE_S = 60
+
+
+def _search_ids(q: str, category: str | None) -> list[str]:
+    """Ranked ids of a search, kept a minute so paging through results reads the index once."""
+    words = " ".join(search.query_keys(q))
+    key = "search:" + hashlib.sha256(f"{products_cache.cache_generation()}|{category or ''}|{words}".encode()
+                                     ).hexdigest()[:32]
+    ids = cache.get(key)
+    if ids is None:
+        ids = mongo.search_ids(q, category=category)
+        cache.set(key, ids, SEARCH_CACHE_S)
+    return ids
 
 
 @require_GET
@@ -262,7 +288,12 @@ def dashboard(request):
         cache.set(key, summary, 60)
     version = artifacts.current_version()
     metrics = artifacts.read_metrics(version)  # {} while a version is still being copied
+    try:  # live: the workers' own per-event measurements, summed over the last hour (no cache)
+        fresh = freshness.summary()
+    except redis.RedisError as exc:
+        fresh = {"n": 0, "minutes": freshness.WINDOW_MINUTES, "error": exc.__class__.__name__}
     return render(request, "shop/dashboard.html", {
+        "freshness": fresh,
         "summary": summary, "summary_pretty": json.dumps(summary.get("counts", {}), indent=2),
         "analyses": _analyses(summary),
         "version": version, "metrics": metrics, "metrics_rows": _metric_rows(metrics),

@@ -2,6 +2,7 @@
 metrics and pipeline runs mirrored from MongoDB (by the sync command, and by the lists themselves when opened)."""
 from __future__ import annotations
 
+import re
 from io import StringIO
 
 import pytest
@@ -86,3 +87,177 @@ def test_admin_lists_refresh_from_mongodb_without_the_command(site, client, make
     runs = client.get(f"/admin/shop/pipelinerun/?q={run_id}").content.decode()
     assert run_id in runs and '<td class="field-job">load</td>' in runs
     assert PipelineRun.objects.get(key=f"{run_id}:load").counts["counts_in"] == {"lines": 7}
+
+
+@pytest.mark.parametrize("model", ["pipelinerun", "modelversion"])
+def test_pipeline_records_are_read_only(site, client, make_user, model):
+    """Staff see runs and versions but cannot add, edit or delete them (the pipeline owns them)."""
+    from shop.models import ModelVersion, PipelineRun
+
+    call_command("sync_pipeline_records", stdout=StringIO())
+    client.force_login(make_user(staff=True))  # a superuser: every permission Django can give
+    listing = client.get(f"/admin/shop/{model}/").content.decode()
+    assert f'href="/admin/shop/{model}/add/"' not in listing  # neither the button nor the sidebar's link
+    assert client.get(f"/admin/shop/{model}/add/").status_code == 403
+    obj = (PipelineRun if model == "pipelinerun" else ModelVersion).objects.first()
+    change = client.get(f"/admin/shop/{model}/{obj.pk}/change/")
+    assert change.status_code == 200 and 'name="_save"' not in change.content.decode()  # a view, no form
+    before = {f.name: getattr(obj, f.name) for f in obj._meta.fields}
+    assert client.post(f"/admin/shop/{model}/{obj.pk}/change/", {"status": "edited", "engine": "edited"}
+                       ).status_code == 403
+    assert client.post(f"/admin/shop/{model}/{obj.pk}/delete/", {"post": "yes"}).status_code == 403
+    obj.refresh_from_db()
+    assert {f.name: getattr(obj, f.name) for f in obj._meta.fields} == before
+    assert 'value="delete_selected"' not in listing
+
+
+def _topn_of(site, user_id: str) -> list[dict]:
+    """The list training wrote for a batch user (what publish loaded), from the model's files."""
+    import json
+
+    from core import artifacts
+
+    with open(artifacts.models_dir() / site.model_version / "topn.jsonl") as f:
+        for line in f:
+            doc = json.loads(line)
+            if doc["_id"] == user_id:
+                return doc["items"]
+    raise AssertionError(f"no list for {user_id}")
+
+
+def test_user_page_shows_ratings_and_current_list_with_reasons(site, client, make_user, ratings_probe,
+                                                               process_published):
+    reviewer, _ = site.reviewer_counts().most_common(1)[0]
+    shopper = make_user(reviewer_id=reviewer)
+    staff = make_user(staff=True)
+    client.force_login(staff)
+    page = client.get(f"/admin/auth/user/{shopper.pk}/change/").content.decode()
+    rated = {r.product_id: r.rating for rs in site.reviews.values() for r in rs if r.user_id == reviewer}
+    section = page.split('class="recsys-ratings"', 1)[1].split("</table>", 1)[0]
+    assert sorted(re.findall(r"<code>([^<]+)</code></td><td>(\d) ★", section)) == \
+        sorted((p, str(r)) for p, r in rated.items())
+    listed = page.split('class="recsys-list"', 1)[1].split("</ol>", 1)[0]
+    items = _topn_of(site, reviewer)
+    assert re.findall(r"<code>([^<]+)</code>", listed) == [i["product_id"] for i in items]
+    for item in items:  # each reason names the product it comes from, by title when the data has one
+        because = escape(site.titles.get(item["because"]) or item["because"])
+        assert f"because they rated {because}" in listed
+    assert f"model {site.model_version}" in page and "from event batch" in page
+
+    # a live rating: the page shows it and the worker's new list, read from MongoDB at once
+    product = next(p for p in site.order("Gift Cards") if p not in rated)
+    client.force_login(shopper)
+    mark = ratings_probe.mark()
+    posted = client.post("/api/ratings/", {"product_id": product, "rating": 5}, content_type="application/json")
+    assert posted.status_code == 202
+    process_published(mark)
+    client.force_login(staff)
+    page = client.get(f"/admin/auth/user/{shopper.pk}/change/").content.decode()
+    assert re.search(rf"<code>{product}</code></td><td>5 ★", page)
+    assert f"from event {posted.json()['event_id']}" in page
+
+
+def test_make_current_rolls_back_through_the_publish_job(site, client, make_user):
+    """An earlier version made current again: CURRENT, the lists and the records all say so."""
+    import shutil
+
+    from django.contrib.admin.models import LogEntry
+
+    from core import artifacts, mongo
+    from shop.models import ModelVersion
+
+    current = site.model_version
+    assert artifacts.current_version() == current
+    # an "earlier" version: the same trained files under another name, recorded as training records it
+    earlier = f"{current}-earlier"
+    shutil.copytree(artifacts.models_dir() / current, artifacts.models_dir() / earlier)
+    mongo.record_model_version(earlier, {"engine": "ease", "metrics": artifacts.load_metrics(current),
+                                         "published": False})
+    staff = make_user(staff=True)
+    client.force_login(staff)
+    try:
+        call_command("sync_pipeline_records", stdout=StringIO())
+        pk = ModelVersion.objects.get(version=earlier).pk
+        listing = client.get("/admin/shop/modelversion/").content.decode()
+        assert 'value="make_current"' in listing
+        response = client.post("/admin/shop/modelversion/", {"action": "make_current", "_selected_action": [pk]},
+                               follow=True)
+        assert response.status_code == 200
+        assert artifacts.current_version() == earlier
+        doc = mongo.get_db()[mongo.MODEL_VERSIONS].find_one({"_id": earlier})
+        assert doc["published"] is True and doc["replaced"] == current and doc["made_current_by"] == staff.username
+        run = mongo.get_db()[mongo.PIPELINE_RUNS].find_one({"_id": f"{doc['made_current_run']}:publish"})
+        assert run["status"] == "published" and run["requested_by"] == staff.username
+        # the publish job's own work: the version's lists are what users are served now
+        some_user = next(iter(site.reviewer_counts()))
+        assert mongo.get_recommendations(some_user)["model_version"] == earlier
+        log = LogEntry.objects.filter(object_id=str(pk), user=staff).latest("action_time")
+        assert f"Made current by {staff.username}" in log.get_change_message() and f"replacing {current}" in \
+            log.get_change_message()
+        detail = client.get(f"/admin/shop/modelversion/{pk}/change/").content.decode()
+        assert f"{staff.username} at " in detail
+        # only staff with the right to change model versions may do it
+        plain_staff = make_user()
+        plain_staff.is_staff = True
+        plain_staff.save()
+        from django.contrib.auth.models import Permission
+
+        plain_staff.user_permissions.add(Permission.objects.get(codename="view_modelversion"))
+        client.force_login(plain_staff)
+        assert 'value="make_current"' not in client.get("/admin/shop/modelversion/").content.decode()
+    finally:  # roll forward again the same way, so the rest of the session is served what it expects
+        client.force_login(staff)
+        call_command("sync_pipeline_records", stdout=StringIO())
+        client.post("/admin/shop/modelversion/", {
+            "action": "make_current", "_selected_action": [ModelVersion.objects.get(version=current).pk]})
+        assert artifacts.current_version() == current
+
+
+def test_dashboard_shows_live_freshness_from_the_workers(site, client, make_user, ratings_probe, monkeypatch):
+    """A real worker processes ratings; the dashboard's last-hour p50/p99 are its measurements."""
+    import math
+    import threading
+    import time
+    import uuid
+
+    from core import freshness, list_state, mongo
+    from kafka_workers import worker
+
+    r = list_state.client()
+    for key in r.scan_iter(match=f"recsys:{mongo.get_db().name}:freshness:*"):
+        r.delete(key)  # this session's own keys: what other tests' workers measured
+    assert "No ratings processed in the last 60 minutes." in client.get("/dashboard/").content.decode()
+
+    monkeypatch.setenv("KAFKA_WORKER_GROUP", f"it-freshness-{uuid.uuid4().hex[:6]}")
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(stats=worker.run(stop, name="it-freshness")), daemon=True)
+    thread.start()
+    user = make_user()
+    client.force_login(user)
+    events = []
+    for product in site.order("Gift Cards")[:6]:
+        posted = client.post("/api/ratings/", {"product_id": product, "rating": 4}, content_type="application/json")
+        assert posted.status_code == 202
+        events.append(posted.json()["event_id"])
+    deadline = time.monotonic() + 120  # a guard against a hang, not a speed check
+    while not all((mongo.get_rating(e) or {}).get("state") == "processed" for e in events):
+        assert time.monotonic() < deadline and thread.is_alive(), "the worker did not process the ratings"
+        time.sleep(0.2)
+    stop.set()
+    thread.join(30)
+    latencies = sorted(result["stats"].latencies)
+    # the new group reads the topic from the start: ratings earlier tests published but never
+    # processed are processed (and measured) too
+    assert len(latencies) >= len(events)
+
+    page = client.get("/dashboard/").content.decode()
+    section = page.split('id="freshness"', 1)[1].split("</section>", 1)[0]
+    n = re.search(r"(\d+) ratings? measured by the workers", section)
+    assert n and int(n.group(1)) == len(latencies)
+
+    def expected(q: float) -> float:  # the bucket the worker's own q-quantile falls in
+        return round(freshness.bucket_upper_ms(freshness.bucket(latencies[math.ceil(q * len(latencies)) - 1] * 1000)), 1)
+
+    assert f"p50 <strong>{expected(0.5)} ms</strong>" in section
+    assert f"p99 <strong>{expected(0.99)} ms</strong>" in section

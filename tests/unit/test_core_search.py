@@ -1,0 +1,32 @@
+"""core.search: how a query is split into index keys and how postings are intersected and ranked."""
+from __future__ import annotations
+
+from core import search
+
+
+def _doc(ids: list[str], tiers: str, ranks: list[int], cats: list[str], cat: list[int]) -> dict:
+    return {"ids": " ".join(ids), "tiers": tiers, "ranks": " ".join(map(str, ranks)), "cats": cats,
+            "cat": " ".join(map(str, cat))}
+
+
+def test_words_are_lower_case_letters_and_digits_in_any_script():
+    assert search.words("Café Über-Cool 2-Pack_x! $where") == ["café", "über", "cool", "2", "pack", "x", "where"]
+    assert search.words("a" * (search.MAX_WORD + 1)) == []
+    assert search.query_keys("Guitar guitar STRINGS " + " ".join(f"w{i}" for i in range(20))) == \
+        ["guitar", "strings", *[f"w{i}" for i in range(search.MAX_QUERY_WORDS - 2)]]
+    assert search.query_keys(".*|()") == []
+
+
+def test_one_word_keeps_the_index_order_and_filters_by_category():
+    p = search.Postings(_doc(["B", "A", "C"], "100", [5, 0, 9], ["Music", "Cards"], [0, 1, 0]))
+    assert search.rank([p]) == ["B", "A", "C"]
+    assert search.rank([p], "Music") == ["B", "C"] and search.rank([p], "Toys") == []
+
+
+def test_several_words_need_all_and_rank_title_brand_category_matches_first():
+    guitar = search.Postings(_doc(["G1", "G2", "X", "R1"], "1100", [3, 7, 1, 2], ["M"], [0, 0, 0, 0]))
+    strap = search.Postings(_doc(["G2", "R1", "G1", "Y"], "1100", [7, 2, 3, 4], ["M"], [0, 0, 0, 0]))
+    # G2: both words by title (2); R1 (strap) and G1 (guitar) one each: popularity rank decides
+    assert search.rank([guitar, strap]) == ["G2", "R1", "G1"]
+    assert search.rank([guitar, search.Postings({"ids": "", "tiers": "", "ranks": "", "cats": [], "cat": ""})]) == []
+    assert search.rank([]) == []
