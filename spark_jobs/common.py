@@ -1,9 +1,9 @@
-"""What every Spark job shares: the session, the repo on the import path, and the job's CLI frame.
+"""What every Spark job shares: the session, the code on the executors, and the job's CLI frame.
 
-Each job module is runnable as ``spark-submit spark_jobs/<job>.py ...`` (locally or on a cluster
-given by ``SPARK_MASTER``) and importable for tests. ``spark-submit`` runs a file as a script, so
-the repository root is put on ``sys.path`` here for ``core`` to import; on a cluster, ship the code
-with ``--py-files`` (see README).
+Each job module is runnable as ``spark-submit --py-files <zip> spark_jobs/<job>.py ...`` (locally
+or on a cluster given by ``SPARK_MASTER``) and importable for tests. The driver imports ``core`` and
+``spark_jobs`` as the installed package (bin/setup: ``pip install -e .``); the executors get them
+from the zip of spark_jobs/pyfiles.py, which bin/pipeline and the DAG pass to ``--py-files``.
 """
 from __future__ import annotations
 
@@ -11,11 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from core.settings import get_settings  # noqa: E402
+from core.settings import get_settings
 
 
 def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str | None = None):
@@ -48,24 +44,27 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     )
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
-    _ship_core(session)
+    _ship_code(session)
     checkpoint = checkpoint_dir or str(settings.local_dir / "spark-checkpoints")
     Path(checkpoint).mkdir(parents=True, exist_ok=True) if "://" not in checkpoint else None
     session.sparkContext.setCheckpointDir(checkpoint)
     return session
 
 
-def _ship_core(session) -> None:
-    """Make ``core`` importable in the Python workers (executors), on a cluster as locally."""
-    import shutil
-    import tempfile
+def _ship_code(session) -> None:
+    """Make ``core`` and ``spark_jobs`` importable in the Python workers when spark-submit did not.
 
-    if getattr(session, "_core_shipped", False):
+    ``spark-submit --py-files`` (bin/pipeline, the DAG) already shipped the zip; a session made
+    in-process (tests, benchmarks) ships it here.
+    """
+    from spark_jobs import pyfiles
+
+    if getattr(session, "_code_shipped", False):
         return
-    tmp = Path(tempfile.mkdtemp(prefix="core-pyfiles-"))
-    archive = shutil.make_archive(str(tmp / "core"), "zip", root_dir=str(ROOT), base_dir="core")
-    session.sparkContext.addPyFile(archive)
-    session._core_shipped = True
+    submitted = session.sparkContext.getConf().get("spark.submit.pyFiles", "") or ""
+    if pyfiles.PREFIX not in submitted:
+        session.sparkContext.addPyFile(str(pyfiles.build()))
+    session._code_shipped = True
 
 
 def run_id_arg(parser) -> None:

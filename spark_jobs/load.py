@@ -12,9 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script by spark-submit: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F

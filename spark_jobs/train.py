@@ -28,9 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script by spark-submit: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -14,8 +14,6 @@ from urllib.parse import unquote, urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BASE_DIR.parent
-if str(REPO_ROOT) not in sys.path:  # the shared core package
-    sys.path.insert(0, str(REPO_ROOT))
 
 from core.settings import get_settings  # noqa: E402
 
