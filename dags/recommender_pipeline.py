@@ -31,9 +31,9 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
   Without the connection the provider silently falls back to ``--master yarn``; the tasks refuse
   to start instead. Do not put ``spark-binary`` in the connection's extra: the provider only
   accepts bare names there (spark-submit, spark2-submit, spark3-submit); the binary is set here.
-  Note that spark_jobs/common.spark_session sets the master from ``SPARK_MASTER`` (default
-  ``local[*]``) inside the job, which takes precedence over ``--master``: keep ``SPARK_MASTER``
-  equal to the connection's master (docker-compose sets both).
+  The connection decides: spark_jobs/common.spark_session keeps the ``--master`` that
+  spark-submit was given and reads ``SPARK_MASTER`` (default ``local[*]``) only when a job runs
+  without one (tests, benchmarks). docker-compose sets both to the same master.
 - ``SPARK_SUBMIT_BINARY`` -- the spark-submit to run; default ``<app venv>/bin/spark-submit``.
 - ``APP_VENV`` -- the app's virtualenv; default: the one holding ``APP_PYTHON`` when that is set,
   else ``$LOCAL_DIR/venv`` (``LOCAL_DIR`` default ``<repo>/.local``).
