@@ -41,6 +41,8 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", os.environ.get("SPARK_UI_ENABLED", "false"))
         .config("spark.sql.files.maxPartitionBytes", os.environ.get("SPARK_MAX_PARTITION_BYTES", "128m"))
+        # from the context's start (Spark >= 3.5): setLogLevel below comes after its INFO lines
+        .config("spark.log.level", os.environ.get("SPARK_LOG_LEVEL", "WARN"))
     )
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
@@ -73,3 +75,4 @@ def run_id_arg(parser) -> None:
 
     parser.add_argument("--run-id", default=time.strftime("run-%Y%m%dT%H%M%S", time.gmtime()),
                         help="id shared by all jobs of one pipeline run (default: from the clock)")
+
