@@ -7,9 +7,12 @@ from the zip of spark_jobs/pyfiles.py, which bin/pipeline and the DAG pass to ``
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from core.settings import get_settings
 
@@ -76,3 +79,36 @@ def run_id_arg(parser) -> None:
     parser.add_argument("--run-id", default=time.strftime("run-%Y%m%dT%H%M%S", time.gmtime()),
                         help="id shared by all jobs of one pipeline run (default: from the clock)")
 
+
+def run_job(name: str, doc: str | None, argv: list[str] | None,
+            work: Callable[[Any, argparse.Namespace], dict[str, Any]], *,
+            options: Callable[[argparse.ArgumentParser], None] | None = None,
+            failures: tuple[type[Exception], ...] = (),
+            summary: Callable[[dict[str, Any]], str] | None = None) -> int:
+    """The main() of every Spark job: its CLI, one session, its record, its exit status.
+
+    ``work(spark, args)`` does the job and returns its record. A failure the job declares (an
+    unbalanced count, no data) is recorded as ``{"status": "failed"}`` and exits 1, so Airflow
+    retries and the admin shows why; anything else propagates. The session is stopped however the
+    job ends.
+    """
+    from spark_jobs.reconcile import write_record
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    if options is not None:
+        options(parser)
+    run_id_arg(parser)
+    args = parser.parse_args(argv)
+    spark = spark_session(name)
+    try:
+        record = work(spark, args)
+    except failures as exc:
+        write_record(args.run_id, name, {"status": "failed", "error": str(exc)})
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+    write_record(args.run_id, name, record)
+    if summary is not None:
+        print(summary(record))
+    return 0

@@ -11,7 +11,6 @@ partition, so the load scales with the cluster.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,8 +20,7 @@ from pyspark.sql import functions as F
 
 from core import mongo
 from core.settings import get_settings
-from spark_jobs.common import run_id_arg, spark_session
-from spark_jobs.reconcile import write_record
+from spark_jobs.common import run_job
 
 MAX_REVIEW_PAGES = 50  # the site pages through a product's 500 most helpful reviews
 SEARCH_TEXT_CHARS = 2000
@@ -185,16 +183,8 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    run_id_arg(parser)
-    args = parser.parse_args(argv)
-    spark = spark_session("mongo_load")
-    try:
-        record = mongo_load(spark, str(get_settings().data_dir / "clean"), args.run_id)
-    finally:
-        spark.stop()
-    write_record(args.run_id, "mongo_load", record)
-    return 0
+    return run_job("mongo_load", __doc__, argv,
+                   lambda spark, args: mongo_load(spark, str(get_settings().data_dir / "clean"), args.run_id))
 
 
 if __name__ == "__main__":
