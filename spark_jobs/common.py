@@ -1,9 +1,10 @@
 """What every Spark job shares: the session, the code on the executors, and the job's CLI frame.
 
 Each job module is runnable as ``spark-submit --py-files <zip> spark_jobs/<job>.py ...`` (locally
-or on a cluster given by ``SPARK_MASTER``) and importable for tests. The driver imports ``core`` and
-``spark_jobs`` as the installed package (bin/setup: ``pip install -e .``); the executors get them
-from the zip of spark_jobs/pyfiles.py, which bin/pipeline and the DAG pass to ``--py-files``.
+or on a cluster given by ``SPARK_MASTER``) and importable for tests. Under spark-submit the driver
+and the executors import ``core`` and ``spark_jobs`` from that zip (spark_jobs/pyfiles.py; bin/pipeline
+and the DAG build it); a session made in-process imports the installed package (bin/setup:
+``pip install -e .``) and ships the zip to its executors itself.
 """
 from __future__ import annotations
 
