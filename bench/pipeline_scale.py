@@ -38,10 +38,9 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # bench.gen_reviews here; spark_jobs in the engine comparison
+from bench.gen_reviews import manifest_differences
 
-from bench.gen_reviews import manifest_differences  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("LOCAL_DIR", ROOT / ".local")) / "venv"
 FULL_2018 = 233_100_000
 GB = 1024 ** 3
@@ -410,7 +409,6 @@ def extrapolate(results: list[dict]) -> None:
     # where the single-node engine stops: train's own estimate, at the users/items per interaction measured
     big = next((r for r in reversed(results) if (r.get("train") or {}).get("counts")), None)
     if big:
-        sys.path.insert(0, str(ROOT))
         from spark_jobs.train import SINGLE_NODE_MEMORY, single_node_bytes
 
         c = big["train"]["counts"]
@@ -489,7 +487,6 @@ def main(argv: list[str] | None = None) -> int:
         print("pipeline_scale: interrupted; reporting what was measured")
     finally:
         try:
-            sys.path.insert(0, str(ROOT))
             os.environ["MONGO_DB"] = db
             from core import mongo
 

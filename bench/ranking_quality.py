@@ -48,7 +48,6 @@ def isolate(work: Path) -> str:
     os.environ["DATA_DIR"] = str(work / "data")
     os.environ["ARTIFACTS_DIR"] = str(work / "artifacts")
     os.environ["EDA_DIR"] = str(work / "eda")
-    sys.path.insert(0, str(ROOT))
     from core.settings import get_settings
 
     get_settings.cache_clear()

@@ -26,14 +26,11 @@ import re
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 from pymongo import ASCENDING, DESCENDING
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core import mongo, search  # noqa: E402
+from core import mongo, search
 
 N_CATEGORIES = 30
 PER_PAGE = 24

@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.artifacts import Model  # noqa: E402
-from core.recommend import recommend, recommend_many, similar_items, similar_many  # noqa: E402
+from core.artifacts import Model
+from core.recommend import recommend, recommend_many, similar_items, similar_many
 
 
 def histories(rng: np.random.Generator, n_users: int, n_items: int) -> sp.csr_matrix:

@@ -34,13 +34,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+import psutil
+
+from bench.site_server import running_site
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import aiohttp  # noqa: E402
-import psutil  # noqa: E402
-
-from bench.site_server import running_site  # noqa: E402
 
 TARGETS_MS = {"recommendations API": 50.0, "product page": 100.0}
 ACCESS_FORMAT = "bench|%(m)s|%(U)s|%(s)s|%(D)s"  # method, path, status, microseconds in the worker

@@ -39,13 +39,11 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import aiohttp
+import psutil
 
-import aiohttp  # noqa: E402
-import psutil  # noqa: E402
-
-from bench.site_load import PASSWORD, catalog_ids, ensure_data, login  # noqa: E402
-from bench.site_server import SERVICES, free_port, running_site  # noqa: E402
+from bench.site_load import PASSWORD, catalog_ids, ensure_data, login
+from bench.site_server import SERVICES, free_port, running_site
 
 FAULTS = ((0.20, "broker restart"), (0.45, "worker kill -9"), (0.70, "MongoDB stopped 30 s"))
 DOCUMENTED_5XX = {503}

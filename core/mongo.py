@@ -798,13 +798,6 @@ def record_model_version(version: str, doc: dict[str, Any], db: Database | None 
     db[MODEL_VERSIONS].update_one({"_id": version}, {"$set": {**doc, "_id": version}}, upsert=True)
 
 
-def current_model_version(db: Database | None = None) -> str | None:
-    """The newest published version, which workers and the site poll to hot-reload models."""
-    db = db if db is not None else get_db()
-    doc = db[MODEL_VERSIONS].find_one({"published": True}, sort=[("published_at", DESCENDING)])
-    return doc["_id"] if doc else None
-
-
 # --- pipeline runs --------------------------------------------------------------------------
 
 def record_pipeline_run(run_id: str, job: str, doc: dict[str, Any], db: Database | None = None) -> None:

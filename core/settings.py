@@ -10,7 +10,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def _project_root() -> Path:
+    """The repository, where ``.local/`` and ``data/demo/`` are unless the environment says otherwise.
+
+    That is the folder above this package, except in a spark-submit driver: it imports ``core`` from
+    the ``--py-files`` zip (spark_jobs/pyfiles.py), which is no folder; bin/pipeline runs
+    spark-submit from the repository and the DAG hands the jobs ``LOCAL_DIR``.
+    """
+    above = Path(__file__).resolve().parent.parent
+    return above if above.is_dir() else Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
 
 
 def _env(name: str, default: str) -> str:

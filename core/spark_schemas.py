@@ -1,4 +1,4 @@
-"""Explicit Spark schemas of the Amazon review files and of the project's clean records.
+"""The explicit Spark schema load reads the Amazon review and metadata files with.
 
 Raw fields are read as strings on purpose: Spark's JSON reader turns a whole record into nulls when
 one field does not fit its declared type, which is how a public attempt silently lost 32.6M rows
@@ -8,7 +8,7 @@ value be quarantined with its own reason instead. Only the fields the pipeline u
 from __future__ import annotations
 
 from pyspark.sql.types import (
-    ArrayType, BooleanType, DoubleType, IntegerType, LongType, MapType, StringType, StructField, StructType,
+    ArrayType, MapType, StringType, StructField, StructType,
 )
 
 S = StringType()
@@ -34,33 +34,4 @@ RAW_LINE = StructType([
     StructField("description", S), StructField("imUrl", S), StructField("image", S),
     StructField("images", S), StructField("also_buy", ArrayType(S)), StructField("related", S),
     StructField("bought_together", S),
-])
-
-# What load writes: one typed row per usable review line.
-REVIEW = StructType([
-    StructField("user_id", S, False), StructField("product_id", S, False),
-    StructField("rating", DoubleType(), False), StructField("ts", LongType(), False),
-    StructField("review_text", S, False), StructField("summary", S, False),
-    StructField("helpful_votes", LongType(), False), StructField("total_votes", LongType(), False),
-    StructField("verified", BooleanType(), False), StructField("reviewer_name", S, False),
-    StructField("category", S, False), StructField("source_format", S, False),
-    StructField("source_file", S, False), StructField("line_hash", S, False),
-])
-
-# What clean adds to a review.
-CLEAN_REVIEW_EXTRA = [
-    StructField("text_clean", S, False), StructField("summary_clean", S, False),
-    StructField("year", IntegerType(), False),
-]
-
-PRODUCT = StructType([
-    StructField("product_id", S, False), StructField("title", S, False), StructField("brand", S, False),
-    StructField("price", DoubleType(), False), StructField("category", S, False),
-    StructField("categories", ArrayType(S), False), StructField("description", S, False),
-    StructField("image", S, False), StructField("also_buy", ArrayType(S), False),
-    StructField("source_file", S, False),
-])
-
-QUARANTINE = StructType([
-    StructField("reason", S, False), StructField("source_file", S, False), StructField("raw_line", S, True),
 ])

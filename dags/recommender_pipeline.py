@@ -1,8 +1,9 @@
 """The daily batch pipeline: load -> clean -> mongo_load -> eda -> train -> evaluate -> publish.
 
-Each Spark step is ``spark-submit spark_jobs/<job>.py ... --run-id <id>`` through the Spark
-provider's SparkSubmitOperator, exactly what ``bin/pipeline`` does by hand, so a run behaves the
-same from the shell and from Airflow. ``evaluate`` is not a Spark job: ``train`` evaluates the
+Each Spark step is ``spark-submit --py-files <zip> spark_jobs/<job>.py ... --run-id <id>`` through
+the Spark provider's SparkSubmitOperator, exactly what ``bin/pipeline`` does by hand, so a run
+behaves the same from the shell and from Airflow (the zip of core/ and spark_jobs/ is built from the
+installed package right before each submit, see spark_jobs/pyfiles.py). ``evaluate`` is not a Spark job: ``train`` evaluates the
 model itself and writes its record (``$DATA_DIR/runs/<run id>/train.json``, see
 spark_jobs/reconcile.write_record); ``evaluate`` reads that file and hands the model version and
 its metrics to ``publish`` through XCom. The publish gate (is the new model good enough?) is
@@ -30,9 +31,9 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
   Without the connection the provider silently falls back to ``--master yarn``; the tasks refuse
   to start instead. Do not put ``spark-binary`` in the connection's extra: the provider only
   accepts bare names there (spark-submit, spark2-submit, spark3-submit); the binary is set here.
-  Note that spark_jobs/common.spark_session sets the master from ``SPARK_MASTER`` (default
-  ``local[*]``) inside the job, which takes precedence over ``--master``: keep ``SPARK_MASTER``
-  equal to the connection's master (docker-compose sets both).
+  The connection decides: spark_jobs/common.spark_session keeps the ``--master`` that
+  spark-submit was given and reads ``SPARK_MASTER`` (default ``local[*]``) only when a job runs
+  without one (tests, benchmarks). docker-compose sets both to the same master.
 - ``SPARK_SUBMIT_BINARY`` -- the spark-submit to run; default ``<app venv>/bin/spark-submit``.
 - ``APP_VENV`` -- the app's virtualenv; default: the one holding ``APP_PYTHON`` when that is set,
   else ``$LOCAL_DIR/venv`` (``LOCAL_DIR`` default ``<repo>/.local``).
@@ -46,7 +47,8 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
 - The jobs' own settings (``DATA_DIR``, ``ARTIFACTS_DIR``, ``MONGO_URI``, ``MONGO_DB``,
   ``LOCAL_DIR``, ``KAFKA_*``, ``SPARK_MASTER``, ...) are handed to every spark-submit when set
   (``env_vars``: in client mode spark-submit would inherit them anyway; on YARN/Kubernetes the
-  provider turns them into the driver's environment).
+  provider turns them into the driver's environment). ``LOCAL_DIR`` is handed on always, the
+  DAG's own: the jobs import core from the ``--py-files`` zip, which knows no repository.
 
 Params (trigger with config): ``inputs`` (list of files or globs; relative paths are taken from
 the repository), ``engine`` (auto|spark|implicit, for train), ``force_publish`` (bool).
@@ -61,7 +63,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -72,13 +73,13 @@ from airflow.exceptions import AirflowFailException, AirflowNotFoundException
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, BaseHook, Param, task
 
-APP_ROOT = Path(os.environ.get("APP_ROOT") or Path(__file__).resolve().parent.parent)
-if str(APP_ROOT) not in sys.path:  # core/ lives in the repository, not in the Airflow venv
-    sys.path.insert(0, str(APP_ROOT))
+# The app's package is installed in the Airflow venv without its dependencies (bin/services install
+# airflow, docker/airflow.Dockerfile): core.settings and spark_jobs.pyfiles use only the standard
+# library, and the DAG and the jobs then agree on every default (DATA_DIR, LOCAL_DIR, DEMO_INPUT).
+from core.settings import get_settings
+from spark_jobs import pyfiles
 
-# core.settings uses only the standard library, so it imports in the Airflow venv too; the DAG and
-# the jobs then agree on every default (DATA_DIR, LOCAL_DIR, DEMO_INPUT).
-from core.settings import get_settings  # noqa: E402
+APP_ROOT = Path(os.environ.get("APP_ROOT") or Path(__file__).resolve().parent.parent)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ def job_env() -> dict[str, str]:
     """What every spark-submit gets: the app's Python and the jobs' settings that are set here."""
     env = {name: os.environ[name] for name in JOB_ENV_VARS if os.environ.get(name)}
     env["PYSPARK_PYTHON"] = app_python()
+    # The jobs import core from the --py-files zip, which knows no repository to default to.
+    env.setdefault("LOCAL_DIR", str(get_settings().local_dir))
     if "@" in env.get("MONGO_URI", ""):  # credentials: keep them out of logs and rendered fields
         from airflow.sdk.log import mask_secret
 
@@ -156,7 +159,7 @@ def force_args(params: Mapping[str, Any]) -> list[str]:
 
 
 class SparkJobOperator(SparkSubmitOperator):
-    """``spark-submit spark_jobs/<job>.py`` with the app's binary, Python and settings.
+    """``spark-submit --py-files <zip> spark_jobs/<job>.py`` with the app's binary, Python and settings.
 
     ``args_from_params`` adds arguments that Jinja cannot express in ``application_args`` (a list
     param spliced into repeated ``--input`` flags, a flag present only when a param is true).
@@ -187,6 +190,8 @@ class SparkJobOperator(SparkSubmitOperator):
             ) from exc
         if self.args_from_params is not None:
             self.application_args = [*self.args_from_params(context["params"]), *(self.application_args or [])]
+        # core/ and spark_jobs/ for the executors (and a cluster's driver), as bin/pipeline ships them
+        self.py_files = str(pyfiles.build())
         return super().execute(context)
 
 

@@ -15,8 +15,13 @@ RUN pip install --no-cache-dir -r /opt/requirements-airflow.txt \
  && python -m venv /opt/app-venv \
  && /opt/app-venv/bin/pip install --no-cache-dir -r /opt/requirements-app.txt
 
+COPY --chown=airflow:root pyproject.toml /opt/app/pyproject.toml
 COPY --chown=airflow:root core /opt/app/core
 COPY --chown=airflow:root spark_jobs /opt/app/spark_jobs
 COPY --chown=airflow:root recsite /opt/app/recsite
 COPY --chown=airflow:root data /opt/app/data
 COPY --chown=airflow:root dags /opt/airflow/dags
+# The project's packages into both: the app venv runs the jobs, Airflow's Python parses the DAG
+# (which imports core.settings and spark_jobs.pyfiles, standard library only; no dependencies).
+RUN /opt/app-venv/bin/pip install --no-cache-dir --no-deps -e /opt/app \
+ && pip install --no-cache-dir --no-deps -e /opt/app

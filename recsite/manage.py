@@ -2,12 +2,9 @@
 """Django's command-line utility for the recsite project."""
 import os
 import sys
-from pathlib import Path
 
 
 def main() -> None:
-    # The repository root holds the shared ``core`` package.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
     from django.core.management import execute_from_command_line
 

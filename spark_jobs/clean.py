@@ -12,20 +12,15 @@ back, so the balance (rows in = rows written + duplicates removed) fails if rows
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script by spark-submit: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.settings import get_settings
-from spark_jobs.common import run_id_arg, spark_session
-from spark_jobs.reconcile import Unbalanced, check_and_print, write_record
+from spark_jobs.common import run_job
+from spark_jobs.reconcile import Unbalanced, check_and_print
 from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
 
@@ -99,21 +94,10 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    run_id_arg(parser)
-    args = parser.parse_args(argv)
     data = get_settings().data_dir
-    spark = spark_session("clean")
-    try:
-        record = clean(spark, str(data / "raw"), str(data / "clean"), args.run_id)
-    except Unbalanced as exc:
-        write_record(args.run_id, "clean", {"status": "failed", "error": str(exc)})
-        print(f"clean: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
-    write_record(args.run_id, "clean", record)
-    return 0
+    return run_job("clean", __doc__, argv,
+                   lambda spark, args: clean(spark, str(data / "raw"), str(data / "clean"), args.run_id),
+                   failures=(Unbalanced,))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,21 @@
-"""What every Spark job shares: the session, the repo on the import path, and the job's CLI frame.
+"""What every Spark job shares: the session, the code on the executors, and the job's CLI frame.
 
-Each job module is runnable as ``spark-submit spark_jobs/<job>.py ...`` (locally or on a cluster
-given by ``SPARK_MASTER``) and importable for tests. ``spark-submit`` runs a file as a script, so
-the repository root is put on ``sys.path`` here for ``core`` to import; on a cluster, ship the code
-with ``--py-files`` (see README).
+Each job module is runnable as ``spark-submit --py-files <zip> spark_jobs/<job>.py ...`` (locally
+or on a cluster given by ``SPARK_MASTER``) and importable for tests. Under spark-submit the driver
+and the executors import ``core`` and ``spark_jobs`` from that zip (spark_jobs/pyfiles.py; bin/pipeline
+and the DAG build it); a session made in-process imports the installed package (bin/setup:
+``pip install -e .``) and ships the zip to its executors itself.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from core.settings import get_settings  # noqa: E402
+from core.settings import get_settings
 
 
 def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str | None = None):
@@ -45,27 +45,32 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", os.environ.get("SPARK_UI_ENABLED", "false"))
         .config("spark.sql.files.maxPartitionBytes", os.environ.get("SPARK_MAX_PARTITION_BYTES", "128m"))
+        # from the context's start (Spark >= 3.5): setLogLevel below comes after its INFO lines
+        .config("spark.log.level", os.environ.get("SPARK_LOG_LEVEL", "WARN"))
     )
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
-    _ship_core(session)
+    _ship_code(session)
     checkpoint = checkpoint_dir or str(settings.local_dir / "spark-checkpoints")
     Path(checkpoint).mkdir(parents=True, exist_ok=True) if "://" not in checkpoint else None
     session.sparkContext.setCheckpointDir(checkpoint)
     return session
 
 
-def _ship_core(session) -> None:
-    """Make ``core`` importable in the Python workers (executors), on a cluster as locally."""
-    import shutil
-    import tempfile
+def _ship_code(session) -> None:
+    """Make ``core`` and ``spark_jobs`` importable in the Python workers when spark-submit did not.
 
-    if getattr(session, "_core_shipped", False):
+    ``spark-submit --py-files`` (bin/pipeline, the DAG) already shipped the zip; a session made
+    in-process (tests, benchmarks) ships it here.
+    """
+    from spark_jobs import pyfiles
+
+    if getattr(session, "_code_shipped", False):
         return
-    tmp = Path(tempfile.mkdtemp(prefix="core-pyfiles-"))
-    archive = shutil.make_archive(str(tmp / "core"), "zip", root_dir=str(ROOT), base_dir="core")
-    session.sparkContext.addPyFile(archive)
-    session._core_shipped = True
+    submitted = session.sparkContext.getConf().get("spark.submit.pyFiles", "") or ""
+    if pyfiles.PREFIX not in submitted:
+        session.sparkContext.addPyFile(str(pyfiles.build()))
+    session._code_shipped = True
 
 
 def run_id_arg(parser) -> None:
@@ -93,3 +98,35 @@ def without_deleted_users(reviews):
         return reviews, 0
     ids = reviews.sparkSession.createDataFrame([(u,) for u in deleted], "user_id string")
     return reviews.join(F.broadcast(ids), "user_id", "left_anti"), len(deleted)
+def run_job(name: str, doc: str | None, argv: list[str] | None,
+            work: Callable[[Any, argparse.Namespace], dict[str, Any]], *,
+            options: Callable[[argparse.ArgumentParser], None] | None = None,
+            failures: tuple[type[Exception], ...] = (),
+            summary: Callable[[dict[str, Any]], str] | None = None) -> int:
+    """The main() of every Spark job: its CLI, one session, its record, its exit status.
+
+    ``work(spark, args)`` does the job and returns its record. A failure the job declares (an
+    unbalanced count, no data) is recorded as ``{"status": "failed"}`` and exits 1, so Airflow
+    retries and the admin shows why; anything else propagates. The session is stopped however the
+    job ends.
+    """
+    from spark_jobs.reconcile import write_record
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    if options is not None:
+        options(parser)
+    run_id_arg(parser)
+    args = parser.parse_args(argv)
+    spark = spark_session(name)
+    try:
+        record = work(spark, args)
+    except failures as exc:
+        write_record(args.run_id, name, {"status": "failed", "error": str(exc)})
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+    write_record(args.run_id, name, record)
+    if summary is not None:
+        print(summary(record))
+    return 0

@@ -10,7 +10,6 @@ sees a half-written folder.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -22,9 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-if __package__ in (None, ""):  # run as a script by spark-submit: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import matplotlib
 
 matplotlib.use("Agg")  # no display on a cluster driver or in CI
@@ -33,8 +29,7 @@ from pyspark.sql import Column, DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from core.settings import get_settings  # noqa: E402
-from spark_jobs.common import run_id_arg, spark_session  # noqa: E402
-from spark_jobs.reconcile import write_record  # noqa: E402
+from spark_jobs.common import run_job  # noqa: E402
 
 SENTIMENTS = ("negative", "neutral", "positive")
 SENTIMENT_COLORS = {"negative": "#d62728", "neutral": "#7f7f7f", "positive": "#2ca02c"}
@@ -499,23 +494,13 @@ def run_eda(spark: SparkSession, clean_dir: Path, eda_dir: Path, run_id: str) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    run_id_arg(parser)
-    args = parser.parse_args(argv)
     settings = get_settings()
-    spark = spark_session("eda")
-    try:
-        record = run_eda(spark, settings.data_dir / "clean", settings.eda_dir, args.run_id)
-    except NoData as exc:
-        write_record(args.run_id, "eda", {"status": "failed", "error": str(exc)})
-        print(f"eda: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
-    write_record(args.run_id, "eda", record)
-    print(f"eda: {len(record['analyses'])} analyses in {record['out_dir']} (and {record['latest']}), "
-          f"{record['seconds']} s")
-    return 0
+    return run_job(
+        "eda", __doc__, argv,
+        lambda spark, args: run_eda(spark, settings.data_dir / "clean", settings.eda_dir, args.run_id),
+        failures=(NoData,),
+        summary=lambda record: (f"eda: {len(record['analyses'])} analyses in {record['out_dir']} "
+                                f"(and {record['latest']}), {record['seconds']} s"))
 
 
 if __name__ == "__main__":

@@ -9,13 +9,8 @@ too: such lines are converted to JSON with ``ast.literal_eval`` (core/py_literal
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script by spark-submit: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -25,8 +20,8 @@ from pyspark.sql.types import ArrayType, MapType, StringType, StructField, Struc
 from core import py_literal
 from core.settings import get_settings
 from core.spark_schemas import RAW_LINE
-from spark_jobs.common import run_id_arg, spark_session
-from spark_jobs.reconcile import Unbalanced, check_and_print, write_record
+from spark_jobs.common import run_job
+from spark_jobs.reconcile import Unbalanced, check_and_print
 
 _CORRUPT = "_corrupt"
 _NUM = r"^\s*-?\d+(\.\d+)?\s*$"
@@ -249,23 +244,14 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", action="append", help="file or glob; repeatable (default: the demo file)")
-    run_id_arg(parser)
-    args = parser.parse_args(argv)
     settings = get_settings()
-    inputs = args.input or [settings.demo_input]
-    spark = spark_session("load")
-    try:
-        record = load(spark, inputs, str(settings.data_dir / "raw"), args.run_id)
-    except Unbalanced as exc:
-        write_record(args.run_id, "load", {"status": "failed", "error": str(exc)})
-        print(f"load: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
-    write_record(args.run_id, "load", record)
-    return 0
+    return run_job(
+        "load", __doc__, argv,
+        lambda spark, args: load(spark, args.input or [settings.demo_input], str(settings.data_dir / "raw"),
+                                 args.run_id),
+        options=lambda parser: parser.add_argument(
+            "--input", action="append", help="file or glob; repeatable (default: the demo file)"),
+        failures=(Unbalanced,))
 
 
 if __name__ == "__main__":

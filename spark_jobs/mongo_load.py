@@ -13,21 +13,15 @@ from the executors, one client per partition, so the load scales with the cluste
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script by spark-submit: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core import mongo, search
 from core.settings import get_settings
-from spark_jobs.common import run_id_arg, spark_session, without_deleted_users
-from spark_jobs.reconcile import write_record
+from spark_jobs.common import run_job, without_deleted_users
 
 LIVE_CLOCK_MARGIN_S = 60.0  # ratings stored this long before the load began are replayed too (clock skew)
 MAX_REVIEW_PAGES = 50  # the site pages through a product's 500 most helpful reviews
@@ -310,16 +304,8 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    run_id_arg(parser)
-    args = parser.parse_args(argv)
-    spark = spark_session("mongo_load")
-    try:
-        record = mongo_load(spark, str(get_settings().data_dir / "clean"), args.run_id)
-    finally:
-        spark.stop()
-    write_record(args.run_id, "mongo_load", record)
-    return 0
+    return run_job("mongo_load", __doc__, argv,
+                   lambda spark, args: mongo_load(spark, str(get_settings().data_dir / "clean"), args.run_id))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from core import artifacts, mongo, popular
 from core.settings import get_settings
 from spark_jobs.common import run_id_arg

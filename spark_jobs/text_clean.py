@@ -1,4 +1,4 @@
-"""Text normalisation shared by the clean job and its tests: the analysable copy of review text.
+"""Text normalisation of the clean job: the analysable copy of review text.
 
 URLs first (their punctuation would otherwise leave fragments such as "http www"), then anything
 that is not a letter, digit or whitespace, in any script; then lower case and single spaces.
@@ -23,7 +23,7 @@ NOT_WORD_PATTERN = r"[^\p{L}\p{N}\s]+"
 
 
 def clean_text_col(col: Column) -> Column:
-    """The Spark expression of :func:`clean_text` (both must stay in step; tests compare them)."""
+    """``col`` without URLs and punctuation, lower case, in single spaces ("" for null)."""
     no_urls = F.regexp_replace(F.coalesce(col, F.lit("")), URL_PATTERN, " ")
     words = F.regexp_replace(no_urls, NOT_WORD_PATTERN, " ")
     return F.trim(F.regexp_replace(F.lower(words), r"\s+", " "))

@@ -21,16 +21,12 @@ Steps, all on the clean reviews:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script by spark-submit: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import pyarrow as pa
@@ -41,9 +37,8 @@ from pyspark.sql import functions as F
 
 from core import artifacts, mongo, recommend
 from core.settings import get_settings
-from spark_jobs.common import run_id_arg, spark_session, without_deleted_users
+from spark_jobs.common import run_job, without_deleted_users
 from spark_jobs.evaluation import ease_scorer, factor_scorer, fold_in_ndcg, popularity_scorer, rank_metrics
-from spark_jobs.reconcile import write_record
 from spark_jobs.single_node import EASE_MAX_ITEMS, ease_weights, ials_factors
 
 SINGLE_NODE_MAX_INTERACTIONS = int(os.environ.get("SINGLE_NODE_MAX_INTERACTIONS", "300000000"))
@@ -513,18 +508,12 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: list[str],
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    run_id_arg(parser)
-    parser.add_argument("--engine", default="auto", choices=["auto", "ease", "implicit", "spark"])
-    args = parser.parse_args(argv)
-    spark = spark_session("train")
-    try:
-        record = train(spark, str(get_settings().data_dir / "clean"), args.run_id, args.engine)
-    finally:
-        spark.stop()
-    write_record(args.run_id, "train", record)
-    print(f"train: model version {record['version']} ({record['engine']})")
-    return 0
+    return run_job(
+        "train", __doc__, argv,
+        lambda spark, args: train(spark, str(get_settings().data_dir / "clean"), args.run_id, args.engine),
+        options=lambda parser: parser.add_argument("--engine", default="auto",
+                                                   choices=["auto", "ease", "implicit", "spark"]),
+        summary=lambda record: f"train: model version {record['version']} ({record['engine']})")
 
 
 if __name__ == "__main__":

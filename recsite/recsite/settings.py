@@ -8,14 +8,12 @@ the security settings that ``manage.py check --deploy`` asks for are on.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+
+import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BASE_DIR.parent
-if str(REPO_ROOT) not in sys.path:  # the shared core package
-    sys.path.insert(0, str(REPO_ROOT))
 
 from core.settings import get_settings  # noqa: E402
 
@@ -96,19 +94,10 @@ TEMPLATES = [{
 WSGI_APPLICATION = "recsite.wsgi.application"
 
 
-def _database(url: str) -> dict:
-    """``sqlite:///path`` or ``postgres://user:pass@host:port/name`` into Django's form."""
-    parsed = urlparse(url)
-    if parsed.scheme == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": parsed.path[1:] if parsed.path.startswith("//") else parsed.path}
-    if parsed.scheme in {"postgres", "postgresql"}:
-        return {"ENGINE": "django.db.backends.postgresql", "NAME": parsed.path.lstrip("/"),
-                "USER": unquote(parsed.username or ""), "PASSWORD": unquote(parsed.password or ""),
-                "HOST": parsed.hostname or "", "PORT": str(parsed.port or ""), "CONN_MAX_AGE": 60}
-    raise RuntimeError(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (sqlite or postgres)")
-
-
-DATABASES = {"default": _database(os.environ.get("DATABASE_URL", f"sqlite:///{CORE.local_dir / 'recsite.sqlite3'}"))}
+# dj-database-url's conventions: sqlite:///relative/path, sqlite:////absolute/path, postgres://...
+DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{CORE.local_dir / 'recsite.sqlite3'}")}
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 

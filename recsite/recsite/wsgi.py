@@ -1,9 +1,6 @@
 """WSGI entry point (gunicorn recsite.wsgi)."""
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402

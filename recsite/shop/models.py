@@ -3,7 +3,8 @@
 The catalog, ratings and recommendations live in MongoDB (``core.mongo``). Django keeps what the
 admin needs to list and filter: every rating a site user submitted (its processing state is read
 live from MongoDB), and mirrors of the batch pipeline's runs and model versions, refreshed by the
-``sync_pipeline_records`` command and the Celery task that runs it after each pipeline run.
+``sync_pipeline_records`` command (bin/pipeline runs it after each run) and by the admin's list
+pages themselves when staff open them (shop/admin.py; Airflow's runs write only to MongoDB).
 """
 from __future__ import annotations
 

@@ -128,11 +128,18 @@ def test_spark_tasks_submit_the_repo_jobs_with_the_app_venv(dagbag):
     assert "--version" in dagbag["tasks"]["publish"]["args"]
 
 
+# The DAG file as a module, loaded from its path (Airflow's own parser puts the DAG folder on the
+# import path; these probes call the file's helpers directly).
+LOAD_DAG_MODULE = f"""
+import importlib.util
+spec = importlib.util.spec_from_file_location("recommender_pipeline", {str(DAGS / "recommender_pipeline.py")!r})
+p = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(p)
+"""
+
 HELPERS_PROBE = f"""
 import json, sys
-sys.path.insert(0, {str(DAGS)!r})
-import recommender_pipeline as p
-print(json.dumps({{
+{LOAD_DAG_MODULE}print(json.dumps({{
     "safe": [p.fs_safe(r) for r in ("manual__2026-11-25T11:40:32.728943+00:00", "scheduled__2025-01-01T00:00:00+00:00")],
     "inputs": p.input_args({{"inputs": ["data/x.jsonl.gz", "/abs/*.json.gz"]}}),
     "force": [p.force_args({{"force_publish": True}}), p.force_args({{"force_publish": False}})],
@@ -154,9 +161,7 @@ def test_run_ids_inputs_and_force_flag(airflow_venv, tmp_path):
 
 EVALUATE_PROBE = f"""
 import json, sys
-sys.path.insert(0, {str(DAGS)!r})
-import recommender_pipeline as p
-try:
+{LOAD_DAG_MODULE}try:
     print(json.dumps({{"ok": p.read_train_record(sys.argv[1])}}))
 except Exception as exc:
     print(json.dumps({{"error": type(exc).__name__, "message": str(exc)}}))
@@ -195,9 +200,7 @@ def test_spark_task_refuses_to_run_without_the_spark_connection(airflow_venv, tm
     """The provider would otherwise submit to --master yarn; the task must say what is missing."""
     code = f"""
 import json, sys
-sys.path.insert(0, {str(DAGS)!r})
-import recommender_pipeline as p
-try:
+{LOAD_DAG_MODULE}try:
     p.dag.get_task("clean").execute({{"params": {{}}}})
     print(json.dumps({{"error": None}}))
 except Exception as exc:

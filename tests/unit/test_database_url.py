@@ -1,0 +1,60 @@
+"""DATABASE_URL as recsite/settings.py reads it: the dj-database-url conventions.
+
+``sqlite:///name`` is a path relative to the working directory and ``sqlite:////abs/name`` an
+absolute one; a PostgreSQL URL keeps its connections for a minute. The settings module is executed
+afresh for each URL (it reads the environment when it is imported).
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SETTINGS = Path(__file__).resolve().parents[2] / "recsite" / "recsite" / "settings.py"
+
+
+def _databases(monkeypatch, url: str | None) -> dict:
+    if url is None:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+    else:
+        monkeypatch.setenv("DATABASE_URL", url)
+    spec = importlib.util.spec_from_file_location("settings_under_test", SETTINGS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.DATABASES["default"]
+
+
+def test_relative_sqlite_path_stays_relative(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    db = _databases(monkeypatch, "sqlite:///state/site.sqlite3")
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["NAME"] == "state/site.sqlite3"
+    assert (tmp_path / "state").is_dir()  # the folder is made where the file will be
+
+
+def test_absolute_sqlite_path(monkeypatch, tmp_path):
+    db = _databases(monkeypatch, f"sqlite:///{tmp_path / 'abs.sqlite3'}")
+    assert db["NAME"] == str(tmp_path / "abs.sqlite3")
+    assert db.get("CONN_MAX_AGE", 0) == 0
+
+
+def test_default_is_the_sqlite_file_in_local_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOCAL_DIR", str(tmp_path / "local"))
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        db = _databases(monkeypatch, None)
+    finally:
+        get_settings.cache_clear()
+    assert db["NAME"] == str(tmp_path / "local" / "recsite.sqlite3")
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_postgres_url(monkeypatch, scheme):
+    db = _databases(monkeypatch, f"{scheme}://recsite:p%40ss@db.example:5433/recsite")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], str(db["PORT"])) == (
+        "recsite", "recsite", "p@ss", "db.example", "5433")
+    assert db["CONN_MAX_AGE"] == 60

@@ -1,0 +1,102 @@
+"""The shared main() of the Spark jobs (spark_jobs.common.run_job), with the session and the record
+store replaced: its CLI, its record, its exit status, and that the session is always stopped.
+"""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from spark_jobs import common, reconcile
+from spark_jobs.eda import NoData
+from spark_jobs.reconcile import Unbalanced
+
+
+class FakeSession:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture
+def frame(monkeypatch):
+    """Sessions handed out and records written, instead of Spark and MongoDB."""
+    seen = {"sessions": [], "records": []}
+
+    def session(name: str) -> FakeSession:
+        seen["sessions"].append(FakeSession(name))
+        return seen["sessions"][-1]
+
+    monkeypatch.setattr(common, "spark_session", session)
+    monkeypatch.setattr(reconcile, "write_record", lambda run_id, job, record: seen["records"].append(
+        (run_id, job, record)))
+    return seen
+
+
+# (module, the function its main() runs, failures it declares, a record its summary can print)
+JOBS = [
+    ("load", "load", (Unbalanced,), {}),
+    ("clean", "clean", (Unbalanced,), {}),
+    ("mongo_load", "mongo_load", (), {}),
+    ("eda", "run_eda", (NoData,), {"analyses": [1], "out_dir": "o", "latest": "l", "seconds": 1}),
+    ("train", "train", (), {"version": "v1", "engine": "ease"}),
+]
+
+
+@pytest.mark.parametrize("module, work, failures, extra", JOBS, ids=[j[0] for j in JOBS])
+def test_each_job_records_its_result_under_its_name(frame, monkeypatch, module, work, failures, extra):
+    job = importlib.import_module(f"spark_jobs.{module}")
+    monkeypatch.setattr(job, work, lambda spark, *args: {"status": "ok", "args": list(args), **extra})
+    assert job.main(["--run-id", "r-1"]) == 0
+    [(run_id, name, record)] = frame["records"]
+    assert (run_id, name, record["status"]) == ("r-1", module, "ok")
+    assert "r-1" in record["args"]
+    [session] = frame["sessions"]
+    assert (session.name, session.stopped) == (module, True)
+
+
+@pytest.mark.parametrize("module, work, failures, extra", [j for j in JOBS if j[2]], ids=[j[0] for j in JOBS if j[2]])
+def test_a_declared_failure_is_recorded_and_exits_1(frame, monkeypatch, capsys, module, work, failures, extra):
+    job = importlib.import_module(f"spark_jobs.{module}")
+
+    def fail(spark, *args):
+        raise failures[0]("3 rows in but 2 accounted for")
+
+    monkeypatch.setattr(job, work, fail)
+    assert job.main(["--run-id", "r-2"]) == 1
+    assert frame["records"] == [("r-2", module, {"status": "failed", "error": "3 rows in but 2 accounted for"})]
+    assert f"{module}: 3 rows in but 2 accounted for" in capsys.readouterr().err
+    assert frame["sessions"][0].stopped
+
+
+def test_other_errors_propagate_unrecorded_and_the_session_still_stops(frame):
+    def work(spark, args):
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        common.run_job("x", "doc", ["--run-id", "r-3"], work, failures=(Unbalanced,))
+    assert frame["records"] == []
+    assert frame["sessions"][0].stopped
+
+
+def test_options_summary_and_default_run_id(frame, capsys):
+    code = common.run_job(
+        "x", "The x job.\n\nMore.", ["--engine", "spark"],
+        lambda spark, args: {"engine": args.engine},
+        options=lambda parser: parser.add_argument("--engine", default="auto"),
+        summary=lambda record: f"x: engine {record['engine']}")
+    assert code == 0
+    [(run_id, _, record)] = frame["records"]
+    assert run_id.startswith("run-") and record == {"engine": "spark"}
+    assert "x: engine spark" in capsys.readouterr().out
+
+
+def test_train_refuses_an_unknown_engine(frame):
+    from spark_jobs import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--engine", "gpu"])
+    assert frame["sessions"] == []  # argparse stops it before a session starts
