@@ -36,6 +36,7 @@ def read_letters(timeout_s: float = 30.0) -> Iterator[dict[str, Any]]:
     consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False,
                              client_id="dead-letters-cli", consumer_timeout_ms=int(timeout_s * 1000))
     try:
+        consumer.topics()  # fetch the cluster's metadata, so a topic that exists is known
         parts = consumer.partitions_for_topic(s.dead_letter_topic) or set()
         tps = [TopicPartition(s.dead_letter_topic, p) for p in sorted(parts)]
         if not tps:

@@ -78,7 +78,7 @@ def test_an_exception_while_processing_dead_letters_the_message_and_the_worker_c
 
 def test_dead_letters_are_listed_with_reasons_and_replayed_once_after_the_fix(rt):
     poison, good = _poison_and_good(rt)
-    rt.start_worker(WORKER_RETRY_DELAY_S="0.05")
+    worker = rt.start_worker(WORKER_RETRY_DELAY_S="0.05")
     read_topic(rt.dead_letter_topic, len(poison), timeout_s=90)
 
     listed = _dead_letters("list", "--json")
@@ -91,7 +91,8 @@ def test_dead_letters_are_listed_with_reasons_and_replayed_once_after_the_fix(rt
     assert human.returncode == 0 and all(r["id"] in human.stdout for r in rows) and "LinAlgError" in human.stdout
 
     # The fix: a sound model. Replay two of the three, one of them twice.
-    publish_model(rt.catalog.in_model, seed=5)
+    fixed = publish_model(rt.catalog.in_model, seed=5)
+    wait_until(lambda: (w := worker_stats(worker.pid)) and w["model_version"] == fixed, 60, "the worker on the fix")
     chosen = [by_event[poison[0].event_id]["id"], by_event[poison[1].event_id]["id"]]
     first = _dead_letters("replay", "--id", chosen[0], "--id", chosen[1])
     assert first.returncode == 0, first.stdout + first.stderr
