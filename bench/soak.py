@@ -195,14 +195,10 @@ async def run(args) -> int:
 
 
 def _recommender_ids(site, names: list[str]) -> list[str]:
-    """The ids the site rates under for these accounts (the profile's reviewer id, else user:<id>)."""
-    code = ("import json,django;django.setup();from django.contrib.auth.models import User;"
-            "from accounts.models import recommender_id;"
+    """The ids the site rates under for these accounts (the profile's reviewer id, else its own)."""
+    code = ("import json; from django.contrib.auth.models import User; from accounts.models import recommender_id; "
             f"print(json.dumps([recommender_id(User.objects.get(username=n)) for n in {names!r}]))")
-    done = subprocess.run([sys.executable, "-c", code], env={**site.env, "DJANGO_SETTINGS_MODULE": "recsite.settings",
-                                                             "PYTHONPATH": f"{ROOT / 'recsite'}:{ROOT}"},
-                          cwd=ROOT / "recsite", capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(site.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
 
 
 def _report(args, tally: Tally, log: list[str], found: int, stored: int, processed: int, before: int,
