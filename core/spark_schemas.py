@@ -8,7 +8,7 @@ value be quarantined with its own reason instead. Only the fields the pipeline u
 from __future__ import annotations
 
 from pyspark.sql.types import (
-    ArrayType, MapType, StringType, StructField, StructType,
+    ArrayType, BooleanType, DoubleType, LongType, MapType, StringType, StructField, StructType,
 )
 
 S = StringType()
@@ -34,4 +34,24 @@ RAW_LINE = StructType([
     StructField("description", S), StructField("imUrl", S), StructField("image", S),
     StructField("images", S), StructField("also_buy", ArrayType(S)), StructField("related", S),
     StructField("bought_together", S),
+])
+
+# What load writes: one typed row per usable review line, and one per product metadata line
+# (tests build clean-stage inputs of exactly this shape).
+REVIEW = StructType([
+    StructField("user_id", S, False), StructField("product_id", S, False),
+    StructField("rating", DoubleType(), False), StructField("ts", LongType(), False),
+    StructField("review_text", S, False), StructField("summary", S, False),
+    StructField("helpful_votes", LongType(), False), StructField("total_votes", LongType(), False),
+    StructField("verified", BooleanType(), False), StructField("reviewer_name", S, False),
+    StructField("category", S, False), StructField("source_format", S, False),
+    StructField("source_file", S, False), StructField("line_hash", S, False),
+])
+
+PRODUCT = StructType([
+    StructField("product_id", S, False), StructField("title", S, False), StructField("brand", S, False),
+    StructField("price", DoubleType(), False), StructField("category", S, False),
+    StructField("categories", ArrayType(S), False), StructField("description", S, False),
+    StructField("image", S, False), StructField("also_buy", ArrayType(S), False),
+    StructField("source_file", S, False),
 ])
