@@ -13,6 +13,7 @@ from django.core.cache import cache
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
+from pymongo.errors import PyMongoError
 
 from accounts.models import recommender_id
 from core import artifacts, freshness, mongo, search
@@ -306,12 +307,27 @@ def _analyses(summary: dict) -> list[dict]:
     for a in summary.get("analyses") or []:
         if not isinstance(a, dict):
             continue
-        table = [row for row in a.get("table") or [] if isinstance(row, dict)]
+        table = _with_headlines([row for row in a.get("table") or [] if isinstance(row, dict)])
         columns = list(dict.fromkeys(k for row in table for k in row))
         png = a.get("png") if isinstance(a.get("png"), str) and _PLOT_RE.match(a["png"]) else None
         out.append({"name": str(a.get("name", "")), "title": str(a.get("title") or a.get("name") or ""),
                     "png": png, "columns": columns, "rows": [[row.get(c) for c in columns] for row in table]})
     return out
+
+
+def _with_headlines(table: list[dict]) -> list[dict]:
+    """Product rows whose title the EDA job left empty (a product without metadata) get the
+    headline the rest of the site shows (category and a review's words), never a bare id."""
+    missing = [str(row["product_id"]) for row in table if "title" in row and not row.get("title")
+               and isinstance(row.get("product_id"), str)]
+    if not missing:
+        return table
+    try:
+        found = products_cache.summaries(missing)
+    except PyMongoError:  # the dashboard still shows its plots and numbers without MongoDB
+        return table
+    return [{**row, "title": products_cache.headline(found.get(str(row.get("product_id")), {}))}
+            if "title" in row and not row.get("title") else row for row in table]
 
 
 def _metric_rows(metrics: dict) -> list[dict]:
