@@ -179,6 +179,13 @@ def test_storefront_from_a_fresh_sign_up(stack, browser, site_catalog):
     _check_reasons(page, set(rated) | set(picks))
     _shot(page, "recommendations")
 
+    # search by a word of a title finds the product: the title's rarest word among the catalog's titles
+    words = re.findall(r"[A-Za-z]{4,}", site_catalog.titles[with_image])
+    word = min(words, key=lambda w: sum(w.lower() in t.lower() for t in site_catalog.titles.values()))
+    other.goto(f"/?q={word}")
+    expect(other.locator(f"#products li[data-product='{with_image}']")).to_be_visible()
+    _shot(other, "search")
+
     # the other main pages, for the record
     other.goto("/?page=2")
     expect(other.locator("#products li").first).to_be_visible()
