@@ -62,6 +62,8 @@ def test_not_interested_remove_rating_and_delete_account(stack, browser, site_ca
     unwanted = _listed(page)[0]
     card = page.locator(f"#recs li[data-product='{unwanted}']")
     expect(card.locator("form.not-interested button")).to_be_visible()  # also on cards the poll re-rendered
+    # readable on the white card (the header's link buttons are white)
+    assert card.locator("form.not-interested button").evaluate("b => getComputedStyle(b).color") != "rgb(255, 255, 255)"
     _shot(page, "controls-recommendations")
     card.locator("form.not-interested button").click()
     page.wait_for_url("**/recommendations/")
