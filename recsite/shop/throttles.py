@@ -21,6 +21,16 @@ class RatingRateThrottle(UserRateThrottle):
     def get_rate(self) -> str:
         return settings.RATING_RATE
 
+    def get_cache_key(self, request, view) -> str:
+        """Counted per shopper (the recommender id), not per database row: SQLite hands a deleted
+        account's primary key to the next sign-up, which would inherit the old account's count."""
+        from accounts.models import recommender_id
+
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return super().get_cache_key(request, view)
+        return self.cache_format % {"scope": self.scope, "ident": recommender_id(user)}
+
 
 class SearchRateThrottle(SimpleRateThrottle):
     scope = "search"

@@ -34,12 +34,13 @@ def _local_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def airflow_venv() -> Path:
-    """The Airflow venv bin/services makes; installed here when missing (CI starts from nothing)."""
+    """The Airflow venv bin/services makes (CI starts from nothing), with this checkout's package in it."""
     venv = _local_dir() / "airflow-venv"
-    if not (venv / "bin" / "airflow").exists():
-        r = subprocess.run([str(ROOT / "bin" / "services"), "install", "airflow"], cwd=ROOT,
-                           capture_output=True, text=True)
-        assert r.returncode == 0, f"bin/services install airflow failed:\n{r.stdout}\n{r.stderr}"
+    # Always: when the venv exists this only (re)installs this repository's package into it,
+    # which the DAG imports (a venv made from another checkout would import that one's code).
+    r = subprocess.run([str(ROOT / "bin" / "services"), "install", "airflow"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"bin/services install airflow failed:\n{r.stdout}\n{r.stderr}"
     assert (venv / "bin" / "airflow").exists(), f"no airflow in {venv} after bin/services install airflow"
     return venv
 

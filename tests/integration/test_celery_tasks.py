@@ -206,10 +206,10 @@ def test_a_second_delivery_of_a_running_or_finished_rescore_does_nothing(celery_
     version = publish_model(celery_env.in_model, seed=32)
     original, inside, results = recommend.recommend, threading.Event(), {}
 
-    def slow(model, rated, n=20):  # the first run is in the middle of its users...
+    def slow(model, rated, n=20, **kwargs):  # the first run is in the middle of its users...
         inside.set()
         time.sleep(0.3)
-        return original(model, rated, n)
+        return original(model, rated, n, **kwargs)
 
     monkeypatch.setattr(recommend, "recommend", slow)
     first = threading.Thread(target=lambda: results.setdefault("first", tasks.rescore_active_users(version)))

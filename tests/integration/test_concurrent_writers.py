@@ -79,12 +79,12 @@ def test_rescore_does_not_overwrite_a_newer_list_written_by_a_worker(rt_catalog,
     newer = RatingEvent(user_id=user, product_id=p[1], rating=4)
     original, fired = recommend.recommend, []
 
-    def recommend_with_a_worker_in_between(model, rated, n=20):
+    def recommend_with_a_worker_in_between(model, rated, n=20, **kwargs):
         if not fired:  # Celery's first call; the worker step below calls through
             fired.append(True)
             assert p[1] not in rated, "Celery read the history before the worker's event"
             assert handle(newer.to_bytes(), model2).status == "processed"  # the real worker step
-        return original(model, rated, n)
+        return original(model, rated, n, **kwargs)
 
     monkeypatch.setattr(recommend, "recommend", recommend_with_a_worker_in_between)
     tasks.rescore_active_users(v2)

@@ -22,7 +22,7 @@ from tests.conftest import DEMO_FILE, real_files
 
 pytestmark = pytest.mark.integration
 
-MONGO_LOADED = ("products", "reviews", "product_reviews", "user_history", "catalog_index")
+MONGO_LOADED = ("products", "reviews", "product_reviews", "user_history", "catalog_index", "search_index")
 
 
 def _gz_lines(path: Path) -> int:
@@ -56,7 +56,7 @@ def test_load_reconciles_every_real_file(spark, settings, mongo_db, monkeypatch)
     total_lines = sum(lines_per_file.values())
 
     # main() is what spark-submit runs (it writes the record); it would stop the shared session.
-    monkeypatch.setattr(load_job, "spark_session", lambda app_name: spark)
+    monkeypatch.setattr("spark_jobs.common.spark_session", lambda app_name: spark)
     monkeypatch.setattr(spark, "stop", lambda: None)
     run_id = _run_id("load-all")
     assert load_job.main([a for p in files for a in ("--input", str(p))] + ["--run-id", run_id]) == 0
@@ -239,7 +239,8 @@ def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts)
     published = publish(version, _run_id("publish"))
     assert published["status"] == "published", published
     assert artifacts.current_version() == version
-    user = Counter(users).most_common(1)[0][0]  # a batch user with many reviews
+    deleted = mongo.deleted_user_ids(db=mongo_db)  # other tests of the session may have deleted accounts
+    user = next(u for u, _ in Counter(users).most_common() if u not in deleted)  # a batch user with many reviews
     recs = mongo.get_recommendations(user, db=mongo_db)  # the batch list of the published version
     assert recs is not None and recs["model_version"] == version and len(recs["items"]) > 0
     rated = {i for u, i in zip(users, items) if u == user}
