@@ -143,7 +143,11 @@ async def run(args) -> int:
                 "KAFKA_MODEL_TOPIC": f"soak-{run_tag}.models", "KAFKA_WORKER_GROUP": f"soak-{run_tag}",
                 "WORKERS": str(args.workers), "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DJANGO_SECURE_SSL_REDIRECT": "0",
-                "DJANGO_CACHE_PREFIX": f"soak-{run_tag}", "DJANGO_LOG_LEVEL": "WARNING"})
+                "DJANGO_CACHE_PREFIX": f"soak-{run_tag}", "DJANGO_LOG_LEVEL": "WARNING",
+                # the soak measures faults, not the flood limit (30/min per user by default): one
+                # rating per round and client would hit it, and 429s would hide what is measured
+                "RATING_RATE": os.environ.get("RATING_RATE", "600/min"),
+                "DEMO_INPUT": os.environ.get("DEMO_INPUT", str(ROOT / "data/demo/amazon2014_musical_instruments_5.jsonl.gz"))})
     os.environ.update({k: env[k] for k in ("MONGO_URI", "MONGO_DB", "KAFKA_BOOTSTRAP_SERVERS", "DATA_DIR",
                                            "ARTIFACTS_DIR")})
     tally, log = Tally(), []
