@@ -162,14 +162,17 @@ def search_index_docs(products: DataFrame) -> DataFrame:
     """The inverted index search reads (core/search.py): one document per word or prefix.
 
     Title, brand and category-path words are keyed by every prefix up to ``MAX_PREFIX`` and whole
-    (primary tier); review-text words whole (review tier). Each key keeps its best
-    ``MAX_POSTINGS`` products, primary first, then in the catalog's popularity order, packed
-    into strings: ids, tiers, global popularity ranks, and each product's category as an index
+    (primary tier); review-text words whole (review tier). A fallback title made from a review
+    (``title_generated``) is not a title: its words are only in the review tier. Each key keeps
+    its best ``MAX_POSTINGS`` products, primary first, then in the catalog's popularity order,
+    packed into strings: ids, tiers, global popularity ranks, and each product's category as an index
     into the document's ``cats``.
     """
     ranked = products.select(
         "_id", "category",
-        F.concat_ws(" ", "title", "brand", "category", F.concat_ws(" ", "categories")).alias("primary_text"),
+        # a generated title (no metadata) is a review's words: they rank as review text, not as a title
+        F.concat_ws(" ", F.when(~F.col("title_generated"), F.col("title")), "brand", "category",
+                    F.concat_ws(" ", "categories")).alias("primary_text"),
         F.col("search_text").alias("review_text"),
         (F.row_number().over(Window.orderBy(F.col("n_reviews").desc(), "_id")) - 1).alias("rank"))
     prefixes = F.expr(f"transform(sequence(1, least(length(w), {search.MAX_PREFIX})), i -> substring(w, 1, i))")
