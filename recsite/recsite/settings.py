@@ -78,6 +78,7 @@ MIDDLEWARE = [
     "accounts.middleware.credential_refusal_middleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "shop.middleware.outage_middleware",  # MongoDB/Kafka down: 503 with Retry-After, not 500
 ]
 
 ROOT_URLCONF = "recsite.urls"

@@ -94,6 +94,11 @@ def test_mongodb_down_answers_503_at_once_and_recovers(private_services, outage_
         assert form.status_code == 503 and took < FAST_S
         login, took = _timed(lambda: client.get("/accounts/login/"))
         assert login.status_code == 200 and took < FAST_S, "pages that need no MongoDB keep serving"
+        # a page that must read MongoDB says so (503, Retry-After) after the driver's timeout, never 500
+        page = client.get(f"/p/{products[20]}/")
+        assert page.status_code == 503 and page["Retry-After"] and b"unavailable" in page.content
+        api = client.get(f"/api/products/{products[21]}/similar/")
+        assert api.status_code == 503 and "unavailable" in api.json()["detail"]
     finally:
         private_services.services("start", "mongo")
     _until_accepted(client, products[16])
