@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Callable
 
 from django.core.cache import cache
 
@@ -61,31 +61,28 @@ def for_user(recommender_id: str, tag: str | None = None) -> dict[str, Any]:
     return shown
 
 
-def history(recommender_id: str) -> dict[str, float]:
-    """What the user has rated, kept per list ETag like the list (the worker changes both at once)."""
+def _per_list(kind: str, recommender_id: str, read: Callable[[str], Any]) -> Any:
+    """``read(recommender_id)``, kept per list ETag: the worker changes the user's history and
+    exclusions, then writes the list, then announces its new ETag, so one ETag means one answer."""
     tag = list_state.current(recommender_id, cache_generation())
     if tag is None or tag == NO_LIST_ETAG:
-        return mongo.user_ratings(recommender_id)
-    key = _view_key("history", recommender_id, tag)
-    rated = cache.get(key)
-    if rated is None:
-        rated = mongo.user_ratings(recommender_id)
-        cache.set(key, rated, TTL_S)
-    return rated
+        return read(recommender_id)
+    key = _view_key(kind, recommender_id, tag)
+    found = cache.get(key)
+    if found is None:
+        found = read(recommender_id)
+        cache.set(key, found, TTL_S)
+    return found
+
+
+def history(recommender_id: str) -> dict[str, float]:
+    """What the user has rated (cached per list ETag)."""
+    return _per_list("history", recommender_id, mongo.user_ratings)
 
 
 def excluded(recommender_id: str) -> set[str]:
-    """Products the user marked "not interested", kept per list ETag like the history (the worker
-    records the exclusion, then writes the list without it, then announces the new ETag)."""
-    tag = list_state.current(recommender_id, cache_generation())
-    if tag is None or tag == NO_LIST_ETAG:
-        return mongo.exclusions(recommender_id)
-    key = _view_key("excluded", recommender_id, tag)
-    found = cache.get(key)
-    if found is None:
-        found = mongo.exclusions(recommender_id)
-        cache.set(key, found, TTL_S)
-    return found
+    """Products the user marked "not interested" (cached per list ETag)."""
+    return _per_list("excluded", recommender_id, mongo.exclusions)
 
 
 def forget(recommender_id: str) -> None:
