@@ -28,8 +28,12 @@ def confidence(model: Model, ratings: np.ndarray) -> np.ndarray:
     return 1.0 + alpha * np.ones_like(ratings)
 
 
-def _system(model: Model, rated: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The user's normal equations (A, b) and the rated items' rows, or None if none are known."""
+def _fold(model: Model, rated: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The fold-in: the user's vector x and the system it solves (A, per-item weights, rated rows).
+
+    ``recommend`` needs A and the weights again to name each item's reason, so the one solve
+    returns them; ``fold_in`` is the same call without them.
+    """
     known = [(model.item_index[p], r) for p, r in rated.items() if p in model.item_index]
     if not known:
         return None
@@ -46,25 +50,32 @@ def _system(model: Model, rated: dict[str, float]) -> tuple[np.ndarray, np.ndarr
         c = confidence(model, r)
         a = model.gram + (y.T * (c - 1.0)) @ y + reg * eye
         weights = c
-    return a, weights, idx
+    return np.linalg.solve(a, y.T @ weights), a, weights, idx
 
 
 def fold_in(model: Model, rated: dict[str, float]) -> np.ndarray | None:
     """The user's latent vector from their ratings, or None if they rated nothing the model knows."""
-    system = _system(model, rated)
-    if system is None:
-        return None
-    a, weights, idx = system
-    y = model.item_factors[idx].astype(np.float64)
-    return np.linalg.solve(a, y.T @ weights)
+    folded = _fold(model, rated)
+    return None if folded is None else folded[0]
 
 
-def _top(scores: np.ndarray, n: int) -> np.ndarray:
+def top_k(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` highest finite scores, best first; -inf (rated, excluded) never listed.
+
+    Equal scores are ordered by item index, lower first, also at the cut: which of two tied items
+    makes the list never depends on how a partition happened to move them. Every list the site,
+    the workers, Celery and the batch job's EASE lists show is cut here.
+    """
     n = min(n, int(np.isfinite(scores).sum()))
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
-    top = np.argpartition(-scores, n - 1)[:n]
-    return top[np.argsort(-scores[top], kind="stable")]
+    if n < scores.size:  # the n-th best score, then every index above it and the lowest ones at it
+        cut = scores[np.argpartition(-scores, n - 1)[n - 1]]
+        above = np.flatnonzero(scores > cut)
+        top = np.concatenate([above, np.flatnonzero(scores == cut)[:n - above.size]])
+    else:
+        top = np.arange(scores.size)
+    return top[np.lexsort((top, -scores[top]))]
 
 
 def _excluded_idx(model: Model, exclude: Iterable[str]) -> np.ndarray:
@@ -94,7 +105,7 @@ def recommend_ease(model: Model, rated: dict[str, float], n: int = 20,
     scores = rows.sum(axis=0).astype(np.float64)
     scores[idx] = -np.inf
     scores[_excluded_idx(model, exclude)] = -np.inf
-    top = _top(scores, n)
+    top = top_k(scores, n)
     best = rows[:, top].argmax(axis=0)
     return [{"product_id": model.item_ids[i], "score": float(scores[i]), "because": model.item_ids[int(idx[b])]}
             for i, b in zip(top.tolist(), best.tolist())]
@@ -108,21 +119,16 @@ def recommend(model: Model, rated: dict[str, float], n: int = 20,
     """
     if model.kind == "ease":
         return recommend_ease(model, rated, n, exclude)
-    system = _system(model, rated)
-    if system is None:
+    folded = _fold(model, rated)
+    if folded is None:
         return []
-    a, weights, idx = system
-    y_rated = model.item_factors[idx].astype(np.float64)
-    x = np.linalg.solve(a, y_rated.T @ weights)
+    x, a, weights, idx = folded
     scores = model.item_factors @ x.astype(np.float32)
     scores[idx] = -np.inf
     scores[_excluded_idx(model, exclude)] = -np.inf
-    n = min(n, int(np.isfinite(scores).sum()))
-    if n <= 0:
-        return []
-    top = np.argpartition(-scores, n - 1)[:n]
-    top = top[np.argsort(-scores[top])]
+    top = top_k(scores, n)
     # contribution of rated item j to the score of item i: w_j * y_iᵀ A⁻¹ y_j
+    y_rated = model.item_factors[idx].astype(np.float64)
     contrib = (model.item_factors[top].astype(np.float64) @ np.linalg.solve(a, y_rated.T)) * weights
     best = contrib.argmax(axis=1)
     return [
@@ -142,17 +148,11 @@ def similar_items(model: Model, product_id: str, n: int = 10) -> list[dict[str, 
         return []
     if model.kind == "ease":
         sims = model.item_factors[i].astype(np.float64).copy()
-        sims[i] = -np.inf
-        return [{"product_id": model.item_ids[j], "score": float(sims[j])} for j in _top(sims, n).tolist()]
-    norms = np.linalg.norm(model.item_factors, axis=1) + 1e-12
-    sims = (model.item_factors @ model.item_factors[i]) / (norms * norms[i])
+    else:
+        norms = np.linalg.norm(model.item_factors, axis=1) + 1e-12
+        sims = (model.item_factors @ model.item_factors[i]) / (norms * norms[i])
     sims[i] = -np.inf
-    n = min(n, len(sims) - 1)
-    if n <= 0:
-        return []
-    top = np.argpartition(-sims, n - 1)[:n]
-    top = top[np.argsort(-sims[top])]
-    return [{"product_id": model.item_ids[j], "score": float(sims[j])} for j in top.tolist()]
+    return [{"product_id": model.item_ids[j], "score": float(sims[j])} for j in top_k(sims, n).tolist()]
 
 
 # --- many users / items at once (the batch job's serving lists) ---------------------------------
@@ -186,7 +186,7 @@ def _padded(indptr: np.ndarray, counts: np.ndarray, rows: np.ndarray, size: int,
 
 
 def _user_systems(model: Model, indptr: np.ndarray, idx: np.ndarray, r: np.ndarray):
-    """Stacked normal equations of ``_system`` for users with >= 1 rated item.
+    """Stacked normal equations of ``_fold`` for users with >= 1 rated item.
 
     Returns (A⁻¹ per user, x per user, per-entry weights, factor rows of the rated entries with a
     zero row appended for padding).
@@ -242,7 +242,7 @@ def recommend_many(model: Model, rated, n: int = 20) -> list[list[dict[str, Any]
         scores = np.asarray(binary @ model.item_factors, dtype=np.float64)
         scores[seg, idx] = -np.inf
         for row, u in enumerate(users.tolist()):
-            top = _top(scores[row], n)
+            top = top_k(scores[row], n)
             if top.size == 0:
                 continue
             s, e = indptr[row], indptr[row + 1]
@@ -290,7 +290,7 @@ def similar_many(model: Model, items: np.ndarray, n: int = 10) -> list[list[dict
         for i in items.tolist():
             sims = model.item_factors[i].astype(np.float64).copy()
             sims[i] = -np.inf
-            out.append([{"product_id": ids[j], "score": float(sims[j])} for j in _top(sims, n).tolist()])
+            out.append([{"product_id": ids[j], "score": float(sims[j])} for j in top_k(sims, n).tolist()])
         return out
     import scipy.sparse as sp
     from implicit.cpu.topk import topk

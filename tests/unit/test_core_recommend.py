@@ -92,3 +92,37 @@ def test_not_interested_items_are_never_recommended_and_the_rest_keeps_its_order
     everything = [r["product_id"] for r in recommend(m, rated, n=100, exclude=hidden)]
     assert len(everything) == 40 - 2 - 2  # every item but the rated and the excluded ones
     assert [r["product_id"] for r in without_excluded(recommend(m, rated, n=10), hidden, 5)] == got[:5]
+
+
+def test_top_k_orders_equal_scores_by_item_index_also_at_the_cut():
+    from core.recommend import top_k
+
+    scores = np.array([1.0, 3.0, 2.0, 3.0, -np.inf, 2.0, 3.0, 2.0, np.nan])
+    assert top_k(scores, 5).tolist() == [1, 3, 6, 2, 5]  # the two 2.0s with the lowest indices
+    assert top_k(scores, 100).tolist() == [1, 3, 6, 2, 5, 7, 0]  # -inf and NaN are never listed
+    assert top_k(scores, 0).tolist() == []
+    # a large array with many ties, whatever way argpartition moves them
+    big = np.repeat(np.arange(50.0), 40)[np.random.default_rng(0).permutation(2000)]
+    got = top_k(big, 70)
+    want = np.lexsort((np.arange(2000), -big))[:70]
+    assert got.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("kind", ["ials", "explicit", "ease"])
+def test_recommend_and_similar_items_break_ties_by_item_index(kind):
+    """Items with identical factors tie: the lower index comes first and is the one kept at the cut."""
+    m = _model(kind=kind, n_items=30)
+    if kind == "ease":
+        m = Model(version="v-ease", item_ids=m.item_ids,
+                  item_factors=np.random.default_rng(1).normal(size=(30, 30)).astype(np.float32), params={"kind": "ease"})
+        m.item_factors[:, [4, 11, 17, 25]] = m.item_factors[:, [4]]  # the same weight towards each of them
+    else:
+        m.item_factors[[11, 17, 25]] = m.item_factors[4]
+    rated = {"i1": 5.0, "i7": 3.0}
+    ids = [r["product_id"] for r in recommend(m, rated, n=30)]
+    tied = [p for p in ids if p in {"i4", "i11", "i17", "i25"}]
+    assert tied == ["i4", "i11", "i17", "i25"]
+    at = ids.index("i4")
+    assert [r["product_id"] for r in recommend(m, rated, n=at + 2)][at:] == ["i4", "i11"]
+    sims = [s["product_id"] for s in similar_items(m, "i1", n=30)]
+    assert [p for p in sims if p in {"i4", "i11", "i17", "i25"}] == ["i4", "i11", "i17", "i25"]
