@@ -1,4 +1,9 @@
-"""The rating-event contract between the site (producer) and the workers (consumers).
+"""The rating contract: what a rating, a control and their event are, for every program.
+
+This module is its one definition: the stars' range, the id patterns, the actions and the
+event's fields. The site's HTML form (recsite/shop/forms.py) and its API serializers
+(recsite/shop/serializers.py) build their fields from these constants, so a page, the API and the
+workers can never disagree on what a valid rating is.
 
 Events are versioned JSON so old and new producers and consumers can coexist during a deploy.
 Both sides call :func:`parse_event` / :func:`validate`: the site refuses a bad rating before it is
@@ -29,10 +34,16 @@ SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 RATE, UNRATE, NOT_INTERESTED, DELETE_ACCOUNT = "rate", "unrate", "not_interested", "delete_account"
 ACTIONS = (RATE, UNRATE, NOT_INTERESTED, DELETE_ACCOUNT)
+CONTROL_ACTIONS = (UNRATE, NOT_INTERESTED)  # what a shopper sends about one product besides a rating
+MIN_STARS, MAX_STARS = 1, 5
 MAX_TEXT_CHARS = 5000
 MAX_EVENT_BYTES = 64 * 1024
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}\Z")  # \Z: "$" would let a trailing newline through
-_EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
+# \Z, not $: "$" also matches before a trailing newline, which would let "id\n" through.
+PRODUCT_ID_PATTERN = r"\A[A-Za-z0-9_.:@-]{1,128}\Z"  # user ids follow it too
+# An event's id, and so a form's submission id and an API client's Idempotency-Key.
+EVENT_ID_PATTERN = r"\A[A-Za-z0-9_-]{8,64}\Z"
+_ID_RE = re.compile(PRODUCT_ID_PATTERN)
+_EVENT_ID_RE = re.compile(EVENT_ID_PATTERN)
 # Events from before 2000 or more than a day in the future are clock bugs, not ratings.
 _MIN_TS, _MAX_FUTURE_S = 946_684_800.0, 86_400.0
 
@@ -64,6 +75,14 @@ class RatingEvent:
         return self.user_id.encode("utf-8")
 
 
+def is_product_id(value: object) -> bool:
+    return isinstance(value, str) and _ID_RE.match(value) is not None
+
+
+def is_event_id(value: object) -> bool:
+    return isinstance(value, str) and _EVENT_ID_RE.match(value) is not None
+
+
 def _require_str(data: dict[str, Any], name: str, pattern: re.Pattern[str]) -> str:
     value = data.get(name)
     if not isinstance(value, str):
@@ -90,8 +109,8 @@ def validate(data: Any) -> RatingEvent:
     rating = data.get("rating")
     if isinstance(rating, bool) or not isinstance(rating, int):
         raise InvalidEvent(f"rating must be an integer, got {type(rating).__name__}")
-    if action == RATE and not 1 <= rating <= 5:
-        raise InvalidEvent(f"rating {rating} out of range 1..5")
+    if action == RATE and not MIN_STARS <= rating <= MAX_STARS:
+        raise InvalidEvent(f"rating {rating} out of range {MIN_STARS}..{MAX_STARS}")
     if action != RATE and rating != 0:
         raise InvalidEvent(f"rating must be 0 for action {action}, got {rating}")
     text = data.get("text", "")

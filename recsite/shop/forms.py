@@ -1,51 +1,55 @@
-"""Forms for every input the site takes; each field is typed and bounded so hostile input gets a 400."""
+"""Forms for every input the site takes; each field is typed and bounded so hostile input gets a 400.
+
+What a rating is (stars, ids, text length) comes from ``core.events``, the one contract the API
+serializers (shop/serializers.py) and the workers check too.
+"""
 from __future__ import annotations
 
 from django import forms
 from django.core.validators import RegexValidator
 
-from core.events import MAX_TEXT_CHARS
+from core.events import EVENT_ID_PATTERN, MAX_STARS, MAX_TEXT_CHARS, MIN_STARS, PRODUCT_ID_PATTERN
 
-# \Z, not $: "$" also matches before a trailing newline, which would let "id\n" through.
-PRODUCT_ID_REGEX = r"\A[A-Za-z0-9_.:@-]{1,128}\Z"
-product_id_validator = RegexValidator(PRODUCT_ID_REGEX, "Not a product id.")
+product_id_validator = RegexValidator(PRODUCT_ID_PATTERN, "Not a product id.")
+STARS_ERROR = f"Choose from {MIN_STARS} to {MAX_STARS} stars."
 
 
-class RatingForm(forms.Form):
-    rating = forms.TypedChoiceField(choices=[(i, f"{i} ★") for i in range(5, 0, -1)], coerce=int,
-                                    widget=forms.RadioSelect,
-                                    error_messages={"invalid_choice": "Choose from 1 to 5 stars."})
+class StrictForm(forms.Form):
+    """Extra fields are refused rather than ignored: a "user_id" here means someone is trying to
+    act as somebody else, and the answer should say no, not act as the sender."""
+
+    unknown_message = "Unknown fields: {}"
+
+    def clean(self):
+        unknown = set(self.data) - set(self.fields) - {"csrfmiddlewaretoken"}
+        if unknown:
+            raise forms.ValidationError(self.unknown_message.format(", ".join(sorted(unknown))[:200]))
+        return super().clean()
+
+
+def next_field(*destinations: str) -> forms.ChoiceField:
+    """Where to go afterwards: only known names, so the field cannot become an open redirect."""
+    return forms.ChoiceField(required=False, choices=[("", "default")] + [(d, d) for d in destinations],
+                             widget=forms.HiddenInput, error_messages={"invalid_choice": "Unknown destination."})
+
+
+class RatingForm(StrictForm):
+    rating = forms.TypedChoiceField(choices=[(i, f"{i} ★") for i in range(MAX_STARS, MIN_STARS - 1, -1)], coerce=int,
+                                    widget=forms.RadioSelect, error_messages={"invalid_choice": STARS_ERROR})
     text = forms.CharField(required=False, max_length=MAX_TEXT_CHARS, strip=True,
                            widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Optional review"}))
     # The submission's identity, made when the page was rendered (shop.templatetags.rating_tags):
-    # a resubmission of the same page is the same rating. Optional for older pages and clients.
-    submission_id = forms.RegexField(r"\A[A-Za-z0-9_-]{8,64}\Z", required=False, widget=forms.HiddenInput,
+    # a resubmission of the same page is the same rating (the event's id). Optional for older
+    # pages and clients.
+    submission_id = forms.RegexField(EVENT_ID_PATTERN, required=False, widget=forms.HiddenInput,
                                      error_messages={"invalid": "Not a submission id."})
-    # Where to go afterwards: only known names, so the field cannot become an open redirect.
-    next = forms.ChoiceField(required=False, choices=[("", "default"), ("recommendations", "recommendations")],
-                             widget=forms.HiddenInput, error_messages={"invalid_choice": "Unknown destination."})
-
-    def clean(self):
-        # Extra fields are refused rather than ignored: a "user_id" here means someone is trying
-        # to rate as somebody else, and the answer should say no, not rate as the sender.
-        unknown = set(self.data) - set(self.fields) - {"csrfmiddlewaretoken"}
-        if unknown:
-            raise forms.ValidationError(f"Unknown fields: {', '.join(sorted(unknown))[:200]}")
-        return super().clean()
+    next = next_field("recommendations")
 
 
-class ControlForm(forms.Form):
+class ControlForm(StrictForm):
     """"Remove my rating" and "not interested": nothing to fill in but where to go afterwards."""
 
-    next = forms.ChoiceField(required=False, choices=[("", "default"), ("recommendations", "recommendations"),
-                                                      ("product", "product")],
-                             widget=forms.HiddenInput, error_messages={"invalid_choice": "Unknown destination."})
-
-    def clean(self):
-        unknown = set(self.data) - set(self.fields) - {"csrfmiddlewaretoken"}
-        if unknown:
-            raise forms.ValidationError(f"Unknown fields: {', '.join(sorted(unknown))[:200]}")
-        return super().clean()
+    next = next_field("recommendations", "product")
 
 
 class CatalogQueryForm(forms.Form):
@@ -62,7 +66,7 @@ ONBOARDING_PREFIX = "rate_"
 MAX_ONBOARDING_PICKS = 60
 
 
-class OnboardingForm(forms.Form):
+class OnboardingForm(StrictForm):
     """One optional star rating per offered product; at least one must be given.
 
     On a GET the fields are the products offered; on a POST they are the products posted (field
@@ -82,18 +86,19 @@ class OnboardingForm(forms.Form):
         for pid in product_ids:
             self.fields[ONBOARDING_PREFIX + pid] = forms.TypedChoiceField(
                 choices=self.CHOICES, coerce=int, required=False, empty_value=None,
-                error_messages={"invalid_choice": "Choose from 1 to 5 stars."})
+                error_messages={"invalid_choice": STARS_ERROR})
+
+    unknown_message = "Unknown or too many fields."
 
     def clean(self):
-        unknown = set(self.data) - set(self.fields) - {"csrfmiddlewaretoken"}
-        if unknown or getattr(self, "_too_many", False):
-            raise forms.ValidationError("Unknown or too many fields.")
+        cleaned = super().clean()  # StrictForm: unknown fields
+        if getattr(self, "_too_many", False):
+            raise forms.ValidationError(self.unknown_message)
         for name in self.fields:
             try:
                 product_id_validator(name[len(ONBOARDING_PREFIX):])
             except forms.ValidationError:
                 raise forms.ValidationError("Not a product id.") from None
-        cleaned = super().clean()
         if not self.picks():
             raise forms.ValidationError("Rate at least one product, or skip this step.")
         return cleaned

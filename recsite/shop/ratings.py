@@ -17,10 +17,8 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 
 from core import kafka_io, mongo
-from core.events import NOT_INTERESTED, RATE, UNRATE, InvalidEvent, RatingEvent, validate
+from core.events import CONTROL_ACTIONS, NOT_INTERESTED, RATE, UNRATE, InvalidEvent, RatingEvent, validate
 from shop.models import RatingSubmission
-
-CONTROL_ACTIONS = (UNRATE, NOT_INTERESTED)
 
 
 class RatingRejected(ValueError):

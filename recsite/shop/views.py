@@ -130,29 +130,65 @@ def product(request, product_id: str):
     })
 
 
+def _submit(request, product_id: str, form_class, submit, what: str):
+    """One POST about a product (a rating or a control): check, publish, return at once.
+
+    ``submit(product_id, cleaned_data)`` publishes the event (shop.ratings) and returns the flash
+    message; the recommendations page then shows the worker's update. ``what`` names the thing
+    in the answers that say why not ("rating": "Invalid rating", "Rating refused").
+    """
+    product_id = _valid_product_id(product_id)
+    too_many = _too_many(request)
+    if too_many is not None:
+        return too_many
+    form = form_class(request.POST)
+    if not form.is_valid():
+        return HttpResponse(f"Invalid {what}: {form.errors.as_text()}", status=400, content_type="text/plain")
+    try:
+        done = submit(product_id, form.cleaned_data)
+    except IdempotencyConflict as exc:
+        return HttpResponse(f"{what.capitalize()} refused: {exc}", status=409, content_type="text/plain")
+    except RatingRejected as exc:
+        return HttpResponse(f"{what.capitalize()} refused: {exc}", status=400, content_type="text/plain")
+    except Unavailable:
+        return _unavailable(f"your {what}")
+    messages.success(request, done)
+    if form.cleaned_data["next"] == "product":
+        return redirect("product", product_id=product_id)
+    return redirect("recommendations")
+
+
 @login_required
 @require_POST
 def rate(request, product_id: str):
-    """Publish the rating and return at once; the recommendations page shows the worker's update."""
-    product_id = _valid_product_id(product_id)
-    refused = _too_many(request)
-    if refused is not None:
-        return refused
-    form = RatingForm(request.POST)
-    if not form.is_valid():
-        return HttpResponse(f"Invalid rating: {form.errors.as_text()}", status=400, content_type="text/plain")
-    try:
-        submission = submit_rating(request.user, recommender_id(request.user), product_id,
-                                   form.cleaned_data["rating"], form.cleaned_data["text"],
-                                   idempotency_key=form.cleaned_data.get("submission_id") or None)
-    except IdempotencyConflict as exc:
-        return HttpResponse(f"Rating refused: {exc}", status=409, content_type="text/plain")
-    except RatingRejected as exc:
-        return HttpResponse(f"Rating refused: {exc}", status=400, content_type="text/plain")
-    except Unavailable:
-        return _unavailable("your rating")
-    messages.success(request, f"Thanks! You rated it {submission.rating} ★. Your recommendations are updating.")
-    return redirect("recommendations")
+    def submit(product_id: str, data: dict) -> str:
+        submission = submit_rating(request.user, recommender_id(request.user), product_id, data["rating"],
+                                   data["text"], idempotency_key=data.get("submission_id") or None)
+        return f"Thanks! You rated it {submission.rating} ★. Your recommendations are updating."
+
+    return _submit(request, product_id, RatingForm, submit, "rating")
+
+
+def _control(request, product_id: str, action: str, done: str):
+    """Publish "remove my rating" or "not interested" like a rating."""
+    def submit(product_id: str, data: dict) -> str:
+        submit_control(request.user, recommender_id(request.user), product_id, action)
+        return done
+
+    return _submit(request, product_id, ControlForm, submit, "request")
+
+
+@login_required
+@require_POST
+def unrate(request, product_id: str):
+    return _control(request, product_id, UNRATE, "Your rating was removed. Your recommendations are updating.")
+
+
+@login_required
+@require_POST
+def not_interested(request, product_id: str):
+    return _control(request, product_id, NOT_INTERESTED,
+                    "Got it: we will not recommend that product to you again. Your recommendations are updating.")
 
 
 def _too_many(request) -> HttpResponse | None:
@@ -174,40 +210,6 @@ def _unavailable(what: str) -> HttpResponse:
     return response
 
 
-def _control(request, product_id: str, action: str, done: str):
-    """Publish "remove my rating" or "not interested" and return at once, like a rating."""
-    product_id = _valid_product_id(product_id)
-    refused = _too_many(request)
-    if refused is not None:
-        return refused
-    form = ControlForm(request.POST)
-    if not form.is_valid():
-        return HttpResponse(f"Invalid request: {form.errors.as_text()}", status=400, content_type="text/plain")
-    try:
-        submit_control(request.user, recommender_id(request.user), product_id, action)
-    except IdempotencyConflict as exc:
-        return HttpResponse(f"Refused: {exc}", status=409, content_type="text/plain")
-    except RatingRejected as exc:
-        return HttpResponse(f"Refused: {exc}", status=400, content_type="text/plain")
-    except Unavailable:
-        return _unavailable("that")
-    messages.success(request, done)
-    if form.cleaned_data["next"] == "product":
-        return redirect("product", product_id=product_id)
-    return redirect("recommendations")
-
-
-@login_required
-@require_POST
-def unrate(request, product_id: str):
-    return _control(request, product_id, UNRATE, "Your rating was removed. Your recommendations are updating.")
-
-
-@login_required
-@require_POST
-def not_interested(request, product_id: str):
-    return _control(request, product_id, NOT_INTERESTED,
-                    "Got it: we will not recommend that product to you again. Your recommendations are updating.")
 # An empty card for the page's script to clone (shop/_card.html with every optional part present).
 _CARD_TEMPLATE = {"pid": "_", "product_id": "_", "title": "", "brand": "-", "price": 1.0, "image": None,
                   "category": "-", "avg_rating": 0.0, "n_reviews": 0, "stars": ""}

@@ -1,0 +1,138 @@
+"""The API's request and response shapes (DRF serializers), apart from its views (shop/api.py).
+
+A rating's fields come from ``core.events``, the one contract the HTML form (shop/forms.py) and the
+workers check too: the stars' range, the product id and idempotency key patterns, the text length.
+"""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from core.events import CONTROL_ACTIONS, MAX_STARS, MAX_TEXT_CHARS, MIN_STARS, is_event_id, is_product_id
+
+KEY_ERROR = "8-64 characters from A-Z a-z 0-9 _ -"  # events.EVENT_ID_PATTERN in words
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only: DRF's CharField would turn 123 or 1.5 into "123" and "1.5"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: DRF's IntegerField would accept "5", 5.0 and "5.0"."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class RatingIn(serializers.Serializer):
+    product_id = StrictCharField(max_length=128, trim_whitespace=False)
+    rating = StrictIntegerField(min_value=MIN_STARS, max_value=MAX_STARS)
+    text = StrictCharField(required=False, allow_blank=True, max_length=MAX_TEXT_CHARS, default="")
+    idempotency_key = StrictCharField(required=False, max_length=64, trim_whitespace=False,
+                                      help_text="Same as the Idempotency-Key header: a retry sends the same key "
+                                                "and the rating is stored once.")
+
+    def validate_idempotency_key(self, value: str) -> str:
+        if not is_event_id(value):
+            raise serializers.ValidationError(KEY_ERROR)
+        return value
+
+    def validate_product_id(self, value: str) -> str:
+        if not is_product_id(value):
+            raise serializers.ValidationError("not a product id")
+        return value
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields) if isinstance(self.initial_data, dict) else set()
+        if unknown:
+            raise serializers.ValidationError(f"unknown fields: {', '.join(sorted(map(str, unknown)))[:200]}")
+        return attrs
+
+
+class ProductIn(RatingIn):
+    """Just a product: "remove my rating" and "not interested"."""
+
+    rating = None
+    text = None
+
+
+class ControlOut(serializers.Serializer):
+    event_id = serializers.CharField()
+    product_id = serializers.CharField()
+    action = serializers.ChoiceField(CONTROL_ACTIONS)
+    status = serializers.CharField()
+
+
+class DeleteAccountIn(serializers.Serializer):
+    password = StrictCharField(max_length=1024, trim_whitespace=False)
+
+
+class DeleteAccountOut(serializers.Serializer):
+    status = serializers.CharField()
+    deleted_at = serializers.DateTimeField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+
+
+class RatingOut(serializers.Serializer):
+    event_id = serializers.CharField()
+    product_id = serializers.CharField()
+    rating = serializers.IntegerField()
+    status = serializers.CharField()
+
+
+class RecItem(serializers.Serializer):
+    product_id = serializers.CharField()
+    title = serializers.CharField(help_text="the product's title, or a readable fallback; never the bare id")
+    brand = serializers.CharField(allow_blank=True)
+    price = serializers.FloatField(allow_null=True)
+    image = serializers.URLField(allow_null=True, help_text="from the data; null when it has none")
+    category = serializers.CharField(allow_blank=True)
+    avg_rating = serializers.FloatField()
+    n_reviews = serializers.IntegerField()
+    score = serializers.FloatField()
+    because = serializers.CharField(allow_null=True)
+    because_title = serializers.CharField(allow_null=True)
+
+
+class RecommendationsOut(serializers.Serializer):
+    user_id = serializers.CharField()
+    source = serializers.ChoiceField(["personal", "popular"])
+    model_version = serializers.CharField(allow_null=True)
+    updated_at = serializers.FloatField(allow_null=True)
+    source_event_id = serializers.CharField(allow_null=True)
+    n_rated = serializers.IntegerField()
+    items = RecItem(many=True)
+
+
+class SimilarItem(serializers.Serializer):
+    product_id = serializers.CharField()
+    title = serializers.CharField()
+    score = serializers.FloatField()
+
+
+class SearchQuery(serializers.Serializer):
+    q = serializers.CharField(max_length=100, trim_whitespace=True)
+    category = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+    page = serializers.IntegerField(required=False, min_value=1, max_value=100_000, default=1)
+    per_page = serializers.IntegerField(required=False, min_value=1, max_value=100, default=24)
+
+
+class SearchHit(serializers.Serializer):
+    product_id = serializers.CharField()
+    title = serializers.CharField()
+    brand = serializers.CharField()
+    category = serializers.CharField()
+    n_reviews = serializers.IntegerField()
+    avg_rating = serializers.FloatField()
+
+
+class SearchOut(serializers.Serializer):
+    total = serializers.IntegerField()
+    page = serializers.IntegerField()
+    items = SearchHit(many=True)
