@@ -127,33 +127,47 @@ def get_db(uri: str | None = None, name: str | None = None) -> Database:
     return ReloadableDatabase(client, name or get_settings().mongo_db)
 
 
-_pointer_cache: dict[tuple[int, str, str], tuple[str, float]] = {}
+# Per process and database: {"at": when read, "live": {logical: generation}, "version": CURRENT,
+# "lists": {logical: collection}}. Refreshed once per POINTER_TTL_S for every collection at once
+# (one read of the small pointer collection and of CURRENT); a version's per-version collections
+# are looked up once while that version stays current, not again at each refresh.
+_pointer_cache: dict[tuple[int, str], dict[str, Any]] = {}
 
 
 def _raw(db: Database, name: str) -> Collection:
     return Database.__getitem__(db, name)
 
 
-def physical_name(db: Database, name: str) -> str:
-    """The collection that holds ``name`` now: its live generation, or ``name`` itself."""
-    if name not in RELOADED and name not in PER_MODEL_VERSION:
-        return name
-    key, now = (id(db.client), db.name, name), time.monotonic()
-    hit = _pointer_cache.get(key)
-    if hit is not None and now - hit[1] < POINTER_TTL_S:
-        return hit[0]
-    if name in RELOADED:
-        doc = _raw(db, POINTERS).find_one({"_id": name}, {"physical": 1})
-        physical = (doc or {}).get("physical") or name
-    else:
-        from core import artifacts  # the published version is the pointer of its serving lists
+def _pointers(db: Database) -> dict[str, Any]:
+    key, now = (id(db.client), db.name), time.monotonic()
+    state = _pointer_cache.get(key)
+    if state is not None and now - state["at"] < POINTER_TTL_S:
+        return state
+    from core import artifacts  # the published version is the pointer of its serving lists
 
-        version = artifacts.current_version()
-        physical = per_version_name(name, version) if version else name
+    live = {doc["_id"]: doc["physical"] for doc in _raw(db, POINTERS).find({}, {"physical": 1})
+            if doc.get("physical") and doc["_id"] in RELOADED}
+    version = artifacts.current_version()
+    kept = {} if state is None or state["version"] != version else {
+        n: c for n, c in state["lists"].items() if c != n}  # found lists stay; a missing one is looked for again
+    state = _pointer_cache[key] = {"at": now, "live": live, "version": version, "lists": kept}
+    return state
+
+
+def physical_name(db: Database, name: str) -> str:
+    """The collection that holds ``name`` now: its live generation, its published version's
+    collection, or ``name`` itself."""
+    if name in RELOADED:
+        return _pointers(db)["live"].get(name, name)
+    if name not in PER_MODEL_VERSION:
+        return name
+    state = _pointers(db)
+    if name not in state["lists"]:
+        physical = per_version_name(name, state["version"]) if state["version"] else name
         if physical != name and not db.list_collection_names(filter={"name": physical}):
             physical = name  # published before lists were kept per version
-    _pointer_cache[key] = (physical, now)
-    return physical
+        state["lists"][name] = physical
+    return state["lists"][name]
 
 
 def per_version_name(name: str, version: str) -> str:

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -218,3 +219,47 @@ def test_the_dashboard_survives_a_half_copied_version(own, kind, client, site_ca
     response = client.get("/dashboard/")
     assert response.status_code == 200, response.content[:500]
     assert version in response.content.decode()
+
+
+def test_collection_names_are_resolved_once_per_refresh_and_lists_once_per_version(own, monkeypatch):
+    """physical_name reads the pointers and CURRENT once per POINTER_TTL_S for every collection,
+    looks a version's lists up once while it is current, and follows a publish."""
+    from pymongo.database import Database
+
+    from spark_jobs import publish as job
+
+    old = _version(_val(0.1, 0.01), seed=11)
+    assert job.publish(old, "it-names", force=True)["status"] == "published"
+    new = _version(_val(0.2, 0.01, current=old, current_ndcg=0.1), seed=21)
+    pointer_reads, listings = [0], [0]
+    raw, listed = mongo._raw, Database.list_collection_names
+
+    def counting_raw(db, name):
+        pointer_reads[0] += name == mongo.POINTERS
+        return raw(db, name)
+
+    def counting_list(self, *args, **kwargs):
+        listings[0] += 1
+        return listed(self, *args, **kwargs)
+
+    monkeypatch.setattr(mongo, "_raw", counting_raw)
+    monkeypatch.setattr(Database, "list_collection_names", counting_list)
+    monkeypatch.setattr(mongo, "POINTER_TTL_S", 0.05)
+    mongo.forget_pointers()
+    db, names = mongo.get_db(), sorted(mongo.RELOADED | mongo.PER_MODEL_VERSION)
+    start, calls = time.monotonic(), 0
+    while time.monotonic() - start < 0.6:
+        for name in names:
+            mongo.physical_name(db, name)
+            calls += 1
+    refreshes = (time.monotonic() - start) / 0.05 + 2
+    assert calls > 100 and pointer_reads[0] <= refreshes, (calls, pointer_reads[0], refreshes)
+    assert listings[0] == len(mongo.PER_MODEL_VERSION), "a version's lists were looked up again"
+    assert mongo.physical_name(db, mongo.SIMILAR_ITEMS) == mongo.per_version_name(mongo.SIMILAR_ITEMS, old)
+
+    # Another process publishes (this one's cache is not told): the next refresh follows CURRENT.
+    monkeypatch.setattr(mongo, "forget_pointers", lambda: None)
+    assert job.publish(new, "it-names")["status"] == "published"
+    time.sleep(0.06)
+    assert mongo.physical_name(db, mongo.SIMILAR_ITEMS) == mongo.per_version_name(mongo.SIMILAR_ITEMS, new)
+    assert mongo.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[22]
