@@ -91,7 +91,7 @@ def _topic_names() -> list[str]:
     from core.settings import get_settings
 
     s = get_settings()
-    return [s.ratings_topic, s.dead_letter_topic, s.model_topic]
+    return [s.ratings_topic, s.dead_letter_topic]
 
 
 def item_id(i: int) -> str:

@@ -101,7 +101,6 @@ def ensure_topics() -> list[str]:
     wanted = [
         NewTopic(s.ratings_topic, num_partitions=s.ratings_partitions, replication_factor=1),
         NewTopic(s.dead_letter_topic, num_partitions=1, replication_factor=1),
-        NewTopic(s.model_topic, num_partitions=1, replication_factor=1),
     ]
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers, client_id="amazon-recommender-admin")
     created = []

@@ -7,8 +7,8 @@ Here the writers that replace one user's list (the Kafka worker, Celery's re-sco
 the new version in Redis right after their MongoDB write. A version the site read from MongoDB
 itself is remembered only where nobody announced one (SET NX, so it never hides a newer
 announcement that raced it) and only for ``REMEMBERED_TTL_S``, because the batch job's bulk
-writes announce nothing; they are followed by a new model, and Celery then bumps the cache
-generation, which every key here carries, so all versions from before are forgotten at once.
+writes announce nothing; they switch with a new model's ``CURRENT`` (spark_jobs/publish.py),
+which every key here carries as its generation, so all versions from before are forgotten at once.
 Keys also carry the MongoDB database name: one Redis can serve several deployments (and test
 sessions).
 
@@ -18,11 +18,12 @@ and the site drops a version that disagrees with MongoDB when it reads both.
 from __future__ import annotations
 
 import logging
+import time
 from functools import lru_cache
 
 import redis
 
-from core.cache_keys import CACHE_GENERATION
+from core import artifacts
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -51,19 +52,31 @@ def client() -> redis.Redis:
     return _client(get_settings().redis_url)
 
 
-def key(user_id: str, generation: int) -> str:
+def key(user_id: str, generation: str) -> str:
     return f"recsys:{get_settings().mongo_db}:list:{generation}:{user_id}"
 
 
-def generation(r: redis.Redis | None = None) -> int:
-    return int((r or client()).get(CACHE_GENERATION) or 0)
+GENERATION_CHECK_S = 1.0
+_generation: dict[str, tuple[str, float]] = {}  # artifacts folder -> (version, read at)
+
+
+def generation() -> str:
+    """The published model version (``CURRENT``): what changes every cached thing at once.
+
+    Keys carry it, so a new model (and with it new batch lists and similar items) leaves every
+    version and page cached under the old one unread. Read at most once a second per process.
+    """
+    where, now = str(get_settings().artifacts_dir), time.monotonic()
+    hit = _generation.get(where)
+    if hit is None or now - hit[1] >= GENERATION_CHECK_S:
+        hit = _generation[where] = (artifacts.current_version() or "none", now)
+    return hit[0]
 
 
 def announce(user_id: str, version: str) -> None:
     """A writer has just replaced the user's list in MongoDB (best effort: MongoDB has it)."""
     try:
-        r = client()
-        r.set(key(user_id, generation(r)), version, ex=ANNOUNCED_TTL_S)
+        client().set(key(user_id, generation()), version, ex=ANNOUNCED_TTL_S)
     except redis.RedisError as exc:
         log.warning("list version of %s not announced in Redis (%s); the site will read MongoDB", user_id, exc)
 
@@ -71,14 +84,13 @@ def announce(user_id: str, version: str) -> None:
 def drop(user_id: str) -> None:
     """The account was deleted: forget its list version (best effort: it expires anyway)."""
     try:
-        r = client()
-        r.delete(key(user_id, generation(r)))
+        client().delete(key(user_id, generation()))
     except redis.RedisError as exc:
         log.warning("list version of %s not dropped from Redis (%s); it expires in %ds", user_id, exc,
                     ANNOUNCED_TTL_S)
 
 
-def current(user_id: str, generation: int) -> str | None:
+def current(user_id: str, generation: str) -> str | None:
     """The announced or remembered version, or None when Redis does not know (or is down)."""
     try:
         value = client().get(key(user_id, generation))
@@ -87,7 +99,7 @@ def current(user_id: str, generation: int) -> str | None:
     return value.decode() if value is not None else None
 
 
-def remember(user_id: str, version: str, generation: int) -> None:
+def remember(user_id: str, version: str, generation: str) -> None:
     """The site read ``version`` from MongoDB: keep it briefly, unless a writer announced one."""
     try:
         client().set(key(user_id, generation), version, ex=REMEMBERED_TTL_S, nx=True)
@@ -95,7 +107,7 @@ def remember(user_id: str, version: str, generation: int) -> None:
         pass
 
 
-def forget(user_id: str, generation: int) -> None:
+def forget(user_id: str, generation: str) -> None:
     """Redis disagreed with MongoDB (a lost announcement): the next request reads MongoDB."""
     try:
         client().delete(key(user_id, generation))

@@ -48,7 +48,6 @@ class Settings:
     kafka_bootstrap_servers: str
     ratings_topic: str
     dead_letter_topic: str
-    model_topic: str
     ratings_partitions: int
     redis_url: str
     spark_master: str
@@ -73,7 +72,6 @@ class Settings:
             ),
             ratings_topic=_env("KAFKA_RATINGS_TOPIC", "ratings.v1"),
             dead_letter_topic=_env("KAFKA_DEAD_LETTER_TOPIC", "ratings.dead-letter"),
-            model_topic=_env("KAFKA_MODEL_TOPIC", "models.published"),
             ratings_partitions=_env_int("KAFKA_RATINGS_PARTITIONS", 6),
             redis_url=_env("REDIS_URL", f"redis://127.0.0.1:{_env('REDIS_PORT', '6379')}/0"),
             spark_master=_env("SPARK_MASTER", "local[*]"),

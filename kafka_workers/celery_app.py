@@ -4,7 +4,7 @@
 
 Redis (``REDIS_URL``) is the broker. The Kafka workers keep each user's list current per event;
 Celery does what is not tied to one event: popular and trending lists per category, and, when the
-batch pipeline publishes a model, re-scoring recently active users and invalidating site caches.
+batch pipeline publishes a model (a new ``CURRENT``), re-scoring recently active users.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The published model, reloaded when the batch pipeline publishes a new version.
 
-Checking the ``CURRENT`` file costs one small read, so the worker does it every few seconds
+``CURRENT`` is how a new model is announced (see spark_jobs/publish.py for why it is the only
+way). Checking it costs one small read, so the worker does it every few seconds
 between batches; a new version is loaded fully before it replaces the old one, so events are never
 scored against half a model and no restart is needed.
 """

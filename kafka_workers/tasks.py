@@ -8,8 +8,7 @@ import time
 import redis
 
 from core import artifacts, list_state, mongo, popular, recommend
-from core.cache_keys import CACHE_GENERATION as CACHE_GENERATION_KEY
-from core.cache_keys import LAST_RESCORED_MODEL as LAST_MODEL_KEY
+from core.cache_keys import LAST_RESCORED_MODEL
 from core.settings import get_settings
 from kafka_workers.celery_app import app
 
@@ -45,7 +44,7 @@ def _running_key(version: str) -> str:
 
 @app.task
 def check_model() -> str | None:
-    """Queue one re-scoring per newly published model version.
+    """Queue one re-scoring per newly published model version (``CURRENT``, see spark_jobs/publish.py).
 
     Beat calls this every few seconds; a Redis ``SET NX`` per version (expiring after the rescore's
     time limit, so a rescore lost with its worker is queued again) keeps the later calls from
@@ -55,7 +54,7 @@ def check_model() -> str | None:
     if version is None:
         return None
     r = _redis()
-    if r.get(LAST_MODEL_KEY) == version.encode():
+    if r.get(LAST_RESCORED_MODEL) == version.encode():
         return None
     if not r.set(_queued_key(version), "1", nx=True, ex=RESCORE_TIME_LIMIT_S + 60):
         return None
@@ -68,11 +67,11 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     """Re-score users who rated on the site recently with the new model, then refresh caches.
 
     Runs once per version: a copy delivered while one runs (it holds the version's running lock)
-    or after one finished (``LAST_MODEL_KEY``) returns 0 at once. A run that fails releases both
+    or after one finished (``LAST_RESCORED_MODEL``) returns 0 at once. A run that fails releases both
     locks, so the next ``check_model`` queues it again.
     """
     r = _redis()
-    if r.get(LAST_MODEL_KEY) == version.encode():
+    if r.get(LAST_RESCORED_MODEL) == version.encode():
         return 0
     if not r.set(_running_key(version), "1", nx=True, ex=RESCORE_TIME_LIMIT_S + 60):
         log.info("model %s: a rescore is already running; this copy does nothing", version)
@@ -102,8 +101,6 @@ def _rescore(version: str, active_days: int, batch_size: int) -> int:
                 doc = mongo.write_recommendations(user, items, model.version, as_of=as_of)
                 list_state.announce(user, list_state.version_of(doc))
                 done += doc.get("as_of") == as_of
-    r = _redis()
-    r.incr(CACHE_GENERATION_KEY)
-    r.set(LAST_MODEL_KEY, version)
-    log.info("model %s: re-scored %d active users; cache generation bumped", version, done)
+    _redis().set(LAST_RESCORED_MODEL, version)
+    log.info("model %s: re-scored %d active users", version, done)
     return done

@@ -12,8 +12,16 @@ similar items into MongoDB collections of that version's own, which nobody reads
 the popular and trending lists (core.popular, the same code Celery runs), then moves the
 ``CURRENT`` pointer atomically: readers resolve those collections through ``CURRENT``
 (core/mongo.py), so the model and its lists switch together and a crash before the move leaves
-the old version whole. Then the version is announced on the model topic. Re-publishing the current
-version changes nothing.
+the old version whole. Re-publishing the current version changes nothing.
+
+``CURRENT`` is the one announcement of a new model, read by everyone who cares: the workers
+reload from it (kafka_workers/model_holder.py), Celery's ``check_model`` queues the re-scoring
+from it, and the site's and workers' cache keys carry it (core/list_state.py), so caches built
+under the old model are never read again. It is the one place that cannot disagree with what is
+served: it is written last, atomically, only after the version's files and lists are complete,
+and every program reads it where it reads the model. A message (the Kafka topic nobody read) or a
+counter (the Redis cache generation Celery bumped) was a second copy that could be lost, arrive
+before the lists, or say another thing than ``CURRENT``; they are gone.
 """
 from __future__ import annotations
 
@@ -25,7 +33,6 @@ import time
 from pathlib import Path
 
 from core import artifacts, mongo, popular
-from core.settings import get_settings
 from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
 
@@ -123,13 +130,6 @@ def publish(version: str, run_id: str, force: bool = False) -> dict:
     loaded["dropped"] = mongo.drop_serving_lists(keep={version, current} - {None})
     mongo.record_model_version(version, {"published": True, "published_at": time.time(), "decision": decision,
                                          "replaced": current})
-    try:
-        from core import kafka_io
-
-        kafka_io.publish_json(get_settings().model_topic, {"version": version, "published_at": time.time()},
-                              key="model")
-    except Exception as exc:  # workers also poll CURRENT; the announcement only makes it faster
-        print(f"publish: could not announce on Kafka ({exc.__class__.__name__}); workers will poll")
     print(f"publish: {version} is now current ({decision}); loaded {loaded}")
     return {"status": "published", "version": version, "replaced": current, "decision": decision, "loaded": loaded}
 

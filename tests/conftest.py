@@ -42,7 +42,6 @@ RUN_ID = uuid.uuid4().hex[:8]
 os.environ.setdefault("MONGO_DB", f"test_{RUN_ID}")
 os.environ.setdefault("KAFKA_RATINGS_TOPIC", f"test-{RUN_ID}.ratings")
 os.environ.setdefault("KAFKA_DEAD_LETTER_TOPIC", f"test-{RUN_ID}.dead-letter")
-os.environ.setdefault("KAFKA_MODEL_TOPIC", f"test-{RUN_ID}.models")
 
 
 def _reachable(hostport: str) -> bool:

@@ -131,7 +131,7 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         """Publish one chosen version with ``spark_jobs.publish.publish`` (forced: staff decided).
 
         The same function the pipeline's publish job runs: the version's lists are loaded into
-        MongoDB, ``CURRENT`` is swapped, the workers are told on Kafka, Celery re-scores. Who did it
+        MongoDB, ``CURRENT`` is swapped (the workers reload, Celery re-scores). Who did it
         and when goes into the admin log, the version's MongoDB record and a pipeline-run record.
         """
         from spark_jobs.publish import publish

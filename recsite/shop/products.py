@@ -5,17 +5,15 @@ while Spark jobs share the CPU). A recommendations list names up to 40 products 
 product it is recommended "because" of), and a product page 10 more, so without a cache every
 page paid for dozens of round trips. The catalog changes only when the batch pipeline reloads it
 and similar items when a model is published, so entries live ``CATALOG_CACHE_SECONDS`` (default
-five minutes) and the product page key carries the cache generation that Celery bumps after a new
-model. Lists of summaries come back in one ``get_many``.
+five minutes) and the product page key carries the published model version (``CURRENT``), so a
+new model's similar items show at once. Lists of summaries come back in one ``get_many``.
 """
 from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Any
 
-import redis
 from django.core.cache import cache
 
 from core import list_state, mongo
@@ -25,24 +23,10 @@ SIMILAR_SHOWN = 8
 MAX_ALSO_BOUGHT_READ = 40  # also_buy lists run to 100 ids; read at most this many by _id
 
 
-_generation = {"value": 0, "read_at": -1e9}
-GENERATION_CHECK_S = 5.0
-
-
-def cache_generation() -> int:
-    """Celery bumps this after a new model; keys built with it are then simply never read again.
-
-    Read from Redis at most every few seconds per process: it changes once per published model,
-    not worth a round trip on every page.
-    """
-    now = time.monotonic()
-    if now - _generation["read_at"] >= GENERATION_CHECK_S:
-        try:  # the Redis Celery writes it to (REDIS_URL), which may not be the cache's
-            _generation["value"] = list_state.generation()
-        except redis.RedisError:  # no Redis: the cache is off anyway (IGNORE_EXCEPTIONS)
-            _generation["value"] = 0
-        _generation["read_at"] = now
-    return _generation["value"]
+def cache_generation() -> str:
+    """The published model version: keys built with it are never read again after a new model
+    (core.list_state.generation, the same generation the workers announce lists under)."""
+    return list_state.generation()
 
 
 def summaries(product_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -53,11 +53,12 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, every_
 def reset_core_caches(mongo_uri_changed: bool = False) -> None:
     """Forget cached settings (and the producer, and on request the MongoDB clients) after the
     environment changed. ``mongo.get_client()`` caches the client of the first URI under ``None``."""
-    from core import kafka_io, mongo
+    from core import kafka_io, list_state, mongo
     from core.settings import get_settings
 
     get_settings.cache_clear()
     mongo.forget_pointers()  # which generation / model version a collection name means
+    list_state._generation.clear()  # the published version cache keys carry
     for breaker in (getattr(kafka_io, "BREAKER", None), getattr(mongo, "BREAKER", None)):
         if breaker is not None:  # the servers changed: what failed before says nothing now
             breaker.success()
@@ -119,7 +120,7 @@ def topics_env(tag: str) -> dict[str, str]:
     """Fresh topic names and consumer group for one test."""
     base = f"rt-{tag}-{uuid.uuid4().hex[:8]}"
     return {"KAFKA_RATINGS_TOPIC": f"{base}.ratings", "KAFKA_DEAD_LETTER_TOPIC": f"{base}.dead-letter",
-            "KAFKA_MODEL_TOPIC": f"{base}.models", "KAFKA_WORKER_GROUP": f"{base}.workers"}
+            "KAFKA_WORKER_GROUP": f"{base}.workers"}
 
 
 def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
@@ -257,7 +258,7 @@ def process_env(**extra: str) -> dict[str, str]:
     s = get_settings()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MONGO_URI": s.mongo_uri, "MONGO_DB": s.mongo_db,
            "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers, "KAFKA_RATINGS_TOPIC": s.ratings_topic,
-           "KAFKA_DEAD_LETTER_TOPIC": s.dead_letter_topic, "KAFKA_MODEL_TOPIC": s.model_topic,
+           "KAFKA_DEAD_LETTER_TOPIC": s.dead_letter_topic,
            "ARTIFACTS_DIR": str(s.artifacts_dir), "REDIS_URL": s.redis_url, "RECS_TOP_N": str(s.top_n),
            "LOG_LEVEL": "INFO"}
     # pytest-django exports DJANGO_SETTINGS_MODULE; Celery would then set Django up (the workers

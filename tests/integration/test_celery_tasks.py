@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from core import artifacts, mongo, recommend
-from core.cache_keys import CACHE_GENERATION, LAST_RESCORED_MODEL
+from core.cache_keys import LAST_RESCORED_MODEL
 from core.events import RatingEvent
 from realtime_support import CATEGORIES, ROOT, TOP_N, Proc, process_env, publish_model, reset_core_caches, wait_until
 from realtime_support import rt_catalog  # noqa: F401  (fixture)
@@ -37,13 +37,13 @@ def celery_env(rt_catalog, settings, tmp_path_factory):
     mp.setenv("ARTIFACTS_DIR", str(tmp_path_factory.mktemp("celery-artifacts")))
     reset_core_caches()
     r = redis.Redis.from_url(url)
-    r.delete(CACHE_GENERATION, LAST_RESCORED_MODEL)
+    r.delete(LAST_RESCORED_MODEL)
     try:
         yield rt_catalog
     finally:
         # Also the queue and what acks_late put back at the worker's shutdown, so no later
         # session on this db number runs our leftover beat tasks.
-        r.delete(CACHE_GENERATION, LAST_RESCORED_MODEL, "celery", "unacked", "unacked_index", "unacked_mutex")
+        r.delete(LAST_RESCORED_MODEL, "celery", "unacked", "unacked_index", "unacked_mutex")
         mp.undo()
         reset_core_caches()
 
@@ -100,7 +100,8 @@ def test_refresh_trending_ranks_recent_positive_ratings_per_category(celery_env)
     assert [i["product_id"] for i in mongo.get_popular("Keyboards", "trending", db=db)] == [p[2]]
 
 
-def test_rescore_active_users_uses_the_new_model_and_bumps_the_cache_generation(celery_env):
+def test_rescore_active_users_uses_the_new_model_and_caches_drop_with_current(celery_env):
+    from core import list_state
     from kafka_workers.tasks import rescore_active_users
 
     db, p = celery_env.db, celery_env.products
@@ -112,9 +113,15 @@ def test_rescore_active_users_uses_the_new_model_and_bumps_the_cache_generation(
     _rate(db, "rt-rs-active2", p[7], 4, now - 86400)
     _rate(db, "rt-rs-idle", p[8], 5, now - 40 * 86400)
     mongo.write_recommendations("rt-rs-idle", [{"product_id": p[9], "score": 1.0, "because": p[8]}], v1, db=db)
-    generation = int(_redis().get(CACHE_GENERATION) or 0)
+    list_state._generation.clear()
+    assert list_state.generation() == v1
+    list_state.announce("rt-rs-active1", '"cached-under-v1"')
 
     v2 = publish_model(celery_env.in_model, seed=2)
+    list_state._generation.clear()  # (each process reads CURRENT again within GENERATION_CHECK_S)
+    # The new CURRENT is the cache generation: what was kept under v1 is not read any more.
+    assert list_state.generation() == v2
+    assert list_state.current("rt-rs-active1", list_state.generation()) is None
     assert rescore_active_users(v2) == 2
     model = artifacts.load_model(v2)
     for user in ("rt-rs-active1", "rt-rs-active2"):
@@ -123,7 +130,7 @@ def test_rescore_active_users_uses_the_new_model_and_bumps_the_cache_generation(
         want = recommend.recommend(model, mongo.user_ratings(user, db=db), TOP_N)
         assert [i["product_id"] for i in doc["items"]] == [w["product_id"] for w in want]
     assert mongo.get_recommendations("rt-rs-idle", db=db)["model_version"] == v1, "inactive users are left alone"
-    assert int(_redis().get(CACHE_GENERATION)) == generation + 1
+    assert list_state.current("rt-rs-active1", v2) == list_state.version_of(mongo.get_recommendations("rt-rs-active1", db=db))
     assert _redis().get(LAST_RESCORED_MODEL) == v2.encode()
 
 

@@ -33,7 +33,7 @@ def test_remembered_version_never_hides_an_announced_one(user):
 def test_keys_are_per_generation_and_per_database(user, monkeypatch):
     gen = list_state.generation()
     list_state.announce(user, '"m1-1.0"')
-    assert list_state.current(user, gen + 1) is None  # a bump (new model) forgets every version
+    assert list_state.current(user, gen + "-next") is None  # a new model forgets every version
     monkeypatch.setenv("MONGO_DB", get_settings().mongo_db + "-other")
     get_settings.cache_clear()
     try:

@@ -4,7 +4,7 @@ Everything is real: the site (Django test client) publishes to Kafka, a real ``p
 kafka_workers.worker`` process applies the events to FerretDB and announces lists in Redis, and
 the pages and API read them back. The module uses the synthetic catalog and model of
 realtime_support (its own database, topics and artifacts) and its own Redis database number, so
-Celery's re-scoring here bumps no cache generation anybody else reads.
+the list versions announced here are read by nobody else.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ WAIT_S = 90  # liveness bound for the worker on a loaded 2-core machine, not a s
 
 @pytest.fixture(scope="module", autouse=True)
 def own_redis_db(rt_catalog, settings):
-    """list_state keys and Celery's cache generation in a Redis database of this module's own."""
+    """list_state keys in a Redis database of this module's own."""
     number = 1 + int(hashlib.sha1(f"{settings.mongo_db}-controls".encode()).hexdigest(), 16) % 15
     url = urlparse(settings.redis_url)._replace(path=f"/{number}").geturl()
     mp = pytest.MonkeyPatch()
