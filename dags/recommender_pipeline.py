@@ -10,6 +10,11 @@ its metrics to ``publish`` through XCom. The publish gate (is the new model good
 spark_jobs/publish.py's decision; the DAG only adds ``--force`` when the ``force_publish`` param
 is set.
 
+This file holds the tasks and their order; the operator and the helpers live in the package beside
+it, ``dags/recommender/`` (``operators.py``: ``SparkJobOperator``; ``records.py``: run ids and
+train's record), which Airflow imports from the DAG folder and ``.airflowignore`` keeps out of the
+DAG scan.
+
 Why the jobs run with the *app's* spark-submit: Airflow has its own virtualenv (its pins clash with
 the app's, see requirements-airflow.txt), which has neither pyspark nor the app's libraries. The
 binary is ``<app venv>/bin/spark-submit`` and the driver/executor Python is the app venv's python
@@ -62,157 +67,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-from collections.abc import Callable, Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.exceptions import AirflowFailException, AirflowNotFoundException
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, BaseHook, Param, task
+from airflow.sdk import DAG, Param, task
 
-# The app's package is installed in the Airflow venv without its dependencies (bin/services install
-# airflow, docker/airflow.Dockerfile): core.settings and spark_jobs.pyfiles use only the standard
-# library, and the DAG and the jobs then agree on every default (DATA_DIR, LOCAL_DIR, DEMO_INPUT).
 from core.settings import get_settings
-from spark_jobs import pyfiles
-
-APP_ROOT = Path(os.environ.get("APP_ROOT") or Path(__file__).resolve().parent.parent)
+from recommender.operators import SparkJobOperator, force_args, input_args
+from recommender.records import fs_safe, read_train_record
 
 log = logging.getLogger(__name__)
 
 DAG_ID = "amazon_recommender_pipeline"
 _SCHEDULE = os.environ.get("PIPELINE_SCHEDULE", "@daily").strip()
 SCHEDULE = None if _SCHEDULE.lower() in ("", "none") else _SCHEDULE
-SPARK_CONN_ID = os.environ.get("SPARK_CONN_ID") or "spark_default"
-
-# The variables core.settings and spark_jobs.common read; forwarded to every job when set.
-JOB_ENV_VARS = (
-    "LOCAL_DIR", "DATA_DIR", "ARTIFACTS_DIR", "EDA_DIR", "DEMO_INPUT",
-    "MONGO_URI", "MONGO_PORT", "MONGO_DB",
-    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_PORT", "KAFKA_RATINGS_TOPIC", "KAFKA_DEAD_LETTER_TOPIC",
-    "KAFKA_MODEL_TOPIC", "KAFKA_RATINGS_PARTITIONS", "REDIS_URL", "REDIS_PORT", "RECS_TOP_N",
-    "SPARK_MASTER", "SPARK_DRIVER_MEMORY", "SPARK_SHUFFLE_PARTITIONS", "SPARK_LOG_LEVEL",
-    "SPARK_UI_ENABLED", "SPARK_MAX_PARTITION_BYTES", "PYSPARK_DRIVER_PYTHON",
-)
-
-
-def fs_safe(run_id: str) -> str:
-    """Airflow's run id as a file and document-id safe string (no ':' or '+', no '/').
-
-    The jobs put the run id into paths ($DATA_DIR/runs/<id>/) and MongoDB ids ("<id>:<job>"), so
-    every character outside [A-Za-z0-9._-] becomes '-'.
-    """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.")
-    if not safe:
-        raise ValueError(f"run id {run_id!r} has no file-system safe characters")
-    return safe
-
-
 RUN_ID = "{{ run_id | fs_safe }}"
-
-
-def app_venv() -> Path:
-    """The app's virtualenv: APP_VENV, else the venv of APP_PYTHON, else $LOCAL_DIR/venv."""
-    if os.environ.get("APP_VENV"):
-        return Path(os.environ["APP_VENV"])
-    if os.environ.get("APP_PYTHON"):
-        return Path(os.environ["APP_PYTHON"]).parent.parent
-    return get_settings().local_dir / "venv"
-
-
-def spark_submit_binary() -> str:
-    return os.environ.get("SPARK_SUBMIT_BINARY") or str(app_venv() / "bin" / "spark-submit")
-
-
-def app_python() -> str:
-    return (os.environ.get("PYSPARK_PYTHON") or os.environ.get("APP_PYTHON")
-            or str(app_venv() / "bin" / "python"))
-
-
-def job_env() -> dict[str, str]:
-    """What every spark-submit gets: the app's Python and the jobs' settings that are set here."""
-    env = {name: os.environ[name] for name in JOB_ENV_VARS if os.environ.get(name)}
-    env["PYSPARK_PYTHON"] = app_python()
-    # The jobs import core from the --py-files zip, which knows no repository to default to.
-    env.setdefault("LOCAL_DIR", str(get_settings().local_dir))
-    if "@" in env.get("MONGO_URI", ""):  # credentials: keep them out of logs and rendered fields
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(env["MONGO_URI"])
-    return env
-
-
-def input_args(params: Mapping[str, Any]) -> list[str]:
-    """``--input`` once per file or glob; a relative path is taken from the repository."""
-    args: list[str] = []
-    for item in params["inputs"]:
-        path = item if "://" in item or Path(item).is_absolute() else str(APP_ROOT / item)
-        args += ["--input", path]
-    return args
-
-
-def force_args(params: Mapping[str, Any]) -> list[str]:
-    return ["--force"] if params["force_publish"] else []
-
-
-class SparkJobOperator(SparkSubmitOperator):
-    """``spark-submit --py-files <zip> spark_jobs/<job>.py`` with the app's binary, Python and settings.
-
-    ``args_from_params`` adds arguments that Jinja cannot express in ``application_args`` (a list
-    param spliced into repeated ``--input`` flags, a flag present only when a param is true).
-    """
-
-    def __init__(self, *, job: str, args_from_params: Callable[[Mapping[str, Any]], list[str]] | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(
-            task_id=job,
-            application=str(APP_ROOT / "spark_jobs" / f"{job}.py"),
-            name=f"amazon-recommender:{job}",
-            conn_id=SPARK_CONN_ID,
-            spark_binary=spark_submit_binary(),
-            env_vars=job_env(),
-            driver_memory=os.environ.get("SPARK_DRIVER_MEMORY") or "4g",
-            **kwargs,
-        )
-        self.args_from_params = args_from_params
-
-    def execute(self, context: Any) -> Any:
-        try:
-            BaseHook.get_connection(self._conn_id)
-        except AirflowNotFoundException as exc:  # the provider would quietly use --master yarn
-            raise AirflowFailException(
-                f"Airflow connection {self._conn_id!r} is not defined; set e.g. "
-                f"AIRFLOW_CONN_{self._conn_id.upper()}='spark://local%5B%2A%5D' (local[*]) or "
-                f"'spark://<host>:7077' (see the docstring of dags/recommender_pipeline.py)"
-            ) from exc
-        if self.args_from_params is not None:
-            self.application_args = [*self.args_from_params(context["params"]), *(self.application_args or [])]
-        # core/ and spark_jobs/ for the executors (and a cluster's driver), as bin/pipeline ships them
-        self.py_files = str(pyfiles.build())
-        return super().execute(context)
-
-
-def read_train_record(run_id: str) -> dict[str, Any]:
-    """The model version and metrics that train recorded for this run; fails when there are none."""
-    path = get_settings().data_dir / "runs" / fs_safe(run_id) / "train.json"
-    if not path.is_file():
-        raise AirflowFailException(f"train left no record at {path}: did it run with --run-id {fs_safe(run_id)}?")
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AirflowFailException(f"train record {path} is not JSON: {exc}") from exc
-    if record.get("status", "ok") != "ok":
-        raise AirflowFailException(f"train recorded status {record.get('status')!r} in {path}")
-    version = record.get("version") or record.get("model_version")
-    if not version:
-        raise AirflowFailException(f"train record {path} names no model version ('version')")
-    metrics = record.get("metrics")
-    if not isinstance(metrics, dict) or not metrics:
-        raise AirflowFailException(f"train record {path} has no evaluation metrics ('metrics')")
-    return {"version": str(version), "metrics": metrics}
 
 
 with DAG(

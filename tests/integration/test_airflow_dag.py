@@ -129,10 +129,13 @@ def test_spark_tasks_submit_the_repo_jobs_with_the_app_venv(dagbag):
     assert "--version" in dagbag["tasks"]["publish"]["args"]
 
 
-# The DAG file as a module, loaded from its path (Airflow's own parser puts the DAG folder on the
-# import path; these probes call the file's helpers directly).
+# The DAG file as a module, loaded from its path with the DAG folder on the import path, as
+# Airflow's own parser does (the file imports its helpers from dags/recommender/); these probes
+# call the helpers directly.
 LOAD_DAG_MODULE = f"""
-import importlib.util
+import importlib.util, sys
+sys.path.insert(0, {str(DAGS)!r})
+from recommender import operators
 spec = importlib.util.spec_from_file_location("recommender_pipeline", {str(DAGS / "recommender_pipeline.py")!r})
 p = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(p)
@@ -144,8 +147,8 @@ import json, sys
     "safe": [p.fs_safe(r) for r in ("manual__2026-11-25T11:40:32.728943+00:00", "scheduled__2025-01-01T00:00:00+00:00")],
     "inputs": p.input_args({{"inputs": ["data/x.jsonl.gz", "/abs/*.json.gz"]}}),
     "force": [p.force_args({{"force_publish": True}}), p.force_args({{"force_publish": False}})],
-    "binary": p.spark_submit_binary(),
-    "python": p.app_python(),
+    "binary": operators.spark_submit_binary(),
+    "python": operators.app_python(),
 }}))
 """
 

@@ -1,0 +1,9 @@
+"""The pipeline DAG's building blocks (dags/recommender_pipeline.py keeps the tasks and their order).
+
+Airflow puts the DAG folder on the import path, so the DAG file imports this package as
+``recommender``; ``.airflowignore`` keeps the DAG processor from parsing it for DAGs.
+
+- :mod:`recommender.operators`: ``SparkJobOperator`` (``spark-submit`` of one of spark_jobs/ with
+  the app's binary, Python and settings) and the argument builders of the params.
+- :mod:`recommender.records`: the run id as a file-safe name and train's record for ``evaluate``.
+"""
