@@ -62,8 +62,10 @@ def _probe(venv: Path, home: Path, code: str, **env: str) -> dict:
 
 DAGBAG_PROBE = f"""
 import json
-from airflow.models.dagbag import DagBag
-bag = DagBag(dag_folder={str(DAGS)!r}, include_examples=False)
+from airflow.models.dagbag import BundleDagBag
+# as the DAG processor, the task runner and `airflow dags test` parse it: the DAG folder (the
+# bundle) on the import path, so the DAG file imports its helper package dags/recommender/
+bag = BundleDagBag(dag_folder={str(DAGS)!r}, bundle_path={str(DAGS)!r})
 out = {{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "dag_ids": sorted(bag.dags)}}
 dag = bag.dags.get({DAG_ID!r})
 if dag is not None:
