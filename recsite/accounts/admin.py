@@ -1,17 +1,18 @@
 from django.contrib import admin
 
 from accounts.models import AccountDeletion, Profile
+from shop.admin import ReadOnlyAdmin
 
 
 @admin.register(Profile)
 class ProfileAdmin(admin.ModelAdmin):
-    list_display = ("user", "site_id", "reviewer_id", "onboarded")
+    list_display = ("user", "site_id", "reviewer_id")
     search_fields = ("user__username", "site_id", "reviewer_id")
     readonly_fields = ("site_id",)
 
 
 @admin.register(AccountDeletion)
-class AccountDeletionAdmin(admin.ModelAdmin):
+class AccountDeletionAdmin(ReadOnlyAdmin):
     """Deletions carried out: when, which kind of account, how much was removed. Read-only."""
 
     list_display = ("deleted_at", "kind", "removed", "worker_notified")
@@ -21,12 +22,3 @@ class AccountDeletionAdmin(admin.ModelAdmin):
     @admin.display(description="removed")
     def removed(self, obj: AccountDeletion) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(obj.counts.items()))
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -27,7 +27,6 @@ class Profile(models.Model):
                                help_text="Id this account's own ratings and recommendations are stored under.")
     reviewer_id = models.CharField(max_length=64, unique=True, null=True, blank=True,
                                    help_text="Reviewer id in the Amazon data this account acts as.")
-    onboarded = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return f"{self.user.username} → {self.recommender_id}"

@@ -21,7 +21,8 @@ from shop.sync import sync_pipeline_records
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Staff may look, not add, change or delete: these rows mirror what the pipeline recorded."""
+    """Staff may look, not add, change or delete: records of what happened (the pipeline's runs and
+    model versions, account deletions)."""
 
     def has_add_permission(self, request) -> bool:
         return False

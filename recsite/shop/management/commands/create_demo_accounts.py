@@ -34,5 +34,5 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
             Profile.objects.filter(reviewer_id=reviewer_id).exclude(user=user).update(reviewer_id=None)
-            Profile.objects.update_or_create(user=user, defaults={"reviewer_id": reviewer_id, "onboarded": True})
+            Profile.objects.update_or_create(user=user, defaults={"reviewer_id": reviewer_id})
             self.stdout.write(f"{username} / {password}  (reviewer {reviewer_id}, {n} ratings)")
