@@ -34,7 +34,7 @@ _NOT_WORD = re.compile(r"[^\w\s]+|_+")
 
 
 def clean_text(text: str | None) -> str:
-    """Pure-Python twin for places without Spark (the site's search, tests)."""
+    """Pure-Python twin of :func:`clean_text_col` for tests that predict what the clean job writes."""
     no_urls = _URL.sub(" ", text or "")
     return re.sub(r"\s+", " ", _NOT_WORD.sub(" ", no_urls).lower()).strip()
 
