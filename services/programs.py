@@ -197,8 +197,7 @@ def programs() -> list[Program]:
         Program("worker", [f"WORKER_PROCESS_NUM={PROCESS_NUM}", str(venv / "python"), "-m", "kafka_workers.worker"],
                 numprocs=workers, ports=[metrics_base + n for n in range(workers)],
                 health=_worker_health(metrics_base),
-                address=(f"Kafka consumer group {env.get('KAFKA_WORKER_GROUP') or 'recommender-workers'}, "
-                         f"{workers} process(es), metrics on 127.0.0.1:{metrics_base}"
+                address=(f"{workers} Kafka consumer process(es), /metrics and /healthz on 127.0.0.1:{metrics_base}"
                          + (f"-{metrics_base + workers - 1}" if workers > 1 else "")),
                 env={**app_env, "WORKER_METRICS_PORT": str(metrics_base)}, stop_wait_s=30, start_timeout_s=60),
         Program("celery", [str(venv / "celery"), "-A", "kafka_workers.celery_app", "worker", "-B",
