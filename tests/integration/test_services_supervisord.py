@@ -110,4 +110,6 @@ def test_supervised_workers_restart_count_and_stop_without_leftovers(rt, tmp_pat
     assert "worker: stopped" in stop.stdout and "web: stopped" in stop.stdout
     _, alive = psutil.wait_procs(tree, timeout=10)
     assert not alive, f"left behind: {[p.pid for p in alive]}"
+    for n in range(2):  # SIGTERM, not SIGKILL: each worker finished, committed and said so
+        assert " stopped: " in (state / "log" / f"worker_{n}.log").read_text()
     assert run("status", "worker", check=False).returncode == 3
