@@ -1,7 +1,7 @@
 """Run the real site (gunicorn, started by ``bin/services start web``) on a free port for the
 browser tests and the benchmarks.
 
-Each run gets a private ``SERVICES_STATE_DIR`` (bin/services keeps its pid file and log there), a
+Each run gets a private ``SERVICES_STATE_DIR`` (its own supervisord, socket and log), a
 fresh SQLite database and its own collected static files, so starting and stopping it never
 touches a demo that may already be serving on port 8000. The caller's environment decides
 everything else (MongoDB database, Kafka topics, data and artifact folders, Django cache prefix,
@@ -33,7 +33,7 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class Site:
     url: str  # "http://127.0.0.1:<port>"
-    state_dir: Path  # bin/services' run/ and log/ for this server
+    state_dir: Path  # bin/services' run/ (supervisord) and log/ for this server
     env: dict[str, str]
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
@@ -43,8 +43,10 @@ class Site:
 
     @property
     def pid(self) -> int:
-        """gunicorn's master process."""
-        return int((self.state_dir / "run" / "web.pid").read_text())
+        """gunicorn's master process (``bin/services status web``: name, state, pid, address)."""
+        out = subprocess.run([str(SERVICES), "status", "web"], env=self.env, cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+        return int(out[2])
 
     @property
     def log_path(self) -> Path:

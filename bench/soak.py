@@ -12,7 +12,7 @@ rates a random product through ``POST /api/ratings/`` and reads its recommendati
 ``--think`` seconds. Inside the run, at fixed fractions of the duration:
 
 * 20 %: the Kafka broker is restarted (``bin/services restart kafka``);
-* 45 %: one worker process is killed with SIGKILL (its supervisor starts a new one);
+* 45 %: one worker process is killed with SIGKILL (supervisord starts a new one);
 * 70 %: MongoDB is stopped for 30 s, then started again.
 
 Afterwards it waits for the workers to drain and counts, per accepted rating (HTTP 202 with an
@@ -40,7 +40,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 import aiohttp
-import psutil
 
 from bench.site_load import PASSWORD, catalog_ids, ensure_data, login
 from bench.site_server import SERVICES, free_port, running_site
@@ -110,9 +109,8 @@ async def faults(env: dict[str, str], start: float, seconds: float, log: list[st
         if what == "broker restart":
             await asyncio.to_thread(services, env, "restart", "kafka")
         elif what == "worker kill -9":
-            supervisor = psutil.Process(int((Path(env["SERVICES_STATE_DIR"]) / "run" / "worker.pid").read_text()))
-            victim = supervisor.children()[0]
-            os.kill(victim.pid, signal.SIGKILL)
+            victim = int(services(env, "status", "worker").split()[2].split(",")[0])  # supervisord restarts it
+            os.kill(victim, signal.SIGKILL)
         else:
             await asyncio.to_thread(services, env, "stop", "mongo")
             await asyncio.sleep(30)

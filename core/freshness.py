@@ -1,81 +1,126 @@
-"""Live freshness: how long from a rating to the new list, as the workers measured it, last hour.
+"""Live freshness for the staff dashboard: rating -> new list p50/p99, from the workers' /metrics.
 
-Each worker adds every processed event's latency (rating submitted -> new list written, the
-``Outcome.latency_s`` of kafka_workers/process.py) to a per-minute histogram in Redis: one hash
-per minute, fields are log-spaced latency buckets (5 % wide), values are counts. That is one
-``HINCRBY`` per event whatever the rate, the hashes expire on their own, and the dashboard sums
-the last 60 of them to read p50 and p99 to within a bucket's width, for all workers together.
-Keys carry the MongoDB database name, like core/list_state.py, so deployments and test
-sessions sharing one Redis never mix. Best effort: Redis down costs the figure, never an event.
+One source for the figure: each worker observes every processed rating's latency in the Prometheus
+histogram ``recommender_rating_to_list_seconds`` (kafka_workers/metrics.py) and serves it on its
+/metrics. The dashboard scrapes the workers, adds up their buckets and reads p50 and p99 the way
+Prometheus' ``histogram_quantile`` does (linear inside the bucket the rank falls in).
+
+Why not "the last hour" any more: a histogram's counts are cumulative since the worker started, and
+a windowed quantile is a rate over stored time series, which is a Prometheus server's job
+(``histogram_quantile(0.99, sum by (le) (rate(recommender_rating_to_list_seconds_bucket[1h])))``).
+Keeping our own per-minute series in Redis to imitate it is what this module replaced. So the
+dashboard says "since <the oldest worker's start>" (``process_start_time_seconds``), and a worker
+that does not answer is named there rather than silently left out.
+
+Which workers: ``WORKER_METRICS_URLS`` (comma-separated /metrics URLs), by default the ports
+``bin/services`` gives them (``WORKER_METRICS_PORT`` + 0 .. ``WORKERS``-1 on 127.0.0.1). Every
+address a URL's host name resolves to is scraped, so under docker compose ``http://worker:9410/metrics``
+covers all the replicas of the ``worker`` service (its DNS answers with each of them).
 """
 from __future__ import annotations
 
-import logging
 import math
-import time
+import os
+import socket
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit, urlunsplit
 
-import redis
+from prometheus_client.parser import text_string_to_metric_families
 
-from core import list_state
-from core.settings import get_settings
-
-log = logging.getLogger(__name__)
-
-BUCKET_RATIO = 1.05  # each bucket is 5 % wider than the one below
-MIN_MS = 0.1  # everything faster is counted in bucket 0
-WINDOW_MINUTES = 60
-KEEP_S = 2 * 3600
+HISTOGRAM = "recommender_rating_to_list_seconds"
+SCRAPE_TIMEOUT_S = 2.0
 
 
-def _key(minute: int) -> str:
-    return f"recsys:{get_settings().mongo_db}:freshness:{minute}"
+def worker_urls() -> list[str]:
+    configured = os.environ.get("WORKER_METRICS_URLS", "").strip()
+    if configured:
+        return [u.strip() for u in configured.split(",") if u.strip()]
+    base = int(os.environ.get("WORKER_METRICS_PORT", "").strip() or 9410)
+    n = max(1, int(os.environ.get("WORKERS", "").strip() or 1))
+    return [f"http://127.0.0.1:{base + i}/metrics" for i in range(n)]
 
 
-def bucket(latency_ms: float) -> int:
-    if latency_ms <= MIN_MS:
-        return 0
-    return 1 + int(math.log(latency_ms / MIN_MS, BUCKET_RATIO))
-
-
-def bucket_upper_ms(b: int) -> float:
-    """The largest latency counted in bucket ``b`` (what a percentile falling in it reports)."""
-    return MIN_MS * BUCKET_RATIO ** b
-
-
-def record(latency_s: float, now: float | None = None, r: redis.Redis | None = None) -> None:
-    """Count one processed rating's latency (the worker calls this once per event)."""
-    now = time.time() if now is None else now
-    key = _key(int(now // 60))
+def _targets(url: str) -> list[str]:
+    """The URL once per address its host resolves to (all replicas behind one compose name)."""
+    parts = urlsplit(url)
     try:
-        pipe = (r or list_state.client()).pipeline(transaction=False)
-        pipe.hincrby(key, str(bucket(latency_s * 1000)), 1)
-        pipe.expire(key, KEEP_S)
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.debug("freshness not recorded (%s)", exc)
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return [url]
+    addrs = sorted({i[4][0] for i in infos if i[0] == socket.AF_INET}) or sorted({i[4][0] for i in infos})
+    if len(addrs) <= 1:
+        return [url]
+    port = f":{parts.port}" if parts.port else ""
+    return [urlunsplit(parts._replace(netloc=f"[{a}]{port}" if ":" in a else f"{a}{port}")) for a in addrs]
 
 
-def summary(now: float | None = None, minutes: int = WINDOW_MINUTES, r: redis.Redis | None = None) -> dict:
-    """{n, p50_ms, p99_ms, minutes} over the last ``minutes`` (p50/p99 None without events)."""
-    now = time.time() if now is None else now
-    last = int(now // 60)
-    pipe = (r or list_state.client()).pipeline(transaction=False)
-    for minute in range(last - minutes + 1, last + 1):
-        pipe.hgetall(_key(minute))
-    counts: dict[int, int] = {}
-    for hist in pipe.execute():
-        for b, n in hist.items():
-            counts[int(b)] = counts.get(int(b), 0) + int(n)
-    total = sum(counts.values())
+def scrape(url: str) -> tuple[dict[float, float], float | None]:
+    """({bucket upper bound: cumulative count}, process start time) of one worker."""
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as r:
+        text = r.read().decode("utf-8", "replace")
+    buckets: dict[float, float] = {}
+    started = None
+    for family in text_string_to_metric_families(text):
+        if family.name == HISTOGRAM:
+            for s in family.samples:
+                if s.name == HISTOGRAM + "_bucket":
+                    buckets[float(s.labels["le"])] = s.value
+        elif family.name == "process_start_time_seconds" and family.samples:
+            started = family.samples[0].value
+    return buckets, started
 
-    def pct(q: float) -> float | None:
-        if not total:
-            return None
-        seen, target = 0, max(1, math.ceil(q * total))
-        for b in sorted(counts):
-            seen += counts[b]
-            if seen >= target:
-                return round(bucket_upper_ms(b), 1)
+
+def quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus' ``histogram_quantile``: the bucket holding rank q * n, linear inside it (from 0
+    for the first bucket); a rank in the +Inf bucket reports the largest finite bound."""
+    ordered = sorted(buckets.items())
+    if not ordered or not ordered[-1][1]:
         return None
+    rank = q * ordered[-1][1]
+    lower, below = 0.0, 0.0
+    for upper, count in ordered:
+        if count >= rank:
+            if math.isinf(upper):
+                return lower
+            if count == below:
+                return upper
+            return lower + (upper - lower) * (rank - below) / (count - below)
+        lower, below = upper, count
+    return lower
 
-    return {"n": total, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "minutes": minutes}
+
+def summary(urls: list[str] | None = None) -> dict:
+    """{n, p50_ms, p99_ms, since, workers, unreachable}: all answering workers together.
+
+    ``since`` is the epoch second the oldest answering worker started (its counts begin there);
+    p50/p99 are None without events; ``unreachable`` lists the URLs that did not answer."""
+    targets = [t for u in (urls if urls is not None else worker_urls()) for t in _targets(u)]
+    total: dict[float, float] = {}
+    starts: list[float] = []
+    unreachable: list[str] = []
+
+    def one(url: str):
+        try:
+            return url, scrape(url)
+        except (OSError, ValueError) as exc:
+            return url, exc
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(targets)))) as pool:
+        for url, result in pool.map(one, targets):
+            if isinstance(result, Exception):
+                unreachable.append(url)
+                continue
+            buckets, started = result
+            for le, count in buckets.items():
+                total[le] = total.get(le, 0.0) + count
+            if started:
+                starts.append(started)
+    n = int(total.get(math.inf, 0))
+
+    def ms(q: float) -> float | None:
+        value = quantile(q, total) if n else None
+        return None if value is None else round(value * 1000, 1)
+
+    return {"n": n, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "since": min(starts) if starts else None,
+            "workers": len(targets) - len(unreachable), "unreachable": unreachable}

@@ -10,7 +10,8 @@ model numpy cannot solve, a bug) is retried ``WORKER_MAX_ATTEMPTS`` times and th
 with the reason (``python -m kafka_workers.dead_letters`` lists and replays them). A commit the
 broker refuses (it is down, or the group is rebalancing) is kept and retried, never fatal, and a
 rebalance listener commits what is done before partitions move. SIGTERM finishes the current message, commits,
-leaves the group. Lag and latency are logged and stored in Redis (``recsys:worker:<name>``).
+leaves the group. Lag and latency are logged and stored in Redis (``recsys:worker:<name>``); counters
+and the rating -> list histogram are on /metrics, liveness on /healthz (``kafka_workers/metrics.py``).
 """
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 
-from core import freshness, kafka_io
+from core import kafka_io
 from core.events import InvalidEvent, parse_event
 from core.settings import get_settings
+from kafka_workers import metrics
 from kafka_workers.model_holder import ModelHolder
 from kafka_workers.process import Outcome, dead_letter_payload, handle
 
@@ -218,6 +220,7 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
                     raise
                 except Exception as exc:  # noqa: BLE001 - the point is that nothing escapes
                     if attempts < max_attempts():
+                        metrics.retried("error")
                         wait = retry_delay_s() * 2 ** (attempts - 1)
                         log.warning("error on %s[%d]@%d (try %d of %d): %s: %s; retrying in %.2fs", record.topic,
                                     record.partition, record.offset, attempts, max_attempts(),
@@ -241,6 +244,7 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
         except OUTAGE_ERRORS as exc:
             if stop.is_set():
                 return None  # not committed: the next owner of the partition redelivers it
+            metrics.retried("outage")
             log.warning("infrastructure error on %s[%d]@%d (%s); retrying in %.1fs", record.topic,
                         record.partition, record.offset, exc.__class__.__name__, delay)
             stop.wait(delay)
@@ -261,6 +265,7 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
              holder.version)
     try:
         while not stop.is_set():
+            metrics.loop_turned()
             holder.refresh()
             commit(consumer, pending)  # what an earlier failed commit left behind
             batches = consumer.poll(timeout_ms=200)
@@ -276,8 +281,7 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
                     if outcome is None:
                         break
                     stats.add(outcome.status, outcome.latency_s)
-                    if outcome.status == "processed":
-                        freshness.record(outcome.latency_s)  # the dashboard's last-hour p50/p99
+                    metrics.event_handled(outcome.status, outcome.latency_s)  # /metrics, the dashboard's p50/p99
                     done = record.offset
                     if stop.is_set():  # SIGTERM: this message is done; commit and go
                         break
@@ -308,6 +312,7 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    metrics.serve_from_env()
     run(stop)
     return 0
 

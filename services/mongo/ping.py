@@ -1,7 +1,7 @@
 """Health check for the local FerretDB (MongoDB wire protocol), standard library only.
 
 Sends one OP_MSG {ping: 1, $db: "admin"} to 127.0.0.1:PORT and exits 0 if the reply says ok: 1.
-bin/services uses it when the app's virtualenv (with pymongo) is not there yet.
+services/programs.py uses it as FerretDB's health check after a start.
 Usage: python3 services/mongo/ping.py PORT
 """
 import socket

@@ -269,7 +269,7 @@ def process_env(**extra: str) -> dict[str, str]:
 
 
 class Proc:
-    """A child process (worker, supervisor, Celery) with its output in a log file."""
+    """A child process (worker, Celery) with its output in a log file."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path

@@ -1,7 +1,8 @@
 """bin/services itself: lifecycle, one-line errors, external services.
 
-Runs the script against a throwaway LOCAL_DIR and a free port, with Redis (the quickest service
-to start), so it never touches the services that bin/test started.
+Runs the script against a throwaway state dir (SERVICES_STATE_DIR: its own supervisord) and a free
+port, with Redis (the quickest service to start), so it never touches the services that bin/test
+started.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def _pid_alive(pid: int) -> bool:
 @pytest.fixture
 def env(tmp_path):
     port = _free_port()
-    env = {"LOCAL_DIR": str(tmp_path / "local"), "REDIS_PORT": str(port)}
+    env = {"SERVICES_STATE_DIR": str(tmp_path / "state"), "REDIS_PORT": str(port)}
     yield env
     _run("stop", "redis", env=env)
 
@@ -62,7 +63,7 @@ def test_external_mongo_is_left_alone(env):
     r = _run("start", "mongo", env={**env, "MONGO_URI": "mongodb://db.example.invalid:27017/"})
     assert r.returncode == 0, r.stderr
     assert "external (db.example.invalid), not managed" in r.stdout
-    assert not (Path(env["LOCAL_DIR"]) / "bin" / "ferretdb").exists()
+    assert not (Path(env["SERVICES_STATE_DIR"]) / "run" / "programs" / "mongo.conf").exists()
     status = _run("status", "mongo", env={**env, "MONGO_URI": "mongodb://db.example.invalid:27017/"})
     assert status.returncode == 0 and "external" in status.stdout
 
@@ -72,7 +73,7 @@ def test_redis_start_status_stop(env):
     r = _run("start", "redis", env=env)
     assert r.returncode == 0, r.stderr
     assert _redis_ping(port) == "+PONG"
-    pid = int((Path(env["LOCAL_DIR"]) / "run" / "redis.pid").read_text())
+    pid = int(_run("status", "redis", env=env).stdout.split()[2])
 
     again = _run("start", "redis", env=env)
     assert again.returncode == 0 and "already running" in again.stdout
@@ -81,9 +82,12 @@ def test_redis_start_status_stop(env):
     assert status.returncode == 0
     assert status.stdout.split()[:3] == ["redis", "running", str(pid)]
 
+    supervisord = int((Path(env["SERVICES_STATE_DIR"]) / "run" / "supervisord.pid").read_text())
     stop = _run("stop", "redis", env=env)
     assert stop.returncode == 0, stop.stderr
+    assert f"redis: stopped (was pid {pid})" in stop.stdout
     assert not _pid_alive(pid)
+    assert not _pid_alive(supervisord), "supervisord stays only while one of its programs runs"
     assert _run("status", "redis", env=env).returncode == 3
 
 

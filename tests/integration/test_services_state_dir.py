@@ -1,8 +1,8 @@
 """bin/services with SERVICES_STATE_DIR: a private set of servers beside the shared ones.
 
 The reliability tests stop and restart their own Kafka and FerretDB this way; what must hold is
-that a state dir only ever sees, adopts and stops its own processes, while the installed
-binaries are reused. Redis and FerretDB (quick to start) stand in for Kafka here; FerretDB is
+that a state dir (its own supervisord, socket, logs and data) only ever sees and stops its own
+processes, while the installed binaries are reused. Redis and FerretDB (quick to start) stand in for Kafka here; FerretDB is
 the case that needed a fix: any FerretDB from the shared binary used to count as "ours", so a
 private ``stop mongo`` on the default port would have stopped the shared database.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -32,11 +31,10 @@ def test_state_dirs_keep_their_own_pid_files_logs_and_processes(tmp_path, svc, p
     try:
         r = _run("start", svc, env=mine)
         assert r.returncode == 0, r.stderr
-        pid = int((tmp_path / "a" / "run" / f"{svc}.pid").read_text())
+        pid = int(_run("status", svc, env=mine).stdout.split()[2])
         assert (tmp_path / "a" / "log" / f"{svc}.log").exists()
         assert (tmp_path / "a" / "services" / svc / "data").is_dir()
-        shared = Path(os.environ.get("LOCAL_DIR", SERVICES.parent.parent / ".local")) / "run" / f"{svc}.pid"
-        assert not shared.exists() or shared.read_text().strip() != str(pid)
+        assert (tmp_path / "a" / "run" / "supervisor.sock").is_socket()
 
         # Another state dir on the same port neither adopts nor stops the process...
         status = _run("status", svc, env=other)

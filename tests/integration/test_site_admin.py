@@ -219,50 +219,66 @@ def test_make_current_rolls_back_through_the_publish_job(site, client, make_user
 
 
 def test_dashboard_shows_live_freshness_from_the_workers(site, client, make_user, ratings_probe, monkeypatch):
-    """A real worker processes ratings; the dashboard's last-hour p50/p99 are its measurements."""
+    """A real worker processes ratings; the dashboard's p50/p99 are read from its /metrics histogram."""
     import math
+    import socket
     import threading
     import time
     import uuid
 
-    from core import freshness, list_state, mongo
-    from kafka_workers import worker
+    from core import freshness, mongo
+    from kafka_workers import metrics, worker
 
-    r = list_state.client()
-    for key in r.scan_iter(match=f"recsys:{mongo.get_db().name}:freshness:*"):
-        r.delete(key)  # this session's own keys: what other tests' workers measured
-    assert "No ratings processed in the last 60 minutes." in client.get("/dashboard/").content.decode()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{s.getsockname()[1]}/metrics"
+    monkeypatch.setenv("WORKER_METRICS_URLS", nobody)
+    section = client.get("/dashboard/").content.decode().split('id="freshness"', 1)[1].split("</section>", 1)[0]
+    assert "No worker answered" in section and f"Not answering: {nobody}" in section
 
+    server = metrics.serve(0)  # the worker's endpoint, in this process like the worker below
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    monkeypatch.setenv("WORKER_METRICS_URLS", url)
+    before = freshness.scrape(url)[0].get(math.inf, 0)  # earlier in-process workers of this session
     monkeypatch.setenv("KAFKA_WORKER_GROUP", f"it-freshness-{uuid.uuid4().hex[:6]}")
     stop = threading.Event()
     result = {}
     thread = threading.Thread(target=lambda: result.update(stats=worker.run(stop, name="it-freshness")), daemon=True)
-    thread.start()
-    user = make_user()
-    client.force_login(user)
-    events = []
-    for product in site.order("Gift Cards")[:6]:
-        posted = client.post("/api/ratings/", {"product_id": product, "rating": 4}, content_type="application/json")
-        assert posted.status_code == 202
-        events.append(posted.json()["event_id"])
-    deadline = time.monotonic() + 120  # a guard against a hang, not a speed check
-    while not all((mongo.get_rating(e) or {}).get("state") == "processed" for e in events):
-        assert time.monotonic() < deadline and thread.is_alive(), "the worker did not process the ratings"
-        time.sleep(0.2)
-    stop.set()
-    thread.join(30)
-    latencies = sorted(result["stats"].latencies)
-    # the new group reads the topic from the start: ratings earlier tests published but never
-    # processed are processed (and measured) too
-    assert len(latencies) >= len(events)
+    try:
+        thread.start()
+        user = make_user()
+        client.force_login(user)
+        events = []
+        for product in site.order("Gift Cards")[:6]:
+            posted = client.post("/api/ratings/", {"product_id": product, "rating": 4}, content_type="application/json")
+            assert posted.status_code == 202
+            events.append(posted.json()["event_id"])
+        deadline = time.monotonic() + 120  # a guard against a hang, not a speed check
+        while not all((mongo.get_rating(e) or {}).get("state") == "processed" for e in events):
+            assert time.monotonic() < deadline and thread.is_alive(), "the worker did not process the ratings"
+            time.sleep(0.2)
+        stop.set()
+        thread.join(30)
+        latencies = sorted(result["stats"].latencies)
+        # the new group reads the topic from the start: ratings earlier tests published but never
+        # processed are processed (and measured) too
+        assert len(latencies) >= len(events)
+        buckets = freshness.scrape(url)[0]
+        assert buckets[math.inf] - before == len(latencies)
 
-    page = client.get("/dashboard/").content.decode()
+        page = client.get("/dashboard/").content.decode()
+    finally:
+        stop.set()
+        server.shutdown()
     section = page.split('id="freshness"', 1)[1].split("</section>", 1)[0]
     n = re.search(r"(\d+) ratings? measured by the workers", section)
-    assert n and int(n.group(1)) == len(latencies)
-
-    def expected(q: float) -> float:  # the bucket the worker's own q-quantile falls in
-        return round(freshness.bucket_upper_ms(freshness.bucket(latencies[math.ceil(q * len(latencies)) - 1] * 1000)), 1)
-
-    assert f"p50 <strong>{expected(0.5)} ms</strong>" in section
-    assert f"p99 <strong>{expected(0.99)} ms</strong>" in section
+    assert n and int(n.group(1)) == buckets[math.inf]
+    shown = {q: float(re.search(rf"p{q} <strong>([\d.]+) ms</strong>", section).group(1)) for q in (50, 99)}
+    assert shown[50] <= shown[99]
+    if before == 0:  # only this worker's latencies in the histogram: the figure lies in the bucket of the true one
+        bounds = sorted(buckets)
+        for q in (50, 99):
+            true_ms = latencies[math.ceil(q / 100 * len(latencies)) - 1] * 1000
+            upper = next(b for b in bounds if true_ms <= b * 1000)
+            lower = max([0.0] + [b for b in bounds if b < upper])
+            assert lower * 1000 - 0.05 <= shown[q] <= upper * 1000 + 0.05, (q, true_ms, shown[q])

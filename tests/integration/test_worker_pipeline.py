@@ -7,17 +7,15 @@ nothing; the worker publishes its lag and latency.
 """
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import time
 
 import pytest
 
 from core import artifacts, kafka_io, mongo, recommend
 from core.events import RatingEvent, parse_event
-from realtime_support import (TOP_N, Proc, committed_and_end_offsets, count_processed, free_port, make_events,
-                              process_env, processed_ids, publish_all, publish_model, read_topic, reset_core_caches,
+from realtime_support import (TOP_N, committed_and_end_offsets, count_processed, free_port, make_events,
+                              processed_ids, publish_all, publish_model, read_topic, reset_core_caches,
                               wait_until, worker_stats)
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
 
@@ -177,45 +175,6 @@ def test_redelivered_and_half_processed_events_are_applied_once(rt):
     stats = wait_until(lambda: (s := worker_stats(worker.pid)) and s["processed"] + s["duplicate"] == 5 and s,
                        60, "the worker's stats")
     assert (stats["processed"], stats["duplicate"]) == (4, 1)
-
-
-def test_supervisor_restarts_a_killed_child_and_stops_all_on_sigterm(rt):
-    """``python -m kafka_workers.supervise`` (what ``bin/services start worker`` runs)."""
-    import psutil
-
-    sup = Proc([sys.executable, "-m", "kafka_workers.supervise", "--processes", "2"], process_env(),
-               rt.tmp / "supervise.log")
-    rt.procs.append(sup)
-    parent = psutil.Process(sup.pid)
-
-    def workers() -> list:
-        """Live worker children (spawn also starts multiprocessing's resource tracker)."""
-        out = []
-        for c in parent.children():
-            try:
-                if c.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(c.cmdline()):
-                    out.append(c)
-            except psutil.Error:  # exited meanwhile
-                pass
-        return out
-
-    children = wait_until(lambda: len(c := workers()) == 2 and c, 60, "two worker processes")
-    victim = children[0]
-    os.kill(victim.pid, signal.SIGKILL)
-    wait_until(lambda: len(c := workers()) == 2 and victim.pid not in {x.pid for x in c}, 60,
-               "the supervisor to replace the killed worker")
-    events = [RatingEvent(user_id=f"rt-sup-{i}", product_id=rt.catalog.in_model[i], rating=4) for i in range(12)]
-    publish_all(events)
-    wait_until(lambda: len(processed_ids([e.event_id for e in events], rt.db)) == len(events), 120,
-               "the events processed by the supervised workers")
-    current = workers()
-    sup.signal(signal.SIGTERM)
-    assert sup.wait(60) == 0
-    _, alive = psutil.wait_procs(current, timeout=10)
-    assert not alive, "SIGTERM to the supervisor stops every worker"
-    for child in current:  # each one left cleanly (its exit code goes to the supervisor, not to us)
-        assert f"-{child.pid} stopped:" in sup.log()
-    assert "exited with -9; restarting" in sup.log()
 
 
 def test_publish_reports_failure_when_no_broker_acknowledges(rt, monkeypatch):

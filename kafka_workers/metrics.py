@@ -1,0 +1,123 @@
+"""Prometheus metrics and health of one rating worker, served on its own port (/metrics, /healthz).
+
+The worker loop calls the small functions below where it learns something (an outcome, a retry, a
+turn of the loop), so the loop can be reorganised (batches) without touching what is exported:
+
+    recommender_worker_events_total{outcome}  processed | duplicate | dead-letter | dropped
+    recommender_worker_retries_total{reason}  error (a message that raised, tried again) | outage
+    recommender_rating_to_list_seconds        histogram: rating submitted (event ts) -> new list written
+
+plus prometheus_client's own ``process_*`` series (start time, CPU, memory). The histogram is the
+only place the rating -> list latency is kept: the staff dashboard reads it from here
+(``core/freshness.py``), and so can a Prometheus server.
+
+``/healthz`` answers 200 while the consume loop turns: it has turned within
+``WORKER_MAX_POLL_INTERVAL_MS`` (Kafka's own limit for a live group member), else 503.
+
+    WORKER_METRICS_PORT   base port; unset or 0: no endpoint (a worker started by hand, the tests).
+                          bin/services sets 9410 and runs process n of ``numprocs`` on base + n
+    WORKER_PROCESS_NUM    n (supervisord's %(process_num)d; 0 otherwise)
+    WORKER_METRICS_ADDR   address to listen on: 127.0.0.1 (0.0.0.0 in a container)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import Counter, Histogram, make_wsgi_app
+
+log = logging.getLogger("kafka_workers.metrics")
+
+# Fine where the figures live (tens of ms on this machine), coarse up to a minute-long outage.
+LATENCY_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15,
+                   0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+EVENTS = Counter("recommender_worker_events", "Rating events handled, by outcome", ["outcome"])
+RETRIES = Counter("recommender_worker_retries", "Tries of a message repeated, by reason", ["reason"])
+LATENCY = Histogram("recommender_rating_to_list_seconds",
+                    "From a rating's submission (event ts) until the worker wrote the user's new list",
+                    buckets=LATENCY_BUCKETS)
+
+_last_turn = 0.0  # monotonic time the consume loop last turned; 0: not yet
+
+
+def event_handled(outcome: str, latency_s: float = 0.0) -> None:
+    """One message done with ``outcome`` (a ``process.Outcome.status``); a processed rating's
+    latency goes into the histogram."""
+    EVENTS.labels(outcome).inc()
+    if outcome == "processed":
+        LATENCY.observe(max(0.0, latency_s))
+
+
+def retried(reason: str) -> None:
+    """A message is tried again: ``error`` (it raised) or ``outage`` (MongoDB or Kafka down)."""
+    RETRIES.labels(reason).inc()
+
+
+def loop_turned() -> None:
+    """The consume loop came round (what /healthz checks)."""
+    global _last_turn
+    _last_turn = time.monotonic()
+
+
+def healthy() -> tuple[bool, dict]:
+    limit_s = max(1.0, int(os.environ.get("WORKER_MAX_POLL_INTERVAL_MS", "").strip() or 300_000) / 1000)
+    ago = time.monotonic() - _last_turn if _last_turn else None
+    ok = ago is not None and ago <= limit_s
+    return ok, {"status": "ok" if ok else "stalled" if ago is not None else "starting", "pid": os.getpid(),
+                "loop_turned_s_ago": None if ago is None else round(ago, 3)}
+
+
+_metrics_app = make_wsgi_app()
+
+
+def app(environ, start_response):
+    """/metrics (Prometheus text format) and /healthz (JSON); 404 otherwise."""
+    path = environ.get("PATH_INFO", "")
+    if path == "/metrics":
+        return _metrics_app(environ, start_response)
+    if path == "/healthz":
+        ok, body = healthy()
+        start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+        return [json.dumps(body).encode()]
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found\n"]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # one line per scrape would drown the worker's log
+        pass
+
+
+def serve(port: int, addr: str = "127.0.0.1") -> WSGIServer:
+    """Serve /metrics and /healthz on ``addr:port`` from a daemon thread (port 0: any free one)."""
+    server = make_server(addr, port, app, server_class=_Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
+
+
+def serve_from_env() -> WSGIServer | None:
+    """The endpoint ``WORKER_METRICS_PORT`` + ``WORKER_PROCESS_NUM`` asks for, or None when unset.
+
+    A port that is taken is a configuration error and ends the worker with the reason (under
+    bin/services, two programs were given the same ports)."""
+    base = int(os.environ.get("WORKER_METRICS_PORT", "").strip() or 0)
+    if not base:
+        return None
+    port = base + int(os.environ.get("WORKER_PROCESS_NUM", "").strip() or 0)
+    addr = os.environ.get("WORKER_METRICS_ADDR", "").strip() or "127.0.0.1"
+    try:
+        server = serve(port, addr)
+    except OSError as exc:
+        raise SystemExit(f"worker: cannot serve /metrics on {addr}:{port}: {exc}") from None
+    log.info("metrics and health on http://%s:%d/metrics, /healthz", addr, port)
+    return server

@@ -1,0 +1,366 @@
+"""The local process set, run by supervisord: ONE list of programs (``programs()`` below).
+
+``bin/services`` installs the binaries (its bash functions) and asks this module, run with the
+app's virtualenv (which has the ``supervisor`` package):
+
+    programs.py conf                     supervisord.conf of the state dir
+    programs.py write NAME               NAME's [program] section (run/programs/NAME.conf) and the
+                                         environment it runs with (run/NAME.env, see below)
+    programs.py ports NAME               the TCP ports NAME listens on (checked free before a start)
+    programs.py address NAME             one line saying where NAME answers
+    programs.py wait NAME SECONDS [LOG_OFFSET]
+                                         wait until every process of NAME passes its health check;
+                                         fails at once when supervisord reports it exited
+
+supervisord does the rest: process groups (``stopasgroup``/``killasgroup``), restarts
+(``autorestart``), log files and their rotation (``stdout_logfile_maxbytes``), N copies of a
+program (``numprocs``). Each state dir (``SERVICES_STATE_DIR``) gets its own supervisord with its
+own socket, so private test servers never meet the shared ones.
+
+A program runs with the environment of the ``bin/services start`` that started it (a snapshot in
+``run/NAME.env``, applied by ``services/run_with_env``), like ``docker compose up`` reading the
+environment: ports, topics, databases and secrets come from the caller, as they did before
+supervisord, and a later ``start`` from another shell cannot change what a running program sees.
+
+Adding a program (the Spark master and workers, an S3 server) is one entry in ``programs()``:
+
+    Program("s3", [str(local / "bin" / "minio"), "server", str(svc / "s3"), "--address", f"127.0.0.1:{s3_port}"],
+            ports=[s3_port], health=http_ok(f"http://127.0.0.1:{s3_port}/minio/health/live"),
+            address=f"http://127.0.0.1:{s3_port}/"),
+
+and, in ``bin/services``, its name in ``ALL_SERVICES`` plus ``install_s3`` (and ``prepare_s3``,
+run before each start, when it needs one). Everything is read from the environment that
+``bin/services`` exports (ports, ``LOCAL_DIR``, ``SERVICES_STATE_DIR``, ...).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import socket
+import sys
+import time
+import urllib.request
+import xmlrpc.client
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PROCESS_NUM = "%(process_num)d"  # in a command or env value: supervisord's number of the process (0..numprocs-1)
+
+Health = Callable[[int, int], bool]  # (process_num, log offset at start) -> answering?
+
+
+@dataclass
+class Program:
+    name: str
+    command: list[str]
+    ports: list[int] = field(default_factory=list)  # every TCP port it listens on (all processes)
+    health: Health | None = None  # None: staying up for start_secs is the check
+    address: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # set for the program, over the caller's
+    env_defaults: dict[str, str] = field(default_factory=dict)  # only where the caller set nothing
+    numprocs: int = 1
+    start_secs: int = 1  # must stay up this long to count as started (supervisord's startsecs)
+    start_timeout_s: int = 30  # then its health check must pass within this
+    stop_wait_s: int = 15  # SIGTERM to the process group, SIGKILL after this
+    directory: str = str(ROOT)
+    fail_marker: str = ""  # a log line that means "failed" even while the process lives on
+
+
+# --- health checks (small pings, standard library) -----------------------------------------------
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def redis_ping(port: int) -> Health:
+    def check(_num: int, _offset: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+    return check
+
+
+def mongo_ping(port: int) -> Health:
+    spec = importlib.util.spec_from_file_location("mongo_ping", HERE / "mongo" / "ping.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def check(_num: int, _offset: int) -> bool:
+        try:
+            return port_open(port) and module.ping(port)
+        except (OSError, ValueError):
+            return False
+    return check
+
+
+def http_ok(*urls: str) -> Health:
+    """Any of the URLs answers 200."""
+    def check(_num: int, _offset: int) -> bool:
+        for url in urls:
+            try:
+                with urllib.request.urlopen(url, timeout=3) as r:
+                    if r.status == 200:
+                        return True
+            except OSError:
+                pass
+        return False
+    return check
+
+
+def log_says(log: Path, text: str, port: int) -> Health:
+    """The port accepts connections and the log written since the start contains ``text``."""
+    def check(_num: int, offset: int) -> bool:
+        return port_open(port) and text in _log_since(log, offset)
+    return check
+
+
+def _log_since(log: Path, offset: int) -> str:
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# --- the list --------------------------------------------------------------------------------------
+
+def _port(var: str, default: int) -> int:
+    return int(os.environ.get(var, "").strip() or default)
+
+
+def programs() -> list[Program]:
+    env = os.environ
+    local = Path(env.get("LOCAL_DIR") or ROOT / ".local")
+    state = Path(env.get("SERVICES_STATE_DIR") or local)
+    svc, logs = state / "services", state / "log"
+    venv = local / "venv" / "bin"
+    redis_port, mongo_port = _port("REDIS_PORT", 6379), _port("MONGO_PORT", 27017)
+    kafka_port, controller_port = _port("KAFKA_PORT", 9092), _port("KAFKA_CONTROLLER_PORT", 9093)
+    airflow_port, web_port = _port("AIRFLOW_PORT", 8080), _port("WEB_PORT", 8000)
+    workers, metrics_base = max(1, _port("WORKERS", 1)), _port("WORKER_METRICS_PORT", 9410)
+    kafka_home = local / "opt" / f"kafka-{env.get('KAFKA_VERSION', '3.9.1')}"
+    app_env = {"PYTHONPATH": str(ROOT)}
+    redis_url = env.get("REDIS_URL") or f"redis://127.0.0.1:{redis_port}/0"
+    return [
+        Program("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--dir",
+                          str(svc / "redis" / "data"), "--save", "3600 1 300 100 60 10000", "--daemonize", "no"],
+                ports=[redis_port], health=redis_ping(redis_port), address=f"redis://127.0.0.1:{redis_port}/0",
+                start_timeout_s=20),
+        # synchronous(normal) with WAL: durable across process crashes (kill -9), not OS crashes; without
+        # it every single-document write waits for an fsync (~50 ms measured here) and bulk upserts stall.
+        Program("mongo", [str(local / "bin" / "ferretdb"), "--handler=sqlite",
+                          f"--sqlite-url=file:{svc / 'mongo' / 'data'}/?_pragma=synchronous("
+                          f"{env.get('FERRETDB_SQLITE_SYNCHRONOUS', 'normal')})",
+                          f"--listen-addr=127.0.0.1:{mongo_port}", f"--state-dir={svc / 'mongo' / 'state'}",
+                          "--debug-addr=-", "--telemetry=disable", "--log-level=warn"],
+                ports=[mongo_port], health=mongo_ping(mongo_port), address=f"mongodb://127.0.0.1:{mongo_port}/"),
+        Program("kafka", [env.get("JAVA") or "java", "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                          "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+                          f"-Dlog4j.configuration=file:{HERE / 'kafka' / 'log4j.properties'}",
+                          "-cp", f"{kafka_home / 'libs'}/*", "kafka.Kafka", str(svc / "kafka" / "server.properties")],
+                ports=[kafka_port, controller_port], health=log_says(logs / "kafka.log", "Kafka Server started", kafka_port),
+                address=f"127.0.0.1:{kafka_port} (controller 127.0.0.1:{controller_port})",
+                start_timeout_s=_port("KAFKA_START_TIMEOUT", 120), stop_wait_s=60),
+        # bin/services exports Airflow's settings (airflow_env) before it writes this program.
+        Program("airflow", [str(local / "airflow-venv" / "bin" / "airflow"), "standalone"],
+                ports=[airflow_port], address=f"http://127.0.0.1:{airflow_port}/",
+                health=http_ok(f"http://127.0.0.1:{airflow_port}/api/v2/monitor/health",
+                               f"http://127.0.0.1:{airflow_port}/health"),
+                start_timeout_s=_port("AIRFLOW_START_TIMEOUT", 300), stop_wait_s=30,
+                fail_marker="\nException in thread"),  # standalone lives on when a component dies
+        # Loopback only, plain HTTP: DEBUG unless the caller decides (DJANGO_DEBUG=0 for production
+        # settings). Request line and headers are capped by gunicorn; bodies by recsite.bodylimit.
+        # PROMETHEUS_MULTIPROC_DIR: /metrics adds up the gunicorn workers (recsite/recsite/metrics.py).
+        Program("web", [str(venv / "gunicorn"), "recsite.wsgi", "--chdir", str(ROOT / "recsite"),
+                        "--bind", f"127.0.0.1:{web_port}", "--workers", env.get("WEB_WORKERS", "3"),
+                        "--threads", env.get("WEB_THREADS", "4"), "--access-logfile", "-", "--graceful-timeout", "10",
+                        "--limit-request-line", "4094", "--limit-request-fields", "100",
+                        "--limit-request-field_size", "8190"],
+                ports=[web_port], health=http_ok(f"http://127.0.0.1:{web_port}/healthz"),
+                address=f"http://127.0.0.1:{web_port}/",
+                env={**app_env, "PROMETHEUS_MULTIPROC_DIR": str(state / "run" / "web-metrics")},
+                env_defaults={"DJANGO_DEBUG": "1"}),
+        # WORKERS processes, one consumer-group member each; process n serves /healthz and /metrics
+        # on WORKER_METRICS_PORT + n (kafka_workers/metrics.py).
+        Program("worker", [f"WORKER_PROCESS_NUM={PROCESS_NUM}", str(venv / "python"), "-m", "kafka_workers.worker"],
+                numprocs=workers, ports=[metrics_base + n for n in range(workers)],
+                health=_worker_health(metrics_base),
+                address=(f"{workers} Kafka consumer process(es), /metrics and /healthz on 127.0.0.1:{metrics_base}"
+                         + (f"-{metrics_base + workers - 1}" if workers > 1 else "")),
+                env={**app_env, "WORKER_METRICS_PORT": str(metrics_base)}, stop_wait_s=30, start_timeout_s=60),
+        Program("celery", [str(venv / "celery"), "-A", "kafka_workers.celery_app", "worker", "-B",
+                           "--concurrency", env.get("CELERY_CONCURRENCY", "1"), "-l", "info"],
+                address=f"Celery worker + beat on {redis_url}", env=app_env, start_secs=3, stop_wait_s=30),
+    ]
+
+
+def _worker_health(base: int) -> Health:
+    """Process n answers /healthz on ``base + n``."""
+    def check(num: int, offset: int) -> bool:
+        return http_ok(f"http://127.0.0.1:{base + num}/healthz")(num, offset)
+    return check
+
+
+def program(name: str) -> Program:
+    for p in programs():
+        if p.name == name:
+            return p
+    raise SystemExit(f"services: unknown program {name!r}")
+
+
+# --- supervisord configuration ---------------------------------------------------------------------
+
+def _dirs() -> tuple[Path, Path]:
+    local = Path(os.environ.get("LOCAL_DIR") or ROOT / ".local")
+    state = Path(os.environ.get("SERVICES_STATE_DIR") or local)
+    return state / "run", state / "log"
+
+
+def socket_path() -> Path:
+    return _dirs()[0] / "supervisor.sock"
+
+
+def conf() -> str:
+    run, log = _dirs()
+    return f"""; written by services/programs.py for this state dir; programs are in programs/*.conf
+[unix_http_server]
+file={socket_path()}
+chmod=0700
+
+[supervisord]
+logfile={log / 'supervisord.log'}
+logfile_maxbytes=10MB
+logfile_backups=1
+pidfile={run / 'supervisord.pid'}
+childlogdir={log}
+identifier={run.parent}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{socket_path()}
+
+[include]
+files = {run / 'programs'}/*.conf
+"""
+
+
+def _quote(arg: str) -> str:
+    """One command word for supervisord: shell-quoted, ``%`` escaped except our process number."""
+    return shlex.quote(arg).replace("%", "%%").replace(PROCESS_NUM.replace("%", "%%"), PROCESS_NUM)
+
+
+def section(p: Program, env_file: Path) -> str:
+    run, log = _dirs()
+    many = p.numprocs > 1 or any(PROCESS_NUM in c for c in p.command)
+    log_file = log / (f"{p.name}_%(process_num)d.log" if many else f"{p.name}.log")
+    command = " ".join(_quote(c) for c in [str(HERE / "run_with_env"), str(env_file), *p.command])
+    return f"""[program:{p.name}]
+command={command}
+process_name=%(program_name)s{'_%(process_num)d' if many else ''}
+numprocs={p.numprocs}
+directory={p.directory}
+autostart=false
+autorestart=true
+startsecs={p.start_secs}
+startretries=3
+stopsignal=TERM
+stopwaitsecs={p.stop_wait_s}
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile={log_file}
+stdout_logfile_maxbytes=50MB
+stdout_logfile_backups=1
+"""
+
+
+def write(name: str) -> None:
+    """The program's section and its environment: the caller's, then the program's own settings."""
+    p = program(name)
+    run, _ = _dirs()
+    (run / "programs").mkdir(parents=True, exist_ok=True)
+    env = {**p.env_defaults, **os.environ, **p.env}
+    env_file = run / f"{name}.env"
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold secrets
+    with os.fdopen(fd, "wb") as f:
+        f.write(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items() if "\0" not in v))
+    tmp = run / "programs" / f"{name}.conf.tmp"
+    tmp.write_text(section(p, env_file))
+    tmp.replace(run / "programs" / f"{name}.conf")
+
+
+# --- waiting for health ----------------------------------------------------------------------------
+
+def supervisor() -> xmlrpc.client.ServerProxy:
+    from supervisor.xmlrpc import SupervisorTransport
+
+    return xmlrpc.client.ServerProxy("http://127.0.0.1",
+                                     transport=SupervisorTransport(None, None, f"unix://{socket_path()}"))
+
+
+def wait(name: str, timeout_s: float, log_offset: int) -> int:
+    """0 once every process of ``name`` passes its health check; 1 with one line on stderr if one
+    exits (supervisord says so) or it does not answer within ``timeout_s``."""
+    p = program(name)
+    log = _dirs()[1] / f"{name}.log"
+    deadline = time.monotonic() + timeout_s
+    rpc = supervisor()
+    while True:
+        states = [i for i in rpc.supervisor.getAllProcessInfo() if i["group"] == name]
+        gone = [i for i in states if i["statename"] in ("EXITED", "FATAL", "BACKOFF", "STOPPED")]
+        if gone or not states:
+            print(f"exited during startup ({', '.join(i['name'] + ' ' + i['statename'] for i in gone)})",
+                  file=sys.stderr)
+            return 1
+        if p.fail_marker and p.fail_marker in _log_since(log, log_offset):
+            print("a component failed to start", file=sys.stderr)
+            return 1
+        if p.health is None or all(p.health(n, log_offset) for n in range(p.numprocs)):
+            return 0
+        if time.monotonic() > deadline:
+            print(f"did not answer within {timeout_s:.0f}s", file=sys.stderr)
+            return 1
+        time.sleep(0.3)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd, args = argv[0], argv[1:]
+    if cmd == "conf":
+        sys.stdout.write(conf())
+    elif cmd == "write":
+        write(args[0])
+    elif cmd == "ports":
+        print(" ".join(map(str, program(args[0]).ports)))
+    elif cmd == "address":
+        print(program(args[0]).address)
+    elif cmd == "names":
+        print(" ".join(p.name for p in programs()))
+    elif cmd == "wait":
+        p = program(args[0])
+        timeout = float(args[1]) if len(args) > 1 and args[1] else p.start_timeout_s
+        return wait(args[0], timeout, int(args[2]) if len(args) > 2 else 0)
+    else:
+        print(f"programs.py: unknown command {cmd!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

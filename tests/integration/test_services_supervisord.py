@@ -1,0 +1,115 @@
+"""bin/services on supervisord, with real processes: a killed worker comes back, /metrics counts what
+the workers and the site did, and ``bin/services stop`` leaves no process behind.
+
+Everything runs under a private state dir (``SERVICES_STATE_DIR``: its own supervisord and socket):
+two rating workers (``WORKERS=2``, supervisord's numprocs, /metrics on a base port + process
+number) on the session's Kafka and FerretDB with this test's topics, database and model
+(realtime_support's ``rt``), and the site (gunicorn, two worker processes) on a free port.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import urllib.request
+
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from realtime_support import SERVICES, free_port, make_events, process_env, publish_all, wait_until
+from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port_pair() -> int:
+    """A port p with p + 1 free too (the two workers' metrics ports)."""
+    for _ in range(50):
+        base = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", base + 1))
+                return base
+            except OSError:
+                continue
+    raise AssertionError("no two consecutive free ports")
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def _pids(run, svc: str) -> list[int]:
+    out = run("status", svc, check=False).stdout.split()
+    return [int(p) for p in out[2].split(",")] if len(out) > 2 and out[1] == "running" else []
+
+
+def test_supervised_workers_restart_count_and_stop_without_leftovers(rt, tmp_path):
+    state = tmp_path / "state"
+    base, web_port = _free_port_pair(), free_port()
+    env = process_env(SERVICES_STATE_DIR=str(state), WORKERS="2", WORKER_METRICS_PORT=str(base),
+                      WEB_PORT=str(web_port), WEB_WORKERS="2", WEB_THREADS="2", DJANGO_DEBUG="1",
+                      DATABASE_URL=f"sqlite:///{tmp_path / 'site.sqlite3'}")
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300)
+        assert not check or r.returncode == 0, f"bin/services {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+        return r
+
+    metrics = [f"http://127.0.0.1:{base + n}/metrics" for n in range(2)]
+    try:
+        run("start", "worker", "web")
+        workers = _pids(run, "worker")
+        assert len(workers) == 2
+        for n in range(2):
+            status, body = _get(f"http://127.0.0.1:{base + n}/healthz")
+            assert status == 200 and '"ok"' in body
+
+        # /metrics counts a processed event (whichever of the two workers got its partition)
+        publish_all(make_events(["sv-metrics-user"], rt.catalog.in_model, per_user=1, seed=5))
+        processed = lambda: sum(_sample(_get(u)[1], "recommender_worker_events_total", outcome="processed")
+                                for u in metrics)
+        assert wait_until(processed, 120, "the event counted as processed on /metrics") == 1
+        assert sum(_sample(_get(u)[1], "recommender_rating_to_list_seconds_count") for u in metrics) == 1
+
+        # kill -9 a worker: supervisord starts a new one on the same metrics port
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: (p := _pids(run, "worker")) and len(p) == 2 and victim not in p, 60,
+                   "supervisord to restart the killed worker")
+        wait_until(lambda: all(_get(u.replace("/metrics", "/healthz"))[0] == 200 for u in metrics), 60,
+                   "both workers healthy again")
+
+        # the site's /metrics adds up its gunicorn processes (multiprocess mode)
+        for _ in range(6):
+            assert _get(f"http://127.0.0.1:{web_port}/healthz")[0] == 200
+        status, body = _get(f"http://127.0.0.1:{web_port}/metrics")
+        assert status == 200
+        assert _sample(body, "recommender_http_requests_total", view="healthz", status="200") >= 6
+
+        supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
+        tree = [supervisord, *supervisord.children(recursive=True)]
+        assert len(tree) >= 1 + 2 + 3, [p.cmdline() for p in tree]  # supervisord, 2 workers, gunicorn + 2
+    finally:
+        stop = run("stop", check=False)
+    assert stop.returncode == 0, stop.stderr
+    assert "worker: stopped" in stop.stdout and "web: stopped" in stop.stdout
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert not alive, f"left behind: {[p.pid for p in alive]}"
+    for n in range(2):  # SIGTERM, not SIGKILL: each worker finished, committed and said so
+        assert " stopped: " in (state / "log" / f"worker_{n}.log").read_text()
+    assert run("status", "worker", check=False).returncode == 3

@@ -1,0 +1,69 @@
+"""services/programs.py: the supervisord sections it writes from the program list."""
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def programs(monkeypatch, tmp_path):
+    monkeypatch.setenv("SERVICES_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("WORKERS", "3")
+    monkeypatch.setenv("WORKER_METRICS_PORT", "19000")
+    spec = importlib.util.spec_from_file_location("programs", ROOT / "services" / "programs.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "programs", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _words(section: str) -> list[str]:
+    command = next(line for line in section.splitlines() if line.startswith("command="))
+    return shlex.split(command.removeprefix("command=").replace("%%", "%"))
+
+
+def test_workers_are_numprocs_with_one_metrics_port_and_log_each(programs, tmp_path):
+    worker = programs.program("worker")
+    assert worker.ports == [19000, 19001, 19002]
+    section = programs.section(worker, tmp_path / "run" / "worker.env")
+    assert "numprocs=3" in section
+    assert "process_name=%(program_name)s_%(process_num)d" in section
+    assert f"stdout_logfile={tmp_path / 'log'}/worker_%(process_num)d.log" in section
+    words = _words(section)
+    assert words[:3] == [str(ROOT / "services" / "run_with_env"), str(tmp_path / "run" / "worker.env"),
+                         "WORKER_PROCESS_NUM=%(process_num)d"]
+    assert words[-2:] == ["-m", "kafka_workers.worker"]
+
+
+def test_every_program_stops_as_a_group_and_restarts(programs, tmp_path):
+    names = [p.name for p in programs.programs()]
+    assert names == ["redis", "mongo", "kafka", "airflow", "web", "worker", "celery"]
+    for p in programs.programs():
+        section = programs.section(p, tmp_path / f"{p.name}.env")
+        for line in ("stopasgroup=true", "killasgroup=true", "autorestart=true", "autostart=false"):
+            assert line in section, (p.name, line)
+
+
+def test_a_percent_sign_reaches_the_program_unchanged(programs, tmp_path):
+    p = programs.Program("x", ["echo", "100%", "a b"])
+    section = programs.section(p, tmp_path / "x.env")
+    assert "100%%" in section  # supervisord expands %(...)s: a literal % is written doubled
+    assert _words(section)[-2:] == ["100%", "a b"]
+
+
+def test_the_environment_is_the_callers_plus_the_programs_own(programs, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAFKA_RATINGS_TOPIC", "mine.ratings")
+    monkeypatch.setenv("DJANGO_DEBUG", "0")
+    programs.write("web")
+    saved = dict(e.split("=", 1) for e in (tmp_path / "run" / "web.env").read_bytes().decode().split("\0") if e)
+    assert saved["KAFKA_RATINGS_TOPIC"] == "mine.ratings"
+    assert saved["DJANGO_DEBUG"] == "0"  # a default only where the caller set nothing
+    assert saved["PYTHONPATH"] == str(ROOT)
+    assert saved["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "run" / "web-metrics")
+    assert (tmp_path / "run" / "web.env").stat().st_mode & 0o077 == 0  # may hold secrets
