@@ -5,12 +5,16 @@ with the reason it could not be used. The job fails unless lines in = rows out +
 The 2014 metadata as Amazon published it (one Python dict literal per line, not JSON) is read
 too: such lines are converted to JSON with ``ast.literal_eval`` (core/py_literal.py) first.
 
-    spark-submit spark_jobs/load.py --input 'data/*.jsonl.gz' [--input more.json] [--run-id R]
+    spark-submit spark_jobs/load.py --input 'data/*.jsonl.gz' [--input more.json] [--run-id R] [--force]
+
+One input file is one unit (spark_jobs/units.py): a file already loaded with the same checksum is
+skipped, and each loaded file replaces only its own partitions (``raw/<kind>/unit=<file name>``).
 """
 from __future__ import annotations
 
 import sys
 import time
+from functools import reduce
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -19,7 +23,8 @@ from pyspark.sql.types import ArrayType, MapType, StringType, StructField, Struc
 
 from core import py_literal
 from core.settings import get_settings
-from core.spark_schemas import RAW_LINE
+from core.spark_schemas import PRODUCT, RAW_LINE, REVIEW
+from spark_jobs import units
 from spark_jobs.common import run_job
 from spark_jobs.reconcile import Unbalanced, check_and_print
 
@@ -77,9 +82,19 @@ def classify(lines: DataFrame) -> DataFrame:
     schema = StructType([*RAW_LINE.fields, StructField(_CORRUPT, StringType())])
     parsed = lines.withColumn("j", F.from_json("json_line", schema,
                                                {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}))
+    if "file_category" not in lines.columns:
+        parsed = parsed.withColumn("file_category", category_from_path(F.col("source_file")))
+    if "unit" not in lines.columns:
+        parsed = parsed.withColumn("unit", F.lit(None).cast("string"))
     j = lambda name: F.col(f"j.{name}")  # noqa: E731
     src = F.coalesce(F.col("json_line"), F.lit(""))
-    is_json_object = F.trim(src).startswith("{") & F.get_json_object(src, "$").isNotNull()
+    corrupt = j(_CORRUPT).isNotNull()
+    # A line from_json read without complaint and that starts with "{" is a JSON object. Only the
+    # few other lines are parsed a second time (get_json_object) to tell bad JSON from JSON that is
+    # no object: CASE WHEN evaluates that branch for them alone.
+    brace = F.trim(src).startswith("{")
+    not_object_reason = (F.when(corrupt & F.get_json_object(src, "$").isNull(), "bad JSON")
+                         .when(~brace, "not a JSON object").otherwise("unexpected field shape"))
     is_review = (j("reviewerID").isNotNull() | j("overall").isNotNull() | j("unixReviewTime").isNotNull()
                  | j("reviewText").isNotNull() | j("user_id").isNotNull() | j("rating").isNotNull()
                  | j("timestamp").isNotNull())
@@ -92,9 +107,7 @@ def classify(lines: DataFrame) -> DataFrame:
     reason = (
         F.when(F.length(F.trim("raw_line")) == 0, "empty line")
         .when(F.col("literal_error").isNotNull(), F.col("literal_error"))
-        .when(~is_json_object & j(_CORRUPT).isNotNull() & F.get_json_object(src, "$").isNull(), "bad JSON")
-        .when(~is_json_object, "not a JSON object")
-        .when(j(_CORRUPT).isNotNull(), "unexpected field shape")
+        .when(~brace | corrupt, not_object_reason)
         .when(is_review & (F.trim(_str(user)) == ""), "missing user")
         .when(is_review & (F.trim(_str(item)) == ""), "missing item")
         .when(is_review & rating_raw.isNull(), "missing rating")
@@ -103,11 +116,20 @@ def classify(lines: DataFrame) -> DataFrame:
         .when(~is_review & (F.trim(_str(F.coalesce(j("parent_asin"), j("asin")))) == ""), "missing item")
     )
     kind = F.when(reason.isNotNull(), "quarantine").when(is_review, "review").otherwise("product")
-    return parsed.select("raw_line", "source_file", "j", kind.alias("kind"), reason.alias("reason"),
+    return parsed.select("raw_line", "source_file", "unit", "file_category", "j", kind.alias("kind"), reason.alias("reason"),
                          fmt.alias("fmt"), user.alias("_user"), item.alias("_item"), rating.alias("_rating"))
 
 
+class _Named:
+    def __init__(self, name: str, col: F.Column):
+        self.name, self.col = name, col
+
+
 def to_reviews(classified: DataFrame) -> DataFrame:
+    return classified.where(F.col("kind") == "review").select(*[c.col.alias(c.name) for c in _review_select(classified)])
+
+
+def _review_select(classified: DataFrame) -> list[_Named]:
     j = lambda name: F.col(f"j.{name}")  # noqa: E731
     fmt = F.col("fmt")
     unix = F.when(j("unixReviewTime").rlike(_NUM), j("unixReviewTime").cast("double").cast("long"))
@@ -119,22 +141,22 @@ def to_reviews(classified: DataFrame) -> DataFrame:
     helpful_up = F.when(fmt == "2014", _long(j("helpful")[0])) \
                   .when(fmt == "2018", _long(j("vote"))).otherwise(_long(j("helpful_vote")))
     total = F.when(fmt == "2014", _long(j("helpful")[1])).otherwise(helpful_up)
-    return classified.where(F.col("kind") == "review").select(
-        F.trim("_user").alias("user_id"),
-        F.trim("_item").alias("product_id"),
-        F.col("_rating").alias("rating"),
-        F.coalesce(ts, F.lit(0)).cast("long").alias("ts"),
-        _str(F.when(fmt == "2023", j("text")).otherwise(j("reviewText"))).alias("review_text"),
-        _str(F.when(fmt == "2023", j("title")).otherwise(j("summary"))).alias("summary"),
-        helpful_up.alias("helpful_votes"),
-        total.alias("total_votes"),
-        _bool(F.coalesce(j("verified"), j("verified_purchase"))).alias("verified"),
-        _str(j("reviewerName")).alias("reviewer_name"),
-        category_from_path(F.col("source_file")).alias("category"),
-        fmt.alias("source_format"),
-        F.col("source_file"),
-        F.sha2(F.col("raw_line"), 256).alias("line_hash"),
-    )
+    return [
+        _Named("user_id", F.trim("_user")),
+        _Named("product_id", F.trim("_item")),
+        _Named("rating", F.col("_rating")),
+        _Named("ts", F.coalesce(ts, F.lit(0)).cast("long")),
+        _Named("review_text", _str(F.when(fmt == "2023", j("text")).otherwise(j("reviewText")))),
+        _Named("summary", _str(F.when(fmt == "2023", j("title")).otherwise(j("summary")))),
+        _Named("helpful_votes", helpful_up),
+        _Named("total_votes", total),
+        _Named("verified", _bool(F.coalesce(j("verified"), j("verified_purchase")))),
+        _Named("reviewer_name", _str(j("reviewerName"))),
+        _Named("category", F.col("file_category")),
+        _Named("source_format", fmt),
+        _Named("source_file", F.col("source_file")),
+        _Named("line_hash", F.sha2(F.col("raw_line"), 256)),
+    ]
 
 
 def _json_list_text(col: F.Column) -> F.Column:
@@ -191,52 +213,159 @@ def also_bought(j) -> F.Column:
 
 
 def to_products(classified: DataFrame) -> DataFrame:
+    return classified.where(F.col("kind") == "product").select(*[c.col.alias(c.name) for c in _product_select(classified)])
+
+
+def _product_select(classified: DataFrame) -> list[_Named]:
     j = lambda name: F.col(f"j.{name}")  # noqa: E731
     price_num = F.regexp_extract(F.regexp_replace(_str(j("price")), ",", ""), r"(\d+(\.\d+)?)", 1)
     main = F.coalesce(j("main_category"), j("main_cat"))
-    file_category = category_from_path(F.col("source_file"))
-    return classified.where(F.col("kind") == "product").select(
-        F.trim(F.coalesce(j("parent_asin"), j("asin"))).alias("product_id"),
-        _str(j("title")).alias("title"),
-        _str(F.coalesce(j("brand"), j("store"))).alias("brand"),
-        F.when(price_num != "", price_num.cast("double")).otherwise(F.lit(0.0)).alias("price"),
-        F.when(main.isNotNull() & ~main.contains("<") & (F.trim(main) != ""), main)
-         .otherwise(file_category).alias("category"),
-        category_path(j, file_category).alias("categories"),
-        _json_list_text(j("description")).alias("description"),
-        image_url(j).alias("image"),
-        also_bought(j).alias("also_buy"),
-        F.col("source_file"),
-    )
+    file_category = F.col("file_category")
+    return [
+        _Named("product_id", F.trim(F.coalesce(j("parent_asin"), j("asin")))),
+        _Named("title", _str(j("title"))),
+        _Named("brand", _str(F.coalesce(j("brand"), j("store")))),
+        _Named("price", F.when(price_num != "", price_num.cast("double")).otherwise(F.lit(0.0))),
+        _Named("category", F.when(main.isNotNull() & ~main.contains("<") & (F.trim(main) != ""), main)
+               .otherwise(file_category)),
+        _Named("categories", category_path(j, file_category)),
+        _Named("description", _json_list_text(j("description"))),
+        _Named("image", image_url(j)),
+        _Named("also_buy", also_bought(j)),
+        _Named("source_file", F.col("source_file")),
+    ]
 
 
-def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str) -> dict:
-    """Read ``inputs`` (files or globs), write raw reviews/products/quarantine Parquet under ``out_dir``."""
+# What load writes for every line (one Parquet schema for the three outputs; see classified_rows).
+_STAGED_SCHEMA = StructType(
+    [StructField(f.name, f.dataType) for f in REVIEW.fields]
+    + [StructField(f.name, f.dataType) for f in PRODUCT.fields if f.name not in REVIEW.fieldNames()]
+    + [StructField("reason", StringType()), StructField("raw_line", StringType())])
+KINDS = {"review": "reviews", "product": "products", "quarantine": "quarantine"}
+
+
+def unit_lines(spark: SparkSession, unit: units.Unit) -> DataFrame:
+    """One file's lines, each with its file, its unit and (for a 2014 metadata file) its JSON text.
+
+    Whether the file holds Python dict literals is decided once, by its first non-empty line: only
+    such files send their lines through the Python literal reader (a Python UDF costs a round trip
+    to a Python worker for every row, even for rows it is handed null). In a JSON file a line that
+    looks like a Python dict is what it is there: bad JSON, and quarantined as such.
+    """
+    lines = spark.read.text(unit.path).select(F.col("value").alias("raw_line"),
+                                              F.lit(f"file://{unit.path}").alias("source_file"),
+                                              F.lit(unit.name).alias("unit"),
+                                              F.lit(unit.category).alias("file_category"))
+    if _first_line_is_python_dict(unit.path):
+        return with_json_lines(lines)
+    return lines.select("*", F.col("raw_line").alias("json_line"), F.lit(None).cast("string").alias("literal_error"))
+
+
+def _first_line_is_python_dict(path: str) -> bool:
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                return py_literal.looks_like_python_dict(line)
+    return False
+
+
+def classified_rows(classified: DataFrame) -> DataFrame:
+    """Every line as one row of the union of the three outputs' columns, for one partitioned write.
+
+    The reviews, products and quarantine are written by a single pass over the input (partitioned
+    by kind and unit) instead of persisting the parsed lines and reading them three times; each
+    column is computed only for the kind it belongs to (CASE WHEN evaluates one branch).
+    """
+    review_cols = {f.name: f for f in _review_select(classified)}
+    product_cols = {f.name: f for f in _product_select(classified)}
+    kind = F.col("kind")
+    cols = []
+    for name in dict.fromkeys([*review_cols, *product_cols]):
+        r, p = review_cols.get(name), product_cols.get(name)
+        expr = F.when(kind == "review", r.col) if r is not None else None
+        if p is not None:
+            expr = F.when(kind == "product", p.col) if expr is None else expr.when(kind == "product", p.col)
+        if name == "source_file":
+            expr = F.col("source_file")
+        cols.append(expr.alias(name))
+    quarantine = kind == "quarantine"
+    return classified.select(
+        "kind", "unit", *cols, F.when(quarantine, F.col("reason")).alias("reason"),
+        F.when(quarantine, F.substring("raw_line", 1, 10_000)).alias("raw_line"))
+
+
+def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, force: bool = False) -> dict:
+    """Read ``inputs`` (files or globs), write raw reviews/products/quarantine Parquet under ``out_dir``.
+
+    Incremental: a file already loaded into ``out_dir`` with the same SHA-256 (the ledger) is
+    skipped; the others are loaded in one Spark job (a gzip file is one task: loading them
+    together keeps every core busy) and each replaces only its own ``unit=<file>`` partitions.
+    ``force`` reloads every file. The balance is per loaded file: its lines (counted by a plain
+    text read) = its reviews + products + quarantined rows as read back from the written Parquet.
+    """
     started = time.time()
-    lines = spark.read.text(inputs).select(F.col("value").alias("raw_line"),
-                                           F.input_file_name().alias("source_file"))
-    # Parsed once, read four times (counts and three outputs). On disk, not in memory: a gzip file
-    # is one partition (not splittable), and unrolling a 1.25M-line file's parsed rows in memory
-    # ran the 4 GB driver out of heap at 10M synthetic lines in 8 files; DISK_ONLY streams.
-    classified = classify(lines).persist(StorageLevel.DISK_ONLY)
-    by_kind = {(r["kind"], r["reason"]): r["count"]
-               for r in classified.groupBy("kind", "reason").count().collect()}
-    lines_in = sum(by_kind.values())
-
-    to_reviews(classified).write.mode("overwrite").parquet(f"{out_dir}/reviews")
-    to_products(classified).write.mode("overwrite").parquet(f"{out_dir}/products")
-    (classified.where(F.col("kind") == "quarantine")
-     .select("reason", "source_file", F.substring("raw_line", 1, 10_000).alias("raw_line"))
-     .write.mode("overwrite").parquet(f"{out_dir}/quarantine"))
-    classified.unpersist()
-
-    # Count what actually reached disk, not what we meant to write.
-    written = {name: spark.read.parquet(f"{out_dir}/{name}").count()
-               for name in ("reviews", "products", "quarantine")}
-    reasons = {reason: n for (kind, reason), n in sorted(by_kind.items(), key=lambda kv: -kv[1]) if reason}
-    record = check_and_print("load", {"lines": lines_in}, {
-        "reviews": written["reviews"], "products": written["products"], "quarantined": written["quarantine"]})
+    all_units = units.list_units(inputs)
+    ledger = units.read_ledger(out_dir)
+    done = ledger.get("units", {})
+    todo = [u for u in all_units if force or (done.get(u.name) or {}).get("sha256") != u.sha256]
+    skipped = [u.name for u in all_units if u not in todo]
+    for name in skipped:
+        print(f"load: {name} already loaded with the same checksum; skipped")
+    by_unit: dict[str, dict] = {}
+    reasons: dict[str, int] = {}
+    if todo:
+        staging = f"{out_dir}/_staging/{run_id}-{int(started)}"
+        lines = reduce(DataFrame.unionByName, [unit_lines(spark, u) for u in todo])
+        # One writer per (kind, unit) open at once instead of sorting each task's rows by the
+        # partition columns first (Spark's default for partitioned writes: a sort of the whole data).
+        spark.conf.set("spark.sql.optimizer.plannedWrite.enabled", "false")
+        spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", "64")
+        try:
+            classified_rows(classify(lines)).write.mode("overwrite").partitionBy("kind", "unit").parquet(staging)
+        finally:
+            spark.conf.unset("spark.sql.optimizer.plannedWrite.enabled")
+            spark.conf.unset("spark.sql.maxConcurrentOutputFileWriters")
+        lines_in = {r["unit"]: r["count"] for r in lines.select("unit").groupBy("unit").count().collect()}
+        for u in todo:
+            for kind, folder in KINDS.items():
+                src = f"{staging}/kind={kind}/unit={units.partition_value(u.name)}"
+                dst = f"{out_dir}/{folder}/unit={units.partition_value(u.name)}"
+                if units.exists(spark, src):
+                    units.move(spark, src, dst)
+                else:
+                    units.delete(spark, dst)
+        units.delete(spark, f"{out_dir}/_staging")
+        for folder in KINDS.values():  # an empty partition with the schema, so every output folder is readable
+            if not units.exists(spark, f"{out_dir}/{folder}") or not units.has_partitions(spark, f"{out_dir}/{folder}"):
+                empty = f"{out_dir}/{folder}/unit={units.partition_value(todo[0].name)}"
+                spark.createDataFrame([], _STAGED_SCHEMA).write.mode("overwrite").parquet(empty)
+        # Count what actually reached disk, not what we meant to write.
+        names = [u.name for u in todo]
+        written = {folder: {r["unit"]: r["count"] for r in spark.read.parquet(f"{out_dir}/{folder}")
+                            .where(F.col("unit").isin(names)).groupBy("unit").count().collect()}
+                   for folder in KINDS.values()}
+        reasons = {r["reason"]: r["count"] for r in spark.read.parquet(f"{out_dir}/quarantine")
+                   .where(F.col("unit").isin(names)).groupBy("reason").count().orderBy(F.desc("count")).collect()}
+        for u in todo:
+            by_unit[u.name] = {"lines": lines_in.get(u.name, 0),
+                               **{folder: written[folder].get(u.name, 0) for folder in KINDS.values()}}
+    counts_out = {"reviews": sum(c["reviews"] for c in by_unit.values()),
+                  "products": sum(c["products"] for c in by_unit.values()),
+                  "quarantined": sum(c["quarantine"] for c in by_unit.values())}
+    record = check_and_print("load", {"lines": sum(c["lines"] for c in by_unit.values())}, counts_out)
+    unbalanced = [n for n, c in by_unit.items() if c["lines"] != c["reviews"] + c["products"] + c["quarantine"]]
+    if unbalanced:
+        raise Unbalanced(f"load: lines in != rows out for {unbalanced}")
+    for u in todo:  # only now: a load killed before this point is redone from scratch
+        done[u.name] = {"sha256": u.sha256, "size": u.size, "category": u.category, "path": u.path,
+                        "run_id": run_id, "loaded_at": time.time(), "counts": by_unit[u.name]}
+    if todo:
+        units.write_ledger(out_dir, {**ledger, "units": done})
     record.update(status="ok", run_id=run_id, inputs=inputs, quarantine_reasons=reasons,
+                  loaded=[u.name for u in todo], skipped=skipped, per_file=by_unit,
                   seconds=round(time.time() - started, 2), output=out_dir)
     for reason, n in reasons.items():
         print(f"  quarantined  {reason:<28}{n:>12,}")
@@ -248,9 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(
         "load", __doc__, argv,
         lambda spark, args: load(spark, args.input or [settings.demo_input], str(settings.data_dir / "raw"),
-                                 args.run_id),
-        options=lambda parser: parser.add_argument(
-            "--input", action="append", help="file or glob; repeatable (default: the demo file)"),
+                                 args.run_id, force=args.force),
+        options=lambda parser: (
+            parser.add_argument("--input", action="append", help="file or glob; repeatable (default: the demo file)"),
+            parser.add_argument("--force", action="store_true",
+                                help="load every input again, even those already loaded with the same checksum")),
         failures=(Unbalanced,))
 
 

@@ -1,0 +1,152 @@
+"""Input units and the ledgers that make load, clean and mongo_load incremental and resumable.
+
+One input file is one unit: load reads it as a whole or not at all, and its Parquet lives in its own
+partition (``raw/<kind>/unit=<file name>``), so loading a new or changed file replaces that
+partition and leaves the others alone. A unit is identified by its file name and fingerprinted by
+the SHA-256 of its bytes (measured: ~0.5 s per 280 MB of gzip on this machine, a small fraction of
+loading it, so no size+mtime shortcut is needed). Clean and mongo_load work per category (all units
+of one category, e.g. a reviews file and its metadata file): a category is redone when the
+fingerprints of its units changed since that stage last finished it.
+
+A ledger is a small JSON document, written only after the stage's output is complete, so a stage
+killed half-way is simply redone (every stage overwrites exactly its own partitions, or upserts by
+``_id``). The load and clean ledgers live beside their output (``<dir>/_ledger.json``; the leading
+underscore keeps Spark and pyarrow from taking it for data); mongo_load's lives in the MongoDB
+database it describes (core.mongo.INGEST_LEDGER).
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LEDGER_FILE = "_ledger.json"
+_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str          # the file name: the unit's key everywhere
+    path: str          # what Spark reads
+    category: str      # from the file name (amazon2018_meta_gift_cards.jsonl.gz -> Gift Cards)
+    sha256: str
+    size: int
+
+
+def category_of(file_name: str) -> str:
+    """Python twin of load.category_from_path: the category a file's name carries."""
+    base = re.sub(r"(\.jsonl?|\.json)?(\.gz)?$", "", file_name.rsplit("/", 1)[-1])
+    base = re.sub(r"^(amazon\d{4}_)?(reviews_|meta_)?", "", base)
+    base = re.sub(r"(?i)(_5)?(_PARTIAL|_FIRST\d+)?(_raw)?$", "", base)
+    return " ".join(w[:1].upper() + w[1:].lower() for w in base.replace("_", " ").split(" "))
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _local(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def list_units(inputs: list[str]) -> list[Unit]:
+    """The files ``inputs`` (files or globs) name, sorted, each with its checksum.
+
+    Two inputs with the same file name would be one unit; that is refused rather than guessed.
+    """
+    files: list[str] = []
+    for pattern in inputs:
+        local = _local(pattern)
+        if "://" in local:
+            raise ValueError(f"load: {pattern}: only local input files can be fingerprinted")
+        matched = sorted(glob.glob(local)) if glob.has_magic(local) else [local]
+        for f in matched:
+            if not os.path.isfile(f):
+                raise FileNotFoundError(f"load: no input file {f}")
+        files.extend(matched)
+    units, seen = [], {}
+    for f in dict.fromkeys(os.path.abspath(f) for f in files):
+        name = os.path.basename(f)
+        if name in seen:
+            raise ValueError(f"load: two inputs share the file name {name}: {seen[name]} and {f}")
+        seen[name] = f
+        units.append(Unit(name=name, path=f, category=category_of(name), sha256=sha256_file(f),
+                          size=os.path.getsize(f)))
+    return sorted(units, key=lambda u: u.name)
+
+
+def read_ledger(directory: str) -> dict[str, Any]:
+    path = Path(_local(directory)) / LEDGER_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_ledger(directory: str, ledger: dict[str, Any]) -> None:
+    """Replace the ledger atomically (a crash leaves the old one or the new one, never half)."""
+    target = Path(_local(directory)) / LEDGER_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".ledger-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(ledger, f, indent=2, sort_keys=True)
+    os.replace(tmp, target)
+
+
+def category_fingerprints(units: dict[str, dict]) -> dict[str, str]:
+    """category -> one fingerprint of all its units (name and checksum), from a load ledger."""
+    by_cat: dict[str, list[str]] = {}
+    for name, u in units.items():
+        by_cat.setdefault(u["category"], []).append(f"{name}:{u['sha256']}")
+    return {c: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest() for c, v in by_cat.items()}
+
+
+# --- Hadoop file system moves (work on file:// and object stores alike) ---------------------------
+
+def _fs_path(spark, uri: str):
+    jvm = spark._jvm
+    p = jvm.org.apache.hadoop.fs.Path(uri)
+    return p, p.getFileSystem(spark._jsc.hadoopConfiguration())
+
+
+def exists(spark, uri: str) -> bool:
+    p, fs = _fs_path(spark, uri)
+    return bool(fs.exists(p))
+
+
+def has_partitions(spark, uri: str) -> bool:
+    """Whether the folder holds at least one ``key=value`` sub-folder."""
+    p, fs = _fs_path(spark, uri)
+    return any("=" in st.getPath().getName() for st in fs.listStatus(p) if st.isDirectory())
+
+
+def delete(spark, uri: str) -> None:
+    p, fs = _fs_path(spark, uri)
+    if fs.exists(p):
+        fs.delete(p, True)
+
+
+def move(spark, src: str, dst: str) -> None:
+    """Replace ``dst`` by ``src`` (a directory rename; on a local disk it is atomic)."""
+    s, fs = _fs_path(spark, src)
+    d, _ = _fs_path(spark, dst)
+    if fs.exists(d):
+        fs.delete(d, True)
+    fs.mkdirs(d.getParent())
+    if not fs.rename(s, d):
+        raise OSError(f"could not move {src} to {dst}")
+
+
+def partition_value(value: str) -> str:
+    """A value as Spark writes it in a ``key=value`` directory name (ExternalCatalogUtils.escapePathName)."""
+    return "".join(f"%{ord(c):02X}" if ord(c) < 0x20 or c in _ESCAPED else c for c in value)
+
+
+_ESCAPED = set('"#%\'*/:=?\\\x7f{[]^')
