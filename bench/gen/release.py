@@ -200,6 +200,10 @@ class Taste:
         return _unit_rows(self.personas[persona] + noise).astype(np.float32)
 
     def item_factors(self, c: int, local: np.ndarray) -> np.ndarray:
+        items, back = np.unique(local, return_inverse=True)  # a chunk names popular products many times
+        return self._item_factors(c, items)[back]
+
+    def _item_factors(self, c: int, local: np.ndarray) -> np.ndarray:
         cen = self.centroids[c][local % self.clusters[c]]
         noise = hash_normal(local + self.offsets[c], 303, FACTORS) * (ITEM_NOISE / math.sqrt(FACTORS))
         return _unit_rows(cen + noise).astype(np.float32)
@@ -302,17 +306,22 @@ def _chunk_bounds(users: np.ndarray, target: int) -> list[int]:
     return bounds
 
 
-def _draw_items(taste: Taste, c: int, u_f: np.ndarray, row_user: np.ndarray, u: np.ndarray,
-                v: np.ndarray) -> np.ndarray:
-    """Local product id per review: a cluster by the user's taste, then a product by popularity."""
-    n_clu = taste.clusters[c]
+def _cluster_cdf(taste: Taste, c: int, u_f: np.ndarray) -> np.ndarray:
+    """Each user's cumulative cluster probabilities, row r offset by r (one sorted array for all users)."""
     logits = TASTE_STRENGTH * (u_f @ taste.centroids[c].T) + taste.log_mass[c][None, :]
     logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    cum = np.cumsum(p, axis=1)
+    cum = np.cumsum(np.exp(logits), axis=1)
     cum /= cum[:, -1:]
     cum[:, -1] = 1.0
-    flat = (np.arange(len(u_f))[:, None] + cum).ravel()
+    return (np.arange(len(u_f))[:, None] + cum).ravel()
+
+
+def _draw_items(taste: Taste, c: int, u_f: np.ndarray, row_user: np.ndarray, u: np.ndarray,
+                v: np.ndarray, flat: np.ndarray | None = None) -> np.ndarray:
+    """Local product id per review: a cluster by the user's taste, then a product by popularity."""
+    n_clu = taste.clusters[c]
+    if flat is None:
+        flat = _cluster_cdf(taste, c, u_f)
     clu = np.searchsorted(flat, row_user + u, side="right") - row_user * n_clu
     clu = np.clip(clu, 0, n_clu - 1)
     size = taste.cluster_sizes(c)[clu]
@@ -346,7 +355,8 @@ def write_category(task: dict[str, Any]) -> dict[str, Any]:
             users = spool[bounds[k]:bounds[k + 1]].astype(np.int64)
             uniq, row_user = np.unique(users, return_inverse=True)
             u_f = taste.user_factors(uniq)
-            local = _draw_items(taste, c, u_f, row_user, rng.random(len(users)), rng.random(len(users)))
+            flat = _cluster_cdf(taste, c, u_f)
+            local = _draw_items(taste, c, u_f, row_user, rng.random(len(users)), rng.random(len(users)), flat)
             # A user reviews a product once, mostly: redraw accidental repeats a few times; what
             # is left (a heavy user in a small category) stays, counted, as real data has it.
             for _ in range(6):
@@ -357,7 +367,7 @@ def write_category(task: dict[str, Any]) -> dict[str, Any]:
                 idx = np.flatnonzero(again)
                 if len(idx) == 0 or n_items < 2:
                     break
-                local[idx] = _draw_items(taste, c, u_f, row_user[idx], rng.random(len(idx)), rng.random(len(idx)))
+                local[idx] = _draw_items(taste, c, u_f, row_user[idx], rng.random(len(idx)), rng.random(len(idx)), flat)
             glob = local + offset
             # Dates: the user is active around a moment of their own (more users in later years),
             # a product is reviewed after its launch.
@@ -450,7 +460,7 @@ def write_metadata(taste: Taste, c: int, out: Path, compresslevel: int, seed: in
             rel_codes = item_codes(np.array(sorted({x for r in rel for x in r}), np.int64) + offset, "2018") if n else []
             code_of = dict(zip(sorted({x for r in rel for x in r}), rel_codes))
             year = (2000 + (mix64(glob, 816) % np.uint64(19))).astype(np.int64).tolist()
-            img_key = (mix64(glob, 817) % np.uint64(36 ** 10)).tolist()
+            img_key = (mix64(glob, 817) % np.uint64(10 ** 10)).tolist()
             rows = []
             for i in range(n):
                 b = brands[brand_i[i]] if has_brand[i] else ""
