@@ -105,7 +105,7 @@ PERSONAL_NOISE = 0.6        # user factor = normalize(persona + PERSONAL_NOISE *
 ITEM_NOISE = 0.4            # product factor = normalize(cluster centroid + ITEM_NOISE * N(0, I/K))
 CLUSTER_SPREAD = 1.2        # centroid = normalize(category direction + CLUSTER_SPREAD * N(0, I/K))
 CATEGORY_TASTE = 3.0        # persona x category affinity exp(CATEGORY_TASTE * cosine), then fitted to sizes
-TASTE_STRENGTH = 5.0        # cluster logits: TASTE_STRENGTH * cosine(user, centroid) + log(mass)
+TASTE_STRENGTH = 12.0       # cluster logits: TASTE_STRENGTH * cosine(user, centroid) + log(mass)
 RATING_SD = {"item": 0.6, "user": 0.5, "taste": 1.5, "noise": 0.8}
 CHUNK_USERS = 250_000
 CHUNK_REVIEWS = 100_000
@@ -575,9 +575,9 @@ def release_manifest(results: list[dict], users: dict, **arguments: Any) -> dict
         "skew": {**users, "mean_reviews_per_product": round(distinct_good / max(1, n_products), 3),
                  "unreviewed_product_share": round(float(hist[0] / max(1, n_products)), 4),
                  "max_reviews_per_product": int(counts[hist > 0].max()) if hist.any() else 0,
-                 "measured_parameters": {"user_count_alpha": USER_COUNT_ALPHA, "item_count_alpha": ITEM_COUNT_ALPHA,
-                                         "star_share": STAR_SHARE, "line_shape": asdict(RELEASE_SHAPE),
-                                         "meta_share": META_SHARE}},
+                 "measured_parameters": json.loads(json.dumps({  # as JSON has them: lists, string keys
+                     "user_count_alpha": USER_COUNT_ALPHA, "item_count_alpha": ITEM_COUNT_ALPHA,
+                     "star_share": STAR_SHARE, "line_shape": asdict(RELEASE_SHAPE), "meta_share": META_SHARE}))},
         "categories": {r["category"]: {"review_lines": r["lines"], "metadata_lines": m["lines"],
                                        "unique_pairs": r["unique_pairs"], "users": r["users"],
                                        "products_reviewed": r["products_reviewed"]} for r, m in zip(rev, meta)},
