@@ -32,6 +32,7 @@ RAW_LINE = StructType([
     StructField("main_category", S), StructField("store", S),
     StructField("category", ArrayType(S)), StructField("categories", S),
     StructField("description", S), StructField("imUrl", S), StructField("image", S),
+    StructField("imageURL", S), StructField("imageURLHighRes", S),
     StructField("images", S), StructField("also_buy", ArrayType(S)), StructField("related", S),
     StructField("bought_together", S),
 ])

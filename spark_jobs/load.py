@@ -197,8 +197,9 @@ def category_path(j, file_category: F.Column) -> F.Column:
 
 
 def image_url(j) -> F.Column:
-    """The first product image: 2014 ``imUrl``, 2018 ``image`` (a list), 2023 ``images`` (dicts)."""
-    single = F.coalesce(j("imUrl"), j("image"))
+    """The first product image: 2014 ``imUrl``, 2018 ``image`` or ``imageURLHighRes``/``imageURL`` (lists),
+    2023 ``images`` (dicts)."""
+    single = F.coalesce(j("imUrl"), j("image"), j("imageURLHighRes"), j("imageURL"))
     first = F.coalesce(F.element_at(_json_array(single), 1), single)
     images_2023 = F.element_at(_json_array(j("images"), ArrayType(MapType(StringType(), StringType()))), 1)
     return F.coalesce(_url(first), _url(images_2023["large"]), _url(images_2023["hi_res"]),

@@ -1,0 +1,5 @@
+import sys
+
+from bench.gen.cli import main
+
+sys.exit(main())
