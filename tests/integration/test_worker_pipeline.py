@@ -202,8 +202,12 @@ def test_supervisor_restarts_a_killed_child_and_stops_all_on_sigterm(rt):
     children = wait_until(lambda: len(c := workers()) == 2 and c, 60, "two worker processes")
     victim = children[0]
     os.kill(victim.pid, signal.SIGKILL)
-    wait_until(lambda: len(c := workers()) == 2 and victim.pid not in {x.pid for x in c}, 60,
-               "the supervisor to replace the killed worker")
+    replacement = wait_until(lambda: len(c := workers()) == 2 and victim.pid not in {x.pid for x in c}
+                             and [x for x in c if x.pid != children[1].pid][0], 60,
+                             "the supervisor to replace the killed worker")
+    # up, not just spawned: a worker stopped while it still imports and loads the model dies
+    # without its "stopped" line (the 12 events below can all go to the other worker first)
+    wait_until(lambda: f"-{replacement.pid} consuming " in sup.log(), 60, "the replacement to consume")
     events = [RatingEvent(user_id=f"rt-sup-{i}", product_id=rt.catalog.in_model[i], rating=4) for i in range(12)]
     publish_all(events)
     wait_until(lambda: len(processed_ids([e.event_id for e in events], rt.db)) == len(events), 120,
