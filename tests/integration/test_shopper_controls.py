@@ -368,3 +368,22 @@ def test_site_refuses_bad_control_requests(rt, site_cache, client, make_user):
     assert strict.post(f"/p/{product}/unrate/").status_code == 403
     assert strict.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 403
     assert not RatingSubmission.objects.filter(user=user).exists()
+
+
+def test_api_controls_take_the_idempotency_key_from_the_body_like_ratings(rt, site_cache, client, make_user):
+    """/api/ratings/ and the control endpoints share one submit path (shop.api._accept): the body's
+    ``idempotency_key`` is the event id for a control too, and must match the header if both come."""
+    from shop.models import RatingSubmission
+
+    user = make_user()
+    client.force_login(user)
+    product = rt.catalog.in_model[1]
+    body = {"product_id": product, "idempotency_key": "ctl-body-key-1"}
+    first = client.post("/api/not-interested/", body, content_type="application/json")
+    assert first.status_code == 202, first.content
+    again = client.post("/api/not-interested/", body, content_type="application/json")
+    assert again.status_code == 202 and first.json()["event_id"] == again.json()["event_id"] == "ctl-body-key-1"
+    assert RatingSubmission.objects.filter(user=user).count() == 1
+    clash = client.post("/api/not-interested/", body, content_type="application/json",
+                        headers={"Idempotency-Key": "another-key-22"})
+    assert clash.status_code == 400 and "match idempotency_key" in clash.json()["detail"]
