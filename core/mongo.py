@@ -54,7 +54,7 @@ SIMILAR_ITEMS = "similar_items"  # one document per product
 POPULAR = "popular"  # precomputed popular / trending lists per category
 MODEL_VERSIONS = "model_versions"
 PIPELINE_RUNS = "pipeline_runs"
-USER_HISTORY = "user_history"  # {_id: user_id, ratings: {product_id: [rating, ts]}}
+USER_HISTORY = "user_history"  # {_id: user_id, ratings: [{p, r, t}], removed: [{p, t}]} (see history_doc)
 PRODUCT_REVIEWS = "product_reviews"  # {_id: "<product_id>:<page>", items: [...], pages: n}
 CATALOG_INDEX = "catalog_index"  # {_id: "<category>:<chunk>", ids: [...]} and {_id: "categories"}
 POINTERS = "collection_pointers"  # {_id: logical name, physical: live generation, staging: loading one}
@@ -308,26 +308,21 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
     A reload builds ``user_history`` from the ratings stored when it started; ratings the
     workers stored later went into the generation being replaced. Replaying them (latest rating
     wins) after every process reads the new generation is what keeps a reload from erasing them.
-    A replay sets only its own ``ratings.<product>`` field
-    (by ``_id``), so it never overwrites a rating a worker adds meanwhile; a worker's
-    read-modify-replace can still overwrite a replayed rating (and FerretDB v1 applies a ``$set``
-    as a read-modify-write too), so each pass re-reads the ratings stored since ``since`` and
-    passes repeat until one finds nothing missing.
+    A replay goes through :func:`add_to_history` (the user's lock, newest change wins), so it
+    never overwrites a rating a worker adds meanwhile; each pass re-reads the ratings stored since
+    ``since`` and passes repeat until one finds nothing missing.
     """
     db = db if db is not None else get_db()
     replayed = 0
     for _ in range(max_passes):
         missing = 0
         for user, ratings in _live_ratings_by_user(since, db).items():
-            have = (db[USER_HISTORY].find_one({"_id": user}) or {}).get("ratings", {})
+            have, _removed = history_entries(db[USER_HISTORY].find_one({"_id": user}))
             for pid, (rating, ts) in ratings.items():
                 # the batch history keeps whole seconds (mongo_load): the same rating is not missing
-                if pid not in have or float(have[pid][1]) < math.floor(ts):
+                if pid not in have or have[pid][1] < math.floor(ts):
                     missing += 1
-                    if "." not in pid and not pid.startswith("$") and have:
-                        db[USER_HISTORY].update_one({"_id": user}, {"$set": {f"ratings.{pid}": [rating, ts]}})
-                    else:  # no document yet, or an id that is no field name
-                        add_to_history(user, pid, rating, ts, db=db)
+                    add_to_history(user, pid, rating, ts, db=db)
         replayed += missing
         if not missing:
             break
@@ -453,18 +448,45 @@ def store_rating(event: dict[str, Any], db: Database | None = None) -> bool:
         return False
 
 
+def history_entries(doc: dict | None) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """({product: (rating, ts)}, {product: removed at}) of a ``user_history`` document.
+
+    The history is stored as arrays of ``{p, r, t}`` / ``{p, t}`` subdocuments (:func:`history_doc`)
+    because a product id is data, not a field name: FerretDB v1 refuses keys containing "." or
+    starting with "$", so the former map keyed by product id could not hold such a rating (the
+    worker dead-lettered it). Documents of that former shape (``{product: [rating, ts]}``) are still
+    read, so no migration is needed: the next batch load or worker write rewrites them.
+    """
+    doc = doc or {}
+    ratings, removed = doc.get("ratings") or [], doc.get("removed") or []
+    if isinstance(ratings, dict):
+        rated = {pid: (float(v[0]), float(v[1])) for pid, v in ratings.items()}
+    else:
+        rated = {e["p"]: (float(e["r"]), float(e["t"])) for e in ratings}
+    if isinstance(removed, dict):
+        gone = {pid: float(t) for pid, t in removed.items()}
+    else:
+        gone = {e["p"]: float(e["t"]) for e in removed}
+    return rated, gone
+
+
+def history_doc(user_id: str, ratings: dict[str, tuple[float, float]], removed: dict[str, float]) -> dict[str, Any]:
+    """The stored form of a user's history (read back by :func:`history_entries`)."""
+    return {"_id": user_id, "ratings": [{"p": p, "r": float(r), "t": float(t)} for p, (r, t) in ratings.items()],
+            "removed": [{"p": p, "t": float(t)} for p, t in removed.items()]}
+
+
 def user_ratings(user_id: str, db: Database | None = None) -> dict[str, float]:
     """Everything a user has rated (batch reviews and live ratings; the latest rating wins)."""
     db = db if db is not None else get_db()
-    doc = db[USER_HISTORY].find_one({"_id": user_id})
-    return {pid: float(v[0]) for pid, v in (doc or {}).get("ratings", {}).items()}
+    rated, _ = history_entries(db[USER_HISTORY].find_one({"_id": user_id}))
+    return {pid: r for pid, (r, _t) in rated.items()}
 
 
 def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[float, float]]:
     """{product: (rating, ts)} of everything a user has rated (the staff's view of a user)."""
     db = db if db is not None else get_db()
-    doc = db[USER_HISTORY].find_one({"_id": user_id})
-    return {pid: (float(v[0]), float(v[1])) for pid, v in (doc or {}).get("ratings", {}).items()}
+    return history_entries(db[USER_HISTORY].find_one({"_id": user_id}))[0]
 
 
 @contextmanager
@@ -503,7 +525,7 @@ def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str
     doc = db[USER_HISTORY].find_one({"_id": user_id})
     if doc is None and is_deleted_user(user_id, db=db):
         return None
-    return {pid: float(v[0]) for pid, v in (doc or {}).get("ratings", {}).items()}
+    return {pid: r for pid, (r, _t) in history_entries(doc)[0].items()}
 
 
 def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
@@ -538,26 +560,30 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     db = db if db is not None else get_db()
     with user_lock(f"history:{user_id}", db=db):
         doc = db[USER_HISTORY].find_one({"_id": user_id})
-        if doc is None:
-            if is_deleted_user(user_id, db=db):
-                return None
-            doc = {"_id": user_id, "ratings": {}}
-        ratings = doc.get("ratings") or {}
-        removed = doc.get("removed") or {}
-        current = ratings.get(product_id)
-        newest = max(float(current[1]) if current is not None else float("-inf"), float(removed.get(product_id, "-inf")))
-        if newest <= ts:
-            if rating is None:
-                changed = ratings.pop(product_id, None) is not None or product_id not in removed
-                removed[product_id] = float(ts)
-            else:
-                ratings[product_id] = [float(rating), float(ts)]
-                removed.pop(product_id, None)
-                changed = True
-            if changed:
-                doc["ratings"], doc["removed"] = ratings, removed
-                db[USER_HISTORY].replace_one({"_id": user_id}, doc, upsert=True)
-    return {pid: float(v[0]) for pid, v in ratings.items()}
+        if doc is None and is_deleted_user(user_id, db=db):
+            return None
+        ratings, removed = history_entries(doc)
+        if apply_history_change(ratings, removed, product_id, rating, ts) or doc is None:
+            db[USER_HISTORY].replace_one({"_id": user_id}, history_doc(user_id, ratings, removed), upsert=True)
+    return {pid: r for pid, (r, _t) in ratings.items()}
+
+
+def apply_history_change(ratings: dict[str, tuple[float, float]], removed: dict[str, float], product_id: str,
+                         rating: float | None, ts: float) -> bool:
+    """Set (``rating``) or remove (None) one rating in a history held in memory, unless a newer
+    change of that product is there; True if the history changed. The one rule every history
+    writer applies (one event at a time, or a batch of a user's events in order)."""
+    current = ratings.get(product_id)
+    newest = max(current[1] if current is not None else float("-inf"), removed.get(product_id, float("-inf")))
+    if newest > ts:
+        return False
+    if rating is None:
+        changed = ratings.pop(product_id, None) is not None or product_id not in removed
+        removed[product_id] = float(ts)
+        return changed
+    ratings[product_id] = (float(rating), float(ts))
+    removed.pop(product_id, None)
+    return True
 
 
 def mark_rating_processed(event_id: str, model_version: str | None, db: Database | None = None) -> None:
@@ -663,8 +689,8 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
     user's history, rewritten without them.
     """
     db = db if db is not None else get_db()
-    history = db[USER_HISTORY].find_one({"_id": user_id}) or {}
-    products = set(history.get("ratings") or {}) | set(history.get("removed") or {})
+    rated, removed = history_entries(db[USER_HISTORY].find_one({"_id": user_id}))
+    products = set(rated) | set(removed)
     products |= {d["product_id"] for d in db[REVIEWS].find({"user_id": user_id}, {"product_id": 1})}
     pages = 0
     for pid in sorted(products):
@@ -691,7 +717,7 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
         "reviews": db[REVIEWS].delete_many({"user_id": user_id}).deleted_count,
         "review_pages": pages,
         "history": db[USER_HISTORY].delete_one({"_id": user_id}).deleted_count,
-        "rated_products": len(history.get("ratings") or {}),
+        "rated_products": len(rated),
         "recommendations": db[RECOMMENDATIONS].delete_one({"_id": user_id}).deleted_count
         + db[BATCH_RECOMMENDATIONS].delete_one({"_id": user_id}).deleted_count,
         "exclusions": len(exclusions(user_id, db=db)),
