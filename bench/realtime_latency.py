@@ -457,6 +457,50 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
             "load_after": os.getloadavg()[0]}
 
 
+class CommandCounter:
+    """Counts the MongoDB commands this process sends (pymongo's command monitoring): round trips,
+    which is what a worker's time on FerretDB follows, and which a loaded machine does not blur."""
+
+    def __init__(self) -> None:
+        from pymongo import monitoring
+
+        class Listener(monitoring.CommandListener):
+            def started(inner, event) -> None:  # noqa: N805
+                self.n += 1
+
+            def succeeded(inner, event) -> None:  # noqa: N805
+                pass
+
+            def failed(inner, event) -> None:  # noqa: N805
+                pass
+
+        self.n = 0
+        monitoring.register(Listener())  # before any client is made: it applies to clients made after
+
+
+def measure_round_trips(counter: CommandCounter, n_events: int, pool: int, workload: str) -> list[dict]:
+    """The same events through the former per-message handler and through batches of 500, in this
+    process: MongoDB commands and seconds per event."""
+    from core import artifacts
+    from kafka_workers.process import handle, handle_batch
+
+    model = artifacts.load_model(artifacts.current_version())
+    rows = []
+    for path in ("per message", "batches of 500"):
+        events = backlog_events(n_events, pool, workload, f"rt-{workload[0]}{len(rows)}-{uuid.uuid4().hex[:4]}")
+        n0, t0 = counter.n, time.perf_counter()
+        if path == "per message":
+            statuses = [handle(e.to_bytes(), model).status for e in events]
+        else:
+            statuses = [o.status for lo in range(0, len(events), 500) for o in handle_batch(events[lo:lo + 500], model)]
+        seconds = time.perf_counter() - t0
+        rows.append({"path": path, "workload": workload, "events": n_events,
+                     "users": len({e.user_id for e in events}), "processed": statuses.count("processed"),
+                     "commands_per_event": (counter.n - n0) / n_events, "seconds": seconds,
+                     "events_per_s": n_events / seconds, "load": os.getloadavg()[0]})
+    return rows
+
+
 class Background:
     """Ratings of other users at ``rate`` per second, published while the latency is measured."""
 
@@ -533,12 +577,15 @@ def main() -> int:
     ap.add_argument("--backlog-old", type=int, default=3000,
                     help="events of the same backlog drained by the former per-message path (WORKER_BATCH_MAX=1)")
     ap.add_argument("--backlog-workloads", default="sessions,distinct")
+    ap.add_argument("--round-trips", type=int, default=0,
+                    help="events handled in this process by both paths, counting MongoDB commands (0: skip)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if min(sizes) < args.catalog_docs:
         ap.error("--catalog-docs must not exceed the smallest model size (rated products must be in the model)")
 
+    counter = CommandCounter() if args.round_trips else None
     run_id = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="bench-rt-"))
     artifacts = work / "artifacts"
@@ -550,7 +597,7 @@ def main() -> int:
     machine = _machine()
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "via": args.via,
                      "rank": args.rank, "catalog_docs": args.catalog_docs, "poll_ms": args.poll_ms,
-                     "latency": [], "throughput": [], "backlog": [], "background_rate": args.background_rate}
+                     "latency": [], "throughput": [], "backlog": [], "round_trips": [], "background_rate": args.background_rate}
     print(f"run {run_id}: {machine['cpus']} CPUs ({machine['cpu']}), load {machine['loadavg_start']}, "
           f"via {args.via}, MongoDB {get_settings().mongo_uri}{get_settings().mongo_db}", flush=True)
     site_ctx = None
@@ -597,6 +644,13 @@ def main() -> int:
                 all_topics += _topic_names()
                 results["throughput"].append(row)
                 print(f"  {w} worker(s): {row['events_per_s']:.0f} events/s", flush=True)
+        if args.round_trips:
+            publish_model(min(sizes), args.rank, seed=3)
+            for workload in [w for w in args.backlog_workloads.split(",") if w]:
+                results["round_trips"] += measure_round_trips(counter, args.round_trips, args.catalog_docs, workload)
+                for r in results["round_trips"][-2:]:
+                    print(f"  {workload}, {r['path']}: {r['commands_per_event']:.2f} MongoDB commands per event, "
+                          f"{r['events_per_s']:,.0f} events/s in-process (load {r['load']:.1f})", flush=True)
         if args.backlog:
             publish_model(min(sizes), args.rank, seed=2)
             for workload in [w for w in args.backlog_workloads.split(",") if w]:
@@ -648,13 +702,20 @@ def main() -> int:
             print(f"{r['workload']:>9}{r['batch_max']:>18}{r['events']:>10,}{r['users']:>9,}{r['seconds']:>9.1f}"
                   f"{r['events_per_s']:>10,.0f}{r['load_before']:>5.1f}-{r['load_after']:<5.1f}"
                   f"{r['sampled_processed']:>6}/{r['sampled']}")
+    if results["round_trips"]:
+        print(f"\nthe same events handled in one process by each path, {min(sizes):,}-item model")
+        print(f"{'workload':>9}{'path':>16}{'events':>8}{'users':>7}{'commands/event':>16}{'events/s':>10}{'load':>6}")
+        for r in results["round_trips"]:
+            print(f"{r['workload']:>9}{r['path']:>16}{r['events']:>8,}{r['users']:>7,}{r['commands_per_event']:>16.2f}"
+                  f"{r['events_per_s']:>10,.0f}{r['load']:>6.1f}")
     if args.background_rate:
         print(f"\n(latency measured while {args.background_rate:g} other ratings/s were published)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     bad = [r for r in results["latency"] if r["timeouts"]] + \
         [r for r in results["throughput"] if r["processed"] != r["events"]] + \
-        [r for r in results["backlog"] if r["sampled_processed"] != r["sampled"]]
+        [r for r in results["backlog"] if r["sampled_processed"] != r["sampled"]] + \
+        [r for r in results["round_trips"] if r["processed"] != r["events"]]
     return 1 if bad else 0
 
 
