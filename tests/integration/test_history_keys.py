@@ -1,4 +1,4 @@
-"""Any product id fits in a user's history, on FerretDB v1 and real MongoDB alike.
+"""Any product id fits in a user's history (and "not interested" list), on FerretDB v1 and real MongoDB alike.
 
 The history used to be a map keyed by product id; FerretDB v1 refuses a document key that
 contains "." or starts with "$", so a rating of such a product was retried and dead-lettered by
@@ -37,6 +37,12 @@ def test_history_keeps_product_ids_with_dots_and_dollars(rt_catalog):
     assert "x.$y.z" not in mongo.user_ratings(user, db=db)
     assert mongo.user_history(user, db=db)["$lead"] == (2.0, now + 1)
     assert mongo.history_unless_deleted(user, db=db) == mongo.user_ratings(user, db=db)
+    # "not interested" is kept the same way (it was a map keyed by product id too)
+    db[mongo.EXCLUSIONS].delete_one({"_id": user})
+    for pid in ODD_IDS:
+        mongo.add_exclusion(user, pid, now, db=db)
+    assert mongo.exclusions(user, db=db) == set(ODD_IDS)
+    assert mongo.all_exclusions(db=db)[user] == set(ODD_IDS)
 
 
 def test_worker_stores_a_rating_of_a_product_whose_id_has_a_dot(rt):
