@@ -383,14 +383,14 @@ def backlog_events(n_events: int, pool: int, workload: str, tag: str, seed: int 
     ``sessions``: shoppers rate a few products in a row (1 + geometric, mean 5 ratings) and about
     200 sessions are open at any moment, interleaved event by event, as a busy site's stream
     looks; a poll of 500 then holds ~2.5 events per user. ``distinct``: every event in a poll
-    is another user's (round robin over n/8 users), the worst case for grouping by user.
+    is another user's (round robin over max(n/8, 1,000) users), the worst case for grouping.
     """
     from core.events import RatingEvent
 
     rng = np.random.default_rng(seed)
     events, base = [], time.time() - n_events * 1e-4
     if workload == "distinct":
-        users = max(1, n_events // 8)
+        users = max(1000, n_events // 8)
         return [RatingEvent(user_id=f"{tag}-{i % users}", product_id=item_id(int(rng.integers(pool))),
                             rating=int(rng.integers(1, 6)), ts=base + i * 1e-4) for i in range(n_events)]
     open_sessions: list[list] = []  # [user, events left]
