@@ -453,10 +453,10 @@ def store_rating(event: dict[str, Any], db: Database | None = None) -> bool:
         return False
 
 
-def store_processed_ratings(docs: list[dict[str, Any]], db: Database | None = None) -> set[str]:
-    """Insert ratings already processed (the worker's batches, after their effects are written), by
-    event id in one unordered ``insert_many``; returns the ids that were stored before (a
-    redelivery), which keep their first document."""
+def store_ratings(docs: list[dict[str, Any]], db: Database | None = None) -> set[str]:
+    """:func:`store_rating` for a batch (documents from :func:`rating_doc`) in one unordered
+    ``insert_many``; returns the ids that were stored before (a redelivery), which keep their
+    first document."""
     db = db if db is not None else get_db()
     if not docs:
         return set()
@@ -468,6 +468,14 @@ def store_processed_ratings(docs: list[dict[str, Any]], db: Database | None = No
             raise
         return {docs[e["index"]]["_id"] for e in errors}
     return set()
+
+
+def mark_ratings_processed(versions: dict[str, str | None], db: Database | None = None) -> None:
+    """:func:`mark_rating_processed` for a batch: {event id: model version of the list written}."""
+    db = db if db is not None else get_db()
+    now = time.time()
+    set_by_ids(RATINGS, {eid: {"state": "processed", "processed_at": now, "model_version": v}
+                         for eid, v in versions.items()}, db=db, upsert=False)
 
 
 def history_entries(doc: dict | None) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
@@ -611,8 +619,8 @@ def _readers() -> ThreadPoolExecutor:
 
 
 def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Database | None = None,
-               chunk: int = 500) -> None:
-    """Upsert the given fields of many documents by ``_id`` in unordered bulk writes.
+               chunk: int = 500, upsert: bool = True) -> None:
+    """Set (upsert) the given fields of many documents by ``_id`` in unordered bulk writes.
 
     Each statement is an update of *many* documents filtered by ``_id`` alone (so at most one):
     FerretDB v1 keeps the read cursor of every single-document update (``ReplaceOne``,
@@ -622,7 +630,7 @@ def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Dat
     0.4 s). On MongoDB it is the same single-document upsert.
     """
     db = db if db is not None else get_db()
-    ops = [UpdateMany({"_id": i}, {"$set": fields}, upsert=True) for i, fields in fields_by_id.items()]
+    ops = [UpdateMany({"_id": i}, {"$set": fields}, upsert=upsert) for i, fields in fields_by_id.items()]
     for lo in range(0, len(ops), chunk):
         db[collection].bulk_write(ops[lo:lo + chunk], ordered=False)
 

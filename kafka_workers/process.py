@@ -125,15 +125,15 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     and per batch instead of per event: the events are grouped by user (a user's events keep
     their order: one partition, one key), each user's history is read once, every event applied to
     it in order by the rule of :func:`core.mongo.apply_history_change`, the history written once,
-    the user folded in once, and one list written for the user's last event. Histories, lists,
-    locks and the ratings themselves go in bulk writes. The ratings are inserted last, as
-    processed, so an event is stored only once its effects are: a crash before that redelivers the
-    batch, whose effects are idempotent (the newest change wins, lists are replaced whole), and
-    an event found already stored at that insert was processed before: a duplicate.
+    the user folded in once, and one list written for the user's last event. Ratings, histories,
+    lists, locks and the "processed" marks go in bulk writes. As in :func:`handle`, every rating is
+    inserted first by its event id (a redelivered, processed one is a duplicate and changes
+    nothing) and marked processed after its list is written (one left "stored" by a worker that
+    died is finished by the redelivery).
 
     Raises on any error; the worker then handles the batch one event at a time (retries, dead
-    letters), which repeats nothing that counts: the effects are idempotent and no rating was
-    inserted. Accounts deleted in this batch are handled one event at a time (rare, and
+    letters), which repeats nothing that counts: every step is idempotent, and what was stored
+    but not marked processed is finished there. Accounts deleted in this batch are handled one event at a time (rare, and
     ``delete_account`` must come between that user's events exactly where it was sent).
     """
     outcomes: list[Outcome | None] = [None] * len(batch)
@@ -162,6 +162,19 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     if not by_user:
         return outcomes  # type: ignore[return-value]
 
+    # Stored first, by event id (one insert): a redelivered event is known before anything is applied
+    before = mongo.store_ratings([mongo.rating_doc(batch[i].to_dict()) for ids in by_user.values() for i in ids])
+    for user, ids in list(by_user.items()):
+        for i in ids:
+            if batch[i].event_id in before and (mongo.get_rating(batch[i].event_id) or {}).get("state") == "processed":
+                outcomes[i] = Outcome(batch[i], "duplicate")
+            # stored but not processed: a worker died before writing the list; finish the job now
+        by_user[user] = [i for i in ids if outcomes[i] is None]
+        if not by_user[user]:
+            del by_user[user]
+    if not by_user:
+        return outcomes  # type: ignore[return-value]
+
     as_of = time.time()  # before the histories are read: a list from an older read never replaces ours
     histories: dict[str, dict[str, float]] = {}
     excluded: dict[str, set[str]] = {}
@@ -173,6 +186,7 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
         for user, ids in by_user.items():
             if user in deleted:  # the account was deleted: keep nothing of it
                 for i in ids:
+                    mongo.drop_event(batch[i].event_id)
                     outcomes[i] = Outcome(batch[i], "dropped", "account deleted")
                 continue
             ratings, removed = mongo.history_entries(docs.get(user))
@@ -205,20 +219,9 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
 
     version_of_user = {d["_id"]: d["model_version"] for d in lists}
     applied = [i for user in histories for i in by_user[user]]
-    docs = []
+    mongo.mark_ratings_processed({batch[i].event_id: version_of_user[batch[i].user_id] for i in applied})
     for i in applied:
-        doc = mongo.rating_doc(batch[i].to_dict(), state="processed")
-        doc.update(processed_at=time.time(), model_version=version_of_user[batch[i].user_id])
-        docs.append(doc)
-    before = mongo.store_processed_ratings(docs)
-    for i in applied:
-        e = batch[i]
-        if e.event_id in before and (mongo.get_rating(e.event_id) or {}).get("state") == "processed":
-            outcomes[i] = Outcome(e, "duplicate")
-            continue
-        if e.event_id in before:  # stored by a worker that died before writing the list: done now
-            mongo.mark_rating_processed(e.event_id, version_of_user[e.user_id])
-        outcomes[i] = Outcome(e, "processed", latency_s=max(0.0, time.time() - e.ts))
+        outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))
     return outcomes  # type: ignore[return-value]
 
 
