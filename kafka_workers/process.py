@@ -133,8 +133,9 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
 
     Raises on any error; the worker then handles the batch one event at a time (retries, dead
     letters), which repeats nothing that counts: every step is idempotent, and what was stored
-    but not marked processed is finished there. Accounts deleted in this batch are handled one event at a time (rare, and
-    ``delete_account`` must come between that user's events exactly where it was sent).
+    but not marked processed is finished there. Accounts deleted in this batch are handled one
+    event at a time (rare, and ``delete_account`` must come between that user's events exactly
+    where it was sent).
     """
     outcomes: list[Outcome | None] = [None] * len(batch)
     seen: set[str] = set()
@@ -191,7 +192,7 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
                 continue
             ratings, removed = mongo.history_entries(docs.get(user))
             exclusions = mongo.exclusion_entries(exclusion_docs.get(user))
-            changed, excl_changed = user not in docs, False
+            changed, excl_changed = False, False  # a new user gets a document with their first rating
             for i in ids:
                 e = batch[i]
                 if e.action == events.NOT_INTERESTED:

@@ -7,8 +7,8 @@ message up to them, and processing is idempotent, so a crash (even ``kill -9``) 
 re-applies nothing twice. Each poll's records (up to ``WORKER_BATCH_MAX``) are processed together
 (``kafka_workers.process.handle_batch``: grouped by user, each user's history read and written
 once, folded in once, bulk writes); if anything in a batch fails, that batch is handled again one
-message at a time, which isolates the message at fault. While MongoDB is unreachable the worker retries the same message with
-back-off instead of skipping it; any other exception on a message (a document MongoDB refuses, a
+message at a time, which isolates the message at fault. While MongoDB is unreachable the worker
+retries the same message with back-off instead of skipping it; any other exception on a message (a document MongoDB refuses, a
 model numpy cannot solve, a bug) is retried ``WORKER_MAX_ATTEMPTS`` times and then dead-lettered
 with the reason (``python -m kafka_workers.dead_letters`` lists and replays them). A commit the
 broker refuses (it is down, or the group is rebalancing) is kept and retried, never fatal, and a
