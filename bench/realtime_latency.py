@@ -377,6 +377,168 @@ def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, 
             "publish_seconds": t_published - t0, "events_per_s": n_events / elapsed}
 
 
+def backlog_events(n_events: int, pool: int, workload: str, tag: str, seed: int = 0) -> list:
+    """The backlog's events, in the order they are published.
+
+    ``sessions``: shoppers rate a few products in a row (1 + geometric, mean 5 ratings) and about
+    200 sessions are open at any moment, interleaved event by event, as a busy site's stream
+    looks; a poll of 500 then holds ~2.5 events per user. ``distinct``: every event in a poll
+    is another user's (round robin over max(n/8, 1,000) users), the worst case for grouping.
+    """
+    from core.events import RatingEvent
+
+    rng = np.random.default_rng(seed)
+    events, base = [], time.time() - n_events * 1e-4
+    if workload == "distinct":
+        users = max(1000, n_events // 8)
+        return [RatingEvent(user_id=f"{tag}-{i % users}", product_id=item_id(int(rng.integers(pool))),
+                            rating=int(rng.integers(1, 6)), ts=base + i * 1e-4) for i in range(n_events)]
+    open_sessions: list[list] = []  # [user, events left]
+    next_user = 0
+    while len(events) < n_events:
+        while len(open_sessions) < 200:
+            open_sessions.append([f"{tag}-{next_user}", 1 + int(rng.geometric(0.25))])
+            next_user += 1
+        k = int(rng.integers(len(open_sessions)))
+        session = open_sessions[k]
+        events.append(RatingEvent(user_id=session[0], product_id=item_id(int(rng.integers(pool))),
+                                  rating=int(rng.integers(1, 6)), ts=base + len(events) * 1e-4))
+        session[1] -= 1
+        if session[1] == 0:
+            open_sessions[k] = open_sessions[-1]
+            open_sessions.pop()
+    return events
+
+
+def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log_dir: Path, run_id: str) -> dict:
+    """A backlog of ``n_events`` already in fresh topics; one worker (``WORKER_BATCH_MAX=batch_max``)
+    drains it; events/s from the moment it holds the partitions until its commits reach the end."""
+    from core import kafka_io, mongo
+    from core.settings import get_settings
+
+    tag = f"bl{batch_max}{workload[0]}-{uuid.uuid4().hex[:4]}"
+    base = f"bench-rt-{run_id}-{tag}"
+    _topics(base)
+    os.environ["KAFKA_WORKER_GROUP"] = f"{base}.workers"
+    events = backlog_events(n_events, pool, workload, tag, seed=n_events + batch_max)
+    producer = kafka_io.get_producer()
+    topic = get_settings().ratings_topic
+    t = time.perf_counter()
+    for lo in range(0, len(events), 20_000):
+        futures = [producer.send(topic, key=e.key, value=e.to_bytes()) for e in events[lo:lo + 20_000]]
+        producer.flush()
+        for f in futures:
+            f.get(timeout=120)
+    published_s = time.perf_counter() - t
+    load_before = os.getloadavg()[0]
+    os.environ["WORKER_BATCH_MAX"] = str(batch_max)
+    try:
+        workers = Workers(1, log_dir)
+    finally:
+        os.environ.pop("WORKER_BATCH_MAX", None)
+    try:
+        wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], topic, 1)
+        t0 = time.perf_counter()
+        while not lag_zero(os.environ["KAFKA_WORKER_GROUP"], topic):
+            if not workers.alive():
+                raise RuntimeError("the worker exited during the backlog run")
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - t0
+    finally:
+        workers.stop()
+    db = mongo.get_db()
+    sample = events[:: max(1, len(events) // 2000)]
+    done = sum(1 for e in sample if (db[mongo.RATINGS].find_one({"_id": e.event_id}, {"state": 1}) or {}).get("state")
+               == "processed")
+    users = len({e.user_id for e in events})
+    return {"batch_max": batch_max, "workload": workload, "events": n_events, "users": users,
+            "sampled": len(sample), "sampled_processed": done, "publish_seconds": published_s,
+            "seconds": elapsed, "events_per_s": n_events / elapsed, "load_before": load_before,
+            "load_after": os.getloadavg()[0]}
+
+
+class CommandCounter:
+    """Counts the MongoDB commands this process sends (pymongo's command monitoring): round trips,
+    which is what a worker's time on FerretDB follows, and which a loaded machine does not blur."""
+
+    def __init__(self) -> None:
+        from pymongo import monitoring
+
+        class Listener(monitoring.CommandListener):
+            def started(inner, event) -> None:  # noqa: N805
+                self.n += 1
+
+            def succeeded(inner, event) -> None:  # noqa: N805
+                pass
+
+            def failed(inner, event) -> None:  # noqa: N805
+                pass
+
+        self.n = 0
+        monitoring.register(Listener())  # before any client is made: it applies to clients made after
+
+
+def measure_round_trips(counter: CommandCounter, n_events: int, pool: int, workload: str) -> list[dict]:
+    """The same events through the former per-message handler and through batches of 500, in this
+    process: MongoDB commands and seconds per event."""
+    from core import artifacts
+    from kafka_workers.process import handle, handle_batch
+
+    model = artifacts.load_model(artifacts.current_version())
+    rows = []
+    for path in ("per message", "batches of 500"):
+        events = backlog_events(n_events, pool, workload, f"rt-{workload[0]}{len(rows)}-{uuid.uuid4().hex[:4]}")
+        n0, t0 = counter.n, time.perf_counter()
+        if path == "per message":
+            statuses = [handle(e.to_bytes(), model).status for e in events]
+        else:
+            statuses = [o.status for lo in range(0, len(events), 500) for o in handle_batch(events[lo:lo + 500], model)]
+        seconds = time.perf_counter() - t0
+        rows.append({"path": path, "workload": workload, "events": n_events,
+                     "users": len({e.user_id for e in events}), "processed": statuses.count("processed"),
+                     "commands_per_event": (counter.n - n0) / n_events, "seconds": seconds,
+                     "events_per_s": n_events / seconds, "load": os.getloadavg()[0]})
+    return rows
+
+
+class Background:
+    """Ratings of other users at ``rate`` per second, published while the latency is measured."""
+
+    def __init__(self, rate: float, pool: int) -> None:
+        import threading
+
+        self.rate, self.pool, self.sent = rate, pool, 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from core import kafka_io
+        from core.events import RatingEvent
+        from core.settings import get_settings
+
+        rng = np.random.default_rng(7)
+        producer, topic = kafka_io.get_producer(), get_settings().ratings_topic
+        start = time.perf_counter()
+        while not self.stop_event.is_set():
+            e = RatingEvent(user_id=f"bg-{int(rng.integers(2000))}", product_id=item_id(int(rng.integers(self.pool))),
+                            rating=int(rng.integers(1, 6)))
+            producer.send(topic, key=e.key, value=e.to_bytes())
+            self.sent += 1
+            wait = start + self.sent / self.rate - time.perf_counter()
+            if wait > 0:
+                self.stop_event.wait(wait)
+
+    def __enter__(self) -> "Background":
+        if self.rate > 0:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_event.set()
+        if self.thread.is_alive():
+            self.thread.join(10)
+
+
 def cleanup(run_id: str, topics: list[str], artifacts: Path) -> None:
     from kafka import KafkaAdminClient
     from core import mongo
@@ -408,12 +570,22 @@ def main() -> int:
     ap.add_argument("--throughput-workers", default="1,2")
     ap.add_argument("--controls", action="store_true",
                     help="mix in removed ratings and 'not interested' (a fifth each) and report them per action")
+    ap.add_argument("--background-rate", type=float, default=0.0,
+                    help="other users' ratings per second published while the latency is measured (e.g. 50)")
+    ap.add_argument("--backlog", type=int, default=0,
+                    help="events of a backlog drained by one worker with batches (0: skip)")
+    ap.add_argument("--backlog-old", type=int, default=3000,
+                    help="events of the same backlog drained by the former per-message path (WORKER_BATCH_MAX=1)")
+    ap.add_argument("--backlog-workloads", default="sessions,distinct")
+    ap.add_argument("--round-trips", type=int, default=0,
+                    help="events handled in this process by both paths, counting MongoDB commands (0: skip)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if min(sizes) < args.catalog_docs:
         ap.error("--catalog-docs must not exceed the smallest model size (rated products must be in the model)")
 
+    counter = CommandCounter() if args.round_trips else None
     run_id = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="bench-rt-"))
     artifacts = work / "artifacts"
@@ -425,7 +597,7 @@ def main() -> int:
     machine = _machine()
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "via": args.via,
                      "rank": args.rank, "catalog_docs": args.catalog_docs, "poll_ms": args.poll_ms,
-                     "latency": [], "throughput": []}
+                     "latency": [], "throughput": [], "backlog": [], "round_trips": [], "background_rate": args.background_rate}
     print(f"run {run_id}: {machine['cpus']} CPUs ({machine['cpu']}), load {machine['loadavg_start']}, "
           f"via {args.via}, MongoDB {get_settings().mongo_uri}{get_settings().mongo_db}", flush=True)
     site_ctx = None
@@ -452,8 +624,10 @@ def main() -> int:
                 wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], get_settings().ratings_topic, 1)
                 print(f"model {n_items} items x rank {args.rank}: published and worker ready in "
                       f"{time.perf_counter() - t:.1f}s", flush=True)
-                row = measure_latency(rater, args.ratings, args.catalog_docs, args.poll_ms / 1000, n_items, args.warmup,
-                                      controls=args.controls)
+                with Background(args.background_rate, args.catalog_docs) as bg:
+                    row = measure_latency(rater, args.ratings, args.catalog_docs, args.poll_ms / 1000, n_items,
+                                          args.warmup, controls=args.controls)
+                row["background_sent"] = bg.sent
                 if not workers.alive():
                     raise RuntimeError("the worker exited during the latency run")
             finally:
@@ -470,6 +644,24 @@ def main() -> int:
                 all_topics += _topic_names()
                 results["throughput"].append(row)
                 print(f"  {w} worker(s): {row['events_per_s']:.0f} events/s", flush=True)
+        if args.round_trips:
+            publish_model(min(sizes), args.rank, seed=3)
+            for workload in [w for w in args.backlog_workloads.split(",") if w]:
+                results["round_trips"] += measure_round_trips(counter, args.round_trips, args.catalog_docs, workload)
+                for r in results["round_trips"][-2:]:
+                    print(f"  {workload}, {r['path']}: {r['commands_per_event']:.2f} MongoDB commands per event, "
+                          f"{r['events_per_s']:,.0f} events/s in-process (load {r['load']:.1f})", flush=True)
+        if args.backlog:
+            publish_model(min(sizes), args.rank, seed=2)
+            for workload in [w for w in args.backlog_workloads.split(",") if w]:
+                for batch_max, n in ((1, args.backlog_old), (500, args.backlog)):
+                    if not n:
+                        continue
+                    row = measure_backlog(n, batch_max, workload, args.catalog_docs, work, run_id)
+                    all_topics += _topic_names()
+                    results["backlog"].append(row)
+                    print(f"  backlog {workload}, WORKER_BATCH_MAX={batch_max}: {n:,} events drained at "
+                          f"{row['events_per_s']:,.0f} events/s (load {row['load_before']:.1f})", flush=True)
     finally:
         if site_ctx is not None:
             site_ctx.__exit__(None, None, None)
@@ -502,10 +694,28 @@ def main() -> int:
         print(f"{'workers':>8}{'events':>9}{'processed':>11}{'seconds':>9}{'events/s':>10}")
         for r in results["throughput"]:
             print(f"{r['workers']:>8}{r['events']:>9}{r['processed']:>11}{r['seconds']:>9.1f}{r['events_per_s']:>10.0f}")
+    if results["backlog"]:
+        print(f"\nbacklog drained by one worker, {min(sizes):,}-item model (former per-message path vs batches, same run)")
+        print(f"{'workload':>9}{'WORKER_BATCH_MAX':>18}{'events':>10}{'users':>9}{'seconds':>9}{'events/s':>10}"
+              f"{'load':>11}{'sampled ok':>12}")
+        for r in results["backlog"]:
+            print(f"{r['workload']:>9}{r['batch_max']:>18}{r['events']:>10,}{r['users']:>9,}{r['seconds']:>9.1f}"
+                  f"{r['events_per_s']:>10,.0f}{r['load_before']:>5.1f}-{r['load_after']:<5.1f}"
+                  f"{r['sampled_processed']:>6}/{r['sampled']}")
+    if results["round_trips"]:
+        print(f"\nthe same events handled in one process by each path, {min(sizes):,}-item model")
+        print(f"{'workload':>9}{'path':>16}{'events':>8}{'users':>7}{'commands/event':>16}{'events/s':>10}{'load':>6}")
+        for r in results["round_trips"]:
+            print(f"{r['workload']:>9}{r['path']:>16}{r['events']:>8,}{r['users']:>7,}{r['commands_per_event']:>16.2f}"
+                  f"{r['events_per_s']:>10,.0f}{r['load']:>6.1f}")
+    if args.background_rate:
+        print(f"\n(latency measured while {args.background_rate:g} other ratings/s were published)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     bad = [r for r in results["latency"] if r["timeouts"]] + \
-        [r for r in results["throughput"] if r["processed"] != r["events"]]
+        [r for r in results["throughput"] if r["processed"] != r["events"]] + \
+        [r for r in results["backlog"] if r["sampled_processed"] != r["sampled"]] + \
+        [r for r in results["round_trips"] if r["processed"] != r["events"]]
     return 1 if bad else 0
 
 

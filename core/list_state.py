@@ -81,6 +81,22 @@ def announce(user_id: str, version: str) -> None:
         log.warning("list version of %s not announced in Redis (%s); the site will read MongoDB", user_id, exc)
 
 
+def announce_many(versions: dict[str, str]) -> None:
+    """:func:`announce` for many users in one pipelined round trip (the worker's batches)."""
+    if not versions:
+        return
+    try:
+        r = client()
+        gen = generation(r)
+        pipe = r.pipeline(transaction=False)
+        for user_id, version in versions.items():
+            pipe.set(key(user_id, gen), version, ex=ANNOUNCED_TTL_S)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("list versions of %d users not announced in Redis (%s); the site will read MongoDB",
+                    len(versions), exc)
+
+
 def drop(user_id: str) -> None:
     """The account was deleted: forget its list version (best effort: it expires anyway)."""
     try:

@@ -32,15 +32,16 @@ import math
 import random
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterable, Iterator
 
 import pymongo
-from pymongo import ASCENDING, DESCENDING, MongoClient, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReplaceOne, UpdateMany
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from core.breaker import CircuitBreaker, Unavailable
 from core.settings import get_settings
@@ -54,7 +55,7 @@ SIMILAR_ITEMS = "similar_items"  # one document per product
 POPULAR = "popular"  # precomputed popular / trending lists per category
 MODEL_VERSIONS = "model_versions"
 PIPELINE_RUNS = "pipeline_runs"
-USER_HISTORY = "user_history"  # {_id: user_id, ratings: {product_id: [rating, ts]}}
+USER_HISTORY = "user_history"  # {_id: user_id, ratings: [{p, r, t}], removed: [{p, t}]} (see history_doc)
 PRODUCT_REVIEWS = "product_reviews"  # {_id: "<product_id>:<page>", items: [...], pages: n}
 CATALOG_INDEX = "catalog_index"  # {_id: "<category>:<chunk>", ids: [...]} and {_id: "categories"}
 POINTERS = "collection_pointers"  # {_id: logical name, physical: live generation, staging: loading one}
@@ -65,7 +66,7 @@ RETIRE_GRACE_S = 5.0  # a retired generation outlives every cached pointer and i
 LOCKS = "locks"  # {_id: "<kind>:<user_id>", token, at}: see user_lock
 LOCK_STALE_S = 10.0
 DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, replayed_at, ...}: one replay each
-EXCLUSIONS = "exclusions"  # {_id: user_id, items: {product_id: ts}}: "not interested", never recommended again
+EXCLUSIONS = "exclusions"  # {_id: user_id, items: [{p, t}]}: "not interested", never recommended again
 DELETED_USERS = "deleted_users"  # {_id: user_id, deleted_at, counts}: deleted accounts, left out of training
 SEARCH_INDEX = "search_index"  # {_id: "<word or prefix>", ids: "<ranked ids>", ...} (core/search.py)
 REVIEWS_PER_PAGE = 10
@@ -322,26 +323,21 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
     A reload builds ``user_history`` from the ratings stored when it started; ratings the
     workers stored later went into the generation being replaced. Replaying them (latest rating
     wins) after every process reads the new generation is what keeps a reload from erasing them.
-    A replay sets only its own ``ratings.<product>`` field
-    (by ``_id``), so it never overwrites a rating a worker adds meanwhile; a worker's
-    read-modify-replace can still overwrite a replayed rating (and FerretDB v1 applies a ``$set``
-    as a read-modify-write too), so each pass re-reads the ratings stored since ``since`` and
-    passes repeat until one finds nothing missing.
+    A replay goes through :func:`add_to_history` (the user's lock, newest change wins), so it
+    never overwrites a rating a worker adds meanwhile; each pass re-reads the ratings stored since
+    ``since`` and passes repeat until one finds nothing missing.
     """
     db = db if db is not None else get_db()
     replayed = 0
     for _ in range(max_passes):
         missing = 0
         for user, ratings in _live_ratings_by_user(since, db).items():
-            have = (db[USER_HISTORY].find_one({"_id": user}) or {}).get("ratings", {})
+            have, _removed = history_entries(db[USER_HISTORY].find_one({"_id": user}))
             for pid, (rating, ts) in ratings.items():
                 # the batch history keeps whole seconds (mongo_load): the same rating is not missing
-                if pid not in have or float(have[pid][1]) < math.floor(ts):
+                if pid not in have or have[pid][1] < math.floor(ts):
                     missing += 1
-                    if "." not in pid and not pid.startswith("$") and have:
-                        db[USER_HISTORY].update_one({"_id": user}, {"$set": {f"ratings.{pid}": [rating, ts]}})
-                    else:  # no document yet, or an id that is no field name
-                        add_to_history(user, pid, rating, ts, db=db)
+                    add_to_history(user, pid, rating, ts, db=db)
         replayed += missing
         if not missing:
             break
@@ -450,6 +446,13 @@ def product_reviews(product_id: str, page: int = 1, db: Database | None = None) 
 
 # --- ratings --------------------------------------------------------------------------------
 
+def rating_doc(event: dict[str, Any], state: str = "stored") -> dict[str, Any]:
+    """How a live rating is stored in ``ratings`` (keyed by its event id)."""
+    return {"_id": event["event_id"], "user_id": event["user_id"], "product_id": event["product_id"],
+            "rating": int(event["rating"]), "text": event.get("text", ""), "ts": float(event["ts"]),
+            "action": event.get("action", "rate"), "stored_at": time.time(), "state": state}
+
+
 def store_rating(event: dict[str, Any], db: Database | None = None) -> bool:
     """Store one live rating by its event id; returns False if it was already stored.
 
@@ -457,28 +460,77 @@ def store_rating(event: dict[str, Any], db: Database | None = None) -> bool:
     storage on top of Kafka's at-least-once delivery needs.
     """
     db = db if db is not None else get_db()
-    doc = {"_id": event["event_id"], "user_id": event["user_id"], "product_id": event["product_id"],
-           "rating": int(event["rating"]), "text": event.get("text", ""), "ts": float(event["ts"]),
-           "action": event.get("action", "rate"), "stored_at": time.time(), "state": "stored"}
     try:
-        db[RATINGS].insert_one(doc)
+        db[RATINGS].insert_one(rating_doc(event))
         return True
     except DuplicateKeyError:
         return False
 
 
+def store_ratings(docs: list[dict[str, Any]], db: Database | None = None) -> set[str]:
+    """:func:`store_rating` for a batch (documents from :func:`rating_doc`) in one unordered
+    ``insert_many``; returns the ids that were stored before (a redelivery), which keep their
+    first document."""
+    db = db if db is not None else get_db()
+    if not docs:
+        return set()
+    try:
+        db[RATINGS].insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        return {docs[e["index"]]["_id"] for e in errors}
+    return set()
+
+
+def mark_ratings_processed(versions: dict[str, str | None], db: Database | None = None) -> None:
+    """:func:`mark_rating_processed` for a batch: {event id: model version of the list written}."""
+    db = db if db is not None else get_db()
+    now = time.time()
+    set_by_ids(RATINGS, {eid: {"state": "processed", "processed_at": now, "model_version": v}
+                         for eid, v in versions.items()}, db=db, upsert=False)
+
+
+def history_entries(doc: dict | None) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """({product: (rating, ts)}, {product: removed at}) of a ``user_history`` document.
+
+    The history is stored as arrays of ``{p, r, t}`` / ``{p, t}`` subdocuments (:func:`history_doc`)
+    because a product id is data, not a field name: FerretDB v1 refuses keys containing "." or
+    starting with "$", so the former map keyed by product id could not hold such a rating (the
+    worker dead-lettered it). Documents of that former shape (``{product: [rating, ts]}``) are still
+    read, so no migration is needed: the next batch load or worker write rewrites them.
+    """
+    doc = doc or {}
+    ratings, removed = doc.get("ratings") or [], doc.get("removed") or []
+    if isinstance(ratings, dict):
+        rated = {pid: (float(v[0]), float(v[1])) for pid, v in ratings.items()}
+    else:
+        rated = {e["p"]: (float(e["r"]), float(e["t"])) for e in ratings}
+    if isinstance(removed, dict):
+        gone = {pid: float(t) for pid, t in removed.items()}
+    else:
+        gone = {e["p"]: float(e["t"]) for e in removed}
+    return rated, gone
+
+
+def history_doc(user_id: str, ratings: dict[str, tuple[float, float]], removed: dict[str, float]) -> dict[str, Any]:
+    """The stored form of a user's history (read back by :func:`history_entries`)."""
+    return {"_id": user_id, "ratings": [{"p": p, "r": float(r), "t": float(t)} for p, (r, t) in ratings.items()],
+            "removed": [{"p": p, "t": float(t)} for p, t in removed.items()]}
+
+
 def user_ratings(user_id: str, db: Database | None = None) -> dict[str, float]:
     """Everything a user has rated (batch reviews and live ratings; the latest rating wins)."""
     db = db if db is not None else get_db()
-    doc = db[USER_HISTORY].find_one({"_id": user_id})
-    return {pid: float(v[0]) for pid, v in (doc or {}).get("ratings", {}).items()}
+    rated, _ = history_entries(db[USER_HISTORY].find_one({"_id": user_id}))
+    return {pid: r for pid, (r, _t) in rated.items()}
 
 
 def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[float, float]]:
     """{product: (rating, ts)} of everything a user has rated (the staff's view of a user)."""
     db = db if db is not None else get_db()
-    doc = db[USER_HISTORY].find_one({"_id": user_id})
-    return {pid: (float(v[0]), float(v[1])) for pid, v in (doc or {}).get("ratings", {}).items()}
+    return history_entries(db[USER_HISTORY].find_one({"_id": user_id}))[0]
 
 
 @contextmanager
@@ -493,11 +545,21 @@ def user_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> It
     leaves a lock older than ``LOCK_STALE_S``, which the next writer removes.
     """
     db = db if db is not None else get_db()
-    token, deadline, delay = uuid.uuid4().hex, time.monotonic() + wait_s, 0.001
+    token = uuid.uuid4().hex
+    _acquire(name, token, time.monotonic() + wait_s, wait_s, db)
+    try:
+        yield
+    finally:
+        db[LOCKS].delete_one({"_id": name, "token": token})
+
+
+def _acquire(name: str, token: str, deadline: float, wait_s: float, db: Database) -> None:
+    """Insert the lock document ``name`` (waiting while another writer holds it, removing a stale one)."""
+    delay = 0.001
     while True:
         try:
             db[LOCKS].insert_one({"_id": name, "token": token, "at": time.time()})
-            break
+            return
         except DuplicateKeyError:
             held = db[LOCKS].find_one({"_id": name}) or {}
             if held and time.time() - float(held.get("at", 0)) > LOCK_STALE_S:
@@ -507,17 +569,114 @@ def user_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> It
                 raise TimeoutError(f"lock {name} held for more than {wait_s:.0f}s") from None
             time.sleep(random.uniform(0, delay))
             delay = min(delay * 2, 0.05)
+
+
+@contextmanager
+def user_locks(names: Iterable[str], db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
+    """:func:`user_lock` for many names at once (the worker's batches): one ``insert_many``.
+
+    When another writer holds some of them, everything taken is given back and the names are
+    taken one at a time in sorted order, so two batch writers never wait on each other in a
+    circle (a single :func:`user_lock` holder waits for nothing while it holds). Released with one
+    ``delete_many`` by ``_id`` and token (a scan of ``locks`` on FerretDB v1: it holds only the
+    locks held at that moment).
+    """
+    db = db if db is not None else get_db()
+    names = sorted(set(names))
+    token, held = uuid.uuid4().hex, []
     try:
+        if names:
+            try:
+                now = time.time()
+                db[LOCKS].insert_many([{"_id": n, "token": token, "at": now} for n in names], ordered=False)
+                held = names
+            except BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+                db[LOCKS].delete_many({"_id": {"$in": names}, "token": token})
+                deadline = time.monotonic() + wait_s
+                for n in names:
+                    _acquire(n, token, deadline, wait_s, db)
+                    held.append(n)
         yield
     finally:
-        db[LOCKS].delete_one({"_id": name, "token": token})
+        if held:
+            db[LOCKS].delete_many({"_id": {"$in": held}, "token": token})
+
+
+def find_by_ids(collection: str, ids: Iterable[str], projection: dict | None = None,
+                db: Database | None = None) -> dict[str, dict]:
+    """Documents of many ``_id`` values, by id: one ``$in`` query on MongoDB; one ``_id`` read each on
+    FerretDB v1, whose ``$in`` scans the whole collection (4 s for 500 of 20,000 histories here)."""
+    db = db if db is not None else get_db()
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        return {}
+    coll = db[collection]
+    if not _is_ferretdb(db.client):
+        return {d["_id"]: d for d in coll.find({"_id": {"$in": ids}}, projection)}
+    if len(ids) < 4:
+        docs = [coll.find_one({"_id": i}, projection) for i in ids]
+    else:  # concurrent reads: each waits on a round trip, FerretDB answers them in parallel
+        docs = list(_readers().map(lambda i: coll.find_one({"_id": i}, projection), ids))
+    return {d["_id"]: d for d in docs if d is not None}
+
+
+@lru_cache(maxsize=1)
+def _readers() -> ThreadPoolExecutor:
+    """Threads for :func:`find_by_ids` on FerretDB (pymongo clients are thread-safe); 2 reads per
+    core in flight measured best here (``FIND_BY_IDS_THREADS``)."""
+    import os
+
+    return ThreadPoolExecutor(max_workers=max(1, int(os.environ.get("FIND_BY_IDS_THREADS", "").strip() or 4)),
+                              thread_name_prefix="find-by-ids")
+
+
+def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Database | None = None,
+               chunk: int = 500, upsert: bool = True) -> None:
+    """Set (upsert) the given fields of many documents by ``_id`` in unordered bulk writes.
+
+    Each statement is an update of *many* documents filtered by ``_id`` alone (so at most one):
+    FerretDB v1 keeps the read cursor of every single-document update (``ReplaceOne``,
+    ``UpdateOne``) of one command open until the command ends, and a bulk of ~100 of them on
+    existing documents exhausted its connection pool and hung that database (seen here); a
+    multi-document update reads its cursor to the end and closes it (500 existing histories in
+    0.4 s). On MongoDB it is the same single-document upsert.
+    """
+    db = db if db is not None else get_db()
+    ops = [UpdateMany({"_id": i}, {"$set": fields}, upsert=upsert) for i, fields in fields_by_id.items()]
+    for lo in range(0, len(ops), chunk):
+        db[collection].bulk_write(ops[lo:lo + chunk], ordered=False)
+
+
+_known_products: dict[tuple[str, str], set[str]] = {}
+
+
+def existing_products(product_ids: Iterable[str], db: Database | None = None) -> set[str]:
+    """Which of these products the live catalog holds (the worker's ``product_exists`` for a batch).
+
+    A product once found is remembered per database and catalog generation: products change only
+    by a reload, which writes a new generation (see :func:`get_db`), so a remembered id is never
+    stale; an unknown one is read again each time.
+    """
+    db = db if db is not None else get_db()
+    key = (db.name, physical_name(db, PRODUCTS))
+    known = _known_products.get(key)
+    if known is None or len(known) > 2_000_000:
+        _known_products.clear()
+        known = _known_products[key] = set()
+    wanted = set(product_ids)
+    known.update(find_by_ids(PRODUCTS, [p for p in wanted if p not in known], {"_id": 1}, db=db))
+    return wanted & known
+
+
 def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str, float] | None:
     """``user_ratings``, or None for a deleted account (checked only when there is no history)."""
     db = db if db is not None else get_db()
     doc = db[USER_HISTORY].find_one({"_id": user_id})
     if doc is None and is_deleted_user(user_id, db=db):
         return None
-    return {pid: float(v[0]) for pid, v in (doc or {}).get("ratings", {}).items()}
+    return {pid: r for pid, (r, _t) in history_entries(doc)[0].items()}
 
 
 def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
@@ -552,26 +711,30 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     db = db if db is not None else get_db()
     with user_lock(f"history:{user_id}", db=db):
         doc = db[USER_HISTORY].find_one({"_id": user_id})
-        if doc is None:
-            if is_deleted_user(user_id, db=db):
-                return None
-            doc = {"_id": user_id, "ratings": {}}
-        ratings = doc.get("ratings") or {}
-        removed = doc.get("removed") or {}
-        current = ratings.get(product_id)
-        newest = max(float(current[1]) if current is not None else float("-inf"), float(removed.get(product_id, "-inf")))
-        if newest <= ts:
-            if rating is None:
-                changed = ratings.pop(product_id, None) is not None or product_id not in removed
-                removed[product_id] = float(ts)
-            else:
-                ratings[product_id] = [float(rating), float(ts)]
-                removed.pop(product_id, None)
-                changed = True
-            if changed:
-                doc["ratings"], doc["removed"] = ratings, removed
-                db[USER_HISTORY].replace_one({"_id": user_id}, doc, upsert=True)
-    return {pid: float(v[0]) for pid, v in ratings.items()}
+        if doc is None and is_deleted_user(user_id, db=db):
+            return None
+        ratings, removed = history_entries(doc)
+        if apply_history_change(ratings, removed, product_id, rating, ts) or doc is None:
+            db[USER_HISTORY].replace_one({"_id": user_id}, history_doc(user_id, ratings, removed), upsert=True)
+    return {pid: r for pid, (r, _t) in ratings.items()}
+
+
+def apply_history_change(ratings: dict[str, tuple[float, float]], removed: dict[str, float], product_id: str,
+                         rating: float | None, ts: float) -> bool:
+    """Set (``rating``) or remove (None) one rating in a history held in memory, unless a newer
+    change of that product is there; True if the history changed. The one rule every history
+    writer applies (one event at a time, or a batch of a user's events in order)."""
+    current = ratings.get(product_id)
+    newest = max(current[1] if current is not None else float("-inf"), removed.get(product_id, float("-inf")))
+    if newest > ts:
+        return False
+    if rating is None:
+        changed = ratings.pop(product_id, None) is not None or product_id not in removed
+        removed[product_id] = float(ts)
+        return changed
+    ratings[product_id] = (float(rating), float(ts))
+    removed.pop(product_id, None)
+    return True
 
 
 def mark_rating_processed(event_id: str, model_version: str | None, db: Database | None = None) -> None:
@@ -615,11 +778,23 @@ def drop_event(event_id: str, db: Database | None = None) -> None:
 
 # --- "not interested" -----------------------------------------------------------------------
 
+def exclusion_entries(doc: dict | None) -> dict[str, float]:
+    """{product: when} of an ``exclusions`` document: an array of ``{p, t}`` (any product id fits,
+    see :func:`history_entries`), or the former map keyed by product id."""
+    items = (doc or {}).get("items") or []
+    if isinstance(items, dict):
+        return {p: float(t) for p, t in items.items()}
+    return {e["p"]: float(e["t"]) for e in items}
+
+
+def exclusion_items(items: dict[str, float]) -> list[dict[str, Any]]:
+    return [{"p": p, "t": float(t)} for p, t in items.items()]
+
+
 def exclusions(user_id: str, db: Database | None = None) -> set[str]:
     """Products the user said they are not interested in (one ``_id`` read)."""
     db = db if db is not None else get_db()
-    doc = db[EXCLUSIONS].find_one({"_id": user_id})
-    return set((doc or {}).get("items") or {})
+    return set(exclusion_entries(db[EXCLUSIONS].find_one({"_id": user_id})))
 
 
 def add_exclusion(user_id: str, product_id: str, ts: float, db: Database | None = None) -> set[str]:
@@ -630,19 +805,17 @@ def add_exclusion(user_id: str, product_id: str, ts: float, db: Database | None 
     at once, which is one small collection here instead of a scan of every history.
     """
     db = db if db is not None else get_db()
-    doc = db[EXCLUSIONS].find_one({"_id": user_id}) or {"_id": user_id, "items": {}}
-    items = doc.get("items") or {}
+    items = exclusion_entries(db[EXCLUSIONS].find_one({"_id": user_id}))
     if product_id not in items:
         items[product_id] = float(ts)
-        doc["items"] = items
-        db[EXCLUSIONS].replace_one({"_id": user_id}, doc, upsert=True)
+        db[EXCLUSIONS].replace_one({"_id": user_id}, {"_id": user_id, "items": exclusion_items(items)}, upsert=True)
     return set(items)
 
 
 def all_exclusions(db: Database | None = None) -> dict[str, set[str]]:
     """Every user's exclusions, for the batch jobs that write many users' lists."""
     db = db if db is not None else get_db()
-    return {d["_id"]: set(d.get("items") or {}) for d in db[EXCLUSIONS].find({}, {"items": 1})}
+    return {d["_id"]: set(exclusion_entries(d)) for d in db[EXCLUSIONS].find({}, {"items": 1})}
 
 
 # --- deleted accounts -----------------------------------------------------------------------
@@ -677,8 +850,8 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
     user's history, rewritten without them.
     """
     db = db if db is not None else get_db()
-    history = db[USER_HISTORY].find_one({"_id": user_id}) or {}
-    products = set(history.get("ratings") or {}) | set(history.get("removed") or {})
+    rated, removed = history_entries(db[USER_HISTORY].find_one({"_id": user_id}))
+    products = set(rated) | set(removed)
     products |= {d["product_id"] for d in db[REVIEWS].find({"user_id": user_id}, {"product_id": 1})}
     pages = 0
     for pid in sorted(products):
@@ -705,7 +878,7 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
         "reviews": db[REVIEWS].delete_many({"user_id": user_id}).deleted_count,
         "review_pages": pages,
         "history": db[USER_HISTORY].delete_one({"_id": user_id}).deleted_count,
-        "rated_products": len(history.get("ratings") or {}),
+        "rated_products": len(rated),
         "recommendations": db[RECOMMENDATIONS].delete_one({"_id": user_id}).deleted_count
         + db[BATCH_RECOMMENDATIONS].delete_one({"_id": user_id}).deleted_count,
         "exclusions": len(exclusions(user_id, db=db)),
@@ -737,6 +910,27 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
             return db[RECOMMENDATIONS].find_one({"_id": user_id}) or doc
         db[RECOMMENDATIONS].replace_one({"_id": user_id}, doc, upsert=True)
     return doc
+
+
+def write_recommendations_many(lists: list[dict[str, Any]], as_of: float,
+                               db: Database | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`write_recommendations` for many users at once (the worker's batches), by the same rule.
+
+    ``lists`` are ``{"_id": user, "items", "model_version", "source_event_id"}``; ``as_of`` is the
+    time taken before the batch read the histories. Under every user's lock at once, the stored
+    ``as_of`` values are read and each list is written unless a newer one is stored; returns the
+    stored document per user (ours, or the newer one that stayed), which is what gets announced.
+    """
+    db = db if db is not None else get_db()
+    now, as_of = time.time(), float(as_of)
+    docs = {d["_id"]: {**d, "updated_at": now, "as_of": as_of} for d in lists}
+    with user_locks([f"recommendations:{u}" for u in docs], db=db):
+        stored = find_by_ids(RECOMMENDATIONS, docs, {"as_of": 1}, db=db)
+        newer = [u for u, d in stored.items() if d.get("as_of") is not None and float(d["as_of"]) > as_of]
+        kept = find_by_ids(RECOMMENDATIONS, newer, db=db)
+        set_by_ids(RECOMMENDATIONS, {u: {k: v for k, v in d.items() if k != "_id"}
+                                     for u, d in docs.items() if u not in kept}, db=db)
+    return {u: kept.get(u, d) for u, d in docs.items()}
 
 
 def write_recommendations_bulk(docs: Iterable[dict[str, Any]], db: Database | None = None) -> dict[str, int]:

@@ -15,7 +15,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from core import events, list_state, mongo, recommend
 from core.artifacts import Model
@@ -32,14 +32,16 @@ class Outcome:
 
 
 def recommendations_for(history: dict[str, float], model: Model | None, n: int,
-                        excluded: set[str] | frozenset[str] = frozenset()) -> tuple[list[dict], str]:
+                        excluded: set[str] | frozenset[str] = frozenset(),
+                        popular: Callable[[int], list[dict]] | None = None) -> tuple[list[dict], str]:
     """Personal top-n by folding the user into the model, else popular items they have not rated;
-    never a product in ``excluded`` ("not interested")."""
+    never a product in ``excluded`` ("not interested"). ``popular(limit)`` gives the popular
+    products (default: read them now; a batch reads them once for all its users)."""
     if model is not None:
         items = recommend.recommend(model, history, n=n, exclude=excluded)
         if items:
             return items, model.version
-    popular = [p for p in mongo.compute_popular(limit=n + len(history) + len(excluded))
+    popular = [p for p in (popular or (lambda limit: mongo.compute_popular(limit=limit)))(n + len(history) + len(excluded))
                if p["product_id"] not in history and p["product_id"] not in excluded]
     return [{**p, "because": None} for p in popular[:n]], "popular"
 
@@ -76,6 +78,11 @@ def handle(raw: bytes | None, model: Model | None) -> Outcome:
         event = parse_event(raw)
     except InvalidEvent as exc:
         return Outcome(None, "dead-letter", str(exc))
+    return handle_event(event, model)
+
+
+def handle_event(event: RatingEvent, model: Model | None) -> Outcome:
+    """:func:`handle` of an event already parsed."""
     if event.action == events.DELETE_ACCOUNT:
         return forget_user(event)
     if not mongo.product_exists(event.product_id):
@@ -96,6 +103,127 @@ def handle(raw: bytes | None, model: Model | None) -> Outcome:
     list_state.announce(event.user_id, list_state.version_of(doc))
     mongo.mark_rating_processed(event.event_id, version)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))
+
+
+class _PopularOnce:
+    """The popular products, read at most once per batch (the longest list any user needed)."""
+
+    def __init__(self) -> None:
+        self.items: list[dict] | None = None
+        self.limit = 0
+
+    def __call__(self, limit: int) -> list[dict]:
+        if self.items is None or (len(self.items) < limit and len(self.items) == self.limit):
+            self.items, self.limit = mongo.compute_popular(limit=limit), limit
+        return self.items[:limit]
+
+
+def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]:
+    """Process the valid events of one poll together; one outcome per event, in order.
+
+    The same effects as :func:`handle` of each event in turn, with MongoDB's round trips per user
+    and per batch instead of per event: the events are grouped by user (a user's events keep
+    their order: one partition, one key), each user's history is read once, every event applied to
+    it in order by the rule of :func:`core.mongo.apply_history_change`, the history written once,
+    the user folded in once, and one list written for the user's last event. Ratings, histories,
+    lists, locks and the "processed" marks go in bulk writes. As in :func:`handle`, every rating is
+    inserted first by its event id (a redelivered, processed one is a duplicate and changes
+    nothing) and marked processed after its list is written (one left "stored" by a worker that
+    died is finished by the redelivery).
+
+    Raises on any error; the worker then handles the batch one event at a time (retries, dead
+    letters), which repeats nothing that counts: every step is idempotent, and what was stored
+    but not marked processed is finished there. Accounts deleted in this batch are handled one
+    event at a time (rare, and ``delete_account`` must come between that user's events exactly
+    where it was sent).
+    """
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    seen: set[str] = set()
+    by_user: dict[str, list[int]] = {}
+    deleting = {e.user_id for e in batch if e.action == events.DELETE_ACCOUNT}
+    for i, e in enumerate(batch):
+        if e.event_id in seen:
+            outcomes[i] = Outcome(e, "duplicate")  # the producer retried after a lost ack
+            continue
+        seen.add(e.event_id)
+        if e.user_id in deleting:
+            continue
+        by_user.setdefault(e.user_id, []).append(i)
+    for i, e in enumerate(batch):  # one at a time, in order, for accounts deleted in this batch
+        if outcomes[i] is None and e.user_id in deleting:
+            outcomes[i] = handle_event(e, model)
+    known = mongo.existing_products(batch[i].product_id for ids in by_user.values() for i in ids)
+    for user, ids in list(by_user.items()):
+        for i in ids:
+            if batch[i].product_id not in known:
+                outcomes[i] = Outcome(batch[i], "dead-letter", f"unknown product {batch[i].product_id}")
+        by_user[user] = [i for i in ids if outcomes[i] is None]
+        if not by_user[user]:
+            del by_user[user]
+    if not by_user:
+        return outcomes  # type: ignore[return-value]
+
+    # Stored first, by event id (one insert): a redelivered event is known before anything is applied
+    before = mongo.store_ratings([mongo.rating_doc(batch[i].to_dict()) for ids in by_user.values() for i in ids])
+    for user, ids in list(by_user.items()):
+        for i in ids:
+            if batch[i].event_id in before and (mongo.get_rating(batch[i].event_id) or {}).get("state") == "processed":
+                outcomes[i] = Outcome(batch[i], "duplicate")
+            # stored but not processed: a worker died before writing the list; finish the job now
+        by_user[user] = [i for i in ids if outcomes[i] is None]
+        if not by_user[user]:
+            del by_user[user]
+    if not by_user:
+        return outcomes  # type: ignore[return-value]
+
+    as_of = time.time()  # before the histories are read: a list from an older read never replaces ours
+    histories: dict[str, dict[str, float]] = {}
+    excluded: dict[str, set[str]] = {}
+    with mongo.user_locks([f"history:{u}" for u in by_user]):
+        docs = mongo.find_by_ids(mongo.USER_HISTORY, by_user)
+        exclusion_docs = mongo.find_by_ids(mongo.EXCLUSIONS, by_user)
+        deleted = set(mongo.find_by_ids(mongo.DELETED_USERS, [u for u in by_user if u not in docs], {"_id": 1}))
+        new_histories, new_exclusions = {}, {}
+        for user, ids in by_user.items():
+            if user in deleted:  # the account was deleted: keep nothing of it
+                for i in ids:
+                    mongo.drop_event(batch[i].event_id)
+                    outcomes[i] = Outcome(batch[i], "dropped", "account deleted")
+                continue
+            ratings, removed = mongo.history_entries(docs.get(user))
+            exclusions = mongo.exclusion_entries(exclusion_docs.get(user))
+            changed, excl_changed = False, False  # a new user gets a document with their first rating
+            for i in ids:
+                e = batch[i]
+                if e.action == events.NOT_INTERESTED:
+                    if e.product_id not in exclusions:
+                        exclusions[e.product_id], excl_changed = float(e.ts), True
+                else:
+                    rating = None if e.action == events.UNRATE else float(e.rating)
+                    changed = mongo.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
+            if changed:
+                new_histories[user] = {k: v for k, v in mongo.history_doc(user, ratings, removed).items() if k != "_id"}
+            if excl_changed:
+                new_exclusions[user] = {"items": mongo.exclusion_items(exclusions)}
+            histories[user] = {pid: r for pid, (r, _t) in ratings.items()}
+            excluded[user] = set(exclusions)
+        mongo.set_by_ids(mongo.USER_HISTORY, new_histories)
+        mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
+
+    n, popular, lists = get_settings().top_n, _PopularOnce(), []
+    for user, history in histories.items():
+        items, version = recommendations_for(history, model, n, excluded[user], popular=popular)
+        lists.append({"_id": user, "items": items, "model_version": version,
+                      "source_event_id": batch[by_user[user][-1]].event_id})
+    stored = mongo.write_recommendations_many(lists, as_of)
+    list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
+
+    version_of_user = {d["_id"]: d["model_version"] for d in lists}
+    applied = [i for user in histories for i in by_user[user]]
+    mongo.mark_ratings_processed({batch[i].event_id: version_of_user[batch[i].user_id] for i in applied})
+    for i in applied:
+        outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))
+    return outcomes  # type: ignore[return-value]
 
 
 def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: int, offset: int,

@@ -203,7 +203,7 @@ def search_index_docs(products: DataFrame) -> DataFrame:
 
 
 def user_history_docs(spark: SparkSession, reviews: DataFrame) -> DataFrame:
-    """Each user's ratings {product: [rating, ts]}: batch reviews merged with live site ratings.
+    """Each user's ratings [{p: product, r: rating, t: ts}]: batch reviews merged with live site ratings.
 
     Live ratings (from Kafka, stored by the workers) are read back so a reload never forgets a
     rating a user made on the site; the later of two ratings of the same product wins, and a
@@ -221,9 +221,11 @@ def user_history_docs(spark: SparkSession, reviews: DataFrame) -> DataFrame:
     latest = both.withColumn("_n", F.row_number().over(
         Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("rating").asc_nulls_first()))
     ).where("_n = 1").where(F.col("rating").isNotNull())
+    # an array of {p, r, t}, not a map keyed by product id: FerretDB refuses keys with "." or "$"
+    # (core.mongo.history_doc is the same shape)
     return latest.groupBy("user_id").agg(
-        F.map_from_entries(F.collect_list(F.struct(
-            "product_id", F.array(F.col("rating"), F.col("ts").cast("double"))))).alias("ratings")
+        F.collect_list(F.struct(F.col("product_id").alias("p"), F.col("rating").alias("r"),
+                                F.col("ts").cast("double").alias("t"))).alias("ratings")
     ).withColumnRenamed("user_id", "_id")
 
 

@@ -101,7 +101,7 @@ def test_batch_reload_keeps_removed_ratings_removed(demo_clean, spark, own_db):
               RatingEvent(user_id="site-x", product_id=dropped, rating=0, ts=now, action=NOT_INTERESTED)]
     for e in events:
         assert mongo.store_rating(e.to_dict(), db=db)
-    docs = {r["_id"]: r["ratings"] for r in user_history_docs(spark, reviews).where(
+    docs = {r["_id"]: mongo.history_entries(r.asDict(recursive=True))[0] for r in user_history_docs(spark, reviews).where(
         "_id in ('%s', 'site-x')" % reviewer).collect()}
     want = {p: float(r) for p, r in batch.items() if p != dropped}
     want[kept] = 1.0

@@ -93,7 +93,8 @@ def test_sigterm_mid_stream_commits_exactly_what_was_processed(rt):
     publish_all(events)
     by_id = {e.event_id: e for e in events}
 
-    worker = rt.start_worker()
+    # small batches, so that the signal lands between two of them (one batch of 500 takes ~1 s)
+    worker = rt.start_worker(WORKER_BATCH_MAX="20")
     wait_until(lambda: count_processed(rt.db, "rt-term-") >= 30, 120, "some events processed")
     worker.signal(signal.SIGTERM)
     assert worker.wait(60) == 0, worker.log()[-3000:]

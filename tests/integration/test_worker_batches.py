@@ -1,0 +1,94 @@
+"""The worker's batched path (``kafka_workers.process.handle_batch``) has exactly the effects of
+handling the same events one at a time (``handle``), on the real MongoDB-protocol server.
+
+Two copies of one stream of events (ratings, a rating given again, removals, "not interested", a
+redelivered event, an unknown product, a deleted account, a rating older than the stored one) go
+to two sets of users: one copy through ``handle`` event by event, the other through
+``handle_batch`` in polls. Histories, exclusions, lists, stored ratings and outcomes must match.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core import artifacts, mongo
+from core.events import DELETE_ACCOUNT, NOT_INTERESTED, UNRATE, RatingEvent
+from realtime_support import TOP_N, publish_model, reset_core_caches
+from realtime_support import rt_catalog  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+def _stream(prefix: str, p: list[str], unknown: str) -> list[RatingEvent]:
+    now = time.time() - 100
+    u = [f"{prefix}-{i}" for i in range(4)]
+    e = [
+        RatingEvent(user_id=u[0], product_id=p[0], rating=5, ts=now + 1),
+        RatingEvent(user_id=u[1], product_id=p[1], rating=2, ts=now + 2),
+        RatingEvent(user_id=u[0], product_id=p[2], rating=4, ts=now + 3),
+        RatingEvent(user_id=u[0], product_id=p[0], rating=0, ts=now + 4, action=UNRATE),
+        RatingEvent(user_id=u[1], product_id=p[3], rating=0, ts=now + 5, action=NOT_INTERESTED),
+        RatingEvent(user_id=u[2], product_id=unknown, rating=3, ts=now + 6),
+        RatingEvent(user_id=u[2], product_id=p[4], rating=3, ts=now + 7),
+        RatingEvent(user_id=u[0], product_id=p[0], rating=1, ts=now + 2),  # older than the removal
+        RatingEvent(user_id=u[3], product_id=p[5], rating=4, ts=now + 8),
+        RatingEvent(user_id=u[3], product_id="", rating=0, ts=now + 9, action=DELETE_ACCOUNT),
+        RatingEvent(user_id=u[3], product_id=p[6], rating=4, ts=now + 10),  # after the deletion
+        RatingEvent(user_id=u[1], product_id=p[1], rating=5, ts=now + 11),  # rated again
+        RatingEvent(user_id=u[2], product_id=p[250], rating=5, ts=now + 12),  # unknown to the model
+    ]
+    return e + [e[2]]  # a redelivery in the same poll
+
+
+def _state(db, users: list[str], stream: list[RatingEvent]) -> dict:
+    out, position = {}, {e.event_id: i for i, e in enumerate(stream)}
+    for k, user in enumerate(users):
+        recs = mongo.get_recommendations(user, db=db)
+        out[k] = {"history": mongo.user_history(user, db=db), "excluded": mongo.exclusions(user, db=db),
+                  "source": position.get((recs or {}).get("source_event_id")),
+                  "items": [i["product_id"] for i in (recs or {}).get("items", [])],
+                  "model": (recs or {}).get("model_version"),
+                  "ratings": sorted((d["product_id"], d["rating"], d["action"], d["state"], d.get("model_version"))
+                                    for d in db[mongo.RATINGS].find({"user_id": user}))}
+    return out
+
+
+def test_batches_have_the_effects_of_one_event_at_a_time(rt_catalog, tmp_path, monkeypatch):
+    from kafka_workers.process import handle, handle_batch
+
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
+    reset_core_caches()
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=31))
+    one, many = _stream("rt-b1", p, "NOPE-b"), _stream("rt-bn", p, "NOPE-b")
+    for prefix in ("rt-b1", "rt-bn"):
+        for i in range(4):
+            for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS, mongo.EXCLUSIONS, mongo.DELETED_USERS):
+                db[name].delete_one({"_id": f"{prefix}-{i}"})
+            db[mongo.RATINGS].delete_many({"user_id": f"{prefix}-{i}"})
+
+    singles = [handle(e.to_bytes(), model) for e in one]
+    batched = handle_batch(many[:6], model) + handle_batch(many[6:], model)
+
+    assert [o.status for o in batched] == [o.status for o in singles]
+    assert [o.status for o in singles].count("dead-letter") == 1 and singles[-1].status == "duplicate"
+    want, got = _state(db, [f"rt-b1-{i}" for i in range(4)], one), _state(db, [f"rt-bn-{i}" for i in range(4)], many)
+    for k in range(4):
+        assert got[k]["history"].keys() == want[k]["history"].keys(), k
+        assert {pid: r for pid, (r, _) in got[k]["history"].items()} == \
+            {pid: r for pid, (r, _) in want[k]["history"].items()}, k
+        assert (got[k]["excluded"], got[k]["items"], got[k]["model"], got[k]["ratings"], got[k]["source"]) == \
+            (want[k]["excluded"], want[k]["items"], want[k]["model"], want[k]["ratings"], want[k]["source"]), k
+    assert got[3]["history"] == {} and got[3]["ratings"] == [] and got[3]["items"] == []  # deleted stays deleted
+    assert p[0] not in got[0]["history"] and got[1]["history"][p[1]][0] == 5.0 and got[1]["excluded"] == {p[3]}
+
+    # A redelivery of the whole batch changes nothing and is all duplicates (or dead letters / drops).
+    before = _state(db, [f"rt-bn-{i}" for i in range(4)], many)
+    again = handle_batch(many[:6], model)
+    assert {o.status for o in again} <= {"duplicate", "dead-letter", "dropped", "processed"}
+    assert [o.status for o in again if o.status == "processed"] == []
+    after = _state(db, [f"rt-bn-{i}" for i in range(4)], many)
+    assert {k: (v["history"], v["excluded"], v["ratings"]) for k, v in after.items()} == \
+        {k: (v["history"], v["excluded"], v["ratings"]) for k, v in before.items()}
