@@ -125,11 +125,21 @@ def search(index: Index, queries: np.ndarray, k: int,
             continue
         params = faiss.SearchParametersHNSW(efSearch=max(index.ef_search, size))
         _, cand = index.hnsw.search(queries[rows], size, params=params)
-        for row, r in zip(cand, rows.tolist()):
-            row = row[row >= 0]
-            if n_excl[r]:
-                row = row[~np.isin(row, exclude[r])]
-            exact = index.item_factors[row] @ queries[r]
-            order = np.argsort(-exact, kind="stable")[:k]
-            items[r, :order.size], scores[r, :order.size] = row[order], exact[order]
+        # drop each row's exclusions (one sorted membership test for the whole group), then
+        # re-score the candidates exactly and keep the best k, all as array operations
+        drop = cand < 0
+        if n_excl[rows].any():
+            group_excl = [np.asarray(exclude[r], np.int64) for r in rows.tolist()]
+            keys = np.concatenate([np.full(e.size, j, np.int64) for j, e in enumerate(group_excl)]) * index.n_items
+            keys += np.concatenate(group_excl)
+            drop |= np.isin(np.arange(rows.size, dtype=np.int64)[:, None] * index.n_items + cand, keys)
+        safe = np.where(drop, 0, cand)
+        exact = np.einsum("qcr,qr->qc", index.item_factors[safe], queries[rows])
+        exact[drop] = -np.inf
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(exact, order, axis=1)
+        found = np.isfinite(best)
+        width = order.shape[1]
+        items[rows, :width] = np.where(found, np.take_along_axis(safe, order, axis=1), -1)
+        scores[rows, :width] = best
     return items, scores

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,6 +25,7 @@ from spark_jobs.interactions import ids_at
 SERVING_BLOCK = int(os.environ.get("SERVING_BLOCK_USERS", "2048"))  # users per batch of serving lists
 SERVING_MAX_USERS = int(os.environ.get("SERVING_MAX_USERS", "0"))
 SERVING_MAX_ITEMS = int(os.environ.get("SERVING_MAX_ITEMS", "0"))
+SERVING_THREADS = int(os.environ.get("SERVING_THREADS", "0")) or (os.cpu_count() or 1)
 
 
 def most_active(counts: np.ndarray, cap: int) -> np.ndarray:
@@ -32,6 +34,22 @@ def most_active(counts: np.ndarray, cap: int) -> np.ndarray:
         return np.arange(counts.size)
     order = np.lexsort((np.arange(counts.size), -counts))
     return np.sort(order[:cap])
+
+
+def in_threads(work: Callable[[np.ndarray], str], blocks: list[np.ndarray],
+               threads: int = SERVING_THREADS) -> Iterator[str]:
+    """``work(block)`` for every block, in order, ``threads`` blocks at a time.
+
+    The blocks' time is spent in numpy, BLAS and faiss, which release the GIL, so threads use both
+    cores where one block at a time (single-threaded BLAS on small matrices) used one; waves of
+    ``threads`` blocks keep at most that many blocks' results in memory.
+    """
+    if threads <= 1:
+        yield from (work(b) for b in blocks)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(blocks), threads):
+            yield from pool.map(work, blocks[start:start + threads])
 
 
 def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[str], item_ids: list[str],
@@ -61,18 +79,23 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
     items = most_active(np.asarray(rated.getnnz(axis=0)), max_items)
     if model.kind == "ease":  # dense (block x items) scores: keep a block near 2^24 cells
         block = max(1, min(block, 2 ** 24 // max(1, len(item_ids))))
+    def user_lines(rows: np.ndarray) -> str:
+        lists = recommend.recommend_many(model, rated[rows], n + extra)
+        return "".join(json.dumps({"_id": uid, "items": recommend.without_excluded(
+            got, excluded.get(uid, ()), n)}) + "\n" for uid, got in zip(ids_at(user_ids, rows), lists))
+
     with open(d / "topn.jsonl", "w") as f:
-        for start in range(0, users.size, block):
-            rows = users[start:start + block]
-            lists = recommend.recommend_many(model, rated[rows], n + extra)
-            f.write("".join(json.dumps({"_id": uid, "items": recommend.without_excluded(
-                got, excluded.get(uid, ()), n)}) + "\n" for uid, got in zip(ids_at(user_ids, rows), lists)))
+        for text in in_threads(user_lines, [users[s:s + block] for s in range(0, users.size, block)]):
+            f.write(text)
     cosine = ann.build(ann.unit_rows(model.item_factors)) if model.ann is not None else None
+
+    def item_lines(idx: np.ndarray) -> str:
+        return "".join(json.dumps({"_id": item_ids[i], "items": got}) + "\n"
+                       for i, got in zip(idx.tolist(), recommend.similar_many(model, idx, 10, index=cosine)))
+
     with open(d / "similar.jsonl", "w") as f:
-        for start in range(0, items.size, block):
-            idx = items[start:start + block]
-            f.write("".join(json.dumps({"_id": item_ids[i], "items": got}) + "\n"
-                            for i, got in zip(idx.tolist(), recommend.similar_many(model, idx, 10, index=cosine))))
+        for text in in_threads(item_lines, [items[s:s + block] for s in range(0, items.size, block)]):
+            f.write(text)
     out = {"users_listed": int(users.size), "users": int(rated.shape[0]),
            "items_listed": int(items.size), "items": int(rated.shape[1])}
     if users.size < rated.shape[0] or items.size < rated.shape[1]:
