@@ -7,10 +7,11 @@ For each size a generator process writes synthetic interactions of the 10M-revie
 leans to one of 300 item clusters, so iALS learns factors with real structure) as the arrays Spark
 hands train's driver (uid, iid, part by leave-last-out, user ids as one Arrow string column).
 Then a fresh process runs everything train's driver does after Spark: the tuning sample's grid
-(``--grid`` points of IALS_GRID, default 2; every point peaks alike, the full grid only takes
-longer), the refit on train + validation with test metrics and popularity, the served model on
+(``--grid`` points of IALS_GRID, default 2, and ``--iterations``: every point and every iteration
+peaks alike, the full grid only takes longer), the refit on train + validation with test metrics and popularity, the served model on
 everything with its ANN index above ANN_MIN_ITEMS, and the serving lists of every user and
-item. Its resident set size is read before the data (the base: interpreter, numpy, implicit,
+item (``--lists-users`` most active users and ``--lists-items`` items, the time per list then
+projected to everyone, as the run must fit a session). Its resident set size is read before the data (the base: interpreter, numpy, implicit,
 faiss, pyspark's Python modules) and its peak (``getrusage``) after each phase, so
 
     bytes per interaction = (peak RSS - base) / interactions
@@ -96,20 +97,21 @@ def peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(src: Path, grid: int, recall_users: int) -> dict:
+def measure(src: Path, grid: int, iterations: int, recall_users: int, lists_users: int, lists_items: int) -> dict:
     """Train's driver path on the generated arrays (run in a fresh process)."""
     import faiss  # noqa: F401  (loaded before the base, as the job loads it)
     import implicit.cpu.als  # noqa: F401
     import numpy as np
     import pyarrow.parquet as pq
-    import scipy.sparse as sp  # noqa: F401
 
     from core import ann, artifacts
     from spark_jobs import engines
     from spark_jobs.interactions import Interactions
     from spark_jobs.serving_lists import write_serving_lists
 
-    engines.IALS_GRID = engines.IALS_GRID[-grid:]  # the 64-factor points: the memory peak of any grid
+    # the 64-factor points (the memory peak of any grid), with fewer iterations if asked: an
+    # iteration's memory is the same, only the time changes
+    engines.IALS_GRID = [{**p, "iterations": iterations or p["iterations"]} for p in engines.IALS_GRID[-grid:]]
     base = rss()
     out = {"base": base, "phases": []}
 
@@ -140,9 +142,10 @@ def measure(src: Path, grid: int, recall_users: int) -> dict:
     del factors
     phase("save with ANN index" if out["ann"] else "save (exact: below ANN_MIN_ITEMS)", t0)
     t0 = time.time()
-    lists = write_serving_lists(version, data.matrix(2), data.user_ids, data.item_ids)
+    lists = write_serving_lists(version, data.matrix(2), data.user_ids, data.item_ids,
+                                max_users=lists_users, max_items=lists_items)
     out["serving_lists"] = lists
-    phase("serving lists (every user and item)", t0)
+    phase(f"serving lists ({lists['users_listed']:,} users, {lists['items_listed']:,} items)", t0)
     out["serving_seconds"] = out["phases"][-1]["seconds"]
     out["peak"] = peak()
     if out["ann"]:
@@ -167,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1m,5m,10m")
     ap.add_argument("--work", default="", help="folder for the generated data and models (default: a temporary one)")
     ap.add_argument("--grid", type=int, default=2, help="points of IALS_GRID fitted on the tuning sample")
+    ap.add_argument("--iterations", type=int, default=0, help="ALS iterations per fit (default: IALS_GRID's 15)")
     ap.add_argument("--recall-users", type=int, default=2000)
+    ap.add_argument("--lists-users", type=int, default=100_000,
+                    help="serving lists for this many (most active) users, 0 = every user; the time is projected to all")
+    ap.add_argument("--lists-items", type=int, default=50_000, help="similar items for this many items, 0 = all")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)
     ap.add_argument("--gen", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -175,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         generate(parse_size(args.sizes), Path(args.gen))
         return 0
     if args.one:
-        result = measure(Path(args.one), args.grid, args.recall_users)
+        result = measure(Path(args.one), args.grid, args.iterations, args.recall_users, args.lists_users, args.lists_items)
         Path(args.one, "result.json").write_text(json.dumps(result))
         return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="train-memory-"))
@@ -183,25 +190,29 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     results = []
     for size in args.sizes.split(","):
-        n = parse_size(size)
         src = work / size
         src.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "ARTIFACTS_DIR": str(src / "artifacts"), "MONGO_DB": "bench_train_memory"}
         t0 = time.time()
         subprocess.run([sys.executable, __file__, "--sizes", size, "--gen", str(src)], check=True, env=env)
         print(f"{size}: generated in {time.time() - t0:.0f}s; training ...", flush=True)
-        subprocess.run([sys.executable, __file__, "--one", str(src), "--grid", str(args.grid),
-                        "--recall-users", str(args.recall_users)], check=True, env=env)
+        subprocess.run([sys.executable, __file__, "--one", str(src), "--grid", str(args.grid), "--iterations", str(args.iterations),
+                        "--recall-users", str(args.recall_users), "--lists-users", str(args.lists_users),
+                        "--lists-items", str(args.lists_items)], check=True, env=env)
         r = json.loads((src / "result.json").read_text())
         r["size"] = size
         results.append(r)
         per = (r["peak"] - r["base"]) / r["interactions"]
+        sl = r["serving_lists"]
+        each = r["serving_seconds"] / max(1, sl["users_listed"] + sl["items_listed"])
+        every = each * (sl["users"] + sl["items"]) / 60
         floor = 5 * r["interactions"] + 4 * r["rank"] * (r["users"] + r["items"])
         print(f"{size}: {r['interactions']:,} interactions, {r['users']:,} users, {r['items']:,} items: "
               f"peak {r['peak'] / GB:.2f} GB, base {r['base'] / GB:.2f} GB -> {per:.0f} bytes per interaction "
               f"(floor, the pairs + one copy of the factors: {floor / r['interactions']:.0f}); serving lists of "
               f"{r['serving_lists']['users_listed']:,} users and {r['serving_lists']['items_listed']:,} items "
-              f"{r['serving_seconds']:.0f}s ({'ANN' if r['ann'] else 'exact'})"
+              f"{r['serving_seconds']:.0f}s ({'ANN' if r['ann'] else 'exact'}; all {sl['users']:,} users and {sl['items']:,} items "
+              f"at that rate: {every:.1f} min)"
               + (f"; recall@20 ANN vs exact {r['recall@20']:.3f} on {r['recall_users']:,} users" if r.get("recall@20") is not None else "")
               + f"; load average {open('/proc/loadavg').read().split()[:3]}", flush=True)
         (work / "results.json").write_text(json.dumps(results, indent=2))
