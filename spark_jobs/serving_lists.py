@@ -77,7 +77,9 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
         rated = (rated > 0).astype(np.float32).tocsr()
     users = most_active(np.diff(rated.indptr), max_users)
     items = most_active(np.asarray(rated.getnnz(axis=0)), max_items)
-    if model.kind == "ease":  # dense (block x items) scores: keep a block near 2^24 cells
+    if model.kind == "ease" or model.ann is None:
+        # exact scores are (block x items) floats per thread (implicit's top-k builds them too):
+        # keep a block near 2^24 cells, not 2048 users x a 600k-item catalog (5 GB)
         block = max(1, min(block, 2 ** 24 // max(1, len(item_ids))))
     def user_lines(rows: np.ndarray) -> str:
         lists = recommend.recommend_many(model, rated[rows], n + extra)
