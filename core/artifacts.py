@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from core import ann
 from core.settings import get_settings
 
 CURRENT_FILE = "CURRENT"
@@ -38,6 +39,7 @@ class Model:
     metrics: dict[str, Any] = field(default_factory=dict)
     item_index: dict[str, int] = field(init=False)
     gram: np.ndarray = field(init=False)  # Yᵀ Y, precomputed once per model for implicit fold-in
+    ann: Any = field(default=None, init=False)  # core.ann.Index above ANN_MIN_ITEMS items (load_model)
 
     def __post_init__(self) -> None:
         self.item_factors = np.ascontiguousarray(self.item_factors, dtype=np.float32)
@@ -81,6 +83,8 @@ def save_model(item_ids: list[str], item_factors: np.ndarray, params: dict[str, 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     np.save(tmp / "item_factors.npy", np.asarray(item_factors, dtype=np.float32))
+    if ann.wanted(len(item_ids), str(params.get("kind", "ials"))):  # versioned with its factors
+        ann.save(ann.build(item_factors), tmp / ann.FILE)
     (tmp / "item_ids.json").write_text(json.dumps(list(item_ids)))
     if user_ids is not None and user_factors is not None:
         np.save(tmp / "user_factors.npy", np.asarray(user_factors, dtype=np.float32))
@@ -135,10 +139,13 @@ def load_model(version: str | None = None, root: Path | None = None) -> Model | 
     # A half-copied or mixed-up folder can hold readable files that do not belong together.
     if factors.ndim != 2 or len(item_ids) != factors.shape[0]:
         raise ValueError(f"model {version}: {len(item_ids)} item ids for factors of shape {factors.shape}")
-    return Model(
+    model = Model(
         version=version,
         item_ids=item_ids,
         item_factors=factors,
         params=json.loads((d / "params.json").read_text()),
         metrics=json.loads((d / "metrics.json").read_text()),
     )
+    if (d / ann.FILE).exists():
+        model.ann = ann.load(d / ann.FILE, model.item_factors)
+    return model

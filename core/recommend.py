@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from core import ann
 from core.artifacts import Model
 
 
@@ -123,18 +124,26 @@ def recommend(model: Model, rated: dict[str, float], n: int = 20,
     if folded is None:
         return []
     x, a, weights, idx = folded
-    scores = model.item_factors @ x.astype(np.float32)
-    scores[idx] = -np.inf
-    scores[_excluded_idx(model, exclude)] = -np.inf
-    top = top_k(scores, n)
+    skip = np.concatenate([idx, _excluded_idx(model, exclude)])
+    if model.ann is not None:  # above ANN_MIN_ITEMS: the model's HNSW index (core/ann.py)
+        got, got_scores = ann.search(model.ann, x[None, :], n, [skip])
+        keep = got[0] >= 0
+        top, top_scores = got[0][keep], got_scores[0][keep]
+        if top.size == 0:
+            return []
+    else:
+        scores = model.item_factors @ x.astype(np.float32)
+        scores[skip] = -np.inf
+        top = top_k(scores, n)
+        top_scores = scores[top]
     # contribution of rated item j to the score of item i: w_j * y_iᵀ A⁻¹ y_j
     y_rated = model.item_factors[idx].astype(np.float64)
     contrib = (model.item_factors[top].astype(np.float64) @ np.linalg.solve(a, y_rated.T)) * weights
     best = contrib.argmax(axis=1)
     return [
-        {"product_id": model.item_ids[i], "score": float(scores[i]),
+        {"product_id": model.item_ids[i], "score": float(s),
          "because": model.item_ids[int(idx[b])]}
-        for i, b in zip(top.tolist(), best.tolist())
+        for i, s, b in zip(top.tolist(), top_scores.tolist(), best.tolist())
     ]
 
 
@@ -258,10 +267,15 @@ def recommend_many(model: Model, rated, n: int = 20) -> list[list[dict[str, Any]
     # spends its time synchronising threads (70x slower on 2 busy cores), so one thread here.
     with threadpool_limits(1, user_api="blas"):
         ainv, x, weights, y_rated = _user_systems(model, indptr, idx, r)
-    filt = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr), shape=sub.shape)
     kk = min(n, model.item_factors.shape[0])
-    top, scores = topk(model.item_factors, x.astype(np.float32), kk, filter_query_items=filt, num_threads=0)
-    valid = scores > np.finfo(np.float32).min  # topk marks filtered (rated) items with -FLT_MAX
+    if model.ann is not None:  # above ANN_MIN_ITEMS: the model's HNSW index (core/ann.py)
+        top, scores = ann.search(model.ann, x, kk, np.split(idx, indptr[1:-1]))
+        valid = top >= 0
+        top = np.where(valid, top, 0)
+    else:
+        filt = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr), shape=sub.shape)
+        top, scores = topk(model.item_factors, x.astype(np.float32), kk, filter_query_items=filt, num_threads=0)
+        valid = scores > np.finfo(np.float32).min  # topk marks filtered (rated) items with -FLT_MAX
     # contribution of rated item j to the score of item i: w_j * y_iᵀ A⁻¹ y_j (as in ``recommend``)
     because = np.empty(top.shape, np.int64)
     counts = np.diff(indptr)
@@ -281,8 +295,13 @@ def recommend_many(model: Model, rated, n: int = 20) -> list[list[dict[str, Any]
     return out
 
 
-def similar_many(model: Model, items: np.ndarray, n: int = 10) -> list[list[dict[str, Any]]]:
-    """``similar_items`` for many item indices at once (cosine of factors, or EASE rows)."""
+def similar_many(model: Model, items: np.ndarray, n: int = 10,
+                 index: "ann.Index | None" = None) -> list[list[dict[str, Any]]]:
+    """``similar_items`` for many item indices at once (cosine of factors, or EASE rows).
+
+    ``index``: an ANN index over the unit-length item factors (``ann.build(ann.unit_rows(...))``),
+    which the batch job builds once for a catalog above ANN_MIN_ITEMS.
+    """
     items = np.asarray(items, dtype=np.int64)
     ids = model.item_ids
     if model.kind == "ease":
@@ -295,11 +314,14 @@ def similar_many(model: Model, items: np.ndarray, n: int = 10) -> list[list[dict
     import scipy.sparse as sp
     from implicit.cpu.topk import topk
 
-    norms = np.linalg.norm(model.item_factors, axis=1) + 1e-12
-    unit = (model.item_factors / norms[:, None]).astype(np.float32)
     kk = min(n, len(ids) - 1)
     if kk <= 0:
         return [[] for _ in items]
+    if index is not None:
+        top, sims = ann.search(index, index.item_factors[items], kk, items[:, None])
+        return [[{"product_id": ids[j], "score": float(s)} for j, s in zip(t.tolist(), v.tolist()) if j >= 0]
+                for t, v in zip(top, sims)]
+    unit = ann.unit_rows(model.item_factors)
     self_filter = sp.csr_matrix((np.ones(items.size, np.float32), items, np.arange(items.size + 1)),
                                 shape=(items.size, len(ids)))
     top, sims = topk(unit, unit[items], kk, filter_query_items=self_filter, num_threads=0)

@@ -31,8 +31,13 @@ def ials_factors(train: sp.csr_matrix, factors: int, reg: float, alpha: float, i
                  seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     """(user_factors, item_factors) of implicit's ALS on binary interactions with confidence alpha."""
     from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
 
-    model = AlternatingLeastSquares(factors=factors, regularization=reg, alpha=alpha, iterations=iterations,
-                                    random_state=seed, calculate_training_loss=False)
-    model.fit((train > 0).astype(np.float32).tocsr(), show_progress=False)
+    binary = train.dtype == np.float32 and train.has_sorted_indices and bool((train.data == 1).all())
+    # implicit threads over users itself; a multi-threaded BLAS under it oversubscribes the cores
+    # (implicit warns about it), so BLAS gets one thread during the fit
+    with threadpool_limits(1, user_api="blas"):
+        model = AlternatingLeastSquares(factors=factors, regularization=reg, alpha=alpha, iterations=iterations,
+                                        random_state=seed, calculate_training_loss=False)
+        model.fit(train if binary else (train > 0).astype(np.float32).tocsr(), show_progress=False)
     return np.asarray(model.user_factors), np.asarray(model.item_factors)

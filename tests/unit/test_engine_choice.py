@@ -1,7 +1,7 @@
 """train's automatic engine choice: EASE for small catalogs, one node while memory allows, else Spark."""
 from __future__ import annotations
 
-import spark_jobs.train as train
+import spark_jobs.engines as train
 
 # the 10M-review synthetic run of bench/pipeline_scale.py: its measured peak was 10.4 GB in all
 TEN_M = dict(n_items=633_073, n_interactions=9_792_140, n_users=1_692_160)

@@ -25,5 +25,20 @@ def test_factor_top_k_path_equals_full_score_matrix_path():
     a, b = rank_metrics(fast, train, held, 10, chunk=97), rank_metrics(generic, train, held, 10, chunk=97)
     assert a == b
     assert 0.1 < a["hr@10"] < 0.9 and a["users"] == len(held)
-    # and a popularity ranking is not accidentally routed through the factor path
-    assert not hasattr(popularity_scorer(train), "top_k")
+
+
+def test_popularity_top_k_path_equals_full_score_matrix_path():
+    rng = np.random.default_rng(3)
+    n_users, n_items = 400, 60
+    rows, cols = [], []
+    for i in range(n_items):  # item i has i + 1 ratings: no ties, so both paths have one answer
+        who = rng.choice(n_users, i + 1, replace=False)
+        rows.extend(who.tolist())
+        cols.extend([i] * (i + 1))
+    train = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
+    held = {u: [int(rng.integers(0, n_items))] for u in range(0, n_users, 3)}
+    fast = popularity_scorer(train)
+    assert hasattr(fast, "top_k")
+    generic = lambda users: fast(users)  # noqa: E731
+    a, b = rank_metrics(fast, train, held, 10, chunk=37), rank_metrics(generic, train, held, 10, chunk=37)
+    assert a == b and 0 < a["hr@10"] < 1
