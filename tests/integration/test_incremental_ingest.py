@@ -49,6 +49,7 @@ def _paths(files) -> list[str]:
     return [str(p) for p in files]
 
 
+@pytest.mark.timeout(1800)  # three rounds of load, clean and mongo_load on a shared 2-core machine
 def test_adding_a_category_processes_only_it(spark, tmp_path, own_db):
     from spark_jobs.clean import clean
     from spark_jobs.load import load
@@ -101,6 +102,7 @@ def _open(path):
     return (gzip.open if path.name.endswith(".gz") else open)(path, "rt", encoding="utf-8")
 
 
+@pytest.mark.timeout(1800)
 def test_a_failed_stage_resumes_without_redoing_or_doubling(spark, tmp_path, own_db, monkeypatch):
     import spark_jobs.clean as clean_job
     import spark_jobs.mongo_load as ml_job
