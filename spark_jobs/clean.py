@@ -7,8 +7,9 @@ punctuation, lower case) beside the original the site shows, exact duplicate
 lines are dropped, and a (user, item) pair rated more than once keeps only its latest review.
 Every dropped row is counted where it is dropped and what was written is counted by reading it
 back, so the balance (rows in = rows written + duplicates removed) fails if rows go missing.
+Incremental: only the categories whose loaded files changed are cleaned again (see :func:`clean`).
 
-    spark-submit spark_jobs/clean.py [--run-id R]
+    spark-submit spark_jobs/clean.py [--run-id R] [--force]
 """
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.settings import get_settings
+from core.spark_schemas import PRODUCT, REVIEW
+from spark_jobs import units
 from spark_jobs.common import run_job
+from spark_jobs.load import category_from_path
 from spark_jobs.reconcile import Unbalanced, check_and_print
 from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
@@ -35,29 +39,55 @@ def latest_per_pair(reviews: DataFrame) -> DataFrame:
     return _pair_rank(reviews).where("_n = 1").drop("_n")
 
 
-def removed_counts(raw_reviews: DataFrame, distinct_lines: DataFrame, raw_products: DataFrame) -> dict[str, int]:
-    """The rows clean drops, counted directly (not as a difference of counts, which always balances)."""
-    def surplus(df: DataFrame, key: str) -> int:  # rows beyond the first of each key
-        return int(df.groupBy(key).count().agg(F.sum(F.col("count") - 1)).first()[0] or 0)
+def removed_counts(raw_reviews: DataFrame, raw_products: DataFrame, held_pairs: DataFrame | None,
+                   held_products: DataFrame | None) -> dict[str, int]:
+    """The rows clean drops, counted directly on the key columns only (not as a difference of counts,
+    which always balances), in one shuffle: within a (user, item) ordered newest first, a row equal
+    to the one before it (same line hash: the same line) is an exact duplicate, any other row after
+    the first an older rating of the pair. The latest row of a pair another category already holds
+    is counted apart (see :func:`clean`).
+    """
+    w = Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("line_hash").desc())
+    keys = raw_reviews.select("user_id", "product_id", "ts", "line_hash").withColumns(
+        {"_n": F.row_number().over(w), "_prev": F.lag("line_hash").over(w)})
+    status = (F.when(F.col("_n") == 1, "kept").when(F.col("line_hash") == F.col("_prev"), "exact duplicate lines")
+              .otherwise("repeated user-item pairs"))
+    tagged = keys.select("user_id", "product_id", status.alias("status"))
+    if held_pairs is not None:
+        held = held_pairs.select("user_id", "product_id", F.lit(True).alias("_held"))
+        tagged = tagged.join(held, ["user_id", "product_id"], "left").select(
+            F.when((F.col("status") == "kept") & F.col("_held").isNotNull(), "pairs another category holds")
+            .otherwise(F.col("status")).alias("status"))
+    by_status = {r["status"]: r["count"] for r in tagged.groupBy("status").count().collect()}
+    products = raw_products.groupBy("product_id").count()
+    if held_products is not None:
+        products = products.join(held_products.select("product_id", F.lit(True).alias("_held")), "product_id", "left")
+    else:
+        products = products.withColumn("_held", F.lit(None).cast("boolean"))
+    prow = products.agg(F.sum(F.col("count") - 1).alias("dup"),
+                        F.sum(F.when(F.col("_held").isNotNull(), 1).otherwise(0)).alias("held")).first()
+    return {"exact duplicate lines": by_status.get("exact duplicate lines", 0),
+            "repeated user-item pairs": by_status.get("repeated user-item pairs", 0),
+            "pairs another category holds": by_status.get("pairs another category holds", 0),
+            "duplicate product records": int(prow["dup"] or 0),
+            "products another category holds": int(prow["held"] or 0)}
 
-    return {"exact duplicate lines": surplus(raw_reviews, "line_hash"),
-            "repeated user-item pairs": _pair_rank(distinct_lines).where("_n > 1").count(),
-            "duplicate product records": surplus(raw_products, "product_id")}
 
+def clean_reviews(raw: DataFrame) -> DataFrame:
+    """Cleaned latest-per-pair reviews.
 
-def clean_reviews(raw: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(distinct lines, cleaned latest-per-pair reviews)."""
-    distinct_lines = raw.dropDuplicates(["line_hash"])
-    latest = latest_per_pair(distinct_lines).withColumns(
+    One shuffle: exact duplicate lines share their (user, item) and sort next to each other, so the
+    latest review of each pair (latest_per_pair) drops them too, without a dropDuplicates pass.
+    """
+    latest = latest_per_pair(raw).withColumns(
         {name: unescape_html_col(F.col(name)) for name in ("review_text", "summary", "reviewer_name")})
-    cleaned = latest.select(
+    return latest.select(
         "user_id", "product_id", "rating", "ts", "review_text", "summary",
         clean_text_col(F.col("review_text")).alias("text_clean"),
         clean_text_col(F.col("summary")).alias("summary_clean"),
         "helpful_votes", "total_votes", "verified", "reviewer_name", "category", "source_format",
         F.year(F.from_unixtime("ts")).cast("int").alias("year"),
     )
-    return distinct_lines, cleaned
 
 
 def clean_products(raw: DataFrame) -> DataFrame:
@@ -69,34 +99,126 @@ def clean_products(raw: DataFrame) -> DataFrame:
             .withColumns({name: unescape_html_col(F.col(name)) for name in ("title", "brand", "description")}))
 
 
-def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str) -> dict:
+_REVIEW_COLS = [f.name for f in REVIEW.fields]
+_PRODUCT_COLS = [f.name for f in PRODUCT.fields]
+
+
+def _read_or_none(spark: SparkSession, path: str) -> DataFrame | None:
+    return spark.read.parquet(path) if units.exists(spark, path) and units.has_partitions(spark, path) else None
+
+
+def _write_partitions(spark: SparkSession, df: DataFrame, out: str, column: str, values: list[str],
+                      staging: str) -> None:
+    """Replace the ``column=value`` partitions of ``out`` for ``values`` (and only those) by ``df``'s."""
+    spark.conf.set("spark.sql.optimizer.plannedWrite.enabled", "false")  # no sort by partition first
+    spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", "64")
+    try:
+        df.write.mode("overwrite").partitionBy(column).parquet(staging)
+    finally:
+        spark.conf.unset("spark.sql.optimizer.plannedWrite.enabled")
+        spark.conf.unset("spark.sql.maxConcurrentOutputFileWriters")
+    for value in values:
+        src = f"{staging}/{column}={units.partition_value(value)}"
+        dst = f"{out}/{column}={units.partition_value(value)}"
+        if units.exists(spark, src):
+            units.move(spark, src, dst)
+        else:
+            units.delete(spark, dst)
+    units.delete(spark, staging)
+
+
+def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force: bool = False) -> dict:
+    """Clean the categories whose loaded files changed since they were last cleaned (all with ``force``).
+
+    Work is per category (its reviews and metadata files): reviews are written to
+    ``<out>/reviews/category=<c>`` and products to ``<out>/products/file_category=<c>``, and only the
+    categories redone are replaced. Dedup needs the whole category (a pair's ratings and a product's
+    records are in its files), and across categories only the keys: a (user, item) pair or product
+    another category already holds stays there, and is counted as such here (the same review or
+    product filed under two categories would otherwise be loaded twice). Without a load ledger (raw
+    folders written by other means) everything is cleaned as one.
+    """
     started = time.time()
+    load_units = units.read_ledger(raw_dir).get("units")
+    ledger = units.read_ledger(out_dir)
     raw_reviews = spark.read.parquet(f"{raw_dir}/reviews")
     raw_products = spark.read.parquet(f"{raw_dir}/products")
-    distinct_lines, reviews = clean_reviews(raw_reviews)
+    if "file_category" not in raw_products.columns:
+        raw_products = raw_products.withColumn("file_category", category_from_path(F.col("source_file")))
+    if load_units is None:
+        fingerprints, dirty = None, None
+    else:
+        fingerprints = units.category_fingerprints(load_units)
+        done = ledger.get("categories", {})
+        dirty = sorted(c for c, fp in fingerprints.items() if force or done.get(c) != fp)
+        if not dirty:
+            print("clean: every category is clean already (same loaded files); nothing to do")
+            record = check_and_print("clean", {"reviews": 0, "products": 0}, {"reviews": 0, "products": 0})
+            record.update(status="ok", run_id=run_id, cleaned=[], skipped=sorted(fingerprints),
+                          seconds=round(time.time() - started, 2), output=out_dir)
+            return record
+        units_of = [name for name, u in load_units.items() if u["category"] in dirty]
+        raw_reviews = raw_reviews.where(F.col("unit").isin(units_of))
+        raw_products = raw_products.where(F.col("unit").isin(units_of))
+    raw_reviews = raw_reviews.select(*_REVIEW_COLS)
+    raw_products = raw_products.select(*_PRODUCT_COLS, "file_category")
+    if dirty is None:
+        dirty = sorted({r[0] for r in raw_reviews.select("category").union(
+            raw_products.select("file_category")).distinct().collect()})
 
-    reviews.repartition("category").write.mode("overwrite").partitionBy("category").parquet(f"{out_dir}/reviews")
-    clean_products(raw_products).write.mode("overwrite").parquet(f"{out_dir}/products")
+    # What the categories not redone hold (keys only): left where they are.
+    old_reviews = _read_or_none(spark, f"{out_dir}/reviews")
+    old_products = _read_or_none(spark, f"{out_dir}/products")
+    held_pairs = (old_reviews.where(~F.col("category").isin(dirty)).select("user_id", "product_id")
+                  if old_reviews is not None and load_units is not None else None)
+    held_products = (old_products.where(~F.col("file_category").isin(dirty)).select("product_id")
+                     if old_products is not None and load_units is not None else None)
+
+    reviews = clean_reviews(raw_reviews)
+    products = clean_products(raw_products)
+    if held_pairs is not None:
+        reviews = reviews.join(held_pairs, ["user_id", "product_id"], "left_anti")
+    if held_products is not None:
+        products = products.join(held_products, "product_id", "left_anti")
+    staging = f"{out_dir}/_staging"
+    _write_partitions(spark, reviews, f"{out_dir}/reviews", "category", dirty, f"{staging}/reviews")
+    _write_partitions(spark, products, f"{out_dir}/products", "file_category", dirty, f"{staging}/products")
+    if not units.has_partitions(spark, f"{out_dir}/products"):  # readable when no category has metadata
+        spark.createDataFrame([], products.schema).write.mode("overwrite").parquet(
+            f"{out_dir}/products/file_category={units.partition_value(dirty[0])}")
+    units.delete(spark, staging)
 
     n_raw, n_raw_products = raw_reviews.count(), raw_products.count()
-    removed = removed_counts(raw_reviews, distinct_lines, raw_products)
+    removed = removed_counts(raw_reviews, raw_products, held_pairs, held_products)
+    written_reviews = spark.read.parquet(f"{out_dir}/reviews").where(F.col("category").isin(dirty)).count()
+    written_products = spark.read.parquet(f"{out_dir}/products").where(F.col("file_category").isin(dirty)).count()
     record = check_and_print(  # written rows as read back from the files
         "clean",
         {"reviews": n_raw, "products": n_raw_products},
-        {"reviews": spark.read.parquet(f"{out_dir}/reviews").count(),
+        {"reviews": written_reviews,
          "exact duplicate lines": removed["exact duplicate lines"],
          "repeated user-item pairs": removed["repeated user-item pairs"],
-         "products": spark.read.parquet(f"{out_dir}/products").count(),
-         "duplicate product records": removed["duplicate product records"]},
+         "pairs another category holds": removed["pairs another category holds"],
+         "products": written_products,
+         "duplicate product records": removed["duplicate product records"],
+         "products another category holds": removed["products another category holds"]},
     )
-    record.update(status="ok", run_id=run_id, seconds=round(time.time() - started, 2), output=out_dir)
+    if fingerprints is not None:  # only now: a clean killed before this point is redone
+        units.write_ledger(out_dir, {**ledger, "categories": {**ledger.get("categories", {}),
+                                                              **{c: fingerprints[c] for c in dirty}}})
+    record.update(status="ok", run_id=run_id, cleaned=dirty,
+                  skipped=sorted(set(fingerprints or ()) - set(dirty)),
+                  seconds=round(time.time() - started, 2), output=out_dir)
     return record
 
 
 def main(argv: list[str] | None = None) -> int:
     data = get_settings().data_dir
     return run_job("clean", __doc__, argv,
-                   lambda spark, args: clean(spark, str(data / "raw"), str(data / "clean"), args.run_id),
+                   lambda spark, args: clean(spark, str(data / "raw"), str(data / "clean"), args.run_id,
+                                             force=args.force),
+                   options=lambda parser: parser.add_argument(
+                       "--force", action="store_true", help="clean every category again"),
                    failures=(Unbalanced,))
 
 

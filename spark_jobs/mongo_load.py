@@ -9,7 +9,9 @@ their hot paths (see core/mongo.py for why): each user's rating history, each pr
 pages, the catalog order per category, and the search index (core/search.py). Writes happen
 from the executors, one client per partition, so the load scales with the cluster.
 
-    spark-submit spark_jobs/mongo_load.py [--run-id R]
+Incremental: a category MongoDB already holds (same files) is not written again; see :func:`mongo_load`.
+
+    spark-submit spark_jobs/mongo_load.py [--run-id R] [--force]
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pyspark.sql import functions as F
 
 from core import mongo, search
 from core.settings import get_settings
+from spark_jobs import units
 from spark_jobs.common import run_job, without_deleted_users
 
 LIVE_CLOCK_MARGIN_S = 60.0  # ratings stored this long before the load began are replayed too (clock skew)
@@ -112,11 +115,14 @@ def metadata_coverage(products: DataFrame) -> dict[str, int]:
 
 
 def review_docs(reviews: DataFrame) -> DataFrame:
-    return reviews.select(
-        F.concat_ws("|", "user_id", "product_id").alias("_id"),
-        "user_id", "product_id", "rating", "ts", "review_text", "summary", "verified",
-        "helpful_votes", "reviewer_name", "category",
-    )
+    """The ``reviews`` collection: only what is read from it (the batch trending fallback in
+    core/popular.py: user, product, rating, time; account deletion: a user's products). The text a
+    product page shows is in ``product_reviews``; the rest is in the clean Parquet."""
+    return reviews.select(F.concat_ws("|", "user_id", "product_id").alias("_id"), "user_id", "product_id", "rating", "ts")
+
+
+# product_docs columns that only feed the search index built here, never read from MongoDB
+_NOT_SERVED = ("search_text", "first_ts", "last_ts")
 
 
 def review_page_docs(reviews: DataFrame, per_page: int = mongo.REVIEWS_PER_PAGE) -> DataFrame:
@@ -265,8 +271,123 @@ def reload_collection(df: DataFrame, collection: str, extra_docs: list[dict] | N
     return {"documents": n, "expected": expected, "seconds": round(seconds, 2), "docs_per_s": round(rate, 1)}
 
 
-def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
+INGEST_LEDGER = "ingest_ledger"  # {_id: category, fingerprint, run_id, at}: the categories MongoDB holds
+
+
+def _upserter(collection: str, uri: str, db_name: str, acknowledged):
+    def upsert_partition(rows) -> None:
+        from pymongo import ReplaceOne
+
+        from core import mongo as m
+
+        db = m.get_db(uri, db_name)
+        for batch in m.iter_batches((row.asDict(recursive=True) for row in rows), 1000):
+            result = db[collection].bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in batch],
+                                               ordered=False)
+            acknowledged.add(result.matched_count + result.upserted_count)
+    return upsert_partition
+
+
+def upsert_collection(df: DataFrame, collection: str) -> dict:
+    """Write ``df``'s documents into the live ``collection`` by ``_id`` (replace or insert): idempotent,
+    so a load killed half-way and run again ends with each document once."""
+    settings = get_settings()
     started = time.time()
+    acknowledged = df.sparkSession.sparkContext.accumulator(0)
+    expected = df.count()
+    partitions = max(2, df.sparkSession.sparkContext.defaultParallelism)
+    df.repartition(partitions).foreachPartition(_upserter(collection, settings.mongo_uri, settings.mongo_db,
+                                                          acknowledged))
+    if acknowledged.value != expected:
+        raise RuntimeError(f"mongo_load: {collection}: the server acknowledged {acknowledged.value:,} of "
+                           f"{expected:,} upserts")
+    seconds = time.time() - started
+    rate = expected / seconds if seconds else 0.0
+    print(f"mongo_load: {collection}: {expected:,} documents upserted in {seconds:.1f} s ({rate:,.0f} docs/s)")
+    return {"documents": expected, "upserted": True, "seconds": round(seconds, 2), "docs_per_s": round(rate, 1)}
+
+
+def _catalog_extras(products: DataFrame, reviews: DataFrame) -> list[dict]:
+    cats = [{"name": r["category"], "n_products": r["count"]}
+            for r in products.where("n_reviews > 0").groupBy("category").count().orderBy(F.desc("count")).collect()]
+    top_users = [{"user_id": r["user_id"], "n": int(r["count"])} for r in
+                 reviews.groupBy("user_id").count().orderBy(F.desc("count"), "user_id").limit(100).collect()]
+    return [{"_id": "categories", "items": cats}, {"_id": "top_users", "items": top_users}]
+
+
+def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool = False) -> dict:
+    """Load the clean data into MongoDB: in full, or only the categories MongoDB does not hold yet.
+
+    The clean ledger says which categories (and which versions of their files) the clean folder
+    holds; MongoDB's own ledger (``ingest_ledger``) which ones it holds. Only new categories: their
+    reviews, products and review pages, and the histories of their users (recomputed from every
+    category, so a user's history stays whole), are upserted by ``_id`` into the live collections;
+    the search and catalog indexes rank products across categories, so they are rebuilt (from the
+    product aggregates: one document per word and per chunk). A changed or removed category, a
+    database without a ledger, a clean folder without one, or ``force``: a full reload as new
+    generations. Nothing new: nothing is written.
+    """
+    started = time.time()
+    fingerprints = units.read_ledger(clean_dir).get("categories")
+    db = mongo.get_db()
+    held = {d["_id"]: d.get("fingerprint") for d in db[INGEST_LEDGER].find({})}
+    collections_exist = mongo.PRODUCTS in db.list_collection_names() or any(
+        mongo.PRODUCTS in n for n in db.list_collection_names())
+    new = sorted(set(fingerprints or ()) - set(held))
+    stale = sorted(c for c, fp in held.items() if (fingerprints or {}).get(c) != fp)
+    if fingerprints is not None and not force and held and not stale and collections_exist:
+        if not new:
+            print("mongo_load: MongoDB holds every clean category already; nothing to do")
+            return {"status": "ok", "run_id": run_id, "mode": "skipped", "categories": [],
+                    "seconds": round(time.time() - started, 2)}
+        record = _load_new_categories(spark, clean_dir, run_id, new, started)
+    else:
+        record = _load_full(spark, clean_dir, run_id, started)
+        db[INGEST_LEDGER].delete_many({})
+        new = sorted(fingerprints or ())
+    for c in new:  # only now: a load killed before this point is redone (upserts and reloads are idempotent)
+        db[INGEST_LEDGER].replace_one({"_id": c}, {"_id": c, "fingerprint": fingerprints[c], "run_id": run_id,
+                                                   "at": time.time()}, upsert=True)
+    record["categories"] = new
+    return record
+
+
+def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float) -> dict:
+    all_reviews, n_deleted = without_deleted_users(spark.read.parquet(f"{clean_dir}/reviews"))
+    all_products = spark.read.parquet(f"{clean_dir}/products")
+    fresh = all_reviews.where(F.col("category").isin(new)).cache()
+    fresh_meta = all_products.where(F.col("file_category").isin(new))
+    touched = fresh.select("product_id").union(fresh_meta.select("product_id")).distinct()
+    users = fresh.select("user_id").distinct()
+    # every product's aggregates (the indexes rank all of them); the upserted ones are the touched
+    products = product_docs(all_products, all_reviews).cache()
+    touched_docs = products.join(touched.withColumnRenamed("product_id", "_id"), "_id", "left_semi")
+    out = {
+        mongo.PRODUCTS: upsert_collection(touched_docs.drop(*_NOT_SERVED), mongo.PRODUCTS),
+        mongo.REVIEWS: upsert_collection(review_docs(fresh), mongo.REVIEWS),
+        mongo.PRODUCT_REVIEWS: upsert_collection(
+            review_page_docs(all_reviews.join(touched, "product_id", "left_semi")), mongo.PRODUCT_REVIEWS),
+        mongo.USER_HISTORY: upsert_collection(
+            user_history_docs(spark, all_reviews.join(users, "user_id", "left_semi")), mongo.USER_HISTORY),
+        mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
+        mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
+                                               extra_docs=_catalog_extras(products, all_reviews)),
+    }
+    mongo.ensure_indexes()
+    mongo.drop_retired(wait=True)
+    # Reconciliation over the whole database: every clean review and product is there once.
+    n_reviews, n_products = all_reviews.count(), products.count()
+    db = mongo.get_db()
+    held_reviews, held_products = db[mongo.REVIEWS].count_documents({}), db[mongo.PRODUCTS].count_documents({})
+    if (held_reviews, held_products) != (n_reviews, n_products):
+        raise RuntimeError(f"mongo_load: MongoDB holds {held_reviews:,} reviews of {n_reviews:,} and "
+                           f"{held_products:,} products of {n_products:,}")
+    return {"status": "ok", "run_id": run_id, "mode": "incremental", "collections": out,
+            "counts_in": {"reviews": n_reviews, "products": n_products, "new reviews": fresh.count()},
+            "deleted_users_left_out": n_deleted, "seconds": round(time.time() - started, 2)}
+
+
+def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float) -> dict:
     live_since = started - LIVE_CLOCK_MARGIN_S  # before user_history_docs reads the live ratings
     # deleted accounts' reviews (a linked reviewer's) are not loaded again
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
@@ -279,18 +400,14 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
           f"{coverage['reviewed products without metadata']:,} of them without metadata; "
           f"{coverage['products with metadata, not reviewed']:,} products with metadata but no reviews; "
           f"{coverage['generated titles']:,} generated (fallback) titles")
-    cats = [{"name": r["category"], "n_products": r["count"]}
-            for r in products.where("n_reviews > 0").groupBy("category").count().orderBy(F.desc("count")).collect()]
-    top_users = [{"user_id": r["user_id"], "n": int(r["count"])} for r in
-                 reviews.groupBy("user_id").count().orderBy(F.desc("count"), "user_id").limit(100).collect()]
     out = {
-        mongo.PRODUCTS: reload_collection(products, mongo.PRODUCTS),
+        mongo.PRODUCTS: reload_collection(products.drop(*_NOT_SERVED), mongo.PRODUCTS),
         mongo.REVIEWS: reload_collection(review_docs(reviews), mongo.REVIEWS),
         mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(reviews), mongo.PRODUCT_REVIEWS),
         mongo.USER_HISTORY: reload_collection(user_history_docs(spark, reviews), mongo.USER_HISTORY),
         mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
-        mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX, extra_docs=[
-            {"_id": "categories", "items": cats}, {"_id": "top_users", "items": top_users}]),
+        mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
+                                               extra_docs=_catalog_extras(products, reviews)),
     }
     mongo.ensure_indexes()
     # Once every process reads the new generations (the grace period), the old ones go and the
@@ -302,7 +419,7 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
     if out[mongo.REVIEWS]["documents"] != n_reviews or out[mongo.PRODUCTS]["documents"] != n_products:
         raise RuntimeError(f"mongo_load: wrote {out[mongo.REVIEWS]['documents']:,} reviews of {n_reviews:,} and "
                            f"{out[mongo.PRODUCTS]['documents']:,} products of {n_products:,}")
-    return {"status": "ok", "run_id": run_id, "collections": out, "counts_in": {
+    return {"status": "ok", "run_id": run_id, "mode": "full", "collections": out, "counts_in": {
         "reviews": n_reviews, "products": n_products}, "metadata": coverage, "deleted_users_left_out": n_deleted,
         "reviews_of_deleted_users": (clean_reviews.count() - n_reviews) if n_deleted else 0,
         "seconds": round(time.time() - started, 2)}
@@ -310,7 +427,10 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     return run_job("mongo_load", __doc__, argv,
-                   lambda spark, args: mongo_load(spark, str(get_settings().data_dir / "clean"), args.run_id))
+                   lambda spark, args: mongo_load(spark, str(get_settings().data_dir / "clean"), args.run_id,
+                                                  force=args.force),
+                   options=lambda parser: parser.add_argument(
+                       "--force", action="store_true", help="reload everything, even categories MongoDB holds"))
 
 
 if __name__ == "__main__":

@@ -158,9 +158,10 @@ def test_mongo_load_idempotent(spark, mongo_db, demo_clean):
     reviews_per_item = Counter(items)
     live_users = {d["user_id"] for d in mongo_db["ratings"].find({}, {"user_id": 1})}
 
-    first = mongo_load(spark, str(demo_clean), _run_id("mongo1"))
+    # force: a full reload both times (without it, the second finds every category loaded and skips)
+    first = mongo_load(spark, str(demo_clean), _run_id("mongo1"), force=True)
     counts1 = {c: mongo_db[c].count_documents({}) for c in MONGO_LOADED}
-    second = mongo_load(spark, str(demo_clean), _run_id("mongo2"))
+    second = mongo_load(spark, str(demo_clean), _run_id("mongo2"), force=True)
     counts2 = {c: mongo_db[c].count_documents({}) for c in MONGO_LOADED}
     assert counts1 == counts2, f"a re-run changed the collections: {counts1} -> {counts2}"
     assert {c: v["documents"] for c, v in first["collections"].items()} == counts1

@@ -1,0 +1,157 @@
+"""Incremental and resumable ingestion (issue 12, item 7), on the real Spark, Parquet and MongoDB.
+
+The three bundled categories (Musical Instruments, Digital Music, Gift Cards: each a reviews file
+and a metadata file): two are loaded, then the third is added. Only the third is processed by
+load, clean and mongo_load, and the counts reconcile over everything; running the same input again
+does nothing; a stage that fails half-way is finished by running it again, without redoing the
+stages before it and without doubled documents.
+"""
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from core import mongo
+from tests.conftest import DEMO_DIR
+
+pytestmark = pytest.mark.integration
+
+FIRST_TWO = [DEMO_DIR / "amazon2014_musical_instruments_5.jsonl.gz",
+             DEMO_DIR / "amazon2014_meta_musical_instruments_FIRST100_raw.json",
+             DEMO_DIR / "amazon2014_digital_music_5_PARTIAL.jsonl.gz",
+             DEMO_DIR / "amazon2014_meta_digital_music_PARTIAL.jsonl.gz"]
+THIRD = [DEMO_DIR / "amazon2018_gift_cards_5.jsonl.gz", DEMO_DIR / "amazon2018_meta_gift_cards.jsonl.gz"]
+
+
+@pytest.fixture
+def own_db(monkeypatch, settings, mongo_db):
+    from realtime_support import reset_core_caches
+
+    name = f"{settings.mongo_db}_incr"[:60]
+    monkeypatch.setenv("MONGO_DB", name)
+    reset_core_caches()
+    yield mongo.get_db()
+    mongo.get_client().drop_database(name)
+    monkeypatch.undo()
+    reset_core_caches()
+
+
+def _files(folder) -> dict[str, float]:
+    """Every data file under ``folder`` and its modification time (what a re-write would change)."""
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*.parquet")}
+
+
+def _rows(path) -> int:
+    return pq.read_table(str(path), columns=["product_id"]).num_rows
+
+
+def _paths(files) -> list[str]:
+    return [str(p) for p in files]
+
+
+@pytest.mark.timeout(1800)  # three rounds of load, clean and mongo_load on a shared 2-core machine
+def test_adding_a_category_processes_only_it(spark, tmp_path, own_db):
+    from spark_jobs.clean import clean
+    from spark_jobs.load import load
+    from spark_jobs.mongo_load import mongo_load
+
+    raw, cleaned = tmp_path / "raw", tmp_path / "clean"
+    first = load(spark, _paths(FIRST_TWO), str(raw), "incr-1")
+    assert sorted(first["loaded"]) == sorted(p.name for p in FIRST_TWO) and first["balanced"]
+    assert clean(spark, str(raw), str(cleaned), "incr-1")["cleaned"] == ["Digital Music", "Musical Instruments"]
+    assert mongo_load(spark, str(cleaned), "incr-1")["mode"] == "full"
+    before_raw, before_clean = _files(raw), _files(cleaned)
+    reviews_before = own_db[mongo.REVIEWS].count_documents({})
+
+    # the third category: only its files and its category are processed
+    second = load(spark, _paths(FIRST_TWO + THIRD), str(raw), "incr-2")
+    assert sorted(second["loaded"]) == sorted(p.name for p in THIRD)
+    assert sorted(second["skipped"]) == sorted(p.name for p in FIRST_TWO)
+    assert second["counts_in"]["lines"] == sum(sum(1 for _ in _open(p)) for p in THIRD)
+    cleaned_2 = clean(spark, str(raw), str(cleaned), "incr-2")
+    assert cleaned_2["cleaned"] == ["Gift Cards"] and cleaned_2["balanced"]
+    assert cleaned_2["counts_in"]["reviews"] == second["counts_out"]["reviews"]
+    loaded_2 = mongo_load(spark, str(cleaned), "incr-2")
+    assert loaded_2["mode"] == "incremental" and loaded_2["categories"] == ["Gift Cards"]
+    # the other categories' Parquet was neither re-written nor removed
+    after_raw, after_clean = _files(raw), _files(cleaned)
+    assert {p: t for p, t in after_raw.items() if p in before_raw} == before_raw
+    assert {p: t for p, t in after_clean.items() if p in before_clean} == before_clean
+    # counts reconcile over everything: MongoDB holds every clean review and product once
+    n_clean = _rows(cleaned / "reviews")
+    gift = loaded_2["counts_in"]["new reviews"]
+    assert gift == _rows(cleaned / "reviews" / "category=Gift Cards") > 0
+    assert own_db[mongo.REVIEWS].count_documents({}) == n_clean == reviews_before + gift
+    assert own_db[mongo.PRODUCTS].count_documents({}) == loaded_2["counts_in"]["products"]
+    gift_user = pq.read_table(str(cleaned / "reviews" / "category=Gift Cards"), columns=["user_id"]).column(0)[0]
+    assert own_db[mongo.USER_HISTORY].find_one({"_id": gift_user.as_py()})["ratings"]
+    assert own_db[mongo.CATALOG_INDEX].find_one({"_id": "Gift Cards:count"})["n"] > 0
+
+    # the same input again: nothing is processed, nothing written
+    again = load(spark, _paths(FIRST_TWO + THIRD), str(raw), "incr-3")
+    assert again["loaded"] == [] and len(again["skipped"]) == 6
+    assert clean(spark, str(raw), str(cleaned), "incr-3")["cleaned"] == []
+    assert mongo_load(spark, str(cleaned), "incr-3")["mode"] == "skipped"
+    assert _files(raw) == after_raw and _files(cleaned) == after_clean
+    assert own_db[mongo.REVIEWS].count_documents({}) == n_clean
+
+
+def _open(path):
+    import gzip
+
+    return (gzip.open if path.name.endswith(".gz") else open)(path, "rt", encoding="utf-8")
+
+
+@pytest.mark.timeout(1800)
+def test_a_failed_stage_resumes_without_redoing_or_doubling(spark, tmp_path, own_db, monkeypatch):
+    import spark_jobs.clean as clean_job
+    import spark_jobs.mongo_load as ml_job
+    from spark_jobs.load import load
+
+    raw, cleaned = tmp_path / "raw", tmp_path / "clean"
+    load(spark, _paths(FIRST_TWO), str(raw), "resume-1")
+    clean_job.clean(spark, str(raw), str(cleaned), "resume-1")
+    ml_job.mongo_load(spark, str(cleaned), "resume-1")
+    load(spark, _paths(FIRST_TWO + THIRD), str(raw), "resume-2")
+    raw_files = _files(raw)
+
+    # clean dies after writing the new category's reviews, before its products and its ledger
+    real_write = clean_job._write_partitions
+    calls = []
+
+    def dies_on_products(spark_, df, out, column, values, staging):
+        calls.append(column)
+        if column == "file_category":
+            raise RuntimeError("killed mid-stage")
+        return real_write(spark_, df, out, column, values, staging)
+
+    monkeypatch.setattr(clean_job, "_write_partitions", dies_on_products)
+    with pytest.raises(RuntimeError, match="killed"):
+        clean_job.clean(spark, str(raw), str(cleaned), "resume-2")
+    monkeypatch.setattr(clean_job, "_write_partitions", real_write)
+    # the resume: load has nothing left to do, clean redoes only the unfinished category
+    assert load(spark, _paths(FIRST_TWO + THIRD), str(raw), "resume-2")["loaded"] == []
+    assert _files(raw) == raw_files
+    resumed = clean_job.clean(spark, str(raw), str(cleaned), "resume-2")
+    assert resumed["cleaned"] == ["Gift Cards"] and resumed["balanced"]
+
+    # mongo_load dies after upserting the new reviews and products, before the histories
+    real_upsert = ml_job.upsert_collection
+
+    def dies_on_history(df, collection):
+        if collection == mongo.USER_HISTORY:
+            raise RuntimeError("killed mid-stage")
+        return real_upsert(df, collection)
+
+    monkeypatch.setattr(ml_job, "upsert_collection", dies_on_history)
+    with pytest.raises(RuntimeError, match="killed"):
+        ml_job.mongo_load(spark, str(cleaned), "resume-2")
+    monkeypatch.setattr(ml_job, "upsert_collection", real_upsert)
+    assert own_db[ml_job.INGEST_LEDGER].find_one({"_id": "Gift Cards"}) is None  # not recorded as done
+    done = ml_job.mongo_load(spark, str(cleaned), "resume-2")
+    assert done["mode"] == "incremental" and done["categories"] == ["Gift Cards"]
+    # each review and product once: the upserts of the killed run were replaced, not added again
+    assert own_db[mongo.REVIEWS].count_documents({}) == _rows(cleaned / "reviews")
+    assert own_db[mongo.PRODUCTS].count_documents({}) == done["counts_in"]["products"]
+    ids = [d["_id"] for d in own_db[mongo.REVIEWS].find({}, {"_id": 1})]
+    assert len(ids) == len(set(ids))
