@@ -7,7 +7,8 @@ from bench.gen.formats import FORMATS
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Write synthetic Amazon review files with an exact manifest.")
+    p = argparse.ArgumentParser(prog="python -m bench.gen",
+                                description="Write synthetic Amazon review files with an exact manifest.")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--scale", type=float, help="the 2018 release's shape: 1.0 = 233.1M review lines in 29 "
                                                    "category files + their metadata (0.001 = 233k)")

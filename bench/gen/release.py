@@ -340,7 +340,9 @@ def write_category(task: dict[str, Any]) -> dict[str, Any]:
     # Mapped, not read: Books alone is 51M reviews (205 MB of ids) at scale 1.0.
     spool = (np.memmap(task["spool"], dtype=np.uint32, mode="r") if os.path.getsize(task["spool"])
              else np.zeros(0, np.uint32))
-    bounds = _chunk_bounds(spool, CHUNK_REVIEWS)
+    # The users x subcategories table of a chunk is its biggest array: at most ~8M cells (~100 MB
+    # with temporaries) however many subcategories (512 in Books at scale 1.0).
+    bounds = _chunk_bounds(spool, max(5_000, min(CHUNK_REVIEWS, 8_000_000 // taste.clusters[c])))
     chunk_sizes = np.diff(bounds)
     dups = split_counts(task["duplicates"], chunk_sizes) if len(chunk_sizes) else []
     bads = {k: split_counts(v, chunk_sizes) if len(chunk_sizes) else [] for k, v in task["bad"].items()}

@@ -190,7 +190,7 @@ def test_a_users_reviews_share_their_taste(generated):
 def test_same_seed_same_bytes_and_other_seed_other_data(tmp_path):
     a = rel.generate_release(0.00005, tmp_path / "a", seed=3, processes=1, bad_fraction=0.01)
     b = rel.generate_release(0.00005, tmp_path / "b", seed=3, processes=2, bad_fraction=0.01)
-    c = rel.generate_release(0.00005, tmp_path / "c", seed=4, processes=2, bad_fraction=0.01)
+    rel.generate_release(0.00005, tmp_path / "c", seed=4, processes=2, bad_fraction=0.01)
     for f in a["files"]:
         assert (tmp_path / "a" / f["path"]).read_bytes() == (tmp_path / "b" / f["path"]).read_bytes(), f["path"]
     assert (tmp_path / "a" / "Books.json.gz").read_bytes() != (tmp_path / "c" / "Books.json.gz").read_bytes()
