@@ -28,7 +28,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 
-from core import freshness, kafka_io
+from core import cancellation, freshness, kafka_io
 from core.events import InvalidEvent, parse_event
 from core.settings import get_settings
 from kafka_workers.model_holder import ModelHolder
@@ -111,7 +111,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.latencies: deque[float] = deque(maxlen=2000)
-        self.counts = {"processed": 0, "duplicate": 0, "dead-letter": 0}
+        self.counts = {"processed": 0, "duplicate": 0, "dead-letter": 0, "cancelled": 0}
         self.published_at = 0.0
 
     def add(self, status: str, latency_s: float) -> None:
@@ -190,6 +190,18 @@ def retry_delay_s() -> float:
     return max(0.0, float(os.environ.get("WORKER_RETRY_DELAY_S", "").strip() or 0.5))
 
 
+def skip_cancelled(record) -> Outcome | None:
+    """An event the site cancelled (its ack timed out and the shopper was told "not saved") is
+    skipped and committed past, not stored; None for every other event (it is claimed first, see
+    ``core.cancellation``)."""
+    event_id = cancellation.event_id_of(record.value)
+    if event_id is None or cancellation.claim(event_id):
+        return None
+    log.info("cancelled by the site, skipped: %s[%d]@%d event %s", record.topic, record.partition, record.offset,
+             event_id)
+    return Outcome(None, "cancelled", "the site cancelled it: its ack timed out")
+
+
 def _failed_outcome(raw: bytes | None, exc: BaseException) -> Outcome:
     try:
         event = parse_event(raw)
@@ -212,7 +224,7 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
             if outcome is None:
                 attempts += 1
                 try:
-                    outcome = handle(record.value, holder.model)
+                    outcome = skip_cancelled(record) or handle(record.value, holder.model)
                 except OUTAGE_ERRORS:
                     attempts -= 1  # an outage is nobody's fault: it does not use up a try
                     raise
