@@ -242,6 +242,9 @@ def _report(args, tally: Tally, log: list[str], found: int, stored: int, process
     print(f"5xx other than 503: {sum(bad.values())} {bad if bad else ''}")
     tracebacks = web_log.count("Traceback")
     print(f"tracebacks in the site's log: {tracebacks}")
+    for block in web_log.split("Traceback")[1:6]:  # what they were: each one's last line
+        lines = [line for line in block.splitlines() if line.strip()]
+        print("  ", next((line for line in lines if not line.startswith((" ", "(most recent"))), lines[-1:])[:300])
 
 
 def main() -> int:

@@ -97,8 +97,7 @@ def submit_event(user, event: RatingEvent) -> RatingSubmission:
         elif submission.published:
             return submission
         else:  # a retry of a submission answered 503: it may have been cancelled
-            with mongo.fail_fast():
-                cancellation.uncancel(event.event_id)
+            _uncancel(event.event_id)
         try:
             kafka_io.publish_rating(event)
         except kafka_io.PublishError as exc:
@@ -130,9 +129,19 @@ def _cancelled(event_id: str) -> bool:
     try:
         with mongo.fail_fast():
             return cancellation.cancel(event_id)
-    except mongo.StoreUnavailable as exc:
+    except (mongo.StoreUnavailable, PyMongoError) as exc:
         log.warning("rating %s: ack timed out and the cancellation could not be recorded (%s)", event_id, exc)
         return True
+
+
+def _uncancel(event_id: str) -> None:
+    """Before a retry publishes again; if this fails the retry must not publish (a worker would
+    skip it while the shopper heard 202), so any MongoDB error is a 503."""
+    try:
+        with mongo.fail_fast():
+            cancellation.uncancel(event_id)
+    except PyMongoError as exc:
+        raise mongo.StoreUnavailable(f"could not clear the cancellation: {exc.__class__.__name__}") from exc
 
 
 @contextmanager
