@@ -171,3 +171,60 @@ def test_cancel_and_claim_are_decided_once_by_event_id(ghost_site):
     cancellation.uncancel(b)  # removes only a cancellation, never a worker's claim
     assert cancellation.state(b) == "stored"
     assert db[cancellation.EVENT_CLAIMS].count_documents({"_id": {"$in": [a, b, c, d]}}) == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_click_during_an_ack_timeout_is_never_lost(ghost_site, frozen_broker, site_cache, make_user,
+                                                            tmp_path, monkeypatch):
+    """Two requests with one key (a double click) while the broker stalls: the first one's ack
+    times out, the second one is sent after the broker resumes. The first must not cancel what
+    the second reported as accepted: whatever was answered 202 is stored, exactly once.
+
+    The two requests run one at a time (the lock by event id): the second waits for the first's
+    503 and cancellation, then un-cancels and publishes. The breaker's cooldown is off here, as
+    if the second click reached another site process (each has its own breaker and producer)."""
+    from django.test import Client
+
+    monkeypatch.setattr(kafka_io.BREAKER, "cooldown_s", 0.0)
+
+    db, products = ghost_site.db, ghost_site.products
+    user = make_user()
+    uid = user.profile.recommender_id
+    clients = [Client(), Client()]
+    for c in clients:
+        c.force_login(user)
+    assert _rate(clients[0], products[6], f"warm-{uuid.uuid4().hex[:8]}").status_code == 202
+
+    key = f"double-{uuid.uuid4().hex[:10]}"
+    answers: dict[int, int] = {}
+
+    def click(i: int) -> None:
+        answers[i] = _rate(clients[i], products[7], key, rating=2).status_code
+
+    frozen_broker.freeze()
+    try:
+        first = threading.Thread(target=click, args=(0,))
+        first.start()
+        time.sleep(0.5)
+        second = threading.Thread(target=click, args=(1,))
+        second.start()
+        time.sleep(1.5)  # the first one's deadline (KAFKA_DELIVERY_TIMEOUT_MS 1.5 s) has passed
+    finally:
+        frozen_broker.thaw()
+    first.join(60)
+    second.join(60)
+    assert sorted(answers) == [0, 1], answers
+
+    group = f"double-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(process_env(KAFKA_WORKER_GROUP=group), tmp_path / "worker.log")
+    try:
+        marker = f"marker-{uuid.uuid4().hex[:8]}"
+        assert _rate(clients[0], products[8], marker).status_code == 202
+        wait_until(lambda: _processed(db, marker), 120, "the worker to reach the marker behind the clicks")
+        stored = db[mongo.RATINGS].find_one({"_id": key})
+        assert answers == {0: 503, 1: 202}, answers
+        assert stored is not None, "the second click was answered 202 but not stored: an accepted rating was lost"
+        assert mongo.user_ratings(uid, db=db)[products[7]] == 2.0
+    finally:
+        worker.stop()
+        print(answers, worker.log()[-2000:])
