@@ -18,7 +18,9 @@ rates a random product through ``POST /api/ratings/`` and reads its recommendati
 Afterwards it waits for the workers to drain and counts, per accepted rating (HTTP 202 with an
 event id), whether MongoDB stored it: ``lost`` = accepted but not stored, ``extra`` = stored for
 the soak's users without having been accepted (a doubled rating, or one reported as failed that
-arrived anyway). Responses are tallied by status: 503 is the documented answer while Kafka or
+arrived anyway). Every rating carries its own ``Idempotency-Key``, so a rating answered 503 is
+known by id too: ``ghost`` = answered 503 but stored (``core.cancellation`` makes it 0), and
+``cancelled`` = how many of those the site recorded as cancelled (its ack timed out). Responses are tallied by status: 503 is the documented answer while Kafka or
 MongoDB is down; any other 5xx is a failure. Not run in CI (it takes minutes and kills servers).
 """
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Tally:
         self.status: Counter = Counter()
         self.accepted: dict[str, tuple[str, str, int]] = {}  # event id -> (account, product, rating)
         self.refused = 0  # 503 on a rating: the user was told to try again
+        self.refused_ids: set[str] = set()  # their idempotency keys (= event ids)
         self.failures: Counter = Counter()  # exceptions (timeouts, refused connections)
 
 
@@ -83,9 +86,11 @@ async def client(url: str, username: str, token: str, session: str, products: li
         while time.monotonic() < end:
             product = rng.choice(products)
             rating = rng.randint(1, 5)
+            key = secrets.token_hex(12)
             for name, method, path, kwargs in (
                 ("product page", "GET", f"/p/{product}/", {"headers": {"Cookie": f"sessionid={session}"}}),
-                ("rate", "POST", "/api/ratings/", {"headers": api, "json": {"product_id": product, "rating": rating}}),
+                ("rate", "POST", "/api/ratings/", {"headers": {**api, "Idempotency-Key": key},
+                                                   "json": {"product_id": product, "rating": rating}}),
                 ("recommendations", "GET", "/api/recommendations/", {"headers": api}),
             ):
                 try:
@@ -96,6 +101,7 @@ async def client(url: str, username: str, token: str, session: str, products: li
                         tally.accepted[json.loads(body)["event_id"]] = (username, product, rating)
                     elif name == "rate" and response.status == 503:
                         tally.refused += 1
+                        tally.refused_ids.add(key)
                 except Exception as exc:  # a timeout or refused connection is counted, not fatal
                     tally.failures[(name, exc.__class__.__name__)] += 1
             await asyncio.sleep(think)
@@ -126,6 +132,16 @@ def stored_counts(env: dict[str, str], tally: Tally, users: list[str]) -> tuple[
     found = sum(1 for eid in tally.accepted if db[mongo.RATINGS].find_one({"_id": eid}, {"_id": 1}))
     mine = list(db[mongo.RATINGS].find({"user_id": {"$in": users}}, {"state": 1}))
     return found, len(mine), sum(1 for d in mine if d.get("state") == "processed")
+
+
+def refused_counts(env: dict[str, str], tally: Tally) -> tuple[int, int]:
+    """(ratings answered 503 that were stored anyway: ghosts, of them cancelled by the site)."""
+    from core import cancellation, mongo
+
+    db = mongo.get_db(name=env["MONGO_DB"])
+    ghosts = sum(1 for eid in tally.refused_ids if db[mongo.RATINGS].find_one({"_id": eid}, {"_id": 1}))
+    cancelled = sum(1 for eid in tally.refused_ids if cancellation.state(eid, db=db) == cancellation.CANCELLED)
+    return ghosts, cancelled
 
 
 async def run(args) -> int:
@@ -184,10 +200,11 @@ async def run(args) -> int:
                     break
                 await asyncio.sleep(2)
             web_log = site.log()
-        _report(args, tally, log, found, stored, processed, before, web_log)
+            ghosts, cancelled = refused_counts(env, tally)
+        _report(args, tally, log, found, stored, processed, before, web_log, ghosts, cancelled)
         lost, extra = len(tally.accepted) - found, stored - found
         bad_5xx = sum(n for (_, status), n in tally.status.items() if status >= 500 and status not in DOCUMENTED_5XX)
-        return 0 if lost == 0 and extra == 0 and bad_5xx == 0 else 1
+        return 0 if lost == 0 and extra == 0 and ghosts == 0 and bad_5xx == 0 else 1
     finally:
         try:
             services(env, "stop", "celery", "worker", "kafka", "mongo")
@@ -204,7 +221,7 @@ def _recommender_ids(site, names: list[str]) -> list[str]:
 
 
 def _report(args, tally: Tally, log: list[str], found: int, stored: int, processed: int, before: int,
-            web_log: str) -> None:
+            web_log: str, ghosts: int, cancelled: int) -> None:
     print(f"\nsoak: {args.clients} clients, {args.minutes:g} min, think {args.think:g} s, {args.workers} worker(s); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print("faults:\n  " + "\n  ".join(log))
@@ -217,10 +234,15 @@ def _report(args, tally: Tally, log: list[str], found: int, stored: int, process
     print(f"ratings: accepted {accepted}, refused with 503 {tally.refused}; stored {found} of the accepted "
           f"(lost {accepted - found}), stored for these users in all {stored} (extra: doubled or ghost "
           f"{stored - found}), processed {processed}; {before} ratings were in MongoDB before")
+    print(f"answered 503: {tally.refused}, of them stored anyway (ghosts) {ghosts}; cancelled by the site after an "
+          f"ack timeout {cancelled}")
     bad = {k: n for k, n in tally.status.items() if k[1] >= 500 and k[1] not in DOCUMENTED_5XX}
     print(f"5xx other than 503: {sum(bad.values())} {bad if bad else ''}")
     tracebacks = web_log.count("Traceback")
     print(f"tracebacks in the site's log: {tracebacks}")
+    for block in web_log.split("Traceback")[1:6]:  # what they were: each one's last line
+        lines = [line for line in block.splitlines() if line.strip()]
+        print("  ", next((line for line in lines if not line.startswith((" ", "(most recent"))), lines[-1:])[:300])
 
 
 def main() -> int:

@@ -2,12 +2,15 @@
 
 The producer waits for the acknowledgement of all in-sync replicas before it reports success, so
 the site never tells a user "saved" for a rating the broker does not have; and it gives up when
-the site does (one delivery timeout), so a rating reported "not saved" does not arrive later.
+the site does (one delivery timeout). A broker that stalls may still write a record after that
+(it had the request, the ack was lost): ``PublishError.maybe_sent`` says so, and the site then
+cancels the event id (``core.cancellation``) before it answers "not saved".
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -23,7 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class PublishError(Unavailable):
-    """The broker did not acknowledge an event; the caller must tell the user it failed."""
+    """The broker did not acknowledge an event; the caller must tell the user it failed.
+
+    ``maybe_sent``: the record was handed to the producer, so the broker may have it (or get it
+    later) although no ack came; False when nothing was sent (the breaker refused, no metadata).
+    """
+
+    def __init__(self, message: str, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 # One breaker per process for the site's ratings: after a failed send, ratings are refused at once
@@ -53,6 +64,47 @@ def get_producer() -> KafkaProducer:
     )
 
 
+_DISCARD_LOCK = threading.Lock()
+
+
+def _discard(producer: KafkaProducer) -> None:
+    """Replace a producer whose send failed with a fresh one at the next call.
+
+    kafka-python 2.3.0 fails a produce request that timed out with a TypeError inside its own
+    errback (``_failed_produce`` hands an exception instance where a class is expected), so the
+    batch never completes and, with one request in flight per connection, its partition stays
+    muted: every later send to that partition expired, for good (found by
+    tests/integration/test_ghost_ratings.py: a frozen broker, resumed, still refused the user's
+    next rating). A new producer starts clean; only failures pay for it.
+    """
+    with _DISCARD_LOCK:
+        if not get_producer.cache_info().currsize or get_producer() is not producer:
+            return  # another thread replaced it already
+        get_producer.cache_clear()
+    try:
+        producer.close(timeout=0)
+    except Exception as exc:  # noqa: BLE001 - a broken producer may fail to close; it is dropped anyway
+        log.warning("closing a failed producer: %s", exc)
+
+
+def _send(topic: str, value: bytes, key: bytes | None):
+    """Send and wait for the ack; a failed send discards the producer (see :func:`_discard`)."""
+    try:
+        producer = get_producer()  # a new one (after a discard) fails to start while no broker answers
+    except KafkaError as exc:
+        raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
+    try:
+        future = producer.send(topic, key=key, value=value)
+    except KafkaError as exc:  # no metadata within max_block_ms, or the record was refused: not sent
+        _discard(producer)
+        raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
+    try:
+        return future.get(timeout=_wait_s())
+    except KafkaError as exc:
+        _discard(producer)
+        raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}", maybe_sent=True) from exc
+
+
 def _wait_s() -> float:
     """The caller waits a little longer than the producer's own deadline, so it hears the outcome."""
     return get_settings().kafka_delivery_timeout_ms / 1000 + 0.5
@@ -68,30 +120,23 @@ def publish_rating(event: RatingEvent) -> dict[str, Any]:
     if not BREAKER.allow():
         raise PublishError("Kafka is unavailable (it failed moments ago); not trying again yet")
     try:
-        meta = get_producer().send(get_settings().ratings_topic, key=event.key,
-                                   value=event.to_bytes()).get(timeout=_wait_s())
-    except KafkaError as exc:
+        meta = _send(get_settings().ratings_topic, event.to_bytes(), event.key)
+    except PublishError as exc:
         BREAKER.failure()
-        raise PublishError(f"the rating could not be delivered to Kafka: {exc.__class__.__name__}") from exc
+        raise PublishError(f"the rating could not be delivered to Kafka: {exc.__cause__.__class__.__name__}",
+                           maybe_sent=exc.maybe_sent) from exc.__cause__
     BREAKER.success()
     return {"partition": meta.partition, "offset": meta.offset}
 
 
 def publish_json(topic: str, payload: dict[str, Any], key: str | None = None) -> None:
     """Send a small JSON control message (dead letters, model announcements) and wait for the ack."""
-    try:
-        get_producer().send(topic, key=key.encode() if key else None,
-                            value=json.dumps(payload, default=str).encode()).get(timeout=_wait_s())
-    except KafkaError as exc:
-        raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
+    _send(topic, json.dumps(payload, default=str).encode(), key.encode() if key else None)
 
 
 def publish_raw(topic: str, value: bytes, key: bytes | None = None) -> dict[str, Any]:
     """Send bytes as they are (a dead letter's original, replayed) and wait for the ack."""
-    try:
-        meta = get_producer().send(topic, key=key, value=value).get(timeout=_wait_s())
-    except KafkaError as exc:
-        raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
+    meta = _send(topic, value, key)
     return {"partition": meta.partition, "offset": meta.offset}
 
 

@@ -32,7 +32,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 
-from core import kafka_io
+from core import cancellation, kafka_io
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from kafka_workers import metrics
@@ -122,7 +122,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.latencies: deque[float] = deque(maxlen=2000)
-        self.counts = {"processed": 0, "duplicate": 0, "dead-letter": 0}
+        self.counts = {"processed": 0, "duplicate": 0, "dead-letter": 0, "cancelled": 0}
         self.published_at = 0.0
 
     def add(self, status: str, latency_s: float) -> None:
@@ -201,6 +201,18 @@ def retry_delay_s() -> float:
     return max(0.0, float(os.environ.get("WORKER_RETRY_DELAY_S", "").strip() or 0.5))
 
 
+def skip_cancelled(record) -> Outcome | None:
+    """An event the site cancelled (its ack timed out and the shopper was told "not saved") is
+    skipped and committed past, not stored; None for every other event (it is claimed first, see
+    ``core.cancellation``)."""
+    event_id = cancellation.event_id_of(record.value)
+    if event_id is None or cancellation.claim(event_id):
+        return None
+    log.info("cancelled by the site, skipped: %s[%d]@%d event %s", record.topic, record.partition, record.offset,
+             event_id)
+    return Outcome(None, "cancelled", "the site cancelled it: its ack timed out")
+
+
 def _failed_outcome(raw: bytes | None, exc: BaseException) -> Outcome:
     try:
         event = parse_event(raw)
@@ -220,13 +232,6 @@ def send_dead_letter(record, outcome: Outcome, attempts: int) -> None:
     log.warning("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, outcome.reason)
 
 
-def cancelled_ids(event_ids: list[str]) -> set[str]:
-    """Which of a batch's event ids the site cancelled (its ack timed out and the shopper was told
-    "not saved"): the one check per event of the batched path, made before anything is stored.
-    Branch faults' ``core.cancellation.claim_many`` answers it; until that is merged, none is."""
-    return set()
-
-
 def _handle_batch(records: list, holder: ModelHolder, stop: threading.Event) -> list[Outcome] | None:
     """One outcome per record (in order) for a whole poll, or None when the batch must be handled
     one message at a time instead: an outage, or an exception anywhere in the batch (a poison
@@ -240,7 +245,8 @@ def _handle_batch(records: list, holder: ModelHolder, stop: threading.Event) -> 
         except InvalidEvent as exc:
             outcomes[i] = Outcome(None, "dead-letter", str(exc))
     try:
-        cancelled = cancelled_ids([e.event_id for e in valid.values()]) if valid else set()
+        # the batch's one cancellation check (core.cancellation): claimed as stored unless cancelled
+        cancelled = cancellation.claim_many([e.event_id for e in valid.values()]) if valid else set()
         batch = []
         for i, event in valid.items():
             if event.event_id in cancelled:  # per event: skipped and committed past, never stored
@@ -282,7 +288,7 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
             if outcome is None:
                 attempts += 1
                 try:
-                    outcome = handle(record.value, holder.model)
+                    outcome = skip_cancelled(record) or handle(record.value, holder.model)
                 except OUTAGE_ERRORS:
                     attempts -= 1  # an outage is nobody's fault: it does not use up a try
                     raise

@@ -8,17 +8,32 @@ rendered, an API client sends ``Idempotency-Key``. A retry of the same submissio
 a resubmitted page, a client whose response was lost although Kafka had the event) reuses it, so
 the worker, which stores events by id, stores and counts the rating once.
 
+A rating answered 503 is never stored: when the broker's ack does not come in time, the site
+cancels the event id (``core.cancellation``) before it answers, and the workers skip a cancelled
+id; if a worker stored it first, the answer is 202 after all. A retry with the same key removes
+the cancellation and publishes again. The attempts of one key run one at a time (a lock by the
+event id), so a timed-out attempt cannot cancel what a concurrent one (a double click) reported
+as accepted.
+
 Changing a rating is rating again (the newest rating wins); removing it and "not interested" are
 events of their own (``core.events`` actions), on the same topic, so the worker applies a user's
 events in the order they were made.
 """
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+import logging
+from contextlib import contextmanager
+from typing import Iterator
 
-from core import kafka_io, mongo
+from django.db import IntegrityError, transaction
+from pymongo.errors import PyMongoError
+
+from core import cancellation, kafka_io, mongo
 from core.events import CONTROL_ACTIONS, NOT_INTERESTED, RATE, UNRATE, InvalidEvent, RatingEvent, validate
 from shop.models import RatingSubmission
+
+ATTEMPT_LOCK_WAIT_S = 10.0  # an attempt holds the lock for one delivery timeout and a few writes
+log = logging.getLogger(__name__)
 
 
 class RatingRejected(ValueError):
@@ -65,29 +80,84 @@ def submit_event(user, event: RatingEvent) -> RatingSubmission:
         validate(event.to_dict())
     except InvalidEvent as exc:
         raise RatingRejected(str(exc)) from None
-    submission = RatingSubmission.objects.filter(event_id=event.event_id).first()
-    if submission is not None:
-        if not _same(submission, user, event):
-            raise IdempotencyConflict("this idempotency key was already used for a different rating")
-        if submission.published:
-            return submission  # a retry of a submission Kafka already has: nothing to do
+    submission = _earlier(user, event)
+    if submission is not None and submission.published:
+        return submission  # a retry of a submission Kafka already has: nothing to do
     with mongo.fail_fast():
         exists = mongo.product_exists(event.product_id)
     if not exists:
         raise RatingRejected("unknown product")
-    if submission is None:
-        submission = RatingSubmission(user=user, recommender_id=event.user_id, product_id=event.product_id,
-                                      rating=event.rating, action=event.action, text=event.text,
-                                      event_id=event.event_id)
+    with _one_attempt_at_a_time(event.event_id):
+        submission = _earlier(user, event)  # a concurrent attempt may have finished meanwhile
+        if submission is None:
+            submission = RatingSubmission(user=user, recommender_id=event.user_id, product_id=event.product_id,
+                                          rating=event.rating, action=event.action, text=event.text,
+                                          event_id=event.event_id)
+        elif submission.published:
+            return submission
+        else:  # a retry of a submission answered 503: it may have been cancelled
+            _uncancel(event.event_id)
+        try:
+            kafka_io.publish_rating(event)
+        except kafka_io.PublishError as exc:
+            submission.publish_error = str(exc)[:300]
+            _save(submission, user, event)  # before the cancellation: a retry then finds the row
+            if not exc.maybe_sent or _cancelled(event.event_id):
+                raise
+            log.info("rating %s: the ack timed out but a worker had stored it; accepted", event.event_id)
+        submission.published = True
+        submission.publish_error = ""
+        return _save(submission, user, event)
+
+
+def _earlier(user, event: RatingEvent) -> RatingSubmission | None:
+    """The earlier submission with this key, if any (a retry); IdempotencyConflict if it is not one."""
+    submission = RatingSubmission.objects.filter(event_id=event.event_id).first()
+    if submission is not None and not _same(submission, user, event):
+        raise IdempotencyConflict("this idempotency key was already used for a different rating")
+    return submission
+
+
+def _cancelled(event_id: str) -> bool:
+    """Cancel a timed-out event; False if a worker stored it first (then it counts: answer 202).
+
+    If MongoDB cannot record the cancellation either, the answer is still 503: a late delivery
+    would then be stored, but a worker cannot store it before MongoDB is back, and the shopper's
+    retry with the same key is stored once anyway.
+    """
     try:
-        kafka_io.publish_rating(event)
-    except kafka_io.PublishError as exc:
-        submission.publish_error = str(exc)[:300]
-        _save(submission, user, event)
-        raise
-    submission.published = True
-    submission.publish_error = ""
-    return _save(submission, user, event)
+        with mongo.fail_fast():
+            return cancellation.cancel(event_id)
+    except (mongo.StoreUnavailable, PyMongoError) as exc:
+        log.warning("rating %s: ack timed out and the cancellation could not be recorded (%s)", event_id, exc)
+        return True
+
+
+def _uncancel(event_id: str) -> None:
+    """Before a retry publishes again; if this fails the retry must not publish (a worker would
+    skip it while the shopper heard 202), so any MongoDB error is a 503."""
+    try:
+        with mongo.fail_fast():
+            cancellation.uncancel(event_id)
+    except PyMongoError as exc:
+        raise mongo.StoreUnavailable(f"could not clear the cancellation: {exc.__class__.__name__}") from exc
+
+
+@contextmanager
+def _one_attempt_at_a_time(event_id: str) -> Iterator[None]:
+    """Hold the lock of this key (``mongo.user_lock``) around one attempt to publish it."""
+    try:
+        lock = mongo.user_lock(f"rating-submission:{event_id}", wait_s=ATTEMPT_LOCK_WAIT_S)
+        lock.__enter__()
+    except (PyMongoError, TimeoutError) as exc:
+        raise mongo.StoreUnavailable(f"could not take the submission's lock: {exc.__class__.__name__}") from exc
+    try:
+        yield
+    finally:
+        try:
+            lock.__exit__(None, None, None)
+        except PyMongoError as exc:  # the lock goes stale and is taken over after LOCK_STALE_S
+            log.warning("could not release the submission lock of %s: %s", event_id, exc)
 
 
 def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmission:

@@ -8,15 +8,67 @@ users by account and visitors by address (DRF's ``get_ident``, which honours ``N
 same trusted-proxy rule as the login lockout). DRF views take the classes in ``throttle_classes``;
 plain Django views call ``rating_throttled`` / ``allow_search``. Rates are read from Django's
 settings on each request, not from DRF's class-level rates.
+
+Neither limit fails open. They count in Redis through the ``throttle`` cache, whose errors raise
+(the ``default`` cache ignores them, so with Redis down nothing was counted and the limits were
+gone); while Redis fails, each process counts in a bounded local cache instead
+(``LOCAL_MAX_ENTRIES`` keys, the oldest culled), so a user gets at most the limit per gunicorn
+process, not unlimited ratings, and ratings still work. A breaker (``core.breaker``) keeps
+requests from paying Redis's connect timeout while it is down. Credential checks refuse instead
+(``accounts.throttle``): a guessed password must never get through, a rating may.
 """
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
+
+from core.breaker import CircuitBreaker
+
+log = logging.getLogger(__name__)
+LOCAL_MAX_ENTRIES = 10_000
+
+
+class FailoverCache:
+    """The two calls DRF's throttles make (get, set): to Redis while it answers, else local.
+
+    State is real: the local fallback and the breaker, one per process."""
+
+    def __init__(self) -> None:
+        self.local = LocMemCache("rate-limits-while-redis-is-down",
+                                 {"OPTIONS": {"MAX_ENTRIES": LOCAL_MAX_ENTRIES, "CULL_FREQUENCY": 4}})
+        self.breaker = CircuitBreaker("redis-throttle", cooldown_s=2.0)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        if self.breaker.allow():
+            try:
+                result = getattr(caches["throttle"], method)(*args)
+            except Exception as exc:  # noqa: BLE001 - any cache failure: count locally
+                if not self.breaker.is_open:
+                    log.warning("rate limits: Redis unavailable, counting in this process (%s)", exc)
+                self.breaker.failure()
+            else:
+                self.breaker.success()
+                return result
+        return getattr(self.local, method)(*args)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._call("get", key, default)
+
+    def set(self, key: str, value: Any, timeout: int | None = None) -> None:
+        self._call("set", key, value, timeout)
+
+
+COUNTS = FailoverCache()
 
 
 class RatingRateThrottle(UserRateThrottle):
     scope = "rating"
+    cache = COUNTS
 
     def get_rate(self) -> str:
         return settings.RATING_RATE
@@ -34,6 +86,7 @@ class RatingRateThrottle(UserRateThrottle):
 
 class SearchRateThrottle(SimpleRateThrottle):
     scope = "search"
+    cache = COUNTS
 
     def get_rate(self) -> str:
         return settings.SEARCH_THROTTLE_RATE

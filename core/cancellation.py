@@ -1,0 +1,99 @@
+"""Who decides a timed-out rating: the site's "not saved" or the worker's "stored"; never both.
+
+The site waits ``KAFKA_DELIVERY_TIMEOUT_MS`` for the broker's ack. A broker that stalls (a restart,
+a pause) can still write the record after the site gave up, and a worker would then store a rating
+the shopper was told was not saved (the soak's "ghost" ratings). So before the site answers 503 it
+cancels the event id, and a worker claims every event id before it stores it. Both are an insert
+of one document keyed by the event id into ``event_claims``: the unique ``_id`` index is atomic on
+FerretDB v1 and MongoDB alike, so the first writer wins and exactly one of these holds:
+
+- ``{"state": "cancelled"}``: the site answered 503; every copy of the event is skipped (and its
+  offset committed) by the workers;
+- ``{"state": "stored"}``: a worker had it first; the site answers 202 after all.
+
+The shopper's retry with the same idempotency key removes the cancellation (:func:`uncancel`)
+before it publishes again, so the retry is stored, once (storage is by event id). The site
+serialises the attempts of one key (see ``shop.ratings``), so a cancellation never undoes
+another attempt's success. Reads and writes are by ``_id`` only (FerretDB v1 scans otherwise).
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterable
+
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from core import mongo
+
+EVENT_CLAIMS = "event_claims"  # {_id: event id, state: "stored" | "cancelled", at}
+STORED, CANCELLED = "stored", "cancelled"
+_DUPLICATE_KEY = 11000
+
+
+def _db(db: Database | None) -> Database:
+    return db if db is not None else mongo.get_db()
+
+
+def _decide(event_id: str, state: str, db: Database) -> str:
+    """Insert ``state`` for the id unless it is decided already; returns the state that holds."""
+    while True:
+        try:
+            db[EVENT_CLAIMS].insert_one({"_id": event_id, "state": state, "at": time.time()})
+            return state
+        except DuplicateKeyError:
+            doc = db[EVENT_CLAIMS].find_one({"_id": event_id})
+            if doc is not None:
+                return doc.get("state", STORED)
+            # removed in between (a retry un-cancelled it): decide again
+
+
+def claim(event_id: str, db: Database | None = None) -> bool:
+    """For a worker, before it stores an event: True to go on, False if the site cancelled it.
+
+    A redelivered event finds its own earlier claim and goes on (storage is idempotent)."""
+    return _decide(event_id, STORED, _db(db)) == STORED
+
+
+def claim_many(event_ids: Iterable[str], db: Database | None = None) -> set[str]:
+    """:func:`claim` for a batch of events in one bulk insert; returns the ids the site cancelled."""
+    db, ids = _db(db), list(dict.fromkeys(event_ids))
+    if not ids:
+        return set()
+    now, taken = time.time(), []
+    try:
+        db[EVENT_CLAIMS].insert_many([{"_id": i, "state": STORED, "at": now} for i in ids], ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            raise
+        taken = [ids[e["index"]] for e in errors]
+    return {i for i in taken if _decide(i, STORED, db) == CANCELLED}
+
+
+def cancel(event_id: str, db: Database | None = None) -> bool:
+    """For the site, when the broker's ack did not come in time: True if the event is now
+    cancelled (answer 503), False if a worker had already claimed it (it is stored: answer 202)."""
+    return _decide(event_id, CANCELLED, _db(db)) == CANCELLED
+
+
+def uncancel(event_id: str, db: Database | None = None) -> None:
+    """For the site, before a retry of a cancelled submission publishes it again."""
+    _db(db)[EVENT_CLAIMS].delete_one({"_id": event_id, "state": CANCELLED})
+
+
+def state(event_id: str, db: Database | None = None) -> str | None:
+    doc = _db(db)[EVENT_CLAIMS].find_one({"_id": event_id})
+    return doc.get("state") if doc else None
+
+
+def event_id_of(raw: bytes | str | None) -> str | None:
+    """The event id a message names, without validating the rest (that is the handler's job);
+    None when it names none, and the handler dead-letters it."""
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    event_id = data.get("event_id") if isinstance(data, dict) else None
+    return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 128 else None
