@@ -43,6 +43,7 @@ import shlex
 import socket
 import sys
 import time
+import urllib.error
 import urllib.request
 import xmlrpc.client
 from dataclasses import dataclass, field
@@ -107,14 +108,25 @@ def mongo_ping(port: int) -> Health:
     return check
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect is the server's answer (the site with DEBUG off sends HTTP to HTTPS)
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
 def http_ok(*urls: str) -> Health:
-    """Any of the URLs answers 200."""
+    """Any of the URLs answers below 400 (as ``curl -f``), redirects not followed."""
     def check(_num: int, _offset: int) -> bool:
         for url in urls:
             try:
-                with urllib.request.urlopen(url, timeout=3) as r:
-                    if r.status == 200:
+                with _opener.open(url, timeout=3) as r:
+                    if r.status < 400:
                         return True
+            except urllib.error.HTTPError as exc:
+                if exc.code < 400:
+                    return True
             except OSError:
                 pass
         return False
