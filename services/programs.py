@@ -28,9 +28,12 @@ Adding a program (the Spark master and workers, an S3 server) is one entry in ``
             ports=[s3_port], health=http_ok(f"http://127.0.0.1:{s3_port}/minio/health/live"),
             address=f"http://127.0.0.1:{s3_port}/"),
 
-and, in ``bin/services``, its name in ``ALL_SERVICES`` plus ``install_s3`` (and ``prepare_s3``,
-run before each start, when it needs one). Everything is read from the environment that
-``bin/services`` exports (ports, ``LOCAL_DIR``, ``SERVICES_STATE_DIR``, ...).
+and ``bin/services start s3`` works (its known services are this list's names). If it needs
+installing, add ``install_s3`` to ``bin/services`` (``bin/services install s3`` and every start
+run it); ``prepare_s3`` runs before each start and ``after_start_s3`` after the health check. Everything
+is read from the environment that ``bin/services`` exports (ports, ``LOCAL_DIR``,
+``SERVICES_STATE_DIR``, ...). This module needs only the standard library, except ``wait``
+(supervisor's XML-RPC transport, from the app's virtualenv).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import shlex
 import socket
 import sys
 import time
+import urllib.error
 import urllib.request
 import xmlrpc.client
 from dataclasses import dataclass, field
@@ -104,14 +108,25 @@ def mongo_ping(port: int) -> Health:
     return check
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect is the server's answer (the site with DEBUG off sends HTTP to HTTPS)
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
 def http_ok(*urls: str) -> Health:
-    """Any of the URLs answers 200."""
+    """Any of the URLs answers below 400 (as ``curl -f``), redirects not followed."""
     def check(_num: int, _offset: int) -> bool:
         for url in urls:
             try:
-                with urllib.request.urlopen(url, timeout=3) as r:
-                    if r.status == 200:
+                with _opener.open(url, timeout=3) as r:
+                    if r.status < 400:
                         return True
+            except urllib.error.HTTPError as exc:
+                if exc.code < 400:
+                    return True
             except OSError:
                 pass
         return False
