@@ -87,7 +87,7 @@ def announce_many(versions: dict[str, str]) -> None:
         return
     try:
         r = client()
-        gen = generation(r)
+        gen = generation()
         pipe = r.pipeline(transaction=False)
         for user_id, version in versions.items():
             pipe.set(key(user_id, gen), version, ex=ANNOUNCED_TTL_S)
