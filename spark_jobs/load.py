@@ -342,6 +342,8 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
             if not units.exists(spark, f"{out_dir}/{folder}") or not units.has_partitions(spark, f"{out_dir}/{folder}"):
                 empty = f"{out_dir}/{folder}/unit={units.partition_value(todo[0].name)}"
                 spark.createDataFrame([], _STAGED_SCHEMA).write.mode("overwrite").parquet(empty)
+        for folder in KINDS.values():  # a DataFrame cached over the old files must not answer for the new
+            spark.catalog.refreshByPath(f"{out_dir}/{folder}")
         # Count what actually reached disk, not what we meant to write.
         names = [u.name for u in todo]
         written = {folder: {r["unit"]: r["count"] for r in spark.read.parquet(f"{out_dir}/{folder}")
