@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     data = get_settings().data_dir
     return run_job("clean", __doc__, argv,
                    lambda spark, args: clean(spark, str(data / "raw"), str(data / "clean"), args.run_id,
-                                             force=args.force),
+                                             **({"force": True} if args.force else {})),
                    options=lambda parser: parser.add_argument(
                        "--force", action="store_true", help="clean every category again"),
                    failures=(Unbalanced,))

@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(
         "load", __doc__, argv,
         lambda spark, args: load(spark, args.input or [settings.demo_input], str(settings.data_dir / "raw"),
-                                 args.run_id, force=args.force),
+                                 args.run_id, **({"force": True} if args.force else {})),
         options=lambda parser: (
             parser.add_argument("--input", action="append", help="file or glob; repeatable (default: the demo file)"),
             parser.add_argument("--force", action="store_true",

@@ -431,7 +431,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
 def main(argv: list[str] | None = None) -> int:
     return run_job("mongo_load", __doc__, argv,
                    lambda spark, args: mongo_load(spark, str(get_settings().data_dir / "clean"), args.run_id,
-                                                  force=args.force),
+                                                  **({"force": True} if args.force else {})),
                    options=lambda parser: parser.add_argument(
                        "--force", action="store_true", help="reload everything, even categories MongoDB holds"))
 
