@@ -187,6 +187,8 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
         spark.createDataFrame([], products.schema).write.mode("overwrite").parquet(
             f"{out_dir}/products/file_category={units.partition_value(dirty[0])}")
     units.delete(spark, staging)
+    for folder in ("reviews", "products"):  # a DataFrame cached over the old files must not answer for the new
+        spark.catalog.refreshByPath(f"{out_dir}/{folder}")
 
     n_raw, n_raw_products = raw_reviews.count(), raw_products.count()
     removed = removed_counts(raw_reviews, raw_products, held_pairs, held_products)
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     data = get_settings().data_dir
     return run_job("clean", __doc__, argv,
                    lambda spark, args: clean(spark, str(data / "raw"), str(data / "clean"), args.run_id,
-                                             force=args.force),
+                                             **({"force": True} if args.force else {})),
                    options=lambda parser: parser.add_argument(
                        "--force", action="store_true", help="clean every category again"),
                    failures=(Unbalanced,))

@@ -343,6 +343,8 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
             if not units.exists(spark, f"{out_dir}/{folder}") or not units.has_partitions(spark, f"{out_dir}/{folder}"):
                 empty = f"{out_dir}/{folder}/unit={units.partition_value(todo[0].name)}"
                 spark.createDataFrame([], _STAGED_SCHEMA).write.mode("overwrite").parquet(empty)
+        for folder in KINDS.values():  # a DataFrame cached over the old files must not answer for the new
+            spark.catalog.refreshByPath(f"{out_dir}/{folder}")
         # Count what actually reached disk, not what we meant to write.
         names = [u.name for u in todo]
         written = {folder: {r["unit"]: r["count"] for r in spark.read.parquet(f"{out_dir}/{folder}")
@@ -378,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(
         "load", __doc__, argv,
         lambda spark, args: load(spark, args.input or [settings.demo_input], str(settings.data_dir / "raw"),
-                                 args.run_id, force=args.force),
+                                 args.run_id, **({"force": True} if args.force else {})),
         options=lambda parser: (
             parser.add_argument("--input", action="append", help="file or glob; repeatable (default: the demo file)"),
             parser.add_argument("--force", action="store_true",

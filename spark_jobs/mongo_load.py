@@ -382,8 +382,11 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     if (held_reviews, held_products) != (n_reviews, n_products):
         raise RuntimeError(f"mongo_load: MongoDB holds {held_reviews:,} reviews of {n_reviews:,} and "
                            f"{held_products:,} products of {n_products:,}")
+    n_fresh = fresh.count()
+    fresh.unpersist()
+    products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "incremental", "collections": out,
-            "counts_in": {"reviews": n_reviews, "products": n_products, "new reviews": fresh.count()},
+            "counts_in": {"reviews": n_reviews, "products": n_products, "new reviews": n_fresh},
             "deleted_users_left_out": n_deleted, "seconds": round(time.time() - started, 2)}
 
 
@@ -419,6 +422,8 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
     if out[mongo.REVIEWS]["documents"] != n_reviews or out[mongo.PRODUCTS]["documents"] != n_products:
         raise RuntimeError(f"mongo_load: wrote {out[mongo.REVIEWS]['documents']:,} reviews of {n_reviews:,} and "
                            f"{out[mongo.PRODUCTS]['documents']:,} products of {n_products:,}")
+    reviews.unpersist()
+    products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "full", "collections": out, "counts_in": {
         "reviews": n_reviews, "products": n_products}, "metadata": coverage, "deleted_users_left_out": n_deleted,
         "reviews_of_deleted_users": (clean_reviews.count() - n_reviews) if n_deleted else 0,
@@ -428,7 +433,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
 def main(argv: list[str] | None = None) -> int:
     return run_job("mongo_load", __doc__, argv,
                    lambda spark, args: mongo_load(spark, str(get_settings().data_dir / "clean"), args.run_id,
-                                                  force=args.force),
+                                                  **({"force": True} if args.force else {})),
                    options=lambda parser: parser.add_argument(
                        "--force", action="store_true", help="reload everything, even categories MongoDB holds"))
 

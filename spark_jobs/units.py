@@ -124,7 +124,7 @@ def exists(spark, uri: str) -> bool:
 def has_partitions(spark, uri: str) -> bool:
     """Whether the folder holds at least one ``key=value`` sub-folder."""
     p, fs = _fs_path(spark, uri)
-    return any("=" in st.getPath().getName() for st in fs.listStatus(p) if st.isDirectory())
+    return bool(fs.exists(p)) and any("=" in st.getPath().getName() for st in fs.listStatus(p) if st.isDirectory())
 
 
 def delete(spark, uri: str) -> None:
