@@ -45,25 +45,30 @@ K = 10
 EASE_GRID = [float(x) for x in os.environ.get("EASE_LAMBDAS", "50,100,200,400,800").split(",")]
 IALS_GRID = [dict(factors=f, reg=r, alpha=a, iterations=15)
              for f in (32, 64) for r in (0.01, 0.1) for a in (2.0, 10.0)]
-# Measured by bench/train_memory.py (the single-node path on 1M, 5M and 10M interactions, every
-# phase of train's driver after Spark hands over the split): peak RSS above the process's base.
-BYTES_PER_INTERACTION = 200.0
-BYTES_PER_USER_OR_ITEM = 12.0 * 64 + 60.0
+# Measured by bench/train_memory.py (train's driver path after Spark hands over the split, on
+# 1M and 5M synthetic interactions; docs/benchmarks.md): peak RSS above the process's base was
+# 0.37 GB at 1M (exact serving lists) and 1.05 GB at 5M (0.70 GB through the served model's fit,
+# then the ANN indexes and the lists' blocks), growing by ~170 bytes per interaction (before the
+# compact layout the whole job grew by 650). The estimate below covers both with a margin: a
+# fixed part (evaluation and serving-list blocks on two threads), a part per pair, and one per
+# user and item (float32 factor copies at a fit's peak, the HNSW graphs, the id).
+FIXED_BYTES = 0.25 * 2 ** 30
+BYTES_PER_INTERACTION = 60.0
+BYTES_PER_USER_OR_ITEM_BESIDES_FACTORS = 60.0
 
 
 def single_node_bytes(engine: str, n_interactions: int, n_users: int, n_items: int) -> float:
     """Estimated peak memory of the job's Python driver with a single-node engine, JVM excluded.
 
     Per interaction: the pairs (5 bytes), the binary CSR matrices cut from them one phase at a time
-    (8 bytes each), implicit's scaled and transposed copies during a fit, and the per-block
-    temporaries of evaluation and serving lists; per user and item: float32 factors (~3 copies of
-    4 bytes x factors at the peak of a fit) and the string id. Calibrated by bench/train_memory.py
-    (BYTES_PER_INTERACTION; before the compact layout the whole job measured 650 bytes per
-    interaction at 10M). EASE adds ~4 dense items² float64 matrices.
+    (8 bytes each), implicit's scaled and transposed copies during a fit (16); per user and item:
+    float32 factors (~3 copies of 4 bytes x factors at the peak of a fit) and the string id; a
+    fixed part for the blocks of evaluation and serving lists. Calibrated by bench/train_memory.py
+    (see FIXED_BYTES). EASE adds ~4 dense items² float64 matrices.
     """
     factors = max(p["factors"] for p in IALS_GRID)
-    total = BYTES_PER_INTERACTION * n_interactions + (n_users + n_items) * (
-        BYTES_PER_USER_OR_ITEM - 12.0 * 64 + 12.0 * factors)
+    total = FIXED_BYTES + BYTES_PER_INTERACTION * n_interactions + (n_users + n_items) * (
+        12.0 * factors + BYTES_PER_USER_OR_ITEM_BESIDES_FACTORS)
     if engine == "ease":
         total += 32.0 * n_items ** 2
     return total
