@@ -30,12 +30,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import artifacts, mongo, recommend
+from core import artifacts, mongo, recommend, storage
 from core.settings import get_settings
 from spark_jobs.common import run_job, without_deleted_users
 from spark_jobs.evaluation import ease_scorer, factor_scorer, fold_in_ndcg, popularity_scorer, rank_metrics
@@ -98,14 +97,15 @@ def split_by_time(inter: DataFrame) -> DataFrame:
     return ranked.withColumn("part", part.cast("byte")).drop("_rn", "_n")
 
 
-def via_parquet(df: DataFrame, path: Path) -> pa.Table:
+def via_parquet(df: DataFrame, path: Path | str) -> pa.Table:
     """A DataFrame on the driver as an Arrow table, written by Spark and read back by pyarrow.
 
     Millions of rows: collecting them as Python rows over Py4J took minutes (the users and factors
-    of a 10M-review run) and holds every row as an object; Parquet is columnar and bounded.
+    of a 10M-review run) and holds every row as an object; Parquet is columnar and bounded. ``path``
+    may be in a bucket (DATA_DIR=s3a://..., core/storage.py), where a cluster's executors can write.
     """
-    df.write.mode("overwrite").parquet(str(path))
-    return pq.read_table(str(path))
+    df.write.mode("overwrite").parquet(storage.spark_uri(path))
+    return storage.read_parquet(path)
 
 
 def to_numpy(df: DataFrame, out_dir: Path) -> dict[str, np.ndarray]:
@@ -208,14 +208,12 @@ def spark_als(spark: SparkSession, df: DataFrame, implicit: bool, **params):
     return als.fit(df)
 
 
-def factors_numpy(model, n_users: int, n_items: int, tmp: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Spark ALS factors as dense arrays indexed by uid/iid (missing rows stay zero), via Parquet."""
-    import shutil
-    import tempfile
-
+def factors_numpy(model, n_users: int, n_items: int, tmp: Path | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Spark ALS factors as dense arrays indexed by uid/iid (missing rows stay zero), via Parquet
+    under ``tmp`` (default DATA_DIR/tmp), which the executors must be able to write."""
     rank = model.rank
     out = []
-    where = Path(tempfile.mkdtemp(prefix="als-factors-", dir=tmp))
+    where = storage.scratch(tmp or get_settings().data_dir / "tmp", "als-factors-")
     try:
         for name, frame, n in (("users", model.userFactors, n_users), ("items", model.itemFactors, n_items)):
             table = via_parquet(frame, where / name)
@@ -226,7 +224,7 @@ def factors_numpy(model, n_users: int, n_items: int, tmp: Path | None = None) ->
                 dense[ids] = flat.reshape(ids.size, rank)
             out.append(dense)
     finally:
-        shutil.rmtree(where, ignore_errors=True)
+        storage.remove_tree(where)
     return out[0], out[1]
 
 
@@ -489,13 +487,13 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: list[str],
     items = most_active(np.asarray(rated.getnnz(axis=0)), max_items)
     if model.kind == "ease":  # dense (block x items) scores: keep a block near 2^24 cells
         block = max(1, min(block, 2 ** 24 // max(1, len(item_ids))))
-    with open(d / "topn.jsonl", "w") as f:
+    with storage.open_text_output(d / "topn.jsonl") as f:
         for start in range(0, users.size, block):
             rows = users[start:start + block]
             lists = recommend.recommend_many(model, rated[rows], n + extra)
             f.write("".join(json.dumps({"_id": user_ids[u], "items": recommend.without_excluded(
                 got, excluded.get(user_ids[u], ()), n)}) + "\n" for u, got in zip(rows.tolist(), lists)))
-    with open(d / "similar.jsonl", "w") as f:
+    with storage.open_text_output(d / "similar.jsonl") as f:
         for start in range(0, items.size, block):
             idx = items[start:start + block]
             f.write("".join(json.dumps({"_id": item_ids[i], "items": got}) + "\n"
