@@ -8,9 +8,9 @@ popularity skew, plus a low-rank taste so the model has something to find) and t
 (the engine train.py uses above the single-node limit, ``spark_als``) runs twice in separate
 driver processes: on the cluster (2 workers x 1 core), then in ``local[2]`` (the same 2 cores in
 one JVM): the comparison says what the cluster's extra processes and shuffles cost on one host.
-Printed per run: seconds to generate, seconds to fit, peak RSS of the driver and of the
-executors (sampled every 0.5 s from /proc, the executor JVMs are the workers' children), and the
-load average. Nothing is collected to the driver but counts and one factor row.
+Printed per run: seconds to generate, seconds to fit, peak RSS of the driver (the Python
+process and the JVM it starts) and of this application's executors (sampled every 0.5 s from
+/proc; in local mode they are inside the driver's JVM), and the load average. Nothing is collected to the driver but counts and one factor row.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,21 +27,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _rss_of(pattern: str) -> int:
-    """Summed RSS (bytes) of the processes whose command line contains ``pattern``."""
-    total = 0
+def _processes() -> dict[int, tuple[int, bytes, int]]:
+    """pid -> (parent pid, command line, RSS bytes) of every process."""
+    out = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if pattern.encode() not in cmd:
-                continue
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
         except OSError:
             continue
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+        rss = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+        out[int(pid)] = (int(fields.get("PPid", "0")), cmd, rss)
+    return out
+
+
+def _tree_rss(procs: dict, root: int) -> int:
+    """RSS of ``root`` and all its descendants (the driver: Python and the JVM it started)."""
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += procs.get(pid, (0, b"", 0))[2]
+        todo += [p for p, (ppid, _, _) in procs.items() if ppid == pid]
     return total
 
 
@@ -53,6 +63,8 @@ def child(args: argparse.Namespace) -> None:
 
     os.environ.setdefault("SPARK_SHUFFLE_PARTITIONS", str(args.partitions))
     spark = spark_session("bench-cluster-als", master=args.master)
+    if args.app_id_file:  # the parent measures this application's executors only
+        Path(args.app_id_file).write_text(spark.sparkContext.applicationId)
     n, users, items = args.interactions, max(1000, args.interactions // 6), max(500, args.interactions // 15)
     t0 = time.time()
     # Skewed ids: u = floor(users * x^2) puts more mass on low ids (active users, popular items);
@@ -80,22 +92,29 @@ def child(args: argparse.Namespace) -> None:
 def run(master: str, args: argparse.Namespace, interactions: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SPARK_LOCAL_IP": "127.0.0.1",
            "SPARK_DRIVER_MEMORY": args.driver_memory, "SPARK_EXECUTOR_MEMORY": args.executor_memory}
+    app_id_file = Path(tempfile.mkdtemp(prefix="bench-als-")) / "app-id"
     cmd = [sys.executable, "-m", "bench.cluster_als", "--child", "--master", master, "--interactions",
            str(interactions), "--rank", str(args.rank), "--iterations", str(args.iterations),
-           "--partitions", str(args.partitions)]
+           "--partitions", str(args.partitions), "--app-id-file", str(app_id_file)]
     peak = {"driver": 0, "executors": 0}
     done = threading.Event()
 
-    def sample() -> None:
+    def sample(driver_pid: int) -> None:
         while not done.is_set():
-            peak["driver"] = max(peak["driver"], _rss_of("bench.cluster_als\x00--child") + _rss_of("pyspark-shell"))
-            peak["executors"] = max(peak["executors"], _rss_of("CoarseGrainedExecutorBackend"))
+            procs = _processes()
+            peak["driver"] = max(peak["driver"], _tree_rss(procs, driver_pid))
+            app = app_id_file.read_text().strip() if app_id_file.exists() else None
+            if app:  # executors of this application (other applications may share the workers)
+                mark = f"--app-id\x00{app}\x00".encode()
+                peak["executors"] = max(peak["executors"], sum(r for _, c, r in procs.values() if mark in c))
             time.sleep(0.5)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    child_proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = threading.Thread(target=sample, args=(child_proc.pid,), daemon=True)
+    sampler.start()
+    stdout, stderr = child_proc.communicate()
+    proc = subprocess.CompletedProcess(cmd, child_proc.returncode, stdout, stderr)
     done.set()
     sampler.join()
     if proc.returncode != 0:
@@ -118,6 +137,7 @@ def main() -> int:
     p.add_argument("--executor-memory", default="2500m")
     p.add_argument("--no-local", action="store_true", help="skip the local[2] comparison")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--app-id-file", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.interactions = args.interactions or [1_000_000]
     if args.child:
