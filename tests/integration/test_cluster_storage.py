@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.integration.test_airflow_dag import airflow_venv  # noqa: F401  the same fixture (bin/services install airflow)
+
 ROOT = Path(__file__).resolve().parents[2]
 MASTER = f"spark://127.0.0.1:{os.environ.get('SPARK_MASTER_PORT', '7077')}"
 BUCKET = os.environ.get("S3_BUCKET", "recommender")
@@ -212,5 +214,3 @@ def test_airflow_dag_runs_on_the_cluster(airflow_venv, prefix, scratch_db, tmp_p
     version = json.loads(storage.read_text(prefix / "data" / "runs" / run_id / "train.json"))["version"]
     assert artifacts.current_version(prefix / "artifacts") == version, log
 
-
-from tests.integration.test_airflow_dag import airflow_venv  # noqa: E402,F401  the same fixture
