@@ -26,6 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
+from core import storage
+from core.storage import Location
+
 FILE = "ann.faiss"  # beside item_factors.npy in a model version's folder
 ANN_MIN_ITEMS = int(os.environ.get("ANN_MIN_ITEMS", "100000"))
 # Graph degree and search breadth: recall@20 >= 0.95 against exact on iALS factors (bench/serving_lists.py).
@@ -70,17 +73,18 @@ def build(item_factors: np.ndarray, m: int = HNSW_M, ef_construction: int = EF_C
     return Index(graph, y)
 
 
-def save(index: Index, path: Path) -> None:
+def save(index: Index, path: Location | Path) -> None:
+    """Serialised through core.storage, so a model folder in a bucket (s3a://) keeps its index too."""
     import faiss
 
-    faiss.write_index(index.hnsw, str(path))
+    storage.write_bytes(path, faiss.serialize_index(index.hnsw).tobytes())
 
 
-def load(path: Path, item_factors: np.ndarray) -> Index:
+def load(path: Location | Path, item_factors: np.ndarray) -> Index:
     """The index saved with a model; ``item_factors`` must be the factors it was built from."""
     import faiss
 
-    graph = faiss.read_index(str(path))
+    graph = faiss.deserialize_index(np.frombuffer(storage.read_bytes(path), dtype=np.uint8))
     if graph.ntotal != item_factors.shape[0] or graph.d != item_factors.shape[1]:
         raise ValueError(f"ANN index {path} holds {graph.ntotal} x {graph.d}, "
                          f"the model {item_factors.shape[0]} x {item_factors.shape[1]}")

@@ -1,31 +1,41 @@
-"""Versioned model artifacts: item factors, id maps, parameters and metrics on disk.
+"""Versioned model artifacts: item factors, id maps, parameters and metrics on disk or in a bucket.
 
 A version is a directory ``<ARTIFACTS_DIR>/models/<version>/`` written to a temporary name and
 renamed into place, so a reader never sees half a model. ``CURRENT`` names the published version;
 publishing is an atomic rename too. Workers, Celery and the site load whatever ``CURRENT`` says and
-reload when it changes, without a restart.
+reload when it changes, without a restart. With ``ARTIFACTS_DIR`` in an object store
+(``s3a://bucket/prefix``, core/storage.py) there is no rename: each file is one PUT, the version's
+folder is complete before anything names it, and ``CURRENT`` (one PUT, read whole or not at all)
+is written last.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core import ann
+from core import ann, storage
 from core.settings import get_settings
+from core.storage import Location
 
 CURRENT_FILE = "CURRENT"
 
 
-def models_dir(root: Path | None = None) -> Path:
-    return (root or get_settings().artifacts_dir) / "models"
+def models_dir(root: Location | str | None = None) -> Location:
+    return storage.location(root or get_settings().artifacts_dir) / "models"
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 @dataclass
@@ -70,53 +80,71 @@ def new_version_name(content_hint: str = "") -> str:
 def save_model(item_ids: list[str], item_factors: np.ndarray, params: dict[str, Any],
                metrics: dict[str, Any] | None = None, version: str | None = None,
                user_ids: list[str] | None = None, user_factors: np.ndarray | None = None,
-               root: Path | None = None) -> str:
+               root: Location | str | None = None) -> str:
     """Write a model version atomically and return its name; it is not published yet."""
     if len(item_ids) != item_factors.shape[0]:
         raise ValueError(f"{len(item_ids)} item ids for {item_factors.shape[0]} factor rows")
     version = version or new_version_name(str(params))
     base = models_dir(root)
+    arrays = {"item_factors.npy": np.asarray(item_factors, dtype=np.float32)}
+    texts = {"item_ids.json": json.dumps(list(item_ids))}
+    if user_ids is not None and user_factors is not None:
+        arrays["user_factors.npy"] = np.asarray(user_factors, dtype=np.float32)
+        texts["user_ids.json"] = json.dumps(list(user_ids))
+    texts["params.json"] = json.dumps(params, indent=2, sort_keys=True)
+    texts["metrics.json"] = json.dumps(metrics or {}, indent=2, sort_keys=True)
+    index = ann.build(item_factors) if ann.wanted(len(item_ids), str(params.get("kind", "ials"))) else None
+    if storage.is_remote(base):
+        if storage.exists(base / version / "item_factors.npy"):
+            raise FileExistsError(f"model version {version} already exists")
+        for name, text in texts.items():
+            storage.write_text(base / version / name, text)
+        if index is not None:  # versioned with its factors
+            ann.save(index, base / version / ann.FILE)
+        for name in sorted(arrays, reverse=True):  # item_factors.npy, which marks a version as there, last
+            storage.write_bytes(base / version / name, _npy(arrays[name]))
+        return version
     base.mkdir(parents=True, exist_ok=True)
     final, tmp = base / version, base / f".{version}.tmp"
     if final.exists():
         raise FileExistsError(f"model version {version} already exists")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    np.save(tmp / "item_factors.npy", np.asarray(item_factors, dtype=np.float32))
-    if ann.wanted(len(item_ids), str(params.get("kind", "ials"))):  # versioned with its factors
-        ann.save(ann.build(item_factors), tmp / ann.FILE)
-    (tmp / "item_ids.json").write_text(json.dumps(list(item_ids)))
-    if user_ids is not None and user_factors is not None:
-        np.save(tmp / "user_factors.npy", np.asarray(user_factors, dtype=np.float32))
-        (tmp / "user_ids.json").write_text(json.dumps(list(user_ids)))
-    (tmp / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
-    (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, sort_keys=True))
+    for name, array in arrays.items():
+        np.save(tmp / name, array)
+    for name, text in texts.items():
+        (tmp / name).write_text(text)
+    if index is not None:  # versioned with its factors
+        ann.save(index, tmp / ann.FILE)
     tmp.rename(final)
     return version
 
 
-def publish(version: str, root: Path | None = None) -> None:
+def publish(version: str, root: Location | str | None = None) -> None:
     """Make ``version`` the one every reader loads (atomic replace of the CURRENT file)."""
     base = models_dir(root)
-    if not (base / version / "item_factors.npy").exists():
+    if not storage.exists(base / version / "item_factors.npy"):
         raise FileNotFoundError(f"no model version {version} under {base}")
+    if storage.is_remote(base):
+        storage.write_text(base / CURRENT_FILE, version + "\n")
+        return
     tmp = base / f".{CURRENT_FILE}.{os.getpid()}"
     tmp.write_text(version + "\n")
     tmp.replace(base / CURRENT_FILE)
 
 
-def current_version(root: Path | None = None) -> str | None:
+def current_version(root: Location | str | None = None) -> str | None:
     try:
-        return (models_dir(root) / CURRENT_FILE).read_text().strip() or None
+        return storage.read_text(models_dir(root) / CURRENT_FILE).strip() or None
     except FileNotFoundError:
         return None
 
 
-def load_metrics(version: str, root: Path | None = None) -> dict[str, Any]:
-    return json.loads((models_dir(root) / version / "metrics.json").read_text())
+def load_metrics(version: str, root: Location | str | None = None) -> dict[str, Any]:
+    return json.loads(storage.read_text(models_dir(root) / version / "metrics.json"))
 
 
-def read_metrics(version: str | None, root: Path | None = None) -> dict[str, Any]:
+def read_metrics(version: str | None, root: Location | str | None = None) -> dict[str, Any]:
     """A version's metrics for display: ``{}`` when they are missing, half written or not a mapping
     (a version still being copied must not break a page)."""
     if not version:
@@ -128,14 +156,15 @@ def read_metrics(version: str | None, root: Path | None = None) -> dict[str, Any
     return metrics if isinstance(metrics, dict) else {}
 
 
-def load_model(version: str | None = None, root: Path | None = None) -> Model | None:
+def load_model(version: str | None = None, root: Location | str | None = None) -> Model | None:
     """Load a version (default: the published one); None when nothing is published yet."""
     version = version or current_version(root)
     if version is None:
         return None
     d = models_dir(root) / version
-    item_ids = json.loads((d / "item_ids.json").read_text())
-    factors = np.load(d / "item_factors.npy")
+    item_ids = json.loads(storage.read_text(d / "item_ids.json"))
+    factors = (np.load(io.BytesIO(storage.read_bytes(d / "item_factors.npy"))) if storage.is_remote(d)
+               else np.load(d / "item_factors.npy"))
     # A half-copied or mixed-up folder can hold readable files that do not belong together.
     if factors.ndim != 2 or len(item_ids) != factors.shape[0]:
         raise ValueError(f"model {version}: {len(item_ids)} item ids for factors of shape {factors.shape}")
@@ -143,9 +172,9 @@ def load_model(version: str | None = None, root: Path | None = None) -> Model | 
         version=version,
         item_ids=item_ids,
         item_factors=factors,
-        params=json.loads((d / "params.json").read_text()),
-        metrics=json.loads((d / "metrics.json").read_text()),
+        params=json.loads(storage.read_text(d / "params.json")),
+        metrics=json.loads(storage.read_text(d / "metrics.json")),
     )
-    if (d / ann.FILE).exists():
+    if storage.exists(d / ann.FILE):
         model.ann = ann.load(d / ann.FILE, model.item_factors)
     return model

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from core.storage import Location, is_remote, location
+
 
 def _project_root() -> Path:
     """The repository, where ``.local/`` and ``data/demo/`` are unless the environment says otherwise.
@@ -51,8 +53,8 @@ class Settings:
     ratings_partitions: int
     redis_url: str
     spark_master: str
-    data_dir: Path
-    artifacts_dir: Path
+    data_dir: Location  # a Path, or an object-store URI (core/storage.py) shared by a cluster
+    artifacts_dir: Location
     eda_dir: Path
     demo_input: str
     top_n: int
@@ -62,7 +64,9 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         local_dir = Path(_env("LOCAL_DIR", str(PROJECT_ROOT / ".local")))
-        data_dir = Path(_env("DATA_DIR", str(local_dir / "data")))
+        data_dir = location(_env("DATA_DIR", str(local_dir / "data")))
+        # The site reads the EDA plots from its disk: beside a DATA_DIR in a bucket they stay local.
+        eda_default = local_dir / "data" / "eda" if is_remote(data_dir) else data_dir / "eda"
         return cls(
             local_dir=local_dir,
             mongo_uri=_env("MONGO_URI", f"mongodb://127.0.0.1:{_env('MONGO_PORT', '27017')}/"),
@@ -76,9 +80,9 @@ class Settings:
             redis_url=_env("REDIS_URL", f"redis://127.0.0.1:{_env('REDIS_PORT', '6379')}/0"),
             spark_master=_env("SPARK_MASTER", "local[*]"),
             data_dir=data_dir,
-            artifacts_dir=Path(_env("ARTIFACTS_DIR", str(local_dir / "artifacts"))),
+            artifacts_dir=location(_env("ARTIFACTS_DIR", str(local_dir / "artifacts"))),
             # EDA plots and summary.json; "<eda_dir>/latest" is what the site's dashboard shows.
-            eda_dir=Path(_env("EDA_DIR", str(data_dir / "eda"))),
+            eda_dir=Path(_env("EDA_DIR", str(eda_default))),
             # Every bundled real file (reviews and metadata of three categories); a glob load expands.
             demo_input=_env("DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "*.json*")),
             top_n=_env_int("RECS_TOP_N", 20),

@@ -22,11 +22,11 @@ A program runs with the environment of the ``bin/services start`` that started i
 environment: ports, topics, databases and secrets come from the caller, as they did before
 supervisord, and a later ``start`` from another shell cannot change what a running program sees.
 
-Adding a program (the Spark master and workers, an S3 server) is one entry in ``programs()``:
+Adding a program is one entry in ``programs()``, as the S3 server's:
 
-    Program("s3", [str(local / "bin" / "minio"), "server", str(svc / "s3"), "--address", f"127.0.0.1:{s3_port}"],
-            ports=[s3_port], health=http_ok(f"http://127.0.0.1:{s3_port}/minio/health/live"),
-            address=f"http://127.0.0.1:{s3_port}/"),
+    Program("s3", [str(local / "bin" / "gofakes3"), "-host", f"127.0.0.1:{s3_port}", ...],
+            ports=[s3_port], health=http_ok(f"http://127.0.0.1:{s3_port}/{bucket}?list-type=2&max-keys=1"),
+            address=f"http://127.0.0.1:{s3_port}/ (bucket {bucket})"),
 
 and ``bin/services start s3`` works (its known services are this list's names). If it needs
 installing, add ``install_s3`` to ``bin/services`` (``bin/services install s3`` and every start
@@ -168,6 +168,11 @@ def programs() -> list[Program]:
     kafka_home = local / "opt" / f"kafka-{env.get('KAFKA_VERSION', '3.9.1')}"
     app_env = {"PYTHONPATH": str(ROOT)}
     redis_url = env.get("REDIS_URL") or f"redis://127.0.0.1:{redis_port}/0"
+    s3_port, bucket = _port("S3_PORT", 9000), env.get("S3_BUCKET") or "recommender"
+    spark_port, spark_ui = _port("SPARK_MASTER_PORT", 7077), _port("SPARK_MASTER_WEBUI_PORT", 8090)
+    spark_class = str(_pyspark_home(local) / "bin" / "spark-class")
+    # loopback only; executors run the app's Python (the jobs ship core/ and spark_jobs/ with --py-files)
+    spark_env = {"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON") or str(venv / "python")}
     return [
         Program("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--dir",
                           str(svc / "redis" / "data"), "--save", "3600 1 300 100 60 10000", "--daemonize", "no"],
@@ -218,7 +223,46 @@ def programs() -> list[Program]:
         Program("celery", [str(venv / "celery"), "-A", "kafka_workers.celery_app", "worker", "-B",
                            "--concurrency", env.get("CELERY_CONCURRENCY", "1"), "-l", "info"],
                 address=f"Celery worker + beat on {redis_url}", env=app_env, start_secs=3, stop_wait_s=30),
+        # An S3-compatible object store (gofakes3, MIT, built from its Go module by bin/services) with
+        # one bucket: DATA_DIR / ARTIFACTS_DIR = s3a://<bucket>/... for a cluster's shared storage.
+        Program("s3", [str(local / "bin" / "gofakes3"), "-host", f"127.0.0.1:{s3_port}", "-backend", "bolt",
+                       "-bolt.db", str(svc / "s3" / "objects.bolt"), "-initialbucket", bucket, "-quiet"],
+                ports=[s3_port], health=http_ok(f"http://127.0.0.1:{s3_port}/{bucket}?list-type=2&max-keys=1"),
+                address=f"http://127.0.0.1:{s3_port}/ (bucket {bucket})", start_timeout_s=20),
+        # A Spark standalone cluster from the venv's pyspark: `bin/services start spark` = these three.
+        Program("spark-master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                 "--port", str(spark_port), "--webui-port", str(spark_ui)],
+                ports=[spark_port, spark_ui], health=_json_says(f"http://127.0.0.1:{spark_ui}/json/", '"ALIVE"'),
+                address=f"spark://127.0.0.1:{spark_port} (UI http://127.0.0.1:{spark_ui}/)", env=spark_env,
+                start_timeout_s=60, stop_wait_s=30),
+        *[Program(f"spark-worker-{n}", [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                                        "--cores", env.get("SPARK_WORKER_CORES") or "1",
+                                        "--memory", env.get("SPARK_WORKER_MEMORY") or "3g",
+                                        "--webui-port", str(spark_ui + n), "--work-dir", str(svc / f"spark-worker-{n}" / "work"),
+                                        f"spark://127.0.0.1:{spark_port}"],
+                  ports=[spark_ui + n], env=spark_env, start_timeout_s=60, stop_wait_s=30,
+                  health=log_says(logs / f"spark-worker-{n}.log", "Successfully registered with master", spark_ui + n),
+                  address=f"{env.get('SPARK_WORKER_CORES') or 1} core(s), {env.get('SPARK_WORKER_MEMORY') or '3g'} "
+                          f"(UI http://127.0.0.1:{spark_ui + n}/)")
+          for n in (1, 2)],
     ]
+
+
+def _pyspark_home(local: Path) -> Path:
+    """pyspark's folder in the app's venv (its bin/spark-class starts a master or a worker)."""
+    found = sorted((local / "venv" / "lib").glob("python3*/site-packages/pyspark"))
+    return found[-1] if found else local / "venv" / "pyspark-not-installed"
+
+
+def _json_says(url: str, text: str) -> Health:
+    """The URL answers and its body contains ``text`` (the Spark master's status says ALIVE)."""
+    def check(_num: int, _offset: int) -> bool:
+        try:
+            with _opener.open(url, timeout=3) as r:
+                return text in r.read().decode("utf-8", "replace")
+        except OSError:
+            return False
+    return check
 
 
 def _worker_health(base: int) -> Health:

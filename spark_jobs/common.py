@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core import storage
 from core.settings import get_settings
 
 
@@ -48,10 +49,18 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
         # from the context's start (Spark >= 3.5): setLogLevel below comes after its INFO lines
         .config("spark.log.level", os.environ.get("SPARK_LOG_LEVEL", "WARN"))
     )
+    if resolved_master.startswith("spark://"):  # a standalone cluster: each executor's share of a worker
+        builder = builder.config("spark.executor.memory", os.environ.get("SPARK_EXECUTOR_MEMORY", "1g"))
+    # DATA_DIR / ARTIFACTS_DIR in an object store: the s3a filesystem, its endpoint and credentials
+    for key, value in storage.spark_conf([settings.data_dir, settings.artifacts_dir]).items():
+        builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
     _ship_code(session)
-    checkpoint = checkpoint_dir or str(settings.local_dir / "spark-checkpoints")
+    # Executors write the checkpoints: beside the data when that is shared storage (a bucket).
+    default = settings.data_dir / "spark-checkpoints" if storage.is_remote(settings.data_dir) \
+        else settings.local_dir / "spark-checkpoints"
+    checkpoint = storage.spark_uri(checkpoint_dir or default)
     Path(checkpoint).mkdir(parents=True, exist_ok=True) if "://" not in checkpoint else None
     session.sparkContext.setCheckpointDir(checkpoint)
     return session

@@ -12,8 +12,6 @@ measured once on test, and the served model on everything.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ import scipy.sparse as sp
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from core import storage
+from core.settings import get_settings
 from spark_jobs.evaluation import ease_scorer, factor_scorer, popularity_scorer, rank_metrics
 from spark_jobs.interactions import Interactions, via_parquet
 from spark_jobs.single_node import EASE_MAX_ITEMS, ease_weights, ials_factors
@@ -129,11 +129,12 @@ def spark_als(spark: SparkSession, df: DataFrame, implicit: bool, **params):
     return als.fit(df)
 
 
-def factors_numpy(model, n_users: int, n_items: int, tmp: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Spark ALS factors as dense arrays indexed by uid/iid (missing rows stay zero), via Parquet."""
+def factors_numpy(model, n_users: int, n_items: int, tmp: Path | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Spark ALS factors as dense arrays indexed by uid/iid (missing rows stay zero), via Parquet
+    under ``tmp`` (default DATA_DIR/tmp), which the executors must be able to write."""
     rank = model.rank
     out = []
-    where = Path(tempfile.mkdtemp(prefix="als-factors-", dir=tmp))
+    where = storage.scratch(tmp or get_settings().data_dir / "tmp", "als-factors-")
     try:
         for name, frame, n in (("users", model.userFactors, n_users), ("items", model.itemFactors, n_items)):
             table = via_parquet(frame, where / name)
@@ -144,7 +145,7 @@ def factors_numpy(model, n_users: int, n_items: int, tmp: Path | None = None) ->
                 dense[ids] = flat.reshape(ids.size, rank)
             out.append(dense)
     finally:
-        shutil.rmtree(where, ignore_errors=True)
+        storage.remove_tree(where)
     return out[0], out[1]
 
 

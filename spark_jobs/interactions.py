@@ -15,10 +15,11 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+
+from core import storage
 
 
 def index_ids(reviews: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
@@ -50,14 +51,15 @@ def split_by_time(inter: DataFrame) -> DataFrame:
     return ranked.withColumn("part", part.cast("byte")).drop("_rn", "_n")
 
 
-def via_parquet(df: DataFrame, path: Path) -> pa.Table:
+def via_parquet(df: DataFrame, path: Path | str) -> pa.Table:
     """A DataFrame on the driver as an Arrow table, written by Spark and read back by pyarrow.
 
     Millions of rows: collecting them as Python rows over Py4J took minutes (the users and factors
-    of a 10M-review run) and holds every row as an object; Parquet is columnar and bounded.
+    of a 10M-review run) and holds every row as an object; Parquet is columnar and bounded. ``path``
+    may be in a bucket (DATA_DIR=s3a://..., core/storage.py), where a cluster's executors can write.
     """
-    df.write.mode("overwrite").parquet(str(path))
-    return pq.read_table(str(path))
+    df.write.mode("overwrite").parquet(storage.spark_uri(path))
+    return storage.read_parquet(path)
 
 
 def ids_in_order(ids: DataFrame, index: str, name: str, out_dir: Path) -> pa.Array:

@@ -208,6 +208,47 @@ def search_index_docs(products: DataFrame) -> DataFrame:
         "transform(categories, c -> cast(array_position(cats, c) - 1 as string))"), " ").alias("cat"))
 
 
+LIVE_READ_ROWS = 50_000  # live ratings per executor task that reads them
+
+
+def _live_reader(uri: str, db_name: str):
+    def read(ranges):
+        from core import mongo as m
+
+        ratings = m.get_db(uri, db_name)[m.RATINGS]
+        fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
+        for lo, hi in ranges:
+            bounds = {**({"$gte": lo} if lo is not None else {}), **({"$lt": hi} if hi is not None else {})}
+            for d in ratings.find({"_id": bounds} if bounds else {}, fields):
+                action = d.get("action", "rate")
+                if action in ("rate", "unrate"):
+                    yield (d["user_id"], d["product_id"], float(d["rating"]) if action == "rate" else None,
+                           float(d["ts"]))
+    return read
+
+
+def live_ratings(spark: SparkSession) -> DataFrame:
+    """The site's live ratings and removals (user_id, product_id, rating or null, ts), read by the
+    executors in ``_id`` ranges: the driver fetches only the ranges' bounds (one ``_id`` each), so
+    no user's data passes through it however many live ratings there are. Ranges, not skip/limit
+    pages, so that ratings stored meanwhile cannot shift a page over one not yet read.
+    """
+    settings = get_settings()
+    ratings = mongo.get_db()[mongo.RATINGS]
+    n = ratings.count_documents({})
+    parts = max(1, min(64, n // LIVE_READ_ROWS + 1))
+    cuts = [d["_id"] for k in range(1, parts)
+            for d in ratings.find({}, {"_id": 1}).sort("_id", 1).skip(k * n // parts).limit(1)]
+    bounds = [None, *sorted(set(cuts)), None]
+    ranges = list(zip(bounds[:-1], bounds[1:]))
+    rows = spark.sparkContext.parallelize(ranges, len(ranges)).mapPartitions(
+        _live_reader(settings.mongo_uri, settings.mongo_db))
+    # read once, kept on the executors: the load counts its documents, then writes them, and both
+    # must see the same snapshot of a collection the workers keep writing to
+    return spark.createDataFrame(rows, "user_id string, product_id string, rating double, ts double"
+                                 ).localCheckpoint(eager=True)
+
+
 def user_history_docs(spark: SparkSession, reviews: DataFrame) -> DataFrame:
     """Each user's ratings [{p: product, r: rating, t: ts}]: batch reviews merged with live site ratings.
 
@@ -216,14 +257,9 @@ def user_history_docs(spark: SparkSession, reviews: DataFrame) -> DataFrame:
     rating the user removed on the site (a later ``unrate`` event, even of a batch review) stays
     removed. "Not interested" lives in its own collection, which a reload leaves alone.
     """
-    live = [(d["user_id"], d["product_id"], float(d["rating"]) if d.get("action", "rate") == "rate" else None,
-             float(d["ts"]))
-            for d in mongo.get_db()[mongo.RATINGS].find({}, {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1,
-                                                             "action": 1})
-            if d.get("action", "rate") in ("rate", "unrate")]
     both = reviews.select("user_id", "product_id", F.col("rating").cast("double"), F.col("ts").cast("double"))
-    if live:  # times in seconds with fractions: a rating removed and given again within a second
-        both = both.unionByName(spark.createDataFrame(live, "user_id string, product_id string, rating double, ts double"))
+    # times in seconds with fractions: a rating removed and given again within a second
+    both = both.unionByName(live_ratings(spark))
     latest = both.withColumn("_n", F.row_number().over(
         Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("rating").asc_nulls_first()))
     ).where("_n = 1").where(F.col("rating").isNotNull())

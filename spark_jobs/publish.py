@@ -30,9 +30,9 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
-from core import artifacts, mongo, popular
+from core import artifacts, mongo, popular, storage
+from core.settings import get_settings
 from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
 
@@ -70,8 +70,8 @@ def gate(candidate: dict, current: str | None) -> tuple[bool, str]:
         "" if current is None else " and is at least the current version's on the same split")
 
 
-def _jsonl(path: Path):
-    with open(path) as f:
+def _jsonl(path):
+    with storage.open_text_input(path) as f:
         for line in f:
             yield json.loads(line)
 

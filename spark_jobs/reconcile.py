@@ -3,21 +3,21 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
+from core import storage
 from core.settings import get_settings
+from core.storage import Location
 
 
 class Unbalanced(RuntimeError):
     """The counts do not add up: some rows were lost; the job must fail loudly."""
 
 
-def write_record(run_id: str, job: str, record: dict[str, Any]) -> Path:
+def write_record(run_id: str, job: str, record: dict[str, Any]) -> Location:
     """Store the record as JSON under the run's folder and in MongoDB (best effort there)."""
     out = get_settings().data_dir / "runs" / run_id / f"{job}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    storage.write_text(out, json.dumps(record, indent=2, sort_keys=True, default=str))
     try:
         from core import mongo
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from core import ann, artifacts, mongo, recommend
+from core import ann, artifacts, mongo, recommend, storage
 from core.settings import get_settings
 from spark_jobs.interactions import ids_at
 
@@ -86,7 +86,7 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
         return "".join(json.dumps({"_id": uid, "items": recommend.without_excluded(
             got, excluded.get(uid, ()), n)}) + "\n" for uid, got in zip(ids_at(user_ids, rows), lists))
 
-    with open(d / "topn.jsonl", "w") as f:
+    with storage.open_text_output(d / "topn.jsonl") as f:
         for text in in_threads(user_lines, [users[s:s + block] for s in range(0, users.size, block)]):
             f.write(text)
     cosine = ann.build(ann.unit_rows(model.item_factors)) if model.ann is not None else None
@@ -95,7 +95,7 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
         return "".join(json.dumps({"_id": item_ids[i], "items": got}) + "\n"
                        for i, got in zip(idx.tolist(), recommend.similar_many(model, idx, 10, index=cosine)))
 
-    with open(d / "similar.jsonl", "w") as f:
+    with storage.open_text_output(d / "similar.jsonl") as f:
         for text in in_threads(item_lines, [items[s:s + block] for s in range(0, items.size, block)]):
             f.write(text)
     out = {"users_listed": int(users.size), "users": int(rated.shape[0]),

@@ -16,6 +16,7 @@ from airflow.sdk import BaseHook
 # The app's package is installed in the Airflow venv without its dependencies (bin/services install
 # airflow, docker/airflow.Dockerfile): core.settings and spark_jobs.pyfiles use only the standard
 # library, and the DAG and the jobs then agree on every default (DATA_DIR, LOCAL_DIR, DEMO_INPUT).
+from core import storage
 from core.settings import get_settings
 from spark_jobs import pyfiles
 
@@ -29,7 +30,9 @@ JOB_ENV_VARS = (
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_PORT", "KAFKA_RATINGS_TOPIC", "KAFKA_DEAD_LETTER_TOPIC",
     "KAFKA_RATINGS_PARTITIONS", "REDIS_URL", "REDIS_PORT", "RECS_TOP_N",
     "SPARK_MASTER", "SPARK_DRIVER_MEMORY", "SPARK_SHUFFLE_PARTITIONS", "SPARK_LOG_LEVEL",
-    "SPARK_UI_ENABLED", "SPARK_MAX_PARTITION_BYTES", "PYSPARK_DRIVER_PYTHON",
+    "SPARK_UI_ENABLED", "SPARK_MAX_PARTITION_BYTES", "PYSPARK_DRIVER_PYTHON", "SPARK_EXECUTOR_MEMORY",
+    "SPARK_LOCAL_IP", "S3_ENDPOINT_URL", "S3_PORT", "S3_PATH_STYLE", "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
 )
 
 
@@ -61,6 +64,10 @@ def job_env() -> dict[str, str]:
         from airflow.sdk.log import mask_secret
 
         mask_secret(env["MONGO_URI"])
+    if env.get("AWS_SECRET_ACCESS_KEY"):
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(env["AWS_SECRET_ACCESS_KEY"])
     return env
 
 
@@ -111,4 +118,7 @@ class SparkJobOperator(SparkSubmitOperator):
             self.application_args = [*self.args_from_params(context["params"]), *(self.application_args or [])]
         # core/ and spark_jobs/ for the executors (and a cluster's driver), as bin/pipeline ships them
         self.py_files = str(pyfiles.build())
+        settings = get_settings()  # s3a:// DATA_DIR or ARTIFACTS_DIR: hadoop-aws, as bin/pipeline passes it
+        if any(storage.is_remote(w) for w in (settings.data_dir, settings.artifacts_dir)):
+            self.jars = ",".join(storage.s3a_jars())
         return super().execute(context)

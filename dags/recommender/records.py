@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.exceptions import AirflowFailException
 
+from core import storage
 from core.settings import get_settings
 
 
@@ -29,10 +30,10 @@ def fs_safe(run_id: str) -> str:
 def read_train_record(run_id: str) -> dict[str, Any]:
     """The model version and metrics that train recorded for this run; fails when there are none."""
     path = get_settings().data_dir / "runs" / fs_safe(run_id) / "train.json"
-    if not path.is_file():
+    if not storage.is_file(path):
         raise AirflowFailException(f"train left no record at {path}: did it run with --run-id {fs_safe(run_id)}?")
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(storage.read_text(path))
     except json.JSONDecodeError as exc:
         raise AirflowFailException(f"train record {path} is not JSON: {exc}") from exc
     if record.get("status", "ok") != "ok":

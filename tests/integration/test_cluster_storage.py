@@ -1,0 +1,216 @@
+"""The distributed path: a Spark standalone cluster and an S3-compatible object store, both real.
+
+``bin/services start s3 spark`` starts them (as CI would, from nothing: gofakes3 is built from its
+Go module, hadoop-aws comes from Maven Central); services this module started are stopped again.
+The fast tests check core/storage.py and the model artifacts against the real server; the slow
+ones run ``bin/pipeline`` and ``airflow dags test`` with ``SPARK_MASTER=spark://127.0.0.1:7077``
+and ``DATA_DIR`` / ``ARTIFACTS_DIR`` in the bucket, and check from the master that the jobs ran on
+its workers and from the bucket that every record, Parquet folder and model file is there (and
+nothing was written to the local default folders).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.integration.test_airflow_dag import airflow_venv  # noqa: F401  the same fixture (bin/services install airflow)
+
+ROOT = Path(__file__).resolve().parents[2]
+MASTER = f"spark://127.0.0.1:{os.environ.get('SPARK_MASTER_PORT', '7077')}"
+BUCKET = os.environ.get("S3_BUCKET", "recommender")
+CLUSTER_SERVICES = ["s3", "spark-master", "spark-worker-1", "spark-worker-2"]
+
+pytestmark = pytest.mark.integration
+
+
+def _services(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / "bin" / "services"), *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The object store and the Spark cluster, started by bin/services; stopped after if we started them."""
+    was_running = [s for s in CLUSTER_SERVICES if _services("status", s).returncode == 0]
+    started = _services("start", "s3", "spark")
+    assert started.returncode == 0, f"bin/services start s3 spark failed:\n{started.stdout}\n{started.stderr}"
+    yield
+    stop = [s for s in CLUSTER_SERVICES if s not in was_running]
+    if stop:
+        _services("stop", *stop)
+
+
+@pytest.fixture
+def prefix(cluster):
+    """A fresh prefix in the bucket, removed afterwards."""
+    from core import storage
+
+    where = storage.location(f"s3a://{BUCKET}/test-{uuid.uuid4().hex[:10]}")
+    yield where
+    storage.remove_tree(where)
+
+
+def _master_state() -> dict:
+    port = os.environ.get("SPARK_MASTER_WEBUI_PORT", "8090")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_cluster_has_two_alive_workers(cluster):
+    state = _master_state()
+    assert state["status"] == "ALIVE" and state["url"] == MASTER
+    alive = [w for w in state["workers"] if w["state"] == "ALIVE"]
+    assert len(alive) >= 2, state["workers"]
+    assert all(w["cores"] == 1 for w in alive), alive
+
+
+def test_storage_round_trip_in_the_bucket(prefix):
+    """Files, listing, atomic whole-file writes, deletion and a missing file, on the real server."""
+    from core import storage
+
+    assert not storage.exists(prefix / "a.txt")
+    with pytest.raises(FileNotFoundError):
+        storage.read_text(prefix / "a.txt")
+    storage.write_text(prefix / "a.txt", "one")
+    storage.write_text(prefix / "a.txt", "two")  # replaced whole
+    storage.write_bytes(prefix / "sub" / "b.bin", b"\x00\x01")
+    with storage.open_text_output(prefix / "lines.jsonl") as f:
+        f.write("".join(json.dumps({"i": i}) + "\n" for i in range(1000)))
+    assert storage.read_text(prefix / "a.txt") == "two"
+    assert storage.read_bytes(prefix / "sub" / "b.bin") == b"\x00\x01"
+    assert storage.listdir(prefix) == ["a.txt", "lines.jsonl", "sub"]
+    assert storage.is_file(prefix / "a.txt") and not storage.is_file(prefix / "sub")
+    with storage.open_text_input(prefix / "lines.jsonl") as f:
+        assert [json.loads(line)["i"] for line in f] == list(range(1000))
+    storage.remove_tree(prefix / "sub")
+    assert storage.listdir(prefix) == ["a.txt", "lines.jsonl"]
+
+
+def test_model_versions_publish_and_load_from_the_bucket(prefix):
+    """What the workers and the site read: a version, CURRENT, the metrics, as on a local disk."""
+    from core import artifacts
+
+    root = prefix / "artifacts"
+    assert artifacts.current_version(root) is None and artifacts.load_model(root=root) is None
+    factors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    version = artifacts.save_model(["p1", "p2", "p3", "p4"], factors, {"kind": "ials"}, {"ndcg@10": 0.5},
+                                   root=root)
+    with pytest.raises(FileExistsError):
+        artifacts.save_model(["p1", "p2", "p3", "p4"], factors, {"kind": "ials"}, version=version, root=root)
+    with pytest.raises(FileNotFoundError):
+        artifacts.publish("no-such-version", root=root)
+    artifacts.publish(version, root=root)
+    assert artifacts.current_version(root) == version
+    model = artifacts.load_model(root=root)
+    assert model.version == version and model.item_ids == ["p1", "p2", "p3", "p4"]
+    np.testing.assert_array_equal(model.item_factors, factors)
+    assert artifacts.read_metrics(version, root) == {"ndcg@10": 0.5}
+
+
+def _run_env(prefix, mongo_db: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK_"))}
+    env.update(SPARK_MASTER=MASTER, DATA_DIR=str(prefix / "data"), ARTIFACTS_DIR=str(prefix / "artifacts"),
+               EDA_DIR=str(tmp_path / "eda"), MONGO_DB=mongo_db, SPARK_LOCAL_IP="127.0.0.1",
+               SPARK_DRIVER_MEMORY="2g", SPARK_EXECUTOR_MEMORY="1g", SPARK_SHUFFLE_PARTITIONS="4",
+               PYTHONPATH=str(ROOT))
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return env
+
+
+def _apps_since(before: set[str]) -> list[dict]:
+    state = _master_state()
+    return [a for a in state.get("completedapps", []) + state.get("activeapps", []) if a["id"] not in before]
+
+
+def _apps_with_executors_on(worker: int) -> set[str]:
+    """Ids of the applications that had an executor on worker N (its own JSON status)."""
+    port = int(os.environ.get("SPARK_MASTER_WEBUI_PORT", "8090")) + worker
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/", timeout=10) as r:
+        state = json.loads(r.read())
+    return {e["appid"] for e in state.get("executors", []) + state.get("finishedexecutors", [])}
+
+
+@pytest.fixture
+def scratch_db():
+    from core import mongo
+
+    name = f"test_cluster_{uuid.uuid4().hex[:8]}"
+    yield name
+    mongo.get_client().drop_database(name)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_pipeline_runs_on_the_cluster_with_data_and_models_in_the_bucket(prefix, scratch_db, tmp_path):
+    from core import artifacts, mongo, storage
+
+    before = {a["id"] for a in _master_state().get("completedapps", [])}
+    env = _run_env(prefix, scratch_db, tmp_path)
+    run = subprocess.run([str(ROOT / "bin" / "pipeline"), "--run-id", "cluster-run"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=3500)
+    log = f"{run.stdout[-5000:]}\n{run.stderr[-5000:]}"
+    assert run.returncode == 0, log
+
+    # every job was an application of the standalone master, and used both workers
+    apps = _apps_since(before)
+    names = {a["name"] for a in apps}
+    assert {f"amazon-recommender:{j}" for j in ("load", "clean", "mongo_load", "eda", "train")} <= names, names
+    ours = {a["id"] for a in apps}
+    assert ours <= _apps_with_executors_on(1) and ours <= _apps_with_executors_on(2), "an executor missing"
+
+    # the records, the Parquet and the model are in the bucket
+    runs = prefix / "data" / "runs" / "cluster-run"
+    assert storage.listdir(runs) == sorted(f"{j}.json" for j in ("clean", "eda", "load", "mongo_load",
+                                                                  "publish", "train"))
+    load = json.loads(storage.read_text(runs / "load.json"))
+    assert load["balanced"] and load["counts_in"]["lines"] == sum(load["counts_out"].values())
+    assert {"reviews", "products"} <= set(storage.listdir(prefix / "data" / "clean"))
+    version = json.loads(storage.read_text(runs / "train.json"))["version"]
+    assert artifacts.current_version(prefix / "artifacts") == version, log
+    files = storage.listdir(prefix / "artifacts" / "models" / version)
+    assert {"item_factors.npy", "item_ids.json", "metrics.json", "params.json", "topn.jsonl", "similar.jsonl"} <= set(files)
+
+    # publish loaded the version's lists from the bucket into MongoDB
+    db = mongo.get_db(name=scratch_db)
+    with storage.open_text_input(prefix / "artifacts" / "models" / version / "topn.jsonl") as f:
+        listed = sum(1 for line in f if json.loads(line)["items"])
+    stored = db[mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, version)].count_documents({})
+    assert stored == listed > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_airflow_dag_runs_on_the_cluster(airflow_venv, prefix, scratch_db, tmp_path):
+    """``airflow dags test`` with the Spark connection pointed at the master, on one bundled category."""
+    from core import artifacts, storage
+    from tests.integration.test_airflow_dag import CHAIN, DAG_ID, _airflow, _airflow_env, _json_output
+
+    before = {a["id"] for a in _master_state().get("completedapps", [])}
+    env = _airflow_env(tmp_path / "airflow-home", **{
+        k: v for k, v in _run_env(prefix, scratch_db, tmp_path).items()
+        if k in ("SPARK_MASTER", "DATA_DIR", "ARTIFACTS_DIR", "EDA_DIR", "MONGO_DB", "SPARK_LOCAL_IP",
+                 "SPARK_DRIVER_MEMORY", "SPARK_EXECUTOR_MEMORY", "SPARK_SHUFFLE_PARTITIONS")},
+        AIRFLOW_CONN_SPARK_DEFAULT=json.dumps({"conn_type": "spark", "host": MASTER}))
+    for k in ("SPARK_SUBMIT_BINARY", "APP_VENV", "APP_PYTHON", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
+        env.pop(k, None)
+    assert _airflow(airflow_venv, env, "db", "migrate").returncode == 0
+    conf = {"engine": "auto", "inputs": ["data/demo/amazon2018_*gift_cards*.jsonl.gz"]}
+    run = _airflow(airflow_venv, env, "dags", "test", DAG_ID, "-c", json.dumps(conf))
+    log = f"{run.stdout[-6000:]}\n{run.stderr[-6000:]}"
+    runs = _airflow(airflow_venv, env, "dags", "list-runs", DAG_ID, "-o", "json")
+    (dag_run,) = _json_output(runs.stdout)
+    states = _airflow(airflow_venv, env, "tasks", "states-for-dag-run", DAG_ID, dag_run["run_id"], "-o", "json")
+    assert {t["task_id"]: t["state"] for t in _json_output(states.stdout)} == {t: "success" for t in CHAIN}, log
+
+    names = {a["name"] for a in _apps_since(before)}
+    assert {f"amazon-recommender:{j}" for j in ("load", "clean", "mongo_load", "eda", "train")} <= names, names
+    (run_id,) = storage.listdir(prefix / "data" / "runs")
+    version = json.loads(storage.read_text(prefix / "data" / "runs" / run_id / "train.json"))["version"]
+    assert artifacts.current_version(prefix / "artifacts") == version, log
+
