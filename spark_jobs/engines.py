@@ -46,9 +46,10 @@ EASE_GRID = [float(x) for x in os.environ.get("EASE_LAMBDAS", "50,100,200,400,80
 IALS_GRID = [dict(factors=f, reg=r, alpha=a, iterations=15)
              for f in (32, 64) for r in (0.01, 0.1) for a in (2.0, 10.0)]
 # Measured by bench/train_memory.py (train's driver path after Spark hands over the split, on
-# 1M and 5M synthetic interactions; docs/benchmarks.md): peak RSS above the process's base was
-# 0.37 GB at 1M (exact serving lists) and 1.05 GB at 5M (0.70 GB through the served model's fit,
-# then the ANN indexes and the lists' blocks), growing by ~170 bytes per interaction (before the
+# 1M, 5M and 10M synthetic interactions; docs/benchmarks.md): peak RSS above the process's base
+# was 0.37 GB at 1M (exact serving lists), 1.05 GB at 5M (0.70 GB through the served model's fit,
+# then the ANN indexes and the lists' blocks) and 1.51 GB at 10M: 110 bytes per interaction of
+# growth between 1M and 10M (before the
 # compact layout the whole job grew by 650). The estimate below covers both with a margin: a
 # fixed part (evaluation and serving-list blocks on two threads), a part per pair, and one per
 # user and item (float32 factor copies at a fit's peak, the HNSW graphs, the id).

@@ -8,7 +8,8 @@ GB = 2 ** 30
 TEN_M = dict(n_items=633_073, n_interactions=9_792_140, n_users=1_692_160)
 # bench/train_memory.py, 2026-11-30: peak RSS of train's driver path above its base
 MEASURED = [(dict(n_interactions=1_000_000, n_users=137_548, n_items=63_518), 0.37 * GB),
-            (dict(n_interactions=5_000_000, n_users=649_798, n_items=315_397), 1.05 * GB)]
+            (dict(n_interactions=5_000_000, n_users=649_798, n_items=315_397), 1.05 * GB),
+            (dict(n_interactions=10_000_000, n_users=1_279_767, n_items=629_120), 1.51 * GB)]
 
 
 def test_estimate_is_not_below_what_bench_train_memory_measured():
