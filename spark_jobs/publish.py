@@ -32,7 +32,6 @@ import sys
 import time
 
 from core import artifacts, mongo, popular, storage
-from core.settings import get_settings
 from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
 
