@@ -21,10 +21,10 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from core import storage
 
 LEDGER_FILE = "_ledger.json"
 _CHUNK = 4 << 20
@@ -86,18 +86,14 @@ def list_units(inputs: list[str]) -> list[Unit]:
 
 
 def read_ledger(directory: str) -> dict[str, Any]:
-    path = Path(_local(directory)) / LEDGER_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    path = storage.location(_local(directory)) / LEDGER_FILE
+    return json.loads(storage.read_text(path)) if storage.is_file(path) else {}
 
 
 def write_ledger(directory: str, ledger: dict[str, Any]) -> None:
-    """Replace the ledger atomically (a crash leaves the old one or the new one, never half)."""
-    target = Path(_local(directory)) / LEDGER_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".ledger-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(ledger, f, indent=2, sort_keys=True)
-    os.replace(tmp, target)
+    """Replace the ledger atomically (a crash leaves the old one or the new one, never half): a
+    rename on a local disk, one PUT in a bucket (DATA_DIR=s3a://..., core/storage.py)."""
+    storage.write_text(storage.location(_local(directory)) / LEDGER_FILE, json.dumps(ledger, indent=2, sort_keys=True))
 
 
 def category_fingerprints(units: dict[str, dict]) -> dict[str, str]:
