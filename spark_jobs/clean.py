@@ -184,7 +184,9 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     _write_partitions(spark, reviews, f"{out_dir}/reviews", "category", dirty, f"{staging}/reviews")
     _write_partitions(spark, products, f"{out_dir}/products", "file_category", dirty, f"{staging}/products")
     if not units.has_partitions(spark, f"{out_dir}/products"):  # readable when no category has metadata
-        spark.createDataFrame([], products.schema).write.mode("overwrite").parquet(
+        # the partition column lives in the folder name only, as partitionBy writes it (a copy inside
+        # the file too makes pyarrow refuse the folder: string vs dictionary)
+        spark.createDataFrame([], products.drop("file_category").schema).write.mode("overwrite").parquet(
             f"{out_dir}/products/file_category={units.partition_value(dirty[0])}")
     units.delete(spark, staging)
     for folder in ("reviews", "products"):  # a DataFrame cached over the old files must not answer for the new

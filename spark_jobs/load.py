@@ -367,7 +367,9 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     if todo:
         units.write_ledger(out_dir, {**ledger, "units": done})
     record.update(status="ok", run_id=run_id, inputs=inputs, quarantine_reasons=reasons,
-                  loaded=[u.name for u in todo], skipped=skipped, per_file=by_unit,
+                  loaded=[u.name for u in todo], skipped=skipped,
+                  # a list, not a map keyed by file name: MongoDB (FerretDB) refuses keys with "."
+                  per_file=[{"file": name, **counts} for name, counts in sorted(by_unit.items())],
                   seconds=round(time.time() - started, 2), output=out_dir)
     for reason, n in reasons.items():
         print(f"  quarantined  {reason:<28}{n:>12,}")

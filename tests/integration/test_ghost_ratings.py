@@ -20,7 +20,6 @@ import signal
 import threading
 import time
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -46,7 +45,8 @@ def ghost_site(private_services):
 def frozen_broker(ghost_site):
     """``freeze()`` stops the private broker with SIGSTOP (connections stay open, nothing is
     answered), ``thaw()`` resumes it; it is always resumed at the end."""
-    pid = int((Path(ghost_site.services.state) / "run" / "kafka.pid").read_text().strip())
+    # `bin/services status kafka`: "kafka  running  <pid>  <address>" (supervisord's child: the broker's JVM)
+    pid = int(ghost_site.services.services("status", "kafka").split()[2])
     frozen = []
 
     def freeze() -> None:
