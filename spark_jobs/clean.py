@@ -110,20 +110,10 @@ def _read_or_none(spark: SparkSession, path: str) -> DataFrame | None:
 def _write_partitions(spark: SparkSession, df: DataFrame, out: str, column: str, values: list[str],
                       staging: str) -> None:
     """Replace the ``column=value`` partitions of ``out`` for ``values`` (and only those) by ``df``'s."""
-    spark.conf.set("spark.sql.optimizer.plannedWrite.enabled", "false")  # no sort by partition first
-    spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", "64")
-    try:
-        df.write.mode("overwrite").partitionBy(column).parquet(staging)
-    finally:
-        spark.conf.unset("spark.sql.optimizer.plannedWrite.enabled")
-        spark.conf.unset("spark.sql.maxConcurrentOutputFileWriters")
+    units.write_partitioned(df, staging, column)
     for value in values:
-        src = f"{staging}/{column}={units.partition_value(value)}"
-        dst = f"{out}/{column}={units.partition_value(value)}"
-        if units.exists(spark, src):
-            units.move(spark, src, dst)
-        else:
-            units.delete(spark, dst)
+        part = f"{column}={units.partition_value(value)}"
+        units.replace_partition(spark, f"{staging}/{part}", f"{out}/{part}")
     units.delete(spark, staging)
 
 

@@ -319,24 +319,12 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     if todo:
         staging = f"{out_dir}/_staging/{run_id}-{int(started)}"
         lines = reduce(DataFrame.unionByName, [unit_lines(spark, u) for u in todo])
-        # One writer per (kind, unit) open at once instead of sorting each task's rows by the
-        # partition columns first (Spark's default for partitioned writes: a sort of the whole data).
-        spark.conf.set("spark.sql.optimizer.plannedWrite.enabled", "false")
-        spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", "64")
-        try:
-            classified_rows(classify(lines)).write.mode("overwrite").partitionBy("kind", "unit").parquet(staging)
-        finally:
-            spark.conf.unset("spark.sql.optimizer.plannedWrite.enabled")
-            spark.conf.unset("spark.sql.maxConcurrentOutputFileWriters")
+        units.write_partitioned(classified_rows(classify(lines)), staging, "kind", "unit")
         lines_in = {r["unit"]: r["count"] for r in lines.select("unit").groupBy("unit").count().collect()}
         for u in todo:
             for kind, folder in KINDS.items():
-                src = f"{staging}/kind={kind}/unit={units.partition_value(u.name)}"
-                dst = f"{out_dir}/{folder}/unit={units.partition_value(u.name)}"
-                if units.exists(spark, src):
-                    units.move(spark, src, dst)
-                else:
-                    units.delete(spark, dst)
+                unit = f"unit={units.partition_value(u.name)}"
+                units.replace_partition(spark, f"{staging}/kind={kind}/{unit}", f"{out_dir}/{folder}/{unit}")
         units.delete(spark, f"{out_dir}/_staging")
         for folder in KINDS.values():  # an empty partition with the schema, so every output folder is readable
             if not units.exists(spark, f"{out_dir}/{folder}") or not units.has_partitions(spark, f"{out_dir}/{folder}"):
