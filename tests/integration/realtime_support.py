@@ -50,6 +50,21 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, every_
         time.sleep(every_s)
 
 
+def own_database(monkeypatch, base_name: str, suffix: str, **env: str):
+    """A test's own MongoDB database, ``<base_name>_<suffix>``, with ``env`` set beside ``MONGO_DB``;
+    dropped afterwards and the environment restored (a fixture: ``yield from own_database(...)``)."""
+    from core import mongo
+
+    name = f"{base_name}_{suffix}"[:60]
+    for key, value in {**env, "MONGO_DB": name}.items():
+        monkeypatch.setenv(key, value)
+    reset_core_caches()
+    yield mongo.get_db()
+    mongo.get_client().drop_database(name)
+    monkeypatch.undo()
+    reset_core_caches()
+
+
 def reset_core_caches(mongo_uri_changed: bool = False) -> None:
     """Forget cached settings (and the producer, and on request the MongoDB clients) after the
     environment changed. ``mongo.get_client()`` caches the client of the first URI under ``None``."""

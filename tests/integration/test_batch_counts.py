@@ -78,15 +78,9 @@ def test_clean_fails_when_rows_go_missing(spark, raw, tmp_path, monkeypatch):
 
 @pytest.fixture
 def own_db(monkeypatch, settings, mongo_db):
-    from realtime_support import reset_core_caches
+    from realtime_support import own_database
 
-    name = f"{settings.mongo_db}_counts"[:60]
-    monkeypatch.setenv("MONGO_DB", name)
-    reset_core_caches()
-    yield mongo.get_db()
-    mongo.get_client().drop_database(name)
-    monkeypatch.undo()
-    reset_core_caches()
+    yield from own_database(monkeypatch, settings.mongo_db, "counts")
 
 
 def test_mongo_load_reconciles_every_collection(spark, raw, tmp_path, own_db, monkeypatch):

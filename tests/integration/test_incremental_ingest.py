@@ -25,15 +25,9 @@ THIRD = [DEMO_DIR / "amazon2018_gift_cards_5.jsonl.gz", DEMO_DIR / "amazon2018_m
 
 @pytest.fixture
 def own_db(monkeypatch, settings, mongo_db):
-    from realtime_support import reset_core_caches
+    from realtime_support import own_database
 
-    name = f"{settings.mongo_db}_incr"[:60]
-    monkeypatch.setenv("MONGO_DB", name)
-    reset_core_caches()
-    yield mongo.get_db()
-    mongo.get_client().drop_database(name)
-    monkeypatch.undo()
-    reset_core_caches()
+    yield from own_database(monkeypatch, settings.mongo_db, "incr")
 
 
 def _files(folder) -> dict[str, float]:

@@ -16,7 +16,7 @@ import pytest
 import scipy.sparse as sp
 
 from core import artifacts, mongo
-from realtime_support import reset_core_caches
+from realtime_support import own_database
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +27,7 @@ USERS = [f"PGU{i:03d}" for i in range(6)]
 @pytest.fixture
 def own(monkeypatch, tmp_path, settings, mongo_db, kafka_topics):
     """This test's own artifacts folder and MongoDB database."""
-    name = f"{settings.mongo_db}_publish"[:60]
-    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("MONGO_DB", name)
-    reset_core_caches()
-    yield mongo.get_db()
-    mongo.get_client().drop_database(name)
-    monkeypatch.undo()
-    reset_core_caches()
+    yield from own_database(monkeypatch, settings.mongo_db, "publish", ARTIFACTS_DIR=str(tmp_path / "artifacts"))
 
 
 def _version(metrics: dict, seed: int = 0, lists: bool = True) -> str:
