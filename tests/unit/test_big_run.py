@@ -1,0 +1,37 @@
+"""bench/big_run.py's report: the growth exponent between two sizes and the extrapolation from it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import big_run
+
+
+def _result(tmp: Path, name: str, review_lines: int, seconds: float, rss: int) -> dict:
+    data = tmp / name / "data"
+    data.mkdir(parents=True)
+    (data / "manifest.json").write_text(json.dumps({"review_lines": review_lines}))
+    log = tmp / name / "work" / "logs" / "load.log"
+    return {"data": str(data), "run_id": name, "stages": {
+        "load": {"ok": True, "status": "ok", "seconds": seconds, "peak_rss": rss, "log": str(log)}}}
+
+
+def test_growth_exponent_and_extrapolation(tmp_path: Path, capsys) -> None:
+    # 10x the rows in 20x the time: e = log(20)/log(10) = 1.30, and 233.1M is 23.31x the larger size
+    small = _result(tmp_path, "small", 1_000_000, 10.0, 1 * 2 ** 30)
+    big = _result(tmp_path, "big", 10_000_000, 200.0, 2 * 2 ** 30)
+    big_run.report(big, small)
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("load") and "e =" in ln)
+    hours = 200.0 * 23.31 ** 1.30103 / 3600
+    assert "e = 1.30" in line
+    assert f"{hours:6.1f} h" in line  # not the linear 1.3 h
+    # peak RSS through both points: 1 GB per 9M lines -> 2 + 223.1/9 GB at 233.1M
+    assert f"{2 + 223.1 / 9:6.1f} GB" in line
+
+
+def test_load_reads_the_manifest_file_list_not_a_glob(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": [{"path": "Books.json.gz"},
+                                                                  {"path": "meta_Books.json.gz"}]}))
+    args = big_run.stage_args("load", tmp_path, tmp_path / "work", "r1")
+    assert args == ["--input", str(tmp_path / "Books.json.gz"), "--input", str(tmp_path / "meta_Books.json.gz")]
