@@ -28,14 +28,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.gen.manifest import manifest_differences  # noqa: E402
-from bench.pipeline_scale import FULL_2018, GB, ROOT, VENV, run_stage, stage_env  # noqa: E402
+from bench.pipeline_scale import FULL_2018, GB, run_record, run_stage, stage_env, submit  # noqa: E402
 
 STAGES = ("load", "clean", "mongo_load", "eda", "train", "publish")
-
-
-def _record(work: Path, run_id: str, stage: str) -> dict | None:
-    path = work / "data" / "runs" / run_id / f"{stage}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def stage_args(stage: str, data: Path, work: Path, run_id: str) -> list[str]:
@@ -45,7 +40,7 @@ def stage_args(stage: str, data: Path, work: Path, run_id: str) -> list[str]:
     if stage == "train":
         return ["--engine", "auto"]
     if stage == "publish":
-        train = _record(work, run_id, "train") or {}
+        train = run_record(work, run_id, "train") or {}
         return ["--version", train["version"], "--force"]  # the gate compares with a previous version: none here
     return []
 
@@ -59,13 +54,11 @@ def run(opts: argparse.Namespace) -> dict:
     run_id = result["run_id"]
     env = stage_env(work, opts.db or f"big_{opts.data.name}")
     for stage in opts.stages:
-        rec = _record(work, run_id, stage)
+        rec = run_record(work, run_id, stage)
         if stage in result["stages"] and rec and rec.get("status") == "ok":
             print(f"  {stage}: done in an earlier sitting ({result['stages'][stage]['seconds']:.0f} s); skipped")
             continue
-        cmd = [str(VENV / "bin" / "spark-submit"), "--master", opts.master, "--driver-memory", opts.driver_memory,
-               str(ROOT / "spark_jobs" / f"{stage}.py"), *stage_args(stage, opts.data, work, run_id),
-               "--run-id", run_id]
+        cmd = submit(f"spark_jobs/{stage}.py", [*stage_args(stage, opts.data, work, run_id), "--run-id", run_id], opts)
         r = run_stage(stage, cmd, env, work / "logs" / f"{stage}.log", opts.timeout, int(opts.max_rss * GB))
         r["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
         result["stages"][stage] = r
@@ -77,7 +70,7 @@ def run(opts: argparse.Namespace) -> dict:
 
 
 def _stage_rows(result: dict, stage: str, work: Path) -> int | None:
-    rec = _record(work, result["run_id"], stage) or {}
+    rec = run_record(work, result["run_id"], stage) or {}
     if stage == "load":
         return (rec.get("counts_in") or {}).get("lines")
     if stage in ("clean", "mongo_load"):
@@ -87,14 +80,16 @@ def _stage_rows(result: dict, stage: str, work: Path) -> int | None:
     return None
 
 
-def review_lines(result: dict) -> int:
-    """The run's size as the release counts it (233.1M review lines), from the generator's manifest."""
-    return json.loads((Path(result["data"]) / "manifest.json").read_text())["review_lines"]
+def manifest_of(result: dict) -> dict:
+    """The generator's manifest of the run's data: its counts, and its size as the release counts it
+    (``review_lines``: 233.1M for the whole release)."""
+    return json.loads((Path(result["data"]) / "manifest.json").read_text())
 
 
 def report(result: dict, smaller: dict | None) -> None:
     work = Path(result["stages"][next(iter(result["stages"]))]["log"]).parent.parent
-    lines = review_lines(result)
+    manifest = manifest_of(result)
+    lines = manifest["review_lines"]
     print(f"\nBig run: {lines:,} review lines from {result['data']} (run {result['run_id']})")
     head = f"{'stage':<12}{'rows in':>14}{'seconds':>10}{'rows/s':>10}{'peak RSS':>10}  status"
     print(head + "\n" + "-" * len(head))
@@ -103,12 +98,11 @@ def report(result: dict, smaller: dict | None) -> None:
         rate = f"{rows / r['seconds']:,.0f}" if rows and r["ok"] else ""
         print(f"{stage:<12}{(f'{rows:,}' if rows else ''):>14}{r['seconds']:>10.0f}{rate:>10}"
               f"{r['peak_rss'] / GB:>8.2f}GB  {r['status']} (load after {r.get('load_average_after')})")
-    manifest = json.loads((Path(result["data"]) / "manifest.json").read_text())
-    load, clean = _record(work, result["run_id"], "load"), _record(work, result["run_id"], "clean")
+    load, clean = run_record(work, result["run_id"], "load"), run_record(work, result["run_id"], "clean")
     if load and clean:
         probs = manifest_differences(manifest, load, clean)
         print("reconciliation with the manifest: " + ("exact (0 unaccounted rows)" if not probs else "; ".join(probs)))
-    train = _record(work, result["run_id"], "train")
+    train = run_record(work, result["run_id"], "train")
     if train and train.get("status") == "ok":
         m = train["metrics"]
         pop = (m.get("baselines") or {}).get("popularity") or {}
@@ -118,7 +112,7 @@ def report(result: dict, smaller: dict | None) -> None:
             print("train by phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in train["timings"].items()))
         print(f"serving lists: {m.get('serving_lists')}")
     if smaller:
-        n1, n2 = review_lines(smaller), lines
+        n1, n2 = manifest_of(smaller)["review_lines"], lines
         print(f"\nExtrapolation to {FULL_2018 / 1e6:.1f}M lines from the growth between {n1:,} and {n2:,} lines "
               "(t = t2 * (N/n2)^e, e = log(t2/t1)/log(n2/n1); peak RSS linear through both points):")
         total = 0.0

@@ -207,7 +207,8 @@ def submit(script: str, args: list[str], opts: argparse.Namespace) -> list[str]:
             str(ROOT / script), *args]
 
 
-def _record(base: Path, run_id: str, job: str) -> dict | None:
+def run_record(base: Path, run_id: str, job: str) -> dict | None:
+    """The job's run record under ``base``'s DATA_DIR (what bin/pipeline --resume reads), if written."""
     path = base / "data" / "runs" / run_id / f"{job}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -251,8 +252,8 @@ def run_size(rows: int, work: Path, db: str, opts: argparse.Namespace) -> dict:
         if not r["ok"]:
             res["stopped"] = name
             break
-    res["load_record"], res["clean_record"] = _record(base, run_id, "load"), _record(base, run_id, "clean")
-    train_rec = _record(base, run_id, "train")
+    res["load_record"], res["clean_record"] = run_record(base, run_id, "load"), run_record(base, run_id, "clean")
+    train_rec = run_record(base, run_id, "train")
     if train_rec:
         res["train"] = {k: train_rec.get(k) for k in ("engine", "seconds", "timings")}
         m = train_rec.get("metrics") or {}
