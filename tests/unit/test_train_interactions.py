@@ -62,3 +62,25 @@ def test_tuning_sample_is_bounded_and_everyone_below_the_budget():
     sample = engines.tuning_sample(data, budget=n_train // 4)
     assert sample.shape[0] == int(300 * (n_train // 4) / n_train) and sample.shape[1] == 80
     assert 0.1 * n_train < int((sample.part == 0).sum()) < 0.45 * n_train
+
+
+def test_gate_numbers_come_from_every_user_not_the_tuning_sample(monkeypatch):
+    """At scale the grid runs on a sample of users, but the publish gate's three validation numbers
+    (ours, popularity, the published version) must come from every user's validation split, ours
+    from the chosen configuration fitted on every user's training pairs."""
+    arr = arrays()
+    data = Interactions.from_arrays(arr["uid"], arr["iid"], arr["part"], [f"u{u}" for u in range(300)],
+                                    [f"i{i}" for i in range(80)])
+    monkeypatch.setattr(engines, "tuning_sample", lambda d: d.subset(np.arange(0, 300, 4)))
+    monkeypatch.setattr(engines, "EASE_GRID", [10.0, 100.0])
+    seen = []
+    ranked = engines.select_and_test("ease", data, current=lambda x, val: seen.append((x.shape, len(val))) or {})
+
+    n_eval = engines.eval_users(80)
+    x_train, val = data.matrix(0), data.heldout(1, n_eval)
+    assert seen == [((300, 80), len(val))]
+    assert ranked["tuning"]["users"] == 75
+    want = engines.fit_and_measure("ease", ranked["best"], x_train, val, 0)
+    assert ranked["validation"] == want
+    pop = engines.rank_metrics(engines.popularity_scorer(x_train), x_train, val, engines.K)
+    assert ranked["popularity_validation"] == pop
