@@ -104,11 +104,57 @@ def measure(data: Path) -> dict:
     return out
 
 
+# Reviews kept by the release's published per-category 5-cores, against the category's reviews: the
+# users' loyalty to one category that the generator must reproduce. The four small ones are the
+# line counts of the shared 5-core files; Electronics is the release's own table.
+RELEASE_FIVE_CORE = {"Electronics": (6_739_590, 20_994_353), "All_Beauty": (5_269, 371_345),
+                     "AMAZON_FASHION": (3_176, 883_636), "Appliances": (2_277, 602_777),
+                     "Gift_Cards": (2_972, 147_194)}
+
+
+def k_core_size(users: np.ndarray, items: np.ndarray, k: int = 5) -> int:
+    """Pairs left after repeatedly dropping users and items with fewer than ``k`` pairs (the k-core)."""
+    users = np.unique(users, return_inverse=True)[1]
+    items = np.unique(items, return_inverse=True)[1]
+    keep = np.ones(len(users), bool)
+    while True:
+        ok = keep & (np.bincount(users[keep], minlength=users.max(initial=0) + 1)[users] >= k) & (
+            np.bincount(items[keep], minlength=items.max(initial=0) + 1)[items] >= k)
+        if ok.sum() == keep.sum():
+            return int(ok.sum())
+        keep = ok
+
+
+def five_core_shares(generated: Path, categories=tuple(RELEASE_FIVE_CORE)) -> dict[str, dict]:
+    """Per category of a generated release (bench/gen --scale): the share of its distinct pairs its
+    5-core keeps, beside the release's."""
+    out = {}
+    for name in categories:
+        path = next(generated.glob(f"{name}.json*"))
+        opener = gzip.open if path.suffix == ".gz" else open
+        pairs = set()
+        with opener(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                    pairs.add((r["reviewerID"], r["asin"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # the generator's deliberately broken lines
+        users, items = (np.array(x) for x in zip(*pairs)) if pairs else (np.array([]), np.array([]))
+        kept, total = RELEASE_FIVE_CORE[name]
+        out[name] = {"pairs": len(pairs), "five_core": k_core_size(users, items) if pairs else 0,
+                     "release_share": round(kept / total, 4)}
+        out[name]["share"] = round(out[name]["five_core"] / max(1, len(pairs)), 4)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--five-cores", type=Path, metavar="GENERATED",
+                   help="instead: the 5-core shares of a generated release's categories beside the release's")
     a = p.parse_args(argv)
-    print(json.dumps(measure(a.data), indent=2))
+    print(json.dumps(five_core_shares(a.five_cores) if a.five_cores else measure(a.data), indent=2))
     return 0
 
 
