@@ -5,16 +5,21 @@ database and cache backends; requests are what we watch). gunicorn runs several 
 processes, each with its own counters: with ``PROMETHEUS_MULTIPROC_DIR`` set (bin/services sets
 it for ``web`` and empties it at each start) prometheus_client keeps them in files there and
 /metrics adds them up, whichever process answers the scrape. Without it (runserver, tests) the
-process's own registry is served.
+process's own registry is served. Readers: see ``METRICS_TOKEN`` in settings.
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import os
 import time
 
-from django.http import HttpResponse
+from django.conf import settings
+from django.http import HttpResponse, HttpResponseForbidden
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess
+
+from accounts.throttle import client_address
 
 REQUESTS = Counter("recommender_http_requests", "Requests answered, by view and status", ["view", "status"])
 DURATION = Histogram("recommender_http_request_duration_seconds", "Time to answer a request, by view", ["view"],
@@ -34,7 +39,22 @@ def metrics_middleware(get_response):
     return middleware
 
 
+def may_read_metrics(request) -> bool:
+    """The bearer token when METRICS_TOKEN is set (compared in constant time), else a loopback client."""
+    token = settings.METRICS_TOKEN
+    if token:
+        sent = request.META.get("HTTP_AUTHORIZATION", "")
+        return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+    try:
+        return ipaddress.ip_address(client_address(request)).is_loopback
+    except ValueError:
+        return False
+
+
 def metrics_view(request):
+    if not may_read_metrics(request):
+        return HttpResponseForbidden("metrics: send the METRICS_TOKEN bearer token, or scrape from this host\n",
+                                     content_type="text/plain")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

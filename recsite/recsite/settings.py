@@ -45,6 +45,10 @@ CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 # every X-Forwarded-* header is the client's own, so none is trusted). One number for the login
 # lockout (accounts.throttle.client_address), DRF's throttles (NUM_PROXIES) and the HTTPS header.
 TRUSTED_PROXIES = max(0, int(os.environ.get("DJANGO_TRUSTED_PROXIES", "0")))
+# /metrics (Prometheus) tells anyone who can read it the site's traffic by view: it answers a
+# scraper sending "Authorization: Bearer METRICS_TOKEN" when that is set, else only clients on
+# this host (loopback, after TRUSTED_PROXIES).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # Request bodies above this are refused with 413 before anything reads them (recsite.bodylimit),
 # under gunicorn and in Django; DRF parses JSON from the stream, past DATA_UPLOAD_MAX_MEMORY_SIZE.
 REQUEST_MAX_BODY_BYTES = int(os.environ.get("REQUEST_MAX_BODY_BYTES", str(256 * 1024)))
