@@ -86,8 +86,8 @@ def manifest_of(result: dict) -> dict:
     return json.loads((Path(result["data"]) / "manifest.json").read_text())
 
 
-def report(result: dict, smaller: dict | None) -> None:
-    work = Path(result["stages"][next(iter(result["stages"]))]["log"]).parent.parent
+def report(result: dict, smaller: dict | None, work: Path) -> None:
+    """Print the run's table; ``work`` is the run's folder (its result.json and run records)."""
     manifest = manifest_of(result)
     lines = manifest["review_lines"]
     print(f"\nBig run: {lines:,} review lines from {result['data']} (run {result['run_id']})")
@@ -148,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     smaller = json.loads(a.smaller.read_text()) if a.smaller else None
     if a.report:
-        report(json.loads(a.report.read_text()), smaller)
+        report(json.loads(a.report.read_text()), smaller, a.report.parent)
         return 0
     if not (a.data and a.work):
         ap.error("--data and --work are needed to run")
-    report(run(a), smaller)
+    report(run(a), smaller, a.work)
     return 0
 
 

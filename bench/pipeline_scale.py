@@ -142,7 +142,6 @@ def run_stage(name: str, cmd: list[str], env: dict, log: Path, timeout: float, m
 
 def engine_main(args: argparse.Namespace) -> int:
     """Fit COMPARE with one engine on train+validation of the train job's split; NDCG@10 on test."""
-    import numpy as np
     import pyarrow.parquet as pq
 
     from spark_jobs.evaluation import factor_scorer, rank_metrics

@@ -20,7 +20,7 @@ def test_growth_exponent_and_extrapolation(tmp_path: Path, capsys) -> None:
     # 10x the rows in 20x the time: e = log(20)/log(10) = 1.30, and 233.1M is 23.31x the larger size
     small = _result(tmp_path, "small", 1_000_000, 10.0, 1 * 2 ** 30)
     big = _result(tmp_path, "big", 10_000_000, 200.0, 2 * 2 ** 30)
-    big_run.report(big, small)
+    big_run.report(big, small, tmp_path / "big" / "work")
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("load") and "e =" in ln)
     hours = 200.0 * 23.31 ** 1.30103 / 3600
