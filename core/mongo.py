@@ -47,7 +47,11 @@ from core.breaker import CircuitBreaker, Unavailable
 from core.settings import get_settings
 
 PRODUCTS = "products"
-REVIEWS = "reviews"
+# The batch reviews of the data's newest weeks, for the trending fallback (core/popular.py). Every
+# review is in its user's history, its product's aggregates and (up to 500 a product) pages;
+# a collection of every review was 0.5-0.7 KB per review on FerretDB for those few reads.
+RECENT_REVIEWS = "recent_reviews"
+LEGACY_REVIEWS = "reviews"  # that collection, as earlier versions loaded it: mongo_load retires it
 RATINGS = "ratings"  # live rating events from the site, keyed by event id
 RECOMMENDATIONS = "recommendations"  # one document per user, written by the workers and Celery
 BATCH_RECOMMENDATIONS = "batch_recommendations"  # the published model's batch top-N, per version
@@ -59,7 +63,7 @@ USER_HISTORY = "user_history"  # {_id: user_id, ratings: [{p, r, t}], removed: [
 PRODUCT_REVIEWS = "product_reviews"  # {_id: "<product_id>:<page>", items: [...], pages: n}
 CATALOG_INDEX = "catalog_index"  # {_id: "<category>:<chunk>", ids: [...]} and {_id: "categories"}
 POINTERS = "collection_pointers"  # {_id: logical name, physical: live generation, staging: loading one}
-RELOADED = frozenset({"products", "reviews", "product_reviews", "user_history", "catalog_index", "search_index"})
+RELOADED = frozenset({"products", "recent_reviews", "product_reviews", "user_history", "catalog_index", "search_index"})
 PER_MODEL_VERSION = frozenset({"similar_items", "batch_recommendations"})
 POINTER_TTL_S = 1.0  # how long a process trusts a pointer it read
 RETIRE_GRACE_S = 5.0  # a retired generation outlives every cached pointer and in-flight query
@@ -181,8 +185,7 @@ def forget_pointers() -> None:
 
 
 _INDEXES: dict[str, list[list[tuple[str, int]]]] = {
-    REVIEWS: [[("product_id", ASCENDING), ("ts", DESCENDING)], [("user_id", ASCENDING)],
-              [("ts", DESCENDING)]],  # the publish job's trending fallback: newest reviews
+    RECENT_REVIEWS: [[("ts", DESCENDING)]],  # the publish job's trending fallback: newest reviews
     PRODUCTS: [[("category", ASCENDING), ("n_reviews", DESCENDING)], [("n_reviews", DESCENDING)]],
     RATINGS: [[("user_id", ASCENDING), ("ts", ASCENDING)], [("ts", DESCENDING)],
               [("stored_at", ASCENDING)]],  # a reload replays the ratings stored while it ran
@@ -297,6 +300,21 @@ def replace_collection_finish(name: str, db: Database | None = None) -> str:
     forget_pointers()
     drop_retired(db=db)
     return staging
+
+
+def retire_collection(name: str, db: Database | None = None) -> str | None:
+    """Retire every generation of a logical collection no longer loaded (dropped by
+    :func:`drop_retired` after the grace period); returns the live generation's name, if any."""
+    db = db if db is not None else get_db()
+    pointers = _raw(db, POINTERS)
+    pointer = pointers.find_one({"_id": name}) or {}
+    live = pointer.get("physical") or (name if name in db.list_collection_names() else None)
+    if live:
+        pointers.replace_one({"_id": f"retired:{live}"},
+                             {"_id": f"retired:{live}", "retired": live, "of": name, "at": time.time()}, upsert=True)
+    pointers.delete_one({"_id": name})
+    forget_pointers()
+    return live
 
 
 def drop_retired(wait: bool = False, db: Database | None = None) -> list[str]:
@@ -844,15 +862,14 @@ def record_deleted_user(user_id: str, db: Database | None = None) -> None:
 def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]:
     """Remove everything MongoDB keeps about one recommender id; returns what was removed, by kind.
 
-    Idempotent (a second call removes nothing more). Live ratings and the reviews of a linked
-    reviewer are found by ``user_id`` (indexed on MongoDB, a scan on FerretDB: this runs once per
-    deleted account, not per request); the review pages they appear on are the products of the
-    user's history, rewritten without them.
+    Idempotent (a second call removes nothing more). Live ratings and a linked reviewer's recent
+    reviews are found by ``user_id`` (indexed on MongoDB, a scan on FerretDB: this runs once per
+    deleted account, not per request); the review pages a reviewer appears on are the products of
+    the user's history (which holds every batch review and live rating), rewritten without them.
     """
     db = db if db is not None else get_db()
     rated, removed = history_entries(db[USER_HISTORY].find_one({"_id": user_id}))
     products = set(rated) | set(removed)
-    products |= {d["product_id"] for d in db[REVIEWS].find({"user_id": user_id}, {"product_id": 1})}
     pages = 0
     for pid in sorted(products):
         page, n_pages = 1, 1
@@ -875,7 +892,7 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
     return {
         "top_users": top_users,
         "ratings": db[RATINGS].delete_many({"user_id": user_id}).deleted_count,
-        "reviews": db[REVIEWS].delete_many({"user_id": user_id}).deleted_count,
+        "recent_reviews": db[RECENT_REVIEWS].delete_many({"user_id": user_id}).deleted_count,
         "review_pages": pages,
         "history": db[USER_HISTORY].delete_one({"_id": user_id}).deleted_count,
         "rated_products": len(rated),

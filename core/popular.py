@@ -65,11 +65,11 @@ def trending_events(db: Database, quiet_fallback: bool) -> tuple[list[dict], flo
             if e.get("action", "rate") == "rate"]  # not a removed rating or a "not interested"
     if live or not quiet_fallback:
         return live, now, TRENDING_HALF_LIFE_S
-    newest = db[mongo.REVIEWS].find_one({}, {"ts": 1}, sort=[("ts", -1)])
+    newest = db[mongo.RECENT_REVIEWS].find_one({}, {"ts": 1}, sort=[("ts", -1)])
     if not newest:
         return [], now, TRENDING_HALF_LIFE_S
     end = float(newest["ts"])
-    batch = list(db[mongo.REVIEWS].find({"ts": {"$gte": end - BATCH_TRENDING_WINDOW_S}},
+    batch = list(db[mongo.RECENT_REVIEWS].find({"ts": {"$gte": end - BATCH_TRENDING_WINDOW_S}},
                                         {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1}))
     return batch, end, BATCH_TRENDING_HALF_LIFE_S
 

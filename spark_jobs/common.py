@@ -107,6 +107,17 @@ def without_deleted_users(reviews):
         return reviews, 0
     ids = reviews.sparkSession.createDataFrame([(u,) for u in deleted], "user_id string")
     return reviews.join(F.broadcast(ids), "user_id", "left_anti"), len(deleted)
+
+
+def of_deleted_users(reviews):
+    """The reviews of deleted accounts (the rows :func:`without_deleted_users` leaves out)."""
+    from pyspark.sql import functions as F
+
+    from core import mongo
+
+    ids = reviews.sparkSession.createDataFrame([(u,) for u in sorted(mongo.deleted_user_ids())], "user_id string")
+    return reviews.join(F.broadcast(ids), "user_id", "left_semi")
+
 def run_job(name: str, doc: str | None, argv: list[str] | None,
             work: Callable[[Any, argparse.Namespace], dict[str, Any]], *,
             options: Callable[[argparse.ArgumentParser], None] | None = None,

@@ -3,11 +3,12 @@
 Each collection is rebuilt as a new generation and switched in by one pointer (core/mongo.py), so a
 re-run ends with exactly the same documents (never duplicates), a reader never sees half a load
 or a missing collection, and live ratings the workers store while the load runs are written into
-the new user histories after the switch. Besides the reviews
-and products themselves, the job writes the ``_id``-keyed documents the site and workers read on
-their hot paths (see core/mongo.py for why): each user's rating history, each product's review
-pages, the catalog order per category, and the search index (core/search.py). Writes happen
-from the executors, one client per partition, so the load scales with the cluster.
+the new user histories after the switch. It writes only what is read: the products with their
+review aggregates, and the ``_id``-keyed documents the site and workers read on their hot paths
+(see core/mongo.py for why): each user's rating history, each product's review pages, the catalog
+order per category, and the search index (core/search.py); of the reviews themselves, only the
+newest weeks' (the trending fallback). Writes happen from the executors, one client per
+partition, so the load scales with the cluster.
 
 Incremental: a category MongoDB already holds (same files) is not written again; see :func:`mongo_load`.
 
@@ -21,10 +22,10 @@ import time
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import mongo, search
+from core import mongo, popular, search
 from core.settings import get_settings
 from spark_jobs import units
-from spark_jobs.common import run_job, without_deleted_users
+from spark_jobs.common import of_deleted_users, run_job, without_deleted_users
 
 LIVE_CLOCK_MARGIN_S = 60.0  # ratings stored this long before the load began are replayed too (clock skew)
 MAX_REVIEW_PAGES = 50  # the site pages through a product's 500 most helpful reviews
@@ -114,11 +115,28 @@ def metadata_coverage(products: DataFrame) -> dict[str, int]:
     return {k: int(v or 0) for k, v in row.asDict().items()}
 
 
-def review_docs(reviews: DataFrame) -> DataFrame:
-    """The ``reviews`` collection: only what is read from it (the batch trending fallback in
-    core/popular.py: user, product, rating, time; account deletion: a user's products). The text a
-    product page shows is in ``product_reviews``; the rest is in the clean Parquet."""
-    return reviews.select(F.concat_ws("|", "user_id", "product_id").alias("_id"), "user_id", "product_id", "rating", "ts")
+def recent_review_docs(reviews: DataFrame) -> DataFrame:
+    """The ``recent_reviews`` collection: the reviews of the data's newest weeks, only what the
+    batch trending fallback reads (core/popular.py: user, product, rating, time). Every review is
+    in its user's history and its product's aggregates, and the text a product page shows is in
+    ``product_reviews``; the rest is in the clean Parquet."""
+    newest = reviews.agg(F.max("ts")).first()[0]
+    recent = reviews.where(F.col("ts") >= (newest or 0) - popular.BATCH_TRENDING_WINDOW_S)
+    return recent.select(F.concat_ws("|", "user_id", "product_id").alias("_id"), "user_id", "product_id", "rating", "ts")
+
+
+def reconcile(n_reviews: int, n_products: int) -> dict[str, int]:
+    """Every clean review and product is in MongoDB once: as many product documents as products,
+    and their review counts add up to the reviews (a review lost or loaded twice changes the sum)."""
+    held = {"n": 0, "reviews": 0}
+    # summed here, not by a $group: FerretDB v1 answers 0 for {"$sum": "$n_reviews"}
+    for doc in mongo.get_db()[mongo.PRODUCTS].find({}, {"n_reviews": 1}, batch_size=10_000):
+        held["n"] += 1
+        held["reviews"] += int(doc.get("n_reviews") or 0)
+    if (held["reviews"], held["n"]) != (n_reviews, n_products):
+        raise RuntimeError(f"mongo_load: MongoDB holds {held['reviews']:,} reviews of {n_reviews:,} and "
+                           f"{held['n']:,} products of {n_products:,}")
+    return {"reviews": int(held["reviews"]), "products": int(held["n"])}
 
 
 # product_docs columns that only feed the search index built here, never read from MongoDB
@@ -395,18 +413,22 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
 
 
 def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float) -> dict:
-    all_reviews, n_deleted = without_deleted_users(spark.read.parquet(f"{clean_dir}/reviews"))
+    clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
+    all_reviews, n_deleted = without_deleted_users(clean_reviews)
     all_products = spark.read.parquet(f"{clean_dir}/products")
     fresh = all_reviews.where(F.col("category").isin(new)).cache()
     fresh_meta = all_products.where(F.col("file_category").isin(new))
-    touched = fresh.select("product_id").union(fresh_meta.select("product_id")).distinct()
+    touched = fresh.select("product_id").union(fresh_meta.select("product_id"))
+    if n_deleted:  # the products a deleted reviewer had reviewed: their counts and pages change
+        touched = touched.union(of_deleted_users(clean_reviews).select("product_id"))
+    touched = touched.distinct()
     users = fresh.select("user_id").distinct()
     # every product's aggregates (the indexes rank all of them); the upserted ones are the touched
     products = product_docs(all_products, all_reviews).cache()
     touched_docs = products.join(touched.withColumnRenamed("product_id", "_id"), "_id", "left_semi")
     out = {
         mongo.PRODUCTS: upsert_collection(touched_docs.drop(*_NOT_SERVED), mongo.PRODUCTS),
-        mongo.REVIEWS: upsert_collection(review_docs(fresh), mongo.REVIEWS),
+        mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(all_reviews), mongo.RECENT_REVIEWS),
         mongo.PRODUCT_REVIEWS: upsert_collection(
             review_page_docs(all_reviews.join(touched, "product_id", "left_semi")), mongo.PRODUCT_REVIEWS),
         mongo.USER_HISTORY: upsert_collection(
@@ -419,11 +441,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     mongo.drop_retired(wait=True)
     # Reconciliation over the whole database: every clean review and product is there once.
     n_reviews, n_products = all_reviews.count(), products.count()
-    db = mongo.get_db()
-    held_reviews, held_products = db[mongo.REVIEWS].count_documents({}), db[mongo.PRODUCTS].count_documents({})
-    if (held_reviews, held_products) != (n_reviews, n_products):
-        raise RuntimeError(f"mongo_load: MongoDB holds {held_reviews:,} reviews of {n_reviews:,} and "
-                           f"{held_products:,} products of {n_products:,}")
+    reconcile(n_reviews, n_products)
     n_fresh = fresh.count()
     fresh.unpersist()
     products.unpersist()
@@ -447,7 +465,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
           f"{coverage['generated titles']:,} generated (fallback) titles")
     out = {
         mongo.PRODUCTS: reload_collection(products.drop(*_NOT_SERVED), mongo.PRODUCTS),
-        mongo.REVIEWS: reload_collection(review_docs(reviews), mongo.REVIEWS),
+        mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(reviews), mongo.RECENT_REVIEWS),
         mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(reviews), mongo.PRODUCT_REVIEWS),
         mongo.USER_HISTORY: reload_collection(user_history_docs(spark, reviews), mongo.USER_HISTORY),
         mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
@@ -455,15 +473,14 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
                                                extra_docs=_catalog_extras(products, reviews)),
     }
     mongo.ensure_indexes()
+    mongo.retire_collection(mongo.LEGACY_REVIEWS)
     # Once every process reads the new generations (the grace period), the old ones go and the
     # live ratings stored since the load began are written into the new histories.
     mongo.drop_retired(wait=True)
     out[mongo.USER_HISTORY]["live_ratings_replayed"] = mongo.reapply_live_ratings(live_since)
     # Reconciliation: every collection held what was written (reload_collection), and every clean
     # review and product is in MongoDB, no more, no fewer.
-    if out[mongo.REVIEWS]["documents"] != n_reviews or out[mongo.PRODUCTS]["documents"] != n_products:
-        raise RuntimeError(f"mongo_load: wrote {out[mongo.REVIEWS]['documents']:,} reviews of {n_reviews:,} and "
-                           f"{out[mongo.PRODUCTS]['documents']:,} products of {n_products:,}")
+    reconcile(n_reviews, n_products)
     reviews.unpersist()
     products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "full", "collections": out, "counts_in": {

@@ -92,8 +92,10 @@ def test_mongo_load_reconciles_every_collection(spark, raw, tmp_path, own_db, mo
     root, want = raw
     clean(spark, str(root), str(tmp_path / "clean"), "it-ml-counts")
     record = mongo_load(spark, str(tmp_path / "clean"), "it-ml-counts")
-    per_item = Counter(r["product_id"] for r in own_db[mongo.REVIEWS].find({}, {"product_id": 1}))
-    expected = {mongo.PRODUCTS: 12, mongo.REVIEWS: want["kept"], mongo.USER_HISTORY: 10,
+    # every kept review is within the newest four weeks, so all of them are "recent"
+    per_item = Counter(r["product_id"] for r in own_db[mongo.RECENT_REVIEWS].find({}, {"product_id": 1}))
+    assert sum(d["n_reviews"] for d in own_db[mongo.PRODUCTS].find({}, {"n_reviews": 1})) == want["kept"]
+    expected = {mongo.PRODUCTS: 12, mongo.RECENT_REVIEWS: want["kept"], mongo.USER_HISTORY: 10,
                 mongo.PRODUCT_REVIEWS: len(per_item),  # fewer than 10 reviews each: one page
                 mongo.CATALOG_INDEX: 3 * 2 + 2}  # all, Drums, Guitars: a chunk and a count each; + 2
     for name, n in expected.items():

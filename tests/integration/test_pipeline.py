@@ -22,7 +22,7 @@ from tests.conftest import DEMO_FILE, real_files
 
 pytestmark = pytest.mark.integration
 
-MONGO_LOADED = ("products", "reviews", "product_reviews", "user_history", "catalog_index", "search_index")
+MONGO_LOADED = ("products", "recent_reviews", "product_reviews", "user_history", "catalog_index", "search_index")
 
 
 def _gz_lines(path: Path) -> int:
@@ -174,7 +174,11 @@ def test_mongo_load_idempotent(spark, mongo_db, demo_clean):
         assert generations == [mongo.physical_name(mongo_db, c)], f"{c}: old generations left behind: {generations}"
 
     # Each collection holds exactly what the clean data implies.
-    assert counts2["reviews"] == len(users)
+    # the recent reviews: those of the data's newest four weeks (the trending fallback)
+    times = [t for t, u in zip(_column(demo_clean / "reviews", "ts"), _column(demo_clean / "reviews", "user_id"))
+             if u not in deleted]
+    assert counts2["recent_reviews"] == sum(1 for t in times if t >= max(times) - 28 * 86400) > 0
+    assert "reviews" not in mongo_db.list_collection_names()  # no longer a collection of every review
     assert counts2["products"] == len(product_ids)
     assert set(_ids(mongo_db, "products")) == product_ids
     assert counts2["user_history"] == len(set(users) | live_users)

@@ -23,14 +23,14 @@ def scratch(mongo_db, settings):
 
 
 def _catalog(db, reviews: list[tuple[str, str, int, float]]) -> None:
-    """Products, reviews and the catalog index the load job would write, for (user, product, stars, ts)."""
+    """Products, recent reviews and the catalog index the load job would write, for (user, product, stars, ts)."""
     from core import mongo
 
     products = sorted({p for _, p, _, _ in reviews})
     category = {p: ("Drums" if p.startswith("d") else "Guitars") for p in products}
     db[mongo.PRODUCTS].insert_many([{"_id": p, "title": p.upper(), "category": category[p],
                                      "n_reviews": sum(1 for r in reviews if r[1] == p)} for p in products])
-    db[mongo.REVIEWS].insert_many([{"_id": f"{u}|{p}", "user_id": u, "product_id": p, "rating": r, "ts": ts}
+    db[mongo.RECENT_REVIEWS].insert_many([{"_id": f"{u}|{p}", "user_id": u, "product_id": p, "rating": r, "ts": ts}
                                    for u, p, r, ts in reviews])
     order = sorted(products, key=lambda p: (-sum(1 for r in reviews if r[1] == p), p))
     db[mongo.CATALOG_INDEX].insert_many(

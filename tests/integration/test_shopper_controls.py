@@ -291,7 +291,7 @@ def test_delete_my_account_removes_it_everywhere(shop, make_user, django_user_mo
 
 
 def _assert_nothing_kept(db, uid: str) -> None:
-    for name in (mongo.RATINGS, mongo.REVIEWS):
+    for name in (mongo.RATINGS, mongo.RECENT_REVIEWS):
         assert db[name].count_documents({"user_id": uid}) == 0, name
     for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS, mongo.EXCLUSIONS):
         assert db[name].find_one({"_id": uid}) is None, name
@@ -305,12 +305,12 @@ def test_delete_a_linked_demo_account_through_the_api(rt, site_cache, client, ma
     reviewer, p = "RTREVIEWER1", rt.catalog.in_model
     user = make_user(reviewer_id=reviewer)
     # the reviewer's batch data, as mongo_load writes it
-    mongo.bulk_upsert(mongo.REVIEWS, [{"_id": f"{reviewer}|{p[30]}", "user_id": reviewer, "product_id": p[30],
-                                       "rating": 4.0, "ts": 1_300_000_000}], db=rt.db)
+    mongo.bulk_upsert(mongo.RECENT_REVIEWS, [{"_id": f"{reviewer}|{p[30]}", "user_id": reviewer, "product_id": p[30],
+                                              "rating": 4.0, "ts": 1_300_000_000}], db=rt.db)
     other = {"user_id": "SOMEONE", "rating": 5.0, "summary": "stays"}
     mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{p[30]}:1", "pages": 1, "items": [
         other, {"user_id": reviewer, "rating": 4.0, "summary": "mine"}]}], db=rt.db)
-    mongo.bulk_upsert(mongo.USER_HISTORY, [{"_id": reviewer, "ratings": {p[30]: [4.0, 1_300_000_000.0]}}], db=rt.db)
+    mongo.bulk_upsert(mongo.USER_HISTORY, [mongo.history_doc(reviewer, {p[30]: (4.0, 1_300_000_000.0)}, {})], db=rt.db)
     mongo.bulk_upsert(mongo.CATALOG_INDEX, [{"_id": "top_users", "items": [{"user_id": "SOMEONE", "n": 9},
                                                                            {"user_id": reviewer, "n": 1}]}], db=rt.db)
     token = client.post("/api/token/", {"username": user.username, "password": PASSWORD}).json()["token"]
@@ -324,7 +324,7 @@ def test_delete_a_linked_demo_account_through_the_api(rt, site_cache, client, ma
     done = client.post("/api/account/delete/", {"password": PASSWORD}, content_type="application/json", **auth)
     assert done.status_code == 200, done.content
     counts = done.json()["counts"]
-    assert counts["reviews"] == 1 and counts["review_pages"] == 1 and counts["ratings"] == 1
+    assert counts["recent_reviews"] == 1 and counts["review_pages"] == 1 and counts["ratings"] == 1
     assert AccountDeletion.objects.get().kind == "linked_reviewer"
     _assert_nothing_kept(rt.db, reviewer)
     assert mongo.product_reviews(p[30], 1, db=rt.db)[0] == [other]
