@@ -21,7 +21,8 @@ Steps, all on the clean reviews:
    on a sample of users at scale).
 6. Artifacts: a new model version (factors or EASE weights, id maps, params, metrics, the ANN index
    above ANN_MIN_ITEMS items), top-N for every user and similar items per product for publish.py
-   to load into MongoDB (serving_lists.py).
+   to load into MongoDB (serving_lists.py; for engine spark written by the executors,
+   serving_lists_spark.py).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from spark_jobs.evaluation import fold_in_ndcg
 from spark_jobs.interactions import collect, csr, heldout, index_ids, split_by_time  # noqa: F401
 from spark_jobs.rating_model import spark_baselines
 from spark_jobs.serving_lists import most_active, write_serving_lists  # noqa: F401
+from spark_jobs.serving_lists_spark import write_serving_lists_spark
 
 
 def current_on_validation(x_train: sp.csr_matrix, val: dict[int, list[int]], item_ids: list[str],
@@ -118,7 +120,11 @@ def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto"
     del factors
     lap("served model (fit on all, ANN index)")
     # in the MongoDB record of the version (metrics.json beside the model was written before)
-    metrics["serving_lists"] = write_serving_lists(version, data.matrix(2), data.user_ids, data.item_ids)
+    if engine == "spark":  # by the executors, from the pairs in Spark: nothing per user on the driver
+        metrics["serving_lists"] = write_serving_lists_spark(
+            spark, version, parted.join(users, "uid").select("user_id", "iid"))
+    else:
+        metrics["serving_lists"] = write_serving_lists(version, data.matrix(2), data.user_ids, data.item_ids)
     lap("serving lists (top-N of every user, similar items)")
     mongo.record_model_version(version, {"engine": engine, "published": False, "metrics": metrics,
                                          "params": params, "run_id": run_id, "trained_at": time.time()})
