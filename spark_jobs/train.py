@@ -5,7 +5,10 @@
 Steps, all on the clean reviews:
 1. Integer ids for users and items, assigned by Spark (``zipWithIndex``, no driver-side map), so
    they scale to tens of millions of users and items; the driver holds the pairs once, compactly
-   (interactions.py).
+   (interactions.py). Engine spark keeps them in Spark: its driver gets the pairs of a sample of
+   held-out users (eval_users(), ``collect_sample``) for evaluation and the baselines, per-item
+   counts and item factors, nothing per user of the whole data; the executors write its serving
+   lists (serving_lists_spark.py).
 2. Split by time, leave-last-out: each user's latest interaction is the test item, the one before
    the validation item (users with at least 3 interactions); everything else trains.
 3. Hyper-parameters are chosen on the validation split only (of a sample of users at scale); the
