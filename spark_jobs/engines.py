@@ -112,14 +112,28 @@ def spark_als(spark: SparkSession, df: DataFrame, implicit: bool, **params):
     return als.fit(df)
 
 
-def factors_numpy(model, n_users: int, n_items: int, tmp: Path | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def factors_numpy(model, n_users: int, n_items: int, tmp: Path | str | None = None,
+                  user_rows: np.ndarray | None = None, users: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
     """Spark ALS factors as dense arrays indexed by uid/iid (missing rows stay zero), via Parquet
-    under ``tmp`` (default DATA_DIR/tmp), which the executors must be able to write."""
+    under ``tmp`` (default DATA_DIR/tmp), which the executors must be able to write.
+
+    ``user_rows``: only these uids' factors, row r for ``user_rows[r]`` (a sample of users: engine
+    spark never brings every user's factors to the driver); ``users=False``: items only (None)."""
     rank = model.rank
-    out = []
+    out: list[np.ndarray | None] = []
     where = storage.scratch(tmp or get_settings().data_dir / "tmp", "als-factors-")
+    user_frame = model.userFactors
+    if user_rows is not None:
+        spark = model.userFactors.sparkSession
+        rows = spark.createDataFrame([(int(u), r) for r, u in enumerate(np.asarray(user_rows).tolist())], "uid int, row int")
+        user_frame = (model.userFactors.join(F.broadcast(rows), F.col("id") == F.col("uid"))
+                      .select(F.col("row").alias("id"), "features"))
+        n_users = len(user_rows)
     try:
-        for name, frame, n in (("users", model.userFactors, n_users), ("items", model.itemFactors, n_items)):
+        for name, frame, n in (("users", user_frame, n_users), ("items", model.itemFactors, n_items)):
+            if name == "users" and not users:
+                out.append(None)
+                continue
             table = via_parquet(frame, where / name)
             dense = np.zeros((n, rank), np.float32)
             ids = table.column("id").to_numpy()
@@ -132,23 +146,26 @@ def factors_numpy(model, n_users: int, n_items: int, tmp: Path | str | None = No
     return out[0], out[1]
 
 
-def _spark_ials(spark: SparkSession, df: DataFrame, p: dict, shape: tuple[int, int], work: Path):
+def _spark_ials(spark: SparkSession, df: DataFrame, p: dict, shape: tuple[int, int], work: Path,
+                user_rows: np.ndarray | None = None, users: bool = True):
     m_ = spark_als(spark, df.withColumn("rating", F.lit(1.0)), True, rank=p["factors"], regParam=p["reg"],
                    alpha=p["alpha"] - 1.0, maxIter=p["iterations"])
-    return factors_numpy(m_, *shape, tmp=work)
+    return factors_numpy(m_, *shape, tmp=work, user_rows=user_rows, users=users)
 
 
 def fit_and_measure(engine: str, params: dict, x: sp.csr_matrix, heldout: dict, parts: int,
                     spark: SparkSession | None = None, parted: DataFrame | None = None,
-                    shape: tuple[int, int] = (0, 0), work: Path | None = None) -> dict:
-    """Fit ``params`` on ``x`` (MLlib: on ``parted``'s parts <= ``parts``, the same pairs) and
-    rank ``heldout`` with the model, which is then dropped."""
+                    shape: tuple[int, int] = (0, 0), work: Path | None = None,
+                    user_rows: np.ndarray | None = None) -> dict:
+    """Fit ``params`` on ``x`` (MLlib: on ``parted``'s parts <= ``parts``, every user's pairs, of
+    which ``x`` holds the rows of the sampled users ``user_rows``) and rank ``heldout`` with the
+    model, which is then dropped."""
     if engine == "ease":
         scorer = ease_scorer(x, ease_weights(x, params["lambda"]))
     elif engine == "implicit":
         scorer = factor_scorer(*ials_factors(x, **params))
     elif engine == "spark":
-        scorer = factor_scorer(*_spark_ials(spark, parted.where(f"part <= {parts}"), params, shape, work))
+        scorer = factor_scorer(*_spark_ials(spark, parted.where(f"part <= {parts}"), params, shape, work, user_rows))
     else:
         raise ValueError(f"unknown engine {engine!r}")
     return rank_metrics(scorer, x, heldout, K)
@@ -173,12 +190,14 @@ def select_and_test(engine: str, data: Interactions, spark: SparkSession | None 
     user's validation split, ours from the chosen configuration refitted on every user's training
     pairs: a model fitted on a 2M-pair sample is a smaller model than the one published, and at
     51M interactions it lost to popularity on validation while the full model beat it on test.
-    ``spark``/``parted`` only for engine spark (MLlib fits every user anyway: no sample).
+    ``spark``/``parted`` only for engine spark (MLlib fits every user anyway: no tuning sample);
+    there ``data`` is the sample of held-out users of ``collect_sample`` (every pair of theirs,
+    the whole data's popularity), so evaluation never holds every user on the driver.
     """
     t0 = time.time()
     tune = data if engine == "spark" else tuning_sample(data)
     n_eval = eval_users(data.shape[1])
-    fit = dict(spark=spark, parted=parted, shape=data.shape, work=work)
+    fit = dict(spark=spark, parted=parted, shape=data.shape, work=work, user_rows=data.uids)
     x_train, val = tune.matrix(0), tune.heldout(1, n_eval)
     trials = []
     for params in grid(engine):
@@ -193,29 +212,30 @@ def select_and_test(engine: str, data: Interactions, spark: SparkSession | None 
         x_train, val = data.matrix(0), data.heldout(1, n_eval)
         gate_val = fit_and_measure(engine, best, x_train, val, 0, **fit)
         print(f"train: {engine} {best} on every user's training pairs: validation ndcg@10={gate_val['ndcg@10']:.4f}")
-    pop_val = rank_metrics(popularity_scorer(x_train), x_train, val, K)
+    pop_val = rank_metrics(popularity_scorer(x_train, data.popularity(0)), x_train, val, K)
     current_val = current(x_train, val) if current is not None else None
     del x_train, val
     x_trval, test = data.matrix(1), data.heldout(2, n_eval)
     test_m = fit_and_measure(engine, best, x_trval, test, 1, **fit)
-    pop_test = rank_metrics(popularity_scorer(x_trval), x_trval, test, K)
+    pop_test = rank_metrics(popularity_scorer(x_trval, data.popularity(1)), x_trval, test, K)
     return {"best": best, "trials": trials, "test": test_m, "fit_seconds": round(time.time() - t0, 2),
             "validation": gate_val,
-            "tuning": {"users": tune.shape[0], "train_pairs": int((tune.part == 0).sum()),
-                       "validation_best_on_sample": chosen["validation"]["ndcg@10"]},
+            "tuning": ({"users": "all (MLlib fits every user)", "evaluated_users": tune.shape[0]}
+                       if engine == "spark" else {"users": tune.shape[0], "train_pairs": int((tune.part == 0).sum())})
+            | {"validation_best_on_sample": chosen["validation"]["ndcg@10"]},
             "popularity_validation": pop_val, "popularity_test": pop_test, "current_validation": current_val}
 
 
 def served_model(engine: str, best: dict, data: Interactions, spark: SparkSession | None = None,
                  parted: DataFrame | None = None, work: Path | None = None) -> tuple[np.ndarray, dict]:
-    """(item factors or EASE weights, params) of the model served: fitted on everything we know."""
-    x_all = data.matrix(2)
+    """(item factors or EASE weights, params) of the model served: fitted on everything we know
+    (MLlib: on ``parted``, of which only the item factors reach the driver)."""
     if engine == "ease":
-        return ease_weights(x_all, best["lambda"]), {"kind": "ease", "lambda": best["lambda"], "engine": engine}
+        return ease_weights(data.matrix(2), best["lambda"]), {"kind": "ease", "lambda": best["lambda"], "engine": engine}
     if engine == "implicit":
-        _, factors = ials_factors(x_all, **best)
+        _, factors = ials_factors(data.matrix(2), **best)
     else:
-        factors = _spark_ials(spark, parted, best, data.shape, work)[1]
+        factors = _spark_ials(spark, parted, best, data.shape, work, users=False)[1]
     # implicit's confidence is c = alpha * w (w = 1), Spark's c = 1 + alpha_spark * w (it gets
     # alpha - 1, the same c); fold-in uses c = 1 + alpha' * w, so alpha' = alpha - 1.
     return factors, {"kind": "ials", "factors": best["factors"], "reg": best["reg"], "alpha": best["alpha"] - 1.0,

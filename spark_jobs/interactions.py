@@ -88,6 +88,10 @@ class Interactions:
     part: np.ndarray  # (n,) int8: 0 train, 1 validation, 2 test
     user_ids: Sequence[str] | pa.Array
     item_ids: list[str]
+    # A sample of users collected from Spark (engine spark, ``collect_sample``): each row's uid in
+    # the whole data, and the whole data's pairs per item with part <= 0 and <= 1 (popularity).
+    uids: np.ndarray | None = None
+    item_totals: dict[int, np.ndarray] | None = None
 
     @classmethod
     def from_arrays(cls, uid: np.ndarray, iid: np.ndarray, part: np.ndarray, user_ids, item_ids) -> "Interactions":
@@ -148,6 +152,11 @@ class Interactions:
             out[u] = self.items[s:e][self.part[s:e] == part].tolist()
         return out
 
+    def popularity(self, max_part: int) -> np.ndarray | None:
+        """The whole data's pairs per item with part <= ``max_part`` for a sample of users (None:
+        this is the whole data, popularity counts its matrix)."""
+        return None if self.item_totals is None else self.item_totals[max_part]
+
     def counts(self) -> dict[str, int]:
         return {"interactions": self.n, "users": self.shape[0], "items": self.shape[1],
                 "train": int((self.part == 0).sum()), "validation": int((self.part == 1).sum()),
@@ -163,6 +172,45 @@ def collect(parted: DataFrame, users: DataFrame, items: DataFrame, out_dir: Path
     user_ids = ids_in_order(users, "uid", "user_id", out_dir)
     item_ids = ids_in_order(items, "iid", "product_id", out_dir).to_pylist()
     return Interactions.from_arrays(uid, iid, part, user_ids, item_ids)
+
+
+def spark_counts(parted: DataFrame) -> dict[str, int]:
+    """``Interactions.counts()`` computed by Spark (one pass): uids and iids are 0..n-1."""
+    row = parted.agg(F.count("*").alias("interactions"), (F.max("uid") + 1).alias("users"),
+                     (F.max("iid") + 1).alias("items"),
+                     *(F.sum((F.col("part") == p).cast("long")).alias(name)
+                       for p, name in ((0, "train"), (1, "validation"), (2, "test")))).first()
+    return {k: int(row[k] or 0) for k in ("interactions", "users", "items", "train", "validation", "test")}
+
+
+def collect_sample(parted: DataFrame, users: DataFrame, items: DataFrame, out_dir: Path, max_users: int,
+                   seed: int = 11) -> Interactions:
+    """The pairs of at most ``max_users`` held-out users (those with a test pair), for engine spark.
+
+    Only these users' rows reach the driver (renumbered 0..m-1, ``uids`` maps them back), with the
+    item ids and per-item counts of the whole data; the sample is the users with the smallest
+    hash of (uid, seed), chosen by Spark, so it is fixed for a dataset and never needs an array
+    over every user. ``heldout(part, n)`` of the result then scores every sampled user.
+    """
+    chosen = (parted.where("part = 2").select("uid").distinct()
+              .orderBy(F.xxhash64("uid", F.lit(seed)), "uid").limit(max_users)).cache()
+    try:
+        pairs = via_parquet(parted.join(F.broadcast(chosen), "uid").select("uid", "iid", "part"), out_dir / "sample")
+        ids = via_parquet(users.join(F.broadcast(chosen), "uid"), out_dir / "sample_users")
+    finally:
+        chosen.unpersist()
+    uids = np.sort(ids.column("uid").to_numpy().astype(np.int64))
+    user_ids = ids.column("user_id").take(pa.array(np.argsort(ids.column("uid").to_numpy(), kind="stable")))
+    local = np.searchsorted(uids, pairs.column("uid").to_numpy())
+    per_item = via_parquet(parted.groupBy("iid", "part").count(), out_dir / "item_counts")
+    item_ids = ids_in_order(items, "iid", "product_id", out_dir).to_pylist()
+    iid, part, n = (per_item.column(c).to_numpy() for c in ("iid", "part", "count"))
+    totals = {k: np.bincount(iid[part <= k], weights=n[part <= k], minlength=len(item_ids)).astype(np.int64)
+              for k in (0, 1)}
+    sample = Interactions.from_arrays(local, pairs.column("iid").to_numpy(), pairs.column("part").to_numpy(),
+                                      user_ids.combine_chunks(), item_ids)
+    sample.uids, sample.item_totals = uids, totals
+    return sample
 
 
 # --- the (uid, iid, rating, part) dict form, kept for bench/pipeline_scale.py -------------------

@@ -70,9 +70,21 @@ def gate(candidate: dict, current: str | None) -> tuple[bool, str]:
 
 
 def _jsonl(path):
-    with storage.open_text_input(path) as f:
-        for line in f:
-            yield json.loads(line)
+    """The documents of a JSON lines file, or of the part files of a folder of that name that
+    Spark's executors wrote (engine spark, serving_lists_spark.py), one part at a time; a folder
+    without Spark's ``_SUCCESS`` marker is a write that did not finish, and fails the publish."""
+    if storage.is_file(path):
+        parts = [path]
+    else:
+        names = storage.listdir(path)
+        if "_SUCCESS" not in names:
+            raise FileNotFoundError(f"publish: {path} is neither a file nor a complete folder of parts (no _SUCCESS)")
+        parts = [path / name for name in names if name.startswith("part-")]
+    for part in parts:
+        with storage.open_text_input(part) as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
 
 
 def load_serving_lists(version: str) -> dict[str, int]:

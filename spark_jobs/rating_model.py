@@ -120,21 +120,28 @@ def baseline_users(n_users: int, max_users: int = BASELINE_MAX_USERS, seed: int 
 
 
 def spark_baselines(spark: SparkSession, parted: DataFrame, x_trval, test: dict[int, list[int]],
-                    shape: tuple[int, int], work) -> dict:
-    """The seed's explicit ALS (ranking on test, RMSE) and our rating model, on a sample of users at scale."""
+                    shape: tuple[int, int], work, sample: np.ndarray | None = None, n_users: int = 0) -> dict:
+    """The seed's explicit ALS (ranking on test, RMSE) and our rating model, on a sample of users at scale.
+
+    ``sample``: the uids of ``x_trval``'s rows when it holds a sample of users (engine spark's held-out
+    users, collect_sample) of ``n_users``; the baselines are then fitted and measured on that sample,
+    and only its users' seed factors reach the driver.
+    """
     ratings = parted.select("uid", "iid", F.col("rating").cast("float"), "part")
-    users = baseline_users(shape[0])
+    users = baseline_users(shape[0]) if sample is None else np.asarray(sample)
+    n_users = n_users or shape[0]
     if users is not None:
         chosen = spark.createDataFrame([(int(u),) for u in users.tolist()], "uid int")
         ratings = ratings.join(F.broadcast(chosen), "uid")
-        keep = set(users.tolist())
-        test = {u: v for u, v in test.items() if u in keep}
+        if sample is None:
+            keep = set(users.tolist())
+            test = {u: v for u, v in test.items() if u in keep}
     seed = spark_als(spark, ratings.where("part <= 1"), False, **SEED_ALS)
     seed_rmse, seed_n = rmse(seed, ratings.where("part = 2"))
-    s_uf, s_itf = factors_numpy(seed, *shape, tmp=work)
+    s_uf, s_itf = factors_numpy(seed, *shape, tmp=work, user_rows=sample)
     seed_test = {**rank_metrics(factor_scorer(s_uf, s_itf), x_trval, test, K), "rmse": seed_rmse}
     del s_uf, s_itf
     model = fit_rating_model(spark, ratings)
-    sample = {"users": int(users.size) if users is not None else shape[0], "of": shape[0]}
+    sample = {"users": int(users.size) if users is not None else n_users, "of": n_users}
     return {"seed_test": seed_test, "rating_model": {**model, "seed_rmse": seed_rmse, "seed_rmse_rows": seed_n,
                                                      "users_sampled": sample}}

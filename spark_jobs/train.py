@@ -5,7 +5,10 @@
 Steps, all on the clean reviews:
 1. Integer ids for users and items, assigned by Spark (``zipWithIndex``, no driver-side map), so
    they scale to tens of millions of users and items; the driver holds the pairs once, compactly
-   (interactions.py).
+   (interactions.py). Engine spark keeps them in Spark: its driver gets the pairs of a sample of
+   held-out users (eval_users(), ``collect_sample``) for evaluation and the baselines, per-item
+   counts and item factors, nothing per user of the whole data; the executors write its serving
+   lists (serving_lists_spark.py).
 2. Split by time, leave-last-out: each user's latest interaction is the test item, the one before
    the validation item (users with at least 3 interactions); everything else trains.
 3. Hyper-parameters are chosen on the validation split only (of a sample of users at scale); the
@@ -21,7 +24,8 @@ Steps, all on the clean reviews:
    on a sample of users at scale).
 6. Artifacts: a new model version (factors or EASE weights, id maps, params, metrics, the ANN index
    above ANN_MIN_ITEMS items), top-N for every user and similar items per product for publish.py
-   to load into MongoDB (serving_lists.py).
+   to load into MongoDB (serving_lists.py; for engine spark written by the executors,
+   serving_lists_spark.py).
 """
 from __future__ import annotations
 
@@ -40,9 +44,10 @@ from spark_jobs.engines import (  # noqa: F401  (re-exported: tests and benches 
     EVAL_MAX_USERS, IALS_GRID, K, SINGLE_NODE_MAX_INTERACTIONS, SINGLE_NODE_MEMORY, choose_engine, eval_users,
     factors_numpy, select_and_test, served_model, single_node_bytes, spark_als)
 from spark_jobs.evaluation import fold_in_ndcg
-from spark_jobs.interactions import collect, csr, heldout, index_ids, split_by_time  # noqa: F401
+from spark_jobs.interactions import collect, collect_sample, csr, heldout, index_ids, spark_counts, split_by_time  # noqa: F401
 from spark_jobs.rating_model import spark_baselines
 from spark_jobs.serving_lists import most_active, write_serving_lists  # noqa: F401
+from spark_jobs.serving_lists_spark import write_serving_lists_spark
 
 
 def current_on_validation(x_train: sp.csr_matrix, val: dict[int, list[int]], item_ids: list[str],
@@ -77,10 +82,12 @@ def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto"
     reviews, n_deleted = without_deleted_users(spark.read.parquet(f"{clean_dir}/reviews"))
     inter, users, items = index_ids(reviews)
     parted = split_by_time(inter).cache()
-    data = collect(parted, users, items, work)
-    counts = {**data.counts(), "deleted_users_left_out": n_deleted}
+    counts = {**spark_counts(parted), "deleted_users_left_out": n_deleted}
     print(f"train: {counts}")
-    engine = choose_engine(engine, data.shape[1], data.n, data.shape[0])
+    engine = choose_engine(engine, counts["items"], counts["interactions"], counts["users"])
+    # MLlib's data stays in Spark: the driver gets the pairs of a sample of held-out users only
+    data = (collect_sample(parted, users, items, work, eval_users(counts["items"])) if engine == "spark"
+            else collect(parted, users, items, work))
     lap("prepare (ids, split, matrices)")
 
     # model selection on validation, refit on train+validation, one measurement on test
@@ -91,7 +98,7 @@ def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto"
 
     x_trval = data.matrix(1)
     test = data.heldout(2, eval_users(data.shape[1]))
-    base = spark_baselines(spark, parted, x_trval, test, data.shape, work)
+    base = spark_baselines(spark, parted, x_trval, test, data.shape, work, sample=data.uids, n_users=counts["users"])
     del x_trval, test
     seed_test, rating_model = base["seed_test"], base["rating_model"]
     test_m["rmse"] = rating_model["rmse"]
@@ -118,7 +125,11 @@ def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto"
     del factors
     lap("served model (fit on all, ANN index)")
     # in the MongoDB record of the version (metrics.json beside the model was written before)
-    metrics["serving_lists"] = write_serving_lists(version, data.matrix(2), data.user_ids, data.item_ids)
+    if engine == "spark":  # by the executors, from the pairs in Spark: nothing per user on the driver
+        metrics["serving_lists"] = write_serving_lists_spark(
+            spark, version, parted.select("user_id", "iid"))
+    else:
+        metrics["serving_lists"] = write_serving_lists(version, data.matrix(2), data.user_ids, data.item_ids)
     lap("serving lists (top-N of every user, similar items)")
     mongo.record_model_version(version, {"engine": engine, "published": False, "metrics": metrics,
                                          "params": params, "run_id": run_id, "trained_at": time.time()})

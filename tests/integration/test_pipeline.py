@@ -264,6 +264,56 @@ def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts)
     assert artifacts.current_version() == version
 
 
+@pytest.mark.slow
+def test_train_spark_engine_keeps_users_off_the_driver(spark, settings, mongo_db, demo_clean, own_artifacts,
+                                                       monkeypatch):
+    """Engine spark (what auto picks when the data does not fit one node): evaluation and baselines
+    on a sample of held-out users whose rows alone reach the driver, the serving lists written by
+    the executors, and publish loading them."""
+    from core import artifacts, mongo
+    from spark_jobs import engines, train as train_job
+    from spark_jobs.publish import publish
+
+    def no_full_collect(*args, **kwargs):
+        raise AssertionError("engine spark collected every interaction to the driver")
+
+    monkeypatch.setattr(train_job, "collect", no_full_collect)
+    monkeypatch.setattr(engines, "EVAL_MAX_USERS", 150)
+    monkeypatch.setattr(engines, "EVAL_MIN_USERS", 150)
+    monkeypatch.setattr(engines, "grid", lambda engine: [dict(factors=16, reg=r, alpha=10.0, iterations=8)
+                                                         for r in (0.01, 0.1)])
+    items = _column(demo_clean / "reviews", "product_id")
+    users = _column(demo_clean / "reviews", "user_id")
+    per_user = Counter(users)
+    record = train_job.train(spark, str(demo_clean), _run_id("train-spark"), engine="spark")
+    assert record["status"] == "ok" and record["engine"] == "spark"
+    m = record["metrics"]
+    held_out = sum(1 for n in per_user.values() if n >= 3)
+    assert m["counts"]["users"] == len(per_user) and m["counts"]["interactions"] == len(users)
+    assert m["counts"]["test"] == held_out
+    sampled = min(150, held_out)
+    assert m["test"]["users"] == m["baselines"]["popularity"]["users"] == sampled
+    assert m["baselines"]["seed_explicit_als"]["users"] == sampled
+    assert m["rating_model"]["users_sampled"] == {"users": sampled, "of": len(per_user)}
+    for value in (m["validation"]["ndcg@10"], m["validation"]["popularity_ndcg@10"], m["test"]["ndcg@10"]):
+        assert isinstance(value, float) and math.isfinite(value)
+    assert m["serving_lists"]["users_listed"] == len(per_user) and m["serving_lists"]["items_listed"] == len(set(items))
+
+    version = record["version"]
+    model = artifacts.load_model(version)
+    assert model.kind == "ials" and model.params["engine"] == "spark" and sorted(model.item_ids) == sorted(set(items))
+    published = publish(version, _run_id("publish-spark"), force=True)
+    assert published["status"] == "published", published
+    deleted = mongo.deleted_user_ids(db=mongo_db)
+    user = next(u for u, _ in per_user.most_common() if u not in deleted)
+    recs = mongo.get_recommendations(user, db=mongo_db)
+    assert recs is not None and recs["model_version"] == version and len(recs["items"]) == settings.top_n
+    rated = {i for u, i in zip(users, items) if u == user}
+    assert not rated & {r["product_id"] for r in recs["items"]}, "recommended an item the user already rated"
+    assert all(r["because"] in rated for r in recs["items"])
+    assert mongo_db["similar_items"].count_documents({}) == len(model.item_ids)
+
+
 # --- 5. the publish gate ----------------------------------------------------------------------
 
 def _metrics(ndcg: float, pop: float, current: float | None = None) -> dict:
