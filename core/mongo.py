@@ -171,6 +171,14 @@ def physical_name(db: Database, name: str) -> str:
     return state["lists"][name]
 
 
+def live_generation(name: str, db: Database | None = None) -> str:
+    """The generation of a reloaded collection that its pointer names now (read, not cached):
+    what :func:`physical_name` resolves to once every process's cached pointer has expired."""
+    db = db if db is not None else get_db()
+    doc = _raw(db, POINTERS).find_one({"_id": name}, {"physical": 1}) or {}
+    return doc.get("physical") or name
+
+
 def per_version_name(name: str, version: str) -> str:
     return f"{name}__v{version}"
 

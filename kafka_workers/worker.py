@@ -244,16 +244,8 @@ def _handle_batch(records: list, holder: ModelHolder, stop: threading.Event) -> 
             valid[i] = parse_event(record.value)
         except InvalidEvent as exc:
             outcomes[i] = Outcome(None, "dead-letter", str(exc))
-    try:
-        # the batch's one cancellation check (core.cancellation): claimed as stored unless cancelled
-        cancelled = cancellation.claim_many([e.event_id for e in valid.values()]) if valid else set()
-        batch = []
-        for i, event in valid.items():
-            if event.event_id in cancelled:  # per event: skipped and committed past, never stored
-                outcomes[i] = Outcome(event, "cancelled", "the site cancelled it: its ack timed out")
-            else:
-                batch.append((i, event))
-        for (i, _), outcome in zip(batch, handle_batch([e for _, e in batch], holder.model)):
+    try:  # the batch claims its events first (core.cancellation): a cancelled one is skipped
+        for i, outcome in zip(valid, handle_batch(list(valid.values()), holder.model)):
             outcomes[i] = outcome
     except Exception as exc:  # noqa: BLE001 - an outage or a poison message: the per-message path copes
         log.warning("batch of %d messages failed (%s: %s); handling them one at a time", len(records),
