@@ -630,6 +630,24 @@ def find_by_ids(collection: str, ids: Iterable[str], projection: dict | None = N
     return {d["_id"]: d for d in docs if d is not None}
 
 
+def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
+                     db: Database | None = None) -> list[dict[str, dict]]:
+    """:func:`find_by_ids` of several collections at once, one result per ``(collection, ids,
+    projection)``: on FerretDB every ``_id`` read of all of them shares the same concurrent wave
+    (a batch waits for one wave of round trips instead of one per collection)."""
+    db = db if db is not None else get_db()
+    if not _is_ferretdb(db.client):
+        return [find_by_ids(c, ids, proj, db=db) for c, ids, proj in requests]
+    reads = [(k, db[c], i, proj) for k, (c, ids, proj) in enumerate(requests) for i in dict.fromkeys(ids)]
+    out: list[dict[str, dict]] = [{} for _ in requests]
+    found = _readers().map(lambda r: (r[0], r[1].find_one({"_id": r[2]}, r[3])), reads) if len(reads) >= 4 else \
+        [(k, coll.find_one({"_id": i}, proj)) for k, coll, i, proj in reads]
+    for k, doc in found:
+        if doc is not None:
+            out[k][doc["_id"]] = doc
+    return out
+
+
 @lru_cache(maxsize=1)
 def _readers() -> ThreadPoolExecutor:
     """Threads for :func:`find_by_ids` on FerretDB (pymongo clients are thread-safe); 2 reads per
@@ -912,7 +930,7 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     as_of = time.time() if as_of is None else float(as_of)
     doc = {"_id": user_id, "items": items, "model_version": model_version,
            "source_event_id": source_event_id, "updated_at": time.time(), "as_of": as_of}
-    with user_lock(f"recommendations:{user_id}", db=db):  # read-check-replace by _id, as one step
+    with user_lock(list_lock(user_id), db=db):  # read-check-replace by _id, as one step
         stored = db[RECOMMENDATIONS].find_one({"_id": user_id}, {"as_of": 1})
         if stored is not None and stored.get("as_of") is not None and float(stored["as_of"]) > as_of:
             return db[RECOMMENDATIONS].find_one({"_id": user_id}) or doc
@@ -920,21 +938,30 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     return doc
 
 
-def write_recommendations_many(lists: list[dict[str, Any]], as_of: float,
-                               db: Database | None = None) -> dict[str, dict[str, Any]]:
+def list_lock(user_id: str) -> str:
+    """The name of the lock every writer of a user's list holds (:func:`user_lock`)."""
+    return f"recommendations:{user_id}"
+
+
+def write_recommendations_many(lists: list[dict[str, Any]], as_of: float, db: Database | None = None,
+                               stored: dict[str, dict] | None = None) -> dict[str, dict[str, Any]]:
     """:func:`write_recommendations` for many users at once (the worker's batches), by the same rule.
 
     ``lists`` are ``{"_id": user, "items", "model_version", "source_event_id"}``; ``as_of`` is the
     time taken before the batch read the histories. Under every user's lock at once, the stored
     ``as_of`` values are read and each list is written unless a newer one is stored; returns the
     stored document per user (ours, or the newer one that stayed), which is what gets announced.
+    A caller already holding every user's :func:`list_lock` passes the ``as_of`` documents it read
+    under them as ``stored`` (the worker takes them with the history locks, and reads both at once).
     """
     db = db if db is not None else get_db()
     now, as_of = time.time(), float(as_of)
     docs = {d["_id"]: {**d, "updated_at": now, "as_of": as_of} for d in lists}
-    with user_locks([f"recommendations:{u}" for u in docs], db=db):
-        stored = find_by_ids(RECOMMENDATIONS, docs, {"as_of": 1}, db=db)
-        newer = [u for u, d in stored.items() if d.get("as_of") is not None and float(d["as_of"]) > as_of]
+    with user_locks([] if stored is not None else [list_lock(u) for u in docs], db=db):
+        if stored is None:
+            stored = find_by_ids(RECOMMENDATIONS, docs, {"as_of": 1}, db=db)
+        newer = [u for u, d in stored.items()
+                 if u in docs and d.get("as_of") is not None and float(d["as_of"]) > as_of]
         kept = find_by_ids(RECOMMENDATIONS, newer, db=db)
         set_by_ids(RECOMMENDATIONS, {u: {k: v for k, v in d.items() if k != "_id"}
                                      for u, d in docs.items() if u not in kept}, db=db)

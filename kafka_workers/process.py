@@ -183,10 +183,12 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     excluded: dict[str, set[str]] = {}
     db = mongo.get_db()
     history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
-    with mongo.user_locks([f"history:{u}" for u in by_user]):
-        docs = mongo.find_by_ids(mongo.USER_HISTORY, by_user)
-        exclusion_docs = mongo.find_by_ids(mongo.EXCLUSIONS, by_user)
-        deleted = set(mongo.find_by_ids(mongo.DELETED_USERS, [u for u in by_user if u not in docs], {"_id": 1}))
+    # one set of locks (history and list of every user) and one wave of reads for the whole batch
+    with mongo.user_locks([f"history:{u}" for u in by_user] + [mongo.list_lock(u) for u in by_user]):
+        docs, exclusion_docs, list_as_of, deleted_docs = mongo.find_by_ids_many(
+            [(mongo.USER_HISTORY, by_user, None), (mongo.EXCLUSIONS, by_user, None),
+             (mongo.RECOMMENDATIONS, by_user, {"as_of": 1}), (mongo.DELETED_USERS, by_user, {"_id": 1})])
+        deleted = set(deleted_docs) - set(docs)  # a deleted account has no history (as in handle)
         new_histories, new_exclusions = {}, {}
         for user, ids in by_user.items():
             if user in deleted:  # the account was deleted: keep nothing of it
@@ -214,12 +216,12 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
         mongo.set_by_ids(mongo.USER_HISTORY, new_histories)
         mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
 
-    n, popular, lists = get_settings().top_n, _PopularOnce(), []
-    for user, history in histories.items():
-        items, version = recommendations_for(history, model, n, excluded[user], popular=popular)
-        lists.append({"_id": user, "items": items, "model_version": version,
-                      "source_event_id": batch[by_user[user][-1]].event_id})
-    stored = mongo.write_recommendations_many(lists, as_of)
+        n, popular, lists = get_settings().top_n, _PopularOnce(), []
+        for user, history in histories.items():
+            items, version = recommendations_for(history, model, n, excluded[user], popular=popular)
+            lists.append({"_id": user, "items": items, "model_version": version,
+                          "source_event_id": batch[by_user[user][-1]].event_id})
+        stored = mongo.write_recommendations_many(lists, as_of, stored=list_as_of)
     list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
 
     version_of_user = {d["_id"]: d["model_version"] for d in lists}

@@ -31,6 +31,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
+from threadpoolctl import threadpool_limits
 
 from core import cancellation, kafka_io
 from core.events import InvalidEvent, RatingEvent, parse_event
@@ -314,6 +315,9 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     """Consume until ``stop`` is set; returns the counters (tests call this in a thread)."""
     stop = stop or threading.Event()
     name = name or f"{socket.gethostname()}-{os.getpid()}"
+    # A fold-in's matrices are 64 x 64: OpenBLAS's second thread only adds hand-offs, and on a busy
+    # machine (FerretDB beside the worker) a 64 x 64 solve took ~10x longer with two (measured).
+    threadpool_limits(1, user_api="blas")
     holder = ModelHolder()
     holder.refresh(force=True)
     stats = Stats()
