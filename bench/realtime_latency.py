@@ -167,7 +167,10 @@ def wait_group_ready(group: str, topic: str, members: int, timeout_s: float = 12
     raise RuntimeError(f"consumer group {group} did not reach {members} stable member(s)")
 
 
-def lag_zero(group: str, topic: str) -> bool:
+def wait_drained(group: str, topic: str, workers: "Workers", what: str, poll_s: float = 0.2) -> float:
+    """Until the committed offsets of ``group`` reach the end of every partition of ``topic`` (a
+    worker commits only after MongoDB has the result); returns when that was seen (perf_counter).
+    Raises if a worker exits first. One admin client and one consumer for the whole wait."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
     from core.settings import get_settings
 
@@ -175,11 +178,16 @@ def lag_zero(group: str, topic: str) -> bool:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     try:
-        committed = {tp.partition: m.offset for tp, m in admin.list_consumer_group_offsets(group).items()
-                     if tp.topic == topic}
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        ends = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-        return all(committed.get(p, 0) >= e for p, e in ends.items())
+        while True:
+            committed = {tp.partition: m.offset for tp, m in admin.list_consumer_group_offsets(group).items()
+                         if tp.topic == topic}
+            ends = consumer.end_offsets(tps)
+            if all(committed.get(tp.partition, 0) >= end for tp, end in ends.items()):
+                return time.perf_counter()
+            if not workers.alive():
+                raise RuntimeError(f"a worker exited during the {what}")
+            time.sleep(poll_s)
     finally:
         admin.close()
         consumer.close()
@@ -364,11 +372,7 @@ def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, 
         for f in futures:
             f.get(timeout=60)
         t_published = time.perf_counter()
-        while not lag_zero(os.environ["KAFKA_WORKER_GROUP"], topic):
-            if not workers.alive():
-                raise RuntimeError("a worker exited during the throughput run")
-            time.sleep(0.2)
-        elapsed = time.perf_counter() - t0
+        elapsed = wait_drained(os.environ["KAFKA_WORKER_GROUP"], topic, workers, "throughput run") - t0
     finally:
         workers.stop()
     db = mongo.get_db()
@@ -439,11 +443,7 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
     try:
         wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], topic, 1)
         t0 = time.perf_counter()
-        while not lag_zero(os.environ["KAFKA_WORKER_GROUP"], topic):
-            if not workers.alive():
-                raise RuntimeError("the worker exited during the backlog run")
-            time.sleep(0.5)
-        elapsed = time.perf_counter() - t0
+        elapsed = wait_drained(os.environ["KAFKA_WORKER_GROUP"], topic, workers, "backlog run", 0.5) - t0
     finally:
         workers.stop()
     db = mongo.get_db()

@@ -678,22 +678,37 @@ def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Dat
 _known_products: dict[tuple[str, str], set[str]] = {}
 
 
-def existing_products(product_ids: Iterable[str], db: Database | None = None) -> set[str]:
+def existing_products(product_ids: Iterable[str], db: Database | None = None,
+                      found: dict[str, dict] | None = None) -> set[str]:
     """Which of these products the live catalog holds (the worker's ``product_exists`` for a batch).
 
     A product once found is remembered per database and catalog generation: products change only
     by a reload, which writes a new generation (see :func:`get_db`), so a remembered id is never
-    stale; an unknown one is read again each time.
+    stale; an unknown one is read again each time. ``found``: the caller already read the ids
+    :func:`products_to_look_up` gave (the worker, with its other reads in one wave).
     """
     db = db if db is not None else get_db()
+    known = _remembered_products(db)
+    wanted = set(product_ids)
+    if found is None:
+        found = find_by_ids(PRODUCTS, [p for p in wanted if p not in known], {"_id": 1}, db=db)
+    known.update(found)
+    return wanted & known
+
+
+def products_to_look_up(product_ids: Iterable[str], db: Database | None = None) -> list[str]:
+    """The ids :func:`existing_products` would read (those not remembered as existing)."""
+    known = _remembered_products(db if db is not None else get_db())
+    return [p for p in dict.fromkeys(product_ids) if p not in known]
+
+
+def _remembered_products(db: Database) -> set[str]:
     key = (db.name, physical_name(db, PRODUCTS))
     known = _known_products.get(key)
     if known is None or len(known) > 2_000_000:
         _known_products.clear()
         known = _known_products[key] = set()
-    wanted = set(product_ids)
-    known.update(find_by_ids(PRODUCTS, [p for p in wanted if p not in known], {"_id": 1}, db=db))
-    return wanted & known
+    return known
 
 
 def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str, float] | None:

@@ -162,19 +162,6 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     for i, e in enumerate(batch):  # one at a time, in order, for accounts deleted in this batch
         if outcomes[i] is None and e.user_id in deleting:
             outcomes[i] = handle_event(e, model)
-    known = mongo.existing_products(batch[i].product_id for ids in by_user.values() for i in ids)
-    stored_before = mongo.find_by_ids(mongo.RATINGS, [batch[i].event_id for ids in by_user.values() for i in ids
-                                                      if batch[i].event_id in seen_before], {"state": 1})
-    for user, ids in list(by_user.items()):
-        for i in ids:
-            if batch[i].product_id not in known:
-                outcomes[i] = Outcome(batch[i], "dead-letter", f"unknown product {batch[i].product_id}")
-            elif stored_before.get(batch[i].event_id, {}).get("state") == "processed":
-                outcomes[i] = Outcome(batch[i], "duplicate")
-            # stored but not processed: a worker died before writing the list; finish the job now
-        by_user[user] = [i for i in ids if outcomes[i] is None]
-        if not by_user[user]:
-            del by_user[user]
     if not by_user:
         return outcomes  # type: ignore[return-value]
 
@@ -183,12 +170,27 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     excluded: dict[str, set[str]] = {}
     db = mongo.get_db()
     history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
+    product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
+    again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
     # one set of locks (history and list of every user) and one wave of reads for the whole batch
     with mongo.user_locks([f"history:{u}" for u in by_user] + [mongo.list_lock(u) for u in by_user]):
-        docs, exclusion_docs, list_as_of, deleted_docs = mongo.find_by_ids_many(
+        docs, exclusion_docs, list_as_of, deleted_docs, products, stored_before = mongo.find_by_ids_many(
             [(mongo.USER_HISTORY, by_user, None), (mongo.EXCLUSIONS, by_user, None),
-             (mongo.RECOMMENDATIONS, by_user, {"as_of": 1}), (mongo.DELETED_USERS, by_user, {"_id": 1})])
+             (mongo.RECOMMENDATIONS, by_user, {"as_of": 1}), (mongo.DELETED_USERS, by_user, {"_id": 1}),
+             (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),
+             (mongo.RATINGS, again, {"state": 1})])
+        known = mongo.existing_products(product_ids, db=db, found=products)
         deleted = set(deleted_docs) - set(docs)  # a deleted account has no history (as in handle)
+        for user, ids in list(by_user.items()):
+            for i in ids:
+                if batch[i].product_id not in known:
+                    outcomes[i] = Outcome(batch[i], "dead-letter", f"unknown product {batch[i].product_id}")
+                elif stored_before.get(batch[i].event_id, {}).get("state") == "processed":
+                    outcomes[i] = Outcome(batch[i], "duplicate")  # a redelivery: it changes nothing
+                # stored but not processed: a worker died before writing the list; finish the job now
+            by_user[user] = [i for i in ids if outcomes[i] is None]
+            if not by_user[user]:
+                del by_user[user]  # nothing of this user to apply: no history or list written
         new_histories, new_exclusions = {}, {}
         for user, ids in by_user.items():
             if user in deleted:  # the account was deleted: keep nothing of it
@@ -213,6 +215,7 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
                 new_exclusions[user] = {"items": mongo.exclusion_items(exclusions)}
             histories[user] = {pid: r for pid, (r, _t) in ratings.items()}
             excluded[user] = set(exclusions)
+        histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
         mongo.set_by_ids(mongo.USER_HISTORY, new_histories)
         mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
 
@@ -229,24 +232,28 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     now = time.time()
     docs_out = [{**mongo.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
                  "model_version": version_of_user[batch[i].user_id]} for i in applied]
-    again = mongo.store_ratings(docs_out)  # stored before (by a worker that died): mark those processed
-    mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in docs_out if d["_id"] in again})
-    _after_reload(db, history_generation, [batch[i] for i in applied])
+    earlier = mongo.store_ratings(docs_out)  # stored before (by a worker that died): mark those processed
+    mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in docs_out if d["_id"] in earlier})
+    _after_reload(db, history_generation, [batch[i] for i in applied], histories_written)
     for i in applied:
         outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))
     return outcomes  # type: ignore[return-value]
 
 
-def _after_reload(db, generation: str, applied: list[RatingEvent]) -> None:
+def _after_reload(db, generation: str, applied: list[RatingEvent], histories_written: float) -> None:
     """Write a batch's history changes again when a reload switched ``user_history`` under it.
 
     A reload replays the live ratings stored since it began into the new histories
-    (``core.mongo.reapply_live_ratings``), once every process reads the new generation. A batch
-    stores its ratings after writing the histories, so one that wrote them into the old generation
-    may store its ratings after that replay read them: checked here against a fresh pointer (a
-    reload is rare, so this costs one small read per batch), and applied again by the rule every
-    history writer follows, under each user's lock.
+    (``core.mongo.reapply_live_ratings``) once every process reads the new generation: at least
+    ``RETIRE_GRACE_S`` after its switch, while a write into the old generation comes at most
+    ``POINTER_TTL_S`` after it (the age of a cached pointer). A batch stores its ratings after
+    writing the histories, so one that took less than the difference from its history writes to
+    here stored them before that replay read them; a slower one (rare: a loaded machine) checks the
+    pointer afresh, and if it moved applies the changes again, by the rule every history writer
+    follows, under each user's lock.
     """
+    if not applied or time.monotonic() - histories_written < (mongo.RETIRE_GRACE_S - mongo.POINTER_TTL_S) / 2:
+        return
     if mongo.live_generation(mongo.USER_HISTORY, db=db) == generation:
         return
     for e in applied:
