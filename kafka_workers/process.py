@@ -225,7 +225,6 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
             lists.append({"_id": user, "items": items, "model_version": version,
                           "source_event_id": batch[by_user[user][-1]].event_id})
         stored = mongo.write_recommendations_many(lists, as_of, stored=list_as_of)
-    list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
 
     version_of_user = {d["_id"]: d["model_version"] for d in lists}
     applied = [i for user in histories for i in by_user[user]]
@@ -234,6 +233,8 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
                  "model_version": version_of_user[batch[i].user_id]} for i in applied]
     earlier = mongo.store_ratings(docs_out)  # stored before (by a worker that died): mark those processed
     mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in docs_out if d["_id"] in earlier})
+    # announced last: a page that sees the new list (Redis first) finds its ratings processed
+    list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
     _after_reload(db, history_generation, [batch[i] for i in applied], histories_written)
     for i in applied:
         outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))
