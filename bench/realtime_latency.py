@@ -385,7 +385,12 @@ def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, 
 
 
 def backlog_events(n_events: int, pool: int, workload: str, tag: str, seed: int = 0) -> list:
-    """The backlog's events, in the order they are published.
+    """The backlog's events, in the order they are published (a list; see :func:`iter_backlog_events`)."""
+    return list(iter_backlog_events(n_events, pool, workload, tag, seed))
+
+
+def iter_backlog_events(n_events: int, pool: int, workload: str, tag: str, seed: int = 0):
+    """The backlog's events one by one, so a backlog of millions is never held in memory.
 
     ``sessions``: shoppers rate a few products in a row (1 + geometric, mean 5 ratings) and about
     200 sessions are open at any moment, interleaved event by event, as a busy site's stream
@@ -395,26 +400,27 @@ def backlog_events(n_events: int, pool: int, workload: str, tag: str, seed: int 
     from core.events import RatingEvent
 
     rng = np.random.default_rng(seed)
-    events, base = [], time.time() - n_events * 1e-4
+    base = time.time() - n_events * 1e-4
     if workload == "distinct":
         users = max(1000, n_events // 8)
-        return [RatingEvent(user_id=f"{tag}-{i % users}", product_id=item_id(int(rng.integers(pool))),
-                            rating=int(rng.integers(1, 6)), ts=base + i * 1e-4) for i in range(n_events)]
+        for i in range(n_events):
+            yield RatingEvent(user_id=f"{tag}-{i % users}", product_id=item_id(int(rng.integers(pool))),
+                              rating=int(rng.integers(1, 6)), ts=base + i * 1e-4)
+        return
     open_sessions: list[list] = []  # [user, events left]
     next_user = 0
-    while len(events) < n_events:
+    for n in range(n_events):
         while len(open_sessions) < 200:
             open_sessions.append([f"{tag}-{next_user}", 1 + int(rng.geometric(0.25))])
             next_user += 1
         k = int(rng.integers(len(open_sessions)))
         session = open_sessions[k]
-        events.append(RatingEvent(user_id=session[0], product_id=item_id(int(rng.integers(pool))),
-                                  rating=int(rng.integers(1, 6)), ts=base + len(events) * 1e-4))
+        yield RatingEvent(user_id=session[0], product_id=item_id(int(rng.integers(pool))),
+                          rating=int(rng.integers(1, 6)), ts=base + n * 1e-4)
         session[1] -= 1
         if session[1] == 0:
             open_sessions[k] = open_sessions[-1]
             open_sessions.pop()
-    return events
 
 
 def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log_dir: Path, run_id: str,
@@ -429,15 +435,20 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
     base = f"bench-rt-{run_id}-{tag}"
     _topics(base)
     os.environ["KAFKA_WORKER_GROUP"] = f"{base}.workers"
-    events = backlog_events(n_events, pool, workload, tag, seed=n_events + batch_max)
     producer = kafka_io.get_producer()
     topic = get_settings().ratings_topic
     t = time.perf_counter()
-    for lo in range(0, len(events), 20_000):
-        futures = [producer.send(topic, key=e.key, value=e.to_bytes()) for e in events[lo:lo + 20_000]]
-        producer.flush()
-        for f in futures:
-            f.get(timeout=120)
+    step, sample, user_ids, futures = max(1, n_events // 2000), [], set(), []
+    for n, e in enumerate(iter_backlog_events(n_events, pool, workload, tag, seed=n_events + batch_max)):
+        futures.append(producer.send(topic, key=e.key, value=e.to_bytes()))
+        user_ids.add(e.user_id)
+        if n % step == 0:
+            sample.append(e)
+        if len(futures) == 20_000 or n == n_events - 1:
+            producer.flush()
+            for f in futures:
+                f.get(timeout=120)
+            futures = []
     published_s = time.perf_counter() - t
     load_before = os.getloadavg()[0]
     os.environ["WORKER_BATCH_MAX"] = str(batch_max)
@@ -452,10 +463,9 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
     finally:
         workers.stop()
     db = mongo.get_db()
-    sample = events[:: max(1, len(events) // 2000)]
     done = sum(1 for e in sample if (db[mongo.RATINGS].find_one({"_id": e.event_id}, {"state": 1}) or {}).get("state")
                == "processed")
-    users = len({e.user_id for e in events})
+    users = len(user_ids)
     return {"batch_max": batch_max, "workload": workload, "events": n_events, "users": users,
             "sampled": len(sample), "sampled_processed": done, "publish_seconds": published_s,
             "seconds": elapsed, "events_per_s": n_events / elapsed, "load_before": load_before,
