@@ -316,7 +316,7 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     stop = stop or threading.Event()
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     # A fold-in's matrices are 64 x 64: OpenBLAS's second thread only adds hand-offs, and on a busy
-    # machine (FerretDB beside the worker) a 64 x 64 solve took ~10x longer with two (measured).
+    # machine (FerretDB beside the worker) a 64 x 64 solve took 1.4-10x longer with two (measured).
     threadpool_limits(1, user_api="blas")
     holder = ModelHolder()
     holder.refresh(force=True)
