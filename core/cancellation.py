@@ -63,8 +63,9 @@ def claim_many(event_ids: Iterable[str], db: Database | None = None) -> set[str]
 
 def claim_batch(event_ids: Iterable[str], db: Database | None = None) -> tuple[set[str], set[str]]:
     """:func:`claim_many`, also saying which ids a worker had claimed before: (cancelled by the
-    site, claimed earlier by a worker). An id claimed for the first time now has never been
-    stored, so the worker's batches need no other read to tell a fresh event from a redelivery."""
+    site, claimed earlier by a worker). Every worker path claims an event before it stores it, so an
+    id claimed for the first time now was never stored by a worker: the worker's batches read back
+    only the others to tell a fresh event from a redelivery."""
     db, ids = _db(db), list(dict.fromkeys(event_ids))
     if not ids:
         return set(), set()
