@@ -592,8 +592,8 @@ def main() -> int:
     ap.add_argument("--backlog-old", type=int, default=3000,
                     help="events of the same backlog drained by the former per-message path (WORKER_BATCH_MAX=1)")
     ap.add_argument("--backlog-workloads", default="sessions,distinct")
-    ap.add_argument("--compare-code", help="a checkout of another commit (e.g. `git worktree add /tmp/before "
-                    "<commit>`): its batched worker drains the same kind of backlog in the same run")
+    ap.add_argument("--compare-code", help="a checkout of another commit (e.g. `git archive <commit> | tar -x -C /tmp/before`): "
+                    "its worker is measured beside this one in the same run (latency and backlog)")
     ap.add_argument("--compare-events", type=int, default=0, help="events of that backlog (default: --backlog)")
     ap.add_argument("--compare-label", help="its name in the table (default: the folder's name)")
     ap.add_argument("--round-trips", type=int, default=0,
