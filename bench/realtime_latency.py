@@ -3,6 +3,8 @@
     python bench/realtime_latency.py                      # full size: 1,000 ratings at 10k and 1M items
     python bench/realtime_latency.py --ratings 200 --sizes 10000 --throughput-events 1000   # quick check
     python bench/realtime_latency.py --controls --sizes 10000 --throughput-events 0   # + removals, "not interested"
+    python bench/realtime_latency.py --via publish --sizes 10000 --throughput-events 0 --ratings 0 \
+        --backlog 1000000 --backlog-old 3000 --backlog-workloads sessions   # a 1M-event backlog drained by one worker
 
 Needs the local services (``bin/services start redis mongo kafka``). Everything the run writes is
 its own and is removed at the end: a MongoDB database ``bench_rt_<id>``, Kafka topics
@@ -127,13 +129,14 @@ def publish_model(n_items: int, rank: int, seed: int = 0) -> str:
 class Workers:
     """``python -m kafka_workers.worker`` processes with this run's environment."""
 
-    def __init__(self, n: int, log_dir: Path) -> None:
+    def __init__(self, n: int, log_dir: Path, code: Path = ROOT) -> None:
+        """``code``: the checkout whose worker runs (another commit's, for a same-run comparison)."""
         self.procs = []
         for i in range(n):
             log = open(log_dir / f"worker-{time.time_ns()}-{i}.log", "ab")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "kafka_workers.worker"], cwd=ROOT,
-                                               env={**os.environ, "LOG_LEVEL": "INFO"}, stdout=log,
-                                               stderr=subprocess.STDOUT, start_new_session=True))
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "kafka_workers.worker"], cwd=code,
+                                               env={**os.environ, "LOG_LEVEL": "INFO", "PYTHONPATH": str(code)},
+                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
@@ -167,7 +170,10 @@ def wait_group_ready(group: str, topic: str, members: int, timeout_s: float = 12
     raise RuntimeError(f"consumer group {group} did not reach {members} stable member(s)")
 
 
-def lag_zero(group: str, topic: str) -> bool:
+def wait_drained(group: str, topic: str, workers: "Workers", what: str, poll_s: float = 0.2) -> float:
+    """Until the committed offsets of ``group`` reach the end of every partition of ``topic`` (a
+    worker commits only after MongoDB has the result); returns when that was seen (perf_counter).
+    Raises if a worker exits first. One admin client and one consumer for the whole wait."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
     from core.settings import get_settings
 
@@ -175,11 +181,16 @@ def lag_zero(group: str, topic: str) -> bool:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     try:
-        committed = {tp.partition: m.offset for tp, m in admin.list_consumer_group_offsets(group).items()
-                     if tp.topic == topic}
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        ends = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-        return all(committed.get(p, 0) >= e for p, e in ends.items())
+        while True:
+            committed = {tp.partition: m.offset for tp, m in admin.list_consumer_group_offsets(group).items()
+                         if tp.topic == topic}
+            ends = consumer.end_offsets(tps)
+            if all(committed.get(tp.partition, 0) >= end for tp, end in ends.items()):
+                return time.perf_counter()
+            if not workers.alive():
+                raise RuntimeError(f"a worker exited during the {what}")
+            time.sleep(poll_s)
     finally:
         admin.close()
         consumer.close()
@@ -364,11 +375,7 @@ def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, 
         for f in futures:
             f.get(timeout=60)
         t_published = time.perf_counter()
-        while not lag_zero(os.environ["KAFKA_WORKER_GROUP"], topic):
-            if not workers.alive():
-                raise RuntimeError("a worker exited during the throughput run")
-            time.sleep(0.2)
-        elapsed = time.perf_counter() - t0
+        elapsed = wait_drained(os.environ["KAFKA_WORKER_GROUP"], topic, workers, "throughput run") - t0
     finally:
         workers.stop()
     db = mongo.get_db()
@@ -378,7 +385,12 @@ def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, 
 
 
 def backlog_events(n_events: int, pool: int, workload: str, tag: str, seed: int = 0) -> list:
-    """The backlog's events, in the order they are published.
+    """The backlog's events, in the order they are published (a list; see :func:`iter_backlog_events`)."""
+    return list(iter_backlog_events(n_events, pool, workload, tag, seed))
+
+
+def iter_backlog_events(n_events: int, pool: int, workload: str, tag: str, seed: int = 0):
+    """The backlog's events one by one, so a backlog of millions is never held in memory.
 
     ``sessions``: shoppers rate a few products in a row (1 + geometric, mean 5 ratings) and about
     200 sessions are open at any moment, interleaved event by event, as a busy site's stream
@@ -388,31 +400,34 @@ def backlog_events(n_events: int, pool: int, workload: str, tag: str, seed: int 
     from core.events import RatingEvent
 
     rng = np.random.default_rng(seed)
-    events, base = [], time.time() - n_events * 1e-4
+    base = time.time() - n_events * 1e-4
     if workload == "distinct":
         users = max(1000, n_events // 8)
-        return [RatingEvent(user_id=f"{tag}-{i % users}", product_id=item_id(int(rng.integers(pool))),
-                            rating=int(rng.integers(1, 6)), ts=base + i * 1e-4) for i in range(n_events)]
+        for i in range(n_events):
+            yield RatingEvent(user_id=f"{tag}-{i % users}", product_id=item_id(int(rng.integers(pool))),
+                              rating=int(rng.integers(1, 6)), ts=base + i * 1e-4)
+        return
     open_sessions: list[list] = []  # [user, events left]
     next_user = 0
-    while len(events) < n_events:
+    for n in range(n_events):
         while len(open_sessions) < 200:
             open_sessions.append([f"{tag}-{next_user}", 1 + int(rng.geometric(0.25))])
             next_user += 1
         k = int(rng.integers(len(open_sessions)))
         session = open_sessions[k]
-        events.append(RatingEvent(user_id=session[0], product_id=item_id(int(rng.integers(pool))),
-                                  rating=int(rng.integers(1, 6)), ts=base + len(events) * 1e-4))
+        yield RatingEvent(user_id=session[0], product_id=item_id(int(rng.integers(pool))),
+                          rating=int(rng.integers(1, 6)), ts=base + n * 1e-4)
         session[1] -= 1
         if session[1] == 0:
             open_sessions[k] = open_sessions[-1]
             open_sessions.pop()
-    return events
 
 
-def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log_dir: Path, run_id: str) -> dict:
-    """A backlog of ``n_events`` already in fresh topics; one worker (``WORKER_BATCH_MAX=batch_max``)
-    drains it; events/s from the moment it holds the partitions until its commits reach the end."""
+def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log_dir: Path, run_id: str,
+                    code: Path = ROOT) -> dict:
+    """A backlog of ``n_events`` already in fresh topics; one worker (``WORKER_BATCH_MAX=batch_max``,
+    from the checkout ``code``) drains it; events/s from the moment it holds the partitions until its
+    commits reach the end."""
     from core import kafka_io, mongo
     from core.settings import get_settings
 
@@ -420,37 +435,37 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
     base = f"bench-rt-{run_id}-{tag}"
     _topics(base)
     os.environ["KAFKA_WORKER_GROUP"] = f"{base}.workers"
-    events = backlog_events(n_events, pool, workload, tag, seed=n_events + batch_max)
     producer = kafka_io.get_producer()
     topic = get_settings().ratings_topic
     t = time.perf_counter()
-    for lo in range(0, len(events), 20_000):
-        futures = [producer.send(topic, key=e.key, value=e.to_bytes()) for e in events[lo:lo + 20_000]]
-        producer.flush()
-        for f in futures:
-            f.get(timeout=120)
+    step, sample, user_ids, futures = max(1, n_events // 2000), [], set(), []
+    for n, e in enumerate(iter_backlog_events(n_events, pool, workload, tag, seed=n_events + batch_max)):
+        futures.append(producer.send(topic, key=e.key, value=e.to_bytes()))
+        user_ids.add(e.user_id)
+        if n % step == 0:
+            sample.append(e)
+        if len(futures) == 20_000 or n == n_events - 1:
+            producer.flush()
+            for f in futures:
+                f.get(timeout=120)
+            futures = []
     published_s = time.perf_counter() - t
     load_before = os.getloadavg()[0]
     os.environ["WORKER_BATCH_MAX"] = str(batch_max)
     try:
-        workers = Workers(1, log_dir)
+        workers = Workers(1, log_dir, code)
     finally:
         os.environ.pop("WORKER_BATCH_MAX", None)
     try:
         wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], topic, 1)
         t0 = time.perf_counter()
-        while not lag_zero(os.environ["KAFKA_WORKER_GROUP"], topic):
-            if not workers.alive():
-                raise RuntimeError("the worker exited during the backlog run")
-            time.sleep(0.5)
-        elapsed = time.perf_counter() - t0
+        elapsed = wait_drained(os.environ["KAFKA_WORKER_GROUP"], topic, workers, "backlog run", 0.5) - t0
     finally:
         workers.stop()
     db = mongo.get_db()
-    sample = events[:: max(1, len(events) // 2000)]
     done = sum(1 for e in sample if (db[mongo.RATINGS].find_one({"_id": e.event_id}, {"state": 1}) or {}).get("state")
                == "processed")
-    users = len({e.user_id for e in events})
+    users = len(user_ids)
     return {"batch_max": batch_max, "workload": workload, "events": n_events, "users": users,
             "sampled": len(sample), "sampled_processed": done, "publish_seconds": published_s,
             "seconds": elapsed, "events_per_s": n_events / elapsed, "load_before": load_before,
@@ -577,6 +592,10 @@ def main() -> int:
     ap.add_argument("--backlog-old", type=int, default=3000,
                     help="events of the same backlog drained by the former per-message path (WORKER_BATCH_MAX=1)")
     ap.add_argument("--backlog-workloads", default="sessions,distinct")
+    ap.add_argument("--compare-code", help="a checkout of another commit (e.g. `git archive <commit> | tar -x -C /tmp/before`): "
+                    "its worker is measured beside this one in the same run (latency and backlog)")
+    ap.add_argument("--compare-events", type=int, default=0, help="events of that backlog (default: --backlog)")
+    ap.add_argument("--compare-label", help="its name in the table (default: the folder's name)")
     ap.add_argument("--round-trips", type=int, default=0,
                     help="events handled in this process by both paths, counting MongoDB commands (0: skip)")
     ap.add_argument("--json", help="also write the results here")
@@ -616,13 +635,15 @@ def main() -> int:
             print(f"site: {site.url} (gunicorn, 2 workers x 4 threads), {args.users} users with tokens", flush=True)
         else:
             rater = PublishRater(args.users)
-        for n_items in sizes:
+        codes = [(ROOT, "this")] + ([(Path(args.compare_code), args.compare_label or Path(args.compare_code).name)]
+                                    if args.compare_code else [])
+        for n_items, (code, label) in [(n, c) for n in (sizes if args.ratings else []) for c in codes]:
             t = time.perf_counter()
             version = publish_model(n_items, args.rank, seed=n_items)
-            workers = Workers(1, work)
+            workers = Workers(1, work, code)
             try:
                 wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], get_settings().ratings_topic, 1)
-                print(f"model {n_items} items x rank {args.rank}: published and worker ready in "
+                print(f"model {n_items} items x rank {args.rank}: published and worker ({label} code) ready in "
                       f"{time.perf_counter() - t:.1f}s", flush=True)
                 with Background(args.background_rate, args.catalog_docs) as bg:
                     row = measure_latency(rater, args.ratings, args.catalog_docs, args.poll_ms / 1000, n_items,
@@ -632,7 +653,8 @@ def main() -> int:
                     raise RuntimeError("the worker exited during the latency run")
             finally:
                 workers.stop()
-            row.update({"items": n_items, "model_version": version})
+            row.update({"items": n_items, "model_version": version, "code": label,
+                        "load": os.getloadavg()[0]})
             results["latency"].append(row)
             print(f"  e2e p50 {row['e2e_p50_ms']:.1f} ms, p99 {row['e2e_p99_ms']:.1f} ms "
                   f"(POST p50 {row['post_p50_ms']:.1f} ms)", flush=True)
@@ -654,13 +676,18 @@ def main() -> int:
         if args.backlog:
             publish_model(min(sizes), args.rank, seed=2)
             for workload in [w for w in args.backlog_workloads.split(",") if w]:
-                for batch_max, n in ((1, args.backlog_old), (500, args.backlog)):
+                runs = [(1, args.backlog_old, ROOT, "this"), (500, args.backlog, ROOT, "this")]
+                if args.compare_code:  # another commit's batched worker, between the two
+                    runs.insert(1, (500, args.compare_events or args.backlog, Path(args.compare_code),
+                                    args.compare_label or Path(args.compare_code).name))
+                for batch_max, n, code, label in runs:
                     if not n:
                         continue
-                    row = measure_backlog(n, batch_max, workload, args.catalog_docs, work, run_id)
+                    row = measure_backlog(n, batch_max, workload, args.catalog_docs, work, run_id, code)
+                    row["code"] = label
                     all_topics += _topic_names()
                     results["backlog"].append(row)
-                    print(f"  backlog {workload}, WORKER_BATCH_MAX={batch_max}: {n:,} events drained at "
+                    print(f"  backlog {workload}, {label} code, WORKER_BATCH_MAX={batch_max}: {n:,} events drained at "
                           f"{row['events_per_s']:,.0f} events/s (load {row['load_before']:.1f})", flush=True)
     finally:
         if site_ctx is not None:
@@ -678,7 +705,7 @@ def main() -> int:
     print(f"{'design':<34}{'items':>9}{'ratings':>9}{'POST p50':>10}{'POST p99':>10}"
           f"{'e2e p50':>10}{'e2e p99':>10}{'e2e max':>10}")
     for r in results["latency"]:
-        print(f"{'Kafka worker, rank ' + str(args.rank):<34}{r['items']:>9,}{r['ratings']:>9}"
+        print(f"{'Kafka worker (' + r['code'] + '), rank ' + str(args.rank):<34}{r['items']:>9,}{r['ratings']:>9}"
               f"{r['post_p50_ms']:>8.1f}ms{r['post_p99_ms']:>8.1f}ms{r['e2e_p50_ms']:>8.1f}ms"
               f"{r['e2e_p99_ms']:>8.1f}ms{r['e2e_max_ms']:>8.1f}ms"
               + (f"  ({r['timeouts']} not seen in 30 s)" if r["timeouts"] else ""))
@@ -696,10 +723,10 @@ def main() -> int:
             print(f"{r['workers']:>8}{r['events']:>9}{r['processed']:>11}{r['seconds']:>9.1f}{r['events_per_s']:>10.0f}")
     if results["backlog"]:
         print(f"\nbacklog drained by one worker, {min(sizes):,}-item model (former per-message path vs batches, same run)")
-        print(f"{'workload':>9}{'WORKER_BATCH_MAX':>18}{'events':>10}{'users':>9}{'seconds':>9}{'events/s':>10}"
+        print(f"{'workload':>9}{'code':>14}{'WORKER_BATCH_MAX':>18}{'events':>10}{'users':>9}{'seconds':>9}{'events/s':>10}"
               f"{'load':>11}{'sampled ok':>12}")
         for r in results["backlog"]:
-            print(f"{r['workload']:>9}{r['batch_max']:>18}{r['events']:>10,}{r['users']:>9,}{r['seconds']:>9.1f}"
+            print(f"{r['workload']:>9}{r['code']:>14}{r['batch_max']:>18}{r['events']:>10,}{r['users']:>9,}{r['seconds']:>9.1f}"
                   f"{r['events_per_s']:>10,.0f}{r['load_before']:>5.1f}-{r['load_after']:<5.1f}"
                   f"{r['sampled_processed']:>6}/{r['sampled']}")
     if results["round_trips"]:

@@ -58,9 +58,17 @@ def claim(event_id: str, db: Database | None = None) -> bool:
 
 def claim_many(event_ids: Iterable[str], db: Database | None = None) -> set[str]:
     """:func:`claim` for a batch of events in one bulk insert; returns the ids the site cancelled."""
+    return claim_batch(event_ids, db)[0]
+
+
+def claim_batch(event_ids: Iterable[str], db: Database | None = None) -> tuple[set[str], set[str]]:
+    """:func:`claim_many`, also saying which ids a worker had claimed before: (cancelled by the
+    site, claimed earlier by a worker). Every worker path claims an event before it stores it, so an
+    id claimed for the first time now was never stored by a worker: the worker's batches read back
+    only the others to tell a fresh event from a redelivery."""
     db, ids = _db(db), list(dict.fromkeys(event_ids))
     if not ids:
-        return set()
+        return set(), set()
     now, taken = time.time(), []
     try:
         db[EVENT_CLAIMS].insert_many([{"_id": i, "state": STORED, "at": now} for i in ids], ordered=False)
@@ -69,7 +77,8 @@ def claim_many(event_ids: Iterable[str], db: Database | None = None) -> set[str]
         if any(e.get("code") != _DUPLICATE_KEY for e in errors):
             raise
         taken = [ids[e["index"]] for e in errors]
-    return {i for i in taken if _decide(i, STORED, db) == CANCELLED}
+    cancelled = {i for i in taken if _decide(i, STORED, db) == CANCELLED}
+    return cancelled, set(taken) - cancelled
 
 
 def cancel(event_id: str, db: Database | None = None) -> bool:

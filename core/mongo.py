@@ -175,6 +175,14 @@ def physical_name(db: Database, name: str) -> str:
     return state["lists"][name]
 
 
+def live_generation(name: str, db: Database | None = None) -> str:
+    """The generation of a reloaded collection that its pointer names now (read, not cached):
+    what :func:`physical_name` resolves to once every process's cached pointer has expired."""
+    db = db if db is not None else get_db()
+    doc = _raw(db, POINTERS).find_one({"_id": name}, {"physical": 1}) or {}
+    return doc.get("physical") or name
+
+
 def per_version_name(name: str, version: str) -> str:
     return f"{name}__v{version}"
 
@@ -640,6 +648,24 @@ def find_by_ids(collection: str, ids: Iterable[str], projection: dict | None = N
     return {d["_id"]: d for d in docs if d is not None}
 
 
+def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
+                     db: Database | None = None) -> list[dict[str, dict]]:
+    """:func:`find_by_ids` of several collections at once, one result per ``(collection, ids,
+    projection)``: on FerretDB every ``_id`` read of all of them shares the same concurrent wave
+    (a batch waits for one wave of round trips instead of one per collection)."""
+    db = db if db is not None else get_db()
+    if not _is_ferretdb(db.client):
+        return [find_by_ids(c, ids, proj, db=db) for c, ids, proj in requests]
+    reads = [(k, db[c], i, proj) for k, (c, ids, proj) in enumerate(requests) for i in dict.fromkeys(ids)]
+    out: list[dict[str, dict]] = [{} for _ in requests]
+    found = _readers().map(lambda r: (r[0], r[1].find_one({"_id": r[2]}, r[3])), reads) if len(reads) >= 4 else \
+        [(k, coll.find_one({"_id": i}, proj)) for k, coll, i, proj in reads]
+    for k, doc in found:
+        if doc is not None:
+            out[k][doc["_id"]] = doc
+    return out
+
+
 @lru_cache(maxsize=1)
 def _readers() -> ThreadPoolExecutor:
     """Threads for :func:`find_by_ids` on FerretDB (pymongo clients are thread-safe); 2 reads per
@@ -670,22 +696,37 @@ def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Dat
 _known_products: dict[tuple[str, str], set[str]] = {}
 
 
-def existing_products(product_ids: Iterable[str], db: Database | None = None) -> set[str]:
+def existing_products(product_ids: Iterable[str], db: Database | None = None,
+                      found: dict[str, dict] | None = None) -> set[str]:
     """Which of these products the live catalog holds (the worker's ``product_exists`` for a batch).
 
     A product once found is remembered per database and catalog generation: products change only
     by a reload, which writes a new generation (see :func:`get_db`), so a remembered id is never
-    stale; an unknown one is read again each time.
+    stale; an unknown one is read again each time. ``found``: the caller already read the ids
+    :func:`products_to_look_up` gave (the worker, with its other reads in one wave).
     """
     db = db if db is not None else get_db()
+    known = _remembered_products(db)
+    wanted = set(product_ids)
+    if found is None:
+        found = find_by_ids(PRODUCTS, [p for p in wanted if p not in known], {"_id": 1}, db=db)
+    known.update(found)
+    return wanted & known
+
+
+def products_to_look_up(product_ids: Iterable[str], db: Database | None = None) -> list[str]:
+    """The ids :func:`existing_products` would read (those not remembered as existing)."""
+    known = _remembered_products(db if db is not None else get_db())
+    return [p for p in dict.fromkeys(product_ids) if p not in known]
+
+
+def _remembered_products(db: Database) -> set[str]:
     key = (db.name, physical_name(db, PRODUCTS))
     known = _known_products.get(key)
     if known is None or len(known) > 2_000_000:
         _known_products.clear()
         known = _known_products[key] = set()
-    wanted = set(product_ids)
-    known.update(find_by_ids(PRODUCTS, [p for p in wanted if p not in known], {"_id": 1}, db=db))
-    return wanted & known
+    return known
 
 
 def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str, float] | None:
@@ -921,7 +962,7 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     as_of = time.time() if as_of is None else float(as_of)
     doc = {"_id": user_id, "items": items, "model_version": model_version,
            "source_event_id": source_event_id, "updated_at": time.time(), "as_of": as_of}
-    with user_lock(f"recommendations:{user_id}", db=db):  # read-check-replace by _id, as one step
+    with user_lock(list_lock(user_id), db=db):  # read-check-replace by _id, as one step
         stored = db[RECOMMENDATIONS].find_one({"_id": user_id}, {"as_of": 1})
         if stored is not None and stored.get("as_of") is not None and float(stored["as_of"]) > as_of:
             return db[RECOMMENDATIONS].find_one({"_id": user_id}) or doc
@@ -929,21 +970,30 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     return doc
 
 
-def write_recommendations_many(lists: list[dict[str, Any]], as_of: float,
-                               db: Database | None = None) -> dict[str, dict[str, Any]]:
+def list_lock(user_id: str) -> str:
+    """The name of the lock every writer of a user's list holds (:func:`user_lock`)."""
+    return f"recommendations:{user_id}"
+
+
+def write_recommendations_many(lists: list[dict[str, Any]], as_of: float, db: Database | None = None,
+                               stored: dict[str, dict] | None = None) -> dict[str, dict[str, Any]]:
     """:func:`write_recommendations` for many users at once (the worker's batches), by the same rule.
 
     ``lists`` are ``{"_id": user, "items", "model_version", "source_event_id"}``; ``as_of`` is the
     time taken before the batch read the histories. Under every user's lock at once, the stored
     ``as_of`` values are read and each list is written unless a newer one is stored; returns the
     stored document per user (ours, or the newer one that stayed), which is what gets announced.
+    A caller already holding every user's :func:`list_lock` passes the ``as_of`` documents it read
+    under them as ``stored`` (the worker takes them with the history locks, and reads both at once).
     """
     db = db if db is not None else get_db()
     now, as_of = time.time(), float(as_of)
     docs = {d["_id"]: {**d, "updated_at": now, "as_of": as_of} for d in lists}
-    with user_locks([f"recommendations:{u}" for u in docs], db=db):
-        stored = find_by_ids(RECOMMENDATIONS, docs, {"as_of": 1}, db=db)
-        newer = [u for u, d in stored.items() if d.get("as_of") is not None and float(d["as_of"]) > as_of]
+    with user_locks([] if stored is not None else [list_lock(u) for u in docs], db=db):
+        if stored is None:
+            stored = find_by_ids(RECOMMENDATIONS, docs, {"as_of": 1}, db=db)
+        newer = [u for u, d in stored.items()
+                 if u in docs and d.get("as_of") is not None and float(d["as_of"]) > as_of]
         kept = find_by_ids(RECOMMENDATIONS, newer, db=db)
         set_by_ids(RECOMMENDATIONS, {u: {k: v for k, v in d.items() if k != "_id"}
                                      for u, d in docs.items() if u not in kept}, db=db)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from core import events, list_state, mongo, recommend
+from core import cancellation, events, list_state, mongo, recommend
 from core.artifacts import Model
 from core.events import MAX_EVENT_BYTES, InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
@@ -123,25 +123,35 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
 
     The same effects as :func:`handle` of each event in turn, with MongoDB's round trips per user
     and per batch instead of per event: the events are grouped by user (a user's events keep
-    their order: one partition, one key), each user's history is read once, every event applied to
+    their order: one partition, one key), each user's history read once, every event applied to
     it in order by the rule of :func:`core.mongo.apply_history_change`, the history written once,
-    the user folded in once, and one list written for the user's last event. Ratings, histories,
-    lists, locks and the "processed" marks go in bulk writes. As in :func:`handle`, every rating is
-    inserted first by its event id (a redelivered, processed one is a duplicate and changes
-    nothing) and marked processed after its list is written (one left "stored" by a worker that
-    died is finished by the redelivery).
+    the user folded in once, and one list written for the user's last event. Claims, histories,
+    lists, locks and ratings go in bulk writes.
+
+    Every event is first claimed by its id (``core.cancellation``: one insert for the batch), which
+    also tells a fresh event from one a worker saw before; only those (redeliveries, rare) are read
+    back from ``ratings``: a processed one is a duplicate and changes nothing, one stored but not
+    processed (a worker died) is finished here. The ratings are inserted last, already processed,
+    in one insert: marking each stored rating processed was one FerretDB write transaction per
+    event, ~45% of a batch's time (docs/benchmarks.md). A crash before that insert leaves the
+    offsets uncommitted; the redelivery finds its claims, reads no rating and applies the batch
+    again, which repeats nothing that counts (every step is idempotent). A reload that switched
+    the histories' generation while the batch wrote them gets the batch's changes in the new one
+    (``_after_reload``), which a ratings-first order used to leave to the reload's replay.
 
     Raises on any error; the worker then handles the batch one event at a time (retries, dead
-    letters), which repeats nothing that counts: every step is idempotent, and what was stored
-    but not marked processed is finished there. Accounts deleted in this batch are handled one
-    event at a time (rare, and ``delete_account`` must come between that user's events exactly
-    where it was sent).
+    letters). Accounts deleted in this batch are handled one event at a time (rare, and
+    ``delete_account`` must come between that user's events exactly where it was sent).
     """
     outcomes: list[Outcome | None] = [None] * len(batch)
+    cancelled, seen_before = cancellation.claim_batch([e.event_id for e in batch]) if batch else (set(), set())
     seen: set[str] = set()
     by_user: dict[str, list[int]] = {}
     deleting = {e.user_id for e in batch if e.action == events.DELETE_ACCOUNT}
     for i, e in enumerate(batch):
+        if e.event_id in cancelled:  # skipped and committed past, never stored
+            outcomes[i] = Outcome(e, "cancelled", "the site cancelled it: its ack timed out")
+            continue
         if e.event_id in seen:
             outcomes[i] = Outcome(e, "duplicate")  # the producer retried after a lost ack
             continue
@@ -152,42 +162,40 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     for i, e in enumerate(batch):  # one at a time, in order, for accounts deleted in this batch
         if outcomes[i] is None and e.user_id in deleting:
             outcomes[i] = handle_event(e, model)
-    known = mongo.existing_products(batch[i].product_id for ids in by_user.values() for i in ids)
-    for user, ids in list(by_user.items()):
-        for i in ids:
-            if batch[i].product_id not in known:
-                outcomes[i] = Outcome(batch[i], "dead-letter", f"unknown product {batch[i].product_id}")
-        by_user[user] = [i for i in ids if outcomes[i] is None]
-        if not by_user[user]:
-            del by_user[user]
-    if not by_user:
-        return outcomes  # type: ignore[return-value]
-
-    # Stored first, by event id (one insert): a redelivered event is known before anything is applied
-    before = mongo.store_ratings([mongo.rating_doc(batch[i].to_dict()) for ids in by_user.values() for i in ids])
-    for user, ids in list(by_user.items()):
-        for i in ids:
-            if batch[i].event_id in before and (mongo.get_rating(batch[i].event_id) or {}).get("state") == "processed":
-                outcomes[i] = Outcome(batch[i], "duplicate")
-            # stored but not processed: a worker died before writing the list; finish the job now
-        by_user[user] = [i for i in ids if outcomes[i] is None]
-        if not by_user[user]:
-            del by_user[user]
     if not by_user:
         return outcomes  # type: ignore[return-value]
 
     as_of = time.time()  # before the histories are read: a list from an older read never replaces ours
     histories: dict[str, dict[str, float]] = {}
     excluded: dict[str, set[str]] = {}
-    with mongo.user_locks([f"history:{u}" for u in by_user]):
-        docs = mongo.find_by_ids(mongo.USER_HISTORY, by_user)
-        exclusion_docs = mongo.find_by_ids(mongo.EXCLUSIONS, by_user)
-        deleted = set(mongo.find_by_ids(mongo.DELETED_USERS, [u for u in by_user if u not in docs], {"_id": 1}))
+    db = mongo.get_db()
+    history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
+    product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
+    again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
+    # one set of locks (history and list of every user) and one wave of reads for the whole batch
+    with mongo.user_locks([f"history:{u}" for u in by_user] + [mongo.list_lock(u) for u in by_user]):
+        docs, exclusion_docs, list_as_of, deleted_docs, products, stored_before = mongo.find_by_ids_many(
+            [(mongo.USER_HISTORY, by_user, None), (mongo.EXCLUSIONS, by_user, None),
+             (mongo.RECOMMENDATIONS, by_user, {"as_of": 1}), (mongo.DELETED_USERS, by_user, {"_id": 1}),
+             (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),
+             (mongo.RATINGS, again, {"state": 1})])
+        known = mongo.existing_products(product_ids, db=db, found=products)
+        deleted = set(deleted_docs) - set(docs)  # a deleted account has no history (as in handle)
+        for user, ids in list(by_user.items()):
+            for i in ids:
+                if batch[i].product_id not in known:
+                    outcomes[i] = Outcome(batch[i], "dead-letter", f"unknown product {batch[i].product_id}")
+                elif stored_before.get(batch[i].event_id, {}).get("state") == "processed":
+                    outcomes[i] = Outcome(batch[i], "duplicate")  # a redelivery: it changes nothing
+                # stored but not processed: a worker died before writing the list; finish the job now
+            by_user[user] = [i for i in ids if outcomes[i] is None]
+            if not by_user[user]:
+                del by_user[user]  # nothing of this user to apply: no history or list written
         new_histories, new_exclusions = {}, {}
         for user, ids in by_user.items():
             if user in deleted:  # the account was deleted: keep nothing of it
                 for i in ids:
-                    mongo.drop_event(batch[i].event_id)
+                    mongo.drop_event(batch[i].event_id)  # stored by a worker that died, if at all
                     outcomes[i] = Outcome(batch[i], "dropped", "account deleted")
                 continue
             ratings, removed = mongo.history_entries(docs.get(user))
@@ -207,23 +215,52 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
                 new_exclusions[user] = {"items": mongo.exclusion_items(exclusions)}
             histories[user] = {pid: r for pid, (r, _t) in ratings.items()}
             excluded[user] = set(exclusions)
+        histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
         mongo.set_by_ids(mongo.USER_HISTORY, new_histories)
         mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
 
-    n, popular, lists = get_settings().top_n, _PopularOnce(), []
-    for user, history in histories.items():
-        items, version = recommendations_for(history, model, n, excluded[user], popular=popular)
-        lists.append({"_id": user, "items": items, "model_version": version,
-                      "source_event_id": batch[by_user[user][-1]].event_id})
-    stored = mongo.write_recommendations_many(lists, as_of)
-    list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
+        n, popular, lists = get_settings().top_n, _PopularOnce(), []
+        for user, history in histories.items():
+            items, version = recommendations_for(history, model, n, excluded[user], popular=popular)
+            lists.append({"_id": user, "items": items, "model_version": version,
+                          "source_event_id": batch[by_user[user][-1]].event_id})
+        stored = mongo.write_recommendations_many(lists, as_of, stored=list_as_of)
 
     version_of_user = {d["_id"]: d["model_version"] for d in lists}
     applied = [i for user in histories for i in by_user[user]]
-    mongo.mark_ratings_processed({batch[i].event_id: version_of_user[batch[i].user_id] for i in applied})
+    now = time.time()
+    docs_out = [{**mongo.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
+                 "model_version": version_of_user[batch[i].user_id]} for i in applied]
+    earlier = mongo.store_ratings(docs_out)  # stored before (by a worker that died): mark those processed
+    mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in docs_out if d["_id"] in earlier})
+    # announced last: a page that sees the new list (Redis first) finds its ratings processed
+    list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
+    _after_reload(db, history_generation, [batch[i] for i in applied], histories_written)
     for i in applied:
         outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))
     return outcomes  # type: ignore[return-value]
+
+
+def _after_reload(db, generation: str, applied: list[RatingEvent], histories_written: float) -> None:
+    """Write a batch's history changes again when a reload switched ``user_history`` under it.
+
+    A reload replays the live ratings stored since it began into the new histories
+    (``core.mongo.reapply_live_ratings``) once every process reads the new generation: at least
+    ``RETIRE_GRACE_S`` after its switch, while a write into the old generation comes at most
+    ``POINTER_TTL_S`` after it (the age of a cached pointer). A batch stores its ratings after
+    writing the histories, so one that took less than the difference from its history writes to
+    here stored them before that replay read them; a slower one (rare: a loaded machine) checks the
+    pointer afresh, and if it moved applies the changes again, by the rule every history writer
+    follows, under each user's lock.
+    """
+    if not applied or time.monotonic() - histories_written < (mongo.RETIRE_GRACE_S - mongo.POINTER_TTL_S) / 2:
+        return
+    if mongo.live_generation(mongo.USER_HISTORY, db=db) == generation:
+        return
+    for e in applied:
+        if e.action in (events.RATE, events.UNRATE):
+            mongo.change_history(e.user_id, e.product_id, None if e.action == events.UNRATE else float(e.rating),
+                                 e.ts, db=db)
 
 
 def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: int, offset: int,

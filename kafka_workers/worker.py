@@ -31,6 +31,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
+from threadpoolctl import threadpool_limits
 
 from core import cancellation, kafka_io
 from core.events import InvalidEvent, RatingEvent, parse_event
@@ -244,16 +245,8 @@ def _handle_batch(records: list, holder: ModelHolder, stop: threading.Event) -> 
             valid[i] = parse_event(record.value)
         except InvalidEvent as exc:
             outcomes[i] = Outcome(None, "dead-letter", str(exc))
-    try:
-        # the batch's one cancellation check (core.cancellation): claimed as stored unless cancelled
-        cancelled = cancellation.claim_many([e.event_id for e in valid.values()]) if valid else set()
-        batch = []
-        for i, event in valid.items():
-            if event.event_id in cancelled:  # per event: skipped and committed past, never stored
-                outcomes[i] = Outcome(event, "cancelled", "the site cancelled it: its ack timed out")
-            else:
-                batch.append((i, event))
-        for (i, _), outcome in zip(batch, handle_batch([e for _, e in batch], holder.model)):
+    try:  # the batch claims its events first (core.cancellation): a cancelled one is skipped
+        for i, outcome in zip(valid, handle_batch(list(valid.values()), holder.model)):
             outcomes[i] = outcome
     except Exception as exc:  # noqa: BLE001 - an outage or a poison message: the per-message path copes
         log.warning("batch of %d messages failed (%s: %s); handling them one at a time", len(records),
@@ -322,6 +315,9 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     """Consume until ``stop`` is set; returns the counters (tests call this in a thread)."""
     stop = stop or threading.Event()
     name = name or f"{socket.gethostname()}-{os.getpid()}"
+    # A fold-in's matrices are 64 x 64: OpenBLAS's second thread only adds hand-offs, and on a busy
+    # machine (FerretDB beside the worker) a 64 x 64 solve took 1.4-10x longer with two (measured).
+    threadpool_limits(1, user_api="blas")
     holder = ModelHolder()
     holder.refresh(force=True)
     stats = Stats()

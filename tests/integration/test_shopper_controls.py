@@ -129,8 +129,9 @@ def test_change_then_remove_a_rating_re_solves_the_list(shop):
     empty = _list_from(rt.db, uid, gone["event_id"])
     assert mongo.user_ratings(uid, db=rt.db) == {} and empty["model_version"] == "popular"
     assert _site_list(client, gone["event_id"])["n_rated"] == 0
-    stored = mongo.get_rating(gone["event_id"], db=rt.db)
-    assert stored["action"] == UNRATE and stored["state"] == "processed"
+    stored = wait_until(lambda: (d := mongo.get_rating(gone["event_id"], db=rt.db)) and d.get("state") == "processed"
+                        and d, 30, "the removal stored as processed")  # right after the list is written
+    assert stored["action"] == UNRATE
 
 
 def test_not_interested_items_never_come_back(shop, make_user):

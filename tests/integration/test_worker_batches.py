@@ -92,3 +92,41 @@ def test_batches_have_the_effects_of_one_event_at_a_time(rt_catalog, tmp_path, m
     after = _state(db, [f"rt-bn-{i}" for i in range(4)], many)
     assert {k: (v["history"], v["excluded"], v["ratings"]) for k, v in after.items()} == \
         {k: (v["history"], v["excluded"], v["ratings"]) for k, v in before.items()}
+
+
+def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_catalog, tmp_path, monkeypatch):
+    """The batch stores its ratings after writing the histories; a reload that switched
+    ``user_history`` in between (its replay of live ratings may already have run) must still end
+    with the batch's ratings in the new generation. Simulated: the switch happens while the batch
+    writes its lists, and the batch counts as slow (the fresh pointer check always runs)."""
+    from kafka_workers import process
+
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
+    reset_core_caches()
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=37))
+    now = time.time() - 50
+    batch = [RatingEvent(user_id=f"rt-rl-{i % 3}", product_id=p[i], rating=1 + i % 5, ts=now + i) for i in range(6)]
+    for i in range(3):
+        for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS):
+            db[name].delete_one({"_id": f"rt-rl-{i}"})
+    write_lists = mongo.write_recommendations_many
+
+    def switch_then_write(*args, **kwargs):  # the reload: a new generation, built before this batch
+        kept = [d for d in db[mongo.USER_HISTORY].find() if not str(d["_id"]).startswith("rt-rl-")]
+        staging = mongo.replace_collection_start(mongo.USER_HISTORY, db=db)
+        mongo.insert_docs(staging, kept, db=db)
+        mongo.replace_collection_finish(mongo.USER_HISTORY, db=db)
+        return write_lists(*args, **kwargs)
+
+    monkeypatch.setattr(mongo, "write_recommendations_many", switch_then_write)
+    monkeypatch.setattr(mongo, "RETIRE_GRACE_S", mongo.POINTER_TTL_S)  # every batch counts as slow
+    try:
+        outcomes = process.handle_batch(batch, model)
+        assert [o.status for o in outcomes] == ["processed"] * 6
+        for i in range(3):
+            want = {e.product_id: float(e.rating) for e in batch if e.user_id == f"rt-rl-{i}"}
+            assert mongo.user_ratings(f"rt-rl-{i}", db=db) == want, i
+    finally:
+        mongo.drop_retired(wait=True, db=db)

@@ -47,9 +47,10 @@ def test_rating_becomes_personal_recommendations_for_an_unseen_user(rt):
     model = artifacts.load_model(rt.version)
     assert ids == [r["product_id"] for r in recommend.recommend(model, {p: float(r) for p, r in rated.items()}, TOP_N)]
     assert mongo.user_ratings(user, db=rt.db) == {p: float(r) for p, r in rated.items()}
-    for e in events:
-        stored = mongo.get_rating(e.event_id, db=rt.db)
-        assert stored["state"] == "processed" and stored["model_version"] == rt.version
+    for e in events:  # stored as processed right after the list is written
+        stored = wait_until(lambda: (d := mongo.get_rating(e.event_id, db=rt.db)) and d.get("state") == "processed"
+                            and d, 30, "the rating stored as processed")
+        assert stored["model_version"] == rt.version
         assert (stored["user_id"], stored["product_id"], stored["rating"]) == (e.user_id, e.product_id, e.rating)
     assert worker.alive()
 
@@ -168,8 +169,9 @@ def test_redelivered_and_half_processed_events_are_applied_once(rt):
 
     worker = rt.start_worker()
     doc = wait_until(lambda: _recs_from(rt.db, user, e0.event_id), 90, "the last event's list")
-    for e in (e0, e1, e2, e3):
-        assert mongo.get_rating(e.event_id, db=rt.db)["state"] == "processed"
+    # the list is written before its ratings are stored as processed (a few ms later)
+    wait_until(lambda: all((mongo.get_rating(e.event_id, db=rt.db) or {}).get("state") == "processed"
+                           for e in (e0, e1, e2, e3)), 30, "every event stored as processed")
     assert rt.db[mongo.RATINGS].count_documents({"user_id": user}) == 4
     assert mongo.user_ratings(user, db=rt.db) == {products[1]: 5.0, products[2]: 4.0, products[3]: 3.0}
     assert not {i["product_id"] for i in doc["items"]} & {products[1], products[2], products[3]}
