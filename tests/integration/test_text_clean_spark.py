@@ -71,3 +71,18 @@ def test_clean_text_col_equals_its_first_form_on_real_texts_and_edges(spark):
     # the Python twin (what tests predict with) agrees on plain text
     for i in (EDGES.index("Hello, World!"), EDGES.index("It's   fine...\n\tReally"), EDGES.index("café naïve résumé")):
         assert edges[i] == clean_text(EDGES[i])
+
+
+def test_year_col_equals_the_year_of_from_unixtime(spark):
+    """clean's year column, now from a timestamp inside 1970-2099, is what from_unixtime's text gave."""
+    from spark_jobs.clean import year_col
+
+    seconds = [0, 1, 59, 86_399, 86_400, 946_684_799, 946_684_800, 1_388_361_600, 1_526_688_000, 1_700_000_000,
+               4_102_444_799, 4_102_444_800, -1, -86_400, -2_208_988_800, 253_402_300_799, 253_402_300_800,
+               9_223_372_036_854, 9_223_372_036_854_775_807, -9_223_372_036_854_775_808]
+    df = spark.createDataFrame([(s,) for s in seconds], "ts long")
+    rows = df.select("ts", F.year(F.from_unixtime("ts")).cast("int").alias("want"),
+                     year_col(F.col("ts")).alias("got")).collect()
+    assert [r["got"] for r in rows] == [r["want"] for r in rows]
+    assert {r["ts"]: r["got"] for r in rows}[1_388_361_600] == 2013
+    assert {r["ts"]: r["got"] for r in rows}[4_102_444_799] == 2099
