@@ -49,14 +49,22 @@ def noop(df) -> None:
     df.write.format("noop").mode("overwrite").save()
 
 
-def old_clean(ref: str, work: Path):
-    path = work / "old_clean.py"
-    path.write_text(subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:spark_jobs/clean.py"], check=True,
-                                   capture_output=True, text=True).stdout)
-    spec = importlib.util.spec_from_file_location("old_clean", path)
+def _git_module(ref: str, path: str, name: str, work: Path, source=lambda s: s):
+    file = work / f"{name}.py"
+    file.write_text(source(subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], check=True,
+                                          capture_output=True, text=True).stdout))
+    spec = importlib.util.spec_from_file_location(name, file)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def old_clean(ref: str, work: Path):
+    """clean.py as it was at ``ref``, with text_clean.py as it was then too (not today's)."""
+    _git_module(ref, "spark_jobs/text_clean.py", "old_text_clean", work)
+    return _git_module(ref, "spark_jobs/clean.py", "old_clean", work,
+                       lambda s: s.replace("from spark_jobs.text_clean import", "from old_text_clean import"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--baseline", metavar="GIT_REF", help="also time clean() as it was at this commit")
+    ap.add_argument("--jobs-only", action="store_true", help="phases in the first run only, then only the jobs")
     opts = ap.parse_args(argv)
     work = opts.work or Path(tempfile.mkdtemp(prefix="clean-phases-"))
     os.environ.setdefault("DATA_DIR", str(work / "data"))
@@ -72,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import functions as F
 
     from spark_jobs import clean as job
-    from spark_jobs import units
     from spark_jobs.common import spark_session
-    from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
     spark = spark_session("bench-clean-phases", master=os.environ.get("SPARK_MASTER", "local[2]"))
     raw = spark.read.parquet(f"{opts.raw}/reviews").select(*job._REVIEW_COLS)
@@ -89,19 +96,8 @@ def main(argv: list[str] | None = None) -> int:
           f"shuffle partitions {spark.conf.get('spark.sql.shuffle.partitions')}; load avg {loadavg()}", flush=True)
     for i in range(opts.repeat):
         print(f"run {i + 1}", flush=True)
-        timed("read -> noop", n, lambda: noop(raw))
-        timed("+ window (latest per pair) -> noop", n, lambda: noop(job.latest_per_pair(raw)))
-        timed("+ unescape (3 columns) -> noop", n, lambda: noop(job.latest_per_pair(raw).withColumns(
-            {c: unescape_html_col(F.col(c)) for c in text_cols})))
-        timed("read + clean_text only (no window, no unescape) -> noop", n, lambda: noop(raw.select(
-            clean_text_col(F.col("review_text")).alias("a"), clean_text_col(F.col("summary")).alias("b"))))
-        timed("+ clean_text = clean_reviews -> noop", n, lambda: noop(job.clean_reviews(raw)))
-        out = str(work / "phase_out")
-        timed("clean_reviews -> partitioned Parquet write", n,
-              lambda: units.write_partitioned(job.clean_reviews(raw), out, "category"))
-        timed("counts: raw count", n, lambda: raw.count())
-        timed("counts: removed_counts (keys shuffle)", n, lambda: job.removed_counts(raw, products, None, None))
-        timed("counts: read back the written rows", n, lambda: spark.read.parquet(out).count())
+        if i == 0 or not opts.jobs_only:
+            phases(spark, job, raw, products, n, work, text_cols)
         shutil.rmtree(work / "clean", ignore_errors=True)
         timed("clean() whole job (this tree)", n, lambda: job.clean(spark, opts.raw, str(work / "clean"), "bench"))
         if baseline:
@@ -113,6 +109,31 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(f"clean_phases: done; load avg {loadavg()}")
     return 0
+
+
+def phases(spark, job, raw, products, n, work, text_cols) -> None:
+    from pyspark.sql import functions as F
+
+    from spark_jobs import units
+    from spark_jobs.text_clean import clean_text_col, unescape_html_col
+
+    timed("read -> noop", n, lambda: noop(raw))
+    timed("+ window (latest per pair) -> noop", n, lambda: noop(job.latest_per_pair(raw)))
+    timed("+ unescape (3 columns) -> noop", n, lambda: noop(job.latest_per_pair(raw).withColumns(
+        {c: unescape_html_col(F.col(c)) for c in text_cols})))
+    timed("read + clean_text only (no window, no unescape) -> noop", n, lambda: noop(raw.select(
+        clean_text_col(F.col("review_text")).alias("a"), clean_text_col(F.col("summary")).alias("b"))))
+    old = sys.modules.get("old_text_clean")
+    if old is not None:
+        timed("read + clean_text only, as at the baseline -> noop", n, lambda: noop(raw.select(
+            old.clean_text_col(F.col("review_text")).alias("a"), old.clean_text_col(F.col("summary")).alias("b"))))
+    timed("+ clean_text = clean_reviews -> noop", n, lambda: noop(job.clean_reviews(raw)))
+    out = str(work / "phase_out")
+    timed("clean_reviews -> partitioned Parquet write", n,
+          lambda: units.write_partitioned(job.clean_reviews(raw), out, "category"))
+    timed("counts: raw count", n, lambda: raw.count())
+    timed("counts: removed_counts (keys shuffle)", n, lambda: job.removed_counts(raw, products, None, None))
+    timed("counts: read back the written rows", n, lambda: spark.read.parquet(out).count())
 
 
 if __name__ == "__main__":
