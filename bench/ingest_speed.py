@@ -70,19 +70,22 @@ def timed(results: list, name: str, n: int, fn, unit: str = "rows") -> float:
 
 
 def old_jobs(ref: str, work: Path):
-    """spark_jobs/load.py and clean.py as they were at git ``ref``, imported as modules."""
+    """spark_jobs/load.py and clean.py as they were at git ``ref``, imported as modules (clean with the
+    text_clean.py of ``ref`` too, not today's)."""
     import importlib.util
 
     mods = []
-    for job in ("load", "clean"):
+    for job in ("text_clean", "load", "clean"):
         path = work / f"old_{job}.py"
-        path.write_text(subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:spark_jobs/{job}.py"], check=True,
-                                       capture_output=True, text=True).stdout)
+        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:spark_jobs/{job}.py"], check=True,
+                                capture_output=True, text=True).stdout
+        path.write_text(source.replace("from spark_jobs.text_clean import", "from old_text_clean import"))
         spec = importlib.util.spec_from_file_location(f"old_{job}", path)
         mod = importlib.util.module_from_spec(spec)
+        sys.modules[f"old_{job}"] = mod
         spec.loader.exec_module(mod)
         mods.append(mod)
-    return mods
+    return mods[1:]
 
 
 def speed(files: list[str], n_lines: int, work: Path, results: list, baseline=None) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.settings import get_settings
@@ -86,8 +86,22 @@ def clean_reviews(raw: DataFrame) -> DataFrame:
         clean_text_col(F.col("review_text")).alias("text_clean"),
         clean_text_col(F.col("summary")).alias("summary_clean"),
         "helpful_votes", "total_votes", "verified", "reviewer_name", "category", "source_format",
-        F.year(F.from_unixtime("ts")).cast("int").alias("year"),
+        year_col(F.col("ts")).alias("year"),
     )
+
+
+_Y1970, _Y2100 = 0, 4_102_444_800  # 1970-01-01, 2100-01-01 (UTC)
+
+
+def year_col(ts: Column) -> Column:
+    """The UTC year of a Unix time in seconds.
+
+    From a timestamp, not from ``from_unixtime``'s text (formatting and parsing a date string per
+    row); times outside 1970-2099 keep the text route, which gives null rather than failing where
+    the seconds overflow a timestamp.
+    """
+    return F.when(ts.between(_Y1970, _Y2100 - 1), F.year(F.timestamp_seconds(ts))) \
+        .otherwise(F.year(F.from_unixtime(ts))).cast("int")
 
 
 def clean_products(raw: DataFrame) -> DataFrame:
