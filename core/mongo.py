@@ -638,14 +638,9 @@ def find_by_ids(collection: str, ids: Iterable[str], projection: dict | None = N
     ids = list(dict.fromkeys(ids))
     if not ids:
         return {}
-    coll = db[collection]
     if not _is_ferretdb(db.client):
-        return {d["_id"]: d for d in coll.find({"_id": {"$in": ids}}, projection)}
-    if len(ids) < 4:
-        docs = [coll.find_one({"_id": i}, projection) for i in ids]
-    else:  # concurrent reads: each waits on a round trip, FerretDB answers them in parallel
-        docs = list(_readers().map(lambda i: coll.find_one({"_id": i}, projection), ids))
-    return {d["_id"]: d for d in docs if d is not None}
+        return {d["_id"]: d for d in db[collection].find({"_id": {"$in": ids}}, projection)}
+    return find_by_ids_many([(collection, ids, projection)], db=db)[0]
 
 
 def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
@@ -656,8 +651,10 @@ def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
     db = db if db is not None else get_db()
     if not _is_ferretdb(db.client):
         return [find_by_ids(c, ids, proj, db=db) for c, ids, proj in requests]
-    reads = [(k, db[c], i, proj) for k, (c, ids, proj) in enumerate(requests) for i in dict.fromkeys(ids)]
+    colls = [db[c] for c, _, _ in requests]  # each name resolved once (its live generation)
+    reads = [(k, colls[k], i, proj) for k, (_, ids, proj) in enumerate(requests) for i in dict.fromkeys(ids)]
     out: list[dict[str, dict]] = [{} for _ in requests]
+    # concurrent reads: each waits on a round trip, FerretDB answers them in parallel
     found = _readers().map(lambda r: (r[0], r[1].find_one({"_id": r[2]}, r[3])), reads) if len(reads) >= 4 else \
         [(k, coll.find_one({"_id": i}, proj)) for k, coll, i, proj in reads]
     for k, doc in found:
