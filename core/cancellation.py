@@ -56,14 +56,9 @@ def claim(event_id: str, db: Database | None = None) -> bool:
     return _decide(event_id, STORED, _db(db)) == STORED
 
 
-def claim_many(event_ids: Iterable[str], db: Database | None = None) -> set[str]:
-    """:func:`claim` for a batch of events in one bulk insert; returns the ids the site cancelled."""
-    return claim_batch(event_ids, db)[0]
-
-
 def claim_batch(event_ids: Iterable[str], db: Database | None = None) -> tuple[set[str], set[str]]:
-    """:func:`claim_many`, also saying which ids a worker had claimed before: (cancelled by the
-    site, claimed earlier by a worker). Every worker path claims an event before it stores it, so an
+    """:func:`claim` for a batch of events in one bulk insert, also saying which ids a worker had
+    claimed before: (cancelled by the site, claimed earlier by a worker). Every worker path claims an event before it stores it, so an
     id claimed for the first time now was never stored by a worker: the worker's batches read back
     only the others to tell a fresh event from a redelivery."""
     db, ids = _db(db), list(dict.fromkeys(event_ids))
