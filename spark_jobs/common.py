@@ -90,6 +90,14 @@ def run_id_arg(parser) -> None:
                         help="id shared by all jobs of one pipeline run (default: from the clock)")
 
 
+def _deleted_ids(spark):
+    """(DataFrame of the deleted accounts' ids, how many); a small list, broadcast by the joins."""
+    from core import mongo
+
+    deleted = sorted(mongo.deleted_user_ids())
+    return spark.createDataFrame([(u,) for u in deleted], "user_id string"), len(deleted)
+
+
 def without_deleted_users(reviews):
     """``reviews`` without the reviews of deleted accounts, and how many ids were deleted.
 
@@ -100,23 +108,17 @@ def without_deleted_users(reviews):
     """
     from pyspark.sql import functions as F
 
-    from core import mongo
-
-    deleted = sorted(mongo.deleted_user_ids())
-    if not deleted:
-        return reviews, 0
-    ids = reviews.sparkSession.createDataFrame([(u,) for u in deleted], "user_id string")
-    return reviews.join(F.broadcast(ids), "user_id", "left_anti"), len(deleted)
+    ids, n = _deleted_ids(reviews.sparkSession)
+    return (reviews.join(F.broadcast(ids), "user_id", "left_anti") if n else reviews), n
 
 
 def of_deleted_users(reviews):
     """The reviews of deleted accounts (the rows :func:`without_deleted_users` leaves out)."""
     from pyspark.sql import functions as F
 
-    from core import mongo
-
-    ids = reviews.sparkSession.createDataFrame([(u,) for u in sorted(mongo.deleted_user_ids())], "user_id string")
+    ids, _ = _deleted_ids(reviews.sparkSession)
     return reviews.join(F.broadcast(ids), "user_id", "left_semi")
+
 
 def run_job(name: str, doc: str | None, argv: list[str] | None,
             work: Callable[[Any, argparse.Namespace], dict[str, Any]], *,
