@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -52,6 +52,24 @@ def in_threads(work: Callable[[np.ndarray], str], blocks: list[np.ndarray],
             yield from pool.map(work, blocks[start:start + threads])
 
 
+def user_block(model: artifacts.Model, n_items: int, block: int) -> int:
+    """Users scored at once. Exact scores are (block x items) floats per thread (implicit's top-k
+    builds them too): keep a block near 2^24 cells, not 2048 users x a 600k-item catalog (5 GB)."""
+    if model.kind == "ease" or model.ann is None:
+        return max(1, min(block, 2 ** 24 // max(1, n_items)))
+    return block
+
+
+def user_line(user_id: str, got: list[dict], excluded: dict[str, Iterable[str]], n: int) -> str:
+    """One user's top-N as the JSON line publish.py loads (``got`` asked for n + the most exclusions)."""
+    return json.dumps({"_id": user_id, "items": recommend.without_excluded(got, excluded.get(user_id, ()), n)})
+
+
+def item_line(item_id: str, got: list[dict]) -> str:
+    """One product's similar items as the JSON line publish.py loads."""
+    return json.dumps({"_id": item_id, "items": got})
+
+
 def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[str], item_ids: list[str],
                         n: int | None = None, block: int = SERVING_BLOCK, max_users: int = SERVING_MAX_USERS,
                         max_items: int = SERVING_MAX_ITEMS) -> dict[str, int]:
@@ -77,14 +95,11 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
         rated = (rated > 0).astype(np.float32).tocsr()
     users = most_active(np.diff(rated.indptr), max_users)
     items = most_active(np.asarray(rated.getnnz(axis=0)), max_items)
-    if model.kind == "ease" or model.ann is None:
-        # exact scores are (block x items) floats per thread (implicit's top-k builds them too):
-        # keep a block near 2^24 cells, not 2048 users x a 600k-item catalog (5 GB)
-        block = max(1, min(block, 2 ** 24 // max(1, len(item_ids))))
+    block = user_block(model, len(item_ids), block)
+
     def user_lines(rows: np.ndarray) -> str:
         lists = recommend.recommend_many(model, rated[rows], n + extra)
-        return "".join(json.dumps({"_id": uid, "items": recommend.without_excluded(
-            got, excluded.get(uid, ()), n)}) + "\n" for uid, got in zip(ids_at(user_ids, rows), lists))
+        return "".join(user_line(uid, got, excluded, n) + "\n" for uid, got in zip(ids_at(user_ids, rows), lists))
 
     with storage.open_text_output(d / "topn.jsonl") as f:
         for text in in_threads(user_lines, [users[s:s + block] for s in range(0, users.size, block)]):
@@ -92,7 +107,7 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
     cosine = ann.build(ann.unit_rows(model.item_factors)) if model.ann is not None else None
 
     def item_lines(idx: np.ndarray) -> str:
-        return "".join(json.dumps({"_id": item_ids[i], "items": got}) + "\n"
+        return "".join(item_line(item_ids[i], got) + "\n"
                        for i, got in zip(idx.tolist(), recommend.similar_many(model, idx, 10, index=cosine)))
 
     with storage.open_text_output(d / "similar.jsonl") as f:

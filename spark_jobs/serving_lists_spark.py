@@ -14,7 +14,6 @@ over the items when the model has one.
 """
 from __future__ import annotations
 
-import json
 from typing import Iterator
 
 import numpy as np
@@ -23,7 +22,8 @@ from pyspark.sql import functions as F
 
 from core import ann, artifacts, mongo, recommend, storage
 from core.settings import get_settings
-from spark_jobs.serving_lists import SERVING_BLOCK, SERVING_MAX_ITEMS, SERVING_MAX_USERS
+from spark_jobs.serving_lists import (SERVING_BLOCK, SERVING_MAX_ITEMS, SERVING_MAX_USERS, item_line, user_block,
+                                      user_line)
 
 COSINE_FILE = "cosine.faiss"  # the similar-items index over unit-length factors, built once by the driver
 _LOADED: dict[tuple[str, str], tuple[artifacts.Model, object]] = {}
@@ -40,13 +40,6 @@ def _model(root: str, version: str, cosine: bool = False) -> tuple[artifacts.Mod
         index = ann.load(artifacts.models_dir(root) / version / COSINE_FILE, ann.unit_rows(model.item_factors))
         _LOADED[key] = (model, index)
     return model, index
-
-
-def user_block(model: artifacts.Model, n_items: int, block: int) -> int:
-    """Users scored at once: exact scores are (block x items) floats, kept near 2^24 cells."""
-    if model.kind == "ease" or model.ann is None:
-        return max(1, min(block, 2 ** 24 // max(1, n_items)))
-    return block
 
 
 def _user_lines(root: str, version: str, n: int, excluded, block: int):
@@ -69,9 +62,8 @@ def _user_lines(root: str, version: str, n: int, excluded, block: int):
                 rated = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr),
                                       shape=(lens.size, len(model.item_ids)))
                 lists = recommend.recommend_many(model, rated, n + extra)
-                yield pd.DataFrame({"value": [
-                    json.dumps({"_id": uid, "items": recommend.without_excluded(got, excl.get(uid, ()), n)})
-                    for uid, got in zip(part["user_id"].tolist(), lists)]})
+                yield pd.DataFrame({"value": [user_line(uid, got, excl, n)
+                                              for uid, got in zip(part["user_id"].tolist(), lists)]})
     return run
 
 
@@ -85,7 +77,7 @@ def _item_lines(root: str, version: str, block: int):
             iids = pdf["iid"].to_numpy().astype(np.int64)
             for s in range(0, iids.size, block):
                 idx = iids[s:s + block]
-                yield pd.DataFrame({"value": [json.dumps({"_id": ids[i], "items": got}) for i, got in zip(
+                yield pd.DataFrame({"value": [item_line(ids[i], got) for i, got in zip(
                     idx.tolist(), recommend.similar_many(model, idx, 10, index=cosine))]})
     return run
 
