@@ -8,6 +8,7 @@ app's virtualenv (which has the ``supervisor`` package):
                                          environment it runs with (run/NAME.env, see below)
     programs.py ports NAME               the TCP ports NAME listens on (checked free before a start)
     programs.py address NAME             one line saying where NAME answers
+    programs.py postgres-bin             the PostgreSQL server binaries' folder (initdb, psql)
     programs.py wait NAME SECONDS [LOG_OFFSET]
                                          wait until every process of NAME passes its health check;
                                          fails at once when supervisord reports it exited
@@ -162,6 +163,7 @@ def programs() -> list[Program]:
     svc, logs = state / "services", state / "log"
     venv = local / "venv" / "bin"
     redis_port, mongo_port = _port("REDIS_PORT", 6379), _port("MONGO_PORT", 27017)
+    pg_port = _port("POSTGRES_PORT", 5433)
     kafka_port, controller_port = _port("KAFKA_PORT", 9092), _port("KAFKA_CONTROLLER_PORT", 9093)
     airflow_port, web_port = _port("AIRFLOW_PORT", 8080), _port("WEB_PORT", 8000)
     workers, metrics_base = max(1, _port("WORKERS", 1)), _port("WORKER_METRICS_PORT", 9410)
@@ -178,14 +180,26 @@ def programs() -> list[Program]:
                           str(svc / "redis" / "data"), "--save", "3600 1 300 100 60 10000", "--daemonize", "no"],
                 ports=[redis_port], health=redis_ping(redis_port), address=f"redis://127.0.0.1:{redis_port}/0",
                 start_timeout_s=20),
-        # synchronous(normal) with WAL: durable across process crashes (kill -9), not OS crashes; without
-        # it every single-document write waits for an fsync (~50 ms measured here) and bulk upserts stall.
-        Program("mongo", [str(local / "bin" / "ferretdb"), "--handler=sqlite",
-                          f"--sqlite-url=file:{svc / 'mongo' / 'data'}/?_pragma=synchronous("
-                          f"{env.get('FERRETDB_SQLITE_SYNCHRONOUS', 'normal')})",
+        # FerretDB's storage: SQLite files (default) or, with MONGO_BACKEND=postgresql, the "postgres"
+        # program below (bin/services starts it first). SQLite's synchronous(normal) with WAL: durable
+        # across process crashes (kill -9), not OS crashes; without it every single-document write
+        # waits for an fsync (~50 ms measured here) and bulk upserts stall.
+        Program("mongo", [str(local / "bin" / "ferretdb"), *_ferretdb_backend(env, svc, pg_port),
                           f"--listen-addr=127.0.0.1:{mongo_port}", f"--state-dir={svc / 'mongo' / 'state'}",
                           "--debug-addr=-", "--telemetry=disable", "--log-level=warn"],
                 ports=[mongo_port], health=mongo_ping(mongo_port), address=f"mongodb://127.0.0.1:{mongo_port}/"),
+        # PostgreSQL for FerretDB (MONGO_BACKEND=postgresql): Debian's server binaries, a cluster of our
+        # own in services/postgres/data (bin/services runs initdb; trust auth, loopback only), run as
+        # the `postgres` user when we are root (the server refuses root). It stores the review pages
+        # in about a third of SQLite's bytes (docs/benchmarks.md), which is what lets the big run fit.
+        Program("postgres", [*_as_postgres_user(), str(_postgres_bin() / "postgres"), "-D", str(svc / "postgres" / "data"),
+                             "-h", "127.0.0.1", "-p", str(pg_port), "-k", str(svc / "postgres" / "run"),
+                             "-c", f"shared_buffers={env.get('POSTGRES_SHARED_BUFFERS', '256MB')}",
+                             "-c", f"synchronous_commit={env.get('POSTGRES_SYNCHRONOUS_COMMIT', 'on')}",
+                             "-c", "max_wal_size=4GB"],
+                ports=[pg_port], health=lambda _n, _o: port_open(pg_port),
+                address=f"postgres://postgres@127.0.0.1:{pg_port}/ferretdb (FerretDB's storage)",
+                start_timeout_s=60, stop_wait_s=60),
         Program("kafka", [env.get("JAVA") or "java", "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
                           "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
                           f"-Dlog4j.configuration=file:{HERE / 'kafka' / 'log4j.properties'}",
@@ -246,6 +260,27 @@ def programs() -> list[Program]:
                           f"(UI http://127.0.0.1:{spark_ui + n}/)")
           for n in (1, 2)],
     ]
+
+
+def _ferretdb_backend(env: os._Environ | dict, svc: Path, pg_port: int) -> list[str]:
+    if env.get("MONGO_BACKEND", "sqlite") == "postgresql":
+        return ["--handler=pg", f"--postgresql-url=postgres://postgres@127.0.0.1:{pg_port}/ferretdb"]
+    return ["--handler=sqlite", f"--sqlite-url=file:{svc / 'mongo' / 'data'}/?_pragma=synchronous("
+                                f"{env.get('FERRETDB_SQLITE_SYNCHRONOUS', 'normal')})"]
+
+
+def _postgres_bin() -> Path:
+    """POSTGRES_BIN, else the newest Debian server install (/usr/lib/postgresql/<major>/bin)."""
+    if os.environ.get("POSTGRES_BIN"):
+        return Path(os.environ["POSTGRES_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_postgres_user() -> list[str]:
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
 
 
 def _pyspark_home(local: Path) -> Path:
@@ -411,6 +446,8 @@ def main(argv: list[str]) -> int:
         print(program(args[0]).address)
     elif cmd == "names":
         print(" ".join(p.name for p in programs()))
+    elif cmd == "postgres-bin":
+        print(_postgres_bin())
     elif cmd == "wait":
         p = program(args[0])
         timeout = float(args[1]) if len(args) > 1 and args[1] else p.start_timeout_s
