@@ -84,8 +84,9 @@ def own_db(monkeypatch, settings, mongo_db):
 
 
 def test_mongo_load_reconciles_every_collection(spark, raw, tmp_path, own_db, monkeypatch):
-    """Every collection mongo_load writes is read back against what it meant to write; a lost
-    document (here: one of catalog_index's driver-side documents) fails the load."""
+    """Every collection mongo_load writes is checked against the inserts the server acknowledged
+    (and here counted back too); a lost document (one of catalog_index's driver-side documents)
+    fails the load."""
     from spark_jobs.clean import clean
     from spark_jobs.mongo_load import mongo_load
 
