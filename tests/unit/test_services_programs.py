@@ -43,7 +43,7 @@ def test_workers_are_numprocs_with_one_metrics_port_and_log_each(programs, tmp_p
 
 def test_every_program_stops_as_a_group_and_restarts(programs, tmp_path):
     names = [p.name for p in programs.programs()]
-    assert names == ["redis", "mongo", "kafka", "airflow", "web", "worker", "celery", "s3", "spark-master",
+    assert names == ["redis", "mongo", "postgres", "kafka", "airflow", "web", "worker", "celery", "s3", "spark-master",
                      "spark-worker-1", "spark-worker-2"]
     for p in programs.programs():
         section = programs.section(p, tmp_path / f"{p.name}.env")
