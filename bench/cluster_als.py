@@ -59,7 +59,7 @@ def child(args: argparse.Namespace) -> None:
     from pyspark.sql import functions as F
 
     from spark_jobs.common import spark_session
-    from spark_jobs.train import spark_als
+    from spark_jobs.engines import spark_als
 
     os.environ.setdefault("SPARK_SHUFFLE_PARTITIONS", str(args.partitions))
     spark = spark_session("bench-cluster-als", master=args.master)

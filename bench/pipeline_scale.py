@@ -145,7 +145,8 @@ def engine_main(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from spark_jobs.evaluation import factor_scorer, rank_metrics
-    from spark_jobs.train import csr, eval_users, heldout
+    from spark_jobs.engines import eval_users
+    from spark_jobs.interactions import csr, heldout
 
     t0 = time.time()
     table = pq.read_table(args.interactions)
@@ -166,7 +167,7 @@ def engine_main(args: argparse.Namespace) -> int:
         from pyspark.sql import functions as F
 
         from spark_jobs.common import spark_session
-        from spark_jobs.train import factors_numpy, spark_als
+        from spark_jobs.engines import factors_numpy, spark_als
 
         spark = spark_session("bench-ials-spark", checkpoint_dir=str(Path(args.out).parent / "checkpoints"))
         df = (spark.read.parquet(args.interactions).where("part <= 1")
@@ -409,7 +410,7 @@ def extrapolate(results: list[dict]) -> None:
     # where the single-node engine stops: train's own estimate, at the users/items per interaction measured
     big = next((r for r in reversed(results) if (r.get("train") or {}).get("counts")), None)
     if big:
-        from spark_jobs.train import SINGLE_NODE_MEMORY, single_node_bytes
+        from spark_jobs.engines import SINGLE_NODE_MEMORY, single_node_bytes
 
         c = big["train"]["counts"]
         per = single_node_bytes("implicit", c["interactions"], c["users"], c["items"]) / c["interactions"]

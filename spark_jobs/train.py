@@ -40,13 +40,11 @@ from pyspark.sql import SparkSession
 from core import artifacts, mongo
 from core.settings import get_settings
 from spark_jobs.common import run_job, without_deleted_users
-from spark_jobs.engines import (  # noqa: F401  (re-exported: tests and benches import them from here)
-    EVAL_MAX_USERS, IALS_GRID, K, SINGLE_NODE_MAX_INTERACTIONS, SINGLE_NODE_MEMORY, choose_engine, eval_users,
-    factors_numpy, select_and_test, served_model, single_node_bytes, spark_als)
+from spark_jobs.engines import K, choose_engine, eval_users, select_and_test, served_model
 from spark_jobs.evaluation import fold_in_ndcg
-from spark_jobs.interactions import collect, collect_sample, csr, heldout, index_ids, spark_counts, split_by_time  # noqa: F401
+from spark_jobs.interactions import collect, collect_sample, index_ids, spark_counts, split_by_time
 from spark_jobs.rating_model import spark_baselines
-from spark_jobs.serving_lists import most_active, write_serving_lists  # noqa: F401
+from spark_jobs.serving_lists import write_serving_lists
 from spark_jobs.serving_lists_spark import write_serving_lists_spark
 
 

@@ -348,7 +348,7 @@ def test_publish_gate():
 
 def test_split_breaks_same_time_ties_without_favouring_higher_product_ids(spark):
     """Each user rates products A..E on the same day: which one is "latest" must not follow the id."""
-    from spark_jobs.train import split_by_time
+    from spark_jobs.interactions import split_by_time
 
     rows = [(f"u{u}", f"P{p}", 5.0, 86400.0 * 100, u, p) for u in range(200) for p in range(5)]
     inter = spark.createDataFrame(rows, "user_id string, product_id string, rating double, ts double, uid int, iid int")

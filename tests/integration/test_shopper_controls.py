@@ -137,7 +137,7 @@ def test_change_then_remove_a_rating_re_solves_the_list(shop):
 def test_not_interested_items_never_come_back(shop, make_user):
     from kafka_workers import tasks
     from spark_jobs import publish as publish_job
-    from spark_jobs.train import write_serving_lists
+    from spark_jobs.serving_lists import write_serving_lists
 
     rt, client, user, _ = shop
     uid, model = _uid(user), artifacts.load_model(rt.version)

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from core import artifacts
 from core.recommend import recommend
 from core.settings import get_settings
-from spark_jobs.train import most_active, write_serving_lists
+from spark_jobs.serving_lists import most_active, write_serving_lists
 
 
 def test_most_active_keeps_the_largest_counts_in_index_order():
