@@ -442,12 +442,12 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     mongo.drop_retired(wait=True)
     # Reconciliation over the whole database: every clean review and product is there once.
     n_reviews, n_products = all_reviews.count(), products.count()
-    reconcile(n_reviews, n_products)
+    held = reconcile(n_reviews, n_products)
     n_fresh = fresh.count()
     fresh.unpersist()
     products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "incremental", "collections": out,
-            "counts_in": {"reviews": n_reviews, "products": n_products, "new reviews": n_fresh},
+            "counts_in": {"reviews": n_reviews, "products": n_products, "new reviews": n_fresh}, "held": held,
             "deleted_users_left_out": n_deleted, "seconds": round(time.time() - started, 2)}
 
 
@@ -479,13 +479,13 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
     # live ratings stored since the load began are written into the new histories.
     mongo.drop_retired(wait=True)
     out[mongo.USER_HISTORY]["live_ratings_replayed"] = mongo.reapply_live_ratings(live_since)
-    # Reconciliation: every collection held what was written (reload_collection), and every clean
-    # review and product is in MongoDB, no more, no fewer.
-    reconcile(n_reviews, n_products)
+    # Reconciliation: the server acknowledged every document written (reload_collection), and every
+    # clean review and product is in MongoDB, no more, no fewer.
+    held = reconcile(n_reviews, n_products)
     reviews.unpersist()
     products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "full", "collections": out, "counts_in": {
-        "reviews": n_reviews, "products": n_products}, "metadata": coverage, "deleted_users_left_out": n_deleted,
+        "reviews": n_reviews, "products": n_products}, "held": held, "metadata": coverage, "deleted_users_left_out": n_deleted,
         "reviews_of_deleted_users": (clean_reviews.count() - n_reviews) if n_deleted else 0,
         "seconds": round(time.time() - started, 2)}
 
