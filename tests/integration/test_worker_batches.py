@@ -130,3 +130,38 @@ def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_ca
             assert mongo.user_ratings(f"rt-rl-{i}", db=db) == want, i
     finally:
         mongo.drop_retired(wait=True, db=db)
+
+
+def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog, tmp_path, monkeypatch):
+    """A poll of at least ``WHOLE_READ_MIN_IDS`` users reads exclusions and deleted accounts whole
+    when those collections are small (``core.mongo.find_by_ids_many``): a stored "not interested"
+    still keeps its product off the list, and a deleted account's rating is still dropped."""
+    from core import recommend
+    from kafka_workers.process import handle_batch
+
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
+    reset_core_caches()
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=41))
+    users = [f"rt-bw-{i}" for i in range(mongo.WHOLE_READ_MIN_IDS + 8)]
+    for u in users:
+        for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS, mongo.EXCLUSIONS, mongo.DELETED_USERS):
+            db[name].delete_one({"_id": u})
+        db[mongo.RATINGS].delete_many({"user_id": u})
+    now = time.time() - 30
+    batch = [RatingEvent(user_id=u, product_id=p[i % 40], rating=1 + i % 5, ts=now + i) for i, u in enumerate(users)]
+    picky, gone = users[5], users[9]
+    unwanted = recommend.recommend(model, {batch[5].product_id: float(batch[5].rating)}, n=TOP_N)[0]["product_id"]
+    mongo.add_exclusion(picky, unwanted, now - 10, db=db)
+    mongo.record_deleted_user(gone, db=db)
+
+    outcomes = handle_batch(batch, model)
+
+    assert [o.status for o in outcomes] == ["dropped" if u == gone else "processed" for u in users]
+    items = [i["product_id"] for i in mongo.get_recommendations(picky, db=db)["items"]]
+    assert len(items) == TOP_N and unwanted not in items
+    assert mongo.exclusions(picky, db=db) == {unwanted}
+    assert mongo.user_history(gone, db=db) == {} and mongo.get_recommendations(gone, db=db) is None
+    assert db[mongo.RATINGS].count_documents({"user_id": gone}) == 0
+    assert all(mongo.get_recommendations(u, db=db) for u in users if u != gone)
