@@ -133,9 +133,8 @@ def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_ca
 
 
 def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog, tmp_path, monkeypatch):
-    """A poll of at least ``WHOLE_READ_MIN_IDS`` users reads exclusions and deleted accounts whole
-    when those collections are small (``core.mongo.find_by_ids_many``): a stored "not interested"
-    still keeps its product off the list, and a deleted account's rating is still dropped."""
+    """A poll of 40 users, each their own fold-in (the backlog spread thin): a stored "not
+    interested" still keeps its product off the list, and a deleted account's rating is dropped."""
     from core import recommend
     from kafka_workers.process import handle_batch
 
@@ -144,7 +143,7 @@ def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog,
     reset_core_caches()
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=41))
-    users = [f"rt-bw-{i}" for i in range(mongo.WHOLE_READ_MIN_IDS + 8)]
+    users = [f"rt-bw-{i}" for i in range(40)]
     for u in users:
         for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS, mongo.EXCLUSIONS, mongo.DELETED_USERS):
             db[name].delete_one({"_id": u})
