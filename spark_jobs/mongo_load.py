@@ -144,18 +144,11 @@ _NOT_SERVED = ("search_text", "first_ts", "last_ts")
 
 
 def review_page_docs(reviews: DataFrame, per_page: int = mongo.REVIEWS_PER_PAGE) -> DataFrame:
-    """A product's reviews in pages of ``per_page``, most helpful then newest first.
-
-    Ranked on the keys alone and joined back to the text of the reviews kept (a pair is one
-    review): ranking the whole rows sorted every review's text by product, and at 51M reviews
-    that ran the 4 GB driver out of memory."""
+    """A product's reviews in pages of ``per_page``, most helpful then newest first."""
     w = Window.partitionBy("product_id").orderBy(F.col("helpful_votes").desc(), F.col("ts").desc(), "user_id")
-    kept = (reviews.select("product_id", "user_id", "helpful_votes", "ts")
-            .withColumn("rn", F.row_number().over(w) - 1)
-            .where(F.col("rn") < MAX_REVIEW_PAGES * per_page)
-            .join(reviews.groupBy("product_id").agg(F.count("*").alias("n")), "product_id")
-            .select("product_id", "user_id", "rn", "n"))
-    ranked = (reviews.join(kept, ["product_id", "user_id"])
+    ranked = (reviews.withColumn("rn", F.row_number().over(w) - 1)
+              .withColumn("n", F.count("*").over(Window.partitionBy("product_id")))
+              .where(F.col("rn") < MAX_REVIEW_PAGES * per_page)
               .withColumn("page", (F.col("rn") / per_page).cast("int") + 1))
     item = F.struct("rn", "user_id", "reviewer_name", "rating", "ts", "summary", "review_text", "verified",
                     "helpful_votes")
