@@ -102,9 +102,7 @@ def load_serving_lists(version: str) -> dict[str, int]:
     now = time.time()
     db = mongo.get_db()
     deleted, excluded = mongo.deleted_user_ids(db=db), mongo.all_exclusions(db=db)
-    tally = {"lines": 0, "left out": 0}
-
-    def user_lists():
+    def user_lists(tally: dict[str, int]):
         for doc in _jsonl(d / "topn.jsonl"):
             tally["lines"] += 1
             if not doc["items"] or doc["_id"] in deleted:
@@ -113,18 +111,18 @@ def load_serving_lists(version: str) -> dict[str, int]:
             yield {"_id": doc["_id"], "items": without_excluded(doc["items"], excluded.get(doc["_id"], ())),
                    "model_version": version, "source_event_id": None, "updated_at": now}
 
-    def item_lists():
+    def item_lists(tally: dict[str, int]):
         for doc in _jsonl(d / "similar.jsonl"):
             tally["lines"] += 1
             yield doc
 
     out = {}
-    for logical, docs in ((mongo.BATCH_RECOMMENDATIONS, user_lists()), (mongo.SIMILAR_ITEMS, item_lists())):
+    for logical, lists in ((mongo.BATCH_RECOMMENDATIONS, user_lists), (mongo.SIMILAR_ITEMS, item_lists)):
         name = mongo.per_version_name(logical, version)
         db.drop_collection(name)
         db.create_collection(name)
-        tally.update({"lines": 0, "left out": 0})
-        stored = mongo.insert_docs(name, docs, db=db)
+        tally = {"lines": 0, "left out": 0}
+        stored = mongo.insert_docs(name, lists(tally), db=db)
         if tally["lines"] != stored + tally["left out"]:
             raise RuntimeError(f"publish: {name}: {tally['lines']:,} lists in the files, the server acknowledged "
                                f"{stored:,} and {tally['left out']:,} were left out")
