@@ -49,7 +49,7 @@ import urllib.request
 import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -262,7 +262,7 @@ def programs() -> list[Program]:
     ]
 
 
-def _ferretdb_backend(env: os._Environ | dict, svc: Path, pg_port: int) -> list[str]:
+def _ferretdb_backend(env: Mapping[str, str], svc: Path, pg_port: int) -> list[str]:
     if env.get("MONGO_BACKEND", "sqlite") == "postgresql":
         return ["--handler=pg", f"--postgresql-url=postgres://postgres@127.0.0.1:{pg_port}/ferretdb"]
     return ["--handler=sqlite", f"--sqlite-url=file:{svc / 'mongo' / 'data'}/?_pragma=synchronous("
