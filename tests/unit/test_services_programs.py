@@ -62,9 +62,22 @@ def test_the_environment_is_the_callers_plus_the_programs_own(programs, tmp_path
     monkeypatch.setenv("KAFKA_RATINGS_TOPIC", "mine.ratings")
     monkeypatch.setenv("DJANGO_DEBUG", "0")
     programs.write("web")
-    saved = dict(e.split("=", 1) for e in (tmp_path / "run" / "web.env").read_bytes().decode().split("\0") if e)
+    saved = _saved_env(tmp_path, "web")
     assert saved["KAFKA_RATINGS_TOPIC"] == "mine.ratings"
     assert saved["DJANGO_DEBUG"] == "0"  # a default only where the caller set nothing
     assert saved["PYTHONPATH"] == str(ROOT)
     assert saved["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "run" / "web-metrics")
     assert (tmp_path / "run" / "web.env").stat().st_mode & 0o077 == 0  # may hold secrets
+
+
+def _saved_env(tmp_path, name: str) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in (tmp_path / "run" / f"{name}.env").read_bytes().decode().split("\0") if e)
+
+
+def test_spark_workers_clean_up_finished_applications_unless_told_otherwise(programs, tmp_path, monkeypatch):
+    monkeypatch.delenv("SPARK_WORKER_OPTS", raising=False)
+    programs.write("spark-worker-1")
+    assert "-Dspark.worker.cleanup.enabled=true" in _saved_env(tmp_path, "spark-worker-1")["SPARK_WORKER_OPTS"]
+    monkeypatch.setenv("SPARK_WORKER_OPTS", "-Dspark.worker.cleanup.enabled=false")
+    programs.write("spark-worker-1")
+    assert _saved_env(tmp_path, "spark-worker-1")["SPARK_WORKER_OPTS"] == "-Dspark.worker.cleanup.enabled=false"
