@@ -143,16 +143,36 @@ def reconcile(n_reviews: int, n_products: int) -> dict[str, int]:
 _NOT_SERVED = ("search_text", "first_ts", "last_ts")
 
 
+REVIEW_PAGE_FIELDS = ("user_id", "reviewer_name", "rating", "ts", "summary", "review_text", "verified",
+                      "helpful_votes")
+
+
+def allow_subset_copartitioning(spark: SparkSession) -> None:
+    """Let a join reuse its inputs' partitioning on a subset of its keys (Spark < 3.3's behaviour),
+    so :func:`review_page_docs` shuffles the reviews' text once instead of twice."""
+    spark.conf.set("spark.sql.requireAllClusterKeysForCoPartition", "false")
+
+
 def review_page_docs(reviews: DataFrame, per_page: int = mongo.REVIEWS_PER_PAGE) -> DataFrame:
-    """A product's reviews in pages of ``per_page``, most helpful then newest first."""
+    """A product's reviews in pages of ``per_page``, most helpful then newest first.
+
+    Ranked on the keys alone, then the text of the reviews kept is joined back: a window over the
+    reviews with their text buffers each product's reviews while the pages are collected, which ran
+    out of an 8 GB heap at 51M reviews. Both sides are partitioned by product, so the text is
+    shuffled once, for the join and the pages together, in a session that allows it
+    (:func:`allow_subset_copartitioning`, which :func:`mongo_load` calls).
+    """
     w = Window.partitionBy("product_id").orderBy(F.col("helpful_votes").desc(), F.col("ts").desc(), "user_id")
-    ranked = (reviews.withColumn("rn", F.row_number().over(w) - 1)
+    ranked = (reviews.select("product_id", "user_id", "helpful_votes", "ts")
+              .withColumn("rn", F.row_number().over(w) - 1)
               .withColumn("n", F.count("*").over(Window.partitionBy("product_id")))
               .where(F.col("rn") < MAX_REVIEW_PAGES * per_page)
-              .withColumn("page", (F.col("rn") / per_page).cast("int") + 1))
-    item = F.struct("rn", "user_id", "reviewer_name", "rating", "ts", "summary", "review_text", "verified",
-                    "helpful_votes")
-    return (ranked.groupBy("product_id", "page")
+              .select("product_id", "user_id", "rn", "n"))
+    text = reviews.select("product_id", *REVIEW_PAGE_FIELDS).repartition("product_id")
+    kept = (text.join(ranked, ["product_id", "user_id"])  # (product, user) is unique in the clean reviews
+            .withColumn("page", (F.col("rn") / per_page).cast("int") + 1))
+    item = F.struct("rn", *REVIEW_PAGE_FIELDS)
+    return (kept.groupBy("product_id", "page")
             .agg(F.sort_array(F.collect_list(item)).alias("items"), F.first("n").alias("n"))
             .select(F.concat_ws(":", "product_id", F.col("page").cast("string")).alias("_id"),
                     F.transform("items", lambda r: r.dropFields("rn")).alias("items"),
@@ -389,6 +409,7 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
     generations. Nothing new: nothing is written.
     """
     started = time.time()
+    allow_subset_copartitioning(spark)
     fingerprints = units.read_ledger(clean_dir).get("categories")
     db = mongo.get_db()
     held = {d["_id"]: d.get("fingerprint") for d in db[INGEST_LEDGER].find({})}
@@ -455,8 +476,9 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
     live_since = started - LIVE_CLOCK_MARGIN_S  # before user_history_docs reads the live ratings
     # deleted accounts' reviews (a linked reviewer's) are not loaded again
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
-    reviews, n_deleted = without_deleted_users(clean_reviews)
-    reviews = reviews.cache()
+    with_text, n_deleted = without_deleted_users(clean_reviews)
+    # cached without the reviews' text (most of their bytes): only the pages show it, read once
+    reviews = with_text.drop("review_text", "text_clean").cache()
     products = product_docs(spark.read.parquet(f"{clean_dir}/products"), reviews).cache()
     n_reviews, n_products = reviews.count(), products.count()
     coverage = metadata_coverage(products)
@@ -467,7 +489,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
     out = {
         mongo.PRODUCTS: reload_collection(products.drop(*_NOT_SERVED), mongo.PRODUCTS),
         mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(reviews), mongo.RECENT_REVIEWS),
-        mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(reviews), mongo.PRODUCT_REVIEWS),
+        mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(with_text), mongo.PRODUCT_REVIEWS),
         mongo.USER_HISTORY: reload_collection(user_history_docs(spark, reviews), mongo.USER_HISTORY),
         mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
         mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
