@@ -132,7 +132,7 @@ def phases(spark, job, raw, products, n, work, text_cols) -> None:
     timed("clean_reviews -> partitioned Parquet write", n,
           lambda: units.write_partitioned(job.clean_reviews(raw), out, "category"))
     timed("counts: raw count", n, lambda: raw.count())
-    timed("counts: removed_counts (keys shuffle)", n, lambda: job.removed_counts(raw, products, None, None))
+    timed("counts: removed_counts (keys shuffle)", n, lambda: job.removed_counts(raw, products, None, None)[0])
     timed("counts: read back the written rows", n, lambda: spark.read.parquet(out).count())
 
 

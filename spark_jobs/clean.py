@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -40,37 +41,64 @@ def latest_per_pair(reviews: DataFrame) -> DataFrame:
 
 
 def removed_counts(raw_reviews: DataFrame, raw_products: DataFrame, held_pairs: DataFrame | None,
-                   held_products: DataFrame | None) -> dict[str, int]:
+                   held_products: DataFrame | None) -> tuple[dict[str, int], dict[str, list[str]]]:
     """The rows clean drops, counted directly on the key columns only (not as a difference of counts,
     which always balances), in one shuffle: within a (user, item) ordered newest first, a row equal
     to the one before it (same line hash: the same line) is an exact duplicate, any other row after
     the first an older rating of the pair. The latest row of a pair another category already holds
-    is counted apart (see :func:`clean`).
+    is counted apart (see :func:`clean`), and so is a product another category holds.
+
+    Also which categories each category defers to (they hold pairs or products it has): when one of
+    them is cleaned again, so is it, or a pair the other gave up would be lost (:func:`with_dependents`).
     """
     w = Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("line_hash").desc())
-    keys = raw_reviews.select("user_id", "product_id", "ts", "line_hash").withColumns(
+    keys = raw_reviews.select("user_id", "product_id", "category", "ts", "line_hash").withColumns(
         {"_n": F.row_number().over(w), "_prev": F.lag("line_hash").over(w)})
     status = (F.when(F.col("_n") == 1, "kept").when(F.col("line_hash") == F.col("_prev"), "exact duplicate lines")
               .otherwise("repeated user-item pairs"))
-    tagged = keys.select("user_id", "product_id", status.alias("status"))
+    tagged = keys.select("user_id", "product_id", "category", status.alias("status"))
     if held_pairs is not None:
-        held = held_pairs.select("user_id", "product_id", F.lit(True).alias("_held"))
+        held = held_pairs.select("user_id", "product_id", F.col("category").alias("holder"))
         tagged = tagged.join(held, ["user_id", "product_id"], "left").select(
-            F.when((F.col("status") == "kept") & F.col("_held").isNotNull(), "pairs another category holds")
+            "category", "holder",
+            F.when((F.col("status") == "kept") & F.col("holder").isNotNull(), "pairs another category holds")
             .otherwise(F.col("status")).alias("status"))
-    by_status = {r["status"]: r["count"] for r in tagged.groupBy("status").count().collect()}
-    products = raw_products.groupBy("product_id").count()
-    if held_products is not None:
-        products = products.join(held_products.select("product_id", F.lit(True).alias("_held")), "product_id", "left")
     else:
-        products = products.withColumn("_held", F.lit(None).cast("boolean"))
-    prow = products.agg(F.sum(F.col("count") - 1).alias("dup"),
-                        F.sum(F.when(F.col("_held").isNotNull(), 1).otherwise(0)).alias("held")).first()
-    return {"exact duplicate lines": by_status.get("exact duplicate lines", 0),
-            "repeated user-item pairs": by_status.get("repeated user-item pairs", 0),
-            "pairs another category holds": by_status.get("pairs another category holds", 0),
-            "duplicate product records": int(prow["dup"] or 0),
-            "products another category holds": int(prow["held"] or 0)}
+        tagged = tagged.withColumn("holder", F.lit(None).cast("string"))
+    by_status: dict[str, int] = {}
+    deferred: dict[str, set[str]] = {}
+    for r in tagged.groupBy("status", "category", "holder").count().collect():
+        by_status[r["status"]] = by_status.get(r["status"], 0) + r["count"]
+        if r["status"] == "pairs another category holds":
+            deferred.setdefault(r["category"], set()).add(r["holder"])
+    products = raw_products.groupBy("product_id").count()
+    n_held_products = 0
+    if held_products is not None:
+        held = held_products.select("product_id", F.col("file_category").alias("holder"))
+        for r in (raw_products.select("product_id", "file_category").join(held, "product_id")
+                  .groupBy("file_category", "holder").agg(F.count_distinct("product_id").alias("n")).collect()):
+            deferred.setdefault(r["file_category"], set()).add(r["holder"])
+        n_held_products = products.join(held, "product_id", "left_semi").count()
+    dup = products.agg(F.sum(F.col("count") - 1)).first()[0]
+    return ({"exact duplicate lines": by_status.get("exact duplicate lines", 0),
+             "repeated user-item pairs": by_status.get("repeated user-item pairs", 0),
+             "pairs another category holds": by_status.get("pairs another category holds", 0),
+             "duplicate product records": int(dup or 0),
+             "products another category holds": n_held_products},
+            {c: sorted(h) for c, h in deferred.items()})
+
+
+def with_dependents(dirty: list[str], deferred: dict[str, list[str]], known: Iterable[str]) -> list[str]:
+    """``dirty`` and every category that defers to one of them, transitively.
+
+    A (user, item) pair or product found in two categories stays with the one cleaned first; the
+    other defers to it. If the holder is cleaned again (its file changed, perhaps without that
+    pair), the deferring category must be cleaned again too, to take the pair back.
+    """
+    out, known = set(dirty), set(known)
+    while more := {c for c, holders in deferred.items() if c in known and c not in out and out & set(holders)}:
+        out |= more
+    return sorted(out)
 
 
 def clean_reviews(raw: DataFrame) -> DataFrame:
@@ -154,7 +182,8 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     else:
         fingerprints = units.category_fingerprints(load_units)
         done = ledger.get("categories", {})
-        dirty = sorted(c for c, fp in fingerprints.items() if force or done.get(c) != fp)
+        dirty = with_dependents(sorted(c for c, fp in fingerprints.items() if force or done.get(c) != fp),
+                                ledger.get("deferred", {}), fingerprints)
         if not dirty:
             print("clean: every category is clean already (same loaded files); nothing to do")
             record = check_and_print("clean", {"reviews": 0, "products": 0}, {"reviews": 0, "products": 0})
@@ -173,17 +202,17 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     # What the categories not redone hold (keys only): left where they are.
     old_reviews = _read_or_none(spark, f"{out_dir}/reviews")
     old_products = _read_or_none(spark, f"{out_dir}/products")
-    held_pairs = (old_reviews.where(~F.col("category").isin(dirty)).select("user_id", "product_id")
+    held_pairs = (old_reviews.where(~F.col("category").isin(dirty)).select("user_id", "product_id", "category")
                   if old_reviews is not None and load_units is not None else None)
-    held_products = (old_products.where(~F.col("file_category").isin(dirty)).select("product_id")
+    held_products = (old_products.where(~F.col("file_category").isin(dirty)).select("product_id", "file_category")
                      if old_products is not None and load_units is not None else None)
 
     reviews = clean_reviews(raw_reviews)
     products = clean_products(raw_products)
     if held_pairs is not None:
-        reviews = reviews.join(held_pairs, ["user_id", "product_id"], "left_anti")
+        reviews = reviews.join(held_pairs.drop("category"), ["user_id", "product_id"], "left_anti")
     if held_products is not None:
-        products = products.join(held_products, "product_id", "left_anti")
+        products = products.join(held_products.select("product_id"), "product_id", "left_anti")
     staging = f"{out_dir}/_staging"
     _write_partitions(spark, reviews, f"{out_dir}/reviews", "category", dirty, f"{staging}/reviews")
     _write_partitions(spark, products, f"{out_dir}/products", "file_category", dirty, f"{staging}/products")
@@ -197,7 +226,7 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
         spark.catalog.refreshByPath(f"{out_dir}/{folder}")
 
     n_raw, n_raw_products = raw_reviews.count(), raw_products.count()
-    removed = removed_counts(raw_reviews, raw_products, held_pairs, held_products)
+    removed, deferred = removed_counts(raw_reviews, raw_products, held_pairs, held_products)
     written_reviews = spark.read.parquet(f"{out_dir}/reviews").where(F.col("category").isin(dirty)).count()
     written_products = spark.read.parquet(f"{out_dir}/products").where(F.col("file_category").isin(dirty)).count()
     record = check_and_print(  # written rows as read back from the files
@@ -212,8 +241,10 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
          "products another category holds": removed["products another category holds"]},
     )
     if fingerprints is not None:  # only now: a clean killed before this point is redone
+        kept_deferrals = {c: h for c, h in ledger.get("deferred", {}).items() if c not in dirty}
         units.write_ledger(out_dir, {**ledger, "categories": {**ledger.get("categories", {}),
-                                                              **{c: fingerprints[c] for c in dirty}}})
+                                                              **{c: fingerprints[c] for c in dirty}},
+                                     "deferred": {**kept_deferrals, **{c: deferred[c] for c in dirty if c in deferred}}})
     record.update(status="ok", run_id=run_id, cleaned=dirty,
                   skipped=sorted(set(fingerprints or ()) - set(dirty)),
                   seconds=round(time.time() - started, 2), output=out_dir)

@@ -159,3 +159,44 @@ def test_a_failed_stage_resumes_without_redoing_or_doubling(spark, tmp_path, own
     for name in (mongo.PRODUCTS, mongo.USER_HISTORY, mongo.PRODUCT_REVIEWS):
         ids = [d["_id"] for d in own_db[name].find({}, {"_id": 1})]
         assert len(ids) == len(set(ids)), name
+
+
+def _write_reviews(path, rows) -> None:
+    import json
+
+    path.write_text("".join(json.dumps({"overall": r, "verified": True, "reviewerID": u, "asin": p,
+                                        "reviewerName": u, "reviewText": f"{u} on {p}", "summary": "ok",
+                                        "unixReviewTime": ts}) + "\n" for u, p, r, ts in rows))
+
+
+def _pairs(cleaned) -> dict[tuple[str, str], tuple[str, float]]:
+    t = pq.read_table(str(cleaned / "reviews"), columns=["user_id", "product_id", "category", "rating"]).to_pylist()
+    return {(r["user_id"], r["product_id"]): (r["category"], r["rating"]) for r in t}
+
+
+def test_a_pair_given_up_to_another_category_comes_back_when_that_one_drops_it(spark, tmp_path):
+    """A (user, item) pair in two categories stays with the one cleaned first; when that one's file
+    changes and no longer has it, the other category is cleaned again and the pair is kept there."""
+    from spark_jobs.clean import clean
+    from spark_jobs.load import load
+
+    raw, cleaned = tmp_path / "raw", tmp_path / "clean"
+    alpha, beta = tmp_path / "amazon2018_alpha.jsonl", tmp_path / "amazon2018_beta.jsonl"
+    _write_reviews(alpha, [("u1", "p1", 5.0, 100), ("u2", "p2", 4.0, 100)])
+    load(spark, [str(alpha)], str(raw), "pair-1")
+    clean(spark, str(raw), str(cleaned), "pair-1")
+    _write_reviews(beta, [("u1", "p1", 3.0, 200), ("u3", "p3", 2.0, 100)])
+    load(spark, [str(alpha), str(beta)], str(raw), "pair-2")
+    second = clean(spark, str(raw), str(cleaned), "pair-2")
+    assert second["cleaned"] == ["Beta"] and second["counts_out"]["pairs another category holds"] == 1
+    assert _pairs(cleaned)[("u1", "p1")] == ("Alpha", 5.0)
+
+    _write_reviews(alpha, [("u2", "p2", 4.0, 100)])  # alpha's new file no longer has u1's review of p1
+    load(spark, [str(alpha), str(beta)], str(raw), "pair-3")
+    third = clean(spark, str(raw), str(cleaned), "pair-3")
+    assert third["cleaned"] == ["Alpha", "Beta"] and third["balanced"]
+    assert _pairs(cleaned) == {("u1", "p1"): ("Beta", 3.0), ("u2", "p2"): ("Alpha", 4.0), ("u3", "p3"): ("Beta", 2.0)}
+    # nothing holds a pair of beta's now: changing alpha again redoes alpha alone
+    _write_reviews(alpha, [("u2", "p2", 1.0, 300)])
+    load(spark, [str(alpha), str(beta)], str(raw), "pair-4")
+    assert clean(spark, str(raw), str(cleaned), "pair-4")["cleaned"] == ["Alpha"]
