@@ -75,10 +75,11 @@ def removed_counts(raw_reviews: DataFrame, raw_products: DataFrame, held_pairs: 
     n_held_products = 0
     if held_products is not None:
         held = held_products.select("product_id", F.col("file_category").alias("holder"))
-        for r in (raw_products.select("product_id", "file_category").join(held, "product_id")
-                  .groupBy("file_category", "holder").agg(F.count_distinct("product_id").alias("n")).collect()):
+        found = raw_products.select("product_id", "file_category").join(held, "product_id").cache()
+        for r in found.select("file_category", "holder").distinct().collect():
             deferred.setdefault(r["file_category"], set()).add(r["holder"])
-        n_held_products = products.join(held, "product_id", "left_semi").count()
+        n_held_products = found.select("product_id").distinct().count()
+        found.unpersist()
     dup = products.agg(F.sum(F.col("count") - 1)).first()[0]
     return ({"exact duplicate lines": by_status.get("exact duplicate lines", 0),
              "repeated user-item pairs": by_status.get("repeated user-item pairs", 0),
