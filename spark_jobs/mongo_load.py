@@ -139,6 +139,9 @@ def reconcile(n_reviews: int, n_products: int) -> dict[str, int]:
     return {"reviews": int(held["reviews"]), "products": int(held["n"])}
 
 
+# what every collection but the review pages reads of a review
+AGGREGATED_COLUMNS = ("user_id", "product_id", "category", "rating", "ts", "helpful_votes", "summary", "summary_clean")
+
 # product_docs columns that only feed the search index built here, never read from MongoDB
 _NOT_SERVED = ("search_text", "first_ts", "last_ts")
 
@@ -478,7 +481,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
     with_text, n_deleted = without_deleted_users(clean_reviews)
     # cached without the reviews' text (most of their bytes): only the pages show it, read once
-    reviews = with_text.drop("review_text", "text_clean").cache()
+    reviews = with_text.select(*AGGREGATED_COLUMNS).cache()
     products = product_docs(spark.read.parquet(f"{clean_dir}/products"), reviews).cache()
     n_reviews, n_products = reviews.count(), products.count()
     coverage = metadata_coverage(products)
