@@ -441,7 +441,8 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
     all_reviews, n_deleted = without_deleted_users(clean_reviews)
     all_products = spark.read.parquet(f"{clean_dir}/products")
-    fresh = all_reviews.where(F.col("category").isin(new)).cache()
+    # the new categories' review keys: what is touched, and how many (their text is not needed here)
+    fresh = all_reviews.where(F.col("category").isin(new)).select("user_id", "product_id").cache()
     fresh_meta = all_products.where(F.col("file_category").isin(new))
     touched = fresh.select("product_id").union(fresh_meta.select("product_id"))
     if n_deleted:  # the products a deleted reviewer had reviewed: their counts and pages change
