@@ -17,6 +17,7 @@ Only the standard library at import time: core.settings (read by the Airflow ven
 """
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import posixpath
@@ -172,21 +173,26 @@ def write_text(where: Location | str, text: str) -> None:
 
 @contextmanager
 def open_text_output(where: Location | str) -> Iterator[IO[str]]:
-    """A text file to stream into (serving lists of millions of lines)."""
+    """A text file to stream into (serving lists of millions of lines), gzipped when its name ends
+    in ``.gz``: at the fastest level, since it is written once and read once, by publish."""
     if not is_remote(where):
         Path(where).parent.mkdir(parents=True, exist_ok=True)
-        with open(where, "w") as f:
+        with (gzip.open(where, "wt", compresslevel=1, encoding="utf-8") if str(where).endswith(".gz")
+              else open(where, "w", encoding="utf-8")) as f:
             yield f
         return
     fs, path = filesystem(where)
+    # pyarrow picks the codec from the name (compression="detect"): gzip for ".gz"
     with fs.open_output_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:  # type: ignore[arg-type]
         yield f
 
 
 @contextmanager
 def open_text_input(where: Location | str) -> Iterator[IO[str]]:
+    """A text file to read line by line, gunzipped when its name ends in ``.gz``."""
     if not is_remote(where):
-        with open(where) as f:
+        with (gzip.open(where, "rt", encoding="utf-8") if str(where).endswith(".gz")
+              else open(where, encoding="utf-8")) as f:
             yield f
         return
     fs, path = filesystem(where)

@@ -26,12 +26,11 @@ before the lists, or say another thing than ``CURRENT``; they are gone.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 
-from core import artifacts, mongo, popular, storage
+from core import artifacts, mongo, popular
 from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
 
@@ -69,24 +68,6 @@ def gate(candidate: dict, current: str | None) -> tuple[bool, str]:
         "" if current is None else " and is at least the current version's on the same split")
 
 
-def _jsonl(path):
-    """The documents of a JSON lines file, or of the part files of a folder of that name that
-    Spark's executors wrote (engine spark, serving_lists_spark.py), one part at a time; a folder
-    without Spark's ``_SUCCESS`` marker is a write that did not finish, and fails the publish."""
-    if storage.is_file(path):
-        parts = [path]
-    else:
-        names = storage.listdir(path)
-        if "_SUCCESS" not in names:
-            raise FileNotFoundError(f"publish: {path} is neither a file nor a complete folder of parts (no _SUCCESS)")
-        parts = [path / name for name in names if name.startswith("part-")]
-    for part in parts:
-        with storage.open_text_input(part) as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
-
-
 def load_serving_lists(version: str) -> dict[str, int]:
     """Top-N per batch user and similar items per product into the version's own collections.
 
@@ -103,7 +84,7 @@ def load_serving_lists(version: str) -> dict[str, int]:
     db = mongo.get_db()
     deleted, excluded = mongo.deleted_user_ids(db=db), mongo.all_exclusions(db=db)
     def user_lists(tally: dict[str, int]):
-        for doc in _jsonl(d / "topn.jsonl"):
+        for doc in artifacts.serving_list_docs(d / artifacts.TOPN_LISTS):
             tally["lines"] += 1
             if not doc["items"] or doc["_id"] in deleted:
                 tally["left out"] += 1
@@ -112,7 +93,7 @@ def load_serving_lists(version: str) -> dict[str, int]:
                    "model_version": version, "source_event_id": None, "updated_at": now}
 
     def item_lists(tally: dict[str, int]):
-        for doc in _jsonl(d / "similar.jsonl"):
+        for doc in artifacts.serving_list_docs(d / artifacts.SIMILAR_LISTS):
             tally["lines"] += 1
             yield doc
 

@@ -1,5 +1,5 @@
-"""The serving lists of a model version: top-N per user and similar items per product, as JSON lines
-beside the model for publish.py to load into MongoDB.
+"""The serving lists of a model version: top-N per user and similar items per product, as gzipped JSON
+lines beside the model for publish.py to load into MongoDB.
 
 Every user gets a list (SERVING_MAX_USERS, default 0 = all). Above ANN_MIN_ITEMS items the lists
 come from the model's ANN index (core/ann.py) instead of scoring every item for every user: exact
@@ -101,7 +101,7 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
         lists = recommend.recommend_many(model, rated[rows], n + extra)
         return "".join(user_line(uid, got, excluded, n) + "\n" for uid, got in zip(ids_at(user_ids, rows), lists))
 
-    with storage.open_text_output(d / "topn.jsonl") as f:
+    with storage.open_text_output(artifacts.serving_lists_file(d, artifacts.TOPN_LISTS)) as f:
         for text in in_threads(user_lines, [users[s:s + block] for s in range(0, users.size, block)]):
             f.write(text)
     cosine = ann.build(ann.unit_rows(model.item_factors)) if model.ann is not None else None
@@ -110,7 +110,7 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
         return "".join(item_line(item_ids[i], got) + "\n"
                        for i, got in zip(idx.tolist(), recommend.similar_many(model, idx, 10, index=cosine)))
 
-    with storage.open_text_output(d / "similar.jsonl") as f:
+    with storage.open_text_output(artifacts.serving_lists_file(d, artifacts.SIMILAR_LISTS)) as f:
         for text in in_threads(item_lines, [items[s:s + block] for s in range(0, items.size, block)]):
             f.write(text)
     out = {"users_listed": int(users.size), "users": int(rated.shape[0]),

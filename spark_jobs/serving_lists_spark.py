@@ -7,8 +7,8 @@ the items they have (grouped by Spark), loads the saved model version once per P
 runs the very same ``core.recommend.recommend_many`` on them (the fold-in of every rated item as
 1.0, top-N without the items they have and without their "not interested" products, the "because"
 item of each entry), then ``similar_many`` per item; the JSON lines are written by the executors as
-the part files of a folder named like the driver's file (``topn.jsonl/part-*``, ``similar.jsonl/``
-with Spark's ``_SUCCESS`` marker), which publish.py reads part by part. The driver holds only the
+the gzipped part files of a folder named like the driver's lists (``topn.jsonl/part-*.txt.gz``,
+``similar.jsonl/`` with Spark's ``_SUCCESS`` marker), which publish.py reads part by part. The driver holds only the
 item factors (per item), the exclusions of the few users who have any, and a cosine ANN index
 over the items when the model has one.
 """
@@ -114,10 +114,10 @@ def write_serving_lists_spark(spark: SparkSession, version: str, pairs: DataFram
     try:
         n_users = per_user.count()
         listed = most_active_frame(per_user, "user_id", max_users).select("user_id", "items")
-        for name in ("topn.jsonl", "similar.jsonl"):
+        for name in (artifacts.TOPN_LISTS, artifacts.SIMILAR_LISTS):
             storage.remove_tree(d / name)  # a re-run replaces the folder whole
         (listed.mapInPandas(_user_lines(root, version, n, excluded, block), "value string")
-         .write.text(storage.spark_uri(d / "topn.jsonl")))
+         .write.option("compression", "gzip").text(storage.spark_uri(d / artifacts.TOPN_LISTS)))
         n_listed = min(n_users, max_users) if max_users > 0 else n_users
     finally:
         per_user.unpersist()
@@ -129,8 +129,8 @@ def write_serving_lists_spark(spark: SparkSession, version: str, pairs: DataFram
         items = spark.range(0, n_items, numPartitions=max(1, spark.sparkContext.defaultParallelism)).select(
             F.col("id").cast("int").alias("iid"))
     items_listed = items.count()
-    items.mapInPandas(_item_lines(root, version, block), "value string").write.text(
-        storage.spark_uri(d / "similar.jsonl"))
+    items.mapInPandas(_item_lines(root, version, block), "value string").write.option("compression", "gzip").text(
+        storage.spark_uri(d / artifacts.SIMILAR_LISTS))
     out = {"users_listed": int(n_listed), "users": int(n_users), "items_listed": int(items_listed),
            "items": n_items, "written_by": "spark executors"}
     if n_listed < n_users or items_listed < n_items:

@@ -174,11 +174,12 @@ def test_pipeline_runs_on_the_cluster_with_data_and_models_in_the_bucket(prefix,
     version = json.loads(storage.read_text(runs / "train.json"))["version"]
     assert artifacts.current_version(prefix / "artifacts") == version, log
     files = storage.listdir(prefix / "artifacts" / "models" / version)
-    assert {"item_factors.npy", "item_ids.json", "metrics.json", "params.json", "topn.jsonl", "similar.jsonl"} <= set(files)
+    assert {"item_factors.npy", "item_ids.json", "metrics.json", "params.json", "topn.jsonl.gz",
+            "similar.jsonl.gz"} <= set(files)
 
     # publish loaded the version's lists from the bucket into MongoDB
     db = mongo.get_db(name=scratch_db)
-    with storage.open_text_input(prefix / "artifacts" / "models" / version / "topn.jsonl") as f:
+    with storage.open_text_input(prefix / "artifacts" / "models" / version / "topn.jsonl.gz") as f:  # gunzipped
         listed = sum(1 for line in f if json.loads(line)["items"])
     stored = db[mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, version)].count_documents({})
     assert stored == listed > 0

@@ -7,7 +7,6 @@ trainings run in a database and artifacts directory of this module's own.
 """
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -55,8 +54,7 @@ def _reviewers(spark, clean_dir: str) -> list[tuple[str, int]]:
 
 
 def _users_listed(models_dir, version: str) -> set[str]:
-    with open(models_dir / version / "topn.jsonl") as f:
-        return {json.loads(line)["_id"] for line in f}
+    return {doc["_id"] for doc in artifacts.serving_list_docs(models_dir / version / artifacts.TOPN_LISTS)}
 
 
 @pytest.mark.timeout(1800)  # a whole training run (with its Spark baselines) on a shared 2-core machine

@@ -17,9 +17,7 @@ N = 5
 
 def _docs(path) -> dict[str, list]:
     """{_id: items} of a JSON lines file or of a folder of Spark part files."""
-    from spark_jobs.publish import _jsonl
-
-    docs = list(_jsonl(path))
+    docs = list(artifacts.serving_list_docs(path))
     out = {d["_id"]: d["items"] for d in docs}
     assert len(out) == len(docs), "a user or item listed twice"
     return out
@@ -135,12 +133,10 @@ def test_executor_lists_keep_the_caps(spark, mongo_db, own_artifacts):
 
 
 def test_publish_refuses_an_unfinished_folder_of_parts(own_artifacts, tmp_path):
-    from spark_jobs.publish import _jsonl
-
     folder = tmp_path / "topn.jsonl"
     folder.mkdir()
     (folder / "part-00000.txt").write_text(json.dumps({"_id": "u", "items": []}) + "\n")
     with pytest.raises(FileNotFoundError, match="_SUCCESS"):
-        list(_jsonl(folder))
+        list(artifacts.serving_list_docs(folder))
     (folder / "_SUCCESS").write_text("")
-    assert list(_jsonl(folder)) == [{"_id": "u", "items": []}]
+    assert list(artifacts.serving_list_docs(folder)) == [{"_id": "u", "items": []}]

@@ -17,7 +17,7 @@ import pytest
 import redis
 import scipy.sparse as sp
 
-from core import artifacts, list_state, mongo, recommend
+from core import artifacts, list_state, mongo, recommend, storage
 from core.events import NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import TOP_N, publish_all, reset_core_caches, wait_until, worker_stats
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
@@ -189,13 +189,13 @@ def test_not_interested_items_never_come_back(shop, make_user):
     row = sp.csr_matrix(([1.0] * len(history), ([0] * len(history), [model.item_index[p] for p in history])),
                         shape=(1, len(model.item_ids)))
     write_serving_lists(rt.version, row, [uid], list(model.item_ids), n=TOP_N)
-    with open(artifacts.models_dir() / rt.version / "topn.jsonl") as f:
-        (batch,) = [json.loads(line) for line in f]
+    (batch,) = artifacts.serving_list_docs(artifacts.models_dir() / rt.version / artifacts.TOPN_LISTS)
     assert batch["_id"] == uid and len(batch["items"]) == TOP_N and not {x, y} & set(_ids(batch))
     # as a job from before the exclusions could have written it
     stale = [{"product_id": x, "score": 9.0, "because": liked}, {"product_id": y, "score": 8.0, "because": liked},
              *recommend.recommend(model, history, TOP_N - 2)]
-    with open(artifacts.models_dir() / rt.version / "topn.jsonl", "w") as f:
+    with storage.open_text_output(artifacts.serving_lists_file(artifacts.models_dir() / rt.version,
+                                                               artifacts.TOPN_LISTS)) as f:
         f.write(json.dumps({"_id": uid, "items": stale}) + "\n")
     publish_job.load_serving_lists(rt.version)
     loaded = mongo.get_recommendations(uid, db=rt.db)

@@ -113,15 +113,11 @@ def test_pipeline_records_are_read_only(site, client, make_user, model):
 
 def _topn_of(site, user_id: str) -> list[dict]:
     """The list training wrote for a batch user (what publish loaded), from the model's files."""
-    import json
-
     from core import artifacts
 
-    with open(artifacts.models_dir() / site.model_version / "topn.jsonl") as f:
-        for line in f:
-            doc = json.loads(line)
-            if doc["_id"] == user_id:
-                return doc["items"]
+    for doc in artifacts.serving_list_docs(artifacts.models_dir() / site.model_version / artifacts.TOPN_LISTS):
+        if doc["_id"] == user_id:
+            return doc["items"]
     raise AssertionError(f"no list for {user_id}")
 
 

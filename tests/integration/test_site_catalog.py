@@ -186,6 +186,8 @@ def test_search_api_and_throttle(site, client):
 
 
 def test_product_page_histogram_reviews_and_similar_items(site, client):
+    from core import artifacts
+
     product = site.order()[0]  # the most reviewed: several review pages
     n = len(site.reviews[product])
     page = _get(client, f"/p/{product}/")
@@ -203,8 +205,9 @@ def test_product_page_histogram_reviews_and_similar_items(site, client):
     assert 'More reviews →' in page and '← Newer' not in page
     assert "No reviews yet." in _get(client, f"/p/{product}/?page={len(pages) + 1}")
 
-    with open(_model_dir(site) / "similar.jsonl") as f:  # what training wrote for publish to load
-        similar = {d["_id"]: [i["product_id"] for i in d["items"]] for d in map(json.loads, f)}
+    # what training wrote for publish to load
+    similar = {d["_id"]: [i["product_id"] for i in d["items"]]
+               for d in artifacts.serving_list_docs(_model_dir(site) / artifacts.SIMILAR_LISTS)}
     assert ids_in(page, "similar") == similar[product][:8]
     assert product not in similar[product]
 

@@ -143,8 +143,8 @@ def test_similar_items_api(site, client):
     from core import artifacts
 
     product = site.order()[1]
-    with open(artifacts.models_dir() / site.model_version / "similar.jsonl") as f:
-        expected = next(d["items"] for d in map(json.loads, f) if d["_id"] == product)
+    expected = next(d["items"] for d in artifacts.serving_list_docs(
+        artifacts.models_dir() / site.model_version / artifacts.SIMILAR_LISTS) if d["_id"] == product)
     response = client.get(f"/api/products/{product}/similar/")
     assert response.status_code == 200
     got = response.json()

@@ -149,8 +149,8 @@ def test_product_page_shows_facts_bought_together_and_similar(site, client, meta
     for pid, card in fbt.items():
         _check_card(card, pid, meta, site)
     # beside it, our own "customers who liked this also liked" from the model
-    with open(artifacts.models_dir() / site.model_version / "similar.jsonl") as f:
-        similar = {d["_id"]: [i["product_id"] for i in d["items"]] for d in map(json.loads, f)}
+    similar = {d["_id"]: [i["product_id"] for i in d["items"]]
+               for d in artifacts.serving_list_docs(artifacts.models_dir() / site.model_version / artifacts.SIMILAR_LISTS)}
     cards = _cards(page, "similar")
     assert list(cards) == similar[product][:8]
     for pid, card in cards.items():

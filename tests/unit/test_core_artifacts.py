@@ -36,3 +36,31 @@ def test_rejects_mismatched_ids_and_unknown_versions(tmp_path):
         artifacts.save_model(["a", "b"], np.ones((3, 2)), {}, root=tmp_path)
     with pytest.raises(FileNotFoundError):
         artifacts.publish("nope", root=tmp_path)
+
+
+def test_serving_lists_are_gzipped_and_read_in_every_layout(tmp_path):
+    import gzip
+    import json
+
+    from core import storage
+
+    docs = [{"_id": "u1", "items": [{"product_id": "p1", "score": 0.5}]}, {"_id": "u2", "items": []}]
+    text = "".join(json.dumps(d) + "\n" for d in docs)
+    # the driver's file: gzip on disk, the same lines back
+    packed = artifacts.serving_lists_file(tmp_path, artifacts.TOPN_LISTS)
+    with storage.open_text_output(packed) as f:
+        f.write(text)
+    assert packed.name == "topn.jsonl.gz" and gzip.decompress(packed.read_bytes()).decode() == text
+    assert list(artifacts.serving_list_docs(tmp_path / artifacts.TOPN_LISTS)) == docs
+    # a version written before the lists were gzipped
+    (tmp_path / "similar.jsonl").write_text(text + "\n")
+    assert list(artifacts.serving_list_docs(tmp_path / artifacts.SIMILAR_LISTS)) == docs
+    # Spark's executors: a folder of gzipped parts, complete only with _SUCCESS
+    folder = tmp_path / "spark" / artifacts.TOPN_LISTS
+    folder.mkdir(parents=True)
+    for k, d in enumerate(docs):
+        (folder / f"part-0000{k}.txt.gz").write_bytes(gzip.compress((json.dumps(d) + "\n").encode()))
+    with pytest.raises(FileNotFoundError, match="_SUCCESS"):
+        list(artifacts.serving_list_docs(folder))
+    (folder / "_SUCCESS").write_text("")
+    assert list(artifacts.serving_list_docs(folder)) == docs

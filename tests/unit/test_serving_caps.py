@@ -1,7 +1,6 @@
 """Serving lists above SERVING_MAX_USERS / SERVING_MAX_ITEMS: the most active users and most rated items only."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,14 +36,14 @@ def test_capped_lists_are_the_uncapped_lists_of_the_chosen_users(tmp_path, monke
         out = write_serving_lists(version, x, user_ids, item_ids, n=5, block=7, max_users=10, max_items=4)
         assert out == {"users_listed": 10, "users": n_users, "items_listed": 4, "items": n_items}
         d = artifacts.models_dir() / version
-        topn = [json.loads(line) for line in (d / "topn.jsonl").read_text().splitlines()]
+        topn = list(artifacts.serving_list_docs(d / artifacts.TOPN_LISTS))
         expected_users = np.argsort(-dense.sum(axis=1), kind="stable")[:10]
         assert sorted(doc["_id"] for doc in topn) == sorted(user_ids[u] for u in expected_users)
         for doc in topn:
             u = user_ids.index(doc["_id"])
             rated = {item_ids[i]: 1.0 for i in np.flatnonzero(dense[u])}
             assert [r["product_id"] for r in doc["items"]] == [r["product_id"] for r in recommend(model, rated, 5)]
-        similar = [json.loads(line)["_id"] for line in (d / "similar.jsonl").read_text().splitlines()]
+        similar = [doc["_id"] for doc in artifacts.serving_list_docs(d / artifacts.SIMILAR_LISTS)]
         by_count = dense.sum(axis=0)
         assert len(similar) == 4 and min(by_count[item_ids.index(s)] for s in similar) >= np.sort(by_count)[-4]
 
