@@ -101,3 +101,15 @@ def test_port_taken_by_another_process_is_one_line_error(env):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith(f"services: redis: port {port} is already in use by another process")
+
+
+def test_stopping_a_spark_worker_clears_its_applications_folders(env):
+    """Each application leaves ~270 MB of jars in every worker's folder: gone once the worker stops."""
+    work = Path(env["SERVICES_STATE_DIR"]) / "services" / "spark-worker-1" / "work"
+    (work / "app-20261201040747-0000" / "0").mkdir(parents=True)
+    (work / "app-20261201040747-0000" / "0" / "hadoop-aws.jar").write_bytes(b"x" * 1024)
+    (work / "notes.txt").write_text("an operator's file")
+    r = _run("stop", "spark-worker-1", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "spark-worker-1: not running" in r.stdout
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
