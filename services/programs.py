@@ -9,6 +9,7 @@ app's virtualenv (which has the ``supervisor`` package):
     programs.py ports NAME               the TCP ports NAME listens on (checked free before a start)
     programs.py address NAME             one line saying where NAME answers
     programs.py postgres-bin             the PostgreSQL server binaries' folder (initdb, psql)
+    programs.py as-postgres CMD ARG...   CMD as the postgres user when run as root (initdb), else as is
     programs.py wait NAME SECONDS [LOG_OFFSET]
                                          wait until every process of NAME passes its health check;
                                          fails at once when supervisord reports it exited
@@ -452,6 +453,9 @@ def main(argv: list[str]) -> int:
         print(" ".join(p.name for p in programs()))
     elif cmd == "postgres-bin":
         print(_postgres_bin())
+    elif cmd == "as-postgres":  # bin/services' initdb and checks, as the server itself runs
+        command = [*_as_postgres_user(), *args]
+        os.execvp(command[0], command)
     elif cmd == "wait":
         p = program(args[0])
         timeout = float(args[1]) if len(args) > 1 and args[1] else p.start_timeout_s
