@@ -279,9 +279,9 @@ def insert_docs(collection: str, docs: Iterable[dict[str, Any]], batch_size: int
     """Unordered ``insert_many`` in batches; returns the number the server acknowledged.
 
     ``threads`` > 1 keeps that many batches in flight while the next ones are built: FerretDB on
-    PostgreSQL took 20k-document lists 1.3x faster from 3 threads than from 1 on a busy machine,
-    which at publish's 9.6M lists is the difference of a quarter of an hour. Any batch's error is
-    raised, after the batches in flight finish.
+    PostgreSQL took 24k serving lists 1.3x faster from 3 threads than from 1 (on a busy machine;
+    publish's 9.57M lists at 51.6M reviews, docs/benchmarks.md). Any batch's error is raised,
+    after the batches in flight finish.
     """
     db = db if db is not None else get_db()
     target = db[collection]
