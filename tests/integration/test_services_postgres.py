@@ -31,6 +31,15 @@ def _pids(env: dict[str, str]) -> dict[str, int]:
     return {f[0]: int(f[2]) for f in (line.split() for line in lines) if len(f) > 2 and f[1] == "running"}
 
 
+def _plan(db, collection: str, filter: dict) -> tuple[str, str]:
+    """PostgreSQL's plan of a find through FerretDB (its explain returns it): node type and index
+    condition, the table's name taken out."""
+    plan = db.command("explain", {"find": collection, "filter": filter})["queryPlanner"]["Plan"]
+    while plan.get("Plans") and plan["Node Type"] == "Gather":
+        plan = plan["Plans"][0]
+    return plan["Node Type"], plan.get("Index Cond", "").replace(f"{plan.get('Alias')}.", "")
+
+
 @pytest.fixture
 def open_dir():
     """A state dir the ``postgres`` user can reach (pytest's own tmp_path is closed to other users)."""
@@ -78,6 +87,13 @@ def test_mongo_on_postgresql_starts_stores_survives_a_restart_and_stops(open_dir
                               capture_output=True, text=True, timeout=30)
         assert psql.stdout.strip() == "1", psql.stderr
         pids = _pids(env)
+        with MongoClient(uri) as client:  # a read by _id uses the unique index (our FerretDB patch)
+            client.t.lists.insert_many([{"_id": f"u:{i}", "items": []} for i in range(20_000)])
+            assert _plan(client.t, "lists", {"_id": "u:7"}) == ("Index Scan", "((_jsonb -> '_id'::text) = '\"u:7\"'::jsonb)")
+            assert client.t.lists.find_one({"_id": "u:7"}) == {"_id": "u:7", "items": []}
+            assert client.t.lists.find_one({"_id": "u:20000"}) is None
+            assert client.t.lists.find_one({"_id": 7}) is None  # a number is not the string "7"
+            assert _plan(client.t, "lists", {"_id": {"$in": ["u:7"]}})[0] != "Index Scan"  # not pushed down
     finally:
         stop = _run("stop", "mongo", env=env)
     assert stop.returncode == 0 and "postgres: stopped" in stop.stdout and "mongo: stopped" in stop.stdout
