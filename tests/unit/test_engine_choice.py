@@ -39,3 +39,10 @@ def test_small_catalogs_get_ease(monkeypatch):
     assert engines.choose_engine("auto", n_items=900, n_interactions=10_261, n_users=1_429) == "ease"
     monkeypatch.setattr(engines, "SINGLE_NODE_MAX_INTERACTIONS", 5_000)
     assert engines.choose_engine("auto", n_items=900, n_interactions=10_261, n_users=1_429) == "spark"
+
+
+def test_the_mllib_grid_is_the_first_spark_grid_size_configurations(monkeypatch):
+    assert engines.grid("spark") == engines.IALS_GRID[:4] and len(engines.grid("implicit")) == 8  # defaults
+    monkeypatch.setattr(engines, "SPARK_GRID_SIZE", 1)
+    assert engines.grid("spark") == engines.IALS_GRID[:1]
+    assert engines.grid("implicit") == engines.IALS_GRID  # one node tunes on a sample: the whole grid
