@@ -33,12 +33,12 @@ from bench.pipeline_scale import FULL_2018, GB, run_record, run_stage, stage_env
 STAGES = ("load", "clean", "mongo_load", "eda", "train", "publish")
 
 
-def stage_args(stage: str, data: Path, work: Path, run_id: str) -> list[str]:
+def stage_args(stage: str, data: Path, work: Path, run_id: str, engine: str = "auto") -> list[str]:
     if stage == "load":  # the generator's files, not its manifest.json (load would quarantine its lines)
         manifest = json.loads((data / "manifest.json").read_text())
         return [arg for f in manifest["files"] for arg in ("--input", str(data / f["path"]))]
     if stage == "train":
-        return ["--engine", "auto"]
+        return ["--engine", engine]
     if stage == "publish":
         train = run_record(work, run_id, "train") or {}
         return ["--version", train["version"], "--force"]  # the gate compares with a previous version: none here
@@ -58,7 +58,8 @@ def run(opts: argparse.Namespace) -> dict:
         if stage in result["stages"] and rec and rec.get("status") == "ok":
             print(f"  {stage}: done in an earlier sitting ({result['stages'][stage]['seconds']:.0f} s); skipped")
             continue
-        cmd = submit(f"spark_jobs/{stage}.py", [*stage_args(stage, opts.data, work, run_id), "--run-id", run_id], opts)
+        cmd = submit(f"spark_jobs/{stage}.py", [*stage_args(stage, opts.data, work, run_id, opts.engine),
+                                                   "--run-id", run_id], opts)
         r = run_stage(stage, cmd, env, work / "logs" / f"{stage}.log", opts.timeout, int(opts.max_rss * GB))
         r["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
         result["stages"][stage] = r
@@ -97,7 +98,8 @@ def report(result: dict, smaller: dict | None, work: Path) -> None:
         rows = _stage_rows(result, stage, work)
         rate = f"{rows / r['seconds']:,.0f}" if rows and r["ok"] else ""
         print(f"{stage:<12}{(f'{rows:,}' if rows else ''):>14}{r['seconds']:>10.0f}{rate:>10}"
-              f"{r['peak_rss'] / GB:>8.2f}GB  {r['status']} (load after {r.get('load_average_after')})")
+              f"{r['peak_rss'] / GB:>8.2f}GB  {r['status']} (load after {r.get('load_average_after')})"
+              + (f"; executors' peak RSS {r['executors_peak_rss'] / GB:.2f} GB" if r.get("executors_peak_rss") else ""))
     load, clean = run_record(work, result["run_id"], "load"), run_record(work, result["run_id"], "clean")
     if load and clean:
         probs = manifest_differences(manifest, load, clean)
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", help="MongoDB database (default big_<data folder name>)")
     ap.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES))
     ap.add_argument("--master", default=os.environ.get("SPARK_MASTER", "local[2]"))
+    ap.add_argument("--engine", default="auto", help="train's engine (spark: MLlib, whatever the size)")
     ap.add_argument("--driver-memory", default=os.environ.get("SPARK_DRIVER_MEMORY", "4g"))
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per stage before it is stopped")
     ap.add_argument("--max-rss", type=float, default=0.9 * psutil.virtual_memory().total / GB, help="GB")

@@ -102,6 +102,7 @@ def run_stage(name: str, cmd: list[str], env: dict, log: Path, timeout: float, m
                                 start_new_session=True)
     ps = psutil.Process(proc.pid)
     peak, min_avail, cpu_busy, samples, stop = 0, psutil.virtual_memory().available, 0.0, 0, None
+    executors_peak = 0  # a standalone cluster's executor JVMs are the workers' children, not the driver's
     psutil.cpu_percent()
     while proc.poll() is None:
         try:
@@ -109,6 +110,8 @@ def run_stage(name: str, cmd: list[str], env: dict, log: Path, timeout: float, m
         except psutil.NoSuchProcess:
             pass
         min_avail = min(min_avail, psutil.virtual_memory().available)
+        if samples % 5 == 0:
+            executors_peak = max(executors_peak, _executors_rss())
         elapsed = time.monotonic() - started
         if elapsed > timeout:
             stop = f"timeout after {timeout:.0f}s"
@@ -133,9 +136,22 @@ def run_stage(name: str, cmd: list[str], env: dict, log: Path, timeout: float, m
             last = [ln for ln in tail.splitlines() if ln.strip()][-1:] or [""]
             stop = f"exit {rc}: {last[0][:160]}"
     status = "ok" if stop is None else stop
-    print(f"  {name}: {status} in {seconds:.1f}s, peak RSS {peak / GB:.2f} GB", flush=True)
+    on_cluster = f", executors' peak RSS {executors_peak / GB:.2f} GB" if executors_peak else ""
+    print(f"  {name}: {status} in {seconds:.1f}s, peak RSS {peak / GB:.2f} GB{on_cluster}", flush=True)
     return {"stage": name, "status": status, "ok": stop is None, "seconds": round(seconds, 2),
-            "peak_rss": peak, "min_available": min_avail, "log": str(log)}
+            "peak_rss": peak, "executors_peak_rss": executors_peak, "min_available": min_avail, "log": str(log)}
+
+
+def _executors_rss() -> int:
+    """RSS of every Spark executor JVM on this host (a standalone worker's children; sampled every
+    second; the benchmark is the only application on the cluster)."""
+    import psutil
+
+    total = 0
+    for p in psutil.process_iter(["cmdline", "memory_info"]):
+        if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in (p.info["cmdline"] or []):
+            total += p.info["memory_info"].rss if p.info["memory_info"] else 0
+    return total
 
 
 # --- the engine comparison (runs inside spark-submit) -------------------------------------------

@@ -35,3 +35,8 @@ def test_load_reads_the_manifest_file_list_not_a_glob(tmp_path: Path) -> None:
                                                                   {"path": "meta_Books.json.gz"}]}))
     args = big_run.stage_args("load", tmp_path, tmp_path / "work", "r1")
     assert args == ["--input", str(tmp_path / "Books.json.gz"), "--input", str(tmp_path / "meta_Books.json.gz")]
+
+
+def test_train_gets_the_engine_asked_for(tmp_path: Path) -> None:
+    assert big_run.stage_args("train", tmp_path, tmp_path, "r") == ["--engine", "auto"]
+    assert big_run.stage_args("train", tmp_path, tmp_path, "r", "spark") == ["--engine", "spark"]
