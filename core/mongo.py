@@ -9,11 +9,12 @@ index the batch load builds (``search_index``, see core/search.py) by ``_id``, o
 query word; never ``$text`` (FerretDB v1 has no text index), never a regex scan, never a
 user-supplied operator.
 
-Hot paths read and write documents by ``_id`` only. FerretDB v1 on SQLite (built by bin/services
-with a one-line fix so ``_id`` lookups use their index) answers an ``_id`` read or write in 1-2 ms
-but scans the whole collection for any other filter, sort or ``$in`` (about 300 ms for 9,000
-products, measured here), so what a page needs is precomputed into ``_id``-keyed
-documents: a user's rating history, a product's review pages, the catalog's ordering per category.
+Hot paths read and write documents by ``_id`` only (one ``_id``, or ``_id`` ``$in`` a list).
+FerretDB v1 (built by bin/services with fixes so that those use the ``_id`` index, on SQLite and on
+PostgreSQL) answers an ``_id`` read or write in 1-2 ms but scans the whole collection for any other
+filter or sort (about 300 ms for 9,000 products, measured here), so what a page needs is
+precomputed into ``_id``-keyed documents: a user's rating history, a product's review pages, the
+catalog's ordering per category.
 On real MongoDB the same documents are equally fast.
 
 Batch reloads never leave a reader without a collection: FerretDB v1 has no ``renameCollection``
@@ -464,14 +465,10 @@ def get_product(product_id: str, db: Database | None = None) -> dict | None:
 
 
 def get_products(product_ids: list[str], db: Database | None = None) -> dict[str, dict]:
-    """Products by id, one ``_id`` lookup each (fast on FerretDB and MongoDB alike; ``$in`` is not)."""
-    db = db if db is not None else get_db()
-    out = {}
-    for pid in dict.fromkeys(str(p) for p in product_ids):
-        doc = db[PRODUCTS].find_one({"_id": pid}, _PRODUCT_LIST_FIELDS)
-        if doc:
-            out[pid] = doc
-    return out
+    """Products by id, in the order asked (the ones that exist)."""
+    ids = [str(p) for p in product_ids]
+    found = find_by_ids(PRODUCTS, ids, _PRODUCT_LIST_FIELDS, db=db)
+    return {pid: found[pid] for pid in dict.fromkeys(ids) if pid in found}
 
 
 def product_exists(product_id: str, db: Database | None = None) -> bool:
@@ -648,47 +645,26 @@ def user_locks(names: Iterable[str], db: Database | None = None, wait_s: float =
             db[LOCKS].delete_many({"_id": {"$in": held}, "token": token})
 
 
+IN_CHUNK = 1000  # ids per `$in` query: the most the FerretDB build of bin/services pushes down to the index
+
+
 def find_by_ids(collection: str, ids: Iterable[str], projection: dict | None = None,
                 db: Database | None = None) -> dict[str, dict]:
-    """Documents of many ``_id`` values, by id: one ``$in`` query on MongoDB; one ``_id`` read each on
-    FerretDB v1, whose ``$in`` scans the whole collection (4 s for 500 of 20,000 histories here)."""
+    """Documents of many ``_id`` values, by id: one ``$in`` query per 1,000 ids, served by the
+    ``_id`` index (on FerretDB v1 only by the build of bin/services, which pushes it down; stock
+    FerretDB v1 reads the whole collection for it)."""
     db = db if db is not None else get_db()
     ids = list(dict.fromkeys(ids))
-    if not ids:
-        return {}
-    if not _is_ferretdb(db.client):
-        return {d["_id"]: d for d in db[collection].find({"_id": {"$in": ids}}, projection)}
-    return find_by_ids_many([(collection, ids, projection)], db=db)[0]
+    coll = db[collection]
+    return {d["_id"]: d for lo in range(0, len(ids), IN_CHUNK)
+            for d in coll.find({"_id": {"$in": ids[lo:lo + IN_CHUNK]}}, projection)}
 
 
 def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
                      db: Database | None = None) -> list[dict[str, dict]]:
-    """:func:`find_by_ids` of several collections at once, one result per ``(collection, ids,
-    projection)``: on FerretDB every ``_id`` read of all of them shares the same concurrent wave
-    (a batch waits for one wave of round trips instead of one per collection)."""
+    """:func:`find_by_ids` of several collections, one result per ``(collection, ids, projection)``."""
     db = db if db is not None else get_db()
-    if not _is_ferretdb(db.client):
-        return [find_by_ids(c, ids, proj, db=db) for c, ids, proj in requests]
-    colls = [db[c] for c, _, _ in requests]  # each name resolved once (its live generation)
-    reads = [(k, colls[k], i, proj) for k, (_, ids, proj) in enumerate(requests) for i in dict.fromkeys(ids)]
-    out: list[dict[str, dict]] = [{} for _ in requests]
-    # concurrent reads: each waits on a round trip, FerretDB answers them in parallel
-    found = _readers().map(lambda r: (r[0], r[1].find_one({"_id": r[2]}, r[3])), reads) if len(reads) >= 4 else \
-        [(k, coll.find_one({"_id": i}, proj)) for k, coll, i, proj in reads]
-    for k, doc in found:
-        if doc is not None:
-            out[k][doc["_id"]] = doc
-    return out
-
-
-@lru_cache(maxsize=1)
-def _readers() -> ThreadPoolExecutor:
-    """Threads for :func:`find_by_ids` on FerretDB (pymongo clients are thread-safe); 2 reads per
-    core in flight measured best here (``FIND_BY_IDS_THREADS``)."""
-    import os
-
-    return ThreadPoolExecutor(max_workers=max(1, int(os.environ.get("FIND_BY_IDS_THREADS", "").strip() or 4)),
-                              thread_name_prefix="find-by-ids")
+    return [find_by_ids(c, ids, proj, db=db) for c, ids, proj in requests]
 
 
 def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Database | None = None,
