@@ -19,6 +19,23 @@ from core import storage
 from core.settings import get_settings
 
 
+def _submitted_master() -> str | None:
+    """The ``--master`` spark-submit was given, when spark-submit started this process.
+
+    Its JVM holds it; a ``SparkConf`` made before the driver has attached to that JVM is empty
+    (so every job submitted with ``--master`` alone used to run in SPARK_MASTER's default,
+    ``local[*]``). Attaching first is what ``getOrCreate`` would do next anyway. Without
+    spark-submit (tests, benchmarks) nothing is started here: the builder's driver memory must
+    reach the JVM it launches.
+    """
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):  # set by spark-submit for the Python it starts
+        return None
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return SparkConf().get("spark.master", None)
+
+
 def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str | None = None):
     """A SparkSession configured for this project.
 
@@ -28,12 +45,9 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     """
     from pyspark.sql import SparkSession
 
-    from pyspark import SparkConf
-
     settings = get_settings()
     # spark-submit --master (what Airflow's SparkSubmitOperator passes) wins over SPARK_MASTER.
-    submitted = SparkConf().get("spark.master", None)
-    resolved_master = master or submitted or settings.spark_master
+    resolved_master = master or _submitted_master() or settings.spark_master
     if resolved_master.startswith("local"):
         # Local Python workers would otherwise start whatever `python3` is first on PATH, which
         # lacks the app's packages (pymongo, numpy) when the driver runs from the app's venv.
