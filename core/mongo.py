@@ -694,7 +694,7 @@ def existing_products(product_ids: Iterable[str], db: Database | None = None,
     A product once found is remembered per database and catalog generation: products change only
     by a reload, which writes a new generation (see :func:`get_db`), so a remembered id is never
     stale; an unknown one is read again each time. ``found``: the caller already read the ids
-    :func:`products_to_look_up` gave (the worker, with its other reads in one wave).
+    :func:`products_to_look_up` gave (the worker, beside its other reads).
     """
     db = db if db is not None else get_db()
     known = _remembered_products(db)
