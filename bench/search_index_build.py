@@ -1,0 +1,90 @@
+"""The search index's Spark side (``mongo_load.search_index_docs``), this code against another tree's.
+
+    .local/venv/bin/python -m bench.search_index_build --clean /big/run/data/clean \
+        --compare-code /tmp/before [--categories Books,Electronics] [--rounds 2]
+
+Why: at 51.6M reviews mongo_load's search index went in at 1,336 documents/s, the slowest of its
+collections, and nobody had split its time between Spark and the inserts. This builds the products
+frame mongo_load builds (``product_docs`` of the clean products and reviews, optionally of some
+categories only), keeps it on disk, then computes the index's documents with each code (Spark's
+``noop`` sink: everything is computed, nothing is written) in alternating order, in one Spark
+session, and checks both give the same documents (count and a checksum of every field). Printed:
+seconds per round and code, documents, the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def load_module(tree: Path):
+    """``spark_jobs/mongo_load.py`` of another tree, as its own module (it imports this tree's core)."""
+    spec = importlib.util.spec_from_file_location("mongo_load_compared", tree / "spark_jobs" / "mongo_load.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def checksum(docs) -> tuple[int, int]:
+    from pyspark.sql import functions as F
+
+    row = docs.select(F.count("*").alias("n"), F.sum(F.xxhash64(*docs.columns)).alias("h")).first()
+    return int(row["n"]), int(row["h"] or 0)
+
+
+def main() -> None:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from spark_jobs import mongo_load
+    from spark_jobs.common import spark_session
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clean", type=Path, required=True, help="a clean/ folder (reviews/ and products/)")
+    ap.add_argument("--compare-code", type=Path, required=True, help="another checkout (git archive REV | tar -x)")
+    ap.add_argument("--compare-label", default="before")
+    ap.add_argument("--categories", help="only these review categories (comma-separated)")
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    other = load_module(args.compare_code)
+    spark = spark_session("bench-search-index")
+    reviews = spark.read.parquet(str(args.clean / "reviews"))
+    products = spark.read.parquet(str(args.clean / "products"))
+    if args.categories:
+        cats = args.categories.split(",")
+        reviews = reviews.where(F.col("category").isin(cats))
+        products = products.where(F.col("file_category").isin(cats))
+    t0 = time.time()
+    docs = mongo_load.product_docs(products, reviews).persist(StorageLevel.DISK_ONLY)
+    n_products = docs.count()
+    print(f"products frame: {n_products:,} products in {time.time() - t0:.0f} s; "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    codes = {"this": mongo_load.search_index_docs, args.compare_label: other.search_index_docs}
+    seconds: dict[str, list[float]] = {k: [] for k in codes}
+    for r in range(args.rounds):
+        for label in (list(codes) if r % 2 == 0 else list(codes)[::-1]):
+            t = time.time()
+            codes[label](docs).write.format("noop").mode("overwrite").save()
+            seconds[label].append(time.time() - t)
+            print(f"round {r + 1} {label:>10}: {seconds[label][-1]:7.1f} s "
+                  f"(load {' '.join(f'{x:.1f}' for x in os.getloadavg())})", flush=True)
+    sums = {label: checksum(fn(docs)) for label, fn in codes.items()}
+    same = len(set(sums.values())) == 1
+    print(f"documents: {sums['this'][0]:,}; the same documents from both: {same}")
+    for label in codes:
+        print(f"{label:>10}: best {min(seconds[label]):.1f} s, "
+              f"{sums[label][0] / min(seconds[label]):,.0f} documents/s")
+    spark.stop()
+    if not same:
+        raise SystemExit("the two codes gave different documents")
+
+
+if __name__ == "__main__":
+    main()
