@@ -45,8 +45,9 @@ EVAL_MIN_USERS = int(os.environ.get("EVAL_MIN_USERS", "10000"))
 TUNE_MAX_INTERACTIONS = int(float(os.environ.get("TUNE_MAX_INTERACTIONS", "2e6")))
 K = 10
 EASE_GRID = [float(x) for x in os.environ.get("EASE_LAMBDAS", "50,100,200,400,800").split(",")]
-# Each configuration MLlib tries is a distributed fit over every user (25M interactions: ~20 min on
-# this machine's 2 cores), so at the full release's size an operator tries fewer than the 4 default.
+# Each configuration MLlib tries is a distributed fit over every user (25M interactions: 24-41 min
+# per fit on this machine's 2 cores, docs/benchmarks.md), so at the full release's size an operator
+# tries fewer than the 4 default.
 SPARK_GRID_SIZE = max(1, int(os.environ.get("SPARK_GRID_SIZE", "4")))
 IALS_GRID = [dict(factors=f, reg=r, alpha=a, iterations=15)
              for f in (32, 64) for r in (0.01, 0.1) for a in (2.0, 10.0)]
