@@ -43,6 +43,7 @@ import importlib.util
 import os
 import shlex
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -106,6 +107,18 @@ def mongo_ping(port: int) -> Health:
         try:
             return port_open(port) and module.ping(port)
         except (OSError, ValueError):
+            return False
+    return check
+
+
+def pg_ready(port: int) -> Health:
+    """PostgreSQL accepts sessions (``pg_isready``): its port opens before that, while it replays
+    its write-ahead log after an unclean stop."""
+    def check(_num: int, _offset: int) -> bool:
+        ready = [str(_postgres_bin() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+        try:
+            return port_open(port) and subprocess.run(ready, timeout=10).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
             return False
     return check
 
@@ -198,9 +211,9 @@ def programs() -> list[Program]:
                              "-c", f"shared_buffers={env.get('POSTGRES_SHARED_BUFFERS', '256MB')}",
                              "-c", f"synchronous_commit={env.get('POSTGRES_SYNCHRONOUS_COMMIT', 'on')}",
                              "-c", "max_wal_size=4GB"],
-                ports=[pg_port], health=lambda _n, _o: port_open(pg_port),
+                ports=[pg_port], health=pg_ready(pg_port),
                 address=f"postgres://postgres@127.0.0.1:{pg_port}/ferretdb (FerretDB's storage)",
-                start_timeout_s=60, stop_wait_s=60),
+                start_timeout_s=210, stop_wait_s=60),  # after an unclean stop it replays its WAL first
         Program("kafka", [env.get("JAVA") or "java", "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
                           "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
                           f"-Dlog4j.configuration=file:{HERE / 'kafka' / 'log4j.properties'}",
