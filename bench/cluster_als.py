@@ -24,34 +24,9 @@ import threading
 import time
 from pathlib import Path
 
+from bench.proc_rss import executors_rss, tree_rss
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _processes() -> dict[int, tuple[int, bytes, int]]:
-    """pid -> (parent pid, command line, RSS bytes) of every process."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{pid}/status").read_text().splitlines()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status if ":" in line)
-        rss = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
-        out[int(pid)] = (int(fields.get("PPid", "0")), cmd, rss)
-    return out
-
-
-def _tree_rss(procs: dict, root: int) -> int:
-    """RSS of ``root`` and all its descendants (the driver: Python and the JVM it started)."""
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += procs.get(pid, (0, b"", 0))[2]
-        todo += [p for p, (ppid, _, _) in procs.items() if ppid == pid]
-    return total
 
 
 def child(args: argparse.Namespace) -> None:
@@ -101,12 +76,10 @@ def run(master: str, args: argparse.Namespace, interactions: int) -> dict:
 
     def sample(driver_pid: int) -> None:
         while not done.is_set():
-            procs = _processes()
-            peak["driver"] = max(peak["driver"], _tree_rss(procs, driver_pid))
+            peak["driver"] = max(peak["driver"], tree_rss(driver_pid))
             app = app_id_file.read_text().strip() if app_id_file.exists() else None
-            if app:  # executors of this application (other applications may share the workers)
-                mark = f"--app-id\x00{app}\x00".encode()
-                peak["executors"] = max(peak["executors"], sum(r for _, c, r in procs.values() if mark in c))
+            if app:  # this application's executors only
+                peak["executors"] = max(peak["executors"], executors_rss(app))
             time.sleep(0.5)
 
     t0 = time.time()

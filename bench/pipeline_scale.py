@@ -39,6 +39,7 @@ import uuid
 from pathlib import Path
 
 from bench.gen_reviews import manifest_differences
+from bench.proc_rss import executors_rss, tree_rss
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("LOCAL_DIR", ROOT / ".local")) / "venv"
@@ -66,18 +67,6 @@ def human(n: float) -> str:
 
 # --- running one stage with its peak memory ----------------------------------------------------
 
-def _tree_rss(proc) -> int:
-    import psutil
-
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return total
-
-
 def _kill_group(proc: subprocess.Popen) -> None:
     """Stop the stage's own process group (spark-submit's JVM, the driver and its workers)."""
     for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
@@ -100,18 +89,14 @@ def run_stage(name: str, cmd: list[str], env: dict, log: Path, timeout: float, m
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
                                 start_new_session=True)
-    ps = psutil.Process(proc.pid)
     peak, min_avail, cpu_busy, samples, stop = 0, psutil.virtual_memory().available, 0.0, 0, None
     executors_peak = 0  # a standalone cluster's executor JVMs are the workers' children, not the driver's
     psutil.cpu_percent()
     while proc.poll() is None:
-        try:
-            peak = max(peak, _tree_rss(ps))
-        except psutil.NoSuchProcess:
-            pass
+        peak = max(peak, tree_rss(proc.pid))
         min_avail = min(min_avail, psutil.virtual_memory().available)
         if samples % 5 == 0:
-            executors_peak = max(executors_peak, _executors_rss())
+            executors_peak = max(executors_peak, executors_rss())
         elapsed = time.monotonic() - started
         if elapsed > timeout:
             stop = f"timeout after {timeout:.0f}s"
@@ -140,18 +125,6 @@ def run_stage(name: str, cmd: list[str], env: dict, log: Path, timeout: float, m
     print(f"  {name}: {status} in {seconds:.1f}s, peak RSS {peak / GB:.2f} GB{on_cluster}", flush=True)
     return {"stage": name, "status": status, "ok": stop is None, "seconds": round(seconds, 2),
             "peak_rss": peak, "executors_peak_rss": executors_peak, "min_available": min_avail, "log": str(log)}
-
-
-def _executors_rss() -> int:
-    """RSS of every Spark executor JVM on this host (a standalone worker's children; sampled every
-    second; the benchmark is the only application on the cluster)."""
-    import psutil
-
-    total = 0
-    for p in psutil.process_iter(["cmdline", "memory_info"]):
-        if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in (p.info["cmdline"] or []):
-            total += p.info["memory_info"].rss if p.info["memory_info"] else 0
-    return total
 
 
 # --- the engine comparison (runs inside spark-submit) -------------------------------------------
