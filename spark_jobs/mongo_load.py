@@ -222,15 +222,18 @@ def search_index_docs(products: DataFrame) -> DataFrame:
                     F.concat_ws(" ", "categories")).alias("primary_text"),
         F.col("search_text").alias("review_text"),
         (F.row_number().over(Window.orderBy(F.col("n_reviews").desc(), "_id")) - 1).alias("rank"))
-    prefixes = F.expr(f"transform(sequence(1, least(length(w), {search.MAX_PREFIX})), i -> substring(w, 1, i))")
-    primary = (ranked.select("_id", F.explode(_words(F.col("primary_text"))).alias("w"))
-               .select("_id", F.explode(F.array_union(prefixes, F.array("w"))).alias("key"))
-               .withColumn("tier", F.lit(search.PRIMARY)))
-    review = (ranked.select("_id", F.explode(_words(F.col("review_text"))).alias("key"))
-              .withColumn("tier", F.lit(search.REVIEW)))
-    # one posting per (key, product): its best tier ("1" primary > "0" review)
-    postings = (primary.unionByName(review).groupBy("key", "_id").agg(F.max("tier").alias("tier"))
-                .join(ranked.select("_id", "category", "rank"), "_id"))
+    # each product's keys once, with its best tier ("1" primary > "0" review), so no (key, product)
+    # pair needs grouping away and the postings carry their category and rank: one shuffle, by key
+    primary_keys = F.expr(f"array_distinct(flatten(transform(pw, w -> array_union(transform("
+                          f"sequence(1, least(length(w), {search.MAX_PREFIX})), i -> substring(w, 1, i)), array(w)))))")
+    keyed = (ranked.select("_id", "category", "rank", _words(F.col("primary_text")).alias("pw"),
+                           _words(F.col("review_text")).alias("rw"))
+             .select("_id", "category", "rank", "rw", primary_keys.alias("pk"))
+             .withColumn("rk", F.array_except("rw", "pk")))
+    postings = keyed.select("_id", "category", "rank", F.explode(F.concat(
+        F.transform("pk", lambda k: F.struct(k.alias("key"), F.lit(search.PRIMARY).alias("tier"))),
+        F.transform("rk", lambda k: F.struct(k.alias("key"), F.lit(search.REVIEW).alias("tier"))))).alias("p")
+    ).select("_id", "category", "rank", "p.key", "p.tier")
     w = Window.partitionBy("key").orderBy(F.col("tier").desc(), "rank")
     kept = (postings.withColumn("pos", F.row_number().over(w) - 1)
             .withColumn("n", F.count("*").over(Window.partitionBy("key")))
