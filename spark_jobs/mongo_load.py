@@ -215,15 +215,18 @@ def search_index_docs(products: DataFrame) -> DataFrame:
     packed into strings: ids, tiers, global popularity ranks, and each product's category as an index
     into the document's ``cats``.
     """
+    # The global rank leaves every product in one partition: spread them again, or the words and the
+    # window by key after them (one partition is "clustered by key" too) run in that one task.
     ranked = products.select(
         "_id", "category",
         # a generated title (no metadata) is a review's words: they rank as review text, not as a title
         F.concat_ws(" ", F.when(~F.col("title_generated"), F.col("title")), "brand", "category",
                     F.concat_ws(" ", "categories")).alias("primary_text"),
         F.col("search_text").alias("review_text"),
-        (F.row_number().over(Window.orderBy(F.col("n_reviews").desc(), "_id")) - 1).alias("rank"))
-    # each product's keys once, with its best tier ("1" primary > "0" review), so no (key, product)
-    # pair needs grouping away and the postings carry their category and rank: one shuffle, by key
+        (F.row_number().over(Window.orderBy(F.col("n_reviews").desc(), "_id")) - 1).alias("rank")
+    ).repartition("_id")
+    # Each product's keys once, with its best tier ("1" primary > "0" review): no (key, product) pair
+    # to group away, and the postings carry their category and rank, so they shuffle once, by key.
     primary_keys = F.expr(f"array_distinct(flatten(transform(pw, w -> array_union(transform("
                           f"sequence(1, least(length(w), {search.MAX_PREFIX})), i -> substring(w, 1, i)), array(w)))))")
     keyed = (ranked.select("_id", "category", "rank", _words(F.col("primary_text")).alias("pw"),

@@ -65,3 +65,13 @@ def test_a_key_keeps_its_best_postings_and_counts_all(spark, monkeypatch):
     got = {d["_id"]: {k: d[k] for k in ("n", "ids", "tiers", "ranks", "cats", "cat")} for d in docs}
     assert got == reference(PRODUCTS)
     assert got["so"]["n"] == 3 and got["so"]["ids"] == "p1 p6"
+
+
+def test_the_postings_are_spread_by_key_not_left_in_one_partition(spark):
+    """The catalog-wide rank is computed in one partition; the words and each key's window must not
+    stay there (one partition also counts as "clustered by key", so Spark would not shuffle)."""
+    schema = ("_id string, category string, title string, title_generated boolean, brand string, "
+              "categories array<string>, search_text string, n_reviews long")
+    plan = search_index_docs(spark.createDataFrame(PRODUCTS, schema))._jdf.queryExecution().executedPlan().toString()
+    assert "Exchange hashpartitioning(_id" in plan
+    assert "Exchange hashpartitioning(key" in plan
