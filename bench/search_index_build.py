@@ -1,4 +1,4 @@
-"""The search index's Spark side (``mongo_load.search_index_docs``), this code against another tree's.
+"""The search index's Spark side (``mongo_load.search_index_docs``), this code against other trees'.
 
     .local/venv/bin/python -m bench.search_index_build --clean /big/run/data/clean \
         --compare-code /tmp/before [--categories Books,Electronics] [--rounds 2]
@@ -8,7 +8,7 @@ collections, and nobody had split its time between Spark and the inserts. This b
 frame mongo_load builds (``product_docs`` of the clean products and reviews, optionally of some
 categories only), keeps it on disk, then computes the index's documents with each code (Spark's
 ``noop`` sink: everything is computed, nothing is written) in alternating order, in one Spark
-session, and checks both give the same documents (count and a checksum of every field). Printed:
+session, and checks all give the same documents (count and a checksum of every field). Printed:
 seconds per round and code, documents, the load average.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def load_module(tree: Path):
+def load_module(tree: Path, i: int = 0):
     """``spark_jobs/mongo_load.py`` of another tree, as its own module (it imports this tree's core)."""
-    spec = importlib.util.spec_from_file_location("mongo_load_compared", tree / "spark_jobs" / "mongo_load.py")
+    spec = importlib.util.spec_from_file_location(f"mongo_load_compared_{i}", tree / "spark_jobs" / "mongo_load.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -48,28 +48,33 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clean", type=Path, required=True, help="a clean/ folder (reviews/ and products/)")
-    ap.add_argument("--compare-code", type=Path, required=True, help="another checkout (git archive REV | tar -x)")
-    ap.add_argument("--compare-label", default="before")
+    ap.add_argument("--compare-code", type=Path, required=True, action="append",
+                    help="another checkout (git archive REV | tar -x); may be given more than once")
+    ap.add_argument("--compare-label", action="append", help="a name for each --compare-code (default: its folder)")
     ap.add_argument("--categories", help="only these review categories (comma-separated)")
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    other = load_module(args.compare_code)
+    labels = args.compare_label or [tree.name for tree in args.compare_code]
+    if len(labels) != len(args.compare_code):
+        ap.error("give one --compare-label per --compare-code, or none")
+    others = {label: load_module(tree, i) for i, (label, tree) in enumerate(zip(labels, args.compare_code))}
     spark = spark_session("bench-search-index")
     reviews = spark.read.parquet(str(args.clean / "reviews"))
     products = spark.read.parquet(str(args.clean / "products"))
     if args.categories:
         cats = args.categories.split(",")
-        reviews = reviews.where(F.col("category").isin(cats))
-        products = products.where(F.col("file_category").isin(cats))
+        # reviews name a category as the files do ("Toys and Games"), products' folders title-case it
+        reviews = reviews.where(F.lower("category").isin([c.lower() for c in cats]))
+        products = products.where(F.lower("file_category").isin([c.lower() for c in cats]))
     t0 = time.time()
     docs = mongo_load.product_docs(products, reviews).persist(StorageLevel.DISK_ONLY)
     n_products = docs.count()
     print(f"products frame: {n_products:,} products in {time.time() - t0:.0f} s; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
-    codes = {"this": mongo_load.search_index_docs, args.compare_label: other.search_index_docs}
+    codes = {"this": mongo_load.search_index_docs, **{label: m.search_index_docs for label, m in others.items()}}
     seconds: dict[str, list[float]] = {k: [] for k in codes}
     for r in range(args.rounds):
-        for label in (list(codes) if r % 2 == 0 else list(codes)[::-1]):
+        for label in (list(codes) if r % 2 == 0 else list(codes)[::-1]):  # alternating order
             t = time.time()
             codes[label](docs).write.format("noop").mode("overwrite").save()
             seconds[label].append(time.time() - t)
@@ -77,13 +82,13 @@ def main() -> None:
                   f"(load {' '.join(f'{x:.1f}' for x in os.getloadavg())})", flush=True)
     sums = {label: checksum(fn(docs)) for label, fn in codes.items()}
     same = len(set(sums.values())) == 1
-    print(f"documents: {sums['this'][0]:,}; the same documents from both: {same}")
+    print(f"documents: {sums['this'][0]:,}; the same documents from all: {same}")
     for label in codes:
         print(f"{label:>10}: best {min(seconds[label]):.1f} s, "
               f"{sums[label][0] / min(seconds[label]):,.0f} documents/s")
     spark.stop()
     if not same:
-        raise SystemExit("the two codes gave different documents")
+        raise SystemExit("the codes gave different documents")
 
 
 if __name__ == "__main__":
