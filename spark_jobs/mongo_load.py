@@ -215,16 +215,18 @@ def search_index_docs(products: DataFrame) -> DataFrame:
     packed into strings: ids, tiers, global popularity ranks, and each product's category as an index
     into the document's ``cats``.
     """
-    # The global rank leaves every product in one partition: spread them again, or the words and the
-    # window by key after them (one partition is "clustered by key" too) run in that one task.
+    # The catalog-wide rank needs one partition: only ids and counts go through it, joined back by
+    # id, so the texts, their words and the window by key after them stay spread over the cluster
+    # (one partition is "clustered by key" too: Spark would run everything after it in one task).
+    rank = products.select(
+        "_id", (F.row_number().over(Window.orderBy(F.col("n_reviews").desc(), "_id")) - 1).alias("rank"))
     ranked = products.select(
         "_id", "category",
         # a generated title (no metadata) is a review's words: they rank as review text, not as a title
         F.concat_ws(" ", F.when(~F.col("title_generated"), F.col("title")), "brand", "category",
                     F.concat_ws(" ", "categories")).alias("primary_text"),
         F.col("search_text").alias("review_text"),
-        (F.row_number().over(Window.orderBy(F.col("n_reviews").desc(), "_id")) - 1).alias("rank")
-    ).repartition("_id")
+    ).join(rank, "_id")
     # Each product's keys once, with its best tier ("1" primary > "0" review): no (key, product) pair
     # to group away, and the postings carry their category and rank, so they shuffle once, by key.
     primary_keys = F.expr(f"array_distinct(flatten(transform(pw, w -> array_union(transform("

@@ -67,11 +67,16 @@ def test_a_key_keeps_its_best_postings_and_counts_all(spark, monkeypatch):
     assert got["so"]["n"] == 3 and got["so"]["ids"] == "p1 p6"
 
 
-def test_the_postings_are_spread_by_key_not_left_in_one_partition(spark):
-    """The catalog-wide rank is computed in one partition; the words and each key's window must not
-    stay there (one partition also counts as "clustered by key", so Spark would not shuffle)."""
+def test_only_ids_and_counts_go_through_one_partition(spark):
+    """The catalog-wide rank is computed in one partition; the texts, their words and each key's
+    window must not go through it (one partition also counts as "clustered by key", so Spark would
+    not shuffle again and would run all of it in one task)."""
     schema = ("_id string, category string, title string, title_generated boolean, brand string, "
               "categories array<string>, search_text string, n_reviews long")
     plan = search_index_docs(spark.createDataFrame(PRODUCTS, schema))._jdf.queryExecution().executedPlan().toString()
-    assert "Exchange hashpartitioning(_id" in plan
     assert "Exchange hashpartitioning(key" in plan
+    lines = plan.splitlines()
+    single = [i for i, line in enumerate(lines) if "Exchange SinglePartition" in line]
+    assert len(single) == 1
+    below = lines[single[0] + 1]  # what goes through it
+    assert "_id" in below and "n_reviews" in below and "search_text" not in below and "title" not in below
