@@ -63,8 +63,8 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
         # from the context's start (Spark >= 3.5): setLogLevel below comes after its INFO lines
         .config("spark.log.level", os.environ.get("SPARK_LOG_LEVEL", "WARN"))
         # Shuffle files go when the driver's garbage collector drops their RDDs, by default every
-        # 30 min: the fits of train --engine spark at 25.7M interactions left 48 GB of them on the
-        # executors' disks within one fit, and a driver GC brought that to 24 GB.
+        # 30 min: train --engine spark at 25.7M interactions had 48 GB of them on the executors'
+        # disks during its fourth ALS fit, and one driver GC brought that to 24 GB.
         .config("spark.cleaner.periodicGC.interval", "5min")
     )
     if resolved_master.startswith("spark://"):  # a standalone cluster: each executor's share of a worker
