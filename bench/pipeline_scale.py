@@ -90,7 +90,9 @@ def run_stage(name: str, cmd: list[str], env: dict, log: Path, timeout: float, m
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
                                 start_new_session=True)
     peak, min_avail, cpu_busy, samples, stop = 0, psutil.virtual_memory().available, 0.0, 0, None
-    executors_peak = 0  # a standalone cluster's executor JVMs are the workers' children, not the driver's
+    # a standalone cluster's executor JVMs are the workers' children, not the driver's; all of this
+    # host's are counted: the stage is taken to be the cluster's only application
+    executors_peak = 0
     psutil.cpu_percent()
     while proc.poll() is None:
         peak = max(peak, tree_rss(proc.pid))

@@ -18,6 +18,9 @@ PRODUCTS = [  # _id, category, title, title_generated, brand, categories, search
     ("p5", "Books", "", False, "", [], "", 0),
     ("p6", "Books", "Sound of music", False, "Sony", ["Books", "Music"], None, 4),
 ]
+SCHEMA = ("_id string, category string, title string, title_generated boolean, brand string, "
+          "categories array<string>, search_text string, n_reviews long")
+FIELDS = ("n", "ids", "tiers", "ranks", "cats", "cat")
 
 
 def reference(products: list[tuple]) -> dict[str, dict]:
@@ -42,11 +45,14 @@ def reference(products: list[tuple]) -> dict[str, dict]:
     return out
 
 
+def built(spark) -> tuple[list, dict[str, dict]]:
+    """The job's documents of PRODUCTS, as collected and by key."""
+    docs = search_index_docs(spark.createDataFrame(PRODUCTS, SCHEMA)).collect()
+    return docs, {d["_id"]: {k: d[k] for k in FIELDS} for d in docs}
+
+
 def test_search_index_docs_equal_the_reference(spark):
-    schema = ("_id string, category string, title string, title_generated boolean, brand string, "
-              "categories array<string>, search_text string, n_reviews long")
-    docs = search_index_docs(spark.createDataFrame(PRODUCTS, schema)).collect()
-    got = {d["_id"]: {k: d[k] for k in ("n", "ids", "tiers", "ranks", "cats", "cat")} for d in docs}
+    docs, got = built(spark)
     want = reference(PRODUCTS)
     assert len(docs) == len(got)  # one document per key
     assert got == want
@@ -59,10 +65,7 @@ def test_search_index_docs_equal_the_reference(spark):
 
 def test_a_key_keeps_its_best_postings_and_counts_all(spark, monkeypatch):
     monkeypatch.setattr(search, "MAX_POSTINGS", 2)
-    schema = ("_id string, category string, title string, title_generated boolean, brand string, "
-              "categories array<string>, search_text string, n_reviews long")
-    docs = search_index_docs(spark.createDataFrame(PRODUCTS, schema)).collect()
-    got = {d["_id"]: {k: d[k] for k in ("n", "ids", "tiers", "ranks", "cats", "cat")} for d in docs}
+    _, got = built(spark)
     assert got == reference(PRODUCTS)
     assert got["so"]["n"] == 3 and got["so"]["ids"] == "p1 p6"
 
@@ -71,9 +74,7 @@ def test_only_ids_and_counts_go_through_one_partition(spark):
     """The catalog-wide rank is computed in one partition; the texts, their words and each key's
     window must not go through it (one partition also counts as "clustered by key", so Spark would
     not shuffle again and would run all of it in one task)."""
-    schema = ("_id string, category string, title string, title_generated boolean, brand string, "
-              "categories array<string>, search_text string, n_reviews long")
-    plan = search_index_docs(spark.createDataFrame(PRODUCTS, schema))._jdf.queryExecution().executedPlan().toString()
+    plan = search_index_docs(spark.createDataFrame(PRODUCTS, SCHEMA))._jdf.queryExecution().executedPlan().toString()
     assert "Exchange hashpartitioning(key" in plan
     lines = plan.splitlines()
     single = [i for i, line in enumerate(lines) if "Exchange SinglePartition" in line]
