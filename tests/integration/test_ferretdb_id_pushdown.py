@@ -33,6 +33,11 @@ def test_find_by_ids_returns_what_exists_across_chunks(pages, mongo_db):
     assert mongo.find_by_ids(pages.name, [], db=mongo_db) == {}
     many = mongo.find_by_ids_many([(pages.name, ["u:1", "u:2"], {"_id": 1}), (pages.name, ["zz"], None)], db=mongo_db)
     assert many == [{"u:1": {"_id": "u:1"}, "u:2": {"_id": "u:2"}}, {}]
+    # the queries run concurrently: each answer still lands with its own request, whole across its chunks
+    many = mongo.find_by_ids_many([(pages.name, ids, {"n": 1}), (pages.name, [], None), (pages.name, ["u:3"], None),
+                                   (pages.name, ids[:5], {"_id": 1})], db=mongo_db)
+    assert many[0] == found and many[1] == {} and many[2] == {"u:3": {"_id": "u:3", "n": 3, "items": ["x"] * 3}}
+    assert many[3] == {f"u:{i}": {"_id": f"u:{i}"} for i in range(0, 10, 2)}
 
 
 def test_id_reads_use_the_index(pages):
