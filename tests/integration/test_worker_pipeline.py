@@ -122,6 +122,29 @@ def test_sigterm_mid_stream_commits_exactly_what_was_processed(rt):
     assert committed == ends, "the backlog is drained and committed"
 
 
+def test_a_busy_worker_commits_later_and_an_idle_one_at_once(rt):
+    """While events keep coming (one every 50 ms, each poll returns within its 200 ms), the offsets
+    of handled batches wait ``WORKER_COMMIT_EVERY_MS`` for their commit; once the stream stops, the
+    next empty poll commits them. (Committing after every batch made the worker busier.)"""
+    users = [f"rt-commit-{i}" for i in range(8)]
+    events = make_events(users, rt.catalog.in_model, per_user=10, seed=3)
+    rt.start_worker(WORKER_COMMIT_EVERY_MS="600000")
+    publish_all(events[:1])
+    wait_until(lambda: count_processed(rt.db, "rt-commit-") == 1, 90, "the first event processed")
+    wait_until(lambda: sum(committed_and_end_offsets(rt.group, rt.topic)[0].values()) == 1, 30,
+               "the first event committed by the idle worker")
+    for e in events[1:40]:
+        publish_all([e])
+        time.sleep(0.05)
+    committed = sum(committed_and_end_offsets(rt.group, rt.topic)[0].values())  # (read first: the worker is
+    processed = count_processed(rt.db, "rt-commit-")  # idle ~200 ms after the last event, and commits then)
+    assert processed >= 20 and committed == 1, (processed, committed)  # busy: handled, not yet committed
+    publish_all(events[40:60])
+    wait_until(lambda: (c := committed_and_end_offsets(rt.group, rt.topic))
+               and all(c[0].get(p, 0) == end for p, end in c[1].items()), 30, "the idle worker's commit")
+    assert count_processed(rt.db, "rt-commit-") == 60
+
+
 def test_stats_expose_lag_and_latency(rt):
     worker = rt.start_worker()
     events = [RatingEvent(user_id=f"rt-stats-{i % 5}", product_id=rt.catalog.in_model[i], rating=1 + i % 5)

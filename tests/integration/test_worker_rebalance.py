@@ -12,11 +12,12 @@ listener, B would start again from the last commit and handle A's records a seco
 with ``subscribe`` called without the listener this test fails, "A wrote up to offset 76, B
 started at 0").
 
-Why the refusal is injected: ``worker.run`` commits each partition right after its records and
-again before every poll, and the broker accepts commits from the current generation while the
-group is preparing a rebalance, so under natural timing nothing is left uncommitted when the
-partitions go (the same test without the refusal passes with or without the listener). The
-listener is the last chance for work whose commits failed, which is what this test exercises.
+Why the refusal is injected: ``worker.run`` commits before a poll (at once when idle, else at
+most ``WORKER_COMMIT_EVERY_MS`` after a batch), and the broker accepts commits from the current
+generation while the group is preparing a rebalance, so under natural timing only the batches
+of the last moment can be uncommitted when the partitions go, and no step-by-step driving puts a
+rebalance exactly there (the same test without the refusal passes with or without the listener).
+The refusal leaves a whole poll's work uncommitted, which the listener must commit.
 """
 from __future__ import annotations
 
