@@ -81,3 +81,11 @@ def test_spark_workers_clean_up_finished_applications_unless_told_otherwise(prog
     monkeypatch.setenv("SPARK_WORKER_OPTS", "-Dspark.worker.cleanup.enabled=false")
     programs.write("spark-worker-1")
     assert _saved_env(tmp_path, "spark-worker-1")["SPARK_WORKER_OPTS"] == "-Dspark.worker.cleanup.enabled=false"
+
+
+def test_ferretdb_sqlite_gets_durable_commits_and_small_wal_checkpoints(programs, monkeypatch):
+    url = next(a for a in programs.program("mongo").command if a.startswith("--sqlite-url="))
+    assert "_pragma=synchronous(normal)" in url and "_pragma=wal_autocheckpoint(250)" in url
+    monkeypatch.setenv("FERRETDB_SQLITE_WAL_AUTOCHECKPOINT", "1000")
+    url = next(a for a in programs.program("mongo").command if a.startswith("--sqlite-url="))
+    assert url.endswith("&_pragma=wal_autocheckpoint(1000)")
