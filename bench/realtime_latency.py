@@ -431,14 +431,20 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
     """A backlog of ``n_events`` already in fresh topics; one worker (``WORKER_BATCH_MAX=batch_max``,
     from the checkout ``code``) drains it; events/s from the moment it holds the partitions until its
     commits reach the end."""
-    from core import kafka_io, mongo
+    from kafka import KafkaProducer
+
+    from core import mongo
     from core.settings import get_settings
 
     tag = f"bl{batch_max}{workload[0]}-{uuid.uuid4().hex[:4]}"
     base = f"bench-rt-{run_id}-{tag}"
     _topics(base)
     os.environ["KAFKA_WORKER_GROUP"] = f"{base}.workers"
-    producer = kafka_io.get_producer()
+    # a bulk producer, not the site's (whose 1.5 s delivery timeout is for failing a request fast: a
+    # burst of 20,000 queued records outlived it once, while the broker created the new topic's logs)
+    producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap_servers, acks="all",
+                             enable_idempotence=True, max_in_flight_requests_per_connection=1,
+                             linger_ms=5, request_timeout_ms=30_000, delivery_timeout_ms=120_000)
     topic = get_settings().ratings_topic
     t = time.perf_counter()
     step, sample, user_ids, futures = max(1, n_events // 2000), [], set(), []
@@ -453,6 +459,7 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
                 f.get(timeout=120)
             futures = []
     published_s = time.perf_counter() - t
+    producer.close()
     load_before = os.getloadavg()[0]
     os.environ["WORKER_BATCH_MAX"] = str(batch_max)
     try:
