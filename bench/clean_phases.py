@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--baseline", metavar="GIT_REF", help="also time clean() as it was at this commit")
     ap.add_argument("--jobs-only", action="store_true", help="phases in the first run only, then only the jobs")
+    ap.add_argument("--no-phases", action="store_true", help="only the jobs (at full scale the phases take long)")
     opts = ap.parse_args(argv)
     work = opts.work or Path(tempfile.mkdtemp(prefix="clean-phases-"))
     os.environ.setdefault("DATA_DIR", str(work / "data"))
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
           f"shuffle partitions {spark.conf.get('spark.sql.shuffle.partitions')}; load avg {loadavg()}", flush=True)
     for i in range(opts.repeat):
         print(f"run {i + 1}", flush=True)
-        if i == 0 or not opts.jobs_only:
+        if not opts.no_phases and (i == 0 or not opts.jobs_only):
             phases(spark, job, raw, products, n, work, text_cols)
         shutil.rmtree(work / "clean", ignore_errors=True)
         timed("clean() whole job (this tree)", n, lambda: job.clean(spark, opts.raw, str(work / "clean"), "bench"))
