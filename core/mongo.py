@@ -30,6 +30,7 @@ model and its lists at once.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 import uuid
@@ -691,8 +692,6 @@ _READERS: dict[int, ThreadPoolExecutor] = {}
 def _readers() -> ThreadPoolExecutor:
     """This process's threads for :func:`find_by_ids_many` (one pool per pid: a pool's threads do
     not survive a fork, and a forked child that used its parent's would wait forever)."""
-    import os
-
     pid = os.getpid()
     if pid not in _READERS:
         _READERS.clear()
