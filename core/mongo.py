@@ -654,10 +654,7 @@ def find_by_ids(collection: str, ids: Iterable[str], projection: dict | None = N
     """Documents of many ``_id`` values, by id: one ``$in`` query per 1,000 ids, served by the
     ``_id`` index (on FerretDB v1 only by the build of bin/services, which pushes it down; stock
     FerretDB v1 reads the whole collection for it)."""
-    db = db if db is not None else get_db()
-    coll = db[collection]
-    return {d["_id"]: d for chunk in _chunks(list(dict.fromkeys(ids)), IN_CHUNK)
-            for d in coll.find({"_id": {"$in": chunk}}, projection)}
+    return find_by_ids_many([(collection, ids, projection)], db=db)[0]
 
 
 def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
@@ -670,7 +667,7 @@ def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
     """
     db = db if db is not None else get_db()
     queries = [(k, db[c], chunk, proj) for k, (c, ids, proj) in enumerate(requests)
-               for chunk in _chunks(list(dict.fromkeys(ids)), IN_CHUNK)]
+               for chunk in _chunks(list(dict.fromkeys(ids)))]
 
     def run(query: tuple[int, Collection, list[str], dict | None]) -> tuple[int, list[dict]]:
         k, coll, ids, proj = query
@@ -682,8 +679,8 @@ def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
     return out
 
 
-def _chunks(ids: list[str], size: int) -> list[list[str]]:
-    return [ids[lo:lo + size] for lo in range(0, len(ids), size)]
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[lo:lo + IN_CHUNK] for lo in range(0, len(ids), IN_CHUNK)]
 
 
 _READERS: dict[int, ThreadPoolExecutor] = {}
