@@ -354,9 +354,22 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
                           for a, v in sorted(by_action.items())}}
 
 
+def bulk_producer():
+    """A producer for a burst of events, not the site's: the site's 1.5 s delivery timeout is for
+    failing a request fast, and a burst of 20,000 queued records outlived it once (while the broker
+    created a new topic's logs). The caller closes it."""
+    from kafka import KafkaProducer
+
+    from core.settings import get_settings
+
+    return KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap_servers, acks="all",
+                         enable_idempotence=True, max_in_flight_requests_per_connection=1,
+                         linger_ms=5, request_timeout_ms=30_000, delivery_timeout_ms=120_000)
+
+
 def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, run_id: str) -> dict:
     """Burst of ``n_events`` to fresh topics; events/s until the group has committed them all."""
-    from core import kafka_io, mongo
+    from core import mongo
     from core.events import RatingEvent
     from core.settings import get_settings
 
@@ -370,7 +383,7 @@ def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, 
     workers = Workers(n_workers, log_dir)
     try:
         wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], get_settings().ratings_topic, n_workers)
-        producer = kafka_io.get_producer()
+        producer = bulk_producer()
         topic = get_settings().ratings_topic
         t0 = time.perf_counter()
         futures = [producer.send(topic, key=e.key, value=e.to_bytes()) for e in events]
@@ -378,6 +391,7 @@ def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, 
         for f in futures:
             f.get(timeout=60)
         t_published = time.perf_counter()
+        producer.close()
         elapsed = wait_drained(os.environ["KAFKA_WORKER_GROUP"], topic, workers, "throughput run") - t0
     finally:
         workers.stop()
@@ -431,8 +445,6 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
     """A backlog of ``n_events`` already in fresh topics; one worker (``WORKER_BATCH_MAX=batch_max``,
     from the checkout ``code``) drains it; events/s from the moment it holds the partitions until its
     commits reach the end."""
-    from kafka import KafkaProducer
-
     from core import mongo
     from core.settings import get_settings
 
@@ -440,11 +452,7 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
     base = f"bench-rt-{run_id}-{tag}"
     _topics(base)
     os.environ["KAFKA_WORKER_GROUP"] = f"{base}.workers"
-    # a bulk producer, not the site's (whose 1.5 s delivery timeout is for failing a request fast: a
-    # burst of 20,000 queued records outlived it once, while the broker created the new topic's logs)
-    producer = KafkaProducer(bootstrap_servers=get_settings().kafka_bootstrap_servers, acks="all",
-                             enable_idempotence=True, max_in_flight_requests_per_connection=1,
-                             linger_ms=5, request_timeout_ms=30_000, delivery_timeout_ms=120_000)
+    producer = bulk_producer()
     topic = get_settings().ratings_topic
     t = time.perf_counter()
     step, sample, user_ids, futures = max(1, n_events // 2000), [], set(), []
