@@ -10,8 +10,9 @@ nothing written), so the difference between two lines is that step's cost:
 * + window: the latest-per-pair window (clean's one shuffle of the full rows);
 * + unescape: HTML references decoded in review text, summary and reviewer name;
 * + clean_text: the analysable copies (text_clean, summary_clean): clean_reviews as the job runs it;
-* write: clean_reviews written as partitioned Parquet (the job's write, without the counts);
-* counts: the reconciliation's reads (raw count, removed_counts' shuffle of the keys, read-back);
+* write: clean_reviews written as partitioned Parquet, without and with the dropped rows counted
+  as they are written (the job's write);
+* counts: the reconciliation's other reads (raw count, read-back);
 * clean(): the whole job, and with ``--baseline`` the job as it was at GIT_REF, same files, same session.
 
 Rates are rows of the loaded reviews per second, with the load average beside each (the machine is
@@ -77,19 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-phases", action="store_true", help="only the jobs (at full scale the phases take long)")
     opts = ap.parse_args(argv)
     work = opts.work or Path(tempfile.mkdtemp(prefix="clean-phases-"))
+    work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DATA_DIR", str(work / "data"))
-
-    from pyspark.sql import functions as F
 
     from spark_jobs import clean as job
     from spark_jobs.common import spark_session
 
     spark = spark_session("bench-clean-phases", master=os.environ.get("SPARK_MASTER", "local[2]"))
     raw = spark.read.parquet(f"{opts.raw}/reviews").select(*job._REVIEW_COLS)
-    products = spark.read.parquet(f"{opts.raw}/products")
-    if "file_category" not in products.columns:
-        products = products.withColumn("file_category", job.category_from_path(F.col("source_file")))
-    products = products.select(*job._PRODUCT_COLS, "file_category")
     n = raw.count()  # warm: JVM, the files in the page cache
     baseline = old_clean(opts.baseline, work) if opts.baseline else None
     text_cols = ("review_text", "summary", "reviewer_name")
@@ -98,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(opts.repeat):
         print(f"run {i + 1}", flush=True)
         if not opts.no_phases and (i == 0 or not opts.jobs_only):
-            phases(spark, job, raw, products, n, work, text_cols)
+            phases(spark, job, raw, n, work, text_cols)
         shutil.rmtree(work / "clean", ignore_errors=True)
         timed("clean() whole job (this tree)", n, lambda: job.clean(spark, opts.raw, str(work / "clean"), "bench"))
         if baseline:
@@ -112,15 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def phases(spark, job, raw, products, n, work, text_cols) -> None:
+def phases(spark, job, raw, n, work, text_cols) -> None:
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     from spark_jobs import units
     from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
     timed("read -> noop", n, lambda: noop(raw))
-    timed("+ window (latest per pair) -> noop", n, lambda: noop(job.latest_per_pair(raw)))
-    timed("+ unescape (3 columns) -> noop", n, lambda: noop(job.latest_per_pair(raw).withColumns(
+    timed("+ window (latest per pair) -> noop", n, lambda: noop(job.latest_per_pair(job.tag_reviews(raw))))
+    timed("+ unescape (3 columns) -> noop", n, lambda: noop(job.latest_per_pair(job.tag_reviews(raw)).withColumns(
         {c: unescape_html_col(F.col(c)) for c in text_cols})))
     timed("read + clean_text only (no window, no unescape) -> noop", n, lambda: noop(raw.select(
         clean_text_col(F.col("review_text")).alias("a"), clean_text_col(F.col("summary")).alias("b"))))
@@ -132,8 +129,9 @@ def phases(spark, job, raw, products, n, work, text_cols) -> None:
     out = str(work / "phase_out")
     timed("clean_reviews -> partitioned Parquet write", n,
           lambda: units.write_partitioned(job.clean_reviews(raw), out, "category"))
+    timed("clean_reviews, dropped rows counted -> partitioned Parquet write", n,
+          lambda: units.write_partitioned(job.clean_reviews(raw, observation=Observation()), out, "category"))
     timed("counts: raw count", n, lambda: raw.count())
-    timed("counts: removed_counts (keys shuffle)", n, lambda: job.removed_counts(raw, products, None, None)[0])
     timed("counts: read back the written rows", n, lambda: spark.read.parquet(out).count())
 
 

@@ -13,11 +13,12 @@ Incremental: only the categories whose loaded files changed are cleaned again (s
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterable
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.settings import get_settings
@@ -29,64 +30,72 @@ from spark_jobs.reconcile import Unbalanced, check_and_print
 from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
 
-def _pair_rank(reviews: DataFrame) -> DataFrame:
-    """``_n``: 1 for the latest review of each (user, item); ties broken by line hash so re-runs agree."""
+# Why a row is not written (``_reason`` null: kept). Each is counted where the row is dropped.
+EXACT, REPEATED, HELD_PAIR = "exact duplicate lines", "repeated user-item pairs", "pairs another category holds"
+DUPLICATE_PRODUCT, HELD_PRODUCT = "duplicate product records", "products another category holds"
+_HELPERS = ("_n", "_prev", "_holder", "_reason")
+
+
+def tag_reviews(reviews: DataFrame, held_pairs: DataFrame | None = None) -> DataFrame:
+    """Every review with ``_reason``, null for the one clean keeps: within a (user, item) ordered
+    newest first (ties by line hash, so re-runs agree) the first row is kept, a row equal to the one
+    before it (same line hash: the same line) is an exact duplicate, any other an older rating of
+    the pair. The latest row of a pair another category already holds (``held_pairs``: user, item,
+    category) is dropped too (see :func:`clean`). One shuffle: exact duplicate lines share their
+    (user, item) and sort next to each other, so no dropDuplicates pass is needed."""
     w = Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("line_hash").desc())
-    return reviews.withColumn("_n", F.row_number().over(w))
+    ranked = reviews.withColumns({"_n": F.row_number().over(w), "_prev": F.lag("line_hash").over(w)})
+    ranked = _with_holder(ranked, held_pairs, ["user_id", "product_id"], "category")
+    return ranked.withColumn("_reason", F.when(F.col("_n") == 1, F.when(F.col("_holder").isNotNull(), HELD_PAIR))
+                             .when(F.col("line_hash") == F.col("_prev"), EXACT).otherwise(REPEATED))
 
 
-def latest_per_pair(reviews: DataFrame) -> DataFrame:
-    """One review per (user, item): the latest."""
-    return _pair_rank(reviews).where("_n = 1").drop("_n")
+def tag_products(raw: DataFrame, held_products: DataFrame | None = None) -> DataFrame:
+    """Every product record with ``_reason``: one per product id is kept, preferring the record with
+    a title and the most details; a product another category holds (``held_products``: product,
+    file_category) is dropped."""
+    w = Window.partitionBy("product_id").orderBy(F.length("title").desc(), F.length("description").desc(),
+                                                 F.col("price").desc(), F.col("source_file"))
+    ranked = _with_holder(raw.withColumn("_n", F.row_number().over(w)), held_products, ["product_id"], "file_category")
+    return ranked.withColumn("_reason", F.when(F.col("_n") > 1, DUPLICATE_PRODUCT)
+                             .when(F.col("_holder").isNotNull(), HELD_PRODUCT))
 
 
-def removed_counts(raw_reviews: DataFrame, raw_products: DataFrame, held_pairs: DataFrame | None,
-                   held_products: DataFrame | None) -> tuple[dict[str, int], dict[str, list[str]]]:
-    """The rows clean drops, counted directly on the key columns only (not as a difference of counts,
-    which always balances), in one shuffle: within a (user, item) ordered newest first, a row equal
-    to the one before it (same line hash: the same line) is an exact duplicate, any other row after
-    the first an older rating of the pair. The latest row of a pair another category already holds
-    is counted apart (see :func:`clean`), and so is a product another category holds.
+def _with_holder(df: DataFrame, held: DataFrame | None, keys: list[str], category: str) -> DataFrame:
+    """``_holder``: the category already holding the row's key, if another one does."""
+    if held is None:
+        return df.withColumn("_holder", F.lit(None).cast("string"))
+    return df.join(held.select(*keys, F.col(category).alias("_holder")), keys, "left")
 
-    Also which categories each category defers to (they hold pairs or products it has): when one of
-    them is cleaned again, so is it, or a pair the other gave up would be lost (:func:`with_dependents`).
-    """
-    w = Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("line_hash").desc())
-    keys = raw_reviews.select("user_id", "product_id", "category", "ts", "line_hash").withColumns(
-        {"_n": F.row_number().over(w), "_prev": F.lag("line_hash").over(w)})
-    status = (F.when(F.col("_n") == 1, "kept").when(F.col("line_hash") == F.col("_prev"), "exact duplicate lines")
-              .otherwise("repeated user-item pairs"))
-    tagged = keys.select("user_id", "product_id", "category", status.alias("status"))
-    if held_pairs is not None:
-        held = held_pairs.select("user_id", "product_id", F.col("category").alias("holder"))
-        tagged = tagged.join(held, ["user_id", "product_id"], "left").select(
-            "category", "holder",
-            F.when((F.col("status") == "kept") & F.col("holder").isNotNull(), "pairs another category holds")
-            .otherwise(F.col("status")).alias("status"))
-    else:
-        tagged = tagged.withColumn("holder", F.lit(None).cast("string"))
-    by_status: dict[str, int] = {}
+
+def observe_reasons(tagged: DataFrame, observation: Observation, reasons: tuple[str, ...],
+                    deferring: Column, category: str) -> DataFrame:
+    """``tagged`` counting, while the job writes it, the rows of each reason, and collecting the
+    (category, holder) pairs where ``deferring`` holds: counted directly where rows are dropped, not
+    as a difference of counts (which always balances), and without a second pass over the data.
+    Spark applies a finished task's metrics once, so retried tasks do not count twice."""
+    return tagged.observe(
+        observation,
+        *[F.count(F.when(F.col("_reason") == r, True)).alias(r) for r in reasons],
+        F.to_json(F.collect_set(F.when(deferring, F.struct(F.col(category).alias("category"), "_holder"))))
+        .alias("deferred"))  # as JSON: Observation.get gives arrays back as Java objects
+
+
+def latest_per_pair(tagged: DataFrame) -> DataFrame:
+    """The rows :func:`tag_reviews` keeps: one review per (user, item), the latest."""
+    return tagged.where(F.col("_reason").isNull()).drop(*_HELPERS)
+
+
+def removed_counts(review_metrics: dict, product_metrics: dict) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """The rows clean dropped, by reason, from the metrics :func:`observe_reasons` collected; and
+    which categories each category defers to (they hold pairs or products it has): when one of them
+    is cleaned again, so is it, or a pair the other gave up would be lost (:func:`with_dependents`)."""
     deferred: dict[str, set[str]] = {}
-    for r in tagged.groupBy("status", "category", "holder").count().collect():
-        by_status[r["status"]] = by_status.get(r["status"], 0) + r["count"]
-        if r["status"] == "pairs another category holds":
-            deferred.setdefault(r["category"], set()).add(r["holder"])
-    products = raw_products.groupBy("product_id").count()
-    n_held_products = 0
-    if held_products is not None:
-        held = held_products.select("product_id", F.col("file_category").alias("holder"))
-        found = raw_products.select("product_id", "file_category").join(held, "product_id").cache()
-        for r in found.select("file_category", "holder").distinct().collect():
-            deferred.setdefault(r["file_category"], set()).add(r["holder"])
-        n_held_products = found.select("product_id").distinct().count()
-        found.unpersist()
-    dup = products.agg(F.sum(F.col("count") - 1)).first()[0]
-    return ({"exact duplicate lines": by_status.get("exact duplicate lines", 0),
-             "repeated user-item pairs": by_status.get("repeated user-item pairs", 0),
-             "pairs another category holds": by_status.get("pairs another category holds", 0),
-             "duplicate product records": int(dup or 0),
-             "products another category holds": n_held_products},
-            {c: sorted(h) for c, h in deferred.items()})
+    for row in [*json.loads(review_metrics["deferred"]), *json.loads(product_metrics["deferred"])]:
+        deferred.setdefault(row["category"], set()).add(row["_holder"])
+    counts = {r: int(review_metrics[r]) for r in (EXACT, REPEATED, HELD_PAIR)}
+    counts.update({r: int(product_metrics[r]) for r in (DUPLICATE_PRODUCT, HELD_PRODUCT)})
+    return counts, {c: sorted(h) for c, h in deferred.items()}
 
 
 def with_dependents(dirty: list[str], deferred: dict[str, list[str]], known: Iterable[str]) -> list[str]:
@@ -102,13 +111,15 @@ def with_dependents(dirty: list[str], deferred: dict[str, list[str]], known: Ite
     return sorted(out)
 
 
-def clean_reviews(raw: DataFrame) -> DataFrame:
-    """Cleaned latest-per-pair reviews.
-
-    One shuffle: exact duplicate lines share their (user, item) and sort next to each other, so the
-    latest review of each pair (latest_per_pair) drops them too, without a dropDuplicates pass.
-    """
-    latest = latest_per_pair(raw).withColumns(
+def clean_reviews(raw: DataFrame, held_pairs: DataFrame | None = None,
+                  observation: Observation | None = None) -> DataFrame:
+    """Cleaned latest-per-pair reviews of ``raw``, without the pairs ``held_pairs`` holds; the dropped
+    rows counted into ``observation`` (:func:`observe_reasons`) as the result is written."""
+    tagged = tag_reviews(raw, held_pairs)
+    if observation is not None:
+        tagged = observe_reasons(tagged, observation, (EXACT, REPEATED, HELD_PAIR),
+                                 F.col("_reason") == HELD_PAIR, "category")
+    latest = latest_per_pair(tagged).withColumns(
         {name: unescape_html_col(F.col(name)) for name in ("review_text", "summary", "reviewer_name")})
     return latest.select(
         "user_id", "product_id", "rating", "ts", "review_text", "summary",
@@ -133,12 +144,16 @@ def year_col(ts: Column) -> Column:
         .otherwise(F.year(F.from_unixtime(ts))).cast("int")
 
 
-def clean_products(raw: DataFrame) -> DataFrame:
-    """One row per product id, preferring the record with a title and the most details."""
-    w = Window.partitionBy("product_id").orderBy(F.length("title").desc(), F.length("description").desc(),
-                                                 F.col("price").desc(), F.col("source_file"))
-    return (raw.withColumn("_n", F.row_number().over(w)).where("_n = 1")
-            .drop("_n", "source_file")
+def clean_products(raw: DataFrame, held_products: DataFrame | None = None,
+                   observation: Observation | None = None) -> DataFrame:
+    """One row per product id (:func:`tag_products`), the dropped records counted into
+    ``observation`` as the result is written. A product filed under several categories makes each of
+    them defer to its holder, not only the one whose record would win."""
+    tagged = tag_products(raw, held_products)
+    if observation is not None:
+        tagged = observe_reasons(tagged, observation, (DUPLICATE_PRODUCT, HELD_PRODUCT),
+                                 F.col("_holder").isNotNull(), "file_category")
+    return (tagged.where(F.col("_reason").isNull()).drop(*_HELPERS, "source_file")
             .withColumns({name: unescape_html_col(F.col(name)) for name in ("title", "brand", "description")}))
 
 
@@ -208,12 +223,9 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     held_products = (old_products.where(~F.col("file_category").isin(dirty)).select("product_id", "file_category")
                      if old_products is not None and load_units is not None else None)
 
-    reviews = clean_reviews(raw_reviews)
-    products = clean_products(raw_products)
-    if held_pairs is not None:
-        reviews = reviews.join(held_pairs.drop("category"), ["user_id", "product_id"], "left_anti")
-    if held_products is not None:
-        products = products.join(held_products.select("product_id"), "product_id", "left_anti")
+    review_metrics, product_metrics = Observation("clean reviews"), Observation("clean products")
+    reviews = clean_reviews(raw_reviews, held_pairs, review_metrics)
+    products = clean_products(raw_products, held_products, product_metrics)
     staging = f"{out_dir}/_staging"
     _write_partitions(spark, reviews, f"{out_dir}/reviews", "category", dirty, f"{staging}/reviews")
     _write_partitions(spark, products, f"{out_dir}/products", "file_category", dirty, f"{staging}/products")
@@ -227,19 +239,14 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
         spark.catalog.refreshByPath(f"{out_dir}/{folder}")
 
     n_raw, n_raw_products = raw_reviews.count(), raw_products.count()
-    removed, deferred = removed_counts(raw_reviews, raw_products, held_pairs, held_products)
+    removed, deferred = removed_counts(review_metrics.get, product_metrics.get)
     written_reviews = spark.read.parquet(f"{out_dir}/reviews").where(F.col("category").isin(dirty)).count()
     written_products = spark.read.parquet(f"{out_dir}/products").where(F.col("file_category").isin(dirty)).count()
     record = check_and_print(  # written rows as read back from the files
         "clean",
         {"reviews": n_raw, "products": n_raw_products},
-        {"reviews": written_reviews,
-         "exact duplicate lines": removed["exact duplicate lines"],
-         "repeated user-item pairs": removed["repeated user-item pairs"],
-         "pairs another category holds": removed["pairs another category holds"],
-         "products": written_products,
-         "duplicate product records": removed["duplicate product records"],
-         "products another category holds": removed["products another category holds"]},
+        {"reviews": written_reviews, **{r: removed[r] for r in (EXACT, REPEATED, HELD_PAIR)},
+         "products": written_products, **{r: removed[r] for r in (DUPLICATE_PRODUCT, HELD_PRODUCT)}},
     )
     if fingerprints is not None:  # only now: a clean killed before this point is redone
         kept_deferrals = {c: h for c, h in ledger.get("deferred", {}).items() if c not in dirty}

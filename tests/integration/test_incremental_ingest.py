@@ -200,3 +200,49 @@ def test_a_pair_given_up_to_another_category_comes_back_when_that_one_drops_it(s
     _write_reviews(alpha, [("u2", "p2", 1.0, 300)])
     load(spark, [str(alpha), str(beta)], str(raw), "pair-4")
     assert clean(spark, str(raw), str(cleaned), "pair-4")["cleaned"] == ["Alpha"]
+
+
+def _write_products(path, rows) -> None:
+    import json
+
+    path.write_text("".join(json.dumps({"asin": p, "title": t, "description": [t], "price": "$1.00"}) + "\n"
+                            for p, t in rows))
+
+
+def _products(cleaned) -> dict[str, tuple[str, str]]:
+    t = pq.read_table(str(cleaned / "products"), columns=["product_id", "file_category", "title"]).to_pylist()
+    return {r["product_id"]: (r["file_category"], r["title"]) for r in t}
+
+
+def test_a_product_given_up_to_another_category_is_counted_and_comes_back(spark, tmp_path):
+    """A product in two categories' metadata stays with the category cleaned first and is counted
+    as held there (with its duplicate record in the same file counted apart); when the holder's
+    metadata drops it, the other category is cleaned again and keeps it."""
+    from spark_jobs.clean import clean
+    from spark_jobs.load import load
+
+    raw, cleaned = tmp_path / "raw", tmp_path / "clean"
+    files = {name: (tmp_path / f"amazon2018_{name}.jsonl", tmp_path / f"amazon2018_meta_{name}.jsonl")
+             for name in ("alpha", "beta")}
+    _write_reviews(files["alpha"][0], [("u1", "p1", 5.0, 100)])
+    _write_reviews(files["beta"][0], [("u2", "p2", 4.0, 100)])
+    _write_products(files["alpha"][1], [("p1", "Alpha one"), ("p9", "Alpha nine")])
+    every = [str(p) for pair in files.values() for p in pair]
+    load(spark, [str(p) for p in files["alpha"]], str(raw), "prod-1")
+    assert clean(spark, str(raw), str(cleaned), "prod-1")["counts_out"]["products"] == 2
+
+    _write_products(files["beta"][1], [("p9", "Beta nine"), ("p9", "Beta nine, longer title"), ("p2", "Beta two")])
+    load(spark, every, str(raw), "prod-2")
+    second = clean(spark, str(raw), str(cleaned), "prod-2")
+    assert second["cleaned"] == ["Beta"] and second["balanced"]
+    out = second["counts_out"]
+    assert (out["products"], out["duplicate product records"], out["products another category holds"]) == (1, 1, 1)
+    assert _products(cleaned)["p9"] == ("Alpha", "Alpha nine")
+
+    _write_products(files["alpha"][1], [("p1", "Alpha one")])  # alpha no longer lists p9
+    load(spark, every, str(raw), "prod-3")
+    third = clean(spark, str(raw), str(cleaned), "prod-3")
+    assert third["cleaned"] == ["Alpha", "Beta"] and third["balanced"]
+    assert third["counts_out"]["products another category holds"] == 0
+    assert _products(cleaned) == {"p1": ("Alpha", "Alpha one"), "p2": ("Beta", "Beta two"),
+                                  "p9": ("Beta", "Beta nine, longer title")}
