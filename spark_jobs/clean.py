@@ -73,7 +73,8 @@ def observe_reasons(tagged: DataFrame, observation: Observation, reasons: tuple[
     """``tagged`` counting, while the job writes it, the rows of each reason, and collecting the
     (category, holder) pairs where ``deferring`` holds: counted directly where rows are dropped, not
     as a difference of counts (which always balances), and without a second pass over the data.
-    Spark applies a finished task's metrics once, so retried tasks do not count twice."""
+    Nothing shuffles between here and the write, so the metrics are taken in the write's own stage,
+    where Spark counts each partition's finished task once: a retried task does not count twice."""
     return tagged.observe(
         observation,
         *[F.count(F.when(F.col("_reason") == r, True)).alias(r) for r in reasons],
@@ -165,10 +166,16 @@ def _read_or_none(spark: SparkSession, path: str) -> DataFrame | None:
     return spark.read.parquet(path) if units.exists(spark, path) and units.has_partitions(spark, path) else None
 
 
+# Written without Parquet dictionaries: the ids and the text are mostly distinct, and building a
+# dictionary only to give it up cost clean 317 s against 280 s at 25.8M reviews, for 8% fewer bytes
+# (docs/benchmarks.md). Load's output showed no such difference, so it keeps them.
+PLAIN_COLUMNS = ("user_id", "product_id", "review_text", "summary", "text_clean", "summary_clean", "reviewer_name")
+
+
 def _write_partitions(spark: SparkSession, df: DataFrame, out: str, column: str, values: list[str],
                       staging: str) -> None:
     """Replace the ``column=value`` partitions of ``out`` for ``values`` (and only those) by ``df``'s."""
-    units.write_partitioned(df, staging, column)
+    units.write_partitioned(df, staging, column, plain=PLAIN_COLUMNS)
     for value in values:
         part = f"{column}={units.partition_value(value)}"
         units.replace_partition(spark, f"{staging}/{part}", f"{out}/{part}")

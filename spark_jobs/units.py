@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,25 +141,20 @@ def move(spark, src: str, dst: str) -> None:
         raise OSError(f"could not move {src} to {dst}")
 
 
-# String columns whose values are mostly distinct (ids, hashes, free text): Parquet's writer would
-# build a dictionary for each of them in every column chunk, give up when it passes 1 MB, and
-# re-encode the chunk plain. Written plain from the start, clean's write was ~6% faster for ~5%
-# more bytes (docs/benchmarks.md).
-MOSTLY_DISTINCT = ("user_id", "product_id", "line_hash", "raw_line", "review_text", "summary",
-                   "text_clean", "summary_clean", "reviewer_name")
-
-
-def write_partitioned(df, path: str, *columns: str) -> None:
+def write_partitioned(df, path: str, *columns: str, plain: Iterable[str] = ()) -> None:
     """``df`` as Parquet under ``path``, partitioned by ``columns``, with one writer per partition open
     at once instead of sorting each task's rows by the partition columns first (Spark's default for
-    partitioned writes: a sort of the whole data; 73.6 s against 29.5 s on a 100k-line file), and
-    the :data:`MOSTLY_DISTINCT` columns without dictionary encoding."""
+    partitioned writes: a sort of the whole data; 73.6 s against 29.5 s on a 100k-line file).
+
+    ``plain``: columns written without dictionary encoding, for strings that are mostly distinct
+    (Parquet builds a dictionary for each column chunk, gives up past 1 MB and re-encodes it).
+    """
     spark = df.sparkSession
     spark.conf.set("spark.sql.optimizer.plannedWrite.enabled", "false")
     spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", "64")
-    plain = {f"parquet.enable.dictionary#{c}": "false" for c in MOSTLY_DISTINCT if c in df.columns}
+    options = {f"parquet.enable.dictionary#{c}": "false" for c in plain if c in df.columns}
     try:
-        df.write.mode("overwrite").partitionBy(*columns).options(**plain).parquet(path)
+        df.write.mode("overwrite").partitionBy(*columns).options(**options).parquet(path)
     finally:
         spark.conf.unset("spark.sql.optimizer.plannedWrite.enabled")
         spark.conf.unset("spark.sql.maxConcurrentOutputFileWriters")
