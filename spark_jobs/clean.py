@@ -33,6 +33,7 @@ from spark_jobs.text_clean import clean_text_col, unescape_html_col
 # Why a row is not written (``_reason`` null: kept). Each is counted where the row is dropped.
 EXACT, REPEATED, HELD_PAIR = "exact duplicate lines", "repeated user-item pairs", "pairs another category holds"
 DUPLICATE_PRODUCT, HELD_PRODUCT = "duplicate product records", "products another category holds"
+REVIEW_REASONS, PRODUCT_REASONS = (EXACT, REPEATED, HELD_PAIR), (DUPLICATE_PRODUCT, HELD_PRODUCT)
 _HELPERS = ("_n", "_prev", "_holder", "_reason")
 
 
@@ -94,8 +95,8 @@ def removed_counts(review_metrics: dict, product_metrics: dict) -> tuple[dict[st
     deferred: dict[str, set[str]] = {}
     for row in [*json.loads(review_metrics["deferred"]), *json.loads(product_metrics["deferred"])]:
         deferred.setdefault(row["category"], set()).add(row["_holder"])
-    counts = {r: int(review_metrics[r]) for r in (EXACT, REPEATED, HELD_PAIR)}
-    counts.update({r: int(product_metrics[r]) for r in (DUPLICATE_PRODUCT, HELD_PRODUCT)})
+    counts = {r: int(review_metrics[r]) for r in REVIEW_REASONS}
+    counts.update({r: int(product_metrics[r]) for r in PRODUCT_REASONS})
     return counts, {c: sorted(h) for c, h in deferred.items()}
 
 
@@ -118,8 +119,7 @@ def clean_reviews(raw: DataFrame, held_pairs: DataFrame | None = None,
     rows counted into ``observation`` (:func:`observe_reasons`) as the result is written."""
     tagged = tag_reviews(raw, held_pairs)
     if observation is not None:
-        tagged = observe_reasons(tagged, observation, (EXACT, REPEATED, HELD_PAIR),
-                                 F.col("_reason") == HELD_PAIR, "category")
+        tagged = observe_reasons(tagged, observation, REVIEW_REASONS, F.col("_reason") == HELD_PAIR, "category")
     latest = latest_per_pair(tagged).withColumns(
         {name: unescape_html_col(F.col(name)) for name in ("review_text", "summary", "reviewer_name")})
     return latest.select(
@@ -152,8 +152,7 @@ def clean_products(raw: DataFrame, held_products: DataFrame | None = None,
     them defer to its holder, not only the one whose record would win."""
     tagged = tag_products(raw, held_products)
     if observation is not None:
-        tagged = observe_reasons(tagged, observation, (DUPLICATE_PRODUCT, HELD_PRODUCT),
-                                 F.col("_holder").isNotNull(), "file_category")
+        tagged = observe_reasons(tagged, observation, PRODUCT_REASONS, F.col("_holder").isNotNull(), "file_category")
     return (tagged.where(F.col("_reason").isNull()).drop(*_HELPERS, "source_file")
             .withColumns({name: unescape_html_col(F.col(name)) for name in ("title", "brand", "description")}))
 
@@ -167,8 +166,8 @@ def _read_or_none(spark: SparkSession, path: str) -> DataFrame | None:
 
 
 # Written without Parquet dictionaries: the ids and the text are mostly distinct, and building a
-# dictionary only to give it up cost clean 317 s against 280 s at 25.8M reviews, for 8% fewer bytes
-# (docs/benchmarks.md). Load's output showed no such difference, so it keeps them.
+# dictionary only to give it up cost clean 317 s against 280 s at 25.8M reviews, where it saved 8%
+# of the bytes (docs/benchmarks.md). Load's output showed no such difference, so it keeps them.
 PLAIN_COLUMNS = ("user_id", "product_id", "review_text", "summary", "text_clean", "summary_clean", "reviewer_name")
 
 
@@ -252,8 +251,8 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     record = check_and_print(  # written rows as read back from the files
         "clean",
         {"reviews": n_raw, "products": n_raw_products},
-        {"reviews": written_reviews, **{r: removed[r] for r in (EXACT, REPEATED, HELD_PAIR)},
-         "products": written_products, **{r: removed[r] for r in (DUPLICATE_PRODUCT, HELD_PRODUCT)}},
+        {"reviews": written_reviews, **{r: removed[r] for r in REVIEW_REASONS},
+         "products": written_products, **{r: removed[r] for r in PRODUCT_REASONS}},
     )
     if fingerprints is not None:  # only now: a clean killed before this point is redone
         kept_deferrals = {c: h for c, h in ledger.get("deferred", {}).items() if c not in dirty}
