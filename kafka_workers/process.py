@@ -174,13 +174,14 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
     # one set of locks (history and list of every user) and one `$in` read per collection for the whole batch
     with mongo.user_locks([f"history:{u}" for u in by_user] + [mongo.list_lock(u) for u in by_user]):
-        docs, exclusion_docs, list_as_of, deleted_docs, products, stored_before = mongo.find_by_ids_many(
+        docs, exclusion_docs, list_as_of, products, stored_before = mongo.find_by_ids_many(
             [(mongo.USER_HISTORY, by_user, None), (mongo.EXCLUSIONS, by_user, None),
-             (mongo.RECOMMENDATIONS, by_user, {"as_of": 1}), (mongo.DELETED_USERS, by_user, {"_id": 1}),
+             (mongo.RECOMMENDATIONS, by_user, {"as_of": 1}),
              (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),
              (mongo.RATINGS, again, {"state": 1})])
         known = mongo.existing_products(product_ids, db=db, found=products)
-        deleted = set(deleted_docs) - set(docs)  # a deleted account has no history (as in handle)
+        # a deleted account has no history (as in handle): only users without one are looked up
+        deleted = set(mongo.find_by_ids(mongo.DELETED_USERS, [u for u in by_user if u not in docs], {"_id": 1}, db=db))
         for user, ids in list(by_user.items()):
             for i in ids:
                 if batch[i].product_id not in known:
@@ -226,15 +227,16 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
                           "source_event_id": batch[by_user[user][-1]].event_id})
         stored = mongo.write_recommendations_many(lists, as_of, stored=list_as_of)
 
-    version_of_user = {d["_id"]: d["model_version"] for d in lists}
-    applied = [i for user in histories for i in by_user[user]]
-    now = time.time()
-    docs_out = [{**mongo.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
-                 "model_version": version_of_user[batch[i].user_id]} for i in applied]
-    earlier = mongo.store_ratings(docs_out)  # stored before (by a worker that died): mark those processed
-    mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in docs_out if d["_id"] in earlier})
-    # announced last: a page that sees the new list (Redis first) finds its ratings processed
-    list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
+        version_of_user = {d["_id"]: d["model_version"] for d in lists}
+        applied = [i for user in histories for i in by_user[user]]
+        now = time.time()
+        docs_out = [{**mongo.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
+                     "model_version": version_of_user[batch[i].user_id]} for i in applied]
+        earlier = mongo.store_ratings(docs_out)  # stored before (by a worker that died): mark those processed
+        mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in docs_out if d["_id"] in earlier})
+        # announced last: a page that sees the new list (Redis first) finds its ratings processed;
+        # and still under the locks, whose release is then one write fewer before the list shows
+        list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
     _after_reload(db, history_generation, [batch[i] for i in applied], histories_written)
     for i in applied:
         outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))

@@ -164,3 +164,47 @@ def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog,
     assert mongo.user_history(gone, db=db) == {} and mongo.get_recommendations(gone, db=db) is None
     assert db[mongo.RATINGS].count_documents({"user_id": gone}) == 0
     assert all(mongo.get_recommendations(u, db=db) for u in users if u != gone)
+
+
+def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_its_locks(
+        rt_catalog, tmp_path, monkeypatch):
+    """The round trips a one-event batch saves: a user with a history cannot be a deleted account,
+    so ``deleted_users`` is read only for users without one; and the list is announced while the
+    batch still holds the user's locks (their release is not between the rating and the page)."""
+    from core import list_state
+    from kafka_workers.process import handle_batch
+
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
+    reset_core_caches()
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=43))
+    user = "rt-bd-0"
+    for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS, mongo.EXCLUSIONS, mongo.DELETED_USERS):
+        db[name].delete_one({"_id": user})
+    read, held_at_announce = [], []
+    find_many, announce_many = mongo.find_by_ids_many, list_state.announce_many
+
+    def spy_reads(requests, db=None):
+        requests = [(c, list(ids), proj) for c, ids, proj in requests]
+        read.extend((c, ids) for c, ids, _ in requests if ids)
+        return find_many(requests, db=db)
+
+    def spy_announce(versions):
+        held_at_announce.append({d["_id"] for d in db[mongo.LOCKS].find({"_id": {"$in": [
+            f"history:{user}", mongo.list_lock(user)]}})})
+        return announce_many(versions)
+
+    monkeypatch.setattr(mongo, "find_by_ids_many", spy_reads)
+    monkeypatch.setattr(list_state, "announce_many", spy_announce)
+    now = time.time() - 20
+    first = handle_batch([RatingEvent(user_id=user, product_id=p[0], rating=4, ts=now)], model)
+    assert (mongo.DELETED_USERS, [user]) in read  # a new user: looked up
+    read.clear()
+    second = handle_batch([RatingEvent(user_id=user, product_id=p[1], rating=5, ts=now + 1)], model)
+
+    assert [o.status for o in first + second] == ["processed", "processed"]
+    assert [c for c, _ in read if c == mongo.DELETED_USERS] == []  # has a history: not looked up
+    assert held_at_announce == [{f"history:{user}", mongo.list_lock(user)}] * 2
+    assert db[mongo.LOCKS].count_documents({"_id": {"$in": [f"history:{user}", mongo.list_lock(user)]}}) == 0
+    assert mongo.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
