@@ -303,6 +303,7 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
     n_users = len(rater.users) if hasattr(rater, "users") else rater.n_users
     rated: dict[int, set[str]] = {}
     post_ms, e2e_ms, checked, timeouts = [], [], 0, 0
+    to_list_ms, after_list_ms = [], []  # rating -> the worker's list write starts; that -> readable
     by_action: dict[str, list[float]] = {}
     for i in range(warmup + n_ratings):
         user = i % n_users
@@ -320,7 +321,7 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
         uid = rater.recommender_id(user)
         generation = list_state.generation()
         announced = list_state.current(uid, generation)
-        t0 = time.perf_counter()
+        t0, wall0, written = time.perf_counter(), time.time(), None
         if action == "rate":
             event_id = rater.rate(user, product, int(rng.integers(1, 6)))
         else:
@@ -332,6 +333,7 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
             if version != announced:
                 doc = db[mongo.RECOMMENDATIONS].find_one({"_id": uid})
                 if doc and doc.get("source_event_id") == event_id and version == list_state.version_of(doc):
+                    written = float(doc["updated_at"])  # the worker's clock when it began writing lists
                     break
                 announced = version
             if time.perf_counter() > deadline:
@@ -343,6 +345,9 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
             post_ms.append((t_post - t0) * 1000)
             e2e_ms.append((t1 - t0) * 1000)
             by_action.setdefault(action, []).append((t1 - t0) * 1000)
+            if written is not None:
+                to_list_ms.append((written - wall0) * 1000)
+                after_list_ms.append((t1 - t0) * 1000 - to_list_ms[-1])
             if i % 50 == 0 and isinstance(rater, HttpRater) and action == "rate":
                 if not rater.page_sees(user, event_id):
                     raise RuntimeError(f"GET /api/recommendations/ does not show event {event_id}")
@@ -350,8 +355,21 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
     return {"ratings": n_ratings, "post_p50_ms": _pct(post_ms, 50), "post_p99_ms": _pct(post_ms, 99),
             "e2e_p50_ms": _pct(e2e_ms, 50), "e2e_p99_ms": _pct(e2e_ms, 99), "e2e_max_ms": max(e2e_ms),
             "timeouts": timeouts, "checked_through_api": checked,
+            "split": _split(e2e_ms, to_list_ms, after_list_ms),
             "by_action": {a: {"n": len(v), "e2e_p50_ms": _pct(v, 50), "e2e_p99_ms": _pct(v, 99)}
                           for a, v in sorted(by_action.items())}}
+
+
+def _split(e2e_ms: list[float], to_list_ms: list[float], after_list_ms: list[float]) -> dict:
+    """Where the time went: from the rating to the worker's list write (Kafka, a batch before it,
+    claims, locks, reads, fold-in, history write) and from there to readable (list and rating writes,
+    the announcement, this loop's poll); medians overall, and means over the slowest 1%."""
+    if not to_list_ms or len(to_list_ms) != len(e2e_ms):
+        return {}
+    slow = np.argsort(e2e_ms)[-max(1, len(e2e_ms) // 100):]
+    return {"to_list_p50_ms": _pct(to_list_ms, 50), "after_list_p50_ms": _pct(after_list_ms, 50),
+            "slowest_1pct_to_list_ms": float(np.mean([to_list_ms[i] for i in slow])),
+            "slowest_1pct_after_list_ms": float(np.mean([after_list_ms[i] for i in slow]))}
 
 
 def bulk_producer():
@@ -676,6 +694,11 @@ def main() -> int:
             results["latency"].append(row)
             print(f"  e2e p50 {row['e2e_p50_ms']:.1f} ms, p99 {row['e2e_p99_ms']:.1f} ms "
                   f"(POST p50 {row['post_p50_ms']:.1f} ms)", flush=True)
+            if row["split"]:
+                sp = row["split"]
+                print(f"  rating -> list write begins p50 {sp['to_list_p50_ms']:.1f} ms, then -> readable p50 "
+                      f"{sp['after_list_p50_ms']:.1f} ms; the slowest 1%: {sp['slowest_1pct_to_list_ms']:.1f} + "
+                      f"{sp['slowest_1pct_after_list_ms']:.1f} ms", flush=True)
             shutil.rmtree(artifacts / "models" / version, ignore_errors=True)
         if args.throughput_events:
             publish_model(min(sizes), args.rank, seed=1)
