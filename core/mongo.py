@@ -1003,8 +1003,9 @@ def write_recommendations_many(lists: list[dict[str, Any]], as_of: float, db: Da
     time taken before the batch read the histories. Under every user's lock at once, the stored
     ``as_of`` values are read and each list is written unless a newer one is stored; returns the
     stored document per user (ours, or the newer one that stayed), which is what gets announced.
-    A caller already holding every user's :func:`list_lock` passes the ``as_of`` documents it read
-    under them as ``stored`` (the worker takes them with the history locks, and reads both at once).
+    A caller that has held every user's :func:`list_lock` since before ``as_of`` passes
+    ``stored={}``: every list writer holds that lock, so none can have stored a newer list (the
+    worker's batches, which take it with the history locks).
     """
     db = db if db is not None else get_db()
     now, as_of = time.time(), float(as_of)

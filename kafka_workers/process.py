@@ -165,7 +165,6 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     if not by_user:
         return outcomes  # type: ignore[return-value]
 
-    as_of = time.time()  # before the histories are read: a list from an older read never replaces ours
     histories: dict[str, dict[str, float]] = {}
     excluded: dict[str, set[str]] = {}
     db = mongo.get_db()
@@ -174,9 +173,8 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
     # one set of locks (history and list of every user) and one `$in` read per collection for the whole batch
     with mongo.user_locks([f"history:{u}" for u in by_user] + [mongo.list_lock(u) for u in by_user]):
-        docs, exclusion_docs, list_as_of, products, stored_before = mongo.find_by_ids_many(
+        docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
             [(mongo.USER_HISTORY, by_user, None), (mongo.EXCLUSIONS, by_user, None),
-             (mongo.RECOMMENDATIONS, by_user, {"as_of": 1}),
              (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),
              (mongo.RATINGS, again, {"state": 1})])
         known = mongo.existing_products(product_ids, db=db, found=products)
@@ -219,13 +217,18 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
         histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
         mongo.set_by_ids(mongo.USER_HISTORY, new_histories)
         mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
+        # The lists' as_of (core.mongo.write_recommendations): the histories as they are now, which
+        # they stay until the locks go. Taken before the history read, a re-scoring that read the old
+        # history while this batch held the locks would have the later as_of and replace our list.
+        as_of = time.time()
 
         n, popular, lists = get_settings().top_n, _PopularOnce(), []
         for user, history in histories.items():
             items, version = recommendations_for(history, model, n, excluded[user], popular=popular)
             lists.append({"_id": user, "items": items, "model_version": version,
                           "source_event_id": batch[by_user[user][-1]].event_id})
-        stored = mongo.write_recommendations_many(lists, as_of, stored=list_as_of)
+        # every list writer holds the list's lock, held here since before as_of: none stored is newer
+        stored = mongo.write_recommendations_many(lists, as_of, stored={})
 
         version_of_user = {d["_id"]: d["model_version"] for d in lists}
         applied = [i for user in histories for i in by_user[user]]

@@ -93,3 +93,60 @@ def test_rescore_does_not_overwrite_a_newer_list_written_by_a_worker(rt_catalog,
     assert doc["source_event_id"] == newer.event_id, "Celery replaced the worker's newer list"
     assert p[1] not in {i["product_id"] for i in doc["items"]}, "the list recommends what the user just rated"
     assert set(mongo.user_ratings(user, db=db)) == {p[0], p[1]}
+
+
+def test_rescore_reading_the_history_under_a_batch_does_not_replace_the_batchs_list(rt_catalog, tmp_path,
+                                                                                   monkeypatch):
+    """The other order: a worker's batch holds the user's locks and has not written the history yet
+    when Celery starts re-scoring the user (its ``as_of`` is later than the batch's start) and reads
+    the old history; Celery's write waits for the list lock and comes after the batch's. The batch's
+    list is from the newer history and must stay (its ``as_of`` is taken once the history is written)."""
+    from core import artifacts
+    from kafka_workers import tasks
+    from kafka_workers.process import handle_batch
+
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
+    reset_core_caches()
+    db, p = rt_catalog.db, rt_catalog.in_model
+    user = "rt-cw-rescore-under"
+    db[mongo.RATINGS].delete_many({"user_id": user})
+    for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS):
+        db[name].delete_one({"_id": user})
+    v1 = publish_model(p, seed=23)
+    first = RatingEvent(user_id=user, product_id=p[0], rating=5, ts=time.time() - 60)
+    assert [o.status for o in handle_batch([first], artifacts.load_model(v1))] == ["processed"]
+    v2 = publish_model(p, seed=24)
+    newer = RatingEvent(user_id=user, product_id=p[1], rating=4)
+    original_read, original_set = mongo.user_ratings, mongo.set_by_ids
+    celery_read, errors = threading.Event(), []
+
+    def celery_reads(user_id, *args, **kwargs):
+        rated = original_read(user_id, *args, **kwargs)
+        if threading.current_thread().name == "celery" and user_id == user:
+            assert p[1] not in rated, "Celery read the history after the batch wrote it"
+            celery_read.set()
+        return rated
+
+    def celery() -> None:
+        try:
+            tasks.rescore_active_users(v2)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def history_write_after_celery_read(collection, fields_by_id, *args, **kwargs):
+        if collection == mongo.USER_HISTORY and fields_by_id and not celery_read.is_set():
+            threading.Thread(target=celery, name="celery").start()
+            assert celery_read.wait(30), f"Celery did not read the history: {errors}"
+        return original_set(collection, fields_by_id, *args, **kwargs)
+
+    monkeypatch.setattr(mongo, "user_ratings", celery_reads)
+    monkeypatch.setattr(mongo, "set_by_ids", history_write_after_celery_read)
+    assert [o.status for o in handle_batch([newer], artifacts.load_model(v2))] == ["processed"]
+    deadline = time.time() + 60
+    while tasks._redis().get(tasks.LAST_RESCORED_MODEL) != v2.encode() and not errors and time.time() < deadline:
+        time.sleep(0.05)
+    assert not errors, errors
+    doc = mongo.get_recommendations(user, db=db)
+    assert doc["source_event_id"] == newer.event_id, "Celery's list from the older history replaced the batch's"
+    assert p[1] not in {i["product_id"] for i in doc["items"]}
