@@ -141,6 +141,15 @@ class Workers:
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the worker processes have used so far: a cost per event that
+        a busy machine's noise hardly moves, unlike latency."""
+        tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+        for p in self.procs:
+            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -681,10 +690,13 @@ def main() -> int:
                 wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], get_settings().ratings_topic, 1)
                 print(f"model {n_items} items x rank {args.rank}: published and worker ({label} code) ready in "
                       f"{time.perf_counter() - t:.1f}s", flush=True)
+                cpu0 = workers.cpu_s()
                 with Background(args.background_rate, args.catalog_docs) as bg:
                     row = measure_latency(rater, args.ratings, args.catalog_docs, args.poll_ms / 1000, n_items,
                                           args.warmup, controls=args.controls)
                 row["background_sent"] = bg.sent
+                row["worker_cpu_ms_per_event"] = (workers.cpu_s() - cpu0) * 1000 / (
+                    args.warmup + args.ratings + bg.sent)
                 if not workers.alive():
                     raise RuntimeError("the worker exited during the latency run")
             finally:
@@ -693,7 +705,8 @@ def main() -> int:
                         "load": os.getloadavg()[0]})
             results["latency"].append(row)
             print(f"  e2e p50 {row['e2e_p50_ms']:.1f} ms, p99 {row['e2e_p99_ms']:.1f} ms "
-                  f"(POST p50 {row['post_p50_ms']:.1f} ms)", flush=True)
+                  f"(POST p50 {row['post_p50_ms']:.1f} ms); worker CPU {row['worker_cpu_ms_per_event']:.2f} ms "
+                  f"per event", flush=True)
             if row["split"]:
                 sp = row["split"]
                 print(f"  rating -> list write begins p50 {sp['to_list_p50_ms']:.1f} ms, then -> readable p50 "
