@@ -971,10 +971,12 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
                           db: Database | None = None) -> dict[str, Any]:
     """Replace a user's list unless a newer one is stored; returns the stored document.
 
-    ``as_of`` is a time taken just before the writer read the history the list comes from. A
-    stored list with a later ``as_of`` stays (a batch list has none and is replaced): the writer that read an older history (Celery re-scoring while a worker processed the user's
-    next rating) must not replace the list built from the newer one. Every history write is
-    followed by its own worker's list with a later ``as_of``, so the last rating always shows.
+    ``as_of`` is a time when the history the list comes from was current: taken just before a
+    reader (Celery) read it, and just after a worker wrote it. A stored list with a later ``as_of``
+    stays (a batch list has none and is replaced): the writer that read an older history (Celery
+    re-scoring while a worker processed the user's next rating) must not replace the list built
+    from the newer one. Every history write is followed by its own worker's list with a later
+    ``as_of``, so the last rating always shows.
     Clocks of the writing hosts are assumed synchronised (NTP); a skew only delays a list until
     the user's next rating. The stored document (ours or the newer one) is what gets announced.
     """
@@ -999,8 +1001,8 @@ def write_recommendations_many(lists: list[dict[str, Any]], as_of: float, db: Da
                                stored: dict[str, dict] | None = None) -> dict[str, dict[str, Any]]:
     """:func:`write_recommendations` for many users at once (the worker's batches), by the same rule.
 
-    ``lists`` are ``{"_id": user, "items", "model_version", "source_event_id"}``; ``as_of`` is the
-    time taken before the batch read the histories. Under every user's lock at once, the stored
+    ``lists`` are ``{"_id": user, "items", "model_version", "source_event_id"}``; ``as_of`` is a
+    time when the histories they come from were current. Under every user's lock at once, the stored
     ``as_of`` values are read and each list is written unless a newer one is stored; returns the
     stored document per user (ours, or the newer one that stayed), which is what gets announced.
     A caller that has held every user's :func:`list_lock` since before ``as_of`` passes

@@ -93,8 +93,9 @@ def handle_event(event: RatingEvent, model: Model | None) -> Outcome:
         if stored.get("state") == "processed":
             return Outcome(event, "duplicate")
         # stored but the worker died before writing the list: finish the job now
-    as_of = time.time()  # before the history is read: a list from an older read never replaces ours
     history = apply_action(event)
+    # after the history is written: a re-scoring that read the older one took its as_of before that
+    as_of = time.time()
     if history is None:  # the account was deleted: keep nothing of it
         mongo.drop_event(event.event_id)
         return Outcome(event, "dropped", "account deleted")

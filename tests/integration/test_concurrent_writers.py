@@ -95,15 +95,17 @@ def test_rescore_does_not_overwrite_a_newer_list_written_by_a_worker(rt_catalog,
     assert set(mongo.user_ratings(user, db=db)) == {p[0], p[1]}
 
 
-def test_rescore_reading_the_history_under_a_batch_does_not_replace_the_batchs_list(rt_catalog, tmp_path,
-                                                                                   monkeypatch):
-    """The other order: a worker's batch holds the user's locks and has not written the history yet
-    when Celery starts re-scoring the user (its ``as_of`` is later than the batch's start) and reads
-    the old history; Celery's write waits for the list lock and comes after the batch's. The batch's
-    list is from the newer history and must stay (its ``as_of`` is taken once the history is written)."""
+@pytest.mark.parametrize("path", ["batch", "one event"])
+def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers_list(rt_catalog, tmp_path,
+                                                                                     monkeypatch, path):
+    """The other order: a worker has started on the user's rating (a batch holds the user's locks)
+    and not written the history yet when Celery starts re-scoring the user (its ``as_of`` is later
+    than the worker's start) and reads the old history. Whichever list is written last, the
+    worker's is from the newer history and must stay: its ``as_of`` is taken once the history is
+    written. Both worker paths: the batch (``handle_batch``) and one event at a time (``handle``)."""
     from core import artifacts
     from kafka_workers import tasks
-    from kafka_workers.process import handle_batch
+    from kafka_workers.process import handle, handle_batch
 
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
@@ -118,7 +120,7 @@ def test_rescore_reading_the_history_under_a_batch_does_not_replace_the_batchs_l
     assert [o.status for o in handle_batch([first], artifacts.load_model(v1))] == ["processed"]
     v2 = publish_model(p, seed=24)
     newer = RatingEvent(user_id=user, product_id=p[1], rating=4)
-    original_read, original_set = mongo.user_ratings, mongo.set_by_ids
+    original_read, original_set, original_change = mongo.user_ratings, mongo.set_by_ids, mongo.change_history
     celery_read, errors = threading.Event(), []
 
     def celery_reads(user_id, *args, **kwargs):
@@ -134,19 +136,32 @@ def test_rescore_reading_the_history_under_a_batch_does_not_replace_the_batchs_l
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    def history_write_after_celery_read(collection, fields_by_id, *args, **kwargs):
-        if collection == mongo.USER_HISTORY and fields_by_id and not celery_read.is_set():
+    def celery_reads_first() -> None:
+        if not celery_read.is_set():
             threading.Thread(target=celery, name="celery").start()
             assert celery_read.wait(30), f"Celery did not read the history: {errors}"
+
+    def batch_history_write(collection, fields_by_id, *args, **kwargs):
+        if collection == mongo.USER_HISTORY and fields_by_id:
+            celery_reads_first()
         return original_set(collection, fields_by_id, *args, **kwargs)
 
+    def one_history_write(*args, **kwargs):
+        celery_reads_first()
+        return original_change(*args, **kwargs)
+
     monkeypatch.setattr(mongo, "user_ratings", celery_reads)
-    monkeypatch.setattr(mongo, "set_by_ids", history_write_after_celery_read)
-    assert [o.status for o in handle_batch([newer], artifacts.load_model(v2))] == ["processed"]
+    model2 = artifacts.load_model(v2)
+    if path == "batch":
+        monkeypatch.setattr(mongo, "set_by_ids", batch_history_write)
+        assert [o.status for o in handle_batch([newer], model2)] == ["processed"]
+    else:
+        monkeypatch.setattr(mongo, "change_history", one_history_write)
+        assert handle(newer.to_bytes(), model2).status == "processed"
     deadline = time.time() + 60
     while tasks._redis().get(tasks.LAST_RESCORED_MODEL) != v2.encode() and not errors and time.time() < deadline:
         time.sleep(0.05)
     assert not errors, errors
     doc = mongo.get_recommendations(user, db=db)
-    assert doc["source_event_id"] == newer.event_id, "Celery's list from the older history replaced the batch's"
+    assert doc["source_event_id"] == newer.event_id, "Celery's list from the older history replaced the worker's"
     assert p[1] not in {i["product_id"] for i in doc["items"]}
