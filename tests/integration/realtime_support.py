@@ -423,6 +423,26 @@ def rt_catalog(request, settings, mongo_db, kafka_topics, redis_url):
 
 
 @pytest.fixture
+def worker_env(rt_catalog, tmp_path, monkeypatch):
+    """Settings of a test that calls the worker's code in-process: its own artifacts folder (for
+    the models it publishes) and lists of ``TOP_N``."""
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
+    reset_core_caches()
+
+
+def forget_users(db, users: Iterable[str]) -> None:
+    """Nothing of these users in the worker's collections (history, list, exclusions, deletion,
+    live ratings): the tests of a module share its database, and each starts its users fresh."""
+    from core import mongo
+
+    for user in users:
+        for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS, mongo.EXCLUSIONS, mongo.DELETED_USERS):
+            db[name].delete_one({"_id": user})
+        db[mongo.RATINGS].delete_many({"user_id": user})
+
+
+@pytest.fixture
 def rt(request, rt_catalog, tmp_path):
     """One test's topics, consumer group and published model, and its worker processes."""
     from core import kafka_io

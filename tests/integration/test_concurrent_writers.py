@@ -13,8 +13,8 @@ import pytest
 
 from core import mongo, recommend
 from core.events import RatingEvent
-from realtime_support import TOP_N, publish_model, reset_core_caches
-from realtime_support import rt_catalog  # noqa: F401  (fixture)
+from realtime_support import forget_users, publish_model
+from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
@@ -56,19 +56,15 @@ def test_concurrent_history_writes_lose_no_rating(rt_catalog):
     assert set(mongo.user_ratings(user, db=db)) == set(products)
 
 
-def test_rescore_does_not_overwrite_a_newer_list_written_by_a_worker(rt_catalog, tmp_path, monkeypatch):
+def test_rescore_does_not_overwrite_a_newer_list_written_by_a_worker(rt_catalog, worker_env, monkeypatch):
     """Celery reads a user's history, a worker then processes a new rating for that user and writes
     its list, and only then does Celery write: Celery's list is older and must not replace it."""
     from kafka_workers import tasks
     from kafka_workers.process import handle
 
-    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
-    reset_core_caches()
     db, p = rt_catalog.db, rt_catalog.in_model
     user = "rt-cw-rescore"
-    db[mongo.RATINGS].delete_many({"user_id": user})
-    db[mongo.USER_HISTORY].delete_one({"_id": user})
+    forget_users(db, [user])
     first = RatingEvent(user_id=user, product_id=p[0], rating=5, ts=time.time() - 60)
     v1 = publish_model(p, seed=21)
     from core import artifacts
@@ -96,7 +92,7 @@ def test_rescore_does_not_overwrite_a_newer_list_written_by_a_worker(rt_catalog,
 
 
 @pytest.mark.parametrize("path", ["batch", "one event"])
-def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers_list(rt_catalog, tmp_path,
+def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers_list(rt_catalog, worker_env,
                                                                                      monkeypatch, path):
     """The other order: a worker has started on the user's rating (a batch holds the user's locks)
     and not written the history yet when Celery starts re-scoring the user (its ``as_of`` is later
@@ -107,14 +103,9 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     from kafka_workers import tasks
     from kafka_workers.process import handle, handle_batch
 
-    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
-    reset_core_caches()
     db, p = rt_catalog.db, rt_catalog.in_model
     user = "rt-cw-rescore-under"
-    db[mongo.RATINGS].delete_many({"user_id": user})
-    for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS):
-        db[name].delete_one({"_id": user})
+    forget_users(db, [user])
     v1 = publish_model(p, seed=23)
     first = RatingEvent(user_id=user, product_id=p[0], rating=5, ts=time.time() - 60)
     assert [o.status for o in handle_batch([first], artifacts.load_model(v1))] == ["processed"]
@@ -126,7 +117,7 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     def celery_reads(user_id, *args, **kwargs):
         rated = original_read(user_id, *args, **kwargs)
         if threading.current_thread().name == "celery" and user_id == user:
-            assert p[1] not in rated, "Celery read the history after the batch wrote it"
+            assert p[1] not in rated, "Celery read the history after the worker wrote it"
             celery_read.set()
         return rated
 

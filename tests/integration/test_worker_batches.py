@@ -14,8 +14,8 @@ import pytest
 
 from core import artifacts, mongo
 from core.events import DELETE_ACCOUNT, NOT_INTERESTED, UNRATE, RatingEvent
-from realtime_support import TOP_N, publish_model, reset_core_caches
-from realtime_support import rt_catalog  # noqa: F401  (fixture)
+from realtime_support import TOP_N, forget_users, publish_model
+from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
@@ -54,20 +54,13 @@ def _state(db, users: list[str], stream: list[RatingEvent]) -> dict:
     return out
 
 
-def test_batches_have_the_effects_of_one_event_at_a_time(rt_catalog, tmp_path, monkeypatch):
+def test_batches_have_the_effects_of_one_event_at_a_time(rt_catalog, worker_env):
     from kafka_workers.process import handle, handle_batch
 
-    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
-    reset_core_caches()
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=31))
     one, many = _stream("rt-b1", p, "NOPE-b"), _stream("rt-bn", p, "NOPE-b")
-    for prefix in ("rt-b1", "rt-bn"):
-        for i in range(4):
-            for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS, mongo.EXCLUSIONS, mongo.DELETED_USERS):
-                db[name].delete_one({"_id": f"{prefix}-{i}"})
-            db[mongo.RATINGS].delete_many({"user_id": f"{prefix}-{i}"})
+    forget_users(db, [f"{prefix}-{i}" for prefix in ("rt-b1", "rt-bn") for i in range(4)])
 
     singles = [handle(e.to_bytes(), model) for e in one]
     batched = handle_batch(many[:6], model) + handle_batch(many[6:], model)
@@ -94,23 +87,18 @@ def test_batches_have_the_effects_of_one_event_at_a_time(rt_catalog, tmp_path, m
         {k: (v["history"], v["excluded"], v["ratings"]) for k, v in before.items()}
 
 
-def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_catalog, tmp_path, monkeypatch):
+def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_catalog, worker_env, monkeypatch):
     """The batch stores its ratings after writing the histories; a reload that switched
     ``user_history`` in between (its replay of live ratings may already have run) must still end
     with the batch's ratings in the new generation. Simulated: the switch happens while the batch
     writes its lists, and the batch counts as slow (the fresh pointer check always runs)."""
     from kafka_workers import process
 
-    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
-    reset_core_caches()
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=37))
     now = time.time() - 50
     batch = [RatingEvent(user_id=f"rt-rl-{i % 3}", product_id=p[i], rating=1 + i % 5, ts=now + i) for i in range(6)]
-    for i in range(3):
-        for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS):
-            db[name].delete_one({"_id": f"rt-rl-{i}"})
+    forget_users(db, [f"rt-rl-{i}" for i in range(3)])
     write_lists = mongo.write_recommendations_many
 
     def switch_then_write(*args, **kwargs):  # the reload: a new generation, built before this batch
@@ -132,22 +120,16 @@ def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_ca
         mongo.drop_retired(wait=True, db=db)
 
 
-def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog, tmp_path, monkeypatch):
+def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog, worker_env):
     """A poll of 40 users, each their own fold-in (the backlog spread thin): a stored "not
     interested" still keeps its product off the list, and a deleted account's rating is dropped."""
     from core import recommend
     from kafka_workers.process import handle_batch
 
-    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
-    reset_core_caches()
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=41))
     users = [f"rt-bw-{i}" for i in range(40)]
-    for u in users:
-        for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS, mongo.EXCLUSIONS, mongo.DELETED_USERS):
-            db[name].delete_one({"_id": u})
-        db[mongo.RATINGS].delete_many({"user_id": u})
+    forget_users(db, users)
     now = time.time() - 30
     batch = [RatingEvent(user_id=u, product_id=p[i % 40], rating=1 + i % 5, ts=now + i) for i, u in enumerate(users)]
     picky, gone = users[5], users[9]
@@ -167,21 +149,17 @@ def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog,
 
 
 def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_its_locks(
-        rt_catalog, tmp_path, monkeypatch):
+        rt_catalog, worker_env, monkeypatch):
     """The round trips a one-event batch saves: a user with a history cannot be a deleted account,
     so ``deleted_users`` is read only for users without one; and the list is announced while the
     batch still holds the user's locks (their release is not between the rating and the page)."""
     from core import list_state
     from kafka_workers.process import handle_batch
 
-    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("RECS_TOP_N", str(TOP_N))
-    reset_core_caches()
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=43))
     user = "rt-bd-0"
-    for name in (mongo.USER_HISTORY, mongo.RECOMMENDATIONS, mongo.EXCLUSIONS, mongo.DELETED_USERS):
-        db[name].delete_one({"_id": user})
+    forget_users(db, [user])
     read, held_at_announce = [], []
     find_many, announce_many = mongo.find_by_ids_many, list_state.announce_many
 
