@@ -997,30 +997,21 @@ def list_lock(user_id: str) -> str:
     return f"recommendations:{user_id}"
 
 
-def write_recommendations_many(lists: list[dict[str, Any]], as_of: float, db: Database | None = None,
-                               stored: dict[str, dict] | None = None) -> dict[str, dict[str, Any]]:
-    """:func:`write_recommendations` for many users at once (the worker's batches), by the same rule.
+def write_recommendations_many(lists: list[dict[str, Any]], as_of: float,
+                               db: Database | None = None) -> dict[str, dict[str, Any]]:
+    """Replace many users' lists at once (the worker's batches); returns the written document per
+    user, which is what gets announced.
 
     ``lists`` are ``{"_id": user, "items", "model_version", "source_event_id"}``; ``as_of`` is a
-    time when the histories they come from were current. Under every user's lock at once, the stored
-    ``as_of`` values are read and each list is written unless a newer one is stored; returns the
-    stored document per user (ours, or the newer one that stayed), which is what gets announced.
-    A caller that has held every user's :func:`list_lock` since before ``as_of`` passes
-    ``stored={}``: every list writer holds that lock, so none can have stored a newer list (the
-    worker's batches, which take it with the history locks).
+    time when the histories they come from were current. The caller holds every user's
+    :func:`list_lock`, and has since before ``as_of`` (the worker takes them with the history
+    locks): every list writer holds that lock, so no stored list can be newer, and the check of the
+    stored ``as_of`` that :func:`write_recommendations` makes is not needed.
     """
-    db = db if db is not None else get_db()
     now, as_of = time.time(), float(as_of)
     docs = {d["_id"]: {**d, "updated_at": now, "as_of": as_of} for d in lists}
-    with user_locks([] if stored is not None else [list_lock(u) for u in docs], db=db):
-        if stored is None:
-            stored = find_by_ids(RECOMMENDATIONS, docs, {"as_of": 1}, db=db)
-        newer = [u for u, d in stored.items()
-                 if u in docs and d.get("as_of") is not None and float(d["as_of"]) > as_of]
-        kept = find_by_ids(RECOMMENDATIONS, newer, db=db)
-        set_by_ids(RECOMMENDATIONS, {u: {k: v for k, v in d.items() if k != "_id"}
-                                     for u, d in docs.items() if u not in kept}, db=db)
-    return {u: kept.get(u, d) for u, d in docs.items()}
+    set_by_ids(RECOMMENDATIONS, {u: {k: v for k, v in d.items() if k != "_id"} for u, d in docs.items()}, db=db)
+    return docs
 
 
 def write_recommendations_bulk(docs: Iterable[dict[str, Any]], db: Database | None = None) -> dict[str, int]:

@@ -228,8 +228,7 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
             items, version = recommendations_for(history, model, n, excluded[user], popular=popular)
             lists.append({"_id": user, "items": items, "model_version": version,
                           "source_event_id": batch[by_user[user][-1]].event_id})
-        # every list writer holds the list's lock, held here since before as_of: none stored is newer
-        stored = mongo.write_recommendations_many(lists, as_of, stored={})
+        stored = mongo.write_recommendations_many(lists, as_of)  # under the list locks, held since before as_of
 
         version_of_user = {d["_id"]: d["model_version"] for d in lists}
         applied = [i for user in histories for i in by_user[user]]
