@@ -788,7 +788,7 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     document may be one, which costs a second ``_id`` read only for users with no history yet.
     """
     db = db if db is not None else get_db()
-    with user_lock(f"history:{user_id}", db=db):
+    with user_lock(history_lock(user_id), db=db):
         doc = db[USER_HISTORY].find_one({"_id": user_id})
         if doc is None and is_deleted_user(user_id, db=db):
             return None
@@ -990,6 +990,11 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
             return db[RECOMMENDATIONS].find_one({"_id": user_id}) or doc
         db[RECOMMENDATIONS].replace_one({"_id": user_id}, doc, upsert=True)
     return doc
+
+
+def history_lock(user_id: str) -> str:
+    """The name of the lock every writer of a user's history holds (:func:`user_lock`)."""
+    return f"history:{user_id}"
 
 
 def list_lock(user_id: str) -> str:
