@@ -201,7 +201,10 @@ def programs() -> list[Program]:
         Program("mongo", [str(local / "bin" / "ferretdb"), *_ferretdb_backend(env, svc, pg_port),
                           f"--listen-addr=127.0.0.1:{mongo_port}", f"--state-dir={svc / 'mongo' / 'state'}",
                           "--debug-addr=-", "--telemetry=disable", "--log-level=warn"],
-                ports=[mongo_port], health=mongo_ping(mongo_port), address=f"mongodb://127.0.0.1:{mongo_port}/"),
+                ports=[mongo_port], health=mongo_ping(mongo_port), address=f"mongodb://127.0.0.1:{mongo_port}/",
+                # Go's collector at its default (GOGC=100) took ~20% of FerretDB's CPU on the worker's
+                # writes; at 400 it runs a quarter as often for ~15 MB more (docs/benchmarks.md)
+                env={"GOGC": env.get("FERRETDB_GOGC", "400")}),
         # PostgreSQL for FerretDB (MONGO_BACKEND=postgresql): Debian's server binaries, a cluster of our
         # own in services/postgres/data (bin/services runs initdb; trust auth, loopback only), run as
         # the `postgres` user when we are root (the server refuses root). It stores the review pages

@@ -89,3 +89,12 @@ def test_ferretdb_sqlite_gets_durable_commits_and_small_wal_checkpoints(programs
     monkeypatch.setenv("FERRETDB_SQLITE_WAL_AUTOCHECKPOINT", "1000")
     url = next(a for a in programs.program("mongo").command if a.startswith("--sqlite-url="))
     assert url.endswith("&_pragma=wal_autocheckpoint(1000)")
+
+
+def test_ferretdb_collects_garbage_less_often_unless_told_otherwise(programs, tmp_path, monkeypatch):
+    monkeypatch.delenv("FERRETDB_GOGC", raising=False)
+    programs.write("mongo")
+    assert _saved_env(tmp_path, "mongo")["GOGC"] == "400"
+    monkeypatch.setenv("FERRETDB_GOGC", "100")
+    programs.write("mongo")
+    assert _saved_env(tmp_path, "mongo")["GOGC"] == "100"
