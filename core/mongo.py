@@ -647,6 +647,7 @@ def user_locks(names: Iterable[str], db: Database | None = None, wait_s: float =
 
 
 IN_CHUNK = 1000  # ids per `$in` query: the most the FerretDB build of bin/services pushes down to the index
+CONCURRENT_READS_FROM_IDS = 64  # find_by_ids_many reads this many ids or more from threads
 
 
 def find_by_ids(collection: str, ids: Iterable[str], projection: dict | None = None,
@@ -661,20 +662,23 @@ def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
                      db: Database | None = None) -> list[dict[str, dict]]:
     """:func:`find_by_ids` of several collections, one result per ``(collection, ids, projection)``.
 
-    The queries run concurrently (pymongo clients are thread-safe): the worker's batch waits for
-    the slowest of its ~5 reads instead of their sum, which is most of a one-event batch's reads
-    on FerretDB (~0.7 ms a query here; docs/benchmarks.md).
+    Queries for many ids run concurrently (pymongo clients are thread-safe), so a large batch
+    waits for the slowest of its reads instead of their sum (5-10% for three of 256 ids on
+    FerretDB here). A few ids are read one query after the other in this thread: handing one-id
+    queries to threads cost more than it saved (two of them: p50 0.72 against 0.67 ms, p99 1.3-1.9
+    against 1.1 ms, 40% more CPU; docs/benchmarks.md), and that is the one-rating batch's path.
     """
     db = db if db is not None else get_db()
     queries = [(k, db[c], chunk, proj) for k, (c, ids, proj) in enumerate(requests)
                for chunk in _chunks(list(dict.fromkeys(ids)))]
+    concurrently = len(queries) > 1 and sum(len(q[2]) for q in queries) >= CONCURRENT_READS_FROM_IDS
 
     def run(query: tuple[int, Collection, list[str], dict | None]) -> tuple[int, list[dict]]:
         k, coll, ids, proj = query
         return k, list(coll.find({"_id": {"$in": ids}}, proj))
 
     out: list[dict[str, dict]] = [{} for _ in requests]
-    for k, docs in (_readers().map(run, queries) if len(queries) > 1 else map(run, queries)):
+    for k, docs in (_readers().map(run, queries) if concurrently else map(run, queries)):
         out[k].update((d["_id"], d) for d in docs)
     return out
 
