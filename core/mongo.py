@@ -137,17 +137,21 @@ def fail_fast() -> Iterator[None]:
     BREAKER.success()
 
 
-_databases: dict[tuple[int, str], ReloadableDatabase] = {}
+_databases: dict[str | None, tuple[MongoClient, dict[str, ReloadableDatabase]]] = {}
 
 
 def get_db(uri: str | None = None, name: str | None = None) -> Database:
     """The database, one object per client and name and process, with its collections kept: pymongo
     builds a new ``Database`` and ``Collection`` per call (~13 us together, a few dozen times per
-    worker batch: ~5% of the worker's CPU, profiled)."""
+    worker batch: ~5% of the worker's CPU, profiled). A new client (``get_client``'s cache
+    cleared) replaces all of the old one's, so an old client is not held here."""
     client, name = get_client(uri), name or get_settings().mongo_db
-    db = _databases.get((id(client), name))
-    if db is None or db.client is not client:  # (a closed client's id can be reused)
-        db = _databases[(id(client), name)] = ReloadableDatabase(client, name)
+    kept = _databases.get(uri)
+    if kept is None or kept[0] is not client:
+        kept = _databases[uri] = (client, {})
+    db = kept[1].get(name)
+    if db is None:
+        db = kept[1][name] = ReloadableDatabase(client, name)
     return db
 
 

@@ -2,6 +2,9 @@
 connects lazily, and ``ratings`` is neither reloaded nor kept per model version)."""
 from __future__ import annotations
 
+import gc
+import weakref
+
 from core import mongo
 
 
@@ -13,11 +16,16 @@ def test_the_database_and_its_collections_are_built_once_per_client_and_name(mon
     assert db[mongo.RATINGS].full_name == "handles_a.ratings"
 
 
-def test_a_new_client_gets_a_new_database(monkeypatch):
+def test_a_new_client_gets_a_new_database_and_the_old_one_is_let_go(monkeypatch):
     db = mongo.get_db(name="handles_c")
+    old_client = weakref.ref(db.client)
     mongo.get_client.cache_clear()  # what the tests do after a server restart
     again = mongo.get_db(name="handles_c")
     assert again is not db and again.client is mongo.get_client(None)
+    old_client().close()
+    del db
+    gc.collect()
+    assert old_client() is None  # not kept alive by get_db
 
 
 def test_a_reloaded_collection_resolves_to_its_live_generation_on_every_access(monkeypatch):
