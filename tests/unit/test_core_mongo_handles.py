@@ -8,7 +8,7 @@ import weakref
 from core import mongo
 
 
-def test_the_database_and_its_collections_are_built_once_per_client_and_name(monkeypatch):
+def test_the_database_and_its_collections_are_built_once_per_client_and_name():
     db = mongo.get_db(name="handles_a")
     assert mongo.get_db(name="handles_a") is db
     assert mongo.get_db(name="handles_b") is not db
@@ -16,7 +16,7 @@ def test_the_database_and_its_collections_are_built_once_per_client_and_name(mon
     assert db[mongo.RATINGS].full_name == "handles_a.ratings"
 
 
-def test_a_new_client_gets_a_new_database_and_the_old_one_is_let_go(monkeypatch):
+def test_a_new_client_gets_a_new_database_and_the_old_one_is_let_go():
     db = mongo.get_db(name="handles_c")
     old_client = weakref.ref(db.client)
     mongo.get_client.cache_clear()  # what the tests do after a server restart
