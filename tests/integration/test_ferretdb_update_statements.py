@@ -1,0 +1,59 @@
+"""An ``update`` command's statements see each other's writes, in order, on the server the tests run
+against. Our FerretDB build writes the documents one command modifies together, at its end
+(services/mongo/msg_update_pending.go.snippet); these are MongoDB's semantics that it must keep:
+a later statement reads what an earlier one wrote, whatever its filter, and a failed statement
+leaves the ones before it written and the ones after it not run (ordered).
+"""
+from __future__ import annotations
+
+import pytest
+from pymongo import InsertOne, UpdateMany, UpdateOne
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def coll(mongo_db):
+    c = mongo_db["update_statements"]
+    c.drop()
+    c.insert_many([{"_id": f"u:{i}", "n": 0, "tag": "a"} for i in range(600)])
+    yield c
+    c.drop()
+
+
+def test_many_updates_in_one_command_all_land(coll):
+    result = coll.bulk_write([UpdateMany({"_id": f"u:{i}"}, {"$set": {"n": i + 1}}) for i in range(600)], ordered=False)
+    assert (result.matched_count, result.modified_count) == (600, 600)
+    assert {d["_id"]: d["n"] for d in coll.find()} == {f"u:{i}": i + 1 for i in range(600)}
+
+
+def test_a_later_statement_reads_an_earlier_ones_write(coll):
+    coll.bulk_write([UpdateOne({"_id": "u:1"}, {"$inc": {"n": 1}}), UpdateOne({"_id": "u:2"}, {"$inc": {"n": 5}}),
+                     UpdateOne({"_id": "u:1"}, {"$inc": {"n": 1}}),  # the same _id again
+                     UpdateMany({"n": 5}, {"$set": {"tag": "five"}}),  # a filter on a field just written
+                     UpdateOne({"_id": {"$in": ["u:1"]}}, {"$inc": {"n": 10}}),  # an _id filter not equal to one id
+                     UpdateOne({"_id": "u:3"}, {"$set": {"n": 7}}),
+                     UpdateOne({"_id": "new"}, {"$set": {"n": 1}}, upsert=True),  # an insert among the updates
+                     UpdateOne({"_id": "new"}, {"$inc": {"n": 1}}),
+                     UpdateOne({"_id": "u:3"}, {"$inc": {"n": 1}})], ordered=True)
+    got = {d["_id"]: (d["n"], d.get("tag")) for d in coll.find({"_id": {"$in": ["u:1", "u:2", "u:3", "new"]}})}
+    assert got == {"u:1": (12, "a"), "u:2": (5, "five"), "u:3": (8, "a"), "new": (2, None)}
+
+
+def test_a_failed_statement_leaves_earlier_ones_written_and_later_ones_not_run(coll):
+    coll.update_one({"_id": "u:9"}, {"$set": {"tag": 3}})  # not a string: `$inc` of a string fails
+    # the command itself: FerretDB's reply to a failed statement lacks `nModified`, which pymongo's
+    # bulk_write needs to raise its BulkWriteError (a KeyError instead)
+    reply = coll.database.command("update", coll.name, ordered=True, updates=[
+        {"q": {"_id": "u:8"}, "u": {"$set": {"n": 1}}}, {"q": {"_id": "u:7"}, "u": {"$set": {"n": 2}}},
+        {"q": {"_id": "u:9"}, "u": {"$inc": {"tag": "x"}}},  # fails: $inc by a string
+        {"q": {"_id": "u:6"}, "u": {"$set": {"n": 3}}}])
+    assert reply.get("writeErrors"), reply
+    assert {d["_id"]: d["n"] for d in coll.find({"_id": {"$in": ["u:6", "u:7", "u:8"]}})} == {
+        "u:8": 1, "u:7": 2, "u:6": 0}
+
+
+def test_updates_and_inserts_of_one_bulk_keep_their_order(coll):
+    coll.bulk_write([UpdateOne({"_id": "u:1"}, {"$set": {"n": 1}}), InsertOne({"_id": "ins", "n": 1}),
+                     UpdateOne({"_id": "ins"}, {"$inc": {"n": 1}}), UpdateOne({"_id": "u:1"}, {"$inc": {"n": 1}})])
+    assert coll.find_one({"_id": "ins"})["n"] == 2 and coll.find_one({"_id": "u:1"})["n"] == 2
