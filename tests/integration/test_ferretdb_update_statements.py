@@ -2,12 +2,14 @@
 against. Our FerretDB build writes the documents one command modifies together, at its end
 (services/mongo/msg_update_pending.go.snippet); these are MongoDB's semantics that it must keep:
 a later statement reads what an earlier one wrote, whatever its filter, and a failed statement
-leaves the ones before it written and the ones after it not run (ordered).
+leaves the ones before it written and the ones after it not run (ordered). A replacement by ``_id``
+is written without reading the document it replaces, and upserts it if it is missing; its reply
+names the statement of each upsert (FerretDB v1 numbered them 0, 1, ... whatever their statement).
 """
 from __future__ import annotations
 
 import pytest
-from pymongo import InsertOne, UpdateMany, UpdateOne
+from pymongo import InsertOne, ReplaceOne, UpdateMany, UpdateOne
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +59,27 @@ def test_updates_and_inserts_of_one_bulk_keep_their_order(coll):
     coll.bulk_write([UpdateOne({"_id": "u:1"}, {"$set": {"n": 1}}), InsertOne({"_id": "ins", "n": 1}),
                      UpdateOne({"_id": "ins"}, {"$inc": {"n": 1}}), UpdateOne({"_id": "u:1"}, {"$inc": {"n": 1}})])
     assert coll.find_one({"_id": "ins"})["n"] == 2 and coll.find_one({"_id": "u:1"})["n"] == 2
+
+
+def test_replacements_by_id_upsert_what_is_missing_and_report_each_statement(coll):
+    coll.update_one({"_id": "u:2"}, {"$set": {"extra": True}})
+    result = coll.bulk_write([ReplaceOne({"_id": "u:1"}, {"n": 10}, upsert=True),
+                              ReplaceOne({"_id": "new:1"}, {"_id": "new:1", "n": 11}, upsert=True),
+                              ReplaceOne({"_id": "u:2"}, {"n": 12}, upsert=True),  # drops `extra` and `tag`
+                              ReplaceOne({"_id": "gone"}, {"n": 13}),  # missing, no upsert: nothing
+                              ReplaceOne({"_id": "new:2"}, {"n": 14}, upsert=True),
+                              UpdateOne({"_id": "new:2"}, {"$inc": {"n": 1}})], ordered=False)
+    assert result.upserted_ids == {1: "new:1", 4: "new:2"}
+    assert (result.matched_count, result.upserted_count) == (3, 2)
+    docs = {d["_id"]: d for d in coll.find({"_id": {"$in": ["u:1", "u:2", "new:1", "new:2", "gone"]}})}
+    assert docs == {"u:1": {"_id": "u:1", "n": 10}, "u:2": {"_id": "u:2", "n": 12}, "new:1": {"_id": "new:1", "n": 11},
+                    "new:2": {"_id": "new:2", "n": 15}}
+    assert list(docs["u:1"]) == ["_id", "n"]  # `_id` first, as MongoDB stores it
+
+
+def test_a_replacement_that_changes_the_id_fails_and_writes_nothing_of_itself(coll):
+    reply = coll.database.command("update", coll.name, ordered=True, updates=[
+        {"q": {"_id": "u:1"}, "u": {"n": 1}}, {"q": {"_id": "u:2"}, "u": {"_id": "other", "n": 2}}])
+    assert reply.get("writeErrors"), reply
+    assert coll.find_one({"_id": "u:1"}) == {"_id": "u:1", "n": 1}
+    assert coll.find_one({"_id": "u:2"})["n"] == 0 and coll.find_one({"_id": "other"}) is None
