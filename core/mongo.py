@@ -738,6 +738,23 @@ def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Dat
         db[collection].bulk_write(ops[lo:lo + chunk], ordered=False)
 
 
+def replace_by_ids(collection: str, docs: Iterable[dict[str, Any]], db: Database | None = None,
+                   chunk: int = 500) -> None:
+    """Replace (upsert) whole documents by ``_id`` in unordered bulk writes (the worker's histories
+    and lists: every field they have is written each time).
+
+    Our FerretDB build writes a bulk of replacements by ``_id`` without reading the documents they
+    replace, in one transaction (services/mongo/msg_update_pending.go.snippet): ~2x faster than
+    :func:`set_by_ids` of the same fields, which must read each one. FerretDB v1 as released
+    would read each, keep every statement's cursor open to the command's end and could exhaust
+    its connection pool (see :func:`set_by_ids`); MongoDB does this natively.
+    """
+    db = db if db is not None else get_db()
+    ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
+    for lo in range(0, len(ops), chunk):
+        db[collection].bulk_write(ops[lo:lo + chunk], ordered=False)
+
+
 _known_products: dict[tuple[str, str], set[str]] = {}
 
 
@@ -1040,7 +1057,7 @@ def write_recommendations_many(lists: list[dict[str, Any]], as_of: float,
     """
     now, as_of = time.time(), float(as_of)
     docs = {d["_id"]: {**d, "updated_at": now, "as_of": as_of} for d in lists}
-    set_by_ids(RECOMMENDATIONS, {u: {k: v for k, v in d.items() if k != "_id"} for u, d in docs.items()}, db=db)
+    replace_by_ids(RECOMMENDATIONS, docs.values(), db=db)
     return docs
 
 

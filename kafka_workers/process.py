@@ -210,13 +210,13 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
                     rating = None if e.action == events.UNRATE else float(e.rating)
                     changed = mongo.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
             if changed:
-                new_histories[user] = {k: v for k, v in mongo.history_doc(user, ratings, removed).items() if k != "_id"}
+                new_histories[user] = mongo.history_doc(user, ratings, removed)
             if excl_changed:
                 new_exclusions[user] = {"items": mongo.exclusion_items(exclusions)}
             histories[user] = {pid: r for pid, (r, _t) in ratings.items()}
             excluded[user] = set(exclusions)
         histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
-        mongo.set_by_ids(mongo.USER_HISTORY, new_histories)
+        mongo.replace_by_ids(mongo.USER_HISTORY, new_histories.values())
         mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
         # The lists' as_of (core.mongo.write_recommendations): the histories as they are now, which
         # they stay until the locks go. Taken before the history read, a re-scoring that read the old

@@ -111,7 +111,7 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     assert [o.status for o in handle_batch([first], artifacts.load_model(v1))] == ["processed"]
     v2 = publish_model(p, seed=24)
     newer = RatingEvent(user_id=user, product_id=p[1], rating=4)
-    original_read, original_set, original_change = mongo.user_ratings, mongo.set_by_ids, mongo.change_history
+    original_read, original_set, original_change = mongo.user_ratings, mongo.replace_by_ids, mongo.change_history
     celery_read, errors = threading.Event(), []
 
     def celery_reads(user_id, *args, **kwargs):
@@ -132,10 +132,11 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
             threading.Thread(target=celery, name="celery").start()
             assert celery_read.wait(30), f"Celery did not read the history: {errors}"
 
-    def batch_history_write(collection, fields_by_id, *args, **kwargs):
-        if collection == mongo.USER_HISTORY and fields_by_id:
+    def batch_history_write(collection, docs, *args, **kwargs):
+        docs = list(docs)
+        if collection == mongo.USER_HISTORY and docs:
             celery_reads_first()
-        return original_set(collection, fields_by_id, *args, **kwargs)
+        return original_set(collection, docs, *args, **kwargs)
 
     def one_history_write(*args, **kwargs):
         celery_reads_first()
@@ -144,7 +145,7 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     monkeypatch.setattr(mongo, "user_ratings", celery_reads)
     model2 = artifacts.load_model(v2)
     if path == "batch":
-        monkeypatch.setattr(mongo, "set_by_ids", batch_history_write)
+        monkeypatch.setattr(mongo, "replace_by_ids", batch_history_write)
         assert [o.status for o in handle_batch([newer], model2)] == ["processed"]
     else:
         monkeypatch.setattr(mongo, "change_history", one_history_write)
