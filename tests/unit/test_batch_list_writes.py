@@ -1,0 +1,82 @@
+"""``kafka_workers.process._write_with_lists``: a big batch computes its lists while the database
+writes (histories first, lists after, in order; the lists' ``as_of`` after the histories are
+stored), a small one writes in the calling thread, and no write outlives the call."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from core import mongo
+from kafka_workers import process
+
+
+@pytest.fixture
+def fake_db(monkeypatch):
+    """The database calls recorded: (what, thread name, users, as_of, time finished)."""
+    log: list[tuple] = []
+    computing = threading.Event()
+
+    def replace_by_ids(collection, docs, *args, **kwargs):
+        docs = list(docs)
+        if collection == mongo.USER_HISTORY:
+            computing.wait(5)  # a big batch's lists are computed meanwhile; a sequential one waits 5 s
+            log.append(("histories", threading.current_thread().name, [d["_id"] for d in docs], None, time.time()))
+
+    def write_recommendations_many(lists, as_of, *args, **kwargs):
+        if any(d["_id"] == "fail" for d in lists):
+            raise RuntimeError("the database went away")
+        time.sleep(0.01)
+        log.append(("lists", threading.current_thread().name, [d["_id"] for d in lists], as_of, time.time()))
+        return {d["_id"]: dict(d, as_of=as_of) for d in lists}
+
+    def recommendations_for(history, model, n, excluded, popular=None):
+        computing.set()
+        return [{"product_id": "p1", "score": 1.0}], "v1"
+
+    monkeypatch.setattr(mongo, "replace_by_ids", replace_by_ids)
+    monkeypatch.setattr(mongo, "set_by_ids", lambda *a, **k: None)
+    monkeypatch.setattr(mongo, "write_recommendations_many", write_recommendations_many)
+    monkeypatch.setattr(process, "recommendations_for", recommendations_for)
+    return log, computing
+
+
+def _write(users: list[str]) -> dict:
+    return process._write_with_lists({u: {"p0": 5.0} for u in users}, {u: set() for u in users}, None,
+                                     {u: mongo.history_doc(u, {"p0": (5.0, 1.0)}, {}) for u in users}, {},
+                                     {u: f"e-{u}" for u in users})
+
+
+def test_a_big_batch_computes_its_lists_while_the_histories_are_written(fake_db):
+    log, _computing = fake_db
+    users = [f"u{i}" for i in range(250)]
+    t0 = time.monotonic()
+    stored = _write(users)
+    assert time.monotonic() - t0 < 4, "the lists were computed only after the histories' write returned"
+    assert [what for what, *_ in log] == ["histories", "lists", "lists", "lists"]
+    assert [u for what, _t, us, *_ in log if what == "lists" for u in us] == users  # in order, each once
+    histories_done = log[0][4]
+    assert all(as_of >= histories_done for what, _t, _us, as_of, _done in log if what == "lists")
+    assert all(thread.startswith("batch-writes") for _w, thread, *_ in log)
+    assert sorted(stored) == sorted(users) and stored["u7"]["source_event_id"] == "e-u7"
+
+
+def test_a_small_batch_writes_in_the_calling_thread(fake_db):
+    log, computing = fake_db
+    computing.set()  # (its lists come after its histories: nothing to wait for)
+    stored = _write(["a", "b"])
+    assert [(what, thread, users) for what, thread, users, *_ in log] == [
+        ("histories", "MainThread", ["a", "b"]), ("lists", "MainThread", ["a", "b"])]
+    assert log[1][3] >= log[0][4] and sorted(stored) == ["a", "b"]
+
+
+def test_a_failed_write_raises_after_every_write_of_the_batch_has_finished(fake_db):
+    log, _computing = fake_db
+    users = [f"u{i}" for i in range(100)] + ["fail"] + [f"v{i}" for i in range(150)]
+    with pytest.raises(RuntimeError, match="went away"):
+        _write(users)
+    n = len(log)
+    time.sleep(0.1)
+    assert len(log) == n, "a write of the batch was still running after it raised"
+    assert [what for what, *_ in log] == ["histories", "lists", "lists"]  # the chunks before and after the failed one
