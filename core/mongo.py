@@ -743,11 +743,12 @@ def replace_by_ids(collection: str, docs: Iterable[dict[str, Any]], db: Database
     """Replace (upsert) whole documents by ``_id`` in unordered bulk writes (the worker's histories
     and lists: every field they have is written each time).
 
-    Our FerretDB build writes a bulk of replacements by ``_id`` without reading the documents they
-    replace, in one transaction (services/mongo/msg_update_pending.go.snippet): ~2x faster than
-    :func:`set_by_ids` of the same fields, which must read each one. FerretDB v1 as released
-    would read each, keep every statement's cursor open to the command's end and could exhaust
-    its connection pool (see :func:`set_by_ids`); MongoDB does this natively.
+    Our FerretDB build writes a bulk of replacements by ``_id`` in one transaction without reading
+    the documents they replace (services/mongo/msg_update_pending.go.snippet), where
+    :func:`set_by_ids` of the same fields must read each one (the distinct-users backlog drained
+    1.3x faster, docs/benchmarks.md). FerretDB v1 as released would read each, keep every
+    statement's cursor open to the command's end and could exhaust its connection pool (see
+    :func:`set_by_ids`); MongoDB does this natively.
     """
     db = db if db is not None else get_db()
     ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
