@@ -30,7 +30,6 @@ model and its lists at once.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 import uuid
@@ -47,6 +46,7 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 
 from core.breaker import CircuitBreaker, Unavailable
 from core.settings import get_settings
+from core.thread_pools import thread_pool
 
 PRODUCTS = "products"
 # The batch reviews of the data's newest weeks, for the trending fallback (core/popular.py). Every
@@ -708,17 +708,9 @@ def _chunks(ids: list[str]) -> list[list[str]]:
     return [ids[lo:lo + IN_CHUNK] for lo in range(0, len(ids), IN_CHUNK)]
 
 
-_READERS: dict[int, ThreadPoolExecutor] = {}
-
-
 def _readers() -> ThreadPoolExecutor:
-    """This process's threads for :func:`find_by_ids_many` (one pool per pid: a pool's threads do
-    not survive a fork, and a forked child that used its parent's would wait forever)."""
-    pid = os.getpid()
-    if pid not in _READERS:
-        _READERS.clear()
-        _READERS[pid] = ThreadPoolExecutor(max_workers=6, thread_name_prefix="find-by-ids")
-    return _READERS[pid]
+    """This process's threads for :func:`find_by_ids_many`."""
+    return thread_pool("find-by-ids", 6)
 
 
 def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Database | None = None,
@@ -732,10 +724,8 @@ def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Dat
     multi-document update reads its cursor to the end and closes it (500 existing histories in
     0.4 s). On MongoDB it is the same single-document upsert.
     """
-    db = db if db is not None else get_db()
     ops = [UpdateMany({"_id": i}, {"$set": fields}, upsert=upsert) for i, fields in fields_by_id.items()]
-    for lo in range(0, len(ops), chunk):
-        db[collection].bulk_write(ops[lo:lo + chunk], ordered=False)
+    _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk)
 
 
 def replace_by_ids(collection: str, docs: Iterable[dict[str, Any]], db: Database | None = None,
@@ -750,8 +740,12 @@ def replace_by_ids(collection: str, docs: Iterable[dict[str, Any]], db: Database
     statement's cursor open to the command's end and could exhaust its connection pool (see
     :func:`set_by_ids`); MongoDB does this natively.
     """
-    db = db if db is not None else get_db()
     ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
+    _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk)
+
+
+def _bulk_write_chunks(db: Database, collection: str, ops: list, chunk: int) -> None:
+    """Unordered bulk writes of ``chunk`` operations each."""
     for lo in range(0, len(ops), chunk):
         db[collection].bulk_write(ops[lo:lo + chunk], ordered=False)
 

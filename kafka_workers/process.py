@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 from concurrent import futures
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from core import cancellation, events, list_state, mongo, recommend
 from core.artifacts import Model
 from core.events import MAX_EVENT_BYTES, InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
+from core.thread_pools import thread_pool
 
 
 @dataclass(frozen=True)
@@ -273,33 +273,22 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
         write_histories()
         as_of = time.time()
         return mongo.write_recommendations_many(lists_of(users), as_of)
-    writes = [_writer().submit(write_histories)]
+    writer = thread_pool("batch-writes", 1)  # one thread: the writes keep their order
+    chunks = [users[lo:lo + LIST_CHUNK] for lo in range(0, len(users), LIST_CHUNK)]
+    writes = [writer.submit(write_histories)]
     stored: dict[str, dict[str, Any]] = {}
     try:
-        as_of = None
-        for lo in range(0, len(users), LIST_CHUNK):
-            lists = lists_of(users[lo:lo + LIST_CHUNK])
-            if as_of is None:
-                writes[0].result()
-                as_of = time.time()
-            writes.append(_writer().submit(mongo.write_recommendations_many, lists, as_of))
+        first = lists_of(chunks[0])
+        writes[0].result()
+        as_of = time.time()
+        writes.append(writer.submit(mongo.write_recommendations_many, first, as_of))
+        for chunk in chunks[1:]:
+            writes.append(writer.submit(mongo.write_recommendations_many, lists_of(chunk), as_of))
         for f in writes[1:]:
             stored.update(f.result())
     finally:
         futures.wait(writes)  # nothing of this batch is written after the caller's locks go
     return stored
-
-
-_WRITERS: dict[int, futures.ThreadPoolExecutor] = {}
-
-
-def _writer() -> futures.ThreadPoolExecutor:
-    """This process's writer thread (one per pid: a pool's thread does not survive a fork)."""
-    pid = os.getpid()
-    if pid not in _WRITERS:
-        _WRITERS.clear()
-        _WRITERS[pid] = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writes")
-    return _WRITERS[pid]
 
 
 def _after_reload(db, generation: str, applied: list[RatingEvent], histories_written: float) -> None:
