@@ -43,6 +43,7 @@ from pymongo import ASCENDING, DESCENDING, MongoClient, ReplaceOne, UpdateMany
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.results import BulkWriteResult
 
 from core.breaker import CircuitBreaker, Unavailable
 from core.settings import get_settings
@@ -237,44 +238,26 @@ def _is_ferretdb(client: MongoClient) -> bool:
     return "ferretdbVersion" in client.admin.command("buildInfo")
 
 
-def bulk_upsert(collection: str, docs: Iterable[dict[str, Any]], batch_size: int = 1000,
-                db: Database | None = None) -> dict[str, int]:
-    """Replace-or-insert documents by ``_id`` in unordered batches.
+def bulk_upsert(collection: str, docs: Iterable[dict[str, Any]], db: Database | None = None,
+                chunk: int = 500) -> dict[str, int]:
+    """Replace-or-insert whole documents by ``_id`` in unordered bulk writes.
 
     Replacing by a deterministic ``_id`` is what makes every load idempotent: a re-run rewrites the
-    same documents instead of adding copies. On FerretDB v1 a bulk write of 100 upserts into a
-    1,400-document collection stalled the whole server here (10 took 0.5 s), while single
-    ``replace_one`` calls take 1-2 ms, so there the documents go one by one (~600/s); real
-    MongoDB gets proper unordered bulk writes.
+    same documents instead of adding copies, and the worker's histories and lists are written
+    whole each time. Our FerretDB build writes a bulk of replacements by ``_id`` in one
+    transaction without reading the documents they replace
+    (services/mongo/msg_update_pending.go.snippet): 4,500 documents/s here against 1,700/s one
+    ``replace_one`` at a time, and the distinct-users backlog drained 1.3x faster than with
+    :func:`set_by_ids` of the same fields. FerretDB v1 as released stalled on such bulks (it kept
+    every statement's cursor open to the command's end); MongoDB does this natively.
     """
     db = db if db is not None else get_db()
-    coll = db[collection]
-    totals = {"matched": 0, "upserted": 0, "modified": 0, "sent": 0}
-    if _is_ferretdb(db.client):
-        for doc in docs:
-            result = coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
-            totals["matched"] += result.matched_count
-            totals["modified"] += result.modified_count
-            totals["upserted"] += 1 if result.upserted_id is not None else 0
-            totals["sent"] += 1
-        return totals
-    batch: list[ReplaceOne] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        result = coll.bulk_write(batch, ordered=False)
+    totals = {"matched": 0, "upserted": 0, "modified": 0}
+    for result in _bulk_write_chunks(db, collection, (ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs),
+                                     chunk):
         totals["matched"] += result.matched_count
         totals["upserted"] += result.upserted_count
         totals["modified"] += result.modified_count
-        totals["sent"] += len(batch)
-        batch.clear()
-
-    for doc in docs:
-        batch.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
     return totals
 
 
@@ -724,30 +707,15 @@ def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Dat
     multi-document update reads its cursor to the end and closes it (500 existing histories in
     0.4 s). On MongoDB it is the same single-document upsert.
     """
-    ops = [UpdateMany({"_id": i}, {"$set": fields}, upsert=upsert) for i, fields in fields_by_id.items()]
-    _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk)
+    ops = (UpdateMany({"_id": i}, {"$set": fields}, upsert=upsert) for i, fields in fields_by_id.items())
+    for _ in _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk):
+        pass
 
 
-def replace_by_ids(collection: str, docs: Iterable[dict[str, Any]], db: Database | None = None,
-                   chunk: int = 500) -> None:
-    """Replace (upsert) whole documents by ``_id`` in unordered bulk writes (the worker's histories
-    and lists: every field they have is written each time).
-
-    Our FerretDB build writes a bulk of replacements by ``_id`` in one transaction without reading
-    the documents they replace (services/mongo/msg_update_pending.go.snippet), where
-    :func:`set_by_ids` of the same fields must read each one (the distinct-users backlog drained
-    1.3x faster, docs/benchmarks.md). FerretDB v1 as released would read each, keep every
-    statement's cursor open to the command's end and could exhaust its connection pool (see
-    :func:`set_by_ids`); MongoDB does this natively.
-    """
-    ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
-    _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk)
-
-
-def _bulk_write_chunks(db: Database, collection: str, ops: list, chunk: int) -> None:
-    """Unordered bulk writes of ``chunk`` operations each."""
-    for lo in range(0, len(ops), chunk):
-        db[collection].bulk_write(ops[lo:lo + chunk], ordered=False)
+def _bulk_write_chunks(db: Database, collection: str, ops: Iterable, chunk: int) -> Iterator[BulkWriteResult]:
+    """Unordered bulk writes of ``chunk`` operations each, as they are sent."""
+    for batch in iter_batches(iter(ops), chunk):
+        yield db[collection].bulk_write(batch, ordered=False)
 
 
 _known_products: dict[tuple[str, str], set[str]] = {}
@@ -1052,13 +1020,8 @@ def write_recommendations_many(lists: list[dict[str, Any]], as_of: float,
     """
     now, as_of = time.time(), float(as_of)
     docs = {d["_id"]: {**d, "updated_at": now, "as_of": as_of} for d in lists}
-    replace_by_ids(RECOMMENDATIONS, docs.values(), db=db)
+    bulk_upsert(RECOMMENDATIONS, docs.values(), db=db)
     return docs
-
-
-def write_recommendations_bulk(docs: Iterable[dict[str, Any]], db: Database | None = None) -> dict[str, int]:
-    """Batch job variant: documents already shaped as ``write_recommendations`` stores them."""
-    return bulk_upsert(RECOMMENDATIONS, docs, db=db)
 
 
 def get_recommendations(user_id: str, db: Database | None = None) -> dict | None:

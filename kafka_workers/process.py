@@ -256,7 +256,7 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
     this returns, failed or not.
     """
     def write_histories() -> None:
-        mongo.replace_by_ids(mongo.USER_HISTORY, new_histories.values())
+        mongo.bulk_upsert(mongo.USER_HISTORY, new_histories.values())
         mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
 
     n, popular = get_settings().top_n, _PopularOnce()

@@ -111,7 +111,7 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     assert [o.status for o in handle_batch([first], artifacts.load_model(v1))] == ["processed"]
     v2 = publish_model(p, seed=24)
     newer = RatingEvent(user_id=user, product_id=p[1], rating=4)
-    original_read, original_set, original_change = mongo.user_ratings, mongo.replace_by_ids, mongo.change_history
+    original_read, original_set, original_change = mongo.user_ratings, mongo.bulk_upsert, mongo.change_history
     celery_read, errors = threading.Event(), []
 
     def celery_reads(user_id, *args, **kwargs):
@@ -145,7 +145,7 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     monkeypatch.setattr(mongo, "user_ratings", celery_reads)
     model2 = artifacts.load_model(v2)
     if path == "batch":
-        monkeypatch.setattr(mongo, "replace_by_ids", batch_history_write)
+        monkeypatch.setattr(mongo, "bulk_upsert", batch_history_write)
         assert [o.status for o in handle_batch([newer], model2)] == ["processed"]
     else:
         monkeypatch.setattr(mongo, "change_history", one_history_write)

@@ -83,3 +83,16 @@ def test_a_replacement_that_changes_the_id_fails_and_writes_nothing_of_itself(co
     assert reply.get("writeErrors"), reply
     assert coll.find_one({"_id": "u:1"}) == {"_id": "u:1", "n": 1}
     assert coll.find_one({"_id": "u:2"})["n"] == 0 and coll.find_one({"_id": "other"}) is None
+
+
+def test_bulk_upsert_replaces_and_inserts_across_chunks_and_counts_them(coll, mongo_db):
+    """``core.mongo.bulk_upsert`` as the loads and the worker use it: a run again writes nothing twice."""
+    from core import mongo
+
+    docs = [{"_id": f"u:{i}", "n": -i} for i in range(400, 1100)]  # 200 stored, 500 new; chunks of 300
+    assert mongo.bulk_upsert(coll.name, iter(docs), db=mongo_db, chunk=300) == {
+        "matched": 200, "upserted": 500, "modified": 200}
+    assert coll.count_documents({}) == 1100
+    assert {d["_id"]: d for d in coll.find({"_id": {"$in": [d["_id"] for d in docs]}})} == {d["_id"]: d for d in docs}
+    again = mongo.bulk_upsert(coll.name, docs, db=mongo_db, chunk=300)
+    assert (again["matched"], again["upserted"], coll.count_documents({})) == (700, 0, 1100)

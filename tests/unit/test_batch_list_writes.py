@@ -18,7 +18,7 @@ def fake_db(monkeypatch):
     log: list[tuple] = []
     computing = threading.Event()
 
-    def replace_by_ids(collection, docs, *args, **kwargs):
+    def bulk_upsert(collection, docs, *args, **kwargs):
         docs = list(docs)
         if collection == mongo.USER_HISTORY:
             computing.wait(5)  # a big batch's lists are computed meanwhile; a sequential one waits 5 s
@@ -35,7 +35,7 @@ def fake_db(monkeypatch):
         computing.set()
         return [{"product_id": "p1", "score": 1.0}], "v1"
 
-    monkeypatch.setattr(mongo, "replace_by_ids", replace_by_ids)
+    monkeypatch.setattr(mongo, "bulk_upsert", bulk_upsert)
     monkeypatch.setattr(mongo, "set_by_ids", lambda *a, **k: None)
     monkeypatch.setattr(mongo, "write_recommendations_many", write_recommendations_many)
     monkeypatch.setattr(process, "recommendations_for", recommendations_for)
