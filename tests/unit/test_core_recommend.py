@@ -126,3 +126,22 @@ def test_recommend_and_similar_items_break_ties_by_item_index(kind):
     assert [r["product_id"] for r in recommend(m, rated, n=at + 2)][at:] == ["i4", "i11"]
     sims = [s["product_id"] for s in similar_items(m, "i1", n=30)]
     assert [p for p in sims if p in {"i4", "i11", "i17", "i25"}] == ["i4", "i11", "i17", "i25"]
+
+
+@pytest.mark.parametrize("size", [5, 1023, 1024, 1025, 10_000])
+def test_top_k_of_long_arrays_is_the_sorted_definition(size):
+    """The blocks' prefilter of long arrays lists what sorting every finite score would: ties by
+    index, also where whole blocks are -inf or NaN or nearly every score is excluded."""
+    from core.recommend import top_k
+
+    rng = np.random.default_rng(size)
+    for trial in range(40):
+        scores = rng.integers(0, 1 + trial * 50, size).astype(np.float32)  # few distinct values: ties
+        scores[rng.random(size) < rng.choice([0.0, 0.1, 0.97, 0.999])] = -np.inf
+        scores[rng.random(size) < 0.01] = np.nan
+        if size >= 1024 and trial % 5 == 0:
+            scores[128:640] = -np.inf if trial % 10 else np.nan  # whole blocks with no maximum
+        finite = np.flatnonzero(np.isfinite(scores))
+        want = finite[np.lexsort((finite, -scores[finite]))]
+        for n in (1, 20, 100, size):
+            assert top_k(scores, n).tolist() == want[:n].tolist(), (trial, n)
