@@ -233,11 +233,6 @@ def ensure_indexes(db: Database | None = None) -> None:
             db[name].create_index(keys)
 
 
-@lru_cache(maxsize=8)
-def _is_ferretdb(client: MongoClient) -> bool:
-    return "ferretdbVersion" in client.admin.command("buildInfo")
-
-
 def bulk_upsert(collection: str, docs: Iterable[dict[str, Any]], db: Database | None = None,
                 chunk: int = 500) -> dict[str, int]:
     """Replace-or-insert whole documents by ``_id`` in unordered bulk writes.
@@ -708,14 +703,12 @@ def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Dat
     0.4 s). On MongoDB it is the same single-document upsert.
     """
     ops = (UpdateMany({"_id": i}, {"$set": fields}, upsert=upsert) for i, fields in fields_by_id.items())
-    for _ in _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk):
-        pass
+    _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk)
 
 
-def _bulk_write_chunks(db: Database, collection: str, ops: Iterable, chunk: int) -> Iterator[BulkWriteResult]:
-    """Unordered bulk writes of ``chunk`` operations each, as they are sent."""
-    for batch in iter_batches(iter(ops), chunk):
-        yield db[collection].bulk_write(batch, ordered=False)
+def _bulk_write_chunks(db: Database, collection: str, ops: Iterable, chunk: int) -> list[BulkWriteResult]:
+    """Unordered bulk writes of ``chunk`` operations each."""
+    return [db[collection].bulk_write(batch, ordered=False) for batch in iter_batches(iter(ops), chunk)]
 
 
 _known_products: dict[tuple[str, str], set[str]] = {}

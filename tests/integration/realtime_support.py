@@ -85,7 +85,6 @@ def reset_core_caches(mongo_uri_changed: bool = False) -> None:
     kafka_io.get_producer.cache_clear()
     if mongo_uri_changed:
         mongo.get_client.cache_clear()
-        mongo._is_ferretdb.cache_clear()
 
 
 # --- catalog and model ----------------------------------------------------------------------
