@@ -700,7 +700,9 @@ def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Dat
     ``UpdateOne``) of one command open until the command ends, and a bulk of ~100 of them on
     existing documents exhausted its connection pool and hung that database (seen here); a
     multi-document update reads its cursor to the end and closes it (500 existing histories in
-    0.4 s). On MongoDB it is the same single-document upsert.
+    0.4 s). The build of bin/services closes each statement's cursor when it ends, so there both
+    work; this keeps a server without that fix safe. On MongoDB it is the same single-document
+    upsert.
     """
     ops = (UpdateMany({"_id": i}, {"$set": fields}, upsert=upsert) for i, fields in fields_by_id.items())
     _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk)

@@ -96,3 +96,22 @@ def test_bulk_upsert_replaces_and_inserts_across_chunks_and_counts_them(coll, mo
     assert {d["_id"]: d for d in coll.find({"_id": {"$in": [d["_id"] for d in docs]}})} == {d["_id"]: d for d in docs}
     again = mongo.bulk_upsert(coll.name, docs, db=mongo_db, chunk=300)
     assert (again["matched"], again["upserted"], coll.count_documents({})) == (700, 0, 1100)
+
+
+def test_a_bulk_of_single_document_updates_on_existing_documents_completes(settings):
+    """FerretDB v1 kept the query of every statement of an ``update`` command open until the
+    command ended: 300 ``UpdateOne`` on existing documents exhausted its connection pool, and the
+    command (and that database) hung. Our build closes each when its statement ends. Its own
+    database and a client with a timeout: on a build without the fix this fails instead of hanging."""
+    from pymongo import MongoClient
+
+    client = MongoClient(settings.mongo_uri, socketTimeoutMS=20_000)
+    db = client[f"{settings.mongo_db}_bulk_updates"]
+    try:
+        db.t.insert_many([{"_id": f"d:{i}", "n": 0} for i in range(1_000)])
+        result = db.t.bulk_write([UpdateOne({"_id": f"d:{i}"}, {"$set": {"n": i + 1}}) for i in range(1_000)], ordered=False)
+        assert (result.matched_count, result.modified_count) == (1_000, 1_000)
+        assert db.t.count_documents({"n": {"$gt": 0}}) == 1_000
+    finally:
+        client.drop_database(db.name)
+        client.close()
