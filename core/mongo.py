@@ -244,7 +244,8 @@ def bulk_upsert(collection: str, docs: Iterable[dict[str, Any]], db: Database | 
     (services/mongo/msg_update_pending.go.snippet): 4,500 documents/s here against 1,700/s one
     ``replace_one`` at a time, and the distinct-users backlog drained 1.3x faster than with
     :func:`set_by_ids` of the same fields. FerretDB v1 as released stalled on such bulks (it kept
-    every statement's cursor open to the command's end); MongoDB does this natively.
+    every statement's cursor open to the command's end); MongoDB does this natively. ``_id`` values
+    are strings or ObjectIDs: FerretDB v1 finds any other by reading the whole collection.
     """
     db = db if db is not None else get_db()
     totals = {"matched": 0, "upserted": 0, "modified": 0}
