@@ -73,7 +73,7 @@ def top_k(scores: np.ndarray, n: int) -> np.ndarray:
 
     A long array is cut to its candidates first: the ``n``-th largest of its blocks' maxima is a
     score at most the ``n``-th largest (``n`` blocks hold one at least that high each), so every
-    score of the top ``n`` is among those at or above it, usually a few dozen. That is 5x faster
+    score of the top ``n`` is among those at or above it, usually a few dozen. That is 4-5x faster
     than a partition of all of them (10,000 items: the worker's largest step per event,
     docs/benchmarks.md), and the same list.
     """
