@@ -43,7 +43,6 @@ from pymongo import ASCENDING, DESCENDING, MongoClient, ReplaceOne, UpdateMany
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
-from pymongo.results import BulkWriteResult
 
 from core.breaker import CircuitBreaker, Unavailable
 from core.settings import get_settings
@@ -247,14 +246,8 @@ def bulk_upsert(collection: str, docs: Iterable[dict[str, Any]], db: Database | 
     every statement's cursor open to the command's end); MongoDB does this natively. ``_id`` values
     are strings or ObjectIDs: FerretDB v1 finds any other by reading the whole collection.
     """
-    db = db if db is not None else get_db()
-    totals = {"matched": 0, "upserted": 0, "modified": 0}
-    for result in _bulk_write_chunks(db, collection, (ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs),
-                                     chunk):
-        totals["matched"] += result.matched_count
-        totals["upserted"] += result.upserted_count
-        totals["modified"] += result.modified_count
-    return totals
+    ops = (ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs)
+    return _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk)
 
 
 def replace_collection_start(name: str, db: Database | None = None) -> str:
@@ -693,8 +686,9 @@ def _readers() -> ThreadPoolExecutor:
 
 
 def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Database | None = None,
-               chunk: int = 500, upsert: bool = True) -> None:
-    """Set (upsert) the given fields of many documents by ``_id`` in unordered bulk writes.
+               chunk: int = 500, upsert: bool = True) -> dict[str, int]:
+    """Set (upsert) the given fields of many documents by ``_id`` in unordered bulk writes;
+    returns the documents matched, upserted and modified.
 
     Each statement is an update of *many* documents filtered by ``_id`` alone (so at most one):
     FerretDB v1 keeps the read cursor of every single-document update (``ReplaceOne``,
@@ -706,12 +700,19 @@ def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Dat
     upsert.
     """
     ops = (UpdateMany({"_id": i}, {"$set": fields}, upsert=upsert) for i, fields in fields_by_id.items())
-    _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk)
+    return _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk)
 
 
-def _bulk_write_chunks(db: Database, collection: str, ops: Iterable, chunk: int) -> list[BulkWriteResult]:
-    """Unordered bulk writes of ``chunk`` operations each."""
-    return [db[collection].bulk_write(batch, ordered=False) for batch in iter_batches(iter(ops), chunk)]
+def _bulk_write_chunks(db: Database, collection: str, ops: Iterable, chunk: int) -> dict[str, int]:
+    """Unordered bulk writes of ``chunk`` operations each; the documents matched, upserted and
+    modified over all of them."""
+    totals = {"matched": 0, "upserted": 0, "modified": 0}
+    for batch in iter_batches(iter(ops), chunk):
+        result = db[collection].bulk_write(batch, ordered=False)
+        totals["matched"] += result.matched_count
+        totals["upserted"] += result.upserted_count
+        totals["modified"] += result.modified_count
+    return totals
 
 
 _known_products: dict[tuple[str, str], set[str]] = {}

@@ -361,22 +361,17 @@ INGEST_LEDGER = "ingest_ledger"  # {_id: category, fingerprint, run_id, at}: the
 
 
 def _upserter(collection: str, uri: str, db_name: str, acknowledged):
-    """Each document set by ``_id`` (every field, so the stored one equals it, as a replace would).
-
-    Not a bulk of ``ReplaceOne``: on documents that already exist (a killed load run again) FerretDB
-    v1 keeps each statement's cursor open until the command ends and the bulk hangs the database;
-    ``UpdateMany`` filtered by ``_id`` does not (see core.mongo.set_by_ids)."""
+    """Each document's fields set by ``_id`` (``core.mongo.set_by_ids``): every field, so the stored
+    one equals it, except fields only the live side writes (a history's ``removed`` tombstones),
+    which a replacement would drop."""
     def upsert_partition(rows) -> None:
-        from pymongo import UpdateMany
-
         from core import mongo as m
 
         db = m.get_db(uri, db_name)
         for batch in m.iter_batches((row.asDict(recursive=True) for row in rows), 500):
-            ops = [UpdateMany({"_id": d["_id"]}, {"$set": {k: v for k, v in d.items() if k != "_id"}}, upsert=True)
-                   for d in batch]
-            result = db[collection].bulk_write(ops, ordered=False)
-            acknowledged.add(result.matched_count + result.upserted_count)
+            written = m.set_by_ids(collection, {d["_id"]: {k: v for k, v in d.items() if k != "_id"} for d in batch},
+                                   db=db)
+            acknowledged.add(written["matched"] + written["upserted"])
     return upsert_partition
 
 
