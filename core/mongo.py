@@ -69,7 +69,7 @@ RELOADED = frozenset({"products", "recent_reviews", "product_reviews", "user_his
 PER_MODEL_VERSION = frozenset({"similar_items", "batch_recommendations"})
 POINTER_TTL_S = 1.0  # how long a process trusts a pointer it read
 RETIRE_GRACE_S = 5.0  # a retired generation outlives every cached pointer and in-flight query
-LOCKS = "locks"  # {_id: "<kind>:<user_id>", token, at}: see user_lock
+LOCKS = "locks"  # {_id: "<kind>:<id>", token, at}: see user_lock and writer_lock
 LOCK_STALE_S = 10.0
 DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, replayed_at, ...}: one replay each
 EXCLUSIONS = "exclusions"  # {_id: user_id, items: [{p, t}]}: "not interested", never recommended again
@@ -790,7 +790,7 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     document may be one, which costs a second ``_id`` read only for users with no history yet.
     """
     db = db if db is not None else get_db()
-    with user_lock(history_lock(user_id), db=db):
+    with user_lock(writer_lock(user_id), db=db):
         doc = db[USER_HISTORY].find_one({"_id": user_id})
         if doc is None and is_deleted_user(user_id, db=db):
             return None
@@ -986,7 +986,7 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     as_of = time.time() if as_of is None else float(as_of)
     doc = {"_id": user_id, "items": items, "model_version": model_version,
            "source_event_id": source_event_id, "updated_at": time.time(), "as_of": as_of}
-    with user_lock(list_lock(user_id), db=db):  # read-check-replace by _id, as one step
+    with user_lock(writer_lock(user_id), db=db):  # read-check-replace by _id, as one step
         stored = db[RECOMMENDATIONS].find_one({"_id": user_id}, {"as_of": 1})
         if stored is not None and stored.get("as_of") is not None and float(stored["as_of"]) > as_of:
             return db[RECOMMENDATIONS].find_one({"_id": user_id}) or doc
@@ -994,14 +994,18 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     return doc
 
 
-def history_lock(user_id: str) -> str:
-    """The name of the lock every writer of a user's history holds (:func:`user_lock`)."""
-    return f"history:{user_id}"
+def writer_lock(user_id: str) -> str:
+    """The name of the lock every writer of a user's history or list holds (:func:`user_lock`).
 
-
-def list_lock(user_id: str) -> str:
-    """The name of the lock every writer of a user's list holds (:func:`user_lock`)."""
-    return f"recommendations:{user_id}"
+    One lock for both: the worker's batches write both, and two lock documents per user (taken
+    and released per batch) were ~20% of a batch's time in a drain of distinct users
+    (docs/benchmarks.md). A writer of only one of them (a history change, a Celery re-scoring's
+    list) now also waits for a writer of the other: a few milliseconds, never a cycle, as no
+    holder takes a second lock. Upgrading from the two names (``history:`` and
+    ``recommendations:``) means stopping the old workers and Celery before the new ones start,
+    as the compose deployment does; an old lock left behind by a crash is never read again.
+    """
+    return f"user:{user_id}"
 
 
 def write_recommendations_many(lists: list[dict[str, Any]], as_of: float,
@@ -1011,9 +1015,9 @@ def write_recommendations_many(lists: list[dict[str, Any]], as_of: float,
 
     ``lists`` are ``{"_id": user, "items", "model_version", "source_event_id"}``; ``as_of`` is a
     time when the histories they come from were current. The caller holds every user's
-    :func:`list_lock`, and has since before ``as_of`` (the worker takes them with the history
-    locks): every list writer holds that lock, so no stored list can be newer, and the check of the
-    stored ``as_of`` that :func:`write_recommendations` makes is not needed.
+    :func:`writer_lock`, and has since before ``as_of`` (the worker takes it before it writes the
+    histories): every list writer holds that lock, so no stored list can be newer, and the check
+    of the stored ``as_of`` that :func:`write_recommendations` makes is not needed.
     """
     now, as_of = time.time(), float(as_of)
     docs = {d["_id"]: {**d, "updated_at": now, "as_of": as_of} for d in lists}

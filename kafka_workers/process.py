@@ -174,8 +174,8 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
     product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
     again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
-    # one set of locks (history and list of every user) and one `$in` read per collection for the whole batch
-    with mongo.user_locks([mongo.history_lock(u) for u in by_user] + [mongo.list_lock(u) for u in by_user]):
+    # one lock per user (for history and list, in one insert) and one `$in` read per collection for the whole batch
+    with mongo.user_locks([mongo.writer_lock(u) for u in by_user]):
         docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
             [(mongo.USER_HISTORY, by_user, None), (mongo.EXCLUSIONS, by_user, None),
              (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),
