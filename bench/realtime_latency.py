@@ -340,7 +340,7 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
         while True:  # announced in Redis (what the site checks first), then read from MongoDB
             version = list_state.current(uid, generation)
             if version != announced:
-                doc = db[mongo.RECOMMENDATIONS].find_one({"_id": uid})
+                doc = mongo.get_live_recommendations(uid, db=db)
                 if doc and doc.get("source_event_id") == event_id and version == list_state.version_of(doc):
                     written = float(doc["updated_at"])  # the worker's clock when it began writing lists
                     break

@@ -369,7 +369,7 @@ def check_users_current(events: list, db, model_version: str, top_n: int) -> Non
     want_hist = expected_history(events)
     problems = []
     for user, last in last_event_per_user(events).items():
-        doc = db[mongo.RECOMMENDATIONS].find_one({"_id": user})
+        doc = mongo.get_live_recommendations(user, db=db)
         hist = mongo.user_ratings(user, db=db)
         if doc is None:
             problems.append(f"{user}: no recommendations")

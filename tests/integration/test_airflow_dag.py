@@ -296,7 +296,7 @@ def test_dags_test_runs_every_task_and_publishes_a_model(airflow_venv, scratch_m
     worker = start_worker(worker_env, tmp_path / "worker.log")
     try:
         _publish_in_child(worker_env, RatingEvent(user_id="airflow-test-user", product_id=product, rating=5))
-        recs = wait_until(lambda: db[mongo.RECOMMENDATIONS].find_one({"_id": "airflow-test-user"}), 120,
+        recs = wait_until(lambda: mongo.get_live_recommendations("airflow-test-user", db=db), 120,
                           f"the worker's recommendations\n{worker.log()[-3000:]}")
     finally:
         worker.stop()

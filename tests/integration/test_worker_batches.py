@@ -185,3 +185,34 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
     assert held_at_announce == [{mongo.writer_lock(user)}] * 2  # one lock document for history and list
     assert db[mongo.LOCKS].count_documents({"_id": {"$regex": f"{user}$"}}) == 0
     assert mongo.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
+
+
+def test_lists_are_stored_by_field_and_read_back_as_written(rt_catalog, worker_env):
+    """A batch's list and a single event's list are stored by field (``core.mongo.stored_list``)
+    and read back as the items they announced; a list stored as objects by an earlier version
+    still reads, and a newer stored list that ``write_recommendations`` keeps comes back whole."""
+    from kafka_workers.process import handle_batch, handle_event
+
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=44))
+    users = ["rt-sl-0", "rt-sl-1", "rt-sl-old"]
+    forget_users(db, users)
+    now = time.time() - 20
+    handle_batch([RatingEvent(user_id=users[0], product_id=p[0], rating=5, ts=now)], model)
+    handle_event(RatingEvent(user_id=users[1], product_id=p[1], rating=4, ts=now), model)
+
+    for user in users[:2]:
+        raw = db[mongo.RECOMMENDATIONS].find_one({"_id": user})
+        assert "items" not in raw and len(raw["item_fields"]["product_id"]) == TOP_N
+        items = mongo.get_recommendations(user, db=db)["items"]
+        assert [i["product_id"] for i in items] == raw["item_fields"]["product_id"]
+        assert set(items[0]) == {"product_id", "score", "because"} and items[0]["because"] in p
+
+    old = {"_id": users[2], "items": [{"product_id": p[3], "score": 1.0, "because": p[4]}], "model_version": "v0",
+           "source_event_id": None, "updated_at": time.time(), "as_of": time.time() + 3600}
+    db[mongo.RECOMMENDATIONS].replace_one({"_id": users[2]}, old, upsert=True)
+    assert mongo.get_recommendations(users[2], db=db)["items"] == old["items"]
+    kept = mongo.write_recommendations(users[2], [{"product_id": p[5], "score": 2.0, "because": None}], "v1",
+                                       as_of=time.time(), db=db)  # older than the stored list: kept
+    assert kept["items"] == old["items"]
+    forget_users(db, users)

@@ -1,0 +1,39 @@
+"""``core.mongo.stored_list`` / ``read_list``: a live list is stored by field and read back as the
+same items, in order; a list stored as objects (before that format, or a batch list) reads as is."""
+from __future__ import annotations
+
+import copy
+
+from core import mongo
+
+
+def _doc(items):
+    return {"_id": "u1", "items": items, "model_version": "v1", "source_event_id": "e1",
+            "updated_at": 1.5, "as_of": 1.25}
+
+
+def test_a_list_is_stored_by_field_and_reads_back_the_same():
+    items = [{"product_id": f"p{i}", "score": 1.0 / (i + 1), "because": f"q{i}" if i % 2 else None}
+             for i in range(20)]
+    doc = _doc(items)
+    stored = mongo.stored_list(copy.deepcopy(doc))
+
+    assert "items" not in stored
+    assert stored["item_fields"]["product_id"] == [f"p{i}" for i in range(20)]
+    assert stored["item_fields"]["because"][:2] == [None, "q1"]
+    assert {k: stored[k] for k in ("_id", "model_version", "source_event_id", "updated_at", "as_of")} == \
+        {k: doc[k] for k in ("_id", "model_version", "source_event_id", "updated_at", "as_of")}
+    assert mongo.read_list(copy.deepcopy(stored)) == doc
+
+
+def test_a_popular_list_keeps_its_extra_fields_and_an_empty_list_stays_empty():
+    popular = [{"product_id": "p1", "score": 9.0, "because": None, "title": "Kettle"},
+               {"product_id": "p2", "score": 3.0, "because": None, "title": "Mug"}]
+    assert mongo.read_list(mongo.stored_list(_doc(popular)))["items"] == popular
+    assert mongo.read_list(mongo.stored_list(_doc([])))["items"] == []
+
+
+def test_a_list_stored_as_objects_reads_as_it_is():
+    doc = _doc([{"product_id": "p1", "score": 1.0, "because": "p9"}])
+    assert mongo.read_list(copy.deepcopy(doc)) == doc
+    assert mongo.read_list(None) is None
