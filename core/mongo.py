@@ -984,8 +984,9 @@ def stored_list(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_list(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A stored list with its ``items`` as objects again (:func:`stored_list`); a list stored
-    before that format, and a batch list, already has them."""
+    """A stored list with its ``items`` as objects again (:func:`stored_list`), changed in place
+    (it comes fresh from the driver); a list stored before that format, and a batch list, already
+    has them."""
     if doc is None or "item_fields" not in doc:
         return doc
     fields = doc.pop("item_fields")
@@ -1033,9 +1034,10 @@ def writer_lock(user_id: str) -> str:
     and released per batch) were ~20% of a batch's time in a drain of distinct users
     (docs/benchmarks.md). A writer of only one of them (a history change, a Celery re-scoring's
     list) now also waits for a writer of the other: a few milliseconds, never a cycle, as no
-    holder takes a second lock. Upgrading from the two names (``history:`` and
-    ``recommendations:``) means stopping the old workers and Celery before the new ones start,
-    as the compose deployment does; an old lock left behind by a crash is never read again.
+    holder takes a second lock. The two names of before (``history:`` and ``recommendations:``)
+    do not exclude this one: an upgrade stops every old worker and Celery process before a new
+    one starts, or a user's writes of the two versions could interleave for those moments. An old
+    lock left behind by a crash is never read again.
     """
     return f"user:{user_id}"
 
