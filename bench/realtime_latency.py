@@ -162,15 +162,23 @@ class Workers:
 
 
 def wait_group_ready(group: str, topic: str, members: int, timeout_s: float = 120) -> None:
-    """Until ``members`` consumers of ``group`` share all partitions of ``topic`` (a stable group)."""
+    """Until ``members`` consumers of ``group`` share all partitions of ``topic`` (a stable group).
+
+    A broker started moments before has no group coordinator until it has created its offsets
+    topic (the first lookup asks for it): that answer is waited out like an unstable group."""
     from kafka import KafkaAdminClient
+    from kafka.errors import CoordinatorNotAvailableError
     from core.settings import get_settings
 
     admin = KafkaAdminClient(bootstrap_servers=get_settings().kafka_bootstrap_servers)
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            desc = admin.describe_consumer_groups([group])[0]
+            try:
+                desc = admin.describe_consumer_groups([group])[0]
+            except CoordinatorNotAvailableError:
+                time.sleep(0.2)
+                continue
             if desc.state == "Stable" and len(desc.members) == members:
                 return
             time.sleep(0.2)
