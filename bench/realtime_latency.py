@@ -636,6 +636,9 @@ def main() -> int:
     ap.add_argument("--poll-ms", type=float, default=5.0)
     ap.add_argument("--throughput-events", type=int, default=3000)
     ap.add_argument("--throughput-workers", default="1,2")
+    ap.add_argument("--latency-workers", type=int, default=1,
+                    help="worker processes (consumer-group members) while the latency is measured; "
+                         "docker/docker-compose.yml runs 2")
     ap.add_argument("--controls", action="store_true",
                     help="mix in removed ratings and 'not interested' (a fifth each) and report them per action")
     ap.add_argument("--background-rate", type=float, default=0.0,
@@ -693,10 +696,10 @@ def main() -> int:
         for n_items, (code, label) in [(n, c) for n in (sizes if args.ratings else []) for c in codes]:
             t = time.perf_counter()
             version = publish_model(n_items, args.rank, seed=n_items)
-            workers = Workers(1, work, code)
+            workers = Workers(args.latency_workers, work, code)
             try:
-                wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], get_settings().ratings_topic, 1)
-                print(f"model {n_items} items x rank {args.rank}: published and worker ({label} code) ready in "
+                wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], get_settings().ratings_topic, args.latency_workers)
+                print(f"model {n_items} items x rank {args.rank}: published and {args.latency_workers} worker(s) ({label} code) ready in "
                       f"{time.perf_counter() - t:.1f}s", flush=True)
                 cpu0 = workers.cpu_s()
                 with Background(args.background_rate, args.catalog_docs) as bg:
@@ -709,7 +712,7 @@ def main() -> int:
                     raise RuntimeError("the worker exited during the latency run")
             finally:
                 workers.stop()
-            row.update({"items": n_items, "model_version": version, "code": label,
+            row.update({"items": n_items, "model_version": version, "code": label, "workers": args.latency_workers,
                         "load": os.getloadavg()[0]})
             results["latency"].append(row)
             print(f"  e2e p50 {row['e2e_p50_ms']:.1f} ms, p99 {row['e2e_p99_ms']:.1f} ms "
@@ -767,7 +770,8 @@ def main() -> int:
     print(f"{'design':<34}{'items':>9}{'ratings':>9}{'POST p50':>10}{'POST p99':>10}"
           f"{'e2e p50':>10}{'e2e p99':>10}{'e2e max':>10}")
     for r in results["latency"]:
-        print(f"{'Kafka worker (' + r['code'] + '), rank ' + str(args.rank):<34}{r['items']:>9,}{r['ratings']:>9}"
+        name = f"Kafka worker{'s x' + str(r['workers']) if r.get('workers', 1) > 1 else ''} ({r['code']}), rank {args.rank}"
+        print(f"{name:<34}{r['items']:>9,}{r['ratings']:>9}"
               f"{r['post_p50_ms']:>8.1f}ms{r['post_p99_ms']:>8.1f}ms{r['e2e_p50_ms']:>8.1f}ms"
               f"{r['e2e_p99_ms']:>8.1f}ms{r['e2e_max_ms']:>8.1f}ms"
               + (f"  ({r['timeouts']} not seen in 30 s)" if r["timeouts"] else ""))
