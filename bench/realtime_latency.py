@@ -176,11 +176,10 @@ def wait_group_ready(group: str, topic: str, members: int, timeout_s: float = 12
         while time.monotonic() < deadline:
             try:
                 desc = admin.describe_consumer_groups([group])[0]
+                if desc.state == "Stable" and len(desc.members) == members:
+                    return
             except CoordinatorNotAvailableError:
-                time.sleep(0.2)
-                continue
-            if desc.state == "Stable" and len(desc.members) == members:
-                return
+                pass  # no coordinator yet: asked again below, like an unstable group
             time.sleep(0.2)
     finally:
         admin.close()
