@@ -135,10 +135,11 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     also tells a fresh event from one a worker saw before; only those (redeliveries, rare) are read
     back from ``ratings``: a processed one is a duplicate and changes nothing, one stored but not
     processed (a worker died) is finished here. The ratings are inserted last, already processed,
-    in one insert: marking each stored rating processed was one FerretDB write transaction per
-    event, ~45% of a batch's time (docs/benchmarks.md). A crash before that insert leaves the
-    offsets uncommitted; the redelivery finds its claims, reads no rating and applies the batch
-    again, which repeats nothing that counts (every step is idempotent). A reload that switched
+    in one insert, once the lists are announced, while the locks are released: marking each stored rating
+    processed was one FerretDB write transaction per event, ~45% of a batch's time
+    (docs/benchmarks.md). A crash before that insert leaves the offsets uncommitted; the
+    redelivery finds its claims, reads no rating and applies the batch again, which repeats
+    nothing that counts (every step is idempotent). A reload that switched
     the histories' generation while the batch wrote them gets the batch's changes in the new one
     (``_after_reload``), which a ratings-first order used to leave to the reload's replay.
 
@@ -174,8 +175,9 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
     product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
     again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
-    # one lock per user (for history and list, in one insert) and one `$in` read per collection for the whole batch
-    with mongo.user_locks([mongo.writer_lock(u) for u in by_user]):
+    # one lock per user (for history and list, in one insert; released from a thread while the
+    # ratings are inserted and the next poll comes) and one `$in` read per collection for the whole batch
+    with mongo.user_locks([mongo.writer_lock(u) for u in by_user], release_later=True):
         docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
             [(mongo.USER_HISTORY, by_user, None), (mongo.EXCLUSIONS, by_user, None),
              (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),
@@ -220,16 +222,17 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
         histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
         stored = _write_with_lists(histories, excluded, model, new_histories, new_exclusions,
                                    {u: batch[by_user[u][-1]].event_id for u in histories})
-        version_of_user = {u: d["model_version"] for u, d in stored.items()}
-        applied = [i for user in histories for i in by_user[user]]
-        now = time.time()
-        docs_out = [{**mongo.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
-                     "model_version": version_of_user[batch[i].user_id]} for i in applied]
-        earlier = mongo.store_ratings(docs_out)  # stored before (by a worker that died): mark those processed
-        mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in docs_out if d["_id"] in earlier})
-        # announced last: a page that sees the new list (Redis first) finds its ratings processed;
-        # and still under the locks, whose release is then one write fewer before the list shows
+        # announced under the locks, so a re-scoring that waits for one announces its list after
+        # ours; and before the ratings' insert, one write fewer between the rating and its list
+        # (a client that sees its rating processed finds its list announced, as in `handle`)
         list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
+    version_of_user = {u: d["model_version"] for u, d in stored.items()}
+    applied = [i for user in histories for i in by_user[user]]
+    now = time.time()
+    docs_out = [{**mongo.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
+                 "model_version": version_of_user[batch[i].user_id]} for i in applied]
+    earlier = mongo.store_ratings(docs_out)  # stored before (by a worker that died): mark those processed
+    mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in docs_out if d["_id"] in earlier})
     _after_reload(db, history_generation, [batch[i] for i in applied], histories_written)
     for i in applied:
         outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))

@@ -152,7 +152,9 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
         rt_catalog, worker_env, monkeypatch):
     """The round trips a one-event batch saves: a user with a history cannot be a deleted account,
     so ``deleted_users`` is read only for users without one; and the list is announced while the
-    batch still holds the user's locks (their release is not between the rating and the page)."""
+    batch still holds the user's locks, before the ratings' insert (neither the release nor that
+    insert is between the rating and the page). The locks are released from a thread, waited for
+    by the process's next batch."""
     from core import list_state
     from kafka_workers.process import handle_batch
 
@@ -160,7 +162,7 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=43))
     user = "rt-bd-0"
     forget_users(db, [user])
-    read, held_at_announce = [], []
+    read, held_at_announce, stored_at_announce = [], [], []
     find_many, announce_many = mongo.find_by_ids_many, list_state.announce_many
 
     def spy_reads(requests, db=None):
@@ -170,6 +172,7 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
 
     def spy_announce(versions):
         held_at_announce.append({d["_id"] for d in db[mongo.LOCKS].find({"_id": {"$regex": f"{user}$"}})})
+        stored_at_announce.append(db[mongo.RATINGS].count_documents({"user_id": user}))
         return announce_many(versions)
 
     monkeypatch.setattr(mongo, "find_by_ids_many", spy_reads)
@@ -183,6 +186,9 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
     assert [o.status for o in first + second] == ["processed", "processed"]
     assert [c for c, _ in read if c == mongo.DELETED_USERS] == []  # has a history: not looked up
     assert held_at_announce == [{mongo.writer_lock(user)}] * 2  # one lock document for history and list
+    assert stored_at_announce == [0, 1]  # each batch's rating is inserted after its announcement
+    assert db[mongo.RATINGS].count_documents({"user_id": user, "state": "processed"}) == 2
+    mongo.settle_lock_release()  # the second batch's release, sent from a thread
     assert db[mongo.LOCKS].count_documents({"_id": {"$regex": f"{user}$"}}) == 0
     assert mongo.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
 
