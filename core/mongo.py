@@ -29,13 +29,11 @@ model and its lists at once.
 """
 from __future__ import annotations
 
-import logging
 import math
-import os
 import random
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterable, Iterator
@@ -49,8 +47,6 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 from core.breaker import CircuitBreaker, Unavailable
 from core.settings import get_settings
 from core.thread_pools import thread_pool
-
-log = logging.getLogger(__name__)
 
 PRODUCTS = "products"
 # The batch reviews of the data's newest weeks, for the trending fallback (core/popular.py). Every
@@ -583,7 +579,6 @@ def user_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> It
     filter by ``_id`` alone, the only filter FerretDB v1 answers without a scan. A holder that died
     leaves a lock older than ``LOCK_STALE_S``, which the next writer removes.
     """
-    settle_lock_release()
     db = db if db is not None else get_db()
     token = uuid.uuid4().hex
     _acquire(name, token, time.monotonic() + wait_s, wait_s, db)
@@ -612,8 +607,7 @@ def _acquire(name: str, token: str, deadline: float, wait_s: float, db: Database
 
 
 @contextmanager
-def user_locks(names: Iterable[str], db: Database | None = None, wait_s: float = 30.0,
-               release_later: bool = False) -> Iterator[None]:
+def user_locks(names: Iterable[str], db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
     """:func:`user_lock` for many names at once (the worker's batches): one ``insert_many``.
 
     When another writer holds some of them, everything taken is given back and the names are
@@ -621,14 +615,7 @@ def user_locks(names: Iterable[str], db: Database | None = None, wait_s: float =
     circle (a single :func:`user_lock` holder waits for nothing while it holds). Released with one
     ``delete_many`` by ``_id`` and token (a scan of ``locks`` on FerretDB v1: it holds only the
     locks held at that moment).
-
-    ``release_later``: when the block ends without an error, the release is sent from a
-    background thread and this returns at once (the worker's next poll and claim overlap it);
-    this process's next :func:`user_locks` waits for it first (:func:`settle_lock_release`), so
-    the process never finds its own locks in its way. Another process may wait for them one
-    round trip longer. After an error the release is sent before the error goes on, as without it.
     """
-    settle_lock_release()
     db = db if db is not None else get_db()
     names = sorted(set(names))
     token, held = uuid.uuid4().hex, []
@@ -647,43 +634,9 @@ def user_locks(names: Iterable[str], db: Database | None = None, wait_s: float =
                     _acquire(n, token, deadline, wait_s, db)
                     held.append(n)
         yield
-        if release_later and held:
-            global _releasing
-            _releasing = (os.getpid(), _lock_releases().submit(_release, db, held, token))
-            held = []
     finally:
         if held:
-            _release(db, held, token)
-
-
-def _release(db: Database, names: list[str], token: str) -> None:
-    db[LOCKS].delete_many({"_id": {"$in": names}, "token": token})
-
-
-_releasing: tuple[int, Future] | None = None  # (pid, the release user_locks sent last from a thread)
-
-
-def _lock_releases() -> ThreadPoolExecutor:
-    """One thread: releases are sent in the order they were handed over."""
-    return thread_pool("lock-release", 1)
-
-
-def settle_lock_release() -> None:
-    """Wait for the lock release this process sent from a thread (``user_locks(release_later=True)``).
-
-    A release that failed (MongoDB went away) is logged and left: its locks go stale after
-    ``LOCK_STALE_S`` and the next writer removes them, as after a crash. A forked child does not
-    wait for its parent's thread (it has none).
-    """
-    global _releasing
-    pending, _releasing = _releasing, None
-    if pending is None or pending[0] != os.getpid():
-        return
-    try:
-        pending[1].result()
-    except PyMongoError as exc:
-        log.warning("lock release failed (%s: %s); the locks go stale in %.0fs", exc.__class__.__name__, exc,
-                    LOCK_STALE_S)
+            db[LOCKS].delete_many({"_id": {"$in": held}, "token": token})
 
 
 IN_CHUNK = 1000  # ids per `$in` query: the most the FerretDB build of bin/services pushes down to the index

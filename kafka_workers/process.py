@@ -135,7 +135,7 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     also tells a fresh event from one a worker saw before; only those (redeliveries, rare) are read
     back from ``ratings``: a processed one is a duplicate and changes nothing, one stored but not
     processed (a worker died) is finished here. The ratings are inserted last, already processed,
-    in one insert, once the lists are announced, while the locks are released: marking each stored rating
+    in one insert, once the lists are announced and the locks released: marking each stored rating
     processed was one FerretDB write transaction per event, ~45% of a batch's time
     (docs/benchmarks.md). A crash before that insert leaves the offsets uncommitted; the
     redelivery finds its claims, reads no rating and applies the batch again, which repeats
@@ -175,9 +175,8 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
     product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
     again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
-    # one lock per user (for history and list, in one insert; released from a thread while the
-    # ratings are inserted and the next poll comes) and one `$in` read per collection for the whole batch
-    with mongo.user_locks([mongo.writer_lock(u) for u in by_user], release_later=True):
+    # one lock per user (for history and list, in one insert) and one `$in` read per collection for the whole batch
+    with mongo.user_locks([mongo.writer_lock(u) for u in by_user]):
         docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
             [(mongo.USER_HISTORY, by_user, None), (mongo.EXCLUSIONS, by_user, None),
              (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),

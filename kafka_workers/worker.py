@@ -33,7 +33,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 from threadpoolctl import threadpool_limits
 
-from core import cancellation, kafka_io, mongo
+from core import cancellation, kafka_io
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from kafka_workers import metrics
@@ -389,7 +389,6 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
                     log.info("stats %s", snap)
         commit(consumer, pending)
     finally:
-        mongo.settle_lock_release()  # the last batch's locks, released from a thread
         consumer.close(autocommit=False)
         log.info("worker %s stopped: %s", name, stats.counts)
     return stats

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-from pymongo.errors import DuplicateKeyError
 
 from core import mongo, recommend
 from core.events import RatingEvent
@@ -158,34 +157,3 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     doc = mongo.get_recommendations(user, db=db)
     assert doc["source_event_id"] == newer.event_id, "Celery's list from the older history replaced the worker's"
     assert p[1] not in {i["product_id"] for i in doc["items"]}
-
-
-def test_locks_released_from_a_thread_hold_until_gone_and_an_error_releases_them_at_once(rt_catalog, monkeypatch):
-    """``user_locks(release_later=True)`` (the worker's batches): the block returns before the
-    release is written, the locks stay exclusive until it is, the process's next taker waits for
-    it instead of finding them held, and a block that fails releases them before the error goes on."""
-    db = rt_catalog.db
-    names = ["test-release:a", "test-release:b"]
-    db[mongo.LOCKS].delete_many({"_id": {"$in": names}})
-    gate, release = threading.Event(), mongo._release
-    monkeypatch.setattr(mongo, "_release", lambda *a: (gate.wait(10), release(*a)))
-    slow_path = []
-    acquire = mongo._acquire
-    monkeypatch.setattr(mongo, "_acquire", lambda *a: (slow_path.append(a[0]), acquire(*a)))
-
-    with mongo.user_locks(names, db=db, release_later=True):
-        pass
-    assert db[mongo.LOCKS].count_documents({"_id": {"$in": names}}) == 2  # not released yet
-    with pytest.raises(DuplicateKeyError):  # and still exclusive for any other writer
-        db[mongo.LOCKS].insert_one({"_id": names[0], "token": "another", "at": time.time()})
-    threading.Timer(0.2, gate.set).start()
-    t0 = time.monotonic()
-    with mongo.user_locks(names, db=db):  # waits for its own release, then takes them in one insert
-        assert time.monotonic() - t0 >= 0.15
-    assert slow_path == [] and db[mongo.LOCKS].count_documents({"_id": {"$in": names}}) == 0
-
-    with pytest.raises(RuntimeError):
-        with mongo.user_locks(names, db=db, release_later=True):
-            raise RuntimeError("a batch failed")
-    assert db[mongo.LOCKS].count_documents({"_id": {"$in": names}}) == 0
-    mongo.settle_lock_release()  # nothing pending: returns at once

@@ -153,8 +153,7 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
     """The round trips a one-event batch saves: a user with a history cannot be a deleted account,
     so ``deleted_users`` is read only for users without one; and the list is announced while the
     batch still holds the user's locks, before the ratings' insert (neither the release nor that
-    insert is between the rating and the page). The locks are released from a thread, waited for
-    by the process's next batch."""
+    insert is between the rating and the page)."""
     from core import list_state
     from kafka_workers.process import handle_batch
 
@@ -188,7 +187,6 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
     assert held_at_announce == [{mongo.writer_lock(user)}] * 2  # one lock document for history and list
     assert stored_at_announce == [0, 1]  # each batch's rating is inserted after its announcement
     assert db[mongo.RATINGS].count_documents({"user_id": user, "state": "processed"}) == 2
-    mongo.settle_lock_release()  # the second batch's release, sent from a thread
     assert db[mongo.LOCKS].count_documents({"_id": {"$regex": f"{user}$"}}) == 0
     assert mongo.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
 
