@@ -139,8 +139,8 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     processed was one FerretDB write transaction per event, ~45% of a batch's time
     (docs/benchmarks.md). A crash before that insert leaves the offsets uncommitted; the
     redelivery finds its claims, reads no rating and applies the batch again, which repeats
-    nothing that counts (every step is idempotent). A reload that switched
-    the histories' generation while the batch wrote them gets the batch's changes in the new one
+    nothing that counts (every step is idempotent). A reload that switched the histories'
+    generation while the batch wrote them gets the batch's changes in the new one
     (``_after_reload``), which a ratings-first order used to leave to the reload's replay.
 
     Raises on any error; the worker then handles the batch one event at a time (retries, dead
