@@ -61,7 +61,7 @@ def get_producer() -> KafkaProducer:
         delivery_timeout_ms=timeout_ms,  # >= request_timeout_ms + linger_ms, as kafka-python requires
         max_block_ms=timeout_ms,  # waiting for metadata (the broker is unreachable) counts too
         client_id="amazon-recommender",
-        # kafka-python's own sensors, read by nothing here: ~0.1 of a send's ~0.9 ms of CPU (docs/benchmarks.md)
+        # kafka-python's own sensors, read by nothing here: ~0.1 ms of a send's ~0.9 ms of CPU (docs/benchmarks.md)
         metrics_enabled=False,
     )
 

@@ -223,13 +223,12 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
                                    {u: batch[by_user[u][-1]].event_id for u in histories})
         # announced under the locks, so a re-scoring that waits for one announces its list after
         # ours; and before the ratings' insert, one write fewer between the rating and its list
-        # (a client that sees its rating processed finds its list announced, as in `handle`)
+        # (a client that sees its rating processed finds its list announced, as in `handle_event`)
         list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
-    version_of_user = {u: d["model_version"] for u, d in stored.items()}
     applied = [i for user in histories for i in by_user[user]]
     now = time.time()
     docs_out = [{**mongo.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
-                 "model_version": version_of_user[batch[i].user_id]} for i in applied]
+                 "model_version": stored[batch[i].user_id]["model_version"]} for i in applied]
     earlier = mongo.store_ratings(docs_out)  # stored before (by a worker that died): mark those processed
     mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in docs_out if d["_id"] in earlier})
     _after_reload(db, history_generation, [batch[i] for i in applied], histories_written)
