@@ -56,6 +56,7 @@ def apply_action(event: RatingEvent) -> dict[str, float] | None:
     if event.action == events.NOT_INTERESTED:
         history = mongo.history_unless_deleted(event.user_id)
         if history is not None:
+            _may_have_exclusions(event.user_id)
             mongo.add_exclusion(event.user_id, event.product_id, event.ts)
         return history
     return mongo.add_to_history(event.user_id, event.product_id, event.rating, event.ts)
@@ -121,6 +122,35 @@ class _PopularOnce:
         return self.items[:limit]
 
 
+# Users this process saw with no "not interested" item, per database: a batch reads no exclusions
+# for them, one of a rating's six MongoDB commands before its list. It holds because the worker that
+# owns a user's partition writes all of their exclusions: the site publishes "not interested" to
+# the ratings topic keyed by user, a dead letter is replayed the same way, and deleting an account
+# only removes them. A rebalance forgets it all (the user may have been another worker's for a
+# while). Were a list still to carry an excluded product, the site drops it when it shows the list.
+_no_exclusions: dict[str, set[str]] = {}
+NO_EXCLUSIONS_MAX = 500_000  # users remembered per process (~50 MB), then it starts again
+
+
+def _users_without_exclusions(db) -> set[str]:
+    known = _no_exclusions.get(db.name)
+    if known is None or len(known) > NO_EXCLUSIONS_MAX:
+        _no_exclusions.clear()
+        known = _no_exclusions[db.name] = set()
+    return known
+
+
+def _may_have_exclusions(user_id: str) -> None:
+    """Before writing a user's exclusion: read them again next time."""
+    for known in _no_exclusions.values():
+        known.discard(user_id)
+
+
+def forget_users_without_exclusions() -> None:
+    """On a rebalance: another worker may have written exclusions for users this one saw."""
+    _no_exclusions.clear()
+
+
 def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]:
     """Process the valid events of one poll together; one outcome per event, in order.
 
@@ -175,10 +205,12 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
     product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
     again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
+    no_exclusions = _users_without_exclusions(db)
     # one lock per user (for history and list, in one insert) and one `$in` read per collection for the whole batch
     with mongo.user_locks([mongo.writer_lock(u) for u in by_user]):
         docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
-            [(mongo.USER_HISTORY, by_user, None), (mongo.EXCLUSIONS, by_user, None),
+            [(mongo.USER_HISTORY, by_user, None),
+             (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions], None),
              (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),
              (mongo.RATINGS, again, {"state": 1})])
         known = mongo.existing_products(product_ids, db=db, found=products)
@@ -218,6 +250,10 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
                 new_exclusions[user] = {"items": mongo.exclusion_items(exclusions)}
             histories[user] = {pid: r for pid, (r, _t) in ratings.items()}
             excluded[user] = set(exclusions)
+            if exclusions:  # before the write: one that fails half-way leaves them to be read again
+                _may_have_exclusions(user)
+            else:
+                no_exclusions.add(user)
         histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
         stored = _write_with_lists(histories, excluded, model, new_histories, new_exclusions,
                                    {u: batch[by_user[u][-1]].event_id for u in histories})

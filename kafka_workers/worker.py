@@ -38,7 +38,8 @@ from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from kafka_workers import metrics
 from kafka_workers.model_holder import ModelHolder
-from kafka_workers.process import Outcome, dead_letter_payload, handle, handle_batch
+from kafka_workers.process import (Outcome, dead_letter_payload, forget_users_without_exclusions, handle,
+                                   handle_batch)
 
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0
@@ -62,7 +63,8 @@ def max_poll_interval_ms() -> int:
 
 
 class CommitOnRevoke(ConsumerRebalanceListener):
-    """On a rebalance, commit what is processed before the partitions go, and forget the rest.
+    """On a rebalance, commit what is processed before the partitions go, and forget the rest
+    (and which users had no exclusions: ``kafka_workers.process``).
 
     kafka-python calls this inside ``poll()`` before the member rejoins, while it still owns the
     partitions: a commit that failed earlier (the group was already rebalancing) gets its last
@@ -87,6 +89,7 @@ class CommitOnRevoke(ConsumerRebalanceListener):
             self.pending.pop(tp, None)
 
     def on_partitions_assigned(self, assigned) -> None:
+        forget_users_without_exclusions()  # a user may have been another worker's meanwhile
         log.info("rebalance: assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 

@@ -191,6 +191,58 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
     assert mongo.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
 
 
+def test_a_batch_reads_exclusions_only_for_users_it_has_not_seen_without_them(rt_catalog, worker_env, monkeypatch):
+    """A user this worker saw with no "not interested" item is not looked up in ``exclusions``
+    again, until the worker writes one for them (batched or one event at a time) or a rebalance
+    may have given them to another worker; a product they excluded never comes back."""
+    from core import recommend
+    from kafka_workers.process import handle, handle_batch
+    from kafka_workers.worker import CommitOnRevoke
+
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=47))
+    user, other = "rt-bx-0", "rt-bx-1"
+    forget_users(db, [user, other])
+    read = []
+    find_many = mongo.find_by_ids_many
+
+    def spy_reads(requests, db=None):
+        requests = [(c, list(ids), proj) for c, ids, proj in requests]
+        read.extend(ids for c, ids, _ in requests if c == mongo.EXCLUSIONS and ids)
+        return find_many(requests, db=db)
+
+    def batch(*events: RatingEvent) -> list[str]:
+        read.clear()
+        assert [o.status for o in handle_batch(list(events), model)] == ["processed"] * len(events)
+        return sorted(u for ids in read for u in ids)
+
+    def items(u: str) -> list[str]:
+        return [i["product_id"] for i in mongo.get_recommendations(u, db=db)["items"]]
+
+    monkeypatch.setattr(mongo, "find_by_ids_many", spy_reads)
+    now = time.time() - 50
+    assert batch(RatingEvent(user_id=user, product_id=p[0], rating=5, ts=now),
+                 RatingEvent(user_id=other, product_id=p[1], rating=4, ts=now)) == [user, other]
+    assert batch(RatingEvent(user_id=user, product_id=p[2], rating=4, ts=now + 1)) == []  # seen without any
+    unwanted = items(user)[0]
+    assert batch(RatingEvent(user_id=user, product_id=unwanted, rating=0, ts=now + 2, action=NOT_INTERESTED)) == []
+    assert unwanted not in items(user)
+    history = {p[0]: 5.0, p[2]: 4.0, p[3]: 5.0}
+    assert unwanted in [i["product_id"] for i in recommend.recommend(model, history, n=TOP_N)]  # would come back
+    assert batch(RatingEvent(user_id=user, product_id=p[3], rating=5, ts=now + 3)) == [user]  # has one: read
+    assert unwanted not in items(user) and mongo.exclusions(user, db=db) == {unwanted}
+
+    assert batch(RatingEvent(user_id=other, product_id=p[4], rating=3, ts=now + 4)) == []
+    handle(RatingEvent(user_id=other, product_id=p[5], rating=0, ts=now + 5, action=NOT_INTERESTED).to_bytes(), model)
+    assert batch(RatingEvent(user_id=other, product_id=p[6], rating=3, ts=now + 6)) == [other]  # written one at a time
+
+    forget_users(db, [other])
+    assert batch(RatingEvent(user_id=other, product_id=p[7], rating=3, ts=now + 7)) == [other]
+    assert batch(RatingEvent(user_id=other, product_id=p[8], rating=3, ts=now + 8)) == []
+    CommitOnRevoke({}).on_partitions_assigned(set())  # a rebalance: the user may have moved meanwhile
+    assert batch(RatingEvent(user_id=other, product_id=p[9], rating=3, ts=now + 9)) == [other]
+
+
 def test_lists_are_stored_by_field_and_read_back_as_written(rt_catalog, worker_env):
     """A batch's list and a single event's list are stored by field (``core.mongo.stored_list``)
     and read back as the items they announced; a list stored as objects by an earlier version
