@@ -22,7 +22,11 @@ Latency (one rating at a time, like a person clicking): for each catalog size a 
 
 and the clock stops when ``recommendations.<user>`` in MongoDB carries the rating's event id as
 ``source_event_id`` and its version is announced in Redis (``core.list_state``: what ``GET
-/api/recommendations/`` and the page check first); both are polled every ``--poll-ms``. Every 50th rating is also read back through ``GET /api/recommendations/``.
+/api/recommendations/`` and the page check first). The loop reads Redis, then MongoDB, whenever the
+announcement may have changed: ``--wait notify`` (the default) wakes it on Redis's keyspace
+notification for the user's key, so the time is not rounded up to the next poll and the loop takes
+no CPU from the two cores while it waits; ``--wait poll`` reads every ``--poll-ms`` (the figures
+in docs/benchmarks.md before 2026-12-03). Every 50th rating is also read back through ``GET /api/recommendations/``.
 
 Throughput: ``--throughput-events`` events are published in one burst (pipelined, acks=all) to
 fresh topics while 1 and then 2 worker processes consume; events/s = events / time until the
@@ -305,7 +309,36 @@ class PublishRater:
         return event.event_id
 
 
-def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, warmup: int,
+def announcement_waiter(mode: str, poll_s: float):
+    """``wait(key, deadline)``: returns once the Redis key may have changed, or at the deadline.
+
+    ``poll`` sleeps ``poll_s``. ``notify`` subscribes once to the keyspace notifications of every
+    list key of this run (``notify-keyspace-events`` set on the local Redis) and returns on a
+    notification for ``key``; one that came before the caller's read only makes it read again.
+    """
+    if mode == "poll":
+        return lambda key, deadline: time.sleep(poll_s)
+    import redis
+
+    from core import list_state
+    from core.settings import get_settings
+
+    r = redis.Redis.from_url(get_settings().redis_url)  # no socket timeout: it blocks while it waits
+    r.config_set("notify-keyspace-events", "K$")  # keyspace events of string commands (SET)
+    prefix = f"__keyspace@{r.connection_pool.connection_kwargs.get('db', 0)}__:"
+    subscription = r.pubsub(ignore_subscribe_messages=True)
+    subscription.psubscribe(prefix + list_state.key("*", "*"))
+
+    def wait(key: str, deadline: float) -> None:
+        channel = (prefix + key).encode()
+        while (left := deadline - time.perf_counter()) > 0:
+            message = subscription.get_message(timeout=left)
+            if message is not None and message["channel"] == channel:
+                return
+    return wait
+
+
+def measure_latency(rater, n_ratings: int, pool: int, wait, seed: int, warmup: int,
                     controls: bool = False) -> dict:
     """Sequential ratings; POST time and POST-to-readable time for each.
 
@@ -355,7 +388,7 @@ def measure_latency(rater, n_ratings: int, pool: int, poll_s: float, seed: int, 
             if time.perf_counter() > deadline:
                 timeouts += 1
                 break
-            time.sleep(poll_s)
+            wait(list_state.key(uid, generation), deadline)
         t1 = time.perf_counter()
         if i >= warmup:
             post_ms.append((t_post - t0) * 1000)
@@ -632,6 +665,8 @@ def main() -> int:
     ap.add_argument("--catalog-docs", type=int, default=5000,
                     help="products in MongoDB, the pool ratings are drawn from (default 5000)")
     ap.add_argument("--via", choices=("http", "publish"), default="http")
+    ap.add_argument("--wait", choices=("notify", "poll"), default="notify",
+                    help="how the latency loop learns of a new list: Redis keyspace notification, or a read every --poll-ms")
     ap.add_argument("--poll-ms", type=float, default=5.0)
     ap.add_argument("--throughput-events", type=int, default=3000)
     ap.add_argument("--throughput-workers", default="1,2")
@@ -670,7 +705,7 @@ def main() -> int:
     all_topics = list(_topic_names())
     machine = _machine()
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "via": args.via,
-                     "rank": args.rank, "catalog_docs": args.catalog_docs, "poll_ms": args.poll_ms,
+                     "rank": args.rank, "catalog_docs": args.catalog_docs, "wait": args.wait, "poll_ms": args.poll_ms,
                      "latency": [], "throughput": [], "backlog": [], "round_trips": [], "background_rate": args.background_rate}
     print(f"run {run_id}: {machine['cpus']} CPUs ({machine['cpu']}), load {machine['loadavg_start']}, "
           f"via {args.via}, MongoDB {get_settings().mongo_uri}{get_settings().mongo_db}", flush=True)
@@ -692,6 +727,7 @@ def main() -> int:
             rater = PublishRater(args.users)
         codes = [(ROOT, "this")] + ([(Path(args.compare_code), args.compare_label or Path(args.compare_code).name)]
                                     if args.compare_code else [])
+        wait = announcement_waiter(args.wait, args.poll_ms / 1000) if args.ratings else None
         for n_items, (code, label) in [(n, c) for n in (sizes if args.ratings else []) for c in codes]:
             t = time.perf_counter()
             version = publish_model(n_items, args.rank, seed=n_items)
@@ -702,7 +738,7 @@ def main() -> int:
                       f"{time.perf_counter() - t:.1f}s", flush=True)
                 cpu0 = workers.cpu_s()
                 with Background(args.background_rate, args.catalog_docs) as bg:
-                    row = measure_latency(rater, args.ratings, args.catalog_docs, args.poll_ms / 1000, n_items,
+                    row = measure_latency(rater, args.ratings, args.catalog_docs, wait, n_items,
                                           args.warmup, controls=args.controls)
                 row["background_sent"] = bg.sent
                 row["worker_cpu_ms_per_event"] = (workers.cpu_s() - cpu0) * 1000 / (
@@ -764,7 +800,8 @@ def main() -> int:
     print(f"Real-time path, {time.strftime('%Y-%m-%d %H:%M')}, {machine['cpus']} CPUs, "
           f"load average {machine['loadavg_start'][0]:.1f} at start / {results['machine']['loadavg_end'][0]:.1f} at end")
     how = "HTTP POST /api/ratings/ (gunicorn)" if args.via == "http" else "core.kafka_io.publish_rating"
-    print(f"latency from {how} to recommendations readable by the site (MongoDB + version in Redis; poll {args.poll_ms:g} ms), "
+    waited = "woken by Redis keyspace notifications" if args.wait == "notify" else f"poll {args.poll_ms:g} ms"
+    print(f"latency from {how} to recommendations readable by the site (MongoDB + version in Redis; {waited}), "
           f"one rating at a time")
     print(f"{'design':<34}{'items':>9}{'ratings':>9}{'POST p50':>10}{'POST p99':>10}"
           f"{'e2e p50':>10}{'e2e p99':>10}{'e2e max':>10}")
