@@ -324,7 +324,10 @@ def announcement_waiter(mode: str, poll_s: float):
     from core.settings import get_settings
 
     r = redis.Redis.from_url(get_settings().redis_url)  # no socket timeout: it blocks while it waits
-    r.config_set("notify-keyspace-events", "K$")  # keyspace events of string commands (SET)
+    try:
+        r.config_set("notify-keyspace-events", "K$")  # keyspace events of string commands (SET)
+    except redis.ResponseError as exc:  # a managed Redis may refuse CONFIG
+        raise SystemExit(f"--wait notify needs CONFIG SET on Redis ({exc}); use --wait poll") from exc
     prefix = f"__keyspace@{r.connection_pool.connection_kwargs.get('db', 0)}__:"
     subscription = r.pubsub(ignore_subscribe_messages=True)
     subscription.psubscribe(prefix + list_state.key("*", "*"))
