@@ -40,6 +40,7 @@ answered after a constant 10 s; it is printed as the reference line.
 from __future__ import annotations
 
 import argparse
+import atexit
 import http.client
 import json
 import os
@@ -325,9 +326,11 @@ def announcement_waiter(mode: str, poll_s: float):
 
     r = redis.Redis.from_url(get_settings().redis_url)  # no socket timeout: it blocks while it waits
     try:
+        before = r.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
         r.config_set("notify-keyspace-events", "K$")  # keyspace events of string commands (SET)
     except redis.ResponseError as exc:  # a managed Redis may refuse CONFIG
         raise SystemExit(f"--wait notify needs CONFIG SET on Redis ({exc}); use --wait poll") from exc
+    atexit.register(r.config_set, "notify-keyspace-events", before)  # every SET publishes while on
     prefix = f"__keyspace@{r.connection_pool.connection_kwargs.get('db', 0)}__:"
     subscription = r.pubsub(ignore_subscribe_messages=True)
     subscription.psubscribe(prefix + list_state.key("*", "*"))
