@@ -58,3 +58,22 @@ def test_postgres_url(monkeypatch, scheme):
     assert (db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], str(db["PORT"])) == (
         "recsite", "recsite", "p@ss", "db.example", "5433")
     assert db["CONN_MAX_AGE"] == 60
+
+
+def test_sqlite_commits_without_a_sync_each(monkeypatch, tmp_path, django_db_blocker):
+    """Each rating's submission record is one commit: in SQLite's rollback journal with
+    synchronous=FULL that costs several fsyncs (a third of POST /api/ratings/ here)."""
+    from django.db.utils import ConnectionHandler
+
+    db = _databases(monkeypatch, f"sqlite:///{tmp_path / 'site.sqlite3'}")
+    connection = ConnectionHandler({"default": db})["default"]
+    with django_db_blocker.unblock():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA journal_mode")
+                journal = cursor.fetchone()[0]
+                cursor.execute("PRAGMA synchronous")
+                synchronous = cursor.fetchone()[0]
+        finally:
+            connection.close()
+    assert (journal, synchronous) == ("wal", 1)  # WAL, NORMAL: synced at checkpoints
