@@ -107,10 +107,10 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # Each rating's submission record is a commit. SQLite's rollback journal with synchronous=FULL
-    # makes that several fsyncs, a third of POST /api/ratings/ on our machines; in WAL with NORMAL
-    # only checkpoints sync (and readers no longer block the writer). A power cut may then lose the
-    # last commits: the rating is already in Kafka, and a retry with its key publishes the same
-    # event id, which a worker stores once.
+    # syncs several times per commit (0.8 ms here, against 0.02 ms in WAL with NORMAL, where only
+    # checkpoints sync), and its commits wait for every reader; in WAL readers do not block the
+    # writer. A power cut may lose the last commits: the rating is already in Kafka, and a retry
+    # with its key publishes the same event id, which a worker stores once.
     DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"
 
 _CACHE = {

@@ -62,7 +62,7 @@ def test_postgres_url(monkeypatch, scheme):
 
 def test_sqlite_commits_without_a_sync_each(monkeypatch, tmp_path, django_db_blocker):
     """Each rating's submission record is one commit: in SQLite's rollback journal with
-    synchronous=FULL that costs several fsyncs (a third of POST /api/ratings/ here)."""
+    synchronous=FULL that costs several fsyncs, and it waits for every reader."""
     from django.db.utils import ConnectionHandler
 
     db = _databases(monkeypatch, f"sqlite:///{tmp_path / 'site.sqlite3'}")
