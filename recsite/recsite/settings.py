@@ -110,8 +110,12 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # syncs several times per commit (0.8 ms here, against 0.02 ms in WAL with NORMAL, where only
     # checkpoints sync), and its commits wait for every reader; in WAL readers do not block the
     # writer. A power cut may lose the last commits: the rating is already in Kafka, and a retry
-    # with its key publishes the same event id, which a worker stores once.
-    DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"
+    # with its key publishes the same event id, which a worker stores once. A transaction begun
+    # deferred that reads, then writes (update_or_create), fails at once ("database is locked", in
+    # either journal mode) if another connection writes meanwhile; begun IMMEDIATE, it takes the
+    # write lock first, and others wait their turn (up to the 5 s busy timeout).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", transaction_mode="IMMEDIATE")
 
 _CACHE = {
     "BACKEND": "django_redis.cache.RedisCache",

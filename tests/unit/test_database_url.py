@@ -77,3 +77,49 @@ def test_sqlite_commits_without_a_sync_each(monkeypatch, tmp_path, django_db_blo
         finally:
             connection.close()
     assert (journal, synchronous) == ("wal", 1)  # WAL, NORMAL: synced at checkpoints
+
+
+def test_sqlite_read_then_write_survives_a_concurrent_commit(monkeypatch, tmp_path, django_db_blocker):
+    """``update_or_create`` reads, then writes, in one transaction. Begun deferred, that write fails
+    at once ("database is locked", no waiting) if another connection wrote meanwhile, in WAL and in
+    the rollback journal alike; begun IMMEDIATE, the other connection waits its turn instead."""
+    import threading
+
+    from django.db.utils import ConnectionHandler
+
+    db = _databases(monkeypatch, f"sqlite:///{tmp_path / 'site.sqlite3'}")
+    connections = ConnectionHandler({"default": db})  # one connection per thread
+    monkeypatch.setattr("django.db.transaction.connections", connections)  # atomic() on this database
+    read, errors = threading.Event(), []
+
+    def other_writer() -> None:
+        read.wait(5)
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("INSERT INTO t VALUES ('other')")
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections["default"].close()
+
+    with django_db_blocker.unblock():
+        connection = connections["default"]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("CREATE TABLE t (name TEXT)")
+            other = threading.Thread(target=other_writer)
+            other.start()
+            from django.db import transaction
+
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM t")
+                read.set()
+                other.join(0.3)  # the other commits now, unless it must wait for this transaction
+                cursor.execute("INSERT INTO t VALUES ('this')")
+            other.join(5)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT name FROM t ORDER BY name")
+                names = [row[0] for row in cursor.fetchall()]
+        finally:
+            connection.close()
+    assert errors == [] and names == ["other", "this"]
