@@ -60,13 +60,17 @@ def test_postgres_url(monkeypatch, scheme):
     assert db["CONN_MAX_AGE"] == 60
 
 
+def _sqlite_connections(monkeypatch, tmp_path):
+    """Django connections (one per thread) to a SQLite file as the settings configure them."""
+    from django.db.utils import ConnectionHandler
+
+    return ConnectionHandler({"default": _databases(monkeypatch, f"sqlite:///{tmp_path / 'site.sqlite3'}")})
+
+
 def test_sqlite_commits_without_a_sync_each(monkeypatch, tmp_path, django_db_blocker):
     """Each rating's submission record is one commit: in SQLite's rollback journal with
     synchronous=FULL that costs several fsyncs, and it waits for every reader."""
-    from django.db.utils import ConnectionHandler
-
-    db = _databases(monkeypatch, f"sqlite:///{tmp_path / 'site.sqlite3'}")
-    connection = ConnectionHandler({"default": db})["default"]
+    connection = _sqlite_connections(monkeypatch, tmp_path)["default"]
     with django_db_blocker.unblock():
         try:
             with connection.cursor() as cursor:
@@ -85,10 +89,9 @@ def test_sqlite_read_then_write_survives_a_concurrent_commit(monkeypatch, tmp_pa
     the rollback journal alike; begun IMMEDIATE, the other connection waits its turn instead."""
     import threading
 
-    from django.db.utils import ConnectionHandler
+    from django.db import transaction
 
-    db = _databases(monkeypatch, f"sqlite:///{tmp_path / 'site.sqlite3'}")
-    connections = ConnectionHandler({"default": db})  # one connection per thread
+    connections = _sqlite_connections(monkeypatch, tmp_path)
     monkeypatch.setattr("django.db.transaction.connections", connections)  # atomic() on this database
     read, errors = threading.Event(), []
 
@@ -109,8 +112,6 @@ def test_sqlite_read_then_write_survives_a_concurrent_commit(monkeypatch, tmp_pa
                 cursor.execute("CREATE TABLE t (name TEXT)")
             other = threading.Thread(target=other_writer)
             other.start()
-            from django.db import transaction
-
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute("SELECT count(*) FROM t")
                 read.set()
