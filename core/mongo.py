@@ -466,10 +466,8 @@ def get_products(product_ids: list[str], db: Database | None = None) -> dict[str
 
 
 def product_exists(product_id: str, db: Database | None = None) -> bool:
-    """Whether the live catalog holds the product: read once per catalog generation and process
-    (:func:`existing_products`), so the site's rating POST does not read it again for a product
-    rated before: its only MongoDB read, 12-13% of a POST's time in a profile (docs/benchmarks.md)."""
-    return str(product_id) in existing_products([str(product_id)], db=db)
+    db = db if db is not None else get_db()
+    return db[PRODUCTS].find_one({"_id": str(product_id)}, {"_id": 1}) is not None
 
 
 def product_reviews(product_id: str, page: int = 1, db: Database | None = None) -> tuple[list[dict], int]:
@@ -722,7 +720,7 @@ _known_products: dict[tuple[str, str], set[str]] = {}
 
 def existing_products(product_ids: Iterable[str], db: Database | None = None,
                       found: dict[str, dict] | None = None) -> set[str]:
-    """Which of these products the live catalog holds (:func:`product_exists` for a batch).
+    """Which of these products the live catalog holds (the worker's ``product_exists`` for a batch).
 
     A product once found is remembered per database and catalog generation: products change only
     by a reload, which writes a new generation (see :func:`get_db`), so a remembered id is never

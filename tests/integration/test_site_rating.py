@@ -224,29 +224,3 @@ def test_version_redis_got_wrong_is_corrected_from_mongodb(site, user_client, ra
     assert list_state.current(_uid(user), cache_generation()) is None  # forgotten, not believed again
     client.get("/api/recommendations/")
     assert list_state.current(_uid(user), cache_generation()) == truth  # remembered from MongoDB
-
-
-def test_a_product_rated_before_is_not_read_again(site, user_client, make_user, client, ratings_probe, monkeypatch):
-    """The rating POST's only MongoDB read, whether the product exists, is done once per catalog
-    generation and process: a second rating of the product (another shopper's) does not read it."""
-    from pymongo.collection import Collection
-
-    first, _ = user_client
-    product = site.order("Musical Instruments")[5]
-    assert first.post("/api/ratings/", {"product_id": product, "rating": 4},
-                      content_type="application/json").status_code == 202
-    find = Collection.find
-
-    def no_catalog_read(self, *args, **kwargs):
-        assert not self.name.startswith("products"), f"the catalog read again: {self.name} {args}"
-        return find(self, *args, **kwargs)
-
-    monkeypatch.setattr(Collection, "find", no_catalog_read)
-    client.force_login(make_user())
-    mark = ratings_probe.mark()
-    assert client.post("/api/ratings/", {"product_id": product, "rating": 5},
-                       content_type="application/json").status_code == 202
-    assert ratings_probe.count_since(mark) == 1
-    monkeypatch.undo()
-    unknown = client.post("/api/ratings/", {"product_id": "NO-SUCH-PRODUCT", "rating": 5}, content_type="application/json")
-    assert unknown.status_code == 400 and ratings_probe.count_since(mark) == 1
