@@ -134,13 +134,17 @@ def publish_model(n_items: int, rank: int, seed: int = 0) -> str:
 class Workers:
     """``python -m kafka_workers.worker`` processes with this run's environment."""
 
-    def __init__(self, n: int, log_dir: Path, code: Path = ROOT) -> None:
-        """``code``: the checkout whose worker runs (another commit's, for a same-run comparison)."""
+    def __init__(self, n: int, log_dir: Path, code: Path = ROOT, trace_dir: Path | None = None) -> None:
+        """``code``: the checkout whose worker runs (another commit's, for a same-run comparison);
+        ``trace_dir``: run them as ``bench.worker_trace``, each recording its batches and MongoDB
+        commands there (this checkout's bench; the worker's code is ``code``'s)."""
         self.procs = []
+        command, env = ["-m", "kafka_workers.worker"], {**os.environ, "LOG_LEVEL": "INFO", "PYTHONPATH": str(code)}
+        if trace_dir is not None:  # by its path: `code` may be a checkout without it
+            command, env["WORKER_TRACE_DIR"] = [str(ROOT / "bench" / "worker_trace.py")], str(trace_dir)
         for i in range(n):
             log = open(log_dir / f"worker-{time.time_ns()}-{i}.log", "ab")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "kafka_workers.worker"], cwd=code,
-                                               env={**os.environ, "LOG_LEVEL": "INFO", "PYTHONPATH": str(code)},
+            self.procs.append(subprocess.Popen([sys.executable, *command], cwd=code, env=env,
                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
     def alive(self) -> bool:
@@ -610,6 +614,8 @@ def measure_round_trips(counter: CommandCounter, n_events: int, pool: int, workl
 class Background:
     """Ratings of other users at ``rate`` per second, published while the latency is measured."""
 
+    USER_PREFIX = "bg-"  # 2,000 of them
+
     def __init__(self, rate: float, pool: int) -> None:
         import threading
 
@@ -626,7 +632,8 @@ class Background:
         producer, topic = kafka_io.get_producer(), get_settings().ratings_topic
         start = time.perf_counter()
         while not self.stop_event.is_set():
-            e = RatingEvent(user_id=f"bg-{int(rng.integers(2000))}", product_id=item_id(int(rng.integers(self.pool))),
+            e = RatingEvent(user_id=f"{self.USER_PREFIX}{int(rng.integers(2000))}",
+                            product_id=item_id(int(rng.integers(self.pool))),
                             rating=int(rng.integers(1, 6)))
             producer.send(topic, key=e.key, value=e.to_bytes())
             self.sent += 1
@@ -694,6 +701,9 @@ def main() -> int:
     ap.add_argument("--compare-label", help="its name in the table (default: the folder's name)")
     ap.add_argument("--round-trips", type=int, default=0,
                     help="events handled in this process by both paths, counting MongoDB commands (0: skip)")
+    ap.add_argument("--trace", action="store_true",
+                    help="the latency run's workers record their batches and MongoDB commands (bench/worker_trace.py); "
+                         "prints where a measured rating's time went")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -737,7 +747,8 @@ def main() -> int:
         for n_items, (code, label) in [(n, c) for n in (sizes if args.ratings else []) for c in codes]:
             t = time.perf_counter()
             version = publish_model(n_items, args.rank, seed=n_items)
-            workers = Workers(args.latency_workers, work, code)
+            trace_dir = work / f"trace-{n_items}-{label}" if args.trace else None
+            workers = Workers(args.latency_workers, work, code, trace_dir)
             try:
                 wait_group_ready(os.environ["KAFKA_WORKER_GROUP"], get_settings().ratings_topic, args.latency_workers)
                 print(f"model {n_items} items x rank {args.rank}: published and {args.latency_workers} worker(s) ({label} code) ready in "
@@ -764,6 +775,13 @@ def main() -> int:
                 print(f"  rating -> list write begins p50 {sp['to_list_p50_ms']:.1f} ms, then -> readable p50 "
                       f"{sp['after_list_p50_ms']:.1f} ms; the slowest 1%: {sp['slowest_1pct_to_list_ms']:.1f} + "
                       f"{sp['slowest_1pct_after_list_ms']:.1f} ms", flush=True)
+            if trace_dir is not None:  # the measured users' one-event batches, per worker process
+                from bench import worker_trace
+
+                row["trace"] = [worker_trace.summary(f, lambda user: not user.startswith(Background.USER_PREFIX))
+                                for f in sorted(trace_dir.glob("worker-*.jsonl"))]
+                for t in row["trace"]:
+                    worker_trace.print_summary(t)
             shutil.rmtree(artifacts / "models" / version, ignore_errors=True)
         if args.throughput_events:
             publish_model(min(sizes), args.rank, seed=1)

@@ -1,0 +1,42 @@
+"""bench/worker_trace.py's summary: which wait a rating had before its batch, and its batch's commands."""
+import json
+
+from bench import worker_trace
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_summary_tells_a_busy_worker_from_an_idle_one(tmp_path):
+    trace = tmp_path / "worker-1.jsonl"
+    _write(trace, [
+        # another user's batch 100.000-100.010; ours was made at 100.004 and waited for it
+        {"kind": "batch", "t0": 100.000, "t1": 100.010, "ts": [99.998], "users": ["bg-1"]},
+        {"kind": "command", "name": "insert", "collection": "event_claims", "t0": 100.001, "us": 5000, "ok": True},
+        {"kind": "batch", "t0": 100.011, "t1": 100.019, "ts": [100.004], "users": ["bench-user-1"]},
+        {"kind": "command", "name": "insert", "collection": "event_claims", "t0": 100.012, "us": 600, "ok": True},
+        {"kind": "command", "name": "update", "collection": "recommendations", "t0": 100.015, "us": 900, "ok": True},
+        # made at 101.000 with nothing running: 2 ms of Kafka
+        {"kind": "batch", "t0": 101.002, "t1": 101.008, "ts": [101.000], "users": ["bench-user-2"]},
+        {"kind": "command", "name": "insert", "collection": "event_claims", "t0": 101.003, "us": 400, "ok": True},
+        # two events in one batch: not a one-event batch, left out
+        {"kind": "batch", "t0": 102.000, "t1": 102.020, "ts": [101.990, 101.995], "users": ["bench-user-3", "bg-2"]},
+    ])
+    s = worker_trace.summary(trace, lambda user: not user.startswith("bg-"))
+    assert s["events"] == 5 and s["batches"] == 4
+    assert s["measured_batches"] == 2
+    assert s["pickup_busy_ms"]["n"] == 1 and abs(s["pickup_busy_ms"]["p50"] - 7.0) < 1e-6
+    assert s["pickup_idle_ms"]["n"] == 1 and abs(s["pickup_idle_ms"]["p50"] - 2.0) < 1e-6
+    claims = s["commands_ms"]["insert event_claims"]
+    assert claims["share_of_batches"] == 1.0
+    assert abs(claims["p50"] - 0.5) < 1e-9  # 0.6 and 0.4; not the other user's 5 ms
+    assert s["commands_ms"]["update recommendations"]["share_of_batches"] == 0.5
+    assert s["sequences"][0]["share"] == 0.5
+    assert abs(s["busy_share"] - (0.010 + 0.008 + 0.006 + 0.020) / 2.020) < 1e-3
+
+
+def test_summary_of_an_empty_trace(tmp_path):
+    trace = tmp_path / "worker-2.jsonl"
+    trace.write_text("")
+    assert worker_trace.summary(trace, lambda user: True) == {}
