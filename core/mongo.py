@@ -617,26 +617,52 @@ def user_locks(names: Iterable[str], db: Database | None = None, wait_s: float =
     locks held at that moment).
     """
     db = db if db is not None else get_db()
-    names = sorted(set(names))
-    token, held = uuid.uuid4().hex, []
+    names, token = sorted(set(names)), uuid.uuid4().hex
+    take_locks(names, token, db=db, wait_s=wait_s)
     try:
-        if names:
-            try:
-                now = time.time()
-                db[LOCKS].insert_many([{"_id": n, "token": token, "at": now} for n in names], ordered=False)
-                held = names
-            except BulkWriteError as exc:
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
-                db[LOCKS].delete_many({"_id": {"$in": names}, "token": token})
-                deadline = time.monotonic() + wait_s
-                for n in names:
-                    _acquire(n, token, deadline, wait_s, db)
-                    held.append(n)
         yield
     finally:
-        if held:
-            db[LOCKS].delete_many({"_id": {"$in": held}, "token": token})
+        release_locks(names, token, db=db)
+
+
+def take_locks(names: Iterable[str], token: str, db: Database | None = None, wait_s: float = 30.0,
+               wait: bool = True) -> bool:
+    """Take the locks ``names`` under ``token`` (:func:`user_locks`, which gives them back).
+
+    With ``wait=False``, returns False instead of waiting when another writer holds one of them,
+    having taken none: a caller that holds other locks gives those back before it waits, so that
+    two such callers never wait on each other in a circle.
+    """
+    db = db if db is not None else get_db()
+    names = sorted(set(names))
+    if not names:
+        return True
+    try:
+        now = time.time()
+        db[LOCKS].insert_many([{"_id": n, "token": token, "at": now} for n in names], ordered=False)
+        return True
+    except BulkWriteError as exc:
+        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+            raise
+    release_locks(names, token, db=db)
+    if not wait:
+        return False
+    deadline, taken = time.monotonic() + wait_s, []
+    try:
+        for n in names:
+            _acquire(n, token, deadline, wait_s, db)
+            taken.append(n)
+    except BaseException:
+        release_locks(taken, token, db=db)
+        raise
+    return True
+
+
+def release_locks(names: Iterable[str], token: str, db: Database | None = None) -> None:
+    """Give back the locks of :func:`take_locks` (those of ``names`` this token holds)."""
+    names = list(names)
+    if names:
+        (db if db is not None else get_db())[LOCKS].delete_many({"_id": {"$in": names}, "token": token})
 
 
 IN_CHUNK = 1000  # ids per `$in` query: the most the FerretDB build of bin/services pushes down to the index

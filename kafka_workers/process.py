@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from core import cancellation, events, list_state, mongo, recommend
@@ -151,7 +152,64 @@ def forget_users_without_exclusions() -> None:
     _no_exclusions.clear()
 
 
-def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]:
+@dataclass
+class Tail:
+    """What the worker's batches leave to do once their lists are announced, done for many batches
+    at once by :func:`finish`: give their users' locks back and insert their ratings.
+
+    Those were two of a one-event batch's seven commands, ~2 ms of its ~7-9 (traced with
+    bench/worker_trace.py), and the next rating waited for them. Kept here instead, the locks stay
+    taken (a later batch of the same users takes only the others) and the ratings wait, for at most
+    ``TAIL_MAX_S`` (less while the worker is idle, or its offsets are due for a commit), and always
+    before anything that must see them: a commit (commit-after-write), a rebalance, an account's
+    deletion, the one-at-a-time path. Other writers of those users (a Celery re-scoring) wait that
+    much longer for the lock. A crash before :func:`finish` leaves the offsets uncommitted: the
+    redelivery finds its claims, reads no rating and applies the batches again, as after a crash
+    before the ratings' insert; the locks go stale (``core.mongo.LOCK_STALE_S``, far above
+    ``TAIL_MAX_S``). State is real: held locks, waiting rows.
+    """
+
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    locks: set[str] = field(default_factory=set)
+    ratings: list[dict[str, Any]] = field(default_factory=list)
+    reloads: list[tuple[str, list[RatingEvent], float]] = field(default_factory=list)  # for _after_reload
+    opened: float | None = None  # time.monotonic() when it stopped being empty
+
+    def __bool__(self) -> bool:
+        return bool(self.locks or self.ratings or self.reloads)
+
+    def open(self) -> None:
+        if self.opened is None:
+            self.opened = time.monotonic()
+
+    def due(self) -> bool:
+        """Kept for ``TAIL_MAX_S`` already: the worker finishes it before its next poll."""
+        return self.opened is not None and time.monotonic() - self.opened >= TAIL_MAX_S
+
+
+TAIL_MAX_S = 0.2  # how long a batch's locks and ratings may wait for :func:`finish`
+
+
+def finish(tail: Tail) -> None:
+    """Do what :class:`Tail` holds: locks given back, then the ratings inserted (already
+    processed; those stored before by a worker that died marked processed), then the check for a
+    reload that switched the histories under those batches. Raises on a MongoDB error, keeping what
+    is not done yet (the locks go stale if it never is)."""
+    db = mongo.get_db()
+    if tail.locks:
+        mongo.release_locks(tail.locks, tail.token, db=db)
+        tail.locks.clear()
+    if tail.ratings:
+        earlier = mongo.store_ratings(tail.ratings)  # stored before (by a worker that died): mark those processed
+        mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in tail.ratings if d["_id"] in earlier})
+        tail.ratings.clear()
+    while tail.reloads:
+        _after_reload(db, *tail.reloads[0])
+        tail.reloads.pop(0)
+    tail.opened = None
+
+
+def handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail | None = None) -> list[Outcome]:
     """Process the valid events of one poll together; one outcome per event, in order.
 
     The same effects as :func:`handle` of each event in turn, with MongoDB's round trips per user
@@ -173,10 +231,23 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     generation while the batch wrote them gets the batch's changes in the new one
     (``_after_reload``), which a ratings-first order used to leave to the reload's replay.
 
+    With a ``tail`` (the worker's), the locks are given back and the ratings inserted later, for
+    many batches at once (:class:`Tail`); without one, before this returns.
+
     Raises on any error; the worker then handles the batch one event at a time (retries, dead
     letters). Accounts deleted in this batch are handled one event at a time (rare, and
     ``delete_account`` must come between that user's events exactly where it was sent).
     """
+    own_tail = tail is None
+    tail = Tail() if tail is None else tail
+    try:
+        return _handle_batch(batch, model, tail)
+    finally:
+        if own_tail:
+            finish(tail)
+
+
+def _handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(batch)
     cancelled, seen_before = cancellation.claim_batch([e.event_id for e in batch]) if batch else (set(), set())
     seen: set[str] = set()
@@ -193,6 +264,8 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
         if e.user_id in deleting:
             continue
         by_user.setdefault(e.user_id, []).append(i)
+    if deleting:  # what the batches before left first: nothing of theirs may come after a deletion
+        finish(tail)
     for i, e in enumerate(batch):  # one at a time, in order, for accounts deleted in this batch
         if outcomes[i] is None and e.user_id in deleting:
             outcomes[i] = handle_event(e, model)
@@ -204,73 +277,87 @@ def handle_batch(batch: list[RatingEvent], model: Model | None) -> list[Outcome]
     db = mongo.get_db()
     history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
     product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
-    again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
+    kept = {d["_id"] for d in tail.ratings}  # processed by an earlier batch, not inserted yet: duplicates
+    again = [batch[i].event_id for ids in by_user.values() for i in ids
+             if batch[i].event_id in seen_before and batch[i].event_id not in kept]
     no_exclusions = _users_without_exclusions(db)
     # one lock per user (for history and list, in one insert) and one `$in` read per collection for the whole batch
-    with mongo.user_locks([mongo.writer_lock(u) for u in by_user]):
-        docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
-            [(mongo.USER_HISTORY, by_user, None),
-             (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions], None),
-             (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),
-             (mongo.RATINGS, again, {"state": 1})])
-        known = mongo.existing_products(product_ids, db=db, found=products)
-        # a deleted account has no history (as in handle): only users without one are looked up
-        deleted = set(mongo.find_by_ids(mongo.DELETED_USERS, [u for u in by_user if u not in docs], {"_id": 1}, db=db))
-        for user, ids in list(by_user.items()):
+    _take_locks(tail, {mongo.writer_lock(u) for u in by_user}, db)
+    docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
+        [(mongo.USER_HISTORY, by_user, None),
+         (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions], None),
+         (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),
+         (mongo.RATINGS, again, {"state": 1})])
+    known = mongo.existing_products(product_ids, db=db, found=products)
+    # a deleted account has no history (as in handle): only users without one are looked up
+    deleted = set(mongo.find_by_ids(mongo.DELETED_USERS, [u for u in by_user if u not in docs], {"_id": 1}, db=db))
+    for user, ids in list(by_user.items()):
+        for i in ids:
+            if batch[i].product_id not in known:
+                outcomes[i] = Outcome(batch[i], "dead-letter", f"unknown product {batch[i].product_id}")
+            elif batch[i].event_id in kept or stored_before.get(batch[i].event_id, {}).get("state") == "processed":
+                outcomes[i] = Outcome(batch[i], "duplicate")  # a redelivery: it changes nothing
+            # stored but not processed: a worker died before writing the list; finish the job now
+        by_user[user] = [i for i in ids if outcomes[i] is None]
+        if not by_user[user]:
+            del by_user[user]  # nothing of this user to apply: no history or list written
+    new_histories, new_exclusions = {}, {}
+    for user, ids in by_user.items():
+        if user in deleted:  # the account was deleted: keep nothing of it
             for i in ids:
-                if batch[i].product_id not in known:
-                    outcomes[i] = Outcome(batch[i], "dead-letter", f"unknown product {batch[i].product_id}")
-                elif stored_before.get(batch[i].event_id, {}).get("state") == "processed":
-                    outcomes[i] = Outcome(batch[i], "duplicate")  # a redelivery: it changes nothing
-                # stored but not processed: a worker died before writing the list; finish the job now
-            by_user[user] = [i for i in ids if outcomes[i] is None]
-            if not by_user[user]:
-                del by_user[user]  # nothing of this user to apply: no history or list written
-        new_histories, new_exclusions = {}, {}
-        for user, ids in by_user.items():
-            if user in deleted:  # the account was deleted: keep nothing of it
-                for i in ids:
-                    mongo.drop_event(batch[i].event_id)  # stored by a worker that died, if at all
-                    outcomes[i] = Outcome(batch[i], "dropped", "account deleted")
-                continue
-            ratings, removed = mongo.history_entries(docs.get(user))
-            exclusions = mongo.exclusion_entries(exclusion_docs.get(user))
-            changed, excl_changed = False, False  # a new user gets a document with their first rating
-            for i in ids:
-                e = batch[i]
-                if e.action == events.NOT_INTERESTED:
-                    if e.product_id not in exclusions:
-                        exclusions[e.product_id], excl_changed = float(e.ts), True
-                else:
-                    rating = None if e.action == events.UNRATE else float(e.rating)
-                    changed = mongo.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
-            if changed:
-                new_histories[user] = mongo.history_doc(user, ratings, removed)
-            if excl_changed:
-                new_exclusions[user] = {"items": mongo.exclusion_items(exclusions)}
-            histories[user] = {pid: r for pid, (r, _t) in ratings.items()}
-            excluded[user] = set(exclusions)
-            if exclusions:  # before the write: one that fails half-way leaves them to be read again
-                _may_have_exclusions(user)
+                mongo.drop_event(batch[i].event_id)  # stored by a worker that died, if at all
+                outcomes[i] = Outcome(batch[i], "dropped", "account deleted")
+            continue
+        ratings, removed = mongo.history_entries(docs.get(user))
+        exclusions = mongo.exclusion_entries(exclusion_docs.get(user))
+        changed, excl_changed = False, False  # a new user gets a document with their first rating
+        for i in ids:
+            e = batch[i]
+            if e.action == events.NOT_INTERESTED:
+                if e.product_id not in exclusions:
+                    exclusions[e.product_id], excl_changed = float(e.ts), True
             else:
-                no_exclusions.add(user)
-        histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
-        stored = _write_with_lists(histories, excluded, model, new_histories, new_exclusions,
-                                   {u: batch[by_user[u][-1]].event_id for u in histories})
-        # announced under the locks, so a re-scoring that waits for one announces its list after
-        # ours; and before the ratings' insert, one write fewer between the rating and its list
-        # (a client that sees its rating processed finds its list announced, as in `handle_event`)
-        list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
+                rating = None if e.action == events.UNRATE else float(e.rating)
+                changed = mongo.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
+        if changed:
+            new_histories[user] = mongo.history_doc(user, ratings, removed)
+        if excl_changed:
+            new_exclusions[user] = {"items": mongo.exclusion_items(exclusions)}
+        histories[user] = {pid: r for pid, (r, _t) in ratings.items()}
+        excluded[user] = set(exclusions)
+        if exclusions:  # before the write: one that fails half-way leaves them to be read again
+            _may_have_exclusions(user)
+        else:
+            no_exclusions.add(user)
+    histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
+    stored = _write_with_lists(histories, excluded, model, new_histories, new_exclusions,
+                               {u: batch[by_user[u][-1]].event_id for u in histories})
+    # announced under the locks, so a re-scoring that waits for one announces its list after
+    # ours; and before the ratings' insert, one write fewer between the rating and its list
+    # (a client that sees its rating processed finds its list announced, as in `handle_event`)
+    list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
     applied = [i for user in histories for i in by_user[user]]
     now = time.time()
-    docs_out = [{**mongo.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
-                 "model_version": stored[batch[i].user_id]["model_version"]} for i in applied]
-    earlier = mongo.store_ratings(docs_out)  # stored before (by a worker that died): mark those processed
-    mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in docs_out if d["_id"] in earlier})
-    _after_reload(db, history_generation, [batch[i] for i in applied], histories_written)
+    tail.ratings += [{**mongo.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
+                      "model_version": stored[batch[i].user_id]["model_version"]} for i in applied]
+    tail.reloads.append((history_generation, [batch[i] for i in applied], histories_written))
     for i in applied:
         outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))
     return outcomes  # type: ignore[return-value]
+
+
+def _take_locks(tail: Tail, names: set[str], db) -> None:
+    """The writer locks of a batch's users, into ``tail``: those it holds already are kept; when
+    another writer holds one of the others, everything ``tail`` holds is finished first, so this
+    worker never waits while it holds a lock (two of them never wait on each other in a circle)."""
+    wanted = names - tail.locks
+    tail.open()
+    if not mongo.take_locks(wanted, tail.token, db=db, wait=False):
+        finish(tail)  # gives back every lock it held, this batch's users' too
+        wanted = names
+        tail.open()
+        mongo.take_locks(wanted, tail.token, db=db)
+    tail.locks |= wanted
 
 
 LIST_CHUNK = 100  # users whose lists are computed while the ones before them are written

@@ -38,8 +38,8 @@ from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from kafka_workers import metrics
 from kafka_workers.model_holder import ModelHolder
-from kafka_workers.process import (Outcome, dead_letter_payload, forget_users_without_exclusions, handle,
-                                   handle_batch)
+from kafka_workers.process import (Outcome, Tail, dead_letter_payload, finish, forget_users_without_exclusions,
+                                   handle, handle_batch)
 
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0
@@ -69,15 +69,18 @@ class CommitOnRevoke(ConsumerRebalanceListener):
     kafka-python calls this inside ``poll()`` before the member rejoins, while it still owns the
     partitions: a commit that failed earlier (the group was already rebalancing) gets its last
     chance, so the next owner does not redo work; what cannot be committed is dropped (the next
-    owner redelivers it, and processing is idempotent). State is real: the worker's pending offsets.
+    owner redelivers it, and processing is idempotent). The batches' tail is finished first
+    (commit-after-write), and its locks given back before another member takes the users over.
+    State is real: the worker's pending offsets and its batches' tail.
     """
 
-    def __init__(self, pending: dict[TopicPartition, OffsetAndMetadata]) -> None:
+    def __init__(self, pending: dict[TopicPartition, OffsetAndMetadata], tail: Tail | None = None) -> None:
         self.pending = pending
+        self.tail = tail if tail is not None else Tail()
         self.consumer: KafkaConsumer | None = None
 
     def on_partitions_revoked(self, revoked) -> None:
-        done = {tp: meta for tp, meta in self.pending.items() if tp in revoked}
+        done = {tp: meta for tp, meta in self.pending.items() if tp in revoked} if finish_tail(self.tail) else {}
         if done and self.consumer is not None:
             try:
                 self.consumer.commit(done, timeout_ms=COMMIT_TIMEOUT_MS)
@@ -111,9 +114,10 @@ def commit_every_s() -> float:
     return max(0, int(os.environ.get("WORKER_COMMIT_EVERY_MS", "").strip() or 200)) / 1000
 
 
-def make_consumer(pending: dict[TopicPartition, OffsetAndMetadata] | None = None) -> KafkaConsumer:
+def make_consumer(pending: dict[TopicPartition, OffsetAndMetadata] | None = None,
+                  tail: Tail | None = None) -> KafkaConsumer:
     """A group member of the ratings topic; ``pending`` (the offsets waiting for a commit) is what
-    its rebalance listener commits when partitions are revoked."""
+    its rebalance listener commits when partitions are revoked, once ``tail`` is finished."""
     s = get_settings()
     consumer = KafkaConsumer(
         bootstrap_servers=s.kafka_bootstrap_servers,
@@ -128,7 +132,7 @@ def make_consumer(pending: dict[TopicPartition, OffsetAndMetadata] | None = None
         fetch_max_wait_ms=50,  # low latency: answer a poll as soon as one event is there
         metrics_enabled=False,  # kafka-python's own sensors: read by nothing here, 3% of a worker's CPU
     )
-    listener = CommitOnRevoke(pending if pending is not None else {})
+    listener = CommitOnRevoke(pending if pending is not None else {}, tail)
     listener.consumer = consumer
     consumer.subscribe([s.ratings_topic], listener=listener)
     return consumer
@@ -193,6 +197,30 @@ def commit(consumer: KafkaConsumer, pending: dict[TopicPartition, OffsetAndMetad
     return True
 
 
+def finish_tail(tail: Tail) -> bool:
+    """Finish what the handled batches left (``process.Tail``); False when MongoDB refused, which
+    is logged: the rest is kept for the next try, and no offset may be committed until then."""
+    if not tail:
+        return True
+    try:
+        finish(tail)
+        return True
+    except Exception as exc:  # noqa: BLE001 - an outage, most likely: kept, retried, never lost
+        log.warning("the handled batches' locks and ratings not written (%s: %s); will retry",
+                    exc.__class__.__name__, str(exc)[:200])
+        return False
+
+
+def finish_tail_or_wait(tail: Tail, stop: threading.Event) -> bool:
+    """:func:`finish_tail`, retried with back-off for as long as it fails; False if stopped first."""
+    delay = 0.2
+    while not finish_tail(tail):
+        if stop.wait(delay):
+            return False
+        delay = min(delay * 2, 5.0)
+    return True
+
+
 def publish_stats(name: str, snapshot: dict) -> None:
     try:
         import redis
@@ -249,7 +277,7 @@ def send_dead_letter(record, outcome: Outcome, attempts: int) -> None:
     log.warning("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, outcome.reason)
 
 
-def _handle_batch(records: list, holder: ModelHolder, stop: threading.Event) -> list[Outcome] | None:
+def _handle_batch(records: list, holder: ModelHolder, stop: threading.Event, tail: Tail) -> list[Outcome] | None:
     """One outcome per record (in order) for a whole poll, or None when the batch must be handled
     one message at a time instead: an outage, or an exception anywhere in the batch (a poison
     message: the per-message path retries each message and dead-letters the one at fault, and
@@ -262,7 +290,7 @@ def _handle_batch(records: list, holder: ModelHolder, stop: threading.Event) -> 
         except InvalidEvent as exc:
             outcomes[i] = Outcome(None, "dead-letter", str(exc))
     try:  # the batch claims its events first (core.cancellation): a cancelled one is skipped
-        for i, outcome in zip(valid, handle_batch(list(valid.values()), holder.model)):
+        for i, outcome in zip(valid, handle_batch(list(valid.values()), holder.model, tail)):
             outcomes[i] = outcome
     except Exception as exc:  # noqa: BLE001 - an outage or a poison message: the per-message path copes
         log.warning("batch of %d messages failed (%s: %s); handling them one at a time", len(records),
@@ -338,7 +366,8 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     holder.refresh(force=True)
     stats = Stats()
     pending: dict[TopicPartition, OffsetAndMetadata] = {}
-    consumer = make_consumer(pending)
+    tail = Tail()  # the handled batches' lock release and ratings insert, done when idle or before a commit
+    consumer = make_consumer(pending, tail)
     budget_s = max_poll_interval_ms() / 1000 / 2
     log.info("worker %s consuming %s as group %s (model %s)", name, get_settings().ratings_topic, group_id(),
              holder.version)
@@ -347,14 +376,18 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
         while not stop.is_set():
             metrics.loop_turned()
             holder.refresh()
-            if pending and (idle or time.monotonic() - committed_at >= commit_every_s()):
+            if (pending or tail) and (idle or time.monotonic() - committed_at >= commit_every_s()):
+                if not finish_tail_or_wait(tail, stop):  # first: commit-after-write
+                    break
                 commit(consumer, pending)  # the batches handled since the last commit (or a failed one)
                 committed_at = time.monotonic()
+            elif tail.due() and not finish_tail_or_wait(tail, stop):  # locks held and ratings kept long enough
+                break
             batches = consumer.poll(timeout_ms=200)
             idle = not batches
             polled_at, over_budget = time.monotonic(), False
             records = [r for rs in batches.values() for r in rs]
-            outcomes = _handle_batch(records, holder, stop) if batch_max() > 1 and records else None
+            outcomes = _handle_batch(records, holder, stop, tail) if batch_max() > 1 and records else None
             if outcomes is not None:
                 for outcome in outcomes:
                     stats.add(outcome.status, outcome.latency_s)
@@ -362,6 +395,8 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
                 for tp, rs in batches.items():
                     pending[tp] = OffsetAndMetadata(rs[-1].offset + 1, "", -1)
                 batches = {}  # done (committed at the top of the loop): the per-message loop below has nothing left
+            elif batches and not finish_tail_or_wait(tail, stop):  # one at a time: the locks given back first
+                break
             for tp, records in batches.items():
                 done = None
                 for record in records:
@@ -390,7 +425,8 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
                 if seen != getattr(stats, "last_logged", None):  # quiet while idle
                     stats.last_logged = seen
                     log.info("stats %s", snap)
-        commit(consumer, pending)
+        if finish_tail_or_wait(tail, stop):  # (stopped: one try)
+            commit(consumer, pending)
     finally:
         consumer.close(autocommit=False)
         log.info("worker %s stopped: %s", name, stats.counts)

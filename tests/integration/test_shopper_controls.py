@@ -230,7 +230,9 @@ def test_duplicate_and_replayed_control_events_change_nothing(rt):
         artifacts.load_model(rt.version), {p[2]: 4.0}, TOP_N, exclude={p[3], p[4]})]
     assert _ids(listed) == [r["product_id"] for r in recommend.recommend(
         artifacts.load_model(rt.version), {p[2]: 4.0}, TOP_N, exclude={p[3]})]
-    n_stored = rt.db[mongo.RATINGS].count_documents({"user_id": user})
+    n_stored = wait_until(lambda: rt.db[mongo.RATINGS].count_documents({"user_id": user}) >= len(events) + 2
+                          and rt.db[mongo.RATINGS].count_documents({"user_id": user}), WAIT_S,
+                          "the ratings inserted")  # (the worker inserts them after the lists, process.Tail)
     assert n_stored == len(events) + 2  # each event id stored once
     stats = wait_until(lambda: (s := worker_stats(worker.popen.pid)) and s.get("duplicate") == 5 and s,
                        WAIT_S, "the worker's duplicate count")

@@ -272,3 +272,81 @@ def test_lists_are_stored_by_field_and_read_back_as_written(rt_catalog, worker_e
                                        as_of=time.time(), db=db)  # older than the stored list: kept
     assert kept["items"] == old["items"]
     forget_users(db, users)
+
+
+def test_the_worker_s_tail_keeps_locks_and_ratings_until_it_is_finished(rt_catalog, worker_env):
+    """With the worker's ``Tail``, a batch leaves its user's lock taken and its ratings waiting: a
+    later batch of that user takes no second lock, a redelivery meanwhile is a duplicate, and
+    ``finish`` gives the lock back and inserts both ratings, processed. A deletion of the account
+    in a later batch finishes the tail first, so no rating of the deleted account is inserted
+    after its data went."""
+    from kafka_workers.process import Tail, finish, handle_batch
+
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=45))
+    user, gone = "rt-tail-0", "rt-tail-gone"
+    forget_users(db, [user, gone])
+    tail, now = Tail(), time.time() - 20
+    first = handle_batch([RatingEvent(user_id=user, product_id=p[0], rating=4, ts=now)], model, tail)
+    second = handle_batch([RatingEvent(user_id=user, product_id=p[1], rating=5, ts=now + 1)], model, tail)
+
+    assert [o.status for o in first + second] == ["processed", "processed"]
+    assert mongo.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
+    assert [d["token"] for d in db[mongo.LOCKS].find({"_id": mongo.writer_lock(user)})] == [tail.token]
+    assert db[mongo.RATINGS].count_documents({"user_id": user}) == 0 and len(tail.ratings) == 2
+    again = handle_batch([first[0].event], model, tail)  # redelivered before its rating was inserted
+    assert [o.status for o in again] == ["duplicate"] and len(tail.ratings) == 2
+    assert mongo.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
+    finish(tail)
+    assert not tail
+    assert db[mongo.LOCKS].count_documents({"_id": mongo.writer_lock(user)}) == 0
+    assert db[mongo.RATINGS].count_documents({"user_id": user, "state": "processed"}) == 2
+
+    handle_batch([RatingEvent(user_id=gone, product_id=p[2], rating=3, ts=now + 2)], model, tail)
+    deleted = handle_batch([RatingEvent(user_id=gone, product_id="", rating=0, ts=now + 3, action=DELETE_ACCOUNT)],
+                           model, tail)
+    finish(tail)
+    assert [o.status for o in deleted] == ["processed"]
+    assert db[mongo.RATINGS].count_documents({"user_id": gone}) == 0
+    assert db[mongo.LOCKS].count_documents({"_id": mongo.writer_lock(gone)}) == 0
+    forget_users(db, [user, gone])
+
+
+def test_a_batch_that_must_wait_for_a_lock_gives_back_the_tail_s_first(rt_catalog, worker_env):
+    """Another writer holds a user's lock (a Celery re-scoring, say): the batch that needs it
+    finishes its tail, giving back the locks it kept, before it waits. Two workers that each kept a
+    lock the other needs would otherwise wait on each other until the locks went stale."""
+    import threading
+
+    from kafka_workers.process import Tail, finish, handle_batch
+
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=46))
+    kept, busy = "rt-tail-kept", "rt-tail-busy"
+    forget_users(db, [kept, busy])
+    tail, now = Tail(), time.time() - 20
+    handle_batch([RatingEvent(user_id=kept, product_id=p[0], rating=4, ts=now)], model, tail)
+    assert mongo.writer_lock(kept) in tail.locks
+    holding, saw_release = threading.Event(), []
+
+    def other_writer() -> None:
+        with mongo.user_lock(mongo.writer_lock(busy), db=db):
+            holding.set()
+            deadline = time.monotonic() + 5  # (the lock goes stale after mongo.LOCK_STALE_S: longer)
+            while time.monotonic() < deadline:
+                if db[mongo.LOCKS].count_documents({"_id": mongo.writer_lock(kept)}) == 0:
+                    saw_release.append(True)
+                    break
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    assert holding.wait(10)
+    outcomes = handle_batch([RatingEvent(user_id=busy, product_id=p[1], rating=5, ts=now + 1)], model, tail)
+    thread.join()
+    assert saw_release == [True]  # the kept lock went back while the other writer still held its own
+    assert [o.status for o in outcomes] == ["processed"]
+    assert db[mongo.RATINGS].count_documents({"user_id": kept, "state": "processed"}) == 1  # finished then
+    assert tail.locks == {mongo.writer_lock(busy)}
+    finish(tail)
+    forget_users(db, [kept, busy])

@@ -90,13 +90,13 @@ def test_new_model_version_is_loaded_without_restart(rt):
 @pytest.mark.slow
 def test_sigterm_mid_stream_commits_exactly_what_was_processed(rt):
     users = [f"rt-term-{i}" for i in range(60)]
-    events = make_events(users, rt.catalog.in_model, per_user=10, seed=1)
+    events = make_events(users, rt.catalog.in_model, per_user=25, seed=1)
     publish_all(events)
     by_id = {e.event_id: e for e in events}
 
     # small batches, so that the signal lands between two of them (one batch of 500 takes ~1 s)
     worker = rt.start_worker(WORKER_BATCH_MAX="20")
-    wait_until(lambda: count_processed(rt.db, "rt-term-") >= 30, 120, "some events processed")
+    wait_until(lambda: count_processed(rt.db, "rt-term-") >= 30, 120, "some events processed", every_s=0.02)
     worker.signal(signal.SIGTERM)
     assert worker.wait(60) == 0, worker.log()[-3000:]
     assert "stopped" in worker.log()
