@@ -241,13 +241,14 @@ def handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail | Non
     own_tail = tail is None
     tail = Tail() if tail is None else tail
     try:
-        return _handle_batch(batch, model, tail)
+        return _apply_batch(batch, model, tail)
     finally:
         if own_tail:
             finish(tail)
 
 
-def _handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> list[Outcome]:
+def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> list[Outcome]:
+    """:func:`handle_batch` up to its tail: the locks taken and the ratings to insert go into ``tail``."""
     outcomes: list[Outcome | None] = [None] * len(batch)
     cancelled, seen_before = cancellation.claim_batch([e.event_id for e in batch]) if batch else (set(), set())
     seen: set[str] = set()
