@@ -159,14 +159,15 @@ class Tail:
 
     Those were two of a one-event batch's seven commands, ~2 ms of its ~7-9 (traced with
     bench/worker_trace.py), and the next rating waited for them. Kept here instead, the locks stay
-    taken (a later batch of the same users takes only the others) and the ratings wait, for at most
-    ``TAIL_MAX_S`` (less while the worker is idle, or its offsets are due for a commit), and always
-    before anything that must see them: a commit (commit-after-write), a rebalance, an account's
-    deletion, the one-at-a-time path. Other writers of those users (a Celery re-scoring) wait that
-    much longer for the lock. A crash before :func:`finish` leaves the offsets uncommitted: the
-    redelivery finds its claims, reads no rating and applies the batches again, as after a crash
-    before the ratings' insert; the locks go stale (``core.mongo.LOCK_STALE_S``, far above
-    ``TAIL_MAX_S``). State is real: held locks, waiting rows.
+    taken (a later batch of the same users takes only the others) and the ratings wait, for about
+    ``TAIL_MAX_S`` at most (a batch in progress then ends first; less when the worker is idle or its
+    offsets are due for a commit), and always before anything that must see them: a commit
+    (commit-after-write), a rebalance, an account's deletion, the one-at-a-time path. Other writers
+    of those users (a Celery re-scoring) wait that much longer for the lock. A crash before
+    :func:`finish` leaves the offsets uncommitted: the redelivery finds its claims, reads no rating
+    and applies the batches again, as after a crash before the ratings' insert; the locks go stale
+    (``core.mongo.LOCK_STALE_S``, far above ``TAIL_MAX_S``). State is real: held locks, waiting
+    rows.
     """
 
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
