@@ -353,12 +353,11 @@ def _take_locks(tail: Tail, names: set[str], db) -> None:
     another writer holds one of the others, everything ``tail`` holds is finished first, so this
     worker never waits while it holds a lock (two of them never wait on each other in a circle)."""
     wanted = names - tail.locks
-    tail.open()
     if not mongo.take_locks(wanted, tail.token, db=db, wait=False):
         finish(tail)  # gives back every lock it held, this batch's users' too
         wanted = names
-        tail.open()
         mongo.take_locks(wanted, tail.token, db=db)
+    tail.open()
     tail.locks |= wanted
 
 
