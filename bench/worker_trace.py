@@ -69,6 +69,33 @@ def install(path: str) -> None:
                                   "users": [e.user_id for e in batch]}) + "\n")
 
     process.handle_batch = traced
+    global _out
+    _out = out
+
+
+_out = None  # the open trace file, once installed
+
+
+def _span(name: str, inner: Callable) -> Callable:
+    """``inner`` recording each call as a span (start, end): what the worker did between batches."""
+    @functools.wraps(inner)
+    def traced(*args, **kwargs):
+        t0 = time.time()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            _out.write(json.dumps({"kind": "span", "name": name, "t0": t0, "t1": time.time()}) + "\n")
+    return traced
+
+
+def install_spans(worker) -> None:
+    """The worker's polls, tail finishes and commits as spans; after the worker module is imported
+    (its loop looks these names up at each call)."""
+    from kafka import KafkaConsumer
+
+    KafkaConsumer.poll = _span("poll", KafkaConsumer.poll)
+    worker.finish_tail = _span("finish", worker.finish_tail)
+    worker.commit = _span("commit", worker.commit)
 
 
 def _pct(values: list[float], q: int) -> float | None:
@@ -82,6 +109,8 @@ def summary(path: Path | str, measured: Callable[[str], bool]) -> dict[str, Any]
     records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     batches = sorted((r for r in records if r["kind"] == "batch"), key=lambda r: r["t0"])
     commands = sorted((r for r in records if r["kind"] == "command" and r["t0"] is not None), key=lambda r: r["t0"])
+    spans = sorted((r for r in records if r["kind"] == "span"), key=lambda r: r["t0"])
+    span_starts = [s["t0"] for s in spans]
     if not batches:
         return {}
     span = batches[-1]["t1"] - batches[0]["t0"]
@@ -90,6 +119,7 @@ def summary(path: Path | str, measured: Callable[[str], bool]) -> dict[str, Any]
         "busy_share": round(sum(b["t1"] - b["t0"] for b in batches) / span, 3) if span > 0 else None}
     starts = [b["t0"] for b in batches]
     idle_wait, busy_wait, walls, sequences = [], [], [], Counter()
+    idle_in: dict[str, list[float]] = {}  # idle waits by what the worker was doing when the rating was made
     per_command: dict[str, list[float]] = {}
     c = 0
     for b in batches:
@@ -106,6 +136,10 @@ def summary(path: Path | str, measured: Callable[[str], bool]) -> dict[str, Any]
         before = bisect.bisect_right(starts, made) - 1  # the last batch started before the rating was made
         busy = before >= 0 and batches[before]["t1"] > made
         (busy_wait if busy else idle_wait).append(waited)
+        if not busy and spans:
+            k = bisect.bisect_right(span_starts, made) - 1
+            doing = spans[k]["name"] if k >= 0 and spans[k]["t1"] > made else "other"
+            idle_in.setdefault(doing, []).append(waited)
         walls.append((b["t1"] - b["t0"]) * 1000)
         names = [f"{o['name']} {o['collection']}" for o in own]
         sequences[" > ".join(names)] += 1
@@ -116,6 +150,8 @@ def summary(path: Path | str, measured: Callable[[str], bool]) -> dict[str, Any]
         "measured_batches": n,
         "pickup_idle_ms": {"n": len(idle_wait), "p50": _pct(idle_wait, 50), "p99": _pct(idle_wait, 99)},
         "pickup_busy_ms": {"n": len(busy_wait), "p50": _pct(busy_wait, 50), "p99": _pct(busy_wait, 99)},
+        "pickup_idle_by_activity_ms": {name: {"n": len(v), "p50": _pct(v, 50), "p99": _pct(v, 99)}
+                                       for name, v in sorted(idle_in.items(), key=lambda kv: -len(kv[1]))},
         "batch_ms": {"p50": _pct(walls, 50), "p99": _pct(walls, 99)},
         "sequences": [{"share": round(k / n, 3), "commands": s} for s, k in sequences.most_common(4)],
         "commands_ms": {name: {"share_of_batches": round(len(v) / n, 3), "p50": _pct(v, 50), "p99": _pct(v, 99)}
@@ -135,6 +171,8 @@ def print_summary(s: dict[str, Any]) -> None:
         p = s[key]
         print(f"  rating made -> its batch starts, {label} when it was made: {p['n']} ratings, "
               f"p50 {f(p['p50'])} ms, p99 {f(p['p99'])} ms")
+    for name, p in s.get("pickup_idle_by_activity_ms", {}).items():
+        print(f"    idle, in {name:<7}: {p['n']} ratings, p50 {f(p['p50'])} ms, p99 {f(p['p99'])} ms")
     print(f"  its one-event batch: p50 {f(s['batch_ms']['p50'])} ms, p99 {f(s['batch_ms']['p99'])} ms; commands:")
     for name, c in s["commands_ms"].items():
         print(f"    {name:<34} in {c['share_of_batches']:>4.0%} of batches, p50 {f(c['p50'])} ms, p99 {f(c['p99'])} ms")
@@ -146,6 +184,7 @@ def main() -> int:
     install(str(folder / f"worker-{os.getpid()}.jsonl"))
     from kafka_workers import worker
 
+    install_spans(worker)
     return worker.main()
 
 

@@ -40,3 +40,24 @@ def test_summary_of_an_empty_trace(tmp_path):
     trace = tmp_path / "worker-2.jsonl"
     trace.write_text("")
     assert worker_trace.summary(trace, lambda user: True) == {}
+
+
+def test_summary_says_what_an_idle_worker_was_doing(tmp_path):
+    trace = tmp_path / "worker-3.jsonl"
+    _write(trace, [
+        {"kind": "span", "name": "poll", "t0": 99.9, "t1": 100.003},
+        # made in a poll at 100.001, picked up 2 ms later
+        {"kind": "batch", "t0": 100.003, "t1": 100.008, "ts": [100.001], "users": ["bench-user-1"]},
+        {"kind": "span", "name": "finish", "t0": 100.009, "t1": 100.012},
+        {"kind": "span", "name": "commit", "t0": 100.012, "t1": 100.014},
+        {"kind": "span", "name": "poll", "t0": 100.014, "t1": 100.016},
+        # made in the finish at 100.010, waited 6 ms; made between spans at 100.0085, waited 9.5 ms
+        {"kind": "batch", "t0": 100.016, "t1": 100.020, "ts": [100.010], "users": ["bench-user-2"]},
+        {"kind": "batch", "t0": 100.021, "t1": 100.025, "ts": [100.0085], "users": ["bench-user-3"]},
+    ])
+    s = worker_trace.summary(trace, lambda user: True)
+    by = s["pickup_idle_by_activity_ms"]
+    assert by["poll"]["n"] == 1 and abs(by["poll"]["p50"] - 2.0) < 1e-6
+    assert by["finish"]["n"] == 1 and abs(by["finish"]["p50"] - 6.0) < 1e-6
+    assert by["other"]["n"] == 1 and abs(by["other"]["p50"] - 12.5) < 1e-6
+    assert "commit" not in by
