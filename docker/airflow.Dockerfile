@@ -1,10 +1,11 @@
 # Airflow with the Spark provider, plus a JVM and the app's code so SparkSubmitOperator can run
-# spark-submit for the jobs in spark_jobs/ against the Spark cluster in docker-compose.yml.
+# spark-submit for the jobs in spark_jobs/ against the Spark cluster in docker-compose.yml (a JDK:
+# javac builds the jar of spark_jobs/jvm that the jobs are submitted with).
 FROM apache/airflow:3.1.8-python3.11
 
 USER root
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+ && apt-get install -y --no-install-recommends openjdk-17-jdk-headless \
  && rm -rf /var/lib/apt/lists/*
 USER airflow
 

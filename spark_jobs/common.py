@@ -17,6 +17,7 @@ from typing import Any
 
 from core import storage
 from core.settings import get_settings
+from spark_jobs import jvm_jar
 
 
 def _submitted_master() -> str | None:
@@ -70,7 +71,11 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     if resolved_master.startswith("spark://"):  # a standalone cluster: each executor's share of a worker
         builder = builder.config("spark.executor.memory", os.environ.get("SPARK_EXECUTOR_MEMORY", "1g"))
     # DATA_DIR / ARTIFACTS_DIR in an object store: the s3a filesystem, its endpoint and credentials
-    for key, value in storage.spark_conf([settings.data_dir, settings.artifacts_dir]).items():
+    conf = storage.spark_conf([settings.data_dir, settings.artifacts_dir])
+    own = jvm_jar.build()  # the project's JVM functions (None without javac: the jobs use plain Spark)
+    if own is not None:
+        conf["spark.jars"] = ",".join(filter(None, [conf.get("spark.jars"), str(own)]))
+    for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
