@@ -40,6 +40,7 @@ from pathlib import Path
 
 from bench.gen_reviews import manifest_differences
 from bench.proc_rss import executors_rss, tree_rss
+from spark_jobs import jvm_jar
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("LOCAL_DIR", ROOT / ".local")) / "venv"
@@ -194,8 +195,10 @@ def stage_env(base: Path, db: str) -> dict:
 
 
 def submit(script: str, args: list[str], opts: argparse.Namespace) -> list[str]:
+    """The job's spark-submit, with the project's JVM functions as bin/pipeline passes them."""
+    own = jvm_jar.build()
     return [str(VENV / "bin" / "spark-submit"), "--master", opts.master, "--driver-memory", opts.driver_memory,
-            str(ROOT / script), *args]
+            *(["--jars", str(own)] if own is not None else []), str(ROOT / script), *args]
 
 
 def run_record(base: Path, run_id: str, job: str) -> dict | None:

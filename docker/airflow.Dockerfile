@@ -23,6 +23,7 @@ COPY --chown=airflow:root recsite /opt/app/recsite
 COPY --chown=airflow:root data /opt/app/data
 COPY --chown=airflow:root dags /opt/airflow/dags
 # The project's packages into both: the app venv runs the jobs, Airflow's Python parses the DAG
-# (which imports core.settings and spark_jobs.pyfiles, standard library only; no dependencies).
+# (which imports core.settings, spark_jobs.pyfiles and spark_jobs.jvm_jar, standard library only;
+# no dependencies).
 RUN /opt/app-venv/bin/pip install --no-cache-dir --no-deps -e /opt/app \
  && pip install --no-cache-dir --no-deps -e /opt/app
