@@ -20,8 +20,8 @@ from core.settings import get_settings
 from spark_jobs import jvm_jar
 
 
-def _submitted_master() -> str | None:
-    """The ``--master`` spark-submit was given, when spark-submit started this process.
+def _submitted(key: str) -> str | None:
+    """A setting spark-submit was given (``--master``, ``--jars``), when spark-submit started this process.
 
     Its JVM holds it; a ``SparkConf`` made before the driver has attached to that JVM is empty
     (so every job submitted with ``--master`` alone used to run in SPARK_MASTER's default,
@@ -34,7 +34,17 @@ def _submitted_master() -> str | None:
     from pyspark import SparkConf, SparkContext
 
     SparkContext._ensure_initialized()
-    return SparkConf().get("spark.master", None)
+    return SparkConf().get(key, None)
+
+
+def _jars(*lists: str | None) -> str:
+    """``spark.jars`` of several comma-separated lists, each jar once by its file name (spark-submit
+    gives ``--jars`` back as ``file:`` URIs; Spark's file server names them by file name)."""
+    seen: dict[str, str] = {}
+    for jar in ",".join(filter(None, lists)).split(","):
+        if jar:
+            seen.setdefault(jar.rsplit("/", 1)[-1], jar)
+    return ",".join(seen.values())
 
 
 def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str | None = None):
@@ -48,7 +58,7 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
 
     settings = get_settings()
     # spark-submit --master (what Airflow's SparkSubmitOperator passes) wins over SPARK_MASTER.
-    resolved_master = master or _submitted_master() or settings.spark_master
+    resolved_master = master or _submitted("spark.master") or settings.spark_master
     if resolved_master.startswith("local"):
         # Local Python workers would otherwise start whatever `python3` is first on PATH, which
         # lacks the app's packages (pymongo, numpy) when the driver runs from the app's venv.
@@ -72,9 +82,12 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
         builder = builder.config("spark.executor.memory", os.environ.get("SPARK_EXECUTOR_MEMORY", "1g"))
     # DATA_DIR / ARTIFACTS_DIR in an object store: the s3a filesystem, its endpoint and credentials
     conf = storage.spark_conf([settings.data_dir, settings.artifacts_dir])
-    own = jvm_jar.build()  # the project's JVM functions (None without javac: the jobs use plain Spark)
-    if own is not None:
-        conf["spark.jars"] = ",".join(filter(None, [conf.get("spark.jars"), str(own)]))
+    # spark.jars set here replaces spark-submit's --jars, which must stay (what a cluster's executors
+    # fetch); the project's JVM functions join them (None without javac or sources: plain Spark)
+    own = jvm_jar.build()
+    jars = _jars(_submitted("spark.jars"), conf.get("spark.jars"), str(own) if own is not None else None)
+    if jars:
+        conf["spark.jars"] = jars
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()

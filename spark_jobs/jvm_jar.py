@@ -45,7 +45,10 @@ def _sources() -> list[Path]:
 
 def build(dest_dir: Path | str | None = None) -> Path | None:
     """The jar in ``dest_dir`` (default ``$LOCAL_DIR/dist``), compiled now if it is not there yet;
-    None when there is no javac to compile it with. A compile error raises (it is a bug)."""
+    None when there is no javac to compile it with, or no sources (this module imported from the
+    ``--py-files`` zip). A compile error raises (it is a bug)."""
+    if not SOURCES.is_dir():  # this code runs from spark-submit's --py-files zip: the jar came with --jars
+        return None
     if dest_dir is None:
         from core.settings import get_settings
 

@@ -35,3 +35,16 @@ def test_without_javac_nothing_is_built(tmp_path, monkeypatch):
     monkeypatch.setattr(jvm_jar, "javac", lambda: None)
     assert jvm_jar.build(tmp_path) is None
     assert not any(tmp_path.iterdir())
+
+
+def test_spark_jars_keep_each_jar_once_by_its_file_name():
+    from spark_jobs.common import _jars
+
+    assert _jars("file:/a/x.jar,file:/b/y.jar", "/a/x.jar", None, "/c/z.jar") == "file:/a/x.jar,file:/b/y.jar,/c/z.jar"
+    assert _jars(None, "", None) == ""
+
+
+def test_no_sources_no_jar(tmp_path, monkeypatch):
+    """Imported from spark-submit's --py-files zip: the jar came with --jars, nothing is compiled."""
+    monkeypatch.setattr(jvm_jar, "SOURCES", tmp_path / "code.zip" / "spark_jobs" / "jvm")
+    assert jvm_jar.build(tmp_path / "out") is None
