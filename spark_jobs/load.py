@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from functools import reduce
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, MapType, StringType, StructField, StructType
 
@@ -303,8 +304,9 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     Incremental: a file already loaded into ``out_dir`` with the same SHA-256 (the ledger) is
     skipped; the others are loaded in one Spark job (a gzip file is one task: loading them
     together keeps every core busy) and each replaces only its own ``unit=<file>`` partitions.
-    ``force`` reloads every file. The balance is per loaded file: its lines (counted by a plain
-    text read) = its reviews + products + quarantined rows as read back from the written Parquet.
+    ``force`` reloads every file. The balance is per loaded file: its lines (counted as the write
+    reads them, by an observation on the file's plain text read) = its reviews + products +
+    quarantined rows as read back from the written Parquet.
     """
     started = time.time()
     all_units = units.list_units(inputs)
@@ -318,9 +320,14 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     reasons: dict[str, int] = {}
     if todo:
         staging = f"{out_dir}/_staging/{run_id}-{int(started)}"
-        lines = reduce(DataFrame.unionByName, [unit_lines(spark, u) for u in todo])
+        # Each file's lines counted as they are read, in the write's own stage (no shuffle before
+        # it, so a retried task is not counted twice): a second read only to count them decompressed
+        # every file again, ~9% of load at 51.6M lines.
+        counted = {u.name: Observation(f"lines-{uuid.uuid4().hex}") for u in todo}
+        lines = reduce(DataFrame.unionByName, [unit_lines(spark, u).observe(counted[u.name], F.count(F.lit(1)).alias("n"))
+                                               for u in todo])
         units.write_partitioned(classified_rows(classify(lines)), staging, "kind", "unit")
-        lines_in = {r["unit"]: r["count"] for r in lines.select("unit").groupBy("unit").count().collect()}
+        lines_in = {name: int(observation.get["n"]) for name, observation in counted.items()}
         for u in todo:
             for kind, folder in KINDS.items():
                 unit = f"unit={units.partition_value(u.name)}"
