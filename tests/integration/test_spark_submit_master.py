@@ -20,17 +20,22 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
+def _submit(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """``spark-submit --master local[1] ARGS`` with the app's venv, SPARK_MASTER unset, LOCAL_DIR in tmp_path."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_MASTER", "SPARK_HOME")}
+    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '')}", SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable,
+               LOCAL_DIR=str(tmp_path / "local"))
+    return subprocess.run([str(VENV_BIN / "spark-submit"), "--master", "local[1]", *args], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
 def test_the_submitted_master_is_the_one_the_job_runs_on(tmp_path):
     job = tmp_path / "which_master.py"
     job.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
                    "from spark_jobs.common import spark_session\n"
                    "spark = spark_session('which-master')\n"
                    "print('MASTER=' + spark.sparkContext.master)\nspark.stop()\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_MASTER", "SPARK_HOME")}
-    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '')}", SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable,
-               LOCAL_DIR=str(tmp_path / "local"))
-    out = subprocess.run([str(VENV_BIN / "spark-submit"), "--master", "local[1]", str(job)], env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = _submit(tmp_path, str(job))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MASTER=local[1]" in out.stdout.splitlines(), out.stdout  # not SPARK_MASTER's default local[*]
 
@@ -57,12 +62,8 @@ def test_a_submitted_job_keeps_its_jars_and_cleans_text_in_the_jvm(tmp_path, fro
                    "print('LOADED=%s' % jvm_jar.loaded(text_clean.CLEAN_TEXT_CLASS))\n"
                    "df = spark.createDataFrame([('See www.x.y, OK!',)], 't string')\n"
                    "print('OUT=' + df.select(text_clean.clean_text_col(F.col('t'))).first()[0])\nspark.stop()\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_MASTER", "SPARK_HOME")}
-    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '')}", SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable,
-               LOCAL_DIR=str(tmp_path / "local"))
     code = ["--py-files", str(pyfiles.build(tmp_path / "dist"))] if from_zip else []
-    out = subprocess.run([str(VENV_BIN / "spark-submit"), "--master", "local[1]", *code, "--jars", f"{other},{own}",
-                          str(job)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = _submit(tmp_path, *code, "--jars", f"{other},{own}", str(job))
     assert out.returncode == 0, out.stderr[-3000:]
     lines = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
     assert (".zip" in lines["FROM"]) == from_zip  # with the zip, the job's modules came from it, as on a cluster
