@@ -195,10 +195,10 @@ def stage_env(base: Path, db: str) -> dict:
 
 
 def submit(script: str, args: list[str], opts: argparse.Namespace) -> list[str]:
-    """The job's spark-submit, with the project's JVM functions as bin/pipeline passes them."""
-    own = jvm_jar.build()
+    """The job's spark-submit, with the jars bin/pipeline passes (the project's JVM functions)."""
+    jars = jvm_jar.submit_jars()
     return [str(VENV / "bin" / "spark-submit"), "--master", opts.master, "--driver-memory", opts.driver_memory,
-            *(["--jars", str(own)] if own is not None else []), str(ROOT / script), *args]
+            *(["--jars", ",".join(jars)] if jars else []), str(ROOT / script), *args]
 
 
 def run_record(base: Path, run_id: str, job: str) -> dict | None:

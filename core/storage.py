@@ -21,7 +21,6 @@ import gzip
 import io
 import os
 import posixpath
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -272,7 +271,8 @@ def spark_conf(locations: list[Location | str]) -> dict[str, str]:
     """Spark settings for these locations: the s3a filesystem when one of them is in a bucket.
 
     ``spark.jars`` works for a session started in-process (tests, benchmarks); spark-submit needs
-    ``--jars`` (bin/pipeline and the DAG pass :func:`s3a_jars`), the rest applies either way.
+    ``--jars`` (bin/pipeline and the DAG pass :func:`s3a_jars` through spark_jobs.jvm_jar.submit_jars), the
+    rest applies either way.
     """
     if not any(is_remote(w) for w in locations):
         return {}
@@ -296,21 +296,3 @@ def spark_conf(locations: list[Location | str]) -> dict[str, str]:
         # copies it twice (task commit, then job commit).
         "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": "2",
     }
-
-
-def _main(argv: list[str]) -> int:
-    """``python -m core.storage jars``: the comma-separated s3a jars when DATA_DIR or ARTIFACTS_DIR
-    is in a bucket (for spark-submit --jars), nothing otherwise."""
-    if argv[:1] == ["jars"]:
-        from core.settings import get_settings
-
-        s = get_settings()
-        if any(is_remote(w) for w in (s.data_dir, s.artifacts_dir)):
-            print(",".join(s3a_jars()))
-        return 0
-    print(__doc__)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

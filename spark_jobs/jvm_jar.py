@@ -9,20 +9,19 @@ Without javac (a JRE-only host) nothing is built, and each caller uses its plain
 (same output, slower): :func:`loaded` says which. Standard library only, so the Airflow venv can
 build it too.
 
-    python -m spark_jobs.jvm_jar [DIR]   # prints the jar's path (default DIR: $LOCAL_DIR/dist), or nothing without javac
+    python -m spark_jobs.jvm_jar   # prints spark-submit's --jars (:func:`submit_jars`): this jar, hadoop-aws for buckets
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
+
+from spark_jobs import pyfiles
 
 SOURCES = Path(__file__).resolve().parent / "jvm"
 PREFIX = "amazon_recommender-jvm-"
@@ -49,14 +48,10 @@ def build(dest_dir: Path | str | None = None) -> Path | None:
     ``--py-files`` zip). A compile error raises (it is a bug)."""
     if not SOURCES.is_dir():  # this code runs from spark-submit's --py-files zip: the jar came with --jars
         return None
-    if dest_dir is None:
-        from core.settings import get_settings
-
-        dest_dir = get_settings().local_dir / "dist"
     digest = hashlib.sha256(JAVA_RELEASE.encode())
     for path in _sources():
         digest.update(path.relative_to(SOURCES).as_posix().encode() + b"\0" + path.read_bytes())
-    target = Path(dest_dir) / f"{PREFIX}{digest.hexdigest()[:16]}.jar"
+    target = pyfiles.dist_dir(dest_dir) / f"{PREFIX}{digest.hexdigest()[:16]}.jar"
     if target.exists():
         return target
     compiler = javac()
@@ -69,16 +64,22 @@ def build(dest_dir: Path | str | None = None) -> Path | None:
                                *map(str, _sources())], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"javac failed on {SOURCES}:\n{done.stdout}{done.stderr}")
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as jar:
-            for path in sorted(Path(classes).rglob("*.class")):
-                jar.writestr(zipfile.ZipInfo(path.relative_to(classes).as_posix(), date_time=(1980, 1, 1, 0, 0, 0)),
-                             path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_bytes(buffer.getvalue())
-    os.replace(partial, target)
-    return target
+        data = pyfiles.zip_bytes((path.relative_to(classes).as_posix(), path.read_bytes())
+                                 for path in sorted(Path(classes).rglob("*.class")))
+    return pyfiles.write_once(target, data)
+
+
+def submit_jars() -> list[str]:
+    """What spark-submit's ``--jars`` needs: hadoop-aws and its AWS SDK when DATA_DIR or
+    ARTIFACTS_DIR is in a bucket (core.storage), then this jar when it is built. bin/pipeline, the
+    DAG and bench/big_run pass it."""
+    from core import storage
+    from core.settings import get_settings
+
+    settings = get_settings()
+    jars = storage.s3a_jars() if any(storage.is_remote(w) for w in (settings.data_dir, settings.artifacts_dir)) else []
+    own = build()
+    return jars + ([str(own)] if own is not None else [])
 
 
 _loaded: dict[tuple[str, str], bool] = {}
@@ -106,5 +107,4 @@ def loaded(class_name: str) -> bool:
 
 
 if __name__ == "__main__":
-    jar = build(sys.argv[1] if len(sys.argv) > 1 else None)
-    print(jar or "")
+    print(",".join(submit_jars()))

@@ -17,6 +17,7 @@ import io
 import os
 import sys
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGES = ("core", "spark_jobs")
@@ -40,27 +41,40 @@ def _sources() -> list[tuple[str, Path]]:
     return files
 
 
-def build(dest_dir: Path | str | None = None) -> Path:
-    """Write the zip of PACKAGES into ``dest_dir`` (default ``$LOCAL_DIR/dist``) and return its path."""
+def dist_dir(dest_dir: Path | str | None = None) -> Path:
+    """``dest_dir``, by default ``$LOCAL_DIR/dist``: where what spark-submit ships is built."""
     if dest_dir is None:
         from core.settings import get_settings
 
-        dest_dir = get_settings().local_dir / "dist"
-    dest_dir = Path(dest_dir)
+        return get_settings().local_dir / "dist"
+    return Path(dest_dir)
+
+
+def zip_bytes(entries: Iterable[tuple[str, bytes]]) -> bytes:
+    """A zip of (name, content) with a fixed timestamp: the same contents give the same bytes."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for arcname, path in _sources():
-            # a fixed timestamp: the same sources give the same bytes, hence the same name
-            archive.writestr(zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0)), path.read_bytes(),
-                              compress_type=zipfile.ZIP_DEFLATED)
-    data = buffer.getvalue()
-    target = dest_dir / f"{PREFIX}{hashlib.sha256(data).hexdigest()[:16]}.zip"
+        for arcname, data in entries:
+            archive.writestr(zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                             compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def write_once(target: Path, data: bytes) -> Path:
+    """``data`` at ``target`` unless it is there: written beside it and renamed, so two builds at
+    once never leave Spark a half-written file."""
     if not target.exists():
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.tmp")
         partial.write_bytes(data)
         os.replace(partial, target)
     return target
+
+
+def build(dest_dir: Path | str | None = None) -> Path:
+    """Write the zip of PACKAGES into ``dest_dir`` (default ``$LOCAL_DIR/dist``) and return its path."""
+    data = zip_bytes((arcname, path.read_bytes()) for arcname, path in _sources())
+    return write_once(dist_dir(dest_dir) / f"{PREFIX}{hashlib.sha256(data).hexdigest()[:16]}.zip", data)
 
 
 if __name__ == "__main__":

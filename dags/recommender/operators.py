@@ -16,7 +16,6 @@ from airflow.sdk import BaseHook
 # The app's package is installed in the Airflow venv without its dependencies (bin/services install
 # airflow, docker/airflow.Dockerfile): core.settings, spark_jobs.pyfiles and spark_jobs.jvm_jar use only the standard
 # library, and the DAG and the jobs then agree on every default (DATA_DIR, LOCAL_DIR, DEMO_INPUT).
-from core import storage
 from core.settings import get_settings
 from spark_jobs import jvm_jar, pyfiles
 
@@ -118,9 +117,8 @@ class SparkJobOperator(SparkSubmitOperator):
             self.application_args = [*self.args_from_params(context["params"]), *(self.application_args or [])]
         # core/ and spark_jobs/ for the executors (and a cluster's driver), as bin/pipeline ships them
         self.py_files = str(pyfiles.build())
-        settings = get_settings()  # s3a:// DATA_DIR or ARTIFACTS_DIR: hadoop-aws, as bin/pipeline passes it
-        jars = storage.s3a_jars() if any(storage.is_remote(w) for w in (settings.data_dir, settings.artifacts_dir)) else []
-        own = jvm_jar.build()  # the project's JVM functions (spark_jobs/jvm), as bin/pipeline passes them
-        if jars or own is not None:
-            self.jars = ",".join([*jars, *([str(own)] if own is not None else [])])
+        # the project's JVM functions, and hadoop-aws for an s3a:// DATA_DIR or ARTIFACTS_DIR, as bin/pipeline passes them
+        jars = jvm_jar.submit_jars()
+        if jars:
+            self.jars = ",".join(jars)
         return super().execute(context)
