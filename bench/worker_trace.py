@@ -28,9 +28,9 @@ from typing import Any, Callable
 TRACE_DIR = "WORKER_TRACE_DIR"
 
 
-def install(path: str) -> None:
+def install(path: str):
     """Record commands and batches into ``path`` (JSON lines); before the worker module is imported,
-    which binds ``handle_batch`` by name."""
+    which binds ``handle_batch`` by name. Returns the open file, for :func:`install_spans`."""
     from pymongo import monitoring
 
     from kafka_workers import process
@@ -69,14 +69,10 @@ def install(path: str) -> None:
                                   "users": [e.user_id for e in batch]}) + "\n")
 
     process.handle_batch = traced
-    global _out
-    _out = out
+    return out
 
 
-_out = None  # the open trace file, once installed
-
-
-def _span(name: str, inner: Callable) -> Callable:
+def _span(name: str, inner: Callable, out) -> Callable:
     """``inner`` recording each call as a span (start, end): what the worker did between batches."""
     @functools.wraps(inner)
     def traced(*args, **kwargs):
@@ -84,18 +80,18 @@ def _span(name: str, inner: Callable) -> Callable:
         try:
             return inner(*args, **kwargs)
         finally:
-            _out.write(json.dumps({"kind": "span", "name": name, "t0": t0, "t1": time.time()}) + "\n")
+            out.write(json.dumps({"kind": "span", "name": name, "t0": t0, "t1": time.time()}) + "\n")
     return traced
 
 
-def install_spans(worker) -> None:
+def install_spans(worker, out) -> None:
     """The worker's polls, tail finishes and commits as spans; after the worker module is imported
     (its loop looks these names up at each call)."""
     from kafka import KafkaConsumer
 
-    KafkaConsumer.poll = _span("poll", KafkaConsumer.poll)
-    worker.finish_tail = _span("finish", worker.finish_tail)
-    worker.commit = _span("commit", worker.commit)
+    KafkaConsumer.poll = _span("poll", KafkaConsumer.poll, out)
+    worker.finish_tail = _span("finish", worker.finish_tail, out)
+    worker.commit = _span("commit", worker.commit, out)
 
 
 def _pct(values: list[float], q: int) -> float | None:
@@ -181,10 +177,10 @@ def print_summary(s: dict[str, Any]) -> None:
 def main() -> int:
     folder = Path(os.environ.get(TRACE_DIR) or ".")
     folder.mkdir(parents=True, exist_ok=True)
-    install(str(folder / f"worker-{os.getpid()}.jsonl"))
+    out = install(str(folder / f"worker-{os.getpid()}.jsonl"))
     from kafka_workers import worker
 
-    install_spans(worker)
+    install_spans(worker, out)
     return worker.main()
 
 
