@@ -135,6 +135,8 @@ def summary(path: Path | str, measured: Callable[[str], bool]) -> dict[str, Any]
         if not busy and spans:
             k = bisect.bisect_right(span_starts, made) - 1
             doing = spans[k]["name"] if k >= 0 and spans[k]["t1"] > made else "other"
+            if doing == "poll" and batches[bisect.bisect_left(starts, spans[k]["t1"])] is not b:
+                doing = "poll, another batch first"  # that poll returned someone else's event first
             idle_in.setdefault(doing, []).append(waited)
         walls.append((b["t1"] - b["t0"]) * 1000)
         names = [f"{o['name']} {o['collection']}" for o in own]
@@ -168,7 +170,7 @@ def print_summary(s: dict[str, Any]) -> None:
         print(f"  rating made -> its batch starts, {label} when it was made: {p['n']} ratings, "
               f"p50 {f(p['p50'])} ms, p99 {f(p['p99'])} ms")
     for name, p in s.get("pickup_idle_by_activity_ms", {}).items():
-        print(f"    idle, in {name:<7}: {p['n']} ratings, p50 {f(p['p50'])} ms, p99 {f(p['p99'])} ms")
+        print(f"    idle, in {name:<26}: {p['n']} ratings, p50 {f(p['p50'])} ms, p99 {f(p['p99'])} ms")
     print(f"  its one-event batch: p50 {f(s['batch_ms']['p50'])} ms, p99 {f(s['batch_ms']['p99'])} ms; commands:")
     for name, c in s["commands_ms"].items():
         print(f"    {name:<34} in {c['share_of_batches']:>4.0%} of batches, p50 {f(c['p50'])} ms, p99 {f(c['p99'])} ms")

@@ -61,3 +61,22 @@ def test_summary_says_what_an_idle_worker_was_doing(tmp_path):
     assert by["finish"]["n"] == 1 and abs(by["finish"]["p50"] - 6.0) < 1e-6
     assert by["other"]["n"] == 1 and abs(by["other"]["p50"] - 12.5) < 1e-6
     assert "commit" not in by
+
+
+def test_summary_tells_a_poll_that_returned_another_users_event_first(tmp_path):
+    trace = tmp_path / "worker-4.jsonl"
+    _write(trace, [
+        {"kind": "span", "name": "poll", "t0": 99.9, "t1": 100.002},
+        # ours was made at 100.001, in that poll, but the poll returned another user's event first
+        {"kind": "batch", "t0": 100.002, "t1": 100.007, "ts": [100.0005], "users": ["bg-1"]},
+        {"kind": "span", "name": "poll", "t0": 100.007, "t1": 100.0075},
+        {"kind": "batch", "t0": 100.0075, "t1": 100.012, "ts": [100.001], "users": ["bench-user-1"]},
+        # made at 100.013 in a poll that returned it: 2 ms of Kafka
+        {"kind": "span", "name": "poll", "t0": 100.012, "t1": 100.015},
+        {"kind": "batch", "t0": 100.015, "t1": 100.020, "ts": [100.013], "users": ["bench-user-2"]},
+    ])
+    s = worker_trace.summary(trace, lambda user: not user.startswith("bg-"))
+    by = s["pickup_idle_by_activity_ms"]
+    assert by["poll"]["n"] == 1 and abs(by["poll"]["p50"] - 2.0) < 1e-6
+    other_first = by["poll, another batch first"]
+    assert other_first["n"] == 1 and abs(other_first["p50"] - 6.5) < 1e-6
