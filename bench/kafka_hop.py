@@ -8,7 +8,7 @@ Why: bench/realtime_latency.py times a rating from the site's publish to the lis
 this takes the broker and the two clients alone, with no MongoDB and no recommender, so what Kafka
 costs on a machine is known before the rest is blamed. The producer is ``core.kafka_io``'s (the
 site's: idempotent, acks=all, one request in flight, no linger). A consumer with the worker's
-settings (``kafka_workers.worker.make_consumer``'s: 50 ms fetch wait) runs in a process of its own,
+fetch settings (``kafka_workers.worker.make_consumer``'s: 50 ms fetch wait, its batch size) runs in a process of its own,
 as the worker does; each record carries its send time, and the consumer notes when ``poll`` handed
 it over. ``--work-ms`` makes the consumer busy that long after each poll that returned records
 (the worker's batch), ``--background-rate`` adds records from a second process, like other shoppers.
@@ -25,7 +25,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import statistics
 import time
 import uuid
 from pathlib import Path
@@ -33,23 +32,24 @@ from pathlib import Path
 BROKER_FIELDS = ("totalTimeMs", "requestQueueTimeMs", "localTimeMs", "responseQueueTimeMs", "sendTimeMs")
 
 
-def _pcts(values: list[float]) -> dict[str, float]:
-    if len(values) < 2:
-        v = values[0] if values else float("nan")
-        return {"p50": v, "p90": v, "p99": v}
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": q[49], "p90": q[89], "p99": q[98]}
+def _pcts(values: list[float]) -> dict[str, float | None]:
+    """p50, p90 and p99 as bench/worker_trace.py computes them."""
+    from bench.worker_trace import _pct
+
+    return {f"p{q}": _pct(values, q) for q in (50, 90, 99)}
 
 
 def _consume(topic: str, n: int, work_ms: float, ready, out) -> None:
-    """The worker's consumer settings; the hop of each timed record, until ``n`` of them came."""
+    """The worker's fetch settings (``kafka_workers.worker.make_consumer``, copied: it subscribes to
+    the ratings topic); the hop of each timed record, until ``n`` of them came."""
     from kafka import KafkaConsumer
 
     from core.settings import get_settings
+    from kafka_workers.worker import batch_max
 
     consumer = KafkaConsumer(
         bootstrap_servers=get_settings().kafka_bootstrap_servers, group_id=f"{topic}.hop",
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=200,
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=batch_max(),
         session_timeout_ms=10_000, heartbeat_interval_ms=3_000, fetch_max_wait_ms=50, metrics_enabled=False)
     consumer.subscribe([topic])
     hops: list[float] = []
@@ -113,8 +113,9 @@ def one_run(records: int, rate: float, work_ms: float, background_rate: float, p
                 p.join(10)
         admin.delete_topics([topic])
         admin.close()
-    return {"topic": topic, "records": records, "ack_ms": _pcts(acks), "hop_ms": _pcts(hops),
-            "hop_minus_ack_p50_ms": _pcts(hops)["p50"] - _pcts(acks)["p50"]}
+    ack_ms, hop_ms = _pcts(acks), _pcts(hops)
+    return {"topic": topic, "records": records, "ack_ms": ack_ms, "hop_ms": hop_ms,
+            "hop_minus_ack_p50_ms": hop_ms["p50"] - ack_ms["p50"]}
 
 
 def broker_produce_times(lines: list[str], topic: str) -> dict[str, dict[str, float]]:

@@ -626,7 +626,7 @@ class Background:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # not fork: this process runs a producer's thread
-        self.rate, self.pool = rate, pool
+        self.rate = rate
         self.stop_event, self._sent = ctx.Event(), ctx.Value("q", 0)
         self.process = ctx.Process(target=_background_ratings, args=(rate, pool, self.stop_event, self._sent),
                                    name="background-ratings", daemon=True)
