@@ -768,13 +768,39 @@ def products_to_look_up(product_ids: Iterable[str], db: Database | None = None) 
     return [p for p in dict.fromkeys(product_ids) if p not in known]
 
 
-def _remembered_products(db: Database) -> set[str]:
-    key = (db.name, physical_name(db, PRODUCTS))
+def _remembered_products(db: Database, generation: str | None = None) -> set[str]:
+    key = (db.name, generation or physical_name(db, PRODUCTS))
     known = _known_products.get(key)
-    if known is None or len(known) > 2_000_000:
+    if known is None or len(known) > KNOWN_PRODUCTS_MAX:
         _known_products.clear()
         known = _known_products[key] = set()
     return known
+
+
+KNOWN_PRODUCTS_MAX = 2_000_000  # product ids remembered per process (~200 MB), then it starts again
+_catalog_read: dict[str, str] = {}  # per database: the catalog generation remember_catalog read last
+
+
+def remember_catalog(limit: int, db: Database | None = None) -> int:
+    """Remember every product of the live catalog, in one read, when it holds at most ``limit``;
+    returns how many (0 when it holds more, or this generation was read before).
+
+    A worker otherwise learns a product the first time an event names it, by a read: one of a
+    one-rating batch's six commands, in three of four batches of a fresh worker at 10k products
+    (bench/realtime_latency.py --trace), until the catalog is learnt, and again after each reload.
+    Remembering is safe for the reason given in :func:`existing_products`.
+    """
+    db = db if db is not None else get_db()
+    generation = physical_name(db, PRODUCTS)
+    if _catalog_read.get(db.name) == generation:
+        return 0
+    _catalog_read[db.name] = generation
+    products = _raw(db, generation)
+    if products.estimated_document_count() > min(limit, KNOWN_PRODUCTS_MAX):
+        return 0
+    ids = [d["_id"] for d in products.find({}, {"_id": 1})]
+    _remembered_products(db, generation).update(ids)  # this generation's set, whatever is live by now
+    return len(ids)
 
 
 def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str, float] | None:

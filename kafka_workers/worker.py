@@ -33,7 +33,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 from threadpoolctl import threadpool_limits
 
-from core import cancellation, kafka_io
+from core import cancellation, kafka_io, mongo
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from kafka_workers import metrics
@@ -112,6 +112,27 @@ def commit_every_s() -> float:
     redelivers at most this long's events more, which the claims tell apart (nothing is applied twice).
     """
     return max(0, int(os.environ.get("WORKER_COMMIT_EVERY_MS", "").strip() or 200)) / 1000
+
+
+def remember_catalog_max() -> int:
+    """``WORKER_REMEMBER_CATALOG_MAX`` (default 200,000; 0 turns it off): a catalog of at most this
+    many products is read whole when the worker starts and, while it is idle, after each reload
+    (``core.mongo.remember_catalog``: ~20 MB at the most). A larger one is learnt product by product
+    as events name them, and a one-rating batch reads each product the first time."""
+    return max(0, int(os.environ.get("WORKER_REMEMBER_CATALOG_MAX", "").strip() or 200_000))
+
+
+def remember_catalog() -> None:
+    """:func:`core.mongo.remember_catalog`, never fatal: without it the products are read as needed."""
+    if remember_catalog_max() <= 0:
+        return
+    try:
+        started = time.monotonic()
+        read = mongo.remember_catalog(remember_catalog_max())
+        if read:
+            log.info("catalog remembered: %d products in %.2fs", read, time.monotonic() - started)
+    except Exception as exc:  # noqa: BLE001 - MongoDB down: the batches read the products they need
+        log.warning("catalog not remembered (%s: %s)", exc.__class__.__name__, str(exc)[:200])
 
 
 def make_consumer(pending: dict[TopicPartition, OffsetAndMetadata] | None = None,
@@ -376,6 +397,8 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
         while not stop.is_set():
             metrics.loop_turned()
             holder.refresh()
+            if idle:  # at the start, and once per reload of the catalog
+                remember_catalog()
             if (pending or tail) and (idle or time.monotonic() - committed_at >= commit_every_s()):
                 if not finish_tail_or_wait(tail, stop):  # first: commit-after-write
                     break

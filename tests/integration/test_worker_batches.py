@@ -350,3 +350,50 @@ def test_a_batch_that_must_wait_for_a_lock_gives_back_the_tail_s_first(rt_catalo
     assert tail.locks == {mongo.writer_lock(busy)}
     finish(tail)
     forget_users(db, [kept, busy])
+
+
+def test_a_small_catalog_is_remembered_once_per_generation(rt_catalog, worker_env, monkeypatch):
+    """A catalog of at most the limit is read whole, once per generation, and its products are not
+    read again by a batch; a reload's new generation is read afresh, so a product it no longer
+    holds is unknown again (dead-lettered), never remembered from the old one."""
+    from kafka_workers.process import handle_batch
+
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=53))
+    docs = list(db[mongo.PRODUCTS].find({}))
+    n, user = len(docs), "rt-rc-0"
+    forget_users(db, [user])
+    looked_up = []
+    find_many = mongo.find_by_ids_many
+
+    def spy_reads(requests, db=None):
+        requests = [(c, list(ids), proj) for c, ids, proj in requests]
+        looked_up.extend(i for c, ids, _ in requests if c == mongo.PRODUCTS for i in ids)
+        return find_many(requests, db=db)
+
+    monkeypatch.setattr(mongo, "find_by_ids_many", spy_reads)
+    monkeypatch.setattr(mongo, "_known_products", {})
+    monkeypatch.setattr(mongo, "_catalog_read", {})
+    assert mongo.remember_catalog(n - 1) == 0  # larger than the limit: learnt product by product
+    assert mongo.products_to_look_up(p[:3]) == p[:3]
+    mongo._catalog_read.clear()
+    assert mongo.remember_catalog(n) == n
+    assert mongo.remember_catalog(n) == 0  # once per generation
+    now = time.time() - 30
+    out = handle_batch([RatingEvent(user_id=user, product_id=p[0], rating=4, ts=now)], model)
+    assert [o.status for o in out] == ["processed"] and looked_up == []
+
+    try:
+        staging = mongo.replace_collection_start(mongo.PRODUCTS)
+        mongo.insert_docs(staging, [d for d in docs if d["_id"] != p[1]])
+        mongo.replace_collection_finish(mongo.PRODUCTS)
+        assert mongo.products_to_look_up([p[0], p[1]]) == [p[0], p[1]]  # the new generation: not known yet
+        assert mongo.remember_catalog(n) == n - 1
+        out = handle_batch([RatingEvent(user_id=user, product_id=p[1], rating=4, ts=now + 1),
+                            RatingEvent(user_id=user, product_id=p[2], rating=4, ts=now + 2)], model)
+        assert [(o.status, o.reason) for o in out] == [("dead-letter", f"unknown product {p[1]}"), ("processed", "")]
+        assert looked_up == [p[1]]  # only the one it does not hold, read to be sure
+    finally:
+        staging = mongo.replace_collection_start(mongo.PRODUCTS)
+        mongo.insert_docs(staging, docs)
+        mongo.replace_collection_finish(mongo.PRODUCTS)

@@ -84,3 +84,28 @@ def test_worker_and_site_clients_keep_no_kafka_python_sensors(monkeypatch):
         kafka_io.get_producer.cache_clear()
     assert made["Consumer"]["metrics_enabled"] is False
     assert made["Producer"]["metrics_enabled"] is False
+
+
+def test_the_worker_remembers_the_catalog_up_to_its_setting_and_never_fails_on_it(monkeypatch, caplog):
+    """``WORKER_REMEMBER_CATALOG_MAX`` is the limit passed on (0: not read at all), and an error
+    reading the catalog (MongoDB down) is logged, not raised: the batches read what they need."""
+    from core import mongo
+    from kafka_workers import worker
+
+    asked = []
+
+    def remember(limit):
+        asked.append(limit)
+        if limit == 7:
+            raise ConnectionError("mongo is down")
+        return 3
+
+    monkeypatch.setattr(mongo, "remember_catalog", remember)
+    monkeypatch.delenv("WORKER_REMEMBER_CATALOG_MAX", raising=False)
+    worker.remember_catalog()
+    monkeypatch.setenv("WORKER_REMEMBER_CATALOG_MAX", "0")
+    worker.remember_catalog()
+    monkeypatch.setenv("WORKER_REMEMBER_CATALOG_MAX", "7")
+    worker.remember_catalog()
+    assert asked == [200_000, 7]
+    assert "catalog not remembered (ConnectionError: mongo is down)" in caplog.text
