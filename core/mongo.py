@@ -787,18 +787,18 @@ def remember_catalog(limit: int, db: Database | None = None) -> int:
 
     A worker otherwise learns a product the first time an event names it, by a read: one of a
     one-rating batch's six commands, in three of four batches of a fresh worker at 10k products
-    (bench/realtime_latency.py --trace), until the catalog is learnt, and again after each reload.
-    Remembering is safe for the reason given in :func:`existing_products`.
+    (bench/realtime_latency.py --trace), until the catalog is learnt. Remembering is safe for the
+    reason given in :func:`existing_products`.
     """
     db = db if db is not None else get_db()
     generation = physical_name(db, PRODUCTS)
     if _catalog_read.get(db.name) == generation:
         return 0
     _catalog_read[db.name] = generation
-    products = _raw(db, generation)
-    if products.estimated_document_count() > min(limit, KNOWN_PRODUCTS_MAX):
+    limit = min(limit, KNOWN_PRODUCTS_MAX)  # (not counted first: FerretDB v1 counts by reading every document)
+    ids = [d["_id"] for d in _raw(db, generation).find({}, {"_id": 1}).limit(limit + 1)]
+    if len(ids) > limit:
         return 0
-    ids = [d["_id"] for d in products.find({}, {"_id": 1})]
     _remembered_products(db, generation).update(ids)  # this generation's set, whatever is live by now
     return len(ids)
 

@@ -115,11 +115,15 @@ def commit_every_s() -> float:
 
 
 def remember_catalog_max() -> int:
-    """``WORKER_REMEMBER_CATALOG_MAX`` (default 200,000; 0 turns it off): a catalog of at most this
-    many products is read whole when the worker starts and, while it is idle, after each reload
-    (``core.mongo.remember_catalog``: ~20 MB at the most). A larger one is learnt product by product
-    as events name them, and a one-rating batch reads each product the first time."""
-    return max(0, int(os.environ.get("WORKER_REMEMBER_CATALOG_MAX", "").strip() or 200_000))
+    """``WORKER_REMEMBER_CATALOG_MAX`` (default 50,000; 0 turns it off): a catalog of at most this
+    many products is read whole when the worker starts (``core.mongo.remember_catalog``). A larger
+    one, and every catalog after a reload, is learnt product by product as events name them: a
+    one-rating batch reads its product the first time.
+
+    Only at the start: reading the ids takes ~0.7 s for 10,000 products and ~2 s for 50,000 on
+    FerretDB here (15 s for 200,000; docs/benchmarks.md), time in which a running worker would
+    handle no rating; a larger catalog costs the read of this many ids, once."""
+    return max(0, int(os.environ.get("WORKER_REMEMBER_CATALOG_MAX", "").strip() or 50_000))
 
 
 def remember_catalog() -> None:
@@ -388,6 +392,7 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     stats = Stats()
     pending: dict[TopicPartition, OffsetAndMetadata] = {}
     tail = Tail()  # the handled batches' lock release and ratings insert, done when idle or before a commit
+    remember_catalog()
     consumer = make_consumer(pending, tail)
     budget_s = max_poll_interval_ms() / 1000 / 2
     log.info("worker %s consuming %s as group %s (model %s)", name, get_settings().ratings_topic, group_id(),
@@ -397,8 +402,6 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
         while not stop.is_set():
             metrics.loop_turned()
             holder.refresh()
-            if idle:  # at the start, and once per reload of the catalog
-                remember_catalog()
             if (pending or tail) and (idle or time.monotonic() - committed_at >= commit_every_s()):
                 if not finish_tail_or_wait(tail, stop):  # first: commit-after-write
                     break

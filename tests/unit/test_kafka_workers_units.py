@@ -107,5 +107,5 @@ def test_the_worker_remembers_the_catalog_up_to_its_setting_and_never_fails_on_i
     worker.remember_catalog()
     monkeypatch.setenv("WORKER_REMEMBER_CATALOG_MAX", "7")
     worker.remember_catalog()
-    assert asked == [200_000, 7]
+    assert asked == [50_000, 7]
     assert "catalog not remembered (ConnectionError: mongo is down)" in caplog.text
