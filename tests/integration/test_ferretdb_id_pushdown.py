@@ -43,13 +43,18 @@ def test_find_by_ids_returns_what_exists_across_chunks(pages, mongo_db):
 def test_id_reads_use_the_index(pages):
     if "ferretdbVersion" not in pages.database.client.admin.command("buildInfo"):
         pytest.skip("MongoDB's planner uses its _id index for both on its own")
-    for filter in ({"_id": "u:7"}, {"_id": {"$in": ["u:7", "u:8"]}}):
+    for filter in ({"_id": "u:7"}, {"_id": {"$in": ["u:7", "u:8"]}},  # alone, and beside another condition
+                   {"_id": "u:7", "n": 7}, {"_id": {"$in": ["u:7", "u:8"]}, "n": 8}):  # (a lock's release)
         plan = _plan(pages, filter)
         assert "USING INDEX" in plan or "Index Scan" in plan, (filter, plan)  # SQLite's words, PostgreSQL's
     # what the patch leaves to FerretDB's own path still gives the right answer
     assert sorted(d["_id"] for d in pages.find({"_id": {"$in": ["u:1", 5, "u:3"]}})) == ["u:1", "u:3"]
     assert [d["_id"] for d in pages.find({"_id": {"$in": ["u:1", "u:2"]}, "n": 2})] == ["u:2"]
+    assert pages.find_one({"_id": "u:7", "n": 8}) is None
     assert pages.count_documents({"_id": {"$in": [f"u:{i}" for i in range(1_200)]}}) == 1_200  # above 1,000: not pushed down
     assert pages.delete_many({"_id": {"$in": ["u:1", "u:2", "nope"]}}).deleted_count == 2
     assert pages.update_many({"_id": {"$in": ["u:3", "u:4"]}}, {"$set": {"n": -1}}).modified_count == 2
     assert pages.count_documents({"n": -1}) == 2 and pages.count_documents({}) == 2_498
+    assert pages.delete_one({"_id": "u:6", "n": 7}).deleted_count == 0  # the other condition still holds
+    assert pages.delete_many({"_id": {"$in": ["u:5", "u:6"]}, "n": 6}).deleted_count == 1
+    assert pages.count_documents({}) == 2_497
