@@ -4,7 +4,8 @@ The site waits ``KAFKA_DELIVERY_TIMEOUT_MS`` for the broker's ack. A broker that
 a pause) can still write the record after the site gave up, and a worker would then store a rating
 the shopper was told was not saved (the soak's "ghost" ratings). So before the site answers 503 it
 cancels the event id, and a worker claims every event id before it stores it. Both are an insert
-of one document keyed by the event id into ``event_claims``: the unique ``_id`` index is atomic on
+of one document keyed by the event id into ``event_claims`` (where the writer locks live too,
+``core.mongo.CLAIMS``): the unique ``_id`` index is atomic on
 FerretDB v1 and MongoDB alike, so the first writer wins and exactly one of these holds:
 
 - ``{"state": "cancelled"}``: the site answered 503; every copy of the event is skipped (and its
@@ -27,7 +28,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from core import mongo
 
-EVENT_CLAIMS = "event_claims"  # {_id: event id, state: "stored" | "cancelled", at}
+EVENT_CLAIMS = mongo.CLAIMS  # {_id: event id, state: "stored" | "cancelled", at}, beside the writer locks
 STORED, CANCELLED = "stored", "cancelled"
 _DUPLICATE_KEY = 11000
 
@@ -56,24 +57,36 @@ def claim(event_id: str, db: Database | None = None) -> bool:
     return _decide(event_id, STORED, _db(db)) == STORED
 
 
-def claim_batch(event_ids: Iterable[str], db: Database | None = None) -> tuple[set[str], set[str]]:
+def claim_batch(event_ids: Iterable[str], db: Database | None = None, locks: Iterable[str] = (),
+                token: str = "") -> tuple[set[str], set[str], bool]:
     """:func:`claim` for a batch of events in one bulk insert, also saying which ids a worker had
-    claimed before: (cancelled by the site, claimed earlier by a worker). Every worker path claims an event before it stores it, so an
-    id claimed for the first time now was never stored by a worker: the worker's batches read back
-    only the others to tell a fresh event from a redelivery."""
-    db, ids = _db(db), list(dict.fromkeys(event_ids))
-    if not ids:
-        return set(), set()
-    now, taken = time.time(), []
+    claimed before: (cancelled by the site, claimed earlier by a worker, locked). Every worker path
+    claims an event before it stores it, so an id claimed for the first time now was never stored
+    by a worker: the worker's batches read back only the others to tell a fresh event from a
+    redelivery.
+
+    The same insert takes the writer ``locks`` under ``token`` (``core.mongo.take_locks``: they
+    share the collection), one command instead of two for each of a worker's batches. ``locked``
+    is False when another writer held one of them: then none is kept (those the insert took are
+    given back), as with ``take_locks(wait=False)``, and the caller waits for them its own way.
+    """
+    db, ids, names = _db(db), list(dict.fromkeys(event_ids)), sorted(set(locks))
+    if not ids and not names:
+        return set(), set(), True
+    now, taken, locked = time.time(), [], True
     try:
-        db[EVENT_CLAIMS].insert_many([{"_id": i, "state": STORED, "at": now} for i in ids], ordered=False)
+        db[EVENT_CLAIMS].insert_many([{"_id": i, "state": STORED, "at": now} for i in ids]
+                                     + [{"_id": n, "token": token, "at": now} for n in names], ordered=False)
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
         if any(e.get("code") != _DUPLICATE_KEY for e in errors):
             raise
-        taken = [ids[e["index"]] for e in errors]
+        taken = [ids[e["index"]] for e in errors if e["index"] < len(ids)]
+        locked = all(e["index"] < len(ids) for e in errors)
+    if not locked:
+        mongo.release_locks(names, token, db=db)
     cancelled = {i for i in taken if _decide(i, STORED, db) == CANCELLED}
-    return cancelled, set(taken) - cancelled
+    return cancelled, set(taken) - cancelled, locked
 
 
 def cancel(event_id: str, db: Database | None = None) -> bool:

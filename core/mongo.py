@@ -69,7 +69,12 @@ RELOADED = frozenset({"products", "recent_reviews", "product_reviews", "user_his
 PER_MODEL_VERSION = frozenset({"similar_items", "batch_recommendations"})
 POINTER_TTL_S = 1.0  # how long a process trusts a pointer it read
 RETIRE_GRACE_S = 5.0  # a retired generation outlives every cached pointer and in-flight query
-LOCKS = "locks"  # {_id: "<kind>:<id>", token, at}: see user_lock and writer_lock
+# Claims, each a document whose insert by ``_id`` is the one test-and-set FerretDB v1 and MongoDB share:
+# an event's ({_id: event id, state, at}: core.cancellation) and a writer's lock ({_id: "<kind>:<id>",
+# token, at}: user_lock, writer_lock). One collection, so that a worker's batch claims its events and
+# locks their users in one insert (core.cancellation.claim_batch).
+CLAIMS = "event_claims"
+LOCKS = CLAIMS
 LOCK_STALE_S = 10.0
 DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, replayed_at, ...}: one replay each
 EXCLUSIONS = "exclusions"  # {_id: user_id, items: [{p, t}]}: "not interested", never recommended again
@@ -570,7 +575,7 @@ def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[fl
 
 @contextmanager
 def user_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
-    """Hold a named lock (one document in ``locks``, inserted by ``_id``) around a user's write.
+    """Hold a named lock (one document in ``LOCKS``, inserted by ``_id``) around a user's write.
 
     FerretDB v1 runs a filtered update as a find then a write, not atomically: a replace
     conditional on a version field still lost a quarter of concurrent history writes there
@@ -613,8 +618,9 @@ def user_locks(names: Iterable[str], db: Database | None = None, wait_s: float =
     When another writer holds some of them, everything taken is given back and the names are
     taken one at a time in sorted order, so two batch writers never wait on each other in a
     circle (a single :func:`user_lock` holder waits for nothing while it holds). Released with one
-    ``delete_many`` by ``_id`` and token (a scan of ``locks`` on FerretDB v1: it holds only the
-    locks held at that moment).
+    ``delete_many`` by ``_id`` and token: through the ``_id`` index on MongoDB and on the FerretDB
+    build of bin/services; stock FerretDB v1 reads the whole collection for it, every event's claim
+    included (``CLAIMS``).
     """
     db = db if db is not None else get_db()
     names, token = sorted(set(names)), uuid.uuid4().hex

@@ -251,10 +251,14 @@ def handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail | Non
 def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> list[Outcome]:
     """:func:`handle_batch` up to its tail: the locks taken and the ratings to insert go into ``tail``."""
     outcomes: list[Outcome | None] = [None] * len(batch)
-    cancelled, seen_before = cancellation.claim_batch([e.event_id for e in batch]) if batch else (set(), set())
+    deleting = {e.user_id for e in batch if e.action == events.DELETE_ACCOUNT}
+    if deleting:  # what the batches before left first: nothing of theirs may come after a deletion
+        finish(tail)
+    # one insert claims the events and locks their users (for history and list; not the accounts
+    # deleted here, whose events go one at a time below)
+    cancelled, seen_before = _claim_and_lock(batch, {e.user_id for e in batch} - deleting, tail)
     seen: set[str] = set()
     by_user: dict[str, list[int]] = {}
-    deleting = {e.user_id for e in batch if e.action == events.DELETE_ACCOUNT}
     for i, e in enumerate(batch):
         if e.event_id in cancelled:  # skipped and committed past, never stored
             outcomes[i] = Outcome(e, "cancelled", "the site cancelled it: its ack timed out")
@@ -266,8 +270,6 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
         if e.user_id in deleting:
             continue
         by_user.setdefault(e.user_id, []).append(i)
-    if deleting:  # what the batches before left first: nothing of theirs may come after a deletion
-        finish(tail)
     for i, e in enumerate(batch):  # one at a time, in order, for accounts deleted in this batch
         if outcomes[i] is None and e.user_id in deleting:
             outcomes[i] = handle_event(e, model)
@@ -283,8 +285,7 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     again = [batch[i].event_id for ids in by_user.values() for i in ids
              if batch[i].event_id in seen_before and batch[i].event_id not in kept]
     no_exclusions = _users_without_exclusions(db)
-    # one lock per user (for history and list, in one insert) and one `$in` read per collection for the whole batch
-    _take_locks(tail, {mongo.writer_lock(u) for u in by_user}, db)
+    # one `$in` read per collection for the whole batch
     docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
         [(mongo.USER_HISTORY, by_user, None),
          (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions], None),
@@ -348,17 +349,28 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     return outcomes  # type: ignore[return-value]
 
 
-def _take_locks(tail: Tail, names: set[str], db) -> None:
-    """The writer locks of a batch's users, into ``tail``: those it holds already are kept; when
-    another writer holds one of the others, everything ``tail`` holds is finished first, so this
-    worker never waits while it holds a lock (two of them never wait on each other in a circle)."""
+def _claim_and_lock(batch: list[RatingEvent], users: set[str], tail: Tail) -> tuple[set[str], set[str]]:
+    """Claim the batch's events and take its ``users``' writer locks into ``tail``, in one insert
+    (``core.cancellation.claim_batch``); returns (cancelled, seen before).
+
+    The locks ``tail`` holds already are kept. When another writer holds one of the others,
+    everything ``tail`` holds is finished first, so this worker never waits while it holds a lock
+    (two of them never wait on each other in a circle). The locks are in ``tail`` before the
+    insert: one that fails half-way leaves none taken that ``finish`` would not give back.
+    Users whose events all turn out cancelled or repeated are locked too, until the tail is done.
+    """
+    names = {mongo.writer_lock(u) for u in users}
     wanted = names - tail.locks
-    if not mongo.take_locks(wanted, tail.token, db=db, wait=False):
-        finish(tail)  # gives back every lock it held, this batch's users' too
-        wanted = names
-        mongo.take_locks(wanted, tail.token, db=db)
     tail.open()
     tail.locks |= wanted
+    cancelled, seen_before, locked = cancellation.claim_batch([e.event_id for e in batch], locks=wanted,
+                                                              token=tail.token)
+    if not locked:
+        finish(tail)  # gives back every lock it held, this batch's users' too
+        tail.locks |= names
+        tail.open()
+        mongo.take_locks(names, tail.token)
+    return cancelled, seen_before
 
 
 LIST_CHUNK = 100  # users whose lists are computed while the ones before them are written

@@ -152,6 +152,27 @@ def test_a_rating_stored_before_the_deadline_is_answered_202(ghost_site, frozen_
     assert _processed(db, key)
 
 
+def test_a_batch_claim_takes_writer_locks_in_the_same_insert(ghost_site):
+    """``claim_batch`` with locks: the events are claimed whatever happens to the locks; when
+    another writer holds one of them, none is kept (those the insert took are given back), and the
+    other's lock is untouched."""
+    from core import cancellation
+
+    db = ghost_site.db
+    e1, e2, e3 = (f"lk-{uuid.uuid4().hex[:10]}" for _ in range(3))
+    l1, l2, l3 = (f"writer:lk-{uuid.uuid4().hex[:10]}" for _ in range(3))
+    assert cancellation.cancel(e2) is True
+    assert cancellation.claim_batch([e1, e2], locks=[l1, l2], token="t1") == ({e2}, set(), True)
+    holders = {d["_id"]: d["token"] for d in db[mongo.LOCKS].find({"_id": {"$in": [l1, l2, l3]}})}
+    assert holders == {l1: "t1", l2: "t1"}
+    assert cancellation.claim_batch([e3, e1], locks=[l2, l3], token="t2") == (set(), {e1}, False)
+    holders = {d["_id"]: d["token"] for d in db[mongo.LOCKS].find({"_id": {"$in": [l1, l2, l3]}})}
+    assert holders == {l1: "t1", l2: "t1"}  # l3 given back, l2 still the first writer's
+    assert cancellation.state(e3) == "stored" and cancellation.state(e2) == "cancelled"
+    mongo.release_locks([l1, l2], "t1")
+    assert db[mongo.LOCKS].count_documents({"_id": {"$in": [l1, l2, l3]}}) == 0
+
+
 def test_cancel_and_claim_are_decided_once_by_event_id(ghost_site):
     """The arbiter itself: the first of cancel / claim wins, in single and bulk claims; un-cancelling
     lets the next claim win."""

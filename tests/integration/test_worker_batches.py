@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from core import artifacts, mongo
+from core import artifacts, cancellation, mongo
 from core.events import DELETE_ACCOUNT, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import TOP_N, forget_users, publish_model
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
@@ -150,10 +150,11 @@ def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog,
 
 def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_its_locks(
         rt_catalog, worker_env, monkeypatch):
-    """The round trips a one-event batch saves: a user with a history cannot be a deleted account,
-    so ``deleted_users`` is read only for users without one; and the list is announced while the
-    batch still holds the user's locks, before the ratings' insert (neither the release nor that
-    insert is between the rating and the page)."""
+    """The round trips a one-event batch saves: its user's lock is taken by the insert that claims
+    its event; a user with a history cannot be a deleted account, so ``deleted_users`` is read only
+    for users without one; and the list is announced while the batch still holds the user's locks,
+    before the ratings' insert (neither the release nor that insert is between the rating and the
+    page)."""
     from core import list_state
     from kafka_workers.process import handle_batch
 
@@ -176,6 +177,10 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
 
     monkeypatch.setattr(mongo, "find_by_ids_many", spy_reads)
     monkeypatch.setattr(list_state, "announce_many", spy_announce)
+    claimed_with, claim_batch, take_locks = [], cancellation.claim_batch, mongo.take_locks
+    monkeypatch.setattr(cancellation, "claim_batch",
+                        lambda ids, *a, **kw: claimed_with.append(sorted(kw.get("locks", ()))) or claim_batch(ids, *a, **kw))
+    monkeypatch.setattr(mongo, "take_locks", lambda *a, **kw: pytest.fail("a lock taken by a command of its own"))
     now = time.time() - 20
     first = handle_batch([RatingEvent(user_id=user, product_id=p[0], rating=4, ts=now)], model)
     assert (mongo.DELETED_USERS, [user]) in read  # a new user: looked up
@@ -185,6 +190,7 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
     assert [o.status for o in first + second] == ["processed", "processed"]
     assert [c for c, _ in read if c == mongo.DELETED_USERS] == []  # has a history: not looked up
     assert held_at_announce == [{mongo.writer_lock(user)}] * 2  # one lock document for history and list
+    assert claimed_with == [[mongo.writer_lock(user)]] * 2  # taken by the insert that claims the event
     assert stored_at_announce == [0, 1]  # each batch's rating is inserted after its announcement
     assert db[mongo.RATINGS].count_documents({"user_id": user, "state": "processed"}) == 2
     assert db[mongo.LOCKS].count_documents({"_id": {"$regex": f"{user}$"}}) == 0
