@@ -721,6 +721,8 @@ def main() -> int:
                          "prints where a measured rating's time went")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
+    if args.compare_code and (args.compare_label or Path(args.compare_code).name) == "this":
+        ap.error("--compare-label: 'this' names this checkout's code (its traces would be mixed with the other's)")
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if min(sizes) < args.catalog_docs:
         ap.error("--catalog-docs must not exceed the smallest model size (rated products must be in the model)")
