@@ -76,7 +76,7 @@ def claim_batch(event_ids: Iterable[str], db: Database | None = None, locks: Ite
     now, taken, locked = time.time(), [], True
     try:
         db[EVENT_CLAIMS].insert_many([{"_id": i, "state": STORED, "at": now} for i in ids]
-                                     + [{"_id": n, "token": token, "at": now} for n in names], ordered=False)
+                                     + [mongo.lock_doc(n, token, now) for n in names], ordered=False)
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
         if any(e.get("code") != _DUPLICATE_KEY for e in errors):

@@ -573,6 +573,13 @@ def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[fl
     return history_entries(db[USER_HISTORY].find_one({"_id": user_id}))[0]
 
 
+def lock_doc(name: str, token: str, at: float) -> dict[str, Any]:
+    """The document that holds lock ``name`` for ``token`` since ``at`` (its age tells a stale one):
+    inserted by :func:`user_lock`, :func:`take_locks` and a worker's claim of its batch
+    (``core.cancellation.claim_batch``)."""
+    return {"_id": name, "token": token, "at": at}
+
+
 @contextmanager
 def user_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
     """Hold a named lock (one document in ``LOCKS``, inserted by ``_id``) around a user's write.
@@ -598,7 +605,7 @@ def _acquire(name: str, token: str, deadline: float, wait_s: float, db: Database
     delay = 0.001
     while True:
         try:
-            db[LOCKS].insert_one({"_id": name, "token": token, "at": time.time()})
+            db[LOCKS].insert_one(lock_doc(name, token, time.time()))
             return
         except DuplicateKeyError:
             held = db[LOCKS].find_one({"_id": name}) or {}
@@ -645,7 +652,7 @@ def take_locks(names: Iterable[str], token: str, db: Database | None = None, wai
         return True
     try:
         now = time.time()
-        db[LOCKS].insert_many([{"_id": n, "token": token, "at": now} for n in names], ordered=False)
+        db[LOCKS].insert_many([lock_doc(n, token, now) for n in names], ordered=False)
         return True
     except BulkWriteError as exc:
         if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):

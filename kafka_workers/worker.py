@@ -128,11 +128,12 @@ def remember_catalog_max() -> int:
 
 def remember_catalog() -> None:
     """:func:`core.mongo.remember_catalog`, never fatal: without it the products are read as needed."""
-    if remember_catalog_max() <= 0:
+    limit = remember_catalog_max()
+    if limit <= 0:
         return
     try:
         started = time.monotonic()
-        read = mongo.remember_catalog(remember_catalog_max())
+        read = mongo.remember_catalog(limit)
         if read:
             log.info("catalog remembered: %d products in %.2fs", read, time.monotonic() - started)
     except Exception as exc:  # noqa: BLE001 - MongoDB down: the batches read the products they need
