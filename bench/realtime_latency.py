@@ -355,7 +355,7 @@ def measure_latency(rater, n_ratings: int, pool: int, wait, seed: int, warmup: i
     With ``controls`` each user's events go rate, rate, remove a rating, rate, "not interested", and
     so on; the POST-to-readable times are reported per action.
     """
-    from core import list_state, mongo
+    from core import list_state, mongo, stored_lists
 
     rng = np.random.default_rng(seed)
     db = mongo.get_db()
@@ -390,7 +390,7 @@ def measure_latency(rater, n_ratings: int, pool: int, wait, seed: int, warmup: i
         while True:  # announced in Redis (what the site checks first), then read from MongoDB
             version = list_state.current(uid, generation)
             if version != announced:
-                doc = mongo.get_live_recommendations(uid, db=db)
+                doc = stored_lists.get_live_recommendations(uid, db=db)
                 if doc and doc.get("source_event_id") == event_id and version == list_state.version_of(doc):
                     written = float(doc["updated_at"])  # the worker's clock when it began writing lists
                     break

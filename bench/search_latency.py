@@ -10,8 +10,8 @@ Word document frequencies are Zipf-like (the commonest word is in half the produ
 20,000th in 25); each word's postings are a random subset of the products split into
 title/brand/category and review-only matches, kept to ``MAX_POSTINGS`` like the job does.
 Queries have 1-3 words drawn with Zipf weights (shoppers type common words most). Each query is
-timed through ``core.mongo.search_ids`` (the index reads, intersection, ranking and count) and
-through ``core.mongo.list_products`` (the same plus the 24 products of page 1), as the catalog
+timed through ``core.catalog.search_ids`` (the index reads, intersection, ranking and count) and
+through ``core.catalog.list_products`` (the same plus the 24 products of page 1), as the catalog
 page calls it, sequentially from one client.
 
 For comparison, the search the site used before (an escaped case-insensitive ``$regex`` over
@@ -30,7 +30,7 @@ import uuid
 import numpy as np
 from pymongo import ASCENDING, DESCENDING
 
-from core import mongo, search
+from core import catalog, mongo, search
 
 N_CATEGORIES = 30
 PER_PAGE = 24
@@ -144,12 +144,13 @@ def main() -> int:
         print(f"index search, {args.products:,} products (database {name}):")
         build_new(new_db, rng, args.products, args.keys)
         qs = queries(rng, args.queries, args.keys)
-        hits = [len(mongo.search_ids(q, db=new_db)) for q in qs[:200]]
+        hits = [len(catalog.search_ids(q, db=new_db)) for q in qs[:200]]
         print(f"  queries: {sum(' ' not in q for q in qs)} of one word, the rest 2-3; results per query "
               f"(first 200): median {int(np.median(hits))}, max {max(hits)}")
-        idx = time_calls("search_ids (index reads, intersect, rank, count)", lambda q: mongo.search_ids(q, db=new_db), qs)
+        idx = time_calls("search_ids (index reads, intersect, rank, count)",
+                         lambda q: catalog.search_ids(q, db=new_db), qs)
         page = time_calls("list_products page 1 (the above + 24 products by _id)",
-                          lambda q: mongo.list_products(1, PER_PAGE, query=q, db=new_db), qs)
+                          lambda q: catalog.list_products(1, PER_PAGE, query=q, db=new_db), qs)
         print(f"old regex search, {args.old_products:,} products (database {name}_old):")
         build_old(old_db, rng, args.old_products, args.keys)
         old_qs = [q.split(" ")[0] for q in queries(rng, args.old_queries, args.keys)]  # it took one phrase

@@ -26,7 +26,7 @@ from typing import Iterable
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from core import mongo
+from core import locking, mongo
 
 EVENT_CLAIMS = mongo.CLAIMS  # {_id: event id, state: "stored" | "cancelled", at}, beside the writer locks
 STORED, CANCELLED = "stored", "cancelled"
@@ -65,7 +65,7 @@ def claim_batch(event_ids: Iterable[str], db: Database | None = None, locks: Ite
     by a worker: the worker's batches read back only the others to tell a fresh event from a
     redelivery.
 
-    The same insert takes the writer ``locks`` under ``token`` (``core.mongo.take_locks``: they
+    The same insert takes the writer ``locks`` under ``token`` (``core.locking.take_locks``: they
     share the collection), one command instead of two for each of a worker's batches. ``locked``
     is False when another writer held one of them: then none is kept (those the insert took are
     given back), as with ``take_locks(wait=False)``, and the caller waits for them its own way.
@@ -76,7 +76,7 @@ def claim_batch(event_ids: Iterable[str], db: Database | None = None, locks: Ite
     now, taken, locked = time.time(), [], True
     try:
         db[EVENT_CLAIMS].insert_many([{"_id": i, "state": STORED, "at": now} for i in ids]
-                                     + [mongo.lock_doc(n, token, now) for n in names], ordered=False)
+                                     + [locking.lock_doc(n, token, now) for n in names], ordered=False)
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
         if any(e.get("code") != _DUPLICATE_KEY for e in errors):
@@ -84,7 +84,7 @@ def claim_batch(event_ids: Iterable[str], db: Database | None = None, locks: Ite
         taken = [ids[e["index"]] for e in errors if e["index"] < len(ids)]
         locked = all(e["index"] < len(ids) for e in errors)
     if not locked:
-        mongo.release_locks(names, token, db=db)
+        locking.release_locks(names, token, db=db)
     cancelled = {i for i in taken if _decide(i, STORED, db) == CANCELLED}
     return cancelled, set(taken) - cancelled, locked
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from pymongo.database import Database
 
-from core import list_state, mongo
+from core import catalog, list_state, mongo, stored_lists
 
 TRENDING_WINDOW_S = 7 * 86400
 TRENDING_HALF_LIFE_S = 86400.0
@@ -25,9 +25,9 @@ BATCH_TRENDING_HALF_LIFE_S = 7 * 86400.0
 def refresh_popular(limit: int = 50, db: Database | None = None) -> int:
     """Most-reviewed products overall and per category, from the batch load's catalog order."""
     written = 0
-    for name in [mongo.ALL] + [c["name"] for c in mongo.categories(db=db)]:
-        items = mongo.compute_popular(limit=limit, category=None if name == mongo.ALL else name, db=db)
-        mongo.write_popular(name, "popular", items, db=db)
+    for name in [mongo.ALL] + [c["name"] for c in catalog.categories(db=db)]:
+        items = catalog.compute_popular(limit=limit, category=None if name == mongo.ALL else name, db=db)
+        stored_lists.write_popular(name, "popular", items, db=db)
         written += 1
     list_state.announce_popular()
     return written
@@ -88,15 +88,16 @@ def refresh_trending(limit: int = 50, db: Database | None = None, quiet_fallback
     if not events and not quiet_fallback:
         return 0
     scores = trending_scores(events, now, half_life)
-    products = mongo.get_products(list(scores), db=db)
+    products = catalog.get_products(list(scores), db=db)
     by_cat: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for pid, score in scores.items():
         by_cat[mongo.ALL].append((pid, score))
         by_cat[products.get(pid, {}).get("category") or ""].append((pid, score))
-    names = {mongo.ALL, *(c["name"] for c in mongo.categories(db=db))}
+    names = {mongo.ALL, *(c["name"] for c in catalog.categories(db=db))}
     for name in names:
         ranked = sorted(by_cat.get(name, []), key=lambda x: (-x[1], x[0]))[:limit]
-        mongo.write_popular(name, "trending", [{"product_id": p, "score": round(s, 4)} for p, s in ranked], db=db)
+        items = [{"product_id": p, "score": round(s, 4)} for p, s in ranked]
+        stored_lists.write_popular(name, "trending", items, db=db)
     list_state.announce_popular()
     return len(names)
 

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 
-from core import kafka_io, mongo
+from core import kafka_io, rating_history
 from core.settings import get_settings
 
 
@@ -77,7 +77,7 @@ def collect(reason: str | None = None) -> dict[str, dict[str, Any]]:
             continue
         letters[lid] = {**letter, "id": lid, "copies": 1}
     for lid, letter in letters.items():
-        replay = mongo.get_replay(lid)
+        replay = rating_history.get_replay(lid)
         letter["replayed"] = replay.get("replayed_at") if replay else None
     return letters
 
@@ -123,7 +123,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"{lid}: the letter kept only a preview of the original; cannot replay it", file=sys.stderr)
             failed += 1
             continue
-        earlier = mongo.claim_replay(lid, {"event_id": letter.get("event_id"), "reason": letter.get("reason")})
+        earlier = rating_history.claim_replay(lid, {"event_id": letter.get("event_id"), "reason": letter.get("reason")})
         if earlier is not None and not args.force:
             print(f"{lid}: already replayed at {earlier.get('replayed_at')}; skipped (--force to send it again)")
             continue
@@ -133,7 +133,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             meta = kafka_io.publish_raw(topic, raw, key=key.encode() if key else None)
         except kafka_io.PublishError as exc:
             if earlier is None:
-                mongo.release_replay(lid)
+                rating_history.release_replay(lid)
             print(f"{lid}: {exc}", file=sys.stderr)
             failed += 1
             continue

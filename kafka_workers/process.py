@@ -19,7 +19,8 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from core import cancellation, events, list_state, mongo, recommend
+from core import (cancellation, catalog, events, list_state, locking, mongo, rating_history, recommend, shopper_controls,
+                  stored_lists)
 from core.artifacts import Model
 from core.events import MAX_EVENT_BYTES, InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
@@ -44,7 +45,8 @@ def recommendations_for(history: dict[str, float], model: Model | None, n: int,
         items = recommend.recommend(model, history, n=n, exclude=excluded)
         if items:
             return items, model.version
-    popular = [p for p in (popular or (lambda limit: mongo.compute_popular(limit=limit)))(n + len(history) + len(excluded))
+    most_reviewed = popular or (lambda limit: catalog.compute_popular(limit=limit))
+    popular = [p for p in most_reviewed(n + len(history) + len(excluded))
                if p["product_id"] not in history and p["product_id"] not in excluded]
     return [{**p, "because": None} for p in popular[:n]], "popular"
 
@@ -53,21 +55,21 @@ def apply_action(event: RatingEvent) -> dict[str, float] | None:
     """The event's change to the user's history or exclusions; returns the history to solve
     with, or None when the account was deleted."""
     if event.action == events.UNRATE:
-        return mongo.remove_from_history(event.user_id, event.product_id, event.ts)
+        return rating_history.remove_from_history(event.user_id, event.product_id, event.ts)
     if event.action == events.NOT_INTERESTED:
-        history = mongo.history_unless_deleted(event.user_id)
+        history = rating_history.history_unless_deleted(event.user_id)
         if history is not None:
             _may_have_exclusions(event.user_id)
-            mongo.add_exclusion(event.user_id, event.product_id, event.ts)
+            shopper_controls.add_exclusion(event.user_id, event.product_id, event.ts)
         return history
-    return mongo.add_to_history(event.user_id, event.product_id, event.rating, event.ts)
+    return rating_history.add_to_history(event.user_id, event.product_id, event.rating, event.ts)
 
 
 def forget_user(event: RatingEvent) -> Outcome:
     """``delete_account``: the site removed the data already; this repeats it after every event
     the user sent before (same partition, in order), so none of them can have brought any back."""
-    mongo.record_deleted_user(event.user_id)
-    mongo.delete_user_data(event.user_id)
+    rating_history.record_deleted_user(event.user_id)
+    shopper_controls.delete_user_data(event.user_id)
     list_state.drop(event.user_id)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))
 
@@ -89,11 +91,11 @@ def handle_event(event: RatingEvent, model: Model | None) -> Outcome:
     """:func:`handle` of an event already parsed."""
     if event.action == events.DELETE_ACCOUNT:
         return forget_user(event)
-    if not mongo.product_exists(event.product_id):
+    if not catalog.product_exists(event.product_id):
         return Outcome(event, "dead-letter", f"unknown product {event.product_id}")
-    fresh = mongo.store_rating(event.to_dict())
+    fresh = rating_history.store_rating(event.to_dict())
     if not fresh:
-        stored = mongo.get_rating(event.event_id) or {}
+        stored = rating_history.get_rating(event.event_id) or {}
         if stored.get("state") == "processed":
             return Outcome(event, "duplicate")
         # stored but the worker died before writing the list: finish the job now
@@ -101,12 +103,13 @@ def handle_event(event: RatingEvent, model: Model | None) -> Outcome:
     # after the history is written: a re-scoring that read the older one took its as_of before that
     as_of = time.time()
     if history is None:  # the account was deleted: keep nothing of it
-        mongo.drop_event(event.event_id)
+        rating_history.drop_event(event.event_id)
         return Outcome(event, "dropped", "account deleted")
-    items, version = recommendations_for(history, model, get_settings().top_n, mongo.exclusions(event.user_id))
-    doc = mongo.write_recommendations(event.user_id, items, version, source_event_id=event.event_id, as_of=as_of)
+    excluded = shopper_controls.exclusions(event.user_id)
+    items, version = recommendations_for(history, model, get_settings().top_n, excluded)
+    doc = stored_lists.write_recommendations(event.user_id, items, version, source_event_id=event.event_id, as_of=as_of)
     list_state.announce(event.user_id, list_state.version_of(doc))
-    mongo.mark_rating_processed(event.event_id, version)
+    rating_history.mark_rating_processed(event.event_id, version)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))
 
 
@@ -119,7 +122,7 @@ class _PopularOnce:
 
     def __call__(self, limit: int) -> list[dict]:
         if self.items is None or (len(self.items) < limit and len(self.items) == self.limit):
-            self.items, self.limit = mongo.compute_popular(limit=limit), limit
+            self.items, self.limit = catalog.compute_popular(limit=limit), limit
         return self.items[:limit]
 
 
@@ -166,7 +169,7 @@ class Tail:
     of those users (a Celery re-scoring) wait that much longer for the lock. A crash before
     :func:`finish` leaves the offsets uncommitted: the redelivery finds its claims, reads no rating
     and applies the batches again, as after a crash before the ratings' insert; the locks go stale
-    (``core.mongo.LOCK_STALE_S``, far above ``TAIL_MAX_S``). State is real: held locks, waiting
+    (``core.locking.LOCK_STALE_S``, far above ``TAIL_MAX_S``). State is real: held locks, waiting
     rows.
     """
 
@@ -198,11 +201,13 @@ def finish(tail: Tail) -> None:
     is not done yet (the locks go stale if it never is)."""
     db = mongo.get_db()
     if tail.locks:
-        mongo.release_locks(tail.locks, tail.token, db=db)
+        locking.release_locks(tail.locks, tail.token, db=db)
         tail.locks.clear()
     if tail.ratings:
-        earlier = mongo.store_ratings(tail.ratings)  # stored before (by a worker that died): mark those processed
-        mongo.mark_ratings_processed({d["_id"]: d["model_version"] for d in tail.ratings if d["_id"] in earlier})
+        # stored before (by a worker that died): mark those processed
+        earlier = rating_history.store_ratings(tail.ratings)
+        rating_history.mark_ratings_processed(
+            {d["_id"]: d["model_version"] for d in tail.ratings if d["_id"] in earlier})
         tail.ratings.clear()
     while tail.reloads:
         _after_reload(db, *tail.reloads[0])
@@ -216,7 +221,7 @@ def handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail | Non
     The same effects as :func:`handle` of each event in turn, with MongoDB's round trips per user
     and per batch instead of per event: the events are grouped by user (a user's events keep
     their order: one partition, one key), each user's history read once, every event applied to
-    it in order by the rule of :func:`core.mongo.apply_history_change`, the history written once,
+    it in order by the rule of :func:`core.rating_history.apply_history_change`, the history written once,
     the user folded in once, and one list written for the user's last event. Claims, histories,
     lists, locks and ratings go in bulk writes.
 
@@ -289,9 +294,9 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
         [(mongo.USER_HISTORY, by_user, None),
          (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions], None),
-         (mongo.PRODUCTS, mongo.products_to_look_up(product_ids, db=db), {"_id": 1}),
+         (mongo.PRODUCTS, catalog.products_to_look_up(product_ids, db=db), {"_id": 1}),
          (mongo.RATINGS, again, {"state": 1})])
-    known = mongo.existing_products(product_ids, db=db, found=products)
+    known = catalog.existing_products(product_ids, db=db, found=products)
     # a deleted account has no history (as in handle): only users without one are looked up
     deleted = set(mongo.find_by_ids(mongo.DELETED_USERS, [u for u in by_user if u not in docs], {"_id": 1}, db=db))
     for user, ids in list(by_user.items()):
@@ -308,11 +313,11 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     for user, ids in by_user.items():
         if user in deleted:  # the account was deleted: keep nothing of it
             for i in ids:
-                mongo.drop_event(batch[i].event_id)  # stored by a worker that died, if at all
+                rating_history.drop_event(batch[i].event_id)  # stored by a worker that died, if at all
                 outcomes[i] = Outcome(batch[i], "dropped", "account deleted")
             continue
-        ratings, removed = mongo.history_entries(docs.get(user))
-        exclusions = mongo.exclusion_entries(exclusion_docs.get(user))
+        ratings, removed = rating_history.history_entries(docs.get(user))
+        exclusions = shopper_controls.exclusion_entries(exclusion_docs.get(user))
         changed, excl_changed = False, False  # a new user gets a document with their first rating
         for i in ids:
             e = batch[i]
@@ -321,11 +326,11 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
                     exclusions[e.product_id], excl_changed = float(e.ts), True
             else:
                 rating = None if e.action == events.UNRATE else float(e.rating)
-                changed = mongo.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
+                changed = rating_history.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
         if changed:
-            new_histories[user] = mongo.history_doc(user, ratings, removed)
+            new_histories[user] = rating_history.history_doc(user, ratings, removed)
         if excl_changed:
-            new_exclusions[user] = {"items": mongo.exclusion_items(exclusions)}
+            new_exclusions[user] = {"items": shopper_controls.exclusion_items(exclusions)}
         histories[user] = {pid: r for pid, (r, _t) in ratings.items()}
         excluded[user] = set(exclusions)
         if exclusions:  # before the write: one that fails half-way leaves them to be read again
@@ -341,7 +346,7 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
     applied = [i for user in histories for i in by_user[user]]
     now = time.time()
-    tail.ratings += [{**mongo.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
+    tail.ratings += [{**rating_history.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
                       "model_version": stored[batch[i].user_id]["model_version"]} for i in applied]
     tail.reloads.append((history_generation, [batch[i] for i in applied], histories_written))
     for i in applied:
@@ -359,7 +364,7 @@ def _claim_and_lock(batch: list[RatingEvent], users: set[str], tail: Tail) -> tu
     insert: one that fails half-way leaves none taken that ``finish`` would not give back.
     Users whose events all turn out cancelled or repeated are locked too, until the tail is done.
     """
-    names = {mongo.writer_lock(u) for u in users}
+    names = {locking.writer_lock(u) for u in users}
     wanted = names - tail.locks
     tail.open()
     tail.locks |= wanted
@@ -369,7 +374,7 @@ def _claim_and_lock(batch: list[RatingEvent], users: set[str], tail: Tail) -> tu
         finish(tail)  # gives back every lock it held, this batch's users' too
         tail.locks |= names
         tail.open()
-        mongo.take_locks(names, tail.token)
+        locking.take_locks(names, tail.token)
     return cancelled, seen_before
 
 
@@ -386,7 +391,7 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
     thread, so the writes keep their order). The worker's CPU and the database's had taken turns,
     each idle half the time. A smaller batch (one rating at normal load) writes in this thread:
     there the two threads' turns at Python's lock cost more than the overlap saves (~3 ms of its
-    p99, docs/benchmarks.md). The lists' ``as_of`` (core.mongo.write_recommendations) is taken
+    p99, docs/benchmarks.md). The lists' ``as_of`` (core.stored_lists.write_recommendations) is taken
     once the histories are written: the histories as they are then, which they stay until the
     caller's locks go. Taken before, a re-scoring that read the old history while this batch held
     the locks would have the later ``as_of`` and replace our list. Every write has finished when
@@ -409,7 +414,7 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
     if len(users) <= LIST_CHUNK:
         write_histories()
         as_of = time.time()
-        return mongo.write_recommendations_many(lists_of(users), as_of)
+        return stored_lists.write_recommendations_many(lists_of(users), as_of)
     writer = thread_pool("batch-writes", 1)  # one thread: the writes keep their order
     chunks = [users[lo:lo + LIST_CHUNK] for lo in range(0, len(users), LIST_CHUNK)]
     writes = [writer.submit(write_histories)]
@@ -418,9 +423,9 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
         first = lists_of(chunks[0])
         writes[0].result()
         as_of = time.time()
-        writes.append(writer.submit(mongo.write_recommendations_many, first, as_of))
+        writes.append(writer.submit(stored_lists.write_recommendations_many, first, as_of))
         for chunk in chunks[1:]:
-            writes.append(writer.submit(mongo.write_recommendations_many, lists_of(chunk), as_of))
+            writes.append(writer.submit(stored_lists.write_recommendations_many, lists_of(chunk), as_of))
         for f in writes[1:]:
             stored.update(f.result())
     finally:
@@ -432,7 +437,7 @@ def _after_reload(db, generation: str, applied: list[RatingEvent], histories_wri
     """Write a batch's history changes again when a reload switched ``user_history`` under it.
 
     A reload replays the live ratings stored since it began into the new histories
-    (``core.mongo.reapply_live_ratings``) once every process reads the new generation: at least
+    (``core.rating_history.reapply_live_ratings``) once every process reads the new generation: at least
     ``RETIRE_GRACE_S`` after its switch, while a write into the old generation comes at most
     ``POINTER_TTL_S`` after it (the age of a cached pointer). A batch stores its ratings after
     writing the histories, so one that took less than the difference from its history writes to
@@ -446,7 +451,7 @@ def _after_reload(db, generation: str, applied: list[RatingEvent], histories_wri
         return
     for e in applied:
         if e.action in (events.RATE, events.UNRATE):
-            mongo.change_history(e.user_id, e.product_id, None if e.action == events.UNRATE else float(e.rating),
+            rating_history.change_history(e.user_id, e.product_id, None if e.action == events.UNRATE else float(e.rating),
                                  e.ts, db=db)
 
 

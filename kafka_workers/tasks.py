@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from core import artifacts, list_state, mongo, popular, recommend
+from core import artifacts, list_state, mongo, popular, rating_history, recommend, shopper_controls, stored_lists
 from core.cache_keys import LAST_RESCORED_MODEL
 from core.settings import get_settings
 from kafka_workers.celery_app import app
@@ -95,10 +95,10 @@ def _rescore(version: str, active_days: int, batch_size: int) -> int:
     for start in range(0, len(users), batch_size):
         for user in users[start:start + batch_size]:
             as_of = time.time()  # a worker's list from a later read of the history is kept
-            items = recommend.recommend(model, mongo.user_ratings(user), n=get_settings().top_n,
-                                        exclude=mongo.exclusions(user))
+            items = recommend.recommend(model, rating_history.user_ratings(user), n=get_settings().top_n,
+                                        exclude=shopper_controls.exclusions(user))
             if items:
-                doc = mongo.write_recommendations(user, items, model.version, as_of=as_of)
+                doc = stored_lists.write_recommendations(user, items, model.version, as_of=as_of)
                 list_state.announce(user, list_state.version_of(doc))
                 done += doc.get("as_of") == as_of
     _redis().set(LAST_RESCORED_MODEL, version)

@@ -33,7 +33,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 from threadpoolctl import threadpool_limits
 
-from core import cancellation, kafka_io, mongo
+from core import cancellation, catalog, kafka_io
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from kafka_workers import metrics
@@ -116,7 +116,7 @@ def commit_every_s() -> float:
 
 def remember_catalog_max() -> int:
     """``WORKER_REMEMBER_CATALOG_MAX`` (default 50,000; 0 turns it off): a catalog of at most this
-    many products is read whole when the worker starts (``core.mongo.remember_catalog``). A larger
+    many products is read whole when the worker starts (``core.catalog.remember_catalog``). A larger
     one, and every catalog after a reload, is learnt product by product as events name them: a
     one-rating batch reads its product the first time.
 
@@ -127,13 +127,13 @@ def remember_catalog_max() -> int:
 
 
 def remember_catalog() -> None:
-    """:func:`core.mongo.remember_catalog`, never fatal: without it the products are read as needed."""
+    """:func:`core.catalog.remember_catalog`, never fatal: without it the products are read as needed."""
     limit = remember_catalog_max()
     if limit <= 0:
         return
     try:
         started = time.monotonic()
-        read = mongo.remember_catalog(limit)
+        read = catalog.remember_catalog(limit)
         if read:
             log.info("catalog remembered: %d products in %.2fs", read, time.monotonic() - started)
     except Exception as exc:  # noqa: BLE001 - MongoDB down: the batches read the products they need

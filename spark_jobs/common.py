@@ -128,9 +128,9 @@ def run_id_arg(parser) -> None:
 
 def _deleted_ids(spark):
     """(DataFrame of the deleted accounts' ids, how many); a small list, broadcast by the joins."""
-    from core import mongo
+    from core import rating_history
 
-    deleted = sorted(mongo.deleted_user_ids())
+    deleted = sorted(rating_history.deleted_user_ids())
     return spark.createDataFrame([(u,) for u in deleted], "user_id string"), len(deleted)
 
 

@@ -22,7 +22,7 @@ import time
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import mongo, popular, search
+from core import mongo, popular, rating_history, search
 from core.settings import get_settings
 from spark_jobs import units
 from spark_jobs.common import of_deleted_users, run_job, without_deleted_users
@@ -313,7 +313,7 @@ def user_history_docs(spark: SparkSession, reviews: DataFrame) -> DataFrame:
         Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("rating").asc_nulls_first()))
     ).where("_n = 1").where(F.col("rating").isNotNull())
     # an array of {p, r, t}, not a map keyed by product id: FerretDB refuses keys with "." or "$"
-    # (core.mongo.history_doc is the same shape)
+    # (core.rating_history.history_doc is the same shape)
     return latest.groupBy("user_id").agg(
         F.collect_list(F.struct(F.col("product_id").alias("p"), F.col("rating").alias("r"),
                                 F.col("ts").cast("double").alias("t"))).alias("ratings")
@@ -507,7 +507,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
     # Once every process reads the new generations (the grace period), the old ones go and the
     # live ratings stored since the load began are written into the new histories.
     mongo.drop_retired(wait=True)
-    out[mongo.USER_HISTORY]["live_ratings_replayed"] = mongo.reapply_live_ratings(live_since)
+    out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
     # Reconciliation: the server acknowledged every document written (reload_collection), and every
     # clean review and product is in MongoDB, no more, no fewer.
     held = reconcile(n_reviews, n_products)

@@ -31,7 +31,7 @@ import os
 import sys
 import time
 
-from core import artifacts, mongo, popular
+from core import artifacts, mongo, popular, rating_history, shopper_controls, stored_lists
 from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
 
@@ -85,7 +85,7 @@ def load_serving_lists(version: str) -> dict[str, int]:
     d = artifacts.models_dir() / version
     now = time.time()
     db = mongo.get_db()
-    deleted, excluded = mongo.deleted_user_ids(db=db), mongo.all_exclusions(db=db)
+    deleted, excluded = rating_history.deleted_user_ids(db=db), shopper_controls.all_exclusions(db=db)
     def user_lists(tally: dict[str, int]):
         for doc in artifacts.serving_list_docs(d / artifacts.TOPN_LISTS):
             tally["lines"] += 1
@@ -133,7 +133,7 @@ def publish(version: str, run_id: str, force: bool = False) -> dict:
     artifacts.publish(version)  # the one switch: the model and its lists (core/mongo.py resolves them by it)
     mongo.forget_pointers()
     # the replaced version's lists stay for readers that still hold the old CURRENT for a moment
-    loaded["dropped"] = mongo.drop_serving_lists(keep={version, current} - {None})
+    loaded["dropped"] = stored_lists.drop_serving_lists(keep={version, current} - {None})
     mongo.record_model_version(version, {"published": True, "published_at": time.time(), "decision": decision,
                                          "replaced": current})
     print(f"publish: {version} is now current ({decision}); loaded {loaded}")

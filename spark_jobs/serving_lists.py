@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from core import ann, artifacts, mongo, recommend, storage
+from core import ann, artifacts, recommend, shopper_controls, storage
 from core.settings import get_settings
 from spark_jobs.interactions import ids_at
 
@@ -88,7 +88,7 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
         raise ValueError("the model's items are not the matrix's columns")
     n = n or get_settings().top_n
     d = artifacts.models_dir() / version
-    excluded = mongo.all_exclusions()  # "not interested": asked for n more, then left out
+    excluded = shopper_controls.all_exclusions()  # "not interested": asked for n more, then left out
     extra = max((len(v) for v in excluded.values()), default=0)
     rated = sp.csr_matrix(x_all, copy=False)
     if rated.nnz and not (rated.data == 1).all():  # the lists fold in every rated item as 1.0

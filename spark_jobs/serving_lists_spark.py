@@ -20,7 +20,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from core import ann, artifacts, mongo, recommend, storage
+from core import ann, artifacts, recommend, shopper_controls, storage
 from core.settings import get_settings
 from spark_jobs.serving_lists import (SERVING_BLOCK, SERVING_MAX_ITEMS, SERVING_MAX_USERS, item_line, user_block,
                                       user_line)
@@ -107,7 +107,7 @@ def write_serving_lists_spark(spark: SparkSession, version: str, pairs: DataFram
     if model.ann is not None:  # the cosine graph of similar items: built once here, read by each worker
         ann.save(ann.build(ann.unit_rows(model.item_factors)), d / COSINE_FILE)
     del model
-    excluded = spark.sparkContext.broadcast(mongo.all_exclusions())  # only users who have any
+    excluded = spark.sparkContext.broadcast(shopper_controls.all_exclusions())  # only users who have any
 
     per_user = pairs.groupBy("user_id").agg(F.collect_set("iid").alias("items"))
     per_user = per_user.withColumn("n", F.size("items")).cache()

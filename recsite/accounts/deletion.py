@@ -17,7 +17,7 @@ from django.contrib.auth import logout
 from django.db import transaction
 
 from accounts.models import AccountDeletion, Profile, recommender_id
-from core import kafka_io, mongo
+from core import kafka_io, rating_history, shopper_controls
 from core.events import DELETE_ACCOUNT, RatingEvent
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,9 @@ def delete_account(user, request=None) -> AccountDeletion:
 
     rid = recommender_id(user)
     linked = bool(getattr(Profile.objects.filter(user=user).first(), "reviewer_id", None))
-    mongo.record_deleted_user(rid)
+    rating_history.record_deleted_user(rid)
     recommendations.forget(rid)
-    counts = mongo.delete_user_data(rid)
+    counts = shopper_controls.delete_user_data(rid)
     try:
         kafka_io.publish_rating(RatingEvent(user_id=rid, product_id="", rating=0, action=DELETE_ACCOUNT))
         notified = True

@@ -15,7 +15,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import recommender_id
-from core import artifacts, mongo
+from core import artifacts, catalog, mongo, rating_history, stored_lists
 from shop.models import ModelVersion, PipelineRun, RatingSubmission
 from shop.sync import sync_pipeline_records
 
@@ -62,7 +62,7 @@ class RatingSubmissionAdmin(admin.ModelAdmin):
     def processing_state(self, obj: RatingSubmission) -> str:
         """Read live from MongoDB: 'processed' once a worker has written the recommendations."""
         try:
-            doc = mongo.get_rating(obj.event_id)
+            doc = rating_history.get_rating(obj.event_id)
         except Exception as exc:  # the admin must stay usable while MongoDB is down
             return f"unknown ({exc.__class__.__name__})"
         if not doc:
@@ -183,8 +183,8 @@ class RecommenderUserAdmin(UserAdmin):
         if not obj or not obj.pk:
             return "-"
         try:
-            rated = mongo.user_history(recommender_id(obj))
-            names = mongo.get_products(list(rated))
+            rated = rating_history.user_history(recommender_id(obj))
+            names = catalog.get_products(list(rated))
         except Exception as exc:  # the admin stays usable while MongoDB is down
             return f"unavailable ({exc.__class__.__name__})"
         if not rated:
@@ -201,9 +201,9 @@ class RecommenderUserAdmin(UserAdmin):
         if not obj or not obj.pk:
             return "-"
         try:
-            doc = mongo.get_recommendations(recommender_id(obj))
+            doc = stored_lists.get_recommendations(recommender_id(obj))
             items = (doc or {}).get("items") or []
-            names = mongo.get_products([i["product_id"] for i in items] + [i["because"] for i in items
+            names = catalog.get_products([i["product_id"] for i in items] + [i["because"] for i in items
                                                                             if i.get("because")])
         except Exception as exc:
             return f"unavailable ({exc.__class__.__name__})"

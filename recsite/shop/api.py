@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 
 from accounts.models import recommender_id
-from core import mongo
+from core import catalog, rating_history, stored_lists
 from core.breaker import Unavailable
 from core.events import NOT_INTERESTED, UNRATE, is_event_id, is_product_id
 from shop import recommendations
@@ -47,7 +47,7 @@ def my_recommendations(request):
 def similar(request, product_id: str):
     if not is_product_id(product_id) or not summaries([product_id]):
         return Response({"detail": "unknown product"}, status=404)
-    items = mongo.get_similar_items(product_id)
+    items = stored_lists.get_similar_items(product_id)
     if request.user.is_authenticated:  # never a product this user is not interested in
         hidden = recommendations.excluded(recommender_id(request.user))
         items = [i for i in items if i["product_id"] not in hidden]
@@ -66,7 +66,7 @@ def search(request):
     params = SearchQuery(data=request.query_params)
     params.is_valid(raise_exception=True)
     p = params.validated_data
-    found, total = mongo.list_products(page=p["page"], per_page=p["per_page"], category=p["category"] or None,
+    found, total = catalog.list_products(page=p["page"], per_page=p["per_page"], category=p["category"] or None,
                                        query=p["q"])
     return Response({"total": total, "page": p["page"], "items": [
         {"product_id": d["_id"], "title": headline(d), "brand": d.get("brand") or "",
@@ -130,7 +130,7 @@ def rating_status(request, event_id: str):
     sub = RatingSubmission.objects.filter(event_id=str(event_id)[:64], user=request.user).first()
     if sub is None:
         return Response({"detail": "not found"}, status=404)
-    doc = mongo.get_rating(sub.event_id) or {}
+    doc = rating_history.get_rating(sub.event_id) or {}
     return Response({"event_id": sub.event_id, "published": sub.published,
                      "state": doc.get("state", "pending"), "model_version": doc.get("model_version")})
 

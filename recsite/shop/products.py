@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.cache import cache
 
-from core import list_state, mongo
+from core import catalog, list_state, stored_lists
 
 TTL_S = int(os.environ.get("CATALOG_CACHE_SECONDS", "300"))
 SIMILAR_SHOWN = 8
@@ -36,7 +36,7 @@ def summaries(product_ids: list[str]) -> dict[str, dict[str, Any]]:
     out = {keys[k]: v for k, v in cache.get_many(list(keys)).items()}
     missing = [pid for pid in ids if pid not in out]
     if missing:
-        found = mongo.get_products(missing)
+        found = catalog.get_products(missing)
         cache.set_many({f"product:summary:{pid}": doc for pid, doc in found.items()}, TTL_S)
         out.update(found)
     return out
@@ -121,11 +121,11 @@ def product_page(product_id: str, page: int) -> dict[str, Any] | None:
     data = cache.get(key)
     if data is not None:
         return data
-    doc = mongo.get_product(product_id)
+    doc = catalog.get_product(product_id)
     if not doc:
         return None
-    reviews, pages = mongo.product_reviews(product_id, page)
-    similar = mongo.get_similar_items(product_id)[:SIMILAR_SHOWN]
+    reviews, pages = catalog.product_reviews(product_id, page)
+    similar = stored_lists.get_similar_items(product_id)[:SIMILAR_SHOWN]
     scores = {s["product_id"]: s.get("score") for s in similar}
     also_bought = [str(p) for p in (doc.get("also_buy") or []) if p and str(p) != product_id][:MAX_ALSO_BOUGHT_READ]
     data = {

@@ -28,7 +28,7 @@ from typing import Iterator
 from django.db import IntegrityError, transaction
 from pymongo.errors import PyMongoError
 
-from core import cancellation, kafka_io, mongo
+from core import cancellation, catalog, kafka_io, locking, mongo
 from core.events import CONTROL_ACTIONS, NOT_INTERESTED, RATE, UNRATE, InvalidEvent, RatingEvent, validate
 from shop.models import RatingSubmission
 
@@ -84,7 +84,7 @@ def submit_event(user, event: RatingEvent) -> RatingSubmission:
     if submission is not None and submission.published:
         return submission  # a retry of a submission Kafka already has: nothing to do
     with mongo.fail_fast():
-        exists = mongo.product_exists(event.product_id)
+        exists = catalog.product_exists(event.product_id)
     if not exists:
         raise RatingRejected("unknown product")
     with _one_attempt_at_a_time(event.event_id):
@@ -145,9 +145,9 @@ def _uncancel(event_id: str) -> None:
 
 @contextmanager
 def _one_attempt_at_a_time(event_id: str) -> Iterator[None]:
-    """Hold the lock of this key (``mongo.user_lock``) around one attempt to publish it."""
+    """Hold the lock of this key (``locking.user_lock``) around one attempt to publish it."""
     try:
-        lock = mongo.user_lock(f"rating-submission:{event_id}", wait_s=ATTEMPT_LOCK_WAIT_S)
+        lock = locking.user_lock(f"rating-submission:{event_id}", wait_s=ATTEMPT_LOCK_WAIT_S)
         lock.__enter__()
     except (PyMongoError, TimeoutError) as exc:
         raise mongo.StoreUnavailable(f"could not take the submission's lock: {exc.__class__.__name__}") from exc

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from django.core.cache import cache
 
-from core import list_state, mongo
+from core import catalog, list_state, mongo, rating_history, shopper_controls, stored_lists
 from core.settings import get_settings
 from core.recommend import without_excluded
 from shop.products import TTL_S, cache_generation, card, cards, summaries, title
@@ -24,7 +24,7 @@ def current_etag(recommender_id: str) -> str:
     generation = cache_generation()
     tag = list_state.current(recommender_id, generation)
     if tag is None:
-        tag = etag(mongo.get_recommendations(recommender_id))
+        tag = etag(stored_lists.get_recommendations(recommender_id))
         list_state.remember(recommender_id, tag, generation)
     return tag
 
@@ -48,7 +48,7 @@ def for_user(recommender_id: str, tag: str | None = None) -> dict[str, Any]:
         shown = cache.get(_view_key("view", recommender_id, tag))
         if shown is not None:
             return shown
-    doc = mongo.get_recommendations(recommender_id)
+    doc = stored_lists.get_recommendations(recommender_id)
     truth = etag(doc)
     if tag is None:
         list_state.remember(recommender_id, truth, generation)
@@ -77,25 +77,25 @@ def _per_list(kind: str, recommender_id: str, read: Callable[[str], Any]) -> Any
 
 def history(recommender_id: str) -> dict[str, float]:
     """What the user has rated (cached per list ETag)."""
-    return _per_list("history", recommender_id, mongo.user_ratings)
+    return _per_list("history", recommender_id, rating_history.user_ratings)
 
 
 def excluded(recommender_id: str) -> set[str]:
     """Products the user marked "not interested" (cached per list ETag)."""
-    return _per_list("excluded", recommender_id, mongo.exclusions)
+    return _per_list("excluded", recommender_id, shopper_controls.exclusions)
 
 
 def forget(recommender_id: str) -> None:
     """The account is being deleted: drop what is kept of its current list (older views expire)."""
     tag = list_state.current(recommender_id, cache_generation())
-    tags = {tag, etag(mongo.get_recommendations(recommender_id))} - {None, NO_LIST_ETAG}
+    tags = {tag, etag(stored_lists.get_recommendations(recommender_id))} - {None, NO_LIST_ETAG}
     cache.delete_many([_view_key(kind, recommender_id, t) for t in tags for kind in ("view", "history", "excluded")])
     list_state.drop(recommender_id)
 
 
 def _personal(recommender_id: str, doc: dict) -> dict[str, Any]:
     # a list written before a "not interested" (by the batch job, say) never shows the product
-    items = without_excluded(doc["items"], mongo.exclusions(recommender_id), get_settings().top_n)
+    items = without_excluded(doc["items"], shopper_controls.exclusions(recommender_id), get_settings().top_n)
     names = summaries([i["product_id"] for i in items] + [i.get("because") for i in items])
     out = [{
         **card(i["product_id"], names.get(i["product_id"])),
@@ -106,15 +106,15 @@ def _personal(recommender_id: str, doc: dict) -> dict[str, Any]:
     source = "popular" if doc.get("model_version") == "popular" else "personal"
     return {"user_id": recommender_id, "source": source, "model_version": doc.get("model_version"),
             "updated_at": doc.get("updated_at"), "source_event_id": doc.get("source_event_id"),
-            "n_rated": len(mongo.user_ratings(recommender_id)), "items": out, "etag": etag(doc)}
+            "n_rated": len(rating_history.user_ratings(recommender_id)), "items": out, "etag": etag(doc)}
 
 
 def _popular(recommender_id: str) -> dict[str, Any]:
     """Not cached: it depends on the user's history and on lists Celery refreshes."""
-    history = mongo.user_ratings(recommender_id)
+    history = rating_history.user_ratings(recommender_id)
     top_n = get_settings().top_n
-    popular = without_excluded([p for p in mongo.get_popular("all", "popular") if p["product_id"] not in history],
-                               mongo.exclusions(recommender_id), top_n)
+    unrated = [p for p in stored_lists.get_popular("all", "popular") if p["product_id"] not in history]
+    popular = without_excluded(unrated, shopper_controls.exclusions(recommender_id), top_n)
     names = summaries([p["product_id"] for p in popular])
     out = [{**card(p["product_id"], names.get(p["product_id"])),
             "score": round(float(p.get("score", 0.0)), 4), "because": None, "because_title": None}
@@ -130,7 +130,7 @@ def popular_list(category: str, kind: str, version: str | None = None) -> list[d
     key = "popular:" + hashlib.sha256(f"{version}|{kind}|{category}".encode()).hexdigest()[:32]
     items = cache.get(key)
     if items is None:
-        items = mongo.get_popular(category, kind)
+        items = stored_lists.get_popular(category, kind)
         cache.set(key, items, TTL_S)
     return items
 
@@ -141,7 +141,7 @@ def fallback_lists(limit: int = 8, categories: int = 6, exclude: set[str] | froz
     visitors (home page), new users and the onboarding step; ``exclude`` leaves out what the
     user already rated. Empty lists (nothing trending yet) are left out."""
     lists, version = [], list_state.popular_version()
-    for cat in [{"name": mongo.ALL}] + (mongo.categories()[:categories] if categories else []):
+    for cat in [{"name": mongo.ALL}] + (catalog.categories()[:categories] if categories else []):
         for kind in kinds:
             ids = [i["product_id"] for i in popular_list(cat["name"], kind, version)
                    if i["product_id"] not in exclude]

@@ -17,6 +17,7 @@ from pymongo.errors import PyMongoError
 
 from accounts.models import recommender_id
 from core import artifacts, freshness, mongo, search
+from core import catalog as catalog_db  # the view below is called catalog
 from core.breaker import Unavailable
 from core.events import NOT_INTERESTED, UNRATE
 from core.settings import get_settings
@@ -51,7 +52,7 @@ def catalog(request):
         allowed, wait = allow_search(request)
         if not allowed:
             response = render(request, "shop/catalog.html", {
-                "form": form, "products": [], "categories": mongo.categories(), "q": q, "total": 0, "page": 1,
+                "form": form, "products": [], "categories": catalog_db.categories(), "q": q, "total": 0, "page": 1,
                 "pages": 1, "throttled": True}, status=429)
             response["Retry-After"] = str(max(1, int(wait or 1)))
             return response
@@ -63,7 +64,7 @@ def catalog(request):
         key = "catalog:" + hashlib.sha256(f"{category or ''}|{page}".encode()).hexdigest()[:32]
         products, total = cache.get(key) or (None, None)
         if products is None:
-            products, total = mongo.list_products(page=page, per_page=PER_PAGE, category=category)
+            products, total = catalog_db.list_products(page=page, per_page=PER_PAGE, category=category)
             cache.set(key, (products, total), products_cache.TTL_S)
     pages = max(1, -(-total // PER_PAGE))
     # The home page (first page, no search, no filter) opens with what is popular and trending,
@@ -72,7 +73,7 @@ def catalog(request):
     return render(request, "shop/catalog.html", {
         "form": form, "products": [_catalog_card(p) for p in products], "total": total, "page": page,
         "pages": pages, "has_prev": page > 1, "has_next": page < pages, "q": q, "category": category or "",
-        "categories": mongo.categories(),
+        "categories": catalog_db.categories(),
         "home_lists": recommendations.fallback_lists(limit=HOME_SHOWN, categories=0) if home else [],
     })
 
@@ -93,7 +94,7 @@ def _search_ids(q: str, category: str | None) -> list[str]:
                                      ).hexdigest()[:32]
     ids = cache.get(key)
     if ids is None:
-        ids = mongo.search_ids(q, category=category)
+        ids = catalog_db.search_ids(q, category=category)
         cache.set(key, ids, SEARCH_CACHE_S)
     return ids
 

@@ -222,6 +222,6 @@ def _check_reasons(page, rated: set[str]) -> None:
 
 
 def _product_image(product_id: str) -> str | None:
-    from core import mongo
+    from core import catalog
 
-    return (mongo.get_product(product_id) or {}).get("image")
+    return (catalog.get_product(product_id) or {}).get("image")

@@ -364,13 +364,13 @@ def count_processed(db, user_prefix: str) -> int:
 def check_users_current(events: list, db, model_version: str, top_n: int) -> None:
     """Each user's list comes from their last event, excludes everything they rated, uses the
     model, and their history holds every rating (latest wins)."""
-    from core import mongo
+    from core import rating_history, stored_lists
 
     want_hist = expected_history(events)
     problems = []
     for user, last in last_event_per_user(events).items():
-        doc = mongo.get_live_recommendations(user, db=db)
-        hist = mongo.user_ratings(user, db=db)
+        doc = stored_lists.get_live_recommendations(user, db=db)
+        hist = rating_history.user_ratings(user, db=db)
         if doc is None:
             problems.append(f"{user}: no recommendations")
             continue

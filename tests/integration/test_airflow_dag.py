@@ -285,7 +285,7 @@ def test_dags_test_runs_every_task_and_publishes_a_model(airflow_venv, scratch_m
 
     # The published model is what a real worker then serves: one rating event by a new user goes
     # through Kafka to `python -m kafka_workers.worker`, which writes a list under that version.
-    from core import mongo
+    from core import mongo, stored_lists
     from core.events import RatingEvent
     from tests.integration.realtime_support import delete_topics, process_env, start_worker, topics_env, wait_until
 
@@ -296,7 +296,7 @@ def test_dags_test_runs_every_task_and_publishes_a_model(airflow_venv, scratch_m
     worker = start_worker(worker_env, tmp_path / "worker.log")
     try:
         _publish_in_child(worker_env, RatingEvent(user_id="airflow-test-user", product_id=product, rating=5))
-        recs = wait_until(lambda: mongo.get_live_recommendations("airflow-test-user", db=db), 120,
+        recs = wait_until(lambda: stored_lists.get_live_recommendations("airflow-test-user", db=db), 120,
                           f"the worker's recommendations\n{worker.log()[-3000:]}")
     finally:
         worker.stop()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from core import mongo
+from core import catalog, mongo, rating_history
 from realtime_support import (expected_history, make_events, processed_ids, publish_all, read_topic,
                               wait_until)
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
@@ -32,7 +32,7 @@ def test_readers_never_see_a_missing_collection_while_it_is_reloaded(rt_catalog,
     def reader() -> None:
         while not stop.is_set():
             try:
-                if not mongo.product_exists(wanted):
+                if not catalog.product_exists(wanted):
                     misses.append(time.time())
             except Exception as exc:  # a reader error is as bad as a miss
                 errors.append(repr(exc))
@@ -148,7 +148,7 @@ def test_mongo_load_under_live_ratings_loses_nothing(spark, rt, tmp_path, monkey
     assert len(during) >= 20, f"only {len(during)} ratings were processed while the load ran; the test proves nothing"
     assert len(in_window) >= 5, f"only {len(in_window)} ratings processed between the history read and its swap"
     want = expected_history(sent)
-    lost = {u: sorted(set(h) - set(mongo.user_ratings(u))) for u, h in want.items()}
+    lost = {u: sorted(set(h) - set(rating_history.user_ratings(u))) for u, h in want.items()}
     lost = {u: p for u, p in lost.items() if p}
     if lost:
         when = {(d["user_id"], d["product_id"]): (round(d["stored_at"] - started, 2), round(d["processed_at"] - started, 2))
@@ -160,5 +160,5 @@ def test_mongo_load_under_live_ratings_loses_nothing(spark, rt, tmp_path, monkey
     assert not lost, (f"the reload erased live ratings of {len(lost)} users "
                       f"({sum(map(len, lost.values()))} ratings), e.g. {next(iter(lost.items()))}")
     for u, h in want.items():
-        assert mongo.user_ratings(u) == h, u
-    assert mongo.user_ratings("BATCH00000"), "the batch history was not loaded"
+        assert rating_history.user_ratings(u) == h, u
+    assert rating_history.user_ratings("BATCH00000"), "the batch history was not loaded"

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from core import artifacts, mongo, recommend
+from core import artifacts, catalog, mongo, rating_history, recommend, stored_lists
 from core.cache_keys import LAST_RESCORED_MODEL
 from core.events import RatingEvent
 from realtime_support import CATEGORIES, ROOT, TOP_N, Proc, process_env, publish_model, reset_core_caches, wait_until
@@ -61,8 +61,8 @@ def _alive(proc: Proc) -> bool:
 
 def _rate(db, user: str, product: str, rating: int, ts: float) -> None:
     e = RatingEvent(user_id=user, product_id=product, rating=rating, ts=ts).to_dict()
-    assert mongo.store_rating(e, db=db)
-    mongo.add_to_history(user, product, rating, ts, db=db)
+    assert rating_history.store_rating(e, db=db)
+    rating_history.add_to_history(user, product, rating, ts, db=db)
 
 
 def test_refresh_popular_writes_the_catalog_order_overall_and_per_category(celery_env):
@@ -70,12 +70,12 @@ def test_refresh_popular_writes_the_catalog_order_overall_and_per_category(celer
 
     cat = celery_env
     assert refresh_popular(limit=5) == 1 + len(CATEGORIES)
-    overall = mongo.get_popular("all", "popular", db=cat.db)
+    overall = stored_lists.get_popular("all", "popular", db=cat.db)
     assert [i["product_id"] for i in overall] == cat.products[:5]
     assert [i["score"] for i in overall] == [float(len(cat.products) - i) for i in range(5)]
     for c in CATEGORIES:
-        items = mongo.get_popular(c, "popular", db=cat.db)
-        want = [p for p in cat.products if mongo.get_product(p, db=cat.db)["category"] == c][:5]
+        items = stored_lists.get_popular(c, "popular", db=cat.db)
+        want = [p for p in cat.products if catalog.get_product(p, db=cat.db)["category"] == c][:5]
         assert [i["product_id"] for i in items] == want
 
 
@@ -91,13 +91,13 @@ def test_refresh_trending_ranks_recent_positive_ratings_per_category(celery_env)
     _rate(db, "rt-tr-1", p[2], 1, now - 60)            # Keyboards, recent 1 -> ~0.2
     _rate(db, "rt-tr-1", p[3], 5, now - 8 * 86400)     # Guitars, older than the week: ignored
     refresh_trending(limit=10)
-    overall = mongo.get_popular("all", "trending", db=db)
+    overall = stored_lists.get_popular("all", "trending", db=db)
     assert [i["product_id"] for i in overall] == [p[0], p[1], p[2]]
     assert overall[0]["score"] == pytest.approx(2.0, abs=0.01)
     assert overall[1]["score"] == pytest.approx(0.25, abs=0.01)
-    assert [i["product_id"] for i in mongo.get_popular("Guitars", "trending", db=db)] == [p[0]]
-    assert [i["product_id"] for i in mongo.get_popular("Drums", "trending", db=db)] == [p[1]]
-    assert [i["product_id"] for i in mongo.get_popular("Keyboards", "trending", db=db)] == [p[2]]
+    assert [i["product_id"] for i in stored_lists.get_popular("Guitars", "trending", db=db)] == [p[0]]
+    assert [i["product_id"] for i in stored_lists.get_popular("Drums", "trending", db=db)] == [p[1]]
+    assert [i["product_id"] for i in stored_lists.get_popular("Keyboards", "trending", db=db)] == [p[2]]
 
 
 def test_rescore_active_users_uses_the_new_model_and_caches_drop_with_current(celery_env):
@@ -112,7 +112,7 @@ def test_rescore_active_users_uses_the_new_model_and_caches_drop_with_current(ce
     _rate(db, "rt-rs-active1", p[6], 2, now - 3000)
     _rate(db, "rt-rs-active2", p[7], 4, now - 86400)
     _rate(db, "rt-rs-idle", p[8], 5, now - 40 * 86400)
-    mongo.write_recommendations("rt-rs-idle", [{"product_id": p[9], "score": 1.0, "because": p[8]}], v1, db=db)
+    stored_lists.write_recommendations("rt-rs-idle", [{"product_id": p[9], "score": 1.0, "because": p[8]}], v1, db=db)
     list_state._generation.clear()
     assert list_state.generation() == v1
     list_state.announce("rt-rs-active1", '"cached-under-v1"')
@@ -125,12 +125,12 @@ def test_rescore_active_users_uses_the_new_model_and_caches_drop_with_current(ce
     assert rescore_active_users(v2) == 2
     model = artifacts.load_model(v2)
     for user in ("rt-rs-active1", "rt-rs-active2"):
-        doc = mongo.get_recommendations(user, db=db)
+        doc = stored_lists.get_recommendations(user, db=db)
         assert doc["model_version"] == v2
-        want = recommend.recommend(model, mongo.user_ratings(user, db=db), TOP_N)
+        want = recommend.recommend(model, rating_history.user_ratings(user, db=db), TOP_N)
         assert [i["product_id"] for i in doc["items"]] == [w["product_id"] for w in want]
-    assert mongo.get_recommendations("rt-rs-idle", db=db)["model_version"] == v1, "inactive users are left alone"
-    assert list_state.current("rt-rs-active1", v2) == list_state.version_of(mongo.get_recommendations("rt-rs-active1", db=db))
+    assert stored_lists.get_recommendations("rt-rs-idle", db=db)["model_version"] == v1, "inactive users are left alone"
+    assert list_state.current("rt-rs-active1", v2) == list_state.version_of(stored_lists.get_recommendations("rt-rs-active1", db=db))
     assert _redis().get(LAST_RESCORED_MODEL) == v2.encode()
 
 
@@ -148,24 +148,24 @@ def test_celery_worker_with_beat_refreshes_lists_and_rescores_after_a_new_model(
                   env, tmp_path / "celery.log")
     try:
         # refresh_popular writes "all" first, then each category: wait for the last one.
-        wait_until(lambda: _alive(celery) and mongo.get_popular(CATEGORIES[-1], "popular", db=db), 120,
+        wait_until(lambda: _alive(celery) and stored_lists.get_popular(CATEGORIES[-1], "popular", db=db), 120,
                    "beat + worker to write popular lists")
-        assert [i["product_id"] for i in mongo.get_popular("all", "popular", db=db)][:3] == p[:3]
-        assert [i["product_id"] for i in mongo.get_popular("Drums", "popular", db=db)][:3] == \
-            [x for x in p if mongo.get_product(x, db=db)["category"] == "Drums"][:3]
-        wait_until(lambda: [i["product_id"] for i in mongo.get_popular("all", "trending", db=db)] == [p[20]], 60,
+        assert [i["product_id"] for i in stored_lists.get_popular("all", "popular", db=db)][:3] == p[:3]
+        assert [i["product_id"] for i in stored_lists.get_popular("Drums", "popular", db=db)][:3] == \
+            [x for x in p if catalog.get_product(x, db=db)["category"] == "Drums"][:3]
+        wait_until(lambda: [i["product_id"] for i in stored_lists.get_popular("all", "trending", db=db)] == [p[20]], 60,
                    "the trending list")
         # check_model sees the published version and re-scores the active user once.
         wait_until(lambda: _redis().get(LAST_RESCORED_MODEL) == v1.encode(), 60, "re-scoring with v1")
-        assert mongo.get_recommendations("rt-cw-1", db=db)["model_version"] == v1
+        assert stored_lists.get_recommendations("rt-cw-1", db=db)["model_version"] == v1
 
         _rate(db, "rt-cw-1", p[21], 4, time.time() - 30)
         v2 = publish_model(celery_env.in_model, seed=12)
         wait_until(lambda: _redis().get(LAST_RESCORED_MODEL) == v2.encode(), 60, "re-scoring after the new model")
-        doc = mongo.get_recommendations("rt-cw-1", db=db)
+        doc = stored_lists.get_recommendations("rt-cw-1", db=db)
         assert doc["model_version"] == v2
         assert not {i["product_id"] for i in doc["items"]} & {p[20], p[21]}
-        wait_until(lambda: {i["product_id"] for i in mongo.get_popular("all", "trending", db=db)} == {p[20], p[21]},
+        wait_until(lambda: {i["product_id"] for i in stored_lists.get_popular("all", "trending", db=db)} == {p[20], p[21]},
                    60, "trending to pick up the new rating")
         assert celery.alive()
     finally:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from core import mongo, recommend
+from core import mongo, rating_history, recommend, stored_lists
 from core.events import RatingEvent
 from realtime_support import forget_users, publish_model
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
@@ -30,7 +30,7 @@ def test_concurrent_history_writes_lose_no_rating(rt_catalog):
     def writer(chunk: list[str]) -> None:
         try:
             for k, pid in enumerate(chunk):
-                mongo.add_to_history(user, pid, 1 + k % 5, time.time(), db=db)
+                rating_history.add_to_history(user, pid, 1 + k % 5, time.time(), db=db)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -40,20 +40,20 @@ def test_concurrent_history_writes_lose_no_rating(rt_catalog):
     for t in threads:
         t.join(120)
     assert not errors, errors
-    stored = mongo.user_ratings(user, db=db)
+    stored = rating_history.user_ratings(user, db=db)
     assert set(stored) == set(products), f"{len(set(products) - set(stored))} of {len(products)} ratings lost"
 
     # The newest rating of one product wins, whatever order concurrent writers finish in.
     pid, base = products[0], time.time()
     ts = [base + i for i in range(12)]
-    threads = [threading.Thread(target=mongo.add_to_history, args=(user, pid, 1 + i % 5, t), kwargs={"db": db})
+    threads = [threading.Thread(target=rating_history.add_to_history, args=(user, pid, 1 + i % 5, t), kwargs={"db": db})
                for i, t in reversed(list(enumerate(ts)))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert mongo.user_ratings(user, db=db)[pid] == float(1 + 11 % 5)
-    assert set(mongo.user_ratings(user, db=db)) == set(products)
+    assert rating_history.user_ratings(user, db=db)[pid] == float(1 + 11 % 5)
+    assert set(rating_history.user_ratings(user, db=db)) == set(products)
 
 
 def test_rescore_does_not_overwrite_a_newer_list_written_by_a_worker(rt_catalog, worker_env, monkeypatch):
@@ -85,10 +85,10 @@ def test_rescore_does_not_overwrite_a_newer_list_written_by_a_worker(rt_catalog,
     monkeypatch.setattr(recommend, "recommend", recommend_with_a_worker_in_between)
     tasks.rescore_active_users(v2)
     assert fired, "the interleaving did not happen"
-    doc = mongo.get_recommendations(user, db=db)
+    doc = stored_lists.get_recommendations(user, db=db)
     assert doc["source_event_id"] == newer.event_id, "Celery replaced the worker's newer list"
     assert p[1] not in {i["product_id"] for i in doc["items"]}, "the list recommends what the user just rated"
-    assert set(mongo.user_ratings(user, db=db)) == {p[0], p[1]}
+    assert set(rating_history.user_ratings(user, db=db)) == {p[0], p[1]}
 
 
 @pytest.mark.parametrize("path", ["batch", "one event"])
@@ -111,7 +111,7 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     assert [o.status for o in handle_batch([first], artifacts.load_model(v1))] == ["processed"]
     v2 = publish_model(p, seed=24)
     newer = RatingEvent(user_id=user, product_id=p[1], rating=4)
-    original_read, original_set, original_change = mongo.user_ratings, mongo.bulk_upsert, mongo.change_history
+    original_read, original_set, original_change = rating_history.user_ratings, mongo.bulk_upsert, rating_history.change_history
     celery_read, errors = threading.Event(), []
 
     def celery_reads(user_id, *args, **kwargs):
@@ -142,18 +142,18 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
         celery_reads_first()
         return original_change(*args, **kwargs)
 
-    monkeypatch.setattr(mongo, "user_ratings", celery_reads)
+    monkeypatch.setattr(rating_history, "user_ratings", celery_reads)
     model2 = artifacts.load_model(v2)
     if path == "batch":
         monkeypatch.setattr(mongo, "bulk_upsert", batch_history_write)
         assert [o.status for o in handle_batch([newer], model2)] == ["processed"]
     else:
-        monkeypatch.setattr(mongo, "change_history", one_history_write)
+        monkeypatch.setattr(rating_history, "change_history", one_history_write)
         assert handle(newer.to_bytes(), model2).status == "processed"
     deadline = time.time() + 60
     while tasks._redis().get(tasks.LAST_RESCORED_MODEL) != v2.encode() and not errors and time.time() < deadline:
         time.sleep(0.05)
     assert not errors, errors
-    doc = mongo.get_recommendations(user, db=db)
+    doc = stored_lists.get_recommendations(user, db=db)
     assert doc["source_event_id"] == newer.event_id, "Celery's list from the older history replaced the worker's"
     assert p[1] not in {i["product_id"] for i in doc["items"]}

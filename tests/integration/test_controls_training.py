@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from core import artifacts, mongo
+from core import artifacts, mongo, rating_history
 from core.events import NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import reset_core_caches
 from tests.conftest import DEMO_FILE
@@ -71,7 +71,7 @@ def test_deleted_linked_reviewer_is_left_out_of_the_next_training(demo_clean, sp
     done = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
     assert done.status_code == 200
     assert AccountDeletion.objects.get().kind == "linked_reviewer"
-    assert mongo.deleted_user_ids(db=db) == {reviewer}
+    assert rating_history.deleted_user_ids(db=db) == {reviewer}
 
     record = train(spark, demo_clean, "it-controls-after", engine="ease")
     counts = record["metrics"]["counts"]
@@ -98,8 +98,8 @@ def test_batch_reload_keeps_removed_ratings_removed(demo_clean, spark, own_db):
               RatingEvent(user_id="site-x", product_id=kept, rating=3, ts=now - 1),  # rated again
               RatingEvent(user_id="site-x", product_id=dropped, rating=0, ts=now, action=NOT_INTERESTED)]
     for e in events:
-        assert mongo.store_rating(e.to_dict(), db=db)
-    docs = {r["_id"]: mongo.history_entries(r.asDict(recursive=True))[0] for r in user_history_docs(spark, reviews).where(
+        assert rating_history.store_rating(e.to_dict(), db=db)
+    docs = {r["_id"]: rating_history.history_entries(r.asDict(recursive=True))[0] for r in user_history_docs(spark, reviews).where(
         "_id in ('%s', 'site-x')" % reviewer).collect()}
     want = {p: float(r) for p, r in batch.items() if p != dropped}
     want[kept] = 1.0

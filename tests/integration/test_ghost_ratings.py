@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from core import kafka_io, mongo
+from core import kafka_io, locking, mongo, rating_history
 from core.events import RatingEvent, parse_event
 from core.settings import get_settings
 from realtime_support import private_services, process_env, read_topic, seed_catalog, start_worker, wait_until  # noqa: F401
@@ -105,14 +105,14 @@ def test_a_rating_answered_503_is_never_stored_and_its_retry_is_stored_once(ghos
         assert _rate(client, products[2], marker).status_code == 202
         wait_until(lambda: _processed(db, marker), 120, "the worker to reach the marker behind the ghost")
         assert db[mongo.RATINGS].find_one({"_id": ghost}) is None, "a rating answered 503 was stored (a ghost)"
-        assert products[1] not in mongo.user_ratings(uid, db=db)
+        assert products[1] not in rating_history.user_ratings(uid, db=db)
 
         # The shopper tries again with the same key: accepted, stored exactly once.
         again = _rate(client, products[1], ghost)
         assert again.status_code == 202 and again.json()["event_id"] == ghost, again.content[:300]
         wait_until(lambda: _processed(db, ghost), 120, "the retried rating processed")
         assert [d["_id"] for d in db[mongo.RATINGS].find({"user_id": uid})].count(ghost) == 1
-        assert mongo.user_ratings(uid, db=db)[products[1]] == 4.0
+        assert rating_history.user_ratings(uid, db=db)[products[1]] == 4.0
         assert sorted(_ids_in_log() & {ghost}) == [ghost]
         log = worker.log()
         assert "cancelled" in log, log[-2000:]
@@ -169,7 +169,7 @@ def test_a_batch_claim_takes_writer_locks_in_the_same_insert(ghost_site):
     holders = {d["_id"]: d["token"] for d in db[mongo.LOCKS].find({"_id": {"$in": [l1, l2, l3]}})}
     assert holders == {l1: "t1", l2: "t1"}  # l3 given back, l2 still the first writer's
     assert cancellation.state(e3) == "stored" and cancellation.state(e2) == "cancelled"
-    mongo.release_locks([l1, l2], "t1")
+    locking.release_locks([l1, l2], "t1")
     assert db[mongo.LOCKS].count_documents({"_id": {"$in": [l1, l2, l3]}}) == 0
 
 
@@ -245,7 +245,7 @@ def test_a_double_click_during_an_ack_timeout_is_never_lost(ghost_site, frozen_b
         stored = db[mongo.RATINGS].find_one({"_id": key})
         assert answers == {0: 503, 1: 202}, answers
         assert stored is not None, "the second click was answered 202 but not stored: an accepted rating was lost"
-        assert mongo.user_ratings(uid, db=db)[products[7]] == 2.0
+        assert rating_history.user_ratings(uid, db=db)[products[7]] == 2.0
     finally:
         worker.stop()
         print(answers, worker.log()[-2000:])

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from core import mongo
+from core import mongo, rating_history, shopper_controls, stored_lists
 from core.events import RatingEvent
 from realtime_support import processed_ids, publish_all, read_topic, wait_until, worker_stats
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
@@ -27,22 +27,22 @@ def test_history_keeps_product_ids_with_dots_and_dollars(rt_catalog):
     db[mongo.USER_HISTORY].delete_one({"_id": user})
     now = time.time()
     for k, pid in enumerate(ODD_IDS + ["RT00001"]):
-        assert mongo.add_to_history(user, pid, 1 + k % 5, now + k, db=db) is not None
-    assert mongo.user_ratings(user, db=db) == {pid: float(1 + k % 5) for k, pid in enumerate(ODD_IDS + ["RT00001"])}
+        assert rating_history.add_to_history(user, pid, 1 + k % 5, now + k, db=db) is not None
+    assert rating_history.user_ratings(user, db=db) == {pid: float(1 + k % 5) for k, pid in enumerate(ODD_IDS + ["RT00001"])}
     # newest wins, a removal stays removed against an older rating, per odd id too
-    mongo.add_to_history(user, "a.b$c", 5, now - 100, db=db)
-    assert mongo.user_ratings(user, db=db)["a.b$c"] == 3.0
-    mongo.remove_from_history(user, "x.$y.z", now + 50, db=db)
-    mongo.add_to_history(user, "x.$y.z", 2, now + 40, db=db)
-    assert "x.$y.z" not in mongo.user_ratings(user, db=db)
-    assert mongo.user_history(user, db=db)["$lead"] == (2.0, now + 1)
-    assert mongo.history_unless_deleted(user, db=db) == mongo.user_ratings(user, db=db)
+    rating_history.add_to_history(user, "a.b$c", 5, now - 100, db=db)
+    assert rating_history.user_ratings(user, db=db)["a.b$c"] == 3.0
+    rating_history.remove_from_history(user, "x.$y.z", now + 50, db=db)
+    rating_history.add_to_history(user, "x.$y.z", 2, now + 40, db=db)
+    assert "x.$y.z" not in rating_history.user_ratings(user, db=db)
+    assert rating_history.user_history(user, db=db)["$lead"] == (2.0, now + 1)
+    assert rating_history.history_unless_deleted(user, db=db) == rating_history.user_ratings(user, db=db)
     # "not interested" is kept the same way (it was a map keyed by product id too)
     db[mongo.EXCLUSIONS].delete_one({"_id": user})
     for pid in ODD_IDS:
-        mongo.add_exclusion(user, pid, now, db=db)
-    assert mongo.exclusions(user, db=db) == set(ODD_IDS)
-    assert mongo.all_exclusions(db=db)[user] == set(ODD_IDS)
+        shopper_controls.add_exclusion(user, pid, now, db=db)
+    assert shopper_controls.exclusions(user, db=db) == set(ODD_IDS)
+    assert shopper_controls.all_exclusions(db=db)[user] == set(ODD_IDS)
 
 
 def test_worker_stores_a_rating_of_a_product_whose_id_has_a_dot(rt):
@@ -58,7 +58,7 @@ def test_worker_stores_a_rating_of_a_product_whose_id_has_a_dot(rt):
     letters = read_topic(rt.dead_letter_topic, 0, timeout_s=2)
     assert stats["dead-letter"] == 0, [r.value[:300] for r in letters]
     assert processed_ids([e.event_id for e in events], rt.db) == {e.event_id for e in events}
-    assert mongo.user_ratings("rt-hk-worker", db=rt.db) == {rt.catalog.in_model[0]: 4.0, pid: 5.0}
-    doc = mongo.get_recommendations("rt-hk-worker", db=rt.db)
+    assert rating_history.user_ratings("rt-hk-worker", db=rt.db) == {rt.catalog.in_model[0]: 4.0, pid: 5.0}
+    doc = stored_lists.get_recommendations("rt-hk-worker", db=rt.db)
     assert doc["source_event_id"] == events[-1].event_id
     assert pid not in {i["product_id"] for i in doc["items"]}

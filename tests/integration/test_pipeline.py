@@ -146,13 +146,13 @@ def _ids(db, name: str) -> list:
 
 
 def test_mongo_load_idempotent(spark, mongo_db, demo_clean):
-    from core import mongo
+    from core import mongo, rating_history
     from spark_jobs.mongo_load import mongo_load
 
     users = _column(demo_clean / "reviews", "user_id")
     items = _column(demo_clean / "reviews", "product_id")
     categories = _column(demo_clean / "reviews", "category")
-    deleted = mongo.deleted_user_ids(db=mongo_db)  # accounts other tests of the session deleted: left out
+    deleted = rating_history.deleted_user_ids(db=mongo_db)  # accounts other tests of the session deleted: left out
     kept = [(u, i, c) for u, i, c in zip(users, items, categories) if u not in deleted]
     users, items, categories = [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]
     product_ids = set(items) | set(_column(demo_clean / "products", "product_id"))
@@ -217,7 +217,7 @@ def own_artifacts(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts):
-    from core import artifacts, mongo
+    from core import artifacts, rating_history, stored_lists
     from spark_jobs.publish import publish
     from spark_jobs.train import train
 
@@ -248,9 +248,9 @@ def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts)
     published = publish(version, _run_id("publish"))
     assert published["status"] == "published", published
     assert artifacts.current_version() == version
-    deleted = mongo.deleted_user_ids(db=mongo_db)  # other tests of the session may have deleted accounts
+    deleted = rating_history.deleted_user_ids(db=mongo_db)  # other tests of the session may have deleted accounts
     user = next(u for u, _ in Counter(users).most_common() if u not in deleted)  # a batch user with many reviews
-    recs = mongo.get_recommendations(user, db=mongo_db)  # the batch list of the published version
+    recs = stored_lists.get_recommendations(user, db=mongo_db)  # the batch list of the published version
     assert recs is not None and recs["model_version"] == version and len(recs["items"]) > 0
     rated = {i for u, i in zip(users, items) if u == user}
     assert not rated & {r["product_id"] for r in recs["items"]}, "recommended an item the user already rated"
@@ -270,7 +270,7 @@ def test_train_spark_engine_keeps_users_off_the_driver(spark, settings, mongo_db
     """Engine spark (what auto picks when the data does not fit one node): evaluation and baselines
     on a sample of held-out users whose rows alone reach the driver, the serving lists written by
     the executors, and publish loading them."""
-    from core import artifacts, mongo
+    from core import artifacts, rating_history, stored_lists
     from spark_jobs import engines, train as train_job
     from spark_jobs.publish import publish
 
@@ -282,7 +282,7 @@ def test_train_spark_engine_keeps_users_off_the_driver(spark, settings, mongo_db
     monkeypatch.setattr(engines, "EVAL_MIN_USERS", 150)
     monkeypatch.setattr(engines, "grid", lambda engine: [dict(factors=16, reg=r, alpha=10.0, iterations=8)
                                                          for r in (0.01, 0.1)])
-    deleted = mongo.deleted_user_ids(db=mongo_db)  # accounts other tests of the session deleted: left out
+    deleted = rating_history.deleted_user_ids(db=mongo_db)  # accounts other tests of the session deleted: left out
     kept = [(u, i) for u, i in zip(_column(demo_clean / "reviews", "user_id"),
                                    _column(demo_clean / "reviews", "product_id")) if u not in deleted]
     users, items = [u for u, _ in kept], [i for _, i in kept]
@@ -307,7 +307,7 @@ def test_train_spark_engine_keeps_users_off_the_driver(spark, settings, mongo_db
     published = publish(version, _run_id("publish-spark"), force=True)
     assert published["status"] == "published", published
     user = per_user.most_common(1)[0][0]
-    recs = mongo.get_recommendations(user, db=mongo_db)
+    recs = stored_lists.get_recommendations(user, db=mongo_db)
     assert recs is not None and recs["model_version"] == version and len(recs["items"]) == settings.top_n
     rated = {i for u, i in zip(users, items) if u == user}
     assert not rated & {r["product_id"] for r in recs["items"]}, "recommended an item the user already rated"

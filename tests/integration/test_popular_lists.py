@@ -40,7 +40,7 @@ def _catalog(db, reviews: list[tuple[str, str, int, float]]) -> None:
 
 
 def test_publish_fallback_ranks_the_newest_batch_reviews_when_the_site_is_quiet(scratch):
-    from core import mongo, popular
+    from core import popular, stored_lists
 
     end = 1_400_000_000.0  # the data's newest review, years ago: live-window logic would find nothing
     reviews = [("u1", "g-old", 5, end - 60 * DAY), ("u2", "g-old", 5, end - 50 * DAY),  # outside 4 weeks
@@ -49,30 +49,30 @@ def test_publish_fallback_ranks_the_newest_batch_reviews_when_the_site_is_quiet(
                ("u2", "d-old", 5, end - 40 * DAY)]
     _catalog(scratch, reviews)
     assert popular.refresh_all(limit=10, db=scratch) == {"popular": 3, "trending": 3}
-    trending = [(i["product_id"], i["score"]) for i in mongo.get_popular("all", "trending", db=scratch)]
+    trending = [(i["product_id"], i["score"]) for i in stored_lists.get_popular("all", "trending", db=scratch)]
     expected = {"g-new": 1 + 0.8 * 0.5 ** (1 / 7), "g-mid": 0.25, "d-new": 0.6 * 0.5 ** (2 / 7)}
     assert [p for p, _ in trending] == sorted(expected, key=lambda p: -expected[p])
     assert all(math.isclose(s, expected[p], abs_tol=1e-4) for p, s in trending)
-    assert [i["product_id"] for i in mongo.get_popular("Drums", "trending", db=scratch)] == ["d-new"]
-    assert [i["product_id"] for i in mongo.get_popular("Guitars", "popular", db=scratch)] == ["g-new", "g-old", "g-mid"]
+    assert [i["product_id"] for i in stored_lists.get_popular("Drums", "trending", db=scratch)] == ["d-new"]
+    assert [i["product_id"] for i in stored_lists.get_popular("Guitars", "popular", db=scratch)] == ["g-new", "g-old", "g-mid"]
 
     # Celery on a quiet site: nothing live to rank, so the publish job's lists stay
     assert popular.refresh_trending(limit=10, db=scratch) == 0
-    assert [p for p, _ in trending] == [i["product_id"] for i in mongo.get_popular("all", "trending", db=scratch)]
+    assert [p for p, _ in trending] == [i["product_id"] for i in stored_lists.get_popular("all", "trending", db=scratch)]
 
 
 def test_live_ratings_take_over_from_the_batch_fallback(scratch):
     import time
 
-    from core import mongo, popular
+    from core import popular, rating_history, stored_lists
 
     now = time.time()
     _catalog(scratch, [("u1", "g-a", 5, now - 400 * DAY), ("u2", "d-b", 5, now - 400 * DAY)])
     popular.refresh_all(limit=10, db=scratch)
-    assert {i["product_id"] for i in mongo.get_popular("all", "trending", db=scratch)} == {"g-a", "d-b"}
-    mongo.store_rating({"event_id": "e1", "user_id": "site-1", "product_id": "d-b", "rating": 5, "ts": now},
+    assert {i["product_id"] for i in stored_lists.get_popular("all", "trending", db=scratch)} == {"g-a", "d-b"}
+    rating_history.store_rating({"event_id": "e1", "user_id": "site-1", "product_id": "d-b", "rating": 5, "ts": now},
                        db=scratch)
     for quiet_fallback in (False, True):  # Celery and publish agree once the site has live ratings
         assert popular.refresh_trending(limit=10, db=scratch, quiet_fallback=quiet_fallback) == 3
-        assert [i["product_id"] for i in mongo.get_popular("all", "trending", db=scratch)] == ["d-b"]
-        assert mongo.get_popular("Guitars", "trending", db=scratch) == []
+        assert [i["product_id"] for i in stored_lists.get_popular("all", "trending", db=scratch)] == ["d-b"]
+        assert stored_lists.get_popular("Guitars", "trending", db=scratch) == []

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from core import artifacts, mongo
+from core import artifacts, mongo, stored_lists
 from realtime_support import own_database
 
 pytestmark = pytest.mark.integration
@@ -136,8 +136,8 @@ def test_a_crash_before_current_moves_leaves_the_old_lists(own, monkeypatch):
 
     old = _version(_val(0.1, 0.01), seed=11)
     assert job.publish(old, "it-switch", force=True)["status"] == "published"
-    assert mongo.get_recommendations(USERS[0])["model_version"] == old
-    old_similar = mongo.get_similar_items(ITEMS[0])
+    assert stored_lists.get_recommendations(USERS[0])["model_version"] == old
+    old_similar = stored_lists.get_similar_items(ITEMS[0])
     assert old_similar[0]["product_id"] == ITEMS[12]
 
     new = _version(_val(0.2, 0.01, current=old, current_ndcg=0.1), seed=21)
@@ -150,17 +150,17 @@ def test_a_crash_before_current_moves_leaves_the_old_lists(own, monkeypatch):
         with pytest.raises(RuntimeError):
             job.publish(new, "it-switch")
     assert artifacts.current_version() == old
-    assert mongo.get_recommendations(USERS[0])["model_version"] == old, "a reader sees the new version's lists"
-    assert mongo.get_similar_items(ITEMS[0]) == old_similar, "a reader sees the new version's similar items"
+    assert stored_lists.get_recommendations(USERS[0])["model_version"] == old, "a reader sees the new version's lists"
+    assert stored_lists.get_similar_items(ITEMS[0]) == old_similar, "a reader sees the new version's similar items"
 
     # The re-run finishes the job: the new lists and the model switch together.
     assert job.publish(new, "it-switch")["status"] == "published"
-    assert mongo.get_recommendations(USERS[0])["model_version"] == new
-    assert mongo.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[22]
+    assert stored_lists.get_recommendations(USERS[0])["model_version"] == new
+    assert stored_lists.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[22]
     assert mongo.get_db()[mongo.SIMILAR_ITEMS].count_documents({}) == len(ITEMS)
     # A list a worker wrote after the publish is newer than the batch one and wins.
-    mongo.write_recommendations(USERS[1], [{"product_id": ITEMS[3], "score": 1.0}], new, source_event_id="e1")
-    assert mongo.get_recommendations(USERS[1])["source_event_id"] == "e1"
+    stored_lists.write_recommendations(USERS[1], [{"product_id": ITEMS[3], "score": 1.0}], new, source_event_id="e1")
+    assert stored_lists.get_recommendations(USERS[1])["source_event_id"] == "e1"
 
 
 # --- loading broken versions ------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_collection_names_are_resolved_once_per_refresh_and_lists_once_per_versi
     assert job.publish(old, "it-names", force=True)["status"] == "published"
     new = _version(_val(0.2, 0.01, current=old, current_ndcg=0.1), seed=21)
     pointer_reads, listings = [0], [0]
-    raw, listed = mongo._raw, Database.list_collection_names
+    raw, listed = mongo.raw_collection, Database.list_collection_names
 
     def counting_raw(db, name):
         pointer_reads[0] += name == mongo.POINTERS
@@ -235,7 +235,7 @@ def test_collection_names_are_resolved_once_per_refresh_and_lists_once_per_versi
         listings[0] += 1
         return listed(self, *args, **kwargs)
 
-    monkeypatch.setattr(mongo, "_raw", counting_raw)
+    monkeypatch.setattr(mongo, "raw_collection", counting_raw)
     monkeypatch.setattr(Database, "list_collection_names", counting_list)
     monkeypatch.setattr(mongo, "POINTER_TTL_S", 0.05)
     mongo.forget_pointers()
@@ -255,4 +255,4 @@ def test_collection_names_are_resolved_once_per_refresh_and_lists_once_per_versi
     assert job.publish(new, "it-names")["status"] == "published"
     time.sleep(0.06)
     assert mongo.physical_name(db, mongo.SIMILAR_ITEMS) == mongo.per_version_name(mongo.SIMILAR_ITEMS, new)
-    assert mongo.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[22]
+    assert stored_lists.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[22]

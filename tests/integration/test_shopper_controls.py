@@ -17,7 +17,7 @@ import pytest
 import redis
 import scipy.sparse as sp
 
-from core import artifacts, list_state, mongo, recommend, storage
+from core import artifacts, catalog, list_state, mongo, rating_history, recommend, shopper_controls, storage, stored_lists
 from core.events import NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import TOP_N, publish_all, reset_core_caches, wait_until, worker_stats
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
@@ -60,7 +60,7 @@ def _uid(user) -> str:
 def _list_from(db, uid: str, event_id: str) -> dict:
     """Wait until the user's list is the one the worker wrote after ``event_id``."""
     def current():
-        doc = mongo.get_recommendations(uid, db=db)
+        doc = stored_lists.get_recommendations(uid, db=db)
         return doc if doc and doc.get("source_event_id") == event_id else None
     return wait_until(current, WAIT_S, f"the list re-solved after {event_id}")
 
@@ -104,7 +104,7 @@ def test_change_then_remove_a_rating_re_solves_the_list(shop):
     # Changing a rating is rating again: the newest one wins and the list is solved with it.
     changed = _api(client, "/api/ratings/", {"product_id": first, "rating": 1})
     _list_from(rt.db, uid, changed["event_id"])
-    assert mongo.user_ratings(uid, db=rt.db) == {first: 1.0}
+    assert rating_history.user_ratings(uid, db=rt.db) == {first: 1.0}
     page = client.get(f"/p/{first}/").content.decode()
     assert "You rated this 1 ★." in page and 'id="remove-rating"' in page and "Change my rating" in page
 
@@ -115,7 +115,7 @@ def test_change_then_remove_a_rating_re_solves_the_list(shop):
     response = client.post(f"/p/{first}/unrate/", {"next": "product"})
     assert response.status_code == 302 and response["Location"] == f"/p/{first}/"
     removed = _list_from(rt.db, uid, _last_event_id(user, UNRATE))
-    assert mongo.user_ratings(uid, db=rt.db) == {second: 5.0}
+    assert rating_history.user_ratings(uid, db=rt.db) == {second: 5.0}
     assert _ids(removed) == [r["product_id"] for r in recommend.recommend(model, {second: 5.0}, TOP_N)]
     assert {i["because"] for i in removed["items"]} == {second}
     api_list = _site_list(client, _last_event_id(user, UNRATE))
@@ -127,9 +127,9 @@ def test_change_then_remove_a_rating_re_solves_the_list(shop):
     gone = _api(client, "/api/ratings/remove/", {"product_id": second})
     assert gone["action"] == UNRATE and gone["status"] == "accepted"
     empty = _list_from(rt.db, uid, gone["event_id"])
-    assert mongo.user_ratings(uid, db=rt.db) == {} and empty["model_version"] == "popular"
+    assert rating_history.user_ratings(uid, db=rt.db) == {} and empty["model_version"] == "popular"
     assert _site_list(client, gone["event_id"])["n_rated"] == 0
-    stored = wait_until(lambda: (d := mongo.get_rating(gone["event_id"], db=rt.db)) and d.get("state") == "processed"
+    stored = wait_until(lambda: (d := rating_history.get_rating(gone["event_id"], db=rt.db)) and d.get("state") == "processed"
                         and d, 30, "the removal stored as processed")  # right after the list is written
     assert stored["action"] == UNRATE
 
@@ -155,8 +155,8 @@ def test_not_interested_items_never_come_back(shop, make_user):
     assert _ids(after_x) == [r["product_id"] for r in recommend.recommend(model, {liked: 5.0}, TOP_N, exclude={x})]
     after_y = _list_from(rt.db, uid, _api(client, "/api/not-interested/", {"product_id": y})["event_id"])
     assert not {x, y} & set(_ids(after_y))
-    assert mongo.exclusions(uid, db=rt.db) == {x, y}
-    assert mongo.user_ratings(uid, db=rt.db) == {liked: 5.0}  # "not interested" is no rating
+    assert shopper_controls.exclusions(uid, db=rt.db) == {x, y}
+    assert rating_history.user_ratings(uid, db=rt.db) == {liked: 5.0}  # "not interested" is no rating
     shown = client.get("/recommendations/").content.decode()
     assert not {x, y} & set(ids_in(shown, "recs"))
 
@@ -179,13 +179,13 @@ def test_not_interested_items_never_come_back(shop, make_user):
 
     # Celery's re-scoring after a new model.
     assert tasks.rescore_active_users(rt.version) >= 1
-    rescored = mongo.get_recommendations(uid, db=rt.db)
+    rescored = stored_lists.get_recommendations(uid, db=rt.db)
     assert rescored["source_event_id"] is None and len(_ids(rescored)) == TOP_N
     assert not {x, y} & set(_ids(rescored))
 
     # The batch job's lists: computed without them, and loaded without them even when the
     # exclusion came after training.
-    history = mongo.user_ratings(uid, db=rt.db)
+    history = rating_history.user_ratings(uid, db=rt.db)
     row = sp.csr_matrix(([1.0] * len(history), ([0] * len(history), [model.item_index[p] for p in history])),
                         shape=(1, len(model.item_ids)))
     write_serving_lists(rt.version, row, [uid], list(model.item_ids), n=TOP_N)
@@ -198,7 +198,7 @@ def test_not_interested_items_never_come_back(shop, make_user):
                                                                artifacts.TOPN_LISTS)) as f:
         f.write(json.dumps({"_id": uid, "items": stale}) + "\n")
     publish_job.load_serving_lists(rt.version)
-    loaded = mongo.get_recommendations(uid, db=rt.db)
+    loaded = stored_lists.get_recommendations(uid, db=rt.db)
     assert loaded["source_event_id"] is None and _ids(loaded) and not {x, y} & set(_ids(loaded))
 
 
@@ -212,9 +212,9 @@ def test_duplicate_and_replayed_control_events_change_nothing(rt):
               RatingEvent(user_id=user, product_id=p[3], rating=0, ts=t + 3, action=NOT_INTERESTED)]
     publish_all(events)
     _list_from(rt.db, user, events[-1].event_id)
-    history, excluded = mongo.user_ratings(user, db=rt.db), mongo.exclusions(user, db=rt.db)
+    history, excluded = rating_history.user_ratings(user, db=rt.db), shopper_controls.exclusions(user, db=rt.db)
     assert history == {p[2]: 4.0} and excluded == {p[3]}
-    listed = mongo.get_recommendations(user, db=rt.db)
+    listed = stored_lists.get_recommendations(user, db=rt.db)
 
     # Every event again (a producer retry, a replay), then a rating of p[1] older than its
     # removal (a request that lost a race), then a marker event.
@@ -222,9 +222,9 @@ def test_duplicate_and_replayed_control_events_change_nothing(rt):
     marker = RatingEvent(user_id=user, product_id=p[4], rating=0, ts=t + 4, action=NOT_INTERESTED)
     publish_all(events + [events[3], late, marker])
     _list_from(rt.db, user, marker.event_id)
-    assert mongo.user_ratings(user, db=rt.db) == {p[2]: 4.0}  # the older rating did not undo the removal
-    assert mongo.exclusions(user, db=rt.db) == {p[3], p[4]}
-    doc = mongo.get_recommendations(user, db=rt.db)
+    assert rating_history.user_ratings(user, db=rt.db) == {p[2]: 4.0}  # the older rating did not undo the removal
+    assert shopper_controls.exclusions(user, db=rt.db) == {p[3], p[4]}
+    doc = stored_lists.get_recommendations(user, db=rt.db)
     assert not {p[3], p[4], p[2]} & set(_ids(doc))
     assert _ids(doc) == [r["product_id"] for r in recommend.recommend(
         artifacts.load_model(rt.version), {p[2]: 4.0}, TOP_N, exclude={p[3], p[4]})]
@@ -276,7 +276,7 @@ def test_delete_my_account_removes_it_everywhere(shop, make_user, django_user_mo
     _assert_nothing_kept(rt.db, uid)
     assert list_state.current(uid, list_state.generation()) is None
     assert recommendations.cache.get(recommendations._view_key("view", uid, tag)) is None
-    assert mongo.is_deleted_user(uid, db=rt.db)
+    assert rating_history.is_deleted_user(uid, db=rt.db)
 
     # A rating that was still on its way arrives after the deletion: dropped, nothing comes back.
     publish_all([RatingEvent(user_id=uid, product_id=p[22], rating=5)])
@@ -313,14 +313,14 @@ def test_delete_a_linked_demo_account_through_the_api(rt, site_cache, client, ma
     other = {"user_id": "SOMEONE", "rating": 5.0, "summary": "stays"}
     mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{p[30]}:1", "pages": 1, "items": [
         other, {"user_id": reviewer, "rating": 4.0, "summary": "mine"}]}], db=rt.db)
-    mongo.bulk_upsert(mongo.USER_HISTORY, [mongo.history_doc(reviewer, {p[30]: (4.0, 1_300_000_000.0)}, {})], db=rt.db)
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(reviewer, {p[30]: (4.0, 1_300_000_000.0)}, {})], db=rt.db)
     mongo.bulk_upsert(mongo.CATALOG_INDEX, [{"_id": "top_users", "items": [{"user_id": "SOMEONE", "n": 9},
                                                                            {"user_id": reviewer, "n": 1}]}], db=rt.db)
     token = client.post("/api/token/", {"username": user.username, "password": PASSWORD}).json()["token"]
     auth = {"HTTP_AUTHORIZATION": f"Token {token}"}
     rated = client.post("/api/ratings/", {"product_id": p[31], "rating": 5}, content_type="application/json", **auth)
     _list_from(rt.db, reviewer, rated.json()["event_id"])
-    assert mongo.user_ratings(reviewer, db=rt.db) == {p[30]: 4.0, p[31]: 5.0}
+    assert rating_history.user_ratings(reviewer, db=rt.db) == {p[30]: 4.0, p[31]: 5.0}
 
     wrong = client.post("/api/account/delete/", {"password": "nope"}, content_type="application/json", **auth)
     assert wrong.status_code == 403 and AccountDeletion.objects.count() == 0
@@ -330,9 +330,9 @@ def test_delete_a_linked_demo_account_through_the_api(rt, site_cache, client, ma
     assert counts["recent_reviews"] == 1 and counts["review_pages"] == 1 and counts["ratings"] == 1
     assert AccountDeletion.objects.get().kind == "linked_reviewer"
     _assert_nothing_kept(rt.db, reviewer)
-    assert mongo.product_reviews(p[30], 1, db=rt.db)[0] == [other]
-    assert mongo.most_active_users(db=rt.db) == [("SOMEONE", 9)] and counts["top_users"] == 1
-    assert mongo.deleted_user_ids(db=rt.db) >= {reviewer}
+    assert catalog.product_reviews(p[30], 1, db=rt.db)[0] == [other]
+    assert catalog.most_active_users(db=rt.db) == [("SOMEONE", 9)] and counts["top_users"] == 1
+    assert rating_history.deleted_user_ids(db=rt.db) >= {reviewer}
     assert client.get("/api/recommendations/", **auth).status_code == 401  # the token went with the account
     # The worker re-applies the deletion behind the account's earlier events: still nothing kept.
     wait_until(lambda: (s := worker_stats(worker.popen.pid)) and s.get("processed", 0) >= 2, WAIT_S,

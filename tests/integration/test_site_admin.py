@@ -123,10 +123,10 @@ def _topn_of(site, user_id: str) -> list[dict]:
 
 def test_user_page_shows_ratings_and_current_list_with_reasons(site, client, make_user, ratings_probe,
                                                                process_published):
-    from core import mongo
+    from core import catalog, rating_history
     from shop.products import headline
 
-    deleted = mongo.deleted_user_ids()  # the controls tests may have deleted a linked reviewer
+    deleted = rating_history.deleted_user_ids()  # the controls tests may have deleted a linked reviewer
     reviewer = next(r for r, _ in site.reviewer_counts().most_common() if r not in deleted)
     shopper = make_user(reviewer_id=reviewer)
     staff = make_user(staff=True)
@@ -139,7 +139,7 @@ def test_user_page_shows_ratings_and_current_list_with_reasons(site, client, mak
     listed = page.split('class="recsys-list"', 1)[1].split("</ol>", 1)[0]
     items = _topn_of(site, reviewer)
     assert re.findall(r"<code>([^<]+)</code>", listed) == [i["product_id"] for i in items]
-    names = mongo.get_products([i["because"] for i in items])
+    names = catalog.get_products([i["because"] for i in items])
     for item in items:  # each reason names the product it comes from, by its headline (title or fallback)
         because = escape(headline(names.get(item["because"], {})))
         assert f"because they rated {because}" in listed
@@ -164,7 +164,7 @@ def test_make_current_rolls_back_through_the_publish_job(site, client, make_user
 
     from django.contrib.admin.models import LogEntry
 
-    from core import artifacts, mongo
+    from core import artifacts, mongo, stored_lists
     from shop.models import ModelVersion
 
     current = site.model_version
@@ -191,7 +191,7 @@ def test_make_current_rolls_back_through_the_publish_job(site, client, make_user
         assert run["status"] == "published" and run["requested_by"] == staff.username
         # the publish job's own work: the version's lists are what users are served now
         some_user = next(iter(site.reviewer_counts()))
-        assert mongo.get_recommendations(some_user)["model_version"] == earlier
+        assert stored_lists.get_recommendations(some_user)["model_version"] == earlier
         log = LogEntry.objects.filter(object_id=str(pk), user=staff).latest("action_time")
         assert f"Made current by {staff.username}" in log.get_change_message() and f"replacing {current}" in \
             log.get_change_message()
@@ -222,7 +222,7 @@ def test_dashboard_shows_live_freshness_from_the_workers(site, client, make_user
     import time
     import uuid
 
-    from core import freshness, mongo
+    from core import freshness, rating_history
     from kafka_workers import metrics, worker
 
     with socket.socket() as s:
@@ -250,7 +250,7 @@ def test_dashboard_shows_live_freshness_from_the_workers(site, client, make_user
             assert posted.status_code == 202
             events.append(posted.json()["event_id"])
         deadline = time.monotonic() + 120  # a guard against a hang, not a speed check
-        while not all((mongo.get_rating(e) or {}).get("state") == "processed" for e in events):
+        while not all((rating_history.get_rating(e) or {}).get("state") == "processed" for e in events):
             assert time.monotonic() < deadline and thread.is_alive(), "the worker did not process the ratings"
             time.sleep(0.2)
         stop.set()

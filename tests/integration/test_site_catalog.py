@@ -260,14 +260,14 @@ def test_dashboard_shows_eda_and_model_against_baselines(site, client):
 def test_dashboard_top_tables_name_every_product(site, client):
     """The EDA job leaves a product without metadata untitled; the table shows the site's headline
     for it (category and a review's words), as every other page does, never an empty cell."""
-    from core import mongo
+    from core import catalog
     from shop.products import headline
 
     page = _get(client, "/dashboard/")
     summary = json.loads((site.eda_dir / "summary.json").read_text())
     rows = [r for a in summary["analyses"] if a["name"] in ("most_reviewed", "least_reviewed") for r in a["table"]]
     assert len(rows) == 20
-    docs = mongo.get_products([r["product_id"] for r in rows])
+    docs = catalog.get_products([r["product_id"] for r in rows])
     for r in rows:
         shown = r["title"] or headline(docs[r["product_id"]])
         assert shown and shown != r["product_id"]

@@ -50,11 +50,11 @@ def _no_results(body: str) -> None:
 def _literal_text(body: str) -> None:
     """An operator-looking query is plain text: it finds what its words find (a review may say
     "gt"), never the whole catalog as an operator would."""
-    from core import mongo
+    from core import catalog
 
     shown = re.search(r"([\d,]+) products · page", body)
     assert shown, "no result count on the page"
-    assert int(shown.group(1).replace(",", "")) < mongo.list_products(page=1, per_page=1)[1]
+    assert int(shown.group(1).replace(",", "")) < catalog.list_products(page=1, per_page=1)[1]
 
 
 def _listing(body: str) -> None:

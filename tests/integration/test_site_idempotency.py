@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from core import mongo
+from core import mongo, rating_history
 from realtime_support import wait_until
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
 
@@ -55,7 +55,7 @@ def test_a_retried_submission_is_stored_once(rt, site_cache, make_user, client):
     stored = _stored(rt.db, uid)
     assert sorted(d["_id"] for d in stored) == sorted([key, form_key]), "each submission stored once"
     assert RatingSubmission.objects.filter(user=user).count() == 2
-    assert mongo.user_ratings(uid, db=rt.db) == {product: 4.0, other: 5.0}
+    assert rating_history.user_ratings(uid, db=rt.db) == {product: 4.0, other: 5.0}
 
     # A key is one user's: another account cannot reuse (or probe) it.
     client.force_login(make_user())

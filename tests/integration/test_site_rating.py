@@ -183,14 +183,14 @@ def test_openapi_schema_is_valid(site, client):
 
 def test_announced_list_is_served_without_mongodb(site, user_client, ratings_probe, process_published, monkeypatch):
     """After the worker announces a list, polling, the list and the product page need no MongoDB."""
-    from core import list_state, mongo
+    from core import catalog, list_state, rating_history, stored_lists
     from shop.products import cache_generation
 
     client, user = user_client
     liked = site.order("Musical Instruments")[4]
     _rate_and_process(client, ratings_probe, process_published, liked, 4)
     announced = list_state.current(_uid(user), cache_generation())
-    assert announced == list_state.version_of(mongo.get_recommendations(_uid(user)))
+    assert announced == list_state.version_of(stored_lists.get_recommendations(_uid(user)))
 
     first = client.get("/api/recommendations/")  # renders the list once (MongoDB) and keeps it
     assert first.status_code == 200 and first["ETag"] == announced
@@ -199,8 +199,9 @@ def test_announced_list_is_served_without_mongodb(site, user_client, ratings_pro
     def no_mongodb(*args, **kwargs):
         raise AssertionError("MongoDB read on a path Redis answers")
 
-    for name in ("get_recommendations", "user_ratings", "get_product", "get_similar_items", "product_reviews"):
-        monkeypatch.setattr(mongo, name, no_mongodb)
+    for module, name in ((stored_lists, "get_recommendations"), (rating_history, "user_ratings"),
+                         (catalog, "get_product"), (stored_lists, "get_similar_items"), (catalog, "product_reviews")):
+        monkeypatch.setattr(module, name, no_mongodb)
     assert client.get("/api/recommendations/", HTTP_IF_NONE_MATCH=announced).status_code == 304
     again = client.get("/api/recommendations/")
     assert again.status_code == 200 and again.json() == first.json() and again["ETag"] == announced
@@ -210,12 +211,12 @@ def test_announced_list_is_served_without_mongodb(site, user_client, ratings_pro
 
 def test_version_redis_got_wrong_is_corrected_from_mongodb(site, user_client, ratings_probe, process_published):
     """A lost announcement (Redis holds an older version) is replaced by what MongoDB has."""
-    from core import list_state, mongo
+    from core import list_state, stored_lists
     from shop.products import cache_generation
 
     client, user = user_client
     _rate_and_process(client, ratings_probe, process_published, site.order()[6], 5)
-    truth = list_state.version_of(mongo.get_recommendations(_uid(user)))
+    truth = list_state.version_of(stored_lists.get_recommendations(_uid(user)))
     list_state.announce(_uid(user), '"older-model-1.0"')  # nothing is kept for this version
 
     response = client.get("/api/recommendations/")

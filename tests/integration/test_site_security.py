@@ -20,7 +20,7 @@ import uuid
 import pytest
 from django.test.utils import override_settings
 
-from core import mongo
+from core import mongo, rating_history, stored_lists
 from core.events import RatingEvent
 from realtime_support import rt_catalog  # noqa: F401  (fixture)
 from tests.conftest import ROOT
@@ -282,11 +282,11 @@ def test_one_account_reposting_five_stars_cannot_top_trending(rt_catalog):
     now = time.time()
     for i in range(30):  # the flood: one account, one product, 30 five-star events
         e = RatingEvent(user_id="flooder", product_id=p[5], rating=5, ts=now - i).to_dict()
-        assert mongo.store_rating(e, db=db)
+        assert rating_history.store_rating(e, db=db)
     for user in ("fan-1", "fan-2"):  # two people liking another product
-        assert mongo.store_rating(RatingEvent(user_id=user, product_id=p[6], rating=5, ts=now - 30).to_dict(), db=db)
+        assert rating_history.store_rating(RatingEvent(user_id=user, product_id=p[6], rating=5, ts=now - 30).to_dict(), db=db)
     refresh_trending(limit=10)
-    trending = mongo.get_popular("all", "trending", db=db)
+    trending = stored_lists.get_popular("all", "trending", db=db)
     assert [i["product_id"] for i in trending] == [p[6], p[5]]
     assert trending[1]["score"] == pytest.approx(1.0, abs=0.01)  # counted once
 

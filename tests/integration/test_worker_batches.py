@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from core import artifacts, cancellation, mongo
+from core import artifacts, cancellation, catalog, locking, mongo, rating_history, shopper_controls, stored_lists
 from core.events import DELETE_ACCOUNT, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import TOP_N, forget_users, publish_model
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
@@ -44,8 +44,8 @@ def _stream(prefix: str, p: list[str], unknown: str) -> list[RatingEvent]:
 def _state(db, users: list[str], stream: list[RatingEvent]) -> dict:
     out, position = {}, {e.event_id: i for i, e in enumerate(stream)}
     for k, user in enumerate(users):
-        recs = mongo.get_recommendations(user, db=db)
-        out[k] = {"history": mongo.user_history(user, db=db), "excluded": mongo.exclusions(user, db=db),
+        recs = stored_lists.get_recommendations(user, db=db)
+        out[k] = {"history": rating_history.user_history(user, db=db), "excluded": shopper_controls.exclusions(user, db=db),
                   "source": position.get((recs or {}).get("source_event_id")),
                   "items": [i["product_id"] for i in (recs or {}).get("items", [])],
                   "model": (recs or {}).get("model_version"),
@@ -99,7 +99,7 @@ def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_ca
     now = time.time() - 50
     batch = [RatingEvent(user_id=f"rt-rl-{i % 3}", product_id=p[i], rating=1 + i % 5, ts=now + i) for i in range(6)]
     forget_users(db, [f"rt-rl-{i}" for i in range(3)])
-    write_lists = mongo.write_recommendations_many
+    write_lists = stored_lists.write_recommendations_many
 
     def switch_then_write(*args, **kwargs):  # the reload: a new generation, built before this batch
         kept = [d for d in db[mongo.USER_HISTORY].find() if not str(d["_id"]).startswith("rt-rl-")]
@@ -108,14 +108,14 @@ def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_ca
         mongo.replace_collection_finish(mongo.USER_HISTORY, db=db)
         return write_lists(*args, **kwargs)
 
-    monkeypatch.setattr(mongo, "write_recommendations_many", switch_then_write)
+    monkeypatch.setattr(stored_lists, "write_recommendations_many", switch_then_write)
     monkeypatch.setattr(mongo, "RETIRE_GRACE_S", mongo.POINTER_TTL_S)  # every batch counts as slow
     try:
         outcomes = process.handle_batch(batch, model)
         assert [o.status for o in outcomes] == ["processed"] * 6
         for i in range(3):
             want = {e.product_id: float(e.rating) for e in batch if e.user_id == f"rt-rl-{i}"}
-            assert mongo.user_ratings(f"rt-rl-{i}", db=db) == want, i
+            assert rating_history.user_ratings(f"rt-rl-{i}", db=db) == want, i
     finally:
         mongo.drop_retired(wait=True, db=db)
 
@@ -134,18 +134,18 @@ def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog,
     batch = [RatingEvent(user_id=u, product_id=p[i % 40], rating=1 + i % 5, ts=now + i) for i, u in enumerate(users)]
     picky, gone = users[5], users[9]
     unwanted = recommend.recommend(model, {batch[5].product_id: float(batch[5].rating)}, n=TOP_N)[0]["product_id"]
-    mongo.add_exclusion(picky, unwanted, now - 10, db=db)
-    mongo.record_deleted_user(gone, db=db)
+    shopper_controls.add_exclusion(picky, unwanted, now - 10, db=db)
+    rating_history.record_deleted_user(gone, db=db)
 
     outcomes = handle_batch(batch, model)
 
     assert [o.status for o in outcomes] == ["dropped" if u == gone else "processed" for u in users]
-    items = [i["product_id"] for i in mongo.get_recommendations(picky, db=db)["items"]]
+    items = [i["product_id"] for i in stored_lists.get_recommendations(picky, db=db)["items"]]
     assert len(items) == TOP_N and unwanted not in items
-    assert mongo.exclusions(picky, db=db) == {unwanted}
-    assert mongo.user_history(gone, db=db) == {} and mongo.get_recommendations(gone, db=db) is None
+    assert shopper_controls.exclusions(picky, db=db) == {unwanted}
+    assert rating_history.user_history(gone, db=db) == {} and stored_lists.get_recommendations(gone, db=db) is None
     assert db[mongo.RATINGS].count_documents({"user_id": gone}) == 0
-    assert all(mongo.get_recommendations(u, db=db) for u in users if u != gone)
+    assert all(stored_lists.get_recommendations(u, db=db) for u in users if u != gone)
 
 
 def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_its_locks(
@@ -177,10 +177,10 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
 
     monkeypatch.setattr(mongo, "find_by_ids_many", spy_reads)
     monkeypatch.setattr(list_state, "announce_many", spy_announce)
-    claimed_with, claim_batch, take_locks = [], cancellation.claim_batch, mongo.take_locks
+    claimed_with, claim_batch, take_locks = [], cancellation.claim_batch, locking.take_locks
     monkeypatch.setattr(cancellation, "claim_batch",
                         lambda ids, *a, **kw: claimed_with.append(sorted(kw.get("locks", ()))) or claim_batch(ids, *a, **kw))
-    monkeypatch.setattr(mongo, "take_locks", lambda *a, **kw: pytest.fail("a lock taken by a command of its own"))
+    monkeypatch.setattr(locking, "take_locks", lambda *a, **kw: pytest.fail("a lock taken by a command of its own"))
     now = time.time() - 20
     first = handle_batch([RatingEvent(user_id=user, product_id=p[0], rating=4, ts=now)], model)
     assert (mongo.DELETED_USERS, [user]) in read  # a new user: looked up
@@ -189,12 +189,12 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
 
     assert [o.status for o in first + second] == ["processed", "processed"]
     assert [c for c, _ in read if c == mongo.DELETED_USERS] == []  # has a history: not looked up
-    assert held_at_announce == [{mongo.writer_lock(user)}] * 2  # one lock document for history and list
-    assert claimed_with == [[mongo.writer_lock(user)]] * 2  # taken by the insert that claims the event
+    assert held_at_announce == [{locking.writer_lock(user)}] * 2  # one lock document for history and list
+    assert claimed_with == [[locking.writer_lock(user)]] * 2  # taken by the insert that claims the event
     assert stored_at_announce == [0, 1]  # each batch's rating is inserted after its announcement
     assert db[mongo.RATINGS].count_documents({"user_id": user, "state": "processed"}) == 2
     assert db[mongo.LOCKS].count_documents({"_id": {"$regex": f"{user}$"}}) == 0
-    assert mongo.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
+    assert stored_lists.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
 
 
 def test_a_batch_reads_exclusions_only_for_users_it_has_not_seen_without_them(rt_catalog, worker_env, monkeypatch):
@@ -223,7 +223,7 @@ def test_a_batch_reads_exclusions_only_for_users_it_has_not_seen_without_them(rt
         return sorted(u for ids in read for u in ids)
 
     def items(u: str) -> list[str]:
-        return [i["product_id"] for i in mongo.get_recommendations(u, db=db)["items"]]
+        return [i["product_id"] for i in stored_lists.get_recommendations(u, db=db)["items"]]
 
     monkeypatch.setattr(mongo, "find_by_ids_many", spy_reads)
     now = time.time() - 50
@@ -236,7 +236,7 @@ def test_a_batch_reads_exclusions_only_for_users_it_has_not_seen_without_them(rt
     history = {p[0]: 5.0, p[2]: 4.0, p[3]: 5.0}
     assert unwanted in [i["product_id"] for i in recommend.recommend(model, history, n=TOP_N)]  # would come back
     assert batch(RatingEvent(user_id=user, product_id=p[3], rating=5, ts=now + 3)) == [user]  # has one: read
-    assert unwanted not in items(user) and mongo.exclusions(user, db=db) == {unwanted}
+    assert unwanted not in items(user) and shopper_controls.exclusions(user, db=db) == {unwanted}
 
     assert batch(RatingEvent(user_id=other, product_id=p[4], rating=3, ts=now + 4)) == []
     handle(RatingEvent(user_id=other, product_id=p[5], rating=0, ts=now + 5, action=NOT_INTERESTED).to_bytes(), model)
@@ -250,7 +250,7 @@ def test_a_batch_reads_exclusions_only_for_users_it_has_not_seen_without_them(rt
 
 
 def test_lists_are_stored_by_field_and_read_back_as_written(rt_catalog, worker_env):
-    """A batch's list and a single event's list are stored by field (``core.mongo.stored_list``)
+    """A batch's list and a single event's list are stored by field (``core.stored_lists.stored_list``)
     and read back as the items they announced; a list stored as objects by an earlier version
     still reads, and a newer stored list that ``write_recommendations`` keeps comes back whole."""
     from kafka_workers.process import handle_batch, handle_event
@@ -266,15 +266,15 @@ def test_lists_are_stored_by_field_and_read_back_as_written(rt_catalog, worker_e
     for user in users[:2]:
         raw = db[mongo.RECOMMENDATIONS].find_one({"_id": user})
         assert "items" not in raw and len(raw["item_fields"]["product_id"]) == TOP_N
-        items = mongo.get_recommendations(user, db=db)["items"]
+        items = stored_lists.get_recommendations(user, db=db)["items"]
         assert [i["product_id"] for i in items] == raw["item_fields"]["product_id"]
         assert set(items[0]) == {"product_id", "score", "because"} and items[0]["because"] in p
 
     old = {"_id": users[2], "items": [{"product_id": p[3], "score": 1.0, "because": p[4]}], "model_version": "v0",
            "source_event_id": None, "updated_at": time.time(), "as_of": time.time() + 3600}
     db[mongo.RECOMMENDATIONS].replace_one({"_id": users[2]}, old, upsert=True)
-    assert mongo.get_recommendations(users[2], db=db)["items"] == old["items"]
-    kept = mongo.write_recommendations(users[2], [{"product_id": p[5], "score": 2.0, "because": None}], "v1",
+    assert stored_lists.get_recommendations(users[2], db=db)["items"] == old["items"]
+    kept = stored_lists.write_recommendations(users[2], [{"product_id": p[5], "score": 2.0, "because": None}], "v1",
                                        as_of=time.time(), db=db)  # older than the stored list: kept
     assert kept["items"] == old["items"]
     forget_users(db, users)
@@ -297,15 +297,15 @@ def test_the_worker_s_tail_keeps_locks_and_ratings_until_it_is_finished(rt_catal
     second = handle_batch([RatingEvent(user_id=user, product_id=p[1], rating=5, ts=now + 1)], model, tail)
 
     assert [o.status for o in first + second] == ["processed", "processed"]
-    assert mongo.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
-    assert [d["token"] for d in db[mongo.LOCKS].find({"_id": mongo.writer_lock(user)})] == [tail.token]
+    assert stored_lists.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
+    assert [d["token"] for d in db[mongo.LOCKS].find({"_id": locking.writer_lock(user)})] == [tail.token]
     assert db[mongo.RATINGS].count_documents({"user_id": user}) == 0 and len(tail.ratings) == 2
     again = handle_batch([first[0].event], model, tail)  # redelivered before its rating was inserted
     assert [o.status for o in again] == ["duplicate"] and len(tail.ratings) == 2
-    assert mongo.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
+    assert stored_lists.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
     finish(tail)
     assert not tail
-    assert db[mongo.LOCKS].count_documents({"_id": mongo.writer_lock(user)}) == 0
+    assert db[mongo.LOCKS].count_documents({"_id": locking.writer_lock(user)}) == 0
     assert db[mongo.RATINGS].count_documents({"user_id": user, "state": "processed"}) == 2
 
     handle_batch([RatingEvent(user_id=gone, product_id=p[2], rating=3, ts=now + 2)], model, tail)
@@ -314,7 +314,7 @@ def test_the_worker_s_tail_keeps_locks_and_ratings_until_it_is_finished(rt_catal
     finish(tail)
     assert [o.status for o in deleted] == ["processed"]
     assert db[mongo.RATINGS].count_documents({"user_id": gone}) == 0
-    assert db[mongo.LOCKS].count_documents({"_id": mongo.writer_lock(gone)}) == 0
+    assert db[mongo.LOCKS].count_documents({"_id": locking.writer_lock(gone)}) == 0
     forget_users(db, [user, gone])
 
 
@@ -332,15 +332,15 @@ def test_a_batch_that_must_wait_for_a_lock_gives_back_the_tail_s_first(rt_catalo
     forget_users(db, [kept, busy])
     tail, now = Tail(), time.time() - 20
     handle_batch([RatingEvent(user_id=kept, product_id=p[0], rating=4, ts=now)], model, tail)
-    assert mongo.writer_lock(kept) in tail.locks
+    assert locking.writer_lock(kept) in tail.locks
     holding, saw_release = threading.Event(), []
 
     def other_writer() -> None:
-        with mongo.user_lock(mongo.writer_lock(busy), db=db):
+        with locking.user_lock(locking.writer_lock(busy), db=db):
             holding.set()
-            deadline = time.monotonic() + 5  # (the lock goes stale after mongo.LOCK_STALE_S: longer)
+            deadline = time.monotonic() + 5  # (the lock goes stale after locking.LOCK_STALE_S: longer)
             while time.monotonic() < deadline:
-                if db[mongo.LOCKS].count_documents({"_id": mongo.writer_lock(kept)}) == 0:
+                if db[mongo.LOCKS].count_documents({"_id": locking.writer_lock(kept)}) == 0:
                     saw_release.append(True)
                     break
                 time.sleep(0.02)
@@ -353,7 +353,7 @@ def test_a_batch_that_must_wait_for_a_lock_gives_back_the_tail_s_first(rt_catalo
     assert saw_release == [True]  # the kept lock went back while the other writer still held its own
     assert [o.status for o in outcomes] == ["processed"]
     assert db[mongo.RATINGS].count_documents({"user_id": kept, "state": "processed"}) == 1  # finished then
-    assert tail.locks == {mongo.writer_lock(busy)}
+    assert tail.locks == {locking.writer_lock(busy)}
     finish(tail)
     forget_users(db, [kept, busy])
 
@@ -378,13 +378,13 @@ def test_a_small_catalog_is_remembered_once_per_generation(rt_catalog, worker_en
         return find_many(requests, db=db)
 
     monkeypatch.setattr(mongo, "find_by_ids_many", spy_reads)
-    monkeypatch.setattr(mongo, "_known_products", {})
-    monkeypatch.setattr(mongo, "_catalog_read", {})
-    assert mongo.remember_catalog(n - 1) == 0  # larger than the limit: learnt product by product
-    assert mongo.products_to_look_up(p[:3]) == p[:3]
-    mongo._catalog_read.clear()
-    assert mongo.remember_catalog(n) == n
-    assert mongo.remember_catalog(n) == 0  # once per generation
+    monkeypatch.setattr(catalog, "_known_products", {})
+    monkeypatch.setattr(catalog, "_catalog_read", {})
+    assert catalog.remember_catalog(n - 1) == 0  # larger than the limit: learnt product by product
+    assert catalog.products_to_look_up(p[:3]) == p[:3]
+    catalog._catalog_read.clear()
+    assert catalog.remember_catalog(n) == n
+    assert catalog.remember_catalog(n) == 0  # once per generation
     now = time.time() - 30
     out = handle_batch([RatingEvent(user_id=user, product_id=p[0], rating=4, ts=now)], model)
     assert [o.status for o in out] == ["processed"] and looked_up == []
@@ -393,8 +393,8 @@ def test_a_small_catalog_is_remembered_once_per_generation(rt_catalog, worker_en
         staging = mongo.replace_collection_start(mongo.PRODUCTS)
         mongo.insert_docs(staging, [d for d in docs if d["_id"] != p[1]])
         mongo.replace_collection_finish(mongo.PRODUCTS)
-        assert mongo.products_to_look_up([p[0], p[1]]) == [p[0], p[1]]  # the new generation: not known yet
-        assert mongo.remember_catalog(n) == n - 1
+        assert catalog.products_to_look_up([p[0], p[1]]) == [p[0], p[1]]  # the new generation: not known yet
+        assert catalog.remember_catalog(n) == n - 1
         out = handle_batch([RatingEvent(user_id=user, product_id=p[1], rating=4, ts=now + 1),
                             RatingEvent(user_id=user, product_id=p[2], rating=4, ts=now + 2)], model)
         assert [(o.status, o.reason) for o in out] == [("dead-letter", f"unknown product {p[1]}"), ("processed", "")]

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from core import artifacts, kafka_io, mongo, recommend
+from core import artifacts, kafka_io, mongo, rating_history, recommend, stored_lists
 from core.events import RatingEvent, parse_event
 from realtime_support import (TOP_N, committed_and_end_offsets, count_processed, free_port, make_events,
                               processed_ids, publish_all, publish_model, read_topic, reset_core_caches,
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def _recs_from(db, user: str, event_id: str):
-    doc = mongo.get_recommendations(user, db=db)
+    doc = stored_lists.get_recommendations(user, db=db)
     return doc if doc and doc.get("source_event_id") == event_id else None
 
 
@@ -46,9 +46,9 @@ def test_rating_becomes_personal_recommendations_for_an_unseen_user(rt):
     # Exactly what folding the whole history into the published model gives, not a stale list.
     model = artifacts.load_model(rt.version)
     assert ids == [r["product_id"] for r in recommend.recommend(model, {p: float(r) for p, r in rated.items()}, TOP_N)]
-    assert mongo.user_ratings(user, db=rt.db) == {p: float(r) for p, r in rated.items()}
+    assert rating_history.user_ratings(user, db=rt.db) == {p: float(r) for p, r in rated.items()}
     for e in events:  # stored as processed right after the list is written
-        stored = wait_until(lambda: (d := mongo.get_rating(e.event_id, db=rt.db)) and d.get("state") == "processed"
+        stored = wait_until(lambda: (d := rating_history.get_rating(e.event_id, db=rt.db)) and d.get("state") == "processed"
                             and d, 30, "the rating stored as processed")
         assert stored["model_version"] == rt.version
         assert (stored["user_id"], stored["product_id"], stored["rating"]) == (e.user_id, e.product_id, e.rating)
@@ -80,7 +80,7 @@ def test_new_model_version_is_loaded_without_restart(rt):
     publish_all([second])
     doc = wait_until(lambda: _recs_from(rt.db, user, second.event_id), 90, "the list after the reload")
     assert doc["model_version"] == v2
-    assert mongo.get_rating(second.event_id, db=rt.db)["model_version"] == v2
+    assert rating_history.get_rating(second.event_id, db=rt.db)["model_version"] == v2
     model = artifacts.load_model(v2)
     history = {products[10]: 5.0, products[20]: 4.0}
     assert [i["product_id"] for i in doc["items"]] == [r["product_id"] for r in recommend.recommend(model, history, TOP_N)]
@@ -185,7 +185,7 @@ def test_redelivered_and_half_processed_events_are_applied_once(rt):
     e2 = RatingEvent(user_id=user, product_id=products[2], rating=4, ts=now - 20)
     # A worker that died after storing e3 but before writing the list: the redelivery finishes it.
     e3 = RatingEvent(user_id=user, product_id=products[3], rating=3, ts=now - 10)
-    assert mongo.store_rating(e3.to_dict(), db=rt.db)
+    assert rating_history.store_rating(e3.to_dict(), db=rt.db)
     # An older rating of the same product (a skewed clock) must not overwrite the newer one.
     e0 = RatingEvent(user_id=user, product_id=products[1], rating=1, ts=now - 60)
     publish_all([e1, e1, e2, e3, e0])  # e1 twice: the producer retried after a lost ack
@@ -193,10 +193,10 @@ def test_redelivered_and_half_processed_events_are_applied_once(rt):
     worker = rt.start_worker()
     doc = wait_until(lambda: _recs_from(rt.db, user, e0.event_id), 90, "the last event's list")
     # the list is written before its ratings are stored as processed (a few ms later)
-    wait_until(lambda: all((mongo.get_rating(e.event_id, db=rt.db) or {}).get("state") == "processed"
+    wait_until(lambda: all((rating_history.get_rating(e.event_id, db=rt.db) or {}).get("state") == "processed"
                            for e in (e0, e1, e2, e3)), 30, "every event stored as processed")
     assert rt.db[mongo.RATINGS].count_documents({"user_id": user}) == 4
-    assert mongo.user_ratings(user, db=rt.db) == {products[1]: 5.0, products[2]: 4.0, products[3]: 3.0}
+    assert rating_history.user_ratings(user, db=rt.db) == {products[1]: 5.0, products[2]: 4.0, products[3]: 3.0}
     assert not {i["product_id"] for i in doc["items"]} & {products[1], products[2], products[3]}
     stats = wait_until(lambda: (s := worker_stats(worker.pid)) and s["processed"] + s["duplicate"] == 5 and s,
                        60, "the worker's stats")

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from core import artifacts, mongo
+from core import artifacts, mongo, rating_history, stored_lists
 from core.events import RatingEvent
 from realtime_support import (ROOT, committed_and_end_offsets, process_env, processed_ids, publish_all, publish_model,
                               read_topic, wait_until, worker_stats)
@@ -107,9 +107,9 @@ def test_dead_letters_are_listed_with_reasons_and_replayed_once_after_the_fix(rt
     # third (not replayed) stays out; the topic got each replayed event once more, no copies.
     for e in poison[:2]:
         assert rt.db[mongo.RATINGS].count_documents({"_id": e.event_id}) == 1
-        assert mongo.user_ratings(e.user_id, db=rt.db)[e.product_id] == 4.0
-        assert mongo.get_recommendations(e.user_id, db=rt.db)["source_event_id"] == e.event_id
-    assert mongo.get_rating(poison[2].event_id, db=rt.db)["state"] != "processed"
+        assert rating_history.user_ratings(e.user_id, db=rt.db)[e.product_id] == 4.0
+        assert stored_lists.get_recommendations(e.user_id, db=rt.db)["source_event_id"] == e.event_id
+    assert rating_history.get_rating(poison[2].event_id, db=rt.db)["state"] != "processed"
     replayed = [r for r in read_topic(rt.topic, 2 * len(poison) + 2, timeout_s=30)
                 if json.loads(r.value)["event_id"] in {poison[0].event_id, poison[1].event_id}]
     assert len(replayed) == 4, "each replayed once (plus the original)"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core import mongo
+from core import mongo, rating_history, stored_lists
 from kafka_workers import process
 
 
@@ -37,14 +37,14 @@ def fake_db(monkeypatch):
 
     monkeypatch.setattr(mongo, "bulk_upsert", bulk_upsert)
     monkeypatch.setattr(mongo, "set_by_ids", lambda *a, **k: None)
-    monkeypatch.setattr(mongo, "write_recommendations_many", write_recommendations_many)
+    monkeypatch.setattr(stored_lists, "write_recommendations_many", write_recommendations_many)
     monkeypatch.setattr(process, "recommendations_for", recommendations_for)
     return log, computing
 
 
 def _write(users: list[str]) -> dict:
     return process._write_with_lists({u: {"p0": 5.0} for u in users}, {u: set() for u in users}, None,
-                                     {u: mongo.history_doc(u, {"p0": (5.0, 1.0)}, {}) for u in users}, {},
+                                     {u: rating_history.history_doc(u, {"p0": (5.0, 1.0)}, {}) for u in users}, {},
                                      {u: f"e-{u}" for u in users})
 
 

@@ -89,7 +89,7 @@ def test_worker_and_site_clients_keep_no_kafka_python_sensors(monkeypatch):
 def test_the_worker_remembers_the_catalog_up_to_its_setting_and_never_fails_on_it(monkeypatch, caplog):
     """``WORKER_REMEMBER_CATALOG_MAX`` is the limit passed on (0: not read at all), and an error
     reading the catalog (MongoDB down) is logged, not raised: the batches read what they need."""
-    from core import mongo
+    from core import catalog
     from kafka_workers import worker
 
     asked = []
@@ -100,7 +100,7 @@ def test_the_worker_remembers_the_catalog_up_to_its_setting_and_never_fails_on_i
             raise ConnectionError("mongo is down")
         return 3
 
-    monkeypatch.setattr(mongo, "remember_catalog", remember)
+    monkeypatch.setattr(catalog, "remember_catalog", remember)
     monkeypatch.delenv("WORKER_REMEMBER_CATALOG_MAX", raising=False)
     worker.remember_catalog()
     monkeypatch.setenv("WORKER_REMEMBER_CATALOG_MAX", "0")

@@ -22,7 +22,7 @@ def test_most_active_keeps_the_largest_counts_in_index_order():
 
 def test_capped_lists_are_the_uncapped_lists_of_the_chosen_users(tmp_path, monkeypatch):
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
-    monkeypatch.setattr(serving_lists.mongo, "all_exclusions", dict)  # nobody said "not interested" (no server here)
+    monkeypatch.setattr(serving_lists.shopper_controls, "all_exclusions", dict)  # nobody said "not interested" (no server here)
     get_settings.cache_clear()
     try:
         rng = np.random.default_rng(4)

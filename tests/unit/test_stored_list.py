@@ -1,10 +1,10 @@
-"""``core.mongo.stored_list`` / ``read_list``: a live list is stored by field and read back as the
+"""``core.stored_lists.stored_list`` / ``read_list``: a live list is stored by field and read back as the
 same items, in order; a list stored as objects (before that format, or a batch list) reads as is."""
 from __future__ import annotations
 
 import copy
 
-from core import mongo
+from core import stored_lists
 
 
 def _doc(items):
@@ -16,24 +16,24 @@ def test_a_list_is_stored_by_field_and_reads_back_the_same():
     items = [{"product_id": f"p{i}", "score": 1.0 / (i + 1), "because": f"q{i}" if i % 2 else None}
              for i in range(20)]
     doc = _doc(items)
-    stored = mongo.stored_list(copy.deepcopy(doc))
+    stored = stored_lists.stored_list(copy.deepcopy(doc))
 
     assert "items" not in stored
     assert stored["item_fields"]["product_id"] == [f"p{i}" for i in range(20)]
     assert stored["item_fields"]["because"][:2] == [None, "q1"]
     assert {k: stored[k] for k in ("_id", "model_version", "source_event_id", "updated_at", "as_of")} == \
         {k: doc[k] for k in ("_id", "model_version", "source_event_id", "updated_at", "as_of")}
-    assert mongo.read_list(copy.deepcopy(stored)) == doc
+    assert stored_lists.read_list(copy.deepcopy(stored)) == doc
 
 
 def test_a_popular_list_keeps_its_extra_fields_and_an_empty_list_stays_empty():
     popular = [{"product_id": "p1", "score": 9.0, "because": None, "title": "Kettle"},
                {"product_id": "p2", "score": 3.0, "because": None, "title": "Mug"}]
-    assert mongo.read_list(mongo.stored_list(_doc(popular)))["items"] == popular
-    assert mongo.read_list(mongo.stored_list(_doc([])))["items"] == []
+    assert stored_lists.read_list(stored_lists.stored_list(_doc(popular)))["items"] == popular
+    assert stored_lists.read_list(stored_lists.stored_list(_doc([])))["items"] == []
 
 
 def test_a_list_stored_as_objects_reads_as_it_is():
     doc = _doc([{"product_id": "p1", "score": 1.0, "because": "p9"}])
-    assert mongo.read_list(copy.deepcopy(doc)) == doc
-    assert mongo.read_list(None) is None
+    assert stored_lists.read_list(copy.deepcopy(doc)) == doc
+    assert stored_lists.read_list(None) is None

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Profile
-from core import mongo
+from core import catalog, rating_history
 
 
 class Command(BaseCommand):
@@ -23,8 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="", help="default: a random one per run, printed")
 
     def handle(self, *args, count: int, password: str, **options):
-        deleted = mongo.deleted_user_ids()  # a reviewer whose demo account was deleted stays deleted
-        reviewers = [r for r in mongo.most_active_users(limit=count + len(deleted)) if r[0] not in deleted][:count]
+        deleted = rating_history.deleted_user_ids()  # a reviewer whose demo account was deleted stays deleted
+        reviewers = [r for r in catalog.most_active_users(limit=count + len(deleted)) if r[0] not in deleted][:count]
         if not reviewers:
             raise CommandError("no reviewers in MongoDB: run the pipeline (bin/pipeline) first")
         password = password or f"demo-{secrets.token_urlsafe(6)}"

@@ -1,0 +1,182 @@
+"""Reads of the catalog the batch load wrote: products, their review pages, the browse order
+per category, search, and the product ids a worker remembers as existing.
+
+Every page reads ``_id``-keyed documents the load precomputed (see core/mongo.py on why): a
+category's order in chunks of ids (``catalog_index``), one ``search_index`` document per query
+word (core/search.py), a product's reviews by page (``product_reviews``).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from pymongo.database import Database
+
+from core import mongo
+
+
+# --- products, review pages, browsing and search -------------------------------------------
+
+_PRODUCT_LIST_FIELDS = {"title": 1, "category": 1, "price": 1, "n_reviews": 1, "avg_rating": 1, "brand": 1,
+                        "sample_summary": 1, "image": 1, "has_metadata": 1}
+
+
+def categories(db: Database | None = None) -> list[dict]:
+    """[{name, n_products}] most products first, as the batch load recorded them."""
+    db = db if db is not None else mongo.get_db()
+    doc = db[mongo.CATALOG_INDEX].find_one({"_id": "categories"})
+    return doc["items"] if doc else []
+
+
+def list_products(page: int = 1, per_page: int = 24, category: str | None = None,
+                  query: str | None = None, db: Database | None = None) -> tuple[list[dict], int]:
+    """A page of products and the total count for pagination.
+
+    Browsing reads the precomputed order (chunks of ids per category, most reviewed first) and
+    then each product by id; a search reads one ``search_index`` document per query word and
+    ranks the intersection (core/search.py): title, brand and category matches first.
+    """
+    db = db if db is not None else mongo.get_db()
+    page, per_page = max(1, int(page)), max(1, min(100, int(per_page)))
+    start = (page - 1) * per_page
+    if query:
+        ids = search_ids(str(query), category=str(category) if category else None, db=db)
+        shown = ids[start:start + per_page]
+        products = get_products(shown, db=db)
+        return [products[i] for i in shown if i in products], len(ids)
+    key = str(category) if category else mongo.ALL
+    total_doc = db[mongo.CATALOG_INDEX].find_one({"_id": f"{key}:count"})
+    total = int(total_doc["n"]) if total_doc else 0
+    ids: list[str] = []
+    chunk = start // mongo.CATALOG_CHUNK
+    while len(ids) < per_page and chunk * mongo.CATALOG_CHUNK < total:
+        doc = db[mongo.CATALOG_INDEX].find_one({"_id": f"{key}:{chunk}"})
+        if not doc:
+            break
+        offset = start - chunk * mongo.CATALOG_CHUNK if not ids else 0
+        ids.extend(doc["ids"][offset:offset + per_page - len(ids)])
+        chunk += 1
+    products = get_products(ids, db=db)
+    return [products[i] for i in ids if i in products], total
+
+
+def search_ids(query: str, category: str | None = None, db: Database | None = None) -> list[str]:
+    """Every product matching all words of ``query``, best first (one ``_id`` read per word)."""
+    from core import search
+
+    db = db if db is not None else mongo.get_db()
+    keys = search.query_keys(query)
+    postings = []
+    for key in keys:
+        doc = db[mongo.SEARCH_INDEX].find_one({"_id": key})
+        if doc is None:
+            return []
+        postings.append(search.Postings.from_doc(doc))
+    return search.rank(postings, category)
+
+
+def get_product(product_id: str, db: Database | None = None) -> dict | None:
+    db = db if db is not None else mongo.get_db()
+    return db[mongo.PRODUCTS].find_one({"_id": str(product_id)})
+
+
+def get_products(product_ids: list[str], db: Database | None = None) -> dict[str, dict]:
+    """Products by id, in the order asked (the ones that exist)."""
+    ids = [str(p) for p in product_ids]
+    found = mongo.find_by_ids(mongo.PRODUCTS, ids, _PRODUCT_LIST_FIELDS, db=db)
+    return {pid: found[pid] for pid in dict.fromkeys(ids) if pid in found}
+
+
+def product_exists(product_id: str, db: Database | None = None) -> bool:
+    db = db if db is not None else mongo.get_db()
+    return db[mongo.PRODUCTS].find_one({"_id": str(product_id)}, {"_id": 1}) is not None
+
+
+def product_reviews(product_id: str, page: int = 1, db: Database | None = None) -> tuple[list[dict], int]:
+    """One page of a product's reviews (most helpful, then newest first) and the page count."""
+    db = db if db is not None else mongo.get_db()
+    doc = db[mongo.PRODUCT_REVIEWS].find_one({"_id": f"{product_id}:{max(1, int(page))}"})
+    if not doc:
+        return [], 0
+    return doc["items"], int(doc["pages"])
+
+
+def compute_popular(limit: int = 50, category: str | None = None, db: Database | None = None) -> list[dict]:
+    """Most-reviewed products, from the catalog order the batch load precomputed (no scan)."""
+    db = db if db is not None else mongo.get_db()
+    doc = db[mongo.CATALOG_INDEX].find_one({"_id": f"{category or mongo.ALL}:0"})
+    ids = (doc or {}).get("ids", [])[:limit]
+    products = get_products(ids, db=db)
+    return [{"product_id": i, "score": float(products[i].get("n_reviews", 0))} for i in ids if i in products]
+
+
+def most_active_users(limit: int = 10, db: Database | None = None) -> list[tuple[str, int]]:
+    """(user id, number of ratings) of the most active reviewers, as the batch load recorded them."""
+    db = db if db is not None else mongo.get_db()
+    doc = db[mongo.CATALOG_INDEX].find_one({"_id": "top_users"})
+    return [(d["user_id"], int(d["n"])) for d in (doc or {}).get("items", [])[:limit]]
+
+
+# --- product ids a worker remembers --------------------------------------------------------
+
+KNOWN_PRODUCTS_MAX = 2_000_000  # product ids remembered per process (~200 MB), then it starts again
+
+
+_known_products: dict[tuple[str, str], set[str]] = {}
+
+
+_catalog_read: dict[str, str] = {}  # per database: the catalog generation remember_catalog read last
+
+
+def existing_products(product_ids: Iterable[str], db: Database | None = None,
+                      found: dict[str, dict] | None = None) -> set[str]:
+    """Which of these products the live catalog holds (the worker's ``product_exists`` for a batch).
+
+    A product once found is remembered per database and catalog generation: products change only
+    by a reload, which writes a new generation (see :func:`core.mongo.get_db`), so a remembered id is never
+    stale; an unknown one is read again each time. ``found``: the caller already read the ids
+    :func:`products_to_look_up` gave (the worker, beside its other reads).
+    """
+    db = db if db is not None else mongo.get_db()
+    known = _remembered_products(db)
+    wanted = set(product_ids)
+    if found is None:
+        found = mongo.find_by_ids(mongo.PRODUCTS, [p for p in wanted if p not in known], {"_id": 1}, db=db)
+    known.update(found)
+    return wanted & known
+
+
+def products_to_look_up(product_ids: Iterable[str], db: Database | None = None) -> list[str]:
+    """The ids :func:`existing_products` would read (those not remembered as existing)."""
+    known = _remembered_products(db if db is not None else mongo.get_db())
+    return [p for p in dict.fromkeys(product_ids) if p not in known]
+
+
+def _remembered_products(db: Database, generation: str | None = None) -> set[str]:
+    key = (db.name, generation or mongo.physical_name(db, mongo.PRODUCTS))
+    known = _known_products.get(key)
+    if known is None or len(known) > KNOWN_PRODUCTS_MAX:
+        _known_products.clear()
+        known = _known_products[key] = set()
+    return known
+
+
+def remember_catalog(limit: int, db: Database | None = None) -> int:
+    """Remember every product of the live catalog, in one read, when it holds at most ``limit``;
+    returns how many (0 when it holds more, or this generation was read before).
+
+    A worker otherwise learns a product the first time an event names it, by a read: one of a
+    one-rating batch's six commands, in three of four batches of a fresh worker at 10k products
+    (bench/realtime_latency.py --trace), until the catalog is learnt. Remembering is safe for the
+    reason given in :func:`existing_products`.
+    """
+    db = db if db is not None else mongo.get_db()
+    generation = mongo.physical_name(db, mongo.PRODUCTS)
+    if _catalog_read.get(db.name) == generation:
+        return 0
+    _catalog_read[db.name] = generation
+    limit = min(limit, KNOWN_PRODUCTS_MAX)  # (not counted first: FerretDB v1 counts by reading every document)
+    ids = [d["_id"] for d in mongo.raw_collection(db, generation).find({}, {"_id": 1}).limit(limit + 1)]
+    if len(ids) > limit:
+        return 0
+    _remembered_products(db, generation).update(ids)  # this generation's set, whatever is live by now
+    return len(ids)

@@ -1,0 +1,282 @@
+"""Live rating events and each user's rating history.
+
+A rating from the site is stored once by its event id in ``ratings`` (a redelivery is a no-op)
+and applied to the user's ``user_history`` document, which holds every batch review and live
+rating of that user and is what the recommenders fold in. Every change of a history goes through
+:func:`apply_history_change` (the newest change of a product wins) under the user's writer lock
+(core/locking.py). A deleted account is marked in ``deleted_users`` before its data goes, so
+nothing arriving later brings a history back.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from core import locking, mongo
+
+
+# --- live rating events --------------------------------------------------------------------
+
+def rating_doc(event: dict[str, Any], state: str = "stored") -> dict[str, Any]:
+    """How a live rating is stored in ``ratings`` (keyed by its event id)."""
+    return {"_id": event["event_id"], "user_id": event["user_id"], "product_id": event["product_id"],
+            "rating": int(event["rating"]), "text": event.get("text", ""), "ts": float(event["ts"]),
+            "action": event.get("action", "rate"), "stored_at": time.time(), "state": state}
+
+
+def store_rating(event: dict[str, Any], db: Database | None = None) -> bool:
+    """Store one live rating by its event id; returns False if it was already stored.
+
+    Insert-by-id (not upsert) makes a redelivered event a no-op, which is what exactly-once
+    storage on top of Kafka's at-least-once delivery needs.
+    """
+    db = db if db is not None else mongo.get_db()
+    try:
+        db[mongo.RATINGS].insert_one(rating_doc(event))
+        return True
+    except DuplicateKeyError:
+        return False
+
+
+def store_ratings(docs: list[dict[str, Any]], db: Database | None = None) -> set[str]:
+    """:func:`store_rating` for a batch (documents from :func:`rating_doc`) in one unordered
+    ``insert_many``; returns the ids that were stored before (a redelivery), which keep their
+    first document."""
+    db = db if db is not None else mongo.get_db()
+    if not docs:
+        return set()
+    try:
+        db[mongo.RATINGS].insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        return {docs[e["index"]]["_id"] for e in errors}
+    return set()
+
+
+def mark_rating_processed(event_id: str, model_version: str | None, db: Database | None = None) -> None:
+    db = db if db is not None else mongo.get_db()
+    db[mongo.RATINGS].update_one({"_id": event_id}, {"$set": {"state": "processed", "processed_at": time.time(),
+                                                        "model_version": model_version}})
+
+
+def mark_ratings_processed(versions: dict[str, str | None], db: Database | None = None) -> None:
+    """:func:`mark_rating_processed` for a batch: {event id: model version of the list written}."""
+    db = db if db is not None else mongo.get_db()
+    now = time.time()
+    mongo.set_by_ids(mongo.RATINGS, {eid: {"state": "processed", "processed_at": now, "model_version": v}
+                         for eid, v in versions.items()}, db=db, upsert=False)
+
+
+def get_rating(event_id: str, db: Database | None = None) -> dict | None:
+    db = db if db is not None else mongo.get_db()
+    return db[mongo.RATINGS].find_one({"_id": str(event_id)})
+
+
+def drop_event(event_id: str, db: Database | None = None) -> None:
+    """Forget a stored event (one of a deleted account that arrived after the deletion)."""
+    db = db if db is not None else mongo.get_db()
+    db[mongo.RATINGS].delete_one({"_id": str(event_id)})
+
+
+# --- histories -----------------------------------------------------------------------------
+
+def history_entries(doc: dict | None) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """({product: (rating, ts)}, {product: removed at}) of a ``user_history`` document.
+
+    The history is stored as arrays of ``{p, r, t}`` / ``{p, t}`` subdocuments (:func:`history_doc`)
+    because a product id is data, not a field name: FerretDB v1 refuses keys containing "." or
+    starting with "$", so the former map keyed by product id could not hold such a rating (the
+    worker dead-lettered it). Documents of that former shape (``{product: [rating, ts]}``) are still
+    read, so no migration is needed: the next batch load or worker write rewrites them.
+    """
+    doc = doc or {}
+    ratings, removed = doc.get("ratings") or [], doc.get("removed") or []
+    if isinstance(ratings, dict):
+        rated = {pid: (float(v[0]), float(v[1])) for pid, v in ratings.items()}
+    else:
+        rated = {e["p"]: (float(e["r"]), float(e["t"])) for e in ratings}
+    if isinstance(removed, dict):
+        gone = {pid: float(t) for pid, t in removed.items()}
+    else:
+        gone = {e["p"]: float(e["t"]) for e in removed}
+    return rated, gone
+
+
+def history_doc(user_id: str, ratings: dict[str, tuple[float, float]], removed: dict[str, float]) -> dict[str, Any]:
+    """The stored form of a user's history (read back by :func:`history_entries`)."""
+    return {"_id": user_id, "ratings": [{"p": p, "r": float(r), "t": float(t)} for p, (r, t) in ratings.items()],
+            "removed": [{"p": p, "t": float(t)} for p, t in removed.items()]}
+
+
+def user_ratings(user_id: str, db: Database | None = None) -> dict[str, float]:
+    """Everything a user has rated (batch reviews and live ratings; the latest rating wins)."""
+    db = db if db is not None else mongo.get_db()
+    rated, _ = history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))
+    return {pid: r for pid, (r, _t) in rated.items()}
+
+
+def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[float, float]]:
+    """{product: (rating, ts)} of everything a user has rated (the staff's view of a user)."""
+    db = db if db is not None else mongo.get_db()
+    return history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))[0]
+
+
+def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str, float] | None:
+    """``user_ratings``, or None for a deleted account (checked only when there is no history)."""
+    db = db if db is not None else mongo.get_db()
+    doc = db[mongo.USER_HISTORY].find_one({"_id": user_id})
+    if doc is None and is_deleted_user(user_id, db=db):
+        return None
+    return {pid: r for pid, (r, _t) in history_entries(doc)[0].items()}
+
+
+def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
+                   db: Database | None = None) -> dict[str, float] | None:
+    """Record a live rating in the user's history and return the whole history.
+
+    None means the account was deleted (:func:`core.shopper_controls.delete_user_data`): nothing is recorded for it.
+    """
+    return change_history(user_id, product_id, float(rating), ts, db=db)
+
+
+def remove_from_history(user_id: str, product_id: str, ts: float,
+                        db: Database | None = None) -> dict[str, float] | None:
+    """Remove a rating (the shopper took it back); returns the whole history, None if deleted."""
+    return change_history(user_id, product_id, None, ts, db=db)
+
+
+def change_history(user_id: str, product_id: str, rating: float | None, ts: float,
+                   db: Database | None = None) -> dict[str, float] | None:
+    """Set (``rating``) or remove (None) one rating in the user's history; the newest change wins.
+
+    Read-modify-replace of one ``_id`` document under the user's lock (:func:`core.locking.user_lock`): two
+    writers of one user (two members holding one partition during a rebalance, a replay beside a
+    worker) both get their change in, where the unlocked version lost one of them. Neither a filter
+    on a version field nor ``$set`` of one key is atomic on FerretDB v1, and either filter scans the
+    collection there, so the lock is the portable way. A change
+    older than the one stored (a redelivery, or two requests of the user racing) does not
+    overwrite a newer one; a removal leaves its time in ``removed`` so an older rating of the same
+    product cannot bring it back. Returns None for a deleted account: a user without a history
+    document may be one, which costs a second ``_id`` read only for users with no history yet.
+    """
+    db = db if db is not None else mongo.get_db()
+    with locking.user_lock(locking.writer_lock(user_id), db=db):
+        doc = db[mongo.USER_HISTORY].find_one({"_id": user_id})
+        if doc is None and is_deleted_user(user_id, db=db):
+            return None
+        ratings, removed = history_entries(doc)
+        if apply_history_change(ratings, removed, product_id, rating, ts) or doc is None:
+            db[mongo.USER_HISTORY].replace_one({"_id": user_id}, history_doc(user_id, ratings, removed), upsert=True)
+    return {pid: r for pid, (r, _t) in ratings.items()}
+
+
+def apply_history_change(ratings: dict[str, tuple[float, float]], removed: dict[str, float], product_id: str,
+                         rating: float | None, ts: float) -> bool:
+    """Set (``rating``) or remove (None) one rating in a history held in memory, unless a newer
+    change of that product is there; True if the history changed. The one rule every history
+    writer applies (one event at a time, or a batch of a user's events in order)."""
+    current = ratings.get(product_id)
+    newest = max(current[1] if current is not None else float("-inf"), removed.get(product_id, float("-inf")))
+    if newest > ts:
+        return False
+    if rating is None:
+        changed = ratings.pop(product_id, None) is not None or product_id not in removed
+        removed[product_id] = float(ts)
+        return changed
+    ratings[product_id] = (float(rating), float(ts))
+    removed.pop(product_id, None)
+    return True
+
+
+# --- after a batch reload ------------------------------------------------------------------
+
+def reapply_live_ratings(since: float, db: Database | None = None, max_passes: int = 5) -> int:
+    """Write every live rating stored since ``since`` into the (new) user histories again;
+    returns how many were missing.
+
+    A reload builds ``user_history`` from the ratings stored when it started; ratings the
+    workers stored later went into the generation being replaced. Replaying them (latest rating
+    wins) after every process reads the new generation is what keeps a reload from erasing them.
+    A replay goes through :func:`add_to_history` (the user's lock, newest change wins), so it
+    never overwrites a rating a worker adds meanwhile; each pass re-reads the ratings stored since
+    ``since`` and passes repeat until one finds nothing missing.
+    """
+    db = db if db is not None else mongo.get_db()
+    replayed = 0
+    for _ in range(max_passes):
+        missing = 0
+        for user, ratings in _live_ratings_by_user(since, db).items():
+            have, _removed = history_entries(db[mongo.USER_HISTORY].find_one({"_id": user}))
+            for pid, (rating, ts) in ratings.items():
+                # the batch history keeps whole seconds (mongo_load): the same rating is not missing
+                if pid not in have or have[pid][1] < math.floor(ts):
+                    missing += 1
+                    add_to_history(user, pid, rating, ts, db=db)
+        replayed += missing
+        if not missing:
+            break
+    return replayed
+
+
+def _live_ratings_by_user(since: float, db: Database) -> dict[str, dict[str, tuple[float, float]]]:
+    """{user: {product: (rating, ts)}} of the live ratings stored since ``since``, latest wins."""
+    by_user: dict[str, dict[str, tuple[float, float]]] = {}
+    fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1}
+    for d in db[mongo.RATINGS].find({"stored_at": {"$gte": since}}, fields):
+        seen = by_user.setdefault(d["user_id"], {}).get(d["product_id"])
+        if seen is None or seen[1] <= float(d["ts"]):
+            by_user[d["user_id"]][d["product_id"]] = (float(d["rating"]), float(d["ts"]))
+    return by_user
+
+
+# --- deleted accounts ----------------------------------------------------------------------
+
+def is_deleted_user(user_id: str, db: Database | None = None) -> bool:
+    db = db if db is not None else mongo.get_db()
+    return db[mongo.DELETED_USERS].find_one({"_id": user_id}, {"_id": 1}) is not None
+
+
+def deleted_user_ids(db: Database | None = None) -> set[str]:
+    """Recommender ids of deleted accounts: the batch jobs leave their reviews out."""
+    db = db if db is not None else mongo.get_db()
+    return {d["_id"] for d in db[mongo.DELETED_USERS].find({}, {"_id": 1})}
+
+
+def record_deleted_user(user_id: str, db: Database | None = None) -> None:
+    """Mark the id deleted before its data goes, so a worker drops whatever arrives for it later.
+
+    Only the pseudonymous recommender id and the time are kept: the training job needs the id to
+    leave a linked reviewer's batch reviews out, and a redelivered event must find it.
+    """
+    db = db if db is not None else mongo.get_db()
+    db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}}, upsert=True)
+
+
+# --- dead-letter replays -------------------------------------------------------------------
+
+def claim_replay(letter_id: str, doc: dict[str, Any], db: Database | None = None) -> dict | None:
+    """Record that a dead letter is being replayed; returns None if this call got it, else the
+    earlier record. Insert-by-id, like ``store_rating``: two replays of one letter cannot both win."""
+    db = db if db is not None else mongo.get_db()
+    try:
+        db[mongo.DEAD_LETTER_REPLAYS].insert_one({**doc, "_id": letter_id, "replayed_at": time.time()})
+        return None
+    except DuplicateKeyError:
+        return db[mongo.DEAD_LETTER_REPLAYS].find_one({"_id": letter_id}) or {}
+
+
+def release_replay(letter_id: str, db: Database | None = None) -> None:
+    """Forget a claim whose publish failed, so the letter can be replayed again."""
+    db = db if db is not None else mongo.get_db()
+    db[mongo.DEAD_LETTER_REPLAYS].delete_one({"_id": letter_id})
+
+
+def get_replay(letter_id: str, db: Database | None = None) -> dict | None:
+    db = db if db is not None else mongo.get_db()
+    return db[mongo.DEAD_LETTER_REPLAYS].find_one({"_id": letter_id})
