@@ -140,7 +140,8 @@ def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
                    db: Database | None = None) -> dict[str, float] | None:
     """Record a live rating in the user's history and return the whole history.
 
-    None means the account was deleted (:func:`core.shopper_controls.delete_user_data`): nothing is recorded for it.
+    None means the account was deleted (:func:`core.shopper_controls.delete_user_data`): nothing
+    is recorded for it.
     """
     return change_history(user_id, product_id, float(rating), ts, db=db)
 
@@ -155,12 +156,12 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
                    db: Database | None = None) -> dict[str, float] | None:
     """Set (``rating``) or remove (None) one rating in the user's history; the newest change wins.
 
-    Read-modify-replace of one ``_id`` document under the user's lock (:func:`core.locking.user_lock`): two
-    writers of one user (two members holding one partition during a rebalance, a replay beside a
-    worker) both get their change in, where the unlocked version lost one of them. Neither a filter
-    on a version field nor ``$set`` of one key is atomic on FerretDB v1, and either filter scans the
-    collection there, so the lock is the portable way. A change
-    older than the one stored (a redelivery, or two requests of the user racing) does not
+    Read-modify-replace of one ``_id`` document under the user's lock
+    (:func:`core.locking.user_lock`): two writers of one user (two members holding one partition
+    during a rebalance, a replay beside a worker) both get their change in, where the unlocked
+    version lost one of them. Neither a filter on a version field nor ``$set`` of one key is atomic
+    on FerretDB v1, and either filter scans the collection there, so the lock is the portable way.
+    A change older than the one stored (a redelivery, or two requests of the user racing) does not
     overwrite a newer one; a removal leaves its time in ``removed`` so an older rating of the same
     product cannot bring it back. Returns None for a deleted account: a user without a history
     document may be one, which costs a second ``_id`` read only for users with no history yet.

@@ -80,8 +80,8 @@ def write_recommendations_many(lists: list[dict[str, Any]], as_of: float,
 
     ``lists`` are ``{"_id": user, "items", "model_version", "source_event_id"}``; ``as_of`` is a
     time when the histories they come from were current. The caller holds every user's
-    :func:`core.locking.writer_lock`, and has since before ``as_of`` (the worker takes it before it writes the
-    histories): every list writer holds that lock, so no stored list can be newer, and the check
+    :func:`core.locking.writer_lock`, and has since before ``as_of`` (the worker takes it before it
+    writes the histories): every list writer holds that lock, so no stored list can be newer, and the check
     of the stored ``as_of`` that :func:`write_recommendations` makes is not needed.
     """
     now, as_of = time.time(), float(as_of)

@@ -19,8 +19,8 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from core import (cancellation, catalog, events, list_state, locking, mongo, rating_history, recommend, shopper_controls,
-                  stored_lists)
+from core import (cancellation, catalog, events, list_state, locking, mongo, rating_history, recommend,
+                  shopper_controls, stored_lists)
 from core.artifacts import Model
 from core.events import MAX_EVENT_BYTES, InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
@@ -221,9 +221,9 @@ def handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail | Non
     The same effects as :func:`handle` of each event in turn, with MongoDB's round trips per user
     and per batch instead of per event: the events are grouped by user (a user's events keep
     their order: one partition, one key), each user's history read once, every event applied to
-    it in order by the rule of :func:`core.rating_history.apply_history_change`, the history written once,
-    the user folded in once, and one list written for the user's last event. Claims, histories,
-    lists, locks and ratings go in bulk writes.
+    it in order by the rule of :func:`core.rating_history.apply_history_change`, the history
+    written once, the user folded in once, and one list written for the user's last event.
+    Claims, histories, lists, locks and ratings go in bulk writes.
 
     Every event is first claimed by its id (``core.cancellation``: one insert for the batch), which
     also tells a fresh event from one a worker saw before; only those (redeliveries, rare) are read
@@ -437,8 +437,8 @@ def _after_reload(db, generation: str, applied: list[RatingEvent], histories_wri
     """Write a batch's history changes again when a reload switched ``user_history`` under it.
 
     A reload replays the live ratings stored since it began into the new histories
-    (``core.rating_history.reapply_live_ratings``) once every process reads the new generation: at least
-    ``RETIRE_GRACE_S`` after its switch, while a write into the old generation comes at most
+    (``core.rating_history.reapply_live_ratings``) once every process reads the new generation: at
+    least ``RETIRE_GRACE_S`` after its switch, while a write into the old generation comes at most
     ``POINTER_TTL_S`` after it (the age of a cached pointer). A batch stores its ratings after
     writing the histories, so one that took less than the difference from its history writes to
     here stored them before that replay read them; a slower one (rare: a loaded machine) checks the
@@ -451,8 +451,8 @@ def _after_reload(db, generation: str, applied: list[RatingEvent], histories_wri
         return
     for e in applied:
         if e.action in (events.RATE, events.UNRATE):
-            rating_history.change_history(e.user_id, e.product_id, None if e.action == events.UNRATE else float(e.rating),
-                                 e.ts, db=db)
+            rating = None if e.action == events.UNRATE else float(e.rating)
+            rating_history.change_history(e.user_id, e.product_id, rating, e.ts, db=db)
 
 
 def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: int, offset: int,

@@ -67,7 +67,7 @@ def search(request):
     params.is_valid(raise_exception=True)
     p = params.validated_data
     found, total = catalog.list_products(page=p["page"], per_page=p["per_page"], category=p["category"] or None,
-                                       query=p["q"])
+                                         query=p["q"])
     return Response({"total": total, "page": p["page"], "items": [
         {"product_id": d["_id"], "title": headline(d), "brand": d.get("brand") or "",
          "category": d.get("category") or "", "n_reviews": int(d.get("n_reviews") or 0),

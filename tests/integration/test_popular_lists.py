@@ -71,7 +71,7 @@ def test_live_ratings_take_over_from_the_batch_fallback(scratch):
     popular.refresh_all(limit=10, db=scratch)
     assert {i["product_id"] for i in stored_lists.get_popular("all", "trending", db=scratch)} == {"g-a", "d-b"}
     rating_history.store_rating({"event_id": "e1", "user_id": "site-1", "product_id": "d-b", "rating": 5, "ts": now},
-                       db=scratch)
+                                db=scratch)
     for quiet_fallback in (False, True):  # Celery and publish agree once the site has live ratings
         assert popular.refresh_trending(limit=10, db=scratch, quiet_fallback=quiet_fallback) == 3
         assert [i["product_id"] for i in stored_lists.get_popular("all", "trending", db=scratch)] == ["d-b"]

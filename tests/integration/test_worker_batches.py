@@ -275,7 +275,7 @@ def test_lists_are_stored_by_field_and_read_back_as_written(rt_catalog, worker_e
     db[mongo.RECOMMENDATIONS].replace_one({"_id": users[2]}, old, upsert=True)
     assert stored_lists.get_recommendations(users[2], db=db)["items"] == old["items"]
     kept = stored_lists.write_recommendations(users[2], [{"product_id": p[5], "score": 2.0, "because": None}], "v1",
-                                       as_of=time.time(), db=db)  # older than the stored list: kept
+                                              as_of=time.time(), db=db)  # older than the stored list: kept
     assert kept["items"] == old["items"]
     forget_users(db, users)
 
