@@ -1,4 +1,5 @@
-"""Read the dead-letter topic and replay chosen letters after the cause was fixed.
+"""Dead letters: what one carries (the worker writes it), and the command that lists them and
+replays chosen ones after the cause was fixed.
 
     python -m kafka_workers.dead_letters list [--reason TEXT] [--json]
     python -m kafka_workers.dead_letters replay --id TOPIC:PARTITION:OFFSET [--id ...] [--force]
@@ -22,7 +23,34 @@ from typing import Any, Iterator
 from kafka import KafkaConsumer, TopicPartition
 
 from core import kafka_io, rating_history
+from core.events import MAX_EVENT_BYTES
 from core.settings import get_settings
+
+
+def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: int, offset: int,
+                        key: bytes | None = None, event_id: str | None = None, attempts: int = 1) -> dict[str, Any]:
+    """What a dead letter carries: the reason, where it came from, and the original.
+
+    ``id`` (topic:partition:offset of the original) names the letter for the dead-letters command;
+    ``value`` is a readable preview, ``value_b64`` the exact original bytes (events are at most
+    ``MAX_EVENT_BYTES``; a larger message is kept as the preview only), which a replay republishes
+    with the original ``key``.
+    """
+    raw_bytes = raw if isinstance(raw, bytes) else (str(raw).encode() if raw is not None else None)
+    text = raw_bytes.decode("utf-8", errors="replace") if raw_bytes is not None else "None"
+    if event_id is None and raw_bytes is not None:
+        try:  # an invalid event may still name itself; the list shows it when it does
+            data = json.loads(raw_bytes)
+            event_id = data.get("event_id") if isinstance(data, dict) and isinstance(data.get("event_id"), str) else None
+        except ValueError:
+            pass
+    return {"id": f"{topic}:{partition}:{offset}", "reason": reason, "topic": topic, "partition": partition,
+            "offset": offset, "key": key.decode("utf-8", "replace") if key else None,
+            "event_id": (event_id or "")[:64] or None, "attempts": attempts,
+            "value": text[:4096], "value_bytes": len(raw_bytes or b""),
+            "value_b64": (base64.b64encode(raw_bytes).decode() if raw_bytes is not None
+                          and len(raw_bytes) <= MAX_EVENT_BYTES else None),
+            "dead_lettered_at": time.time()}
 
 
 def letter_id(letter: dict[str, Any]) -> str:

@@ -11,8 +11,6 @@ arrives for a deleted account afterwards is dropped.
 """
 from __future__ import annotations
 
-import base64
-import json
 import time
 import uuid
 from concurrent import futures
@@ -22,7 +20,7 @@ from typing import Any, Callable
 from core import (cancellation, catalog, events, list_state, locking, mongo, rating_history, recommend,
                   shopper_controls, stored_lists)
 from core.artifacts import Model
-from core.events import MAX_EVENT_BYTES, InvalidEvent, RatingEvent, parse_event
+from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from core.thread_pools import thread_pool
 
@@ -453,29 +451,3 @@ def _after_reload(db, generation: str, applied: list[RatingEvent], histories_wri
         if e.action in (events.RATE, events.UNRATE):
             rating = None if e.action == events.UNRATE else float(e.rating)
             rating_history.change_history(e.user_id, e.product_id, rating, e.ts, db=db)
-
-
-def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: int, offset: int,
-                        key: bytes | None = None, event_id: str | None = None, attempts: int = 1) -> dict[str, Any]:
-    """What a dead letter carries: the reason, where it came from, and the original.
-
-    ``id`` (topic:partition:offset of the original) names the letter for the dead-letters command;
-    ``value`` is a readable preview, ``value_b64`` the exact original bytes (events are at most
-    ``MAX_EVENT_BYTES``; a larger message is kept as the preview only), which a replay republishes
-    with the original ``key``.
-    """
-    raw_bytes = raw if isinstance(raw, bytes) else (str(raw).encode() if raw is not None else None)
-    text = raw_bytes.decode("utf-8", errors="replace") if raw_bytes is not None else "None"
-    if event_id is None and raw_bytes is not None:
-        try:  # an invalid event may still name itself; the list shows it when it does
-            data = json.loads(raw_bytes)
-            event_id = data.get("event_id") if isinstance(data, dict) and isinstance(data.get("event_id"), str) else None
-        except ValueError:
-            pass
-    return {"id": f"{topic}:{partition}:{offset}", "reason": reason, "topic": topic, "partition": partition,
-            "offset": offset, "key": key.decode("utf-8", "replace") if key else None,
-            "event_id": (event_id or "")[:64] or None, "attempts": attempts,
-            "value": text[:4096], "value_bytes": len(raw_bytes or b""),
-            "value_b64": (base64.b64encode(raw_bytes).decode() if raw_bytes is not None
-                          and len(raw_bytes) <= MAX_EVENT_BYTES else None),
-            "dead_lettered_at": time.time()}

@@ -38,8 +38,8 @@ from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from kafka_workers import metrics
 from kafka_workers.model_holder import ModelHolder
-from kafka_workers.process import (Outcome, Tail, dead_letter_payload, finish, forget_users_without_exclusions,
-                                   handle, handle_batch)
+from kafka_workers.dead_letters import dead_letter_payload
+from kafka_workers.process import Outcome, Tail, finish, forget_users_without_exclusions, handle, handle_batch
 
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kafka_workers.process import dead_letter_payload
+from kafka_workers.dead_letters import dead_letter_payload
 from core.popular import TRENDING_HALF_LIFE_S, trending_scores
 from kafka_workers.worker import Stats
 
