@@ -293,9 +293,10 @@ class PublishRater:
 
     def __init__(self, n_users: int) -> None:
         self.n_users = n_users
+        self.run = 0  # each code's run rates as users of its own (see main)
 
     def recommender_id(self, user: int) -> str:
-        return f"bench-user-{user}"
+        return f"bench-user-{self.run}-{user}"
 
     def rate(self, user: int, product: str, rating: int) -> str:
         from core import kafka_io
@@ -620,15 +621,15 @@ class Background:
     2.2 ms (trace of 2026-12-03 20:13): the other shoppers were not independent of the measured one.
     """
 
-    USER_PREFIX = "bg-"  # 2,000 of them
+    USER_PREFIX = "bg-"  # 2,000 of them per run: "bg-<run>-<n>"
 
-    def __init__(self, rate: float, pool: int) -> None:
+    def __init__(self, rate: float, pool: int, run: int = 0) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # not fork: this process runs a producer's thread
         self.rate = rate
         self.stop_event, self._sent = ctx.Event(), ctx.Value("q", 0)
-        self.process = ctx.Process(target=_background_ratings, args=(rate, pool, self.stop_event, self._sent),
+        self.process = ctx.Process(target=_background_ratings, args=(rate, pool, self.stop_event, self._sent, run),
                                    name="background-ratings", daemon=True)
 
     @property
@@ -646,7 +647,7 @@ class Background:
             self.process.join(10)
 
 
-def _background_ratings(rate: float, pool: int, stop_event, sent) -> None:
+def _background_ratings(rate: float, pool: int, stop_event, sent, run: int) -> None:
     """:class:`Background`'s process: a rating of one of 2,000 users every 1/rate seconds."""
     from core import kafka_io
     from core.events import RatingEvent
@@ -656,7 +657,7 @@ def _background_ratings(rate: float, pool: int, stop_event, sent) -> None:
     producer, topic = kafka_io.get_producer(), get_settings().ratings_topic
     start, n = time.perf_counter(), 0
     while not stop_event.is_set():
-        e = RatingEvent(user_id=f"{Background.USER_PREFIX}{int(rng.integers(2000))}",
+        e = RatingEvent(user_id=f"{Background.USER_PREFIX}{run}-{int(rng.integers(2000))}",
                         product_id=item_id(int(rng.integers(pool))), rating=int(rng.integers(1, 6)))
         producer.send(topic, key=e.key, value=e.to_bytes())
         n += 1
@@ -761,7 +762,15 @@ def main() -> int:
         codes = [(ROOT, "this")] + ([(Path(args.compare_code), args.compare_label or Path(args.compare_code).name)]
                                     if args.compare_code else [])
         wait = announcement_waiter(args.wait, args.poll_ms / 1000) if args.ratings else None
-        for n_items, (code, label) in [(n, c) for n in (sizes if args.ratings else []) for c in codes]:
+        runs = [(n, c) for n in (sizes if args.ratings else []) for c in codes]
+        for run, (n_items, (code, label)) in enumerate(runs):
+            # Each run's users are new to it. With the same ids, the second code in a run found the
+            # histories the first one wrote, and a user without one costs a batch one read more
+            # (deleted_users: in 31% of the first code's one-event batches and none of the second's,
+            # traced 2026-12-04), so whichever code went second was favoured. (HttpRater's accounts
+            # are the same in every run.)
+            if isinstance(rater, PublishRater):
+                rater.run = run
             t = time.perf_counter()
             version = publish_model(n_items, args.rank, seed=n_items)
             trace_dir = work / f"trace-{n_items}-{label}" if args.trace else None
@@ -771,7 +780,7 @@ def main() -> int:
                 print(f"model {n_items} items x rank {args.rank}: published and {args.latency_workers} worker(s) ({label} code) ready in "
                       f"{time.perf_counter() - t:.1f}s", flush=True)
                 cpu0 = workers.cpu_s()
-                with Background(args.background_rate, args.catalog_docs) as bg:
+                with Background(args.background_rate, args.catalog_docs, run) as bg:
                     row = measure_latency(rater, args.ratings, args.catalog_docs, wait, n_items,
                                           args.warmup, controls=args.controls)
                 row["background_sent"] = bg.sent
