@@ -715,6 +715,9 @@ def main() -> int:
                     "its worker is measured beside this one in the same run (latency and backlog)")
     ap.add_argument("--compare-events", type=int, default=0, help="events of that backlog (default: --backlog)")
     ap.add_argument("--compare-label", help="its name in the table (default: the folder's name)")
+    ap.add_argument("--compare-first", action="store_true",
+                    help="measure the latency of that code before this one's (alternate runs with and without: "
+                         "the first code's run is often the slower, the bench's own POST included)")
     ap.add_argument("--round-trips", type=int, default=0,
                     help="events handled in this process by both paths, counting MongoDB commands (0: skip)")
     ap.add_argument("--trace", action="store_true",
@@ -761,6 +764,8 @@ def main() -> int:
             rater = PublishRater(args.users)
         codes = [(ROOT, "this")] + ([(Path(args.compare_code), args.compare_label or Path(args.compare_code).name)]
                                     if args.compare_code else [])
+        if args.compare_first:
+            codes.reverse()
         wait = announcement_waiter(args.wait, args.poll_ms / 1000) if args.ratings else None
         runs = [(n, c) for n in (sizes if args.ratings else []) for c in codes]
         for run, (n_items, (code, label)) in enumerate(runs):
