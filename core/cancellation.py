@@ -24,13 +24,12 @@ import time
 from typing import Iterable
 
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from core import locking, mongo
 
 EVENT_CLAIMS = mongo.CLAIMS  # {_id: event id, state: "stored" | "cancelled", at}, beside the writer locks
 STORED, CANCELLED = "stored", "cancelled"
-_DUPLICATE_KEY = 11000
 
 
 def _db(db: Database | None) -> Database:
@@ -73,16 +72,11 @@ def claim_batch(event_ids: Iterable[str], db: Database | None = None, locks: Ite
     db, ids, names = _db(db), list(dict.fromkeys(event_ids)), sorted(set(locks))
     if not ids and not names:
         return set(), set(), True
-    now, taken, locked = time.time(), [], True
-    try:
-        db[EVENT_CLAIMS].insert_many([{"_id": i, "state": STORED, "at": now} for i in ids]
-                                     + [locking.lock_doc(n, token, now) for n in names], ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-            raise
-        taken = [ids[e["index"]] for e in errors if e["index"] < len(ids)]
-        locked = all(e["index"] < len(ids) for e in errors)
+    now = time.time()
+    present = mongo.insert_new(db[EVENT_CLAIMS], [{"_id": i, "state": STORED, "at": now} for i in ids]
+                               + [locking.lock_doc(n, token, now) for n in names])
+    taken = [ids[k] for k in present if k < len(ids)]
+    locked = all(k < len(ids) for k in present)
     if not locked:
         locking.release_locks(names, token, db=db)
     cancelled = {i for i in taken if _decide(i, STORED, db) == CANCELLED}

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from core import mongo
 
@@ -114,13 +114,9 @@ def take_locks(names: Iterable[str], token: str, db: Database | None = None, wai
     names = sorted(set(names))
     if not names:
         return True
-    try:
-        now = time.time()
-        db[mongo.LOCKS].insert_many([lock_doc(n, token, now) for n in names], ordered=False)
+    now = time.time()
+    if not mongo.insert_new(db[mongo.LOCKS], [lock_doc(n, token, now) for n in names]):
         return True
-    except BulkWriteError as exc:
-        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-            raise
     release_locks(names, token, db=db)
     if not wait:
         return False

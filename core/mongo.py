@@ -47,7 +47,7 @@ import pymongo
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReplaceOne, UpdateMany
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 
 from core.breaker import CircuitBreaker, Unavailable
 from core.settings import get_settings
@@ -328,10 +328,30 @@ def drop_retired(wait: bool = False, db: Database | None = None) -> list[str]:
 
 # --- bulk reads and writes by _id ----------------------------------------------------------
 
+DUPLICATE_KEY = 11000  # the server's error code for an ``_id`` (or unique key) already present
 IN_CHUNK = 1000  # ids per `$in` query: the most the FerretDB build of bin/services pushes down to the index
 
 
 CONCURRENT_READS_FROM_IDS = 64  # find_by_ids_many reads this many ids or more from threads
+
+
+def insert_new(collection: Collection, docs: list[dict[str, Any]]) -> list[int]:
+    """Insert ``docs`` in one unordered ``insert_many``; returns the positions of those whose
+    ``_id`` was present already (they are left as they were), every other one inserted.
+
+    Insert-by-``_id`` is the test-and-set FerretDB v1 and MongoDB share (see core/locking.py), so a
+    duplicate is an answer here, not a failure; any other write error is raised.
+    """
+    if not docs:
+        return []
+    try:
+        collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return [e["index"] for e in errors]
+    return []
 
 
 def find_by_ids(collection: str, ids: Iterable[str], projection: dict | None = None,

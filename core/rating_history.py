@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from core import locking, mongo
 
@@ -47,16 +47,7 @@ def store_ratings(docs: list[dict[str, Any]], db: Database | None = None) -> set
     ``insert_many``; returns the ids that were stored before (a redelivery), which keep their
     first document."""
     db = db if db is not None else mongo.get_db()
-    if not docs:
-        return set()
-    try:
-        db[mongo.RATINGS].insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != 11000 for e in errors):
-            raise
-        return {docs[e["index"]]["_id"] for e in errors}
-    return set()
+    return {docs[i]["_id"] for i in mongo.insert_new(db[mongo.RATINGS], docs)}
 
 
 def mark_rating_processed(event_id: str, model_version: str | None, db: Database | None = None) -> None:
