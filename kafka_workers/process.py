@@ -44,9 +44,9 @@ def recommendations_for(history: dict[str, float], model: Model | None, n: int,
         if items:
             return items, model.version
     most_reviewed = popular or (lambda limit: catalog.compute_popular(limit=limit))
-    popular = [p for p in most_reviewed(n + len(history) + len(excluded))
+    unrated = [p for p in most_reviewed(n + len(history) + len(excluded))
                if p["product_id"] not in history and p["product_id"] not in excluded]
-    return [{**p, "because": None} for p in popular[:n]], "popular"
+    return [{**p, "because": None} for p in unrated[:n]], "popular"
 
 
 def apply_action(event: RatingEvent) -> dict[str, float] | None:
