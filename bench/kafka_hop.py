@@ -45,7 +45,7 @@ def _consume(topic: str, n: int, work_ms: float, ready, out) -> None:
     from kafka import KafkaConsumer
 
     from core.settings import get_settings
-    from kafka_workers.worker import batch_max
+    from kafka_workers.config import batch_max
 
     consumer = KafkaConsumer(
         bootstrap_servers=get_settings().kafka_bootstrap_servers, group_id=f"{topic}.hop",

@@ -19,7 +19,6 @@ asks for k + its number of exclusions, so up to k results always remain; a query
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,14 +26,15 @@ from typing import Sequence
 import numpy as np
 
 from core import storage
+from core.env import env_int
 from core.storage import Location
 
 FILE = "ann.faiss"  # beside item_factors.npy in a model version's folder
-ANN_MIN_ITEMS = int(os.environ.get("ANN_MIN_ITEMS", "100000"))
+ANN_MIN_ITEMS = env_int("ANN_MIN_ITEMS", 100_000)
 # Graph degree and search breadth: recall@20 >= 0.95 against exact on iALS factors (bench/serving_lists.py).
-HNSW_M = int(os.environ.get("ANN_HNSW_M", "32"))
-EF_CONSTRUCTION = int(os.environ.get("ANN_EF_CONSTRUCTION", "80"))
-EF_SEARCH = int(os.environ.get("ANN_EF_SEARCH", "128"))
+HNSW_M = env_int("ANN_HNSW_M", 32)
+EF_CONSTRUCTION = env_int("ANN_EF_CONSTRUCTION", 80)
+EF_SEARCH = env_int("ANN_EF_SEARCH", 128)
 MAX_EXCLUDED = 2048
 
 

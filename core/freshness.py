@@ -20,7 +20,6 @@ covers all the replicas of the ``worker`` service (its DNS answers with each of 
 from __future__ import annotations
 
 import math
-import os
 import socket
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -28,16 +27,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.env import env_int, env_str
+
 HISTOGRAM = "recommender_rating_to_list_seconds"
 SCRAPE_TIMEOUT_S = 2.0
 
 
 def worker_urls() -> list[str]:
-    configured = os.environ.get("WORKER_METRICS_URLS", "").strip()
+    configured = env_str("WORKER_METRICS_URLS", "")
     if configured:
         return [u.strip() for u in configured.split(",") if u.strip()]
-    base = int(os.environ.get("WORKER_METRICS_PORT", "").strip() or 9410)
-    n = max(1, int(os.environ.get("WORKERS", "").strip() or 1))
+    base = env_int("WORKER_METRICS_PORT", 9410)
+    n = max(1, env_int("WORKERS", 1))
     return [f"http://127.0.0.1:{base + i}/metrics" for i in range(n)]
 
 

@@ -5,11 +5,11 @@ thing for Spark, Django, the workers, Celery and Airflow. The README lists every
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from core.env import env_int, env_str
 from core.storage import Location, is_remote, location
 
 
@@ -27,21 +27,6 @@ def _project_root() -> Path:
 PROJECT_ROOT = _project_root()
 
 
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:  # a typo in the environment should stop the program, loudly
-        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
-
-
 @dataclass(frozen=True)
 class Settings:
     local_dir: Path
@@ -53,6 +38,7 @@ class Settings:
     ratings_partitions: int
     redis_url: str
     spark_master: str
+    spark_driver_memory: str  # the DAG's spark-submit and a job started without one agree on it
     data_dir: Location  # a Path, or an object-store URI (core/storage.py) shared by a cluster
     artifacts_dir: Location
     eda_dir: Path
@@ -63,34 +49,35 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
-        local_dir = Path(_env("LOCAL_DIR", str(PROJECT_ROOT / ".local")))
-        data_dir = location(_env("DATA_DIR", str(local_dir / "data")))
+        local_dir = Path(env_str("LOCAL_DIR", str(PROJECT_ROOT / ".local")))
+        data_dir = location(env_str("DATA_DIR", str(local_dir / "data")))
         # The site reads the EDA plots from its disk: beside a DATA_DIR in a bucket they stay local.
         eda_default = local_dir / "data" / "eda" if is_remote(data_dir) else data_dir / "eda"
         return cls(
             local_dir=local_dir,
-            mongo_uri=_env("MONGO_URI", f"mongodb://127.0.0.1:{_env('MONGO_PORT', '27017')}/"),
-            mongo_db=_env("MONGO_DB", "amazon_recommender"),
-            kafka_bootstrap_servers=_env(
-                "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{_env('KAFKA_PORT', '9092')}"
+            mongo_uri=env_str("MONGO_URI", f"mongodb://127.0.0.1:{env_str('MONGO_PORT', '27017')}/"),
+            mongo_db=env_str("MONGO_DB", "amazon_recommender"),
+            kafka_bootstrap_servers=env_str(
+                "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{env_str('KAFKA_PORT', '9092')}"
             ),
-            ratings_topic=_env("KAFKA_RATINGS_TOPIC", "ratings.v1"),
-            dead_letter_topic=_env("KAFKA_DEAD_LETTER_TOPIC", "ratings.dead-letter"),
-            ratings_partitions=_env_int("KAFKA_RATINGS_PARTITIONS", 6),
-            redis_url=_env("REDIS_URL", f"redis://127.0.0.1:{_env('REDIS_PORT', '6379')}/0"),
-            spark_master=_env("SPARK_MASTER", "local[*]"),
+            ratings_topic=env_str("KAFKA_RATINGS_TOPIC", "ratings.v1"),
+            dead_letter_topic=env_str("KAFKA_DEAD_LETTER_TOPIC", "ratings.dead-letter"),
+            ratings_partitions=env_int("KAFKA_RATINGS_PARTITIONS", 6),
+            redis_url=env_str("REDIS_URL", f"redis://127.0.0.1:{env_str('REDIS_PORT', '6379')}/0"),
+            spark_master=env_str("SPARK_MASTER", "local[*]"),
+            spark_driver_memory=env_str("SPARK_DRIVER_MEMORY", "4g"),
             data_dir=data_dir,
-            artifacts_dir=location(_env("ARTIFACTS_DIR", str(local_dir / "artifacts"))),
+            artifacts_dir=location(env_str("ARTIFACTS_DIR", str(local_dir / "artifacts"))),
             # EDA plots and summary.json; "<eda_dir>/latest" is what the site's dashboard shows.
-            eda_dir=Path(_env("EDA_DIR", str(eda_default))),
+            eda_dir=Path(env_str("EDA_DIR", str(eda_default))),
             # Every bundled real file (reviews and metadata of three categories); a glob load expands.
-            demo_input=_env("DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "*.json*")),
-            top_n=_env_int("RECS_TOP_N", 20),
+            demo_input=env_str("DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "*.json*")),
+            top_n=env_int("RECS_TOP_N", 20),
             # How long a send may take in all (queueing, retries, the ack); the site waits exactly
             # this long, so "not saved" means the producer gave up too (no late ghost delivery).
-            kafka_delivery_timeout_ms=_env_int("KAFKA_DELIVERY_TIMEOUT_MS", 1500),
+            kafka_delivery_timeout_ms=env_int("KAFKA_DELIVERY_TIMEOUT_MS", 1500),
             # How long a page waits for MongoDB before it answers 503 (the rating form's checks).
-            mongo_request_timeout_ms=_env_int("MONGO_REQUEST_TIMEOUT_MS", 1000),
+            mongo_request_timeout_ms=env_int("MONGO_REQUEST_TIMEOUT_MS", 1000),
         )
 
 

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Union
 
+from core.env import env_bool, env_str
+
 REMOTE_SCHEMES = ("s3a://", "s3://", "s3n://")
 HADOOP_AWS_VERSION = "3.3.4"  # the Hadoop that pyspark 3.5.x ships; hadoop-aws must match it
 
@@ -80,21 +82,17 @@ def join(base: Location | str, *parts: str) -> Location:
 
 # --- the S3 connection ---------------------------------------------------------------------------
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
-
-
 def s3_endpoint() -> str:
-    return _env("S3_ENDPOINT_URL", f"http://127.0.0.1:{_env('S3_PORT', '9000')}")
+    return env_str("S3_ENDPOINT_URL", f"http://127.0.0.1:{env_str('S3_PORT', '9000')}")
 
 
 def _credentials() -> tuple[str, str]:
     # The local server (gofakes3) accepts any key; a real store gets them from the environment.
-    return _env("AWS_ACCESS_KEY_ID", "local"), _env("AWS_SECRET_ACCESS_KEY", "local")
+    return env_str("AWS_ACCESS_KEY_ID", "local"), env_str("AWS_SECRET_ACCESS_KEY", "local")
 
 
 def _path_style() -> bool:
-    return _env("S3_PATH_STYLE", "1").lower() not in ("0", "false", "no")
+    return env_bool("S3_PATH_STYLE", True)
 
 
 def filesystem(where: Location | str) -> tuple[Any, str]:
@@ -107,7 +105,7 @@ def filesystem(where: Location | str) -> tuple[Any, str]:
     endpoint = s3_endpoint()
     key, secret = _credentials()
     scheme = "https" if endpoint.startswith("https://") else "http"
-    s3 = pafs.S3FileSystem(access_key=key, secret_key=secret, region=_env("AWS_REGION", "us-east-1"),
+    s3 = pafs.S3FileSystem(access_key=key, secret_key=secret, region=env_str("AWS_REGION", "us-east-1"),
                            endpoint_override=endpoint.split("://", 1)[-1], scheme=scheme,
                            force_virtual_addressing=not _path_style())
     return s3, text.split("://", 1)[1].strip("/")
@@ -290,7 +288,7 @@ def spark_conf(locations: list[Location | str]) -> dict[str, str]:
         prefix + "connection.ssl.enabled": "true" if endpoint.startswith("https://") else "false",
         prefix + "access.key": key,
         prefix + "secret.key": secret,
-        prefix + "endpoint.region": _env("AWS_REGION", "us-east-1"),
+        prefix + "endpoint.region": env_str("AWS_REGION", "us-east-1"),
         prefix + "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
         # Spark's commit renames task output (copy + delete on S3): v2 renames each file once, where v1
         # copies it twice (task commit, then job commit).

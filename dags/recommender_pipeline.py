@@ -66,13 +66,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from core.env import env_str
 from core.settings import get_settings
 from recommender.operators import SparkJobOperator, force_args, input_args
 from recommender.records import fs_safe, read_train_record
@@ -80,7 +80,7 @@ from recommender.records import fs_safe, read_train_record
 log = logging.getLogger(__name__)
 
 DAG_ID = "amazon_recommender_pipeline"
-_SCHEDULE = os.environ.get("PIPELINE_SCHEDULE", "@daily").strip()
+_SCHEDULE = env_str("PIPELINE_SCHEDULE", "@daily")
 SCHEDULE = None if _SCHEDULE.lower() in ("", "none") else _SCHEDULE
 RUN_ID = "{{ run_id | fs_safe }}"
 

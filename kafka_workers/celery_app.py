@@ -8,16 +8,16 @@ batch pipeline publishes a model (a new ``CURRENT``), re-scoring recently active
 """
 from __future__ import annotations
 
-import os
 
 from celery import Celery
 
+from core.env import env_float, env_int
 from core.settings import get_settings
 
 # Redis hands an unacknowledged task to another worker after the visibility timeout; with late
 # acks a task still running then would run twice. Every task's hard time limit is below it
 # (RESCORE_TIME_LIMIT_S for the long one), so no task can still be running when that happens.
-VISIBILITY_TIMEOUT_S = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT_S", "").strip() or 6 * 3600)
+VISIBILITY_TIMEOUT_S = env_int("CELERY_VISIBILITY_TIMEOUT_S", 6 * 3600)
 TASK_TIME_LIMIT_S = 3600  # popular, trending, check_model: minutes in practice; an hour is a hung task
 
 app = Celery("amazon_recommender", broker=get_settings().redis_url, include=["kafka_workers.tasks"])
@@ -30,11 +30,11 @@ app.conf.update(
     timezone="UTC",
     beat_schedule={
         "refresh-popular": {"task": "kafka_workers.tasks.refresh_popular",
-                            "schedule": float(os.environ.get("POPULAR_REFRESH_S", "300"))},
+                            "schedule": env_float("POPULAR_REFRESH_S", 300)},
         "refresh-trending": {"task": "kafka_workers.tasks.refresh_trending",
-                             "schedule": float(os.environ.get("TRENDING_REFRESH_S", "60"))},
+                             "schedule": env_float("TRENDING_REFRESH_S", 60)},
         "check-model": {"task": "kafka_workers.tasks.check_model",
-                        "schedule": float(os.environ.get("MODEL_CHECK_S", "15"))},
+                        "schedule": env_float("MODEL_CHECK_S", 15)},
     },
     beat_schedule_filename=str(get_settings().local_dir / "celerybeat-schedule"),
 )

@@ -31,6 +31,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import Counter, Histogram, make_wsgi_app
 
+from core.env import env_int, env_str
+from kafka_workers import config
+
 log = logging.getLogger("kafka_workers.metrics")
 
 # Fine where the figures live (tens of ms on this machine), coarse up to a minute-long outage.
@@ -66,7 +69,7 @@ def loop_turned() -> None:
 
 
 def healthy() -> tuple[bool, dict]:
-    limit_s = max(1.0, int(os.environ.get("WORKER_MAX_POLL_INTERVAL_MS", "").strip() or 300_000) / 1000)
+    limit_s = config.max_poll_interval_ms() / 1000
     ago = time.monotonic() - _last_turn if _last_turn else None
     ok = ago is not None and ago <= limit_s
     return ok, {"status": "ok" if ok else "stalled" if ago is not None else "starting", "pid": os.getpid(),
@@ -110,11 +113,11 @@ def serve_from_env() -> WSGIServer | None:
 
     A port that is taken is a configuration error and ends the worker with the reason (under
     bin/services, two programs were given the same ports)."""
-    base = int(os.environ.get("WORKER_METRICS_PORT", "").strip() or 0)
+    base = env_int("WORKER_METRICS_PORT", 0)
     if not base:
         return None
-    port = base + int(os.environ.get("WORKER_PROCESS_NUM", "").strip() or 0)
-    addr = os.environ.get("WORKER_METRICS_ADDR", "").strip() or "127.0.0.1"
+    port = base + env_int("WORKER_PROCESS_NUM", 0)
+    addr = env_str("WORKER_METRICS_ADDR", "127.0.0.1")
     try:
         server = serve(port, addr)
     except OSError as exc:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import redis
 
 from core import artifacts, list_state, mongo, popular, rating_history, recommend, shopper_controls, stored_lists
 from core.cache_keys import LAST_RESCORED_MODEL
+from core.env import env_int
 from core.settings import get_settings
 from kafka_workers.celery_app import app
 
@@ -31,7 +31,7 @@ def refresh_trending(limit: int = 50) -> int:
     return popular.refresh_trending(limit)
 
 
-RESCORE_TIME_LIMIT_S = int(os.environ.get("RESCORE_TIME_LIMIT_S", "").strip() or 3 * 3600)
+RESCORE_TIME_LIMIT_S = env_int("RESCORE_TIME_LIMIT_S", 3 * 3600)
 
 
 def _queued_key(version: str) -> str:

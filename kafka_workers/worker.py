@@ -34,9 +34,12 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 from threadpoolctl import threadpool_limits
 
 from core import cancellation, catalog, kafka_io
+from core.env import env_str
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from kafka_workers import metrics
+from kafka_workers.config import (batch_max, commit_every_s, group_id, max_attempts, max_poll_interval_ms,
+                                   remember_catalog_max, retry_delay_s)
 from kafka_workers.model_holder import ModelHolder
 from kafka_workers.dead_letters import dead_letter_payload
 from kafka_workers.process import Outcome, Tail, finish, forget_users_without_exclusions, handle, handle_batch
@@ -44,22 +47,6 @@ from kafka_workers.process import Outcome, Tail, finish, forget_users_without_ex
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0
 COMMIT_TIMEOUT_MS = 5000
-
-
-def group_id() -> str:
-    """Read when the consumer is made, like every other setting: frozen at import time, an
-    in-process consumer (tests, tools) could join the production group ``recommender-workers``."""
-    return os.environ.get("KAFKA_WORKER_GROUP", "").strip() or "recommender-workers"
-
-
-def max_poll_interval_ms() -> int:
-    """``WORKER_MAX_POLL_INTERVAL_MS`` (default 300 s): a member silent for longer leaves the group.
-
-    A poll's records are processed for at most half of it; the rest are fetched again by the next
-    poll. A longer batch would let the group rebalance under it and hand its partitions to another
-    member while this one still writes for them (and redo, or dead-letter twice, what it did).
-    """
-    return max(1000, int(os.environ.get("WORKER_MAX_POLL_INTERVAL_MS", "").strip() or 300_000))
 
 
 class CommitOnRevoke(ConsumerRebalanceListener):
@@ -94,36 +81,6 @@ class CommitOnRevoke(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned) -> None:
         forget_users_without_exclusions()  # a user may have been another worker's meanwhile
         log.info("rebalance: assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-
-
-def batch_max() -> int:
-    """Records per poll handled together (``WORKER_BATCH_MAX``, default 500); 1 handles every
-    message on its own (the former path, kept for the benchmark's comparison)."""
-    return max(1, int(os.environ.get("WORKER_BATCH_MAX", "").strip() or 500))
-
-
-def commit_every_s() -> float:
-    """``WORKER_COMMIT_EVERY_MS`` (default 200): how long the offsets of handled batches may wait
-    for their commit while events keep coming (an idle worker commits at once).
-
-    A commit is a round trip to the broker, ~1.3 ms of a one-event batch's ~12 (profiled): committing
-    after every batch made the worker busier at normal load, and every rating behind it waited.
-    Committing later is always correct (every message below the offset is in MongoDB); a crash
-    redelivers at most this long's events more, which the claims tell apart (nothing is applied twice).
-    """
-    return max(0, int(os.environ.get("WORKER_COMMIT_EVERY_MS", "").strip() or 200)) / 1000
-
-
-def remember_catalog_max() -> int:
-    """``WORKER_REMEMBER_CATALOG_MAX`` (default 50,000; 0 turns it off): a catalog of at most this
-    many products is read whole when the worker starts (``core.catalog.remember_catalog``). A larger
-    one, and every catalog after a reload, is learnt product by product as events name them: a
-    one-rating batch reads its product the first time.
-
-    Only at the start: reading the ids takes ~0.7 s for 10,000 products and ~2 s for 50,000 on
-    FerretDB here (15 s for 200,000; docs/benchmarks.md), time in which a running worker would
-    handle no rating; a larger catalog costs the read of this many ids, once."""
-    return max(0, int(os.environ.get("WORKER_REMEMBER_CATALOG_MAX", "").strip() or 50_000))
 
 
 def remember_catalog() -> None:
@@ -260,16 +217,6 @@ def publish_stats(name: str, snapshot: dict) -> None:
 # An outage: nothing can be processed until the server is back, so the message waits (as long as
 # it takes) rather than being dead-lettered. Anything else is about this one message.
 OUTAGE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError, kafka_io.PublishError)
-
-
-def max_attempts() -> int:
-    """Tries of one message before it is dead-lettered (``WORKER_MAX_ATTEMPTS``, default 3)."""
-    return max(1, int(os.environ.get("WORKER_MAX_ATTEMPTS", "").strip() or 3))
-
-
-def retry_delay_s() -> float:
-    """First back-off between tries of a failing message, doubled each time (``WORKER_RETRY_DELAY_S``)."""
-    return max(0.0, float(os.environ.get("WORKER_RETRY_DELAY_S", "").strip() or 0.5))
 
 
 def skip_cancelled(record) -> Outcome | None:
@@ -461,7 +408,7 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
 
 
 def main() -> int:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=env_str("LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     stop = threading.Event()

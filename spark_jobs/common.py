@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core import storage
+from core.env import env_str
 from core.settings import get_settings
 from spark_jobs import jvm_jar
 
@@ -63,23 +64,24 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
         # Local Python workers would otherwise start whatever `python3` is first on PATH, which
         # lacks the app's packages (pymongo, numpy) when the driver runs from the app's venv.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    log_level = env_str("SPARK_LOG_LEVEL", "WARN")
     builder = (
         SparkSession.builder.appName(f"amazon-recommender:{app_name}")
         .master(resolved_master)
-        .config("spark.sql.shuffle.partitions", os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"))
-        .config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "4g"))
+        .config("spark.sql.shuffle.partitions", env_str("SPARK_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", os.environ.get("SPARK_UI_ENABLED", "false"))
-        .config("spark.sql.files.maxPartitionBytes", os.environ.get("SPARK_MAX_PARTITION_BYTES", "128m"))
+        .config("spark.ui.enabled", env_str("SPARK_UI_ENABLED", "false"))
+        .config("spark.sql.files.maxPartitionBytes", env_str("SPARK_MAX_PARTITION_BYTES", "128m"))
         # from the context's start (Spark >= 3.5): setLogLevel below comes after its INFO lines
-        .config("spark.log.level", os.environ.get("SPARK_LOG_LEVEL", "WARN"))
+        .config("spark.log.level", log_level)
         # Shuffle files go when the driver's garbage collector drops their RDDs, by default every
         # 30 min: train --engine spark at 25.7M interactions had 48 GB of them on the executors'
         # disks during its fourth ALS fit, and one driver GC brought that to 24 GB.
         .config("spark.cleaner.periodicGC.interval", "5min")
     )
     if resolved_master.startswith("spark://"):  # a standalone cluster: each executor's share of a worker
-        builder = builder.config("spark.executor.memory", os.environ.get("SPARK_EXECUTOR_MEMORY", "1g"))
+        builder = builder.config("spark.executor.memory", env_str("SPARK_EXECUTOR_MEMORY", "1g"))
     # DATA_DIR / ARTIFACTS_DIR in an object store: the s3a filesystem, its endpoint and credentials
     conf = storage.spark_conf([settings.data_dir, settings.artifacts_dir])
     # spark.jars set here replaces spark-submit's --jars, which must stay (what a cluster's executors
@@ -91,7 +93,7 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
+    session.sparkContext.setLogLevel(log_level)
     _ship_code(session)
     # Executors write the checkpoints: beside the data when that is shared storage (a bucket).
     default = settings.data_dir / "spark-checkpoints" if storage.is_remote(settings.data_dir) \

@@ -24,31 +24,32 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from core import storage
+from core.env import env_float, env_int, env_str
 from core.settings import get_settings
 from spark_jobs.evaluation import ease_scorer, factor_scorer, popularity_scorer, rank_metrics
 from spark_jobs.interactions import Interactions, via_parquet
 from spark_jobs.single_node import EASE_MAX_ITEMS, ease_weights, ials_factors
 
-SINGLE_NODE_MAX_INTERACTIONS = int(os.environ.get("SINGLE_NODE_MAX_INTERACTIONS", "300000000"))
+SINGLE_NODE_MAX_INTERACTIONS = env_int("SINGLE_NODE_MAX_INTERACTIONS", 300_000_000)
 # Memory the single-node engines may use (default 60% of this machine's RAM): auto switches to
 # Spark MLlib before an estimate of the job's driver memory passes it (single_node_bytes).
-SINGLE_NODE_MEMORY = float(os.environ.get("SINGLE_NODE_MEMORY_GB", "0")) * 2 ** 30 or 0.6 * (
+SINGLE_NODE_MEMORY = env_float("SINGLE_NODE_MEMORY_GB", 0) * 2 ** 30 or 0.6 * (
     os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-EVAL_MAX_USERS = int(os.environ.get("EVAL_MAX_USERS", "50000"))  # sample of users scored in evaluation
+EVAL_MAX_USERS = env_int("EVAL_MAX_USERS", 50_000)  # sample of users scored in evaluation
 # Full-catalog evaluation scores users x items; on a big catalog the sample shrinks to this many
 # scores per evaluation (but keeps >= EVAL_MIN_USERS users: +-0.003 on an NDCG@10 of 0.05), so
 # the ~12 evaluations of a run stay minutes, not hours, on 2 cores.
-EVAL_MAX_SCORES = int(float(os.environ.get("EVAL_MAX_SCORES", "1e9")))
-EVAL_MIN_USERS = int(os.environ.get("EVAL_MIN_USERS", "10000"))
+EVAL_MAX_SCORES = env_int("EVAL_MAX_SCORES", 10 ** 9)
+EVAL_MIN_USERS = env_int("EVAL_MIN_USERS", 10_000)
 # Tuning sample: the grid is fitted on the training pairs of a random sample of users holding about
 # this many pairs (all users below it, so small files are tuned on everything).
-TUNE_MAX_INTERACTIONS = int(float(os.environ.get("TUNE_MAX_INTERACTIONS", "2e6")))
+TUNE_MAX_INTERACTIONS = env_int("TUNE_MAX_INTERACTIONS", 2_000_000)
 K = 10
-EASE_GRID = [float(x) for x in os.environ.get("EASE_LAMBDAS", "50,100,200,400,800").split(",")]
+EASE_GRID = [float(x) for x in env_str("EASE_LAMBDAS", "50,100,200,400,800").split(",")]
 # Each configuration MLlib tries is a distributed fit over every user (25M interactions: 24-41 min
 # per fit on this machine's 2 cores, docs/benchmarks.md), so at the full release's size an operator
 # tries fewer than the 4 default.
-SPARK_GRID_SIZE = max(1, int(os.environ.get("SPARK_GRID_SIZE", "4")))
+SPARK_GRID_SIZE = max(1, env_int("SPARK_GRID_SIZE", 4))
 IALS_GRID = [dict(factors=f, reg=r, alpha=a, iterations=15)
              for f in (32, 64) for r in (0.01, 0.1) for a in (2.0, 10.0)]
 # Measured by bench/train_memory.py (train's driver path after Spark hands over the split, on

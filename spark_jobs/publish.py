@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 
 from core import artifacts, mongo, popular, rating_history, shopper_controls, stored_lists
+from core.env import env_int
 from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
 
-PUBLISH_INSERT_THREADS = int(os.environ.get("PUBLISH_INSERT_THREADS", "3"))  # batches of lists in flight
+PUBLISH_INSERT_THREADS = env_int("PUBLISH_INSERT_THREADS", 3)  # batches of lists in flight
 
 
 def _finite(x: object) -> bool:

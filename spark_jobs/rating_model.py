@@ -9,17 +9,17 @@ seed's factors scored on those users' held-out items) use the same sample.
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from core.env import env_int
 from spark_jobs.engines import K, factors_numpy, spark_als
 from spark_jobs.evaluation import factor_scorer, rank_metrics
 
 SEED_ALS = dict(rank=5, maxIter=30, regParam=0.5, nonnegative=True)
-BASELINE_MAX_USERS = int(os.environ.get("BASELINE_MAX_USERS", "200000"))
+BASELINE_MAX_USERS = env_int("BASELINE_MAX_USERS", 200_000)
 
 
 def rmse(model, df: DataFrame) -> tuple[float | None, int]:

@@ -19,13 +19,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from core import ann, artifacts, recommend, shopper_controls, storage
+from core.env import env_int
 from core.settings import get_settings
 from spark_jobs.interactions import ids_at
 
-SERVING_BLOCK = int(os.environ.get("SERVING_BLOCK_USERS", "2048"))  # users per batch of serving lists
-SERVING_MAX_USERS = int(os.environ.get("SERVING_MAX_USERS", "0"))
-SERVING_MAX_ITEMS = int(os.environ.get("SERVING_MAX_ITEMS", "0"))
-SERVING_THREADS = int(os.environ.get("SERVING_THREADS", "0")) or (os.cpu_count() or 1)
+SERVING_BLOCK = env_int("SERVING_BLOCK_USERS", 2048)  # users per batch of serving lists
+SERVING_MAX_USERS = env_int("SERVING_MAX_USERS", 0)
+SERVING_MAX_ITEMS = env_int("SERVING_MAX_ITEMS", 0)
+SERVING_THREADS = env_int("SERVING_THREADS", 0) or (os.cpu_count() or 1)
 
 
 def most_active(counts: np.ndarray, cap: int) -> np.ndarray:

@@ -8,12 +8,13 @@
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import scipy.sparse as sp
 
-EASE_MAX_ITEMS = int(os.environ.get("EASE_MAX_ITEMS", "20000"))
+from core.env import env_int
+
+EASE_MAX_ITEMS = env_int("EASE_MAX_ITEMS", 20_000)
 
 
 def ease_weights(train: sp.csr_matrix, lam: float) -> np.ndarray:

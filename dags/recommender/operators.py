@@ -16,11 +16,12 @@ from airflow.sdk import BaseHook
 # The app's package is installed in the Airflow venv without its dependencies (bin/services install
 # airflow, docker/airflow.Dockerfile): core.settings, spark_jobs.pyfiles and spark_jobs.jvm_jar use only the standard
 # library, and the DAG and the jobs then agree on every default (DATA_DIR, LOCAL_DIR, DEMO_INPUT).
+from core.env import env_str
 from core.settings import get_settings
 from spark_jobs import jvm_jar, pyfiles
 
-APP_ROOT = Path(os.environ.get("APP_ROOT") or Path(__file__).resolve().parent.parent.parent)
-SPARK_CONN_ID = os.environ.get("SPARK_CONN_ID") or "spark_default"
+APP_ROOT = Path(env_str("APP_ROOT", str(Path(__file__).resolve().parent.parent.parent)))
+SPARK_CONN_ID = env_str("SPARK_CONN_ID", "spark_default")
 
 # The variables core.settings and spark_jobs.common read; forwarded to every job when set.
 JOB_ENV_VARS = (
@@ -37,19 +38,18 @@ JOB_ENV_VARS = (
 
 def app_venv() -> Path:
     """The app's virtualenv: APP_VENV, else the venv of APP_PYTHON, else $LOCAL_DIR/venv."""
-    if os.environ.get("APP_VENV"):
-        return Path(os.environ["APP_VENV"])
-    if os.environ.get("APP_PYTHON"):
-        return Path(os.environ["APP_PYTHON"]).parent.parent
-    return get_settings().local_dir / "venv"
+    venv, python = env_str("APP_VENV", ""), env_str("APP_PYTHON", "")
+    if venv:
+        return Path(venv)
+    return Path(python).parent.parent if python else get_settings().local_dir / "venv"
 
 
 def spark_submit_binary() -> str:
-    return os.environ.get("SPARK_SUBMIT_BINARY") or str(app_venv() / "bin" / "spark-submit")
+    return env_str("SPARK_SUBMIT_BINARY", "") or str(app_venv() / "bin" / "spark-submit")
 
 
 def app_python() -> str:
-    return (os.environ.get("PYSPARK_PYTHON") or os.environ.get("APP_PYTHON")
+    return (env_str("PYSPARK_PYTHON", "") or env_str("APP_PYTHON", "")
             or str(app_venv() / "bin" / "python"))
 
 
@@ -99,7 +99,7 @@ class SparkJobOperator(SparkSubmitOperator):
             conn_id=SPARK_CONN_ID,
             spark_binary=spark_submit_binary(),
             env_vars=job_env(),
-            driver_memory=os.environ.get("SPARK_DRIVER_MEMORY") or "4g",
+            driver_memory=get_settings().spark_driver_memory,
             **kwargs,
         )
         self.args_from_params = args_from_params

@@ -7,7 +7,6 @@ the security settings that ``manage.py check --deploy`` asks for are on.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dj_database_url
@@ -15,43 +14,39 @@ import dj_database_url
 BASE_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BASE_DIR.parent
 
+from core.env import env_bool, env_int, env_str  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 
 CORE = get_settings()
 
 
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    return default if not raw else raw in {"1", "true", "yes", "on"}
-
-
-def _env_list(name: str, default: str = "") -> list[str]:
-    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
+def _comma_list(value: str) -> list[str]:
+    return [x.strip() for x in value.split(",") if x.strip()]
 
 
 # Off unless asked for: a deployment that forgets the variable must not serve tracebacks. The local
 # scripts (bin/demo, bin/test) set DJANGO_DEBUG=1 themselves.
-DEBUG = _env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise RuntimeError("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0")
     SECRET_KEY = "local-development-only-not-secret"  # noqa: S105 - never used with DEBUG off
-ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
+ALLOWED_HOSTS = _comma_list(env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else ""))
 if not ALLOWED_HOSTS and not DEBUG:  # else every request would be answered 400, with no hint why
     raise RuntimeError("DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG=0 (comma-separated host names)")
-CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+CSRF_TRUSTED_ORIGINS = _comma_list(env_str("DJANGO_CSRF_TRUSTED_ORIGINS", ""))
 # How many proxies in front of the site append to X-Forwarded-For (0: clients connect directly, and
 # every X-Forwarded-* header is the client's own, so none is trusted). One number for the login
 # lockout (accounts.throttle.client_address), DRF's throttles (NUM_PROXIES) and the HTTPS header.
-TRUSTED_PROXIES = max(0, int(os.environ.get("DJANGO_TRUSTED_PROXIES", "0")))
+TRUSTED_PROXIES = max(0, env_int("DJANGO_TRUSTED_PROXIES", 0))
 # /metrics (Prometheus) tells anyone who can read it the site's traffic by view: it answers a
 # scraper sending "Authorization: Bearer METRICS_TOKEN" when that is set, else only clients on
 # this host (loopback, after TRUSTED_PROXIES).
-METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # Request bodies above this are refused with 413 before anything reads them (recsite.bodylimit),
 # under gunicorn and in Django; DRF parses JSON from the stream, past DATA_UPLOAD_MAX_MEMORY_SIZE.
-REQUEST_MAX_BODY_BYTES = int(os.environ.get("REQUEST_MAX_BODY_BYTES", str(256 * 1024)))
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BODY_BYTES
 
 INSTALLED_APPS = [
@@ -119,8 +114,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 
 _CACHE = {
     "BACKEND": "django_redis.cache.RedisCache",
-    "LOCATION": os.environ.get("DJANGO_CACHE_URL", CORE.redis_url),
-    "KEY_PREFIX": os.environ.get("DJANGO_CACHE_PREFIX", CORE.mongo_db),
+    "LOCATION": env_str("DJANGO_CACHE_URL", CORE.redis_url),
+    "KEY_PREFIX": env_str("DJANGO_CACHE_PREFIX", CORE.mongo_db),
 }
 CACHES = {
     "default": {**_CACHE, "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2,
@@ -150,24 +145,24 @@ LOGOUT_REDIRECT_URL = "catalog"
 # One lockout for every endpoint that checks a password (site login, admin, /api/token/), counted
 # within LOGIN_THROTTLE_WINDOW seconds: failures per (username, client address), per client address
 # over all usernames, and per password over all usernames and addresses (password spraying).
-LOGIN_THROTTLE_ATTEMPTS = int(os.environ.get("LOGIN_THROTTLE_ATTEMPTS", "5"))
-LOGIN_THROTTLE_ADDRESS_ATTEMPTS = int(os.environ.get("LOGIN_THROTTLE_ADDRESS_ATTEMPTS", "50"))
-LOGIN_THROTTLE_PASSWORD_ATTEMPTS = int(os.environ.get("LOGIN_THROTTLE_PASSWORD_ATTEMPTS", "20"))
-LOGIN_THROTTLE_WINDOW = int(os.environ.get("LOGIN_THROTTLE_WINDOW", "300"))
+LOGIN_THROTTLE_ATTEMPTS = env_int("LOGIN_THROTTLE_ATTEMPTS", 5)
+LOGIN_THROTTLE_ADDRESS_ATTEMPTS = env_int("LOGIN_THROTTLE_ADDRESS_ATTEMPTS", 50)
+LOGIN_THROTTLE_PASSWORD_ATTEMPTS = env_int("LOGIN_THROTTLE_PASSWORD_ATTEMPTS", 20)
+LOGIN_THROTTLE_WINDOW = env_int("LOGIN_THROTTLE_WINDOW", 300)
 # Sign-ups per client address, and password-reset requests per address and per e-mail address,
 # within ACCOUNT_THROTTLE_WINDOW seconds (no mail bombing, no bulk accounts).
-ACCOUNT_THROTTLE_ATTEMPTS = int(os.environ.get("ACCOUNT_THROTTLE_ATTEMPTS", "5"))
-ACCOUNT_THROTTLE_WINDOW = int(os.environ.get("ACCOUNT_THROTTLE_WINDOW", "3600"))
+ACCOUNT_THROTTLE_ATTEMPTS = env_int("ACCOUNT_THROTTLE_ATTEMPTS", 5)
+ACCOUNT_THROTTLE_WINDOW = env_int("ACCOUNT_THROTTLE_WINDOW", 3600)
 # API tokens stop working this many seconds after they were issued; /api/token/ then issues a new
 # one. A password change or reset revokes them at once (accounts.tokens).
-API_TOKEN_TTL = int(os.environ.get("API_TOKEN_TTL", str(7 * 86400)))
+API_TOKEN_TTL = env_int("API_TOKEN_TTL", 7 * 86400)
 # Ratings per user, the page and the API together (shop.throttles.RatingRateThrottle).
-RATING_RATE = os.environ.get("RATING_RATE", "30/min")
+RATING_RATE = env_str("RATING_RATE", "30/min")
 # Searches allowed per signed-in user or visitor address (page and API together), DRF rate syntax.
-SEARCH_THROTTLE_RATE = os.environ.get("SEARCH_RATE", "120/min")
+SEARCH_THROTTLE_RATE = env_str("SEARCH_RATE", "120/min")
 
-EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
-DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "recommender@localhost")
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "recommender@localhost")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -175,7 +170,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", str(CORE.local_dir / "static")))
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(CORE.local_dir / "static")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage" if not DEBUG
@@ -193,7 +188,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": os.environ.get("API_USER_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {"user": env_str("API_USER_RATE", "6000/min")},
     # Without it DRF keys anonymous throttles on the whole X-Forwarded-For, which clients write.
     "NUM_PROXIES": TRUSTED_PROXIES,
 }
@@ -206,8 +201,8 @@ SPECTACULAR_SETTINGS = {
 if TRUSTED_PROXIES:  # only a proxy we trust may say the client used HTTPS
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:
-    SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
-    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000"))
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
@@ -217,6 +212,6 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {"kafka": {"level": "WARNING"}},
 }

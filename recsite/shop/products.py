@@ -11,14 +11,14 @@ new model's similar items show at once. Lists of summaries come back in one ``ge
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 from django.core.cache import cache
 
 from core import catalog, list_state, stored_lists
+from core.env import env_int
 
-TTL_S = int(os.environ.get("CATALOG_CACHE_SECONDS", "300"))
+TTL_S = env_int("CATALOG_CACHE_SECONDS", 300)
 SIMILAR_SHOWN = 8
 MAX_ALSO_BOUGHT_READ = 40  # also_buy lists run to 100 ids; read at most this many by _id
 

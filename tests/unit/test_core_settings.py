@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from core.settings import Settings
@@ -25,3 +27,28 @@ def test_explicit_uri_wins_and_bad_integers_fail_loudly(monkeypatch):
     monkeypatch.setenv("RECS_TOP_N", "10")
     s = Settings.from_env()
     assert s.mongo_uri == "mongodb://db.internal:27017/" and s.top_n == 10
+
+
+def test_knobs_parse_blank_as_unset_and_name_the_variable_in_errors(monkeypatch):
+    from core.env import env_bool, env_float, env_int, env_str
+
+    monkeypatch.setenv("SOME_KNOB", "  ")
+    assert env_str("SOME_KNOB", "d") == "d" and env_int("SOME_KNOB", 7) == 7 and env_bool("SOME_KNOB", True)
+    monkeypatch.setenv("SOME_KNOB", "2e6")
+    assert env_int("SOME_KNOB", 0) == 2_000_000 and env_float("SOME_KNOB", 0.0) == 2e6
+    for bad, reader in (("1.5", env_int), ("ten", env_int), ("ten", env_float), ("maybe", env_bool)):
+        monkeypatch.setenv("SOME_KNOB", bad)
+        with pytest.raises(ValueError, match=f"SOME_KNOB must be .*'{bad}'"):
+            reader("SOME_KNOB", 0)
+    monkeypatch.setenv("SOME_KNOB", "Off")
+    assert env_bool("SOME_KNOB", True) is False
+
+
+def test_the_worker_and_its_health_check_read_one_poll_interval(monkeypatch):
+    from kafka_workers import config, metrics
+
+    monkeypatch.setenv("WORKER_MAX_POLL_INTERVAL_MS", "4000")
+    monkeypatch.setattr(metrics, "_last_turn", time.monotonic() - 3.0)
+    assert config.max_poll_interval_ms() == 4000 and metrics.healthy()[0]
+    monkeypatch.setenv("WORKER_MAX_POLL_INTERVAL_MS", "2000")
+    assert not metrics.healthy()[0]

@@ -1,0 +1,63 @@
+"""Reading one knob from the environment: blank means unset, and a value that does not parse stops
+the program with the variable's name in the error, instead of a bare ``int()`` message or a silent
+default.
+
+Every program reads its knobs through these four functions, whether the knob is shared
+(:mod:`core.settings`) or belongs to one module (kept beside its use, e.g. ``WORKER_BATCH_MAX``).
+tests/unit/test_configuration_documented.py finds every call and holds the README's Configuration
+tables to them.
+"""
+from __future__ import annotations
+
+import os
+
+
+def env_str(name: str, default: str) -> str:
+    """The variable's value, or ``default`` when it is unset or blank.
+
+    Blank counts as unset: compose files and supervisord pass ``NAME=`` for "not given".
+    """
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _parsed(name: str, default, parse, expected: str):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:  # a typo in the environment should stop the program, loudly
+        raise ValueError(f"environment variable {name} must be {expected}, got {raw!r}") from exc
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer knob; a whole number in scientific notation (``2e6``) counts."""
+    return _parsed(name, default, _integer, "an integer")
+
+
+def env_float(name: str, default: float) -> float:
+    return _parsed(name, default, float, "a number")
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return _parsed(name, default, _flag, "1/0, true/false, yes/no or on/off")
+
+
+def _integer(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        value = float(raw)  # "2e6" passes; "ten" and "1.5" raise
+        if not value.is_integer():
+            raise
+        return int(value)
+
+
+def _flag(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)

@@ -1,0 +1,66 @@
+"""The rating worker's knobs, one function each, read when they are used.
+
+Read at call time, not import time: tests and tools that run a worker in-process set them first
+(frozen at import, an in-process consumer could join the production group ``recommender-workers``).
+The worker's loop (``kafka_workers.worker``) and its health check (``kafka_workers.metrics``) read
+the same functions, so one variable cannot mean two things. README lists them under "Workers and
+Celery".
+"""
+from __future__ import annotations
+
+from core.env import env_float, env_int, env_str
+
+
+def group_id() -> str:
+    """``KAFKA_WORKER_GROUP``, the consumer group that shares the ratings topic's partitions."""
+    return env_str("KAFKA_WORKER_GROUP", "recommender-workers")
+
+
+def max_poll_interval_ms() -> int:
+    """``WORKER_MAX_POLL_INTERVAL_MS`` (default 300 s): a member silent for longer leaves the group.
+
+    A poll's records are processed for at most half of it; the rest are fetched again by the next
+    poll. A longer batch would let the group rebalance under it and hand its partitions to another
+    member while this one still writes for them (and redo, or dead-letter twice, what it did).
+    """
+    return max(1000, env_int("WORKER_MAX_POLL_INTERVAL_MS", 300_000))
+
+
+def batch_max() -> int:
+    """Records per poll handled together (``WORKER_BATCH_MAX``, default 500); 1 handles every
+    message on its own (the former path, kept for the benchmark's comparison)."""
+    return max(1, env_int("WORKER_BATCH_MAX", 500))
+
+
+def commit_every_s() -> float:
+    """``WORKER_COMMIT_EVERY_MS`` (default 200): how long the offsets of handled batches may wait
+    for their commit while events keep coming (an idle worker commits at once).
+
+    A commit is a round trip to the broker, ~1.3 ms of a one-event batch's ~12 (profiled): committing
+    after every batch made the worker busier at normal load, and every rating behind it waited.
+    Committing later is always correct (every message below the offset is in MongoDB); a crash
+    redelivers at most this long's events more, which the claims tell apart (nothing is applied twice).
+    """
+    return max(0, env_int("WORKER_COMMIT_EVERY_MS", 200)) / 1000
+
+
+def remember_catalog_max() -> int:
+    """``WORKER_REMEMBER_CATALOG_MAX`` (default 50,000; 0 turns it off): a catalog of at most this
+    many products is read whole when the worker starts (``core.catalog.remember_catalog``). A larger
+    one, and every catalog after a reload, is learnt product by product as events name them: a
+    one-rating batch reads its product the first time.
+
+    Only at the start: reading the ids takes ~0.7 s for 10,000 products and ~2 s for 50,000 on
+    FerretDB here (15 s for 200,000; docs/benchmarks.md), time in which a running worker would
+    handle no rating; a larger catalog costs the read of this many ids, once."""
+    return max(0, env_int("WORKER_REMEMBER_CATALOG_MAX", 50_000))
+
+
+def max_attempts() -> int:
+    """Tries of one message before it is dead-lettered (``WORKER_MAX_ATTEMPTS``, default 3)."""
+    return max(1, env_int("WORKER_MAX_ATTEMPTS", 3))
+
+
+def retry_delay_s() -> float:
+    """First back-off between tries of a failing message, doubled each time (``WORKER_RETRY_DELAY_S``)."""
+    return max(0.0, env_float("WORKER_RETRY_DELAY_S", 0.5))
