@@ -1,0 +1,68 @@
+"""Every environment variable the app reads has a row in the README's Configuration tables, so an
+operator reading the README sees every knob there is.
+
+The knobs are found in the source (core.settings' ``env_*`` readers and any direct ``os.environ``
+read), not listed by hand: a knob added without its row fails here.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_FOLDERS = ("core", "kafka_workers", "spark_jobs", "dags", "recsite", "services")
+# Variables set by other programs for us, not knobs an operator sets.
+NOT_KNOBS = {"PYSPARK_GATEWAY_PORT", "DJANGO_SETTINGS_MODULE"}
+
+
+def _is_environ(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "environ"
+
+
+def _names_read(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        arg = None
+        if isinstance(node, ast.Call) and node.args:
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            direct = name in {"env_str", "env_int", "env_float", "env_bool", "_port"}
+            on_environ = name in {"get", "setdefault"} and isinstance(func, ast.Attribute) and _is_environ(func.value)
+            if direct or on_environ or name == "getenv":
+                arg = node.args[0]
+        elif isinstance(node, ast.Subscript) and _is_environ(node.value):
+            arg = node.slice
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.isupper():
+            names.add(arg.value)
+    return names
+
+
+def knobs_in_code() -> dict[str, str]:
+    found = {}
+    for folder in APP_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for name in _names_read(ast.parse(path.read_text(), str(path))):
+                found.setdefault(name, str(path.relative_to(ROOT)))
+    return {name: where for name, where in found.items() if name not in NOT_KNOBS}
+
+
+def knobs_in_readme() -> set[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Configuration"):]
+    section = section[:section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split(" | ")[0])}
+
+
+def test_every_knob_read_by_the_code_has_a_readme_row():
+    missing = {name: where for name, where in knobs_in_code().items() if name not in knobs_in_readme()}
+    assert not missing, f"read by the code, not in README's Configuration tables: {missing}"
+
+
+def test_the_scan_finds_the_readers_it_is_meant_to():
+    tree = ast.parse(
+        "env_int('A_KNOB', 1)\nos.environ.get('B_KNOB')\nos.environ['C_KNOB']\n"
+        "os.getenv('D_KNOB')\nsettings.env_str('E_KNOB', '')\nenviron.get('PATH_INFO')\nd.get('NOT_ENV')\n"
+    )
+    assert _names_read(tree) == {"A_KNOB", "B_KNOB", "C_KNOB", "D_KNOB", "E_KNOB"}
