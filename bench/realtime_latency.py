@@ -593,7 +593,8 @@ def measure_round_trips(counter: CommandCounter, n_events: int, pool: int, workl
     """The same events through the former per-message handler and through batches of 500, in this
     process: MongoDB commands and seconds per event."""
     from core import artifacts
-    from kafka_workers.process import handle, handle_batch
+    from kafka_workers.batch import handle_batch
+    from kafka_workers.process import handle
 
     model = artifacts.load_model(artifacts.current_version())
     rows = []

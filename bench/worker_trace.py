@@ -7,7 +7,7 @@ of another commit given with ``--compare-code`` runs its own worker under it) an
 :func:`summary` of each worker's file (``<dir>/worker-<pid>.jsonl``) after the latency run. The
 worker's code is not changed: pymongo's command monitoring records each MongoDB command (its
 wall-clock start and the client's round trip, which includes the server's work and the wait for a
-core), and a wrapper around ``kafka_workers.process.handle_batch`` records each batch (start, end,
+core), and a wrapper around ``kafka_workers.batch.handle_batch`` records each batch (start, end,
 and its events' users and times). A rating's time before its batch starts is Kafka's hop plus the
 wait for the batch ahead of it; :func:`summary` tells the two apart by whether the worker was in a
 batch when the rating was made.
@@ -33,7 +33,10 @@ def install(path: str):
     which binds ``handle_batch`` by name. Returns the open file, for :func:`install_spans`."""
     from pymongo import monitoring
 
-    from kafka_workers import process
+    try:
+        from kafka_workers import batch as batched
+    except ImportError:  # a revision before kafka_workers/batch.py (a --compare-code run)
+        from kafka_workers import process as batched
 
     out = open(path, "a", buffering=1 << 16)
     atexit.register(out.close)
@@ -57,7 +60,7 @@ def install(path: str):
                                   "t0": t0, "us": event.duration_micros, "ok": ok}) + "\n")
 
     monitoring.register(Listener())
-    inner = process.handle_batch
+    inner = batched.handle_batch
 
     @functools.wraps(inner)
     def traced(batch, *args, **kwargs):
@@ -68,7 +71,7 @@ def install(path: str):
             out.write(json.dumps({"kind": "batch", "t0": t0, "t1": time.time(), "ts": [e.ts for e in batch],
                                   "users": [e.user_id for e in batch]}) + "\n")
 
-    process.handle_batch = traced
+    batched.handle_batch = traced
     return out
 
 

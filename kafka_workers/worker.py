@@ -5,7 +5,7 @@
 At-least-once end to end: offsets are committed only after MongoDB holds the result of every
 message up to them, and processing is idempotent, so a crash (even ``kill -9``) redelivers and
 re-applies nothing twice. Each poll's records (up to ``WORKER_BATCH_MAX``) are processed together
-(``kafka_workers.process.handle_batch``: grouped by user, each user's history read and written
+(``kafka_workers.batch.handle_batch``: grouped by user, each user's history read and written
 once, folded in once, bulk writes); if anything in a batch fails, that batch is handled again one
 message at a time, which isolates the message at fault. While MongoDB is unreachable the worker
 retries the same message with back-off instead of skipping it; any other exception on a message (a document MongoDB refuses, a
@@ -42,7 +42,8 @@ from kafka_workers.config import (batch_max, commit_every_s, group_id, max_attem
                                    remember_catalog_max, retry_delay_s)
 from kafka_workers.model_holder import ModelHolder
 from kafka_workers.dead_letters import dead_letter_payload
-from kafka_workers.process import Outcome, Tail, finish, forget_users_without_exclusions, handle, handle_batch
+from kafka_workers.batch import Tail, finish, handle_batch
+from kafka_workers.process import Outcome, forget_users_without_exclusions, handle
 
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0
@@ -181,7 +182,7 @@ def commit(consumer: KafkaConsumer, pending: dict[TopicPartition, OffsetAndMetad
 
 
 def finish_tail(tail: Tail) -> bool:
-    """Finish what the handled batches left (``process.Tail``); False when MongoDB refused, which
+    """Finish what the handled batches left (``batch.Tail``); False when MongoDB refused, which
     is logged: the rest is kept for the next try, and no offset may be committed until then."""
     if not tail:
         return True

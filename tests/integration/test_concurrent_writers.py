@@ -101,7 +101,8 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     written. Both worker paths: the batch (``handle_batch``) and one event at a time (``handle``)."""
     from core import artifacts
     from kafka_workers import tasks
-    from kafka_workers.process import handle, handle_batch
+    from kafka_workers.batch import handle_batch
+    from kafka_workers.process import handle
 
     db, p = rt_catalog.db, rt_catalog.in_model
     user = "rt-cw-rescore-under"

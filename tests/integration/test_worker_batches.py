@@ -1,4 +1,4 @@
-"""The worker's batched path (``kafka_workers.process.handle_batch``) has exactly the effects of
+"""The worker's batched path (``kafka_workers.batch.handle_batch``) has exactly the effects of
 handling the same events one at a time (``handle``), on the real MongoDB-protocol server.
 
 Two copies of one stream of events (ratings, a rating given again, removals, "not interested", a
@@ -55,7 +55,8 @@ def _state(db, users: list[str], stream: list[RatingEvent]) -> dict:
 
 
 def test_batches_have_the_effects_of_one_event_at_a_time(rt_catalog, worker_env):
-    from kafka_workers.process import handle, handle_batch
+    from kafka_workers.batch import handle_batch
+    from kafka_workers.process import handle
 
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=31))
@@ -92,7 +93,7 @@ def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_ca
     ``user_history`` in between (its replay of live ratings may already have run) must still end
     with the batch's ratings in the new generation. Simulated: the switch happens while the batch
     writes its lists, and the batch counts as slow (the fresh pointer check always runs)."""
-    from kafka_workers import process
+    from kafka_workers import batch as batched
 
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=37))
@@ -111,7 +112,7 @@ def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_ca
     monkeypatch.setattr(stored_lists, "write_recommendations_many", switch_then_write)
     monkeypatch.setattr(mongo, "RETIRE_GRACE_S", mongo.POINTER_TTL_S)  # every batch counts as slow
     try:
-        outcomes = process.handle_batch(batch, model)
+        outcomes = batched.handle_batch(batch, model)
         assert [o.status for o in outcomes] == ["processed"] * 6
         for i in range(3):
             want = {e.product_id: float(e.rating) for e in batch if e.user_id == f"rt-rl-{i}"}
@@ -124,7 +125,7 @@ def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog,
     """A poll of 40 users, each their own fold-in (the backlog spread thin): a stored "not
     interested" still keeps its product off the list, and a deleted account's rating is dropped."""
     from core import recommend
-    from kafka_workers.process import handle_batch
+    from kafka_workers.batch import handle_batch
 
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=41))
@@ -156,7 +157,7 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
     before the ratings' insert (neither the release nor that insert is between the rating and the
     page)."""
     from core import list_state
-    from kafka_workers.process import handle_batch
+    from kafka_workers.batch import handle_batch
 
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=43))
@@ -202,7 +203,8 @@ def test_a_batch_reads_exclusions_only_for_users_it_has_not_seen_without_them(rt
     again, until the worker writes one for them (batched or one event at a time) or a rebalance
     may have given them to another worker; a product they excluded never comes back."""
     from core import recommend
-    from kafka_workers.process import handle, handle_batch
+    from kafka_workers.batch import handle_batch
+    from kafka_workers.process import handle
     from kafka_workers.worker import CommitOnRevoke
 
     db, p = rt_catalog.db, rt_catalog.products
@@ -253,7 +255,8 @@ def test_lists_are_stored_by_field_and_read_back_as_written(rt_catalog, worker_e
     """A batch's list and a single event's list are stored by field (``core.stored_lists.stored_list``)
     and read back as the items they announced; a list stored as objects by an earlier version
     still reads, and a newer stored list that ``write_recommendations`` keeps comes back whole."""
-    from kafka_workers.process import handle_batch, handle_event
+    from kafka_workers.batch import handle_batch
+    from kafka_workers.process import handle_event
 
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=44))
@@ -286,7 +289,7 @@ def test_the_worker_s_tail_keeps_locks_and_ratings_until_it_is_finished(rt_catal
     ``finish`` gives the lock back and inserts both ratings, processed. A deletion of the account
     in a later batch finishes the tail first, so no rating of the deleted account is inserted
     after its data went."""
-    from kafka_workers.process import Tail, finish, handle_batch
+    from kafka_workers.batch import Tail, finish, handle_batch
 
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=45))
@@ -324,7 +327,7 @@ def test_a_batch_that_must_wait_for_a_lock_gives_back_the_tail_s_first(rt_catalo
     lock the other needs would otherwise wait on each other until the locks went stale."""
     import threading
 
-    from kafka_workers.process import Tail, finish, handle_batch
+    from kafka_workers.batch import Tail, finish, handle_batch
 
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=46))
@@ -362,7 +365,7 @@ def test_a_small_catalog_is_remembered_once_per_generation(rt_catalog, worker_en
     """A catalog of at most the limit is read whole, once per generation, and its products are not
     read again by a batch; a reload's new generation is read afresh, so a product it no longer
     holds is unknown again (dead-lettered), never remembered from the old one."""
-    from kafka_workers.process import handle_batch
+    from kafka_workers.batch import handle_batch
 
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=53))

@@ -1,4 +1,4 @@
-"""``kafka_workers.process._write_with_lists``: a big batch computes its lists while the database
+"""``kafka_workers.batch._write_with_lists``: a big batch computes its lists while the database
 writes (histories first, lists after, in order; the lists' ``as_of`` after the histories are
 stored), a small one writes in the calling thread, and no write outlives the call."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from core import mongo, rating_history, stored_lists
-from kafka_workers import process
+from kafka_workers import batch
 
 
 @pytest.fixture
@@ -38,12 +38,12 @@ def fake_db(monkeypatch):
     monkeypatch.setattr(mongo, "bulk_upsert", bulk_upsert)
     monkeypatch.setattr(mongo, "set_by_ids", lambda *a, **k: None)
     monkeypatch.setattr(stored_lists, "write_recommendations_many", write_recommendations_many)
-    monkeypatch.setattr(process, "recommendations_for", recommendations_for)
+    monkeypatch.setattr(batch, "recommendations_for", recommendations_for)
     return log, computing
 
 
 def _write(users: list[str]) -> dict:
-    return process._write_with_lists({u: {"p0": 5.0} for u in users}, {u: set() for u in users}, None,
+    return batch._write_with_lists({u: {"p0": 5.0} for u in users}, {u: set() for u in users}, None,
                                      {u: rating_history.history_doc(u, {"p0": (5.0, 1.0)}, {}) for u in users}, {},
                                      {u: f"e-{u}" for u in users})
 

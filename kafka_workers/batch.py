@@ -1,0 +1,337 @@
+"""The worker's batched path: the events of one poll handled together, with MongoDB's round trips
+per user and per batch instead of per event (:func:`handle_batch`), and what the batches leave to
+do afterwards for many at once (:class:`Tail`, :func:`finish`).
+
+Its effects are those of :func:`kafka_workers.process.handle_event` of each event in turn
+(tests/integration/test_worker_batches.py holds it to that); the worker falls back to that path,
+one event at a time, when a batch fails.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import cancellation, catalog, events, list_state, locking, mongo, rating_history, shopper_controls, stored_lists
+from core.artifacts import Model
+from core.events import RatingEvent
+from core.settings import get_settings
+from core.thread_pools import thread_pool
+from kafka_workers.process import (Outcome, handle_event, may_have_exclusions, recommendations_for,
+                                   users_without_exclusions)
+
+
+class _PopularOnce:
+    """The popular products, read at most once per batch (the longest list any user needed)."""
+
+    def __init__(self) -> None:
+        self.items: list[dict] | None = None
+        self.limit = 0
+
+    def __call__(self, limit: int) -> list[dict]:
+        if self.items is None or (len(self.items) < limit and len(self.items) == self.limit):
+            self.items, self.limit = catalog.compute_popular(limit=limit), limit
+        return self.items[:limit]
+
+
+
+@dataclass
+class Tail:
+    """What the worker's batches leave to do once their lists are announced, done for many batches
+    at once by :func:`finish`: give their users' locks back and insert their ratings.
+
+    Those were two of a one-event batch's seven commands, ~2 ms of its ~7-9 (traced with
+    bench/worker_trace.py), and the next rating waited for them. Kept here instead, the locks stay
+    taken (a later batch of the same users takes only the others) and the ratings wait, for about
+    ``TAIL_MAX_S`` at most (a batch in progress then ends first; less when the worker is idle or its
+    offsets are due for a commit), and always before anything that must see them: a commit
+    (commit-after-write), a rebalance, an account's deletion, the one-at-a-time path. Other writers
+    of those users (a Celery re-scoring) wait that much longer for the lock. A crash before
+    :func:`finish` leaves the offsets uncommitted: the redelivery finds its claims, reads no rating
+    and applies the batches again, as after a crash before the ratings' insert; the locks go stale
+    (``core.locking.LOCK_STALE_S``, far above ``TAIL_MAX_S``). State is real: held locks, waiting
+    rows.
+    """
+
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    locks: set[str] = field(default_factory=set)
+    ratings: list[dict[str, Any]] = field(default_factory=list)
+    reloads: list[tuple[str, list[RatingEvent], float]] = field(default_factory=list)  # for _after_reload
+    opened: float | None = None  # time.monotonic() when it stopped being empty
+
+    def __bool__(self) -> bool:
+        return bool(self.locks or self.ratings or self.reloads)
+
+    def open(self) -> None:
+        if self.opened is None:
+            self.opened = time.monotonic()
+
+    def due(self) -> bool:
+        """Kept for ``TAIL_MAX_S`` already: the worker finishes it before its next poll."""
+        return self.opened is not None and time.monotonic() - self.opened >= TAIL_MAX_S
+
+
+TAIL_MAX_S = 0.2  # how long a batch's locks and ratings may wait for :func:`finish`
+
+
+def finish(tail: Tail) -> None:
+    """Do what :class:`Tail` holds: locks given back, then the ratings inserted (already
+    processed; those stored before by a worker that died marked processed), then the check for a
+    reload that switched the histories under those batches. Raises on a MongoDB error, keeping what
+    is not done yet (the locks go stale if it never is)."""
+    db = mongo.get_db()
+    if tail.locks:
+        locking.release_locks(tail.locks, tail.token, db=db)
+        tail.locks.clear()
+    if tail.ratings:
+        # stored before (by a worker that died): mark those processed
+        earlier = rating_history.store_ratings(tail.ratings)
+        rating_history.mark_ratings_processed(
+            {d["_id"]: d["model_version"] for d in tail.ratings if d["_id"] in earlier})
+        tail.ratings.clear()
+    while tail.reloads:
+        _after_reload(db, *tail.reloads[0])
+        tail.reloads.pop(0)
+    tail.opened = None
+
+
+def handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail | None = None) -> list[Outcome]:
+    """Process the valid events of one poll together; one outcome per event, in order.
+
+    The same effects as :func:`handle` of each event in turn, with MongoDB's round trips per user
+    and per batch instead of per event: the events are grouped by user (a user's events keep
+    their order: one partition, one key), each user's history read once, every event applied to
+    it in order by the rule of :func:`core.rating_history.apply_history_change`, the history
+    written once, the user folded in once, and one list written for the user's last event.
+    Claims, histories, lists, locks and ratings go in bulk writes.
+
+    Every event is first claimed by its id (``core.cancellation``: one insert for the batch), which
+    also tells a fresh event from one a worker saw before; only those (redeliveries, rare) are read
+    back from ``ratings``: a processed one is a duplicate and changes nothing, one stored but not
+    processed (a worker died) is finished here. The ratings are inserted last, already processed,
+    in one insert, once the lists are announced and the locks released: marking each stored rating
+    processed was one FerretDB write transaction per event, ~45% of a batch's time
+    (docs/benchmarks.md). A crash before that insert leaves the offsets uncommitted; the
+    redelivery finds its claims, reads no rating and applies the batch again, which repeats
+    nothing that counts (every step is idempotent). A reload that switched the histories'
+    generation while the batch wrote them gets the batch's changes in the new one
+    (``_after_reload``), which a ratings-first order used to leave to the reload's replay.
+
+    With a ``tail`` (the worker's), the locks are given back and the ratings inserted later, for
+    many batches at once (:class:`Tail`); without one, before this returns.
+
+    Raises on any error; the worker then handles the batch one event at a time (retries, dead
+    letters). Accounts deleted in this batch are handled one event at a time (rare, and
+    ``delete_account`` must come between that user's events exactly where it was sent).
+    """
+    own_tail = tail is None
+    tail = Tail() if tail is None else tail
+    try:
+        return _apply_batch(batch, model, tail)
+    finally:
+        if own_tail:
+            finish(tail)
+
+
+def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> list[Outcome]:
+    """:func:`handle_batch` up to its tail: the locks taken and the ratings to insert go into ``tail``."""
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    deleting = {e.user_id for e in batch if e.action == events.DELETE_ACCOUNT}
+    if deleting:  # what the batches before left first: nothing of theirs may come after a deletion
+        finish(tail)
+    # one insert claims the events and locks their users (for history and list; not the accounts
+    # deleted here, whose events go one at a time below)
+    cancelled, seen_before = _claim_and_lock(batch, {e.user_id for e in batch} - deleting, tail)
+    seen: set[str] = set()
+    by_user: dict[str, list[int]] = {}
+    for i, e in enumerate(batch):
+        if e.event_id in cancelled:  # skipped and committed past, never stored
+            outcomes[i] = Outcome(e, "cancelled", "the site cancelled it: its ack timed out")
+            continue
+        if e.event_id in seen:
+            outcomes[i] = Outcome(e, "duplicate")  # the producer retried after a lost ack
+            continue
+        seen.add(e.event_id)
+        if e.user_id in deleting:
+            continue
+        by_user.setdefault(e.user_id, []).append(i)
+    for i, e in enumerate(batch):  # one at a time, in order, for accounts deleted in this batch
+        if outcomes[i] is None and e.user_id in deleting:
+            outcomes[i] = handle_event(e, model)
+    if not by_user:
+        return outcomes  # type: ignore[return-value]
+
+    histories: dict[str, dict[str, float]] = {}
+    excluded: dict[str, set[str]] = {}
+    db = mongo.get_db()
+    history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
+    product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
+    kept = {d["_id"] for d in tail.ratings}  # processed by an earlier batch, not inserted yet: duplicates
+    again = [batch[i].event_id for ids in by_user.values() for i in ids
+             if batch[i].event_id in seen_before and batch[i].event_id not in kept]
+    no_exclusions = users_without_exclusions(db)
+    # one `$in` read per collection for the whole batch
+    docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
+        [(mongo.USER_HISTORY, by_user, None),
+         (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions], None),
+         (mongo.PRODUCTS, catalog.products_to_look_up(product_ids, db=db), {"_id": 1}),
+         (mongo.RATINGS, again, {"state": 1})])
+    known = catalog.existing_products(product_ids, db=db, found=products)
+    # a deleted account has no history (as in handle): only users without one are looked up
+    deleted = set(mongo.find_by_ids(mongo.DELETED_USERS, [u for u in by_user if u not in docs], {"_id": 1}, db=db))
+    for user, ids in list(by_user.items()):
+        for i in ids:
+            if batch[i].product_id not in known:
+                outcomes[i] = Outcome(batch[i], "dead-letter", f"unknown product {batch[i].product_id}")
+            elif batch[i].event_id in kept or stored_before.get(batch[i].event_id, {}).get("state") == "processed":
+                outcomes[i] = Outcome(batch[i], "duplicate")  # a redelivery: it changes nothing
+            # stored but not processed: a worker died before writing the list; finish the job now
+        by_user[user] = [i for i in ids if outcomes[i] is None]
+        if not by_user[user]:
+            del by_user[user]  # nothing of this user to apply: no history or list written
+    new_histories, new_exclusions = {}, {}
+    for user, ids in by_user.items():
+        if user in deleted:  # the account was deleted: keep nothing of it
+            for i in ids:
+                rating_history.drop_event(batch[i].event_id)  # stored by a worker that died, if at all
+                outcomes[i] = Outcome(batch[i], "dropped", "account deleted")
+            continue
+        ratings, removed = rating_history.history_entries(docs.get(user))
+        exclusions = shopper_controls.exclusion_entries(exclusion_docs.get(user))
+        changed, excl_changed = False, False  # a new user gets a document with their first rating
+        for i in ids:
+            e = batch[i]
+            if e.action == events.NOT_INTERESTED:
+                if e.product_id not in exclusions:
+                    exclusions[e.product_id], excl_changed = float(e.ts), True
+            else:
+                rating = None if e.action == events.UNRATE else float(e.rating)
+                changed = rating_history.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
+        if changed:
+            new_histories[user] = rating_history.history_doc(user, ratings, removed)
+        if excl_changed:
+            new_exclusions[user] = {"items": shopper_controls.exclusion_items(exclusions)}
+        histories[user] = {pid: r for pid, (r, _t) in ratings.items()}
+        excluded[user] = set(exclusions)
+        if exclusions:  # before the write: one that fails half-way leaves them to be read again
+            may_have_exclusions(user)
+        else:
+            no_exclusions.add(user)
+    histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
+    stored = _write_with_lists(histories, excluded, model, new_histories, new_exclusions,
+                               {u: batch[by_user[u][-1]].event_id for u in histories})
+    # announced under the locks, so a re-scoring that waits for one announces its list after
+    # ours; and before the ratings' insert, one write fewer between the rating and its list
+    # (a client that sees its rating processed finds its list announced, as in `handle_event`)
+    list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
+    applied = [i for user in histories for i in by_user[user]]
+    now = time.time()
+    tail.ratings += [{**rating_history.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
+                      "model_version": stored[batch[i].user_id]["model_version"]} for i in applied]
+    tail.reloads.append((history_generation, [batch[i] for i in applied], histories_written))
+    for i in applied:
+        outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))
+    return outcomes  # type: ignore[return-value]
+
+
+def _claim_and_lock(batch: list[RatingEvent], users: set[str], tail: Tail) -> tuple[set[str], set[str]]:
+    """Claim the batch's events and take its ``users``' writer locks into ``tail``, in one insert
+    (``core.cancellation.claim_batch``); returns (cancelled, seen before).
+
+    The locks ``tail`` holds already are kept. When another writer holds one of the others,
+    everything ``tail`` holds is finished first, so this worker never waits while it holds a lock
+    (two of them never wait on each other in a circle). The locks are in ``tail`` before the
+    insert: one that fails half-way leaves none taken that ``finish`` would not give back.
+    Users whose events all turn out cancelled or repeated are locked too, until the tail is done.
+    """
+    names = {locking.writer_lock(u) for u in users}
+    wanted = names - tail.locks
+    tail.open()
+    tail.locks |= wanted
+    cancelled, seen_before, locked = cancellation.claim_batch([e.event_id for e in batch], locks=wanted,
+                                                              token=tail.token)
+    if not locked:
+        finish(tail)  # gives back every lock it held, this batch's users' too
+        tail.locks |= names
+        tail.open()
+        locking.take_locks(names, tail.token)
+    return cancelled, seen_before
+
+
+LIST_CHUNK = 100  # users whose lists are computed while the ones before them are written
+
+
+def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str, set[str]], model: Model | None,
+                      new_histories: dict[str, dict], new_exclusions: dict[str, dict],
+                      source_event: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Write a batch's histories and exclusions, then its users' lists; returns the stored lists.
+
+    A batch of more than ``LIST_CHUNK`` users computes its lists while the database writes: the
+    histories' write, then each chunk of lists while the next chunk is computed (one writer
+    thread, so the writes keep their order). The worker's CPU and the database's had taken turns,
+    each idle half the time. A smaller batch (one rating at normal load) writes in this thread:
+    there the two threads' turns at Python's lock cost more than the overlap saves (~3 ms of its
+    p99, docs/benchmarks.md). The lists' ``as_of`` (core.stored_lists.write_recommendations) is taken
+    once the histories are written: the histories as they are then, which they stay until the
+    caller's locks go. Taken before, a re-scoring that read the old history while this batch held
+    the locks would have the later ``as_of`` and replace our list. Every write has finished when
+    this returns, failed or not.
+    """
+    def write_histories() -> None:
+        mongo.bulk_upsert(mongo.USER_HISTORY, new_histories.values())
+        mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
+
+    n, popular = get_settings().top_n, _PopularOnce()
+
+    def lists_of(users: list[str]) -> list[dict[str, Any]]:
+        lists = []
+        for user in users:
+            items, version = recommendations_for(histories[user], model, n, excluded[user], popular=popular)
+            lists.append({"_id": user, "items": items, "model_version": version, "source_event_id": source_event[user]})
+        return lists
+
+    users = list(histories)
+    if len(users) <= LIST_CHUNK:
+        write_histories()
+        as_of = time.time()
+        return stored_lists.write_recommendations_many(lists_of(users), as_of)
+    writer = thread_pool("batch-writes", 1)  # one thread: the writes keep their order
+    chunks = [users[lo:lo + LIST_CHUNK] for lo in range(0, len(users), LIST_CHUNK)]
+    writes = [writer.submit(write_histories)]
+    stored: dict[str, dict[str, Any]] = {}
+    try:
+        first = lists_of(chunks[0])
+        writes[0].result()
+        as_of = time.time()
+        writes.append(writer.submit(stored_lists.write_recommendations_many, first, as_of))
+        for chunk in chunks[1:]:
+            writes.append(writer.submit(stored_lists.write_recommendations_many, lists_of(chunk), as_of))
+        for f in writes[1:]:
+            stored.update(f.result())
+    finally:
+        futures.wait(writes)  # nothing of this batch is written after the caller's locks go
+    return stored
+
+
+def _after_reload(db, generation: str, applied: list[RatingEvent], histories_written: float) -> None:
+    """Write a batch's history changes again when a reload switched ``user_history`` under it.
+
+    A reload replays the live ratings stored since it began into the new histories
+    (``core.rating_history.reapply_live_ratings``) once every process reads the new generation: at
+    least ``RETIRE_GRACE_S`` after its switch, while a write into the old generation comes at most
+    ``POINTER_TTL_S`` after it (the age of a cached pointer). A batch stores its ratings after
+    writing the histories, so one that took less than the difference from its history writes to
+    here stored them before that replay read them; a slower one (rare: a loaded machine) checks the
+    pointer afresh, and if it moved applies the changes again, by the rule every history writer
+    follows, under each user's lock.
+    """
+    if not applied or time.monotonic() - histories_written < (mongo.RETIRE_GRACE_S - mongo.POINTER_TTL_S) / 2:
+        return
+    if mongo.live_generation(mongo.USER_HISTORY, db=db) == generation:
+        return
+    for e in applied:
+        if e.action in (events.RATE, events.UNRATE):
+            rating = None if e.action == events.UNRATE else float(e.rating)
+            rating_history.change_history(e.user_id, e.product_id, rating, e.ts, db=db)
