@@ -105,11 +105,14 @@ def history_doc(user_id: str, ratings: dict[str, tuple[float, float]], removed: 
             "removed": [{"p": p, "t": float(t)} for p, t in removed.items()]}
 
 
+def rating_values(rated: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """{product: rating} of {product: (rating, ts)}: what a fold-in and a list need."""
+    return {pid: r for pid, (r, _t) in rated.items()}
+
+
 def user_ratings(user_id: str, db: Database | None = None) -> dict[str, float]:
     """Everything a user has rated (batch reviews and live ratings; the latest rating wins)."""
-    db = db if db is not None else mongo.get_db()
-    rated, _ = history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))
-    return {pid: r for pid, (r, _t) in rated.items()}
+    return rating_values(user_history(user_id, db=db))
 
 
 def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[float, float]]:
@@ -119,12 +122,17 @@ def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[fl
 
 
 def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str, float] | None:
-    """``user_ratings``, or None for a deleted account (checked only when there is no history)."""
+    """``user_ratings``, or None for a deleted account."""
     db = db if db is not None else mongo.get_db()
+    doc, deleted = _history_doc_unless_deleted(user_id, db)
+    return None if deleted else rating_values(history_entries(doc)[0])
+
+
+def _history_doc_unless_deleted(user_id: str, db: Database) -> tuple[dict | None, bool]:
+    """The user's history document, and whether the account is deleted: only a user without one
+    can be (deleting an account removes it), so only then is ``deleted_users`` read."""
     doc = db[mongo.USER_HISTORY].find_one({"_id": user_id})
-    if doc is None and is_deleted_user(user_id, db=db):
-        return None
-    return {pid: r for pid, (r, _t) in history_entries(doc)[0].items()}
+    return doc, doc is None and is_deleted_user(user_id, db=db)
 
 
 def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
@@ -159,13 +167,13 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     """
     db = db if db is not None else mongo.get_db()
     with locking.user_lock(locking.writer_lock(user_id), db=db):
-        doc = db[mongo.USER_HISTORY].find_one({"_id": user_id})
-        if doc is None and is_deleted_user(user_id, db=db):
+        doc, deleted = _history_doc_unless_deleted(user_id, db)
+        if deleted:
             return None
         ratings, removed = history_entries(doc)
         if apply_history_change(ratings, removed, product_id, rating, ts) or doc is None:
             db[mongo.USER_HISTORY].replace_one({"_id": user_id}, history_doc(user_id, ratings, removed), upsert=True)
-    return {pid: r for pid, (r, _t) in ratings.items()}
+    return rating_values(ratings)
 
 
 def apply_history_change(ratings: dict[str, tuple[float, float]], removed: dict[str, float], product_id: str,

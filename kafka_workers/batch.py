@@ -213,7 +213,7 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
             new_histories[user] = rating_history.history_doc(user, ratings, removed)
         if excl_changed:
             new_exclusions[user] = {"items": shopper_controls.exclusion_items(exclusions)}
-        histories[user] = {pid: r for pid, (r, _t) in ratings.items()}
+        histories[user] = rating_history.rating_values(ratings)
         excluded[user] = set(exclusions)
         if exclusions:  # before the write: one that fails half-way leaves them to be read again
             may_have_exclusions(user)
