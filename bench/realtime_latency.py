@@ -226,21 +226,24 @@ def wait_drained(group: str, topic: str, workers: "Workers", what: str, poll_s: 
 class HttpRater:
     """POST /api/ratings/ to the real site with each user's API token (keep-alive connection)."""
 
-    def __init__(self, site, n_users: int) -> None:
+    def __init__(self, site, n_users: int, runs: int = 1) -> None:
         code = (
             "import json\n"
             "from django.contrib.auth.models import User\n"
             "from rest_framework.authtoken.models import Token\n"
             "from accounts.models import Profile\n"
-            "out = {}\n"
-            f"for i in range({n_users}):\n"
-            "    u = User(username=f'bench{i}'); u.set_unusable_password(); u.save()\n"
-            "    p = Profile.objects.create(user=u)\n"
-            "    out[Token.objects.create(user=u).key] = p.recommender_id\n"
+            "out = []\n"
+            f"for run in range({runs}):\n"
+            "    out.append([])\n"
+            f"    for i in range({n_users}):\n"
+            "        u = User(username=f'bench{run}-{i}'); u.set_unusable_password(); u.save()\n"
+            "        p = Profile.objects.create(user=u)\n"
+            "        out[-1].append((Token.objects.create(user=u).key, p.recommender_id))\n"
             "print(json.dumps(out))\n"
         )
-        tokens = json.loads(site.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
-        self.users = [(tok, uid) for tok, uid in tokens.items()]
+        # one set of accounts per run, as PublishRater's ids (see main)
+        self.accounts = json.loads(site.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
+        self.run = 0
         host, port = site.url.removeprefix("http://").split(":")
         self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
 
@@ -263,6 +266,11 @@ class HttpRater:
                     raise
         raw = resp.read()
         return resp.status, (json.loads(raw) if raw else {})
+
+    @property
+    def users(self) -> list[tuple[str, str]]:
+        """(API token, recommender id) of this run's accounts."""
+        return self.accounts[self.run]
 
     def rate(self, user: int, product: str, rating: int) -> str:
         token, _ = self.users[user]
@@ -753,30 +761,28 @@ def main() -> int:
         t = time.perf_counter()
         seed_catalog(args.catalog_docs)
         print(f"catalog: {args.catalog_docs} products in {time.perf_counter() - t:.1f}s", flush=True)
-        if args.via == "http":
-            from bench.site_server import running_site
-
-            # latency, not the per-user rating limit (shop.throttles), is what this measures
-            site_ctx = running_site(env={"RATING_RATE": "1000000/min", **os.environ}, workers=2, threads=4)
-            site = site_ctx.__enter__()
-            rater = HttpRater(site, args.users)
-            print(f"site: {site.url} (gunicorn, 2 workers x 4 threads), {args.users} users with tokens", flush=True)
-        else:
-            rater = PublishRater(args.users)
         codes = [(ROOT, "this")] + ([(Path(args.compare_code), args.compare_label or Path(args.compare_code).name)]
                                     if args.compare_code else [])
         if args.compare_first:
             codes.reverse()
         wait = announcement_waiter(args.wait, args.poll_ms / 1000) if args.ratings else None
         runs = [(n, c) for n in (sizes if args.ratings else []) for c in codes]
+        if args.via == "http":
+            from bench.site_server import running_site
+
+            # latency, not the per-user rating limit (shop.throttles), is what this measures
+            site_ctx = running_site(env={"RATING_RATE": "1000000/min", **os.environ}, workers=2, threads=4)
+            site = site_ctx.__enter__()
+            rater = HttpRater(site, args.users, runs=len(runs))
+            print(f"site: {site.url} (gunicorn, 2 workers x 4 threads), {args.users} users with tokens", flush=True)
+        else:
+            rater = PublishRater(args.users)
         for run, (n_items, (code, label)) in enumerate(runs):
             # Each run's users are new to it. With the same ids, the second code in a run found the
             # histories the first one wrote, and a user without one costs a batch one read more
             # (deleted_users: in 31% of the first code's one-event batches and none of the second's,
-            # traced 2026-12-04), so whichever code went second was favoured. (HttpRater's accounts
-            # are the same in every run.)
-            if isinstance(rater, PublishRater):
-                rater.run = run
+            # traced 2026-12-04), so whichever code went second was favoured.
+            rater.run = run
             t = time.perf_counter()
             version = publish_model(n_items, args.rank, seed=n_items)
             trace_dir = work / f"trace-{n_items}-{label}" if args.trace else None
