@@ -1,7 +1,9 @@
 """Configuration from environment variables only (12-factor), with defaults that work locally.
 
-Every program reads its settings through :func:`get_settings`, so one variable name means the same
-thing for Spark, Django, the workers, Celery and Airflow. The README lists every variable.
+The settings more than one program needs are read here, once, through :func:`get_settings`, so one
+variable name means the same thing for Spark, Django, the workers, Celery and Airflow. A knob of one
+program stays beside its use (e.g. ``kafka_workers/config.py``); every read goes through
+:mod:`core.env`. The README lists every variable (tests/unit/test_configuration_documented.py).
 """
 from __future__ import annotations
 
