@@ -1,5 +1,6 @@
-"""Every environment variable the app reads has a row in the README's Configuration tables, so an
-operator reading the README sees every knob there is.
+"""Every environment variable the app reads has a row in the README's Configuration tables, with
+the default the code uses, so an operator reading the README sees every knob there is and what it
+is set to.
 
 The knobs are found in the source (core.settings' ``env_*`` readers and any direct ``os.environ``
 read), not listed by hand: a knob added without its row fails here.
@@ -47,17 +48,64 @@ def knobs_in_code() -> dict[str, str]:
     return {name: where for name, where in found.items() if name not in NOT_KNOBS}
 
 
-def knobs_in_readme() -> set[str]:
+def readme_defaults() -> dict[str, str]:
+    """{variable: its row's "default" cell} of the README's Configuration tables."""
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Configuration"):]
     section = section[:section.index("\n## ", 1)] if "\n## " in section[1:] else section
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
-    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split(" | ")[0])}
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `")]
+    return {name: cells[1] for cells in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])}
+
+
+def knobs_in_readme() -> set[str]:
+    return set(readme_defaults())
+
+
+# Defaults the README words instead of quoting: 0 for "derived at run time" (the row says from
+# what), and Django's console e-mail backend by its name.
+WORDED_DEFAULTS = {"WORKER_METRICS_PORT", "SINGLE_NODE_MEMORY_GB", "SERVING_THREADS", "DJANGO_EMAIL_BACKEND"}
+
+
+def literal_defaults() -> dict[str, list[tuple[object, str]]]:
+    """{variable: [(default, where)]} of every ``env_*`` call whose default is a literal."""
+    found: dict[str, list[tuple[object, str]]] = {}
+    for folder in APP_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                func = getattr(node, "func", None)
+                name = getattr(func, "id", getattr(func, "attr", ""))
+                if not (isinstance(node, ast.Call) and name in {"env_str", "env_int", "env_float"} and len(node.args) == 2):
+                    continue
+                try:
+                    var, default = ast.literal_eval(node.args[0]), ast.literal_eval(node.args[1])
+                except ValueError:  # a computed default (a path, another variable): not checked
+                    continue
+                found.setdefault(var, []).append((default, f"{path.relative_to(ROOT)}:{node.lineno}"))
+    return found
+
+
+def _numbers(cell: str) -> set[float]:
+    return {float(m.replace(",", "")) for m in re.findall(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?(?:e\d+)?)", cell)}
 
 
 def test_every_knob_read_by_the_code_has_a_readme_row():
     missing = {name: where for name, where in knobs_in_code().items() if name not in knobs_in_readme()}
     assert not missing, f"read by the code, not in README's Configuration tables: {missing}"
+
+
+def test_every_literal_default_is_the_one_the_readme_states():
+    # Loose where a row holds several variables: any of the row's values counts for each of them.
+    cells = readme_defaults()
+    wrong = []
+    for var, uses in literal_defaults().items():
+        if var in WORDED_DEFAULTS or var not in cells:  # (a missing row fails the test above)
+            continue
+        for default, where in uses:
+            stated = float(default) in _numbers(cells[var]) if isinstance(default, (int, float)) \
+                else default == "" or default in cells[var]
+            if not stated:
+                wrong.append(f"{where}: {var} defaults to {default!r}, README says {cells[var]!r}")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_the_scan_finds_the_readers_it_is_meant_to():
