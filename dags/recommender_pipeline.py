@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 
 DAG_ID = "amazon_recommender_pipeline"
 _SCHEDULE = env_str("PIPELINE_SCHEDULE", "@daily")
-SCHEDULE = None if _SCHEDULE.lower() in ("", "none") else _SCHEDULE
+SCHEDULE = None if _SCHEDULE.lower() == "none" else _SCHEDULE  # blank is unset, as for every knob: @daily
 RUN_ID = "{{ run_id | fs_safe }}"
 
 
