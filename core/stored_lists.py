@@ -4,6 +4,7 @@ model version), and the popular and trending lists per category.
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -15,29 +16,31 @@ from core import locking, mongo
 # --- each user's list ----------------------------------------------------------------------
 
 def stored_list(doc: dict[str, Any]) -> dict[str, Any]:
-    """A live list as ``recommendations`` stores it: the items by field
-    (``item_fields: {"product_id": [...], "score": [...], "because": [...]}``), not one object each.
+    """A live list as ``recommendations`` stores it: the items as one JSON string (``items_json``).
 
     The workers' and Celery's lists are most of what a drain writes, and on FerretDB-SQLite every
     write of a document marshals it with a type schema per value and has SQLite parse the old and
-    the new JSON for the ``_id`` index: 20 items as objects were 4.8 KB, by field 2.3 KB, and 500
-    replacements took 190 against 110 ms (docs/benchmarks.md). :func:`read_list` turns it back.
+    the new JSON for the ``_id`` index. 500 replacements of 20-item lists took 190 ms with the items
+    as objects, 110-122 ms by field (``item_fields``, the format before) and 66 ms as one string
+    (docs/benchmarks.md). Nothing queries inside a list: it is read whole, by ``_id``, through
+    :func:`read_list`, which turns it back (and reads the two formats before).
     """
-    items = doc["items"]
-    fields = list(dict.fromkeys(k for item in items for k in item))
     return {**{k: v for k, v in doc.items() if k != "items"},
-            "item_fields": {f: [item.get(f) for item in items] for f in fields}}
+            "items_json": json.dumps(doc["items"], separators=(",", ":"))}
 
 
 def read_list(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     """A stored list with its ``items`` as objects again (:func:`stored_list`), changed in place
-    (it comes fresh from the driver); a list stored before that format, and a batch list, already
-    has them."""
-    if doc is None or "item_fields" not in doc:
+    (it comes fresh from the driver). A list stored by field (the format before) is read too; one
+    stored as objects (older, and every batch list) already has them."""
+    if doc is None:
         return doc
-    fields = doc.pop("item_fields")
-    n = max((len(values) for values in fields.values()), default=0)
-    doc["items"] = [{f: values[i] for f, values in fields.items()} for i in range(n)]
+    if "items_json" in doc:
+        doc["items"] = json.loads(doc.pop("items_json"))
+    elif "item_fields" in doc:
+        fields = doc.pop("item_fields")
+        n = max((len(values) for values in fields.values()), default=0)
+        doc["items"] = [{f: values[i] for f, values in fields.items()} for i in range(n)]
     return doc
 
 
