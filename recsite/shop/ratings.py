@@ -22,7 +22,7 @@ events in the order they were made.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 from django.db import IntegrityError, transaction
@@ -57,7 +57,7 @@ def submit_rating(user, recommender_id: str, product_id: str, rating: int, text:
                   idempotency_key: str | None = None) -> RatingSubmission:
     """Publish one rating for the logged-in user (see :func:`submit_event` for what it raises)."""
     return submit_event(user, _event(idempotency_key, user_id=recommender_id, product_id=str(product_id),
-                                     rating=rating, text=text or ""))
+                                     rating=rating, text=text or ""), client_key=bool(idempotency_key))
 
 
 def submit_control(user, recommender_id: str, product_id: str, action: str,
@@ -66,29 +66,33 @@ def submit_control(user, recommender_id: str, product_id: str, action: str,
     if action not in CONTROL_ACTIONS:
         raise RatingRejected(f"unknown action {action}")
     return submit_event(user, _event(idempotency_key, user_id=recommender_id, product_id=str(product_id),
-                                     rating=0, action=action))
+                                     rating=0, action=action), client_key=bool(idempotency_key))
 
 
-def submit_event(user, event: RatingEvent) -> RatingSubmission:
+def submit_event(user, event: RatingEvent, *, client_key: bool = True) -> RatingSubmission:
     """Publish one event of the logged-in user.
 
     Raises RatingRejected (IdempotencyConflict), mongo.StoreUnavailable or kafka_io.PublishError
     (both ``core.breaker.Unavailable``: the site answers 503). A repeated key returns the earlier
     submission; if that one was not acknowledged, its event (same id) is sent again.
+
+    ``client_key=False``: the event id was made by this request, so no earlier or concurrent
+    attempt can carry it; the retry checks and the attempt's lock are skipped (two SQL reads and
+    two MongoDB commands of the request).
     """
     try:
         validate(event.to_dict())
     except InvalidEvent as exc:
         raise RatingRejected(str(exc)) from None
-    submission = _earlier(user, event)
+    submission = _earlier(user, event) if client_key else None
     if submission is not None and submission.published:
         return submission  # a retry of a submission Kafka already has: nothing to do
     with mongo.fail_fast():
         exists = catalog.product_exists(event.product_id)
     if not exists:
         raise RatingRejected("unknown product")
-    with _one_attempt_at_a_time(event.event_id):
-        submission = _earlier(user, event)  # a concurrent attempt may have finished meanwhile
+    with _one_attempt_at_a_time(event.event_id) if client_key else nullcontext():
+        submission = _earlier(user, event) if client_key else None  # a concurrent attempt may have finished
         if submission is None:
             submission = RatingSubmission(user=user, recommender_id=event.user_id, product_id=event.product_id,
                                           rating=event.rating, action=event.action, text=event.text,

@@ -62,3 +62,32 @@ def test_a_retried_submission_is_stored_once(rt, site_cache, make_user, client):
     stolen = client.post("/api/ratings/", {"product_id": product, "rating": 4}, content_type="application/json",
                          HTTP_IDEMPOTENCY_KEY=key)
     assert stolen.status_code == 409
+
+
+def test_only_a_client_key_is_checked_for_earlier_attempts(rt, site_cache, make_user, client, monkeypatch):
+    """An id the request made itself cannot be an earlier or concurrent attempt's: a POST without
+    a key reads no earlier submission and takes no attempt lock. With a key both checks stay,
+    since a retry or a double click must find the attempt before it."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from core import locking
+    from shop.models import RatingSubmission
+
+    locks = []
+    real_lock = locking.user_lock
+    monkeypatch.setattr(locking, "user_lock", lambda key, **kw: locks.append(key) or real_lock(key, **kw))
+    client.force_login(make_user())
+    table = RatingSubmission._meta.db_table
+
+    def post(**headers) -> list[str]:
+        """The request's SQL reads of the submissions."""
+        with CaptureQueriesContext(connection) as queries:
+            answer = client.post("/api/ratings/", {"product_id": rt.catalog.in_model[0], "rating": 4},
+                                 content_type="application/json", **headers)
+        assert answer.status_code == 202, answer.content
+        return [q["sql"] for q in queries if q["sql"].lstrip().startswith("SELECT") and table in q["sql"]]
+
+    assert post() == [] and locks == []
+    assert len(post(HTTP_IDEMPOTENCY_KEY="client-key-0002")) == 2
+    assert locks == ["rating-submission:client-key-0002"]
