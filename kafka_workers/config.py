@@ -46,13 +46,15 @@ def commit_every_s() -> float:
 
 def remember_catalog_max() -> int:
     """``WORKER_REMEMBER_CATALOG_MAX`` (default 50,000; 0 turns it off): a catalog of at most this
-    many products is read whole when the worker starts (``core.catalog.remember_catalog``). A larger
-    one, and every catalog after a reload, is learnt product by product as events name them: a
-    one-rating batch reads its product the first time.
+    many products is read whole when the worker starts (``core.catalog.remember_catalog``), and
+    again, in a thread beside the batches, when it loads a new model (the pipeline publishes after
+    its reload, which wrote a new catalog generation). A larger one, and one reloaded without a new
+    model, is learnt product by product as events name them: a one-rating batch reads its product
+    the first time.
 
-    Only at the start: reading the ids takes ~0.7 s for 10,000 products and ~2 s for 50,000 on
-    FerretDB here (15 s for 200,000; docs/benchmarks.md), time in which a running worker would
-    handle no rating; a larger catalog costs the read of this many ids, once."""
+    Not in the loop itself: reading the ids takes ~0.7 s for 10,000 products and ~2 s for 50,000 on
+    FerretDB here (15 s for 200,000; docs/benchmarks.md), time in which the worker would handle no
+    rating; a larger catalog costs the read of this many ids, once."""
     return max(0, env_int("WORKER_REMEMBER_CATALOG_MAX", 50_000))
 
 

@@ -350,7 +350,8 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     try:
         while not stop.is_set():
             metrics.loop_turned()
-            holder.refresh()
+            if holder.refresh():  # the pipeline publishes after its reload: likely a new catalog generation
+                threading.Thread(target=remember_catalog, name="remember-catalog", daemon=True).start()
             if (pending or tail) and (idle or time.monotonic() - committed_at >= commit_every_s()):
                 if not finish_tail_or_wait(tail, stop):  # first: commit-after-write
                     break

@@ -407,3 +407,42 @@ def test_a_small_catalog_is_remembered_once_per_generation(rt_catalog, worker_en
         staging = mongo.replace_collection_start(mongo.PRODUCTS)
         mongo.insert_docs(staging, docs)
         mongo.replace_collection_finish(mongo.PRODUCTS)
+
+
+def test_a_running_worker_reads_a_reloaded_catalog_when_the_new_model_comes(rt_catalog, worker_env, monkeypatch):
+    """A reload writes a new catalog generation and the pipeline publishes a model after it: the
+    worker that loads that model reads the new generation whole (a small catalog), instead of
+    learning its products again one batch at a time as events name them."""
+    import threading
+    import uuid
+
+    from kafka_workers import worker
+    from realtime_support import wait_until
+
+    db = rt_catalog.db
+    docs = list(db[mongo.PRODUCTS].find({}))
+    monkeypatch.setattr(catalog, "_known_products", {})
+    monkeypatch.setattr(catalog, "_catalog_read", {})
+    monkeypatch.setenv("KAFKA_WORKER_GROUP", f"it-remember-{uuid.uuid4().hex[:6]}")
+    publish_model(rt_catalog.in_model, seed=54)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop, "it-remember"), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: db.name in catalog._catalog_read, 60, "the worker to read the catalog at its start")
+        staging = mongo.replace_collection_start(mongo.PRODUCTS)
+        mongo.insert_docs(staging, docs[1:])
+        mongo.replace_collection_finish(mongo.PRODUCTS)
+        generation = mongo.live_generation(mongo.PRODUCTS, db)
+        assert catalog._catalog_read[db.name] != generation
+        publish_model(rt_catalog.in_model, seed=55)
+        ids = [d["_id"] for d in docs]
+        wait_until(lambda: catalog.products_to_look_up(ids) == [docs[0]["_id"]], 60,
+                   "the worker to read the new generation with the new model")
+        assert catalog._catalog_read[db.name] == generation
+    finally:
+        stop.set()
+        thread.join(30)
+        staging = mongo.replace_collection_start(mongo.PRODUCTS)
+        mongo.insert_docs(staging, docs)
+        mongo.replace_collection_finish(mongo.PRODUCTS)
