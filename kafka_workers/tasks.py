@@ -5,6 +5,7 @@ import logging
 import time
 
 import redis
+from threadpoolctl import threadpool_limits
 
 from core import artifacts, list_state, mongo, popular, rating_history, recommend, shopper_controls, stored_lists
 from core.cache_keys import LAST_RESCORED_MODEL
@@ -92,15 +93,19 @@ def _rescore(version: str, active_days: int, batch_size: int) -> int:
     since = time.time() - active_days * 86400
     users = sorted({d["user_id"] for d in mongo.get_db()[mongo.RATINGS].find({"ts": {"$gte": since}}, {"user_id": 1})})
     done = 0
-    for start in range(0, len(users), batch_size):
-        for user in users[start:start + batch_size]:
-            as_of = time.time()  # a worker's list from a later read of the history is kept
-            items = recommend.recommend(model, rating_history.user_ratings(user), n=get_settings().top_n,
-                                        exclude=shopper_controls.exclusions(user))
-            if items:
-                doc = stored_lists.write_recommendations(user, items, model.version, as_of=as_of)
-                list_state.announce(user, list_state.version_of(doc))
-                done += doc.get("as_of") == as_of
+    # One user's solve and scores gain nothing from OpenBLAS's second thread, whose wait for the
+    # next call spins a core beside the workers and the database (1.6x the CPU per user at 10k items,
+    # the same wall time: docs/benchmarks.md); the rating workers run with one thread too.
+    with threadpool_limits(1, user_api="blas"):
+        for start in range(0, len(users), batch_size):
+            for user in users[start:start + batch_size]:
+                as_of = time.time()  # a worker's list from a later read of the history is kept
+                items = recommend.recommend(model, rating_history.user_ratings(user), n=get_settings().top_n,
+                                            exclude=shopper_controls.exclusions(user))
+                if items:
+                    doc = stored_lists.write_recommendations(user, items, model.version, as_of=as_of)
+                    list_state.announce(user, list_state.version_of(doc))
+                    done += doc.get("as_of") == as_of
     _redis().set(LAST_RESCORED_MODEL, version)
     log.info("model %s: re-scored %d active users", version, done)
     return done

@@ -134,6 +134,30 @@ def test_rescore_active_users_uses_the_new_model_and_caches_drop_with_current(ce
     assert _redis().get(LAST_RESCORED_MODEL) == v2.encode()
 
 
+
+def test_rescore_folds_users_in_with_one_blas_thread(celery_env, monkeypatch):
+    """As in the rating workers: one user's 64 x 64 solve and scores gain nothing from OpenBLAS's
+    second thread, whose wait for the next call spins a core (1.6x the CPU per user at 10k items,
+    the same wall time, docs/benchmarks.md) beside the workers and the database."""
+    import threadpoolctl
+
+    from kafka_workers.tasks import rescore_active_users
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    if blas_threads() in (set(), {1}):
+        pytest.skip("numpy's BLAS runs one thread here anyway")
+    db, p = celery_env.db, celery_env.products
+    db[mongo.RATINGS].delete_many({})
+    _rate(db, "rt-rs-blas", p[5], 5, time.time() - 60)
+    version = publish_model(celery_env.in_model, seed=3)
+    seen, real = [], recommend.recommend
+    monkeypatch.setattr(recommend, "recommend", lambda *a, **kw: seen.append(blas_threads()) or real(*a, **kw))
+    assert rescore_active_users(version) == 1
+    assert seen == [{1}]
+    assert blas_threads() != {1}  # the limit ends with the task
+
 @pytest.mark.slow
 def test_celery_worker_with_beat_refreshes_lists_and_rescores_after_a_new_model(celery_env, tmp_path):
     db, p = celery_env.db, celery_env.products
