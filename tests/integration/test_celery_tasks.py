@@ -134,7 +134,6 @@ def test_rescore_active_users_uses_the_new_model_and_caches_drop_with_current(ce
     assert _redis().get(LAST_RESCORED_MODEL) == v2.encode()
 
 
-
 def test_rescore_folds_users_in_with_one_blas_thread(celery_env, monkeypatch):
     """As in the rating workers: one user's 64 x 64 solve and scores gain nothing from OpenBLAS's
     second thread, whose wait for the next call spins a core (1.6x the CPU per user at 10k items,
@@ -158,6 +157,7 @@ def test_rescore_folds_users_in_with_one_blas_thread(celery_env, monkeypatch):
         assert rescore_active_users(version) == 1
         assert blas_threads() == {2}  # the limit ends with the task
     assert seen == [{1}]
+
 
 @pytest.mark.slow
 def test_celery_worker_with_beat_refreshes_lists_and_rescores_after_a_new_model(celery_env, tmp_path):

@@ -55,6 +55,13 @@ def _state(db, users: list[str], stream: list[RatingEvent]) -> dict:
     return out
 
 
+def _reload(name: str, docs: list[dict], db=None) -> None:
+    """A reload as mongo_load does it: these documents become the collection's new live generation."""
+    staging = mongo.replace_collection_start(name, db=db)
+    mongo.insert_docs(staging, docs, db=db)
+    mongo.replace_collection_finish(name, db=db)
+
+
 def test_batches_have_the_effects_of_one_event_at_a_time(rt_catalog, worker_env):
     from kafka_workers.batch import handle_batch
     from kafka_workers.process import handle
@@ -105,9 +112,7 @@ def test_a_reload_switching_histories_under_a_slow_batch_keeps_its_ratings(rt_ca
 
     def switch_then_write(*args, **kwargs):  # the reload: a new generation, built before this batch
         kept = [d for d in db[mongo.USER_HISTORY].find() if not str(d["_id"]).startswith("rt-rl-")]
-        staging = mongo.replace_collection_start(mongo.USER_HISTORY, db=db)
-        mongo.insert_docs(staging, kept, db=db)
-        mongo.replace_collection_finish(mongo.USER_HISTORY, db=db)
+        _reload(mongo.USER_HISTORY, kept, db=db)
         return write_lists(*args, **kwargs)
 
     monkeypatch.setattr(stored_lists, "write_recommendations_many", switch_then_write)
@@ -252,7 +257,7 @@ def test_a_batch_reads_exclusions_only_for_users_it_has_not_seen_without_them(rt
     assert batch(RatingEvent(user_id=other, product_id=p[9], rating=3, ts=now + 9)) == [other]
 
 
-def test_lists_are_stored_by_field_and_read_back_as_written(rt_catalog, worker_env):
+def test_lists_are_stored_as_one_string_and_read_back_as_written(rt_catalog, worker_env):
     """A batch's list and a single event's list are stored as one string (``core.stored_lists.stored_list``)
     and read back as the items they announced; a list stored as objects by an earlier version
     still reads, and a newer stored list that ``write_recommendations`` keeps comes back whole."""
@@ -394,9 +399,7 @@ def test_a_small_catalog_is_remembered_once_per_generation(rt_catalog, worker_en
     assert [o.status for o in out] == ["processed"] and looked_up == []
 
     try:
-        staging = mongo.replace_collection_start(mongo.PRODUCTS)
-        mongo.insert_docs(staging, [d for d in docs if d["_id"] != p[1]])
-        mongo.replace_collection_finish(mongo.PRODUCTS)
+        _reload(mongo.PRODUCTS, [d for d in docs if d["_id"] != p[1]])
         assert catalog.products_to_look_up([p[0], p[1]]) == [p[0], p[1]]  # the new generation: not known yet
         assert catalog.remember_catalog(n) == n - 1
         out = handle_batch([RatingEvent(user_id=user, product_id=p[1], rating=4, ts=now + 1),
@@ -404,9 +407,7 @@ def test_a_small_catalog_is_remembered_once_per_generation(rt_catalog, worker_en
         assert [(o.status, o.reason) for o in out] == [("dead-letter", f"unknown product {p[1]}"), ("processed", "")]
         assert looked_up == [p[1]]  # only the one it does not hold, read to be sure
     finally:
-        staging = mongo.replace_collection_start(mongo.PRODUCTS)
-        mongo.insert_docs(staging, docs)
-        mongo.replace_collection_finish(mongo.PRODUCTS)
+        _reload(mongo.PRODUCTS, docs)
 
 
 def test_a_running_worker_reads_a_reloaded_catalog_when_the_new_model_comes(rt_catalog, worker_env, monkeypatch):
@@ -430,9 +431,7 @@ def test_a_running_worker_reads_a_reloaded_catalog_when_the_new_model_comes(rt_c
     thread.start()
     try:
         wait_until(lambda: db.name in catalog._catalog_read, 60, "the worker to read the catalog at its start")
-        staging = mongo.replace_collection_start(mongo.PRODUCTS)
-        mongo.insert_docs(staging, docs[1:])
-        mongo.replace_collection_finish(mongo.PRODUCTS)
+        _reload(mongo.PRODUCTS, docs[1:])
         generation = mongo.live_generation(mongo.PRODUCTS, db)
         assert catalog._catalog_read[db.name] != generation
         publish_model(rt_catalog.in_model, seed=55)
@@ -443,6 +442,4 @@ def test_a_running_worker_reads_a_reloaded_catalog_when_the_new_model_comes(rt_c
     finally:
         stop.set()
         thread.join(30)
-        staging = mongo.replace_collection_start(mongo.PRODUCTS)
-        mongo.insert_docs(staging, docs)
-        mongo.replace_collection_finish(mongo.PRODUCTS)
+        _reload(mongo.PRODUCTS, docs)
