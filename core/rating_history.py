@@ -197,25 +197,29 @@ def apply_history_change(ratings: dict[str, tuple[float, float]], removed: dict[
 # --- after a batch reload ------------------------------------------------------------------
 
 def reapply_live_ratings(since: float, db: Database | None = None, max_passes: int = 5) -> int:
-    """Write every live rating stored since ``since`` into the (new) user histories again;
-    returns how many were missing.
+    """Write every live rating and removal stored since ``since`` into the (new) user histories
+    again; returns how many were missing.
 
-    A reload builds ``user_history`` from the ratings stored when it started; ratings the
-    workers stored later went into the generation being replaced. Replaying them (latest rating
+    A reload builds ``user_history`` from the ratings stored when it started; changes the
+    workers stored later went into the generation being replaced. Replaying them (latest change
     wins) after every process reads the new generation is what keeps a reload from erasing them.
-    A replay goes through :func:`add_to_history` (the user's lock, newest change wins), so it
-    never overwrites a rating a worker adds meanwhile; each pass re-reads the ratings stored since
+    A replay goes through :func:`change_history` (the user's lock, newest change wins), so it
+    never overwrites a rating a worker adds meanwhile; each pass re-reads the changes stored since
     ``since`` and passes repeat until one finds nothing missing.
     """
     db = db if db is not None else mongo.get_db()
     replayed = 0
     for _ in range(max_passes):
         missing = 0
-        for user, ratings in _live_ratings_by_user(since, db).items():
+        for user, changes in _live_changes_by_user(since, db).items():
             have, _removed = history_entries(db[mongo.USER_HISTORY].find_one({"_id": user}))
-            for pid, (rating, ts) in ratings.items():
-                # the batch history keeps whole seconds (mongo_load): the same rating is not missing
-                if pid not in have or have[pid][1] < math.floor(ts):
+            for pid, (rating, ts) in changes.items():
+                if rating is None:  # a removal is missing while a rating it came after is there
+                    if pid in have and have[pid][1] <= ts:
+                        missing += 1
+                        remove_from_history(user, pid, ts, db=db)
+                # a batch review's time is whole seconds: the same rating is not missing
+                elif pid not in have or have[pid][1] < math.floor(ts):
                     missing += 1
                     add_to_history(user, pid, rating, ts, db=db)
         replayed += missing
@@ -224,14 +228,19 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
     return replayed
 
 
-def _live_ratings_by_user(since: float, db: Database) -> dict[str, dict[str, tuple[float, float]]]:
-    """{user: {product: (rating, ts)}} of the live ratings stored since ``since``, latest wins."""
-    by_user: dict[str, dict[str, tuple[float, float]]] = {}
-    fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1}
+def _live_changes_by_user(since: float, db: Database) -> dict[str, dict[str, tuple[float | None, float]]]:
+    """{user: {product: (rating, or None when removed, ts)}} of the live ratings and removals stored
+    since ``since``, the latest of each product winning. "Not interested" is stored in ``ratings``
+    too but changes no history (its own collection survives a reload)."""
+    by_user: dict[str, dict[str, tuple[float | None, float]]] = {}
+    fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
     for d in db[mongo.RATINGS].find({"stored_at": {"$gte": since}}, fields):
+        action = d.get("action", "rate")
+        if action not in ("rate", "unrate"):
+            continue
         seen = by_user.setdefault(d["user_id"], {}).get(d["product_id"])
         if seen is None or seen[1] <= float(d["ts"]):
-            by_user[d["user_id"]][d["product_id"]] = (float(d["rating"]), float(d["ts"]))
+            by_user[d["user_id"]][d["product_id"]] = (float(d["rating"]) if action == "rate" else None, float(d["ts"]))
     return by_user
 
 

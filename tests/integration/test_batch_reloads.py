@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -53,6 +54,25 @@ def test_readers_never_see_a_missing_collection_while_it_is_reloaded(rt_catalog,
     assert not errors, errors[:3]
     assert not misses, f"{len(misses)} of {reads[0]} reads found no product {wanted} during the reloads"
     assert db[mongo.PRODUCTS].count_documents({}) == len(docs)
+
+
+def test_the_replay_after_a_reload_applies_removals_and_skips_not_interested(mongo_db):
+    """The live events a reload's replay finds (stored while the load ran) change the new history as
+    the worker changed the old one: a removal removes, "not interested" adds no rating."""
+    from core.events import NOT_INTERESTED, RATE, UNRATE
+
+    since = time.time()
+    user, other = f"REPLAY-{uuid.uuid4().hex[:8]}", f"REPLAY-{uuid.uuid4().hex[:8]}"
+    # the new generation's history, as the load built it: P1 from a batch review
+    mongo_db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(user, {"P1": (4.0, 1000.0)}, {}))
+    live = [(user, "P1", UNRATE, 0, 2000.5), (user, "P2", NOT_INTERESTED, 0, 2001.0), (user, "P3", RATE, 5, 2002.0),
+            (other, "P4", RATE, 3, 2003.0), (other, "P4", UNRATE, 0, 2004.0), (other, "P5", RATE, 2, 2005.0)]
+    mongo_db[mongo.RATINGS].insert_many([rating_history.rating_doc(
+        {"event_id": uuid.uuid4().hex, "user_id": u, "product_id": p, "action": a, "rating": r, "ts": ts},
+        state="processed") for u, p, a, r, ts in live])
+    rating_history.reapply_live_ratings(since, db=mongo_db)
+    assert rating_history.user_ratings(user, db=mongo_db) == {"P3": 5.0}
+    assert rating_history.user_ratings(other, db=mongo_db) == {"P5": 2.0}
 
 
 def _write_clean(spark, out, products: list[str], n_batch_users: int) -> int:
