@@ -67,7 +67,8 @@ def claim_batch(event_ids: Iterable[str], db: Database | None = None, locks: Ite
     The same insert takes the writer ``locks`` under ``token`` (``core.locking.take_locks``: they
     share the collection), one command instead of two for each of a worker's batches. ``locked``
     is False when another writer held one of them: then none is kept (those the insert took are
-    given back), as with ``take_locks(wait=False)``, and the caller waits for them its own way.
+    given back), as :func:`core.locking.take_locks` does before it waits, and the caller waits for
+    them its own way.
     """
     db, ids, names = _db(db), list(dict.fromkeys(event_ids)), sorted(set(locks))
     if not ids and not names:

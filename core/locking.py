@@ -1,6 +1,6 @@
-"""The per-user writer lock: one document in ``mongo.LOCKS``, inserted by ``_id``.
+"""Named locks, one document each in ``event_claims`` (``mongo.CLAIMS``), inserted by ``_id``.
 
-Every writer of a user's history or recommendation list holds ``writer_lock(user)`` (the Kafka
+Every writer of a user's history or recommendation list holds the user's writer lock (the Kafka
 workers, Celery's re-scoring, a replay after a reload), so two of them never interleave a
 read-modify-replace of one user's documents. A worker's batch takes its users' locks in the same
 insert that claims its events (``core.cancellation.claim_batch``), with :func:`lock_doc`.
@@ -22,31 +22,34 @@ from core import mongo
 LOCK_STALE_S = 10.0
 
 
-def writer_lock(user_id: str) -> str:
-    """The name of the lock every writer of a user's history or list holds (:func:`user_lock`).
+def writer_lock_name(user_id: str) -> str:
+    """The name of the lock every writer of a user's history or list holds (:func:`writer_lock`).
 
-    One lock for both: the worker's batches write both, and two lock documents per user (taken
-    and released per batch) were ~20% of a batch's time in a drain of distinct users
-    (docs/benchmarks.md). A writer of only one of them (a history change, a Celery re-scoring's
-    list) now also waits for a writer of the other: a few milliseconds, never a cycle, as no
-    holder takes a second lock. The two names of before (``history:`` and ``recommendations:``)
-    do not exclude this one: an upgrade stops every old worker and Celery process before a new
-    one starts, or a user's writes of the two versions could interleave for those moments. An old
-    lock left behind by a crash is never read again.
+    One lock for both: the worker's batches write both, and two lock documents per user cost a
+    batch two more writes. A writer of only one of them (a history change, a Celery re-scoring's
+    list) also waits for a writer of the other: a few milliseconds, never a cycle, as no holder
+    takes a second lock.
     """
     return f"user:{user_id}"
 
 
+@contextmanager
+def writer_lock(user_id: str, db: Database | None = None) -> Iterator[None]:
+    """Hold ``user_id``'s writer lock (:func:`writer_lock_name`) around a change of their history or list."""
+    with named_lock(writer_lock_name(user_id), db=db):
+        yield
+
+
 def lock_doc(name: str, token: str, at: float) -> dict[str, Any]:
     """The document that holds lock ``name`` for ``token`` since ``at`` (its age tells a stale one):
-    inserted by :func:`user_lock`, :func:`take_locks` and a worker's claim of its batch
+    inserted by :func:`named_lock`, :func:`take_locks` and a worker's claim of its batch
     (``core.cancellation.claim_batch``)."""
     return {"_id": name, "token": token, "at": at}
 
 
 @contextmanager
-def user_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
-    """Hold a named lock (one document in ``LOCKS``, inserted by ``_id``) around a user's write.
+def named_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
+    """Hold a named lock (one document, inserted by ``_id``) around a write.
 
     FerretDB v1 runs a filtered update as a find then a write, not atomically: a replace
     conditional on a version field still lost a quarter of concurrent history writes there
@@ -82,44 +85,19 @@ def _acquire(name: str, token: str, deadline: float, wait_s: float, db: Database
             delay = min(delay * 2, 0.05)
 
 
-@contextmanager
-def user_locks(names: Iterable[str], db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
-    """:func:`user_lock` for many names at once (the worker's batches): one ``insert_many``.
-
-    When another writer holds some of them, everything taken is given back and the names are
-    taken one at a time in sorted order, so two batch writers never wait on each other in a
-    circle (a single :func:`user_lock` holder waits for nothing while it holds). Released with one
-    ``delete_many`` by ``_id`` and token: through the ``_id`` index on MongoDB and on the FerretDB
-    build of bin/services; stock FerretDB v1 reads the whole collection for it, every event's claim
-    included (``CLAIMS``).
-    """
-    db = db if db is not None else mongo.get_db()
-    names, token = sorted(set(names)), uuid.uuid4().hex
-    take_locks(names, token, db=db, wait_s=wait_s)
-    try:
-        yield
-    finally:
-        release_locks(names, token, db=db)
-
-
-def take_locks(names: Iterable[str], token: str, db: Database | None = None, wait_s: float = 30.0,
-               wait: bool = True) -> bool:
-    """Take the locks ``names`` under ``token`` (:func:`user_locks`, which gives them back).
-
-    With ``wait=False``, returns False instead of waiting when another writer holds one of them,
-    having taken none: a caller that holds other locks gives those back before it waits, so that
-    two such callers never wait on each other in a circle.
-    """
+def take_locks(names: Iterable[str], token: str, db: Database | None = None, wait_s: float = 30.0) -> None:
+    """Take the locks ``names`` under ``token`` (given back by :func:`release_locks`): one
+    ``insert_many``; when another writer holds some of them, everything taken is given back and the
+    names are taken one at a time in sorted order, so two such callers never wait on each other in
+    a circle."""
     db = db if db is not None else mongo.get_db()
     names = sorted(set(names))
     if not names:
-        return True
+        return
     now = time.time()
     if not mongo.insert_new(db[mongo.LOCKS], [lock_doc(n, token, now) for n in names]):
-        return True
+        return
     release_locks(names, token, db=db)
-    if not wait:
-        return False
     deadline, taken = time.monotonic() + wait_s, []
     try:
         for n in names:
@@ -128,11 +106,13 @@ def take_locks(names: Iterable[str], token: str, db: Database | None = None, wai
     except BaseException:
         release_locks(taken, token, db=db)
         raise
-    return True
 
 
 def release_locks(names: Iterable[str], token: str, db: Database | None = None) -> None:
-    """Give back the locks of :func:`take_locks` (those of ``names`` this token holds)."""
+    """Give back the locks of :func:`take_locks` (those of ``names`` this token holds): one
+    ``delete_many`` by ``_id`` and token, through the ``_id`` index on MongoDB and on the FerretDB
+    build of bin/services (stock FerretDB v1 reads the whole collection for it, every event's claim
+    included)."""
     names = list(names)
     if names:
         (db if db is not None else mongo.get_db())[mongo.LOCKS].delete_many({"_id": {"$in": names}, "token": token})

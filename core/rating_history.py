@@ -156,7 +156,7 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     """Set (``rating``) or remove (None) one rating in the user's history; the newest change wins.
 
     Read-modify-replace of one ``_id`` document under the user's lock
-    (:func:`core.locking.user_lock`): two writers of one user (two members holding one partition
+    (:func:`core.locking.writer_lock`): two writers of one user (two members holding one partition
     during a rebalance, a replay beside a worker) both get their change in, where the unlocked
     version lost one of them. Neither a filter on a version field nor ``$set`` of one key is atomic
     on FerretDB v1, and either filter scans the collection there, so the lock is the portable way.
@@ -166,7 +166,7 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     document may be one, which costs a second ``_id`` read only for users with no history yet.
     """
     db = db if db is not None else mongo.get_db()
-    with locking.user_lock(locking.writer_lock(user_id), db=db):
+    with locking.writer_lock(user_id, db=db):
         doc, deleted = _history_doc_unless_deleted(user_id, db)
         if deleted:
             return None

@@ -68,7 +68,7 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     as_of = time.time() if as_of is None else float(as_of)
     doc = {"_id": user_id, "items": items, "model_version": model_version,
            "source_event_id": source_event_id, "updated_at": time.time(), "as_of": as_of}
-    with locking.user_lock(locking.writer_lock(user_id), db=db):  # read-check-replace by _id, as one step
+    with locking.writer_lock(user_id, db=db):  # read-check-replace by _id, as one step
         stored = db[mongo.RECOMMENDATIONS].find_one({"_id": user_id}, {"as_of": 1})
         if stored is not None and stored.get("as_of") is not None and float(stored["as_of"]) > as_of:
             return get_live_recommendations(user_id, db=db) or doc

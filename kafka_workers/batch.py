@@ -246,7 +246,7 @@ def _claim_and_lock(batch: list[RatingEvent], users: set[str], tail: Tail) -> tu
     insert: one that fails half-way leaves none taken that ``finish`` would not give back.
     Users whose events all turn out cancelled or repeated are locked too, until the tail is done.
     """
-    names = {locking.writer_lock(u) for u in users}
+    names = {locking.writer_lock_name(u) for u in users}
     wanted = names - tail.locks
     tail.open()
     tail.locks |= wanted

@@ -149,9 +149,9 @@ def _uncancel(event_id: str) -> None:
 
 @contextmanager
 def _one_attempt_at_a_time(event_id: str) -> Iterator[None]:
-    """Hold the lock of this key (``locking.user_lock``) around one attempt to publish it."""
+    """Hold the lock of this key (``locking.named_lock``) around one attempt to publish it."""
     try:
-        lock = locking.user_lock(f"rating-submission:{event_id}", wait_s=ATTEMPT_LOCK_WAIT_S)
+        lock = locking.named_lock(f"rating-submission:{event_id}", wait_s=ATTEMPT_LOCK_WAIT_S)
         lock.__enter__()
     except (PyMongoError, TimeoutError) as exc:
         raise mongo.StoreUnavailable(f"could not take the submission's lock: {exc.__class__.__name__}") from exc

@@ -75,8 +75,8 @@ def test_only_a_client_key_is_checked_for_earlier_attempts(rt, site_cache, make_
     from shop.models import RatingSubmission
 
     locks = []
-    real_lock = locking.user_lock
-    monkeypatch.setattr(locking, "user_lock", lambda key, **kw: locks.append(key) or real_lock(key, **kw))
+    real_lock = locking.named_lock
+    monkeypatch.setattr(locking, "named_lock", lambda key, **kw: locks.append(key) or real_lock(key, **kw))
     client.force_login(make_user())
     table = RatingSubmission._meta.db_table
 

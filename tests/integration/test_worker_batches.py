@@ -196,8 +196,8 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
 
     assert [o.status for o in first + second] == ["processed", "processed"]
     assert [c for c, _ in read if c == mongo.DELETED_USERS] == []  # has a history: not looked up
-    assert held_at_announce == [{locking.writer_lock(user)}] * 2  # one lock document for history and list
-    assert claimed_with == [[locking.writer_lock(user)]] * 2  # taken by the insert that claims the event
+    assert held_at_announce == [{locking.writer_lock_name(user)}] * 2  # one lock document for history and list
+    assert claimed_with == [[locking.writer_lock_name(user)]] * 2  # taken by the insert that claims the event
     assert stored_at_announce == [0, 1]  # each batch's rating is inserted after its announcement
     assert db[mongo.RATINGS].count_documents({"user_id": user, "state": "processed"}) == 2
     assert db[mongo.LOCKS].count_documents({"_id": {"$regex": f"{user}$"}}) == 0
@@ -307,14 +307,14 @@ def test_the_worker_s_tail_keeps_locks_and_ratings_until_it_is_finished(rt_catal
 
     assert [o.status for o in first + second] == ["processed", "processed"]
     assert stored_lists.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
-    assert [d["token"] for d in db[mongo.LOCKS].find({"_id": locking.writer_lock(user)})] == [tail.token]
+    assert [d["token"] for d in db[mongo.LOCKS].find({"_id": locking.writer_lock_name(user)})] == [tail.token]
     assert db[mongo.RATINGS].count_documents({"user_id": user}) == 0 and len(tail.ratings) == 2
     again = handle_batch([first[0].event], model, tail)  # redelivered before its rating was inserted
     assert [o.status for o in again] == ["duplicate"] and len(tail.ratings) == 2
     assert stored_lists.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
     finish(tail)
     assert not tail
-    assert db[mongo.LOCKS].count_documents({"_id": locking.writer_lock(user)}) == 0
+    assert db[mongo.LOCKS].count_documents({"_id": locking.writer_lock_name(user)}) == 0
     assert db[mongo.RATINGS].count_documents({"user_id": user, "state": "processed"}) == 2
 
     handle_batch([RatingEvent(user_id=gone, product_id=p[2], rating=3, ts=now + 2)], model, tail)
@@ -323,7 +323,7 @@ def test_the_worker_s_tail_keeps_locks_and_ratings_until_it_is_finished(rt_catal
     finish(tail)
     assert [o.status for o in deleted] == ["processed"]
     assert db[mongo.RATINGS].count_documents({"user_id": gone}) == 0
-    assert db[mongo.LOCKS].count_documents({"_id": locking.writer_lock(gone)}) == 0
+    assert db[mongo.LOCKS].count_documents({"_id": locking.writer_lock_name(gone)}) == 0
     forget_users(db, [user, gone])
 
 
@@ -341,15 +341,15 @@ def test_a_batch_that_must_wait_for_a_lock_gives_back_the_tail_s_first(rt_catalo
     forget_users(db, [kept, busy])
     tail, now = Tail(), time.time() - 20
     handle_batch([RatingEvent(user_id=kept, product_id=p[0], rating=4, ts=now)], model, tail)
-    assert locking.writer_lock(kept) in tail.locks
+    assert locking.writer_lock_name(kept) in tail.locks
     holding, saw_release = threading.Event(), []
 
     def other_writer() -> None:
-        with locking.user_lock(locking.writer_lock(busy), db=db):
+        with locking.writer_lock(busy, db=db):
             holding.set()
             deadline = time.monotonic() + 5  # (the lock goes stale after locking.LOCK_STALE_S: longer)
             while time.monotonic() < deadline:
-                if db[mongo.LOCKS].count_documents({"_id": locking.writer_lock(kept)}) == 0:
+                if db[mongo.LOCKS].count_documents({"_id": locking.writer_lock_name(kept)}) == 0:
                     saw_release.append(True)
                     break
                 time.sleep(0.02)
@@ -362,7 +362,7 @@ def test_a_batch_that_must_wait_for_a_lock_gives_back_the_tail_s_first(rt_catalo
     assert saw_release == [True]  # the kept lock went back while the other writer still held its own
     assert [o.status for o in outcomes] == ["processed"]
     assert db[mongo.RATINGS].count_documents({"user_id": kept, "state": "processed"}) == 1  # finished then
-    assert tail.locks == {locking.writer_lock(busy)}
+    assert tail.locks == {locking.writer_lock_name(busy)}
     finish(tail)
     forget_users(db, [kept, busy])
 
