@@ -56,7 +56,7 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
   DAG's own: the jobs import core from the ``--py-files`` zip, which knows no repository.
 
 Params (trigger with config): ``inputs`` (list of files or globs; relative paths are taken from
-the repository), ``engine`` (auto|spark|implicit, for train), ``force_publish`` (bool).
+the repository), ``engine`` (auto|ease|implicit|spark, for train), ``force_publish`` (bool).
 
 The pipeline's run id (``--run-id``, the key of every job's record) is Airflow's run id made
 file-system safe: ``manual__2025-01-01T00:00:00+00:00`` becomes
@@ -87,7 +87,7 @@ RUN_ID = "{{ run_id | fs_safe }}"
 
 with DAG(
     dag_id=DAG_ID,
-    description="Amazon reviews -> clean -> MongoDB -> EDA -> ALS model -> evaluated, gated publish",
+    description="Amazon reviews -> clean -> MongoDB -> EDA -> ranking model -> evaluated, gated publish",
     doc_md=__doc__,
     schedule=SCHEDULE,
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
@@ -104,7 +104,7 @@ with DAG(
     params={
         "inputs": Param([get_settings().demo_input], type="array", items={"type": "string"}, minItems=1,
                         description="review/metadata files or globs for load (relative: from the repository)"),
-        "engine": Param("auto", type="string", enum=["auto", "spark", "implicit"],
+        "engine": Param("auto", type="string", enum=["auto", "ease", "implicit", "spark"],
                         description="training engine for train --engine"),
         "force_publish": Param(False, type="boolean",
                                description="publish even if the gate in publish.py would refuse"),

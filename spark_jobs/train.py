@@ -40,7 +40,7 @@ from pyspark.sql import SparkSession
 from core import artifacts, mongo
 from core.settings import get_settings
 from spark_jobs.common import run_job, without_deleted_users
-from spark_jobs.engines import K, choose_engine, eval_users, select_and_test, served_model
+from spark_jobs.engines import ENGINES, K, choose_engine, eval_users, select_and_test, served_model
 from spark_jobs.evaluation import fold_in_ndcg
 from spark_jobs.interactions import collect, collect_sample, index_ids, spark_counts, split_by_time
 from spark_jobs.rating_model import spark_baselines
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "train", __doc__, argv,
         lambda spark, args: train(spark, str(get_settings().data_dir / "clean"), args.run_id, args.engine),
         options=lambda parser: parser.add_argument("--engine", default="auto",
-                                                   choices=["auto", "ease", "implicit", "spark"]),
+                                                   choices=ENGINES),
         summary=lambda record: f"train: model version {record['version']} ({record['engine']})")
 
 

@@ -72,6 +72,7 @@ if dag is not None:
     out["schedule"] = str(dag.schedule)
     out["catchup"] = dag.catchup
     out["params"] = dag.params.dump()
+    out["engines"] = dag.params.get_param("engine").schema.get("enum")
     out["tasks"] = {{t.task_id: {{
         "up": sorted(t.upstream_task_ids), "down": sorted(t.downstream_task_ids),
         "retries": t.retries, "retry_delay": t.retry_delay.total_seconds(),
@@ -112,6 +113,9 @@ def test_schedule_params_and_retries(dagbag):
         "engine": "auto",
         "force_publish": False,
     }
+    from spark_jobs.engines import ENGINES
+
+    assert dagbag["engines"] == list(ENGINES), "the DAG's engine choices are train's"
     for task_id, t in dagbag["tasks"].items():
         assert (t["retries"], t["retry_delay"], t["backoff"], t["max_retry_delay"]) == (2, 60, True, 600), task_id
 
