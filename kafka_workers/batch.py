@@ -151,7 +151,7 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
             outcomes[i] = Outcome(e, "cancelled", "the site cancelled it: its ack timed out")
             continue
         if e.event_id in seen:
-            outcomes[i] = Outcome(e, "duplicate")  # the producer retried after a lost ack
+            outcomes[i] = Outcome(e, "duplicate")  # published twice: a retried submission, a replay
             continue
         seen.add(e.event_id)
         if e.user_id in deleting:

@@ -28,7 +28,7 @@ def max_poll_interval_ms() -> int:
 
 def batch_max() -> int:
     """Records per poll handled together (``WORKER_BATCH_MAX``, default 500); 1 handles every
-    message on its own (the former path, kept for the benchmark's comparison)."""
+    message on its own, the path a failed batch and a deleted account's events always take."""
     return max(1, env_int("WORKER_BATCH_MAX", 500))
 
 

@@ -3,7 +3,7 @@
 The worker loop calls the small functions below where it learns something (an outcome, a retry, a
 turn of the loop), so the loop can be reorganised (batches) without touching what is exported:
 
-    recommender_worker_events_total{outcome}  processed | duplicate | dead-letter | dropped
+    recommender_worker_events_total{outcome}  processed | duplicate | dead-letter | cancelled | dropped
     recommender_worker_retries_total{reason}  error (a message that raised, tried again) | outage
     recommender_rating_to_list_seconds        histogram: rating submitted (event ts) -> new list written
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 from core import catalog, events, list_state, rating_history, recommend, shopper_controls, stored_lists
 from core.artifacts import Model
@@ -24,10 +24,16 @@ from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 
 
+Status = Literal["processed", "duplicate", "dead-letter", "cancelled", "dropped"]
+STATUSES: tuple[Status, ...] = ("processed", "duplicate", "dead-letter", "cancelled", "dropped")
+
+
 @dataclass(frozen=True)
 class Outcome:
+    """What became of one event; ``reason`` says why for every status but processed and duplicate."""
+
     event: RatingEvent | None
-    status: str  # "processed" | "duplicate" | "dead-letter"
+    status: Status
     reason: str = ""
     latency_s: float = 0.0
 
@@ -72,10 +78,12 @@ def forget_user(event: RatingEvent) -> Outcome:
 
 
 def handle(raw: bytes | None, model: Model | None) -> Outcome:
-    """Process one Kafka message value. Raises only for infrastructure errors (MongoDB down).
+    """Process one Kafka message value.
 
     Invalid events come back as ``dead-letter`` outcomes with the reason, so the caller can send
-    them to the dead-letter topic and carry on with the next message.
+    them to the dead-letter topic and carry on with the next message. Anything else raises: an
+    outage (MongoDB down), which the worker waits out, or an error of this message (a document
+    MongoDB refuses, a bug), which it retries and then dead-letters.
     """
     try:
         event = parse_event(raw)

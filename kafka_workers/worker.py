@@ -12,7 +12,7 @@ retries the same message with back-off instead of skipping it; any other excepti
 model numpy cannot solve, a bug) is retried ``WORKER_MAX_ATTEMPTS`` times and then dead-lettered
 with the reason (``python -m kafka_workers.dead_letters`` lists and replays them). A commit the
 broker refuses (it is down, or the group is rebalancing) is kept and retried, never fatal, and a
-rebalance listener commits what is done before partitions move. SIGTERM finishes the current message, commits,
+rebalance listener commits what is done before partitions move. SIGTERM finishes the current batch, commits,
 leaves the group. Lag and latency are logged and stored in Redis (``recsys:worker:<name>``); counters
 and the rating -> list histogram are on /metrics, liveness on /healthz (``kafka_workers/metrics.py``).
 """
@@ -43,7 +43,7 @@ from kafka_workers.config import (batch_max, commit_every_s, group_id, max_attem
 from kafka_workers.model_holder import ModelHolder
 from kafka_workers.dead_letters import dead_letter_payload
 from kafka_workers.batch import Tail, finish, handle_batch
-from kafka_workers.process import Outcome, forget_users_without_exclusions, handle
+from kafka_workers.process import STATUSES, Outcome, forget_users_without_exclusions, handle
 
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0
@@ -127,8 +127,9 @@ class Stats:
 
     def __init__(self) -> None:
         self.latencies: deque[float] = deque(maxlen=2000)
-        self.counts = {"processed": 0, "duplicate": 0, "dead-letter": 0, "cancelled": 0}
+        self.counts = dict.fromkeys(STATUSES, 0)
         self.published_at = 0.0
+        self.last_logged: tuple | None = None  # the counters last logged: quiet while idle
 
     def add(self, status: str, latency_s: float) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -398,7 +399,7 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
                 snap = stats.snapshot(consumer_lag(consumer), holder.version)
                 publish_stats(name, snap)
                 seen = (snap["processed"], snap["duplicate"], snap["dead-letter"], snap["lag"])
-                if seen != getattr(stats, "last_logged", None):  # quiet while idle
+                if seen != stats.last_logged:
                     stats.last_logged = seen
                     log.info("stats %s", snap)
         if finish_tail_or_wait(tail, stop):  # (stopped: one try)
