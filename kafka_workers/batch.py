@@ -42,8 +42,8 @@ class Tail:
     """What the worker's batches leave to do once their lists are announced, done for many batches
     at once by :func:`finish`: give their users' locks back and insert their ratings.
 
-    Those were two of a one-event batch's seven commands, ~2 ms of its ~7-9 (traced with
-    bench/worker_trace.py), and the next rating waited for them. Kept here instead, the locks stay
+    Done in each batch, they were two more round trips that the next rating waited for (traced with
+    bench/worker_trace.py, docs/benchmarks.md). Kept here instead, the locks stay
     taken (a later batch of the same users takes only the others) and the ratings wait, for about
     ``TAIL_MAX_S`` at most (a batch in progress then ends first; less when the worker is idle or its
     offsets are due for a commit), and always before anything that must see them: a commit

@@ -36,8 +36,8 @@ def commit_every_s() -> float:
     """``WORKER_COMMIT_EVERY_MS`` (default 200): how long the offsets of handled batches may wait
     for their commit while events keep coming (an idle worker commits at once).
 
-    A commit is a round trip to the broker, ~1.3 ms of a one-event batch's ~12 (profiled): committing
-    after every batch made the worker busier at normal load, and every rating behind it waited.
+    A commit is a round trip to the broker: committing after every batch made the worker busier at
+    normal load, and every rating behind it waited (docs/benchmarks.md).
     Committing later is always correct (every message below the offset is in MongoDB); a crash
     redelivers at most this long's events more, which the claims tell apart (nothing is applied twice).
     """

@@ -119,7 +119,7 @@ def handle_event(event: RatingEvent, model: Model | None) -> Outcome:
 
 
 # Users this process saw with no "not interested" item, per database: a batch reads no exclusions
-# for them, one of a rating's six MongoDB commands before its list. It holds because the worker that
+# for them, one MongoDB read fewer before a rating's list. It holds because the worker that
 # owns a user's partition writes all of their exclusions: the site publishes "not interested" to
 # the ratings topic keyed by user, a dead letter is replayed the same way, and deleting an account
 # only removes them. A rebalance forgets it all (the user may have been another worker's for a
