@@ -265,27 +265,3 @@ def record_deleted_user(user_id: str, db: Database | None = None) -> None:
     """
     db = db if db is not None else mongo.get_db()
     db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}}, upsert=True)
-
-
-# --- dead-letter replays -------------------------------------------------------------------
-
-def claim_replay(letter_id: str, doc: dict[str, Any], db: Database | None = None) -> dict | None:
-    """Record that a dead letter is being replayed; returns None if this call got it, else the
-    earlier record. Insert-by-id, like ``store_rating``: two replays of one letter cannot both win."""
-    db = db if db is not None else mongo.get_db()
-    try:
-        db[mongo.DEAD_LETTER_REPLAYS].insert_one({**doc, "_id": letter_id, "replayed_at": time.time()})
-        return None
-    except DuplicateKeyError:
-        return db[mongo.DEAD_LETTER_REPLAYS].find_one({"_id": letter_id}) or {}
-
-
-def release_replay(letter_id: str, db: Database | None = None) -> None:
-    """Forget a claim whose publish failed, so the letter can be replayed again."""
-    db = db if db is not None else mongo.get_db()
-    db[mongo.DEAD_LETTER_REPLAYS].delete_one({"_id": letter_id})
-
-
-def get_replay(letter_id: str, db: Database | None = None) -> dict | None:
-    db = db if db is not None else mongo.get_db()
-    return db[mongo.DEAD_LETTER_REPLAYS].find_one({"_id": letter_id})

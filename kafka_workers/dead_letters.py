@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 
-from core import kafka_io, rating_history
+from core import dead_letter_replays, kafka_io
 from core.events import MAX_EVENT_BYTES
 from core.settings import get_settings
 
@@ -105,7 +105,7 @@ def collect(reason: str | None = None) -> dict[str, dict[str, Any]]:
             continue
         letters[lid] = {**letter, "id": lid, "copies": 1}
     for lid, letter in letters.items():
-        replay = rating_history.get_replay(lid)
+        replay = dead_letter_replays.get(lid)
         letter["replayed"] = replay.get("replayed_at") if replay else None
     return letters
 
@@ -151,7 +151,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"{lid}: the letter kept only a preview of the original; cannot replay it", file=sys.stderr)
             failed += 1
             continue
-        earlier = rating_history.claim_replay(lid, {"event_id": letter.get("event_id"), "reason": letter.get("reason")})
+        earlier = dead_letter_replays.claim(lid, {"event_id": letter.get("event_id"), "reason": letter.get("reason")})
         if earlier is not None and not args.force:
             print(f"{lid}: already replayed at {earlier.get('replayed_at')}; skipped (--force to send it again)")
             continue
@@ -161,7 +161,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             meta = kafka_io.publish_raw(topic, raw, key=key.encode() if key else None)
         except kafka_io.PublishError as exc:
             if earlier is None:
-                rating_history.release_replay(lid)
+                dead_letter_replays.release(lid)
             print(f"{lid}: {exc}", file=sys.stderr)
             failed += 1
             continue

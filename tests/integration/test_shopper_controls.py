@@ -14,7 +14,6 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-import redis
 import scipy.sparse as sp
 
 from core import artifacts, catalog, list_state, mongo, rating_history, recommend, shopper_controls, storage, stored_lists

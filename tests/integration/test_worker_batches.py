@@ -184,7 +184,7 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
 
     monkeypatch.setattr(mongo, "find_by_ids_many", spy_reads)
     monkeypatch.setattr(list_state, "announce_many", spy_announce)
-    claimed_with, claim_batch, take_locks = [], cancellation.claim_batch, locking.take_locks
+    claimed_with, claim_batch = [], cancellation.claim_batch
     monkeypatch.setattr(cancellation, "claim_batch",
                         lambda ids, *a, **kw: claimed_with.append(sorted(kw.get("locks", ()))) or claim_batch(ids, *a, **kw))
     monkeypatch.setattr(locking, "take_locks", lambda *a, **kw: pytest.fail("a lock taken by a command of its own"))
