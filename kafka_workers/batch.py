@@ -12,7 +12,7 @@ import time
 import uuid
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from core import cancellation, catalog, events, list_state, locking, mongo, rating_history, shopper_controls, stored_lists
 from core.artifacts import Model
@@ -144,35 +144,71 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     # one insert claims the events and locks their users (for history and list; not the accounts
     # deleted here, whose events go one at a time below)
     cancelled, seen_before = _claim_and_lock(batch, {e.user_id for e in batch} - deleting, tail)
-    seen: set[str] = set()
-    by_user: dict[str, list[int]] = {}
-    for i, e in enumerate(batch):
-        if e.event_id in cancelled:  # skipped and committed past, never stored
-            outcomes[i] = Outcome(e, "cancelled", "the site cancelled it: its ack timed out")
-            continue
-        if e.event_id in seen:
-            outcomes[i] = Outcome(e, "duplicate")  # published twice: a retried submission, a replay
-            continue
-        seen.add(e.event_id)
-        if e.user_id in deleting:
-            continue
-        by_user.setdefault(e.user_id, []).append(i)
+    by_user = _group_by_user(batch, outcomes, cancelled, deleting)
     for i, e in enumerate(batch):  # one at a time, in order, for accounts deleted in this batch
         if outcomes[i] is None and e.user_id in deleting:
             outcomes[i] = handle_event(e, model)
     if not by_user:
         return outcomes  # type: ignore[return-value]
 
-    histories: dict[str, dict[str, float]] = {}
-    excluded: dict[str, set[str]] = {}
     db = mongo.get_db()
     history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
-    product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
     kept = {d["_id"] for d in tail.ratings}  # processed by an earlier batch, not inserted yet: duplicates
-    again = [batch[i].event_id for ids in by_user.values() for i in ids
-             if batch[i].event_id in seen_before and batch[i].event_id not in kept]
+    read = _read_users(batch, by_user, seen_before - kept, db)
+    _set_aside_unknown_and_repeated(batch, by_user, read, kept, outcomes)
+    changes = _apply_to_histories(batch, by_user, read, outcomes)
+    histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
+    stored = _write_with_lists(changes.histories, changes.excluded, model, changes.new_histories,
+                               changes.new_exclusions, {u: batch[by_user[u][-1]].event_id for u in changes.histories})
+    # announced under the locks, so a re-scoring that waits for one announces its list after
+    # ours; and before the ratings' insert, one write fewer between the rating and its list
+    # (a client that sees its rating processed finds its list announced, as in `handle_event`)
+    list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
+    applied = [i for user in changes.histories for i in by_user[user]]
+    now = time.time()
+    tail.ratings += [{**rating_history.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
+                      "model_version": stored[batch[i].user_id]["model_version"]} for i in applied]
+    tail.reloads.append((history_generation, [batch[i] for i in applied], histories_written))
+    for i in applied:
+        outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))
+    return outcomes  # type: ignore[return-value]
+
+
+def _group_by_user(batch: list[RatingEvent], outcomes: list[Outcome | None], cancelled: set[str],
+                   deleting: set[str]) -> dict[str, list[int]]:
+    """{user: indexes of their events in ``batch``, in order}, leaving out the accounts deleted in
+    this batch; the events the site cancelled and the second copy of an event (published twice: a
+    retried submission, a replay) get their outcome here."""
+    seen: set[str] = set()
+    by_user: dict[str, list[int]] = {}
+    for i, e in enumerate(batch):
+        if e.event_id in cancelled:  # skipped and committed past, never stored
+            outcomes[i] = Outcome(e, "cancelled", "the site cancelled it: its ack timed out")
+        elif e.event_id in seen:
+            outcomes[i] = Outcome(e, "duplicate")
+        else:
+            seen.add(e.event_id)
+            if e.user_id not in deleting:
+                by_user.setdefault(e.user_id, []).append(i)
+    return by_user
+
+
+class _Read(NamedTuple):
+    """What a batch reads before it applies its events: one ``$in`` read per collection."""
+
+    histories: dict[str, dict]  # user_history documents by user
+    exclusions: dict[str, dict]  # "not interested" documents, of the users who may have some
+    known_products: set[str]
+    stored_before: dict[str, dict]  # {event id: {state}} of the events a worker claimed before
+    deleted: set[str]  # deleted accounts (looked up only for users without a history)
+    no_exclusions: set[str]  # users this process knows have none (the batch adds to it)
+
+
+def _read_users(batch: list[RatingEvent], by_user: dict[str, list[int]], seen_before: set[str], db) -> _Read:
+    """Everything the batch's users need read, for all of them at once (:class:`_Read`)."""
+    product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
+    again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
     no_exclusions = users_without_exclusions(db)
-    # one `$in` read per collection for the whole batch
     docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
         [(mongo.USER_HISTORY, by_user, None),
          (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions], None),
@@ -181,25 +217,48 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     known = catalog.existing_products(product_ids, db=db, found=products)
     # a deleted account has no history (as in handle): only users without one are looked up
     deleted = set(mongo.find_by_ids(mongo.DELETED_USERS, [u for u in by_user if u not in docs], {"_id": 1}, db=db))
+    return _Read(docs, exclusion_docs, known, stored_before, deleted, no_exclusions)
+
+
+def _set_aside_unknown_and_repeated(batch: list[RatingEvent], by_user: dict[str, list[int]], read: _Read,
+                                    kept: set[str], outcomes: list[Outcome | None]) -> None:
+    """Give an outcome to the events of an unknown product (dead letters) and to those processed
+    before (a redelivery changes nothing), and take them out of ``by_user``. An event stored but not
+    processed (a worker died before writing the list) stays: the batch finishes its job."""
     for user, ids in list(by_user.items()):
         for i in ids:
-            if batch[i].product_id not in known:
-                outcomes[i] = Outcome(batch[i], "dead-letter", f"unknown product {batch[i].product_id}")
-            elif batch[i].event_id in kept or stored_before.get(batch[i].event_id, {}).get("state") == "processed":
-                outcomes[i] = Outcome(batch[i], "duplicate")  # a redelivery: it changes nothing
-            # stored but not processed: a worker died before writing the list; finish the job now
+            e = batch[i]
+            if e.product_id not in read.known_products:
+                outcomes[i] = Outcome(e, "dead-letter", f"unknown product {e.product_id}")
+            elif e.event_id in kept or read.stored_before.get(e.event_id, {}).get("state") == "processed":
+                outcomes[i] = Outcome(e, "duplicate")
         by_user[user] = [i for i in ids if outcomes[i] is None]
         if not by_user[user]:
             del by_user[user]  # nothing of this user to apply: no history or list written
-    new_histories, new_exclusions = {}, {}
+
+
+class _Changes(NamedTuple):
+    """A batch's events applied to its users' histories and exclusions, in memory."""
+
+    histories: dict[str, dict[str, float]]  # {user: {product: rating}} to fold in
+    excluded: dict[str, set[str]]  # {user: products never to recommend}
+    new_histories: dict[str, dict]  # user_history documents to write (the users whose history changed)
+    new_exclusions: dict[str, dict]  # {user: {"items": ...}} to set (the users whose exclusions changed)
+
+
+def _apply_to_histories(batch: list[RatingEvent], by_user: dict[str, list[int]], read: _Read,
+                        outcomes: list[Outcome | None]) -> _Changes:
+    """Each user's events applied in order by the rule every history writer follows
+    (``rating_history.apply_history_change``); a deleted account's are dropped."""
+    changes = _Changes({}, {}, {}, {})
     for user, ids in by_user.items():
-        if user in deleted:  # the account was deleted: keep nothing of it
+        if user in read.deleted:  # the account was deleted: keep nothing of it
             for i in ids:
                 rating_history.drop_event(batch[i].event_id)  # stored by a worker that died, if at all
                 outcomes[i] = Outcome(batch[i], "dropped", "account deleted")
             continue
-        ratings, removed = rating_history.history_entries(docs.get(user))
-        exclusions = shopper_controls.exclusion_entries(exclusion_docs.get(user))
+        ratings, removed = rating_history.history_entries(read.histories.get(user))
+        exclusions = shopper_controls.exclusion_entries(read.exclusions.get(user))
         changed, excl_changed = False, False  # a new user gets a document with their first rating
         for i in ids:
             e = batch[i]
@@ -210,30 +269,16 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
                 rating = None if e.action == events.UNRATE else float(e.rating)
                 changed = rating_history.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
         if changed:
-            new_histories[user] = rating_history.history_doc(user, ratings, removed)
+            changes.new_histories[user] = rating_history.history_doc(user, ratings, removed)
         if excl_changed:
-            new_exclusions[user] = {"items": shopper_controls.exclusion_items(exclusions)}
-        histories[user] = rating_history.rating_values(ratings)
-        excluded[user] = set(exclusions)
+            changes.new_exclusions[user] = {"items": shopper_controls.exclusion_items(exclusions)}
+        changes.histories[user] = rating_history.rating_values(ratings)
+        changes.excluded[user] = set(exclusions)
         if exclusions:  # before the write: one that fails half-way leaves them to be read again
             may_have_exclusions(user)
         else:
-            no_exclusions.add(user)
-    histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
-    stored = _write_with_lists(histories, excluded, model, new_histories, new_exclusions,
-                               {u: batch[by_user[u][-1]].event_id for u in histories})
-    # announced under the locks, so a re-scoring that waits for one announces its list after
-    # ours; and before the ratings' insert, one write fewer between the rating and its list
-    # (a client that sees its rating processed finds its list announced, as in `handle_event`)
-    list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
-    applied = [i for user in histories for i in by_user[user]]
-    now = time.time()
-    tail.ratings += [{**rating_history.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
-                      "model_version": stored[batch[i].user_id]["model_version"]} for i in applied]
-    tail.reloads.append((history_generation, [batch[i] for i in applied], histories_written))
-    for i in applied:
-        outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))
-    return outcomes  # type: ignore[return-value]
+            read.no_exclusions.add(user)
+    return changes
 
 
 def _claim_and_lock(batch: list[RatingEvent], users: set[str], tail: Tail) -> tuple[set[str], set[str]]:
