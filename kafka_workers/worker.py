@@ -131,10 +131,12 @@ class Stats:
         self.published_at = 0.0
         self.last_logged: tuple | None = None  # the counters last logged: quiet while idle
 
-    def add(self, status: str, latency_s: float) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
-        if status == "processed":
-            self.latencies.append(latency_s)
+    def add(self, outcome: Outcome) -> None:
+        """Count an event's outcome here and on /metrics (the dashboard's p50/p99)."""
+        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        if outcome.status == "processed":
+            self.latencies.append(outcome.latency_s)
+        metrics.event_handled(outcome.status, outcome.latency_s)
 
     def snapshot(self, lag: int | None, model_version: str | None) -> dict:
         lat = sorted(self.latencies)
@@ -252,7 +254,7 @@ def send_dead_letter(record, outcome: Outcome, attempts: int) -> None:
     log.warning("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, outcome.reason)
 
 
-def _handle_batch(records: list, holder: ModelHolder, stop: threading.Event, tail: Tail) -> list[Outcome] | None:
+def _handle_poll(records: list, holder: ModelHolder, stop: threading.Event, tail: Tail) -> list[Outcome] | None:
     """One outcome per record (in order) for a whole poll, or None when the batch must be handled
     one message at a time instead: an outage, or an exception anywhere in the batch (a poison
     message: the per-message path retries each message and dead-letters the one at fault, and
@@ -284,6 +286,43 @@ def _handle_batch(records: list, holder: ModelHolder, stop: threading.Event, tai
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
     return outcomes  # type: ignore[return-value]
+
+
+def _one_at_a_time(consumer: KafkaConsumer, batches: dict, holder: ModelHolder, stop: threading.Event, stats: Stats,
+                   pending: dict[TopicPartition, OffsetAndMetadata], deadline: float) -> None:
+    """Handle a poll's records one message at a time (``WORKER_BATCH_MAX=1``, or its batch failed),
+    committing each partition's after them. Records left at ``deadline`` (time.monotonic()) are
+    fetched again by the next poll, so the group never rebalances under a long poll; SIGTERM
+    stops after the message in hand."""
+    for tp, records in batches.items():
+        done = None
+        for record in records:
+            if time.monotonic() > deadline:
+                consumer.seek(tp, record.offset)  # the next poll fetches the rest again
+                break
+            outcome = _process_with_retry(record, holder, stop)
+            if outcome is None:
+                break
+            stats.add(outcome)
+            done = record.offset
+            if stop.is_set():  # SIGTERM: this message is done; commit and go
+                break
+        if done is not None:
+            pending[tp] = OffsetAndMetadata(done + 1, "", -1)
+            commit(consumer, pending)
+        if stop.is_set():
+            return
+
+
+def _report_stats(name: str, stats: Stats, consumer: KafkaConsumer, holder: ModelHolder) -> None:
+    """Store the counters, lag and latency in Redis for the dashboard; log them when they changed."""
+    stats.published_at = time.monotonic()
+    snap = stats.snapshot(consumer_lag(consumer), holder.version)
+    publish_stats(name, snap)
+    seen = (snap["processed"], snap["duplicate"], snap["dead-letter"], snap["lag"])
+    if seen != stats.last_logged:  # quiet while idle
+        stats.last_logged = seen
+        log.info("stats %s", snap)
 
 
 def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
@@ -362,46 +401,20 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
                 break
             batches = consumer.poll(timeout_ms=200)
             idle = not batches
-            polled_at, over_budget = time.monotonic(), False
+            polled_at = time.monotonic()
             records = [r for rs in batches.values() for r in rs]
-            outcomes = _handle_batch(records, holder, stop, tail) if batch_max() > 1 and records else None
+            outcomes = _handle_poll(records, holder, stop, tail) if batch_max() > 1 and records else None
             if outcomes is not None:
                 for outcome in outcomes:
-                    stats.add(outcome.status, outcome.latency_s)
-                    metrics.event_handled(outcome.status, outcome.latency_s)  # /metrics, the dashboard's p50/p99
-                for tp, rs in batches.items():
+                    stats.add(outcome)
+                for tp, rs in batches.items():  # committed at the top of the loop
                     pending[tp] = OffsetAndMetadata(rs[-1].offset + 1, "", -1)
-                batches = {}  # done (committed at the top of the loop): the per-message loop below has nothing left
-            elif batches and not finish_tail_or_wait(tail, stop):  # one at a time: the locks given back first
-                break
-            for tp, records in batches.items():
-                done = None
-                for record in records:
-                    if over_budget or time.monotonic() - polled_at > budget_s:
-                        over_budget = True
-                        consumer.seek(tp, record.offset)  # the next poll fetches the rest again
-                        break
-                    outcome = _process_with_retry(record, holder, stop)
-                    if outcome is None:
-                        break
-                    stats.add(outcome.status, outcome.latency_s)
-                    metrics.event_handled(outcome.status, outcome.latency_s)  # /metrics, the dashboard's p50/p99
-                    done = record.offset
-                    if stop.is_set():  # SIGTERM: this message is done; commit and go
-                        break
-                if done is not None:
-                    pending[tp] = OffsetAndMetadata(done + 1, "", -1)
-                    commit(consumer, pending)
-                if stop.is_set():
+            elif batches:
+                if not finish_tail_or_wait(tail, stop):  # one at a time: the locks given back first
                     break
+                _one_at_a_time(consumer, batches, holder, stop, stats, pending, deadline=polled_at + budget_s)
             if time.monotonic() - stats.published_at > STATS_EVERY_S:
-                stats.published_at = time.monotonic()
-                snap = stats.snapshot(consumer_lag(consumer), holder.version)
-                publish_stats(name, snap)
-                seen = (snap["processed"], snap["duplicate"], snap["dead-letter"], snap["lag"])
-                if seen != stats.last_logged:
-                    stats.last_logged = seen
-                    log.info("stats %s", snap)
+                _report_stats(name, stats, consumer, holder)
         if finish_tail_or_wait(tail, stop):  # (stopped: one try)
             commit(consumer, pending)
     finally:

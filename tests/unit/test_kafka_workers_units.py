@@ -5,6 +5,7 @@ import pytest
 
 from kafka_workers.dead_letters import dead_letter_payload
 from core.popular import TRENDING_HALF_LIFE_S, trending_scores
+from kafka_workers.process import Outcome
 from kafka_workers.worker import Stats
 
 
@@ -32,9 +33,9 @@ def test_trending_halves_per_half_life_and_weights_by_rating():
 def test_stats_snapshot_percentiles_and_counts():
     s = Stats()
     for ms in range(1, 101):
-        s.add("processed", ms / 1000)
-    s.add("duplicate", 0.0)
-    s.add("dead-letter", 0.0)
+        s.add(Outcome(None, "processed", latency_s=ms / 1000))
+    s.add(Outcome(None, "duplicate"))
+    s.add(Outcome(None, "dead-letter", "bad"))
     snap = s.snapshot(lag=7, model_version="v1")
     assert (snap["processed"], snap["duplicate"], snap["dead-letter"], snap["lag"]) == (100, 1, 1, 7)
     assert snap["latency_ms_p50"] == 51.0 and snap["latency_ms_p99"] == 100.0
@@ -109,3 +110,30 @@ def test_the_worker_remembers_the_catalog_up_to_its_setting_and_never_fails_on_i
     worker.remember_catalog()
     assert asked == [50_000, 7]
     assert "catalog not remembered (ConnectionError: mongo is down)" in caplog.text
+
+
+def test_one_at_a_time_leaves_what_is_past_the_poll_budget_to_the_next_poll(monkeypatch):
+    """Records reached after the deadline are not handled: the consumer seeks back to the first of
+    them in each partition, and only what was handled is committed."""
+    import threading
+    from types import SimpleNamespace
+
+    from kafka.structs import TopicPartition
+
+    from kafka_workers import worker
+
+    clock = iter(range(100))  # each look at the clock is one second later
+    monkeypatch.setattr(worker, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    handled, commits, seeks = [], [], []
+    monkeypatch.setattr(worker, "_process_with_retry",
+                        lambda record, holder, stop: handled.append(record.offset) or Outcome(None, "processed"))
+    monkeypatch.setattr(worker, "commit", lambda consumer, pending: commits.append(dict(pending)))
+    monkeypatch.setattr(worker.metrics, "event_handled", lambda *a: None)
+    consumer = SimpleNamespace(seek=lambda tp, offset: seeks.append((tp.partition, offset)))
+    a, b = TopicPartition("t", 0), TopicPartition("t", 1)
+    records = {a: [SimpleNamespace(offset=o) for o in (10, 11, 12)], b: [SimpleNamespace(offset=o) for o in (5, 6)]}
+    pending: dict = {}
+    worker._one_at_a_time(consumer, records, None, threading.Event(), Stats(), pending, deadline=1)
+    assert handled == [10, 11]
+    assert seeks == [(0, 12), (1, 5)]
+    assert [{tp.partition: m.offset for tp, m in c.items()} for c in commits] == [{0: 12}]
