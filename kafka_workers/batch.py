@@ -19,8 +19,8 @@ from core.artifacts import Model
 from core.events import RatingEvent
 from core.settings import get_settings
 from core.thread_pools import thread_pool
-from kafka_workers.process import (Outcome, handle_event, may_have_exclusions, recommendations_for,
-                                   users_without_exclusions)
+from kafka_workers.exclusions_cache import may_have_exclusions, users_without_exclusions
+from kafka_workers.process import Outcome, handle_event, recommendations_for
 
 
 class _PopularOnce:

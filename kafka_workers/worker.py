@@ -43,7 +43,8 @@ from kafka_workers.config import (batch_max, commit_every_s, group_id, max_attem
 from kafka_workers.model_holder import ModelHolder
 from kafka_workers.dead_letters import dead_letter_payload
 from kafka_workers.batch import Tail, finish, handle_batch
-from kafka_workers.process import STATUSES, Outcome, forget_users_without_exclusions, handle
+from kafka_workers.exclusions_cache import forget_users_without_exclusions
+from kafka_workers.process import STATUSES, Outcome, handle
 
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0
