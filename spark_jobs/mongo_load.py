@@ -298,17 +298,20 @@ def live_ratings(spark: SparkSession) -> DataFrame:
                                  ).localCheckpoint(eager=True)
 
 
-def user_history_docs(spark: SparkSession, reviews: DataFrame) -> DataFrame:
-    """Each user's ratings [{p: product, r: rating, t: ts}]: batch reviews merged with live site ratings.
+def user_history_docs(reviews: DataFrame, live: DataFrame) -> DataFrame:
+    """Each user's ratings [{p: product, r: rating, t: ts}]: batch reviews merged with the ``live``
+    site ratings (:func:`live_ratings`) of the same users.
 
     Live ratings (from Kafka, stored by the workers) are read back so a reload never forgets a
     rating a user made on the site; the later of two ratings of the same product wins, and a
     rating the user removed on the site (a later ``unrate`` event, even of a batch review) stays
-    removed. "Not interested" lives in its own collection, which a reload leaves alone.
+    removed. "Not interested" lives in its own collection, which a reload leaves alone. Every
+    user of ``live`` gets a whole history from it: live ratings of users whose reviews are not in
+    ``reviews`` would make a history of their live ratings alone.
     """
     both = reviews.select("user_id", "product_id", F.col("rating").cast("double"), F.col("ts").cast("double"))
     # times in seconds with fractions: a rating removed and given again within a second
-    both = both.unionByName(live_ratings(spark))
+    both = both.unionByName(live)
     latest = both.withColumn("_n", F.row_number().over(
         Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("rating").asc_nulls_first()))
     ).where("_n = 1").where(F.col("rating").isNotNull())
@@ -460,14 +463,20 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
         mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(all_reviews), mongo.RECENT_REVIEWS),
         mongo.PRODUCT_REVIEWS: upsert_collection(
             review_page_docs(all_reviews.join(touched, "product_id", "left_semi")), mongo.PRODUCT_REVIEWS),
-        mongo.USER_HISTORY: upsert_collection(
-            user_history_docs(spark, all_reviews.join(users, "user_id", "left_semi")), mongo.USER_HISTORY),
+        # only the new categories' users: another user's history upserted from this would hold
+        # their live ratings without their reviews
+        mongo.USER_HISTORY: upsert_collection(user_history_docs(
+            all_reviews.join(users, "user_id", "left_semi"), live_ratings(spark).join(users, "user_id", "left_semi")),
+            mongo.USER_HISTORY),
         mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
         mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
                                                extra_docs=_catalog_extras(products, all_reviews)),
     }
     mongo.ensure_indexes()
     mongo.drop_retired(wait=True)
+    # a live rating stored after the histories' read was overwritten by the upsert: written again
+    out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(
+        started - LIVE_CLOCK_MARGIN_S)
     # Reconciliation over the whole database: every clean review and product is there once.
     n_reviews, n_products = all_reviews.count(), products.count()
     held = reconcile(n_reviews, n_products)
@@ -497,7 +506,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
         mongo.PRODUCTS: reload_collection(products.drop(*_NOT_SERVED), mongo.PRODUCTS),
         mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(reviews), mongo.RECENT_REVIEWS),
         mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(with_text), mongo.PRODUCT_REVIEWS),
-        mongo.USER_HISTORY: reload_collection(user_history_docs(spark, reviews), mongo.USER_HISTORY),
+        mongo.USER_HISTORY: reload_collection(user_history_docs(reviews, live_ratings(spark)), mongo.USER_HISTORY),
         mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
         mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
                                                extra_docs=_catalog_extras(products, reviews)),

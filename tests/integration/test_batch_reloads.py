@@ -126,11 +126,11 @@ def test_mongo_load_under_live_ratings_loses_nothing(spark, rt, tmp_path, monkey
     import spark_jobs.mongo_load as job
 
     window: dict[str, float] = {}
-    real_history_docs = job.user_history_docs
+    real_live_ratings = job.live_ratings
 
-    def timed_history_docs(*args, **kwargs):
+    def timed_live_ratings(*args, **kwargs):
         window["read"] = time.time()
-        return real_history_docs(*args, **kwargs)
+        return real_live_ratings(*args, **kwargs)
 
     real_reload = job.reload_collection
 
@@ -140,7 +140,7 @@ def test_mongo_load_under_live_ratings_loses_nothing(spark, rt, tmp_path, monkey
             window["swapped"] = time.time()
         return out
 
-    monkeypatch.setattr(job, "user_history_docs", timed_history_docs)
+    monkeypatch.setattr(job, "live_ratings", timed_live_ratings)
     monkeypatch.setattr(job, "reload_collection", timed_reload)
     sender = threading.Thread(target=send, daemon=True)
     sender.start()

@@ -83,7 +83,7 @@ def test_deleted_linked_reviewer_is_left_out_of_the_next_training(demo_clean, sp
 
 
 def test_batch_reload_keeps_removed_ratings_removed(demo_clean, spark, own_db):
-    from spark_jobs.mongo_load import user_history_docs
+    from spark_jobs.mongo_load import live_ratings, user_history_docs
 
     db = own_db
     reviews = spark.read.parquet(f"{demo_clean}/reviews")
@@ -99,7 +99,7 @@ def test_batch_reload_keeps_removed_ratings_removed(demo_clean, spark, own_db):
               RatingEvent(user_id="site-x", product_id=dropped, rating=0, ts=now, action=NOT_INTERESTED)]
     for e in events:
         assert rating_history.store_rating(e.to_dict(), db=db)
-    docs = {r["_id"]: rating_history.history_entries(r.asDict(recursive=True))[0] for r in user_history_docs(spark, reviews).where(
+    docs = {r["_id"]: rating_history.history_entries(r.asDict(recursive=True))[0] for r in user_history_docs(reviews, live_ratings(spark)).where(
         "_id in ('%s', 'site-x')" % reviewer).collect()}
     want = {p: float(r) for p, r in batch.items() if p != dropped}
     want[kept] = 1.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from core import mongo
+from core import mongo, rating_history
 from tests.conftest import DEMO_DIR
 
 pytestmark = pytest.mark.integration
@@ -56,6 +56,7 @@ def test_adding_a_category_processes_only_it(spark, tmp_path, own_db):
     assert mongo_load(spark, str(cleaned), "incr-1")["mode"] == "full"
     before_raw, before_clean = _files(raw), _files(cleaned)
     reviews_before = _held_reviews(own_db)
+    rater, rater_history = _rerate_on_the_site(own_db)
 
     # the third category: only its files and its category are processed
     second = load(spark, _paths(FIRST_TWO + THIRD), str(raw), "incr-2")
@@ -71,6 +72,8 @@ def test_adding_a_category_processes_only_it(spark, tmp_path, own_db):
     after_raw, after_clean = _files(raw), _files(cleaned)
     assert {p: t for p, t in after_raw.items() if p in before_raw} == before_raw
     assert {p: t for p, t in after_clean.items() if p in before_clean} == before_clean
+    # a shopper the new category does not name keeps their batch reviews and their live rating
+    assert rating_history.user_ratings(rater, db=own_db) == rater_history
     # counts reconcile over everything: MongoDB holds every clean review and product once
     n_clean = _rows(cleaned / "reviews")
     gift = loaded_2["counts_in"]["new reviews"]
@@ -90,9 +93,28 @@ def test_adding_a_category_processes_only_it(spark, tmp_path, own_db):
     assert _held_reviews(own_db) == n_clean
 
 
+def _rerate_on_the_site(db) -> tuple[str, dict[str, float]]:
+    """A live rating as a worker stores it (in ``ratings`` and the history), by a reviewer of the
+    first two categories who has none in the third; it changes one of their batch ratings, so the
+    number of reviews held stays what the files give. Returns the user and their history after."""
+    import json
+    import time
+    import uuid
+
+    third = {json.loads(line)["reviewerID"] for line in _open(THIRD[0])}
+    rater, history = next((d["_id"], rating_history.history_entries(d)[0])
+                          for d in db[mongo.USER_HISTORY].find({}) if d["_id"] not in third and len(d["ratings"]) >= 2)
+    product, (stars, _ts) = next(iter(history.items()))
+    event = {"event_id": uuid.uuid4().hex, "user_id": rater, "product_id": product, "action": "rate",
+             "rating": 1 if stars != 1 else 5, "ts": time.time()}
+    db[mongo.RATINGS].insert_one(rating_history.rating_doc(event, state="processed"))
+    rating_history.add_to_history(rater, product, event["rating"], event["ts"], db=db)
+    return rater, rating_history.user_ratings(rater, db=db)
+
+
 def _held_reviews(db) -> int:
     """The reviews MongoDB holds, counted twice independently: the products' review counts and the
-    entries of the users' histories (this database has no live ratings), which must agree."""
+    entries of the users' histories, which must agree (a live rating here only re-rates a review)."""
     by_products = sum(int(d.get("n_reviews") or 0) for d in db[mongo.PRODUCTS].find({}, {"n_reviews": 1}))
     in_histories = sum(len(d.get("ratings") or []) for d in db[mongo.USER_HISTORY].find({}, {"ratings": 1}))
     assert by_products == in_histories
