@@ -61,6 +61,7 @@ def current_on_validation(x_train: sp.csr_matrix, val: dict[int, list[int]], ite
         return None
     try:
         model = artifacts.load_model(current)
+        model.ann = None  # an exact top-k, as the candidate's: the HNSW index would miss some hits
         return {"version": current, **fold_in_ndcg(model, x_train, val, item_ids, k)}
     except Exception as exc:  # noqa: BLE001  recorded, and the gate fails on the missing number
         return {"version": current, f"ndcg@{k}": None, "error": f"{exc.__class__.__name__}: {exc}"}

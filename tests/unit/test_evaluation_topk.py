@@ -42,3 +42,20 @@ def test_popularity_top_k_path_equals_full_score_matrix_path():
     generic = lambda users: fast(users)  # noqa: E731
     a, b = rank_metrics(fast, train, held, 10, chunk=37), rank_metrics(generic, train, held, 10, chunk=37)
     assert a == b and 0 < a["hr@10"] < 1
+
+
+def test_the_gate_scores_the_current_version_exactly_as_it_scores_the_candidate(monkeypatch):
+    """The published version's validation number comes from an exact top-k, as the candidate's
+    does: through the model's HNSW index it would lose the hits the index misses."""
+    import spark_jobs.train as train
+    from core.artifacts import Model
+
+    model = Model("v1", ["a", "b"], np.ones((2, 4), dtype=np.float32), {"kind": "als"})
+    model.ann = object()  # what load_model attaches above ANN_MIN_ITEMS
+    monkeypatch.setattr(train.artifacts, "current_version", lambda: "v1")
+    monkeypatch.setattr(train.artifacts, "load_model", lambda version: model)
+    scored = []
+    monkeypatch.setattr(train, "fold_in_ndcg", lambda m, *a, **kw: scored.append(m.ann) or {"ndcg@10": 0.5})
+    got = train.current_on_validation(sp.csr_matrix((1, 2)), {0: [1]}, ["a", "b"], k=10)
+    assert got == {"version": "v1", "ndcg@10": 0.5}
+    assert scored == [None]
