@@ -125,10 +125,6 @@ class _Named:
         self.name, self.col = name, col
 
 
-def to_reviews(classified: DataFrame) -> DataFrame:
-    return classified.where(F.col("kind") == "review").select(*[c.col.alias(c.name) for c in _review_select(classified)])
-
-
 def _review_select(classified: DataFrame) -> list[_Named]:
     j = lambda name: F.col(f"j.{name}")  # noqa: E731
     fmt = F.col("fmt")
@@ -211,10 +207,6 @@ def also_bought(j) -> F.Column:
     related_2014 = _json_array(F.get_json_object(j("related"), "$.also_bought"))
     return F.coalesce(_nonempty(j("also_buy")), _nonempty(related_2014), _nonempty(_json_array(j("bought_together"))),
                       F.array().cast(_STRINGS))
-
-
-def to_products(classified: DataFrame) -> DataFrame:
-    return classified.where(F.col("kind") == "product").select(*[c.col.alias(c.name) for c in _product_select(classified)])
 
 
 def _product_select(classified: DataFrame) -> list[_Named]:

@@ -12,7 +12,7 @@ A ledger is a small JSON document, written only after the stage's output is comp
 killed half-way is simply redone (every stage overwrites exactly its own partitions, or upserts by
 ``_id``). The load and clean ledgers live beside their output (``<dir>/_ledger.json``; the leading
 underscore keeps Spark and pyarrow from taking it for data); mongo_load's lives in the MongoDB
-database it describes (core.mongo.INGEST_LEDGER).
+database it describes (``spark_jobs.mongo_load.INGEST_LEDGER``).
 """
 from __future__ import annotations
 
