@@ -34,7 +34,7 @@ from spark_jobs.text_clean import clean_text_col, unescape_html_col
 EXACT, REPEATED, HELD_PAIR = "exact duplicate lines", "repeated user-item pairs", "pairs another category holds"
 DUPLICATE_PRODUCT, HELD_PRODUCT = "duplicate product records", "products another category holds"
 REVIEW_REASONS, PRODUCT_REASONS = (EXACT, REPEATED, HELD_PAIR), (DUPLICATE_PRODUCT, HELD_PRODUCT)
-_HELPERS = ("_n", "_prev", "_holder", "_reason")
+_HELPERS = ("_n", "_prev", "_holder", "_reason", "_defers_to")
 
 
 def tag_reviews(reviews: DataFrame, held_pairs: DataFrame | None = None) -> DataFrame:
@@ -43,12 +43,15 @@ def tag_reviews(reviews: DataFrame, held_pairs: DataFrame | None = None) -> Data
     before it (same line hash: the same line) is an exact duplicate, any other an older rating of
     the pair. The latest row of a pair another category already holds (``held_pairs``: user, item,
     category) is dropped too (see :func:`clean`). One shuffle: exact duplicate lines share their
-    (user, item) and sort next to each other, so no dropDuplicates pass is needed."""
+    (user, item) and sort next to each other, so no dropDuplicates pass is needed. ``_defers_to``: the
+    category a dropped row gives its pair up to, when it is another one (:func:`with_dependents`)."""
     w = Window.partitionBy("user_id", "product_id").orderBy(F.col("ts").desc(), F.col("line_hash").desc())
-    ranked = reviews.withColumns({"_n": F.row_number().over(w), "_prev": F.lag("line_hash").over(w)})
+    ranked = reviews.withColumns({"_n": F.row_number().over(w), "_prev": F.lag("line_hash").over(w),
+                                  "_winner": F.first("category").over(w)})
     ranked = _with_holder(ranked, held_pairs, ["user_id", "product_id"], "category")
-    return ranked.withColumn("_reason", F.when(F.col("_n") == 1, F.when(F.col("_holder").isNotNull(), HELD_PAIR))
-                             .when(F.col("line_hash") == F.col("_prev"), EXACT).otherwise(REPEATED))
+    reason = (F.when(F.col("_n") == 1, F.when(F.col("_holder").isNotNull(), HELD_PAIR))
+              .when(F.col("line_hash") == F.col("_prev"), EXACT).otherwise(REPEATED))
+    return ranked.withColumn("_reason", reason).withColumn("_defers_to", _defers_to("category")).drop("_winner")
 
 
 def tag_products(raw: DataFrame, held_products: DataFrame | None = None) -> DataFrame:
@@ -57,9 +60,18 @@ def tag_products(raw: DataFrame, held_products: DataFrame | None = None) -> Data
     file_category) is dropped."""
     w = Window.partitionBy("product_id").orderBy(F.length("title").desc(), F.length("description").desc(),
                                                  F.col("price").desc(), F.col("source_file"))
-    ranked = _with_holder(raw.withColumn("_n", F.row_number().over(w)), held_products, ["product_id"], "file_category")
-    return ranked.withColumn("_reason", F.when(F.col("_n") > 1, DUPLICATE_PRODUCT)
-                             .when(F.col("_holder").isNotNull(), HELD_PRODUCT))
+    ranked = raw.withColumns({"_n": F.row_number().over(w), "_winner": F.first("file_category").over(w)})
+    ranked = _with_holder(ranked, held_products, ["product_id"], "file_category")
+    reason = F.when(F.col("_n") > 1, DUPLICATE_PRODUCT).when(F.col("_holder").isNotNull(), HELD_PRODUCT)
+    return ranked.withColumn("_reason", reason).withColumn("_defers_to", _defers_to("file_category")).drop("_winner")
+
+
+def _defers_to(category: str) -> Column:
+    """The other category a dropped row's key stays with: the one that held it before this clean
+    (``_holder``), else the one whose row won in this clean (``_winner``). When that category is
+    cleaned again, so must this one be, or a key the other gives up then would be lost."""
+    holder = F.coalesce(F.col("_holder"), F.col("_winner"))
+    return F.when(F.col("_reason").isNotNull() & (holder != F.col(category)), holder)
 
 
 def _with_holder(df: DataFrame, held: DataFrame | None, keys: list[str], category: str) -> DataFrame:
@@ -69,17 +81,17 @@ def _with_holder(df: DataFrame, held: DataFrame | None, keys: list[str], categor
     return df.join(held.select(*keys, F.col(category).alias("_holder")), keys, "left")
 
 
-def observe_reasons(tagged: DataFrame, observation: Observation, reasons: tuple[str, ...],
-                    deferring: Column, category: str) -> DataFrame:
+def observe_reasons(tagged: DataFrame, observation: Observation, reasons: tuple[str, ...], category: str) -> DataFrame:
     """``tagged`` counting, while the job writes it, the rows of each reason, and collecting the
-    (category, holder) pairs where ``deferring`` holds: counted directly where rows are dropped, not
+    (category, category it defers to) pairs of the dropped rows (``_defers_to``): counted directly where rows are dropped, not
     as a difference of counts (which always balances), and without a second pass over the data.
     Nothing shuffles between here and the write, so the metrics are taken in the write's own stage,
     where Spark counts each partition's finished task once: a retried task does not count twice."""
     return tagged.observe(
         observation,
         *[F.count(F.when(F.col("_reason") == r, True)).alias(r) for r in reasons],
-        F.to_json(F.collect_set(F.when(deferring, F.struct(F.col(category).alias("category"), "_holder"))))
+        F.to_json(F.collect_set(F.when(F.col("_defers_to").isNotNull(),
+                                       F.struct(F.col(category).alias("category"), F.col("_defers_to").alias("_holder")))))
         .alias("deferred"))  # as JSON: Observation.get gives arrays back as Java objects
 
 
@@ -119,7 +131,7 @@ def clean_reviews(raw: DataFrame, held_pairs: DataFrame | None = None,
     rows counted into ``observation`` (:func:`observe_reasons`) as the result is written."""
     tagged = tag_reviews(raw, held_pairs)
     if observation is not None:
-        tagged = observe_reasons(tagged, observation, REVIEW_REASONS, F.col("_reason") == HELD_PAIR, "category")
+        tagged = observe_reasons(tagged, observation, REVIEW_REASONS, "category")
     latest = latest_per_pair(tagged).withColumns(
         {name: unescape_html_col(F.col(name)) for name in ("review_text", "summary", "reviewer_name")})
     return latest.select(
@@ -152,7 +164,7 @@ def clean_products(raw: DataFrame, held_products: DataFrame | None = None,
     them defer to its holder, not only the one whose record would win."""
     tagged = tag_products(raw, held_products)
     if observation is not None:
-        tagged = observe_reasons(tagged, observation, PRODUCT_REASONS, F.col("_holder").isNotNull(), "file_category")
+        tagged = observe_reasons(tagged, observation, PRODUCT_REASONS, "file_category")
     return (tagged.where(F.col("_reason").isNull()).drop(*_HELPERS, "source_file")
             .withColumns({name: unescape_html_col(F.col(name)) for name in ("title", "brand", "description")}))
 

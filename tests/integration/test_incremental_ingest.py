@@ -268,3 +268,33 @@ def test_a_product_given_up_to_another_category_is_counted_and_comes_back(spark,
     assert third["counts_out"]["products another category holds"] == 0
     assert _products(cleaned) == {"p1": ("Alpha", "Alpha one"), "p2": ("Beta", "Beta two"),
                                   "p9": ("Beta", "Beta nine, longer title")}
+
+
+def test_what_one_run_gave_up_to_another_category_comes_back_when_that_one_drops_it(spark, tmp_path):
+    """Two categories cleaned in the same run: a pair and a product both have go to one of them
+    (the newer rating, the fuller record), and the other is dropped as a repeat. When the winner's
+    files change without them, the other category is cleaned again and keeps its own."""
+    from spark_jobs.clean import clean
+    from spark_jobs.load import load
+
+    raw, cleaned = tmp_path / "raw", tmp_path / "clean"
+    files = {name: (tmp_path / f"amazon2018_{name}.jsonl", tmp_path / f"amazon2018_meta_{name}.jsonl")
+             for name in ("alpha", "beta")}
+    every = [str(p) for pair in files.values() for p in pair]
+    _write_reviews(files["alpha"][0], [("u1", "p1", 5.0, 100), ("u2", "p2", 4.0, 100)])
+    _write_reviews(files["beta"][0], [("u1", "p1", 3.0, 200), ("u3", "p3", 2.0, 100)])
+    _write_products(files["alpha"][1], [("p1", "Alpha one"), ("p9", "Nine")])
+    _write_products(files["beta"][1], [("p3", "Beta three"), ("p9", "Nine, the longer title")])
+    load(spark, every, str(raw), "same-1")
+    first = clean(spark, str(raw), str(cleaned), "same-1")
+    assert first["cleaned"] == ["Alpha", "Beta"] and first["balanced"]
+    assert _pairs(cleaned)[("u1", "p1")] == ("Beta", 3.0)
+    assert _products(cleaned)["p9"] == ("Beta", "Nine, the longer title")
+
+    _write_reviews(files["beta"][0], [("u3", "p3", 2.0, 100)])  # beta's new files drop both
+    _write_products(files["beta"][1], [("p3", "Beta three")])
+    load(spark, every, str(raw), "same-2")
+    second = clean(spark, str(raw), str(cleaned), "same-2")
+    assert second["cleaned"] == ["Alpha", "Beta"] and second["balanced"]
+    assert _pairs(cleaned)[("u1", "p1")] == ("Alpha", 5.0)
+    assert _products(cleaned)["p9"] == ("Alpha", "Nine")
