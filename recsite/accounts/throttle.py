@@ -11,7 +11,11 @@ Password checks (site login, admin login, ``/api/token/``; all go through
   password sprayed over many accounts is limited even from many addresses. The key is an HMAC
   under the secret key, never the password.
 
-Sign-ups and password-reset mails count actions (``account_action``) per address and per e-mail.
+Sign-ups and password-reset requests count actions (``account_action``) per client address and
+are refused (429) past ``ACCOUNT_THROTTLE_ATTEMPTS``. A reset request is never refused because of
+the e-mail address it names: that count would be anyone's to use up, locking the owner out of
+their own reset. Mails to one mailbox are capped instead (``reset_mail_allowed``,
+``PASSWORD_RESET_MAILS_PER_EMAIL``): past the cap the page answers as usual and sends nothing.
 
 Counting lives in Redis (the ``throttle`` cache: shared by every gunicorn worker), whose errors
 raise instead of being ignored: with Redis down no failure could be counted, so a credential
@@ -83,15 +87,22 @@ def _over(limits: dict[str, int]) -> bool:
     return any(int(counts.get(key) or 0) >= limit for key, limit in limits.items())
 
 
+def _incr(cache, key: str, window: int) -> int:
+    """Add one to ``key`` (made with a ``window``-second expiry on its first count); the new count."""
+    if cache.add(key, 1, window):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, window)
+        return 1
+
+
 def _count(keys, window: int) -> None:
     cache = _cache()
     try:
         for key in keys:
-            if not cache.add(key, 1, window):
-                try:
-                    cache.incr(key)
-                except ValueError:  # expired between add and incr
-                    cache.set(key, 1, window)
+            _incr(cache, key, window)
     except Exception as exc:  # noqa: BLE001 - the next check refuses while the cache is down
         log.warning("throttle cache unavailable, a failure went uncounted: %s", exc)
 
@@ -115,7 +126,7 @@ def reset(username: str, address: str) -> None:
 
 
 def account_action(kind: str, *subjects: str, count: bool = True) -> None:
-    """Raise ``Locked`` if any subject (address, e-mail) used up its ``ACCOUNT_THROTTLE_ATTEMPTS``
+    """Raise ``Locked`` if any subject (a client address) used up its ``ACCOUNT_THROTTLE_ATTEMPTS``
     for this kind of action (``signup``, ``reset``); otherwise count one (unless ``count`` is off)."""
     keys = {f"acct-{kind}:{_digest(s.lower())}": settings.ACCOUNT_THROTTLE_ATTEMPTS for s in subjects if s}
     if _over(keys):
@@ -126,6 +137,22 @@ def account_action(kind: str, *subjects: str, count: bool = True) -> None:
 
 def count_account_action(kind: str, *subjects: str) -> None:
     _count([f"acct-{kind}:{_digest(s.lower())}" for s in subjects if s], settings.ACCOUNT_THROTTLE_WINDOW)
+
+
+def reset_mail_allowed(email: str) -> bool:
+    """Count one password-reset mail to this mailbox: False (send nothing) past
+    ``PASSWORD_RESET_MAILS_PER_EMAIL`` within ``ACCOUNT_THROTTLE_WINDOW``, or while Redis fails.
+
+    Counted per mailbox whoever asks, but only ever drops the mail, never refuses the request: so
+    many addresses cannot flood one mailbox, and none can lock its owner out of the form. The
+    count is Redis's INCR, so concurrent requests cannot both take the last mail.
+    """
+    try:
+        sent = _incr(_cache(), f"acct-reset-mail:{_digest(email.lower())}", settings.ACCOUNT_THROTTLE_WINDOW)
+    except Exception as exc:  # noqa: BLE001 - uncounted, the cap would be gone: send nothing
+        log.warning("throttle cache unavailable, a password-reset mail was not sent: %s", exc)
+        return False
+    return sent <= settings.PASSWORD_RESET_MAILS_PER_EMAIL
 
 
 def mark_refused(request, refusal: Refused) -> None:

@@ -149,10 +149,13 @@ LOGIN_THROTTLE_ATTEMPTS = env_int("LOGIN_THROTTLE_ATTEMPTS", 5)
 LOGIN_THROTTLE_ADDRESS_ATTEMPTS = env_int("LOGIN_THROTTLE_ADDRESS_ATTEMPTS", 50)
 LOGIN_THROTTLE_PASSWORD_ATTEMPTS = env_int("LOGIN_THROTTLE_PASSWORD_ATTEMPTS", 20)
 LOGIN_THROTTLE_WINDOW = env_int("LOGIN_THROTTLE_WINDOW", 300)
-# Sign-ups per client address, and password-reset requests per address and per e-mail address,
-# within ACCOUNT_THROTTLE_WINDOW seconds (no mail bombing, no bulk accounts).
+# Sign-ups and password-reset requests per client address within ACCOUNT_THROTTLE_WINDOW seconds
+# (no bulk accounts, no mail bombing from one address); then 429.
 ACCOUNT_THROTTLE_ATTEMPTS = env_int("ACCOUNT_THROTTLE_ATTEMPTS", 5)
 ACCOUNT_THROTTLE_WINDOW = env_int("ACCOUNT_THROTTLE_WINDOW", 3600)
+# Password-reset mails to one mailbox within that window, whoever asks: past it the form still
+# answers "done" but sends nothing (a refusal would let anyone lock the owner out of resetting).
+PASSWORD_RESET_MAILS_PER_EMAIL = env_int("PASSWORD_RESET_MAILS_PER_EMAIL", 10)
 # API tokens stop working this many seconds after they were issued; /api/token/ then issues a new
 # one. A password change or reset revokes them at once (accounts.tokens).
 API_TOKEN_TTL = env_int("API_TOKEN_TTL", 7 * 86400)

@@ -323,18 +323,38 @@ def test_password_change_and_reset_revoke_api_tokens(site_cache, client, make_us
 
 
 def test_password_reset_mails_are_throttled(site_cache, client, make_user, mailoutbox):
+    """Many addresses asking for one mailbox all get the usual "done" page (a refusal would let them
+    lock its owner out), but the mailbox gets at most ``PASSWORD_RESET_MAILS_PER_EMAIL`` mails; one
+    address asking for many mailboxes is refused."""
     from django.conf import settings
 
     user = make_user()
-    limit = getattr(settings, "ACCOUNT_THROTTLE_ATTEMPTS", 5)
-    codes = [client.post("/accounts/password_reset/", {"email": user.email}, REMOTE_ADDR=_address()).status_code
-             for _ in range(limit + 2)]  # many addresses, one victim's mailbox
-    assert codes[:limit] == [302] * limit and codes[limit:] == [429, 429], codes
-    assert len(mailoutbox) == limit
-    address = _address()  # one address, many mailboxes
+    cap = getattr(settings, "PASSWORD_RESET_MAILS_PER_EMAIL", 10)
+    answers = [client.post("/accounts/password_reset/", {"email": user.email}, REMOTE_ADDR=_address())
+               for _ in range(cap + 2)]  # many addresses, one victim's mailbox
+    done = (302, "/accounts/password_reset/done/")
+    assert [(a.status_code, a.get("Location")) for a in answers] == [done] * (cap + 2)
+    assert len(mailoutbox) == cap and {tuple(m.to) for m in mailoutbox} == {(user.email,)}
+    limit, address = settings.ACCOUNT_THROTTLE_ATTEMPTS, _address()  # one address, many mailboxes
     codes = [client.post("/accounts/password_reset/", {"email": f"{uuid.uuid4().hex[:8]}@example.com"},
                          REMOTE_ADDR=address).status_code for _ in range(limit + 1)]
-    assert codes[-1] == 429, codes
+    assert codes == [302] * limit + [429], codes
+
+
+def test_reset_requests_for_someone_else_do_not_lock_the_owner_out(site_cache, client, make_user, mailoutbox):
+    """Posting the victim's e-mail address from one address uses up that address's requests, not the
+    e-mail's: the victim asking from their own address is answered and mailed as usual."""
+    from django.conf import settings
+
+    victim, attacker, limit = make_user(), _address(), settings.ACCOUNT_THROTTLE_ATTEMPTS
+    codes = [client.post("/accounts/password_reset/", {"email": victim.email}, REMOTE_ADDR=attacker).status_code
+             for _ in range(limit + 1)]
+    assert codes == [302] * limit + [429], codes
+    assert "Too many requests from here" in client.post("/accounts/password_reset/", {"email": victim.email},
+                                                        REMOTE_ADDR=attacker).content.decode()
+    own = client.post("/accounts/password_reset/", {"email": victim.email}, REMOTE_ADDR=_address())
+    assert own.status_code == 302 and own["Location"] == "/accounts/password_reset/done/"
+    assert len(mailoutbox) == limit + 1 and mailoutbox[-1].to == [victim.email]
 
 
 def test_signups_are_throttled_per_address(site_cache, client):
