@@ -1,13 +1,14 @@
 """Per-user rate limits on the two things a client can repeat that cost the most: ratings and searches.
 
 Each rating costs a Kafka event, a fold-in and four MongoDB writes, and floods skewed the public
-lists; ``RATING_RATE`` (``"30/min"`` by default, DRF's rate syntax) holds for the rating page and
-the API together (one counter per user). A search reads one index document per word and ranks up
-to ``MAX_POSTINGS`` ids per word; ``SEARCH_THROTTLE_RATE`` (env ``SEARCH_RATE``) counts signed-in
-users by account and visitors by address (DRF's ``get_ident``, which honours ``NUM_PROXIES``, the
-same trusted-proxy rule as the login lockout). DRF views take the classes in ``throttle_classes``;
-plain Django views call ``rating_throttled`` / ``allow_search``. Rates are read from Django's
-settings on each request, not from DRF's class-level rates.
+lists; ``RATING_RATE`` (``"30/min"`` by default, DRF's rate syntax) holds for the rating page,
+the API and onboarding together (one counter per user; onboarding is charged one per pick). A
+search reads one index document per word and ranks up to ``MAX_POSTINGS`` ids per word;
+``SEARCH_THROTTLE_RATE`` (env ``SEARCH_RATE``) counts signed-in users by account and visitors by
+address (DRF's ``get_ident``, which honours ``NUM_PROXIES``, the same trusted-proxy rule as the
+login lockout). DRF views take the classes in ``throttle_classes``; plain Django views call
+``rating_throttled`` / ``allow_search``. Rates are read from Django's settings on each request,
+not from DRF's class-level rates.
 
 Neither limit fails open. They count in Redis through the ``throttle`` cache, whose errors raise
 (the ``default`` cache ignores them, so with Redis down nothing was counted and the limits were
@@ -67,8 +68,16 @@ COUNTS = FailoverCache()
 
 
 class RatingRateThrottle(UserRateThrottle):
+    """One count per rating published. A request that publishes several (onboarding's picks) is
+    built with ``cost`` = that number: it fits whole or is refused whole, so the limit holds for
+    ratings, not for requests, and a refused request publishes nothing."""
+
     scope = "rating"
     cache = COUNTS
+
+    def __init__(self, cost: int = 1) -> None:
+        super().__init__()
+        self.cost = cost
 
     def get_rate(self) -> str:
         return settings.RATING_RATE
@@ -82,6 +91,29 @@ class RatingRateThrottle(UserRateThrottle):
         if user is None or not user.is_authenticated:
             return super().get_cache_key(request, view)
         return self.cache_format % {"scope": self.scope, "ident": recommender_id(user)}
+
+    def allow_request(self, request, view) -> bool:
+        """DRF's ``SimpleRateThrottle.allow_request`` with ``cost`` requests at once (the same with 1)."""
+        self.key = self.get_cache_key(request, view)
+        self.history = self.cache.get(self.key, [])
+        self.now = self.timer()
+        while self.history and self.history[-1] <= self.now - self.duration:
+            self.history.pop()
+        if len(self.history) + self.cost > self.num_requests:
+            return self.throttle_failure()
+        self.history[:0] = [self.now] * self.cost
+        self.cache.set(self.key, self.history, self.duration)
+        return True
+
+    def wait(self) -> float | None:
+        """Seconds until ``cost`` more fit: DRF's estimate for one; for several, until enough of the
+        oldest counts run out (None if ``cost`` exceeds the rate itself: waiting never helps)."""
+        if self.cost == 1:
+            return super().wait()
+        if self.cost > self.num_requests:
+            return None
+        expiring = len(self.history) + self.cost - self.num_requests
+        return max(0.0, self.history[-expiring] + self.duration - self.now)
 
 
 class SearchRateThrottle(SimpleRateThrottle):
@@ -97,9 +129,10 @@ class SearchRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
-def rating_throttled(request) -> float | None:
-    """For a Django view: None if this rating may go ahead (and count it), else the seconds to wait."""
-    throttle = RatingRateThrottle()
+def rating_throttled(request, cost: int = 1) -> float | None:
+    """For a Django view about to publish ``cost`` ratings: None if they may go ahead (and count
+    them all), else the seconds to wait (all refused, none counted)."""
+    throttle = RatingRateThrottle(cost)
     if throttle.allow_request(request, None):
         return None
     return throttle.wait() or 1.0

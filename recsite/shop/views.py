@@ -7,6 +7,7 @@ import math
 import re
 from datetime import datetime, timezone
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
@@ -237,43 +238,66 @@ def onboarding(request):
     """After sign-up: rate a few popular products per category; the picks make the first list.
 
     Each pick is an ordinary rating (shop.ratings.submit_rating: Kafka, then the workers), so the
-    first personal list is folded in from exactly these ratings, like any later one.
+    first personal list is folded in from exactly these ratings, like any later one. Each pick is
+    also charged to ``RATING_RATE`` before any is published (all fit or none is published).
     """
     uid = recommender_id(request.user)
     rated = set(recommendations.history(uid))
     lists = recommendations.onboarding_lists(exclude=rated)
     offered = [p["pid"] for lst in lists for p in lst["items"]]
     form = OnboardingForm(request.POST or None, product_ids=offered)
-    status = 200
+    status, retry_after = 200, None
     if request.method == "POST":
-        refused = _too_many(request)
-        if refused is not None:
-            return refused
-        if form.is_valid() and set(form.picks()) - set(products_cache.summaries(list(form.picks()))):
-            form.add_error(None, "Rating refused: unknown product")  # checked first: all picks or none
+        picks = form.picks() if form.is_valid() else {}
+        wait = rating_throttled(request, cost=max(1, len(picks)))  # an invalid POST costs one, as before
+        if wait is not None:
+            form.add_error(None, f"Too many ratings in a short time: ratings are limited to {settings.RATING_RATE}. "
+                                 "Please wait a moment, or rate fewer products.")
+            status, retry_after = 429, max(1, math.ceil(wait))
+        elif not form.is_valid():
             status = 400
-        elif form.is_valid():
-            picks = form.picks()
-            try:
-                for product_id, stars in picks.items():
-                    submit_rating(request.user, uid, product_id, stars)
-            except RatingRejected as exc:
-                form.add_error(None, f"Rating refused: {exc}")
-                status = 400
-            except Unavailable:
-                messages.error(request, "Sorry, your ratings could not be saved right now. Please try again.")
-                status = 503
-            else:
-                messages.success(request, f"Thanks! You rated {len(picks)} product{'s' if len(picks) != 1 else ''}. "
-                                          "Your recommendations are being built from them.")
-                return redirect("recommendations")
         else:
-            status = 400
+            status = _publish_picks(request, form, uid, picks)
+            if status == 302:
+                return redirect("recommendations")
     for lst in lists:
         for p in lst["items"]:
             p["field"] = form[ONBOARDING_PREFIX + p["pid"]] if ONBOARDING_PREFIX + p["pid"] in form.fields else None
-    return render(request, "shop/onboarding.html", {"form": form, "lists": lists, "n_rated": len(rated)},
-                  status=status)
+    response = render(request, "shop/onboarding.html", {"form": form, "lists": lists, "n_rated": len(rated)},
+                      status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def _publish_picks(request, form: OnboardingForm, uid: str, picks: dict[str, int]) -> int:
+    """Publish the onboarding picks one rating each; the status to answer (302: all published).
+
+    Unknown products are checked before anything is published; a failure part way (the broker or
+    the store down) cannot take back what was published, so the message names what was saved.
+    """
+    known = products_cache.summaries(list(picks))
+    if set(picks) - set(known):
+        form.add_error(None, "Rating refused: unknown product")
+        return 400
+    saved: list[str] = []
+    try:
+        for product_id, stars in picks.items():
+            submit_rating(request.user, uid, product_id, stars)
+            saved.append(product_id)
+    except RatingRejected as exc:
+        error, status = f"Rating refused: {exc}.", 400
+    except Unavailable:
+        error, status = "Sorry, your ratings could not be saved right now. Please try again.", 503
+    else:
+        messages.success(request, f"Thanks! You rated {len(picks)} product{'s' if len(picks) != 1 else ''}. "
+                                  "Your recommendations are being built from them.")
+        return 302
+    if saved:
+        names = "; ".join(products_cache.headline(known[p]) for p in saved)
+        error = f"{error} Only {len(saved)} of your {len(picks)} ratings were saved ({names}); the others were not."
+    form.add_error(None, error)
+    return status
 
 
 def _eda_dir():

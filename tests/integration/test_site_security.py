@@ -19,6 +19,7 @@ import uuid
 
 import pytest
 from django.test.utils import override_settings
+from django.utils.html import escape
 
 from core import mongo, rating_history, stored_lists
 from core.events import RatingEvent
@@ -272,6 +273,51 @@ def test_ratings_per_user_are_rate_limited_across_page_and_api(rating_client):
     assert codes[6:] == [429, 429], codes
     from shop.models import RatingSubmission
     assert RatingSubmission.objects.filter(user=user).count() == 6
+
+
+def test_onboarding_picks_count_against_the_rating_limit(rating_client, ratings_probe):
+    """Onboarding publishes one rating per pick, so each pick is charged to ``RATING_RATE``: a POST
+    with more picks than the user has left is refused whole (429, nothing published), one that fits
+    is published, and its picks then count like any other rating."""
+    from shop.models import RatingSubmission
+
+    client, user, products = rating_client
+    with override_settings(RATING_RATE="6/min"):
+        assert client.post(f"/p/{products[0]}/rate/", {"rating": "5"}).status_code == 302  # 5 left
+        mark = ratings_probe.mark()
+        refused = client.post("/welcome/", {f"rate_{p}": "4" for p in products[1:7]})  # 6 picks
+        assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1, refused.status_code
+        assert "Too many ratings" in refused.content.decode()
+        assert ratings_probe.count_since(mark) == 0
+        assert RatingSubmission.objects.filter(user=user).count() == 1
+        accepted = client.post("/welcome/", {f"rate_{p}": "4" for p in products[1:6]})  # 5 picks: they fit
+        assert accepted.status_code == 302 and ratings_probe.count_since(mark) == 5
+        assert client.post(f"/p/{products[7]}/rate/", {"rating": "5"}).status_code == 429
+    assert RatingSubmission.objects.filter(user=user).count() == 6
+
+
+def test_onboarding_failing_part_way_says_which_picks_were_saved(rating_client, monkeypatch):
+    """A rating published cannot be taken back: if the broker fails after the first pick, the page
+    must not say that none was saved."""
+    from core.breaker import Unavailable
+    from shop import products as products_cache
+    from shop import views
+
+    client, user, products = rating_client
+    published = []
+
+    def first_only(user, uid, product_id, stars, *args, **kwargs):
+        if published:
+            raise Unavailable("the broker went away")
+        published.append(product_id)
+
+    monkeypatch.setattr(views, "submit_rating", first_only)
+    answer = client.post("/welcome/", {f"rate_{products[0]}": "5", f"rate_{products[1]}": "4"})
+    page = answer.content.decode()
+    assert answer.status_code == 503 and published == [products[0]]
+    assert "Only 1 of your 2 ratings were saved" in page, page
+    headline = products_cache.headline(products_cache.summaries([products[0]])[products[0]])
+    assert escape(headline) in page
 
 
 def test_one_account_reposting_five_stars_cannot_top_trending(rt_catalog):
