@@ -180,6 +180,25 @@ def test_credential_checks_fail_closed_when_redis_is_down(site_cache, client, ma
     assert _token(client, user.username, PASSWORD, address).status_code == 200  # Redis back: fine again
 
 
+def test_delete_account_page_says_why_it_refused(site_cache, client, make_user):
+    """The password check before a deletion is a credential check: with Redis down it answers 503,
+    and the page must say "unavailable", not "too many failed attempts" (nobody failed)."""
+    from django.conf import settings
+    from django.contrib.auth.models import User
+
+    from accounts.throttle import Unavailable
+
+    user = make_user()
+    client.force_login(user)
+    dead = f"redis://127.0.0.1:{_dead_port()}/0"
+    with override_settings(CACHES={name: {**conf, "LOCATION": dead} for name, conf in settings.CACHES.items()}):
+        response = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}, REMOTE_ADDR=_address())
+    page = response.content.decode()
+    assert response.status_code == 503 and escape(Unavailable.message) in page, response.status_code
+    assert "Too many failed attempts" not in page
+    assert User.objects.filter(pk=user.pk).exists()
+
+
 # --- 4. request size ------------------------------------------------------------------------------
 
 def test_django_refuses_big_bodies_with_413(site_cache, client):
