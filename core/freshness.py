@@ -1,4 +1,4 @@
-"""Live freshness for the staff dashboard: rating -> new list p50/p99, from the workers' /metrics.
+"""Live freshness for the dashboard: rating -> new list p50/p99, from the workers' /metrics.
 
 One source for the figure: each worker observes every processed rating's latency in the Prometheus
 histogram ``recommender_rating_to_list_seconds`` (kafka_workers/metrics.py) and serves it on its

@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from datetime import datetime, timezone
 
 from django.conf import settings
@@ -304,6 +305,37 @@ def _eda_dir():
     return get_settings().eda_dir / "latest"
 
 
+FRESHNESS_CACHE_S = 5.0  # a figure this old is served as is; an older one is scraped again
+FRESHNESS_KEEP_S = 300  # an older figure is still served while another request scrapes
+FRESHNESS_LOCK_S = 30  # the refresh "lock" (cache.add) expires even if its holder died mid-scrape
+
+
+def _freshness() -> dict:
+    """``core.freshness.summary()``, scraped at most once per ``FRESHNESS_CACHE_S`` (Django's cache).
+
+    The page is public and a scrape waits up to ``SCRAPE_TIMEOUT_S`` for a worker that does not
+    answer, so scraping per request let a flood of hits hold every gunicorn thread. One request at
+    a time refreshes (the one whose ``cache.add`` of the lock key wins); the others meanwhile get the
+    previous figure. With no figure at all yet (or Redis down) a request scrapes itself, as before.
+    The key names the worker URLs, so a changed ``WORKER_METRICS_URLS`` is read at once.
+    """
+    urls = freshness.worker_urls()
+    key = "dashboard:freshness:" + hashlib.sha256("|".join(urls).encode()).hexdigest()[:32]
+    cached = cache.get(key)
+    if cached is not None and time.time() - cached["at"] < FRESHNESS_CACHE_S:
+        return cached["summary"]
+    locked = cached is not None  # with no figure to serve yet, a request scrapes for itself
+    if locked and not cache.add(f"{key}:lock", 1, FRESHNESS_LOCK_S):
+        return cached["summary"]  # another request is scraping right now
+    try:
+        summary = freshness.summary(urls)
+        cache.set(key, {"at": time.time(), "summary": summary}, FRESHNESS_KEEP_S)
+    finally:
+        if locked:
+            cache.delete(f"{key}:lock")
+    return summary
+
+
 @require_GET
 def dashboard(request):
     key = f"dashboard:summary:{products_cache.cache_generation()}"
@@ -316,9 +348,12 @@ def dashboard(request):
         cache.set(key, summary, 60)
     version = artifacts.current_version()
     metrics = artifacts.read_metrics(version)  # {} while a version is still being copied
-    fresh = freshness.summary()  # live: the workers' latency histograms, from their /metrics (no cache)
+    fresh = dict(_freshness())  # the workers' latency histograms, from their /metrics
     if fresh["since"]:
         fresh["since"] = datetime.fromtimestamp(fresh["since"], tz=timezone.utc)
+    fresh["n_unreachable"] = len(fresh["unreachable"])
+    if not request.user.is_staff:  # the workers' internal addresses are the operator's business
+        fresh["unreachable"] = []
     return render(request, "shop/dashboard.html", {
         "freshness": fresh,
         "summary": summary, "summary_pretty": json.dumps(summary.get("counts", {}), indent=2),

@@ -229,6 +229,7 @@ def test_dashboard_shows_live_freshness_from_the_workers(site, client, make_user
         s.bind(("127.0.0.1", 0))
         nobody = f"http://127.0.0.1:{s.getsockname()[1]}/metrics"
     monkeypatch.setenv("WORKER_METRICS_URLS", nobody)
+    client.force_login(make_user(staff=True))  # the workers' URLs are shown to staff only
     section = client.get("/dashboard/").content.decode().split('id="freshness"', 1)[1].split("</section>", 1)[0]
     assert "No worker answered" in section and f"Not answering: {nobody}" in section
 

@@ -271,6 +271,37 @@ def test_gunicorn_refuses_big_and_chunked_bodies_fast(mongo_db, kafka_topics, re
         assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
 
 
+def test_dashboard_scrapes_workers_once_for_a_burst_and_names_them_to_staff_only(site_cache, mongo_db, client,
+                                                                                 make_user, monkeypatch):
+    """The dashboard is public and a scrape waits up to 2 s per worker that does not answer: one
+    scrape serves a burst of hits, and the workers' internal URLs are shown to staff only."""
+    from django.conf import settings
+
+    from core import freshness
+    from shop import views
+
+    hidden, scrapes = "http://10.99.0.7:9410/metrics", []
+
+    def summary(urls=None) -> dict:
+        scrapes.append(urls)
+        return {"n": 0, "p50_ms": None, "p99_ms": None, "since": None, "workers": 1, "unreachable": [hidden]}
+
+    monkeypatch.setattr(freshness, "summary", summary)
+    monkeypatch.setattr(views, "FRESHNESS_CACHE_S", 3600, raising=False)  # no clock in the test
+    own_prefix = {name: {**conf, "KEY_PREFIX": f"{conf.get('KEY_PREFIX', '')}-dash-{uuid.uuid4().hex[:8]}"}
+                  for name, conf in settings.CACHES.items()}  # a cold cache, whatever ran before
+    with override_settings(CACHES=own_prefix):
+        anonymous = [client.get("/dashboard/") for _ in range(2)]
+        assert [r.status_code for r in anonymous] == [200, 200]
+        assert len(scrapes) == 1, scrapes
+        page = anonymous[1].content.decode()
+        assert hidden not in page and "10.99.0.7" not in page
+        assert "Not answering: 1 worker" in page
+        client.force_login(make_user(staff=True))
+        staff = client.get("/dashboard/").content.decode()
+        assert hidden in staff and len(scrapes) == 1
+
+
 # --- 5. rating floods and trending ----------------------------------------------------------------
 
 @pytest.fixture
