@@ -4,7 +4,7 @@ Each rating costs a Kafka event, a fold-in and four MongoDB writes, and floods s
 lists; ``RATING_RATE`` (``"30/min"`` by default, DRF's rate syntax) holds for the rating page,
 the API and onboarding together (one counter per user; onboarding is charged one per pick). A
 search reads one index document per word and ranks up to ``MAX_POSTINGS`` ids per word;
-``SEARCH_THROTTLE_RATE`` (env ``SEARCH_RATE``) counts signed-in users by account and visitors by
+``SEARCH_THROTTLE_RATE`` (env ``SEARCH_RATE``) counts signed-in users by shopper and visitors by
 address (DRF's ``get_ident``, which honours ``NUM_PROXIES``, the same trusted-proxy rule as the
 login lockout). DRF views take the classes in ``throttle_classes``; plain Django views call
 ``rating_throttled`` / ``allow_search``. Rates are read from Django's settings on each request,
@@ -67,6 +67,22 @@ class FailoverCache:
 COUNTS = FailoverCache()
 
 
+def _shopper(request) -> str | None:
+    """The signed-in shopper's recommender id (both limits count per shopper), None for a visitor.
+
+    Not the primary key: a key can be handed out again (each test's rolled-back transaction resets
+    SQLite's sequence; so would a restored or reset database), and the new account must not inherit
+    the old one's counts, which outlive it in Redis. (A live database does not reuse a deleted
+    account's key by itself: Django makes SQLite's AutoFields AUTOINCREMENT.)
+    """
+    from accounts.models import recommender_id
+
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    return recommender_id(user)
+
+
 class RatingRateThrottle(UserRateThrottle):
     """One count per rating published. A request that publishes several (onboarding's picks) is
     built with ``cost`` = that number: it fits whole or is refused whole, so the limit holds for
@@ -83,14 +99,10 @@ class RatingRateThrottle(UserRateThrottle):
         return settings.RATING_RATE
 
     def get_cache_key(self, request, view) -> str:
-        """Counted per shopper (the recommender id), not per database row: SQLite hands a deleted
-        account's primary key to the next sign-up, which would inherit the old account's count."""
-        from accounts.models import recommender_id
-
-        user = getattr(request, "user", None)
-        if user is None or not user.is_authenticated:
+        shopper = _shopper(request)
+        if shopper is None:
             return super().get_cache_key(request, view)
-        return self.cache_format % {"scope": self.scope, "ident": recommender_id(user)}
+        return self.cache_format % {"scope": self.scope, "ident": shopper}
 
     def allow_request(self, request, view) -> bool:
         """DRF's ``SimpleRateThrottle.allow_request`` with ``cost`` requests at once (the same with 1)."""
@@ -124,8 +136,8 @@ class SearchRateThrottle(SimpleRateThrottle):
         return settings.SEARCH_THROTTLE_RATE
 
     def get_cache_key(self, request, view) -> str:
-        user = getattr(request, "user", None)
-        ident = f"user-{user.pk}" if user is not None and user.is_authenticated else f"addr-{self.get_ident(request)}"
+        shopper = _shopper(request)
+        ident = f"addr-{self.get_ident(request)}" if shopper is None else f"user-{shopper}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 

@@ -325,6 +325,30 @@ def test_ratings_per_user_are_rate_limited_across_page_and_api(rating_client):
     assert RatingSubmission.objects.filter(user=user).count() == 6
 
 
+def test_search_limit_follows_the_shopper_not_a_recycled_primary_key(rt_catalog, site_cache, client):
+    """Searches are counted per shopper (the recommender id), like ratings: an account that gets the
+    primary key of a deleted one (here given explicitly; a rolled-back test transaction or a reset
+    sequence hands it out again) must not inherit that account's count."""
+    from django.contrib.auth.models import User
+
+    from accounts.models import Profile
+
+    def account(**fields) -> User:
+        user = User.objects.create_user(f"s{uuid.uuid4().hex[:10]}", "", PASSWORD, **fields)
+        Profile.objects.create(user=user)
+        return user
+
+    with override_settings(SEARCH_THROTTLE_RATE="2/min"):
+        gone = account()
+        client.force_login(gone)
+        codes = [client.get("/api/search/", {"q": "guitar"}).status_code for _ in range(3)]
+        assert codes == [200, 200, 429], codes
+        pk = gone.pk
+        gone.delete()
+        client.force_login(account(id=pk))
+        assert client.get("/api/search/", {"q": "guitar"}).status_code == 200
+
+
 def test_onboarding_picks_count_against_the_rating_limit(rating_client, ratings_probe):
     """Onboarding publishes one rating per pick, so each pick is charged to ``RATING_RATE``: a POST
     with more picks than the user has left is refused whole (429, nothing published), one that fits
