@@ -58,6 +58,12 @@ class RatingSubmissionAdmin(admin.ModelAdmin):
     search_fields = ("user__username", "product_id", "event_id", "recommender_id")
     readonly_fields = [f.name for f in RatingSubmission._meta.fields] + ["processing_state"]
 
+    def has_add_permission(self, request) -> bool:
+        """No add form: a submission records what the site published, every field is read-only, so
+        the form could only be saved empty (an IntegrityError). Not ``ReadOnlyAdmin``: deleting a
+        user in the admin deletes their submissions too, which needs the delete permission here."""
+        return False
+
     @admin.display(description="worker state")
     def processing_state(self, obj: RatingSubmission) -> str:
         """Read live from MongoDB: 'processed' once a worker has written the recommendations."""

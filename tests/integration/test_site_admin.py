@@ -111,6 +111,20 @@ def test_pipeline_records_are_read_only(site, client, make_user, model):
     assert 'value="delete_selected"' not in listing
 
 
+def test_rating_submissions_cannot_be_added_by_hand(site_cache, client, make_user):
+    """Every field of a rating submission is read-only (it records what the site published), so an
+    add form could only be saved empty (an IntegrityError, a 500): there is no add form."""
+    from shop.models import RatingSubmission
+
+    client.force_login(make_user(staff=True))  # a superuser: every permission Django can give
+    listing = client.get("/admin/shop/ratingsubmission/")
+    assert listing.status_code == 200
+    assert 'href="/admin/shop/ratingsubmission/add/"' not in listing.content.decode()
+    assert client.get("/admin/shop/ratingsubmission/add/").status_code == 403
+    assert client.post("/admin/shop/ratingsubmission/add/", {}).status_code == 403
+    assert not RatingSubmission.objects.exists()
+
+
 def _topn_of(site, user_id: str) -> list[dict]:
     """The list training wrote for a batch user (what publish loaded), from the model's files."""
     from core import artifacts
