@@ -1,4 +1,5 @@
-"""ASGI entry point, for servers that speak ASGI."""
+"""ASGI entry point, for servers that speak ASGI. The site runs under gunicorn (WSGI, ``recsite.wsgi``),
+where ``recsite.bodylimit`` refuses big bodies before they are read; an ASGI server must set its own limit."""
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")

@@ -8,8 +8,9 @@ worker. Two layers use the same rule:
   413 from the Content-Length alone and asks gunicorn to close the connection, so the rest of
   the body is never read. A chunked body (no Content-Length) is read up to the limit and handed
   on as an ordinary body with a length, or refused as soon as it passes the limit.
-- ``body_limit_middleware`` applies the same check inside Django, for any other server and for
-  the test client.
+- ``body_limit_middleware`` applies the same check inside Django, for any other WSGI server and
+  for the test client. Under ASGI (``recsite/asgi.py``) Django's handler reads the whole body
+  before any middleware runs: there the ASGI server's own limit is the one that holds.
 """
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ def _over_limit(environ: dict, limit: int) -> bool:
             return int(length) > limit
         except ValueError:
             return False  # Django treats it as no body
-    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+    stream = environ.get("wsgi.input")  # None under ASGI: the server has read the body already
+    if stream is None or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
         return False
-    stream, data = environ["wsgi.input"], bytearray()
+    data = bytearray()
     while len(data) <= limit:
         part = stream.read(min(65536, limit + 1 - len(data)))
         if not part:
