@@ -5,7 +5,8 @@ Password checks (site login, admin login, ``/api/token/``; all go through
 ``LOGIN_THROTTLE_WINDOW`` seconds:
 
 - (username, client address): ``LOGIN_THROTTLE_ATTEMPTS``; one attacker cannot lock a user out
-  elsewhere, because the address is the real client's (``client_address``), not a shared proxy's;
+  elsewhere, because the address is the real client's (``client_address``), not a shared proxy's,
+  and an IPv6 one counts as its /64 (``address_key``);
 - client address over all usernames: ``LOGIN_THROTTLE_ADDRESS_ATTEMPTS``;
 - the password over all usernames and addresses: ``LOGIN_THROTTLE_PASSWORD_ATTEMPTS``, so one
   password sprayed over many accounts is limited even from many addresses. The key is an HMAC
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 
 from django.conf import settings
@@ -61,6 +63,23 @@ def client_address(request) -> str:
     return forwarded[-min(proxies, len(forwarded))] if forwarded else remote
 
 
+def address_key(address: str) -> str:
+    """What the limits count as one client: an IPv4 address as it is, an IPv6 address as its /64.
+
+    An IPv6 host is given a whole /64 and may use any address in it, so counted per address one
+    host would have 2**64 budgets. An IPv4 address seen through an IPv6 socket counts as itself;
+    anything that does not parse is counted as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
 def _cache():
     return caches["throttle"]
 
@@ -70,6 +89,7 @@ def _digest(*parts: str) -> str:
 
 
 def _login_keys(username: str, password: str | None, address: str) -> dict[str, int]:
+    address = address_key(address)
     keys = {f"cred-ua:{_digest(username.lower(), address)}": settings.LOGIN_THROTTLE_ATTEMPTS,
             f"cred-a:{_digest(address)}": settings.LOGIN_THROTTLE_ADDRESS_ATTEMPTS}
     if password:
@@ -128,7 +148,7 @@ def reset(username: str, address: str) -> None:
 def account_action(kind: str, *subjects: str, count: bool = True) -> None:
     """Raise ``Locked`` if any subject (a client address) used up its ``ACCOUNT_THROTTLE_ATTEMPTS``
     for this kind of action (``signup``, ``reset``); otherwise count one (unless ``count`` is off)."""
-    keys = {f"acct-{kind}:{_digest(s.lower())}": settings.ACCOUNT_THROTTLE_ATTEMPTS for s in subjects if s}
+    keys = {f"acct-{kind}:{_digest(address_key(s).lower())}": settings.ACCOUNT_THROTTLE_ATTEMPTS for s in subjects if s}
     if _over(keys):
         raise Locked()
     if count:
@@ -136,7 +156,7 @@ def account_action(kind: str, *subjects: str, count: bool = True) -> None:
 
 
 def count_account_action(kind: str, *subjects: str) -> None:
-    _count([f"acct-{kind}:{_digest(s.lower())}" for s in subjects if s], settings.ACCOUNT_THROTTLE_WINDOW)
+    _count([f"acct-{kind}:{_digest(address_key(s).lower())}" for s in subjects if s], settings.ACCOUNT_THROTTLE_WINDOW)
 
 
 def reset_mail_allowed(email: str) -> bool:

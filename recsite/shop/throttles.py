@@ -28,6 +28,7 @@ from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
+from accounts.throttle import address_key
 from core.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class SearchRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request, view) -> str:
         shopper = _shopper(request)
-        ident = f"addr-{self.get_ident(request)}" if shopper is None else f"user-{shopper}"
+        ident = f"addr-{address_key(self.get_ident(request))}" if shopper is None else f"user-{shopper}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 

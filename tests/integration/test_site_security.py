@@ -65,6 +65,21 @@ def test_token_endpoint_locks_out_password_guessing(site_cache, client, make_use
     assert "token" not in right.json()
 
 
+_network = itertools.count(1)
+
+
+def test_guesses_from_one_ipv6_network_count_together(site_cache, client, make_user):
+    """An IPv6 client is given a /64 and may use any address in it: its guesses count per /64, not
+    per address, and another network still gets in."""
+    from django.conf import settings
+
+    user, net = make_user(), f"2001:db8:{next(_network):x}:1"
+    for i in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        assert _token(client, user.username, "wrong-guess", f"{net}::{i + 1:x}").status_code == 400
+    assert _token(client, user.username, PASSWORD, f"{net}::ffff").status_code == 429
+    assert _token(client, user.username, PASSWORD, f"2001:db8:{next(_network):x}:2::1").status_code == 200
+
+
 def test_every_credential_endpoint_shares_one_lockout(site_cache, client, make_user):
     from django.conf import settings
 
