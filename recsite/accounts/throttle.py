@@ -1,8 +1,10 @@
 """One lockout policy for every endpoint that checks a password or sends account mail.
 
-Password checks (site login, admin login, ``/api/token/``; all go through
-``accounts.backends.ProfileBackend``) count failures under three keys within
-``LOGIN_THROTTLE_WINDOW`` seconds:
+Password checks count failures under three keys within ``LOGIN_THROTTLE_WINDOW`` seconds. Site
+login, admin login and ``/api/token/`` go through ``accounts.backends.ProfileBackend``; the old
+password on password change and the password of an account's deletion (page and API) call
+``check_login`` and ``record_failure`` around their own check (a new password check must do one
+or the other). The three keys:
 
 - (username, client address): ``LOGIN_THROTTLE_ATTEMPTS``; one attacker cannot lock a user out
   elsewhere, because the address is the real client's (``client_address``), not a shared proxy's,

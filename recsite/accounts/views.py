@@ -1,5 +1,5 @@
-"""Sign-up, login and password reset behind the shared lockout (``accounts.throttle``);
-everything else is Django's own auth views."""
+"""Sign-up, login, password change and reset, and account deletion, behind the shared lockout
+(``accounts.throttle``); everything else is Django's own auth views."""
 from __future__ import annotations
 
 from django.contrib import messages
