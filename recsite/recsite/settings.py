@@ -143,8 +143,9 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "recommendations"
 LOGOUT_REDIRECT_URL = "catalog"
 # One lockout for every endpoint that checks a password (site login, admin, /api/token/, password
-# change, account deletion), counted within LOGIN_THROTTLE_WINDOW seconds: failures per (username, client address), per client address
-# over all usernames, and per password over all usernames and addresses (password spraying).
+# change, account deletion), counted within LOGIN_THROTTLE_WINDOW seconds: failures per (username,
+# client address), per client address over all usernames, and per password over all usernames and
+# addresses (password spraying).
 LOGIN_THROTTLE_ATTEMPTS = env_int("LOGIN_THROTTLE_ATTEMPTS", 5)
 LOGIN_THROTTLE_ADDRESS_ATTEMPTS = env_int("LOGIN_THROTTLE_ADDRESS_ATTEMPTS", 50)
 LOGIN_THROTTLE_PASSWORD_ATTEMPTS = env_int("LOGIN_THROTTLE_PASSWORD_ATTEMPTS", 20)
