@@ -5,7 +5,11 @@
 The version is published only if its validation NDCG@10 beats popularity and is at least the
 currently published version's, all three measured on the candidate's validation split in the
 candidate's training run (train.py folds that split's users into the current version, as the
-workers do), so the comparison is like for like; a missing or non-finite number fails. Otherwise
+workers do, with an exact top-k as the candidate's); a missing or non-finite number fails. The
+same users and items, but not an unbiased duel: the current version was fitted on all the data of
+its day, so it has seen most of these held-out pairs, which the candidate never has. Its number is
+high by that much (EASE's item-item weights most: they are built from those very pairs), and the
+gate errs toward keeping it; a candidate that passes is at least as good. Otherwise
 the run records why and the old version stays. ``--force`` publishes anyway (the first model of a
 fresh install) and records that it was forced. Publishing loads the version's top-N lists and
 similar items into MongoDB collections of that version's own, which nobody reads yet, and rebuilds
