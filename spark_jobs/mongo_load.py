@@ -44,7 +44,9 @@ def product_stats(reviews: DataFrame) -> DataFrame:
         F.max_by("summary", F.struct(F.trim("summary") != "", "helpful_votes", "ts")).alias("sample_summary"),
         F.substring(F.concat_ws(" ", F.slice(F.collect_list("summary_clean"), 1, 50)), 1, SEARCH_TEXT_CHARS)
          .alias("search_text"),
-        F.first("category").alias("review_category"),
+        # the category of its most helpful review (F.first took whichever row came first, so a
+        # product reviewed in two category files could move between them from one reload to the next)
+        F.max_by("category", F.struct("helpful_votes", "ts", "category")).alias("review_category"),
     )
 
 

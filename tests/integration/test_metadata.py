@@ -234,3 +234,17 @@ def test_metadata_fields_reach_product_documents(run):
     assert coverage["products with metadata, not reviewed"] == len(set(metadata) - set(reviewed))
     assert coverage["generated titles"] == len(without) + sum(
         1 for p, m in metadata.items() if not unescape_html(m.get("title")).strip())
+
+
+def test_a_product_reviewed_in_two_categories_is_filed_by_its_most_helpful_review(spark):
+    """Not by whichever review a group-by met first: a reload must not move it between categories."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.mongo_load import product_stats
+
+    rows = [("p1", "Alpha", 0, 100, "a"), ("p1", "Alpha", 1, 200, "b"), ("p1", "Beta", 9, 50, "c")]
+    reviews = spark.createDataFrame(rows, "product_id string, category string, helpful_votes long, ts long, "
+                                          "summary string").withColumns({"rating": F.lit(5.0),
+                                                                         "summary_clean": F.col("summary")})
+    got = product_stats(reviews.coalesce(1)).collect()
+    assert [r["review_category"] for r in got] == ["Beta"]
