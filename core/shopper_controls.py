@@ -57,6 +57,18 @@ def all_exclusions(db: Database | None = None) -> dict[str, set[str]]:
 
 # --- erasing an account --------------------------------------------------------------------
 
+def reviewed_products(user_id: str, db: Database | None = None) -> set[str]:
+    """The products whose review pages :func:`delete_user_data` rewrites for this user: everything
+    in their history (every batch review and live rating, removed ones too).
+
+    The site reads it before the deletion, which removes the history, to drop its cached pages of
+    these products (recsite/accounts/deletion.py).
+    """
+    db = db if db is not None else mongo.get_db()
+    rated, removed = rating_history.history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))
+    return set(rated) | set(removed)
+
+
 def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]:
     """Remove everything MongoDB keeps about one recommender id; returns what was removed, by kind.
 
@@ -67,7 +79,7 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
     """
     db = db if db is not None else mongo.get_db()
     rated, removed = rating_history.history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))
-    products = set(rated) | set(removed)
+    products = set(rated) | set(removed)  # reviewed_products(), without reading the history twice
     pages = 0
     for pid in sorted(products):
         page, n_pages = 1, 1
