@@ -3,7 +3,9 @@
 Order matters. The recommender id is first recorded as deleted in MongoDB, so a worker drops any
 event of the account that it reads from then on (and the training and load jobs leave a linked
 reviewer's reviews out). Then the site removes the data itself, so the deletion is complete at
-once (and counted for staff) even with no worker running. Then a ``delete_account`` event goes
+once (and counted for staff) even with no worker running, and right after, its cached product
+pages that showed the account's reviews are no longer read (``shop.products.forget_reviews``:
+they would be for minutes otherwise). Then a ``delete_account`` event goes
 to Kafka behind the account's other events (same key, same partition): a rating a worker was
 applying at that very moment is removed again when the worker reaches that event. Last, the
 Django rows.
@@ -25,13 +27,15 @@ log = logging.getLogger(__name__)
 
 def delete_account(user, request=None) -> AccountDeletion:
     """Delete ``user`` everywhere; logs the request's session out. Returns the staff record."""
-    from shop import recommendations
+    from shop import products, recommendations
 
     rid = recommender_id(user)
     linked = bool(getattr(Profile.objects.filter(user=user).first(), "reviewer_id", None))
     rating_history.record_deleted_user(rid)
     recommendations.forget(rid)
+    reviewed = shopper_controls.reviewed_products(rid)  # read before the history goes with the rest
     counts = shopper_controls.delete_user_data(rid)
+    products.forget_reviews(reviewed)  # after MongoDB changed: the next view reads the reviews again
     try:
         kafka_io.publish_rating(RatingEvent(user_id=rid, product_id="", rating=0, action=DELETE_ACCOUNT))
         notified = True

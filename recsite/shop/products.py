@@ -7,11 +7,14 @@ page paid for dozens of round trips. The catalog changes only when the batch pip
 and similar items when a model is published, so entries live ``CATALOG_CACHE_SECONDS`` (default
 five minutes) and the product page key carries the published model version (``CURRENT``), so a
 new model's similar items show at once. Lists of summaries come back in one ``get_many``.
+A product page's key (and its rendered fragment's) also carries the product's reviews revision,
+which a deleted account bumps, so a deleted reviewer's reviews are gone from the next view.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+import uuid
+from typing import Any, Iterable
 
 from django.core.cache import cache
 
@@ -115,9 +118,37 @@ def cards(product_ids: list[str], known_only: bool = True) -> list[dict[str, Any
     return [card(p, found.get(p)) for p in dict.fromkeys(product_ids) if p and (p in found or not known_only)]
 
 
+# Outlives every page cached before a bump (TTL_S), so a lapsed revision never revives one.
+REVIEWS_REVISION_KEEP_S = max(TTL_S, 24 * 3600)
+
+
+def _reviews_revision_key(product_id: str) -> str:
+    return f"product:reviews-rev:{product_id}"
+
+
+def reviews_revision(product_id: str) -> str:
+    """The product's reviews revision: part of the keys of its cached page data and rendered
+    reviews, so changing it hides both at once ("0" until a deletion first changes it)."""
+    return str(cache.get(_reviews_revision_key(product_id)) or "0")
+
+
+def forget_reviews(product_ids: Iterable[str]) -> None:
+    """Their reviews changed (an account was deleted): no page of these products cached so far is
+    shown again. A new random revision each time (an increment would fail on a missing key), set
+    after MongoDB changed, so a page cached under it is read from the changed reviews."""
+    revisions = {_reviews_revision_key(str(p)): uuid.uuid4().hex[:12] for p in product_ids if p}
+    if revisions:
+        cache.set_many(revisions, REVIEWS_REVISION_KEEP_S)
+
+
 def product_page(product_id: str, page: int) -> dict[str, Any] | None:
-    """Everything a product page shows that is the same for every visitor, or None if unknown."""
-    key = f"product:page:v2:{cache_generation()}:{product_id}:{page}"
+    """Everything a product page shows that is the same for every visitor, or None if unknown.
+
+    ``reviews_revision`` is the revision it was read under; the page's rendered reviews are cached
+    under the same one (shop/product.html).
+    """
+    revision = reviews_revision(product_id)
+    key = f"product:page:v3:{cache_generation()}:{product_id}:{revision}:{page}"
     data = cache.get(key)
     if data is not None:
         return data
@@ -130,7 +161,7 @@ def product_page(product_id: str, page: int) -> dict[str, Any] | None:
     also_bought = [str(p) for p in (doc.get("also_buy") or []) if p and str(p) != product_id][:MAX_ALSO_BOUGHT_READ]
     data = {
         "product": doc, "card": card(product_id, doc), "category_path": category_path(doc),
-        "reviews": reviews, "pages": pages,
+        "reviews": reviews, "pages": pages, "reviews_revision": revision,
         "similar": [{**c, "score": scores.get(c["pid"])} for c in cards(list(scores))],
         # from the metadata's also_buy, only what the catalog has (the rest would be dead links)
         "bought_together": cards(also_bought)[:SIMILAR_SHOWN],

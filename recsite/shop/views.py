@@ -129,7 +129,7 @@ def product(request, product_id: str):
         "reviews": data["reviews"], "page": page, "pages": data["pages"], "histogram": histogram,
         "similar": similar, "similar_variant": similar_variant, "bought_together": data["bought_together"],
         "form": RatingForm(), "my_rating": mine, "ttl": products_cache.TTL_S,
-        "generation": products_cache.cache_generation(),
+        "generation": products_cache.cache_generation(), "reviews_revision": data["reviews_revision"],
     })
 
 

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from core import artifacts, catalog, list_state, mongo, rating_history, recommend, shopper_controls, storage, stored_lists
 from core.events import NOT_INTERESTED, UNRATE, RatingEvent
-from realtime_support import TOP_N, publish_all, reset_core_caches, wait_until, worker_stats
+from realtime_support import TOP_N, forget_users, publish_all, reset_core_caches, wait_until, worker_stats
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
 from tests.site_catalog import PASSWORD, ids_in
 
@@ -337,6 +337,33 @@ def test_delete_a_linked_demo_account_through_the_api(rt, site_cache, client, ma
     wait_until(lambda: (s := worker_stats(worker.popen.pid)) and s.get("processed", 0) >= 2, WAIT_S,
                "the worker processing the delete_account event")
     _assert_nothing_kept(rt.db, reviewer)
+
+
+def test_deleted_reviewers_reviews_leave_cached_product_pages_at_once(rt, site_cache, client, make_user):
+    """The product page is cached twice (its data and its rendered reviews, each for minutes):
+    after "delete my account" a linked reviewer's review is gone from the next view, not later."""
+    reviewer, pid = "RTREVIEWER2", rt.catalog.in_model[40]
+    forget_users(rt.db, [reviewer])
+    user = make_user(reviewer_id=reviewer)
+    other = {"user_id": "SOMEONE", "rating": 5.0, "summary": "Still here", "reviewer_name": "Other Person",
+             "review_text": "A review that stays."}
+    mine = {"user_id": reviewer, "rating": 2.0, "summary": "Gone soon", "reviewer_name": "Leaving Reviewer",
+            "review_text": "Words of a reviewer who deletes the account."}
+    mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{pid}:1", "pages": 1, "items": [other, mine]}], db=rt.db)
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(reviewer, {pid: (2.0, 1_300_000_000.0)}, {})],
+                      db=rt.db)
+
+    before = client.get(f"/p/{pid}/")  # anonymous: fills the page data and the rendered fragment
+    assert before.status_code == 200
+    assert mine["review_text"] in before.content.decode() and mine["reviewer_name"] in before.content.decode()
+    client.force_login(user)
+    done = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
+    assert done.status_code == 200 and 'id="account-deleted"' in done.content.decode()
+    assert catalog.product_reviews(pid, 1, db=rt.db)[0] == [other]  # MongoDB is right; the caches must be too
+
+    after = client.get(f"/p/{pid}/").content.decode()  # logged out again: the same cached fragment as before
+    assert other["review_text"] in after and other["reviewer_name"] in after
+    assert mine["review_text"] not in after and mine["reviewer_name"] not in after and mine["summary"] not in after
 
 
 def test_site_refuses_bad_control_requests(rt, site_cache, client, make_user):
