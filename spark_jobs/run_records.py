@@ -1,0 +1,50 @@
+"""What bin/pipeline reads from a run's records, ``$DATA_DIR/runs/<run id>/<job>.json``.
+
+Those files are the record of truth (spark_jobs/reconcile.write_record; MongoDB holds a best-effort
+copy). Standard library and core only: no Spark starts.
+
+    python -m spark_jobs.run_records finished RUN JOB [--force-publish]  # exit 0: JOB finished in RUN
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+# What a job records when it finished: "ok", or publish's decision (spark_jobs/publish.py). A job
+# that failed records "failed" or nothing (publish raises before writing its record).
+FINISHED = {"ok", "published", "rejected", "unchanged"}
+
+
+def read(run_id: str, job: str) -> dict[str, Any] | None:
+    """The job's record in this run, None when it wrote none."""
+    from core import storage
+    from core.settings import get_settings
+
+    path = get_settings().data_dir / "runs" / run_id / f"{job}.json"
+    return json.loads(storage.read_text(path)) if storage.is_file(path) else None
+
+
+def finished(run_id: str, job: str, force_publish: bool = False) -> bool:
+    """Whether ``job`` finished in this run, so a resume skips it. A publish the gate rejected is
+    finished, unless the resume forces publishing: then it runs again, with ``--force``."""
+    status = (read(run_id, job) or {}).get("status")
+    if job == "publish" and force_publish and status == "rejected":
+        return False
+    return status in FINISHED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    done = commands.add_parser("finished", help="exit 0 when JOB finished in RUN")
+    done.add_argument("run_id")
+    done.add_argument("job")
+    done.add_argument("--force-publish", action="store_true")
+    args = parser.parse_args(argv)
+    return 0 if finished(args.run_id, args.job, args.force_publish) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

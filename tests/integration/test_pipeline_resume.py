@@ -1,0 +1,133 @@
+"""``bin/pipeline --resume``: which stages run again.
+
+bin/pipeline itself runs (the real script, its real record reading), but with a stand-in
+spark-submit: a stub that logs the job and its arguments and writes the record the job would
+(through spark_jobs.reconcile.write_record, so the file and MongoDB's copy), or fails when told
+to. No Spark starts; what is under test is bin/pipeline's choice of stages and arguments. The
+records a run leaves behind are written by the test first, as the jobs write them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DEMO_FILE
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("load", "clean", "mongo_load", "eda", "train", "publish")
+
+STUB = '''#!{python}
+"""spark-submit for tests/integration/test_pipeline_resume.py: log the job, write its record."""
+import json, os, sys
+from pathlib import Path
+
+script = next(a for a in sys.argv[1:] if a.endswith(".py"))
+sys.path.insert(0, str(Path(script).resolve().parents[1]))  # the tree bin/pipeline runs from
+job, args = Path(script).stem, sys.argv[sys.argv.index(script) + 1:]
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps([job, *args]) + "\\n")
+if job in os.environ.get("STUB_FAIL", "").split(","):
+    sys.exit(1)
+run_id = args[args.index("--run-id") + 1]
+record = {{"status": "ok"}}
+if job == "load":
+    record["inputs"] = [args[i + 1] for i, a in enumerate(args) if a == "--input"] or ["the demo"]
+elif job == "train":
+    record["version"] = "v-" + run_id
+elif job == "publish":
+    record = {{"status": "published", "version": args[args.index("--version") + 1]}}
+from spark_jobs.reconcile import write_record
+write_record(run_id, job, record)
+'''
+
+
+@pytest.fixture(scope="module")
+def local_dir(tmp_path_factory):
+    """A LOCAL_DIR whose venv runs the real python and the stub spark-submit."""
+    local = tmp_path_factory.mktemp("pipeline-local")
+    bin_dir = local / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    python = Path(sys.prefix) / "bin" / "python"
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{python}" "$@"\n')
+    (bin_dir / "spark-submit").write_text(STUB.format(python=python))
+    for name in ("python", "spark-submit"):
+        (bin_dir / name).chmod(0o755)
+    return local
+
+
+@pytest.fixture
+def pipeline(settings, mongo_db, local_dir, tmp_path):
+    """Run bin/pipeline with the stub; returns (completed process, [[job, *args], ...] submitted)."""
+    def run(*args: str, fail: str = "") -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+        log = tmp_path / f"submitted-{uuid.uuid4().hex[:6]}.jsonl"
+        env = {**os.environ, "LOCAL_DIR": str(local_dir), "STUB_LOG": str(log), "STUB_FAIL": fail,
+               "DATA_DIR": str(settings.data_dir), "ARTIFACTS_DIR": str(settings.artifacts_dir),
+               "MONGO_DB": settings.mongo_db}
+        done = subprocess.run([str(ROOT / "bin" / "pipeline"), *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        submitted = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return done, submitted
+    return run
+
+
+def _run_id() -> str:
+    return f"it-resume-{uuid.uuid4().hex[:8]}"
+
+
+def _record(run_id: str, job: str, record: dict) -> None:
+    """What the job writes at the end of a run (the file, and MongoDB's copy)."""
+    from spark_jobs.reconcile import write_record
+
+    write_record(run_id, job, {"run_id": run_id, **record})
+
+
+def _jobs(submitted: list[list[str]]) -> list[str]:
+    return [job for job, *_ in submitted]
+
+
+def _args(submitted: list[list[str]], job: str) -> list[str]:
+    return next(args for name, *args in submitted if name == job)
+
+
+def _finished_run(run_id: str, publish: dict) -> None:
+    """Every stage recorded as the jobs record a finished run; publish as given."""
+    _record(run_id, "load", {"status": "ok", "inputs": [str(DEMO_FILE)]})
+    for job in ("clean", "mongo_load", "eda"):
+        _record(run_id, job, {"status": "ok"})
+    _record(run_id, "train", {"status": "ok", "version": f"v-{run_id}", "metrics": {"ndcg@10": 0.1}})
+    if publish:
+        _record(run_id, "publish", {"version": f"v-{run_id}", **publish})
+
+
+# --- 2. a resume does not publish again ----------------------------------------------------------
+
+@pytest.mark.parametrize("status", ["published", "rejected", "unchanged"])
+def test_resume_after_a_finished_publish_runs_nothing(pipeline, status):
+    run_id = _run_id()
+    _finished_run(run_id, {"status": status})
+    done, submitted = pipeline("--resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert submitted == []
+    assert f"publish finished in run {run_id} already" in done.stdout
+
+
+@pytest.mark.parametrize("publish, args", [({}, []), ({"status": "rejected"}, ["--force-publish"])],
+                         ids=["publish-failed", "rejected-then-forced"])
+def test_resume_publishes_when_publish_did_not_finish_or_is_forced(pipeline, publish, args):
+    """Kept behaviour: a publish that left no record (it failed) runs again, and so does a rejected
+    one when the resume asks for --force-publish."""
+    run_id = _run_id()
+    _finished_run(run_id, publish)
+    done, submitted = pipeline("--resume", run_id, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _jobs(submitted) == ["publish"]
+    assert _args(submitted, "publish") == ["--version", f"v-{run_id}", *(["--force"] if args else []),
+                                           "--run-id", run_id]
