@@ -4,6 +4,7 @@ Those files are the record of truth (spark_jobs/reconcile.write_record; MongoDB 
 copy). Standard library and core only: no Spark starts.
 
     python -m spark_jobs.run_records finished RUN JOB [--force-publish]  # exit 0: JOB finished in RUN
+    python -m spark_jobs.run_records version RUN                         # train's model version, or nothing
 """
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ def finished(run_id: str, job: str, force_publish: bool = False) -> bool:
     return status in FINISHED
 
 
+def version(run_id: str) -> str:
+    """The model version train recorded in this run ("" when it recorded none), read as the DAG's
+    ``evaluate`` task reads it (dags/recommender/records.read_train_record)."""
+    record = read(run_id, "train") or {}
+    if record.get("status", "ok") != "ok":
+        return ""
+    return str(record.get("version") or record.get("model_version") or "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,8 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     done.add_argument("run_id")
     done.add_argument("job")
     done.add_argument("--force-publish", action="store_true")
+    commands.add_parser("version", help="the model version train recorded").add_argument("run_id")
     args = parser.parse_args(argv)
-    return 0 if finished(args.run_id, args.job, args.force_publish) else 1
+    if args.command == "finished":
+        return 0 if finished(args.run_id, args.job, args.force_publish) else 1
+    print(version(args.run_id))
+    return 0
 
 
 if __name__ == "__main__":

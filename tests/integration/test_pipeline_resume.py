@@ -1,4 +1,4 @@
-"""``bin/pipeline --resume``: which stages run again.
+"""``bin/pipeline --resume``: which stages run again, and with which model version.
 
 bin/pipeline itself runs (the real script, its real record reading), but with a stand-in
 spark-submit: a stub that logs the job and its arguments and writes the record the job would
@@ -131,3 +131,17 @@ def test_resume_publishes_when_publish_did_not_finish_or_is_forced(pipeline, pub
     assert _jobs(submitted) == ["publish"]
     assert _args(submitted, "publish") == ["--version", f"v-{run_id}", *(["--force"] if args else []),
                                            "--run-id", run_id]
+
+
+# --- 3. the model version comes from train's record file -------------------------------------------
+
+def test_resume_takes_the_model_version_from_trains_record_file(pipeline, settings, mongo_db):
+    """The file is the record of truth (reconcile.write_record); MongoDB's copy is best effort."""
+    from core import mongo
+
+    run_id = _run_id()
+    _finished_run(run_id, {})
+    mongo_db[mongo.PIPELINE_RUNS].delete_one({"_id": f"{run_id}:train"})  # MongoDB was down when train recorded
+    done, submitted = pipeline("--resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _args(submitted, "publish") == ["--version", f"v-{run_id}", "--run-id", run_id]
