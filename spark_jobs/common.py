@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -162,13 +163,16 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
             work: Callable[[Any, argparse.Namespace], dict[str, Any]], *,
             options: Callable[[argparse.ArgumentParser], None] | None = None,
             failures: tuple[type[Exception], ...] = (),
-            summary: Callable[[dict[str, Any]], str] | None = None) -> int:
+            summary: Callable[[dict[str, Any]], str] | None = None,
+            started: Callable[[argparse.Namespace], dict[str, Any]] | None = None) -> int:
     """The main() of every Spark job: its CLI, one session, its record, its exit status.
 
     ``work(spark, args)`` does the job and returns its record. A failure the job declares (an
     unbalanced count, no data) is recorded as ``{"status": "failed"}`` and exits 1, so Airflow
     retries and the admin shows why; anything else propagates. The session is stopped however the
-    job ends.
+    job ends. ``started(args)`` (load: its inputs) is recorded as ``{"status": "started", ...}``
+    before the session starts and kept in the failure record, so a job that failed or was killed
+    still says what it was doing (``bin/pipeline --resume`` loads the same inputs again).
     """
     from spark_jobs.reconcile import write_record
 
@@ -177,11 +181,14 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
         options(parser)
     run_id_arg(parser)
     args = parser.parse_args(argv)
+    begun = started(args) if started is not None else {}
+    if begun:
+        write_record(args.run_id, name, {"status": "started", **begun, "started_at": time.time()})
     spark = spark_session(name)
     try:
         record = work(spark, args)
     except failures as exc:
-        write_record(args.run_id, name, {"status": "failed", "error": str(exc)})
+        write_record(args.run_id, name, {**begun, "status": "failed", "error": str(exc)})
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     finally:

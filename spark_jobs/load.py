@@ -365,15 +365,21 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
 
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
+
+    def inputs(args) -> list[str]:
+        return args.input or [settings.demo_input]
+
     return run_job(
         "load", __doc__, argv,
-        lambda spark, args: load(spark, args.input or [settings.demo_input], str(settings.data_dir / "raw"),
+        lambda spark, args: load(spark, inputs(args), str(settings.data_dir / "raw"),
                                  args.run_id, **({"force": True} if args.force else {})),
         options=lambda parser: (
             parser.add_argument("--input", action="append", help="file or glob; repeatable (default: the demo file)"),
             parser.add_argument("--force", action="store_true",
                                 help="load every input again, even those already loaded with the same checksum")),
-        failures=(Unbalanced,))
+        failures=(Unbalanced,),
+        # recorded before loading, so a resume of a load that failed or was killed loads the same files
+        started=lambda args: {"inputs": inputs(args)})
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import importlib
 
 import pytest
 
+from core.settings import get_settings
 from spark_jobs import common, reconcile
 from spark_jobs.eda import NoData
 from spark_jobs.reconcile import Unbalanced
@@ -51,7 +52,8 @@ def test_each_job_records_its_result_under_its_name(frame, monkeypatch, module, 
     job = importlib.import_module(f"spark_jobs.{module}")
     monkeypatch.setattr(job, work, lambda spark, *args: {"status": "ok", "args": list(args), **extra})
     assert job.main(["--run-id", "r-1"]) == 0
-    [(run_id, name, record)] = frame["records"]
+    *started, (run_id, name, record) = frame["records"]
+    assert [r["status"] for _, _, r in started] == (["started"] if module == "load" else [])  # load: its inputs
     assert (run_id, name, record["status"]) == ("r-1", module, "ok")
     assert "r-1" in record["args"]
     [session] = frame["sessions"]
@@ -67,9 +69,35 @@ def test_a_declared_failure_is_recorded_and_exits_1(frame, monkeypatch, capsys, 
 
     monkeypatch.setattr(job, work, fail)
     assert job.main(["--run-id", "r-2"]) == 1
-    assert frame["records"] == [("r-2", module, {"status": "failed", "error": "3 rows in but 2 accounted for"})]
+    kept = {"inputs": [get_settings().demo_input]} if module == "load" else {}  # what load recorded as it started
+    assert frame["records"][-1] == ("r-2", module, {**kept, "status": "failed", "error": "3 rows in but 2 accounted for"})
     assert f"{module}: 3 rows in but 2 accounted for" in capsys.readouterr().err
     assert frame["sessions"][0].stopped
+
+
+def test_load_records_its_inputs_before_it_starts_and_when_it_fails(frame, monkeypatch):
+    """A load that fails, or is killed, has recorded what it was loading (bin/pipeline --resume
+    loads the same inputs again)."""
+    from spark_jobs import load
+
+    def unbalanced(spark, inputs, *args, **kwargs):
+        assert [(r["status"], r["inputs"]) for _, _, r in frame["records"]] == [("started", inputs)]
+        raise Unbalanced("3 lines in but 2 rows out")
+
+    monkeypatch.setattr(load, "load", unbalanced)
+    assert load.main(["--input", "a.json.gz", "--input", "b/*.json", "--run-id", "r-4"]) == 1
+    assert frame["records"][-1] == ("r-4", "load", {"status": "failed", "error": "3 lines in but 2 rows out",
+                                                    "inputs": ["a.json.gz", "b/*.json"]})
+
+    def killed(spark, *args, **kwargs):
+        raise KeyboardInterrupt  # as far as records go, a kill: the job writes nothing more
+
+    frame["records"].clear()
+    monkeypatch.setattr(load, "load", killed)
+    with pytest.raises(KeyboardInterrupt):
+        load.main(["--run-id", "r-5"])
+    [(_, _, record)] = frame["records"]
+    assert (record["status"], record["inputs"]) == ("started", [get_settings().demo_input])  # the default, by name
 
 
 def test_other_errors_propagate_unrecorded_and_the_session_still_stops(frame):
