@@ -5,6 +5,7 @@ copy). Standard library and core only: no Spark starts.
 
     python -m spark_jobs.run_records finished RUN JOB [--force-publish]  # exit 0: JOB finished in RUN
     python -m spark_jobs.run_records version RUN                         # train's model version, or nothing
+    python -m spark_jobs.run_records inputs RUN [--input I ...]          # what a resume loads, one a line
 """
 from __future__ import annotations
 
@@ -45,6 +46,22 @@ def version(run_id: str) -> str:
     return str(record.get("version") or record.get("model_version") or "")
 
 
+def inputs(run_id: str, given: list[str]) -> list[str]:
+    """The inputs a resume of this run loads: those its load recorded (when it started, failed or
+    finished; spark_jobs/load.py), never the demo default. ``given`` (the resume's --input) must
+    name the same ones, and is required when load recorded none."""
+    recorded = (read(run_id, "load") or {}).get("inputs")
+    if not recorded:
+        if given:
+            return given
+        raise SystemExit(f"pipeline: load recorded no inputs in run {run_id}: resume it with the --input "
+                         f"it was started with (--input FILE_OR_GLOB, repeatable)")
+    if given and sorted(given) != sorted(recorded):
+        raise SystemExit(f"pipeline: run {run_id} loads {' '.join(recorded)}, not {' '.join(given)}: "
+                         f"resume it without --input, or start a new run for other inputs")
+    return recorded
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     done.add_argument("job")
     done.add_argument("--force-publish", action="store_true")
     commands.add_parser("version", help="the model version train recorded").add_argument("run_id")
+    load = commands.add_parser("inputs", help="the inputs a resume of RUN loads, one a line")
+    load.add_argument("run_id")
+    load.add_argument("--input", action="append", default=[])
     args = parser.parse_args(argv)
     if args.command == "finished":
         return 0 if finished(args.run_id, args.job, args.force_publish) else 1
-    print(version(args.run_id))
+    print(version(args.run_id) if args.command == "version" else "\n".join(inputs(args.run_id, args.input)))
     return 0
 
 

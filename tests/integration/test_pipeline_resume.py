@@ -1,4 +1,4 @@
-"""``bin/pipeline --resume``: which stages run again, and with which model version.
+"""``bin/pipeline --resume``: which stages run again, with which inputs and which model version.
 
 bin/pipeline itself runs (the real script, its real record reading), but with a stand-in
 spark-submit: a stub that logs the job and its arguments and writes the record the job would
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_FILE
+from tests.conftest import DEMO_FILE, real_file
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +107,42 @@ def _finished_run(run_id: str, publish: dict) -> None:
         _record(run_id, "publish", {"version": f"v-{run_id}", **publish})
 
 
+# --- 1. a resumed load loads the run's own inputs ----------------------------------------------
+
+@pytest.mark.parametrize("status", ["failed", "started"])
+def test_resume_without_input_loads_the_recorded_inputs_not_the_demo(pipeline, status):
+    run_id = _run_id()
+    one = str(real_file("amazon2018_all_beauty_5.jsonl.gz"))
+    _record(run_id, "load", {"status": status, "inputs": [one], **({"error": "unbalanced"} if status == "failed" else {})})
+    done, submitted = pipeline("--resume", run_id, fail="clean")  # stop after load
+    assert _jobs(submitted) == ["load", "clean"], done.stdout + done.stderr
+    assert _args(submitted, "load") == ["--input", one, "--run-id", run_id]
+
+
+@pytest.mark.parametrize("load_record", [None, {"status": "failed", "error": "unbalanced"}],
+                         ids=["no-record", "record-without-inputs"])
+def test_resume_refuses_when_the_run_recorded_no_inputs(pipeline, load_record):
+    run_id = _run_id()
+    if load_record is not None:
+        _record(run_id, "load", load_record)
+    done, submitted = pipeline("--resume", run_id)
+    assert done.returncode != 0 and submitted == []
+    assert "--input" in done.stderr and run_id in done.stderr, done.stderr
+
+
+def test_resume_refuses_inputs_other_than_the_recorded_ones(pipeline):
+    run_id = _run_id()
+    one, other = str(real_file("amazon2018_all_beauty_5.jsonl.gz")), str(DEMO_FILE)
+    _record(run_id, "load", {"status": "failed", "error": "unbalanced", "inputs": [one]})
+    done, submitted = pipeline("--resume", run_id, "--input", other)
+    assert done.returncode != 0 and submitted == []
+    assert one in done.stderr and other in done.stderr, done.stderr
+
+    # the same inputs again are fine
+    done, submitted = pipeline("--resume", run_id, "--input", one, fail="clean")
+    assert _args(submitted, "load") == ["--input", one, "--run-id", run_id], done.stdout + done.stderr
+
+
 # --- 2. a resume does not publish again ----------------------------------------------------------
 
 @pytest.mark.parametrize("status", ["published", "rejected", "unchanged"])
@@ -135,7 +171,7 @@ def test_resume_publishes_when_publish_did_not_finish_or_is_forced(pipeline, pub
 
 # --- 3. the model version comes from train's record file -------------------------------------------
 
-def test_resume_takes_the_model_version_from_trains_record_file(pipeline, settings, mongo_db):
+def test_resume_takes_the_model_version_from_trains_record_file(pipeline, mongo_db):
     """The file is the record of truth (reconcile.write_record); MongoDB's copy is best effort."""
     from core import mongo
 
