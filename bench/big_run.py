@@ -29,6 +29,7 @@ if __package__ in (None, ""):
 
 from bench.gen.manifest import manifest_differences  # noqa: E402
 from bench.pipeline_scale import FULL_2018, GB, run_record, run_stage, stage_env, submit  # noqa: E402
+from spark_jobs.run_records import FINISHED  # noqa: E402
 
 STAGES = ("load", "clean", "mongo_load", "eda", "train", "publish")
 
@@ -55,7 +56,7 @@ def run(opts: argparse.Namespace) -> dict:
     env = stage_env(work, opts.db or f"big_{opts.data.name}")
     for stage in opts.stages:
         rec = run_record(work, run_id, stage)
-        if stage in result["stages"] and rec and rec.get("status") == "ok":
+        if stage in result["stages"] and rec and rec.get("status") in FINISHED:  # publish: its decision
             print(f"  {stage}: done in an earlier sitting ({result['stages'][stage]['seconds']:.0f} s); skipped")
             continue
         cmd = submit(f"spark_jobs/{stage}.py", [*stage_args(stage, opts.data, work, run_id, opts.engine),
