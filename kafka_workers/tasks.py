@@ -82,7 +82,9 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     except BaseException:
         r.delete(_running_key(version), _queued_key(version))
         raise
-    r.delete(_running_key(version))
+    # both: the version may be made current again later (staff go back to it), after another was
+    # re-scored; its queued mark would keep check_model from queueing it until the mark expired
+    r.delete(_running_key(version), _queued_key(version))
     return done
 
 

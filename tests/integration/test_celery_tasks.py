@@ -223,6 +223,32 @@ def test_check_model_queues_one_rescore_per_model_version(celery_env):
     r.delete("celery")
 
 
+def test_going_back_to_a_version_rescored_before_rescores_it_again(celery_env):
+    """Staff make an earlier version current again ("make current" in the admin): the live lists
+    were re-scored with the later one since, so this version needs its re-scoring again, at once."""
+    from kafka_workers import tasks
+
+    r = _redis()
+    r.delete("celery", LAST_RESCORED_MODEL)
+    first = publish_model(celery_env.in_model, seed=33)
+    code = "from kafka_workers.tasks import check_model\nprint(check_model())\n"
+
+    def check() -> str:
+        out = subprocess.run([sys.executable, "-c", code], env=process_env(), cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()[-1]
+
+    assert check() == first
+    tasks.rescore_active_users(first)  # as the Celery worker would run what check_model queued
+    second = publish_model(celery_env.in_model, seed=34)
+    assert check() == second
+    tasks.rescore_active_users(second)
+    artifacts.publish(first)
+    assert check() == first, "the earlier version was not queued for re-scoring again"
+    r.delete("celery")
+
+
 def test_a_second_delivery_of_a_running_or_finished_rescore_does_nothing(celery_env, monkeypatch):
     """A redelivered rescore (visibility timeout, a second queueing) while the first still runs, or
     after it finished, must not re-score everybody again."""
