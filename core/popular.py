@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from pymongo.database import Database
 
@@ -36,18 +36,23 @@ def refresh_popular(limit: int = 50, db: Database | None = None) -> int:
 def trending_scores(events: list[dict], now: float, half_life_s: float = TRENDING_HALF_LIFE_S) -> dict[str, float]:
     """Recent ratings weighted by recency (half-life one day) and by how positive they are.
 
-    One person counts once per product in the window: their latest rating of it. Summing every
-    event let one account re-posting five stars top "Trending" for every new visitor.
+    One person counts once per product in the window: their latest event of it, which counts
+    nothing when it took the rating back (``unrate``). And one person's weight is split over the
+    products they rated in the window: summing every event let one account re-posting five stars
+    top "Trending" for every new visitor, and an account rating fifty products would fill it.
     """
     latest: dict[tuple[str, str], dict] = {}
     for e in events:
         key = (str(e.get("user_id", "")), str(e["product_id"]))
         if key not in latest or float(e["ts"]) >= float(latest[key]["ts"]):
             latest[key] = e
+    rated = [e for e in latest.values() if e.get("action", "rate") == "rate"]
+    products_of = Counter(str(e.get("user_id", "")) for e in rated)
     scores: dict[str, float] = defaultdict(float)
-    for e in latest.values():
+    for e in rated:
         age = max(0.0, now - float(e["ts"]))
-        scores[e["product_id"]] += (float(e["rating"]) / 5.0) * math.pow(0.5, age / half_life_s)
+        weight = (float(e["rating"]) / 5.0) * math.pow(0.5, age / half_life_s)
+        scores[e["product_id"]] += weight / products_of[str(e.get("user_id", ""))]
     return scores
 
 
@@ -62,7 +67,7 @@ def trending_events(db: Database, quiet_fallback: bool) -> tuple[list[dict], flo
     now = time.time()
     live = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - TRENDING_WINDOW_S}},
                                               {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1})
-            if e.get("action", "rate") == "rate"]  # not a removed rating or a "not interested"
+            if e.get("action", "rate") in ("rate", "unrate")]  # a removal cancels the rating; "not interested" is no vote
     if live or not quiet_fallback:
         return live, now, TRENDING_HALF_LIFE_S
     newest = db[mongo.RECENT_REVIEWS].find_one({}, {"ts": 1}, sort=[("ts", -1)])

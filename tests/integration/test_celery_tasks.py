@@ -87,9 +87,10 @@ def test_refresh_trending_ranks_recent_positive_ratings_per_category(celery_env)
     now = time.time()
     _rate(db, "rt-tr-1", p[0], 5, now - 60)            # Guitars, twice recent 5 -> ~2.0
     _rate(db, "rt-tr-2", p[0], 5, now - 120)
-    _rate(db, "rt-tr-1", p[1], 5, now - 2 * 86400)     # Drums, two days old 5 -> ~0.25
-    _rate(db, "rt-tr-1", p[2], 1, now - 60)            # Keyboards, recent 1 -> ~0.2
-    _rate(db, "rt-tr-1", p[3], 5, now - 8 * 86400)     # Guitars, older than the week: ignored
+    _rate(db, "rt-tr-3", p[1], 5, now - 2 * 86400)     # Drums, two days old 5 -> ~0.25
+    _rate(db, "rt-tr-4", p[2], 1, now - 60)            # Keyboards, recent 1 -> ~0.2
+    _rate(db, "rt-tr-5", p[3], 5, now - 8 * 86400)     # Guitars, older than the week: ignored
+    # (one shopper each: a shopper's vote is split over the products they rated in the week)
     refresh_trending(limit=10)
     overall = stored_lists.get_popular("all", "trending", db=db)
     assert [i["product_id"] for i in overall] == [p[0], p[1], p[2]]

@@ -50,7 +50,8 @@ def test_publish_fallback_ranks_the_newest_batch_reviews_when_the_site_is_quiet(
     _catalog(scratch, reviews)
     assert popular.refresh_all(limit=10, db=scratch) == {"popular": 3, "trending": 3}
     trending = [(i["product_id"], i["score"]) for i in stored_lists.get_popular("all", "trending", db=scratch)]
-    expected = {"g-new": 1 + 0.8 * 0.5 ** (1 / 7), "g-mid": 0.25, "d-new": 0.6 * 0.5 ** (2 / 7)}
+    # u1 rated two products in the window: each gets half of u1's vote
+    expected = {"g-new": 1 / 2 + 0.8 * 0.5 ** (1 / 7), "g-mid": 0.25, "d-new": 0.6 * 0.5 ** (2 / 7) / 2}
     assert [p for p, _ in trending] == sorted(expected, key=lambda p: -expected[p])
     assert all(math.isclose(s, expected[p], abs_tol=1e-4) for p, s in trending)
     assert [i["product_id"] for i in stored_lists.get_popular("Drums", "trending", db=scratch)] == ["d-new"]
@@ -72,6 +73,11 @@ def test_live_ratings_take_over_from_the_batch_fallback(scratch):
     assert {i["product_id"] for i in stored_lists.get_popular("all", "trending", db=scratch)} == {"g-a", "d-b"}
     rating_history.store_rating({"event_id": "e1", "user_id": "site-1", "product_id": "d-b", "rating": 5, "ts": now},
                                 db=scratch)
+    # a rating taken back counts for nothing (its removal is stored as an event too)
+    rating_history.store_rating({"event_id": "e2", "user_id": "site-2", "product_id": "g-a", "rating": 5,
+                                 "ts": now - 5}, db=scratch)
+    rating_history.store_rating({"event_id": "e3", "user_id": "site-2", "product_id": "g-a", "rating": 0,
+                                 "ts": now, "action": "unrate"}, db=scratch)
     for quiet_fallback in (False, True):  # Celery and publish agree once the site has live ratings
         assert popular.refresh_trending(limit=10, db=scratch, quiet_fallback=quiet_fallback) == 3
         assert [i["product_id"] for i in stored_lists.get_popular("all", "trending", db=scratch)] == ["d-b"]

@@ -12,15 +12,15 @@ from kafka_workers.worker import Stats
 def test_trending_halves_per_half_life_and_weights_by_rating():
     now = 1_700_000_000.0
     scores = trending_scores([
-        {"product_id": "fresh5", "rating": 5, "ts": now},
-        {"product_id": "day-old5", "rating": 5, "ts": now - TRENDING_HALF_LIFE_S},
-        {"product_id": "fresh1", "rating": 1, "ts": now},
+        {"user_id": "p", "product_id": "fresh5", "rating": 5, "ts": now},
+        {"user_id": "q", "product_id": "day-old5", "rating": 5, "ts": now - TRENDING_HALF_LIFE_S},
+        {"user_id": "r", "product_id": "fresh1", "rating": 1, "ts": now},
         {"user_id": "a", "product_id": "twice", "rating": 5, "ts": now - 2 * TRENDING_HALF_LIFE_S},
         {"user_id": "b", "product_id": "twice", "rating": 5, "ts": now - 2 * TRENDING_HALF_LIFE_S},
-        {"user_id": "a", "product_id": "reposted", "rating": 5, "ts": now - 60},  # one user: only the latest
-        {"user_id": "a", "product_id": "reposted", "rating": 2, "ts": now},
-        {"user_id": "a", "product_id": "reposted", "rating": 5, "ts": now - 120},
-        {"product_id": "future", "rating": 4, "ts": now + 600},  # clock skew: counts as now, not more
+        {"user_id": "c", "product_id": "reposted", "rating": 5, "ts": now - 60},  # one user: only the latest
+        {"user_id": "c", "product_id": "reposted", "rating": 2, "ts": now},
+        {"user_id": "c", "product_id": "reposted", "rating": 5, "ts": now - 120},
+        {"user_id": "s", "product_id": "future", "rating": 4, "ts": now + 600},  # clock skew: counts as now, not more
     ], now)
     assert scores["fresh5"] == pytest.approx(1.0)
     assert scores["day-old5"] == pytest.approx(0.5)
@@ -28,6 +28,19 @@ def test_trending_halves_per_half_life_and_weights_by_rating():
     assert scores["twice"] == pytest.approx(0.5)
     assert scores["reposted"] == pytest.approx(0.4)
     assert scores["future"] == pytest.approx(0.8)
+
+
+def test_trending_forgets_a_removed_rating_and_splits_one_accounts_weight():
+    now = 1_700_000_000.0
+    scores = trending_scores([
+        {"user_id": "a", "product_id": "taken-back", "rating": 5, "ts": now - 10, "action": "rate"},
+        {"user_id": "a", "product_id": "taken-back", "rating": 0, "ts": now, "action": "unrate"},
+        {"user_id": "b", "product_id": "liked", "rating": 5, "ts": now},
+        *[{"user_id": "flood", "product_id": f"f{i}", "rating": 5, "ts": now} for i in range(10)],
+    ], now)
+    assert scores.get("taken-back", 0.0) == 0.0
+    assert scores["liked"] == pytest.approx(1.0)
+    assert scores["f0"] == pytest.approx(0.1)  # one account's vote, split over its ten products
 
 
 def test_stats_snapshot_percentiles_and_counts():
