@@ -60,7 +60,8 @@ def list_products(page: int = 1, per_page: int = 24, category: str | None = None
 
 
 def search_ids(query: str, category: str | None = None, db: Database | None = None) -> list[str]:
-    """Every product matching all words of ``query``, best first (one ``_id`` read per word)."""
+    """Every product matching all words of ``query``, best first (one ``_id`` read per word; two for a
+    word longer than the indexed prefixes that is not indexed whole: the products of its prefix)."""
     from core import search
 
     db = db if db is not None else mongo.get_db()
@@ -68,6 +69,8 @@ def search_ids(query: str, category: str | None = None, db: Database | None = No
     postings = []
     for key in keys:
         doc = db[mongo.SEARCH_INDEX].find_one({"_id": key})
+        if doc is None and len(key) > search.MAX_PREFIX:  # a long word not typed to its end yet:
+            doc = db[mongo.SEARCH_INDEX].find_one({"_id": key[:search.MAX_PREFIX]})  # its longest prefix
         if doc is None:
             return []
         postings.append(search.Postings.from_doc(doc))

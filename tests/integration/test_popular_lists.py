@@ -82,3 +82,4 @@ def test_live_ratings_take_over_from_the_batch_fallback(scratch):
         assert popular.refresh_trending(limit=10, db=scratch, quiet_fallback=quiet_fallback) == 3
         assert [i["product_id"] for i in stored_lists.get_popular("all", "trending", db=scratch)] == ["d-b"]
         assert stored_lists.get_popular("Guitars", "trending", db=scratch) == []
+
