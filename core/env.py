@@ -1,6 +1,6 @@
-"""Reading one knob from the environment: blank means unset, and a value that does not parse stops
-the program with the variable's name in the error, instead of a bare ``int()`` message or a silent
-default.
+"""Reading one knob from the environment: blank means unset, and a value that does not parse (or
+is below the knob's ``minimum``, or not finite) stops the program with the variable's name in the
+error, instead of a bare ``int()`` message, a silent default or a value that quietly breaks things.
 
 Every program reads its knobs through these four functions, whether the knob is shared
 (:mod:`core.settings`) or belongs to one module (kept beside its use, e.g. ``WORKER_BATCH_MAX``).
@@ -9,6 +9,7 @@ tables to them.
 """
 from __future__ import annotations
 
+import math
 import os
 
 
@@ -21,23 +22,27 @@ def env_str(name: str, default: str) -> str:
     return value or default
 
 
-def _parsed(name: str, default, parse, expected: str):
+def _parsed(name: str, default, parse, expected: str, minimum: float | None = None):
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        return parse(raw)
+        value = parse(raw)
     except ValueError as exc:  # a typo in the environment should stop the program, loudly
         raise ValueError(f"environment variable {name} must be {expected}, got {raw!r}") from exc
+    if minimum is not None and value < minimum:  # e.g. RECS_TOP_N=0: empty lists, silently
+        raise ValueError(f"environment variable {name} must be at least {minimum:g}, got {raw!r}")
+    return value
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
     """An integer knob; a whole number in scientific notation (``2e6``) counts."""
-    return _parsed(name, default, _integer, "an integer")
+    return _parsed(name, default, _integer, "an integer", minimum)
 
 
-def env_float(name: str, default: float) -> float:
-    return _parsed(name, default, float, "a number")
+def env_float(name: str, default: float, minimum: float | None = None) -> float:
+    """A finite number (``nan`` and ``inf`` parse as floats, and would pass every comparison wrong)."""
+    return _parsed(name, default, _finite, "a finite number", minimum)
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -52,6 +57,13 @@ def _integer(raw: str) -> int:
         if not value.is_integer():
             raise
         return int(value)
+
+
+def _finite(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
 
 
 def _flag(raw: str) -> bool:

@@ -57,15 +57,15 @@ class Settings:
         eda_default = local_dir / "data" / "eda" if is_remote(data_dir) else data_dir / "eda"
         return cls(
             local_dir=local_dir,
-            mongo_uri=env_str("MONGO_URI", f"mongodb://127.0.0.1:{env_str('MONGO_PORT', '27017')}/"),
+            mongo_uri=env_str("MONGO_URI", f"mongodb://127.0.0.1:{env_int('MONGO_PORT', 27017, minimum=1)}/"),
             mongo_db=env_str("MONGO_DB", "amazon_recommender"),
             kafka_bootstrap_servers=env_str(
-                "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{env_str('KAFKA_PORT', '9092')}"
+                "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{env_int('KAFKA_PORT', 9092, minimum=1)}"
             ),
             ratings_topic=env_str("KAFKA_RATINGS_TOPIC", "ratings.v1"),
             dead_letter_topic=env_str("KAFKA_DEAD_LETTER_TOPIC", "ratings.dead-letter"),
-            ratings_partitions=env_int("KAFKA_RATINGS_PARTITIONS", 6),
-            redis_url=env_str("REDIS_URL", f"redis://127.0.0.1:{env_str('REDIS_PORT', '6379')}/0"),
+            ratings_partitions=env_int("KAFKA_RATINGS_PARTITIONS", 6, minimum=1),
+            redis_url=env_str("REDIS_URL", f"redis://127.0.0.1:{env_int('REDIS_PORT', 6379, minimum=1)}/0"),
             spark_master=env_str("SPARK_MASTER", "local[*]"),
             spark_driver_memory=env_str("SPARK_DRIVER_MEMORY", "4g"),
             data_dir=data_dir,
@@ -74,7 +74,7 @@ class Settings:
             eda_dir=Path(env_str("EDA_DIR", str(eda_default))),
             # Every bundled real file (reviews and metadata of three categories); a glob load expands.
             demo_input=env_str("DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "*.json*")),
-            top_n=env_int("RECS_TOP_N", 20),
+            top_n=env_int("RECS_TOP_N", 20, minimum=1),
             # How long a send may take in all (queueing, retries, the ack); the site waits exactly
             # this long, so "not saved" means the producer gave up too (no late ghost delivery).
             kafka_delivery_timeout_ms=env_int("KAFKA_DELIVERY_TIMEOUT_MS", 1500),

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Union
 
-from core.env import env_bool, env_str
+from core.env import env_bool, env_int, env_str
 
 REMOTE_SCHEMES = ("s3a://", "s3://", "s3n://")
 HADOOP_AWS_VERSION = "3.3.4"  # the Hadoop that pyspark 3.5.x ships; hadoop-aws must match it
@@ -83,7 +83,7 @@ def join(base: Location | str, *parts: str) -> Location:
 # --- the S3 connection ---------------------------------------------------------------------------
 
 def s3_endpoint() -> str:
-    return env_str("S3_ENDPOINT_URL", f"http://127.0.0.1:{env_str('S3_PORT', '9000')}")
+    return env_str("S3_ENDPOINT_URL", f"http://127.0.0.1:{env_int('S3_PORT', 9000, minimum=1)}")
 
 
 def _credentials() -> tuple[str, str]:

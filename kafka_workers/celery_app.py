@@ -30,11 +30,11 @@ app.conf.update(
     timezone="UTC",
     beat_schedule={
         "refresh-popular": {"task": "kafka_workers.tasks.refresh_popular",
-                            "schedule": env_float("POPULAR_REFRESH_S", 300)},
+                            "schedule": env_float("POPULAR_REFRESH_S", 300, minimum=1)},
         "refresh-trending": {"task": "kafka_workers.tasks.refresh_trending",
-                             "schedule": env_float("TRENDING_REFRESH_S", 60)},
+                             "schedule": env_float("TRENDING_REFRESH_S", 60, minimum=1)},
         "check-model": {"task": "kafka_workers.tasks.check_model",
-                        "schedule": env_float("MODEL_CHECK_S", 15)},
+                        "schedule": env_float("MODEL_CHECK_S", 15, minimum=1)},
     },
     beat_schedule_filename=str(get_settings().local_dir / "celerybeat-schedule"),
 )

@@ -11,7 +11,7 @@ from core import artifacts, list_state, mongo, popular, rating_history, recommen
 from core.cache_keys import LAST_RESCORED_MODEL
 from core.env import env_int
 from core.settings import get_settings
-from kafka_workers.celery_app import app
+from kafka_workers.celery_app import VISIBILITY_TIMEOUT_S, app
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,10 @@ def refresh_trending(limit: int = 50) -> int:
     return popular.refresh_trending(limit)
 
 
-RESCORE_TIME_LIMIT_S = env_int("RESCORE_TIME_LIMIT_S", 3 * 3600)
+RESCORE_TIME_LIMIT_S = env_int("RESCORE_TIME_LIMIT_S", 3 * 3600, minimum=120)
+if RESCORE_TIME_LIMIT_S >= VISIBILITY_TIMEOUT_S:  # Redis would hand a running re-score out again
+    raise ValueError(f"RESCORE_TIME_LIMIT_S ({RESCORE_TIME_LIMIT_S}) must be below "
+                     f"CELERY_VISIBILITY_TIMEOUT_S ({VISIBILITY_TIMEOUT_S})")
 
 
 def _queued_key(version: str) -> str:

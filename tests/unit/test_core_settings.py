@@ -44,6 +44,27 @@ def test_knobs_parse_blank_as_unset_and_name_the_variable_in_errors(monkeypatch)
     assert env_bool("SOME_KNOB", True) is False
 
 
+def test_knobs_refuse_what_parses_but_cannot_work(monkeypatch):
+    """nan and inf are floats, and a zero or negative count or period parses too: each would pass
+    through silently (empty lists, a beat schedule firing without pause); each stops the program."""
+    from core.env import env_float, env_int
+
+    for bad in ("nan", "inf", "-inf"):
+        monkeypatch.setenv("SOME_KNOB", bad)
+        with pytest.raises(ValueError, match="SOME_KNOB must be a finite number"):
+            env_float("SOME_KNOB", 1.0)
+    monkeypatch.setenv("SOME_KNOB", "0")
+    with pytest.raises(ValueError, match="SOME_KNOB must be at least 1"):
+        env_int("SOME_KNOB", 5, minimum=1)
+    assert env_int("SOME_KNOB", 5, minimum=0) == 0
+    for name, value in (("RECS_TOP_N", "0"), ("KAFKA_RATINGS_PARTITIONS", "0"), ("MONGO_PORT", "abc")):
+        monkeypatch.delenv("MONGO_URI", raising=False)
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match=name):
+            Settings.from_env()
+        monkeypatch.delenv(name)
+
+
 def test_the_worker_and_its_health_check_read_one_poll_interval(monkeypatch):
     from kafka_workers import config, metrics
 
