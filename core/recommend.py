@@ -13,7 +13,7 @@ decomposition ``implicit``'s ``explain`` uses.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -246,11 +246,26 @@ def _user_systems(model: Model, indptr: np.ndarray, idx: np.ndarray, r: np.ndarr
     return ainv, np.einsum("uij,uj->ui", ainv, b), weights, y
 
 
-def recommend_many(model: Model, rated, n: int = 20) -> list[list[dict[str, Any]]]:
+def exclusion_matrix(model: Model, excluded: Sequence[Iterable[str]]):
+    """The ``exclude`` of :func:`recommend_many`: row u holds the model's items among ``excluded[u]``
+    (product ids; those the model does not know are left out, as they can never be recommended)."""
+    import scipy.sparse as sp
+
+    rows = [sorted({model.item_index[p] for p in products if p in model.item_index}) for products in excluded]
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    indices = np.fromiter((i for r in rows for i in r), np.int64, count=int(indptr[-1]))
+    return sp.csr_matrix((np.ones(indices.size, np.float32), indices, indptr), shape=(len(rows), len(model.item_ids)))
+
+
+def recommend_many(model: Model, rated, n: int = 20, exclude=None) -> list[list[dict[str, Any]]]:
     """``recommend`` for many users at once: ``rated`` is a CSR matrix (users x the model's items).
 
     Each stored entry is a rated item with its rating, as the ``rated`` dict of ``recommend``; a user
-    with no stored entry gets an empty list. The maths is the same — each user's regularised
+    with no stored entry gets an empty list. ``exclude`` (rows like ``rated``, e.g. from
+    :func:`exclusion_matrix`): items never returned to that user ("not interested"), left out before
+    the top-n is taken, as ``recommend`` does: asking everyone for n plus the longest list of
+    exclusions let one account's thousands of them size every user's top-k. The maths is the same — each user's regularised
     least-squares fold-in, scores over every item, the rated item contributing most as the reason —
     stacked over users and scored with ``implicit``'s multi-threaded top-k, so the batch job writes
     the lists of millions of users in matrix products instead of one Python call per user.
@@ -266,12 +281,14 @@ def recommend_many(model: Model, rated, n: int = 20) -> list[list[dict[str, Any]
         return out
     sub = rated[users]
     indptr, idx, r = sub.indptr, sub.indices.astype(np.int64), sub.data
-    seg = np.repeat(np.arange(users.size), np.diff(indptr))
+    binary = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr), shape=sub.shape)
+    skip = binary if exclude is None else ((binary + sp.csr_matrix(exclude, dtype=np.float32)[users]) > 0)
+    skip = sp.csr_matrix(skip, dtype=np.float32)  # rated or excluded: never returned
+    skip.sort_indices()
     ids = model.item_ids
     if model.kind == "ease":
-        binary = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr), shape=sub.shape)
         scores = np.asarray(binary @ model.item_factors, dtype=np.float64)
-        scores[seg, idx] = -np.inf
+        scores[np.repeat(np.arange(users.size), np.diff(skip.indptr)), skip.indices] = -np.inf
         for row, u in enumerate(users.tolist()):
             top = top_k(scores[row], n)
             if top.size == 0:
@@ -291,12 +308,11 @@ def recommend_many(model: Model, rated, n: int = 20) -> list[list[dict[str, Any]
         ainv, x, weights, y_rated = _user_systems(model, indptr, idx, r)
     kk = min(n, model.item_factors.shape[0])
     if model.ann is not None:  # above ANN_MIN_ITEMS: the model's HNSW index (core/ann.py)
-        top, scores = ann.search(model.ann, x, kk, np.split(idx, indptr[1:-1]))
+        top, scores = ann.search(model.ann, x, kk, np.split(skip.indices.astype(np.int64), skip.indptr[1:-1]))
         valid = top >= 0
         top = np.where(valid, top, 0)
     else:
-        filt = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr), shape=sub.shape)
-        top, scores = topk(model.item_factors, x.astype(np.float32), kk, filter_query_items=filt, num_threads=0)
+        top, scores = topk(model.item_factors, x.astype(np.float32), kk, filter_query_items=skip, num_threads=0)
         valid = scores > np.finfo(np.float32).min  # topk marks filtered (rated) items with -FLT_MAX
     # contribution of rated item j to the score of item i: w_j * y_iᵀ A⁻¹ y_j (as in ``recommend``)
     because = np.empty(top.shape, np.int64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,9 +61,9 @@ def user_block(model: artifacts.Model, n_items: int, block: int) -> int:
     return block
 
 
-def user_line(user_id: str, got: list[dict], excluded: dict[str, Iterable[str]], n: int) -> str:
-    """One user's top-N as the JSON line publish.py loads (``got`` asked for n + the most exclusions)."""
-    return json.dumps({"_id": user_id, "items": recommend.without_excluded(got, excluded.get(user_id, ()), n)})
+def user_line(user_id: str, got: list[dict]) -> str:
+    """One user's top-N as the JSON line publish.py loads (``recommend_many`` left their exclusions out)."""
+    return json.dumps({"_id": user_id, "items": got})
 
 
 def item_line(item_id: str, got: list[dict]) -> str:
@@ -89,8 +89,7 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
         raise ValueError("the model's items are not the matrix's columns")
     n = n or get_settings().top_n
     d = artifacts.models_dir() / version
-    excluded = shopper_controls.all_exclusions()  # "not interested": asked for n more, then left out
-    extra = max((len(v) for v in excluded.values()), default=0)
+    excluded = shopper_controls.all_exclusions()  # "not interested": left out inside each top-n
     rated = sp.csr_matrix(x_all, copy=False)
     if rated.nnz and not (rated.data == 1).all():  # the lists fold in every rated item as 1.0
         rated = (rated > 0).astype(np.float32).tocsr()
@@ -99,8 +98,10 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
     block = user_block(model, len(item_ids), block)
 
     def user_lines(rows: np.ndarray) -> str:
-        lists = recommend.recommend_many(model, rated[rows], n + extra)
-        return "".join(user_line(uid, got, excluded, n) + "\n" for uid, got in zip(ids_at(user_ids, rows), lists))
+        uids = ids_at(user_ids, rows)
+        lists = recommend.recommend_many(model, rated[rows], n,
+                                         exclude=recommend.exclusion_matrix(model, [excluded.get(u, ()) for u in uids]))
+        return "".join(user_line(uid, got) + "\n" for uid, got in zip(uids, lists))
 
     with storage.open_text_output(artifacts.serving_lists_file(d, artifacts.TOPN_LISTS)) as f:
         for text in in_threads(user_lines, [users[s:s + block] for s in range(0, users.size, block)]):

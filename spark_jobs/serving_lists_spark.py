@@ -49,7 +49,6 @@ def _user_lines(root: str, version: str, n: int, excluded, block: int):
 
         model, _ = _model(root, version)
         excl = excluded.value
-        extra = max((len(v) for v in excl.values()), default=0)
         step = user_block(model, len(model.item_ids), block)
         for pdf in batches:
             for s in range(0, len(pdf), step):
@@ -61,9 +60,10 @@ def _user_lines(root: str, version: str, n: int, excluded, block: int):
                        else np.zeros(0, np.int64))
                 rated = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr),
                                       shape=(lens.size, len(model.item_ids)))
-                lists = recommend.recommend_many(model, rated, n + extra)
-                yield pd.DataFrame({"value": [user_line(uid, got, excl, n)
-                                              for uid, got in zip(part["user_id"].tolist(), lists)]})
+                uids = part["user_id"].tolist()
+                lists = recommend.recommend_many(model, rated, n, exclude=recommend.exclusion_matrix(
+                    model, [excl.get(u, ()) for u in uids]))
+                yield pd.DataFrame({"value": [user_line(uid, got) for uid, got in zip(uids, lists)]})
     return run
 
 

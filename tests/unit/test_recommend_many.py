@@ -66,3 +66,25 @@ def test_similar_many_equals_similar_items(kind):
         assert [r["product_id"] for r in many[i]] == [r["product_id"] for r in one]
         np.testing.assert_allclose([r["score"] for r in many[i]], [r["score"] for r in one], rtol=1e-4, atol=1e-6)
         assert m.item_ids[i] not in {r["product_id"] for r in many[i]}
+
+
+@pytest.mark.parametrize("kind,ann_index", [("ials", False), ("ials", True), ("explicit", False), ("ease", False)])
+def test_recommend_many_leaves_each_users_exclusions_out_before_its_top_n(kind, ann_index):
+    """"Not interested" is left out inside the top-n, as ``recommend`` does, so a batch never asks
+    every user for n plus the longest exclusion list of any of them."""
+    from core import ann, recommend as rec
+
+    m = _model(kind)
+    if ann_index:
+        m.ann = ann.build(m.item_factors)
+    ratings = _ratings(12, len(m.item_ids))
+    rng = np.random.default_rng(9)
+    excluded = [set() if u % 4 == 0 else {m.item_ids[i] for i in rng.choice(len(m.item_ids), 2 + u, replace=False)}
+                for u in range(ratings.shape[0])]
+    many = recommend_many(m, ratings, n=10, exclude=rec.exclusion_matrix(m, excluded))
+    for u in range(ratings.shape[0]):
+        row = ratings[u]
+        rated = {m.item_ids[i]: float(v) for i, v in zip(row.indices.tolist(), row.data.tolist())}
+        one = recommend(m, rated, 10, exclude=excluded[u])
+        assert [r["product_id"] for r in many[u]] == [r["product_id"] for r in one], (kind, u)
+        assert not excluded[u] & {r["product_id"] for r in many[u]}
