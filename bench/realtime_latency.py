@@ -88,8 +88,7 @@ def _topics(base: str) -> None:
     from core import kafka_io
     from core.settings import get_settings
 
-    os.environ.update({"KAFKA_RATINGS_TOPIC": f"{base}.ratings", "KAFKA_DEAD_LETTER_TOPIC": f"{base}.dead-letter",
-                       "KAFKA_MODEL_TOPIC": f"{base}.models"})
+    os.environ.update({"KAFKA_RATINGS_TOPIC": f"{base}.ratings", "KAFKA_DEAD_LETTER_TOPIC": f"{base}.dead-letter"})
     get_settings.cache_clear()
     kafka_io.ensure_topics()
 

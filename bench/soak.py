@@ -154,7 +154,7 @@ async def run(args) -> int:
                 "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{ports['KAFKA_PORT']}",
                 "DATA_DIR": str(state / "data"), "ARTIFACTS_DIR": str(state / "artifacts"),
                 "KAFKA_RATINGS_TOPIC": f"soak-{run_tag}.ratings", "KAFKA_DEAD_LETTER_TOPIC": f"soak-{run_tag}.dead",
-                "KAFKA_MODEL_TOPIC": f"soak-{run_tag}.models", "KAFKA_WORKER_GROUP": f"soak-{run_tag}",
+                "KAFKA_WORKER_GROUP": f"soak-{run_tag}",
                 "WORKERS": str(args.workers), "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DJANGO_SECURE_SSL_REDIRECT": "0",
                 "DJANGO_CACHE_PREFIX": f"soak-{run_tag}", "DJANGO_LOG_LEVEL": "WARNING",

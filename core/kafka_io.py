@@ -1,4 +1,4 @@
-"""Kafka plumbing shared by the site (producer), the workers and the batch publisher.
+"""Kafka plumbing shared by the site (producer), the workers and the dead-letters command.
 
 The producer waits for the acknowledgement of all in-sync replicas before it reports success, so
 the site never tells a user "saved" for a rating the broker does not have; and it gives up when
@@ -132,7 +132,7 @@ def publish_rating(event: RatingEvent) -> dict[str, Any]:
 
 
 def publish_json(topic: str, payload: dict[str, Any], key: str | None = None) -> None:
-    """Send a small JSON control message (dead letters, model announcements) and wait for the ack."""
+    """Send a small JSON message (a dead letter) and wait for the ack."""
     _send(topic, json.dumps(payload, default=str).encode(), key.encode() if key else None)
 
 

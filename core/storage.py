@@ -197,12 +197,6 @@ def open_text_input(where: Location | str) -> Iterator[IO[str]]:
         yield f
 
 
-def makedirs(where: Location | str) -> None:
-    """A folder locally; nothing in a bucket (prefixes exist as soon as an object is under them)."""
-    if not is_remote(where):
-        Path(where).mkdir(parents=True, exist_ok=True)
-
-
 def listdir(where: Location | str) -> list[str]:
     """Names directly under ``where`` (files and folders); [] when it does not exist."""
     from pyarrow import fs as pafs
