@@ -98,7 +98,8 @@ def install_spans(worker, out) -> None:
 
 
 def _pct(values: list[float], q: int) -> float | None:
-    if not values:
+    """The q-th percentile; None when there are too few values to tell a tail (a p99 needs 100)."""
+    if not values or (q > 50 and len(values) < 100 / (100 - q)):
         return None
     return values[0] if len(values) == 1 else statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
@@ -117,7 +118,7 @@ def summary(path: Path | str, measured: Callable[[str], bool]) -> dict[str, Any]
         "events": sum(len(b["ts"]) for b in batches), "batches": len(batches), "seconds": round(span, 2),
         "busy_share": round(sum(b["t1"] - b["t0"] for b in batches) / span, 3) if span > 0 else None}
     starts = [b["t0"] for b in batches]
-    idle_wait, busy_wait, walls, sequences = [], [], [], Counter()
+    idle_wait, busy_wait, walls, sequences, shared = [], [], [], Counter(), 0
     idle_in: dict[str, list[float]] = {}  # idle waits by what the worker was doing when the rating was made
     per_command: dict[str, list[float]] = {}
     c = 0
@@ -128,7 +129,10 @@ def summary(path: Path | str, measured: Callable[[str], bool]) -> dict[str, Any]
         while c < len(commands) and commands[c]["t0"] <= b["t1"]:
             own.append(commands[c])
             c += 1
-        if len(b["ts"]) != 1 or not measured(b["users"][0]):
+        if not any(measured(u) for u in b["users"]):
+            continue
+        if len(b["ts"]) != 1:  # in a batch with other events: not a one-event batch, counted apart
+            shared += sum(1 for u in b["users"] if measured(u))
             continue
         made = b["ts"][0]
         waited = (b["t0"] - made) * 1000
@@ -148,7 +152,7 @@ def summary(path: Path | str, measured: Callable[[str], bool]) -> dict[str, Any]
             per_command.setdefault(name, []).append(o["us"] / 1000)
     n = len(walls)
     out.update({
-        "measured_batches": n,
+        "measured_batches": n, "measured_in_shared_batches": shared,
         "pickup_idle_ms": {"n": len(idle_wait), "p50": _pct(idle_wait, 50), "p99": _pct(idle_wait, 99)},
         "pickup_busy_ms": {"n": len(busy_wait), "p50": _pct(busy_wait, 50), "p99": _pct(busy_wait, 99)},
         "pickup_idle_by_activity_ms": {name: {"n": len(v), "p50": _pct(v, 50), "p99": _pct(v, 99)}
@@ -174,6 +178,8 @@ def print_summary(s: dict[str, Any]) -> None:
               f"p50 {f(p['p50'])} ms, p99 {f(p['p99'])} ms")
     for name, p in s.get("pickup_idle_by_activity_ms", {}).items():
         print(f"    idle, in {name:<26}: {p['n']} ratings, p50 {f(p['p50'])} ms, p99 {f(p['p99'])} ms")
+    print(f"  (the figures below are of the measured ratings that had a batch of their own; "
+          f"{s.get('measured_in_shared_batches', 0)} shared one with other events and are not in them)")
     print(f"  its one-event batch: p50 {f(s['batch_ms']['p50'])} ms, p99 {f(s['batch_ms']['p99'])} ms; commands:")
     for name, c in s["commands_ms"].items():
         print(f"    {name:<34} in {c['share_of_batches']:>4.0%} of batches, p50 {f(c['p50'])} ms, p99 {f(c['p99'])} ms")

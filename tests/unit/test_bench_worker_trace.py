@@ -25,7 +25,8 @@ def test_summary_tells_a_busy_worker_from_an_idle_one(tmp_path):
     ])
     s = worker_trace.summary(trace, lambda user: not user.startswith("bg-"))
     assert s["events"] == 5 and s["batches"] == 4
-    assert s["measured_batches"] == 2
+    assert s["measured_batches"] == 2 and s["measured_in_shared_batches"] == 1
+    assert s["pickup_busy_ms"]["p99"] is None  # one value tells no p99
     assert s["pickup_busy_ms"]["n"] == 1 and abs(s["pickup_busy_ms"]["p50"] - 7.0) < 1e-6
     assert s["pickup_idle_ms"]["n"] == 1 and abs(s["pickup_idle_ms"]["p50"] - 2.0) < 1e-6
     claims = s["commands_ms"]["insert event_claims"]
