@@ -127,9 +127,13 @@ def save_model(item_ids: list[str], item_factors: np.ndarray, params: dict[str, 
     if user_ids is not None and user_factors is not None:
         arrays["user_factors.npy"] = np.asarray(user_factors, dtype=np.float32)
         texts["user_ids.json"] = json.dumps(list(user_ids))
-    texts["params.json"] = json.dumps(params, indent=2, sort_keys=True)
-    texts["metrics.json"] = json.dumps(metrics or {}, indent=2, sort_keys=True)
     index = ann.build(item_factors) if ann.wanted(len(item_ids), str(params.get("kind", "ials"))) else None
+    # that it has an index, so a folder copied without it fails to load (load_model) instead of
+    # serving by exact scoring, slowly, for as long as it is current
+    stored = {k: v for k, v in params.items() if k != "ann_index"}  # (params of a loaded model)
+    texts["params.json"] = json.dumps({**stored, **({"ann_index": True} if index is not None else {})},
+                                      indent=2, sort_keys=True)
+    texts["metrics.json"] = json.dumps(metrics or {}, indent=2, sort_keys=True)
     if storage.is_remote(base):
         if storage.exists(base / version / "item_factors.npy"):
             raise FileExistsError(f"model version {version} already exists")
@@ -213,4 +217,6 @@ def load_model(version: str | None = None, root: Location | str | None = None) -
     )
     if storage.exists(d / ann.FILE):
         model.ann = ann.load(d / ann.FILE, model.item_factors)
+    elif model.params.get("ann_index"):
+        raise FileNotFoundError(f"model {version}: its ANN index {ann.FILE} is missing (a folder copied in part?)")
     return model

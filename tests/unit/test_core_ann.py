@@ -114,3 +114,20 @@ def test_models_above_the_threshold_carry_an_index_and_recommend_through_it(tmp_
             assert len({r["product_id"] for r in a} & {r["product_id"] for r in e}) >= 8
     finally:
         get_settings.cache_clear()
+
+
+def test_a_model_saved_with_an_index_does_not_load_without_it(tmp_path, monkeypatch):
+    """A folder copied without its index file would load as exact scoring for good (the worker
+    keeps a version it loaded): it fails to load instead, and the worker tries again later."""
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        monkeypatch.setattr(ann, "ANN_MIN_ITEMS", 500)
+        y = factors(1_000, rank=8)
+        version = artifacts.save_model([f"p{i}" for i in range(1_000)], y, {"kind": "ials", "reg": 0.1})
+        assert artifacts.load_model(version).ann is not None
+        (artifacts.models_dir() / version / ann.FILE).unlink()
+        with pytest.raises(FileNotFoundError, match=ann.FILE):
+            artifacts.load_model(version)
+    finally:
+        get_settings.cache_clear()
