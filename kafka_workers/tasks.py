@@ -103,6 +103,9 @@ def _rescore(version: str, active_days: int, batch_size: int) -> int:
     # the same wall time: docs/benchmarks.md); the rating workers run with one thread too.
     with threadpool_limits(1, user_api="blas"):
         for start in range(0, len(users), batch_size):
+            if artifacts.current_version() != version:  # a newer model came: its own re-score follows
+                log.info("model %s: no longer current; re-scoring stopped after %d users", version, done)
+                return done
             for user in users[start:start + batch_size]:
                 as_of = time.time()  # a worker's list from a later read of the history is kept
                 items = recommend.recommend(model, rating_history.user_ratings(user), n=get_settings().top_n,

@@ -250,6 +250,32 @@ def test_going_back_to_a_version_rescored_before_rescores_it_again(celery_env):
     r.delete("celery")
 
 
+def test_a_rescore_stops_when_its_version_is_no_longer_current(celery_env, monkeypatch):
+    """A newer version published mid-way: the older re-score stops writing lists for a model nobody
+    serves, and does not mark itself done (which would hide that the current one still needs it)."""
+    from kafka_workers import tasks
+
+    db, p = celery_env.db, celery_env.products
+    db[mongo.RATINGS].delete_many({})
+    _redis().delete(LAST_RESCORED_MODEL)
+    now = time.time()
+    for k in range(4):
+        _rate(db, f"rt-super-{k}", p[40 + k], 5, now - 60)
+    old = publish_model(celery_env.in_model, seed=35)
+    original, calls = recommend.recommend, []
+
+    def then_a_newer_model(model, rated, n=20, **kwargs):
+        calls.append(model.version)
+        if len(calls) == 1:
+            publish_model(celery_env.in_model, seed=36)  # published while the old one re-scores
+        return original(model, rated, n, **kwargs)
+
+    monkeypatch.setattr(recommend, "recommend", then_a_newer_model)
+    assert tasks.rescore_active_users(old, batch_size=1) == 1
+    assert calls == [old]
+    assert _redis().get(LAST_RESCORED_MODEL) != old.encode()
+
+
 def test_a_second_delivery_of_a_running_or_finished_rescore_does_nothing(celery_env, monkeypatch):
     """A redelivered rescore (visibility timeout, a second queueing) while the first still runs, or
     after it finished, must not re-score everybody again."""
