@@ -5,6 +5,7 @@ import logging
 import time
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from threadpoolctl import threadpool_limits
 
 from core import artifacts, list_state, mongo, popular, rating_history, recommend, shopper_controls, stored_lists
@@ -72,7 +73,8 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
 
     Runs once per version: a copy delivered while one runs (it holds the version's running lock)
     or after one finished (``LAST_RESCORED_MODEL``) returns 0 at once. A run that fails releases both
-    locks, so the next ``check_model`` queues it again.
+    locks, so the next ``check_model`` queues it again; one that ran out of time keeps its queued
+    mark until that expires. A run whose version stops being current stops.
     """
     r = _redis()
     if r.get(LAST_RESCORED_MODEL) == version.encode():
@@ -82,6 +84,12 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
         return 0
     try:
         done = _rescore(version, active_days, batch_size)
+    except SoftTimeLimitExceeded:
+        # queued again at once it would run out of time again, from its first user, over and over:
+        # its queued mark stays until it expires (RESCORE_TIME_LIMIT_S), then check_model tries again
+        r.delete(_running_key(version))
+        log.error("model %s: re-scoring ran out of time (RESCORE_TIME_LIMIT_S=%d)", version, RESCORE_TIME_LIMIT_S)
+        raise
     except BaseException:
         r.delete(_running_key(version), _queued_key(version))
         raise

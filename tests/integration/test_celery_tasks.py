@@ -276,6 +276,30 @@ def test_a_rescore_stops_when_its_version_is_no_longer_current(celery_env, monke
     assert _redis().get(LAST_RESCORED_MODEL) != old.encode()
 
 
+def test_a_rescore_over_its_time_limit_is_not_queued_again_at_once(celery_env, monkeypatch):
+    """One that failed is queued again by the next check_model; one that ran out of time would only
+    run out of time again, from its first user, every few seconds: it waits for its mark to expire."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from kafka_workers import tasks
+
+    r = _redis()
+    r.delete(LAST_RESCORED_MODEL)
+    for error, queued_after in ((RuntimeError("MongoDB refused"), False), (SoftTimeLimitExceeded(), True)):
+        version = publish_model(celery_env.in_model, seed=37)
+        r.set(tasks._queued_key(version), "1")  # as check_model leaves it
+
+        def fail(*args, error=error):
+            raise error
+
+        monkeypatch.setattr(tasks, "_rescore", fail)
+        with pytest.raises(type(error)):
+            tasks.rescore_active_users(version)
+        assert bool(r.exists(tasks._queued_key(version))) is queued_after, type(error).__name__
+        assert not r.exists(tasks._running_key(version))
+        r.delete(tasks._queued_key(version))
+
+
 def test_a_second_delivery_of_a_running_or_finished_rescore_does_nothing(celery_env, monkeypatch):
     """A redelivered rescore (visibility timeout, a second queueing) while the first still runs, or
     after it finished, must not re-score everybody again."""
