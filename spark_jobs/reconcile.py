@@ -14,9 +14,14 @@ class Unbalanced(RuntimeError):
     """The counts do not add up: some rows were lost; the job must fail loudly."""
 
 
+def record_path(run_id: str, job: str) -> Location:
+    """Where a job's record of a run is kept: ``$DATA_DIR/runs/<run id>/<job>.json``."""
+    return get_settings().data_dir / "runs" / run_id / f"{job}.json"
+
+
 def write_record(run_id: str, job: str, record: dict[str, Any]) -> Location:
     """Store the record as JSON under the run's folder and in MongoDB (best effort there)."""
-    out = get_settings().data_dir / "runs" / run_id / f"{job}.json"
+    out = record_path(run_id, job)
     storage.write_text(out, json.dumps(record, indent=2, sort_keys=True, default=str))
     try:
         from core import mongo

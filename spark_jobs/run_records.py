@@ -22,9 +22,9 @@ FINISHED = {"ok", "published", "rejected", "unchanged"}
 def read(run_id: str, job: str) -> dict[str, Any] | None:
     """The job's record in this run, None when it wrote none."""
     from core import storage
-    from core.settings import get_settings
+    from spark_jobs.reconcile import record_path
 
-    path = get_settings().data_dir / "runs" / run_id / f"{job}.json"
+    path = record_path(run_id, job)
     return json.loads(storage.read_text(path)) if storage.is_file(path) else None
 
 
