@@ -147,10 +147,14 @@ def reset(username: str, address: str) -> None:
         log.warning("throttle cache unavailable: %s", exc)
 
 
+def _action_keys(kind: str, subjects: tuple[str, ...]) -> list[str]:
+    return [f"acct-{kind}:{_digest(address_key(s).lower())}" for s in subjects if s]
+
+
 def account_action(kind: str, *subjects: str, count: bool = True) -> None:
     """Raise ``Locked`` if any subject (a client address) used up its ``ACCOUNT_THROTTLE_ATTEMPTS``
     for this kind of action (``signup``, ``reset``); otherwise count one (unless ``count`` is off)."""
-    keys = {f"acct-{kind}:{_digest(address_key(s).lower())}": settings.ACCOUNT_THROTTLE_ATTEMPTS for s in subjects if s}
+    keys = dict.fromkeys(_action_keys(kind, subjects), settings.ACCOUNT_THROTTLE_ATTEMPTS)
     if _over(keys):
         raise Locked()
     if count:
@@ -158,7 +162,7 @@ def account_action(kind: str, *subjects: str, count: bool = True) -> None:
 
 
 def count_account_action(kind: str, *subjects: str) -> None:
-    _count([f"acct-{kind}:{_digest(address_key(s).lower())}" for s in subjects if s], settings.ACCOUNT_THROTTLE_WINDOW)
+    _count(_action_keys(kind, subjects), settings.ACCOUNT_THROTTLE_WINDOW)
 
 
 def reset_mail_allowed(email: str) -> bool:
