@@ -16,7 +16,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from core import locking, mongo
+from core import events, locking, mongo
 
 
 # --- live rating events --------------------------------------------------------------------
@@ -176,6 +176,15 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     return rating_values(ratings)
 
 
+HISTORY_ACTIONS = (events.RATE, events.UNRATE)  # the events that change a history ("not interested": exclusions)
+
+
+def history_rating(action: str, rating: float) -> float | None:
+    """What an event of ``HISTORY_ACTIONS`` sets in a history: its rating, or None (removed).
+    One rule for the worker's batches, a reload's live ratings and their replay after it."""
+    return None if action == events.UNRATE else float(rating)
+
+
 def apply_history_change(ratings: dict[str, tuple[float, float]], removed: dict[str, float], product_id: str,
                          rating: float | None, ts: float) -> bool:
     """Set (``rating``) or remove (None) one rating in a history held in memory, unless a newer
@@ -235,12 +244,12 @@ def _live_changes_by_user(since: float, db: Database) -> dict[str, dict[str, tup
     by_user: dict[str, dict[str, tuple[float | None, float]]] = {}
     fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
     for d in db[mongo.RATINGS].find({"stored_at": {"$gte": since}}, fields):
-        action = d.get("action", "rate")
-        if action not in ("rate", "unrate"):
+        action = d.get("action", events.RATE)
+        if action not in HISTORY_ACTIONS:
             continue
         seen = by_user.setdefault(d["user_id"], {}).get(d["product_id"])
         if seen is None or seen[1] <= float(d["ts"]):
-            by_user[d["user_id"]][d["product_id"]] = (float(d["rating"]) if action == "rate" else None, float(d["ts"]))
+            by_user[d["user_id"]][d["product_id"]] = (history_rating(action, d["rating"]), float(d["ts"]))
     return by_user
 
 

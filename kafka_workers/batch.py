@@ -266,7 +266,7 @@ def _apply_to_histories(batch: list[RatingEvent], by_user: dict[str, list[int]],
                 if e.product_id not in exclusions:
                     exclusions[e.product_id], excl_changed = float(e.ts), True
             else:
-                rating = None if e.action == events.UNRATE else float(e.rating)
+                rating = rating_history.history_rating(e.action, e.rating)
                 changed = rating_history.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
         if changed:
             changes.new_histories[user] = rating_history.history_doc(user, ratings, removed)
@@ -377,6 +377,6 @@ def _after_reload(db, generation: str, applied: list[RatingEvent], histories_wri
     if mongo.live_generation(mongo.USER_HISTORY, db=db) == generation:
         return
     for e in applied:
-        if e.action in (events.RATE, events.UNRATE):
-            rating = None if e.action == events.UNRATE else float(e.rating)
-            rating_history.change_history(e.user_id, e.product_id, rating, e.ts, db=db)
+        if e.action in rating_history.HISTORY_ACTIONS:
+            rating_history.change_history(e.user_id, e.product_id, rating_history.history_rating(e.action, e.rating),
+                                          e.ts, db=db)

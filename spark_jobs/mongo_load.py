@@ -264,17 +264,16 @@ LIVE_READ_ROWS = 50_000  # live ratings per executor task that reads them
 
 def _live_reader(uri: str, db_name: str):
     def read(ranges):
-        from core import mongo as m
+        from core import events, mongo as m, rating_history as rh
 
         ratings = m.get_db(uri, db_name)[m.RATINGS]
         fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
         for lo, hi in ranges:
             bounds = {**({"$gte": lo} if lo is not None else {}), **({"$lt": hi} if hi is not None else {})}
             for d in ratings.find({"_id": bounds} if bounds else {}, fields):
-                action = d.get("action", "rate")
-                if action in ("rate", "unrate"):
-                    yield (d["user_id"], d["product_id"], float(d["rating"]) if action == "rate" else None,
-                           float(d["ts"]))
+                action = d.get("action", events.RATE)
+                if action in rh.HISTORY_ACTIONS:
+                    yield d["user_id"], d["product_id"], rh.history_rating(action, d["rating"]), float(d["ts"])
     return read
 
 
