@@ -61,9 +61,13 @@ def user_block(model: artifacts.Model, n_items: int, block: int) -> int:
     return block
 
 
-def user_line(user_id: str, got: list[dict]) -> str:
-    """One user's top-N as the JSON line publish.py loads (``recommend_many`` left their exclusions out)."""
-    return json.dumps({"_id": user_id, "items": got})
+def user_lines(model: artifacts.Model, rated: sp.csr_matrix, user_ids: list[str],
+               excluded: dict[str, set[str]], n: int) -> list[str]:
+    """The JSON lines publish.py loads of these users' top-``n`` (``rated``: their rows), each
+    without the products they marked "not interested" (left out inside ``recommend_many``)."""
+    lists = recommend.recommend_many(model, rated, n, exclude=recommend.exclusion_matrix(
+        model, [excluded.get(u, ()) for u in user_ids]))
+    return [json.dumps({"_id": uid, "items": got}) for uid, got in zip(user_ids, lists)]
 
 
 def item_line(item_id: str, got: list[dict]) -> str:
@@ -97,14 +101,11 @@ def write_serving_lists(version: str, x_all: sp.csr_matrix, user_ids: Sequence[s
     items = most_active(np.asarray(rated.getnnz(axis=0)), max_items)
     block = user_block(model, len(item_ids), block)
 
-    def user_lines(rows: np.ndarray) -> str:
-        uids = ids_at(user_ids, rows)
-        lists = recommend.recommend_many(model, rated[rows], n,
-                                         exclude=recommend.exclusion_matrix(model, [excluded.get(u, ()) for u in uids]))
-        return "".join(user_line(uid, got) + "\n" for uid, got in zip(uids, lists))
+    def block_lines(rows: np.ndarray) -> str:
+        return "".join(line + "\n" for line in user_lines(model, rated[rows], ids_at(user_ids, rows), excluded, n))
 
     with storage.open_text_output(artifacts.serving_lists_file(d, artifacts.TOPN_LISTS)) as f:
-        for text in in_threads(user_lines, [users[s:s + block] for s in range(0, users.size, block)]):
+        for text in in_threads(block_lines, [users[s:s + block] for s in range(0, users.size, block)]):
             f.write(text)
     cosine = ann.build(ann.unit_rows(model.item_factors)) if model.ann is not None else None
 

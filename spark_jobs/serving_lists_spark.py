@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from core import ann, artifacts, recommend, shopper_controls, storage
 from core.settings import get_settings
 from spark_jobs.serving_lists import (SERVING_BLOCK, SERVING_MAX_ITEMS, SERVING_MAX_USERS, item_line, user_block,
-                                      user_line)
+                                      user_lines)
 
 COSINE_FILE = "cosine.faiss"  # the similar-items index over unit-length factors, built once by the driver
 _LOADED: dict[tuple[str, str], tuple[artifacts.Model, object]] = {}
@@ -60,10 +60,7 @@ def _user_lines(root: str, version: str, n: int, excluded, block: int):
                        else np.zeros(0, np.int64))
                 rated = sp.csr_matrix((np.ones(idx.size, np.float32), idx, indptr),
                                       shape=(lens.size, len(model.item_ids)))
-                uids = part["user_id"].tolist()
-                lists = recommend.recommend_many(model, rated, n, exclude=recommend.exclusion_matrix(
-                    model, [excl.get(u, ()) for u in uids]))
-                yield pd.DataFrame({"value": [user_line(uid, got) for uid, got in zip(uids, lists)]})
+                yield pd.DataFrame({"value": user_lines(model, rated, part["user_id"].tolist(), excl, n)})
     return run
 
 
