@@ -194,6 +194,14 @@ def wait_group_ready(group: str, topic: str, members: int, timeout_s: float = 12
     raise RuntimeError(f"consumer group {group} did not reach {members} stable member(s)")
 
 
+def processed_count(user_prefix: str) -> int:
+    """Ratings stored as processed for the users whose ids start with ``user_prefix`` (one run's)."""
+    from core import mongo
+
+    return mongo.get_db()[mongo.RATINGS].count_documents({"user_id": {"$regex": f"^{user_prefix}"},
+                                                          "state": "processed"})
+
+
 def dead_letter_count() -> int:
     """Messages in this run's dead-letter topic (``KAFKA_DEAD_LETTER_TOPIC``)."""
     from kafka import KafkaConsumer, TopicPartition
@@ -468,7 +476,6 @@ def bulk_producer():
 
 def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, run_id: str) -> dict:
     """Burst of ``n_events`` to fresh topics; events/s until the group has committed them all."""
-    from core import mongo
     from core.events import RatingEvent
     from core.settings import get_settings
 
@@ -494,9 +501,7 @@ def measure_throughput(n_workers: int, n_events: int, pool: int, log_dir: Path, 
         elapsed = wait_drained(os.environ["KAFKA_WORKER_GROUP"], topic, workers, "throughput run") - t0
     finally:
         workers.stop()
-    db = mongo.get_db()
-    done = db[mongo.RATINGS].count_documents({"user_id": {"$regex": f"^tp{n_workers}-"}, "state": "processed"})
-    return {"workers": n_workers, "events": n_events, "processed": done, "seconds": elapsed,
+    return {"workers": n_workers, "events": n_events, "processed": processed_count(f"tp{n_workers}-"), "seconds": elapsed,
             "publish_seconds": t_published - t0, "events_per_s": n_events / elapsed}
 
 
@@ -544,7 +549,6 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
     """A backlog of ``n_events`` already in fresh topics; one worker (``WORKER_BATCH_MAX=batch_max``,
     from the checkout ``code``) drains it; events/s from the moment it holds the partitions until its
     commits reach the end."""
-    from core import mongo
     from core.settings import get_settings
 
     tag = f"bl{batch_max}{workload[0]}-{uuid.uuid4().hex[:4]}"
@@ -577,12 +581,10 @@ def measure_backlog(n_events: int, batch_max: int, workload: str, pool: int, log
         elapsed = wait_drained(os.environ["KAFKA_WORKER_GROUP"], topic, workers, "backlog run", 0.5) - t0
     finally:
         workers.stop()
-    db = mongo.get_db()
-    # every event, not a sample: the offsets also pass a dead-lettered one, which must not count as drained
-    done = db[mongo.RATINGS].count_documents({"user_id": {"$regex": f"^{tag}-"}, "state": "processed"})
     users = len(user_ids)
+    # every event, not a sample: the offsets also pass a dead-lettered one, which must not count as drained
     return {"batch_max": batch_max, "workload": workload, "events": n_events, "users": users,
-            "processed": done, "dead_letters": dead_letter_count(), "publish_seconds": published_s,
+            "processed": processed_count(f"{tag}-"), "dead_letters": dead_letter_count(), "publish_seconds": published_s,
             "seconds": elapsed, "events_per_s": n_events / elapsed, "load_before": load_before,
             "load_after": os.getloadavg()[0]}
 
