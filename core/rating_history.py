@@ -3,7 +3,8 @@
 A rating from the site is stored once by its event id in ``ratings`` (a redelivery is a no-op)
 and applied to the user's ``user_history`` document, which holds every batch review and live
 rating of that user and is what the recommenders fold in. Every change of a history goes through
-:func:`apply_history_change` (the newest change of a product wins) under the user's writer lock
+:func:`apply_history_change` (the newest change of a product wins; at the same time, by
+:data:`CHANGE_ORDER`, which the reload's Spark merge sorts by too) under the user's writer lock
 (core/locking.py). A deleted account is marked in ``deleted_users`` before its data goes, so
 nothing arriving later brings a history back.
 """
@@ -153,7 +154,8 @@ def remove_from_history(user_id: str, product_id: str, ts: float,
 
 def change_history(user_id: str, product_id: str, rating: float | None, ts: float,
                    db: Database | None = None) -> dict[str, float] | None:
-    """Set (``rating``) or remove (None) one rating in the user's history; the newest change wins.
+    """Set (``rating``) or remove (None) one rating in the user's history; the newest change wins
+    (:func:`apply_history_change`).
 
     Read-modify-replace of one ``_id`` document under the user's lock
     (:func:`core.locking.writer_lock`): two writers of one user (two members holding one partition
@@ -185,14 +187,50 @@ def history_rating(action: str, rating: float) -> float | None:
     return None if action == events.UNRATE else float(rating)
 
 
+# Which of two changes of one product (a rating, or a removal: rating None) a history keeps, as the
+# order of a sort whose first row wins: the later ``ts``; at the same ``ts`` a removal before any
+# rating, and of two ratings the lower. A total order on what both sides have (no event id: a batch
+# review has none, and a history keeps none), so the result does not depend on the order changes
+# arrive in: the live writers (apply_history_change, the replay after a reload) and the reload's
+# Spark merge (spark_jobs.mongo_load.user_history_docs, which sorts by these columns with these
+# pyspark Column methods) pick the same one. At one instant a removal wins because taking a
+# rating back is the shopper's explicit wish and the safer error; the lower of two ratings was
+# the batch merge's rule already.
+CHANGE_ORDER: tuple[tuple[str, str], ...] = (("ts", "desc"), ("rating", "asc_nulls_first"))
+
+# Whether each pyspark sort direction puts nulls first (asc = asc_nulls_first, desc = desc_nulls_last).
+_NULLS_FIRST = {"asc": True, "asc_nulls_first": True, "asc_nulls_last": False,
+                "desc": False, "desc_nulls_first": True, "desc_nulls_last": False}
+
+
+def change_key(rating: float | None, ts: float) -> tuple[tuple[int, float], ...]:
+    """The key of a change under :data:`CHANGE_ORDER`: of one product's changes, the one with the
+    greatest key is the one a history keeps. Built from CHANGE_ORDER itself, so the live rule
+    cannot drift from the Spark sort."""
+    values = {"ts": float(ts), "rating": None if rating is None else float(rating)}
+    return tuple(_key_part(values[column], direction) for column, direction in CHANGE_ORDER)
+
+
+def _key_part(value: float | None, direction: str) -> tuple[int, float]:
+    """One column's part of :func:`change_key`: greater means first in the sort."""
+    if value is None:
+        return (1 if _NULLS_FIRST[direction] else -1, 0.0)
+    return (0, value if direction.startswith("desc") else -value)
+
+
 def apply_history_change(ratings: dict[str, tuple[float, float]], removed: dict[str, float], product_id: str,
                          rating: float | None, ts: float) -> bool:
-    """Set (``rating``) or remove (None) one rating in a history held in memory, unless a newer
-    change of that product is there; True if the history changed. The one rule every history
-    writer applies (one event at a time, or a batch of a user's events in order)."""
+    """Set (``rating``) or remove (None) one rating in a history held in memory, unless the change
+    there for that product wins over it (:data:`CHANGE_ORDER`: a newer one, or one of the same time
+    that the order puts first); True if the history changed. The one rule every history writer
+    applies (one event at a time, or a batch of a user's events in order): an older change does not
+    overwrite a newer one, a redelivered one changes nothing, and changes of the same time end the
+    same whatever order they come in."""
     current = ratings.get(product_id)
-    newest = max(current[1] if current is not None else float("-inf"), removed.get(product_id, float("-inf")))
-    if newest > ts:
+    kept = [change_key(*current)] if current is not None else []
+    if product_id in removed:
+        kept.append(change_key(None, removed[product_id]))
+    if kept and max(kept) >= change_key(rating, ts):
         return False
     if rating is None:
         changed = ratings.pop(product_id, None) is not None or product_id not in removed
@@ -221,12 +259,14 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
     for _ in range(max_passes):
         missing = 0
         for user, changes in _live_changes_by_user(since, db).items():
-            have, _removed = history_entries(db[mongo.USER_HISTORY].find_one({"_id": user}))
+            have, removed = history_entries(db[mongo.USER_HISTORY].find_one({"_id": user}))
             for pid, (rating, ts) in changes.items():
                 if rating is None:  # a removal is missing while a rating it came after is there
                     if pid in have and have[pid][1] <= ts:
                         missing += 1
                         remove_from_history(user, pid, ts, db=db)
+                elif removed.get(pid, float("-inf")) >= ts:
+                    continue  # a removal there wins (CHANGE_ORDER): adding it would change nothing
                 # a batch review's time is whole seconds: the same rating is not missing
                 elif pid not in have or have[pid][1] < math.floor(ts):
                     missing += 1
@@ -239,7 +279,8 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
 
 def _live_changes_by_user(since: float, db: Database) -> dict[str, dict[str, tuple[float | None, float]]]:
     """{user: {product: (rating, or None when removed, ts)}} of the live ratings and removals stored
-    since ``since``, the latest of each product winning. "Not interested" is stored in ``ratings``
+    since ``since``, the one :data:`CHANGE_ORDER` puts first winning for each product (as in the
+    reload's merge, whatever order they are read in). "Not interested" is stored in ``ratings``
     too but changes no history (its own collection survives a reload)."""
     by_user: dict[str, dict[str, tuple[float | None, float]]] = {}
     fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
@@ -247,9 +288,10 @@ def _live_changes_by_user(since: float, db: Database) -> dict[str, dict[str, tup
         action = d.get("action", events.RATE)
         if action not in HISTORY_ACTIONS:
             continue
+        change = (history_rating(action, d["rating"]), float(d["ts"]))
         seen = by_user.setdefault(d["user_id"], {}).get(d["product_id"])
-        if seen is None or seen[1] <= float(d["ts"]):
-            by_user[d["user_id"]][d["product_id"]] = (history_rating(action, d["rating"]), float(d["ts"]))
+        if seen is None or change_key(*seen) < change_key(*change):
+            by_user[d["user_id"]][d["product_id"]] = change
     return by_user
 
 

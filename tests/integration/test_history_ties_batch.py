@@ -1,0 +1,67 @@
+"""A rating and a removal of one product at the same time: the reload's Spark merge
+(spark_jobs.mongo_load.user_history_docs) and the live path (apply_history_change, and the replay
+after a reload, core.rating_history.reapply_live_ratings) keep the same thing.
+
+Before they shared core.rating_history.CHANGE_ORDER, the merge let the removal win and the live
+path let the change applied last win, so a reload could bring back a product the worker had
+removed, or drop one it had kept.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+import pytest
+
+from core import mongo, rating_history
+from core.events import RATE, UNRATE
+
+pytestmark = pytest.mark.integration
+
+# (user, product, rating, ts) of batch reviews, and (user, product, rating or None, ts) of live changes
+REVIEWS = [("TIE-A", "P1", 4.0, 1000), ("TIE-B", "P3", 3.0, 1500), ("TIE-D", "P5", 2.0, 1700)]
+LIVE = [
+    ("TIE-A", "P1", 5.0, 2000.5), ("TIE-A", "P1", None, 2000.5),    # re-rated and removed at one instant
+    ("TIE-B", "P3", None, 1500.0),                                   # removed at the batch review's own time
+    ("TIE-C", "P4", 5.0, 3000.0), ("TIE-C", "P4", 2.0, 3000.0),     # two ratings at one instant
+    ("TIE-C", "P2", None, 2500.25), ("TIE-C", "P2", 4.0, 2500.25),
+    ("TIE-D", "P5", None, 1800.0), ("TIE-D", "P5", 5.0, 1900.0),     # no tie: rated again later
+]
+
+
+def _live_histories(order: list[tuple[str, str, float | None, float]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Every user's ratings after the batch reviews and then ``order`` went through apply_history_change."""
+    state: dict[str, tuple[dict, dict]] = {}
+    for user, pid, rating, ts in [(u, p, r, float(t)) for u, p, r, t in REVIEWS] + order:
+        ratings, removed = state.setdefault(user, ({}, {}))
+        rating_history.apply_history_change(ratings, removed, pid, rating, ts)
+    return {user: ratings for user, (ratings, _removed) in state.items() if ratings}
+
+
+def test_the_reload_merge_and_the_live_path_keep_the_same_change(spark):
+    from spark_jobs.mongo_load import user_history_docs
+
+    reviews = spark.createDataFrame(REVIEWS, "user_id string, product_id string, rating double, ts long")
+    live = spark.createDataFrame(LIVE, "user_id string, product_id string, rating double, ts double")
+    batch = {r["_id"]: rating_history.history_entries(r.asDict(recursive=True))[0]
+             for r in user_history_docs(reviews, live).collect()}
+    assert batch == {"TIE-C": {"P4": (2.0, 3000.0)}, "TIE-D": {"P5": (5.0, 1900.0)}}
+    for order in (LIVE, LIVE[::-1]):  # each same-time pair in both orders of arrival
+        assert _live_histories(order) == batch, order
+
+
+def test_the_replay_after_a_reload_keeps_a_same_time_removal(mongo_db):
+    """The reload's merge dropped the product (the removal wins); the replay of the live changes
+    stored since the reload began must not bring it back, whichever of the two it reads last."""
+    since = time.time()
+    users = [f"TIE-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for user in users:  # the new generation, as user_history_docs built it: no P1, another rating kept
+        mongo_db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(user, {"P2": (3.0, 900.0)}, {}))
+    rate = {"action": RATE, "rating": 5, "ts": 2000.5, "product_id": "P1"}
+    unrate = {"action": UNRATE, "rating": 0, "ts": 2000.5, "product_id": "P1"}
+    for user, stored in zip(users, ([rate, unrate], [unrate, rate])):  # stored (and so read) in both orders
+        for change in stored:
+            mongo_db[mongo.RATINGS].insert_one(rating_history.rating_doc(
+                {"event_id": uuid.uuid4().hex, "user_id": user, **change}, state="processed"))
+    assert rating_history.reapply_live_ratings(since, db=mongo_db) == 0
+    for user in users:
+        assert rating_history.user_ratings(user, db=mongo_db) == {"P2": 3.0}, user
