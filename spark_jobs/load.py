@@ -33,12 +33,13 @@ _NUM = r"^\s*-?\d+(\.\d+)?\s*$"
 
 
 def category_from_path(col: F.Column) -> F.Column:
-    """'.../amazon2018_meta_gift_cards.jsonl.gz' -> 'Gift Cards' (the file names carry the category)."""
-    base = F.regexp_extract(col, r"([^/]+)$", 1)
-    base = F.regexp_replace(base, r"(\.jsonl?|\.json)?(\.gz)?$", "")
-    base = F.regexp_replace(base, r"^(amazon\d{4}_)?(reviews_|meta_)?", "")
-    base = F.regexp_replace(base, r"(?i)(_5)?(_PARTIAL|_FIRST\d+)?(_raw)?$", "")
-    return F.initcap(F.regexp_replace(base, "_", " "))
+    """'.../amazon2018_meta_gift_cards.jsonl.gz' -> 'Gift Cards' (the file names carry the category):
+    units.category_of as a Spark column, built from the same units.FILE_NAME_PATTERN and
+    units.FILE_CATEGORY_STEPS, for rows that carry only their source file."""
+    base = F.regexp_extract(col, units.FILE_NAME_PATTERN, 1)
+    for pattern, replacement in units.FILE_CATEGORY_STEPS:
+        base = F.regexp_replace(base, pattern, replacement)
+    return F.initcap(base)
 
 
 def _long(col: F.Column) -> F.Column:

@@ -40,12 +40,36 @@ class Unit:
     size: int
 
 
+# The category a data file's name carries, in one definition that both the Python function here
+# (list_units: a unit's category) and the Spark column (load.category_from_path: a line's, from its
+# source file) are built from, so the two cannot drift. The patterns are read alike by Java's regex
+# (what Spark's regexp_extract / regexp_replace use) and Python's re with re.ASCII (Java's \d and
+# (?i) are ASCII-only); the replacements are plain text (no "$" or "\", which the two read
+# differently). Then each word gets Spark's initcap.
+FILE_NAME_PATTERN = r"([^/]+)$"  # group 1: the file name of a path or URI ("" when it ends in "/")
+FILE_CATEGORY_STEPS: tuple[tuple[str, str], ...] = (
+    (r"(\.jsonl?|\.json)?(\.gz)?$", ""),                  # the extension
+    (r"^(amazon\d{4}_)?(reviews_|meta_)?", ""),            # this repository's year prefix; the kind
+    (r"(?i)(_5)?(_PARTIAL|_FIRST\d+)?(_raw)?$", ""),       # 5-core; this repository's excerpt marks
+    ("_", " "),                                            # Clothing_Shoes_and_Jewelry: words
+)
+
+
 def category_of(file_name: str) -> str:
-    """Python twin of load.category_from_path: the category a file's name carries."""
-    base = re.sub(r"(\.jsonl?|\.json)?(\.gz)?$", "", file_name.rsplit("/", 1)[-1])
-    base = re.sub(r"^(amazon\d{4}_)?(reviews_|meta_)?", "", base)
-    base = re.sub(r"(?i)(_5)?(_PARTIAL|_FIRST\d+)?(_raw)?$", "", base)
-    return " ".join(w[:1].upper() + w[1:].lower() for w in base.replace("_", " ").split(" "))
+    """The category a file's name carries ('.../amazon2018_meta_gift_cards.jsonl.gz' -> 'Gift Cards'),
+    from FILE_NAME_PATTERN and FILE_CATEGORY_STEPS: the same result as load.category_from_path."""
+    found = re.search(FILE_NAME_PATTERN, file_name, flags=re.ASCII)
+    base = found.group(1) if found else ""  # regexp_extract's "" when nothing matches
+    for pattern, replacement in FILE_CATEGORY_STEPS:
+        base = re.sub(pattern, replacement, base, flags=re.ASCII)
+    return initcap(base)
+
+
+def initcap(text: str) -> str:
+    """Spark's ``initcap``: every word (split on " ") with its first letter upper case and the rest
+    lower case (the same for the names categories have; Java's title case of a few letters such
+    as "ß" or "ǆ" differs from Python's upper case)."""
+    return " ".join(w[:1].upper() + w[1:].lower() for w in text.split(" "))
 
 
 def sha256_file(path: str) -> str:
