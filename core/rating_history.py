@@ -4,7 +4,7 @@ A rating from the site is stored once by its event id in ``ratings`` (a redelive
 and applied to the user's ``user_history`` document, which holds every batch review and live
 rating of that user and is what the recommenders fold in. Every change of a history goes through
 :func:`apply_history_change` (the newest change of a product wins; at the same time, by
-:data:`CHANGE_ORDER`, which the reload's Spark merge sorts by too) under the user's writer lock
+:func:`change_key`, which the reload's Spark merge sorts by too) under the user's writer lock
 (core/locking.py). A deleted account is marked in ``deleted_users`` before its data goes, so
 nothing arriving later brings a history back.
 """
@@ -187,41 +187,30 @@ def history_rating(action: str, rating: float) -> float | None:
     return None if action == events.UNRATE else float(rating)
 
 
-# Which of two changes of one product (a rating, or a removal: rating None) a history keeps, as the
-# order of a sort whose first row wins: the later ``ts``; at the same ``ts`` a removal before any
-# rating, and of two ratings the lower. A total order on what both sides have (no event id: a batch
-# review has none, and a history keeps none), so the result does not depend on the order changes
-# arrive in: the live writers (apply_history_change, the replay after a reload) and the reload's
-# Spark merge (spark_jobs.mongo_load.user_history_docs, which sorts by these columns with these
-# pyspark Column methods) pick the same one. At one instant a removal wins because taking a
-# rating back is the shopper's explicit wish and the safer error; the lower of two ratings was
-# the batch merge's rule already.
-CHANGE_ORDER: tuple[tuple[str, str], ...] = (("ts", "desc"), ("rating", "asc_nulls_first"))
-
-# Whether each pyspark sort direction puts nulls first (asc = asc_nulls_first, desc = desc_nulls_last).
-_NULLS_FIRST = {"asc": True, "asc_nulls_first": True, "asc_nulls_last": False,
-                "desc": False, "desc_nulls_first": True, "desc_nulls_last": False}
+def change_key(rating: float | None, ts: float) -> tuple[float, bool, float]:
+    """Of two changes of one product (a rating, or a removal: ``rating`` None), the history keeps
+    the one with the greater key: the later ``ts``; at the same ``ts`` a removal (taking a rating
+    back is the shopper's explicit wish, and the safer error), and of two ratings the lower. A
+    total order on what both sides have (a batch review has no event id, a history keeps none), so
+    the result does not depend on the order changes arrive in. :func:`spark_change_order` is the
+    same rule for the reload's Spark merge; tests/integration/test_history_ties_batch.py holds the
+    two together."""
+    return (float(ts), rating is None, -float(rating or 0.0))
 
 
-def change_key(rating: float | None, ts: float) -> tuple[tuple[int, float], ...]:
-    """The key of a change under :data:`CHANGE_ORDER`: of one product's changes, the one with the
-    greatest key is the one a history keeps. Built from CHANGE_ORDER itself, so the live rule
-    cannot drift from the Spark sort."""
-    values = {"ts": float(ts), "rating": None if rating is None else float(rating)}
-    return tuple(_key_part(values[column], direction) for column, direction in CHANGE_ORDER)
+def spark_change_order() -> list:
+    """:func:`change_key` as a Spark window order whose first row wins (``ts``, ``rating`` columns;
+    spark_jobs.mongo_load.user_history_docs). pyspark is imported here, not at the top: the site
+    and the workers import this module without it."""
+    from pyspark.sql import functions as F
 
-
-def _key_part(value: float | None, direction: str) -> tuple[int, float]:
-    """One column's part of :func:`change_key`: greater means first in the sort."""
-    if value is None:
-        return (1 if _NULLS_FIRST[direction] else -1, 0.0)
-    return (0, value if direction.startswith("desc") else -value)
+    return [F.col("ts").desc(), F.col("rating").asc_nulls_first()]
 
 
 def apply_history_change(ratings: dict[str, tuple[float, float]], removed: dict[str, float], product_id: str,
                          rating: float | None, ts: float) -> bool:
     """Set (``rating``) or remove (None) one rating in a history held in memory, unless the change
-    there for that product wins over it (:data:`CHANGE_ORDER`: a newer one, or one of the same time
+    there for that product wins over it (:func:`change_key`: a newer one, or one of the same time
     that the order puts first); True if the history changed. The one rule every history writer
     applies (one event at a time, or a batch of a user's events in order): an older change does not
     overwrite a newer one, a redelivered one changes nothing, and changes of the same time end the
@@ -266,7 +255,7 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
                         missing += 1
                         remove_from_history(user, pid, ts, db=db)
                 elif removed.get(pid, float("-inf")) >= ts:
-                    continue  # a removal there wins (CHANGE_ORDER): adding it would change nothing
+                    continue  # a removal there wins (change_key): adding it would change nothing
                 # a batch review's time is whole seconds: the same rating is not missing
                 elif pid not in have or have[pid][1] < math.floor(ts):
                     missing += 1
@@ -279,7 +268,7 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
 
 def _live_changes_by_user(since: float, db: Database) -> dict[str, dict[str, tuple[float | None, float]]]:
     """{user: {product: (rating, or None when removed, ts)}} of the live ratings and removals stored
-    since ``since``, the one :data:`CHANGE_ORDER` puts first winning for each product (as in the
+    since ``since``, the one :func:`change_key` puts first winning for each product (as in the
     reload's merge, whatever order they are read in). "Not interested" is stored in ``ratings``
     too but changes no history (its own collection survives a reload)."""
     by_user: dict[str, dict[str, tuple[float | None, float]]] = {}

@@ -306,7 +306,7 @@ def user_history_docs(reviews: DataFrame, live: DataFrame) -> DataFrame:
     Live ratings (from Kafka, stored by the workers) are read back so a reload never forgets a
     rating a user made on the site; the later of two ratings of the same product wins, and a
     rating the user removed on the site (a later ``unrate`` event, even of a batch review) stays
-    removed. Changes of the same time are ordered by ``core.rating_history.CHANGE_ORDER``, the rule
+    removed. Changes of the same time are ordered by ``core.rating_history.change_key``, the rule
     the live writers apply, so a reload keeps what the workers kept. "Not interested" lives in its
     own collection, which a reload leaves alone. Every user of ``live`` gets a whole history from
     it: live ratings of users whose reviews are not in ``reviews`` would make a history of their
@@ -315,9 +315,8 @@ def user_history_docs(reviews: DataFrame, live: DataFrame) -> DataFrame:
     both = reviews.select("user_id", "product_id", F.col("rating").cast("double"), F.col("ts").cast("double"))
     # times in seconds with fractions: a rating removed and given again within a second
     both = both.unionByName(live)
-    order = [getattr(F.col(column), direction)() for column, direction in rating_history.CHANGE_ORDER]
     latest = both.withColumn("_n", F.row_number().over(
-        Window.partitionBy("user_id", "product_id").orderBy(*order))
+        Window.partitionBy("user_id", "product_id").orderBy(*rating_history.spark_change_order()))
     ).where("_n = 1").where(F.col("rating").isNotNull())
     # an array of {p, r, t}, not a map keyed by product id: FerretDB refuses keys with "." or "$"
     # (core.rating_history.history_doc is the same shape)

@@ -2,7 +2,7 @@
 (spark_jobs.mongo_load.user_history_docs) and the live path (apply_history_change, and the replay
 after a reload, core.rating_history.reapply_live_ratings) keep the same thing.
 
-Before they shared core.rating_history.CHANGE_ORDER, the merge let the removal win and the live
+Before they shared one rule (core.rating_history.change_key), the merge let the removal win and the live
 path let the change applied last win, so a reload could bring back a product the worker had
 removed, or drop one it had kept.
 """

@@ -1,4 +1,4 @@
-"""The rule that decides which change of one product a history keeps (core.rating_history.CHANGE_ORDER).
+"""The rule that decides which change of one product a history keeps (core.rating_history.change_key).
 
 The live writers apply it one change at a time (apply_history_change) and the reload's Spark merge
 sorts by it; at the same time a removal wins over a rating and the lower of two ratings wins, so
@@ -10,10 +10,8 @@ from __future__ import annotations
 from itertools import permutations
 
 import pytest
-from pyspark.sql import Column
-
 from core import rating_history
-from core.rating_history import CHANGE_ORDER, apply_history_change, change_key
+from core.rating_history import apply_history_change, change_key
 
 P = "B000TIE"
 
@@ -31,12 +29,6 @@ def test_the_order_puts_the_later_change_first_then_a_removal_then_the_lower_rat
     assert change_key(1.0, 101.0) > change_key(None, 100.0) > change_key(1.0, 100.0) > change_key(5.0, 100.0)
     assert change_key(5.0, 100.5) > change_key(None, 100.0)
     assert change_key(None, 100.0) == change_key(None, 100.0)
-
-
-def test_the_order_is_made_of_spark_column_methods():
-    """user_history_docs calls each direction on a Column: a name Spark lacks would fail the reload."""
-    assert {c for c, _ in CHANGE_ORDER} <= {"ts", "rating"}
-    assert all(callable(getattr(Column, direction, None)) for _, direction in CHANGE_ORDER)
 
 
 @pytest.mark.parametrize("order", list(permutations([(5.0, 100.0), (None, 100.0)])), ids=["rate-unrate", "unrate-rate"])
@@ -87,3 +79,4 @@ def test_a_newer_change_still_wins():
     assert apply_history_change(ratings, removed, P, 3.0, 100.001)
     assert (ratings, removed) == ({P: (3.0, 100.001)}, {})
     assert rating_history.rating_values(ratings) == {P: 3.0}
+
