@@ -221,10 +221,10 @@ def apply_history_change(ratings: dict[str, tuple[float, float]], removed: dict[
         kept.append(change_key(None, removed[product_id]))
     if kept and max(kept) >= change_key(rating, ts):
         return False
-    if rating is None:
-        changed = ratings.pop(product_id, None) is not None or product_id not in removed
-        removed[product_id] = float(ts)
-        return changed
+    if rating is None:  # past the check above a removal always changes the history: it takes a
+        ratings.pop(product_id, None)  # rating away, or records a newer removal time, which keeps
+        removed[product_id] = float(ts)  # out a rating delivered late from between the two
+        return True
     ratings[product_id] = (float(rating), float(ts))
     removed.pop(product_id, None)
     return True

@@ -80,3 +80,12 @@ def test_a_newer_change_still_wins():
     assert (ratings, removed) == ({P: (3.0, 100.001)}, {})
     assert rating_history.rating_values(ratings) == {P: 3.0}
 
+
+def test_a_newer_removal_of_a_removed_product_is_kept_so_a_late_rating_between_them_stays_out():
+    """rate t1, remove t2, remove t4, then a rating of t3 delivered late: the shopper's last word was
+    the removal at t4. The newer removal time must count as a change (the writers save a history
+    only when it changed), or the stored t2 would let the t3 rating in."""
+    ratings, removed = _applied([(4.0, 1.0), (None, 2.0)])
+    assert apply_history_change(ratings, removed, P, None, 4.0) is True
+    assert removed == {P: 4.0}
+    assert apply_history_change(ratings, removed, P, 5.0, 3.0) is False and ratings == {}
