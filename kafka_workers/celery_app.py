@@ -1,15 +1,24 @@
 """Celery application: periodic refresh of the site's lists and re-scoring after a new model.
 
-    celery -A kafka_workers.celery_app worker -B -l info     # worker with the beat scheduler
+    celery -A kafka_workers.celery_app worker -B -Q celery -n default@%h -l info   # beat + the periodic tasks
+    celery -A kafka_workers.celery_app worker -Q rescore -n rescore@%h -l info     # re-scoring only
 
 Redis (``REDIS_URL``) is the broker. The Kafka workers keep each user's list current per event;
 Celery does what is not tied to one event: popular and trending lists per category, and, when the
 batch pipeline publishes a model (a new ``CURRENT``), re-scoring recently active users.
+
+Two workers, two queues: a re-scoring can run for hours (``RESCORE_TIME_LIMIT_S``), and in the one
+queue the periodic refreshes waited behind it, so trending and popular went stale for hours after
+every model publish. ``rescore_active_users`` goes to ``RESCORE_QUEUE``, consumed by a worker of its
+own; everything else (what beat sends) to ``DEFAULT_QUEUE``. Beat runs in the default one only. A
+worker started without ``-Q`` consumes both queues (the old single-worker setup still works, with
+the old head-of-line wait).
 """
 from __future__ import annotations
 
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from core.env import env_float, env_int
 from core.settings import get_settings
@@ -20,6 +29,10 @@ from core.settings import get_settings
 VISIBILITY_TIMEOUT_S = env_int("CELERY_VISIBILITY_TIMEOUT_S", 6 * 3600)
 TASK_TIME_LIMIT_S = 3600  # popular, trending, check_model: minutes in practice; an hour is a hung task
 
+DEFAULT_QUEUE = "celery"  # Celery's default name: what an older worker or producer uses too
+RESCORE_QUEUE = "rescore"
+RESCORE_TASK = "kafka_workers.tasks.rescore_active_users"
+
 app = Celery("amazon_recommender", broker=get_settings().redis_url, include=["kafka_workers.tasks"])
 app.conf.update(
     task_ignore_result=True,
@@ -28,6 +41,12 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
     task_time_limit=TASK_TIME_LIMIT_S,
     timezone="UTC",
+    # Each queue with its own exchange and routing key, so a routing key names one queue (a bare
+    # Queue("rescore") is bound to the default exchange under the key "celery", like the default queue).
+    task_queues=(Queue(DEFAULT_QUEUE, Exchange(DEFAULT_QUEUE), routing_key=DEFAULT_QUEUE),
+                 Queue(RESCORE_QUEUE, Exchange(RESCORE_QUEUE), routing_key=RESCORE_QUEUE)),
+    task_default_queue=DEFAULT_QUEUE,
+    task_routes={RESCORE_TASK: {"queue": RESCORE_QUEUE}},
     beat_schedule={
         "refresh-popular": {"task": "kafka_workers.tasks.refresh_popular",
                             "schedule": env_float("POPULAR_REFRESH_S", 300, minimum=1)},

@@ -43,7 +43,7 @@ def celery_env(rt_catalog, settings, tmp_path_factory):
     finally:
         # Also the queue and what acks_late put back at the worker's shutdown, so no later
         # session on this db number runs our leftover beat tasks.
-        r.delete(LAST_RESCORED_MODEL, "celery", "unacked", "unacked_index", "unacked_mutex")
+        r.delete(LAST_RESCORED_MODEL, "celery", "rescore", "unacked", "unacked_index", "unacked_mutex")
         mp.undo()
         reset_core_caches()
 
@@ -207,21 +207,22 @@ def test_check_model_queues_one_rescore_per_model_version(celery_env):
 
     check_model runs in a child process (it queues through the app's broker, which is bound to
     REDIS_URL when the app is made), so the queue is this module's own Redis database; nothing
-    consumes it, and its length is the number of rescores queued.
+    consumes it, and the re-score queue's length is the number of rescores queued.
     """
     r = _redis()
-    r.delete("celery", LAST_RESCORED_MODEL)
+    r.delete("celery", "rescore", LAST_RESCORED_MODEL)
     version = publish_model(celery_env.in_model, seed=31)
     code = ("from kafka_workers.tasks import check_model\n"
             "print([check_model() for _ in range(3)])\n")
     out = subprocess.run([sys.executable, "-c", code], env=process_env(), cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    queued = [json.loads(m)["headers"] for m in r.lrange("celery", 0, -1)]
+    queued = [json.loads(m)["headers"] for m in r.lrange("rescore", 0, -1)]
     rescores = [h for h in queued if h["task"] == "kafka_workers.tasks.rescore_active_users"]
     assert len(rescores) == 1, f"{len(rescores)} rescores queued for one model version: {out.stdout}"
     assert version in rescores[0]["argsrepr"]
-    r.delete("celery")
+    assert r.llen("celery") == 0, "a rescore in the default queue waits behind, and holds up, the refreshes"
+    r.delete("rescore")
 
 
 def test_going_back_to_a_version_rescored_before_rescores_it_again(celery_env):
@@ -230,7 +231,7 @@ def test_going_back_to_a_version_rescored_before_rescores_it_again(celery_env):
     from kafka_workers import tasks
 
     r = _redis()
-    r.delete("celery", LAST_RESCORED_MODEL)
+    r.delete("rescore", LAST_RESCORED_MODEL)
     first = publish_model(celery_env.in_model, seed=33)
     code = "from kafka_workers.tasks import check_model\nprint(check_model())\n"
 
@@ -247,7 +248,7 @@ def test_going_back_to_a_version_rescored_before_rescores_it_again(celery_env):
     tasks.rescore_active_users(second)
     artifacts.publish(first)
     assert check() == first, "the earlier version was not queued for re-scoring again"
-    r.delete("celery")
+    r.delete("rescore")
 
 
 def test_a_rescore_stops_when_its_version_is_no_longer_current(celery_env, monkeypatch):

@@ -1,0 +1,33 @@
+"""Celery's routing: the hours-long re-scoring goes to a queue of its own, so the periodic refreshes
+(in the default queue, with beat) never wait behind it. No broker needed: the router is what
+``apply_async`` / ``send_task`` ask for a task's queue.
+
+The queue names are written out: the workers' command lines (``-Q celery``, ``-Q rescore`` in
+services/programs.py and docker/docker-compose.yml) depend on them.
+"""
+from __future__ import annotations
+
+from kafka_workers import tasks
+from kafka_workers.celery_app import app
+
+
+def _queue(task_name: str) -> str:
+    return app.amqp.router.route({}, task_name)["queue"].name
+
+
+def test_rescore_goes_to_its_own_queue():
+    assert _queue(tasks.rescore_active_users.name) == "rescore"
+
+
+def test_every_periodic_task_goes_to_the_default_queue():
+    periodic = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert periodic == {tasks.refresh_popular.name, tasks.refresh_trending.name, tasks.check_model.name}
+    for name in periodic:
+        assert _queue(name) == "celery", name
+
+
+def test_each_queue_has_its_own_routing_key():
+    """A routing key names one queue: the re-score worker (``-Q rescore``) gets nothing else."""
+    queues = app.amqp.queues
+    assert set(queues) == {"celery", "rescore"}
+    assert queues["rescore"].routing_key != queues["celery"].routing_key
