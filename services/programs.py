@@ -251,9 +251,19 @@ def programs() -> list[Program]:
                 address=(f"{workers} Kafka consumer process(es), /metrics and /healthz on 127.0.0.1:{metrics_base}"
                          + (f"-{metrics_base + workers - 1}" if workers > 1 else "")),
                 env={**app_env, "WORKER_METRICS_PORT": str(metrics_base)}, stop_wait_s=30, start_timeout_s=60),
+        # Two Celery workers (kafka_workers/celery_app.py): "celery" runs beat and the periodic
+        # refreshes (queue "celery"), "celery-rescore" only the re-scoring after a new model (queue
+        # "rescore"), which can run for hours: in one worker trending and popular waited behind it.
+        # `bin/services start celery` starts both. Beat's schedule is the state dir's, so a private
+        # state dir's beat does not share the file with the shared one's.
         Program("celery", [str(venv / "celery"), "-A", "kafka_workers.celery_app", "worker", "-B",
+                           "-s", str(state / "run" / "celerybeat-schedule"), "-Q", "celery", "-n", "default@%h",
                            "--concurrency", env.get("CELERY_CONCURRENCY", "1"), "-l", "info"],
-                address=f"Celery worker + beat on {redis_url}", env=app_env, start_secs=3, stop_wait_s=30),
+                address=f"Celery worker (queue celery) + beat on {redis_url}", env=app_env, start_secs=3,
+                stop_wait_s=30),
+        Program("celery-rescore", [str(venv / "celery"), "-A", "kafka_workers.celery_app", "worker",
+                                   "-Q", "rescore", "-n", "rescore@%h", "--concurrency", "1", "-l", "info"],
+                address=f"Celery worker (queue rescore) on {redis_url}", env=app_env, start_secs=3, stop_wait_s=30),
         # An S3-compatible object store (gofakes3, MIT, built from its Go module by bin/services) with
         # one bucket: DATA_DIR / ARTIFACTS_DIR = s3a://<bucket>/... for a cluster's shared storage.
         Program("s3", [str(local / "bin" / "gofakes3"), "-host", f"127.0.0.1:{s3_port}", "-backend", "bolt",

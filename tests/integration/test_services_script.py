@@ -56,7 +56,7 @@ def env(tmp_path):
 def test_unknown_service_is_one_line_error(env):
     r = _run("start", "nosuch", env=env)
     assert r.returncode != 0
-    assert r.stderr.strip().splitlines() == ["services: unknown service 'nosuch' (known: redis mongo postgres kafka airflow web worker celery s3 spark-master spark-worker-1 spark-worker-2)"]
+    assert r.stderr.strip().splitlines() == ["services: unknown service 'nosuch' (known: redis mongo postgres kafka airflow web worker celery celery-rescore s3 spark-master spark-worker-1 spark-worker-2)"]
 
 
 def test_external_mongo_is_left_alone(env):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,8 +44,8 @@ def test_workers_are_numprocs_with_one_metrics_port_and_log_each(programs, tmp_p
 
 def test_every_program_stops_as_a_group_and_restarts(programs, tmp_path):
     names = [p.name for p in programs.programs()]
-    assert names == ["redis", "mongo", "postgres", "kafka", "airflow", "web", "worker", "celery", "s3", "spark-master",
-                     "spark-worker-1", "spark-worker-2"]
+    assert names == ["redis", "mongo", "postgres", "kafka", "airflow", "web", "worker", "celery", "celery-rescore", "s3",
+                     "spark-master", "spark-worker-1", "spark-worker-2"]
     for p in programs.programs():
         section = programs.section(p, tmp_path / f"{p.name}.env")
         for line in ("stopasgroup=true", "killasgroup=true", "autorestart=true", "autostart=false"):
@@ -98,3 +99,32 @@ def test_ferretdb_collects_garbage_less_often_unless_told_otherwise(programs, tm
     monkeypatch.setenv("FERRETDB_GOGC", "100")
     programs.write("mongo")
     assert _saved_env(tmp_path, "mongo")["GOGC"] == "100"
+
+
+def _celery_worker(words: list[str]) -> dict[str, object]:
+    """What a ``celery ... worker`` command line runs: beat or not, its queues, its node name."""
+    assert words[words.index("-A") + 1] == "kafka_workers.celery_app" and "worker" in words, words
+    return {"beat": "-B" in words, "queues": words[words.index("-Q") + 1] if "-Q" in words else None,
+            "node": words[words.index("-n") + 1] if "-n" in words else None}
+
+
+def test_the_re_scoring_has_a_worker_of_its_own_and_beat_runs_once(programs, tmp_path):
+    """A re-scoring runs for hours: in the one worker, trending and popular waited behind it. The
+    supervisord set runs two workers, beat in one; each logs to its own file."""
+    celery, rescore = programs.program("celery"), programs.program("celery-rescore")
+    workers = [_celery_worker(_words(programs.section(p, tmp_path / f"{p.name}.env"))) for p in (celery, rescore)]
+    assert workers == [{"beat": True, "queues": "celery", "node": "default@%h"},
+                       {"beat": False, "queues": "rescore", "node": "rescore@%h"}]
+    assert f"stdout_logfile={tmp_path / 'log'}/celery-rescore.log" in programs.section(rescore, tmp_path / "r.env")
+    # beat's schedule file is the state dir's: a private state dir's beat never shares it
+    words = celery.command
+    assert words[words.index("-s") + 1] == str(tmp_path / "run" / "celerybeat-schedule")
+
+
+def test_compose_runs_the_same_two_celery_workers():
+    services = yaml.safe_load((ROOT / "docker" / "docker-compose.yml").read_text())["services"]
+    celery = {name: _celery_worker(s["command"]) for name, s in services.items()
+              if "celery" in s.get("command", []) and "worker" in s.get("command", [])}
+    assert celery == {"celery": {"beat": True, "queues": "celery", "node": "default@%h"},
+                      "celery-rescore": {"beat": False, "queues": "rescore", "node": "rescore@%h"}}
+    assert services["celery-rescore"]["image"] == services["celery"]["image"]
