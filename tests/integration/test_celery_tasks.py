@@ -18,10 +18,11 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from core import artifacts, catalog, mongo, rating_history, recommend, stored_lists
+from core import artifacts, catalog, locking, mongo, rating_history, recommend, stored_lists
 from core.cache_keys import LAST_RESCORED_MODEL
 from core.events import RatingEvent
-from realtime_support import CATEGORIES, ROOT, TOP_N, Proc, process_env, publish_model, reset_core_caches, wait_until
+from realtime_support import (CATEGORIES, ROOT, SERVICES, TOP_N, Proc, process_env, publish_model, reset_core_caches,
+                              wait_until)
 from realtime_support import rt_catalog  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -200,6 +201,84 @@ def test_celery_worker_with_beat_refreshes_lists_and_rescores_after_a_new_model(
         print(celery.log()[-4000:])
     assert code == 0, "warm shutdown on SIGTERM"
     assert "refresh_popular" in celery.log() and "rescore_active_users" in celery.log()
+
+
+def _trending(db) -> set[str]:
+    return {i["product_id"] for i in stored_lists.get_popular("all", "trending", db=db)}
+
+
+@pytest.mark.slow
+def test_trending_refreshes_while_a_rescore_runs_in_the_second_worker(celery_env, tmp_path):
+    """The periodic refreshes are not held behind a re-scoring (which may run for hours).
+
+    bin/services starts Celery as it does for the site (a private state dir, this module's Redis
+    database): beat, the refreshes and check_model in one worker, the re-score in the other. The
+    re-score is kept running by a real wait: another writer holds its first user's list lock (as a
+    Kafka worker does while it writes that user's list). While it waits there, with its running mark
+    set, a rating made after it started reaches the trending list: a refresh ran meanwhile. In the one
+    worker of before, the refresh could only run after the re-score gave up on the lock (30 s).
+    """
+    from kafka_workers import tasks
+
+    db, p = celery_env.db, celery_env.products
+    r = _redis()
+    db[mongo.POPULAR].delete_many({})
+    db[mongo.RATINGS].delete_many({})
+    r.delete(LAST_RESCORED_MODEL, "celery", "rescore")
+    held_user = "rt-q-held"
+    _rate(db, held_user, p[50], 5, time.time() - 60)
+    # Its "at" lies ahead, so the re-score does not take it for a dead writer's lock (LOCK_STALE_S)
+    # while the test holds it; it waits up to named_lock's 30 s, then fails.
+    lock = locking.writer_lock_name(held_user)
+    db[mongo.LOCKS].delete_one({"_id": lock})
+    db[mongo.LOCKS].insert_one(locking.lock_doc(lock, "test-holder", time.time() + 3600))
+    state = tmp_path / "state"
+    env = process_env(SERVICES_STATE_DIR=str(state), TRENDING_REFRESH_S="1", MODEL_CHECK_S="1",
+                      POPULAR_REFRESH_S="3600")
+
+    def services(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300)
+
+    def log(name: str) -> str:
+        path = state / "log" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    started = services("start", "celery")
+    try:
+        assert started.returncode == 0, f"{started.stdout}\n{started.stderr}"
+        wait_until(lambda: _trending(db) == {p[50]}, 120, "beat + worker to write the trending list")
+        version = publish_model(celery_env.in_model, seed=41)
+        wait_until(lambda: r.exists(tasks._running_key(version)), 120, "check_model to queue the re-score and it to start")
+
+        _rate(db, "rt-q-other", p[51], 5, time.time() - 30)  # after the re-score started
+        # 20 s: well within the re-score's 30 s wait for the lock, after which it would fail and free
+        # a single worker (the refresh itself runs every second)
+        wait_until(lambda: _trending(db) == {p[50], p[51]}, 20, "a trending refresh while the re-score runs")
+        assert r.exists(tasks._running_key(version)), "the re-score ended before the refresh"
+        assert r.get(LAST_RESCORED_MODEL) != version.encode()
+        assert stored_lists.get_recommendations(held_user, db=db) is None  # the re-score is still at its lock
+
+        db[mongo.LOCKS].delete_one({"_id": lock, "token": "test-holder"})  # the other writer is done
+        wait_until(lambda: r.get(LAST_RESCORED_MODEL) == version.encode(), 60, "the re-score to finish")
+        assert stored_lists.get_recommendations(held_user, db=db)["model_version"] == version
+        assert not r.exists(tasks._running_key(version))
+
+        # bin/services ran the two as programs of their own, each with its log: "celery" started both
+        status = services("status", "celery")
+        assert status.returncode == 0, status.stdout
+        assert [line.split()[:2] for line in status.stdout.splitlines()] == [["celery", "running"],
+                                                                              ["celery-rescore", "running"]]
+        default_log, rescore_log = log("celery"), log("celery-rescore")
+        ran = lambda task, text: f"tasks.{task}[" in text  # "Task kafka_workers.tasks.<name>[<id>] received"
+        assert ran("rescore_active_users", rescore_log) and not ran("rescore_active_users", default_log)
+        assert ran("refresh_trending", default_log) and not ran("refresh_trending", rescore_log)
+        assert "beat: Starting" in default_log and "beat: Starting" not in rescore_log
+    finally:
+        db[mongo.LOCKS].delete_one({"_id": lock, "token": "test-holder"})
+        stopped = services("stop", "celery")
+        print(stopped.stdout, stopped.stderr, log("celery")[-3000:], log("celery-rescore")[-3000:], sep="\n")
+    assert "celery-rescore: stopped" in stopped.stdout and "celery: stopped" in stopped.stdout
+    assert services("status", "celery").returncode == 3
 
 
 def test_check_model_queues_one_rescore_per_model_version(celery_env):
