@@ -33,6 +33,18 @@ DEFAULT_QUEUE = "celery"  # Celery's default name: what an older worker or produ
 RESCORE_QUEUE = "rescore"
 RESCORE_TASK = "kafka_workers.tasks.rescore_active_users"
 
+
+def _every(task: str, period_s: float) -> dict:
+    """A beat entry that runs ``task`` every ``period_s``, each copy expiring after one period.
+
+    Beat sends on the clock whether or not the last copy has run. When a refresh takes longer than
+    its period (a week of ratings to rank; the worker busy or stopped), the copies would pile up in
+    Redis and run one after another, each redoing the same work, long after it mattered; an expired
+    copy is dropped by the worker instead, and the next one is at most a period away.
+    """
+    return {"task": task, "schedule": period_s, "options": {"expires": period_s}}
+
+
 app = Celery("amazon_recommender", broker=get_settings().redis_url, include=["kafka_workers.tasks"])
 app.conf.update(
     task_ignore_result=True,
@@ -48,12 +60,9 @@ app.conf.update(
     task_default_queue=DEFAULT_QUEUE,
     task_routes={RESCORE_TASK: {"queue": RESCORE_QUEUE}},
     beat_schedule={
-        "refresh-popular": {"task": "kafka_workers.tasks.refresh_popular",
-                            "schedule": env_float("POPULAR_REFRESH_S", 300, minimum=1)},
-        "refresh-trending": {"task": "kafka_workers.tasks.refresh_trending",
-                             "schedule": env_float("TRENDING_REFRESH_S", 60, minimum=1)},
-        "check-model": {"task": "kafka_workers.tasks.check_model",
-                        "schedule": env_float("MODEL_CHECK_S", 15, minimum=1)},
+        "refresh-popular": _every("kafka_workers.tasks.refresh_popular", env_float("POPULAR_REFRESH_S", 300, minimum=1)),
+        "refresh-trending": _every("kafka_workers.tasks.refresh_trending", env_float("TRENDING_REFRESH_S", 60, minimum=1)),
+        "check-model": _every("kafka_workers.tasks.check_model", env_float("MODEL_CHECK_S", 15, minimum=1)),
     },
     beat_schedule_filename=str(get_settings().local_dir / "celerybeat-schedule"),
 )

@@ -31,3 +31,14 @@ def test_each_queue_has_its_own_routing_key():
     queues = app.amqp.queues
     assert set(queues) == {"celery", "rescore"}
     assert queues["rescore"].routing_key != queues["celery"].routing_key
+
+
+def test_every_periodic_copy_expires_after_one_period():
+    """Beat sends on the clock: a refresh slower than its period, or a stopped worker, would leave
+    copies piling up in Redis, each redoing the same work when it finally runs. Each copy expires
+    after its period (the worker drops it), and beat passes an entry's options to apply_async."""
+    from celery.beat import ScheduleEntry
+
+    for name, entry in app.conf.beat_schedule.items():
+        sent = ScheduleEntry(name=name, app=app, **entry)
+        assert 0 < sent.options["expires"] <= entry["schedule"], name
