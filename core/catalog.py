@@ -7,11 +7,46 @@ word (core/search.py), a product's reviews by page (``product_reviews``).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 from pymongo.database import Database
 
 from core import mongo
+
+
+# --- the generated title of a product without one ------------------------------------------
+
+FALLBACK_SUMMARY_CHARS = 80  # of a review's summary quoted in a generated title
+
+
+def fallback_title(categories: Sequence[str] | None, category: str | None, brand: str | None,
+                   summary: str | None) -> str:
+    """A readable headline for a product whose data has no title (never its bare id).
+
+    The most specific category it is filed under (the last of its category path, else its
+    category, else "Catalog"), with what its most helpful review says ("Musical Instruments –
+    “Great strings, no buzz”"), else the brand and that category. Written once, here, because two
+    places title a product: the batch load, for every product without a title
+    (spark_jobs/mongo_load.py applies this in Arrow batches), and an account deletion, which titles
+    a product again when the summary quoted was the deleted reviewer's (core.shopper_controls). A
+    copy in each would let a reload and a deletion name the same product differently.
+    """
+    path = list(categories) if categories is not None else []
+    leaf = (path[-1] if path else None) or category or "Catalog"
+    short = (summary or "").strip()
+    if len(short) > FALLBACK_SUMMARY_CHARS:
+        short = short[:FALLBACK_SUMMARY_CHARS - 1].rstrip() + "…"
+    if short:
+        return f"{leaf} – “{short}”"
+    brand = (brand or "").strip()
+    return f"{brand} {leaf}" if brand else f"{leaf} product"
+
+
+def most_helpful_summary(reviews: Iterable[dict[str, Any]]) -> str:
+    """The summary a product is quoted by (its ``sample_summary``, and the generated title's words):
+    the first non-empty one of ``reviews`` taken in the order of the review pages (most helpful,
+    then newest), which is the review the load picks by helpful votes, then time; "" for none."""
+    return next((str(r["summary"]) for r in reviews if str(r.get("summary") or "").strip()), "")
 
 
 # --- products, review pages, browsing and search -------------------------------------------

@@ -50,22 +50,27 @@ def product_stats(reviews: DataFrame) -> DataFrame:
     )
 
 
-FALLBACK_SUMMARY_CHARS = 80
+def fallback_title(where: F.Column, categories: F.Column, category: F.Column, brand: F.Column,
+                   summary: F.Column) -> F.Column:
+    """:func:`core.catalog.fallback_title` of the rows ``where`` is true (null elsewhere).
 
-
-def fallback_title(leaf: F.Column, brand: F.Column, summary: F.Column) -> F.Column:
-    """A readable headline for a product whose data has no title (never its bare id).
-
-    The most specific category it is filed under, with what its most helpful review says
-    ("Musical Instruments – “Great strings, no buzz”"), else the brand and category.
+    The rule is Python, written once for this job and for an account deletion, which titles a
+    product again (core.shopper_controls); it runs here as a pandas UDF, one Arrow batch per call.
+    Spark hands a Python function every row whatever condition surrounds it, so the other rows'
+    inputs go as nulls: only the products without a title carry their strings to Python.
     """
-    summary = F.trim(summary)
-    short = F.when(F.length(summary) > FALLBACK_SUMMARY_CHARS,
-                   F.concat(F.rtrim(F.substring(summary, 1, FALLBACK_SUMMARY_CHARS - 1)), F.lit("…"))
-                   ).otherwise(summary)
-    return (F.when(short != "", F.concat(leaf, F.lit(" – “"), short, F.lit("”")))
-            .when(F.trim(brand) != "", F.concat_ws(" ", F.trim(brand), leaf))
-            .otherwise(F.concat(leaf, F.lit(" product"))))
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("string")
+    def titles(need, paths, cats, brands, summaries):  # pandas Series in, one out
+        import pandas as pd
+
+        from core import catalog
+
+        return pd.Series([catalog.fallback_title(p, c, b, s) if n else None
+                          for n, p, c, b, s in zip(need, paths, cats, brands, summaries)], dtype=object)
+
+    return titles(where, *(F.when(where, col) for col in (categories, category, brand, summary)))
 
 
 def product_docs(products: DataFrame, reviews: DataFrame) -> DataFrame:
@@ -78,14 +83,13 @@ def product_docs(products: DataFrame, reviews: DataFrame) -> DataFrame:
     empty = F.array().cast("array<string>")
     category = F.coalesce("review_category", "category", F.lit(""))
     categories = F.coalesce("categories", empty)
-    leaf = F.coalesce(F.element_at(F.when(F.size(categories) > 0, categories), -1),
-                      F.when(category != "", category), F.lit("Catalog"))
     title = F.trim(F.coalesce("title", F.lit("")))
     brand = F.coalesce("brand", F.lit(""))
     summary = F.coalesce("sample_summary", F.lit(""))
     return joined.select(
         F.col("product_id").alias("_id"),
-        F.when(title != "", title).otherwise(fallback_title(leaf, brand, summary)).alias("title"),
+        F.coalesce(F.when(title != "", title), fallback_title(title == "", categories, category, brand, summary)
+                   ).alias("title"),
         brand.alias("brand"),
         F.coalesce("price", F.lit(0.0)).alias("price"),
         category.alias("category"),
