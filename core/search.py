@@ -102,3 +102,27 @@ def rank(postings: list[Postings], category: str | None = None) -> list[str]:
         scored.append((-hits, first.rank(i), pid))
     scored.sort()
     return [pid for _, _, pid in scored]
+
+
+def without_review_postings(doc: dict, product_ids: set[str]) -> tuple[dict | None, int]:
+    """``doc`` (one key's document) without the *review*-tier postings of ``product_ids``, and how
+    many went; None for the document when none is left (the key then goes, as a reload would not
+    write it). A primary-tier posting stays: the product's own title, brand or category has the word.
+
+    What an account deletion does to the keys of a reviewer's words (core.shopper_controls): the
+    packed strings lose the same positions, the rest keeps its order; ``cats`` is left whole (an
+    unused category costs nothing and keeps the other postings' indexes into it valid).
+    """
+    ids = doc["ids"].split(" ") if doc.get("ids") else []
+    drop = {i for i, pid in enumerate(ids) if pid in product_ids and doc["tiers"][i] == REVIEW}
+    if not drop:
+        return doc, 0
+    if len(drop) == len(ids):
+        return None, len(drop)
+
+    def kept(values: list[str] | str) -> list[str]:
+        return [v for i, v in enumerate(values) if i not in drop]
+
+    return {**doc, "n": max(0, int(doc.get("n") or len(ids)) - len(drop)), "ids": " ".join(kept(ids)),
+            "tiers": "".join(kept(doc["tiers"])), "ranks": " ".join(kept(doc["ranks"].split(" "))),
+            "cat": " ".join(kept(doc["cat"].split(" ")))}, len(drop)

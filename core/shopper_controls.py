@@ -5,11 +5,13 @@ Taking back a rating is a history change (``core.rating_history.remove_from_hist
 """
 from __future__ import annotations
 
+import uuid
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from pymongo.database import Database
 
-from core import mongo, rating_history
+from core import catalog, locking, mongo, rating_history, search
 
 
 # --- "not interested" ----------------------------------------------------------------------
@@ -76,23 +78,22 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
     reviews are found by ``user_id`` (indexed on MongoDB, a scan on FerretDB: this runs once per
     deleted account, not per request); the review pages a reviewer appears on are the products of
     the user's history (which holds every batch review and live rating), rewritten without them.
+    What the load derived from those reviews goes too, so that nothing the person wrote stays on
+    the site until the next reload: each product's counts, average and histogram lose their
+    ratings, a summary of theirs quoted by the product (its ``sample_summary``, and a generated
+    title) is replaced by the next most helpful one, and the search index no longer lists the
+    product under a word only their summary had (:func:`_erase_reviews`).
     """
     db = db if db is not None else mongo.get_db()
     rated, removed = rating_history.history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))
     products = set(rated) | set(removed)  # reviewed_products(), without reading the history twice
-    pages = 0
+    pages = corrected = 0
+    unlist: dict[str, set[str]] = {}  # search key -> products no longer listed under it
     for pid in sorted(products):
-        page, n_pages = 1, 1
-        while page <= n_pages:
-            doc = db[mongo.PRODUCT_REVIEWS].find_one({"_id": f"{pid}:{page}"})
-            if not doc:
-                break
-            n_pages = int(doc.get("pages") or 1)
-            kept = [r for r in doc.get("items") or [] if r.get("user_id") != user_id]
-            if len(kept) != len(doc.get("items") or []):
-                db[mongo.PRODUCT_REVIEWS].update_one({"_id": doc["_id"]}, {"$set": {"items": kept}})
-                pages += 1
-            page += 1
+        changed_pages, product_changed, words = _erase_reviews(pid, user_id, db)
+        pages, corrected = pages + changed_pages, corrected + product_changed
+        for word in words:
+            unlist.setdefault(word, set()).add(pid)
     top = db[mongo.CATALOG_INDEX].find_one({"_id": "top_users"})  # the most active reviewers, by id
     top_users = 0
     if top and any(d.get("user_id") == user_id for d in top.get("items") or []):
@@ -104,6 +105,8 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
         "ratings": db[mongo.RATINGS].delete_many({"user_id": user_id}).deleted_count,
         "recent_reviews": db[mongo.RECENT_REVIEWS].delete_many({"user_id": user_id}).deleted_count,
         "review_pages": pages,
+        "products": corrected,
+        "search_postings": _unlist_words(unlist, db),
         "history": db[mongo.USER_HISTORY].delete_one({"_id": user_id}).deleted_count,
         "rated_products": len(rated),
         "recommendations": db[mongo.RECOMMENDATIONS].delete_one({"_id": user_id}).deleted_count
@@ -111,3 +114,116 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
         "exclusions": len(exclusions(user_id, db=db)),
         "exclusion_docs": db[mongo.EXCLUSIONS].delete_one({"_id": user_id}).deleted_count,
     }
+
+
+_PRODUCT_FIELDS = {"n_reviews": 1, "avg_rating": 1, "rating_hist": 1, "sample_summary": 1, "title_generated": 1,
+                   "categories": 1, "category": 1, "brand": 1}
+
+
+def _erase_reviews(product_id: str, user_id: str, db: Database) -> tuple[int, int, set[str]]:
+    """Take ``user_id``'s reviews off one product: its review pages, then what the load derived
+    from them in the product's document. Returns the pages rewritten, 1 if the product document
+    changed (else 0), and the search words only the removed summaries gave the product.
+
+    Under the product's lock (core.locking): two deletions of reviewers of one product would each
+    rewrite its pages from the same read, and one reviewer's review would come back. Only the
+    reviews found on the pages are subtracted, in the same hold, so a repeated deletion (the
+    worker's ``delete_account`` after the site's) never subtracts them twice; the pages are written
+    first, so a deletion interrupted in between leaves the counts as they were until the reload.
+    The pages hold a product's 500 most helpful reviews: a review beyond them (a product with more)
+    stays counted until the reload.
+    """
+    with locking.named_lock(f"product:{product_id}", db=db):
+        mine: list[dict[str, Any]] = []
+        others: list[dict[str, Any]] = []  # every other review on the pages, in page order
+        pages, page, n_pages = 0, 1, 1
+        while page <= n_pages:
+            doc = db[mongo.PRODUCT_REVIEWS].find_one({"_id": f"{product_id}:{page}"})
+            if not doc:
+                break
+            n_pages = int(doc.get("pages") or 1)
+            items = doc.get("items") or []
+            kept = [r for r in items if r.get("user_id") != user_id]
+            others.extend(kept)
+            if len(kept) != len(items):
+                mine.extend(r for r in items if r.get("user_id") == user_id)
+                db[mongo.PRODUCT_REVIEWS].update_one({"_id": doc["_id"]}, {"$set": {"items": kept}})
+                pages += 1
+            page += 1
+        if not mine:
+            return pages, 0, set()
+        changed = _subtract_reviews(product_id, mine, others, db)
+    still_said = {w for r in others for w in search.words(r.get("summary") or "")}
+    gone = {w for r in mine for w in search.words(r.get("summary") or "")} - still_said
+    return pages, int(changed), gone
+
+
+def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]],
+                      db: Database) -> bool:
+    """The product's document without the reviews ``mine``, as the load would write it without
+    them: count, histogram and average (rounded as Spark rounds), and, when its quoted summary was
+    one of theirs, the next most helpful one of ``others`` and the generated title made from it
+    (core.catalog: the load's own rule). False when there is no product document."""
+    doc = db[mongo.PRODUCTS].find_one({"_id": product_id}, _PRODUCT_FIELDS)
+    if not doc:
+        return False
+    n = int(doc.get("n_reviews") or 0)
+    hist = {str(s): int((doc.get("rating_hist") or {}).get(str(s)) or 0) for s in range(1, 6)}
+    # The ratings' sum: exact from the histogram when it holds every rating (whole stars), else
+    # from the stored average, which is rounded to 3 decimals.
+    total = (sum(s * hist[str(s)] for s in range(1, 6)) if sum(hist.values()) == n
+             else float(doc.get("avg_rating") or 0) * n)
+    for r in mine:
+        rating = float(r.get("rating") or 0)
+        total -= rating
+        star = str(int(rating)) if rating.is_integer() else None
+        if star in hist and hist[star] > 0:
+            hist[star] -= 1
+    left = max(0, n - len(mine))
+    fields: dict[str, Any] = {"n_reviews": left, "rating_hist": hist,
+                              "avg_rating": _round3(total / left) if left else 0.0}
+    quoted = str(doc.get("sample_summary") or "")
+    if quoted.strip() and any(str(r.get("summary") or "") == quoted for r in mine):
+        fields["sample_summary"] = catalog.most_helpful_summary(others)
+        if doc.get("title_generated"):
+            fields["title"] = catalog.fallback_title(doc.get("categories"), doc.get("category"), doc.get("brand"),
+                                                     fields["sample_summary"])
+    db[mongo.PRODUCTS].update_one({"_id": product_id}, {"$set": fields})
+    return True
+
+
+def _round3(x: float) -> float:
+    """``x`` rounded to 3 decimals half up, as the load's ``F.round(avg, 3)`` (Spark rounds the
+    double's shortest decimal form, which Python's ``repr`` gives)."""
+    return float(Decimal(repr(x)).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
+
+
+def _unlist_words(unlist: dict[str, set[str]], db: Database) -> int:
+    """Take each product off the search keys of ``unlist`` ({key: products}) where it is listed
+    by its review words only; returns the postings removed.
+
+    The keys' locks are taken at once (core.locking.take_locks: one insert), so two deletions
+    never rewrite one key from the same read; the keys are read by ``_id`` in one ``$in`` per
+    1,000 and written back by ``_id``.
+    """
+    if not unlist:
+        return 0
+    names = {key: f"search:{key}" for key in unlist}
+    token = uuid.uuid4().hex
+    locking.take_locks(names.values(), token, db=db)
+    try:
+        removed, rewritten, emptied = 0, [], []
+        for key, doc in mongo.find_by_ids(mongo.SEARCH_INDEX, list(unlist), db=db).items():
+            new, n = search.without_review_postings(doc, unlist[key])
+            removed += n
+            if new is None:
+                emptied.append(key)
+            elif n:
+                rewritten.append(new)
+        if rewritten:
+            mongo.bulk_upsert(mongo.SEARCH_INDEX, rewritten, db=db)
+        if emptied:
+            db[mongo.SEARCH_INDEX].delete_many({"_id": {"$in": emptied}})
+    finally:
+        locking.release_locks(names.values(), token, db=db)
+    return removed

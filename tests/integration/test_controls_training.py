@@ -105,3 +105,106 @@ def test_batch_reload_keeps_removed_ratings_removed(demo_clean, spark, own_db):
     want[kept] = 1.0
     assert {p: v[0] for p, v in docs[reviewer].items()} == want
     assert {p: v[0] for p, v in docs["site-x"].items()} == {kept: 3.0}  # "not interested" is no rating
+
+
+def _pages(db, product_id: str) -> list[dict]:
+    """Every review on a product's pages, in page order (most helpful, then newest)."""
+    items, page, n_pages = [], 1, 1
+    while page <= n_pages:
+        doc = db[mongo.PRODUCT_REVIEWS].find_one({"_id": f"{product_id}:{page}"})
+        if not doc:
+            break
+        items, n_pages, page = items + doc["items"], int(doc["pages"]), page + 1
+    return items
+
+
+def _next_quoted(items: list[dict], without: str) -> tuple[dict | None, bool]:
+    """The review a product would be quoted by without ``without``'s, and whether the load's choice
+    is certain: no other non-empty summary shares its helpful votes and time (the load breaks such
+    a tie arbitrarily, the pages by reviewer id)."""
+    said = [r for r in items if r["user_id"] != without and (r.get("summary") or "").strip()]
+    if not said:
+        return None, True
+    key = (said[0]["helpful_votes"], said[0]["ts"])
+    return said[0], all((r["helpful_votes"], r["ts"]) != key for r in said[1:])
+
+
+def _listed(db, word: str, product_id: str) -> str | None:
+    """The tier ``product_id`` is listed with under the search key ``word``, None if it is not."""
+    doc = db[mongo.SEARCH_INDEX].find_one({"_id": word}) or {"ids": "", "tiers": ""}
+    ids = doc["ids"].split(" ") if doc["ids"] else []
+    return doc["tiers"][ids.index(product_id)] if product_id in ids else None
+
+
+@pytest.mark.timeout(1800)  # two loads of the demo file on a shared 2-core machine
+def test_deleting_a_quoted_reviewer_leaves_the_catalog_as_the_next_reload_does(demo_clean, spark, own_db, client,
+                                                                               make_user):
+    """A linked reviewer whose summary titles a product (the demo file has no metadata: every title
+    is generated) deletes the account: right away, the titles, counts and search keys of the
+    products they reviewed are what a full reload without them writes, and that reload (the raw
+    and clean files still hold the reviews) does not bring the reviews back."""
+    from accounts.models import AccountDeletion
+    from core import catalog, search
+    from spark_jobs.mongo_load import mongo_load
+
+    db = own_db
+    mongo_load(spark, demo_clean, "it-erase-before")
+    products = {d["_id"]: d for d in db[mongo.PRODUCTS].find({})}
+    # the most active reviewer quoted by a product that another review can title unambiguously
+    # (pages whole, at most 50 reviews: all of them feed its search words)
+    quoted = {}
+    for pid, d in products.items():
+        items = _pages(db, pid)
+        if not d["title_generated"] or not 2 <= d["n_reviews"] == len(items) <= 50:
+            continue
+        first = next((r for r in items if (r.get("summary") or "").strip()), None)
+        nxt, certain = _next_quoted(items, first["user_id"]) if first else (None, False)
+        if first and first["summary"] == d["sample_summary"] and nxt and certain:
+            quoted.setdefault(first["user_id"], []).append(pid)
+    by_activity = dict(_reviewers(spark, demo_clean))
+    reviewer = max(quoted, key=lambda u: (by_activity[u], u))
+    rated = sorted(rating_history.user_ratings(reviewer, db=db))
+    pages_before = {pid: _pages(db, pid) for pid in rated}
+    mine = {pid: next(r for r in items if r["user_id"] == reviewer) for pid, items in pages_before.items()}
+    assert quoted[reviewer] and all(p in rated for p in quoted[reviewer])
+    words = {pid: set(search.words(mine[pid].get("summary") or "")) for pid in rated}
+    only_theirs = {(w, p) for p in quoted[reviewer] for w in words[p]
+                   if _listed(db, w, p) == search.REVIEW
+                   and not any(w in search.words(r.get("summary") or "") for r in pages_before[p] if r is not mine[p])}
+    assert only_theirs  # words the search finds their quoted products by, said by nobody else
+
+    user = make_user(reviewer_id=reviewer)
+    client.force_login(user)
+    done = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
+    assert done.status_code == 200
+    erased = {pid: db[mongo.PRODUCTS].find_one({"_id": pid}) for pid in rated}
+    for pid in quoted[reviewer]:  # the title quotes the next most helpful review, by the load's own rule
+        nxt = _next_quoted(pages_before[pid], reviewer)[0]
+        assert erased[pid]["sample_summary"] == nxt["summary"] != mine[pid]["summary"]
+        assert erased[pid]["n_reviews"] == products[pid]["n_reviews"] - 1
+        assert erased[pid]["title"] == catalog.fallback_title([], products[pid]["category"], "", nxt["summary"])
+    assert not [(w, p) for w, p in only_theirs if _listed(db, w, p)]
+    counts = AccountDeletion.objects.get().counts
+    assert counts["products"] == len(rated) and counts["search_postings"] >= len(only_theirs)
+    listed = {(w, p): _listed(db, w, p) for p in rated for w in words[p]}
+
+    # The next reload leaves the reviewer out (deleted_users) and writes the same catalog.
+    record = mongo_load(spark, demo_clean, "it-erase-after", force=True)
+    assert record["mode"] == "full" and record["deleted_users_left_out"] == 1
+    reloaded = {pid: db[mongo.PRODUCTS].find_one({"_id": pid}) for pid in rated}
+    fields = ("n_reviews", "avg_rating", "rating_hist")
+    for pid in rated:
+        if reloaded[pid] is None:  # its only review was theirs: a reload drops the product
+            assert erased[pid]["n_reviews"] == 0 and products[pid]["n_reviews"] == 1
+            continue
+        assert {f: erased[pid][f] for f in fields} == {f: reloaded[pid][f] for f in fields}, pid
+        nxt, certain = _next_quoted(pages_before[pid], reviewer)
+        if certain:
+            assert (erased[pid]["title"], erased[pid]["sample_summary"]) == \
+                (reloaded[pid]["title"], reloaded[pid]["sample_summary"]), pid
+        assert all(r["user_id"] != reviewer for r in _pages(db, pid))
+    for (w, p), tier in listed.items():
+        if len(pages_before[p]) <= 50 and reloaded[p] is not None:
+            assert _listed(db, w, p) == tier, (w, p)
+    assert rating_history.user_ratings(reviewer, db=db) == {}
+    assert reviewer not in {u for u, _ in catalog.most_active_users(limit=100, db=db)}

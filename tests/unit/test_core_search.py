@@ -30,3 +30,15 @@ def test_several_words_need_all_and_rank_title_brand_category_matches_first():
     assert search.rank([guitar, strap]) == ["G2", "R1", "G1"]
     assert search.rank([guitar, search.Postings({"ids": "", "tiers": "", "ranks": "", "cats": [], "cat": ""})]) == []
     assert search.rank([]) == []
+
+
+def test_a_deleted_reviewers_words_take_only_review_postings_off_a_key():
+    doc = {"_id": "zebra", "n": 4, **_doc(["A", "B", "C", "D"], "1000", [0, 3, 5, 8], ["Music", "Cards"], [0, 1, 0, 1])}
+    new, n = search.without_review_postings(doc, {"A", "C", "X"})  # A: by its title; X: not listed
+    assert n == 1 and new == {"_id": "zebra", "n": 3, **_doc(["A", "B", "D"], "100", [0, 3, 8], ["Music", "Cards"],
+                                                              [0, 1, 1])}
+    assert search.rank([search.Postings(new)], "Cards") == ["B", "D"]
+    assert search.without_review_postings(doc, {"X"}) == (doc, 0)
+    assert search.without_review_postings(new, {"B", "D"})[0]["ids"] == "A"
+    only = {"_id": "w", "n": 1, **_doc(["C"], "0", [5], ["Music"], [0])}
+    assert search.without_review_postings(only, {"C"}) == (None, 1)  # no product left: the key goes
