@@ -9,10 +9,14 @@ five minutes) and the product page key carries the published model version (``CU
 new model's similar items show at once. Lists of summaries come back in one ``get_many``.
 A product page's key (and its rendered fragment's) also carries the product's reviews revision,
 which a deleted account bumps, so a deleted reviewer's reviews are gone from the next view.
+Everything else that shows a product's title or counts (summaries, catalog and search pages, a
+user's list, a page's similar items) is keyed by :func:`catalog_generation`, which also changes
+when a deletion rewrote product documents (their counts, a title quoting the deleted reviewer).
 """
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from typing import Any, Iterable
 
@@ -32,15 +36,52 @@ def cache_generation() -> str:
     return list_state.generation()
 
 
+# Outlives every page cached before a bump (TTL_S), so a lapsed revision never revives one.
+REVIEWS_REVISION_KEEP_S = max(TTL_S, 24 * 3600)
+CATALOG_REVISION_KEY = "catalog:revision"
+CATALOG_REVISION_CHECK_S = 1.0  # as list_state.generation: read at most once a second per process
+_catalog_revision: list[tuple[str, float]] = []  # [(revision, when read)] of this process
+
+
+def catalog_revision() -> str:
+    """The catalog's revision: changed by :func:`forget_catalog` ("0" until then).
+
+    Read from the cache at most once a second per process: another process sees a deletion's
+    change within a second, the one that made it at once.
+    """
+    now = time.monotonic()
+    if not _catalog_revision or now - _catalog_revision[0][1] >= CATALOG_REVISION_CHECK_S:
+        _catalog_revision[:] = [(str(cache.get(CATALOG_REVISION_KEY) or "0"), now)]
+    return _catalog_revision[0][0]
+
+
+def forget_catalog() -> None:
+    """Product documents changed outside a reload (an account deletion took a reviewer's reviews
+    out of their counts, titles and search keys): nothing that showed a product's title or counts,
+    or a search's results, is read again. One revision for the whole catalog, not one per product:
+    a user's list or a catalog page shows many products, and such deletions are rare. Set after
+    MongoDB changed, so what is cached under it is read from the changed documents."""
+    revision = uuid.uuid4().hex[:12]
+    cache.set(CATALOG_REVISION_KEY, revision, REVIEWS_REVISION_KEEP_S)
+    _catalog_revision[:] = [(revision, time.monotonic())]
+
+
+def catalog_generation() -> str:
+    """What keys of cached product titles and counts carry: the published model version
+    (:func:`cache_generation`) and the catalog's revision (:func:`catalog_revision`)."""
+    return f"{cache_generation()}.{catalog_revision()}"
+
+
 def summaries(product_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Title, category, rating and review count of each known product, by id (unknown ids are left out)."""
     ids = list(dict.fromkeys(str(p) for p in product_ids if p))
-    keys = {f"product:summary:{pid}": pid for pid in ids}
+    revision = catalog_revision()
+    keys = {f"product:summary:{revision}:{pid}": pid for pid in ids}
     out = {keys[k]: v for k, v in cache.get_many(list(keys)).items()}
     missing = [pid for pid in ids if pid not in out]
     if missing:
         found = catalog.get_products(missing)
-        cache.set_many({f"product:summary:{pid}": doc for pid, doc in found.items()}, TTL_S)
+        cache.set_many({f"product:summary:{revision}:{pid}": doc for pid, doc in found.items()}, TTL_S)
         out.update(found)
     return out
 
@@ -118,10 +159,6 @@ def cards(product_ids: list[str], known_only: bool = True) -> list[dict[str, Any
     return [card(p, found.get(p)) for p in dict.fromkeys(product_ids) if p and (p in found or not known_only)]
 
 
-# Outlives every page cached before a bump (TTL_S), so a lapsed revision never revives one.
-REVIEWS_REVISION_KEEP_S = max(TTL_S, 24 * 3600)
-
-
 def _reviews_revision_key(product_id: str) -> str:
     return f"product:reviews-rev:{product_id}"
 
@@ -148,7 +185,7 @@ def product_page(product_id: str, page: int) -> dict[str, Any] | None:
     under the same one (shop/product.html).
     """
     revision = reviews_revision(product_id)
-    key = f"product:page:v3:{cache_generation()}:{product_id}:{revision}:{page}"
+    key = f"product:page:v4:{catalog_generation()}:{product_id}:{revision}:{page}"
     data = cache.get(key)
     if data is not None:
         return data

@@ -9,7 +9,7 @@ from django.core.cache import cache
 from core import catalog, list_state, mongo, rating_history, shopper_controls, stored_lists
 from core.settings import get_settings
 from core.recommend import without_excluded
-from shop.products import TTL_S, cache_generation, card, cards, summaries, title
+from shop.products import TTL_S, cache_generation, card, cards, catalog_revision, summaries, title
 
 NO_LIST_ETAG = list_state.NO_LIST
 etag = list_state.version_of
@@ -30,7 +30,10 @@ def current_etag(recommender_id: str) -> str:
 
 
 def _view_key(kind: str, recommender_id: str, tag: str) -> str:
-    return f"recs:{kind}:" + hashlib.sha256(f"{recommender_id}|{tag}".encode()).hexdigest()[:40]
+    """A list's view (its products' titles and counts), history or exclusions, kept per list ETag
+    and catalog revision (an account deletion can change the titles and counts the view shows)."""
+    named = f"{recommender_id}|{tag}|{catalog_revision()}"
+    return f"recs:{kind}:" + hashlib.sha256(named.encode()).hexdigest()[:40]
 
 
 def for_user(recommender_id: str, tag: str | None = None) -> dict[str, Any]:

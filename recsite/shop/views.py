@@ -63,7 +63,8 @@ def catalog(request):
         found = products_cache.summaries(shown)
         products, total = [found[i] for i in shown if i in found], len(ids)
     else:
-        key = "catalog:" + hashlib.sha256(f"{category or ''}|{page}".encode()).hexdigest()[:32]
+        key = "catalog:" + hashlib.sha256(f"{products_cache.catalog_generation()}|{category or ''}|{page}".encode()
+                                          ).hexdigest()[:32]
         products, total = cache.get(key) or (None, None)
         if products is None:
             products, total = catalog_db.list_products(page=page, per_page=PER_PAGE, category=category)
@@ -92,7 +93,7 @@ SEARCH_CACHE_S = 60
 def _search_ids(q: str, category: str | None) -> list[str]:
     """Ranked ids of a search, kept a minute so paging through results reads the index once."""
     words = " ".join(search.query_keys(q))
-    key = "search:" + hashlib.sha256(f"{products_cache.cache_generation()}|{category or ''}|{words}".encode()
+    key = "search:" + hashlib.sha256(f"{products_cache.catalog_generation()}|{category or ''}|{words}".encode()
                                      ).hexdigest()[:32]
     ids = cache.get(key)
     if ids is None:
@@ -129,7 +130,7 @@ def product(request, product_id: str):
         "reviews": data["reviews"], "page": page, "pages": data["pages"], "histogram": histogram,
         "similar": similar, "similar_variant": similar_variant, "bought_together": data["bought_together"],
         "form": RatingForm(), "my_rating": mine, "ttl": products_cache.TTL_S,
-        "generation": products_cache.cache_generation(), "reviews_revision": data["reviews_revision"],
+        "generation": products_cache.catalog_generation(), "reviews_revision": data["reviews_revision"],
     })
 
 

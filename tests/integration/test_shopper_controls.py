@@ -366,6 +366,91 @@ def test_deleted_reviewers_reviews_leave_cached_product_pages_at_once(rt, site_c
     assert mine["review_text"] not in after and mine["reviewer_name"] not in after and mine["summary"] not in after
 
 
+def _postings(db, key: str) -> dict[str, str] | None:
+    """{product: tier} of one search key, None when the key is not in the index."""
+    doc = db[mongo.SEARCH_INDEX].find_one({"_id": key})
+    return None if doc is None else dict(zip(doc["ids"].split(" "), doc["tiers"]))
+
+
+def test_a_deleted_reviewers_words_leave_titles_counts_and_search_at_once(rt, site_cache, client, make_user):
+    """A product without metadata is titled with its most helpful review's summary; when that
+    reviewer deletes the account, the title quotes the next most helpful review, the counts and
+    the search index leave the reviewer out, and no cached page shows the old ones, before any reload."""
+    from accounts.models import AccountDeletion
+
+    reviewer, (pid, qid, xid) = "RTREVIEWER3", rt.catalog.not_in_model[:3]
+    forget_users(rt.db, [reviewer])
+    user = make_user(reviewer_id=reviewer)
+    ts = 1_300_000_000
+    # as mongo_load writes them: pid has no metadata (title generated from the reviewer's summary),
+    # qid a title of its own (its quoted summary is someone else's)
+    mongo.bulk_upsert(mongo.PRODUCTS, [
+        {"_id": pid, "title": "Strings – “Zyzzyva quasar strings”", "title_generated": True,
+         "has_metadata": False, "category": "Musical Instruments",
+         "categories": ["Musical Instruments", "Strings"], "brand": "", "price": 0.0, "n_reviews": 3,
+         "avg_rating": 3.333, "rating_hist": {"1": 1, "2": 0, "3": 0, "4": 1, "5": 1},
+         "sample_summary": "Zyzzyva quasar strings"},
+        {"_id": qid, "title": "Quasar Tuner", "title_generated": False, "has_metadata": True,
+         "category": "Musical Instruments", "categories": [], "brand": "RT", "price": 9.5, "n_reviews": 2,
+         "avg_rating": 3.0, "rating_hist": {"1": 0, "2": 1, "3": 0, "4": 1, "5": 0}, "sample_summary": "Tunes fast"},
+        {"_id": xid, "title": "Another Quasar thing", "title_generated": False, "category": "Musical Instruments",
+         "n_reviews": 1, "avg_rating": 5.0, "rating_hist": {"5": 1}, "sample_summary": ""}], db=rt.db)
+    mine_p = {"user_id": reviewer, "rating": 1.0, "summary": "Zyzzyva quasar strings", "helpful_votes": 9, "ts": ts,
+              "reviewer_name": "Leaving Reviewer", "review_text": "Mine."}
+    mine_q = {"user_id": reviewer, "rating": 2.0, "summary": "Quasar junk", "helpful_votes": 1, "ts": ts}
+    others_p = [{"user_id": "SOMEONE", "rating": 5.0, "summary": "Bright strings, no buzz", "helpful_votes": 3,
+                 "ts": ts},
+                {"user_id": "ANYONE", "rating": 4.0, "summary": "", "helpful_votes": 0, "ts": ts}]
+    other_q = {"user_id": "SOMEONE", "rating": 4.0, "summary": "Tunes fast", "helpful_votes": 5, "ts": ts}
+    mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{pid}:1", "pages": 1, "items": [mine_p, *others_p]},
+                                              {"_id": f"{qid}:1", "pages": 1, "items": [other_q, mine_q]}], db=rt.db)
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(
+        reviewer, {pid: (1.0, float(ts)), qid: (2.0, float(ts))}, {})], db=rt.db)
+
+    def key(word: str, postings: list[tuple[str, str]]) -> dict:
+        return {"_id": word, "n": len(postings), "ids": " ".join(p for p, _ in postings),
+                "tiers": "".join(t for _, t in postings), "ranks": " ".join(str(i) for i in range(len(postings))),
+                "cats": ["Musical Instruments"], "cat": " ".join("0" for _ in postings)}
+    mongo.bulk_upsert(mongo.SEARCH_INDEX, [
+        key("zyzzyva", [(pid, "0")]), key("quasar", [(qid, "1"), (xid, "1"), (pid, "0")]),
+        key("strings", [(pid, "0")]), key("junk", [(qid, "0")]), key("tunes", [(qid, "0")])], db=rt.db)
+
+    before = client.get(f"/p/{pid}/").content.decode()  # anonymous: fills the page data and its fragments
+    assert "Zyzzyva quasar strings" in before and "from 3 reviews" in before
+    assert ids_in(client.get("/?q=zyzzyva").content.decode(), "products") == [pid]
+    assert ids_in(client.get("/?q=quasar").content.decode(), "products") == [qid, xid, pid]
+    assert "Zyzzyva" in client.get("/?q=quasar").content.decode()  # the card's title, from the summaries cache
+
+    client.force_login(user)
+    done = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
+    assert done.status_code == 200 and 'id="account-deleted"' in done.content.decode()
+
+    p, q = (rt.db[mongo.PRODUCTS].find_one({"_id": i}) for i in (pid, qid))
+    assert p["title"] == "Strings – “Bright strings, no buzz”"  # the next most helpful review's summary
+    assert p["sample_summary"] == "Bright strings, no buzz"
+    assert (p["n_reviews"], p["avg_rating"], p["rating_hist"]) == (2, 4.5, {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1})
+    assert q["title"] == "Quasar Tuner" and q["sample_summary"] == "Tunes fast"  # not the reviewer's words
+    assert (q["n_reviews"], q["avg_rating"], q["rating_hist"]) == (1, 4.0, {"1": 0, "2": 0, "3": 0, "4": 1, "5": 0})
+    assert _postings(rt.db, "zyzzyva") is None and _postings(rt.db, "junk") is None
+    assert _postings(rt.db, "quasar") == {qid: "1", xid: "1"}  # pid was listed by the reviewer's word only
+    assert _postings(rt.db, "strings") == {pid: "0"} and _postings(rt.db, "tunes") == {qid: "0"}  # others said them
+    counts = AccountDeletion.objects.get().counts
+    assert (counts["review_pages"], counts["products"], counts["search_postings"]) == (2, 2, 3)
+
+    after = client.get(f"/p/{pid}/").content.decode()  # logged out: what was cached before is not shown
+    assert "Zyzzyva" not in after and "Bright strings, no buzz" in after and "from 2 reviews" in after
+    assert ids_in(client.get("/?q=zyzzyva").content.decode(), "products") == []
+    found = client.get("/?q=quasar").content.decode()
+    assert ids_in(found, "products") == [qid, xid] and "Zyzzyva" not in found
+
+    # A second deletion (the worker's delete_account) finds nothing more to change.
+    kept = {i: rt.db[mongo.PRODUCTS].find_one({"_id": i}) for i in (pid, qid)}
+    again = shopper_controls.delete_user_data(reviewer, db=rt.db)
+    assert (again["review_pages"], again["products"], again["search_postings"]) == (0, 0, 0)
+    assert {i: rt.db[mongo.PRODUCTS].find_one({"_id": i}) for i in (pid, qid)} == kept
+    assert _postings(rt.db, "quasar") == {qid: "1", xid: "1"}
+
+
 def test_site_refuses_bad_control_requests(rt, site_cache, client, make_user):
     from shop.models import RatingSubmission
 
