@@ -2,22 +2,25 @@
 
 Both the publish job (so the lists exist the moment a model goes live, not when Celery beat
 first fires) and Celery's periodic tasks (kafka_workers/tasks.py) call these functions. Each
-recomputes and replaces its lists by ``_id``, so running them twice, or from two places, is
-harmless. After writing they bump a version in Redis (core.list_state), which the site's
-cached copies of the lists are keyed by.
+replaces its lists by ``_id``, so running them twice, or from two places, is harmless (trending's
+scores in Redis are updated under a lock: core/trending.py). After writing they bump a version in
+Redis (core.list_state), which the site's cached copies of the lists are keyed by.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter, defaultdict
 
+import redis
 from pymongo.database import Database
 
-from core import catalog, list_state, mongo, stored_lists
+from core import catalog, list_state, mongo, stored_lists, trending
 
-TRENDING_WINDOW_S = 7 * 86400
-TRENDING_HALF_LIFE_S = 86400.0
+log = logging.getLogger(__name__)
+
+TRENDING_HALF_LIFE_S = trending.HALF_LIFE_S
 BATCH_TRENDING_WINDOW_S = 28 * 86400
 BATCH_TRENDING_HALF_LIFE_S = 7 * 86400.0
 
@@ -56,53 +59,65 @@ def trending_scores(events: list[dict], now: float, half_life_s: float = TRENDIN
     return scores
 
 
-def trending_events(db: Database, quiet_fallback: bool) -> tuple[list[dict], float, float]:
-    """(events, "now", half-life) to rank trending products by.
-
-    Live ratings of the last week when there are any. When the site has been quiet and
-    ``quiet_fallback`` is set (the publish job), the newest four weeks of the batch reviews,
-    counted back from the newest review with a one-week half-life: a fresh install's trending
-    list then shows what the data itself says was rising, instead of nothing.
-    """
-    now = time.time()
-    live = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - TRENDING_WINDOW_S}},
-                                              {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1})
-            if e.get("action", "rate") in ("rate", "unrate")]  # a removal cancels the rating; "not interested" is no vote
-    if live or not quiet_fallback:
-        return live, now, TRENDING_HALF_LIFE_S
+def batch_trending_events(db: Database) -> tuple[list[dict], float, float]:
+    """(events, "now", half-life) of a quiet site (the publish job, when no rating was made or
+    taken back on the site within the window): the newest four weeks of the batch reviews,
+    counted back from the newest review with a one-week half-life. A fresh install's trending list
+    then shows what the data itself says was rising, instead of nothing."""
     newest = db[mongo.RECENT_REVIEWS].find_one({}, {"ts": 1}, sort=[("ts", -1)])
     if not newest:
-        return [], now, TRENDING_HALF_LIFE_S
+        return [], time.time(), TRENDING_HALF_LIFE_S
     end = float(newest["ts"])
     batch = list(db[mongo.RECENT_REVIEWS].find({"ts": {"$gte": end - BATCH_TRENDING_WINDOW_S}},
-                                        {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1}))
+                                               {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1}))
     return batch, end, BATCH_TRENDING_HALF_LIFE_S
 
 
-def refresh_trending(limit: int = 50, db: Database | None = None, quiet_fallback: bool = False) -> int:
-    """Trending from the live rating events of the last week, overall and per category.
-
-    Every category gets its list document, empty when nothing was rated there lately, so a
-    reader can tell "nothing is trending" from "never computed". When there are no live events
-    at all, the lists are left as they are (Celery) or computed from the newest batch reviews
-    (``quiet_fallback``, the publish job; see :func:`trending_events`), so a quiet site keeps
-    the pipeline's lists rather than emptying them every minute.
-    """
-    db = db if db is not None else mongo.get_db()
-    events, now, half_life = trending_events(db, quiet_fallback)
-    if not events and not quiet_fallback:
-        return 0
-    scores = trending_scores(events, now, half_life)
+def ranked(scores: dict[str, float], names: set[str], limit: int, db: Database) -> dict[str, list[dict]]:
+    """Lists ``names`` (overall and per category) of in-memory ``scores``: top ``limit``, ties by id."""
     products = catalog.get_products(list(scores), db=db)
     by_cat: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for pid, score in scores.items():
         by_cat[mongo.ALL].append((pid, score))
         by_cat[products.get(pid, {}).get("category") or ""].append((pid, score))
+    return {name: [{"product_id": p, "score": round(s, 4)}
+                   for p, s in sorted(by_cat.get(name, []), key=lambda x: (-x[1], x[0]))[:limit]] for name in names}
+
+
+def refresh_trending(limit: int = 50, db: Database | None = None, quiet_fallback: bool = False,
+                     now: float | None = None) -> int:
+    """Trending of the live ratings of the last week, overall and per category.
+
+    Celery's every minute: the scores in Redis are brought up to date with what changed since the
+    last refresh (core/trending.py), then each list is read from them. Every category gets its list
+    document, empty when nothing was rated there lately, so a reader can tell "nothing is trending"
+    from "never computed". When no rating was made or taken back on the site within the window,
+    the lists are left as they are (Celery; also while another refresh holds the state) or computed
+    from the newest batch reviews (``quiet_fallback``, the publish job; see
+    :func:`batch_trending_events`), so a quiet site keeps the pipeline's lists rather than
+    emptying them every minute. The publish job rebuilds the state (its batch load replaced the
+    histories and the catalog) and, with Redis down, ranks the window's events in memory instead.
+    """
+    db = db if db is not None else mongo.get_db()
+    now = time.time() if now is None else now
     names = {mongo.ALL, *(c["name"] for c in catalog.categories(db=db))}
+    try:
+        live = trending.update(db, now, rebuild=quiet_fallback, wait=quiet_fallback)
+        lists = trending.top(db, names, limit, now) if live else {}
+    except redis.RedisError as exc:
+        if not quiet_fallback:
+            raise
+        log.warning("trending: Redis unavailable (%s); ranking the window's rating events in memory", exc)
+        events = trending.live_events(db, now)
+        live = bool(events)
+        lists = ranked(trending_scores(events, now), names, limit, db) if live else {}
+    if not live:
+        if not quiet_fallback:
+            return 0
+        events, end, half_life = batch_trending_events(db)
+        lists = ranked(trending_scores(events, end, half_life), names, limit, db)
     for name in names:
-        ranked = sorted(by_cat.get(name, []), key=lambda x: (-x[1], x[0]))[:limit]
-        items = [{"product_id": p, "score": round(s, 4)} for p, s in ranked]
-        stored_lists.write_popular(name, "trending", items, db=db)
+        stored_lists.write_popular(name, "trending", lists[name], db=db)
     list_state.announce_popular()
     return len(names)
 

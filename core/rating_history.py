@@ -17,7 +17,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from core import events, locking, mongo
+from core import events, locking, mongo, trending
 
 
 # --- live rating events --------------------------------------------------------------------
@@ -166,6 +166,7 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     overwrite a newer one; a removal leaves its time in ``removed`` so an older rating of the same
     product cannot bring it back. Returns None for a deleted account: a user without a history
     document may be one, which costs a second ``_id`` read only for users with no history yet.
+    A change is marked for the trending refresh (core/trending.py), which reads changed histories.
     """
     db = db if db is not None else mongo.get_db()
     with locking.writer_lock(user_id, db=db):
@@ -173,8 +174,11 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
         if deleted:
             return None
         ratings, removed = history_entries(doc)
-        if apply_history_change(ratings, removed, product_id, rating, ts) or doc is None:
+        changed = apply_history_change(ratings, removed, product_id, rating, ts)
+        if changed or doc is None:
             db[mongo.USER_HISTORY].replace_one({"_id": user_id}, history_doc(user_id, ratings, removed), upsert=True)
+    if changed:  # after the write: the refresh that takes the mark reads this history
+        trending.mark_changed([user_id], db=db)
     return rating_values(ratings)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from core import catalog, locking, mongo, rating_history, search
+from core import catalog, locking, mongo, rating_history, search, trending
 
 
 # --- "not interested" ----------------------------------------------------------------------
@@ -100,7 +100,7 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
         db[mongo.CATALOG_INDEX].update_one({"_id": "top_users"}, {"$set": {
             "items": [d for d in top["items"] if d.get("user_id") != user_id]}})
         top_users = 1
-    return {
+    counts = {
         "top_users": top_users,
         "ratings": db[mongo.RATINGS].delete_many({"user_id": user_id}).deleted_count,
         "recent_reviews": db[mongo.RECENT_REVIEWS].delete_many({"user_id": user_id}).deleted_count,
@@ -114,6 +114,8 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
         "exclusions": len(exclusions(user_id, db=db)),
         "exclusion_docs": db[mongo.EXCLUSIONS].delete_one({"_id": user_id}).deleted_count,
     }
+    trending.mark_changed([user_id], db=db)  # the history is gone: their trending votes go with it
+    return counts
 
 
 _PRODUCT_FIELDS = {"n_reviews": 1, "avg_rating": 1, "rating_hist": 1, "sample_summary": 1, "title_generated": 1,

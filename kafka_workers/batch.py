@@ -14,7 +14,8 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from core import cancellation, catalog, events, list_state, locking, mongo, rating_history, shopper_controls, stored_lists
+from core import (cancellation, catalog, events, list_state, locking, mongo, rating_history, shopper_controls,
+                  stored_lists, trending)
 from core.artifacts import Model
 from core.events import RatingEvent
 from core.settings import get_settings
@@ -164,6 +165,7 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     # ours; and before the ratings' insert, one write fewer between the rating and its list
     # (a client that sees its rating processed finds its list announced, as in `handle_event`)
     list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
+    trending.mark_changed(changes.new_histories, db=db)  # one SADD for the batch, after the histories' write
     applied = [i for user in changes.histories for i in by_user[user]]
     now = time.time()
     tail.ratings += [{**rating_history.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,

@@ -66,6 +66,16 @@ def _rate(db, user: str, product: str, rating: int, ts: float) -> None:
     rating_history.add_to_history(user, product, rating, ts, db=db)
 
 
+def _forget_live_ratings(db) -> None:
+    """No live rating in the window: trending reads the users' histories (the ratings applied to
+    them) and keeps its scores in Redis, so the earlier tests' histories and state go too."""
+    from core import trending
+
+    db[mongo.RATINGS].delete_many({})
+    db[mongo.USER_HISTORY].delete_many({})
+    trending.drop_state(db.name)
+
+
 def test_refresh_popular_writes_the_catalog_order_overall_and_per_category(celery_env):
     from kafka_workers.tasks import refresh_popular
 
@@ -84,7 +94,7 @@ def test_refresh_trending_ranks_recent_positive_ratings_per_category(celery_env)
     from kafka_workers.tasks import refresh_trending
 
     db, p = celery_env.db, celery_env.products
-    db[mongo.RATINGS].delete_many({})
+    _forget_live_ratings(db)
     now = time.time()
     _rate(db, "rt-tr-1", p[0], 5, now - 60)            # Guitars, twice recent 5 -> ~2.0
     _rate(db, "rt-tr-2", p[0], 5, now - 120)
@@ -165,7 +175,7 @@ def test_rescore_folds_users_in_with_one_blas_thread(celery_env, monkeypatch):
 def test_celery_worker_with_beat_refreshes_lists_and_rescores_after_a_new_model(celery_env, tmp_path):
     db, p = celery_env.db, celery_env.products
     db[mongo.POPULAR].delete_many({})
-    db[mongo.RATINGS].delete_many({})
+    _forget_live_ratings(db)
     _redis().delete(LAST_RESCORED_MODEL)
     v1 = publish_model(celery_env.in_model, seed=11)
     _rate(db, "rt-cw-1", p[20], 5, time.time() - 60)

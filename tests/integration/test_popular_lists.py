@@ -17,9 +17,23 @@ DAY = 86400.0
 def scratch(mongo_db, settings):
     from core import mongo
 
+    from core import trending
+
     db = mongo.get_client()[f"{settings.mongo_db}_popular"]
+    trending.drop_state(db.name)  # the trending state in Redis is per database name, as the lists
     yield db
     mongo.get_client().drop_database(db.name)
+    trending.drop_state(db.name)
+
+
+def _live(db, event: dict) -> None:
+    """A site event as a worker applies it: stored in ``ratings`` and applied to the history
+    (which marks the user for the trending refresh)."""
+    from core import rating_history
+
+    rating_history.store_rating(event, db=db)
+    rating = rating_history.history_rating(event.get("action", "rate"), event["rating"])
+    rating_history.change_history(event["user_id"], event["product_id"], rating, event["ts"], db=db)
 
 
 def _catalog(db, reviews: list[tuple[str, str, int, float]]) -> None:
@@ -65,19 +79,17 @@ def test_publish_fallback_ranks_the_newest_batch_reviews_when_the_site_is_quiet(
 def test_live_ratings_take_over_from_the_batch_fallback(scratch):
     import time
 
-    from core import popular, rating_history, stored_lists
+    from core import popular, stored_lists
 
     now = time.time()
     _catalog(scratch, [("u1", "g-a", 5, now - 400 * DAY), ("u2", "d-b", 5, now - 400 * DAY)])
     popular.refresh_all(limit=10, db=scratch)
     assert {i["product_id"] for i in stored_lists.get_popular("all", "trending", db=scratch)} == {"g-a", "d-b"}
-    rating_history.store_rating({"event_id": "e1", "user_id": "site-1", "product_id": "d-b", "rating": 5, "ts": now},
-                                db=scratch)
+    _live(scratch, {"event_id": "e1", "user_id": "site-1", "product_id": "d-b", "rating": 5, "ts": now})
     # a rating taken back counts for nothing (its removal is stored as an event too)
-    rating_history.store_rating({"event_id": "e2", "user_id": "site-2", "product_id": "g-a", "rating": 5,
-                                 "ts": now - 5}, db=scratch)
-    rating_history.store_rating({"event_id": "e3", "user_id": "site-2", "product_id": "g-a", "rating": 0,
-                                 "ts": now, "action": "unrate"}, db=scratch)
+    _live(scratch, {"event_id": "e2", "user_id": "site-2", "product_id": "g-a", "rating": 5, "ts": now - 5})
+    _live(scratch, {"event_id": "e3", "user_id": "site-2", "product_id": "g-a", "rating": 0, "ts": now,
+                    "action": "unrate"})
     for quiet_fallback in (False, True):  # Celery and publish agree once the site has live ratings
         assert popular.refresh_trending(limit=10, db=scratch, quiet_fallback=quiet_fallback) == 3
         assert [i["product_id"] for i in stored_lists.get_popular("all", "trending", db=scratch)] == ["d-b"]

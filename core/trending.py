@@ -1,0 +1,284 @@
+"""Trending scores kept in Redis and updated by what changed since the last refresh.
+
+The rule is core.popular's (:func:`core.popular.trending_scores`): a user's votes are the ratings
+in their history dated within the window (a rating taken back is not in the history, "not
+interested" never is), and product p scores, at time ``now``,
+
+    S(p) = sum over its voters u of (r_u / 5) * 0.5 ** ((now - t_u) / H) / n_u
+
+(H the half-life, n_u how many votes u has). Since 0.5 ** ((now - t) / H) equals
+2 ** ((t - T0) / H) * 2 ** -((now - T0) / H) and the second factor is the same for every term,
+Redis keeps s(p) = sum (r_u / 5) * 2 ** ((t_u - T0) / H) / n_u in a sorted set per category and
+one for all products ("forward decay"): the order is S's, and S(p) = s(p) * 2 ** -((now - T0) / H).
+A user's terms change only when their history changes (its writers mark them: :func:`mark_changed`)
+or when one of their votes leaves the window (a sorted set of users by that time), so a refresh
+recomputes those users' terms alone, subtracting what it added for them before. Reading the whole
+week instead was a scan of every stored rating on FerretDB each minute (docs/benchmarks.md).
+
+The state is rebuilt (a new T0 = now) when it is missing (first run, Redis flushed or its keys
+expired), when a writer could not mark a user (Redis was down: it leaves a note in MongoDB), when
+the publish job asks (a batch load replaced the histories and the catalog), and once T0 is a
+week old, which keeps 2 ** ((t - T0) / H) between 2 ** -7 and 2 ** 8. A rebuild finds its users
+in the window's rating events (one scan of ``ratings``) or, for the weekly one, in the state.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from functools import lru_cache
+from typing import Any, Iterable
+
+import redis
+from pymongo.database import Database
+
+from core import mongo, rating_history
+from core.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 7 * 86400
+HALF_LIFE_S = 86400.0
+REBASE_AFTER_S = 7 * 86400  # T0 older than this: rebuilt around a new one, the numbers stay near 1
+STATE_TTL_S = 2 * WINDOW_S  # every key: a deployment whose refresh stopped that long starts afresh
+LOCK_S = 900  # the most one refresh holds the state: far above a rebuild at 1M events (docs/benchmarks.md)
+MISSED = "trending-state"  # ``popular`` document noting that a writer could not mark its users
+SEP = "\x1f"  # between a list's name and a product id in the voter counts (neither holds it)
+
+
+class LockLost(RuntimeError):
+    """The refresh held the state longer than ``LOCK_S``: another may have started; nothing written."""
+
+
+def key(db_name: str, part: str) -> str:
+    """Keys carry the database name: one Redis serves several deployments and test sessions."""
+    return f"recsys:{db_name}:trending:{part}"
+
+
+def list_key(db_name: str, name: str) -> str:
+    """The sorted set of list ``name`` (``mongo.ALL`` or a category)."""
+    return key(db_name, "all" if name == mongo.ALL else f"cat:{name}")
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    # a rebuild's replies are large: a longer timeout than the site's (core.list_state)
+    return redis.Redis.from_url(url, socket_timeout=60, socket_connect_timeout=2)
+
+
+def client() -> redis.Redis:
+    return _client(get_settings().redis_url)
+
+
+# --- the writers: which users changed ---------------------------------------------------------
+
+def mark_changed(users: Iterable[str], db: Database | None = None) -> None:
+    """Note that these users' histories changed (or were deleted): one pipelined ``SADD``.
+
+    Called after the history write, so a refresh that takes the mark reads the new history. With
+    Redis down the write still counts: a note in MongoDB makes the next refresh rebuild.
+    """
+    users = list(dict.fromkeys(users))
+    if not users:
+        return
+    db = db if db is not None else mongo.get_db()
+    from core import list_state  # its client: short timeouts, shared with the worker's announcements
+
+    try:
+        pipe = list_state.client().pipeline(transaction=False)
+        pipe.sadd(key(db.name, "dirty"), *users)
+        pipe.expire(key(db.name, "dirty"), STATE_TTL_S)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("trending: %d changed users not marked in Redis (%s); the next refresh rebuilds", len(users), exc)
+        db[mongo.POPULAR].update_one({"_id": MISSED}, {"$set": {"missed_at": time.time()}}, upsert=True)
+
+
+# --- votes -------------------------------------------------------------------------------------
+
+def votes(history: dict | None, now: float) -> list[tuple[str, float, float]]:
+    """(product, rating, ts) of a ``user_history`` document's ratings that vote at ``now``."""
+    rated, _removed = rating_history.history_entries(history)
+    return sorted((p, r, t) for p, (r, t) in rated.items() if t >= now - WINDOW_S)
+
+
+def last_activity(history: dict | None) -> float:
+    """The newest rating or removal in a history: trending counts as live for a window after it."""
+    rated, removed = rating_history.history_entries(history)
+    return max([t for _r, t in rated.values()] + list(removed.values()), default=float("-inf"))
+
+
+def terms(user_votes: list[tuple[str, float, float]], t0: float, now: float) -> list[float]:
+    """Each vote's term of s(p); a vote dated after ``now`` (clock skew) counts as made now."""
+    n = len(user_votes)
+    return [r / 5.0 * 2.0 ** ((min(t, now) - t0) / HALF_LIFE_S) / n for _p, r, t in user_votes]
+
+
+def due(user_votes: list[tuple[str, float, float]], now: float) -> float:
+    """When the user's terms must be computed again: their oldest vote leaves the window, or at
+    the next refresh while one is dated after ``now`` (its term is that of a vote made now)."""
+    if any(t > now for _p, _r, t in user_votes):
+        return now
+    return min(t for _p, _r, t in user_votes) + WINDOW_S
+
+
+def live_events(db: Database, now: float) -> list[dict]:
+    """The window's rating events that change a history (rate, unrate): one scan of ``ratings``
+    on FerretDB, which is what a rebuild (and core.popular without Redis) pays."""
+    fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
+    return [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - WINDOW_S}}, fields)
+            if e.get("action", "rate") in rating_history.HISTORY_ACTIONS]
+
+
+# --- the refresh -------------------------------------------------------------------------------
+
+def update(db: Database, now: float, rebuild: bool = False, wait: bool = False) -> bool | None:
+    """Bring the state up to ``now``; True when a rating was made or taken back within the window
+    (trending is live), None when another refresh holds the state (and ``wait`` is not set)."""
+    r = client()
+    lock = r.lock(key(db.name, "lock"), timeout=LOCK_S, blocking=wait, blocking_timeout=LOCK_S if wait else None)
+    if not lock.acquire():
+        return None
+    try:
+        return _update(r, db, now, rebuild, lock.local.token)
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("trending: the state's lock expired during a refresh (LOCK_S=%d)", LOCK_S)
+
+
+def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, token: bytes) -> bool:
+    """:func:`update` under the lock: which users to compute again, their votes, the commit."""
+    def k(part: str) -> str:
+        return key(db.name, part)
+
+    meta = {a.decode(): float(b) for a, b in r.hgetall(k("meta")).items()}
+    missed = db[mongo.POPULAR].find_one({"_id": MISSED})
+    # the marks are taken before any history is read: one added later is for a write read later
+    pipe = r.pipeline(transaction=True)
+    pipe.sunionstore(k("taking"), [k("taking"), k("dirty")])
+    pipe.delete(k("dirty"))
+    pipe.smembers(k("taking"))
+    changed = {u.decode() for u in pipe.execute()[2]}
+    old: dict[str, list] = {}
+    if rebuild or missed or not meta:  # from the window's rating events: who voted, and when last
+        events = live_events(db, now)
+        changed |= {e["user_id"] for e in events}
+        meta, rebuild = {"t0": now, "live_until": max((float(e["ts"]) for e in events), default=0.0) + WINDOW_S}, True
+    elif now - meta["t0"] > REBASE_AFTER_S:  # everyone with a vote, around a new T0
+        changed |= {u.decode() for u in r.zrange(k("due"), 0, -1)}
+        meta, rebuild = {"t0": now, "live_until": meta["live_until"]}, True
+    else:
+        expiring = {u.decode() for u in r.zrangebyscore(k("due"), "-inf", f"({now!r}")}
+        users = sorted(changed | expiring)
+        old = {u: json.loads(v) for u, v in zip(users, r.hmget(k("users"), users) if users else []) if v}
+    histories = mongo.find_by_ids(mongo.USER_HISTORY, changed, {"ratings": 1, "removed": 1}, db=db)
+    new = {u: votes(histories.get(u), now) for u in changed}
+    # a vote leaving the window changes no history: the user's other votes are those stored
+    new.update({u: [(p, r, t) for p, r, t, _c, _term in vs if t >= now - WINDOW_S]
+                for u, vs in old.items() if u not in changed})
+    meta["live_until"] = max([meta["live_until"], *(last_activity(h) + WINDOW_S for h in histories.values())])
+    _commit(r, db, now, meta, old, new, rebuild, token)
+    if missed:  # unless a writer missed its mark again since it was read
+        db[mongo.POPULAR].delete_one({"_id": MISSED, "missed_at": missed.get("missed_at")})
+    return now <= meta["live_until"]
+
+
+def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], old: dict[str, list],
+            new: dict[str, list], rebuild: bool, token: bytes) -> None:
+    """Subtract the ``old`` terms, add the ``new`` ones: one MULTI, which also lets the marks
+    taken go, so a refresh that dies before it changes nothing and leaves them to the next."""
+    def k(part: str) -> str:
+        return key(db.name, part)
+
+    category = {p: d.get("category") or "" for p, d in mongo.find_by_ids(
+        mongo.PRODUCTS, {p for vs in new.values() for p, _r, _t in vs}, {"category": 1}, db=db).items()}
+    delta: dict[tuple[str, str], float] = defaultdict(float)
+    voters: Counter[tuple[str, str]] = Counter()
+    kept: dict[str, str] = {}
+    for vs in old.values():
+        for p, _r, _t, cat, term in vs:
+            for name in (mongo.ALL, cat):
+                delta[name, p] -= term
+                voters[name, p] -= 1
+    for user, vs in new.items():
+        if not vs:
+            continue
+        rows = []
+        for (p, rating, t), term in zip(vs, terms(vs, meta["t0"], now)):
+            cat = category.get(p, "")
+            rows.append([p, rating, t, cat, term])
+            for name in (mongo.ALL, cat):
+                delta[name, p] += term
+                voters[name, p] += 1
+        kept[user] = json.dumps(rows)
+    fields = [f"{name}{SEP}{p}" for name, p in delta]
+    had = [0] * len(fields) if rebuild or not fields else [int(c or 0) for c in r.hmget(k("voters"), fields)]
+    old_cats = set() if not rebuild else {c.decode() for c in r.smembers(k("cats"))}
+    cats = {name for name, _p in delta if name != mongo.ALL}
+
+    pipe = r.pipeline(transaction=True)
+    pipe.watch(k("lock"))
+    if pipe.get(k("lock")) != token:
+        raise LockLost(f"trending state of {db.name}: lock lost before the commit")
+    pipe.multi()
+    if rebuild:
+        pipe.delete(k("all"), k("users"), k("voters"), k("due"), k("cats"), *(list_key(db.name, c) for c in old_cats))
+    for ((name, p), d), field, n in zip(delta.items(), fields, had):
+        count = n + voters[name, p]
+        if count <= 0:  # no voter left: gone, not a rounding remainder near zero
+            pipe.zrem(list_key(db.name, name), p)
+            pipe.hdel(k("voters"), field)
+        else:
+            pipe.zincrby(list_key(db.name, name), d, p)
+            pipe.hset(k("voters"), field, count)
+    gone = [u for u in new if not new[u]]
+    if gone:
+        pipe.hdel(k("users"), *gone)
+        pipe.zrem(k("due"), *gone)
+    if kept:
+        pipe.hset(k("users"), mapping=kept)
+        pipe.zadd(k("due"), {u: due(new[u], now) for u in kept})
+    if cats:
+        pipe.sadd(k("cats"), *cats)
+    pipe.hset(k("meta"), mapping=meta)
+    pipe.delete(k("taking"))
+    for part in ("meta", "all", "users", "voters", "due", "cats"):
+        pipe.expire(k(part), STATE_TTL_S)
+    for c in cats:  # a list with members is touched within a window: its oldest vote leaves
+        pipe.expire(list_key(db.name, c), STATE_TTL_S)
+    pipe.execute()
+
+
+def top(db: Database, names: Iterable[str], limit: int, now: float) -> dict[str, list[dict[str, Any]]]:
+    """The lists ``names`` at ``now``: top ``limit`` by score, ties by product id (core.popular's
+    order), each ``{product_id, score}`` with the score at ``now`` rounded as before."""
+    r, names = client(), list(names)
+    pipe = r.pipeline(transaction=True)  # T0 and the scores of one state (a rebuild moves both)
+    pipe.hget(key(db.name, "meta"), "t0")
+    for name in names:
+        pipe.zrevrange(list_key(db.name, name), 0, limit - 1, withscores=True)
+    t0, *heads = pipe.execute()
+    t0 = float(t0 or now)
+    pipe = r.pipeline(transaction=False)
+    for name, head in zip(names, heads):  # members tied with the last one may sort before it by id
+        if len(head) == limit:
+            pipe.zrangebyscore(list_key(db.name, name), head[-1][1], head[-1][1], withscores=True)
+    ties = iter(pipe.execute())
+    factor = 2.0 ** ((t0 - now) / HALF_LIFE_S)
+    out = {}
+    for name, head in zip(names, heads):
+        rows = {p.decode(): s for p, s in (head + (next(ties) if len(head) == limit else []))}
+        ranked = sorted(rows.items(), key=lambda x: (-x[1], x[0]))[:limit]
+        out[name] = [{"product_id": p, "score": round(s * factor, 4)} for p, s in ranked]
+    return out
+
+
+def drop_state(db_name: str) -> None:
+    """Forget the state of database ``db_name`` (tests, benchmarks): the next refresh rebuilds."""
+    r = client()
+    cats = [c.decode() for c in r.smembers(key(db_name, "cats"))]
+    r.delete(*(key(db_name, part) for part in ("meta", "all", "users", "voters", "due", "cats", "dirty", "taking",
+                                                 "lock")), *(list_key(db_name, c) for c in cats))

@@ -1,0 +1,215 @@
+"""Trending kept up to date by what changed (core/trending.py), on real Redis and FerretDB.
+
+Events go through the worker's real path (``kafka_workers.batch.handle_batch``: ``ratings``, the
+histories, the marks for the refresh), and each refresh, at an explicit ``now``, must write the
+lists the rule over the window's rating events ranks from scratch (``core.popular.trending_scores``,
+what every refresh computed before): after rates, ratings given again, removals, "not interested",
+one account rating many products, an account deleted, a vote dated in the future and votes ageing
+out of the window. A refresh after new events reads the histories of their users and nothing
+else; a rebuild (Redis flushed, or a mark lost while Redis was down) gives the same lists.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import redis
+from pymongo import MongoClient, monitoring
+
+from core import mongo, popular, stored_lists, trending
+from core.events import DELETE_ACCOUNT, NOT_INTERESTED, UNRATE, RatingEvent
+from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.integration
+DAY = 86400.0
+LIMIT = 10
+
+
+@pytest.fixture
+def env(rt_catalog, worker_env):
+    """The module's catalog with no live rating, history or trending state left by another test."""
+    db = rt_catalog.db
+    for name in (mongo.RATINGS, mongo.USER_HISTORY, mongo.EXCLUSIONS, mongo.DELETED_USERS, mongo.POPULAR):
+        db[name].delete_many({})
+    trending.drop_state(db.name)
+    yield rt_catalog
+    trending.drop_state(db.name)
+
+
+def _apply(*events: RatingEvent) -> None:
+    from kafka_workers.batch import handle_batch
+
+    outcomes = handle_batch(list(events), None)
+    assert {o.status for o in outcomes} == {"processed"}, outcomes
+
+
+def _names(db) -> set[str]:
+    from core import catalog
+
+    return {mongo.ALL, *(c["name"] for c in catalog.categories(db=db))}
+
+
+def _from_scratch(db, now: float) -> dict[str, list[dict]]:
+    """The rule before the change: every rating event of the window in ``ratings``, ranked again."""
+    events = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - trending.WINDOW_S}})
+              if e.get("action", "rate") in ("rate", "unrate")]
+    return popular.ranked(popular.trending_scores(events, now), _names(db), LIMIT, db)
+
+
+def _written(db) -> dict[str, list[dict]]:
+    return {name: stored_lists.get_popular(name, "trending", db=db) for name in _names(db)}
+
+
+def _same(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> bool:
+    """Same products in the same order, scores equal to their rounding (both are rounded to 4 places)."""
+    assert {n: [i["product_id"] for i in items] for n, items in got.items()} == \
+        {n: [i["product_id"] for i in items] for n, items in want.items()}
+    return all(math.isclose(a["score"], b["score"], abs_tol=1.01e-4)
+               for n in want for a, b in zip(got[n], want[n]))
+
+
+def _refresh_and_check(db, now: float, through=None) -> dict[str, list[dict]]:
+    """Refresh at ``now`` (``through`` another handle on the database: one whose reads are counted)
+    and check the lists against the from-scratch ranking."""
+    assert popular.refresh_trending(LIMIT, db=db if through is None else through, now=now) == len(_names(db))
+    written = _written(db)
+    assert _same(written, _from_scratch(db, now))
+    return written
+
+
+def _t0(db) -> float:
+    return float(trending.client().hget(trending.key(db.name, "meta"), "t0"))
+
+
+class _Reads(monitoring.CommandListener):
+    """The ``find`` commands a client sends: (collection, filter)."""
+
+    def __init__(self) -> None:
+        self.finds: list[tuple[str, dict]] = []
+
+    def started(self, event) -> None:
+        if event.command_name == "find":
+            self.finds.append((event.command["find"], dict(event.command.get("filter") or {})))
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+    def ids_read(self, collection: str) -> set[str]:
+        return {i for c, f in self.finds if c == collection for i in f.get("_id", {}).get("$in", [])}
+
+
+def _watched(db) -> tuple[mongo.ReloadableDatabase, _Reads, MongoClient]:
+    from core.settings import get_settings
+
+    reads = _Reads()
+    client = MongoClient(get_settings().mongo_uri, event_listeners=[reads])
+    return mongo.ReloadableDatabase(client, db.name), reads, client
+
+
+def test_incremental_lists_equal_the_from_scratch_ranking_through_changes_and_ageing(env):
+    db, p = env.db, env.products
+    t = time.time() - 6 * DAY
+    _apply(RatingEvent(user_id="tr-1", product_id=p[0], rating=5, ts=t),
+           RatingEvent(user_id="tr-1", product_id=p[1], rating=4, ts=t + 10),
+           RatingEvent(user_id="tr-2", product_id=p[0], rating=3, ts=t + 20),
+           RatingEvent(user_id="tr-3", product_id=p[3], rating=5, ts=t + 30),
+           *[RatingEvent(user_id="tr-flood", product_id=p[4 + i], rating=5, ts=t + 40 + i) for i in range(20)])
+    _refresh_and_check(db, t + DAY)  # the first refresh builds the state (from the window's events)
+    t0 = _t0(db)
+
+    _apply(RatingEvent(user_id="tr-1", product_id=p[0], rating=2, ts=t + DAY + 1),  # rated again
+           RatingEvent(user_id="tr-2", product_id=p[0], rating=0, ts=t + DAY + 2, action=UNRATE),
+           RatingEvent(user_id="tr-3", product_id=p[5], rating=0, ts=t + DAY + 3, action=NOT_INTERESTED),
+           RatingEvent(user_id="tr-4", product_id=p[2], rating=4, ts=t + DAY + 4),
+           RatingEvent(user_id="tr-4", product_id=p[4], rating=3, ts=t + DAY + 5))
+    _refresh_and_check(db, t + 1.5 * DAY)
+    assert not any(i["product_id"] == p[0] and i["score"] > 0.5 for i in _written(db)[mongo.ALL])
+
+    _apply(RatingEvent(user_id="tr-3", product_id="", rating=0, ts=t + 2 * DAY, action=DELETE_ACCOUNT),
+           RatingEvent(user_id="tr-5", product_id=p[6], rating=5, ts=t + 2 * DAY + 3600))  # an hour ahead
+    lists = _refresh_and_check(db, t + 2 * DAY)
+    assert p[3] not in {i["product_id"] for i in lists[mongo.ALL]}  # the deleted account's vote is gone
+    _refresh_and_check(db, t + 2 * DAY + 7200)  # the vote from the future counts as its time now
+
+    # votes leave the window: tr-1's p[1] and five of the flood's twenty (their weights are split again)
+    _refresh_and_check(db, t + 7 * DAY + 45)
+    _refresh_and_check(db, t + 8 * DAY)  # only the second day's votes and after
+    assert _t0(db) == t0, "every refresh above updated the state it built, none rebuilt it"
+    _refresh_and_check(db, t + 8 * DAY + 2)  # T0 over a week old: rebuilt around a new one
+    assert _t0(db) == t + 8 * DAY + 2
+    assert [i["product_id"] for i in _refresh_and_check(db, t + 9 * DAY + 3599)[mongo.ALL]] == [p[6]]
+    # no rating made or taken back within the window any more: the lists are left as they are
+    assert popular.refresh_trending(LIMIT, db=db, now=t + 9 * DAY + 3601) == 0
+    assert _from_scratch(db, t + 9 * DAY + 3601)[mongo.ALL] == []
+
+
+def test_a_refresh_reads_only_the_histories_of_the_users_that_changed(env):
+    db, p = env.db, env.products
+    t = time.time() - 2 * DAY
+    _apply(*[RatingEvent(user_id=f"tr-r{u}", product_id=p[(u * 7 + k) % 50], rating=1 + (u + k) % 5,
+                         ts=t + u * 60 + k) for u in range(40) for k in range(3)])
+    before = _refresh_and_check(db, t + DAY + 600)
+    t0 = _t0(db)
+
+    changed = ["tr-r3", "tr-r17", "tr-new-1", "tr-new-2"]
+    _apply(*[RatingEvent(user_id=u, product_id=p[60 + k + i], rating=5, ts=t + DAY + 10 * i + k)
+             for i, u in enumerate(changed) for k in range(3)])
+    watched, reads, client = _watched(db)
+    try:
+        lists = _refresh_and_check(db, t + DAY + 600, through=watched)
+    finally:
+        client.close()
+    assert reads.ids_read(mongo.USER_HISTORY) == set(changed)
+    assert not [f for c, f in reads.finds if c == mongo.RATINGS], "no scan of the rating events"
+    assert _t0(db) == t0
+    assert lists != before, "the new users' votes changed the lists"
+
+
+def test_redis_flushed_or_a_mark_lost_rebuilds_the_same_lists(env, monkeypatch):
+    from core import list_state
+
+    db, p = env.db, env.products
+    t = time.time() - 3 * DAY
+    _apply(*[RatingEvent(user_id=f"tr-f{u}", product_id=p[(u * 5 + k) % 40], rating=1 + (u * k) % 5,
+                         ts=t + u * 100 + k) for u in range(25) for k in range(4)])
+    _apply(RatingEvent(user_id="tr-f3", product_id=p[1], rating=0, ts=t + DAY, action=UNRATE))
+    before = _refresh_and_check(db, t + 2 * DAY)
+
+    trending.drop_state(db.name)  # Redis flushed (or its keys expired)
+    watched, reads, client = _watched(db)
+    try:
+        assert _same(_refresh_and_check(db, t + 2 * DAY, through=watched), before)
+    finally:
+        client.close()
+    assert [f for c, f in reads.finds if c == mongo.RATINGS], "the rebuild found its users in the window's events"
+    assert _t0(db) == t + 2 * DAY
+
+    # Redis down while a worker applies a batch: the history is written, the mark is not
+    monkeypatch.setattr(list_state, "client", lambda: redis.Redis(port=1, socket_connect_timeout=0.2))
+    _apply(RatingEvent(user_id="tr-f-down", product_id=p[90], rating=5, ts=t + 2 * DAY + 5))
+    monkeypatch.undo()
+    assert trending.client().scard(trending.key(db.name, "dirty")) == 0
+    lists = _refresh_and_check(db, t + 2 * DAY + 60)  # the note in MongoDB made it rebuild
+    assert lists[mongo.ALL][0]["product_id"] == p[90]
+    assert db[mongo.POPULAR].find_one({"_id": trending.MISSED}) is None
+
+
+def test_a_refresh_that_finds_the_state_held_leaves_it_to_the_holder(env):
+    db, p = env.db, env.products
+    t = time.time() - DAY
+    _apply(RatingEvent(user_id="tr-l1", product_id=p[0], rating=5, ts=t))
+    _refresh_and_check(db, t + 60)
+    _apply(RatingEvent(user_id="tr-l2", product_id=p[1], rating=5, ts=t + 120))
+    r, lock = trending.client(), trending.key(db.name, "lock")
+    assert r.set(lock, "another refresh", nx=True, ex=60)
+    try:
+        assert popular.refresh_trending(LIMIT, db=db, now=t + 180) == 0  # Celery's: does not wait
+        assert r.smembers(trending.key(db.name, "dirty")) == {b"tr-l2"}  # left for the next refresh
+    finally:
+        r.delete(lock)
+    lists = _refresh_and_check(db, t + 180)
+    assert [i["product_id"] for i in lists[mongo.ALL]] == [p[1], p[0]]
