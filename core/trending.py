@@ -189,12 +189,17 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, token: byte
 def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], old: dict[str, list],
             new: dict[str, list], rebuild: bool, token: bytes) -> None:
     """Subtract the ``old`` terms, add the ``new`` ones: one MULTI, which also lets the marks
-    taken go, so a refresh that dies before it changes nothing and leaves them to the next."""
+    taken go, so a refresh that dies before it changes nothing and leaves them to the next. Each
+    product also has its number of voters per list: one without any leaves the list, where the
+    sum of its added and subtracted terms would leave a rounding remainder."""
     def k(part: str) -> str:
         return key(db.name, part)
 
-    category = {p: d.get("category") or "" for p, d in mongo.find_by_ids(
-        mongo.PRODUCTS, {p for vs in new.values() for p, _r, _t in vs}, {"category": 1}, db=db).items()}
+    # a product's category as stored with a vote (a rebuild reads them all again), else the catalog's
+    category = {p: cat for vs in old.values() for p, _r, _t, cat, _term in vs}
+    unknown = {p for vs in new.values() for p, _r, _t in vs} - set(category)
+    category.update((p, d.get("category") or "")
+                    for p, d in mongo.find_by_ids(mongo.PRODUCTS, unknown, {"category": 1}, db=db).items())
     delta: dict[tuple[str, str], float] = defaultdict(float)
     voters: Counter[tuple[str, str]] = Counter()
     kept: dict[str, str] = {}
@@ -214,10 +219,24 @@ def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], ol
                 delta[name, p] += term
                 voters[name, p] += 1
         kept[user] = json.dumps(rows)
-    fields = [f"{name}{SEP}{p}" for name, p in delta]
-    had = [0] * len(fields) if rebuild or not fields else [int(c or 0) for c in r.hmget(k("voters"), fields)]
+    by_list: dict[str, list[str]] = defaultdict(list)
+    for name, p in delta:
+        by_list[name].append(p)
+    # read, then written whole under the lock: one command per list, not one per product
+    count: dict[tuple[str, str], int] = {}
+    score: dict[tuple[str, str], float] = {}
+    if delta and not rebuild:
+        fields = [f"{name}{SEP}{p}" for name, p in delta]
+        pipe = r.pipeline(transaction=False)
+        pipe.hmget(k("voters"), fields)
+        for name, products in by_list.items():
+            pipe.zmscore(list_key(db.name, name), products)
+        had, *scores = pipe.execute()
+        count = {nk: int(c or 0) for nk, c in zip(delta, had)}
+        score = {(name, p): s or 0.0 for (name, products), got in zip(by_list.items(), scores)
+                 for p, s in zip(products, got)}
     old_cats = set() if not rebuild else {c.decode() for c in r.smembers(k("cats"))}
-    cats = {name for name, _p in delta if name != mongo.ALL}
+    cats = {name for name in by_list if name != mongo.ALL}
 
     pipe = r.pipeline(transaction=True)
     pipe.watch(k("lock"))
@@ -226,14 +245,25 @@ def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], ol
     pipe.multi()
     if rebuild:
         pipe.delete(k("all"), k("users"), k("voters"), k("due"), k("cats"), *(list_key(db.name, c) for c in old_cats))
-    for ((name, p), d), field, n in zip(delta.items(), fields, had):
-        count = n + voters[name, p]
-        if count <= 0:  # no voter left: gone, not a rounding remainder near zero
-            pipe.zrem(list_key(db.name, name), p)
-            pipe.hdel(k("voters"), field)
-        else:
-            pipe.zincrby(list_key(db.name, name), d, p)
-            pipe.hset(k("voters"), field, count)
+    counts, no_voters = {}, []
+    for name, products in by_list.items():
+        kept_scores, gone_products = {}, []
+        for p in products:
+            n = count.get((name, p), 0) + voters[name, p]
+            if n <= 0:  # no voter left: gone, not a rounding remainder near zero
+                gone_products.append(p)
+                no_voters.append(f"{name}{SEP}{p}")
+            else:
+                kept_scores[p] = score.get((name, p), 0.0) + delta[name, p]
+                counts[f"{name}{SEP}{p}"] = n
+        if gone_products:
+            pipe.zrem(list_key(db.name, name), *gone_products)
+        if kept_scores:
+            pipe.zadd(list_key(db.name, name), kept_scores)
+    if no_voters:
+        pipe.hdel(k("voters"), *no_voters)
+    if counts:
+        pipe.hset(k("voters"), mapping=counts)
     gone = [u for u in new if not new[u]]
     if gone:
         pipe.hdel(k("users"), *gone)
