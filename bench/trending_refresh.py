@@ -1,15 +1,21 @@
-"""How long one trending refresh takes against a week of live ratings, beside its beat period.
+"""What one trending refresh costs against a week of live ratings, beside its beat period.
 
-    .local/venv/bin/python -m bench.trending_refresh --sizes 10000,100000,1000000
+    .local/venv/bin/python -m bench.trending_refresh --sizes 10000,100000,1000000 --new 1000
 
-Why: ``core.popular.refresh_trending`` reads every rating event of the last week and ranks them
-again on each call (Celery beat sends one every ``TRENDING_REFRESH_S``, 60 s by default). Its cost
-grows with the site's traffic, not with what changed since the last call. This prints, per week
-size, the time to read the events, to score them and to write the lists, and how much of the beat
-period that is: the traffic at which the refresh can no longer keep up.
+Why: Celery beat sends ``core.popular.refresh_trending`` every ``TRENDING_REFRESH_S`` (60 s by
+default). It used to read every rating event of the last week and rank them again: its cost grew
+with the site's traffic (38.8 s at 1M events on FerretDB, docs/benchmarks.md). It now updates
+scores kept in Redis with the users whose histories changed since the last refresh
+(core/trending.py) and rebuilds them from the week's events only when the state is missing, on
+the publish job and once a week. This prints, per week size, the rebuild (the old read of the
+week, plus the voters' histories), then a refresh after ``--new`` events of ``--new`` / 2 users,
+and a refresh with nothing new, each as a share of the beat period; and how many histories the
+incremental refresh read.
 
-Events are synthetic (users rate 5 products each on average, spread over 20,000 products and six
-days), written to a database of their own (``--database``, dropped at the end) on ``MONGO_URI``.
+Events are synthetic (users rate 5 products each on average, spread over 20,000 products in 10
+categories and six days), written as the workers leave them: in ``ratings`` and applied to the
+users' histories, in a database of their own (``--database``, dropped at the end) on ``MONGO_URI``,
+with its trending state in ``REDIS_URL`` (dropped too).
 """
 from __future__ import annotations
 
@@ -19,54 +25,116 @@ import os
 import random
 import time
 
-from core import mongo, popular
+from pymongo import MongoClient, monitoring
+
+from core import mongo, popular, rating_history, trending
+from core.settings import get_settings
+
+N_PRODUCTS = 20_000
+
+
+class _HistoryReads(monitoring.CommandListener):
+    """How many ``user_history`` ids a client asked for (``$in`` reads by ``_id``)."""
+
+    def __init__(self) -> None:
+        self.ids = 0
+
+    def started(self, event) -> None:
+        if event.command_name == "find" and event.command["find"] == mongo.USER_HISTORY:
+            self.ids += len(((event.command.get("filter") or {}).get("_id") or {}).get("$in", []))
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
 
 
 def fill(db, n: int, now: float) -> None:
-    """``n`` rating events of the last six days in ``ratings``, in batches of 10,000."""
-    db.drop_collection(mongo.RATINGS)
+    """A catalog of ``N_PRODUCTS`` and ``n`` rating events of the last six days in ``ratings``,
+    applied to their users' histories, in batches of 10,000."""
+    for name in (mongo.RATINGS, mongo.USER_HISTORY, mongo.PRODUCTS, mongo.CATALOG_INDEX, mongo.POPULAR):
+        db.drop_collection(name)
+    cats = [f"cat{c}" for c in range(10)]
+    db[mongo.PRODUCTS].insert_many([{"_id": f"p{i}", "category": cats[i % 10]} for i in range(N_PRODUCTS)])
+    db[mongo.CATALOG_INDEX].insert_one({"_id": "categories", "items": [{"name": c, "n_products": N_PRODUCTS // 10}
+                                                                        for c in cats]})
     rng = random.Random(n)
+    histories: dict[str, tuple[dict, dict]] = {}
     for start in range(0, n, 10_000):
-        db[mongo.RATINGS].insert_many([
-            {"_id": f"e{i}", "user_id": f"u{rng.randrange(max(1, n // 5))}", "product_id": f"p{rng.randrange(20_000)}",
-             "rating": rng.randint(1, 5), "ts": now - rng.random() * 6 * 86400, "action": "rate"}
-            for i in range(start, min(n, start + 10_000))], ordered=False)
+        docs = [{"_id": f"e{i}", "user_id": f"u{rng.randrange(max(1, n // 5))}", "product_id": f"p{rng.randrange(N_PRODUCTS)}",
+                 "rating": rng.randint(1, 5), "ts": now - rng.random() * 6 * 86400, "action": "rate"}
+                for i in range(start, min(n, start + 10_000))]
+        db[mongo.RATINGS].insert_many(docs, ordered=False)
+        for d in docs:
+            rated, removed = histories.setdefault(d["user_id"], ({}, {}))
+            rating_history.apply_history_change(rated, removed, d["product_id"], d["rating"], d["ts"])
+    users = list(histories)
+    for start in range(0, len(users), 10_000):
+        db[mongo.USER_HISTORY].insert_many([rating_history.history_doc(u, *histories[u])
+                                            for u in users[start:start + 10_000]], ordered=False)
     mongo.ensure_indexes(db)
+
+
+def add_events(db, n_users: int, k: int, now: float, rng: random.Random) -> None:
+    """``k`` new rating events of ``n_users`` users (half of them new), as a worker batch leaves
+    them: stored, applied to the histories, the users marked for the refresh."""
+    users = [f"u{rng.randrange(n_users)}" for _ in range(k // 4)] + [f"new{rng.randrange(10**9)}" for _ in range(k // 4)]
+    events = [{"_id": f"x{rng.randrange(10**12)}", "user_id": users[i % len(users)],
+               "product_id": f"p{rng.randrange(N_PRODUCTS)}", "rating": rng.randint(1, 5), "ts": now - i * 0.01,
+               "action": "rate"} for i in range(k)]
+    db[mongo.RATINGS].insert_many(events, ordered=False)
+    docs = mongo.find_by_ids(mongo.USER_HISTORY, set(users), db=db)
+    changed = {u: rating_history.history_entries(docs.get(u)) for u in set(users)}
+    for e in events:
+        rating_history.apply_history_change(*changed[e["user_id"]], e["product_id"], e["rating"], e["ts"])
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(u, *h) for u, h in changed.items()], db=db)
+    trending.mark_changed(changed, db=db)
+
+
+def timed_refresh(db) -> float:
+    t0 = time.perf_counter()
+    if not popular.refresh_trending(db=db):
+        raise SystemExit("the refresh wrote no lists")
+    return time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--new", type=int, default=1000, help="events between two refreshes")
     ap.add_argument("--database", default="bench_trending")
     ap.add_argument("--period-s", type=float, default=float(os.environ.get("TRENDING_REFRESH_S", "60")))
     args = ap.parse_args()
-    db = mongo.get_client()[args.database]
+    reads = _HistoryReads()
+    client = MongoClient(get_settings().mongo_uri, event_listeners=[reads])
+    db = mongo.ReloadableDatabase(client, args.database)
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"{'events/week':>12} {'ratings/s':>10} {'read s':>8} {'score s':>8} {'write s':>8} {'total s':>8} "
-          f"{'of period':>10}")
+    print(f"{'events/week':>12} {'rebuild s':>10} {'of period':>10} {f'+{args.new} s':>10} {'histories':>10} "
+          f"{'of period':>10} {'idle s':>8}")
     rows = []
-    for n in (int(s) for s in args.sizes.split(",")):
-        now = time.time()
-        fill(db, n, now)
-        t0 = time.perf_counter()
-        events, now, half_life = popular.trending_events(db, quiet_fallback=False)
-        t1 = time.perf_counter()
-        scores = popular.trending_scores(events, now, half_life)
-        t2 = time.perf_counter()
-        lists = popular.refresh_trending(db=db)  # all three steps again, as Celery runs them
-        t3 = time.perf_counter()
-        if len(events) != n or not scores or not lists:
-            raise SystemExit(f"read {len(events)} of {n} events, {len(scores)} scores, {lists} lists")
-        read_s, score_s, total_s = t1 - t0, t2 - t1, t3 - t2
-        row = {"events": n, "ratings_per_s": round(n / (7 * 86400), 2), "read_s": round(read_s, 2),
-               "score_s": round(score_s, 2), "write_s": round(max(0.0, total_s - read_s - score_s), 2),
-               "total_s": round(total_s, 2), "share_of_period": round(total_s / args.period_s, 3)}
-        rows.append(row)
-        print(f"{n:>12,} {row['ratings_per_s']:>10} {read_s:>8.2f} {score_s:>8.2f} {row['write_s']:>8.2f} "
-              f"{total_s:>8.2f} {row['share_of_period']:>10.1%}")
+    try:
+        for n in (int(s) for s in args.sizes.split(",")):
+            trending.drop_state(db.name)
+            fill(db, n, time.time())
+            rebuild_s = timed_refresh(db)  # no state yet: one scan of the week, the voters' histories
+            add_events(db, max(1, n // 5), args.new, time.time(), random.Random(n + 1))
+            reads.ids = 0
+            incremental_s = timed_refresh(db)
+            histories = reads.ids
+            idle_s = timed_refresh(db)
+            row = {"events": n, "rebuild_s": round(rebuild_s, 2), "new_events": args.new,
+                   "incremental_s": round(incremental_s, 3), "histories_read": histories, "idle_s": round(idle_s, 3),
+                   "incremental_share_of_period": round(incremental_s / args.period_s, 4)}
+            rows.append(row)
+            print(f"{n:>12,} {rebuild_s:>10.2f} {rebuild_s / args.period_s:>10.1%} {incremental_s:>10.3f} "
+                  f"{histories:>10,} {incremental_s / args.period_s:>10.2%} {idle_s:>8.3f}")
+    finally:
+        trending.drop_state(db.name)
+        client.drop_database(args.database)
+        client.close()
     print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(json.dumps(rows))
-    mongo.get_client().drop_database(args.database)
 
 
 if __name__ == "__main__":
