@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import redis
 from pymongo.database import Database
@@ -44,18 +44,11 @@ def trending_scores(events: list[dict], now: float, half_life_s: float = TRENDIN
     products they rated in the window: summing every event let one account re-posting five stars
     top "Trending" for every new visitor, and an account rating fifty products would fill it.
     """
-    latest: dict[tuple[str, str], dict] = {}
-    for e in events:
-        key = (str(e.get("user_id", "")), str(e["product_id"]))
-        if key not in latest or float(e["ts"]) >= float(latest[key]["ts"]):
-            latest[key] = e
-    rated = [e for e in latest.values() if e.get("action", "rate") == "rate"]
-    products_of = Counter(str(e.get("user_id", "")) for e in rated)
     scores: dict[str, float] = defaultdict(float)
-    for e in rated:
-        age = max(0.0, now - float(e["ts"]))
-        weight = (float(e["rating"]) / 5.0) * math.pow(0.5, age / half_life_s)
-        scores[e["product_id"]] += weight / products_of[str(e.get("user_id", ""))]
+    for user_votes in trending.votes_from_events(events).values():
+        for pid, rating, ts in user_votes:
+            weight = (rating / 5.0) * math.pow(0.5, max(0.0, now - ts) / half_life_s)
+            scores[pid] += weight / len(user_votes)
     return scores
 
 

@@ -15,11 +15,16 @@ or when one of their votes leaves the window (a sorted set of users by that time
 recomputes those users' terms alone, subtracting what it added for them before. Reading the whole
 week instead was a scan of every stored rating on FerretDB each minute (docs/benchmarks.md).
 
-The state is rebuilt (a new T0 = now) when it is missing (first run, Redis flushed or its keys
-expired), when a writer could not mark a user (Redis was down: it leaves a note in MongoDB), when
-the publish job asks (a batch load replaced the histories and the catalog), and once T0 is a
-week old, which keeps 2 ** ((t - T0) / H) between 2 ** -7 and 2 ** 8. A rebuild finds its users
-in the window's rating events (one scan of ``ratings``) or, for the weekly one, in the state.
+The state is rebuilt (a new T0 = now) from the window's rating events (one scan of ``ratings``,
+what every refresh paid before; the same votes, as the workers apply those events to the
+histories) when it is missing (first run, Redis flushed or its keys expired), when a writer could
+not mark a user (Redis was down: it leaves a note in MongoDB) and when the publish job asks (a
+batch load replaced the histories and the catalog). Once T0 is a week old the stored votes are
+recomputed around a new one, which keeps 2 ** ((t - T0) / H) between 2 ** -7 and 2 ** 8.
+
+One difference from ranking the events: a history also holds the user's batch reviews, dated when
+they were written, so one dated within the window counts when the refresh reads that history
+(the Amazon reviews loaded are years old; the events rule never counted batch reviews).
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ REBASE_AFTER_S = 7 * 86400  # T0 older than this: rebuilt around a new one, the 
 STATE_TTL_S = 2 * WINDOW_S  # every key: a deployment whose refresh stopped that long starts afresh
 LOCK_S = 900  # the most one refresh holds the state: far above a rebuild at 1M events (docs/benchmarks.md)
 MISSED = "trending-state"  # ``popular`` document noting that a writer could not mark its users
+NOTE_KEPT_S = 60.0  # the refreshes rebuild this long after a missed mark (its events' insert may lag)
 SEP = "\x1f"  # between a list's name and a product id in the voter counts (neither holds it)
 
 
@@ -101,6 +107,22 @@ def votes(history: dict | None, now: float) -> list[tuple[str, float, float]]:
     """(product, rating, ts) of a ``user_history`` document's ratings that vote at ``now``."""
     rated, _removed = rating_history.history_entries(history)
     return sorted((p, r, t) for p, (r, t) in rated.items() if t >= now - WINDOW_S)
+
+
+def votes_from_events(events: Iterable[dict]) -> dict[str, list[tuple[str, float, float]]]:
+    """{user: (product, rating, ts) of their votes} of rating events: per user and product the
+    latest event counts, and only if it is a rating (an ``unrate`` takes it back). The events of a
+    window give the votes its histories hold (the workers apply the same events to them)."""
+    latest: dict[tuple[str, str], dict] = {}
+    for e in events:
+        at = (str(e.get("user_id", "")), str(e["product_id"]))
+        if at not in latest or float(e["ts"]) >= float(latest[at]["ts"]):
+            latest[at] = e
+    out: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
+    for (user, pid), e in sorted(latest.items()):
+        if e.get("action", "rate") == "rate":
+            out[user].append((pid, float(e["rating"]), float(e["ts"])))
+    return dict(out)
 
 
 def last_activity(history: dict | None) -> float:
@@ -162,26 +184,28 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, token: byte
     pipe.delete(k("dirty"))
     pipe.smembers(k("taking"))
     changed = {u.decode() for u in pipe.execute()[2]}
-    old: dict[str, list] = {}
-    if rebuild or missed or not meta:  # from the window's rating events: who voted, and when last
+    old: dict[str, list] = {}  # the stored rows of the users computed again (none in a rebuild)
+    if rebuild or missed or not meta:  # from the window's rating events, as the refresh did each minute
         events = live_events(db, now)
-        changed |= {e["user_id"] for e in events}
+        carried = votes_from_events(events)
         meta, rebuild = {"t0": now, "live_until": max((float(e["ts"]) for e in events), default=0.0) + WINDOW_S}, True
-    elif now - meta["t0"] > REBASE_AFTER_S:  # everyone with a vote, around a new T0
-        changed |= {u.decode() for u in r.zrange(k("due"), 0, -1)}
+    elif now - meta["t0"] > REBASE_AFTER_S:  # every stored vote again, around a new T0
+        stored = {u.decode(): json.loads(v) for u, v in r.hgetall(k("users")).items()}
+        carried = {u: [(p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S] for u, rows in stored.items()}
         meta, rebuild = {"t0": now, "live_until": meta["live_until"]}, True
-    else:
+    else:  # a vote leaving the window changes no history: the user's other votes are those stored
         expiring = {u.decode() for u in r.zrangebyscore(k("due"), "-inf", f"({now!r}")}
         users = sorted(changed | expiring)
         old = {u: json.loads(v) for u, v in zip(users, r.hmget(k("users"), users) if users else []) if v}
+        carried = {u: [(p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S] for u, rows in old.items()}
+    # the marked users' histories win: a worker's batch stores its ratings after it marks them
     histories = mongo.find_by_ids(mongo.USER_HISTORY, changed, {"ratings": 1, "removed": 1}, db=db)
-    new = {u: votes(histories.get(u), now) for u in changed}
-    # a vote leaving the window changes no history: the user's other votes are those stored
-    new.update({u: [(p, r, t) for p, r, t, _c, _term in vs if t >= now - WINDOW_S]
-                for u, vs in old.items() if u not in changed})
+    new = {**carried, **{u: votes(histories.get(u), now) for u in changed}}
     meta["live_until"] = max([meta["live_until"], *(last_activity(h) + WINDOW_S for h in histories.values())])
     _commit(r, db, now, meta, old, new, rebuild, token)
-    if missed:  # unless a writer missed its mark again since it was read
+    # the note goes once its change is surely in ``ratings`` (a worker batch stores its events after
+    # marking), unless a writer missed its mark again since it was read
+    if missed and float(missed.get("missed_at") or 0) < time.time() - NOTE_KEPT_S:
         db[mongo.POPULAR].delete_one({"_id": MISSED, "missed_at": missed.get("missed_at")})
     return now <= meta["live_until"]
 

@@ -417,6 +417,9 @@ def rt_catalog(request, settings, mongo_db, kafka_topics, redis_url):
     finally:
         if os.environ.get("KEEP_TEST_DB") != "1":
             mongo.get_client().drop_database(name)
+            from core import trending
+
+            trending.drop_state(name)  # the workers' marks for the refresh (they expire, but go now)
         mp.undo()
         reset_core_caches()
 
