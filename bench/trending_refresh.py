@@ -6,11 +6,11 @@ Why: Celery beat sends ``core.popular.refresh_trending`` every ``TRENDING_REFRES
 default). It used to read every rating event of the last week and rank them again: its cost grew
 with the site's traffic (38.8 s at 1M events on FerretDB, docs/benchmarks.md). It now updates
 scores kept in Redis with the users whose histories changed since the last refresh
-(core/trending.py) and rebuilds them from the week's events only when the state is missing, on
-the publish job and once a week. This prints, per week size, the rebuild (the old read of the
-week, plus the voters' histories), then a refresh after ``--new`` events of ``--new`` / 2 users,
-and a refresh with nothing new, each as a share of the beat period; and how many histories the
-incremental refresh read.
+(core/trending.py), and ranks the week's events again only to rebuild them (state missing, the
+publish job). This prints, per week size, the rebuild (the old refresh's read and scoring, plus
+writing the state), then a refresh after ``--new`` events of ``--new`` / 2 users,
+and a refresh with nothing new, each as a share of the beat period; how many histories the
+incremental refresh read; and the weekly rebase (every stored vote around a new T0).
 
 Events are synthetic (users rate 5 products each on average, spread over 20,000 products in 10
 categories and six days), written as the workers leave them: in ``ratings`` and applied to the
@@ -62,7 +62,8 @@ def fill(db, n: int, now: float) -> None:
     rng = random.Random(n)
     histories: dict[str, tuple[dict, dict]] = {}
     for start in range(0, n, 10_000):
-        docs = [{"_id": f"e{i}", "user_id": f"u{rng.randrange(max(1, n // 5))}", "product_id": f"p{rng.randrange(N_PRODUCTS)}",
+        docs = [{"_id": f"e{i}", "user_id": f"u{rng.randrange(max(1, n // 5))}",
+                 "product_id": f"p{rng.randrange(N_PRODUCTS)}",
                  "rating": rng.randint(1, 5), "ts": now - rng.random() * 6 * 86400, "action": "rate"}
                 for i in range(start, min(n, start + 10_000))]
         db[mongo.RATINGS].insert_many(docs, ordered=False)
@@ -79,7 +80,8 @@ def fill(db, n: int, now: float) -> None:
 def add_events(db, n_users: int, k: int, now: float, rng: random.Random) -> None:
     """``k`` new rating events of ``n_users`` users (half of them new), as a worker batch leaves
     them: stored, applied to the histories, the users marked for the refresh."""
-    users = [f"u{rng.randrange(n_users)}" for _ in range(k // 4)] + [f"new{rng.randrange(10**9)}" for _ in range(k // 4)]
+    users = [f"u{rng.randrange(n_users)}" for _ in range(k // 4)]
+    users += [f"new{rng.randrange(10**9)}" for _ in range(k // 4)]
     events = [{"_id": f"x{rng.randrange(10**12)}", "user_id": users[i % len(users)],
                "product_id": f"p{rng.randrange(N_PRODUCTS)}", "rating": rng.randint(1, 5), "ts": now - i * 0.01,
                "action": "rate"} for i in range(k)]
@@ -111,7 +113,7 @@ def main() -> None:
     db = mongo.ReloadableDatabase(client, args.database)
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'events/week':>12} {'rebuild s':>10} {'of period':>10} {f'+{args.new} s':>10} {'histories':>10} "
-          f"{'of period':>10} {'idle s':>8}")
+          f"{'of period':>10} {'idle s':>8} {'rebase s':>9}")
     rows = []
     try:
         for n in (int(s) for s in args.sizes.split(",")):
@@ -123,12 +125,17 @@ def main() -> None:
             incremental_s = timed_refresh(db)
             histories = reads.ids
             idle_s = timed_refresh(db)
+            # the weekly rebase: every stored vote computed again around a new T0 (forced by ageing T0)
+            meta = trending.key(db.name, "meta")
+            trending.client().hset(meta, "t0", float(trending.client().hget(meta, "t0")) - trending.REBASE_AFTER_S - 1)
+            rebase_s = timed_refresh(db)
             row = {"events": n, "rebuild_s": round(rebuild_s, 2), "new_events": args.new,
                    "incremental_s": round(incremental_s, 3), "histories_read": histories, "idle_s": round(idle_s, 3),
+                   "rebase_s": round(rebase_s, 2),
                    "incremental_share_of_period": round(incremental_s / args.period_s, 4)}
             rows.append(row)
             print(f"{n:>12,} {rebuild_s:>10.2f} {rebuild_s / args.period_s:>10.1%} {incremental_s:>10.3f} "
-                  f"{histories:>10,} {incremental_s / args.period_s:>10.2%} {idle_s:>8.3f}")
+                  f"{histories:>10,} {incremental_s / args.period_s:>10.2%} {idle_s:>8.3f} {rebase_s:>9.2f}")
     finally:
         trending.drop_state(db.name)
         client.drop_database(args.database)

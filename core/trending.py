@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_S = 7 * 86400
 HALF_LIFE_S = 86400.0
-REBASE_AFTER_S = 7 * 86400  # T0 older than this: rebuilt around a new one, the numbers stay near 1
+REBASE_AFTER_S = 7 * 86400  # T0 older than this: the stored votes are recomputed around a new one
 STATE_TTL_S = 2 * WINDOW_S  # every key: a deployment whose refresh stopped that long starts afresh
 LOCK_S = 900  # the most one refresh holds the state: far above a rebuild at 1M events (docs/benchmarks.md)
 MISSED = "trending-state"  # ``popular`` document noting that a writer could not mark its users

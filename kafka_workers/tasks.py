@@ -29,7 +29,8 @@ def refresh_popular(limit: int = 50) -> int:
 
 @app.task
 def refresh_trending(limit: int = 50) -> int:
-    """Trending from the live rating events of the last week (core.popular; publish runs it too)."""
+    """Trending of the last week's live ratings, updated with what changed since the last run
+    (core.popular, core.trending; publish runs it too, rebuilding the state)."""
     return popular.refresh_trending(limit)
 
 
