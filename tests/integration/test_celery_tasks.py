@@ -233,7 +233,7 @@ def test_trending_refreshes_while_a_rescore_runs_in_the_second_worker(celery_env
     db, p = celery_env.db, celery_env.products
     r = _redis()
     db[mongo.POPULAR].delete_many({})
-    db[mongo.RATINGS].delete_many({})
+    _forget_live_ratings(db)  # the earlier tests' votes, in histories and in Redis
     r.delete(LAST_RESCORED_MODEL, "celery", "rescore")
     held_user = "rt-q-held"
     _rate(db, held_user, p[50], 5, time.time() - 60)
