@@ -174,11 +174,12 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
         if deleted:
             return None
         ratings, removed = history_entries(doc)
-        changed = apply_history_change(ratings, removed, product_id, rating, ts)
-        if changed or doc is None:
+        if apply_history_change(ratings, removed, product_id, rating, ts) or doc is None:
             db[mongo.USER_HISTORY].replace_one({"_id": user_id}, history_doc(user_id, ratings, removed), upsert=True)
-    if changed:  # after the write: the refresh that takes the mark reads this history
-        trending.mark_changed([user_id], db=db)
+    # after the write, changed or not: the refresh that takes the mark reads this history, and a
+    # change already written by a batch that failed after its histories' write (the one-at-a-time
+    # retry finds it there) is marked here, or trending would never read it
+    trending.mark_changed([user_id], db=db)
     return rating_values(ratings)
 
 

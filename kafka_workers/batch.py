@@ -91,6 +91,12 @@ def finish(tail: Tail) -> None:
         earlier = rating_history.store_ratings(tail.ratings)
         rating_history.mark_ratings_processed(
             {d["_id"]: d["model_version"] for d in tail.ratings if d["_id"] in earlier})
+        # for trending, after the histories' write and the ratings' insert: a refresh that takes
+        # the mark reads the new history, and a rebuild that scanned ``ratings`` before this insert
+        # is corrected by the next refresh. Every user applied, changed or not: a redelivery after
+        # a crash past the histories' write changes nothing, and must still mark them.
+        trending.mark_changed([d["user_id"] for d in tail.ratings
+                               if d.get("action", events.RATE) in rating_history.HISTORY_ACTIONS], db=db)
         tail.ratings.clear()
     while tail.reloads:
         _after_reload(db, *tail.reloads[0])
@@ -165,7 +171,6 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     # ours; and before the ratings' insert, one write fewer between the rating and its list
     # (a client that sees its rating processed finds its list announced, as in `handle_event`)
     list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
-    trending.mark_changed(changes.new_histories, db=db)  # one SADD for the batch, after the histories' write
     applied = [i for user in changes.histories for i in by_user[user]]
     now = time.time()
     tail.ratings += [{**rating_history.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
