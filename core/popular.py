@@ -97,10 +97,11 @@ def refresh_trending(limit: int = 50, db: Database | None = None, quiet_fallback
     try:
         live = trending.update(db, now, rebuild=quiet_fallback, wait=quiet_fallback)
         lists = trending.top(db, names, limit, now) if live else {}
-    except redis.RedisError as exc:
+    except (redis.RedisError, trending.LockLost) as exc:
         if not quiet_fallback:
             raise
-        log.warning("trending: Redis unavailable (%s); ranking the window's rating events in memory", exc)
+        log.warning("trending: no state in Redis (%s); ranking the window's rating events in memory", exc)
+        trending.request_rebuild(db)  # the state missed this publish's rebuild: the next refresh does it
         events = trending.live_events(db, now)
         live = bool(events)
         lists = ranked(trending_scores(events, now), names, limit, db) if live else {}

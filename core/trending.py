@@ -22,6 +22,21 @@ not mark a user (Redis was down: it leaves a note in MongoDB) and when the publi
 batch load replaced the histories and the catalog). Once T0 is a week old the stored votes are
 recomputed around a new one, which keeps 2 ** ((t - T0) / H) between 2 ** -7 and 2 ** 8.
 
+The keys, per database (``recsys:<db>:trending:<part>``; every one expires after two windows
+unused):
+
+    all, cat:<name>  sorted set   product -> s(p), overall and per category (what :func:`top` reads)
+    voters           hash         "<list>\x1f<product>" -> its number of voters (none left: removed)
+    users            hash         user -> JSON rows [product, rating, ts, category, term]: exactly
+                                  the terms this state added for them, so they can be subtracted
+    due              sorted set   user -> when their oldest vote leaves the window
+    meta             hash         t0, live_until (trending is live until then)
+    cats             set          the category lists written (a rebuild deletes them)
+    dirty, taking    set          users marked by the writers; a refresh moves "dirty" into
+                                  "taking" before it reads any history and deletes "taking" in its
+                                  commit, so a refresh that dies leaves the marks to the next one
+    lock             string       one refresh at a time (redis-py's lock; its token checked at commit)
+
 One difference from ranking the events: a history also holds the user's batch reviews, dated when
 they were written, so one dated within the window counts when the refresh reads that history
 (the Amazon reviews loaded are years old; the events rule never counted batch reviews).
@@ -48,13 +63,14 @@ HALF_LIFE_S = 86400.0
 REBASE_AFTER_S = 7 * 86400  # T0 older than this: the stored votes are recomputed around a new one
 STATE_TTL_S = 2 * WINDOW_S  # every key: a deployment whose refresh stopped that long starts afresh
 LOCK_S = 900  # the most one refresh holds the state: far above a rebuild at 1M events (docs/benchmarks.md)
-MISSED = "trending-state"  # ``popular`` document noting that a writer could not mark its users
+MISSED = "trending-state"  # ``popular`` document asking for a rebuild (:func:`request_rebuild`)
 NOTE_KEPT_S = 60.0  # the refreshes rebuild this long after a missed mark (its events' insert may lag)
 SEP = "\x1f"  # between a list's name and a product id in the voter counts (neither holds it)
 
 
 class LockLost(RuntimeError):
-    """The refresh held the state longer than ``LOCK_S``: another may have started; nothing written."""
+    """The state's lock was not held when needed: this refresh held it longer than ``LOCK_S`` (another
+    may have started; nothing written), or a waiting one never got it."""
 
 
 def key(db_name: str, part: str) -> str:
@@ -98,7 +114,16 @@ def mark_changed(users: Iterable[str], db: Database | None = None) -> None:
         pipe.execute()
     except redis.RedisError as exc:
         log.warning("trending: %d changed users not marked in Redis (%s); the next refresh rebuilds", len(users), exc)
-        db[mongo.POPULAR].update_one({"_id": MISSED}, {"$set": {"missed_at": time.time()}}, upsert=True)
+        request_rebuild(db)
+
+
+def request_rebuild(db: Database) -> None:
+    """Make the next refreshes rebuild the state from the window's events: a note in MongoDB, which
+    works with Redis down. Written by a writer that could not mark its users, and by the batch load
+    (spark_jobs/mongo_load.py), which replaces histories and moves products between categories: the
+    stored votes keep each product's category, and the publish job that would rebuild may never
+    come (a failed train, a rejected model)."""
+    db[mongo.POPULAR].update_one({"_id": MISSED}, {"$set": {"missed_at": time.time()}}, upsert=True)
 
 
 # --- votes -------------------------------------------------------------------------------------
@@ -113,10 +138,14 @@ def votes_from_events(events: Iterable[dict]) -> dict[str, list[tuple[str, float
     """{user: (product, rating, ts) of their votes} of rating events: per user and product the
     latest event counts, and only if it is a rating (an ``unrate`` takes it back). The events of a
     window give the votes its histories hold (the workers apply the same events to them)."""
+    def key(e: dict) -> tuple:  # the histories' own rule (a removal wins a tie), whatever the scan's order
+        return rating_history.change_key(rating_history.history_rating(e.get("action", "rate"), e["rating"]),
+                                         float(e["ts"]))
+
     latest: dict[tuple[str, str], dict] = {}
     for e in events:
         at = (str(e.get("user_id", "")), str(e["product_id"]))
-        if at not in latest or float(e["ts"]) >= float(latest[at]["ts"]):
+        if at not in latest or key(e) > key(latest[at]):
             latest[at] = e
     out: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
     for (user, pid), e in sorted(latest.items()):
@@ -161,6 +190,8 @@ def update(db: Database, now: float, rebuild: bool = False, wait: bool = False) 
     r = client()
     lock = r.lock(key(db.name, "lock"), timeout=LOCK_S, blocking=wait, blocking_timeout=LOCK_S if wait else None)
     if not lock.acquire():
+        if wait:  # the publish job: it must not take "busy" for "nothing is live" (see core.popular)
+            raise LockLost(f"trending state of {db.name}: held by another refresh for over {LOCK_S} s")
         return None
     try:
         return _update(r, db, now, rebuild, lock.local.token)

@@ -22,7 +22,7 @@ import time
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import mongo, popular, rating_history, search
+from core import mongo, popular, rating_history, search, trending
 from core.settings import get_settings
 from spark_jobs import units
 from spark_jobs.common import of_deleted_users, run_job, without_deleted_users
@@ -447,6 +447,7 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
         db[INGEST_LEDGER].replace_one({"_id": c}, {"_id": c, "fingerprint": fingerprints[c], "run_id": run_id,
                                                    "at": time.time()}, upsert=True)
     record["categories"] = new
+    trending.request_rebuild(db)  # histories replaced, products maybe moved between categories
     return record
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from core import mongo, rating_history
+from core import mongo, rating_history, trending
 from tests.conftest import DEMO_DIR
 
 pytestmark = pytest.mark.integration
@@ -66,8 +66,12 @@ def test_adding_a_category_processes_only_it(spark, tmp_path, own_db):
     cleaned_2 = clean(spark, str(raw), str(cleaned), "incr-2")
     assert cleaned_2["cleaned"] == ["Gift Cards"] and cleaned_2["balanced"]
     assert cleaned_2["counts_in"]["reviews"] == second["counts_out"]["reviews"]
+    own_db[mongo.POPULAR].delete_one({"_id": trending.MISSED})
     loaded_2 = mongo_load(spark, str(cleaned), "incr-2")
     assert loaded_2["mode"] == "incremental" and loaded_2["categories"] == ["Gift Cards"]
+    # trending's stored votes keep each product's category and histories were replaced: the next
+    # refresh rebuilds, whether or not a publish job follows
+    assert own_db[mongo.POPULAR].find_one({"_id": trending.MISSED}), "the load did not ask trending to rebuild"
     # the other categories' Parquet was neither re-written nor removed
     after_raw, after_clean = _files(raw), _files(cleaned)
     assert {p: t for p, t in after_raw.items() if p in before_raw} == before_raw

@@ -233,3 +233,64 @@ def test_the_publish_job_ranks_the_window_in_memory_when_redis_is_down(env, monk
         assert popular.refresh_trending(LIMIT, db=db, quiet_fallback=True, now=t + 600) == len(_names(db))
     assert _same(_written(db), _from_scratch(db, t + 600))
     assert [i["product_id"] for i in _written(db)[mongo.ALL]] == [p[0], p[1], p[2]]
+
+
+def test_a_change_already_in_the_history_is_still_marked_when_applied_again(env):
+    """A worker batch that wrote its histories and then failed (its lists' write: MongoDB went away)
+    is retried one event at a time, and the retry finds the change already there. It must still
+    mark the user: the stored votes are only ever corrected by a mark or a rebuild, so without it
+    the new vote would never count."""
+    from core import rating_history
+
+    db, p = env.db, env.products
+    t = time.time() - DAY
+    _apply(RatingEvent(user_id="tr-m0", product_id=p[3], rating=3, ts=t))
+    _refresh_and_check(db, t + 60)
+    # the failed batch's write: the history holds the rating, nobody marked it
+    rating_history.change_history("tr-m1", p[0], 5.0, t + 120, db=db)
+    trending.client().delete(trending.key(db.name, "dirty"))
+    e = RatingEvent(user_id="tr-m1", product_id=p[0], rating=5, ts=t + 120)
+    rating_history.store_rating(e.to_dict(), db=db)
+    rating_history.add_to_history("tr-m1", p[0], 5, t + 120, db=db)  # the one-at-a-time retry
+    lists = _refresh_and_check(db, t + 180)
+    assert p[0] in [i["product_id"] for i in lists[mongo.ALL]]
+
+
+def test_a_rebuild_that_scanned_before_a_batch_stored_its_ratings_is_corrected_by_the_next_refresh(env):
+    """A worker batch writes its histories, then (its tail, up to TAIL_MAX_S later) its ratings. A
+    rebuild (the publish job) scanning ``ratings`` in between misses the vote; the mark the tail
+    leaves after its insert makes the next refresh read the history."""
+    from kafka_workers.batch import Tail, finish, handle_batch
+
+    db, p = env.db, env.products
+    t = time.time() - DAY
+    _apply(RatingEvent(user_id="tr-r0", product_id=p[3], rating=3, ts=t))
+    _refresh_and_check(db, t + 60)
+    tail = Tail()
+    handle_batch([RatingEvent(user_id="tr-r1", product_id=p[0], rating=5, ts=t + 120)], None, tail)
+    assert db[mongo.RATINGS].find_one({"user_id": "tr-r1"}) is None, "the tail holds the rating"
+    assert trending.update(db, t + 150, rebuild=True) is True  # scans ratings: tr-r1 is not there
+    assert p[0] not in [i["product_id"] for i in trending.top(db, [mongo.ALL], LIMIT, t + 150)[mongo.ALL]]
+    finish(tail)
+    lists = _refresh_and_check(db, t + 180)
+    assert p[0] in [i["product_id"] for i in lists[mongo.ALL]]
+
+
+def test_the_publish_job_does_not_take_a_held_state_for_a_quiet_site(env, monkeypatch):
+    """The publish job waits for the state's lock; if another refresh keeps it past the wait, it
+    ranks the window's events in memory (and asks for a rebuild), not the batch reviews' fallback,
+    which would replace the live lists with the data's old weeks."""
+    db, p = env.db, env.products
+    t = time.time() - DAY
+    _apply(RatingEvent(user_id="tr-h1", product_id=p[0], rating=5, ts=t),
+           RatingEvent(user_id="tr-h2", product_id=p[1], rating=4, ts=t + 60))
+    monkeypatch.setattr(trending, "LOCK_S", 1)
+    r, lock = trending.client(), trending.key(db.name, "lock")
+    assert r.set(lock, "another refresh", nx=True, ex=60)
+    try:
+        assert popular.refresh_trending(LIMIT, db=db, quiet_fallback=True, now=t + 600) == len(_names(db))
+    finally:
+        r.delete(lock)
+    assert _same(_written(db), _from_scratch(db, t + 600))
+    assert db[mongo.POPULAR].find_one({"_id": trending.MISSED}) is not None, "the state missed this rebuild"
+

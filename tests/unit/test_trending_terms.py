@@ -36,3 +36,14 @@ def test_terms_times_the_common_factor_are_the_scores_of_the_events_rule():
 def test_a_user_is_computed_again_when_a_vote_leaves_the_window_or_while_one_is_in_the_future():
     assert trending.due([("p", 5, NOW - DAY), ("q", 4, NOW - 3 * DAY)], NOW) == NOW - 3 * DAY + trending.WINDOW_S
     assert trending.due([("p", 5, NOW - DAY), ("q", 4, NOW + 60)], NOW) == NOW
+
+
+def test_a_rating_and_its_removal_at_the_same_time_leave_no_vote_in_either_order():
+    """The rebuild ranks events by the histories' own tie rule (core.rating_history.change_key: a
+    removal wins at the same time), not by the order the scan returns them in."""
+    from core import trending
+
+    rate = {"user_id": "u", "product_id": "p", "rating": 5, "ts": 100.0, "action": "rate"}
+    unrate = {**rate, "rating": 0, "action": "unrate"}
+    assert trending.votes_from_events([rate, unrate]) == {}
+    assert trending.votes_from_events([unrate, rate]) == {}
