@@ -54,14 +54,18 @@ def test_the_replay_after_a_reload_keeps_a_same_time_removal(mongo_db):
     stored since the reload began must not bring it back, whichever of the two it reads last."""
     since = time.time()
     users = [f"TIE-{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    for user in users:  # the new generation, as user_history_docs built it: no P1, another rating kept
-        mongo_db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(user, {"P2": (3.0, 900.0)}, {}))
-    rate = {"action": RATE, "rating": 5, "ts": 2000.5, "product_id": "P1"}
-    unrate = {"action": UNRATE, "rating": 0, "ts": 2000.5, "product_id": "P1"}
-    for user, stored in zip(users, ([rate, unrate], [unrate, rate])):  # stored (and so read) in both orders
-        for change in stored:
-            mongo_db[mongo.RATINGS].insert_one(rating_history.rating_doc(
-                {"event_id": uuid.uuid4().hex, "user_id": user, **change}, state="processed"))
-    assert rating_history.reapply_live_ratings(since, db=mongo_db) == 0
-    for user in users:
-        assert rating_history.user_ratings(user, db=mongo_db) == {"P2": 3.0}, user
+    try:
+        for user in users:  # the new generation, as user_history_docs built it: no P1, another rating kept
+            mongo_db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(user, {"P2": (3.0, 900.0)}, {}))
+        rate = {"action": RATE, "rating": 5, "ts": 2000.5, "product_id": "P1"}
+        unrate = {"action": UNRATE, "rating": 0, "ts": 2000.5, "product_id": "P1"}
+        for user, stored in zip(users, ([rate, unrate], [unrate, rate])):  # stored (and so read) in both orders
+            for change in stored:
+                mongo_db[mongo.RATINGS].insert_one(rating_history.rating_doc(
+                    {"event_id": uuid.uuid4().hex, "user_id": user, **change}, state="processed"))
+        assert rating_history.reapply_live_ratings(since, db=mongo_db) == 0
+        for user in users:
+            assert rating_history.user_ratings(user, db=mongo_db) == {"P2": 3.0}, user
+    finally:  # the session's database: a later full reload would count these users' live ratings
+        mongo_db[mongo.RATINGS].delete_many({"user_id": {"$in": users}})
+        mongo_db[mongo.USER_HISTORY].delete_many({"_id": {"$in": users}})
