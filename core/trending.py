@@ -222,13 +222,13 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, token: byte
         meta, rebuild = {"t0": now, "live_until": max((float(e["ts"]) for e in events), default=0.0) + WINDOW_S}, True
     elif now - meta["t0"] > REBASE_AFTER_S:  # every stored vote again, around a new T0
         stored = {u.decode(): json.loads(v) for u, v in r.hgetall(k("users")).items()}
-        carried = {u: [(p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S] for u, rows in stored.items()}
+        carried = _stored_votes(stored, now)
         meta, rebuild = {"t0": now, "live_until": meta["live_until"]}, True
     else:  # a vote leaving the window changes no history: the user's other votes are those stored
         expiring = {u.decode() for u in r.zrangebyscore(k("due"), "-inf", f"({now!r}")}
         users = sorted(changed | expiring)
         old = {u: json.loads(v) for u, v in zip(users, r.hmget(k("users"), users) if users else []) if v}
-        carried = {u: [(p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S] for u, rows in old.items()}
+        carried = _stored_votes(old, now)
     # the marked users' histories win: a worker's batch stores its ratings after it marks them
     histories = mongo.find_by_ids(mongo.USER_HISTORY, changed, {"ratings": 1, "removed": 1}, db=db)
     new = {**carried, **{u: votes(histories.get(u), now) for u in changed}}
@@ -239,6 +239,11 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, token: byte
     if missed and float(missed.get("missed_at") or 0) < time.time() - NOTE_KEPT_S:
         db[mongo.POPULAR].delete_one({"_id": MISSED, "missed_at": missed.get("missed_at")})
     return now <= meta["live_until"]
+
+
+def _stored_votes(rows_by_user: dict[str, list], now: float) -> dict[str, list[tuple[str, float, float]]]:
+    """The votes (product, rating, ts) of stored rows that are still in the window at ``now``."""
+    return {u: [(p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S] for u, rows in rows_by_user.items()}
 
 
 def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], old: dict[str, list],
