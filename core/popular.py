@@ -42,7 +42,9 @@ def trending_scores(events: list[dict], now: float, half_life_s: float = TRENDIN
     One person counts once per product in the window: their latest event of it, which counts
     nothing when it took the rating back (``unrate``). And one person's weight is split over the
     products they rated in the window: summing every event let one account re-posting five stars
-    top "Trending" for every new visitor, and an account rating fifty products would fill it.
+    top "Trending" for every new visitor, and an account rating fifty products would fill it. Of
+    an account with more than ``trending.MAX_VOTES_PER_USER`` such products only the most recent
+    count (:func:`core.trending.capped`), as in the scores Redis keeps.
     """
     scores: dict[str, float] = defaultdict(float)
     for user_votes in trending.votes_from_events(events).values():

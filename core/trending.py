@@ -2,11 +2,13 @@
 
 The rule is core.popular's (:func:`core.popular.trending_scores`): a user's votes are the ratings
 in their history dated within the window (a rating taken back is not in the history, "not
-interested" never is), and product p scores, at time ``now``,
+interested" never is), their ``MAX_VOTES_PER_USER`` most recent if they have more (ts ties broken
+by the histories' rule, then by product id: :func:`capped`), and product p scores, at time ``now``,
 
     S(p) = sum over its voters u of (r_u / 5) * 0.5 ** ((now - t_u) / H) / n_u
 
-(H the half-life, n_u how many votes u has). Since 0.5 ** ((now - t) / H) equals
+(H the half-life, n_u how many votes u has: at most the cap, since a refresh computes a user's
+terms again whole and one account must not make it slow). Since 0.5 ** ((now - t) / H) equals
 2 ** ((t - T0) / H) * 2 ** -((now - T0) / H) and the second factor is the same for every term,
 Redis keeps s(p) = sum (r_u / 5) * 2 ** ((t_u - T0) / H) / n_u in a sorted set per category and
 one for all products ("forward decay"): the order is S's, and S(p) = s(p) * 2 ** -((now - T0) / H).
@@ -65,6 +67,7 @@ STATE_TTL_S = 2 * WINDOW_S  # every key: a deployment whose refresh stopped that
 LOCK_S = 900  # the most one refresh holds the state: far above a rebuild at 1M events (docs/benchmarks.md)
 MISSED = "trending-state"  # ``popular`` document asking for a rebuild (:func:`request_rebuild`)
 NOTE_KEPT_S = 60.0  # the refreshes rebuild this long after a missed mark (its events' insert may lag)
+MAX_VOTES_PER_USER = 100  # a user's most recent votes counted (:func:`capped`): 14 a day for a week
 SEP = "\x1f"  # between a list's name and a product id in the voter counts (neither holds it)
 
 
@@ -128,16 +131,40 @@ def request_rebuild(db: Database) -> None:
 
 # --- votes -------------------------------------------------------------------------------------
 
-def votes(history: dict | None, now: float) -> list[tuple[str, float, float]]:
-    """(product, rating, ts) of a ``user_history`` document's ratings that vote at ``now``."""
+Vote = tuple[str, float, float]  # (product, rating, ts)
+
+
+def _recency(vote: Vote) -> tuple:
+    """Orders a user's votes from the most recent: the histories' own key (core.rating_history's
+    ``change_key``: the later ts; at one ts, the lower rating), then the product id, so that the
+    history, the rebuild's events and the stored rows keep the same votes when ts tie."""
+    p, r, t = vote
+    return (*rating_history.change_key(r, t), p)
+
+
+def capped(user_votes: Iterable[Vote]) -> list[Vote]:
+    """The ``MAX_VOTES_PER_USER`` most recent of one user's votes, by product. An account rating
+    more (a bot at the rate limit rates up to ~300,000 a week) counts as much as any shopper, its
+    weight split anyway; without the cap each refresh after its next vote recomputed all of its
+    terms, and a few such accounts made the minute's refresh grow with their activity."""
+    user_votes = list(user_votes)
+    if len(user_votes) > MAX_VOTES_PER_USER:
+        user_votes = sorted(user_votes, key=_recency, reverse=True)[:MAX_VOTES_PER_USER]
+    return sorted(user_votes)
+
+
+def votes(history: dict | None, now: float) -> list[Vote]:
+    """(product, rating, ts) of a ``user_history`` document's ratings that vote at ``now``: those
+    dated within the window, at most ``MAX_VOTES_PER_USER`` of them (:func:`capped`)."""
     rated, _removed = rating_history.history_entries(history)
-    return sorted((p, r, t) for p, (r, t) in rated.items() if t >= now - WINDOW_S)
+    return capped((p, r, t) for p, (r, t) in rated.items() if t >= now - WINDOW_S)
 
 
-def votes_from_events(events: Iterable[dict]) -> dict[str, list[tuple[str, float, float]]]:
+def votes_from_events(events: Iterable[dict]) -> dict[str, list[Vote]]:
     """{user: (product, rating, ts) of their votes} of rating events: per user and product the
-    latest event counts, and only if it is a rating (an ``unrate`` takes it back). The events of a
-    window give the votes its histories hold (the workers apply the same events to them)."""
+    latest event counts, and only if it is a rating (an ``unrate`` takes it back); of those, the
+    user's ``MAX_VOTES_PER_USER`` most recent (:func:`capped`). The events of a window give the
+    votes its histories hold (the workers apply the same events to them)."""
     def key(e: dict) -> tuple:  # the histories' own rule (a removal wins a tie), whatever the scan's order
         return rating_history.change_key(rating_history.history_rating(e.get("action", "rate"), e["rating"]),
                                          float(e["ts"]))
@@ -151,7 +178,7 @@ def votes_from_events(events: Iterable[dict]) -> dict[str, list[tuple[str, float
     for (user, pid), e in sorted(latest.items()):
         if e.get("action", "rate") == "rate":
             out[user].append((pid, float(e["rating"]), float(e["ts"])))
-    return dict(out)
+    return {user: capped(vs) for user, vs in out.items()}
 
 
 def last_activity(history: dict | None) -> float:
@@ -241,8 +268,13 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, token: byte
     return now <= meta["live_until"]
 
 
-def _stored_votes(rows_by_user: dict[str, list], now: float) -> dict[str, list[tuple[str, float, float]]]:
-    """The votes (product, rating, ts) of stored rows that are still in the window at ``now``."""
+def _stored_votes(rows_by_user: dict[str, list], now: float) -> dict[str, list[Vote]]:
+    """The votes (product, rating, ts) of stored rows that are still in the window at ``now``.
+
+    The rows hold a user's votes after the cap (:func:`capped`), yet this is exactly what their
+    unchanged history gives at ``now``: the votes beyond the cap are dated no later than every
+    stored one, so they have left the window before or with the oldest stored vote, and the ones
+    ageing out are always the least recent (a changed history is marked and read again)."""
     return {u: [(p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S] for u, rows in rows_by_user.items()}
 
 

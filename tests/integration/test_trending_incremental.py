@@ -147,6 +147,52 @@ def test_incremental_lists_equal_the_from_scratch_ranking_through_changes_and_ag
     assert _from_scratch(db, t + 9 * DAY + 3601)[mongo.ALL] == []
 
 
+def _stored_row(db, user: str) -> list:
+    import json
+
+    return json.loads(trending.client().hget(trending.key(db.name, "users"), user) or "[]")
+
+
+def _score(db, product: str) -> float | None:
+    return trending.client().zscore(trending.list_key(db.name, mongo.ALL), product)
+
+
+def test_a_heavy_rater_counts_its_most_recent_votes_through_new_votes_removals_and_ageing(env):
+    """An account with more votes in the window than ``MAX_VOTES_PER_USER`` counts its most recent
+    ones, in the state (which then holds that many rows for it: a refresh after its next vote
+    recomputes that many terms, not all it made) as in the from-scratch ranking, through a new
+    vote, a removal (a vote beyond the cap comes back), ageing (none beyond the cap comes back) and
+    a rebuild. Ten of its votes share one ts at the cut: the histories' tie rule decides."""
+    db, p = env.db, env.products
+    cap, t = trending.MAX_VOTES_PER_USER, time.time() - 3 * DAY
+    n = cap + 50
+    at = [t + 60 * (45 if 45 <= i < 55 else i) for i in range(n)]  # p[45..54] tied at the cut
+    _apply(*[RatingEvent(user_id="tr-bot", product_id=p[i], rating=1 + i % 5, ts=at[i]) for i in range(n)],
+           RatingEvent(user_id="tr-h1", product_id=p[2], rating=4, ts=t + 30),
+           RatingEvent(user_id="tr-h2", product_id=p[120], rating=5, ts=t + 90))
+    _refresh_and_check(db, t + DAY)
+    t0 = _t0(db)
+    assert len(_stored_row(db, "tr-bot")) == cap
+    assert _score(db, p[0]) is None and _score(db, p[n - 1]) is not None  # beyond the cap / the newest
+    kept = {row[0] for row in _stored_row(db, "tr-bot")}
+    assert len(kept & set(p[45:55])) == 5, "half of the tied votes are within the cap"
+
+    _apply(RatingEvent(user_id="tr-bot", product_id=p[n], rating=5, ts=t + DAY + 10))
+    _refresh_and_check(db, t + DAY + 60)
+    assert len(_stored_row(db, "tr-bot")) == cap and p[n] in {row[0] for row in _stored_row(db, "tr-bot")}
+
+    _apply(RatingEvent(user_id="tr-bot", product_id=p[n - 1], rating=0, ts=t + DAY + 20, action=UNRATE))
+    _refresh_and_check(db, t + DAY + 120)  # the newest beyond the cap counts again
+    assert len(_stored_row(db, "tr-bot")) == cap
+
+    for later in (t + 7 * DAY + 60 * 50 + 1, t + 7 * DAY + 60 * 120 + 1):  # its oldest kept votes age out
+        _refresh_and_check(db, later)
+        assert _stored_row(db, "tr-bot") and _score(db, p[0]) is None
+    assert _t0(db) == t0, "updated, never rebuilt"
+    trending.drop_state(db.name)
+    _refresh_and_check(db, t + 7 * DAY + 60 * 120 + 1)  # a rebuild from the events: the same lists
+
+
 def test_a_refresh_reads_only_the_histories_of_the_users_that_changed(env):
     db, p = env.db, env.products
     t = time.time() - 2 * DAY

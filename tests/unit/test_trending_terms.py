@@ -47,3 +47,54 @@ def test_a_rating_and_its_removal_at_the_same_time_leave_no_vote_in_either_order
     unrate = {**rate, "rating": 0, "action": "unrate"}
     assert trending.votes_from_events([rate, unrate]) == {}
     assert trending.votes_from_events([unrate, rate]) == {}
+
+
+CAP = 5  # a small cap for these tests; the module's own is checked in the integration tests
+
+
+@pytest.fixture
+def small_cap(monkeypatch):
+    # raising=False: against a module without the cap the tests fail on their assertions
+    monkeypatch.setattr(trending, "MAX_VOTES_PER_USER", CAP, raising=False)
+
+
+def _heavy_history() -> tuple[dict, list[dict]]:
+    """A shopper with more votes than the cap, ties at the same ts around the cut (two ratings of
+    different products, equal ratings of different products), one vote taken back, one out of the
+    window, and the rating events that leave that history."""
+    ratings = {f"p{i:02d}": (1 + i % 5, NOW - 3600 * i) for i in range(12)}
+    ratings.update({"tie-a": (5, NOW - 3600 * 3), "tie-b": (2, NOW - 3600 * 3), "tie-c": (2, NOW - 3600 * 3)})
+    ratings["old"] = (5, NOW - 8 * DAY)
+    doc = history_doc("h", ratings, {"gone": NOW - 60})
+    events = [{"user_id": "h", "product_id": p, "rating": r, "ts": t, "action": "rate"} for p, (r, t) in ratings.items()]
+    events += [{"user_id": "h", "product_id": "gone", "rating": 5, "ts": NOW - 120, "action": "rate"},
+               {"user_id": "h", "product_id": "gone", "rating": 0, "ts": NOW - 60, "action": "unrate"}]
+    return doc, [e for e in events if e["ts"] >= NOW - trending.WINDOW_S]
+
+
+def test_a_heavy_shopper_counts_the_cap_of_their_most_recent_votes_in_every_path(small_cap):
+    """The history (a marked user), the rating events (a rebuild) and core.popular's in-memory rule
+    keep the same votes, ties at the cut included: the later ts, then the lower rating (the
+    histories' change_key), then the greater product id."""
+    doc, events = _heavy_history()
+    got = trending.votes(doc, NOW)
+    # p00 p01 p02 at 0, 1, 2 hours; at 3 hours p03 (rating 4), tie-b and tie-c (2), tie-a (5): the
+    # lower ratings first, and of the two 2s the greater id
+    assert got == sorted([("p00", 1.0, NOW), ("p01", 2.0, NOW - 3600), ("p02", 3.0, NOW - 7200),
+                          ("tie-c", 2.0, NOW - 10800), ("tie-b", 2.0, NOW - 10800)])
+    assert trending.votes_from_events(events) == {"h": got}
+    assert trending.votes_from_events(list(reversed(events))) == {"h": got}
+    scores = popular.trending_scores(events, NOW)
+    assert set(scores) == {p for p, _r, _t in got}
+    assert sum(scores.values()) == pytest.approx(sum(r / 5 * 0.5 ** ((NOW - t) / DAY) for _p, r, t in got) / CAP)
+
+
+def test_stored_votes_aged_are_the_votes_the_history_gives_later(small_cap):
+    """The state keeps a heavy shopper's capped votes only; as they age out, no vote beyond the cap
+    may come back: the stored rows filtered by the window are what reading the history again gives."""
+    doc, _events = _heavy_history()
+    vs = trending.votes(doc, NOW)
+    assert len(vs) == CAP
+    rows = {"h": [[p, r, t, "", term] for (p, r, t), term in zip(vs, trending.terms(vs, NOW, NOW))]}
+    for later in [NOW + trending.WINDOW_S - 3600 * k + d for k in range(5) for d in (-1, 0, 1)]:
+        assert trending._stored_votes(rows, later)["h"] == trending.votes(doc, later), later
