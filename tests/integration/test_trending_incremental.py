@@ -11,7 +11,9 @@ else; a rebuild (Redis flushed, or a mark lost while Redis was down) gives the s
 from __future__ import annotations
 
 import math
+import threading
 import time
+from typing import Callable
 
 import pytest
 import redis
@@ -50,10 +52,11 @@ def _names(db) -> set[str]:
     return {mongo.ALL, *(c["name"] for c in catalog.categories(db=db))}
 
 
-def _from_scratch(db, now: float) -> dict[str, list[dict]]:
-    """The rule before the change: every rating event of the window in ``ratings``, ranked again."""
+def _from_scratch(db, now: float, without: frozenset[str] = frozenset()) -> dict[str, list[dict]]:
+    """The rule before the change: every rating event of the window in ``ratings`` (but those of
+    the users ``without``), ranked again."""
     events = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - trending.WINDOW_S}})
-              if e.get("action", "rate") in ("rate", "unrate")]
+              if e.get("action", "rate") in ("rate", "unrate") and e.get("user_id") not in without]
     return popular.ranked(popular.trending_scores(events, now), _names(db), LIMIT, db)
 
 
@@ -340,3 +343,106 @@ def test_the_publish_job_does_not_take_a_held_state_for_a_quiet_site(env, monkey
     assert _same(_written(db), _from_scratch(db, t + 600))
     assert db[mongo.POPULAR].find_one({"_id": trending.MISSED}) is not None, "the state missed this rebuild"
 
+
+
+def _race(db, now: float, wait: bool, during: Callable[[], None]) -> list:
+    """Two refreshes at ``now`` (``wait``: the publish job's) released together by a barrier. The
+    one that gets the state stops where it reads the histories (its marks taken) until the other
+    has found the state held (or has got there too: no lock), while ``during`` runs (a worker
+    batch marking more users); then both finish. Their results, or what they raised."""
+    barrier, cond = threading.Barrier(2), threading.Condition()
+    seen = {"paused": 0, "refused": 0, "released": False}
+    refreshers: set[int] = set()
+    real_find, real_acquire = mongo.find_by_ids, redis.lock.Lock.do_acquire
+
+    def find_by_ids(collection, ids, *args, **kwargs):
+        if collection == mongo.USER_HISTORY and threading.get_ident() in refreshers:
+            with cond:
+                seen["paused"] += 1
+                cond.notify_all()
+                cond.wait_for(lambda: seen["released"], timeout=120)
+        return real_find(collection, ids, *args, **kwargs)
+
+    def do_acquire(self, token):
+        got = real_acquire(self, token)
+        if not got and threading.get_ident() in refreshers:
+            with cond:
+                seen["refused"] += 1
+                cond.notify_all()
+        return got
+
+    results: dict[int, object] = {}
+
+    def refresh(i: int) -> None:
+        refreshers.add(threading.get_ident())
+        barrier.wait()
+        try:
+            results[i] = trending.update(db, now, wait=wait)
+        except Exception as exc:  # noqa: BLE001  (asserted on below)
+            results[i] = exc
+
+    threads = [threading.Thread(target=refresh, args=(i,), daemon=True) for i in range(2)]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(mongo, "find_by_ids", find_by_ids)
+        m.setattr(redis.lock.Lock, "do_acquire", do_acquire)
+        for th in threads:
+            th.start()
+        with cond:  # a bound on the wait for safety, not a timing: the condition is what is checked
+            overlapped = cond.wait_for(lambda: seen["paused"] and (seen["refused"] or seen["paused"] == 2),
+                                       timeout=120)
+        during()
+        with cond:
+            seen["released"] = True
+            cond.notify_all()
+        for th in threads:
+            th.join(timeout=300)
+    assert overlapped and not any(th.is_alive() for th in threads), seen
+    return [results[0], results[1]]
+
+
+def _racing_setup(env) -> tuple[float, set[str], Callable[[], None]]:
+    """A built state, twenty users marked since (pending for the next refresh), and the batch of
+    five more users that comes while the racing refreshes run: what it applies, and when."""
+    db, p = env.db, env.products
+    t = time.time() - DAY
+    _apply(*[RatingEvent(user_id=f"tr-x{u}", product_id=p[(u * 3 + k) % 30], rating=1 + (u + k) % 5,
+                         ts=t + u + k / 10) for u in range(10) for k in range(3)])
+    _refresh_and_check(db, t + 60)
+    _apply(*[RatingEvent(user_id=f"tr-x{u}", product_id=p[40 + (u + k) % 20], rating=5 - (u * k) % 5,
+                         ts=t + 100 + u + k / 10) for u in range(5, 25) for k in range(3)])
+    assert trending.client().scard(trending.key(db.name, "dirty")) == 20
+    late = {f"tr-late{u}" for u in range(5)}
+
+    def during() -> None:
+        _apply(*[RatingEvent(user_id=u, product_id=p[70], rating=5, ts=t + 200 + i) for i, u in enumerate(sorted(late))])
+
+    return t + 300, late, during
+
+
+def test_two_refreshes_started_together_one_takes_the_marks_the_other_leaves_it(env):
+    """Celery's refresh on two workers at once (a beat sent twice, a slow one overlapping the next):
+    exactly one reads the marked users and updates the state, the other returns None at once; the
+    users marked meanwhile stay marked for the next refresh, which then gives the from-scratch lists."""
+    db = env.db
+    now, late, during = _racing_setup(env)
+    results = _race(db, now, False, during)
+    assert sorted(results, key=repr) == [None, True], results
+    r = trending.client()
+    assert {u.decode() for u in r.smembers(trending.key(db.name, "dirty"))} == late
+    assert not r.exists(trending.key(db.name, "taking"))
+    assert _same(trending.top(db, _names(db), LIMIT, now), _from_scratch(db, now, without=frozenset(late)))
+    assert _from_scratch(db, now, without=frozenset(late)) != _from_scratch(db, now), "the late batch matters"
+    _refresh_and_check(db, now)
+    assert not r.exists(trending.key(db.name, "dirty"))
+
+
+def test_a_publish_job_racing_a_refresh_waits_and_applies_its_own_pass(env):
+    """Two refreshes that wait for the state (the publish job's) started together: the second waits
+    for the first, then takes the users marked meanwhile itself; nothing is left marked and the
+    state ranks as from scratch without another refresh."""
+    db = env.db
+    now, late, during = _racing_setup(env)
+    assert _race(db, now, True, during) == [True, True]
+    r = trending.client()
+    assert not r.exists(trending.key(db.name, "dirty")) and not r.exists(trending.key(db.name, "taking"))
+    assert _same(trending.top(db, _names(db), LIMIT, now), _from_scratch(db, now))
