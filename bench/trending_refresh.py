@@ -1,6 +1,7 @@
 """What one trending refresh costs against a week of live ratings, beside its beat period.
 
     .local/venv/bin/python -m bench.trending_refresh --sizes 10000,100000,1000000 --new 1000
+    .local/venv/bin/python -m bench.trending_refresh --sizes 10000 --heavy 50000
 
 Why: Celery beat sends ``core.popular.refresh_trending`` every ``TRENDING_REFRESH_S`` (60 s by
 default). It used to read every rating event of the last week and rank them again: its cost grew
@@ -10,7 +11,9 @@ scores kept in Redis with the users whose histories changed since the last refre
 publish job). This prints, per week size, the rebuild (the old refresh's read and scoring, plus
 writing the state), then a refresh after ``--new`` events of ``--new`` / 2 users,
 and a refresh with nothing new, each as a share of the beat period; how many histories the
-incremental refresh read; and the weekly rebase (every stored vote around a new T0).
+incremental refresh read; and the weekly rebase (every stored vote around a new T0). ``--heavy``
+times instead the refresh after one new vote of an account with that many votes in the week
+(core.trending.MAX_VOTES_PER_USER bounds what it recomputes).
 
 Events are synthetic (users rate 5 products each on average, spread over 20,000 products in 10
 categories and six days), written as the workers leave them: in ``ratings`` and applied to the
@@ -50,14 +53,16 @@ class _HistoryReads(monitoring.CommandListener):
         pass
 
 
-def fill(db, n: int, now: float) -> None:
-    """A catalog of ``N_PRODUCTS`` and ``n`` rating events of the last six days in ``ratings``,
+def fill(db, n: int, now: float, n_products: int = N_PRODUCTS) -> None:
+    """A catalog of ``n_products`` and ``n`` rating events of the last six days in ``ratings``,
     applied to their users' histories, in batches of 10,000."""
     for name in (mongo.RATINGS, mongo.USER_HISTORY, mongo.PRODUCTS, mongo.CATALOG_INDEX, mongo.POPULAR):
         db.drop_collection(name)
     cats = [f"cat{c}" for c in range(10)]
-    db[mongo.PRODUCTS].insert_many([{"_id": f"p{i}", "category": cats[i % 10]} for i in range(N_PRODUCTS)])
-    db[mongo.CATALOG_INDEX].insert_one({"_id": "categories", "items": [{"name": c, "n_products": N_PRODUCTS // 10}
+    for start in range(0, n_products, 10_000):
+        db[mongo.PRODUCTS].insert_many([{"_id": f"p{i}", "category": cats[i % 10]}
+                                        for i in range(start, min(n_products, start + 10_000))])
+    db[mongo.CATALOG_INDEX].insert_one({"_id": "categories", "items": [{"name": c, "n_products": n_products // 10}
                                                                         for c in cats]})
     rng = random.Random(n)
     histories: dict[str, tuple[dict, dict]] = {}
@@ -94,6 +99,47 @@ def add_events(db, n_users: int, k: int, now: float, rng: random.Random) -> None
     trending.mark_changed(changed, db=db)
 
 
+def rate_as(db, user: str, products: list[str], now: float, rng: random.Random) -> None:
+    """``user`` rates ``products`` within the last six days (the newest at ``now``), as a worker
+    batch leaves it: the events stored, the history written whole, the user marked."""
+    events = [{"_id": f"{user}-{p}", "user_id": user, "product_id": p, "rating": rng.randint(1, 5),
+               "ts": now - (0.0 if len(products) == 1 else rng.random() * 6 * 86400), "action": "rate"}
+              for p in products]
+    for start in range(0, len(events), 10_000):
+        db[mongo.RATINGS].insert_many(events[start:start + 10_000], ordered=False)
+    rated, removed = rating_history.history_entries(mongo.find_by_ids(mongo.USER_HISTORY, [user], db=db).get(user))
+    for e in events:
+        rating_history.apply_history_change(rated, removed, e["product_id"], e["rating"], e["ts"])
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(user, rated, removed)], db=db)
+    trending.mark_changed([user], db=db)
+
+
+def heavy_case(db, base: int, heavy: int, repeats: int) -> dict:
+    """A week of ``base`` events and one account with ``heavy`` votes in it (a bot at the rating
+    limit), then ``repeats`` refreshes each after one new vote of that account: what the minute's
+    refresh pays for it. Also the read of its history alone (the part the cap leaves: the refresh
+    reads a changed user's history whole) and the size of its row in Redis."""
+    trending.drop_state(db.name)
+    now, rng = time.time(), random.Random(heavy)
+    fill(db, base, now, n_products=max(N_PRODUCTS, heavy + repeats))
+    rate_as(db, "heavy", [f"p{i}" for i in range(heavy)], now, rng)
+    rebuild_s = timed_refresh(db)
+    after_vote, cpu = [], []
+    for k in range(repeats):
+        rate_as(db, "heavy", [f"p{heavy + k}"], time.time(), rng)
+        c0 = time.process_time()  # this process's CPU: the refresh's own work, less sensitive to load
+        after_vote.append(timed_refresh(db))
+        cpu.append(time.process_time() - c0)
+    t0 = time.perf_counter()
+    mongo.find_by_ids(mongo.USER_HISTORY, ["heavy"], {"ratings": 1, "removed": 1}, db=db)
+    history_read_s = time.perf_counter() - t0
+    row = trending.client().hstrlen(trending.key(db.name, "users"), "heavy")
+    return {"base_events": base, "heavy_votes": heavy, "cap": getattr(trending, "MAX_VOTES_PER_USER", None),
+            "rebuild_s": round(rebuild_s, 2), "refresh_after_its_vote_s": [round(x, 3) for x in after_vote],
+            "its_cpu_s": [round(x, 3) for x in cpu],
+            "history_read_s": round(history_read_s, 3), "redis_row_bytes": row}
+
+
 def timed_refresh(db) -> float:
     t0 = time.perf_counter()
     if not popular.refresh_trending(db=db):
@@ -107,11 +153,23 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=1000, help="events between two refreshes")
     ap.add_argument("--database", default="bench_trending")
     ap.add_argument("--period-s", type=float, default=float(os.environ.get("TRENDING_REFRESH_S", "60")))
+    ap.add_argument("--heavy", type=int, default=0,
+                    help="instead: one account with this many votes in a week of --sizes' first size")
+    ap.add_argument("--repeats", type=int, default=3, help="--heavy: refreshes after one vote of it")
     args = ap.parse_args()
     reads = _HistoryReads()
     client = MongoClient(get_settings().mongo_uri, event_listeners=[reads])
     db = mongo.ReloadableDatabase(client, args.database)
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.heavy:
+        try:
+            print(json.dumps(heavy_case(db, int(args.sizes.split(",")[0]), args.heavy, args.repeats)))
+        finally:
+            trending.drop_state(db.name)
+            client.drop_database(args.database)
+            client.close()
+        print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        return
     print(f"{'events/week':>12} {'rebuild s':>10} {'of period':>10} {f'+{args.new} s':>10} {'histories':>10} "
           f"{'of period':>10} {'idle s':>8} {'rebase s':>9}")
     rows = []
