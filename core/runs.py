@@ -1,0 +1,64 @@
+"""A pipeline run's job records: where they live, how a run id names their folder, how train's is read.
+
+Every job writes its record to ``$DATA_DIR/runs/<run id>/<job>.json`` (spark_jobs/reconcile.write_record);
+bin/pipeline --resume reads them (spark_jobs/run_records.py) and so does the DAG's ``evaluate`` task
+(dags/recommender/records.py). The writer and both readers take the layout and the reading rule from
+here, so a change to either cannot leave one of them looking in the old place.
+
+Standard library, core.settings and core.storage only: the Airflow venv imports this module and
+has neither pyspark nor pymongo (requirements-airflow.txt).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from core import storage
+from core.settings import get_settings
+from core.storage import Location
+
+RUNS = "runs"  # the folder under DATA_DIR that holds one folder per run
+
+
+def fs_safe(run_id: str) -> str:
+    """A run id as a file and document-id safe string (no ':' or '+', no '/').
+
+    Airflow's run ids look like ``manual__2026-11-25T11:40:32.728943+00:00``; the jobs put the run
+    id into paths ($DATA_DIR/runs/<id>/) and MongoDB ids ("<id>:<job>"), so every character outside
+    [A-Za-z0-9._-] becomes '-'. A safe id is returned unchanged, so applying it twice is harmless:
+    the DAG hands the jobs ids it already made safe, and :func:`record_path` makes them safe again.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.")
+    if not safe:
+        raise ValueError(f"run id {run_id!r} has no file-system safe characters")
+    return safe
+
+
+def record_path(run_id: str, job: str, data_dir: Location | None = None) -> Location:
+    """Where ``job``'s record of this run is kept: ``<data_dir>/runs/<fs_safe(run id)>/<job>.json``.
+
+    ``data_dir`` defaults to the settings' DATA_DIR; the benchmarks pass the DATA_DIR of the run
+    they started.
+    """
+    base = data_dir if data_dir is not None else get_settings().data_dir
+    return base / RUNS / fs_safe(run_id) / f"{job}.json"
+
+
+def read_record(run_id: str, job: str, data_dir: Location | None = None) -> dict[str, Any] | None:
+    """``job``'s record of this run, None when it wrote none (json.JSONDecodeError when it is no JSON)."""
+    path = record_path(run_id, job, data_dir)
+    return json.loads(storage.read_text(path)) if storage.is_file(path) else None
+
+
+def succeeded(record: Mapping[str, Any]) -> bool:
+    """Whether a train record says train succeeded: status "ok", or no status at all (both readers
+    have always let a record without one pass; train itself writes "ok", spark_jobs/train.py)."""
+    return record.get("status", "ok") == "ok"
+
+
+def model_version(record: Mapping[str, Any]) -> str:
+    """The model version a train record names, "" when none: ``version``, else ``model_version``
+    (both readers have always accepted either name)."""
+    return str(record.get("version") or record.get("model_version") or "")
