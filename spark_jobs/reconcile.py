@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from core import storage
-from core.settings import get_settings
+from core.runs import record_path
 from core.storage import Location
 
 
@@ -14,13 +14,9 @@ class Unbalanced(RuntimeError):
     """The counts do not add up: some rows were lost; the job must fail loudly."""
 
 
-def record_path(run_id: str, job: str) -> Location:
-    """Where a job's record of a run is kept: ``$DATA_DIR/runs/<run id>/<job>.json``."""
-    return get_settings().data_dir / "runs" / run_id / f"{job}.json"
-
-
 def write_record(run_id: str, job: str, record: dict[str, Any]) -> Location:
-    """Store the record as JSON under the run's folder and in MongoDB (best effort there)."""
+    """Store the record as JSON under the run's folder (core.runs.record_path, where bin/pipeline
+    --resume and the DAG's ``evaluate`` task read it) and in MongoDB (best effort there)."""
     out = record_path(run_id, job)
     storage.write_text(out, json.dumps(record, indent=2, sort_keys=True, default=str))
     try:

@@ -1,7 +1,8 @@
 """What bin/pipeline reads from a run's records, ``$DATA_DIR/runs/<run id>/<job>.json``.
 
 Those files are the record of truth (spark_jobs/reconcile.write_record; MongoDB holds a best-effort
-copy). Standard library and core only: no Spark starts.
+copy); where they are and how train's is read is core.runs, shared with the DAG. Standard library
+and core only: no Spark starts.
 
     python -m spark_jobs.run_records finished RUN JOB [--force-publish]  # exit 0: JOB finished in RUN
     python -m spark_jobs.run_records version RUN                         # train's model version, or nothing
@@ -10,28 +11,19 @@ copy). Standard library and core only: no Spark starts.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
+
+from core.runs import model_version, read_record, succeeded
 
 # What a job records when it finished: "ok", or publish's decision (spark_jobs/publish.py). A job
 # that failed records "failed" or nothing (publish raises before writing its record).
 FINISHED = {"ok", "published", "rejected", "unchanged"}
 
 
-def read(run_id: str, job: str) -> dict[str, Any] | None:
-    """The job's record in this run, None when it wrote none."""
-    from core import storage
-    from spark_jobs.reconcile import record_path
-
-    path = record_path(run_id, job)
-    return json.loads(storage.read_text(path)) if storage.is_file(path) else None
-
-
 def finished(run_id: str, job: str, force_publish: bool = False) -> bool:
     """Whether ``job`` finished in this run, so a resume skips it. A publish the gate rejected is
     finished, unless the resume forces publishing: then it runs again, with ``--force``."""
-    status = (read(run_id, job) or {}).get("status")
+    status = (read_record(run_id, job) or {}).get("status")
     if job == "publish" and force_publish and status == "rejected":
         return False
     return status in FINISHED
@@ -39,18 +31,16 @@ def finished(run_id: str, job: str, force_publish: bool = False) -> bool:
 
 def version(run_id: str) -> str:
     """The model version train recorded in this run ("" when it recorded none), read as the DAG's
-    ``evaluate`` task reads it (dags/recommender/records.read_train_record)."""
-    record = read(run_id, "train") or {}
-    if record.get("status", "ok") != "ok":
-        return ""
-    return str(record.get("version") or record.get("model_version") or "")
+    ``evaluate`` task reads it (core.runs; dags/recommender/records.read_train_record)."""
+    record = read_record(run_id, "train") or {}
+    return model_version(record) if succeeded(record) else ""
 
 
 def inputs(run_id: str, given: list[str]) -> list[str]:
     """The inputs a resume of this run loads: those its load recorded (when it started, failed or
     finished; spark_jobs/load.py), never the demo default. ``given`` (the resume's --input) must
     name the same ones, and is required when load recorded none."""
-    recorded = (read(run_id, "load") or {}).get("inputs")
+    recorded = (read_record(run_id, "load") or {}).get("inputs")
     if not recorded:
         if given:
             return given

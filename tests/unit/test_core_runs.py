@@ -1,0 +1,73 @@
+"""core.runs: where a run's job records live and how train's is read, the one rule that the jobs'
+writer (spark_jobs.reconcile), bin/pipeline's reader (spark_jobs.run_records) and the DAG's reader
+(dags/recommender/records.py, checked in the Airflow venv by tests/integration/test_airflow_dag.py)
+all follow. MongoDB's copy of a record is replaced here; the file is the record of truth.
+"""
+from __future__ import annotations
+
+import pytest
+
+from core import runs, storage
+from core.settings import get_settings
+from spark_jobs import reconcile, run_records
+
+AIRFLOW_RUN_ID = "manual__2026-11-25T11:40:32.728943+00:00"
+SAFE_RUN_ID = "manual__2026-11-25T11-40-32.728943-00-00"
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """DATA_DIR in a temporary folder, and no MongoDB copy of the records written."""
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("core.mongo.record_pipeline_run", lambda *args, **kwargs: None)
+    get_settings.cache_clear()
+    yield tmp_path / "data"
+    get_settings.cache_clear()
+
+
+def test_fs_safe_replaces_what_a_path_or_document_id_cannot_hold():
+    assert runs.fs_safe(AIRFLOW_RUN_ID) == SAFE_RUN_ID
+    assert runs.fs_safe("scheduled__2025-01-01T00:00:00+00:00") == "scheduled__2025-01-01T00-00-00-00-00"
+    assert runs.fs_safe("../a/b") == "a-b"
+    assert runs.fs_safe(SAFE_RUN_ID) == SAFE_RUN_ID  # the DAG hands the jobs ids it made safe already
+    with pytest.raises(ValueError, match="no file-system safe characters"):
+        runs.fs_safe(":+/")
+
+
+def test_record_path_is_under_data_dir_runs_and_joins_a_bucket_too(data_dir):
+    assert runs.record_path(AIRFLOW_RUN_ID, "train") == data_dir / "runs" / SAFE_RUN_ID / "train.json"
+    bucket = storage.location("s3a://bucket/prefix/data")
+    assert runs.record_path("r1", "load", bucket) == "s3a://bucket/prefix/data/runs/r1/load.json"
+
+
+@pytest.mark.parametrize("written_as", [AIRFLOW_RUN_ID, SAFE_RUN_ID], ids=["raw id", "safe id"])
+def test_a_record_the_jobs_write_is_what_the_readers_find(data_dir, written_as):
+    """As the DAG runs them, the jobs get the safe id and evaluate reads with Airflow's own; bin/pipeline
+    hands its --run-id to both. Either way the writer and the readers meet in one folder."""
+    record = {"status": "ok", "version": "v-1", "metrics": {"ndcg@10": 0.1}}
+    written = reconcile.write_record(written_as, "train", record)
+    for read_as in (AIRFLOW_RUN_ID, SAFE_RUN_ID):
+        assert runs.record_path(read_as, "train") == written
+        assert runs.read_record(read_as, "train") == record
+        assert run_records.version(read_as) == "v-1"
+        assert run_records.finished(read_as, "train")
+    assert [p.name for p in (data_dir / "runs").iterdir()] == [SAFE_RUN_ID]
+
+
+@pytest.mark.parametrize("record, ok, version", [
+    ({"status": "ok", "version": "v1"}, True, "v1"),
+    ({"version": "v1"}, True, "v1"),
+    ({"status": "ok", "model_version": "v0"}, True, "v0"),
+    ({"status": "failed", "version": "v1"}, False, "v1"),
+    ({"status": "started"}, False, ""),
+    ({}, True, ""),
+])
+def test_the_reading_rule_for_train_records(data_dir, record, ok, version):
+    assert (runs.succeeded(record), runs.model_version(record)) == (ok, version)
+    reconcile.write_record("r-1", "train", record)
+    assert run_records.version("r-1") == (version if ok else "")
+
+
+def test_no_record_reads_as_none(data_dir):
+    assert runs.read_record("r-none", "train") is None
+    assert run_records.version("r-none") == "" and not run_records.finished("r-none", "train")
