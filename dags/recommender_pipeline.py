@@ -5,15 +5,15 @@ the Spark provider's SparkSubmitOperator, exactly what ``bin/pipeline`` does by 
 behaves the same from the shell and from Airflow (the zip of core/ and spark_jobs/ is built from the
 installed package right before each submit, see spark_jobs/pyfiles.py). ``evaluate`` is not a Spark job: ``train`` evaluates the
 model itself and writes its record (``$DATA_DIR/runs/<run id>/train.json``, see
-spark_jobs/reconcile.write_record); ``evaluate`` reads that file and hands the model version and
+core/runs.py); ``evaluate`` reads that file and hands the model version and
 its metrics to ``publish`` through XCom. The publish gate (is the new model good enough?) is
 spark_jobs/publish.py's decision; the DAG only adds ``--force`` when the ``force_publish`` param
 is set.
 
 This file holds the tasks and their order; the operator and the helpers live in the package beside
-it, ``dags/recommender/`` (``operators.py``: ``SparkJobOperator``; ``records.py``: run ids and
-train's record), which Airflow imports from the DAG folder and ``.airflowignore`` keeps out of the
-DAG scan.
+it, ``dags/recommender/`` (``operators.py``: ``SparkJobOperator``; ``records.py``: train's record
+as ``evaluate`` reads it), which Airflow imports from the DAG folder and ``.airflowignore`` keeps
+out of the DAG scan. Run ids become folder names by core.runs.fs_safe, as the jobs' records do.
 
 Why the jobs run with the *app's* spark-submit: Airflow has its own virtualenv (its pins clash with
 the app's, see requirements-airflow.txt), which has neither pyspark nor the app's libraries. The
@@ -73,9 +73,10 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from core.env import env_str
+from core.runs import fs_safe
 from core.settings import get_settings
 from recommender.operators import SparkJobOperator, force_args, input_args
-from recommender.records import fs_safe, read_train_record
+from recommender.records import read_train_record
 
 log = logging.getLogger(__name__)
 

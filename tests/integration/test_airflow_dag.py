@@ -206,6 +206,28 @@ def test_evaluate_hands_version_and_metrics_on(airflow_venv, tmp_path):
     assert out == {"ok": {"version": "20260101-abc", "metrics": {"ndcg@10": 0.12, "rmse": 0.9}}}
 
 
+@pytest.mark.parametrize("written_as", ["manual__2026-11-25T11:40:32.728943+00:00",
+                                        "manual__2026-11-25T11-40-32.728943-00-00"], ids=["raw id", "safe id"])
+def test_evaluate_finds_the_record_the_jobs_writer_wrote(airflow_venv, tmp_path, monkeypatch, written_as):
+    """The writer (spark_jobs.reconcile, in the app venv) and evaluate's reader (in the Airflow venv)
+    must meet in one folder: the DAG hands the jobs the safe run id while evaluate reads with
+    Airflow's own; bin/pipeline hands its --run-id as given. MongoDB's copy is left out."""
+    from core.settings import get_settings
+    from spark_jobs.reconcile import write_record
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("core.mongo.record_pipeline_run", lambda *args, **kwargs: None)
+    get_settings.cache_clear()
+    try:
+        write_record(written_as, "train", {"status": "ok", "version": "v-1", "metrics": {"ndcg@10": 0.1}})
+    finally:
+        get_settings.cache_clear()
+    run_id = "manual__2026-11-25T11:40:32.728943+00:00"
+    out = _probe(airflow_venv, tmp_path / "home", EVALUATE_PROBE.replace("sys.argv[1]", repr(run_id)),
+                 DATA_DIR=str(tmp_path / "data"))
+    assert out == {"ok": {"version": "v-1", "metrics": {"ndcg@10": 0.1}}}
+
+
 def test_spark_task_refuses_to_run_without_the_spark_connection(airflow_venv, tmp_path):
     """The provider would otherwise submit to --master yarn; the task must say what is missing."""
     code = f"""
