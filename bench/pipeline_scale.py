@@ -40,6 +40,7 @@ from pathlib import Path
 
 from bench.gen_reviews import manifest_differences
 from bench.proc_rss import executors_rss, tree_rss
+from core import runs
 from spark_jobs import jvm_jar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,8 +204,7 @@ def submit(script: str, args: list[str], opts: argparse.Namespace) -> list[str]:
 
 def run_record(base: Path, run_id: str, job: str) -> dict | None:
     """The job's run record under ``base``'s DATA_DIR (what bin/pipeline --resume reads), if written."""
-    path = base / "data" / "runs" / run_id / f"{job}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return runs.read_record(run_id, job, data_dir=base / "data")
 
 
 def du(path: Path) -> int:
