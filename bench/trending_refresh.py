@@ -15,6 +15,13 @@ incremental refresh read; and the weekly rebase (every stored vote around a new 
 times instead the refresh after one new vote of an account with that many votes in the week
 (core.trending.MAX_VOTES_PER_USER bounds what it recomputes).
 
+Beside the times: the longest any other Redis client waited for a ``PING`` while the rebuild, the
+refresh after new events and the rebase ran (a separate process pings every 2 ms: Redis is shared
+with the site's cache, Celery's broker and the workers' marks, and one large command or MULTI makes
+every one of them wait); the Redis memory of the state after the rebuild (``MEMORY USAGE`` of its
+keys) per voter; and the longest the rebuild or the rebase went without taking or renewing the
+state's lock (what ``trending.LOCK_S`` must exceed).
+
 Events are synthetic (users rate 5 products each on average, spread over 20,000 products in 10
 categories and six days), written as the workers leave them: in ``ratings`` and applied to the
 users' histories, in a database of their own (``--database``, dropped at the end) on ``MONGO_URI``,
@@ -24,10 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
+import redis
 from pymongo import MongoClient, monitoring
 
 from core import mongo, popular, rating_history, trending
@@ -51,6 +62,87 @@ class _HistoryReads(monitoring.CommandListener):
 
     def failed(self, event) -> None:
         pass
+
+
+def _ping_forever(url: str, conn) -> None:
+    """In its own process (no GIL shared with the refresh): PING every 2 ms; on any message from
+    ``conn``, answer the longest wait since the last answer and how many pings it took."""
+    r = redis.Redis.from_url(url, socket_timeout=120)
+    worst, n = 0.0, 0
+    while True:
+        if conn.poll():
+            if conn.recv() == "stop":
+                return
+            conn.send((worst, n))
+            worst, n = 0.0, 0
+        t = time.perf_counter()
+        r.ping()
+        worst, n = max(worst, time.perf_counter() - t), n + 1
+        time.sleep(0.002)
+
+
+class Stalls:
+    """The longest PING wait of another Redis client during a block of code (:func:`_ping_forever`)."""
+
+    def __init__(self, url: str) -> None:
+        self.conn, child = multiprocessing.Pipe()
+        self.proc = multiprocessing.Process(target=_ping_forever, args=(url, child), daemon=True)
+        self.proc.start()
+
+    @contextmanager
+    def measure(self, into: dict, name: str) -> Iterator[None]:
+        self.conn.send("reset")
+        self.conn.recv()
+        try:
+            yield
+        finally:
+            self.conn.send("read")
+            worst, n = self.conn.recv()
+            into[name] = round(worst * 1000, 1)
+            into[name.replace("_ms", "_pings")] = n
+
+    def close(self) -> None:
+        self.conn.send("stop")
+        self.proc.join(5)
+
+
+class LockGaps:
+    """The longest time between two takes or renewals of a Redis lock (acquire, reacquire, extend,
+    release), whichever code holds it: wraps redis-py's Lock."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.worst = 0.0
+        for name in ("acquire", "reacquire", "extend", "release"):
+            self._wrap(name)
+
+    def _wrap(self, name: str) -> None:
+        real = getattr(redis.lock.Lock, name)
+
+        def wrapped(lock, *a, **kw):
+            out = real(lock, *a, **kw)
+            now = time.perf_counter()
+            if self.last is not None and name != "acquire":
+                self.worst = max(self.worst, now - self.last)
+            self.last = None if name == "release" else now
+            return out
+
+        setattr(redis.lock.Lock, name, wrapped)
+
+    def take(self) -> float:
+        worst, self.worst = self.worst, 0.0
+        return worst
+
+
+def state_bytes(db_name: str) -> tuple[int, int]:
+    """(bytes, voters) of a database's trending state: ``MEMORY USAGE`` (every element counted) of
+    each of its keys, and the number of users stored."""
+    r = trending.client()
+    cats = [c.decode() for c in r.smembers(trending.key(db_name, "cats"))]
+    keys = [trending.key(db_name, p) for p in ("meta", "all", "users", "voters", "due", "cats")]
+    keys += [trending.list_key(db_name, c) for c in cats]
+    total = sum(r.memory_usage(k, samples=0) or 0 for k in keys)
+    return total, r.hlen(trending.key(db_name, "users"))
 
 
 def fill(db, n: int, now: float, n_products: int = N_PRODUCTS) -> None:
@@ -157,6 +249,8 @@ def main() -> None:
                     help="instead: one account with this many votes in a week of --sizes' first size")
     ap.add_argument("--repeats", type=int, default=3, help="--heavy: refreshes after one vote of it")
     args = ap.parse_args()
+    stalls = Stalls(get_settings().redis_url)  # forked before any client exists
+    gaps = LockGaps()
     reads = _HistoryReads()
     client = MongoClient(get_settings().mongo_uri, event_listeners=[reads])
     db = mongo.ReloadableDatabase(client, args.database)
@@ -168,36 +262,57 @@ def main() -> None:
             trending.drop_state(db.name)
             client.drop_database(args.database)
             client.close()
+            stalls.close()
         print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         return
+    floor: dict = {}
+    with stalls.measure(floor, "quiet_ping_max_ms"):  # the noise floor: no refresh running
+        time.sleep(3)
+    print(f"longest PING wait over 3 s with no refresh running: {floor['quiet_ping_max_ms']} ms")
     print(f"{'events/week':>12} {'rebuild s':>10} {'of period':>10} {f'+{args.new} s':>10} {'histories':>10} "
-          f"{'of period':>10} {'idle s':>8} {'rebase s':>9}")
+          f"{'of period':>10} {'idle s':>8} {'rebase s':>9} {'ping max ms: rebuild':>20} {f'+{args.new}':>7} "
+          f"{'rebase':>7} {'state MB':>9} {'B/voter':>8} {'lock gap s':>10}")
     rows = []
     try:
         for n in (int(s) for s in args.sizes.split(",")):
             trending.drop_state(db.name)
             fill(db, n, time.time())
-            rebuild_s = timed_refresh(db)  # no state yet: one scan of the week, the voters' histories
+            stall: dict = {}
+            gaps.take()
+            with stalls.measure(stall, "rebuild_ping_max_ms"):
+                rebuild_s = timed_refresh(db)  # no state yet: one scan of the week, the voters' histories
+            lock_gap_s = gaps.take()
+            state, voters = state_bytes(db.name)
             add_events(db, max(1, n // 5), args.new, time.time(), random.Random(n + 1))
             reads.ids = 0
-            incremental_s = timed_refresh(db)
+            with stalls.measure(stall, "incremental_ping_max_ms"):
+                incremental_s = timed_refresh(db)
             histories = reads.ids
             idle_s = timed_refresh(db)
             # the weekly rebase: every stored vote computed again around a new T0 (forced by ageing T0)
             meta = trending.key(db.name, "meta")
             trending.client().hset(meta, "t0", float(trending.client().hget(meta, "t0")) - trending.REBASE_AFTER_S - 1)
-            rebase_s = timed_refresh(db)
+            gaps.take()
+            with stalls.measure(stall, "rebase_ping_max_ms"):
+                rebase_s = timed_refresh(db)
+            lock_gap_s = max(lock_gap_s, gaps.take())
             row = {"events": n, "rebuild_s": round(rebuild_s, 2), "new_events": args.new,
                    "incremental_s": round(incremental_s, 3), "histories_read": histories, "idle_s": round(idle_s, 3),
                    "rebase_s": round(rebase_s, 2),
-                   "incremental_share_of_period": round(incremental_s / args.period_s, 4)}
+                   "incremental_share_of_period": round(incremental_s / args.period_s, 4), **stall,
+                   "state_bytes": state, "voters": voters, "bytes_per_voter": round(state / max(1, voters)),
+                   "longest_lock_gap_s": round(lock_gap_s, 2)}
             rows.append(row)
             print(f"{n:>12,} {rebuild_s:>10.2f} {rebuild_s / args.period_s:>10.1%} {incremental_s:>10.3f} "
-                  f"{histories:>10,} {incremental_s / args.period_s:>10.2%} {idle_s:>8.3f} {rebase_s:>9.2f}")
+                  f"{histories:>10,} {incremental_s / args.period_s:>10.2%} {idle_s:>8.3f} {rebase_s:>9.2f} "
+                  f"{stall['rebuild_ping_max_ms']:>20.1f} {stall['incremental_ping_max_ms']:>7.1f} "
+                  f"{stall['rebase_ping_max_ms']:>7.1f} {state / 1e6:>9.1f} {state / max(1, voters):>8.0f} "
+                  f"{lock_gap_s:>10.2f}", flush=True)
     finally:
         trending.drop_state(db.name)
         client.drop_database(args.database)
         client.close()
+        stalls.close()
     print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(json.dumps(rows))
 
