@@ -49,6 +49,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable
 
@@ -278,20 +279,47 @@ def _stored_votes(rows_by_user: dict[str, list], now: float) -> dict[str, list[V
     return {u: [(p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S] for u, rows in rows_by_user.items()}
 
 
+@dataclass
+class _Change:
+    """What a refresh writes. ``scores``: per list, its products' new scores; ``gone``: per list,
+    its products left without a voter; ``counts`` / ``no_voters``: the voter counts to set / the
+    fields to remove (``<list>SEP<product>``); ``rows``, ``due``: the users' rows (JSON) and due
+    times to set; ``gone_users``: users without a vote left; ``cats``: the category lists touched."""
+    scores: dict[str, dict[str, float]]
+    gone: dict[str, list[str]]
+    counts: dict[str, int]
+    no_voters: list[str]
+    rows: dict[str, str]
+    due: dict[str, float]
+    gone_users: list[str]
+    cats: set[str]
+
+
 def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], old: dict[str, list],
             new: dict[str, list], rebuild: bool, token: bytes) -> None:
-    """Subtract the ``old`` terms, add the ``new`` ones: one MULTI, which also lets the marks
-    taken go, so a refresh that dies before it changes nothing and leaves them to the next. Each
-    product also has its number of voters per list: one without any leaves the list, where the
-    sum of its added and subtracted terms would leave a rounding remainder."""
-    def k(part: str) -> str:
-        return key(db.name, part)
+    """Subtract the ``old`` terms, add the ``new`` ones: one MULTI (:func:`_write`). Each product
+    also has its number of voters per list: one without any leaves the list, where the sum of its
+    added and subtracted terms would leave a rounding remainder."""
+    category = _categories(db, old, new)
+    delta, voters, kept = _deltas(old, new, category, meta["t0"], now)
+    count, score = ({}, {}) if rebuild else _current(r, db.name, delta)
+    _write(r, db.name, meta, _change(delta, voters, count, score, kept, new, now), rebuild, token)
 
-    # a product's category as stored with a vote (a rebuild reads them all again), else the catalog's
+
+def _categories(db: Database, old: dict[str, list], new: dict[str, list]) -> dict[str, str]:
+    """A product's category as stored with a vote (a rebuild reads them all again), else the
+    catalog's: a product moved to another category keeps its stored votes where they were added."""
     category = {p: cat for vs in old.values() for p, _r, _t, cat, _term in vs}
     unknown = {p for vs in new.values() for p, _r, _t in vs} - set(category)
     category.update((p, d.get("category") or "")
                     for p, d in mongo.find_by_ids(mongo.PRODUCTS, unknown, {"category": 1}, db=db).items())
+    return category
+
+
+def _deltas(old: dict[str, list], new: dict[str, list], category: dict[str, str], t0: float, now: float
+            ) -> tuple[dict[tuple[str, str], float], Counter, dict[str, str]]:
+    """Per (list, product): the change of its score and of its number of voters (the ``old`` rows'
+    terms out, the ``new`` votes' in); and the rows (JSON) to keep per user with a vote."""
     delta: dict[tuple[str, str], float] = defaultdict(float)
     voters: Counter[tuple[str, str]] = Counter()
     kept: dict[str, str] = {}
@@ -304,73 +332,111 @@ def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], ol
         if not vs:
             continue
         rows = []
-        for (p, rating, t), term in zip(vs, terms(vs, meta["t0"], now)):
+        for (p, rating, t), term in zip(vs, terms(vs, t0, now)):
             cat = category.get(p, "")
             rows.append([p, rating, t, cat, term])
             for name in (mongo.ALL, cat):
                 delta[name, p] += term
                 voters[name, p] += 1
         kept[user] = json.dumps(rows)
+    return delta, voters, kept
+
+
+def _by_list(delta: dict[tuple[str, str], Any]) -> dict[str, list[str]]:
+    """The products of each list in ``delta``'s (list, product) keys, in their order."""
     by_list: dict[str, list[str]] = defaultdict(list)
     for name, p in delta:
         by_list[name].append(p)
-    # read, then written whole under the lock: one command per list, not one per product
-    count: dict[tuple[str, str], int] = {}
-    score: dict[tuple[str, str], float] = {}
-    if delta and not rebuild:
-        fields = [f"{name}{SEP}{p}" for name, p in delta]
-        pipe = r.pipeline(transaction=False)
-        pipe.hmget(k("voters"), fields)
-        for name, products in by_list.items():
-            pipe.zmscore(list_key(db.name, name), products)
-        had, *scores = pipe.execute()
-        count = {nk: int(c or 0) for nk, c in zip(delta, had)}
-        score = {(name, p): s or 0.0 for (name, products), got in zip(by_list.items(), scores)
-                 for p, s in zip(products, got)}
-    old_cats = set() if not rebuild else {c.decode() for c in r.smembers(k("cats"))}
-    cats = {name for name in by_list if name != mongo.ALL}
+    return by_list
 
-    pipe = r.pipeline(transaction=True)
-    pipe.watch(k("lock"))
-    if pipe.get(k("lock")) != token:
-        raise LockLost(f"trending state of {db.name}: lock lost before the commit")
-    pipe.multi()
-    if rebuild:
-        pipe.delete(k("all"), k("users"), k("voters"), k("due"), k("cats"), *(list_key(db.name, c) for c in old_cats))
-    counts, no_voters = {}, []
+
+def _current(r: redis.Redis, db_name: str, delta: dict[tuple[str, str], float]
+             ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], float]]:
+    """The stored voter counts and scores of the (list, product) pairs a refresh changes: read,
+    then written whole under the lock (one command per list, not one per product)."""
+    if not delta:
+        return {}, {}
+    by_list = _by_list(delta)
+    pipe = r.pipeline(transaction=False)
+    pipe.hmget(key(db_name, "voters"), [f"{name}{SEP}{p}" for name, p in delta])
     for name, products in by_list.items():
-        kept_scores, gone_products = {}, []
+        pipe.zmscore(list_key(db_name, name), products)
+    had, *scores = pipe.execute()
+    count = {nk: int(c or 0) for nk, c in zip(delta, had)}
+    score = {(name, p): s or 0.0 for (name, products), got in zip(by_list.items(), scores)
+             for p, s in zip(products, got)}
+    return count, score
+
+
+def _change(delta: dict[tuple[str, str], float], voters: Counter, count: dict[tuple[str, str], int],
+            score: dict[tuple[str, str], float], kept: dict[str, str], new: dict[str, list], now: float) -> _Change:
+    """The stored ``count`` and ``score`` moved by ``delta`` and ``voters``: what to write."""
+    change = _Change({}, {}, {}, [], kept, {u: due(new[u], now) for u in kept}, [u for u in new if not new[u]],
+                     set())
+    for name, products in _by_list(delta).items():
+        change.scores[name], change.gone[name] = {}, []
+        if name != mongo.ALL:
+            change.cats.add(name)
         for p in products:
             n = count.get((name, p), 0) + voters[name, p]
             if n <= 0:  # no voter left: gone, not a rounding remainder near zero
-                gone_products.append(p)
-                no_voters.append(f"{name}{SEP}{p}")
+                change.gone[name].append(p)
+                change.no_voters.append(f"{name}{SEP}{p}")
             else:
-                kept_scores[p] = score.get((name, p), 0.0) + delta[name, p]
-                counts[f"{name}{SEP}{p}"] = n
-        if gone_products:
-            pipe.zrem(list_key(db.name, name), *gone_products)
-        if kept_scores:
-            pipe.zadd(list_key(db.name, name), kept_scores)
-    if no_voters:
-        pipe.hdel(k("voters"), *no_voters)
-    if counts:
-        pipe.hset(k("voters"), mapping=counts)
-    gone = [u for u in new if not new[u]]
-    if gone:
-        pipe.hdel(k("users"), *gone)
-        pipe.zrem(k("due"), *gone)
-    if kept:
-        pipe.hset(k("users"), mapping=kept)
-        pipe.zadd(k("due"), {u: due(new[u], now) for u in kept})
-    if cats:
-        pipe.sadd(k("cats"), *cats)
-    pipe.hset(k("meta"), mapping=meta)
-    pipe.delete(k("taking"))
+                change.scores[name][p] = score.get((name, p), 0.0) + delta[name, p]
+                change.counts[f"{name}{SEP}{p}"] = n
+    return change
+
+
+def _checked_multi(pipe: redis.client.Pipeline, db_name: str, token: bytes, *watched: str) -> None:
+    """Start a MULTI that runs only if the lock (and ``watched``) did not change since: a refresh
+    that held the lock longer than LOCK_S (another may have started) writes nothing."""
+    pipe.watch(key(db_name, "lock"), *watched)
+    if pipe.get(key(db_name, "lock")) != token:
+        raise LockLost(f"trending state of {db_name}: lock lost before the commit")
+
+
+def _finish(pipe: redis.client.Pipeline, db_name: str, meta: dict[str, float], cats: Iterable[str]) -> None:
+    """The end of every commit: the new T0 and liveness, the marks taken let go, the expiries."""
+    pipe.hset(key(db_name, "meta"), mapping=meta)
+    pipe.delete(key(db_name, "taking"))
     for part in ("meta", "all", "users", "voters", "due", "cats"):
-        pipe.expire(k(part), STATE_TTL_S)
+        pipe.expire(key(db_name, part), STATE_TTL_S)
     for c in cats:  # a list with members is touched within a window: its oldest vote leaves
-        pipe.expire(list_key(db.name, c), STATE_TTL_S)
+        pipe.expire(list_key(db_name, c), STATE_TTL_S)
+
+
+def _write(r: redis.Redis, db_name: str, meta: dict[str, float], change: _Change, rebuild: bool,
+           token: bytes) -> None:
+    """A refresh's change in one MULTI, which also lets the marks taken go, so a refresh that dies
+    before it changes nothing and leaves them to the next. A rebuild first deletes the state."""
+    def k(part: str) -> str:
+        return key(db_name, part)
+
+    old_cats = set() if not rebuild else {c.decode() for c in r.smembers(k("cats"))}
+    pipe = r.pipeline(transaction=True)
+    _checked_multi(pipe, db_name, token)
+    pipe.multi()
+    if rebuild:
+        pipe.delete(k("all"), k("users"), k("voters"), k("due"), k("cats"), *(list_key(db_name, c) for c in old_cats))
+    for name, scores in change.scores.items():
+        if change.gone[name]:
+            pipe.zrem(list_key(db_name, name), *change.gone[name])
+        if scores:
+            pipe.zadd(list_key(db_name, name), scores)
+    if change.no_voters:
+        pipe.hdel(k("voters"), *change.no_voters)
+    if change.counts:
+        pipe.hset(k("voters"), mapping=change.counts)
+    if change.gone_users:
+        pipe.hdel(k("users"), *change.gone_users)
+        pipe.zrem(k("due"), *change.gone_users)
+    if change.rows:
+        pipe.hset(k("users"), mapping=change.rows)
+        pipe.zadd(k("due"), change.due)
+    if change.cats:
+        pipe.sadd(k("cats"), *change.cats)
+    _finish(pipe, db_name, meta, change.cats)
     pipe.execute()
 
 
