@@ -24,7 +24,7 @@ not mark a user (Redis was down: it leaves a note in MongoDB) and when the publi
 batch load replaced the histories and the catalog). Once T0 is a week old the stored votes are
 recomputed around a new one, which keeps 2 ** ((t - T0) / H) between 2 ** -7 and 2 ** 8.
 
-The keys, per database (``recsys:<db>:trending:<part>``; every one expires after two windows
+The keys, per database (``recsys:<db>:trending:<part>``; every live one expires after two windows
 unused):
 
     all, cat:<name>  sorted set   product -> s(p), overall and per category (what :func:`top` reads)
@@ -33,11 +33,17 @@ unused):
                                   the terms this state added for them, so they can be subtracted
     due              sorted set   user -> when their oldest vote leaves the window
     meta             hash         t0, live_until (trending is live until then)
-    cats             set          the category lists written (a rebuild deletes them)
+    cats             set          the category lists written (a rebuild replaces them)
     dirty, taking    set          users marked by the writers; a refresh moves "dirty" into
                                   "taking" before it reads any history and deletes "taking" in its
                                   commit, so a refresh that dies leaves the marks to the next one
-    lock             string       one refresh at a time (redis-py's lock; its token checked at commit)
+    lock             string       one refresh at a time (redis-py's lock; its token checked at commit,
+                                  renewed between chunks of a long refresh: :class:`_Hold`)
+    staging:<token>:<part>        a rebuild's (or rebase's) new all, cat:<name>, users, voters, due
+                                  and cats, written in chunks by the refresh holding the lock of
+                                  token <token>, then renamed over the live keys in one small MULTI
+                                  (:func:`_switch`); they expire LOCK_S after their last chunk, and
+                                  a rebuild deletes any left by a refresh that died
 
 One difference from ranking the events: a history also holds the user's batch reviews, dated when
 they were written, so one dated within the window counts when the refresh reads that history
@@ -66,6 +72,7 @@ HALF_LIFE_S = 86400.0
 REBASE_AFTER_S = 7 * 86400  # T0 older than this: the stored votes are recomputed around a new one
 STATE_TTL_S = 2 * WINDOW_S  # every key: a deployment whose refresh stopped that long starts afresh
 LOCK_S = 900  # the most one refresh holds the state: far above a rebuild at 1M events (docs/benchmarks.md)
+CHUNK = 10_000  # entries per pipeline of a rebuild's writes (and users per page of the rebase's read)
 MISSED = "trending-state"  # ``popular`` document asking for a rebuild (:func:`request_rebuild`)
 NOTE_KEPT_S = 60.0  # the refreshes rebuild this long after a missed mark (its events' insert may lag)
 MAX_VOTES_PER_USER = 100  # a user's most recent votes counted (:func:`capped`): 14 a day for a week
@@ -82,9 +89,20 @@ def key(db_name: str, part: str) -> str:
     return f"recsys:{db_name}:trending:{part}"
 
 
+def list_part(name: str) -> str:
+    """The key part of list ``name`` (``mongo.ALL`` or a category)."""
+    return "all" if name == mongo.ALL else f"cat:{name}"
+
+
 def list_key(db_name: str, name: str) -> str:
     """The sorted set of list ``name`` (``mongo.ALL`` or a category)."""
-    return key(db_name, "all" if name == mongo.ALL else f"cat:{name}")
+    return key(db_name, list_part(name))
+
+
+def staging_key(db_name: str, token: bytes, part: str) -> str:
+    """Where a rebuild writes ``part`` before the switch: per database, and per refresh (its lock's
+    token), so a refresh that lost its lock and still writes a chunk cannot mix into the next one's."""
+    return key(db_name, f"staging:{token.decode()}:{part}")
 
 
 @lru_cache(maxsize=4)
@@ -212,6 +230,22 @@ def live_events(db: Database, now: float) -> list[dict]:
 
 # --- the refresh -------------------------------------------------------------------------------
 
+class _Hold:
+    """The state's lock while a refresh works: a rebuild renews it to ``LOCK_S`` between the
+    chunks of its writes, and its staging keys expire with it."""
+
+    def __init__(self, lock: redis.lock.Lock, db_name: str) -> None:
+        self.lock, self.db_name = lock, db_name
+        self.token: bytes = lock.local.token
+
+    def renew(self) -> None:
+        """Hold the lock ``LOCK_S`` more; LockLost when it expired (another refresh may have it)."""
+        try:
+            self.lock.reacquire()
+        except redis.exceptions.LockError as exc:
+            raise LockLost(f"trending state of {self.db_name}: lock lost during the refresh") from exc
+
+
 def update(db: Database, now: float, rebuild: bool = False, wait: bool = False) -> bool | None:
     """Bring the state up to ``now``; True when a rating was made or taken back within the window
     (trending is live), None when another refresh holds the state (and ``wait`` is not set)."""
@@ -222,7 +256,7 @@ def update(db: Database, now: float, rebuild: bool = False, wait: bool = False) 
             raise LockLost(f"trending state of {db.name}: held by another refresh for over {LOCK_S} s")
         return None
     try:
-        return _update(r, db, now, rebuild, lock.local.token)
+        return _update(r, db, now, rebuild, _Hold(lock, db.name))
     finally:
         try:
             lock.release()
@@ -230,7 +264,7 @@ def update(db: Database, now: float, rebuild: bool = False, wait: bool = False) 
             log.warning("trending: the state's lock expired during a refresh (LOCK_S=%d)", LOCK_S)
 
 
-def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, token: bytes) -> bool:
+def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold) -> bool:
     """:func:`update` under the lock: which users to compute again, their votes, the commit."""
     def k(part: str) -> str:
         return key(db.name, part)
@@ -249,7 +283,7 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, token: byte
         carried = votes_from_events(events)
         meta, rebuild = {"t0": now, "live_until": max((float(e["ts"]) for e in events), default=0.0) + WINDOW_S}, True
     elif now - meta["t0"] > REBASE_AFTER_S:  # every stored vote again, around a new T0
-        stored = {u.decode(): json.loads(v) for u, v in r.hgetall(k("users")).items()}
+        stored = _all_rows(r, k("users"), hold)
         carried = _stored_votes(stored, now)
         meta, rebuild = {"t0": now, "live_until": meta["live_until"]}, True
     else:  # a vote leaving the window changes no history: the user's other votes are those stored
@@ -261,7 +295,7 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, token: byte
     histories = mongo.find_by_ids(mongo.USER_HISTORY, changed, {"ratings": 1, "removed": 1}, db=db)
     new = {**carried, **{u: votes(histories.get(u), now) for u in changed}}
     meta["live_until"] = max([meta["live_until"], *(last_activity(h) + WINDOW_S for h in histories.values())])
-    _commit(r, db, now, meta, old, new, rebuild, token)
+    _commit(r, db, now, meta, old, new, rebuild, hold)
     # the note goes once its change is surely in ``ratings`` (a worker batch stores its events after
     # marking), unless a writer missed its mark again since it was read
     if missed and float(missed.get("missed_at") or 0) < time.time() - NOTE_KEPT_S:
@@ -277,6 +311,20 @@ def _stored_votes(rows_by_user: dict[str, list], now: float) -> dict[str, list[V
     stored one, so they have left the window before or with the oldest stored vote, and the ones
     ageing out are always the least recent (a changed history is marked and read again)."""
     return {u: [(p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S] for u, rows in rows_by_user.items()}
+
+
+def _all_rows(r: redis.Redis, users_key: str, hold: _Hold) -> dict[str, list]:
+    """Every user's stored rows (the rebase), read ``CHUNK`` at a time (HSCAN; a user seen twice
+    has the same row) with the lock renewed between: one HGETALL of a large week's users (200,000
+    at 1M events) kept Redis from answering anyone else while it built the reply."""
+    rows: dict[str, list] = {}
+    cursor = 0
+    while True:
+        cursor, page = r.hscan(users_key, cursor, count=CHUNK)
+        rows.update((u.decode(), json.loads(v)) for u, v in page.items())
+        hold.renew()
+        if not cursor:
+            return rows
 
 
 @dataclass
@@ -296,14 +344,20 @@ class _Change:
 
 
 def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], old: dict[str, list],
-            new: dict[str, list], rebuild: bool, token: bytes) -> None:
-    """Subtract the ``old`` terms, add the ``new`` ones: one MULTI (:func:`_write`). Each product
-    also has its number of voters per list: one without any leaves the list, where the sum of its
-    added and subtracted terms would leave a rounding remainder."""
+            new: dict[str, list], rebuild: bool, hold: _Hold) -> None:
+    """Subtract the ``old`` terms, add the ``new`` ones. Each product also has its number of voters
+    per list: one without any leaves the list, where the sum of its added and subtracted terms
+    would leave a rounding remainder. A refresh writes in one MULTI (:func:`_write_update`); a
+    rebuild or a rebase, which writes the whole state, in chunks then a switch
+    (:func:`_write_staged`)."""
     category = _categories(db, old, new)
     delta, voters, kept = _deltas(old, new, category, meta["t0"], now)
     count, score = ({}, {}) if rebuild else _current(r, db.name, delta)
-    _write(r, db.name, meta, _change(delta, voters, count, score, kept, new, now), rebuild, token)
+    change = _change(delta, voters, count, score, kept, new, now)
+    if rebuild:
+        _write_staged(r, db.name, meta, change, hold)
+    else:
+        _write_update(r, db.name, meta, change, hold.token)
 
 
 def _categories(db: Database, old: dict[str, list], new: dict[str, list]) -> dict[str, str]:
@@ -406,19 +460,16 @@ def _finish(pipe: redis.client.Pipeline, db_name: str, meta: dict[str, float], c
         pipe.expire(list_key(db_name, c), STATE_TTL_S)
 
 
-def _write(r: redis.Redis, db_name: str, meta: dict[str, float], change: _Change, rebuild: bool,
-           token: bytes) -> None:
+def _write_update(r: redis.Redis, db_name: str, meta: dict[str, float], change: _Change, token: bytes) -> None:
     """A refresh's change in one MULTI, which also lets the marks taken go, so a refresh that dies
-    before it changes nothing and leaves them to the next. A rebuild first deletes the state."""
+    before it changes nothing and leaves them to the next. It holds the users marked since the
+    last refresh and those whose vote left the window: a minute's traffic, not the week's."""
     def k(part: str) -> str:
         return key(db_name, part)
 
-    old_cats = set() if not rebuild else {c.decode() for c in r.smembers(k("cats"))}
     pipe = r.pipeline(transaction=True)
     _checked_multi(pipe, db_name, token)
     pipe.multi()
-    if rebuild:
-        pipe.delete(k("all"), k("users"), k("voters"), k("due"), k("cats"), *(list_key(db_name, c) for c in old_cats))
     for name, scores in change.scores.items():
         if change.gone[name]:
             pipe.zrem(list_key(db_name, name), *change.gone[name])
@@ -438,6 +489,94 @@ def _write(r: redis.Redis, db_name: str, meta: dict[str, float], change: _Change
         pipe.sadd(k("cats"), *change.cats)
     _finish(pipe, db_name, meta, change.cats)
     pipe.execute()
+
+
+def _write_staged(r: redis.Redis, db_name: str, meta: dict[str, float], change: _Change, hold: _Hold) -> None:
+    """A rebuild's (or rebase's) whole state: written ``CHUNK`` entries at a time into staging keys,
+    the lock renewed between chunks, then made live by one small MULTI (:func:`_switch`). One MULTI
+    of it all (hundreds of thousands of entries at 1M events a week) kept Redis, which the site's
+    cache, Celery's broker and the workers' marks share, from answering anyone while it ran; a
+    mark that timed out then asked for another rebuild. Readers see the old state until the switch."""
+    drop_staging(r, db_name)  # left by a refresh that died half-way (they also expire)
+    writes: list[tuple[str, str, list]] = [  # (part, command, entries)
+        *((list_part(name), "zadd", list(scores.items())) for name, scores in change.scores.items() if scores),
+        ("voters", "hset", list(change.counts.items())),
+        ("users", "hset", list(change.rows.items())),
+        ("due", "zadd", list(change.due.items())),
+        ("cats", "sadd", sorted(change.cats)),
+    ]
+    staged: list[str] = []
+    try:
+        for part, command, entries in writes:
+            for start in range(0, len(entries), CHUNK):
+                if part not in staged:
+                    staged.append(part)
+                _write_chunk(r, [staging_key(db_name, hold.token, p) for p in staged], command,
+                             entries[start:start + CHUNK])
+                hold.renew()
+        _switch(r, db_name, meta, staged, change.cats, hold.token)
+    except BaseException:
+        try:  # best effort: else they expire, or the next rebuild deletes them
+            if staged:
+                r.unlink(*(staging_key(db_name, hold.token, p) for p in staged))
+        except redis.RedisError:
+            pass
+        raise
+
+
+def _write_chunk(r: redis.Redis, staged: list[str], command: str, entries: list) -> None:
+    """One chunk into the last of the ``staged`` keys, in a pipeline without MULTI (Redis serves
+    other clients between its commands), and every staged key's expiry pushed to ``LOCK_S`` from
+    now: they outlive the refresh only by as long as its lock would."""
+    pipe = r.pipeline(transaction=False)
+    if command == "zadd":
+        pipe.zadd(staged[-1], dict(entries))
+    elif command == "hset":
+        pipe.hset(staged[-1], mapping=dict(entries))
+    else:
+        pipe.sadd(staged[-1], *entries)
+    for name in staged:
+        pipe.expire(name, LOCK_S)
+    pipe.execute()
+
+
+def _switch(r: redis.Redis, db_name: str, meta: dict[str, float], staged: list[str], cats: set[str],
+            token: bytes) -> None:
+    """The staged state becomes the live one in one MULTI of a few commands per key: the live keys
+    UNLINKed (Redis frees a large value in the background; a DEL, or a RENAME onto it, frees it
+    while every client waits), then each staged key RENAMEd over its live name. Every category
+    list of the old state goes, so a list the new state has not is empty, not stale, for
+    :func:`top`; a part the new state has not (no vote at all) is left deleted."""
+    live = [key(db_name, p) for p in ("all", "users", "voters", "due", "cats")]
+    staging = [staging_key(db_name, token, p) for p in staged]
+    with r.pipeline(transaction=True) as pipe:
+        _checked_multi(pipe, db_name, token, key(db_name, "cats"), *staging)
+        old_cats = {c.decode() for c in pipe.smembers(key(db_name, "cats"))}
+        if staging and pipe.exists(*staging) != len(staging):
+            raise LockLost(f"trending state of {db_name}: staged keys expired before the switch")
+        pipe.multi()
+        pipe.unlink(*live, *(list_key(db_name, c) for c in old_cats | cats))
+        for part, name in zip(staged, staging):
+            pipe.rename(name, key(db_name, part))
+        _finish(pipe, db_name, meta, cats)
+        try:
+            pipe.execute()
+        except redis.WatchError as exc:
+            raise LockLost(f"trending state of {db_name}: lock or staged keys changed before the switch") from exc
+
+
+def drop_staging(r: redis.Redis, db_name: str) -> None:
+    """Delete every staging key of database ``db_name`` (a refresh that died left them): SCAN, which
+    answers other clients between its pages, and UNLINK."""
+    pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in key(db_name, "staging:")) + "*"
+    batch: list[bytes] = []
+    for name in r.scan_iter(match=pattern, count=1000):
+        batch.append(name)
+        if len(batch) >= 1000:
+            r.unlink(*batch)
+            batch = []
+    if batch:
+        r.unlink(*batch)
 
 
 def top(db: Database, names: Iterable[str], limit: int, now: float) -> dict[str, list[dict[str, Any]]]:
@@ -470,3 +609,4 @@ def drop_state(db_name: str) -> None:
     cats = [c.decode() for c in r.smembers(key(db_name, "cats"))]
     r.delete(*(key(db_name, part) for part in ("meta", "all", "users", "voters", "due", "cats", "dirty", "taking",
                                                  "lock")), *(list_key(db_name, c) for c in cats))
+    drop_staging(r, db_name)

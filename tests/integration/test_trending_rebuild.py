@@ -1,0 +1,221 @@
+"""A rebuild (and the weekly rebase) of the trending state (core/trending.py), on real Redis and
+FerretDB: written in chunks into staging keys and switched in by one small MULTI, not one MULTI of
+the whole state (which kept Redis from answering its other clients, the site's cache, Celery and
+the workers' marks, for as long as it ran); readers see the whole old state until the switch;
+staging keys left by a refresh that died are deleted by the next rebuild and expire meanwhile.
+
+``trending.CHUNK`` is set tiny so that a few votes take many chunks (``raising=False``: the code
+before had no such constant, and these tests must fail on it for what it did, not for that).
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import pytest
+import redis
+
+from core import mongo, popular, trending
+from core.events import UNRATE, RatingEvent
+from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.integration
+DAY = 86400.0
+LIMIT = 10
+
+
+@pytest.fixture
+def env(rt_catalog, worker_env):
+    """The module's catalog with no live rating, history or trending state left by another test."""
+    db = rt_catalog.db
+    for name in (mongo.RATINGS, mongo.USER_HISTORY, mongo.POPULAR):
+        db[name].delete_many({})
+    trending.drop_state(db.name)
+    yield rt_catalog
+    trending.drop_state(db.name)
+
+
+def _apply(*events: RatingEvent) -> None:
+    from kafka_workers.batch import handle_batch
+
+    outcomes = handle_batch(list(events), None)
+    assert {o.status for o in outcomes} == {"processed"}, outcomes
+
+
+def _names(db) -> set[str]:
+    from core import catalog
+
+    return {mongo.ALL, *(c["name"] for c in catalog.categories(db=db))}
+
+
+def _week(p: list[str], t: float, users: int = 12) -> None:
+    """Votes of ``users`` users on products of two of the three categories (product i is in
+    category i % 3: Keyboards, 2, gets none)."""
+    _apply(*[RatingEvent(user_id=f"tb-{u}", product_id=p[3 * ((u * 5 + k) % 30) + (u + k) % 2],
+                         rating=1 + (u + k) % 5, ts=t + u * 60 + k) for u in range(users) for k in range(3)])
+
+
+def _state(db) -> dict:
+    """Every live key of the state but ``meta``, whole (scores exact)."""
+    r = trending.client()
+    cats = sorted(c.decode() for c in r.smembers(trending.key(db.name, "cats")))
+    return {"cats": cats, "voters": r.hgetall(trending.key(db.name, "voters")),
+            "users": r.hgetall(trending.key(db.name, "users")),
+            "due": r.zrange(trending.key(db.name, "due"), 0, -1, withscores=True),
+            **{name: r.zrange(trending.list_key(db.name, name), 0, -1, withscores=True)
+               for name in [mongo.ALL, *cats]}}
+
+
+def _from_scratch(db, now: float) -> dict[str, list[dict]]:
+    """The rule over the window's rating events, ranked in memory (core.popular)."""
+    events = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - trending.WINDOW_S}})
+              if e.get("action", "rate") in ("rate", "unrate")]
+    return popular.ranked(popular.trending_scores(events, now), _names(db), LIMIT, db)
+
+
+def _same(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> bool:
+    assert {n: [i["product_id"] for i in items] for n, items in got.items()} == \
+        {n: [i["product_id"] for i in items] for n, items in want.items()}
+    return all(math.isclose(a["score"], b["score"], abs_tol=1.01e-4) for n in want for a, b in zip(got[n], want[n]))
+
+
+@contextmanager
+def _pipelines(after: Callable[[redis.client.Pipeline], None]) -> Iterator[None]:
+    """Call ``after(pipeline)`` once each Redis pipeline of this process has run (not for those
+    ``after`` itself sends)."""
+    real = redis.client.Pipeline.execute
+    busy = []
+
+    def execute(pipe, *a, **kw):
+        stack = list(pipe.command_stack)
+        out = real(pipe, *a, **kw)
+        if not busy:
+            busy.append(1)
+            try:
+                pipe.sent = stack
+                after(pipe)
+            finally:
+                busy.clear()
+        return out
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(redis.client.Pipeline, "execute", execute)
+    try:
+        yield
+    finally:
+        mp.undo()
+
+
+def _staging(db_name: str) -> list[bytes]:
+    return list(trending.client().scan_iter(match=trending.key(db_name, "staging:") + "*"))
+
+
+def test_a_rebuild_and_a_rebase_in_tiny_chunks_write_the_state_one_transaction_wrote(env, monkeypatch):
+    db, p = env.db, env.products
+    t = time.time() - 2 * DAY
+    _week(p, t)
+    now = t + DAY
+    assert trending.update(db, now, rebuild=True) is True
+    whole = _state(db)
+    assert len(whole["users"]) == 12 and len(whole[mongo.ALL]) > 15
+
+    monkeypatch.setattr(trending, "CHUNK", 3, raising=False)
+    sent: list[int] = []  # arguments of each pipeline the rebuild sends
+    with _pipelines(lambda pipe: sent.append(sum(len(args) for args, _opts in pipe.sent))):
+        assert trending.update(db, now, rebuild=True) is True
+    assert _state(db) == whole
+    assert _same(trending.top(db, _names(db), LIMIT, now), _from_scratch(db, now))
+    # no pipeline (MULTI or not) carried the state: at most a chunk of 3 entries (6 arguments with
+    # ZADD's scores) with its key's expiries, or the switch's few commands per key
+    assert len(sent) > 10 and max(sent) < 100, sent
+
+    # the weekly rebase: every stored vote around a new T0, written the same way
+    meta = trending.key(db.name, "meta")
+    trending.client().hset(meta, "t0", now - trending.REBASE_AFTER_S - 1)
+    assert trending.update(db, now) is True
+    assert float(trending.client().hget(meta, "t0")) == now
+    assert _state(db) == whole  # the same votes around the same T0: the same state as the rebuild's
+    assert _staging(db.name) == []
+
+
+def test_a_reader_between_two_chunks_of_a_rebuild_sees_the_whole_old_state(env, monkeypatch):
+    db, p = env.db, env.products
+    t = time.time() - 2 * DAY
+    _week(p, t)
+    _apply(RatingEvent(user_id="tb-k", product_id=p[2], rating=5, ts=t + 3600))  # Keyboards' one vote
+    now = t + DAY
+    assert trending.update(db, now, rebuild=True) is True
+    names = _names(db)
+    before = trending.top(db, names, LIMIT, now)
+    assert [i["product_id"] for i in before["Keyboards"]] == [p[2]]
+
+    # new voters, and Keyboards' vote taken back: its list must go with the old state
+    _apply(*[RatingEvent(user_id=f"tb-new{u}", product_id=p[90 + 3 * u], rating=5, ts=t + DAY - 60 + u)
+             for u in range(8)],
+           RatingEvent(user_id="tb-k", product_id=p[2], rating=0, ts=t + DAY - 30, action=UNRATE))
+    monkeypatch.setattr(trending, "CHUNK", 2, raising=False)
+    seen = []
+
+    def read_between(pipe) -> None:
+        if not pipe.transaction:  # a chunk's pipeline (the switch is a MULTI)
+            seen.append(trending.top(db, names, LIMIT, now))
+
+    with _pipelines(read_between):
+        assert trending.update(db, now, rebuild=True) is True
+    assert len(seen) > 5, "the rebuild wrote in chunks, each followed by a reader"
+    assert all(lists == before for lists in seen), "a reader saw part of the new state"
+    after = trending.top(db, names, LIMIT, now)
+    assert _same(after, _from_scratch(db, now)) and after != before
+    assert after["Keyboards"] == []
+    r = trending.client()
+    assert not r.exists(trending.list_key(db.name, "Keyboards"))
+    assert b"Keyboards" not in r.smembers(trending.key(db.name, "cats"))
+
+
+def test_staging_keys_expire_and_a_refresh_that_died_leaves_none_to_the_next_rebuild(env, monkeypatch):
+    db, p = env.db, env.products
+    r = trending.client()
+    t = time.time() - 2 * DAY
+    _week(p, t)
+    assert trending.update(db, t + DAY, rebuild=True) is True
+    before = _state(db)
+    # what a refresh killed during its writes left (no expiry: the worst case), here and in another database
+    dead = trending.key(db.name, "staging:dead-refresh:users")
+    other = trending.key(f"{db.name}-other", "staging:dead-refresh:users")
+    r.hset(dead, "tb-0", "[]")
+    r.hset(other, "tb-0", "[]")
+    try:
+        _week(p, t + 600, users=14)  # two more users
+        monkeypatch.setattr(trending, "CHUNK", 2, raising=False)
+
+        chunks = []
+
+        def fail_at_third_chunk(pipe) -> None:
+            if not pipe.transaction and _staging(db.name):
+                chunks.append(1)
+                if len(chunks) == 3:
+                    raise RuntimeError("the refresh dies")
+
+        with _pipelines(fail_at_third_chunk), pytest.raises(RuntimeError, match="dies"):
+            trending.update(db, t + DAY, rebuild=True)
+        assert _state(db) == before, "the live state is untouched"
+        assert _staging(db.name) == [], "the rebuild that failed deleted its staging keys, and the dead one's"
+
+        r.hset(dead, "tb-0", "[]")
+        ttls: list[int] = []
+
+        def note_ttls(pipe) -> None:
+            if not pipe.transaction:
+                ttls.extend(r.ttl(k) for k in _staging(db.name))
+
+        with _pipelines(note_ttls):
+            assert trending.update(db, t + DAY, rebuild=True) is True
+        assert ttls and all(0 < ttl <= trending.LOCK_S for ttl in ttls), ttls
+        assert _staging(db.name) == []
+        assert r.exists(other), "another database's keys are its own"
+        assert len(_state(db)["users"]) == 14
+        assert _same(trending.top(db, _names(db), LIMIT, t + DAY), _from_scratch(db, t + DAY))
+    finally:
+        r.delete(dead, other)
