@@ -20,7 +20,9 @@ refresh after new events and the rebase ran (a separate process pings every 2 ms
 with the site's cache, Celery's broker and the workers' marks, and one large command or MULTI makes
 every one of them wait); the Redis memory of the state after the rebuild (``MEMORY USAGE`` of its
 keys) per voter; and the longest the rebuild or the rebase went without taking or renewing the
-state's lock (what ``trending.LOCK_S`` must exceed).
+state's lock (what ``trending.LOCK_S`` must exceed). The PING waits include the machine's
+scheduling noise (printed first: the longest wait with no refresh running); the JSON rows also
+give Redis's own time per command on the state's keys (SLOWLOG, 10 ms and over).
 
 Events are synthetic (users rate 5 products each on average, spread over 20,000 products in 10
 categories and six days), written as the workers leave them: in ``ratings`` and applied to the
@@ -34,6 +36,7 @@ import json
 import multiprocessing
 import os
 import random
+import sys
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -112,7 +115,7 @@ class LockGaps:
 
     def __init__(self) -> None:
         self.last: float | None = None
-        self.worst = 0.0
+        self.worst, self.where, self.since = 0.0, "", ""
         for name in ("acquire", "reacquire", "extend", "release"):
             self._wrap(name)
 
@@ -122,16 +125,45 @@ class LockGaps:
         def wrapped(lock, *a, **kw):
             out = real(lock, *a, **kw)
             now = time.perf_counter()
-            if self.last is not None and name != "acquire":
-                self.worst = max(self.worst, now - self.last)
-            self.last = None if name == "release" else now
+            here = _caller()
+            if self.last is not None and name != "acquire" and now - self.last > self.worst:
+                self.worst, self.where = now - self.last, f"{self.since} -> {here}"
+            self.last, self.since = (None if name == "release" else now), here
             return out
 
         setattr(redis.lock.Lock, name, wrapped)
 
-    def take(self) -> float:
-        worst, self.worst = self.worst, 0.0
-        return worst
+    def take(self) -> tuple[float, str]:
+        """The longest gap since the last take, and between which callers of the lock it was."""
+        worst, where = self.worst, self.where
+        self.worst, self.where = 0.0, ""
+        return worst, where
+
+
+def _caller() -> str:
+    """The innermost core.trending function on the stack (who took or renewed the lock), past
+    the lock's own wrapper (``_Hold.renew``)."""
+    frame = sys._getframe(2)
+    while frame is not None and (not frame.f_code.co_filename.endswith("trending.py")
+                                 or frame.f_code.co_name == "renew"):
+        frame = frame.f_back
+    return frame.f_code.co_name if frame is not None else "?"
+
+
+@contextmanager
+def redis_busy(into: dict, name: str, db_name: str) -> Iterator[None]:
+    """The longest single command on the state's keys during a block, and their sum, from Redis's
+    SLOWLOG (commands of 10 ms and more by default; a MULTI's commands are logged one by one):
+    Redis's own time, which a PING's wait adds the load's scheduling noise to."""
+    r = trending.client()
+    last = max((e["id"] for e in r.slowlog_get(1)), default=-1)
+    try:
+        yield
+    finally:
+        mine = trending.key(db_name, "").encode()
+        took = [e["duration"] for e in r.slowlog_get(128) if e["id"] > last and mine in e["command"]]
+        into[name] = round(max(took, default=0) / 1000, 1)
+        into[name.replace("_max_ms", "_sum_ms")] = round(sum(took) / 1000, 1)
 
 
 def state_bytes(db_name: str) -> tuple[int, int]:
@@ -271,7 +303,8 @@ def main() -> None:
     print(f"longest PING wait over 3 s with no refresh running: {floor['quiet_ping_max_ms']} ms")
     print(f"{'events/week':>12} {'rebuild s':>10} {'of period':>10} {f'+{args.new} s':>10} {'histories':>10} "
           f"{'of period':>10} {'idle s':>8} {'rebase s':>9} {'ping max ms: rebuild':>20} {f'+{args.new}':>7} "
-          f"{'rebase':>7} {'state MB':>9} {'B/voter':>8} {'lock gap s':>10}")
+          f"{'rebase':>7} {'slowest cmd ms: rebuild':>23} {'rebase':>7} {'state MB':>9} {'B/voter':>8} "
+          f"{'lock gap s':>10}")
     rows = []
     try:
         for n in (int(s) for s in args.sizes.split(",")):
@@ -279,13 +312,14 @@ def main() -> None:
             fill(db, n, time.time())
             stall: dict = {}
             gaps.take()
-            with stalls.measure(stall, "rebuild_ping_max_ms"):
+            with stalls.measure(stall, "rebuild_ping_max_ms"), redis_busy(stall, "rebuild_cmd_max_ms", db.name):
                 rebuild_s = timed_refresh(db)  # no state yet: one scan of the week, the voters' histories
-            lock_gap_s = gaps.take()
+            lock_gap_s, gap_at = gaps.take()
             state, voters = state_bytes(db.name)
             add_events(db, max(1, n // 5), args.new, time.time(), random.Random(n + 1))
             reads.ids = 0
-            with stalls.measure(stall, "incremental_ping_max_ms"):
+            with stalls.measure(stall, "incremental_ping_max_ms"), \
+                    redis_busy(stall, "incremental_cmd_max_ms", db.name):
                 incremental_s = timed_refresh(db)
             histories = reads.ids
             idle_s = timed_refresh(db)
@@ -293,20 +327,23 @@ def main() -> None:
             meta = trending.key(db.name, "meta")
             trending.client().hset(meta, "t0", float(trending.client().hget(meta, "t0")) - trending.REBASE_AFTER_S - 1)
             gaps.take()
-            with stalls.measure(stall, "rebase_ping_max_ms"):
+            with stalls.measure(stall, "rebase_ping_max_ms"), redis_busy(stall, "rebase_cmd_max_ms", db.name):
                 rebase_s = timed_refresh(db)
-            lock_gap_s = max(lock_gap_s, gaps.take())
+            rebase_gap_s, rebase_gap_at = gaps.take()
+            if rebase_gap_s > lock_gap_s:
+                lock_gap_s, gap_at = rebase_gap_s, rebase_gap_at
             row = {"events": n, "rebuild_s": round(rebuild_s, 2), "new_events": args.new,
                    "incremental_s": round(incremental_s, 3), "histories_read": histories, "idle_s": round(idle_s, 3),
                    "rebase_s": round(rebase_s, 2),
                    "incremental_share_of_period": round(incremental_s / args.period_s, 4), **stall,
                    "state_bytes": state, "voters": voters, "bytes_per_voter": round(state / max(1, voters)),
-                   "longest_lock_gap_s": round(lock_gap_s, 2)}
+                   "longest_lock_gap_s": round(lock_gap_s, 2), "longest_lock_gap_between": gap_at}
             rows.append(row)
             print(f"{n:>12,} {rebuild_s:>10.2f} {rebuild_s / args.period_s:>10.1%} {incremental_s:>10.3f} "
                   f"{histories:>10,} {incremental_s / args.period_s:>10.2%} {idle_s:>8.3f} {rebase_s:>9.2f} "
                   f"{stall['rebuild_ping_max_ms']:>20.1f} {stall['incremental_ping_max_ms']:>7.1f} "
-                  f"{stall['rebase_ping_max_ms']:>7.1f} {state / 1e6:>9.1f} {state / max(1, voters):>8.0f} "
+                  f"{stall['rebase_ping_max_ms']:>7.1f} {stall['rebuild_cmd_max_ms']:>23.1f} "
+                  f"{stall['rebase_cmd_max_ms']:>7.1f} {state / 1e6:>9.1f} {state / max(1, voters):>8.0f} "
                   f"{lock_gap_s:>10.2f}", flush=True)
     finally:
         trending.drop_state(db.name)
