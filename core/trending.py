@@ -57,7 +57,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import redis
 from pymongo.database import Database
@@ -71,8 +71,10 @@ WINDOW_S = 7 * 86400
 HALF_LIFE_S = 86400.0
 REBASE_AFTER_S = 7 * 86400  # T0 older than this: the stored votes are recomputed around a new one
 STATE_TTL_S = 2 * WINDOW_S  # every key: a deployment whose refresh stopped that long starts afresh
-LOCK_S = 900  # the most one refresh holds the state: far above a rebuild at 1M events (docs/benchmarks.md)
-CHUNK = 10_000  # entries per pipeline of a rebuild's writes (and users per page of the rebase's read)
+# how long a refresh that died keeps the state from the others; a live one renews the lock between
+# chunks (_Hold), so this only has to exceed the longest step between two renewals (docs/benchmarks.md)
+LOCK_S = 300
+CHUNK = 10_000  # entries per pipeline of a rebuild's writes; events (or users) between two renewals
 MISSED = "trending-state"  # ``popular`` document asking for a rebuild (:func:`request_rebuild`)
 NOTE_KEPT_S = 60.0  # the refreshes rebuild this long after a missed mark (its events' insert may lag)
 MAX_VOTES_PER_USER = 100  # a user's most recent votes counted (:func:`capped`): 14 a day for a week
@@ -220,19 +222,29 @@ def due(user_votes: list[tuple[str, float, float]], now: float) -> float:
     return min(t for _p, _r, t in user_votes) + WINDOW_S
 
 
-def live_events(db: Database, now: float) -> list[dict]:
+def live_events(db: Database, now: float, between: Callable[[], None] | None = None) -> list[dict]:
     """The window's rating events that change a history (rate, unrate): one scan of ``ratings``
-    on FerretDB, which is what a rebuild (and core.popular without Redis) pays."""
+    on FerretDB, which is what a rebuild (and core.popular without Redis) pays. It is read in
+    batches of ``CHUNK`` and ``between`` called after each: a rebuild renews its lock there, as the
+    scan of a large week (61 s at 1M events) outlasts any fixed lock time."""
     fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
-    return [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - WINDOW_S}}, fields)
-            if e.get("action", "rate") in rating_history.HISTORY_ACTIONS]
+    out = []
+    cursor = db[mongo.RATINGS].find({"ts": {"$gte": now - WINDOW_S}}, fields, batch_size=CHUNK)
+    for i, e in enumerate(cursor, 1):
+        if e.get("action", "rate") in rating_history.HISTORY_ACTIONS:
+            out.append(e)
+        if between is not None and i % CHUNK == 0:
+            between()
+    return out
 
 
 # --- the refresh -------------------------------------------------------------------------------
 
 class _Hold:
-    """The state's lock while a refresh works: a rebuild renews it to ``LOCK_S`` between the
-    chunks of its writes, and its staging keys expire with it."""
+    """The state's lock while a refresh works. A long one (a rebuild scans the whole week; the
+    lock's time cannot follow the site's traffic) renews it to ``LOCK_S`` between chunks, so a
+    rebuild of any size finishes, while a refresh that died frees the state ``LOCK_S`` after its
+    last renewal."""
 
     def __init__(self, lock: redis.lock.Lock, db_name: str) -> None:
         self.lock, self.db_name = lock, db_name
@@ -279,8 +291,9 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold
     changed = {u.decode() for u in pipe.execute()[2]}
     old: dict[str, list] = {}  # the stored rows of the users computed again (none in a rebuild)
     if rebuild or missed or not meta:  # from the window's rating events, as the refresh did each minute
-        events = live_events(db, now)
+        events = live_events(db, now, hold.renew)
         carried = votes_from_events(events)
+        hold.renew()
         meta, rebuild = {"t0": now, "live_until": max((float(e["ts"]) for e in events), default=0.0) + WINDOW_S}, True
     elif now - meta["t0"] > REBASE_AFTER_S:  # every stored vote again, around a new T0
         stored = _all_rows(r, k("users"), hold)
@@ -351,7 +364,7 @@ def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], ol
     rebuild or a rebase, which writes the whole state, in chunks then a switch
     (:func:`_write_staged`)."""
     category = _categories(db, old, new)
-    delta, voters, kept = _deltas(old, new, category, meta["t0"], now)
+    delta, voters, kept = _deltas(old, new, category, meta["t0"], now, hold.renew)
     count, score = ({}, {}) if rebuild else _current(r, db.name, delta)
     change = _change(delta, voters, count, score, kept, new, now)
     if rebuild:
@@ -370,10 +383,11 @@ def _categories(db: Database, old: dict[str, list], new: dict[str, list]) -> dic
     return category
 
 
-def _deltas(old: dict[str, list], new: dict[str, list], category: dict[str, str], t0: float, now: float
-            ) -> tuple[dict[tuple[str, str], float], Counter, dict[str, str]]:
+def _deltas(old: dict[str, list], new: dict[str, list], category: dict[str, str], t0: float, now: float,
+            between: Callable[[], None]) -> tuple[dict[tuple[str, str], float], Counter, dict[str, str]]:
     """Per (list, product): the change of its score and of its number of voters (the ``old`` rows'
-    terms out, the ``new`` votes' in); and the rows (JSON) to keep per user with a vote."""
+    terms out, the ``new`` votes' in); and the rows (JSON) to keep per user with a vote.
+    ``between`` is called every ``CHUNK`` users (a rebuild renews its lock)."""
     delta: dict[tuple[str, str], float] = defaultdict(float)
     voters: Counter[tuple[str, str]] = Counter()
     kept: dict[str, str] = {}
@@ -382,7 +396,9 @@ def _deltas(old: dict[str, list], new: dict[str, list], category: dict[str, str]
             for name in (mongo.ALL, cat):
                 delta[name, p] -= term
                 voters[name, p] -= 1
-    for user, vs in new.items():
+    for i, (user, vs) in enumerate(new.items(), 1):
+        if i % CHUNK == 0:
+            between()
         if not vs:
             continue
         rows = []

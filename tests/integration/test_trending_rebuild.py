@@ -1,8 +1,9 @@
 """A rebuild (and the weekly rebase) of the trending state (core/trending.py), on real Redis and
 FerretDB: written in chunks into staging keys and switched in by one small MULTI, not one MULTI of
 the whole state (which kept Redis from answering its other clients, the site's cache, Celery and
-the workers' marks, for as long as it ran); readers see the whole old state until the switch;
-staging keys left by a refresh that died are deleted by the next rebuild and expire meanwhile.
+the workers' marks, for as long as it ran); readers see the whole old state until the switch; a
+scan longer than the lock's time renews the lock instead of ending in LockLost; staging keys left
+by a refresh that died are deleted by the next rebuild and expire meanwhile.
 
 ``trending.CHUNK`` is set tiny so that a few votes take many chunks (``raising=False``: the code
 before had no such constant, and these tests must fail on it for what it did, not for that).
@@ -16,6 +17,7 @@ from typing import Callable, Iterator
 
 import pytest
 import redis
+from pymongo import MongoClient, monitoring
 
 from core import mongo, popular, trending
 from core.events import UNRATE, RatingEvent
@@ -172,6 +174,50 @@ def test_a_reader_between_two_chunks_of_a_rebuild_sees_the_whole_old_state(env, 
     r = trending.client()
     assert not r.exists(trending.list_key(db.name, "Keyboards"))
     assert b"Keyboards" not in r.smembers(trending.key(db.name, "cats"))
+
+
+class _SlowRatings(monitoring.CommandListener):
+    """FerretDB slow to read ``ratings``: each reply waits ``per_event_s`` per event it holds, and
+    notes how long the trending lock has left."""
+
+    def __init__(self, per_event_s: float, lock_key: str) -> None:
+        self.per_event_s, self.lock_key, self.ttls_ms, self.replies = per_event_s, lock_key, [], 0
+
+    def started(self, event) -> None:
+        pass
+
+    def succeeded(self, event) -> None:
+        if event.command_name not in ("find", "getMore"):
+            return
+        cursor = (event.reply or {}).get("cursor") or {}
+        if not str(cursor.get("ns", "")).endswith(f".{mongo.RATINGS}"):
+            return
+        self.replies += 1
+        time.sleep(self.per_event_s * len(cursor.get("firstBatch", cursor.get("nextBatch", []))))
+        self.ttls_ms.append(trending.client().pttl(self.lock_key))
+
+    def failed(self, event) -> None:
+        pass
+
+
+def test_a_rebuild_whose_scan_outlasts_the_lock_time_renews_the_lock_and_commits(env, monkeypatch):
+    from core.settings import get_settings
+
+    db, p = env.db, env.products
+    t = time.time() - 2 * DAY
+    _week(p, t, users=8)  # 24 events: 2.4 s of reading against a lock of 1 s
+    monkeypatch.setattr(trending, "LOCK_S", 1)
+    monkeypatch.setattr(trending, "CHUNK", 2, raising=False)
+    slow = _SlowRatings(0.1, trending.key(db.name, "lock"))
+    client = MongoClient(get_settings().mongo_uri, event_listeners=[slow])
+    try:
+        assert trending.update(mongo.ReloadableDatabase(client, db.name), t + DAY, rebuild=True) is True
+    finally:
+        client.close()
+    assert slow.replies > 3
+    # renewed to LOCK_S, never longer: a refresh that dies frees the state within LOCK_S
+    assert all(0 < ttl <= 1000 for ttl in slow.ttls_ms), slow.ttls_ms
+    assert _same(trending.top(db, _names(db), LIMIT, t + DAY), _from_scratch(db, t + DAY))
 
 
 def test_staging_keys_expire_and_a_refresh_that_died_leaves_none_to_the_next_rebuild(env, monkeypatch):
