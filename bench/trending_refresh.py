@@ -32,6 +32,7 @@ with its trending state in ``REDIS_URL`` (dropped too).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -271,16 +272,32 @@ def timed_refresh(db) -> float:
     return time.perf_counter() - t0
 
 
+def _use_trending(path: str) -> None:
+    """Make ``path`` the trending module of this bench and of core.popular (which the refresh runs)."""
+    global trending
+    spec = importlib.util.spec_from_file_location("core.trending", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["core.trending"] = module
+    spec.loader.exec_module(module)
+    trending = popular.trending = module
+    print(f"trending module: {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--new", type=int, default=1000, help="events between two refreshes")
     ap.add_argument("--database", default="bench_trending")
+    ap.add_argument("--trending-from", metavar="FILE",
+                    help="measure this copy of core/trending.py instead (the code before: "
+                         "git show REV:core/trending.py > /tmp/trending_before.py)")
     ap.add_argument("--period-s", type=float, default=float(os.environ.get("TRENDING_REFRESH_S", "60")))
     ap.add_argument("--heavy", type=int, default=0,
                     help="instead: one account with this many votes in a week of --sizes' first size")
     ap.add_argument("--repeats", type=int, default=3, help="--heavy: refreshes after one vote of it")
     args = ap.parse_args()
+    if args.trending_from:
+        _use_trending(args.trending_from)
     stalls = Stalls(get_settings().redis_url)  # forked before any client exists
     gaps = LockGaps()
     reads = _HistoryReads()
