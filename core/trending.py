@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 WINDOW_S = 7 * 86400
 HALF_LIFE_S = 86400.0
 REBASE_AFTER_S = 7 * 86400  # T0 older than this: the stored votes are recomputed around a new one
-STATE_TTL_S = 2 * WINDOW_S  # every key: a deployment whose refresh stopped that long starts afresh
+STATE_TTL_S = 2 * WINDOW_S  # every live key: a deployment whose refresh stopped that long starts afresh
 # how long a refresh that died keeps the state from the others; a live one renews the lock between
 # chunks (_Hold), so this only has to exceed the longest step between two renewals (docs/benchmarks.md)
 LOCK_S = 300
