@@ -283,6 +283,15 @@ def _use_trending(path: str) -> None:
     print(f"trending module: {path}")
 
 
+def _clean_up(db, client: MongoClient, stalls: Stalls) -> None:
+    """The bench's database and trending state dropped, its pinging process stopped; the load at the end."""
+    trending.drop_state(db.name)
+    client.drop_database(db.name)
+    client.close()
+    stalls.close()
+    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000")
@@ -308,11 +317,7 @@ def main() -> None:
         try:
             print(json.dumps(heavy_case(db, int(args.sizes.split(",")[0]), args.heavy, args.repeats)))
         finally:
-            trending.drop_state(db.name)
-            client.drop_database(args.database)
-            client.close()
-            stalls.close()
-        print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+            _clean_up(db, client, stalls)
         return
     floor: dict = {}
     with stalls.measure(floor, "quiet_ping_max_ms"):  # the noise floor: no refresh running
@@ -363,11 +368,7 @@ def main() -> None:
                   f"{stall['rebase_cmd_max_ms']:>7.1f} {state / 1e6:>9.1f} {state / max(1, voters):>8.0f} "
                   f"{lock_gap_s:>10.2f}", flush=True)
     finally:
-        trending.drop_state(db.name)
-        client.drop_database(args.database)
-        client.close()
-        stalls.close()
-    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        _clean_up(db, client, stalls)
     print(json.dumps(rows))
 
 

@@ -22,34 +22,11 @@ from pymongo import MongoClient, monitoring
 from core import mongo, popular, stored_lists, trending
 from core.events import DELETE_ACCOUNT, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
+from trending_support import apply_batch, env, list_names  # noqa: F401  (env: a fixture)
 
 pytestmark = pytest.mark.integration
 DAY = 86400.0
 LIMIT = 10
-
-
-@pytest.fixture
-def env(rt_catalog, worker_env):
-    """The module's catalog with no live rating, history or trending state left by another test."""
-    db = rt_catalog.db
-    for name in (mongo.RATINGS, mongo.USER_HISTORY, mongo.EXCLUSIONS, mongo.DELETED_USERS, mongo.POPULAR):
-        db[name].delete_many({})
-    trending.drop_state(db.name)
-    yield rt_catalog
-    trending.drop_state(db.name)
-
-
-def _apply(*events: RatingEvent) -> None:
-    from kafka_workers.batch import handle_batch
-
-    outcomes = handle_batch(list(events), None)
-    assert {o.status for o in outcomes} == {"processed"}, outcomes
-
-
-def _names(db) -> set[str]:
-    from core import catalog
-
-    return {mongo.ALL, *(c["name"] for c in catalog.categories(db=db))}
 
 
 def _from_scratch(db, now: float, without: frozenset[str] = frozenset()) -> dict[str, list[dict]]:
@@ -57,11 +34,11 @@ def _from_scratch(db, now: float, without: frozenset[str] = frozenset()) -> dict
     the users ``without``), ranked again."""
     events = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - trending.WINDOW_S}})
               if e.get("action", "rate") in ("rate", "unrate") and e.get("user_id") not in without]
-    return popular.ranked(popular.trending_scores(events, now), _names(db), LIMIT, db)
+    return popular.ranked(popular.trending_scores(events, now), list_names(db), LIMIT, db)
 
 
 def _written(db) -> dict[str, list[dict]]:
-    return {name: stored_lists.get_popular(name, "trending", db=db) for name in _names(db)}
+    return {name: stored_lists.get_popular(name, "trending", db=db) for name in list_names(db)}
 
 
 def _same(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> bool:
@@ -75,7 +52,7 @@ def _same(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> bool:
 def _refresh_and_check(db, now: float, through=None) -> dict[str, list[dict]]:
     """Refresh at ``now`` (``through`` another handle on the database: one whose reads are counted)
     and check the lists against the from-scratch ranking."""
-    assert popular.refresh_trending(LIMIT, db=db if through is None else through, now=now) == len(_names(db))
+    assert popular.refresh_trending(LIMIT, db=db if through is None else through, now=now) == len(list_names(db))
     written = _written(db)
     assert _same(written, _from_scratch(db, now))
     return written
@@ -116,7 +93,7 @@ def _watched(db) -> tuple[mongo.ReloadableDatabase, _Reads, MongoClient]:
 def test_incremental_lists_equal_the_from_scratch_ranking_through_changes_and_ageing(env):
     db, p = env.db, env.products
     t = time.time() - 6 * DAY
-    _apply(RatingEvent(user_id="tr-1", product_id=p[0], rating=5, ts=t),
+    apply_batch(RatingEvent(user_id="tr-1", product_id=p[0], rating=5, ts=t),
            RatingEvent(user_id="tr-1", product_id=p[1], rating=4, ts=t + 10),
            RatingEvent(user_id="tr-2", product_id=p[0], rating=3, ts=t + 20),
            RatingEvent(user_id="tr-3", product_id=p[3], rating=5, ts=t + 30),
@@ -124,7 +101,7 @@ def test_incremental_lists_equal_the_from_scratch_ranking_through_changes_and_ag
     _refresh_and_check(db, t + DAY)  # the first refresh builds the state (from the window's events)
     t0 = _t0(db)
 
-    _apply(RatingEvent(user_id="tr-1", product_id=p[0], rating=2, ts=t + DAY + 1),  # rated again
+    apply_batch(RatingEvent(user_id="tr-1", product_id=p[0], rating=2, ts=t + DAY + 1),  # rated again
            RatingEvent(user_id="tr-2", product_id=p[0], rating=0, ts=t + DAY + 2, action=UNRATE),
            RatingEvent(user_id="tr-3", product_id=p[5], rating=0, ts=t + DAY + 3, action=NOT_INTERESTED),
            RatingEvent(user_id="tr-4", product_id=p[2], rating=4, ts=t + DAY + 4),
@@ -132,7 +109,7 @@ def test_incremental_lists_equal_the_from_scratch_ranking_through_changes_and_ag
     _refresh_and_check(db, t + 1.5 * DAY)
     assert not any(i["product_id"] == p[0] and i["score"] > 0.5 for i in _written(db)[mongo.ALL])
 
-    _apply(RatingEvent(user_id="tr-3", product_id="", rating=0, ts=t + 2 * DAY, action=DELETE_ACCOUNT),
+    apply_batch(RatingEvent(user_id="tr-3", product_id="", rating=0, ts=t + 2 * DAY, action=DELETE_ACCOUNT),
            RatingEvent(user_id="tr-5", product_id=p[6], rating=5, ts=t + 2 * DAY + 3600))  # an hour ahead
     lists = _refresh_and_check(db, t + 2 * DAY)
     assert p[3] not in {i["product_id"] for i in lists[mongo.ALL]}  # the deleted account's vote is gone
@@ -170,7 +147,7 @@ def test_a_heavy_rater_counts_its_most_recent_votes_through_new_votes_removals_a
     cap, t = trending.MAX_VOTES_PER_USER, time.time() - 3 * DAY
     n = cap + 50
     at = [t + 60 * (45 if 45 <= i < 55 else i) for i in range(n)]  # p[45..54] tied at the cut
-    _apply(*[RatingEvent(user_id="tr-bot", product_id=p[i], rating=1 + i % 5, ts=at[i]) for i in range(n)],
+    apply_batch(*[RatingEvent(user_id="tr-bot", product_id=p[i], rating=1 + i % 5, ts=at[i]) for i in range(n)],
            RatingEvent(user_id="tr-h1", product_id=p[2], rating=4, ts=t + 30),
            RatingEvent(user_id="tr-h2", product_id=p[120], rating=5, ts=t + 90))
     _refresh_and_check(db, t + DAY)
@@ -180,11 +157,11 @@ def test_a_heavy_rater_counts_its_most_recent_votes_through_new_votes_removals_a
     kept = {row[0] for row in _stored_row(db, "tr-bot")}
     assert len(kept & set(p[45:55])) == 5, "half of the tied votes are within the cap"
 
-    _apply(RatingEvent(user_id="tr-bot", product_id=p[n], rating=5, ts=t + DAY + 10))
+    apply_batch(RatingEvent(user_id="tr-bot", product_id=p[n], rating=5, ts=t + DAY + 10))
     _refresh_and_check(db, t + DAY + 60)
     assert len(_stored_row(db, "tr-bot")) == cap and p[n] in {row[0] for row in _stored_row(db, "tr-bot")}
 
-    _apply(RatingEvent(user_id="tr-bot", product_id=p[n - 1], rating=0, ts=t + DAY + 20, action=UNRATE))
+    apply_batch(RatingEvent(user_id="tr-bot", product_id=p[n - 1], rating=0, ts=t + DAY + 20, action=UNRATE))
     _refresh_and_check(db, t + DAY + 120)  # the newest beyond the cap counts again
     assert len(_stored_row(db, "tr-bot")) == cap
 
@@ -199,13 +176,13 @@ def test_a_heavy_rater_counts_its_most_recent_votes_through_new_votes_removals_a
 def test_a_refresh_reads_only_the_histories_of_the_users_that_changed(env):
     db, p = env.db, env.products
     t = time.time() - 2 * DAY
-    _apply(*[RatingEvent(user_id=f"tr-r{u}", product_id=p[(u * 7 + k) % 50], rating=1 + (u + k) % 5,
+    apply_batch(*[RatingEvent(user_id=f"tr-r{u}", product_id=p[(u * 7 + k) % 50], rating=1 + (u + k) % 5,
                          ts=t + u * 60 + k) for u in range(40) for k in range(3)])
     before = _refresh_and_check(db, t + DAY + 600)
     t0 = _t0(db)
 
     changed = ["tr-r3", "tr-r17", "tr-new-1", "tr-new-2"]
-    _apply(*[RatingEvent(user_id=u, product_id=p[60 + k + i], rating=5, ts=t + DAY + 10 * i + k)
+    apply_batch(*[RatingEvent(user_id=u, product_id=p[60 + k + i], rating=5, ts=t + DAY + 10 * i + k)
              for i, u in enumerate(changed) for k in range(3)])
     watched, reads, client = _watched(db)
     try:
@@ -223,9 +200,9 @@ def test_redis_flushed_or_a_mark_lost_rebuilds_the_same_lists(env, monkeypatch):
 
     db, p = env.db, env.products
     t = time.time() - 3 * DAY
-    _apply(*[RatingEvent(user_id=f"tr-f{u}", product_id=p[(u * 5 + k) % 40], rating=1 + (u * k) % 5,
+    apply_batch(*[RatingEvent(user_id=f"tr-f{u}", product_id=p[(u * 5 + k) % 40], rating=1 + (u * k) % 5,
                          ts=t + u * 100 + k) for u in range(25) for k in range(4)])
-    _apply(RatingEvent(user_id="tr-f3", product_id=p[1], rating=0, ts=t + DAY, action=UNRATE))
+    apply_batch(RatingEvent(user_id="tr-f3", product_id=p[1], rating=0, ts=t + DAY, action=UNRATE))
     before = _refresh_and_check(db, t + 2 * DAY)
 
     trending.drop_state(db.name)  # Redis flushed (or its keys expired)
@@ -240,7 +217,7 @@ def test_redis_flushed_or_a_mark_lost_rebuilds_the_same_lists(env, monkeypatch):
     # Redis down while a worker applies a batch: the history is written, the mark is not
     with monkeypatch.context() as m:
         m.setattr(list_state, "client", lambda: redis.Redis(port=1, socket_connect_timeout=0.2))
-        _apply(RatingEvent(user_id="tr-f-down", product_id=p[90], rating=5, ts=t + 2 * DAY + 5))
+        apply_batch(RatingEvent(user_id="tr-f-down", product_id=p[90], rating=5, ts=t + 2 * DAY + 5))
     assert trending.client().scard(trending.key(db.name, "dirty")) == 0
     lists = _refresh_and_check(db, t + 2 * DAY + 60)  # the note in MongoDB made it rebuild
     assert lists[mongo.ALL][0]["product_id"] == p[90]
@@ -255,9 +232,9 @@ def test_redis_flushed_or_a_mark_lost_rebuilds_the_same_lists(env, monkeypatch):
 def test_a_refresh_that_finds_the_state_held_leaves_it_to_the_holder(env):
     db, p = env.db, env.products
     t = time.time() - DAY
-    _apply(RatingEvent(user_id="tr-l1", product_id=p[0], rating=5, ts=t))
+    apply_batch(RatingEvent(user_id="tr-l1", product_id=p[0], rating=5, ts=t))
     _refresh_and_check(db, t + 60)
-    _apply(RatingEvent(user_id="tr-l2", product_id=p[1], rating=5, ts=t + 120))
+    apply_batch(RatingEvent(user_id="tr-l2", product_id=p[1], rating=5, ts=t + 120))
     r, lock = trending.client(), trending.key(db.name, "lock")
     assert r.set(lock, "another refresh", nx=True, ex=60)
     try:
@@ -272,14 +249,14 @@ def test_a_refresh_that_finds_the_state_held_leaves_it_to_the_holder(env):
 def test_the_publish_job_ranks_the_window_in_memory_when_redis_is_down(env, monkeypatch):
     db, p = env.db, env.products
     t = time.time() - DAY
-    _apply(RatingEvent(user_id="tr-d1", product_id=p[0], rating=5, ts=t),
+    apply_batch(RatingEvent(user_id="tr-d1", product_id=p[0], rating=5, ts=t),
            RatingEvent(user_id="tr-d2", product_id=p[1], rating=4, ts=t + 60),
            RatingEvent(user_id="tr-d2", product_id=p[2], rating=2, ts=t + 120))
     with monkeypatch.context() as m:
         m.setattr(trending, "client", lambda: redis.Redis(port=1, socket_connect_timeout=0.2))
         with pytest.raises(redis.RedisError):  # Celery's refresh fails (and runs again a minute later)
             popular.refresh_trending(LIMIT, db=db, now=t + 600)
-        assert popular.refresh_trending(LIMIT, db=db, quiet_fallback=True, now=t + 600) == len(_names(db))
+        assert popular.refresh_trending(LIMIT, db=db, quiet_fallback=True, now=t + 600) == len(list_names(db))
     assert _same(_written(db), _from_scratch(db, t + 600))
     assert [i["product_id"] for i in _written(db)[mongo.ALL]] == [p[0], p[1], p[2]]
 
@@ -293,7 +270,7 @@ def test_a_change_already_in_the_history_is_still_marked_when_applied_again(env)
 
     db, p = env.db, env.products
     t = time.time() - DAY
-    _apply(RatingEvent(user_id="tr-m0", product_id=p[3], rating=3, ts=t))
+    apply_batch(RatingEvent(user_id="tr-m0", product_id=p[3], rating=3, ts=t))
     _refresh_and_check(db, t + 60)
     # the failed batch's write: the history holds the rating, nobody marked it
     rating_history.change_history("tr-m1", p[0], 5.0, t + 120, db=db)
@@ -313,7 +290,7 @@ def test_a_rebuild_that_scanned_before_a_batch_stored_its_ratings_is_corrected_b
 
     db, p = env.db, env.products
     t = time.time() - DAY
-    _apply(RatingEvent(user_id="tr-r0", product_id=p[3], rating=3, ts=t))
+    apply_batch(RatingEvent(user_id="tr-r0", product_id=p[3], rating=3, ts=t))
     _refresh_and_check(db, t + 60)
     tail = Tail()
     handle_batch([RatingEvent(user_id="tr-r1", product_id=p[0], rating=5, ts=t + 120)], None, tail)
@@ -331,13 +308,13 @@ def test_the_publish_job_does_not_take_a_held_state_for_a_quiet_site(env, monkey
     which would replace the live lists with the data's old weeks."""
     db, p = env.db, env.products
     t = time.time() - DAY
-    _apply(RatingEvent(user_id="tr-h1", product_id=p[0], rating=5, ts=t),
+    apply_batch(RatingEvent(user_id="tr-h1", product_id=p[0], rating=5, ts=t),
            RatingEvent(user_id="tr-h2", product_id=p[1], rating=4, ts=t + 60))
     monkeypatch.setattr(trending, "LOCK_S", 1)
     r, lock = trending.client(), trending.key(db.name, "lock")
     assert r.set(lock, "another refresh", nx=True, ex=60)
     try:
-        assert popular.refresh_trending(LIMIT, db=db, quiet_fallback=True, now=t + 600) == len(_names(db))
+        assert popular.refresh_trending(LIMIT, db=db, quiet_fallback=True, now=t + 600) == len(list_names(db))
     finally:
         r.delete(lock)
     assert _same(_written(db), _from_scratch(db, t + 600))
@@ -405,16 +382,16 @@ def _racing_setup(env) -> tuple[float, set[str], Callable[[], None]]:
     five more users that comes while the racing refreshes run: what it applies, and when."""
     db, p = env.db, env.products
     t = time.time() - DAY
-    _apply(*[RatingEvent(user_id=f"tr-x{u}", product_id=p[(u * 3 + k) % 30], rating=1 + (u + k) % 5,
+    apply_batch(*[RatingEvent(user_id=f"tr-x{u}", product_id=p[(u * 3 + k) % 30], rating=1 + (u + k) % 5,
                          ts=t + u + k / 10) for u in range(10) for k in range(3)])
     _refresh_and_check(db, t + 60)
-    _apply(*[RatingEvent(user_id=f"tr-x{u}", product_id=p[40 + (u + k) % 20], rating=5 - (u * k) % 5,
+    apply_batch(*[RatingEvent(user_id=f"tr-x{u}", product_id=p[40 + (u + k) % 20], rating=5 - (u * k) % 5,
                          ts=t + 100 + u + k / 10) for u in range(5, 25) for k in range(3)])
     assert trending.client().scard(trending.key(db.name, "dirty")) == 20
     late = {f"tr-late{u}" for u in range(5)}
 
     def during() -> None:
-        _apply(*[RatingEvent(user_id=u, product_id=p[70], rating=5, ts=t + 200 + i) for i, u in enumerate(sorted(late))])
+        apply_batch(*[RatingEvent(user_id=u, product_id=p[70], rating=5, ts=t + 200 + i) for i, u in enumerate(sorted(late))])
 
     return t + 300, late, during
 
@@ -430,7 +407,7 @@ def test_two_refreshes_started_together_one_takes_the_marks_the_other_leaves_it(
     r = trending.client()
     assert {u.decode() for u in r.smembers(trending.key(db.name, "dirty"))} == late
     assert not r.exists(trending.key(db.name, "taking"))
-    assert _same(trending.top(db, _names(db), LIMIT, now), _from_scratch(db, now, without=frozenset(late)))
+    assert _same(trending.top(db, list_names(db), LIMIT, now), _from_scratch(db, now, without=frozenset(late)))
     assert _from_scratch(db, now, without=frozenset(late)) != _from_scratch(db, now), "the late batch matters"
     _refresh_and_check(db, now)
     assert not r.exists(trending.key(db.name, "dirty"))
@@ -445,4 +422,4 @@ def test_a_publish_job_racing_a_refresh_waits_and_applies_its_own_pass(env):
     assert _race(db, now, True, during) == [True, True]
     r = trending.client()
     assert not r.exists(trending.key(db.name, "dirty")) and not r.exists(trending.key(db.name, "taking"))
-    assert _same(trending.top(db, _names(db), LIMIT, now), _from_scratch(db, now))
+    assert _same(trending.top(db, list_names(db), LIMIT, now), _from_scratch(db, now))

@@ -22,40 +22,17 @@ from pymongo import MongoClient, monitoring
 from core import mongo, popular, trending
 from core.events import UNRATE, RatingEvent
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
+from trending_support import apply_batch, env, list_names  # noqa: F401  (env: a fixture)
 
 pytestmark = pytest.mark.integration
 DAY = 86400.0
 LIMIT = 10
 
 
-@pytest.fixture
-def env(rt_catalog, worker_env):
-    """The module's catalog with no live rating, history or trending state left by another test."""
-    db = rt_catalog.db
-    for name in (mongo.RATINGS, mongo.USER_HISTORY, mongo.POPULAR):
-        db[name].delete_many({})
-    trending.drop_state(db.name)
-    yield rt_catalog
-    trending.drop_state(db.name)
-
-
-def _apply(*events: RatingEvent) -> None:
-    from kafka_workers.batch import handle_batch
-
-    outcomes = handle_batch(list(events), None)
-    assert {o.status for o in outcomes} == {"processed"}, outcomes
-
-
-def _names(db) -> set[str]:
-    from core import catalog
-
-    return {mongo.ALL, *(c["name"] for c in catalog.categories(db=db))}
-
-
 def _week(p: list[str], t: float, users: int = 12) -> None:
     """Votes of ``users`` users on products of two of the three categories (product i is in
     category i % 3: Keyboards, 2, gets none)."""
-    _apply(*[RatingEvent(user_id=f"tb-{u}", product_id=p[3 * ((u * 5 + k) % 30) + (u + k) % 2],
+    apply_batch(*[RatingEvent(user_id=f"tb-{u}", product_id=p[3 * ((u * 5 + k) % 30) + (u + k) % 2],
                          rating=1 + (u + k) % 5, ts=t + u * 60 + k) for u in range(users) for k in range(3)])
 
 
@@ -74,7 +51,7 @@ def _from_scratch(db, now: float) -> dict[str, list[dict]]:
     """The rule over the window's rating events, ranked in memory (core.popular)."""
     events = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - trending.WINDOW_S}})
               if e.get("action", "rate") in ("rate", "unrate")]
-    return popular.ranked(popular.trending_scores(events, now), _names(db), LIMIT, db)
+    return popular.ranked(popular.trending_scores(events, now), list_names(db), LIMIT, db)
 
 
 def _same(got: dict[str, list[dict]], want: dict[str, list[dict]]) -> bool:
@@ -128,7 +105,7 @@ def test_a_rebuild_and_a_rebase_in_tiny_chunks_write_the_state_one_transaction_w
     with _pipelines(lambda pipe: sent.append(sum(len(args) for args, _opts in pipe.sent))):
         assert trending.update(db, now, rebuild=True) is True
     assert _state(db) == whole
-    assert _same(trending.top(db, _names(db), LIMIT, now), _from_scratch(db, now))
+    assert _same(trending.top(db, list_names(db), LIMIT, now), _from_scratch(db, now))
     # no pipeline (MULTI or not) carried the state: at most a chunk of 3 entries (6 arguments with
     # ZADD's scores) with its key's expiries, or the switch's few commands per key
     assert len(sent) > 10 and max(sent) < 100, sent
@@ -146,15 +123,15 @@ def test_a_reader_between_two_chunks_of_a_rebuild_sees_the_whole_old_state(env, 
     db, p = env.db, env.products
     t = time.time() - 2 * DAY
     _week(p, t)
-    _apply(RatingEvent(user_id="tb-k", product_id=p[2], rating=5, ts=t + 3600))  # Keyboards' one vote
+    apply_batch(RatingEvent(user_id="tb-k", product_id=p[2], rating=5, ts=t + 3600))  # Keyboards' one vote
     now = t + DAY
     assert trending.update(db, now, rebuild=True) is True
-    names = _names(db)
+    names = list_names(db)
     before = trending.top(db, names, LIMIT, now)
     assert [i["product_id"] for i in before["Keyboards"]] == [p[2]]
 
     # new voters, and Keyboards' vote taken back: its list must go with the old state
-    _apply(*[RatingEvent(user_id=f"tb-new{u}", product_id=p[90 + 3 * u], rating=5, ts=t + DAY - 60 + u)
+    apply_batch(*[RatingEvent(user_id=f"tb-new{u}", product_id=p[90 + 3 * u], rating=5, ts=t + DAY - 60 + u)
              for u in range(8)],
            RatingEvent(user_id="tb-k", product_id=p[2], rating=0, ts=t + DAY - 30, action=UNRATE))
     monkeypatch.setattr(trending, "CHUNK", 2, raising=False)
@@ -217,7 +194,7 @@ def test_a_rebuild_whose_scan_outlasts_the_lock_time_renews_the_lock_and_commits
     assert slow.replies > 3
     # renewed to LOCK_S, never longer: a refresh that dies frees the state within LOCK_S
     assert all(0 < ttl <= 1000 for ttl in slow.ttls_ms), slow.ttls_ms
-    assert _same(trending.top(db, _names(db), LIMIT, t + DAY), _from_scratch(db, t + DAY))
+    assert _same(trending.top(db, list_names(db), LIMIT, t + DAY), _from_scratch(db, t + DAY))
 
 
 def test_staging_keys_expire_and_a_refresh_that_died_leaves_none_to_the_next_rebuild(env, monkeypatch):
@@ -262,6 +239,6 @@ def test_staging_keys_expire_and_a_refresh_that_died_leaves_none_to_the_next_reb
         assert _staging(db.name) == []
         assert r.exists(other), "another database's keys are its own"
         assert len(_state(db)["users"]) == 14
-        assert _same(trending.top(db, _names(db), LIMIT, t + DAY), _from_scratch(db, t + DAY))
+        assert _same(trending.top(db, list_names(db), LIMIT, t + DAY), _from_scratch(db, t + DAY))
     finally:
         r.delete(dead, other)
