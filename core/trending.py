@@ -74,7 +74,10 @@ STATE_TTL_S = 2 * WINDOW_S  # every live key: a deployment whose refresh stopped
 # how long a refresh that died keeps the state from the others; a live one renews the lock between
 # chunks (_Hold), so this only has to exceed the longest step between two renewals (docs/benchmarks.md)
 LOCK_S = 300
-CHUNK = 10_000  # entries per pipeline of a rebuild's writes; events (or users) between two renewals
+CHUNK = 10_000  # entries per pipeline of a rebuild's writes; events, users or ids read between two renewals
+# how long the publish job waits for a refresh holding the state: a renewing one may hold it as long
+# as Celery lets a task run (kafka_workers/celery_app.TASK_TIME_LIMIT_S, an hour), then LOCK_S more
+WAIT_S = 3600 + LOCK_S
 MISSED = "trending-state"  # ``popular`` document asking for a rebuild (:func:`request_rebuild`)
 NOTE_KEPT_S = 60.0  # the refreshes rebuild this long after a missed mark (its events' insert may lag)
 MAX_VOTES_PER_USER = 100  # a user's most recent votes counted (:func:`capped`): 14 a day for a week
@@ -82,8 +85,9 @@ SEP = "\x1f"  # between a list's name and a product id in the voter counts (neit
 
 
 class LockLost(RuntimeError):
-    """The state's lock was not held when needed: this refresh held it longer than ``LOCK_S`` (another
-    may have started; nothing written), or a waiting one never got it."""
+    """The state's lock was not held when needed: this refresh went ``LOCK_S`` without renewing it
+    (another may have started; nothing of it is live: staged keys are dropped, the marks it took
+    stay for the next refresh), or the publish job waited ``WAIT_S`` in vain."""
 
 
 def key(db_name: str, part: str) -> str:
@@ -157,7 +161,7 @@ Vote = tuple[str, float, float]  # (product, rating, ts)
 
 def _recency(vote: Vote) -> tuple:
     """Orders a user's votes from the most recent: the histories' own key (core.rating_history's
-    ``change_key``: the later ts; at one ts, the lower rating), then the product id, so that the
+    ``change_key``: the later ts; at one ts, the lower rating), then the greater product id, so that the
     history, the rebuild's events and the stored rows keep the same votes when ts tie."""
     p, r, t = vote
     return (*rating_history.change_key(r, t), p)
@@ -262,10 +266,10 @@ def update(db: Database, now: float, rebuild: bool = False, wait: bool = False) 
     """Bring the state up to ``now``; True when a rating was made or taken back within the window
     (trending is live), None when another refresh holds the state (and ``wait`` is not set)."""
     r = client()
-    lock = r.lock(key(db.name, "lock"), timeout=LOCK_S, blocking=wait, blocking_timeout=LOCK_S if wait else None)
+    lock = r.lock(key(db.name, "lock"), timeout=LOCK_S, blocking=wait, blocking_timeout=WAIT_S if wait else None)
     if not lock.acquire():
         if wait:  # the publish job: it must not take "busy" for "nothing is live" (see core.popular)
-            raise LockLost(f"trending state of {db.name}: held by another refresh for over {LOCK_S} s")
+            raise LockLost(f"trending state of {db.name}: held by another refresh for over {WAIT_S} s")
         return None
     try:
         return _update(r, db, now, rebuild, _Hold(lock, db.name))
@@ -285,10 +289,11 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold
     missed = db[mongo.POPULAR].find_one({"_id": MISSED})
     # the marks are taken before any history is read: one added later is for a write read later
     pipe = r.pipeline(transaction=True)
-    pipe.sunionstore(k("taking"), [k("taking"), k("dirty")])
+    pipe.sunionstore(k("taking"), [k("taking"), k("dirty")])  # (which drops the destination's expiry)
     pipe.delete(k("dirty"))
+    pipe.expire(k("taking"), STATE_TTL_S)
     pipe.smembers(k("taking"))
-    changed = {u.decode() for u in pipe.execute()[2]}
+    changed = {u.decode() for u in pipe.execute()[3]}
     old: dict[str, list] = {}  # the stored rows of the users computed again (none in a rebuild)
     if rebuild or missed or not meta:  # from the window's rating events, as the refresh did each minute
         events = live_events(db, now, hold.renew)
@@ -305,7 +310,7 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold
         old = {u: json.loads(v) for u, v in zip(users, r.hmget(k("users"), users) if users else []) if v}
         carried = _stored_votes(old, now)
     # the marked users' histories win: a worker's batch stores its ratings after it marks them
-    histories = mongo.find_by_ids(mongo.USER_HISTORY, changed, {"ratings": 1, "removed": 1}, db=db)
+    histories = _read_by_ids(db, mongo.USER_HISTORY, changed, {"ratings": 1, "removed": 1}, hold)
     new = {**carried, **{u: votes(histories.get(u), now) for u in changed}}
     meta["live_until"] = max([meta["live_until"], *(last_activity(h) + WINDOW_S for h in histories.values())])
     _commit(r, db, now, meta, old, new, rebuild, hold)
@@ -322,8 +327,22 @@ def _stored_votes(rows_by_user: dict[str, list], now: float) -> dict[str, list[V
     The rows hold a user's votes after the cap (:func:`capped`), yet this is exactly what their
     unchanged history gives at ``now``: the votes beyond the cap are dated no later than every
     stored one, so they have left the window before or with the oldest stored vote, and the ones
-    ageing out are always the least recent (a changed history is marked and read again)."""
-    return {u: [(p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S] for u, rows in rows_by_user.items()}
+    ageing out are always the least recent (a changed history is marked and read again). Capped
+    again all the same: rows written under a larger cap (before there was one, or before it was
+    lowered) would otherwise split a user's weight over more votes than the rule counts."""
+    return {u: capped((p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S)
+            for u, rows in rows_by_user.items()}
+
+
+def _read_by_ids(db: Database, collection: str, ids: Iterable[str], projection: dict, hold: _Hold) -> dict[str, dict]:
+    """Documents by ``_id``, ``CHUNK`` ids per read with the lock renewed between: after marks piled
+    up (Celery stopped for hours, a slow FerretDB) one read of them all outlasted the lock, every
+    refresh then ended in LockLost and kept the marks for the next, which had more to read."""
+    ids, out = sorted(ids), {}
+    for start in range(0, len(ids), CHUNK):
+        out.update(mongo.find_by_ids(collection, ids[start:start + CHUNK], projection, db=db))
+        hold.renew()
+    return out
 
 
 def _all_rows(r: redis.Redis, users_key: str, hold: _Hold) -> dict[str, list]:
@@ -363,7 +382,7 @@ def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], ol
     would leave a rounding remainder. A refresh writes in one MULTI (:func:`_write_update`); a
     rebuild or a rebase, which writes the whole state, in chunks then a switch
     (:func:`_write_staged`)."""
-    category = _categories(db, old, new)
+    category = _categories(db, old, new, hold)
     delta, voters, kept = _deltas(old, new, category, meta["t0"], now, hold.renew)
     count, score = ({}, {}) if rebuild else _current(r, db.name, delta)
     change = _change(delta, voters, count, score, kept, new, now)
@@ -373,13 +392,13 @@ def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], ol
         _write_update(r, db.name, meta, change, hold.token)
 
 
-def _categories(db: Database, old: dict[str, list], new: dict[str, list]) -> dict[str, str]:
+def _categories(db: Database, old: dict[str, list], new: dict[str, list], hold: _Hold) -> dict[str, str]:
     """A product's category as stored with a vote (a rebuild reads them all again), else the
     catalog's: a product moved to another category keeps its stored votes where they were added."""
     category = {p: cat for vs in old.values() for p, _r, _t, cat, _term in vs}
     unknown = {p for vs in new.values() for p, _r, _t in vs} - set(category)
     category.update((p, d.get("category") or "")
-                    for p, d in mongo.find_by_ids(mongo.PRODUCTS, unknown, {"category": 1}, db=db).items())
+                    for p, d in _read_by_ids(db, mongo.PRODUCTS, unknown, {"category": 1}, hold).items())
     return category
 
 
@@ -441,8 +460,8 @@ def _current(r: redis.Redis, db_name: str, delta: dict[tuple[str, str], float]
 def _change(delta: dict[tuple[str, str], float], voters: Counter, count: dict[tuple[str, str], int],
             score: dict[tuple[str, str], float], kept: dict[str, str], new: dict[str, list], now: float) -> _Change:
     """The stored ``count`` and ``score`` moved by ``delta`` and ``voters``: what to write."""
-    change = _Change({}, {}, {}, [], kept, {u: due(new[u], now) for u in kept}, [u for u in new if not new[u]],
-                     set())
+    change = _Change(scores={}, gone={}, counts={}, no_voters=[], rows=kept, due={u: due(new[u], now) for u in kept},
+                     gone_users=[u for u in new if not new[u]], cats=set())
     for name, products in _by_list(delta).items():
         change.scores[name], change.gone[name] = {}, []
         if name != mongo.ALL:
@@ -483,28 +502,31 @@ def _write_update(r: redis.Redis, db_name: str, meta: dict[str, float], change: 
     def k(part: str) -> str:
         return key(db_name, part)
 
-    pipe = r.pipeline(transaction=True)
-    _checked_multi(pipe, db_name, token)
-    pipe.multi()
-    for name, scores in change.scores.items():
-        if change.gone[name]:
-            pipe.zrem(list_key(db_name, name), *change.gone[name])
-        if scores:
-            pipe.zadd(list_key(db_name, name), scores)
-    if change.no_voters:
-        pipe.hdel(k("voters"), *change.no_voters)
-    if change.counts:
-        pipe.hset(k("voters"), mapping=change.counts)
-    if change.gone_users:
-        pipe.hdel(k("users"), *change.gone_users)
-        pipe.zrem(k("due"), *change.gone_users)
-    if change.rows:
-        pipe.hset(k("users"), mapping=change.rows)
-        pipe.zadd(k("due"), change.due)
-    if change.cats:
-        pipe.sadd(k("cats"), *change.cats)
-    _finish(pipe, db_name, meta, change.cats)
-    pipe.execute()
+    with r.pipeline(transaction=True) as pipe:
+        _checked_multi(pipe, db_name, token)
+        pipe.multi()
+        for name, scores in change.scores.items():
+            if change.gone[name]:
+                pipe.zrem(list_key(db_name, name), *change.gone[name])
+            if scores:
+                pipe.zadd(list_key(db_name, name), scores)
+        if change.no_voters:
+            pipe.hdel(k("voters"), *change.no_voters)
+        if change.counts:
+            pipe.hset(k("voters"), mapping=change.counts)
+        if change.gone_users:
+            pipe.hdel(k("users"), *change.gone_users)
+            pipe.zrem(k("due"), *change.gone_users)
+        if change.rows:
+            pipe.hset(k("users"), mapping=change.rows)
+            pipe.zadd(k("due"), change.due)
+        if change.cats:
+            pipe.sadd(k("cats"), *change.cats)
+        _finish(pipe, db_name, meta, change.cats)
+        try:
+            pipe.execute()
+        except redis.WatchError as exc:
+            raise LockLost(f"trending state of {db_name}: lock lost before the commit") from exc
 
 
 def _write_staged(r: redis.Redis, db_name: str, meta: dict[str, float], change: _Change, hold: _Hold) -> None:
@@ -527,8 +549,8 @@ def _write_staged(r: redis.Redis, db_name: str, meta: dict[str, float], change: 
             for start in range(0, len(entries), CHUNK):
                 if part not in staged:
                     staged.append(part)
-                _write_chunk(r, [staging_key(db_name, hold.token, p) for p in staged], command,
-                             entries[start:start + CHUNK])
+                _write_chunk(r, staging_key(db_name, hold.token, part), command, entries[start:start + CHUNK],
+                             [staging_key(db_name, hold.token, p) for p in staged])
                 hold.renew()
         _switch(r, db_name, meta, staged, change.cats, hold.token)
     except BaseException:
@@ -540,17 +562,17 @@ def _write_staged(r: redis.Redis, db_name: str, meta: dict[str, float], change: 
         raise
 
 
-def _write_chunk(r: redis.Redis, staged: list[str], command: str, entries: list) -> None:
-    """One chunk into the last of the ``staged`` keys, in a pipeline without MULTI (Redis serves
-    other clients between its commands), and every staged key's expiry pushed to ``LOCK_S`` from
+def _write_chunk(r: redis.Redis, into: str, command: str, entries: list, staged: list[str]) -> None:
+    """One chunk into staging key ``into``, in a pipeline without MULTI (Redis serves other clients
+    between its commands), and the expiry of every key ``staged`` so far pushed to ``LOCK_S`` from
     now: they outlive the refresh only by as long as its lock would."""
     pipe = r.pipeline(transaction=False)
     if command == "zadd":
-        pipe.zadd(staged[-1], dict(entries))
+        pipe.zadd(into, dict(entries))
     elif command == "hset":
-        pipe.hset(staged[-1], mapping=dict(entries))
+        pipe.hset(into, mapping=dict(entries))
     else:
-        pipe.sadd(staged[-1], *entries)
+        pipe.sadd(into, *entries)
     for name in staged:
         pipe.expire(name, LOCK_S)
     pipe.execute()

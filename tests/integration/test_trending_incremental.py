@@ -310,7 +310,7 @@ def test_the_publish_job_does_not_take_a_held_state_for_a_quiet_site(env, monkey
     t = time.time() - DAY
     apply_batch(RatingEvent(user_id="tr-h1", product_id=p[0], rating=5, ts=t),
            RatingEvent(user_id="tr-h2", product_id=p[1], rating=4, ts=t + 60))
-    monkeypatch.setattr(trending, "LOCK_S", 1)
+    monkeypatch.setattr(trending, "WAIT_S", 1)
     r, lock = trending.client(), trending.key(db.name, "lock")
     assert r.set(lock, "another refresh", nx=True, ex=60)
     try:

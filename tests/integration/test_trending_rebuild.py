@@ -10,6 +10,7 @@ before had no such constant, and these tests must fail on it for what it did, no
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import contextmanager
@@ -242,3 +243,108 @@ def test_staging_keys_expire_and_a_refresh_that_died_leaves_none_to_the_next_reb
         assert _same(trending.top(db, list_names(db), LIMIT, t + DAY), _from_scratch(db, t + DAY))
     finally:
         r.delete(dead, other)
+
+
+class _SlowHistories(monitoring.CommandListener):
+    """FerretDB slow to read ``user_history``: each reply waits ``per_doc_s`` per document."""
+
+    def __init__(self, per_doc_s: float) -> None:
+        self.per_doc_s, self.replies = per_doc_s, 0
+
+    def started(self, event) -> None:
+        pass
+
+    def succeeded(self, event) -> None:
+        cursor = (event.reply or {}).get("cursor") or {}
+        if event.command_name in ("find", "getMore") and str(cursor.get("ns", "")).endswith(f".{mongo.USER_HISTORY}"):
+            self.replies += 1
+            time.sleep(self.per_doc_s * len(cursor.get("firstBatch", cursor.get("nextBatch", []))))
+
+    def failed(self, event) -> None:
+        pass
+
+
+def test_a_backlog_of_marks_whose_histories_outlast_the_lock_time_still_commits(env, monkeypatch):
+    """Marks piled up (Celery stopped, a slow FerretDB): reading their histories took longer than
+    the lock, with no renewal, so every refresh ended in LockLost and kept the marks for the next,
+    which had more to read: trending froze for good."""
+    from core.settings import get_settings
+
+    db, p = env.db, env.products
+    t = time.time() - 2 * DAY
+    _week(p, t, users=4)
+    assert trending.update(db, t + DAY, rebuild=True) is True
+    _week(p, t + 600, users=12)  # 8 more users marked, 12 histories to read
+    monkeypatch.setattr(trending, "LOCK_S", 1)
+    monkeypatch.setattr(trending, "CHUNK", 2, raising=False)
+    slow = _SlowHistories(0.15)  # 12 histories: 1.8 s against a lock of 1 s
+    client = MongoClient(get_settings().mongo_uri, event_listeners=[slow])
+    try:
+        assert trending.update(mongo.ReloadableDatabase(client, db.name), t + DAY) is True
+    finally:
+        client.close()
+    assert slow.replies > 1
+    assert not trending.client().exists(trending.key(db.name, "taking")), "the marks were taken"
+    assert _same(trending.top(db, list_names(db), LIMIT, t + DAY), _from_scratch(db, t + DAY))
+
+
+def test_the_publish_job_waits_for_a_refresh_that_keeps_renewing_the_lock(env, monkeypatch):
+    """Renewed, a refresh may hold the state longer than LOCK_S; the publish job's wait (once
+    LOCK_S) gave up on it, ranked the week in memory and asked for a second rebuild."""
+    import threading
+
+    db, p = env.db, env.products
+    t = time.time() - 2 * DAY
+    _week(p, t, users=4)
+    monkeypatch.setattr(trending, "LOCK_S", 1)
+    holder = trending.client().lock(trending.key(db.name, "lock"), timeout=1, thread_local=False)
+    assert holder.acquire(blocking=False)
+    done = threading.Event()
+
+    def renew_then_release() -> None:
+        for _ in range(10):  # 3 s, three times LOCK_S
+            time.sleep(0.3)
+            holder.reacquire()
+        done.set()  # before the release: the waiting refresh may run the instant after it
+        holder.release()
+
+    thread = threading.Thread(target=renew_then_release)
+    thread.start()
+    try:
+        assert trending.update(db, t + DAY, rebuild=True, wait=True) is True
+        assert done.is_set(), "it ran once the holder let go"
+    finally:
+        thread.join()
+    assert _same(trending.top(db, list_names(db), LIMIT, t + DAY), _from_scratch(db, t + DAY))
+
+
+def test_rows_stored_under_a_larger_cap_count_only_the_current_cap_of_votes(env, monkeypatch):
+    """Rows written before the cap (or under a larger one) were carried over whole on ageing and by
+    the rebase: an account's weight split over more votes than the rule counts, for up to a week."""
+    db, p = env.db, env.products
+    t = time.time() - 6 * DAY
+    apply_batch(*[RatingEvent(user_id="tb-heavy", product_id=p[k], rating=5, ts=t + k * 3600) for k in range(8)])
+    _week(p, t, users=3)
+    monkeypatch.setattr(trending, "MAX_VOTES_PER_USER", 1000)
+    assert trending.update(db, t + DAY, rebuild=True) is True
+    monkeypatch.setattr(trending, "MAX_VOTES_PER_USER", 5)
+    now = t + trending.WINDOW_S + 1800  # the heavy account's first vote has left the window
+    assert trending.update(db, now) is True
+    assert _same(trending.top(db, list_names(db), LIMIT, now), _from_scratch(db, now))
+    assert len(json.loads(trending.client().hget(trending.key(db.name, "users"), "tb-heavy"))) == 5
+
+
+def test_the_marks_a_failed_refresh_took_expire_like_the_rest_of_the_state(env, monkeypatch):
+    db, p = env.db, env.products
+    t = time.time() - 2 * DAY
+    _week(p, t, users=3)
+
+    def dies(*_a, **_k) -> None:
+        raise RuntimeError("the refresh dies")
+
+    monkeypatch.setattr(trending, "_commit", dies)
+    with pytest.raises(RuntimeError, match="dies"):
+        trending.update(db, t + DAY)
+    r = trending.client()
+    assert r.scard(trending.key(db.name, "taking")) == 3, "kept for the next refresh"
+    assert 0 < r.ttl(trending.key(db.name, "taking")) <= trending.STATE_TTL_S
