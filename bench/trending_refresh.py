@@ -20,7 +20,11 @@ refresh after new events and the rebase ran (a separate process pings every 2 ms
 with the site's cache, Celery's broker and the workers' marks, and one large command or MULTI makes
 every one of them wait); the Redis memory of the state after the rebuild (``MEMORY USAGE`` of its
 keys) per voter; and the longest the rebuild or the rebase went without taking or renewing the
-state's lock (what ``trending.LOCK_S`` must exceed). The PING waits include the machine's
+state's lock (what ``trending.LOCK_S`` must exceed). With ``--memory``, the rebuild is run a second time
+under ``tracemalloc`` and its peak of Python memory printed (:func:`traced_rebuild`); the times
+printed are the first, untraced run's.
+
+The PING waits include the machine's
 scheduling noise (printed first: the longest wait with no refresh running); the JSON rows also
 give Redis's own time per command on the state's keys (SLOWLOG, 10 ms and over).
 
@@ -32,6 +36,7 @@ with its trending state in ``REDIS_URL`` (dropped too).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import multiprocessing
@@ -39,6 +44,7 @@ import os
 import random
 import sys
 import time
+import tracemalloc
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -272,6 +278,23 @@ def timed_refresh(db) -> float:
     return time.perf_counter() - t0
 
 
+def traced_rebuild(db) -> int:
+    """The rebuild again (the state dropped), under ``tracemalloc``: the peak, in bytes, of the Python
+    memory allocated during it. What grows with the week's traffic is Python objects (the events
+    read, the votes), which this counts exactly and alone; the process's peak RSS would also hold
+    what the fill left in the allocator's free lists (its peak is the fill's, which keeps every
+    event's history), and varies with fragmentation. tracemalloc makes the call 2-3x slower,
+    hence a second run."""
+    trending.drop_state(db.name)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        timed_refresh(db)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _use_trending(path: str) -> None:
     """Make ``path`` the trending module of this bench and of core.popular (which the refresh runs)."""
     global trending
@@ -304,6 +327,8 @@ def main() -> None:
     ap.add_argument("--heavy", type=int, default=0,
                     help="instead: one account with this many votes in a week of --sizes' first size")
     ap.add_argument("--repeats", type=int, default=3, help="--heavy: refreshes after one vote of it")
+    ap.add_argument("--memory", action="store_true",
+                    help="also the rebuild's peak Python memory (a second rebuild, under tracemalloc)")
     args = ap.parse_args()
     if args.trending_from:
         _use_trending(args.trending_from)
@@ -326,7 +351,7 @@ def main() -> None:
     print(f"{'events/week':>12} {'rebuild s':>10} {'of period':>10} {f'+{args.new} s':>10} {'histories':>10} "
           f"{'of period':>10} {'idle s':>8} {'rebase s':>9} {'ping max ms: rebuild':>20} {f'+{args.new}':>7} "
           f"{'rebase':>7} {'slowest cmd ms: rebuild':>23} {'rebase':>7} {'state MB':>9} {'B/voter':>8} "
-          f"{'lock gap s':>10}")
+          f"{'lock gap s':>10}" + (f"{'rebuild peak MB':>17}" if args.memory else ""))
     rows = []
     try:
         for n in (int(s) for s in args.sizes.split(",")):
@@ -338,6 +363,7 @@ def main() -> None:
                 rebuild_s = timed_refresh(db)  # no state yet: one scan of the week, the voters' histories
             lock_gap_s, gap_at = gaps.take()
             state, voters = state_bytes(db.name)
+            peak = traced_rebuild(db) if args.memory else None
             add_events(db, max(1, n // 5), args.new, time.time(), random.Random(n + 1))
             reads.ids = 0
             with stalls.measure(stall, "incremental_ping_max_ms"), \
@@ -359,14 +385,15 @@ def main() -> None:
                    "rebase_s": round(rebase_s, 2),
                    "incremental_share_of_period": round(incremental_s / args.period_s, 4), **stall,
                    "state_bytes": state, "voters": voters, "bytes_per_voter": round(state / max(1, voters)),
-                   "longest_lock_gap_s": round(lock_gap_s, 2), "longest_lock_gap_between": gap_at}
+                   "longest_lock_gap_s": round(lock_gap_s, 2), "longest_lock_gap_between": gap_at,
+                   "rebuild_peak_py_bytes": peak}
             rows.append(row)
             print(f"{n:>12,} {rebuild_s:>10.2f} {rebuild_s / args.period_s:>10.1%} {incremental_s:>10.3f} "
                   f"{histories:>10,} {incremental_s / args.period_s:>10.2%} {idle_s:>8.3f} {rebase_s:>9.2f} "
                   f"{stall['rebuild_ping_max_ms']:>20.1f} {stall['incremental_ping_max_ms']:>7.1f} "
                   f"{stall['rebase_ping_max_ms']:>7.1f} {stall['rebuild_cmd_max_ms']:>23.1f} "
                   f"{stall['rebase_cmd_max_ms']:>7.1f} {state / 1e6:>9.1f} {state / max(1, voters):>8.0f} "
-                  f"{lock_gap_s:>10.2f}", flush=True)
+                  f"{lock_gap_s:>10.2f}" + (f"{peak / 1e6:>17.1f}" if peak is not None else ""), flush=True)
     finally:
         _clean_up(db, client, stalls)
     print(json.dumps(rows))
