@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from typing import Iterable
 
 import redis
 from pymongo.database import Database
@@ -36,7 +37,7 @@ def refresh_popular(limit: int = 50, db: Database | None = None) -> int:
     return written
 
 
-def trending_scores(events: list[dict], now: float, half_life_s: float = TRENDING_HALF_LIFE_S) -> dict[str, float]:
+def trending_scores(events: Iterable[dict], now: float, half_life_s: float = TRENDING_HALF_LIFE_S) -> dict[str, float]:
     """Recent ratings weighted by recency (half-life one day) and by how positive they are.
 
     One person counts once per product in the window: their latest event of it, which counts
@@ -46,8 +47,15 @@ def trending_scores(events: list[dict], now: float, half_life_s: float = TRENDIN
     an account with more than ``trending.MAX_VOTES_PER_USER`` such products only the most recent
     count (:func:`core.trending.capped`), as in the scores Redis keeps.
     """
+    return vote_scores(trending.votes_from_events(events), now, half_life_s)
+
+
+def vote_scores(votes: dict[str, list[trending.Vote]], now: float,
+                half_life_s: float = TRENDING_HALF_LIFE_S) -> dict[str, float]:
+    """:func:`trending_scores` of votes already taken from the events (:func:`core.trending.fold_events`,
+    which the fallback without Redis also needs the newest event of)."""
     scores: dict[str, float] = defaultdict(float)
-    for user_votes in trending.votes_from_events(events).values():
+    for user_votes in votes.values():
         for pid, rating, ts in user_votes:
             weight = (rating / 5.0) * math.pow(0.5, max(0.0, now - ts) / half_life_s)
             scores[pid] += weight / len(user_votes)
@@ -104,9 +112,9 @@ def refresh_trending(limit: int = 50, db: Database | None = None, quiet_fallback
             raise
         log.warning("trending: no state in Redis (%s); ranking the window's rating events in memory", exc)
         trending.request_rebuild(db)  # the state missed this publish's rebuild: the next refresh does it
-        events = trending.live_events(db, now)
-        live = bool(events)
-        lists = ranked(trending_scores(events, now), names, limit, db) if live else {}
+        week = trending.fold_events(trending.live_events(db, now))  # streamed: not the week's events in memory
+        live = week.newest is not None  # a rating made or taken back within the window
+        lists = ranked(vote_scores(week.votes, now), names, limit, db) if live else {}
     if not live:
         if not quiet_fallback:
             return 0

@@ -53,11 +53,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import redis
 from pymongo.database import Database
@@ -185,25 +186,83 @@ def votes(history: dict | None, now: float) -> list[Vote]:
     return capped((p, r, t) for p, (r, t) in rated.items() if t >= now - WINDOW_S)
 
 
-def votes_from_events(events: Iterable[dict]) -> dict[str, list[Vote]]:
+# The change of one (user, product) that the events leave so far, all a rebuild keeps of them while
+# it reads the week: change_key's (ts, removed, -rating), then whether it is a rating ("rate"). A
+# few small values, not the event's document: a week at the workers' rate is tens of millions of
+# events, and holding their documents (every one, as the rebuild did) outgrew a Celery worker.
+_Latest = tuple[float, bool, float, bool]
+
+
+@dataclass
+class EventVotes:
+    """What :func:`fold_events` makes of rating events: ``votes`` as :func:`votes_from_events`
+    gives them, and ``newest``, the ts of the latest event (a rating or a removal: trending is live
+    for a window after it), None when there was no event."""
+    votes: dict[str, list[Vote]]
+    newest: float | None
+
+
+def votes_from_events(events: Iterable[dict], between: Callable[[], None] | None = None) -> dict[str, list[Vote]]:
     """{user: (product, rating, ts) of their votes} of rating events: per user and product the
     latest event counts, and only if it is a rating (an ``unrate`` takes it back); of those, the
     user's ``MAX_VOTES_PER_USER`` most recent (:func:`capped`). The events of a window give the
-    votes its histories hold (the workers apply the same events to them)."""
-    def key(e: dict) -> tuple:  # the histories' own rule (a removal wins a tie), whatever the scan's order
-        return rating_history.change_key(rating_history.history_rating(e.get("action", "rate"), e["rating"]),
-                                         float(e["ts"]))
+    votes its histories hold (the workers apply the same events to them). ``events`` is read once,
+    so it may be a generator (:func:`live_events`); ``between`` is called every ``CHUNK`` events
+    and users (a rebuild renews its lock): :func:`fold_events`."""
+    return fold_events(events, between).votes
 
-    latest: dict[tuple[str, str], dict] = {}
-    for e in events:
-        at = (str(e.get("user_id", "")), str(e["product_id"]))
-        if at not in latest or key(e) > key(latest[at]):
-            latest[at] = e
-    out: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
-    for (user, pid), e in sorted(latest.items()):
-        if e.get("action", "rate") == "rate":
-            out[user].append((pid, float(e["rating"]), float(e["ts"])))
-    return {user: capped(vs) for user, vs in out.items()}
+
+def fold_events(events: Iterable[dict], between: Callable[[], None] | None = None) -> EventVotes:
+    """:func:`votes_from_events` and the newest event's ts in one pass over ``events``, keeping per
+    (user, product) only its latest change: memory grows with the distinct votes, not the events."""
+    latest, newest = _latest_changes(events, between)
+    return EventVotes(_votes_of_latest(latest, between), newest)
+
+
+def _latest_change(e: dict) -> _Latest:
+    """An event as :data:`_Latest`: the histories' own order (core.rating_history.change_key: a
+    removal wins a tie, whatever the scan's order), and whether it leaves a vote."""
+    action = e.get("action", "rate")
+    ts, removed, neg_rating = rating_history.change_key(rating_history.history_rating(action, e["rating"]),
+                                                        float(e["ts"]))
+    return ts, removed, neg_rating, action == "rate"
+
+
+def _latest_changes(events: Iterable[dict], between: Callable[[], None] | None
+                    ) -> tuple[dict[str, dict[str, _Latest]], float | None]:
+    """{user: {product: its latest change}} of ``events`` and the newest ts, ``between`` called
+    every ``CHUNK`` events. By user, then product: the votes are built a user at a time, and a
+    user's id is held once. Product ids are interned: a week's votes share a catalog's ids."""
+    latest: dict[str, dict[str, _Latest]] = {}
+    newest: float | None = None
+    for i, e in enumerate(events, 1):
+        change = _latest_change(e)
+        products = latest.setdefault(str(e.get("user_id", "")), {})
+        pid = sys.intern(str(e["product_id"]))
+        seen = products.get(pid)
+        if seen is None or change[:3] > seen[:3]:  # by the key alone: the first of equal ones stays
+            products[pid] = change
+        if newest is None or change[0] > newest:
+            newest = change[0]
+        if between is not None and i % CHUNK == 0:
+            between()
+    return latest, newest
+
+
+def _votes_of_latest(latest: dict[str, dict[str, _Latest]], between: Callable[[], None] | None
+                     ) -> dict[str, list[Vote]]:
+    """Each user's votes (:func:`capped`) of their latest changes, users in id order; a user's
+    changes are dropped once their votes are made (the two are not held whole at once), and
+    ``between`` is called every ``CHUNK`` users."""
+    out: dict[str, list[Vote]] = {}
+    for i, user in enumerate(sorted(latest), 1):
+        products = latest.pop(user)
+        vs = [(pid, -neg_rating, ts) for pid, (ts, _removed, neg_rating, rated) in sorted(products.items()) if rated]
+        if vs:
+            out[user] = capped(vs)
+        if between is not None and i % CHUNK == 0:
+            between()
+    return out
 
 
 def last_activity(history: dict | None) -> float:
@@ -226,20 +285,21 @@ def due(user_votes: list[tuple[str, float, float]], now: float) -> float:
     return min(t for _p, _r, t in user_votes) + WINDOW_S
 
 
-def live_events(db: Database, now: float, between: Callable[[], None] | None = None) -> list[dict]:
-    """The window's rating events that change a history (rate, unrate): one scan of ``ratings``
-    on FerretDB, which is what a rebuild (and core.popular without Redis) pays. It is read in
-    batches of ``CHUNK`` and ``between`` called after each: a rebuild renews its lock there, as the
+def live_events(db: Database, now: float, between: Callable[[], None] | None = None) -> Iterator[dict]:
+    """The window's rating events that change a history (rate, unrate), as the scan reads them:
+    one scan of ``ratings`` on FerretDB, which is what a rebuild (and core.popular without Redis)
+    pays. A generator, so that no caller holds the week's events (:func:`fold_events` keeps what
+    the rule needs of them). Read in batches of ``CHUNK``, ``between`` called every ``CHUNK``
+    documents read (those skipped too: "not interested"): a rebuild renews its lock there, as the
     scan of a large week (61 s at 1M events) outlasts any fixed lock time."""
     fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
-    out = []
     cursor = db[mongo.RATINGS].find({"ts": {"$gte": now - WINDOW_S}}, fields, batch_size=CHUNK)
-    for i, e in enumerate(cursor, 1):
-        if e.get("action", "rate") in rating_history.HISTORY_ACTIONS:
-            out.append(e)
-        if between is not None and i % CHUNK == 0:
-            between()
-    return out
+    with cursor:
+        for i, e in enumerate(cursor, 1):
+            if e.get("action", "rate") in rating_history.HISTORY_ACTIONS:
+                yield e
+            if between is not None and i % CHUNK == 0:
+                between()
 
 
 # --- the refresh -------------------------------------------------------------------------------
@@ -296,10 +356,11 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold
     changed = {u.decode() for u in pipe.execute()[3]}
     old: dict[str, list] = {}  # the stored rows of the users computed again (none in a rebuild)
     if rebuild or missed or not meta:  # from the window's rating events, as the refresh did each minute
-        events = live_events(db, now, hold.renew)
-        carried = votes_from_events(events)
+        # the scan renews every CHUNK documents read, the fold every CHUNK events and users it keeps
+        week = fold_events(live_events(db, now, hold.renew), hold.renew)
+        carried = week.votes
         hold.renew()
-        meta, rebuild = {"t0": now, "live_until": max((float(e["ts"]) for e in events), default=0.0) + WINDOW_S}, True
+        meta, rebuild = {"t0": now, "live_until": (week.newest if week.newest is not None else 0.0) + WINDOW_S}, True
     elif now - meta["t0"] > REBASE_AFTER_S:  # every stored vote again, around a new T0
         stored = _all_rows(r, k("users"), hold)
         carried = _stored_votes(stored, now)
