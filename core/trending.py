@@ -19,9 +19,10 @@ week instead was a scan of every stored rating on FerretDB each minute (docs/ben
 
 The state is rebuilt (a new T0 = now) from the window's rating events (one scan of ``ratings``,
 what every refresh paid before; the same votes, as the workers apply those events to the
-histories; folded as they are read, so it holds the week's distinct votes, not its events) when it is missing (first run, Redis flushed or its keys expired), when a writer could
-not mark a user (Redis was down: it leaves a note in MongoDB) and when the publish job asks (a
-batch load replaced the histories and the catalog). Once T0 is a week old the stored votes are
+histories; folded as they are read, so it holds the week's distinct votes, not its events) when
+it is missing (first run, Redis flushed or its keys expired), when a writer could not mark a user
+(Redis was down: it leaves a note in MongoDB) and when the publish job asks (a batch load
+replaced the histories and the catalog). Once T0 is a week old the stored votes are
 recomputed around a new one, which keeps 2 ** ((t - T0) / H) between 2 ** -7 and 2 ** 8.
 
 The keys, per database (``recsys:<db>:trending:<part>``; every live one expires after two windows
