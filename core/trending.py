@@ -59,7 +59,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import redis
 from pymongo.database import Database
@@ -68,6 +68,7 @@ from core import mongo, rating_history
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 WINDOW_S = 7 * 86400
 HALF_LIFE_S = 86400.0
@@ -236,7 +237,7 @@ def _latest_changes(events: Iterable[dict], between: Callable[[], None] | None
     user's id is held once. Product ids are interned: a week's votes share a catalog's ids."""
     latest: dict[str, dict[str, _Latest]] = {}
     newest: float | None = None
-    for i, e in enumerate(events, 1):
+    for e in _every_chunk(events, between):
         change = _latest_change(e)
         products = latest.setdefault(str(e.get("user_id", "")), {})
         pid = sys.intern(str(e["product_id"]))
@@ -245,8 +246,6 @@ def _latest_changes(events: Iterable[dict], between: Callable[[], None] | None
             products[pid] = change
         if newest is None or change[0] > newest:
             newest = change[0]
-        if between is not None and i % CHUNK == 0:
-            between()
     return latest, newest
 
 
@@ -256,13 +255,11 @@ def _votes_of_latest(latest: dict[str, dict[str, _Latest]], between: Callable[[]
     changes are dropped once their votes are made (the two are not held whole at once), and
     ``between`` is called every ``CHUNK`` users."""
     out: dict[str, list[Vote]] = {}
-    for i, user in enumerate(sorted(latest), 1):
+    for user in _every_chunk(sorted(latest), between):
         products = latest.pop(user)
         vs = [(pid, -neg_rating, ts) for pid, (ts, _removed, neg_rating, rated) in sorted(products.items()) if rated]
         if vs:
             out[user] = capped(vs)
-        if between is not None and i % CHUNK == 0:
-            between()
     return out
 
 
@@ -286,6 +283,15 @@ def due(user_votes: list[tuple[str, float, float]], now: float) -> float:
     return min(t for _p, _r, t in user_votes) + WINDOW_S
 
 
+def _every_chunk(items: Iterable[_T], between: Callable[[], None] | None) -> Iterator[_T]:
+    """``items``, with ``between`` called after every ``CHUNK`` of them: how a long pass of a
+    refresh (the scan, the fold, the terms) renews its lock as it goes."""
+    for i, item in enumerate(items, 1):
+        yield item
+        if between is not None and i % CHUNK == 0:
+            between()
+
+
 def live_events(db: Database, now: float, between: Callable[[], None] | None = None) -> Iterator[dict]:
     """The window's rating events that change a history (rate, unrate), as the scan reads them:
     one scan of ``ratings`` on FerretDB, which is what a rebuild (and core.popular without Redis)
@@ -296,11 +302,9 @@ def live_events(db: Database, now: float, between: Callable[[], None] | None = N
     fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
     cursor = db[mongo.RATINGS].find({"ts": {"$gte": now - WINDOW_S}}, fields, batch_size=CHUNK)
     with cursor:
-        for i, e in enumerate(cursor, 1):
+        for e in _every_chunk(cursor, between):
             if e.get("action", "rate") in rating_history.HISTORY_ACTIONS:
                 yield e
-            if between is not None and i % CHUNK == 0:
-                between()
 
 
 # --- the refresh -------------------------------------------------------------------------------
@@ -477,9 +481,7 @@ def _deltas(old: dict[str, list], new: dict[str, list], category: dict[str, str]
             for name in (mongo.ALL, cat):
                 delta[name, p] -= term
                 voters[name, p] -= 1
-    for i, (user, vs) in enumerate(new.items(), 1):
-        if i % CHUNK == 0:
-            between()
+    for user, vs in _every_chunk(new.items(), between):
         if not vs:
             continue
         rows = []
