@@ -125,3 +125,22 @@ def site_catalog(spark, settings, mongo_db, kafka_topics, redis_url, tmp_path_fa
     from tests.site_catalog import load_into_session
 
     return load_into_session(spark, settings, tmp_path_factory.mktemp("site-catalog"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Delete the Redis keys of the session's databases (``recsys:<name>...``, every test database
+    is named from the session's), as ``mongo_db`` drops the databases: most keys expire, but a few
+    (the popular lists' version counter) never do and piled up, one per test database and run."""
+    from core.settings import get_settings
+
+    settings = get_settings()
+    parsed = urlparse(settings.redis_url)
+    if os.environ.get("KEEP_TEST_DB") == "1" or not _reachable(f"{parsed.hostname}:{parsed.port or 6379}"):
+        return
+    import redis
+
+    pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in f"recsys:{settings.mongo_db}") + "*"
+    r = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    names = list(r.scan_iter(match=pattern, count=1000))
+    for start in range(0, len(names), 1000):
+        r.unlink(*names[start:start + 1000])

@@ -251,7 +251,8 @@ def scratch_mongo_db():
     from core import mongo
     from core.settings import get_settings
 
-    name = f"test_airflow_{uuid.uuid4().hex[:8]}"
+    # under the session's name, so the session's end clears its Redis keys too (tests/conftest.py)
+    name = f"{get_settings().mongo_db}_airflow_{uuid.uuid4().hex[:8]}"
     client = mongo.get_client(get_settings().mongo_uri)
     try:
         client.admin.command("ping")

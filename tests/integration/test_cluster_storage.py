@@ -139,8 +139,10 @@ def _apps_with_executors_on(worker: int) -> set[str]:
 @pytest.fixture
 def scratch_db():
     from core import mongo
+    from core.settings import get_settings
 
-    name = f"test_cluster_{uuid.uuid4().hex[:8]}"
+    # under the session's name, so the session's end clears its Redis keys too (tests/conftest.py)
+    name = f"{get_settings().mongo_db}_cluster_{uuid.uuid4().hex[:8]}"
     yield name
     mongo.get_client().drop_database(name)
 
