@@ -17,7 +17,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from core import events, locking, mongo, trending
+from core import events, locking, mongo
 
 
 # --- live rating events --------------------------------------------------------------------
@@ -179,6 +179,8 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     # after the write, changed or not: the refresh that takes the mark reads this history, and a
     # change already written by a batch that failed after its histories' write (the one-at-a-time
     # retry finds it there) is marked here, or trending would never read it
+    from core import trending  # here: core.trending_votes, which core.trending imports, imports this module
+
     trending.mark_changed([user_id], db=db)
     return rating_values(ratings)
 
