@@ -13,7 +13,7 @@ writing the state), then a refresh after ``--new`` events of ``--new`` / 2 users
 and a refresh with nothing new, each as a share of the beat period; how many histories the
 incremental refresh read; and the weekly rebase (every stored vote around a new T0). ``--heavy``
 times instead the refresh after one new vote of an account with that many votes in the week
-(core.trending.MAX_VOTES_PER_USER bounds what it recomputes).
+(core.trending_votes.MAX_VOTES_PER_USER bounds what it recomputes).
 
 Beside the times: the longest any other Redis client waited for a ``PING`` while the rebuild, the
 refresh after new events and the rebase ran (a separate process pings every 2 ms: Redis is shared
@@ -148,11 +148,12 @@ class LockGaps:
 
 
 def _caller() -> str:
-    """The innermost core.trending function on the stack (who took or renewed the lock), past
-    the lock's own wrapper (``_Hold.renew``)."""
+    """The innermost function of trending's code on the stack (who took or renewed the lock), past
+    the lock's own wrapper (``_Hold.renew``): of core/trending.py and the modules beside it
+    (core/trending_*.py), or of the copy measured (``--trending-from``), not of this file."""
     frame = sys._getframe(2)
-    while frame is not None and (not frame.f_code.co_filename.endswith("trending.py")
-                                 or frame.f_code.co_name == "renew"):
+    while frame is not None and (not os.path.basename(frame.f_code.co_filename).startswith("trending")
+                                 or frame.f_code.co_filename == __file__ or frame.f_code.co_name == "renew"):
         frame = frame.f_back
     return frame.f_code.co_name if frame is not None else "?"
 
@@ -265,7 +266,8 @@ def heavy_case(db, base: int, heavy: int, repeats: int) -> dict:
     mongo.find_by_ids(mongo.USER_HISTORY, ["heavy"], {"ratings": 1, "removed": 1}, db=db)
     history_read_s = time.perf_counter() - t0
     row = trending.client().hstrlen(trending.key(db.name, "users"), "heavy")
-    return {"base_events": base, "heavy_votes": heavy, "cap": getattr(trending, "MAX_VOTES_PER_USER", None),
+    rule = getattr(trending, "trending_votes", trending)  # the rule's module, or a one-file copy (--trending-from)
+    return {"base_events": base, "heavy_votes": heavy, "cap": getattr(rule, "MAX_VOTES_PER_USER", None),
             "rebuild_s": round(rebuild_s, 2), "refresh_after_its_vote_s": [round(x, 3) for x in after_vote],
             "its_cpu_s": [round(x, 3) for x in cpu],
             "history_read_s": round(history_read_s, 3), "redis_row_bytes": row}

@@ -17,11 +17,11 @@ from typing import Iterable
 import redis
 from pymongo.database import Database
 
-from core import catalog, list_state, mongo, stored_lists, trending
+from core import catalog, list_state, mongo, stored_lists, trending, trending_votes
 
 log = logging.getLogger(__name__)
 
-TRENDING_HALF_LIFE_S = trending.HALF_LIFE_S
+TRENDING_HALF_LIFE_S = trending_votes.HALF_LIFE_S
 BATCH_TRENDING_WINDOW_S = 28 * 86400
 BATCH_TRENDING_HALF_LIFE_S = 7 * 86400.0
 
@@ -44,15 +44,15 @@ def trending_scores(events: Iterable[dict], now: float, half_life_s: float = TRE
     nothing when it took the rating back (``unrate``). And one person's weight is split over the
     products they rated in the window: summing every event let one account re-posting five stars
     top "Trending" for every new visitor, and an account rating fifty products would fill it. Of
-    an account with more than ``trending.MAX_VOTES_PER_USER`` such products only the most recent
-    count (:func:`core.trending.capped`), as in the scores Redis keeps.
+    an account with more than ``trending_votes.MAX_VOTES_PER_USER`` such products only the most recent
+    count (:func:`core.trending_votes.capped`), as in the scores Redis keeps.
     """
-    return vote_scores(trending.votes_from_events(events), now, half_life_s)
+    return vote_scores(trending_votes.votes_from_events(events), now, half_life_s)
 
 
-def vote_scores(votes: dict[str, list[trending.Vote]], now: float,
+def vote_scores(votes: dict[str, list[trending_votes.Vote]], now: float,
                 half_life_s: float = TRENDING_HALF_LIFE_S) -> dict[str, float]:
-    """:func:`trending_scores` of votes already taken from the events (:func:`core.trending.fold_events`,
+    """:func:`trending_scores` of votes already taken from the events (:func:`core.trending_votes.fold_events`,
     which the fallback without Redis also needs the newest event of)."""
     scores: dict[str, float] = defaultdict(float)
     for user_votes in votes.values():
@@ -112,7 +112,8 @@ def refresh_trending(limit: int = 50, db: Database | None = None, quiet_fallback
             raise
         log.warning("trending: no state in Redis (%s); ranking the window's rating events in memory", exc)
         trending.request_rebuild(db)  # the state missed this publish's rebuild: the next refresh does it
-        week = trending.fold_events(trending.live_events(db, now))  # streamed: not the week's events in memory
+        # streamed: not the week's events in memory
+        week = trending_votes.fold_events(trending_votes.live_events(db, now))
         live = week.newest is not None  # a rating made or taken back within the window
         lists = ranked(vote_scores(week.votes, now), names, limit, db) if live else {}
     if not live:

@@ -1,17 +1,10 @@
 """Trending scores kept in Redis and updated by what changed since the last refresh.
 
-The rule is core.popular's (:func:`core.popular.trending_scores`): a user's votes are the ratings
-in their history dated within the window (a rating taken back is not in the history, "not
-interested" never is), their ``MAX_VOTES_PER_USER`` most recent if they have more (ts ties broken
-by the histories' rule, then by product id: :func:`capped`), and product p scores, at time ``now``,
-
-    S(p) = sum over its voters u of (r_u / 5) * 0.5 ** ((now - t_u) / H) / n_u
-
-(H the half-life, n_u how many votes u has: at most the cap, since a refresh computes a user's
-terms again whole and one account must not make it slow). Since 0.5 ** ((now - t) / H) equals
-2 ** ((t - T0) / H) * 2 ** -((now - T0) / H) and the second factor is the same for every term,
-Redis keeps s(p) = sum (r_u / 5) * 2 ** ((t_u - T0) / H) / n_u in a sorted set per category and
-one for all products ("forward decay"): the order is S's, and S(p) = s(p) * 2 ** -((now - T0) / H).
+The rule is core.popular's (:func:`core.popular.trending_scores`) and lives in core/trending_votes.py:
+a user's votes are their history's most recent ratings within the window, and product p scores
+S(p), the sum of its voters' decayed terms. Redis keeps s(p), S(p) without the factor common to
+every term, in a sorted set per category and one for all products ("forward decay", around an
+origin T0): the order is S's, and S(p) = s(p) * 2 ** -((now - T0) / H).
 A user's terms change only when their history changes (its writers mark them: :func:`mark_changed`)
 or when one of their votes leaves the window (a sorted set of users by that time), so a refresh
 recomputes those users' terms alone, subtracting what it added for them before. Reading the whole
@@ -45,45 +38,36 @@ unused):
                                   token <token>, then renamed over the live keys in one small MULTI
                                   (:func:`_switch`); they expire LOCK_S after their last chunk, and
                                   a rebuild deletes any left by a refresh that died
-
-One difference from ranking the events: a history also holds the user's batch reviews, dated when
-they were written, so one dated within the window counts when the refresh reads that history
-(the Amazon reviews loaded are years old; the events rule never counted batch reviews).
 """
 from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable
 
 import redis
 from pymongo.database import Database
 
-from core import mongo, rating_history
+from core import mongo, trending_votes
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
-WINDOW_S = 7 * 86400
-HALF_LIFE_S = 86400.0
 REBASE_AFTER_S = 7 * 86400  # T0 older than this: the stored votes are recomputed around a new one
-STATE_TTL_S = 2 * WINDOW_S  # every live key: a deployment whose refresh stopped that long starts afresh
+# every live key: a deployment whose refresh stopped that long starts afresh
+STATE_TTL_S = 2 * trending_votes.WINDOW_S
 # how long a refresh that died keeps the state from the others; a live one renews the lock between
 # chunks (_Hold), so this only has to exceed the longest step between two renewals (docs/benchmarks.md)
 LOCK_S = 300
-CHUNK = 10_000  # entries per pipeline of a rebuild's writes; events, users or ids read between two renewals
 # how long the publish job waits for a refresh holding the state: a renewing one may hold it as long
 # as Celery lets a task run (kafka_workers/celery_app.TASK_TIME_LIMIT_S, an hour), then LOCK_S more
 WAIT_S = 3600 + LOCK_S
 MISSED = "trending-state"  # ``popular`` document asking for a rebuild (:func:`request_rebuild`)
 NOTE_KEPT_S = 60.0  # the refreshes rebuild this long after a missed mark (its events' insert may lag)
-MAX_VOTES_PER_USER = 100  # a user's most recent votes counted (:func:`capped`): 14 a day for a week
 SEP = "\x1f"  # between a list's name and a product id in the voter counts (neither holds it)
 
 
@@ -157,156 +141,6 @@ def request_rebuild(db: Database) -> None:
     db[mongo.POPULAR].update_one({"_id": MISSED}, {"$set": {"missed_at": time.time()}}, upsert=True)
 
 
-# --- votes -------------------------------------------------------------------------------------
-
-Vote = tuple[str, float, float]  # (product, rating, ts)
-
-
-def _recency(vote: Vote) -> tuple:
-    """Orders a user's votes from the most recent: the histories' own key (core.rating_history's
-    ``change_key``: the later ts; at one ts, the lower rating), then the greater product id, so that the
-    history, the rebuild's events and the stored rows keep the same votes when ts tie."""
-    p, r, t = vote
-    return (*rating_history.change_key(r, t), p)
-
-
-def capped(user_votes: Iterable[Vote]) -> list[Vote]:
-    """The ``MAX_VOTES_PER_USER`` most recent of one user's votes, by product. An account rating
-    more (a bot at the rate limit rates up to ~300,000 a week) counts as much as any shopper, its
-    weight split anyway; without the cap each refresh after its next vote recomputed all of its
-    terms, and a few such accounts made the minute's refresh grow with their activity."""
-    user_votes = list(user_votes)
-    if len(user_votes) > MAX_VOTES_PER_USER:
-        user_votes = sorted(user_votes, key=_recency, reverse=True)[:MAX_VOTES_PER_USER]
-    return sorted(user_votes)
-
-
-def votes(history: dict | None, now: float) -> list[Vote]:
-    """(product, rating, ts) of a ``user_history`` document's ratings that vote at ``now``: those
-    dated within the window, at most ``MAX_VOTES_PER_USER`` of them (:func:`capped`)."""
-    rated, _removed = rating_history.history_entries(history)
-    return capped((p, r, t) for p, (r, t) in rated.items() if t >= now - WINDOW_S)
-
-
-# The change of one (user, product) that the events leave so far, all a rebuild keeps of them while
-# it reads the week: change_key's (ts, removed, -rating), then whether it is a rating ("rate"). A
-# few small values, not the event's document: a week at the workers' rate is tens of millions of
-# events, and holding their documents (every one, as the rebuild did) outgrew a Celery worker.
-_Latest = tuple[float, bool, float, bool]
-
-
-@dataclass
-class EventVotes:
-    """What :func:`fold_events` makes of rating events: ``votes`` as :func:`votes_from_events`
-    gives them, and ``newest``, the ts of the latest event (a rating or a removal: trending is live
-    for a window after it), None when there was no event."""
-    votes: dict[str, list[Vote]]
-    newest: float | None
-
-
-def votes_from_events(events: Iterable[dict], between: Callable[[], None] | None = None) -> dict[str, list[Vote]]:
-    """{user: (product, rating, ts) of their votes} of rating events: per user and product the
-    latest event counts, and only if it is a rating (an ``unrate`` takes it back); of those, the
-    user's ``MAX_VOTES_PER_USER`` most recent (:func:`capped`). The events of a window give the
-    votes its histories hold (the workers apply the same events to them). ``events`` is read once,
-    so it may be a generator (:func:`live_events`); ``between`` is called every ``CHUNK`` events
-    and users (a rebuild renews its lock): :func:`fold_events`."""
-    return fold_events(events, between).votes
-
-
-def fold_events(events: Iterable[dict], between: Callable[[], None] | None = None) -> EventVotes:
-    """:func:`votes_from_events` and the newest event's ts in one pass over ``events``, keeping per
-    (user, product) only its latest change: memory grows with the distinct votes, not the events."""
-    latest, newest = _latest_changes(events, between)
-    return EventVotes(_votes_of_latest(latest, between), newest)
-
-
-def _latest_change(e: dict) -> _Latest:
-    """An event as :data:`_Latest`: the histories' own order (core.rating_history.change_key: a
-    removal wins a tie, whatever the scan's order), and whether it leaves a vote."""
-    action = e.get("action", "rate")
-    ts, removed, neg_rating = rating_history.change_key(rating_history.history_rating(action, e["rating"]),
-                                                        float(e["ts"]))
-    return ts, removed, neg_rating, action == "rate"
-
-
-def _latest_changes(events: Iterable[dict], between: Callable[[], None] | None
-                    ) -> tuple[dict[str, dict[str, _Latest]], float | None]:
-    """{user: {product: its latest change}} of ``events`` and the newest ts, ``between`` called
-    every ``CHUNK`` events. By user, then product: the votes are built a user at a time, and a
-    user's id is held once. Product ids are interned: a week's votes share a catalog's ids."""
-    latest: dict[str, dict[str, _Latest]] = {}
-    newest: float | None = None
-    for e in _every_chunk(events, between):
-        change = _latest_change(e)
-        products = latest.setdefault(str(e.get("user_id", "")), {})
-        pid = sys.intern(str(e["product_id"]))
-        seen = products.get(pid)
-        if seen is None or change[:3] > seen[:3]:  # by the key alone: the first of equal ones stays
-            products[pid] = change
-        if newest is None or change[0] > newest:
-            newest = change[0]
-    return latest, newest
-
-
-def _votes_of_latest(latest: dict[str, dict[str, _Latest]], between: Callable[[], None] | None
-                     ) -> dict[str, list[Vote]]:
-    """Each user's votes (:func:`capped`) of their latest changes, users in id order; a user's
-    changes are dropped once their votes are made (the two are not held whole at once), and
-    ``between`` is called every ``CHUNK`` users."""
-    out: dict[str, list[Vote]] = {}
-    for user in _every_chunk(sorted(latest), between):
-        products = latest.pop(user)
-        vs = [(pid, -neg_rating, ts) for pid, (ts, _removed, neg_rating, rated) in sorted(products.items()) if rated]
-        if vs:
-            out[user] = capped(vs)
-    return out
-
-
-def last_activity(history: dict | None) -> float:
-    """The newest rating or removal in a history: trending counts as live for a window after it."""
-    rated, removed = rating_history.history_entries(history)
-    return max([t for _r, t in rated.values()] + list(removed.values()), default=float("-inf"))
-
-
-def terms(user_votes: list[tuple[str, float, float]], t0: float, now: float) -> list[float]:
-    """Each vote's term of s(p); a vote dated after ``now`` (clock skew) counts as made now."""
-    n = len(user_votes)
-    return [r / 5.0 * 2.0 ** ((min(t, now) - t0) / HALF_LIFE_S) / n for _p, r, t in user_votes]
-
-
-def due(user_votes: list[tuple[str, float, float]], now: float) -> float:
-    """When the user's terms must be computed again: their oldest vote leaves the window, or at
-    the next refresh while one is dated after ``now`` (its term is that of a vote made now)."""
-    if any(t > now for _p, _r, t in user_votes):
-        return now
-    return min(t for _p, _r, t in user_votes) + WINDOW_S
-
-
-def _every_chunk(items: Iterable[_T], between: Callable[[], None] | None) -> Iterator[_T]:
-    """``items``, with ``between`` called after every ``CHUNK`` of them: how a long pass of a
-    refresh (the scan, the fold, the terms) renews its lock as it goes."""
-    for i, item in enumerate(items, 1):
-        yield item
-        if between is not None and i % CHUNK == 0:
-            between()
-
-
-def live_events(db: Database, now: float, between: Callable[[], None] | None = None) -> Iterator[dict]:
-    """The window's rating events that change a history (rate, unrate), as the scan reads them:
-    one scan of ``ratings`` on FerretDB, which is what a rebuild (and core.popular without Redis)
-    pays. A generator, so that no caller holds the week's events (:func:`fold_events` keeps what
-    the rule needs of them). Read in batches of ``CHUNK``, ``between`` called every ``CHUNK``
-    documents read (those skipped too: "not interested"): a rebuild renews its lock there, as the
-    scan of a large week (61 s at 1M events) outlasts any fixed lock time."""
-    fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
-    cursor = db[mongo.RATINGS].find({"ts": {"$gte": now - WINDOW_S}}, fields, batch_size=CHUNK)
-    with cursor:
-        for e in _every_chunk(cursor, between):
-            if e.get("action", "rate") in rating_history.HISTORY_ACTIONS:
-                yield e
-
-
 # --- the refresh -------------------------------------------------------------------------------
 
 class _Hold:
@@ -362,23 +196,25 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold
     old: dict[str, list] = {}  # the stored rows of the users computed again (none in a rebuild)
     if rebuild or missed or not meta:  # from the window's rating events, as the refresh did each minute
         # the scan renews every CHUNK documents read, the fold every CHUNK events and users it keeps
-        week = fold_events(live_events(db, now, hold.renew), hold.renew)
+        week = trending_votes.fold_events(trending_votes.live_events(db, now, hold.renew), hold.renew)
         carried = week.votes
         hold.renew()
-        meta, rebuild = {"t0": now, "live_until": (week.newest if week.newest is not None else 0.0) + WINDOW_S}, True
+        live_until = (week.newest if week.newest is not None else 0.0) + trending_votes.WINDOW_S
+        meta, rebuild = {"t0": now, "live_until": live_until}, True
     elif now - meta["t0"] > REBASE_AFTER_S:  # every stored vote again, around a new T0
         stored = _all_rows(r, k("users"), hold)
-        carried = _stored_votes(stored, now)
+        carried = trending_votes.stored_votes(stored, now)
         meta, rebuild = {"t0": now, "live_until": meta["live_until"]}, True
     else:  # a vote leaving the window changes no history: the user's other votes are those stored
         expiring = {u.decode() for u in r.zrangebyscore(k("due"), "-inf", f"({now!r}")}
         users = sorted(changed | expiring)
         old = {u: json.loads(v) for u, v in zip(users, r.hmget(k("users"), users) if users else []) if v}
-        carried = _stored_votes(old, now)
+        carried = trending_votes.stored_votes(old, now)
     # the marked users' histories win: a worker's batch stores its ratings after it marks them
     histories = _read_by_ids(db, mongo.USER_HISTORY, changed, {"ratings": 1, "removed": 1}, hold)
-    new = {**carried, **{u: votes(histories.get(u), now) for u in changed}}
-    meta["live_until"] = max([meta["live_until"], *(last_activity(h) + WINDOW_S for h in histories.values())])
+    new = {**carried, **{u: trending_votes.votes(histories.get(u), now) for u in changed}}
+    activity = [trending_votes.last_activity(h) + trending_votes.WINDOW_S for h in histories.values()]
+    meta["live_until"] = max([meta["live_until"], *activity])
     _commit(r, db, now, meta, old, new, rebuild, hold)
     # the note goes once its change is surely in ``ratings`` (a worker batch stores its events after
     # marking), unless a writer missed its mark again since it was read
@@ -387,26 +223,13 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold
     return now <= meta["live_until"]
 
 
-def _stored_votes(rows_by_user: dict[str, list], now: float) -> dict[str, list[Vote]]:
-    """The votes (product, rating, ts) of stored rows that are still in the window at ``now``.
-
-    The rows hold a user's votes after the cap (:func:`capped`), yet this is exactly what their
-    unchanged history gives at ``now``: the votes beyond the cap are dated no later than every
-    stored one, so they have left the window before or with the oldest stored vote, and the ones
-    ageing out are always the least recent (a changed history is marked and read again). Capped
-    again all the same: rows written under a larger cap (before there was one, or before it was
-    lowered) would otherwise split a user's weight over more votes than the rule counts."""
-    return {u: capped((p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S)
-            for u, rows in rows_by_user.items()}
-
-
 def _read_by_ids(db: Database, collection: str, ids: Iterable[str], projection: dict, hold: _Hold) -> dict[str, dict]:
     """Documents by ``_id``, ``CHUNK`` ids per read with the lock renewed between: after marks piled
     up (Celery stopped for hours, a slow FerretDB) one read of them all outlasted the lock, every
     refresh then ended in LockLost and kept the marks for the next, which had more to read."""
     ids, out = sorted(ids), {}
-    for start in range(0, len(ids), CHUNK):
-        out.update(mongo.find_by_ids(collection, ids[start:start + CHUNK], projection, db=db))
+    for start in range(0, len(ids), trending_votes.CHUNK):
+        out.update(mongo.find_by_ids(collection, ids[start:start + trending_votes.CHUNK], projection, db=db))
         hold.renew()
     return out
 
@@ -418,7 +241,7 @@ def _all_rows(r: redis.Redis, users_key: str, hold: _Hold) -> dict[str, list]:
     rows: dict[str, list] = {}
     cursor = 0
     while True:
-        cursor, page = r.hscan(users_key, cursor, count=CHUNK)
+        cursor, page = r.hscan(users_key, cursor, count=trending_votes.CHUNK)
         rows.update((u.decode(), json.loads(v)) for u, v in page.items())
         hold.renew()
         if not cursor:
@@ -481,11 +304,11 @@ def _deltas(old: dict[str, list], new: dict[str, list], category: dict[str, str]
             for name in (mongo.ALL, cat):
                 delta[name, p] -= term
                 voters[name, p] -= 1
-    for user, vs in _every_chunk(new.items(), between):
+    for user, vs in trending_votes.every_chunk(new.items(), between):
         if not vs:
             continue
         rows = []
-        for (p, rating, t), term in zip(vs, terms(vs, t0, now)):
+        for (p, rating, t), term in zip(vs, trending_votes.terms(vs, t0, now)):
             cat = category.get(p, "")
             rows.append([p, rating, t, cat, term])
             for name in (mongo.ALL, cat):
@@ -524,7 +347,8 @@ def _current(r: redis.Redis, db_name: str, delta: dict[tuple[str, str], float]
 def _change(delta: dict[tuple[str, str], float], voters: Counter, count: dict[tuple[str, str], int],
             score: dict[tuple[str, str], float], kept: dict[str, str], new: dict[str, list], now: float) -> _Change:
     """The stored ``count`` and ``score`` moved by ``delta`` and ``voters``: what to write."""
-    change = _Change(scores={}, gone={}, counts={}, no_voters=[], rows=kept, due={u: due(new[u], now) for u in kept},
+    change = _Change(scores={}, gone={}, counts={}, no_voters=[], rows=kept,
+                     due={u: trending_votes.due(new[u], now) for u in kept},
                      gone_users=[u for u in new if not new[u]], cats=set())
     for name, products in _by_list(delta).items():
         change.scores[name], change.gone[name] = {}, []
@@ -610,10 +434,11 @@ def _write_staged(r: redis.Redis, db_name: str, meta: dict[str, float], change: 
     staged: list[str] = []
     try:
         for part, command, entries in writes:
-            for start in range(0, len(entries), CHUNK):
+            for start in range(0, len(entries), trending_votes.CHUNK):
                 if part not in staged:
                     staged.append(part)
-                _write_chunk(r, staging_key(db_name, hold.token, part), command, entries[start:start + CHUNK],
+                _write_chunk(r, staging_key(db_name, hold.token, part), command,
+                             entries[start:start + trending_votes.CHUNK],
                              [staging_key(db_name, hold.token, p) for p in staged])
                 hold.renew()
         _switch(r, db_name, meta, staged, change.cats, hold.token)
@@ -696,7 +521,7 @@ def top(db: Database, names: Iterable[str], limit: int, now: float) -> dict[str,
         if len(head) == limit:
             pipe.zrangebyscore(list_key(db.name, name), head[-1][1], head[-1][1], withscores=True)
     ties = iter(pipe.execute())
-    factor = 2.0 ** ((t0 - now) / HALF_LIFE_S)
+    factor = 2.0 ** ((t0 - now) / trending_votes.HALF_LIFE_S)
     out = {}
     for name, head in zip(names, heads):
         rows = {p.decode(): s for p, s in (head + (next(ties) if len(head) == limit else []))}

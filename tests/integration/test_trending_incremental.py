@@ -19,7 +19,7 @@ import pytest
 import redis
 from pymongo import MongoClient, monitoring
 
-from core import mongo, popular, stored_lists, trending
+from core import mongo, popular, stored_lists, trending, trending_votes
 from core.events import DELETE_ACCOUNT, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
 from trending_support import apply_batch, env, list_names  # noqa: F401  (env: a fixture)
@@ -32,7 +32,7 @@ LIMIT = 10
 def _from_scratch(db, now: float, without: frozenset[str] = frozenset()) -> dict[str, list[dict]]:
     """The rule before the change: every rating event of the window in ``ratings`` (but those of
     the users ``without``), ranked again."""
-    events = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - trending.WINDOW_S}})
+    events = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - trending_votes.WINDOW_S}})
               if e.get("action", "rate") in ("rate", "unrate") and e.get("user_id") not in without]
     return popular.ranked(popular.trending_scores(events, now), list_names(db), LIMIT, db)
 
@@ -144,7 +144,7 @@ def test_a_heavy_rater_counts_its_most_recent_votes_through_new_votes_removals_a
     vote, a removal (a vote beyond the cap comes back), ageing (none beyond the cap comes back) and
     a rebuild. Ten of its votes share one ts at the cut: the histories' tie rule decides."""
     db, p = env.db, env.products
-    cap, t = trending.MAX_VOTES_PER_USER, time.time() - 3 * DAY
+    cap, t = trending_votes.MAX_VOTES_PER_USER, time.time() - 3 * DAY
     n = cap + 50
     at = [t + 60 * (45 if 45 <= i < 55 else i) for i in range(n)]  # p[45..54] tied at the cut
     apply_batch(*[RatingEvent(user_id="tr-bot", product_id=p[i], rating=1 + i % 5, ts=at[i]) for i in range(n)],

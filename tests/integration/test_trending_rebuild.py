@@ -5,8 +5,8 @@ the workers' marks, for as long as it ran); readers see the whole old state unti
 scan longer than the lock's time renews the lock instead of ending in LockLost; staging keys left
 by a refresh that died are deleted by the next rebuild and expire meanwhile.
 
-``trending.CHUNK`` is set tiny so that a few votes take many chunks (``raising=False``: the code
-before had no such constant, and these tests must fail on it for what it did, not for that).
+``trending_votes.CHUNK`` is set tiny so that a few votes take many chunks (``raising=False``: the
+code before had no such constant, and these tests must fail on it for what it did, not for that).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 import redis
 from pymongo import MongoClient, monitoring
 
-from core import mongo, popular, trending
+from core import mongo, popular, trending, trending_votes
 from core.events import UNRATE, RatingEvent
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
 from trending_support import apply_batch, env, list_names  # noqa: F401  (env: a fixture)
@@ -50,7 +50,7 @@ def _state(db) -> dict:
 
 def _from_scratch(db, now: float) -> dict[str, list[dict]]:
     """The rule over the window's rating events, ranked in memory (core.popular)."""
-    events = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - trending.WINDOW_S}})
+    events = [e for e in db[mongo.RATINGS].find({"ts": {"$gte": now - trending_votes.WINDOW_S}})
               if e.get("action", "rate") in ("rate", "unrate")]
     return popular.ranked(popular.trending_scores(events, now), list_names(db), LIMIT, db)
 
@@ -101,7 +101,7 @@ def test_a_rebuild_and_a_rebase_in_tiny_chunks_write_the_state_one_transaction_w
     whole = _state(db)
     assert len(whole["users"]) == 12 and len(whole[mongo.ALL]) > 15
 
-    monkeypatch.setattr(trending, "CHUNK", 3, raising=False)
+    monkeypatch.setattr(trending_votes, "CHUNK", 3, raising=False)
     sent: list[int] = []  # arguments of each pipeline the rebuild sends
     with _pipelines(lambda pipe: sent.append(sum(len(args) for args, _opts in pipe.sent))):
         assert trending.update(db, now, rebuild=True) is True
@@ -135,7 +135,7 @@ def test_a_reader_between_two_chunks_of_a_rebuild_sees_the_whole_old_state(env, 
     apply_batch(*[RatingEvent(user_id=f"tb-new{u}", product_id=p[90 + 3 * u], rating=5, ts=t + DAY - 60 + u)
              for u in range(8)],
            RatingEvent(user_id="tb-k", product_id=p[2], rating=0, ts=t + DAY - 30, action=UNRATE))
-    monkeypatch.setattr(trending, "CHUNK", 2, raising=False)
+    monkeypatch.setattr(trending_votes, "CHUNK", 2, raising=False)
     seen = []
 
     def read_between(pipe) -> None:
@@ -185,7 +185,7 @@ def test_a_rebuild_whose_scan_outlasts_the_lock_time_renews_the_lock_and_commits
     t = time.time() - 2 * DAY
     _week(p, t, users=8)  # 24 events: 2.4 s of reading against a lock of 1 s
     monkeypatch.setattr(trending, "LOCK_S", 1)
-    monkeypatch.setattr(trending, "CHUNK", 2, raising=False)
+    monkeypatch.setattr(trending_votes, "CHUNK", 2, raising=False)
     slow = _SlowRatings(0.1, trending.key(db.name, "lock"))
     client = MongoClient(get_settings().mongo_uri, event_listeners=[slow])
     try:
@@ -212,7 +212,7 @@ def test_staging_keys_expire_and_a_refresh_that_died_leaves_none_to_the_next_reb
     r.hset(other, "tb-0", "[]")
     try:
         _week(p, t + 600, users=14)  # two more users
-        monkeypatch.setattr(trending, "CHUNK", 2, raising=False)
+        monkeypatch.setattr(trending_votes, "CHUNK", 2, raising=False)
 
         chunks = []
 
@@ -276,7 +276,7 @@ def test_a_backlog_of_marks_whose_histories_outlast_the_lock_time_still_commits(
     assert trending.update(db, t + DAY, rebuild=True) is True
     _week(p, t + 600, users=12)  # 8 more users marked, 12 histories to read
     monkeypatch.setattr(trending, "LOCK_S", 1)
-    monkeypatch.setattr(trending, "CHUNK", 2, raising=False)
+    monkeypatch.setattr(trending_votes, "CHUNK", 2, raising=False)
     slow = _SlowHistories(0.15)  # 12 histories: 1.8 s against a lock of 1 s
     client = MongoClient(get_settings().mongo_uri, event_listeners=[slow])
     try:
@@ -325,10 +325,10 @@ def test_rows_stored_under_a_larger_cap_count_only_the_current_cap_of_votes(env,
     t = time.time() - 6 * DAY
     apply_batch(*[RatingEvent(user_id="tb-heavy", product_id=p[k], rating=5, ts=t + k * 3600) for k in range(8)])
     _week(p, t, users=3)
-    monkeypatch.setattr(trending, "MAX_VOTES_PER_USER", 1000)
+    monkeypatch.setattr(trending_votes, "MAX_VOTES_PER_USER", 1000)
     assert trending.update(db, t + DAY, rebuild=True) is True
-    monkeypatch.setattr(trending, "MAX_VOTES_PER_USER", 5)
-    now = t + trending.WINDOW_S + 1800  # the heavy account's first vote has left the window
+    monkeypatch.setattr(trending_votes, "MAX_VOTES_PER_USER", 5)
+    now = t + trending_votes.WINDOW_S + 1800  # the heavy account's first vote has left the window
     assert trending.update(db, now) is True
     assert _same(trending.top(db, list_names(db), LIMIT, now), _from_scratch(db, now))
     assert len(json.loads(trending.client().hget(trending.key(db.name, "users"), "tb-heavy"))) == 5

@@ -1,11 +1,12 @@
-"""The forward-decay terms core/trending.py keeps in Redis rescale to core.popular's scores."""
+"""The forward-decay terms (core/trending_votes.py) that core/trending.py keeps in Redis rescale to
+core.popular's scores."""
 from __future__ import annotations
 
 from collections import defaultdict
 
 import pytest
 
-from core import popular, trending
+from core import popular, trending_votes
 from core.rating_history import history_doc
 
 NOW = 1_700_000_000.0
@@ -23,30 +24,31 @@ def test_terms_times_the_common_factor_are_the_scores_of_the_events_rule():
     kept: dict[str, float] = defaultdict(float)
     events = []
     for user, doc in histories.items():
-        vs = trending.votes(doc, NOW)
-        for (p, _r, _t), term in zip(vs, trending.terms(vs, t0, NOW)):
+        vs = trending_votes.votes(doc, NOW)
+        for (p, _r, _t), term in zip(vs, trending_votes.terms(vs, t0, NOW)):
             kept[p] += term
         events += [{"user_id": user, "product_id": p, "rating": r, "ts": t} for p, r, t in vs]
     want = popular.trending_scores(events, NOW)
     assert "old" not in kept and "gone" not in kept
-    factor = 2.0 ** ((t0 - NOW) / trending.HALF_LIFE_S)
+    factor = 2.0 ** ((t0 - NOW) / trending_votes.HALF_LIFE_S)
     assert {p: s * factor for p, s in kept.items()} == pytest.approx(dict(want), rel=1e-12)
 
 
 def test_a_user_is_computed_again_when_a_vote_leaves_the_window_or_while_one_is_in_the_future():
-    assert trending.due([("p", 5, NOW - DAY), ("q", 4, NOW - 3 * DAY)], NOW) == NOW - 3 * DAY + trending.WINDOW_S
-    assert trending.due([("p", 5, NOW - DAY), ("q", 4, NOW + 60)], NOW) == NOW
+    want = NOW - 3 * DAY + trending_votes.WINDOW_S
+    assert trending_votes.due([("p", 5, NOW - DAY), ("q", 4, NOW - 3 * DAY)], NOW) == want
+    assert trending_votes.due([("p", 5, NOW - DAY), ("q", 4, NOW + 60)], NOW) == NOW
 
 
 def test_a_rating_and_its_removal_at_the_same_time_leave_no_vote_in_either_order():
     """The rebuild ranks events by the histories' own tie rule (core.rating_history.change_key: a
     removal wins at the same time), not by the order the scan returns them in."""
-    from core import trending
+    from core import trending_votes
 
     rate = {"user_id": "u", "product_id": "p", "rating": 5, "ts": 100.0, "action": "rate"}
     unrate = {**rate, "rating": 0, "action": "unrate"}
-    assert trending.votes_from_events([rate, unrate]) == {}
-    assert trending.votes_from_events([unrate, rate]) == {}
+    assert trending_votes.votes_from_events([rate, unrate]) == {}
+    assert trending_votes.votes_from_events([unrate, rate]) == {}
 
 
 CAP = 5  # a small cap for these tests; the module's own is checked in the integration tests
@@ -55,7 +57,7 @@ CAP = 5  # a small cap for these tests; the module's own is checked in the integ
 @pytest.fixture
 def small_cap(monkeypatch):
     # raising=False: against a module without the cap the tests fail on their assertions
-    monkeypatch.setattr(trending, "MAX_VOTES_PER_USER", CAP, raising=False)
+    monkeypatch.setattr(trending_votes, "MAX_VOTES_PER_USER", CAP, raising=False)
 
 
 def _heavy_history() -> tuple[dict, list[dict]]:
@@ -69,7 +71,7 @@ def _heavy_history() -> tuple[dict, list[dict]]:
     events = [{"user_id": "h", "product_id": p, "rating": r, "ts": t, "action": "rate"} for p, (r, t) in ratings.items()]
     events += [{"user_id": "h", "product_id": "gone", "rating": 5, "ts": NOW - 120, "action": "rate"},
                {"user_id": "h", "product_id": "gone", "rating": 0, "ts": NOW - 60, "action": "unrate"}]
-    return doc, [e for e in events if e["ts"] >= NOW - trending.WINDOW_S]
+    return doc, [e for e in events if e["ts"] >= NOW - trending_votes.WINDOW_S]
 
 
 def test_a_heavy_shopper_counts_the_cap_of_their_most_recent_votes_in_every_path(small_cap):
@@ -77,13 +79,13 @@ def test_a_heavy_shopper_counts_the_cap_of_their_most_recent_votes_in_every_path
     keep the same votes, ties at the cut included: the later ts, then the lower rating (the
     histories' change_key), then the greater product id."""
     doc, events = _heavy_history()
-    got = trending.votes(doc, NOW)
+    got = trending_votes.votes(doc, NOW)
     # p00 p01 p02 at 0, 1, 2 hours; at 3 hours p03 (rating 4), tie-b and tie-c (2), tie-a (5): the
     # lower ratings first, and of the two 2s the greater id
     assert got == sorted([("p00", 1.0, NOW), ("p01", 2.0, NOW - 3600), ("p02", 3.0, NOW - 7200),
                           ("tie-c", 2.0, NOW - 10800), ("tie-b", 2.0, NOW - 10800)])
-    assert trending.votes_from_events(events) == {"h": got}
-    assert trending.votes_from_events(list(reversed(events))) == {"h": got}
+    assert trending_votes.votes_from_events(events) == {"h": got}
+    assert trending_votes.votes_from_events(list(reversed(events))) == {"h": got}
     scores = popular.trending_scores(events, NOW)
     assert set(scores) == {p for p, _r, _t in got}
     assert sum(scores.values()) == pytest.approx(sum(r / 5 * 0.5 ** ((NOW - t) / DAY) for _p, r, t in got) / CAP)
@@ -93,8 +95,8 @@ def test_stored_votes_aged_are_the_votes_the_history_gives_later(small_cap):
     """The state keeps a heavy shopper's capped votes only; as they age out, no vote beyond the cap
     may come back: the stored rows filtered by the window are what reading the history again gives."""
     doc, _events = _heavy_history()
-    vs = trending.votes(doc, NOW)
+    vs = trending_votes.votes(doc, NOW)
     assert len(vs) == CAP
-    rows = {"h": [[p, r, t, "", term] for (p, r, t), term in zip(vs, trending.terms(vs, NOW, NOW))]}
-    for later in [NOW + trending.WINDOW_S - 3600 * k + d for k in range(5) for d in (-1, 0, 1)]:
-        assert trending._stored_votes(rows, later)["h"] == trending.votes(doc, later), later
+    rows = {"h": [[p, r, t, "", term] for (p, r, t), term in zip(vs, trending_votes.terms(vs, NOW, NOW))]}
+    for later in [NOW + trending_votes.WINDOW_S - 3600 * k + d for k in range(5) for d in (-1, 0, 1)]:
+        assert trending_votes.stored_votes(rows, later)["h"] == trending_votes.votes(doc, later), later

@@ -1,0 +1,205 @@
+"""The trending rule: which ratings vote, and what each vote adds to a product's score.
+
+Pure functions of a user's history or of rating events, but for :func:`live_events` (the scan of
+the window's events a rebuild folds). core/trending.py keeps the scores in Redis and refreshes
+them; core.popular ranks the same votes in memory when Redis is down. Both must count the same
+votes, hence one place for the rule.
+
+A user's votes are the ratings in their history dated within the window (a rating taken back is
+not in the history, "not interested" never is), their ``MAX_VOTES_PER_USER`` most recent if they
+have more (ts ties broken by the histories' rule, then by product id: :func:`capped`), and product
+p scores, at time ``now``,
+
+    S(p) = sum over its voters u of (r_u / 5) * 0.5 ** ((now - t_u) / H) / n_u
+
+(H the half-life, n_u how many votes u has: at most the cap, since a refresh computes a user's
+terms again whole and one account must not make it slow). Since 0.5 ** ((now - t) / H) equals
+2 ** ((t - T0) / H) * 2 ** -((now - T0) / H) and the second factor is the same for every term,
+the state keeps s(p) = sum (r_u / 5) * 2 ** ((t_u - T0) / H) / n_u ("forward decay"): the order is
+S's, and S(p) = s(p) * 2 ** -((now - T0) / H). :func:`terms` gives a user's terms of s(p).
+
+The window's rating events give the votes its histories hold (the workers apply the same events to
+them): :func:`fold_events`, which a rebuild runs on the scan as it reads it. One difference from
+ranking the events: a history also holds the user's batch reviews, dated when they were written,
+so one dated within the window counts when the refresh reads that history (the Amazon reviews
+loaded are years old; the events rule never counted batch reviews).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, TypeVar
+
+from pymongo.database import Database
+
+from core import mongo, rating_history
+
+_T = TypeVar("_T")
+
+WINDOW_S = 7 * 86400
+HALF_LIFE_S = 86400.0
+MAX_VOTES_PER_USER = 100  # a user's most recent votes counted (:func:`capped`): 14 a day for a week
+# events, users or ids a long pass reads between two renewals of the state's lock (:func:`every_chunk`),
+# and entries per pipeline of a rebuild's writes (core.trending_store)
+CHUNK = 10_000
+
+Vote = tuple[str, float, float]  # (product, rating, ts)
+
+
+def _recency(vote: Vote) -> tuple:
+    """Orders a user's votes from the most recent: the histories' own key (core.rating_history's
+    ``change_key``: the later ts; at one ts, the lower rating), then the greater product id, so that the
+    history, the rebuild's events and the stored rows keep the same votes when ts tie."""
+    p, r, t = vote
+    return (*rating_history.change_key(r, t), p)
+
+
+def capped(user_votes: Iterable[Vote]) -> list[Vote]:
+    """The ``MAX_VOTES_PER_USER`` most recent of one user's votes, by product. An account rating
+    more (a bot at the rate limit rates up to ~300,000 a week) counts as much as any shopper, its
+    weight split anyway; without the cap each refresh after its next vote recomputed all of its
+    terms, and a few such accounts made the minute's refresh grow with their activity."""
+    user_votes = list(user_votes)
+    if len(user_votes) > MAX_VOTES_PER_USER:
+        user_votes = sorted(user_votes, key=_recency, reverse=True)[:MAX_VOTES_PER_USER]
+    return sorted(user_votes)
+
+
+def votes(history: dict | None, now: float) -> list[Vote]:
+    """(product, rating, ts) of a ``user_history`` document's ratings that vote at ``now``: those
+    dated within the window, at most ``MAX_VOTES_PER_USER`` of them (:func:`capped`)."""
+    rated, _removed = rating_history.history_entries(history)
+    return capped((p, r, t) for p, (r, t) in rated.items() if t >= now - WINDOW_S)
+
+
+# The change of one (user, product) that the events leave so far, all a rebuild keeps of them while
+# it reads the week: change_key's (ts, removed, -rating), then whether it is a rating ("rate"). A
+# few small values, not the event's document: a week at the workers' rate is tens of millions of
+# events, and holding their documents (every one, as the rebuild did) outgrew a Celery worker.
+_Latest = tuple[float, bool, float, bool]
+
+
+@dataclass
+class EventVotes:
+    """What :func:`fold_events` makes of rating events: ``votes`` as :func:`votes_from_events`
+    gives them, and ``newest``, the ts of the latest event (a rating or a removal: trending is live
+    for a window after it), None when there was no event."""
+    votes: dict[str, list[Vote]]
+    newest: float | None
+
+
+def votes_from_events(events: Iterable[dict], between: Callable[[], None] | None = None) -> dict[str, list[Vote]]:
+    """{user: (product, rating, ts) of their votes} of rating events: per user and product the
+    latest event counts, and only if it is a rating (an ``unrate`` takes it back); of those, the
+    user's ``MAX_VOTES_PER_USER`` most recent (:func:`capped`). The events of a window give the
+    votes its histories hold (the workers apply the same events to them). ``events`` is read once,
+    so it may be a generator (:func:`live_events`); ``between`` is called every ``CHUNK`` events
+    and users (a rebuild renews its lock): :func:`fold_events`."""
+    return fold_events(events, between).votes
+
+
+def fold_events(events: Iterable[dict], between: Callable[[], None] | None = None) -> EventVotes:
+    """:func:`votes_from_events` and the newest event's ts in one pass over ``events``, keeping per
+    (user, product) only its latest change: memory grows with the distinct votes, not the events."""
+    latest, newest = _latest_changes(events, between)
+    return EventVotes(_votes_of_latest(latest, between), newest)
+
+
+def _latest_change(e: dict) -> _Latest:
+    """An event as :data:`_Latest`: the histories' own order (core.rating_history.change_key: a
+    removal wins a tie, whatever the scan's order), and whether it leaves a vote."""
+    action = e.get("action", "rate")
+    ts, removed, neg_rating = rating_history.change_key(rating_history.history_rating(action, e["rating"]),
+                                                        float(e["ts"]))
+    return ts, removed, neg_rating, action == "rate"
+
+
+def _latest_changes(events: Iterable[dict], between: Callable[[], None] | None
+                    ) -> tuple[dict[str, dict[str, _Latest]], float | None]:
+    """{user: {product: its latest change}} of ``events`` and the newest ts, ``between`` called
+    every ``CHUNK`` events. By user, then product: the votes are built a user at a time, and a
+    user's id is held once. Product ids are interned: a week's votes share a catalog's ids."""
+    latest: dict[str, dict[str, _Latest]] = {}
+    newest: float | None = None
+    for e in every_chunk(events, between):
+        change = _latest_change(e)
+        products = latest.setdefault(str(e.get("user_id", "")), {})
+        pid = sys.intern(str(e["product_id"]))
+        seen = products.get(pid)
+        if seen is None or change[:3] > seen[:3]:  # by the key alone: the first of equal ones stays
+            products[pid] = change
+        if newest is None or change[0] > newest:
+            newest = change[0]
+    return latest, newest
+
+
+def _votes_of_latest(latest: dict[str, dict[str, _Latest]], between: Callable[[], None] | None
+                     ) -> dict[str, list[Vote]]:
+    """Each user's votes (:func:`capped`) of their latest changes, users in id order; a user's
+    changes are dropped once their votes are made (the two are not held whole at once), and
+    ``between`` is called every ``CHUNK`` users."""
+    out: dict[str, list[Vote]] = {}
+    for user in every_chunk(sorted(latest), between):
+        products = latest.pop(user)
+        vs = [(pid, -neg_rating, ts) for pid, (ts, _removed, neg_rating, rated) in sorted(products.items()) if rated]
+        if vs:
+            out[user] = capped(vs)
+    return out
+
+
+def last_activity(history: dict | None) -> float:
+    """The newest rating or removal in a history: trending counts as live for a window after it."""
+    rated, removed = rating_history.history_entries(history)
+    return max([t for _r, t in rated.values()] + list(removed.values()), default=float("-inf"))
+
+
+def terms(user_votes: list[tuple[str, float, float]], t0: float, now: float) -> list[float]:
+    """Each vote's term of s(p); a vote dated after ``now`` (clock skew) counts as made now."""
+    n = len(user_votes)
+    return [r / 5.0 * 2.0 ** ((min(t, now) - t0) / HALF_LIFE_S) / n for _p, r, t in user_votes]
+
+
+def due(user_votes: list[tuple[str, float, float]], now: float) -> float:
+    """When the user's terms must be computed again: their oldest vote leaves the window, or at
+    the next refresh while one is dated after ``now`` (its term is that of a vote made now)."""
+    if any(t > now for _p, _r, t in user_votes):
+        return now
+    return min(t for _p, _r, t in user_votes) + WINDOW_S
+
+
+def every_chunk(items: Iterable[_T], between: Callable[[], None] | None) -> Iterator[_T]:
+    """``items``, with ``between`` called after every ``CHUNK`` of them: how a long pass of a
+    refresh (the scan, the fold, the terms) renews its lock as it goes."""
+    for i, item in enumerate(items, 1):
+        yield item
+        if between is not None and i % CHUNK == 0:
+            between()
+
+
+def live_events(db: Database, now: float, between: Callable[[], None] | None = None) -> Iterator[dict]:
+    """The window's rating events that change a history (rate, unrate), as the scan reads them:
+    one scan of ``ratings`` on FerretDB, which is what a rebuild (and core.popular without Redis)
+    pays. A generator, so that no caller holds the week's events (:func:`fold_events` keeps what
+    the rule needs of them). Read in batches of ``CHUNK``, ``between`` called every ``CHUNK``
+    documents read (those skipped too: "not interested"): a rebuild renews its lock there, as the
+    scan of a large week (61 s at 1M events) outlasts any fixed lock time."""
+    fields = {"user_id": 1, "product_id": 1, "rating": 1, "ts": 1, "action": 1}
+    cursor = db[mongo.RATINGS].find({"ts": {"$gte": now - WINDOW_S}}, fields, batch_size=CHUNK)
+    with cursor:
+        for e in every_chunk(cursor, between):
+            if e.get("action", "rate") in rating_history.HISTORY_ACTIONS:
+                yield e
+
+
+def stored_votes(rows_by_user: dict[str, list], now: float) -> dict[str, list[Vote]]:
+    """The votes (product, rating, ts) of stored rows that are still in the window at ``now``.
+
+    The rows hold a user's votes after the cap (:func:`capped`), yet this is exactly what their
+    unchanged history gives at ``now``: the votes beyond the cap are dated no later than every
+    stored one, so they have left the window before or with the oldest stored vote, and the ones
+    ageing out are always the least recent (a changed history is marked and read again). Capped
+    again all the same: rows written under a larger cap (before there was one, or before it was
+    lowered) would otherwise split a user's weight over more votes than the rule counts."""
+    return {u: capped((p, rt, t) for p, rt, t, _c, _term in rows if t >= now - WINDOW_S)
+            for u, rows in rows_by_user.items()}
+
