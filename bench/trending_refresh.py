@@ -20,7 +20,7 @@ refresh after new events and the rebase ran (a separate process pings every 2 ms
 with the site's cache, Celery's broker and the workers' marks, and one large command or MULTI makes
 every one of them wait); the Redis memory of the state after the rebuild (``MEMORY USAGE`` of its
 keys) per voter; and the longest the rebuild or the rebase went without taking or renewing the
-state's lock (what ``trending.LOCK_S`` must exceed). With ``--memory``, the rebuild is run a second time
+state's lock (what ``trending_store.LOCK_S`` must exceed). With ``--memory``, the rebuild is run a second time
 under ``tracemalloc`` and its peak of Python memory printed (:func:`traced_rebuild`); the times
 printed are the first, untraced run's.
 
@@ -51,7 +51,7 @@ from typing import Iterator
 import redis
 from pymongo import MongoClient, monitoring
 
-from core import mongo, popular, rating_history, trending
+from core import mongo, popular, rating_history, trending, trending_store
 from core.settings import get_settings
 
 N_PRODUCTS = 20_000
@@ -149,7 +149,7 @@ class LockGaps:
 
 def _caller() -> str:
     """The innermost function of trending's code on the stack (who took or renewed the lock), past
-    the lock's own wrapper (``_Hold.renew``): of core/trending.py and the modules beside it
+    the lock's own wrapper (``Hold.renew``): of core/trending.py and the modules beside it
     (core/trending_*.py), or of the copy measured (``--trending-from``), not of this file."""
     frame = sys._getframe(2)
     while frame is not None and (not os.path.basename(frame.f_code.co_filename).startswith("trending")
@@ -163,12 +163,12 @@ def redis_busy(into: dict, name: str, db_name: str) -> Iterator[None]:
     """The longest single command on the state's keys during a block, and their sum, from Redis's
     SLOWLOG (commands of 10 ms and more by default; a MULTI's commands are logged one by one):
     Redis's own time, which a PING's wait adds the load's scheduling noise to."""
-    r = trending.client()
+    r = trending_store.client()
     last = max((e["id"] for e in r.slowlog_get(1)), default=-1)
     try:
         yield
     finally:
-        mine = trending.key(db_name, "").encode()
+        mine = trending_store.key(db_name, "").encode()
         took = [e["duration"] for e in r.slowlog_get(128) if e["id"] > last and mine in e["command"]]
         into[name] = round(max(took, default=0) / 1000, 1)
         into[name.replace("_max_ms", "_sum_ms")] = round(sum(took) / 1000, 1)
@@ -177,12 +177,12 @@ def redis_busy(into: dict, name: str, db_name: str) -> Iterator[None]:
 def state_bytes(db_name: str) -> tuple[int, int]:
     """(bytes, voters) of a database's trending state: ``MEMORY USAGE`` (every element counted) of
     each of its keys, and the number of users stored."""
-    r = trending.client()
-    cats = [c.decode() for c in r.smembers(trending.key(db_name, "cats"))]
-    keys = [trending.key(db_name, p) for p in ("meta", "all", "users", "voters", "due", "cats")]
-    keys += [trending.list_key(db_name, c) for c in cats]
+    r = trending_store.client()
+    cats = [c.decode() for c in r.smembers(trending_store.key(db_name, "cats"))]
+    keys = [trending_store.key(db_name, p) for p in ("meta", "all", "users", "voters", "due", "cats")]
+    keys += [trending_store.list_key(db_name, c) for c in cats]
     total = sum(r.memory_usage(k, samples=0) or 0 for k in keys)
-    return total, r.hlen(trending.key(db_name, "users"))
+    return total, r.hlen(trending_store.key(db_name, "users"))
 
 
 def fill(db, n: int, now: float, n_products: int = N_PRODUCTS) -> None:
@@ -265,7 +265,7 @@ def heavy_case(db, base: int, heavy: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     mongo.find_by_ids(mongo.USER_HISTORY, ["heavy"], {"ratings": 1, "removed": 1}, db=db)
     history_read_s = time.perf_counter() - t0
-    row = trending.client().hstrlen(trending.key(db.name, "users"), "heavy")
+    row = trending_store.client().hstrlen(trending_store.key(db.name, "users"), "heavy")
     rule = getattr(trending, "trending_votes", trending)  # the rule's module, or a one-file copy (--trending-from)
     return {"base_events": base, "heavy_votes": heavy, "cap": getattr(rule, "MAX_VOTES_PER_USER", None),
             "rebuild_s": round(rebuild_s, 2), "refresh_after_its_vote_s": [round(x, 3) for x in after_vote],
@@ -374,8 +374,8 @@ def main() -> None:
             histories = reads.ids
             idle_s = timed_refresh(db)
             # the weekly rebase: every stored vote computed again around a new T0 (forced by ageing T0)
-            meta = trending.key(db.name, "meta")
-            trending.client().hset(meta, "t0", float(trending.client().hget(meta, "t0")) - trending.REBASE_AFTER_S - 1)
+            meta, r = trending_store.key(db.name, "meta"), trending_store.client()
+            r.hset(meta, "t0", float(r.hget(meta, "t0")) - trending.REBASE_AFTER_S - 1)
             gaps.take()
             with stalls.measure(stall, "rebase_ping_max_ms"), redis_busy(stall, "rebase_cmd_max_ms", db.name):
                 rebase_s = timed_refresh(db)

@@ -18,26 +18,8 @@ it is missing (first run, Redis flushed or its keys expired), when a writer coul
 replaced the histories and the catalog). Once T0 is a week old the stored votes are
 recomputed around a new one, which keeps 2 ** ((t - T0) / H) between 2 ** -7 and 2 ** 8.
 
-The keys, per database (``recsys:<db>:trending:<part>``; every live one expires after two windows
-unused):
-
-    all, cat:<name>  sorted set   product -> s(p), overall and per category (what :func:`top` reads)
-    voters           hash         "<list>\x1f<product>" -> its number of voters (none left: removed)
-    users            hash         user -> JSON rows [product, rating, ts, category, term]: exactly
-                                  the terms this state added for them, so they can be subtracted
-    due              sorted set   user -> when their oldest vote leaves the window
-    meta             hash         t0, live_until (trending is live until then)
-    cats             set          the category lists written (a rebuild replaces them)
-    dirty, taking    set          users marked by the writers; a refresh moves "dirty" into
-                                  "taking" before it reads any history and deletes "taking" in its
-                                  commit, so a refresh that dies leaves the marks to the next one
-    lock             string       one refresh at a time (redis-py's lock; its token checked at commit,
-                                  renewed between chunks of a long refresh: :class:`_Hold`)
-    staging:<token>:<part>        a rebuild's (or rebase's) new all, cat:<name>, users, voters, due
-                                  and cats, written in chunks by the refresh holding the lock of
-                                  token <token>, then renamed over the live keys in one small MULTI
-                                  (:func:`_switch`); they expire LOCK_S after their last chunk, and
-                                  a rebuild deletes any left by a refresh that died
+The keys, the lock a refresh holds and how it writes (one MULTI; a rebuild's chunks then a switch)
+are core/trending_store.py's.
 """
 from __future__ import annotations
 
@@ -45,67 +27,22 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 import redis
 from pymongo.database import Database
 
-from core import mongo, trending_votes
-from core.settings import get_settings
+from core import mongo, trending_store, trending_votes
+from core.trending_store import LockLost  # update raises it; callers catch it as trending.LockLost
 
 log = logging.getLogger(__name__)
 
 REBASE_AFTER_S = 7 * 86400  # T0 older than this: the stored votes are recomputed around a new one
-# every live key: a deployment whose refresh stopped that long starts afresh
-STATE_TTL_S = 2 * trending_votes.WINDOW_S
-# how long a refresh that died keeps the state from the others; a live one renews the lock between
-# chunks (_Hold), so this only has to exceed the longest step between two renewals (docs/benchmarks.md)
-LOCK_S = 300
 # how long the publish job waits for a refresh holding the state: a renewing one may hold it as long
 # as Celery lets a task run (kafka_workers/celery_app.TASK_TIME_LIMIT_S, an hour), then LOCK_S more
-WAIT_S = 3600 + LOCK_S
+WAIT_S = 3600 + trending_store.LOCK_S
 MISSED = "trending-state"  # ``popular`` document asking for a rebuild (:func:`request_rebuild`)
 NOTE_KEPT_S = 60.0  # the refreshes rebuild this long after a missed mark (its events' insert may lag)
-SEP = "\x1f"  # between a list's name and a product id in the voter counts (neither holds it)
-
-
-class LockLost(RuntimeError):
-    """The state's lock was not held when needed: this refresh went ``LOCK_S`` without renewing it
-    (another may have started; nothing of it is live: staged keys are dropped, the marks it took
-    stay for the next refresh), or the publish job waited ``WAIT_S`` in vain."""
-
-
-def key(db_name: str, part: str) -> str:
-    """Keys carry the database name: one Redis serves several deployments and test sessions."""
-    return f"recsys:{db_name}:trending:{part}"
-
-
-def list_part(name: str) -> str:
-    """The key part of list ``name`` (``mongo.ALL`` or a category)."""
-    return "all" if name == mongo.ALL else f"cat:{name}"
-
-
-def list_key(db_name: str, name: str) -> str:
-    """The sorted set of list ``name`` (``mongo.ALL`` or a category)."""
-    return key(db_name, list_part(name))
-
-
-def staging_key(db_name: str, token: bytes, part: str) -> str:
-    """Where a rebuild writes ``part`` before the switch: per database, and per refresh (its lock's
-    token), so a refresh that lost its lock and still writes a chunk cannot mix into the next one's."""
-    return key(db_name, f"staging:{token.decode()}:{part}")
-
-
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    # a rebuild's replies are large: a longer timeout than the site's (core.list_state)
-    return redis.Redis.from_url(url, socket_timeout=60, socket_connect_timeout=2)
-
-
-def client() -> redis.Redis:
-    return _client(get_settings().redis_url)
 
 
 # --- the writers: which users changed ---------------------------------------------------------
@@ -124,8 +61,8 @@ def mark_changed(users: Iterable[str], db: Database | None = None) -> None:
 
     try:
         pipe = list_state.client().pipeline(transaction=False)
-        pipe.sadd(key(db.name, "dirty"), *users)
-        pipe.expire(key(db.name, "dirty"), STATE_TTL_S)
+        pipe.sadd(trending_store.key(db.name, "dirty"), *users)
+        pipe.expire(trending_store.key(db.name, "dirty"), trending_store.STATE_TTL_S)
         pipe.execute()
     except redis.RedisError as exc:
         log.warning("trending: %d changed users not marked in Redis (%s); the next refresh rebuilds", len(users), exc)
@@ -143,46 +80,29 @@ def request_rebuild(db: Database) -> None:
 
 # --- the refresh -------------------------------------------------------------------------------
 
-class _Hold:
-    """The state's lock while a refresh works. A long one (a rebuild scans the whole week; the
-    lock's time cannot follow the site's traffic) renews it to ``LOCK_S`` between chunks, so a
-    rebuild of any size finishes, while a refresh that died frees the state ``LOCK_S`` after its
-    last renewal."""
-
-    def __init__(self, lock: redis.lock.Lock, db_name: str) -> None:
-        self.lock, self.db_name = lock, db_name
-        self.token: bytes = lock.local.token
-
-    def renew(self) -> None:
-        """Hold the lock ``LOCK_S`` more; LockLost when it expired (another refresh may have it)."""
-        try:
-            self.lock.reacquire()
-        except redis.exceptions.LockError as exc:
-            raise LockLost(f"trending state of {self.db_name}: lock lost during the refresh") from exc
-
-
 def update(db: Database, now: float, rebuild: bool = False, wait: bool = False) -> bool | None:
     """Bring the state up to ``now``; True when a rating was made or taken back within the window
     (trending is live), None when another refresh holds the state (and ``wait`` is not set)."""
-    r = client()
-    lock = r.lock(key(db.name, "lock"), timeout=LOCK_S, blocking=wait, blocking_timeout=WAIT_S if wait else None)
+    r = trending_store.client()
+    lock = r.lock(trending_store.key(db.name, "lock"), timeout=trending_store.LOCK_S, blocking=wait,
+                  blocking_timeout=WAIT_S if wait else None)
     if not lock.acquire():
         if wait:  # the publish job: it must not take "busy" for "nothing is live" (see core.popular)
             raise LockLost(f"trending state of {db.name}: held by another refresh for over {WAIT_S} s")
         return None
     try:
-        return _update(r, db, now, rebuild, _Hold(lock, db.name))
+        return _update(r, db, now, rebuild, trending_store.Hold(lock, db.name))
     finally:
         try:
             lock.release()
         except redis.exceptions.LockError:
-            log.warning("trending: the state's lock expired during a refresh (LOCK_S=%d)", LOCK_S)
+            log.warning("trending: the state's lock expired during a refresh (LOCK_S=%d)", trending_store.LOCK_S)
 
 
-def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold) -> bool:
+def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: trending_store.Hold) -> bool:
     """:func:`update` under the lock: which users to compute again, their votes, the commit."""
     def k(part: str) -> str:
-        return key(db.name, part)
+        return trending_store.key(db.name, part)
 
     meta = {a.decode(): float(b) for a, b in r.hgetall(k("meta")).items()}
     missed = db[mongo.POPULAR].find_one({"_id": MISSED})
@@ -190,7 +110,7 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold
     pipe = r.pipeline(transaction=True)
     pipe.sunionstore(k("taking"), [k("taking"), k("dirty")])  # (which drops the destination's expiry)
     pipe.delete(k("dirty"))
-    pipe.expire(k("taking"), STATE_TTL_S)
+    pipe.expire(k("taking"), trending_store.STATE_TTL_S)
     pipe.smembers(k("taking"))
     changed = {u.decode() for u in pipe.execute()[3]}
     old: dict[str, list] = {}  # the stored rows of the users computed again (none in a rebuild)
@@ -202,7 +122,7 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold
         live_until = (week.newest if week.newest is not None else 0.0) + trending_votes.WINDOW_S
         meta, rebuild = {"t0": now, "live_until": live_until}, True
     elif now - meta["t0"] > REBASE_AFTER_S:  # every stored vote again, around a new T0
-        stored = _all_rows(r, k("users"), hold)
+        stored = trending_store.all_rows(r, k("users"), hold)
         carried = trending_votes.stored_votes(stored, now)
         meta, rebuild = {"t0": now, "live_until": meta["live_until"]}, True
     else:  # a vote leaving the window changes no history: the user's other votes are those stored
@@ -223,7 +143,8 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: _Hold
     return now <= meta["live_until"]
 
 
-def _read_by_ids(db: Database, collection: str, ids: Iterable[str], projection: dict, hold: _Hold) -> dict[str, dict]:
+def _read_by_ids(db: Database, collection: str, ids: Iterable[str], projection: dict,
+                 hold: trending_store.Hold) -> dict[str, dict]:
     """Documents by ``_id``, ``CHUNK`` ids per read with the lock renewed between: after marks piled
     up (Celery stopped for hours, a slow FerretDB) one read of them all outlasted the lock, every
     refresh then ended in LockLost and kept the marks for the next, which had more to read."""
@@ -234,54 +155,25 @@ def _read_by_ids(db: Database, collection: str, ids: Iterable[str], projection: 
     return out
 
 
-def _all_rows(r: redis.Redis, users_key: str, hold: _Hold) -> dict[str, list]:
-    """Every user's stored rows (the rebase), read ``CHUNK`` at a time (HSCAN; a user seen twice
-    has the same row) with the lock renewed between: one HGETALL of a large week's users (200,000
-    at 1M events) kept Redis from answering anyone else while it built the reply."""
-    rows: dict[str, list] = {}
-    cursor = 0
-    while True:
-        cursor, page = r.hscan(users_key, cursor, count=trending_votes.CHUNK)
-        rows.update((u.decode(), json.loads(v)) for u, v in page.items())
-        hold.renew()
-        if not cursor:
-            return rows
-
-
-@dataclass
-class _Change:
-    """What a refresh writes. ``scores``: per list, its products' new scores; ``gone``: per list,
-    its products left without a voter; ``counts`` / ``no_voters``: the voter counts to set / the
-    fields to remove (``<list>SEP<product>``); ``rows``, ``due``: the users' rows (JSON) and due
-    times to set; ``gone_users``: users without a vote left; ``cats``: the category lists touched."""
-    scores: dict[str, dict[str, float]]
-    gone: dict[str, list[str]]
-    counts: dict[str, int]
-    no_voters: list[str]
-    rows: dict[str, str]
-    due: dict[str, float]
-    gone_users: list[str]
-    cats: set[str]
-
-
 def _commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], old: dict[str, list],
-            new: dict[str, list], rebuild: bool, hold: _Hold) -> None:
+            new: dict[str, list], rebuild: bool, hold: trending_store.Hold) -> None:
     """Subtract the ``old`` terms, add the ``new`` ones. Each product also has its number of voters
     per list: one without any leaves the list, where the sum of its added and subtracted terms
-    would leave a rounding remainder. A refresh writes in one MULTI (:func:`_write_update`); a
-    rebuild or a rebase, which writes the whole state, in chunks then a switch
-    (:func:`_write_staged`)."""
+    would leave a rounding remainder. A refresh writes in one MULTI
+    (:func:`core.trending_store.write_update`); a rebuild or a rebase, which writes the whole state,
+    in chunks then a switch (:func:`core.trending_store.write_staged`)."""
     category = _categories(db, old, new, hold)
     delta, voters, kept = _deltas(old, new, category, meta["t0"], now, hold.renew)
     count, score = ({}, {}) if rebuild else _current(r, db.name, delta)
     change = _change(delta, voters, count, score, kept, new, now)
     if rebuild:
-        _write_staged(r, db.name, meta, change, hold)
+        trending_store.write_staged(r, db.name, meta, change, hold)
     else:
-        _write_update(r, db.name, meta, change, hold.token)
+        trending_store.write_update(r, db.name, meta, change, hold.token)
 
 
-def _categories(db: Database, old: dict[str, list], new: dict[str, list], hold: _Hold) -> dict[str, str]:
+def _categories(db: Database, old: dict[str, list], new: dict[str, list],
+                hold: trending_store.Hold) -> dict[str, str]:
     """A product's category as stored with a vote (a rebuild reads them all again), else the
     catalog's: a product moved to another category keeps its stored votes where they were added."""
     category = {p: cat for vs in old.values() for p, _r, _t, cat, _term in vs}
@@ -334,9 +226,9 @@ def _current(r: redis.Redis, db_name: str, delta: dict[tuple[str, str], float]
         return {}, {}
     by_list = _by_list(delta)
     pipe = r.pipeline(transaction=False)
-    pipe.hmget(key(db_name, "voters"), [f"{name}{SEP}{p}" for name, p in delta])
+    pipe.hmget(trending_store.key(db_name, "voters"), [f"{name}{trending_store.SEP}{p}" for name, p in delta])
     for name, products in by_list.items():
-        pipe.zmscore(list_key(db_name, name), products)
+        pipe.zmscore(trending_store.list_key(db_name, name), products)
     had, *scores = pipe.execute()
     count = {nk: int(c or 0) for nk, c in zip(delta, had)}
     score = {(name, p): s or 0.0 for (name, products), got in zip(by_list.items(), scores)
@@ -345,11 +237,12 @@ def _current(r: redis.Redis, db_name: str, delta: dict[tuple[str, str], float]
 
 
 def _change(delta: dict[tuple[str, str], float], voters: Counter, count: dict[tuple[str, str], int],
-            score: dict[tuple[str, str], float], kept: dict[str, str], new: dict[str, list], now: float) -> _Change:
+            score: dict[tuple[str, str], float], kept: dict[str, str], new: dict[str, list],
+            now: float) -> trending_store.Change:
     """The stored ``count`` and ``score`` moved by ``delta`` and ``voters``: what to write."""
-    change = _Change(scores={}, gone={}, counts={}, no_voters=[], rows=kept,
-                     due={u: trending_votes.due(new[u], now) for u in kept},
-                     gone_users=[u for u in new if not new[u]], cats=set())
+    change = trending_store.Change(scores={}, gone={}, counts={}, no_voters=[], rows=kept,
+                                   due={u: trending_votes.due(new[u], now) for u in kept},
+                                   gone_users=[u for u in new if not new[u]], cats=set())
     for name, products in _by_list(delta).items():
         change.scores[name], change.gone[name] = {}, []
         if name != mongo.ALL:
@@ -358,168 +251,28 @@ def _change(delta: dict[tuple[str, str], float], voters: Counter, count: dict[tu
             n = count.get((name, p), 0) + voters[name, p]
             if n <= 0:  # no voter left: gone, not a rounding remainder near zero
                 change.gone[name].append(p)
-                change.no_voters.append(f"{name}{SEP}{p}")
+                change.no_voters.append(f"{name}{trending_store.SEP}{p}")
             else:
                 change.scores[name][p] = score.get((name, p), 0.0) + delta[name, p]
-                change.counts[f"{name}{SEP}{p}"] = n
+                change.counts[f"{name}{trending_store.SEP}{p}"] = n
     return change
-
-
-def _checked_multi(pipe: redis.client.Pipeline, db_name: str, token: bytes, *watched: str) -> None:
-    """Start a MULTI that runs only if the lock (and ``watched``) did not change since: a refresh
-    that held the lock longer than LOCK_S (another may have started) writes nothing."""
-    pipe.watch(key(db_name, "lock"), *watched)
-    if pipe.get(key(db_name, "lock")) != token:
-        raise LockLost(f"trending state of {db_name}: lock lost before the commit")
-
-
-def _finish(pipe: redis.client.Pipeline, db_name: str, meta: dict[str, float], cats: Iterable[str]) -> None:
-    """The end of every commit: the new T0 and liveness, the marks taken let go, the expiries."""
-    pipe.hset(key(db_name, "meta"), mapping=meta)
-    pipe.delete(key(db_name, "taking"))
-    for part in ("meta", "all", "users", "voters", "due", "cats"):
-        pipe.expire(key(db_name, part), STATE_TTL_S)
-    for c in cats:  # a list with members is touched within a window: its oldest vote leaves
-        pipe.expire(list_key(db_name, c), STATE_TTL_S)
-
-
-def _write_update(r: redis.Redis, db_name: str, meta: dict[str, float], change: _Change, token: bytes) -> None:
-    """A refresh's change in one MULTI, which also lets the marks taken go, so a refresh that dies
-    before it changes nothing and leaves them to the next. It holds the users marked since the
-    last refresh and those whose vote left the window: a minute's traffic, not the week's."""
-    def k(part: str) -> str:
-        return key(db_name, part)
-
-    with r.pipeline(transaction=True) as pipe:
-        _checked_multi(pipe, db_name, token)
-        pipe.multi()
-        for name, scores in change.scores.items():
-            if change.gone[name]:
-                pipe.zrem(list_key(db_name, name), *change.gone[name])
-            if scores:
-                pipe.zadd(list_key(db_name, name), scores)
-        if change.no_voters:
-            pipe.hdel(k("voters"), *change.no_voters)
-        if change.counts:
-            pipe.hset(k("voters"), mapping=change.counts)
-        if change.gone_users:
-            pipe.hdel(k("users"), *change.gone_users)
-            pipe.zrem(k("due"), *change.gone_users)
-        if change.rows:
-            pipe.hset(k("users"), mapping=change.rows)
-            pipe.zadd(k("due"), change.due)
-        if change.cats:
-            pipe.sadd(k("cats"), *change.cats)
-        _finish(pipe, db_name, meta, change.cats)
-        try:
-            pipe.execute()
-        except redis.WatchError as exc:
-            raise LockLost(f"trending state of {db_name}: lock lost before the commit") from exc
-
-
-def _write_staged(r: redis.Redis, db_name: str, meta: dict[str, float], change: _Change, hold: _Hold) -> None:
-    """A rebuild's (or rebase's) whole state: written ``CHUNK`` entries at a time into staging keys,
-    the lock renewed between chunks, then made live by one small MULTI (:func:`_switch`). One MULTI
-    of it all (hundreds of thousands of entries at 1M events a week) kept Redis, which the site's
-    cache, Celery's broker and the workers' marks share, from answering anyone while it ran; a
-    mark that timed out then asked for another rebuild. Readers see the old state until the switch."""
-    drop_staging(r, db_name)  # left by a refresh that died half-way (they also expire)
-    writes: list[tuple[str, str, list]] = [  # (part, command, entries)
-        *((list_part(name), "zadd", list(scores.items())) for name, scores in change.scores.items() if scores),
-        ("voters", "hset", list(change.counts.items())),
-        ("users", "hset", list(change.rows.items())),
-        ("due", "zadd", list(change.due.items())),
-        ("cats", "sadd", sorted(change.cats)),
-    ]
-    staged: list[str] = []
-    try:
-        for part, command, entries in writes:
-            for start in range(0, len(entries), trending_votes.CHUNK):
-                if part not in staged:
-                    staged.append(part)
-                _write_chunk(r, staging_key(db_name, hold.token, part), command,
-                             entries[start:start + trending_votes.CHUNK],
-                             [staging_key(db_name, hold.token, p) for p in staged])
-                hold.renew()
-        _switch(r, db_name, meta, staged, change.cats, hold.token)
-    except BaseException:
-        try:  # best effort: else they expire, or the next rebuild deletes them
-            if staged:
-                r.unlink(*(staging_key(db_name, hold.token, p) for p in staged))
-        except redis.RedisError:
-            pass
-        raise
-
-
-def _write_chunk(r: redis.Redis, into: str, command: str, entries: list, staged: list[str]) -> None:
-    """One chunk into staging key ``into``, in a pipeline without MULTI (Redis serves other clients
-    between its commands), and the expiry of every key ``staged`` so far pushed to ``LOCK_S`` from
-    now: they outlive the refresh only by as long as its lock would."""
-    pipe = r.pipeline(transaction=False)
-    if command == "zadd":
-        pipe.zadd(into, dict(entries))
-    elif command == "hset":
-        pipe.hset(into, mapping=dict(entries))
-    else:
-        pipe.sadd(into, *entries)
-    for name in staged:
-        pipe.expire(name, LOCK_S)
-    pipe.execute()
-
-
-def _switch(r: redis.Redis, db_name: str, meta: dict[str, float], staged: list[str], cats: set[str],
-            token: bytes) -> None:
-    """The staged state becomes the live one in one MULTI of a few commands per key: the live keys
-    UNLINKed (Redis frees a large value in the background; a DEL, or a RENAME onto it, frees it
-    while every client waits), then each staged key RENAMEd over its live name. Every category
-    list of the old state goes, so a list the new state has not is empty, not stale, for
-    :func:`top`; a part the new state has not (no vote at all) is left deleted."""
-    live = [key(db_name, p) for p in ("all", "users", "voters", "due", "cats")]
-    staging = [staging_key(db_name, token, p) for p in staged]
-    with r.pipeline(transaction=True) as pipe:
-        _checked_multi(pipe, db_name, token, key(db_name, "cats"), *staging)
-        old_cats = {c.decode() for c in pipe.smembers(key(db_name, "cats"))}
-        if staging and pipe.exists(*staging) != len(staging):
-            raise LockLost(f"trending state of {db_name}: staged keys expired before the switch")
-        pipe.multi()
-        pipe.unlink(*live, *(list_key(db_name, c) for c in old_cats | cats))
-        for part, name in zip(staged, staging):
-            pipe.rename(name, key(db_name, part))
-        _finish(pipe, db_name, meta, cats)
-        try:
-            pipe.execute()
-        except redis.WatchError as exc:
-            raise LockLost(f"trending state of {db_name}: lock or staged keys changed before the switch") from exc
-
-
-def drop_staging(r: redis.Redis, db_name: str) -> None:
-    """Delete every staging key of database ``db_name`` (a refresh that died left them): SCAN, which
-    answers other clients between its pages, and UNLINK."""
-    pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in key(db_name, "staging:")) + "*"
-    batch: list[bytes] = []
-    for name in r.scan_iter(match=pattern, count=1000):
-        batch.append(name)
-        if len(batch) >= 1000:
-            r.unlink(*batch)
-            batch = []
-    if batch:
-        r.unlink(*batch)
 
 
 def top(db: Database, names: Iterable[str], limit: int, now: float) -> dict[str, list[dict[str, Any]]]:
     """The lists ``names`` at ``now``: top ``limit`` by score, ties by product id (core.popular's
     order), each ``{product_id, score}`` with the score at ``now`` rounded as before."""
-    r, names = client(), list(names)
+    r, names = trending_store.client(), list(names)
     pipe = r.pipeline(transaction=True)  # T0 and the scores of one state (a rebuild moves both)
-    pipe.hget(key(db.name, "meta"), "t0")
+    pipe.hget(trending_store.key(db.name, "meta"), "t0")
     for name in names:
-        pipe.zrevrange(list_key(db.name, name), 0, limit - 1, withscores=True)
+        pipe.zrevrange(trending_store.list_key(db.name, name), 0, limit - 1, withscores=True)
     t0, *heads = pipe.execute()
     t0 = float(t0 or now)
     pipe = r.pipeline(transaction=False)
     for name, head in zip(names, heads):  # members tied with the last one may sort before it by id
         if len(head) == limit:
-            pipe.zrangebyscore(list_key(db.name, name), head[-1][1], head[-1][1], withscores=True)
+            pipe.zrangebyscore(trending_store.list_key(db.name, name), head[-1][1], head[-1][1],
+                               withscores=True)
     ties = iter(pipe.execute())
     factor = 2.0 ** ((t0 - now) / trending_votes.HALF_LIFE_S)
     out = {}
@@ -532,8 +285,9 @@ def top(db: Database, names: Iterable[str], limit: int, now: float) -> dict[str,
 
 def drop_state(db_name: str) -> None:
     """Forget the state of database ``db_name`` (tests, benchmarks): the next refresh rebuilds."""
-    r = client()
-    cats = [c.decode() for c in r.smembers(key(db_name, "cats"))]
-    r.delete(*(key(db_name, part) for part in ("meta", "all", "users", "voters", "due", "cats", "dirty", "taking",
-                                                 "lock")), *(list_key(db_name, c) for c in cats))
-    drop_staging(r, db_name)
+    r = trending_store.client()
+    cats = [c.decode() for c in r.smembers(trending_store.key(db_name, "cats"))]
+    parts = ("meta", "all", "users", "voters", "due", "cats", "dirty", "taking", "lock")
+    r.delete(*(trending_store.key(db_name, part) for part in parts),
+             *(trending_store.list_key(db_name, c) for c in cats))
+    trending_store.drop_staging(r, db_name)

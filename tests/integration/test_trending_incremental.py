@@ -19,7 +19,7 @@ import pytest
 import redis
 from pymongo import MongoClient, monitoring
 
-from core import mongo, popular, stored_lists, trending, trending_votes
+from core import mongo, popular, stored_lists, trending, trending_store, trending_votes
 from core.events import DELETE_ACCOUNT, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
 from trending_support import apply_batch, env, list_names  # noqa: F401  (env: a fixture)
@@ -59,7 +59,7 @@ def _refresh_and_check(db, now: float, through=None) -> dict[str, list[dict]]:
 
 
 def _t0(db) -> float:
-    return float(trending.client().hget(trending.key(db.name, "meta"), "t0"))
+    return float(trending_store.client().hget(trending_store.key(db.name, "meta"), "t0"))
 
 
 class _Reads(monitoring.CommandListener):
@@ -130,11 +130,11 @@ def test_incremental_lists_equal_the_from_scratch_ranking_through_changes_and_ag
 def _stored_row(db, user: str) -> list:
     import json
 
-    return json.loads(trending.client().hget(trending.key(db.name, "users"), user) or "[]")
+    return json.loads(trending_store.client().hget(trending_store.key(db.name, "users"), user) or "[]")
 
 
 def _score(db, product: str) -> float | None:
-    return trending.client().zscore(trending.list_key(db.name, mongo.ALL), product)
+    return trending_store.client().zscore(trending_store.list_key(db.name, mongo.ALL), product)
 
 
 def test_a_heavy_rater_counts_its_most_recent_votes_through_new_votes_removals_and_ageing(env):
@@ -218,7 +218,7 @@ def test_redis_flushed_or_a_mark_lost_rebuilds_the_same_lists(env, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(list_state, "client", lambda: redis.Redis(port=1, socket_connect_timeout=0.2))
         apply_batch(RatingEvent(user_id="tr-f-down", product_id=p[90], rating=5, ts=t + 2 * DAY + 5))
-    assert trending.client().scard(trending.key(db.name, "dirty")) == 0
+    assert trending_store.client().scard(trending_store.key(db.name, "dirty")) == 0
     lists = _refresh_and_check(db, t + 2 * DAY + 60)  # the note in MongoDB made it rebuild
     assert lists[mongo.ALL][0]["product_id"] == p[90]
     assert _t0(db) == t + 2 * DAY + 60
@@ -235,11 +235,11 @@ def test_a_refresh_that_finds_the_state_held_leaves_it_to_the_holder(env):
     apply_batch(RatingEvent(user_id="tr-l1", product_id=p[0], rating=5, ts=t))
     _refresh_and_check(db, t + 60)
     apply_batch(RatingEvent(user_id="tr-l2", product_id=p[1], rating=5, ts=t + 120))
-    r, lock = trending.client(), trending.key(db.name, "lock")
+    r, lock = trending_store.client(), trending_store.key(db.name, "lock")
     assert r.set(lock, "another refresh", nx=True, ex=60)
     try:
         assert popular.refresh_trending(LIMIT, db=db, now=t + 180) == 0  # Celery's: does not wait
-        assert r.smembers(trending.key(db.name, "dirty")) == {b"tr-l2"}  # left for the next refresh
+        assert r.smembers(trending_store.key(db.name, "dirty")) == {b"tr-l2"}  # left for the next refresh
     finally:
         r.delete(lock)
     lists = _refresh_and_check(db, t + 180)
@@ -253,7 +253,7 @@ def test_the_publish_job_ranks_the_window_in_memory_when_redis_is_down(env, monk
            RatingEvent(user_id="tr-d2", product_id=p[1], rating=4, ts=t + 60),
            RatingEvent(user_id="tr-d2", product_id=p[2], rating=2, ts=t + 120))
     with monkeypatch.context() as m:
-        m.setattr(trending, "client", lambda: redis.Redis(port=1, socket_connect_timeout=0.2))
+        m.setattr(trending_store, "client", lambda: redis.Redis(port=1, socket_connect_timeout=0.2))
         with pytest.raises(redis.RedisError):  # Celery's refresh fails (and runs again a minute later)
             popular.refresh_trending(LIMIT, db=db, now=t + 600)
         assert popular.refresh_trending(LIMIT, db=db, quiet_fallback=True, now=t + 600) == len(list_names(db))
@@ -274,7 +274,7 @@ def test_a_change_already_in_the_history_is_still_marked_when_applied_again(env)
     _refresh_and_check(db, t + 60)
     # the failed batch's write: the history holds the rating, nobody marked it
     rating_history.change_history("tr-m1", p[0], 5.0, t + 120, db=db)
-    trending.client().delete(trending.key(db.name, "dirty"))
+    trending_store.client().delete(trending_store.key(db.name, "dirty"))
     e = RatingEvent(user_id="tr-m1", product_id=p[0], rating=5, ts=t + 120)
     rating_history.store_rating(e.to_dict(), db=db)
     rating_history.add_to_history("tr-m1", p[0], 5, t + 120, db=db)  # the one-at-a-time retry
@@ -311,7 +311,7 @@ def test_the_publish_job_does_not_take_a_held_state_for_a_quiet_site(env, monkey
     apply_batch(RatingEvent(user_id="tr-h1", product_id=p[0], rating=5, ts=t),
            RatingEvent(user_id="tr-h2", product_id=p[1], rating=4, ts=t + 60))
     monkeypatch.setattr(trending, "WAIT_S", 1)
-    r, lock = trending.client(), trending.key(db.name, "lock")
+    r, lock = trending_store.client(), trending_store.key(db.name, "lock")
     assert r.set(lock, "another refresh", nx=True, ex=60)
     try:
         assert popular.refresh_trending(LIMIT, db=db, quiet_fallback=True, now=t + 600) == len(list_names(db))
@@ -387,7 +387,7 @@ def _racing_setup(env) -> tuple[float, set[str], Callable[[], None]]:
     _refresh_and_check(db, t + 60)
     apply_batch(*[RatingEvent(user_id=f"tr-x{u}", product_id=p[40 + (u + k) % 20], rating=5 - (u * k) % 5,
                          ts=t + 100 + u + k / 10) for u in range(5, 25) for k in range(3)])
-    assert trending.client().scard(trending.key(db.name, "dirty")) == 20
+    assert trending_store.client().scard(trending_store.key(db.name, "dirty")) == 20
     late = {f"tr-late{u}" for u in range(5)}
 
     def during() -> None:
@@ -404,13 +404,13 @@ def test_two_refreshes_started_together_one_takes_the_marks_the_other_leaves_it(
     now, late, during = _racing_setup(env)
     results = _race(db, now, False, during)
     assert sorted(results, key=repr) == [None, True], results
-    r = trending.client()
-    assert {u.decode() for u in r.smembers(trending.key(db.name, "dirty"))} == late
-    assert not r.exists(trending.key(db.name, "taking"))
+    r = trending_store.client()
+    assert {u.decode() for u in r.smembers(trending_store.key(db.name, "dirty"))} == late
+    assert not r.exists(trending_store.key(db.name, "taking"))
     assert _same(trending.top(db, list_names(db), LIMIT, now), _from_scratch(db, now, without=frozenset(late)))
     assert _from_scratch(db, now, without=frozenset(late)) != _from_scratch(db, now), "the late batch matters"
     _refresh_and_check(db, now)
-    assert not r.exists(trending.key(db.name, "dirty"))
+    assert not r.exists(trending_store.key(db.name, "dirty"))
 
 
 def test_a_publish_job_racing_a_refresh_waits_and_applies_its_own_pass(env):
@@ -420,6 +420,6 @@ def test_a_publish_job_racing_a_refresh_waits_and_applies_its_own_pass(env):
     db = env.db
     now, late, during = _racing_setup(env)
     assert _race(db, now, True, during) == [True, True]
-    r = trending.client()
-    assert not r.exists(trending.key(db.name, "dirty")) and not r.exists(trending.key(db.name, "taking"))
+    r = trending_store.client()
+    assert not r.exists(trending_store.key(db.name, "dirty")) and not r.exists(trending_store.key(db.name, "taking"))
     assert _same(trending.top(db, list_names(db), LIMIT, now), _from_scratch(db, now))

@@ -20,7 +20,7 @@ import pytest
 import redis
 from pymongo import MongoClient, monitoring
 
-from core import mongo, popular, trending, trending_votes
+from core import mongo, popular, trending, trending_store, trending_votes
 from core.events import UNRATE, RatingEvent
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
 from trending_support import apply_batch, env, list_names  # noqa: F401  (env: a fixture)
@@ -39,12 +39,12 @@ def _week(p: list[str], t: float, users: int = 12) -> None:
 
 def _state(db) -> dict:
     """Every live key of the state but ``meta``, whole (scores exact)."""
-    r = trending.client()
-    cats = sorted(c.decode() for c in r.smembers(trending.key(db.name, "cats")))
-    return {"cats": cats, "voters": r.hgetall(trending.key(db.name, "voters")),
-            "users": r.hgetall(trending.key(db.name, "users")),
-            "due": r.zrange(trending.key(db.name, "due"), 0, -1, withscores=True),
-            **{name: r.zrange(trending.list_key(db.name, name), 0, -1, withscores=True)
+    r = trending_store.client()
+    cats = sorted(c.decode() for c in r.smembers(trending_store.key(db.name, "cats")))
+    return {"cats": cats, "voters": r.hgetall(trending_store.key(db.name, "voters")),
+            "users": r.hgetall(trending_store.key(db.name, "users")),
+            "due": r.zrange(trending_store.key(db.name, "due"), 0, -1, withscores=True),
+            **{name: r.zrange(trending_store.list_key(db.name, name), 0, -1, withscores=True)
                for name in [mongo.ALL, *cats]}}
 
 
@@ -89,7 +89,7 @@ def _pipelines(after: Callable[[redis.client.Pipeline], None]) -> Iterator[None]
 
 
 def _staging(db_name: str) -> list[bytes]:
-    return list(trending.client().scan_iter(match=trending.key(db_name, "staging:") + "*"))
+    return list(trending_store.client().scan_iter(match=trending_store.key(db_name, "staging:") + "*"))
 
 
 def test_a_rebuild_and_a_rebase_in_tiny_chunks_write_the_state_one_transaction_wrote(env, monkeypatch):
@@ -112,10 +112,10 @@ def test_a_rebuild_and_a_rebase_in_tiny_chunks_write_the_state_one_transaction_w
     assert len(sent) > 10 and max(sent) < 100, sent
 
     # the weekly rebase: every stored vote around a new T0, written the same way
-    meta = trending.key(db.name, "meta")
-    trending.client().hset(meta, "t0", now - trending.REBASE_AFTER_S - 1)
+    meta = trending_store.key(db.name, "meta")
+    trending_store.client().hset(meta, "t0", now - trending.REBASE_AFTER_S - 1)
     assert trending.update(db, now) is True
-    assert float(trending.client().hget(meta, "t0")) == now
+    assert float(trending_store.client().hget(meta, "t0")) == now
     assert _state(db) == whole  # the same votes around the same T0: the same state as the rebuild's
     assert _staging(db.name) == []
 
@@ -149,9 +149,9 @@ def test_a_reader_between_two_chunks_of_a_rebuild_sees_the_whole_old_state(env, 
     after = trending.top(db, names, LIMIT, now)
     assert _same(after, _from_scratch(db, now)) and after != before
     assert after["Keyboards"] == []
-    r = trending.client()
-    assert not r.exists(trending.list_key(db.name, "Keyboards"))
-    assert b"Keyboards" not in r.smembers(trending.key(db.name, "cats"))
+    r = trending_store.client()
+    assert not r.exists(trending_store.list_key(db.name, "Keyboards"))
+    assert b"Keyboards" not in r.smembers(trending_store.key(db.name, "cats"))
 
 
 class _SlowRatings(monitoring.CommandListener):
@@ -172,7 +172,7 @@ class _SlowRatings(monitoring.CommandListener):
             return
         self.replies += 1
         time.sleep(self.per_event_s * len(cursor.get("firstBatch", cursor.get("nextBatch", []))))
-        self.ttls_ms.append(trending.client().pttl(self.lock_key))
+        self.ttls_ms.append(trending_store.client().pttl(self.lock_key))
 
     def failed(self, event) -> None:
         pass
@@ -184,9 +184,9 @@ def test_a_rebuild_whose_scan_outlasts_the_lock_time_renews_the_lock_and_commits
     db, p = env.db, env.products
     t = time.time() - 2 * DAY
     _week(p, t, users=8)  # 24 events: 2.4 s of reading against a lock of 1 s
-    monkeypatch.setattr(trending, "LOCK_S", 1)
+    monkeypatch.setattr(trending_store, "LOCK_S", 1)
     monkeypatch.setattr(trending_votes, "CHUNK", 2, raising=False)
-    slow = _SlowRatings(0.1, trending.key(db.name, "lock"))
+    slow = _SlowRatings(0.1, trending_store.key(db.name, "lock"))
     client = MongoClient(get_settings().mongo_uri, event_listeners=[slow])
     try:
         assert trending.update(mongo.ReloadableDatabase(client, db.name), t + DAY, rebuild=True) is True
@@ -200,14 +200,14 @@ def test_a_rebuild_whose_scan_outlasts_the_lock_time_renews_the_lock_and_commits
 
 def test_staging_keys_expire_and_a_refresh_that_died_leaves_none_to_the_next_rebuild(env, monkeypatch):
     db, p = env.db, env.products
-    r = trending.client()
+    r = trending_store.client()
     t = time.time() - 2 * DAY
     _week(p, t)
     assert trending.update(db, t + DAY, rebuild=True) is True
     before = _state(db)
     # what a refresh killed during its writes left (no expiry: the worst case), here and in another database
-    dead = trending.key(db.name, "staging:dead-refresh:users")
-    other = trending.key(f"{db.name}-other", "staging:dead-refresh:users")
+    dead = trending_store.key(db.name, "staging:dead-refresh:users")
+    other = trending_store.key(f"{db.name}-other", "staging:dead-refresh:users")
     r.hset(dead, "tb-0", "[]")
     r.hset(other, "tb-0", "[]")
     try:
@@ -236,7 +236,7 @@ def test_staging_keys_expire_and_a_refresh_that_died_leaves_none_to_the_next_reb
 
         with _pipelines(note_ttls):
             assert trending.update(db, t + DAY, rebuild=True) is True
-        assert ttls and all(0 < ttl <= trending.LOCK_S for ttl in ttls), ttls
+        assert ttls and all(0 < ttl <= trending_store.LOCK_S for ttl in ttls), ttls
         assert _staging(db.name) == []
         assert r.exists(other), "another database's keys are its own"
         assert len(_state(db)["users"]) == 14
@@ -275,7 +275,7 @@ def test_a_backlog_of_marks_whose_histories_outlast_the_lock_time_still_commits(
     _week(p, t, users=4)
     assert trending.update(db, t + DAY, rebuild=True) is True
     _week(p, t + 600, users=12)  # 8 more users marked, 12 histories to read
-    monkeypatch.setattr(trending, "LOCK_S", 1)
+    monkeypatch.setattr(trending_store, "LOCK_S", 1)
     monkeypatch.setattr(trending_votes, "CHUNK", 2, raising=False)
     slow = _SlowHistories(0.15)  # 12 histories: 1.8 s against a lock of 1 s
     client = MongoClient(get_settings().mongo_uri, event_listeners=[slow])
@@ -284,7 +284,7 @@ def test_a_backlog_of_marks_whose_histories_outlast_the_lock_time_still_commits(
     finally:
         client.close()
     assert slow.replies > 1
-    assert not trending.client().exists(trending.key(db.name, "taking")), "the marks were taken"
+    assert not trending_store.client().exists(trending_store.key(db.name, "taking")), "the marks were taken"
     assert _same(trending.top(db, list_names(db), LIMIT, t + DAY), _from_scratch(db, t + DAY))
 
 
@@ -296,8 +296,8 @@ def test_the_publish_job_waits_for_a_refresh_that_keeps_renewing_the_lock(env, m
     db, p = env.db, env.products
     t = time.time() - 2 * DAY
     _week(p, t, users=4)
-    monkeypatch.setattr(trending, "LOCK_S", 1)
-    holder = trending.client().lock(trending.key(db.name, "lock"), timeout=1, thread_local=False)
+    monkeypatch.setattr(trending_store, "LOCK_S", 1)
+    holder = trending_store.client().lock(trending_store.key(db.name, "lock"), timeout=1, thread_local=False)
     assert holder.acquire(blocking=False)
     done = threading.Event()
 
@@ -331,7 +331,7 @@ def test_rows_stored_under_a_larger_cap_count_only_the_current_cap_of_votes(env,
     now = t + trending_votes.WINDOW_S + 1800  # the heavy account's first vote has left the window
     assert trending.update(db, now) is True
     assert _same(trending.top(db, list_names(db), LIMIT, now), _from_scratch(db, now))
-    assert len(json.loads(trending.client().hget(trending.key(db.name, "users"), "tb-heavy"))) == 5
+    assert len(json.loads(trending_store.client().hget(trending_store.key(db.name, "users"), "tb-heavy"))) == 5
 
 
 def test_the_marks_a_failed_refresh_took_expire_like_the_rest_of_the_state(env, monkeypatch):
@@ -345,6 +345,6 @@ def test_the_marks_a_failed_refresh_took_expire_like_the_rest_of_the_state(env, 
     monkeypatch.setattr(trending, "_commit", dies)
     with pytest.raises(RuntimeError, match="dies"):
         trending.update(db, t + DAY)
-    r = trending.client()
-    assert r.scard(trending.key(db.name, "taking")) == 3, "kept for the next refresh"
-    assert 0 < r.ttl(trending.key(db.name, "taking")) <= trending.STATE_TTL_S
+    r = trending_store.client()
+    assert r.scard(trending_store.key(db.name, "taking")) == 3, "kept for the next refresh"
+    assert 0 < r.ttl(trending_store.key(db.name, "taking")) <= trending_store.STATE_TTL_S

@@ -1,0 +1,280 @@
+"""The trending state in Redis: its keys, the lock a refresh holds, and how a refresh writes.
+
+core/trending.py decides what a refresh computes; this module is where the result lives and how it
+gets there without readers seeing half of it. A refresh's change is small (the users marked since
+the last one) and goes in one MULTI (:func:`write_update`); a rebuild's or rebase's is the whole
+state, written in chunks into staging keys and switched in by one small MULTI
+(:func:`write_staged`), since one MULTI of it all kept Redis, shared with the site's cache,
+Celery's broker and the workers' marks, from answering anyone while it ran. Both check the lock's
+token first (:func:`_checked_multi`): a refresh that lost its lock writes nothing.
+
+The keys, per database (``recsys:<db>:trending:<part>``; every live one expires after two windows
+unused):
+
+    all, cat:<name>  sorted set   product -> s(p), overall and per category (what trending.top reads)
+    voters           hash         "<list>\x1f<product>" -> its number of voters (none left: removed)
+    users            hash         user -> JSON rows [product, rating, ts, category, term]: exactly
+                                  the terms this state added for them, so they can be subtracted
+    due              sorted set   user -> when their oldest vote leaves the window
+    meta             hash         t0, live_until (trending is live until then)
+    cats             set          the category lists written (a rebuild replaces them)
+    dirty, taking    set          users marked by the writers; a refresh moves "dirty" into
+                                  "taking" before it reads any history and deletes "taking" in its
+                                  commit, so a refresh that dies leaves the marks to the next one
+    lock             string       one refresh at a time (redis-py's lock; its token checked at commit,
+                                  renewed between chunks of a long refresh: :class:`Hold`)
+    staging:<token>:<part>        a rebuild's (or rebase's) new all, cat:<name>, users, voters, due
+                                  and cats, written in chunks by the refresh holding the lock of
+                                  token <token>, then renamed over the live keys in one small MULTI
+                                  (:func:`_switch`); they expire LOCK_S after their last chunk, and
+                                  a rebuild deletes any left by a refresh that died
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable
+
+import redis
+
+from core import mongo, trending_votes
+from core.settings import get_settings
+
+# every live key: a deployment whose refresh stopped that long starts afresh
+STATE_TTL_S = 2 * trending_votes.WINDOW_S
+# how long a refresh that died keeps the state from the others; a live one renews the lock between
+# chunks (Hold), so this only has to exceed the longest step between two renewals (docs/benchmarks.md)
+LOCK_S = 300
+SEP = "\x1f"  # between a list's name and a product id in the voter counts (neither holds it)
+
+
+class LockLost(RuntimeError):
+    """The state's lock was not held when needed: this refresh went ``LOCK_S`` without renewing it
+    (another may have started; nothing of it is live: staged keys are dropped, the marks it took
+    stay for the next refresh), or the publish job waited ``core.trending.WAIT_S`` in vain."""
+
+
+def key(db_name: str, part: str) -> str:
+    """Keys carry the database name: one Redis serves several deployments and test sessions."""
+    return f"recsys:{db_name}:trending:{part}"
+
+
+def list_part(name: str) -> str:
+    """The key part of list ``name`` (``mongo.ALL`` or a category)."""
+    return "all" if name == mongo.ALL else f"cat:{name}"
+
+
+def list_key(db_name: str, name: str) -> str:
+    """The sorted set of list ``name`` (``mongo.ALL`` or a category)."""
+    return key(db_name, list_part(name))
+
+
+def staging_key(db_name: str, token: bytes, part: str) -> str:
+    """Where a rebuild writes ``part`` before the switch: per database, and per refresh (its lock's
+    token), so a refresh that lost its lock and still writes a chunk cannot mix into the next one's."""
+    return key(db_name, f"staging:{token.decode()}:{part}")
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    # a rebuild's replies are large: a longer timeout than the site's (core.list_state)
+    return redis.Redis.from_url(url, socket_timeout=60, socket_connect_timeout=2)
+
+
+def client() -> redis.Redis:
+    return _client(get_settings().redis_url)
+
+
+# --- the lock ----------------------------------------------------------------------------------
+
+class Hold:
+    """The state's lock while a refresh works. A long one (a rebuild scans the whole week; the
+    lock's time cannot follow the site's traffic) renews it to ``LOCK_S`` between chunks, so a
+    rebuild of any size finishes, while a refresh that died frees the state ``LOCK_S`` after its
+    last renewal."""
+
+    def __init__(self, lock: redis.lock.Lock, db_name: str) -> None:
+        self.lock, self.db_name = lock, db_name
+        self.token: bytes = lock.local.token
+
+    def renew(self) -> None:
+        """Hold the lock ``LOCK_S`` more; LockLost when it expired (another refresh may have it)."""
+        try:
+            self.lock.reacquire()
+        except redis.exceptions.LockError as exc:
+            raise LockLost(f"trending state of {self.db_name}: lock lost during the refresh") from exc
+
+
+def all_rows(r: redis.Redis, users_key: str, hold: Hold) -> dict[str, list]:
+    """Every user's stored rows (the rebase), read ``CHUNK`` at a time (HSCAN; a user seen twice
+    has the same row) with the lock renewed between: one HGETALL of a large week's users (200,000
+    at 1M events) kept Redis from answering anyone else while it built the reply."""
+    rows: dict[str, list] = {}
+    cursor = 0
+    while True:
+        cursor, page = r.hscan(users_key, cursor, count=trending_votes.CHUNK)
+        rows.update((u.decode(), json.loads(v)) for u, v in page.items())
+        hold.renew()
+        if not cursor:
+            return rows
+
+
+# --- the writes --------------------------------------------------------------------------------
+
+@dataclass
+class Change:
+    """What a refresh writes. ``scores``: per list, its products' new scores; ``gone``: per list,
+    its products left without a voter; ``counts`` / ``no_voters``: the voter counts to set / the
+    fields to remove (``<list>SEP<product>``); ``rows``, ``due``: the users' rows (JSON) and due
+    times to set; ``gone_users``: users without a vote left; ``cats``: the category lists touched."""
+    scores: dict[str, dict[str, float]]
+    gone: dict[str, list[str]]
+    counts: dict[str, int]
+    no_voters: list[str]
+    rows: dict[str, str]
+    due: dict[str, float]
+    gone_users: list[str]
+    cats: set[str]
+
+
+def _checked_multi(pipe: redis.client.Pipeline, db_name: str, token: bytes, *watched: str) -> None:
+    """Start a MULTI that runs only if the lock (and ``watched``) did not change since: a refresh
+    that held the lock longer than LOCK_S (another may have started) writes nothing."""
+    pipe.watch(key(db_name, "lock"), *watched)
+    if pipe.get(key(db_name, "lock")) != token:
+        raise LockLost(f"trending state of {db_name}: lock lost before the commit")
+
+
+def _finish(pipe: redis.client.Pipeline, db_name: str, meta: dict[str, float], cats: Iterable[str]) -> None:
+    """The end of every commit: the new T0 and liveness, the marks taken let go, the expiries."""
+    pipe.hset(key(db_name, "meta"), mapping=meta)
+    pipe.delete(key(db_name, "taking"))
+    for part in ("meta", "all", "users", "voters", "due", "cats"):
+        pipe.expire(key(db_name, part), STATE_TTL_S)
+    for c in cats:  # a list with members is touched within a window: its oldest vote leaves
+        pipe.expire(list_key(db_name, c), STATE_TTL_S)
+
+
+def write_update(r: redis.Redis, db_name: str, meta: dict[str, float], change: Change, token: bytes) -> None:
+    """A refresh's change in one MULTI, which also lets the marks taken go, so a refresh that dies
+    before it changes nothing and leaves them to the next. It holds the users marked since the
+    last refresh and those whose vote left the window: a minute's traffic, not the week's."""
+    def k(part: str) -> str:
+        return key(db_name, part)
+
+    with r.pipeline(transaction=True) as pipe:
+        _checked_multi(pipe, db_name, token)
+        pipe.multi()
+        for name, scores in change.scores.items():
+            if change.gone[name]:
+                pipe.zrem(list_key(db_name, name), *change.gone[name])
+            if scores:
+                pipe.zadd(list_key(db_name, name), scores)
+        if change.no_voters:
+            pipe.hdel(k("voters"), *change.no_voters)
+        if change.counts:
+            pipe.hset(k("voters"), mapping=change.counts)
+        if change.gone_users:
+            pipe.hdel(k("users"), *change.gone_users)
+            pipe.zrem(k("due"), *change.gone_users)
+        if change.rows:
+            pipe.hset(k("users"), mapping=change.rows)
+            pipe.zadd(k("due"), change.due)
+        if change.cats:
+            pipe.sadd(k("cats"), *change.cats)
+        _finish(pipe, db_name, meta, change.cats)
+        try:
+            pipe.execute()
+        except redis.WatchError as exc:
+            raise LockLost(f"trending state of {db_name}: lock lost before the commit") from exc
+
+
+def write_staged(r: redis.Redis, db_name: str, meta: dict[str, float], change: Change, hold: Hold) -> None:
+    """A rebuild's (or rebase's) whole state: written ``CHUNK`` entries at a time into staging keys,
+    the lock renewed between chunks, then made live by one small MULTI (:func:`_switch`). One MULTI
+    of it all (hundreds of thousands of entries at 1M events a week) kept Redis, which the site's
+    cache, Celery's broker and the workers' marks share, from answering anyone while it ran; a
+    mark that timed out then asked for another rebuild. Readers see the old state until the switch."""
+    drop_staging(r, db_name)  # left by a refresh that died half-way (they also expire)
+    writes: list[tuple[str, str, list]] = [  # (part, command, entries)
+        *((list_part(name), "zadd", list(scores.items())) for name, scores in change.scores.items() if scores),
+        ("voters", "hset", list(change.counts.items())),
+        ("users", "hset", list(change.rows.items())),
+        ("due", "zadd", list(change.due.items())),
+        ("cats", "sadd", sorted(change.cats)),
+    ]
+    staged: list[str] = []
+    try:
+        for part, command, entries in writes:
+            for start in range(0, len(entries), trending_votes.CHUNK):
+                if part not in staged:
+                    staged.append(part)
+                _write_chunk(r, staging_key(db_name, hold.token, part), command,
+                             entries[start:start + trending_votes.CHUNK],
+                             [staging_key(db_name, hold.token, p) for p in staged])
+                hold.renew()
+        _switch(r, db_name, meta, staged, change.cats, hold.token)
+    except BaseException:
+        try:  # best effort: else they expire, or the next rebuild deletes them
+            if staged:
+                r.unlink(*(staging_key(db_name, hold.token, p) for p in staged))
+        except redis.RedisError:
+            pass
+        raise
+
+
+def _write_chunk(r: redis.Redis, into: str, command: str, entries: list, staged: list[str]) -> None:
+    """One chunk into staging key ``into``, in a pipeline without MULTI (Redis serves other clients
+    between its commands), and the expiry of every key ``staged`` so far pushed to ``LOCK_S`` from
+    now: they outlive the refresh only by as long as its lock would."""
+    pipe = r.pipeline(transaction=False)
+    if command == "zadd":
+        pipe.zadd(into, dict(entries))
+    elif command == "hset":
+        pipe.hset(into, mapping=dict(entries))
+    else:
+        pipe.sadd(into, *entries)
+    for name in staged:
+        pipe.expire(name, LOCK_S)
+    pipe.execute()
+
+
+def _switch(r: redis.Redis, db_name: str, meta: dict[str, float], staged: list[str], cats: set[str],
+            token: bytes) -> None:
+    """The staged state becomes the live one in one MULTI of a few commands per key: the live keys
+    UNLINKed (Redis frees a large value in the background; a DEL, or a RENAME onto it, frees it
+    while every client waits), then each staged key RENAMEd over its live name. Every category
+    list of the old state goes, so a list the new state has not is empty, not stale, for
+    :func:`core.trending.top`; a part the new state has not (no vote at all) is left deleted."""
+    live = [key(db_name, p) for p in ("all", "users", "voters", "due", "cats")]
+    staging = [staging_key(db_name, token, p) for p in staged]
+    with r.pipeline(transaction=True) as pipe:
+        _checked_multi(pipe, db_name, token, key(db_name, "cats"), *staging)
+        old_cats = {c.decode() for c in pipe.smembers(key(db_name, "cats"))}
+        if staging and pipe.exists(*staging) != len(staging):
+            raise LockLost(f"trending state of {db_name}: staged keys expired before the switch")
+        pipe.multi()
+        pipe.unlink(*live, *(list_key(db_name, c) for c in old_cats | cats))
+        for part, name in zip(staged, staging):
+            pipe.rename(name, key(db_name, part))
+        _finish(pipe, db_name, meta, cats)
+        try:
+            pipe.execute()
+        except redis.WatchError as exc:
+            raise LockLost(f"trending state of {db_name}: lock or staged keys changed before the switch") from exc
+
+
+def drop_staging(r: redis.Redis, db_name: str) -> None:
+    """Delete every staging key of database ``db_name`` (a refresh that died left them): SCAN, which
+    answers other clients between its pages, and UNLINK."""
+    pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in key(db_name, "staging:")) + "*"
+    batch: list[bytes] = []
+    for name in r.scan_iter(match=pattern, count=1000):
+        batch.append(name)
+        if len(batch) >= 1000:
+            r.unlink(*batch)
+            batch = []
+    if batch:
+        r.unlink(*batch)
+
