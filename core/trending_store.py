@@ -6,7 +6,9 @@ the last one) and goes in one MULTI (:func:`write_update`); a rebuild's or rebas
 state, written in chunks into staging keys and switched in by one small MULTI
 (:func:`write_staged`), since one MULTI of it all kept Redis, shared with the site's cache,
 Celery's broker and the workers' marks, from answering anyone while it ran. Both check the lock's
-token first (:func:`_checked_multi`): a refresh that lost its lock writes nothing.
+token first (:func:`_checked_multi`): a refresh that lost its lock writes nothing. A long read
+(every stored row for a rebase, a backlog of marked histories) goes ``CHUNK`` at a time with the
+lock renewed between (:class:`Hold`, :func:`all_rows`, :func:`read_by_ids`).
 
 The keys, per database (``recsys:<db>:trending:<part>``; every live one expires after two windows
 unused):
@@ -37,6 +39,7 @@ from functools import lru_cache
 from typing import Iterable
 
 import redis
+from pymongo.database import Database
 
 from core import mongo, trending_votes
 from core.settings import get_settings
@@ -86,7 +89,7 @@ def client() -> redis.Redis:
     return _client(get_settings().redis_url)
 
 
-# --- the lock ----------------------------------------------------------------------------------
+# --- the lock, and the long reads that renew it ------------------------------------------------
 
 class Hold:
     """The state's lock while a refresh works. A long one (a rebuild scans the whole week; the
@@ -118,6 +121,17 @@ def all_rows(r: redis.Redis, users_key: str, hold: Hold) -> dict[str, list]:
         hold.renew()
         if not cursor:
             return rows
+
+
+def read_by_ids(db: Database, collection: str, ids: Iterable[str], projection: dict, hold: Hold) -> dict[str, dict]:
+    """Documents by ``_id``, ``CHUNK`` ids per read with the lock renewed between: after marks piled
+    up (Celery stopped for hours, a slow FerretDB) one read of them all outlasted the lock, every
+    refresh then ended in LockLost and kept the marks for the next, which had more to read."""
+    ids, out = sorted(ids), {}
+    for start in range(0, len(ids), trending_votes.CHUNK):
+        out.update(mongo.find_by_ids(collection, ids[start:start + trending_votes.CHUNK], projection, db=db))
+        hold.renew()
+    return out
 
 
 # --- the writes --------------------------------------------------------------------------------

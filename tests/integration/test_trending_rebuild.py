@@ -20,7 +20,7 @@ import pytest
 import redis
 from pymongo import MongoClient, monitoring
 
-from core import mongo, popular, trending, trending_store, trending_votes
+from core import mongo, popular, trending, trending_commit, trending_store, trending_votes
 from core.events import UNRATE, RatingEvent
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
 from trending_support import apply_batch, env, list_names  # noqa: F401  (env: a fixture)
@@ -342,7 +342,7 @@ def test_the_marks_a_failed_refresh_took_expire_like_the_rest_of_the_state(env, 
     def dies(*_a, **_k) -> None:
         raise RuntimeError("the refresh dies")
 
-    monkeypatch.setattr(trending, "_commit", dies)
+    monkeypatch.setattr(trending_commit, "commit", dies)
     with pytest.raises(RuntimeError, match="dies"):
         trending.update(db, t + DAY)
     r = trending_store.client()
