@@ -28,6 +28,12 @@ def _project_root() -> Path:
 
 PROJECT_ROOT = _project_root()
 
+# How long Celery lets a task of the default queue run (popular, trending, check_model: minutes in
+# practice; an hour is a hung task). kafka_workers/celery_app.py gives it to Celery, and the publish
+# job waits as long for a trending refresh that holds the state (core.trending.WAIT_S). A constant,
+# not a variable; here because core must not import kafka_workers (celery_app builds the Celery app).
+TASK_TIME_LIMIT_S = 3600
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -32,14 +32,15 @@ import redis
 from pymongo.database import Database
 
 from core import mongo, trending_commit, trending_store, trending_votes
+from core.settings import TASK_TIME_LIMIT_S
 from core.trending_store import LockLost  # update raises it; callers catch it as trending.LockLost
 
 log = logging.getLogger(__name__)
 
 REBASE_AFTER_S = 7 * 86400  # T0 older than this: the stored votes are recomputed around a new one
 # how long the publish job waits for a refresh holding the state: a renewing one may hold it as long
-# as Celery lets a task run (kafka_workers/celery_app.TASK_TIME_LIMIT_S, an hour), then LOCK_S more
-WAIT_S = 3600 + trending_store.LOCK_S
+# as Celery lets a task run (core.settings.TASK_TIME_LIMIT_S, an hour), then LOCK_S more
+WAIT_S = TASK_TIME_LIMIT_S + trending_store.LOCK_S
 MISSED = "trending-state"  # ``popular`` document asking for a rebuild (:func:`request_rebuild`)
 NOTE_KEPT_S = 60.0  # the refreshes rebuild this long after a missed mark (its events' insert may lag)
 

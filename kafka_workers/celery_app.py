@@ -21,13 +21,13 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from core.env import env_float, env_int
-from core.settings import get_settings
+from core.settings import TASK_TIME_LIMIT_S, get_settings
 
 # Redis hands an unacknowledged task to another worker after the visibility timeout; with late
 # acks a task still running then would run twice. Every task's hard time limit is below it
-# (RESCORE_TIME_LIMIT_S for the long one), so no task can still be running when that happens.
+# (TASK_TIME_LIMIT_S, core/settings.py: an hour; RESCORE_TIME_LIMIT_S for the long one), so no task
+# can still be running when that happens.
 VISIBILITY_TIMEOUT_S = env_int("CELERY_VISIBILITY_TIMEOUT_S", 6 * 3600)
-TASK_TIME_LIMIT_S = 3600  # popular, trending, check_model: minutes in practice; an hour is a hung task
 
 DEFAULT_QUEUE = "celery"  # Celery's default name: what an older worker or producer uses too
 RESCORE_QUEUE = "rescore"
