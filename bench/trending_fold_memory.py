@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import random
-import sys
 import time
 import tracemalloc
 from types import ModuleType
 from typing import Iterator
 
+from bench.module_copy import load_copy
 from core import trending_votes as current
 
 
@@ -64,14 +63,6 @@ def measure(module: ModuleType, n_events: int, n_pairs: int) -> tuple[float, flo
     return took, peak / 1e6, voters
 
 
-def _load(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("trending_measured", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (its dataclasses look their module up)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -79,7 +70,7 @@ def main() -> None:
     ap.add_argument("--trending-from", metavar="FILE",
                     help="this copy of core/trending_votes.py (or of core/trending.py before the split) instead")
     args = ap.parse_args()
-    module = _load(args.trending_from) if args.trending_from else current
+    module = load_copy(args.trending_from, "trending_measured") if args.trending_from else current
     print(f"trending module: {module.__file__}")
     print(f"{'events':>10} {'pairs':>10} {'voters':>8} {'s (untraced)':>13} {'peak MB':>8} {'B/event':>8}")
     for n_pairs in (int(p) for p in args.pairs.split(",")):

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -51,6 +50,7 @@ from typing import Iterator
 import redis
 from pymongo import MongoClient, monitoring
 
+from bench.module_copy import load_copy
 from core import mongo, popular, rating_history, trending, trending_store
 from core.settings import get_settings
 
@@ -300,11 +300,7 @@ def traced_rebuild(db) -> int:
 def _use_trending(path: str) -> None:
     """Make ``path`` the trending module of this bench and of core.popular (which the refresh runs)."""
     global trending
-    spec = importlib.util.spec_from_file_location("core.trending", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["core.trending"] = module
-    spec.loader.exec_module(module)
-    trending = popular.trending = module
+    trending = popular.trending = load_copy(path, "core.trending")
     print(f"trending module: {path}")
 
 
@@ -324,7 +320,8 @@ def main() -> None:
     ap.add_argument("--database", default="bench_trending")
     ap.add_argument("--trending-from", metavar="FILE",
                     help="measure this copy of core/trending.py instead (the code before: "
-                         "git show REV:core/trending.py > /tmp/trending_before.py)")
+                         "git show REV:core/trending.py > /tmp/trending_before.py); a copy from "
+                         "after the split runs with this checkout's core/trending_*.py")
     ap.add_argument("--period-s", type=float, default=float(os.environ.get("TRENDING_REFRESH_S", "60")))
     ap.add_argument("--heavy", type=int, default=0,
                     help="instead: one account with this many votes in a week of --sizes' first size")
