@@ -4,11 +4,11 @@ The rule is core.popular's (:func:`core.popular.trending_scores`) and lives in c
 a user's votes are their history's most recent ratings within the window, and product p scores
 S(p), the sum of its voters' decayed terms. Redis keeps s(p), S(p) without the factor common to
 every term, in a sorted set per category and one for all products ("forward decay", around an
-origin T0): the order is S's, and S(p) = s(p) * 2 ** -((now - T0) / H).
-A user's terms change only when their history changes (its writers mark them: :func:`mark_changed`)
-or when one of their votes leaves the window (a sorted set of users by that time), so a refresh
-recomputes those users' terms alone, subtracting what it added for them before. Reading the whole
-week instead was a scan of every stored rating on FerretDB each minute (docs/benchmarks.md).
+origin T0): the order is S's, and S(p) = s(p) * 2 ** -((now - T0) / H). A user's terms change only
+when their history changes (its writers mark them: :func:`mark_changed`) or when one of their
+votes leaves the window (a sorted set of users by that time), so a refresh recomputes those
+users' terms alone, subtracting what it added for them before. Reading the whole week instead
+was a scan of every stored rating on FerretDB each minute (docs/benchmarks.md).
 
 The state is rebuilt (a new T0 = now) from the window's rating events (one scan of ``ratings``,
 what every refresh paid before; the same votes, as the workers apply those events to the
@@ -18,8 +18,20 @@ it is missing (first run, Redis flushed or its keys expired), when a writer coul
 replaced the histories and the catalog). Once T0 is a week old the stored votes are
 recomputed around a new one, which keeps 2 ** ((t - T0) / H) between 2 ** -7 and 2 ** 8.
 
-The keys, the lock a refresh holds and how it writes (one MULTI; a rebuild's chunks then a switch)
-are core/trending_store.py's.
+The code, in the order a refresh runs through it:
+
+    core/trending.py          the writers' marks (:func:`mark_changed`, :func:`request_rebuild`),
+                              the refresh (:func:`update`: under the lock, which users to compute
+                              again and their votes) and the readers (:func:`top`, :func:`drop_state`)
+    core/trending_votes.py    the rule: a user's votes and their terms, the fold of the window's events
+    core/trending_commit.py   the users' old terms out and new ones in, per list and product
+    core/trending_store.py    the keys, the lock (Hold, LockLost) and the writes: one MULTI, or a
+                              rebuild's chunks then a switch
+
+Each constant has one definition (WINDOW_S, HALF_LIFE_S, MAX_VOTES_PER_USER and CHUNK in
+trending_votes; LOCK_S, STATE_TTL_S and SEP in trending_store; REBASE_AFTER_S, WAIT_S, MISSED and
+NOTE_KEPT_S here), which the other modules read when they use it (``trending_votes.CHUNK``), so a
+test patches it on its own module.
 """
 from __future__ import annotations
 
@@ -142,6 +154,8 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: trend
         db[mongo.POPULAR].delete_one({"_id": MISSED, "missed_at": missed.get("missed_at")})
     return now <= meta["live_until"]
 
+
+# --- the readers -------------------------------------------------------------------------------
 
 def top(db: Database, names: Iterable[str], limit: int, now: float) -> dict[str, list[dict[str, Any]]]:
     """The lists ``names`` at ``now``: top ``limit`` by score, ties by product id (core.popular's

@@ -13,7 +13,7 @@ lock renewed between (:class:`Hold`, :func:`all_rows`, :func:`read_by_ids`).
 The keys, per database (``recsys:<db>:trending:<part>``; every live one expires after two windows
 unused):
 
-    all, cat:<name>  sorted set   product -> s(p), overall and per category (what trending.top reads)
+    all, cat:<name>  sorted set   product -> s(p), overall and per category (what :func:`core.trending.top` reads)
     voters           hash         "<list>\x1f<product>" -> its number of voters (none left: removed)
     users            hash         user -> JSON rows [product, rating, ts, category, term]: exactly
                                   the terms this state added for them, so they can be subtracted

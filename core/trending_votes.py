@@ -1,9 +1,9 @@
 """The trending rule: which ratings vote, and what each vote adds to a product's score.
 
-Pure functions of a user's history or of rating events, but for :func:`live_events` (the scan of
-the window's events a rebuild folds). core/trending.py keeps the scores in Redis and refreshes
-them; core.popular ranks the same votes in memory when Redis is down. Both must count the same
-votes, hence one place for the rule.
+Pure functions (of a user's history, of rating events, of the rows the state stored), but for
+:func:`live_events` (the scan of the window's events a rebuild folds). core/trending.py keeps the
+scores in Redis and refreshes them; core.popular ranks the same votes in memory when Redis is
+down. Both must count the same votes, hence one place for the rule.
 
 A user's votes are the ratings in their history dated within the window (a rating taken back is
 not in the history, "not interested" never is), their ``MAX_VOTES_PER_USER`` most recent if they
