@@ -170,9 +170,11 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
     ``work(spark, args)`` does the job and returns its record. A failure the job declares (an
     unbalanced count, no data) is recorded as ``{"status": "failed"}`` and exits 1, so Airflow
     retries and the admin shows why; anything else propagates. The session is stopped however the
-    job ends. ``started(args)`` (load: its inputs) is recorded as ``{"status": "started", ...}``
-    before the session starts and kept in the failure record, so a job that failed or was killed
-    still says what it was doing (``bin/pipeline --resume`` loads the same inputs again).
+    job ends. Every job first records ``{"status": "started", ...}``, before the session starts:
+    a job killed or crashed half-way then leaves "started", never the "ok" of an earlier attempt in
+    the same run, which ``bin/pipeline --resume`` would skip as finished (spark_jobs/run_records.py).
+    ``started(args)`` (load: its inputs) goes into that record and is kept in the failure record,
+    so a job that failed or was killed still says what it was doing (a resume loads the same inputs).
     """
     from spark_jobs.reconcile import write_record
 
@@ -182,8 +184,7 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
     run_id_arg(parser)
     args = parser.parse_args(argv)
     begun = started(args) if started is not None else {}
-    if begun:
-        write_record(args.run_id, name, {"status": "started", **begun, "started_at": time.time()})
+    write_record(args.run_id, name, {"status": "started", **begun, "started_at": time.time()})
     spark = spark_session(name)
     try:
         record = work(spark, args)

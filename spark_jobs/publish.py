@@ -150,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", required=True)
     parser.add_argument("--force", action="store_true", help="publish even if the gate says no")
     args = parser.parse_args(argv)
+    # as every job (spark_jobs/common.run_job): a publish killed half-way leaves "started", not an
+    # earlier attempt's decision, so a resume runs it again
+    write_record(args.run_id, "publish", {"status": "started", "version": args.version, "force": args.force,
+                                          "started_at": time.time()})
     record = publish(args.version, args.run_id, args.force)
     write_record(args.run_id, "publish", record)
     return 0

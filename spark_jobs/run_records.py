@@ -15,8 +15,9 @@ import sys
 
 from core.runs import model_version, read_record, succeeded
 
-# What a job records when it finished: "ok", or publish's decision (spark_jobs/publish.py). A job
-# that failed records "failed" or nothing (publish raises before writing its record).
+# What a job records when it finished: "ok", or publish's decision (spark_jobs/publish.py). Every
+# job records "started" before it does anything, and "failed" when it fails as it declares; one that
+# crashed or was killed leaves "started": none of these is finished.
 FINISHED = {"ok", "published", "rejected", "unchanged"}
 
 

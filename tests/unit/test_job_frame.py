@@ -53,7 +53,7 @@ def test_each_job_records_its_result_under_its_name(frame, monkeypatch, module, 
     monkeypatch.setattr(job, work, lambda spark, *args: {"status": "ok", "args": list(args), **extra})
     assert job.main(["--run-id", "r-1"]) == 0
     *started, (run_id, name, record) = frame["records"]
-    assert [r["status"] for _, _, r in started] == (["started"] if module == "load" else [])  # load: its inputs
+    assert [r["status"] for _, _, r in started] == ["started"]  # every job, before it does anything
     assert (run_id, name, record["status"]) == ("r-1", module, "ok")
     assert "r-1" in record["args"]
     [session] = frame["sessions"]
@@ -100,14 +100,38 @@ def test_load_records_its_inputs_before_it_starts_and_when_it_fails(frame, monke
     assert (record["status"], record["inputs"]) == ("started", [get_settings().demo_input])  # the default, by name
 
 
-def test_other_errors_propagate_unrecorded_and_the_session_still_stops(frame):
+def test_other_errors_propagate_and_leave_the_started_record_and_the_session_still_stops(frame):
     def work(spark, args):
         raise KeyError("boom")
 
     with pytest.raises(KeyError):
         common.run_job("x", "doc", ["--run-id", "r-3"], work, failures=(Unbalanced,))
-    assert frame["records"] == []
+    [(run_id, job, record)] = frame["records"]
+    assert (run_id, job, record["status"]) == ("r-3", "x", "started")
     assert frame["sessions"][0].stopped
+
+
+def test_a_crash_after_an_earlier_ok_leaves_the_job_unfinished_for_resume(tmp_path, monkeypatch):
+    """The same job run twice in one run (a reused --run-id, an Airflow clear, a resume): the second
+    attempt crashes. Its "started" record replaces the first attempt's "ok", so --resume runs it again."""
+    from spark_jobs import run_records
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("core.mongo.record_pipeline_run", lambda *args, **kwargs: None)
+    monkeypatch.setattr(common, "spark_session", FakeSession)
+    get_settings.cache_clear()
+    try:
+        assert common.run_job("clean", "doc", ["--run-id", "r-6"], lambda spark, args: {"status": "ok"}) == 0
+        assert run_records.finished("r-6", "clean")
+
+        def crash(spark, args):
+            raise MemoryError("killed")
+
+        with pytest.raises(MemoryError):
+            common.run_job("clean", "doc", ["--run-id", "r-6"], crash)
+        assert not run_records.finished("r-6", "clean")
+    finally:
+        get_settings.cache_clear()
 
 
 def test_options_summary_and_default_run_id(frame, capsys):
@@ -117,8 +141,9 @@ def test_options_summary_and_default_run_id(frame, capsys):
         options=lambda parser: parser.add_argument("--engine", default="auto"),
         summary=lambda record: f"x: engine {record['engine']}")
     assert code == 0
-    [(run_id, _, record)] = frame["records"]
+    (first, _, started), (run_id, _, record) = frame["records"]
     assert run_id.startswith("run-") and record == {"engine": "spark"}
+    assert first == run_id and started["status"] == "started"
     assert "x: engine spark" in capsys.readouterr().out
 
 
@@ -128,3 +153,19 @@ def test_train_refuses_an_unknown_engine(frame):
     with pytest.raises(SystemExit):
         train.main(["--engine", "gpu"])
     assert frame["sessions"] == []  # argparse stops it before a session starts
+
+
+def test_publish_records_started_before_it_publishes(frame, monkeypatch):
+    """publish has its own main (no Spark); it too replaces an earlier attempt's record first."""
+    from spark_jobs import publish
+
+    def killed(version, run_id, force=False):
+        assert [(r[1], r[2]["status"]) for r in frame["records"]] == [("publish", "started")]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(publish, "publish", killed)
+    monkeypatch.setattr(publish, "write_record", reconcile.write_record)  # the frame's, however publish was imported
+    with pytest.raises(KeyboardInterrupt):
+        publish.main(["--version", "v-1", "--run-id", "r-7"])
+    [(run_id, job, record)] = frame["records"]
+    assert (run_id, job, record["status"], record["version"]) == ("r-7", "publish", "started", "v-1")
