@@ -26,9 +26,12 @@ def fs_safe(run_id: str) -> str:
     """A run id as a file and document-id safe string (no ':' or '+', no '/').
 
     Airflow's run ids look like ``manual__2026-11-25T11:40:32.728943+00:00``; the jobs put the run
-    id into paths ($DATA_DIR/runs/<id>/) and MongoDB ids ("<id>:<job>"), so every character outside
-    [A-Za-z0-9._-] becomes '-'. A safe id is returned unchanged, so applying it twice is harmless:
-    the DAG hands the jobs ids it already made safe, and :func:`record_path` makes them safe again.
+    id into paths ($DATA_DIR/runs/<id>/, EDA's and train's folders, load's staging) and MongoDB ids
+    ("<id>:<job>"), so every character outside [A-Za-z0-9._-] becomes '-'. Applied once, where the
+    id enters a job (spark_jobs.common.run_id_arg, argparse's ``type``). A safe id is returned
+    unchanged, so applying it twice is harmless: the DAG hands the jobs ids it already made safe,
+    and :func:`record_path` makes an id safe again for readers given the raw one (the DAG's
+    ``evaluate`` task reads with Airflow's own, bin/pipeline with its --run-id).
     """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.")
     if not safe:

@@ -122,11 +122,18 @@ def _ship_code(session) -> None:
 
 
 def run_id_arg(parser) -> None:
-    """Every job takes --run-id so all stages of one pipeline run share their records."""
-    import time
+    """Every job takes --run-id so all stages of one pipeline run share their records.
 
-    parser.add_argument("--run-id", default=time.strftime("run-%Y%m%dT%H%M%S", time.gmtime()),
-                        help="id shared by all jobs of one pipeline run (default: from the clock)")
+    The id is made file and document-id safe here, where it enters (core.runs.fs_safe), so every
+    use downstream (the record folder, EDA's folders, train's work folder, load's staging, MongoDB's
+    pipeline_runs ``_id``) gets the same id: ``nightly/2025-01`` is ``nightly-2025-01`` everywhere,
+    and an Airflow id resumed through bin/pipeline is the id the DAG's tasks used.
+    """
+    from core.runs import fs_safe
+
+    parser.add_argument("--run-id", type=fs_safe, default=time.strftime("run-%Y%m%dT%H%M%S", time.gmtime()),
+                        help="id shared by all jobs of one pipeline run (default: from the clock); "
+                             "characters outside [A-Za-z0-9._-] become '-'")
 
 
 def _deleted_ids(spark):

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from core import storage
-from core.runs import record_path
+from core.runs import fs_safe, record_path
 from core.storage import Location
 
 
@@ -16,7 +16,9 @@ class Unbalanced(RuntimeError):
 
 def write_record(run_id: str, job: str, record: dict[str, Any]) -> Location:
     """Store the record as JSON under the run's folder (core.runs.record_path, where bin/pipeline
-    --resume and the DAG's ``evaluate`` task read it) and in MongoDB (best effort there)."""
+    --resume and the DAG's ``evaluate`` task read it) and in MongoDB (best effort there), both
+    under the file-safe id (the jobs' ids are safe already; the admin's "make current" may not be)."""
+    run_id = fs_safe(run_id)
     out = record_path(run_id, job)
     storage.write_text(out, json.dumps(record, indent=2, sort_keys=True, default=str))
     try:

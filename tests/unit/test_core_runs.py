@@ -71,3 +71,13 @@ def test_the_reading_rule_for_train_records(data_dir, record, ok, version):
 def test_no_record_reads_as_none(data_dir):
     assert runs.read_record("r-none", "train") is None
     assert run_records.version("r-none") == "" and not run_records.finished("r-none", "train")
+
+
+def test_the_file_and_mongodbs_copy_use_the_same_safe_id(data_dir, monkeypatch):
+    """MongoDB's pipeline_runs _id is "<id>:<job>" with the id of the record's folder, whoever hands
+    write_record a raw id (the admin's "make current" builds one from a user name)."""
+    copies = []
+    monkeypatch.setattr("core.mongo.record_pipeline_run", lambda run_id, job, record: copies.append(run_id))
+    written = reconcile.write_record("admin-1-ann@example.com/x", "publish", {"status": "published"})
+    assert written == data_dir / "runs" / "admin-1-ann-example.com-x" / "publish.json"
+    assert copies == ["admin-1-ann-example.com-x"]

@@ -60,6 +60,24 @@ def test_each_job_records_its_result_under_its_name(frame, monkeypatch, module, 
     assert (session.name, session.stopped) == (module, True)
 
 
+@pytest.mark.parametrize("module, work", [(j[0], j[1]) for j in JOBS] + [("publish", "publish")],
+                         ids=[j[0] for j in JOBS] + ["publish"])
+def test_each_job_uses_the_file_safe_run_id_everywhere(frame, monkeypatch, module, work):
+    """The id is made safe where it enters (run_id_arg): the work (EDA's folders, train's work folder,
+    load's staging) and the record (its file, MongoDB's _id "<id>:<job>") get the same one; a "/"
+    used to reach eda's tmp_dir.mkdir() after all its Spark work."""
+    job = importlib.import_module(f"spark_jobs.{module}")
+    seen = []
+    extra = next((j[3] for j in JOBS if j[0] == module), {})
+    monkeypatch.setattr(job, work, lambda *args, **kwargs: seen.append(args) or {"status": "ok", **extra})
+    if module == "publish":
+        monkeypatch.setattr(job, "write_record", reconcile.write_record)  # the frame's
+    assert job.main(["--run-id", "nightly/2025-01", *(["--version", "v1"] if module == "publish" else [])]) == 0
+    [args] = seen
+    assert "nightly-2025-01" in args and "nightly/2025-01" not in args
+    assert {run_id for run_id, _, _ in frame["records"]} == {"nightly-2025-01"}
+
+
 @pytest.mark.parametrize("module, work, failures, extra", [j for j in JOBS if j[2]], ids=[j[0] for j in JOBS if j[2]])
 def test_a_declared_failure_is_recorded_and_exits_1(frame, monkeypatch, capsys, module, work, failures, extra):
     job = importlib.import_module(f"spark_jobs.{module}")
