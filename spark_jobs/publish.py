@@ -16,7 +16,8 @@ similar items into MongoDB collections of that version's own, which nobody reads
 the popular and trending lists (core.popular, the same code Celery runs), then moves the
 ``CURRENT`` pointer atomically: readers resolve those collections through ``CURRENT``
 (core/mongo.py), so the model and its lists switch together and a crash before the move leaves
-the old version whole. Re-publishing the current version changes nothing.
+the old version whole. Re-publishing the current version finishes what a publish killed after the
+move left undone (its published record, dropping older lists) and otherwise changes nothing.
 
 ``CURRENT`` is the one announcement of a new model, read by everyone who cares: the workers
 reload from it (kafka_workers/model_holder.py), Celery's ``check_model`` queues the re-scoring
@@ -118,11 +119,36 @@ def load_serving_lists(version: str) -> dict[str, int]:
     return out
 
 
+def finish_current(version: str) -> dict:
+    """The steps after the ``CURRENT`` switch, for a version ``CURRENT`` names already.
+
+    A publish killed between the switch and its records (an Airflow retry, ``bin/pipeline --resume``)
+    would otherwise leave the version unrecorded as published and the older versions' lists in
+    MongoDB for ever. Both steps are idempotent, so a plain re-publish of the current version does
+    them again harmlessly and stays "unchanged". The lists of the version published before it
+    (the latest other published one) stay, as after a publish that was not interrupted.
+    """
+    db = mongo.get_db()
+    previous = db[mongo.MODEL_VERSIONS].find_one({"published": True, "_id": {"$ne": version}},
+                                                 sort=[("published_at", -1)])
+    replaced = previous["_id"] if previous else None
+    dropped = stored_lists.drop_serving_lists(keep={version, replaced} - {None}, db=db)
+    if (db[mongo.MODEL_VERSIONS].find_one({"_id": version}) or {}).get("published"):
+        print(f"publish: {version} is already the published version; nothing to do")
+        return {"status": "unchanged", "version": version, "decision": "already the published version",
+                **({"loaded": {"dropped": dropped}} if dropped else {})}
+    decision = "finished a publish that stopped after the CURRENT switch"
+    mongo.record_model_version(version, {"published": True, "published_at": time.time(), "decision": decision,
+                                         "replaced": replaced}, db=db)
+    print(f"publish: {version} is current; {decision} (replaced {replaced or 'no version'}, dropped {dropped})")
+    return {"status": "published", "version": version, "replaced": replaced, "decision": decision,
+            "loaded": {"dropped": dropped}}
+
+
 def publish(version: str, run_id: str, force: bool = False) -> dict:
     current = artifacts.current_version()
     if current == version:
-        print(f"publish: {version} is already the published version; nothing to do")
-        return {"status": "unchanged", "version": version, "decision": "already the published version"}
+        return finish_current(version)
     candidate = artifacts.load_metrics(version)
     ok, reason = gate(candidate, current)
     if not ok and not force:

@@ -163,6 +163,43 @@ def test_a_crash_before_current_moves_leaves_the_old_lists(own, monkeypatch):
     assert stored_lists.get_recommendations(USERS[1])["source_event_id"] == "e1"
 
 
+def test_a_crash_after_current_moves_is_finished_by_the_rerun(own, monkeypatch):
+    """Killed between the CURRENT switch and its records (review-batch #8): the retry or resume
+    finds CURRENT naming the version already and must finish the job, not report "unchanged"."""
+    from spark_jobs import publish as job
+
+    def versions_with_lists() -> set[str]:
+        names = mongo.get_db().list_collection_names()
+        return {v for v in (oldest, old, new) if mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, v) in names}
+
+    oldest = _version(_val(0.1, 0.01), seed=12)
+    assert job.publish(oldest, "it-after", force=True)["status"] == "published"
+    old = _version(_val(0.2, 0.01, current=oldest, current_ndcg=0.1), seed=13)
+    assert job.publish(old, "it-after")["status"] == "published"
+    new = _version(_val(0.3, 0.01, current=old, current_ndcg=0.2), seed=14)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed after the CURRENT switch")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(job.stored_lists, "drop_serving_lists", killed)
+        with pytest.raises(KeyboardInterrupt):
+            job.publish(new, "it-after")
+    assert artifacts.current_version() == new
+    assert versions_with_lists() == {oldest, old, new}
+
+    out = job.publish(new, "it-after")  # the retry
+    assert (out["status"], out.get("replaced")) == ("published", old), out
+    record = mongo.get_db()[mongo.MODEL_VERSIONS].find_one({"_id": new})
+    assert record["published"] is True and record["replaced"] == old
+    assert versions_with_lists() == {old, new}, "as after an uninterrupted publish: the replaced version's lists stay"
+
+    again = job.publish(new, "it-after")  # a plain re-publish of the current version
+    assert again["status"] == "unchanged", again
+    assert versions_with_lists() == {old, new}
+    assert stored_lists.get_recommendations(USERS[0])["model_version"] == new
+
+
 # --- loading broken versions ------------------------------------------------------------------
 
 def _broken(kind: str) -> str:
