@@ -39,14 +39,19 @@ def fs_safe(run_id: str) -> str:
     return safe
 
 
-def record_path(run_id: str, job: str, data_dir: Location | None = None) -> Location:
-    """Where ``job``'s record of this run is kept: ``<data_dir>/runs/<fs_safe(run id)>/<job>.json``.
+def run_folder(run_id: str, data_dir: Location | None = None) -> Location:
+    """The folder of this run's records: ``<data_dir>/runs/<fs_safe(run id)>``.
 
     ``data_dir`` defaults to the settings' DATA_DIR; the benchmarks pass the DATA_DIR of the run
     they started.
     """
     base = data_dir if data_dir is not None else get_settings().data_dir
-    return base / RUNS / fs_safe(run_id) / f"{job}.json"
+    return base / RUNS / fs_safe(run_id)
+
+
+def record_path(run_id: str, job: str, data_dir: Location | None = None) -> Location:
+    """Where ``job``'s record of this run is kept: ``<data_dir>/runs/<fs_safe(run id)>/<job>.json``."""
+    return run_folder(run_id, data_dir) / f"{job}.json"
 
 
 def read_record(run_id: str, job: str, data_dir: Location | None = None) -> dict[str, Any] | None:

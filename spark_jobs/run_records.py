@@ -4,6 +4,7 @@ Those files are the record of truth (spark_jobs/reconcile.write_record; MongoDB 
 copy); where they are and how train's is read is core.runs, shared with the DAG. Standard library
 and core only: no Spark starts.
 
+    python -m spark_jobs.run_records start RUN [--resume] [--engine E] [--force-publish]  # the run's options
     python -m spark_jobs.run_records finished RUN JOB [--force-publish]  # exit 0: JOB finished in RUN
     python -m spark_jobs.run_records version RUN                         # train's model version, or nothing
     python -m spark_jobs.run_records inputs RUN [--input I ...]          # what a resume loads, one a line
@@ -11,14 +12,54 @@ and core only: no Spark starts.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 
-from core.runs import model_version, read_record, succeeded
+from core import storage
+from core.runs import model_version, read_record, record_path, run_folder, succeeded
 
 # What a job records when it finished: "ok", or publish's decision (spark_jobs/publish.py). Every
 # job records "started" before it does anything, and "failed" when it fails as it declares; one that
 # crashed or was killed leaves "started": none of these is finished.
 FINISHED = {"ok", "published", "rejected", "unchanged"}
+
+
+# bin/pipeline's own record beside the jobs': the options a run was started with, which no job records
+# before it needs them (train's --engine, publish's --force), so a resume restores them
+OPTIONS = "pipeline"
+DEFAULT_ENGINE = "auto"
+
+
+def start(run_id: str, resume: bool, engine: str | None = None, force_publish: bool = False) -> tuple[str, bool]:
+    """(engine, force publish) of this run, recorded before its first job starts.
+
+    A new run refuses an id that has records already: its jobs would replace them one by one, and
+    a record another run left could make a later --resume skip a stage. A resume takes the options
+    the run recorded; one given on the resume's command line wins (--engine ease after a train that
+    failed under spark; --force-publish after a rejected publish) and is recorded for the next
+    resume. A run with no options recorded (started by the DAG, or before they were recorded)
+    resumes with the command line's, or the defaults (recorded only when the run has records: a
+    resume of an unknown run is refused by :func:`inputs`, and must leave no folder behind).
+    """
+    existing = storage.listdir(run_folder(run_id))
+    if not resume:
+        if existing:
+            raise SystemExit(f"pipeline: run {run_id} has records already ({', '.join(existing)} in "
+                             f"{run_folder(run_id)}): resume it with --resume {run_id}, or choose another --run-id")
+        recorded = {}
+    else:
+        recorded = read_record(run_id, OPTIONS) or {}
+        if not recorded:
+            print(f"pipeline: run {run_id} recorded no --engine or --force-publish (started by the DAG or an older "
+                  f"bin/pipeline): resuming with {engine or DEFAULT_ENGINE}{' and --force-publish' * force_publish}",
+                  file=sys.stderr)
+    options = {"engine": engine or recorded.get("engine") or DEFAULT_ENGINE,
+               "force_publish": force_publish or bool(recorded.get("force_publish"))}
+    if (existing or not resume) and options != {k: recorded.get(k) for k in options}:
+        storage.write_text(record_path(run_id, OPTIONS),
+                           json.dumps({**options, "recorded_at": time.time()}, indent=2, sort_keys=True))
+    return options["engine"], options["force_publish"]
 
 
 def finished(run_id: str, job: str, force_publish: bool = False) -> bool:
@@ -56,6 +97,12 @@ def inputs(run_id: str, given: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    begin = commands.add_parser("start", help="record a new run's options, or read a resumed run's: "
+                                              "prints ENGINE and FORCE_PUBLISH (0 or 1)")
+    begin.add_argument("run_id")
+    begin.add_argument("--resume", action="store_true")
+    begin.add_argument("--engine")
+    begin.add_argument("--force-publish", action="store_true")
     done = commands.add_parser("finished", help="exit 0 when JOB finished in RUN")
     done.add_argument("run_id")
     done.add_argument("job")
@@ -65,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("run_id")
     load.add_argument("--input", action="append", default=[])
     args = parser.parse_args(argv)
+    if args.command == "start":
+        engine, force_publish = start(args.run_id, args.resume, args.engine, args.force_publish)
+        print(engine, int(force_publish))
+        return 0
     if args.command == "finished":
         return 0 if finished(args.run_id, args.job, args.force_publish) else 1
     print(version(args.run_id) if args.command == "version" else "\n".join(inputs(args.run_id, args.input)))

@@ -181,3 +181,63 @@ def test_resume_takes_the_model_version_from_trains_record_file(pipeline, mongo_
     done, submitted = pipeline("--resume", run_id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert _args(submitted, "publish") == ["--version", f"v-{run_id}", "--run-id", run_id]
+
+
+# --- 4. run ids: a new run never reuses one, a resume never goes through Airflow ---------------------
+
+def test_a_new_run_refuses_a_run_id_that_has_records(pipeline, settings):
+    """A reused --run-id would replace the run's records job by job; one left "ok" by the earlier
+    run would make a later --resume skip a stage that never ran in this one (review-batch #4)."""
+    run_id = _run_id()
+    _record(run_id, "clean", {"status": "ok"})
+    done, submitted = pipeline("--run-id", run_id)
+    assert done.returncode != 0 and submitted == []
+    assert f"--resume {run_id}" in done.stderr and "clean.json" in done.stderr, done.stderr
+    assert sorted(p.name for p in (settings.data_dir / "runs" / run_id).iterdir()) == ["clean.json"]
+
+
+def test_resume_with_airflow_is_refused(pipeline):
+    """--airflow would trigger a new DAG run on the demo default under the id (review-batch #3)."""
+    run_id = _run_id()
+    _record(run_id, "load", {"status": "failed", "inputs": [str(DEMO_FILE)]})
+    done, submitted = pipeline("--resume", run_id, "--airflow")
+    assert done.returncode == 2 and submitted == []
+    assert "--resume with --airflow" in done.stderr, done.stderr
+
+
+# --- 5. a resume restores the run's --engine and --force-publish ----------------------------------
+
+def test_resume_restores_the_engine_and_force_publish_the_run_started_with(pipeline):
+    run_id = _run_id()
+    done, submitted = pipeline("--run-id", run_id, "--engine", "spark", "--force-publish", fail="train")
+    assert done.returncode != 0 and _args(submitted, "train") == ["--engine", "spark", "--run-id", run_id]
+
+    done, submitted = pipeline("--resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _jobs(submitted) == ["train", "publish"]
+    assert _args(submitted, "train") == ["--engine", "spark", "--run-id", run_id]
+    assert _args(submitted, "publish") == ["--version", f"v-{run_id}", "--force", "--run-id", run_id]
+
+
+def test_an_engine_given_to_the_resume_wins_and_is_kept(pipeline):
+    run_id = _run_id()
+    done, submitted = pipeline("--run-id", run_id, "--engine", "spark", fail="train")
+    assert done.returncode != 0
+
+    done, submitted = pipeline("--resume", run_id, "--engine", "ease", fail="train")
+    assert _args(submitted, "train") == ["--engine", "ease", "--run-id", run_id]
+    done, submitted = pipeline("--resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _args(submitted, "train") == ["--engine", "ease", "--run-id", run_id]
+    assert _args(submitted, "publish") == ["--version", f"v-{run_id}", "--run-id", run_id]
+
+
+def test_a_run_id_with_a_slash_is_one_safe_id_for_every_stage_and_the_resume(pipeline, settings):
+    run_id = f"nightly/{uuid.uuid4().hex[:8]}"
+    done, submitted = pipeline("--run-id", run_id, fail="eda")
+    assert _jobs(submitted) == ["load", "clean", "mongo_load", "eda"], done.stdout + done.stderr
+    safe = run_id.replace("/", "-")
+    assert sorted(p.name for p in (settings.data_dir / "runs" / safe).iterdir()) == [
+        "clean.json", "load.json", "mongo_load.json", "pipeline.json"]
+    done, submitted = pipeline("--resume", run_id)
+    assert done.returncode == 0 and _jobs(submitted) == ["eda", "train", "publish"], done.stdout + done.stderr

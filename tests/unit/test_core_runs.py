@@ -81,3 +81,22 @@ def test_the_file_and_mongodbs_copy_use_the_same_safe_id(data_dir, monkeypatch):
     written = reconcile.write_record("admin-1-ann@example.com/x", "publish", {"status": "published"})
     assert written == data_dir / "runs" / "admin-1-ann-example.com-x" / "publish.json"
     assert copies == ["admin-1-ann-example.com-x"]
+
+
+def test_start_records_a_new_runs_options_and_a_resume_restores_them(data_dir):
+    assert run_records.start("nightly/1", resume=False, engine="spark") == ("spark", False)
+    assert runs.read_record("nightly-1", run_records.OPTIONS)["engine"] == "spark"
+    with pytest.raises(SystemExit, match="--resume nightly/1"):
+        run_records.start("nightly/1", resume=False)  # the id has a record now
+    assert run_records.start("nightly-1", resume=True) == ("spark", False)
+    assert run_records.start("nightly-1", resume=True, force_publish=True) == ("spark", True)
+    assert run_records.start("nightly-1", resume=True, engine="ease") == ("ease", True)  # the flag wins, kept
+    assert run_records.start("nightly-1", resume=True) == ("ease", True)
+
+
+def test_a_resume_of_an_unknown_run_leaves_no_folder_behind(data_dir, capsys):
+    """A run started by the DAG has no options record: the defaults, said so; an id with no records
+    at all gets no folder (inputs() refuses it next, and a new run may take the id)."""
+    assert run_records.start("r-unknown", resume=True) == ("auto", False)
+    assert "recorded no --engine" in capsys.readouterr().err
+    assert not (data_dir / "runs" / "r-unknown").exists()
