@@ -141,6 +141,7 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         MongoDB, ``CURRENT`` is swapped (the workers reload, Celery re-scores). Who did it
         and when goes into the admin log, the version's MongoDB record and a pipeline-run record.
         """
+        from core.runs import fs_safe
         from spark_jobs.publish import publish
         from spark_jobs.reconcile import write_record
 
@@ -149,7 +150,7 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
             return
         obj = queryset.get()
         now = time.time()
-        run_id = f"admin-{int(now)}-{request.user.get_username()}"
+        run_id = fs_safe(f"admin-{int(now)}-{request.user.get_username()}")  # the id its records get
         try:
             record = publish(obj.version, run_id, force=True)
         except Exception as exc:  # missing artifacts, MongoDB down: say so, change nothing here
