@@ -131,6 +131,19 @@ def test_train_scores_the_current_version_by_folding_in_the_validation_users(own
 
 # --- the switch -------------------------------------------------------------------------------
 
+def _killed_in(monkeypatch, module, name: str, version: str, run_id: str) -> None:
+    """publish(version) dies in ``module.name``, as a process killed there: nothing after it runs."""
+    from spark_jobs import publish as job
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt(f"killed in {name}")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(module, name, killed)
+        with pytest.raises(KeyboardInterrupt):
+            job.publish(version, run_id)
+
+
 def test_a_crash_before_current_moves_leaves_the_old_lists(own, monkeypatch):
     from spark_jobs import publish as job
 
@@ -142,13 +155,7 @@ def test_a_crash_before_current_moves_leaves_the_old_lists(own, monkeypatch):
 
     new = _version(_val(0.2, 0.01, current=old, current_ndcg=0.1), seed=21)
 
-    def crash(version, root=None):
-        raise RuntimeError("the machine died before CURRENT moved")
-
-    with monkeypatch.context() as mp:
-        mp.setattr(job.artifacts, "publish", crash)
-        with pytest.raises(RuntimeError):
-            job.publish(new, "it-switch")
+    _killed_in(monkeypatch, job.artifacts, "publish", new, "it-switch")  # the machine died before CURRENT moved
     assert artifacts.current_version() == old
     assert stored_lists.get_recommendations(USERS[0])["model_version"] == old, "a reader sees the new version's lists"
     assert stored_lists.get_similar_items(ITEMS[0]) == old_similar, "a reader sees the new version's similar items"
@@ -178,13 +185,7 @@ def test_a_crash_after_current_moves_is_finished_by_the_rerun(own, monkeypatch):
     assert job.publish(old, "it-after")["status"] == "published"
     new = _version(_val(0.3, 0.01, current=old, current_ndcg=0.2), seed=14)
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed after the CURRENT switch")
-
-    with monkeypatch.context() as mp:
-        mp.setattr(job.stored_lists, "drop_serving_lists", killed)
-        with pytest.raises(KeyboardInterrupt):
-            job.publish(new, "it-after")
+    _killed_in(monkeypatch, job.stored_lists, "drop_serving_lists", new, "it-after")  # after the CURRENT switch
     assert artifacts.current_version() == new
     assert versions_with_lists() == {oldest, old, new}
 
