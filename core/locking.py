@@ -4,22 +4,42 @@ Every writer of a user's history or recommendation list holds the user's writer 
 workers, Celery's re-scoring, a replay after a reload), so two of them never interleave a
 read-modify-replace of one user's documents. A worker's batch takes its users' locks in the same
 insert that claims its events (``core.cancellation.claim_batch``), with :func:`lock_doc`.
+
+A batch job holds the one batch lock for as long as it runs (``spark_jobs.common.batch_lock``):
+a :func:`lease`, renewed from a thread, that expires when its holder dies.
 """
 from __future__ import annotations
 
 import random
+import signal
+import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from core import mongo
 
 
 LOCK_STALE_S = 10.0
+LEASE_RENEWALS = 4  # a lease is renewed this many times per lease period
+
+
+class LockHeld(TimeoutError):
+    """The lock stayed held by another holder for the whole wait; ``holder`` is its document."""
+
+    def __init__(self, message: str, holder: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class LeaseLost(RuntimeError):
+    """A renewal found the lease gone: it expired while its holder stalled, and was taken over."""
 
 
 def writer_lock_name(user_id: str) -> str:
@@ -67,22 +87,113 @@ def named_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> I
         db[mongo.LOCKS].delete_one({"_id": name, "token": token})
 
 
-def _acquire(name: str, token: str, deadline: float, wait_s: float, db: Database) -> None:
-    """Insert the lock document ``name`` (waiting while another writer holds it, removing a stale one)."""
-    delay = 0.001
+def _expired(held: dict[str, Any], now: float) -> bool:
+    """Whether a lock document is past its lease (``expires``, a :func:`lease`'s) or, without one,
+    older than ``LOCK_STALE_S``."""
+    return now > float(held.get("expires", float(held.get("at", 0)) + LOCK_STALE_S))
+
+
+def _acquire(name: str, token: str, deadline: float, wait_s: float, db: Database,
+             fields: Callable[[float], dict[str, Any]] | None = None, poll_s: float = 0.05,
+             on_wait: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+    """Insert the lock document ``name`` (waiting while another writer holds it, removing a stale one).
+
+    ``fields(now)``: more of the document (a lease's holder and expiry); ``poll_s``: the longest
+    pause between tries; ``on_wait(held)``: told once that another holder makes it wait. Returns
+    the stale holder's document it removed, if any; :class:`LockHeld` names the holder that
+    outlasted ``wait_s``.
+    """
+    delay, stale, told = 0.001, None, False
     while True:
+        now = time.time()
         try:
-            db[mongo.LOCKS].insert_one(lock_doc(name, token, time.time()))
-            return
+            db[mongo.LOCKS].insert_one({**lock_doc(name, token, now), **(fields(now) if fields else {})})
+            return stale
         except DuplicateKeyError:
             held = db[mongo.LOCKS].find_one({"_id": name}) or {}
-            if held and time.time() - float(held.get("at", 0)) > LOCK_STALE_S:
+            if held and _expired(held, time.time()):
                 db[mongo.LOCKS].delete_one({"_id": name, "token": held.get("token")})
+                stale = held
                 continue
             if time.monotonic() > deadline:
-                raise TimeoutError(f"lock {name} held for more than {wait_s:.0f}s") from None
+                raise LockHeld(f"lock {name} held for more than {wait_s:.0f}s{describe(held)}", held) from None
+            if held and on_wait is not None and not told:
+                on_wait(held)
+                told = True
             time.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, poll_s)
+
+
+def describe(held: dict[str, Any]) -> str:
+    """Who holds a lock, from its document: " by run R, stage S, host H, pid P, since T" (what a
+    :func:`lease` holder recorded; "" for a plain lock)."""
+    who = [f"{key.replace('_', ' ')} {held[key]}" for key in ("run_id", "stage", "host", "pid") if key in held]
+    if "started_at" in held:
+        who.append("since " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(held["started_at"]))))
+    return f" by {', '.join(who)}" if who else ""
+
+
+def interrupt_main(message: str) -> None:
+    """Stop the main thread as Ctrl-C would (a SparkContext's handler cancels its jobs first):
+    what a :func:`lease` holder does when it finds its lease taken over."""
+    print(message, file=sys.stderr, flush=True)
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
+@contextmanager
+def lease(name: str, holder: dict[str, Any], lease_s: float, wait_s: float, db: Database | None = None,
+          poll_s: float = 5.0, on_wait: Callable[[dict[str, Any]], None] | None = None,
+          on_lost: Callable[[str], None] = interrupt_main) -> Iterator[dict[str, Any] | None]:
+    """Hold lock ``name`` for as long as a long job runs; yields the expired holder's document it
+    took over, if any.
+
+    The lock document carries ``holder`` (who: a run id, stage, host, pid) for whoever waits, and
+    expires ``lease_s`` after its last renewal. A thread renews it ``LEASE_RENEWALS`` times per
+    period while the body runs, so a holder that died (``kill -9``, a lost host) blocks the next
+    one for at most ``lease_s``: an expired lease is removed and taken over. Another holder is
+    waited for up to ``wait_s`` (polled at most ``poll_s`` apart, ``on_wait`` told once); then
+    :class:`LockHeld` names it. The holders' clocks must agree to well within ``lease_s``.
+
+    A renewal that finds the lease gone (it expired while this process stalled and another holder
+    took it, or the server was unreachable for the whole lease) calls ``on_lost`` from the renewing
+    thread, by default :func:`interrupt_main`; leaving the block then raises :class:`LeaseLost`.
+    """
+    db = db if db is not None else mongo.get_db()
+    token = uuid.uuid4().hex
+    stale = _acquire(name, token, time.monotonic() + wait_s, wait_s, db,
+                     fields=lambda now: {**holder, "expires": now + lease_s}, poll_s=poll_s, on_wait=on_wait)
+    stop, lost = threading.Event(), threading.Event()
+    renewer = threading.Thread(target=_renew, args=(name, token, lease_s, stop, lost, on_lost, db),
+                               name=f"lease {name}", daemon=True)
+    renewer.start()
+    try:
+        yield stale
+    finally:
+        stop.set()
+        renewer.join()
+        db[mongo.LOCKS].delete_one({"_id": name, "token": token})
+    if lost.is_set():
+        raise LeaseLost(f"lost the lease on lock {name} while holding it")
+
+
+def _renew(name: str, token: str, lease_s: float, stop: threading.Event, lost: threading.Event,
+           on_lost: Callable[[str], None], db: Database) -> None:
+    """Renew lease ``token`` of lock ``name`` until ``stop``; on finding it gone, set ``lost`` and
+    call ``on_lost`` once. An unreachable server is retried until the lease has run out."""
+    good_until = time.time() + lease_s
+    while not stop.wait(lease_s / LEASE_RENEWALS):
+        now = time.time()
+        try:
+            kept = db[mongo.LOCKS].update_one({"_id": name, "token": token},
+                                              {"$set": {"at": now, "expires": now + lease_s}}).matched_count
+        except PyMongoError:
+            kept = None if now < good_until else 0
+        if kept:
+            good_until = now + lease_s
+        elif kept == 0:
+            lost.set()
+            on_lost(f"lock {name}: lost the lease (it ran out, and another holder may have taken it); stopping")
+            return
 
 
 def take_locks(names: Iterable[str], token: str, db: Database | None = None, wait_s: float = 30.0) -> None:

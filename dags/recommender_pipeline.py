@@ -93,7 +93,8 @@ with DAG(
     schedule=SCHEDULE,
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
-    # The jobs overwrite the same $DATA_DIR folders (raw/, clean/): two runs at once would mix.
+    # The jobs overwrite the same $DATA_DIR folders (raw/, clean/): two runs at once would mix. Each
+    # job also holds the batch lock (spark_jobs/common.batch_lock) against a bin/pipeline or a retry.
     max_active_runs=1,
     default_args={
         "owner": "recommender",

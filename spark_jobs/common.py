@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from core import storage
-from core.env import env_str
+from core.env import env_float, env_str
 from core.settings import get_settings
 from spark_jobs import jvm_jar
 
@@ -121,6 +123,49 @@ def _ship_code(session) -> None:
     session._code_shipped = True
 
 
+BATCH_LOCK = "batch:jobs"  # the one batch lock of a deployment, in its MONGO_DB (core/locking.py)
+BATCH_LEASE_S = 120.0  # how long a batch job that died blocks the next one at most
+
+
+@contextmanager
+def batch_lock(stage: str, run_id: str) -> Iterator[None]:
+    """Hold the deployment's batch lock while job ``stage`` of run ``run_id`` runs: one batch job
+    at a time, whoever started it (bin/pipeline, the Airflow DAG, an Airflow retry of a task whose
+    first try still runs).
+
+    Two jobs at once share ``DATA_DIR``'s folders and ledgers, ``ARTIFACTS_DIR`` and ``MONGO_DB``'s
+    collections (staging generations, pointers, the ingest ledger, serving lists): one's clean-up
+    deleted the other's staged rows, and with them live data. The lock is a lease in ``MONGO_DB``
+    (core.locking.lease: renewed from a thread, taken over when its holder died), so it covers
+    everything that shares the database; deployments that share a ``DATA_DIR`` or
+    ``ARTIFACTS_DIR`` must share ``MONGO_DB`` too. A second job waits up to ``BATCH_LOCK_WAIT_S``
+    (the holder's job usually ends within it: a delay, not a failed run), then fails naming the
+    holder (``SystemExit``: exit status 1, the message on stderr), and Airflow's retries or
+    ``bin/pipeline --resume`` take it from there. Jobs of two runs may still alternate: each job
+    reads what the one before it left, whole.
+    """
+    from core import locking
+
+    settings = get_settings()
+    holder = {"run_id": run_id, "stage": stage, "host": socket.gethostname(), "pid": os.getpid(),
+              "started_at": time.time(), "data_dir": str(settings.data_dir)}
+    wait_s = env_float("BATCH_LOCK_WAIT_S", 1800.0, minimum=0)
+
+    def waiting(held: dict[str, Any]) -> None:
+        print(f"{stage}: waiting up to {wait_s:.0f} s for the batch lock, held{locking.describe(held)}",
+              file=sys.stderr, flush=True)
+
+    with ExitStack() as held:
+        try:
+            stale = held.enter_context(locking.lease(BATCH_LOCK, holder, BATCH_LEASE_S, wait_s, on_wait=waiting))
+        except locking.LockHeld as exc:
+            raise SystemExit(f"{stage}: not started: the batch {exc}") from None
+        if stale:
+            print(f"{stage}: took over the batch lock from a job that stopped renewing it{locking.describe(stale)}",
+                  file=sys.stderr, flush=True)
+        yield
+
+
 def run_id_arg(parser) -> None:
     """Every job takes --run-id so all stages of one pipeline run share their records.
 
@@ -174,6 +219,7 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
             started: Callable[[argparse.Namespace], dict[str, Any]] | None = None) -> int:
     """The main() of every Spark job: its CLI, one session, its record, its exit status.
 
+    The job holds the batch lock (:func:`batch_lock`) from before its first record until its last.
     ``work(spark, args)`` does the job and returns its record. A failure the job declares (an
     unbalanced count, no data) is recorded as ``{"status": "failed"}`` and exits 1, so Airflow
     retries and the admin shows why; anything else propagates. The session is stopped however the
@@ -190,18 +236,19 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
         options(parser)
     run_id_arg(parser)
     args = parser.parse_args(argv)
-    begun = started(args) if started is not None else {}
-    write_record(args.run_id, name, {"status": "started", **begun, "started_at": time.time()})
-    spark = spark_session(name)
-    try:
-        record = work(spark, args)
-    except failures as exc:
-        write_record(args.run_id, name, {**begun, "status": "failed", "error": str(exc)})
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
-    write_record(args.run_id, name, record)
+    with batch_lock(name, args.run_id):  # before the session: a job waiting for it holds no driver
+        begun = started(args) if started is not None else {}
+        write_record(args.run_id, name, {"status": "started", **begun, "started_at": time.time()})
+        spark = spark_session(name)
+        try:
+            record = work(spark, args)
+        except failures as exc:
+            write_record(args.run_id, name, {**begun, "status": "failed", "error": str(exc)})
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            spark.stop()
+        write_record(args.run_id, name, record)
     if summary is not None:
         print(summary(record))
     return 0

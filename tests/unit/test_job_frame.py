@@ -3,6 +3,7 @@ store replaced: its CLI, its record, its exit status, and that the session is al
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import pytest
@@ -32,6 +33,7 @@ def frame(monkeypatch):
         return seen["sessions"][-1]
 
     monkeypatch.setattr(common, "spark_session", session)
+    monkeypatch.setattr(common, "batch_lock", lambda stage, run_id: contextlib.nullcontext())  # MongoDB's
     monkeypatch.setattr(reconcile, "write_record", lambda run_id, job, record: seen["records"].append(
         (run_id, job, record)))
     return seen
@@ -182,8 +184,27 @@ def test_publish_records_started_before_it_publishes(frame, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(publish, "publish", killed)
+    monkeypatch.setattr(publish, "batch_lock", lambda stage, run_id: contextlib.nullcontext())  # MongoDB's
     monkeypatch.setattr(publish, "write_record", reconcile.write_record)  # the frame's, however publish was imported
     with pytest.raises(KeyboardInterrupt):
         publish.main(["--version", "v-1", "--run-id", "r-7"])
     [(run_id, job, record)] = frame["records"]
     assert (run_id, job, record["status"], record["version"]) == ("r-7", "publish", "started", "v-1")
+
+
+def test_the_job_holds_the_batch_lock_from_before_its_first_record_until_its_last(frame, monkeypatch):
+    from spark_jobs import load
+
+    events = []
+
+    @contextlib.contextmanager
+    def lock(stage, run_id):
+        events.append(("lock", stage, run_id))
+        yield
+        events.append(("unlock", len(frame["records"])))
+
+    monkeypatch.setattr(common, "batch_lock", lock)
+    monkeypatch.setattr(common, "spark_session", lambda name: events.append("session") or FakeSession(name))
+    monkeypatch.setattr(load, "load", lambda spark, *args, **kwargs: {"status": "ok"})
+    assert load.main(["--run-id", "r-6"]) == 0
+    assert events == [("lock", "load", "r-6"), "session", ("unlock", 2)]  # "started" and "ok" recorded under it

@@ -1,0 +1,122 @@
+"""Two batch runs at once (a bin/pipeline beside the DAG's run, an Airflow retry beside a first try
+that still runs), on the real MongoDB-protocol server, Spark and Parquet.
+
+Every job holds the batch lock (``spark_jobs.common.batch_lock``, a ``core.locking.lease``): a
+second job waits, then fails naming the holder; a holder that died is taken over once its lease
+ran out.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from core import locking, mongo
+from spark_jobs import common
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 60.0  # bounds of the waits below, never reached when the code works
+
+
+@pytest.fixture
+def locks(mongo_db, monkeypatch):
+    """The session database's lock collection, without the batch lock afterwards; a second job fails at once."""
+    monkeypatch.setenv("BATCH_LOCK_WAIT_S", "0")
+    yield mongo_db[mongo.LOCKS]
+    mongo_db[mongo.LOCKS].delete_many({"_id": common.BATCH_LOCK})
+
+
+def _holder(message: str, run_id: str, stage: str) -> bool:
+    """Whether a refusal names the holder: its run, stage, host and pid."""
+    return all(part in message for part in (f"run id {run_id}", f"stage {stage}", "host ", "pid "))
+
+
+# --- the lock ---------------------------------------------------------------------------------
+
+def test_a_job_is_not_started_while_another_holds_the_batch_lock(locks, settings):
+    """A Spark job (through run_job, before its session starts) and publish (no Spark) both."""
+    from spark_jobs import clean, publish
+
+    with common.batch_lock("train", "run-a"):
+        for main, args in ((clean.main, []), (publish.main, ["--version", "v-none"])):
+            with pytest.raises(SystemExit) as refused:
+                main([*args, "--run-id", "run-b"])
+            assert "not started" in str(refused.value) and _holder(str(refused.value), "run-a", "train")
+            assert not (settings.data_dir / "runs" / "run-b").exists()  # it recorded nothing
+    assert locks.find_one({"_id": common.BATCH_LOCK}) is None  # given back at the end
+
+
+def test_two_holders_never_hold_the_lock_at_once(mongo_db):
+    name, inside, most, errors = f"test:{uuid.uuid4().hex[:8]}", [0], [0], []
+    count = threading.Lock()
+
+    def job(k: int) -> None:
+        try:
+            for _ in range(5):
+                with locking.lease(name, {"run_id": f"r{k}"}, lease_s=60, wait_s=WAIT_S, db=mongo_db, poll_s=0.01):
+                    with count:
+                        inside[0] += 1
+                        most[0] = max(most[0], inside[0])
+                    time.sleep(0.005)  # the insert of another holder gets its chance
+                    with count:
+                        inside[0] -= 1
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=job, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and most[0] == 1
+
+
+def test_a_second_holder_waits_for_the_first(mongo_db):
+    name, waited, got = f"test:{uuid.uuid4().hex[:8]}", [], threading.Event()
+    waiting = threading.Event()
+
+    def second() -> None:
+        with locking.lease(name, {"run_id": "b"}, lease_s=60, wait_s=WAIT_S, db=mongo_db, poll_s=0.01,
+                           on_wait=lambda held: waited.append(held) or waiting.set()):
+            got.set()
+
+    with locking.lease(name, {"run_id": "a", "stage": "clean"}, lease_s=60, wait_s=0, db=mongo_db):
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert waiting.wait(WAIT_S)
+        assert not got.is_set()
+    thread.join()
+    assert got.is_set() and [(h["run_id"], h["stage"]) for h in waited] == [("a", "clean")]
+
+
+def test_an_expired_lease_is_taken_over_and_a_renewed_one_is_not(locks, capsys):
+    now = time.time()
+    dead = {**locking.lock_doc(common.BATCH_LOCK, "dead", now - 600), "run_id": "run-dead", "stage": "load",
+            "host": "gone", "pid": 1, "started_at": now - 900, "expires": now - 480}
+    locks.insert_one(dead)
+    with common.batch_lock("load", "run-next"):
+        held = locks.find_one({"_id": common.BATCH_LOCK})
+        assert (held["run_id"], held["stage"]) == ("run-next", "load") and held["expires"] > time.time()
+    assert "took over the batch lock" in capsys.readouterr().err
+    # a lease renewed long after it was taken (its "at" old, its "expires" ahead) stays its holder's
+    locks.insert_one({**dead, "expires": time.time() + 600})
+    with pytest.raises(SystemExit) as refused:
+        with common.batch_lock("load", "run-next"):
+            pytest.fail("a live lease was taken over")
+    assert _holder(str(refused.value), "run-dead", "load")
+
+
+def test_a_lease_is_renewed_and_its_holder_told_when_it_is_lost(mongo_db):
+    name, lost = f"test:{uuid.uuid4().hex[:8]}", threading.Event()
+    with pytest.raises(locking.LeaseLost):
+        with locking.lease(name, {"run_id": "a"}, lease_s=0.4, wait_s=0, db=mongo_db, on_lost=lambda msg: lost.set()):
+            first = mongo_db[mongo.LOCKS].find_one({"_id": name})["expires"]
+            deadline = time.monotonic() + WAIT_S
+            while mongo_db[mongo.LOCKS].find_one({"_id": name})["expires"] == first and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert mongo_db[mongo.LOCKS].find_one({"_id": name})["expires"] > first  # renewed
+            mongo_db[mongo.LOCKS].delete_one({"_id": name})  # as a takeover would, after it expired
+            assert lost.wait(WAIT_S)
