@@ -189,7 +189,7 @@ def _write_partitions(spark: SparkSession, df: DataFrame, out: str, column: str,
     units.write_partitioned(df, staging, column, plain=PLAIN_COLUMNS)
     for value in values:
         part = f"{column}={units.partition_value(value)}"
-        units.replace_partition(spark, f"{staging}/{part}", f"{out}/{part}")
+        units.replace_partition(spark, f"{staging}/{part}", f"{out}/{part}", staging)
     units.delete(spark, staging)
 
 
@@ -244,7 +244,7 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     review_metrics, product_metrics = Observation("clean reviews"), Observation("clean products")
     reviews = clean_reviews(raw_reviews, held_pairs, review_metrics)
     products = clean_products(raw_products, held_products, product_metrics)
-    staging = f"{out_dir}/_staging"
+    staging = units.staging_dir(out_dir, run_id)
     _write_partitions(spark, reviews, f"{out_dir}/reviews", "category", dirty, f"{staging}/reviews")
     _write_partitions(spark, products, f"{out_dir}/products", "file_category", dirty, f"{staging}/products")
     if not units.has_partitions(spark, f"{out_dir}/products"):  # readable when no category has metadata

@@ -312,7 +312,7 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     by_unit: dict[str, dict] = {}
     reasons: dict[str, int] = {}
     if todo:
-        staging = f"{out_dir}/_staging/{run_id}-{int(started)}"
+        staging = units.staging_dir(out_dir, run_id)
         # Each file's lines counted as they are read, in the write's own stage (no shuffle before
         # it, so a retried task is not counted twice): a second read only to count them decompressed
         # every file again, ~9% of load at 51.6M lines.
@@ -324,8 +324,8 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
         for u in todo:
             for kind, folder in KINDS.items():
                 unit = f"unit={units.partition_value(u.name)}"
-                units.replace_partition(spark, f"{staging}/kind={kind}/{unit}", f"{out_dir}/{folder}/{unit}")
-        units.delete(spark, f"{out_dir}/_staging")
+                units.replace_partition(spark, f"{staging}/kind={kind}/{unit}", f"{out_dir}/{folder}/{unit}", staging)
+        units.delete(spark, staging)  # its own only: another job's may be in use
         for folder in KINDS.values():  # an empty partition with the schema, so every output folder is readable
             if not units.exists(spark, f"{out_dir}/{folder}") or not units.has_partitions(spark, f"{out_dir}/{folder}"):
                 empty = f"{out_dir}/{folder}/unit={units.partition_value(todo[0].name)}"

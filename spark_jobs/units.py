@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -184,12 +185,25 @@ def write_partitioned(df, path: str, *columns: str, plain: Iterable[str] = ()) -
         spark.conf.unset("spark.sql.maxConcurrentOutputFileWriters")
 
 
-def replace_partition(spark, src: str, dst: str) -> None:
-    """The staged partition ``src`` takes the place of ``dst``; no staged rows: ``dst`` goes too."""
+def staging_dir(out_dir: str, run_id: str) -> str:
+    """A folder of ``<out_dir>/_staging`` for one job's staged write, its own: the job deletes it
+    when done and never another's (a killed job's stays, named by its run id)."""
+    return f"{out_dir}/_staging/{run_id}-{uuid.uuid4().hex[:8]}"
+
+
+def replace_partition(spark, src: str, dst: str, staged: str) -> None:
+    """The staged partition ``src`` (written into ``staged``) takes the place of ``dst``.
+
+    No ``src`` while the write's ``_SUCCESS`` marker is there: the unit or category has no rows now,
+    and ``dst`` goes too. No marker either: the staged write itself is gone (deleted by someone
+    else), so ``dst`` stays and this raises, rather than deleting live rows for lost staged ones.
+    """
     if exists(spark, src):
         move(spark, src, dst)
-    else:
+    elif exists(spark, f"{staged}/_SUCCESS"):
         delete(spark, dst)
+    else:
+        raise FileNotFoundError(f"the staged write {staged} is gone; {dst} is left as it was")
 
 
 def partition_value(value: str) -> str:

@@ -3,7 +3,8 @@ that still runs), on the real MongoDB-protocol server, Spark and Parquet.
 
 Every job holds the batch lock (``spark_jobs.common.batch_lock``, a ``core.locking.lease``): a
 second job waits, then fails naming the holder; a holder that died is taken over once its lease
-ran out.
+ran out. Should the lock ever be bypassed, load and clean still delete only their own staging and
+never a live partition for a staged write that went.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from core import locking, mongo
 from spark_jobs import common
+from tests.conftest import real_file
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +122,41 @@ def test_a_lease_is_renewed_and_its_holder_told_when_it_is_lost(mongo_db):
             assert mongo_db[mongo.LOCKS].find_one({"_id": name})["expires"] > first  # renewed
             mongo_db[mongo.LOCKS].delete_one({"_id": name})  # as a takeover would, after it expired
             assert lost.wait(WAIT_S)
+
+
+# --- staging ----------------------------------------------------------------------------------
+
+def _plant(folder) -> object:
+    """Another run's staged Parquet file under ``folder``, as its load or clean left it mid-way."""
+    part = folder / "_staging" / f"other-run-{uuid.uuid4().hex[:8]}" / "kind=review" / "unit=x"
+    part.mkdir(parents=True)
+    (part / "part-00000.parquet").write_bytes(b"PAR1")
+    return part / "part-00000.parquet"
+
+
+def test_load_and_clean_leave_another_runs_staging_alone(spark, tmp_path):
+    from spark_jobs import clean as clean_job
+    from spark_jobs.load import load
+
+    raw, cleaned = tmp_path / "raw", tmp_path / "clean"
+    others = [_plant(raw), _plant(cleaned)]
+    assert load(spark, [str(real_file("amazon2018_appliances_5.jsonl.gz"))], str(raw), "run-own")["loaded"]
+    assert clean_job.clean(spark, str(raw), str(cleaned), "run-own")["cleaned"]
+    assert all(p.exists() for p in others)
+    assert [p.name for p in (raw / "_staging").iterdir()] == [others[0].parents[2].name]  # its own went
+    assert [p.name for p in (cleaned / "_staging").iterdir()] == [others[1].parents[2].name]
+
+
+def test_a_staged_write_that_went_does_not_take_the_live_partition_with_it(spark, tmp_path):
+    from spark_jobs import units
+
+    live, staged = tmp_path / "reviews" / "category=A", tmp_path / "_staging" / "run-a"
+    spark.createDataFrame([("u", "p")], "user_id string, product_id string").write.parquet(str(live))
+    with pytest.raises(FileNotFoundError, match="is gone"):
+        units.replace_partition(spark, f"{staged}/category=A", str(live), str(staged))
+    assert any(live.glob("*.parquet"))
+    # the write is there and has no rows for A: A has none now, and its old partition goes
+    spark.createDataFrame([("u", "p", "B")], "user_id string, product_id string, category string") \
+        .write.partitionBy("category").parquet(str(staged))
+    units.replace_partition(spark, f"{staged}/category=A", str(live), str(staged))
+    assert not live.exists()
