@@ -268,16 +268,21 @@ def replace_collection_start(name: str, db: Database | None = None) -> str:
     return staging
 
 
-def replace_collection_finish(name: str, db: Database | None = None) -> str:
+def replace_collection_finish(name: str, db: Database | None = None, staging: str | None = None) -> str:
     """Point readers at the generation :func:`replace_collection_start` began; returns its name.
 
     One ``_id`` update switches every reader (within ``POINTER_TTL_S``); the generation it
     replaces is retired, not dropped, so a reader still holding the old pointer keeps its data
-    until :func:`drop_retired` removes it after ``RETIRE_GRACE_S``.
+    until :func:`drop_retired` removes it after ``RETIRE_GRACE_S``. ``staging``: the generation the
+    caller filled (what its start returned); when another reload's start has replaced it since,
+    this refuses, so readers never switch to a generation another job is still filling.
     """
     db = db if db is not None else get_db()
     pointers = raw_collection(db, POINTERS)
     pointer = pointers.find_one({"_id": name}) or {}
+    if staging is not None and pointer.get("staging") != staging:
+        raise RuntimeError(f"the reload of {name} into {staging} was replaced by another "
+                           f"({pointer.get('staging') or 'finished'}); readers stay where they were")
     staging = pointer.get("staging")
     if not staging:
         raise RuntimeError(f"no reload of {name} in progress")

@@ -360,7 +360,7 @@ def reload_collection(df: DataFrame, collection: str, extra_docs: list[dict] | N
     if n != expected:
         raise RuntimeError(f"mongo_load: {collection}: the server acknowledged {n:,} of {expected:,} inserts; "
                            f"the previous {collection} stays")
-    mongo.replace_collection_finish(collection)
+    mongo.replace_collection_finish(collection, staging=staging)  # refused if another load began since
     seconds = time.time() - started
     rate = n / seconds if seconds else 0.0
     print(f"mongo_load: {collection}: {n:,} documents in {seconds:.1f} s ({rate:,.0f} docs/s)")

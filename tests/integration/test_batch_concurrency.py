@@ -4,7 +4,8 @@ that still runs), on the real MongoDB-protocol server, Spark and Parquet.
 Every job holds the batch lock (``spark_jobs.common.batch_lock``, a ``core.locking.lease``): a
 second job waits, then fails naming the holder; a holder that died is taken over once its lease
 ran out. Should the lock ever be bypassed, load and clean still delete only their own staging and
-never a live partition for a staged write that went.
+never a live partition for a staged write that went, and a MongoDB reload never switches readers
+to a generation another load began.
 """
 from __future__ import annotations
 
@@ -160,3 +161,18 @@ def test_a_staged_write_that_went_does_not_take_the_live_partition_with_it(spark
         .write.partitionBy("category").parquet(str(staged))
     units.replace_partition(spark, f"{staged}/category=A", str(live), str(staged))
     assert not live.exists()
+
+
+# --- MongoDB generations ----------------------------------------------------------------------
+
+def test_a_reload_never_switches_readers_to_a_generation_another_load_began(mongo_db):
+    name = f"test_reload_{uuid.uuid4().hex[:8]}"
+    first = mongo.replace_collection_start(name, db=mongo_db)
+    mongo.insert_docs(first, [{"_id": 1}], db=mongo_db)
+    mongo.replace_collection_finish(name, db=mongo_db, staging=first)
+    mine = mongo.replace_collection_start(name, db=mongo_db)
+    theirs = mongo.replace_collection_start(name, db=mongo_db)  # another load began (and dropped mine)
+    with pytest.raises(RuntimeError, match="replaced by another"):
+        mongo.replace_collection_finish(name, db=mongo_db, staging=mine)
+    assert mongo.live_generation(name, db=mongo_db) == first  # readers stay on the complete one
+    assert mongo.replace_collection_finish(name, db=mongo_db, staging=theirs) == theirs
