@@ -31,11 +31,7 @@ LEASE_RENEWALS = 4  # a lease is renewed this many times per lease period
 
 
 class LockHeld(TimeoutError):
-    """The lock stayed held by another holder for the whole wait; ``holder`` is its document."""
-
-    def __init__(self, message: str, holder: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.holder = holder
+    """The lock stayed held by another holder for the whole wait (the message names a lease's holder)."""
 
 
 class LeaseLost(RuntimeError):
@@ -116,7 +112,7 @@ def _acquire(name: str, token: str, deadline: float, wait_s: float, db: Database
                 stale = held
                 continue
             if time.monotonic() > deadline:
-                raise LockHeld(f"lock {name} held for more than {wait_s:.0f}s{describe(held)}", held) from None
+                raise LockHeld(f"lock {name} held for more than {wait_s:.0f}s{describe(held)}") from None
             if held and on_wait is not None and not told:
                 on_wait(held)
                 told = True
