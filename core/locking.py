@@ -10,8 +10,8 @@ a :func:`lease`, renewed from a thread, that expires when its holder dies.
 """
 from __future__ import annotations
 
+import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -129,17 +129,24 @@ def describe(held: dict[str, Any]) -> str:
     return f" by {', '.join(who)}" if who else ""
 
 
-def interrupt_main(message: str) -> None:
-    """Stop the main thread as Ctrl-C would (a SparkContext's handler cancels its jobs first):
-    what a :func:`lease` holder does when it finds its lease taken over."""
+def exit_now(message: str) -> None:
+    """End the process at once, status 1: what a :func:`lease` holder does when it finds its lease
+    gone, as another holder may be writing the same things by now.
+
+    As ``kill -9`` would, which every holder survives (a batch job's stage is redone). Gentler ways
+    fail: a SIGINT to the main thread, blocked in a Spark call, makes PySpark's handler cancel the
+    jobs over the very py4j connection that call is reading ("reentrant call"), and the driver
+    hangs up on its JVM; a job outside Spark (numpy training, publish) would not notice a cancel.
+    """
     print(message, file=sys.stderr, flush=True)
-    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 @contextmanager
 def lease(name: str, holder: dict[str, Any], lease_s: float, wait_s: float, db: Database | None = None,
           poll_s: float = 5.0, on_wait: Callable[[dict[str, Any]], None] | None = None,
-          on_lost: Callable[[str], None] = interrupt_main) -> Iterator[dict[str, Any] | None]:
+          on_lost: Callable[[str], None] = exit_now) -> Iterator[dict[str, Any] | None]:
     """Hold lock ``name`` for as long as a long job runs; yields the expired holder's document it
     took over, if any.
 
@@ -152,7 +159,7 @@ def lease(name: str, holder: dict[str, Any], lease_s: float, wait_s: float, db: 
 
     A renewal that finds the lease gone (it expired while this process stalled and another holder
     took it, or the server was unreachable for the whole lease) calls ``on_lost`` from the renewing
-    thread, by default :func:`interrupt_main`; leaving the block then raises :class:`LeaseLost`.
+    thread, by default :func:`exit_now`; when it returns, leaving the block raises :class:`LeaseLost`.
     """
     db = db if db is not None else mongo.get_db()
     token = uuid.uuid4().hex
