@@ -37,7 +37,8 @@ import time
 
 from core import artifacts, mongo, popular, rating_history, shopper_controls, stored_lists
 from core.env import env_int
-from spark_jobs.common import batch_lock, run_id_arg
+from spark_jobs import common
+from spark_jobs.common import run_id_arg
 from spark_jobs.reconcile import write_record
 
 PUBLISH_INSERT_THREADS = env_int("PUBLISH_INSERT_THREADS", 3)  # batches of lists in flight
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", required=True)
     parser.add_argument("--force", action="store_true", help="publish even if the gate says no")
     args = parser.parse_args(argv)
-    with batch_lock("publish", args.run_id):  # no Spark session, but the lists and CURRENT of every run
+    with common.batch_lock("publish", args.run_id):  # no Spark session, but the lists and CURRENT of every run
         # as every job (spark_jobs/common.run_job): a publish killed half-way leaves "started", not an
         # earlier attempt's decision, so a resume runs it again
         write_record(args.run_id, "publish", {"status": "started", "version": args.version, "force": args.force,

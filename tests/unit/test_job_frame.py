@@ -184,7 +184,6 @@ def test_publish_records_started_before_it_publishes(frame, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(publish, "publish", killed)
-    monkeypatch.setattr(publish, "batch_lock", lambda stage, run_id: contextlib.nullcontext())  # MongoDB's
     monkeypatch.setattr(publish, "write_record", reconcile.write_record)  # the frame's, however publish was imported
     with pytest.raises(KeyboardInterrupt):
         publish.main(["--version", "v-1", "--run-id", "r-7"])
