@@ -23,10 +23,14 @@ from typing import Any
 import numpy as np
 
 from core import ann, storage
+from core.env import env_int
 from core.settings import get_settings
 from core.storage import Location
 
 CURRENT_FILE = "CURRENT"
+# model versions publish keeps beside the published one and the one it replaced (prune_versions):
+# every train writes one (factors, ANN index, serving lists: gigabytes at the full release's scale)
+VERSIONS_KEPT = env_int("MODEL_VERSIONS_KEPT", 5, minimum=1)
 
 
 def models_dir(root: Location | str | None = None) -> Location:
@@ -107,9 +111,11 @@ class Model:
 
 
 def new_version_name(content_hint: str = "") -> str:
-    """Sortable by time, and unique even for two trainings in the same second."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    digest = hashlib.sha1(f"{content_hint}{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:8]
+    """Sortable by time to the microsecond (:func:`prune_versions` keeps the newest by name), and
+    unique even for two trainings in the same microsecond."""
+    ns = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 1_000_000_000)) + f"{ns // 1000 % 1_000_000:06d}"
+    digest = hashlib.sha1(f"{content_hint}{ns}{os.getpid()}".encode()).hexdigest()[:8]
     return f"{stamp}-{digest}"
 
 
@@ -171,6 +177,29 @@ def publish(version: str, root: Location | str | None = None) -> None:
     tmp = base / f".{CURRENT_FILE}.{os.getpid()}"
     tmp.write_text(version + "\n")
     tmp.replace(base / CURRENT_FILE)
+
+
+def prune_versions(protect: set[str], keep: int | None = None, root: Location | str | None = None) -> list[str]:
+    """Delete every version folder but the ``keep`` newest (``MODEL_VERSIONS_KEPT``) and those in
+    ``protect`` (the published one, the one it replaced); returns the names deleted, oldest first.
+
+    Versions are never deleted otherwise, and a daily train writes one, published or rejected: the
+    disk filled. Names sort by time (:func:`new_version_name`); a local ``.<version>.tmp`` left by a
+    train that died counts as its version, so the newest (maybe a train still writing) is kept.
+    Older versions stay for a rollback (``publish --version X --force``) within ``keep``."""
+    keep = VERSIONS_KEPT if keep is None else keep
+    base = models_dir(root)
+
+    def version_of(name: str) -> str:
+        return name[1:-len(".tmp")] if name.startswith(".") and name.endswith(".tmp") else name
+
+    names = [n for n in storage.listdir(base) if n != CURRENT_FILE and not n.startswith(f".{CURRENT_FILE}.")]
+    newest_first = sorted(names, key=lambda n: (version_of(n), n), reverse=True)
+    kept = {version_of(n) for n in newest_first[:keep]} | protect
+    dropped = [n for n in reversed(newest_first) if version_of(n) not in kept]
+    for name in dropped:
+        storage.remove_tree(base / name)
+    return dropped
 
 
 def current_version(root: Location | str | None = None) -> str | None:

@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         write_record(args.run_id, "publish", {"status": "started", "version": args.version, "force": args.force,
                                               "started_at": time.time()})
         record = publish(args.version, args.run_id, args.force)
+        # published, rejected or unchanged: the versions no one can need any more go (MODEL_VERSIONS_KEPT)
+        protect = {artifacts.current_version(), record.get("replaced"), args.version} - {None}
+        record["pruned"] = artifacts.prune_versions(protect)
         write_record(args.run_id, "publish", record)
     return 0
 

@@ -294,3 +294,23 @@ def test_collection_names_are_resolved_once_per_refresh_and_lists_once_per_versi
     time.sleep(0.06)
     assert mongo.physical_name(db, mongo.SIMILAR_ITEMS) == mongo.per_version_name(mongo.SIMILAR_ITEMS, new)
     assert stored_lists.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[22]
+
+
+def test_the_publish_job_deletes_versions_beyond_the_kept_ones(own, monkeypatch):
+    """Every train writes a version; the job keeps MODEL_VERSIONS_KEPT of them besides the current
+    one and the one it replaced (a rollback target), and says which it deleted in its record."""
+    from spark_jobs import publish as job
+
+    monkeypatch.setattr(artifacts, "VERSIONS_KEPT", 2)
+    first = _version(_val(0.5, 0.01), seed=1)
+    assert job.main(["--run-id", "it-prune-1", "--version", first, "--force"]) == 0
+    rejected = [_version(_val(0.1, 0.5), seed=s) for s in (2, 3, 4)]  # below popularity: rejected
+    for i, v in enumerate(rejected):
+        assert job.main(["--run-id", f"it-prune-r{i}", "--version", v]) == 0
+    assert artifacts.current_version() == first
+    left = {p.name for p in artifacts.models_dir().iterdir()} - {artifacts.CURRENT_FILE}
+    assert left == {first, *rejected[-2:]}  # the oldest rejected one went
+    from core.runs import read_record
+
+    # the job that evaluated rejected[0] kept it (its own version); the next one deleted it
+    assert [read_record(f"it-prune-r{i}", "publish")["pruned"] for i in range(3)] == [[], [rejected[0]], []]

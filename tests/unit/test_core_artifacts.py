@@ -64,3 +64,27 @@ def test_serving_lists_are_gzipped_and_read_in_every_layout(tmp_path):
         list(artifacts.serving_list_docs(folder))
     (folder / "_SUCCESS").write_text("")
     assert list(artifacts.serving_list_docs(folder)) == docs
+
+
+def test_prune_keeps_the_newest_and_the_protected_versions(tmp_path):
+    names = [f"2026120{d}T000000-0000000{d}" for d in range(1, 8)]  # oldest first
+    for name in names:
+        artifacts.save_model(["a"], np.ones((1, 2)), {}, version=name, root=tmp_path)
+    artifacts.publish(names[0], root=tmp_path)  # an old one is current (a rollback)
+    left_by_a_dead_train = artifacts.models_dir(tmp_path) / f".{names[1]}.tmp"
+    left_by_a_dead_train.mkdir()
+
+    dropped = artifacts.prune_versions(protect={names[0], names[2]}, keep=3, root=tmp_path)
+
+    assert dropped == [f".{names[1]}.tmp", names[1], names[3]]
+    left = sorted(p.name for p in artifacts.models_dir(tmp_path).iterdir())
+    assert left == sorted([artifacts.CURRENT_FILE, names[0], names[2], *names[4:]])
+    assert artifacts.load_model(root=tmp_path).version == names[0]
+
+
+def test_prune_keeps_a_train_still_writing_the_newest_version(tmp_path):
+    old = artifacts.save_model(["a"], np.ones((1, 2)), {}, version="20260101T000000-00000001", root=tmp_path)
+    writing = artifacts.models_dir(tmp_path) / ".20260102T000000-00000002.tmp"
+    writing.mkdir()
+    assert artifacts.prune_versions(protect=set(), keep=1, root=tmp_path) == [old]
+    assert writing.is_dir()
