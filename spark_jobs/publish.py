@@ -37,9 +37,8 @@ import time
 
 from core import artifacts, mongo, popular, rating_history, shopper_controls, stored_lists
 from core.env import env_int
-from spark_jobs import common
+from spark_jobs import common, reconcile
 from spark_jobs.common import run_id_arg
-from spark_jobs.reconcile import write_record
 
 PUBLISH_INSERT_THREADS = env_int("PUBLISH_INSERT_THREADS", 3)  # batches of lists in flight
 
@@ -180,13 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     with common.batch_lock("publish", args.run_id):  # no Spark session, but the lists and CURRENT of every run
         # as every job (spark_jobs/common.run_job): a publish killed half-way leaves "started", not an
         # earlier attempt's decision, so a resume runs it again
-        write_record(args.run_id, "publish", {"status": "started", "version": args.version, "force": args.force,
-                                              "started_at": time.time()})
+        reconcile.write_record(args.run_id, "publish", {"status": "started", "version": args.version,
+                                                        "force": args.force, "started_at": time.time()})
         record = publish(args.version, args.run_id, args.force)
         # published, rejected or unchanged: the versions no one can need any more go (MODEL_VERSIONS_KEPT)
         protect = {artifacts.current_version(), record.get("replaced"), args.version} - {None}
         record["pruned"] = artifacts.prune_versions(protect)
-        write_record(args.run_id, "publish", record)
+        reconcile.write_record(args.run_id, "publish", record)
     return 0
 
 
