@@ -142,8 +142,8 @@ def drop_earlier_work(work: storage.Location) -> list[str]:
     """Delete the work folders (``DATA_DIR/train/<run id>``: the interactions and id lists read
     back on the driver) of every other run, once this one has trained; returns their names. Each
     holds a copy of the interactions, so a daily run kept adding one; this run's own stays for
-    bench/pipeline_scale.py, which reads it, until the next train. Jobs run one at a time per
-    DATA_DIR (spark_jobs/common.py), so no other train is using them."""
+    bench/pipeline_scale.py, which reads it, until the next train. One batch job runs at a time
+    (spark_jobs.common.batch_lock), so no other train is using them."""
     parent = storage.location(work).parent
     earlier = [name for name in storage.listdir(parent) if name != storage.location(work).name]
     for name in earlier:
