@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument("--input", action="append", help="file or glob; repeatable (default: the demo file)"),
             parser.add_argument("--force", action="store_true",
                                 help="load every input again, even those already loaded with the same checksum")),
-        failures=(Unbalanced,),
+        failures=(Unbalanced, FileNotFoundError),  # a file or a glob that names none
         # recorded before loading, so a resume of a load that failed or was killed loads the same files
         started=lambda args: {"inputs": inputs(args)})
 

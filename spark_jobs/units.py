@@ -88,14 +88,19 @@ def _local(path: str) -> str:
 def list_units(inputs: list[str]) -> list[Unit]:
     """The files ``inputs`` (files or globs) name, sorted, each with its checksum.
 
-    Two inputs with the same file name would be one unit; that is refused rather than guessed.
+    A path that exists is that file, even when its name holds glob characters
+    (``reviews_toys[1].jsonl``); otherwise a glob must match at least one file: a pattern that
+    matches nothing is a mistake (a typo, the wrong folder), not a run over no data. Two inputs
+    with the same file name would be one unit; that is refused rather than guessed.
     """
     files: list[str] = []
     for pattern in inputs:
         local = _local(pattern)
         if "://" in local:
             raise ValueError(f"load: {pattern}: only local input files can be fingerprinted")
-        matched = sorted(glob.glob(local)) if glob.has_magic(local) else [local]
+        matched = sorted(glob.glob(local)) if glob.has_magic(local) and not os.path.exists(local) else [local]
+        if not matched:
+            raise FileNotFoundError(f"load: no input file matches {pattern}")
         for f in matched:
             if not os.path.isfile(f):
                 raise FileNotFoundError(f"load: no input file {f}")
