@@ -244,6 +244,8 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     review_metrics, product_metrics = Observation("clean reviews"), Observation("clean products")
     reviews = clean_reviews(raw_reviews, held_pairs, review_metrics)
     products = clean_products(raw_products, held_products, product_metrics)
+    if fingerprints is not None:  # before their partitions are replaced
+        units.forget(out_dir, ledger, "categories", dirty)
     staging = units.staging_dir(out_dir, run_id)
     _write_partitions(spark, reviews, f"{out_dir}/reviews", "category", dirty, f"{staging}/reviews")
     _write_partitions(spark, products, f"{out_dir}/products", "file_category", dirty, f"{staging}/products")

@@ -321,6 +321,7 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
                                                for u in todo])
         units.write_partitioned(classified_rows(classify(lines)), staging, "kind", "unit")
         lines_in = {name: int(observation.get["n"]) for name, observation in counted.items()}
+        units.forget(out_dir, ledger, "units", [u.name for u in todo])  # before their partitions go
         for u in todo:
             for kind, folder in KINDS.items():
                 unit = f"unit={units.partition_value(u.name)}"

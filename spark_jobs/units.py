@@ -10,7 +10,7 @@ fingerprints of its units changed since that stage last finished it.
 
 A ledger is a small JSON document, written only after the stage's output is complete, so a stage
 killed half-way is simply redone (every stage overwrites exactly its own partitions, or upserts by
-``_id``). The load and clean ledgers live beside their output (``<dir>/_ledger.json``; the leading
+``_id``); before a stage replaces partitions the ledger lists, it drops them from it (:func:`forget`). The load and clean ledgers live beside their output (``<dir>/_ledger.json``; the leading
 underscore keeps Spark and pyarrow from taking it for data); mongo_load's lives in the MongoDB
 database it describes (``spark_jobs.mongo_load.INGEST_LEDGER``).
 """
@@ -125,6 +125,23 @@ def write_ledger(directory: str, ledger: dict[str, Any]) -> None:
     """Replace the ledger atomically (a crash leaves the old one or the new one, never half): a
     rename on a local disk, one PUT in a bucket (DATA_DIR=s3a://..., core/storage.py)."""
     storage.write_text(storage.location(_local(directory)) / LEDGER_FILE, json.dumps(ledger, indent=2, sort_keys=True))
+
+
+def forget(directory: str, ledger: dict[str, Any], key: str, names: Iterable[str]) -> None:
+    """Drop ``names`` from ``ledger[key]`` (in place) and write the ledger, when it held any of them.
+
+    Called before their output is replaced: a replace deletes the old partition and then renames
+    the staged one in (object by object on s3a), so a stage killed in between would leave a ledger
+    claiming data that is gone or partial, and a next run would skip it for good whenever the input
+    is unchanged (``--force``, a category cleaned again for its dependents). Forgotten first, it is
+    redone.
+    """
+    entries = ledger.get(key, {})
+    gone = [n for n in names if n in entries]
+    for name in gone:
+        del entries[name]
+    if gone:
+        write_ledger(directory, ledger)
 
 
 def category_fingerprints(units: dict[str, dict]) -> dict[str, str]:
