@@ -202,7 +202,9 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     records are in its files), and across categories only the keys: a (user, item) pair or product
     another category already holds stays there, and is counted as such here (the same review or
     product filed under two categories would otherwise be loaded twice). Without a load ledger (raw
-    folders written by other means) everything is cleaned as one.
+    folders written by other means) everything is cleaned as one. A category none of whose files is
+    loaded any more (``load --remove``) is removed: its partitions and its ledger entry go, and the
+    categories that deferred to it are cleaned again to take back what it held.
     """
     started = time.time()
     load_units = units.read_ledger(raw_dir).get("units")
@@ -211,12 +213,14 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     raw_products = spark.read.parquet(f"{raw_dir}/products")
     if "file_category" not in raw_products.columns:
         raw_products = raw_products.withColumn("file_category", category_from_path(F.col("source_file")))
+    unloaded: list[str] = []  # categories cleaned before whose files are gone (load --remove): they go too
     if load_units is None:
         fingerprints, dirty = None, None
     else:
         fingerprints = units.category_fingerprints(load_units)
         done = ledger.get("categories", {})
-        dirty = with_dependents(sorted(c for c, fp in fingerprints.items() if force or done.get(c) != fp),
+        unloaded = sorted(set(done) - set(fingerprints))
+        dirty = with_dependents(sorted(c for c, fp in fingerprints.items() if force or done.get(c) != fp) + unloaded,
                                 ledger.get("deferred", {}), fingerprints)
         if not dirty:
             print("clean: every category is clean already (same loaded files); nothing to do")
@@ -232,6 +236,7 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     if dirty is None:
         dirty = sorted({r[0] for r in raw_reviews.select("category").union(
             raw_products.select("file_category")).distinct().collect()})
+    redone = [c for c in dirty if c not in unloaded]  # the categories written again
 
     # What the categories not redone hold (keys only): left where they are.
     old_reviews = _read_or_none(spark, f"{out_dir}/reviews")
@@ -244,8 +249,8 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     review_metrics, product_metrics = Observation("clean reviews"), Observation("clean products")
     reviews = clean_reviews(raw_reviews, held_pairs, review_metrics)
     products = clean_products(raw_products, held_products, product_metrics)
-    if fingerprints is not None:  # before their partitions are replaced
-        units.forget(out_dir, ledger, "categories", dirty)
+    if fingerprints is not None:  # before their partitions are replaced (an unloaded one stays until it is gone)
+        units.forget(out_dir, ledger, "categories", redone)
     staging = units.staging_dir(out_dir, run_id)
     _write_partitions(spark, reviews, f"{out_dir}/reviews", "category", dirty, f"{staging}/reviews")
     _write_partitions(spark, products, f"{out_dir}/products", "file_category", dirty, f"{staging}/products")
@@ -253,7 +258,7 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
         # the partition column lives in the folder name only, as partitionBy writes it (a copy inside
         # the file too makes pyarrow refuse the folder: string vs dictionary)
         spark.createDataFrame([], products.drop("file_category").schema).write.mode("overwrite").parquet(
-            f"{out_dir}/products/file_category={units.partition_value(dirty[0])}")
+            f"{out_dir}/products/file_category={units.partition_value((redone or dirty)[0])}")
     units.delete(spark, staging)
     for folder in ("reviews", "products"):  # a DataFrame cached over the old files must not answer for the new
         spark.catalog.refreshByPath(f"{out_dir}/{folder}")
@@ -270,10 +275,10 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     )
     if fingerprints is not None:  # only now: a clean killed before this point is redone
         kept_deferrals = {c: h for c, h in ledger.get("deferred", {}).items() if c not in dirty}
-        units.write_ledger(out_dir, {**ledger, "categories": {**ledger.get("categories", {}),
-                                                              **{c: fingerprints[c] for c in dirty}},
+        kept = {c: fp for c, fp in ledger.get("categories", {}).items() if c not in unloaded}
+        units.write_ledger(out_dir, {**ledger, "categories": {**kept, **{c: fingerprints[c] for c in redone}},
                                      "deferred": {**kept_deferrals, **{c: deferred[c] for c in dirty if c in deferred}}})
-    record.update(status="ok", run_id=run_id, cleaned=dirty,
+    record.update(status="ok", run_id=run_id, cleaned=redone, removed=unloaded,
                   skipped=sorted(set(fingerprints or ()) - set(dirty)),
                   seconds=round(time.time() - started, 2), output=out_dir)
     return record

@@ -6,15 +6,20 @@ The 2014 metadata as Amazon published it (one Python dict literal per line, not 
 too: such lines are converted to JSON with ``ast.literal_eval`` (core/py_literal.py) first.
 
     spark-submit spark_jobs/load.py --input 'data/*.jsonl.gz' [--input more.json] [--run-id R] [--force]
+        [--remove FILE_NAME ...]
 
 One input file is one unit (spark_jobs/units.py): a file already loaded with the same checksum is
 skipped, and each loaded file replaces only its own partitions (``raw/<kind>/unit=<file name>``).
+``--remove`` takes a loaded file out (its partitions and its ledger entry): clean then redoes or
+drops its category, and mongo_load reloads.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from functools import reduce
 
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -291,19 +296,62 @@ def classified_rows(classified: DataFrame) -> DataFrame:
         F.when(quarantine, F.substring("raw_line", 1, 10_000)).alias("raw_line"))
 
 
-def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, force: bool = False) -> dict:
+def keep_readable(spark: SparkSession, out_dir: str, unit_name: str) -> None:
+    """An empty partition with the schema (named after ``unit_name``) in each output folder left
+    without any, so every output folder is readable."""
+    for folder in KINDS.values():
+        if not units.exists(spark, f"{out_dir}/{folder}") or not units.has_partitions(spark, f"{out_dir}/{folder}"):
+            empty = f"{out_dir}/{folder}/unit={units.partition_value(unit_name)}"
+            spark.createDataFrame([], _STAGED_SCHEMA).write.mode("overwrite").parquet(empty)
+
+
+def remove_units(spark: SparkSession, out_dir: str, ledger: dict, names: list[str], given: list[units.Unit]) -> None:
+    """Take the loaded files ``names`` out of ``out_dir``: their ledger entries, then their partitions.
+
+    Their categories change (a file less) or go, so clean redoes or drops them and mongo_load, which
+    sees a changed category, reloads MongoDB in full. The ledger is written first: a removal killed
+    half-way leaves partitions no ledger lists, which clean ignores and a second removal deletes.
+    A file among this run's inputs (``given``) is refused, and so is removing every loaded file
+    (remove DATA_DIR to start over): clean needs something to read.
+    """
+    done = ledger.get("units", {})
+    if both := sorted({u.name for u in given} & set(names)):
+        raise ValueError(f"load: {', '.join(both)}: both an input and to be removed")
+    partitions = {name: [f"{out_dir}/{folder}/unit={units.partition_value(name)}" for folder in KINDS.values()]
+                  for name in names}
+    for name, paths in partitions.items():
+        if name not in done and not any(units.exists(spark, p) for p in paths):
+            raise FileNotFoundError(f"load: --remove {name}: no file of that name was loaded into {out_dir}")
+    if not given and not set(done) - set(names):
+        raise ValueError(f"load: --remove would leave no file loaded in {out_dir}; remove the folder to start over")
+    units.forget(out_dir, ledger, "units", names)
+    for name, paths in partitions.items():
+        for path in paths:
+            units.delete(spark, path)
+        print(f"load: {name} removed")
+    keep_readable(spark, out_dir, (sorted(done) or [u.name for u in given])[0])
+    for folder in KINDS.values():  # a DataFrame cached over the old files must not answer for the new
+        spark.catalog.refreshByPath(f"{out_dir}/{folder}")
+
+
+def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, force: bool = False,
+         remove: Sequence[str] = ()) -> dict:
     """Read ``inputs`` (files or globs), write raw reviews/products/quarantine Parquet under ``out_dir``.
 
     Incremental: a file already loaded into ``out_dir`` with the same SHA-256 (the ledger) is
     skipped; the others are loaded in one Spark job (a gzip file is one task: loading them
     together keeps every core busy) and each replaces only its own ``unit=<file>`` partitions.
-    ``force`` reloads every file. The balance is per loaded file: its lines (counted as the write
+    ``force`` reloads every file. ``remove``: loaded files (by file name) to take out first
+    (:func:`remove_units`). The balance is per loaded file: its lines (counted as the write
     reads them, by an observation on the file's plain text read) = its reviews + products +
     quarantined rows as read back from the written Parquet.
     """
     started = time.time()
     all_units = units.list_units(inputs)
     ledger = units.read_ledger(out_dir)
+    removed = [os.path.basename(name) for name in remove]  # a path names its file
+    if removed:
+        remove_units(spark, out_dir, ledger, removed, all_units)
     done = ledger.get("units", {})
     todo = [u for u in all_units if force or (done.get(u.name) or {}).get("sha256") != u.sha256]
     skipped = [u.name for u in all_units if u not in todo]
@@ -327,10 +375,7 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
                 unit = f"unit={units.partition_value(u.name)}"
                 units.replace_partition(spark, f"{staging}/kind={kind}/{unit}", f"{out_dir}/{folder}/{unit}", staging)
         units.delete(spark, staging)  # its own only: another job's may be in use
-        for folder in KINDS.values():  # an empty partition with the schema, so every output folder is readable
-            if not units.exists(spark, f"{out_dir}/{folder}") or not units.has_partitions(spark, f"{out_dir}/{folder}"):
-                empty = f"{out_dir}/{folder}/unit={units.partition_value(todo[0].name)}"
-                spark.createDataFrame([], _STAGED_SCHEMA).write.mode("overwrite").parquet(empty)
+        keep_readable(spark, out_dir, todo[0].name)
         for folder in KINDS.values():  # a DataFrame cached over the old files must not answer for the new
             spark.catalog.refreshByPath(f"{out_dir}/{folder}")
         # Count what actually reached disk, not what we meant to write.
@@ -356,7 +401,7 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     if todo:
         units.write_ledger(out_dir, {**ledger, "units": done})
     record.update(status="ok", run_id=run_id, inputs=inputs, quarantine_reasons=reasons,
-                  loaded=[u.name for u in todo], skipped=skipped,
+                  loaded=[u.name for u in todo], skipped=skipped, removed=removed,
                   # a list, not a map keyed by file name: MongoDB (FerretDB) refuses keys with "."
                   per_file=[{"file": name, **counts} for name, counts in sorted(by_unit.items())],
                   seconds=round(time.time() - started, 2), output=out_dir)
@@ -374,14 +419,18 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(
         "load", __doc__, argv,
         lambda spark, args: load(spark, inputs(args), str(settings.data_dir / "raw"),
-                                 args.run_id, **({"force": True} if args.force else {})),
+                                 args.run_id, **({"force": True} if args.force else {}), remove=args.remove),
         options=lambda parser: (
             parser.add_argument("--input", action="append", help="file or glob; repeatable (default: the demo file)"),
             parser.add_argument("--force", action="store_true",
-                                help="load every input again, even those already loaded with the same checksum")),
-        failures=(Unbalanced, FileNotFoundError),  # a file or a glob that names none
+                                help="load every input again, even those already loaded with the same checksum"),
+            parser.add_argument("--remove", action="append", default=[], metavar="FILE_NAME",
+                                help="take a loaded file (by its file name) out, its rows and its ledger entry; "
+                                     "repeatable")),
+        # a file or a glob that names none; inputs that contradict each other or the ledger
+        failures=(Unbalanced, FileNotFoundError, ValueError),
         # recorded before loading, so a resume of a load that failed or was killed loads the same files
-        started=lambda args: {"inputs": inputs(args)})
+        started=lambda args: {"inputs": inputs(args), **({"remove": args.remove} if args.remove else {})})
 
 
 if __name__ == "__main__":

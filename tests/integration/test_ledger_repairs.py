@@ -1,8 +1,9 @@
-"""The load and clean ledgers claim only what is on disk, on the real Spark and Parquet.
+"""The load and clean ledgers claim only what is on disk, on the real Spark, Parquet and MongoDB.
 
 A ``--force`` load or clean killed while it replaces partitions (after the old one is deleted,
 before the staged one is moved in) leaves those units / categories out of its ledger, so the next
-ordinary run redoes them.
+ordinary run redoes them. ``load --remove`` takes a loaded file out: its category is cleaned again
+without it, or removed with its dependents cleaned again, and mongo_load reloads in full.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from core import mongo
 from spark_jobs import units
 
 pytestmark = pytest.mark.integration
@@ -20,6 +22,16 @@ def _write_reviews(path, rows) -> None:
     path.write_text("".join(json.dumps({"overall": r, "verified": True, "reviewerID": u, "asin": p,
                                         "reviewerName": u, "reviewText": f"{u} on {p}", "summary": "ok",
                                         "unixReviewTime": ts}) + "\n" for u, p, r, ts in rows))
+
+
+def _write_products(path, rows) -> None:
+    path.write_text("".join(json.dumps({"asin": p, "title": t, "description": [t], "price": "$1.00"}) + "\n"
+                            for p, t in rows))
+
+
+def _pairs(cleaned) -> dict[tuple[str, str], str]:
+    t = pq.read_table(str(cleaned / "reviews"), columns=["user_id", "product_id", "category"]).to_pylist()
+    return {(r["user_id"], r["product_id"]): r["category"] for r in t}
 
 
 def _rows(path) -> int:
@@ -62,3 +74,65 @@ def test_a_forced_load_or_clean_killed_mid_replace_is_redone_by_the_next_run(spa
     assert "Alpha" not in units.read_ledger(str(cleaned)).get("categories", {})
     redone = clean(spark, str(raw), str(cleaned), "kill-5")
     assert redone["cleaned"] == ["Alpha"] and _rows(clean_part) == 2
+
+
+@pytest.fixture
+def own_db(monkeypatch, settings, mongo_db):
+    from realtime_support import own_database
+
+    yield from own_database(monkeypatch, settings.mongo_db, "remove")
+
+
+@pytest.mark.timeout(1800)
+def test_removing_a_loaded_file_redoes_or_drops_its_category_and_reloads_mongodb(spark, tmp_path, own_db):
+    from spark_jobs.clean import clean
+    from spark_jobs.load import load
+    from spark_jobs.mongo_load import INGEST_LEDGER, mongo_load
+
+    raw, cleaned = tmp_path / "raw", tmp_path / "clean"
+    alpha, beta = tmp_path / "amazon2018_alpha.jsonl", tmp_path / "amazon2018_beta.jsonl"
+    beta_meta = tmp_path / "amazon2018_meta_beta.jsonl"
+    _write_reviews(alpha, [("u1", "p1", 5.0, 200), ("u2", "p2", 4.0, 100)])  # alpha's u1-p1 is the newer
+    _write_reviews(beta, [("u1", "p1", 3.0, 100), ("u3", "p3", 2.0, 100)])
+    _write_products(beta_meta, [("p3", "Beta three"), ("p9", "Beta nine")])
+    load(spark, [str(alpha), str(beta), str(beta_meta)], str(raw), "rm-1")
+    assert clean(spark, str(raw), str(cleaned), "rm-1")["cleaned"] == ["Alpha", "Beta"]
+    assert _pairs(cleaned)[("u1", "p1")] == "Alpha"  # Beta defers to Alpha for it
+    assert mongo_load(spark, str(cleaned), "rm-1")["mode"] == "full"
+    assert own_db[mongo.PRODUCTS].find_one({"_id": "p9"})
+
+    # a mistyped name, a file that is also an input, or the last loaded file: refused, nothing changed
+    ledger = units.read_ledger(str(raw))
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        load(spark, [], str(raw), "rm-x", remove=["nope.jsonl"])
+    with pytest.raises(ValueError, match=beta.name):
+        load(spark, [str(beta)], str(raw), "rm-x", remove=[beta.name])
+    with pytest.raises(ValueError, match="no file loaded"):
+        load(spark, [], str(raw), "rm-x", remove=[alpha.name, beta.name, beta_meta.name])
+    assert units.read_ledger(str(raw)) == ledger
+
+    # one file of a category: the category is cleaned again without it, MongoDB reloaded in full
+    removed = load(spark, [str(alpha), str(beta)], str(raw), "rm-2", remove=[str(beta_meta)])  # a path names its file
+    assert removed["removed"] == [beta_meta.name] and removed["loaded"] == []
+    assert not (raw / "products" / f"unit={beta_meta.name}").exists()
+    assert beta_meta.name not in units.read_ledger(str(raw))["units"]
+    second = clean(spark, str(raw), str(cleaned), "rm-2")
+    assert second["cleaned"] == ["Beta"] and second["removed"] == [] and second["balanced"]
+    assert _rows(cleaned / "products" / "file_category=Beta") == 0
+    loaded = mongo_load(spark, str(cleaned), "rm-2")
+    assert loaded["mode"] == "full"
+    assert own_db[mongo.PRODUCTS].find_one({"_id": "p9"}) is None  # only beta's metadata had it
+
+    # every file of a category: the category goes, and the one that deferred to it takes its pair back
+    load(spark, [str(beta)], str(raw), "rm-3", remove=[alpha.name])
+    third = clean(spark, str(raw), str(cleaned), "rm-3")
+    assert third["removed"] == ["Alpha"] and third["cleaned"] == ["Beta"] and third["balanced"]
+    assert not (cleaned / "reviews" / "category=Alpha").exists()
+    assert _pairs(cleaned) == {("u1", "p1"): "Beta", ("u3", "p3"): "Beta"}
+    assert set(units.read_ledger(str(cleaned))["categories"]) == {"Beta"}
+    assert mongo_load(spark, str(cleaned), "rm-3")["mode"] == "full"
+    assert {d["_id"] for d in own_db[INGEST_LEDGER].find({})} == {"Beta"}
+    assert own_db[mongo.USER_HISTORY].find_one({"_id": "u2"}) is None  # alpha's reviewer alone
+    assert own_db[mongo.PRODUCTS].find_one({"_id": "p2"}) is None
+    # nothing changed since: nothing to do
+    assert clean(spark, str(raw), str(cleaned), "rm-4")["cleaned"] == []
