@@ -30,6 +30,12 @@ from spark_jobs.reconcile import Unbalanced, check_and_print
 from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
 
+# The version of what clean writes from the same loaded rows, part of every category's fingerprint
+# in the clean ledger (units.category_fingerprints). Bump it with a change to clean that changes its
+# output (dedup, text cleaning, columns): every category is then cleaned again on the next run, and
+# MongoDB reloaded in full (mongo_load's ledger no longer matches the clean one).
+CLEAN_VERSION = 1
+
 # Why a row is not written (``_reason`` null: kept). Each is counted where the row is dropped.
 EXACT, REPEATED, HELD_PAIR = "exact duplicate lines", "repeated user-item pairs", "pairs another category holds"
 DUPLICATE_PRODUCT, HELD_PRODUCT = "duplicate product records", "products another category holds"
@@ -217,7 +223,7 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     if load_units is None:
         fingerprints, dirty = None, None
     else:
-        fingerprints = units.category_fingerprints(load_units)
+        fingerprints = units.category_fingerprints(load_units, CLEAN_VERSION)
         done = ledger.get("categories", {})
         unloaded = sorted(set(done) - set(fingerprints))
         dirty = with_dependents(sorted(c for c, fp in fingerprints.items() if force or done.get(c) != fp) + unloaded,

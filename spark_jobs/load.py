@@ -33,6 +33,13 @@ from spark_jobs import units
 from spark_jobs.common import run_job
 from spark_jobs.reconcile import Unbalanced, check_and_print
 
+# The version of what load writes from a file's bytes, stored with each file in the load ledger.
+# Bump it with a change to load that changes the rows it writes from the same input (parsing,
+# typing, the kinds, the quarantine, the columns): a file loaded by another version counts as not
+# loaded, so it is loaded again the next time it is given, and its category (whose fingerprint
+# holds the version) is cleaned again and reloaded into MongoDB.
+LOAD_VERSION = 1
+
 _CORRUPT = "_corrupt"
 _NUM = r"^\s*-?\d+(\.\d+)?\s*$"
 
@@ -296,6 +303,11 @@ def classified_rows(classified: DataFrame) -> DataFrame:
         F.when(quarantine, F.substring("raw_line", 1, 10_000)).alias("raw_line"))
 
 
+def is_loaded(entry: dict | None, unit: units.Unit) -> bool:
+    """Whether a load ledger entry says ``unit`` is loaded: the same bytes, by this version of load."""
+    return entry is not None and entry.get("sha256") == unit.sha256 and entry.get("version") == LOAD_VERSION
+
+
 def keep_readable(spark: SparkSession, out_dir: str, unit_name: str) -> None:
     """An empty partition with the schema (named after ``unit_name``) in each output folder left
     without any, so every output folder is readable."""
@@ -353,10 +365,10 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     if removed:
         remove_units(spark, out_dir, ledger, removed, all_units)
     done = ledger.get("units", {})
-    todo = [u for u in all_units if force or (done.get(u.name) or {}).get("sha256") != u.sha256]
+    todo = [u for u in all_units if force or not is_loaded(done.get(u.name), u)]
     skipped = [u.name for u in all_units if u not in todo]
     for name in skipped:
-        print(f"load: {name} already loaded with the same checksum; skipped")
+        print(f"load: {name} already loaded with the same checksum (load version {LOAD_VERSION}); skipped")
     by_unit: dict[str, dict] = {}
     reasons: dict[str, int] = {}
     if todo:
@@ -396,8 +408,8 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     if unbalanced:
         raise Unbalanced(f"load: lines in != rows out for {unbalanced}")
     for u in todo:  # only now: a load killed before this point is redone from scratch
-        done[u.name] = {"sha256": u.sha256, "size": u.size, "category": u.category, "path": u.path,
-                        "run_id": run_id, "loaded_at": time.time(), "counts": by_unit[u.name]}
+        done[u.name] = {"sha256": u.sha256, "version": LOAD_VERSION, "size": u.size, "category": u.category,
+                        "path": u.path, "run_id": run_id, "loaded_at": time.time(), "counts": by_unit[u.name]}
     if todo:
         units.write_ledger(out_dir, {**ledger, "units": done})
     record.update(status="ok", run_id=run_id, inputs=inputs, quarantine_reasons=reasons,

@@ -10,9 +10,11 @@ fingerprints of its units changed since that stage last finished it.
 
 A ledger is a small JSON document, written only after the stage's output is complete, so a stage
 killed half-way is simply redone (every stage overwrites exactly its own partitions, or upserts by
-``_id``); before a stage replaces partitions the ledger lists, it drops them from it (:func:`forget`). The load and clean ledgers live beside their output (``<dir>/_ledger.json``; the leading
+``_id``); before a stage replaces partitions the ledger lists, it drops them from it (:func:`forget`).
+The load and clean ledgers live beside their output (``<dir>/_ledger.json``; the leading
 underscore keeps Spark and pyarrow from taking it for data); mongo_load's lives in the MongoDB
-database it describes (``spark_jobs.mongo_load.INGEST_LEDGER``).
+database it describes (``spark_jobs.mongo_load.INGEST_LEDGER``). Fingerprints cover the code too:
+a ledger entry of another load.LOAD_VERSION or clean.CLEAN_VERSION is not done.
 """
 from __future__ import annotations
 
@@ -144,12 +146,16 @@ def forget(directory: str, ledger: dict[str, Any], key: str, names: Iterable[str
         write_ledger(directory, ledger)
 
 
-def category_fingerprints(units: dict[str, dict]) -> dict[str, str]:
-    """category -> one fingerprint of all its units (name and checksum), from a load ledger."""
+def category_fingerprints(units: dict[str, dict], version: int) -> dict[str, str]:
+    """category -> one fingerprint of all its units (name, checksum and the version of load that
+    loaded it) and of ``version`` (clean's: spark_jobs.clean.CLEAN_VERSION), from a load ledger. A
+    new file, a changed one or one processed differently makes another fingerprint: clean redoes
+    the category, and mongo_load, comparing the clean ledger's fingerprints with its own, reloads."""
     by_cat: dict[str, list[str]] = {}
     for name, u in units.items():
-        by_cat.setdefault(u["category"], []).append(f"{name}:{u['sha256']}")
-    return {c: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest() for c, v in by_cat.items()}
+        by_cat.setdefault(u["category"], []).append(f"{name}:{u['sha256']}:{u.get('version')}")
+    return {c: hashlib.sha256("\n".join([f"clean version {version}", *sorted(v)]).encode()).hexdigest()
+            for c, v in by_cat.items()}
 
 
 # --- Hadoop file system moves (work on file:// and object stores alike) ---------------------------

@@ -136,3 +136,26 @@ def test_removing_a_loaded_file_redoes_or_drops_its_category_and_reloads_mongodb
     assert own_db[mongo.PRODUCTS].find_one({"_id": "p2"}) is None
     # nothing changed since: nothing to do
     assert clean(spark, str(raw), str(cleaned), "rm-4")["cleaned"] == []
+
+
+def test_a_new_version_of_load_or_clean_reprocesses_what_the_ledgers_hold(spark, tmp_path, monkeypatch):
+    import spark_jobs.clean as clean_job
+    import spark_jobs.load as load_job
+
+    raw, cleaned = tmp_path / "raw", tmp_path / "clean"
+    alpha = tmp_path / "amazon2018_alpha.jsonl"
+    _write_reviews(alpha, [("u1", "p1", 5.0, 100)])
+    load_job.load(spark, [str(alpha)], str(raw), "ver-1")
+    clean_job.clean(spark, str(raw), str(cleaned), "ver-1")
+    fingerprint = units.read_ledger(str(cleaned))["categories"]["Alpha"]
+
+    monkeypatch.setattr(load_job, "LOAD_VERSION", load_job.LOAD_VERSION + 1)  # a fix to load deployed
+    assert load_job.load(spark, [str(alpha)], str(raw), "ver-2")["loaded"] == [alpha.name]  # without --force
+    assert clean_job.clean(spark, str(raw), str(cleaned), "ver-2")["cleaned"] == ["Alpha"]
+    after_load = units.read_ledger(str(cleaned))["categories"]["Alpha"]
+    assert after_load != fingerprint  # what mongo_load compares: it reloads
+
+    monkeypatch.setattr(clean_job, "CLEAN_VERSION", clean_job.CLEAN_VERSION + 1)  # a fix to clean deployed
+    assert load_job.load(spark, [str(alpha)], str(raw), "ver-3")["loaded"] == []
+    assert clean_job.clean(spark, str(raw), str(cleaned), "ver-3")["cleaned"] == ["Alpha"]
+    assert units.read_ledger(str(cleaned))["categories"]["Alpha"] not in (fingerprint, after_load)
