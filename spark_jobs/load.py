@@ -317,33 +317,38 @@ def keep_readable(spark: SparkSession, out_dir: str, unit_name: str) -> None:
             spark.createDataFrame([], _STAGED_SCHEMA).write.mode("overwrite").parquet(empty)
 
 
-def remove_units(spark: SparkSession, out_dir: str, ledger: dict, names: list[str], given: list[units.Unit]) -> None:
+def remove_units(spark: SparkSession, out_dir: str, ledger: dict, names: list[str],
+                 given: list[units.Unit]) -> list[str]:
     """Take the loaded files ``names`` out of ``out_dir``: their ledger entries, then their partitions.
 
     Their categories change (a file less) or go, so clean redoes or drops them and mongo_load, which
     sees a changed category, reloads MongoDB in full. The ledger is written first: a removal killed
     half-way leaves partitions no ledger lists, which clean ignores and a second removal deletes.
-    A file among this run's inputs (``given``) is refused, and so is removing every loaded file
-    (remove DATA_DIR to start over): clean needs something to read.
+    A name with neither is only reported (removed already, by the run now resumed, or mistyped),
+    so a resumed run can pass the same names. A file among this run's inputs (``given``) is
+    refused, and so is removing every loaded file (remove DATA_DIR to start over): clean needs
+    something to read. Returns the names removed.
     """
     done = ledger.get("units", {})
     if both := sorted({u.name for u in given} & set(names)):
         raise ValueError(f"load: {', '.join(both)}: both an input and to be removed")
-    partitions = {name: [f"{out_dir}/{folder}/unit={units.partition_value(name)}" for folder in KINDS.values()]
-                  for name in names}
-    for name, paths in partitions.items():
-        if name not in done and not any(units.exists(spark, p) for p in paths):
-            raise FileNotFoundError(f"load: --remove {name}: no file of that name was loaded into {out_dir}")
     if not given and not set(done) - set(names):
         raise ValueError(f"load: --remove would leave no file loaded in {out_dir}; remove the folder to start over")
-    units.forget(out_dir, ledger, "units", names)
-    for name, paths in partitions.items():
-        for path in paths:
+    partitions = {name: [f"{out_dir}/{folder}/unit={units.partition_value(name)}" for folder in KINDS.values()]
+                  for name in names}
+    present = [n for n, paths in partitions.items() if n in done or any(units.exists(spark, p) for p in paths)]
+    for name in [n for n in names if n not in present]:
+        print(f"load: --remove {name}: no file of that name is loaded in {out_dir}; nothing to remove")
+    units.forget(out_dir, ledger, "units", present)
+    for name in present:
+        for path in partitions[name]:
             units.delete(spark, path)
         print(f"load: {name} removed")
-    keep_readable(spark, out_dir, (sorted(done) or [u.name for u in given])[0])
-    for folder in KINDS.values():  # a DataFrame cached over the old files must not answer for the new
-        spark.catalog.refreshByPath(f"{out_dir}/{folder}")
+    if present:
+        keep_readable(spark, out_dir, (sorted(done) or [u.name for u in given])[0])
+        for folder in KINDS.values():  # a DataFrame cached over the old files must not answer for the new
+            spark.catalog.refreshByPath(f"{out_dir}/{folder}")
+    return present
 
 
 def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, force: bool = False,
@@ -361,9 +366,8 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     started = time.time()
     all_units = units.list_units(inputs)
     ledger = units.read_ledger(out_dir)
-    removed = [os.path.basename(name) for name in remove]  # a path names its file
-    if removed:
-        remove_units(spark, out_dir, ledger, removed, all_units)
+    names = list(dict.fromkeys(os.path.basename(name) for name in remove))  # a path names its file
+    removed = remove_units(spark, out_dir, ledger, names, all_units) if names else []
     done = ledger.get("units", {})
     todo = [u for u in all_units if force or not is_loaded(done.get(u.name), u)]
     skipped = [u.name for u in all_units if u not in todo]
