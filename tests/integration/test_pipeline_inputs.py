@@ -1,47 +1,50 @@
-"""bin/pipeline's ``--input``: a relative path or glob is the caller's, not the repository's.
+"""bin/pipeline's ``--input``: a relative path or glob is the caller's, not the repository's; and
+``--remove`` reaches load.
 
-bin/pipeline runs for real from another directory, with a stand-in spark-submit that logs the job
-and its arguments and fails, so the run stops after load: no Spark starts.
+bin/pipeline runs for real from another directory, with test_pipeline_resume's stand-in
+spark-submit (it logs each job and its arguments, and fails clean, so the run stops after load):
+no Spark starts.
 """
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
+import uuid
 
 import pytest
 
+from tests.integration import test_pipeline_resume as resume
+
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-STUB = '''#!{python}
-import json, os, sys
-with open(os.environ["STUB_LOG"], "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\\n")
-sys.exit(1)
-'''
+ROOT = resume.ROOT
+local_dir = resume.local_dir  # the fixture: a LOCAL_DIR whose venv runs the stand-in spark-submit
 
 
-def test_relative_inputs_are_taken_from_the_callers_directory(tmp_path):
-    local = tmp_path / "local"
-    bin_dir = local / "venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    python = Path(sys.prefix) / "bin" / "python"
-    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{python}" "$@"\n')
-    (bin_dir / "spark-submit").write_text(STUB.format(python=python))
-    for name in ("python", "spark-submit"):
-        (bin_dir / name).chmod(0o755)
+def _run(settings, local_dir, tmp_path, cwd, *args: str):
+    """bin/pipeline with the stand-in spark-submit; returns (completed process, [[job, *args], ...])."""
+    log = tmp_path / f"submitted-{uuid.uuid4().hex[:6]}.jsonl"
+    env = {**os.environ, "LOCAL_DIR": str(local_dir), "STUB_LOG": str(log), "STUB_FAIL": "clean",
+           "DATA_DIR": str(settings.data_dir), "ARTIFACTS_DIR": str(settings.artifacts_dir),
+           "MONGO_DB": settings.mongo_db}
+    done = subprocess.run([str(ROOT / "bin" / "pipeline"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+    return done, [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_relative_inputs_are_taken_from_the_callers_directory(settings, mongo_db, local_dir, tmp_path):
     caller = tmp_path / "caller"
     caller.mkdir()
-    log = tmp_path / "submitted.jsonl"
     absolute = str(tmp_path / "elsewhere" / "amazon2018_toys.jsonl.gz")
-    done = subprocess.run([str(ROOT / "bin" / "pipeline"), "--input", "data/*.json.gz", "--input", absolute],
-                          cwd=caller, env={**os.environ, "LOCAL_DIR": str(local), "STUB_LOG": str(log)},
-                          capture_output=True, text=True, timeout=300)
-    submitted = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    assert len(submitted) == 1, done.stdout + done.stderr  # load, which the stub fails
-    args = submitted[0]
-    inputs = [args[i + 1] for i, a in enumerate(args) if a == "--input"]
-    assert inputs == [f"{caller}/data/*.json.gz", absolute]
+    done, submitted = _run(settings, local_dir, tmp_path, caller, "--input", "data/*.json.gz", "--input", absolute)
+    job, *args = submitted[0] if submitted else [None]
+    assert job == "load", done.stdout + done.stderr
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--input"] == [f"{caller}/data/*.json.gz", absolute]
+
+
+def test_remove_reaches_load_and_is_refused_with_airflow(settings, mongo_db, local_dir, tmp_path):
+    done, submitted = _run(settings, local_dir, tmp_path, ROOT, "--remove", "amazon2018_toys.jsonl.gz")
+    job, *args = submitted[0] if submitted else [None]
+    assert job == "load" and args[:2] == ["--remove", "amazon2018_toys.jsonl.gz"], done.stdout + done.stderr
+    done, submitted = _run(settings, local_dir, tmp_path, ROOT, "--airflow", "--remove", "x.jsonl")
+    assert done.returncode == 2 and "--remove" in done.stderr and submitted == []
