@@ -435,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(
         "load", __doc__, argv,
         lambda spark, args: load(spark, inputs(args), str(settings.data_dir / "raw"),
-                                 args.run_id, **({"force": True} if args.force else {}), remove=args.remove),
+                                 args.run_id, **({"force": True} if args.force else {}),
+                                 **({"remove": args.remove} if args.remove else {})),
         options=lambda parser: (
             parser.add_argument("--input", action="append", help="file or glob; repeatable (default: the demo file)"),
             parser.add_argument("--force", action="store_true",
