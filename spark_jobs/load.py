@@ -305,7 +305,7 @@ def classified_rows(classified: DataFrame) -> DataFrame:
 
 def is_loaded(entry: dict | None, unit: units.Unit) -> bool:
     """Whether a load ledger entry says ``unit`` is loaded: the same bytes, by this version of load."""
-    return entry is not None and entry.get("sha256") == unit.sha256 and entry.get("version") == LOAD_VERSION
+    return entry is not None and entry.get("sha256") == unit.sha256 and entry.get("version", units.FIRST_VERSION) == LOAD_VERSION
 
 
 def keep_readable(spark: SparkSession, out_dir: str, unit_name: str) -> None:

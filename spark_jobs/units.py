@@ -146,6 +146,11 @@ def forget(directory: str, ledger: dict[str, Any], key: str, names: Iterable[str
         write_ledger(directory, ledger)
 
 
+# Ledgers written before load and clean had versions are the first version's: at version 1 an entry
+# and a fingerprint are what they were then, so upgrading does not load, clean and reload everything.
+FIRST_VERSION = 1
+
+
 def category_fingerprints(units: dict[str, dict], version: int) -> dict[str, str]:
     """category -> one fingerprint of all its units (name, checksum and the version of load that
     loaded it) and of ``version`` (clean's: spark_jobs.clean.CLEAN_VERSION), from a load ledger. A
@@ -153,9 +158,11 @@ def category_fingerprints(units: dict[str, dict], version: int) -> dict[str, str
     the category, and mongo_load, comparing the clean ledger's fingerprints with its own, reloads."""
     by_cat: dict[str, list[str]] = {}
     for name, u in units.items():
-        by_cat.setdefault(u["category"], []).append(f"{name}:{u['sha256']}:{u.get('version')}")
-    return {c: hashlib.sha256("\n".join([f"clean version {version}", *sorted(v)]).encode()).hexdigest()
-            for c, v in by_cat.items()}
+        loaded_by = u.get("version", FIRST_VERSION)
+        by_cat.setdefault(u["category"], []).append(
+            f"{name}:{u['sha256']}" + (f":{loaded_by}" if loaded_by != FIRST_VERSION else ""))
+    header = [] if version == FIRST_VERSION else [f"clean version {version}"]
+    return {c: hashlib.sha256("\n".join([*header, *sorted(v)]).encode()).hexdigest() for c, v in by_cat.items()}
 
 
 # --- Hadoop file system moves (work on file:// and object stores alike) ---------------------------
