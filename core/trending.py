@@ -127,15 +127,10 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: trend
     changed = {u.decode() for u in pipe.execute()[3]}
     old: dict[str, list] = {}  # the stored rows of the users computed again (none in a rebuild)
     if rebuild or missed or not meta:  # from the window's rating events, as the refresh did each minute
-        # the scan renews every CHUNK documents read, the fold every CHUNK events and users it keeps
-        week = trending_votes.fold_events(trending_votes.live_events(db, now, hold.renew), hold.renew)
-        carried = week.votes
-        hold.renew()
-        live_until = (week.newest if week.newest is not None else 0.0) + trending_votes.WINDOW_S
+        carried, live_until = _week_votes(db, now, hold)
         meta, rebuild = {"t0": now, "live_until": live_until}, True
     elif now - meta["t0"] > REBASE_AFTER_S:  # every stored vote again, around a new T0
-        stored = trending_store.all_rows(r, k("users"), hold)
-        carried = trending_votes.stored_votes(stored, now)
+        carried = trending_votes.stored_votes(trending_store.all_rows(r, k("users"), hold), now)
         meta, rebuild = {"t0": now, "live_until": meta["live_until"]}, True
     else:  # a vote leaving the window changes no history: the user's other votes are those stored
         expiring = {u.decode() for u in r.zrangebyscore(k("due"), "-inf", f"({now!r}")}
@@ -144,7 +139,10 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: trend
         carried = trending_votes.stored_votes(old, now)
     # the marked users' histories win: a worker's batch stores its ratings after it marks them
     histories = trending_store.read_by_ids(db, mongo.USER_HISTORY, changed, {"ratings": 1, "removed": 1}, hold)
-    new = {**carried, **{u: trending_votes.votes(histories.get(u), now) for u in changed}}
+    # updated in place, not copied: a rebuild's commit pops each user's votes as it writes them, which
+    # frees them only if nothing else holds the dict
+    new = carried
+    new.update((u, trending_votes.votes(histories.get(u), now)) for u in changed)
     activity = [trending_votes.last_activity(h) + trending_votes.WINDOW_S for h in histories.values()]
     meta["live_until"] = max([meta["live_until"], *activity])
     trending_commit.commit(r, db, now, meta, old, new, rebuild, hold)
@@ -153,6 +151,15 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: trend
     if missed and float(missed.get("missed_at") or 0) < time.time() - NOTE_KEPT_S:
         db[mongo.POPULAR].delete_one({"_id": MISSED, "missed_at": missed.get("missed_at")})
     return now <= meta["live_until"]
+
+
+def _week_votes(db: Database, now: float, hold: trending_store.Hold) -> tuple[dict[str, list], float]:
+    """A rebuild's votes, folded from the window's rating events, and until when trending is live
+    (a window after the newest event). The scan renews every CHUNK documents read, the fold every
+    CHUNK events and users it keeps."""
+    week = trending_votes.fold_events(trending_votes.live_events(db, now, hold.renew), hold.renew)
+    hold.renew()
+    return week.votes, (week.newest if week.newest is not None else 0.0) + trending_votes.WINDOW_S
 
 
 # --- the readers -------------------------------------------------------------------------------

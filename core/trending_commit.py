@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from typing import Any, Callable
+from itertools import islice
+from typing import Any, Iterable
 
 import redis
 from pymongo.database import Database
@@ -25,15 +26,36 @@ def commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], old
     per list: one without any leaves the list, where the sum of its added and subtracted terms
     would leave a rounding remainder. A refresh writes in one MULTI
     (:func:`core.trending_store.write_update`); a rebuild or a rebase, which writes the whole state,
-    in chunks then a switch (:func:`core.trending_store.write_staged`)."""
+    in chunks then a switch (:func:`_rebuild`), and consumes ``new`` as it goes."""
     category = _categories(db, old, new, hold)
-    delta, voters, kept = _deltas(old, new, category, meta["t0"], now, hold.renew)
-    count, score = ({}, {}) if rebuild else _current(r, db.name, delta)
-    change = _change(delta, voters, count, score, kept, new, now)
     if rebuild:
-        trending_store.write_staged(r, db.name, meta, change, hold)
-    else:
-        trending_store.write_update(r, db.name, meta, change, hold.token)
+        _rebuild(r, db.name, now, meta, new, category, hold)
+        return
+    delta, voters = _old_out(old)
+    rows, due = _new_in(trending_votes.every_chunk(new.items(), hold.renew), category, meta["t0"], now,
+                        delta, voters)
+    count, score = _current(r, db.name, delta)
+    change = _change(delta, voters, count, score, rows, due, [u for u in new if not new[u]])
+    trending_store.write_update(r, db.name, meta, change, hold.token)
+
+
+def _rebuild(r: redis.Redis, db_name: str, now: float, meta: dict[str, float], new: dict[str, list],
+             category: dict[str, str], hold: trending_store.Hold) -> None:
+    """The whole state from ``new`` (a rebuild's or rebase's votes), staged then switched in
+    (:class:`core.trending_store.Staging`). The users' part goes ``CHUNK`` users at a time: their
+    rows and due times computed, staged and dropped, their votes popped from ``new``; only the sums
+    per (list, product), which the week's voted products bound, are held whole. Holding every
+    user's rows and due times until the write took 125 MB at 1M votes (docs/benchmarks.md), on top
+    of the votes themselves."""
+    delta: dict[tuple[str, str], float] = defaultdict(float)
+    voters: Counter[tuple[str, str]] = Counter()
+    with trending_store.Staging(r, db_name, hold) as staging:
+        while new:  # (a fresh islice each time: ``new`` shrinks, which no live iterator allows)
+            users = list(islice(new, trending_votes.CHUNK))
+            rows, due = _new_in(((u, new.pop(u)) for u in users), category, meta["t0"], now, delta, voters)
+            staging.write("users", "hset", rows.items())
+            staging.write("due", "zadd", due.items())
+        staging.finish(meta, _change(delta, voters, {}, {}, {}, {}, []))
 
 
 def _categories(db: Database, old: dict[str, list], new: dict[str, list],
@@ -47,31 +69,37 @@ def _categories(db: Database, old: dict[str, list], new: dict[str, list],
     return category
 
 
-def _deltas(old: dict[str, list], new: dict[str, list], category: dict[str, str], t0: float, now: float,
-            between: Callable[[], None]) -> tuple[dict[tuple[str, str], float], Counter, dict[str, str]]:
-    """Per (list, product): the change of its score and of its number of voters (the ``old`` rows'
-    terms out, the ``new`` votes' in); and the rows (JSON) to keep per user with a vote.
-    ``between`` is called every ``CHUNK`` users (a rebuild renews its lock)."""
+def _old_out(old: dict[str, list]) -> tuple[dict[tuple[str, str], float], Counter]:
+    """Per (list, product): the change of its score and of its number of voters once the ``old``
+    rows' terms are out (a refresh's users computed again; nothing for a rebuild)."""
     delta: dict[tuple[str, str], float] = defaultdict(float)
     voters: Counter[tuple[str, str]] = Counter()
-    kept: dict[str, str] = {}
     for vs in old.values():
         for p, _r, _t, cat, term in vs:
             for name in (mongo.ALL, cat):
                 delta[name, p] -= term
                 voters[name, p] -= 1
-    for user, vs in trending_votes.every_chunk(new.items(), between):
+    return delta, voters
+
+
+def _new_in(votes_by_user: Iterable[tuple[str, list]], category: dict[str, str], t0: float, now: float,
+            delta: dict[tuple[str, str], float], voters: Counter) -> tuple[dict[str, str], dict[str, float]]:
+    """The rows (JSON) and due times of these users with a vote, their terms added to ``delta`` and
+    ``voters`` per (list, product): a refresh's users at once, a rebuild's a chunk at a time."""
+    rows: dict[str, str] = {}
+    due: dict[str, float] = {}
+    for user, vs in votes_by_user:
         if not vs:
             continue
-        rows = []
+        kept = []
         for (p, rating, t), term in zip(vs, trending_votes.terms(vs, t0, now)):
             cat = category.get(p, "")
-            rows.append([p, rating, t, cat, term])
+            kept.append([p, rating, t, cat, term])
             for name in (mongo.ALL, cat):
                 delta[name, p] += term
                 voters[name, p] += 1
-        kept[user] = json.dumps(rows)
-    return delta, voters, kept
+        rows[user], due[user] = json.dumps(kept), trending_votes.due(vs, now)
+    return rows, due
 
 
 def _by_list(delta: dict[tuple[str, str], Any]) -> dict[str, list[str]]:
@@ -101,12 +129,12 @@ def _current(r: redis.Redis, db_name: str, delta: dict[tuple[str, str], float]
 
 
 def _change(delta: dict[tuple[str, str], float], voters: Counter, count: dict[tuple[str, str], int],
-            score: dict[tuple[str, str], float], kept: dict[str, str], new: dict[str, list],
-            now: float) -> trending_store.Change:
-    """The stored ``count`` and ``score`` moved by ``delta`` and ``voters``: what to write."""
-    change = trending_store.Change(scores={}, gone={}, counts={}, no_voters=[], rows=kept,
-                                   due={u: trending_votes.due(new[u], now) for u in kept},
-                                   gone_users=[u for u in new if not new[u]], cats=set())
+            score: dict[tuple[str, str], float], rows: dict[str, str], due: dict[str, float],
+            gone_users: list[str]) -> trending_store.Change:
+    """The stored ``count`` and ``score`` moved by ``delta`` and ``voters``, and the users' rows,
+    due times and users without a vote left: what to write."""
+    change = trending_store.Change(scores={}, gone={}, counts={}, no_voters=[], rows=rows, due=due,
+                                   gone_users=gone_users, cats=set())
     for name, products in _by_list(delta).items():
         change.scores[name], change.gone[name] = {}, []
         if name != mongo.ALL:

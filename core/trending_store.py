@@ -4,7 +4,7 @@ core/trending.py decides what a refresh computes; this module is where the resul
 gets there without readers seeing half of it. A refresh's change is small (the users marked since
 the last one) and goes in one MULTI (:func:`write_update`); a rebuild's or rebase's is the whole
 state, written in chunks into staging keys and switched in by one small MULTI
-(:func:`write_staged`), since one MULTI of it all kept Redis, shared with the site's cache,
+(:class:`Staging`), since one MULTI of it all kept Redis, shared with the site's cache,
 Celery's broker and the workers' marks, from answering anyone while it ran. Both check the lock's
 token first (:func:`_checked_multi`): a refresh that lost its lock writes nothing. A long read
 (every stored row for a rebase, a backlog of marked histories) goes ``CHUNK`` at a time with the
@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from typing import Iterable
 
 import redis
@@ -204,38 +205,57 @@ def write_update(r: redis.Redis, db_name: str, meta: dict[str, float], change: C
             raise LockLost(f"trending state of {db_name}: lock lost before the commit") from exc
 
 
-def write_staged(r: redis.Redis, db_name: str, meta: dict[str, float], change: Change, hold: Hold) -> None:
-    """A rebuild's (or rebase's) whole state: written ``CHUNK`` entries at a time into staging keys,
-    the lock renewed between chunks, then made live by one small MULTI (:func:`_switch`). One MULTI
-    of it all (hundreds of thousands of entries at 1M events a week) kept Redis, which the site's
-    cache, Celery's broker and the workers' marks share, from answering anyone while it ran; a
-    mark that timed out then asked for another rebuild. Readers see the old state until the switch."""
-    drop_staging(r, db_name)  # left by a refresh that died half-way (they also expire)
-    writes: list[tuple[str, str, list]] = [  # (part, command, entries)
-        *((list_part(name), "zadd", list(scores.items())) for name, scores in change.scores.items() if scores),
-        ("voters", "hset", list(change.counts.items())),
-        ("users", "hset", list(change.rows.items())),
-        ("due", "zadd", list(change.due.items())),
-        ("cats", "sadd", sorted(change.cats)),
-    ]
-    staged: list[str] = []
-    try:
-        for part, command, entries in writes:
-            for start in range(0, len(entries), trending_votes.CHUNK):
-                if part not in staged:
-                    staged.append(part)
-                _write_chunk(r, staging_key(db_name, hold.token, part), command,
-                             entries[start:start + trending_votes.CHUNK],
-                             [staging_key(db_name, hold.token, p) for p in staged])
-                hold.renew()
-        _switch(r, db_name, meta, staged, change.cats, hold.token)
-    except BaseException:
+class Staging:
+    """A rebuild's (or rebase's) whole state on its way in: written ``CHUNK`` entries at a time
+    into staging keys, the lock renewed between chunks, then made live by one small MULTI
+    (:meth:`finish`). One MULTI of it all (hundreds of thousands of entries at 1M events a week)
+    kept Redis, which the site's cache, Celery's broker and the workers' marks share, from answering
+    anyone while it ran; a mark that timed out then asked for another rebuild. Readers see the old
+    state until the switch.
+
+    Used as a context manager around the rebuild's writes (core.trending_commit streams the users'
+    rows into it a chunk at a time): it holds the refresh's token and the parts staged so far, whose
+    expiries each chunk pushes to ``LOCK_S``, and deletes them if anything fails before the switch.
+    """
+
+    def __init__(self, r: redis.Redis, db_name: str, hold: Hold) -> None:
+        self.r, self.db_name, self.hold = r, db_name, hold
+        self.parts: list[str] = []  # staged so far, in the order first written
+
+    def __enter__(self) -> Staging:
+        drop_staging(self.r, self.db_name)  # left by a refresh that died half-way (they also expire)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None or not self.parts:
+            return
         try:  # best effort: else they expire, or the next rebuild deletes them
-            if staged:
-                r.unlink(*(staging_key(db_name, hold.token, p) for p in staged))
+            self.r.unlink(*(self._key(p) for p in self.parts))
         except redis.RedisError:
             pass
-        raise
+
+    def _key(self, part: str) -> str:
+        return staging_key(self.db_name, self.hold.token, part)
+
+    def write(self, part: str, command: str, entries: Iterable) -> None:
+        """``entries`` (pairs for ``zadd`` and ``hset``, members for ``sadd``) into staging part
+        ``part``, ``CHUNK`` per pipeline (:func:`_write_chunk`), the lock renewed after each. Read
+        as they go: no copy of a whole part is made."""
+        it = iter(entries)
+        while chunk := list(islice(it, trending_votes.CHUNK)):
+            if part not in self.parts:
+                self.parts.append(part)
+            _write_chunk(self.r, self._key(part), command, chunk, [self._key(p) for p in self.parts])
+            self.hold.renew()
+
+    def finish(self, meta: dict[str, float], change: Change) -> None:
+        """The lists, voter counts and category set of ``change`` staged (its users' rows and due
+        times are written by then), then the switch (:func:`_switch`)."""
+        for name, scores in change.scores.items():
+            self.write(list_part(name), "zadd", scores.items())
+        self.write("voters", "hset", change.counts.items())
+        self.write("cats", "sadd", sorted(change.cats))
+        _switch(self.r, self.db_name, meta, self.parts, change.cats, self.hold.token)
 
 
 def _write_chunk(r: redis.Redis, into: str, command: str, entries: list, staged: list[str]) -> None:

@@ -120,6 +120,50 @@ def test_a_rebuild_and_a_rebase_in_tiny_chunks_write_the_state_one_transaction_w
     assert _staging(db.name) == []
 
 
+def test_a_rebuild_and_a_rebase_stage_each_chunk_of_users_before_computing_the_next(env, monkeypatch):
+    """Their memory: a chunk of users' rows and due times is staged, and those users' votes dropped
+    from the commit's ``new``, before the next chunk's rows are computed; only the sums per (list,
+    product) are held whole. Fails on the code before, which computed every user's rows (and kept
+    every user's votes) before its first write."""
+    db, p = env.db, env.products
+    t = time.time() - 2 * DAY
+    _week(p, t)  # 12 voters
+    now = t + DAY
+    monkeypatch.setattr(trending_votes, "CHUNK", 5, raising=False)
+    computed: list[int] = []  # one per user whose terms (and so rows) were computed
+    commits: list[dict] = []  # the ``new`` each commit was given
+    real_terms, real_commit = trending_votes.terms, trending_commit.commit
+
+    def terms(*args):
+        computed.append(1)
+        return real_terms(*args)
+
+    def commit(r, db_, now_, meta, old, new, *rest):
+        commits.append(new)
+        return real_commit(r, db_, now_, meta, old, new, *rest)
+
+    monkeypatch.setattr(trending_votes, "terms", terms)
+    monkeypatch.setattr(trending_commit, "commit", commit)
+    staged: list[tuple[int, int]] = []  # at each chunk of rows staged: (users computed, users left in new)
+
+    def note_users_chunk(pipe) -> None:
+        for args, _opts in pipe.sent:
+            if args[0] == "HSET" and str(args[1]).startswith(trending_store.key(db.name, "staging:")) \
+                    and str(args[1]).endswith(":users"):
+                staged.append((len(computed), len(commits[-1])))
+
+    for rebase in (False, True):
+        computed.clear()
+        staged.clear()
+        if rebase:  # every stored vote again around a new T0, written the same way
+            trending_store.client().hset(trending_store.key(db.name, "meta"), "t0", now - trending.REBASE_AFTER_S - 1)
+        with _pipelines(note_users_chunk):
+            assert trending.update(db, now, rebuild=not rebase) is True
+        assert staged == [(5, 7), (10, 2), (12, 0)], (rebase, staged)
+        assert len(trending_store.client().hgetall(trending_store.key(db.name, "users"))) == 12
+        assert _same(trending.top(db, list_names(db), LIMIT, now), _from_scratch(db, now))
+
+
 def test_a_reader_between_two_chunks_of_a_rebuild_sees_the_whole_old_state(env, monkeypatch):
     db, p = env.db, env.products
     t = time.time() - 2 * DAY
