@@ -257,7 +257,7 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     products = clean_products(raw_products, held_products, product_metrics)
     if fingerprints is not None:  # before their partitions are replaced (an unloaded one stays until it is gone)
         units.forget(out_dir, ledger, "categories", redone)
-    staging = units.staging_dir(out_dir, run_id)
+    staging = units.staging_dir(spark, out_dir, run_id)
     _write_partitions(spark, reviews, f"{out_dir}/reviews", "category", dirty, f"{staging}/reviews")
     _write_partitions(spark, products, f"{out_dir}/products", "file_category", dirty, f"{staging}/products")
     if not units.has_partitions(spark, f"{out_dir}/products"):  # readable when no category has metadata

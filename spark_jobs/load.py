@@ -376,7 +376,7 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     by_unit: dict[str, dict] = {}
     reasons: dict[str, int] = {}
     if todo:
-        staging = units.staging_dir(out_dir, run_id)
+        staging = units.staging_dir(spark, out_dir, run_id)
         # Each file's lines counted as they are read, in the write's own stage (no shuffle before
         # it, so a retried task is not counted twice): a second read only to count them decompressed
         # every file again, ~9% of load at 51.6M lines.

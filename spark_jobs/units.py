@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -220,10 +221,36 @@ def write_partitioned(df, path: str, *columns: str, plain: Iterable[str] = ()) -
         spark.conf.unset("spark.sql.maxConcurrentOutputFileWriters")
 
 
-def staging_dir(out_dir: str, run_id: str) -> str:
-    """A folder of ``<out_dir>/_staging`` for one job's staged write, its own: the job deletes it
-    when done and never another's (a killed job's stays, named by its run id)."""
-    return f"{out_dir}/_staging/{run_id}-{uuid.uuid4().hex[:8]}"
+# how long a killed job's staging stays (load and clean delete their own when done): longer than any
+# load or clean runs, so the folder swept is never a live job's, even one that bypassed the batch lock
+STAGING_KEPT_S = 24 * 3600
+
+
+def staging_dir(spark, out_dir: str, run_id: str) -> str:
+    """A folder of ``<out_dir>/_staging`` for one job's staged write, its own, named
+    ``<start time>-<run id>-<random>``: the job deletes it when done and never a live job's. A
+    killed job's stays, as much as the data it staged (gigabytes at the full release's size), until
+    a later load or clean of ``out_dir`` finds it ``STAGING_KEPT_S`` old: that sweep happens here."""
+    for name in _stale_staging(spark, out_dir, time.time()):
+        print(f"staging: deleted {out_dir}/_staging/{name}, left by a job that stopped over "
+              f"{STAGING_KEPT_S // 3600} h ago")
+    return f"{out_dir}/_staging/{int(time.time())}-{run_id}-{uuid.uuid4().hex[:8]}"
+
+
+def _stale_staging(spark, out_dir: str, now: float) -> list[str]:
+    """Delete the staging folders under ``out_dir`` begun ``STAGING_KEPT_S`` before ``now`` (or
+    with no start time in their name: written before names had one); returns their names."""
+    p, fs = _fs_path(spark, f"{out_dir}/_staging")
+    if not fs.exists(p):
+        return []
+    gone = []
+    for status in fs.listStatus(p):
+        name = status.getPath().getName()
+        began = name.split("-", 1)[0]
+        if not began.isdigit() or now - int(began) > STAGING_KEPT_S:
+            fs.delete(status.getPath(), True)
+            gone.append(name)
+    return sorted(gone)
 
 
 def replace_partition(spark, src: str, dst: str, staged: str) -> None:

@@ -127,9 +127,11 @@ def test_a_lease_is_renewed_and_its_holder_told_when_it_is_lost(mongo_db):
 
 # --- staging ----------------------------------------------------------------------------------
 
-def _plant(folder) -> object:
-    """Another run's staged Parquet file under ``folder``, as its load or clean left it mid-way."""
-    part = folder / "_staging" / f"other-run-{uuid.uuid4().hex[:8]}" / "kind=review" / "unit=x"
+def _plant(folder, began: float | None = None) -> object:
+    """Another run's staged Parquet file under ``folder``, as its load or clean left it mid-way
+    (``began``: when that job started; now by default)."""
+    began = time.time() if began is None else began
+    part = folder / "_staging" / f"{int(began)}-other-run-{uuid.uuid4().hex[:8]}" / "kind=review" / "unit=x"
     part.mkdir(parents=True)
     (part / "part-00000.parquet").write_bytes(b"PAR1")
     return part / "part-00000.parquet"
@@ -146,6 +148,25 @@ def test_load_and_clean_leave_another_runs_staging_alone(spark, tmp_path):
     assert all(p.exists() for p in others)
     assert [p.name for p in (raw / "_staging").iterdir()] == [others[0].parents[2].name]  # its own went
     assert [p.name for p in (cleaned / "_staging").iterdir()] == [others[1].parents[2].name]
+
+
+def test_load_and_clean_delete_a_killed_jobs_staging_once_it_is_a_day_old(spark, tmp_path):
+    """A killed load's or clean's staging (as much as the data it staged) does not stay for ever:
+    the next load or clean of that folder deletes it once it is older than any job runs."""
+    from spark_jobs import clean as clean_job
+    from spark_jobs import units
+    from spark_jobs.load import load
+
+    raw, cleaned = tmp_path / "raw", tmp_path / "clean"
+    day_old = time.time() - units.STAGING_KEPT_S - 60
+    old = [_plant(raw, day_old), _plant(cleaned, day_old)]
+    recent = [_plant(raw, time.time() - 3600), _plant(cleaned, time.time() - 3600)]
+    before_names = raw / "_staging" / "run-from-before-names-had-a-time-0a1b2c3d"
+    before_names.mkdir()
+    assert load(spark, [str(real_file("amazon2018_appliances_5.jsonl.gz"))], str(raw), "run-own")["loaded"]
+    assert clean_job.clean(spark, str(raw), str(cleaned), "run-own")["cleaned"]
+    assert not any(p.exists() for p in old) and not before_names.exists()
+    assert all(p.exists() for p in recent)
 
 
 def test_a_staged_write_that_went_does_not_take_the_live_partition_with_it(spark, tmp_path):
