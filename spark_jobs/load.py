@@ -258,7 +258,7 @@ def unit_lines(spark: SparkSession, unit: units.Unit) -> DataFrame:
     to a Python worker for every row, even for rows it is handed null). In a JSON file a line that
     looks like a Python dict is what it is there: bad JSON, and quarantined as such.
     """
-    lines = spark.read.text(unit.path).select(F.col("value").alias("raw_line"),
+    lines = spark.read.text(units.literal_path(unit.path)).select(F.col("value").alias("raw_line"),
                                               F.lit(f"file://{unit.path}").alias("source_file"),
                                               F.lit(unit.name).alias("unit"),
                                               F.lit(unit.category).alias("file_category"))

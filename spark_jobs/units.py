@@ -168,6 +168,13 @@ def category_fingerprints(units: dict[str, dict], version: int) -> dict[str, str
 
 # --- Hadoop file system moves (work on file:// and object stores alike) ---------------------------
 
+def literal_path(path: str) -> str:
+    """``path`` for a Spark read that must take it as one file: Spark reads globs, so an input file
+    named ``reviews_toys[1].jsonl`` read as is read ``reviews_toys1.jsonl`` (or failed). Hadoop's
+    glob syntax escapes its special characters with a backslash."""
+    return re.sub(r"([\\{}\[\]*?])", r"\\\1", path)
+
+
 def _fs_path(spark, uri: str):
     jvm = spark._jvm
     p = jvm.org.apache.hadoop.fs.Path(uri)
