@@ -43,9 +43,12 @@ def start(run_id: str, resume: bool, engine: str | None = None, force_publish: b
     resume of an unknown run is refused by :func:`inputs`, and must leave no folder behind).
     """
     existing = storage.listdir(run_folder(run_id))
+    # only its options: the run stopped before any job recorded anything (a load that waited out the
+    # batch lock, a failed spark-submit), so the id may start afresh: a resume would have no inputs
+    jobs = [name for name in existing if name != f"{OPTIONS}.json"]
     if not resume:
-        if existing:
-            raise SystemExit(f"pipeline: run {run_id} has records already ({', '.join(existing)} in "
+        if jobs:
+            raise SystemExit(f"pipeline: run {run_id} has records already ({', '.join(jobs)} in "
                              f"{run_folder(run_id)}): resume it with --resume {run_id}, or choose another --run-id")
         recorded = {}
     else:

@@ -169,7 +169,7 @@ def test_pipeline_runs_on_the_cluster_with_data_and_models_in_the_bucket(prefix,
     # the records, the Parquet and the model are in the bucket
     runs = prefix / "data" / "runs" / "cluster-run"
     assert storage.listdir(runs) == sorted(f"{j}.json" for j in ("clean", "eda", "load", "mongo_load",
-                                                                  "publish", "train"))
+                                                                  "pipeline", "publish", "train"))
     load = json.loads(storage.read_text(runs / "load.json"))
     assert load["balanced"] and load["counts_in"]["lines"] == sum(load["counts_out"].values())
     assert {"reviews", "products"} <= set(storage.listdir(prefix / "data" / "clean"))

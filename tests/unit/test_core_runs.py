@@ -86,8 +86,12 @@ def test_the_file_and_mongodbs_copy_use_the_same_safe_id(data_dir, monkeypatch):
 def test_start_records_a_new_runs_options_and_a_resume_restores_them(data_dir):
     assert run_records.start("nightly/1", resume=False, engine="spark") == ("spark", False)
     assert runs.read_record("nightly-1", run_records.OPTIONS)["engine"] == "spark"
+    # no job recorded anything (it stopped before load started): the id starts afresh, new options
+    assert run_records.start("nightly/1", resume=False, engine="ease") == ("ease", False)
+    assert run_records.start("nightly/1", resume=False, engine="spark") == ("spark", False)
+    reconcile.write_record("nightly/1", "load", {"status": "started", "inputs": ["a.json"]})
     with pytest.raises(SystemExit, match="--resume nightly/1"):
-        run_records.start("nightly/1", resume=False)  # the id has a record now
+        run_records.start("nightly/1", resume=False)  # a job recorded something now
     assert run_records.start("nightly-1", resume=True) == ("spark", False)
     assert run_records.start("nightly-1", resume=True, force_publish=True) == ("spark", True)
     assert run_records.start("nightly-1", resume=True, engine="ease") == ("ease", True)  # the flag wins, kept
