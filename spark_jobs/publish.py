@@ -184,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         record = publish(args.version, args.run_id, args.force)
         # published, rejected or unchanged: the versions no one can need any more go (MODEL_VERSIONS_KEPT)
         protect = {artifacts.current_version(), record.get("replaced"), args.version} - {None}
-        record["pruned"] = artifacts.prune_versions(protect)
+        try:
+            record["pruned"] = artifacts.prune_versions(protect)
+        except Exception as exc:  # noqa: BLE001  housekeeping: its failure must not fail a publish done
+            print(f"publish: old model versions not deleted: {exc}", file=sys.stderr)
+            record["prune_error"] = f"{exc.__class__.__name__}: {exc}"
         reconcile.write_record(args.run_id, "publish", record)
     return 0
 

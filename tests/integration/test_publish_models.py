@@ -314,3 +314,20 @@ def test_the_publish_job_deletes_versions_beyond_the_kept_ones(own, monkeypatch)
 
     # the job that evaluated rejected[0] kept it (its own version); the next one deleted it
     assert [read_record(f"it-prune-r{i}", "publish")["pruned"] for i in range(3)] == [[], [rejected[0]], []]
+
+
+def test_a_failed_prune_does_not_fail_the_publish_it_follows(own, monkeypatch):
+    """Deleting old versions is housekeeping after the switch: when it fails (a bucket's permission,
+    a folder gone) the publish is still recorded as done, with the error, and not retried for ever."""
+    from core.runs import read_record
+    from spark_jobs import publish as job
+
+    def denied(protect, keep=None, root=None):
+        raise PermissionError("delete denied")
+
+    monkeypatch.setattr(artifacts, "prune_versions", denied)
+    version = _version(_val(0.5, 0.01), seed=1)
+    assert job.main(["--run-id", "it-prune-denied", "--version", version, "--force"]) == 0
+    record = read_record("it-prune-denied", "publish")
+    assert record["status"] == "published" and "delete denied" in record["prune_error"]
+    assert artifacts.current_version() == version
