@@ -7,6 +7,9 @@ current again (a rollback), through the same publish function the pipeline's pub
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
+import socket
 import time
 
 from django.contrib import admin, messages
@@ -18,6 +21,8 @@ from accounts.models import recommender_id
 from core import artifacts, catalog, mongo, rating_history, stored_lists
 from shop.models import ModelVersion, PipelineRun, RatingSubmission
 from shop.sync import sync_pipeline_records
+
+log = logging.getLogger(__name__)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -141,7 +146,9 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         MongoDB, ``CURRENT`` is swapped (the workers reload, Celery re-scores). Who did it
         and when goes into the admin log, the version's MongoDB record and a pipeline-run record.
         """
+        from core import locking
         from core.runs import fs_safe
+        from spark_jobs.common import BATCH_LEASE_S, BATCH_LOCK
         from spark_jobs.publish import publish
         from spark_jobs.reconcile import write_record
 
@@ -151,8 +158,18 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         obj = queryset.get()
         now = time.time()
         run_id = fs_safe(f"admin-{int(now)}-{request.user.get_username()}")  # the id its records get
+        # the batch lock, as the publish job holds it: a pipeline's publish or train beside this one
+        # would drop this version's lists or delete its folder (spark_jobs/common.batch_lock). Held
+        # in this web process, so a lease lost is logged, not the process ended.
+        holder = {"run_id": run_id, "stage": "make current (admin)", "host": socket.gethostname(),
+                  "pid": os.getpid(), "started_at": now}
         try:
-            record = publish(obj.version, run_id, force=True)
+            with locking.lease(BATCH_LOCK, holder, BATCH_LEASE_S, wait_s=5.0, poll_s=0.5, on_lost=log.warning):
+                record = publish(obj.version, run_id, force=True)
+        except locking.LockHeld as exc:
+            self.message_user(request, f"Could not make {obj.version} current: a batch job is running ({exc}); "
+                                       f"try again once it has finished.", level=messages.ERROR)
+            return
         except Exception as exc:  # missing artifacts, MongoDB down: say so, change nothing here
             self.message_user(request, f"Could not make {obj.version} current: {exc.__class__.__name__}: {exc}",
                               level=messages.ERROR)

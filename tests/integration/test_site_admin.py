@@ -228,6 +228,26 @@ def test_make_current_rolls_back_through_the_publish_job(site, client, make_user
         assert artifacts.current_version() == current
 
 
+def test_make_current_waits_for_no_batch_job_and_says_which_one_runs(site, client, make_user):
+    """A rollback while a pipeline job holds the batch lock would race its publish (lists dropped,
+    the version's folder pruned): the action is refused, naming the job, and nothing changes."""
+    from core import artifacts, locking
+    from shop.models import ModelVersion
+    from spark_jobs.common import BATCH_LOCK
+
+    current = site.model_version
+    staff = make_user(staff=True)
+    client.force_login(staff)
+    call_command("sync_pipeline_records", stdout=StringIO())
+    pk = ModelVersion.objects.get(version=current).pk
+    with locking.lease(BATCH_LOCK, {"run_id": "nightly-7", "stage": "train"}, lease_s=60, wait_s=5):
+        response = client.post("/admin/shop/modelversion/", {"action": "make_current", "_selected_action": [pk]},
+                               follow=True)
+    page = response.content.decode()
+    assert "a batch job is running" in page and "nightly-7" in page and "train" in page
+    assert artifacts.current_version() == current
+
+
 def test_dashboard_shows_live_freshness_from_the_workers(site, client, make_user, ratings_probe, monkeypatch):
     """A real worker processes ratings; the dashboard's p50/p99 are read from its /metrics histogram."""
     import math
