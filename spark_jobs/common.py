@@ -127,6 +127,12 @@ BATCH_LOCK = "batch:jobs"  # the one batch lock of a deployment, in its MONGO_DB
 BATCH_LEASE_S = 120.0  # how long a batch job that died blocks the next one at most
 
 
+def batch_holder(stage: str, run_id: str) -> dict[str, Any]:
+    """Who holds the batch lock, as the lock document records it for whoever waits (core.locking.describe)."""
+    return {"run_id": run_id, "stage": stage, "host": socket.gethostname(), "pid": os.getpid(),
+            "started_at": time.time(), "data_dir": str(get_settings().data_dir)}
+
+
 @contextmanager
 def batch_lock(stage: str, run_id: str) -> Iterator[None]:
     """Hold the deployment's batch lock while job ``stage`` of run ``run_id`` runs: one batch job
@@ -146,9 +152,7 @@ def batch_lock(stage: str, run_id: str) -> Iterator[None]:
     """
     from core import locking
 
-    settings = get_settings()
-    holder = {"run_id": run_id, "stage": stage, "host": socket.gethostname(), "pid": os.getpid(),
-              "started_at": time.time(), "data_dir": str(settings.data_dir)}
+    holder = batch_holder(stage, run_id)
     wait_s = env_float("BATCH_LOCK_WAIT_S", 1800.0, minimum=0)
 
     def waiting(held: dict[str, Any]) -> None:

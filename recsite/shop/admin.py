@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
 import time
 
 from django.contrib import admin, messages
@@ -148,7 +146,7 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         """
         from core import locking
         from core.runs import fs_safe
-        from spark_jobs.common import BATCH_LEASE_S, BATCH_LOCK
+        from spark_jobs.common import BATCH_LEASE_S, BATCH_LOCK, batch_holder
         from spark_jobs.publish import publish
         from spark_jobs.reconcile import write_record
 
@@ -161,8 +159,7 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         # the batch lock, as the publish job holds it: a pipeline's publish or train beside this one
         # would drop this version's lists or delete its folder (spark_jobs/common.batch_lock). Held
         # in this web process, so a lease lost is logged, not the process ended.
-        holder = {"run_id": run_id, "stage": "make current (admin)", "host": socket.gethostname(),
-                  "pid": os.getpid(), "started_at": now}
+        holder = batch_holder("make current (admin)", run_id)
         try:
             with locking.lease(BATCH_LOCK, holder, BATCH_LEASE_S, wait_s=5.0, poll_s=0.5, on_lost=log.warning):
                 record = publish(obj.version, run_id, force=True)
