@@ -230,8 +230,9 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
     job ends. Every job first records ``{"status": "started", ...}``, before the session starts:
     a job killed or crashed half-way then leaves "started", never the "ok" of an earlier attempt in
     the same run, which ``bin/pipeline --resume`` would skip as finished (spark_jobs/run_records.py).
-    ``started(args)`` (load: its inputs) goes into that record and is kept in the failure record,
-    so a job that failed or was killed still says what it was doing (a resume loads the same inputs).
+    ``started(args)`` (load: its inputs and removals) goes into that record and is kept in the
+    failure record and the final one, so a job that failed or was killed still says what it was
+    doing (a resume loads and removes the same files), and one that finished says what it did.
     """
     from spark_jobs.reconcile import write_record
 
@@ -252,7 +253,7 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
             return 1
         finally:
             spark.stop()
-        write_record(args.run_id, name, record)
+        write_record(args.run_id, name, {**begun, **record})
     if summary is not None:
         print(summary(record))
     return 0

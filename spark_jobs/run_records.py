@@ -7,12 +7,13 @@ and core only: no Spark starts.
     python -m spark_jobs.run_records start RUN [--resume] [--engine E] [--force-publish]  # the run's options
     python -m spark_jobs.run_records finished RUN JOB [--force-publish]  # exit 0: JOB finished in RUN
     python -m spark_jobs.run_records version RUN                         # train's model version, or nothing
-    python -m spark_jobs.run_records inputs RUN [--input I ...]          # what a resume loads, one a line
+    python -m spark_jobs.run_records load-args RUN [--input I ...] [--remove N ...]  # a resumed load's, one a line
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -81,20 +82,48 @@ def version(run_id: str) -> str:
     return model_version(record) if succeeded(record) else ""
 
 
-def inputs(run_id: str, given: list[str]) -> list[str]:
+def inputs(run_id: str, given: list[str], removing: bool = False) -> list[str]:
     """The inputs a resume of this run loads: those its load recorded (when it started, failed or
     finished; spark_jobs/load.py), never the demo default. ``given`` (the resume's --input) must
-    name the same ones, and is required when load recorded none."""
+    name the same ones, and is required when load recorded none, unless the resume only removes
+    files (``removing``: a run that stopped before load recorded anything, resumed with --remove)."""
     recorded = (read_record(run_id, "load") or {}).get("inputs")
-    if not recorded:
-        if given:
+    if recorded is None or not (recorded or removing):  # none recorded is only right for a removal
+        if given or removing:
             return given
         raise SystemExit(f"pipeline: load recorded no inputs in run {run_id}: resume it with the --input "
                          f"it was started with (--input FILE_OR_GLOB, repeatable)")
     if given and sorted(given) != sorted(recorded):
-        raise SystemExit(f"pipeline: run {run_id} loads {' '.join(recorded)}, not {' '.join(given)}: "
+        raise SystemExit(f"pipeline: run {run_id} loads {' '.join(recorded) or 'no input'}, not {' '.join(given)}: "
                          f"resume it without --input, or start a new run for other inputs")
     return recorded
+
+
+def removes(run_id: str, given: list[str]) -> list[str]:
+    """The loaded files a resume of this run takes out (load --remove): those its load recorded as it
+    started (kept when it failed or finished), so a load that failed or was killed before it removed
+    them removes them on the resume. ``given`` (the resume's --remove) must name the same files (a
+    path names its file, as for load); it is used as is when the run has no load record yet."""
+    record = read_record(run_id, "load")
+    if record is None:
+        return given
+    recorded = record.get("remove", [])
+    if given and _file_names(given) != _file_names(recorded):
+        started = f"with --remove {' '.join(recorded)}" if recorded else "without --remove"
+        raise SystemExit(f"pipeline: run {run_id} was started {started}, not --remove {' '.join(given)}: "
+                         f"resume it without --remove, or start a new run to remove other files")
+    return recorded
+
+
+def _file_names(names: list[str]) -> list[str]:
+    return sorted({os.path.basename(name) for name in names})
+
+
+def load_args(run_id: str, given_inputs: list[str], given_removes: list[str]) -> list[str]:
+    """load's arguments on a resume of this run: its recorded --remove and --input flags."""
+    removing = removes(run_id, given_removes)
+    loading = inputs(run_id, given_inputs, removing=bool(removing))
+    return [*(a for path in loading for a in ("--input", path)), *(a for name in removing for a in ("--remove", name))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     done.add_argument("job")
     done.add_argument("--force-publish", action="store_true")
     commands.add_parser("version", help="the model version train recorded").add_argument("run_id")
-    load = commands.add_parser("inputs", help="the inputs a resume of RUN loads, one a line")
+    load = commands.add_parser("load-args", help="load's arguments on a resume of RUN (its --input and "
+                                                 "--remove flags), one a line")
     load.add_argument("run_id")
     load.add_argument("--input", action="append", default=[])
+    load.add_argument("--remove", action="append", default=[])
     args = parser.parse_args(argv)
     if args.command == "start":
         engine, force_publish = start(args.run_id, args.resume, args.engine, args.force_publish)
@@ -121,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "finished":
         return 0 if finished(args.run_id, args.job, args.force_publish) else 1
-    print(version(args.run_id) if args.command == "version" else "\n".join(inputs(args.run_id, args.input)))
+    if args.command == "version":
+        print(version(args.run_id))
+    else:
+        print("\n".join(load_args(args.run_id, args.input, args.remove)))
     return 0
 
 

@@ -40,6 +40,7 @@ run_id = args[args.index("--run-id") + 1]
 record = {{"status": "ok"}}
 if job == "load":
     record["inputs"] = [args[i + 1] for i, a in enumerate(args) if a == "--input"] or ["the demo"]
+    record["remove"] = [args[i + 1] for i, a in enumerate(args) if a == "--remove"]
 elif job == "train":
     record["version"] = "v-" + run_id
 elif job == "publish":
@@ -141,6 +142,20 @@ def test_resume_refuses_inputs_other_than_the_recorded_ones(pipeline):
     # the same inputs again are fine
     done, submitted = pipeline("--resume", run_id, "--input", one, fail="clean")
     assert _args(submitted, "load") == ["--input", one, "--run-id", run_id], done.stdout + done.stderr
+
+
+def test_resume_removes_what_the_run_recorded_and_refuses_another_remove(pipeline):
+    """A load killed before it removed the file (review: the resume used to drop the --remove)."""
+    run_id = _run_id()
+    one = str(real_file("amazon2018_all_beauty_5.jsonl.gz"))
+    _record(run_id, "load", {"status": "started", "inputs": [one], "remove": ["amazon2018_gift_cards.jsonl.gz"]})
+    done, submitted = pipeline("--resume", run_id, "--remove", "other.jsonl.gz")
+    assert done.returncode != 0 and submitted == []
+    assert "--remove amazon2018_gift_cards.jsonl.gz, not --remove other.jsonl.gz" in done.stderr, done.stderr
+
+    done, submitted = pipeline("--resume", run_id, fail="clean")
+    assert _args(submitted, "load") == ["--input", one, "--remove", "amazon2018_gift_cards.jsonl.gz",
+                                        "--run-id", run_id], done.stdout + done.stderr
 
 
 # --- 2. a resume does not publish again ----------------------------------------------------------

@@ -104,3 +104,43 @@ def test_a_resume_of_an_unknown_run_leaves_no_folder_behind(data_dir, capsys):
     assert run_records.start("r-unknown", resume=True) == ("auto", False)
     assert "recorded no --engine" in capsys.readouterr().err
     assert not (data_dir / "runs" / "r-unknown").exists()
+
+
+# --- a resumed load's arguments (bin/pipeline --resume: run_records load-args) ----------------------
+
+@pytest.mark.parametrize("status", ["started", "failed", "ok"])
+def test_a_resume_removes_the_files_the_runs_load_recorded(data_dir, status):
+    """load records its --remove as it starts (kept when it fails or finishes): a resume of a load
+    that stopped before it removed them removes them still, and a resume of a finished one says the
+    same (load is skipped then)."""
+    reconcile.write_record("r-rm", "load", {"status": status, "inputs": ["/d/a.json"], "remove": ["old.json"]})
+    assert run_records.load_args("r-rm", [], []) == ["--input", "/d/a.json", "--remove", "old.json"]
+    # the same again (a path names its file, as for load) is fine
+    assert run_records.load_args("r-rm", [], ["/elsewhere/old.json"]) == ["--input", "/d/a.json", "--remove", "old.json"]
+
+
+@pytest.mark.parametrize("recorded, given, said", [
+    (["old.json"], ["other.json"], "started with --remove old.json, not --remove other.json"),
+    ([], ["other.json"], "started without --remove, not --remove other.json"),
+])
+def test_a_resume_refuses_a_remove_other_than_the_recorded_one(data_dir, recorded, given, said):
+    reconcile.write_record("r-rm2", "load", {"status": "failed", "inputs": ["/d/a.json"],
+                                             **({"remove": recorded} if recorded else {})})
+    with pytest.raises(SystemExit, match=said):
+        run_records.load_args("r-rm2", [], given)
+
+
+def test_a_remove_only_run_resumes_with_no_input(data_dir):
+    """A run that only removed files recorded no input (load's default is none then): its resume
+    loads nothing either, rather than asking for an --input or loading the demo default."""
+    reconcile.write_record("r-rm3", "load", {"status": "started", "inputs": [], "remove": ["old.json"]})
+    assert run_records.load_args("r-rm3", [], []) == ["--remove", "old.json"]
+    # a run that stopped before load recorded anything, resumed with its --remove only
+    assert run_records.load_args("r-rm4", [], ["old.json"]) == ["--remove", "old.json"]
+    with pytest.raises(SystemExit, match="load recorded no inputs in run r-rm4"):
+        run_records.load_args("r-rm4", [], [])
+    # no input and no removal recorded: not the demo default either
+    reconcile.write_record("r-rm5", "load", {"status": "started", "inputs": []})
+    with pytest.raises(SystemExit, match="load recorded no inputs in run r-rm5"):
+        run_records.load_args("r-rm5", [], [])
+

@@ -118,6 +118,17 @@ def test_load_records_its_inputs_before_it_starts_and_when_it_fails(frame, monke
     assert (record["status"], record["inputs"]) == ("started", [get_settings().demo_input])  # the default, by name
 
 
+def test_load_keeps_its_removals_in_its_final_record(frame, monkeypatch):
+    """What load recorded as it started stays in the record it ends with: a resume of a run whose load
+    finished checks a --remove against it (spark_jobs.run_records.removes)."""
+    from spark_jobs import load
+
+    monkeypatch.setattr(load, "load", lambda spark, inputs, *args, **kwargs: {"status": "ok", "inputs": inputs})
+    assert load.main(["--input", "a.json.gz", "--remove", "old.json.gz", "--run-id", "r-7"]) == 0
+    _, _, final = frame["records"][-1]
+    assert (final["status"], final["inputs"], final["remove"]) == ("ok", ["a.json.gz"], ["old.json.gz"])
+
+
 def test_other_errors_propagate_and_leave_the_started_record_and_the_session_still_stops(frame):
     def work(spark, args):
         raise KeyError("boom")
