@@ -11,7 +11,8 @@ too: such lines are converted to JSON with ``ast.literal_eval`` (core/py_literal
 One input file is one unit (spark_jobs/units.py): a file already loaded with the same checksum is
 skipped, and each loaded file replaces only its own partitions (``raw/<kind>/unit=<file name>``).
 ``--remove`` takes a loaded file out (its partitions and its ledger entry): clean then redoes or
-drops its category, and mongo_load reloads.
+drops its category, and mongo_load reloads. Without ``--input`` a run loads the demo files
+(DEMO_INPUT), unless it removes files: then it loads nothing (:func:`input_patterns`).
 """
 from __future__ import annotations
 
@@ -426,11 +427,18 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     return record
 
 
+def input_patterns(given: list[str] | None, remove: Sequence[str], demo_input: str) -> list[str]:
+    """What load reads: the --input given; without any, the demo files, unless the run removes
+    files (--remove alone takes them out and loads nothing else). Here, in the job, so a run from
+    bin/pipeline and one from the DAG, which both leave --input out when none is given, agree."""
+    return list(given or ([] if remove else [demo_input]))
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
 
     def inputs(args) -> list[str]:
-        return args.input or [settings.demo_input]
+        return input_patterns(args.input, args.remove, settings.demo_input)
 
     return run_job(
         "load", __doc__, argv,
@@ -438,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
                                  args.run_id, **({"force": True} if args.force else {}),
                                  **({"remove": args.remove} if args.remove else {})),
         options=lambda parser: (
-            parser.add_argument("--input", action="append", help="file or glob; repeatable (default: the demo file)"),
+            parser.add_argument("--input", action="append",
+                                help="file or glob; repeatable (default: the demo files, none with --remove)"),
             parser.add_argument("--force", action="store_true",
                                 help="load every input again, even those already loaded with the same checksum"),
             parser.add_argument("--remove", action="append", default=[], metavar="FILE_NAME",

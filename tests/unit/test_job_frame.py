@@ -129,6 +129,19 @@ def test_load_keeps_its_removals_in_its_final_record(frame, monkeypatch):
     assert (final["status"], final["inputs"], final["remove"]) == ("ok", ["a.json.gz"], ["old.json.gz"])
 
 
+def test_load_with_only_remove_loads_no_default_input(frame, monkeypatch):
+    """--remove alone removes and loads nothing else (it used to load the demo files too); a plain
+    run still loads the demo files."""
+    from spark_jobs import load
+
+    seen = []
+    monkeypatch.setattr(load, "load", lambda spark, inputs, *args, **kwargs: seen.append(inputs) or {"status": "ok"})
+    assert load.main(["--remove", "old.json.gz", "--run-id", "r-8"]) == 0
+    assert load.main(["--run-id", "r-9"]) == 0
+    assert seen == [[], [get_settings().demo_input]]
+    assert [r["inputs"] for _, _, r in frame["records"] if r["status"] == "started"] == seen  # what a resume loads
+
+
 def test_other_errors_propagate_and_leave_the_started_record_and_the_session_still_stops(frame):
     def work(spark, args):
         raise KeyError("boom")
