@@ -46,7 +46,8 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
   ``<app venv>/bin/python``.
 - ``APP_ROOT`` -- the repository (spark_jobs/, core/, data/); default: the parent of this folder.
 - ``SPARK_DRIVER_MEMORY`` -- ``--driver-memory`` (default 4g, as bin/pipeline).
-- ``DEMO_INPUT`` -- the default of the ``inputs`` param (core.settings: the bundled demo files).
+- ``DEMO_INPUT`` -- load's default input, without the ``inputs`` param (core.settings: the bundled
+  demo files); handed to the jobs made absolute from the repository.
 - ``PIPELINE_SCHEDULE`` -- the DAG's schedule (default ``@daily``); ``none`` for triggered runs only
   (what ``bin/demo --with-airflow`` sets: its run is triggered by ``bin/pipeline --airflow``).
 - The jobs' own settings (``DATA_DIR``, ``ARTIFACTS_DIR``, ``MONGO_URI``, ``MONGO_DB``,
@@ -56,7 +57,10 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
   DAG's own: the jobs import core from the ``--py-files`` zip, which knows no repository.
 
 Params (trigger with config): ``inputs`` (list of files or globs; relative paths are taken from
-the repository), ``engine`` (auto|ease|implicit|spark, for train), ``force_publish`` (bool).
+the repository; empty: load's default, the demo files, or none when ``remove`` names files),
+``remove`` (list of loaded file names for load --remove: their rows go, their categories are cleaned
+again and MongoDB reloaded), ``engine`` (auto|ease|implicit|spark, for train), ``force_publish``
+(bool). Their arguments are built in recommender/params.py.
 
 The pipeline's run id (``--run-id``, the key of every job's record) is Airflow's run id made
 file-system safe: ``manual__2025-01-01T00:00:00+00:00`` becomes
@@ -74,8 +78,8 @@ from airflow.sdk import DAG, Param, task
 
 from core.env import env_str
 from core.runs import fs_safe
-from core.settings import get_settings
-from recommender.operators import SparkJobOperator, force_args, input_args
+from recommender.operators import SparkJobOperator
+from recommender.params import force_args, load_args
 from recommender.records import read_train_record
 
 log = logging.getLogger(__name__)
@@ -104,8 +108,12 @@ with DAG(
         "max_retry_delay": timedelta(minutes=10),
     },
     params={
-        "inputs": Param([get_settings().demo_input], type="array", items={"type": "string"}, minItems=1,
-                        description="review/metadata files or globs for load (relative: from the repository)"),
+        "inputs": Param([], type="array", items={"type": "string"},
+                        description="review/metadata files or globs for load (relative: from the repository); "
+                                    "empty: the demo files (DEMO_INPUT), or none when remove names files"),
+        "remove": Param([], type="array", items={"type": "string"},
+                        description="loaded files (by file name) to take out: load --remove; their categories "
+                                    "are cleaned again without them and MongoDB reloaded"),
         "engine": Param("auto", type="string", enum=["auto", "ease", "implicit", "spark"],
                         description="training engine for train --engine"),
         "force_publish": Param(False, type="boolean",
@@ -114,7 +122,7 @@ with DAG(
     user_defined_filters={"fs_safe": fs_safe},
     tags=["recommender", "spark"],
 ) as dag:
-    load = SparkJobOperator(job="load", application_args=["--run-id", RUN_ID], args_from_params=input_args)
+    load = SparkJobOperator(job="load", application_args=["--run-id", RUN_ID], args_from_params=load_args)
     clean = SparkJobOperator(job="clean", application_args=["--run-id", RUN_ID])
     mongo_load = SparkJobOperator(job="mongo_load", application_args=["--run-id", RUN_ID])
     eda = SparkJobOperator(job="eda", application_args=["--run-id", RUN_ID])

@@ -20,7 +20,8 @@ from core.env import env_str
 from core.settings import get_settings
 from spark_jobs import jvm_jar, pyfiles
 
-APP_ROOT = Path(env_str("APP_ROOT", str(Path(__file__).resolve().parent.parent.parent)))
+from recommender.params import APP_ROOT, demo_input
+
 SPARK_CONN_ID = env_str("SPARK_CONN_ID", "spark_default")
 
 # The variables core.settings and spark_jobs.common read; forwarded to every job when set.
@@ -59,6 +60,7 @@ def job_env() -> dict[str, str]:
     env["PYSPARK_PYTHON"] = app_python()
     # The jobs import core from the --py-files zip, which knows no repository to default to.
     env.setdefault("LOCAL_DIR", str(get_settings().local_dir))
+    env["DEMO_INPUT"] = demo_input()  # load's default: the DAG passes no --input without the inputs param
     if "@" in env.get("MONGO_URI", ""):  # credentials: keep them out of logs and rendered fields
         from airflow.sdk.log import mask_secret
 
@@ -70,24 +72,11 @@ def job_env() -> dict[str, str]:
     return env
 
 
-def input_args(params: Mapping[str, Any]) -> list[str]:
-    """``--input`` once per file or glob; a relative path is taken from the repository."""
-    args: list[str] = []
-    for item in params["inputs"]:
-        path = item if "://" in item or Path(item).is_absolute() else str(APP_ROOT / item)
-        args += ["--input", path]
-    return args
-
-
-def force_args(params: Mapping[str, Any]) -> list[str]:
-    return ["--force"] if params["force_publish"] else []
-
-
 class SparkJobOperator(SparkSubmitOperator):
     """``spark-submit --py-files <zip> spark_jobs/<job>.py`` with the app's binary, Python and settings.
 
-    ``args_from_params`` adds arguments that Jinja cannot express in ``application_args`` (a list
-    param spliced into repeated ``--input`` flags, a flag present only when a param is true).
+    ``args_from_params`` adds arguments that Jinja cannot express in ``application_args``
+    (recommender/params.py).
     """
 
     def __init__(self, *, job: str, args_from_params: Callable[[Mapping[str, Any]], list[str]] | None = None,

@@ -109,7 +109,8 @@ def test_schedule_params_and_retries(dagbag):
     assert dagbag["schedule"] == "@daily"
     assert dagbag["catchup"] is False
     assert dagbag["params"] == {
-        "inputs": [str(ROOT / "data" / "demo" / "*.json*")],
+        "inputs": [],  # load's default: the demo files (DEMO_INPUT), or none with remove
+        "remove": [],
         "engine": "auto",
         "force_publish": False,
     }
@@ -151,7 +152,7 @@ HELPERS_PROBE = f"""
 import json, sys
 {LOAD_DAG_MODULE}print(json.dumps({{
     "safe": [p.fs_safe(r) for r in ("manual__2026-11-25T11:40:32.728943+00:00", "scheduled__2025-01-01T00:00:00+00:00")],
-    "inputs": p.input_args({{"inputs": ["data/x.jsonl.gz", "/abs/*.json.gz"]}}),
+    "inputs": p.load_args({{"inputs": ["data/x.jsonl.gz", "/abs/*.json.gz"], "remove": ["old.jsonl"]}}),
     "force": [p.force_args({{"force_publish": True}}), p.force_args({{"force_publish": False}})],
     "binary": operators.spark_submit_binary(),
     "python": operators.app_python(),
@@ -163,7 +164,8 @@ def test_run_ids_inputs_and_force_flag(airflow_venv, tmp_path):
     out = _probe(airflow_venv, tmp_path, HELPERS_PROBE, APP_PYTHON="/opt/app-venv/bin/python",
                  SPARK_SUBMIT_BINARY="", APP_VENV="", PYSPARK_PYTHON="")
     assert out["safe"] == ["manual__2026-11-25T11-40-32.728943-00-00", "scheduled__2025-01-01T00-00-00-00-00"]
-    assert out["inputs"] == ["--input", str(ROOT / "data" / "x.jsonl.gz"), "--input", "/abs/*.json.gz"]
+    assert out["inputs"] == ["--input", str(ROOT / "data" / "x.jsonl.gz"), "--input", "/abs/*.json.gz",
+                             "--remove", "old.jsonl"]
     assert out["force"] == [["--force"], []]
     # docker-compose names the app venv through APP_PYTHON
     assert (out["binary"], out["python"]) == ("/opt/app-venv/bin/spark-submit", "/opt/app-venv/bin/python")

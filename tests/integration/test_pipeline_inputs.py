@@ -42,9 +42,14 @@ def test_relative_inputs_are_taken_from_the_callers_directory(settings, mongo_db
     assert [args[i + 1] for i, a in enumerate(args) if a == "--input"] == [f"{caller}/data/*.json.gz", absolute]
 
 
-def test_remove_reaches_load_and_is_refused_with_airflow(settings, mongo_db, local_dir, tmp_path):
+def test_remove_reaches_load_and_the_dags_remove_param(settings, mongo_db, local_dir, tmp_path):
     done, submitted = _run(settings, local_dir, tmp_path, ROOT, "--remove", "amazon2018_toys.jsonl.gz")
     job, *args = submitted[0] if submitted else [None]
     assert job == "load" and args[:2] == ["--remove", "amazon2018_toys.jsonl.gz"], done.stdout + done.stderr
-    done, submitted = _run(settings, local_dir, tmp_path, ROOT, "--airflow", "--remove", "x.jsonl")
-    assert done.returncode == 2 and "--remove" in done.stderr and submitted == []
+    # with --airflow (a stand-in airflow: the run succeeds at once), in the DAG run's conf
+    done, submitted = _run(settings, local_dir, tmp_path, ROOT, "--airflow", "--input", "/d/a.jsonl",
+                           "--remove", "x.jsonl", "--remove", "y.jsonl")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [trigger] = [args for _, *args in submitted if args[:2] == ["dags", "trigger"]]
+    assert json.loads(trigger[trigger.index("--conf") + 1]) == {
+        "engine": "auto", "force_publish": False, "inputs": ["/d/a.jsonl"], "remove": ["x.jsonl", "y.jsonl"]}

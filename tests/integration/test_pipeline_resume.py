@@ -50,17 +50,35 @@ write_record(run_id, job, record)
 '''
 
 
+AIRFLOW_STUB = '''#!{python}
+"""airflow for bin/pipeline --airflow in tests: log the command; every triggered run succeeded."""
+import json, os, sys
+
+args = sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps(["airflow", *args]) + "\\n")
+if args[:2] == ["dags", "list-runs"]:
+    with open(os.environ["STUB_LOG"]) as f:
+        logged = [json.loads(line) for line in f]
+    runs = [a[a.index("--run-id") + 1] for a in logged if a[:3] == ["airflow", "dags", "trigger"]]
+    print(json.dumps([{{"run_id": run, "state": "success"}} for run in runs]))
+'''
+
+
 @pytest.fixture(scope="module")
 def local_dir(tmp_path_factory):
-    """A LOCAL_DIR whose venv runs the real python and the stub spark-submit."""
+    """A LOCAL_DIR whose venv runs the real python and the stub spark-submit, and whose Airflow venv
+    the stub airflow."""
     local = tmp_path_factory.mktemp("pipeline-local")
-    bin_dir = local / "venv" / "bin"
+    bin_dir, airflow_bin = local / "venv" / "bin", local / "airflow-venv" / "bin"
     bin_dir.mkdir(parents=True)
+    airflow_bin.mkdir(parents=True)
     python = Path(sys.prefix) / "bin" / "python"
     (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{python}" "$@"\n')
     (bin_dir / "spark-submit").write_text(STUB.format(python=python))
-    for name in ("python", "spark-submit"):
-        (bin_dir / name).chmod(0o755)
+    (airflow_bin / "airflow").write_text(AIRFLOW_STUB.format(python=python))
+    for path in (bin_dir / "python", bin_dir / "spark-submit", airflow_bin / "airflow"):
+        path.chmod(0o755)
     return local
 
 

@@ -1,0 +1,41 @@
+"""The DAG's params as the jobs' arguments: what Jinja cannot express in ``application_args`` (a
+list param spliced into repeated flags, a flag present only when a param is true).
+
+Standard library and core only, without Airflow, so the unit tests (in the app's venv, which has
+no Airflow) check them as the DAG uses them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from core.env import env_str
+from core.settings import get_settings
+
+APP_ROOT = Path(env_str("APP_ROOT", str(Path(__file__).resolve().parent.parent.parent)))
+
+
+def from_repository(path: str) -> str:
+    """A file or glob as the jobs get it: a relative one is taken from the repository."""
+    return path if "://" in path or Path(path).is_absolute() else str(APP_ROOT / path)
+
+
+def load_args(params: Mapping[str, Any]) -> list[str]:
+    """``--input`` once per file or glob of ``inputs``, ``--remove`` once per file name of ``remove``.
+
+    No ``inputs``: no ``--input``, and load decides (spark_jobs/load.input_patterns): the demo files,
+    or nothing when the run removes files, as for bin/pipeline.
+    """
+    return ([arg for item in params.get("inputs") or [] for arg in ("--input", from_repository(item))]
+            + [arg for name in params.get("remove") or [] for arg in ("--remove", name)])
+
+
+def force_args(params: Mapping[str, Any]) -> list[str]:
+    return ["--force"] if params["force_publish"] else []
+
+
+def demo_input() -> str:
+    """load's default input as the jobs must get it (``DEMO_INPUT``, from the repository): a job
+    imports core from the --py-files zip, which knows no repository to take data/demo/ from."""
+    return from_repository(get_settings().demo_input)

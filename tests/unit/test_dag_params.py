@@ -1,0 +1,49 @@
+"""dags/recommender/params.py: the DAG's params as the jobs' arguments. The module needs no Airflow
+(the app's venv has none), so it is loaded here from its file, as the DAG folder would import it;
+tests/integration/test_airflow_dag.py checks the DAG that uses it with Airflow itself."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def params(monkeypatch):
+    monkeypatch.delenv("APP_ROOT", raising=False)
+    spec = importlib.util.spec_from_file_location("dag_params", ROOT / "dags" / "recommender" / "params.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_load_args_pass_inputs_from_the_repository_and_removals_by_name(params):
+    assert params.load_args({"inputs": ["data/x.jsonl.gz", "/abs/*.json.gz"], "remove": ["old.jsonl.gz"]}) == [
+        "--input", str(ROOT / "data" / "x.jsonl.gz"), "--input", "/abs/*.json.gz", "--remove", "old.jsonl.gz"]
+
+
+@pytest.mark.parametrize("given, args", [
+    ({"inputs": [], "remove": []}, []),                   # load's default: the demo files
+    ({"inputs": [], "remove": ["a.json"]}, ["--remove", "a.json"]),  # a removal only: load loads nothing
+    ({"inputs": ["/d/b.json"]}, ["--input", "/d/b.json"]),  # a run triggered with the params of before
+])
+def test_load_args_leave_the_default_to_load(params, given, args):
+    assert params.load_args(given) == args
+
+
+def test_force_args(params):
+    assert (params.force_args({"force_publish": True}), params.force_args({"force_publish": False})) == (["--force"], [])
+
+
+def test_the_jobs_get_the_demo_input_from_the_repository(params, monkeypatch):
+    from core.settings import get_settings
+
+    monkeypatch.setenv("DEMO_INPUT", "data/demo/one.jsonl")
+    get_settings.cache_clear()
+    try:
+        assert params.demo_input() == str(ROOT / "data" / "demo" / "one.jsonl")
+    finally:
+        get_settings.cache_clear()
