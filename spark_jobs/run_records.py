@@ -1,8 +1,8 @@
 """What bin/pipeline reads from a run's records, ``$DATA_DIR/runs/<run id>/<job>.json``.
 
 Those files are the record of truth (spark_jobs/reconcile.write_record; MongoDB holds a best-effort
-copy); where they are and how train's is read is core.runs, shared with the DAG. Standard library
-and core only: no Spark starts.
+copy); where they are and how train's is read is core.runs, shared with the DAG. Standard library,
+core and spark_jobs.units (load's ledger) only: no Spark starts.
 
     python -m spark_jobs.run_records start RUN [--resume] [--engine E] [--force-publish]  # the run's options
     python -m spark_jobs.run_records finished RUN JOB [--force-publish]  # exit 0: JOB finished in RUN
@@ -16,9 +16,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from core import storage
 from core.runs import model_version, read_record, record_path, run_folder, succeeded
+from core.settings import get_settings
+from spark_jobs import units
 
 # What a job records when it finished: "ok", or publish's decision (spark_jobs/publish.py). Every
 # job records "started" before it does anything, and "failed" when it fails as it declares; one that
@@ -119,10 +123,47 @@ def _file_names(names: list[str]) -> list[str]:
     return sorted({os.path.basename(name) for name in names})
 
 
+def changed_inputs(patterns: list[str], loaded: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The files ``patterns`` name that are not what the load ledger's entries ``loaded`` (file name
+    -> entry) say was loaded: another size, modified after it was loaded, not loaded at all (a glob
+    that matches a new file) or gone. Size and modification time only: a resume must not read every
+    input again to find out (a load that runs compares checksums, spark_jobs/units.py)."""
+    changed = []
+    for pattern in patterns:
+        paths = units.matches(pattern)
+        if not paths:
+            changed.append(f"{pattern} (matches no file now)")
+        for path in paths:
+            entry = loaded.get(os.path.basename(path))
+            if "://" in path:  # no local file: load refuses those (units.list_units)
+                continue
+            if not os.path.isfile(path):
+                changed.append(f"{path} (gone)")
+            elif (entry is None or entry.get("size") != os.path.getsize(path)
+                  or os.path.getmtime(path) > entry.get("loaded_at", 0)):
+                changed.append(path)
+    return changed
+
+
+def warn_changed_inputs(run_id: str, patterns: list[str]) -> None:
+    """Say so when the load of this run finished and its inputs changed since (:func:`changed_inputs`):
+    the resume skips load, so clean and train go on with the data loaded before. Not an error: that
+    data is the run's; a new run loads the changes."""
+    if not finished(run_id, "load"):
+        return  # the resumed load loads what changed itself
+    changed = changed_inputs(patterns, units.read_ledger(str(get_settings().data_dir / "raw")).get("units", {}))
+    if changed:
+        print(f"pipeline: warning: inputs of run {run_id} changed since its load finished (size or modification "
+              f"time differ from the load ledger): {', '.join(changed)}. This resume goes on with the data "
+              f"loaded before; start a new run to load them.", file=sys.stderr)
+
+
 def load_args(run_id: str, given_inputs: list[str], given_removes: list[str]) -> list[str]:
-    """load's arguments on a resume of this run: its recorded --remove and --input flags."""
+    """load's arguments on a resume of this run: its recorded --input and --remove flags (and a
+    warning when it loaded its inputs before they changed)."""
     removing = removes(run_id, given_removes)
     loading = inputs(run_id, given_inputs, removing=bool(removing))
+    warn_changed_inputs(run_id, loading)
     return [*(a for path in loading for a in ("--input", path)), *(a for name in removing for a in ("--remove", name))]
 
 

@@ -88,6 +88,13 @@ def _local(path: str) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
 
 
+def matches(pattern: str) -> list[str]:
+    """The local paths an input names: a path that exists is that file, even when its name holds glob
+    characters (``reviews_toys[1].jsonl``); otherwise a glob's matches, sorted (maybe none)."""
+    local = _local(pattern)
+    return sorted(glob.glob(local)) if glob.has_magic(local) and not os.path.exists(local) else [local]
+
+
 def list_units(inputs: list[str]) -> list[Unit]:
     """The files ``inputs`` (files or globs) name, sorted, each with its checksum.
 
@@ -98,10 +105,9 @@ def list_units(inputs: list[str]) -> list[Unit]:
     """
     files: list[str] = []
     for pattern in inputs:
-        local = _local(pattern)
-        if "://" in local:
+        if "://" in _local(pattern):
             raise ValueError(f"load: {pattern}: only local input files can be fingerprinted")
-        matched = sorted(glob.glob(local)) if glob.has_magic(local) and not os.path.exists(local) else [local]
+        matched = matches(pattern)
         if not matched:
             raise FileNotFoundError(f"load: no input file matches {pattern}")
         for f in matched:

@@ -5,11 +5,13 @@ all follow. MongoDB's copy of a record is replaced here; the file is the record 
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from core import runs, storage
 from core.settings import get_settings
-from spark_jobs import reconcile, run_records
+from spark_jobs import reconcile, run_records, units
 
 AIRFLOW_RUN_ID = "manual__2026-11-25T11:40:32.728943+00:00"
 SAFE_RUN_ID = "manual__2026-11-25T11-40-32.728943-00-00"
@@ -144,3 +146,41 @@ def test_a_remove_only_run_resumes_with_no_input(data_dir):
     with pytest.raises(SystemExit, match="load recorded no inputs in run r-rm5"):
         run_records.load_args("r-rm5", [], [])
 
+
+def test_a_resume_warns_of_inputs_changed_since_its_load_finished(data_dir, tmp_path, capsys):
+    """The resume skips a finished load: clean and train go on with the data loaded then. It says
+    which inputs changed since (by size and modification time against the load ledger; no file is
+    read), and does not fail."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    same, grown, touched, gone = (inputs / f"amazon2018_{n}.jsonl" for n in ("same", "grown", "touched", "gone"))
+    for path in (same, grown, touched, gone):
+        path.write_text("{}\n")
+        os.utime(path, (1_000, 1_000))
+    loaded = {p.name: {"sha256": "x", "size": 3, "loaded_at": 2_000.0, "path": str(p)} for p in (same, grown, touched, gone)}
+    units.write_ledger(str(data_dir / "raw"), {"units": loaded})
+    patterns = [str(inputs / "*.jsonl"), str(gone)]
+    reconcile.write_record("r-ch", "load", {"status": "ok", "inputs": patterns})
+    assert run_records.load_args("r-ch", [], []) == ["--input", *patterns[:1], "--input", str(gone)]
+    assert "changed" not in capsys.readouterr().err  # nothing changed yet
+
+    grown.write_text("{}\n{}\n")
+    os.utime(grown, (1_000, 1_000))
+    os.utime(touched, (3_000, 3_000))  # modified after its load
+    gone.unlink()
+    new = inputs / "amazon2018_new.jsonl"  # the glob matches a file the run never loaded
+    new.write_text("{}\n")
+    os.utime(new, (1_000, 1_000))
+    assert run_records.load_args("r-ch", [], []) == ["--input", *patterns[:1], "--input", str(gone)]
+    err = capsys.readouterr().err
+    assert "warning: inputs of run r-ch changed since its load finished" in err and "start a new run" in err
+    assert all(str(p) in err for p in (grown, touched, new)) and f"{gone} (gone)" in err
+    assert str(same) not in err
+    # as load names them: a file:// path is that file; a glob that matches nothing now is said so
+    assert run_records.changed_inputs([f"file://{touched}", f"file://{same}"], loaded) == [str(touched)]
+    assert run_records.changed_inputs([str(inputs / "*.json.gz")], loaded) == [f"{inputs}/*.json.gz (matches no file now)"]
+
+    # a load that did not finish loads the changes itself: no warning
+    reconcile.write_record("r-ch", "load", {"status": "started", "inputs": patterns})
+    run_records.load_args("r-ch", [], [])
+    assert "changed" not in capsys.readouterr().err
