@@ -29,9 +29,8 @@ if __package__ in (None, ""):
 
 from bench.gen.manifest import manifest_differences  # noqa: E402
 from bench.pipeline_scale import FULL_2018, GB, run_record, run_stage, stage_env, submit  # noqa: E402
+from core.runs import STAGES  # noqa: E402
 from spark_jobs.run_records import FINISHED  # noqa: E402
-
-STAGES = ("load", "clean", "mongo_load", "eda", "train", "publish")
 
 
 def stage_args(stage: str, data: Path, work: Path, run_id: str, engine: str = "auto") -> list[str]:

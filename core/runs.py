@@ -21,6 +21,12 @@ from core.storage import Location
 
 RUNS = "runs"  # the folder under DATA_DIR that holds one folder per run
 
+# The batch jobs (spark_jobs/<job>.py) in the order a pipeline run runs them, each after the one
+# before has finished. bin/pipeline submits them in this order and the DAG chains its tasks so
+# (with its ``evaluate`` task between train and publish); both are checked against it
+# (tests/unit/test_stage_order.py), and bench/big_run.py runs them from it.
+STAGES = ("load", "clean", "mongo_load", "eda", "train", "publish")
+
 
 def fs_safe(run_id: str) -> str:
     """A run id as a file and document-id safe string (no ':' or '+', no '/').

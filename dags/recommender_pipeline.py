@@ -141,4 +141,5 @@ with DAG(
         args_from_params=force_args,
     )
 
+    # core.runs.STAGES, with evaluate before publish (tests/unit/test_stage_order.py holds them to it)
     load >> clean >> mongo_load >> eda >> train >> evaluate() >> publish

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from core.runs import STAGES
+
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 DAG_ID = "amazon_recommender_pipeline"
-CHAIN = ["load", "clean", "mongo_load", "eda", "train", "evaluate", "publish"]
+CHAIN = [*STAGES[:-1], "evaluate", STAGES[-1]]  # core.runs.STAGES, with evaluate before publish
 SPARK_TASKS = [t for t in CHAIN if t != "evaluate"]
 
 pytestmark = pytest.mark.integration

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from core.runs import STAGES
 from tests.conftest import DEMO_FILE, real_file
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("load", "clean", "mongo_load", "eda", "train", "publish")
 
 STUB = '''#!{python}
 """spark-submit for tests/integration/test_pipeline_resume.py: log the job, write its record."""
@@ -268,9 +268,9 @@ def test_an_engine_given_to_the_resume_wins_and_is_kept(pipeline):
 def test_a_run_id_with_a_slash_is_one_safe_id_for_every_stage_and_the_resume(pipeline, settings):
     run_id = f"nightly/{uuid.uuid4().hex[:8]}"
     done, submitted = pipeline("--run-id", run_id, fail="eda")
-    assert _jobs(submitted) == ["load", "clean", "mongo_load", "eda"], done.stdout + done.stderr
+    assert _jobs(submitted) == list(STAGES[:4]), done.stdout + done.stderr
     safe = run_id.replace("/", "-")
     assert sorted(p.name for p in (settings.data_dir / "runs" / safe).iterdir()) == [
         "clean.json", "load.json", "mongo_load.json", "pipeline.json"]
     done, submitted = pipeline("--resume", run_id)
-    assert done.returncode == 0 and _jobs(submitted) == ["eda", "train", "publish"], done.stdout + done.stderr
+    assert done.returncode == 0 and _jobs(submitted) == list(STAGES[3:]), done.stdout + done.stderr
