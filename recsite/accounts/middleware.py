@@ -1,4 +1,5 @@
-"""Answer 429/503 wherever a credential check was refused by the lockout (``accounts.throttle``).
+"""Answer 429/503 wherever a credential check was refused by the lockout (``accounts.throttle``),
+and drop X-Forwarded-* headers that no trusted proxy wrote.
 
 The admin's login and DRF's ``/api/token/`` are not our views: they only see that authentication
 failed and would answer "wrong password" (inviting another guess). The backend marks the
@@ -28,5 +29,19 @@ def credential_refusal_middleware(get_response):
         if refusal is not None and response.status_code not in (429, 503):
             return refusal_response(request, refusal)
         return response
+
+    return middleware
+
+
+def forwarded_headers_middleware(get_response):
+    """Drop every X-Forwarded-* header of a request that did not come from a trusted proxy
+    (``throttle.from_trusted_proxy``), before anything reads them: Django's HTTPS header
+    (``SECURE_PROXY_SSL_HEADER``), DRF's throttles (``NUM_PROXIES``) and ``client_address``. A
+    client connecting directly would otherwise choose its own address and pass as HTTPS."""
+    def middleware(request):
+        if not throttle.from_trusted_proxy(request):
+            for name in [key for key in request.META if key.startswith("HTTP_X_FORWARDED_")]:
+                del request.META[name]
+        return get_response(request)
 
     return middleware

@@ -53,14 +53,32 @@ class Unavailable(Refused):
     message = "Signing in is unavailable for a moment. Please try again shortly."
 
 
+def from_trusted_proxy(request) -> bool:
+    """Whether this connection may carry X-Forwarded-* headers: ``TRUSTED_PROXIES`` is set and the
+    peer (REMOTE_ADDR) lies in ``TRUSTED_PROXY_NETS``.
+
+    The proxy count alone trusted whoever connected: a client reaching gunicorn directly (a
+    published port, a proxy bypassed) wrote the rightmost X-Forwarded-For itself, escaping every
+    limit, locking others out and reading /metrics as 127.0.0.1."""
+    if getattr(settings, "TRUSTED_PROXIES", 0) <= 0:
+        return False
+    try:
+        peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    peer = getattr(peer, "ipv4_mapped", None) or peer  # an IPv4 proxy seen through an IPv6 socket
+    return any(peer in net for net in settings.TRUSTED_PROXY_NETS)
+
+
 def client_address(request) -> str:
-    """The client's address: REMOTE_ADDR, or with ``TRUSTED_PROXIES`` = n the n-th address from
-    the right of X-Forwarded-For (what the outermost trusted proxy saw). Entries further left are
-    written by the client and ignored. The same rule as DRF's ``NUM_PROXIES``."""
+    """The client's address: REMOTE_ADDR, or from a trusted proxy (``from_trusted_proxy``) with
+    ``TRUSTED_PROXIES`` = n the n-th address from the right of X-Forwarded-For (what the outermost
+    trusted proxy saw). Entries further left are written by the client and ignored. The same rule
+    as DRF's ``NUM_PROXIES`` (whose headers ``forwarded_headers_middleware`` drops likewise)."""
     remote = request.META.get("REMOTE_ADDR", "")
-    proxies = getattr(settings, "TRUSTED_PROXIES", 0)
-    if proxies <= 0:
+    if not from_trusted_proxy(request):
         return remote
+    proxies = settings.TRUSTED_PROXIES
     forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
     return forwarded[-min(proxies, len(forwarded))] if forwarded else remote
 

@@ -7,6 +7,7 @@ the security settings that ``manage.py check --deploy`` asks for are on.
 """
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -40,6 +41,11 @@ CSRF_TRUSTED_ORIGINS = _comma_list(env_str("DJANGO_CSRF_TRUSTED_ORIGINS", ""))
 # every X-Forwarded-* header is the client's own, so none is trusted). One number for the login
 # lockout (accounts.throttle.client_address), DRF's throttles (NUM_PROXIES) and the HTTPS header.
 TRUSTED_PROXIES = max(0, env_int("DJANGO_TRUSTED_PROXIES", 0))
+# ...and only from a peer in these networks (the proxy's own address): from any other, X-Forwarded-*
+# headers are dropped (accounts.middleware.forwarded_headers_middleware), so a client reaching
+# gunicorn directly cannot pick its address or pose as HTTPS. Default: loopback and private ranges.
+TRUSTED_PROXY_NETS = tuple(ipaddress.ip_network(net, strict=False) for net in _comma_list(env_str(
+    "DJANGO_TRUSTED_PROXY_NETS", "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7")))
 # /metrics (Prometheus) tells anyone who can read it the site's traffic by view: it answers a
 # scraper sending "Authorization: Bearer METRICS_TOKEN" when that is set, else only clients on
 # this host (loopback, after TRUSTED_PROXIES).
@@ -69,6 +75,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "recsite.metrics.metrics_middleware",  # /metrics: requests by view and status
     "recsite.bodylimit.body_limit_middleware",
+    "accounts.middleware.forwarded_headers_middleware",  # before anything reads X-Forwarded-*
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -1,0 +1,68 @@
+"""X-Forwarded-* headers count only from a trusted proxy's address (``DJANGO_TRUSTED_PROXY_NETS``),
+and the compose deployment lets clients in through its proxy only: a client connecting to gunicorn
+directly wrote the rightmost X-Forwarded-For itself (every limit escaped, someone else locked out,
+/metrics read as 127.0.0.1) and X-Forwarded-Proto skipped the HTTPS redirect."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from django.test import override_settings
+
+from accounts.throttle import client_address
+
+ROOT = Path(__file__).resolve().parents[2]
+DIRECT = "192.0.2.2"  # a client on the internet, connected to gunicorn itself
+PROXY = "172.18.0.5"  # the proxy, on compose's network
+
+
+@override_settings(TRUSTED_PROXIES=1)
+def test_only_a_peer_in_the_proxy_networks_may_name_the_client(rf):
+    def address(peer: str, forwarded: str) -> str:
+        return client_address(rf.get("/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded))
+
+    assert address(PROXY, "203.0.113.9") == "203.0.113.9"
+    assert address(f"::ffff:{PROXY}", "203.0.113.9") == "203.0.113.9"  # IPv4 peer on an IPv6 socket
+    assert address(DIRECT, "203.0.113.9") == DIRECT
+    assert address(DIRECT, "127.0.0.1") == DIRECT
+    with override_settings(TRUSTED_PROXY_NETS=()):
+        assert address(PROXY, "203.0.113.9") == PROXY
+
+
+@override_settings(TRUSTED_PROXIES=1)
+def test_forwarded_headers_of_a_direct_client_are_dropped_before_anyone_reads_them(rf):
+    from accounts.middleware import forwarded_headers_middleware
+
+    seen = forwarded_headers_middleware(lambda request: request.META)
+    direct = seen(rf.get("/", REMOTE_ADDR=DIRECT, HTTP_X_FORWARDED_FOR="10.1.2.3", HTTP_X_FORWARDED_PROTO="https",
+                         HTTP_X_FORWARDED_HOST="evil.example"))
+    assert not [name for name in direct if name.startswith("HTTP_X_FORWARDED_")]
+    proxied = seen(rf.get("/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="10.1.2.3", HTTP_X_FORWARDED_PROTO="https"))
+    assert proxied["HTTP_X_FORWARDED_FOR"] == "10.1.2.3" and proxied["HTTP_X_FORWARDED_PROTO"] == "https"
+
+
+@override_settings(TRUSTED_PROXIES=1, METRICS_TOKEN="")
+def test_a_direct_client_cannot_read_metrics_as_loopback(client):
+    assert client.get("/metrics", REMOTE_ADDR=DIRECT, HTTP_X_FORWARDED_FOR="127.0.0.1").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="127.0.0.1").status_code == 200
+
+
+@override_settings(TRUSTED_PROXIES=1, METRICS_TOKEN="", SECURE_SSL_REDIRECT=True,
+                   SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"))
+def test_a_direct_client_cannot_pass_as_https(client):
+    direct = client.get("/metrics", REMOTE_ADDR=DIRECT, HTTP_X_FORWARDED_PROTO="https")
+    assert direct.status_code == 301 and direct["Location"].startswith("https://")
+    proxied = client.get("/metrics", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_PROTO="https",
+                         HTTP_X_FORWARDED_FOR="127.0.0.1")
+    assert proxied.status_code == 200
+
+
+def test_compose_lets_clients_in_through_its_proxy_only():
+    compose = yaml.safe_load((ROOT / "docker" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert "web" not in published, "gunicorn published: clients could write the X-Forwarded-* it trusts"
+    assert compose["x-app-env"]["DJANGO_TRUSTED_PROXIES"].endswith(":-1}")  # one proxy: this one
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("caddy:") and "web:8000" in proxy["command"]
+    assert {"80:80", "443:443"} <= set(proxy["ports"])
