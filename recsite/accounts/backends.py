@@ -17,8 +17,9 @@ class ProfileBackend(ModelBackend):
     cached page.
 
     Every password check with a request (the site's login, the admin's, DRF's ``/api/token/``)
-    passes the lockout first: a refused attempt never reaches the password hasher, and
-    ``PermissionDenied`` stops Django from trying any other backend. Checks without a request
+    takes its attempt from the lockout first (counted as failed until the password proves right,
+    so concurrent guesses cannot all pass): a refused attempt never reaches the password hasher,
+    and ``PermissionDenied`` stops Django from trying any other backend. Checks without a request
     (the shell, management commands) are not network-facing and are not counted.
     """
 
@@ -29,15 +30,13 @@ class ProfileBackend(ModelBackend):
             return super().authenticate(request, username, password, **kwargs)
         username, address = str(username)[:150], throttle.client_address(request)
         try:
-            throttle.check_login(username, password, address)
+            throttle.take_attempt(username, password, address)
         except throttle.Refused as refusal:
             throttle.mark_refused(request, refusal)
             raise PermissionDenied(refusal.message) from None
         user = super().authenticate(request, username, password, **kwargs)
-        if user is None:
-            throttle.record_failure(username, password, address)
-        else:
-            throttle.reset(username, address)
+        if user is not None:
+            throttle.attempt_succeeded(username, password, address)
         return user
 
     def get_user(self, user_id):

@@ -2,9 +2,12 @@
 
 Password checks count failures under three keys within ``LOGIN_THROTTLE_WINDOW`` seconds. Site
 login, admin login and ``/api/token/`` go through ``accounts.backends.ProfileBackend``; the old
-password on password change and the password of an account's deletion (page and API) call
-``check_login`` and ``record_failure`` around their own check (a new password check must do one
-or the other). The three keys:
+password on password change and the password of the account deletion page call ``take_attempt``
+before their own check and ``attempt_succeeded`` after a right password (a new password check
+must do the same; the API's deletion, ``shop.api``, still calls ``check_login`` and
+``record_failure``). An attempt is counted as failed before its password is checked, each count
+one Redis INCR compared with its limit, and given back when the password was right: checked first
+and counted after the (slow) hashing, concurrent guesses all passed the check. The three keys:
 
 - (username, client address): ``LOGIN_THROTTLE_ATTEMPTS``; one attacker cannot lock a user out
   elsewhere, because the address is the real client's (``client_address``), not a shared proxy's,
@@ -15,9 +18,10 @@ or the other). The three keys:
   under the secret key, never the password.
 
 Sign-ups and password-reset requests count actions (``account_action``) per client address and
-are refused (429) past ``ACCOUNT_THROTTLE_ATTEMPTS``. A reset request is never refused because of
-the e-mail address it names: that count would be anyone's to use up, locking the owner out of
-their own reset. Mails to one mailbox are capped instead (``reset_mail_allowed``,
+are refused (429) past ``ACCOUNT_THROTTLE_ATTEMPTS``, likewise counted first (a sign-up that made
+no account gives its count back, ``give_back_account_action``). A reset request is never refused
+because of the e-mail address it names: that count would be anyone's to use up, locking the
+owner out of their own reset. Mails to one mailbox are capped instead (``reset_mail_allowed``,
 ``PASSWORD_RESET_MAILS_PER_EMAIL``): past the cap the page answers as usual and sends nothing.
 
 Counting lives in Redis (the ``throttle`` cache: shared by every gunicorn worker), whose errors
@@ -147,40 +151,87 @@ def _count(keys, window: int) -> None:
         log.warning("throttle cache unavailable, a failure went uncounted: %s", exc)
 
 
+def _take(limits: dict[str, int], window: int) -> None:
+    """Count one under every key; past any limit, give them back and raise ``Locked``.
+
+    Each count is one atomic INCR and its result is compared, so of N concurrent requests at most
+    the limit get through, where a check first and a count after let all N pass. A request refused
+    here counts nothing (it may have inflated the keys it took for a moment: refusals come only
+    earlier). With Redis failing: ``Unavailable`` (fail closed)."""
+    cache, taken = _cache(), []
+    try:
+        for key, limit in limits.items():
+            count = _incr(cache, key, window)
+            taken.append(key)
+            if count > limit:
+                break
+        else:
+            return
+    except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
+        log.warning("throttle cache unavailable, refusing a credential check or account action: %s", exc)
+        _give_back(taken)
+        raise Unavailable() from None
+    _give_back(taken)
+    raise Locked()
+
+
+def _give_back(keys) -> None:
+    cache = _cache()
+    for key in keys:
+        try:
+            cache.decr(key)
+        except ValueError:  # expired meanwhile: nothing left to give back
+            pass
+        except Exception as exc:  # noqa: BLE001 - the count stays: only ever stricter
+            log.warning("throttle cache unavailable, a count was not given back: %s", exc)
+            return
+
+
 def check_login(username: str, password: str | None, address: str) -> None:
-    """Raise ``Locked`` or ``Unavailable`` if this attempt must not reach the password check."""
+    """Raise ``Locked`` or ``Unavailable`` if this attempt must not reach the password check.
+
+    A read only, to refuse early (the login page, before its form); ``take_attempt`` decides."""
     if _over(_login_keys(username, password, address)):
         raise Locked()
 
 
-def record_failure(username: str, password: str | None, address: str) -> None:
-    _count(_login_keys(username, password, address), settings.LOGIN_THROTTLE_WINDOW)
+def take_attempt(username: str, password: str | None, address: str) -> None:
+    """Count this attempt as failed before its password is checked; ``Locked`` past a limit,
+    ``Unavailable`` with Redis down. A right password then calls ``attempt_succeeded``."""
+    _take(_login_keys(username, password, address), settings.LOGIN_THROTTLE_WINDOW)
 
 
-def reset(username: str, address: str) -> None:
-    """A success clears the (username, address) count; the wider counts run out with the window."""
+def attempt_succeeded(username: str, password: str | None, address: str) -> None:
+    """The password was right: clear the (username, address) count and give back the wider ones
+    this attempt took (a success never counts against the address or the password)."""
+    keys = list(_login_keys(username, password, address))
     try:
-        _cache().delete(next(iter(_login_keys(username, None, address))))
+        _cache().delete(keys[0])
     except Exception as exc:  # noqa: BLE001
         log.warning("throttle cache unavailable: %s", exc)
+    _give_back(keys[1:])
+
+
+def record_failure(username: str, password: str | None, address: str) -> None:
+    """Count a failure after a ``check_login`` (shop.api's account deletion, until it takes its
+    attempt first: concurrent guesses there pass the check together)."""
+    _count(_login_keys(username, password, address), settings.LOGIN_THROTTLE_WINDOW)
 
 
 def _action_keys(kind: str, subjects: tuple[str, ...]) -> list[str]:
     return [f"acct-{kind}:{_digest(address_key(s).lower())}" for s in subjects if s]
 
 
-def account_action(kind: str, *subjects: str, count: bool = True) -> None:
-    """Raise ``Locked`` if any subject (a client address) used up its ``ACCOUNT_THROTTLE_ATTEMPTS``
-    for this kind of action (``signup``, ``reset``); otherwise count one (unless ``count`` is off)."""
-    keys = dict.fromkeys(_action_keys(kind, subjects), settings.ACCOUNT_THROTTLE_ATTEMPTS)
-    if _over(keys):
-        raise Locked()
-    if count:
-        _count(keys, settings.ACCOUNT_THROTTLE_WINDOW)
+def account_action(kind: str, *subjects: str) -> None:
+    """Count one action of this kind (``signup``, ``reset``) for every subject (a client address);
+    ``Locked`` if that went past ``ACCOUNT_THROTTLE_ATTEMPTS`` (nothing counted), ``Unavailable``."""
+    _take(dict.fromkeys(_action_keys(kind, subjects), settings.ACCOUNT_THROTTLE_ATTEMPTS),
+          settings.ACCOUNT_THROTTLE_WINDOW)
 
 
-def count_account_action(kind: str, *subjects: str) -> None:
-    _count(_action_keys(kind, subjects), settings.ACCOUNT_THROTTLE_WINDOW)
+def give_back_account_action(kind: str, *subjects: str) -> None:
+    """The action counted by ``account_action`` did not happen (a sign-up that made no account)."""
+    _give_back(_action_keys(kind, subjects))
 
 
 def reset_mail_allowed(email: str) -> bool:

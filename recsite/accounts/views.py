@@ -51,19 +51,25 @@ class ThrottledPasswordChangeView(PasswordChangeView):
     """Django's password change; the old password is a credential check too (someone holding a
     stolen session must not guess it freely), so it shares the lockout of the logins."""
 
+    def _attempt(self) -> tuple[str, str, str]:
+        return (self.request.user.get_username(), str(self.request.POST.get("old_password", "")),
+                throttle.client_address(self.request))
+
     def post(self, request, *args, **kwargs):
         try:
-            throttle.check_login(request.user.get_username(), str(request.POST.get("old_password", "")),
-                                 throttle.client_address(request))
+            throttle.take_attempt(*self._attempt())
         except throttle.Refused as refusal:
             context = self.get_context_data(form=self.get_form_class()(request.user), locked=refusal.message)
             return render(request, self.template_name, context, status=refusal.status)
         return super().post(request, *args, **kwargs)
 
+    def form_valid(self, form):
+        throttle.attempt_succeeded(*self._attempt())
+        return super().form_valid(form)
+
     def form_invalid(self, form):
-        if "old_password" in form.errors:
-            throttle.record_failure(self.request.user.get_username(), str(self.request.POST.get("old_password", "")),
-                                    throttle.client_address(self.request))
+        if "old_password" not in form.errors:  # the old password was right, the new ones not
+            throttle.attempt_succeeded(*self._attempt())
         return super().form_invalid(form)
 
 
@@ -95,16 +101,17 @@ def signup(request):
     form = SignUpForm(request.POST or None)
     if request.method == "POST":
         address = throttle.client_address(request)
-        try:
-            throttle.account_action("signup", address, count=False)
+        try:  # counted first, given back if no account is made: concurrent sign-ups cannot all pass
+            throttle.account_action("signup", address)
         except throttle.Refused as refusal:
             message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
             return render(request, "registration/signup.html", {"form": SignUpForm(), "locked": message},
                           status=refusal.status)
-        if form.is_valid():
+        if not form.is_valid():
+            throttle.give_back_account_action("signup", address)
+        else:
             user = form.save()
             Profile.objects.create(user=user)
-            throttle.count_account_action("signup", address)
             login(request, user, backend="accounts.backends.ProfileBackend")
             messages.success(request, "Welcome! Rate a few products you know to get your own recommendations.")
             return redirect("onboarding")
@@ -120,13 +127,14 @@ def delete_account(request):
         address = throttle.client_address(request)
         name, password = request.user.get_username(), str(request.POST.get("password", ""))
         try:  # the password check is a login attempt too: it shares the lockout
-            throttle.check_login(name, password, address)
+            throttle.take_attempt(name, password, address)
         except throttle.Refused as refusal:
             return render(request, "registration/delete_account.html",
                           {"form": DeleteAccountForm(request.user), "locked": refusal.message}, status=refusal.status)
-        if form.is_valid():
+        valid = form.is_valid()
+        if "password" not in form.errors:  # right password (the tick may be missing)
+            throttle.attempt_succeeded(name, password, address)
+        if valid:
             delete_everywhere(request.user, request=request)
             return render(request, "registration/delete_account_done.html")
-        if "password" in form.errors:
-            throttle.record_failure(name, password, address)
     return render(request, "registration/delete_account.html", {"form": form}, status=400 if form.errors else 200)

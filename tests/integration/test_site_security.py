@@ -522,3 +522,91 @@ def test_password_change_old_password_guessing_is_locked_out(site_cache, client,
     assert right.status_code == 429
     user.refresh_from_db()
     assert user.check_password(PASSWORD)
+
+
+# --- 4. concurrent attempts: counted before the slow check, not after ------------------------------
+
+N_CONCURRENT = 12  # bin/services' gunicorn: WEB_WORKERS=3 x WEB_THREADS=4
+
+
+def _burst(attempt) -> list:
+    """``attempt(i)`` in N_CONCURRENT threads released together; what each returned (or raised)."""
+    import threading
+
+    from django.db import connections
+
+    barrier, results = threading.Barrier(N_CONCURRENT), [None] * N_CONCURRENT
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = attempt(i)
+        except Exception as exc:  # noqa: BLE001 - reported by the caller's assertion
+            results[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(N_CONCURRENT)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_guesses_get_no_more_password_checks_than_the_limit(site_cache, make_user):
+    """The lockout was read before the password hashing and counted after it: 12 guesses at once
+    all reached the password check (limit 5)."""
+    from django.conf import settings
+    from django.test import Client
+
+    user, address = make_user(), _address()
+    codes = _burst(lambda i: Client().post("/accounts/login/", {"username": user.username, "password": f"guess-{i}"},
+                                           REMOTE_ADDR=address).status_code)
+    limit = settings.LOGIN_THROTTLE_ATTEMPTS
+    assert sorted(codes) == [400] * limit + [429] * (N_CONCURRENT - limit), codes
+    assert _site_login(Client(), user.username, PASSWORD, _address()).status_code == 302  # elsewhere: fine
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_signups_from_one_address_make_no_more_accounts_than_the_limit(site_cache):
+    from django.conf import settings
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    address, tag = _address(), uuid.uuid4().hex[:8]
+
+    def signup(i: int) -> int:
+        name = f"burst{tag}{i}"
+        return Client().post("/accounts/signup/", {"username": name, "email": f"{name}@example.com",
+                                                   "password1": PASSWORD, "password2": PASSWORD},
+                             REMOTE_ADDR=address).status_code
+
+    codes = _burst(signup)
+    limit = settings.ACCOUNT_THROTTLE_ATTEMPTS
+    assert codes.count(429) == N_CONCURRENT - limit, codes
+    # The test database (SQLite in memory, shared cache) does not wait for a lock as a file does: a
+    # sign-up writing while another one does may fail there. It had passed the limit all the same.
+    assert all(code == 302 or "database table is locked" in str(code) for code in codes if code != 429), codes
+    assert User.objects.filter(username__startswith=f"burst{tag}").count() <= limit
+
+
+def test_failed_sign_ups_and_right_passwords_give_their_count_back(site_cache, client, make_user):
+    """Counted first, an attempt is given back when it turns out not to count: a sign-up form with
+    errors (no account made), a right password (successes never count against the limits)."""
+    from django.conf import settings
+
+    address, limit = _address(), settings.ACCOUNT_THROTTLE_ATTEMPTS
+    for _ in range(limit + 2):
+        bad = client.post("/accounts/signup/", {"username": f"x{uuid.uuid4().hex[:8]}", "email": "not-an-address",
+                                                "password1": PASSWORD, "password2": PASSWORD}, REMOTE_ADDR=address)
+        assert bad.status_code == 400
+    name = f"ok{uuid.uuid4().hex[:8]}"
+    made = client.post("/accounts/signup/", {"username": name, "email": f"{name}@example.com",
+                                             "password1": PASSWORD, "password2": PASSWORD}, REMOTE_ADDR=address)
+    assert made.status_code == 302
+    user, address = make_user(), _address()
+    with override_settings(LOGIN_THROTTLE_ADDRESS_ATTEMPTS=3, LOGIN_THROTTLE_PASSWORD_ATTEMPTS=3):
+        for _ in range(5):  # more right passwords than either wider limit
+            assert _token(client, user.username, PASSWORD, address).status_code == 200
