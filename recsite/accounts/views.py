@@ -49,7 +49,8 @@ class ThrottledLoginView(LoginView):
 
 class ThrottledPasswordChangeView(PasswordChangeView):
     """Django's password change; the old password is a credential check too (someone holding a
-    stolen session must not guess it freely), so it shares the lockout of the logins."""
+    stolen session must not guess it freely), so it shares the lockout of the logins. The
+    admin's password change is this view too (``accounts.adminsite``)."""
 
     def _attempt(self) -> tuple[str, str, str]:
         return (self.request.user.get_username(), str(self.request.POST.get("old_password", "")),

@@ -59,7 +59,7 @@ INSTALLED_APPS = [
     # Before django.contrib.admin: both ship registration/*.html, and the first app wins, so with
     # the admin first every password page rendered in the admin's look instead of the site's.
     "accounts",
-    "django.contrib.admin",
+    "accounts.adminsite.SiteAdminConfig",  # django.contrib.admin, its password change throttled
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -610,3 +610,28 @@ def test_failed_sign_ups_and_right_passwords_give_their_count_back(site_cache, c
     with override_settings(LOGIN_THROTTLE_ADDRESS_ATTEMPTS=3, LOGIN_THROTTLE_PASSWORD_ATTEMPTS=3):
         for _ in range(5):  # more right passwords than either wider limit
             assert _token(client, user.username, PASSWORD, address).status_code == 200
+
+
+def test_admin_password_change_shares_the_lockout(site_cache, client, make_user):
+    """/admin/password_change/ checked the old password in Django's own view, outside the lockout:
+    12 wrong guesses were all checked."""
+    from django.conf import settings
+
+    user, address = make_user(staff=True), _address()
+    client.force_login(user)
+    new = "Another-Long-Passphrase-42"
+
+    def change(old: str, address: str):
+        return client.post("/admin/password_change/", {"old_password": old, "new_password1": new,
+                                                        "new_password2": new}, REMOTE_ADDR=address)
+
+    for i in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        wrong = change(f"guess-{i}", address)
+        assert wrong.status_code == 200 and "incorrectly" in wrong.content.decode()
+    assert change(PASSWORD, address).status_code == 429
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)
+    done = change(PASSWORD, _address())  # elsewhere the admin's own page still changes it
+    assert done.status_code == 302 and done["Location"] == "/admin/password_change/done/"
+    user.refresh_from_db()
+    assert user.check_password(new)
