@@ -16,7 +16,8 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (CorruptRecordError, InvalidRecordError, InvalidTimestampError, KafkaError,
+                          MessageSizeTooLargeError, RecordListTooLargeError, TopicAlreadyExistsError)
 
 from core.breaker import CircuitBreaker, Unavailable
 from core.events import RatingEvent
@@ -35,6 +36,16 @@ class PublishError(Unavailable):
     def __init__(self, message: str, maybe_sent: bool = False) -> None:
         super().__init__(message)
         self.maybe_sent = maybe_sent
+
+
+class RecordRefused(PublishError):
+    """Kafka refused this record itself (too large, invalid), not for an outage: sending it again
+    fails the same way, so the caller must not wait for Kafka to come back (a dead letter)."""
+
+
+# Errors about the record, not the broker: the producer's size check and the broker's answers.
+RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordError, InvalidRecordError,
+                 InvalidTimestampError)
 
 
 # One breaker per process for the site's ratings: after a failed send, ratings are refused at once
@@ -97,6 +108,8 @@ def _send(topic: str, value: bytes, key: bytes | None):
         raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
     try:
         future = producer.send(topic, key=key, value=value)
+    except RECORD_ERRORS as exc:  # the producer's own check: nothing was sent, the producer is fine
+        raise RecordRefused(f"could not publish to {topic}: {exc.__class__.__name__}: {exc}") from exc
     except KafkaError as exc:  # no metadata within max_block_ms, or the record was refused: not sent
         _discard(producer)
         raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
@@ -104,6 +117,8 @@ def _send(topic: str, value: bytes, key: bytes | None):
         return future.get(timeout=_wait_s())
     except KafkaError as exc:
         _discard(producer)
+        if isinstance(exc, RECORD_ERRORS):  # the broker refused the record: it does not have it
+            raise RecordRefused(f"could not publish to {topic}: {exc.__class__.__name__}: {exc}") from exc
         raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}", maybe_sent=True) from exc
 
 
@@ -131,9 +146,10 @@ def publish_rating(event: RatingEvent) -> dict[str, Any]:
     return {"partition": meta.partition, "offset": meta.offset}
 
 
-def publish_json(topic: str, payload: dict[str, Any], key: str | None = None) -> None:
-    """Send a small JSON message (a dead letter) and wait for the ack."""
-    _send(topic, json.dumps(payload, default=str).encode(), key.encode() if key else None)
+def publish_json(topic: str, payload: dict[str, Any], key: str | bytes | None = None) -> None:
+    """Send a small JSON message (a dead letter) and wait for the ack; :class:`RecordRefused` when
+    Kafka refuses the message itself (too large)."""
+    _send(topic, json.dumps(payload, default=str).encode(), key.encode() if isinstance(key, str) else key)
 
 
 def publish_raw(topic: str, value: bytes, key: bytes | None = None) -> dict[str, Any]:

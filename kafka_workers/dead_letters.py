@@ -27,6 +27,12 @@ from core.events import MAX_EVENT_BYTES
 from core.settings import get_settings
 
 
+KEY_KEPT_BYTES = 1024  # a key up to this size is kept exactly (a user id is at most 128 bytes)
+PREVIEW_CHARS = 4096  # of the value; the key's preview is KEY_PREVIEW_CHARS
+KEY_PREVIEW_CHARS = 256
+REASON_CHARS = 2000
+
+
 def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: int, offset: int,
                         key: bytes | None = None, event_id: str | None = None, attempts: int = 1) -> dict[str, Any]:
     """What a dead letter carries: the reason, where it came from, and the original.
@@ -34,23 +40,44 @@ def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: i
     ``id`` (topic:partition:offset of the original) names the letter for the dead-letters command;
     ``value`` is a readable preview, ``value_b64`` the exact original bytes (events are at most
     ``MAX_EVENT_BYTES``; a larger message is kept as the preview only), which a replay republishes
-    with the original ``key``.
+    with the original key: ``key`` (a preview) and ``key_b64`` (exact, up to ``KEY_KEPT_BYTES``).
+    Everything is capped, so a letter stays far below the broker's and the producer's 1 MB
+    whatever the original (a message with a 200 KB key made a 1.8 MB letter, which Kafka
+    refused, and the worker retried it for ever: tests/unit/test_kafka_workers_units.py).
     """
     raw_bytes = raw if isinstance(raw, bytes) else (str(raw).encode() if raw is not None else None)
-    text = raw_bytes.decode("utf-8", errors="replace") if raw_bytes is not None else "None"
+    text = raw_bytes[:PREVIEW_CHARS * 4].decode("utf-8", errors="replace") if raw_bytes is not None else "None"
     if event_id is None and raw_bytes is not None:
         try:  # an invalid event may still name itself; the list shows it when it does
             data = json.loads(raw_bytes)
             event_id = data.get("event_id") if isinstance(data, dict) and isinstance(data.get("event_id"), str) else None
         except ValueError:
             pass
-    return {"id": f"{topic}:{partition}:{offset}", "reason": reason, "topic": topic, "partition": partition,
-            "offset": offset, "key": key.decode("utf-8", "replace") if key else None,
+    return {"id": f"{topic}:{partition}:{offset}", "reason": str(reason)[:REASON_CHARS], "topic": topic,
+            "partition": partition, "offset": offset,
+            "key": key[:KEY_PREVIEW_CHARS * 4].decode("utf-8", "replace")[:KEY_PREVIEW_CHARS] if key else None,
+            "key_bytes": len(key or b""),
+            "key_b64": base64.b64encode(key).decode() if key and len(key) <= KEY_KEPT_BYTES else None,
             "event_id": (event_id or "")[:64] or None, "attempts": attempts,
-            "value": text[:4096], "value_bytes": len(raw_bytes or b""),
+            "value": text[:PREVIEW_CHARS], "value_bytes": len(raw_bytes or b""),
             "value_b64": (base64.b64encode(raw_bytes).decode() if raw_bytes is not None
                           and len(raw_bytes) <= MAX_EVENT_BYTES else None),
             "dead_lettered_at": time.time()}
+
+
+def letter_key(key: bytes | None) -> bytes | None:
+    """The dead letter's own record key: the original's when it is kept whole, else none."""
+    return key if key and len(key) <= KEY_KEPT_BYTES else None
+
+
+def bare_letter(letter: dict[str, Any], refused: str) -> dict[str, Any]:
+    """A letter Kafka refused (``refused``: why), without the original: where it was, its size, the
+    reason. A few hundred bytes: the message is quarantined and its partition moves on."""
+    kept = ("id", "topic", "partition", "offset", "event_id", "attempts", "key_bytes", "value_bytes",
+            "dead_lettered_at")
+    return {**{k: letter.get(k) for k in kept}, "key": None, "key_b64": None, "value": "", "value_b64": None,
+            "reason": f"{str(letter.get('reason'))[:500]} (its letter was refused by Kafka: {refused[:200]};"
+                      " the original is not kept)"}
 
 
 def letter_id(letter: dict[str, Any]) -> str:
@@ -120,12 +147,25 @@ def original_bytes(letter: dict[str, Any]) -> bytes | None:
     return None
 
 
+def original_key(letter: dict[str, Any]) -> tuple[bool, bytes | None]:
+    """(kept, key): the original message's exact key, or kept False when the letter has only a
+    preview of it (a key over ``KEY_KEPT_BYTES``: no event's, whose key is its user id)."""
+    if letter.get("key_b64"):
+        return True, base64.b64decode(letter["key_b64"])
+    key = letter.get("key")
+    if "key_bytes" not in letter:  # an older letter: its key as it was written
+        return True, key.encode() if key else None
+    if not letter["key_bytes"]:
+        return True, None
+    return False, None
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     letters = collect(args.reason)
     for letter in letters.values():
         row = {k: letter.get(k) for k in ("id", "reason", "event_id", "key", "attempts", "dead_lettered_at",
                                           "copies", "replayed", "value_bytes")}
-        row["replayable"] = original_bytes(letter) is not None
+        row["replayable"] = original_bytes(letter) is not None and original_key(letter)[0]
         if args.json:
             print(json.dumps(row, default=str))
         else:
@@ -146,8 +186,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     failed = 0
     for lid in dict.fromkeys(args.id):
         letter = letters[lid]
-        raw = original_bytes(letter)
-        if raw is None:
+        raw, (key_kept, key) = original_bytes(letter), original_key(letter)
+        if raw is None or not key_kept:
             print(f"{lid}: the letter kept only a preview of the original; cannot replay it", file=sys.stderr)
             failed += 1
             continue
@@ -156,9 +196,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"{lid}: already replayed at {earlier.get('replayed_at')}; skipped (--force to send it again)")
             continue
         topic = letter.get("topic") or get_settings().ratings_topic
-        key = letter.get("key")
         try:
-            meta = kafka_io.publish_raw(topic, raw, key=key.encode() if key else None)
+            meta = kafka_io.publish_raw(topic, raw, key=key)
         except kafka_io.PublishError as exc:
             if earlier is None:
                 dead_letter_replays.release(lid)

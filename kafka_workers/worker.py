@@ -41,7 +41,7 @@ from kafka_workers import metrics
 from kafka_workers.config import (batch_max, commit_every_s, group_id, max_attempts, max_poll_interval_ms,
                                    remember_catalog_max, retry_delay_s)
 from kafka_workers.model_holder import ModelHolder
-from kafka_workers.dead_letters import dead_letter_payload
+from kafka_workers.dead_letters import bare_letter, dead_letter_payload, letter_key
 from kafka_workers.batch import Tail, finish, handle_batch
 from kafka_workers.exclusions_cache import forget_users_without_exclusions
 from kafka_workers.process import STATUSES, Outcome, handle
@@ -220,7 +220,8 @@ def publish_stats(name: str, snapshot: dict) -> None:
 
 
 # An outage: nothing can be processed until the server is back, so the message waits (as long as
-# it takes) rather than being dead-lettered. Anything else is about this one message.
+# it takes) rather than being dead-lettered. Anything else is about this one message (a dead letter
+# Kafka refuses, ``kafka_io.RecordRefused``, is handled by ``send_dead_letter`` and never waited on).
 OUTAGE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError, kafka_io.PublishError)
 
 
@@ -245,13 +246,27 @@ def _failed_outcome(raw: bytes | None, exc: BaseException) -> Outcome:
 
 
 def send_dead_letter(record, outcome: Outcome, attempts: int) -> None:
-    """Publish the message to the dead-letter topic with its reason (raises while Kafka is down)."""
-    kafka_io.publish_json(get_settings().dead_letter_topic,
-                          dead_letter_payload(record.value, outcome.reason, record.topic,
-                                              record.partition, record.offset, key=record.key,
-                                              event_id=outcome.event.event_id if outcome.event else None,
-                                              attempts=attempts),
-                          key=record.key.decode("utf-8", "replace") if record.key else None)
+    """Publish the message to the dead-letter topic with its reason (raises while Kafka is down).
+
+    A letter Kafka refuses for itself (``kafka_io.RecordRefused``: too large, invalid) is not an
+    outage, and waiting would block the partition for good: it goes again without the original
+    (``bare_letter``), and if even that is refused the message is logged and left behind.
+    """
+    letter = dead_letter_payload(record.value, outcome.reason, record.topic, record.partition, record.offset,
+                                 key=record.key, event_id=outcome.event.event_id if outcome.event else None,
+                                 attempts=attempts)
+    topic = get_settings().dead_letter_topic
+    try:
+        kafka_io.publish_json(topic, letter, key=letter_key(record.key))
+    except kafka_io.RecordRefused as exc:
+        log.error("dead letter of %s[%d]@%d refused by Kafka (%s); sent without the original", record.topic,
+                  record.partition, record.offset, exc)
+        try:
+            kafka_io.publish_json(topic, bare_letter(letter, str(exc)))
+        except kafka_io.RecordRefused as again:
+            log.error("dead letter of %s[%d]@%d refused again (%s); the message is skipped: %s", record.topic,
+                      record.partition, record.offset, again, outcome.reason)
+            return
     log.warning("dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, outcome.reason)
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from core import mongo
 from core.events import MAX_EVENT_BYTES, MAX_TEXT_CHARS, RatingEvent
-from realtime_support import TOP_N, check_users_current, publish_all, read_topic, send_raw, wait_until, worker_stats
+from realtime_support import (TOP_N, check_users_current, committed_and_end_offsets, publish_all, read_topic, send_raw,
+                              wait_until, worker_stats)
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -90,3 +91,33 @@ def test_poison_events_go_to_dead_letters_with_reasons_and_good_ones_are_unaffec
     check_users_current(good, rt.db, rt.version, TOP_N)
     stored = rt.db[mongo.RATINGS].count_documents({"user_id": {"$regex": "^rt-dl-"}})
     assert stored == len(good), "no poison event is stored as a rating"
+
+
+def test_a_message_with_a_huge_key_is_dead_lettered_and_its_partition_moves_on(rt):
+    """A 200 KB key of bytes that are not UTF-8 (far below the broker's 1 MB): the letter once
+    repeated it twice, escaped (1.8 MB), Kafka refused it, and the worker waited for ever as if
+    Kafka were down, its partition blocked. The letter keeps a preview of such a key and no
+    record key; a good event behind it (same key: same partition) is processed. A small key is
+    the letter's record key, byte for byte."""
+    big_key, small_key = b"\xff" * 200_000, b"rt-dl-\xfe"
+    good = RatingEvent(user_id="rt-dl-bigkey", product_id=rt.catalog.in_model[0], rating=5)
+    big_at = send_raw(b"not json", key=big_key)
+    send_raw(good.to_bytes(), key=big_key)
+    small_at = send_raw(b"also not json", key=small_key)
+    worker = rt.start_worker()
+
+    letters = {(json.loads(r.value)["partition"], json.loads(r.value)["offset"]): r
+               for r in read_topic(rt.dead_letter_topic, 2, timeout_s=120)}
+    assert set(letters) == {big_at, small_at}
+    big = json.loads(letters[big_at].value)
+    assert letters[big_at].key is None and big["key_b64"] is None and big["key_bytes"] == len(big_key)
+    assert "bad JSON" in big["reason"] and len(letters[big_at].value) < 100_000
+    assert letters[small_at].key == small_key
+    wait_until(lambda: (s := worker_stats(worker.pid)) and s["processed"] == 1 and s, 120, "the good event processed")
+
+    def all_committed() -> bool:
+        committed, ends = committed_and_end_offsets(rt.group, rt.topic)
+        return all(committed.get(p, 0) == end for p, end in ends.items())
+
+    wait_until(all_committed, 60, "the committed offsets to reach the end of the log")
+    assert worker.alive()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.events import MAX_EVENT_BYTES
 from kafka_workers.dead_letters import dead_letter_payload
 from core.popular import TRENDING_HALF_LIFE_S, trending_scores
 from kafka_workers.process import Outcome
@@ -62,6 +63,89 @@ def test_dead_letter_payload_keeps_the_reason_origin_and_a_truncated_original():
     assert (p["reason"], p["topic"], p["partition"], p["offset"]) == ("bad JSON: x", "t", 3, 42)
     assert p["value_bytes"] == len(raw) and len(p["value"]) == 4096
     assert dead_letter_payload(None, "empty message", "t", 0, 0)["value_bytes"] == 0
+
+
+def test_a_dead_letter_stays_far_below_kafkas_1_mb_whatever_the_original():
+    """Kafka refuses a message over 1 MB (the producer's ``max_request_size``, the broker's
+    ``message.max.bytes``): a 200 KB key once made a 1.8 MB letter, which blocked its partition.
+    Worst cases: the largest record the broker takes, every byte a character JSON escapes."""
+    import json
+
+    from kafka_workers.dead_letters import letter_key, original_key
+
+    for key, value in [(b"\xff" * 1_000_000, b"\xff" * 1_000_000), (b"k", "\U0001F600".encode() * 250_000),
+                       (b"\x01" * 1_000_000, b"\x01" * MAX_EVENT_BYTES)]:
+        letter = dead_letter_payload(value, "\x01" * 1_000_000, "t", 0, 1, key=key, event_id="\x01" * 1000)
+        assert len(json.dumps(letter).encode()) + len(letter_key(key) or b"") < 300_000
+    big = dead_letter_payload(b"x", "bad JSON", "t", 0, 1, key=b"\xff" * 200_000)
+    assert letter_key(b"\xff" * 200_000) is None and big["key_bytes"] == 200_000
+    assert original_key(big) == (False, None)  # not replayable with another key
+    small = dead_letter_payload(b"x", "bad JSON", "t", 0, 1, key=b"user-\xfe")
+    assert letter_key(b"user-\xfe") == b"user-\xfe" and original_key(small) == (True, b"user-\xfe")
+    assert original_key(dead_letter_payload(b"x", "bad JSON", "t", 0, 1)) == (True, None)
+    assert original_key({"key": "older-letter"}) == (True, b"older-letter")
+
+
+def test_a_record_kafka_refuses_is_not_an_outage(monkeypatch):
+    """The producer's size check and the broker's refusal of a record raise ``RecordRefused``, which
+    the worker does not wait out; a broker that does not answer stays an outage."""
+    from types import SimpleNamespace
+
+    from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+    from core import kafka_io
+
+    outcomes = iter([MessageSizeTooLargeError("too big"), MessageSizeTooLargeError("broker: too big"),
+                     KafkaTimeoutError("no answer")])
+
+    class Producer:
+        def send(self, topic, key, value):
+            exc = next(outcomes)
+            if str(exc) == "too big":
+                raise exc
+            return SimpleNamespace(get=lambda timeout: (_ for _ in ()).throw(exc))
+
+        def close(self, timeout=None):
+            pass
+
+    monkeypatch.setattr(kafka_io, "get_producer", lambda: Producer())
+    monkeypatch.setattr(kafka_io, "_discard", lambda producer: None)
+    for _ in range(2):
+        with pytest.raises(kafka_io.RecordRefused):
+            kafka_io.publish_json("t", {"a": 1})
+    with pytest.raises(kafka_io.PublishError) as outage:
+        kafka_io.publish_json("t", {"a": 1})
+    assert not isinstance(outage.value, kafka_io.RecordRefused)
+
+
+def test_a_refused_dead_letter_is_sent_bare_and_the_worker_moves_on(monkeypatch):
+    """A letter Kafka refuses goes again without the original (the message is quarantined with
+    its reason); refused again, the message is skipped: never an endless wait."""
+    from types import SimpleNamespace
+
+    from core import kafka_io
+    from kafka_workers import worker
+
+    sent = []
+
+    def publish_json(topic, payload, key=None):
+        sent.append((payload, key))
+        if len(sent) in refused:
+            raise kafka_io.RecordRefused("MessageSizeTooLargeError")
+
+    monkeypatch.setattr(kafka_io, "publish_json", publish_json)
+    record = SimpleNamespace(value=b"not json", key=b"u1", topic="ratings", partition=2, offset=7)
+    outcome = Outcome(None, "dead-letter", "bad JSON")
+    refused = {1}
+    worker.send_dead_letter(record, outcome, attempts=1)
+    (first, first_key), (bare, bare_key) = sent
+    assert first["value_b64"] and first_key == b"u1"
+    assert bare_key is None and bare["value_b64"] is None and bare["value"] == "" and bare["id"] == "ratings:2:7"
+    assert bare["reason"].startswith("bad JSON (its letter was refused by Kafka: MessageSizeTooLargeError")
+    sent.clear()
+    refused = {1, 2}
+    worker.send_dead_letter(record, outcome, attempts=1)  # returns: the partition moves on
+    assert len(sent) == 2
 
 
 def test_kafka_python_checksums_record_batches_in_c():
