@@ -41,13 +41,19 @@ def add_exclusion(user_id: str, product_id: str, ts: float, db: Database | None 
     A document of its own rather than a field of ``user_history``: the batch load rebuilds the
     histories from the reviews, and the training and publish jobs read every user's exclusions
     at once, which is one small collection here instead of a scan of every history.
+
+    A read-modify-replace under the user's writer lock (``core.locking.writer_lock``), which a
+    worker's batch holds while it writes the same document: without it, two members handling one
+    partition during a rebalance each replaced the other's "not interested" (a hidden product
+    came back: tests/integration/test_concurrent_writers.py). The caller must not hold that lock.
     """
     db = db if db is not None else mongo.get_db()
-    items = exclusion_entries(db[mongo.EXCLUSIONS].find_one({"_id": user_id}))
-    if product_id not in items:
-        items[product_id] = float(ts)
-        doc = {"_id": user_id, "items": exclusion_items(items)}
-        db[mongo.EXCLUSIONS].replace_one({"_id": user_id}, doc, upsert=True)
+    with locking.writer_lock(user_id, db=db):
+        items = exclusion_entries(db[mongo.EXCLUSIONS].find_one({"_id": user_id}))
+        if product_id not in items:
+            items[product_id] = float(ts)
+            doc = {"_id": user_id, "items": exclusion_items(items)}
+            db[mongo.EXCLUSIONS].replace_one({"_id": user_id}, doc, upsert=True)
     return set(items)
 
 

@@ -216,9 +216,12 @@ def _read_users(batch: list[RatingEvent], by_user: dict[str, list[int]], seen_be
     product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
     again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
     no_exclusions = users_without_exclusions(db)
+    # read unless known to have none; and always for a user the batch adds one to: it replaces
+    # the whole list, and another worker may have stored one since this one looked (a rebalance)
+    excluding = {batch[i].user_id for ids in by_user.values() for i in ids if batch[i].action == events.NOT_INTERESTED}
     docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
         [(mongo.USER_HISTORY, by_user, None),
-         (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions], None),
+         (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions or u in excluding], None),
          (mongo.PRODUCTS, catalog.products_to_look_up(product_ids, db=db), {"_id": 1}),
          (mongo.RATINGS, again, {"state": 1})])
     known = catalog.existing_products(product_ids, db=db, found=products)

@@ -6,8 +6,10 @@ rating from the history or replace a list with one computed from an older histor
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -19,26 +21,36 @@ from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.integration
 
 
+def _run_together(*calls: Callable[[], object]) -> list[BaseException]:
+    """Run each call in a thread of its own, all at once; returns the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return errors
+
+
 def test_concurrent_history_writes_lose_no_rating(rt_catalog):
     db = rt_catalog.db
     user = "rt-cw-history"
     db[mongo.USER_HISTORY].delete_one({"_id": user})
     products = rt_catalog.products[:60] + ["RT:colon@x"]  # ("." in a key: FerretDB v1 refuses it)
     chunks = [products[i::4] for i in range(4)]
-    errors: list[BaseException] = []
 
     def writer(chunk: list[str]) -> None:
-        try:
-            for k, pid in enumerate(chunk):
-                rating_history.add_to_history(user, pid, 1 + k % 5, time.time(), db=db)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for k, pid in enumerate(chunk):
+            rating_history.add_to_history(user, pid, 1 + k % 5, time.time(), db=db)
 
-    threads = [threading.Thread(target=writer, args=(c,)) for c in chunks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = _run_together(*(functools.partial(writer, c) for c in chunks))
     assert not errors, errors
     stored = rating_history.user_ratings(user, db=db)
     assert set(stored) == set(products), f"{len(set(products) - set(stored))} of {len(products)} ratings lost"
@@ -158,3 +170,57 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     doc = stored_lists.get_recommendations(user, db=db)
     assert doc["source_event_id"] == newer.event_id, "Celery's list from the older history replaced the worker's"
     assert p[1] not in {i["product_id"] for i in doc["items"]}
+
+
+def test_concurrent_not_interested_writes_lose_none(rt_catalog, worker_env):
+    """Two writers of one user's "not interested" list (two members handling one partition during a
+    rebalance): the one-event path's ``add_exclusion`` replaced the list without the user's lock,
+    beside another one or a batch holding it, and one exclusion was lost: the hidden product was
+    recommended again."""
+    from core import shopper_controls
+    from core.events import NOT_INTERESTED
+    from kafka_workers.batch import handle_batch
+    from kafka_workers.process import handle_event
+
+    db, products = rt_catalog.db, rt_catalog.products[:40]
+    user = "rt-cw-excl"
+    forget_users(db, [user])
+
+    def writer(chunk: list[str]) -> None:
+        for pid in chunk:
+            shopper_controls.add_exclusion(user, pid, time.time(), db=db)
+
+    errors = _run_together(*(functools.partial(writer, products[i::4]) for i in range(4)))
+    assert not errors, errors
+    stored = shopper_controls.exclusions(user, db=db)
+    assert stored == set(products), f"{len(set(products) - stored)} of {len(products)} exclusions lost"
+
+    # the one-event path beside a batch, as the two members would run them
+    lost = []
+    for k in range(10):
+        user = f"rt-cw-excl-{k}"
+        forget_users(db, [user])
+        one, many = (RatingEvent(user_id=user, product_id=p, rating=0, action=NOT_INTERESTED) for p in products[:2])
+        errors += _run_together(lambda: handle_event(one, None), lambda: handle_batch([many], None))
+        if shopper_controls.exclusions(user, db=db) != set(products[:2]):
+            lost.append(user)
+    assert not lost and not errors, f"an exclusion lost for {lost}; {errors}"
+
+
+def test_a_batch_never_replaces_exclusions_it_thinks_a_user_has_not(rt_catalog, worker_env):
+    """A worker remembers which users have no exclusions (``kafka_workers.exclusions_cache``) and
+    reads none for them; another worker handling the user meanwhile (a rebalance) stored one. The
+    batch that adds a second one read nothing and replaced the list with its own."""
+    from core import shopper_controls
+    from core.events import NOT_INTERESTED
+    from kafka_workers.batch import handle_batch
+    from kafka_workers.exclusions_cache import users_without_exclusions
+
+    db, p = rt_catalog.db, rt_catalog.products
+    user = "rt-cw-excl-cached"
+    forget_users(db, [user])
+    users_without_exclusions(db).add(user)  # this worker saw the user with none
+    shopper_controls.add_exclusion(user, p[0], time.time(), db=db)  # the other worker's
+    event = RatingEvent(user_id=user, product_id=p[1], rating=0, action=NOT_INTERESTED)
+    assert [o.status for o in handle_batch([event], None)] == ["processed"]
+    assert shopper_controls.exclusions(user, db=db) == {p[0], p[1]}
