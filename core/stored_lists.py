@@ -52,8 +52,9 @@ def get_live_recommendations(user_id: str, db: Database | None = None) -> dict[s
 
 def write_recommendations(user_id: str, items: list[dict[str, Any]], model_version: str,
                           source_event_id: str | None = None, as_of: float | None = None,
-                          db: Database | None = None) -> dict[str, Any]:
-    """Replace a user's list unless a newer one is stored; returns the stored document.
+                          db: Database | None = None) -> dict[str, Any] | None:
+    """Replace a user's list unless a newer one is stored; returns the stored document, or None
+    when the account is deleted (nothing is written).
 
     ``as_of`` is a time when the history the list comes from was current: taken just before a
     reader (Celery) read it, and just after a worker wrote it. A stored list with a later ``as_of``
@@ -63,12 +64,19 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     ``as_of``, so the last rating always shows.
     Clocks of the writing hosts are assumed synchronised (NTP); a skew only delays a list until
     the user's next rating. The stored document (ours or the newer one) is what gets announced.
+    A deleted account (``deleted_users``, marked before its data goes) gets no list: Celery's
+    re-scoring, which read the history before the deletion, stored one after it, and nothing
+    removed it. Checked under the lock, which the worker's deletion waits for once after marking
+    the account (``kafka_workers.process.forget_user``), so no write passes the check and lands
+    after the data is gone.
     """
     db = db if db is not None else mongo.get_db()
     as_of = time.time() if as_of is None else float(as_of)
     doc = {"_id": user_id, "items": items, "model_version": model_version,
            "source_event_id": source_event_id, "updated_at": time.time(), "as_of": as_of}
     with locking.writer_lock(user_id, db=db):  # read-check-replace by _id, as one step
+        if db[mongo.DELETED_USERS].find_one({"_id": user_id}, {"_id": 1}) is not None:
+            return None
         stored = db[mongo.RECOMMENDATIONS].find_one({"_id": user_id}, {"as_of": 1})
         if stored is not None and stored.get("as_of") is not None and float(stored["as_of"]) > as_of:
             return get_live_recommendations(user_id, db=db) or doc

@@ -207,7 +207,7 @@ class _Read(NamedTuple):
     exclusions: dict[str, dict]  # "not interested" documents, of the users who may have some
     known_products: set[str]
     stored_before: dict[str, dict]  # {event id: {state}} of the events a worker claimed before
-    deleted: set[str]  # deleted accounts (looked up only for users without a history)
+    deleted: set[str]  # deleted accounts among the batch's users
     no_exclusions: set[str]  # users this process knows have none (the batch adds to it)
 
 
@@ -219,15 +219,16 @@ def _read_users(batch: list[RatingEvent], by_user: dict[str, list[int]], seen_be
     # read unless known to have none; and always for a user the batch adds one to: it replaces
     # the whole list, and another worker may have stored one since this one looked (a rebalance)
     excluding = {batch[i].user_id for ids in by_user.values() for i in ids if batch[i].action == events.NOT_INTERESTED}
-    docs, exclusion_docs, products, stored_before = mongo.find_by_ids_many(
+    # every user is looked up in deleted_users, not only those without a history: a reload may
+    # have brought a deleted account's history back, and a late event must not write its list
+    docs, exclusion_docs, products, stored_before, deleted = mongo.find_by_ids_many(
         [(mongo.USER_HISTORY, by_user, None),
          (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions or u in excluding], None),
          (mongo.PRODUCTS, catalog.products_to_look_up(product_ids, db=db), {"_id": 1}),
-         (mongo.RATINGS, again, {"state": 1})])
+         (mongo.RATINGS, again, {"state": 1}),
+         (mongo.DELETED_USERS, by_user, {"_id": 1})])
     known = catalog.existing_products(product_ids, db=db, found=products)
-    # a deleted account has no history (as in handle): only users without one are looked up
-    deleted = set(mongo.find_by_ids(mongo.DELETED_USERS, [u for u in by_user if u not in docs], {"_id": 1}, db=db))
-    return _Read(docs, exclusion_docs, known, stored_before, deleted, no_exclusions)
+    return _Read(docs, exclusion_docs, known, stored_before, set(deleted), no_exclusions)
 
 
 def _set_aside_unknown_and_repeated(batch: list[RatingEvent], by_user: dict[str, list[int]], read: _Read,

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from core import catalog, events, list_state, rating_history, recommend, shopper_controls, stored_lists
+from core import catalog, events, list_state, locking, rating_history, recommend, shopper_controls, stored_lists
 from core.artifacts import Model
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
@@ -73,6 +73,8 @@ def forget_user(event: RatingEvent) -> Outcome:
     """``delete_account``: the site removed the data already; this repeats it after every event
     the user sent before (same partition, in order), so none of them can have brought any back."""
     rating_history.record_deleted_user(event.user_id)
+    with locking.writer_lock(event.user_id):
+        pass  # a list writer that checked before the mark has written when this is taken; later ones see it
     shopper_controls.delete_user_data(event.user_id)
     list_state.drop(event.user_id)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))
@@ -114,6 +116,9 @@ def handle_event(event: RatingEvent, model: Model | None) -> Outcome:
     excluded = shopper_controls.exclusions(event.user_id)
     items, version = recommendations_for(history, model, get_settings().top_n, excluded)
     doc = stored_lists.write_recommendations(event.user_id, items, version, source_event_id=event.event_id, as_of=as_of)
+    if doc is None:  # deleted while this event was handled: its delete_account event removes the rest
+        rating_history.drop_event(event.event_id)
+        return Outcome(event, "dropped", "account deleted")
     list_state.announce(event.user_id, list_state.version_of(doc))
     rating_history.mark_rating_processed(event.event_id, version)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))

@@ -121,6 +121,8 @@ def _rescore(version: str, active_days: int, batch_size: int) -> int:
                                             exclude=shopper_controls.exclusions(user))
                 if items:
                     doc = stored_lists.write_recommendations(user, items, model.version, as_of=as_of)
+                    if doc is None:  # the account was deleted meanwhile: no list
+                        continue
                     list_state.announce(user, list_state.version_of(doc))
                     done += doc.get("as_of") == as_of
     _redis().set(LAST_RESCORED_MODEL, version)

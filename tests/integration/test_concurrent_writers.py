@@ -224,3 +224,58 @@ def test_a_batch_never_replaces_exclusions_it_thinks_a_user_has_not(rt_catalog, 
     event = RatingEvent(user_id=user, product_id=p[1], rating=0, action=NOT_INTERESTED)
     assert [o.status for o in handle_batch([event], None)] == ["processed"]
     assert shopper_controls.exclusions(user, db=db) == {p[0], p[1]}
+
+
+def test_a_rescore_writes_no_list_for_an_account_deleted_while_it_ran(rt_catalog, worker_env, monkeypatch):
+    """Celery reads a user's history, the shopper deletes the account (the site's steps, then the
+    worker's ``delete_account``), and only then does Celery write: it stored a list computed from
+    the deleted history, which nothing removed (the rated products named as "because")."""
+    from core import artifacts, shopper_controls
+    from core.events import DELETE_ACCOUNT
+    from kafka_workers import tasks
+    from kafka_workers.batch import handle_batch
+    from kafka_workers.process import forget_user
+
+    db, p = rt_catalog.db, rt_catalog.in_model
+    user = "rt-cw-rescore-deleted"
+    forget_users(db, [user])
+    version = publish_model(p, seed=25)
+    ratings = [RatingEvent(user_id=user, product_id=p[i], rating=5) for i in (1, 2, 3)]
+    assert [o.status for o in handle_batch(ratings, artifacts.load_model(version))] == ["processed"] * 3
+    original, deleted = rating_history.user_ratings, []
+
+    def read_then_deleted(user_id, *args, **kwargs):
+        rated = original(user_id, *args, **kwargs)
+        if user_id == user and not deleted:
+            deleted.append(True)
+            rating_history.record_deleted_user(user, db=db)
+            shopper_controls.delete_user_data(user, db=db)
+            forget_user(RatingEvent(user_id=user, product_id="", rating=0, action=DELETE_ACCOUNT))
+        return rated
+
+    monkeypatch.setattr(rating_history, "user_ratings", read_then_deleted)
+    tasks.rescore_active_users(version)
+    assert deleted, "the interleaving did not happen"
+    assert db[mongo.RECOMMENDATIONS].find_one({"_id": user}) is None, "a list was stored for the deleted account"
+
+
+@pytest.mark.parametrize("path", ["batch", "one event"])
+def test_a_late_event_of_a_deleted_account_whose_history_came_back_writes_nothing(rt_catalog, worker_env, path):
+    """A reload may bring a deleted account's history back (it is built from reviews); the worker
+    looked the account up in ``deleted_users`` only for users without a history, so a late event
+    of it was processed and a list written. Both paths: the batch and one event at a time."""
+    from kafka_workers.batch import handle_batch
+    from kafka_workers.process import handle_event
+
+    db, p = rt_catalog.db, rt_catalog.products
+    user = f"rt-cw-deleted-history-{path[0]}"
+    forget_users(db, [user])
+    assert [o.status for o in handle_batch([RatingEvent(user_id=user, product_id=p[1], rating=4)], None)] \
+        == ["processed"]
+    rating_history.record_deleted_user(user, db=db)
+    db[mongo.RECOMMENDATIONS].delete_one({"_id": user})  # deleted; the history stays, as a reload wrote it
+    late = RatingEvent(user_id=user, product_id=p[2], rating=5)
+    outcomes = handle_batch([late], None) if path == "batch" else [handle_event(late, None)]
+    assert [o.status for o in outcomes] == ["dropped"]
+    assert db[mongo.RECOMMENDATIONS].find_one({"_id": user}) is None
+    assert db[mongo.RATINGS].find_one({"_id": late.event_id}) is None

@@ -155,13 +155,13 @@ def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog,
     assert all(stored_lists.get_recommendations(u, db=db) for u in users if u != gone)
 
 
-def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_its_locks(
+def test_a_batch_reads_deleted_accounts_with_its_histories_and_announces_under_its_locks(
         rt_catalog, worker_env, monkeypatch):
     """The round trips a one-event batch saves: its user's lock is taken by the insert that claims
-    its event; a user with a history cannot be a deleted account, so ``deleted_users`` is read only
-    for users without one; and the list is announced while the batch still holds the user's locks,
-    before the ratings' insert (neither the release nor that insert is between the rating and the
-    page)."""
+    its event; ``deleted_users`` is read for every user (a reload may bring a deleted account's
+    history back), in the same call as the histories; and the list is announced while the batch
+    still holds the user's locks, before the ratings' insert (neither the release nor that insert
+    is between the rating and the page)."""
     from core import list_state
     from kafka_workers.batch import handle_batch
 
@@ -169,12 +169,13 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=43))
     user = "rt-bd-0"
     forget_users(db, [user])
-    read, held_at_announce, stored_at_announce = [], [], []
+    read, calls, held_at_announce, stored_at_announce = [], [], [], []
     find_many, announce_many = mongo.find_by_ids_many, list_state.announce_many
 
     def spy_reads(requests, db=None):
         requests = [(c, list(ids), proj) for c, ids, proj in requests]
         read.extend((c, ids) for c, ids, _ in requests if ids)
+        calls.append({c for c, ids, _ in requests if ids})
         return find_many(requests, db=db)
 
     def spy_announce(versions):
@@ -195,7 +196,8 @@ def test_a_batch_reads_deleted_accounts_only_for_new_users_and_announces_under_i
     second = handle_batch([RatingEvent(user_id=user, product_id=p[1], rating=5, ts=now + 1)], model)
 
     assert [o.status for o in first + second] == ["processed", "processed"]
-    assert [c for c, _ in read if c == mongo.DELETED_USERS] == []  # has a history: not looked up
+    assert (mongo.DELETED_USERS, [user]) in read  # has a history: looked up all the same
+    assert [c for c in calls if mongo.DELETED_USERS in c] == [c for c in calls if mongo.USER_HISTORY in c]  # one read
     assert held_at_announce == [{locking.writer_lock_name(user)}] * 2  # one lock document for history and list
     assert claimed_with == [[locking.writer_lock_name(user)]] * 2  # taken by the insert that claims the event
     assert stored_at_announce == [0, 1]  # each batch's rating is inserted after its announcement

@@ -148,6 +148,33 @@ def test_a_refused_dead_letter_is_sent_bare_and_the_worker_moves_on(monkeypatch)
     assert len(sent) == 2
 
 
+def test_deleting_an_account_waits_for_a_list_writer_between_its_mark_and_its_data(monkeypatch):
+    """``forget_user`` marks the account deleted, then takes the user's writer lock once before it
+    removes the data: a list writer (Celery) that checked the mark just before holds the lock,
+    so its list is written before the deletion removes it, never after."""
+    from contextlib import contextmanager
+
+    from core import events, list_state, locking, rating_history, shopper_controls
+    from core.events import RatingEvent
+    from kafka_workers import process
+
+    steps = []
+
+    @contextmanager
+    def writer_lock(user_id, db=None):
+        steps.append(("lock", user_id))
+        yield
+        steps.append(("unlock", user_id))
+
+    monkeypatch.setattr(locking, "writer_lock", writer_lock)
+    monkeypatch.setattr(rating_history, "record_deleted_user", lambda u: steps.append(("mark", u)))
+    monkeypatch.setattr(shopper_controls, "delete_user_data", lambda u: steps.append(("delete", u)))
+    monkeypatch.setattr(list_state, "drop", lambda u: steps.append(("drop", u)))
+    outcome = process.forget_user(RatingEvent(user_id="u1", product_id="", rating=0, action=events.DELETE_ACCOUNT))
+    assert outcome.status == "processed"
+    assert [s for s, _ in steps] == ["mark", "lock", "unlock", "delete", "drop"]
+
+
 def test_kafka_python_checksums_record_batches_in_c():
     """Every produced and consumed record batch carries a CRC-32C; kafka-python's own is pure
     Python (~77 us a batch) unless the ``crc32c`` package of requirements.txt is there."""
