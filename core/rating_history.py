@@ -130,10 +130,12 @@ def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str
 
 
 def _history_doc_unless_deleted(user_id: str, db: Database) -> tuple[dict | None, bool]:
-    """The user's history document, and whether the account is deleted: only a user without one
-    can be (deleting an account removes it), so only then is ``deleted_users`` read."""
+    """The user's history document, and whether the account is deleted. ``deleted_users`` is read
+    for every user, not only those without a history: a batch reload builds histories from the
+    reviews and may bring a deleted account's back, whose late event then went into it. The
+    one-event path is the worker's fallback (a batch reads ``deleted_users`` in its one read)."""
     doc = db[mongo.USER_HISTORY].find_one({"_id": user_id})
-    return doc, doc is None and is_deleted_user(user_id, db=db)
+    return doc, is_deleted_user(user_id, db=db)
 
 
 def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
@@ -164,8 +166,8 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     on FerretDB v1, and either filter scans the collection there, so the lock is the portable way.
     A change older than the one stored (a redelivery, or two requests of the user racing) does not
     overwrite a newer one; a removal leaves its time in ``removed`` so an older rating of the same
-    product cannot bring it back. Returns None for a deleted account: a user without a history
-    document may be one, which costs a second ``_id`` read only for users with no history yet.
+    product cannot bring it back. Returns None for a deleted account (a second ``_id`` read, in
+    ``deleted_users``), and changes nothing for it.
     A change is marked for the trending refresh (core/trending.py), which reads changed histories.
     """
     db = db if db is not None else mongo.get_db()

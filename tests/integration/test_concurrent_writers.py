@@ -263,7 +263,8 @@ def test_a_rescore_writes_no_list_for_an_account_deleted_while_it_ran(rt_catalog
 def test_a_late_event_of_a_deleted_account_whose_history_came_back_writes_nothing(rt_catalog, worker_env, path):
     """A reload may bring a deleted account's history back (it is built from reviews); the worker
     looked the account up in ``deleted_users`` only for users without a history, so a late event
-    of it was processed and a list written. Both paths: the batch and one event at a time."""
+    of it was processed, went into the history and a list was written. Both paths: the batch and
+    one event at a time."""
     from kafka_workers.batch import handle_batch
     from kafka_workers.process import handle_event
 
@@ -279,3 +280,4 @@ def test_a_late_event_of_a_deleted_account_whose_history_came_back_writes_nothin
     assert [o.status for o in outcomes] == ["dropped"]
     assert db[mongo.RECOMMENDATIONS].find_one({"_id": user}) is None
     assert db[mongo.RATINGS].find_one({"_id": late.event_id}) is None
+    assert p[2] not in rating_history.user_ratings(user, db=db), "the late rating went into the history"
