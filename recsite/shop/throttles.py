@@ -10,6 +10,10 @@ login lockout). DRF views take the classes in ``throttle_classes``; plain Django
 ``rating_throttled`` / ``allow_search``. Rates are read from Django's settings on each request,
 not from DRF's class-level rates.
 
+Both keep DRF's sliding window (the requests of the last minute, say) but check and count in one
+step, a Lua script on a Redis sorted set (``FailoverCache.take``): with DRF's read, check, write
+back, concurrent requests each saw room for the last rating and all took it.
+
 Neither limit fails open. They count in Redis through the ``throttle`` cache, whose errors raise
 (the ``default`` cache ignores them, so with Redis down nothing was counted and the limits were
 gone); while Redis fails, each process counts in a bounded local cache instead
@@ -21,7 +25,8 @@ requests from paying Redis's connect timeout while it is down. Credential checks
 from __future__ import annotations
 
 import logging
-from typing import Any
+import threading
+import uuid
 
 from django.conf import settings
 from django.core.cache import caches
@@ -35,20 +40,40 @@ log = logging.getLogger(__name__)
 LOCAL_MAX_ENTRIES = 10_000
 
 
-class FailoverCache:
-    """The two calls DRF's throttles make (get, set): to Redis while it answers, else local.
+# One step in Redis: drop the counts older than the window, then add ``cost`` counts only if they
+# fit, and answer whether they did and what is counted now (member, time, ...; oldest first). A
+# read here and a write later let concurrent requests each see room for the last rating and all
+# take it (12 threads of 8 ratings took 64 of a limit of 30). Times are the sender's clock, as DRF's.
+_TAKE = """
+local key, window = KEYS[1], tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', tonumber(ARGV[1]) - window)
+local fits = redis.call('ZCARD', key) + tonumber(ARGV[4]) <= tonumber(ARGV[3])
+if fits then
+  for i = 1, tonumber(ARGV[4]) do redis.call('ZADD', key, ARGV[1], ARGV[5] .. ':' .. i) end
+  redis.call('EXPIRE', key, math.ceil(window))
+end
+return {fits and 1 or 0, redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')}
+"""
 
-    State is real: the local fallback and the breaker, one per process."""
+
+class FailoverCache:
+    """Sliding-window counts (DRF's: one time per request, the last ``duration`` seconds' count)
+    taken atomically: in Redis while it answers (one Lua script), else in this process (a lock).
+
+    State is real: the local fallback, its lock and the breaker, one per process."""
 
     def __init__(self) -> None:
         self.local = LocMemCache("rate-limits-while-redis-is-down",
                                  {"OPTIONS": {"MAX_ENTRIES": LOCAL_MAX_ENTRIES, "CULL_FREQUENCY": 4}})
+        self.local_lock = threading.Lock()
         self.breaker = CircuitBreaker("redis-throttle", cooldown_s=2.0)
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def take(self, key: str, now: float, duration: float, limit: int, cost: int) -> tuple[bool, list[float]]:
+        """Count ``cost`` requests at ``now`` if they fit under ``limit`` (none if not): (they fit?,
+        the times counted within ``duration``, newest first, as DRF's ``history``)."""
         if self.breaker.allow():
             try:
-                result = getattr(caches["throttle"], method)(*args)
+                result = self._take_redis(key, now, duration, limit, cost)
             except Exception as exc:  # noqa: BLE001 - any cache failure: count locally
                 if not self.breaker.is_open:
                     log.warning("rate limits: Redis unavailable, counting in this process (%s)", exc)
@@ -56,13 +81,24 @@ class FailoverCache:
             else:
                 self.breaker.success()
                 return result
-        return getattr(self.local, method)(*args)
+        return self._take_local(key, now, duration, limit, cost)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._call("get", key, default)
+    @staticmethod
+    def _take_redis(key: str, now: float, duration: float, limit: int, cost: int) -> tuple[bool, list[float]]:
+        cache = caches["throttle"]
+        client = cache.client.get_client(write=True)
+        fits, counted = client.register_script(_TAKE)(
+            keys=[cache.make_key(key)], args=[repr(now), duration, limit, cost, uuid.uuid4().hex])
+        return bool(fits), sorted((float(t) for t in counted[1::2]), reverse=True)
 
-    def set(self, key: str, value: Any, timeout: int | None = None) -> None:
-        self._call("set", key, value, timeout)
+    def _take_local(self, key: str, now: float, duration: float, limit: int, cost: int) -> tuple[bool, list[float]]:
+        with self.local_lock:
+            history = [t for t in self.local.get(key, []) if t > now - duration]
+            fits = len(history) + cost <= limit
+            if fits:
+                history[:0] = [now] * cost
+            self.local.set(key, history, duration)
+            return fits, history
 
 
 COUNTS = FailoverCache()
@@ -84,13 +120,29 @@ def _shopper(request) -> str | None:
     return recommender_id(user)
 
 
-class RatingRateThrottle(UserRateThrottle):
+class CountedThrottle(SimpleRateThrottle):
+    """DRF's ``SimpleRateThrottle.allow_request`` with ``cost`` requests at once, checked and
+    counted in one step (``COUNTS.take``): DRF reads the history, then writes it back, so
+    concurrent requests each saw room for the same last one."""
+
+    cache = COUNTS
+    cost = 1
+    # not DRF's "throttle_...": a history list DRF stored there before would be the wrong type
+    cache_format = "rate_%(scope)s_%(ident)s"
+
+    def allow_request(self, request, view) -> bool:
+        self.key = self.get_cache_key(request, view)
+        self.now = self.timer()
+        fits, self.history = self.cache.take(self.key, self.now, self.duration, self.num_requests, self.cost)
+        return True if fits else self.throttle_failure()
+
+
+class RatingRateThrottle(CountedThrottle, UserRateThrottle):
     """One count per rating published. A request that publishes several (onboarding's picks) is
     built with ``cost`` = that number: it fits whole or is refused whole, so the limit holds for
     ratings, not for requests, and a refused request publishes nothing."""
 
     scope = "rating"
-    cache = COUNTS
 
     def __init__(self, cost: int = 1) -> None:
         super().__init__()
@@ -105,19 +157,6 @@ class RatingRateThrottle(UserRateThrottle):
             return super().get_cache_key(request, view)
         return self.cache_format % {"scope": self.scope, "ident": shopper}
 
-    def allow_request(self, request, view) -> bool:
-        """DRF's ``SimpleRateThrottle.allow_request`` with ``cost`` requests at once (the same with 1)."""
-        self.key = self.get_cache_key(request, view)
-        self.history = self.cache.get(self.key, [])
-        self.now = self.timer()
-        while self.history and self.history[-1] <= self.now - self.duration:
-            self.history.pop()
-        if len(self.history) + self.cost > self.num_requests:
-            return self.throttle_failure()
-        self.history[:0] = [self.now] * self.cost
-        self.cache.set(self.key, self.history, self.duration)
-        return True
-
     def wait(self) -> float | None:
         """Seconds until ``cost`` more fit: DRF's estimate for one; for several, until enough of the
         oldest counts run out (None if ``cost`` exceeds the rate itself: waiting never helps)."""
@@ -129,9 +168,8 @@ class RatingRateThrottle(UserRateThrottle):
         return max(0.0, self.history[-expiring] + self.duration - self.now)
 
 
-class SearchRateThrottle(SimpleRateThrottle):
+class SearchRateThrottle(CountedThrottle):
     scope = "search"
-    cache = COUNTS
 
     def get_rate(self) -> str:
         return settings.SEARCH_THROTTLE_RATE
