@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from accounts.tokens import expired, expires_at
+from recsite.parsers import JSONParser
 
 
 class ObtainExpiringToken(ObtainAuthToken):
@@ -17,6 +19,7 @@ class ObtainExpiringToken(ObtainAuthToken):
     ask again for a new one. Repeated failures are refused with 429 for a while."""
 
     # DRF's obtain_auth_token; its password check passes the shared lockout (accounts.backends).
+    parser_classes = (FormParser, MultiPartParser, JSONParser)  # DRF's, with the site's JSON parser
 
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

@@ -5,7 +5,6 @@ from django.utils.http import parse_etags
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes, permission_classes, throttle_classes
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
@@ -14,6 +13,7 @@ from accounts.models import recommender_id
 from core import catalog, rating_history, stored_lists
 from core.breaker import Unavailable
 from core.events import NOT_INTERESTED, UNRATE, is_event_id, is_product_id
+from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
 from shop.products import headline, summaries, title

@@ -1,0 +1,30 @@
+"""A JSON body nested too deeply is refused with 400 by every JSON endpoint, like any malformed JSON.
+
+DRF's JSONParser turns only ValueError into a 400; the json module raises RecursionError on about
+a thousand nested ``[`` (a 2 KB body), so each endpoint answered 500, the anonymous
+``/api/token/`` too. Real site (Django's test client); Redis behind the throttles.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+DEEP = {"1,000 nested arrays (2 KB)": "[" * 1000 + "]" * 1000,
+        "30,000 nested objects": '{"a":' * 30_000 + "1" + "}" * 30_000}
+SIGNED_IN = ["/api/ratings/", "/api/ratings/remove/", "/api/not-interested/", "/api/account/delete/"]
+
+
+@pytest.mark.parametrize("body", DEEP.values(), ids=DEEP.keys())
+def test_deeply_nested_json_is_a_400_everywhere(body, redis_url, site_cache, client, make_user):
+    from rest_framework.authtoken.models import Token
+
+    anonymous = client.post("/api/token/", body, content_type="application/json")
+    assert anonymous.status_code == 400, anonymous.status_code
+    token = Token.objects.create(user=make_user()).key
+    for url in SIGNED_IN:
+        response = client.post(url, body, content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}")
+        assert response.status_code == 400, (url, response.status_code)
+        assert "JSON parse error" in json.loads(response.content)["detail"], url
