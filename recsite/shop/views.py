@@ -117,18 +117,19 @@ def product(request, product_id: str):
     n = max(1, sum(int(v) for v in hist.values()))
     histogram = [{"star": s, "count": int(hist.get(str(s), 0)), "pct": round(100 * int(hist.get(str(s), 0)) / n)}
                  for s in range(5, 0, -1)]
-    mine, similar, similar_variant = None, data["similar"], ""
+    mine, similar, bought_together, shown_variant = None, data["similar"], data["bought_together"], ""
     if request.user.is_authenticated:
         uid = recommender_id(request.user)
         mine = recommendations.history(uid).get(product_id)
-        hidden = recommendations.excluded(uid) & {s["product_id"] for s in similar}
+        hidden = recommendations.excluded(uid) & {c["product_id"] for c in similar + bought_together}
         if hidden:  # "not interested" items are not shown to this user here either
-            similar = [s for s in similar if s["product_id"] not in hidden]
-            similar_variant = hashlib.sha256("|".join(sorted(hidden)).encode()).hexdigest()[:16]
+            similar = [c for c in similar if c["product_id"] not in hidden]
+            bought_together = [c for c in bought_together if c["product_id"] not in hidden]
+            shown_variant = hashlib.sha256("|".join(sorted(hidden)).encode()).hexdigest()[:16]
     return render(request, "shop/product.html", {
         "product": {**doc, "pid": doc["_id"]}, "card": data["card"], "category_path": data["category_path"],
         "reviews": data["reviews"], "page": page, "pages": data["pages"], "histogram": histogram,
-        "similar": similar, "similar_variant": similar_variant, "bought_together": data["bought_together"],
+        "similar": similar, "shown_variant": shown_variant, "bought_together": bought_together,
         "form": RatingForm(), "my_rating": mine, "ttl": products_cache.TTL_S,
         "generation": products_cache.catalog_generation(), "reviews_revision": data["reviews_revision"],
     })
@@ -245,7 +246,8 @@ def onboarding(request):
     """
     uid = recommender_id(request.user)
     rated = set(recommendations.history(uid))
-    lists = recommendations.onboarding_lists(exclude=rated)
+    # neither what the shopper rated nor what they said they are not interested in
+    lists = recommendations.onboarding_lists(exclude=rated | recommendations.excluded(uid))
     offered = [p["pid"] for lst in lists for p in lst["items"]]
     form = OnboardingForm(request.POST or None, product_ids=offered)
     status, retry_after = 200, None

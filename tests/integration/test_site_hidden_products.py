@@ -1,0 +1,49 @@
+"""A product the shopper marked "not interested" is not offered to them on the pages that pick
+products for them: the onboarding picker and a product page's "Frequently bought together"
+(its similar items and the lists were already filtered; test_shopper_controls.py).
+
+Real site (Django's test client), the synthetic catalog of realtime_support in FerretDB, Redis; the
+exclusion is stored the way the worker stores a "not interested" event (core.shopper_controls).
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from realtime_support import rt_catalog  # noqa: F401  (fixture)
+from tests.site_catalog import ids_in
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+
+def _offered(client) -> set[str]:
+    page = client.get("/welcome/")
+    assert page.status_code == 200
+    return set(re.findall(r'data-product="([^"]+)"', page.content.decode()))
+
+
+def test_a_hidden_product_is_not_offered_to_its_shopper(rt_catalog, site_cache, client, make_user):
+    from accounts.models import recommender_id
+    from core import mongo, popular, shopper_controls
+    from shop import products as products_cache
+
+    products = rt_catalog.products
+    # products[1] is the most reviewed in its category: the picker offers it to everyone else
+    shown, hidden, kept = products[0], products[1], products[4]
+    rt_catalog.db[mongo.PRODUCTS].update_one({"_id": shown}, {"$set": {"also_buy": [hidden, kept]}})
+    products_cache.forget_catalog()  # nothing cached of these products before the change is read
+    popular.refresh_popular()
+
+    # Another shopper first: what they see is cached, and must not be served to the one who hid it.
+    client.force_login(make_user())
+    assert ids_in(client.get(f"/p/{shown}/").content.decode(), "fbt") == [hidden, kept]
+    assert {hidden, kept} <= _offered(client)
+
+    user = make_user()
+    shopper_controls.add_exclusion(recommender_id(user), hidden, time.time())
+    client.force_login(user)
+    assert ids_in(client.get(f"/p/{shown}/").content.decode(), "fbt") == [kept]
+    offered = _offered(client)
+    assert hidden not in offered and kept in offered
