@@ -179,10 +179,13 @@ def forget_reviews(product_ids: Iterable[str]) -> None:
 
 
 def product_page(product_id: str, page: int) -> dict[str, Any] | None:
-    """Everything a product page shows that is the same for every visitor, or None if unknown.
+    """Everything a product page shows that is the same for every visitor, or None for a product
+    the catalog does not have or a page past its last page of reviews.
 
     ``reviews_revision`` is the revision it was read under; the page's rendered reviews are cached
-    under the same one (shop/product.html).
+    under the same one (shop/product.html). Only pages that exist are cached: every page number
+    (up to 1,000) of every product was, each a key anyone could make in the Redis that also holds
+    Celery's broker and the trending state, which must never be evicted.
     """
     revision = reviews_revision(product_id)
     key = f"product:page:v4:{catalog_generation()}:{product_id}:{revision}:{page}"
@@ -193,6 +196,8 @@ def product_page(product_id: str, page: int) -> dict[str, Any] | None:
     if not doc:
         return None
     reviews, pages = catalog.product_reviews(product_id, page)
+    if page > 1 and not reviews:  # a page past the last is not stored (page 1 of no reviews is)
+        return None
     similar = stored_lists.get_similar_items(product_id)[:SIMILAR_SHOWN]
     scores = {s["product_id"]: s.get("score") for s in similar}
     also_bought = [str(p) for p in (doc.get("also_buy") or []) if p and str(p) != product_id][:MAX_ALSO_BOUGHT_READ]

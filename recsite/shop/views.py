@@ -50,12 +50,15 @@ def catalog(request):
         return render(request, "shop/catalog.html", {"form": form, "products": [], "categories": []}, status=400)
     page = form.cleaned_data["page"] or 1
     q, category = form.cleaned_data["q"], form.cleaned_data["category"] or None
+    categories = catalog_db.categories()
+    listing = {"form": form, "products": [], "categories": categories, "q": q, "category": category or "",
+               "total": 0, "page": page, "pages": 1}
+    if category and category not in {c["name"] for c in categories}:
+        return render(request, "shop/catalog.html", listing, status=404)  # nothing of it read or cached
     if q:  # answered from the search index (core/search.py), throttled per client
         allowed, wait = allow_search(request)
         if not allowed:
-            response = render(request, "shop/catalog.html", {
-                "form": form, "products": [], "categories": catalog_db.categories(), "q": q, "total": 0, "page": 1,
-                "pages": 1, "throttled": True}, status=429)
+            response = render(request, "shop/catalog.html", {**listing, "page": 1, "throttled": True}, status=429)
             response["Retry-After"] = str(max(1, int(wait or 1)))
             return response
         ids = _search_ids(q, category)
@@ -63,22 +66,35 @@ def catalog(request):
         found = products_cache.summaries(shown)
         products, total = [found[i] for i in shown if i in found], len(ids)
     else:
-        key = "catalog:" + hashlib.sha256(f"{products_cache.catalog_generation()}|{category or ''}|{page}".encode()
-                                          ).hexdigest()[:32]
-        products, total = cache.get(key) or (None, None)
+        products, total = _catalog_page(category, page) or (None, None)
         if products is None:
-            products, total = catalog_db.list_products(page=page, per_page=PER_PAGE, category=category)
-            cache.set(key, (products, total), products_cache.TTL_S)
+            return render(request, "shop/catalog.html", listing, status=404)
     pages = max(1, -(-total // PER_PAGE))
     # The home page (first page, no search, no filter) opens with what is popular and trending,
     # for everyone: an anonymous visitor or a new account has nothing personal yet.
     home = page == 1 and not q and not category
     return render(request, "shop/catalog.html", {
-        "form": form, "products": [_catalog_card(p) for p in products], "total": total, "page": page,
-        "pages": pages, "has_prev": page > 1, "has_next": page < pages, "q": q, "category": category or "",
-        "categories": catalog_db.categories(),
+        **listing, "products": [_catalog_card(p) for p in products], "total": total, "pages": pages,
+        "has_prev": page > 1, "has_next": page < pages,
         "home_lists": recommendations.fallback_lists(limit=HOME_SHOWN, categories=0) if home else [],
     })
+
+
+def _catalog_page(category: str | None, page: int) -> tuple[list[dict], int] | None:
+    """A page of the catalog or of one (known) category and the total, cached; None past the last page.
+
+    Only pages that exist are cached: every page number anyone asks for was, each a key in the
+    Redis that also holds Celery's broker and the trending state, which must never be evicted.
+    """
+    key = "catalog:" + hashlib.sha256(f"{products_cache.catalog_generation()}|{category or ''}|{page}".encode()
+                                      ).hexdigest()[:32]
+    found = cache.get(key)
+    if found is None:
+        found = catalog_db.list_products(page=page, per_page=PER_PAGE, category=category)
+        if page > max(1, -(-found[1] // PER_PAGE)):
+            return None
+        cache.set(key, found, products_cache.TTL_S)
+    return found
 
 
 def _catalog_card(doc: dict) -> dict:
@@ -111,7 +127,7 @@ def product(request, product_id: str):
     page = form.cleaned_data["page"] or 1
     data = products_cache.product_page(product_id, page)
     if data is None:
-        raise Http404("No such product")
+        raise Http404("No such product or page of reviews")
     doc = data["product"]
     hist = doc.get("rating_hist") or {}
     n = max(1, sum(int(v) for v in hist.values()))

@@ -1,0 +1,46 @@
+"""Anonymous requests cannot fill the site's cache with pages that do not exist.
+
+Every review page number up to 1,000 of every product, every catalog page up to 100,000 and every
+made-up category name was rendered and cached (five minutes each) as if it were a page: keys
+anyone could make by the thousand in the Redis that also holds Celery's broker and the trending
+state, which must never evict. They are 404s now, and nothing of them is cached.
+
+Real site (Django's test client), the synthetic catalog of realtime_support in FerretDB (300
+products, 100 in each of three categories), the real Redis under this session's cache prefix.
+"""
+from __future__ import annotations
+
+import pytest
+
+from realtime_support import rt_catalog  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+
+def _cache_keys(prefix: str) -> set[bytes]:
+    from django_redis import get_redis_connection
+
+    pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + ":*"
+    return set(get_redis_connection("default").scan_iter(match=pattern, count=1000))
+
+
+def test_pages_that_do_not_exist_are_404_and_not_cached(rt_catalog, site_cache, client):
+    from core import mongo
+
+    with_reviews, without = rt_catalog.products[0], rt_catalog.products[5]
+    review = {"rating": 5.0, "summary": "Fine", "review_text": "Works.", "reviewer_name": "A", "verified": True}
+    mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{with_reviews}:{n}", "items": [review], "pages": 2}
+                                              for n in (1, 2)], db=rt_catalog.db)
+    real = [f"/p/{with_reviews}/", f"/p/{with_reviews}/?page=2", f"/p/{without}/", "/", "/?page=13",
+            "/?category=Drums", "/?category=Drums&page=5"]
+    for url in real:  # what exists answers (and is cached, as before)
+        assert client.get(url).status_code == 200, url
+    assert "No reviews yet." in client.get(f"/p/{without}/").content.decode()
+
+    before = _cache_keys(site_cache)
+    made_up = [f"/p/{with_reviews}/?page=3", f"/p/{with_reviews}/?page=1000", f"/p/{without}/?page=2",
+               "/?page=14", "/?page=100000", "/?category=Drums&page=6", "/?category=Made-up",
+               "/?category=Made-up&page=2", "/?q=synthetic&category=Made-up"]
+    for url in made_up:
+        assert client.get(url).status_code == 404, url
+    assert _cache_keys(site_cache) - before == set()
