@@ -201,7 +201,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["recsite.parsers.JSONParser", "rest_framework.parsers.FormParser",
                                "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    # DRF's UserRateThrottle, counting a visitor per address as the other limits do (an IPv6 one per /64)
+    "DEFAULT_THROTTLE_CLASSES": ["shop.throttles.ApiRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env_str("API_USER_RATE", "6000/min")},
     # Without it DRF keys anonymous throttles on the whole X-Forwarded-For, which clients write.
     "NUM_PROXIES": TRUSTED_PROXIES,

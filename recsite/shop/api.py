@@ -7,7 +7,6 @@ from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes, permission_classes, throttle_classes
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
 
 from accounts.models import recommender_id
 from core import catalog, rating_history, stored_lists
@@ -20,7 +19,7 @@ from shop.products import headline, summaries, title
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
 from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, ProductIn, RatingIn, RatingOut,
                               RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
-from shop.throttles import RatingRateThrottle, SearchRateThrottle
+from shop.throttles import ApiRateThrottle, RatingRateThrottle, SearchRateThrottle
 
 
 @extend_schema(responses={200: RecommendationsOut, 304: None},
@@ -82,7 +81,7 @@ def search(request):
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
-@throttle_classes([UserRateThrottle, RatingRateThrottle])
+@throttle_classes([ApiRateThrottle, RatingRateThrottle])
 def post_rating(request):
     def submit(data: dict, key: str | None) -> dict:
         sub = submit_rating(request.user, recommender_id(request.user), data["product_id"], data["rating"],
@@ -150,7 +149,7 @@ def _control(request, action: str) -> Response:
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
-@throttle_classes([UserRateThrottle, RatingRateThrottle])
+@throttle_classes([ApiRateThrottle, RatingRateThrottle])
 def remove_rating(request):
     return _control(request, UNRATE)
 
@@ -160,7 +159,7 @@ def remove_rating(request):
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
-@throttle_classes([UserRateThrottle, RatingRateThrottle])
+@throttle_classes([ApiRateThrottle, RatingRateThrottle])
 def post_not_interested(request):
     return _control(request, NOT_INTERESTED)
 

@@ -5,10 +5,11 @@ lists; ``RATING_RATE`` (``"30/min"`` by default, DRF's rate syntax) holds for th
 the API and onboarding together (one counter per user; onboarding is charged one per pick). A
 search reads one index document per word and ranks up to ``MAX_POSTINGS`` ids per word;
 ``SEARCH_THROTTLE_RATE`` (env ``SEARCH_RATE``) counts signed-in users by shopper and visitors by
-address (DRF's ``get_ident``, which honours ``NUM_PROXIES``, the same trusted-proxy rule as the
-login lockout). DRF views take the classes in ``throttle_classes``; plain Django views call
-``rating_throttled`` / ``allow_search``. Rates are read from Django's settings on each request,
-not from DRF's class-level rates.
+address (``accounts.throttle.client_address``, the login lockout's trusted-proxy rule; an IPv6
+address as its /64), and so does DRF's API-wide limit (``ApiRateThrottle``, ``API_USER_RATE``).
+DRF views take the classes in ``throttle_classes``; plain Django views call ``rating_throttled`` /
+``allow_search``. These two rates are read from Django's settings on each request, not from DRF's
+class-level rates.
 
 Both keep DRF's sliding window (the requests of the last minute, say) but check and count in one
 step, a Lua script on a Redis sorted set (``FailoverCache.take``): with DRF's read, check, write
@@ -33,7 +34,7 @@ from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
-from accounts.throttle import address_key
+from accounts.throttle import address_key, client_address
 from core.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,12 @@ class RatingRateThrottle(CountedThrottle, UserRateThrottle):
         return max(0.0, self.history[-expiring] + self.duration - self.now)
 
 
+def _visitor(request) -> str:
+    """What the limits count a visitor (no login) as: the client's address after the trusted
+    proxies (``accounts.throttle.client_address``, the login lockout's rule), an IPv6 one as its /64."""
+    return f"addr-{address_key(client_address(request))}"
+
+
 class SearchRateThrottle(CountedThrottle):
     scope = "search"
 
@@ -176,8 +183,19 @@ class SearchRateThrottle(CountedThrottle):
 
     def get_cache_key(self, request, view) -> str:
         shopper = _shopper(request)
-        ident = f"addr-{address_key(self.get_ident(request))}" if shopper is None else f"user-{shopper}"
+        ident = _visitor(request) if shopper is None else f"user-{shopper}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class ApiRateThrottle(UserRateThrottle):
+    """DRF's ``UserRateThrottle`` (``API_USER_RATE``, every API view): a signed-in user by account,
+    a visitor as :func:`_visitor`. DRF's counts a visitor per address, so one IPv6 host, which may
+    use any address of its /64, had 2**64 budgets."""
+
+    def get_cache_key(self, request, view) -> str:
+        if request.user and request.user.is_authenticated:
+            return super().get_cache_key(request, view)
+        return self.cache_format % {"scope": self.scope, "ident": _visitor(request)}
 
 
 def rating_throttled(request, cost: int = 1) -> float | None:
