@@ -3,9 +3,8 @@
 Password checks count failures under three keys within ``LOGIN_THROTTLE_WINDOW`` seconds. Site
 login, admin login and ``/api/token/`` go through ``accounts.backends.ProfileBackend``; the old
 password on password change and the password of the account deletion page call ``take_attempt``
-before their own check and ``attempt_succeeded`` after a right password (a new password check
-must do the same; the API's deletion, ``shop.api``, still calls ``check_login`` and
-``record_failure``). An attempt is counted as failed before its password is checked, each count
+before their own check and ``attempt_succeeded`` after a right password, as does the API's
+account deletion (``shop.api``; a new password check must do the same). An attempt is counted as failed before its password is checked, each count
 one Redis INCR compared with its limit, and given back when the password was right: checked first
 and counted after the (slow) hashing, concurrent guesses all passed the check. The three keys:
 
@@ -142,15 +141,6 @@ def _incr(cache, key: str, window: int) -> int:
         return 1
 
 
-def _count(keys, window: int) -> None:
-    cache = _cache()
-    try:
-        for key in keys:
-            _incr(cache, key, window)
-    except Exception as exc:  # noqa: BLE001 - the next check refuses while the cache is down
-        log.warning("throttle cache unavailable, a failure went uncounted: %s", exc)
-
-
 def _take(limits: dict[str, int], window: int) -> None:
     """Count one under every key; past any limit, give them back and raise ``Locked``.
 
@@ -210,12 +200,6 @@ def attempt_succeeded(username: str, password: str | None, address: str) -> None
     except Exception as exc:  # noqa: BLE001
         log.warning("throttle cache unavailable: %s", exc)
     _give_back(keys[1:])
-
-
-def record_failure(username: str, password: str | None, address: str) -> None:
-    """Count a failure after a ``check_login`` (shop.api's account deletion, until it takes its
-    attempt first: concurrent guesses there pass the check together)."""
-    _count(_login_keys(username, password, address), settings.LOGIN_THROTTLE_WINDOW)
 
 
 def _action_keys(kind: str, subjects: tuple[str, ...]) -> list[str]:

@@ -181,12 +181,12 @@ def delete_account(request):
     body.is_valid(raise_exception=True)
     name, address = request.user.get_username(), throttle.client_address(request)
     password = body.validated_data["password"]
-    try:  # the password check is a login attempt too: it shares the lockout
-        throttle.check_login(name, password, address)
+    try:  # the password check is a login attempt too: it shares the lockout, counted before the check
+        throttle.take_attempt(name, password, address)
     except throttle.Refused as refusal:
         return Response({"detail": refusal.message}, status=refusal.status)
     if not request.user.check_password(password):
-        throttle.record_failure(name, password, address)
         return Response({"detail": "wrong password"}, status=403)
+    throttle.attempt_succeeded(name, password, address)
     record = delete(request.user, request=request)
     return Response({"status": "deleted", "deleted_at": record.deleted_at, "counts": record.counts})

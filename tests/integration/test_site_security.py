@@ -570,6 +570,28 @@ def test_concurrent_guesses_get_no_more_password_checks_than_the_limit(site_cach
 
 
 @pytest.mark.django_db(transaction=True)
+def test_concurrent_api_deletions_get_no_more_password_checks_than_the_limit(site_cache, make_user):
+    """The API's account deletion read the lockout before its password check and counted after it,
+    as the login did: 12 wrong passwords at once were all checked (limit 5)."""
+    from django.conf import settings
+    from django.test import Client
+
+    user, address = make_user(), _address()
+    signed_in = Client()
+    signed_in.force_login(user)  # once: the threads share its session (concurrent logins lock SQLite)
+
+    def delete(i: int) -> int:
+        client = Client()
+        client.cookies = signed_in.cookies
+        return client.post("/api/account/delete/", {"password": f"guess-{i}"}, content_type="application/json",
+                           REMOTE_ADDR=address).status_code
+
+    codes = _burst(delete)
+    limit = settings.LOGIN_THROTTLE_ATTEMPTS
+    assert sorted(codes) == [403] * limit + [429] * (N_CONCURRENT - limit), codes
+
+
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_signups_from_one_address_make_no_more_accounts_than_the_limit(site_cache):
     from django.conf import settings
     from django.contrib.auth.models import User
