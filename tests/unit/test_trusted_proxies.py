@@ -66,3 +66,14 @@ def test_compose_lets_clients_in_through_its_proxy_only():
     proxy = services["proxy"]
     assert proxy["image"].startswith("caddy:") and "web:8000" in proxy["command"]
     assert {"80:80", "443:443"} <= set(proxy["ports"])
+
+
+def test_compose_publishes_nothing_but_the_proxy_beyond_the_host():
+    """Airflow's UI was published on every interface (it runs any DAG and shows every connection):
+    an operator reaches it on the host itself or through a tunnel."""
+    services = yaml.safe_load((ROOT / "docker" / "docker-compose.yml").read_text())["services"]
+    for name, service in services.items():
+        if name == "proxy":
+            continue
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond the host"
