@@ -71,12 +71,14 @@ def catalog(request):
             return render(request, "shop/catalog.html", listing, status=404)
     pages = max(1, -(-total // PER_PAGE))
     # The home page (first page, no search, no filter) opens with what is popular and trending,
-    # for everyone: an anonymous visitor or a new account has nothing personal yet.
+    # for everyone: an anonymous visitor or a new account has nothing personal yet. Not what a
+    # signed-in shopper marked "not interested" (search still finds it: asked for by name).
     home = page == 1 and not q and not category
+    hidden = recommendations.excluded(recommender_id(request.user)) if home and request.user.is_authenticated else set()
     return render(request, "shop/catalog.html", {
         **listing, "products": [_catalog_card(p) for p in products], "total": total, "pages": pages,
         "has_prev": page > 1, "has_next": page < pages,
-        "home_lists": recommendations.fallback_lists(limit=HOME_SHOWN, categories=0) if home else [],
+        "home_lists": recommendations.fallback_lists(limit=HOME_SHOWN, categories=0, exclude=hidden) if home else [],
     })
 
 

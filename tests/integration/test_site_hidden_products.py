@@ -1,5 +1,6 @@
 """A product the shopper marked "not interested" is not offered to them on the pages that pick
-products for them: the onboarding picker and a product page's "Frequently bought together"
+products for them: the onboarding picker, the home page's popular and trending strips (the same
+for every visitor otherwise) and a product page's "Frequently bought together"
 (its similar items and the lists were already filtered; test_shopper_controls.py).
 
 Real site (Django's test client), the synthetic catalog of realtime_support in FerretDB, Redis; the
@@ -40,6 +41,7 @@ def test_a_hidden_product_is_not_offered_to_its_shopper(rt_catalog, site_cache, 
     client.force_login(make_user())
     assert ids_in(client.get(f"/p/{shown}/").content.decode(), "fbt") == [hidden, kept]
     assert {hidden, kept} <= _offered(client)
+    assert hidden in ids_in(client.get("/").content.decode(), "home-popular")
 
     user = make_user()
     shopper_controls.add_exclusion(recommender_id(user), hidden, time.time())
@@ -47,3 +49,5 @@ def test_a_hidden_product_is_not_offered_to_its_shopper(rt_catalog, site_cache, 
     assert ids_in(client.get(f"/p/{shown}/").content.decode(), "fbt") == [kept]
     offered = _offered(client)
     assert hidden not in offered and kept in offered
+    home = ids_in(client.get("/").content.decode(), "home-popular")
+    assert hidden not in home and kept in home, home
