@@ -166,10 +166,15 @@ def save_model(item_ids: list[str], item_factors: np.ndarray, params: dict[str, 
     return version
 
 
+def has_version(version: str, root: Location | str | None = None) -> bool:
+    """Whether ``version``'s folder is there and complete (``item_factors.npy`` is written last)."""
+    return storage.exists(models_dir(root) / version / "item_factors.npy")
+
+
 def publish(version: str, root: Location | str | None = None) -> None:
     """Make ``version`` the one every reader loads (atomic replace of the CURRENT file)."""
     base = models_dir(root)
-    if not storage.exists(base / version / "item_factors.npy"):
+    if not has_version(version, root):
         raise FileNotFoundError(f"no model version {version} under {base}")
     if storage.is_remote(base):
         storage.write_text(base / CURRENT_FILE, version + "\n")
@@ -179,6 +184,11 @@ def publish(version: str, root: Location | str | None = None) -> None:
     tmp.replace(base / CURRENT_FILE)
 
 
+def folder_version(name: str) -> str:
+    """The version a folder of ``models/`` holds: its name, or ``X`` for a train's unfinished ``.X.tmp``."""
+    return name[1:-len(".tmp")] if name.startswith(".") and name.endswith(".tmp") else name
+
+
 def prune_versions(protect: set[str], keep: int | None = None, root: Location | str | None = None) -> list[str]:
     """Delete every version folder but the ``keep`` newest (``MODEL_VERSIONS_KEPT``) and those in
     ``protect`` (the published one, the one it replaced); returns the names deleted, oldest first.
@@ -186,17 +196,14 @@ def prune_versions(protect: set[str], keep: int | None = None, root: Location | 
     Versions are never deleted otherwise, and a daily train writes one, published or rejected: the
     disk filled. Names sort by time (:func:`new_version_name`); a local ``.<version>.tmp`` left by a
     train that died counts as its version, so the newest (maybe a train still writing) is kept.
-    Older versions stay for a rollback (``publish --version X --force``) within ``keep``."""
+    Older versions stay for a rollback (``publish --version X --force``) within ``keep``. The
+    caller records the deleted versions as pruned (``core.mongo.record_pruned_versions``)."""
     keep = VERSIONS_KEPT if keep is None else keep
     base = models_dir(root)
-
-    def version_of(name: str) -> str:
-        return name[1:-len(".tmp")] if name.startswith(".") and name.endswith(".tmp") else name
-
     names = [n for n in storage.listdir(base) if n != CURRENT_FILE and not n.startswith(f".{CURRENT_FILE}.")]
-    newest_first = sorted(names, key=lambda n: (version_of(n), n), reverse=True)
-    kept = {version_of(n) for n in newest_first[:keep]} | protect
-    dropped = [n for n in reversed(newest_first) if version_of(n) not in kept]
+    newest_first = sorted(names, key=lambda n: (folder_version(n), n), reverse=True)
+    kept = {folder_version(n) for n in newest_first[:keep]} | protect
+    dropped = [n for n in reversed(newest_first) if folder_version(n) not in kept]
     for name in dropped:
         storage.remove_tree(base / name)
     return dropped

@@ -495,6 +495,16 @@ def record_model_version(version: str, doc: dict[str, Any], db: Database | None 
     db[MODEL_VERSIONS].update_one({"_id": version}, {"$set": {**doc, "_id": version}}, upsert=True)
 
 
+def record_pruned_versions(versions: Iterable[str], db: Database | None = None) -> None:
+    """Mark the records of versions whose folders were deleted (``pruned_at``) instead of deleting
+    them: their metrics stay for the history, and the admin shows them as pruned rather than
+    offering a rollback to files that are gone (spark_jobs.publish refuses one)."""
+    versions = sorted(set(versions))
+    if versions:
+        db = db if db is not None else get_db()
+        db[MODEL_VERSIONS].update_many({"_id": {"$in": versions}}, {"$set": {"pruned_at": time.time()}})
+
+
 def record_pipeline_run(run_id: str, job: str, doc: dict[str, Any], db: Database | None = None) -> None:
     """Record one batch job's outcome (status, reconciliation counts, metrics, timings).
 

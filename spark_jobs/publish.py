@@ -145,10 +145,29 @@ def finish_current(version: str) -> dict:
             "loaded": {"dropped": dropped}}
 
 
+class VersionGone(FileNotFoundError):
+    """The version to publish has no files (pruned, or never complete): nothing was changed."""
+
+
+def _check_present(version: str) -> None:
+    """Refuse a version whose folder is gone, saying why, before anything changes."""
+    if artifacts.has_version(version):
+        return
+    doc = mongo.get_db()[mongo.MODEL_VERSIONS].find_one({"_id": version}, {"pruned_at": 1}) or {}
+    if doc.get("pruned_at"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(doc["pruned_at"])))
+        raise VersionGone(f"model version {version} was pruned at {when} (its files are deleted: publish keeps "
+                          f"MODEL_VERSIONS_KEPT={artifacts.VERSIONS_KEPT} versions besides the current one and the "
+                          f"one it replaced), so it cannot be made current")
+    raise VersionGone(f"model version {version} has no complete folder under {artifacts.models_dir()}, "
+                      f"so it cannot be made current")
+
+
 def publish(version: str, run_id: str, force: bool = False) -> dict:
     current = artifacts.current_version()
     if current == version:
         return finish_current(version)
+    _check_present(version)
     candidate = artifacts.load_metrics(version)
     ok, reason = gate(candidate, current)
     if not ok and not force:
@@ -186,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         protect = {artifacts.current_version(), record.get("replaced"), args.version} - {None}
         try:
             record["pruned"] = artifacts.prune_versions(protect)
+            # the records stay, with their metrics, marked: the admin offers no rollback to them
+            mongo.record_pruned_versions({artifacts.folder_version(name) for name in record["pruned"]})
         except Exception as exc:  # noqa: BLE001  housekeeping: its failure must not fail a publish done
-            print(f"publish: old model versions not deleted: {exc}", file=sys.stderr)
+            print(f"publish: old model versions not deleted or not marked pruned: {exc}", file=sys.stderr)
             record["prune_error"] = f"{exc.__class__.__name__}: {exc}"
         reconcile.write_record(args.run_id, "publish", record)
     return 0

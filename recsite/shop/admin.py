@@ -89,9 +89,9 @@ class PipelineRunAdmin(MirroredFromMongoAdmin):  # read-only: no "add pipeline r
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(MirroredFromMongoAdmin):
-    list_display = ("version", "is_current", "engine", "published", "published_at", "ndcg_at_10",
+    list_display = ("version", "is_current", "engine", "published", "published_at", "pruned_at", "ndcg_at_10",
                     "recall_at_10", "coverage", "popularity_ndcg_at_10", "validation_ndcg_at_10")
-    list_filter = ("published", "engine")
+    list_filter = ("published", "engine", ("pruned_at", admin.EmptyFieldListFilter))
     readonly_fields = [f.name for f in ModelVersion._meta.fields] + ["is_current", "made_current"]
     actions = ["make_current"]
 
@@ -147,7 +147,7 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         from core import locking
         from core.runs import fs_safe
         from spark_jobs.common import BATCH_LEASE_S, BATCH_LOCK, batch_holder
-        from spark_jobs.publish import publish
+        from spark_jobs.publish import VersionGone, publish
         from spark_jobs.reconcile import write_record
 
         if queryset.count() != 1:
@@ -166,6 +166,9 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         except locking.LockHeld as exc:
             self.message_user(request, f"Could not make {obj.version} current: a batch job is running ({exc}); "
                                        f"try again once it has finished.", level=messages.ERROR)
+            return
+        except VersionGone as exc:  # pruned: the list may show it (kept for its metrics), its files are gone
+            self.message_user(request, f"Could not make {obj.version} current: {exc}.", level=messages.ERROR)
             return
         except Exception as exc:  # missing artifacts, MongoDB down: say so, change nothing here
             self.message_user(request, f"Could not make {obj.version} current: {exc.__class__.__name__}: {exc}",

@@ -63,6 +63,8 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     params = models.JSONField(default=dict, blank=True)
     decision = models.TextField(blank=True)
+    pruned_at = models.DateTimeField(null=True, help_text="When publish deleted its files (MODEL_VERSIONS_KEPT); "
+                                                          "it cannot be made current since.")
 
     class Meta:
         ordering = ["-version"]

@@ -34,6 +34,7 @@ def sync_pipeline_records() -> tuple[int, int]:
         ModelVersion.objects.update_or_create(version=str(doc["_id"]), defaults={
             "engine": str(doc.get("engine", "")), "published": bool(doc.get("published")),
             "published_at": _when(doc.get("published_at")), "metrics": doc.get("metrics") or {},
-            "params": doc.get("params") or {}, "decision": str(doc.get("decision", ""))})
+            "params": doc.get("params") or {}, "decision": str(doc.get("decision", "")),
+            "pruned_at": _when(doc.get("pruned_at"))})
         versions += 1
     return runs, versions

@@ -314,6 +314,27 @@ def test_the_publish_job_deletes_versions_beyond_the_kept_ones(own, monkeypatch)
 
     # the job that evaluated rejected[0] kept it (its own version); the next one deleted it
     assert [read_record(f"it-prune-r{i}", "publish")["pruned"] for i in range(3)] == [[], [rejected[0]], []]
+    # its record stays, with its metrics, marked pruned; the others are not marked
+    records = {d["_id"]: d for d in mongo.get_db()[mongo.MODEL_VERSIONS].find({})}
+    assert records[rejected[0]]["pruned_at"] > 0 and records[rejected[0]]["decision"].startswith("kept")
+    assert [v for v, d in records.items() if "pruned_at" in d] == [rejected[0]]
+
+
+def test_a_pruned_version_is_refused_saying_so_and_nothing_changes(own):
+    """A rollback (``publish --version X --force``, the admin's make current) to a version whose
+    folder publish pruned fails before anything changes, with a message that says it was pruned."""
+    from spark_jobs import publish as job
+
+    current = _version(_val(0.5, 0.01), seed=1)
+    job.publish(current, "it-pruned-0", force=True)
+    gone = _version(_val(0.5, 0.01), seed=2)
+    mongo.record_model_version(gone, {"published": False, "metrics": {"validation": {"ndcg@10": 0.5}}})
+    assert artifacts.prune_versions(protect={current}, keep=0) == [gone]
+    mongo.record_pruned_versions([gone])
+    with pytest.raises(job.VersionGone, match=f"{gone} was pruned at .* cannot be made current"):
+        job.publish(gone, "it-pruned-1", force=True)
+    assert artifacts.current_version() == current
+    assert mongo.get_db()[mongo.MODEL_VERSIONS].find_one({"_id": gone})["published"] is False
 
 
 def test_a_failed_prune_does_not_fail_the_publish_it_follows(own, monkeypatch):

@@ -313,3 +313,44 @@ def test_dashboard_shows_live_freshness_from_the_workers(site, client, make_user
             upper = next(b for b in bounds if true_ms <= b * 1000)
             lower = max([0.0] + [b for b in bounds if b < upper])
             assert lower * 1000 - 0.05 <= shown[q] <= upper * 1000 + 0.05, (q, true_ms, shown[q])
+
+
+@pytest.fixture
+def own_versions(monkeypatch, tmp_path, settings, mongo_db):
+    """This test's own MongoDB database and model folders (no site catalog needed)."""
+    from realtime_support import own_database
+
+    yield from own_database(monkeypatch, settings.mongo_db, "admin_versions", ARTIFACTS_DIR=str(tmp_path / "artifacts"))
+
+
+def test_a_pruned_version_is_listed_as_pruned_and_not_made_current(own_versions, site_cache, client, make_user):
+    """Publish deletes old version folders (MODEL_VERSIONS_KEPT) and marks their records: the admin
+    lists them as pruned, with their metrics, and refuses to make one current with a message that
+    says why, instead of an error from the files that are gone."""
+    import numpy as np
+
+    from core import artifacts, mongo
+    from shop.models import ModelVersion
+
+    kept = artifacts.save_model(["a", "b"], np.ones((2, 2)), {"kind": "ials"}, {"test": {"ndcg@10": 0.2}})
+    artifacts.publish(kept)
+    pruned = "20260101T000000000000-00000001"  # its folder is gone
+    for version, ndcg in ((kept, 0.2), (pruned, 0.1)):
+        mongo.record_model_version(version, {"engine": "ials", "published": True, "metrics": {"test": {"ndcg@10": ndcg}}})
+    mongo.record_pruned_versions([pruned])
+    client.force_login(make_user(staff=True))
+
+    only_pruned = client.get("/admin/shop/modelversion/?pruned_at__isempty=0").content.decode()
+    assert pruned in only_pruned and kept not in only_pruned
+    assert ModelVersion.objects.get(version=pruned).pruned_at is not None
+    assert ModelVersion.objects.get(version=pruned).metrics == {"test": {"ndcg@10": 0.1}}
+    assert ModelVersion.objects.get(version=kept).pruned_at is None
+
+    pk = ModelVersion.objects.get(version=pruned).pk
+    response = client.post("/admin/shop/modelversion/", {"action": "make_current", "_selected_action": [pk]},
+                           follow=True)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert f"Could not make {pruned} current: model version {pruned} was pruned at " in page
+    assert "cannot be made current" in page and "Error" not in page
+    assert artifacts.current_version() == kept
