@@ -372,8 +372,14 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     done = ledger.get("units", {})
     todo = [u for u in all_units if force or not is_loaded(done.get(u.name), u)]
     skipped = [u.name for u in all_units if u not in todo]
+    elsewhere = units.loaded_elsewhere(done, all_units)
     for name in skipped:
-        print(f"load: {name} already loaded with the same checksum (load version {LOAD_VERSION}); skipped")
+        print(f"load: {name} already loaded with the same checksum (load version {LOAD_VERSION})"
+              + (f" from {elsewhere[name]}" if name in elsewhere else "") + "; skipped")
+    replaced = [{"file": u.name, "path": u.path, "earlier_path": elsewhere[u.name]} for u in todo if u.name in elsewhere]
+    for r in replaced:  # files are keyed by name: a re-download kept elsewhere, or another file of the same name?
+        print(f"load: {r['path']} replaces the {r['file']} loaded earlier from {r['earlier_path']} "
+              f"(files are keyed by their name)")
     by_unit: dict[str, dict] = {}
     reasons: dict[str, int] = {}
     if todo:
@@ -418,7 +424,7 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     if todo:
         units.write_ledger(out_dir, {**ledger, "units": done})
     record.update(status="ok", run_id=run_id, inputs=inputs, quarantine_reasons=reasons,
-                  loaded=[u.name for u in todo], skipped=skipped, removed=removed,
+                  loaded=[u.name for u in todo], skipped=skipped, removed=removed, replaced=replaced,
                   # a list, not a map keyed by file name: MongoDB (FerretDB) refuses keys with "."
                   per_file=[{"file": name, **counts} for name, counts in sorted(by_unit.items())],
                   seconds=round(time.time() - started, 2), output=out_dir)

@@ -2,8 +2,8 @@
 
 One input file is one unit: load reads it as a whole or not at all, and its Parquet lives in its own
 partition (``raw/<kind>/unit=<file name>``), so loading a new or changed file replaces that
-partition and leaves the others alone. A unit is identified by its file name and fingerprinted by
-the SHA-256 of its bytes (measured: ~0.5 s per 280 MB of gzip on this machine, a small fraction of
+partition and leaves the others alone. A unit is identified by its file name (one from another
+folder replaces it, said in the log: :func:`loaded_elsewhere`) and fingerprinted by the SHA-256 of its bytes (measured: ~0.5 s per 280 MB of gzip on this machine, a small fraction of
 loading it, so no size+mtime shortcut is needed). Clean and mongo_load work per category (all units
 of one category, e.g. a reviews file and its metadata file): a category is redone when the
 fingerprints of its units changed since that stage last finished it.
@@ -123,6 +123,19 @@ def list_units(inputs: list[str]) -> list[Unit]:
         units.append(Unit(name=name, path=f, category=category_of(name), sha256=sha256_file(f),
                           size=os.path.getsize(f)))
     return sorted(units, key=lambda u: u.name)
+
+
+def loaded_elsewhere(entries: dict[str, dict], given: Iterable[Unit]) -> dict[str, str]:
+    """File name -> the other path a ledger entry says that name was loaded from, for the ``given``
+    units whose name was loaded from another folder before.
+
+    Units are keyed by file name, so ``/part2/reviews_Books.json`` replaces the
+    ``/part1/reviews_Books.json`` an earlier run loaded: right for a re-download kept somewhere
+    else, a mistake for two different files of one name, which only the caller's log can tell
+    apart (within one run, two such inputs are refused: :func:`list_units`).
+    """
+    return {u.name: entries[u.name]["path"] for u in given
+            if entries.get(u.name, {}).get("path") not in (None, u.path)}
 
 
 def read_ledger(directory: str) -> dict[str, Any]:

@@ -28,3 +28,32 @@ def test_a_glob_still_matches_its_files(tmp_path):
     for name in ("amazon2018_b.jsonl", "amazon2018_a.jsonl"):
         (tmp_path / name).write_text("{}\n")
     assert [u.name for u in units.list_units([str(tmp_path / "*.jsonl")])] == ["amazon2018_a.jsonl", "amazon2018_b.jsonl"]
+
+
+def test_two_inputs_of_one_file_name_are_refused_naming_both_paths(tmp_path):
+    """A unit is its file name: two files of one name in a run would replace each other's rows."""
+    paths = []
+    for folder in ("part1", "part2"):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "amazon2018_toys.jsonl")
+        paths[-1].write_text(f'{{"asin": "{folder}"}}\n')
+    with pytest.raises(ValueError, match=f"amazon2018_toys.jsonl: {paths[0]} and {paths[1]}"):
+        units.list_units([str(p) for p in paths])
+    with pytest.raises(ValueError, match="share the file name"):  # a glob among them too
+        units.list_units([str(paths[0]), str(tmp_path / "part*" / "*.jsonl")])
+    # the same file named twice (a path and a glob that matches it) is one input, not two
+    assert len(units.list_units([str(paths[0]), str(tmp_path / "part1" / "*.jsonl")])) == 1
+
+
+def test_a_file_name_loaded_earlier_from_another_folder_is_named_with_that_path(tmp_path):
+    """A later run's file of a loaded name, from another folder, replaces it (a re-download kept
+    elsewhere): load logs which path it replaces, from the ledger entry's path."""
+    new = tmp_path / "new" / "amazon2018_toys.jsonl"
+    new.parent.mkdir()
+    new.write_text('{"asin": "b"}\n')
+    (unit,) = units.list_units([str(new)])
+    assert units.loaded_elsewhere({"amazon2018_toys.jsonl": {"path": "/old/amazon2018_toys.jsonl"}}, [unit]) == {
+        "amazon2018_toys.jsonl": "/old/amazon2018_toys.jsonl"}
+    assert units.loaded_elsewhere({"amazon2018_toys.jsonl": {"path": str(new)}}, [unit]) == {}  # the same file
+    assert units.loaded_elsewhere({"amazon2018_toys.jsonl": {}}, [unit]) == {}  # an entry without a path
+    assert units.loaded_elsewhere({}, [unit]) == {}
