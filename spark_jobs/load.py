@@ -318,6 +318,15 @@ def keep_readable(spark: SparkSession, out_dir: str, unit_name: str) -> None:
             spark.createDataFrame([], _STAGED_SCHEMA).write.mode("overwrite").parquet(empty)
 
 
+def outputs_changed(spark: SparkSession, out_dir: str, unit_name: str) -> None:
+    """After partitions of ``out_dir`` were replaced or removed: every output folder still readable
+    (:func:`keep_readable`), and Spark's cached listing of each dropped, so a DataFrame cached over
+    the old files does not answer for the new."""
+    keep_readable(spark, out_dir, unit_name)
+    for folder in KINDS.values():
+        spark.catalog.refreshByPath(f"{out_dir}/{folder}")
+
+
 def remove_units(spark: SparkSession, out_dir: str, ledger: dict, names: list[str],
                  given: list[units.Unit]) -> list[str]:
     """Take the loaded files ``names`` out of ``out_dir``: their ledger entries, then their partitions.
@@ -346,10 +355,78 @@ def remove_units(spark: SparkSession, out_dir: str, ledger: dict, names: list[st
             units.delete(spark, path)
         print(f"load: {name} removed")
     if present:
-        keep_readable(spark, out_dir, (sorted(done) or [u.name for u in given])[0])
-        for folder in KINDS.values():  # a DataFrame cached over the old files must not answer for the new
-            spark.catalog.refreshByPath(f"{out_dir}/{folder}")
+        outputs_changed(spark, out_dir, (sorted(done) or [u.name for u in given])[0])
     return present
+
+
+def _report_plan(all_units: list[units.Unit], todo: list[units.Unit], done: dict) -> tuple[list[str], list[dict]]:
+    """Print which inputs are skipped and which replace a file of their name loaded from another
+    folder; returns the names skipped and those replacements."""
+    skipped = [u.name for u in all_units if u not in todo]
+    elsewhere = units.loaded_elsewhere(done, all_units)
+    for name in skipped:
+        print(f"load: {name} already loaded with the same checksum (load version {LOAD_VERSION})"
+              + (f" from {elsewhere[name]}" if name in elsewhere else "") + "; skipped")
+    replaced = [{"file": u.name, "path": u.path, "earlier_path": elsewhere[u.name]} for u in todo if u.name in elsewhere]
+    for r in replaced:  # files are keyed by name: a re-download kept elsewhere, or another file of the same name?
+        print(f"load: {r['path']} replaces the {r['file']} loaded earlier from {r['earlier_path']} "
+              f"(files are keyed by their name)")
+    return skipped, replaced
+
+
+def _write_staged(spark: SparkSession, todo: list[units.Unit], staging: str) -> dict[str, int]:
+    """Every file of ``todo`` read, classified and written under ``staging`` in one Spark job (a
+    gzip file is one task: loading them together keeps every core busy); returns each file's lines.
+
+    Each file's lines are counted as they are read, in the write's own stage (no shuffle before it,
+    so a retried task is not counted twice): a second read only to count them decompressed every
+    file again, ~9% of load at 51.6M lines.
+    """
+    counted = {u.name: Observation(f"lines-{uuid.uuid4().hex}") for u in todo}
+    lines = reduce(DataFrame.unionByName, [unit_lines(spark, u).observe(counted[u.name], F.count(F.lit(1)).alias("n"))
+                                           for u in todo])
+    units.write_partitioned(classified_rows(classify(lines)), staging, "kind", "unit")
+    return {name: int(observation.get["n"]) for name, observation in counted.items()}
+
+
+def _swap_in(spark: SparkSession, todo: list[units.Unit], staging: str, out_dir: str, ledger: dict) -> None:
+    """Each file's staged partitions take the place of its old ones; the files leave the ledger first
+    (:func:`units.forget`), and the staging folder (this job's own only) goes after."""
+    units.forget(out_dir, ledger, "units", [u.name for u in todo])  # before their partitions go
+    for u in todo:
+        for kind, folder in KINDS.items():
+            unit = f"unit={units.partition_value(u.name)}"
+            units.replace_partition(spark, f"{staging}/kind={kind}/{unit}", f"{out_dir}/{folder}/{unit}", staging)
+    units.delete(spark, staging)  # its own only: another job's may be in use
+    outputs_changed(spark, out_dir, todo[0].name)
+
+
+def _count_written(spark: SparkSession, out_dir: str, todo: list[units.Unit],
+                   lines_in: dict[str, int]) -> tuple[dict[str, dict], dict[str, int]]:
+    """Per file, its lines and what actually reached disk (not what we meant to write): its reviews,
+    products and quarantined rows read back from ``out_dir``; and the quarantine's reasons."""
+    names = [u.name for u in todo]
+    written = {folder: {r["unit"]: r["count"] for r in spark.read.parquet(f"{out_dir}/{folder}")
+                        .where(F.col("unit").isin(names)).groupBy("unit").count().collect()}
+               for folder in KINDS.values()}
+    reasons = {r["reason"]: r["count"] for r in spark.read.parquet(f"{out_dir}/quarantine")
+               .where(F.col("unit").isin(names)).groupBy("reason").count().orderBy(F.desc("count")).collect()}
+    by_unit = {u.name: {"lines": lines_in.get(u.name, 0), **{folder: written[folder].get(u.name, 0)
+                                                              for folder in KINDS.values()}}
+               for u in todo}
+    return by_unit, reasons
+
+
+def _balanced_record(by_unit: dict[str, dict]) -> dict:
+    """The job's counts (printed); raises :class:`Unbalanced` unless every file's lines = its rows out."""
+    counts_out = {"reviews": sum(c["reviews"] for c in by_unit.values()),
+                  "products": sum(c["products"] for c in by_unit.values()),
+                  "quarantined": sum(c["quarantine"] for c in by_unit.values())}
+    record = check_and_print("load", {"lines": sum(c["lines"] for c in by_unit.values())}, counts_out)
+    unbalanced = [n for n, c in by_unit.items() if c["lines"] != c["reviews"] + c["products"] + c["quarantine"]]
+    if unbalanced:
+        raise Unbalanced(f"load: lines in != rows out for {unbalanced}")
+    return record
 
 
 def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, force: bool = False,
@@ -357,10 +434,9 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     """Read ``inputs`` (files or globs), write raw reviews/products/quarantine Parquet under ``out_dir``.
 
     Incremental: a file already loaded into ``out_dir`` with the same SHA-256 (the ledger) is
-    skipped; the others are loaded in one Spark job (a gzip file is one task: loading them
-    together keeps every core busy) and each replaces only its own ``unit=<file>`` partitions.
-    ``force`` reloads every file. ``remove``: loaded files (by file name) to take out first
-    (:func:`remove_units`). The balance is per loaded file: its lines (counted as the write
+    skipped; the others are loaded in one Spark job and each replaces only its own ``unit=<file>``
+    partitions. ``force`` reloads every file. ``remove``: loaded files (by file name) to take out
+    first (:func:`remove_units`). The balance is per loaded file: its lines (counted as the write
     reads them, by an observation on the file's plain text read) = its reviews + products +
     quarantined rows as read back from the written Parquet.
     """
@@ -371,53 +447,15 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     removed = remove_units(spark, out_dir, ledger, names, all_units) if names else []
     done = ledger.get("units", {})
     todo = [u for u in all_units if force or not is_loaded(done.get(u.name), u)]
-    skipped = [u.name for u in all_units if u not in todo]
-    elsewhere = units.loaded_elsewhere(done, all_units)
-    for name in skipped:
-        print(f"load: {name} already loaded with the same checksum (load version {LOAD_VERSION})"
-              + (f" from {elsewhere[name]}" if name in elsewhere else "") + "; skipped")
-    replaced = [{"file": u.name, "path": u.path, "earlier_path": elsewhere[u.name]} for u in todo if u.name in elsewhere]
-    for r in replaced:  # files are keyed by name: a re-download kept elsewhere, or another file of the same name?
-        print(f"load: {r['path']} replaces the {r['file']} loaded earlier from {r['earlier_path']} "
-              f"(files are keyed by their name)")
+    skipped, replaced = _report_plan(all_units, todo, done)
     by_unit: dict[str, dict] = {}
     reasons: dict[str, int] = {}
     if todo:
         staging = units.staging_dir(spark, out_dir, run_id)
-        # Each file's lines counted as they are read, in the write's own stage (no shuffle before
-        # it, so a retried task is not counted twice): a second read only to count them decompressed
-        # every file again, ~9% of load at 51.6M lines.
-        counted = {u.name: Observation(f"lines-{uuid.uuid4().hex}") for u in todo}
-        lines = reduce(DataFrame.unionByName, [unit_lines(spark, u).observe(counted[u.name], F.count(F.lit(1)).alias("n"))
-                                               for u in todo])
-        units.write_partitioned(classified_rows(classify(lines)), staging, "kind", "unit")
-        lines_in = {name: int(observation.get["n"]) for name, observation in counted.items()}
-        units.forget(out_dir, ledger, "units", [u.name for u in todo])  # before their partitions go
-        for u in todo:
-            for kind, folder in KINDS.items():
-                unit = f"unit={units.partition_value(u.name)}"
-                units.replace_partition(spark, f"{staging}/kind={kind}/{unit}", f"{out_dir}/{folder}/{unit}", staging)
-        units.delete(spark, staging)  # its own only: another job's may be in use
-        keep_readable(spark, out_dir, todo[0].name)
-        for folder in KINDS.values():  # a DataFrame cached over the old files must not answer for the new
-            spark.catalog.refreshByPath(f"{out_dir}/{folder}")
-        # Count what actually reached disk, not what we meant to write.
-        names = [u.name for u in todo]
-        written = {folder: {r["unit"]: r["count"] for r in spark.read.parquet(f"{out_dir}/{folder}")
-                            .where(F.col("unit").isin(names)).groupBy("unit").count().collect()}
-                   for folder in KINDS.values()}
-        reasons = {r["reason"]: r["count"] for r in spark.read.parquet(f"{out_dir}/quarantine")
-                   .where(F.col("unit").isin(names)).groupBy("reason").count().orderBy(F.desc("count")).collect()}
-        for u in todo:
-            by_unit[u.name] = {"lines": lines_in.get(u.name, 0),
-                               **{folder: written[folder].get(u.name, 0) for folder in KINDS.values()}}
-    counts_out = {"reviews": sum(c["reviews"] for c in by_unit.values()),
-                  "products": sum(c["products"] for c in by_unit.values()),
-                  "quarantined": sum(c["quarantine"] for c in by_unit.values())}
-    record = check_and_print("load", {"lines": sum(c["lines"] for c in by_unit.values())}, counts_out)
-    unbalanced = [n for n, c in by_unit.items() if c["lines"] != c["reviews"] + c["products"] + c["quarantine"]]
-    if unbalanced:
-        raise Unbalanced(f"load: lines in != rows out for {unbalanced}")
+        lines_in = _write_staged(spark, todo, staging)
+        _swap_in(spark, todo, staging, out_dir, ledger)
+        by_unit, reasons = _count_written(spark, out_dir, todo, lines_in)
+    record = _balanced_record(by_unit)
     for u in todo:  # only now: a load killed before this point is redone from scratch
         done[u.name] = {"sha256": u.sha256, "version": LOAD_VERSION, "size": u.size, "category": u.category,
                         "path": u.path, "run_id": run_id, "loaded_at": time.time(), "counts": by_unit[u.name]}
