@@ -275,28 +275,39 @@ def replace_collection_finish(name: str, db: Database | None = None, staging: st
     replaces is retired, not dropped, so a reader still holding the old pointer keeps its data
     until :func:`drop_retired` removes it after ``RETIRE_GRACE_S``. ``staging``: the generation the
     caller filled (what its start returned); when another reload's start has replaced it since,
-    this refuses, so readers never switch to a generation another job is still filling.
+    this refuses, so readers never switch to a generation another job is still filling (or that
+    its start dropped). The switch is one update conditional on the pointer still naming this
+    generation as the one loading (FerretDB v1 and MongoDB alike), not a check and then an update:
+    a start between the two would otherwise be switched over. The generation it replaces is read
+    before: it can only change by a finish of this same generation, which the condition excludes.
     """
     db = db if db is not None else get_db()
     pointers = raw_collection(db, POINTERS)
     pointer = pointers.find_one({"_id": name}) or {}
-    if staging is not None and pointer.get("staging") != staging:
-        raise RuntimeError(f"the reload of {name} into {staging} was replaced by another "
-                           f"({pointer.get('staging') or 'finished'}); readers stay where they were")
-    staging = pointer.get("staging")
+    staging = staging or pointer.get("staging")
     if not staging:
         raise RuntimeError(f"no reload of {name} in progress")
+    if pointer.get("staging") != staging:  # early, before building its indexes; the update below decides
+        raise _replaced(name, staging, pointer)
     for keys in _INDEXES.get(name, []):
         raw_collection(db, staging).create_index(keys)
     previous = pointer.get("physical") or name
     now = time.time()
-    pointers.update_one({"_id": name}, {"$set": {"physical": staging, "staging": None, "switched_at": now}})
+    switched = pointers.update_one({"_id": name, "staging": staging},
+                                   {"$set": {"physical": staging, "staging": None, "switched_at": now}})
+    if switched.matched_count != 1:
+        raise _replaced(name, staging, pointers.find_one({"_id": name}) or {})
     if previous != staging:
         pointers.replace_one({"_id": f"retired:{previous}"},
                              {"_id": f"retired:{previous}", "retired": previous, "of": name, "at": now}, upsert=True)
     forget_pointers()
     drop_retired(db=db)
     return staging
+
+
+def _replaced(name: str, staging: str, pointer: dict[str, Any]) -> RuntimeError:
+    return RuntimeError(f"the reload of {name} into {staging} was replaced by another "
+                       f"({pointer.get('staging') or 'finished'}); readers stay where they were")
 
 
 def retire_collection(name: str, db: Database | None = None) -> str | None:
