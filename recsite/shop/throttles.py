@@ -11,7 +11,7 @@ DRF views take the classes in ``throttle_classes``; plain Django views call ``ra
 ``allow_search``. These two rates are read from Django's settings on each request, not from DRF's
 class-level rates.
 
-Both keep DRF's sliding window (the requests of the last minute, say) but check and count in one
+All three keep DRF's sliding window (the requests of the last minute, say) but check and count in one
 step, a Lua script on a Redis sorted set (``FailoverCache.take``): with DRF's read, check, write
 back, concurrent requests each saw room for the last rating and all took it.
 
@@ -187,10 +187,10 @@ class SearchRateThrottle(CountedThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
-class ApiRateThrottle(UserRateThrottle):
-    """DRF's ``UserRateThrottle`` (``API_USER_RATE``, every API view): a signed-in user by account,
-    a visitor as :func:`_visitor`. DRF's counts a visitor per address, so one IPv6 host, which may
-    use any address of its /64, had 2**64 budgets."""
+class ApiRateThrottle(CountedThrottle, UserRateThrottle):
+    """DRF's ``UserRateThrottle`` (``API_USER_RATE``, every API view), counted in one step as the
+    others: a signed-in user by account, a visitor as :func:`_visitor`. DRF's counts a visitor per
+    address, so one IPv6 host, which may use any address of its /64, had 2**64 budgets."""
 
     def get_cache_key(self, request, view) -> str:
         if request.user and request.user.is_authenticated:

@@ -67,3 +67,18 @@ def test_concurrent_searches_never_pass_the_search_limit(redis_url, site_cache):
     hosts = itertools.count(1)  # every search from another address of one /64 (a C iterator: thread-safe)
     with override_settings(SEARCH_THROTTLE_RATE="40/hour"):
         assert _race(lambda: search(next(hosts))) == 40
+
+
+def test_concurrent_api_requests_never_pass_the_api_limit(redis_url, site_cache, monkeypatch):
+    """``API_USER_RATE`` (every API view) was DRF's own read, check, write back."""
+    from shop.throttles import ApiRateThrottle
+
+    monkeypatch.setattr(ApiRateThrottle, "THROTTLE_RATES", {"user": "50/hour"})
+
+    def call(host: int) -> bool:
+        request = RequestFactory().get("/api/products/", REMOTE_ADDR=f"2001:db8:8:8::{host:x}")
+        request.user = AnonymousUser()
+        return ApiRateThrottle().allow_request(request, None)
+
+    hosts = itertools.count(1)
+    assert _race(lambda: call(next(hosts))) == 50
