@@ -11,7 +11,8 @@ the worker, which stores events by id, stores and counts the rating once.
 A rating answered 503 is never stored: when the broker's ack does not come in time, the site
 cancels the event id (``core.cancellation``) before it answers, and the workers skip a cancelled
 id; if a worker stored it first, the answer is 202 after all. A retry with the same key removes
-the cancellation and publishes again. The attempts of one key run one at a time (a lock by the
+the cancellation and publishes again; if that fails, however fast, it cancels again (the first
+attempt's record may still arrive). The attempts of one key run one at a time (a lock by the
 event id), so a timed-out attempt cannot cancel what a concurrent one (a double click) reported
 as accepted.
 
@@ -99,16 +100,20 @@ def submit_event(user, event: RatingEvent, *, client_key: bool = True) -> Rating
                                           event_id=event.event_id)
         elif submission.published:
             return submission
-        else:  # a retry of a submission answered 503: it may have been cancelled
+        retry = submission.pk is not None
+        if retry:  # a retry of a submission answered 503: it may have been cancelled
             _uncancel(event.event_id)
         try:
             kafka_io.publish_rating(event)
         except kafka_io.PublishError as exc:
             submission.publish_error = str(exc)[:300]
             _save(submission, user, event)  # before the cancellation: a retry then finds the row
-            if not exc.maybe_sent or _cancelled(event.event_id):
+            # A retry cancels again even when this send surely failed (maybe_sent False: the
+            # breaker, no broker): it took back the earlier attempt's cancellation, and that
+            # attempt's record may still be written by a stalled broker.
+            if not (exc.maybe_sent or retry) or _cancelled(event.event_id):
                 raise
-            log.info("rating %s: the ack timed out but a worker had stored it; accepted", event.event_id)
+            log.info("rating %s: not acknowledged but a worker had stored it; accepted", event.event_id)
         submission.published = True
         submission.publish_error = ""
         return _save(submission, user, event)

@@ -91,3 +91,32 @@ def test_only_a_client_key_is_checked_for_earlier_attempts(rt, site_cache, make_
     assert post() == [] and locks == []
     assert len(post(HTTP_IDEMPOTENCY_KEY="client-key-0002")) == 2
     assert locks == ["rating-submission:client-key-0002"]
+
+
+def test_a_retry_that_fails_fast_cancels_the_first_attempt_again(rt_catalog, site_cache, make_user, client,
+                                                                   monkeypatch):
+    """Attempt 1's ack timed out: it was answered 503 and its event id cancelled, but a stalled
+    broker may still write its record. The retry (same key) takes the cancellation back before it
+    publishes; when that publish fails fast (the breaker is open: surely not sent), the retry must
+    cancel again, or attempt 1's late record is stored although both answers were 503."""
+    from core import cancellation, kafka_io
+    from shop.models import RatingSubmission
+
+    user = make_user()
+    client.force_login(user)
+    product, key = rt_catalog.in_model[0], "client-key-fast-retry"
+    # What attempt 1 left: its submission, not published, and the cancellation of its id.
+    RatingSubmission.objects.create(user=user, recommender_id=user.profile.recommender_id, product_id=product,
+                                    rating=4, event_id=key, publish_error="the ack timed out")
+    assert cancellation.cancel(key) is True
+
+    monkeypatch.setattr(kafka_io.BREAKER, "cooldown_s", 3600.0)  # open for the whole test
+    kafka_io.BREAKER.failure()
+    try:
+        retry = client.post("/api/ratings/", {"product_id": product, "rating": 4}, content_type="application/json",
+                            HTTP_IDEMPOTENCY_KEY=key)
+    finally:
+        kafka_io.BREAKER.success()
+    assert retry.status_code == 503, retry.content[:300]
+    assert cancellation.state(key) == "cancelled"
+    assert cancellation.claim(key) is False, "a worker would store attempt 1's late record: a ghost rating"
