@@ -304,29 +304,33 @@ def live_ratings(spark: SparkSession) -> DataFrame:
 
 
 def user_history_docs(reviews: DataFrame, live: DataFrame) -> DataFrame:
-    """Each user's ratings [{p: product, r: rating, t: ts}]: batch reviews merged with the ``live``
-    site ratings (:func:`live_ratings`) of the same users.
+    """Each user's ratings [{p: product, r: rating, t: ts}] and removals [{p, t}]: batch reviews
+    merged with the ``live`` site ratings (:func:`live_ratings`) of the same users.
 
     Live ratings (from Kafka, stored by the workers) are read back so a reload never forgets a
     rating a user made on the site; the later of two ratings of the same product wins, and a
     rating the user removed on the site (a later ``unrate`` event, even of a batch review) stays
-    removed. Changes of the same time are ordered by ``core.rating_history.change_key``, the rule
-    the live writers apply, so a reload keeps what the workers kept. "Not interested" lives in its
-    own collection, which a reload leaves alone. Every user of ``live`` gets a whole history from
-    it: live ratings of users whose reviews are not in ``reviews`` would make a history of their
-    live ratings alone.
+    removed: the removal is kept in ``removed`` (``core.rating_history.history_doc``'s shape), as
+    the workers keep it, so an older event of the product applied later (a dead letter replayed)
+    cannot bring the rating back. Changes of the same time are ordered by
+    ``core.rating_history.change_key``, the rule the live writers apply, so a reload keeps what the
+    workers kept. "Not interested" lives in its own collection, which a reload leaves alone. Every
+    user of ``live`` gets a whole history from it: live ratings of users whose reviews are not in
+    ``reviews`` would make a history of their live ratings alone.
     """
     both = reviews.select("user_id", "product_id", F.col("rating").cast("double"), F.col("ts").cast("double"))
     # times in seconds with fractions: a rating removed and given again within a second
     both = both.unionByName(live)
     latest = both.withColumn("_n", F.row_number().over(
         Window.partitionBy("user_id", "product_id").orderBy(*rating_history.spark_change_order()))
-    ).where("_n = 1").where(F.col("rating").isNotNull())
-    # an array of {p, r, t}, not a map keyed by product id: FerretDB refuses keys with "." or "$"
-    # (core.rating_history.history_doc is the same shape)
+    ).where("_n = 1")
+    rated, t = F.col("rating").isNotNull(), F.col("ts").cast("double").alias("t")
+    # arrays of {p, r, t} and {p, t}, not maps keyed by product id: FerretDB refuses keys with "."
+    # or "$" (core.rating_history.history_doc is the same shape); collect_list skips the nulls
     return latest.groupBy("user_id").agg(
-        F.collect_list(F.struct(F.col("product_id").alias("p"), F.col("rating").alias("r"),
-                                F.col("ts").cast("double").alias("t"))).alias("ratings")
+        F.collect_list(F.when(rated, F.struct(F.col("product_id").alias("p"), F.col("rating").alias("r"), t))
+                       ).alias("ratings"),
+        F.collect_list(F.when(~rated, F.struct(F.col("product_id").alias("p"), t))).alias("removed"),
     ).withColumnRenamed("user_id", "_id")
 
 

@@ -28,25 +28,32 @@ LIVE = [
 ]
 
 
-def _live_histories(order: list[tuple[str, str, float | None, float]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Every user's ratings after the batch reviews and then ``order`` went through apply_history_change."""
+def _live_histories(order: list[tuple[str, str, float | None, float]]
+                    ) -> dict[str, tuple[dict[str, tuple[float, float]], dict[str, float]]]:
+    """Every user's (ratings, removals) after the batch reviews and then ``order`` went through
+    apply_history_change."""
     state: dict[str, tuple[dict, dict]] = {}
     for user, pid, rating, ts in [(u, p, r, float(t)) for u, p, r, t in REVIEWS] + order:
         ratings, removed = state.setdefault(user, ({}, {}))
         rating_history.apply_history_change(ratings, removed, pid, rating, ts)
-    return {user: ratings for user, (ratings, _removed) in state.items() if ratings}
+    return state
 
 
 def test_the_reload_merge_and_the_live_path_keep_the_same_change(spark):
+    """Removals included: a reload that dropped them let an older event of a removed product,
+    applied after it (a dead letter replayed), bring the rating back."""
     from spark_jobs.mongo_load import user_history_docs
 
     reviews = spark.createDataFrame(REVIEWS, "user_id string, product_id string, rating double, ts long")
     live = spark.createDataFrame(LIVE, "user_id string, product_id string, rating double, ts double")
-    batch = {r["_id"]: rating_history.history_entries(r.asDict(recursive=True))[0]
+    batch = {r["_id"]: rating_history.history_entries(r.asDict(recursive=True))
              for r in user_history_docs(reviews, live).collect()}
-    assert batch == {"TIE-C": {"P4": (2.0, 3000.0)}, "TIE-D": {"P5": (5.0, 1900.0)}}
+    assert batch == {"TIE-A": ({}, {"P1": 2000.5}), "TIE-B": ({}, {"P3": 1500.0}),
+                     "TIE-C": ({"P4": (2.0, 3000.0)}, {"P2": 2500.25}), "TIE-D": ({"P5": (5.0, 1900.0)}, {})}
     for order in (LIVE, LIVE[::-1]):  # each same-time pair in both orders of arrival
         assert _live_histories(order) == batch, order
+    ratings, removed = batch["TIE-A"]  # an older rating of P1 replayed after the reload: still removed
+    assert not rating_history.apply_history_change(ratings, removed, "P1", 5.0, 1999.0) and ratings == {}
 
 
 def test_the_replay_after_a_reload_keeps_a_same_time_removal(mongo_db):
