@@ -300,10 +300,13 @@ def is_deleted_user(user_id: str, db: Database | None = None) -> bool:
     return db[mongo.DELETED_USERS].find_one({"_id": user_id}, {"_id": 1}) is not None
 
 
-def deleted_user_ids(db: Database | None = None) -> set[str]:
-    """Recommender ids of deleted accounts: the batch jobs leave their reviews out."""
+def deleted_user_ids(db: Database | None = None, since: float | None = None) -> set[str]:
+    """Recommender ids of deleted accounts: the batch jobs leave their reviews out. With ``since``,
+    only those deleted then or later: a batch job erases them again after it wrote what it had
+    read before their deletion (a scan of ``deleted_users``, a small collection)."""
     db = db if db is not None else mongo.get_db()
-    return {d["_id"] for d in db[mongo.DELETED_USERS].find({}, {"_id": 1})}
+    query = {} if since is None else {"deleted_at": {"$gte": since}}
+    return {d["_id"] for d in db[mongo.DELETED_USERS].find(query, {"_id": 1})}
 
 
 def record_deleted_user(user_id: str, db: Database | None = None) -> None:

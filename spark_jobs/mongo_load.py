@@ -22,12 +22,13 @@ import time
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import mongo, popular, rating_history, search, trending
+from core import mongo, popular, rating_history, search, shopper_controls, trending
 from core.settings import get_settings
 from spark_jobs import units
 from spark_jobs.common import of_deleted_users, run_job, without_deleted_users
 
-LIVE_CLOCK_MARGIN_S = 60.0  # ratings stored this long before the load began are replayed too (clock skew)
+LIVE_CLOCK_MARGIN_S = 60.0  # ratings stored (accounts deleted) this long before the load began are replayed
+#                             (erased) too: clock skew, and a deletion in progress when it began
 MAX_REVIEW_PAGES = 50  # the site pages through a product's 500 most helpful reviews
 SEARCH_TEXT_CHARS = 2000
 
@@ -455,6 +456,23 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
     return record
 
 
+def erase_accounts_deleted_since(since: float) -> int:
+    """Erase again every account deleted since ``since`` (``core.shopper_controls.delete_user_data``,
+    idempotent); returns how many. Called once the load's generations are live and every process
+    reads them.
+
+    The load reads ``deleted_users``, the live ratings and the clean reviews when it starts; an
+    account deleted after that is erased by the site from the generations live at that moment,
+    which the load then replaces (or, incremental, upserts into) with what it read: the history, a
+    linked reviewer's review pages, counts and search words would be back, and a worker, which
+    looks for a deletion only when a user has no history, would apply the account's late events.
+    """
+    deleted = sorted(rating_history.deleted_user_ids(since=since))
+    for user_id in deleted:
+        shopper_controls.delete_user_data(user_id)
+    return len(deleted)
+
+
 def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float) -> dict:
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
     all_reviews, n_deleted = without_deleted_users(clean_reviews)
@@ -489,9 +507,14 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     # a live rating stored after the histories' read was overwritten by the upsert: written again
     out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(
         started - LIVE_CLOCK_MARGIN_S)
-    # Reconciliation over the whole database: every clean review and product is there once.
+    # Reconciliation over the whole database: every clean review and product is there once; then
+    # (even if it fails: the upserts are live) the accounts deleted meanwhile are erased again.
     n_reviews, n_products = all_reviews.count(), products.count()
-    held = reconcile(n_reviews, n_products)
+    try:
+        held = reconcile(n_reviews, n_products)
+    finally:
+        out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(
+            started - LIVE_CLOCK_MARGIN_S)
     n_fresh = fresh.count()
     fresh.unpersist()
     products.unpersist()
@@ -530,8 +553,12 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
     mongo.drop_retired(wait=True)
     out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
     # Reconciliation: the server acknowledged every document written (reload_collection), and every
-    # clean review and product is in MongoDB, no more, no fewer.
-    held = reconcile(n_reviews, n_products)
+    # clean review and product is in MongoDB, no more, no fewer. Then (even if it fails: the new
+    # generations are live) the accounts deleted meanwhile are erased again.
+    try:
+        held = reconcile(n_reviews, n_products)
+    finally:
+        out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(live_since)
     reviews.unpersist()
     products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "full", "collections": out, "counts_in": {

@@ -119,6 +119,21 @@ def load_serving_lists(version: str) -> dict[str, int]:
     return out
 
 
+def drop_lists_of_deleted_accounts(version: str) -> int:
+    """Remove the version's batch lists of every deleted account; returns how many went.
+
+    :func:`load_serving_lists` leaves out the accounts deleted when it began; an account deleted
+    while the lists were written (or before every process read the new ``CURRENT``) was erased by
+    the site from the lists it read then, the replaced version's, and its list in this version's
+    would outlive it. Deletes by ``_id`` (1,000 per ``$in``), so doing it for every deleted account
+    costs little: one small read of ``deleted_users`` and a command per 1,000 ids.
+    """
+    ids = sorted(rating_history.deleted_user_ids())
+    lists = mongo.get_db()[mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, version)]
+    return sum(lists.delete_many({"_id": {"$in": ids[lo:lo + mongo.IN_CHUNK]}}).deleted_count
+               for lo in range(0, len(ids), mongo.IN_CHUNK))
+
+
 def finish_current(version: str) -> dict:
     """The steps after the ``CURRENT`` switch, for a version ``CURRENT`` names already.
 
@@ -133,6 +148,7 @@ def finish_current(version: str) -> dict:
                                                  sort=[("published_at", -1)])
     replaced = previous["_id"] if previous else None
     dropped = stored_lists.drop_serving_lists(keep={version, replaced} - {None}, db=db)
+    drop_lists_of_deleted_accounts(version)  # a publish killed before it did this
     if (db[mongo.MODEL_VERSIONS].find_one({"_id": version}) or {}).get("published"):
         print(f"publish: {version} is already the published version; nothing to do")
         return {"status": "unchanged", "version": version, "decision": "already the published version",
@@ -180,9 +196,14 @@ def publish(version: str, run_id: str, force: bool = False) -> dict:
     # is never a published model without them (Celery beat only keeps them fresh afterwards).
     loaded["popular_lists"] = popular.refresh_all()
     artifacts.publish(version)  # the one switch: the model and its lists (core/mongo.py resolves them by it)
+    switched = time.monotonic()
     mongo.forget_pointers()
     # the replaced version's lists stay for readers that still hold the old CURRENT for a moment
     loaded["dropped"] = stored_lists.drop_serving_lists(keep={version, current} - {None})
+    # once no process erases an account from the old version's lists any more (their cached CURRENT
+    # expired), the accounts deleted since the lists were read lose theirs in this version's
+    time.sleep(max(0.0, switched + mongo.RETIRE_GRACE_S - time.monotonic()))
+    loaded["lists_of_deleted_accounts"] = drop_lists_of_deleted_accounts(version)
     mongo.record_model_version(version, {"published": True, "published_at": time.time(), "decision": decision,
                                          "replaced": current})
     print(f"publish: {version} is now current ({decision}); loaded {loaded}")

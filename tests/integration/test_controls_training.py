@@ -208,3 +208,35 @@ def test_deleting_a_quoted_reviewer_leaves_the_catalog_as_the_next_reload_does(d
             assert _listed(db, w, p) == tier, (w, p)
     assert rating_history.user_ratings(reviewer, db=db) == {}
     assert reviewer not in {u for u, _ in catalog.most_active_users(limit=100, db=db)}
+
+
+@pytest.mark.timeout(1800)  # a full load of the demo file on a shared 2-core machine
+def test_an_account_deleted_while_the_load_runs_stays_deleted(demo_clean, spark, own_db, client, make_user,
+                                                             monkeypatch):
+    """The load reads ``deleted_users`` and the live ratings when it starts; the linked reviewer
+    deletes the account after that, while the load runs (the site erases what is live then). The
+    load's later collections (the histories, the search and catalog indexes) were built from what
+    it had read: after it, the account's history, pages and top-users entry must still be gone."""
+    from core import catalog
+    import spark_jobs.mongo_load as job
+
+    db = own_db
+    reviewer = _reviewers(spark, demo_clean)[0][0]  # the most active: among the top users
+    user = make_user(reviewer_id=reviewer)
+    client.force_login(user)
+    real_live_ratings = job.live_ratings
+
+    def deleted_after_the_read(spark_session):
+        live = real_live_ratings(spark_session)
+        assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
+        return live
+
+    monkeypatch.setattr(job, "live_ratings", deleted_after_the_read)
+    record = job.mongo_load(spark, demo_clean, "it-delete-during", force=True)
+    assert record["mode"] == "full" and record["deleted_users_left_out"] == 0  # read before the deletion
+    assert rating_history.is_deleted_user(reviewer, db=db)
+    assert db[mongo.USER_HISTORY].find_one({"_id": reviewer}) is None, "the deleted account's history is back"
+    assert reviewer not in {u for u, _ in catalog.most_active_users(limit=100, db=db)}
+    assert not [d["_id"] for d in db[mongo.PRODUCT_REVIEWS].find({}, {"items.user_id": 1})
+                if any(r.get("user_id") == reviewer for r in d.get("items") or [])]
+    assert record["collections"][mongo.USER_HISTORY]["deleted_accounts_erased"] == 1

@@ -201,6 +201,41 @@ def test_a_crash_after_current_moves_is_finished_by_the_rerun(own, monkeypatch):
     assert stored_lists.get_recommendations(USERS[0])["model_version"] == new
 
 
+def test_an_account_deleted_while_publishing_has_no_list_in_the_new_version(own, monkeypatch):
+    """The lists are read with the deleted accounts of their start; an account deleted after that
+    is erased by the site from the lists it reads then (the replaced version's, also for a moment
+    after the switch, by a process whose CURRENT is not yet re-read). Its list in the new version
+    must go too, or the new model serves a deleted account's recommendations."""
+    from core import popular, rating_history, shopper_controls
+    from spark_jobs import publish as job
+
+    old = _version(_val(0.1, 0.01), seed=15)
+    assert job.publish(old, "it-deleted", force=True)["status"] == "published"
+    new = _version(_val(0.2, 0.01, current=old, current_ndcg=0.1), seed=16)
+    during, after = USERS[2], USERS[3]
+    real_refresh, real_drop = popular.refresh_all, stored_lists.drop_serving_lists
+
+    def deleted_while_the_lists_are_written(*args, **kwargs):
+        rating_history.record_deleted_user(during)  # the site's "delete my account"
+        shopper_controls.delete_user_data(during)
+        return real_refresh(*args, **kwargs)
+
+    def deleted_by_a_site_process_with_the_old_current(*args, **kwargs):
+        rating_history.record_deleted_user(after)
+        mongo.get_db()[mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, old)].delete_one({"_id": after})
+        return real_drop(*args, **kwargs)
+
+    monkeypatch.setattr(popular, "refresh_all", deleted_while_the_lists_are_written)
+    monkeypatch.setattr(stored_lists, "drop_serving_lists", deleted_by_a_site_process_with_the_old_current)
+    out = job.publish(new, "it-deleted")
+    assert out["status"] == "published", out
+    lists = mongo.get_db()[mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, new)]
+    assert sorted(d["_id"] for d in lists.find({}, {"_id": 1})) == sorted(set(USERS) - {during, after})
+    assert stored_lists.get_recommendations(during) is None and stored_lists.get_recommendations(after) is None
+    assert out["loaded"]["lists_of_deleted_accounts"] == 2, out
+    assert stored_lists.get_recommendations(USERS[0])["model_version"] == new
+
+
 # --- loading broken versions ------------------------------------------------------------------
 
 def _broken(kind: str) -> str:
