@@ -13,8 +13,10 @@ was a scan of every stored rating on FerretDB each minute (docs/benchmarks.md).
 The state is rebuilt (a new T0 = now) from the window's rating events (one scan of ``ratings``,
 what every refresh paid before; the same votes, as the workers apply those events to the
 histories; folded as they are read, so it holds the week's distinct votes, not its events) when
-it is missing (first run, Redis flushed or its keys expired), when a writer could not mark a user
-(Redis was down: it leaves a note in MongoDB) and when the publish job asks (a batch load
+it is missing (first run, Redis flushed or its keys expired), when it is older than the last
+commit (Redis restarted from a snapshot, or failed over: the marks since are lost; see
+:func:`_rolled_back`), when a writer could not mark a user (Redis was down: it leaves a note in
+MongoDB) and when the publish job asks (a batch load
 replaced the histories and the catalog). Once T0 is a week old the stored votes are
 recomputed around a new one, which keeps 2 ** ((t - T0) / H) between 2 ** -7 and 2 ** 8.
 
@@ -54,6 +56,7 @@ REBASE_AFTER_S = 7 * 86400  # T0 older than this: the stored votes are recompute
 # as Celery lets a task run (core.settings.TASK_TIME_LIMIT_S, an hour), then LOCK_S more
 WAIT_S = TASK_TIME_LIMIT_S + trending_store.LOCK_S
 MISSED = "trending-state"  # ``popular`` document asking for a rebuild (:func:`request_rebuild`)
+COMMITTED = "trending-commit"  # ``popular`` document: the stamp of the last commit (:func:`_rolled_back`)
 NOTE_KEPT_S = 60.0  # the refreshes rebuild this long after a missed mark (its events' insert may lag)
 
 
@@ -116,8 +119,15 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: trend
     def k(part: str) -> str:
         return trending_store.key(db.name, part)
 
-    meta = {a.decode(): float(b) for a, b in r.hgetall(k("meta")).items()}
-    missed = db[mongo.POPULAR].find_one({"_id": MISSED})
+    raw = {a.decode(): b.decode() for a, b in r.hgetall(k("meta")).items()}
+    meta = {a: float(b) for a, b in raw.items() if a != "server"}
+    notes = {d["_id"]: d for d in db[mongo.POPULAR].find({"_id": {"$in": [MISSED, COMMITTED]}})}
+    missed, stamp = notes.get(MISSED), float((notes.get(COMMITTED) or {}).get("stamp") or 0)
+    server = _server_id(r)
+    if meta and _rolled_back(meta, raw.get("server"), stamp, server):
+        log.warning("trending: the state in Redis is older than its last commit (Redis restarted or was "
+                    "restored, and the marks since then with it); rebuilding it from the week's ratings")
+        rebuild = True
     # the marks are taken before any history is read: one added later is for a write read later
     pipe = r.pipeline(transaction=True)
     pipe.sunionstore(k("taking"), [k("taking"), k("dirty")])  # (which drops the destination's expiry)
@@ -145,12 +155,40 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: trend
     new.update((u, trending_votes.votes(histories.get(u), now)) for u in changed)
     activity = [trending_votes.last_activity(h) + trending_votes.WINDOW_S for h in histories.values()]
     meta["live_until"] = max([meta["live_until"], *activity])
-    trending_commit.commit(r, db, now, meta, old, new, rebuild, hold)
+    meta["stamp"] = max(stamp, meta.get("stamp", 0.0)) + 1
+    trending_commit.commit(r, db, now, {**meta, **({"server": server} if server else {})}, old, new, rebuild, hold)
+    db[mongo.POPULAR].update_one({"_id": COMMITTED}, {"$set": {"stamp": meta["stamp"], "at": time.time()}},
+                                 upsert=True)
     # the note goes once its change is surely in ``ratings`` (a worker batch stores its events after
     # marking), unless a writer missed its mark again since it was read
     if missed and float(missed.get("missed_at") or 0) < time.time() - NOTE_KEPT_S:
         db[mongo.POPULAR].delete_one({"_id": MISSED, "missed_at": missed.get("missed_at")})
     return now <= meta["live_until"]
+
+
+def _server_id(r: redis.Redis) -> str | None:
+    """The Redis server process's ``run_id`` (a new one at every start, and on another server after
+    a failover); None where ``INFO`` is not allowed (then only the commit stamp tells)."""
+    try:
+        return r.info("server").get("run_id") or None
+    except redis.ResponseError:
+        return None
+
+
+def _rolled_back(meta: dict[str, float], stored_server: str | None, stamp: float, server: str | None) -> bool:
+    """Is the state Redis holds older than what the refreshes wrote? Then the writers' marks since
+    are gone too (a user who rated since would not be computed again until their next rating).
+
+    Redis keeps its data in memory; restarted (a crash, an OOM kill, a reboot), it reloads its last
+    snapshot or append-only file, which may miss the last minutes, and a replica promoted by a
+    failover may lag. Two signs, each enough: the state was written by another Redis process than
+    the one serving now (its ``run_id``; a restart that lost nothing rebuilds too, once), or a later
+    commit's stamp is in MongoDB (each commit counts one up, in Redis's ``meta`` and then MongoDB),
+    for a server whose ``INFO`` is not allowed or a state restored from elsewhere. The marks a
+    running server loses otherwise (evicted under ``maxmemory``) neither sign shows: the state's
+    keys must not be evictable (``noeviction``, or a ``volatile-*`` policy with spare memory).
+    """
+    return stamp > meta.get("stamp", 0.0) or bool(server and stored_server and server != stored_server)
 
 
 def _week_votes(db: Database, now: float, hold: trending_store.Hold) -> tuple[dict[str, list], float]:

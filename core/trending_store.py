@@ -18,7 +18,9 @@ unused):
     users            hash         user -> JSON rows [product, rating, ts, category, term]: exactly
                                   the terms this state added for them, so they can be subtracted
     due              sorted set   user -> when their oldest vote leaves the window
-    meta             hash         t0, live_until (trending is live until then)
+    meta             hash         t0, live_until (trending is live until then), stamp (counts the
+                                  commits, also kept in MongoDB) and server (the Redis run_id that
+                                  wrote it): core.trending._rolled_back
     cats             set          the category lists written (a rebuild replaces them)
     dirty, taking    set          users marked by the writers; a refresh moves "dirty" into
                                   "taking" before it reads any history and deletes "taking" in its

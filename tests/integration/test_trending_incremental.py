@@ -229,6 +229,87 @@ def test_redis_flushed_or_a_mark_lost_rebuilds_the_same_lists(env, monkeypatch):
     assert _t0(db) == t + 2 * DAY + 120, "rebuilt while the note was there, then updated"
 
 
+def _rated_after_the_snapshot(p: list[str], t: float) -> None:
+    """Three shoppers rate one product: with the one vote of before, it heads the lists."""
+    apply_batch(*[RatingEvent(user_id=f"tr-snap-{u}", product_id=p[7], rating=5, ts=t + 100 + k)
+                  for k, u in enumerate("bcd")])
+
+
+def test_a_state_restored_from_an_older_copy_is_rebuilt(env):
+    """The state goes back to an older copy (as Redis reloading a snapshot: DUMP/RESTORE of its
+    keys here, the server keeps running) after a refresh committed more: complete, so it would be
+    updated, while the marks of what came after the copy are gone. The commit stamp in MongoDB is
+    newer than the copy's: the refresh rebuilds."""
+    db, p = env.db, env.products
+    t = time.time() - DAY
+    apply_batch(RatingEvent(user_id="tr-snap-a", product_id=p[1], rating=5, ts=t))
+    _refresh_and_check(db, t + 60)
+    r = trending_store.client()
+    pattern = trending_store.key(db.name, "") + "*"
+    snapshot = {k: r.dump(k) for k in r.scan_iter(match=pattern)}
+    _rated_after_the_snapshot(p, t)
+    assert _refresh_and_check(db, t + 120)[mongo.ALL][0]["product_id"] == p[7]
+    r.delete(*r.scan_iter(match=pattern))
+    for k, blob in snapshot.items():
+        r.restore(k, 0, blob)
+    assert _refresh_and_check(db, t + 180)[mongo.ALL][0]["product_id"] == p[7]
+    assert _t0(db) == t + 180, "rebuilt"
+    assert _refresh_and_check(db, t + 240) and _t0(db) == t + 180, "then updated again"
+
+
+def test_marks_lost_by_a_redis_restart_rebuild_the_state(env, tmp_path):
+    """A private Redis (what bin/services runs: snapshots, no append-only file) is killed after its
+    last snapshot and started again on it: the marks of the ratings made since, not yet refreshed,
+    are gone, and no commit came after the snapshot to tell. The state was written by another Redis
+    process than the one serving now (its run_id): the refresh rebuilds."""
+    import subprocess
+
+    from core import list_state
+    from realtime_support import free_port, reset_core_caches, wait_until
+
+    db, p = env.db, env.products
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path),
+                                 "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        trending_store._client.cache_clear()  # no pooled connection to the server before
+        list_state._client.cache_clear()
+        wait_until(lambda: _pings(url), 30, "the private Redis to answer")
+        return proc
+
+    t = time.time() - DAY
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REDIS_URL", url)
+    reset_core_caches()
+    proc = start()
+    try:
+        apply_batch(RatingEvent(user_id="tr-snap-a", product_id=p[1], rating=5, ts=t))
+        _refresh_and_check(db, t + 60)
+        trending_store.client().save()  # the last snapshot
+        _rated_after_the_snapshot(p, t)  # marked, not refreshed yet
+        proc.kill()
+        proc.wait()
+        proc = start()
+        assert trending_store.client().scard(trending_store.key(db.name, "dirty")) == 0, "the marks are gone"
+        assert _refresh_and_check(db, t + 120)[mongo.ALL][0]["product_id"] == p[7]
+    finally:
+        proc.kill()
+        proc.wait()
+        mp.undo()  # the shared Redis again, for the fixture's cleanup and the next tests
+        reset_core_caches()
+        trending_store._client.cache_clear()
+        list_state._client.cache_clear()
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
 def test_a_refresh_that_finds_the_state_held_leaves_it_to_the_holder(env):
     db, p = env.db, env.products
     t = time.time() - DAY
