@@ -191,7 +191,8 @@ def programs() -> list[Program]:
     spark_env = {"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON") or str(venv / "python")}
     return [
         Program("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--dir",
-                          str(svc / "redis" / "data"), "--save", "3600 1 300 100 60 10000", "--daemonize", "no"],
+                          str(svc / "redis" / "data"), "--save", "3600 1 300 100 60 10000", "--daemonize", "no",
+                          *_redis_appendonly(svc / "redis" / "data")],
                 ports=[redis_port], health=redis_ping(redis_port), address=f"redis://127.0.0.1:{redis_port}/0",
                 start_timeout_s=20),
         # FerretDB's storage: SQLite files (default) or, with MONGO_BACKEND=postgresql, the "postgres"
@@ -302,6 +303,18 @@ def _ferretdb_backend(env: Mapping[str, str], svc: Path, pg_port: int) -> list[s
     return ["--handler=sqlite", f"--sqlite-url=file:{svc / 'mongo' / 'data'}/?_pragma=synchronous("
                                 f"{env.get('FERRETDB_SQLITE_SYNCHRONOUS', 'normal')})&_pragma=wal_autocheckpoint("
                                 f"{int(env.get('FERRETDB_SQLITE_WAL_AUTOCHECKPOINT', '250'))})"]
+
+
+def _redis_appendonly(data: Path) -> list[str]:
+    """``--appendonly yes`` (an append-only log, fsynced every second) where Redis can read its data
+    from the log: a new data folder, or one whose log is complete (its manifest written). Snapshots
+    alone lost up to an hour of Celery's queue, the limits' counts and trending's marks on a crash.
+    A folder with only a snapshot (from before) starts from the snapshot (with the log on Redis reads
+    the log alone, and would start empty); bin/services' after_start_redis then turns the log on in
+    the running server, which writes it whole, and the next start reads it."""
+    if (data / "appendonlydir" / "appendonly.aof.manifest").exists() or not (data / "dump.rdb").exists():
+        return ["--appendonly", "yes"]
+    return []
 
 
 def _postgres_bin() -> Path:

@@ -128,3 +128,24 @@ def test_compose_runs_the_same_two_celery_workers():
     assert celery == {"celery": {"beat": True, "queues": "celery", "node": "default@%h"},
                       "celery-rescore": {"beat": False, "queues": "rescore", "node": "rescore@%h"}}
     assert services["celery-rescore"]["image"] == services["celery"]["image"]
+
+
+def test_redis_keeps_an_append_only_log_once_it_has_one(programs, tmp_path):
+    """Snapshots alone lost up to an hour of Celery's queue, the limits' counts and trending's marks
+    on a crash. A data folder holding only a snapshot (kept before the log was on) must still start
+    from it: Redis with the log on reads the log alone, and would start empty. There bin/services
+    turns the log on once the server runs (after_start_redis: CONFIG SET appendonly yes)."""
+    data = tmp_path / "services" / "redis" / "data"
+
+    def appendonly() -> bool:
+        words = programs.program("redis").command
+        return "--appendonly" in words and words[words.index("--appendonly") + 1] == "yes"
+
+    assert appendonly()  # a new data folder: the log from the start
+    data.mkdir(parents=True)
+    (data / "dump.rdb").write_bytes(b"REDIS")
+    assert not appendonly()  # a snapshot only: read it
+    (data / "appendonlydir").mkdir()
+    assert not appendonly()  # a log begun, not finished: the snapshot is still the whole data
+    (data / "appendonlydir" / "appendonly.aof.manifest").write_text("file appendonly.aof.1.base.rdb seq 1 type b\n")
+    assert appendonly()
