@@ -1,0 +1,70 @@
+"""spark_jobs/airflow_run.py, bin/pipeline --airflow: the DAG run's conf built from the flags, and the
+run's state read from ``airflow dags list-runs -o json``. The CLI itself is exercised with a stand-in
+airflow by tests/integration/test_pipeline_inputs.py and test_pipeline_resume.py."""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from spark_jobs.airflow_run import DAG_ID, dag_conf, main, run_state
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_flags_become_the_dags_params_in_their_order():
+    assert dag_conf("ease", True, ["/d/a.jsonl", "/d/b*.json.gz"], ["x.jsonl", "y.jsonl"]) == {
+        "engine": "ease", "force_publish": True, "inputs": ["/d/a.jsonl", "/d/b*.json.gz"],
+        "remove": ["x.jsonl", "y.jsonl"]}
+
+
+def test_inputs_and_remove_are_left_to_the_dags_defaults_when_not_given():
+    """An empty list would be the same param for the DAG, but a conf without them is the one
+    bin/pipeline has always sent (the demo files are load's default, not the DAG's)."""
+    assert dag_conf("auto", False, [], []) == {"engine": "auto", "force_publish": False}
+
+
+def test_the_command_line_reaches_the_conf(monkeypatch):
+    triggered = []
+    monkeypatch.setattr("spark_jobs.airflow_run.trigger", lambda run_id, conf: triggered.append((run_id, conf)) or 0)
+    assert main(["trigger", "r-1", "--engine", "spark", "--input", "/a", "--remove", "x", "--input", "/b"]) == 0
+    assert triggered == [("r-1", {"engine": "spark", "force_publish": False, "inputs": ["/a", "/b"], "remove": ["x"]})]
+
+
+def _dag_file() -> tuple[str, set[str]]:
+    """(DAG_ID, the names of its params) of dags/recommender_pipeline.py, read as text: the app's
+    venv has no Airflow to import it with."""
+    tree = ast.parse((ROOT / "dags" / "recommender_pipeline.py").read_text())
+    dag_id = next(node.value.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                  and getattr(node.targets[0], "id", "") == "DAG_ID")
+    params = next(kw.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                  and getattr(node.func, "id", "") == "DAG" for kw in node.keywords if kw.arg == "params")
+    return dag_id, {key.value for key in params.keys}
+
+
+def test_the_conf_names_the_dag_and_its_params():
+    dag_id, params = _dag_file()
+    assert DAG_ID == dag_id
+    assert set(dag_conf("auto", False, ["/a"], ["x"])) == params
+
+
+RUNS = [{"dag_id": DAG_ID, "run_id": "older", "state": "failed"},
+        {"dag_id": DAG_ID, "run_id": "r-1", "state": "running"}]
+
+
+@pytest.mark.parametrize("listing, state", [
+    (json.dumps(RUNS), "running"),
+    # what the CLI prints on stdout before its JSON: warnings, log lines that also start with "["
+    ("/airflow/configuration.py:123 DeprecationWarning: the [core] sql_alchemy_conn option is deprecated\n"
+     "[2026-12-05T07:53:27.123+0000] {dagbag.py:588} INFO - Filling up the DagBag from /work/dags\n"
+     + json.dumps(RUNS) + "\n", "running"),
+    (json.dumps(RUNS[:1]), "unknown"),           # not listed yet: the trigger is still being processed
+    ("[]\n", "unknown"),                         # no runs at all
+    ("", "unknown"),                             # nothing printed
+    ("No data found\n", "unknown"),
+    ("[2026-12-05T07:53:27] {cli.py:1} ERROR - the API server is down\n", "unknown"),  # no JSON after the noise
+])
+def test_the_run_state_is_read_from_the_list_runs_json(listing, state):
+    assert run_state(listing, "r-1") == state
