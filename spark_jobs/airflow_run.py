@@ -163,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--input", action="append", default=[], help="a file or glob for load (repeatable)")
     run.add_argument("--remove", action="append", default=[], help="a loaded file to take out (repeatable)")
     args = parser.parse_args(argv)
-    return trigger(args.run_id, dag_conf(args.engine, args.force_publish, args.input, args.remove))
+    try:
+        return trigger(args.run_id, dag_conf(args.engine, args.force_publish, args.input, args.remove))
+    except KeyboardInterrupt:  # the run goes on in Airflow: say so rather than print a traceback
+        _say(f"pipeline: stopped waiting; Airflow run {args.run_id} goes on (the Airflow UI shows it)", error=True)
+        return 130
 
 
 if __name__ == "__main__":
