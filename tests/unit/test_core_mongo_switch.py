@@ -5,6 +5,7 @@ interleaving, which a real server cannot be made to produce on demand; the condi
 itself runs against FerretDB in tests/integration/test_batch_concurrency.py)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -40,6 +41,8 @@ class Pointers:
 def _with(monkeypatch, pointers: Pointers) -> None:
     monkeypatch.setattr(mongo, "raw_collection", lambda db, name: pointers)
     monkeypatch.setattr(mongo, "drop_retired", lambda db=None: [])
+    # the pointer's lock is a document in the real server (tests/integration/test_batch_concurrency.py)
+    monkeypatch.setattr(mongo, "_pointer_lock", lambda name, db: contextlib.nullcontext())
 
 
 def test_a_start_between_the_read_and_the_switch_is_not_switched_over(monkeypatch):
