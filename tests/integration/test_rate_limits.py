@@ -82,3 +82,27 @@ def test_concurrent_api_requests_never_pass_the_api_limit(redis_url, site_cache,
 
     hosts = itertools.count(1)
     assert _race(lambda: call(next(hosts))) == 50
+
+
+def test_an_allowed_request_does_not_read_back_the_window(redis_url, site_cache):
+    """Every request's script returned the client's whole window (6,000 counts at the API's rate:
+    ~6 ms of Redis's one thread each), though only a refused request's ``wait`` reads it, and
+    only its length and oldest counts."""
+    import time
+
+    from django.core.cache import caches
+
+    from shop import throttles
+
+    key, now = f"window-{time.time_ns()}", time.time()
+    assert all(throttles.COUNTS.take(key, now + i / 1000, 3600, 500, 1)[0] for i in range(400))
+    take = caches["throttle"].client.get_client(write=True).register_script(throttles._TAKE)
+    full_key = caches["throttle"].make_key(key)
+    allowed = take(keys=[full_key], args=[repr(now + 1), 3600, 500, 1, "x"])
+    assert allowed[:2] == [1, 401] and allowed[2] == [], "an allowed request got the window back"
+    refused = take(keys=[full_key], args=[repr(now + 2), 3600, 401, 3, "y"])
+    assert refused[:2] == [0, 401] and len(refused[2]) == 6  # the 3 oldest, with their times
+
+    fits, history = throttles.COUNTS.take(key, now + 2, 3600, 401, 3)  # as DRF's wait reads it
+    assert not fits and len(history) == 401 and history == sorted(history, reverse=True)
+    assert abs(history[-1] - now) < 1e-6 and abs(history[-3] - (now + 0.002)) < 1e-6
