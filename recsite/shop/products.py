@@ -196,7 +196,9 @@ def product_page(product_id: str, page: int) -> dict[str, Any] | None:
     if not doc:
         return None
     reviews, pages = catalog.product_reviews(product_id, page)
-    if page > 1 and not reviews:  # a page past the last is not stored (page 1 of no reviews is)
+    # a page past the last (no such page document: pages 0) is not stored; page 1 of no reviews is,
+    # and so is a last page an account deletion emptied (its pages, not its reviews, tell)
+    if page > max(1, pages):
         return None
     similar = stored_lists.get_similar_items(product_id)[:SIMILAR_SHOWN]
     scores = {s["product_id"]: s.get("score") for s in similar}

@@ -44,3 +44,17 @@ def test_pages_that_do_not_exist_are_404_and_not_cached(rt_catalog, site_cache, 
     for url in made_up:
         assert client.get(url).status_code == 404, url
     assert _cache_keys(site_cache) - before == set()
+
+
+def test_a_last_page_emptied_by_an_account_deletion_still_answers(rt_catalog, site_cache, client):
+    """A deletion rewrites a product's review pages without reflowing them: a last page that held
+    only the deleted shopper's review stays, empty, and the page before still links to it. It
+    answered 404 (a page past the last was told by its having no reviews, not by ``pages``)."""
+    from core import mongo
+
+    product = rt_catalog.products[7]
+    review = {"rating": 4.0, "summary": "Good", "review_text": "Works.", "reviewer_name": "B", "verified": True}
+    mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{product}:1", "items": [review], "pages": 2},
+                                              {"_id": f"{product}:2", "items": [], "pages": 2}], db=rt_catalog.db)
+    assert client.get(f"/p/{product}/?page=2").status_code == 200
+    assert client.get(f"/p/{product}/?page=3").status_code == 404
