@@ -417,6 +417,34 @@ def _catalog_extras(products: DataFrame, reviews: DataFrame) -> list[dict]:
     return [{"_id": "categories", "items": cats}, {"_id": "top_users", "items": top_users}]
 
 
+def load_plan(fingerprints: dict[str, str] | None, held: dict[str, str | None], collections_exist: bool,
+              force: bool = False) -> tuple[str, list[str], str]:
+    """What a load does, with the categories it writes and why: ("skipped", [], ...) when MongoDB
+    holds every clean category as the clean folder has it; ("incremental", new categories, ...)
+    when it holds them all unchanged and some are new; else ("full", every clean category, ...).
+
+    Only new categories can be upserted: the histories of their users are recomputed from every
+    category, but a changed or removed category's old documents would stay. A missing ledger on
+    either side (a clean folder written before ledgers, a database loaded before, or emptied) or no
+    collections to upsert into means nothing is known of what MongoDB holds: a full reload."""
+    clean = fingerprints or {}
+    new = sorted(set(clean) - set(held))
+    stale = sorted(c for c, fp in held.items() if clean.get(c) != fp)
+    if fingerprints is None:
+        return "full", sorted(clean), "the clean folder has no ledger"
+    if force:
+        return "full", sorted(clean), "--force"
+    if not held:
+        return "full", sorted(clean), "MongoDB's ingest ledger is empty"
+    if not collections_exist:
+        return "full", sorted(clean), "MongoDB holds no products collection"
+    if stale:
+        return "full", sorted(clean), f"changed or removed since the last load: {', '.join(stale)}"
+    if not new:
+        return "skipped", [], "MongoDB holds every clean category already; nothing to do"
+    return "incremental", new, f"new categories: {', '.join(new)}"
+
+
 def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool = False) -> dict:
     """Load the clean data into MongoDB: in full, or only the categories MongoDB does not hold yet.
 
@@ -427,31 +455,29 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
     the search and catalog indexes rank products across categories, so they are rebuilt (from the
     product aggregates: one document per word and per chunk). A changed or removed category, a
     database without a ledger, a clean folder without one, or ``force``: a full reload as new
-    generations. Nothing new: nothing is written.
+    generations. Nothing new: nothing is written. The choice and its reason: :func:`load_plan`.
     """
     started = time.time()
     allow_subset_copartitioning(spark)
     fingerprints = units.read_ledger(clean_dir).get("categories")
     db = mongo.get_db()
     held = {d["_id"]: d.get("fingerprint") for d in db[INGEST_LEDGER].find({})}
-    collections_exist = mongo.PRODUCTS in db.list_collection_names() or any(
-        mongo.PRODUCTS in n for n in db.list_collection_names())
-    new = sorted(set(fingerprints or ()) - set(held))
-    stale = sorted(c for c, fp in held.items() if (fingerprints or {}).get(c) != fp)
-    if fingerprints is not None and not force and held and not stale and collections_exist:
-        if not new:
-            print("mongo_load: MongoDB holds every clean category already; nothing to do")
-            return {"status": "ok", "run_id": run_id, "mode": "skipped", "categories": [],
-                    "seconds": round(time.time() - started, 2)}
+    names = db.list_collection_names()
+    collections_exist = any(mongo.PRODUCTS in n for n in names)  # the live collection or a generation of it
+    mode, new, why = load_plan(fingerprints, held, collections_exist, force)
+    print(f"mongo_load: {mode}: {why}")
+    if mode == "skipped":
+        return {"status": "ok", "run_id": run_id, "mode": "skipped", "categories": [], "reason": why,
+                "seconds": round(time.time() - started, 2)}
+    if mode == "incremental":
         record = _load_new_categories(spark, clean_dir, run_id, new, started)
     else:
         record = _load_full(spark, clean_dir, run_id, started)
         db[INGEST_LEDGER].delete_many({})
-        new = sorted(fingerprints or ())
     for c in new:  # only now: a load killed before this point is redone (upserts and reloads are idempotent)
         db[INGEST_LEDGER].replace_one({"_id": c}, {"_id": c, "fingerprint": fingerprints[c], "run_id": run_id,
                                                    "at": time.time()}, upsert=True)
-    record["categories"] = new
+    record["categories"], record["reason"] = new, why
     trending.request_rebuild(db)  # histories replaced, products maybe moved between categories
     return record
 
