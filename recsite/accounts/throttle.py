@@ -58,15 +58,18 @@ class Unavailable(Refused):
 
 def from_trusted_proxy(request) -> bool:
     """Whether this connection may carry X-Forwarded-* headers: ``TRUSTED_PROXIES`` is set and the
-    peer (REMOTE_ADDR) lies in ``TRUSTED_PROXY_NETS``.
+    peer (REMOTE_ADDR) lies in ``TRUSTED_PROXY_NETS`` (a Unix socket's empty one counts as loopback).
 
     The proxy count alone trusted whoever connected: a client reaching gunicorn directly (a
     published port, a proxy bypassed) wrote the rightmost X-Forwarded-For itself, escaping every
     limit, locking others out and reading /metrics as 127.0.0.1."""
     if getattr(settings, "TRUSTED_PROXIES", 0) <= 0:
         return False
+    remote = request.META.get("REMOTE_ADDR", "")
+    if remote == "":  # gunicorn on a Unix socket: only local processes connect, trusted as loopback is
+        remote = "127.0.0.1"
     try:
-        peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        peer = ipaddress.ip_address(remote)
     except ValueError:
         return False
     peer = getattr(peer, "ipv4_mapped", None) or peer  # an IPv4 proxy seen through an IPv6 socket

@@ -4,6 +4,7 @@ directly wrote the rightmost X-Forwarded-For itself (every limit escaped, someon
 /metrics read as 127.0.0.1) and X-Forwarded-Proto skipped the HTTPS redirect."""
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,17 @@ def test_only_a_peer_in_the_proxy_networks_may_name_the_client(rf):
     assert address(DIRECT, "127.0.0.1") == DIRECT
     with override_settings(TRUSTED_PROXY_NETS=()):
         assert address(PROXY, "203.0.113.9") == PROXY
+
+
+@override_settings(TRUSTED_PROXIES=1)
+def test_a_proxy_on_a_unix_socket_counts_as_loopback(rf):
+    """gunicorn bound to a Unix socket (a common nginx setup) gives REMOTE_ADDR ''; it was no
+    address, so no proxy: every client became '' (one lockout and one search budget for all) and
+    X-Forwarded-Proto was dropped (an HTTPS redirect loop). Only local processes reach a socket."""
+    request = rf.get("/", REMOTE_ADDR="", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert client_address(request) == "203.0.113.9"
+    with override_settings(TRUSTED_PROXY_NETS=(ipaddress.ip_network("172.18.0.0/16"),)):  # no loopback
+        assert client_address(request) == ""
 
 
 @override_settings(TRUSTED_PROXIES=1)
