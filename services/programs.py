@@ -8,6 +8,8 @@ app's virtualenv (which has the ``supervisor`` package):
                                          environment it runs with (run/NAME.env, see below)
     programs.py ports NAME               the TCP ports NAME listens on (checked free before a start)
     programs.py address NAME             one line saying where NAME answers
+    programs.py redis-log DATA_DIR       give a Redis data folder holding only a snapshot its
+                                         append-only log (before the start; see redis_log)
     programs.py postgres-bin             the PostgreSQL server binaries' folder (initdb, psql)
     programs.py as-postgres CMD ARG...   CMD as the postgres user when run as root (initdb), else as is
     programs.py wait NAME SECONDS [LOG_OFFSET]
@@ -45,6 +47,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -192,7 +195,7 @@ def programs() -> list[Program]:
     return [
         Program("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--dir",
                           str(svc / "redis" / "data"), "--save", "3600 1 300 100 60 10000", "--daemonize", "no",
-                          *_redis_appendonly(svc / "redis" / "data")],
+                          "--appendonly", "yes"],  # redis_log gives a folder from before the log its log
                 ports=[redis_port], health=redis_ping(redis_port), address=f"redis://127.0.0.1:{redis_port}/0",
                 start_timeout_s=20),
         # FerretDB's storage: SQLite files (default) or, with MONGO_BACKEND=postgresql, the "postgres"
@@ -305,16 +308,88 @@ def _ferretdb_backend(env: Mapping[str, str], svc: Path, pg_port: int) -> list[s
                                 f"{int(env.get('FERRETDB_SQLITE_WAL_AUTOCHECKPOINT', '250'))})"]
 
 
-def _redis_appendonly(data: Path) -> list[str]:
-    """``--appendonly yes`` (an append-only log, fsynced every second) where Redis can read its data
-    from the log: a new data folder, or one whose log is complete (its manifest written). Snapshots
-    alone lost up to an hour of Celery's queue, the limits' counts and trending's marks on a crash.
-    A folder with only a snapshot (from before) starts from the snapshot (with the log on Redis reads
-    the log alone, and would start empty); bin/services' after_start_redis then turns the log on in
-    the running server, which writes it whole, and the next start reads it."""
-    if (data / "appendonlydir" / "appendonly.aof.manifest").exists() or not (data / "dump.rdb").exists():
-        return ["--appendonly", "yes"]
-    return []
+def redis_log(data: Path, timeout_s: float = 600) -> None:
+    """Give a data folder holding only a snapshot (``dump.rdb``, from before the append-only log)
+    its log, before the server starts: Redis started with ``--appendonly yes`` reads the log alone
+    and would start empty. A temporary server on a unix socket (no TCP port, no snapshots) loads
+    the snapshot, writes the log whole (``CONFIG SET appendonly yes``) and shuts down; after that
+    every start is ``--appendonly yes``. Turning the log on in the running server instead left
+    supervisord's command line without it, so a crash's autorestart read the old snapshot."""
+    if not (data / "dump.rdb").exists() or (data / "appendonlydir" / "appendonly.aof.manifest").exists():
+        return
+    with tempfile.TemporaryDirectory(prefix="redis-log-") as tmp, tempfile.TemporaryFile() as out:
+        sock = Path(tmp) / "redis.sock"  # short: a unix socket's path has at most 107 bytes
+        server = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--dir", str(data),
+                                   "--appendonly", "no", "--save", "", "--daemonize", "no"],
+                                  stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _redis_convert(server, sock, data, time.monotonic() + timeout_s)
+        except (OSError, RuntimeError) as exc:
+            out.seek(0)
+            lines = out.read().decode("utf-8", "replace").strip().splitlines()
+            said = ([line for line in lines if " # " in line] or lines)[-3:]  # " # ": Redis's warnings
+            raise SystemExit(f"services: redis: could not add the append-only log to the snapshot in {data}: "
+                             f"{exc}" + "".join(f"\n  {line[:200]}" for line in said))
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.wait()
+
+
+def _redis_convert(server: subprocess.Popen, sock: Path, data: Path, deadline: float) -> None:
+    def call(*words: str) -> bytes:
+        """One command, its reply (a simple or bulk string; b"" when the server closed)."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(30)
+            s.connect(str(sock))
+            s.sendall(f"*{len(words)}\r\n".encode()
+                      + b"".join(f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words))
+            reply = b""
+            while b"\r\n" not in reply or (reply[:1] == b"$" and len(reply) < reply.index(b"\r\n") + 2
+                                             + int(reply[1:reply.index(b"\r\n")]) + 2):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        if reply[:1] == b"-":
+            raise RuntimeError(reply.decode("utf-8", "replace").strip())
+        return reply
+
+    def wait_for(what: str, ready: Callable[[], bool]) -> None:
+        while not ready():
+            if server.poll() is not None:
+                raise RuntimeError(f"the temporary server exited (code {server.returncode}) before {what}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}")
+            time.sleep(0.2)
+
+    def answers() -> bool:  # -LOADING while it reads the snapshot
+        try:
+            return call("PING").startswith(b"+PONG")
+        except (OSError, RuntimeError):
+            return False
+
+    def log_written() -> bool:
+        info = dict(line.split(":", 1) for line in call("INFO", "persistence").decode().splitlines() if ":" in line)
+        if info.get("aof_last_bgrewrite_status") == "err":
+            raise RuntimeError("Redis could not write the log (aof_last_bgrewrite_status:err)")
+        return (info.get("aof_enabled") == "1" and info.get("aof_rewrite_in_progress") == "0"
+                and info.get("aof_rewrite_scheduled") == "0"
+                and (data / "appendonlydir" / "appendonly.aof.manifest").exists())
+
+    wait_for("it loaded the snapshot", answers)
+    call("CONFIG", "SET", "appendonly", "yes")
+    wait_for("the log was written", log_written)
+    try:
+        call("SHUTDOWN")
+    except OSError:
+        pass  # it may close the connection as it exits
+    try:
+        code = server.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("the temporary server did not shut down") from None
+    if code != 0:
+        raise RuntimeError(f"the temporary server exited with code {code} at shutdown")
 
 
 def _postgres_bin() -> Path:
@@ -494,6 +569,8 @@ def main(argv: list[str]) -> int:
         print(program(args[0]).address)
     elif cmd == "names":
         print(" ".join(p.name for p in programs()))
+    elif cmd == "redis-log":
+        redis_log(Path(args[0]))
     elif cmd == "postgres-bin":
         print(_postgres_bin())
     elif cmd == "as-postgres":  # bin/services' initdb and checks, as the server itself runs

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,22 +135,71 @@ def test_compose_runs_the_same_two_celery_workers():
     assert services["celery-rescore"]["image"] == services["celery"]["image"]
 
 
-def test_redis_keeps_an_append_only_log_once_it_has_one(programs, tmp_path):
+def test_redis_always_starts_with_its_append_only_log(programs, tmp_path):
     """Snapshots alone lost up to an hour of Celery's queue, the limits' counts and trending's marks
-    on a crash. A data folder holding only a snapshot (kept before the log was on) must still start
-    from it: Redis with the log on reads the log alone, and would start empty. There bin/services
-    turns the log on once the server runs (after_start_redis: CONFIG SET appendonly yes)."""
+    on a crash. The log is on in supervisord's command line whatever the data folder holds: turned
+    on only in the running server (CONFIG SET), an autorestart after a crash read the old snapshot.
+    A folder holding only a snapshot gets its log before the start (redis_log, below)."""
     data = tmp_path / "services" / "redis" / "data"
 
     def appendonly() -> bool:
-        words = programs.program("redis").command
+        words = _words(programs.section(programs.program("redis"), tmp_path / "redis.env"))
         return "--appendonly" in words and words[words.index("--appendonly") + 1] == "yes"
 
-    assert appendonly()  # a new data folder: the log from the start
+    assert appendonly()  # a new data folder
     data.mkdir(parents=True)
     (data / "dump.rdb").write_bytes(b"REDIS")
-    assert not appendonly()  # a snapshot only: read it
-    (data / "appendonlydir").mkdir()
-    assert not appendonly()  # a log begun, not finished: the snapshot is still the whole data
-    (data / "appendonlydir" / "appendonly.aof.manifest").write_text("file appendonly.aof.1.base.rdb seq 1 type b\n")
-    assert appendonly()
+    assert appendonly()  # a snapshot only (from before the log)
+
+
+@pytest.fixture
+def short_dir():
+    """A folder for a unix socket (at most 107 bytes of path: tmp_path's can be longer)."""
+    with tempfile.TemporaryDirectory(prefix="t-redis-") as d:
+        yield Path(d)
+
+
+def _redis_server(data: Path, sock: Path, *args: str) -> subprocess.Popen:
+    server = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--dir", str(data),
+                               "--daemonize", "no", *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(unix_socket_path=str(sock))
+    while True:
+        try:
+            client.ping()
+            return server
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            assert server.poll() is None, "redis-server exited"
+            time.sleep(0.1)
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
+def test_a_snapshot_only_data_folder_keeps_its_data_under_the_log(programs, tmp_path, short_dir):
+    """Redis started with the log on reads the log alone: a folder from before the log (dump.rdb
+    only) gets its log from the snapshot first, and the next start has the data."""
+    data, sock = tmp_path / "data", short_dir / "s.sock"
+    data.mkdir()
+    server = _redis_server(data, sock, "--appendonly", "no", "--save", "")
+    client = redis.Redis(unix_socket_path=str(sock))
+    client.set("written-before", "1")
+    client.shutdown(save=True)
+    server.wait()
+    assert (data / "dump.rdb").exists() and not (data / "appendonlydir").exists()
+
+    programs.redis_log(data)
+    assert (data / "appendonlydir" / "appendonly.aof.manifest").exists()
+    programs.redis_log(data)  # nothing left to do: a no-op
+
+    server = _redis_server(data, sock, "--appendonly", "yes", "--save", "")
+    try:
+        assert redis.Redis(unix_socket_path=str(sock)).get("written-before") == b"1"
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
+def test_a_snapshot_redis_cannot_read_stops_the_start_with_its_reason(programs, tmp_path):
+    (tmp_path / "dump.rdb").write_bytes(b"REDIS0009garbage")
+    with pytest.raises(SystemExit, match=r"(?s)could not add the append-only log.*exited.*RDB"):
+        programs.redis_log(tmp_path)
+    assert not (tmp_path / "appendonlydir" / "appendonly.aof.manifest").exists()
