@@ -170,7 +170,15 @@ def _log_since(log: Path, offset: int) -> str:
 # --- the list --------------------------------------------------------------------------------------
 
 def _port(var: str, default: int) -> int:
-    return int(os.environ.get(var, "").strip() or default)
+    """The whole number in ``var`` (ports, counts, timeouts in seconds), else ``default``; a value
+    that is not one stops every command with one line naming it (not a traceback)."""
+    value = os.environ.get(var, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"services: {var}={value!r} is not a whole number") from None
 
 
 def programs() -> list[Program]:
@@ -305,7 +313,7 @@ def _ferretdb_backend(env: Mapping[str, str], svc: Path, pg_port: int) -> list[s
     # pauses are a quarter as long and bulk writes as fast (docs/benchmarks.md).
     return ["--handler=sqlite", f"--sqlite-url=file:{svc / 'mongo' / 'data'}/?_pragma=synchronous("
                                 f"{env.get('FERRETDB_SQLITE_SYNCHRONOUS', 'normal')})&_pragma=wal_autocheckpoint("
-                                f"{int(env.get('FERRETDB_SQLITE_WAL_AUTOCHECKPOINT', '250'))})"]
+                                f"{_port('FERRETDB_SQLITE_WAL_AUTOCHECKPOINT', 250)})"]
 
 
 def redis_log(data: Path, timeout_s: float = 600) -> None:

@@ -203,3 +203,19 @@ def test_a_snapshot_redis_cannot_read_stops_the_start_with_its_reason(programs, 
     with pytest.raises(SystemExit, match=r"(?s)could not add the append-only log.*exited.*RDB"):
         programs.redis_log(tmp_path)
     assert not (tmp_path / "appendonlydir" / "appendonly.aof.manifest").exists()
+
+
+@pytest.mark.parametrize("var, value", [("REDIS_PORT", "abc"), ("WORKERS", "two"), ("KAFKA_START_TIMEOUT", "2m")])
+def test_a_setting_that_is_not_a_number_is_named_in_one_line(programs, monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SystemExit, match=f"^services: {var}='{value}' is not a whole number$"):
+        programs.main(["names"])
+
+
+def test_bin_services_stops_at_a_setting_it_cannot_read(tmp_path):
+    """Every command, stop too, read the program list: a traceback, then "unknown service 'redis'
+    (known: )". Now the one line naming the setting, and nothing else (no server is touched)."""
+    env = {"PATH": "/usr/bin:/bin", "LOCAL_DIR": str(tmp_path), "SERVICES_STATE_DIR": str(tmp_path / "state"),
+           "WORKERS": "two"}
+    done = subprocess.run([str(ROOT / "bin" / "services"), "stop", "redis"], env=env, capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", "services: WORKERS='two' is not a whole number\n")
