@@ -37,7 +37,7 @@ installing, add ``install_s3`` to ``bin/services`` (``bin/services install s3`` 
 run it); ``prepare_s3`` runs before each start and ``after_start_s3`` after the health check. Everything
 is read from the environment that ``bin/services`` exports (ports, ``LOCAL_DIR``,
 ``SERVICES_STATE_DIR``, ...). This module needs only the standard library, except ``wait``
-(supervisor's XML-RPC transport, from the app's virtualenv).
+(supervisor's XML-RPC transport and kafka-python, from the app's virtualenv).
 """
 from __future__ import annotations
 
@@ -159,12 +159,51 @@ def log_says(log: Path, text: str, port: int) -> Health:
 
 
 def _log_since(log: Path, offset: int) -> str:
+    """What the program wrote to ``log`` since it was ``offset`` bytes long. A file shorter than that
+    was rotated meanwhile (supervisord, at 50 MB): the rest of the old one (``log.1``), then all of
+    the new one; reading from the offset alone found nothing and a healthy server was stopped."""
     try:
-        with open(log, "rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace")
+        size = log.stat().st_size
     except OSError:
         return ""
+    parts = [(log.with_name(log.name + ".1"), offset), (log, 0)] if size < offset else [(log, offset)]
+    text = ""
+    for path, start in parts:
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                text += f.read().decode("utf-8", "replace")
+        except OSError:
+            pass
+    return text
+
+
+def kafka_ready(port: int) -> Health:
+    """The broker on ``port`` answers a metadata request listing a broker: it lists only brokers
+    the controller has let in (unfenced), i.e. ready for clients. (Its log's "Kafka Server started"
+    was read from the offset noted before the start, and missed when the log rotated meanwhile.)
+    kafka-python is the app virtualenv's, which runs ``wait``."""
+    def check(_num: int, _offset: int) -> bool:
+        if not port_open(port):
+            return False
+        import logging
+
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)  # a refused connection is an answer here
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", client_id="services-health",
+                                     request_timeout_ms=5000, api_version_auto_timeout_ms=2000)
+        except (KafkaError, OSError):
+            return False
+        try:
+            return bool(admin.describe_cluster().get("brokers"))
+        except (KafkaError, OSError):
+            return False
+        finally:
+            admin.close()
+    return check
 
 
 # --- the list --------------------------------------------------------------------------------------
@@ -233,7 +272,7 @@ def programs() -> list[Program]:
                           "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
                           f"-Dlog4j.configuration=file:{HERE / 'kafka' / 'log4j.properties'}",
                           "-cp", f"{kafka_home / 'libs'}/*", "kafka.Kafka", str(svc / "kafka" / "server.properties")],
-                ports=[kafka_port, controller_port], health=log_says(logs / "kafka.log", "Kafka Server started", kafka_port),
+                ports=[kafka_port, controller_port], health=kafka_ready(kafka_port),
                 address=f"127.0.0.1:{kafka_port} (controller 127.0.0.1:{controller_port})",
                 start_timeout_s=_port("KAFKA_START_TIMEOUT", 120), stop_wait_s=60),
         # bin/services exports Airflow's settings (airflow_env) before it writes this program.

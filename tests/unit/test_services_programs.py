@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -219,3 +221,49 @@ def test_bin_services_stops_at_a_setting_it_cannot_read(tmp_path):
            "WORKERS": "two"}
     done = subprocess.run([str(ROOT / "bin" / "services"), "stop", "redis"], env=env, capture_output=True, text=True)
     assert (done.returncode, done.stdout, done.stderr) == (1, "", "services: WORKERS='two' is not a whole number\n")
+
+
+@pytest.fixture
+def listening_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_a_log_rotated_during_the_start_still_shows_the_line(programs, tmp_path, listening_port):
+    """supervisord rotates a log at 50 MB: the offset noted before the start was then past the new
+    file's end, nothing was read, and a healthy server was stopped after its timeout."""
+    log = tmp_path / "spark-worker-1.log"
+    log.write_text("x" * 5000)
+    offset = log.stat().st_size
+    with open(log, "a") as f:
+        f.write("\nstarting\n")
+    log.rename(tmp_path / "spark-worker-1.log.1")  # as supervisord rotates
+    log.write_text("Successfully registered with master\n")
+    check = programs.log_says(log, "Successfully registered with master", listening_port)
+    assert check(0, offset)
+    assert programs._log_since(log, offset) == "\nstarting\nSuccessfully registered with master\n"
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _shared_kafka_port() -> int:
+    return int(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092").split(",")[0].rsplit(":", 1)[1])
+
+
+@pytest.mark.skipif(not _port_open(_shared_kafka_port()), reason="needs a running Kafka broker")
+def test_kafka_counts_as_started_when_the_broker_answers_whatever_its_log_says(programs, monkeypatch):
+    monkeypatch.setenv("KAFKA_PORT", str(_shared_kafka_port()))  # a metadata request only
+    assert programs.program("kafka").health(0, 10**9)  # no log in this state dir at all
+
+
+def test_kafka_is_not_started_while_something_else_holds_its_port(programs, monkeypatch, listening_port):
+    monkeypatch.setenv("KAFKA_PORT", str(listening_port))
+    assert not programs.program("kafka").health(0, 0)
