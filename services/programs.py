@@ -8,6 +8,7 @@ app's virtualenv (which has the ``supervisor`` package):
                                          environment it runs with (run/NAME.env, see below)
     programs.py ports NAME               the TCP ports NAME listens on (checked free before a start)
     programs.py address NAME             one line saying where NAME answers
+    programs.py logs NAME                NAME's log files, one a line (one per process: worker_<n>.log)
     programs.py redis-log DATA_DIR       give a Redis data folder holding only a snapshot its
                                          append-only log (before the start; see redis_log)
     programs.py postgres-bin             the PostgreSQL server binaries' folder (initdb, psql)
@@ -527,9 +528,21 @@ def _quote(arg: str) -> str:
     return shlex.quote(arg).replace("%", "%%").replace(PROCESS_NUM.replace("%", "%%"), PROCESS_NUM)
 
 
+def _one_log_each(p: Program) -> bool:
+    return p.numprocs > 1 or any(PROCESS_NUM in c for c in p.command)
+
+
+def log_files(p: Program) -> list[Path]:
+    """The program's log files: ``log/NAME.log``, or one per process (``log/NAME_<n>.log``)."""
+    log = _dirs()[1]
+    if _one_log_each(p):
+        return [log / f"{p.name}_{n}.log" for n in range(p.numprocs)]
+    return [log / f"{p.name}.log"]
+
+
 def section(p: Program, env_file: Path) -> str:
     run, log = _dirs()
-    many = p.numprocs > 1 or any(PROCESS_NUM in c for c in p.command)
+    many = _one_log_each(p)
     log_file = log / (f"{p.name}_%(process_num)d.log" if many else f"{p.name}.log")
     command = " ".join(_quote(c) for c in [str(HERE / "run_with_env"), str(env_file), *p.command])
     return f"""[program:{p.name}]
@@ -612,6 +625,8 @@ def main(argv: list[str]) -> int:
         write(args[0])
     elif cmd == "ports":
         print(" ".join(map(str, program(args[0]).ports)))
+    elif cmd == "logs":
+        print("\n".join(map(str, log_files(program(args[0])))))
     elif cmd == "address":
         print(program(args[0]).address)
     elif cmd == "names":

@@ -267,3 +267,20 @@ def test_kafka_counts_as_started_when_the_broker_answers_whatever_its_log_says(p
 def test_kafka_is_not_started_while_something_else_holds_its_port(programs, monkeypatch, listening_port):
     monkeypatch.setenv("KAFKA_PORT", str(listening_port))
     assert not programs.program("kafka").health(0, 0)
+
+
+def test_a_failed_start_points_to_the_logs_the_processes_write(programs, tmp_path, capsys, monkeypatch):
+    """bin/services names these in "see ..." and reads its last error from them: for the worker it
+    named worker.log, which no process writes."""
+    programs.main(["logs", "worker"])
+    assert capsys.readouterr().out.split() == [str(tmp_path / "log" / f"worker_{n}.log") for n in range(3)]
+    monkeypatch.setenv("WORKERS", "1")
+    programs.main(["logs", "worker"])
+    assert capsys.readouterr().out.split() == [str(tmp_path / "log" / "worker_0.log")]
+    programs.main(["logs", "redis"])
+    assert capsys.readouterr().out.split() == [str(tmp_path / "log" / "redis.log")]
+    for p in programs.programs():  # the files supervisord writes
+        section = programs.section(p, tmp_path / f"{p.name}.env")
+        logfile = next(line for line in section.splitlines() if line.startswith("stdout_logfile="))
+        assert [logfile.removeprefix("stdout_logfile=").replace("%(process_num)d", str(n))
+                for n in range(p.numprocs)] == [str(f) for f in programs.log_files(p)]
