@@ -78,7 +78,7 @@ class Program:
     start_timeout_s: int = 30  # then its health check must pass within this
     stop_wait_s: int = 15  # SIGTERM to the process group, SIGKILL after this
     directory: str = str(ROOT)
-    fail_marker: str = ""  # a log line that means "failed" even while the process lives on
+    fail_marker: str = ""  # log text that means "failed" even while the process lives on
 
 
 # --- health checks (small pings, standard library) -----------------------------------------------
@@ -152,10 +152,10 @@ def http_ok(*urls: str) -> Health:
     return check
 
 
-def log_says(log: Path, text: str, port: int) -> Health:
-    """The port accepts connections and the log written since the start contains ``text``."""
+def log_says(log: Path, text: str, port: int | None = None) -> Health:
+    """The port (if any) accepts connections and the log written since the start contains ``text``."""
     def check(_num: int, offset: int) -> bool:
-        return port_open(port) and text in _log_since(log, offset)
+        return (port is None or port_open(port)) and text in _log_since(log, offset)
     return check
 
 
@@ -308,14 +308,19 @@ def programs() -> list[Program]:
         # "rescore"), which can run for hours: in one worker trending and popular waited behind it.
         # `bin/services start celery` starts both. Beat's schedule is the state dir's, so a private
         # state dir's beat does not share the file with the shared one's.
+        # Started = its log says "<node> ready.", written once it is connected to the broker (%h is
+        # the host name); it keeps retrying a broker that is down, so that line fails the start at once.
         Program("celery", [str(venv / "celery"), "-A", "kafka_workers.celery_app", "worker", "-B",
                            "-s", str(state / "run" / "celerybeat-schedule"), "-Q", "celery", "-n", "default@%h",
                            "--concurrency", env.get("CELERY_CONCURRENCY", "1"), "-l", "info"],
                 address=f"Celery worker (queue celery) + beat on {redis_url}", env=app_env, start_secs=3,
-                stop_wait_s=30),
+                health=log_says(logs / "celery.log", f"default@{socket.gethostname()} ready."),
+                fail_marker="consumer: Cannot connect to", start_timeout_s=60, stop_wait_s=30),
         Program("celery-rescore", [str(venv / "celery"), "-A", "kafka_workers.celery_app", "worker",
                                    "-Q", "rescore", "-n", "rescore@%h", "--concurrency", "1", "-l", "info"],
-                address=f"Celery worker (queue rescore) on {redis_url}", env=app_env, start_secs=3, stop_wait_s=30),
+                address=f"Celery worker (queue rescore) on {redis_url}", env=app_env, start_secs=3,
+                health=log_says(logs / "celery-rescore.log", f"rescore@{socket.gethostname()} ready."),
+                fail_marker="consumer: Cannot connect to", start_timeout_s=60, stop_wait_s=30),
         # An S3-compatible object store (gofakes3, MIT, built from its Go module by bin/services) with
         # one bucket: DATA_DIR / ARTIFACTS_DIR = s3a://<bucket>/... for a cluster's shared storage.
         Program("s3", [str(local / "bin" / "gofakes3"), "-host", f"127.0.0.1:{s3_port}", "-backend", "bolt",
@@ -604,7 +609,7 @@ def wait(name: str, timeout_s: float, log_offset: int) -> int:
                   file=sys.stderr)
             return 1
         if p.fail_marker and p.fail_marker in _log_since(log, log_offset):
-            print("a component failed to start", file=sys.stderr)
+            print(f"its log says {p.fail_marker.strip()!r}", file=sys.stderr)
             return 1
         if p.health is None or all(p.health(n, log_offset) for n in range(p.numprocs)):
             return 0

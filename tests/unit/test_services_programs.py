@@ -284,3 +284,20 @@ def test_a_failed_start_points_to_the_logs_the_processes_write(programs, tmp_pat
         logfile = next(line for line in section.splitlines() if line.startswith("stdout_logfile="))
         assert [logfile.removeprefix("stdout_logfile=").replace("%(process_num)d", str(n))
                 for n in range(p.numprocs)] == [str(f) for f in programs.log_files(p)]
+
+
+@pytest.mark.parametrize("name, node", [("celery", "default"), ("celery-rescore", "rescore")])
+def test_celery_counts_as_started_once_it_says_ready_which_needs_its_broker(programs, tmp_path, name, node):
+    """It reported "started" with its broker down (3 s alive was the check): the worker retries a
+    broker that is down and says "<node> ready." only once connected."""
+    p, log = programs.program(name), tmp_path / "log" / f"{name}.log"
+    log.parent.mkdir()
+    log.write_text(f"[..: INFO/MainProcess] {node}@{socket.gethostname()} ready.\n")  # an earlier start's
+    offset = log.stat().st_size
+    with open(log, "a") as f:
+        f.write("[..: ERROR/MainProcess] consumer: Cannot connect to redis://127.0.0.1:1/0: Error 111 ...\n")
+    assert p.health is not None and not p.health(0, offset)
+    assert p.fail_marker and p.fail_marker in log.read_text()[offset:]
+    with open(log, "a") as f:
+        f.write(f"[..: INFO/MainProcess] {node}@{socket.gethostname()} ready.\n")
+    assert p.health(0, offset)
