@@ -113,6 +113,13 @@ def wait_for_run(airflow: Airflow, run_id: str, timeout_s: int) -> str:
         time.sleep(POLL_S)
 
 
+def airflow_home_dir(local_dir: Path) -> Path:
+    """AIRFLOW_HOME, else bin/services' default: ``airflow/`` of its state dir (SERVICES_STATE_DIR,
+    else LOCAL_DIR), so a private state dir's Airflow is the one asked."""
+    state_dir = Path(os.environ.get("SERVICES_STATE_DIR") or local_dir)
+    return Path(env_str("AIRFLOW_HOME", str(state_dir / "airflow")))
+
+
 def trigger(run_id: str, conf: dict[str, Any]) -> int:
     """Trigger the DAG run ``run_id`` with ``conf`` on the local Airflow and wait for it; 0 when it
     succeeded. Its records are then mirrored into the Django admin, as after a spark-submit run."""
@@ -123,7 +130,7 @@ def trigger(run_id: str, conf: dict[str, Any]) -> int:
         _say(f"pipeline: no Airflow in {local_dir}/airflow-venv; run bin/services start airflow first", error=True)
         return 1
     # where bin/services keeps airflow.cfg and Airflow's DB; for every airflow command below
-    airflow_home = os.environ["AIRFLOW_HOME"] = env_str("AIRFLOW_HOME", str(local_dir / "airflow"))
+    airflow_home = os.environ["AIRFLOW_HOME"] = str(airflow_home_dir(local_dir))
     airflow = Airflow(cli, local_dir / "log" / "pipeline-airflow-cli.log")
     airflow.log.parent.mkdir(parents=True, exist_ok=True)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs.airflow_run import DAG_ID, dag_conf, main, run_state
+from spark_jobs.airflow_run import DAG_ID, airflow_home_dir, dag_conf, main, run_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +68,13 @@ RUNS = [{"dag_id": DAG_ID, "run_id": "older", "state": "failed"},
 ])
 def test_the_run_state_is_read_from_the_list_runs_json(listing, state):
     assert run_state(listing, "r-1") == state
+
+
+def test_the_airflow_asked_is_the_state_dirs_as_bin_services_runs_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("AIRFLOW_HOME", raising=False)
+    monkeypatch.delenv("SERVICES_STATE_DIR", raising=False)
+    assert airflow_home_dir(tmp_path / "local") == tmp_path / "local" / "airflow"
+    monkeypatch.setenv("SERVICES_STATE_DIR", str(tmp_path / "private"))
+    assert airflow_home_dir(tmp_path / "local") == tmp_path / "private" / "airflow"
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "mine"))
+    assert airflow_home_dir(tmp_path / "local") == tmp_path / "mine"

@@ -301,3 +301,22 @@ def test_celery_counts_as_started_once_it_says_ready_which_needs_its_broker(prog
     with open(log, "a") as f:
         f.write(f"[..: INFO/MainProcess] {node}@{socket.gethostname()} ready.\n")
     assert p.health(0, offset)
+
+
+def _bin_services_airflow_home(tmp_path, **env: str) -> str:
+    """AIRFLOW_HOME_DIR as bin/services computes it: its settings up to that line, run by bash."""
+    script = (ROOT / "bin" / "services").read_text()
+    head = script[:script.index("\n", script.index("\nAIRFLOW_HOME_DIR=") + 1)]
+    done = subprocess.run(["bash", "-c", head + '\necho "$AIRFLOW_HOME_DIR"', str(ROOT / "bin" / "services")],
+                          env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def test_a_private_state_dir_gets_an_airflow_home_of_its_own(tmp_path):
+    """A private state dir's Airflow shared the main one's home: its airflow.cfg and database."""
+    local = str(tmp_path / "local")
+    assert _bin_services_airflow_home(tmp_path, LOCAL_DIR=local) == f"{local}/airflow"
+    assert (_bin_services_airflow_home(tmp_path, LOCAL_DIR=local, SERVICES_STATE_DIR=str(tmp_path / "x"))
+            == str(tmp_path / "x" / "airflow"))
+    assert (_bin_services_airflow_home(tmp_path, LOCAL_DIR=local, SERVICES_STATE_DIR=str(tmp_path / "x"),
+                                       AIRFLOW_HOME="/elsewhere") == "/elsewhere")
