@@ -309,7 +309,8 @@ def programs() -> list[Program]:
         # `bin/services start celery` starts both. Beat's schedule is the state dir's, so a private
         # state dir's beat does not share the file with the shared one's.
         # Started = its log says "<node> ready.", written once it is connected to the broker (%h is
-        # the host name); it keeps retrying a broker that is down, so that line fails the start at once.
+        # the host name). It keeps retrying a broker that is down: its "Cannot connect to" line fails
+        # the start at once.
         Program("celery", [str(venv / "celery"), "-A", "kafka_workers.celery_app", "worker", "-B",
                            "-s", str(state / "run" / "celerybeat-schedule"), "-Q", "celery", "-n", "default@%h",
                            "--concurrency", env.get("CELERY_CONCURRENCY", "1"), "-l", "info"],
@@ -390,6 +391,7 @@ def redis_log(data: Path, timeout_s: float = 600) -> None:
 
 
 def _redis_convert(server: subprocess.Popen, sock: Path, data: Path, deadline: float) -> None:
+    """redis_log's steps, with the temporary ``server`` on ``sock``: RESP by hand (standard library)."""
     def call(*words: str) -> bytes:
         """One command, its reply (a simple or bulk string; b"" when the server closed)."""
         with socket.socket(socket.AF_UNIX) as s:
