@@ -76,6 +76,7 @@ MIDDLEWARE = [
     "recsite.metrics.metrics_middleware",  # /metrics: requests by view and status
     "recsite.bodylimit.body_limit_middleware",
     "accounts.middleware.forwarded_headers_middleware",  # before anything reads X-Forwarded-*
+    "recsite.health.loopback_health_middleware",  # /healthz from this host: no host check, no redirect
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -215,6 +216,9 @@ SPECTACULAR_SETTINGS = {
 
 if TRUSTED_PROXIES:  # only a proxy we trust may say the client used HTTPS
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# A load balancer polls /healthz over plain HTTP: redirected to HTTPS it never learnt whether the
+# site works (a poll from this host is answered earlier still: recsite.health).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000)

@@ -320,3 +320,40 @@ def test_a_private_state_dir_gets_an_airflow_home_of_its_own(tmp_path):
             == str(tmp_path / "x" / "airflow"))
     assert (_bin_services_airflow_home(tmp_path, LOCAL_DIR=local, SERVICES_STATE_DIR=str(tmp_path / "x"),
                                        AIRFLOW_HOME="/elsewhere") == "/elsewhere")
+
+
+    assert not appendonly()  # a snapshot only: read it
+    (data / "appendonlydir").mkdir()
+    assert not appendonly()  # a log begun, not finished: the snapshot is still the whole data
+    (data / "appendonlydir" / "appendonly.aof.manifest").write_text("file appendonly.aof.1.base.rdb seq 1 type b\n")
+    assert appendonly()
+
+
+def test_an_http_health_check_does_not_count_a_redirect(programs):
+    """The site with DEBUG off answered bin/services' plain-HTTP /healthz with a 301 to HTTPS, and
+    the start was reported as healthy with MongoDB down: only a 2xx answer is health."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status = int(self.path.strip("/"))
+            self.send_response(status)
+            if 300 <= status < 400:
+                self.send_header("Location", "https://127.0.0.1/healthz")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        healthy = {status: programs.http_ok(f"{url}/{status}")(0, 0) for status in (200, 204, 301, 302, 404, 503)}
+        assert healthy == {200: True, 204: True, 301: False, 302: False, 404: False, 503: False}
+        assert programs.http_ok(f"{url}/301", f"{url}/200")(0, 0)  # any of the URLs
+    finally:
+        server.shutdown()
+        server.server_close()
