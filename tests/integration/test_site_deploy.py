@@ -19,8 +19,8 @@ pytestmark = pytest.mark.integration
 
 def _production_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    env.update(DJANGO_DEBUG="0", DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-               DJANGO_ALLOWED_HOSTS="shop.example.com,127.0.0.1", DJANGO_TRUSTED_PROXIES="1", **extra)
+    env.update({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+                "DJANGO_ALLOWED_HOSTS": "shop.example.com,127.0.0.1", "DJANGO_TRUSTED_PROXIES": "1", **extra})
     return env
 
 
@@ -63,3 +63,19 @@ def test_gunicorn_serves_the_site_with_debug_off(site_catalog, tmp_path):
         assert missing.status_code == 404 and "Traceback" not in missing.text
         wrong_host = httpx.get(f"{site.url}/", headers={**https, "Host": "evil.example"})
         assert wrong_host.status_code == 400
+
+
+def test_production_site_started_by_bin_services_answers_its_health_poll_and_takes_no_ones_https_word(tmp_path):
+    """DJANGO_DEBUG=0 without 127.0.0.1 in DJANGO_ALLOWED_HOSTS and no trusted proxy: bin/services'
+    plain-HTTP /healthz poll was a 400 (start failed after 30 s) or, with 127.0.0.1 allowed, a 301
+    counted as healthy; and gunicorn took 127.0.0.1's X-Forwarded-Proto for HTTPS."""
+    env = _production_env(DJANGO_ALLOWED_HOSTS="shop.example.com", DJANGO_TRUSTED_PROXIES="0",
+                          DJANGO_CACHE_PREFIX=f"deploy-test-{secrets.token_hex(4)}",
+                          DATABASE_URL=f"sqlite:///{tmp_path / 'site.sqlite3'}")
+    with running_site(env, workers=1, threads=2) as site:
+        health = httpx.get(f"{site.url}/healthz", follow_redirects=False)
+        assert health.status_code == 200 and health.json() == {"ok": True}
+        said_https = httpx.get(f"{site.url}/", headers={"Host": "shop.example.com", "X-Forwarded-Proto": "https"},
+                               follow_redirects=False)
+        assert said_https.status_code == 301 and said_https.headers["location"] == "https://shop.example.com/"
+        assert httpx.get(f"{site.url}/", follow_redirects=False).status_code == 400  # the host check stays
