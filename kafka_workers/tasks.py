@@ -2,17 +2,25 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 import time
+from bisect import bisect_right
+from contextlib import contextmanager
+from typing import Iterator
 
 import redis
+from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker import state as worker_state
 from threadpoolctl import threadpool_limits
 
 from core import artifacts, list_state, mongo, popular, rating_history, recommend, shopper_controls, stored_lists
 from core.cache_keys import LAST_RESCORED_MODEL
 from core.env import env_int
 from core.settings import get_settings
-from kafka_workers.celery_app import VISIBILITY_TIMEOUT_S, app
+from kafka_workers.celery_app import RESCORE_TASK, VISIBILITY_TIMEOUT_S, app
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +76,89 @@ def check_model() -> str | None:
     return version
 
 
+# --- stopping a re-score when its worker stops ---------------------------------------------------
+# A stop (bin/services stop or restart, docker compose stop) during a re-score lost it for hours:
+# Celery's warm shutdown waited for the hours-long task, supervisord killed it 30 s later (or SIGTERM
+# killed the pool child at once), and its running and queued marks stayed until they expired
+# (RESCORE_TIME_LIMIT_S). Now the loop stops between two users, queues the rest and lets go of
+# its running mark, so the next worker carries on from the next user.
+
+_STOP = threading.Event()  # this worker is shutting down: a re-score here hands over
+_IN_POOL_CHILD = False  # a prefork pool's child process (where SIGTERM kills unless we catch it)
+
+
+class _Stopped(Exception):
+    """The worker shuts down: the re-score stopped after the user ``after``, ``done`` lists written."""
+
+    def __init__(self, after: str | None, done: int) -> None:
+        super().__init__(after, done)
+        self.after, self.done = after, done
+
+
+@signals.worker_process_init.connect
+def _in_pool_child(**_kwargs) -> None:
+    global _IN_POOL_CHILD
+    _IN_POOL_CHILD = True
+    _STOP.clear()
+
+
+@signals.worker_shutting_down.connect
+def _worker_shutting_down(**_kwargs) -> None:
+    """In the worker's main process (SIGTERM or Ctrl-C to it alone, as ``docker compose stop``
+    sends): a re-score in this process (solo or threads pool) sees the flag; one in a pool child is
+    sent SIGTERM, which ``_sigterm_stops_the_rescore`` turns into the same flag there."""
+    _STOP.set()
+    for request in list(worker_state.active_requests):
+        pid = getattr(request, "worker_pid", None)
+        if request.name == RESCORE_TASK and pid and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+
+@contextmanager
+def _sigterm_stops_the_rescore() -> Iterator[None]:
+    """While a re-score runs in a pool child, SIGTERM (supervisord's to the process group, or the
+    main process's above) stops the loop instead of killing the child; then the default again
+    (Celery resets SIGTERM in its children: outside a re-score it still ends one at once)."""
+    if not _IN_POOL_CHILD or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: _STOP.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _hand_over(r: redis.Redis, version: str, active_days: int, batch_size: int, after: str | None) -> None:
+    """Queue the users after ``after`` for the next worker. Its running mark goes first (else the
+    copy, taken at once by another worker, would see it and end); the queued mark stays, renewed:
+    a copy is queued, check_model need not queue another. Not queued: both marks go, and
+    check_model queues the version again (from its first user)."""
+    r.delete(_running_key(version))
+    r.set(_queued_key(version), "1", ex=RESCORE_TIME_LIMIT_S + 60)
+    try:
+        rescore_active_users.apply_async((version,), {"active_days": active_days, "batch_size": batch_size,
+                                                      "start_after": after})
+    except Exception:
+        r.delete(_queued_key(version))
+        raise
+    log.warning("model %s: worker stopping; re-scoring handed over after user %r", version, after)
+
+
 @app.task(time_limit=RESCORE_TIME_LIMIT_S, soft_time_limit=RESCORE_TIME_LIMIT_S - 60)
-def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 200) -> int:
+def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 200,
+                         start_after: str | None = None) -> int:
     """Re-score users who rated on the site recently with the new model, then refresh caches.
 
     Runs once per version: a copy delivered while one runs (it holds the version's running lock)
     or after one finished (``LAST_RESCORED_MODEL``) returns 0 at once. A run that fails releases both
     locks, so the next ``check_model`` queues it again; one that ran out of time keeps its queued
-    mark until that expires. A run whose version stops being current stops.
+    mark until that expires. A run whose version stops being current stops. A run whose worker
+    shuts down stops between two users and queues the rest (``start_after``: the users after
+    that one, in order), for the next worker.
     """
     r = _redis()
     if r.get(LAST_RESCORED_MODEL) == version.encode():
@@ -84,7 +167,11 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
         log.info("model %s: a rescore is already running; this copy does nothing", version)
         return 0
     try:
-        done = _rescore(version, active_days, batch_size)
+        with _sigterm_stops_the_rescore():
+            done = _rescore(version, active_days, batch_size, start_after)
+    except _Stopped as stopped:
+        _hand_over(r, version, active_days, batch_size, stopped.after)
+        return stopped.done
     except SoftTimeLimitExceeded:
         # queued again at once it would run out of time again, from its first user, over and over:
         # its queued mark stays until it expires (RESCORE_TIME_LIMIT_S), then check_model tries again
@@ -100,13 +187,35 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     return done
 
 
-def _rescore(version: str, active_days: int, batch_size: int) -> int:
+def _active_users(active_days: int) -> list[str]:
+    """Users who rated within ``active_days``, in order (a handed-over run goes on from one)."""
+    since = time.time() - active_days * 86400
+    return sorted({d["user_id"] for d in mongo.get_db()[mongo.RATINGS].find({"ts": {"$gte": since}}, {"user_id": 1})})
+
+
+def _rescore_user(model, user: str) -> int:
+    """1 if the user's list is now this re-score's, else 0 (nothing to recommend, account deleted,
+    or a worker's list from a later read of the history kept)."""
+    as_of = time.time()
+    items = recommend.recommend(model, rating_history.user_ratings(user), n=get_settings().top_n,
+                                exclude=shopper_controls.exclusions(user))
+    if not items:
+        return 0
+    doc = stored_lists.write_recommendations(user, items, model.version, as_of=as_of)
+    if doc is None:  # the account was deleted meanwhile: no list
+        return 0
+    list_state.announce(user, list_state.version_of(doc))
+    return int(doc.get("as_of") == as_of)
+
+
+def _rescore(version: str, active_days: int, batch_size: int, start_after: str | None = None) -> int:
     model = artifacts.load_model(version)
     if model is None:
         return 0
-    since = time.time() - active_days * 86400
-    users = sorted({d["user_id"] for d in mongo.get_db()[mongo.RATINGS].find({"ts": {"$gte": since}}, {"user_id": 1})})
-    done = 0
+    users = _active_users(active_days)
+    if start_after is not None:
+        users = users[bisect_right(users, start_after):]
+    done, last = 0, start_after
     # One user's solve and scores gain nothing from OpenBLAS's second thread, whose wait for the
     # next call spins a core beside the workers and the database (1.6x the CPU per user at 10k items,
     # the same wall time: docs/benchmarks.md); the rating workers run with one thread too.
@@ -116,15 +225,10 @@ def _rescore(version: str, active_days: int, batch_size: int) -> int:
                 log.info("model %s: no longer current; re-scoring stopped after %d users", version, done)
                 return done
             for user in users[start:start + batch_size]:
-                as_of = time.time()  # a worker's list from a later read of the history is kept
-                items = recommend.recommend(model, rating_history.user_ratings(user), n=get_settings().top_n,
-                                            exclude=shopper_controls.exclusions(user))
-                if items:
-                    doc = stored_lists.write_recommendations(user, items, model.version, as_of=as_of)
-                    if doc is None:  # the account was deleted meanwhile: no list
-                        continue
-                    list_state.announce(user, list_state.version_of(doc))
-                    done += doc.get("as_of") == as_of
+                if _STOP.is_set():
+                    raise _Stopped(last, done)
+                done += _rescore_user(model, user)
+                last = user
     _redis().set(LAST_RESCORED_MODEL, version)
     log.info("model %s: re-scored %d active users", version, done)
     return done

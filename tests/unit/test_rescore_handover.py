@@ -1,0 +1,113 @@
+"""A re-score whose Celery worker shuts down stops between two users, lets go of its running mark
+and queues the rest for the next worker, which goes on from the next user. Before, the stop waited
+for (or killed) the hours-long task and its marks held the version back until they expired
+(RESCORE_TIME_LIMIT_S, 3 h by default). Redis, the model and the per-user work are stand-ins."""
+from __future__ import annotations
+
+import signal
+import types
+
+import pytest
+
+from core.cache_keys import LAST_RESCORED_MODEL
+from kafka_workers import tasks
+
+USERS = ["u1", "u2", "u3", "u4", "u5"]
+
+
+class FakeRedis:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key):
+        return self.data.get(key)
+
+    def set(self, key, value, nx=False, ex=None):
+        if nx and key in self.data:
+            return None
+        self.data[key] = str(value).encode()
+        return True
+
+    def delete(self, *keys):
+        for key in keys:
+            self.data.pop(key, None)
+
+
+@pytest.fixture
+def rescore(monkeypatch):
+    """The task with stand-ins; ``run.stop_after`` names the user after which the worker is told to stop."""
+    r = FakeRedis()
+    run = types.SimpleNamespace(redis=r, scored=[], queued=[], stop_after=None)
+
+    def rescore_user(model, user):
+        run.scored.append(user)
+        if user == run.stop_after:
+            tasks._worker_shutting_down(sig="SIGTERM", how="Warm", exitcode=0)
+        return 1
+
+    monkeypatch.setattr(tasks, "_redis", lambda: r)
+    monkeypatch.setattr(tasks.artifacts, "load_model", lambda version: types.SimpleNamespace(version=version))
+    monkeypatch.setattr(tasks.artifacts, "current_version", lambda: "v1")
+    monkeypatch.setattr(tasks, "_active_users", lambda days: list(USERS))
+    monkeypatch.setattr(tasks, "_rescore_user", rescore_user)
+    monkeypatch.setattr(tasks.rescore_active_users, "apply_async",
+                        lambda args, kwargs: run.queued.append((args, kwargs)))
+    monkeypatch.setattr(tasks.worker_state, "active_requests", [])
+    tasks._STOP.clear()
+    yield run
+    tasks._STOP.clear()
+
+
+def test_a_stopping_worker_hands_the_rest_over_and_the_next_goes_on(rescore):
+    r = rescore.redis
+    r.set(tasks._queued_key("v1"), "1")  # what check_model set when it queued the re-score
+    rescore.stop_after = "u2"
+    assert tasks.rescore_active_users("v1") == 2
+    assert rescore.scored == ["u1", "u2"]
+    assert rescore.queued == [(("v1",), {"active_days": 30, "batch_size": 200, "start_after": "u2"})]
+    assert r.get(tasks._running_key("v1")) is None  # the next worker may start at once
+    assert r.get(tasks._queued_key("v1")) == b"1"  # a copy is queued: check_model queues no other
+    assert r.get(LAST_RESCORED_MODEL) is None
+
+    tasks._STOP.clear()  # the next worker
+    (args, kwargs), = rescore.queued
+    assert tasks.rescore_active_users(*args, **kwargs) == 3
+    assert rescore.scored == USERS  # every user once
+    assert r.get(LAST_RESCORED_MODEL) == b"v1"
+    assert r.get(tasks._running_key("v1")) is None and r.get(tasks._queued_key("v1")) is None
+
+
+def test_a_hand_over_that_cannot_queue_lets_go_of_both_marks(rescore, monkeypatch):
+    def refused(args, kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(tasks.rescore_active_users, "apply_async", refused)
+    rescore.redis.set(tasks._queued_key("v1"), "1")
+    rescore.stop_after = "u1"
+    with pytest.raises(ConnectionError):
+        tasks.rescore_active_users("v1")
+    assert rescore.redis.data == {}  # check_model queues the version again
+
+
+def test_the_shutdown_reaches_a_re_score_in_a_pool_child(monkeypatch):
+    """Celery tells its main process (``worker_shutting_down``); the task runs in a pool child,
+    which is sent SIGTERM; there, during a re-score, SIGTERM stops the loop instead of the child."""
+    sent = []
+    monkeypatch.setattr(tasks.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    rescoring = types.SimpleNamespace(name=tasks.RESCORE_TASK, worker_pid=4242)
+    other = types.SimpleNamespace(name="kafka_workers.tasks.refresh_popular", worker_pid=4343)
+    monkeypatch.setattr(tasks.worker_state, "active_requests", [rescoring, other])
+    try:
+        tasks._worker_shutting_down(sig="SIGTERM", how="Warm", exitcode=0)
+        assert sent == [(4242, signal.SIGTERM)]
+    finally:
+        tasks._STOP.clear()
+
+    monkeypatch.setattr(tasks, "_IN_POOL_CHILD", True)
+    before = signal.getsignal(signal.SIGTERM)
+    with tasks._sigterm_stops_the_rescore():
+        assert signal.getsignal(signal.SIGTERM) is not before  # else the next line would end pytest
+        signal.raise_signal(signal.SIGTERM)
+        assert tasks._STOP.is_set()
+    assert signal.getsignal(signal.SIGTERM) is before
+    tasks._STOP.clear()
