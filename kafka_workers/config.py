@@ -66,3 +66,11 @@ def max_attempts() -> int:
 def retry_delay_s() -> float:
     """First back-off between tries of a failing message, doubled each time (``WORKER_RETRY_DELAY_S``)."""
     return max(0.0, env_float("WORKER_RETRY_DELAY_S", 0.5))
+
+
+def ready_broker_s() -> float:
+    """``WORKER_READY_BROKER_S`` (default 30): /readyz says not ready once the consumer has had no
+    answer from Kafka's group coordinator for this long. A member heartbeats every 3 s (10 s
+    session): 30 s of silence is a broker that is down or out of reach, not a slow answer. While
+    it is, poll() returns nothing every 200 ms and the loop (what /healthz checks) turns as usual."""
+    return max(1.0, env_float("WORKER_READY_BROKER_S", 30.0))

@@ -1,4 +1,4 @@
-"""Prometheus metrics and health of one rating worker, served on its own port (/metrics, /healthz).
+"""Prometheus metrics and health of one rating worker, served on its own port (/metrics, /healthz, /readyz).
 
 The worker loop calls the small functions below where it learns something (an outcome, a retry, a
 turn of the loop), so the loop can be reorganised (batches) without touching what is exported:
@@ -12,7 +12,11 @@ only place the rating -> list latency is kept: the staff dashboard reads it from
 (``core/freshness.py``), and so can a Prometheus server.
 
 ``/healthz`` answers 200 while the consume loop turns: it has turned within
-``WORKER_MAX_POLL_INTERVAL_MS`` (Kafka's own limit for a live group member), else 503.
+``WORKER_MAX_POLL_INTERVAL_MS`` (Kafka's own limit for a live group member), else 503. It stays
+200 while Kafka is down (poll() returns nothing, the loop turns): restarting the worker would not
+help. ``/readyz`` says whether the worker consumes: 200 while the loop turns and the broker
+answered the consumer within ``WORKER_READY_BROKER_S`` (its last heartbeat answer), else 503; the
+gauge ``recommender_worker_broker_connected`` is 1 or 0 likewise.
 
     WORKER_METRICS_PORT   base port; unset or 0: no endpoint (a worker started by hand, the tests).
                           bin/services sets 9410 and runs process n of ``numprocs`` on base + n
@@ -29,7 +33,9 @@ import time
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Histogram, make_wsgi_app
+from typing import Callable
+
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 from core.env import env_int, env_str
 from kafka_workers import config
@@ -47,6 +53,7 @@ LATENCY = Histogram("recommender_rating_to_list_seconds",
                     buckets=LATENCY_BUCKETS)
 
 _last_turn = 0.0  # monotonic time the consume loop last turned; 0: not yet
+_broker_contact: Callable[[], float | None] = lambda: None  # wall time the broker last answered; None: never
 
 
 def event_handled(outcome: str, latency_s: float = 0.0) -> None:
@@ -76,16 +83,46 @@ def healthy() -> tuple[bool, dict]:
                 "loop_turned_s_ago": None if ago is None else round(ago, 3)}
 
 
+def watch_broker(last_contact: Callable[[], float | None]) -> None:
+    """Where /readyz learns when the broker last answered (the worker's consumer: worker.last_broker_contact)."""
+    global _broker_contact
+    _broker_contact = last_contact
+
+
+def _broker_contact_s_ago() -> float | None:
+    last = _broker_contact()
+    return None if last is None else max(0.0, time.time() - last)
+
+
+def _broker_connected() -> bool:
+    ago = _broker_contact_s_ago()
+    return ago is not None and ago <= config.ready_broker_s()
+
+
+BROKER_CONNECTED = Gauge("recommender_worker_broker_connected",
+                         "1 while Kafka answered the consumer within WORKER_READY_BROKER_S, else 0")
+BROKER_CONNECTED.set_function(lambda: float(_broker_connected()))
+
+
+def ready() -> tuple[bool, dict]:
+    """The loop turns (``healthy``) and the broker answers: the worker consumes."""
+    alive, body = healthy()
+    ago = _broker_contact_s_ago()
+    ok = alive and _broker_connected()
+    status = "ready" if ok else body["status"] if not alive else "no-broker"
+    return ok, {**body, "status": status, "broker_answered_s_ago": None if ago is None else round(ago, 3)}
+
+
 _metrics_app = make_wsgi_app()
 
 
 def app(environ, start_response):
-    """/metrics (Prometheus text format) and /healthz (JSON); 404 otherwise."""
+    """/metrics (Prometheus text format), /healthz and /readyz (JSON); 404 otherwise."""
     path = environ.get("PATH_INFO", "")
     if path == "/metrics":
         return _metrics_app(environ, start_response)
-    if path == "/healthz":
-        ok, body = healthy()
+    if path in ("/healthz", "/readyz"):
+        ok, body = healthy() if path == "/healthz" else ready()
         start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
         return [json.dumps(body).encode()]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
@@ -122,5 +159,5 @@ def serve_from_env() -> WSGIServer | None:
         server = serve(port, addr)
     except OSError as exc:
         raise SystemExit(f"worker: cannot serve /metrics on {addr}:{port}: {exc}") from None
-    log.info("metrics and health on http://%s:%d/metrics, /healthz", addr, port)
+    log.info("metrics and health on http://%s:%d/metrics, /healthz, /readyz", addr, port)
     return server

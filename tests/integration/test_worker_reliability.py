@@ -161,3 +161,33 @@ def test_broker_restart_and_30s_mongo_outage_lose_and_duplicate_nothing(rt, priv
     assert all(w.alive() for w in workers), "the same workers carried on: no restart was needed"
     letters = [r for r in read_topic(rt.dead_letter_topic, 1) if r.key == b"rt-out-poison"]
     assert len(letters) == 1
+
+
+def test_readyz_says_not_ready_while_the_broker_is_down(rt, private_services):
+    """With Kafka down the worker's loop turns (poll() returns nothing) and /healthz stayed 200:
+    /readyz turns 503 once the broker is silent for WORKER_READY_BROKER_S, and 200 once it is back."""
+    import urllib.error
+    import urllib.request
+
+    from realtime_support import free_port
+
+    port = free_port()
+    worker = rt.start_worker(WORKER_METRICS_PORT=str(port), WORKER_READY_BROKER_S="5")
+
+    def status(path: str) -> int | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    wait_until(lambda: status("/readyz") == 200, 180, "the worker ready", every_s=0.5)
+    private_services.services("stop", "kafka")
+    try:
+        wait_until(lambda: status("/readyz") == 503, 180, "/readyz to say the broker is gone", every_s=0.5)
+        assert status("/healthz") == 200 and worker.alive()  # alive: a restart would not bring Kafka back
+    finally:
+        private_services.services("start", "kafka")
+    wait_until(lambda: status("/readyz") == 200, 300, "the worker ready again", every_s=0.5)

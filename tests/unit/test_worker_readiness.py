@@ -1,0 +1,71 @@
+"""A worker's /readyz: its /healthz stayed 200 while Kafka was down (poll() returns nothing every
+200 ms and the loop turns as ever), so nothing told an operator that no rating was consumed.
+/readyz and the gauge recommender_worker_broker_connected say whether the broker answers the
+consumer (its last heartbeat answer, within WORKER_READY_BROKER_S)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from kafka import KafkaConsumer
+
+from kafka_workers import metrics
+from kafka_workers.worker import last_broker_contact
+
+
+def _get(path: str) -> tuple[str, bytes]:
+    answer = {}
+    body = b"".join(metrics.app({"PATH_INFO": path, "REQUEST_METHOD": "GET"},
+                                lambda status, headers: answer.setdefault("status", status)))
+    return answer["status"], body
+
+
+@pytest.fixture
+def broker(monkeypatch):
+    """``broker.answered`` is the wall time the broker last answered (None: never)."""
+    monkeypatch.setenv("WORKER_READY_BROKER_S", "30")
+    state = type("Broker", (), {"answered": None})()
+    metrics.watch_broker(lambda: state.answered)
+    metrics.loop_turned()
+    yield state
+    metrics.watch_broker(lambda: None)
+
+
+def _connected_gauge() -> float:
+    _, body = _get("/metrics")
+    line = next(x for x in body.decode().splitlines() if x.startswith("recommender_worker_broker_connected "))
+    return float(line.split()[1])
+
+
+def test_ready_while_the_broker_answers(broker):
+    broker.answered = time.time() - 2
+    status, body = _get("/readyz")
+    assert status.startswith("200") and json.loads(body)["status"] == "ready"
+    assert _connected_gauge() == 1.0
+
+
+def test_not_ready_once_the_broker_is_silent_though_the_loop_turns(broker):
+    broker.answered = time.time() - 45
+    status, body = _get("/readyz")
+    assert status.startswith("503")
+    answer = json.loads(body)
+    assert answer["status"] == "no-broker" and answer["broker_answered_s_ago"] >= 45
+    assert _get("/healthz")[0].startswith("200")  # alive: a restart would not bring Kafka back
+    assert _connected_gauge() == 0.0
+    broker.answered = None  # never answered (joining the group)
+    assert _get("/readyz")[0].startswith("503") and _connected_gauge() == 0.0
+
+
+def test_the_consumers_last_heartbeat_answer_is_read_from_kafka_python():
+    """kafka-python keeps it only in its heartbeat record (its metrics are off here): read from a
+    consumer of the pinned version, which must not connect to be made (api_version given)."""
+    consumer = KafkaConsumer(bootstrap_servers="127.0.0.1:1", group_id="readiness-test", api_version=(2, 5, 0),
+                             metrics_enabled=False)
+    try:
+        assert last_broker_contact(consumer) is None  # never answered
+        consumer._coordinator.heartbeat.received_heartbeat()  # what an answered heartbeat does
+        assert abs(last_broker_contact(consumer) - time.time()) < 60
+    finally:
+        consumer.close(autocommit=False)
+    assert last_broker_contact(object()) is None  # another kafka-python: never ready rather than always
