@@ -322,13 +322,6 @@ def test_a_private_state_dir_gets_an_airflow_home_of_its_own(tmp_path):
                                        AIRFLOW_HOME="/elsewhere") == "/elsewhere")
 
 
-    assert not appendonly()  # a snapshot only: read it
-    (data / "appendonlydir").mkdir()
-    assert not appendonly()  # a log begun, not finished: the snapshot is still the whole data
-    (data / "appendonlydir" / "appendonly.aof.manifest").write_text("file appendonly.aof.1.base.rdb seq 1 type b\n")
-    assert appendonly()
-
-
 def test_an_http_health_check_does_not_count_a_redirect(programs):
     """The site with DEBUG off answered bin/services' plain-HTTP /healthz with a 301 to HTTPS, and
     the start was reported as healthy with MongoDB down: only a 2xx answer is health."""
