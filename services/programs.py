@@ -8,6 +8,9 @@ app's virtualenv (which has the ``supervisor`` package):
                                          environment it runs with (run/NAME.env, see below)
     programs.py ports NAME               the TCP ports NAME listens on (checked free before a start)
     programs.py address NAME             one line saying where NAME answers
+    programs.py runs NAME PID            exit 0 when process PID runs NAME's command (an orphan of a
+                                         killed supervisord, not some other process on its port)
+    programs.py stop-wait NAME           seconds between SIGTERM and SIGKILL when NAME stops
     programs.py logs NAME                NAME's log files, one a line (one per process: worker_<n>.log)
     programs.py redis-log DATA_DIR       give a Redis data folder holding only a snapshot its
                                          append-only log (before the start; see redis_log)
@@ -592,6 +595,41 @@ def write(name: str) -> None:
     tmp.replace(run / "programs" / f"{name}.conf")
 
 
+# --- processes left behind by a supervisord that died -------------------------------------------
+
+def _exec_words(p: Program) -> list[str]:
+    """The words the program's process runs: its command without the leading NAME=value settings
+    (run_with_env's) and without setpriv's switch to the postgres user."""
+    words = p.command
+    while words and "=" in words[0] and not words[0].startswith(("/", "-")):
+        words = words[1:]
+    wrapper = _as_postgres_user()
+    if wrapper and words[:len(wrapper)] == wrapper:
+        words = words[len(wrapper):]
+    return words
+
+
+def runs(name: str, pid: int) -> bool:
+    """Whether process ``pid`` runs the program's command (its /proc cmdline), so that bin/services
+    stops an orphan of a killed supervisord but never some other process that holds the port.
+    An interpreter may come first (a script's shebang); redis-server rewrites its command line to
+    "redis-server 127.0.0.1:PORT": the same executable naming one of the program's ports counts too."""
+    p = program(name)
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    argv = raw.removesuffix("\0").split("\0")  # a last "" is an empty argument (web's)
+    want = _exec_words(p)
+    if not argv or not want:
+        return False
+    if len(argv) >= len(want) and all(PROCESS_NUM in w or a == w for a, w in zip(argv[-len(want):], want)):
+        return True
+    title = argv[0].split()
+    return (not any(argv[1:]) and len(title) == 2 and Path(title[0]).name == Path(want[0]).name
+            and any(title[1].endswith(f":{port}") for port in p.ports))
+
+
 # --- waiting for health ----------------------------------------------------------------------------
 
 def supervisor() -> xmlrpc.client.ServerProxy:
@@ -639,6 +677,10 @@ def main(argv: list[str]) -> int:
         print(" ".join(map(str, program(args[0]).ports)))
     elif cmd == "logs":
         print("\n".join(map(str, log_files(program(args[0])))))
+    elif cmd == "runs":  # runs NAME PID: exit 0 when PID runs NAME's command
+        return 0 if runs(args[0], int(args[1])) else 1
+    elif cmd == "stop-wait":
+        print(program(args[0]).stop_wait_s)
     elif cmd == "address":
         print(program(args[0]).address)
     elif cmd == "names":
