@@ -610,24 +610,32 @@ def _exec_words(p: Program) -> list[str]:
 
 
 def runs(name: str, pid: int) -> bool:
-    """Whether process ``pid`` runs the program's command (its /proc cmdline), so that bin/services
-    stops an orphan of a killed supervisord but never some other process that holds the port.
-    An interpreter may come first (a script's shebang); redis-server rewrites its command line to
-    "redis-server 127.0.0.1:PORT": the same executable naming one of the program's ports counts too."""
+    """Whether process ``pid`` is this state dir's ``name``, so that bin/services stops an orphan of
+    a killed supervisord but never some other process that holds the port (another state dir's,
+    or not ours at all). Its command line (/proc) ends with the program's command (an interpreter
+    may come first: a script's shebang), and its environment, when readable, names this state dir
+    (run_with_env passes SERVICES_STATE_DIR on). redis-server overwrites both with its title
+    ("redis-server 127.0.0.1:PORT"): there the same executable in the data folder of its --dir
+    (it works there) counts."""
     p = program(name)
+    proc = Path(f"/proc/{pid}")
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        argv = (proc / "cmdline").read_bytes().decode(errors="replace").removesuffix("\0").split("\0")
+        environ = (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+        cwd = (proc / "cwd").resolve()
     except OSError:
         return False
-    argv = raw.removesuffix("\0").split("\0")  # a last "" is an empty argument (web's)
     want = _exec_words(p)
-    if not argv or not want:
+    if not want:
+        return False
+    state = f"SERVICES_STATE_DIR={os.environ.get('SERVICES_STATE_DIR', '')}"
+    if any(e.startswith("SERVICES_STATE_DIR=") for e in environ) and state not in environ:
         return False
     if len(argv) >= len(want) and all(PROCESS_NUM in w or a == w for a, w in zip(argv[-len(want):], want)):
         return True
     title = argv[0].split()
-    return (not any(argv[1:]) and len(title) == 2 and Path(title[0]).name == Path(want[0]).name
-            and any(title[1].endswith(f":{port}") for port in p.ports))
+    return (not any(argv[1:]) and bool(title) and Path(title[0]).name == Path(want[0]).name
+            and "--dir" in want and cwd == Path(want[want.index("--dir") + 1]).resolve())
 
 
 # --- waiting for health ----------------------------------------------------------------------------
