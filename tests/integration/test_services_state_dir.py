@@ -9,11 +9,13 @@ private ``stop mongo`` on the default port would have stopped the shared databas
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 
+import psutil
 import pytest
 
-from realtime_support import SERVICES, free_port
+from realtime_support import SERVICES, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +56,52 @@ def test_state_dirs_keep_their_own_pid_files_logs_and_processes(tmp_path, svc, p
     assert stop.returncode == 0 and f"stopped (was pid {pid})" in stop.stdout
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _alive(pid: int) -> bool:
+    """Running (not a zombie: nothing may reap an orphan here)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_orphans_of_a_killed_supervisord_are_reported_and_stopped(tmp_path):
+    """supervisord killed (kill -9, OOM): its redis lives on, holding the port. status says so,
+    start names it, stop stops it (and then start works); another state dir's bin/services on the
+    same port leaves it alone (its command line says it is not that state dir's)."""
+    port = free_port()
+    # `stop` with no names covers mongo and kafka too: ports of their own, not the shared servers'
+    ports = {"REDIS_PORT": str(port), "MONGO_PORT": str(free_port()), "KAFKA_PORT": str(free_port()),
+             "KAFKA_CONTROLLER_PORT": str(free_port())}
+    mine = {"SERVICES_STATE_DIR": str(tmp_path / "a"), **ports}
+    other = {"SERVICES_STATE_DIR": str(tmp_path / "b"), **ports}
+    pid = 0
+    try:
+        assert _run("start", "redis", env=mine).returncode == 0
+        pid = int(_run("status", "redis", env=mine).stdout.split()[2])
+        supervisord = int((tmp_path / "a" / "run" / "supervisord.pid").read_text())
+        assert str(tmp_path / "a") in " ".join(psutil.Process(supervisord).cmdline())
+        os.kill(supervisord, signal.SIGKILL)
+        wait_until(lambda: not _alive(supervisord), 30, "the killed supervisord to be gone")
+        assert _alive(pid)
+
+        status = _run("status", "redis", env=mine)
+        assert status.returncode == 3 and status.stdout.split()[:3] == ["redis", "orphan", str(pid)]
+        assert f"running outside supervisord (pid {pid}, port {port})" in status.stdout
+        start = _run("start", "redis", env=mine)
+        assert start.returncode == 1 and f"running outside supervisord (pid {pid}, port {port}" in start.stderr
+
+        assert _run("status", "redis", env=other).stdout.split()[:2] == ["redis", "stopped"]
+        assert "redis: not running" in _run("stop", "redis", env=other).stdout
+        assert _alive(pid)
+
+        stop = _run("stop", env=mine)  # no names: the default set, redis among it
+        assert stop.returncode == 0, stop.stderr
+        assert f"redis: stopped pid {pid} (port {port}), running outside supervisord" in stop.stdout
+        assert not _alive(pid)
+        assert _run("start", "redis", env=mine).returncode == 0
+    finally:
+        _run("stop", "redis", env=mine)
+        if pid and _alive(pid) and "redis-server" in " ".join(psutil.Process(pid).cmdline()):
+            os.kill(pid, signal.SIGKILL)  # the code before the fix left it running
