@@ -405,7 +405,7 @@ def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
     """
     db = db if db is not None else get_db()
     queries = [(k, db[c], chunk, proj) for k, (c, ids, proj) in enumerate(requests)
-               for chunk in _chunks(list(dict.fromkeys(ids)))]
+               for chunk in chunks(list(dict.fromkeys(ids)))]
     concurrently = len(queries) > 1 and sum(len(q[2]) for q in queries) >= CONCURRENT_READS_FROM_IDS
 
     def run(query: tuple[int, Collection, list[str], dict | None]) -> tuple[int, list[dict]]:
@@ -418,7 +418,8 @@ def find_by_ids_many(requests: list[tuple[str, Iterable[str], dict | None]],
     return out
 
 
-def _chunks(ids: list[str]) -> list[list[str]]:
+def chunks(ids: list[str]) -> list[list[str]]:
+    """``ids`` in groups of ``IN_CHUNK``: one ``$in`` each."""
     return [ids[lo:lo + IN_CHUNK] for lo in range(0, len(ids), IN_CHUNK)]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from core import locking, mongo
+from core import locking, mongo, rating_history
 
 
 # --- each user's list ----------------------------------------------------------------------
@@ -75,7 +75,7 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     doc = {"_id": user_id, "items": items, "model_version": model_version,
            "source_event_id": source_event_id, "updated_at": time.time(), "as_of": as_of}
     with locking.writer_lock(user_id, db=db):  # read-check-replace by _id, as one step
-        if db[mongo.DELETED_USERS].find_one({"_id": user_id}, {"_id": 1}) is not None:
+        if rating_history.is_deleted_user(user_id, db=db):
             return None
         stored = db[mongo.RECOMMENDATIONS].find_one({"_id": user_id}, {"as_of": 1})
         if stored is not None and stored.get("as_of") is not None and float(stored["as_of"]) > as_of:

@@ -57,7 +57,7 @@ def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: i
             "partition": partition, "offset": offset,
             "key": key[:KEY_PREVIEW_CHARS * 4].decode("utf-8", "replace")[:KEY_PREVIEW_CHARS] if key else None,
             "key_bytes": len(key or b""),
-            "key_b64": base64.b64encode(key).decode() if key and len(key) <= KEY_KEPT_BYTES else None,
+            "key_b64": base64.b64encode(kept).decode() if (kept := letter_key(key)) else None,
             "event_id": (event_id or "")[:64] or None, "attempts": attempts,
             "value": text[:PREVIEW_CHARS], "value_bytes": len(raw_bytes or b""),
             "value_b64": (base64.b64encode(raw_bytes).decode() if raw_bytes is not None

@@ -95,6 +95,12 @@ def handle(raw: bytes | None, model: Model | None) -> Outcome:
     return handle_event(event, model)
 
 
+def _dropped_deleted(event: RatingEvent) -> Outcome:
+    """An event of a deleted account: nothing of it is kept, its stored copy neither."""
+    rating_history.drop_event(event.event_id)
+    return Outcome(event, "dropped", "account deleted")
+
+
 def handle_event(event: RatingEvent, model: Model | None) -> Outcome:
     """:func:`handle` of an event already parsed."""
     if event.action == events.DELETE_ACCOUNT:
@@ -111,14 +117,12 @@ def handle_event(event: RatingEvent, model: Model | None) -> Outcome:
     # after the history is written: a re-scoring that read the older one took its as_of before that
     as_of = time.time()
     if history is None:  # the account was deleted: keep nothing of it
-        rating_history.drop_event(event.event_id)
-        return Outcome(event, "dropped", "account deleted")
+        return _dropped_deleted(event)
     excluded = shopper_controls.exclusions(event.user_id)
     items, version = recommendations_for(history, model, get_settings().top_n, excluded)
     doc = stored_lists.write_recommendations(event.user_id, items, version, source_event_id=event.event_id, as_of=as_of)
     if doc is None:  # deleted while this event was handled: its delete_account event removes the rest
-        rating_history.drop_event(event.event_id)
-        return Outcome(event, "dropped", "account deleted")
+        return _dropped_deleted(event)
     list_state.announce(event.user_id, list_state.version_of(doc))
     rating_history.mark_rating_processed(event.event_id, version)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))

@@ -130,8 +130,7 @@ def drop_lists_of_deleted_accounts(version: str) -> int:
     """
     ids = sorted(rating_history.deleted_user_ids())
     lists = mongo.get_db()[mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, version)]
-    return sum(lists.delete_many({"_id": {"$in": ids[lo:lo + mongo.IN_CHUNK]}}).deleted_count
-               for lo in range(0, len(ids), mongo.IN_CHUNK))
+    return sum(lists.delete_many({"_id": {"$in": chunk}}).deleted_count for chunk in mongo.chunks(ids))
 
 
 def finish_current(version: str) -> dict:
