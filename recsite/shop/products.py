@@ -24,7 +24,6 @@ from django.core.cache import cache
 
 from core import catalog, list_state, stored_lists
 from core.env import env_int
-from core.settings import get_settings
 
 TTL_S = env_int("CATALOG_CACHE_SECONDS", 300)
 SIMILAR_SHOWN = 8
@@ -68,17 +67,15 @@ def forget_catalog() -> None:
 
 
 def catalog_generation() -> str:
-    """What keys of cached product titles and counts carry: the MongoDB database they come from,
-    the published model version (:func:`cache_generation`) and the catalog's revision
-    (:func:`catalog_revision`). The database: two sites sharing a Redis (staging beside production,
-    or the test modules' catalogs) with the same model published would serve each other's pages."""
-    return f"{get_settings().mongo_db}.{cache_generation()}.{catalog_revision()}"
+    """What keys of cached product titles and counts carry: the published model version
+    (:func:`cache_generation`) and the catalog's revision (:func:`catalog_revision`)."""
+    return f"{cache_generation()}.{catalog_revision()}"
 
 
 def summaries(product_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Title, category, rating and review count of each known product, by id (unknown ids are left out)."""
     ids = list(dict.fromkeys(str(p) for p in product_ids if p))
-    revision = f"{get_settings().mongo_db}.{catalog_revision()}"  # the database: as catalog_generation
+    revision = catalog_revision()
     keys = {f"product:summary:{revision}:{pid}": pid for pid in ids}
     out = {keys[k]: v for k, v in cache.get_many(list(keys)).items()}
     missing = [pid for pid in ids if pid not in out]

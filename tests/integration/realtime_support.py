@@ -408,6 +408,7 @@ def rt_catalog(request, settings, mongo_db, kafka_topics, redis_url):
     mp.setenv("MONGO_DB", name)
     mp.setenv("RECS_TOP_N", str(TOP_N))
     reset_core_caches()
+    _new_site_catalog()
     try:
         db = mongo.get_db()
         mongo.ensure_indexes(db)
@@ -422,6 +423,22 @@ def rt_catalog(request, settings, mongo_db, kafka_topics, redis_url):
             trending.drop_state(name)  # the workers' marks for the refresh (they expire, but go now)
         mp.undo()
         reset_core_caches()
+        _new_site_catalog()
+
+
+def _new_site_catalog() -> None:
+    """A catalog revision of its own for the site's cached pages while this module's catalog is
+    loaded, and again after it. A deployment keeps its database's pages apart by the cache prefix
+    (``DJANGO_CACHE_PREFIX``, default the MongoDB database); the test session shares one prefix
+    (the ``site_cache`` fixture) between the storefront's catalog and the modules' own, and with
+    the same model published the storefront was served this module's catalog page. Only under the
+    session's prefix: never the default one a site on this machine uses."""
+    from django.conf import settings as dj
+
+    if "-test-" in dj.CACHES["default"].get("KEY_PREFIX", ""):
+        from shop import products
+
+        products.forget_catalog()
 
 
 @pytest.fixture
