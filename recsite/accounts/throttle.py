@@ -89,6 +89,15 @@ def client_address(request) -> str:
     return forwarded[-min(proxies, len(forwarded))] if forwarded else remote
 
 
+def from_this_host(request) -> bool:
+    """Whether the client (after trusted proxies, :func:`client_address`) is on this host: who may
+    read /metrics without a token and poll /healthz past the host check."""
+    try:
+        return ipaddress.ip_address(client_address(request)).is_loopback
+    except ValueError:
+        return False
+
+
 def address_key(address: str) -> str:
     """What the limits count as one client: an IPv4 address as it is, an IPv6 address as its /64.
 

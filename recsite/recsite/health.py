@@ -11,25 +11,16 @@ A poller elsewhere sends an allowed Host; ``SECURE_REDIRECT_EXEMPT`` spares it t
 """
 from __future__ import annotations
 
-import ipaddress
-
 from django.urls import resolve
 
-from accounts.throttle import client_address
+from accounts.throttle import from_this_host
 
 PATH = "/healthz"
 
 
-def _from_this_host(request) -> bool:
-    try:
-        return ipaddress.ip_address(client_address(request)).is_loopback
-    except ValueError:
-        return False
-
-
 def loopback_health_middleware(get_response):
     def middleware(request):
-        if request.path_info == PATH and request.method in ("GET", "HEAD") and _from_this_host(request):
+        if request.path_info == PATH and request.method in ("GET", "HEAD") and from_this_host(request):
             match = resolve(PATH)
             request.resolver_match = match  # /metrics counts it under its view name, as any request
             return match.func(request, *match.args, **match.kwargs)
