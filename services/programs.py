@@ -399,24 +399,17 @@ def redis_log(data: Path, timeout_s: float = 600) -> None:
 
 
 def _redis_convert(server: subprocess.Popen, sock: Path, data: Path, deadline: float) -> None:
-    """redis_log's steps, with the temporary ``server`` on ``sock``: RESP by hand (standard library)."""
-    def call(*words: str) -> bytes:
-        """One command, its reply (a simple or bulk string; b"" when the server closed)."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(30)
-            s.connect(str(sock))
-            s.sendall(f"*{len(words)}\r\n".encode()
-                      + b"".join(f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words))
-            reply = b""
-            while b"\r\n" not in reply or (reply[:1] == b"$" and len(reply) < reply.index(b"\r\n") + 2
-                                             + int(reply[1:reply.index(b"\r\n")]) + 2):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
-        if reply[:1] == b"-":
-            raise RuntimeError(reply.decode("utf-8", "replace").strip())
-        return reply
+    """redis_log's steps, with the temporary ``server`` on ``sock`` (redis-py, from the app's
+    virtualenv, as ``wait`` uses supervisor's); a command that fails is a RuntimeError."""
+    import redis
+
+    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=30)
+
+    def call(*words: str):
+        try:
+            return client.execute_command(*words)
+        except redis.RedisError as exc:
+            raise RuntimeError(str(exc) or exc.__class__.__name__) from None
 
     def wait_for(what: str, ready: Callable[[], bool]) -> None:
         while not ready():
@@ -426,27 +419,27 @@ def _redis_convert(server: subprocess.Popen, sock: Path, data: Path, deadline: f
                 raise RuntimeError(f"timed out waiting for {what}")
             time.sleep(0.2)
 
-    def answers() -> bool:  # -LOADING while it reads the snapshot
+    def answers() -> bool:  # LOADING while it reads the snapshot, no socket before it listens
         try:
-            return call("PING").startswith(b"+PONG")
-        except (OSError, RuntimeError):
+            return bool(client.ping())
+        except redis.RedisError:
             return False
 
     def log_written() -> bool:
-        info = dict(line.split(":", 1) for line in call("INFO", "persistence").decode().splitlines() if ":" in line)
+        info = call("INFO", "persistence")
         if info.get("aof_last_bgrewrite_status") == "err":
             raise RuntimeError("Redis could not write the log (aof_last_bgrewrite_status:err)")
-        return (info.get("aof_enabled") == "1" and info.get("aof_rewrite_in_progress") == "0"
-                and info.get("aof_rewrite_scheduled") == "0"
+        return (info.get("aof_enabled") == 1 and info.get("aof_rewrite_in_progress") == 0
+                and info.get("aof_rewrite_scheduled") == 0
                 and (data / "appendonlydir" / "appendonly.aof.manifest").exists())
 
     wait_for("it loaded the snapshot", answers)
     call("CONFIG", "SET", "appendonly", "yes")
     wait_for("the log was written", log_written)
     try:
-        call("SHUTDOWN")
-    except OSError:
-        pass  # it may close the connection as it exits
+        client.execute_command("SHUTDOWN")
+    except redis.ConnectionError:
+        pass  # it closes the connection as it exits
     try:
         code = server.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
