@@ -69,7 +69,7 @@ def catalog(request):
         products, total = _catalog_page(category, page) or (None, None)
         if products is None:
             return render(request, "shop/catalog.html", listing, status=404)
-    pages = max(1, -(-total // PER_PAGE))
+    pages = _page_count(total)
     # The home page (first page, no search, no filter) opens with what is popular and trending,
     # for everyone: an anonymous visitor or a new account has nothing personal yet. Not what a
     # signed-in shopper marked "not interested" (search still finds it: asked for by name).
@@ -93,10 +93,15 @@ def _catalog_page(category: str | None, page: int) -> tuple[list[dict], int] | N
     found = cache.get(key)
     if found is None:
         found = catalog_db.list_products(page=page, per_page=PER_PAGE, category=category)
-        if page > max(1, -(-found[1] // PER_PAGE)):
+        if page > _page_count(found[1]):
             return None
         cache.set(key, found, products_cache.TTL_S)
     return found
+
+
+def _page_count(total: int) -> int:
+    """Catalog pages of ``total`` products (one, empty, when there are none)."""
+    return max(1, -(-total // PER_PAGE))
 
 
 def _catalog_card(doc: dict) -> dict:
