@@ -16,7 +16,6 @@ drops its category, and mongo_load reloads. Without ``--input`` a run loads the 
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 import uuid
@@ -443,7 +442,7 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     started = time.time()
     all_units = units.list_units(inputs)
     ledger = units.read_ledger(out_dir)
-    names = list(dict.fromkeys(os.path.basename(name) for name in remove))  # a path names its file
+    names = units.file_names(remove)
     removed = remove_units(spark, out_dir, ledger, names, all_units) if names else []
     done = ledger.get("units", {})
     todo = [u for u in all_units if force or not is_loaded(done.get(u.name), u)]

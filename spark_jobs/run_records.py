@@ -112,15 +112,11 @@ def removes(run_id: str, given: list[str]) -> list[str]:
     if record is None:
         return given
     recorded = record.get("remove", [])
-    if given and _file_names(given) != _file_names(recorded):
+    if given and sorted(units.file_names(given)) != sorted(units.file_names(recorded)):
         started = f"with --remove {' '.join(recorded)}" if recorded else "without --remove"
         raise SystemExit(f"pipeline: run {run_id} was started {started}, not --remove {' '.join(given)}: "
                          f"resume it without --remove, or start a new run to remove other files")
     return recorded
-
-
-def _file_names(names: list[str]) -> list[str]:
-    return sorted({os.path.basename(name) for name in names})
 
 
 def changed_inputs(patterns: list[str], loaded: Mapping[str, Mapping[str, Any]]) -> list[str]:

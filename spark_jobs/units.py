@@ -95,6 +95,12 @@ def matches(pattern: str) -> list[str]:
     return sorted(glob.glob(local)) if glob.has_magic(local) and not os.path.exists(local) else [local]
 
 
+def file_names(names: Iterable[str]) -> list[str]:
+    """The file names ``names`` stand for (``load --remove`` takes a path or a name: units are keyed
+    by file name), each once, in order."""
+    return list(dict.fromkeys(os.path.basename(name) for name in names))
+
+
 def list_units(inputs: list[str]) -> list[Unit]:
     """The files ``inputs`` (files or globs) name, sorted, each with its checksum.
 
