@@ -35,7 +35,8 @@ class LockHeld(TimeoutError):
 
 
 class LeaseLost(RuntimeError):
-    """A renewal found the lease gone: it expired while its holder stalled, and was taken over."""
+    """A renewal (or a write's fence, :func:`still_held`) found the lock gone: it expired while its
+    holder stalled, and was taken over."""
 
 
 def writer_lock_name(user_id: str) -> str:
@@ -50,10 +51,56 @@ def writer_lock_name(user_id: str) -> str:
 
 
 @contextmanager
-def writer_lock(user_id: str, db: Database | None = None) -> Iterator[None]:
-    """Hold ``user_id``'s writer lock (:func:`writer_lock_name`) around a change of their history or list."""
-    with named_lock(writer_lock_name(user_id), db=db):
-        yield
+def writer_lock(user_id: str, db: Database | None = None) -> Iterator[Callable[[], None]]:
+    """Hold ``user_id``'s writer lock (:func:`writer_lock_name`) around a change of their history or
+    list; yields the lock's fence, to call just before each write (:func:`fence`)."""
+    name, taken_at = writer_lock_name(user_id), time.monotonic()
+    with named_lock(name, db=db) as token:
+        yield fence([name], token, taken_at, db=db)
+
+
+def fence(names: Iterable[str], token: str, taken_at: float, db: Database | None = None) -> Callable[[], None]:
+    """The fence of writes under the locks ``names``, which ``token`` took after ``taken_at``
+    (``time.monotonic()``): a call before each write returns at once while the locks are younger
+    than half ``LOCK_STALE_S`` (nobody takes one over before ``LOCK_STALE_S``), so a quick writer
+    pays no round trip for it; after that it is :func:`still_held`, which renews them (it raises
+    :class:`LeaseLost` if one was taken over, and the write must not happen)."""
+    names = list(names)
+    fresh_since = taken_at
+
+    def check() -> None:
+        nonlocal fresh_since
+        if time.monotonic() - fresh_since < LOCK_STALE_S / 2:
+            return
+        asked_at = time.monotonic()
+        still_held(names, token, db=db)
+        fresh_since = asked_at
+    return check
+
+
+def still_held(names: Iterable[str], token: str, db: Database | None = None) -> None:
+    """The fence of a write under the locks ``names``: renew them (``at`` now) if ``token`` still
+    holds every one, else raise :class:`LeaseLost` and let the caller write nothing.
+
+    A holder stalled past ``LOCK_STALE_S`` (a GC or VM pause, a server slow to answer) may have
+    been taken over: the next writer then read and wrote the same documents, and this holder's
+    write, computed from what it read before, would replace theirs (a rating or a newer list lost:
+    tests/integration/test_writer_fencing.py). Renewed here, the lock stays this holder's for
+    ``LOCK_STALE_S`` from now, so only a stall that long between this call and the write it fences
+    still gets through. A fencing token checked by the write itself would close that too, but a
+    filter beside ``_id`` is no atomic step on FerretDB v1 (a read, then a write) and scans there.
+    One ``update_many`` by ``_id`` and token, like :func:`release_locks` (16 ms for 200 locks on
+    FerretDB here, hence :func:`fence`, which asks only when the locks are old enough to need it).
+    """
+    names = sorted(set(names))
+    if not names:
+        return
+    db = db if db is not None else mongo.get_db()
+    kept = db[mongo.LOCKS].update_many({"_id": {"$in": names}, "token": token},
+                                       {"$set": {"at": time.time()}}).matched_count
+    if kept != len(names):
+        raise LeaseLost(f"{len(names) - kept} of {len(names)} lock(s) ({names[0]}, ...) taken over while held "
+                        "(the holder stalled past LOCK_STALE_S); nothing written")
 
 
 def lock_doc(name: str, token: str, at: float) -> dict[str, Any]:
@@ -64,8 +111,9 @@ def lock_doc(name: str, token: str, at: float) -> dict[str, Any]:
 
 
 @contextmanager
-def named_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> Iterator[None]:
-    """Hold a named lock (one document, inserted by ``_id``) around a write.
+def named_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> Iterator[str]:
+    """Hold a named lock (one document, inserted by ``_id``) around a write; yields its token (for
+    :func:`still_held`).
 
     FerretDB v1 runs a filtered update as a find then a write, not atomically: a replace
     conditional on a version field still lost a quarter of concurrent history writes there
@@ -78,7 +126,7 @@ def named_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> I
     token = uuid.uuid4().hex
     _acquire(name, token, time.monotonic() + wait_s, wait_s, db)
     try:
-        yield
+        yield token
     finally:
         db[mongo.LOCKS].delete_one({"_id": name, "token": token})
 

@@ -167,16 +167,18 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     A change older than the one stored (a redelivery, or two requests of the user racing) does not
     overwrite a newer one; a removal leaves its time in ``removed`` so an older rating of the same
     product cannot bring it back. Returns None for a deleted account (a second ``_id`` read, in
-    ``deleted_users``), and changes nothing for it.
+    ``deleted_users``), and changes nothing for it. :class:`core.locking.LeaseLost` when the lock
+    was taken over while this writer stalled (nothing written: retry).
     A change is marked for the trending refresh (core/trending.py), which reads changed histories.
     """
     db = db if db is not None else mongo.get_db()
-    with locking.writer_lock(user_id, db=db):
+    with locking.writer_lock(user_id, db=db) as fence:
         doc, deleted = _history_doc_unless_deleted(user_id, db)
         if deleted:
             return None
         ratings, removed = history_entries(doc)
         if apply_history_change(ratings, removed, product_id, rating, ts) or doc is None:
+            fence()  # the lock taken over while this stalled: raises, the newer history stays
             db[mongo.USER_HISTORY].replace_one({"_id": user_id}, history_doc(user_id, ratings, removed), upsert=True)
     # after the write, changed or not: the refresh that takes the mark reads this history, and a
     # change already written by a batch that failed after its histories' write (the one-at-a-time

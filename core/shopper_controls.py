@@ -48,11 +48,12 @@ def add_exclusion(user_id: str, product_id: str, ts: float, db: Database | None 
     came back: tests/integration/test_concurrent_writers.py). The caller must not hold that lock.
     """
     db = db if db is not None else mongo.get_db()
-    with locking.writer_lock(user_id, db=db):
+    with locking.writer_lock(user_id, db=db) as fence:
         items = exclusion_entries(db[mongo.EXCLUSIONS].find_one({"_id": user_id}))
         if product_id not in items:
             items[product_id] = float(ts)
             doc = {"_id": user_id, "items": exclusion_items(items)}
+            fence()  # (core.locking.fence)
             db[mongo.EXCLUSIONS].replace_one({"_id": user_id}, doc, upsert=True)
     return set(items)
 

@@ -68,19 +68,22 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     re-scoring, which read the history before the deletion, stored one after it, and nothing
     removed it. Checked under the lock, which the worker's deletion waits for once after marking
     the account (``kafka_workers.process.forget_user``), so no write passes the check and lands
-    after the data is gone.
+    after the data is gone. :class:`core.locking.LeaseLost` when the lock was taken over while
+    this writer stalled (nothing written).
     """
     db = db if db is not None else mongo.get_db()
     as_of = time.time() if as_of is None else float(as_of)
     doc = {"_id": user_id, "items": items, "model_version": model_version,
            "source_event_id": source_event_id, "updated_at": time.time(), "as_of": as_of}
-    with locking.writer_lock(user_id, db=db):  # read-check-replace by _id, as one step
+    with locking.writer_lock(user_id, db=db) as fence:  # read-check-replace by _id, as one step
         if rating_history.is_deleted_user(user_id, db=db):
             return None
         stored = db[mongo.RECOMMENDATIONS].find_one({"_id": user_id}, {"as_of": 1})
         if stored is not None and stored.get("as_of") is not None and float(stored["as_of"]) > as_of:
             return get_live_recommendations(user_id, db=db) or doc
-        db[mongo.RECOMMENDATIONS].replace_one({"_id": user_id}, stored_list(doc), upsert=True)
+        new = stored_list(doc)
+        fence()  # the lock taken over after the check: raises, a newer list may be stored
+        db[mongo.RECOMMENDATIONS].replace_one({"_id": user_id}, new, upsert=True)
     return doc
 
 

@@ -12,7 +12,7 @@ import time
 import uuid
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from core import (cancellation, catalog, events, list_state, locking, mongo, rating_history, shopper_controls,
                   stored_lists, trending)
@@ -60,7 +60,7 @@ class Tail:
     locks: set[str] = field(default_factory=set)
     ratings: list[dict[str, Any]] = field(default_factory=list)
     reloads: list[tuple[str, list[RatingEvent], float]] = field(default_factory=list)  # for _after_reload
-    opened: float | None = None  # time.monotonic() when it stopped being empty
+    opened: float | None = None  # time.monotonic() when it stopped being empty: its locks are younger
 
     def __bool__(self) -> bool:
         return bool(self.locks or self.ratings or self.reloads)
@@ -165,8 +165,10 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     _set_aside_unknown_and_repeated(batch, by_user, read, kept, outcomes)
     changes = _apply_to_histories(batch, by_user, read, outcomes)
     histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
+    names = [locking.writer_lock_name(u) for u in changes.histories]
     stored = _write_with_lists(changes.histories, changes.excluded, model, changes.new_histories,
-                               changes.new_exclusions, {u: batch[by_user[u][-1]].event_id for u in changes.histories})
+                               changes.new_exclusions, {u: batch[by_user[u][-1]].event_id for u in changes.histories},
+                               fence=locking.fence(names, tail.token, tail.opened or 0.0, db=db))
     # announced under the locks, so a re-scoring that waits for one announces its list after
     # ours; and before the ratings' insert, one write fewer between the rating and its list
     # (a client that sees its rating processed finds its list announced, as in `handle_event`)
@@ -321,8 +323,10 @@ LIST_CHUNK = 100  # users whose lists are computed while the ones before them ar
 
 def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str, set[str]], model: Model | None,
                       new_histories: dict[str, dict], new_exclusions: dict[str, dict],
-                      source_event: dict[str, str]) -> dict[str, dict[str, Any]]:
+                      source_event: dict[str, str], fence: Callable[[], None]) -> dict[str, dict[str, Any]]:
     """Write a batch's histories and exclusions, then its users' lists; returns the stored lists.
+    ``fence()`` goes before each write (``core.locking.fence`` of the users' locks): a batch
+    that stalled past their lease while another writer took one over raises and writes no more.
 
     A batch of more than ``LIST_CHUNK`` users computes its lists while the database writes: the
     histories' write, then each chunk of lists while the next chunk is computed (one writer
@@ -336,10 +340,15 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
     this returns, failed or not.
     """
     def write_histories() -> None:
+        fence()
         mongo.bulk_upsert(mongo.USER_HISTORY, new_histories.values())
         mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
 
     n, popular = get_settings().top_n, _PopularOnce()
+
+    def write_lists(lists: list[dict[str, Any]], as_of: float) -> dict[str, dict[str, Any]]:
+        fence()
+        return stored_lists.write_recommendations_many(lists, as_of)
 
     def lists_of(users: list[str]) -> list[dict[str, Any]]:
         lists = []
@@ -352,7 +361,7 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
     if len(users) <= LIST_CHUNK:
         write_histories()
         as_of = time.time()
-        return stored_lists.write_recommendations_many(lists_of(users), as_of)
+        return write_lists(lists_of(users), as_of)
     writer = thread_pool("batch-writes", 1)  # one thread: the writes keep their order
     chunks = [users[lo:lo + LIST_CHUNK] for lo in range(0, len(users), LIST_CHUNK)]
     writes = [writer.submit(write_histories)]
@@ -361,9 +370,9 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
         first = lists_of(chunks[0])
         writes[0].result()
         as_of = time.time()
-        writes.append(writer.submit(stored_lists.write_recommendations_many, first, as_of))
+        writes.append(writer.submit(write_lists, first, as_of))
         for chunk in chunks[1:]:
-            writes.append(writer.submit(stored_lists.write_recommendations_many, lists_of(chunk), as_of))
+            writes.append(writer.submit(write_lists, lists_of(chunk), as_of))
         for f in writes[1:]:
             stored.update(f.result())
     finally:

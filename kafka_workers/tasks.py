@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 from threadpoolctl import threadpool_limits
 
-from core import artifacts, list_state, mongo, popular, rating_history, recommend, shopper_controls, stored_lists
+from core import artifacts, list_state, locking, mongo, popular, rating_history, recommend, shopper_controls, stored_lists
 from core.cache_keys import LAST_RESCORED_MODEL
 from core.env import env_int
 from core.settings import get_settings
@@ -195,13 +195,18 @@ def _active_users(active_days: int) -> list[str]:
 
 def _rescore_user(model, user: str) -> int:
     """1 if the user's list is now this re-score's, else 0 (nothing to recommend, account deleted,
-    or a worker's list from a later read of the history kept)."""
+    or a worker's list from a later read of the history kept; or this process stalled past the
+    user's lock while another writer took it over, whose list is the newer one)."""
     as_of = time.time()
     items = recommend.recommend(model, rating_history.user_ratings(user), n=get_settings().top_n,
                                 exclude=shopper_controls.exclusions(user))
     if not items:
         return 0
-    doc = stored_lists.write_recommendations(user, items, model.version, as_of=as_of)
+    try:
+        doc = stored_lists.write_recommendations(user, items, model.version, as_of=as_of)
+    except locking.LeaseLost as exc:
+        log.warning("model %s: user %s not re-scored: %s", model.version, user, exc)
+        return 0
     if doc is None:  # the account was deleted meanwhile: no list
         return 0
     list_state.announce(user, list_state.version_of(doc))
