@@ -114,7 +114,7 @@ def _send(topic: str, value: bytes, key: bytes | None):
         _discard(producer)
         raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}") from exc
     try:
-        return future.get(timeout=_wait_s())
+        return future.get(timeout=ack_wait_s())
     except KafkaError as exc:
         _discard(producer)
         if isinstance(exc, RECORD_ERRORS):  # the broker refused the record: it does not have it
@@ -122,8 +122,9 @@ def _send(topic: str, value: bytes, key: bytes | None):
         raise PublishError(f"could not publish to {topic}: {exc.__class__.__name__}", maybe_sent=True) from exc
 
 
-def _wait_s() -> float:
-    """The caller waits a little longer than the producer's own deadline, so it hears the outcome."""
+def ack_wait_s() -> float:
+    """How long a send waits for its ack: a little longer than the producer's own deadline, so the
+    caller hears the outcome (a dead letter's replay still "replaying" after it was killed)."""
     return get_settings().kafka_delivery_timeout_ms / 1000 + 0.5
 
 

@@ -83,7 +83,7 @@ RETIRE_GRACE_S = 5.0  # a retired generation outlives every cached pointer and i
 # locks their users in one insert (core.cancellation.claim_batch).
 CLAIMS = "event_claims"
 LOCKS = CLAIMS
-DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, replayed_at, ...}: one replay each
+DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, state, claimed_at, replayed_at, ...}: one replay each
 EXCLUSIONS = "exclusions"  # {_id: user_id, items: [{p, t}]}: "not interested", never recommended again
 DELETED_USERS = "deleted_users"  # {_id: user_id, deleted_at, counts}: deleted accounts, left out of training
 SEARCH_INDEX = "search_index"  # {_id: "<word or prefix>", ids: "<ranked ids>", ...} (core/search.py)

@@ -9,7 +9,9 @@ dead-lettered twice (a worker crashed between the letter and its commit) is one 
 republishes the exact original bytes with the original key to the topic they came from; the
 workers then process it like any event. Replaying is idempotent twice over: each replay is
 recorded in MongoDB by the letter's id (a second replay says "already replayed" and does nothing,
-unless ``--force``), and a rating event keeps its event id, which the workers store once.
+unless ``--force``), and a rating event keeps its event id, which the workers store once. The record
+says "replaying" until Kafka acknowledged the send: a replay killed before that is done again by
+the next one (``core.dead_letter_replays``).
 """
 from __future__ import annotations
 
@@ -133,7 +135,9 @@ def collect(reason: str | None = None) -> dict[str, dict[str, Any]]:
         letters[lid] = {**letter, "id": lid, "copies": 1}
     for lid, letter in letters.items():
         replay = dead_letter_replays.get(lid)
-        letter["replayed"] = replay.get("replayed_at") if replay else None
+        done = dead_letter_replays.state(replay) == dead_letter_replays.REPLAYED
+        letter["replayed"] = replay.get("replayed_at") if done else None
+        letter["replaying"] = replay.get("claimed_at") if replay and not done else None
     return letters
 
 
@@ -164,13 +168,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     letters = collect(args.reason)
     for letter in letters.values():
         row = {k: letter.get(k) for k in ("id", "reason", "event_id", "key", "attempts", "dead_lettered_at",
-                                          "copies", "replayed", "value_bytes")}
+                                          "copies", "replayed", "replaying", "value_bytes")}
         row["replayable"] = original_bytes(letter) is not None and original_key(letter)[0]
         if args.json:
             print(json.dumps(row, default=str))
         else:
             at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(letter.get("dead_lettered_at") or 0)))
-            state = "replayed" if row["replayed"] else ("-" if row["replayable"] else "not replayable")
+            state = ("replayed" if row["replayed"] else "replaying" if row["replaying"]
+                     else "-" if row["replayable"] else "not replayable")
             print(f"{row['id']}  {at}Z  {state:<14}  {str(row['reason'])[:160]}")
     if not args.json:
         print(f"{len(letters)} dead letter(s)", file=sys.stderr)
@@ -191,9 +196,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"{lid}: the letter kept only a preview of the original; cannot replay it", file=sys.stderr)
             failed += 1
             continue
-        earlier = dead_letter_replays.claim(lid, {"event_id": letter.get("event_id"), "reason": letter.get("reason")})
+        earlier = dead_letter_replays.claim(lid, {"event_id": letter.get("event_id"), "reason": letter.get("reason")},
+                                            stale_s=kafka_io.ack_wait_s())
         if earlier is not None and not args.force:
-            print(f"{lid}: already replayed at {earlier.get('replayed_at')}; skipped (--force to send it again)")
+            if dead_letter_replays.state(earlier) == dead_letter_replays.REPLAYING:
+                print(f"{lid}: being replayed since {earlier.get('claimed_at')}; skipped (--force to send it again)")
+            else:
+                print(f"{lid}: already replayed at {earlier.get('replayed_at')}; skipped (--force to send it again)")
             continue
         topic = letter.get("topic") or get_settings().ratings_topic
         try:
@@ -204,6 +213,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"{lid}: {exc}", file=sys.stderr)
             failed += 1
             continue
+        dead_letter_replays.replayed(lid)  # acknowledged: until now the record said "replaying"
         print(f"{lid}: replayed to {topic}[{meta['partition']}]@{meta['offset']}")
     return 1 if failed else 0
 
