@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from core import mongo, rating_history, stored_lists
+from core import locking, mongo, rating_history, stored_lists
 from kafka_workers import batch
 
 
@@ -42,10 +43,10 @@ def fake_db(monkeypatch):
     return log, computing
 
 
-def _write(users: list[str]) -> dict:
+def _write(users: list[str], fence: Callable[[], None] = lambda: None) -> dict:
     return batch._write_with_lists({u: {"p0": 5.0} for u in users}, {u: set() for u in users}, None,
                                      {u: rating_history.history_doc(u, {"p0": (5.0, 1.0)}, {}) for u in users}, {},
-                                     {u: f"e-{u}" for u in users})
+                                     {u: f"e-{u}" for u in users}, fence)
 
 
 def test_a_big_batch_computes_its_lists_while_the_histories_are_written(fake_db):
@@ -80,3 +81,20 @@ def test_a_failed_write_raises_after_every_write_of_the_batch_has_finished(fake_
     time.sleep(0.1)
     assert len(log) == n, "a write of the batch was still running after it raised"
     assert [what for what, *_ in log] == ["histories", "lists", "lists"]  # the chunks before and after the failed one
+
+
+def test_the_fence_goes_before_each_write_and_a_lock_taken_over_stops_the_rest(fake_db):
+    """(core.locking.fence: a batch stalled past its locks' lease while another writer took one)"""
+    log, computing = fake_db
+    computing.set()
+    fenced = []
+
+    def fence() -> None:
+        fenced.append([what for what, *_ in log])
+        if len(fenced) == 2:
+            raise locking.LeaseLost("taken over")
+
+    with pytest.raises(locking.LeaseLost):
+        _write(["a", "b"], fence)
+    assert fenced == [[], ["histories"]]
+    assert [what for what, *_ in log] == ["histories"], "the lists written after the lock was taken over"
