@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from bisect import bisect_right
 from contextlib import contextmanager
 from typing import Iterator
@@ -56,19 +57,36 @@ def _running_key(version: str) -> str:
     return f"recsys:rescore:running:{version}"
 
 
+def _progress_key(version: str) -> str:
+    """The last user a re-score of ``version`` wrote (its checkpoint), where the next run goes on."""
+    return f"recsys:rescore:progress:{version}"
+
+
+# A running re-score renews its running mark and stores how far it got every CHECKPOINT_S; the mark
+# expires RUNNING_LEASE_S after that. A run killed where it cannot hand over (SIGKILL, SIGTERM before
+# its handler is in place, a lost host) holds its version back that long, not RESCORE_TIME_LIMIT_S,
+# and the run check_model queues then goes on from the checkpoint. The lease covers the model's
+# load (before the first checkpoint) with room to spare.
+RUNNING_LEASE_S = 300
+CHECKPOINT_S = 10.0
+PROGRESS_TTL_S = 7 * 86400
+
+
 @app.task
 def check_model() -> str | None:
     """Queue one re-scoring per newly published model version (``CURRENT``, see spark_jobs/publish.py).
 
-    Beat calls this every few seconds; a Redis ``SET NX`` per version (expiring after the rescore's
-    time limit, so a rescore lost with its worker is queued again) keeps the later calls from
-    queueing more while the first rescore waits or runs.
+    Beat calls this every few seconds; while a rescore runs (its running mark, a lease it renews)
+    or waits in the queue (a Redis ``SET NX`` per version, expiring after the rescore's time limit,
+    so a rescore lost before it started is queued again) the later calls queue no more. A run that
+    was killed lets its lease run out: the next call queues it again, and it goes on from its
+    checkpoint (``_progress_key``).
     """
     version = artifacts.current_version()
     if version is None:
         return None
     r = _redis()
-    if r.get(LAST_RESCORED_MODEL) == version.encode():
+    if r.get(LAST_RESCORED_MODEL) == version.encode() or r.get(_running_key(version)) is not None:
         return None
     if not r.set(_queued_key(version), "1", nx=True, ex=RESCORE_TIME_LIMIT_S + 60):
         return None
@@ -93,6 +111,11 @@ class _Stopped(Exception):
     def __init__(self, after: str | None, done: int) -> None:
         super().__init__(after, done)
         self.after, self.done = after, done
+
+
+class _Superseded(_Stopped):
+    """The running mark is another run's: this one stalled past ``RUNNING_LEASE_S`` and the next
+    ``check_model`` queued a run that took over from the checkpoint. It stops, touching no mark."""
 
 
 @signals.worker_process_init.connect
@@ -158,23 +181,32 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     locks, so the next ``check_model`` queues it again; one that ran out of time keeps its queued
     mark until that expires. A run whose version stops being current stops. A run whose worker
     shuts down stops between two users and queues the rest (``start_after``: the users after
-    that one, in order), for the next worker.
+    that one, in order), for the next worker. A run killed before it could (SIGKILL; SIGTERM
+    while a long C call, the model's load, holds off its handler past the stop's grace period)
+    leaves its checkpoint and a lease that runs out (``RUNNING_LEASE_S``): the next ``check_model``
+    queues the version again and that run goes on from the checkpoint (``CHECKPOINT_S`` of work redone).
     """
     r = _redis()
     if r.get(LAST_RESCORED_MODEL) == version.encode():
         return 0
-    if not r.set(_running_key(version), "1", nx=True, ex=RESCORE_TIME_LIMIT_S + 60):
+    token = uuid.uuid4().hex
+    if not r.set(_running_key(version), token, nx=True, ex=RUNNING_LEASE_S):
         log.info("model %s: a rescore is already running; this copy does nothing", version)
         return 0
+    r.delete(_queued_key(version))  # not waiting any more: the running mark keeps check_model off
     try:
         with _sigterm_stops_the_rescore():
-            done = _rescore(version, active_days, batch_size, start_after)
+            done = _rescore(version, active_days, batch_size, start_after, token)
+    except _Superseded as superseded:
+        log.warning("model %s: another run took the re-scoring over after user %r", version, superseded.after)
+        return superseded.done
     except _Stopped as stopped:
         _hand_over(r, version, active_days, batch_size, stopped.after)
         return stopped.done
     except SoftTimeLimitExceeded:
-        # queued again at once it would run out of time again, from its first user, over and over:
-        # its queued mark stays until it expires (RESCORE_TIME_LIMIT_S), then check_model tries again
+        # queued again at once it would run out of time again, over and over: its queued mark is
+        # set until it expires (RESCORE_TIME_LIMIT_S), then check_model tries again (from the checkpoint)
+        r.set(_queued_key(version), "1", ex=RESCORE_TIME_LIMIT_S + 60)
         r.delete(_running_key(version))
         log.error("model %s: re-scoring ran out of time (RESCORE_TIME_LIMIT_S=%d)", version, RESCORE_TIME_LIMIT_S)
         raise
@@ -213,27 +245,53 @@ def _rescore_user(model, user: str) -> int:
     return int(doc.get("as_of") == as_of)
 
 
-def _rescore(version: str, active_days: int, batch_size: int, start_after: str | None = None) -> int:
+def _checkpoint(r: redis.Redis, version: str, token: str, after: str | None, done: int) -> None:
+    """Renew the run's running mark and store ``after``, the last user written, for a run after a
+    kill (:func:`_resume_after`); :class:`_Superseded` if the mark is another run's by now."""
+    if r.get(_running_key(version)) != token.encode():
+        raise _Superseded(after, done)
+    r.set(_running_key(version), token, ex=RUNNING_LEASE_S)
+    if after is not None:
+        r.set(_progress_key(version), after, ex=PROGRESS_TTL_S)
+
+
+def _resume_after(r: redis.Redis, version: str, start_after: str | None) -> str | None:
+    """Where a run goes on: after ``start_after`` (a hand-over) or the stored checkpoint, the later."""
+    stored = r.get(_progress_key(version))
+    return max((u for u in (start_after, stored.decode() if stored else None) if u is not None), default=None)
+
+
+def _rescore(version: str, active_days: int, batch_size: int, start_after: str | None, token: str) -> int:
+    """Re-score the active users after ``start_after`` (or the checkpoint) with ``version``, as the
+    run whose running mark holds ``token``; returns how many lists are now this re-score's."""
+    r = _redis()
     model = artifacts.load_model(version)
     if model is None:
         return 0
+    start_after = _resume_after(r, version, start_after)
     users = _active_users(active_days)
     if start_after is not None:
         users = users[bisect_right(users, start_after):]
-    done, last = 0, start_after
+    done, last, saved_at = 0, start_after, time.monotonic()
+    _checkpoint(r, version, token, last, done)  # the model is loaded: the lease from here
     # One user's solve and scores gain nothing from OpenBLAS's second thread, whose wait for the
     # next call spins a core beside the workers and the database (1.6x the CPU per user at 10k items,
     # the same wall time: docs/benchmarks.md); the rating workers run with one thread too.
     with threadpool_limits(1, user_api="blas"):
         for start in range(0, len(users), batch_size):
             if artifacts.current_version() != version:  # a newer model came: its own re-score follows
+                r.delete(_progress_key(version))  # made current again later, it starts over
                 log.info("model %s: no longer current; re-scoring stopped after %d users", version, done)
                 return done
             for user in users[start:start + batch_size]:
                 if _STOP.is_set():
                     raise _Stopped(last, done)
+                if time.monotonic() - saved_at >= CHECKPOINT_S:
+                    _checkpoint(r, version, token, last, done)
+                    saved_at = time.monotonic()
                 done += _rescore_user(model, user)
                 last = user
-    _redis().set(LAST_RESCORED_MODEL, version)
+    r.set(LAST_RESCORED_MODEL, version)
+    r.delete(_progress_key(version))
     log.info("model %s: re-scored %d active users", version, done)
     return done

@@ -15,9 +15,14 @@ from kafka_workers import tasks
 USERS = ["u1", "u2", "u3", "u4", "u5"]
 
 
+class Killed(BaseException):
+    """Where the process was killed (what it left in Redis is restored after it)."""
+
+
 class FakeRedis:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
+        self.ex: dict[str, float | None] = {}
 
     def get(self, key):
         return self.data.get(key)
@@ -25,21 +30,30 @@ class FakeRedis:
     def set(self, key, value, nx=False, ex=None):
         if nx and key in self.data:
             return None
-        self.data[key] = str(value).encode()
+        self.data[key], self.ex[key] = str(value).encode(), ex
         return True
 
     def delete(self, *keys):
         for key in keys:
             self.data.pop(key, None)
 
+    def after(self, seconds: float) -> None:
+        """``seconds`` pass: the keys set to expire within them are gone."""
+        for key, ex in list(self.ex.items()):
+            if ex is not None and ex <= seconds:
+                self.data.pop(key, None)
+
 
 @pytest.fixture
 def rescore(monkeypatch):
     """The task with stand-ins; ``run.stop_after`` names the user after which the worker is told to stop."""
     r = FakeRedis()
-    run = types.SimpleNamespace(redis=r, scored=[], queued=[], stop_after=None)
+    run = types.SimpleNamespace(redis=r, scored=[], queued=[], stop_after=None, kill_at=None, left=None)
 
     def rescore_user(model, user):
+        if user == run.kill_at:  # SIGKILL: the process ends here, no except or finally runs
+            run.left = (dict(r.data), dict(r.ex))
+            raise Killed
         run.scored.append(user)
         if user == run.stop_after:
             tasks._worker_shutting_down(sig="SIGTERM", how="Warm", exitcode=0)
@@ -52,6 +66,7 @@ def rescore(monkeypatch):
     monkeypatch.setattr(tasks, "_rescore_user", rescore_user)
     monkeypatch.setattr(tasks.rescore_active_users, "apply_async",
                         lambda args, kwargs: run.queued.append((args, kwargs)))
+    monkeypatch.setattr(tasks.rescore_active_users, "delay", lambda *args: run.queued.append((args, {})))
     monkeypatch.setattr(tasks.worker_state, "active_requests", [])
     tasks._STOP.clear()
     yield run
@@ -75,6 +90,47 @@ def test_a_stopping_worker_hands_the_rest_over_and_the_next_goes_on(rescore):
     assert rescore.scored == USERS  # every user once
     assert r.get(LAST_RESCORED_MODEL) == b"v1"
     assert r.get(tasks._running_key("v1")) is None and r.get(tasks._queued_key("v1")) is None
+
+
+def test_a_run_killed_mid_way_is_queued_again_when_its_lease_runs_out_and_goes_on_from_its_checkpoint(
+        rescore, monkeypatch):
+    """SIGKILL (or a SIGTERM whose handler a long C call held off past the stop's grace period):
+    nothing hands over. Its marks held the version back for RESCORE_TIME_LIMIT_S, and the next run
+    started from the first user."""
+    monkeypatch.setattr(tasks, "CHECKPOINT_S", 0.0)  # a checkpoint before every user
+    r = rescore.redis
+    assert tasks.check_model() == "v1"
+    rescore.kill_at = "u4"
+    (args, kwargs), = rescore.queued
+    with pytest.raises(Killed):
+        tasks.rescore_active_users(*args, **kwargs)
+    r.data, r.ex = rescore.left  # what the killed process left in Redis
+    rescore.kill_at = None
+    assert tasks.check_model() is None, "queued again while the killed run's lease still runs"
+    r.after(tasks.RUNNING_LEASE_S)
+    assert tasks.check_model() == "v1", "the killed run's version never queued again"
+    args, kwargs = rescore.queued[-1]
+    assert tasks.rescore_active_users(*args, **kwargs) == 2
+    assert rescore.scored == ["u1", "u2", "u3", "u4", "u5"], "users re-scored twice, or none"
+    assert r.get(LAST_RESCORED_MODEL) == b"v1"
+    assert tasks.check_model() is None
+
+
+def test_a_run_that_stalled_past_its_lease_stops_when_another_took_over(rescore, monkeypatch):
+    monkeypatch.setattr(tasks, "CHECKPOINT_S", 0.0)
+    r = rescore.redis
+
+    def stalled(model, user):
+        rescore.scored.append(user)
+        if user == "u2":  # its mark expired meanwhile, and the next run took it
+            r.set(tasks._running_key("v1"), "another run's token")
+        return 1
+
+    monkeypatch.setattr(tasks, "_rescore_user", stalled)
+    assert tasks.rescore_active_users("v1") == 2
+    assert rescore.scored == ["u1", "u2"]
+    assert r.get(tasks._running_key("v1")) == b"another run's token"  # left to its holder
+    assert r.get(LAST_RESCORED_MODEL) is None
 
 
 def test_a_hand_over_that_cannot_queue_lets_go_of_both_marks(rescore, monkeypatch):
