@@ -247,10 +247,15 @@ def _rescore_user(model, user: str) -> int:
 
 def _checkpoint(r: redis.Redis, version: str, token: str, after: str | None, done: int) -> None:
     """Renew the run's running mark and store ``after``, the last user written, for a run after a
-    kill (:func:`_resume_after`); :class:`_Superseded` if the mark is another run's by now."""
-    if r.get(_running_key(version)) != token.encode():
+    kill (:func:`_resume_after`); :class:`_Superseded` if the mark is another run's by now. A mark
+    that only expired (a model's load longer than the lease) is taken again."""
+    key = _running_key(version)
+    held = r.get(key)
+    if held is None and not r.set(key, token, nx=True, ex=RUNNING_LEASE_S):
+        held = r.get(key)  # another run set it just now
+    if held not in (None, token.encode()):
         raise _Superseded(after, done)
-    r.set(_running_key(version), token, ex=RUNNING_LEASE_S)
+    r.set(key, token, ex=RUNNING_LEASE_S)
     if after is not None:
         r.set(_progress_key(version), after, ex=PROGRESS_TTL_S)
 

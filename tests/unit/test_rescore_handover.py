@@ -116,21 +116,28 @@ def test_a_run_killed_mid_way_is_queued_again_when_its_lease_runs_out_and_goes_o
     assert tasks.check_model() is None
 
 
-def test_a_run_that_stalled_past_its_lease_stops_when_another_took_over(rescore, monkeypatch):
+@pytest.mark.parametrize("taken", [True, False])
+def test_a_run_that_stalled_past_its_lease_stops_only_when_another_took_over(rescore, monkeypatch, taken):
     monkeypatch.setattr(tasks, "CHECKPOINT_S", 0.0)
     r = rescore.redis
 
     def stalled(model, user):
         rescore.scored.append(user)
-        if user == "u2":  # its mark expired meanwhile, and the next run took it
-            r.set(tasks._running_key("v1"), "another run's token")
+        if user == "u2":  # its mark expired meanwhile, and (or not) the next run took it
+            r.after(tasks.RUNNING_LEASE_S)
+            if taken:
+                r.set(tasks._running_key("v1"), "another run's token")
         return 1
 
     monkeypatch.setattr(tasks, "_rescore_user", stalled)
-    assert tasks.rescore_active_users("v1") == 2
-    assert rescore.scored == ["u1", "u2"]
-    assert r.get(tasks._running_key("v1")) == b"another run's token"  # left to its holder
-    assert r.get(LAST_RESCORED_MODEL) is None
+    if taken:
+        assert tasks.rescore_active_users("v1") == 2
+        assert rescore.scored == ["u1", "u2"]
+        assert r.get(tasks._running_key("v1")) == b"another run's token"  # left to its holder
+        assert r.get(LAST_RESCORED_MODEL) is None
+    else:
+        assert tasks.rescore_active_users("v1") == 5  # its own mark again, to the end
+        assert rescore.scored == USERS and r.get(LAST_RESCORED_MODEL) == b"v1"
 
 
 def test_a_hand_over_that_cannot_queue_lets_go_of_both_marks(rescore, monkeypatch):
