@@ -64,7 +64,11 @@ def fence(names: Iterable[str], token: str, taken_at: float, db: Database | None
     (``time.monotonic()``): a call before each write returns at once while the locks are younger
     than half ``LOCK_STALE_S`` (nobody takes one over before ``LOCK_STALE_S``), so a quick writer
     pays no round trip for it; after that it is :func:`still_held`, which renews them (it raises
-    :class:`LeaseLost` if one was taken over, and the write must not happen)."""
+    :class:`LeaseLost` if one was taken over, and the write must not happen). What still gets
+    through: a stall of half ``LOCK_STALE_S`` or more between a call and its write, and on FerretDB
+    v1 a takeover that lands inside the renewal's own read-then-write (after a stall of
+    ``LOCK_STALE_S``, within the same millisecond). The holders' clocks must agree to well within
+    ``LOCK_STALE_S``."""
     names = list(names)
     fresh_since = taken_at
 
