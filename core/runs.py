@@ -27,6 +27,18 @@ RUNS = "runs"  # the folder under DATA_DIR that holds one folder per run
 # (tests/unit/test_stage_order.py), and bench/big_run.py runs them from it.
 STAGES = ("load", "clean", "mongo_load", "eda", "train", "publish")
 
+# The stages that skip work their ledger says is done (load: a file of the same checksum and
+# LOAD_VERSION; clean: a category of the same fingerprint; mongo_load: a category MongoDB holds) and
+# redo it with --force: what bin/pipeline --rerun and the DAG's ``rerun`` param name.
+RERUNNABLE = ("load", "clean", "mongo_load")
+
+# The exit status of a job that failed for a reason a retry cannot fix (bad arguments, an input glob
+# that matches no file, a version that is gone): the DAG's Spark tasks fail at once on it instead of
+# being retried (dags/recommender/operators.py). Python (1, and argparse's 2, which the jobs turn
+# into this), Spark's own codes (SparkExitCode: 1-3, 11, 50-52, 114, 127) and signals (128 + n)
+# leave 64 free; sysexits.h calls it EX_USAGE.
+EXIT_PERMANENT = 64
+
 
 def fs_safe(run_id: str) -> str:
     """A run id as a file and document-id safe string (no ':' or '+', no '/').
@@ -76,3 +88,16 @@ def model_version(record: Mapping[str, Any]) -> str:
     """The model version a train record names, "" when none: ``version``, else ``model_version``
     (both readers have always accepted either name)."""
     return str(record.get("version") or record.get("model_version") or "")
+
+
+def forced_stages(named: list[str]) -> list[str]:
+    """The stages a rerun of ``named`` forces: each named one and every stage of RERUNNABLE after it,
+    in pipeline order. A forced stage writes the same ledger entries as before (the same files, the
+    same fingerprints), so the stages after it would see nothing new and skip: a forced clean must
+    be followed by a forced mongo_load, or MongoDB keeps the rows of before. ValueError for a name
+    that is not in RERUNNABLE."""
+    unknown = sorted(set(named) - set(RERUNNABLE))
+    if unknown:
+        raise ValueError(f"cannot rerun {', '.join(unknown)}: only {', '.join(RERUNNABLE)} skip work done already")
+    first = min((RERUNNABLE.index(stage) for stage in named), default=len(RERUNNABLE))
+    return list(RERUNNABLE[first:])

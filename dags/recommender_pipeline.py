@@ -60,7 +60,13 @@ Params (trigger with config): ``inputs`` (list of files or globs; relative paths
 the repository; empty: load's default, the demo files, or none when ``remove`` names files),
 ``remove`` (list of loaded file names for load --remove: their rows go, their categories are cleaned
 again and MongoDB reloaded), ``engine`` (auto|ease|implicit|spark, for train), ``force_publish``
-(bool). Their arguments are built in recommender/params.py.
+(bool), ``rerun`` (list of load, clean, mongo_load: those stages, and the ones of them after each,
+get ``--force`` and redo what their ledgers say is done, as ``bin/pipeline --rerun``). Their
+arguments are built in recommender/params.py.
+
+A Spark task whose job exits with core.runs.EXIT_PERMANENT (bad arguments, an input that matches no
+file, a model version that is gone: retrying cannot fix it) fails at once, without its retries
+(recommender/operators.py); any other failure is retried.
 
 The pipeline's run id (``--run-id``, the key of every job's record) is Airflow's run id made
 file-system safe: ``manual__2025-01-01T00:00:00+00:00`` becomes
@@ -77,9 +83,9 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from core.env import env_str
-from core.runs import fs_safe
+from core.runs import RERUNNABLE, fs_safe
 from recommender.operators import SparkJobOperator
-from recommender.params import force_args, load_args
+from recommender.params import force_args, load_args, rerun_args
 from recommender.records import read_train_record
 
 log = logging.getLogger(__name__)
@@ -118,13 +124,18 @@ with DAG(
                         description="training engine for train --engine"),
         "force_publish": Param(False, type="boolean",
                                description="publish even if the gate in publish.py would refuse"),
+        "rerun": Param([], type="array", items={"type": "string", "enum": list(RERUNNABLE)},
+                       description="stages to redo what their ledgers say is done (--force), each with the "
+                                   "ones of them after it: after a bad ledger or a fix that did not bump "
+                                   "LOAD_VERSION/CLEAN_VERSION"),
     },
     user_defined_filters={"fs_safe": fs_safe},
     tags=["recommender", "spark"],
 ) as dag:
     load = SparkJobOperator(job="load", application_args=["--run-id", RUN_ID], args_from_params=load_args)
-    clean = SparkJobOperator(job="clean", application_args=["--run-id", RUN_ID])
-    mongo_load = SparkJobOperator(job="mongo_load", application_args=["--run-id", RUN_ID])
+    clean = SparkJobOperator(job="clean", application_args=["--run-id", RUN_ID], args_from_params=rerun_args("clean"))
+    mongo_load = SparkJobOperator(job="mongo_load", application_args=["--run-id", RUN_ID],
+                                  args_from_params=rerun_args("mongo_load"))
     eda = SparkJobOperator(job="eda", application_args=["--run-id", RUN_ID])
     train = SparkJobOperator(job="train", application_args=["--engine", "{{ params.engine }}", "--run-id", RUN_ID])
 

@@ -6,7 +6,7 @@ logs. bin/pipeline has parsed the flags and recorded the run's options (spark_jo
 ``start``) before it hands over here. Airflow is driven through its CLI, never imported: it has a
 venv of its own. Standard library and core only: no Spark starts.
 
-    python -m spark_jobs.airflow_run trigger RUN --engine E [--force-publish] [--input I ...] [--remove N ...]
+    python -m spark_jobs.airflow_run trigger RUN --engine E [--force-publish] [--rerun A,B] [--input I ...] [--remove N ...]
 
 Exit 0 when the DAG run succeeded; 1 when Airflow is missing, does not know the DAG, a CLI step
 fails, the run failed, or it is still running after ``AIRFLOW_RUN_TIMEOUT`` seconds.
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,14 +34,15 @@ POLL_S = 10  # between two looks at the run's state
 DAG_WAIT_TRIES, DAG_WAIT_S = 60, 2  # how long to wait for the DAG processor to know the DAG (2 minutes)
 
 
-def dag_conf(engine: str, force_publish: bool, inputs: list[str], removes: list[str]) -> dict[str, Any]:
-    """The DAG run's conf: bin/pipeline's flags as the DAG's params. ``inputs`` and ``remove`` are
-    left out when not given, so the DAG's defaults apply (load's demo files; no removal)."""
+def dag_conf(engine: str, force_publish: bool, inputs: list[str], removes: list[str],
+             rerun: Sequence[str] = ()) -> dict[str, Any]:
+    """The DAG run's conf: bin/pipeline's flags as the DAG's params. ``inputs``, ``remove`` and
+    ``rerun`` are left out when not given, so the DAG's defaults apply (load's demo files; no
+    removal; no stage forced)."""
     conf: dict[str, Any] = {"engine": engine, "force_publish": force_publish}
-    if inputs:
-        conf["inputs"] = list(inputs)
-    if removes:
-        conf["remove"] = list(removes)
+    for key, values in (("inputs", inputs), ("remove", removes), ("rerun", rerun)):
+        if values:
+            conf[key] = list(values)
     return conf
 
 
@@ -167,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("run_id")
     run.add_argument("--engine", required=True)
     run.add_argument("--force-publish", action="store_true")
+    run.add_argument("--rerun", type=lambda value: [s for s in value.split(",") if s], default=[],
+                     help="the stages forced to redo their work, comma-separated (run_records start's)")
     run.add_argument("--input", action="append", default=[], help="a file or glob for load (repeatable)")
     run.add_argument("--remove", action="append", default=[], help="a loaded file to take out (repeatable)")
     args = parser.parse_args(argv)
     try:
-        return trigger(args.run_id, dag_conf(args.engine, args.force_publish, args.input, args.remove))
+        return trigger(args.run_id, dag_conf(args.engine, args.force_publish, args.input, args.remove, args.rerun))
     except KeyboardInterrupt:  # the run goes on in Airflow: say so rather than print a traceback
         _say(f"pipeline: stopped waiting; Airflow run {args.run_id} goes on (the Airflow UI shows it)", error=True)
         return 130

@@ -4,7 +4,7 @@ Those files are the record of truth (spark_jobs/reconcile.write_record; MongoDB 
 copy); where they are and how train's is read is core.runs, shared with the DAG. Standard library,
 core and spark_jobs.units (load's ledger) only: no Spark starts.
 
-    python -m spark_jobs.run_records start RUN [--resume] [--engine E] [--force-publish]  # the run's options
+    python -m spark_jobs.run_records start RUN [--resume] [--engine E] [--force-publish] [--rerun STAGES]  # its options
     python -m spark_jobs.run_records finished RUN JOB [--force-publish]  # exit 0: JOB finished in RUN
     python -m spark_jobs.run_records version RUN                         # train's model version, or nothing
     python -m spark_jobs.run_records load-args RUN [--input I ...] [--remove N ...]  # a resumed load's, one a line
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core import storage
-from core.runs import model_version, read_record, record_path, run_folder, succeeded
+from core.runs import forced_stages, model_version, read_record, record_path, run_folder, succeeded
 from core.settings import get_settings
 from spark_jobs import units
 
@@ -31,22 +31,31 @@ FINISHED = {"ok", "published", "rejected", "unchanged"}
 
 
 # bin/pipeline's own record beside the jobs': the options a run was started with, which no job records
-# before it needs them (train's --engine, publish's --force), so a resume restores them
+# before it needs them (train's --engine, publish's --force, the --force of the stages --rerun names),
+# so a resume restores them
 OPTIONS = "pipeline"
 DEFAULT_ENGINE = "auto"
 
 
-def start(run_id: str, resume: bool, engine: str | None = None, force_publish: bool = False) -> tuple[str, bool]:
-    """(engine, force publish) of this run, recorded before its first job starts.
+def start(run_id: str, resume: bool, engine: str | None = None, force_publish: bool = False,
+          rerun: list[str] | None = None) -> tuple[str, bool, list[str]]:
+    """(engine, force publish, the stages forced to redo their work) of this run, recorded before its
+    first job starts. ``rerun`` names stages of core.runs.RERUNNABLE; the stages after each are forced
+    too (core.runs.forced_stages); another name is refused.
 
     A new run refuses an id that has records already: its jobs would replace them one by one, and
     a record another run left could make a later --resume skip a stage. A resume takes the options
     the run recorded; one given on the resume's command line wins (--engine ease after a train that
-    failed under spark; --force-publish after a rejected publish) and is recorded for the next
-    resume. A run with no options recorded (started by the DAG, or before they were recorded)
-    resumes with the command line's, or the defaults (recorded only when the run has records: a
-    resume of an unknown run is refused by :func:`inputs`, and must leave no folder behind).
+    failed under spark; --force-publish after a rejected publish; --rerun clean after a load that
+    finished, so its clean redoes every category) and is recorded for the next resume. A run with
+    no options recorded (started by the DAG, or before they were recorded) resumes with the command
+    line's, or the defaults (recorded only when the run has records: a resume of an unknown run is
+    refused by :func:`inputs`, and must leave no folder behind).
     """
+    try:
+        forced = None if rerun is None else forced_stages(rerun)
+    except ValueError as exc:
+        raise SystemExit(f"pipeline: --rerun: {exc}") from None
     existing = storage.listdir(run_folder(run_id))
     # only its options: the run stopped before any job recorded anything (a load that waited out the
     # batch lock, a failed spark-submit), so the id may start afresh: a resume would have no inputs
@@ -59,15 +68,16 @@ def start(run_id: str, resume: bool, engine: str | None = None, force_publish: b
     else:
         recorded = read_record(run_id, OPTIONS) or {}
         if not recorded:
-            print(f"pipeline: run {run_id} recorded no --engine or --force-publish (started by the DAG or an older "
-                  f"bin/pipeline): resuming with {engine or DEFAULT_ENGINE}{' and --force-publish' * force_publish}",
-                  file=sys.stderr)
+            print(f"pipeline: run {run_id} recorded no --engine, --force-publish or --rerun (started by the DAG or "
+                  f"an older bin/pipeline): resuming with {engine or DEFAULT_ENGINE}{' and --force-publish' * force_publish}"
+                  f"{' and --rerun ' + ','.join(forced) if forced else ''}", file=sys.stderr)
     options = {"engine": engine or recorded.get("engine") or DEFAULT_ENGINE,
-               "force_publish": force_publish or bool(recorded.get("force_publish"))}
+               "force_publish": force_publish or bool(recorded.get("force_publish")),
+               "rerun": forced if forced is not None else list(recorded.get("rerun") or [])}
     if (existing or not resume) and options != {k: recorded.get(k) for k in options}:
         storage.write_text(record_path(run_id, OPTIONS),
                            json.dumps({**options, "recorded_at": time.time()}, indent=2, sort_keys=True))
-    return options["engine"], options["force_publish"]
+    return options["engine"], options["force_publish"], options["rerun"]
 
 
 def finished(run_id: str, job: str, force_publish: bool = False) -> bool:
@@ -166,12 +176,14 @@ def load_args(run_id: str, given_inputs: list[str], given_removes: list[str]) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    begin = commands.add_parser("start", help="record a new run's options, or read a resumed run's: "
-                                              "prints ENGINE and FORCE_PUBLISH (0 or 1)")
+    begin = commands.add_parser("start", help="record a new run's options, or read a resumed run's: prints "
+                                              "ENGINE, FORCE_PUBLISH (0 or 1) and the stages forced (a,b; - for none)")
     begin.add_argument("run_id")
     begin.add_argument("--resume", action="store_true")
     begin.add_argument("--engine")
     begin.add_argument("--force-publish", action="store_true")
+    begin.add_argument("--rerun", type=lambda value: [s for s in value.split(",") if s],
+                       help="stages to redo work done already, comma-separated (and the rerunnable ones after each)")
     done = commands.add_parser("finished", help="exit 0 when JOB finished in RUN")
     done.add_argument("run_id")
     done.add_argument("job")
@@ -184,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--remove", action="append", default=[])
     args = parser.parse_args(argv)
     if args.command == "start":
-        engine, force_publish = start(args.run_id, args.resume, args.engine, args.force_publish)
-        print(engine, int(force_publish))
+        engine, force_publish, rerun = start(args.run_id, args.resume, args.engine, args.force_publish, args.rerun)
+        print(engine, int(force_publish), ",".join(rerun) or "-")
         return 0
     if args.command == "finished":
         return 0 if finished(args.run_id, args.job, args.force_publish) else 1

@@ -6,11 +6,12 @@ no Airflow) check them as the DAG uses them.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from core.env import env_str
+from core.runs import forced_stages
 from core.settings import get_settings
 
 APP_ROOT = Path(env_str("APP_ROOT", str(Path(__file__).resolve().parent.parent.parent)))
@@ -22,13 +23,21 @@ def from_repository(path: str) -> str:
 
 
 def load_args(params: Mapping[str, Any]) -> list[str]:
-    """``--input`` once per file or glob of ``inputs``, ``--remove`` once per file name of ``remove``.
+    """``--input`` once per file or glob of ``inputs``, ``--remove`` once per file name of ``remove``;
+    ``--force`` when ``rerun`` forces load (:func:`rerun_args`).
 
     No ``inputs``: no ``--input``, and load decides (spark_jobs/load.input_patterns): the demo files,
     or nothing when the run removes files, as for bin/pipeline.
     """
     return ([arg for item in params.get("inputs") or [] for arg in ("--input", from_repository(item))]
-            + [arg for name in params.get("remove") or [] for arg in ("--remove", name)])
+            + [arg for name in params.get("remove") or [] for arg in ("--remove", name)] + rerun_args("load")(params))
+
+
+def rerun_args(job: str) -> Callable[[Mapping[str, Any]], list[str]]:
+    """The arguments of ``job`` from the ``rerun`` param: ``--force`` when it names ``job`` or a stage
+    before it (core.runs.forced_stages, as bin/pipeline --rerun), so the job redoes what its ledger
+    says is done."""
+    return lambda params: ["--force"] if job in forced_stages(params.get("rerun") or []) else []
 
 
 def force_args(params: Mapping[str, Any]) -> list[str]:

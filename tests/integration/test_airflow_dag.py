@@ -115,6 +115,7 @@ def test_schedule_params_and_retries(dagbag):
         "remove": [],
         "engine": "auto",
         "force_publish": False,
+        "rerun": [],  # no stage forced to redo its work
     }
     from spark_jobs.engines import ENGINES
 

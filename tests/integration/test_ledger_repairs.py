@@ -8,6 +8,7 @@ without it, or removed with its dependents cleaned again, and mongo_load reloads
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,6 +17,7 @@ from core import mongo
 from spark_jobs import units
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_reviews(path, rows) -> None:
@@ -159,3 +161,38 @@ def test_a_new_version_of_load_or_clean_reprocesses_what_the_ledgers_hold(spark,
     assert load_job.load(spark, [str(alpha)], str(raw), "ver-3")["loaded"] == []
     assert clean_job.clean(spark, str(raw), str(cleaned), "ver-3")["cleaned"] == ["Alpha"]
     assert units.read_ledger(str(cleaned))["categories"]["Alpha"] not in (fingerprint, after_load)
+
+
+@pytest.fixture
+def own_data(monkeypatch, settings, mongo_db, tmp_path):
+    """This test's own DATA_DIR and MongoDB database (its records, its batch lock)."""
+    from realtime_support import own_database
+
+    yield from own_database(monkeypatch, settings.mongo_db, "rerun", DATA_DIR=str(tmp_path / "data"))
+
+
+def test_the_rerun_param_makes_load_read_again_a_file_its_ledger_says_is_loaded(spark, tmp_path, monkeypatch, own_data):
+    """A bad ledger (it lists a file whose rows are gone): a load skips the file, a load the DAG's
+    ``rerun`` param forces (the --force bin/pipeline --rerun passes too) reads it again."""
+    import importlib.util
+
+    from core.runs import read_record
+    from core.settings import get_settings
+    from spark_jobs import load as job
+
+    spec = importlib.util.spec_from_file_location("dag_params", ROOT / "dags" / "recommender" / "params.py")
+    params = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(params)
+    # main() is what spark-submit runs (it writes the record); it would stop the shared session
+    monkeypatch.setattr("spark_jobs.common.spark_session", lambda app_name: spark)
+    monkeypatch.setattr(spark, "stop", lambda: None)
+    alpha = tmp_path / "amazon2018_alpha.jsonl"
+    _write_reviews(alpha, [("u1", "p1", 5.0, 100), ("u2", "p2", 4.0, 100)])
+    part = get_settings().data_dir / "raw" / "reviews" / f"unit={alpha.name}"
+    assert job.main(["--input", str(alpha), "--run-id", "rerun-1"]) == 0 and _rows(part) == 2
+    units.delete(spark, str(part))  # the ledger still lists the file
+
+    for run_id, rerun, loaded in (("rerun-2", [], []), ("rerun-3", ["load"], [alpha.name])):
+        assert job.main([*params.load_args({"inputs": [str(alpha)], "rerun": rerun}), "--run-id", run_id]) == 0
+        assert read_record(run_id, "load")["loaded"] == loaded
+    assert _rows(part) == 2

@@ -274,3 +274,33 @@ def test_a_run_id_with_a_slash_is_one_safe_id_for_every_stage_and_the_resume(pip
         "clean.json", "load.json", "mongo_load.json", "pipeline.json"]
     done, submitted = pipeline("--resume", run_id)
     assert done.returncode == 0 and _jobs(submitted) == list(STAGES[3:]), done.stdout + done.stderr
+
+
+# --- 6. --rerun: the stages it forces redo their work, and a resume restores it -------------------
+
+def test_rerun_forces_the_stages_it_names_and_the_ones_after_and_a_resume_restores_it(pipeline):
+    """--rerun clean: clean and mongo_load get --force (mongo_load would see the clean ledger of
+    before and skip), load does not; the resume of the run forces the stages it runs again."""
+    run_id = _run_id()
+    done, submitted = pipeline("--run-id", run_id, "--input", str(DEMO_FILE), "--rerun", "clean", fail="mongo_load")
+    assert _jobs(submitted) == ["load", "clean", "mongo_load"], done.stdout + done.stderr
+    assert _args(submitted, "load") == ["--input", str(DEMO_FILE), "--run-id", run_id]
+    assert _args(submitted, "clean") == _args(submitted, "mongo_load") == ["--force", "--run-id", run_id]
+
+    done, submitted = pipeline("--resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _jobs(submitted) == ["mongo_load", "eda", "train", "publish"]
+    assert _args(submitted, "mongo_load") == ["--force", "--run-id", run_id]
+    assert _args(submitted, "eda") == ["--run-id", run_id]
+
+
+def test_rerun_of_a_stage_with_nothing_to_redo_is_refused_and_reaches_the_dags_rerun_param(pipeline):
+    done, submitted = pipeline("--rerun", "load,train")
+    assert done.returncode != 0 and submitted == []
+    assert "--rerun: cannot rerun train: only load, clean, mongo_load" in done.stderr, done.stderr
+    # with --airflow (a stand-in airflow: the run succeeds at once), in the DAG run's conf
+    done, submitted = pipeline("--airflow", "--rerun", "load")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [trigger] = [args for _, *args in submitted if args[:2] == ["dags", "trigger"]]
+    assert json.loads(trigger[trigger.index("--conf") + 1]) == {
+        "engine": "auto", "force_publish": False, "rerun": ["load", "clean", "mongo_load"]}

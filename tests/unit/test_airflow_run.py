@@ -20,7 +20,12 @@ def test_the_flags_become_the_dags_params_in_their_order():
         "remove": ["x.jsonl", "y.jsonl"]}
 
 
-def test_inputs_and_remove_are_left_to_the_dags_defaults_when_not_given():
+def test_the_stages_to_rerun_become_the_rerun_param():
+    assert dag_conf("auto", False, [], [], ["clean", "mongo_load"]) == {
+        "engine": "auto", "force_publish": False, "rerun": ["clean", "mongo_load"]}
+
+
+def test_inputs_remove_and_rerun_are_left_to_the_dags_defaults_when_not_given():
     """An empty list would be the same param for the DAG, but a conf without them is the one
     bin/pipeline has always sent (the demo files are load's default, not the DAG's)."""
     assert dag_conf("auto", False, [], []) == {"engine": "auto", "force_publish": False}
@@ -30,7 +35,11 @@ def test_the_command_line_reaches_the_conf(monkeypatch):
     triggered = []
     monkeypatch.setattr("spark_jobs.airflow_run.trigger", lambda run_id, conf: triggered.append((run_id, conf)) or 0)
     assert main(["trigger", "r-1", "--engine", "spark", "--input", "/a", "--remove", "x", "--input", "/b"]) == 0
-    assert triggered == [("r-1", {"engine": "spark", "force_publish": False, "inputs": ["/a", "/b"], "remove": ["x"]})]
+    assert main(["trigger", "r-2", "--engine", "ease", "--rerun", "clean,mongo_load"]) == 0
+    assert main(["trigger", "r-3", "--engine", "ease", "--rerun", ""]) == 0  # bin/pipeline's "no stage forced"
+    assert triggered == [("r-1", {"engine": "spark", "force_publish": False, "inputs": ["/a", "/b"], "remove": ["x"]}),
+                         ("r-2", {"engine": "ease", "force_publish": False, "rerun": ["clean", "mongo_load"]}),
+                         ("r-3", {"engine": "ease", "force_publish": False})]
 
 
 def _dag_file() -> tuple[str, set[str]]:
@@ -47,7 +56,7 @@ def _dag_file() -> tuple[str, set[str]]:
 def test_the_conf_names_the_dag_and_its_params():
     dag_id, params = _dag_file()
     assert DAG_ID == dag_id
-    assert set(dag_conf("auto", False, ["/a"], ["x"])) == params
+    assert set(dag_conf("auto", False, ["/a"], ["x"], ["load"])) == params
 
 
 RUNS = [{"dag_id": DAG_ID, "run_id": "older", "state": "failed"},

@@ -86,24 +86,62 @@ def test_the_file_and_mongodbs_copy_use_the_same_safe_id(data_dir, monkeypatch):
 
 
 def test_start_records_a_new_runs_options_and_a_resume_restores_them(data_dir):
-    assert run_records.start("nightly/1", resume=False, engine="spark") == ("spark", False)
+    assert run_records.start("nightly/1", resume=False, engine="spark") == ("spark", False, [])
     assert runs.read_record("nightly-1", run_records.OPTIONS)["engine"] == "spark"
     # no job recorded anything (it stopped before load started): the id starts afresh, new options
-    assert run_records.start("nightly/1", resume=False, engine="ease") == ("ease", False)
-    assert run_records.start("nightly/1", resume=False, engine="spark") == ("spark", False)
+    assert run_records.start("nightly/1", resume=False, engine="ease") == ("ease", False, [])
+    assert run_records.start("nightly/1", resume=False, engine="spark", rerun=["clean"]) == (
+        "spark", False, ["clean", "mongo_load"])
     reconcile.write_record("nightly/1", "load", {"status": "started", "inputs": ["a.json"]})
     with pytest.raises(SystemExit, match="--resume nightly/1"):
         run_records.start("nightly/1", resume=False)  # a job recorded something now
-    assert run_records.start("nightly-1", resume=True) == ("spark", False)
-    assert run_records.start("nightly-1", resume=True, force_publish=True) == ("spark", True)
-    assert run_records.start("nightly-1", resume=True, engine="ease") == ("ease", True)  # the flag wins, kept
-    assert run_records.start("nightly-1", resume=True) == ("ease", True)
+    assert run_records.start("nightly-1", resume=True) == ("spark", False, ["clean", "mongo_load"])
+    assert run_records.start("nightly-1", resume=True, force_publish=True) == ("spark", True, ["clean", "mongo_load"])
+    assert run_records.start("nightly-1", resume=True, engine="ease") == ("ease", True, ["clean", "mongo_load"])
+    assert run_records.start("nightly-1", resume=True) == ("ease", True, ["clean", "mongo_load"])  # the flag wins, kept
+    # a --rerun given to the resume wins too, and is kept; an empty one forces nothing from then on
+    assert run_records.start("nightly-1", resume=True, rerun=["load"]) == ("ease", True, ["load", "clean", "mongo_load"])
+    assert run_records.start("nightly-1", resume=True) == ("ease", True, ["load", "clean", "mongo_load"])
+    assert run_records.start("nightly-1", resume=True, rerun=[]) == ("ease", True, [])
+    assert run_records.start("nightly-1", resume=True) == ("ease", True, [])
+
+
+def test_a_run_recorded_before_rerun_existed_resumes_without_it(data_dir):
+    """pipeline.json of a run started before --rerun: no stage forced, unless the resume asks."""
+    storage.write_text(runs.record_path("r-old", run_records.OPTIONS), '{"engine": "ease", "force_publish": false}')
+    reconcile.write_record("r-old", "load", {"status": "ok", "inputs": ["a.json"]})
+    assert run_records.start("r-old", resume=True) == ("ease", False, [])
+    assert run_records.start("r-old", resume=True, rerun=["mongo_load"]) == ("ease", False, ["mongo_load"])
+
+
+def test_start_refuses_a_stage_that_has_nothing_to_rerun(data_dir, capsys):
+    with pytest.raises(SystemExit, match="--rerun: cannot rerun eda, train: only load, clean, mongo_load"):
+        run_records.start("r-bad", resume=False, rerun=["train", "eda"])
+    assert not (data_dir / "runs" / "r-bad").exists()
+
+
+def test_bin_pipeline_reads_the_options_start_prints(data_dir, capsys):
+    """``start`` prints ENGINE FORCE_PUBLISH RERUN on one line, RERUN a,b or - (bin/pipeline's read)."""
+    assert run_records.main(["start", "r-cli", "--engine", "ease", "--rerun", "clean"]) == 0
+    assert capsys.readouterr().out == "ease 0 clean,mongo_load\n"
+    reconcile.write_record("r-cli", "load", {"status": "ok", "inputs": ["a.json"]})
+    assert run_records.main(["start", "r-cli", "--resume", "--force-publish", "--rerun", ""]) == 0
+    assert capsys.readouterr().out == "ease 1 -\n"
+
+
+@pytest.mark.parametrize("named, forced", [
+    ([], []), (["load"], ["load", "clean", "mongo_load"]), (["clean"], ["clean", "mongo_load"]),
+    (["mongo_load", "clean"], ["clean", "mongo_load"]), (["mongo_load"], ["mongo_load"]),
+])
+def test_a_forced_stage_forces_the_rerunnable_ones_after_it(named, forced):
+    """A forced load or clean writes the ledger entries of before: the stages after it would skip."""
+    assert runs.forced_stages(named) == forced
 
 
 def test_a_resume_of_an_unknown_run_leaves_no_folder_behind(data_dir, capsys):
     """A run started by the DAG has no options record: the defaults, said so; an id with no records
     at all gets no folder (inputs() refuses it next, and a new run may take the id)."""
-    assert run_records.start("r-unknown", resume=True) == ("auto", False)
+    assert run_records.start("r-unknown", resume=True) == ("auto", False, [])
     assert "recorded no --engine" in capsys.readouterr().err
     assert not (data_dir / "runs" / "r-unknown").exists()
 

@@ -34,6 +34,18 @@ def test_load_args_leave_the_default_to_load(params, given, args):
     assert params.load_args(given) == args
 
 
+@pytest.mark.parametrize("rerun, forced", [
+    ([], []), (["load"], ["load", "clean", "mongo_load"]), (["clean"], ["clean", "mongo_load"]),
+    (["mongo_load"], ["mongo_load"])])
+def test_the_rerun_param_forces_the_stages_it_names_and_the_rerunnable_ones_after_them(params, rerun, forced):
+    """As bin/pipeline --rerun: each forced stage gets --force; load's comes after its inputs."""
+    given = {"inputs": ["/d/a.json"], "remove": [], "rerun": rerun}
+    assert {job: params.rerun_args(job)(given) for job in ("load", "clean", "mongo_load")} == {
+        job: ["--force"] if job in forced else [] for job in ("load", "clean", "mongo_load")}
+    assert params.load_args(given) == ["--input", "/d/a.json", *(["--force"] if "load" in forced else [])]
+    assert params.rerun_args("clean")({}) == []  # a run triggered with the params of before
+
+
 def test_force_args(params):
     assert (params.force_args({"force_publish": True}), params.force_args({"force_publish": False})) == (["--force"], [])
 
