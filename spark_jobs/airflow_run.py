@@ -6,7 +6,8 @@ logs. bin/pipeline has parsed the flags and recorded the run's options (spark_jo
 ``start``) before it hands over here. Airflow is driven through its CLI, never imported: it has a
 venv of its own. Standard library and core only: no Spark starts.
 
-    python -m spark_jobs.airflow_run trigger RUN --engine E [--force-publish] [--rerun A,B] [--input I ...] [--remove N ...]
+    python -m spark_jobs.airflow_run trigger RUN --engine E [--force-publish] [--rerun A,B] [--input I ...]
+        [--remove N ...]
 
 Exit 0 when the DAG run succeeded; 1 when Airflow is missing, does not know the DAG, a CLI step
 fails, the run failed, or it is still running after ``AIRFLOW_RUN_TIMEOUT`` seconds.

@@ -20,6 +20,7 @@ from typing import Any
 
 from core import storage
 from core.env import env_float, env_str
+from core.runs import EXIT_PERMANENT
 from core.settings import get_settings
 from spark_jobs import jvm_jar
 
@@ -215,18 +216,34 @@ def of_deleted_users(reviews):
     return reviews.join(F.broadcast(ids), "user_id", "left_semi")
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, but a usage error (argparse exits 2: an unknown option, an engine
+    train does not know, a run id with no file-safe character) exits core.runs.EXIT_PERMANENT: the
+    same arguments fail the same way on every retry, so the DAG does not retry it."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == 2:
+            raise SystemExit(EXIT_PERMANENT) from None
+        raise
+
+
 def run_job(name: str, doc: str | None, argv: list[str] | None,
             work: Callable[[Any, argparse.Namespace], dict[str, Any]], *,
             options: Callable[[argparse.ArgumentParser], None] | None = None,
             failures: tuple[type[Exception], ...] = (),
+            permanent: tuple[type[Exception], ...] = (),
             summary: Callable[[dict[str, Any]], str] | None = None,
             started: Callable[[argparse.Namespace], dict[str, Any]] | None = None) -> int:
     """The main() of every Spark job: its CLI, one session, its record, its exit status.
 
     The job holds the batch lock (:func:`batch_lock`) from before its first record until its last.
     ``work(spark, args)`` does the job and returns its record. A failure the job declares (an
-    unbalanced count, no data) is recorded as ``{"status": "failed"}`` and exits 1, so Airflow
-    retries and the admin shows why; anything else propagates. The session is stopped however the
+    unbalanced count) is recorded as ``{"status": "failed"}`` and exits 1, so Airflow retries and
+    the admin shows why; one of ``permanent`` (an input that names no file, no data: a retry would
+    fail the same way) is recorded alike and exits core.runs.EXIT_PERMANENT, on which the DAG's
+    task fails without its retries, and so do bad arguments (:func:`parse_args`). Anything else
+    propagates (exit 1: retried). The session is stopped however the
     job ends. Every job first records ``{"status": "started", ...}``, before the session starts:
     a job killed or crashed half-way then leaves "started", never the "ok" of an earlier attempt in
     the same run, which ``bin/pipeline --resume`` would skip as finished (spark_jobs/run_records.py).
@@ -240,17 +257,17 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
     if options is not None:
         options(parser)
     run_id_arg(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     with batch_lock(name, args.run_id):  # before the session: a job waiting for it holds no driver
         begun = started(args) if started is not None else {}
         write_record(args.run_id, name, {"status": "started", **begun, "started_at": time.time()})
         spark = spark_session(name)
         try:
             record = work(spark, args)
-        except failures as exc:
+        except (*permanent, *failures) as exc:
             write_record(args.run_id, name, {**begun, "status": "failed", "error": str(exc)})
             print(f"{name}: {exc}", file=sys.stderr)
-            return 1
+            return EXIT_PERMANENT if isinstance(exc, permanent) else 1
         finally:
             spark.stop()
         write_record(args.run_id, name, {**begun, **record})

@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(
         "eda", __doc__, argv,
         lambda spark, args: run_eda(spark, settings.data_dir / "clean", settings.eda_dir, args.run_id),
-        failures=(NoData,),
+        permanent=(NoData,),  # clean left no reviews: a retry reads the same folder
         summary=lambda record: (f"eda: {len(record['analyses'])} analyses in {record['out_dir']} "
                                 f"(and {record['latest']}), {record['seconds']} s"))
 

@@ -340,9 +340,10 @@ def remove_units(spark: SparkSession, out_dir: str, ledger: dict, names: list[st
     """
     done = ledger.get("units", {})
     if both := sorted({u.name for u in given} & set(names)):
-        raise ValueError(f"load: {', '.join(both)}: both an input and to be removed")
+        raise units.InputsRefused(f"load: {', '.join(both)}: both an input and to be removed")
     if not given and not set(done) - set(names):
-        raise ValueError(f"load: --remove would leave no file loaded in {out_dir}; remove the folder to start over")
+        raise units.InputsRefused(f"load: --remove would leave no file loaded in {out_dir}; "
+                                  f"remove the folder to start over")
     partitions = {name: [f"{out_dir}/{folder}/unit={units.partition_value(name)}" for folder in KINDS.values()]
                   for name in names}
     present = [n for n, paths in partitions.items() if n in done or any(units.exists(spark, p) for p in paths)]
@@ -496,8 +497,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument("--remove", action="append", default=[], metavar="FILE_NAME",
                                 help="take a loaded file (by its file name) out, its rows and its ledger entry; "
                                      "repeatable")),
-        # a file or a glob that names none; inputs that contradict each other or the ledger
+        # a staged write that vanished, any other refusal
         failures=(Unbalanced, FileNotFoundError, ValueError),
+        # a file or a glob that names none; inputs that contradict each other or the ledger: not retried
+        permanent=(units.NoInputFile, units.InputsRefused),
         # recorded before loading, so a resume of a load that failed or was killed loads the same files
         started=lambda args: {"inputs": inputs(args), **({"remove": args.remove} if args.remove else {})})
 

@@ -37,6 +37,7 @@ import time
 
 from core import artifacts, mongo, popular, rating_history, shopper_controls, stored_lists
 from core.env import env_int
+from core.runs import EXIT_PERMANENT
 from spark_jobs import common, reconcile
 from spark_jobs.common import run_id_arg
 
@@ -214,13 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     run_id_arg(parser)
     parser.add_argument("--version", required=True)
     parser.add_argument("--force", action="store_true", help="publish even if the gate says no")
-    args = parser.parse_args(argv)
+    args = common.parse_args(parser, argv)
     with common.batch_lock("publish", args.run_id):  # no Spark session, but the lists and CURRENT of every run
         # as every job (spark_jobs/common.run_job): a publish killed half-way leaves "started", not an
         # earlier attempt's decision, so a resume runs it again
         reconcile.write_record(args.run_id, "publish", {"status": "started", "version": args.version,
                                                         "force": args.force, "started_at": time.time()})
-        record = publish(args.version, args.run_id, args.force)
+        try:
+            record = publish(args.version, args.run_id, args.force)
+        except VersionGone as exc:  # pruned or never complete: no retry brings its files back
+            reconcile.write_record(args.run_id, "publish", {"status": "failed", "version": args.version,
+                                                            "force": args.force, "error": str(exc)})
+            print(f"publish: {exc}", file=sys.stderr)
+            return EXIT_PERMANENT
         # published, rejected or unchanged: the versions no one can need any more go (MODEL_VERSIONS_KEPT)
         protect = {artifacts.current_version(), record.get("replaced"), args.version} - {None}
         try:

@@ -101,6 +101,16 @@ def file_names(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(os.path.basename(name) for name in names))
 
 
+class NoInputFile(FileNotFoundError):
+    """An input names no file (a glob that matches none, a path that is not there): load fails the
+    same way on a retry (spark_jobs/common.run_job: a permanent failure)."""
+
+
+class InputsRefused(ValueError):
+    """Inputs load refuses as they are given (not local, two of one file name, a file both loaded
+    and removed): a retry refuses them again."""
+
+
 def list_units(inputs: list[str]) -> list[Unit]:
     """The files ``inputs`` (files or globs) name, sorted, each with its checksum.
 
@@ -112,19 +122,19 @@ def list_units(inputs: list[str]) -> list[Unit]:
     files: list[str] = []
     for pattern in inputs:
         if "://" in _local(pattern):
-            raise ValueError(f"load: {pattern}: only local input files can be fingerprinted")
+            raise InputsRefused(f"load: {pattern}: only local input files can be fingerprinted")
         matched = matches(pattern)
         if not matched:
-            raise FileNotFoundError(f"load: no input file matches {pattern}")
+            raise NoInputFile(f"load: no input file matches {pattern}")
         for f in matched:
             if not os.path.isfile(f):
-                raise FileNotFoundError(f"load: no input file {f}")
+                raise NoInputFile(f"load: no input file {f}")
         files.extend(matched)
     units, seen = [], {}
     for f in dict.fromkeys(os.path.abspath(f) for f in files):
         name = os.path.basename(f)
         if name in seen:
-            raise ValueError(f"load: two inputs share the file name {name}: {seen[name]} and {f}")
+            raise InputsRefused(f"load: two inputs share the file name {name}: {seen[name]} and {f}")
         seen[name] = f
         units.append(Unit(name=name, path=f, category=category_of(name), sha256=sha256_file(f),
                           size=os.path.getsize(f)))

@@ -1,6 +1,7 @@
 """``SparkJobOperator``: ``spark-submit`` of one of spark_jobs/ with the app's binary, Python and
 settings, as ``bin/pipeline`` does by hand (the environment it reads is listed in the docstring of
-dags/recommender_pipeline.py).
+dags/recommender_pipeline.py); a job that exits core.runs.EXIT_PERMANENT fails its task without
+the retries.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from airflow.exceptions import AirflowFailException, AirflowNotFoundException
+from airflow.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import BaseHook
 
@@ -17,6 +18,7 @@ from airflow.sdk import BaseHook
 # airflow, docker/airflow.Dockerfile): core.settings, spark_jobs.pyfiles and spark_jobs.jvm_jar use only the standard
 # library, and the DAG and the jobs then agree on every default (DATA_DIR, LOCAL_DIR, DEMO_INPUT).
 from core.env import env_str
+from core.runs import EXIT_PERMANENT
 from core.settings import get_settings
 from spark_jobs import jvm_jar, pyfiles
 
@@ -72,11 +74,22 @@ def job_env() -> dict[str, str]:
     return env
 
 
+def exit_status(hook: Any) -> int | None:
+    """The exit status of the spark-submit the provider's hook ran and waited for (its Popen,
+    ``_submit_sp``: the hook raises a plain AirflowException that gives the status in its text
+    only); None when it ran none (a failure before the submit). In client mode spark-submit exits
+    with the job's own status; in cluster mode it does not, and every failure is retried."""
+    return getattr(getattr(hook, "_submit_sp", None), "returncode", None)
+
+
 class SparkJobOperator(SparkSubmitOperator):
     """``spark-submit --py-files <zip> spark_jobs/<job>.py`` with the app's binary, Python and settings.
 
     ``args_from_params`` adds arguments that Jinja cannot express in ``application_args``
-    (recommender/params.py).
+    (recommender/params.py). A job that failed for a reason a retry cannot fix (it exits
+    core.runs.EXIT_PERMANENT: bad arguments, an input that names no file, a version that is gone)
+    fails the task with AirflowFailException, which Airflow does not retry; any other failure is
+    retried as the DAG's default_args say.
     """
 
     def __init__(self, *, job: str, args_from_params: Callable[[Mapping[str, Any]], list[str]] | None = None,
@@ -110,4 +123,14 @@ class SparkJobOperator(SparkSubmitOperator):
         jars = jvm_jar.submit_jars()
         if jars:
             self.jars = ",".join(jars)
-        return super().execute(context)
+        try:
+            return super().execute(context)
+        except AirflowFailException:
+            raise
+        except AirflowException as exc:
+            if exit_status(self._hook) != EXIT_PERMANENT:
+                raise
+            raise AirflowFailException(
+                f"spark_jobs/{self.task_id}.py failed for a reason a retry cannot fix (exit status {EXIT_PERMANENT}; "
+                f"its log above says why): not retried. Fix it, then clear the task or resume the run"
+            ) from exc

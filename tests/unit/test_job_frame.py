@@ -8,8 +8,9 @@ import importlib
 
 import pytest
 
+from core.runs import EXIT_PERMANENT
 from core.settings import get_settings
-from spark_jobs import common, reconcile
+from spark_jobs import common, reconcile, units
 from spark_jobs.eda import NoData
 from spark_jobs.reconcile import Unbalanced
 
@@ -39,12 +40,13 @@ def frame(monkeypatch):
     return seen
 
 
-# (module, the function its main() runs, failures it declares, a record its summary can print)
+# (module, the function its main() runs, failures it declares that a retry may fix, a record its
+# summary can print)
 JOBS = [
     ("load", "load", (Unbalanced,), {}),
     ("clean", "clean", (Unbalanced,), {}),
     ("mongo_load", "mongo_load", (), {}),
-    ("eda", "run_eda", (NoData,), {"analyses": [1], "out_dir": "o", "latest": "l", "seconds": 1}),
+    ("eda", "run_eda", (), {"analyses": [1], "out_dir": "o", "latest": "l", "seconds": 1}),
     ("train", "train", (), {"version": "v1", "engine": "ease"}),
 ]
 
@@ -91,6 +93,74 @@ def test_a_declared_failure_is_recorded_and_exits_1(frame, monkeypatch, capsys, 
     assert frame["records"][-1] == ("r-2", module, {**kept, "status": "failed", "error": "3 rows in but 2 accounted for"})
     assert f"{module}: 3 rows in but 2 accounted for" in capsys.readouterr().err
     assert frame["sessions"][0].stopped
+
+
+@pytest.mark.parametrize("module, work, error", [
+    ("load", "load", units.NoInputFile("load: no input file matches /d/*.jsonl.gzz")),
+    ("load", "load", units.InputsRefused("load: two inputs share the file name a.json: /d/a.json and /e/a.json")),
+    ("load", "load", units.InputsRefused("load: a.json: both an input and to be removed")),
+    ("eda", "run_eda", NoData("no clean reviews in /d/clean/reviews; run load and clean first")),
+], ids=["no-input-file", "two-of-one-name", "input-and-removed", "eda-no-data"])
+def test_a_failure_a_retry_cannot_fix_is_recorded_and_exits_permanent(frame, monkeypatch, capsys, module, work, error):
+    """The DAG's task fails at once on EXIT_PERMANENT instead of retrying (dags/recommender/operators.py)."""
+    job = importlib.import_module(f"spark_jobs.{module}")
+
+    def fail(spark, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(job, work, fail)
+    assert job.main(["--run-id", "r-3"]) == EXIT_PERMANENT
+    assert frame["records"][-1][2]["status"] == "failed" and frame["records"][-1][2]["error"] == str(error)
+    assert f"{module}: {error}" in capsys.readouterr().err
+    assert frame["sessions"][0].stopped
+
+
+def test_an_input_glob_that_matches_nothing_exits_permanent(frame, tmp_path, capsys):
+    from spark_jobs import load
+
+    assert load.main(["--input", str(tmp_path / "*.jsonl.gzz"), "--run-id", "r-9"]) == EXIT_PERMANENT
+    assert f"load: no input file matches {tmp_path}/*.jsonl.gzz" in capsys.readouterr().err
+
+
+def test_a_staged_write_that_vanished_is_left_to_the_retries(frame, monkeypatch):
+    """Not every FileNotFoundError of load is about its inputs: a staged write another job's clean-up
+    deleted is redone by a retry."""
+    from spark_jobs import load
+
+    def fail(spark, *args, **kwargs):
+        raise FileNotFoundError("the staged write /d/_staging/x is gone; /d/reviews/unit=a is left as it was")
+
+    monkeypatch.setattr(load, "load", fail)
+    assert load.main(["--run-id", "r-4"]) == 1
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("load", ["--inputs", "a.json"]), ("clean", ["--run-id", ":+/"]), ("train", ["--engine", "gpu"]),
+    ("mongo_load", ["--force", "yes"]), ("eda", ["--run-id"]), ("publish", ["--run-id", "r-5"]),  # publish: no --version
+])
+def test_bad_arguments_exit_permanent_before_anything_starts(frame, module, argv, capsys):
+    job = importlib.import_module(f"spark_jobs.{module}")
+    with pytest.raises(SystemExit) as exited:
+        job.main(argv)
+    assert exited.value.code == EXIT_PERMANENT
+    assert "error:" in capsys.readouterr().err  # argparse's usage and message
+    assert frame["sessions"] == [] and frame["records"] == []
+    with pytest.raises(SystemExit) as exited:
+        job.main(["--help"])
+    assert exited.value.code == 0
+
+
+def test_publish_of_a_version_that_is_gone_is_recorded_and_exits_permanent(frame, monkeypatch, capsys):
+    from spark_jobs import publish
+
+    def gone(version, run_id, force=False):
+        raise publish.VersionGone(f"model version {version} was pruned at 2026-12-01 00:00:00 UTC")
+
+    monkeypatch.setattr(publish, "publish", gone)
+    assert publish.main(["--version", "v-0", "--run-id", "r-8"]) == EXIT_PERMANENT
+    assert [(job, r["status"]) for _, job, r in frame["records"]] == [("publish", "started"), ("publish", "failed")]
+    assert "model version v-0 was pruned" in frame["records"][-1][2]["error"]
+    assert "publish: model version v-0 was pruned" in capsys.readouterr().err
 
 
 def test_load_records_its_inputs_before_it_starts_and_when_it_fails(frame, monkeypatch):

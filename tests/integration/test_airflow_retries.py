@@ -1,0 +1,69 @@
+"""The DAG's Spark tasks: a job that failed for a reason a retry cannot fix is not retried.
+
+A job exits core.runs.EXIT_PERMANENT for such a failure (spark_jobs/common.run_job); the task
+(dags/recommender/operators.SparkJobOperator) turns that exit status of spark-submit into
+AirflowFailException, which Airflow does not retry, and leaves every other failure to the retries.
+Checked with Airflow itself, in its own venv (``bin/services install airflow``), with the
+provider's real hook running a stand-in spark-submit that exits as told: no Airflow run, no Spark.
+This checkout's code is put first on the import path, whichever checkout the venv has installed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from core.runs import EXIT_PERMANENT
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+
+PROBE = f"""
+import importlib.util, json, os, sys
+sys.path[:0] = [{str(ROOT)!r}, {str(DAGS)!r}]
+spec = importlib.util.spec_from_file_location("recommender_pipeline", {str(DAGS / "recommender_pipeline.py")!r})
+p = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(p)
+out = {{}}
+for status in sys.argv[1:]:
+    os.environ["STUB_EXIT"] = status
+    try:
+        p.dag.get_task("clean").execute({{"params": {{"rerun": []}}}})
+        out[status] = {{"error": None}}
+    except Exception as exc:
+        out[status] = {{"error": type(exc).__name__, "message": str(exc)}}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def airflow_python() -> Path:
+    from core.settings import get_settings
+
+    python = get_settings().local_dir / "airflow-venv" / "bin" / "python"
+    assert python.exists(), f"no Airflow venv at {python.parent.parent}: run bin/services install airflow"
+    return python
+
+
+def test_a_permanent_failure_fails_the_task_without_retries_and_others_are_retried(airflow_python, tmp_path):
+    stub = tmp_path / "spark-submit"
+    stub.write_text('#!/bin/sh\necho "stand-in spark-submit $*"\nexit "$STUB_EXIT"\n')
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW_CONN_SPARK_DEFAULT="spark://local%5B1%5D", SPARK_SUBMIT_BINARY=str(stub),
+               LOCAL_DIR=str(tmp_path / "local"), DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run([str(airflow_python), "-c", PROBE, str(EXIT_PERMANENT), "1", "0"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # AirflowFailException: the task fails at once; AirflowException: Airflow retries it
+    assert out[str(EXIT_PERMANENT)]["error"] == "AirflowFailException", out
+    assert "spark_jobs/clean.py failed for a reason a retry cannot fix" in out[str(EXIT_PERMANENT)]["message"]
+    assert out["1"]["error"] == "AirflowException", out
+    assert out["0"] == {"error": None}
