@@ -162,6 +162,16 @@ def test_resume_refuses_inputs_other_than_the_recorded_ones(pipeline):
     assert _args(submitted, "load") == ["--input", one, "--run-id", run_id], done.stdout + done.stderr
 
 
+def test_resume_takes_a_relative_input_as_the_relative_one_an_older_run_recorded(pipeline):
+    """bin/pipeline makes --input data/... absolute from the caller's directory (here the repository);
+    a run of a bin/pipeline from before recorded it as given, and load ran it from the repository."""
+    run_id = _run_id()
+    relative = str(DEMO_FILE.relative_to(ROOT))
+    _record(run_id, "load", {"status": "failed", "error": "unbalanced", "inputs": [relative]})
+    done, submitted = pipeline("--resume", run_id, "--input", f"./{relative}", fail="clean")
+    assert _args(submitted, "load") == ["--input", relative, "--run-id", run_id], done.stdout + done.stderr
+
+
 def test_resume_removes_what_the_run_recorded_and_refuses_another_remove(pipeline):
     """A load killed before it removed the file (review: the resume used to drop the --remove)."""
     run_id = _run_id()

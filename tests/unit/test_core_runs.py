@@ -222,3 +222,22 @@ def test_a_resume_warns_of_inputs_changed_since_its_load_finished(data_dir, tmp_
     reconcile.write_record("r-ch", "load", {"status": "started", "inputs": patterns})
     run_records.load_args("r-ch", [], [])
     assert "changed" not in capsys.readouterr().err
+
+
+def test_a_resumes_input_matches_the_recorded_one_however_either_is_written(data_dir):
+    """bin/pipeline makes a relative --input absolute from the caller's directory as is
+    ($PWD/./data/x); runs before it recorded them relative, as load ran them from the repository.
+    Both sides are compared as absolute, normalised paths; the run's own are what load gets."""
+    from core.settings import PROJECT_ROOT
+
+    recorded = ["data/demo/a.jsonl.gz", f"{PROJECT_ROOT}/data/samples/../samples/*.json.gz", "s3a://b/in/c.json"]
+    reconcile.write_record("r-rel", "load", {"status": "failed", "inputs": recorded})
+    given = [f"{PROJECT_ROOT}/./data/demo/a.jsonl.gz", f"{PROJECT_ROOT}/data/samples/*.json.gz", "s3a://b/in/c.json"]
+    expected = [arg for path in recorded for arg in ("--input", path)]
+    assert run_records.load_args("r-rel", given, []) == expected
+    assert run_records.load_args("r-rel", ["s3a://b/in/c.json", "data/samples/*.json.gz", "./data/demo/a.jsonl.gz"],
+                                 []) == expected
+    with pytest.raises(SystemExit, match="not .*data/demo/b.jsonl.gz"):
+        run_records.load_args("r-rel", [f"{PROJECT_ROOT}/data/demo/b.jsonl.gz", *given[1:]], [])
+    with pytest.raises(SystemExit, match="resume it without --input"):
+        run_records.load_args("r-rel", ["s3a://b/in/./c.json", *given[:2]], [])  # a URI is compared as written
