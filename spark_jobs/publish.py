@@ -179,6 +179,15 @@ def _check_present(version: str) -> None:
                       f"so it cannot be made current")
 
 
+def pruned_unmarked() -> set[str]:
+    """The versions MongoDB records without ``pruned_at`` whose folders are gone: those a publish
+    pruned before it marked what it pruned (17b2c23), which the admin listed as if they could be
+    made current. The next prune marks them, with its own time (when they went is not known). One
+    existence check per unmarked record: after that prune, only the versions kept are unmarked."""
+    found = mongo.get_db()[mongo.MODEL_VERSIONS].find({"pruned_at": {"$exists": False}}, {"_id": 1})
+    return {str(doc["_id"]) for doc in found if not artifacts.has_version(str(doc["_id"]))}
+
+
 def publish(version: str, run_id: str, force: bool = False) -> dict:
     current = artifacts.current_version()
     if current == version:
@@ -232,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         protect = {artifacts.current_version(), record.get("replaced"), args.version} - {None}
         try:
             record["pruned"] = artifacts.prune_versions(protect)
-            # the records stay, with their metrics, marked: the admin offers no rollback to them
-            mongo.record_pruned_versions({artifacts.folder_version(name) for name in record["pruned"]})
+            # the records stay, with their metrics, marked: the admin offers no rollback to them; so
+            # are those of versions pruned before publish marked them
+            mongo.record_pruned_versions({artifacts.folder_version(name) for name in record["pruned"]}
+                                         | pruned_unmarked())
         except Exception as exc:  # noqa: BLE001  housekeeping: its failure must not fail a publish done
             print(f"publish: old model versions not deleted or not marked pruned: {exc}", file=sys.stderr)
             record["prune_error"] = f"{exc.__class__.__name__}: {exc}"

@@ -372,6 +372,23 @@ def test_a_pruned_version_is_refused_saying_so_and_nothing_changes(own):
     assert mongo.get_db()[mongo.MODEL_VERSIONS].find_one({"_id": gone})["published"] is False
 
 
+def test_versions_pruned_before_publish_marked_them_are_marked_by_the_next_prune(own):
+    """Before 17b2c23 publish deleted old version folders without marking their records: the admin
+    listed them as if they could be made current. The next publish's prune marks every recorded
+    version whose folder is gone (metrics kept), and no version that still has its folder."""
+    from spark_jobs import publish as job
+
+    old = "20250101T000000000000-00000001"  # pruned by an older publish: a record, no folder, no mark
+    mongo.record_model_version(old, {"published": False, "metrics": {"validation": {"ndcg@10": 0.4}}})
+    kept = _version(_val(0.4, 0.01), seed=1)
+    mongo.record_model_version(kept, {"published": False})
+    version = _version(_val(0.5, 0.01), seed=2)
+    assert job.main(["--run-id", "it-prune-backfill", "--version", version, "--force"]) == 0
+    records = {d["_id"]: d for d in mongo.get_db()[mongo.MODEL_VERSIONS].find({})}
+    assert records[old]["pruned_at"] > 0 and records[old]["metrics"] == {"validation": {"ndcg@10": 0.4}}
+    assert [v for v, d in records.items() if "pruned_at" in d] == [old]
+
+
 def test_a_failed_prune_does_not_fail_the_publish_it_follows(own, monkeypatch):
     """Deleting old versions is housekeeping after the switch: when it fails (a bucket's permission,
     a folder gone) the publish is still recorded as done, with the error, and not retried for ever."""
