@@ -24,7 +24,7 @@ def local_dir(tmp_path) -> Path:
 
 @pytest.mark.parametrize("args, named", [
     (["--input"], "--input"), (["--remove"], "--remove"), (["--run-id"], "--run-id"), (["--resume"], "--resume"),
-    (["--engine"], "--engine"), (["--input", "a.jsonl", "--run-id"], "--run-id"),
+    (["--engine"], "--engine"), (["--rerun"], "--rerun"), (["--input", "a.jsonl", "--run-id"], "--run-id"),
     (["--input", "--airflow"], "--input"), (["--engine", "--force-publish"], "--engine")])
 def test_an_option_without_its_value_is_named(local_dir, args, named):
     done = subprocess.run([str(ROOT / "bin" / "pipeline"), *args], env={**os.environ, "LOCAL_DIR": str(local_dir)},
