@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -100,10 +100,35 @@ def history_entries(doc: dict | None) -> tuple[dict[str, tuple[float, float]], d
     return rated, gone
 
 
-def history_doc(user_id: str, ratings: dict[str, tuple[float, float]], removed: dict[str, float]) -> dict[str, Any]:
-    """The stored form of a user's history (read back by :func:`history_entries`)."""
-    return {"_id": user_id, "ratings": [{"p": p, "r": float(r), "t": float(t)} for p, (r, t) in ratings.items()],
-            "removed": [{"p": p, "t": float(t)} for p, t in removed.items()]}
+def history_doc(user_id: str, ratings: dict[str, tuple[float, float]], removed: dict[str, float],
+                batch: Iterable[str] = ()) -> dict[str, Any]:
+    """The stored form of a user's history (read back by :func:`history_entries`); ``batch``: the
+    products whose rating is a recent batch review (:func:`recent_batch_reviews`), kept only when
+    there is one (a history from before the field has none)."""
+    doc = {"_id": user_id, "ratings": [{"p": p, "r": float(r), "t": float(t)} for p, (r, t) in ratings.items()],
+           "removed": [{"p": p, "t": float(t)} for p, t in removed.items()]}
+    batch = sorted(set(batch) & set(ratings))
+    if batch:
+        doc[BATCH] = batch
+    return doc
+
+
+# A history's products whose rating is a batch review dated late enough to fall within trending's
+# window (core/trending_votes.py, whose votes are the shoppers' live ratings only). The batch load
+# lists them (spark_jobs.mongo_load.user_history_docs); only those: a review dated a window before
+# the load can never vote, and the Amazon reviews are years old, so most histories list none.
+BATCH = "batch"
+
+
+def recent_batch_reviews(doc: dict | None, ratings: dict[str, tuple[float, float]] | None = None) -> set[str]:
+    """The products a history lists as recent batch reviews (:data:`BATCH`). With ``ratings``, the
+    history as a live writer changed it: those whose rating it left as read (a live rating that
+    replaced one is no longer a batch review). Every writer of a history keeps them this way."""
+    listed = set((doc or {}).get(BATCH) or [])
+    if ratings is None or not listed:
+        return listed
+    before = history_entries(doc)[0]
+    return {p for p in listed if p in ratings and ratings[p] == before.get(p)}
 
 
 def rating_values(rated: dict[str, tuple[float, float]]) -> dict[str, float]:
@@ -179,7 +204,8 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
         ratings, removed = history_entries(doc)
         if apply_history_change(ratings, removed, product_id, rating, ts) or doc is None:
             fence()  # the lock taken over while this stalled: raises, the newer history stays
-            db[mongo.USER_HISTORY].replace_one({"_id": user_id}, history_doc(user_id, ratings, removed), upsert=True)
+            new = history_doc(user_id, ratings, removed, recent_batch_reviews(doc, ratings))
+            db[mongo.USER_HISTORY].replace_one({"_id": user_id}, new, upsert=True)
     # after the write, changed or not: the refresh that takes the mark reads this history, and a
     # change already written by a batch that failed after its histories' write (the one-at-a-time
     # retry finds it there) is marked here, or trending would never read it

@@ -45,7 +45,7 @@ from typing import Any, Iterable
 import redis
 from pymongo.database import Database
 
-from core import mongo, trending_commit, trending_store, trending_votes
+from core import mongo, rating_history, trending_commit, trending_store, trending_votes
 from core.settings import TASK_TIME_LIMIT_S
 from core.trending_store import LockLost  # update raises it; callers catch it as trending.LockLost
 
@@ -148,7 +148,8 @@ def _update(r: redis.Redis, db: Database, now: float, rebuild: bool, hold: trend
         old = {u: json.loads(v) for u, v in zip(users, r.hmget(k("users"), users) if users else []) if v}
         carried = trending_votes.stored_votes(old, now)
     # the marked users' histories win: a worker's batch stores its ratings after it marks them
-    histories = trending_store.read_by_ids(db, mongo.USER_HISTORY, changed, {"ratings": 1, "removed": 1}, hold)
+    fields = {"ratings": 1, "removed": 1, rating_history.BATCH: 1}
+    histories = trending_store.read_by_ids(db, mongo.USER_HISTORY, changed, fields, hold)
     # updated in place, not copied: a rebuild's commit pops each user's votes as it writes them, which
     # frees them only if nothing else holds the dict
     new = carried

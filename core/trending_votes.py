@@ -19,10 +19,12 @@ the state keeps s(p) = sum (r_u / 5) * 2 ** ((t_u - T0) / H) / n_u ("forward dec
 S's, and S(p) = s(p) * 2 ** -((now - T0) / H). :func:`terms` gives a user's terms of s(p).
 
 The window's rating events give the votes its histories hold (the workers apply the same events to
-them): :func:`fold_events`, which a rebuild runs on the scan as it reads it. One difference from
-ranking the events: a history also holds the user's batch reviews, dated when they were written,
-so one dated within the window counts when the refresh reads that history (the Amazon reviews
-loaded are years old; the events rule never counted batch reviews).
+them): :func:`fold_events`, which a rebuild runs on the scan as it reads it. A history also holds
+the user's batch reviews, dated when they were written: trending is the shoppers' live ratings
+(README; core.popular falls back to the batch reviews only while there are none), so the batch
+load lists the reviews dated late enough to be within a window (core.rating_history.BATCH) and a
+history's votes leave them out (:func:`live_entries`), as the events do. A history written before
+that list existed has none: its batch reviews count until the next load rewrites it.
 """
 from __future__ import annotations
 
@@ -66,10 +68,21 @@ def capped(user_votes: Iterable[Vote]) -> list[Vote]:
 
 
 def votes(history: dict | None, now: float) -> list[Vote]:
-    """(product, rating, ts) of a ``user_history`` document's ratings that vote at ``now``: those
-    dated within the window, at most ``MAX_VOTES_PER_USER`` of them (:func:`capped`)."""
-    rated, _removed = rating_history.history_entries(history)
+    """(product, rating, ts) of a ``user_history`` document's ratings that vote at ``now``: its live
+    ratings (:func:`live_entries`) dated within the window, at most ``MAX_VOTES_PER_USER`` of them
+    (:func:`capped`)."""
+    rated, _removed = live_entries(history)
     return capped((p, r, t) for p, (r, t) in rated.items() if t >= now - WINDOW_S)
+
+
+def live_entries(history: dict | None) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """:func:`core.rating_history.history_entries` without the batch reviews the history lists as
+    recent (:func:`core.rating_history.recent_batch_reviews`): what the shoppers did on the site,
+    which is what the window's rating events hold (a removal is always theirs)."""
+    rated, removed = rating_history.history_entries(history)
+    for p in rating_history.recent_batch_reviews(history):
+        rated.pop(p, None)
+    return rated, removed
 
 
 # The change of one (user, product) that the events leave so far, all a rebuild keeps of them while
@@ -148,8 +161,8 @@ def _votes_of_latest(latest: dict[str, dict[str, _Latest]], between: Callable[[]
 
 
 def last_activity(history: dict | None) -> float:
-    """The newest rating or removal in a history: trending counts as live for a window after it."""
-    rated, removed = rating_history.history_entries(history)
+    """The newest live rating or removal in a history: trending counts as live for a window after it."""
+    rated, removed = live_entries(history)
     return max([t for _r, t in rated.values()] + list(removed.values()), default=float("-inf"))
 
 

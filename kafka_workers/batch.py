@@ -282,7 +282,8 @@ def _apply_to_histories(batch: list[RatingEvent], by_user: dict[str, list[int]],
                 rating = rating_history.history_rating(e.action, e.rating)
                 changed = rating_history.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
         if changed:
-            changes.new_histories[user] = rating_history.history_doc(user, ratings, removed)
+            changes.new_histories[user] = rating_history.history_doc(
+                user, ratings, removed, rating_history.recent_batch_reviews(read.histories.get(user), ratings))
         if excl_changed:
             changes.new_exclusions[user] = {"items": shopper_controls.exclusion_items(exclusions)}
         changes.histories[user] = rating_history.rating_values(ratings)

@@ -22,7 +22,7 @@ import time
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import mongo, popular, rating_history, search, shopper_controls, trending
+from core import mongo, popular, rating_history, search, shopper_controls, trending, trending_votes
 from core.settings import get_settings
 from spark_jobs import units
 from spark_jobs.common import of_deleted_users, run_job, without_deleted_users
@@ -304,9 +304,12 @@ def live_ratings(spark: SparkSession) -> DataFrame:
                                  ).localCheckpoint(eager=True)
 
 
-def user_history_docs(reviews: DataFrame, live: DataFrame) -> DataFrame:
+def user_history_docs(reviews: DataFrame, live: DataFrame, recent_from: float | None = None) -> DataFrame:
     """Each user's ratings [{p: product, r: rating, t: ts}] and removals [{p, t}]: batch reviews
-    merged with the ``live`` site ratings (:func:`live_ratings`) of the same users.
+    merged with the ``live`` site ratings (:func:`live_ratings`) of the same users; and ``batch``,
+    the products whose rating is a batch review dated ``recent_from`` or later (default: a trending
+    window before now), which trending leaves out (``core.rating_history.BATCH``): its votes are
+    the live ratings, and no older review can ever fall within its window.
 
     Live ratings (from Kafka, stored by the workers) are read back so a reload never forgets a
     rating a user made on the site; the later of two ratings of the same product wins, and a
@@ -319,19 +322,24 @@ def user_history_docs(reviews: DataFrame, live: DataFrame) -> DataFrame:
     user of ``live`` gets a whole history from it: live ratings of users whose reviews are not in
     ``reviews`` would make a history of their live ratings alone.
     """
-    both = reviews.select("user_id", "product_id", F.col("rating").cast("double"), F.col("ts").cast("double"))
+    if recent_from is None:
+        recent_from = time.time() - trending_votes.WINDOW_S
+    both = reviews.select("user_id", "product_id", F.col("rating").cast("double"), F.col("ts").cast("double"),
+                          F.lit(True).alias("_batch"))
     # times in seconds with fractions: a rating removed and given again within a second
-    both = both.unionByName(live)
-    latest = both.withColumn("_n", F.row_number().over(
-        Window.partitionBy("user_id", "product_id").orderBy(*rating_history.spark_change_order()))
+    both = both.unionByName(live.withColumn("_batch", F.lit(False)))
+    latest = both.withColumn("_n", F.row_number().over(  # a live rating wins an exact tie with a review
+        Window.partitionBy("user_id", "product_id").orderBy(*rating_history.spark_change_order(), "_batch"))
     ).where("_n = 1")
     rated, t = F.col("rating").isNotNull(), F.col("ts").cast("double").alias("t")
+    recent_review = rated & F.col("_batch") & (F.col("ts") >= F.lit(float(recent_from)))
     # arrays of {p, r, t} and {p, t}, not maps keyed by product id: FerretDB refuses keys with "."
     # or "$" (core.rating_history.history_doc is the same shape); collect_list skips the nulls
     return latest.groupBy("user_id").agg(
         F.collect_list(F.when(rated, F.struct(F.col("product_id").alias("p"), F.col("rating").alias("r"), t))
                        ).alias("ratings"),
         F.collect_list(F.when(~rated, F.struct(F.col("product_id").alias("p"), t))).alias("removed"),
+        F.collect_list(F.when(recent_review, F.col("product_id"))).alias(rating_history.BATCH),
     ).withColumnRenamed("user_id", "_id")
 
 

@@ -76,3 +76,20 @@ def test_the_replay_after_a_reload_keeps_a_same_time_removal(mongo_db):
     finally:  # the session's database: a later full reload would count these users' live ratings
         mongo_db[mongo.RATINGS].delete_many({"user_id": {"$in": users}})
         mongo_db[mongo.USER_HISTORY].delete_many({"_id": {"$in": users}})
+
+
+def test_the_reload_lists_the_batch_reviews_recent_enough_to_fall_within_trending_s_window(spark):
+    """core.rating_history.BATCH: the reviews dated ``recent_from`` or later, not one a live rating
+    replaced (nor one it ties with exactly), not an older one, never a live rating."""
+    from spark_jobs.mongo_load import user_history_docs
+
+    reviews = spark.createDataFrame([("B-1", "old", 5.0, 100), ("B-1", "recent", 4.0, 5000),
+                                     ("B-1", "replaced", 3.0, 5000), ("B-1", "tied", 2.0, 5000),
+                                     ("B-2", "old", 5.0, 100)],
+                                    "user_id string, product_id string, rating double, ts long")
+    live = spark.createDataFrame([("B-1", "replaced", 5.0, 6000.0), ("B-1", "tied", 2.0, 5000.0),
+                                  ("B-1", "new", 1.0, 6000.0)],
+                                 "user_id string, product_id string, rating double, ts double")
+    docs = {r["_id"]: r.asDict(recursive=True) for r in user_history_docs(reviews, live, recent_from=1000).collect()}
+    assert sorted(docs["B-1"][rating_history.BATCH]) == ["recent"] and docs["B-2"][rating_history.BATCH] == []
+    assert set(rating_history.history_entries(docs["B-1"])[0]) == {"old", "recent", "replaced", "tied", "new"}

@@ -195,6 +195,29 @@ def test_a_refresh_reads_only_the_histories_of_the_users_that_changed(env):
     assert lists != before, "the new users' votes changed the lists"
 
 
+def test_a_batch_review_dated_within_the_week_is_not_a_vote(env):
+    """Trending is the shoppers' live ratings: a batch review in a history, dated within the window
+    (the load lists it there, core.rating_history.BATCH), is not a vote when a refresh reads that
+    history after the shopper's next live rating, nor after the worker rewrote the history again,
+    as it is not in the window's events a rebuild folds. Before, the refresh counted it."""
+    db, p = env.db, env.products
+    t = time.time() - 2 * DAY
+    loaded = {"_id": "tr-b1", "ratings": [{"p": p[10], "r": 5.0, "t": t}, {"p": p[11], "r": 4.0, "t": t + 1},
+                                          {"p": p[12], "r": 5.0, "t": t - 30 * DAY}],
+              "removed": [], "batch": [p[10], p[11]]}  # as spark_jobs.mongo_load.user_history_docs writes it
+    db[mongo.USER_HISTORY].insert_one(loaded)
+    apply_batch(RatingEvent(user_id="tr-b2", product_id=p[0], rating=5, ts=t + 10))
+    _refresh_and_check(db, t + DAY)  # built from the events: no batch review
+    apply_batch(RatingEvent(user_id="tr-b1", product_id=p[1], rating=3, ts=t + DAY + 1))
+    lists = _refresh_and_check(db, t + DAY + 60)  # tr-b1's history read: its live rating alone votes
+    assert {i["product_id"] for i in lists[mongo.ALL]} == {p[0], p[1]}
+    # a live rating of a listed product replaces the batch review: it votes, the other one still not
+    apply_batch(RatingEvent(user_id="tr-b1", product_id=p[11], rating=2, ts=t + DAY + 2))
+    assert db[mongo.USER_HISTORY].find_one({"_id": "tr-b1"})["batch"] == [p[10]]
+    lists = _refresh_and_check(db, t + DAY + 120)
+    assert {i["product_id"] for i in lists[mongo.ALL]} == {p[0], p[1], p[11]}
+
+
 def test_redis_flushed_or_a_mark_lost_rebuilds_the_same_lists(env, monkeypatch):
     from core import list_state
 

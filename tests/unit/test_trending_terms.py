@@ -100,3 +100,25 @@ def test_stored_votes_aged_are_the_votes_the_history_gives_later(small_cap):
     rows = {"h": [[p, r, t, "", term] for (p, r, t), term in zip(vs, trending_votes.terms(vs, NOW, NOW))]}
     for later in [NOW + trending_votes.WINDOW_S - 3600 * k + d for k in range(5) for d in (-1, 0, 1)]:
         assert trending_votes.stored_votes(rows, later)["h"] == trending_votes.votes(doc, later), later
+
+
+def test_a_history_s_batch_reviews_neither_vote_nor_make_trending_live():
+    """Trending's votes are the live ratings: the batch reviews a history lists as recent
+    (core.rating_history.BATCH, written by the load) are left out, as they are of the events."""
+    doc = {**history_doc("u", {"live": (4, NOW - DAY), "review": (5, NOW - 60), "old": (5, NOW - 30 * DAY)}, {}),
+           "batch": ["review", "old"]}  # as the load writes it
+    assert trending_votes.votes(doc, NOW) == [("live", 4.0, NOW - DAY)]
+    assert trending_votes.last_activity(doc) == NOW - DAY
+
+
+def test_a_live_writer_keeps_the_batch_reviews_it_did_not_replace():
+    from core import rating_history
+
+    doc = history_doc("u", {"a": (5, NOW - 60), "b": (4, NOW - 60), "c": (3, NOW - 60)}, {}, batch={"a", "b", "x"})
+    assert doc["batch"] == ["a", "b"]  # of its ratings only
+    ratings, removed = rating_history.history_entries(doc)
+    rating_history.apply_history_change(ratings, removed, "a", 2, NOW)  # a live rating replaces review a
+    rating_history.apply_history_change(ratings, removed, "b", 1, NOW - 120)  # older: review b stays
+    rating_history.apply_history_change(ratings, removed, "c", None, NOW)  # a removal
+    assert rating_history.recent_batch_reviews(doc, ratings) == {"b"}
+    assert "batch" not in history_doc("u", ratings, removed, batch=rating_history.recent_batch_reviews(doc, {}))
