@@ -86,10 +86,15 @@ def live_entries(history: dict | None) -> tuple[dict[str, tuple[float, float]], 
 
 
 # The change of one (user, product) that the events leave so far, all a rebuild keeps of them while
-# it reads the week: change_key's (ts, removed, -rating), then whether it is a rating ("rate"). A
-# few small values, not the event's document: a week at the workers' rate is tens of millions of
-# events, and holding their documents (every one, as the rebuild did) outgrew a Celery worker.
-_Latest = tuple[float, bool, float, bool]
+# it reads the week: (product, rating or None when taken back, ts), which is the Vote itself once
+# rated, so the votes the fold returns are these very tuples (no second copy of the week's votes
+# while the first is let go). A few small values, not the event's document: a week at the workers'
+# rate is tens of millions of events, and holding their documents (every one, as the rebuild did)
+# outgrew a Celery worker.
+_Change = tuple[str, "float | None", float]
+# a user's changes are a list, searched by product, until they are this many, then a dict: most
+# users rate a few products a week, and a dict per user took 200+ bytes, more than their votes
+_LIST_MAX = 16
 
 
 @dataclass
@@ -118,45 +123,63 @@ def fold_events(events: Iterable[dict], between: Callable[[], None] | None = Non
     return EventVotes(_votes_of_latest(latest, between), newest)
 
 
-def _latest_change(e: dict) -> _Latest:
-    """An event as :data:`_Latest`: the histories' own order (core.rating_history.change_key: a
-    removal wins a tie, whatever the scan's order), and whether it leaves a vote."""
-    action = e.get("action", "rate")
-    ts, removed, neg_rating = rating_history.change_key(rating_history.history_rating(action, e["rating"]),
-                                                        float(e["ts"]))
-    return ts, removed, neg_rating, action == "rate"
+def _change_of(e: dict, ratings: dict[float, float]) -> _Change:
+    """An event as :data:`_Change`; ``ratings`` holds one float per rating value (shared by every
+    change), and product ids are interned: a week's votes share a catalog's ids."""
+    rating = rating_history.history_rating(e.get("action", "rate"), e["rating"])
+    if rating is not None:
+        rating = ratings.setdefault(rating, rating)
+    return sys.intern(str(e["product_id"])), rating, float(e["ts"])
+
+
+def _key(change: _Change) -> tuple[float, bool, float]:
+    """The histories' own order of two changes of a product (core.rating_history.change_key: a
+    removal wins a tie, whatever the scan's order)."""
+    return rating_history.change_key(change[1], change[2])
 
 
 def _latest_changes(events: Iterable[dict], between: Callable[[], None] | None
-                    ) -> tuple[dict[str, dict[str, _Latest]], float | None]:
-    """{user: {product: its latest change}} of ``events`` and the newest ts, ``between`` called
-    every ``CHUNK`` events. By user, then product: the votes are built a user at a time, and a
-    user's id is held once. Product ids are interned: a week's votes share a catalog's ids."""
-    latest: dict[str, dict[str, _Latest]] = {}
+                    ) -> tuple[dict[str, list[_Change] | dict[str, _Change]], float | None]:
+    """{user: their latest change per product} of ``events`` and the newest ts, ``between`` called
+    every ``CHUNK`` events. By user: the votes are built a user at a time, and a user's id is held
+    once. A user's changes are a list while short (:data:`_LIST_MAX`), else a dict by product."""
+    latest: dict[str, list[_Change] | dict[str, _Change]] = {}
+    ratings: dict[float, float] = {}
     newest: float | None = None
     for e in every_chunk(events, between):
-        change = _latest_change(e)
-        products = latest.setdefault(str(e.get("user_id", "")), {})
-        pid = sys.intern(str(e["product_id"]))
-        seen = products.get(pid)
-        if seen is None or change[:3] > seen[:3]:  # by the key alone: the first of equal ones stays
-            products[pid] = change
-        if newest is None or change[0] > newest:
-            newest = change[0]
+        change = _change_of(e, ratings)
+        user, pid = str(e.get("user_id", "")), change[0]
+        held = latest.get(user)
+        if held is None:
+            latest[user] = [change]
+        elif isinstance(held, dict):
+            seen = held.get(pid)
+            if seen is None or _key(change) > _key(seen):  # by the key alone: the first of equal ones stays
+                held[pid] = change
+        else:
+            at = next((i for i, c in enumerate(held) if c[0] == pid), None)
+            if at is None:
+                held.append(change)
+                if len(held) > _LIST_MAX:
+                    latest[user] = {c[0]: c for c in held}
+            elif _key(change) > _key(held[at]):
+                held[at] = change
+        if newest is None or change[2] > newest:
+            newest = change[2]
     return latest, newest
 
 
-def _votes_of_latest(latest: dict[str, dict[str, _Latest]], between: Callable[[], None] | None
+def _votes_of_latest(latest: dict[str, list[_Change] | dict[str, _Change]], between: Callable[[], None] | None
                      ) -> dict[str, list[Vote]]:
     """Each user's votes (:func:`capped`) of their latest changes, users in id order; a user's
     changes are dropped once their votes are made (the two are not held whole at once), and
     ``between`` is called every ``CHUNK`` users."""
     out: dict[str, list[Vote]] = {}
     for user in every_chunk(sorted(latest), between):
-        products = latest.pop(user)
-        vs = [(pid, -neg_rating, ts) for pid, (ts, _removed, neg_rating, rated) in sorted(products.items()) if rated]
+        held = latest.pop(user)
+        vs = [c for c in (held.values() if isinstance(held, dict) else held) if c[1] is not None]
         if vs:
-            out[user] = capped(vs)
+            out[user] = capped(vs)  # type: ignore[arg-type]  (rated: a Vote)
     return out
 
 
