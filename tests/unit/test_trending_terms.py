@@ -122,3 +122,25 @@ def test_a_live_writer_keeps_the_batch_reviews_it_did_not_replace():
     rating_history.apply_history_change(ratings, removed, "c", None, NOW)  # a removal
     assert rating_history.recent_batch_reviews(doc, ratings) == {"b"}
     assert "batch" not in history_doc("u", ratings, removed, batch=rating_history.recent_batch_reviews(doc, {}))
+
+
+def test_the_fold_keeps_each_product_s_latest_change_for_few_and_many_products():
+    """A user's changes are held in a list while they are few and in a dict above that
+    (core.trending_votes._LIST_MAX): the votes are the latest change per product either way."""
+    import random
+
+    from core import rating_history
+
+    rng = random.Random(3)
+    for n_products in (3, trending_votes._LIST_MAX, trending_votes._LIST_MAX + 1, 60):
+        events = [{"user_id": "u", "product_id": f"p{rng.randrange(n_products)}", "rating": rng.randint(1, 5),
+                   "ts": float(rng.randrange(30)), "action": rng.choice(["rate", "rate", "unrate"])}
+                  for _ in range(400)]
+        latest: dict[str, tuple] = {}
+        for e in events:  # the rule written out: the greatest change_key wins, the first of equal ones stays
+            r = rating_history.history_rating(e["action"], e["rating"])
+            key = rating_history.change_key(r, e["ts"])
+            if e["product_id"] not in latest or key > latest[e["product_id"]][0]:
+                latest[e["product_id"]] = (key, r, e["ts"])
+        want = trending_votes.capped((p, r, t) for p, (_k, r, t) in latest.items() if r is not None)
+        assert trending_votes.votes_from_events(events) == ({"u": want} if want else {}), n_products
