@@ -27,8 +27,8 @@ The code, in the order a refresh runs through it:
                               again and their votes) and the readers (:func:`top`, :func:`drop_state`)
     core/trending_votes.py    the rule: a user's votes and their terms, the fold of the window's events
     core/trending_commit.py   the users' old terms out and new ones in, per list and product
-    core/trending_store.py    the keys, the lock (Hold, LockLost) and the writes: one MULTI, or a
-                              rebuild's chunks then a switch
+    core/trending_store.py    the keys, the lock (Hold, LockLost) and the writes: a MULTI per CHUNK
+                              users, or a rebuild's chunks then a switch
 
 Each constant has one definition (WINDOW_S, HALF_LIFE_S, MAX_VOTES_PER_USER and CHUNK in
 trending_votes; LOCK_S, STATE_TTL_S and SEP in trending_store; REBASE_AFTER_S, WAIT_S, MISSED and

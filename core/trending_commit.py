@@ -24,19 +24,28 @@ def commit(r: redis.Redis, db: Database, now: float, meta: dict[str, float], old
            new: dict[str, list], rebuild: bool, hold: trending_store.Hold) -> None:
     """Subtract the ``old`` terms, add the ``new`` ones. Each product also has its number of voters
     per list: one without any leaves the list, where the sum of its added and subtracted terms
-    would leave a rounding remainder. A refresh writes in one MULTI
-    (:func:`core.trending_store.write_update`); a rebuild or a rebase, which writes the whole state,
-    in chunks then a switch (:func:`_rebuild`), and consumes ``new`` as it goes."""
+    would leave a rounding remainder. A refresh writes ``CHUNK`` users per MULTI
+    (:func:`core.trending_store.write_update`), each a whole change of its own: those users' rows
+    and due times and the sums they move, read after the MULTIs before. So Redis serves others
+    between them (a backlog of marks, Celery stopped for hours, was one MULTI of every marked
+    user), and a refresh that stops between two leaves a state where each user is either computed
+    again or not, all still marked ("taking" goes with the last MULTI, and the stamp: see
+    core.trending._rolled_back); the next refresh computes them again from what is stored. A
+    rebuild or a rebase, which writes the whole state, writes in chunks then a switch
+    (:func:`_rebuild`), and consumes ``new`` as it goes."""
     category = _categories(db, old, new, hold)
     if rebuild:
         _rebuild(r, db.name, now, meta, new, category, hold)
         return
-    delta, voters = _old_out(old)
-    rows, due = _new_in(trending_votes.every_chunk(new.items(), hold.renew), category, meta["t0"], now,
-                        delta, voters)
-    count, score = _current(r, db.name, delta)
-    change = _change(delta, voters, count, score, rows, due, [u for u in new if not new[u]])
-    trending_store.write_update(r, db.name, meta, change, hold.token)
+    users = sorted(new)  # every user of ``old`` (a refresh carries their stored votes into ``new``)
+    parts = [users[i:i + trending_votes.CHUNK] for i in range(0, len(users), trending_votes.CHUNK)] or [[]]
+    for n, part in enumerate(parts, 1):
+        delta, voters = _old_out({u: old[u] for u in part if u in old})
+        rows, due = _new_in(((u, new[u]) for u in part), category, meta["t0"], now, delta, voters)
+        count, score = _current(r, db.name, delta)  # after the parts before: they moved these sums
+        change = _change(delta, voters, count, score, rows, due, [u for u in part if not new[u]])
+        trending_store.write_update(r, db.name, meta if n == len(parts) else None, change, hold.token)
+        hold.renew()
 
 
 def _rebuild(r: redis.Redis, db_name: str, now: float, meta: dict[str, float], new: dict[str, list],

@@ -1,9 +1,10 @@
 """The trending state in Redis: its keys, the lock a refresh holds, and how a refresh writes.
 
 core/trending.py decides what a refresh computes; this module is where the result lives and how it
-gets there without readers seeing half of it. A refresh's change is small (the users marked since
-the last one) and goes in one MULTI (:func:`write_update`); a rebuild's or rebase's is the whole
-state, written in chunks into staging keys and switched in by one small MULTI
+gets there without readers seeing half of it. A refresh's change is usually small (the users marked
+since the last one) and goes in one MULTI per ``CHUNK`` users (:func:`write_update`; a reader may
+see some of its users computed again and not yet the others, each consistent); a rebuild's or
+rebase's is the whole state, written in chunks into staging keys and switched in by one small MULTI
 (:class:`Staging`), since one MULTI of it all kept Redis, shared with the site's cache,
 Celery's broker and the workers' marks, from answering anyone while it ran. Both check the lock's
 token first (:func:`_checked_multi`): a refresh that lost its lock writes nothing. A long read
@@ -163,20 +164,22 @@ def _checked_multi(pipe: redis.client.Pipeline, db_name: str, token: bytes, *wat
         raise LockLost(f"trending state of {db_name}: lock lost before the commit")
 
 
-def _finish(pipe: redis.client.Pipeline, db_name: str, meta: dict[str, float], cats: Iterable[str]) -> None:
-    """The end of every commit: the new T0 and liveness, the marks taken let go, the expiries."""
-    pipe.hset(key(db_name, "meta"), mapping=meta)
-    pipe.delete(key(db_name, "taking"))
+def _finish(pipe: redis.client.Pipeline, db_name: str, meta: dict[str, float] | None, cats: Iterable[str]) -> None:
+    """The end of every commit: the new T0 and liveness, the marks taken let go, the expiries (only
+    those with ``meta`` None: a refresh's part before its last)."""
+    if meta is not None:
+        pipe.hset(key(db_name, "meta"), mapping=meta)
+        pipe.delete(key(db_name, "taking"))
     for part in ("meta", "all", "users", "voters", "due", "cats"):
         pipe.expire(key(db_name, part), STATE_TTL_S)
     for c in cats:  # a list with members is touched within a window: its oldest vote leaves
         pipe.expire(list_key(db_name, c), STATE_TTL_S)
 
 
-def write_update(r: redis.Redis, db_name: str, meta: dict[str, float], change: Change, token: bytes) -> None:
-    """A refresh's change in one MULTI, which also lets the marks taken go, so a refresh that dies
-    before it changes nothing and leaves them to the next. It holds the users marked since the
-    last refresh and those whose vote left the window: a minute's traffic, not the week's."""
+def write_update(r: redis.Redis, db_name: str, meta: dict[str, float] | None, change: Change, token: bytes) -> None:
+    """A part of a refresh's change (``CHUNK`` of its users: core.trending_commit.commit) in one
+    MULTI; the last (``meta`` given) also sets the meta and lets the marks taken go, so a refresh
+    that dies before it leaves them to the next, which computes their users again."""
     def k(part: str) -> str:
         return key(db_name, part)
 

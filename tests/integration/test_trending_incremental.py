@@ -218,6 +218,71 @@ def test_a_batch_review_dated_within_the_week_is_not_a_vote(env):
     assert {i["product_id"] for i in lists[mongo.ALL]} == {p[0], p[1], p[11]}
 
 
+def _commands_during(match: str, run: Callable[[], object]) -> list[str]:
+    """The commands Redis ran, for any client, whose text holds ``match`` while ``run()`` ran (MONITOR
+    on a connection of its own; ``run``'s exception, if any, is raised after the monitor stops)."""
+    from core.settings import get_settings
+
+    seen: list[str] = []
+    ready, done = threading.Event(), f"{match}:monitor-done"
+    mon = redis.Redis.from_url(get_settings().redis_url)
+
+    def watch() -> None:
+        with mon.monitor() as m:
+            ready.set()
+            for c in m.listen():
+                if done in c["command"]:
+                    return
+                if match in c["command"]:
+                    seen.append(c["command"])
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    assert ready.wait(10)
+    try:
+        run()
+    finally:
+        trending_store.client().exists(done)
+        th.join(30)
+        mon.close()
+    return seen
+
+
+def test_a_large_refresh_commits_in_parts_and_one_stopped_between_them_leaves_its_users_to_the_next(env, monkeypatch):
+    """A refresh writes ``CHUNK`` users per MULTI, so a large one (a backlog of marks) does not keep
+    Redis from everyone else for its whole length; each part is a whole change of its users, so a
+    refresh stopped after a part leaves a state the next one (which computes every marked user
+    again from what is stored) brings to the same lists as the rule from scratch."""
+    db, p = env.db, env.products
+    t = time.time() - DAY
+    apply_batch(*[RatingEvent(user_id=f"tr-c{u}", product_id=p[u % 7], rating=1 + u % 5, ts=t + u) for u in range(6)])
+    _refresh_and_check(db, t + 60)
+    monkeypatch.setattr(trending_votes, "CHUNK", 2)
+    apply_batch(*[RatingEvent(user_id=f"tr-c{u}", product_id=p[10 + u % 3], rating=5, ts=t + 100 + u)
+                  for u in range(5)])
+    users_key = trending_store.key(db.name, "users")
+    writes = _commands_during(users_key, lambda: _refresh_and_check(db, t + 200))
+    assert len([c for c in writes if c.startswith("HSET ")]) == 3, writes  # users 2 + 2 + 1
+
+    apply_batch(*[RatingEvent(user_id=f"tr-c{u}", product_id=p[20 + u % 4], rating=2, ts=t + 300 + u)
+                  for u in range(5)],
+                RatingEvent(user_id="tr-c1", product_id=p[10], rating=0, ts=t + 310, action=UNRATE))
+    real, parts = trending_store.write_update, []
+
+    def stops_after_one_part(*args, **kwargs):
+        real(*args, **kwargs)
+        parts.append(1)
+        raise trending.LockLost("stopped after its first part")
+
+    monkeypatch.setattr(trending_store, "write_update", stops_after_one_part)
+    with pytest.raises(trending.LockLost):
+        popular.refresh_trending(LIMIT, db=db, now=t + 400)
+    monkeypatch.setattr(trending_store, "write_update", real)
+    assert parts == [1] and trending_store.client().scard(trending_store.key(db.name, "taking")) == 5
+    _refresh_and_check(db, t + 400)
+    _refresh_and_check(db, t + 500)
+
+
 def test_redis_flushed_or_a_mark_lost_rebuilds_the_same_lists(env, monkeypatch):
     from core import list_state
 
