@@ -88,7 +88,7 @@ def own_db(monkeypatch, settings, mongo_db):
 @pytest.mark.timeout(1800)
 def test_removing_a_loaded_file_redoes_or_drops_its_category_and_reloads_mongodb(spark, tmp_path, own_db):
     from spark_jobs.clean import clean
-    from spark_jobs.load import load
+    from spark_jobs.load import KINDS, input_patterns, load
     from spark_jobs.mongo_load import INGEST_LEDGER, mongo_load
 
     raw, cleaned = tmp_path / "raw", tmp_path / "clean"
@@ -97,6 +97,8 @@ def test_removing_a_loaded_file_redoes_or_drops_its_category_and_reloads_mongodb
     _write_reviews(alpha, [("u1", "p1", 5.0, 200), ("u2", "p2", 4.0, 100)])  # alpha's u1-p1 is the newer
     _write_reviews(beta, [("u1", "p1", 3.0, 100), ("u3", "p3", 2.0, 100)])
     _write_products(beta_meta, [("p3", "Beta three"), ("p9", "Beta nine")])
+    for reviews in (alpha, beta):  # a quarantined line each
+        reviews.write_text(reviews.read_text() + "not json\n")
     load(spark, [str(alpha), str(beta), str(beta_meta)], str(raw), "rm-1")
     assert clean(spark, str(raw), str(cleaned), "rm-1")["cleaned"] == ["Alpha", "Beta"]
     assert _pairs(cleaned)[("u1", "p1")] == "Alpha"  # Beta defers to Alpha for it
@@ -125,8 +127,17 @@ def test_removing_a_loaded_file_redoes_or_drops_its_category_and_reloads_mongodb
     assert loaded["mode"] == "full"
     assert own_db[mongo.PRODUCTS].find_one({"_id": "p9"}) is None  # only beta's metadata had it
 
-    # every file of a category: the category goes, and the one that deferred to it takes its pair back
-    load(spark, [str(beta)], str(raw), "rm-3", remove=[alpha.name])
+    # every file of a category, by a load that only removes (``load --remove`` without --input):
+    # the other file's rows and ledger entry stay as they were, and its lines still balance
+    kept = units.read_ledger(str(raw))["units"][beta.name]
+    only = load(spark, input_patterns(None, [alpha.name], "the demo files"), str(raw), "rm-3", remove=[alpha.name])
+    assert only["removed"] == [alpha.name] and only["loaded"] == only["skipped"] == [] and only["balanced"]
+    assert units.read_ledger(str(raw))["units"] == {beta.name: kept}
+    assert {f: _rows(raw / f) for f in KINDS.values()} == {"reviews": 2, "products": 0, "quarantine": 1}
+    on_disk = {f: _rows(raw / f / f"unit={beta.name}") for f in KINDS.values()}
+    assert on_disk == {f: kept["counts"][f] for f in KINDS.values()}
+    assert sum(on_disk.values()) == kept["counts"]["lines"] == 3
+    # the category goes, and the one that deferred to it takes its pair back
     third = clean(spark, str(raw), str(cleaned), "rm-3")
     assert third["removed"] == ["Alpha"] and third["cleaned"] == ["Beta"] and third["balanced"]
     assert not (cleaned / "reviews" / "category=Alpha").exists()
