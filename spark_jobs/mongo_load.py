@@ -132,18 +132,32 @@ def recent_review_docs(reviews: DataFrame) -> DataFrame:
     return recent.select(F.concat_ws("|", "user_id", "product_id").alias("_id"), "user_id", "product_id", "rating", "ts")
 
 
-def reconcile(n_reviews: int, n_products: int) -> dict[str, int]:
+def reconcile(reviews: DataFrame, n_reviews: int, n_products: int, since: float) -> dict[str, int]:
     """Every clean review and product is in MongoDB once: as many product documents as products,
-    and their review counts add up to the reviews (a review lost or loaded twice changes the sum)."""
+    and their review counts add up to the ``n_reviews`` loaded from ``reviews`` (a review lost or
+    loaded twice changes the sum).
+
+    Except the reviews of accounts deleted since ``since`` (while the load ran), which the load
+    read: the deletion takes those it finds on the product pages off the counts of the products
+    this load wrote (core.shopper_controls), so the sum may fall short by up to their number.
+    They are counted only then, and the deletions read after the sum: one is recorded before its
+    erasure begins (core.rating_history.record_deleted_user), so every erasure the sum saw is there.
+    """
     held = {"n": 0, "reviews": 0}
     # summed here, not by a $group: FerretDB v1 answers 0 for {"$sum": "$n_reviews"}
     for doc in mongo.get_db()[mongo.PRODUCTS].find({}, {"n_reviews": 1}, batch_size=10_000):
         held["n"] += 1
         held["reviews"] += int(doc.get("n_reviews") or 0)
-    if (held["reviews"], held["n"]) != (n_reviews, n_products):
-        raise RuntimeError(f"mongo_load: MongoDB holds {held['reviews']:,} reviews of {n_reviews:,} and "
-                           f"{held['n']:,} products of {n_products:,}")
-    return {"reviews": int(held["reviews"]), "products": int(held["n"])}
+    deleted = 0
+    if held["reviews"] < n_reviews:
+        ids = sorted(rating_history.deleted_user_ids(since=since))
+        deleted = reviews.where(F.col("user_id").isin(ids)).count() if ids else 0
+    if held["n"] != n_products or not n_reviews - deleted <= held["reviews"] <= n_reviews:
+        raise RuntimeError(f"mongo_load: MongoDB holds {held['reviews']:,} reviews of {n_reviews:,}"
+                           + (f" ({deleted:,} by accounts deleted meanwhile)" if deleted else "")
+                           + f" and {held['n']:,} products of {n_products:,}")
+    return {"reviews": int(held["reviews"]), "products": int(held["n"]),
+            **({"reviews_erased_by_deletions": n_reviews - held["reviews"]} if deleted else {})}
 
 
 # what every collection but the review pages reads of a review
@@ -545,7 +559,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     # (even if it fails: the upserts are live) the accounts deleted meanwhile are erased again.
     n_reviews, n_products = all_reviews.count(), products.count()
     try:
-        held = reconcile(n_reviews, n_products)
+        held = reconcile(all_reviews, n_reviews, n_products, started - LIVE_CLOCK_MARGIN_S)
     finally:
         out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(
             started - LIVE_CLOCK_MARGIN_S)
@@ -587,10 +601,11 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
     mongo.drop_retired(wait=True)
     out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
     # Reconciliation: the server acknowledged every document written (reload_collection), and every
-    # clean review and product is in MongoDB, no more, no fewer. Then (even if it fails: the new
+    # clean review and product is in MongoDB, no more, no fewer (less the reviews of accounts deleted
+    # meanwhile, which their deletion took off the counts: reconcile). Then (even if it fails: the new
     # generations are live) the accounts deleted meanwhile are erased again.
     try:
-        held = reconcile(n_reviews, n_products)
+        held = reconcile(reviews, n_reviews, n_products, live_since)
     finally:
         out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(live_since)
     reviews.unpersist()

@@ -3,10 +3,12 @@
 "Delete my account" of a demo account linked to a reviewer of the data: the next model version is
 trained without that reviewer. A rating removed on the site stays removed when the batch load
 rebuilds the histories. The load and clean jobs run once for the module; the deletion and the
-trainings run in a database and artifacts directory of this module's own.
+trainings run in a database and artifacts directory of this module's own. An account deleted while
+an incremental load runs: two small category files of that test's own, loaded one after the other.
 """
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -210,6 +212,28 @@ def test_deleting_a_quoted_reviewer_leaves_the_catalog_as_the_next_reload_does(d
     assert reviewer not in {u for u, _ in catalog.most_active_users(limit=100, db=db)}
 
 
+def _deleted_after_the_read(live_ratings, client, user):
+    """mongo_load's ``live_ratings``, after which ``user`` deletes the account on the site: the
+    load has read ``deleted_users`` and the live ratings, and has more collections to write."""
+    def read(spark_session):
+        live = live_ratings(spark_session)
+        client.force_login(user)
+        assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
+        return live
+    return read
+
+
+def _gone_everywhere(db, reviewer: str) -> None:
+    """What the load wrote of ``reviewer`` is erased: history, top-users entry, review pages."""
+    from core import catalog
+
+    assert rating_history.is_deleted_user(reviewer, db=db)
+    assert db[mongo.USER_HISTORY].find_one({"_id": reviewer}) is None, "the deleted account's history is back"
+    assert reviewer not in {u for u, _ in catalog.most_active_users(limit=100, db=db)}
+    assert not [d["_id"] for d in db[mongo.PRODUCT_REVIEWS].find({}, {"items.user_id": 1})
+                if any(r.get("user_id") == reviewer for r in d.get("items") or [])]
+
+
 @pytest.mark.timeout(1800)  # a full load of the demo file on a shared 2-core machine
 def test_an_account_deleted_while_the_load_runs_stays_deleted(demo_clean, spark, own_db, client, make_user,
                                                              monkeypatch):
@@ -217,26 +241,64 @@ def test_an_account_deleted_while_the_load_runs_stays_deleted(demo_clean, spark,
     deletes the account after that, while the load runs (the site erases what is live then). The
     load's later collections (the histories, the search and catalog indexes) were built from what
     it had read: after it, the account's history, pages and top-users entry must still be gone."""
-    from core import catalog
     import spark_jobs.mongo_load as job
 
     db = own_db
     reviewer = _reviewers(spark, demo_clean)[0][0]  # the most active: among the top users
-    user = make_user(reviewer_id=reviewer)
-    client.force_login(user)
-    real_live_ratings = job.live_ratings
-
-    def deleted_after_the_read(spark_session):
-        live = real_live_ratings(spark_session)
-        assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
-        return live
-
-    monkeypatch.setattr(job, "live_ratings", deleted_after_the_read)
+    monkeypatch.setattr(job, "live_ratings", _deleted_after_the_read(job.live_ratings, client,
+                                                                     make_user(reviewer_id=reviewer)))
     record = job.mongo_load(spark, demo_clean, "it-delete-during", force=True)
     assert record["mode"] == "full" and record["deleted_users_left_out"] == 0  # read before the deletion
-    assert rating_history.is_deleted_user(reviewer, db=db)
-    assert db[mongo.USER_HISTORY].find_one({"_id": reviewer}) is None, "the deleted account's history is back"
-    assert reviewer not in {u for u, _ in catalog.most_active_users(limit=100, db=db)}
-    assert not [d["_id"] for d in db[mongo.PRODUCT_REVIEWS].find({}, {"items.user_id": 1})
-                if any(r.get("user_id") == reviewer for r in d.get("items") or [])]
+    _gone_everywhere(db, reviewer)
     assert record["collections"][mongo.USER_HISTORY]["deleted_accounts_erased"] == 1
+
+
+def _write_reviews(path, rows) -> None:
+    """A small 2018-format reviews file: (reviewer, product, rating) per line."""
+    path.write_text("".join(json.dumps({"reviewerID": u, "asin": p, "overall": r, "unixReviewTime": 100,
+                                        "summary": f"{u} on {p}"}) + "\n" for u, p, r in rows))
+
+
+@pytest.mark.timeout(1800)  # three loads into MongoDB on a shared 2-core machine
+def test_an_account_deleted_while_an_incremental_load_runs_stays_deleted(spark, own_db, client, make_user,
+                                                                         monkeypatch, tmp_path):
+    """The incremental load (a new category) reads ``deleted_users`` and the live ratings when it
+    starts, like the full one; a linked reviewer with reviews in the loaded category and in the new
+    one deletes the account after that. The load then upserts their history (from both categories)
+    and the new category's products and pages with their reviews, and rebuilds the catalog's top
+    users: after it, all of that must still be gone, and the load succeeds, though the deletion
+    took reviews it had loaded off the counts. Then the same during a full reload, of a reviewer
+    whose history MongoDB held already (the deletion erases from the new generations at once)."""
+    import spark_jobs.mongo_load as job
+    from spark_jobs.clean import clean
+    from spark_jobs.load import load
+
+    db = own_db
+    raw, cleaned = str(tmp_path / "raw"), str(tmp_path / "clean")
+    alpha, beta = tmp_path / "amazon2018_alpha.jsonl", tmp_path / "amazon2018_beta.jsonl"
+    _write_reviews(alpha, [("r1", "a1", 5.0), ("r2", "a1", 4.0), ("r2", "a2", 3.0)])
+    _write_reviews(beta, [("r1", "b1", 4.0), ("r3", "b1", 2.0)])
+    load(spark, [str(alpha)], raw, "it-incr-1")
+    clean(spark, raw, cleaned, "it-incr-1")
+    assert job.mongo_load(spark, cleaned, "it-incr-1")["mode"] == "full"
+    load(spark, [str(beta)], raw, "it-incr-2")
+    clean(spark, raw, cleaned, "it-incr-2")
+    real_live_ratings = job.live_ratings
+
+    monkeypatch.setattr(job, "live_ratings", _deleted_after_the_read(real_live_ratings, client,
+                                                                     make_user(reviewer_id="r1")))
+    record = job.mongo_load(spark, cleaned, "it-incr-delete-during")
+    assert record["mode"] == "incremental" and record["categories"] == ["Beta"]
+    assert record["deleted_users_left_out"] == 0  # read before the deletion
+    _gone_everywhere(db, "r1")
+    counts = {d["_id"]: d["n_reviews"] for d in db[mongo.PRODUCTS].find({}, {"n_reviews": 1})}
+    assert counts == {"a1": 1, "a2": 1, "b1": 1}  # without r1's reviews
+    assert record["collections"][mongo.USER_HISTORY]["deleted_accounts_erased"] == 1
+
+    monkeypatch.setattr(job, "live_ratings", _deleted_after_the_read(real_live_ratings, client,
+                                                                     make_user(reviewer_id="r2")))
+    record = job.mongo_load(spark, cleaned, "it-full-delete-during", force=True)
+    assert record["mode"] == "full" and record["deleted_users_left_out"] == 1  # r1, deleted before it
+    _gone_everywhere(db, "r2")
+    counts = {d["_id"]: d["n_reviews"] for d in db[mongo.PRODUCTS].find({}, {"n_reviews": 1})}
+    assert counts == {"a1": 0, "a2": 0, "b1": 1}  # r3's alone; r2's products stay listed, without reviews
