@@ -69,17 +69,20 @@ def _alive(pid: int) -> bool:
 def test_orphans_of_a_killed_supervisord_are_reported_and_stopped(tmp_path):
     """supervisord killed (kill -9, OOM): its redis lives on, holding the port. status says so,
     start names it, stop stops it (and then start works); another state dir's bin/services on the
-    same port leaves it alone (its command line says it is not that state dir's)."""
-    port = free_port()
+    same port leaves it alone (its command line says it is not that state dir's). With no names,
+    status and stop cover an orphan outside the default set too (s3: its section is in run/programs)."""
+    port, s3_port = free_port(), free_port()
     # `stop` with no names covers mongo and kafka too: ports of their own, not the shared servers'
     ports = {"REDIS_PORT": str(port), "MONGO_PORT": str(free_port()), "KAFKA_PORT": str(free_port()),
-             "KAFKA_CONTROLLER_PORT": str(free_port())}
+             "KAFKA_CONTROLLER_PORT": str(free_port()), "S3_PORT": str(s3_port)}
     mine = {"SERVICES_STATE_DIR": str(tmp_path / "a"), **ports}
     other = {"SERVICES_STATE_DIR": str(tmp_path / "b"), **ports}
-    pid = 0
+    pid = s3_pid = 0
     try:
-        assert _run("start", "redis", env=mine).returncode == 0
+        start = _run("start", "redis", "s3", env=mine)
+        assert start.returncode == 0, start.stderr
         pid = int(_run("status", "redis", env=mine).stdout.split()[2])
+        s3_pid = int(_run("status", "s3", env=mine).stdout.split()[2])
         supervisord = int((tmp_path / "a" / "run" / "supervisord.pid").read_text())
         assert str(tmp_path / "a") in " ".join(psutil.Process(supervisord).cmdline())
         os.kill(supervisord, signal.SIGKILL)
@@ -89,6 +92,9 @@ def test_orphans_of_a_killed_supervisord_are_reported_and_stopped(tmp_path):
         status = _run("status", "redis", env=mine)
         assert status.returncode == 3 and status.stdout.split()[:3] == ["redis", "orphan", str(pid)]
         assert f"running outside supervisord (pid {pid}, port {port})" in status.stdout
+        listed = [line.split()[:3] for line in _run("status", env=mine).stdout.splitlines()]
+        assert listed == [["redis", "orphan", str(pid)], ["mongo", "stopped", "-"], ["kafka", "stopped", "-"],
+                          ["s3", "orphan", str(s3_pid)]]
         start = _run("start", "redis", env=mine)
         assert start.returncode == 1 and f"running outside supervisord (pid {pid}, port {port}" in start.stderr
 
@@ -99,9 +105,12 @@ def test_orphans_of_a_killed_supervisord_are_reported_and_stopped(tmp_path):
         stop = _run("stop", env=mine)  # no names: the default set, redis among it
         assert stop.returncode == 0, stop.stderr
         assert f"redis: stopped pid {pid} (port {port}), running outside supervisord" in stop.stdout
-        assert not _alive(pid)
+        assert f"s3: stopped pid {s3_pid} (port {s3_port}), running outside supervisord" in stop.stdout
+        assert not _alive(pid) and not _alive(s3_pid)
         assert _run("start", "redis", env=mine).returncode == 0
     finally:
-        _run("stop", "redis", env=mine)
+        _run("stop", "redis", "s3", env=mine)
         if pid and _alive(pid) and "redis-server" in " ".join(psutil.Process(pid).cmdline()):
             os.kill(pid, signal.SIGKILL)  # the code before the fix left it running
+        if s3_pid and _alive(s3_pid) and "gofakes3" in " ".join(psutil.Process(s3_pid).cmdline()):
+            os.kill(s3_pid, signal.SIGKILL)
