@@ -113,3 +113,18 @@ def test_stopping_a_spark_worker_clears_its_applications_folders(env):
     assert r.returncode == 0, r.stderr
     assert "spark-worker-1: not running" in r.stdout
     assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+
+
+def test_a_failed_start_names_its_log_and_last_error(env):
+    """Redis refuses a data folder whose append-only manifest is garbage: the start fails with one
+    line that names the log and the error the log says."""
+    data = Path(env["SERVICES_STATE_DIR"]) / "services" / "redis" / "data" / "appendonlydir"
+    data.mkdir(parents=True)
+    (data / "appendonly.aof.manifest").write_text("not a manifest\n")
+    r = _run("start", "redis", env=env)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("services: redis: "), r.stderr
+    log = Path(env["SERVICES_STATE_DIR"]) / "log" / "redis.log"
+    assert f", see {log} (last error: " in lines[0] and "MANIFEST" in lines[0]
+    assert _run("status", "redis", env=env).returncode == 3
