@@ -46,6 +46,7 @@ is read from the environment that ``bin/services`` exports (ports, ``LOCAL_DIR``
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shlex
 import socket
@@ -82,6 +83,7 @@ class Program:
     stop_wait_s: int = 15  # SIGTERM to the process group, SIGKILL after this
     directory: str = str(ROOT)
     fail_marker: str = ""  # log text that means "failed" even while the process lives on
+    why_not: Callable[[int], str] | None = None  # what process n says, when its health check timed out
 
 
 # --- health checks (small pings, standard library) -----------------------------------------------
@@ -303,12 +305,16 @@ def programs() -> list[Program]:
                 address=f"http://127.0.0.1:{web_port}/",
                 env={**app_env, "PROMETHEUS_MULTIPROC_DIR": str(state / "run" / "web-metrics")},
                 env_defaults={"DJANGO_DEBUG": "1"}),
-        # WORKERS processes, one consumer-group member each; process n serves /healthz and /metrics
-        # on WORKER_METRICS_PORT + n (kafka_workers/metrics.py).
+        # WORKERS processes, one consumer-group member each; process n serves /healthz, /readyz and
+        # /metrics on WORKER_METRICS_PORT + n (kafka_workers/metrics.py). Started = ready: its loop
+        # turns and Kafka answered its consumer. With no broker at all it exits at once
+        # (NoBrokersAvailable, its log's last error); one that never answers its group fails the
+        # start after start_timeout_s with what /readyz says.
         Program("worker", [f"WORKER_PROCESS_NUM={PROCESS_NUM}", str(venv / "python"), "-m", "kafka_workers.worker"],
                 numprocs=workers, ports=[metrics_base + n for n in range(workers)],
-                health=_worker_health(metrics_base),
-                address=(f"{workers} Kafka consumer process(es), /metrics and /healthz on 127.0.0.1:{metrics_base}"
+                health=_worker_ready(metrics_base),
+                why_not=_worker_readyz_says(metrics_base, env.get("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{kafka_port}"),
+                address=(f"{workers} Kafka consumer process(es), /metrics, /healthz, /readyz on 127.0.0.1:{metrics_base}"
                          + (f"-{metrics_base + workers - 1}" if workers > 1 else "")),
                 env={**app_env, "WORKER_METRICS_PORT": str(metrics_base)}, stop_wait_s=30, start_timeout_s=60),
         # Two Celery workers (kafka_workers/celery_app.py): "celery" runs beat and the periodic
@@ -479,11 +485,34 @@ def _json_says(url: str, text: str) -> Health:
     return check
 
 
-def _worker_health(base: int) -> Health:
-    """Process n answers /healthz on ``base + n``."""
+def _worker_ready(base: int) -> Health:
+    """Process n answers /readyz on ``base + n``: its loop turns and Kafka answered its consumer.
+    /healthz was the check, and it is 200 while the loop turns with no broker answering (poll()
+    returns nothing): a worker that consumed nothing counted as started."""
     def check(num: int, offset: int) -> bool:
-        return http_ok(f"http://127.0.0.1:{base + num}/healthz")(num, offset)
+        return http_ok(f"http://127.0.0.1:{base + num}/readyz")(num, offset)
     return check
+
+
+def _worker_readyz_says(base: int, kafka: str) -> Callable[[int], str]:
+    """Why process n is not ready, from its /readyz (kafka_workers/metrics.py), for the failed start's line."""
+    def why(num: int) -> str:
+        url = f"http://127.0.0.1:{base + num}/readyz"
+        try:
+            with _opener.open(url, timeout=3) as r:
+                body = r.read()
+        except urllib.error.HTTPError as exc:  # 503: not ready, the body says why
+            body = exc.read()
+        except OSError as exc:
+            return f"worker_{num}: no answer on {url} ({exc.__class__.__name__})"
+        try:
+            status = str(json.loads(body).get("status"))
+        except (ValueError, AttributeError):
+            status = repr(body[:80])
+        if status == "no-broker":
+            return f"worker_{num}'s /readyz says no-broker: Kafka at {kafka} has not answered its consumer"
+        return f"worker_{num}'s /readyz says {status}"
+    return why
 
 
 def program(name: str) -> Program:
@@ -657,10 +686,12 @@ def wait(name: str, timeout_s: float, log_offset: int) -> int:
         if p.fail_marker and p.fail_marker in _log_since(log, log_offset):
             print(f"its log says {p.fail_marker.strip()!r}", file=sys.stderr)
             return 1
-        if p.health is None or all(p.health(n, log_offset) for n in range(p.numprocs)):
+        passed = [p.health is None or p.health(n, log_offset) for n in range(p.numprocs)]
+        if all(passed):
             return 0
         if time.monotonic() > deadline:
-            print(f"did not answer within {timeout_s:.0f}s", file=sys.stderr)
+            why = [p.why_not(n) for n, ok in enumerate(passed) if not ok] if p.why_not else []
+            print(f"did not answer within {timeout_s:.0f}s" + (f" ({'; '.join(why)})" if why else ""), file=sys.stderr)
             return 1
         time.sleep(0.3)
 

@@ -350,3 +350,33 @@ def test_an_http_health_check_does_not_count_a_redirect(programs):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def worker_endpoint(monkeypatch):
+    """A worker's real /healthz and /readyz (kafka_workers/metrics.py) on a free port, its loop
+    turning; ``watch_broker`` sets when Kafka last answered its consumer."""
+    from kafka_workers import metrics
+
+    server = metrics.serve(0)
+    monkeypatch.setenv("WORKER_METRICS_PORT", str(server.server_address[1]))
+    monkeypatch.setenv("WORKERS", "1")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    metrics.loop_turned()
+    yield metrics.watch_broker
+    metrics.watch_broker(lambda: None)
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_worker_counts_as_started_once_kafka_answers_it(programs, worker_endpoint):
+    """The start waited for /healthz, which is 200 while the loop turns with no broker answering:
+    a worker that consumed nothing was reported as started. Now /readyz, and a start that times out
+    says why."""
+    worker = programs.program("worker")
+    worker_endpoint(lambda: None)  # Kafka never answered (a broker that is down or out of reach)
+    assert not worker.health(0, 0)
+    assert worker.why_not(0) == ("worker_0's /readyz says no-broker: Kafka at 127.0.0.1:1 has not answered "
+                                 "its consumer")
+    worker_endpoint(time.time)  # it answers
+    assert worker.health(0, 0)
