@@ -314,7 +314,7 @@ def programs() -> list[Program]:
                 numprocs=workers, ports=[metrics_base + n for n in range(workers)],
                 health=_worker_ready(metrics_base),
                 why_not=_worker_readyz_says(metrics_base, env.get("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{kafka_port}"),
-                address=(f"{workers} Kafka consumer process(es), /metrics, /healthz, /readyz on 127.0.0.1:{metrics_base}"
+                address=(f"{workers} Kafka consumer process(es), /metrics /healthz /readyz on 127.0.0.1:{metrics_base}"
                          + (f"-{metrics_base + workers - 1}" if workers > 1 else "")),
                 env={**app_env, "WORKER_METRICS_PORT": str(metrics_base)}, stop_wait_s=30, start_timeout_s=60),
         # Two Celery workers (kafka_workers/celery_app.py): "celery" runs beat and the periodic
@@ -691,7 +691,8 @@ def wait(name: str, timeout_s: float, log_offset: int) -> int:
             return 0
         if time.monotonic() > deadline:
             why = [p.why_not(n) for n, ok in enumerate(passed) if not ok] if p.why_not else []
-            print(f"did not answer within {timeout_s:.0f}s" + (f" ({'; '.join(why)})" if why else ""), file=sys.stderr)
+            said = f"not ready within {timeout_s:.0f}s: {'; '.join(why)}" if why else ""
+            print(said or f"did not answer within {timeout_s:.0f}s", file=sys.stderr)
             return 1
         time.sleep(0.3)
 
