@@ -191,6 +191,9 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
         return 0
     token = uuid.uuid4().hex
     if not r.set(_running_key(version), token, nx=True, ex=RUNNING_LEASE_S):
+        # not queued any more either: else, should that run die, check_model would not queue the
+        # version again until this copy's queued mark expired (RESCORE_TIME_LIMIT_S)
+        r.delete(_queued_key(version))
         log.info("model %s: a rescore is already running; this copy does nothing", version)
         return 0
     r.delete(_queued_key(version))  # not waiting any more: the running mark keeps check_model off

@@ -174,3 +174,15 @@ def test_the_shutdown_reaches_a_re_score_in_a_pool_child(monkeypatch):
         assert tasks._STOP.is_set()
     assert signal.getsignal(signal.SIGTERM) is before
     tasks._STOP.clear()
+
+
+def test_a_copy_that_finds_another_run_lets_go_of_the_queued_mark(rescore):
+    """A copy that starts while another run holds the running mark ends at once; it kept the
+    queued mark, so when that run died (its lease ran out) check_model queued nothing for hours."""
+    r = rescore.redis
+    r.set(tasks._running_key("v1"), "another run's token", ex=tasks.RUNNING_LEASE_S)
+    r.set(tasks._queued_key("v1"), "1", ex=tasks.RESCORE_TIME_LIMIT_S + 60)
+    assert tasks.rescore_active_users("v1") == 0 and rescore.scored == []
+    assert r.get(tasks._running_key("v1")) == b"another run's token"
+    r.after(tasks.RUNNING_LEASE_S)  # that run was killed
+    assert tasks.check_model() == "v1", "not queued again while the copy's queued mark lasted"
