@@ -1,6 +1,7 @@
 """Celery tasks. Each is idempotent (it recomputes and replaces), so a retry or a late ack is harmless."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -57,9 +58,11 @@ def _running_key(version: str) -> str:
     return f"recsys:rescore:running:{version}"
 
 
-def _progress_key(version: str) -> str:
-    """The last user a re-score of ``version`` wrote (its checkpoint), where the next run goes on."""
-    return f"recsys:rescore:progress:{version}"
+# The last user a re-score wrote (its checkpoint, where the next run goes on), with its version and
+# the last version re-scored to the end when it started (``LAST_RESCORED_MODEL``). One key for every
+# version: a run of another version replaces it at its start, so a version made current again (staff
+# go back to it) starts over, instead of going on from a checkpoint of before the other's lists.
+PROGRESS_KEY = "recsys:rescore:progress"
 
 
 # A running re-score renews its running mark and stores how far it got every CHECKPOINT_S; the mark
@@ -80,7 +83,7 @@ def check_model() -> str | None:
     or waits in the queue (a Redis ``SET NX`` per version, expiring after the rescore's time limit,
     so a rescore lost before it started is queued again) the later calls queue no more. A run that
     was killed lets its lease run out: the next call queues it again, and it goes on from its
-    checkpoint (``_progress_key``).
+    checkpoint (``PROGRESS_KEY``).
     """
     version = artifacts.current_version()
     if version is None:
@@ -248,10 +251,11 @@ def _rescore_user(model, user: str) -> int:
     return int(doc.get("as_of") == as_of)
 
 
-def _checkpoint(r: redis.Redis, version: str, token: str, after: str | None, done: int) -> None:
-    """Renew the run's running mark and store ``after``, the last user written, for a run after a
-    kill (:func:`_resume_after`); :class:`_Superseded` if the mark is another run's by now. A mark
-    that only expired (a model's load longer than the lease) is taken again."""
+def _checkpoint(r: redis.Redis, version: str, token: str, base: str | None, after: str | None, done: int) -> None:
+    """Renew the run's running mark and store ``after``, the last user written (None: none yet), for
+    a run after a kill (:func:`_resume_after`); ``base`` is ``LAST_RESCORED_MODEL`` at the run's
+    start. :class:`_Superseded` if the mark is another run's by now. A mark that only expired (a
+    model's load longer than the lease) is taken again."""
     key = _running_key(version)
     held = r.get(key)
     if held is None and not r.set(key, token, nx=True, ex=RUNNING_LEASE_S):
@@ -259,47 +263,52 @@ def _checkpoint(r: redis.Redis, version: str, token: str, after: str | None, don
     if held not in (None, token.encode()):
         raise _Superseded(after, done)
     r.set(key, token, ex=RUNNING_LEASE_S)
-    if after is not None:
-        r.set(_progress_key(version), after, ex=PROGRESS_TTL_S)
+    r.set(PROGRESS_KEY, json.dumps({"version": version, "base": base, "after": after}), ex=PROGRESS_TTL_S)
 
 
-def _resume_after(r: redis.Redis, version: str, start_after: str | None) -> str | None:
-    """Where a run goes on: after ``start_after`` (a hand-over) or the stored checkpoint, the later."""
-    stored = r.get(_progress_key(version))
-    return max((u for u in (start_after, stored.decode() if stored else None) if u is not None), default=None)
+def _resume_after(r: redis.Redis, version: str, base: str | None, start_after: str | None) -> str | None:
+    """Where a run goes on: after ``start_after`` (a hand-over) or the stored checkpoint, the later.
+    The checkpoint counts only if it is this version's and no other version was re-scored to the end
+    since (``base``): else the users before it may hold the other version's lists."""
+    stored = json.loads(r.get(PROGRESS_KEY) or "{}")
+    kept = stored.get("after") if (stored.get("version"), stored.get("base")) == (version, base) else None
+    return max((u for u in (start_after, kept) if u is not None), default=None)
 
 
 def _rescore(version: str, active_days: int, batch_size: int, start_after: str | None, token: str) -> int:
     """Re-score the active users after ``start_after`` (or the checkpoint) with ``version``, as the
     run whose running mark holds ``token``; returns how many lists are now this re-score's."""
     r = _redis()
+    rescored = r.get(LAST_RESCORED_MODEL)
+    base = rescored.decode() if rescored else None
     model = artifacts.load_model(version)
     if model is None:
         return 0
-    start_after = _resume_after(r, version, start_after)
+    start_after = _resume_after(r, version, base, start_after)
     users = _active_users(active_days)
     if start_after is not None:
         users = users[bisect_right(users, start_after):]
     done, last, saved_at = 0, start_after, time.monotonic()
-    _checkpoint(r, version, token, last, done)  # the model is loaded: the lease from here
+    _checkpoint(r, version, token, base, last, done)  # the model is loaded: the lease from here
     # One user's solve and scores gain nothing from OpenBLAS's second thread, whose wait for the
     # next call spins a core beside the workers and the database (1.6x the CPU per user at 10k items,
     # the same wall time: docs/benchmarks.md); the rating workers run with one thread too.
     with threadpool_limits(1, user_api="blas"):
         for start in range(0, len(users), batch_size):
-            if artifacts.current_version() != version:  # a newer model came: its own re-score follows
-                r.delete(_progress_key(version))  # made current again later, it starts over
+            # a newer model came: its own re-score follows (and replaces the checkpoint, or the
+            # version's lists outdate it: ``base``), so the checkpoint stays for a go-back before that
+            if artifacts.current_version() != version:
                 log.info("model %s: no longer current; re-scoring stopped after %d users", version, done)
                 return done
             for user in users[start:start + batch_size]:
                 if _STOP.is_set():
                     raise _Stopped(last, done)
                 if time.monotonic() - saved_at >= CHECKPOINT_S:
-                    _checkpoint(r, version, token, last, done)
+                    _checkpoint(r, version, token, base, last, done)
                     saved_at = time.monotonic()
                 done += _rescore_user(model, user)
                 last = user
     r.set(LAST_RESCORED_MODEL, version)
-    r.delete(_progress_key(version))
+    r.delete(PROGRESS_KEY)
     log.info("model %s: re-scored %d active users", version, done)
     return done

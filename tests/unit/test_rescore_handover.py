@@ -4,6 +4,7 @@ for (or killed) the hours-long task and its marks held the version back until th
 (RESCORE_TIME_LIMIT_S, 3 h by default). Redis, the model and the per-user work are stand-ins."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import types
 
@@ -149,7 +150,8 @@ def test_a_hand_over_that_cannot_queue_lets_go_of_both_marks(rescore, monkeypatc
     rescore.stop_after = "u1"
     with pytest.raises(ConnectionError):
         tasks.rescore_active_users("v1")
-    assert rescore.redis.data == {}  # check_model queues the version again
+    assert rescore.redis.get(tasks._running_key("v1")) is None  # check_model queues the version again
+    assert rescore.redis.get(tasks._queued_key("v1")) is None
 
 
 def test_the_shutdown_reaches_a_re_score_in_a_pool_child(monkeypatch):
@@ -186,3 +188,31 @@ def test_a_copy_that_finds_another_run_lets_go_of_the_queued_mark(rescore):
     assert r.get(tasks._running_key("v1")) == b"another run's token"
     r.after(tasks.RUNNING_LEASE_S)  # that run was killed
     assert tasks.check_model() == "v1", "not queued again while the copy's queued mark lasted"
+
+
+@pytest.mark.parametrize("other_run", ["finished", "failed"])
+def test_a_version_made_current_again_starts_over_after_another_version_was_re_scored(
+        rescore, monkeypatch, other_run):
+    """v1's run failed after u3 and left its checkpoint; v2 was published and re-scored (to the end,
+    or failing after u2); staff went back to v1. Its run went on after u3 and left u1..u3 with v2's lists."""
+    monkeypatch.setattr(tasks, "CHECKPOINT_S", 0.0)
+    current = types.SimpleNamespace(version="v1", fail_at="u4")
+    monkeypatch.setattr(tasks.artifacts, "current_version", lambda: current.version)
+
+    def rescore_user(model, user):
+        if user == current.fail_at:
+            raise RuntimeError("MongoDB refused the list")
+        rescore.scored.append((model.version, user))
+        return 1
+
+    monkeypatch.setattr(tasks, "_rescore_user", rescore_user)
+    with pytest.raises(RuntimeError):
+        tasks.rescore_active_users("v1")
+    current.version, current.fail_at = "v2", ("u3" if other_run == "failed" else None)
+    with pytest.raises(RuntimeError) if other_run == "failed" else contextlib.nullcontext():
+        tasks.rescore_active_users("v2")
+    current.version, current.fail_at = "v1", None
+    rescore.scored.clear()
+    assert tasks.check_model() == "v1"
+    tasks.rescore_active_users("v1")
+    assert rescore.scored == [("v1", user) for user in USERS], "users kept v2's lists"
