@@ -65,14 +65,39 @@ def _running_key(version: str) -> str:
 PROGRESS_KEY = "recsys:rescore:progress"
 
 
-# A running re-score renews its running mark and stores how far it got every CHECKPOINT_S; the mark
-# expires RUNNING_LEASE_S after that. A run killed where it cannot hand over (SIGKILL, SIGTERM before
-# its handler is in place, a lost host) holds its version back that long, not RESCORE_TIME_LIMIT_S,
-# and the run check_model queues then goes on from the checkpoint. The lease covers the model's
-# load (before the first checkpoint) with room to spare.
+# A running re-score renews its running mark from a thread (_renewed) and at each checkpoint, where it
+# stores how far it got (every CHECKPOINT_S); the mark expires RUNNING_LEASE_S after the last renewal.
+# A run killed where it cannot hand over (SIGKILL, SIGTERM before its handler is in place, a lost
+# host) holds its version back that long, not RESCORE_TIME_LIMIT_S, and the run check_model queues
+# then goes on from the checkpoint.
 RUNNING_LEASE_S = 300
 CHECKPOINT_S = 10.0
 PROGRESS_TTL_S = 7 * 86400
+
+# The running mark changes only through these two scripts, each one step in Redis: a GET then a SET
+# (or DEL) from here let a run pass its checkpoint, or drop the mark, just after another run took it.
+# KEYS[1]: the mark; ARGV[1]: the run's token; ARGV[2]: the lease (s).
+_RENEW_MARK = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end  -- another run's (a mark that only expired is taken again)
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+_DROP_MARK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end  -- gone, or another run's: left alone
+return redis.call('DEL', KEYS[1])
+"""
+
+
+def _renew_mark(r: redis.Redis, version: str, token: str) -> bool:
+    """Renew the running mark for ``RUNNING_LEASE_S`` if it is the run ``token``'s or nobody's;
+    False if another run holds it."""
+    return bool(r.eval(_RENEW_MARK, 1, _running_key(version), token, RUNNING_LEASE_S))
+
+
+def _drop_mark(r: redis.Redis, version: str, token: str) -> bool:
+    """Delete the running mark if the run ``token`` holds it; False if not (another run's, or gone)."""
+    return bool(r.eval(_DROP_MARK, 1, _running_key(version), token))
 
 
 @app.task
@@ -108,15 +133,19 @@ _STOP = threading.Event()  # this worker is shutting down: a re-score here hands
 _IN_POOL_CHILD = False  # a prefork pool's child process (where SIGTERM kills unless we catch it)
 
 
-class _Stopped(Exception):
-    """The worker shuts down: the re-score stopped after the user ``after``, ``done`` lists written."""
+class _LoopEnded(Exception):
+    """The re-score stopped early, after the user ``after``, with ``done`` lists written."""
 
     def __init__(self, after: str | None, done: int) -> None:
         super().__init__(after, done)
         self.after, self.done = after, done
 
 
-class _Superseded(_Stopped):
+class _Stopped(_LoopEnded):
+    """The worker shuts down: the run hands the rest over (:func:`_hand_over`)."""
+
+
+class _Superseded(_LoopEnded):
     """The running mark is another run's: this one stalled past ``RUNNING_LEASE_S`` and the next
     ``check_model`` queued a run that took over from the checkpoint. It stops, touching no mark."""
 
@@ -158,12 +187,16 @@ def _sigterm_stops_the_rescore() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _hand_over(r: redis.Redis, version: str, active_days: int, batch_size: int, after: str | None) -> None:
+def _hand_over(r: redis.Redis, version: str, token: str, active_days: int, batch_size: int,
+               after: str | None) -> None:
     """Queue the users after ``after`` for the next worker. Its running mark goes first (else the
     copy, taken at once by another worker, would see it and end); the queued mark stays, renewed:
     a copy is queued, check_model need not queue another. Not queued: both marks go, and
-    check_model queues the version again (from its first user)."""
-    r.delete(_running_key(version))
+    check_model queues the version again (from its checkpoint). A mark that is another run's by now
+    (this one stalled past its lease) stays, and nothing is queued: that run goes on."""
+    if not _drop_mark(r, version, token):
+        log.warning("model %s: worker stopping; another run took the re-scoring over", version)
+        return
     r.set(_queued_key(version), "1", ex=RESCORE_TIME_LIMIT_S + 60)
     try:
         rescore_active_users.apply_async((version,), {"active_days": active_days, "batch_size": batch_size,
@@ -201,28 +234,58 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
         return 0
     r.delete(_queued_key(version))  # not waiting any more: the running mark keeps check_model off
     try:
-        with _sigterm_stops_the_rescore():
-            done = _rescore(version, active_days, batch_size, start_after, token)
-    except _Superseded as superseded:
-        log.warning("model %s: another run took the re-scoring over after user %r", version, superseded.after)
-        return superseded.done
+        with _renewed(r, version, token) as superseded, _sigterm_stops_the_rescore():
+            done = _rescore(version, active_days, batch_size, start_after, token, superseded)
+    except _Superseded as ended:
+        log.warning("model %s: another run took the re-scoring over after user %r", version, ended.after)
+        return ended.done
     except _Stopped as stopped:
-        _hand_over(r, version, active_days, batch_size, stopped.after)
+        _hand_over(r, version, token, active_days, batch_size, stopped.after)
         return stopped.done
     except SoftTimeLimitExceeded:
         # queued again at once it would run out of time again, over and over: its queued mark is
         # set until it expires (RESCORE_TIME_LIMIT_S), then check_model tries again (from the checkpoint)
         r.set(_queued_key(version), "1", ex=RESCORE_TIME_LIMIT_S + 60)
-        r.delete(_running_key(version))
+        _drop_mark(r, version, token)
         log.error("model %s: re-scoring ran out of time (RESCORE_TIME_LIMIT_S=%d)", version, RESCORE_TIME_LIMIT_S)
         raise
     except BaseException:
-        r.delete(_running_key(version), _queued_key(version))
+        _drop_mark(r, version, token)
+        r.delete(_queued_key(version))
         raise
     # both: the version may be made current again later (staff go back to it), after another was
     # re-scored; its queued mark would keep check_model from queueing it until the mark expired
-    r.delete(_running_key(version), _queued_key(version))
+    _drop_mark(r, version, token)
+    r.delete(_queued_key(version))
     return done
+
+
+@contextmanager
+def _renewed(r: redis.Redis, version: str, token: str) -> Iterator[threading.Event]:
+    """Renew the run's running mark from a thread while the run goes on (``locking.LEASE_RENEWALS``
+    times per ``RUNNING_LEASE_S``, as :func:`core.locking.lease` renews a batch's lease), through the
+    model's load and the active users' scan too: renewed only at its checkpoints, a run whose load
+    and scan outlasted the lease was taken over by the next ``check_model``'s run and stopped at its
+    first checkpoint, every time. Yields an event set once the mark is found another run's (the
+    run stalled past its lease, and was taken over); a Redis error is tried again at the next renewal."""
+    stop, superseded = threading.Event(), threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(RUNNING_LEASE_S / locking.LEASE_RENEWALS):
+            try:
+                if not _renew_mark(r, version, token):
+                    superseded.set()
+                    return
+            except redis.RedisError as exc:
+                log.warning("model %s: running mark not renewed (%s); trying again", version, exc)
+
+    renewer = threading.Thread(target=renew, name=f"rescore lease {version}", daemon=True)
+    renewer.start()
+    try:
+        yield superseded
+    finally:
+        stop.set()
+        renewer.join()
 
 
 def _active_users(active_days: int) -> list[str]:
@@ -256,13 +319,8 @@ def _checkpoint(r: redis.Redis, version: str, token: str, base: str | None, afte
     a run after a kill (:func:`_resume_after`); ``base`` is ``LAST_RESCORED_MODEL`` at the run's
     start. :class:`_Superseded` if the mark is another run's by now. A mark that only expired (a
     model's load longer than the lease) is taken again."""
-    key = _running_key(version)
-    held = r.get(key)
-    if held is None and not r.set(key, token, nx=True, ex=RUNNING_LEASE_S):
-        held = r.get(key)  # another run set it just now
-    if held not in (None, token.encode()):
+    if not _renew_mark(r, version, token):
         raise _Superseded(after, done)
-    r.set(key, token, ex=RUNNING_LEASE_S)
     r.set(PROGRESS_KEY, json.dumps({"version": version, "base": base, "after": after}), ex=PROGRESS_TTL_S)
 
 
@@ -275,9 +333,11 @@ def _resume_after(r: redis.Redis, version: str, base: str | None, start_after: s
     return max((u for u in (start_after, kept) if u is not None), default=None)
 
 
-def _rescore(version: str, active_days: int, batch_size: int, start_after: str | None, token: str) -> int:
+def _rescore(version: str, active_days: int, batch_size: int, start_after: str | None, token: str,
+             superseded: threading.Event) -> int:
     """Re-score the active users after ``start_after`` (or the checkpoint) with ``version``, as the
-    run whose running mark holds ``token``; returns how many lists are now this re-score's."""
+    run whose running mark holds ``token``; returns how many lists are now this re-score's.
+    ``superseded``: set when the mark's renewal found it another run's (:func:`_renewed`)."""
     r = _redis()
     rescored = r.get(LAST_RESCORED_MODEL)
     base = rescored.decode() if rescored else None
@@ -301,6 +361,8 @@ def _rescore(version: str, active_days: int, batch_size: int, start_after: str |
                 log.info("model %s: no longer current; re-scoring stopped after %d users", version, done)
                 return done
             for user in users[start:start + batch_size]:
+                if superseded.is_set():  # first: a run taken over must not hand over (_Stopped)
+                    raise _Superseded(last, done)
                 if _STOP.is_set():
                     raise _Stopped(last, done)
                 if time.monotonic() - saved_at >= CHECKPOINT_S:

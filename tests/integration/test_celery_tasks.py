@@ -424,3 +424,21 @@ def test_a_second_delivery_of_a_running_or_finished_rescore_does_nothing(celery_
     visibility = app.conf.broker_transport_options["visibility_timeout"]
     assert tasks.rescore_active_users.time_limit < visibility
     assert app.conf.task_time_limit is None or app.conf.task_time_limit < visibility
+
+
+def test_the_running_mark_is_renewed_and_dropped_only_by_its_holder_on_redis(celery_env):
+    """The compare-and-set scripts that tests/unit/test_rescore_handover.py's stand-in imitates."""
+    from kafka_workers import tasks
+
+    r, key = _redis(), tasks._running_key("rt-mark")
+    r.delete(key)
+    try:
+        assert tasks._renew_mark(r, "rt-mark", "A")  # nobody's (it expired): taken
+        assert r.get(key) == b"A" and 0 < r.ttl(key) <= tasks.RUNNING_LEASE_S
+        assert tasks._renew_mark(r, "rt-mark", "A")
+        assert not tasks._renew_mark(r, "rt-mark", "B") and r.get(key) == b"A"
+        assert not tasks._drop_mark(r, "rt-mark", "B") and r.get(key) == b"A"
+        assert tasks._drop_mark(r, "rt-mark", "A") and r.get(key) is None
+        assert not tasks._drop_mark(r, "rt-mark", "A")
+    finally:
+        r.delete(key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import types
 
 import pytest
@@ -23,7 +24,8 @@ class Killed(BaseException):
 class FakeRedis:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
-        self.ex: dict[str, float | None] = {}
+        self.ex: dict[str, float | None] = {}  # seconds left
+        self.renewed = threading.Event()  # set at each renewal of a running mark
 
     def get(self, key):
         return self.data.get(key)
@@ -38,11 +40,29 @@ class FakeRedis:
         for key in keys:
             self.data.pop(key, None)
 
+    def eval(self, script, numkeys, key, token, *lease):
+        """The running mark's two scripts (tasks._RENEW_MARK, tasks._DROP_MARK), one step each as in Redis."""
+        held = self.data.get(key)
+        if script == tasks._RENEW_MARK:
+            if held not in (None, token.encode()):
+                return 0
+            self.set(key, token, ex=lease[0])
+            self.renewed.set()
+            return 1
+        assert script == tasks._DROP_MARK
+        if held != token.encode():
+            return 0
+        self.delete(key)
+        return 1
+
     def after(self, seconds: float) -> None:
-        """``seconds`` pass: the keys set to expire within them are gone."""
+        """``seconds`` pass: the keys set to expire within them are gone, the others' time runs down."""
         for key, ex in list(self.ex.items()):
             if ex is not None and ex <= seconds:
                 self.data.pop(key, None)
+                self.ex.pop(key)
+            elif ex is not None:
+                self.ex[key] = ex - seconds
 
 
 @pytest.fixture
@@ -216,3 +236,85 @@ def test_a_version_made_current_again_starts_over_after_another_version_was_re_s
     assert tasks.check_model() == "v1"
     tasks.rescore_active_users("v1")
     assert rescore.scored == [("v1", user) for user in USERS], "users kept v2's lists"
+
+
+def test_a_checkpoint_and_a_run_taking_the_mark_over_never_both_go_on(rescore):
+    """The checkpoint read the mark (its own), then set it: a run that took the mark in between (it
+    had just expired) was overwritten, and both runs went on. Here that run takes it before each of
+    the checkpoint's Redis calls on the mark in turn."""
+    r, key = rescore.redis, tasks._running_key("v1")
+
+    class Interleaved:
+        """``r``, where the other run takes the mark just before the checkpoint's call ``at`` on it."""
+
+        def __init__(self, at: int) -> None:
+            self.at, self.calls, self.other_took = at, 0, None
+
+        def __getattr__(self, name):
+            def call(*args, **kwargs):
+                if key in args[:3]:
+                    if self.calls == self.at:
+                        r.delete(key)  # this run's lease ran out
+                        self.other_took = r.set(key, "B", nx=True, ex=tasks.RUNNING_LEASE_S)
+                    self.calls += 1
+                return getattr(r, name)(*args, **kwargs)
+            return call
+
+    counted = Interleaved(at=-1)
+    r.set(key, "A")
+    tasks._checkpoint(counted, "v1", "A", None, "u3", 3)
+    for at in range(counted.calls):
+        r.set(key, "A")
+        interleaved = Interleaved(at)
+        try:
+            tasks._checkpoint(interleaved, "v1", "A", None, "u3", 3)
+        except tasks._Superseded:
+            continue
+        assert not interleaved.other_took, f"both runs went on (the other took the mark before call {at})"
+
+
+@pytest.mark.parametrize("end", ["stop", "failure", "finish"])
+def test_a_run_taken_over_leaves_the_other_run_s_mark(rescore, monkeypatch, end):
+    """It stalled past its lease on its last user, and another run took the mark over; then its
+    worker stopped (it handed over: deleted that run's mark and queued a copy), or it failed, or
+    it finished: it deleted the other run's mark, and check_model queued a third run."""
+    r, key = rescore.redis, tasks._running_key("v1")
+
+    def stalled(model, user):
+        rescore.scored.append(user)
+        if user == "u5":
+            r.after(tasks.RUNNING_LEASE_S)
+            r.set(key, "B")
+            if end == "stop":
+                tasks._worker_shutting_down(sig="SIGTERM", how="Warm", exitcode=0)
+            if end == "failure":
+                raise RuntimeError("MongoDB refused the list")
+        return 1
+
+    monkeypatch.setattr(tasks, "_rescore_user", stalled)
+    monkeypatch.setattr(tasks, "_active_users", lambda days: list(USERS) + ["u6"] * (end == "stop"))
+    with pytest.raises(RuntimeError) if end == "failure" else contextlib.nullcontext():
+        tasks.rescore_active_users("v1")
+    assert r.get(key) == b"B" and rescore.queued == []
+    assert tasks.check_model() is None
+
+
+def test_the_running_mark_is_renewed_while_the_model_loads(rescore, monkeypatch):
+    """Renewed only at the checkpoints, a mark expired during a load longer than RUNNING_LEASE_S;
+    check_model queued another run, which took it, and the first stopped at its first checkpoint
+    (each run after it too: none got anywhere)."""
+    r = rescore.redis
+    monkeypatch.setattr(tasks, "RUNNING_LEASE_S", 0.4)  # renewed every 0.1 s
+
+    def slow_load(version):
+        for _ in range(2):  # a load of 1.5 leases, during which the renewal comes round
+            r.renewed.clear()
+            r.renewed.wait(30)
+            r.after(tasks.RUNNING_LEASE_S * 0.75)
+        if tasks.check_model():  # the mark expired: another run took it
+            r.set(tasks._running_key("v1"), "another run's token")
+        return types.SimpleNamespace(version=version)
+
+    monkeypatch.setattr(tasks.artifacts, "load_model", slow_load)
+    assert tasks.rescore_active_users("v1") == 5
+    assert rescore.queued == [] and rescore.scored == USERS
