@@ -48,6 +48,12 @@ RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecor
                  InvalidTimestampError)
 
 
+# A new producer's probe of the broker's version (kafka-python's ``api_version_auto_timeout_ms``),
+# the first part of a send after a start or a discard (:func:`send_wait_s`).
+PRODUCER_START_MS = 2000
+SEND_MARGIN_S = 5.0  # a pause of the sender's own, its other reads and writes around the send
+
+
 # One breaker per process for the site's ratings: after a failed send, ratings are refused at once
 # (503) for two seconds instead of each holding a thread for the delivery timeout.
 BREAKER = CircuitBreaker("kafka", cooldown_s=2.0)
@@ -71,6 +77,7 @@ def get_producer() -> KafkaProducer:
         request_timeout_ms=timeout_ms,
         delivery_timeout_ms=timeout_ms,  # >= request_timeout_ms + linger_ms, as kafka-python requires
         max_block_ms=timeout_ms,  # waiting for metadata (the broker is unreachable) counts too
+        api_version_auto_timeout_ms=PRODUCER_START_MS,
         client_id="amazon-recommender",
         # kafka-python's own sensors, read by nothing here: ~0.1 ms of a send's ~0.9 ms of CPU (docs/benchmarks.md)
         metrics_enabled=False,
@@ -124,8 +131,16 @@ def _send(topic: str, value: bytes, key: bytes | None):
 
 def ack_wait_s() -> float:
     """How long a send waits for its ack: a little longer than the producer's own deadline, so the
-    caller hears the outcome (a dead letter's replay still "replaying" after it was killed)."""
+    caller hears the outcome."""
     return get_settings().kafka_delivery_timeout_ms / 1000 + 0.5
+
+
+def send_wait_s() -> float:
+    """The longest one :func:`_send` can last, with a margin: a new producer's start
+    (``PRODUCER_START_MS``), the wait for the topic's metadata (``max_block_ms``: the delivery
+    timeout), then the ack's (:func:`ack_wait_s`). A dead letter's replay still "replaying" after
+    that was killed, or never heard its outcome: the next replay takes it over."""
+    return PRODUCER_START_MS / 1000 + get_settings().kafka_delivery_timeout_ms / 1000 + ack_wait_s() + SEND_MARGIN_S
 
 
 def publish_rating(event: RatingEvent) -> dict[str, Any]:

@@ -196,9 +196,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"{lid}: the letter kept only a preview of the original; cannot replay it", file=sys.stderr)
             failed += 1
             continue
-        earlier = dead_letter_replays.claim(lid, {"event_id": letter.get("event_id"), "reason": letter.get("reason")},
-                                            stale_s=kafka_io.ack_wait_s())
-        if earlier is not None and not args.force:
+        token, earlier = dead_letter_replays.claim(lid, {"event_id": letter.get("event_id"),
+                                                         "reason": letter.get("reason")},
+                                                   stale_s=kafka_io.send_wait_s())
+        if token is None and not args.force:
             if dead_letter_replays.state(earlier) == dead_letter_replays.REPLAYING:
                 print(f"{lid}: being replayed since {earlier.get('claimed_at')}; skipped (--force to send it again)")
             else:
@@ -208,12 +209,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         try:
             meta = kafka_io.publish_raw(topic, raw, key=key)
         except kafka_io.PublishError as exc:
-            if earlier is None:
-                dead_letter_replays.release(lid)
+            if token is not None:
+                dead_letter_replays.release(lid, token)
             print(f"{lid}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        dead_letter_replays.replayed(lid)  # acknowledged: until now the record said "replaying"
+        dead_letter_replays.replayed(lid, token)  # acknowledged: until now the record said "replaying"
         print(f"{lid}: replayed to {topic}[{meta['partition']}]@{meta['offset']}")
     return 1 if failed else 0
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from core import kafka_io
+from core import dead_letter_replays, kafka_io, mongo
 from core.events import RatingEvent
 from kafka_workers.dead_letters import dead_letter_payload
 from realtime_support import ROOT, process_env, read_topic, wait_until
@@ -62,3 +62,24 @@ def test_a_replay_killed_before_its_send_is_not_replayed_and_the_next_replay_sen
     assert _listed(lid)["replayed"]
     done = _dead_letters("replay", "--id", lid)
     assert done.returncode == 0 and "already replayed" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_replay_taken_over_leaves_the_record_of_the_one_that_took_it(rt):
+    """Replay A's send outlasted ``stale_s``; replay B took its record over and sent the letter.
+    A's send then failed, and its release deleted B's record; B's ack recorded nothing, and the
+    letter read as never replayed (the next replay sent it a third time)."""
+    db, lid = mongo.get_db(), "rt-dlr-taken-over:0:1"
+    db[mongo.DEAD_LETTER_REPLAYS].delete_one({"_id": lid})
+    a, _ = dead_letter_replays.claim(lid, {"event_id": "e1"}, stale_s=30.0)
+    assert a is not None
+    db[mongo.DEAD_LETTER_REPLAYS].update_one({"_id": lid}, {"$inc": {"claimed_at": -31.0}})  # A's send is slow
+    b, earlier = dead_letter_replays.claim(lid, {"event_id": "e1"}, stale_s=30.0)
+    assert b is not None and earlier is None, "B did not take the stale record over"
+    dead_letter_replays.release(lid, a)  # A's send failed after all
+    assert dead_letter_replays.state(dead_letter_replays.get(lid)) == dead_letter_replays.REPLAYING
+    dead_letter_replays.replayed(lid, a)  # (or A's ack came late: the record stays B's)
+    assert dead_letter_replays.state(dead_letter_replays.get(lid)) == dead_letter_replays.REPLAYING
+    dead_letter_replays.replayed(lid, b)  # B's send acknowledged
+    assert dead_letter_replays.state(dead_letter_replays.get(lid)) == dead_letter_replays.REPLAYED
+    assert dead_letter_replays.claim(lid, {"event_id": "e1"}, stale_s=30.0)[0] is None
+    db[mongo.DEAD_LETTER_REPLAYS].delete_one({"_id": lid})

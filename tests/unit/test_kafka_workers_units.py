@@ -261,3 +261,38 @@ def test_one_at_a_time_leaves_what_is_past_the_poll_budget_to_the_next_poll(monk
     assert handled == [10, 11]
     assert seeks == [(0, 12), (1, 5)]
     assert [{tp.partition: m.offset for tp, m in c.items()} for c in commits] == [{0: 12}]
+
+
+def test_a_replay_is_taken_over_only_once_its_longest_send_is_over(monkeypatch):
+    """A dead letter's replay record is taken over once older than ``stale_s``. A send can last a
+    new producer's start, the wait for the topic's metadata (max_block_ms) and the ack's; stale_s
+    was the ack's wait alone, so a replay still sending was taken over, and the letter sent twice."""
+    from core import dead_letter_replays, kafka_io
+    from kafka_workers import dead_letters
+
+    config, asked = {}, []
+
+    class Producer:
+        def __init__(self, **kwargs):
+            config.update(kwargs)
+
+    class Claimed(Exception):
+        pass
+
+    def claim(letter_id, doc, stale_s, db=None):
+        asked.append(stale_s)
+        raise Claimed
+
+    monkeypatch.setattr(kafka_io, "KafkaProducer", Producer)
+    kafka_io.get_producer.cache_clear()
+    try:
+        kafka_io.get_producer()
+    finally:
+        kafka_io.get_producer.cache_clear()
+    letter = dead_letter_payload(b'{"event_id": "e1"}', "bad", "ratings", 0, 7, key=b"u1")
+    monkeypatch.setattr(dead_letters, "collect", lambda reason=None: {letter["id"]: letter})
+    monkeypatch.setattr(dead_letter_replays, "claim", claim)
+    with pytest.raises(Claimed):
+        dead_letters.main(["replay", "--id", letter["id"]])
+    start_ms = config.get("api_version_auto_timeout_ms", 2000)  # kafka-python's default
+    assert asked[0] > (start_ms + config["max_block_ms"]) / 1000 + kafka_io.ack_wait_s()
