@@ -4,7 +4,7 @@ The worker loop calls the small functions below where it learns something (an ou
 turn of the loop), so the loop can be reorganised (batches) without touching what is exported:
 
     recommender_worker_events_total{outcome}  processed | duplicate | dead-letter | cancelled | dropped
-    recommender_worker_retries_total{reason}  error (a message that raised, tried again) | outage
+    recommender_worker_retries_total{reason}  error (a message that raised, tried again) | outage | lock-lost
     recommender_rating_to_list_seconds        histogram: rating submitted (event ts) -> new list written
 
 plus prometheus_client's own ``process_*`` series (start time, CPU, memory). The histogram is the
@@ -65,7 +65,8 @@ def event_handled(outcome: str, latency_s: float = 0.0) -> None:
 
 
 def retried(reason: str) -> None:
-    """A message is tried again: ``error`` (it raised) or ``outage`` (MongoDB or Kafka down)."""
+    """A message is tried again: ``error`` (it raised), ``outage`` (MongoDB or Kafka down) or
+    ``lock-lost`` (its user's lock was taken over while the worker stalled)."""
     RETRIES.labels(reason).inc()
 
 

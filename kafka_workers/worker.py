@@ -34,7 +34,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 from threadpoolctl import threadpool_limits
 
-from core import cancellation, catalog, kafka_io
+from core import cancellation, catalog, kafka_io, locking
 from core.env import env_str
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
@@ -358,9 +358,12 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
     While MongoDB (or Kafka, for a dead letter) is down, retry with back-off for as long as the
     outage lasts. Any other exception (a document MongoDB refuses, a model numpy cannot solve, a
     bug) is this message's problem: it is tried ``max_attempts()`` times, then dead-lettered with
-    the exception as the reason, so one message never stops the worker or its partition.
+    the exception as the reason, so one message never stops the worker or its partition. A user's
+    lock taken over while this worker stalled (:class:`core.locking.LeaseLost`) is no fault of the
+    message either: tried again without using up a try, logged each time (an error once it repeated
+    ``max_attempts()`` times: a worker that stalls on every try holds its partition back).
     """
-    delay, attempts, outcome = 0.2, 0, None
+    delay, attempts, outcome, lost = 0.2, 0, None, 0
     while True:
         try:
             if outcome is None:
@@ -370,6 +373,16 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
                 except OUTAGE_ERRORS:
                     attempts -= 1  # an outage is nobody's fault: it does not use up a try
                     raise
+                except locking.LeaseLost as exc:  # nothing written; the next try takes the lock again
+                    attempts, lost = attempts - 1, lost + 1
+                    metrics.retried("lock-lost")
+                    log.log(logging.ERROR if lost >= max_attempts() else logging.WARNING,
+                            "lock lost on %s[%d]@%d (%d time(s) for this message): %s; retrying in %.1fs", record.topic,
+                            record.partition, record.offset, lost, str(exc)[:200], delay)
+                    if stop.wait(delay):
+                        return None
+                    delay = min(delay * 2, 5.0)
+                    continue
                 except Exception as exc:  # noqa: BLE001 - the point is that nothing escapes
                     if attempts < max_attempts():
                         metrics.retried("error")

@@ -296,3 +296,32 @@ def test_a_replay_is_taken_over_only_once_its_longest_send_is_over(monkeypatch):
         dead_letters.main(["replay", "--id", letter["id"]])
     start_ms = config.get("api_version_auto_timeout_ms", 2000)  # kafka-python's default
     assert asked[0] > (start_ms + config["max_block_ms"]) / 1000 + kafka_io.ack_wait_s()
+
+
+def test_a_lock_lost_while_handling_an_event_uses_up_no_try_and_is_logged_each_time(monkeypatch, caplog):
+    """LeaseLost (the user's lock taken over while this worker stalled: nothing written) counted as
+    the message's error: three in a row dead-lettered a valid event."""
+    import threading
+    from types import SimpleNamespace
+
+    from core import locking
+    from kafka_workers import worker
+
+    tries, sent = [], []
+
+    def handle(value, model):
+        tries.append(value)
+        if len(tries) <= worker.max_attempts():
+            raise locking.LeaseLost("1 of 1 lock(s) (user:u1, ...) taken over while held")
+        return Outcome(None, "processed")
+
+    monkeypatch.setattr(worker, "handle", handle)
+    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(worker, "send_dead_letter", lambda record, outcome, attempts: sent.append(outcome))
+    monkeypatch.setattr(worker, "retry_delay_s", lambda: 0.0)
+    record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
+    with caplog.at_level("WARNING", logger=worker.log.name):
+        outcome = worker._process_with_retry(record, SimpleNamespace(model=None), threading.Event())
+    assert outcome.status == "processed" and sent == []
+    lost = [r for r in caplog.records if "lock lost" in r.getMessage()]
+    assert len(lost) == worker.max_attempts() and lost[-1].levelname == "ERROR"
