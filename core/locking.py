@@ -61,14 +61,18 @@ def writer_lock(user_id: str, db: Database | None = None) -> Iterator[Callable[[
 
 def fence(names: Iterable[str], token: str, taken_at: float, db: Database | None = None) -> Callable[[], None]:
     """The fence of writes under the locks ``names``, which ``token`` took after ``taken_at``
-    (``time.monotonic()``): a call before each write returns at once while the locks are younger
-    than half ``LOCK_STALE_S`` (nobody takes one over before ``LOCK_STALE_S``), so a quick writer
-    pays no round trip for it; after that it is :func:`still_held`, which renews them (it raises
-    :class:`LeaseLost` if one was taken over, and the write must not happen). What still gets
-    through: a stall of half ``LOCK_STALE_S`` or more between a call and its write, and on FerretDB
-    v1 a takeover that lands inside the renewal's own read-then-write (after a stall of
-    ``LOCK_STALE_S``, within the same millisecond). The holders' clocks must agree to well within
-    ``LOCK_STALE_S``."""
+    (``time.monotonic()``): call it just before each write.
+
+    Guaranteed: a write that follows its call within half ``LOCK_STALE_S`` lands while every lock
+    is still this holder's; or the call raised :class:`LeaseLost` (a lock was taken over) and the
+    write must not happen. While the locks are younger than half ``LOCK_STALE_S`` a call returns
+    at once (nobody takes a lock over before ``LOCK_STALE_S``), so a quick writer pays no round
+    trip; after that it is :func:`still_held`, which renews them.
+
+    What gets through: a stall of half ``LOCK_STALE_S`` or more between a call and the write it
+    fences (the write lands after a takeover); on FerretDB v1, a takeover inside the renewal's own
+    read-then-write (after a stall of ``LOCK_STALE_S``, within the same millisecond); holders whose
+    clocks disagree by a good part of ``LOCK_STALE_S``."""
     names = list(names)
     fresh_since = taken_at
 
@@ -86,15 +90,20 @@ def still_held(names: Iterable[str], token: str, db: Database | None = None) -> 
     """The fence of a write under the locks ``names``: renew them (``at`` now) if ``token`` still
     holds every one, else raise :class:`LeaseLost` and let the caller write nothing.
 
-    A holder stalled past ``LOCK_STALE_S`` (a GC or VM pause, a server slow to answer) may have
-    been taken over: the next writer then read and wrote the same documents, and this holder's
-    write, computed from what it read before, would replace theirs (a rating or a newer list lost:
-    tests/integration/test_writer_fencing.py). Renewed here, the lock stays this holder's for
-    ``LOCK_STALE_S`` from now, so only a stall that long between this call and the write it fences
-    still gets through. A fencing token checked by the write itself would close that too, but a
-    filter beside ``_id`` is no atomic step on FerretDB v1 (a read, then a write) and scans there.
-    One ``update_many`` by ``_id`` and token, like :func:`release_locks` (16 ms for 200 locks on
-    FerretDB here, hence :func:`fence`, which asks only when the locks are old enough to need it).
+    Why: a holder stalled past ``LOCK_STALE_S`` (a GC or VM pause, a server slow to answer) may
+    have been taken over: the next writer then read and wrote the same documents, and this
+    holder's write, computed from what it read before, would replace theirs (a rating or a newer
+    list lost: tests/integration/test_writer_fencing.py).
+
+    Guaranteed: when it returns, every lock was this holder's, and is again for ``LOCK_STALE_S``
+    from the renewal. One ``update_many`` by ``_id`` and token, like :func:`release_locks` (16 ms for
+    200 locks on FerretDB here, hence :func:`fence`, which asks only when the locks are old enough
+    to need it).
+
+    What gets through: a stall of ``LOCK_STALE_S`` between this call and the write it fences. A
+    fencing token checked by the write itself would close that too, but a filter beside ``_id`` is
+    no atomic step on FerretDB v1 (a read, then a write) and scans there; for the same reason, on
+    FerretDB v1 a takeover landing inside this update's read-then-write is not seen.
     """
     names = sorted(set(names))
     if not names:

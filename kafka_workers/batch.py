@@ -166,6 +166,8 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     changes = _apply_to_histories(batch, by_user, read, outcomes)
     histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
     names = [locking.writer_lock_name(u) for u in changes.histories]
+    # tail.opened is set: _claim_and_lock opened the tail before it took these locks (so they are
+    # younger). The 0.0 is for the type only; were it ever used, the fence would just ask at once.
     stored = _write_with_lists(changes.histories, changes.excluded, model, changes.new_histories,
                                changes.new_exclusions, {u: batch[by_user[u][-1]].event_id for u in changes.histories},
                                fence=locking.fence(names, tail.token, tail.opened or 0.0, db=db))
