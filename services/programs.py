@@ -16,6 +16,7 @@ app's virtualenv (which has the ``supervisor`` package):
                                          append-only log (before the start; see redis_log)
     programs.py postgres-bin             the PostgreSQL server binaries' folder (initdb, psql)
     programs.py as-postgres CMD ARG...   CMD as the postgres user when run as root (initdb), else as is
+    programs.py state NAME               "STATE PIDS DETAIL" of NAME as supervisord runs it (see state_line)
     programs.py wait NAME SECONDS [LOG_OFFSET]
                                          wait until every process of NAME passes its health check;
                                          fails at once when supervisord reports it exited
@@ -669,6 +670,39 @@ def supervisor() -> xmlrpc.client.ServerProxy:
                                      transport=SupervisorTransport(None, None, f"unix://{socket_path()}"))
 
 
+# supervisord's process states, most telling first, and the word bin/services status shows for each
+_STATE_WORDS = {"FATAL": "fatal", "BACKOFF": "backoff", "STARTING": "starting", "STOPPING": "stopping",
+                "UNKNOWN": "unknown"}
+
+
+def state_line(p: Program, infos: list[dict]) -> str:
+    """One status line's "STATE PIDS DETAIL" for program ``p`` from supervisord's process infos
+    (getAllProcessInfo, this program's entries). "running" only when every process runs; while
+    supervisord restarts a crashing program (STARTING, BACKOFF) or has given up on it (FATAL),
+    that state, where status once said "stopped" (it counted RUNNING processes only)."""
+    states = [i["statename"] for i in infos]
+    pids = ",".join(str(i["pid"]) for i in infos if i.get("pid")) or "-"
+    logs = " ".join(_shown(f) for f in log_files(p))
+    word = next((w for s, w in _STATE_WORDS.items() if s in states), "")
+    running = states.count("RUNNING")
+    if states and running == len(states):
+        return f"running {pids} {p.address}"
+    if word == "fatal":
+        return f"fatal {pids} exited too quickly, supervisord gave up restarting it: see {logs}"
+    if word == "backoff":
+        return f"backoff {pids} exited during its start, supervisord tries again: see {logs}"
+    if word:
+        return f"{word} {pids} {p.address}"
+    if running:
+        return f"partial {pids} {running} of {len(states)} processes running: see {logs}"
+    return f"stopped - {p.address}"
+
+
+def _shown(path: Path) -> str:
+    """A path as bin/services shows it: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def wait(name: str, timeout_s: float, log_offset: int) -> int:
     """0 once every process of ``name`` passes its health check; 1 with one line on stderr if one
     exits (supervisord says so) or it does not answer within ``timeout_s``."""
@@ -716,6 +750,9 @@ def main(argv: list[str]) -> int:
         print(program(args[0]).stop_wait_s)
     elif cmd == "address":
         print(program(args[0]).address)
+    elif cmd == "state":  # only asked while supervisord answers
+        infos = [i for i in supervisor().supervisor.getAllProcessInfo() if i["group"] == args[0]]
+        print(state_line(program(args[0]), infos))
     elif cmd == "names":
         print(" ".join(p.name for p in programs()))
     elif cmd == "redis-log":

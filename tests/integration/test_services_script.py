@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from realtime_support import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bin" / "services"
 
@@ -128,3 +130,27 @@ def test_a_failed_start_names_its_log_and_last_error(env):
     log = Path(env["SERVICES_STATE_DIR"]) / "log" / "redis.log"
     assert f", see {log} (last error: " in lines[0] and "MANIFEST" in lines[0]
     assert _run("status", "redis", env=env).returncode == 3
+
+
+def test_status_shows_a_crashing_program_as_supervisord_sees_it(env):
+    """Redis killed with a garbage append-only manifest: supervisord restarts it, it exits, and after
+    three tries supervisord gives up. status said "redis stopped -" all along (it counted RUNNING
+    processes only); now the state, the log to read, and exit status 3."""
+    state = Path(env["SERVICES_STATE_DIR"])
+    assert _run("start", "redis", env=env).returncode == 0
+    pid = int(_run("status", "redis", env=env).stdout.split()[2])
+    (state / "services" / "redis" / "data" / "appendonlydir" / "appendonly.aof.manifest").write_text("garbage\n")
+    os.kill(pid, 9)
+
+    def word() -> str:
+        return _run("status", "redis", env=env).stdout.split()[1]
+    seen = {word()}
+    wait_until(lambda: seen.add(word()) or "fatal" in seen, 90, "supervisord to give up on redis")
+    assert "stopped" not in seen, seen
+    status = _run("status", "redis", env=env)
+    assert status.returncode == 3
+    assert status.stdout.split()[:3] == ["redis", "fatal", "-"]
+    assert f"see {state / 'log' / 'redis.log'}" in status.stdout
+    supervisord = int((state / "run" / "supervisord.pid").read_text())
+    assert "redis: not running" in _run("stop", "redis", env=env).stdout
+    assert not _pid_alive(supervisord)

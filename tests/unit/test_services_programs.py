@@ -380,3 +380,25 @@ def test_a_worker_counts_as_started_once_kafka_answers_it(programs, worker_endpo
                                  "its consumer")
     worker_endpoint(time.time)  # it answers
     assert worker.health(0, 0)
+
+
+def test_status_shows_the_state_supervisord_has_a_program_in(programs, tmp_path):
+    """status counted RUNNING processes only: a program supervisord was restarting (STARTING,
+    BACKOFF) or had given up on (FATAL) showed as "stopped"."""
+    redis, worker = programs.program("redis"), programs.program("worker")
+    log = tmp_path / "log"
+
+    def line(p, *states: tuple[str, int]) -> str:
+        return programs.state_line(p, [{"statename": s, "pid": pid} for s, pid in states])
+
+    assert line(redis) == f"stopped - {redis.address}"
+    assert line(redis, ("STOPPED", 0)) == f"stopped - {redis.address}"
+    assert line(redis, ("RUNNING", 41)) == f"running 41 {redis.address}"
+    assert line(redis, ("STARTING", 42)) == f"starting 42 {redis.address}"
+    assert line(redis, ("BACKOFF", 0)).startswith("backoff - ")
+    assert line(redis, ("BACKOFF", 0)).endswith(f"see {log / 'redis.log'}")
+    assert line(redis, ("FATAL", 0)).startswith("fatal - ")
+    assert line(worker, ("RUNNING", 7), ("RUNNING", 8), ("RUNNING", 9)) == f"running 7,8,9 {worker.address}"
+    assert line(worker, ("RUNNING", 7), ("BACKOFF", 0), ("RUNNING", 9)).startswith("backoff 7,9 ")
+    assert line(worker, ("RUNNING", 7), ("STOPPED", 0), ("RUNNING", 9)) == (
+        f"partial 7,9 2 of 3 processes running: see {' '.join(str(log / f'worker_{n}.log') for n in range(3))}")
