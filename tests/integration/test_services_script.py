@@ -154,3 +154,16 @@ def test_status_shows_a_crashing_program_as_supervisord_sees_it(env):
     supervisord = int((state / "run" / "supervisord.pid").read_text())
     assert "redis: not running" in _run("stop", "redis", env=env).stdout
     assert not _pid_alive(supervisord)
+
+
+@pytest.mark.parametrize("name, programs", [("spark", ["spark-master", "spark-worker-1", "spark-worker-2"]),
+                                            ("celery", ["celery", "celery-rescore"])])
+def test_logs_expands_a_name_as_start_does(env, name, programs):
+    """`start spark` started the master and its workers, `logs spark` said unknown service 'spark'."""
+    log = Path(env["SERVICES_STATE_DIR"]) / "log"
+    log.mkdir(parents=True)
+    for p in programs:
+        (log / f"{p}.log").write_text(f"a line of {p}\n")
+    r = _run("logs", name, env=env)
+    assert r.returncode == 0, r.stderr
+    assert [f"a line of {p}" for p in programs] == [line for line in r.stdout.splitlines() if line.startswith("a line")]
