@@ -16,6 +16,8 @@ app's virtualenv (which has the ``supervisor`` package):
                                          append-only log (before the start; see redis_log)
     programs.py postgres-bin             the PostgreSQL server binaries' folder (initdb, psql)
     programs.py as-postgres CMD ARG...   CMD as the postgres user when run as root (initdb), else as is
+    programs.py last-error               the line of the logs that best says why a start failed, from
+                                         "SIZE FILE" lines on stdin (each log's size before it)
     programs.py state NAME               "STATE PIDS DETAIL" of NAME as supervisord runs it (see state_line)
     programs.py wait NAME SECONDS [LOG_OFFSET]
                                          wait until every process of NAME passes its health check;
@@ -49,6 +51,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -186,6 +189,40 @@ def _log_since(log: Path, offset: int) -> str:
         except OSError:
             pass
     return text
+
+
+_LEVEL = re.compile(r"\b(ERROR|CRITICAL|FATAL)\b")
+_ERRORISH = re.compile(r"ERROR|FATAL|Error|error|Exception")
+
+
+def error_line(text: str) -> tuple[int, str]:
+    """(rank, line) of the line of a log that best says why a start failed: the last at level
+    ERROR, CRITICAL or FATAL or ending a Python traceback (rank 2); else the last that names an
+    error at all (rank 1: servers with other level words, as Redis's "#"); else (0, "").
+
+    Any line with "Error" counted, a WARNING's too: a worker whose start failed on Kafka was
+    reported with a MongoDB ServerSelectionTimeoutError it had only warned about."""
+    best, fallback, in_traceback = "", "", False
+    for line in text.splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            in_traceback = True
+        elif in_traceback and line.strip() and not line[0].isspace():
+            best, in_traceback = line, False  # "SomeError: message", the traceback's last line
+        elif not in_traceback and _LEVEL.search(line):
+            best = line
+        if _ERRORISH.search(line):
+            fallback = line
+    return (2, best) if best else (1, fallback) if fallback else (0, "")
+
+
+def last_error(sizes: list[tuple[int, Path]]) -> str:
+    """The best error line (``error_line``) its logs got since they were ``sizes`` long, the last
+    log's among equals, named by its file when the program has several logs; "" when none."""
+    found = [(error_line(_log_since(path, size)), path) for size, path in sizes]
+    (rank, line), path = max(reversed(found), key=lambda f: f[0][0], default=((0, ""), None))
+    if not rank:
+        return ""
+    return (f"{path.name}: " if len(sizes) > 1 else "") + line[:200]
 
 
 def kafka_ready(port: int) -> Health:
@@ -750,6 +787,9 @@ def main(argv: list[str]) -> int:
         print(program(args[0]).stop_wait_s)
     elif cmd == "address":
         print(program(args[0]).address)
+    elif cmd == "last-error":
+        sizes = [line.split(" ", 1) for line in sys.stdin.read().splitlines() if " " in line]
+        print(last_error([(int(size), Path(path)) for size, path in sizes]))
     elif cmd == "state":  # only asked while supervisord answers
         infos = [i for i in supervisor().supervisor.getAllProcessInfo() if i["group"] == args[0]]
         print(state_line(program(args[0]), infos))

@@ -402,3 +402,26 @@ def test_status_shows_the_state_supervisord_has_a_program_in(programs, tmp_path)
     assert line(worker, ("RUNNING", 7), ("BACKOFF", 0), ("RUNNING", 9)).startswith("backoff 7,9 ")
     assert line(worker, ("RUNNING", 7), ("STOPPED", 0), ("RUNNING", 9)) == (
         f"partial 7,9 2 of 3 processes running: see {' '.join(str(log / f'worker_{n}.log') for n in range(3))}")
+
+
+def test_the_last_error_of_a_failed_start_prefers_errors_to_warnings(programs, tmp_path):
+    """Any line with "Error" was the last error: a worker whose start failed on Kafka was reported
+    with a MongoDB ServerSelectionTimeoutError it had only warned about."""
+    worker = tmp_path / "worker_0.log"
+    worker.write_text("an earlier start's ERROR line\n")
+    size = worker.stat().st_size
+    with open(worker, "a") as f:
+        f.write("2026-12-05 11:00:01 ERROR kafka_workers.worker: Kafka at 127.0.0.1:9092 did not answer\n"
+                "2026-12-05 11:00:02 WARNING core.mongo: retrying: ServerSelectionTimeoutError: 127.0.0.1:27017\n")
+    assert programs.last_error([(size, worker)]) == (
+        "2026-12-05 11:00:01 ERROR kafka_workers.worker: Kafka at 127.0.0.1:9092 did not answer")
+
+    other = tmp_path / "worker_1.log"  # the program's other log: a traceback's last line beats a warning
+    other.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+                     "    connect()\nKafkaTimeoutError: no broker\nWARNING: an Error while closing\n")
+    assert programs.last_error([(size, worker), (0, other)]) == "worker_1.log: KafkaTimeoutError: no broker"
+
+    redis = tmp_path / "redis.log"  # no level words: the last line naming an error, as before
+    redis.write_text("1:M * Server started\n1:M # Bad file format reading the append only file: error in MANIFEST\n")
+    assert programs.last_error([(0, redis)]) == "1:M # Bad file format reading the append only file: error in MANIFEST"
+    assert programs.last_error([(redis.stat().st_size, redis)]) == ""
