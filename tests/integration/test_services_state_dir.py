@@ -70,7 +70,8 @@ def test_orphans_of_a_killed_supervisord_are_reported_and_stopped(tmp_path):
     """supervisord killed (kill -9, OOM): its redis lives on, holding the port. status says so,
     start names it, stop stops it (and then start works); another state dir's bin/services on the
     same port leaves it alone (its command line says it is not that state dir's). With no names,
-    status and stop cover an orphan outside the default set too (s3: its section is in run/programs)."""
+    status and stop cover an orphan outside the default set too (s3: its section is in run/programs).
+    The dead supervisord's socket file does not outlive it."""
     port, s3_port = free_port(), free_port()
     # `stop` with no names covers mongo and kafka too: ports of their own, not the shared servers'
     ports = {"REDIS_PORT": str(port), "MONGO_PORT": str(free_port()), "KAFKA_PORT": str(free_port()),
@@ -107,6 +108,8 @@ def test_orphans_of_a_killed_supervisord_are_reported_and_stopped(tmp_path):
         assert f"redis: stopped pid {pid} (port {port}), running outside supervisord" in stop.stdout
         assert f"s3: stopped pid {s3_pid} (port {s3_port}), running outside supervisord" in stop.stdout
         assert not _alive(pid) and not _alive(s3_pid)
+        # the dead supervisord's socket goes too: every later command asked it (a supervisorctl)
+        assert not (tmp_path / "a" / "run" / "supervisor.sock").exists()
         assert _run("start", "redis", env=mine).returncode == 0
     finally:
         _run("stop", "redis", "s3", env=mine)
