@@ -186,3 +186,14 @@ def test_restart_with_no_names_restarts_what_runs(env):
         assert not _pid_alive(before)
     finally:
         _run("stop", "redis", "s3", env=env)
+
+
+def test_status_columns_line_up_for_long_names(env):
+    """Names were padded to 8 characters: celery-rescore's and spark-worker-1's lines were shifted."""
+    r = _run("status", "redis", "celery-rescore", "spark-worker-1", env=env)
+    assert r.returncode == 3
+    lines = r.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["redis", "stopped"], ["celery-rescore", "stopped"],
+                                                   ["spark-worker-1", "stopped"]]
+    assert len({line.index(" stopped ") for line in lines}) == 1, r.stdout
+    assert len({line.index(" - ") for line in lines}) == 1, r.stdout
