@@ -19,9 +19,10 @@ app's virtualenv (which has the ``supervisor`` package):
     programs.py last-error               the line of the logs that best says why a start failed, from
                                          "SIZE FILE" lines on stdin (each log's size before it)
     programs.py state NAME               "STATE PIDS DETAIL" of NAME as supervisord runs it (see state_line)
-    programs.py wait NAME SECONDS [LOG_OFFSET]
+    programs.py wait NAME SECONDS [LOG_OFFSETS]
                                          wait until every process of NAME passes its health check;
-                                         fails at once when supervisord reports it exited
+                                         fails at once when supervisord reports it exited (offsets:
+                                         its log files' sizes before the start, comma-separated)
 
 supervisord does the rest: process groups (``stopasgroup``/``killasgroup``), restarts
 (``autorestart``), log files and their rotation (``stdout_logfile_maxbytes``), N copies of a
@@ -740,11 +741,15 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def wait(name: str, timeout_s: float, log_offset: int) -> int:
+def wait(name: str, timeout_s: float, log_offsets: list[int]) -> int:
     """0 once every process of ``name`` passes its health check; 1 with one line on stderr if one
-    exits (supervisord says so) or it does not answer within ``timeout_s``."""
+    exits (supervisord says so) or it does not answer within ``timeout_s``. ``log_offsets``: each
+    of its log files' size before the start (``log_files`` order; missing ones 0), so that a
+    program with one log per process is read where it writes (it was read from NAME.log)."""
     p = program(name)
-    log = _dirs()[1] / f"{name}.log"
+    logs = log_files(p)
+    offsets = [*log_offsets, *[0] * len(logs)][:len(logs)]
+    offset_of = lambda n: offsets[n] if len(logs) > 1 else offsets[0]  # noqa: E731 (process n's log)
     deadline = time.monotonic() + timeout_s
     rpc = supervisor()
     while True:
@@ -754,10 +759,10 @@ def wait(name: str, timeout_s: float, log_offset: int) -> int:
             print(f"exited during startup ({', '.join(i['name'] + ' ' + i['statename'] for i in gone)})",
                   file=sys.stderr)
             return 1
-        if p.fail_marker and p.fail_marker in _log_since(log, log_offset):
+        if p.fail_marker and any(p.fail_marker in _log_since(log, offset) for log, offset in zip(logs, offsets)):
             print(f"its log says {p.fail_marker.strip()!r}", file=sys.stderr)
             return 1
-        passed = [p.health is None or p.health(n, log_offset) for n in range(p.numprocs)]
+        passed = [p.health is None or p.health(n, offset_of(n)) for n in range(p.numprocs)]
         if all(passed):
             return 0
         if time.monotonic() > deadline:
@@ -805,7 +810,8 @@ def main(argv: list[str]) -> int:
     elif cmd == "wait":
         p = program(args[0])
         timeout = float(args[1]) if len(args) > 1 and args[1] else p.start_timeout_s
-        return wait(args[0], timeout, int(args[2]) if len(args) > 2 else 0)
+        offsets = [int(o) for o in args[2].split(",") if o] if len(args) > 2 else []
+        return wait(args[0], timeout, offsets)
     else:
         print(f"programs.py: unknown command {cmd!r}", file=sys.stderr)
         return 2

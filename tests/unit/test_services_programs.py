@@ -425,3 +425,31 @@ def test_the_last_error_of_a_failed_start_prefers_errors_to_warnings(programs, t
     redis.write_text("1:M * Server started\n1:M # Bad file format reading the append only file: error in MANIFEST\n")
     assert programs.last_error([(0, redis)]) == "1:M # Bad file format reading the append only file: error in MANIFEST"
     assert programs.last_error([(redis.stat().st_size, redis)]) == ""
+
+
+def test_a_start_reads_each_processs_own_log_from_its_own_offset(programs, tmp_path, monkeypatch, capsys):
+    """The start noted the size of log/NAME.log and `wait` read its fail marker there, while a
+    program with one log per process writes log/NAME_<n>.log."""
+    p = programs.Program("many", ["true"], numprocs=2, fail_marker="boom")
+    logs = programs.log_files(p)
+    logs[0].parent.mkdir()
+    logs[0].write_text("starting\n")
+    logs[1].write_text("an earlier start went boom\n")
+    offsets = [f.stat().st_size for f in logs]
+    seen: list[tuple[int, int]] = []
+    p.health = lambda n, offset: seen.append((n, offset)) or True
+
+    class Supervisor:  # supervisord's XML-RPC answer: both processes running
+        @staticmethod
+        def getAllProcessInfo() -> list[dict]:
+            return [{"group": "many", "name": f"many_{n}", "statename": "RUNNING"} for n in range(2)]
+
+    monkeypatch.setattr(programs, "program", lambda name: p)
+    monkeypatch.setattr(programs, "supervisor", lambda: type("Rpc", (), {"supervisor": Supervisor})())
+    assert programs.main(["wait", "many", "5", ",".join(map(str, offsets))]) == 0
+    assert seen == [(0, offsets[0]), (1, offsets[1])]  # each process's health check gets its log's offset
+
+    with open(logs[1], "a") as f:
+        f.write("it went boom again\n")
+    assert programs.main(["wait", "many", "5", ",".join(map(str, offsets))]) == 1
+    assert capsys.readouterr().err == "its log says 'boom'\n"
