@@ -749,7 +749,6 @@ def wait(name: str, timeout_s: float, log_offsets: list[int]) -> int:
     p = program(name)
     logs = log_files(p)
     offsets = [*log_offsets, *[0] * len(logs)][:len(logs)]
-    offset_of = lambda n: offsets[n] if len(logs) > 1 else offsets[0]  # noqa: E731 (process n's log)
     deadline = time.monotonic() + timeout_s
     rpc = supervisor()
     while True:
@@ -762,7 +761,7 @@ def wait(name: str, timeout_s: float, log_offsets: list[int]) -> int:
         if p.fail_marker and any(p.fail_marker in _log_since(log, offset) for log, offset in zip(logs, offsets)):
             print(f"its log says {p.fail_marker.strip()!r}", file=sys.stderr)
             return 1
-        passed = [p.health is None or p.health(n, offset_of(n)) for n in range(p.numprocs)]
+        passed = [p.health is None or p.health(n, offsets[n if len(logs) > 1 else 0]) for n in range(p.numprocs)]
         if all(passed):
             return 0
         if time.monotonic() > deadline:
