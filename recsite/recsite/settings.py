@@ -43,9 +43,11 @@ CSRF_TRUSTED_ORIGINS = _comma_list(env_str("DJANGO_CSRF_TRUSTED_ORIGINS", ""))
 TRUSTED_PROXIES = max(0, env_int("DJANGO_TRUSTED_PROXIES", 0))
 # ...and only from a peer in these networks (the proxy's own address): from any other, X-Forwarded-*
 # headers are dropped (accounts.middleware.forwarded_headers_middleware), so a client reaching
-# gunicorn directly cannot pick its address or pose as HTTPS. Default: loopback and private ranges.
+# gunicorn directly cannot pick its address or pose as HTTPS. Default: loopback only (a proxy on
+# this host); the private ranges were the default, which let any peer on a shared 10/8 name any
+# address (and lock anyone out). A proxy elsewhere is named: compose sets its own network.
 TRUSTED_PROXY_NETS = tuple(ipaddress.ip_network(net, strict=False) for net in _comma_list(env_str(
-    "DJANGO_TRUSTED_PROXY_NETS", "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7")))
+    "DJANGO_TRUSTED_PROXY_NETS", "127.0.0.0/8,::1/128")))
 # /metrics (Prometheus) tells anyone who can read it the site's traffic by view: it answers a
 # scraper sending "Authorization: Bearer METRICS_TOKEN" when that is set, else only clients on
 # this host (loopback, after TRUSTED_PROXIES).

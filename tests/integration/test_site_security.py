@@ -7,6 +7,7 @@ test (they live in the session's shared cache prefix) never meet another's.
 """
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import os
@@ -122,12 +123,13 @@ def _seconds(n: int):
 
 # --- 2. behind a proxy ----------------------------------------------------------------------------
 
-PROXY = "10.0.0.2"  # the TLS proxy every request comes through
+PROXY = "172.30.255.2"  # the TLS proxy every request comes through, on compose's network "edge"
+PROXY_NETS = (ipaddress.ip_network("172.30.255.0/28"),)  # DJANGO_TRUSTED_PROXY_NETS as compose sets it
 
 
 def test_behind_a_proxy_nobody_locks_out_someone_else(site_cache, client, make_user):
     victim, attacker, real = make_user(), _address(), _address()
-    with override_settings(TRUSTED_PROXIES=1):
+    with override_settings(TRUSTED_PROXIES=1, TRUSTED_PROXY_NETS=PROXY_NETS):
         from django.conf import settings
 
         for i in range(settings.LOGIN_THROTTLE_ATTEMPTS + 2):

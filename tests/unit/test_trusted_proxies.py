@@ -5,6 +5,7 @@ directly wrote the rightmost X-Forwarded-For itself (every limit escaped, someon
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 import yaml
@@ -14,15 +15,38 @@ from accounts.throttle import client_address
 
 ROOT = Path(__file__).resolve().parents[2]
 DIRECT = "192.0.2.2"  # a client on the internet, connected to gunicorn itself
-PROXY = "172.18.0.5"  # the proxy, on compose's network
+PROXY = "172.30.255.2"  # the proxy, on compose's network "edge"
+EDGE = (ipaddress.ip_network("172.30.255.0/28"),)  # DJANGO_TRUSTED_PROXY_NETS as compose sets it
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker" / "docker-compose.yml").read_text())
+
+
+def _compose_default(value: str) -> str:
+    """What compose makes of "${NAME:-default}" with NAME unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
 
 
 @override_settings(TRUSTED_PROXIES=1)
+def test_by_default_only_a_proxy_on_this_host_may_name_the_client(rf):
+    """The default trusted every private range: any peer on a shared 10/8 (a cloud VPC, an office
+    LAN) could send X-Forwarded-For naming someone else's address and lock them out."""
+    from django.conf import settings
+
+    assert [str(net) for net in settings.TRUSTED_PROXY_NETS] == ["127.0.0.0/8", "::1/128"]
+    for neighbour in ("10.1.2.3", "172.18.0.5", "192.168.1.20", "fd00::7"):
+        assert client_address(rf.get("/", REMOTE_ADDR=neighbour, HTTP_X_FORWARDED_FOR="203.0.113.9")) == neighbour
+    assert client_address(rf.get("/", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")) == "203.0.113.9"
+
+
+@override_settings(TRUSTED_PROXIES=1, TRUSTED_PROXY_NETS=EDGE)
 def test_only_a_peer_in_the_proxy_networks_may_name_the_client(rf):
     def address(peer: str, forwarded: str) -> str:
         return client_address(rf.get("/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded))
 
     assert address(PROXY, "203.0.113.9") == "203.0.113.9"
+    assert address("172.18.0.5", "203.0.113.9") == "172.18.0.5"  # another container: not the proxy
     assert address(f"::ffff:{PROXY}", "203.0.113.9") == "203.0.113.9"  # IPv4 peer on an IPv6 socket
     assert address(DIRECT, "203.0.113.9") == DIRECT
     assert address(DIRECT, "127.0.0.1") == DIRECT
@@ -41,7 +65,7 @@ def test_a_proxy_on_a_unix_socket_counts_as_loopback(rf):
         assert client_address(request) == ""
 
 
-@override_settings(TRUSTED_PROXIES=1)
+@override_settings(TRUSTED_PROXIES=1, TRUSTED_PROXY_NETS=EDGE)
 def test_forwarded_headers_of_a_direct_client_are_dropped_before_anyone_reads_them(rf):
     from accounts.middleware import forwarded_headers_middleware
 
@@ -59,7 +83,7 @@ def test_a_direct_client_cannot_read_metrics_as_loopback(client):
     assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="127.0.0.1").status_code == 200
 
 
-@override_settings(TRUSTED_PROXIES=1, METRICS_TOKEN="", SECURE_SSL_REDIRECT=True,
+@override_settings(TRUSTED_PROXIES=1, TRUSTED_PROXY_NETS=EDGE, METRICS_TOKEN="", SECURE_SSL_REDIRECT=True,
                    SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"))
 def test_a_direct_client_cannot_pass_as_https(client):
     direct = client.get("/metrics", REMOTE_ADDR=DIRECT, HTTP_X_FORWARDED_PROTO="https")
@@ -70,7 +94,7 @@ def test_a_direct_client_cannot_pass_as_https(client):
 
 
 def test_compose_lets_clients_in_through_its_proxy_only():
-    compose = yaml.safe_load((ROOT / "docker" / "docker-compose.yml").read_text())
+    compose = _compose()
     services = compose["services"]
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
     assert "web" not in published, "gunicorn published: clients could write the X-Forwarded-* it trusts"
@@ -78,6 +102,19 @@ def test_compose_lets_clients_in_through_its_proxy_only():
     proxy = services["proxy"]
     assert proxy["image"].startswith("caddy:") and "web:8000" in proxy["command"]
     assert {"80:80", "443:443"} <= set(proxy["ports"])
+
+
+def test_compose_trusts_forwarded_headers_from_its_proxys_own_network_only():
+    """The site trusts loopback only by default; compose names the network its Caddy connects from:
+    one of its own, on a fixed subnet, holding the proxy and web and nothing else."""
+    compose = _compose()
+    trusted = _compose_default(compose["x-app-env"]["DJANGO_TRUSTED_PROXY_NETS"])
+    edge = [_compose_default(c["subnet"]) for c in compose["networks"]["edge"]["ipam"]["config"]]
+    assert [trusted] == edge and [str(net) for net in EDGE] == edge
+    assert ipaddress.ip_network(trusted).is_private and ipaddress.ip_address(PROXY) in EDGE[0]
+    on_edge = {name for name, s in compose["services"].items() if "edge" in (s.get("networks") or [])}
+    assert on_edge == {"proxy", "web"}
+    assert compose["services"]["proxy"]["networks"] == ["edge"]  # it reaches web through edge only
 
 
 def test_compose_publishes_nothing_but_the_proxy_beyond_the_host():
