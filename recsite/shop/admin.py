@@ -188,6 +188,7 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
 
 User = get_user_model()
 admin.site.unregister(User)
+RATINGS_SHOWN = 100  # newest ratings on a user's page (the admin's own list_per_page): one row each
 
 
 @admin.register(User)
@@ -206,9 +207,12 @@ class RecommenderUserAdmin(UserAdmin):
     def rated_products(self, obj):
         if not obj or not obj.pk:
             return "-"
+        """The newest ``RATINGS_SHOWN`` ratings, and how many older ones there are: a reviewer of the
+        data can have thousands, and the page rendered (and read the product of) every one."""
         try:
             rated = rating_history.user_history(recommender_id(obj))
-            names = catalog.get_products(list(rated))
+            shown = sorted(rated.items(), key=lambda kv: -kv[1][1])[:RATINGS_SHOWN]
+            names = catalog.get_products([pid for pid, _ in shown])
         except Exception as exc:  # the admin stays usable while MongoDB is down
             return f"unavailable ({exc.__class__.__name__})"
         if not rated:
@@ -216,9 +220,12 @@ class RecommenderUserAdmin(UserAdmin):
         rows = format_html_join("", "<tr><td>{} <code>{}</code></td><td>{} ★</td><td>{}</td></tr>", (
             ((names.get(pid) or {}).get("title") or "", pid, int(r),
              f"{dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc):%Y-%m-%d %H:%M}")
-            for pid, (r, ts) in sorted(rated.items(), key=lambda kv: -kv[1][1])))
+            for pid, (r, ts) in shown))
+        more = len(rated) - len(shown)
+        note = format_html('<p class="help recsys-more">{} more, older, not shown ({} ratings in all).</p>',
+                           f"{more:,}", f"{len(rated):,}") if more else ""
         return format_html('<table class="recsys-ratings"><tr><th>product</th><th>rating</th><th>when (UTC)</th></tr>'
-                           '{}</table>', rows)
+                           '{}</table>{}', rows, note)
 
     @admin.display(description="current recommendations")
     def current_list(self, obj):

@@ -172,6 +172,43 @@ def test_user_page_shows_ratings_and_current_list_with_reasons(site, client, mak
     assert f"from event {posted.json()['event_id']}" in page
 
 
+def test_user_page_shows_the_newest_ratings_and_counts_the_rest(mongo_db, site_cache, client, make_user):
+    """A reviewer of the data can have thousands of ratings: the page listed, and read the product
+    of, every one. It shows the newest ``RATINGS_SHOWN`` and says how many more there are, so its
+    size and its database queries are the same for 100 ratings as for 2,000."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.models import recommender_id
+    from core import mongo, rating_history
+    from shop.admin import RATINGS_SHOWN
+
+    staff = make_user(staff=True)
+    client.force_login(staff)
+    assert client.get(f"/admin/auth/user/{staff.pk}/change/").status_code == 200  # what a first page reads once
+
+    def user_page(n: int) -> tuple[str, list[str], int]:
+        """The page of a user with ``n`` ratings, the products its ratings table lists, its SQL queries."""
+        shopper = make_user()
+        uid = recommender_id(shopper)
+        ratings = {f"P{i:06d}": (float(1 + i % 5), 1_700_000_000.0 + 60 * i) for i in range(n)}
+        mongo_db[mongo.USER_HISTORY].replace_one({"_id": uid}, rating_history.history_doc(uid, ratings, {}),
+                                                 upsert=True)
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(f"/admin/auth/user/{shopper.pk}/change/")
+        assert response.status_code == 200
+        page = response.content.decode()
+        table = page.split('class="recsys-ratings"', 1)[1].split("</table>", 1)[0]
+        return page, re.findall(r"<code>([^<]+)</code></td>", table), len(queries)
+
+    few_page, few, few_queries = user_page(RATINGS_SHOWN)
+    many_page, many, many_queries = user_page(20 * RATINGS_SHOWN)
+    assert len(few) == RATINGS_SHOWN and "not shown" not in few_page
+    assert many == [f"P{i:06d}" for i in range(20 * RATINGS_SHOWN - 1, 19 * RATINGS_SHOWN - 1, -1)]  # newest first
+    assert f"{19 * RATINGS_SHOWN:,} more, older, not shown ({20 * RATINGS_SHOWN:,} ratings in all)" in many_page
+    assert len(many_page) - len(few_page) < 200 and many_queries == few_queries
+
+
 def test_make_current_rolls_back_through_the_publish_job(site, client, make_user):
     """An earlier version made current again: CURRENT, the lists and the records all say so."""
     import shutil
