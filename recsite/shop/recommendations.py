@@ -64,28 +64,42 @@ def for_user(recommender_id: str, tag: str | None = None) -> dict[str, Any]:
     return shown
 
 
-def _per_list(kind: str, recommender_id: str, read: Callable[[str], Any]) -> Any:
-    """``read(recommender_id)``, kept per list ETag: the worker changes the user's history and
-    exclusions, then writes the list, then announces its new ETag, so one ETag means one answer."""
+def _per_list(recommender_id: str, reads: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """``{kind: read(recommender_id)}``, each kept per list ETag: the worker changes the user's
+    history and exclusions, then writes the list, then announces its new ETag, so one ETag means
+    one answer. One read of the ETag and one of the cache for all the kinds asked."""
     tag = list_state.current(recommender_id, cache_generation())
     if tag is None or tag == NO_LIST_ETAG:
-        return read(recommender_id)
-    key = _view_key(kind, recommender_id, tag)
-    found = cache.get(key)
-    if found is None:
-        found = read(recommender_id)
-        cache.set(key, found, TTL_S)
-    return found
+        return {kind: read(recommender_id) for kind, read in reads.items()}
+    keys = {kind: _view_key(kind, recommender_id, tag) for kind in reads}
+    found = cache.get_many(list(keys.values()))
+    out, missing = {}, {}
+    for kind, read in reads.items():
+        if keys[kind] in found:
+            out[kind] = found[keys[kind]]
+        else:
+            out[kind] = missing[keys[kind]] = read(recommender_id)
+    if missing:
+        cache.set_many(missing, TTL_S)
+    return out
 
 
 def history(recommender_id: str) -> dict[str, float]:
     """What the user has rated (cached per list ETag)."""
-    return _per_list("history", recommender_id, rating_history.user_ratings)
+    return _per_list(recommender_id, {"history": rating_history.user_ratings})["history"]
 
 
 def excluded(recommender_id: str) -> set[str]:
     """Products the user marked "not interested" (cached per list ETag)."""
-    return _per_list("excluded", recommender_id, shopper_controls.exclusions)
+    return _per_list(recommender_id, {"excluded": shopper_controls.exclusions})["excluded"]
+
+
+def rated_and_excluded(recommender_id: str) -> tuple[dict[str, float], set[str]]:
+    """:func:`history` and :func:`excluded` in one read: the pages that show neither what the
+    user rated nor what they are not interested in (onboarding, a product page) need both."""
+    both = _per_list(recommender_id, {"history": rating_history.user_ratings,
+                                      "excluded": shopper_controls.exclusions})
+    return both["history"], both["excluded"]
 
 
 def forget(recommender_id: str) -> None:

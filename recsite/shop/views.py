@@ -143,8 +143,9 @@ def product(request, product_id: str):
     mine, similar, bought_together, shown_variant = None, data["similar"], data["bought_together"], ""
     if request.user.is_authenticated:
         uid = recommender_id(request.user)
-        mine = recommendations.history(uid).get(product_id)
-        hidden = recommendations.excluded(uid) & {c["product_id"] for c in similar + bought_together}
+        rated, excluded = recommendations.rated_and_excluded(uid)
+        mine = rated.get(product_id)
+        hidden = excluded & {c["product_id"] for c in similar + bought_together}
         if hidden:  # "not interested" items are not shown to this user here either
             similar = [c for c in similar if c["product_id"] not in hidden]
             bought_together = [c for c in bought_together if c["product_id"] not in hidden]
@@ -251,8 +252,8 @@ def recommendations_page(request):
     fallback = []
     if data["source"] != "personal":
         # neither what the user rated nor what they are not interested in
-        fallback = recommendations.fallback_lists(
-            exclude=set(recommendations.history(uid)) | recommendations.excluded(uid))
+        rated, excluded = recommendations.rated_and_excluded(uid)
+        fallback = recommendations.fallback_lists(exclude=set(rated) | excluded)
     return render(request, "shop/recommendations.html", {
         "data": data, "rec_state": {"etag": data["etag"]}, "fallback": fallback,
         "rating_form": RatingForm(), "card_template": _CARD_TEMPLATE,
@@ -268,9 +269,10 @@ def onboarding(request):
     also charged to ``RATING_RATE`` before any is published (all fit or none is published).
     """
     uid = recommender_id(request.user)
-    rated = set(recommendations.history(uid))
+    history, excluded = recommendations.rated_and_excluded(uid)
+    rated = set(history)
     # neither what the shopper rated nor what they said they are not interested in
-    lists = recommendations.onboarding_lists(exclude=rated | recommendations.excluded(uid))
+    lists = recommendations.onboarding_lists(exclude=rated | excluded)
     offered = [p["pid"] for lst in lists for p in lst["items"]]
     form = OnboardingForm(request.POST or None, product_ids=offered)
     status, retry_after = 200, None
