@@ -37,9 +37,12 @@ def forwarded_headers_middleware(get_response):
     """Drop every X-Forwarded-* header of a request that did not come from a trusted proxy
     (``throttle.from_trusted_proxy``), before anything reads them: Django's HTTPS header
     (``SECURE_PROXY_SSL_HEADER``), DRF's throttles (``NUM_PROXIES``) and ``client_address``. A
-    client connecting directly would otherwise choose its own address and pass as HTTPS."""
+    client connecting directly would otherwise choose its own address and pass as HTTPS. The
+    decision is kept on the request (``throttle.TRUSTED_PROXY_DECIDED``) for ``client_address``."""
     def middleware(request):
-        if not throttle.from_trusted_proxy(request):
+        trusted = throttle.from_trusted_proxy(request)
+        setattr(request, throttle.TRUSTED_PROXY_DECIDED, trusted)
+        if not trusted:
             for name in [key for key in request.META if key.startswith("HTTP_X_FORWARDED_")]:
                 del request.META[name]
         return get_response(request)

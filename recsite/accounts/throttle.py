@@ -76,13 +76,22 @@ def from_trusted_proxy(request) -> bool:
     return any(peer in net for net in settings.TRUSTED_PROXY_NETS)
 
 
+# Set on the request by ``forwarded_headers_middleware``: its ``from_trusted_proxy`` answer.
+TRUSTED_PROXY_DECIDED = "recsite_from_trusted_proxy"
+
+
 def client_address(request) -> str:
     """The client's address: REMOTE_ADDR, or from a trusted proxy (``from_trusted_proxy``) with
     ``TRUSTED_PROXIES`` = n the n-th address from the right of X-Forwarded-For (what the outermost
     trusted proxy saw). Entries further left are written by the client and ignored. The same rule
-    as DRF's ``NUM_PROXIES`` (whose headers ``forwarded_headers_middleware`` drops likewise)."""
+    as DRF's ``NUM_PROXIES`` (whose headers ``forwarded_headers_middleware`` drops likewise).
+
+    Whether the peer is a trusted proxy is what the middleware decided for the request (a request
+    called several times per request: the lockout, the throttles); decided here only for a request
+    that did not pass through it."""
     remote = request.META.get("REMOTE_ADDR", "")
-    if not from_trusted_proxy(request):
+    trusted = getattr(request, TRUSTED_PROXY_DECIDED, None)
+    if not (from_trusted_proxy(request) if trusted is None else trusted):
         return remote
     proxies = settings.TRUSTED_PROXIES
     forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]

@@ -77,6 +77,24 @@ def test_forwarded_headers_of_a_direct_client_are_dropped_before_anyone_reads_th
     assert proxied["HTTP_X_FORWARDED_FOR"] == "10.1.2.3" and proxied["HTTP_X_FORWARDED_PROTO"] == "https"
 
 
+@override_settings(TRUSTED_PROXIES=1, TRUSTED_PROXY_NETS=EDGE)
+def test_the_middlewares_decision_is_the_one_client_address_uses(rf, monkeypatch):
+    """The middleware decides once per request whether its peer is a trusted proxy; the lockout
+    and the throttles, asking for the client's address several times a request, use that answer."""
+    from accounts import throttle
+    from accounts.middleware import forwarded_headers_middleware
+
+    seen = forwarded_headers_middleware(lambda request: request)
+    proxied = seen(rf.get("/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="203.0.113.9"))
+    direct = seen(rf.get("/", REMOTE_ADDR=DIRECT, HTTP_X_FORWARDED_FOR="203.0.113.9"))
+
+    def decided_again(request):
+        raise AssertionError("the peer was checked again")
+
+    monkeypatch.setattr(throttle, "from_trusted_proxy", decided_again)
+    assert [client_address(proxied), client_address(direct)] == ["203.0.113.9", DIRECT]
+
+
 @override_settings(TRUSTED_PROXIES=1, METRICS_TOKEN="")
 def test_a_direct_client_cannot_read_metrics_as_loopback(client):
     assert client.get("/metrics", REMOTE_ADDR=DIRECT, HTTP_X_FORWARDED_FOR="127.0.0.1").status_code == 403
