@@ -148,19 +148,15 @@ def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[fl
 
 
 def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str, float] | None:
-    """``user_ratings``, or None for a deleted account."""
+    """``user_ratings``, or None for a deleted account.
+
+    The history is read first, then ``deleted_users``, for every user, not only those without a
+    history: a batch reload builds histories from the reviews and may bring a deleted account's
+    back, whose late event then went into it. The one-event path is the worker's fallback (a
+    batch reads ``deleted_users`` in its one read); :func:`change_history` reads the same way."""
     db = db if db is not None else mongo.get_db()
-    doc, deleted = _history_doc_unless_deleted(user_id, db)
-    return None if deleted else rating_values(history_entries(doc)[0])
-
-
-def _history_doc_unless_deleted(user_id: str, db: Database) -> tuple[dict | None, bool]:
-    """The user's history document, and whether the account is deleted. ``deleted_users`` is read
-    for every user, not only those without a history: a batch reload builds histories from the
-    reviews and may bring a deleted account's back, whose late event then went into it. The
-    one-event path is the worker's fallback (a batch reads ``deleted_users`` in its one read)."""
     doc = db[mongo.USER_HISTORY].find_one({"_id": user_id})
-    return doc, is_deleted_user(user_id, db=db)
+    return None if is_deleted_user(user_id, db=db) else rating_values(history_entries(doc)[0])
 
 
 def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
@@ -198,8 +194,8 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     """
     db = db if db is not None else mongo.get_db()
     with locking.writer_lock(user_id, db=db) as fence:
-        doc, deleted = _history_doc_unless_deleted(user_id, db)
-        if deleted:
+        doc = db[mongo.USER_HISTORY].find_one({"_id": user_id})
+        if is_deleted_user(user_id, db=db):  # whatever the history: a reload may have brought it back
             return None
         ratings, removed = history_entries(doc)
         if apply_history_change(ratings, removed, product_id, rating, ts) or doc is None:

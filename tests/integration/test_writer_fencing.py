@@ -76,8 +76,7 @@ def test_a_stalled_history_writer_does_not_overwrite_the_history_of_the_writer_t
     user = "rt-fence-history"
     forget_users(db, [user])
     stall = Stall()
-    monkeypatch.setattr(rating_history, "_history_doc_unless_deleted",
-                        stall.wrap(rating_history._history_doc_unless_deleted))
+    monkeypatch.setattr(rating_history, "is_deleted_user", stall.wrap(rating_history.is_deleted_user))
     errors = stall.run(lambda: rating_history.add_to_history(user, p[0], 5, time.time(), db=db),
                        lambda: rating_history.add_to_history(user, p[1], 4, time.time(), db=db))
     assert p[1] in rating_history.user_ratings(user, db=db), "the stalled writer replaced the newer history"
