@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Iterable
 
 from pymongo.database import Database
 
@@ -78,7 +78,8 @@ def reviewed_products(user_id: str, db: Database | None = None) -> set[str]:
     return set(rated) | set(removed)
 
 
-def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]:
+def delete_user_data(user_id: str, db: Database | None = None,
+                     indexed: dict[str, list[str]] | None = None) -> dict[str, int]:
     """Remove everything MongoDB keeps about one recommender id; returns what was removed, by kind.
 
     Idempotent (a second call removes nothing more). Live ratings and a linked reviewer's recent
@@ -90,14 +91,21 @@ def delete_user_data(user_id: str, db: Database | None = None) -> dict[str, int]
     ratings, a summary of theirs quoted by the product (its ``sample_summary``, and a generated
     title) is replaced by the next most helpful one, and the search index no longer lists the
     product under a word only their summary had (:func:`_erase_reviews`).
+
+    ``indexed`` ({product: summaries}): the account's reviews a batch load built the search index
+    from, for the load's eraser (spark_jobs/mongo_load.py). An account deleted while the load ran
+    was erased by the site from the pages then live, so neither its history nor the pages may
+    still hold those reviews when the load's index (with their words) goes live; their words are
+    unlisted like the pages' ones, and only the pages' reviews are subtracted from the counts.
     """
     db = db if db is not None else mongo.get_db()
+    indexed = indexed or {}
     rated, removed = rating_history.history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))
-    products = set(rated) | set(removed)  # reviewed_products(), without reading the history twice
+    products = set(rated) | set(removed) | set(indexed)  # reviewed_products(), without reading the history twice
     pages = corrected = 0
     unlist: dict[str, set[str]] = {}  # search key -> products no longer listed under it
     for pid in sorted(products):
-        changed_pages, product_changed, words = _erase_reviews(pid, user_id, db)
+        changed_pages, product_changed, words = _erase_reviews(pid, user_id, db, indexed.get(pid, ()))
         pages, corrected = pages + changed_pages, corrected + product_changed
         for word in words:
             unlist.setdefault(word, set()).add(pid)
@@ -129,10 +137,12 @@ _PRODUCT_FIELDS = {"n_reviews": 1, "avg_rating": 1, "rating_hist": 1, "sample_su
                    "categories": 1, "category": 1, "brand": 1}
 
 
-def _erase_reviews(product_id: str, user_id: str, db: Database) -> tuple[int, int, set[str]]:
+def _erase_reviews(product_id: str, user_id: str, db: Database,
+                   indexed: Iterable[str] = ()) -> tuple[int, int, set[str]]:
     """Take ``user_id``'s reviews off one product: its review pages, then what the load derived
     from them in the product's document. Returns the pages rewritten, 1 if the product document
-    changed (else 0), and the search words only the removed summaries gave the product.
+    changed (else 0), and the search words only the removed summaries (and ``indexed``, their
+    summaries as the load indexed them) gave the product.
 
     Under the product's lock (core.locking): two deletions of reviewers of one product would each
     rewrite its pages from the same read, and one reviewer's review would come back. Only the
@@ -159,11 +169,12 @@ def _erase_reviews(product_id: str, user_id: str, db: Database) -> tuple[int, in
                 db[mongo.PRODUCT_REVIEWS].update_one({"_id": doc["_id"]}, {"$set": {"items": kept}})
                 pages += 1
             page += 1
-        if not mine:
+        if not mine and not indexed:
             return pages, 0, set()
-        changed = _subtract_reviews(product_id, mine, others, db)
+        changed = bool(mine) and _subtract_reviews(product_id, mine, others, db)
     still_said = {w for r in others for w in search.words(r.get("summary") or "")}
-    gone = {w for r in mine for w in search.words(r.get("summary") or "")} - still_said
+    theirs = [str(r.get("summary") or "") for r in mine] + list(indexed)
+    gone = {w for text in theirs for w in search.words(text)} - still_said
     return pages, int(changed), gone
 
 

@@ -504,20 +504,28 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
     return record
 
 
-def erase_accounts_deleted_since(since: float) -> int:
+def erase_accounts_deleted_since(since: float, reviews: DataFrame) -> int:
     """Erase again every account deleted since ``since`` (``core.shopper_controls.delete_user_data``,
     idempotent); returns how many. Called once the load's generations are live and every process
-    reads them.
+    reads them; ``reviews`` are those the load built them from.
 
     The load reads ``deleted_users``, the live ratings and the clean reviews when it starts; an
     account deleted after that is erased by the site from the generations live at that moment,
     which the load then replaces (or, incremental, upserts into) with what it read: the history, a
     linked reviewer's review pages, counts and search words would be back, and a worker, which
     looks for a deletion only when a user has no history, would apply the account's late events.
+    The search index is rebuilt from every loaded review, also of products whose pages the site
+    had already erased (or, incremental, that the load did not rewrite): the account's loaded
+    summaries say which words to take off them.
     """
     deleted = sorted(rating_history.deleted_user_ids(since=since))
+    indexed: dict[str, dict[str, list[str]]] = {}  # user -> product -> summaries the index was built from
+    if deleted:
+        theirs = reviews.where(F.col("user_id").isin(deleted)).select("user_id", "product_id", "summary_clean")
+        for r in theirs.collect():
+            indexed.setdefault(r["user_id"], {}).setdefault(r["product_id"], []).append(r["summary_clean"] or "")
     for user_id in deleted:
-        shopper_controls.delete_user_data(user_id)
+        shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id))
     return len(deleted)
 
 
@@ -562,7 +570,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
         held = reconcile(all_reviews, n_reviews, n_products, started - LIVE_CLOCK_MARGIN_S)
     finally:
         out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(
-            started - LIVE_CLOCK_MARGIN_S)
+            started - LIVE_CLOCK_MARGIN_S, all_reviews)
     n_fresh = fresh.count()
     fresh.unpersist()
     products.unpersist()
@@ -607,7 +615,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
     try:
         held = reconcile(reviews, n_reviews, n_products, live_since)
     finally:
-        out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(live_since)
+        out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(live_since, reviews)
     reviews.unpersist()
     products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "full", "collections": out, "counts_in": {

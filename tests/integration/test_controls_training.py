@@ -293,6 +293,10 @@ def test_an_account_deleted_while_an_incremental_load_runs_stays_deleted(spark, 
     _gone_everywhere(db, "r1")
     counts = {d["_id"]: d["n_reviews"] for d in db[mongo.PRODUCTS].find({}, {"n_reviews": 1})}
     assert counts == {"a1": 1, "a2": 1, "b1": 1}  # without r1's reviews
+    # "r1" is a word of r1's summaries only: the search index, rebuilt from what the load read, had
+    # listed a1 under it again (its category loaded before: pages not rewritten, erased by the site)
+    assert [p for p in ("a1", "b1") if _listed(db, "r1", p)] == []
+    assert _listed(db, "on", "a1") and _listed(db, "r2", "a1")  # r2's words ("r2 on a1") stay
     assert record["collections"][mongo.USER_HISTORY]["deleted_accounts_erased"] == 1
 
     monkeypatch.setattr(job, "live_ratings", _deleted_after_the_read(real_live_ratings, client,
@@ -302,3 +306,6 @@ def test_an_account_deleted_while_an_incremental_load_runs_stays_deleted(spark, 
     _gone_everywhere(db, "r2")
     counts = {d["_id"]: d["n_reviews"] for d in db[mongo.PRODUCTS].find({}, {"n_reviews": 1})}
     assert counts == {"a1": 0, "a2": 0, "b1": 1}  # r3's alone; r2's products stay listed, without reviews
+    # the site's deletion found r2's reviews on the new pages and unlisted their words from the old
+    # search index; the new one, written after it, listed them again
+    assert [p for p in ("a1", "a2") if _listed(db, "r2", p)] == []
