@@ -30,3 +30,12 @@ def test_an_option_without_its_value_is_named(local_dir, args, named):
     done = subprocess.run([str(ROOT / "bin" / "pipeline"), *args], env={**os.environ, "LOCAL_DIR": str(local_dir)},
                           capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stderr) == (2, f"pipeline: {named} needs a value\n")
+
+
+def test_every_rerun_adds_its_stages(tmp_path, local_dir):
+    """--rerun given twice forces both (it kept only the last, while --input and --remove add up)."""
+    seen = tmp_path / "args"
+    (local_dir / "venv" / "bin" / "python").write_text(f"#!/bin/sh\necho \"$@\" > {seen}\nexit 3\n")
+    done = subprocess.run([str(ROOT / "bin" / "pipeline"), "--rerun", "load", "--rerun", "clean,mongo_load"],
+                          env={**os.environ, "LOCAL_DIR": str(local_dir)}, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3 and seen.read_text().split()[-2:] == ["--rerun", "load,clean,mongo_load"]
