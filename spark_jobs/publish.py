@@ -241,13 +241,16 @@ def main(argv: list[str] | None = None) -> int:
         protect = {artifacts.current_version(), record.get("replaced"), args.version} - {None}
         try:
             record["pruned"] = artifacts.prune_versions(protect)
-            # the records stay, with their metrics, marked: the admin offers no rollback to them; so
-            # are those of versions pruned before publish marked them
-            mongo.record_pruned_versions({artifacts.folder_version(name) for name in record["pruned"]}
-                                         | pruned_unmarked())
+            # the records stay, with their metrics, marked: the admin offers no rollback to them
+            mongo.record_pruned_versions({artifacts.folder_version(name) for name in record["pruned"]})
         except Exception as exc:  # noqa: BLE001  housekeeping: its failure must not fail a publish done
             print(f"publish: old model versions not deleted or not marked pruned: {exc}", file=sys.stderr)
             record["prune_error"] = f"{exc.__class__.__name__}: {exc}"
+        try:  # so are those of versions pruned before publish marked them: apart, so that one storage
+            # error of their checks leaves the versions just pruned marked still
+            mongo.record_pruned_versions(pruned_unmarked())
+        except Exception as exc:  # noqa: BLE001  the next publish tries again
+            print(f"publish: versions pruned earlier not marked pruned: {exc}", file=sys.stderr)
         reconcile.write_record(args.run_id, "publish", record)
     return 0
 

@@ -404,3 +404,33 @@ def test_a_failed_prune_does_not_fail_the_publish_it_follows(own, monkeypatch):
     record = read_record("it-prune-denied", "publish")
     assert record["status"] == "published" and "delete denied" in record["prune_error"]
     assert artifacts.current_version() == version
+
+
+def test_the_versions_just_pruned_are_marked_when_the_check_of_older_ones_fails(own, monkeypatch):
+    """The marks of versions pruned before (pruned_unmarked, one storage check each) were computed
+    in the same call that marked the versions just pruned: one failed check left those unmarked
+    too, and the admin offered a rollback to files that are gone."""
+    from spark_jobs import publish as job
+
+    monkeypatch.setattr(artifacts, "VERSIONS_KEPT", 0)
+    first = _version(_val(0.5, 0.01), seed=1)
+    assert job.main(["--run-id", "it-mark-0", "--version", first, "--force"]) == 0
+    rejected = [_version(_val(0.1, 0.5), seed=2)]  # below popularity: rejected
+    assert job.main(["--run-id", "it-mark-1", "--version", rejected[0]]) == 0
+    rejected.append(_version(_val(0.1, 0.5), seed=3))  # the next: its publish prunes rejected[0]
+    old = "20250101T000000000000-00000001"  # a record without a mark, whose storage check fails
+    mongo.record_model_version(old, {"published": False})
+    has_version = artifacts.has_version
+
+    def unreachable_for_old(version, *args, **kwargs):
+        if version == old:
+            raise OSError("storage unreachable")
+        return has_version(version, *args, **kwargs)
+
+    monkeypatch.setattr(artifacts, "has_version", unreachable_for_old)
+    assert job.main(["--run-id", "it-mark-2", "--version", rejected[1]]) == 0
+    from core.runs import read_record
+
+    assert read_record("it-mark-2", "publish")["pruned"] == [rejected[0]]
+    records = {d["_id"]: d for d in mongo.get_db()[mongo.MODEL_VERSIONS].find({})}
+    assert records[rejected[0]].get("pruned_at", 0) > 0 and "pruned_at" not in records[old]
