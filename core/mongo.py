@@ -430,8 +430,8 @@ def _readers() -> ThreadPoolExecutor:
 
 def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Database | None = None,
                chunk: int = 500, upsert: bool = True) -> dict[str, int]:
-    """Set (upsert) the given fields of many documents by ``_id`` in unordered bulk writes;
-    returns the documents matched, upserted and modified.
+    """Set (upsert) the given fields of many documents by ``_id`` in unordered bulk writes (a field
+    valued :data:`UNSET` is removed); returns the documents matched, upserted and modified.
 
     Each statement is an update of *many* documents filtered by ``_id`` alone (so at most one):
     FerretDB v1 keeps the read cursor of every single-document update (``ReplaceOne``,
@@ -442,8 +442,17 @@ def set_by_ids(collection: str, fields_by_id: dict[str, dict[str, Any]], db: Dat
     work; this keeps a server without that fix safe. On MongoDB it is the same single-document
     upsert.
     """
-    ops = (UpdateMany({"_id": i}, {"$set": fields}, upsert=upsert) for i, fields in fields_by_id.items())
+    ops = (UpdateMany({"_id": i}, _set_and_unset(fields), upsert=upsert) for i, fields in fields_by_id.items())
     return _bulk_write_chunks(db if db is not None else get_db(), collection, ops, chunk)
+
+
+UNSET = object()  # a field's value in set_by_ids: the field is removed (a document that leaves it out)
+
+
+def _set_and_unset(fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The update of :func:`set_by_ids`: ``$set`` of the fields, ``$unset`` of those valued :data:`UNSET`."""
+    gone = {k: "" for k, v in fields.items() if v is UNSET}
+    return {"$set": {k: v for k, v in fields.items() if v is not UNSET}, **({"$unset": gone} if gone else {})}
 
 
 def bulk_upsert(collection: str, docs: Iterable[dict[str, Any]], db: Database | None = None,

@@ -78,6 +78,14 @@ def drop_event(event_id: str, db: Database | None = None) -> None:
 
 # --- histories -----------------------------------------------------------------------------
 
+# A history's products whose rating is a batch review dated late enough to fall within trending's
+# window (core/trending_votes.py, whose votes are the shoppers' live ratings only). The batch load
+# lists them (spark_jobs.mongo_load.user_history_docs); only those: a review dated a window before
+# the load can never vote, and the Amazon reviews are years old, so most histories list none (and
+# store no list: :func:`history_doc`, and the load alike).
+BATCH = "batch"
+
+
 def history_entries(doc: dict | None) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
     """({product: (rating, ts)}, {product: removed at}) of a ``user_history`` document.
 
@@ -111,13 +119,6 @@ def history_doc(user_id: str, ratings: dict[str, tuple[float, float]], removed: 
     if batch:
         doc[BATCH] = batch
     return doc
-
-
-# A history's products whose rating is a batch review dated late enough to fall within trending's
-# window (core/trending_votes.py, whose votes are the shoppers' live ratings only). The batch load
-# lists them (spark_jobs.mongo_load.user_history_docs); only those: a review dated a window before
-# the load can never vote, and the Amazon reviews are years old, so most histories list none.
-BATCH = "batch"
 
 
 def recent_batch_reviews(doc: dict | None, ratings: dict[str, tuple[float, float]] | None = None) -> set[str]:

@@ -387,8 +387,27 @@ def user_history_docs(reviews: DataFrame, live: DataFrame, recent_from: float | 
         F.collect_list(F.when(rated, F.struct(F.col("product_id").alias("p"), F.col("rating").alias("r"), t))
                        ).alias("ratings"),
         F.collect_list(F.when(~rated, F.struct(F.col("product_id").alias("p"), t))).alias("removed"),
-        F.collect_list(F.when(recent_review, F.col("product_id"))).alias(rating_history.BATCH),
-    ).withColumnRenamed("user_id", "_id")
+        F.collect_list(F.when(recent_review, F.col("product_id"))).alias("_listed"),
+    ).select(F.col("user_id").alias("_id"), "ratings", "removed",  # no list of none: null, left out when stored
+             F.when(F.size("_listed") > 0, F.col("_listed")).alias(rating_history.BATCH))
+
+
+# fields a document leaves out when null: a history lists recent batch reviews only when it has one
+# (core.rating_history.history_doc; user_history_docs makes an empty list null)
+OMITTED_WHEN_NULL = (rating_history.BATCH,)
+
+
+def _stored(row, absent=None) -> dict:
+    """A row as its document: each :data:`OMITTED_WHEN_NULL` field that is null left out, or valued
+    ``absent`` when given (an upsert's ``core.mongo.UNSET``: a list stored before is removed)."""
+    doc = row.asDict(recursive=True)
+    for k in OMITTED_WHEN_NULL:
+        if k in doc and doc[k] is None:
+            if absent is None:
+                del doc[k]
+            else:
+                doc[k] = absent
+    return doc
 
 
 def _inserter(collection: str, uri: str, db_name: str, acknowledged):
@@ -396,7 +415,7 @@ def _inserter(collection: str, uri: str, db_name: str, acknowledged):
         from core import mongo as m
 
         db = m.get_db(uri, db_name)
-        acknowledged.add(m.insert_docs(collection, (row.asDict(recursive=True) for row in rows), db=db))
+        acknowledged.add(m.insert_docs(collection, (_stored(row) for row in rows), db=db))
     return insert_partition
 
 
@@ -433,13 +452,13 @@ INGEST_LEDGER = "ingest_ledger"  # {_id: category, fingerprint, run_id, at}: the
 
 def _upserter(collection: str, uri: str, db_name: str, acknowledged):
     """Each document's fields set by ``_id`` (``core.mongo.set_by_ids``): every field, so the stored
-    one equals it, except fields only the live side writes (a history's ``removed`` tombstones),
-    which a replacement would drop."""
+    one equals it (a null field of :data:`OMITTED_WHEN_NULL` is removed), except fields only the live
+    side writes (a history's ``removed`` tombstones), which a replacement would drop."""
     def upsert_partition(rows) -> None:
         from core import mongo as m
 
         db = m.get_db(uri, db_name)
-        for batch in m.iter_batches((row.asDict(recursive=True) for row in rows), 500):
+        for batch in m.iter_batches((_stored(row, absent=m.UNSET) for row in rows), 500):
             written = m.set_by_ids(collection, {d["_id"]: {k: v for k, v in d.items() if k != "_id"} for d in batch},
                                    db=db)
             acknowledged.add(written["matched"] + written["upserted"])

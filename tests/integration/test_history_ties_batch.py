@@ -91,5 +91,29 @@ def test_the_reload_lists_the_batch_reviews_recent_enough_to_fall_within_trendin
                                   ("B-1", "new", 1.0, 6000.0)],
                                  "user_id string, product_id string, rating double, ts double")
     docs = {r["_id"]: r.asDict(recursive=True) for r in user_history_docs(reviews, live, recent_from=1000).collect()}
-    assert sorted(docs["B-1"][rating_history.BATCH]) == ["recent"] and docs["B-2"][rating_history.BATCH] == []
+    assert sorted(docs["B-1"][rating_history.BATCH]) == ["recent"] and docs["B-2"][rating_history.BATCH] is None
     assert set(rating_history.history_entries(docs["B-1"])[0]) == {"old", "recent", "replaced", "tied", "new"}
+
+
+@pytest.fixture
+def own_db(monkeypatch, settings, mongo_db):
+    from realtime_support import own_database
+
+    yield from own_database(monkeypatch, settings.mongo_db, "batch_list")
+
+
+def test_a_history_listing_no_recent_batch_review_is_stored_without_the_list(spark, own_db):
+    """As core.rating_history.history_doc stores it: the load wrote ``batch: []`` into every
+    history. An upsert (an incremental load) removes a list stored before that is now empty."""
+    from spark_jobs.mongo_load import reload_collection, upsert_collection, user_history_docs
+
+    reviews = spark.createDataFrame([("L-1", "recent", 4.0, 5000), ("L-2", "old", 5.0, 100)],
+                                    "user_id string, product_id string, rating double, ts long")
+    live = spark.createDataFrame([], "user_id string, product_id string, rating double, ts double")
+    reload_collection(user_history_docs(reviews, live, recent_from=1000), mongo.USER_HISTORY)
+    stored = {d["_id"]: d for d in own_db[mongo.USER_HISTORY].find({})}
+    assert stored["L-1"][rating_history.BATCH] == ["recent"]
+    assert set(stored["L-2"]) == set(rating_history.history_doc("L-2", {"old": (5.0, 100.0)}, {})) == {
+        "_id", "ratings", "removed"}
+    upsert_collection(user_history_docs(reviews, live, recent_from=9000), mongo.USER_HISTORY)  # none recent now
+    assert [set(d) for d in own_db[mongo.USER_HISTORY].find({})] == [{"_id", "ratings", "removed"}] * 2
