@@ -132,6 +132,15 @@ def recent_batch_reviews(doc: dict | None, ratings: dict[str, tuple[float, float
     return {p for p in listed if p in ratings and ratings[p] == before.get(p)}
 
 
+def ties_entry(ratings: dict[str, tuple[float, float]], product_id: str, rating: float | None, ts: float) -> bool:
+    """Is a live rating the very entry the history holds for the product (same rating, same ts)?
+    Then that entry is the live rating's too, and no longer a batch review (:func:`recent_batch_reviews`):
+    the reload's merge lets a live rating win an exact tie with a review, and the window's events a
+    rebuild folds hold it as a vote. :func:`apply_history_change` changes nothing for it, so the
+    writers drop it from the list themselves."""
+    return rating is not None and ratings.get(product_id) == (float(rating), float(ts))
+
+
 def rating_values(rated: dict[str, tuple[float, float]]) -> dict[str, float]:
     """{product: rating} of {product: (rating, ts)}: what a fold-in and a list need."""
     return {pid: r for pid, (r, _t) in rated.items()}
@@ -199,9 +208,14 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
         if is_deleted_user(user_id, db=db):  # whatever the history: a reload may have brought it back
             return None
         ratings, removed = history_entries(doc)
-        if apply_history_change(ratings, removed, product_id, rating, ts) or doc is None:
+        changed = apply_history_change(ratings, removed, product_id, rating, ts)
+        listed = recent_batch_reviews(doc, ratings)
+        if product_id in listed and ties_entry(ratings, product_id, rating, ts):
+            listed.discard(product_id)
+            changed = True
+        if changed or doc is None:
             fence()  # the lock taken over while this stalled: raises, the newer history stays
-            new = history_doc(user_id, ratings, removed, recent_batch_reviews(doc, ratings))
+            new = history_doc(user_id, ratings, removed, listed)
             db[mongo.USER_HISTORY].replace_one({"_id": user_id}, new, upsert=True)
     # after the write, changed or not: the refresh that takes the mark reads this history, and a
     # change already written by a batch that failed after its histories' write (the one-at-a-time
@@ -282,7 +296,8 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
     for _ in range(max_passes):
         missing = 0
         for user, changes in _live_changes_by_user(since, db).items():
-            have, removed = history_entries(db[mongo.USER_HISTORY].find_one({"_id": user}))
+            doc = db[mongo.USER_HISTORY].find_one({"_id": user})
+            (have, removed), listed = history_entries(doc), recent_batch_reviews(doc)
             for pid, (rating, ts) in changes.items():
                 if rating is None:  # a removal is missing while a rating it came after is there
                     if pid in have and have[pid][1] <= ts:
@@ -290,8 +305,9 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
                         remove_from_history(user, pid, ts, db=db)
                 elif removed.get(pid, float("-inf")) >= ts:
                     continue  # a removal there wins (change_key): adding it would change nothing
-                # a batch review's time is whole seconds: the same rating is not missing
-                elif pid not in have or have[pid][1] < math.floor(ts):
+                # a batch review's time is whole seconds: the same rating is not missing, unless the
+                # review is listed (BATCH): a live rating as late wins it, as in the reload's merge
+                elif pid not in have or have[pid][1] < math.floor(ts) or (pid in listed and have[pid][1] <= ts):
                     missing += 1
                     add_to_history(user, pid, rating, ts, db=db)
         replayed += missing

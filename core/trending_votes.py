@@ -24,7 +24,16 @@ the user's batch reviews, dated when they were written: trending is the shoppers
 (README; core.popular falls back to the batch reviews only while there are none), so the batch
 load lists the reviews dated late enough to be within a window (core.rating_history.BATCH) and a
 history's votes leave them out (:func:`live_entries`), as the events do. A history written before
-that list existed has none: its batch reviews count until the next load rewrites it.
+that list existed has none: its batch reviews count until the next load rewrites it. A live rating
+as late as a listed review (an exact tie) wins it, as in the load's merge: every writer takes the
+product off the list (core.rating_history.ties_entry).
+
+A known difference, left as it is: a batch review dated within the window and later than a live
+rating of the same product (a load of reviews newer than the shopper's rating) is the history's
+entry, listed, so a refresh counts no vote for it, while the window's events still hold the live
+rating it replaced, which a rebuild counts until it leaves the window. Agreeing would take the
+history keeping the replaced live rating, or a rebuild reading every history; it needs batch reviews
+newer than the site's live ratings (the Amazon reviews are years old).
 """
 from __future__ import annotations
 

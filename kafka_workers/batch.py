@@ -275,6 +275,7 @@ def _apply_to_histories(batch: list[RatingEvent], by_user: dict[str, list[int]],
         ratings, removed = rating_history.history_entries(read.histories.get(user))
         exclusions = shopper_controls.exclusion_entries(read.exclusions.get(user))
         changed, excl_changed = False, False  # a new user gets a document with their first rating
+        tied: set[str] = set()  # listed batch reviews a live rating tied (rating_history.ties_entry)
         for i in ids:
             e = batch[i]
             if e.action == events.NOT_INTERESTED:
@@ -283,9 +284,11 @@ def _apply_to_histories(batch: list[RatingEvent], by_user: dict[str, list[int]],
             else:
                 rating = rating_history.history_rating(e.action, e.rating)
                 changed = rating_history.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
-        if changed:
-            changes.new_histories[user] = rating_history.history_doc(
-                user, ratings, removed, rating_history.recent_batch_reviews(read.histories.get(user), ratings))
+                if rating_history.ties_entry(ratings, e.product_id, rating, e.ts):
+                    tied.add(e.product_id)
+        listed = rating_history.recent_batch_reviews(read.histories.get(user), ratings)
+        if changed or listed & tied:
+            changes.new_histories[user] = rating_history.history_doc(user, ratings, removed, listed - tied)
         if excl_changed:
             changes.new_exclusions[user] = {"items": shopper_controls.exclusion_items(exclusions)}
         changes.histories[user] = rating_history.rating_values(ratings)

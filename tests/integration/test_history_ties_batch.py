@@ -78,6 +78,29 @@ def test_the_replay_after_a_reload_keeps_a_same_time_removal(mongo_db):
         mongo_db[mongo.USER_HISTORY].delete_many({"_id": {"$in": users}})
 
 
+def test_the_replay_after_a_reload_takes_a_listed_review_a_live_rating_ties_off_the_list(mongo_db):
+    """A live rating stored during the reload, as late as a listed batch review of the product (the
+    same second, or the same time and rating): the reload's merge would have let it win (not listed),
+    and the window's events hold it as a vote. The replay took the review for it (whole seconds)
+    and left it listed, so trending's refresh left out a vote its rebuild counted."""
+    since = time.time()
+    users = {f"TIE-{uuid.uuid4().hex[:8]}": ts for ts in (2000.0, 2000.4)}
+    try:
+        for user, ts in users.items():
+            mongo_db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(user, {"P7": (4.0, 2000.0)}, {},
+                                                                               batch=["P7"]))
+            mongo_db[mongo.RATINGS].insert_one(rating_history.rating_doc(
+                {"event_id": uuid.uuid4().hex, "user_id": user, "product_id": "P7", "rating": 4, "ts": ts},
+                state="processed"))
+        rating_history.reapply_live_ratings(since, db=mongo_db)
+        for user, ts in users.items():
+            doc = mongo_db[mongo.USER_HISTORY].find_one({"_id": user})
+            assert rating_history.BATCH not in doc and rating_history.history_entries(doc)[0] == {"P7": (4.0, ts)}
+    finally:  # the session's database: a later full reload would count these users' live ratings
+        mongo_db[mongo.RATINGS].delete_many({"user_id": {"$in": list(users)}})
+        mongo_db[mongo.USER_HISTORY].delete_many({"_id": {"$in": list(users)}})
+
+
 def test_the_reload_lists_the_batch_reviews_recent_enough_to_fall_within_trending_s_window(spark):
     """core.rating_history.BATCH: the reviews dated ``recent_from`` or later, not one a live rating
     replaced (nor one it ties with exactly), not an older one, never a live rating."""

@@ -218,6 +218,27 @@ def test_a_batch_review_dated_within_the_week_is_not_a_vote(env):
     assert {i["product_id"] for i in lists[mongo.ALL]} == {p[0], p[1], p[11]}
 
 
+def test_a_live_rating_tying_a_listed_batch_review_is_a_vote(env):
+    """A live rating of the same product, rating and ts as a listed batch review: the reload's merge
+    lets the live rating win (not listed) and the window's events hold it as a vote, so the worker's
+    paths (a batch, and one event at a time) take it off the list too. Before, the history changed
+    nothing and kept it listed: a refresh left out the vote a rebuild counted."""
+    from core import rating_history
+
+    db, p = env.db, env.products
+    t = time.time() - 2 * DAY
+    for user, pid in (("tr-tie1", p[13]), ("tr-tie2", p[14])):
+        db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(user, {pid: (4.0, t + 5)}, {}, batch=[pid]))
+    apply_batch(RatingEvent(user_id="tr-tie1", product_id=p[13], rating=4, ts=t + 5))
+    db[mongo.RATINGS].insert_one(rating_history.rating_doc(  # the one-event path stores, then applies
+        {"event_id": "tr-tie2-e", "user_id": "tr-tie2", "product_id": p[14], "rating": 4, "ts": t + 5}))
+    rating_history.add_to_history("tr-tie2", p[14], 4.0, t + 5, db=db)
+    assert [rating_history.BATCH in db[mongo.USER_HISTORY].find_one({"_id": u}) for u in ("tr-tie1", "tr-tie2")] \
+        == [False, False]
+    lists = _refresh_and_check(db, t + DAY)
+    assert {p[13], p[14]} <= {i["product_id"] for i in lists[mongo.ALL]}
+
+
 def _commands_during(match: str, run: Callable[[], object]) -> list[str]:
     """The commands Redis ran, for any client, whose text holds ``match`` while ``run()`` ran (MONITOR
     on a connection of its own; ``run``'s exception, if any, is raised after the monitor stops)."""
