@@ -275,7 +275,7 @@ def _apply_to_histories(batch: list[RatingEvent], by_user: dict[str, list[int]],
         ratings, removed = rating_history.history_entries(read.histories.get(user))
         exclusions = shopper_controls.exclusion_entries(read.exclusions.get(user))
         changed, excl_changed = False, False  # a new user gets a document with their first rating
-        tied: set[str] = set()  # listed batch reviews a live rating tied (rating_history.ties_entry)
+        tied: set[str] = set()  # products whose entry is an event's of this batch (set, or tied: ties_entry)
         for i in ids:
             e = batch[i]
             if e.action == events.NOT_INTERESTED:
