@@ -1,0 +1,100 @@
+"""bin/services between concurrent callers and after a killed supervisord, on a private state dir.
+
+Commands of one state dir take its lock (run/.lock) for install, start, stop and restart. What a
+command found before it had the lock (does supervisord answer, which orphans hold ports) may be
+stale once it has it: another caller may have started or shut down supervisord meanwhile. These
+tests hold the lock themselves while they line callers up behind it (each waits in ``flock``), so
+the order is fixed without timing.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from realtime_support import SERVICES, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+SUPERVISORCTL = Path(os.environ.get("LOCAL_DIR", SERVICES.parents[1] / ".local")) / "venv" / "bin" / "supervisorctl"
+# MongoDB and Kafka external (not ours): a command with no names covers them without starting any
+EXTERNAL = {"MONGO_URI": "mongodb://db.example.invalid:27017/", "KAFKA_BOOTSTRAP_SERVERS": "kafka.example.invalid:9092"}
+
+
+def _env(state: Path, **more: str) -> dict[str, str]:
+    return {**os.environ, "SERVICES_STATE_DIR": str(state), "REDIS_PORT": str(free_port()),
+            "S3_PORT": str(free_port()), **EXTERNAL, **more}
+
+
+def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def _spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([str(SERVICES), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@contextmanager
+def _lock(state: Path):
+    """Hold the state dir's lock, as a bin/services install/start/stop does."""
+    (state / "run").mkdir(parents=True, exist_ok=True)
+    with open(state / "run" / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _waiting(p: subprocess.Popen[str]) -> None:
+    """Until the bin/services ``p`` waits for the lock (its flock runs)."""
+    def in_flock() -> bool:
+        try:
+            return any(c.name() == "flock" for c in psutil.Process(p.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            return False
+    wait_until(in_flock, 60, "bin/services to wait for the lock")
+
+
+def _done(p: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = p.communicate(timeout=300)
+    return p.returncode, out, err
+
+
+def _pid(env: dict[str, str], svc: str) -> int:
+    return int(_run("status", svc, env=env).stdout.split()[2])
+
+
+def test_a_start_waiting_on_the_lock_asks_again_whether_supervisord_runs(tmp_path):
+    """Two `start redis` at once: the second, which found no supervisord before it had the lock,
+    said "running outside supervisord (its supervisord died?)", rc 1. A `start` that found
+    supervisord up while a `stop` shut it down said "supervisord could not read its section"."""
+    state = tmp_path / "s"
+    env = _env(state)
+    try:
+        with _lock(state):
+            first = _spawn("start", "redis", env=env)
+            _waiting(first)
+            second = _spawn("start", "redis", env=env)
+            _waiting(second)
+        results = [_done(first), _done(second)]
+        assert [rc for rc, _, _ in results] == [0, 0], results
+        said = "".join(out for _, out, _ in results)
+        assert said.count("redis: started") == 1 and said.count("redis: already running") == 1, results
+
+        with _lock(state):
+            third = _spawn("start", "redis", env=env)
+            _waiting(third)
+            supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
+            subprocess.run([str(SUPERVISORCTL), "-c", str(state / "run" / "supervisord.conf"), "shutdown"],
+                           capture_output=True, check=True, timeout=60)
+            supervisord.wait(60)
+        rc, out, err = _done(third)
+        assert rc == 0 and "redis: started" in out, (out, err)
+        assert _run("status", "redis", env=env).returncode == 0
+    finally:
+        _run("stop", "redis", env=env)
