@@ -98,3 +98,17 @@ def test_a_start_waiting_on_the_lock_asks_again_whether_supervisord_runs(tmp_pat
         assert _run("status", "redis", env=env).returncode == 0
     finally:
         _run("stop", "redis", env=env)
+
+
+def test_a_live_supervisord_keeps_its_socket_with_a_narrow_columns(tmp_path):
+    """clear_stale_socket looked for "supervisord" in `ps -o args=`, which an exported COLUMNS cuts:
+    the live supervisord's socket was deleted, and `start redis` said it ran outside supervisord."""
+    state = tmp_path / "s"
+    env = _env(state)
+    try:
+        assert _run("start", "redis", env=env).returncode == 0
+        again = _run("start", "redis", env={**env, "COLUMNS": "20"})
+        assert again.returncode == 0 and "redis: already running" in again.stdout, (again.stdout, again.stderr)
+        assert (state / "run" / "supervisor.sock").is_socket()
+    finally:
+        _run("stop", "redis", env=env)
