@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,3 +113,28 @@ def test_a_live_supervisord_keeps_its_socket_with_a_narrow_columns(tmp_path):
         assert (state / "run" / "supervisor.sock").is_socket()
     finally:
         _run("stop", "redis", env=env)
+
+
+def test_restart_with_no_names_restarts_a_fatal_program(tmp_path):
+    """README: fatal = "supervisord gave up: see its log, then restart it". A plain `restart` left
+    out programs in FATAL, shut supervisord down once the others stopped, and the fatal one was
+    then just "stopped"."""
+    state = tmp_path / "s"
+    env = _env(state)
+    ctl = [str(SUPERVISORCTL), "-c", str(state / "run" / "supervisord.conf")]
+    try:
+        assert _run("start", "redis", "s3", env=env).returncode == 0
+        subprocess.run([*ctl, "stop", "s3:*"], capture_output=True, check=True, timeout=60)
+        with socket.socket() as taken:  # its port taken: gofakes3 exits at each try, supervisord gives up
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            taken.bind(("127.0.0.1", int(env["S3_PORT"])))
+            taken.listen()
+            subprocess.run([*ctl, "start", "s3:*"], capture_output=True, timeout=120)
+            wait_until(lambda: _run("status", "s3", env=env).stdout.split()[1] == "fatal", 120,
+                       "supervisord to give up on s3")
+        r = _run("restart", env=env)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert "restarting redis mongo kafka s3 " in r.stdout and "s3: started" in r.stdout
+        assert _run("status", "s3", env=env).stdout.split()[1] == "running"
+    finally:
+        _run("stop", "redis", "s3", env=env)
