@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import socket
 import subprocess
 from contextlib import contextmanager
@@ -138,3 +139,30 @@ def test_restart_with_no_names_restarts_a_fatal_program(tmp_path):
         assert _run("status", "s3", env=env).stdout.split()[1] == "running"
     finally:
         _run("stop", "redis", "s3", env=env)
+
+
+def test_concurrent_stops_stop_an_orphan_once(tmp_path):
+    """After a kill -9 of supervisord, two `stop`s at once both listed s3's orphan before the lock,
+    and both stopped (signalled) its pid: the second a pid that may have been reused by then."""
+    state = tmp_path / "s"
+    env = _env(state)
+    s3_pid = 0
+    try:
+        assert _run("start", "s3", env=env).returncode == 0
+        s3_pid = _pid(env, "s3")
+        supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
+        supervisord.kill()
+        supervisord.wait(30)
+        with _lock(state):
+            stops = [_spawn("stop", env=env) for _ in range(2)]
+            for p in stops:
+                _waiting(p)
+        results = [_done(p) for p in stops]
+        assert [rc for rc, _, _ in results] == [0, 0], results
+        said = "".join(out for _, out, _ in results)
+        assert said.count(f"s3: stopped pid {s3_pid}") == 1, said
+        assert not psutil.pid_exists(s3_pid) or psutil.Process(s3_pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        _run("stop", "s3", env=env)
+        if s3_pid and psutil.pid_exists(s3_pid) and "gofakes3" in " ".join(psutil.Process(s3_pid).cmdline()):
+            os.kill(s3_pid, signal.SIGKILL)
