@@ -23,9 +23,18 @@ def _compose() -> dict:
     return yaml.safe_load((ROOT / "docker" / "docker-compose.yml").read_text())
 
 
+def _compose_value(value: str, env: dict[str, str] | None = None) -> str:
+    """What compose makes of "${NAME:-default}" (defaults may nest: "${A:-${B:-x}}") in ``env``
+    (none set by default): innermost first."""
+    env = env or {}
+    while (m := re.search(r"\$\{([A-Z_]+):-([^${}]*)\}", value)):
+        value = value[:m.start()] + (env.get(m[1]) or m[2]) + value[m.end():]
+    return value
+
+
 def _compose_default(value: str) -> str:
     """What compose makes of "${NAME:-default}" with NAME unset."""
-    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+    return _compose_value(value)
 
 
 @override_settings(TRUSTED_PROXIES=1)
@@ -133,6 +142,16 @@ def test_compose_trusts_forwarded_headers_from_its_proxys_own_network_only():
     on_edge = {name for name, s in compose["services"].items() if "edge" in (s.get("networks") or [])}
     assert on_edge == {"proxy", "web"}
     assert compose["services"]["proxy"]["networks"] == ["edge"]  # it reaches web through edge only
+
+
+def test_compose_takes_trusted_proxy_nets_from_the_environment_first():
+    """Pinned to EDGE_SUBNET, a DJANGO_TRUSTED_PROXY_NETS in .env was ignored, and README's "proxy
+    of your own" recipe (web published on loopback, that variable set) had no effect."""
+    value = _compose()["x-app-env"]["DJANGO_TRUSTED_PROXY_NETS"]
+    assert _compose_value(value, {"DJANGO_TRUSTED_PROXY_NETS": "172.18.0.1/32",
+                                  "EDGE_SUBNET": "10.9.0.0/28"}) == "172.18.0.1/32"
+    assert _compose_value(value, {"EDGE_SUBNET": "10.9.0.0/28"}) == "10.9.0.0/28"  # the edge network's
+    assert _compose_value(value) == "172.30.255.0/28"
 
 
 def test_compose_publishes_nothing_but_the_proxy_beyond_the_host():
