@@ -113,3 +113,26 @@ def test_supervised_workers_restart_count_and_stop_without_leftovers(rt, tmp_pat
     for n in range(2):  # SIGTERM, not SIGKILL: each worker finished, committed and said so
         assert " stopped: " in (state / "log" / f"worker_{n}.log").read_text()
     assert run("status", "worker", check=False).returncode == 3
+
+
+def test_start_starts_the_stopped_processes_of_a_partial_program(rt, tmp_path):
+    """status said "worker partial ... 1 of 2 processes running" (rc 3) while `start worker` said
+    "already running" (rc 0) and left the stopped process down."""
+    state = tmp_path / "state"
+    env = process_env(SERVICES_STATE_DIR=str(state), WORKERS="2", WORKER_METRICS_PORT=str(_free_port_pair()))
+
+    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        assert run("start", "worker").returncode == 0
+        first, second = _pids(run, "worker")
+        assert run("ctl", "stop", "worker:worker_1").returncode == 0
+        status = run("status", "worker")
+        assert status.returncode == 3 and status.stdout.split()[1:3] == ["partial", str(first)], status.stdout
+        start = run("start", "worker")
+        assert start.returncode == 0 and "worker: started" in start.stdout, (start.stdout, start.stderr)
+        after = _pids(run, "worker")
+        assert len(after) == 2 and first in after and second not in after
+    finally:
+        run("stop", "worker")
