@@ -166,3 +166,20 @@ def test_concurrent_stops_stop_an_orphan_once(tmp_path):
         _run("stop", "s3", env=env)
         if s3_pid and psutil.pid_exists(s3_pid) and "gofakes3" in " ".join(psutil.Process(s3_pid).cmdline()):
             os.kill(s3_pid, signal.SIGKILL)
+
+
+def test_restart_with_no_names_keeps_the_environment_a_program_was_started_with(tmp_path):
+    """A plain `restart` rewrote web's, worker's, s3's ... sections from the current shell: after
+    `WORKERS=2 bin/services start worker`, it ran one worker. Here s3, started on one port and
+    restarted from a shell that has another S3_PORT, stays on its own."""
+    state = tmp_path / "s"
+    env = _env(state)
+    try:
+        assert _run("start", "redis", "s3", env=env).returncode == 0
+        r = _run("restart", env={**env, "S3_PORT": str(free_port())})
+        assert r.returncode == 0 and "s3: started" in r.stdout, (r.stdout, r.stderr)
+        with socket.create_connection(("127.0.0.1", int(env["S3_PORT"])), timeout=5):
+            pass
+        assert _run("status", "s3", env=env).stdout.split()[1] == "running"
+    finally:
+        _run("stop", "redis", "s3", env=env)
