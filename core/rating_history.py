@@ -306,8 +306,10 @@ def reapply_live_ratings(since: float, db: Database | None = None, max_passes: i
                 elif removed.get(pid, float("-inf")) >= ts:
                     continue  # a removal there wins (change_key): adding it would change nothing
                 # a batch review's time is whole seconds: the same rating is not missing, unless the
-                # review is listed (BATCH): a live rating as late wins it, as in the reload's merge
-                elif pid not in have or have[pid][1] < math.floor(ts) or (pid in listed and have[pid][1] <= ts):
+                # review is listed (BATCH): a live rating it does not beat (change_key) wins it, as in
+                # the reload's merge; one it beats (as late, higher) was never missing
+                elif pid not in have or have[pid][1] < math.floor(ts) or (
+                        pid in listed and change_key(rating, ts) >= change_key(*have[pid])):
                     missing += 1
                     add_to_history(user, pid, rating, ts, db=db)
         replayed += missing

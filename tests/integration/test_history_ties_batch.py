@@ -101,6 +101,25 @@ def test_the_replay_after_a_reload_takes_a_listed_review_a_live_rating_ties_off_
         mongo_db[mongo.USER_HISTORY].delete_many({"_id": {"$in": list(users)}})
 
 
+def test_the_replay_after_a_reload_leaves_a_listed_review_that_wins_a_tie_alone(mongo_db):
+    """A live rating as late as a listed batch review but higher: the review wins the tie (the lower
+    rating, change_key), as in the reload's merge. The replay counted it missing on every pass (the
+    user's lock taken and trending marked each time, all ``max_passes`` run) though nothing changed."""
+    since, user = time.time(), f"TIE-{uuid.uuid4().hex[:8]}"
+    try:
+        mongo_db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(user, {"P8": (2.0, 2000.0)}, {},
+                                                                           batch=["P8"]))
+        mongo_db[mongo.RATINGS].insert_one(rating_history.rating_doc(
+            {"event_id": uuid.uuid4().hex, "user_id": user, "product_id": "P8", "rating": 4, "ts": 2000.0},
+            state="processed"))
+        before = mongo_db[mongo.USER_HISTORY].find_one({"_id": user})
+        assert rating_history.reapply_live_ratings(since, db=mongo_db) == 0
+        assert mongo_db[mongo.USER_HISTORY].find_one({"_id": user}) == before
+    finally:  # the session's database: a later full reload would count this user's live rating
+        mongo_db[mongo.RATINGS].delete_many({"user_id": user})
+        mongo_db[mongo.USER_HISTORY].delete_many({"_id": user})
+
+
 def test_the_reload_lists_the_batch_reviews_recent_enough_to_fall_within_trending_s_window(spark):
     """core.rating_history.BATCH: the reviews dated ``recent_from`` or later, not one a live rating
     replaced (nor one it ties with exactly), not an older one, never a live rating."""
