@@ -191,3 +191,43 @@ def test_restart_with_no_names_keeps_the_environment_a_program_was_started_with(
         assert _run("status", "s3", env=env).stdout.split()[1] == "running"
     finally:
         _run("stop", "redis", "s3", env=env)
+
+
+def test_restart_with_no_names_starts_a_program_with_its_recorded_environment_only(tmp_path):
+    """The recorded environment was exported over this shell's, so a variable the recording lacks
+    (a test shell's MONGO_DB) reached the restarted program and its new recording."""
+    state = tmp_path / "s"
+    env = _env(state)
+    env.pop("REVIEW_MARK", None)
+    try:
+        assert _run("start", "redis", "s3", env=env).returncode == 0
+        r = _run("restart", env={**env, "REVIEW_MARK": "x"})
+        assert r.returncode == 0 and "s3: started" in r.stdout, (r.stdout, r.stderr)
+        assert "REVIEW_MARK" not in psutil.Process(_pid(env, "s3")).environ()
+        assert b"REVIEW_MARK=" not in (state / "run" / "s3.env").read_bytes()
+        assert b"REVIEW_MARK=x" in (state / "run" / "redis.env").read_bytes()  # the default set: this shell's
+    finally:
+        _run("stop", "redis", "s3", env=env)
+
+
+def test_restart_with_no_names_refuses_a_recording_of_another_local_dir(tmp_path):
+    """The recorded LOCAL_DIR was applied while the virtualenv and the program list came from the
+    invoking one. s3 started with another LOCAL_DIR (one whose bin/, opt/ and venv/ are the real
+    ones) is left running, and the restart says why."""
+    real = Path(os.environ.get("LOCAL_DIR", SERVICES.parents[1] / ".local")).resolve()
+    other = tmp_path / "other-local"
+    other.mkdir()
+    for d in ("bin", "opt", "venv"):
+        (other / d).symlink_to(real / d)
+    state = tmp_path / "s"
+    env = _env(state, LOCAL_DIR=str(real))
+    try:
+        assert _run("start", "s3", env={**env, "LOCAL_DIR": str(other)}).returncode == 0
+        before = _pid(env, "s3")
+        r = _run("restart", env=env)
+        assert r.returncode == 1 and "s3: its recorded environment" in r.stderr, (r.stdout, r.stderr)
+        assert f"LOCAL_DIR={other}" in r.stderr
+        assert _pid(env, "s3") == before
+    finally:
+        _run("stop", "redis", "s3", env=env)  # redis: a restart that went ahead started it
+

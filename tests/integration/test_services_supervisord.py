@@ -136,3 +136,27 @@ def test_start_starts_the_stopped_processes_of_a_partial_program(rt, tmp_path):
         assert len(after) == 2 and first in after and second not in after
     finally:
         run("stop", "worker")
+
+
+def test_start_of_a_partial_program_waits_with_the_environment_it_was_started_with(rt, tmp_path):
+    """start_stopped waited (and named the address) with this shell's WORKERS: after `WORKERS=2
+    start worker`, a plain `start worker` waited for worker_0 only and said "started" while worker_1
+    was not ready yet (in a private state dir, with this shell's WORKER_METRICS_PORT, it checked
+    the shared worker's port)."""
+    state = tmp_path / "state"
+    base = _free_port_pair()
+    env = process_env(SERVICES_STATE_DIR=str(state), WORKERS="2", WORKER_METRICS_PORT=str(base))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        assert run("start", "worker").returncode == 0
+        assert run("ctl", "stop", "worker:worker_1").returncode == 0
+        plain = {k: v for k, v in env.items() if k != "WORKERS"}
+        start = subprocess.run([str(SERVICES), "start", "worker"], env=plain, capture_output=True, text=True,
+                               timeout=300)
+        assert start.returncode == 0 and "2 Kafka consumer process(es)" in start.stdout, (start.stdout, start.stderr)
+        assert _get(f"http://127.0.0.1:{base + 1}/readyz")[0] == 200  # waited for worker_1 too
+    finally:
+        run("stop", "worker")
