@@ -33,8 +33,8 @@ def _env(state: Path, **more: str) -> dict[str, str]:
             "S3_PORT": str(free_port()), **EXTERNAL, **more}
 
 
-def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300)
+def _run(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -231,3 +231,22 @@ def test_restart_with_no_names_refuses_a_recording_of_another_local_dir(tmp_path
     finally:
         _run("stop", "redis", "s3", env=env)  # redis: a restart that went ahead started it
 
+
+def test_a_stopped_supervisord_is_named_not_waited_for(tmp_path):
+    """`supervisorctl pid` had no timeout: with supervisord SIGSTOPped, every command (and, under
+    the lock, every later one) waited for good."""
+    state = tmp_path / "s"
+    env = _env(state)
+    supervisord = None
+    try:
+        assert _run("start", "redis", env=env).returncode == 0
+        supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
+        supervisord.suspend()
+        for cmd in ("status", "start"):
+            r = _run(cmd, "redis", env=env, timeout=120)
+            assert r.returncode == 1 and f"supervisord (pid {supervisord.pid}) does not answer" in r.stderr, \
+                (cmd, r.stdout, r.stderr)
+    finally:
+        if supervisord:
+            supervisord.resume()
+        _run("stop", "redis", env=env)
