@@ -205,10 +205,10 @@ class RecommenderUserAdmin(UserAdmin):
 
     @admin.display(description="ratings")
     def rated_products(self, obj):
-        if not obj or not obj.pk:
-            return "-"
         """The newest ``RATINGS_SHOWN`` ratings, and how many older ones there are: a reviewer of the
         data can have thousands, and the page rendered (and read the product of) every one."""
+        if not obj or not obj.pk:
+            return "-"
         try:
             rated = rating_history.user_history(recommender_id(obj))
             shown = sorted(rated.items(), key=lambda kv: -kv[1][1])[:RATINGS_SHOWN]
