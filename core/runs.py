@@ -90,6 +90,12 @@ def model_version(record: Mapping[str, Any]) -> str:
     return str(record.get("version") or record.get("model_version") or "")
 
 
+def stage_list(value: str) -> list[str]:
+    """Stages as the command line names them, comma-separated (``--rerun load,clean``; empty parts,
+    as in ``''``, name none): bin/pipeline's run record and its Airflow trigger parse them alike."""
+    return [s for s in value.split(",") if s]
+
+
 def forced_stages(named: list[str]) -> list[str]:
     """The stages a rerun of ``named`` forces: each named one and every stage of RERUNNABLE after it,
     in pipeline order. A forced stage writes the same ledger entries as before (the same files, the

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from core.env import env_int, env_str
+from core.runs import stage_list
 from core.settings import PROJECT_ROOT, get_settings
 
 # dags/recommender_pipeline.py's DAG_ID; the DAG folder is no package of the app, so it is repeated
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("run_id")
     run.add_argument("--engine", required=True)
     run.add_argument("--force-publish", action="store_true")
-    run.add_argument("--rerun", type=lambda value: [s for s in value.split(",") if s], default=[],
+    run.add_argument("--rerun", type=stage_list, default=[],
                      help="the stages forced to redo their work, comma-separated (run_records start's)")
     run.add_argument("--input", action="append", default=[], help="a file or glob for load (repeatable)")
     run.add_argument("--remove", action="append", default=[], help="a loaded file to take out (repeatable)")

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core import storage
-from core.runs import forced_stages, model_version, read_record, record_path, run_folder, succeeded
+from core.runs import forced_stages, model_version, read_record, record_path, run_folder, stage_list, succeeded
 from core.settings import PROJECT_ROOT, get_settings
 from spark_jobs import units
 
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     begin.add_argument("--resume", action="store_true")
     begin.add_argument("--engine")
     begin.add_argument("--force-publish", action="store_true")
-    begin.add_argument("--rerun", type=lambda value: [s for s in value.split(",") if s],
+    begin.add_argument("--rerun", type=stage_list,
                        help="stages to redo work done already, comma-separated (and the rerunnable ones after each)")
     done = commands.add_parser("finished", help="exit 0 when JOB finished in RUN")
     done.add_argument("run_id")
