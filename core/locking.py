@@ -226,26 +226,24 @@ def lease(name: str, holder: dict[str, Any], lease_s: float, wait_s: float, db: 
     token = uuid.uuid4().hex
     stale = _acquire(name, token, time.monotonic() + wait_s, wait_s, db,
                      fields=lambda now: {**holder, "expires": now + lease_s}, poll_s=poll_s, on_wait=on_wait)
-    stop, lost = threading.Event(), threading.Event()
-    renewer = threading.Thread(target=_renew, args=(name, token, lease_s, stop, lost, on_lost, db),
-                               name=f"lease {name}", daemon=True)
-    renewer.start()
     try:
-        yield stale
-    finally:
-        stop.set()
-        renewer.join()
+        with renewing(_lease_renewal(name, token, lease_s, on_lost, db), lease_s / LEASE_RENEWALS,
+                      f"lease {name}") as lost:
+            yield stale
+    finally:  # once no renewal can run: one after the delete would find the lease gone
         db[mongo.LOCKS].delete_one({"_id": name, "token": token})
     if lost.is_set():
         raise LeaseLost(f"lost the lease on lock {name} while holding it")
 
 
-def _renew(name: str, token: str, lease_s: float, stop: threading.Event, lost: threading.Event,
-           on_lost: Callable[[str], None], db: Database) -> None:
-    """Renew lease ``token`` of lock ``name`` until ``stop``; on finding it gone, set ``lost`` and
-    call ``on_lost`` once. An unreachable server is retried until the lease has run out."""
+def _lease_renewal(name: str, token: str, lease_s: float, on_lost: Callable[[str], None],
+                   db: Database) -> Callable[[], bool | None]:
+    """One renewal of lease ``token`` of lock ``name`` (:func:`renewing`'s ``renew``); on finding it
+    gone, ``on_lost`` is called once. An unreachable server is retried until the lease has run out."""
     good_until = time.time() + lease_s
-    while not stop.wait(lease_s / LEASE_RENEWALS):
+
+    def renew() -> bool | None:
+        nonlocal good_until
         now = time.time()
         try:
             kept = db[mongo.LOCKS].update_one({"_id": name, "token": token},
@@ -254,10 +252,36 @@ def _renew(name: str, token: str, lease_s: float, stop: threading.Event, lost: t
             kept = None if now < good_until else 0
         if kept:
             good_until = now + lease_s
-        elif kept == 0:
-            lost.set()
+            return True
+        if kept == 0:
             on_lost(f"lock {name}: lost the lease (it ran out, and another holder may have taken it); stopping")
-            return
+            return False
+        return None
+    return renew
+
+
+@contextmanager
+def renewing(renew: Callable[[], bool | None], period_s: float, name: str) -> Iterator[threading.Event]:
+    """Call ``renew`` every ``period_s`` from a thread of its own while the block runs: it answers
+    True (renewed), None (not now: tried again next time) or False (lost: taken over or run out),
+    which sets the yielded event and ends the renewals. A lease of a batch job (:func:`lease`) and
+    Celery's re-score mark (kafka_workers/tasks.py) are kept this way through work that never
+    stops to renew them. The thread is stopped and joined when the block ends."""
+    stop, lost = threading.Event(), threading.Event()
+
+    def run() -> None:
+        while not stop.wait(period_s):
+            if renew() is False:
+                lost.set()
+                return
+
+    renewer = threading.Thread(target=run, name=name, daemon=True)
+    renewer.start()
+    try:
+        yield lost
+    finally:
+        stop.set()
+        renewer.join()
 
 
 def take_locks(names: Iterable[str], token: str, db: Database | None = None, wait_s: float = 30.0) -> None:

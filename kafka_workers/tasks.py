@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from bisect import bisect_right
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Iterator
 
 import redis
@@ -226,13 +226,14 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     if r.get(LAST_RESCORED_MODEL) == version.encode():
         return 0
     token = uuid.uuid4().hex
-    if not r.set(_running_key(version), token, nx=True, ex=RUNNING_LEASE_S):
-        # not queued any more either: else, should that run die, check_model would not queue the
-        # version again until this copy's queued mark expired (RESCORE_TIME_LIMIT_S)
-        r.delete(_queued_key(version))
+    running = r.set(_running_key(version), token, nx=True, ex=RUNNING_LEASE_S)
+    # not queued any more, either way: running, its mark keeps check_model off; a copy that found
+    # another run holding it keeping the queued mark, check_model would not queue the version again
+    # should that run die, until the mark expired (RESCORE_TIME_LIMIT_S)
+    r.delete(_queued_key(version))
+    if not running:
         log.info("model %s: a rescore is already running; this copy does nothing", version)
         return 0
-    r.delete(_queued_key(version))  # not waiting any more: the running mark keeps check_model off
     try:
         with _renewed(r, version, token) as superseded, _sigterm_stops_the_rescore():
             done = _rescore(version, active_days, batch_size, start_after, token, superseded)
@@ -250,42 +251,34 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
         log.error("model %s: re-scoring ran out of time (RESCORE_TIME_LIMIT_S=%d)", version, RESCORE_TIME_LIMIT_S)
         raise
     except BaseException:
-        _drop_mark(r, version, token)
-        r.delete(_queued_key(version))
+        _end_run(r, version, token)
         raise
-    # both: the version may be made current again later (staff go back to it), after another was
-    # re-scored; its queued mark would keep check_model from queueing it until the mark expired
-    _drop_mark(r, version, token)
-    r.delete(_queued_key(version))
+    _end_run(r, version, token)
     return done
 
 
-@contextmanager
-def _renewed(r: redis.Redis, version: str, token: str) -> Iterator[threading.Event]:
+def _end_run(r: redis.Redis, version: str, token: str) -> None:
+    """Both marks go, the run's running mark and the version's queued one: the version may be made
+    current again later (staff go back to it, after another was re-scored), and its queued mark
+    would keep check_model from queueing it until the mark expired."""
+    _drop_mark(r, version, token)
+    r.delete(_queued_key(version))
+
+
+def _renewed(r: redis.Redis, version: str, token: str) -> AbstractContextManager[threading.Event]:
     """Renew the run's running mark from a thread while the run goes on (``locking.LEASE_RENEWALS``
-    times per ``RUNNING_LEASE_S``, as :func:`core.locking.lease` renews a batch's lease), through the
+    times per ``RUNNING_LEASE_S``, by :func:`core.locking.renewing`, as a batch's lease), through the
     model's load and the active users' scan too: renewed only at its checkpoints, a run whose load
     and scan outlasted the lease was taken over by the next ``check_model``'s run and stopped at its
     first checkpoint, every time. Yields an event set once the mark is found another run's (the
     run stalled past its lease, and was taken over); a Redis error is tried again at the next renewal."""
-    stop, superseded = threading.Event(), threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(RUNNING_LEASE_S / locking.LEASE_RENEWALS):
-            try:
-                if not _renew_mark(r, version, token):
-                    superseded.set()
-                    return
-            except redis.RedisError as exc:
-                log.warning("model %s: running mark not renewed (%s); trying again", version, exc)
-
-    renewer = threading.Thread(target=renew, name=f"rescore lease {version}", daemon=True)
-    renewer.start()
-    try:
-        yield superseded
-    finally:
-        stop.set()
-        renewer.join()
+    def renew() -> bool | None:
+        try:
+            return bool(_renew_mark(r, version, token))  # False: another run's mark
+        except redis.RedisError as exc:
+            log.warning("model %s: running mark not renewed (%s); trying again", version, exc)
+            return None
+    return locking.renewing(renew, RUNNING_LEASE_S / locking.LEASE_RENEWALS, f"rescore lease {version}")
 
 
 def _active_users(active_days: int) -> list[str]:
