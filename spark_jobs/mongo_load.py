@@ -183,8 +183,10 @@ def reconcile(reviews: DataFrame, n_reviews: int, n_products: int, since: float)
         others_add_up = total - sum(held.values()) == n_reviews - sum(want for want, _ in expected.values())
         within = others_add_up and all(0 <= short[p] <= theirs for p, (_want, theirs) in expected.items())
         erased = sum(short.values()) if within else None
+        if erased is not None:
+            break
         read_since = sorted(rating_history.deleted_user_ids(since=since))
-        if erased is not None or read_since == ids:
+        if read_since == ids:
             break
         ids = read_since  # an account deleted while the products were read: compare with it too
     if n != n_products or (erased is None if ids else total != n_reviews):
