@@ -131,17 +131,22 @@ def test_compose_lets_clients_in_through_its_proxy_only():
     assert {"80:80", "443:443"} <= set(proxy["ports"])
 
 
-def test_compose_trusts_forwarded_headers_from_its_proxys_own_network_only():
-    """The site trusts loopback only by default; compose names the network its Caddy connects from:
-    one of its own, on a fixed subnet, holding the proxy and web and nothing else."""
+def test_compose_trusts_forwarded_headers_from_its_proxy_alone():
+    """The site trusts loopback only by default; compose names its Caddy by the fixed address it
+    has on a network of its own (holding the proxy and web and nothing else). The whole subnet was
+    trusted once: it holds Docker's gateway, the address a process on the host connecting to web's
+    edge address comes from, which could then name any client."""
     compose = _compose()
-    trusted = _compose_default(compose["x-app-env"]["DJANGO_TRUSTED_PROXY_NETS"])
-    edge = [_compose_default(c["subnet"]) for c in compose["networks"]["edge"]["ipam"]["config"]]
-    assert [trusted] == edge and [str(net) for net in EDGE] == edge
-    assert ipaddress.ip_network(trusted).is_private and ipaddress.ip_address(PROXY) in EDGE[0]
+    trusted = ipaddress.ip_network(_compose_default(compose["x-app-env"]["DJANGO_TRUSTED_PROXY_NETS"]))
+    edge = [ipaddress.ip_network(_compose_default(c["subnet"])) for c in compose["networks"]["edge"]["ipam"]["config"]]
+    proxy_address = _compose_default(compose["services"]["proxy"]["networks"]["edge"]["ipv4_address"])
+    assert edge == list(EDGE) and proxy_address == PROXY
+    assert trusted == ipaddress.ip_network(f"{PROXY}/32") and trusted.subnet_of(edge[0])
+    gateway = next(edge[0].hosts())  # Docker gives a network's gateway its first address
+    assert gateway not in trusted
     on_edge = {name for name, s in compose["services"].items() if "edge" in (s.get("networks") or [])}
     assert on_edge == {"proxy", "web"}
-    assert compose["services"]["proxy"]["networks"] == ["edge"]  # it reaches web through edge only
+    assert list(compose["services"]["proxy"]["networks"]) == ["edge"]  # it reaches web through edge only
 
 
 def test_compose_takes_trusted_proxy_nets_from_the_environment_first():
@@ -150,8 +155,8 @@ def test_compose_takes_trusted_proxy_nets_from_the_environment_first():
     value = _compose()["x-app-env"]["DJANGO_TRUSTED_PROXY_NETS"]
     assert _compose_value(value, {"DJANGO_TRUSTED_PROXY_NETS": "172.18.0.1/32",
                                   "EDGE_SUBNET": "10.9.0.0/28"}) == "172.18.0.1/32"
-    assert _compose_value(value, {"EDGE_SUBNET": "10.9.0.0/28"}) == "10.9.0.0/28"  # the edge network's
-    assert _compose_value(value) == "172.30.255.0/28"
+    assert _compose_value(value, {"EDGE_PROXY_ADDRESS": "10.9.0.2"}) == "10.9.0.2/32"  # the proxy's own
+    assert _compose_value(value) == f"{PROXY}/32"
 
 
 def test_compose_publishes_nothing_but_the_proxy_beyond_the_host():
