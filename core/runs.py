@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,13 @@ from core.settings import get_settings
 from core.storage import Location
 
 RUNS = "runs"  # the folder under DATA_DIR that holds one folder per run
+
+# The record of the options a run was started with, beside the jobs' (``runs/<run id>/pipeline.json``):
+# train's --engine, publish's --force and the --force of the stages --rerun names, which no job
+# records before it needs them. bin/pipeline writes it as a run starts or resumes
+# (spark_jobs/run_records.start), the DAG as its load task starts (dags/recommender/params.py), and
+# bin/pipeline --resume restores the run's options from it, whoever started the run.
+OPTIONS = "pipeline"
 
 # The batch jobs (spark_jobs/<job>.py) in the order a pipeline run runs them, each after the one
 # before has finished. bin/pipeline submits them in this order and the DAG chains its tasks so
@@ -107,3 +115,13 @@ def forced_stages(named: list[str]) -> list[str]:
         raise ValueError(f"cannot rerun {', '.join(unknown)}: only {', '.join(RERUNNABLE)} skip work done already")
     first = min((RERUNNABLE.index(stage) for stage in named), default=len(RERUNNABLE))
     return list(RERUNNABLE[first:])
+
+
+def record_options(run_id: str, engine: str, force_publish: bool, rerun: list[str],
+                   data_dir: Location | None = None) -> None:
+    """Record the options this run goes on with in its :data:`OPTIONS` record: ``rerun`` as the
+    stages it forces (:func:`forced_stages` of the ones named, so a list of forced stages is recorded
+    as it is), with the time. ValueError for a stage that is not in RERUNNABLE."""
+    options = {"engine": engine, "force_publish": force_publish, "rerun": forced_stages(rerun)}
+    storage.write_text(record_path(run_id, OPTIONS, data_dir),
+                       json.dumps({**options, "recorded_at": time.time()}, indent=2, sort_keys=True))

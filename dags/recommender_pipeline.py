@@ -62,7 +62,10 @@ the repository; empty: load's default, the demo files, or none when ``remove`` n
 again and MongoDB reloaded), ``engine`` (auto|ease|implicit|spark, for train), ``force_publish``
 (bool), ``rerun`` (list of load, clean, mongo_load: those stages, and the ones of them after each,
 get ``--force`` and redo what their ledgers say is done, as ``bin/pipeline --rerun``). Their
-arguments are built in recommender/params.py.
+arguments are built in recommender/params.py. The ``load`` task records ``engine``,
+``force_publish`` and ``rerun`` where bin/pipeline records its flags (``$DATA_DIR/runs/<run
+id>/pipeline.json``, core.runs.record_options) before it submits load, so ``bin/pipeline --resume
+<run id>`` of a DAG run restores them.
 
 A Spark task whose job exits with core.runs.EXIT_PERMANENT (bad arguments, an input that matches no
 file, a model version that is gone: retrying cannot fix it) fails at once, without its retries
@@ -85,7 +88,7 @@ from airflow.sdk import DAG, Param, task
 from core.env import env_str
 from core.runs import RERUNNABLE, fs_safe
 from recommender.operators import SparkJobOperator
-from recommender.params import force_args, load_args, rerun_args
+from recommender.params import force_args, load_args, record_options, rerun_args
 from recommender.records import read_train_record
 
 log = logging.getLogger(__name__)
@@ -132,7 +135,8 @@ with DAG(
     user_defined_filters={"fs_safe": fs_safe},
     tags=["recommender", "spark"],
 ) as dag:
-    load = SparkJobOperator(job="load", application_args=["--run-id", RUN_ID], args_from_params=load_args)
+    load = SparkJobOperator(job="load", application_args=["--run-id", RUN_ID], args_from_params=load_args,
+                            on_start=record_options)  # for bin/pipeline --resume of this run
     clean = SparkJobOperator(job="clean", application_args=["--run-id", RUN_ID], args_from_params=rerun_args("clean"))
     mongo_load = SparkJobOperator(job="mongo_load", application_args=["--run-id", RUN_ID],
                                   args_from_params=rerun_args("mongo_load"))

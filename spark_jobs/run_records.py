@@ -12,15 +12,14 @@ core and spark_jobs.units (load's ledger) only: no Spark starts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from core import storage
-from core.runs import forced_stages, model_version, read_record, record_path, run_folder, stage_list, succeeded
+from core.runs import (OPTIONS, forced_stages, model_version, read_record, record_options, run_folder, stage_list,
+                       succeeded)
 from core.settings import PROJECT_ROOT, get_settings
 from spark_jobs import units
 
@@ -29,28 +28,25 @@ from spark_jobs import units
 # crashed or was killed leaves "started": none of these is finished.
 FINISHED = {"ok", "published", "rejected", "unchanged"}
 
-
-# bin/pipeline's own record beside the jobs': the options a run was started with, which no job records
-# before it needs them (train's --engine, publish's --force, the --force of the stages --rerun names),
-# so a resume restores them
-OPTIONS = "pipeline"
 DEFAULT_ENGINE = "auto"
 
 
 def start(run_id: str, resume: bool, engine: str | None = None, force_publish: bool = False,
           rerun: list[str] | None = None) -> tuple[str, bool, list[str]]:
     """(engine, force publish, the stages forced to redo their work) of this run, recorded before its
-    first job starts. ``rerun`` names stages of core.runs.RERUNNABLE; the stages after each are forced
-    too (core.runs.forced_stages); another name is refused.
+    first job starts (core.runs.record_options, as the DAG records its params). ``rerun`` names
+    stages of core.runs.RERUNNABLE; the stages after each are forced too (core.runs.forced_stages);
+    another name is refused.
 
     A new run refuses an id that has records already: its jobs would replace them one by one, and
     a record another run left could make a later --resume skip a stage. A resume takes the options
-    the run recorded; one given on the resume's command line wins (--engine ease after a train that
-    failed under spark; --force-publish after a rejected publish; --rerun clean after a load that
-    finished, so its clean redoes every category) and is recorded for the next resume. A run with
-    no options recorded (started by the DAG, or before they were recorded) resumes with the command
-    line's, or the defaults (recorded only when the run has records: a resume of an unknown run is
-    refused by :func:`inputs`, and must leave no folder behind).
+    the run recorded, whether bin/pipeline or the DAG started it; one given on the resume's command
+    line wins (--engine ease after a train that failed under spark; --force-publish after a rejected
+    publish; --rerun clean after a load that finished, so its clean redoes every category) and is
+    recorded for the next resume. A run with no options recorded (by a DAG or bin/pipeline from
+    before they were recorded, or a DAG run that stopped before its load task started) resumes with
+    the command line's, or the defaults (recorded only when the run has records: a resume of an
+    unknown run is refused by :func:`inputs`, and must leave no folder behind).
     """
     try:
         forced = None if rerun is None else forced_stages(rerun)
@@ -68,15 +64,14 @@ def start(run_id: str, resume: bool, engine: str | None = None, force_publish: b
     else:
         recorded = read_record(run_id, OPTIONS) or {}
         if not recorded:
-            print(f"pipeline: run {run_id} recorded no --engine, --force-publish or --rerun (started by the DAG or "
-                  f"an older bin/pipeline): resuming with {engine or DEFAULT_ENGINE}{' and --force-publish' * force_publish}"
+            print(f"pipeline: run {run_id} recorded no --engine, --force-publish or --rerun (started by an older "
+                  f"DAG or bin/pipeline): resuming with {engine or DEFAULT_ENGINE}{' and --force-publish' * force_publish}"
                   f"{' and --rerun ' + ','.join(forced) if forced else ''}", file=sys.stderr)
     options = {"engine": engine or recorded.get("engine") or DEFAULT_ENGINE,
                "force_publish": force_publish or bool(recorded.get("force_publish")),
                "rerun": forced if forced is not None else list(recorded.get("rerun") or [])}
     if (existing or not resume) and options != {k: recorded.get(k) for k in options}:
-        storage.write_text(record_path(run_id, OPTIONS),
-                           json.dumps({**options, "recorded_at": time.time()}, indent=2, sort_keys=True))
+        record_options(run_id, **options)
     return options["engine"], options["force_publish"], options["rerun"]
 
 

@@ -86,14 +86,15 @@ class SparkJobOperator(SparkSubmitOperator):
     """``spark-submit --py-files <zip> spark_jobs/<job>.py`` with the app's binary, Python and settings.
 
     ``args_from_params`` adds arguments that Jinja cannot express in ``application_args``
-    (recommender/params.py). A job that failed for a reason a retry cannot fix (it exits
+    (recommender/params.py); ``on_start`` is called with the Airflow run id and the params before
+    the job is submitted (the first task records the run's options with it). A job that failed for a reason a retry cannot fix (it exits
     core.runs.EXIT_PERMANENT: bad arguments, an input that names no file, a version that is gone)
     fails the task with AirflowFailException, which Airflow does not retry; any other failure is
     retried as the DAG's default_args say.
     """
 
     def __init__(self, *, job: str, args_from_params: Callable[[Mapping[str, Any]], list[str]] | None = None,
-                 **kwargs: Any) -> None:
+                 on_start: Callable[[str, Mapping[str, Any]], None] | None = None, **kwargs: Any) -> None:
         super().__init__(
             task_id=job,
             application=str(APP_ROOT / "spark_jobs" / f"{job}.py"),
@@ -105,6 +106,7 @@ class SparkJobOperator(SparkSubmitOperator):
             **kwargs,
         )
         self.args_from_params = args_from_params
+        self.on_start = on_start
 
     def execute(self, context: Any) -> Any:
         try:
@@ -115,6 +117,8 @@ class SparkJobOperator(SparkSubmitOperator):
                 f"AIRFLOW_CONN_{self._conn_id.upper()}='spark://local%5B%2A%5D' (local[*]) or "
                 f"'spark://<host>:7077' (see the docstring of dags/recommender_pipeline.py)"
             ) from exc
+        if self.on_start is not None:
+            self.on_start(context["run_id"], context["params"])
         if self.args_from_params is not None:
             self.application_args = [*self.args_from_params(context["params"]), *(self.application_args or [])]
         # core/ and spark_jobs/ for the executors (and a cluster's driver), as bin/pipeline ships them

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core import runs
 from core.env import env_str
 from core.runs import forced_stages
 from core.settings import get_settings
@@ -42,6 +43,14 @@ def rerun_args(job: str) -> Callable[[Mapping[str, Any]], list[str]]:
 
 def force_args(params: Mapping[str, Any]) -> list[str]:
     return ["--force"] if params["force_publish"] else []
+
+
+def record_options(run_id: str, params: Mapping[str, Any]) -> None:
+    """Record the run's ``engine``, ``force_publish`` and ``rerun`` params as bin/pipeline records its
+    flags (core.runs.record_options: ``runs/<run id>/pipeline.json``), so an operator who resumes this
+    run with ``bin/pipeline --resume`` gets them back: without ``rerun`` the resume would not force
+    the stages after the one that failed, and they would skip what their ledgers say is done."""
+    runs.record_options(run_id, params["engine"], params["force_publish"], params.get("rerun") or [])
 
 
 def demo_input() -> str:

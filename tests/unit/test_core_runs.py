@@ -139,8 +139,9 @@ def test_a_forced_stage_forces_the_rerunnable_ones_after_it(named, forced):
 
 
 def test_a_resume_of_an_unknown_run_leaves_no_folder_behind(data_dir, capsys):
-    """A run started by the DAG has no options record: the defaults, said so; an id with no records
-    at all gets no folder (inputs() refuses it next, and a new run may take the id)."""
+    """A run without an options record (an older DAG or bin/pipeline started it): the defaults, said
+    so; an id with no records at all gets no folder (inputs() refuses it next, and a new run may take
+    the id)."""
     assert run_records.start("r-unknown", resume=True) == ("auto", False, [])
     assert "recorded no --engine" in capsys.readouterr().err
     assert not (data_dir / "runs" / "r-unknown").exists()

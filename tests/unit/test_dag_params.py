@@ -3,6 +3,7 @@
 tests/integration/test_airflow_dag.py checks the DAG that uses it with Airflow itself."""
 from __future__ import annotations
 
+import ast
 import importlib.util
 from pathlib import Path
 
@@ -59,3 +60,38 @@ def test_the_jobs_get_the_demo_input_from_the_repository(params, monkeypatch):
         assert params.demo_input() == str(ROOT / "data" / "demo" / "one.jsonl")
     finally:
         get_settings.cache_clear()
+
+
+def test_bin_pipeline_resumes_a_dag_run_with_its_params(params, tmp_path, monkeypatch):
+    """The DAG's load task records the run's params (record_options) as bin/pipeline records its flags,
+    so a resume by hand forces the stages the DAG run forced: clean failed, the resume runs it and
+    mongo_load, both with --force (else they would skip what their ledgers say is done)."""
+    from core import runs
+    from core.settings import get_settings
+    from spark_jobs import reconcile, run_records
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("core.mongo.record_pipeline_run", lambda *args, **kwargs: None)
+    get_settings.cache_clear()
+    try:
+        airflow_run_id = "manual__2026-12-05T10:00:00+00:00"
+        params.record_options(airflow_run_id, {"inputs": [], "remove": [], "engine": "ease", "force_publish": True,
+                                               "rerun": ["clean"]})
+        safe = runs.fs_safe(airflow_run_id)
+        reconcile.write_record(safe, "load", {"status": "ok", "inputs": []})
+        reconcile.write_record(safe, "clean", {"status": "failed"})
+        assert run_records.start(safe, resume=True) == ("ease", True, ["clean", "mongo_load"])
+        params.record_options("scheduled__2026-12-05T00:00:00+00:00", {"engine": "auto", "force_publish": False})
+        assert run_records.start("scheduled__2026-12-05T00-00-00-00-00", resume=True) == ("auto", False, [])
+    finally:
+        get_settings.cache_clear()
+
+
+def test_the_dags_load_task_records_the_runs_options_before_it_starts():
+    """The DAG needs Airflow to run (tests/integration/test_airflow_dag.py); its wiring is read here."""
+    tree = ast.parse((ROOT / "dags" / "recommender_pipeline.py").read_text())
+    on_start = {kw.value.id for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "SparkJobOperator"
+                and any(kw.arg == "job" and kw.value.value == "load" for kw in node.keywords)
+                for kw in node.keywords if kw.arg == "on_start"}
+    assert on_start == {"record_options"}
