@@ -11,13 +11,15 @@ has neither pyspark nor pymongo (requirements-airflow.txt).
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from core import storage
-from core.settings import get_settings
+from core.settings import PROJECT_ROOT, get_settings
 from core.storage import Location
 
 RUNS = "runs"  # the folder under DATA_DIR that holds one folder per run
@@ -102,6 +104,15 @@ def stage_list(value: str) -> list[str]:
     """Stages as the command line names them, comma-separated (``--rerun load,clean``; empty parts,
     as in ``''``, name none): bin/pipeline's run record and its Airflow trigger parse them alike."""
     return [s for s in value.split(",") if s]
+
+
+def from_repository(pattern: str, root: Path | str = PROJECT_ROOT) -> str:
+    """An input file or glob as load gets it and a run records it: a relative one is taken from the
+    repository, ``root`` (where bin/pipeline runs the jobs, and did before it made --input absolute;
+    the DAG passes its APP_ROOT, which is the repository too, but may be set where the DAG folder
+    is elsewhere), with ``.`` and ``..`` resolved, so that bin/pipeline --resume compares the inputs
+    a run recorded with the ones it is given however either was written. A URI is left as it is."""
+    return pattern if "://" in pattern else os.path.normpath(os.path.join(str(root), pattern))
 
 
 def forced_stages(named: list[str]) -> list[str]:

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from core import storage
-from core.runs import (OPTIONS, forced_stages, model_version, read_record, record_options, run_folder, stage_list,
-                       succeeded)
-from core.settings import PROJECT_ROOT, get_settings
+from core.runs import (OPTIONS, forced_stages, from_repository, model_version, read_record, record_options,
+                       run_folder, stage_list, succeeded)
+from core.settings import get_settings
 from spark_jobs import units
 
 # What a job records when it finished: "ok", or publish's decision (spark_jobs/publish.py). Every
@@ -91,19 +91,11 @@ def version(run_id: str) -> str:
     return model_version(record) if succeeded(record) else ""
 
 
-def absolute_input(pattern: str) -> str:
-    """An input file or glob as one absolute, normalised path, to compare the inputs a run recorded
-    with the ones its resume is given: a relative one is taken from the repository, where load ran
-    it (bin/pipeline runs the jobs from there, and before it made --input absolute it recorded them
-    as given; the DAG takes them from there too), and ``.`` and ``..`` are resolved (bin/pipeline
-    prefixes the caller's directory as is). A URI is left as it is."""
-    return pattern if "://" in pattern else os.path.normpath(os.path.join(str(PROJECT_ROOT), pattern))
-
-
 def inputs(run_id: str, given: list[str], removing: bool = False) -> list[str]:
     """The inputs a resume of this run loads: those its load recorded (when it started, failed or
     finished; spark_jobs/load.py), never the demo default. ``given`` (the resume's --input) must
-    name the same ones (compared as :func:`absolute_input`), and is required when load recorded
+    name the same ones (compared as core.runs.from_repository: absolute and normalised, as
+    bin/pipeline prefixes the caller's directory as is), and is required when load recorded
     none, unless the resume only removes files (``removing``: a run that stopped before load
     recorded anything, resumed with --remove)."""
     recorded = (read_record(run_id, "load") or {}).get("inputs")
@@ -112,7 +104,7 @@ def inputs(run_id: str, given: list[str], removing: bool = False) -> list[str]:
             return given
         raise SystemExit(f"pipeline: load recorded no inputs in run {run_id}: resume it with the --input "
                          f"it was started with (--input FILE_OR_GLOB, repeatable)")
-    if given and sorted(map(absolute_input, given)) != sorted(map(absolute_input, recorded)):
+    if given and sorted(map(from_repository, given)) != sorted(map(from_repository, recorded)):
         raise SystemExit(f"pipeline: run {run_id} loads {' '.join(recorded) or 'no input'}, not {' '.join(given)}: "
                          f"resume it without --input, or start a new run for other inputs")
     return recorded

@@ -12,15 +12,11 @@ from typing import Any
 
 from core import runs
 from core.env import env_str
-from core.runs import forced_stages
+from core.runs import forced_stages, from_repository
 from core.settings import get_settings
 
+# The repository: where the jobs' files are, and what a relative input or DEMO_INPUT is taken from
 APP_ROOT = Path(env_str("APP_ROOT", str(Path(__file__).resolve().parent.parent.parent)))
-
-
-def from_repository(path: str) -> str:
-    """A file or glob as the jobs get it: a relative one is taken from the repository."""
-    return path if "://" in path or Path(path).is_absolute() else str(APP_ROOT / path)
 
 
 def load_args(params: Mapping[str, Any]) -> list[str]:
@@ -30,7 +26,7 @@ def load_args(params: Mapping[str, Any]) -> list[str]:
     No ``inputs``: no ``--input``, and load decides (spark_jobs/load.input_patterns): the demo files,
     or nothing when the run removes files, as for bin/pipeline.
     """
-    return ([arg for item in params.get("inputs") or [] for arg in ("--input", from_repository(item))]
+    return ([arg for item in params.get("inputs") or [] for arg in ("--input", from_repository(item, APP_ROOT))]
             + [arg for name in params.get("remove") or [] for arg in ("--remove", name)] + rerun_args("load")(params))
 
 
@@ -56,4 +52,4 @@ def record_options(run_id: str, params: Mapping[str, Any]) -> None:
 def demo_input() -> str:
     """load's default input as the jobs must get it (``DEMO_INPUT``, from the repository): a job
     imports core from the --py-files zip, which knows no repository to take data/demo/ from."""
-    return from_repository(get_settings().demo_input)
+    return from_repository(get_settings().demo_input, APP_ROOT)

@@ -26,6 +26,16 @@ def test_load_args_pass_inputs_from_the_repository_and_removals_by_name(params):
         "--input", str(ROOT / "data" / "x.jsonl.gz"), "--input", "/abs/*.json.gz", "--remove", "old.jsonl.gz"]
 
 
+def test_the_dag_hands_load_its_inputs_as_a_resume_compares_them(params):
+    """core.runs.from_repository for both: from the repository, normalised (load records them so)."""
+    from core.runs import from_repository
+
+    given = ["./data/demo/../demo/x.jsonl.gz", "/abs/./in/*.json.gz", "s3a://b/./c.json"]
+    assert params.load_args({"inputs": given}) == ["--input", str(ROOT / "data" / "demo" / "x.jsonl.gz"),
+                                                   "--input", "/abs/in/*.json.gz", "--input", "s3a://b/./c.json"]
+    assert params.load_args({"inputs": given})[1::2] == [from_repository(path) for path in given]
+
+
 @pytest.mark.parametrize("given, args", [
     ({"inputs": [], "remove": []}, []),                   # load's default: the demo files
     ({"inputs": [], "remove": ["a.json"]}, ["--remove", "a.json"]),  # a removal only: load loads nothing
