@@ -121,23 +121,35 @@ def history_doc(user_id: str, ratings: dict[str, tuple[float, float]], removed: 
     return doc
 
 
-def recent_batch_reviews(doc: dict | None, ratings: dict[str, tuple[float, float]] | None = None) -> set[str]:
-    """The products a history lists as recent batch reviews (:data:`BATCH`). With ``ratings``, the
-    history as a live writer changed it: those whose rating it left as read (a live rating that
-    replaced one is no longer a batch review). Every writer of a history keeps them this way."""
+# A change of one product in a history: (product, rating or None for a removal, ts), as
+# :func:`apply_history_change` takes it
+Change = tuple[str, float | None, float]
+
+
+def recent_batch_reviews(doc: dict | None, ratings: dict[str, tuple[float, float]] | None = None,
+                         changes: Iterable[Change] = ()) -> set[str]:
+    """The products a history lists as recent batch reviews (:data:`BATCH`).
+
+    With ``ratings``, the history as a live writer left it after applying ``changes``: the listed
+    products whose rating it left as read (a live rating that replaced one is no longer a batch
+    review), less those one of the changes ties exactly (:func:`ties_entry`). Every writer of a
+    history keeps the list this way (:func:`change_history`, kafka_workers/batch.py), and writes the
+    history when the list is shorter than the one read even if no rating changed: an exact tie
+    changes none."""
     listed = set((doc or {}).get(BATCH) or [])
     if ratings is None or not listed:
         return listed
     before = history_entries(doc)[0]
-    return {p for p in listed if p in ratings and ratings[p] == before.get(p)}
+    kept = {p for p in listed if p in ratings and ratings[p] == before.get(p)}
+    return kept - {p for p, rating, ts in changes if ties_entry(ratings, p, rating, ts)}
 
 
 def ties_entry(ratings: dict[str, tuple[float, float]], product_id: str, rating: float | None, ts: float) -> bool:
     """Is a live rating the very entry the history holds for the product (same rating, same ts)?
-    Then that entry is the live rating's too, and no longer a batch review (:func:`recent_batch_reviews`):
-    the reload's merge lets a live rating win an exact tie with a review, and the window's events a
-    rebuild folds hold it as a vote. :func:`apply_history_change` changes nothing for it, so the
-    writers drop it from the list themselves."""
+    Then that entry is the live rating's too, and no longer a batch review: the reload's merge lets
+    a live rating win an exact tie with a review, and the window's events a rebuild folds hold it
+    as a vote. :func:`apply_history_change` changes nothing for it, so
+    :func:`recent_batch_reviews` takes it off the list."""
     return rating is not None and ratings.get(product_id) == (float(rating), float(ts))
 
 
@@ -209,11 +221,8 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
             return None
         ratings, removed = history_entries(doc)
         changed = apply_history_change(ratings, removed, product_id, rating, ts)
-        listed = recent_batch_reviews(doc, ratings)
-        if product_id in listed and ties_entry(ratings, product_id, rating, ts):
-            listed.discard(product_id)
-            changed = True
-        if changed or doc is None:
+        listed = recent_batch_reviews(doc, ratings, [(product_id, rating, ts)])
+        if changed or doc is None or listed != recent_batch_reviews(doc):  # a tie took one off the list
             fence()  # the lock taken over while this stalled: raises, the newer history stays
             new = history_doc(user_id, ratings, removed, listed)
             db[mongo.USER_HISTORY].replace_one({"_id": user_id}, new, upsert=True)

@@ -26,7 +26,7 @@ load lists the reviews dated late enough to be within a window (core.rating_hist
 history's votes leave them out (:func:`live_entries`), as the events do. A history written before
 that list existed has none: its batch reviews count until the next load rewrites it. A live rating
 as late as a listed review (an exact tie) wins it, as in the load's merge: every writer takes the
-product off the list (core.rating_history.ties_entry).
+product off the list (core.rating_history.recent_batch_reviews).
 
 A known difference, left as it is: a batch review dated within the window and later than a live
 rating of the same product (a load of reviews newer than the shopper's rating) is the history's

@@ -275,20 +275,19 @@ def _apply_to_histories(batch: list[RatingEvent], by_user: dict[str, list[int]],
         ratings, removed = rating_history.history_entries(read.histories.get(user))
         exclusions = shopper_controls.exclusion_entries(read.exclusions.get(user))
         changed, excl_changed = False, False  # a new user gets a document with their first rating
-        tied: set[str] = set()  # products whose entry is an event's of this batch (set, or tied: ties_entry)
+        applied: list[rating_history.Change] = []
         for i in ids:
             e = batch[i]
             if e.action == events.NOT_INTERESTED:
                 if e.product_id not in exclusions:
                     exclusions[e.product_id], excl_changed = float(e.ts), True
             else:
-                rating = rating_history.history_rating(e.action, e.rating)
-                changed = rating_history.apply_history_change(ratings, removed, e.product_id, rating, e.ts) or changed
-                if rating_history.ties_entry(ratings, e.product_id, rating, e.ts):
-                    tied.add(e.product_id)
-        listed = rating_history.recent_batch_reviews(read.histories.get(user), ratings)
-        if changed or listed & tied:
-            changes.new_histories[user] = rating_history.history_doc(user, ratings, removed, listed - tied)
+                applied.append((e.product_id, rating_history.history_rating(e.action, e.rating), e.ts))
+                changed = rating_history.apply_history_change(ratings, removed, *applied[-1]) or changed
+        history = read.histories.get(user)
+        listed = rating_history.recent_batch_reviews(history, ratings, applied)
+        if changed or listed != rating_history.recent_batch_reviews(history):  # a tie took one off the list
+            changes.new_histories[user] = rating_history.history_doc(user, ratings, removed, listed)
         if excl_changed:
             changes.new_exclusions[user] = {"items": shopper_controls.exclusion_items(exclusions)}
         changes.histories[user] = rating_history.rating_values(ratings)

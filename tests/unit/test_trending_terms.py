@@ -124,6 +124,24 @@ def test_a_live_writer_keeps_the_batch_reviews_it_did_not_replace():
     assert "batch" not in history_doc("u", ratings, removed, batch=rating_history.recent_batch_reviews(doc, {}))
 
 
+def test_a_live_rating_that_ties_a_listed_review_takes_it_off_the_list():
+    """An exact tie (same rating, same time) changes no rating (apply_history_change) but makes the
+    entry the live rating's too: recent_batch_reviews drops it, and only it, for every writer."""
+    from core import rating_history
+
+    doc = history_doc("u", {"a": (5, NOW - 60), "b": (4, NOW - 60), "c": (3, NOW - 60), "d": (2, NOW - 60)}, {},
+                      batch={"a", "b", "c", "d"})
+    ratings, removed = rating_history.history_entries(doc)
+    changes = [("a", 5, NOW - 60),  # ties review a exactly
+               ("b", 5, NOW - 60),  # as late but higher: the review wins (change_key), and stays listed
+               ("c", None, NOW - 60),  # a removal at the review's time wins it
+               ("x", 1, NOW)]  # another product
+    assert [rating_history.apply_history_change(ratings, removed, *change) for change in changes] == [
+        False, False, True, True]
+    assert rating_history.recent_batch_reviews(doc, ratings, changes) == {"b", "d"}
+    assert rating_history.recent_batch_reviews(doc, ratings) == {"a", "b", "d"}  # no changes given: no tie
+
+
 def test_the_fold_keeps_each_product_s_latest_change_for_few_and_many_products():
     """A user's changes are held in a list while they are few and in a dict above that
     (core.trending_votes._LIST_MAX): the votes are the latest change per product either way."""
