@@ -170,15 +170,22 @@ def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[fl
 
 
 def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str, float] | None:
-    """``user_ratings``, or None for a deleted account.
-
-    The history is read first, then ``deleted_users``, for every user, not only those without a
-    history: a batch reload builds histories from the reviews and may bring a deleted account's
-    back, whose late event then went into it. The one-event path is the worker's fallback (a
-    batch reads ``deleted_users`` in its one read); :func:`change_history` reads the same way."""
+    """``user_ratings``, or None for a deleted account. The one-event path is the worker's fallback
+    (a batch reads ``deleted_users`` in its one read)."""
     db = db if db is not None else mongo.get_db()
+    doc = _history_doc_unless_deleted(user_id, db)
+    return None if doc is None else rating_values(history_entries(doc)[0])
+
+
+def _history_doc_unless_deleted(user_id: str, db: Database) -> dict | None:
+    """The user's ``user_history`` document ({} when they have none yet), or None for a deleted
+    account, whatever its history: a batch reload builds histories from the reviews and may bring
+    a deleted account's back, whose late event then went into it. The history is read first, then
+    ``deleted_users`` (an account is marked there before its data goes): read the other way round,
+    an account deleted between the two reads would have no history and not be deleted, and a writer
+    would bring its history back. The reads of :func:`history_unless_deleted` and :func:`change_history`."""
     doc = db[mongo.USER_HISTORY].find_one({"_id": user_id})
-    return None if is_deleted_user(user_id, db=db) else rating_values(history_entries(doc)[0])
+    return None if is_deleted_user(user_id, db=db) else (doc or {})
 
 
 def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
@@ -216,13 +223,13 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     """
     db = db if db is not None else mongo.get_db()
     with locking.writer_lock(user_id, db=db) as fence:
-        doc = db[mongo.USER_HISTORY].find_one({"_id": user_id})
-        if is_deleted_user(user_id, db=db):  # whatever the history: a reload may have brought it back
+        doc = _history_doc_unless_deleted(user_id, db)
+        if doc is None:
             return None
         ratings, removed = history_entries(doc)
         changed = apply_history_change(ratings, removed, product_id, rating, ts)
         listed = recent_batch_reviews(doc, ratings, [(product_id, rating, ts)])
-        if changed or doc is None or listed != recent_batch_reviews(doc):  # a tie took one off the list
+        if changed or not doc or listed != recent_batch_reviews(doc):  # not doc: none yet; the list: a tie
             fence()  # the lock taken over while this stalled: raises, the newer history stays
             new = history_doc(user_id, ratings, removed, listed)
             db[mongo.USER_HISTORY].replace_one({"_id": user_id}, new, upsert=True)

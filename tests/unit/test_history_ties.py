@@ -89,3 +89,33 @@ def test_a_newer_removal_of_a_removed_product_is_kept_so_a_late_rating_between_t
     assert apply_history_change(ratings, removed, P, None, 4.0) is True
     assert removed == {P: 4.0}
     assert apply_history_change(ratings, removed, P, 5.0, 3.0) is False and ratings == {}
+
+
+class _Collection:
+    """A collection that logs which collection was read (the read order is the point)."""
+
+    def __init__(self, name: str, docs: dict[str, dict], reads: list[str]) -> None:
+        self.name, self.docs, self.reads = name, docs, reads
+
+    def find_one(self, query: dict, projection: dict | None = None) -> dict | None:
+        self.reads.append(self.name)
+        return self.docs.get(query["_id"])
+
+
+@pytest.mark.parametrize("history, deleted, expected", [
+    ({"_id": "u", "ratings": [{"p": P, "r": 4.0, "t": 1.0}]}, False, "the history"),
+    (None, False, {}),  # none yet: an empty history, which a writer then creates
+    ({"_id": "u", "ratings": [{"p": P, "r": 4.0, "t": 1.0}]}, True, None),  # a reload brought it back
+    (None, True, None),
+])
+def test_the_history_of_a_deleted_account_reads_as_none_and_is_read_first(history, deleted, expected):
+    """The read pair of history_unless_deleted and change_history: the history before deleted_users,
+    which an account is marked in before its data goes (so a deletion between the two is seen)."""
+    from core import mongo
+
+    reads: list[str] = []
+    db = {mongo.USER_HISTORY: _Collection(mongo.USER_HISTORY, {"u": history} if history else {}, reads),
+          mongo.DELETED_USERS: _Collection(mongo.DELETED_USERS, {"u": {"_id": "u"}} if deleted else {}, reads)}
+    assert rating_history._history_doc_unless_deleted("u", db) == (history if expected == "the history" else expected)
+    assert reads == [mongo.USER_HISTORY, mongo.DELETED_USERS]
+    assert rating_history.history_unless_deleted("u", db) == (None if deleted else ({P: 4.0} if history else {}))
