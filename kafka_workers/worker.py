@@ -360,8 +360,9 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
     bug) is this message's problem: it is tried ``max_attempts()`` times, then dead-lettered with
     the exception as the reason, so one message never stops the worker or its partition. A user's
     lock taken over while this worker stalled (:class:`core.locking.LeaseLost`) is no fault of the
-    message either: tried again without using up a try, logged each time (an error once it repeated
-    ``max_attempts()`` times: a worker that stalls on every try holds its partition back).
+    message either: retried like an outage, without using up a try, ``max_attempts()`` times; after
+    that each one counts as a try, so a worker that stalls on every try dead-letters the message
+    (replayable, the reason names the lock) instead of holding its partition back for ever.
     """
     delay, attempts, outcome, lost = 0.2, 0, None, 0
     while True:
@@ -373,17 +374,12 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
                 except OUTAGE_ERRORS:
                     attempts -= 1  # an outage is nobody's fault: it does not use up a try
                     raise
-                except locking.LeaseLost as exc:  # nothing written; the next try takes the lock again
-                    attempts, lost = attempts - 1, lost + 1
-                    metrics.retried("lock-lost")
-                    log.log(logging.ERROR if lost >= max_attempts() else logging.WARNING,
-                            "lock lost on %s[%d]@%d (%d time(s) for this message): %s; retrying in %.1fs", record.topic,
-                            record.partition, record.offset, lost, str(exc)[:200], delay)
-                    if stop.wait(delay):
-                        return None
-                    delay = min(delay * 2, 5.0)
-                    continue
                 except Exception as exc:  # noqa: BLE001 - the point is that nothing escapes
+                    if isinstance(exc, locking.LeaseLost):
+                        lost += 1
+                        if lost <= max_attempts():  # nothing written; the next try takes the lock again
+                            attempts -= 1
+                            raise
                     if attempts < max_attempts():
                         metrics.retried("error")
                         wait = retry_delay_s() * 2 ** (attempts - 1)
@@ -399,13 +395,21 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
             if outcome.status == "dead-letter":
                 send_dead_letter(record, outcome, attempts)
             return outcome
-        except OUTAGE_ERRORS as exc:
+        except (*OUTAGE_ERRORS, locking.LeaseLost) as exc:  # nobody's fault: wait, and try again
             if stop.is_set():
                 return None  # not committed: the next owner of the partition redelivers it
-            metrics.retried("outage")
-            log.warning("infrastructure error on %s[%d]@%d (%s); retrying in %.1fs", record.topic,
-                        record.partition, record.offset, exc.__class__.__name__, delay)
-            stop.wait(delay)
+            if isinstance(exc, locking.LeaseLost):
+                metrics.retried("lock-lost")
+                log.log(logging.ERROR if lost == max_attempts() else logging.WARNING,
+                        "lock lost on %s[%d]@%d (%d time(s) for this message; after %d, each uses up a try): %s; "
+                        "retrying in %.1fs", record.topic, record.partition, record.offset, lost, max_attempts(),
+                        str(exc)[:200], delay)
+            else:
+                metrics.retried("outage")
+                log.warning("infrastructure error on %s[%d]@%d (%s); retrying in %.1fs", record.topic,
+                            record.partition, record.offset, exc.__class__.__name__, delay)
+            if stop.wait(delay):
+                return None
             delay = min(delay * 2, 5.0)
 
 

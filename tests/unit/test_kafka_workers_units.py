@@ -325,3 +325,36 @@ def test_a_lock_lost_while_handling_an_event_uses_up_no_try_and_is_logged_each_t
     assert outcome.status == "processed" and sent == []
     lost = [r for r in caplog.records if "lock lost" in r.getMessage()]
     assert len(lost) == worker.max_attempts() and lost[-1].levelname == "ERROR"
+
+
+def test_a_lock_lost_on_every_try_ends_in_a_dead_letter_naming_the_lock(monkeypatch, caplog):
+    """A LeaseLost used up no try, ever: a worker that stalled on every try of a message retried it
+    for ever and held its partition back. After ``max_attempts()`` lost leases each one counts as a
+    try, so the message is dead-lettered (replayable) with the lost lock as the reason."""
+    import threading
+    from types import SimpleNamespace
+
+    from core import locking
+    from kafka_workers import worker
+
+    class NoWaiting(threading.Event):  # the back-off's waits, skipped (never stopped)
+        def wait(self, timeout=None):
+            return False
+
+    tries, sent = [], []
+
+    def handle(value, model):
+        tries.append(value)
+        if len(tries) > 10 * worker.max_attempts():
+            raise AssertionError("still retried")
+        raise locking.LeaseLost("1 of 1 lock(s) (user:u1, ...) taken over while held")
+
+    monkeypatch.setattr(worker, "handle", handle)
+    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(worker, "send_dead_letter", lambda record, outcome, attempts: sent.append((outcome, attempts)))
+    record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
+    with caplog.at_level("WARNING", logger=worker.log.name):
+        outcome = worker._process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
+    assert len(tries) == 2 * worker.max_attempts()  # the free ones, then the tries
+    assert outcome.status == "dead-letter" and "LeaseLost" in outcome.reason and "user:u1" in outcome.reason
+    assert sent == [(outcome, worker.max_attempts())]
