@@ -15,8 +15,10 @@ only place the rating -> list latency is kept: the staff dashboard reads it from
 ``WORKER_MAX_POLL_INTERVAL_MS`` (Kafka's own limit for a live group member), else 503. It stays
 200 while Kafka is down (poll() returns nothing, the loop turns): restarting the worker would not
 help. ``/readyz`` says whether the worker consumes: 200 while the loop turns and the broker
-answered the consumer within ``WORKER_READY_BROKER_S`` (its last heartbeat answer), else 503; the
-gauge ``recommender_worker_broker_connected`` is 1 or 0 likewise.
+answered the consumer within ``WORKER_READY_BROKER_S`` (its last heartbeat answer) and the topic it
+subscribes to exists, else 503 (``status`` says which: ``no-broker``, ``no-topic``); the gauge
+``recommender_worker_broker_connected`` is 1 or 0 like the broker's part. A worker subscribed to a
+topic that does not exist joins its group and heartbeats, and consumes nothing.
 
     WORKER_METRICS_PORT   base port; unset or 0: no endpoint (a worker started by hand, the tests).
                           bin/services sets 9410 and runs process n of ``numprocs`` on base + n
@@ -54,6 +56,7 @@ LATENCY = Histogram("recommender_rating_to_list_seconds",
 
 _last_turn = 0.0  # monotonic time the consume loop last turned; 0: not yet
 _broker_contact: Callable[[], float | None] = lambda: None  # wall time the broker last answered; None: never
+_topic: tuple[str | None, bool | None] = (None, None)  # the topic consumed, and whether it exists (None: not known)
 
 
 def event_handled(outcome: str, latency_s: float = 0.0) -> None:
@@ -90,28 +93,40 @@ def watch_broker(last_contact: Callable[[], float | None]) -> None:
     _broker_contact = last_contact
 
 
+def topic_checked(topic: str, exists: bool | None) -> bool | None:
+    """What the consume loop learnt of its topic (``worker.topic_exists``; None: not known yet);
+    returns what was known before."""
+    global _topic
+    was = _topic[1] if _topic[0] == topic else None
+    _topic = (topic, exists)
+    return was
+
+
 def _broker_contact_s_ago() -> float | None:
     last = _broker_contact()
     return None if last is None else max(0.0, time.time() - last)
 
 
-def _broker_connected() -> bool:
+def broker_connected() -> bool:
     ago = _broker_contact_s_ago()
     return ago is not None and ago <= config.ready_broker_s()
 
 
 BROKER_CONNECTED = Gauge("recommender_worker_broker_connected",
                          "1 while Kafka answered the consumer within WORKER_READY_BROKER_S, else 0")
-BROKER_CONNECTED.set_function(lambda: float(_broker_connected()))
+BROKER_CONNECTED.set_function(lambda: float(broker_connected()))
 
 
 def ready() -> tuple[bool, dict]:
-    """The loop turns (``healthy``) and the broker answers: the worker consumes."""
+    """The loop turns (``healthy``), the broker answers and the topic exists: the worker consumes."""
     alive, body = healthy()
     ago = _broker_contact_s_ago()
-    ok = alive and _broker_connected()
-    status = "ready" if ok else body["status"] if not alive else "no-broker"
-    return ok, {**body, "status": status, "broker_answered_s_ago": None if ago is None else round(ago, 3)}
+    topic, exists = _topic
+    ok = alive and broker_connected() and exists is True
+    status = ("ready" if ok else body["status"] if not alive else "no-broker" if not broker_connected()
+              else "no-topic" if exists is False else "starting")
+    return ok, {**body, "status": status, "broker_answered_s_ago": None if ago is None else round(ago, 3),
+                "topic": topic, "topic_exists": exists}
 
 
 _metrics_app = make_wsgi_app()

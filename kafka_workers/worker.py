@@ -15,7 +15,7 @@ broker refuses (it is down, or the group is rebalancing) is kept and retried, ne
 rebalance listener commits what is done before partitions move. SIGTERM finishes the current batch, commits,
 leaves the group. Lag and latency are logged and stored in Redis (``recsys:worker:<name>``); counters
 and the rating -> list histogram are on /metrics, liveness on /healthz, readiness (the broker
-answers) on /readyz (``kafka_workers/metrics.py``).
+answers, the topic exists) on /readyz (``kafka_workers/metrics.py``).
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ from kafka_workers.process import STATUSES, Outcome, handle
 
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0
+TOPIC_CHECK_S = 1.0  # how often the loop looks whether its topic exists (for /readyz)
 COMMIT_TIMEOUT_MS = 5000
 
 
@@ -132,6 +133,30 @@ def last_broker_contact(consumer: KafkaConsumer) -> float | None:
     heartbeat = getattr(getattr(consumer, "_coordinator", None), "heartbeat", None)
     last = getattr(heartbeat, "last_receive", None)
     return float(last) if isinstance(last, (int, float)) and last > 0 else None
+
+
+def topic_exists(consumer: KafkaConsumer, topic: str) -> bool:
+    """Whether ``topic``, the one the worker subscribes to, exists (for /readyz): at once while this
+    member has partitions of it; else from the cluster's metadata (``partitions_for_topic``: the
+    consumer's cache, or one metadata request while the topic is not in it). A member without
+    partitions is no sign by itself: a group with more members than partitions leaves some idle.
+
+    A worker subscribed to a missing topic joins its group and heartbeats, consuming nothing: it
+    counted as ready while the broker answered. Call it from the consume loop only (kafka-python's consumer is not
+    thread-safe), while the broker answers: the metadata request waits for an answer. The request
+    also brings a topic created since into the consumer's metadata, whose rebalance then assigns it
+    at once rather than at the next refresh (``metadata_max_age_ms``, 5 minutes)."""
+    return bool(consumer.assignment()) or bool(consumer.partitions_for_topic(topic))
+
+
+def _check_topic(consumer: KafkaConsumer, topic: str) -> None:
+    """Tell /readyz whether the topic exists (:func:`topic_exists`); logged when that changes."""
+    exists = topic_exists(consumer, topic)
+    was = metrics.topic_checked(topic, exists)
+    if not exists and was is not False:
+        log.error("topic %s does not exist: this worker consumes nothing until it does (/readyz: no-topic)", topic)
+    elif exists and was is False:
+        log.info("topic %s exists now", topic)
 
 
 class Stats:
@@ -428,13 +453,17 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     remember_catalog()
     consumer = make_consumer(pending, tail)
     metrics.watch_broker(lambda: last_broker_contact(consumer))
+    topic = get_settings().ratings_topic
+    metrics.topic_checked(topic, None)
     budget_s = max_poll_interval_ms() / 1000 / 2
-    log.info("worker %s consuming %s as group %s (model %s)", name, get_settings().ratings_topic, group_id(),
-             holder.version)
-    committed_at, idle = time.monotonic(), True
+    log.info("worker %s consuming %s as group %s (model %s)", name, topic, group_id(), holder.version)
+    committed_at, idle, topic_checked_at = time.monotonic(), True, 0.0
     try:
         while not stop.is_set():
             metrics.loop_turned()
+            if time.monotonic() - topic_checked_at >= TOPIC_CHECK_S and metrics.broker_connected():
+                _check_topic(consumer, topic)
+                topic_checked_at = time.monotonic()
             if holder.refresh():  # the pipeline publishes after its reload: likely a new catalog generation
                 threading.Thread(target=remember_catalog, name="remember-catalog", daemon=True).start()
             if (pending or tail) and (idle or time.monotonic() - committed_at >= commit_every_s()):

@@ -1,7 +1,8 @@
 """A worker's /readyz: its /healthz stayed 200 while Kafka was down (poll() returns nothing every
 200 ms and the loop turns as ever), so nothing told an operator that no rating was consumed.
 /readyz and the gauge recommender_worker_broker_connected say whether the broker answers the
-consumer (its last heartbeat answer, within WORKER_READY_BROKER_S)."""
+consumer (its last heartbeat answer, within WORKER_READY_BROKER_S), and the topic it subscribes to
+exists (a member of a missing topic heartbeats as well, and consumes nothing)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from kafka_workers import metrics
-from kafka_workers.worker import last_broker_contact
+from kafka_workers.worker import last_broker_contact, topic_exists
 
 
 def _get(path: str) -> tuple[str, bytes]:
@@ -27,9 +28,11 @@ def broker(monkeypatch):
     monkeypatch.setenv("WORKER_READY_BROKER_S", "30")
     state = type("Broker", (), {"answered": None})()
     metrics.watch_broker(lambda: state.answered)
+    metrics.topic_checked("ratings", True)
     metrics.loop_turned()
     yield state
     metrics.watch_broker(lambda: None)
+    metrics.topic_checked("ratings", None)
 
 
 def _connected_gauge() -> float:
@@ -69,3 +72,28 @@ def test_the_consumers_last_heartbeat_answer_is_read_from_kafka_python():
     finally:
         consumer.close(autocommit=False)
     assert last_broker_contact(object()) is None  # another kafka-python: never ready rather than always
+
+
+def test_not_ready_while_the_topic_does_not_exist_though_the_broker_answers(broker):
+    broker.answered = time.time() - 2
+    metrics.topic_checked("ratings", False)
+    status, body = _get("/readyz")
+    answer = json.loads(body)
+    assert status.startswith("503") and answer["status"] == "no-topic"
+    assert (answer["topic"], answer["topic_exists"]) == ("ratings", False)
+    assert _connected_gauge() == 1.0  # the broker's part
+    metrics.topic_checked("ratings", None)  # not looked at yet (the loop does once the broker answers)
+    status, body = _get("/readyz")
+    assert status.startswith("503") and json.loads(body)["status"] == "starting"
+    assert metrics.topic_checked("ratings", True) is None  # what was known before
+
+
+def test_a_member_without_partitions_has_a_topic_only_if_the_cluster_knows_it():
+    """More members than partitions leave some idle: no assignment alone is no missing topic."""
+    def consumer(assigned, partitions):
+        return type("Consumer", (), {"assignment": lambda self: set(assigned),
+                                     "partitions_for_topic": lambda self, topic: set(partitions)})()
+
+    assert topic_exists(consumer({("ratings", 0)}, []), "ratings")  # assigned: no metadata looked at
+    assert topic_exists(consumer([], [0, 1]), "ratings")  # idle member of a topic that exists
+    assert not topic_exists(consumer([], []), "ratings")  # kafka-python: set() for a missing topic
