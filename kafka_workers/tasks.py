@@ -114,7 +114,8 @@ def check_model() -> str | None:
     if version is None:
         return None
     r = _redis()
-    if r.get(LAST_RESCORED_MODEL) == version.encode() or r.get(_running_key(version)) is not None:
+    rescored, running = r.mget(LAST_RESCORED_MODEL, _running_key(version))  # one round trip, every few seconds
+    if rescored == version.encode() or running is not None:
         return None
     if not r.set(_queued_key(version), "1", nx=True, ex=RESCORE_TIME_LIMIT_S + 60):
         return None
@@ -223,7 +224,7 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     queues the version again and that run goes on from the checkpoint (``CHECKPOINT_S`` of work redone).
     """
     r = _redis()
-    if r.get(LAST_RESCORED_MODEL) == version.encode():
+    if r.get(LAST_RESCORED_MODEL) == version.encode():  # a copy delivered late: done without a mark
         return 0
     token = uuid.uuid4().hex
     running = r.set(_running_key(version), token, nx=True, ex=RUNNING_LEASE_S)
@@ -332,8 +333,15 @@ def _rescore(version: str, active_days: int, batch_size: int, start_after: str |
     run whose running mark holds ``token``; returns how many lists are now this re-score's.
     ``superseded``: set when the mark's renewal found it another run's (:func:`_renewed`)."""
     r = _redis()
+    # Read again, now that this run holds the running mark: a run that finished between the caller's
+    # read and the mark (it dropped its mark, so this one got it) set it, and deleted its checkpoint.
+    # Without this look this run would re-score every user again; with the caller's value as
+    # ``base``, a checkpoint's base could be one that no longer holds.
     rescored = r.get(LAST_RESCORED_MODEL)
     base = rescored.decode() if rescored else None
+    if base == version:
+        log.info("model %s: re-scored to the end by a run that finished as this one started", version)
+        return 0
     model = artifacts.load_model(version)
     if model is None:
         return 0

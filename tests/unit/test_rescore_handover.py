@@ -26,9 +26,15 @@ class FakeRedis:
         self.data: dict[str, bytes] = {}
         self.ex: dict[str, float | None] = {}  # seconds left
         self.renewed = threading.Event()  # set at each renewal of a running mark
+        self.calls: list[str] = []  # the reads, one entry per round trip
 
     def get(self, key):
+        self.calls.append("get")
         return self.data.get(key)
+
+    def mget(self, *keys):
+        self.calls.append("mget")
+        return [self.data.get(key) for key in keys]
 
     def set(self, key, value, nx=False, ex=None):
         if nx and key in self.data:
@@ -318,3 +324,31 @@ def test_the_running_mark_is_renewed_while_the_model_loads(rescore, monkeypatch)
     monkeypatch.setattr(tasks.artifacts, "load_model", slow_load)
     assert tasks.rescore_active_users("v1") == 5
     assert rescore.queued == [] and rescore.scored == USERS
+
+
+def test_check_model_reads_both_marks_in_one_round_trip(rescore):
+    """Beat calls it every few seconds: the version re-scored last and the running mark were two GETs."""
+    r = rescore.redis
+    r.set(tasks._running_key("v1"), "a run's token", ex=tasks.RUNNING_LEASE_S)
+    assert tasks.check_model() is None and r.calls == ["mget"]
+    r.calls.clear()
+    r.delete(tasks._running_key("v1"))
+    r.set(LAST_RESCORED_MODEL, "v1")
+    assert tasks.check_model() is None and r.calls == ["mget"]
+
+
+def test_a_run_that_finished_just_before_this_one_took_the_mark_is_not_done_again(rescore, monkeypatch):
+    """The copy read LAST_RESCORED_MODEL, then another run of the version finished (set it, dropped its
+    mark and checkpoint) before the copy took the running mark: the copy re-scored every user again."""
+    r = rescore.redis
+    set_mark = r.set
+
+    def finishing_first(key, value, nx=False, ex=None):
+        if key == tasks._running_key("v1") and nx:  # the other run's end, just before
+            set_mark(LAST_RESCORED_MODEL, "v1")
+        return set_mark(key, value, nx=nx, ex=ex)
+
+    monkeypatch.setattr(r, "set", finishing_first)
+    assert tasks.rescore_active_users("v1") == 0
+    assert rescore.scored == []
+    assert r.get(tasks._running_key("v1")) is None and r.get(tasks._queued_key("v1")) is None
