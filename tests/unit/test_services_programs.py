@@ -355,7 +355,7 @@ def test_an_http_health_check_does_not_count_a_redirect(programs):
 @pytest.fixture
 def worker_endpoint(monkeypatch):
     """A worker's real /healthz and /readyz (kafka_workers/metrics.py) on a free port, its loop
-    turning; ``watch_broker`` sets when Kafka last answered its consumer."""
+    turning and its topic there; ``watch_broker`` sets when Kafka last answered its consumer."""
     from kafka_workers import metrics
 
     server = metrics.serve(0)
@@ -363,8 +363,10 @@ def worker_endpoint(monkeypatch):
     monkeypatch.setenv("WORKERS", "1")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     metrics.loop_turned()
+    metrics.topic_checked("ratings", True)
     yield metrics.watch_broker
     metrics.watch_broker(lambda: None)
+    metrics.topic_checked("ratings", None)
     server.shutdown()
     server.server_close()
 
