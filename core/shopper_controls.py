@@ -5,7 +5,9 @@ Taking back a rating is a history change (``core.rating_history.remove_from_hist
 """
 from __future__ import annotations
 
+import time
 import uuid
+from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable
 
@@ -133,8 +135,9 @@ def delete_user_data(user_id: str, db: Database | None = None,
     return counts
 
 
+LOAD_STAMP = "load_stamp"  # a product document's field: which write of a load made it (spark_jobs/mongo_load.py)
 _PRODUCT_FIELDS = {"n_reviews": 1, "avg_rating": 1, "rating_hist": 1, "sample_summary": 1, "title_generated": 1,
-                   "categories": 1, "category": 1, "brand": 1}
+                   "categories": 1, "category": 1, "brand": 1, LOAD_STAMP: 1}
 
 
 def _erase_reviews(product_id: str, user_id: str, db: Database,
@@ -171,45 +174,100 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
             page += 1
         if not mine and not indexed:
             return pages, 0, set()
-        changed = bool(mine) and _subtract_reviews(product_id, mine, others, db)
+        changed = bool(mine) and _subtract_reviews(product_id, user_id, mine, others, db)
     still_said = {w for r in others for w in search.words(r.get("summary") or "")}
     theirs = [str(r.get("summary") or "") for r in mine] + list(indexed)
     gone = {w for text in theirs for w in search.words(text)} - still_said
     return pages, int(changed), gone
 
 
-def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]],
+def _subtract_reviews(product_id: str, user_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]],
                       db: Database) -> bool:
-    """The product's document without the reviews ``mine``, as the load would write it without
-    them: count, histogram and average (rounded as Spark rounds), and, when its quoted summary was
-    one of theirs, the next most helpful one of ``others`` and the generated title made from it
-    (core.catalog: the load's own rule). False when there is no product document."""
+    """The product's document without ``user_id``'s reviews ``mine``, as the load would write it
+    without them: count, histogram and average (rounded as Spark rounds), and, when its quoted
+    summary was one of theirs, the next most helpful one of ``others`` and the generated title made
+    from it (core.catalog: the load's own rule). False when there is no product document, or
+    nothing in it changed.
+
+    Only the reviews this document still counts are subtracted. The pages they were found on are
+    not always the pages that go live with the document: a load writes the products, then the pages,
+    so an account deleted in between is taken off the load's product by the previous pages, and the
+    load's eraser then finds the account's reviews again on the load's pages. So each subtraction
+    is recorded (``mongo.COUNT_ERASURES``, one document per product and account: the reviews by
+    rating and time, and the document's ``LOAD_STAMP``), and the reviews recorded against the
+    document's current stamp are not subtracted again; a review only the load's pages hold (more
+    of the account's reviews than the previous pages) still is. A record of another stamp was made
+    on a document the load has replaced since, which counts every review again: it is replaced.
+    Called under the product's lock (:func:`_erase_reviews`), which the record shares. The next
+    load's eraser deletes the records (:func:`forget_count_erasures`).
+    """
     doc = db[mongo.PRODUCTS].find_one({"_id": product_id}, _PRODUCT_FIELDS)
     if not doc:
         return False
-    n = int(doc.get("n_reviews") or 0)
-    hist = {str(s): int((doc.get("rating_hist") or {}).get(str(s)) or 0) for s in range(1, 6)}
-    # The ratings' sum: exact from the histogram when it holds every rating (whole stars), else
-    # from the stored average, which is rounded to 3 decimals.
-    total = (sum(s * hist[str(s)] for s in range(1, 6)) if sum(hist.values()) == n
-             else float(doc.get("avg_rating") or 0) * n)
-    for r in mine:
-        rating = float(r.get("rating") or 0)
-        total -= rating
-        star = str(int(rating)) if rating.is_integer() else None
-        if star in hist and hist[star] > 0:
-            hist[star] -= 1
-    left = max(0, n - len(mine))
-    fields: dict[str, Any] = {"n_reviews": left, "rating_hist": hist,
-                              "avg_rating": _round3(total / left) if left else 0.0}
+    stamp, key = doc.get(LOAD_STAMP), f"{product_id}|{user_id}"
+    record = db[mongo.COUNT_ERASURES].find_one({"_id": key}) or {}
+    done = [(float(e["r"]), float(e["t"])) for e in record.get("reviews") or []] \
+        if record and record.get("stamp") == stamp else []
+    counted = _not_in(mine, done)
+    fields: dict[str, Any] = {}
+    if counted:
+        n = int(doc.get("n_reviews") or 0)
+        hist = {str(s): int((doc.get("rating_hist") or {}).get(str(s)) or 0) for s in range(1, 6)}
+        # The ratings' sum: exact from the histogram when it holds every rating (whole stars), else
+        # from the stored average, which is rounded to 3 decimals.
+        total = (sum(s * hist[str(s)] for s in range(1, 6)) if sum(hist.values()) == n
+                 else float(doc.get("avg_rating") or 0) * n)
+        for r in counted:
+            rating = float(r.get("rating") or 0)
+            total -= rating
+            star = str(int(rating)) if rating.is_integer() else None
+            if star in hist and hist[star] > 0:
+                hist[star] -= 1
+        left = max(0, n - len(counted))
+        fields = {"n_reviews": left, "rating_hist": hist, "avg_rating": _round3(total / left) if left else 0.0}
     quoted = str(doc.get("sample_summary") or "")
     if quoted.strip() and any(str(r.get("summary") or "") == quoted for r in mine):
         fields["sample_summary"] = catalog.most_helpful_summary(others)
         if doc.get("title_generated"):
             fields["title"] = catalog.fallback_title(doc.get("categories"), doc.get("category"), doc.get("brand"),
                                                      fields["sample_summary"])
+    if not fields:
+        return False
     db[mongo.PRODUCTS].update_one({"_id": product_id}, {"$set": fields})
+    if counted:
+        reviews = [{"r": r, "t": t} for r, t in done + [_identity(r) for r in counted]]
+        db[mongo.COUNT_ERASURES].replace_one({"_id": key}, {"_id": key, "stamp": stamp, "reviews": reviews,
+                                                            "at": time.time()}, upsert=True)
     return True
+
+
+def _identity(review: dict[str, Any]) -> tuple[float, float]:
+    """A review of one account and product, as the load writes it again: its rating and time."""
+    return float(review.get("rating") or 0), float(review.get("ts") or 0)
+
+
+def _not_in(reviews: list[dict[str, Any]], recorded: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    """``reviews`` less ``recorded`` (:func:`_identity`), each recorded one matching one review."""
+    left = Counter(recorded)
+    rest = []
+    for r in reviews:
+        if left[_identity(r)]:
+            left[_identity(r)] -= 1
+        else:
+            rest.append(r)
+    return rest
+
+
+def forget_count_erasures(before: float, db: Database | None = None) -> int:
+    """Delete the records of :func:`_subtract_reviews` made before ``before``; returns how many.
+
+    The load's eraser calls it once it has erased every account deleted while the load ran
+    (spark_jobs/mongo_load.py): a record matters only while pages holding the account's reviews
+    may still go live beside a product document it was made on, and by then every such page is live
+    and erased. A deletion when no load runs leaves its records until the next load's eraser.
+    """
+    db = db if db is not None else mongo.get_db()
+    return db[mongo.COUNT_ERASURES].delete_many({"at": {"$lt": before}}).deleted_count
 
 
 def _round3(x: float) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from typing import Collection
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -201,6 +202,13 @@ AGGREGATED_COLUMNS = ("user_id", "product_id", "category", "rating", "ts", "help
 
 # product_docs columns that only feed the search index built here, never read from MongoDB
 _NOT_SERVED = ("search_text", "first_ts", "last_ts")
+
+
+def _served(products: DataFrame, stamp: str) -> DataFrame:
+    """The product documents as stored: without :data:`_NOT_SERVED`, with the load's ``stamp``
+    (``core.shopper_controls.LOAD_STAMP``: an account's reviews a deletion took off a document are
+    told from those a later write of it counts again)."""
+    return products.drop(*_NOT_SERVED).withColumn(shopper_controls.LOAD_STAMP, F.lit(stamp))
 
 
 REVIEW_PAGE_FIELDS = ("user_id", "reviewer_name", "rating", "ts", "summary", "review_text", "verified",
@@ -546,10 +554,13 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
     if mode == "skipped":
         return {"status": "ok", "run_id": run_id, "mode": "skipped", "categories": [], "reason": why,
                 "seconds": round(time.time() - started, 2)}
+    # which write the product documents are of: a re-run of the same run writes them again, and an
+    # account's reviews a deletion took off the previous write count again (core.shopper_controls)
+    stamp = uuid.uuid4().hex
     if mode == "incremental":
-        record = _load_new_categories(spark, clean_dir, run_id, new, started)
+        record = _load_new_categories(spark, clean_dir, run_id, new, started, stamp)
     else:
-        record = _load_full(spark, clean_dir, run_id, started)
+        record = _load_full(spark, clean_dir, run_id, started, stamp)
         db[INGEST_LEDGER].delete_many({})
     for c in new:  # only now: a load killed before this point is redone (upserts and reloads are idempotent)
         db[INGEST_LEDGER].replace_one({"_id": c}, {"_id": c, "fingerprint": fingerprints[c], "run_id": run_id,
@@ -572,6 +583,13 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame) -> int:
     The search index is rebuilt from every loaded review, also of products whose pages the site
     had already erased (or, incremental, that the load did not rewrite): the account's loaded
     summaries say which words to take off them.
+
+    A deletion records which of an account's reviews it took off which product document
+    (``core.shopper_controls._subtract_reviews``), so that this erasure does not take them off
+    again; once every account is erased, the records made until then are deleted: each is of an
+    account erased here (its reviews are off every page now live), of one deleted before the load
+    read ``deleted_users`` (it did not load their reviews), or of a deletion that found its reviews
+    on this load's pages (they are off them). Only a later load puts them back, with its own stamp.
     """
     deleted = sorted(rating_history.deleted_user_ids(since=since))
     indexed: dict[str, dict[str, list[str]]] = {}  # user -> product -> summaries the index was built from
@@ -581,10 +599,12 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame) -> int:
             indexed.setdefault(r["user_id"], {}).setdefault(r["product_id"], []).append(r["summary_clean"] or "")
     for user_id in deleted:
         shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id))
+    shopper_controls.forget_count_erasures(before=time.time())
     return len(deleted)
 
 
-def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float) -> dict:
+def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float,
+                         stamp: str) -> dict:
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
     all_reviews, n_deleted = without_deleted_users(clean_reviews)
     all_products = spark.read.parquet(f"{clean_dir}/products")
@@ -600,7 +620,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     products = product_docs(all_products, all_reviews).cache()
     touched_docs = products.join(touched.withColumnRenamed("product_id", "_id"), "_id", "left_semi")
     out = {
-        mongo.PRODUCTS: upsert_collection(touched_docs.drop(*_NOT_SERVED), mongo.PRODUCTS),
+        mongo.PRODUCTS: upsert_collection(_served(touched_docs, stamp), mongo.PRODUCTS),
         mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(all_reviews), mongo.RECENT_REVIEWS),
         mongo.PRODUCT_REVIEWS: upsert_collection(
             review_page_docs(all_reviews.join(touched, "product_id", "left_semi")), mongo.PRODUCT_REVIEWS),
@@ -634,7 +654,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
             "deleted_users_left_out": n_deleted, "seconds": round(time.time() - started, 2)}
 
 
-def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float) -> dict:
+def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float, stamp: str) -> dict:
     live_since = started - LIVE_CLOCK_MARGIN_S  # before user_history_docs reads the live ratings
     # deleted accounts' reviews (a linked reviewer's) are not loaded again
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
@@ -649,7 +669,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float)
           f"{coverage['products with metadata, not reviewed']:,} products with metadata but no reviews; "
           f"{coverage['generated titles']:,} generated (fallback) titles")
     out = {
-        mongo.PRODUCTS: reload_collection(products.drop(*_NOT_SERVED), mongo.PRODUCTS),
+        mongo.PRODUCTS: reload_collection(_served(products, stamp), mongo.PRODUCTS),
         mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(reviews), mongo.RECENT_REVIEWS),
         mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(with_text), mongo.PRODUCT_REVIEWS),
         mongo.USER_HISTORY: reload_collection(user_history_docs(reviews, live_ratings(spark)), mongo.USER_HISTORY),

@@ -309,3 +309,79 @@ def test_an_account_deleted_while_an_incremental_load_runs_stays_deleted(spark, 
     # the site's deletion found r2's reviews on the new pages and unlisted their words from the old
     # search index; the new one, written after it, listed them again
     assert [p for p in ("a1", "a2") if _listed(db, "r2", p)] == []
+
+
+def _deleted_before_writing(written: str, real, client, user):
+    """mongo_load's ``reload_collection``/``upsert_collection``, which once, just before it writes
+    the collection ``written``, lets ``user`` delete the account on the site. Before the review
+    pages: the load's products (counting the account's reviews) are live, the pages live are still
+    the previous load's."""
+    done = []
+
+    def write(df, collection, *args, **kwargs):
+        if collection == written and not done:
+            client.force_login(user)
+            assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
+            done.append(user)
+        return real(df, collection, *args, **kwargs)
+    return write
+
+
+def _counts_and_pages(db) -> tuple[dict[str, int], dict[str, int]]:
+    """Each product's review count, and how many reviews its pages hold (all of them, here)."""
+    counts = {d["_id"]: d["n_reviews"] for d in db[mongo.PRODUCTS].find({}, {"n_reviews": 1})}
+    return counts, {pid: len(_pages(db, pid)) for pid in counts}
+
+
+@pytest.mark.timeout(1800)  # three loads into MongoDB on a shared 2-core machine
+def test_an_account_deleted_between_the_products_and_the_pages_is_subtracted_once(spark, own_db, client, make_user,
+                                                                                  monkeypatch, tmp_path):
+    """The load writes the products, then the review pages. An account deleted in between is erased
+    by the site from the previous pages and the load's products (which count its reviews); the
+    load's eraser then finds its reviews on the load's pages: they must not come off the counts a
+    second time (they did: a1 at 1 of 2). Incremental (r1: a product reviewed in the loaded category
+    and the new one), then full (r2). One more account (r4) is deleted before the incremental load
+    writes the products: the site takes it off the previous counts, the load's products count it
+    again, and the eraser takes it off them. Each load's reconciliation passes (it raises), and the
+    eraser leaves no record of what the deletions subtracted."""
+    import spark_jobs.mongo_load as job
+    from core import shopper_controls
+    from spark_jobs.clean import clean
+    from spark_jobs.load import load
+
+    db = own_db
+    raw, cleaned = str(tmp_path / "raw"), str(tmp_path / "clean")
+    alpha, beta = tmp_path / "amazon2018_alpha.jsonl", tmp_path / "amazon2018_beta.jsonl"
+    _write_reviews(alpha, [("r1", "a1", 5.0), ("r2", "a1", 4.0), ("r2", "a2", 3.0), ("r4", "a1", 1.0)])
+    _write_reviews(beta, [("r1", "b1", 4.0), ("r3", "b1", 2.0), ("r3", "a1", 2.0)])  # a1 again: touched
+    load(spark, [str(alpha)], raw, "it-twice-1")
+    clean(spark, raw, cleaned, "it-twice-1")
+    assert job.mongo_load(spark, cleaned, "it-twice-1")["mode"] == "full"
+    stamps = {db[mongo.PRODUCTS].find_one({"_id": "a1"})[shopper_controls.LOAD_STAMP]}
+    load(spark, [str(beta)], raw, "it-twice-2")
+    clean(spark, raw, cleaned, "it-twice-2")
+    real_upsert, real_reload = job.upsert_collection, job.reload_collection
+
+    before_products = _deleted_before_writing(mongo.PRODUCTS, real_upsert, client, make_user(reviewer_id="r4"))
+    monkeypatch.setattr(job, "upsert_collection", _deleted_before_writing(
+        mongo.PRODUCT_REVIEWS, before_products, client, make_user(reviewer_id="r1")))
+    record = job.mongo_load(spark, cleaned, "it-twice-incremental")
+    assert record["mode"] == "incremental" and record["deleted_users_left_out"] == 0
+    _gone_everywhere(db, "r1")
+    _gone_everywhere(db, "r4")
+    counts, on_pages = _counts_and_pages(db)
+    assert counts == on_pages == {"a1": 2, "a2": 1, "b1": 1}  # r2 and r3 on a1, r2 on a2, r3 on b1
+    assert list(db[mongo.COUNT_ERASURES].find({})) == []
+    stamps.add(db[mongo.PRODUCTS].find_one({"_id": "a1"})[shopper_controls.LOAD_STAMP])
+
+    monkeypatch.setattr(job, "upsert_collection", real_upsert)
+    monkeypatch.setattr(job, "reload_collection", _deleted_before_writing(mongo.PRODUCT_REVIEWS, real_reload, client,
+                                                                          make_user(reviewer_id="r2")))
+    record = job.mongo_load(spark, cleaned, "it-twice-full", force=True)
+    assert record["mode"] == "full" and record["deleted_users_left_out"] == 2  # r1, r4
+    _gone_everywhere(db, "r2")
+    counts, on_pages = _counts_and_pages(db)
+    assert counts == on_pages == {"a1": 1, "a2": 0, "b1": 1}  # r3's alone
+    assert list(db[mongo.COUNT_ERASURES].find({})) == []
+    stamps.add(db[mongo.PRODUCTS].find_one({"_id": "a1"})[shopper_controls.LOAD_STAMP])
+    assert len(stamps) == 3  # each load's own
