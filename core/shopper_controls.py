@@ -150,7 +150,9 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
     Under the product's lock (core.locking): two deletions of reviewers of one product would each
     rewrite its pages from the same read, and one reviewer's review would come back. Only the
     reviews found on the pages are subtracted, in the same hold, so a repeated deletion (the
-    worker's ``delete_account`` after the site's) never subtracts them twice; the pages are written
+    worker's ``delete_account`` after the site's) never subtracts them twice, and of those only the
+    ones the product document still counts (:func:`_subtract_reviews`: a load may have written the
+    document after the pages it was read with, and write pages with them again); the pages are written
     first, so a deletion interrupted in between leaves the counts as they were until the reload.
     The pages hold a product's 500 most helpful reviews: a review beyond them (a product with more)
     stays counted until the reload.
