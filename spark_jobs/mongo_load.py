@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+import zlib
 from typing import Collection
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -134,18 +135,33 @@ def recent_review_docs(reviews: DataFrame) -> DataFrame:
     return recent.select(F.concat_ws("|", "user_id", "product_id").alias("_id"), "user_id", "product_id", "rating", "ts")
 
 
-def _held(only: Collection[str] = ()) -> tuple[int, int, dict[str, int]]:
-    """(products, their review counts summed, {product: its review count} of those in ``only``) as
-    MongoDB holds them, in one read of the products."""
-    n, total, of = 0, 0, {}
+def product_weight(product_id: str) -> int:
+    """A product's weight in the reviews' checksum (:func:`review_totals`): its id's CRC-32, as
+    Spark's ``crc32`` of the UTF-8 string."""
+    return zlib.crc32(product_id.encode("utf-8"))
+
+
+def review_totals(reviews: DataFrame) -> tuple[int, int]:
+    """(reviews, their checksum) in one pass: the checksum adds each review's product weight
+    (:func:`product_weight`), so it is the products' review counts each times its weight, which
+    :func:`reconcile` compares with MongoDB's. A count alone misses a review counted on the wrong
+    product, or one lost beside one counted twice. At most 2^32 per review: 233M reviews fit a long."""
+    row = reviews.agg(F.count("*").alias("n"), F.sum(F.crc32(F.col("product_id"))).alias("sum")).first()
+    return int(row["n"]), int(row["sum"] or 0)
+
+
+def _held(only: Collection[str] = ()) -> tuple[int, int, int, dict[str, int]]:
+    """(products, their review counts summed, the counts' checksum, {product: its review count} of
+    those in ``only``) as MongoDB holds them, in one read of the products."""
+    n, total, checksum, of = 0, 0, 0, {}
     only = set(only)
     # summed here, not by a $group: FerretDB v1 answers 0 for {"$sum": "$n_reviews"}
     for doc in mongo.get_db()[mongo.PRODUCTS].find({}, {"n_reviews": 1}, batch_size=10_000):
         count = int(doc.get("n_reviews") or 0)
-        n, total = n + 1, total + count
+        n, total, checksum = n + 1, total + count, checksum + count * product_weight(str(doc["_id"]))
         if doc["_id"] in only:
             of[doc["_id"]] = count
-    return n, total, of
+    return n, total, checksum, of
 
 
 def _reviewed_by(reviews: DataFrame, user_ids: list[str]) -> dict[str, tuple[int, int]]:
@@ -157,31 +173,36 @@ def _reviewed_by(reviews: DataFrame, user_ids: list[str]) -> dict[str, tuple[int
     return {r["product_id"]: (int(r["n"]), int(r["theirs"])) for r in rows}
 
 
-def reconcile(reviews: DataFrame, n_reviews: int, n_products: int, since: float) -> dict[str, int]:
+def reconcile(reviews: DataFrame, n_reviews: int, checksum: int, n_products: int, since: float) -> dict[str, int]:
     """Every clean review and product is in MongoDB once: as many product documents as products,
-    and their review counts add up to the ``n_reviews`` loaded from ``reviews`` (a review lost or
-    loaded twice changes the sum).
+    and their review counts add up to the ``n_reviews`` loaded from ``reviews``, each product's with
+    its weight to their ``checksum`` too (:func:`review_totals`: a review lost or loaded twice changes
+    the sum; one counted on another product, or lost beside one counted twice, the checksum).
 
     Except the reviews of accounts deleted since ``since`` (while the load ran), which the load
     read: the deletion takes those it finds on the product pages off the counts of the products
-    this load wrote (core.shopper_controls). So when the sum falls short and such accounts exist,
+    this load wrote (core.shopper_controls). So when the sums differ and such accounts exist,
     the products they reviewed are compared one by one: each may fall short by at most those
     accounts' reviews of it, and only that shortfall is "erased by deletions"; every other product
-    must still add up exactly (their sum), so a review lost anywhere else is not excused by a
-    deletion. A load nobody's deletion touched reads the products once and does no Spark work.
+    must still add up exactly (their sum and checksum), so a review lost anywhere else is not
+    excused by a deletion. A load nobody's deletion touched reads the products once and does no
+    Spark work.
     The deletions are read after the products: one is recorded before its erasure begins
     (core.rating_history.record_deleted_user), so every erasure a read saw is there; one recorded
     while the products were read again is read with them on another pass.
     """
-    n, total, _ = _held()
-    erased, ids = None, sorted(rating_history.deleted_user_ids(since=since)) if total < n_reviews else []
+    n, total, held_checksum, _ = _held()
+    exact = total == n_reviews and held_checksum == checksum
+    erased, ids = None, [] if exact else sorted(rating_history.deleted_user_ids(since=since))
     for _attempt in range(3):
         if not ids:
             break
         expected = _reviewed_by(reviews, ids)
-        n, total, held = _held(expected)
+        n, total, held_checksum, held = _held(expected)
         short = {p: want - held.get(p, 0) for p, (want, _theirs) in expected.items()}
-        others_add_up = total - sum(held.values()) == n_reviews - sum(want for want, _ in expected.values())
+        others_add_up = (total - sum(held.values()) == n_reviews - sum(want for want, _ in expected.values())
+                         and held_checksum - sum(product_weight(p) * c for p, c in held.items())
+                         == checksum - sum(product_weight(p) * want for p, (want, _) in expected.items()))
         within = others_add_up and all(0 <= short[p] <= theirs for p, (_want, theirs) in expected.items())
         erased = sum(short.values()) if within else None
         if erased is not None:
@@ -190,8 +211,9 @@ def reconcile(reviews: DataFrame, n_reviews: int, n_products: int, since: float)
         if read_since == ids:
             break
         ids = read_since  # an account deleted while the products were read: compare with it too
-    if n != n_products or (erased is None if ids else total != n_reviews):
+    if n != n_products or (erased is None if ids else not exact):
         raise RuntimeError(f"mongo_load: MongoDB holds {total:,} reviews of {n_reviews:,}"
+                           + (" (not on the same products: their checksums differ)" if total == n_reviews else "")
                            + (f" ({len(ids):,} accounts deleted meanwhile, each excused only its own reviews)" if ids else "")
                            + f" and {n:,} products of {n_products:,}")
     return {"reviews": total, "products": n, **({"reviews_erased_by_deletions": erased} if ids else {})}
@@ -640,9 +662,9 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
         started - LIVE_CLOCK_MARGIN_S)
     # Reconciliation over the whole database: every clean review and product is there once; then
     # (even if it fails: the upserts are live) the accounts deleted meanwhile are erased again.
-    n_reviews, n_products = all_reviews.count(), products.count()
+    (n_reviews, checksum), n_products = review_totals(all_reviews), products.count()
     try:
-        held = reconcile(all_reviews, n_reviews, n_products, started - LIVE_CLOCK_MARGIN_S)
+        held = reconcile(all_reviews, n_reviews, checksum, n_products, started - LIVE_CLOCK_MARGIN_S)
     finally:
         out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(
             started - LIVE_CLOCK_MARGIN_S, all_reviews)
@@ -662,7 +684,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
     # cached without the reviews' text (most of their bytes): only the pages show it, read once
     reviews = with_text.select(*AGGREGATED_COLUMNS).cache()
     products = product_docs(spark.read.parquet(f"{clean_dir}/products"), reviews).cache()
-    n_reviews, n_products = reviews.count(), products.count()
+    (n_reviews, checksum), n_products = review_totals(reviews), products.count()
     coverage = metadata_coverage(products)
     print(f"mongo_load: {coverage['reviewed products']:,} reviewed products, "
           f"{coverage['reviewed products without metadata']:,} of them without metadata; "
@@ -688,7 +710,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
     # meanwhile, which their deletion took off the counts: reconcile). Then (even if it fails: the new
     # generations are live) the accounts deleted meanwhile are erased again.
     try:
-        held = reconcile(reviews, n_reviews, n_products, live_since)
+        held = reconcile(reviews, n_reviews, checksum, n_products, live_since)
     finally:
         out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(live_since, reviews)
     reviews.unpersist()

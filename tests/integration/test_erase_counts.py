@@ -77,10 +77,11 @@ def _erase(db, loaded: dict[str, list[Review]], since: float) -> None:
 def _reconciles(spark, loaded: dict[str, list[Review]], since: float) -> dict:
     """The load's reconciliation (raises when a product falls short by more than the deleted
     accounts' reviews of it)."""
-    from spark_jobs.mongo_load import reconcile
+    from spark_jobs.mongo_load import reconcile, review_totals
 
     rows = [(u, pid) for pid, reviews in loaded.items() for u, _, _ in reviews]
-    return reconcile(spark.createDataFrame(rows, "user_id string, product_id string"), len(rows), len(loaded), since)
+    reviews = spark.createDataFrame(rows, "user_id string, product_id string")
+    return reconcile(reviews, *review_totals(reviews), len(loaded), since)
 
 
 def _counts(db, pids) -> dict[str, tuple]:

@@ -31,21 +31,47 @@ def _held(db, counts: dict[str, int]) -> None:
 
 
 def test_a_deletion_during_the_load_excuses_only_its_own_reviews(spark, own_db):
-    from spark_jobs.mongo_load import reconcile
+    from spark_jobs.mongo_load import reconcile, review_totals
 
     reviews = spark.createDataFrame(ROWS, "user_id string, product_id string")
+    loaded = review_totals(reviews)
+    assert loaded[0] == 10
     started = time.time()
     _held(own_db, {"p0": 2, "p1": 2, "p2": 2, "p3": 4})  # the load wrote every count
-    assert reconcile(reviews, 10, 4, started) == {"reviews": 10, "products": 4}
+    assert reconcile(reviews, *loaded, 4, started) == {"reviews": 10, "products": 4}
     own_db[mongo.DELETED_USERS].insert_one({"_id": "gone", "deleted_at": started + 1})
     # its erasure took 2 of its 3 reviews off (the third product was written after it)
     _held(own_db, {"p0": 1, "p1": 1, "p2": 2, "p3": 4})
-    assert reconcile(reviews, 10, 4, started) == {"reviews": 8, "products": 4, "reviews_erased_by_deletions": 2}
+    assert reconcile(reviews, *loaded, 4, started) == {"reviews": 8, "products": 4, "reviews_erased_by_deletions": 2}
     # its erasure took nothing off, but 2 of alive's reviews of p3 (no deleted account's) are lost
     _held(own_db, {"p0": 2, "p1": 2, "p2": 2, "p3": 2})
     with pytest.raises(RuntimeError, match="8 reviews of 10"):
-        reconcile(reviews, 10, 4, started)
+        reconcile(reviews, *loaded, 4, started)
     # a product the deleted account reviewed may not fall short by more than its review of it
     _held(own_db, {"p0": 0, "p1": 2, "p2": 2, "p3": 4})
     with pytest.raises(RuntimeError, match="8 reviews of 10"):
-        reconcile(reviews, 10, 4, started)
+        reconcile(reviews, *loaded, 4, started)
+
+
+def test_a_review_counted_on_the_wrong_product_is_seen_though_the_total_adds_up(spark, own_db):
+    """The counts were compared by their sum alone: a review lost on one product and counted twice
+    on another (or moved) added up, and passed, with no deletion to excuse anything."""
+    from spark_jobs.mongo_load import reconcile, review_totals
+
+    from spark_jobs.mongo_load import product_weight
+
+    odd = ["B00\u00e9\u4e2d\U0001f600", "p0"]  # Spark's crc32 of a string is zlib's of its UTF-8
+    assert review_totals(spark.createDataFrame([("u", p) for p in odd], "user_id string, product_id string")) == (
+        2, sum(map(product_weight, odd)))
+    reviews = spark.createDataFrame(ROWS, "user_id string, product_id string")
+    loaded, started = review_totals(reviews), time.time()
+    _held(own_db, {"p0": 3, "p1": 1, "p2": 2, "p3": 4})  # one of p1's counted on p0
+    with pytest.raises(RuntimeError, match="10 reviews of 10 .*not on the same products"):
+        reconcile(reviews, *loaded, 4, started)
+    # and beside a deletion: "gone" erased its p2 review, and one of alive's moved from p3 to p0
+    own_db[mongo.DELETED_USERS].insert_one({"_id": "gone", "deleted_at": started + 1})
+    _held(own_db, {"p0": 3, "p1": 2, "p2": 1, "p3": 3})
+    with pytest.raises(RuntimeError, match="9 reviews of 10"):
+        reconcile(reviews, *loaded, 4, started)
+    _held(own_db, {"p0": 2, "p1": 2, "p2": 1, "p3": 4})  # the erasure alone: excused
+    assert reconcile(reviews, *loaded, 4, started) == {"reviews": 9, "products": 4, "reviews_erased_by_deletions": 1}
