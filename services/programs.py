@@ -741,22 +741,31 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def wait(name: str, timeout_s: float, log_offsets: list[int]) -> int:
+def wait(name: str, timeout_s: float, log_offsets: list[int], retrying: bool = False) -> int:
     """0 once every process of ``name`` passes its health check; 1 with one line on stderr if one
     exits (supervisord says so) or it does not answer within ``timeout_s``. ``log_offsets``: each
     of its log files' size before the start (``log_files`` order; missing ones 0), so that a
-    program with one log per process is read where it writes (it was read from NAME.log)."""
+    program with one log per process is read where it writes (it was read from NAME.log).
+    ``retrying``: supervisord is (re)starting it (bin/services found it STARTING or in BACKOFF), so
+    a BACKOFF is not the end: the wait lasts while supervisord tries again (its startretries bound
+    that), until every process runs (then the health check, within ``timeout_s``) or supervisord
+    gives up (FATAL)."""
     p = program(name)
     logs = log_files(p)
     offsets = [*log_offsets, *[0] * len(logs)][:len(logs)]
     deadline = time.monotonic() + timeout_s
     rpc = supervisor()
+    ended = ("EXITED", "FATAL", "STOPPED") if retrying else ("EXITED", "FATAL", "BACKOFF", "STOPPED")
     while True:
         states = [i for i in rpc.supervisor.getAllProcessInfo() if i["group"] == name]
-        gone = [i for i in states if i["statename"] in ("EXITED", "FATAL", "BACKOFF", "STOPPED")]
+        if retrying and any(i["statename"] in ("STARTING", "BACKOFF") for i in states):
+            deadline = time.monotonic() + timeout_s  # the health check's time starts once all run
+            time.sleep(0.3)
+            continue
+        gone = [i for i in states if i["statename"] in ended]
         if gone or not states:
-            print(f"exited during startup ({', '.join(i['name'] + ' ' + i['statename'] for i in gone)})",
-                  file=sys.stderr)
+            what = "supervisord's tries to start it ended" if retrying else "exited during startup"
+            print(f"{what} ({', '.join(i['name'] + ' ' + i['statename'] for i in gone)})", file=sys.stderr)
             return 1
         if p.fail_marker and any(p.fail_marker in _log_since(log, offset) for log, offset in zip(logs, offsets)):
             print(f"its log says {p.fail_marker.strip()!r}", file=sys.stderr)
@@ -810,7 +819,7 @@ def main(argv: list[str]) -> int:
         p = program(args[0])
         timeout = float(args[1]) if len(args) > 1 and args[1] else p.start_timeout_s
         offsets = [int(o) for o in args[2].split(",") if o] if len(args) > 2 else []
-        return wait(args[0], timeout, offsets)
+        return wait(args[0], timeout, offsets, retrying=args[3:4] == ["retrying"])
     else:
         print(f"programs.py: unknown command {cmd!r}", file=sys.stderr)
         return 2

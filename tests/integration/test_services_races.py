@@ -250,3 +250,43 @@ def test_a_stopped_supervisord_is_named_not_waited_for(tmp_path):
         if supervisord:
             supervisord.resume()
         _run("stop", "redis", env=env)
+
+
+def _waiting_for_health(p: subprocess.Popen[str]) -> bool:
+    """Whether the bin/services ``p`` waits for its program's health check (programs.py wait)."""
+    try:
+        return any("programs.py" in " ".join(c.cmdline()) and "wait" in c.cmdline()
+                   for c in psutil.Process(p.pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_start_waits_for_a_program_supervisord_is_retrying(tmp_path):
+    """`start redis` while supervisord had redis in BACKOFF (it exited during its start, supervisord
+    tries again) rewrote its section and started it anew, or got "already started" from
+    supervisorctl start; either way it stopped redis, shut supervisord down and failed. It waits
+    for supervisord's retries instead: here one succeeds once redis' log can be read again."""
+    state = tmp_path / "s"
+    env = _env(state)
+    ctl = [str(SUPERVISORCTL), "-c", str(state / "run" / "supervisord.conf")]
+    try:
+        assert _run("start", "redis", env=env).returncode == 0
+        subprocess.run([*ctl, "stop", "redis:*"], capture_output=True, check=True, timeout=60)
+        incr = next((state / "services" / "redis" / "data" / "appendonlydir").glob("*.incr.aof"))
+        good = incr.read_bytes()
+        incr.write_bytes(b"garbage\r\n")  # redis refuses its log and exits at once, at every try
+        conf = state / "run" / "programs" / "redis.conf"  # retries for longer than the test needs (ours: 3)
+        conf.write_text(conf.read_text().replace("startretries=3", "startretries=100"))
+        subprocess.run([*ctl, "update", "redis"], capture_output=True, check=True, timeout=60)
+        subprocess.run([*ctl, "start", "redis:*"], capture_output=True, timeout=60)  # spawn error: BACKOFF
+        assert _run("status", "redis", env=env).stdout.split()[1] in ("backoff", "starting")
+
+        start = _spawn("start", "redis", env=env)
+        wait_until(lambda: start.poll() is not None or _waiting_for_health(start), 120,
+                   "bin/services start to wait for redis (or end)")
+        incr.write_bytes(good)
+        rc, out, err = _done(start)
+        assert rc == 0 and "redis: started" in out, (out, err)
+        assert _run("status", "redis", env=env).stdout.split()[1] == "running"
+    finally:
+        _run("stop", "redis", env=env)
