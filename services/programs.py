@@ -701,9 +701,14 @@ def runs(name: str, pid: int) -> bool:
 
 # --- waiting for health ----------------------------------------------------------------------------
 
+SUPERVISOR_ANSWER_S = 10  # bin/services' CTL_ANSWER_S
+
+
 def supervisor() -> xmlrpc.client.ServerProxy:
     from supervisor.xmlrpc import SupervisorTransport
 
+    # its connection's socket takes the default timeout: an ask of a frozen supervisord ends (main)
+    socket.setdefaulttimeout(SUPERVISOR_ANSWER_S)
     return xmlrpc.client.ServerProxy("http://127.0.0.1",
                                      transport=SupervisorTransport(None, None, f"unix://{socket_path()}"))
 
@@ -782,6 +787,16 @@ def wait(name: str, timeout_s: float, log_offsets: list[int], retrying: bool = F
 
 
 def main(argv: list[str]) -> int:
+    """A command of bin/services'; 124 (as timeout(1)'s) when supervisord did not answer an ask
+    within SUPERVISOR_ANSWER_S (bin/services says so and ends)."""
+    try:
+        return _main(argv)
+    except TimeoutError:
+        print("programs.py: supervisord did not answer", file=sys.stderr)
+        return 124
+
+
+def _main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
@@ -798,6 +813,8 @@ def main(argv: list[str]) -> int:
         return 0 if runs(args[0], int(args[1])) else 1
     elif cmd == "stop-wait":
         print(program(args[0]).stop_wait_s)
+    elif cmd == "start-secs":
+        print(program(args[0]).start_secs)
     elif cmd == "address":
         print(program(args[0]).address)
     elif cmd == "last-error":

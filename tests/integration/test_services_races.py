@@ -63,7 +63,7 @@ def _waiting(p: subprocess.Popen[str]) -> None:
 
 
 def _done(p: subprocess.Popen[str]) -> tuple[int, str, str]:
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=240)
     return p.returncode, out, err
 
 
@@ -290,3 +290,45 @@ def test_start_waits_for_a_program_supervisord_is_retrying(tmp_path):
         assert _run("status", "redis", env=env).stdout.split()[1] == "running"
     finally:
         _run("stop", "redis", env=env)
+
+
+def test_a_supervisord_frozen_mid_command_is_named_not_waited_for(tmp_path):
+    """Only the first ask, `supervisorctl pid`, had a timeout: a supervisord that froze after it had
+    answered kept the command's next supervisorctl (here `update redis`, after the install lock)
+    waiting for good, and every later command behind its lock. A LOCAL_DIR of this test's own
+    (the real bin/, opt/ and venv/) gives it an install lock no one else takes."""
+    real = Path(os.environ.get("LOCAL_DIR", SERVICES.parents[1] / ".local")).resolve()
+    local = tmp_path / "local"
+    (local / "run").mkdir(parents=True)
+    for d in ("bin", "opt", "venv"):
+        (local / d).symlink_to(real / d)
+    state = tmp_path / "s"
+    env = _env(state, LOCAL_DIR=str(local))
+    ctl = [str(SUPERVISORCTL), "-c", str(state / "run" / "supervisord.conf")]
+    supervisord = starting = None
+    try:
+        assert _run("start", "redis", env=env).returncode == 0
+        subprocess.run([*ctl, "stop", "redis:*"], capture_output=True, check=True, timeout=60)  # supervisord stays
+        supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
+        with open(local / "run" / ".install.lock", "w") as install_lock:
+            fcntl.flock(install_lock, fcntl.LOCK_EX)
+            starting = _spawn("start", "redis", env=env)
+            wait_until(lambda: _in_flock(starting, "8"), 60, "bin/services start to wait for the install lock")
+            supervisord.suspend()  # after its asks under the state dir's lock, before its `update`
+        rc, out, err = _done(starting)
+        assert rc == 1 and f"supervisord (pid {supervisord.pid}) does not answer" in err, (out, err)
+        assert "supervisorctl update redis" in err, err
+    finally:
+        if starting and starting.poll() is None:
+            starting.kill()
+        if supervisord:
+            supervisord.resume()
+        _run("stop", "redis", env=env)
+
+
+def _in_flock(p: subprocess.Popen[str], fd: str) -> bool:
+    """Whether the bin/services ``p`` waits in ``flock`` on file descriptor ``fd``."""
+    try:
+        return any(c.name() == "flock" and c.cmdline()[-1:] == [fd] for c in psutil.Process(p.pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return False

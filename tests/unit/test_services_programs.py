@@ -455,3 +455,20 @@ def test_a_start_reads_each_processs_own_log_from_its_own_offset(programs, tmp_p
         f.write("it went boom again\n")
     assert programs.main(["wait", "many", "5", ",".join(map(str, offsets))]) == 1
     assert capsys.readouterr().err == "its log says 'boom'\n"
+
+
+def test_an_ask_of_a_supervisord_that_never_answers_ends(programs, monkeypatch, short_dir):
+    """programs.py's own asks of supervisord (status' state, start's wait) waited for good on one
+    that took the connection but never replied (SIGSTOPped, hung): they end with 124, which
+    bin/services names (its supervisorctl calls are bounded the same way)."""
+    monkeypatch.setenv("SERVICES_STATE_DIR", str(short_dir))
+    monkeypatch.setattr(programs, "SUPERVISOR_ANSWER_S", 0.5, raising=False)
+    programs.socket_path().parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as frozen:
+        frozen.bind(str(programs.socket_path()))
+        frozen.listen()  # connections wait in its backlog, never answered
+        try:
+            assert programs.main(["state", "redis"]) == 124
+            assert programs.main(["wait", "redis", "5"]) == 124
+        finally:
+            socket.setdefaulttimeout(None)
