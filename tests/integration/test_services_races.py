@@ -332,3 +332,55 @@ def _in_flock(p: subprocess.Popen[str], fd: str) -> bool:
         return any(c.name() == "flock" and c.cmdline()[-1:] == [fd] for c in psutil.Process(p.pid).children(recursive=True))
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_running_program_is_shown_at_the_address_it_was_started_with(tmp_path):
+    """"already running" and `status` showed the address this shell's settings give (its
+    REDIS_PORT), not the one the running redis was started with (run/redis.env)."""
+    state = tmp_path / "s"
+    env = _env(state)
+    other = {**env, "REDIS_PORT": str(free_port())}
+    started_at = f"redis://127.0.0.1:{env['REDIS_PORT']}/0"
+    try:
+        assert _run("start", "redis", env=env).returncode == 0
+        again = _run("start", "redis", env=other)
+        assert again.returncode == 0 and f"already running (pid {_pid(env, 'redis')}, {started_at})" in again.stdout, \
+            (again.stdout, again.stderr)
+        status = _run("status", "redis", env=other)
+        assert status.returncode == 0 and status.stdout.split()[1:] == ["running", str(_pid(env, "redis")), started_at]
+    finally:
+        _run("stop", "redis", env=env)
+
+
+def test_an_orphan_is_found_on_the_ports_it_was_started_with(tmp_path):
+    """After a kill -9 of supervisord, the orphans were looked for on the ports of the caller's
+    settings: redis started on one port and checked from a shell with another REDIS_PORT was
+    "stopped", and `stop` left it running (as a worker started with WORKERS=3 and checked with
+    WORKERS=1 lost two)."""
+    state = tmp_path / "s"
+    env = _env(state)
+    other = {**env, "REDIS_PORT": str(free_port())}
+    redis_pid = 0
+    try:
+        assert _run("start", "redis", env=env).returncode == 0
+        redis_pid = _pid(env, "redis")
+        supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
+        supervisord.kill()
+        supervisord.wait(30)
+        status = _run("status", "redis", env=other)
+        assert status.stdout.split()[1:3] == ["orphan", str(redis_pid)], (status.stdout, status.stderr)
+        stop = _run("stop", "redis", env=other)
+        assert f"redis: stopped pid {redis_pid}" in stop.stdout, (stop.stdout, stop.stderr)
+        assert not _alive(redis_pid)
+    finally:
+        _run("stop", "redis", env=env)
+        if redis_pid and _alive(redis_pid):
+            os.kill(redis_pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not: nothing may reap an orphan here)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
