@@ -707,10 +707,22 @@ SUPERVISOR_ANSWER_S = 10  # bin/services' CTL_ANSWER_S
 def supervisor() -> xmlrpc.client.ServerProxy:
     from supervisor.xmlrpc import SupervisorTransport
 
-    # its connection's socket takes the default timeout: an ask of a frozen supervisord ends (main)
+    # its connection's socket takes the default timeout: an ask of a frozen supervisord ends (process_infos)
     socket.setdefaulttimeout(SUPERVISOR_ANSWER_S)
     return xmlrpc.client.ServerProxy("http://127.0.0.1",
                                      transport=SupervisorTransport(None, None, f"unix://{socket_path()}"))
+
+
+def process_infos(rpc: xmlrpc.client.ServerProxy, name: str) -> list[dict]:
+    """supervisord's process infos of program ``name``. One that took the connection but does not
+    answer (SIGSTOPped, hung) kept status and start waiting for good: after SUPERVISOR_ANSWER_S
+    this exits 124, as timeout(1) does, which bin/services names."""
+    try:
+        infos = rpc.supervisor.getAllProcessInfo()
+    except TimeoutError:
+        print(f"supervisord did not answer within {SUPERVISOR_ANSWER_S}s", file=sys.stderr)
+        raise SystemExit(124) from None
+    return [i for i in infos if i["group"] == name]
 
 
 # supervisord's process states, most telling first, and the word bin/services status shows for each
@@ -762,7 +774,7 @@ def wait(name: str, timeout_s: float, log_offsets: list[int], retrying: bool = F
     rpc = supervisor()
     ended = ("EXITED", "FATAL", "STOPPED") if retrying else ("EXITED", "FATAL", "BACKOFF", "STOPPED")
     while True:
-        states = [i for i in rpc.supervisor.getAllProcessInfo() if i["group"] == name]
+        states = process_infos(rpc, name)
         if retrying and any(i["statename"] in ("STARTING", "BACKOFF") for i in states):
             deadline = time.monotonic() + timeout_s  # the health check's time starts once all run
             time.sleep(0.3)
@@ -787,16 +799,6 @@ def wait(name: str, timeout_s: float, log_offsets: list[int], retrying: bool = F
 
 
 def main(argv: list[str]) -> int:
-    """A command of bin/services'; 124 (as timeout(1)'s) when supervisord did not answer an ask
-    within SUPERVISOR_ANSWER_S (bin/services says so and ends)."""
-    try:
-        return _main(argv)
-    except TimeoutError:
-        print("programs.py: supervisord did not answer", file=sys.stderr)
-        return 124
-
-
-def _main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
@@ -821,8 +823,7 @@ def _main(argv: list[str]) -> int:
         sizes = [line.split(" ", 1) for line in sys.stdin.read().splitlines() if " " in line]
         print(last_error([(int(size), Path(path)) for size, path in sizes]))
     elif cmd == "state":  # only asked while supervisord answers
-        infos = [i for i in supervisor().supervisor.getAllProcessInfo() if i["group"] == args[0]]
-        print(state_line(program(args[0]), infos))
+        print(state_line(program(args[0]), process_infos(supervisor(), args[0])))
     elif cmd == "names":
         print(" ".join(p.name for p in programs()))
     elif cmd == "redis-log":
