@@ -150,9 +150,7 @@ def test_concurrent_stops_stop_an_orphan_once(tmp_path):
     try:
         assert _run("start", "s3", env=env).returncode == 0
         s3_pid = _pid(env, "s3")
-        supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
-        supervisord.kill()
-        supervisord.wait(30)
+        _kill_supervisord(state)
         with _lock(state):
             stops = [_spawn("stop", env=env) for _ in range(2)]
             for p in stops:
@@ -161,19 +159,26 @@ def test_concurrent_stops_stop_an_orphan_once(tmp_path):
         assert [rc for rc, _, _ in results] == [0, 0], results
         said = "".join(out for _, out, _ in results)
         assert said.count(f"s3: stopped pid {s3_pid}") == 1, said
-        assert not _gofakes3(s3_pid)
+        assert not _runs(s3_pid, "gofakes3")
     finally:
         _run("stop", "s3", env=env)
-        if s3_pid and _gofakes3(s3_pid):
+        if s3_pid and _runs(s3_pid, "gofakes3"):
             os.kill(s3_pid, signal.SIGKILL)
 
 
-def _gofakes3(pid: int) -> bool:
-    """Whether ``pid`` is a running gofakes3 (not a zombie: nothing may reap an orphan here)."""
+def _runs(pid: int, program: str) -> bool:
+    """Whether ``pid`` is a running ``program`` (not a zombie: nothing may reap an orphan here)."""
     try:
-        return "gofakes3" in " ".join(psutil.Process(pid).cmdline())
+        return program in " ".join(psutil.Process(pid).cmdline())
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
+
+
+def _kill_supervisord(state: Path) -> None:
+    """kill -9 the state dir's supervisord (its programs live on, orphans)."""
+    supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
+    supervisord.kill()
+    supervisord.wait(30)
 
 
 def test_restart_with_no_names_keeps_the_environment_a_program_was_started_with(tmp_path):
@@ -364,23 +369,13 @@ def test_an_orphan_is_found_on_the_ports_it_was_started_with(tmp_path):
     try:
         assert _run("start", "redis", env=env).returncode == 0
         redis_pid = _pid(env, "redis")
-        supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
-        supervisord.kill()
-        supervisord.wait(30)
+        _kill_supervisord(state)
         status = _run("status", "redis", env=other)
         assert status.stdout.split()[1:3] == ["orphan", str(redis_pid)], (status.stdout, status.stderr)
         stop = _run("stop", "redis", env=other)
         assert f"redis: stopped pid {redis_pid}" in stop.stdout, (stop.stdout, stop.stderr)
-        assert not _alive(redis_pid)
+        assert not _runs(redis_pid, "redis-server")
     finally:
         _run("stop", "redis", env=env)
-        if redis_pid and _alive(redis_pid):
+        if redis_pid and _runs(redis_pid, "redis-server"):
             os.kill(redis_pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not: nothing may reap an orphan here)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
