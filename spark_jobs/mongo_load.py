@@ -146,7 +146,10 @@ def review_totals(reviews: DataFrame) -> tuple[int, int]:
     (:func:`product_weight`), so it is the products' review counts each times its weight, which
     :func:`reconcile` compares with MongoDB's. A count alone misses a review counted on the wrong
     product, or one lost beside one counted twice. At most 2^32 per review: 233M reviews fit a long."""
-    row = reviews.agg(F.count("*").alias("n"), F.sum(F.crc32(F.col("product_id"))).alias("sum")).first()
+    # encoded: crc32 of a string is of its raw bytes, and MongoDB gets (and _held weighs) it as
+    # Java decodes it, invalid bytes replaced
+    weight = F.crc32(F.encode(F.col("product_id"), "UTF-8"))
+    row = reviews.agg(F.count("*").alias("n"), F.sum(weight).alias("sum")).first()
     return int(row["n"]), int(row["sum"] or 0)
 
 
@@ -213,7 +216,8 @@ def reconcile(reviews: DataFrame, n_reviews: int, checksum: int, n_products: int
         ids = read_since  # an account deleted while the products were read: compare with it too
     if n != n_products or (erased is None if ids else not exact):
         raise RuntimeError(f"mongo_load: MongoDB holds {total:,} reviews of {n_reviews:,}"
-                           + (" (not on the same products: their checksums differ)" if total == n_reviews else "")
+                           + (" (not on the same products: their checksums differ)"
+                              if total == n_reviews and held_checksum != checksum else "")
                            + (f" ({len(ids):,} accounts deleted meanwhile, each excused only its own reviews)" if ids else "")
                            + f" and {n:,} products of {n_products:,}")
     return {"reviews": total, "products": n, **({"reviews_erased_by_deletions": erased} if ids else {})}
