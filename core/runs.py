@@ -107,12 +107,19 @@ def stage_list(value: str) -> list[str]:
 
 
 def from_repository(pattern: str, root: Path | str = PROJECT_ROOT) -> str:
-    """An input file or glob as load gets it and a run records it: a relative one is taken from the
-    repository, ``root`` (where bin/pipeline runs the jobs, and did before it made --input absolute;
-    the DAG passes its APP_ROOT, which is the repository too, but may be set where the DAG folder
-    is elsewhere), with ``.`` and ``..`` resolved, so that bin/pipeline --resume compares the inputs
-    a run recorded with the ones it is given however either was written. A URI is left as it is."""
-    return pattern if "://" in pattern else os.path.normpath(os.path.join(str(root), pattern))
+    """An input file or glob as load gets it: a relative one is taken from the repository, ``root``
+    (where bin/pipeline runs the jobs, and did before it made --input absolute; the DAG passes its
+    APP_ROOT, which is the repository too, but may be set where the DAG folder is elsewhere). A URI
+    and an absolute path are left as they are: resolving ``..`` lexically would change what a path
+    through a symlink names."""
+    return pattern if "://" in pattern else os.path.join(str(root), pattern)
+
+
+def same_input(pattern: str) -> str:
+    """An input as bin/pipeline --resume compares the ones a run recorded with the ones it is
+    given, however either was written: :func:`from_repository`, with ``.`` and ``..`` resolved
+    (bin/pipeline prefixes the caller's directory as it is)."""
+    return pattern if "://" in pattern else os.path.normpath(from_repository(pattern))
 
 
 def forced_stages(named: list[str]) -> list[str]:

@@ -65,7 +65,8 @@ get ``--force`` and redo what their ledgers say is done, as ``bin/pipeline --rer
 arguments are built in recommender/params.py. The ``load`` task records ``engine``,
 ``force_publish`` and ``rerun`` where bin/pipeline records its flags (``$DATA_DIR/runs/<run
 id>/pipeline.json``, core.runs.record_options) before it submits load, so ``bin/pipeline --resume
-<run id>`` of a DAG run restores them.
+<run id>`` of a DAG run restores them (on its first try only: a retry keeps what a resume by hand
+recorded since).
 
 A Spark task whose job exits with core.runs.EXIT_PERMANENT (bad arguments, an input that matches no
 file, a model version that is gone: retrying cannot fix it) fails at once, without its retries

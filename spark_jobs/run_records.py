@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core import storage
-from core.runs import (OPTIONS, forced_stages, from_repository, model_version, read_record, record_options,
+from core.runs import (OPTIONS, forced_stages, model_version, read_record, record_options, same_input,
                        run_folder, stage_list, succeeded)
 from core.settings import get_settings
 from spark_jobs import units
@@ -94,7 +94,7 @@ def version(run_id: str) -> str:
 def inputs(run_id: str, given: list[str], removing: bool = False) -> list[str]:
     """The inputs a resume of this run loads: those its load recorded (when it started, failed or
     finished; spark_jobs/load.py), never the demo default. ``given`` (the resume's --input) must
-    name the same ones (compared as core.runs.from_repository: absolute and normalised, as
+    name the same ones (compared as core.runs.same_input: absolute and normalised, as
     bin/pipeline prefixes the caller's directory as is), and is required when load recorded
     none, unless the resume only removes files (``removing``: a run that stopped before load
     recorded anything, resumed with --remove)."""
@@ -104,7 +104,7 @@ def inputs(run_id: str, given: list[str], removing: bool = False) -> list[str]:
             return given
         raise SystemExit(f"pipeline: load recorded no inputs in run {run_id}: resume it with the --input "
                          f"it was started with (--input FILE_OR_GLOB, repeatable)")
-    if given and sorted(map(from_repository, given)) != sorted(map(from_repository, recorded)):
+    if given and sorted(map(same_input, given)) != sorted(map(same_input, recorded)):
         raise SystemExit(f"pipeline: run {run_id} loads {' '.join(recorded) or 'no input'}, not {' '.join(given)}: "
                          f"resume it without --input, or start a new run for other inputs")
     return recorded

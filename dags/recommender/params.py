@@ -45,8 +45,12 @@ def record_options(run_id: str, params: Mapping[str, Any]) -> None:
     """Record the run's ``engine``, ``force_publish`` and ``rerun`` params as bin/pipeline records its
     flags (core.runs.record_options: ``runs/<run id>/pipeline.json``), so an operator who resumes this
     run with ``bin/pipeline --resume`` gets them back: without ``rerun`` the resume would not force
-    the stages after the one that failed, and they would skip what their ledgers say is done."""
-    runs.record_options(run_id, params["engine"], params["force_publish"], params.get("rerun") or [])
+    the stages after the one that failed, and they would skip what their ledgers say is done.
+
+    Once per run: a retried or cleared load task leaves the record as it is, or it would replace
+    what a resume by hand recorded (``--engine ease`` after a failed train) with the DAG's params."""
+    if runs.read_record(run_id, runs.OPTIONS) is None:
+        runs.record_options(run_id, params["engine"], params["force_publish"], params.get("rerun") or [])
 
 
 def demo_input() -> str:

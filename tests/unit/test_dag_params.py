@@ -26,14 +26,17 @@ def test_load_args_pass_inputs_from_the_repository_and_removals_by_name(params):
         "--input", str(ROOT / "data" / "x.jsonl.gz"), "--input", "/abs/*.json.gz", "--remove", "old.jsonl.gz"]
 
 
-def test_the_dag_hands_load_its_inputs_as_a_resume_compares_them(params):
-    """core.runs.from_repository for both: from the repository, normalised (load records them so)."""
-    from core.runs import from_repository
+def test_the_dag_hands_load_its_inputs_from_the_repository_as_given(params):
+    """A relative input is taken from the repository; nothing else changes: a lexically resolved
+    ``..`` after a symlink names another place (``/x/current/../archive`` is not ``/x/archive``
+    when ``current`` links elsewhere). A resume compares them resolved (core.runs.same_input)."""
+    from core.runs import same_input
 
-    given = ["./data/demo/../demo/x.jsonl.gz", "/abs/./in/*.json.gz", "s3a://b/./c.json"]
-    assert params.load_args({"inputs": given}) == ["--input", str(ROOT / "data" / "demo" / "x.jsonl.gz"),
-                                                   "--input", "/abs/in/*.json.gz", "--input", "s3a://b/./c.json"]
-    assert params.load_args({"inputs": given})[1::2] == [from_repository(path) for path in given]
+    given = ["./data/demo/../demo/x.jsonl.gz", "/abs/current/../in/*.json.gz", "s3a://b/./c.json"]
+    assert params.load_args({"inputs": given}) == ["--input", str(ROOT) + "/./data/demo/../demo/x.jsonl.gz",
+                                                   "--input", "/abs/current/../in/*.json.gz", "--input", "s3a://b/./c.json"]
+    assert [same_input(path) for path in params.load_args({"inputs": given})[1::2]] == [
+        str(ROOT / "data" / "demo" / "x.jsonl.gz"), "/abs/in/*.json.gz", "s3a://b/./c.json"]
 
 
 @pytest.mark.parametrize("given, args", [
@@ -93,6 +96,26 @@ def test_bin_pipeline_resumes_a_dag_run_with_its_params(params, tmp_path, monkey
         assert run_records.start(safe, resume=True) == ("ease", True, ["clean", "mongo_load"])
         params.record_options("scheduled__2026-12-05T00:00:00+00:00", {"engine": "auto", "force_publish": False})
         assert run_records.start("scheduled__2026-12-05T00-00-00-00-00", resume=True) == ("auto", False, [])
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_retried_load_task_keeps_the_options_a_resume_by_hand_recorded(params, tmp_path, monkeypatch):
+    """The load task recorded the DAG's params on every try: a retry (or a cleared task) after a
+    resume by hand with --engine ease wrote the DAG's engine back, and the next resume used it."""
+    from core.settings import get_settings
+    from spark_jobs import reconcile, run_records
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("core.mongo.record_pipeline_run", lambda *args, **kwargs: None)
+    get_settings.cache_clear()
+    try:
+        run_id, dag_params = "manual__2026-12-05T11:00:00+00:00", {"engine": "spark", "force_publish": False}
+        params.record_options(run_id, dag_params)  # the load task's first try
+        reconcile.write_record(run_id, "load", {"status": "failed", "inputs": []})
+        assert run_records.start(run_id, resume=True, engine="ease") == ("ease", False, [])  # by hand
+        params.record_options(run_id, dag_params)  # the load task cleared, or retried, in Airflow
+        assert run_records.start(run_id, resume=True) == ("ease", False, [])
     finally:
         get_settings.cache_clear()
 
