@@ -50,6 +50,7 @@ from kafka_workers.process import STATUSES, Outcome, handle
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0
 TOPIC_CHECK_S = 1.0  # how often the loop looks whether its topic exists (for /readyz)
+TOPIC_REFRESH_S = 30.0  # how often it asks for fresh metadata while the topic exists (a deleted one is seen)
 COMMIT_TIMEOUT_MS = 5000
 
 
@@ -135,28 +136,47 @@ def last_broker_contact(consumer: KafkaConsumer) -> float | None:
     return float(last) if isinstance(last, (int, float)) and last > 0 else None
 
 
-def topic_exists(consumer: KafkaConsumer, topic: str) -> bool:
-    """Whether ``topic``, the one the worker subscribes to, exists (for /readyz): at once while this
-    member has partitions of it; else from the cluster's metadata (``partitions_for_topic``: the
-    consumer's cache, or one metadata request while the topic is not in it). A member without
-    partitions is no sign by itself: a group with more members than partitions leaves some idle.
+def topic_exists(consumer: KafkaConsumer, topic: str, asked_ms: float) -> bool | None:
+    """Whether ``topic``, the one the worker subscribes to, exists (for /readyz), from the consumer's
+    metadata cache, never waiting: True while it lists partitions of the topic; False when a
+    refresh that ended after ``asked_ms`` (wall time of the last :func:`_check_topic` request) does
+    not list it; None while that is not known.
 
     A worker subscribed to a missing topic joins its group and heartbeats, consuming nothing: it
-    counted as ready while the broker answered. Call it from the consume loop only (kafka-python's consumer is not
-    thread-safe), while the broker answers: the metadata request waits for an answer. The request
-    also brings a topic created since into the consumer's metadata, whose rebalance then assigns it
-    at once rather than at the next refresh (``metadata_max_age_ms``, 5 minutes)."""
-    return bool(consumer.assignment()) or bool(consumer.partitions_for_topic(topic))
+    counted as ready while the broker answered. The cache decides, not the assignment: a member
+    keeps its partitions of a deleted topic until the group's leader rebalances. kafka-python's
+    ``partitions_for_topic`` would ask the broker, and wait for it without a limit: a broker down
+    then froze the consume loop (and SIGTERM) for as long. So this reads its cache (kafka-python
+    2.x ``_client.cluster``; a unit test holds it to the pinned version); a missing attribute reads
+    as not known, i.e. not ready, never as ready."""
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    if cluster is None:
+        return None
+    if cluster.partitions_for_topic(topic):
+        return True
+    return False if getattr(cluster, "_last_successful_refresh_ms", 0) > asked_ms else None
 
 
-def _check_topic(consumer: KafkaConsumer, topic: str) -> None:
-    """Tell /readyz whether the topic exists (:func:`topic_exists`); logged when that changes."""
-    exists = topic_exists(consumer, topic)
-    was = metrics.topic_checked(topic, exists)
-    if not exists and was is not False:
-        log.error("topic %s does not exist: this worker consumes nothing until it does (/readyz: no-topic)", topic)
-    elif exists and was is False:
-        log.info("topic %s exists now", topic)
+def _check_topic(consumer: KafkaConsumer, topic: str, asked_ms: float) -> float:
+    """Tell /readyz whether the topic exists (:func:`topic_exists`), logged when that changes, and
+    ask for fresh metadata when the last request was answered: at once while the topic is missing
+    (a topic made since is assigned within seconds, not at the next refresh, ``metadata_max_age_ms``:
+    5 minutes), every ``TOPIC_REFRESH_S`` while it exists (one small request: a deleted topic is
+    seen). The request goes out with the next poll; nothing here waits. Returns when it last asked."""
+    exists = topic_exists(consumer, topic, asked_ms)
+    if exists is not None:
+        was = metrics.topic_checked(topic, exists)
+        if not exists and was is not False:
+            log.error("topic %s does not exist: this worker consumes nothing until it does (/readyz: no-topic)", topic)
+        elif exists and was is False:
+            log.info("topic %s exists now", topic)
+    now_ms = time.time() * 1000
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    if cluster is not None and getattr(cluster, "_last_successful_refresh_ms", 0) > asked_ms and (
+            exists is False or now_ms - asked_ms >= TOPIC_REFRESH_S * 1000):
+        cluster.request_update()
+        return now_ms
+    return asked_ms
 
 
 class Stats:
@@ -457,13 +477,12 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     metrics.topic_checked(topic, None)
     budget_s = max_poll_interval_ms() / 1000 / 2
     log.info("worker %s consuming %s as group %s (model %s)", name, topic, group_id(), holder.version)
-    committed_at, idle, topic_checked_at = time.monotonic(), True, 0.0
+    committed_at, idle, topic_checked_at, topic_asked_ms = time.monotonic(), True, 0.0, 0.0
     try:
         while not stop.is_set():
             metrics.loop_turned()
-            if time.monotonic() - topic_checked_at >= TOPIC_CHECK_S and metrics.broker_connected():
-                _check_topic(consumer, topic)
-                topic_checked_at = time.monotonic()
+            if time.monotonic() - topic_checked_at >= TOPIC_CHECK_S:
+                topic_asked_ms, topic_checked_at = _check_topic(consumer, topic, topic_asked_ms), time.monotonic()
             if holder.refresh():  # the pipeline publishes after its reload: likely a new catalog generation
                 threading.Thread(target=remember_catalog, name="remember-catalog", daemon=True).start()
             if (pending or tail) and (idle or time.monotonic() - committed_at >= commit_every_s()):

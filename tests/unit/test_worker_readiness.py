@@ -88,12 +88,62 @@ def test_not_ready_while_the_topic_does_not_exist_though_the_broker_answers(brok
     assert metrics.topic_checked("ratings", True) is None  # what was known before
 
 
-def test_a_member_without_partitions_has_a_topic_only_if_the_cluster_knows_it():
-    """More members than partitions leave some idle: no assignment alone is no missing topic."""
-    def consumer(assigned, partitions):
-        return type("Consumer", (), {"assignment": lambda self: set(assigned),
-                                     "partitions_for_topic": lambda self, topic: set(partitions)})()
+class _Cluster:
+    """kafka-python's metadata cache as topic_exists reads it (a unit test below holds the names)."""
 
-    assert topic_exists(consumer({("ratings", 0)}, []), "ratings")  # assigned: no metadata looked at
-    assert topic_exists(consumer([], [0, 1]), "ratings")  # idle member of a topic that exists
-    assert not topic_exists(consumer([], []), "ratings")  # kafka-python: set() for a missing topic
+    def __init__(self, partitions, refreshed_ms):
+        self.partitions, self._last_successful_refresh_ms, self.asked = partitions, refreshed_ms, 0
+
+    def partitions_for_topic(self, topic):
+        return self.partitions.get(topic)  # None: not in the metadata
+
+    def request_update(self):
+        self.asked += 1
+
+
+def _consumer(cluster, assigned=()):
+    def blocking(self, topic):
+        raise AssertionError("asked the broker and waited: a broker down froze the consume loop")
+    return type("Consumer", (), {"_client": type("Client", (), {"cluster": cluster})(),
+                                 "assignment": lambda self: set(assigned), "partitions_for_topic": blocking,
+                                 "topics": blocking})()
+
+
+def test_the_topic_is_read_from_the_metadata_cache_never_waited_for():
+    """More members than partitions leave some idle (no assignment alone is no missing topic); a
+    member keeps its partitions of a deleted topic until the leader rebalances (an assignment is no
+    sign that it exists); and the broker is never waited for (kafka-python's partitions_for_topic
+    waits without a limit: a broker down froze the loop, and SIGTERM)."""
+    assert topic_exists(_consumer(_Cluster({"ratings": {0, 1}}, 5.0)), "ratings", 0.0) is True  # idle member
+    deleted = _Cluster({}, 5.0)
+    assert topic_exists(_consumer(deleted, assigned={("ratings", 0)}), "ratings", 0.0) is False
+    assert topic_exists(_consumer(_Cluster({}, 5.0)), "ratings", 9.0) is None  # not refreshed since asked
+    assert topic_exists(type("Consumer", (), {})(), "ratings", 0.0) is None  # another kafka-python: not known
+
+
+def test_the_loop_asks_for_metadata_once_answered_at_once_while_missing_else_now_and_then(monkeypatch):
+    from kafka_workers import worker
+
+    missing = _Cluster({}, 5.0)
+    asked = worker._check_topic(_consumer(missing), "ratings", 0.0)
+    assert missing.asked == 1 and asked > 5.0  # answered since: ask again, at once
+    assert worker._check_topic(_consumer(missing), "ratings", asked) == asked and missing.asked == 1  # in flight
+    present = _Cluster({"ratings": {0}}, 5.0)
+    now_ms = __import__("time").time() * 1000
+    assert worker._check_topic(_consumer(present), "ratings", now_ms - 1000) == now_ms - 1000 and present.asked == 0
+    assert worker._check_topic(_consumer(present), "ratings", 1.0) > 5.0 and present.asked == 1  # TOPIC_REFRESH_S on
+    metrics.topic_checked("ratings", None)
+
+
+def test_kafka_python_keeps_the_metadata_cache_where_topic_exists_reads_it():
+    import inspect
+
+    from kafka import KafkaConsumer
+    from kafka.cluster import ClusterMetadata
+
+    cluster = ClusterMetadata()
+    assert cluster._last_successful_refresh_ms == 0 and cluster.partitions_for_topic("ratings") is None
+    assert callable(cluster.request_update)
+    assert "self._client = " in inspect.getsource(KafkaConsumer.__init__)
+    assert ".cluster" in inspect.getsource(KafkaConsumer.partitions_for_topic)
+
