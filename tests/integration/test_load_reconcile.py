@@ -60,9 +60,15 @@ def test_a_review_counted_on_the_wrong_product_is_seen_though_the_total_adds_up(
 
     from spark_jobs.mongo_load import product_weight
 
+    from pyspark.sql import functions as F
+
     odd = ["B00\u00e9\u4e2d\U0001f600", "p0"]  # Spark's crc32 of a string is zlib's of its UTF-8
     assert review_totals(spark.createDataFrame([("u", p) for p in odd], "user_id string, product_id string")) == (
         2, sum(map(product_weight, odd)))
+    # a string with an invalid UTF-8 byte reaches MongoDB (and _held) with it replaced, as Java decodes it
+    invalid = spark.range(1).select(F.lit("u").alias("user_id"), F.unhex(F.lit("42ff00c3")).cast("string").alias("product_id"))
+    stored = invalid.first()["product_id"]
+    assert "\ufffd" in stored and review_totals(invalid) == (1, product_weight(stored))
     reviews = spark.createDataFrame(ROWS, "user_id string, product_id string")
     loaded, started = review_totals(reviews), time.time()
     _held(own_db, {"p0": 3, "p1": 1, "p2": 2, "p3": 4})  # one of p1's counted on p0
