@@ -20,7 +20,9 @@ def test_a_one_shot_service_creates_the_topics_once_kafka_answers():
     topics = services["topics"]
     assert "kafka_io.ensure_topics()" in " ".join(topics["command"])
     assert topics["depends_on"] == {"kafka": {"condition": "service_healthy"}}
-    assert topics["restart"] == "on-failure"  # a one-shot: "unless-stopped" would run it for ever
+    # a one-shot: "unless-stopped" would run it for ever; plain "on-failure" kept a lasting failure
+    # restarting, and `docker compose up` waited for its completion for ever, saying nothing
+    assert topics["restart"] == "on-failure:5"
 
 
 def test_everything_that_publishes_or_consumes_waits_for_the_topics():
