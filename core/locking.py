@@ -5,6 +5,10 @@ workers, Celery's re-scoring, a replay after a reload), so two of them never int
 read-modify-replace of one user's documents. A worker's batch takes its users' locks in the same
 insert that claims its events (``core.cancellation.claim_batch``), with :func:`lock_doc`.
 
+Every other holder that writes what it read under a named lock holds it with :func:`fenced_lock`
+(a product's review pages and counts, a search key, a collection's pointer): a fence before each
+write stops one that stalled past ``LOCK_STALE_S`` while the lock was taken over.
+
 A batch job holds the one batch lock for as long as it runs (``spark_jobs.common.batch_lock``):
 a :func:`lease`, renewed from a thread, that expires when its holder dies.
 """
@@ -54,8 +58,18 @@ def writer_lock_name(user_id: str) -> str:
 def writer_lock(user_id: str, db: Database | None = None) -> Iterator[Callable[[], None]]:
     """Hold ``user_id``'s writer lock (:func:`writer_lock_name`) around a change of their history or
     list; yields the lock's fence, to call just before each write (:func:`fence`)."""
-    name, taken_at = writer_lock_name(user_id), time.monotonic()
-    with named_lock(name, db=db) as token:
+    with fenced_lock(writer_lock_name(user_id), db=db) as check:
+        yield check
+
+
+@contextmanager
+def fenced_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> Iterator[Callable[[], None]]:
+    """Hold the named lock ``name`` (:func:`named_lock`) around a read and the writes computed from
+    it; yields the lock's fence, to call just before each write (:func:`fence`). Every holder that
+    writes what it read under a lock holds it this way: one stalled past ``LOCK_STALE_S`` while
+    another took the lock over would otherwise write over the newer holder's writes."""
+    taken_at = time.monotonic()  # before the lock document's ``at``: its age is never underestimated
+    with named_lock(name, db=db, wait_s=wait_s) as token:
         yield fence([name], token, taken_at, db=db)
 
 
@@ -284,18 +298,21 @@ def renewing(renew: Callable[[], bool | None], period_s: float, name: str) -> It
         renewer.join()
 
 
-def take_locks(names: Iterable[str], token: str, db: Database | None = None, wait_s: float = 30.0) -> None:
+def take_locks(names: Iterable[str], token: str, db: Database | None = None,
+               wait_s: float = 30.0) -> Callable[[], None]:
     """Take the locks ``names`` under ``token`` (given back by :func:`release_locks`): one
     ``insert_many``; when another writer holds some of them, everything taken is given back and the
     names are taken one at a time in sorted order, so two such callers never wait on each other in
-    a circle."""
+    a circle. Returns the locks' fence, to call just before each write under them (:func:`fence`)."""
     db = db if db is not None else mongo.get_db()
     names = sorted(set(names))
+    taken_at = time.monotonic()  # before every lock document's ``at``
+    check = fence(names, token, taken_at, db=db)
     if not names:
-        return
+        return check
     now = time.time()
     if not mongo.insert_new(db[mongo.LOCKS], [lock_doc(n, token, now) for n in names]):
-        return
+        return check
     release_locks(names, token, db=db)
     deadline, taken = time.monotonic() + wait_s, []
     try:
@@ -305,6 +322,7 @@ def take_locks(names: Iterable[str], token: str, db: Database | None = None, wai
     except BaseException:
         release_locks(taken, token, db=db)
         raise
+    return check
 
 
 def release_locks(names: Iterable[str], token: str, db: Database | None = None) -> None:

@@ -41,7 +41,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReplaceOne, UpdateMany
@@ -261,28 +261,37 @@ def replace_collection_start(name: str, db: Database | None = None) -> str:
     load that died is dropped here.
     """
     db = db if db is not None else get_db()
-    with _pointer_lock(name, db):
+    with _pointer_lock(name, db) as fence:
         pointer = raw_collection(db, POINTERS).find_one({"_id": name}) or {}
+        fence()
         if pointer.get("staging"):
             db.drop_collection(pointer["staging"])
         db.drop_collection(f"{name}__staging")  # the staging name of the drop-and-rename swap
         staging = f"{name}__g{time.time_ns() // 1_000_000}"
         db.create_collection(staging)
+        try:
+            fence()
+        except Exception:  # not to be pointed at (the lock lost: core.locking.LeaseLost): nor left behind
+            db.drop_collection(staging)
+            raise
         raw_collection(db, POINTERS).update_one({"_id": name}, {"$set": {"staging": staging}}, upsert=True)
     return staging
 
 
 @contextmanager
-def _pointer_lock(name: str, db: Database) -> Iterator[None]:
+def _pointer_lock(name: str, db: Database) -> Iterator[Callable[[], None]]:
     """The pointer's read, check and write in one step, against another start or finish of the same
     collection (normally kept apart by the batch lock: this holds when it did not, e.g. a job that
     lost its lease still running). A filtered update is no such step on FerretDB v1, which runs it
     as a read, then a write: a start's write landing between the two was overwritten (reviewed:
-    37 of 400 races). Inserting a lock document by ``_id`` is (core.locking.named_lock)."""
+    37 of 400 races). Inserting a lock document by ``_id`` is (core.locking.named_lock). Yields
+    the lock's fence (core.locking.fenced_lock), called before each write: a holder stalled past
+    the lock's lease while another start or finish took it over raises ``LeaseLost`` instead of
+    writing what it read before (a stalled start overwrote the newer start's ``staging``)."""
     from core import locking  # here: core.locking imports this module
 
-    with locking.named_lock(f"pointer:{name}", db=db, wait_s=120.0):
-        yield
+    with locking.fenced_lock(f"pointer:{name}", db=db, wait_s=120.0) as fence:
+        yield fence
 
 
 def replace_collection_finish(name: str, db: Database | None = None, staging: str | None = None) -> str:
@@ -306,10 +315,11 @@ def replace_collection_finish(name: str, db: Database | None = None, staging: st
         raise _replaced(name, staging, pointer)
     for keys in _INDEXES.get(name, []):
         raw_collection(db, staging).create_index(keys)
-    with _pointer_lock(name, db):
+    with _pointer_lock(name, db) as fence:
         pointer = pointers.find_one({"_id": name}) or {}
         previous = pointer.get("physical") or name
         now = time.time()
+        fence()
         # conditional as well: a start that does not take the lock (an older version) is refused too
         switched = pointers.update_one({"_id": name, "staging": staging},
                                        {"$set": {"physical": staging, "staging": None, "switched_at": now}})

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from pymongo.database import Database
 
@@ -155,9 +155,13 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
     document after the pages it was read with, and write pages with them again); the pages are written
     first, so a deletion interrupted in between leaves the counts as they were until the reload.
     The pages hold a product's 500 most helpful reviews: a review beyond them (a product with more)
-    stays counted until the reload.
+    stays counted until the reload. Each write is fenced (core.locking.fenced_lock): a deletion
+    stalled past the lock's lease while another took the lock over raises ``LeaseLost`` instead of
+    writing pages or counts from its old read (a review the other one removed came back); it is
+    safe mid-way, as the erasure is idempotent and its callers run it again (the worker retries
+    the ``delete_account`` event; the site answers an error, the account still there to delete).
     """
-    with locking.named_lock(f"product:{product_id}", db=db):
+    with locking.fenced_lock(f"product:{product_id}", db=db) as fence:
         mine: list[dict[str, Any]] = []
         others: list[dict[str, Any]] = []  # every other review on the pages, in page order
         pages, page, n_pages = 0, 1, 1
@@ -171,12 +175,13 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
             others.extend(kept)
             if len(kept) != len(items):
                 mine.extend(r for r in items if r.get("user_id") == user_id)
+                fence()
                 db[mongo.PRODUCT_REVIEWS].update_one({"_id": doc["_id"]}, {"$set": {"items": kept}})
                 pages += 1
             page += 1
         if not mine and not indexed:
             return pages, 0, set()
-        changed = bool(mine) and _subtract_reviews(product_id, user_id, mine, others, db)
+        changed = bool(mine) and _subtract_reviews(product_id, user_id, mine, others, db, fence)
     still_said = {w for r in others for w in search.words(r.get("summary") or "")}
     theirs = [str(r.get("summary") or "") for r in mine] + list(indexed)
     gone = {w for text in theirs for w in search.words(text)} - still_said
@@ -184,7 +189,7 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
 
 
 def _subtract_reviews(product_id: str, user_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]],
-                      db: Database) -> bool:
+                      db: Database, fence: Callable[[], None]) -> bool:
     """The product's document without ``user_id``'s reviews ``mine``, as the load would write it
     without them: count, histogram and average (rounded as Spark rounds), and, when its quoted
     summary was one of theirs, the next most helpful one of ``others`` and the generated title made
@@ -200,7 +205,8 @@ def _subtract_reviews(product_id: str, user_id: str, mine: list[dict[str, Any]],
     document's current stamp are not subtracted again; a review only the load's pages hold (more
     of the account's reviews than the previous pages) still is. A record of another stamp was made
     on a document the load has replaced since, which counts every review again: it is replaced.
-    Called under the product's lock (:func:`_erase_reviews`), which the record shares. The next
+    Called under the product's lock (:func:`_erase_reviews`), which the record shares; ``fence``
+    is the lock's (``core.locking.fence``), called before each write. The next
     load's eraser deletes the records (:func:`forget_count_erasures`).
     """
     doc = db[mongo.PRODUCTS].find_one({"_id": product_id}, _PRODUCT_FIELDS)
@@ -235,9 +241,11 @@ def _subtract_reviews(product_id: str, user_id: str, mine: list[dict[str, Any]],
                                                      fields["sample_summary"])
     if not fields:
         return False
+    fence()
     db[mongo.PRODUCTS].update_one({"_id": product_id}, {"$set": fields})
     if counted:
         reviews = [{"r": r, "t": t} for r, t in done + [_identity(r) for r in counted]]
+        fence()
         db[mongo.COUNT_ERASURES].replace_one({"_id": key}, {"_id": key, "stamp": stamp, "reviews": reviews,
                                                             "at": time.time()}, upsert=True)
     return True
@@ -284,13 +292,14 @@ def _unlist_words(unlist: dict[str, set[str]], db: Database) -> int:
 
     The keys' locks are taken at once (core.locking.take_locks: one insert), so two deletions
     never rewrite one key from the same read; the keys are read by ``_id`` in one ``$in`` per
-    1,000 and written back by ``_id``.
+    1,000 and written back by ``_id``, each write fenced (core.locking.fence: ``LeaseLost``, nothing
+    written, when a stall let another deletion take the keys over).
     """
     if not unlist:
         return 0
     names = {key: f"search:{key}" for key in unlist}
     token = uuid.uuid4().hex
-    locking.take_locks(names.values(), token, db=db)
+    fence = locking.take_locks(names.values(), token, db=db)
     try:
         removed, rewritten, emptied = 0, [], []
         for key, doc in mongo.find_by_ids(mongo.SEARCH_INDEX, list(unlist), db=db).items():
@@ -301,8 +310,10 @@ def _unlist_words(unlist: dict[str, set[str]], db: Database) -> int:
             elif n:
                 rewritten.append(new)
         if rewritten:
+            fence()
             mongo.bulk_upsert(mongo.SEARCH_INDEX, rewritten, db=db)
         if emptied:
+            fence()
             db[mongo.SEARCH_INDEX].delete_many({"_id": {"$in": emptied}})
     finally:
         locking.release_locks(names.values(), token, db=db)

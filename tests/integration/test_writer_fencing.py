@@ -1,6 +1,8 @@
 """A writer of a user's history or list that stalls past its lock's lease (``LOCK_STALE_S``) while
 another writer takes the lock over must not write afterwards: what it computed from its read would
-replace the newer writer's history or list (core.locking.still_held).
+replace the newer writer's history or list (core.locking.still_held). The same for the other
+named locks' holders (core.locking.fenced_lock): an account deletion's product and search keys, a
+reload's pointer.
 
 Real servers and real writers; only the timing is injected: the lease is shortened (no test waits
 10 s) and the stalled writer waits, at a point between its read and its write, until the other
@@ -124,3 +126,83 @@ def test_a_stalled_batch_does_not_overwrite_the_history_of_the_writer_that_took_
     assert [type(e) for e in errors] == [locking.LeaseLost]
     assert handle_event(first, None).status == "processed"  # the worker's one-at-a-time retry
     assert set(rating_history.user_ratings(user, db=db)) == {p[0], p[1]}
+
+
+# --- the other named locks: a product's, the search keys', a collection's pointer -------------
+
+@pytest.fixture
+def own_db(monkeypatch, settings, mongo_db):
+    from realtime_support import own_database
+
+    yield from own_database(monkeypatch, settings.mongo_db, "lock_fencing")
+
+
+def _page(pid: str, users: list[str]) -> dict:
+    return {"_id": f"{pid}:1", "pages": 1, "items": [
+        {"user_id": u, "rating": 4.0, "ts": 1.0 + i, "summary": f"{u} words", "helpful_votes": 0}
+        for i, u in enumerate(users)]}
+
+
+def test_a_stalled_deletion_does_not_bring_back_a_review_another_deletion_removed(own_db, short_lease, monkeypatch):
+    """Two accounts' deletions erase their reviews from one product's page (the product's lock,
+    ``core.shopper_controls._erase_reviews``); the first stalls between its read of the page and
+    its write, the second takes the lock over and erases its review. The stalled one must not
+    write its page (with the second account's review) nor its counts; its re-run finishes it."""
+    from pymongo.collection import Collection
+
+    from core import mongo
+    from core.shopper_controls import _erase_reviews
+
+    db = own_db
+    db[mongo.PRODUCTS].insert_one({"_id": "P", "n_reviews": 3, "avg_rating": 4.0, "rating_hist": {"4": 3},
+                                   "sample_summary": ""})
+    db[mongo.PRODUCT_REVIEWS].insert_one(_page("P", ["a", "b", "c"]))
+    stall = Stall()
+    monkeypatch.setattr(Collection, "find_one", stall.wrap(Collection.find_one))  # after its read of the page
+    errors = stall.run(lambda: _erase_reviews("P", "a", db), lambda: _erase_reviews("P", "b", db))
+    users = [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]]
+    assert "b" not in users, "the stalled deletion brought back the review the other one removed"
+    assert [type(e) for e in errors] == [locking.LeaseLost]
+    _erase_reviews("P", "a", db)  # its re-run (the worker's delete_account, the load's eraser)
+    assert [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]] == ["c"]
+    assert db[mongo.PRODUCTS].find_one({"_id": "P"})["n_reviews"] == 1
+
+
+def test_a_stalled_deletion_does_not_bring_back_search_postings_another_deletion_removed(
+        own_db, short_lease, monkeypatch):
+    """Two deletions take their products off one search key (its lock, ``_unlist_words``); the
+    first stalls between its read of the key and its write."""
+    from core import mongo, search
+    from core.shopper_controls import _unlist_words
+
+    db = own_db
+    ids = ["P1", "P2", "P3"]
+    db[mongo.SEARCH_INDEX].insert_one({"_id": "word", "n": 3, "ids": " ".join(ids), "tiers": search.REVIEW * 3,
+                                       "ranks": "0 1 2", "cats": ["c"], "cat": "0 0 0"})
+    stall = Stall()
+    monkeypatch.setattr(mongo, "find_by_ids", stall.wrap(mongo.find_by_ids))
+    errors = stall.run(lambda: _unlist_words({"word": {"P1"}}, db), lambda: _unlist_words({"word": {"P2"}}, db))
+    assert "P2" not in db[mongo.SEARCH_INDEX].find_one({"_id": "word"})["ids"].split(), \
+        "the stalled deletion brought back the posting the other one removed"
+    assert [type(e) for e in errors] == [locking.LeaseLost]
+    _unlist_words({"word": {"P1"}}, db)
+    assert db[mongo.SEARCH_INDEX].find_one({"_id": "word"})["ids"] == "P3"
+
+
+def test_a_stalled_reload_start_does_not_overwrite_a_newer_start(own_db, short_lease, monkeypatch):
+    """Two full reloads of one collection begin (normally kept apart by the batch lock: here one
+    lost it while stalled); the first stalls between its read of the pointer and its write. The
+    newer start's generation must stay the one being loaded, and the stalled one's is not left."""
+    from core import mongo
+
+    db = own_db
+    stall = Stall()
+    monkeypatch.setattr(db, "drop_collection", stall.wrap(db.drop_collection, after=False))
+    started = []
+    errors = stall.run(lambda: started.append(mongo.replace_collection_start("things", db=db)),
+                       lambda: started.append(mongo.replace_collection_start("things", db=db)))
+    pointer = mongo.raw_collection(db, mongo.POINTERS).find_one({"_id": "things"})
+    assert pointer["staging"] == started[0], "the stalled start replaced the newer start's generation"
+    assert [type(e) for e in errors] == [locking.LeaseLost]
+    assert [c for c in db.list_collection_names() if c.startswith("things__g")] == [started[0]]
+    assert mongo.replace_collection_finish("things", db=db, staging=started[0]) == started[0]
