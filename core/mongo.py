@@ -87,9 +87,6 @@ DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, state, clai
 EXCLUSIONS = "exclusions"  # {_id: user_id, items: [{p, t}]}: "not interested", never recommended again
 DELETED_USERS = "deleted_users"  # {_id: user_id, deleted_at, counts}: deleted accounts, left out of training
 SEARCH_INDEX = "search_index"  # {_id: "<word or prefix>", ids: "<ranked ids>", ...} (core/search.py)
-# {_id: "<product>|<user>", stamp, reviews: [{r, t}], at}: a deleted account's reviews taken off a
-# product document of one load (core.shopper_controls); the next load's eraser deletes them
-COUNT_ERASURES = "count_erasures"
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000
 ALL = "all"

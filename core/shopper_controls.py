@@ -5,12 +5,12 @@ Taking back a rating is a history change (``core.rating_history.remove_from_hist
 """
 from __future__ import annotations
 
-import time
+import hashlib
 import uuid
-from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable
 
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from core import catalog, locking, mongo, rating_history, search, trending
@@ -135,9 +135,13 @@ def delete_user_data(user_id: str, db: Database | None = None,
     return counts
 
 
-LOAD_STAMP = "load_stamp"  # a product document's field: which write of a load made it (spark_jobs/mongo_load.py)
+LOAD_STAMP = "load_stamp"  # which load wrote a product document and its review pages (spark_jobs/mongo_load.py)
+# A product document's [{a: account (_account), r: [ratings], h: [those of them taken off its histogram]}]:
+# what a deletion took off it by review pages older than it, until its load's pages (_without_reviews)
+ERASED = "erased"
 _PRODUCT_FIELDS = {"n_reviews": 1, "avg_rating": 1, "rating_hist": 1, "sample_summary": 1, "title_generated": 1,
-                   "categories": 1, "category": 1, "brand": 1, LOAD_STAMP: 1}
+                   "categories": 1, "category": 1, "brand": 1, LOAD_STAMP: 1, ERASED: 1}
+_TRIES = 5  # conditional writes a load's writes may miss in a row before a deletion gives up
 
 
 def _erase_reviews(product_id: str, user_id: str, db: Database,
@@ -150,134 +154,186 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
     Under the product's lock (core.locking): two deletions of reviewers of one product would each
     rewrite its pages from the same read, and one reviewer's review would come back. Only the
     reviews found on the pages are subtracted, in the same hold, so a repeated deletion (the
-    worker's ``delete_account`` after the site's) never subtracts them twice, and of those only the
-    ones the product document still counts (:func:`_subtract_reviews`: a load may have written the
-    document after the pages it was read with, and write pages with them again); the pages are written
-    first, so a deletion interrupted in between leaves the counts as they were until the reload.
-    The pages hold a product's 500 most helpful reviews: a review beyond them (a product with more)
-    stays counted until the reload. Each write is fenced (core.locking.fenced_lock): a deletion
-    stalled past the lock's lease while another took the lock over raises ``LeaseLost`` instead of
-    writing pages or counts from its old read (a review the other one removed came back); it is
-    safe mid-way, as the erasure is idempotent and its callers run it again (the worker retries
-    the ``delete_account`` event; the site answers an error, the account still there to delete).
+    worker's ``delete_account`` after the site's) never subtracts them twice (:func:`_subtract_reviews`
+    says how a load's products and pages written at different moments are told apart); the pages
+    are written first, so a deletion interrupted in between leaves the counts as they were until
+    the reload. The pages hold a product's 500 most helpful reviews: a review beyond them (a product
+    with more) stays counted until the reload. Each write is fenced (core.locking.fenced_lock): a
+    deletion stalled past the lock's lease while another took the lock over raises ``LeaseLost``
+    instead of writing pages or counts from its old read (a review the other one removed came
+    back); it is safe mid-way, as the erasure is idempotent and its callers run it again (the
+    worker retries the ``delete_account`` event; the site answers an error, the account still there
+    to delete).
+
+    A load does not take the lock: it writes product documents and pages whenever it gets to them.
+    So the collections are bound once (``db[...]`` follows the live generation, which a full load
+    may switch between a read and a write: the write would land in the other generation), and
+    each write is conditional on the ``LOAD_STAMP`` read with it: a load's write in between makes
+    it miss, and it is computed again from a new read. On MongoDB that closes the window; FerretDB
+    v1 runs a filtered update as a read, then a write, so there it only narrows it.
     """
+    products, review_pages = db[mongo.PRODUCTS], db[mongo.PRODUCT_REVIEWS]  # bound once, see above
     with locking.fenced_lock(f"product:{product_id}", db=db) as fence:
-        mine: list[dict[str, Any]] = []
+        mine: list[tuple[dict[str, Any], Any]] = []  # (review, the stamp of the page it was on)
         others: list[dict[str, Any]] = []  # every other review on the pages, in page order
+        stamps: set[Any] = set()  # of the pages read
         pages, page, n_pages = 0, 1, 1
         while page <= n_pages:
-            doc = db[mongo.PRODUCT_REVIEWS].find_one({"_id": f"{product_id}:{page}"})
+            doc, removed = _take_off_page(review_pages, f"{product_id}:{page}", user_id, fence)
             if not doc:
                 break
             n_pages = int(doc.get("pages") or 1)
-            items = doc.get("items") or []
-            kept = [r for r in items if r.get("user_id") != user_id]
-            others.extend(kept)
-            if len(kept) != len(items):
-                mine.extend(r for r in items if r.get("user_id") == user_id)
-                fence()
-                db[mongo.PRODUCT_REVIEWS].update_one({"_id": doc["_id"]}, {"$set": {"items": kept}})
-                pages += 1
+            stamps.add(doc.get(LOAD_STAMP))
+            others.extend(doc["items"])
+            mine.extend((r, doc.get(LOAD_STAMP)) for r in removed)
+            pages += bool(removed)
             page += 1
         if not mine and not indexed:
             return pages, 0, set()
-        changed = bool(mine) and _subtract_reviews(product_id, user_id, mine, others, db, fence)
+        changed = _subtract_reviews(product_id, user_id, mine, others, stamps, products, fence)
     still_said = {w for r in others for w in search.words(r.get("summary") or "")}
-    theirs = [str(r.get("summary") or "") for r in mine] + list(indexed)
+    theirs = [str(r.get("summary") or "") for r, _ in mine] + list(indexed)
     gone = {w for text in theirs for w in search.words(text)} - still_said
     return pages, int(changed), gone
 
 
-def _subtract_reviews(product_id: str, user_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]],
-                      db: Database, fence: Callable[[], None]) -> bool:
-    """The product's document without ``user_id``'s reviews ``mine``, as the load would write it
-    without them: count, histogram and average (rounded as Spark rounds), and, when its quoted
-    summary was one of theirs, the next most helpful one of ``others`` and the generated title made
-    from it (core.catalog: the load's own rule). False when there is no product document, or
-    nothing in it changed.
+def _take_off_page(review_pages: Collection, page_id: str, user_id: str,
+                   fence: Callable[[], None]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The page ``page_id`` without ``user_id``'s reviews (None: no such page), and the reviews
+    taken off it; written only when it held some, conditional on the page's ``LOAD_STAMP``: a
+    load's write of the page since the read (its reviews as the load has them) is read again."""
+    for _try in range(_TRIES):
+        doc = review_pages.find_one({"_id": page_id})
+        if not doc:
+            return None, []
+        items = doc.get("items") or []
+        kept = [r for r in items if r.get("user_id") != user_id]
+        removed = [r for r in items if r.get("user_id") == user_id]
+        if not removed:
+            return {**doc, "items": kept}, []
+        fence()
+        if review_pages.update_one({"_id": page_id, LOAD_STAMP: doc.get(LOAD_STAMP)},
+                                   {"$set": {"items": kept}}).matched_count:
+            return {**doc, "items": kept}, removed
+    raise RuntimeError(f"review page {page_id}: rewritten by a load {_TRIES} times while a deletion read it; "
+                       "the deletion is idempotent: run it again")
 
-    Only the reviews this document still counts are subtracted. The pages they were found on are
-    not always the pages that go live with the document: a load writes the products, then the pages,
-    so an account deleted in between is taken off the load's product by the previous pages, and the
-    load's eraser then finds the account's reviews again on the load's pages. So each subtraction
-    is recorded (``mongo.COUNT_ERASURES``, one document per product and account: the reviews by
-    rating and time, and the document's ``LOAD_STAMP``), and the reviews recorded against the
-    document's current stamp are not subtracted again; a review only the load's pages hold (more
-    of the account's reviews than the previous pages) still is. A record of another stamp was made
-    on a document the load has replaced since, which counts every review again: it is replaced.
-    Called under the product's lock (:func:`_erase_reviews`), which the record shares; ``fence``
-    is the lock's (``core.locking.fence``), called before each write. The next
-    load's eraser deletes the records (:func:`forget_count_erasures`).
+
+def _subtract_reviews(product_id: str, user_id: str, mine: list[tuple[dict[str, Any], Any]],
+                      others: list[dict[str, Any]], stamps: set[Any], products: Collection,
+                      fence: Callable[[], None]) -> bool:
+    """Write the product's document without ``user_id``'s reviews ``mine`` (each with the
+    ``LOAD_STAMP`` of the page it was on; ``stamps``: of every page read), conditional on the
+    document's stamp as read (:func:`_erase_reviews`), read and computed again when a load wrote it
+    since. False when there is no product document, or nothing in it changed."""
+    for _try in range(_TRIES):
+        doc = products.find_one({"_id": product_id}, _PRODUCT_FIELDS)
+        if not doc:
+            return False
+        update = _without_reviews(doc, user_id, mine, others, stamps)
+        if not update:
+            return False
+        fence()
+        if products.update_one({"_id": product_id, LOAD_STAMP: doc.get(LOAD_STAMP)}, update).matched_count:
+            return True
+    raise RuntimeError(f"product {product_id}: rewritten by a load {_TRIES} times while a deletion read it; "
+                       "the deletion is idempotent: run it again")
+
+
+def _without_reviews(doc: dict[str, Any], user_id: str, mine: list[tuple[dict[str, Any], Any]],
+                     others: list[dict[str, Any]], stamps: set[Any]) -> dict[str, Any] | None:
+    """The update of product document ``doc`` that takes ``user_id``'s reviews ``mine`` off it, as
+    the load would write it without them: count, histogram and average (rounded as Spark rounds),
+    and, when its quoted summary was one of theirs, the next most helpful one of ``others`` and the
+    generated title made from it (core.catalog: the load's own rule). None: nothing to change.
+
+    A load writes the product documents, then the review pages, both with its ``LOAD_STAMP``, then
+    erases again every account deleted meanwhile (spark_jobs/mongo_load.py). The pages a deletion
+    read are normally of the document's own write (the same stamp, or a page from before pages
+    carried one): the document counts exactly the reviews they hold. Pages with an older stamp
+    than the document's were read while a load was between its products and its pages: the
+    document counts the account's reviews as the load read them, and the load's pages will hold
+    them again, maybe changed (clean keeps one review per account and product, its latest). So the
+    reviews those pages held are subtracted and their ratings remembered in the document, under
+    the account's :func:`_account` (``ERASED``: also which of them came off the histogram, not a
+    star the document has none of), in the same update as the counts (a deletion interrupted after
+    it leaves nothing half-done). A deletion that reads pages of the document's
+    own write (the load's eraser, or a repeated deletion) subtracts what they hold, adds back what
+    is remembered for the account (the load's pages have the values the document counts), and
+    drops the entry; when they hold none of the account's reviews (one beyond the 500 most helpful
+    the pages keep), the remembered ones stay subtracted, the closest known, and the entry goes too.
+    So with no load running nothing is remembered, and a load's next write of the document drops
+    the field (mongo_load writes it null). An entry stays only when no deletion reads the load's
+    pages of the product afterwards: an account deleted before the load began but erased after
+    its products went live (the load left its reviews out, so its pages never hold them; the
+    eraser looks only at accounts deleted since the load began) keeps its entry, and its
+    subtraction, until the next load.
     """
-    doc = db[mongo.PRODUCTS].find_one({"_id": product_id}, _PRODUCT_FIELDS)
-    if not doc:
-        return False
-    stamp, key = doc.get(LOAD_STAMP), f"{product_id}|{user_id}"
-    record = db[mongo.COUNT_ERASURES].find_one({"_id": key}) or {}
-    done = [(float(e["r"]), float(e["t"])) for e in record.get("reviews") or []] \
-        if record and record.get("stamp") == stamp else []
-    counted = _not_in(mine, done)
+    stamp, account = doc.get(LOAD_STAMP), _account(user_id)
+    entries = list(doc.get(ERASED) or [])
+    entry = next((e for e in entries if e.get("a") == account), {})
+    remembered, stars = [float(r) for r in entry.get("r") or []], [float(r) for r in entry.get("h") or []]
+    rest = [e for e in entries if e.get("a") != account]
+    older = [s is not None and s != stamp for _, s in mine]  # each review's page older than the document
     fields: dict[str, Any] = {}
-    if counted:
-        n = int(doc.get("n_reviews") or 0)
-        hist = {str(s): int((doc.get("rating_hist") or {}).get(str(s)) or 0) for s in range(1, 6)}
-        # The ratings' sum: exact from the histogram when it holds every rating (whole stars), else
-        # from the stored average, which is rounded to 3 decimals.
-        total = (sum(s * hist[str(s)] for s in range(1, 6)) if sum(hist.values()) == n
-                 else float(doc.get("avg_rating") or 0) * n)
-        for r in counted:
-            rating = float(r.get("rating") or 0)
-            total -= rating
-            star = str(int(rating)) if rating.is_integer() else None
-            if star in hist and hist[star] > 0:
-                hist[star] -= 1
-        left = max(0, n - len(counted))
-        fields = {"n_reviews": left, "rating_hist": hist, "avg_rating": _round3(total / left) if left else 0.0}
+    if any(s is not None and s != stamp for s in stamps):  # a load between its products and its pages
+        counts, taken = _counts_less(doc, [_rating(r) for r, _ in mine], [], [])
+        new = [_rating(r) for (r, _), old in zip(mine, older) if old]
+        new_stars = [_rating(r) for (r, _), old, off in zip(mine, older, taken) if old and off]
+        kept = rest + ([{"a": account, "r": remembered + new, "h": stars + new_stars}] if remembered or new else [])
+    else:  # pages of the document's own write: re-based on them
+        counts, _ = _counts_less(doc, [_rating(r) for r, _ in mine], *((remembered, stars) if mine else ([], [])))
+        kept = rest
+    if mine:
+        fields.update(counts)
     quoted = str(doc.get("sample_summary") or "")
-    if quoted.strip() and any(str(r.get("summary") or "") == quoted for r in mine):
+    if quoted.strip() and any(str(r.get("summary") or "") == quoted for r, _ in mine):
         fields["sample_summary"] = catalog.most_helpful_summary(others)
         if doc.get("title_generated"):
             fields["title"] = catalog.fallback_title(doc.get("categories"), doc.get("category"), doc.get("brand"),
                                                      fields["sample_summary"])
-    if not fields:
-        return False
-    fence()
-    db[mongo.PRODUCTS].update_one({"_id": product_id}, {"$set": fields})
-    if counted:
-        reviews = [{"r": r, "t": t} for r, t in done + [_identity(r) for r in counted]]
-        fence()
-        db[mongo.COUNT_ERASURES].replace_one({"_id": key}, {"_id": key, "stamp": stamp, "reviews": reviews,
-                                                            "at": time.time()}, upsert=True)
-    return True
+    if kept and kept != entries:
+        fields[ERASED] = kept
+    update: dict[str, Any] = {"$set": fields} if fields else {}
+    if entries and not kept:
+        update["$unset"] = {ERASED: ""}
+    return update or None
 
 
-def _identity(review: dict[str, Any]) -> tuple[float, float]:
-    """A review of one account and product, as the load writes it again: its rating and time."""
-    return float(review.get("rating") or 0), float(review.get("ts") or 0)
+def _counts_less(doc: dict[str, Any], subtract: list[float], add: list[float],
+                 add_stars: list[float]) -> tuple[dict[str, Any], list[bool]]:
+    """``doc``'s count, histogram and average without the ratings ``subtract``, with ``add``
+    (``add_stars`` of them in the histogram too); and which of ``subtract`` came off the histogram
+    (not a star it has none of: a review changed since the document's load counted it)."""
+    n = int(doc.get("n_reviews") or 0)
+    hist = {str(s): int((doc.get("rating_hist") or {}).get(str(s)) or 0) for s in range(1, 6)}
+    # The ratings' sum: exact from the histogram when it holds every rating (whole stars), else
+    # from the stored average, which is rounded to 3 decimals.
+    total = (sum(s * hist[str(s)] for s in range(1, 6)) if sum(hist.values()) == n
+             else float(doc.get("avg_rating") or 0) * n) + sum(add) - sum(subtract)
+    for rating in add_stars:
+        if _star(rating) in hist:
+            hist[_star(rating)] += 1
+    taken = []
+    for rating in subtract:
+        taken.append(hist.get(_star(rating), 0) > 0)
+        if taken[-1]:
+            hist[_star(rating)] -= 1
+    left = max(0, n - len(subtract) + len(add))
+    return {"n_reviews": left, "rating_hist": hist, "avg_rating": _round3(total / left) if left else 0.0}, taken
 
 
-def _not_in(reviews: list[dict[str, Any]], recorded: list[tuple[float, float]]) -> list[dict[str, Any]]:
-    """``reviews`` less ``recorded`` (:func:`_identity`), each recorded one matching one review."""
-    left = Counter(recorded)
-    rest = []
-    for r in reviews:
-        if left[_identity(r)]:
-            left[_identity(r)] -= 1
-        else:
-            rest.append(r)
-    return rest
+def _star(rating: float) -> str | None:
+    return str(int(rating)) if rating.is_integer() else None
 
 
-def forget_count_erasures(before: float, db: Database | None = None) -> int:
-    """Delete the records of :func:`_subtract_reviews` made before ``before``; returns how many.
+def _rating(review: dict[str, Any]) -> float:
+    return float(review.get("rating") or 0)
 
-    The load's eraser calls it once it has erased every account deleted while the load ran
-    (spark_jobs/mongo_load.py): a record matters only while pages holding the account's reviews
-    may still go live beside a product document it was made on, and by then every such page is live
-    and erased. A deletion when no load runs leaves its records until the next load's eraser.
-    """
-    db = db if db is not None else mongo.get_db()
-    return db[mongo.COUNT_ERASURES].delete_many({"at": {"$lt": before}}).deleted_count
+
+def _account(user_id: str) -> str:
+    """How ``ERASED`` names an account: a short hash of its id, not the id."""
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:16]
 
 
 def _round3(x: float) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 import zlib
 from typing import Collection
 
@@ -230,11 +229,13 @@ AGGREGATED_COLUMNS = ("user_id", "product_id", "category", "rating", "ts", "help
 _NOT_SERVED = ("search_text", "first_ts", "last_ts")
 
 
-def _served(products: DataFrame, stamp: str) -> DataFrame:
+def _served(products: DataFrame, stamp: int) -> DataFrame:
     """The product documents as stored: without :data:`_NOT_SERVED`, with the load's ``stamp``
-    (``core.shopper_controls.LOAD_STAMP``: an account's reviews a deletion took off a document are
-    told from those a later write of it counts again)."""
-    return products.drop(*_NOT_SERVED).withColumn(shopper_controls.LOAD_STAMP, F.lit(stamp))
+    (``core.shopper_controls.LOAD_STAMP``, on their review pages too: a deletion tells pages older
+    than the document from the document's own), and without a deletion's ``ERASED`` entries of the
+    document written before (null: left out of a new generation, removed by an upsert)."""
+    return (products.drop(*_NOT_SERVED).withColumn(shopper_controls.LOAD_STAMP, F.lit(stamp).cast("long"))
+            .withColumn(shopper_controls.ERASED, F.lit(None).cast("array<struct<a:string,r:array<double>>>")))
 
 
 REVIEW_PAGE_FIELDS = ("user_id", "reviewer_name", "rating", "ts", "summary", "review_text", "verified",
@@ -247,8 +248,9 @@ def allow_subset_copartitioning(spark: SparkSession) -> None:
     spark.conf.set("spark.sql.requireAllClusterKeysForCoPartition", "false")
 
 
-def review_page_docs(reviews: DataFrame, per_page: int = mongo.REVIEWS_PER_PAGE) -> DataFrame:
-    """A product's reviews in pages of ``per_page``, most helpful then newest first.
+def review_page_docs(reviews: DataFrame, per_page: int = mongo.REVIEWS_PER_PAGE, stamp: int | None = None) -> DataFrame:
+    """A product's reviews in pages of ``per_page``, most helpful then newest first; each page with
+    the load's ``stamp`` when given (``core.shopper_controls.LOAD_STAMP``: its product document's).
 
     Ranked on the keys alone, then the text of the reviews kept is joined back: a window over the
     reviews with their text buffers each product's reviews while the pages are collected, which ran
@@ -266,11 +268,13 @@ def review_page_docs(reviews: DataFrame, per_page: int = mongo.REVIEWS_PER_PAGE)
     kept = (text.join(ranked, ["product_id", "user_id"])  # (product, user) is unique in the clean reviews
             .withColumn("page", (F.col("rn") / per_page).cast("int") + 1))
     item = F.struct("rn", *REVIEW_PAGE_FIELDS)
+    stamped = [] if stamp is None else [F.lit(stamp).cast("long").alias(shopper_controls.LOAD_STAMP)]
     return (kept.groupBy("product_id", "page")
             .agg(F.sort_array(F.collect_list(item)).alias("items"), F.first("n").alias("n"))
             .select(F.concat_ws(":", "product_id", F.col("page").cast("string")).alias("_id"),
                     F.transform("items", lambda r: r.dropFields("rn")).alias("items"),
-                    F.least(F.ceil(F.col("n") / per_page), F.lit(MAX_REVIEW_PAGES)).cast("int").alias("pages")))
+                    F.least(F.ceil(F.col("n") / per_page), F.lit(MAX_REVIEW_PAGES)).cast("int").alias("pages"),
+                    *stamped))
 
 
 def catalog_index_docs(products: DataFrame) -> DataFrame:
@@ -430,7 +434,7 @@ def user_history_docs(reviews: DataFrame, live: DataFrame, recent_from: float | 
 
 # fields a document leaves out when null: a history lists recent batch reviews only when it has one
 # (core.rating_history.history_doc; user_history_docs makes an empty list null)
-OMITTED_WHEN_NULL = (rating_history.BATCH,)
+OMITTED_WHEN_NULL = (rating_history.BATCH, shopper_controls.ERASED)
 
 
 def _stored(row, absent=None) -> dict:
@@ -580,9 +584,10 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
     if mode == "skipped":
         return {"status": "ok", "run_id": run_id, "mode": "skipped", "categories": [], "reason": why,
                 "seconds": round(time.time() - started, 2)}
-    # which write the product documents are of: a re-run of the same run writes them again, and an
-    # account's reviews a deletion took off the previous write count again (core.shopper_controls)
-    stamp = uuid.uuid4().hex
+    # which load wrote the product documents and their review pages (core.shopper_controls.LOAD_STAMP):
+    # each call its own (a re-run of a run writes them again), in microseconds, a long in ~38M documents;
+    # loads never run at once (the batch lock: spark_jobs.common.batch_lock)
+    stamp = time.time_ns() // 1000
     if mode == "incremental":
         record = _load_new_categories(spark, clean_dir, run_id, new, started, stamp)
     else:
@@ -610,12 +615,11 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame) -> int:
     had already erased (or, incremental, that the load did not rewrite): the account's loaded
     summaries say which words to take off them.
 
-    A deletion records which of an account's reviews it took off which product document
-    (``core.shopper_controls._subtract_reviews``), so that this erasure does not take them off
-    again; once every account is erased, the records made until then are deleted: each is of an
-    account erased here (its reviews are off every page now live), of one deleted before the load
-    read ``deleted_users`` (it did not load their reviews), or of a deletion that found its reviews
-    on this load's pages (they are off them). Only a later load puts them back, with its own stamp.
+    A deletion between the load's products and its pages took the account's reviews off the new
+    product documents by the previous pages, and remembered their ratings in each document; the
+    erasure here reads the load's pages (the products' stamp), takes off what they hold and adds
+    back what was remembered, which it drops (``core.shopper_controls._without_reviews``): each
+    review comes off once, with the values the load counted, and nothing is left to clean up.
     """
     deleted = sorted(rating_history.deleted_user_ids(since=since))
     indexed: dict[str, dict[str, list[str]]] = {}  # user -> product -> summaries the index was built from
@@ -625,12 +629,11 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame) -> int:
             indexed.setdefault(r["user_id"], {}).setdefault(r["product_id"], []).append(r["summary_clean"] or "")
     for user_id in deleted:
         shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id))
-    shopper_controls.forget_count_erasures(before=time.time())
     return len(deleted)
 
 
 def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float,
-                         stamp: str) -> dict:
+                         stamp: int) -> dict:
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
     all_reviews, n_deleted = without_deleted_users(clean_reviews)
     all_products = spark.read.parquet(f"{clean_dir}/products")
@@ -649,7 +652,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
         mongo.PRODUCTS: upsert_collection(_served(touched_docs, stamp), mongo.PRODUCTS),
         mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(all_reviews), mongo.RECENT_REVIEWS),
         mongo.PRODUCT_REVIEWS: upsert_collection(
-            review_page_docs(all_reviews.join(touched, "product_id", "left_semi")), mongo.PRODUCT_REVIEWS),
+            review_page_docs(all_reviews.join(touched, "product_id", "left_semi"), stamp=stamp), mongo.PRODUCT_REVIEWS),
         # only the new categories' users: another user's history upserted from this would hold
         # their live ratings without their reviews
         mongo.USER_HISTORY: upsert_collection(user_history_docs(
@@ -680,7 +683,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
             "deleted_users_left_out": n_deleted, "seconds": round(time.time() - started, 2)}
 
 
-def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float, stamp: str) -> dict:
+def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float, stamp: int) -> dict:
     live_since = started - LIVE_CLOCK_MARGIN_S  # before user_history_docs reads the live ratings
     # deleted accounts' reviews (a linked reviewer's) are not loaded again
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
@@ -697,7 +700,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
     out = {
         mongo.PRODUCTS: reload_collection(_served(products, stamp), mongo.PRODUCTS),
         mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(reviews), mongo.RECENT_REVIEWS),
-        mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(with_text), mongo.PRODUCT_REVIEWS),
+        mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(with_text, stamp=stamp), mongo.PRODUCT_REVIEWS),
         mongo.USER_HISTORY: reload_collection(user_history_docs(reviews, live_ratings(spark)), mongo.USER_HISTORY),
         mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
         mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
