@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 from pymongo.collection import Collection
 
-from core import mongo, rating_history, shopper_controls
+from core import catalog, mongo, rating_history, shopper_controls
 from core.shopper_controls import ERASED, LOAD_STAMP
 
 pytestmark = pytest.mark.integration
@@ -150,9 +150,10 @@ def _product_read(self, args) -> bool:
 def test_a_deletion_between_the_products_and_the_pages_is_subtracted_once(spark, own_db):
     """Full load. The account is deleted after the load's products went live, before its pages:
     the site finds its reviews on the previous pages and takes them off the load's products
-    (remembering their ratings there); the eraser then finds them on the load's pages, takes those
-    off and adds back the remembered ones: a second review of the account only the load's pages
-    hold comes off once too, and nothing stays remembered."""
+    (remembering their ratings there, which the site's product page does not read); the eraser then
+    finds them on the load's pages, takes those off and adds back the remembered ones: a second
+    review of the account only the load's pages hold comes off once too, and nothing stays
+    remembered."""
     db = own_db
     before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)], "R": [("u", 4.0, 70.0), ("c", 1.0, 80.0)]}
     _before(db, _reload, before, "u")
@@ -161,7 +162,8 @@ def test_a_deletion_between_the_products_and_the_pages_is_subtracted_once(spark,
 
     _load(db, _reload, S2, loaded, "products")
     _delete(db, "u")
-    assert ERASED in db[mongo.PRODUCTS].find_one({"_id": "P"})  # until the eraser
+    assert ERASED in db[mongo.PRODUCTS].find_one({"_id": "P"})  # until the eraser; never shown by the site:
+    assert ERASED not in catalog.get_product("P", db=db)
     _load(db, _reload, S2, loaded, "pages")
     assert _reconciles(spark, loaded, started)["reviews_erased_by_deletions"] == 2  # as the site took off
     _erase(db, loaded, started)
