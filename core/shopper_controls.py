@@ -249,9 +249,9 @@ def _without_reviews(doc: dict[str, Any], user_id: str, mine: list[tuple[dict[st
 
     A load writes the product documents, then the review pages, both with its ``LOAD_STAMP``, then
     erases again every account deleted meanwhile (spark_jobs/mongo_load.py). The pages a deletion
-    read are normally of the document's own write (the same stamp, or a page from before pages
-    carried one): the document counts exactly the reviews they hold. Pages with an older stamp
-    than the document's were read while a load was between its products and its pages: the
+    read are normally of the document's own write (the same stamp, or no stamp on either: written
+    before pages carried one): the document counts exactly the reviews they hold. Pages older than
+    the document (:func:`_older`) were read while a load was between its products and its pages: the
     document counts the account's reviews as the load read them, and the load's pages will hold
     them again, maybe changed (clean keeps one review per account and product, its latest). So the
     reviews those pages held are subtracted and their ratings remembered in the document, under
@@ -274,9 +274,9 @@ def _without_reviews(doc: dict[str, Any], user_id: str, mine: list[tuple[dict[st
     entry = next((e for e in entries if e.get("a") == account), {})
     remembered, stars = [float(r) for r in entry.get("r") or []], [float(r) for r in entry.get("h") or []]
     rest = [e for e in entries if e.get("a") != account]
-    older = [s is not None and s != stamp for _, s in mine]  # each review's page older than the document
+    older = [_older(s, stamp) for _, s in mine]  # each review's page older than the document
     fields: dict[str, Any] = {}
-    if any(s is not None and s != stamp for s in stamps):  # a load between its products and its pages
+    if any(_older(s, stamp) for s in stamps):  # a load between its products and its pages
         counts, taken = _counts_less(doc, [_rating(r) for r, _ in mine], [], [])
         new = [_rating(r) for (r, _), old in zip(mine, older) if old]
         new_stars = [_rating(r) for (r, _), old, off in zip(mine, older, taken) if old and off]
@@ -298,6 +298,16 @@ def _without_reviews(doc: dict[str, Any], user_id: str, mine: list[tuple[dict[st
     if entries and not kept:
         update["$unset"] = {ERASED: ""}
     return update or None
+
+
+def _older(page_stamp: Any, stamp: Any) -> bool:
+    """Whether a review page of ``page_stamp`` is older than the product document of ``stamp``
+    (``LOAD_STAMP``): another load's. A page without a stamp was written before pages carried one:
+    older than a document that carries a load's (an int), of the same write as one without it or
+    with an earlier load's (a hex string, when only documents carried one)."""
+    if page_stamp is None:
+        return isinstance(stamp, int)
+    return page_stamp != stamp
 
 
 def _counts_less(doc: dict[str, Any], subtract: list[float], add: list[float],

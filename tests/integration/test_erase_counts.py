@@ -318,3 +318,26 @@ def test_a_deletion_with_no_load_running_leaves_nothing_of_the_account(own_db):
     assert _remembered(db) == []
     assert set(db.list_collection_names()) - collections <= {mongo.DELETED_USERS, mongo.LOCKS}
     assert db[mongo.LOCKS].count_documents({}) == 0
+
+
+def test_a_deletion_during_the_first_load_that_stamps_pages_is_subtracted_once(own_db):
+    """A database loaded before pages carried a stamp: product documents with a hex one (or none),
+    pages without. The first load that stamps both writes its products; an account deleted then
+    finds its review on the unstamped pages, which are older than the load's document: remembered,
+    and the eraser takes the review off once (taken for the document's own pages, it came off
+    twice: P at 1 of 2)."""
+    db = own_db
+    before = {"P": [("u", 2.0, 10.0), ("a", 5.0, 11.0)], "Q": [("u", 4.0, 12.0), ("b", 3.0, 13.0)]}
+    unstamped = [{k: v for k, v in _pages(p, S1, r).items() if k != LOAD_STAMP} for p, r in before.items()]
+    _reload(db, mongo.PRODUCTS, [{**_product(p, S1, r), LOAD_STAMP: "9f" * 16} for p, r in before.items()])
+    _reload(db, mongo.PRODUCT_REVIEWS, unstamped)
+    _history(db, "u", before)
+    started = time.time()
+    loaded = {p: r + [("new", 5.0, 40.0)] for p, r in before.items()}
+    _load(db, _reload, S2, loaded, "products")
+    _delete(db, "u")
+    _load(db, _reload, S2, loaded, "pages")
+    _erase(db, loaded, started)
+
+    assert _counts(db, loaded) == _without(loaded, "u")
+    assert _remembered(db) == []
