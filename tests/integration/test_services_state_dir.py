@@ -9,6 +9,7 @@ private ``stop mongo`` on the default port would have stopped the shared databas
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 
@@ -117,3 +118,28 @@ def test_orphans_of_a_killed_supervisord_are_reported_and_stopped(tmp_path):
             os.kill(pid, signal.SIGKILL)  # the code before the fix left it running
         if s3_pid and _alive(s3_pid) and "gofakes3" in " ".join(psutil.Process(s3_pid).cmdline()):
             os.kill(s3_pid, signal.SIGKILL)
+
+
+def test_a_recording_copied_from_another_state_dir_is_not_used(tmp_path):
+    """status, stop and the orphan search read run/<svc>.env without asking whose it was: a's
+    recording copied into b (a .local copied into another checkout) made b's `status` call a's
+    redis an orphan of b, and b's `stop` killed it. b uses its own settings, and says why."""
+    mine = {"SERVICES_STATE_DIR": str(tmp_path / "a"), "REDIS_PORT": str(free_port())}
+    other = {"SERVICES_STATE_DIR": str(tmp_path / "b"), "REDIS_PORT": str(free_port())}
+    pid = 0
+    try:
+        assert _run("start", "redis", env=mine).returncode == 0
+        pid = int(_run("status", "redis", env=mine).stdout.split()[2])
+        (tmp_path / "b" / "run").mkdir(parents=True)
+        shutil.copy(tmp_path / "a" / "run" / "redis.env", tmp_path / "b" / "run" / "redis.env")
+
+        status = _run("status", "redis", env=other)
+        assert status.stdout.split()[:2] == ["redis", "stopped"], (status.stdout, status.stderr)
+        assert f"SERVICES_STATE_DIR={tmp_path / 'a'}, not this shell's" in status.stderr
+        stop = _run("stop", "redis", env=other)
+        assert "redis: not running" in stop.stdout, (stop.stdout, stop.stderr)
+        assert _alive(pid)
+    finally:
+        _run("stop", "redis", env=mine)
+        if pid and _alive(pid) and "redis-server" in " ".join(psutil.Process(pid).cmdline()):
+            os.kill(pid, signal.SIGKILL)  # the code before the fix left it running outside a's supervisord
