@@ -642,15 +642,22 @@ stdout_logfile_backups=1
 
 
 def write(name: str) -> None:
-    """The program's section and its environment: the caller's, then the program's own settings."""
+    """The program's section and its environment: the caller's, then the program's own settings.
+
+    The environment goes to a temporary file renamed over the recording, so that a reader (the
+    program's restart by supervisord, bin/services' as_started) sees the old one or the new one,
+    whole: truncated in place, an empty or partial one unset every setting, and bin/services then
+    asked about <repo>/.local's servers on the default ports."""
     p = program(name)
     run, _ = _dirs()
     (run / "programs").mkdir(parents=True, exist_ok=True)
     env = {**p.env_defaults, **os.environ, **p.env}
     env_file = run / f"{name}.env"
-    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold secrets
+    env_tmp = run / f"{name}.env.tmp"
+    fd = os.open(env_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold secrets
     with os.fdopen(fd, "wb") as f:
         f.write(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items() if "\0" not in v))
+    env_tmp.replace(env_file)
     tmp = run / "programs" / f"{name}.conf.tmp"
     tmp.write_text(section(p, env_file))
     tmp.replace(run / "programs" / f"{name}.conf")

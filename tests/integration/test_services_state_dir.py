@@ -143,3 +143,26 @@ def test_a_recording_copied_from_another_state_dir_is_not_used(tmp_path):
         _run("stop", "redis", env=mine)
         if pid and _alive(pid) and "redis-server" in " ".join(psutil.Process(pid).cmdline()):
             os.kill(pid, signal.SIGKILL)  # the code before the fix left it running outside a's supervisord
+
+
+def test_an_empty_or_cut_recording_is_not_used(tmp_path):
+    """programs.py wrote run/<svc>.env by truncating it, then writing: status (as_started) took an
+    empty or partial recording as is, and so ran programs.py without the settings it lacked: with
+    none, <repo>/.local's supervisord and the default ports (it showed the shared redis as this
+    state dir's); without REDIS_PORT, port 6379. Such a recording is not used (this shell's
+    settings are, with a line saying so)."""
+    port = free_port()
+    mine = {"SERVICES_STATE_DIR": str(tmp_path / "a"), "REDIS_PORT": str(port)}
+    recording = tmp_path / "a" / "run" / "redis.env"
+    try:
+        assert _run("start", "redis", env=mine).returncode == 0
+        pid = int(_run("status", "redis", env=mine).stdout.split()[2])
+        dirs = [e for e in recording.read_bytes().split(b"\0") if e.startswith((b"LOCAL_DIR=", b"SERVICES_STATE_DIR="))]
+        for cut in (b"", b"\0".join(dirs) + b"\0REDIS_PO"):
+            recording.write_bytes(cut)
+            status = _run("status", "redis", env=mine)
+            assert status.stdout.split()[1:] == ["running", str(pid), f"redis://127.0.0.1:{port}/0"], \
+                (cut, status.stdout, status.stderr)
+            assert "its recorded environment (" in status.stderr and "is empty or cut short" in status.stderr
+    finally:
+        _run("stop", "redis", env=mine)

@@ -474,3 +474,18 @@ def test_an_ask_of_a_supervisord_that_never_answers_ends(programs, monkeypatch, 
                 assert ended.value.code == 124, ask
         finally:
             socket.setdefaulttimeout(None)
+
+
+def test_the_recorded_environment_is_replaced_whole(programs, tmp_path, monkeypatch):
+    """write truncated run/NAME.env and then wrote it: a reader in between (supervisord restarting
+    the program, bin/services' status) found it empty or cut short. A new recording is renamed over
+    the old one, which a reader that has it open reads whole."""
+    monkeypatch.setenv("REVIEW_MARK", "old")
+    programs.write("s3")
+    recording = tmp_path / "run" / "s3.env"
+    with open(recording, "rb") as reader:
+        monkeypatch.setenv("REVIEW_MARK", "new")
+        programs.write("s3")
+        assert b"REVIEW_MARK=old\0" in reader.read()
+    assert b"REVIEW_MARK=new\0" in recording.read_bytes()
+    assert not list((tmp_path / "run").glob("*.tmp"))
