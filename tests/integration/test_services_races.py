@@ -273,19 +273,8 @@ def test_start_waits_for_a_program_supervisord_is_retrying(tmp_path):
     for supervisord's retries instead: here one succeeds once redis' log can be read again."""
     state = tmp_path / "s"
     env = _env(state)
-    ctl = [str(SUPERVISORCTL), "-c", str(state / "run" / "supervisord.conf")]
     try:
-        assert _run("start", "redis", env=env).returncode == 0
-        subprocess.run([*ctl, "stop", "redis:*"], capture_output=True, check=True, timeout=60)
-        incr = next((state / "services" / "redis" / "data" / "appendonlydir").glob("*.incr.aof"))
-        good = incr.read_bytes()
-        incr.write_bytes(b"garbage\r\n")  # redis refuses its log and exits at once, at every try
-        conf = state / "run" / "programs" / "redis.conf"  # retries for longer than the test needs (ours: 3)
-        conf.write_text(conf.read_text().replace("startretries=3", "startretries=100"))
-        subprocess.run([*ctl, "update", "redis"], capture_output=True, check=True, timeout=60)
-        subprocess.run([*ctl, "start", "redis:*"], capture_output=True, timeout=60)  # spawn error: BACKOFF
-        assert _run("status", "redis", env=env).stdout.split()[1] in ("backoff", "starting")
-
+        incr, good = _redis_in_backoff(state, env)
         start = _spawn("start", "redis", env=env)
         wait_until(lambda: start.poll() is not None or _waiting_for_health(start), 120,
                    "bin/services start to wait for redis (or end)")
@@ -294,6 +283,50 @@ def test_start_waits_for_a_program_supervisord_is_retrying(tmp_path):
         assert rc == 0 and "redis: started" in out, (out, err)
         assert _run("status", "redis", env=env).stdout.split()[1] == "running"
     finally:
+        _run("stop", "redis", env=env)
+
+
+def _redis_in_backoff(state: Path, env: dict[str, str]) -> tuple[Path, bytes]:
+    """The state dir's redis started, then made to exit at once at every try (its append-only log
+    garbled), supervisord retrying it (BACKOFF); returns the log file and its good bytes."""
+    ctl = [str(SUPERVISORCTL), "-c", str(state / "run" / "supervisord.conf")]
+    assert _run("start", "redis", env=env).returncode == 0
+    subprocess.run([*ctl, "stop", "redis:*"], capture_output=True, check=True, timeout=60)
+    incr = next((state / "services" / "redis" / "data" / "appendonlydir").glob("*.incr.aof"))
+    good = incr.read_bytes()
+    incr.write_bytes(b"garbage\r\n")  # redis refuses its log and exits at once, at every try
+    conf = state / "run" / "programs" / "redis.conf"  # retries for longer than the test needs (ours: 3)
+    conf.write_text(conf.read_text().replace("startretries=3", "startretries=100"))
+    subprocess.run([*ctl, "update", "redis"], capture_output=True, check=True, timeout=60)
+    subprocess.run([*ctl, "start", "redis:*"], capture_output=True, timeout=60)  # spawn error: BACKOFF
+    assert _run("status", "redis", env=env).stdout.split()[1] in ("backoff", "starting")
+    return incr, good
+
+
+def test_a_supervisord_frozen_during_a_wait_under_the_recording_ends_the_command_once(tmp_path):
+    """end_command, from programs.py's wait in a $(...) inside with_recorded_env's subshell (a
+    start of a program supervisord is retrying), sent USR1 to its own shell first, died of it, and
+    so never signalled that subshell, which carried on: a second message (start_failed's) after the
+    first, and for a new start a `ctl stop` of the frozen supervisord. One line, and nothing else."""
+    state = tmp_path / "s"
+    env = _env(state)
+    supervisord = start = None
+    try:
+        _redis_in_backoff(state, env)
+        supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
+        start = _spawn("start", "redis", env=env)
+        wait_until(lambda: start.poll() is not None or _waiting_for_health(start), 120,
+                   "bin/services start to wait for redis (or end)")
+        supervisord.suspend()
+        rc, out, err = _done(start)
+        assert rc == 1 and err.splitlines() == [
+            f"services: supervisord (pid {supervisord.pid}) does not answer (programs.py wait, waited 10 s): "
+            f"stopped (kill -CONT {supervisord.pid}) or hung (kill {supervisord.pid})? the command ended there"], (out, err)
+    finally:
+        if start and start.poll() is None:
+            start.kill()
+        if supervisord:
+            supervisord.resume()
         _run("stop", "redis", env=env)
 
 
