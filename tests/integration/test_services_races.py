@@ -364,6 +364,39 @@ def test_a_supervisord_frozen_mid_command_is_named_not_waited_for(tmp_path):
         _run("stop", "redis", env=env)
 
 
+def test_ctrl_c_interrupts_a_command_waiting_for_supervisord(tmp_path):
+    """timeout(1) ran each supervisorctl in a process group of its own, which a terminal's Ctrl-C
+    (SIGINT to the command's group) does not reach: the command waited out the call (up to 90 s
+    for a Kafka stop), then carried on. Here `status` waits on a SIGSTOPped supervisord."""
+    state = tmp_path / "s"
+    env = _env(state)
+    supervisord = status = None
+    try:
+        assert _run("start", "redis", env=env).returncode == 0
+        supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
+        supervisord.suspend()
+        status = subprocess.Popen([str(SERVICES), "status", "redis"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True)  # as a terminal's job
+        wait_until(lambda: _waits_in(status, "supervisorctl"), 60, "status to ask supervisord")
+        os.killpg(status.pid, signal.SIGINT)  # what Ctrl-C does
+        rc, out, err = _done(status)
+        assert rc == -signal.SIGINT and "does not answer" not in err, (rc, out, err)
+    finally:
+        if status and status.poll() is None:
+            status.kill()
+        if supervisord:
+            supervisord.resume()
+        _run("stop", "redis", env=env)
+
+
+def _waits_in(p: subprocess.Popen[str], program: str) -> bool:
+    """Whether one of the bin/services ``p``'s processes runs ``program``."""
+    try:
+        return any(program in " ".join(c.cmdline()) for c in psutil.Process(p.pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _in_flock(p: subprocess.Popen[str], fd: str) -> bool:
     """Whether the bin/services ``p`` waits in ``flock`` on file descriptor ``fd``."""
     try:
