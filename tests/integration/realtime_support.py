@@ -50,6 +50,21 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, every_
         time.sleep(every_s)
 
 
+def runs_below(p: subprocess.Popen, program: str, *args: str) -> bool:
+    """Whether a process below ``p`` (a bin/services, say) runs ``program`` (in its command line)
+    with each of ``args`` among its arguments: ``runs_below(p, "programs.py", "wait")``, it waits
+    for a health check."""
+    import psutil
+
+    def runs(c: psutil.Process) -> bool:
+        cmdline = c.cmdline()
+        return program in " ".join(cmdline) and all(a in cmdline for a in args)
+    try:
+        return any(runs(c) for c in psutil.Process(p.pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return False
+
+
 def own_database(monkeypatch, base_name: str, suffix: str, **env: str):
     """A test's own MongoDB database, ``<base_name>_<suffix>``, with ``env`` set beside ``MONGO_DB``;
     dropped afterwards and the environment restored (a fixture: ``yield from own_database(...)``)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from realtime_support import SERVICES, free_port, wait_until
+from realtime_support import SERVICES, free_port, runs_below, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -257,15 +257,6 @@ def test_a_stopped_supervisord_is_named_not_waited_for(tmp_path):
         _run("stop", "redis", env=env)
 
 
-def _waiting_for_health(p: subprocess.Popen[str]) -> bool:
-    """Whether the bin/services ``p`` waits for its program's health check (programs.py wait)."""
-    try:
-        return any("programs.py" in " ".join(c.cmdline()) and "wait" in c.cmdline()
-                   for c in psutil.Process(p.pid).children(recursive=True))
-    except psutil.NoSuchProcess:
-        return False
-
-
 def test_start_waits_for_a_program_supervisord_is_retrying(tmp_path):
     """`start redis` while supervisord had redis in BACKOFF (it exited during its start, supervisord
     tries again) rewrote its section and started it anew, or got "already started" from
@@ -276,7 +267,7 @@ def test_start_waits_for_a_program_supervisord_is_retrying(tmp_path):
     try:
         incr, good = _redis_in_backoff(state, env)
         start = _spawn("start", "redis", env=env)
-        wait_until(lambda: start.poll() is not None or _waiting_for_health(start), 120,
+        wait_until(lambda: start.poll() is not None or runs_below(start, "programs.py", "wait"), 120,
                    "bin/services start to wait for redis (or end)")
         incr.write_bytes(good)
         rc, out, err = _done(start)
@@ -315,13 +306,14 @@ def test_a_supervisord_frozen_during_a_wait_under_the_recording_ends_the_command
         _redis_in_backoff(state, env)
         supervisord = psutil.Process(int((state / "run" / "supervisord.pid").read_text()))
         start = _spawn("start", "redis", env=env)
-        wait_until(lambda: start.poll() is not None or _waiting_for_health(start), 120,
+        wait_until(lambda: start.poll() is not None or runs_below(start, "programs.py", "wait"), 120,
                    "bin/services start to wait for redis (or end)")
         supervisord.suspend()
         rc, out, err = _done(start)
+        pid = supervisord.pid
         assert rc == 1 and err.splitlines() == [
-            f"services: supervisord (pid {supervisord.pid}) does not answer (programs.py wait, waited 10 s): "
-            f"stopped (kill -CONT {supervisord.pid}) or hung (kill {supervisord.pid})? the command ended there"], (out, err)
+            f"services: supervisord (pid {pid}) does not answer (programs.py wait, waited 10 s): "
+            f"stopped (kill -CONT {pid}) or hung (kill {pid})? the command ended there"], (out, err)
     finally:
         if start and start.poll() is None:
             start.kill()
@@ -377,7 +369,7 @@ def test_ctrl_c_interrupts_a_command_waiting_for_supervisord(tmp_path):
         supervisord.suspend()
         status = subprocess.Popen([str(SERVICES), "status", "redis"], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, start_new_session=True)  # as a terminal's job
-        wait_until(lambda: _waits_in(status, "supervisorctl"), 60, "status to ask supervisord")
+        wait_until(lambda: runs_below(status, "supervisorctl"), 60, "status to ask supervisord")
         os.killpg(status.pid, signal.SIGINT)  # what Ctrl-C does
         rc, out, err = _done(status)
         assert rc == -signal.SIGINT and "does not answer" not in err, (rc, out, err)
@@ -387,14 +379,6 @@ def test_ctrl_c_interrupts_a_command_waiting_for_supervisord(tmp_path):
         if supervisord:
             supervisord.resume()
         _run("stop", "redis", env=env)
-
-
-def _waits_in(p: subprocess.Popen[str], program: str) -> bool:
-    """Whether one of the bin/services ``p``'s processes runs ``program``."""
-    try:
-        return any(program in " ".join(c.cmdline()) for c in psutil.Process(p.pid).children(recursive=True))
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _in_flock(p: subprocess.Popen[str], fd: str) -> bool:
