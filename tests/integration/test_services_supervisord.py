@@ -18,7 +18,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from realtime_support import SERVICES, free_port, make_events, process_env, publish_all, wait_until
+from realtime_support import SERVICES, free_port, make_events, process_env, publish_all, runs_below, wait_until
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -159,4 +159,45 @@ def test_start_of_a_partial_program_waits_with_the_environment_it_was_started_wi
         assert start.returncode == 0 and "2 Kafka consumer process(es)" in start.stdout, (start.stdout, start.stderr)
         assert _get(f"http://127.0.0.1:{base + 1}/readyz")[0] == 200  # waited for worker_1 too
     finally:
+        run("stop", "worker")
+
+
+def test_start_starts_the_stopped_processes_beside_one_supervisord_is_retrying(rt, tmp_path):
+    """worker_0 in BACKOFF (supervisord retrying it), worker_1 stopped: `start worker` chose to wait
+    for supervisord's retries only, started nothing, and failed once worker_0 ran ("worker:worker_1
+    STOPPED"). It starts worker_1 too, then waits for both."""
+    state = tmp_path / "state"
+    base = _free_port_pair()
+    env = process_env(SERVICES_STATE_DIR=str(state), WORKERS="2", WORKER_METRICS_PORT=str(base))
+
+    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(SERVICES), *args], env=env, capture_output=True, text=True, timeout=300)
+
+    start = None
+    try:
+        assert run("start", "worker").returncode == 0
+        assert run("ctl", "stop", "worker:*").returncode == 0
+        # retried for long enough, and an exit counts as during its start (BACKOFF) on a slow machine
+        conf = state / "run" / "programs" / "worker.conf"
+        conf.write_text(conf.read_text().replace("startretries=3", "startretries=100")
+                        .replace("startsecs=1", "startsecs=15"))
+        assert run("ctl", "update", "worker").returncode == 0
+        with socket.socket() as taken:  # worker_0's /metrics port: it exits at once, at every try
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            taken.bind(("127.0.0.1", base))
+            taken.listen()
+            run("ctl", "start", "worker:worker_0")
+            states = dict(line.split()[:2] for line in run("ctl", "status", "worker:*").stdout.splitlines())
+            assert states["worker:worker_0"] in ("BACKOFF", "STARTING"), states
+            assert states["worker:worker_1"] == "STOPPED", states
+            start = subprocess.Popen([str(SERVICES), "start", "worker"], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+            wait_until(lambda: start.poll() is not None or runs_below(start, "programs.py", "wait"), 180,
+                       "bin/services start to wait for the workers (or end)")
+        out, err = start.communicate(timeout=300)
+        assert start.returncode == 0 and "worker: started" in out, (out, err)
+        assert len(_pids(run, "worker")) == 2
+    finally:
+        if start and start.poll() is None:
+            start.kill()
         run("stop", "worker")
