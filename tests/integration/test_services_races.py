@@ -315,11 +315,17 @@ def test_a_supervisord_frozen_during_a_wait_under_the_recording_ends_the_command
             f"services: supervisord (pid {pid}) does not answer (programs.py wait, waited 10 s): "
             f"stopped (kill -CONT {pid}) or hung (kill {pid})? the command ended there"], (out, err)
     finally:
-        if start and start.poll() is None:
-            start.kill()
-        if supervisord:
-            supervisord.resume()
-        _run("stop", "redis", env=env)
+        _thaw(supervisord, start, env)
+
+
+def _thaw(supervisord: psutil.Process | None, command: subprocess.Popen[str] | None, env: dict[str, str]) -> None:
+    """After a test that froze supervisord: the bin/services ``command`` gone, supervisord resumed,
+    redis stopped."""
+    if command and command.poll() is None:
+        command.kill()
+    if supervisord:
+        supervisord.resume()
+    _run("stop", "redis", env=env)
 
 
 def test_a_supervisord_frozen_mid_command_is_named_not_waited_for(tmp_path):
@@ -349,11 +355,7 @@ def test_a_supervisord_frozen_mid_command_is_named_not_waited_for(tmp_path):
         assert rc == 1 and f"supervisord (pid {supervisord.pid}) does not answer" in err, (out, err)
         assert "supervisorctl update redis" in err, err
     finally:
-        if starting and starting.poll() is None:
-            starting.kill()
-        if supervisord:
-            supervisord.resume()
-        _run("stop", "redis", env=env)
+        _thaw(supervisord, starting, env)
 
 
 def test_ctrl_c_interrupts_a_command_waiting_for_supervisord(tmp_path):
@@ -374,11 +376,7 @@ def test_ctrl_c_interrupts_a_command_waiting_for_supervisord(tmp_path):
         rc, out, err = _done(status)
         assert rc == -signal.SIGINT and "does not answer" not in err, (rc, out, err)
     finally:
-        if status and status.poll() is None:
-            status.kill()
-        if supervisord:
-            supervisord.resume()
-        _run("stop", "redis", env=env)
+        _thaw(supervisord, status, env)
 
 
 def _in_flock(p: subprocess.Popen[str], fd: str) -> bool:
