@@ -113,10 +113,8 @@ def search_ids(query: str, category: str | None = None, db: Database | None = No
 
 
 def get_product(product_id: str, db: Database | None = None) -> dict | None:
-    """A product's document, without what a deletion remembers in it while a load runs
-    (core.shopper_controls.ERASED: a deleted account's ratings, not for the site's page or cache)."""
     db = db if db is not None else mongo.get_db()
-    return db[mongo.PRODUCTS].find_one({"_id": str(product_id)}, {"erased": 0})
+    return db[mongo.PRODUCTS].find_one({"_id": str(product_id)})
 
 
 def get_products(product_ids: list[str], db: Database | None = None) -> dict[str, dict]:

@@ -5,7 +5,6 @@ Taking back a rating is a history change (``core.rating_history.remove_from_hist
 """
 from __future__ import annotations
 
-import hashlib
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable
@@ -136,45 +135,38 @@ def delete_user_data(user_id: str, db: Database | None = None,
 
 
 LOAD_STAMP = "load_stamp"  # which load wrote a product document and its review pages (spark_jobs/mongo_load.py)
-# A product document's [{a: account (_account), r: [ratings], h: [those of them taken off its histogram]}]:
-# what a deletion took off it by review pages older than it, until its load's pages (_without_reviews)
-ERASED = "erased"
+# set on a product document by a deletion that read review pages older than it (a load between its
+# products and its pages): its counts may be off, and the load's eraser recounts them (no account in it)
+RECOUNT = "recount"
 _PRODUCT_FIELDS = {"n_reviews": 1, "avg_rating": 1, "rating_hist": 1, "sample_summary": 1, "title_generated": 1,
-                   "categories": 1, "category": 1, "brand": 1, LOAD_STAMP: 1, ERASED: 1}
+                   "categories": 1, "category": 1, "brand": 1, LOAD_STAMP: 1}
 _TRIES = 5  # conditional writes a load's writes may miss in a row before a deletion gives up
 
 
 def _erase_reviews(product_id: str, user_id: str, db: Database,
                    indexed: Iterable[str] = ()) -> tuple[int, int, set[str]]:
     """Take ``user_id``'s reviews off one product: its review pages, then what the load derived
-    from them in the product's document. Returns the pages rewritten, 1 if the product document
-    changed (else 0), and the search words only the removed summaries (and ``indexed``, their
-    summaries as the load indexed them) gave the product.
+    from them in the product's document (:func:`_without_reviews`). Returns the pages rewritten, 1
+    if the product document changed (else 0), and the search words only the removed summaries (and
+    ``indexed``, their summaries as the load indexed them) gave the product.
 
-    Under the product's lock (core.locking): two deletions of reviewers of one product would each
-    rewrite its pages from the same read, and one reviewer's review would come back. Only the
-    reviews found on the pages are subtracted, in the same hold, so a repeated deletion (the
-    worker's ``delete_account`` after the site's) never subtracts them twice (:func:`_subtract_reviews`
-    says how a load's products and pages written at different moments are told apart); the pages
-    are written first, so a deletion interrupted in between leaves the counts as they were until
-    the reload. The pages hold a product's 500 most helpful reviews: a review beyond them (a product
-    with more) stays counted until the reload. Each write is fenced (core.locking.fenced_lock): a
-    deletion stalled past the lock's lease while another took the lock over raises ``LeaseLost``
-    instead of writing pages or counts from its old read (a review the other one removed came
-    back); it is safe mid-way, as the erasure is idempotent and its callers run it again (the
-    worker retries the ``delete_account`` event; the site answers an error, the account still there
-    to delete).
+    Under the product's fenced lock (core.locking): two deletions never rewrite its pages from one
+    read, and a holder stalled past the lease raises ``LeaseLost`` instead of writing (the erasure is
+    idempotent: its callers run it again). Only the reviews found on the pages are subtracted, so a
+    repeated deletion subtracts nothing. Pages are written first: interrupted in between, the
+    counts stay as they were until the next load. A review beyond the 500 the pages keep stays
+    counted until then.
 
-    A load does not take the lock: it writes product documents and pages whenever it gets to them.
-    So the collections are bound once (``db[...]`` follows the live generation, which a full load
-    may switch between a read and a write: the write would land in the other generation), and
-    each write is conditional on the ``LOAD_STAMP`` read with it: a load's write in between makes
-    it miss, and it is computed again from a new read. On MongoDB that closes the window; FerretDB
-    v1 runs a filtered update as a read, then a write, so there it only narrows it.
+    A load does not take the lock, so the collections are bound once (a full load may switch the
+    generation ``db[...]`` follows between a read and a write) and each write is conditional on the
+    ``LOAD_STAMP`` read with it: a load's write in between makes it miss, and it is read again. On
+    MongoDB that closes the window; FerretDB v1 runs a filtered update as a read then a write, so
+    there it only narrows it. A deletion that read pages older than the document marks it
+    ``RECOUNT``: the load's eraser recounts it (spark_jobs/mongo_load.py).
     """
     products, review_pages = db[mongo.PRODUCTS], db[mongo.PRODUCT_REVIEWS]  # bound once, see above
     with locking.fenced_lock(f"product:{product_id}", db=db) as fence:
-        mine: list[tuple[dict[str, Any], Any]] = []  # (review, the stamp of the page it was on)
+        mine: list[dict[str, Any]] = []  # the account's reviews taken off the pages
         others: list[dict[str, Any]] = []  # every other review on the pages, in page order
         stamps: set[Any] = set()  # of the pages read
         pages, page, n_pages = 0, 1, 1
@@ -185,23 +177,35 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
             n_pages = int(doc.get("pages") or 1)
             stamps.add(doc.get(LOAD_STAMP))
             others.extend(doc["items"])
-            mine.extend((r, doc.get(LOAD_STAMP)) for r in removed)
+            mine.extend(removed)
             pages += bool(removed)
             page += 1
-        if not mine and not indexed:
-            return pages, 0, set()
-        changed = _subtract_reviews(product_id, user_id, mine, others, stamps, products, fence)
+        if not mine:
+            changed = False
+        else:
+            changed = _subtract_reviews(product_id, mine, others, stamps, products, fence)
     still_said = {w for r in others for w in search.words(r.get("summary") or "")}
-    theirs = [str(r.get("summary") or "") for r, _ in mine] + list(indexed)
+    theirs = [str(r.get("summary") or "") for r in mine] + list(indexed)
     gone = {w for text in theirs for w in search.words(text)} - still_said
     return pages, int(changed), gone
+
+
+def write_recount(product_id: str, fields: dict[str, Any], stamp: int, db: Database | None = None) -> bool:
+    """Write a load's recount of one product's review-derived ``fields`` and drop its ``RECOUNT``
+    mark (spark_jobs.mongo_load.erase_accounts_deleted_since), under the product's fenced lock (no
+    deletion between its pages and its counts), only while the document is of load ``stamp``."""
+    db = db if db is not None else mongo.get_db()
+    with locking.fenced_lock(f"product:{product_id}", db=db) as fence:
+        fence()
+        return bool(db[mongo.PRODUCTS].update_one({"_id": product_id, LOAD_STAMP: stamp},
+                                                  {"$set": fields, "$unset": {RECOUNT: ""}}).matched_count)
 
 
 def _take_off_page(review_pages: Collection, page_id: str, user_id: str,
                    fence: Callable[[], None]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The page ``page_id`` without ``user_id``'s reviews (None: no such page), and the reviews
     taken off it; written only when it held some, conditional on the page's ``LOAD_STAMP``: a
-    load's write of the page since the read (its reviews as the load has them) is read again."""
+    load's write of the page since the read is read again."""
     for _try in range(_TRIES):
         doc = review_pages.find_one({"_id": page_id})
         if not doc:
@@ -219,18 +223,16 @@ def _take_off_page(review_pages: Collection, page_id: str, user_id: str,
                        "the deletion is idempotent: run it again")
 
 
-def _subtract_reviews(product_id: str, user_id: str, mine: list[tuple[dict[str, Any], Any]],
-                      others: list[dict[str, Any]], stamps: set[Any], products: Collection,
-                      fence: Callable[[], None]) -> bool:
-    """Write the product's document without ``user_id``'s reviews ``mine`` (each with the
-    ``LOAD_STAMP`` of the page it was on; ``stamps``: of every page read), conditional on the
-    document's stamp as read (:func:`_erase_reviews`), read and computed again when a load wrote it
-    since. False when there is no product document, or nothing in it changed."""
+def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]],
+                      stamps: set[Any], products: Collection, fence: Callable[[], None]) -> bool:
+    """Write the product's document without the reviews ``mine`` (``stamps``: of the pages read),
+    conditional on its ``LOAD_STAMP`` as read, read again when a load wrote it since. False when
+    there is no product document, or nothing in it changed."""
     for _try in range(_TRIES):
         doc = products.find_one({"_id": product_id}, _PRODUCT_FIELDS)
         if not doc:
             return False
-        update = _without_reviews(doc, user_id, mine, others, stamps)
+        update = _without_reviews(doc, mine, others, stamps)
         if not update:
             return False
         fence()
@@ -240,64 +242,29 @@ def _subtract_reviews(product_id: str, user_id: str, mine: list[tuple[dict[str, 
                        "the deletion is idempotent: run it again")
 
 
-def _without_reviews(doc: dict[str, Any], user_id: str, mine: list[tuple[dict[str, Any], Any]],
-                     others: list[dict[str, Any]], stamps: set[Any]) -> dict[str, Any] | None:
-    """The update of product document ``doc`` that takes ``user_id``'s reviews ``mine`` off it, as
-    the load would write it without them: count, histogram and average (rounded as Spark rounds),
-    and, when its quoted summary was one of theirs, the next most helpful one of ``others`` and the
-    generated title made from it (core.catalog: the load's own rule). None: nothing to change.
+def _without_reviews(doc: dict[str, Any], mine: list[dict[str, Any]], others: list[dict[str, Any]],
+                     stamps: set[Any]) -> dict[str, Any] | None:
+    """The update of product document ``doc`` that takes the reviews ``mine`` off it: count,
+    histogram and average (rounded as Spark rounds), and, when its quoted summary was one of
+    them, the next most helpful one of ``others`` and the generated title made from it
+    (core.catalog: the load's own rule). None: nothing to change.
 
-    A load writes the product documents, then the review pages, both with its ``LOAD_STAMP``, then
-    erases again every account deleted meanwhile (spark_jobs/mongo_load.py). The pages a deletion
-    read are normally of the document's own write (the same stamp, or no stamp on either: written
-    before pages carried one): the document counts exactly the reviews they hold. Pages older than
-    the document (:func:`_older`) were read while a load was between its products and its pages: the
-    document counts the account's reviews as the load read them, and the load's pages will hold
-    them again, maybe changed (clean keeps one review per account and product, its latest). So the
-    reviews those pages held are subtracted and their ratings remembered in the document, under
-    the account's :func:`_account` (``ERASED``: also which of them came off the histogram, not a
-    star the document has none of), in the same update as the counts (a deletion interrupted after
-    it leaves nothing half-done). A deletion that reads pages of the document's
-    own write (the load's eraser, or a repeated deletion) subtracts what they hold, adds back what
-    is remembered for the account (the load's pages have the values the document counts), and
-    drops the entry; when they hold none of the account's reviews (one beyond the 500 most helpful
-    the pages keep), the remembered ones stay subtracted, the closest known, and the entry goes too.
-    So with no load running nothing is remembered, and a load's next write of the document drops
-    the field (mongo_load writes it null). An entry stays only when no deletion reads the load's
-    pages of the product afterwards: an account deleted before the load began but erased after
-    its products went live (the load left its reviews out, so its pages never hold them; the
-    eraser looks only at accounts deleted since the load began) keeps its entry, and its
-    subtraction, until the next load.
+    When a page read (``stamps``) is older than the document, a load is between its products and
+    its pages: the document may not count what those pages hold (or count it differently), so
+    the update also sets ``RECOUNT``, and the load's eraser writes the product's counts anew.
     """
-    stamp, account = doc.get(LOAD_STAMP), _account(user_id)
-    entries = list(doc.get(ERASED) or [])
-    entry = next((e for e in entries if e.get("a") == account), {})
-    remembered, stars = [float(r) for r in entry.get("r") or []], [float(r) for r in entry.get("h") or []]
-    rest = [e for e in entries if e.get("a") != account]
-    older = [_older(s, stamp) for _, s in mine]  # each review's page older than the document
-    fields: dict[str, Any] = {}
-    if any(_older(s, stamp) for s in stamps):  # a load between its products and its pages
-        counts, taken = _counts_less(doc, [_rating(r) for r, _ in mine], [], [])
-        new = [_rating(r) for (r, _), old in zip(mine, older) if old]
-        new_stars = [_rating(r) for (r, _), old, off in zip(mine, older, taken) if old and off]
-        kept = rest + ([{"a": account, "r": remembered + new, "h": stars + new_stars}] if remembered or new else [])
-    else:  # pages of the document's own write: re-based on them
-        counts, _ = _counts_less(doc, [_rating(r) for r, _ in mine], *((remembered, stars) if mine else ([], [])))
-        kept = rest
-    if mine:
-        fields.update(counts)
+    if not mine:
+        return None
+    fields: dict[str, Any] = _counts_less(doc, [_rating(r) for r in mine])
     quoted = str(doc.get("sample_summary") or "")
-    if quoted.strip() and any(str(r.get("summary") or "") == quoted for r, _ in mine):
+    if quoted.strip() and any(str(r.get("summary") or "") == quoted for r in mine):
         fields["sample_summary"] = catalog.most_helpful_summary(others)
         if doc.get("title_generated"):
             fields["title"] = catalog.fallback_title(doc.get("categories"), doc.get("category"), doc.get("brand"),
                                                      fields["sample_summary"])
-    if kept and kept != entries:
-        fields[ERASED] = kept
-    update: dict[str, Any] = {"$set": fields} if fields else {}
-    if entries and not kept:
-        update["$unset"] = {ERASED: ""}
-    return update or None
+    if any(_older(s, doc.get(LOAD_STAMP)) for s in stamps):
+        fields[RECOUNT] = True
+    return {"$set": fields}
 
 
 def _older(page_stamp: Any, stamp: Any) -> bool:
@@ -310,27 +277,21 @@ def _older(page_stamp: Any, stamp: Any) -> bool:
     return page_stamp != stamp
 
 
-def _counts_less(doc: dict[str, Any], subtract: list[float], add: list[float],
-                 add_stars: list[float]) -> tuple[dict[str, Any], list[bool]]:
-    """``doc``'s count, histogram and average without the ratings ``subtract``, with ``add``
-    (``add_stars`` of them in the histogram too); and which of ``subtract`` came off the histogram
-    (not a star it has none of: a review changed since the document's load counted it)."""
+def _counts_less(doc: dict[str, Any], subtract: list[float]) -> dict[str, Any]:
+    """``doc``'s count, histogram and average without the ratings ``subtract`` (a star the
+    histogram has none of stays as it is)."""
     n = int(doc.get("n_reviews") or 0)
     hist = {str(s): int((doc.get("rating_hist") or {}).get(str(s)) or 0) for s in range(1, 6)}
     # The ratings' sum: exact from the histogram when it holds every rating (whole stars), else
     # from the stored average, which is rounded to 3 decimals.
     total = (sum(s * hist[str(s)] for s in range(1, 6)) if sum(hist.values()) == n
-             else float(doc.get("avg_rating") or 0) * n) + sum(add) - sum(subtract)
-    for rating in add_stars:
-        if _star(rating) in hist:
-            hist[_star(rating)] += 1
-    taken = []
+             else float(doc.get("avg_rating") or 0) * n) - sum(subtract)
     for rating in subtract:
-        taken.append(hist.get(_star(rating), 0) > 0)
-        if taken[-1]:
-            hist[_star(rating)] -= 1
-    left = max(0, n - len(subtract) + len(add))
-    return {"n_reviews": left, "rating_hist": hist, "avg_rating": _round3(total / left) if left else 0.0}, taken
+        star = _star(rating)
+        if star is not None and hist.get(star, 0) > 0:
+            hist[star] -= 1
+    left = max(0, n - len(subtract))
+    return {"n_reviews": left, "rating_hist": hist, "avg_rating": _round3(total / left) if left else 0.0}
 
 
 def _star(rating: float) -> str | None:
@@ -339,11 +300,6 @@ def _star(rating: float) -> str | None:
 
 def _rating(review: dict[str, Any]) -> float:
     return float(review.get("rating") or 0)
-
-
-def _account(user_id: str) -> str:
-    """How ``ERASED`` names an account: a short hash of its id, not the id."""
-    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:16]
 
 
 def _round3(x: float) -> float:

@@ -24,7 +24,7 @@ from typing import Collection
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import mongo, popular, rating_history, search, shopper_controls, trending, trending_votes
+from core import catalog, mongo, popular, rating_history, search, shopper_controls, trending, trending_votes
 from core.settings import get_settings
 from spark_jobs import units
 from spark_jobs.common import of_deleted_users, run_job, without_deleted_users
@@ -182,8 +182,9 @@ def reconcile(reviews: DataFrame, n_reviews: int, checksum: int, n_products: int
     the sum; one counted on another product, or lost beside one counted twice, the checksum).
 
     Except the reviews of accounts deleted since ``since`` (while the load ran), which the load
-    read: the deletion takes those it finds on the product pages off the counts of the products
-    this load wrote (core.shopper_controls). So when the sums differ and such accounts exist,
+    read: its eraser, which runs first, recounted their products without them
+    (:func:`erase_accounts_deleted_since`), and a deletion since takes those it finds on the pages
+    off the counts (core.shopper_controls). So when the sums differ and such accounts exist,
     the products they reviewed are compared one by one: each may fall short by at most those
     accounts' reviews of it, and only that shortfall is "erased by deletions"; every other product
     must still add up exactly (their sum and checksum), so a review lost anywhere else is not
@@ -231,11 +232,10 @@ _NOT_SERVED = ("search_text", "first_ts", "last_ts")
 
 def _served(products: DataFrame, stamp: int) -> DataFrame:
     """The product documents as stored: without :data:`_NOT_SERVED`, with the load's ``stamp``
-    (``core.shopper_controls.LOAD_STAMP``, on their review pages too: a deletion tells pages older
-    than the document from the document's own), and without a deletion's ``ERASED`` entries of the
-    document written before (null: left out of a new generation, removed by an upsert)."""
+    (``core.shopper_controls.LOAD_STAMP``, on their review pages too), and without a deletion's
+    ``RECOUNT`` mark of the document written before (null: removed by an upsert)."""
     return (products.drop(*_NOT_SERVED).withColumn(shopper_controls.LOAD_STAMP, F.lit(stamp).cast("long"))
-            .withColumn(shopper_controls.ERASED, F.lit(None).cast("array<struct<a:string,r:array<double>>>")))
+            .withColumn(shopper_controls.RECOUNT, F.lit(None).cast("boolean")))
 
 
 REVIEW_PAGE_FIELDS = ("user_id", "reviewer_name", "rating", "ts", "summary", "review_text", "verified",
@@ -434,7 +434,7 @@ def user_history_docs(reviews: DataFrame, live: DataFrame, recent_from: float | 
 
 # fields a document leaves out when null: a history lists recent batch reviews only when it has one
 # (core.rating_history.history_doc; user_history_docs makes an empty list null)
-OMITTED_WHEN_NULL = (rating_history.BATCH, shopper_controls.ERASED)
+OMITTED_WHEN_NULL = (rating_history.BATCH, shopper_controls.RECOUNT)
 
 
 def _stored(row, absent=None) -> dict:
@@ -601,35 +601,74 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
     return record
 
 
-def erase_accounts_deleted_since(since: float, reviews: DataFrame) -> int:
-    """Erase again every account deleted since ``since`` (``core.shopper_controls.delete_user_data``,
-    idempotent); returns how many. Called once the load's generations are live and every process
-    reads them; ``reviews`` are those the load built them from.
+# a product document's fields derived from its reviews: what the eraser recounts (product_docs' columns)
+RECOUNTED = ("n_reviews", "avg_rating", "rating_hist", "sample_summary", "title")
+ERASER_PASSES = 5  # reads of deleted_users by one eraser, each pass erasing the accounts new in it
 
-    The load reads ``deleted_users``, the live ratings and the clean reviews when it starts; an
-    account deleted after that is erased by the site from the generations live at that moment,
-    which the load then replaces (or, incremental, upserts into) with what it read: the history, a
-    linked reviewer's review pages, counts and search words would be back, and a worker, which
-    looks for a deletion only when a user has no history, would apply the account's late events.
-    The search index is rebuilt from every loaded review, also of products whose pages the site
-    had already erased (or, incremental, that the load did not rewrite): the account's loaded
-    summaries say which words to take off them.
 
-    A deletion between the load's products and its pages took the account's reviews off the new
-    product documents by the previous pages, and remembered their ratings in each document; the
-    erasure here reads the load's pages (the products' stamp), takes off what they hold and adds
-    back what was remembered, which it drops (``core.shopper_controls._without_reviews``): each
-    review comes off once, with the values the load counted, and nothing is left to clean up.
+def recounts(products: DataFrame, reviews: DataFrame, deleted: list[str], ids: Collection[str]) -> dict[str, dict]:
+    """{product: its :data:`RECOUNTED` fields} of the products ``ids``, as :func:`product_docs` makes
+    them from ``products`` (metadata) and ``reviews`` without those of the accounts ``deleted``;
+    one row per product collected. A product left with neither is missing."""
+    if not ids:
+        return {}
+    wanted = F.broadcast(reviews.sparkSession.createDataFrame([(p,) for p in sorted(ids)], "product_id string"))
+    kept = reviews.where(~F.col("user_id").isin(deleted)) if deleted else reviews
+    docs = product_docs(products.join(wanted, "product_id", "left_semi"), kept.join(wanted, "product_id", "left_semi"))
+    return {r["_id"]: {f: r[f] for f in RECOUNTED} for r in docs.select("_id", *RECOUNTED).collect()}
+
+
+def _unreviewed(product_id: str) -> dict:
+    """The :data:`RECOUNTED` fields of a product left without reviews or metadata (its title, when
+    generated, made again without a summary)."""
+    fields = {"n_reviews": 0, "avg_rating": 0.0, "rating_hist": {str(s): 0 for s in range(1, 6)}, "sample_summary": ""}
+    doc = mongo.get_db()[mongo.PRODUCTS].find_one({"_id": product_id}, {"categories": 1, "category": 1, "brand": 1,
+                                                                         "title_generated": 1})
+    if doc and doc.get("title_generated"):
+        fields["title"] = catalog.fallback_title(doc.get("categories"), doc.get("category"), doc.get("brand"), "")
+    return fields
+
+
+def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: DataFrame, stamp: int) -> int:
+    """Erase again every account deleted since ``since`` and recount the products it touched;
+    returns how many accounts. Called once the load's generations (or upserts) are live, before
+    :func:`reconcile`; ``reviews`` and ``products`` (metadata) are what the load read, ``stamp`` its
+    ``LOAD_STAMP``.
+
+    An account deleted after the load read ``deleted_users`` was erased by the site from what was
+    live then, which the load replaced with what it read: ``delete_user_data`` runs again (pages,
+    history, search words: the account's loaded summaries say which). A deletion between the load's
+    products and pages subtracted by pages the document did not count, maybe twice or not at all
+    (core.shopper_controls.RECOUNT), so the counts are not patched but written anew
+    (:func:`recounts`, the load's own code, without every account deleted since ``since``) for
+    the products those accounts reviewed and those marked ``RECOUNT``, under each product's lock,
+    while it is still this load's. Then ``deleted_users`` is read again: an account deleted since
+    the last read may have been subtracted before that write, which counted it; it is excluded on
+    the next pass.
     """
-    deleted = sorted(rating_history.deleted_user_ids(since=since))
-    indexed: dict[str, dict[str, list[str]]] = {}  # user -> product -> summaries the index was built from
-    if deleted:
-        theirs = reviews.where(F.col("user_id").isin(deleted)).select("user_id", "product_id", "summary_clean")
-        for r in theirs.collect():
-            indexed.setdefault(r["user_id"], {}).setdefault(r["product_id"], []).append(r["summary_clean"] or "")
-    for user_id in deleted:
-        shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id))
-    return len(deleted)
+    db = mongo.get_db()
+    done: list[str] = []
+    for _pass in range(ERASER_PASSES):
+        deleted = sorted(rating_history.deleted_user_ids(since=since))
+        new = sorted(set(deleted) - set(done))
+        indexed: dict[str, dict[str, list[str]]] = {}  # user -> product -> summaries the index was built from
+        if new:
+            theirs = reviews.where(F.col("user_id").isin(new)).select("user_id", "product_id", "summary_clean")
+            for r in theirs.collect():
+                indexed.setdefault(r["user_id"], {}).setdefault(r["product_id"], []).append(r["summary_clean"] or "")
+        for user_id in new:
+            shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id))
+        # one query, no index on the mark on FerretDB: a scan of the products, one per pass
+        marked = {d["_id"] for d in db[mongo.PRODUCTS].find({shopper_controls.RECOUNT: True,
+                                                             shopper_controls.LOAD_STAMP: stamp}, {"_id": 1})}
+        affected = marked | {p for of in indexed.values() for p in of}
+        if not affected and not new:
+            break
+        fields = recounts(products, reviews, deleted, affected)
+        for pid in sorted(affected):
+            shopper_controls.write_recount(pid, fields.get(pid) or _unreviewed(pid), stamp, db=db)
+        done = deleted
+    return len(done)
 
 
 def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float,
@@ -662,19 +701,20 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
         mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
                                                extra_docs=_catalog_extras(products, all_reviews)),
     }
-    mongo.ensure_indexes()
-    mongo.drop_retired(wait=True)
-    # a live rating stored after the histories' read was overwritten by the upsert: written again
-    out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(
-        started - LIVE_CLOCK_MARGIN_S)
-    # Reconciliation over the whole database: every clean review and product is there once; then
-    # (even if it fails: the upserts are live) the accounts deleted meanwhile are erased again.
-    (n_reviews, checksum), n_products = review_totals(all_reviews), products.count()
+    # The accounts deleted meanwhile are erased again and their products recounted (even if what
+    # follows the upserts fails: they are live); then reconciliation over the whole database: every
+    # clean review and product is there once, less the reviews of accounts deleted meanwhile.
     try:
-        held = reconcile(all_reviews, n_reviews, checksum, n_products, started - LIVE_CLOCK_MARGIN_S)
+        mongo.ensure_indexes()
+        mongo.drop_retired(wait=True)
+        # a live rating stored after the histories' read was overwritten by the upsert: written again
+        out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(
+            started - LIVE_CLOCK_MARGIN_S)
     finally:
         out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(
-            started - LIVE_CLOCK_MARGIN_S, all_reviews)
+            started - LIVE_CLOCK_MARGIN_S, all_reviews, all_products, stamp)
+    (n_reviews, checksum), n_products = review_totals(all_reviews), products.count()
+    held = reconcile(all_reviews, n_reviews, checksum, n_products, started - LIVE_CLOCK_MARGIN_S)
     n_fresh = fresh.count()
     fresh.unpersist()
     products.unpersist()
@@ -690,7 +730,8 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
     with_text, n_deleted = without_deleted_users(clean_reviews)
     # cached without the reviews' text (most of their bytes): only the pages show it, read once
     reviews = with_text.select(*AGGREGATED_COLUMNS).cache()
-    products = product_docs(spark.read.parquet(f"{clean_dir}/products"), reviews).cache()
+    metadata = spark.read.parquet(f"{clean_dir}/products")
+    products = product_docs(metadata, reviews).cache()
     (n_reviews, checksum), n_products = review_totals(reviews), products.count()
     coverage = metadata_coverage(products)
     print(f"mongo_load: {coverage['reviewed products']:,} reviewed products, "
@@ -706,20 +747,20 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
         mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
                                                extra_docs=_catalog_extras(products, reviews)),
     }
-    mongo.ensure_indexes()
-    mongo.retire_collection(mongo.LEGACY_REVIEWS)
-    # Once every process reads the new generations (the grace period), the old ones go and the
-    # live ratings stored since the load began are written into the new histories.
-    mongo.drop_retired(wait=True)
-    out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
+    try:
+        mongo.ensure_indexes()
+        mongo.retire_collection(mongo.LEGACY_REVIEWS)
+        # Once every process reads the new generations (the grace period), the old ones go and the
+        # live ratings stored since the load began are written into the new histories.
+        mongo.drop_retired(wait=True)
+        out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
+    finally:  # even if that failed (the new generations are live): the accounts deleted meanwhile
+        out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(
+            live_since, reviews, metadata, stamp)
     # Reconciliation: the server acknowledged every document written (reload_collection), and every
     # clean review and product is in MongoDB, no more, no fewer (less the reviews of accounts deleted
-    # meanwhile, which their deletion took off the counts: reconcile). Then (even if it fails: the new
-    # generations are live) the accounts deleted meanwhile are erased again.
-    try:
-        held = reconcile(reviews, n_reviews, checksum, n_products, live_since)
-    finally:
-        out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(live_since, reviews)
+    # meanwhile, which the eraser recounted without: reconcile).
+    held = reconcile(reviews, n_reviews, checksum, n_products, live_since)
     reviews.unpersist()
     products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "full", "collections": out, "counts_in": {

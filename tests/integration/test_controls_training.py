@@ -333,12 +333,12 @@ def _counts_and_pages(db) -> tuple[dict[str, int], dict[str, int]]:
     return counts, {pid: len(_pages(db, pid)) for pid in counts}
 
 
-def _stamp_on_products_and_pages_with_nothing_remembered(db):
+def _stamp_on_products_and_pages_with_no_mark(db):
     """The load's stamp, which a1's document and its review page carry; no product document still
-    remembers a deletion (``core.shopper_controls.ERASED``: the eraser re-based every one)."""
+    marked for a recount (``core.shopper_controls.RECOUNT``: the eraser recounted every one)."""
     stamp = db[mongo.PRODUCTS].find_one({"_id": "a1"})[shopper_controls.LOAD_STAMP]
     assert isinstance(stamp, int) and db[mongo.PRODUCT_REVIEWS].find_one({"_id": "a1:1"})[shopper_controls.LOAD_STAMP] == stamp
-    assert [d["_id"] for d in db[mongo.PRODUCTS].find({}) if shopper_controls.ERASED in d] == []
+    assert [d["_id"] for d in db[mongo.PRODUCTS].find({}) if shopper_controls.RECOUNT in d] == []
     return stamp
 
 
@@ -346,14 +346,13 @@ def _stamp_on_products_and_pages_with_nothing_remembered(db):
 def test_an_account_deleted_between_the_products_and_the_pages_is_subtracted_once(spark, own_db, client, make_user,
                                                                                   monkeypatch, tmp_path):
     """The load writes the products, then the review pages. An account deleted in between is erased
-    by the site from the previous pages and the load's products (which count its reviews); the
-    load's eraser then finds its reviews on the load's pages: they must not come off the counts a
-    second time (they did: a1 at 1 of 2). Incremental (r1: a product reviewed in the loaded category
-    and the new one), then full (r2). One more account (r4) is deleted before the incremental load
-    writes the products: the site takes it off the previous counts, the load's products count it
-    again, and the eraser takes it off them. Each load's reconciliation passes (it raises), each load's
-    stamp is on its products and their pages, and no product document still remembers what a
-    deletion subtracted (the eraser re-based every one)."""
+    by the site from the previous pages and the load's products (which count its reviews), which it
+    marks; the load's eraser erases it from the load's pages and recounts its products: its reviews
+    come off once (they came off twice: a1 at 1 of 2). Incremental (r1: a product reviewed in the
+    loaded category and the new one), then full (r2). One more account (r4) is deleted before the
+    incremental load writes the products: the load's products count it again, and the eraser's
+    recount leaves it out. Each load's reconciliation passes (it raises), each load's stamp is on
+    its products and their pages, and no product document is still marked."""
     import spark_jobs.mongo_load as job
     from spark_jobs.clean import clean
     from spark_jobs.load import load
@@ -366,7 +365,7 @@ def test_an_account_deleted_between_the_products_and_the_pages_is_subtracted_onc
     load(spark, [str(alpha)], raw, "it-twice-1")
     clean(spark, raw, cleaned, "it-twice-1")
     assert job.mongo_load(spark, cleaned, "it-twice-1")["mode"] == "full"
-    stamps = {_stamp_on_products_and_pages_with_nothing_remembered(db)}
+    stamps = {_stamp_on_products_and_pages_with_no_mark(db)}
     load(spark, [str(beta)], raw, "it-twice-2")
     clean(spark, raw, cleaned, "it-twice-2")
     real_upsert, real_reload = job.upsert_collection, job.reload_collection
@@ -380,7 +379,7 @@ def test_an_account_deleted_between_the_products_and_the_pages_is_subtracted_onc
     _gone_everywhere(db, "r4")
     counts, on_pages = _counts_and_pages(db)
     assert counts == on_pages == {"a1": 2, "a2": 1, "b1": 1}  # r2 and r3 on a1, r2 on a2, r3 on b1
-    stamps.add(_stamp_on_products_and_pages_with_nothing_remembered(db))
+    stamps.add(_stamp_on_products_and_pages_with_no_mark(db))
 
     monkeypatch.setattr(job, "upsert_collection", real_upsert)
     monkeypatch.setattr(job, "reload_collection", _deleted_before_writing(mongo.PRODUCT_REVIEWS, real_reload, client,
@@ -390,5 +389,5 @@ def test_an_account_deleted_between_the_products_and_the_pages_is_subtracted_onc
     _gone_everywhere(db, "r2")
     counts, on_pages = _counts_and_pages(db)
     assert counts == on_pages == {"a1": 1, "a2": 0, "b1": 1}  # r3's alone
-    stamps.add(_stamp_on_products_and_pages_with_nothing_remembered(db))
+    stamps.add(_stamp_on_products_and_pages_with_no_mark(db))
     assert len(stamps) == 3  # each load's own

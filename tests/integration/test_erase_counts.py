@@ -1,14 +1,13 @@
 """An account's reviews come off a product's counts once, whichever pages and product document a
-deletion meets while a load writes them (core.shopper_controls._without_reviews).
+deletion meets while a load writes them.
 
 A load (spark_jobs/mongo_load.py) writes the products, then the review pages, both with its
-``load_stamp``, then erases again every account deleted meanwhile. A deletion in between finds the
-account's reviews on the previous pages (an older stamp) and takes them off the load's products,
-which count them, remembering their ratings in the document; the eraser finds them again on the
-load's pages (the document's stamp), takes those off and adds back what was remembered. Here the
-load's writes are made directly, as it makes them (a new generation switched in, or an upsert by
-``_id``), without Spark; its reconciliation runs on the reviews it loaded. A load's write landing
-inside a deletion is injected by wrapping pymongo's ``Collection`` methods.
+``load_stamp``, then its eraser erases again every account deleted meanwhile and recounts their
+products (and those a deletion marked ``recount``: it read pages older than the document) with the
+load's own code, then reconciles. Here the load's writes are made directly, as it makes them (a
+new generation switched in, or an upsert by ``_id``); the eraser and reconciliation are the load's,
+on the reviews it loaded. A load's write landing inside a deletion is injected by wrapping
+pymongo's ``Collection`` methods.
 """
 from __future__ import annotations
 
@@ -19,8 +18,8 @@ from typing import Iterator
 import pytest
 from pymongo.collection import Collection
 
-from core import catalog, mongo, rating_history, shopper_controls
-from core.shopper_controls import ERASED, LOAD_STAMP
+from core import mongo, rating_history, shopper_controls
+from core.shopper_controls import LOAD_STAMP, RECOUNT
 
 pytestmark = pytest.mark.integration
 
@@ -56,10 +55,10 @@ def _reload(db, collection: str, docs: list[dict]) -> None:
 
 
 def _upsert(db, collection: str, docs: list[dict]) -> None:
-    """An incremental load's write: every field set by ``_id``, ``erased`` removed (mongo_load
+    """An incremental load's write: every field set by ``_id``, ``recount`` removed (mongo_load
     writes it null: ``_stored``'s ``UNSET``)."""
     mongo.set_by_ids(collection, {d["_id"]: {**{k: v for k, v in d.items() if k != "_id"},
-                                             **({ERASED: mongo.UNSET} if collection == mongo.PRODUCTS else {})}
+                                             **({RECOUNT: mongo.UNSET} if collection == mongo.PRODUCTS else {})}
                                   for d in docs}, db=db)
 
 
@@ -88,12 +87,24 @@ def _delete(db, user: str) -> None:
     shopper_controls.delete_user_data(user, db=db)
 
 
-def _erase(db, loaded: dict[str, list[Review]], since: float) -> None:
-    """The load's eraser (``erase_accounts_deleted_since``): each account deleted since ``since``,
-    with the products the load had its reviews of."""
-    for user in sorted(rating_history.deleted_user_ids(db=db, since=since)):
-        shopper_controls.delete_user_data(user, db=db, indexed={
-            pid: [f"{user} on {pid}"] for pid, reviews in loaded.items() if any(u == user for u, _, _ in reviews)})
+def _frames(spark, loaded: dict[str, list[Review]]):
+    """The load's reviews and product metadata, as Spark read them."""
+    reviews = spark.createDataFrame(
+        [(u, pid, "c", r, t, 0, f"{u} on {pid}", f"{u} on {pid}") for pid, rs in loaded.items() for u, r, t in rs],
+        "user_id string, product_id string, category string, rating double, ts double, helpful_votes long, "
+        "summary string, summary_clean string")
+    products = spark.createDataFrame(
+        [(pid, pid, "", 0.0, "c", [], "", "", []) for pid in loaded],
+        "product_id string, title string, brand string, price double, category string, categories array<string>, "
+        "description string, image string, also_buy array<string>")
+    return reviews, products
+
+
+def _erase(spark, loaded: dict[str, list[Review]], since: float, stamp: int = S2) -> int:
+    """The load's eraser (``erase_accounts_deleted_since``) on the reviews it loaded."""
+    from spark_jobs.mongo_load import erase_accounts_deleted_since
+
+    return erase_accounts_deleted_since(since, *_frames(spark, loaded), stamp)
 
 
 def _reconciles(spark, loaded: dict[str, list[Review]], since: float) -> dict:
@@ -117,9 +128,20 @@ def _without(loaded: dict[str, list[Review]], *users: str) -> dict[str, tuple]:
             for d in [_product(p, 0, [x for x in reviews if x[0] not in users])]}
 
 
-def _remembered(db) -> list:
-    """Every ``erased`` entry the product documents hold."""
-    return [e for d in db[mongo.PRODUCTS].find({}) for e in d.get(ERASED) or []]
+def _marked(db) -> list:
+    """The products a deletion marked for the load's recount."""
+    return [d["_id"] for d in db[mongo.PRODUCTS].find({}) if RECOUNT in d]
+
+
+def _erased(db, spark, loaded: dict[str, list[Review]], since: float, *users: str) -> None:
+    """The eraser's outcome: each product's counts as a load without ``users``' reviews writes them,
+    no mark left, reconciliation exact (each product short by exactly ``users``' reviews of it)."""
+    assert _counts(db, loaded) == _without(loaded, *users)
+    assert _marked(db) == []
+    load_fields = set(_product("P", S2, [])) | {"_id"}  # nothing else, of the account or its ratings
+    assert all(set(d) <= load_fields for d in db[mongo.PRODUCTS].find({}))
+    erased = sum(1 for reviews in loaded.values() for u, _, _ in reviews if u in users)
+    assert _reconciles(spark, loaded, since).get("reviews_erased_by_deletions", 0) == erased
 
 
 @contextmanager
@@ -149,11 +171,9 @@ def _product_read(self, args) -> bool:
 
 def test_a_deletion_between_the_products_and_the_pages_is_subtracted_once(spark, own_db):
     """Full load. The account is deleted after the load's products went live, before its pages:
-    the site finds its reviews on the previous pages and takes them off the load's products
-    (remembering their ratings there, which the site's product page does not read); the eraser then
-    finds them on the load's pages, takes those off and adds back the remembered ones: a second
-    review of the account only the load's pages hold comes off once too, and nothing stays
-    remembered."""
+    the site takes the reviews of the previous pages off the load's products and marks them; the
+    eraser takes the load's pages' reviews off and recounts the products: a second review of the
+    account only the load's pages hold comes off once too, and the mark goes."""
     db = own_db
     before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)], "R": [("u", 4.0, 70.0), ("c", 1.0, 80.0)]}
     _before(db, _reload, before, "u")
@@ -162,26 +182,21 @@ def test_a_deletion_between_the_products_and_the_pages_is_subtracted_once(spark,
 
     _load(db, _reload, S2, loaded, "products")
     _delete(db, "u")
-    assert ERASED in db[mongo.PRODUCTS].find_one({"_id": "P"})  # until the eraser; never shown by the site:
-    assert ERASED not in catalog.get_product("P", db=db)
+    assert db[mongo.PRODUCTS].find_one({"_id": "P"})[RECOUNT] is True  # the only trace, until the eraser
     _load(db, _reload, S2, loaded, "pages")
-    assert _reconciles(spark, loaded, started)["reviews_erased_by_deletions"] == 2  # as the site took off
-    _erase(db, loaded, started)
+    _erase(spark, loaded, started)
 
-    assert _counts(db, loaded) == _without(loaded, "u")
-    assert _remembered(db) == []
+    _erased(db, spark, loaded, started, "u")
     _delete(db, "u")  # again (the worker's delete_account): nothing left to take off
     assert _counts(db, loaded) == _without(loaded, "u")
 
 
 def test_deletions_before_during_and_after_an_incremental_load_are_each_subtracted_once(spark, own_db):
     """Incremental load (upserts by ``_id``), each product once:
-    - P: ``u``'s deletion reaches it before the load's products (the old document and pages):
-      the eraser takes off everything it finds on the load's pages;
+    - P: ``u``'s deletion reaches it before the load's products (the old document and pages);
     - Q: the same deletion, still running, reaches it after the load's products, before its pages
-      (the load's document, the old pages): the eraser takes off nothing more;
-    - S: ``v`` deletes the account after the load's pages: the site takes its review off the load's
-      document by the load's pages, and the eraser finds nothing;
+      (the load's document, the old pages: marked);
+    - S: ``v`` deletes the account after the load's pages (the load's document and pages);
     - a repeated deletion of both changes nothing.
     """
     from core.shopper_controls import _erase_reviews  # delete_user_data's step, one product each
@@ -199,21 +214,17 @@ def test_deletions_before_during_and_after_an_incremental_load_are_each_subtract
     _erase_reviews("Q", "u", db)
     _load(db, _upsert, S2, loaded, "pages")
     _delete(db, "v")
-    assert _reconciles(spark, loaded, started)["reviews_erased_by_deletions"] == 2  # Q's and S's
-    _erase(db, loaded, started)
+    _erase(spark, loaded, started)
 
-    assert _counts(db, loaded) == _without(loaded, "u", "v")
-    assert _remembered(db) == []
+    _erased(db, spark, loaded, started, "u", "v")
     _delete(db, "u")
     _delete(db, "v")
     assert _counts(db, loaded) == _without(loaded, "u", "v")
 
 
-def test_a_deletion_stopped_after_the_product_update_leaves_nothing_to_subtract_twice(own_db, monkeypatch):
-    """What the deletion remembers is written in the product's update itself: stopped right after
-    it (here by an exception; the process killed there alike), nothing is half-done, and the
-    eraser takes the account's review off once (main wrote its record of the subtraction after the
-    update: killed in between, the eraser subtracted again, P at 0 of 1)."""
+def test_a_deletion_stopped_after_the_product_update_leaves_nothing_to_subtract_twice(spark, own_db, monkeypatch):
+    """The mark is written in the product's update itself: stopped right after it (here by an
+    exception; the process killed there alike), the eraser still takes the review off once."""
     db = own_db
     before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0)]}
     _before(db, _reload, before, "u")
@@ -232,41 +243,43 @@ def test_a_deletion_stopped_after_the_product_update_leaves_nothing_to_subtract_
         shopper_controls.delete_user_data("u", db=db)
     monkeypatch.setattr(Collection, "update_one", original)  # (not undo(): own_db's environment is on it too)
     _load(db, _reload, S2, before, "pages")
-    _erase(db, before, started)
+    _erase(spark, before, started)
 
-    assert _counts(db, before) == _without(before, "u")
-    assert _remembered(db) == []
+    _erased(db, spark, before, started, "u")
 
 
-def test_a_review_changed_between_the_loads_comes_off_with_the_values_the_load_counted(own_db):
+@pytest.mark.parametrize("others, expected", [
+    ([("a", 3.0, 50.0), ("b", 2.0, 60.0)], (2, {"1": 0, "2": 1, "3": 1, "4": 0, "5": 0}, 2.5)),
+    # v2 re-based this one from the rounded average: 1.666
+    ([("a", 1.0, 50.0), ("b", 2.0, 60.0), ("c", 2.0, 61.0)], (3, {"1": 1, "2": 2, "3": 0, "4": 0, "5": 0}, 1.667)),
+], ids=["counts", "average"])
+def test_a_review_changed_between_the_loads_comes_off_with_the_values_the_load_counted(spark, own_db, others,
+                                                                                       expected):
     """Clean keeps one review per account and product, its latest: here ``u`` re-rated P (5 stars
     at 100, then 4 at 300). Deleted between the load's products and pages, the site takes the old
-    review off the new document, which counts the new one; the eraser finds the new one on the
-    load's pages, takes it off and adds back the old one (main matched reviews by rating and time,
-    found none, and took the new one off too: P at (1, avg 0.0) instead of (2, 2.5))."""
+    review off the new document, which counts the new one; the eraser's recount leaves out the
+    new one: the counts and average of the load without ``u``."""
     db = own_db
-    before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
-    loaded = {"P": [("u", 4.0, 300.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
+    before, loaded = {"P": [("u", 5.0, 100.0), *others]}, {"P": [("u", 4.0, 300.0), *others]}
     _before(db, _reload, before, "u")
     started = time.time()
     _load(db, _reload, S2, loaded, "products")
     _delete(db, "u")
     _load(db, _reload, S2, loaded, "pages")
-    _erase(db, loaded, started)
+    _erase(spark, loaded, started)
 
-    assert _counts(db, loaded) == _without(loaded, "u") == {"P": (2, {"1": 0, "2": 1, "3": 1, "4": 0, "5": 0}, 2.5)}
-    assert _remembered(db) == []
+    assert _without(loaded, "u") == {"P": expected}
+    _erased(db, spark, loaded, started, "u")
 
 
 @pytest.mark.parametrize("write", [_upsert, _reload], ids=["incremental", "full"])
-def test_a_load_writing_products_between_the_deletions_read_and_write_is_not_overwritten(own_db, write):
+def test_a_load_writing_products_between_the_deletions_read_and_write_is_not_overwritten(spark, own_db, write):
     """The load does not take the product's lock: its write of P lands between the deletion's read
     of the document and its write. Incremental (an upsert): the deletion's write, conditional on
     the stamp it read, misses; it reads the load's document and takes the review off it by the old
     pages. Full (a new generation switched in, this process's pointer with it): the deletion writes
-    into the generation it read, now retired. Either way the eraser then takes the review off the
-    load's document once (main wrote the old counts over the load's, or into its generation, and
-    the eraser took the review off again: P at (0, avg 0.0) of 3)."""
+    into the generation it read, now retired. Either way the eraser's recount leaves the review
+    out once."""
     db = own_db
     before = {"P": [("u", 2.0, 10.0), ("a", 5.0, 11.0)]}
     loaded = {"P": before["P"] + [("new", 5.0, 40.0), ("new2", 1.0, 41.0)]}
@@ -276,17 +289,15 @@ def test_a_load_writing_products_between_the_deletions_read_and_write_is_not_ove
         _delete(db, "u")
     assert fired
     _load(db, write, S2, loaded, "pages")
-    _erase(db, loaded, started)
+    _erase(spark, loaded, started)
 
-    assert _counts(db, loaded) == _without(loaded, "u")
-    assert _remembered(db) == []
+    _erased(db, spark, loaded, started, "u")
 
 
-def test_an_incremental_page_upsert_between_the_deletions_read_and_write_is_read_again(own_db):
+def test_an_incremental_page_upsert_between_the_deletions_read_and_write_is_read_again(spark, own_db):
     """The load upserts P's page between the deletion's read of it and its rewrite: the rewrite,
     conditional on the page's stamp, misses, and the page is read again: the load's new review
-    stays on it, the account's is off (main wrote the old page over the load's: the new review
-    was gone from the page)."""
+    stays on it, the account's is off."""
     db = own_db
     before = {"P": [("u", 2.0, 10.0), ("a", 5.0, 11.0)]}
     loaded = {"P": before["P"] + [("new", 5.0, 40.0)]}
@@ -297,17 +308,15 @@ def test_an_incremental_page_upsert_between_the_deletions_read_and_write_is_read
                lambda: _load(db, _upsert, S2, loaded, "pages")) as fired:
         _delete(db, "u")
     assert fired
-    _erase(db, loaded, started)
+    _erase(spark, loaded, started)
 
     assert [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]] == ["a", "new"]
-    assert _counts(db, loaded) == _without(loaded, "u")
-    assert _remembered(db) == []
+    _erased(db, spark, loaded, started, "u")
 
 
 def test_a_deletion_with_no_load_running_leaves_nothing_of_the_account(own_db):
-    """No load runs: the pages are of the products' own write, so the deletion remembers nothing,
-    in the product documents or anywhere else (main kept every deleted account's ratings and times
-    in a collection until the next load's eraser)."""
+    """No load runs: the pages are of the products' own write, so the deletion writes no mark and
+    keeps nothing of the account, in the product documents or anywhere else."""
     db = own_db
     before = {"P": [("u", 2.0, 10.0), ("a", 5.0, 11.0)], "Q": [("u", 4.0, 12.0)]}
     _before(db, _reload, before, "u")
@@ -315,17 +324,16 @@ def test_a_deletion_with_no_load_running_leaves_nothing_of_the_account(own_db):
     _delete(db, "u")
 
     assert _counts(db, before) == _without(before, "u")
-    assert _remembered(db) == []
+    assert _marked(db) == []
     assert set(db.list_collection_names()) - collections <= {mongo.DELETED_USERS, mongo.LOCKS}
     assert db[mongo.LOCKS].count_documents({}) == 0
 
 
-def test_a_deletion_during_the_first_load_that_stamps_pages_is_subtracted_once(own_db):
+def test_a_deletion_during_the_first_load_that_stamps_pages_is_subtracted_once(spark, own_db):
     """A database loaded before pages carried a stamp: product documents with a hex one (or none),
     pages without. The first load that stamps both writes its products; an account deleted then
-    finds its review on the unstamped pages, which are older than the load's document: remembered,
-    and the eraser takes the review off once (taken for the document's own pages, it came off
-    twice: P at 1 of 2)."""
+    finds its review on the unstamped pages, which are older than the load's document: marked, and
+    the eraser's recount leaves the review out once."""
     db = own_db
     before = {"P": [("u", 2.0, 10.0), ("a", 5.0, 11.0)], "Q": [("u", 4.0, 12.0), ("b", 3.0, 13.0)]}
     unstamped = [{k: v for k, v in _pages(p, S1, r).items() if k != LOAD_STAMP} for p, r in before.items()]
@@ -337,7 +345,118 @@ def test_a_deletion_during_the_first_load_that_stamps_pages_is_subtracted_once(o
     _load(db, _reload, S2, loaded, "products")
     _delete(db, "u")
     _load(db, _reload, S2, loaded, "pages")
-    _erase(db, loaded, started)
+    _erase(spark, loaded, started)
 
-    assert _counts(db, loaded) == _without(loaded, "u")
-    assert _remembered(db) == []
+    _erased(db, spark, loaded, started, "u")
+
+
+def test_an_account_deleted_before_the_load_and_erased_between_its_products_and_pages_is_recounted(spark, own_db):
+    """``u`` was recorded deleted before the load began (the load left its reviews out), its
+    erasure still to run (a retry, the worker's ``delete_account``); it lands between the load's
+    products and pages and takes ``u``'s review of the previous pages off a document that never
+    counted it. The eraser, which does not erase ``u`` again, recounts the marked product (v2: P
+    at (1, 0.0) of 2, reconciliation failed, ``u``'s rating kept in the document)."""
+    db = own_db
+    before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
+    _before(db, _reload, before, "u")
+    rating_history.record_deleted_user("u", db=db)
+    time.sleep(0.01)
+    started = time.time()
+    loaded = {"P": [("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
+    _load(db, _reload, S2, loaded, "products")
+    shopper_controls.delete_user_data("u", db=db)
+    _load(db, _reload, S2, loaded, "pages")
+    assert _erase(spark, loaded, started) == 0
+
+    _erased(db, spark, loaded, started)
+
+
+def test_an_incremental_load_touching_a_product_without_writing_its_pages_leaves_no_mark(spark, own_db):
+    """The load upserts P's document (no review left: no page written), the old page still holds
+    ``u``'s review: the deletion marks the document, the eraser recounts it and the mark goes (v2
+    kept ``u``'s rating in the document)."""
+    db = own_db
+    before = {"P": [("u", 5.0, 100.0)], "Q": [("u", 2.0, 10.0), ("a", 4.0, 11.0)]}
+    _before(db, _upsert, before, "u")
+    started = time.time()
+    rating_history.record_deleted_user("u", db=db)
+    loaded = {"P": [], "Q": before["Q"]}
+    _upsert(db, mongo.PRODUCTS, [_product(p, S2, r) for p, r in loaded.items()])
+    shopper_controls.delete_user_data("u", db=db)
+    _erase(spark, loaded, started)
+
+    assert _counts(db, loaded) == {"P": (0, {str(s): 0 for s in range(1, 6)}, 0.0), **_without({"Q": loaded["Q"]}, "u")}
+    assert _marked(db) == []
+
+
+def _page(pid: str, n: int, stamp: int, reviews: list[Review]) -> dict:
+    return {**_pages(pid, stamp, reviews), "_id": f"{pid}:{n}", "pages": 2}
+
+
+def test_a_deletion_repeated_between_two_partitions_of_an_incremental_page_upsert_is_subtracted_once(spark, own_db):
+    """P has two pages; the site's deletion lands between the load's products and pages, the
+    worker's repeat between the upserts of page 1 and page 2 (each subtracts what it finds, marks
+    P); the eraser recounts P (v2 subtracted ``v``'s review twice)."""
+    db = own_db
+    before = {"P": [("v", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
+    _upsert(db, mongo.PRODUCTS, [_product("P", S1, before["P"])])
+    _upsert(db, mongo.PRODUCT_REVIEWS, [_page("P", 1, S1, before["P"][:2]), _page("P", 2, S1, before["P"][2:])])
+    _history(db, "v", before)
+    started = time.time()
+    loaded = {"P": [("v", 4.0, 300.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0), ("n", 1.0, 70.0)]}
+    _upsert(db, mongo.PRODUCTS, [_product("P", S2, loaded["P"])])
+    _delete(db, "v")
+    _upsert(db, mongo.PRODUCT_REVIEWS, [_page("P", 1, S2, loaded["P"][:2])])
+    _history(db, "v", loaded)  # the load's history upsert of v
+    shopper_controls.delete_user_data("v", db=db)
+    _upsert(db, mongo.PRODUCT_REVIEWS, [_page("P", 2, S2, loaded["P"][2:])])
+    _erase(spark, loaded, started)
+
+    _erased(db, spark, loaded, started, "v")
+
+
+def test_a_page_rewritten_by_a_task_retry_with_the_same_stamp_is_subtracted_once(spark, own_db):
+    """The site's deletion lands after the load's page of P (its document's stamp: a plain
+    subtraction); a retry of the task writes the page again, ``u``'s review back on it: the eraser
+    takes it off again and recounts (v2 subtracted twice: a negative average)."""
+    db = own_db
+    before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0)]}
+    _before(db, _upsert, before, "u")
+    started = time.time()
+    loaded = {"P": before["P"] + [("new", 1.0, 40.0)]}
+    _load(db, _upsert, S2, loaded, "products")
+    _load(db, _upsert, S2, loaded, "pages")
+    _delete(db, "u")
+    _history(db, "u", loaded)  # the load's history upsert of u
+    _load(db, _upsert, S2, loaded, "pages")  # the retry
+    _erase(spark, loaded, started)
+
+    _erased(db, spark, loaded, started, "u")
+    assert [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]] == ["a", "new"]
+
+
+def test_an_account_deleted_while_the_eraser_recounts_is_excluded_on_its_next_pass(spark, own_db, monkeypatch):
+    """``w`` is deleted by the site after the eraser read ``deleted_users``, before its recount of
+    P is written: the recount counts ``w`` again; the eraser reads the deletions again and
+    recounts without ``w``."""
+    db = own_db
+    before = {"P": [("u", 5.0, 100.0), ("w", 2.0, 10.0), ("a", 4.0, 11.0)]}
+    _before(db, _reload, before, "u", "w")
+    started = time.time()
+    loaded = {"P": before["P"] + [("n", 3.0, 40.0)]}
+    _load(db, _reload, S2, loaded, "products")
+    _delete(db, "u")
+    _load(db, _reload, S2, loaded, "pages")
+    original, fired = shopper_controls.write_recount, []
+
+    def w_deleted_first(*args, **kwargs):  # the site's deletion of w, just before the first recount's write
+        if not fired:
+            fired.append(1)
+            _delete(db, "w")
+        return original(*args, **kwargs)
+    monkeypatch.setattr(shopper_controls, "write_recount", w_deleted_first)
+    _erase(spark, loaded, started)
+    monkeypatch.setattr(shopper_controls, "write_recount", original)  # (not undo(): own_db's environment)
+    assert fired
+
+    _erased(db, spark, loaded, started, "u", "w")
