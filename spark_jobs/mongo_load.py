@@ -603,7 +603,8 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
 
 # a product document's fields derived from its reviews: what the eraser recounts (product_docs' columns)
 RECOUNTED = ("n_reviews", "avg_rating", "rating_hist", "sample_summary", "title")
-ERASER_PASSES = 5  # reads of deleted_users by one eraser, each pass erasing the accounts new in it
+ERASER_PASSES = 5  # recounts by one eraser, each after a read of deleted_users; one more read must find
+#                   no account new (else the load fails)
 
 
 def recounts(products: DataFrame, reviews: DataFrame, deleted: list[str], ids: Collection[str]) -> dict[str, dict]:
@@ -644,11 +645,12 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
     the products those accounts reviewed and those marked ``RECOUNT``, under each product's lock,
     while it is still this load's. Then ``deleted_users`` is read again: an account deleted since
     the last read may have been subtracted before that write, which counted it; it is excluded on
-    the next pass.
+    the next pass (after :data:`ERASER_PASSES` with accounts still new, the load fails).
     """
     db = mongo.get_db()
     done: list[str] = []
-    for _pass in range(ERASER_PASSES):
+    recounted = 0
+    while True:
         deleted = sorted(rating_history.deleted_user_ids(since=since))
         new = sorted(set(deleted) - set(done))
         indexed: dict[str, dict[str, list[str]]] = {}  # user -> product -> summaries the index was built from
@@ -663,12 +665,14 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
                                                              shopper_controls.LOAD_STAMP: stamp}, {"_id": 1})}
         affected = marked | {p for of in indexed.values() for p in of}
         if not affected and not new:
-            break
+            return len(done)
+        if recounted == ERASER_PASSES:  # the last recount's writes may count an account deleted during it
+            raise RuntimeError(f"mongo_load: accounts still deleted after {ERASER_PASSES} recounts of their "
+                               "products; the counts may include one: run the load again")
         fields = recounts(products, reviews, deleted, affected)
         for pid in sorted(affected):
             shopper_controls.write_recount(pid, fields.get(pid) or _unreviewed(pid), stamp, db=db)
-        done = deleted
-    return len(done)
+        done, recounted = deleted, recounted + 1
 
 
 def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float,
