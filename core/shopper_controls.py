@@ -162,7 +162,8 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
     ``LOAD_STAMP`` read with it: a load's write in between makes it miss, and it is read again. On
     MongoDB that closes the window; FerretDB v1 runs a filtered update as a read then a write, so
     there it only narrows it. A deletion that read pages older than the document marks it
-    ``RECOUNT``: the load's eraser recounts it (spark_jobs/mongo_load.py).
+    ``RECOUNT`` and lists it in ``mongo.RECOUNTS``: the load's eraser recounts it
+    (spark_jobs/mongo_load.py).
     """
     products, review_pages = db[mongo.PRODUCTS], db[mongo.PRODUCT_REVIEWS]  # bound once, see above
     with locking.fenced_lock(f"product:{product_id}", db=db) as fence:
@@ -183,7 +184,7 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
         if not mine:
             changed = False
         else:
-            changed = _subtract_reviews(product_id, mine, others, stamps, products, fence)
+            changed = _subtract_reviews(product_id, mine, others, stamps, products, db[mongo.RECOUNTS], fence)
     still_said = {w for r in others for w in search.words(r.get("summary") or "")}
     theirs = [str(r.get("summary") or "") for r in mine] + list(indexed)
     gone = {w for text in theirs for w in search.words(text)} - still_said
@@ -192,13 +193,15 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
 
 def write_recount(product_id: str, fields: dict[str, Any], stamp: int, db: Database | None = None) -> bool:
     """Write a load's recount of one product's review-derived ``fields`` and drop its ``RECOUNT``
-    mark (spark_jobs.mongo_load.erase_accounts_deleted_since), under the product's fenced lock (no
+    mark and listing (spark_jobs.mongo_load.erase_accounts_deleted_since), under the product's fenced lock (no
     deletion between its pages and its counts), only while the document is of load ``stamp``."""
     db = db if db is not None else mongo.get_db()
     with locking.fenced_lock(f"product:{product_id}", db=db) as fence:
         fence()
-        return bool(db[mongo.PRODUCTS].update_one({"_id": product_id, LOAD_STAMP: stamp},
-                                                  {"$set": fields, "$unset": {RECOUNT: ""}}).matched_count)
+        written = db[mongo.PRODUCTS].update_one({"_id": product_id, LOAD_STAMP: stamp},
+                                                {"$set": fields, "$unset": {RECOUNT: ""}}).matched_count
+        db[mongo.RECOUNTS].delete_one({"_id": product_id, "stamp": stamp})
+        return bool(written)
 
 
 def _take_off_page(review_pages: Collection, page_id: str, user_id: str,
@@ -224,7 +227,7 @@ def _take_off_page(review_pages: Collection, page_id: str, user_id: str,
 
 
 def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]],
-                      stamps: set[Any], products: Collection, fence: Callable[[], None]) -> bool:
+                      stamps: set[Any], products: Collection, recounts: Collection, fence: Callable[[], None]) -> bool:
     """Write the product's document without the reviews ``mine`` (``stamps``: of the pages read),
     conditional on its ``LOAD_STAMP`` as read, read again when a load wrote it since. False when
     there is no product document, or nothing in it changed."""
@@ -236,6 +239,8 @@ def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[
         if not update:
             return False
         fence()
+        if RECOUNT in update["$set"]:  # listed first: the eraser finds it there (a needless recount is harmless)
+            recounts.update_one({"_id": product_id}, {"$set": {"stamp": doc.get(LOAD_STAMP)}}, upsert=True)
         if products.update_one({"_id": product_id, LOAD_STAMP: doc.get(LOAD_STAMP)}, update).matched_count:
             return True
     raise RuntimeError(f"product {product_id}: rewritten by a load {_TRIES} times while a deletion read it; "

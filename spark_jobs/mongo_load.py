@@ -602,9 +602,9 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
 
 
 # a product document's fields derived from its reviews: what the eraser recounts (product_docs' columns)
-RECOUNTED = ("n_reviews", "avg_rating", "rating_hist", "sample_summary", "title")
+RECOUNTED = ("n_reviews", "avg_rating", "rating_hist", "sample_summary", "title", "category")
 ERASER_PASSES = 5  # recounts by one eraser, each after a read of deleted_users; one more read must find
-#                   no account new (else the load fails)
+#                   no new account with loaded reviews, nor a product listed for a recount (else the load fails)
 
 
 def recounts(products: DataFrame, reviews: DataFrame, deleted: list[str], ids: Collection[str]) -> dict[str, dict]:
@@ -642,10 +642,12 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
     products and pages subtracted by pages the document did not count, maybe twice or not at all
     (core.shopper_controls.RECOUNT), so the counts are not patched but written anew
     (:func:`recounts`, the load's own code, without every account deleted since ``since``) for
-    the products those accounts reviewed and those marked ``RECOUNT``, under each product's lock,
-    while it is still this load's. Then ``deleted_users`` is read again: an account deleted since
-    the last read may have been subtracted before that write, which counted it; it is excluded on
-    the next pass (after :data:`ERASER_PASSES` with accounts still new, the load fails).
+    the products those accounts reviewed and those a deletion marked ``RECOUNT`` (listed in
+    ``mongo.RECOUNTS``), under each product's lock, while it is still this load's. Then
+    ``deleted_users`` is read again: an account deleted since the last read may have been
+    subtracted before that write, which counted it; it is excluded on the next pass. It ends when a
+    pass finds no new account with loaded reviews and no listed product (after
+    :data:`ERASER_PASSES` recounts, the load fails).
     """
     db = mongo.get_db()
     done: list[str] = []
@@ -660,19 +662,20 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
                 indexed.setdefault(r["user_id"], {}).setdefault(r["product_id"], []).append(r["summary_clean"] or "")
         for user_id in new:
             shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id))
-        # one query, no index on the mark on FerretDB: a scan of the products, one per pass
-        marked = {d["_id"] for d in db[mongo.PRODUCTS].find({shopper_controls.RECOUNT: True,
-                                                             shopper_controls.LOAD_STAMP: stamp}, {"_id": 1})}
+        done = deleted
+        # the products deletions marked during this load, listed apart (a scan of the products for
+        # the mark cost minutes at millions of products on FerretDB v1, which uses no index for it)
+        marked = {d["_id"] for d in db[mongo.RECOUNTS].find({"stamp": stamp}, {"_id": 1})}
         affected = marked | {p for of in indexed.values() for p in of}
-        if not affected and not new:
+        if not affected:  # an account deleted meanwhile without loaded reviews changes no count
             return len(done)
         if recounted == ERASER_PASSES:  # the last recount's writes may count an account deleted during it
-            raise RuntimeError(f"mongo_load: accounts still deleted after {ERASER_PASSES} recounts of their "
-                               "products; the counts may include one: run the load again")
+            raise RuntimeError(f"mongo_load: reviewers still deleted after {ERASER_PASSES} recounts of their "
+                               "products; the counts may include one: run the load again (with --force)")
         fields = recounts(products, reviews, deleted, affected)
         for pid in sorted(affected):
             shopper_controls.write_recount(pid, fields.get(pid) or _unreviewed(pid), stamp, db=db)
-        done, recounted = deleted, recounted + 1
+        recounted += 1
 
 
 def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float,

@@ -137,7 +137,7 @@ def _erased(db, spark, loaded: dict[str, list[Review]], since: float, *users: st
     """The eraser's outcome: each product's counts as a load without ``users``' reviews writes them,
     no mark left, reconciliation exact (each product short by exactly ``users``' reviews of it)."""
     assert _counts(db, loaded) == _without(loaded, *users)
-    assert _marked(db) == []
+    assert _marked(db) == [] and list(db[mongo.RECOUNTS].find({})) == []
     load_fields = set(_product("P", S2, [])) | {"_id"}  # nothing else, of the account or its ratings
     assert all(set(d) <= load_fields for d in db[mongo.PRODUCTS].find({}))
     erased = sum(1 for reviews in loaded.values() for u, _, _ in reviews if u in users)
@@ -324,7 +324,7 @@ def test_a_deletion_with_no_load_running_leaves_nothing_of_the_account(own_db):
     _delete(db, "u")
 
     assert _counts(db, before) == _without(before, "u")
-    assert _marked(db) == []
+    assert _marked(db) == [] and list(db[mongo.RECOUNTS].find({})) == []
     assert set(db.list_collection_names()) - collections <= {mongo.DELETED_USERS, mongo.LOCKS}
     assert db[mongo.LOCKS].count_documents({}) == 0
 
@@ -386,7 +386,7 @@ def test_an_incremental_load_touching_a_product_without_writing_its_pages_leaves
     _erase(spark, loaded, started)
 
     assert _counts(db, loaded) == {"P": (0, {str(s): 0 for s in range(1, 6)}, 0.0), **_without({"Q": loaded["Q"]}, "u")}
-    assert _marked(db) == []
+    assert _marked(db) == [] and list(db[mongo.RECOUNTS].find({})) == []
 
 
 def _page(pid: str, n: int, stamp: int, reviews: list[Review]) -> dict:
@@ -460,3 +460,46 @@ def test_an_account_deleted_while_the_eraser_recounts_is_excluded_on_its_next_pa
     assert fired
 
     _erased(db, spark, loaded, started, "u", "w")
+
+
+def test_accounts_without_reviews_deleted_during_each_pass_end_the_eraser(spark, own_db, monkeypatch):
+    """Most site accounts have no loaded reviews: one deleted during each pass made every pass find
+    a "new" account, and after ERASER_PASSES the load failed (its counts were right)."""
+    db = own_db
+    before = {"P": [("u", 5.0, 100.0), ("a", 4.0, 11.0)]}
+    _before(db, _reload, before, "u")
+    started = time.time()
+    loaded = {"P": before["P"] + [("n", 3.0, 40.0)]}
+    _load(db, _reload, S2, loaded, "products")
+    _delete(db, "u")
+    _load(db, _reload, S2, loaded, "pages")
+    original, shoppers = rating_history.deleted_user_ids, []
+
+    def a_shopper_deleted_before_each_read(*args, **kwargs):  # an account with no reviews, each pass
+        if len(shoppers) < 2 * 5:  # (ERASER_PASSES: the eraser failed after 5)
+            shoppers.append(f"shopper-{len(shoppers)}")
+            rating_history.record_deleted_user(shoppers[-1], db=db)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(rating_history, "deleted_user_ids", a_shopper_deleted_before_each_read)
+    try:
+        _erase(spark, loaded, started)
+    finally:
+        monkeypatch.setattr(rating_history, "deleted_user_ids", original)  # (not undo(): own_db's environment)
+    assert shoppers
+    _erased(db, spark, loaded, started, "u")
+
+
+def test_the_recount_files_a_product_under_the_category_its_kept_reviews_give_it(spark):
+    """A product without metadata takes its category from its most helpful review: deleted ``u``'s
+    (X) filed it under X, and the recount, which rewrote its title from ``a``'s review (Y), kept X."""
+    from spark_jobs.mongo_load import recounts
+
+    reviews = spark.createDataFrame(
+        [("u", "R", "X", 5.0, 100.0, 9, "u likes it", "u likes it"), ("a", "R", "Y", 3.0, 50.0, 0, "a is ok", "a is ok")],
+        "user_id string, product_id string, category string, rating double, ts double, helpful_votes long, "
+        "summary string, summary_clean string")
+    metadata = spark.createDataFrame([], "product_id string, title string, brand string, price double, "
+                                         "category string, categories array<string>, description string, "
+                                         "image string, also_buy array<string>")
+    fields = recounts(metadata, reviews, ["u"], {"R"})["R"]
+    assert (fields["n_reviews"], fields["category"]) == (1, "Y") and "a is ok" in fields["title"]
