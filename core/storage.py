@@ -102,6 +102,11 @@ def filesystem(where: Location | str) -> tuple[Any, str]:
     text = str(where)
     if not is_remote(text):
         return pafs.LocalFileSystem(), os.path.abspath(text)
+    # The AWS SDK in pyarrow >= 2x (the Airflow venv's: Airflow does not pin it) sends a checksum in
+    # "aws-chunked" uploads without a Content-Length by default; S3-compatible servers such as the
+    # local one refuse them (HTTP 411). Checksums only where the API requires them, as older SDKs did;
+    # read when the SDK starts (this process's first S3 filesystem), and a value set outside wins.
+    os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "WHEN_REQUIRED")
     endpoint = s3_endpoint()
     key, secret = _credentials()
     scheme = "https" if endpoint.startswith("https://") else "http"

@@ -92,6 +92,21 @@ def test_storage_round_trip_in_the_bucket(prefix):
     assert storage.listdir(prefix) == ["a.txt", "lines.jsonl"]
 
 
+def test_the_airflow_venv_writes_to_the_bucket(airflow_venv, prefix):
+    """The DAG's load task records the run's options in the bucket from the Airflow venv, whose
+    pyarrow (26, not pinned by Airflow) uploaded with a checksum and no Content-Length: the local
+    server answered 411 and the load task failed before it submitted anything."""
+    from core import storage
+
+    where = prefix / "runs" / "r" / "pipeline.json"
+    env = {k: v for k, v in os.environ.items() if k != "AWS_REQUEST_CHECKSUM_CALCULATION"}
+    wrote = subprocess.run([str(airflow_venv / "bin" / "python"), "-c",
+                            "import sys; from core import storage; storage.write_text(sys.argv[1], 'from airflow')",
+                            str(where)], env=env, capture_output=True, text=True, timeout=120)
+    assert wrote.returncode == 0, wrote.stderr[-2000:]
+    assert storage.read_text(where) == "from airflow"
+
+
 def test_model_versions_publish_and_load_from_the_bucket(prefix):
     """What the workers and the site read: a version, CURRENT, the metrics, as on a local disk."""
     from core import artifacts
