@@ -107,14 +107,14 @@ def _broker_contact_s_ago() -> float | None:
     return None if last is None else max(0.0, time.time() - last)
 
 
-def broker_connected() -> bool:
+def _broker_connected() -> bool:
     ago = _broker_contact_s_ago()
     return ago is not None and ago <= config.ready_broker_s()
 
 
 BROKER_CONNECTED = Gauge("recommender_worker_broker_connected",
                          "1 while Kafka answered the consumer within WORKER_READY_BROKER_S, else 0")
-BROKER_CONNECTED.set_function(lambda: float(broker_connected()))
+BROKER_CONNECTED.set_function(lambda: float(_broker_connected()))
 
 
 def ready() -> tuple[bool, dict]:
@@ -122,8 +122,8 @@ def ready() -> tuple[bool, dict]:
     alive, body = healthy()
     ago = _broker_contact_s_ago()
     topic, exists = _topic
-    ok = alive and broker_connected() and exists is True
-    status = ("ready" if ok else body["status"] if not alive else "no-broker" if not broker_connected()
+    ok = alive and _broker_connected() and exists is True
+    status = ("ready" if ok else body["status"] if not alive else "no-broker" if not _broker_connected()
               else "no-topic" if exists is False else "starting")
     return ok, {**body, "status": status, "broker_answered_s_ago": None if ago is None else round(ago, 3),
                 "topic": topic, "topic_exists": exists}

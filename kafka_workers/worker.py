@@ -149,12 +149,22 @@ def topic_exists(consumer: KafkaConsumer, topic: str, asked_ms: float) -> bool |
     then froze the consume loop (and SIGTERM) for as long. So this reads its cache (kafka-python
     2.x ``_client.cluster``; a unit test holds it to the pinned version); a missing attribute reads
     as not known, i.e. not ready, never as ready."""
-    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    cluster = _metadata(consumer)
     if cluster is None:
         return None
     if cluster.partitions_for_topic(topic):
         return True
-    return False if getattr(cluster, "_last_successful_refresh_ms", 0) > asked_ms else None
+    return False if _refreshed_since(cluster, asked_ms) else None
+
+
+def _metadata(consumer: KafkaConsumer):
+    """kafka-python's metadata cache of ``consumer`` (``_client.cluster``), None if it has none."""
+    return getattr(getattr(consumer, "_client", None), "cluster", None)
+
+
+def _refreshed_since(cluster, asked_ms: float) -> bool:
+    """Whether the metadata was refreshed after ``asked_ms`` (wall time in ms)."""
+    return getattr(cluster, "_last_successful_refresh_ms", 0) > asked_ms
 
 
 def _check_topic(consumer: KafkaConsumer, topic: str, asked_ms: float) -> float:
@@ -171,8 +181,8 @@ def _check_topic(consumer: KafkaConsumer, topic: str, asked_ms: float) -> float:
         elif exists and was is False:
             log.info("topic %s exists now", topic)
     now_ms = time.time() * 1000
-    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
-    if cluster is not None and getattr(cluster, "_last_successful_refresh_ms", 0) > asked_ms and (
+    cluster = _metadata(consumer)
+    if cluster is not None and _refreshed_since(cluster, asked_ms) and (
             exists is False or now_ms - asked_ms >= TOPIC_REFRESH_S * 1000):
         cluster.request_update()
         return now_ms
