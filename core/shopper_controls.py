@@ -181,10 +181,8 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
             mine.extend(removed)
             pages += bool(removed)
             page += 1
-        if not mine:
-            changed = False
-        else:
-            changed = _subtract_reviews(product_id, mine, others, stamps, products, db[mongo.RECOUNTS], fence)
+        changed = bool(mine) and _subtract_reviews(product_id, mine, others, stamps, products, db[mongo.RECOUNTS],
+                                                   fence)
     still_said = {w for r in others for w in search.words(r.get("summary") or "")}
     theirs = [str(r.get("summary") or "") for r in mine] + list(indexed)
     gone = {w for text in theirs for w in search.words(text)} - still_said
