@@ -3,6 +3,9 @@
 ``bin/services`` installs the binaries (its bash functions) and asks this module, run with the
 app's virtualenv (which has the ``supervisor`` package):
 
+    programs.py figures                  how long supervisord gets to answer (SUPERVISOR_ANSWER_S),
+                                         then "NAME STARTSECS STOP_WAIT_S" of each program in order,
+                                         one a line (bin/services reads them once per command)
     programs.py conf                     supervisord.conf of the state dir
     programs.py write NAME               NAME's [program] section (run/programs/NAME.conf) and the
                                          environment it runs with (run/NAME.env, see below)
@@ -10,7 +13,6 @@ app's virtualenv (which has the ``supervisor`` package):
     programs.py address NAME             one line saying where NAME answers
     programs.py runs NAME PID            exit 0 when process PID runs NAME's command (an orphan of a
                                          killed supervisord, not some other process on its port)
-    programs.py stop-wait NAME           seconds between SIGTERM and SIGKILL when NAME stops
     programs.py logs NAME                NAME's log files, one a line (one per process: worker_<n>.log)
     programs.py redis-log DATA_DIR       give a Redis data folder holding only a snapshot its
                                          append-only log (before the start; see redis_log)
@@ -708,7 +710,7 @@ def runs(name: str, pid: int) -> bool:
 
 # --- waiting for health ----------------------------------------------------------------------------
 
-SUPERVISOR_ANSWER_S = 10  # bin/services' CTL_ANSWER_S
+SUPERVISOR_ANSWER_S = 10  # also bin/services' limit for its supervisorctl calls (its CTL_ANSWER_S, from `figures`)
 
 
 def supervisor() -> xmlrpc.client.ServerProxy:
@@ -820,10 +822,6 @@ def main(argv: list[str]) -> int:
         print("\n".join(map(str, log_files(program(args[0])))))
     elif cmd == "runs":  # runs NAME PID: exit 0 when PID runs NAME's command
         return 0 if runs(args[0], int(args[1])) else 1
-    elif cmd == "stop-wait":
-        print(program(args[0]).stop_wait_s)
-    elif cmd == "start-secs":
-        print(program(args[0]).start_secs)
     elif cmd == "address":
         print(program(args[0]).address)
     elif cmd == "last-error":
@@ -831,8 +829,10 @@ def main(argv: list[str]) -> int:
         print(last_error([(int(size), Path(path)) for size, path in sizes]))
     elif cmd == "state":  # only asked while supervisord answers
         print(state_line(program(args[0]), process_infos(supervisor(), args[0])))
-    elif cmd == "names":
-        print(" ".join(p.name for p in programs()))
+    elif cmd == "figures":
+        print(SUPERVISOR_ANSWER_S)
+        for p in programs():
+            print(p.name, p.start_secs, p.stop_wait_s)
     elif cmd == "redis-log":
         redis_log(Path(args[0]))
     elif cmd == "postgres-bin":

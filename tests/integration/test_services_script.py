@@ -7,8 +7,10 @@ started.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,36 @@ def test_status_columns_line_up_for_long_names(env):
                                                    ["spark-worker-1", "stopped"]]
     assert len({line.index(" stopped ") for line in lines}) == 1, r.stdout
     assert len({line.index(" - ") for line in lines}) == 1, r.stdout
+
+
+def test_supervisorctl_calls_ask_programs_py_nothing(env, tmp_path):
+    """Every supervisorctl start, stop or update first asked programs.py for the program's startsecs
+    or stop wait (its time limit): one Python process each (~0.3-0.5 s on a slow machine), one more
+    per service. Those figures now come with the program list, read once per command: a stop asks
+    programs.py nothing, a start only what does work. Counted through the app venv's python, a
+    wrapper that notes each run (LOCAL_DIR's venv; its bin/ is the real one: gofakes3)."""
+    real = Path(sys.executable)  # the app venv's python: pytest runs in it
+    local = tmp_path / "local"
+    (local / "venv" / "bin").mkdir(parents=True)
+    (local / "bin").symlink_to(real.parent.parent.parent / "bin")
+    for tool in ("supervisord", "supervisorctl"):
+        (local / "venv" / "bin" / tool).symlink_to(real.parent / tool)
+    runs = tmp_path / "python-runs"
+    wrapper = local / "venv" / "bin" / "python"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >>{shlex.quote(str(runs))}\nexec {shlex.quote(str(real))} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**env, "LOCAL_DIR": str(local), "S3_PORT": str(_free_port())}
+
+    def asked(*args: str) -> list[str]:
+        """What the command asked programs.py: its subcommands, in order."""
+        runs.write_text("")
+        r = _run(*args, env=env)
+        assert r.returncode == 0, r.stderr
+        words = [line.split() for line in runs.read_text().splitlines()]
+        return [w[1] for w in words if len(w) > 1 and w[0].endswith("/programs.py")]
+    try:
+        # each a piece of work: no ask for a figure
+        assert set(asked("start", "redis", "s3")) == {"ports", "redis-log", "conf", "write", "logs", "wait", "address"}
+        assert asked("stop", "redis", "s3") == []
+    finally:
+        _run("stop", "redis", "s3", env=env)

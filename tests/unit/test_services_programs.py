@@ -211,7 +211,7 @@ def test_a_snapshot_redis_cannot_read_stops_the_start_with_its_reason(programs, 
 def test_a_setting_that_is_not_a_number_is_named_in_one_line(programs, monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(SystemExit, match=f"^services: {var}='{value}' is not a whole number$"):
-        programs.main(["names"])
+        programs.main(["figures"])
 
 
 def test_bin_services_stops_at_a_setting_it_cannot_read(tmp_path):
@@ -320,6 +320,30 @@ def test_a_private_state_dir_gets_an_airflow_home_of_its_own(tmp_path):
             == str(tmp_path / "x" / "airflow"))
     assert (_bin_services_airflow_home(tmp_path, LOCAL_DIR=local, SERVICES_STATE_DIR=str(tmp_path / "x"),
                                        AIRFLOW_HOME="/elsewhere") == "/elsewhere")
+
+
+def test_bin_services_bounds_its_supervisorctl_calls_by_programs_py_figures(programs, tmp_path):
+    """The answer limit was written twice (bin/services' CTL_ANSWER_S=10 beside programs.py's
+    SUPERVISOR_ANSWER_S), and each bounded supervisorctl asked programs.py for its program's
+    startsecs or stop wait. bin/services now reads all of them from programs.py once: here a copy of
+    the script's settings and functions (up to its main) beside a services/ whose programs.py says 7 s."""
+    shutil.copytree(ROOT / "services", tmp_path / "services")
+    (tmp_path / "bin").mkdir()  # the script's $0 is bin/services there: its ROOT is tmp_path
+    script = (ROOT / "bin" / "services").read_text()
+    source = (ROOT / "services" / "programs.py").read_text()
+    assert "\nSUPERVISOR_ANSWER_S = 10 " in source
+    (tmp_path / "services" / "programs.py").write_text(source.replace("\nSUPERVISOR_ANSWER_S = 10 ",
+                                                                       "\nSUPERVISOR_ANSWER_S = 7 "))
+    head = script[:script.rindex("\nexec 7>&2;")]
+    shown = '\necho "$CTL_ANSWER_S ${START_SECS[celery]} ${STOP_WAIT_S[kafka]} ${ALL_SERVICES[*]}"'
+    done = subprocess.run(["bash", "-c", head + shown, str(tmp_path / "bin" / "services")],
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LOCAL_DIR": str(tmp_path / "local")},
+                          capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (0, "")
+    answer, start_secs, stop_wait, *names = done.stdout.split()
+    assert (answer, start_secs, stop_wait) == ("7", str(programs.program("celery").start_secs),
+                                               str(programs.program("kafka").stop_wait_s))
+    assert names == [p.name for p in programs.programs()]
 
 
 def test_an_http_health_check_does_not_count_a_redirect(programs):
