@@ -36,10 +36,16 @@ REASON_CHARS = 2000
 
 
 def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: int, offset: int,
-                        key: bytes | None = None, event_id: str | None = None, attempts: int = 1) -> dict[str, Any]:
+                        key: bytes | None = None, event_id: str | None = None, attempts: int = 1,
+                        lost_leases: int = 0) -> dict[str, Any]:
     """What a dead letter carries: the reason, where it came from, and the original.
 
     ``id`` (topic:partition:offset of the original) names the letter for the dead-letters command;
+    ``attempts`` the tries that counted towards ``WORKER_MAX_ATTEMPTS``, ``lost_leases`` how many
+    tries lost the user's writer lock (``core.locking.LeaseLost``: taken over while the worker
+    stalled; the first ``WORKER_MAX_ATTEMPTS`` of them use no try, later ones count among
+    ``attempts``), which ``attempts`` alone hid; the reason is the last try's exception (the lock's
+    name when it was lost).
     ``value`` is a readable preview, ``value_b64`` the exact original bytes (events are at most
     ``MAX_EVENT_BYTES``; a larger message is kept as the preview only), which a replay republishes
     with the original key: ``key`` (a preview) and ``key_b64`` (exact, up to ``KEY_KEPT_BYTES``).
@@ -60,7 +66,7 @@ def dead_letter_payload(raw: bytes | None, reason: str, topic: str, partition: i
             "key": key[:KEY_PREVIEW_CHARS * 4].decode("utf-8", "replace")[:KEY_PREVIEW_CHARS] if key else None,
             "key_bytes": len(key or b""),
             "key_b64": base64.b64encode(kept).decode() if (kept := letter_key(key)) else None,
-            "event_id": (event_id or "")[:64] or None, "attempts": attempts,
+            "event_id": (event_id or "")[:64] or None, "attempts": attempts, "lost_leases": lost_leases,
             "value": text[:PREVIEW_CHARS], "value_bytes": len(raw_bytes or b""),
             "value_b64": (base64.b64encode(raw_bytes).decode() if raw_bytes is not None
                           and len(raw_bytes) <= MAX_EVENT_BYTES else None),
@@ -75,7 +81,7 @@ def letter_key(key: bytes | None) -> bytes | None:
 def bare_letter(letter: dict[str, Any], refused: str) -> dict[str, Any]:
     """A letter Kafka refused (``refused``: why), without the original: where it was, its size, the
     reason. A few hundred bytes: the message is quarantined and its partition moves on."""
-    kept = ("id", "topic", "partition", "offset", "event_id", "attempts", "key_bytes", "value_bytes",
+    kept = ("id", "topic", "partition", "offset", "event_id", "attempts", "lost_leases", "key_bytes", "value_bytes",
             "dead_lettered_at")
     return {**{k: letter.get(k) for k in kept}, "key": None, "key_b64": None, "value": "", "value_b64": None,
             "reason": f"{str(letter.get('reason'))[:500]} (its letter was refused by Kafka: {refused[:200]};"
@@ -167,8 +173,8 @@ def original_key(letter: dict[str, Any]) -> tuple[bool, bytes | None]:
 def cmd_list(args: argparse.Namespace) -> int:
     letters = collect(args.reason)
     for letter in letters.values():
-        row = {k: letter.get(k) for k in ("id", "reason", "event_id", "key", "attempts", "dead_lettered_at",
-                                          "copies", "replayed", "replaying", "value_bytes")}
+        row = {k: letter.get(k) for k in ("id", "reason", "event_id", "key", "attempts", "lost_leases",
+                                          "dead_lettered_at", "copies", "replayed", "replaying", "value_bytes")}
         row["replayable"] = original_bytes(letter) is not None and original_key(letter)[0]
         if args.json:
             print(json.dumps(row, default=str))

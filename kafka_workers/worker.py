@@ -311,8 +311,9 @@ def _failed_outcome(raw: bytes | None, exc: BaseException) -> Outcome:
     return Outcome(event, "dead-letter", f"{exc.__class__.__name__}: {exc}"[:500])
 
 
-def send_dead_letter(record, outcome: Outcome, attempts: int) -> None:
-    """Publish the message to the dead-letter topic with its reason (raises while Kafka is down).
+def send_dead_letter(record, outcome: Outcome, attempts: int, lost_leases: int = 0) -> None:
+    """Publish the message to the dead-letter topic with its reason, its counted tries and its lost
+    leases (``dead_letter_payload``; raises while Kafka is down).
 
     A letter Kafka refuses for itself (``kafka_io.RecordRefused``: too large, invalid) is not an
     outage, and waiting would block the partition for good: it goes again without the original
@@ -320,7 +321,7 @@ def send_dead_letter(record, outcome: Outcome, attempts: int) -> None:
     """
     letter = dead_letter_payload(record.value, outcome.reason, record.topic, record.partition, record.offset,
                                  key=record.key, event_id=outcome.event.event_id if outcome.event else None,
-                                 attempts=attempts)
+                                 attempts=attempts, lost_leases=lost_leases)
     topic = get_settings().dead_letter_topic
     try:
         kafka_io.publish_json(topic, letter, key=letter_key(record.key))
@@ -417,7 +418,8 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
     lock taken over while this worker stalled (:class:`core.locking.LeaseLost`) is no fault of the
     message either: retried like an outage, without using up a try, ``max_attempts()`` times; after
     that each one counts as a try, so a worker that stalls on every try dead-letters the message
-    (replayable, the reason names the lock) instead of holding its partition back for ever.
+    (replayable, the reason names the lock, its ``lost_leases`` all the lost ones) instead of
+    holding its partition back for ever.
     """
     delay, attempts, outcome, lost = 0.2, 0, None, 0
     while True:
@@ -448,7 +450,7 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
                               record.offset, attempts, exc_info=exc)
                     outcome = _failed_outcome(record.value, exc)
             if outcome.status == "dead-letter":
-                send_dead_letter(record, outcome, attempts)
+                send_dead_letter(record, outcome, attempts, lost_leases=lost)
             return outcome
         except (*OUTAGE_ERRORS, locking.LeaseLost) as exc:  # nobody's fault: wait, and try again
             if stop.is_set():

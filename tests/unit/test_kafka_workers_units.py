@@ -351,10 +351,58 @@ def test_a_lock_lost_on_every_try_ends_in_a_dead_letter_naming_the_lock(monkeypa
 
     monkeypatch.setattr(worker, "handle", handle)
     monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
-    monkeypatch.setattr(worker, "send_dead_letter", lambda record, outcome, attempts: sent.append((outcome, attempts)))
+    monkeypatch.setattr(worker, "send_dead_letter",
+                        lambda record, outcome, attempts, **more: sent.append((outcome, attempts)))
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
     with caplog.at_level("WARNING", logger=worker.log.name):
         outcome = worker._process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
     assert len(tries) == 2 * worker.max_attempts()  # the free ones, then the tries
     assert outcome.status == "dead-letter" and "LeaseLost" in outcome.reason and "user:u1" in outcome.reason
     assert sent == [(outcome, worker.max_attempts())]
+
+
+def test_a_dead_letter_after_lost_leases_counts_them_beside_its_tries(monkeypatch):
+    """The letter of a message whose every try lost its user's lock said ``attempts: 3``: the three
+    lost leases that used no try were not in it, so an operator could not tell a stalling worker
+    from a message that failed three times. It now carries ``lost_leases`` (all of them), also when
+    Kafka refuses it and it goes bare; a message that simply failed has 0."""
+    import threading
+    from types import SimpleNamespace
+
+    from core import kafka_io, locking
+    from kafka_workers import worker
+
+    class NoWaiting(threading.Event):  # the back-off's waits, skipped (never stopped)
+        def wait(self, timeout=None):
+            return False
+
+    letters, refused = [], []
+
+    def publish_json(topic, payload, key=None):
+        letters.append(payload)
+        if refused:
+            raise kafka_io.RecordRefused(refused.pop())
+
+    def lose_the_lock(value, model):
+        raise locking.LeaseLost("1 of 1 lock(s) (user:u1, ...) taken over while held")
+
+    monkeypatch.setattr(kafka_io, "publish_json", publish_json)
+    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(worker, "handle", lose_the_lock)
+    record = SimpleNamespace(topic="ratings", partition=0, offset=1, key=b"u1", value=b'{"event_id": "e1"}')
+    worker._process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
+    refused.append("MessageSizeTooLargeError")
+    worker._process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
+    letter, refused_letter, bare = letters
+    assert refused_letter["lost_leases"] == 2 * worker.max_attempts()
+    assert (letter["attempts"], letter["lost_leases"]) == (worker.max_attempts(), 2 * worker.max_attempts())
+    assert "LeaseLost" in letter["reason"] and "user:u1" in letter["reason"]
+    assert bare["value_b64"] is None and bare["lost_leases"] == 2 * worker.max_attempts()
+
+    def fail(value, model):
+        raise ValueError("no model")
+
+    letters.clear()
+    monkeypatch.setattr(worker, "handle", fail)
+    worker._process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
+    assert [(x["attempts"], x["lost_leases"]) for x in letters] == [(worker.max_attempts(), 0)]
