@@ -18,7 +18,8 @@ class ProfileBackend(ModelBackend):
 
     Every password check with a request (the site's login, the admin's, DRF's ``/api/token/``)
     takes its attempt from the lockout first (counted as failed until the password proves right,
-    so concurrent guesses cannot all pass): a refused attempt never reaches the password hasher,
+    so concurrent guesses cannot all pass) and resolves it after the check (an attempt past a
+    limit may be waiting for it): a refused attempt never reaches the password hasher,
     and ``PermissionDenied`` stops Django from trying any other backend. Checks without a request
     (the shell, management commands) are not network-facing and are not counted.
     """
@@ -34,9 +35,11 @@ class ProfileBackend(ModelBackend):
         except throttle.Refused as refusal:
             throttle.mark_refused(request, refusal)
             raise PermissionDenied(refusal.message) from None
-        user = super().authenticate(request, username, password, **kwargs)
-        if user is not None:
-            throttle.attempt_succeeded(username, password, address)
+        user = None
+        try:
+            user = super().authenticate(request, username, password, **kwargs)
+        finally:  # resolved whatever happened (a failure stays counted)
+            (throttle.attempt_failed if user is None else throttle.attempt_succeeded)(username, password, address)
         return user
 
     def get_user(self, user_id):

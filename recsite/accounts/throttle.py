@@ -3,10 +3,30 @@
 Password checks count failures under three keys within ``LOGIN_THROTTLE_WINDOW`` seconds. Site
 login, admin login and ``/api/token/`` go through ``accounts.backends.ProfileBackend``; the old
 password on password change and the password of the account deletion page call ``take_attempt``
-before their own check and ``attempt_succeeded`` after a right password, as does the API's
-account deletion (``shop.api``; a new password check must do the same). An attempt is counted as failed before its password is checked, each count
-one Redis INCR compared with its limit, and given back when the password was right: checked first
-and counted after the (slow) hashing, concurrent guesses all passed the check. The three keys:
+before their own check, then ``attempt_succeeded`` after a right password or ``attempt_failed``
+after a wrong one, as does the API's account deletion (``shop.api``; a new password check must do
+the same). An attempt is counted as failed before its password is checked, each count one Redis
+INCR compared with its limit, and given back when the password was right: checked first and
+counted after the (slow) hashing, concurrent guesses all passed the check.
+
+Counted first, attempts still being hashed counted against a right one: six right logins at once
+for one user from one address got a 429, as could 51 from one NAT address or 21 sharing a
+password. So each attempt is also marked in flight (a second count per key, expiring after
+``IN_FLIGHT_TTL`` seconds so a crash mid-check cannot leave it), and ``attempt_succeeded`` /
+``attempt_failed`` clear the mark. Past a limit, an attempt gives its counts back; if the finished
+failures (the count less the attempts in flight) reach the limit it is refused at once, otherwise
+it waits, polling, for the attempts in flight to turn out right or wrong (at most
+``LOGIN_THROTTLE_WAIT`` seconds, about one password hash on a loaded site), then counts again. The
+admission stays the one INCR compared with the limit, so N concurrent guesses still get at most
+the limit of password checks; the in-flight marks only decide between refusing now and waiting,
+so one wrong (a lost or a leaked mark) costs a 429 or a wait, never a guess. This rather than
+waiting on the one count alone: that count cannot tell finished failures from attempts in flight,
+so an attacker already at the limit would hold a worker for the whole wait with every request,
+and the login page's early check (``check_login``) could not let a burst of right logins through.
+An attacker can make others wait only while their own guesses are in flight and within budget:
+once they fail, the finished failures reach the limit and every waiter is refused.
+
+The three keys:
 
 - (username, client address): ``LOGIN_THROTTLE_ATTEMPTS``; one attacker cannot lock a user out
   elsewhere, because the address is the real client's (``client_address``), not a shared proxy's,
@@ -33,6 +53,8 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import sys
+import time
 
 from django.conf import settings
 from django.core.cache import caches
@@ -142,13 +164,31 @@ def _login_keys(username: str, password: str | None, address: str) -> dict[str, 
     return keys
 
 
-def _over(limits: dict[str, int]) -> bool:
+def _counts(keys: list[str]) -> dict[str, int]:
+    """The counts of ``keys`` (0 for a missing one); ``Unavailable`` with Redis failing (fail closed)."""
     try:
-        counts = _cache().get_many(list(limits))
+        counts = _cache().get_many(keys)
     except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
         log.warning("throttle cache unavailable, refusing a credential check: %s", exc)
         raise Unavailable() from None
-    return any(int(counts.get(key) or 0) >= limit for key, limit in limits.items())
+    return {key: int(counts.get(key) or 0) for key in keys}
+
+
+IN_FLIGHT_TTL = 60  # seconds a mark of an attempt in flight outlives a check that crashed (a hash takes < 1)
+POLL_S = 0.05  # how often a waiting attempt reads the counts
+
+
+def _in_flight(key: str) -> str:
+    return f"inflight:{key}"
+
+
+def _finished_at_limit(limits: dict[str, int], counts: dict[str, int]) -> bool:
+    """Whether the failures already known (a key's count less its attempts in flight) reach a limit."""
+    return any(counts[key] - max(counts[_in_flight(key)], 0) >= limit for key, limit in limits.items())
+
+
+def _login_counts(limits: dict[str, int]) -> dict[str, int]:
+    return _counts([*limits, *map(_in_flight, limits)])
 
 
 def _incr(cache, key: str, window: int) -> int:
@@ -201,26 +241,64 @@ def _give_back(keys) -> None:
 def check_login(username: str, password: str | None, address: str) -> None:
     """Raise ``Locked`` or ``Unavailable`` if this attempt must not reach the password check.
 
-    A read only, to refuse early (the login page, before its form); ``take_attempt`` decides."""
-    if _over(_login_keys(username, password, address)):
+    A read only, to refuse early (the login page, before its form), and only on finished failures
+    (attempts in flight may yet turn out right); ``take_attempt`` decides."""
+    limits = _login_keys(username, password, address)
+    if _finished_at_limit(limits, _login_counts(limits)):
         raise Locked()
 
 
 def take_attempt(username: str, password: str | None, address: str) -> None:
-    """Count this attempt as failed before its password is checked; ``Locked`` past a limit,
-    ``Unavailable`` with Redis down. A right password then calls ``attempt_succeeded``."""
-    _take(_login_keys(username, password, address), settings.LOGIN_THROTTLE_WINDOW)
+    """Count this attempt as failed (and in flight) before its password is checked; ``Locked``
+    past a limit, after waiting up to ``LOGIN_THROTTLE_WAIT`` seconds while only attempts in flight
+    put it there; ``Unavailable`` with Redis down. The check then calls ``attempt_succeeded`` or
+    ``attempt_failed``."""
+    limits = _login_keys(username, password, address)
+    in_flight = [_in_flight(key) for key in limits]
+    deadline = time.monotonic() + settings.LOGIN_THROTTLE_WAIT
+    while True:
+        # Marked in flight before counted, given back after: a count never holds an attempt its
+        # mark does not, so the finished failures are never overstated (only a wait, not a 429).
+        _take(dict.fromkeys(in_flight, sys.maxsize), IN_FLIGHT_TTL)
+        try:
+            _take(limits, settings.LOGIN_THROTTLE_WINDOW)
+            return
+        except Refused as refusal:
+            _give_back(in_flight)
+            if not isinstance(refusal, Locked) or not _room_after_waiting(limits, deadline):
+                raise
+
+
+def _room_after_waiting(limits: dict[str, int], deadline: float) -> bool:
+    """Wait until every count is below its limit (True: count again), or refuse (False): at once
+    when the finished failures reach a limit, else at ``deadline``."""
+    while True:
+        counts = _login_counts(limits)
+        if _finished_at_limit(limits, counts):
+            return False
+        if all(counts[key] < limit for key, limit in limits.items()):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
 
 
 def attempt_succeeded(username: str, password: str | None, address: str) -> None:
     """The password was right: clear the (username, address) count and give back the wider ones
-    this attempt took (a success never counts against the address or the password)."""
+    this attempt took (a success never counts against the address or the password); no longer in
+    flight."""
     keys = list(_login_keys(username, password, address))
     try:
         _cache().delete(keys[0])
     except Exception as exc:  # noqa: BLE001
         log.warning("throttle cache unavailable: %s", exc)
     _give_back(keys[1:])
+    _give_back([_in_flight(key) for key in keys])
+
+
+def attempt_failed(username: str, password: str | None, address: str) -> None:
+    """The password was wrong: the attempt stays counted, and is no longer in flight."""
+    _give_back([_in_flight(key) for key in _login_keys(username, password, address)])
 
 
 def _action_keys(kind: str, subjects: tuple[str, ...]) -> list[str]:

@@ -71,6 +71,8 @@ class ThrottledPasswordChangeView(PasswordChangeView):
     def form_invalid(self, form):
         if "old_password" not in form.errors:  # the old password was right, the new ones not
             throttle.attempt_succeeded(*self._attempt())
+        else:
+            throttle.attempt_failed(*self._attempt())
         return super().form_invalid(form)
 
 
@@ -135,6 +137,8 @@ def delete_account(request):
         valid = form.is_valid()
         if "password" not in form.errors:  # right password (the tick may be missing)
             throttle.attempt_succeeded(name, password, address)
+        else:
+            throttle.attempt_failed(name, password, address)
         if valid:
             delete_everywhere(request.user, request=request)
             return render(request, "registration/delete_account_done.html")

@@ -186,6 +186,7 @@ def delete_account(request):
     except throttle.Refused as refusal:
         return Response({"detail": refusal.message}, status=refusal.status)
     if not request.user.check_password(password):
+        throttle.attempt_failed(name, password, address)
         return Response({"detail": "wrong password"}, status=403)
     throttle.attempt_succeeded(name, password, address)
     record = delete(request.user, request=request)

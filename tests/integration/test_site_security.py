@@ -571,6 +571,39 @@ def test_concurrent_guesses_get_no_more_password_checks_than_the_limit(site_cach
     assert _site_login(Client(), user.username, PASSWORD, _address()).status_code == 302  # elsewhere: fine
 
 
+def _authenticate(username: str, address: str):
+    """Django's ``authenticate`` with a request from ``address``: the backend every login form, the
+    admin and ``/api/token/`` go through (``accounts.backends.ProfileBackend``), without a session
+    write (concurrent ones lock the test's SQLite). The user, or None."""
+    from django.contrib.auth import authenticate
+    from django.test import RequestFactory
+
+    return authenticate(RequestFactory().post("/accounts/login/", REMOTE_ADDR=address), username=username,
+                        password=PASSWORD)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_right_logins_past_the_limit_all_get_in(site_cache, make_user):
+    """Every attempt counts as failed until its password proves right: 12 right logins at once for
+    one user from one address (limit 5) got 7 refusals, the attempts still being hashed counted
+    against them. Over the limit only because of attempts in flight, an attempt waits for them
+    (``LOGIN_THROTTLE_WAIT``, made long here so that a slow machine cannot decide the test)."""
+    user, address = make_user(), _address()
+    with override_settings(LOGIN_THROTTLE_WAIT=120):
+        users = _burst(lambda i: _authenticate(user.username, address))
+    assert users == [user] * N_CONCURRENT, users
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_right_logins_from_one_address_past_its_limit_all_get_in(site_cache, make_user):
+    """The same for the address's count over all usernames (a NAT: many people, one address):
+    12 right logins of 3 people at once past an address limit of 5 all get in."""
+    people, address = [make_user() for _ in range(3)], _address()
+    with override_settings(LOGIN_THROTTLE_WAIT=120, LOGIN_THROTTLE_ADDRESS_ATTEMPTS=5):
+        users = _burst(lambda i: _authenticate(people[i % 3].username, address))
+    assert users == [people[i % 3] for i in range(N_CONCURRENT)], users
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_api_deletions_get_no_more_password_checks_than_the_limit(site_cache, make_user):
     """The API's account deletion read the lockout before its password check and counted after it,
