@@ -12,6 +12,14 @@ to Kafka behind the account's other events (same key, same partition): a rating 
 applying at that very moment is removed again when the worker reaches that event. Last, the
 Django rows.
 The record staff see (``AccountDeletion``) holds when and how much, never who.
+
+A product's or search key's lock lost midway (``core.locking.LeaseLost``: the deletion stalled
+past ``LOCK_STALE_S`` and another writer took the lock over) stops the erasure before its next
+write. That is a temporary failure, not an error of the site (``delete_or_interrupted``: 503):
+the Django account is still there, signed in; already done are the ``deleted_users`` mark (workers
+drop the account's events, no list is stored for it, training leaves it out), the cached list,
+and the reviews of the products erased before the lost one. Every step is re-runnable, so the
+next deletion finishes what this one began.
 """
 from __future__ import annotations
 
@@ -21,10 +29,16 @@ from django.contrib.auth import logout
 from django.db import transaction
 
 from accounts.models import AccountDeletion, Profile, recommender_id
-from core import kafka_io, rating_history, shopper_controls
+from core import kafka_io, locking, rating_history, shopper_controls
 from core.events import DELETE_ACCOUNT, RatingEvent
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5  # the lock's new holder is done well before (one product's or key's rewrite)
+INTERRUPTED = ("Deleting your account did not finish: it was interrupted part-way. Your account still exists "
+               "and you are still signed in, but some of your data may already be gone: your recommendations "
+               "are no longer updated and some of your reviews may already be removed. Please try again in a "
+               "moment: deleting again finishes it.")
 
 
 def delete_account(user, request=None) -> AccountDeletion:
@@ -54,3 +68,15 @@ def delete_account(user, request=None) -> AccountDeletion:
             logout(request)
         user.delete()  # cascades: profile, rating submissions, API token
     return record
+
+
+def delete_or_interrupted(user, request=None) -> AccountDeletion | None:
+    """``delete_account``, or None (logged as a warning) when it lost a lock midway and stopped:
+    the caller answers 503 with ``INTERRUPTED`` and ``RETRY_AFTER_S``, the account is still there
+    and a new deletion finishes it (see the module's docstring)."""
+    try:
+        return delete_account(user, request=request)
+    except locking.LeaseLost as exc:
+        log.warning("account deletion interrupted (%s); the account is still there, deleting it again finishes it",
+                    exc)
+        return None

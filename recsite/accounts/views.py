@@ -9,8 +9,7 @@ from django.contrib.auth.views import LoginView, PasswordChangeView, PasswordRes
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from accounts import throttle
-from accounts.deletion import delete_account as delete_everywhere
+from accounts import deletion, throttle
 from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm
 from accounts.models import Profile
 
@@ -140,6 +139,11 @@ def delete_account(request):
         else:
             throttle.attempt_failed(name, password, address)
         if valid:
-            delete_everywhere(request.user, request=request)
+            if deletion.delete_or_interrupted(request.user, request=request) is None:
+                response = render(request, "registration/delete_account.html",
+                                  {"form": DeleteAccountForm(request.user), "locked": deletion.INTERRUPTED},
+                                  status=503)
+                response["Retry-After"] = str(deletion.RETRY_AFTER_S)
+                return response
             return render(request, "registration/delete_account_done.html")
     return render(request, "registration/delete_account.html", {"form": form}, status=400 if form.errors else 200)

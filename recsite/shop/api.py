@@ -166,12 +166,13 @@ def post_not_interested(request):
 
 @extend_schema(request=DeleteAccountIn, responses={200: DeleteAccountOut, 400: None, 403: None, 429: None, 503: None},
                description="Delete your account and everything kept about you (ratings, history, lists, "
-                           "exclusions); the next model is trained without you. Needs your password.")
+                           "exclusions); the next model is trained without you. Needs your password. 503 (Retry-After): "
+                           "interrupted part-way, the account is still there; the same request again finishes it.")
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
 def delete_account(request):
-    from accounts.deletion import delete_account as delete
+    from accounts import deletion
 
     if not isinstance(request.data, dict):
         return Response({"detail": "expected a JSON object"}, status=400)
@@ -189,5 +190,8 @@ def delete_account(request):
         throttle.attempt_failed(name, password, address)
         return Response({"detail": "wrong password"}, status=403)
     throttle.attempt_succeeded(name, password, address)
-    record = delete(request.user, request=request)
+    record = deletion.delete_or_interrupted(request.user, request=request)
+    if record is None:
+        return Response({"detail": deletion.INTERRUPTED}, status=503,
+                        headers={"Retry-After": str(deletion.RETRY_AFTER_S)})
     return Response({"status": "deleted", "deleted_at": record.deleted_at, "counts": record.counts})

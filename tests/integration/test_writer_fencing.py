@@ -206,3 +206,67 @@ def test_a_stalled_reload_start_does_not_overwrite_a_newer_start(own_db, short_l
     assert [type(e) for e in errors] == [locking.LeaseLost]
     assert [c for c in db.list_collection_names() if c.startswith("things__g")] == [started[0]]
     assert mongo.replace_collection_finish("things", db=db, staging=started[0]) == started[0]
+
+
+# --- the site's account deletion, when it loses a product's lock --------------------------------
+
+def _taken_over_after_reading(page_id: str, takeover: Callable[[], object]) -> Callable:
+    """``Collection.find_one`` that, after its first read of review page ``page_id``, lets
+    ``takeover`` run (in this thread: the reader stalls meanwhile) before returning the page."""
+    from pymongo.collection import Collection
+
+    original, done = Collection.find_one, []
+
+    def find_one(self, *args, **kwargs):
+        doc = original(self, *args, **kwargs)
+        if not done and args and args[0] == {"_id": page_id}:
+            done.append(True)
+            takeover()
+        return doc
+    return find_one
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("via", ["page", "api"])
+def test_a_deletion_that_loses_a_product_lock_answers_503_and_runs_again(
+        own_db, short_lease, monkeypatch, site_cache, client, make_user, via):
+    """"Delete my account" stalls after reading a product's review page, past the lease; another
+    deletion takes the product's lock over and erases its own review. The stalled erasure raises
+    ``LeaseLost`` (nothing written): the site answered 500. It is a temporary failure (503, Retry-After,
+    a message saying what happened): the account is still there, and deleting it again finishes."""
+    from django.contrib.auth.models import User
+    from pymongo.collection import Collection
+
+    from accounts.models import AccountDeletion
+    from core import mongo
+    from core.shopper_controls import _erase_reviews
+    from tests.site_catalog import PASSWORD
+
+    db, reviewer = own_db, f"LEASE{via.upper()}"
+    db[mongo.PRODUCTS].insert_one({"_id": "P", "n_reviews": 3, "avg_rating": 4.0, "rating_hist": {"4": 3},
+                                   "sample_summary": ""})
+    db[mongo.PRODUCT_REVIEWS].insert_one(_page("P", [reviewer, "b", "c"]))
+    db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(reviewer, {"P": (4.0, 1.0)}, {}))
+    user = make_user(reviewer_id=reviewer)
+    client.force_login(user)
+    monkeypatch.setattr(Collection, "find_one", _taken_over_after_reading("P:1", lambda: _erase_reviews("P", "b", db)))
+
+    def delete():
+        if via == "api":
+            return client.post("/api/account/delete/", {"password": PASSWORD}, content_type="application/json")
+        return client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
+
+    interrupted = delete()
+    assert interrupted.status_code == 503 and int(interrupted["Retry-After"]) > 0, interrupted.content
+    message = interrupted.json()["detail"] if via == "api" else interrupted.content.decode()
+    assert "did not finish" in message and "try again" in message, message
+    assert User.objects.filter(pk=user.pk).exists() and not AccountDeletion.objects.exists()
+    assert db[mongo.USER_HISTORY].find_one({"_id": reviewer}) is not None  # the erasure stopped midway
+    users = [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]]
+    assert users == [reviewer, "c"], users  # its write of the page was not made; the other's was
+
+    done = delete()  # still signed in: the same request again finishes it
+    assert done.status_code == 200, done.content
+    assert not User.objects.filter(pk=user.pk).exists() and AccountDeletion.objects.count() == 1
+    assert [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]] == ["c"]
+    assert db[mongo.PRODUCTS].find_one({"_id": "P"})["n_reviews"] == 1
