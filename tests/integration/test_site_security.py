@@ -604,6 +604,46 @@ def test_concurrent_right_logins_from_one_address_past_its_limit_all_get_in(site
     assert users == [people[i % 3] for i in range(N_CONCURRENT)], users
 
 
+def _check_password(client, endpoint: str, username: str, password: str, address: str) -> int:
+    """One password check at ``endpoint`` (signed in already where it needs it); the status."""
+    if endpoint == "login":
+        return _site_login(client, username, password, address).status_code
+    if endpoint == "token":
+        return _token(client, username, password, address).status_code
+    if endpoint == "admin":
+        return _admin_login(client, username, password, address).status_code
+    if endpoint == "password_change":  # the new password is refused (too short): the old one stays
+        return client.post("/accounts/password_change/", {"old_password": password, "new_password1": "x",
+                                                           "new_password2": "x"}, REMOTE_ADDR=address).status_code
+    if endpoint == "delete_page":  # no tick: nothing is deleted whatever the password
+        return client.post("/accounts/delete/", {"password": password}, REMOTE_ADDR=address).status_code
+    assert endpoint == "delete_api"  # the right password deletes the (empty) account
+    return client.post("/api/account/delete/", {"password": password}, content_type="application/json",
+                       REMOTE_ADDR=address).status_code
+
+
+@pytest.mark.parametrize("endpoint", ["login", "token", "admin", "password_change", "delete_page", "delete_api"])
+def test_every_password_check_resolves_its_attempt(site_cache, client, make_user, endpoint):
+    """Each attempt is marked in flight until its check resolves it, right or wrong
+    (``accounts.throttle``); a check that left its mark would make an attacker at the limit wait
+    (``LOGIN_THROTTLE_WAIT``) instead of being refused at once, and hold a worker meanwhile."""
+    from accounts import throttle
+
+    user, address = make_user(staff=endpoint == "admin"), _address()
+    if endpoint in ("password_change", "delete_page", "delete_api"):
+        client.force_login(user)
+    for password, status in (("wrong-guess", {"login": 400, "token": 400, "admin": 200, "password_change": 200,
+                                              "delete_page": 400, "delete_api": 403}),
+                             (PASSWORD, {"login": 302, "token": 200, "admin": 302, "password_change": 200,
+                                         "delete_page": 400, "delete_api": 200})):
+        assert _check_password(client, endpoint, user.username, password, address) == status[endpoint]
+        limits = throttle._login_keys(user.username, password, address)
+        counts = throttle._login_counts(limits)
+        assert all(counts[throttle._in_flight(key)] == 0 for key in limits), (password, counts)
+    wrong = throttle._login_keys(user.username, "wrong-guess", address)
+    assert throttle._login_counts(wrong)[next(iter(wrong))] == 0  # the right password cleared the user's count
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_api_deletions_get_no_more_password_checks_than_the_limit(site_cache, make_user):
     """The API's account deletion read the lockout before its password check and counted after it,
