@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Collection
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -678,6 +681,30 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
         recounted += 1
 
 
+@contextmanager
+def erasing_afterwards(record: dict, erase: Callable[[], int]) -> Iterator[None]:
+    """Run the block, then ``erase()`` (the eraser: :func:`erase_accounts_deleted_since`) even if the
+    block failed, since the load's documents are live by then; ``record["deleted_accounts_erased"]``
+    is what it returns.
+
+    The first error wins: when the block failed, its exception is raised (so the job's exit and
+    traceback say what failed first) and an eraser's failure then is only printed with its
+    traceback and noted on it; the eraser's failure alone fails the load. (A ``finally`` raised the
+    eraser's instead, the load's own left in its chained context.)
+    """
+    try:
+        yield
+    except BaseException as failure:
+        try:
+            erase()
+        except Exception as erasing:
+            print("mongo_load: the eraser failed too, after the load's own failure (raised below):", file=sys.stderr)
+            traceback.print_exception(erasing, chain=False)  # the load's own: printed as the job exits
+            failure.add_note(f"mongo_load: the eraser failed too (its traceback printed before): {erasing!r}")
+        raise
+    record["deleted_accounts_erased"] = erase()
+
+
 def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float,
                          stamp: int) -> dict:
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
@@ -711,15 +738,13 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     # The accounts deleted meanwhile are erased again and their products recounted (even if what
     # follows the upserts fails: they are live); then reconciliation over the whole database: every
     # clean review and product is there once, less the reviews of accounts deleted meanwhile.
-    try:
+    with erasing_afterwards(out[mongo.USER_HISTORY], lambda: erase_accounts_deleted_since(
+            started - LIVE_CLOCK_MARGIN_S, all_reviews, all_products, stamp)):
         mongo.ensure_indexes()
         mongo.drop_retired(wait=True)
         # a live rating stored after the histories' read was overwritten by the upsert: written again
         out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(
             started - LIVE_CLOCK_MARGIN_S)
-    finally:
-        out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(
-            started - LIVE_CLOCK_MARGIN_S, all_reviews, all_products, stamp)
     (n_reviews, checksum), n_products = review_totals(all_reviews), products.count()
     held = reconcile(all_reviews, n_reviews, checksum, n_products, started - LIVE_CLOCK_MARGIN_S)
     n_fresh = fresh.count()
@@ -754,16 +779,15 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
         mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
                                                extra_docs=_catalog_extras(products, reviews)),
     }
-    try:
+    # even if what follows fails (the new generations are live): the accounts deleted meanwhile
+    with erasing_afterwards(out[mongo.USER_HISTORY],
+                            lambda: erase_accounts_deleted_since(live_since, reviews, metadata, stamp)):
         mongo.ensure_indexes()
         mongo.retire_collection(mongo.LEGACY_REVIEWS)
         # Once every process reads the new generations (the grace period), the old ones go and the
         # live ratings stored since the load began are written into the new histories.
         mongo.drop_retired(wait=True)
         out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
-    finally:  # even if that failed (the new generations are live): the accounts deleted meanwhile
-        out[mongo.USER_HISTORY]["deleted_accounts_erased"] = erase_accounts_deleted_since(
-            live_since, reviews, metadata, stamp)
     # Reconciliation: the server acknowledged every document written (reload_collection), and every
     # clean review and product is in MongoDB, no more, no fewer (less the reviews of accounts deleted
     # meanwhile, which the eraser recounted without: reconcile).

@@ -1,0 +1,62 @@
+"""mongo_load runs the eraser after the steps that follow the switch to the new generations, even
+if they failed (spark_jobs.mongo_load.erasing_afterwards): the first error wins, so a load that
+failed reports its own failure, not an eraser's that came after it."""
+from __future__ import annotations
+
+import pytest
+
+from spark_jobs.mongo_load import erasing_afterwards
+
+
+class LoadFailed(Exception):
+    pass
+
+
+class EraserFailed(Exception):
+    pass
+
+
+def _eraser(calls: list[str], fails: bool = False):
+    def erase() -> int:
+        calls.append("erased")
+        if fails:
+            raise EraserFailed("deleted_users unreadable")
+        return 3
+    return erase
+
+
+def test_the_loads_own_failure_wins_over_the_erasers(capsys):
+    calls: list[str] = []
+    record: dict = {}
+    with pytest.raises(LoadFailed) as raised:
+        with erasing_afterwards(record, _eraser(calls, fails=True)):
+            raise LoadFailed("drop_retired timed out")
+    assert calls == ["erased"]  # the eraser still ran
+    assert "deleted_accounts_erased" not in record
+    assert any("EraserFailed" in note for note in getattr(raised.value, "__notes__", []))
+    logged = capsys.readouterr().err
+    assert "the eraser failed too" in logged and "Traceback" in logged and "deleted_users unreadable" in logged
+
+
+def test_the_eraser_runs_after_a_failed_load_which_is_raised():
+    calls: list[str] = []
+    with pytest.raises(LoadFailed):
+        with erasing_afterwards({}, _eraser(calls)):
+            raise LoadFailed("drop_retired timed out")
+    assert calls == ["erased"]
+
+
+def test_the_erasers_failure_alone_fails_the_load():
+    calls: list[str] = []
+    with pytest.raises(EraserFailed):
+        with erasing_afterwards({}, _eraser(calls, fails=True)):
+            pass
+    assert calls == ["erased"]
+
+
+def test_a_load_and_eraser_that_succeed_record_the_erased_accounts():
+    calls: list[str] = []
+    record: dict = {}
+    with erasing_afterwards(record, _eraser(calls)):
+        calls.append("loaded")
+    assert calls == ["loaded", "erased"] and record == {"deleted_accounts_erased": 3}
