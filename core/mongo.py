@@ -87,8 +87,8 @@ DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, state, clai
 EXCLUSIONS = "exclusions"  # {_id: user_id, items: [{p, t}]}: "not interested", never recommended again
 DELETED_USERS = "deleted_users"  # {_id: user_id, deleted_at, counts}: deleted accounts, left out of training
 SEARCH_INDEX = "search_index"  # {_id: "<word or prefix>", ids: "<ranked ids>", ...} (core/search.py)
-# {_id: product, stamp}: products a deletion marked RECOUNT during load ``stamp`` (core.shopper_controls),
-# so the load's eraser finds them without a scan of the products (no account in it)
+# {_id: product, stamp}: products whose counts a deletion during load ``stamp`` may have got wrong
+# (core.shopper_controls._pages_older): the load's eraser recounts them (no account in it)
 RECOUNTS = "recounts"
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000

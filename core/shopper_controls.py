@@ -135,9 +135,6 @@ def delete_user_data(user_id: str, db: Database | None = None,
 
 
 LOAD_STAMP = "load_stamp"  # which load wrote a product document and its review pages (spark_jobs/mongo_load.py)
-# set on a product document by a deletion that read review pages older than it (a load between its
-# products and its pages): its counts may be off, and the load's eraser recounts them (no account in it)
-RECOUNT = "recount"
 _PRODUCT_FIELDS = {"n_reviews": 1, "avg_rating": 1, "rating_hist": 1, "sample_summary": 1, "title_generated": 1,
                    "categories": 1, "category": 1, "brand": 1, LOAD_STAMP: 1}
 _TRIES = 5  # conditional writes a load's writes may miss in a row before a deletion gives up
@@ -161,8 +158,8 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
     generation ``db[...]`` follows between a read and a write) and each write is conditional on the
     ``LOAD_STAMP`` read with it: a load's write in between makes it miss, and it is read again. On
     MongoDB that closes the window; FerretDB v1 runs a filtered update as a read then a write, so
-    there it only narrows it. A deletion that read pages older than the document marks it
-    ``RECOUNT`` and lists it in ``mongo.RECOUNTS``: the load's eraser recounts it
+    there it only narrows it. A deletion that read pages older than the document lists the product
+    in ``mongo.RECOUNTS`` (:func:`_pages_older`): the load's eraser recounts it
     (spark_jobs/mongo_load.py).
     """
     products, review_pages = db[mongo.PRODUCTS], db[mongo.PRODUCT_REVIEWS]  # bound once, see above
@@ -190,14 +187,14 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
 
 
 def write_recount(product_id: str, fields: dict[str, Any], stamp: int, db: Database | None = None) -> bool:
-    """Write a load's recount of one product's review-derived ``fields`` and drop its ``RECOUNT``
-    mark and listing (spark_jobs.mongo_load.erase_accounts_deleted_since), under the product's fenced lock (no
+    """Write a load's recount of one product's review-derived ``fields`` and drop its listing in
+    ``mongo.RECOUNTS`` (spark_jobs.mongo_load.erase_accounts_deleted_since), under the product's fenced lock (no
     deletion between its pages and its counts), only while the document is of load ``stamp``."""
     db = db if db is not None else mongo.get_db()
     with locking.fenced_lock(f"product:{product_id}", db=db) as fence:
         fence()
         written = db[mongo.PRODUCTS].update_one({"_id": product_id, LOAD_STAMP: stamp},
-                                                {"$set": fields, "$unset": {RECOUNT: ""}}).matched_count
+                                                {"$set": fields}).matched_count
         db[mongo.RECOUNTS].delete_one({"_id": product_id, "stamp": stamp})
         return bool(written)
 
@@ -233,11 +230,11 @@ def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[
         doc = products.find_one({"_id": product_id}, _PRODUCT_FIELDS)
         if not doc:
             return False
-        update = _without_reviews(doc, mine, others, stamps)
+        update = _without_reviews(doc, mine, others)
         if not update:
             return False
         fence()
-        if RECOUNT in update["$set"]:  # listed first: the eraser finds it there (a needless recount is harmless)
+        if _pages_older(stamps, doc.get(LOAD_STAMP)):  # listed first: the eraser finds it (needless: harmless)
             recounts.update_one({"_id": product_id}, {"$set": {"stamp": doc.get(LOAD_STAMP)}}, upsert=True)
         if products.update_one({"_id": product_id, LOAD_STAMP: doc.get(LOAD_STAMP)}, update).matched_count:
             return True
@@ -245,16 +242,12 @@ def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[
                        "the deletion is idempotent: run it again")
 
 
-def _without_reviews(doc: dict[str, Any], mine: list[dict[str, Any]], others: list[dict[str, Any]],
-                     stamps: set[Any]) -> dict[str, Any] | None:
+def _without_reviews(doc: dict[str, Any], mine: list[dict[str, Any]],
+                     others: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The update of product document ``doc`` that takes the reviews ``mine`` off it: count,
     histogram and average (rounded as Spark rounds), and, when its quoted summary was one of
     them, the next most helpful one of ``others`` and the generated title made from it
-    (core.catalog: the load's own rule). None: nothing to change.
-
-    When a page read (``stamps``) is older than the document, a load is between its products and
-    its pages: the document may not count what those pages hold (or count it differently), so
-    the update also sets ``RECOUNT``, and the load's eraser writes the product's counts anew.
+    (core.catalog: the load's own rule). None: nothing to change. Nothing of the account in it.
     """
     if not mine:
         return None
@@ -265,9 +258,14 @@ def _without_reviews(doc: dict[str, Any], mine: list[dict[str, Any]], others: li
         if doc.get("title_generated"):
             fields["title"] = catalog.fallback_title(doc.get("categories"), doc.get("category"), doc.get("brand"),
                                                      fields["sample_summary"])
-    if any(_older(s, doc.get(LOAD_STAMP)) for s in stamps):
-        fields[RECOUNT] = True
     return {"$set": fields}
+
+
+def _pages_older(stamps: set[Any], stamp: Any) -> bool:
+    """Whether a review page read (of ``stamps``) is older than the product document (of
+    ``stamp``): a load is between its products and its pages, so the document may not count what
+    those pages hold (or count it differently), and the load's eraser writes its counts anew."""
+    return any(_older(s, stamp) for s in stamps)
 
 
 def _older(page_stamp: Any, stamp: Any) -> bool:

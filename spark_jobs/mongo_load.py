@@ -235,10 +235,8 @@ _NOT_SERVED = ("search_text", "first_ts", "last_ts")
 
 def _served(products: DataFrame, stamp: int) -> DataFrame:
     """The product documents as stored: without :data:`_NOT_SERVED`, with the load's ``stamp``
-    (``core.shopper_controls.LOAD_STAMP``, on their review pages too), and without a deletion's
-    ``RECOUNT`` mark of the document written before (null: removed by an upsert)."""
-    return (products.drop(*_NOT_SERVED).withColumn(shopper_controls.LOAD_STAMP, F.lit(stamp).cast("long"))
-            .withColumn(shopper_controls.RECOUNT, F.lit(None).cast("boolean")))
+    (``core.shopper_controls.LOAD_STAMP``, on their review pages too)."""
+    return products.drop(*_NOT_SERVED).withColumn(shopper_controls.LOAD_STAMP, F.lit(stamp).cast("long"))
 
 
 REVIEW_PAGE_FIELDS = ("user_id", "reviewer_name", "rating", "ts", "summary", "review_text", "verified",
@@ -437,7 +435,7 @@ def user_history_docs(reviews: DataFrame, live: DataFrame, recent_from: float | 
 
 # fields a document leaves out when null: a history lists recent batch reviews only when it has one
 # (core.rating_history.history_doc; user_history_docs makes an empty list null)
-OMITTED_WHEN_NULL = (rating_history.BATCH, shopper_controls.RECOUNT)
+OMITTED_WHEN_NULL = (rating_history.BATCH,)
 
 
 def _stored(row, absent=None) -> dict:
@@ -643,10 +641,10 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
     live then, which the load replaced with what it read: ``delete_user_data`` runs again (pages,
     history, search words: the account's loaded summaries say which). A deletion between the load's
     products and pages subtracted by pages the document did not count, maybe twice or not at all
-    (core.shopper_controls.RECOUNT), so the counts are not patched but written anew
+    (core.shopper_controls._pages_older), so the counts are not patched but written anew
     (:func:`recounts`, the load's own code, without every account deleted since ``since``) for
-    the products those accounts reviewed and those a deletion marked ``RECOUNT`` (listed in
-    ``mongo.RECOUNTS``), under each product's lock, while it is still this load's. Then
+    the products those accounts reviewed and those such a deletion listed in ``mongo.RECOUNTS``,
+    under each product's lock, while it is still this load's. Then
     ``deleted_users`` is read again: an account deleted since the last read may have been
     subtracted before that write, which counted it; it is excluded on the next pass. It ends when a
     pass finds no new account with loaded reviews and no listed product (after
@@ -666,10 +664,10 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
         for user_id in new:
             shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id))
         done = deleted
-        # the products deletions marked during this load, listed apart (a scan of the products for
-        # the mark cost minutes at millions of products on FerretDB v1, which uses no index for it)
-        marked = {d["_id"] for d in db[mongo.RECOUNTS].find({"stamp": stamp}, {"_id": 1})}
-        affected = marked | {p for of in indexed.values() for p in of}
+        # the products deletions during this load listed for a recount (a listing apart: a mark on
+        # the products cost a scan of minutes at millions of them on FerretDB v1, no index used)
+        listed = {d["_id"] for d in db[mongo.RECOUNTS].find({"stamp": stamp}, {"_id": 1})}
+        affected = listed | {p for of in indexed.values() for p in of}
         if not affected:  # an account deleted meanwhile without loaded reviews changes no count
             return len(done)
         if recounted == ERASER_PASSES:  # the last recount's writes may count an account deleted during it

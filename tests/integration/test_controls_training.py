@@ -333,12 +333,12 @@ def _counts_and_pages(db) -> tuple[dict[str, int], dict[str, int]]:
     return counts, {pid: len(_pages(db, pid)) for pid in counts}
 
 
-def _stamp_on_products_and_pages_with_no_mark(db):
-    """The load's stamp, which a1's document and its review page carry; no product document still
-    marked for a recount (``core.shopper_controls.RECOUNT``: the eraser recounted every one)."""
+def _stamp_on_products_and_pages_with_none_listed(db):
+    """The load's stamp, which a1's document and its review page carry; no product still listed
+    for a recount (``core.mongo.RECOUNTS``: the eraser recounted every one)."""
     stamp = db[mongo.PRODUCTS].find_one({"_id": "a1"})[shopper_controls.LOAD_STAMP]
     assert isinstance(stamp, int) and db[mongo.PRODUCT_REVIEWS].find_one({"_id": "a1:1"})[shopper_controls.LOAD_STAMP] == stamp
-    assert [d["_id"] for d in db[mongo.PRODUCTS].find({}) if shopper_controls.RECOUNT in d] == []
+    assert list(db[mongo.RECOUNTS].find({})) == []
     return stamp
 
 
@@ -347,12 +347,12 @@ def test_an_account_deleted_between_the_products_and_the_pages_is_subtracted_onc
                                                                                   monkeypatch, tmp_path):
     """The load writes the products, then the review pages. An account deleted in between is erased
     by the site from the previous pages and the load's products (which count its reviews), which it
-    marks; the load's eraser erases it from the load's pages and recounts its products: its reviews
+    lists for a recount; the load's eraser erases it from the load's pages and recounts its products: its reviews
     come off once (they came off twice: a1 at 1 of 2). Incremental (r1: a product reviewed in the
     loaded category and the new one), then full (r2). One more account (r4) is deleted before the
     incremental load writes the products: the load's products count it again, and the eraser's
     recount leaves it out. Each load's reconciliation passes (it raises), each load's stamp is on
-    its products and their pages, and no product document is still marked."""
+    its products and their pages, and no product is still listed for a recount."""
     import spark_jobs.mongo_load as job
     from spark_jobs.clean import clean
     from spark_jobs.load import load
@@ -365,7 +365,7 @@ def test_an_account_deleted_between_the_products_and_the_pages_is_subtracted_onc
     load(spark, [str(alpha)], raw, "it-twice-1")
     clean(spark, raw, cleaned, "it-twice-1")
     assert job.mongo_load(spark, cleaned, "it-twice-1")["mode"] == "full"
-    stamps = {_stamp_on_products_and_pages_with_no_mark(db)}
+    stamps = {_stamp_on_products_and_pages_with_none_listed(db)}
     load(spark, [str(beta)], raw, "it-twice-2")
     clean(spark, raw, cleaned, "it-twice-2")
     real_upsert, real_reload = job.upsert_collection, job.reload_collection
@@ -379,7 +379,7 @@ def test_an_account_deleted_between_the_products_and_the_pages_is_subtracted_onc
     _gone_everywhere(db, "r4")
     counts, on_pages = _counts_and_pages(db)
     assert counts == on_pages == {"a1": 2, "a2": 1, "b1": 1}  # r2 and r3 on a1, r2 on a2, r3 on b1
-    stamps.add(_stamp_on_products_and_pages_with_no_mark(db))
+    stamps.add(_stamp_on_products_and_pages_with_none_listed(db))
 
     monkeypatch.setattr(job, "upsert_collection", real_upsert)
     monkeypatch.setattr(job, "reload_collection", _deleted_before_writing(mongo.PRODUCT_REVIEWS, real_reload, client,
@@ -389,5 +389,5 @@ def test_an_account_deleted_between_the_products_and_the_pages_is_subtracted_onc
     _gone_everywhere(db, "r2")
     counts, on_pages = _counts_and_pages(db)
     assert counts == on_pages == {"a1": 1, "a2": 0, "b1": 1}  # r3's alone
-    stamps.add(_stamp_on_products_and_pages_with_no_mark(db))
+    stamps.add(_stamp_on_products_and_pages_with_none_listed(db))
     assert len(stamps) == 3  # each load's own

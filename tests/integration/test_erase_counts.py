@@ -3,7 +3,7 @@ deletion meets while a load writes them.
 
 A load (spark_jobs/mongo_load.py) writes the products, then the review pages, both with its
 ``load_stamp``, then its eraser erases again every account deleted meanwhile and recounts their
-products (and those a deletion marked ``recount``: it read pages older than the document) with the
+products (and those a deletion listed in ``recounts``: it read pages older than the document) with the
 load's own code, then reconciles. Here the load's writes are made directly, as it makes them (a
 new generation switched in, or an upsert by ``_id``); the eraser and reconciliation are the load's,
 on the reviews it loaded. A load's write landing inside a deletion is injected by wrapping
@@ -19,7 +19,7 @@ import pytest
 from pymongo.collection import Collection
 
 from core import mongo, rating_history, shopper_controls
-from core.shopper_controls import LOAD_STAMP, RECOUNT
+from core.shopper_controls import LOAD_STAMP
 
 pytestmark = pytest.mark.integration
 
@@ -55,11 +55,8 @@ def _reload(db, collection: str, docs: list[dict]) -> None:
 
 
 def _upsert(db, collection: str, docs: list[dict]) -> None:
-    """An incremental load's write: every field set by ``_id``, ``recount`` removed (mongo_load
-    writes it null: ``_stored``'s ``UNSET``)."""
-    mongo.set_by_ids(collection, {d["_id"]: {**{k: v for k, v in d.items() if k != "_id"},
-                                             **({RECOUNT: mongo.UNSET} if collection == mongo.PRODUCTS else {})}
-                                  for d in docs}, db=db)
+    """An incremental load's write: every field set by ``_id``."""
+    mongo.set_by_ids(collection, {d["_id"]: {k: v for k, v in d.items() if k != "_id"} for d in docs}, db=db)
 
 
 def _load(db, write, stamp: int, loaded: dict[str, list[Review]], what: str) -> None:
@@ -128,16 +125,16 @@ def _without(loaded: dict[str, list[Review]], *users: str) -> dict[str, tuple]:
             for d in [_product(p, 0, [x for x in reviews if x[0] not in users])]}
 
 
-def _marked(db) -> list:
-    """The products a deletion marked for the load's recount."""
-    return [d["_id"] for d in db[mongo.PRODUCTS].find({}) if RECOUNT in d]
+def _listed(db) -> list:
+    """The products a deletion listed for the load's recount (``recounts``)."""
+    return sorted(d["_id"] for d in db[mongo.RECOUNTS].find({}))
 
 
 def _erased(db, spark, loaded: dict[str, list[Review]], since: float, *users: str) -> None:
     """The eraser's outcome: each product's counts as a load without ``users``' reviews writes them,
-    no mark left, reconciliation exact (each product short by exactly ``users``' reviews of it)."""
+    none listed for a recount, reconciliation exact (each product short by exactly ``users``' reviews of it)."""
     assert _counts(db, loaded) == _without(loaded, *users)
-    assert _marked(db) == [] and list(db[mongo.RECOUNTS].find({})) == []
+    assert _listed(db) == []
     load_fields = set(_product("P", S2, [])) | {"_id"}  # nothing else, of the account or its ratings
     assert all(set(d) <= load_fields for d in db[mongo.PRODUCTS].find({}))
     erased = sum(1 for reviews in loaded.values() for u, _, _ in reviews if u in users)
@@ -171,9 +168,9 @@ def _product_read(self, args) -> bool:
 
 def test_a_deletion_between_the_products_and_the_pages_is_subtracted_once(spark, own_db):
     """Full load. The account is deleted after the load's products went live, before its pages:
-    the site takes the reviews of the previous pages off the load's products and marks them; the
-    eraser takes the load's pages' reviews off and recounts the products: a second review of the
-    account only the load's pages hold comes off once too, and the mark goes."""
+    the site takes the reviews of the previous pages off the load's products and lists them for a
+    recount; the eraser takes the load's pages' reviews off and recounts the products: a second
+    review of the account only the load's pages hold comes off once too, and the listing goes."""
     db = own_db
     before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)], "R": [("u", 4.0, 70.0), ("c", 1.0, 80.0)]}
     _before(db, _reload, before, "u")
@@ -182,7 +179,7 @@ def test_a_deletion_between_the_products_and_the_pages_is_subtracted_once(spark,
 
     _load(db, _reload, S2, loaded, "products")
     _delete(db, "u")
-    assert db[mongo.PRODUCTS].find_one({"_id": "P"})[RECOUNT] is True  # the only trace, until the eraser
+    assert _listed(db) == ["P", "R"]  # the only trace, until the eraser
     _load(db, _reload, S2, loaded, "pages")
     _erase(spark, loaded, started)
 
@@ -195,7 +192,7 @@ def test_deletions_before_during_and_after_an_incremental_load_are_each_subtract
     """Incremental load (upserts by ``_id``), each product once:
     - P: ``u``'s deletion reaches it before the load's products (the old document and pages);
     - Q: the same deletion, still running, reaches it after the load's products, before its pages
-      (the load's document, the old pages: marked);
+      (the load's document, the old pages: listed for a recount);
     - S: ``v`` deletes the account after the load's pages (the load's document and pages);
     - a repeated deletion of both changes nothing.
     """
@@ -223,8 +220,9 @@ def test_deletions_before_during_and_after_an_incremental_load_are_each_subtract
 
 
 def test_a_deletion_stopped_after_the_product_update_leaves_nothing_to_subtract_twice(spark, own_db, monkeypatch):
-    """The mark is written in the product's update itself: stopped right after it (here by an
-    exception; the process killed there alike), the eraser still takes the review off once."""
+    """The listing for a recount is written before the product's update: stopped right after that
+    update (here by an exception; the process killed there alike), the eraser still takes the
+    review off once."""
     db = own_db
     before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0)]}
     _before(db, _reload, before, "u")
@@ -315,8 +313,9 @@ def test_an_incremental_page_upsert_between_the_deletions_read_and_write_is_read
 
 
 def test_a_deletion_with_no_load_running_leaves_nothing_of_the_account(own_db):
-    """No load runs: the pages are of the products' own write, so the deletion writes no mark and
-    keeps nothing of the account, in the product documents or anywhere else."""
+    """No load runs: the pages are of the products' own write, so the deletion
+    lists no product for a recount and keeps nothing of the account, in the product documents or
+    anywhere else."""
     db = own_db
     before = {"P": [("u", 2.0, 10.0), ("a", 5.0, 11.0)], "Q": [("u", 4.0, 12.0)]}
     _before(db, _reload, before, "u")
@@ -324,7 +323,7 @@ def test_a_deletion_with_no_load_running_leaves_nothing_of_the_account(own_db):
     _delete(db, "u")
 
     assert _counts(db, before) == _without(before, "u")
-    assert _marked(db) == [] and list(db[mongo.RECOUNTS].find({})) == []
+    assert _listed(db) == []
     assert set(db.list_collection_names()) - collections <= {mongo.DELETED_USERS, mongo.LOCKS}
     assert db[mongo.LOCKS].count_documents({}) == 0
 
@@ -332,7 +331,7 @@ def test_a_deletion_with_no_load_running_leaves_nothing_of_the_account(own_db):
 def test_a_deletion_during_the_first_load_that_stamps_pages_is_subtracted_once(spark, own_db):
     """A database loaded before pages carried a stamp: product documents with a hex one (or none),
     pages without. The first load that stamps both writes its products; an account deleted then
-    finds its review on the unstamped pages, which are older than the load's document: marked, and
+    finds its review on the unstamped pages, which are older than the load's document: listed, and
     the eraser's recount leaves the review out once."""
     db = own_db
     before = {"P": [("u", 2.0, 10.0), ("a", 5.0, 11.0)], "Q": [("u", 4.0, 12.0), ("b", 3.0, 13.0)]}
@@ -354,7 +353,7 @@ def test_an_account_deleted_before_the_load_and_erased_between_its_products_and_
     """``u`` was recorded deleted before the load began (the load left its reviews out), its
     erasure still to run (a retry, the worker's ``delete_account``); it lands between the load's
     products and pages and takes ``u``'s review of the previous pages off a document that never
-    counted it. The eraser, which does not erase ``u`` again, recounts the marked product (v2: P
+    counted it. The eraser, which does not erase ``u`` again, recounts the listed product (v2: P
     at (1, 0.0) of 2, reconciliation failed, ``u``'s rating kept in the document)."""
     db = own_db
     before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
@@ -371,9 +370,9 @@ def test_an_account_deleted_before_the_load_and_erased_between_its_products_and_
     _erased(db, spark, loaded, started)
 
 
-def test_an_incremental_load_touching_a_product_without_writing_its_pages_leaves_no_mark(spark, own_db):
+def test_an_incremental_load_touching_a_product_without_writing_its_pages_leaves_no_listing(spark, own_db):
     """The load upserts P's document (no review left: no page written), the old page still holds
-    ``u``'s review: the deletion marks the document, the eraser recounts it and the mark goes (v2
+    ``u``'s review: the deletion lists the product, the eraser recounts it and the listing goes (v2
     kept ``u``'s rating in the document)."""
     db = own_db
     before = {"P": [("u", 5.0, 100.0)], "Q": [("u", 2.0, 10.0), ("a", 4.0, 11.0)]}
@@ -386,7 +385,7 @@ def test_an_incremental_load_touching_a_product_without_writing_its_pages_leaves
     _erase(spark, loaded, started)
 
     assert _counts(db, loaded) == {"P": (0, {str(s): 0 for s in range(1, 6)}, 0.0), **_without({"Q": loaded["Q"]}, "u")}
-    assert _marked(db) == [] and list(db[mongo.RECOUNTS].find({})) == []
+    assert _listed(db) == []
 
 
 def _page(pid: str, n: int, stamp: int, reviews: list[Review]) -> dict:
@@ -395,7 +394,7 @@ def _page(pid: str, n: int, stamp: int, reviews: list[Review]) -> dict:
 
 def test_a_deletion_repeated_between_two_partitions_of_an_incremental_page_upsert_is_subtracted_once(spark, own_db):
     """P has two pages; the site's deletion lands between the load's products and pages, the
-    worker's repeat between the upserts of page 1 and page 2 (each subtracts what it finds, marks
+    worker's repeat between the upserts of page 1 and page 2 (each subtracts what it finds, lists
     P); the eraser recounts P (v2 subtracted ``v``'s review twice)."""
     db = own_db
     before = {"P": [("v", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)]}

@@ -1,9 +1,13 @@
 """What a deletion writes to a product document (core.shopper_controls._without_reviews): the
-reviews it found on the pages subtracted, and a ``recount`` mark (nothing of the account) when a
-page it read is older than the document (a load between its products and its pages)."""
+reviews it found on the pages subtracted, nothing of the account; and, when a page it read is
+older than the document (a load between its products and its pages), the product listed in
+``recounts`` for the load's eraser (core.shopper_controls._subtract_reviews), nothing more on the
+document."""
 from __future__ import annotations
 
-from core.shopper_controls import LOAD_STAMP, RECOUNT, _without_reviews
+from typing import Any
+
+from core.shopper_controls import LOAD_STAMP, _pages_older, _subtract_reviews, _without_reviews
 
 S1, S2 = 1_000_001, 1_000_002
 
@@ -18,27 +22,56 @@ def _review(rating: float) -> dict:
     return {"user_id": "u", "rating": rating, "summary": "mine"}
 
 
-def test_pages_older_than_the_document_mark_it_for_the_loads_recount_and_keep_nothing_of_the_account():
-    """An incremental load upserted page 1 (S2) but not yet page 2 (S1): both reviews come off,
-    and the document is marked; nothing in the update names the account or its ratings."""
-    update = _without_reviews(_doc([5.0, 4.0, 3.0]), [_review(4.0), _review(5.0)], [], {S1, S2})
-    assert update == {"$set": {"n_reviews": 1, "rating_hist": {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0},
-                               "avg_rating": 3.0, RECOUNT: True}}
+class _Collection:
+    """A collection's ``find_one`` (its one document) and ``update_one`` (each call kept in a log
+    shared by the collections, all matched)."""
+
+    def __init__(self, name: str, log: list, doc: dict | None = None) -> None:
+        self.name, self.log, self.doc = name, log, doc
+
+    def find_one(self, *_args: Any) -> dict | None:
+        return self.doc
+
+    def update_one(self, query: dict, update: dict, upsert: bool = False):
+        self.log.append((self.name, query, update, upsert))
+        return type("Result", (), {"matched_count": 1})()
+
+
+def _subtracted(doc: dict, stamps: set) -> list:
+    """What a deletion of ``u`` (its 5-star review found on the pages of ``stamps``) writes, in order."""
+    log: list = []
+    assert _subtract_reviews("P", [_review(5.0)], [], stamps, _Collection("products", log, doc),
+                             _Collection("recounts", log), lambda: None)
+    return log
+
+
+def test_pages_older_than_the_document_list_it_for_the_loads_recount_and_keep_nothing_of_the_account():
+    """An incremental load upserted page 1 (S2) but not yet page 2 (S1): the product is listed in
+    ``recounts`` (by the document's stamp) before the document's update, which holds the counts
+    only: nothing names the account, its ratings or the recount."""
+    assert _subtracted(_doc([5.0, 3.0]), {S1, S2}) == [
+        ("recounts", {"_id": "P"}, {"$set": {"stamp": S2}}, True),
+        ("products", {"_id": "P", LOAD_STAMP: S2},
+         {"$set": {"n_reviews": 1, "rating_hist": {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0}, "avg_rating": 3.0}}, False)]
+
+
+def test_pages_of_the_documents_own_load_list_nothing():
+    assert [name for name, *_ in _subtracted(_doc([5.0, 3.0], stamp=S1), {S1})] == ["products"]
 
 
 def test_a_star_the_document_has_none_of_leaves_its_histogram_as_it_is():
-    update = _without_reviews(_doc([4.0, 3.0]), [_review(5.0)], [], {S1})
+    update = _without_reviews(_doc([4.0, 3.0]), [_review(5.0)], [])
     assert update["$set"]["rating_hist"] == {"1": 0, "2": 0, "3": 1, "4": 1, "5": 0}
 
 
-def test_no_load_running_writes_no_mark():
-    update = _without_reviews(_doc([5.0, 3.0], stamp=S1), [_review(5.0)], [], {S1})
+def test_the_reviews_found_come_off_the_counts():
+    update = _without_reviews(_doc([5.0, 3.0], stamp=S1), [_review(5.0)], [])
     assert update == {"$set": {"n_reviews": 1, "rating_hist": {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0},
                                "avg_rating": 3.0}}
-    assert _without_reviews(_doc([3.0]), [], [], {S1}) is None  # nothing found: nothing to write
+    assert _without_reviews(_doc([3.0]), [], []) is None  # nothing found: nothing to write
 
 
 def test_unstamped_pages_are_older_than_a_document_a_load_stamped():
     """The first load that stamps pages, on a database loaded before (pages without a stamp)."""
-    assert RECOUNT in _without_reviews(_doc([5.0, 3.0]), [_review(5.0)], [], {None})["$set"]
-    assert RECOUNT not in _without_reviews(_doc([5.0, 3.0], stamp="9f" * 16), [_review(5.0)], [], {None})["$set"]
+    assert _pages_older({None}, S2)
+    assert not _pages_older({None}, "9f" * 16)
