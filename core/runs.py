@@ -10,11 +10,12 @@ has neither pyspark nor pymongo (requirements-airflow.txt).
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,37 @@ def from_repository(pattern: str, root: Path | str = PROJECT_ROOT) -> str:
     and an absolute path are left as they are: resolving ``..`` lexically would change what a path
     through a symlink names."""
     return pattern if "://" in pattern else os.path.join(str(root), pattern)
+
+
+def local_path(path: str) -> str:
+    """A local path as given, or as a ``file://`` URI names it."""
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def input_matches(pattern: str) -> list[str]:
+    """The local paths a load input names: a path that exists is that file, even when its name holds
+    glob characters (``reviews_toys[1].jsonl``); otherwise a glob's matches, sorted (maybe none).
+    The one glob of load's inputs: load (spark_jobs/units.py), a resume's check of them and the
+    DAG's wait for them (dags/recommender/params.py) all match them here."""
+    local = local_path(pattern)
+    return sorted(glob.glob(local)) if glob.has_magic(local) and not os.path.exists(local) else [local]
+
+
+def input_patterns(given: list[str] | None, remove: Sequence[str], demo_input: str) -> list[str]:
+    """What load reads: the --input given; without any, the demo files, unless the run removes
+    files (--remove alone takes them out and loads nothing else). Decided by the job, so a run from
+    bin/pipeline and one from the DAG, which both leave --input out when none is given, agree; the
+    DAG's wait for the inputs asks the same."""
+    return list(given or ([] if remove else [demo_input]))
+
+
+def missing_inputs(patterns: list[str]) -> list[str]:
+    """The inputs of ``patterns`` that name no file yet (a glob that matches none, a path that is
+    not there), on which load fails as a mistake (spark_jobs.units.NoInputFile: not retried). A
+    URI is never missing: load refuses those at once, whatever the store holds (it fingerprints
+    local files only), so waiting for one would only put that refusal off."""
+    return [p for p in patterns
+            if "://" not in local_path(p) and not any(os.path.isfile(f) for f in input_matches(p))]
 
 
 def same_input(pattern: str) -> str:

@@ -1,4 +1,4 @@
-"""The daily batch pipeline: load -> clean -> mongo_load -> eda -> train -> evaluate -> publish.
+"""The daily batch pipeline: wait_for_inputs -> load -> clean -> mongo_load -> eda -> train -> evaluate -> publish.
 
 Each Spark step is ``spark-submit --py-files <zip> spark_jobs/<job>.py ... --run-id <id>`` through
 the Spark provider's SparkSubmitOperator, exactly what ``bin/pipeline`` does by hand, so a run
@@ -50,6 +50,9 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
   demo files); handed to the jobs made absolute from the repository.
 - ``PIPELINE_SCHEDULE`` -- the DAG's schedule (default ``@daily``); ``none`` for triggered runs only
   (what ``bin/demo --with-airflow`` sets: its run is triggered by ``bin/pipeline --airflow``).
+- ``INPUT_WAIT_INTERVAL``, ``INPUT_WAIT_TIMEOUT`` -- seconds between two looks of ``wait_for_inputs``
+  for load's inputs (default 300), and how long it waits for them before it fails (default 21600,
+  six hours; 0: one look).
 - The jobs' own settings (``DATA_DIR``, ``ARTIFACTS_DIR``, ``MONGO_URI``, ``MONGO_DB``,
   ``LOCAL_DIR``, ``KAFKA_*``, ``SPARK_MASTER``, ...) are handed to every spark-submit when set
   (``env_vars``: in client mode spark-submit would inherit them anyway; on YARN/Kubernetes the
@@ -67,6 +70,14 @@ arguments are built in recommender/params.py. The ``load`` task records ``engine
 id>/pipeline.json``, core.runs.record_options) before it submits load, so ``bin/pipeline --resume
 <run id>`` of a DAG run restores them (on its first try only: a retry keeps what a resume by hand
 recorded since).
+
+``wait_for_inputs``, a sensor before load, waits until every input load is to read (the ``inputs``
+param, or its default) names a file, as load matches them (core.runs.input_matches), looking every
+``INPUT_WAIT_INTERVAL`` seconds in reschedule mode (no worker slot held in between) for at most
+``INPUT_WAIT_TIMEOUT``: an input that arrives after the run began (a nightly export) is loaded
+rather than failing load for good. An object-store URI (``s3a://``) is not waited for: load refuses
+those at once (it fingerprints local files only). ``bin/pipeline`` without Airflow has no such
+wait: a missing input fails its load at once.
 
 A Spark task whose job exits with core.runs.EXIT_PERMANENT (bad arguments, an input that matches no
 file, a model version that is gone: retrying cannot fix it) fails at once, without its retries
@@ -86,10 +97,10 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from core.env import env_str
+from core.env import env_int, env_str
 from core.runs import RERUNNABLE, fs_safe
 from recommender.operators import SparkJobOperator
-from recommender.params import force_args, load_args, record_options, rerun_args
+from recommender.params import force_args, inputs_missing, load_args, record_options, rerun_args
 from recommender.records import read_train_record
 
 log = logging.getLogger(__name__)
@@ -98,6 +109,9 @@ DAG_ID = "amazon_recommender_pipeline"
 _SCHEDULE = env_str("PIPELINE_SCHEDULE", "@daily")
 SCHEDULE = None if _SCHEDULE.lower() == "none" else _SCHEDULE  # blank is unset, as for every knob: @daily
 RUN_ID = "{{ run_id | fs_safe }}"
+# how often (seconds) wait_for_inputs looks for load's inputs, and how long it waits before it fails
+INPUT_WAIT_INTERVAL = env_int("INPUT_WAIT_INTERVAL", 300, minimum=1)
+INPUT_WAIT_TIMEOUT = env_int("INPUT_WAIT_TIMEOUT", 21600, minimum=0)
 
 
 with DAG(
@@ -136,6 +150,16 @@ with DAG(
     user_defined_filters={"fs_safe": fs_safe},
     tags=["recommender", "spark"],
 ) as dag:
+    # load's inputs may arrive after the run begins (a nightly export): wait for them here, the
+    # worker slot given back between looks, rather than let load fail for good on a missing one
+    @task.sensor(mode="reschedule", poke_interval=INPUT_WAIT_INTERVAL, timeout=INPUT_WAIT_TIMEOUT)
+    def wait_for_inputs(params: dict[str, Any] | None = None) -> bool:
+        """Done once every input load is to read names a file (recommender.params.inputs_missing)."""
+        missing = inputs_missing(params or {})
+        if missing:
+            log.info("waiting for load's inputs, no file yet for: %s", ", ".join(missing))
+        return not missing
+
     load = SparkJobOperator(job="load", application_args=["--run-id", RUN_ID], args_from_params=load_args,
                             on_start=record_options)  # for bin/pipeline --resume of this run
     clean = SparkJobOperator(job="clean", application_args=["--run-id", RUN_ID], args_from_params=rerun_args("clean"))
@@ -157,5 +181,6 @@ with DAG(
         args_from_params=force_args,
     )
 
-    # core.runs.STAGES, with evaluate before publish (tests/unit/test_stage_order.py holds them to it)
-    load >> clean >> mongo_load >> eda >> train >> evaluate() >> publish
+    # core.runs.STAGES, after the wait for load's inputs and with evaluate before publish
+    # (tests/unit/test_stage_order.py holds them to it)
+    wait_for_inputs() >> load >> clean >> mongo_load >> eda >> train >> evaluate() >> publish

@@ -12,7 +12,7 @@ One input file is one unit (spark_jobs/units.py): a file already loaded with the
 skipped, and each loaded file replaces only its own partitions (``raw/<kind>/unit=<file name>``).
 ``--remove`` takes a loaded file out (its partitions and its ledger entry): clean then redoes or
 drops its category, and mongo_load reloads. Without ``--input`` a run loads the demo files
-(DEMO_INPUT), unless it removes files: then it loads nothing (:func:`input_patterns`).
+(DEMO_INPUT), unless it removes files: then it loads nothing (core.runs.input_patterns).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, MapType, StringType, StructField, StructType
 
 from core import py_literal
+from core.runs import input_patterns
 from core.settings import get_settings
 from core.spark_schemas import PRODUCT, RAW_LINE, REVIEW
 from spark_jobs import units
@@ -469,13 +470,6 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     for reason, n in reasons.items():
         print(f"  quarantined  {reason:<28}{n:>12,}")
     return record
-
-
-def input_patterns(given: list[str] | None, remove: Sequence[str], demo_input: str) -> list[str]:
-    """What load reads: the --input given; without any, the demo files, unless the run removes
-    files (--remove alone takes them out and loads nothing else). Here, in the job, so a run from
-    bin/pipeline and one from the DAG, which both leave --input out when none is given, agree."""
-    return list(given or ([] if remove else [demo_input]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from core import storage
-from core.runs import (OPTIONS, forced_stages, model_version, read_record, record_options, same_input,
-                       run_folder, stage_list, succeeded)
+from core.runs import (OPTIONS, forced_stages, input_matches, model_version, read_record, record_options,
+                       run_folder, same_input, stage_list, succeeded)
 from core.settings import get_settings
 from spark_jobs import units
 
@@ -133,7 +133,7 @@ def changed_inputs(patterns: list[str], loaded: Mapping[str, Mapping[str, Any]])
     input again to find out (a load that runs compares checksums, spark_jobs/units.py)."""
     changed = []
     for pattern in patterns:
-        paths = units.matches(pattern)
+        paths = input_matches(pattern)
         if not paths:
             changed.append(f"{pattern} (matches no file now)")
         for path in paths:

@@ -18,7 +18,6 @@ a ledger entry of another load.LOAD_VERSION or clean.CLEAN_VERSION is not done.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import storage
+from core.runs import input_matches, local_path
 
 LEDGER_FILE = "_ledger.json"
 _CHUNK = 4 << 20
@@ -84,17 +84,6 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
-
-
-def matches(pattern: str) -> list[str]:
-    """The local paths an input names: a path that exists is that file, even when its name holds glob
-    characters (``reviews_toys[1].jsonl``); otherwise a glob's matches, sorted (maybe none)."""
-    local = _local(pattern)
-    return sorted(glob.glob(local)) if glob.has_magic(local) and not os.path.exists(local) else [local]
-
-
 def file_names(names: Iterable[str]) -> list[str]:
     """The file names ``names`` stand for (``load --remove`` takes a path or a name: units are keyed
     by file name), each once, in order."""
@@ -121,9 +110,9 @@ def list_units(inputs: list[str]) -> list[Unit]:
     """
     files: list[str] = []
     for pattern in inputs:
-        if "://" in _local(pattern):
+        if "://" in local_path(pattern):
             raise InputsRefused(f"load: {pattern}: only local input files can be fingerprinted")
-        matched = matches(pattern)
+        matched = input_matches(pattern)
         if not matched:
             raise NoInputFile(f"load: no input file matches {pattern}")
         for f in matched:
@@ -155,14 +144,14 @@ def loaded_elsewhere(entries: dict[str, dict], given: Iterable[Unit]) -> dict[st
 
 
 def read_ledger(directory: str) -> dict[str, Any]:
-    path = storage.location(_local(directory)) / LEDGER_FILE
+    path = storage.location(local_path(directory)) / LEDGER_FILE
     return json.loads(storage.read_text(path)) if storage.is_file(path) else {}
 
 
 def write_ledger(directory: str, ledger: dict[str, Any]) -> None:
     """Replace the ledger atomically (a crash leaves the old one or the new one, never half): a
     rename on a local disk, one PUT in a bucket (DATA_DIR=s3a://..., core/storage.py)."""
-    storage.write_text(storage.location(_local(directory)) / LEDGER_FILE, json.dumps(ledger, indent=2, sort_keys=True))
+    storage.write_text(storage.location(local_path(directory)) / LEDGER_FILE, json.dumps(ledger, indent=2, sort_keys=True))
 
 
 def forget(directory: str, ledger: dict[str, Any], key: str, names: Iterable[str]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from core import runs
 from core.env import env_str
-from core.runs import forced_stages, from_repository
+from core.runs import forced_stages, from_repository, input_patterns, missing_inputs
 from core.settings import get_settings
 
 # The repository: where the jobs' files are, and what a relative input or DEMO_INPUT is taken from
@@ -23,11 +23,23 @@ def load_args(params: Mapping[str, Any]) -> list[str]:
     """``--input`` once per file or glob of ``inputs``, ``--remove`` once per file name of ``remove``;
     ``--force`` when ``rerun`` forces load (:func:`rerun_args`).
 
-    No ``inputs``: no ``--input``, and load decides (spark_jobs/load.input_patterns): the demo files,
+    No ``inputs``: no ``--input``, and load decides (core.runs.input_patterns): the demo files,
     or nothing when the run removes files, as for bin/pipeline.
     """
-    return ([arg for item in params.get("inputs") or [] for arg in ("--input", from_repository(item, APP_ROOT))]
+    return ([arg for path in _given_inputs(params) for arg in ("--input", path)]
             + [arg for name in params.get("remove") or [] for arg in ("--remove", name)] + rerun_args("load")(params))
+
+
+def _given_inputs(params: Mapping[str, Any]) -> list[str]:
+    return [from_repository(item, APP_ROOT) for item in params.get("inputs") or []]
+
+
+def inputs_missing(params: Mapping[str, Any]) -> list[str]:
+    """The inputs load is to read in this run (core.runs.input_patterns: what it decides from
+    :func:`load_args`) that name no file yet (core.runs.missing_inputs): what the DAG's
+    ``wait_for_inputs`` sensor waits for, so a file that arrives after the run began is loaded
+    rather than failing load for good."""
+    return missing_inputs(input_patterns(_given_inputs(params), params.get("remove") or [], demo_input()))
 
 
 def rerun_args(job: str) -> Callable[[Mapping[str, Any]], list[str]]:

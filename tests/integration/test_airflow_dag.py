@@ -22,8 +22,9 @@ from core.runs import STAGES
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 DAG_ID = "amazon_recommender_pipeline"
-CHAIN = [*STAGES[:-1], "evaluate", STAGES[-1]]  # core.runs.STAGES, with evaluate before publish
-SPARK_TASKS = [t for t in CHAIN if t != "evaluate"]
+# core.runs.STAGES, after the sensor that waits for load's inputs and with evaluate before publish
+CHAIN = ["wait_for_inputs", *STAGES[:-1], "evaluate", STAGES[-1]]
+SPARK_TASKS = [t for t in CHAIN if t not in ("wait_for_inputs", "evaluate")]
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +83,8 @@ if dag is not None:
         "application": getattr(t, "application", None), "binary": getattr(t, "_spark_binary", None),
         "conn_id": getattr(t, "_conn_id", None), "env": getattr(t, "env_vars", None),
         "args": getattr(t, "application_args", None),
+        "mode": getattr(t, "mode", None), "poke_interval": getattr(t, "poke_interval", None),
+        "timeout": getattr(t, "timeout", None),
     }} for t in dag.tasks}}
 print(json.dumps(out))
 """
@@ -122,6 +125,13 @@ def test_schedule_params_and_retries(dagbag):
     assert dagbag["engines"] == list(ENGINES), "the DAG's engine choices are train's"
     for task_id, t in dagbag["tasks"].items():
         assert (t["retries"], t["retry_delay"], t["backoff"], t["max_retry_delay"]) == (2, 60, True, 600), task_id
+
+
+def test_load_waits_for_its_inputs_in_reschedule_mode(dagbag):
+    """A sensor before load (a missing input fails load for good): reschedule mode gives the worker
+    slot back between looks; INPUT_WAIT_INTERVAL and INPUT_WAIT_TIMEOUT at their defaults."""
+    t = dagbag["tasks"]["wait_for_inputs"]
+    assert (t["mode"], t["poke_interval"], t["timeout"]) == ("reschedule", 300, 21600)
 
 
 def test_spark_tasks_submit_the_repo_jobs_with_the_app_venv(dagbag):
@@ -172,6 +182,25 @@ def test_run_ids_inputs_and_force_flag(airflow_venv, tmp_path):
     assert out["force"] == [["--force"], []]
     # docker-compose names the app venv through APP_PYTHON
     assert (out["binary"], out["python"]) == ("/opt/app-venv/bin/spark-submit", "/opt/app-venv/bin/python")
+
+
+SENSOR_PROBE = f"""
+import json, pathlib, sys
+{LOAD_DAG_MODULE}sensor, folder = p.dag.get_task("wait_for_inputs"), pathlib.Path(sys.argv[1])
+given = {{"params": {{"inputs": [str(folder / "*.jsonl.gz")], "remove": []}}}}
+done = [sensor.poke(given).is_done]
+(folder / "Books.jsonl.gz").write_bytes(b"")  # the input arrives
+done.append(sensor.poke(given).is_done)
+done.append(sensor.poke({{"params": {{"inputs": [], "remove": ["old.json"]}}}}).is_done)  # nothing to load
+print(json.dumps({{"done": done, "poke_interval": sensor.poke_interval, "timeout": sensor.timeout}}))
+"""
+
+
+def test_the_sensor_waits_until_an_input_names_a_file(airflow_venv, tmp_path):
+    (tmp_path / "in").mkdir()
+    out = _probe(airflow_venv, tmp_path / "home", SENSOR_PROBE.replace("sys.argv[1]", repr(str(tmp_path / "in"))),
+                 INPUT_WAIT_INTERVAL="7", INPUT_WAIT_TIMEOUT="70")
+    assert out == {"done": [False, True, True], "poke_interval": 7, "timeout": 70}
 
 
 EVALUATE_PROBE = f"""

@@ -128,3 +128,47 @@ def test_the_dags_load_task_records_the_runs_options_before_it_starts():
                 and any(kw.arg == "job" and kw.value.value == "load" for kw in node.keywords)
                 for kw in node.keywords if kw.arg == "on_start"}
     assert on_start == {"record_options"}
+
+
+def test_the_dag_waits_for_inputs_that_name_no_file_yet(params, tmp_path):
+    """wait_for_inputs (the DAG's sensor before load) waits while an input load is to read names no
+    file, as load matches it (core.runs.input_matches): load would fail for good on it (exit 64),
+    and a file that arrives later would never be loaded."""
+    given = {"inputs": [str(tmp_path / "*.jsonl.gz"), str(tmp_path / "meta.json")], "remove": []}
+    assert params.inputs_missing(given) == given["inputs"]
+    (tmp_path / "Books.jsonl.gz").write_bytes(b"")
+    (tmp_path / "meta.json").mkdir()  # a folder of the name is no input file
+    assert params.inputs_missing(given) == [str(tmp_path / "meta.json")]
+    (tmp_path / "meta.json").rmdir()
+    (tmp_path / "meta.json").write_text("{}")
+    assert params.inputs_missing(given) == []
+
+
+def test_the_dag_waits_for_the_inputs_load_decides_on(params, tmp_path, monkeypatch):
+    """Relative inputs from the repository; none given: load's default (the demo files, here
+    missing), or nothing to wait for when the run only removes files. An object-store URI is not
+    waited for: load refuses it at once (it fingerprints local files only)."""
+    from core.settings import get_settings
+
+    assert params.inputs_missing({"inputs": ["data/demo/*.json*"]}) == []
+    assert params.inputs_missing({"inputs": ["data/demo/none-such-*.json"]}) == [
+        str(ROOT / "data" / "demo" / "none-such-*.json")]
+    monkeypatch.setenv("DEMO_INPUT", str(tmp_path / "demo" / "*.json"))
+    get_settings.cache_clear()
+    try:
+        assert params.inputs_missing({"inputs": [], "remove": []}) == [str(tmp_path / "demo" / "*.json")]
+        assert params.inputs_missing({"inputs": [], "remove": ["old.json"]}) == []
+    finally:
+        get_settings.cache_clear()
+    assert params.inputs_missing({"inputs": ["s3a://bucket/in/*.json"]}) == []
+
+
+def test_the_dag_looks_for_inputs_every_interval_until_its_timeout():
+    """The sensor's knobs, read where the DAG is parsed (tests/integration/test_airflow_dag.py checks
+    the sensor in the parsed DAG): reschedule mode, so no worker slot is held between looks."""
+    tree = ast.parse((ROOT / "dags" / "recommender_pipeline.py").read_text())
+    [sensor] = [d for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "wait_for_inputs"
+                for d in node.decorator_list]
+    assert ast.unparse(sensor.func) == "task.sensor"
+    assert {kw.arg: ast.unparse(kw.value) for kw in sensor.keywords} == {
+        "mode": "'reschedule'", "poke_interval": "INPUT_WAIT_INTERVAL", "timeout": "INPUT_WAIT_TIMEOUT"}

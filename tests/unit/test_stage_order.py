@@ -1,5 +1,5 @@
 """The order of a pipeline run's jobs is core.runs.STAGES: bin/pipeline submits them so and the DAG
-chains its tasks so, each written out where it is read best (a line per submit with its own
+chains its tasks so (after its wait for load's inputs), each written out where it is read best (a line per submit with its own
 arguments; an explicit ``>>`` chain). Both are read here as text, without running either (the
 DAG needs Airflow, tests/integration/test_airflow_dag.py checks its task graph with it)."""
 from __future__ import annotations
@@ -34,6 +34,7 @@ def test_the_dag_chains_the_stages_in_order():
             for kw in node.value.keywords if kw.arg == "job"}
     [chain] = [_chain(node.value) for node in ast.walk(tree)
                if isinstance(node, ast.Expr) and isinstance(node.value, ast.BinOp)]
-    tasks = [jobs[op.id] if isinstance(op, ast.Name) else op.func.id for op in chain]  # evaluate(): a @task
-    assert tasks == [*STAGES[:-1], "evaluate", STAGES[-1]]
+    # wait_for_inputs() (a @task.sensor: load's inputs) and evaluate(): @tasks
+    tasks = [jobs[op.id] if isinstance(op, ast.Name) else op.func.id for op in chain]
+    assert tasks == ["wait_for_inputs", *STAGES[:-1], "evaluate", STAGES[-1]]
     assert sorted(jobs.values()) == sorted(STAGES)
