@@ -140,6 +140,11 @@ _PRODUCT_FIELDS = {"n_reviews": 1, "avg_rating": 1, "rating_hist": 1, "sample_su
 _TRIES = 5  # conditional writes a load's writes may miss in a row before a deletion gives up
 
 
+class LoadContention(RuntimeError):
+    """A load rewrote what a deletion read ``_TRIES`` times in a row: a temporary failure (the
+    deletion is idempotent: running it again finishes it), which the site answers with a 503."""
+
+
 def _erase_reviews(product_id: str, user_id: str, db: Database,
                    indexed: Iterable[str] = ()) -> tuple[int, int, set[str]]:
     """Take ``user_id``'s reviews off one product: its review pages, then what the load derived
@@ -217,7 +222,7 @@ def _take_off_page(review_pages: Collection, page_id: str, user_id: str,
         if review_pages.update_one({"_id": page_id, LOAD_STAMP: doc.get(LOAD_STAMP)},
                                    {"$set": {"items": kept}}).matched_count:
             return {**doc, "items": kept}, removed
-    raise RuntimeError(f"review page {page_id}: rewritten by a load {_TRIES} times while a deletion read it; "
+    raise LoadContention(f"review page {page_id}: rewritten by a load {_TRIES} times while a deletion read it; "
                        "the deletion is idempotent: run it again")
 
 
@@ -238,7 +243,7 @@ def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[
             recounts.update_one({"_id": product_id}, {"$set": {"stamp": doc.get(LOAD_STAMP)}}, upsert=True)
         if products.update_one({"_id": product_id, LOAD_STAMP: doc.get(LOAD_STAMP)}, update).matched_count:
             return True
-    raise RuntimeError(f"product {product_id}: rewritten by a load {_TRIES} times while a deletion read it; "
+    raise LoadContention(f"product {product_id}: rewritten by a load {_TRIES} times while a deletion read it; "
                        "the deletion is idempotent: run it again")
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.shopper_controls import LOAD_STAMP, _pages_older, _subtract_reviews, _without_reviews
+import pytest
+
+from core.shopper_controls import _TRIES, LOAD_STAMP, LoadContention, _pages_older, _subtract_reviews, _without_reviews
 
 S1, S2 = 1_000_001, 1_000_002
 
@@ -75,3 +77,33 @@ def test_unstamped_pages_are_older_than_a_document_a_load_stamped():
     """The first load that stamps pages, on a database loaded before (pages without a stamp)."""
     assert _pages_older({None}, S2)
     assert not _pages_older({None}, "9f" * 16)
+
+
+class _Rewritten(_Collection):
+    """A collection a load rewrites between every read and write: no conditional write matches."""
+
+    def update_one(self, query: dict, update: dict, upsert: bool = False):
+        super().update_one(query, update, upsert)
+        return type("Result", (), {"matched_count": 0})()
+
+
+def test_a_product_a_load_keeps_rewriting_stops_the_deletion_as_a_temporary_failure():
+    """After ``_TRIES`` missed writes the deletion gives up with ``LoadContention``, which the site
+    answers with a 503 (accounts.deletion.delete_or_interrupted), not any RuntimeError's 500."""
+    log: list = []
+    with pytest.raises(LoadContention, match="rewritten by a load"):
+        _subtract_reviews("P", [_review(5.0)], [], {S2}, _Rewritten("products", log, _doc([5.0, 3.0])),
+                          _Collection("recounts", log), lambda: None)
+    assert [name for name, *_ in log] == ["products"] * _TRIES
+
+
+def test_the_site_answers_a_deletion_stopped_by_a_load_as_interrupted(monkeypatch):
+    """The erasure itself is tested above; here only which of its failures the site calls
+    temporary (a stand-in ``delete_account``)."""
+    from accounts import deletion
+
+    def contended(user, request=None):
+        raise LoadContention("product P: rewritten by a load 5 times while a deletion read it")
+
+    monkeypatch.setattr(deletion, "delete_account", contended)
+    assert deletion.delete_or_interrupted(object()) is None
