@@ -17,9 +17,10 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from core import storage
+from core.env import env_int
 from core.settings import PROJECT_ROOT, get_settings
 from core.storage import Location
 
@@ -124,8 +125,8 @@ def local_path(path: str) -> str:
 def input_matches(pattern: str) -> list[str]:
     """The local paths a load input names: a path that exists is that file, even when its name holds
     glob characters (``reviews_toys[1].jsonl``); otherwise a glob's matches, sorted (maybe none).
-    The one glob of load's inputs: load (spark_jobs/units.py), a resume's check of them and the
-    DAG's wait for them (dags/recommender/params.py) all match them here."""
+    The one glob of load's inputs: :func:`input_files` (load's and the DAG's wait's rules) and a
+    resume's check of them (spark_jobs/run_records.py) match them here."""
     local = local_path(pattern)
     return sorted(glob.glob(local)) if glob.has_magic(local) and not os.path.exists(local) else [local]
 
@@ -138,13 +139,68 @@ def input_patterns(given: list[str] | None, remove: Sequence[str], demo_input: s
     return list(given or ([] if remove else [demo_input]))
 
 
-def missing_inputs(patterns: list[str]) -> list[str]:
-    """The inputs of ``patterns`` that name no file yet (a glob that matches none, a path that is
-    not there), on which load fails as a mistake (spark_jobs.units.NoInputFile: not retried). A
-    URI is never missing: load refuses those at once, whatever the store holds (it fingerprints
-    local files only), so waiting for one would only put that refusal off."""
-    return [p for p in patterns
-            if "://" not in local_path(p) and not any(os.path.isfile(f) for f in input_matches(p))]
+class InputFiles(NamedTuple):
+    """What load's inputs name now (:func:`input_files`)."""
+    files: list[str]  # the files they match, absolute, each once, in the order given
+    missing: list[str]  # the inputs that name no file yet: a glob that matches none, a path not there
+    refusal: str  # why load refuses the inputs as given, "" when it does not: no wait or retry helps
+
+
+def input_files(patterns: Sequence[str]) -> InputFiles:
+    """The files load's inputs name, the inputs that name none yet, and why load refuses them.
+
+    The rules of load's inputs, in one place for load (spark_jobs.units.list_units: it fails on a
+    refusal or a missing input) and for the DAG's wait for them (which waits only while an input is
+    missing, and fails at once on a refusal, as load would): every input is a local path or glob
+    (an object-store URI cannot be fingerprinted; a ``file://`` URI needs an absolute path), every
+    match a file (a folder is no input), and no two files share a file name (one unit each).
+    """
+    files, missing = [], []
+    for pattern in patterns:
+        local = local_path(pattern)
+        if "://" in local:
+            return InputFiles([], [], f"{pattern}: only local input files can be fingerprinted")
+        if not local or (local != pattern and not os.path.isabs(local)):
+            return InputFiles([], [], f"{pattern!r}: no local file or glob (a file:// URI needs an absolute path)")
+        matched = [path for path in input_matches(pattern) if os.path.exists(path)]
+        if not matched:
+            missing.append(pattern)
+        folder = next((path for path in matched if not os.path.isfile(path)), None)
+        if folder is not None:
+            return InputFiles([], [], f"{folder} is not a file" + ("" if folder == local else f" ({pattern} matches it)"))
+        files.extend(os.path.abspath(path) for path in matched)
+    seen: dict[str, str] = {}
+    for path in dict.fromkeys(files):
+        name = os.path.basename(path)
+        if name in seen:
+            return InputFiles([], [], f"two inputs share the file name {name}: {seen[name]} and {path}")
+        seen[name] = path
+    return InputFiles(list(seen.values()), missing, "")
+
+
+def unsettled(files: Sequence[str], settle_s: float, now: float | None = None) -> list[str]:
+    """The files of ``files`` modified less than ``settle_s`` seconds before ``now`` (default: the
+    clock), each so labelled: maybe still being written (a nightly export caught mid-copy would be
+    loaded truncated). The modification time alone, no state kept between two looks; an input
+    delivered by an atomic rename (written to a temporary name, then renamed) is never half-written."""
+    now = time.time() if now is None else now
+    return [f"{path} (modified less than {settle_s:g} s ago)" for path in files
+            if now - os.path.getmtime(path) < settle_s]
+
+
+def input_settle_s() -> int:
+    """``INPUT_SETTLE_S``: how long (seconds) an input file must be left unmodified before the DAG's
+    wait_for_inputs counts it as there (:func:`unsettled`); bin/pipeline --airflow says what that
+    wait waits for with the same."""
+    return env_int("INPUT_SETTLE_S", 60, minimum=0)
+
+
+def awaited_inputs(patterns: Sequence[str], settle_s: float) -> tuple[list[str], str]:
+    """What the DAG's ``wait_for_inputs`` waits for before load reads ``patterns``: the inputs that
+    name no file yet and the files modified less than ``settle_s`` seconds ago (:func:`unsettled`);
+    and why load would refuse them ("" when it would not), on which it fails at once instead."""
+    found = input_files(patterns)
+    return found.missing + unsettled(found.files, settle_s), found.refusal
 
 
 def same_input(pattern: str) -> str:

@@ -53,6 +53,8 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
 - ``INPUT_WAIT_INTERVAL``, ``INPUT_WAIT_TIMEOUT`` -- seconds between two looks of ``wait_for_inputs``
   for load's inputs (default 300), and how long it waits for them before it fails (default 21600,
   six hours; 0: one look).
+- ``INPUT_SETTLE_S`` -- seconds an input file must be left unmodified before ``wait_for_inputs``
+  counts it as there (default 60; 0: as soon as it exists).
 - The jobs' own settings (``DATA_DIR``, ``ARTIFACTS_DIR``, ``MONGO_URI``, ``MONGO_DB``,
   ``LOCAL_DIR``, ``KAFKA_*``, ``SPARK_MASTER``, ...) are handed to every spark-submit when set
   (``env_vars``: in client mode spark-submit would inherit them anyway; on YARN/Kubernetes the
@@ -72,12 +74,15 @@ id>/pipeline.json``, core.runs.record_options) before it submits load, so ``bin/
 recorded since).
 
 ``wait_for_inputs``, a sensor before load, waits until every input load is to read (the ``inputs``
-param, or its default) names a file, as load matches them (core.runs.input_matches), looking every
-``INPUT_WAIT_INTERVAL`` seconds in reschedule mode (no worker slot held in between) for at most
-``INPUT_WAIT_TIMEOUT``: an input that arrives after the run began (a nightly export) is loaded
-rather than failing load for good. An object-store URI (``s3a://``) is not waited for: load refuses
-those at once (it fingerprints local files only). ``bin/pipeline`` without Airflow has no such
-wait: a missing input fails its load at once.
+param, or its default) names a file, as load matches them (core.runs.input_files), and every file
+matched is left unmodified for ``INPUT_SETTLE_S`` seconds (so an export caught mid-copy is not
+loaded truncated; deliver inputs by an atomic rename, written to a temporary name and then renamed,
+and none is ever seen half-written), looking every ``INPUT_WAIT_INTERVAL`` seconds in reschedule
+mode (no worker slot held in between) for at most ``INPUT_WAIT_TIMEOUT``: an input that arrives
+after the run began (a nightly export) is loaded rather than failing load for good. Inputs load
+refuses whatever arrives (an object-store URI such as ``s3a://``, a folder, two files of one name)
+fail it at once, without retries. ``bin/pipeline`` without Airflow has no such wait: a missing
+input fails its load at once.
 
 A Spark task whose job exits with core.runs.EXIT_PERMANENT (bad arguments, an input that matches no
 file, a model version that is gone: retrying cannot fix it) fails at once, without its retries
@@ -95,12 +100,13 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
+from airflow.exceptions import AirflowFailException
 from airflow.sdk import DAG, Param, task
 
 from core.env import env_int, env_str
-from core.runs import RERUNNABLE, fs_safe
+from core.runs import RERUNNABLE, fs_safe, input_settle_s
 from recommender.operators import SparkJobOperator
-from recommender.params import force_args, inputs_missing, load_args, record_options, rerun_args
+from recommender.params import force_args, inputs_awaited, load_args, record_options, rerun_args
 from recommender.records import read_train_record
 
 log = logging.getLogger(__name__)
@@ -112,6 +118,8 @@ RUN_ID = "{{ run_id | fs_safe }}"
 # how often (seconds) wait_for_inputs looks for load's inputs, and how long it waits before it fails
 INPUT_WAIT_INTERVAL = env_int("INPUT_WAIT_INTERVAL", 300, minimum=1)
 INPUT_WAIT_TIMEOUT = env_int("INPUT_WAIT_TIMEOUT", 21600, minimum=0)
+# how long (seconds) an input file must be left unmodified before wait_for_inputs counts it as there
+INPUT_SETTLE_S = input_settle_s()
 
 
 with DAG(
@@ -154,11 +162,15 @@ with DAG(
     # worker slot given back between looks, rather than let load fail for good on a missing one
     @task.sensor(mode="reschedule", poke_interval=INPUT_WAIT_INTERVAL, timeout=INPUT_WAIT_TIMEOUT)
     def wait_for_inputs(params: dict[str, Any] | None = None) -> bool:
-        """Done once every input load is to read names a file (recommender.params.inputs_missing)."""
-        missing = inputs_missing(params or {})
-        if missing:
-            log.info("waiting for load's inputs, no file yet for: %s", ", ".join(missing))
-        return not missing
+        """Done once every input load is to read names a file left unmodified for INPUT_SETTLE_S
+        (recommender.params.inputs_awaited); failed at once, without retries, on inputs load refuses
+        anyway (a URI, a folder, two files of one name): no wait changes those."""
+        awaited, refusal = inputs_awaited(params or {}, INPUT_SETTLE_S)
+        if refusal:
+            raise AirflowFailException(f"load would refuse its inputs: {refusal}")
+        if awaited:
+            log.info("waiting for load's inputs, no file yet or still being written: %s", ", ".join(awaited))
+        return not awaited
 
     load = SparkJobOperator(job="load", application_args=["--run-id", RUN_ID], args_from_params=load_args,
                             on_start=record_options)  # for bin/pipeline --resume of this run

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import storage
-from core.runs import input_matches, local_path
+from core.runs import input_files, local_path
 
 LEDGER_FILE = "_ledger.json"
 _CHUNK = 4 << 20
@@ -105,28 +105,19 @@ def list_units(inputs: list[str]) -> list[Unit]:
 
     A path that exists is that file, even when its name holds glob characters
     (``reviews_toys[1].jsonl``); otherwise a glob must match at least one file: a pattern that
-    matches nothing is a mistake (a typo, the wrong folder), not a run over no data. Two inputs
-    with the same file name would be one unit; that is refused rather than guessed.
+    matches nothing is a mistake (a typo, the wrong folder), not a run over no data. The rest is
+    refused (a URI, a folder, two inputs of one file name: they would be one unit) by
+    core.runs.input_files, the rules the DAG's wait for the inputs applies too.
     """
-    files: list[str] = []
-    for pattern in inputs:
-        if "://" in local_path(pattern):
-            raise InputsRefused(f"load: {pattern}: only local input files can be fingerprinted")
-        matched = input_matches(pattern)
-        if not matched:
-            raise NoInputFile(f"load: no input file matches {pattern}")
-        for f in matched:
-            if not os.path.isfile(f):
-                raise NoInputFile(f"load: no input file {f}")
-        files.extend(matched)
-    units, seen = [], {}
-    for f in dict.fromkeys(os.path.abspath(f) for f in files):
+    found = input_files(inputs)
+    if found.refusal:
+        raise InputsRefused(f"load: {found.refusal}")
+    if found.missing:
+        raise NoInputFile(f"load: no input file matches {', '.join(found.missing)}")
+    units = []
+    for f in found.files:
         name = os.path.basename(f)
-        if name in seen:
-            raise InputsRefused(f"load: two inputs share the file name {name}: {seen[name]} and {f}")
-        seen[name] = f
-        units.append(Unit(name=name, path=f, category=category_of(name), sha256=sha256_file(f),
-                          size=os.path.getsize(f)))
+        units.append(Unit(name=name, path=f, category=category_of(name), sha256=sha256_file(f), size=os.path.getsize(f)))
     return sorted(units, key=lambda u: u.name)
 
 

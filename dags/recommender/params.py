@@ -12,7 +12,7 @@ from typing import Any
 
 from core import runs
 from core.env import env_str
-from core.runs import forced_stages, from_repository, input_patterns, missing_inputs
+from core.runs import awaited_inputs, forced_stages, from_repository, input_patterns
 from core.settings import get_settings
 
 # The repository: where the jobs' files are, and what a relative input or DEMO_INPUT is taken from
@@ -34,12 +34,14 @@ def _given_inputs(params: Mapping[str, Any]) -> list[str]:
     return [from_repository(item, APP_ROOT) for item in params.get("inputs") or []]
 
 
-def inputs_missing(params: Mapping[str, Any]) -> list[str]:
-    """The inputs load is to read in this run (core.runs.input_patterns: what it decides from
-    :func:`load_args`) that name no file yet (core.runs.missing_inputs): what the DAG's
-    ``wait_for_inputs`` sensor waits for, so a file that arrives after the run began is loaded
-    rather than failing load for good."""
-    return missing_inputs(input_patterns(_given_inputs(params), params.get("remove") or [], demo_input()))
+def inputs_awaited(params: Mapping[str, Any], settle_s: float) -> tuple[list[str], str]:
+    """What the DAG's ``wait_for_inputs`` sensor waits for before load reads its inputs in this run
+    (core.runs.input_patterns: what load decides from :func:`load_args`): the inputs that name no
+    file yet and the files modified less than ``settle_s`` seconds ago (maybe still being written);
+    and why load would refuse them, "" when it would not (core.runs.awaited_inputs). So a file that
+    arrives after the run began is loaded, once whole, rather than failing load for good or being
+    loaded truncated; and inputs load refuses anyway fail the sensor at once, not after its timeout."""
+    return awaited_inputs(input_patterns(_given_inputs(params), params.get("remove") or [], demo_input()), settle_s)
 
 
 def rerun_args(job: str) -> Callable[[Mapping[str, Any]], list[str]]:

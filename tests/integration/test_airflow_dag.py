@@ -185,22 +185,34 @@ def test_run_ids_inputs_and_force_flag(airflow_venv, tmp_path):
 
 
 SENSOR_PROBE = f"""
-import json, pathlib, sys
+import json, os, pathlib, sys
+from airflow.exceptions import AirflowFailException
 {LOAD_DAG_MODULE}sensor, folder = p.dag.get_task("wait_for_inputs"), pathlib.Path(sys.argv[1])
-given = {{"params": {{"inputs": [str(folder / "*.jsonl.gz")], "remove": []}}}}
-done = [sensor.poke(given).is_done]
-(folder / "Books.jsonl.gz").write_bytes(b"")  # the input arrives
-done.append(sensor.poke(given).is_done)
-done.append(sensor.poke({{"params": {{"inputs": [], "remove": ["old.json"]}}}}).is_done)  # nothing to load
-print(json.dumps({{"done": done, "poke_interval": sensor.poke_interval, "timeout": sensor.timeout}}))
+def poke(inputs, remove=()):
+    sensor.op_kwargs = {{}}  # a poke keeps the context of the one before (its params): a new run's look
+    return sensor.poke({{"params": {{"inputs": inputs, "remove": list(remove)}}}}).is_done
+done = [poke([str(folder / "*.jsonl.gz")])]
+(folder / "Books.jsonl.gz").write_bytes(b"")  # the input arrives, maybe still being written
+done.append(poke([str(folder / "*.jsonl.gz")]))
+os.utime(folder / "Books.jsonl.gz", (0, 0))  # left unmodified for longer than INPUT_SETTLE_S
+done.append(poke([str(folder / "*.jsonl.gz")]))
+done.append(poke([str(folder / "none-such.json")], remove=["old.json"]))  # given inputs are waited for
+done.append(poke([], remove=["old.json"]))  # nothing to load
+try:  # inputs load refuses whatever arrives (here a folder): failed at once, not retried
+    poke([str(folder)])
+    refused = ""
+except AirflowFailException as exc:
+    refused = str(exc)
+print(json.dumps({{"done": done, "refused": refused, "poke_interval": sensor.poke_interval, "timeout": sensor.timeout}}))
 """
 
 
-def test_the_sensor_waits_until_an_input_names_a_file(airflow_venv, tmp_path):
+def test_the_sensor_waits_until_an_input_names_a_file_left_unmodified(airflow_venv, tmp_path):
     (tmp_path / "in").mkdir()
     out = _probe(airflow_venv, tmp_path / "home", SENSOR_PROBE.replace("sys.argv[1]", repr(str(tmp_path / "in"))),
-                 INPUT_WAIT_INTERVAL="7", INPUT_WAIT_TIMEOUT="70")
-    assert out == {"done": [False, True, True], "poke_interval": 7, "timeout": 70}
+                 INPUT_WAIT_INTERVAL="7", INPUT_WAIT_TIMEOUT="70", INPUT_SETTLE_S="3600")
+    assert out == {"done": [False, False, True, False, True], "refused": f"load would refuse its inputs: {tmp_path / 'in'} is not a file",
+                   "poke_interval": 7, "timeout": 70}
 
 
 EVALUATE_PROBE = f"""

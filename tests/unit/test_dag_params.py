@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
+import re
+import time
 from pathlib import Path
 
 import pytest
+
+from core.runs import input_settle_s, unsettled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,35 +137,93 @@ def test_the_dags_load_task_records_the_runs_options_before_it_starts():
 
 def test_the_dag_waits_for_inputs_that_name_no_file_yet(params, tmp_path):
     """wait_for_inputs (the DAG's sensor before load) waits while an input load is to read names no
-    file, as load matches it (core.runs.input_matches): load would fail for good on it (exit 64),
+    file, as load matches it (core.runs.input_files): load would fail for good on it (exit 64),
     and a file that arrives later would never be loaded."""
     given = {"inputs": [str(tmp_path / "*.jsonl.gz"), str(tmp_path / "meta.json")], "remove": []}
-    assert params.inputs_missing(given) == given["inputs"]
+    assert params.inputs_awaited(given, 0) == (given["inputs"], "")
     (tmp_path / "Books.jsonl.gz").write_bytes(b"")
-    (tmp_path / "meta.json").mkdir()  # a folder of the name is no input file
-    assert params.inputs_missing(given) == [str(tmp_path / "meta.json")]
-    (tmp_path / "meta.json").rmdir()
+    assert params.inputs_awaited(given, 0) == ([str(tmp_path / "meta.json")], "")
     (tmp_path / "meta.json").write_text("{}")
-    assert params.inputs_missing(given) == []
+    assert params.inputs_awaited(given, 0) == ([], "")
 
 
 def test_the_dag_waits_for_the_inputs_load_decides_on(params, tmp_path, monkeypatch):
     """Relative inputs from the repository; none given: load's default (the demo files, here
-    missing), or nothing to wait for when the run only removes files. An object-store URI is not
-    waited for: load refuses it at once (it fingerprints local files only)."""
+    missing), or nothing to wait for when the run only removes files."""
     from core.settings import get_settings
 
-    assert params.inputs_missing({"inputs": ["data/demo/*.json*"]}) == []
-    assert params.inputs_missing({"inputs": ["data/demo/none-such-*.json"]}) == [
-        str(ROOT / "data" / "demo" / "none-such-*.json")]
+    assert params.inputs_awaited({"inputs": ["data/demo/*.json*"]}, 0) == ([], "")
+    assert params.inputs_awaited({"inputs": ["data/demo/none-such-*.json"]}, 0) == (
+        [str(ROOT / "data" / "demo" / "none-such-*.json")], "")
     monkeypatch.setenv("DEMO_INPUT", str(tmp_path / "demo" / "*.json"))
     get_settings.cache_clear()
     try:
-        assert params.inputs_missing({"inputs": [], "remove": []}) == [str(tmp_path / "demo" / "*.json")]
-        assert params.inputs_missing({"inputs": [], "remove": ["old.json"]}) == []
+        assert params.inputs_awaited({"inputs": [], "remove": []}, 0) == ([str(tmp_path / "demo" / "*.json")], "")
+        assert params.inputs_awaited({"inputs": [], "remove": ["old.json"]}, 0) == ([], "")
     finally:
         get_settings.cache_clear()
-    assert params.inputs_missing({"inputs": ["s3a://bucket/in/*.json"]}) == []
+
+
+def test_the_dag_waits_until_an_input_file_is_left_unmodified_for_the_settle_time(params, tmp_path):
+    """A nightly export the sensor sees mid-copy would be loaded truncated (and its checksum kept in
+    the ledger): a file counts only once it has not been modified for INPUT_SETTLE_S seconds. The
+    modification times are set here, not waited for."""
+    export = tmp_path / "reviews_Books.json"
+    export.write_text('{"reviewerID": "A1", "revie')
+    an_hour_ago = time.time() - 3600
+    os.utime(export, (an_hour_ago, an_hour_ago))
+    given = {"inputs": [str(tmp_path / "*.json")]}
+    assert params.inputs_awaited(given, 2 * 3600) == ([f"{export} (modified less than 7200 s ago)"], "")
+    assert params.inputs_awaited(given, 60) == ([], "")
+    assert unsettled([str(export)], 60, now=an_hour_ago + 59) == [f"{export} (modified less than 60 s ago)"]
+    assert unsettled([str(export)], 60, now=an_hour_ago + 60) == []
+
+
+def test_the_dags_settle_time_is_a_documented_knob(monkeypatch):
+    """INPUT_SETTLE_S, read where the DAG is parsed (and by bin/pipeline --airflow, which says what
+    the sensor waits for); README's configuration table holds its default
+    (tests/unit/test_configuration_documented.py)."""
+    monkeypatch.delenv("INPUT_SETTLE_S", raising=False)
+    assert input_settle_s() == 60
+    monkeypatch.setenv("INPUT_SETTLE_S", "0")
+    assert input_settle_s() == 0
+    tree = ast.parse((ROOT / "dags" / "recommender_pipeline.py").read_text())
+    [sensor] = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "wait_for_inputs"]
+    assert "INPUT_SETTLE_S" in ast.unparse(sensor)
+
+
+def _refused_inputs(tmp_path: Path) -> dict[str, list[str]]:
+    """Inputs load refuses whatever arrives later (the review's cases)."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "reviews_Books.json").write_text("{}\n")
+    (tmp_path / "in" / "sub.json").mkdir()
+    (tmp_path / "folder").mkdir()
+    for part in ("a", "b"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "reviews_X.json").write_text("{}\n")
+    return {"a glob matching a file and a folder": [str(tmp_path / "in" / "*.json")],
+            "a folder": [str(tmp_path / "folder")],
+            "an empty string (the repository, a folder)": [""],
+            "a relative file:// URI": ["file://in/reviews_Books.json"],
+            "two files of one name": [str(tmp_path / "a" / "reviews_X.json"), str(tmp_path / "b" / "*.json")],
+            "an object-store URI": ["s3a://bucket/in/*.json"],
+            "a missing input beside a refused one": [str(tmp_path / "none-yet.json"), str(tmp_path / "folder")]}
+
+
+def test_the_dag_fails_at_once_on_inputs_load_refuses_as_load_does(params, tmp_path):
+    """The sensor and load decide with one function (core.runs.input_files): the sensor fails at
+    once (AirflowFailException, no retries) where load would refuse the inputs whatever arrives,
+    rather than pass and let load fail, or wait for hours for what load would refuse at once."""
+    from spark_jobs import units
+
+    for case, inputs in _refused_inputs(tmp_path).items():
+        awaited, refusal = params.inputs_awaited({"inputs": inputs}, 0)
+        assert refusal and awaited == [], case
+        with pytest.raises(units.InputsRefused, match=re.escape(refusal)):
+            units.list_units(params.load_args({"inputs": inputs})[1::2])
+    tree = ast.parse((ROOT / "dags" / "recommender_pipeline.py").read_text())
+    [sensor] = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "wait_for_inputs"]
+    assert [ast.unparse(node.exc.func) for node in ast.walk(sensor) if isinstance(node, ast.Raise)] == ["AirflowFailException"]
 
 
 def test_the_dag_looks_for_inputs_every_interval_until_its_timeout():
