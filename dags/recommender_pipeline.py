@@ -82,7 +82,8 @@ mode (no worker slot held in between) for at most ``INPUT_WAIT_TIMEOUT``: an inp
 after the run began (a nightly export) is loaded rather than failing load for good. Inputs load
 refuses whatever arrives (an object-store URI such as ``s3a://``, a folder, two files of one name)
 fail it at once, without retries. ``bin/pipeline`` without Airflow has no such wait: a missing
-input fails its load at once.
+input fails its load at once; ``bin/pipeline --airflow`` refuses to trigger a run whose inputs
+name no file (spark_jobs/airflow_run.py).
 
 A Spark task whose job exits with core.runs.EXIT_PERMANENT (bad arguments, an input that matches no
 file, a model version that is gone: retrying cannot fix it) fails at once, without its retries

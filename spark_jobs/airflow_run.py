@@ -9,8 +9,10 @@ venv of its own. Standard library and core only: no Spark starts.
     python -m spark_jobs.airflow_run trigger RUN --engine E [--force-publish] [--rerun A,B] [--input I ...]
         [--remove N ...]
 
-Exit 0 when the DAG run succeeded; 1 when Airflow is missing, does not know the DAG, a CLI step
-fails, the run failed, or it is still running after ``AIRFLOW_RUN_TIMEOUT`` seconds.
+Exit 0 when the DAG run succeeded; 64 (core.runs.EXIT_PERMANENT), before anything is triggered,
+when load's inputs name no file or load would refuse them; 1 when Airflow is missing, does not know
+the DAG, a CLI step fails, the run failed, or it is still running after ``AIRFLOW_RUN_TIMEOUT``
+seconds.
 """
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from core.env import env_int, env_str
-from core.runs import stage_list
+from core.runs import (EXIT_PERMANENT, awaited_inputs, from_repository, input_files, input_patterns,
+                       input_settle_s, stage_list)
 from core.settings import PROJECT_ROOT, get_settings
 
 # dags/recommender_pipeline.py's DAG_ID; the DAG folder is no package of the app, so it is repeated
@@ -34,6 +37,9 @@ from core.settings import PROJECT_ROOT, get_settings
 DAG_ID = "amazon_recommender_pipeline"
 POLL_S = 10  # between two looks at the run's state
 DAG_WAIT_TRIES, DAG_WAIT_S = 60, 2  # how long to wait for the DAG processor to know the DAG (2 minutes)
+SENSOR = "wait_for_inputs"  # the DAG's task that waits for load's inputs
+# its states before it is done (None: not scheduled yet); any other: it no longer waits, or the CLI failed
+SENSOR_PENDING = ("None", "scheduled", "queued", "running", "up_for_reschedule", "up_for_retry")
 
 
 def dag_conf(engine: str, force_publish: bool, inputs: list[str], removes: list[str],
@@ -48,16 +54,27 @@ def dag_conf(engine: str, force_publish: bool, inputs: list[str], removes: list[
     return conf
 
 
+def _listed(listing: str) -> list[dict[str, Any]]:
+    """The rows of an ``airflow ... -o json`` listing. The CLI may print other lines before its JSON
+    (warnings, log lines), so the JSON is the last line that starts with "[", the list of rows."""
+    lines = [line for line in listing.splitlines() if line.startswith("[")]
+    try:
+        rows = json.loads(lines[-1]) if lines else []
+    except ValueError:
+        return []
+    return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+
+
 def run_state(listing: str, run_id: str) -> str:
     """The state of ``run_id`` in the output of ``airflow dags list-runs DAG -o json``, or "unknown"
-    (not listed yet, or no JSON). The CLI may print other lines before its JSON (warnings, log
-    lines), so the JSON is the last line that starts with "[", the list of runs."""
-    rows = [line for line in listing.splitlines() if line.startswith("[")]
-    try:
-        runs = json.loads(rows[-1]) if rows else []
-    except ValueError:
-        return "unknown"
-    return next((str(r.get("state")) for r in runs if isinstance(r, dict) and r.get("run_id") == run_id), "unknown")
+    (not listed yet, or no JSON)."""
+    return next((str(r.get("state")) for r in _listed(listing) if r.get("run_id") == run_id), "unknown")
+
+
+def task_state(listing: str, task_id: str) -> str:
+    """The state of ``task_id`` in the output of ``airflow tasks states-for-dag-run DAG RUN -o json``,
+    or "unknown"."""
+    return next((str(r.get("state")) for r in _listed(listing) if r.get("task_id") == task_id), "unknown")
 
 
 def _say(message: str, error: bool = False) -> None:
@@ -100,18 +117,33 @@ def wait_for_dag(airflow: Airflow) -> bool:
     return step(airflow, "dags", "details", DAG_ID)  # once more, to show why not
 
 
-def wait_for_run(airflow: Airflow, run_id: str, timeout_s: int) -> str:
+def _listing(airflow: Airflow, *args: str) -> str:
+    """The output of ``airflow ARGS -o json``, "" when the command failed (its logging: not shown)."""
+    done = subprocess.run([str(airflow.cli), *args, "-o", "json"], text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL)
+    return done.stdout if done.returncode == 0 else ""
+
+
+def wait_for_run(airflow: Airflow, run_id: str, timeout_s: int,
+                 awaited: Callable[[], list[str]] = list) -> str:
     """The run's state once it is "success" or "failed", or after ``timeout_s`` seconds. Polled every
-    POLL_S seconds; each new state is said, with the seconds since the trigger."""
-    t0, last = time.monotonic(), ""
+    POLL_S seconds; each new state is said, with the seconds since the trigger. While the run is
+    running and its ``wait_for_inputs`` has not finished, that task's state is asked too, and when
+    it waits for load's inputs (up for reschedule) so is what it waits for, ``awaited()``: the run
+    is not stuck, it waits for inputs (for up to the DAG's INPUT_WAIT_TIMEOUT)."""
+    t0, last, sensing = time.monotonic(), "", True
     while True:
-        listing = subprocess.run([str(airflow.cli), "dags", "list-runs", DAG_ID, "-o", "json"], text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # stderr: its logging
-        state = run_state(listing.stdout, run_id) if listing.returncode == 0 else "unknown"
+        state = run_state(_listing(airflow, "dags", "list-runs", DAG_ID), run_id)
+        said = state
+        if state == "running" and sensing:
+            sensor = task_state(_listing(airflow, "tasks", "states-for-dag-run", DAG_ID, run_id), SENSOR)
+            sensing = sensor in SENSOR_PENDING
+            if sensor == "up_for_reschedule":
+                said = f"running, {SENSOR} waits for load's inputs: {', '.join(awaited()) or 'see its log'}"
         elapsed = int(time.monotonic() - t0)
-        if state != last:
-            _say(f"pipeline: Airflow run {run_id}: {state} ({elapsed} s)")
-            last = state
+        if said != last:
+            _say(f"pipeline: Airflow run {run_id}: {said} ({elapsed} s)")
+            last = said
         if state in ("success", "failed") or elapsed >= timeout_s:
             return state
         time.sleep(POLL_S)
@@ -126,9 +158,22 @@ def airflow_home_dir(local_dir: Path) -> Path:
 
 def trigger(run_id: str, conf: dict[str, Any]) -> int:
     """Trigger the DAG run ``run_id`` with ``conf`` on the local Airflow and wait for it; 0 when it
-    succeeded. Its records are then mirrored into the Django admin, as after a spark-submit run."""
+    succeeded. Its records are then mirrored into the Django admin, as after a spark-submit run.
+
+    Inputs that name no file, or that load refuses, are refused here (EXIT_PERMANENT, as load
+    exits on them under bin/pipeline without Airflow): the DAG run would wait for them for hours
+    (its wait_for_inputs) and hold back the next run. Airflow runs on this host in this mode, so
+    the files it would look for are the ones looked at here."""
     port, timeout_s = env_int("AIRFLOW_PORT", 8080), env_int("AIRFLOW_RUN_TIMEOUT", 3600)  # a typo stops us here
-    local_dir = get_settings().local_dir
+    settings = get_settings()
+    patterns = [from_repository(p) for p in
+                input_patterns(conf.get("inputs"), conf.get("remove") or [], settings.demo_input)]
+    found = input_files(patterns)
+    if found.refusal or found.missing:
+        why = found.refusal or f"no input file matches {', '.join(found.missing)}"
+        _say(f"pipeline: load would fail: {why}; not triggering Airflow run {run_id}", error=True)
+        return EXIT_PERMANENT
+    local_dir = settings.local_dir
     cli = local_dir / "airflow-venv" / "bin" / "airflow"
     if not os.access(cli, os.X_OK):
         _say(f"pipeline: no Airflow in {local_dir}/airflow-venv; run bin/services start airflow first", error=True)
@@ -147,7 +192,7 @@ def trigger(run_id: str, conf: dict[str, Any]) -> int:
     if not step(airflow, "dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps(conf)):
         return 1
     _say(f"pipeline: follow it at http://127.0.0.1:{port}/dags/{DAG_ID}/runs/{run_id}")
-    state = wait_for_run(airflow, run_id, timeout_s)
+    state = wait_for_run(airflow, run_id, timeout_s, lambda: awaited_inputs(patterns, input_settle_s())[0])
     if state not in ("success", "failed"):
         _say(f"pipeline: Airflow run {run_id} still {state} after {timeout_s} s", error=True)
         return 1

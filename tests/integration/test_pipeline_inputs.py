@@ -47,9 +47,20 @@ def test_remove_reaches_load_and_the_dags_remove_param(settings, mongo_db, local
     job, *args = submitted[0] if submitted else [None]
     assert job == "load" and args[:2] == ["--remove", "amazon2018_toys.jsonl.gz"], done.stdout + done.stderr
     # with --airflow (a stand-in airflow: the run succeeds at once), in the DAG run's conf
-    done, submitted = _run(settings, local_dir, tmp_path, ROOT, "--airflow", "--input", "/d/a.jsonl",
+    given = tmp_path / "a.jsonl"
+    given.write_text("{}\n")
+    done, submitted = _run(settings, local_dir, tmp_path, ROOT, "--airflow", "--input", str(given),
                            "--remove", "x.jsonl", "--remove", "y.jsonl")
     assert done.returncode == 0, done.stdout + done.stderr
     [trigger] = [args for _, *args in submitted if args[:2] == ["dags", "trigger"]]
     assert json.loads(trigger[trigger.index("--conf") + 1]) == {
-        "engine": "auto", "force_publish": False, "inputs": ["/d/a.jsonl"], "remove": ["x.jsonl", "y.jsonl"]}
+        "engine": "auto", "force_publish": False, "inputs": [str(given)], "remove": ["x.jsonl", "y.jsonl"]}
+
+
+def test_an_input_that_names_no_file_is_refused_before_a_dag_run_is_triggered(settings, mongo_db, local_dir, tmp_path):
+    """As load refuses it at once without --airflow (exit 64), rather than a DAG run that waits for
+    it for hours (its wait_for_inputs) while bin/pipeline gives up with "still running"."""
+    done, submitted = _run(settings, local_dir, tmp_path, tmp_path, "--airflow", "--input", "exports/*.json")
+    assert done.returncode == 64, done.stdout + done.stderr
+    assert f"no input file matches {tmp_path}/exports/*.json" in done.stderr
+    assert not [args for _, *args in submitted if args[:2] == ["dags", "trigger"]]

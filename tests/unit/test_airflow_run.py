@@ -4,12 +4,16 @@ airflow by tests/integration/test_pipeline_inputs.py and test_pipeline_resume.py
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from spark_jobs.airflow_run import DAG_ID, airflow_home_dir, dag_conf, main, run_state
+from core.runs import EXIT_PERMANENT
+from spark_jobs import airflow_run
+from spark_jobs.airflow_run import DAG_ID, airflow_home_dir, dag_conf, main, run_state, trigger
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,3 +91,52 @@ def test_the_airflow_asked_is_the_state_dirs_as_bin_services_runs_it(monkeypatch
     assert airflow_home_dir(tmp_path / "local") == tmp_path / "private" / "airflow"
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "mine"))
     assert airflow_home_dir(tmp_path / "local") == tmp_path / "mine"
+
+
+def test_inputs_that_name_no_file_are_refused_before_a_run_is_triggered(monkeypatch, tmp_path, capsys):
+    """A mistyped or missing input: load would fail at once (exit 64) under bin/pipeline alone;
+    under Airflow the run's wait_for_inputs would wait for it for hours, bin/pipeline give up after
+    AIRFLOW_RUN_TIMEOUT and a corrected run queue behind it. Airflow runs on this host in this
+    mode, so the input is checked here, before anything is triggered."""
+    from core.settings import get_settings
+
+    # a LOCAL_DIR without an Airflow venv: a run that got past the input check stops at once
+    no_airflow = dataclasses.replace(get_settings(), local_dir=tmp_path / "local")
+    monkeypatch.setattr(airflow_run, "get_settings", lambda: no_airflow)
+    missing = str(tmp_path / "exports" / "*.json")
+    assert trigger("r-1", dag_conf("auto", False, [missing], [])) == EXIT_PERMANENT
+    err = capsys.readouterr().err
+    assert f"no input file matches {missing}" in err and "not triggering" in err
+    (tmp_path / "folder").mkdir()  # what load refuses, whatever arrives
+    assert trigger("r-1", dag_conf("auto", False, [str(tmp_path / "folder")], [])) == EXIT_PERMANENT
+    assert f"{tmp_path / 'folder'} is not a file" in capsys.readouterr().err
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "reviews_Books.json").write_text("{}\n")
+    assert trigger("r-1", dag_conf("auto", False, [missing], [])) == 1  # on to Airflow: none here
+    assert "no Airflow in" in capsys.readouterr().err
+
+
+def test_waiting_for_a_run_says_when_its_sensor_waits_for_inputs(monkeypatch, capsys, tmp_path):
+    """A run whose wait_for_inputs is up for reschedule is not stuck: bin/pipeline says it waits for
+    load's inputs, and which; once the sensor is done its state is no longer asked."""
+    runs = iter(["running", "running", "running", "running", "success"])
+    sensor = iter(["None", "up_for_reschedule", "up_for_reschedule", "success"])
+    asked = []
+
+    def airflow_cli(cmd, **kwargs):
+        asked.append(cmd[1:3])
+        if cmd[1:3] == ["dags", "list-runs"]:
+            rows = [{"run_id": "r-1", "state": next(runs)}]
+        else:
+            rows = [{"task_id": "wait_for_inputs", "state": next(sensor)}, {"task_id": "load", "state": None}]
+        return subprocess.CompletedProcess(cmd, 0, stdout="a log line\n" + json.dumps(rows) + "\n")
+
+    monkeypatch.setattr(airflow_run.subprocess, "run", airflow_cli)
+    monkeypatch.setattr(airflow_run.time, "sleep", lambda s: None)
+    airflow = airflow_run.Airflow(tmp_path / "airflow", tmp_path / "airflow.log")
+    assert airflow_run.wait_for_run(airflow, "r-1", 3600, lambda: ["/exports/*.json"]) == "success"
+    said = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
+    assert said == ["pipeline: Airflow run r-1: running",
+                    "pipeline: Airflow run r-1: running, wait_for_inputs waits for load's inputs: /exports/*.json",
+                    "pipeline: Airflow run r-1: running", "pipeline: Airflow run r-1: success"]
+    assert asked.count(["tasks", "states-for-dag-run"]) == 4
