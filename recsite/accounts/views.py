@@ -16,6 +16,13 @@ from accounts.models import Profile
 TOO_MANY = "Too many requests from here. Please wait a while and try again."
 
 
+def _validated(form, field: str) -> bool:
+    """Whether ``form`` was bound and checked and ``field`` passed its checks (a password proved
+    right): only that resolves a password check as right. "No error on the field" also held for an
+    unbound form, which has no errors at all."""
+    return form.is_bound and field in getattr(form, "cleaned_data", {})
+
+
 class ThrottledLoginView(LoginView):
     """Django's LoginView answering 429 (503 with the lockout's Redis down) instead of checking.
 
@@ -68,7 +75,7 @@ class ThrottledPasswordChangeView(PasswordChangeView):
         return super().form_valid(form)
 
     def form_invalid(self, form):
-        if "old_password" not in form.errors:  # the old password was right, the new ones not
+        if _validated(form, "old_password"):  # the old password was right, the new ones not
             throttle.attempt_succeeded(*self._attempt())
         else:
             throttle.attempt_failed(*self._attempt())
@@ -124,7 +131,8 @@ def signup(request):
 @require_http_methods(["GET", "POST"])
 def delete_account(request):
     """Confirmation page (password and a tick), then the deletion (accounts/deletion.py)."""
-    form = DeleteAccountForm(request.user, request.POST or None)
+    # Bound on every POST, an empty one too: unbound, it has no errors and passed for a right password.
+    form = DeleteAccountForm(request.user, request.POST if request.method == "POST" else None)
     if request.method == "POST":
         address = throttle.client_address(request)
         name, password = request.user.get_username(), str(request.POST.get("password", ""))
@@ -134,7 +142,7 @@ def delete_account(request):
             return render(request, "registration/delete_account.html",
                           {"form": DeleteAccountForm(request.user), "locked": refusal.message}, status=refusal.status)
         valid = form.is_valid()
-        if "password" not in form.errors:  # right password (the tick may be missing)
+        if _validated(form, "password"):  # right password (the tick may be missing)
             throttle.attempt_succeeded(name, password, address)
         else:
             throttle.attempt_failed(name, password, address)

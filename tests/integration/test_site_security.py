@@ -526,6 +526,28 @@ def test_password_change_old_password_guessing_is_locked_out(site_cache, client,
     assert user.check_password(PASSWORD)
 
 
+def test_an_empty_deletion_post_is_a_failed_password_check(site_cache, client, make_user):
+    """An empty POST to /accounts/delete/ built an unbound form (``request.POST or None``), which has
+    no errors, and counted as a right password: it cleared the (user, address) failures, so a stolen
+    session guessed the old password 4 times per empty POST, about 50 times per address, not 5."""
+    from django.conf import settings
+
+    user, address = make_user(), _address()
+    client.force_login(user)
+    new = "Another-Long-Passphrase-42"
+
+    def guess(i: int):
+        return client.post("/accounts/password_change/", {"old_password": f"guess-{i}", "new_password1": new,
+                                                           "new_password2": new}, REMOTE_ADDR=address)
+
+    for i in range(settings.LOGIN_THROTTLE_ATTEMPTS - 1):
+        assert guess(i).status_code == 200
+    empty = client.post("/accounts/delete/", b"", content_type="application/x-www-form-urlencoded",
+                        REMOTE_ADDR=address)
+    assert empty.status_code == 400  # the password is required: a failed check, the limit's last
+    assert guess(99).status_code == 429
+
+
 # --- 4. concurrent attempts: counted before the slow check, not after ------------------------------
 
 N_CONCURRENT = 12  # bin/services' gunicorn: WEB_WORKERS=3 x WEB_THREADS=4
