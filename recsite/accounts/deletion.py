@@ -14,9 +14,9 @@ Django rows.
 The record staff see (``AccountDeletion``) holds when and how much, never who.
 
 A product's or search key's lock lost midway (``core.locking.LeaseLost``: the deletion stalled
-past ``LOCK_STALE_S`` and another writer took the lock over), or a product a load kept rewriting
-while the deletion read it (``core.shopper_controls.LoadContention``), stops the erasure before its
-next write. That is a temporary failure, not an error of the site (``delete_or_interrupted``: 503):
+past ``LOCK_STALE_S`` and another writer took the lock over) or held by another writer past the
+deletion's wait (``core.locking.LockHeld``), or a product a load kept rewriting while the deletion
+read it (``core.shopper_controls.LoadContention``), stops the erasure before its next write. That is a temporary failure, not an error of the site (``delete_or_interrupted``: 503):
 the Django account is still there, signed in; already done are the ``deleted_users`` mark (workers
 drop the account's events, no list is stored for it, training leaves it out), the cached list,
 and the reviews of the products erased before the lost one. Every step is re-runnable, so the
@@ -72,12 +72,12 @@ def delete_account(user, request=None) -> AccountDeletion:
 
 
 def delete_or_interrupted(user, request=None) -> AccountDeletion | None:
-    """``delete_account``, or None (logged as a warning) when it lost a lock or met a load midway
-    and stopped: the caller answers 503 with ``INTERRUPTED`` and ``RETRY_AFTER_S``, the account is still there
+    """``delete_account``, or None (logged as a warning) when it lost a lock, waited too long for
+    one or met a load midway and stopped: the caller answers 503 with ``INTERRUPTED`` and ``RETRY_AFTER_S``, the account is still there
     and a new deletion finishes it (see the module's docstring)."""
     try:
         return delete_account(user, request=request)
-    except (locking.LeaseLost, shopper_controls.LoadContention) as exc:
+    except (locking.LeaseLost, locking.LockHeld, shopper_controls.LoadContention) as exc:
         log.warning("account deletion interrupted (%s); the account is still there, deleting it again finishes it",
                     exc)
         return None

@@ -270,3 +270,33 @@ def test_a_deletion_that_loses_a_product_lock_answers_503_and_runs_again(
     assert not User.objects.filter(pk=user.pk).exists() and AccountDeletion.objects.count() == 1
     assert [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]] == ["c"]
     assert db[mongo.PRODUCTS].find_one({"_id": "P"})["n_reviews"] == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("via", ["page", "api"])
+def test_a_deletion_that_waits_too_long_for_a_product_lock_answers_503(own_db, monkeypatch, site_cache, client,
+                                                                         make_user, via):
+    """Another writer holds the product's lock past the deletion's wait (``LockHeld``, 30 s on the
+    site, shortened here): the site answered 500. A temporary failure like a lost lock: 503 with
+    Retry-After, the account still there."""
+    import time
+
+    from django.contrib.auth.models import User
+
+    from core import mongo
+    from tests.site_catalog import PASSWORD
+
+    db, reviewer = own_db, f"HELD{via.upper()}"
+    db[mongo.PRODUCTS].insert_one({"_id": "P", "n_reviews": 2, "avg_rating": 4.0, "rating_hist": {"4": 2},
+                                   "sample_summary": ""})
+    db[mongo.PRODUCT_REVIEWS].insert_one(_page("P", [reviewer, "b"]))
+    db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(reviewer, {"P": (4.0, 1.0)}, {}))
+    db[mongo.LOCKS].insert_one({**locking.lock_doc("product:P", "other-writer", time.time()),
+                                "expires": time.time() + 600})  # a live holder, on a lease
+    monkeypatch.setattr(locking.fenced_lock.__wrapped__, "__defaults__", (None, 0.2))  # wait_s: 0.2 s
+    user = make_user(reviewer_id=reviewer)
+    client.force_login(user)
+    held = (client.post("/api/account/delete/", {"password": PASSWORD}, content_type="application/json")
+            if via == "api" else client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}))
+    assert held.status_code == 503 and int(held["Retry-After"]) > 0, held.content
+    assert User.objects.filter(pk=user.pk).exists()
