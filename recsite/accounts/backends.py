@@ -31,15 +31,12 @@ class ProfileBackend(ModelBackend):
             return super().authenticate(request, username, password, **kwargs)
         username, address = str(username)[:150], throttle.client_address(request)
         try:
-            throttle.take_attempt(username, password, address)
-        except throttle.Refused as refusal:
+            with throttle.attempt(username, password, address) as checked:
+                user = super().authenticate(request, username, password, **kwargs)
+                checked.right = user is not None
+        except throttle.Refused as refusal:  # only ever raised before the check
             throttle.mark_refused(request, refusal)
             raise PermissionDenied(refusal.message) from None
-        user = None
-        try:
-            user = super().authenticate(request, username, password, **kwargs)
-        finally:  # resolved whatever happened (a failure stays counted)
-            (throttle.attempt_failed if user is None else throttle.attempt_succeeded)(username, password, address)
         return user
 
     def get_user(self, user_id):

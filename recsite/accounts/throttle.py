@@ -55,6 +55,9 @@ import ipaddress
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import caches
@@ -281,6 +284,28 @@ def _room_after_waiting(limits: dict[str, int], deadline: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL_S)
+
+
+@dataclass
+class Attempt:
+    """A password check let through by :func:`attempt`; its caller sets ``right`` once the password
+    proved right (anything else resolves it as a failure)."""
+
+    right: bool = False
+
+
+@contextmanager
+def attempt(username: str, password: str | None, address: str) -> Iterator[Attempt]:
+    """Take a password check (``take_attempt``: ``Locked`` or ``Unavailable`` before any check),
+    yield it to the check, and resolve it however the check ends, an exception included: right
+    only if the check set ``right``, else failed. A check that raised (a corrupt hash, the database
+    failing) used to leave its in-flight mark behind, making refusals wait for up to a minute."""
+    taken = Attempt()
+    take_attempt(username, password, address)
+    try:
+        yield taken
+    finally:
+        (attempt_succeeded if taken.right else attempt_failed)(username, password, address)
 
 
 def attempt_succeeded(username: str, password: str | None, address: str) -> None:

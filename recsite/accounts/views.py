@@ -64,21 +64,18 @@ class ThrottledPasswordChangeView(PasswordChangeView):
 
     def post(self, request, *args, **kwargs):
         try:
-            throttle.take_attempt(*self._attempt())
-        except throttle.Refused as refusal:
+            with throttle.attempt(*self._attempt()) as self.checked:  # resolved by form_valid/form_invalid
+                return super().post(request, *args, **kwargs)
+        except throttle.Refused as refusal:  # only ever raised before the check
             context = self.get_context_data(form=self.get_form_class()(request.user), locked=refusal.message)
             return render(request, self.template_name, context, status=refusal.status)
-        return super().post(request, *args, **kwargs)
 
     def form_valid(self, form):
-        throttle.attempt_succeeded(*self._attempt())
+        self.checked.right = True
         return super().form_valid(form)
 
     def form_invalid(self, form):
-        if _validated(form, "old_password"):  # the old password was right, the new ones not
-            throttle.attempt_succeeded(*self._attempt())
-        else:
-            throttle.attempt_failed(*self._attempt())
+        self.checked.right = _validated(form, "old_password")  # right, the new ones not; or wrong
         return super().form_invalid(form)
 
 
@@ -137,15 +134,12 @@ def delete_account(request):
         address = throttle.client_address(request)
         name, password = request.user.get_username(), str(request.POST.get("password", ""))
         try:  # the password check is a login attempt too: it shares the lockout
-            throttle.take_attempt(name, password, address)
-        except throttle.Refused as refusal:
+            with throttle.attempt(name, password, address) as checked:
+                valid = form.is_valid()
+                checked.right = _validated(form, "password")  # the tick may be missing
+        except throttle.Refused as refusal:  # only ever raised before the check
             return render(request, "registration/delete_account.html",
                           {"form": DeleteAccountForm(request.user), "locked": refusal.message}, status=refusal.status)
-        valid = form.is_valid()
-        if _validated(form, "password"):  # right password (the tick may be missing)
-            throttle.attempt_succeeded(name, password, address)
-        else:
-            throttle.attempt_failed(name, password, address)
         if valid:
             if deletion.delete_or_interrupted(request.user, request=request) is None:
                 response = render(request, "registration/delete_account.html",

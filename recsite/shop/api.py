@@ -183,13 +183,12 @@ def delete_account(request):
     name, address = request.user.get_username(), throttle.client_address(request)
     password = body.validated_data["password"]
     try:  # the password check is a login attempt too: it shares the lockout, counted before the check
-        throttle.take_attempt(name, password, address)
-    except throttle.Refused as refusal:
+        with throttle.attempt(name, password, address) as checked:
+            checked.right = request.user.check_password(password)
+    except throttle.Refused as refusal:  # only ever raised before the check
         return Response({"detail": refusal.message}, status=refusal.status)
-    if not request.user.check_password(password):
-        throttle.attempt_failed(name, password, address)
+    if not checked.right:
         return Response({"detail": "wrong password"}, status=403)
-    throttle.attempt_succeeded(name, password, address)
     record = deletion.delete_or_interrupted(request.user, request=request)
     if record is None:
         return Response({"detail": deletion.INTERRUPTED}, status=503,
