@@ -1,32 +1,9 @@
 """One lockout policy for every endpoint that checks a password or sends account mail.
 
-Password checks count failures under three keys within ``LOGIN_THROTTLE_WINDOW`` seconds. Site
-login, admin login and ``/api/token/`` go through ``accounts.backends.ProfileBackend``; the old
-password on password change and the password of the account deletion page call ``take_attempt``
-before their own check, then ``attempt_succeeded`` after a right password or ``attempt_failed``
-after a wrong one, as does the API's account deletion (``shop.api``; a new password check must do
-the same). An attempt is counted as failed before its password is checked, each count one Redis
-INCR compared with its limit, and given back when the password was right: checked first and
-counted after the (slow) hashing, concurrent guesses all passed the check.
-
-Counted first, attempts still being hashed counted against a right one: six right logins at once
-for one user from one address got a 429, as could 51 from one NAT address or 21 sharing a
-password. So each attempt is also marked in flight (a second count per key, expiring after
-``IN_FLIGHT_TTL`` seconds so a crash mid-check cannot leave it), and ``attempt_succeeded`` /
-``attempt_failed`` clear the mark. Past a limit, an attempt gives its counts back; if the finished
-failures (the count less the attempts in flight) reach the limit it is refused at once, otherwise
-it waits, polling, for the attempts in flight to turn out right or wrong (at most
-``LOGIN_THROTTLE_WAIT`` seconds, about one password hash on a loaded site), then counts again. The
-admission stays the one INCR compared with the limit, so N concurrent guesses still get at most
-the limit of password checks; the in-flight marks only decide between refusing now and waiting,
-so one wrong (a lost or a leaked mark) costs a 429 or a wait, never a guess. This rather than
-waiting on the one count alone: that count cannot tell finished failures from attempts in flight,
-so an attacker already at the limit would hold a worker for the whole wait with every request,
-and the login page's early check (``check_login``) could not let a burst of right logins through.
-An attacker can make others wait only while their own guesses are in flight and within budget:
-once they fail, the finished failures reach the limit and every waiter is refused.
-
-The three keys:
+What is counted. Every password check (site login, admin login and ``/api/token/`` through
+``accounts.backends.ProfileBackend``; the old password on password change; the password of the
+account deletion page and of the API's deletion) counts as a failure under three keys, each within
+fixed windows of ``LOGIN_THROTTLE_WINDOW`` seconds:
 
 - (username, client address): ``LOGIN_THROTTLE_ATTEMPTS``; one attacker cannot lock a user out
   elsewhere, because the address is the real client's (``client_address``), not a shared proxy's,
@@ -36,16 +13,36 @@ The three keys:
   password sprayed over many accounts is limited even from many addresses. The key is an HMAC
   under the secret key, never the password.
 
+How an attempt gets in. A check runs inside :func:`attempt`, which counts it as failed before the
+password is checked and marks it in flight under the same keys, both in one Lua script: it gets
+in only if every count is below its limit, so of N concurrent guesses at most the limit reach the
+password hasher (checked first and counted after the slow hash, all N passed). Leaving the block
+resolves it, in one script too: a right password (the check set ``right``) gives its counts back
+(and clears the (username, address) one); anything else, an exception included, leaves it
+counted. Either way it is no longer in flight. The attempt remembers the keys it took, window
+included, so a late resolution never touches a newer window's counts.
+
+When it waits. Counted first, attempts still being hashed would count against a right one (six
+right logins at once from one user's tabs, a NAT address's users, a shared password). An attempt
+past a limit only because of attempts in flight (the finished failures, the count less the
+attempts in flight, are below the limit) waits for them to turn out right or wrong, polling, at
+most ``LOGIN_THROTTLE_WAIT`` seconds, then counts again. Only as many requests wait on a key as
+there are attempts in flight on it (no more could get in when those turn out right); the rest are
+refused at once, so one guess in flight cannot hold a dozen workers.
+
+How it fails. Past the finished failures of any limit an attempt is refused at once (``Locked``,
+HTTP 429), as is one that found no room to wait or waited in vain. The login page refuses before
+its form on finished failures alone (``check_login``, a read). Counting lives in Redis (the
+``throttle`` cache: shared by every gunicorn worker), whose errors refuse (``Unavailable``, HTTP
+503) rather than allow without limit. A mark left by a crashed worker expires ``IN_FLIGHT_TTL``
+seconds after the key's last attempt; meanwhile it costs a wait, never a guess.
+
 Sign-ups and password-reset requests count actions (``account_action``) per client address and
 are refused (429) past ``ACCOUNT_THROTTLE_ATTEMPTS``, likewise counted first (a sign-up that made
 no account gives its count back, ``give_back_account_action``). A reset request is never refused
 because of the e-mail address it names: that count would be anyone's to use up, locking the
 owner out of their own reset. Mails to one mailbox are capped instead (``reset_mail_allowed``,
 ``PASSWORD_RESET_MAILS_PER_EMAIL``): past the cap the page answers as usual and sends nothing.
-
-Counting lives in Redis (the ``throttle`` cache: shared by every gunicorn worker), whose errors
-raise instead of being ignored: with Redis down no failure could be counted, so a credential
-check is refused (``Unavailable``, HTTP 503) rather than allowed without limit.
 """
 from __future__ import annotations
 
@@ -53,7 +50,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import sys
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +60,9 @@ from django.conf import settings
 from django.core.cache import caches
 
 log = logging.getLogger(__name__)
+
+IN_FLIGHT_TTL = 60  # seconds an in-flight mark outlives its key's last attempt (a worker killed mid-check)
+POLL_S = 0.05  # how often a waiting attempt tries again
 
 
 class Refused(Exception):
@@ -167,31 +167,157 @@ def _login_keys(username: str, password: str | None, address: str) -> dict[str, 
     return keys
 
 
-def _counts(keys: list[str]) -> dict[str, int]:
-    """The counts of ``keys`` (0 for a missing one); ``Unavailable`` with Redis failing (fail closed)."""
+def _window_id(window: int) -> int:
+    """The current count window: its keys' names end with it."""
+    return int(time.time() // window)
+
+
+def _window_keys(limits: dict[str, int]) -> list[tuple[str, str, str]]:
+    """Per limit, the Redis names of its count, its in-flight mark and its waiters in the current window."""
+    cache, window = _cache(), _window_id(settings.LOGIN_THROTTLE_WINDOW)
+    return [tuple(cache.make_key(f"{kind}{key}:{window}") for kind in ("", "inflight:", "waiting:"))
+            for key in limits]
+
+
+# Per limit i, KEYS[3i-2..3i] are its count, in-flight mark and waiters, ARGV[4+i] its limit; ARGV[4]
+# says, a character per limit, which waiters this attempt is already one of. Answers "in" (counted
+# and marked), "refused" (or no room to wait: nothing counted) or, to wait, ARGV[4] updated. Past a
+# limit of finished failures: refused. Past a limit only because of attempts in flight: a wait, if
+# fewer already wait on that key than are in flight on it. Either way its waits are given up.
+_TAKE = """
+local n, waits = #KEYS / 3, ARGV[4]
+local function num(key) return tonumber(redis.call('GET', key) or '0') end
+local function waiting(i) return string.sub(waits, i, i) == '1' end
+local function give_up_waits()
+  for i = 1, n do if waiting(i) and num(KEYS[3 * i]) > 0 then redis.call('DECR', KEYS[3 * i]) end end
+end
+local full = {}
+for i = 1, n do
+  local count, limit = num(KEYS[3 * i - 2]), tonumber(ARGV[4 + i])
+  if count - num(KEYS[3 * i - 1]) >= limit then give_up_waits() return 'refused' end
+  if count >= limit then full[#full + 1] = i end
+end
+if #full == 0 then
+  give_up_waits()
+  for i = 1, n do
+    redis.call('INCR', KEYS[3 * i - 2])
+    if redis.call('TTL', KEYS[3 * i - 2]) < 0 then redis.call('EXPIRE', KEYS[3 * i - 2], ARGV[1]) end
+    redis.call('INCR', KEYS[3 * i - 1])
+    redis.call('EXPIRE', KEYS[3 * i - 1], ARGV[2])
+  end
+  return 'in'
+end
+for _, i in ipairs(full) do
+  if not waiting(i) and num(KEYS[3 * i]) >= num(KEYS[3 * i - 1]) then give_up_waits() return 'refused' end
+end
+local now = {}
+for i = 1, n do now[i] = string.sub(waits, i, i) end
+for _, i in ipairs(full) do
+  if now[i] ~= '1' then redis.call('INCR', KEYS[3 * i]) now[i] = '1' end
+  redis.call('EXPIRE', KEYS[3 * i], ARGV[3])
+end
+return table.concat(now)
+"""
+
+# KEYS: an attempt's counts and marks, in pairs; ARGV[1] "1" if its password was right. No longer in
+# flight; a right one's counts given back, the first (username, address) cleared.
+_RESOLVE = """
+local function num(key) return tonumber(redis.call('GET', key) or '0') end
+for i = 1, #KEYS, 2 do
+  if num(KEYS[i + 1]) > 0 then redis.call('DECR', KEYS[i + 1]) end
+  if ARGV[1] == '1' then
+    if i == 1 then redis.call('DEL', KEYS[i]) elseif num(KEYS[i]) > 0 then redis.call('DECR', KEYS[i]) end
+  end
+end
+return 0
+"""
+
+# KEYS: waiters an attempt no longer is one of.
+_GIVE_UP = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+end
+return 0
+"""
+
+
+def _run(script: str, keys: list[str], args: list) -> str:
+    """Run a Lua ``script`` in the throttle cache's Redis; its answer as text."""
+    answer = _cache().client.get_client(write=True).register_script(script)(keys=keys, args=args)
+    return answer.decode() if isinstance(answer, bytes) else str(answer)
+
+
+@dataclass
+class Attempt:
+    """A password check let in by :func:`attempt`: the counts and marks it took (Redis names, in
+    pairs, window included); its caller sets ``right`` once the password proved right."""
+
+    keys: tuple[str, ...]
+    right: bool = False
+
+
+@contextmanager
+def attempt(username: str, password: str | None, address: str) -> Iterator[Attempt]:
+    """Let one password check in (``Locked`` or ``Unavailable`` before any check; see the module's
+    docstring), yield it, and resolve it however the check ends: right only if the check set
+    ``right``, else failed, an exception included (a check that raised left its mark behind)."""
+    taken = _take_attempt(_login_keys(username, password, address))
     try:
-        counts = _cache().get_many(keys)
+        yield taken
+    finally:
+        try:
+            _run(_RESOLVE, list(taken.keys), [int(taken.right)])
+        except Exception as exc:  # noqa: BLE001 - the counts stay (stricter); the marks expire (a wait meanwhile)
+            log.warning("throttle cache unavailable, a password check was not resolved: %s", exc)
+
+
+def _take_attempt(limits: dict[str, int]) -> Attempt:
+    """Count and mark one attempt (the ``_TAKE`` script), waiting while it is told to, until
+    ``LOGIN_THROTTLE_WAIT``; ``Locked`` or ``Unavailable``."""
+    keys = _window_keys(limits)
+    args = [settings.LOGIN_THROTTLE_WINDOW, IN_FLIGHT_TTL, math.ceil(settings.LOGIN_THROTTLE_WAIT) + 1]
+    deadline, waits = time.monotonic() + settings.LOGIN_THROTTLE_WAIT, "0" * len(limits)
+    try:
+        while True:
+            answer = _run(_TAKE, [name for triple in keys for name in triple], [*args, waits, *limits.values()])
+            if answer in ("in", "refused"):
+                waits = "0" * len(limits)  # the script gave them up
+            if answer == "in":
+                return Attempt(tuple(name for count, mark, _ in keys for name in (count, mark)))
+            if answer == "refused":
+                raise Locked()
+            waits = answer
+            if time.monotonic() >= deadline:
+                raise Locked()
+            time.sleep(POLL_S)
+    except Locked:
+        raise
     except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
         log.warning("throttle cache unavailable, refusing a credential check: %s", exc)
         raise Unavailable() from None
-    return {key: int(counts.get(key) or 0) for key in keys}
+    finally:
+        if "1" in waits:  # waited in vain, or Redis failed
+            try:
+                _run(_GIVE_UP, [waiting for (_, _, waiting), mine in zip(keys, waits) if mine == "1"], [])
+            except Exception as exc:  # noqa: BLE001 - they expire with the wait
+                log.warning("throttle cache unavailable, a wait was not given up: %s", exc)
 
 
-IN_FLIGHT_TTL = 60  # seconds a mark of an attempt in flight outlives a check that crashed (a hash takes < 1)
-POLL_S = 0.05  # how often a waiting attempt reads the counts
-
-
-def _in_flight(key: str) -> str:
-    return f"inflight:{key}"
-
-
-def _finished_at_limit(limits: dict[str, int], counts: dict[str, int]) -> bool:
-    """Whether the failures already known (a key's count less its attempts in flight) reach a limit."""
-    return any(counts[key] - max(counts[_in_flight(key)], 0) >= limit for key, limit in limits.items())
-
-
-def _login_counts(limits: dict[str, int]) -> dict[str, int]:
-    return _counts([*limits, *map(_in_flight, limits)])
+def check_login(username: str, password: str | None, address: str) -> None:
+    """Raise ``Locked`` if the finished failures of this attempt's keys reach a limit (a read, for
+    the login page to refuse before its form; attempts in flight may yet turn out right, and
+    :func:`attempt` decides), ``Unavailable`` with Redis failing."""
+    limits = _login_keys(username, password, address)
+    keys = _window_keys(limits)
+    try:
+        values = _cache().client.get_client(write=False).mget([name for count, mark, _ in keys
+                                                               for name in (count, mark)])
+    except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
+        log.warning("throttle cache unavailable, refusing a credential check: %s", exc)
+        raise Unavailable() from None
+    counts = [int(value or 0) for value in values]
+    if any(counts[2 * i] - counts[2 * i + 1] >= limit for i, limit in enumerate(limits.values())):
+        raise Locked()
 
 
 def _incr(cache, key: str, window: int) -> int:
@@ -222,7 +348,7 @@ def _take(limits: dict[str, int], window: int) -> None:
         else:
             return
     except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
-        log.warning("throttle cache unavailable, refusing a credential check or account action: %s", exc)
+        log.warning("throttle cache unavailable, refusing an account action: %s", exc)
         _give_back(taken)
         raise Unavailable() from None
     _give_back(taken)
@@ -236,94 +362,9 @@ def _give_back(keys) -> None:
             cache.decr(key)
         except ValueError:  # expired meanwhile: nothing left to give back
             pass
-        except Exception as exc:  # noqa: BLE001 - the count stays: only ever stricter
+        except Exception as exc:  # noqa: BLE001 - the count stays: stricter, never laxer
             log.warning("throttle cache unavailable, a count was not given back: %s", exc)
             return
-
-
-def check_login(username: str, password: str | None, address: str) -> None:
-    """Raise ``Locked`` or ``Unavailable`` if this attempt must not reach the password check.
-
-    A read only, to refuse early (the login page, before its form), and only on finished failures
-    (attempts in flight may yet turn out right); ``take_attempt`` decides."""
-    limits = _login_keys(username, password, address)
-    if _finished_at_limit(limits, _login_counts(limits)):
-        raise Locked()
-
-
-def take_attempt(username: str, password: str | None, address: str) -> None:
-    """Count this attempt as failed (and in flight) before its password is checked; ``Locked``
-    past a limit, after waiting up to ``LOGIN_THROTTLE_WAIT`` seconds while only attempts in flight
-    put it there; ``Unavailable`` with Redis down. The check then calls ``attempt_succeeded`` or
-    ``attempt_failed``."""
-    limits = _login_keys(username, password, address)
-    in_flight = [_in_flight(key) for key in limits]
-    deadline = time.monotonic() + settings.LOGIN_THROTTLE_WAIT
-    while True:
-        # Marked in flight before counted, given back after: a count never holds an attempt its
-        # mark does not, so the finished failures are never overstated (only a wait, not a 429).
-        _take(dict.fromkeys(in_flight, sys.maxsize), IN_FLIGHT_TTL)
-        try:
-            _take(limits, settings.LOGIN_THROTTLE_WINDOW)
-            return
-        except Refused as refusal:
-            _give_back(in_flight)
-            if not isinstance(refusal, Locked) or not _room_after_waiting(limits, deadline):
-                raise
-
-
-def _room_after_waiting(limits: dict[str, int], deadline: float) -> bool:
-    """Wait until every count is below its limit (True: count again), or refuse (False): at once
-    when the finished failures reach a limit, else at ``deadline``."""
-    while True:
-        counts = _login_counts(limits)
-        if _finished_at_limit(limits, counts):
-            return False
-        if all(counts[key] < limit for key, limit in limits.items()):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_S)
-
-
-@dataclass
-class Attempt:
-    """A password check let through by :func:`attempt`; its caller sets ``right`` once the password
-    proved right (anything else resolves it as a failure)."""
-
-    right: bool = False
-
-
-@contextmanager
-def attempt(username: str, password: str | None, address: str) -> Iterator[Attempt]:
-    """Take a password check (``take_attempt``: ``Locked`` or ``Unavailable`` before any check),
-    yield it to the check, and resolve it however the check ends, an exception included: right
-    only if the check set ``right``, else failed. A check that raised (a corrupt hash, the database
-    failing) used to leave its in-flight mark behind, making refusals wait for up to a minute."""
-    taken = Attempt()
-    take_attempt(username, password, address)
-    try:
-        yield taken
-    finally:
-        (attempt_succeeded if taken.right else attempt_failed)(username, password, address)
-
-
-def attempt_succeeded(username: str, password: str | None, address: str) -> None:
-    """The password was right: clear the (username, address) count and give back the wider ones
-    this attempt took (a success never counts against the address or the password); no longer in
-    flight."""
-    keys = list(_login_keys(username, password, address))
-    try:
-        _cache().delete(keys[0])
-    except Exception as exc:  # noqa: BLE001
-        log.warning("throttle cache unavailable: %s", exc)
-    _give_back(keys[1:])
-    _give_back([_in_flight(key) for key in keys])
-
-
-def attempt_failed(username: str, password: str | None, address: str) -> None:
-    """The password was wrong: the attempt stays counted, and is no longer in flight."""
-    _give_back([_in_flight(key) for key in _login_keys(username, password, address)])
 
 
 def _action_keys(kind: str, subjects: tuple[str, ...]) -> list[str]:

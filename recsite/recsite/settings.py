@@ -159,11 +159,12 @@ LOGOUT_REDIRECT_URL = "catalog"
 LOGIN_THROTTLE_ATTEMPTS = env_int("LOGIN_THROTTLE_ATTEMPTS", 5)
 LOGIN_THROTTLE_ADDRESS_ATTEMPTS = env_int("LOGIN_THROTTLE_ADDRESS_ATTEMPTS", 50)
 LOGIN_THROTTLE_PASSWORD_ATTEMPTS = env_int("LOGIN_THROTTLE_PASSWORD_ATTEMPTS", 20)
-LOGIN_THROTTLE_WINDOW = env_int("LOGIN_THROTTLE_WINDOW", 300)
+LOGIN_THROTTLE_WINDOW = env_int("LOGIN_THROTTLE_WINDOW", 300, minimum=1)
 # Seconds an attempt past a limit only because of attempts still being checked waits for them to
 # turn out right or wrong before it is refused (accounts.throttle): about one password hash on a
-# busy site. Past a limit of finished failures an attempt is refused at once.
-LOGIN_THROTTLE_WAIT = env_float("LOGIN_THROTTLE_WAIT", 3.0, minimum=0.0)
+# busy site. Past a limit of finished failures an attempt is refused at once. At most 10: a wait
+# holds a worker, and a hash that takes longer means the site is down already.
+LOGIN_THROTTLE_WAIT = min(env_float("LOGIN_THROTTLE_WAIT", 3.0, minimum=0.0), 10.0)
 # Sign-ups and password-reset requests per client address within ACCOUNT_THROTTLE_WINDOW seconds
 # (no bulk accounts, no mail bombing from one address); then 429.
 ACCOUNT_THROTTLE_ATTEMPTS = env_int("ACCOUNT_THROTTLE_ATTEMPTS", 5)

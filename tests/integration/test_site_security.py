@@ -609,9 +609,10 @@ def test_concurrent_right_logins_past_the_limit_all_get_in(site_cache, make_user
     """Every attempt counts as failed until its password proves right: 12 right logins at once for
     one user from one address (limit 5) got 7 refusals, the attempts still being hashed counted
     against them. Over the limit only because of attempts in flight, an attempt waits for them
-    (``LOGIN_THROTTLE_WAIT``, made long here so that a slow machine cannot decide the test)."""
+    (``LOGIN_THROTTLE_WAIT``, made long here so that a slow machine cannot decide the test), as
+    many as are in flight: 12 at once past a limit of 6 all get in."""
     user, address = make_user(), _address()
-    with override_settings(LOGIN_THROTTLE_WAIT=120):
+    with override_settings(LOGIN_THROTTLE_WAIT=120, LOGIN_THROTTLE_ATTEMPTS=N_CONCURRENT // 2):
         users = _burst(lambda i: _authenticate(user.username, address))
     assert users == [user] * N_CONCURRENT, users
 
@@ -619,11 +620,138 @@ def test_concurrent_right_logins_past_the_limit_all_get_in(site_cache, make_user
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_right_logins_from_one_address_past_its_limit_all_get_in(site_cache, make_user):
     """The same for the address's count over all usernames (a NAT: many people, one address):
-    12 right logins of 3 people at once past an address limit of 5 all get in."""
+    12 right logins of 3 people at once past an address limit of 6 all get in."""
     people, address = [make_user() for _ in range(3)], _address()
-    with override_settings(LOGIN_THROTTLE_WAIT=120, LOGIN_THROTTLE_ADDRESS_ATTEMPTS=5):
+    with override_settings(LOGIN_THROTTLE_WAIT=120, LOGIN_THROTTLE_ADDRESS_ATTEMPTS=N_CONCURRENT // 2):
         users = _burst(lambda i: _authenticate(people[i % 3].username, address))
     assert users == [people[i % 3] for i in range(N_CONCURRENT)], users
+
+
+def _failed(username: str, address: str, n: int) -> None:
+    """``n`` wrong passwords for ``username`` from ``address``, checked and finished."""
+    from accounts import throttle
+
+    for _ in range(n):
+        with throttle.attempt(username, f"guess-{uuid.uuid4().hex}", address):
+            pass  # a check that did not say right: failed
+
+
+@pytest.fixture
+def no_polling(monkeypatch):
+    """``time.sleep`` made to fail in the test's own thread: the lockout polls only while it waits
+    (``accounts.throttle``), so a test that must not wait fails instead of waiting. Other threads
+    sleep as usual; the list holds their sleeps."""
+    import threading
+
+    sleeps, sleep = [], time.sleep
+
+    def no_sleep_here(seconds: float) -> None:
+        if threading.current_thread() is threading.main_thread():
+            raise AssertionError("the lockout waited")
+        sleeps.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", no_sleep_here)
+    return sleeps
+
+
+def test_past_finished_failures_a_flood_is_refused_without_waiting(site_cache, no_polling):
+    """Past the limit of finished failures every attempt is refused at once, concurrent ones too:
+    each attempt was marked in flight before it was counted and unmarked after its refusal gave the
+    count back, so a flood's own marks made its attempts wait (up to ~0.9 s each). Mark and count
+    are one step now, taken only by an attempt that gets in."""
+    from django.conf import settings
+
+    from accounts import throttle
+
+    user, address = f"victim-{uuid.uuid4().hex[:8]}", _address()
+    _failed(user, address, settings.LOGIN_THROTTLE_ATTEMPTS)
+
+    def flood(i: int) -> list:
+        refusals = []
+        for _ in range(20):
+            try:
+                with throttle.attempt(user, f"flood-{uuid.uuid4().hex}", address):
+                    refusals.append("let in")
+            except throttle.Refused as refusal:
+                refusals.append(type(refusal).__name__)
+        return refusals
+
+    assert _burst(flood) == [["Locked"] * 20] * N_CONCURRENT
+    assert no_polling == []  # no thread waited
+
+
+def test_only_as_many_requests_wait_as_attempts_are_in_flight(site_cache, no_polling):
+    """One guess in flight at the limit made every other request past it wait: 11 requests held a
+    worker each for as long as the guess was hashed (gunicorn has 12). Only as many may wait as
+    are in flight (no more could get in), the others are refused at once."""
+    import threading
+
+    from django.conf import settings
+
+    from accounts import throttle
+
+    user, address = f"victim-{uuid.uuid4().hex[:8]}", _address()
+    _failed(user, address, settings.LOGIN_THROTTLE_ATTEMPTS - 1)
+    outcome = []
+
+    def waiter() -> None:
+        try:
+            with throttle.attempt(user, "waiter", address):
+                outcome.append("let in")
+        except throttle.Refused as refusal:
+            outcome.append(type(refusal).__name__)
+
+    with override_settings(LOGIN_THROTTLE_WAIT=120):
+        with throttle.attempt(user, "the last guess", address):  # in flight, then wrong
+            thread = threading.Thread(target=waiter)
+            thread.start()
+            while not no_polling and thread.is_alive():  # until it waits (not the test's own sleep)
+                thread.join(0.01)
+            with pytest.raises(throttle.Locked):  # no room to wait: refused at once
+                with throttle.attempt(user, "one more", address):
+                    pass
+        thread.join(120)
+    assert outcome == ["Locked"]  # the guess in flight failed: the waiter is refused too
+
+
+def test_a_resolution_in_a_later_window_gives_back_to_its_own(site_cache, monkeypatch):
+    """A right password resolved after its count window ended gave its count back to the new
+    window, lowering that one's failures: 4 right logins of the attacker's own accounts taken at a
+    window's end let 14 guesses in from one address (limit 10). The attempt names the window it was
+    counted in, and gives back there."""
+    from accounts import throttle
+
+    window, address = [0], _address()
+    monkeypatch.setattr(throttle, "_window_id", lambda seconds: window[0])  # the clock's window, moved by hand
+    with override_settings(LOGIN_THROTTLE_ADDRESS_ATTEMPTS=10):
+        own = [throttle.attempt(f"me-{i}-{uuid.uuid4().hex[:6]}", PASSWORD, address) for i in range(4)]
+        taken = [checked.__enter__() for checked in own]
+        window[0] = 1  # the window ends with the four in flight
+        for i in range(10):
+            _failed(f"victim-{i}-{uuid.uuid4().hex[:6]}", address, 1)
+        for checked, right in zip(own, taken):
+            right.right = True
+            checked.__exit__(None, None, None)
+        with pytest.raises(throttle.Locked):
+            _failed(f"victim-{uuid.uuid4().hex[:6]}", address, 1)
+
+
+def test_an_in_flight_mark_lives_as_long_as_its_key_is_used(site_cache):
+    """The in-flight mark's expiry (``IN_FLIGHT_TTL``) was set when its key was made and never
+    again: on a key in steady use it expired under attempts in flight, and their resolutions then
+    took newer attempts' marks. Every attempt that gets in renews it."""
+    from django.core.cache import caches
+
+    from accounts import throttle
+
+    redis, address = caches["throttle"].client.get_client(), _address()
+    with throttle.attempt(f"a-{uuid.uuid4().hex[:6]}", "a", address) as first:
+        address_mark = first.keys[3]  # (user, address), then the address's: count and mark each
+        redis.expire(address_mark, 2)  # as if IN_FLIGHT_TTL had nearly passed since the key was made
+        with throttle.attempt(f"b-{uuid.uuid4().hex[:6]}", "b", address):
+            assert redis.ttl(address_mark) > 2
+            assert _in_flight("anyone", "", address)[1] == 2
 
 
 def _check_password(client, endpoint: str, username: str, password: str, address: str) -> int:
@@ -644,13 +772,20 @@ def _check_password(client, endpoint: str, username: str, password: str, address
                        REMOTE_ADDR=address).status_code
 
 
-def _in_flight(username: str, password: str, address: str) -> list[int]:
-    """The attempts marked in flight under this check's three keys (``accounts.throttle``)."""
+def _counted(username: str, password: str, address: str) -> tuple[list[int], list[int]]:
+    """The failures counted and the attempts marked in flight under this check's three keys, in the
+    current window (``accounts.throttle``)."""
+    from django.core.cache import caches
+
     from accounts import throttle
 
-    limits = throttle._login_keys(username, password, address)
-    counts = throttle._login_counts(limits)
-    return [counts[throttle._in_flight(key)] for key in limits]
+    keys = throttle._window_keys(throttle._login_keys(username, password, address))
+    values = [int(v or 0) for v in caches["throttle"].client.get_client().mget([n for k in keys for n in k[:2]])]
+    return values[0::2], values[1::2]
+
+
+def _in_flight(username: str, password: str, address: str) -> list[int]:
+    return _counted(username, password, address)[1]
 
 
 @pytest.mark.parametrize("endpoint", ["login", "token", "admin", "password_change", "delete_page", "delete_api"])
@@ -658,8 +793,6 @@ def test_every_password_check_resolves_its_attempt(site_cache, client, make_user
     """Each attempt is marked in flight until its check resolves it, right or wrong
     (``accounts.throttle``); a check that left its mark would make an attacker at the limit wait
     (``LOGIN_THROTTLE_WAIT``) instead of being refused at once, and hold a worker meanwhile."""
-    from accounts import throttle
-
     user, address = make_user(staff=endpoint == "admin"), _address()
     if endpoint in ("password_change", "delete_page", "delete_api"):
         client.force_login(user)
@@ -669,8 +802,7 @@ def test_every_password_check_resolves_its_attempt(site_cache, client, make_user
                                          "delete_page": 400, "delete_api": 200})):
         assert _check_password(client, endpoint, user.username, password, address) == status[endpoint]
         assert _in_flight(user.username, password, address) == [0, 0, 0], password
-    wrong = throttle._login_keys(user.username, "wrong-guess", address)
-    assert throttle._login_counts(wrong)[next(iter(wrong))] == 0  # the right password cleared the user's count
+    assert _counted(user.username, "wrong-guess", address)[0][0] == 0  # the right password cleared the user's count
 
 
 @pytest.mark.parametrize("endpoint", ["login", "password_change", "delete_page", "delete_api"])
