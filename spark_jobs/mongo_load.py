@@ -633,9 +633,9 @@ def _unreviewed(product_id: str) -> dict:
 
 def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: DataFrame, stamp: int) -> int:
     """Erase again every account deleted since ``since`` and recount the products it touched;
-    returns how many accounts. Called once the load's generations (or upserts) are live, before
-    :func:`reconcile`; ``reviews`` and ``products`` (metadata) are what the load read, ``stamp`` its
-    ``LOAD_STAMP``.
+    returns how many accounts. Called before :func:`reconcile`, or when the load failed at or after
+    its first live write (:func:`erasing_afterwards`); ``reviews`` and ``products`` (metadata) are
+    what the load read, ``stamp`` its ``LOAD_STAMP``.
 
     An account deleted after the load read ``deleted_users`` was erased by the site from what was
     live then, which the load replaced with what it read: ``delete_user_data`` runs again (pages,
@@ -649,6 +649,12 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
     subtracted before that write, which counted it; it is excluded on the next pass. It ends when a
     pass finds no new account with loaded reviews and no listed product (after
     :data:`ERASER_PASSES` recounts, the load fails).
+
+    On a half-written load: only this load's documents are recounted (``write_recount`` writes a
+    product only while it carries ``stamp``: a previous generation, or a product not upserted yet,
+    keeps its load's counts as the site's deletion corrected them), ``delete_user_data`` takes off
+    the pages whatever of the account they hold, and only a product carrying ``stamp`` is listed
+    under it, which ``write_recount`` unlists: the passes end as on a whole load.
     """
     db = mongo.get_db()
     done: list[str] = []
@@ -682,8 +688,9 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
 @contextmanager
 def erasing_afterwards(record: dict, erase: Callable[[], int]) -> Iterator[None]:
     """Run the block, then ``erase()`` (the eraser: :func:`erase_accounts_deleted_since`) even if the
-    block failed, since the load's documents are live by then; ``record["deleted_accounts_erased"]``
-    is what it returns.
+    block failed: the block holds the load's first live write, so some of its documents may be live
+    (products counting an account deleted meanwhile); ``record["deleted_accounts_erased"]`` is what
+    it returns, printed instead when the block failed (the load's record is not written then).
 
     The first error wins: when the block failed, its exception is raised (so the job's exit and
     traceback say what failed first) and an eraser's failure then is only printed with its
@@ -694,7 +701,9 @@ def erasing_afterwards(record: dict, erase: Callable[[], int]) -> Iterator[None]
         yield
     except BaseException as failure:
         try:
-            erase()
+            erased = erase()
+            print(f"mongo_load: the eraser erased {erased:,} accounts deleted during the load, after the load's "
+                  "own failure (raised below)", file=sys.stderr)
         except Exception as erasing:
             print("mongo_load: the eraser failed too, after the load's own failure (raised below):", file=sys.stderr)
             traceback.print_exception(erasing, chain=False)  # the load's own: printed as the job exits
@@ -719,30 +728,34 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     # every product's aggregates (the indexes rank all of them); the upserted ones are the touched
     products = product_docs(all_products, all_reviews).cache()
     touched_docs = products.join(touched.withColumnRenamed("product_id", "_id"), "_id", "left_semi")
-    out = {
-        mongo.PRODUCTS: upsert_collection(_served(touched_docs, stamp), mongo.PRODUCTS),
-        mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(all_reviews), mongo.RECENT_REVIEWS),
-        mongo.PRODUCT_REVIEWS: upsert_collection(
-            review_page_docs(all_reviews.join(touched, "product_id", "left_semi"), stamp=stamp), mongo.PRODUCT_REVIEWS),
-        # only the new categories' users: another user's history upserted from this would hold
-        # their live ratings without their reviews
-        mongo.USER_HISTORY: upsert_collection(user_history_docs(
-            all_reviews.join(users, "user_id", "left_semi"), live_ratings(spark).join(users, "user_id", "left_semi")),
-            mongo.USER_HISTORY),
-        mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
-        mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
-                                               extra_docs=_catalog_extras(products, all_reviews)),
-    }
-    # The accounts deleted meanwhile are erased again and their products recounted (even if what
-    # follows the upserts fails: they are live); then reconciliation over the whole database: every
-    # clean review and product is there once, less the reviews of accounts deleted meanwhile.
-    with erasing_afterwards(out[mongo.USER_HISTORY], lambda: erase_accounts_deleted_since(
+    # The accounts deleted meanwhile are erased again and their products recounted, even if a write
+    # fails: from the products' upsert on, what is written is live (erasing_afterwards); then
+    # reconciliation over the whole database: every clean review and product is there once, less
+    # the reviews of accounts deleted meanwhile.
+    erased: dict = {}  # the eraser's count, for the histories' record
+    with erasing_afterwards(erased, lambda: erase_accounts_deleted_since(
             started - LIVE_CLOCK_MARGIN_S, all_reviews, all_products, stamp)):
+        out = {
+            mongo.PRODUCTS: upsert_collection(_served(touched_docs, stamp), mongo.PRODUCTS),
+            mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(all_reviews), mongo.RECENT_REVIEWS),
+            mongo.PRODUCT_REVIEWS: upsert_collection(
+                review_page_docs(all_reviews.join(touched, "product_id", "left_semi"), stamp=stamp),
+                mongo.PRODUCT_REVIEWS),
+            # only the new categories' users: another user's history upserted from this would hold
+            # their live ratings without their reviews
+            mongo.USER_HISTORY: upsert_collection(user_history_docs(
+                all_reviews.join(users, "user_id", "left_semi"),
+                live_ratings(spark).join(users, "user_id", "left_semi")), mongo.USER_HISTORY),
+            mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
+            mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
+                                                   extra_docs=_catalog_extras(products, all_reviews)),
+        }
         mongo.ensure_indexes()
         mongo.drop_retired(wait=True)
         # a live rating stored after the histories' read was overwritten by the upsert: written again
         out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(
             started - LIVE_CLOCK_MARGIN_S)
+    out[mongo.USER_HISTORY].update(erased)
     (n_reviews, checksum), n_products = review_totals(all_reviews), products.count()
     held = reconcile(all_reviews, n_reviews, checksum, n_products, started - LIVE_CLOCK_MARGIN_S)
     n_fresh = fresh.count()
@@ -768,24 +781,26 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
           f"{coverage['reviewed products without metadata']:,} of them without metadata; "
           f"{coverage['products with metadata, not reviewed']:,} products with metadata but no reviews; "
           f"{coverage['generated titles']:,} generated (fallback) titles")
-    out = {
-        mongo.PRODUCTS: reload_collection(_served(products, stamp), mongo.PRODUCTS),
-        mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(reviews), mongo.RECENT_REVIEWS),
-        mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(with_text, stamp=stamp), mongo.PRODUCT_REVIEWS),
-        mongo.USER_HISTORY: reload_collection(user_history_docs(reviews, live_ratings(spark)), mongo.USER_HISTORY),
-        mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
-        mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
-                                               extra_docs=_catalog_extras(products, reviews)),
-    }
-    # even if what follows fails (the new generations are live): the accounts deleted meanwhile
-    with erasing_afterwards(out[mongo.USER_HISTORY],
-                            lambda: erase_accounts_deleted_since(live_since, reviews, metadata, stamp)):
+    # the accounts deleted meanwhile, even if a write fails: each generation is live from its switch
+    # on, the products' first (erasing_afterwards)
+    erased: dict = {}  # the eraser's count, for the histories' record
+    with erasing_afterwards(erased, lambda: erase_accounts_deleted_since(live_since, reviews, metadata, stamp)):
+        out = {
+            mongo.PRODUCTS: reload_collection(_served(products, stamp), mongo.PRODUCTS),
+            mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(reviews), mongo.RECENT_REVIEWS),
+            mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(with_text, stamp=stamp), mongo.PRODUCT_REVIEWS),
+            mongo.USER_HISTORY: reload_collection(user_history_docs(reviews, live_ratings(spark)), mongo.USER_HISTORY),
+            mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
+            mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
+                                                   extra_docs=_catalog_extras(products, reviews)),
+        }
         mongo.ensure_indexes()
         mongo.retire_collection(mongo.LEGACY_REVIEWS)
         # Once every process reads the new generations (the grace period), the old ones go and the
         # live ratings stored since the load began are written into the new histories.
         mongo.drop_retired(wait=True)
         out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
+    out[mongo.USER_HISTORY].update(erased)
     # Reconciliation: the server acknowledged every document written (reload_collection), and every
     # clean review and product is in MongoDB, no more, no fewer (less the reviews of accounts deleted
     # meanwhile, which the eraser recounted without: reconcile).

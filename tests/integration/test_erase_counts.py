@@ -502,3 +502,64 @@ def test_the_recount_files_a_product_under_the_category_its_kept_reviews_give_it
                                          "image string, also_buy array<string>")
     fields = recounts(metadata, reviews, ["u"], {"R"})["R"]
     assert (fields["n_reviews"], fields["category"]) == (1, "Y") and "a is ok" in fields["title"]
+
+
+def _clean_dir(spark, path, loaded: dict[str, list[Review]]) -> str:
+    """A clean folder of ``loaded``, all of category ``c`` (the columns mongo_load reads; no ledger)."""
+    from pyspark.sql import functions as F
+
+    reviews, _ = _frames(spark, loaded)
+    reviews.select("*", F.col("user_id").alias("reviewer_name"), F.col("summary").alias("review_text"),
+                   F.lit(True).alias("verified")).write.parquet(f"{path}/reviews")
+    spark.createDataFrame(
+        [(pid, pid, "", 0.0, "c", [], "", "", [], "c") for pid in loaded],
+        "product_id string, title string, brand string, price double, category string, categories array<string>, "
+        "description string, image string, also_buy array<string>, file_category string"
+    ).write.parquet(f"{path}/products")
+    return str(path)
+
+
+def _only_c_is_new(db, clean: str) -> None:
+    """What makes the load of ``_clean_dir`` incremental: the clean ledger holds categories ``b``
+    and ``c``, MongoDB ``b`` (and a product of it)."""
+    from spark_jobs import units
+    from spark_jobs.mongo_load import INGEST_LEDGER
+
+    units.write_ledger(clean, {"categories": {"b": "fp-b", "c": "fp-c"}})
+    db[INGEST_LEDGER].insert_one({"_id": "b", "fingerprint": "fp-b"})
+    _load(db, _upsert, S1, {"O": [("o", 3.0, 1.0)]}, "products")
+
+
+@pytest.mark.parametrize("mode, writer", [("full", "reload_collection"), ("incremental", "upsert_collection")])
+def test_a_load_failing_after_its_products_went_live_still_erases(spark, own_db, monkeypatch, tmp_path, capsys,
+                                                                   mode, writer):
+    """The load's products are live (counting ``u``, whose summary P quotes, the most recent
+    review) when ``u`` deletes the account (the site finds no page of theirs yet), then its review
+    pages' write fails. The load fails with that error, and its eraser still takes ``u``'s review
+    off the products, and prints how many accounts it erased (it ran only after the steps that
+    follow the last write: P counted and quoted ``u`` until a re-run)."""
+    import spark_jobs.mongo_load as job
+
+    db = own_db
+    loaded = {"P": [("a", 4.0, 10.0), ("u", 1.0, 50.0)], "R": [("u", 2.0, 20.0), ("b", 5.0, 30.0)]}
+    clean = _clean_dir(spark, tmp_path / "clean", loaded)
+    if mode == "incremental":
+        _only_c_is_new(db, clean)
+    real = getattr(job, writer)
+
+    def pages_fail(df, collection, *args, **kwargs):
+        if collection == mongo.PRODUCT_REVIEWS:
+            assert _counts(db, loaded) == _without(loaded)  # the load's products, live
+            _delete(db, "u")
+            raise RuntimeError("the review pages' write failed")
+        return real(df, collection, *args, **kwargs)
+    monkeypatch.setattr(job, writer, pages_fail)
+    with pytest.raises(RuntimeError, match="review pages' write failed"):
+        job.mongo_load(spark, clean, f"it-fails-after-products-{mode}")
+
+    assert _counts(db, loaded) == _without(loaded, "u")
+    assert [db[mongo.PRODUCTS].find_one({"_id": p})["sample_summary"] for p in loaded] == ["a on P", "b on R"]
+    assert _listed(db) == []
+    printed = capsys.readouterr()
+    assert f"mongo_load: {mode}: " in printed.out
+    assert "the eraser erased 1 accounts deleted during the load" in printed.err

@@ -60,3 +60,14 @@ def test_a_load_and_eraser_that_succeed_record_the_erased_accounts():
     with erasing_afterwards(record, _eraser(calls)):
         calls.append("loaded")
     assert calls == ["loaded", "erased"] and record == {"deleted_accounts_erased": 3}
+
+
+def test_a_failed_load_prints_how_many_accounts_its_eraser_erased(capsys):
+    """The load's failure is raised, so its record (where the count goes on success) is never
+    written: the count of the eraser that ran after it is printed instead."""
+    record: dict = {}
+    with pytest.raises(LoadFailed):
+        with erasing_afterwards(record, _eraser([])):
+            raise LoadFailed("the review pages' write failed")
+    assert "deleted_accounts_erased" not in record
+    assert "erased 3 accounts deleted during the load" in capsys.readouterr().err
