@@ -655,6 +655,14 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
     keeps its load's counts as the site's deletion corrected them), ``delete_user_data`` takes off
     the pages whatever of the account they hold, and only a product carrying ``stamp`` is listed
     under it, which ``write_recount`` unlists: the passes end as on a whole load.
+
+    A listing says that the product's document of the listing's stamp may count wrong. Other
+    loads' listings (their eraser never ran, or gave up) are dropped on each pass once the product
+    no longer carries their stamp (rewritten since, or left out by a full load): they say nothing
+    of its document. One whose product still carries it is kept, not recounted: this load's
+    reviews may not be what that load counted (a full load that failed before its products' switch
+    read changed files). Every later load writes the product (a deleted account reviewed it: see
+    ``touched`` in :func:`_load_new_categories`), and its eraser drops the listing.
     """
     db = mongo.get_db()
     done: list[str] = []
@@ -672,7 +680,9 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
         done = deleted
         # the products deletions during this load listed for a recount (a listing apart: a mark on
         # the products cost a scan of minutes at millions of them on FerretDB v1, no index used)
-        listed = {d["_id"] for d in db[mongo.RECOUNTS].find({"stamp": stamp}, {"_id": 1})}
+        listings = list(db[mongo.RECOUNTS].find({}, {"stamp": 1}))
+        listed = {d["_id"] for d in listings if d.get("stamp") == stamp}
+        _drop_superseded([d for d in listings if d.get("stamp") != stamp], db)
         affected = listed | {p for of in indexed.values() for p in of}
         if not affected:  # an account deleted meanwhile without loaded reviews changes no count
             return len(done)
@@ -683,6 +693,18 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
         for pid in sorted(affected):
             shopper_controls.write_recount(pid, fields.get(pid) or _unreviewed(pid), stamp, db=db)
         recounted += 1
+
+
+def _drop_superseded(listings: list[dict], db) -> None:
+    """Delete the ``listings`` (other loads' ``mongo.RECOUNTS`` rows) whose product no longer
+    carries the listing's stamp, each only while it is the same (a deletion may list the product
+    again meanwhile)."""
+    if not listings:
+        return
+    held = mongo.find_by_ids(mongo.PRODUCTS, [d["_id"] for d in listings], {shopper_controls.LOAD_STAMP: 1}, db=db)
+    for d in listings:
+        if (held.get(d["_id"]) or {}).get(shopper_controls.LOAD_STAMP) != d.get("stamp"):
+            db[mongo.RECOUNTS].delete_one({"_id": d["_id"], "stamp": d.get("stamp")})
 
 
 @contextmanager

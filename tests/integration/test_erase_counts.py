@@ -24,7 +24,7 @@ from core.shopper_controls import LOAD_STAMP
 pytestmark = pytest.mark.integration
 
 Review = tuple[str, float, float]  # (user, rating, ts)
-S1, S2 = 1_000_001, 1_000_002  # two loads' stamps
+S0, S1, S2 = 1_000_000, 1_000_001, 1_000_002  # three loads' stamps
 
 
 @pytest.fixture
@@ -502,6 +502,23 @@ def test_the_recount_files_a_product_under_the_category_its_kept_reviews_give_it
                                          "image string, also_buy array<string>")
     fields = recounts(metadata, reviews, ["u"], {"R"})["R"]
     assert (fields["n_reviews"], fields["category"]) == (1, "Y") and "a is ok" in fields["title"]
+
+
+def test_listings_of_earlier_loads_go_once_their_product_was_rewritten(spark, own_db):
+    """``recounts`` rows an earlier load's eraser never handled (that load killed before it, or its
+    eraser gave up after ERASER_PASSES; each eraser read only its own stamp's, so they stayed for
+    good): P's listing is of load S0, and load S1 rewrote P since; G's product is gone (a full
+    reload without it). Q's is of S1, which Q still carries: its counts are still S1's. The eraser
+    of load S2 (which wrote neither), no account deleted meanwhile, drops P's and G's listings and
+    keeps Q's."""
+    db = own_db
+    before = {"P": [("a", 5.0, 1.0)], "Q": [("b", 4.0, 2.0)]}
+    _before(db, _upsert, before)  # products and pages of load S1
+    db[mongo.RECOUNTS].insert_many([{"_id": "P", "stamp": S0}, {"_id": "G", "stamp": S0}, {"_id": "Q", "stamp": S1}])
+    assert _erase(spark, before, time.time()) == 0
+
+    assert _listed(db) == ["Q"]
+    assert _counts(db, before) == _without(before)
 
 
 def _clean_dir(spark, path, loaded: dict[str, list[Review]]) -> str:
