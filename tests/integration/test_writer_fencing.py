@@ -189,6 +189,82 @@ def test_a_stalled_deletion_does_not_bring_back_search_postings_another_deletion
     assert db[mongo.SEARCH_INDEX].find_one({"_id": "word"})["ids"] == "P3"
 
 
+# --- a deletion stopped by a lost lock after some of its writes: its retry finishes it, once -----
+
+def _reviewed_product(db, user: str) -> None:
+    """P reviewed by ``user`` (5 stars, the summary P quotes, the only one saying "liked"), ``b``
+    (3) and ``c`` (4), in the pages' order; the histories hold P; search lists P under "liked" by
+    ``user``'s review."""
+    from core import mongo, search
+
+    db[mongo.PRODUCTS].insert_one({"_id": "P", "n_reviews": 3, "avg_rating": 4.0,
+                                   "rating_hist": {"1": 0, "2": 0, "3": 1, "4": 1, "5": 1},
+                                   "sample_summary": f"{user} liked it"})
+    db[mongo.PRODUCT_REVIEWS].insert_one({"_id": "P:1", "pages": 1, "items": [
+        {"user_id": u, "rating": r, "ts": 1.0 + i, "summary": s, "helpful_votes": 3 - i}
+        for i, (u, r, s) in enumerate([(user, 5.0, f"{user} liked it"), ("b", 3.0, "b fine"), ("c", 4.0, "c solid")])]})
+    db[mongo.USER_HISTORY].insert_many([rating_history.history_doc(user, {"P": (5.0, 1.0)}, {}),
+                                        rating_history.history_doc("b", {"P": (3.0, 2.0)}, {})])
+    db[mongo.SEARCH_INDEX].insert_one({"_id": "liked", "n": 2, "ids": "P P2", "tiers": search.REVIEW * 2,
+                                       "ranks": "0 1", "cats": ["c"], "cat": "0 0"})
+
+
+def _erased_once(db, user: str, others: dict[str, float]) -> None:
+    """P as a load without ``user`` (and whoever else is not in ``others``: reviewer -> rating)
+    writes it, quoting the first of ``others``; nothing of the erasure left."""
+    from core import mongo
+
+    doc = db[mongo.PRODUCTS].find_one({"_id": "P"})
+    hist = {str(s): sum(1 for r in others.values() if r == s) for s in range(1, 6)}
+    assert (doc["n_reviews"], doc["rating_hist"], doc["avg_rating"]) == (
+        len(others), hist, round(sum(others.values()) / len(others), 3)), doc
+    assert doc["sample_summary"] == {"b": "b fine", "c": "c solid"}[next(iter(others))], doc
+    assert "erasing" not in doc and list(db[mongo.PENDING_ERASURES].find({})) == []
+    assert db[mongo.SEARCH_INDEX].find_one({"_id": "liked"})["ids"] == "P2"
+    assert db[mongo.USER_HISTORY].find_one({"_id": user}) is None
+
+
+def test_a_deletion_that_loses_the_product_lock_after_its_page_write_subtracts_its_review_on_the_retry(
+        own_db, short_lease, monkeypatch):
+    """The deletion of ``a`` stalls right after rewriting P's page, before P's counts, past the
+    lease; another deletion takes P over and erases ``b``'s review. The stalled one raises
+    ``LeaseLost``; its retry found no review of ``a`` on the page and subtracted nothing: P kept
+    ``a``'s 5 stars and quoted ``a``'s summary, and search still found P by ``a``'s word."""
+    from pymongo.collection import Collection
+
+    from core.shopper_controls import delete_user_data
+
+    db = own_db
+    _reviewed_product(db, "a")
+    stall = Stall()
+    monkeypatch.setattr(Collection, "update_one", stall.wrap(Collection.update_one))  # after its page write
+    errors = stall.run(lambda: delete_user_data("a", db=db), lambda: delete_user_data("b", db=db))
+    assert [type(e) for e in errors] == [locking.LeaseLost]
+    counts = delete_user_data("a", db=db)  # the retry: the site's second request, the worker's delete_account
+    _erased_once(db, "a", {"c": 4.0})
+    assert counts["products"] == 1 and counts["search_postings"] == 1
+
+
+def test_a_deletion_that_loses_a_search_key_lock_unlists_its_words_on_the_retry(own_db, short_lease, monkeypatch):
+    """The deletion of ``a`` erased P (pages and counts), then stalls in the unlisting of its words
+    after reading the keys, past the lease; another deletion takes the key "liked" over. The retry
+    computed the words to unlist from the reviews it removed, none by then: P stayed listed under
+    "liked"."""
+    from core import mongo
+    from core.shopper_controls import _unlist_words, delete_user_data
+
+    db = own_db
+    _reviewed_product(db, "a")
+    db[mongo.SEARCH_INDEX].update_one({"_id": "liked"}, {"$set": {"n": 3, "ids": "P P2 P3", "tiers": "000",
+                                                                  "ranks": "0 1 2", "cat": "0 0 0"}})
+    stall = Stall()
+    monkeypatch.setattr(mongo, "find_by_ids", stall.wrap(mongo.find_by_ids))
+    errors = stall.run(lambda: delete_user_data("a", db=db), lambda: _unlist_words({"liked": {"P3"}}, db))
+    assert [type(e) for e in errors] == [locking.LeaseLost]
+    delete_user_data("a", db=db)
+    _erased_once(db, "a", {"b": 3.0, "c": 4.0})
+
+
 def test_a_stalled_reload_start_does_not_overwrite_a_newer_start(own_db, short_lease, monkeypatch):
     """Two full reloads of one collection begin (normally kept apart by the batch lock: here one
     lost it while stalled); the first stalls between its read of the pointer and its write. The
