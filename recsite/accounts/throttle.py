@@ -157,9 +157,12 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
+_USER_ADDRESS = "cred-ua:"  # the (username, address) key's prefix: the count a right password clears
+
+
 def _login_keys(username: str, password: str | None, address: str) -> dict[str, int]:
     address = address_key(address)
-    keys = {f"cred-ua:{_digest(username.lower(), address)}": settings.LOGIN_THROTTLE_ATTEMPTS,
+    keys = {f"{_USER_ADDRESS}{_digest(username.lower(), address)}": settings.LOGIN_THROTTLE_ATTEMPTS,
             f"cred-a:{_digest(address)}": settings.LOGIN_THROTTLE_ADDRESS_ATTEMPTS}
     if password:
         mac = hmac.new(settings.SECRET_KEY.encode(), password.encode("utf-8", "replace"), hashlib.sha256)
@@ -179,7 +182,8 @@ def _window_keys(limits: dict[str, int]) -> list[tuple[str, str, str]]:
             for key in limits]
 
 
-# Per limit i, KEYS[3i-2..3i] are its count, in-flight mark and waiters, ARGV[4+i] its limit; ARGV[4]
+# Per limit i, KEYS[3i-2..3i] are its count, in-flight mark and waiters, ARGV[4+i] its limit; ARGV[1..3]
+# the seconds a count, a mark and a waiters count live (the count from its first attempt); ARGV[4]
 # says, a character per limit, which waiters this attempt is already one of. Answers "in" (counted
 # and marked), "refused" (or no room to wait: nothing counted) or, to wait, ARGV[4] updated. Past a
 # limit of finished failures: refused. Past a limit only because of attempts in flight: a wait, if
@@ -219,14 +223,15 @@ end
 return table.concat(now)
 """
 
-# KEYS: an attempt's counts and marks, in pairs; ARGV[1] "1" if its password was right. No longer in
-# flight; a right one's counts given back, the first (username, address) cleared.
+# KEYS: an attempt's counts and marks, in pairs; ARGV[1] "1" if its password was right, ARGV[2] the
+# index in KEYS of its (username, address) count. No longer in flight; a right one's counts given
+# back, the (username, address) one cleared.
 _RESOLVE = """
 local function num(key) return tonumber(redis.call('GET', key) or '0') end
 for i = 1, #KEYS, 2 do
   if num(KEYS[i + 1]) > 0 then redis.call('DECR', KEYS[i + 1]) end
   if ARGV[1] == '1' then
-    if i == 1 then redis.call('DEL', KEYS[i]) elseif num(KEYS[i]) > 0 then redis.call('DECR', KEYS[i]) end
+    if i == tonumber(ARGV[2]) then redis.call('DEL', KEYS[i]) elseif num(KEYS[i]) > 0 then redis.call('DECR', KEYS[i]) end
   end
 end
 return 0
@@ -253,6 +258,7 @@ class Attempt:
     pairs, window included); its caller sets ``right`` once the password proved right."""
 
     keys: tuple[str, ...]
+    cleared: int  # the index (from 1, as Lua counts) in ``keys`` of the count a right password clears
     right: bool = False
 
 
@@ -266,7 +272,7 @@ def attempt(username: str, password: str | None, address: str) -> Iterator[Attem
         yield taken
     finally:
         try:
-            _run(_RESOLVE, list(taken.keys), [int(taken.right)])
+            _run(_RESOLVE, list(taken.keys), [int(taken.right), taken.cleared])
         except Exception as exc:  # noqa: BLE001 - the counts stay (stricter); the marks expire (a wait meanwhile)
             log.warning("throttle cache unavailable, a password check was not resolved: %s", exc)
 
@@ -275,7 +281,12 @@ def _take_attempt(limits: dict[str, int]) -> Attempt:
     """Count and mark one attempt (the ``_TAKE`` script), waiting while it is told to, until
     ``LOGIN_THROTTLE_WAIT``; ``Locked`` or ``Unavailable``."""
     keys = _window_keys(limits)
-    args = [settings.LOGIN_THROTTLE_WINDOW, IN_FLIGHT_TTL, math.ceil(settings.LOGIN_THROTTLE_WAIT) + 1]
+    # A count outlives its window by the longest wait: a waiter polls its window's keys until its
+    # deadline, and a count expired under it (its window's length after its first attempt) let
+    # every waiter in, twice the limit in one window.
+    wait_s = math.ceil(settings.LOGIN_THROTTLE_WAIT) + 1
+    args = [settings.LOGIN_THROTTLE_WINDOW + wait_s, IN_FLIGHT_TTL, wait_s]
+    cleared = 1 + 2 * next(i for i, key in enumerate(limits) if key.startswith(_USER_ADDRESS))
     deadline, waits = time.monotonic() + settings.LOGIN_THROTTLE_WAIT, "0" * len(limits)
     try:
         while True:
@@ -283,7 +294,7 @@ def _take_attempt(limits: dict[str, int]) -> Attempt:
             if answer in ("in", "refused"):
                 waits = "0" * len(limits)  # the script gave them up
             if answer == "in":
-                return Attempt(tuple(name for count, mark, _ in keys for name in (count, mark)))
+                return Attempt(tuple(name for count, mark, _ in keys for name in (count, mark)), cleared)
             if answer == "refused":
                 raise Locked()
             waits = answer

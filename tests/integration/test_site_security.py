@@ -921,3 +921,42 @@ def test_admin_password_change_shares_the_lockout(site_cache, client, make_user)
     assert done.status_code == 302 and done["Location"] == "/admin/password_change/done/"
     user.refresh_from_db()
     assert user.check_password(new)
+
+
+def test_a_count_outlives_its_window_by_the_longest_wait(site_cache):
+    """A count expired its window's length after its first attempt, while attempts of that window
+    could still be waiting on it (a waiter keeps its window's keys until its deadline): timed at a
+    window's end, every waiter then found the count gone and got in, twice the limit in one
+    window (a review's script: 9 wrong guesses hashed with a limit of 5)."""
+    from django.conf import settings
+    from django.core.cache import caches
+
+    from accounts import throttle
+
+    redis = caches["throttle"].client.get_client()
+    with throttle.attempt(f"a-{uuid.uuid4().hex[:6]}", "a", _address()) as checked:
+        count = checked.keys[0]
+        assert redis.ttl(count) > settings.LOGIN_THROTTLE_WINDOW + settings.LOGIN_THROTTLE_WAIT
+
+
+def test_a_right_password_clears_the_user_address_count_whatever_the_keys_order(site_cache, monkeypatch):
+    """The resolution cleared the first key it was given, the (username, address) count only while
+    ``_login_keys`` listed it first; listed otherwise, a right login would clear the address's
+    count for everyone behind it. The attempt names the count to clear."""
+    from django.core.cache import caches
+
+    from accounts import throttle
+
+    ordered = throttle._login_keys
+    monkeypatch.setattr(throttle, "_login_keys", lambda *args: dict(reversed(ordered(*args).items())))
+    user, address = f"u-{uuid.uuid4().hex[:6]}", _address()
+    _failed(user, address, 2)  # the user's own failures: cleared by a right password, not lowered
+    for i in range(3):
+        _failed(f"other-{i}-{uuid.uuid4().hex[:6]}", address, 1)  # the address's failures: 5 in all
+    with throttle.attempt(user, PASSWORD, address) as checked:
+        checked.right = True
+    redis = caches["throttle"].client.get_client()
+    counts = {key: int(n or 0) for key, n in zip(checked.keys[::2], redis.mget(list(checked.keys[::2])))}
+    user_address = next(key for key in counts if throttle._USER_ADDRESS in key)
+    assert counts[user_address] == 0
+    assert [n for key, n in counts.items() if "cred-a:" in key] == [5]
