@@ -231,7 +231,8 @@ local function num(key) return tonumber(redis.call('GET', key) or '0') end
 for i = 1, #KEYS, 2 do
   if num(KEYS[i + 1]) > 0 then redis.call('DECR', KEYS[i + 1]) end
   if ARGV[1] == '1' then
-    if i == tonumber(ARGV[2]) then redis.call('DEL', KEYS[i]) elseif num(KEYS[i]) > 0 then redis.call('DECR', KEYS[i]) end
+    if i == tonumber(ARGV[2]) then redis.call('DEL', KEYS[i])
+    elseif num(KEYS[i]) > 0 then redis.call('DECR', KEYS[i]) end
   end
 end
 return 0
