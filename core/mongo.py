@@ -90,10 +90,6 @@ SEARCH_INDEX = "search_index"  # {_id: "<word or prefix>", ids: "<ranked ids>", 
 # {_id: product, stamp}: products whose counts a deletion during load ``stamp`` may have got wrong
 # (core.shopper_controls._pages_older): the load's eraser recounts them (no account in it)
 RECOUNTS = "recounts"
-# {_id: '["<user>", "<product>"]', user, product, token, stamp, pages, words, done, subtracted}: an account's
-# erasure from one product while it is under way (core.shopper_controls._erase_reviews): what it took off the
-# pages, so a retry subtracts it once; deleted with the rest of the account's data
-PENDING_ERASURES = "pending_erasures"
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000
 ALL = "all"

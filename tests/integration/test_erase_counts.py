@@ -12,7 +12,7 @@ pymongo's ``Collection`` methods.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Iterator
 
 import pytest
@@ -324,105 +324,8 @@ def test_a_deletion_with_no_load_running_leaves_nothing_of_the_account(own_db):
 
     assert _counts(db, before) == _without(before, "u")
     assert _listed(db) == []
-    assert set(db.list_collection_names()) - collections <= {mongo.DELETED_USERS, mongo.LOCKS, mongo.PENDING_ERASURES}
+    assert set(db.list_collection_names()) - collections <= {mongo.DELETED_USERS, mongo.LOCKS}
     assert db[mongo.LOCKS].count_documents({}) == 0
-    assert db[mongo.PENDING_ERASURES].count_documents({}) == 0  # what each product's erasure recorded, gone
-
-
-_WRITES = ("insert_one", "insert_many", "replace_one", "update_one", "update_many", "delete_one", "delete_many",
-           "bulk_write")
-
-
-@contextmanager
-def _killed_after(when) -> Iterator[list]:
-    """``SystemExit`` right after the first write that ``when(collection name)`` accepts (a process
-    killed there), the locks' own writes left out (an exception gives the lock back; a killed
-    holder's goes stale); yields a list that holds 1 once it was raised."""
-    originals, fired = {m: getattr(Collection, m) for m in _WRITES}, []
-
-    def killing(method):
-        def write(self, *args, **kwargs):
-            out = originals[method](self, *args, **kwargs)
-            if not fired and self.name != mongo.LOCKS and when(self.name):
-                fired.append(1)
-                raise SystemExit(f"killed after {method} of {self.name}")
-            return out
-        return write
-    for method in _WRITES:
-        setattr(Collection, method, killing(method))
-    try:
-        yield fired
-    finally:
-        for method, original in originals.items():
-            setattr(Collection, method, original)
-
-
-def test_a_deletion_killed_after_any_of_its_writes_is_finished_once_by_the_next(own_db):
-    """Killed after its k-th write, for every k (each round its own account and products), then
-    run again: each product's counts lose the account's reviews once, the quoted summary is the
-    next one's, the search key no longer lists the products by the account's word, and nothing of
-    the erasure is left. v3's retry found no review on a page it had rewritten and subtracted
-    nothing; killed after P's first page, only Q's review came off."""
-    from core import search
-
-    db = own_db
-    k = 0
-    while True:
-        k += 1
-        u, p, q = f"u{k}", f"P{k}", f"Q{k}"
-        before = {p: [("a", 3.0, 50.0), ("b", 2.0, 60.0), (u, 5.0, 100.0)], q: [("c", 4.0, 10.0), (u, 1.0, 70.0)]}
-        _upsert(db, mongo.PRODUCTS, [{**_product(p, S1, before[p]), "sample_summary": f"{u} on {p}"},
-                                     _product(q, S1, before[q])])
-        _upsert(db, mongo.PRODUCT_REVIEWS, [_page(p, 1, S1, before[p][:2]), _page(p, 2, S1, before[p][2:]),
-                                            _pages(q, S1, before[q])])
-        _history(db, u, before)
-        db[mongo.SEARCH_INDEX].insert_one({"_id": u, "n": 3, "ids": f"{p} X {q}", "tiers": search.REVIEW * 3,
-                                           "ranks": "0 1 2", "cats": ["c"], "cat": "0 0 0"})
-        rating_history.record_deleted_user(u, db=db)
-        writes: list[str] = []  # the collections written, in order
-
-        def kth(name: str) -> bool:
-            writes.append(name)
-            return len(writes) == k
-        with _killed_after(kth) as killed:
-            try:
-                shopper_controls.delete_user_data(u, db=db)
-            except SystemExit:
-                pass
-        if killed:
-            shopper_controls.delete_user_data(u, db=db)  # the next deletion: a retry, the worker's delete_account
-
-        assert _counts(db, before) == _without(before, u), f"killed after write {k} ({writes[-1]})"
-        assert db[mongo.PRODUCTS].find_one({"_id": p})["sample_summary"] == f"a on {p}"
-        assert db[mongo.SEARCH_INDEX].find_one({"_id": u})["ids"] == "X"
-        assert db[mongo.PRODUCTS].count_documents({shopper_controls.ERASING: {"$exists": True}}) == 0
-        assert db[mongo.PENDING_ERASURES].count_documents({}) == 0 and _listed(db) == []
-        if not killed:
-            break
-    print(f"killed after each of {k - 1} writes: {writes}")
-    assert k > 10  # every write of it was a kill point: pending erasures, pages, products, search, history
-
-
-def test_a_retry_after_a_load_rewrote_the_product_leaves_the_loads_counts(own_db):
-    """Killed after its page write; then an incremental load that began after the deletion (so
-    without ``u``) upserts P's document and page. The erasure was begun on the previous document:
-    its retry subtracts nothing from the load's, which never counted ``u``."""
-    db = own_db
-    before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
-    _before(db, _upsert, before, "u")
-    rating_history.record_deleted_user("u", db=db)
-    with _killed_after(lambda name: name.startswith(mongo.PRODUCT_REVIEWS)) as killed:
-        with pytest.raises(SystemExit):
-            shopper_controls.delete_user_data("u", db=db)
-    assert killed and _counts(db, before) == _without({"P": before["P"]})  # not subtracted yet
-    loaded = {"P": [("a", 3.0, 50.0), ("b", 2.0, 60.0), ("new", 4.0, 40.0)]}
-    _load(db, _upsert, S2, loaded, "products")
-    _load(db, _upsert, S2, loaded, "pages")
-    shopper_controls.delete_user_data("u", db=db)
-
-    assert _counts(db, loaded) == _without(loaded)
-    assert db[mongo.PENDING_ERASURES].count_documents({}) == 0 and _listed(db) == []
-    assert shopper_controls.ERASING not in db[mongo.PRODUCTS].find_one({"_id": "P"})
 
 
 def test_a_deletion_during_the_first_load_that_stamps_pages_is_subtracted_once(spark, own_db):
@@ -446,17 +349,12 @@ def test_a_deletion_during_the_first_load_that_stamps_pages_is_subtracted_once(s
     _erased(db, spark, loaded, started, "u")
 
 
-@pytest.mark.parametrize("stopped", [False, True], ids=["erased", "stopped-then-retried-after-the-recount"])
-def test_an_account_deleted_before_the_load_and_erased_between_its_products_and_pages_is_recounted(spark, own_db,
-                                                                                                  stopped):
+def test_an_account_deleted_before_the_load_and_erased_between_its_products_and_pages_is_recounted(spark, own_db):
     """``u`` was recorded deleted before the load began (the load left its reviews out), its
     erasure still to run (a retry, the worker's ``delete_account``); it lands between the load's
     products and pages and takes ``u``'s review of the previous pages off a document that never
     counted it. The eraser, which does not erase ``u`` again, recounts the listed product (v2: P
-    at (1, 0.0) of 2, reconciliation failed, ``u``'s rating kept in the document).
-
-    ``stopped``: the erasure is killed after the page, before P's counts, and run again after the
-    eraser's recount: it must not take ``u``'s review off the recount."""
+    at (1, 0.0) of 2, reconciliation failed, ``u``'s rating kept in the document)."""
     db = own_db
     before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
     _before(db, _reload, before, "u")
@@ -465,17 +363,11 @@ def test_an_account_deleted_before_the_load_and_erased_between_its_products_and_
     started = time.time()
     loaded = {"P": [("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
     _load(db, _reload, S2, loaded, "products")
-    with _killed_after(lambda name: stopped and name.startswith(mongo.PRODUCT_REVIEWS)) as killed:
-        with pytest.raises(SystemExit) if stopped else nullcontext():
-            shopper_controls.delete_user_data("u", db=db)
-    assert _listed(db) == ["P"] and len(killed) == stopped
+    shopper_controls.delete_user_data("u", db=db)
     _load(db, _reload, S2, loaded, "pages")
     assert _erase(spark, loaded, started) == 0
-    if stopped:
-        shopper_controls.delete_user_data("u", db=db)
 
     _erased(db, spark, loaded, started)
-    assert db[mongo.PENDING_ERASURES].count_documents({}) == 0
 
 
 def test_an_incremental_load_touching_a_product_without_writing_its_pages_leaves_no_listing(spark, own_db):

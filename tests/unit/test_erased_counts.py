@@ -1,19 +1,17 @@
 """What a deletion writes to a product document (core.shopper_controls._without_reviews): the
-reviews it found on the pages subtracted and its pending erasure's opaque token, nothing of the
-account; and, when a page it read is older than the document (a load between its products and
-its pages), the product listed in ``recounts`` for the load's eraser
-(core.shopper_controls._subtract_reviews), nothing more on the document."""
+reviews it found on the pages subtracted, nothing of the account; and, when a page it read is
+older than the document (a load between its products and its pages), the product listed in
+``recounts`` for the load's eraser (core.shopper_controls._subtract_reviews), nothing more on the
+document."""
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from core.shopper_controls import (_TRIES, ERASING, LOAD_STAMP, LoadContention, _pages_older, _subtract_reviews,
-                                   _without_reviews)
+from core.shopper_controls import _TRIES, LOAD_STAMP, LoadContention, _pages_older, _subtract_reviews, _without_reviews
 
 S1, S2 = 1_000_001, 1_000_002
-TOKEN = "0f" * 16  # a pending erasure's
 
 
 def _doc(ratings: list[float], stamp=S2) -> dict:
@@ -41,39 +39,22 @@ class _Collection:
         return type("Result", (), {"matched_count": 1})()
 
 
-def _subtracted(doc: dict, stamps: set, listed: bool = True) -> list:
-    """What a deletion of ``u`` (its 5-star review found on the pages of ``stamps``, begun on the
-    document as it is) writes, in order (``listed``: the product is in ``recounts``)."""
+def _subtracted(doc: dict, stamps: set) -> list:
+    """What a deletion of ``u`` (its 5-star review found on the pages of ``stamps``) writes, in order."""
     log: list = []
-    _subtract_reviews("P", [_review(5.0)], [], stamps, doc[LOAD_STAMP], TOKEN, _Collection("products", log, doc),
-                      _Collection("recounts", log, {"_id": "P", "stamp": doc[LOAD_STAMP]} if listed else None),
-                      lambda: None)
+    assert _subtract_reviews("P", [_review(5.0)], [], stamps, _Collection("products", log, doc),
+                             _Collection("recounts", log), lambda: None)
     return log
 
 
-def test_pages_older_than_the_document_are_subtracted_until_the_loads_recount_and_keep_nothing_of_the_account():
-    """An incremental load upserted page 1 (S2) but not yet page 2 (S1): the erasure listed the
-    product in ``recounts`` (by the document's stamp) before it took the review off the pages
-    (_erase_reviews); the document's update holds the counts and the erasure's opaque token only:
-    nothing names the account, its ratings or the recount. Once the load's eraser has recounted
-    the product (the listing gone: a retry after it), nothing is subtracted from the recount."""
-    assert _subtracted(_doc([5.0, 3.0]), {S1, S2}, listed=False) == []
+def test_pages_older_than_the_document_list_it_for_the_loads_recount_and_keep_nothing_of_the_account():
+    """An incremental load upserted page 1 (S2) but not yet page 2 (S1): the product is listed in
+    ``recounts`` (by the document's stamp) before the document's update, which holds the counts
+    only: nothing names the account, its ratings or the recount."""
     assert _subtracted(_doc([5.0, 3.0]), {S1, S2}) == [
+        ("recounts", {"_id": "P"}, {"$set": {"stamp": S2}}, True),
         ("products", {"_id": "P", LOAD_STAMP: S2},
-         {"$set": {"n_reviews": 1, "rating_hist": {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0}, "avg_rating": 3.0,
-                   ERASING: [TOKEN]}}, False)]
-
-
-def test_a_pending_erasure_already_on_the_document_or_begun_on_another_loads_is_not_subtracted():
-    """A retry of an erasure stopped after the document's update (its token there) subtracts
-    nothing again; nor one begun on a document a load has rewritten since (S1 then, S2 now): its
-    counts are the load's."""
-    for doc, stamp, subtracted in [({**_doc([5.0, 3.0]), ERASING: ["other", TOKEN]}, S2, True),
-                                   (_doc([5.0, 3.0]), S1, False)]:
-        log: list = []
-        assert _subtract_reviews("P", [_review(5.0)], [], {stamp}, stamp, TOKEN, _Collection("products", log, doc),
-                                 _Collection("recounts", log), lambda: None) is subtracted
-        assert log == []
+         {"$set": {"n_reviews": 1, "rating_hist": {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0}, "avg_rating": 3.0}}, False)]
 
 
 def test_pages_of_the_documents_own_load_list_nothing():
@@ -111,7 +92,7 @@ def test_a_product_a_load_keeps_rewriting_stops_the_deletion_as_a_temporary_fail
     answers with a 503 (accounts.deletion.delete_or_interrupted), not any RuntimeError's 500."""
     log: list = []
     with pytest.raises(LoadContention, match="rewritten by a load"):
-        _subtract_reviews("P", [_review(5.0)], [], {S2}, S2, TOKEN, _Rewritten("products", log, _doc([5.0, 3.0])),
+        _subtract_reviews("P", [_review(5.0)], [], {S2}, _Rewritten("products", log, _doc([5.0, 3.0])),
                           _Collection("recounts", log), lambda: None)
     assert [name for name, *_ in log] == ["products"] * _TRIES
 
