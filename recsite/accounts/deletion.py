@@ -16,11 +16,14 @@ The record staff see (``AccountDeletion``) holds when and how much, never who.
 A product's or search key's lock lost midway (``core.locking.LeaseLost``: the deletion stalled
 past ``LOCK_STALE_S`` and another writer took the lock over) or held by another writer past the
 deletion's wait (``core.locking.LockHeld``), or a product a load kept rewriting while the deletion
-read it (``core.shopper_controls.LoadContention``), stops the erasure before its next write. That is a temporary failure, not an error of the site (``delete_or_interrupted``: 503):
-the Django account is still there, signed in; already done are the ``deleted_users`` mark (workers
-drop the account's events, no list is stored for it, training leaves it out), the cached list,
-and the reviews of the products erased before the lost one. Every step is re-runnable, so the
-next deletion finishes what this one began.
+read it (``core.shopper_controls.LoadContention``), stops the erasure before its next write. That
+is a temporary failure, not an error of the site (``delete_or_interrupted``: 503): the Django
+account is still there, signed in; already done are the ``deleted_users`` mark (workers drop the
+account's events, no list is stored for it, training leaves it out), the cached list, and the
+reviews of the products erased before the lost one. Every step is re-runnable, so the next
+deletion finishes what this one began, except the counts, quoted summary and search words of a
+product stopped between its pages and its document (see ``core.shopper_controls._erase_reviews``):
+those wait for the next load.
 """
 from __future__ import annotations
 
