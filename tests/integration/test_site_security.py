@@ -638,17 +638,20 @@ def _failed(username: str, address: str, n: int) -> None:
 
 @pytest.fixture
 def no_polling(monkeypatch):
-    """``time.sleep`` made to fail in the test's own thread: the lockout polls only while it waits
-    (``accounts.throttle``), so a test that must not wait fails instead of waiting. Other threads
-    sleep as usual; the list holds their sleeps."""
+    """The lockout's own sleeps (it polls only while it waits, ``accounts.throttle``): in the
+    test's own thread they fail, so a test that must not wait fails instead of waiting; in other
+    threads they happen as usual and the list holds them. Sleeps of other code (a client library's
+    background thread an earlier test started) are neither."""
+    import sys
     import threading
 
     sleeps, sleep = [], time.sleep
 
     def no_sleep_here(seconds: float) -> None:
-        if threading.current_thread() is threading.main_thread():
-            raise AssertionError("the lockout waited")
-        sleeps.append(seconds)
+        if sys._getframe(1).f_globals.get("__name__") == "accounts.throttle":
+            if threading.current_thread() is threading.main_thread():
+                raise AssertionError("the lockout waited")
+            sleeps.append(seconds)
         sleep(seconds)
 
     monkeypatch.setattr(time, "sleep", no_sleep_here)
