@@ -7,7 +7,6 @@ request; this turns whatever the view answered into the refusal.
 """
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 
 from accounts import throttle
@@ -18,7 +17,7 @@ def refusal_response(request, refusal: throttle.Refused) -> HttpResponse:
         response = JsonResponse({"detail": refusal.message}, status=refusal.status)
     else:
         response = HttpResponse(refusal.message, status=refusal.status, content_type="text/plain; charset=utf-8")
-    response["Retry-After"] = str(settings.LOGIN_THROTTLE_WINDOW if refusal.status == 429 else 5)
+    response["Retry-After"] = str(throttle.window_left() if refusal.status == 429 else 5)
     return response
 
 

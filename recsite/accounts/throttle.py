@@ -175,6 +175,14 @@ def _window_id(window: int) -> int:
     return int(time.time() // window)
 
 
+def window_left(now: float | None = None) -> int:
+    """Whole seconds (at least 1) until the current login count window ends: when a refused
+    client may try again (``Retry-After``), not a whole window from now."""
+    window = settings.LOGIN_THROTTLE_WINDOW
+    now = time.time() if now is None else now
+    return max(1, math.ceil((now // window + 1) * window - now))
+
+
 def _window_keys(limits: dict[str, int]) -> list[tuple[str, str, str]]:
     """Per limit, the Redis names of its count, its in-flight mark and its waiters in the current window."""
     cache, window = _cache(), _window_id(settings.LOGIN_THROTTLE_WINDOW)
