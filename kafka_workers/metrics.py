@@ -107,23 +107,25 @@ def _broker_contact_s_ago() -> float | None:
     return None if last is None else max(0.0, time.time() - last)
 
 
-def _broker_connected() -> bool:
-    ago = _broker_contact_s_ago()
+def _broker_connected(ago: float | None) -> bool:
+    """Whether the broker's last answer (``ago`` seconds since, :func:`_broker_contact_s_ago`) is
+    recent enough (``WORKER_READY_BROKER_S``)."""
     return ago is not None and ago <= config.ready_broker_s()
 
 
 BROKER_CONNECTED = Gauge("recommender_worker_broker_connected",
                          "1 while Kafka answered the consumer within WORKER_READY_BROKER_S, else 0")
-BROKER_CONNECTED.set_function(lambda: float(_broker_connected()))
+BROKER_CONNECTED.set_function(lambda: float(_broker_connected(_broker_contact_s_ago())))
 
 
 def ready() -> tuple[bool, dict]:
     """The loop turns (``healthy``), the broker answers and the topic exists: the worker consumes."""
     alive, body = healthy()
     ago = _broker_contact_s_ago()
+    connected = _broker_connected(ago)  # one reading, the one the body reports
     topic, exists = _topic
-    ok = alive and _broker_connected() and exists is True
-    status = ("ready" if ok else body["status"] if not alive else "no-broker" if not _broker_connected()
+    ok = alive and connected and exists is True
+    status = ("ready" if ok else body["status"] if not alive else "no-broker" if not connected
               else "no-topic" if exists is False else "starting")
     return ok, {**body, "status": status, "broker_answered_s_ago": None if ago is None else round(ago, 3),
                 "topic": topic, "topic_exists": exists}
