@@ -167,7 +167,8 @@ def input_files(patterns: Sequence[str]) -> InputFiles:
             missing.append(pattern)
         folder = next((path for path in matched if not os.path.isfile(path)), None)
         if folder is not None:
-            return InputFiles([], [], f"{folder} is not a file" + ("" if folder == local else f" ({pattern} matches it)"))
+            how = "" if folder == local else f" ({pattern} matches it)"
+            return InputFiles([], [], f"{folder} is not a file{how}")
         files.extend(os.path.abspath(path) for path in matched)
     seen: dict[str, str] = {}
     for path in dict.fromkeys(files):

@@ -223,7 +223,7 @@ def _take_off_page(review_pages: Collection, page_id: str, user_id: str,
                                    {"$set": {"items": kept}}).matched_count:
             return {**doc, "items": kept}, removed
     raise LoadContention(f"review page {page_id}: rewritten by a load {_TRIES} times while a deletion read it; "
-                       "the deletion is idempotent: run it again")
+                         "the deletion is idempotent: run it again")
 
 
 def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]],
@@ -244,7 +244,7 @@ def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[
         if products.update_one({"_id": product_id, LOAD_STAMP: doc.get(LOAD_STAMP)}, update).matched_count:
             return True
     raise LoadContention(f"product {product_id}: rewritten by a load {_TRIES} times while a deletion read it; "
-                       "the deletion is idempotent: run it again")
+                         "the deletion is idempotent: run it again")
 
 
 def _without_reviews(doc: dict[str, Any], mine: list[dict[str, Any]],

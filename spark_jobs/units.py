@@ -117,7 +117,8 @@ def list_units(inputs: list[str]) -> list[Unit]:
     units = []
     for f in found.files:
         name = os.path.basename(f)
-        units.append(Unit(name=name, path=f, category=category_of(name), sha256=sha256_file(f), size=os.path.getsize(f)))
+        units.append(Unit(name=name, path=f, category=category_of(name), sha256=sha256_file(f),
+                          size=os.path.getsize(f)))
     return sorted(units, key=lambda u: u.name)
 
 
@@ -142,7 +143,8 @@ def read_ledger(directory: str) -> dict[str, Any]:
 def write_ledger(directory: str, ledger: dict[str, Any]) -> None:
     """Replace the ledger atomically (a crash leaves the old one or the new one, never half): a
     rename on a local disk, one PUT in a bucket (DATA_DIR=s3a://..., core/storage.py)."""
-    storage.write_text(storage.location(local_path(directory)) / LEDGER_FILE, json.dumps(ledger, indent=2, sort_keys=True))
+    storage.write_text(storage.location(local_path(directory)) / LEDGER_FILE,
+                       json.dumps(ledger, indent=2, sort_keys=True))
 
 
 def forget(directory: str, ledger: dict[str, Any], key: str, names: Iterable[str]) -> None:

@@ -76,8 +76,9 @@ def delete_account(user, request=None) -> AccountDeletion:
 
 def delete_or_interrupted(user, request=None) -> AccountDeletion | None:
     """``delete_account``, or None (logged as a warning) when it lost a lock, waited too long for
-    one or met a load midway and stopped: the caller answers 503 with ``INTERRUPTED`` and ``RETRY_AFTER_S``, the account is still there
-    and a new deletion finishes it (see the module's docstring)."""
+    one or met a load midway and stopped: the caller answers 503 with ``INTERRUPTED`` and
+    ``RETRY_AFTER_S``, the account is still there and a new deletion finishes it (see the module's
+    docstring)."""
     try:
         return delete_account(user, request=request)
     except (locking.LeaseLost, locking.LockHeld, shopper_controls.LoadContention) as exc:
