@@ -6,6 +6,7 @@ Taking back a rating is a history change (``core.rating_history.remove_from_hist
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable
 
@@ -98,18 +99,29 @@ def delete_user_data(user_id: str, db: Database | None = None,
     was erased by the site from the pages then live, so neither its history nor the pages may
     still hold those reviews when the load's index (with their words) goes live; their words are
     unlisted like the pages' ones, and only the pages' reviews are subtracted from the counts.
+
+    Stopped anywhere (a lock lost: ``core.locking.LeaseLost``) and run again, it ends as if it
+    had run once: each product document it took the account's reviews off carries a mark (see
+    :func:`_erase_reviews`) until the search words are unlisted.
     """
     db = db if db is not None else mongo.get_db()
     indexed = indexed or {}
     rated, removed = rating_history.history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))
     products = set(rated) | set(removed) | set(indexed)  # reviewed_products(), without reading the history twice
+    mark = ERASING + rating_history.erasure_token(user_id, db=db)
     pages = corrected = 0
     unlist: dict[str, set[str]] = {}  # search key -> products no longer listed under it
+    marked: list[str] = []  # products whose document carries the mark
     for pid in sorted(products):
-        changed_pages, product_changed, words = _erase_reviews(pid, user_id, db, indexed.get(pid, ()))
-        pages, corrected = pages + changed_pages, corrected + product_changed
-        for word in words:
+        erased = _erase_reviews(pid, user_id, db, indexed.get(pid, ()), mark=mark)
+        pages, corrected = pages + erased.pages, corrected + erased.changed
+        for word in erased.words:
             unlist.setdefault(word, set()).add(pid)
+        if erased.marked:
+            marked.append(pid)
+    search_postings = _unlist_words(unlist, db)
+    for pid in marked:  # only now: until the words are unlisted, the marks keep them
+        db[mongo.PRODUCTS].update_one({"_id": pid}, {"$unset": {mark: ""}})
     top = db[mongo.CATALOG_INDEX].find_one({"_id": "top_users"})  # the most active reviewers, by id
     top_users = 0
     if top and any(d.get("user_id") == user_id for d in top.get("items") or []):
@@ -122,7 +134,7 @@ def delete_user_data(user_id: str, db: Database | None = None,
         "recent_reviews": db[mongo.RECENT_REVIEWS].delete_many({"user_id": user_id}).deleted_count,
         "review_pages": pages,
         "products": corrected,
-        "search_postings": _unlist_words(unlist, db),
+        "search_postings": search_postings,
         "history": db[mongo.USER_HISTORY].delete_one({"_id": user_id}).deleted_count,
         "rated_products": len(rated),
         "recommendations": db[mongo.RECOMMENDATIONS].delete_one({"_id": user_id}).deleted_count
@@ -138,6 +150,10 @@ LOAD_STAMP = "load_stamp"  # which load wrote a product document and its review 
 _PRODUCT_FIELDS = {"n_reviews": 1, "avg_rating": 1, "rating_hist": 1, "sample_summary": 1, "title_generated": 1,
                    "categories": 1, "category": 1, "brand": 1, LOAD_STAMP: 1}
 _TRIES = 5  # conditional writes a load's writes may miss in a row before a deletion gives up
+# A product document's field ``erasing_<token>`` (core.rating_history.erasure_token): a deletion
+# has taken the account's reviews off this document; ``s``: the document's LOAD_STAMP then, ``w``:
+# the search words to unlist. Dropped once the words are unlisted.
+ERASING = "erasing_"
 
 
 class LoadContention(RuntimeError):
@@ -145,19 +161,34 @@ class LoadContention(RuntimeError):
     deletion is idempotent: running it again finishes it), which the site answers with a 503."""
 
 
-def _erase_reviews(product_id: str, user_id: str, db: Database,
-                   indexed: Iterable[str] = ()) -> tuple[int, int, set[str]]:
-    """Take ``user_id``'s reviews off one product: its review pages, then what the load derived
-    from them in the product's document (:func:`_without_reviews`). Returns the pages rewritten, 1
-    if the product document changed (else 0), and the search words only the removed summaries (and
-    ``indexed``, their summaries as the load indexed them) gave the product.
+@dataclass
+class _Erased:
+    """What :func:`_erase_reviews` did to one product."""
+
+    pages: int  # review pages rewritten
+    changed: int  # 1 if the product document changed, else 0
+    words: set[str]  # search words only the account's summaries gave the product
+    marked: bool  # the document carries the deletion's mark (written now or by an earlier run)
+
+
+def _erase_reviews(product_id: str, user_id: str, db: Database, indexed: Iterable[str] = (),
+                   mark: str | None = None) -> _Erased:
+    """Take ``user_id``'s reviews off one product: what the load derived from them in the
+    product's document (:func:`_without_reviews`), then its review pages. The search words only
+    the removed summaries (and ``indexed``, their summaries as the load indexed them) gave the
+    product are for the caller to unlist.
+
+    The document first, and with it the mark ``mark`` (``ERASING`` and the account's erasure
+    token, read when not given; in it the document's stamp and those words): the pages are the
+    record of what to subtract until they are rewritten, and the mark says it was subtracted.
+    Stopped after the document, a second run finds the mark and subtracts nothing again (it still
+    rewrites the pages); stopped after the pages, it finds no review of the account on them and
+    takes the words from the mark. A load that rewrote the document since (another stamp) voids
+    the mark: the pages, which that load wrote first, say again what to subtract. A review beyond
+    the 500 the pages keep stays counted until the next load.
 
     Under the product's fenced lock (core.locking): two deletions never rewrite its pages from one
-    read, and a holder stalled past the lease raises ``LeaseLost`` instead of writing (the erasure is
-    idempotent: its callers run it again). Only the reviews found on the pages are subtracted, so a
-    repeated deletion subtracts nothing. Pages are written first: interrupted in between, the
-    counts stay as they were until the next load. A review beyond the 500 the pages keep stays
-    counted until then.
+    read, and a holder stalled past the lease raises ``LeaseLost`` instead of writing.
 
     A load does not take the lock, so the collections are bound once (a full load may switch the
     generation ``db[...]`` follows between a read and a write) and each write is conditional on the
@@ -168,27 +199,19 @@ def _erase_reviews(product_id: str, user_id: str, db: Database,
     (spark_jobs/mongo_load.py).
     """
     products, review_pages = db[mongo.PRODUCTS], db[mongo.PRODUCT_REVIEWS]  # bound once, see above
+    mark = mark or ERASING + rating_history.erasure_token(user_id, db=db)
     with locking.fenced_lock(f"product:{product_id}", db=db) as fence:
-        mine: list[dict[str, Any]] = []  # the account's reviews taken off the pages
-        others: list[dict[str, Any]] = []  # every other review on the pages, in page order
-        stamps: set[Any] = set()  # of the pages read
-        pages, page, n_pages = 0, 1, 1
-        while page <= n_pages:
-            doc, removed = _take_off_page(review_pages, f"{product_id}:{page}", user_id, fence)
-            if not doc:
-                break
-            n_pages = int(doc.get("pages") or 1)
-            stamps.add(doc.get(LOAD_STAMP))
-            others.extend(doc["items"])
-            mine.extend(removed)
-            pages += bool(removed)
-            page += 1
-        changed = bool(mine) and _subtract_reviews(product_id, mine, others, stamps, products, db[mongo.RECOUNTS],
-                                                   fence)
-    still_said = {w for r in others for w in search.words(r.get("summary") or "")}
-    theirs = [str(r.get("summary") or "") for r in mine] + list(indexed)
-    gone = {w for text in theirs for w in search.words(text)} - still_said
-    return pages, int(changed), gone
+        read = _read_pages(review_pages, product_id)
+        items = [r for doc in read for r in doc.get("items") or []]
+        mine = [r for r in items if r.get("user_id") == user_id]  # the account's reviews on the pages
+        others = [r for r in items if r.get("user_id") != user_id]  # every other review, in page order
+        still_said = {w for r in others for w in search.words(r.get("summary") or "")}
+        theirs = [str(r.get("summary") or "") for r in mine] + list(indexed)
+        gone = {w for text in theirs for w in search.words(text)} - still_said
+        changed, noted, marked = _subtract_reviews(product_id, mine, others, {d.get(LOAD_STAMP) for d in read},
+                                                   products, db[mongo.RECOUNTS], fence, mark=mark, gone=gone)
+        pages = sum(_take_off_page(review_pages, doc, user_id, fence) for doc in read)
+    return _Erased(pages, int(changed), gone | noted, marked)
 
 
 def write_recount(product_id: str, fields: dict[str, Any], stamp: int, db: Database | None = None) -> bool:
@@ -204,45 +227,62 @@ def write_recount(product_id: str, fields: dict[str, Any], stamp: int, db: Datab
         return bool(written)
 
 
-def _take_off_page(review_pages: Collection, page_id: str, user_id: str,
-                   fence: Callable[[], None]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The page ``page_id`` without ``user_id``'s reviews (None: no such page), and the reviews
-    taken off it; written only when it held some, conditional on the page's ``LOAD_STAMP``: a
-    load's write of the page since the read is read again."""
-    for _try in range(_TRIES):
-        doc = review_pages.find_one({"_id": page_id})
+def _read_pages(review_pages: Collection, product_id: str) -> list[dict[str, Any]]:
+    """The product's review pages, in order (as many as its first page says there are)."""
+    read: list[dict[str, Any]] = []
+    page, n_pages = 1, 1
+    while page <= n_pages:
+        doc = review_pages.find_one({"_id": f"{product_id}:{page}"})
         if not doc:
-            return None, []
+            break
+        n_pages = int(doc.get("pages") or 1)
+        read.append(doc)
+        page += 1
+    return read
+
+
+def _take_off_page(review_pages: Collection, doc: dict[str, Any], user_id: str, fence: Callable[[], None]) -> int:
+    """Rewrite the review page ``doc`` (as read) without ``user_id``'s reviews, conditional on its
+    ``LOAD_STAMP``: a load's write of the page since the read is read again. 1 if it was rewritten."""
+    for _try in range(_TRIES):
         items = doc.get("items") or []
         kept = [r for r in items if r.get("user_id") != user_id]
-        removed = [r for r in items if r.get("user_id") == user_id]
-        if not removed:
-            return {**doc, "items": kept}, []
+        if len(kept) == len(items):
+            return 0
         fence()
-        if review_pages.update_one({"_id": page_id, LOAD_STAMP: doc.get(LOAD_STAMP)},
+        if review_pages.update_one({"_id": doc["_id"], LOAD_STAMP: doc.get(LOAD_STAMP)},
                                    {"$set": {"items": kept}}).matched_count:
-            return {**doc, "items": kept}, removed
-    raise LoadContention(f"review page {page_id}: rewritten by a load {_TRIES} times while a deletion read it; "
-                         "the deletion is idempotent: run it again")
+            return 1
+        doc = review_pages.find_one({"_id": doc["_id"]}) or {}
+    raise LoadContention(f"review page {doc.get('_id')}: rewritten by a load {_TRIES} times while a deletion read "
+                         "it; the deletion is idempotent: run it again")
 
 
-def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]],
-                      stamps: set[Any], products: Collection, recounts: Collection, fence: Callable[[], None]) -> bool:
-    """Write the product's document without the reviews ``mine`` (``stamps``: of the pages read),
-    conditional on its ``LOAD_STAMP`` as read, read again when a load wrote it since. False when
-    there is no product document, or nothing in it changed."""
+def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]], stamps: set[Any],
+                      products: Collection, recounts: Collection, fence: Callable[[], None], *, mark: str,
+                      gone: Iterable[str]) -> tuple[bool, set[str], bool]:
+    """Write the product's document without the reviews ``mine`` (``stamps``: of the pages read)
+    and with the mark ``mark`` (its stamp and the words ``gone``), conditional on its ``LOAD_STAMP``
+    as read, read again when a load wrote it since. Returns whether it changed (not when there is
+    no product document, or nothing in it changed), the words of a mark an earlier run of this
+    deletion left on the document as it is (then nothing is subtracted again), and whether the
+    document carries the mark (of any stamp: one a load made stale goes too)."""
     for _try in range(_TRIES):
-        doc = products.find_one({"_id": product_id}, _PRODUCT_FIELDS)
+        doc = products.find_one({"_id": product_id}, {**_PRODUCT_FIELDS, mark: 1})
         if not doc:
-            return False
+            return False, set(), False
+        stamp, earlier = doc.get(LOAD_STAMP), doc.get(mark)
+        if isinstance(earlier, dict) and earlier.get("s") == stamp:
+            return False, set(earlier.get("w") or ()), True
         update = _without_reviews(doc, mine, others)
         if not update:
-            return False
+            return False, set(), earlier is not None
+        update["$set"][mark] = {"s": stamp, "w": sorted(gone)}
         fence()
-        if _pages_older(stamps, doc.get(LOAD_STAMP)):  # listed first: the eraser finds it (needless: harmless)
-            recounts.update_one({"_id": product_id}, {"$set": {"stamp": doc.get(LOAD_STAMP)}}, upsert=True)
-        if products.update_one({"_id": product_id, LOAD_STAMP: doc.get(LOAD_STAMP)}, update).matched_count:
-            return True
+        if _pages_older(stamps, stamp):  # listed first: the eraser finds it (needless: harmless)
+            recounts.update_one({"_id": product_id}, {"$set": {"stamp": stamp}}, upsert=True)
+        if products.update_one({"_id": product_id, LOAD_STAMP: stamp}, update).matched_count:
+            return True, set(), True
     raise LoadContention(f"product {product_id}: rewritten by a load {_TRIES} times while a deletion read it; "
                          "the deletion is idempotent: run it again")
 

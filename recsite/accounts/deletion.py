@@ -21,9 +21,8 @@ is a temporary failure, not an error of the site (``delete_or_interrupted``: 503
 account is still there, signed in; already done are the ``deleted_users`` mark (workers drop the
 account's events, no list is stored for it, training leaves it out), the cached list, and the
 reviews of the products erased before the lost one. Every step is re-runnable, so the next
-deletion finishes what this one began, except the counts, quoted summary and search words of a
-product stopped between its pages and its document (see ``core.shopper_controls._erase_reviews``):
-those wait for the next load.
+deletion finishes what this one began, as if it had run once (each product document erased is
+marked until the search words are unlisted: ``core.shopper_controls._erase_reviews``).
 """
 from __future__ import annotations
 

@@ -159,7 +159,8 @@ def test_a_stalled_deletion_does_not_bring_back_a_review_another_deletion_remove
     db[mongo.PRODUCT_REVIEWS].insert_one(_page("P", ["a", "b", "c"]))
     stall = Stall()
     monkeypatch.setattr(Collection, "find_one", stall.wrap(Collection.find_one))  # after its read of the page
-    errors = stall.run(lambda: _erase_reviews("P", "a", db), lambda: _erase_reviews("P", "b", db))
+    # (its mark given: the erasure token's read would be the stalled read, before the lock)
+    errors = stall.run(lambda: _erase_reviews("P", "a", db, mark="erasing_a"), lambda: _erase_reviews("P", "b", db))
     users = [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]]
     assert "b" not in users, "the stalled deletion brought back the review the other one removed"
     assert [type(e) for e in errors] == [locking.LeaseLost]

@@ -1,8 +1,8 @@
 """What a deletion writes to a product document (core.shopper_controls._without_reviews): the
-reviews it found on the pages subtracted, nothing of the account; and, when a page it read is
-older than the document (a load between its products and its pages), the product listed in
-``recounts`` for the load's eraser (core.shopper_controls._subtract_reviews), nothing more on the
-document."""
+reviews it found on the pages subtracted, and the deletion's mark (its random token, the
+document's stamp, the words to unlist), nothing else of the account; when a page it read is older
+than the document (a load between its products and its pages), the product listed in ``recounts``
+for the load's eraser (core.shopper_controls._subtract_reviews), nothing more on the document."""
 from __future__ import annotations
 
 from typing import Any
@@ -39,11 +39,21 @@ class _Collection:
         return type("Result", (), {"matched_count": 1})()
 
 
+MARK = "erasing_t"  # the deletion's mark: ERASING and its account's erasure token
+
+
+def _subtract(doc: dict, stamps: set, log: list) -> tuple:
+    """A deletion of ``u`` (its 5-star review found on the pages of ``stamps``, the word "mine" only
+    its summary gave the product): whether it changed the document, the words of an earlier mark,
+    whether the document carries the mark."""
+    return _subtract_reviews("P", [_review(5.0)], [], stamps, _Collection("products", log, doc),
+                             _Collection("recounts", log), lambda: None, mark=MARK, gone={"mine"})
+
+
 def _subtracted(doc: dict, stamps: set) -> list:
-    """What a deletion of ``u`` (its 5-star review found on the pages of ``stamps``) writes, in order."""
+    """What :func:`_subtract` writes, in order."""
     log: list = []
-    assert _subtract_reviews("P", [_review(5.0)], [], stamps, _Collection("products", log, doc),
-                             _Collection("recounts", log), lambda: None)
+    assert _subtract(doc, stamps, log) == (True, set(), True)
     return log
 
 
@@ -54,7 +64,28 @@ def test_pages_older_than_the_document_list_it_for_the_loads_recount_and_keep_no
     assert _subtracted(_doc([5.0, 3.0]), {S1, S2}) == [
         ("recounts", {"_id": "P"}, {"$set": {"stamp": S2}}, True),
         ("products", {"_id": "P", LOAD_STAMP: S2},
-         {"$set": {"n_reviews": 1, "rating_hist": {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0}, "avg_rating": 3.0}}, False)]
+         {"$set": {"n_reviews": 1, "rating_hist": {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0}, "avg_rating": 3.0,
+                   MARK: {"s": S2, "w": ["mine"]}}}, False)]
+
+
+def test_a_document_marked_by_an_earlier_run_of_the_deletion_is_not_subtracted_again():
+    """Stopped after the document and before its pages, the deletion runs again and finds its
+    review still on the pages: the mark (of the document's own stamp) says it was subtracted, and
+    gives the words to unlist; nothing is written."""
+    log: list = []
+    doc = {**_doc([3.0]), MARK: {"s": S2, "w": ["mine"]}}
+    assert _subtract(doc, {S2}, log) == (False, {"mine"}, True)
+    assert log == []
+
+
+def test_a_mark_of_an_earlier_stamp_is_void():
+    """A load rewrote the document since the mark (it counts the review again, from its pages):
+    the review comes off again, and the mark is the new stamp's."""
+    log: list = []
+    doc = {**_doc([5.0, 3.0]), MARK: {"s": S1, "w": ["old"]}}
+    assert _subtract(doc, {S2}, log) == (True, set(), True)
+    assert [(name, update["$set"]["n_reviews"], update["$set"][MARK]) for name, _, update, _ in log] == [
+        ("products", 1, {"s": S2, "w": ["mine"]})]
 
 
 def test_pages_of_the_documents_own_load_list_nothing():
@@ -93,7 +124,7 @@ def test_a_product_a_load_keeps_rewriting_stops_the_deletion_as_a_temporary_fail
     log: list = []
     with pytest.raises(LoadContention, match="rewritten by a load"):
         _subtract_reviews("P", [_review(5.0)], [], {S2}, _Rewritten("products", log, _doc([5.0, 3.0])),
-                          _Collection("recounts", log), lambda: None)
+                          _Collection("recounts", log), lambda: None, mark=MARK, gone=())
     assert [name for name, *_ in log] == ["products"] * _TRIES
 
 

@@ -1,0 +1,117 @@
+"""An account deletion stopped at any write and run again ends where one uninterrupted deletion
+ends: the product's counts, quoted summary, generated title and search words without the account.
+
+A lock lost or held too long (``core.locking.LeaseLost``) stops ``delete_user_data`` before its
+next write, and the site asks the shopper to delete again (recsite/accounts/deletion.py). Here the
+stop is injected at each fenced write in turn (every write under a product's or search key's lock
+calls its fence just before it), and the deletion is then run again to the end.
+"""
+from __future__ import annotations
+
+import pytest
+
+from core import locking, mongo, rating_history, shopper_controls
+from core.shopper_controls import LOAD_STAMP
+
+pytestmark = pytest.mark.integration
+
+STAMP = 1_000_001  # the load that wrote the products and pages
+REAL_FENCE = locking.fence
+WORKING = (mongo.PRODUCTS, mongo.PRODUCT_REVIEWS, mongo.SEARCH_INDEX, mongo.USER_HISTORY, mongo.DELETED_USERS,
+           mongo.LOCKS, mongo.RECOUNTS)
+
+
+@pytest.fixture
+def own_db(monkeypatch, settings, mongo_db):
+    from realtime_support import own_database
+
+    yield from own_database(monkeypatch, settings.mongo_db, "erasure_retries")
+
+
+def _review(user: str, rating: float, summary: str, helpful: int) -> dict:
+    return {"user_id": user, "rating": rating, "summary": summary, "helpful_votes": helpful, "ts": 1_300_000_000}
+
+
+def _key(word: str, postings: list[tuple[str, str]]) -> dict:
+    """A search key as mongo_load writes it (tier "0": a review's word, "1": the product's own)."""
+    return {"_id": word, "n": len(postings), "ids": " ".join(p for p, _ in postings),
+            "tiers": "".join(t for _, t in postings), "ranks": " ".join(str(i) for i in range(len(postings))),
+            "cats": ["Music"], "cat": " ".join("0" for _ in postings)}
+
+
+def _write_shop(db) -> None:
+    """P: no metadata, titled by u's summary; Q: two review pages, u's review on the second."""
+    for name in WORKING:
+        db[mongo.physical_name(db, name)].delete_many({})
+    mongo.bulk_upsert(mongo.PRODUCTS, [
+        {"_id": "P", "title": "Music – “Zyzzyva quasar strings”", "title_generated": True, "category": "Music",
+         "categories": ["Music"], "brand": "", "n_reviews": 3, "avg_rating": 3.333,
+         "rating_hist": {"1": 1, "2": 0, "3": 0, "4": 1, "5": 1}, "sample_summary": "Zyzzyva quasar strings",
+         LOAD_STAMP: STAMP},
+        {"_id": "Q", "title": "Quasar Tuner", "title_generated": False, "category": "Music", "categories": [],
+         "brand": "RT", "n_reviews": 3, "avg_rating": 3.667, "rating_hist": {"1": 0, "2": 1, "3": 0, "4": 1, "5": 1},
+         "sample_summary": "Tunes fast", LOAD_STAMP: STAMP}], db=db)
+    mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [
+        {"_id": "P:1", "pages": 1, LOAD_STAMP: STAMP, "items": [
+            _review("u", 1.0, "Zyzzyva quasar strings", 9), _review("a", 5.0, "Bright strings", 3),
+            _review("b", 4.0, "", 0)]},
+        {"_id": "Q:1", "pages": 2, LOAD_STAMP: STAMP, "items": [
+            _review("a", 4.0, "Tunes fast", 5), _review("c", 5.0, "Solid", 2)]},
+        {"_id": "Q:2", "pages": 2, LOAD_STAMP: STAMP, "items": [_review("u", 2.0, "Quasar junk", 1)]}], db=db)
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(
+        "u", {"P": (1.0, 1.3e9), "Q": (2.0, 1.3e9)}, {})], db=db)
+    mongo.bulk_upsert(mongo.SEARCH_INDEX, [
+        _key("zyzzyva", [("P", "0")]), _key("quasar", [("Q", "1"), ("X", "1"), ("P", "0")]),
+        _key("strings", [("P", "0")]), _key("junk", [("Q", "0")]), _key("tunes", [("Q", "0")]),
+        _key("bright", [("P", "0")])], db=db)
+    rating_history.record_deleted_user("u", db=db)
+
+
+def _state(db) -> dict:
+    """What the shop shows and keeps: products, review pages, search keys, locks, recount listings."""
+    return {name: sorted(db[mongo.physical_name(db, name)].find({}), key=lambda d: str(d["_id"]))
+            for name in (mongo.PRODUCTS, mongo.PRODUCT_REVIEWS, mongo.SEARCH_INDEX, mongo.LOCKS, mongo.RECOUNTS)}
+
+
+def _stopping_at(call: int, calls: list[int]):
+    """``locking.fence`` whose fences raise ``LeaseLost`` at the ``call``-th check overall (0:
+    never), counting every check in ``calls``."""
+    def fence(*args, **kwargs):
+        check = REAL_FENCE(*args, **kwargs)
+
+        def counted() -> None:
+            calls.append(1)
+            if len(calls) == call:
+                raise locking.LeaseLost("stopped here by the test")
+            check()
+        return counted
+    return fence
+
+
+def test_a_deletion_stopped_at_any_write_and_run_again_leaves_nothing_of_the_account(own_db, monkeypatch):
+    db = own_db
+    _write_shop(db)
+    calls: list[int] = []
+    monkeypatch.setattr(locking, "fence", _stopping_at(0, calls))
+    shopper_controls.delete_user_data("u", db=db)
+    expected, writes = _state(db), len(calls)
+
+    products = {d["_id"]: d for d in expected[mongo.PRODUCTS]}
+    assert products["P"]["sample_summary"] == "Bright strings"
+    assert products["P"]["title"] == "Music – “Bright strings”"
+    assert (products["P"]["n_reviews"], products["P"]["avg_rating"]) == (2, 4.5)
+    assert (products["Q"]["n_reviews"], products["Q"]["avg_rating"]) == (2, 4.5)
+    assert all(set(d) <= set(products["Q"]) | {"title"} for d in products.values())  # no field of the erasure left
+    keys = {d["_id"]: d["ids"] for d in expected[mongo.SEARCH_INDEX]}
+    assert keys == {"quasar": "Q X", "strings": "P", "tunes": "Q", "bright": "P"}
+    assert writes >= 4  # pages of P and Q, their documents, the search keys
+
+    for stop in range(1, writes + 1):
+        _write_shop(db)
+        calls.clear()
+        monkeypatch.setattr(locking, "fence", _stopping_at(stop, calls))
+        with pytest.raises(locking.LeaseLost):
+            shopper_controls.delete_user_data("u", db=db)
+        monkeypatch.setattr(locking, "fence", _stopping_at(0, calls))
+        shopper_controls.delete_user_data("u", db=db)  # the shopper deletes again
+        assert _state(db) == expected, f"stopped at write {stop} of {writes}"
