@@ -131,12 +131,15 @@ def input_matches(pattern: str) -> list[str]:
     return sorted(glob.glob(local)) if glob.has_magic(local) and not os.path.exists(local) else [local]
 
 
-def input_patterns(given: list[str] | None, remove: Sequence[str], demo_input: str) -> list[str]:
+def input_patterns(given: list[str] | None, remove: Sequence[str], demo_input: str,
+                   root: Path | str | None = None) -> list[str]:
     """What load reads: the --input given; without any, the demo files, unless the run removes
     files (--remove alone takes them out and loads nothing else). Decided by the job, so a run from
     bin/pipeline and one from the DAG, which both leave --input out when none is given, agree; the
-    DAG's wait for the inputs asks the same."""
-    return list(given or ([] if remove else [demo_input]))
+    DAG's wait for the inputs and ``bin/pipeline --airflow``'s check before it triggers a run ask
+    the same, with ``root``: each relative input taken from that repository (:func:`from_repository`)."""
+    patterns = list(given or ([] if remove else [demo_input]))
+    return patterns if root is None else [from_repository(p, root) for p in patterns]
 
 
 class InputFiles(NamedTuple):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from core.env import env_int, env_str
-from core.runs import (EXIT_PERMANENT, awaited_inputs, from_repository, input_files, input_patterns,
+from core.runs import (EXIT_PERMANENT, awaited_inputs, input_files, input_patterns,
                        input_settle_s, stage_list)
 from core.settings import PROJECT_ROOT, get_settings
 
@@ -166,8 +166,7 @@ def trigger(run_id: str, conf: dict[str, Any]) -> int:
     the files it would look for are the ones looked at here."""
     port, timeout_s = env_int("AIRFLOW_PORT", 8080), env_int("AIRFLOW_RUN_TIMEOUT", 3600)  # a typo stops us here
     settings = get_settings()
-    patterns = [from_repository(p) for p in
-                input_patterns(conf.get("inputs"), conf.get("remove") or [], settings.demo_input)]
+    patterns = input_patterns(conf.get("inputs"), conf.get("remove") or [], settings.demo_input, PROJECT_ROOT)
     found = input_files(patterns)
     if found.refusal or found.missing:
         why = found.refusal or f"no input file matches {', '.join(found.missing)}"

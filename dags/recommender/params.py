@@ -41,7 +41,8 @@ def inputs_awaited(params: Mapping[str, Any], settle_s: float) -> tuple[list[str
     and why load would refuse them, "" when it would not (core.runs.awaited_inputs). So a file that
     arrives after the run began is loaded, once whole, rather than failing load for good or being
     loaded truncated; and inputs load refuses anyway fail the sensor at once, not after its timeout."""
-    return awaited_inputs(input_patterns(_given_inputs(params), params.get("remove") or [], demo_input()), settle_s)
+    return awaited_inputs(input_patterns(params.get("inputs"), params.get("remove") or [], get_settings().demo_input,
+                                         APP_ROOT), settle_s)
 
 
 def rerun_args(job: str) -> Callable[[Mapping[str, Any]], list[str]]:
