@@ -10,9 +10,9 @@ nothing arriving later brings a history back.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
-import uuid
 from typing import Any, Iterable
 
 from pymongo.database import Database
@@ -372,32 +372,25 @@ def deleted_user_ids(db: Database | None = None, since: float | None = None) -> 
 def record_deleted_user(user_id: str, db: Database | None = None) -> None:
     """Mark the id deleted before its data goes, so a worker drops whatever arrives for it later.
 
-    Only the pseudonymous recommender id, the time and a random erasure token (:func:`erasure_token`)
-    are kept: the training job needs the id to leave a linked reviewer's batch reviews out, and a
-    redelivered event must find it.
+    Only the pseudonymous recommender id and the time are kept: the training job needs the id to
+    leave a linked reviewer's batch reviews out, and a redelivered event must find it.
     """
     db = db if db is not None else mongo.get_db()
-    db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time(),
-                                                                          ERASURE: uuid.uuid4().hex}}, upsert=True)
-
-
-ERASURE = "erasure"  # a deleted mark's field: its erasure token
+    db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}}, upsert=True)
 
 
 def erasure_token(user_id: str, db: Database | None = None) -> str:
     """The token an erasure of this account leaves on each product document it has already taken
-    the account's reviews off (core.shopper_controls): random, so nothing of the account is in it,
-    and the same in every run of one deletion, so a deletion run again after a stop knows those
-    products. Kept in the account's deleted mark; a mark made before marks had one gets one here,
-    and an account without a mark is marked (its data is going: nothing may come back for it)."""
+    the account's reviews off (core.shopper_controls): the same in every run of one deletion, so a
+    deletion run again after a stop, or run by another process at once, knows those products.
+
+    A hash of the id with its deleted mark's time, which is set once when the mark is made and never
+    changes: nothing to write, so two first runs cannot pick two tokens, and the id cannot be told
+    from the token without the mark. An account without a mark is marked here (its data is going:
+    nothing may come back for it)."""
     db = db if db is not None else mongo.get_db()
-    marks = db[mongo.DELETED_USERS]
-    for _try in range(2):
-        mark = marks.find_one({"_id": user_id}, {ERASURE: 1})
-        if mark and mark.get(ERASURE):
-            return str(mark[ERASURE])
-        if mark is None:
-            record_deleted_user(user_id, db=db)
-        else:
-            marks.update_one({"_id": user_id, ERASURE: {"$exists": False}}, {"$set": {ERASURE: uuid.uuid4().hex}})
-    raise RuntimeError(f"no erasure token in the deleted mark of {user_id!r}")  # (written just above)
+    mark = db[mongo.DELETED_USERS].find_one({"_id": user_id}, {"deleted_at": 1})
+    if mark is None:
+        record_deleted_user(user_id, db=db)
+        mark = db[mongo.DELETED_USERS].find_one({"_id": user_id}, {"deleted_at": 1})
+    return hashlib.sha256(f"{user_id}\0{mark.get('deleted_at')!r}".encode()).hexdigest()[:32]

@@ -184,8 +184,8 @@ def _erase_reviews(product_id: str, user_id: str, db: Database, indexed: Iterabl
     Stopped after the document, a second run finds the mark and subtracts nothing again (it still
     rewrites the pages); stopped after the pages, it finds no review of the account on them and
     takes the words from the mark. A load that rewrote the document since (another stamp) voids
-    the mark: the pages, which that load wrote first, say again what to subtract. A review beyond
-    the 500 the pages keep stays counted until the next load.
+    the mark: the pages say again what to subtract (pages older than the document list it for the
+    load's recount, below). A review beyond the 500 the pages keep stays counted until the next load.
 
     Under the product's fenced lock (core.locking): two deletions never rewrite its pages from one
     read, and a holder stalled past the lease raises ``LeaseLost`` instead of writing.
@@ -211,7 +211,7 @@ def _erase_reviews(product_id: str, user_id: str, db: Database, indexed: Iterabl
         changed, noted, marked = _subtract_reviews(product_id, mine, others, {d.get(LOAD_STAMP) for d in read},
                                                    products, db[mongo.RECOUNTS], fence, mark=mark, gone=gone)
         pages = sum(_take_off_page(review_pages, doc, user_id, fence) for doc in read)
-    return _Erased(pages, int(changed), gone | noted, marked)
+    return _Erased(pages, int(changed), gone | (noted - still_said), marked)
 
 
 def write_recount(product_id: str, fields: dict[str, Any], stamp: int, db: Database | None = None) -> bool:
@@ -263,47 +263,53 @@ def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[
                       gone: Iterable[str]) -> tuple[bool, set[str], bool]:
     """Write the product's document without the reviews ``mine`` (``stamps``: of the pages read)
     and with the mark ``mark`` (its stamp and the words ``gone``), conditional on its ``LOAD_STAMP``
-    as read, read again when a load wrote it since. Returns whether it changed (not when there is
-    no product document, or nothing in it changed), the words of a mark an earlier run of this
-    deletion left on the document as it is (then nothing is subtracted again), and whether the
-    document carries the mark (of any stamp: one a load made stale goes too)."""
+    as read, read again when a load wrote it since. Returns whether it changed, by this run or an
+    earlier one (not when there is no product document, or nothing in it changed), the words of a
+    mark an earlier run of this deletion left on the document as it is, and whether the document
+    carries the mark (of any stamp: one a load made stale goes too).
+
+    A mark of the document's stamp says the counts were subtracted: they are not again. Its quoted
+    summary may still be one of ``mine``, though: another account's deletion in between chose it
+    from pages that still held this account's reviews; it is replaced again."""
     for _try in range(_TRIES):
         doc = products.find_one({"_id": product_id}, {**_PRODUCT_FIELDS, mark: 1})
         if not doc:
             return False, set(), False
         stamp, earlier = doc.get(LOAD_STAMP), doc.get(mark)
-        if isinstance(earlier, dict) and earlier.get("s") == stamp:
-            return False, set(earlier.get("w") or ()), True
-        update = _without_reviews(doc, mine, others)
+        done = isinstance(earlier, dict) and earlier.get("s") == stamp  # subtracted by an earlier run
+        words = set(earlier.get("w") or ()) if done else set()
+        update = _without_reviews(doc, mine, others, counts=not done)
         if not update:
-            return False, set(), earlier is not None
-        update["$set"][mark] = {"s": stamp, "w": sorted(gone)}
+            return done, words, earlier is not None
+        if not done:
+            update["$set"][mark] = {"s": stamp, "w": sorted(gone)}
         fence()
         if _pages_older(stamps, stamp):  # listed first: the eraser finds it (needless: harmless)
             recounts.update_one({"_id": product_id}, {"$set": {"stamp": stamp}}, upsert=True)
         if products.update_one({"_id": product_id, LOAD_STAMP: stamp}, update).matched_count:
-            return True, set(), True
+            return True, words, True
     raise LoadContention(f"product {product_id}: rewritten by a load {_TRIES} times while a deletion read it; "
                          "the deletion is idempotent: run it again")
 
 
-def _without_reviews(doc: dict[str, Any], mine: list[dict[str, Any]],
-                     others: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _without_reviews(doc: dict[str, Any], mine: list[dict[str, Any]], others: list[dict[str, Any]],
+                     counts: bool = True) -> dict[str, Any] | None:
     """The update of product document ``doc`` that takes the reviews ``mine`` off it: count,
     histogram and average (rounded as Spark rounds), and, when its quoted summary was one of
     them, the next most helpful one of ``others`` and the generated title made from it
-    (core.catalog: the load's own rule). None: nothing to change. Nothing of the account in it.
+    (core.catalog: the load's own rule); with ``counts`` False the quoted summary only (an earlier
+    run subtracted the counts). None: nothing to change. Nothing of the account in it.
     """
     if not mine:
         return None
-    fields: dict[str, Any] = _counts_less(doc, [_rating(r) for r in mine])
+    fields: dict[str, Any] = _counts_less(doc, [_rating(r) for r in mine]) if counts else {}
     quoted = str(doc.get("sample_summary") or "")
     if quoted.strip() and any(str(r.get("summary") or "") == quoted for r in mine):
         fields["sample_summary"] = catalog.most_helpful_summary(others)
         if doc.get("title_generated"):
             fields["title"] = catalog.fallback_title(doc.get("categories"), doc.get("category"), doc.get("brand"),
                                                      fields["sample_summary"])
-    return {"$set": fields}
+    return {"$set": fields} if fields else None
 
 
 def _pages_older(stamps: set[Any], stamp: Any) -> bool:

@@ -93,7 +93,7 @@ def test_a_deletion_stopped_at_any_write_and_run_again_leaves_nothing_of_the_acc
     _write_shop(db)
     calls: list[int] = []
     monkeypatch.setattr(locking, "fence", _stopping_at(0, calls))
-    shopper_controls.delete_user_data("u", db=db)
+    done = shopper_controls.delete_user_data("u", db=db)
     expected, writes = _state(db), len(calls)
 
     products = {d["_id"]: d for d in expected[mongo.PRODUCTS]}
@@ -113,5 +113,58 @@ def test_a_deletion_stopped_at_any_write_and_run_again_leaves_nothing_of_the_acc
         with pytest.raises(locking.LeaseLost):
             shopper_controls.delete_user_data("u", db=db)
         monkeypatch.setattr(locking, "fence", _stopping_at(0, calls))
-        shopper_controls.delete_user_data("u", db=db)  # the shopper deletes again
+        again = shopper_controls.delete_user_data("u", db=db)  # the shopper deletes again
         assert _state(db) == expected, f"stopped at write {stop} of {writes}"
+        assert again["products"] == done["products"]  # what the site forgets cached pages by
+
+
+def test_another_deletion_between_the_stop_and_the_retry_leaves_no_quote_of_the_account(own_db, monkeypatch):
+    """u's deletion stops after P's document (P then quotes v's summary) and before P's page; v's
+    deletion then picks P's next quote from the page, which still holds u's review: u's. The retry
+    finds P marked (not subtracted again) and replaces that quote, as u then v uninterrupted do."""
+    db = own_db
+
+    def shop() -> None:
+        _write_shop(db)
+        items = [_review("u", 1.0, "Zyzzyva quasar strings", 9), _review("v", 2.0, "Vivid", 7),
+                 _review("a", 5.0, "Bright strings", 3), _review("b", 4.0, "", 0)]
+        db[mongo.physical_name(db, mongo.PRODUCT_REVIEWS)].update_one({"_id": "P:1"}, {"$set": {"items": items}})
+        db[mongo.physical_name(db, mongo.PRODUCTS)].update_one({"_id": "P"}, {"$set": {
+            "n_reviews": 4, "avg_rating": 3.0, "rating_hist": {"1": 1, "2": 1, "3": 0, "4": 1, "5": 1}}})
+        mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc("v", {"P": (2.0, 1.3e9)}, {})], db=db)
+        rating_history.record_deleted_user("v", db=db)
+
+    shop()
+    for user in ("u", "v"):
+        shopper_controls.delete_user_data(user, db=db)
+    expected = _state(db)
+    assert {d["_id"]: d["sample_summary"] for d in expected[mongo.PRODUCTS]}["P"] == "Bright strings"
+
+    shop()
+    calls: list[int] = []
+    monkeypatch.setattr(locking, "fence", _stopping_at(2, calls))  # P's document written, not its page
+    with pytest.raises(locking.LeaseLost):
+        shopper_controls.delete_user_data("u", db=db)
+    monkeypatch.setattr(locking, "fence", REAL_FENCE)
+    shopper_controls.delete_user_data("v", db=db)
+    assert db[mongo.PRODUCTS].find_one({"_id": "P"})["sample_summary"] == "Zyzzyva quasar strings"  # u's, again
+    again = shopper_controls.delete_user_data("u", db=db)
+    assert _state(db) == expected
+    assert again["products"] == 2  # P (done by the stopped run) counts as changed: the site forgets its cache
+
+
+def test_a_retry_keeps_a_word_another_review_says_now(own_db):
+    """A mark's words were worked out from the pages of its run; a load's pages since (same stamp:
+    a retried task) have another review saying one of them: the retry does not unlist it."""
+    db = own_db
+    _write_shop(db)
+    mark = shopper_controls.ERASING + rating_history.erasure_token("u", db=db)
+    products = db[mongo.physical_name(db, mongo.PRODUCTS)]
+    products.update_one({"_id": "P"}, {"$set": {mark: {"s": STAMP, "w": ["quasar", "zyzzyva"]}}})
+    db[mongo.physical_name(db, mongo.PRODUCT_REVIEWS)].update_one({"_id": "P:1"}, {"$set": {"items": [
+        _review("a", 5.0, "Bright strings", 3), _review("c", 4.0, "Quasar glow", 2)]}})
+    shopper_controls.delete_user_data("u", db=db)
+
+    keys = {d["_id"]: d["ids"] for d in db[mongo.SEARCH_INDEX].find({})}
+    assert "P" in keys["quasar"].split(" ") and "zyzzyva" not in keys
+    assert mark not in products.find_one({"_id": "P"})
