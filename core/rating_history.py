@@ -372,8 +372,9 @@ def deleted_user_ids(db: Database | None = None, since: float | None = None) -> 
 def record_deleted_user(user_id: str, db: Database | None = None) -> None:
     """Mark the id deleted before its data goes, so a worker drops whatever arrives for it later.
 
-    Only the pseudonymous recommender id and the time are kept: the training job needs the id to
-    leave a linked reviewer's batch reviews out, and a redelivered event must find it.
+    Only the pseudonymous recommender id and the times are kept (``deleted_at``; ``erased_at`` once
+    its data went, :func:`record_erased`): the training job needs the id to leave a linked
+    reviewer's batch reviews out, and a redelivered event must find it.
     """
     db = db if db is not None else mongo.get_db()
     db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}}, upsert=True)
@@ -394,3 +395,18 @@ def erasure_token(user_id: str, db: Database | None = None) -> str:
         record_deleted_user(user_id, db=db)
         mark = db[mongo.DELETED_USERS].find_one({"_id": user_id}, {"deleted_at": 1})
     return hashlib.sha256(f"{user_id}\0{mark.get('deleted_at')!r}".encode()).hexdigest()[:32]
+
+
+def record_erased(user_id: str, db: Database | None = None) -> None:
+    """Note on the deleted mark that an erasure of the account ran to its end (``erased_at``):
+    :func:`unfinished_erasures` no longer finds it."""
+    db = db if db is not None else mongo.get_db()
+    db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$set": {"erased_at": time.time()}})
+
+
+def unfinished_erasures(older_than_s: float, db: Database | None = None) -> list[str]:
+    """Accounts marked deleted more than ``older_than_s`` seconds ago whose erasure never ran to
+    its end (stopped, and nobody deleted again; or marked before marks noted it)."""
+    db = db if db is not None else mongo.get_db()
+    query = {"erased_at": {"$exists": False}, "deleted_at": {"$lt": time.time() - older_than_s}}
+    return sorted(d["_id"] for d in db[mongo.DELETED_USERS].find(query, {"_id": 1}))

@@ -143,7 +143,25 @@ def delete_user_data(user_id: str, db: Database | None = None,
         "exclusion_docs": db[mongo.EXCLUSIONS].delete_one({"_id": user_id}).deleted_count,
     }
     trending.mark_changed([user_id], db=db)  # the history is gone: their trending votes go with it
+    rating_history.record_erased(user_id, db=db)
     return counts
+
+
+def finish_erasures(older_than_s: float, db: Database | None = None) -> dict[str, int]:
+    """Run :func:`delete_user_data` again for every account whose erasure stopped more than
+    ``older_than_s`` seconds ago and was never run again (the site's deletion answered 503 and its
+    owner did not retry): what the shopper asked for is finished, the marks left on product
+    documents go. The Django account stays until its owner deletes again (this runs without the
+    site). One that stops again (a lock lost, a load in the way) is left for the next sweep.
+    Returns how many accounts were finished and how many stopped again."""
+    done = stopped = 0
+    for user_id in rating_history.unfinished_erasures(older_than_s, db=db):
+        try:
+            delete_user_data(user_id, db=db)
+            done += 1
+        except (locking.LeaseLost, locking.LockHeld, LoadContention):
+            stopped += 1
+    return {"finished": done, "stopped": stopped}
 
 
 LOAD_STAMP = "load_stamp"  # which load wrote a product document and its review pages (spark_jobs/mongo_load.py)

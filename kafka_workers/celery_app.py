@@ -45,6 +45,10 @@ def _every(task: str, period_s: float) -> dict:
     return {"task": task, "schedule": period_s, "options": {"expires": period_s}}
 
 
+# How often unfinished account erasures are finished, and how old one must be first: a stopped
+# deletion is its owner's to retry until then (kafka_workers.tasks.finish_erasures).
+ERASURE_SWEEP_S = env_float("ERASURE_SWEEP_S", 600, minimum=1)
+
 app = Celery("amazon_recommender", broker=get_settings().redis_url, include=["kafka_workers.tasks"])
 app.conf.update(
     task_ignore_result=True,
@@ -63,6 +67,7 @@ app.conf.update(
         "refresh-popular": _every("kafka_workers.tasks.refresh_popular", env_float("POPULAR_REFRESH_S", 300, minimum=1)),
         "refresh-trending": _every("kafka_workers.tasks.refresh_trending", env_float("TRENDING_REFRESH_S", 60, minimum=1)),
         "check-model": _every("kafka_workers.tasks.check_model", env_float("MODEL_CHECK_S", 15, minimum=1)),
+        "finish-erasures": _every("kafka_workers.tasks.finish_erasures", ERASURE_SWEEP_S),
     },
     beat_schedule_filename=str(get_settings().local_dir / "celerybeat-schedule"),
 )

@@ -18,11 +18,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 from threadpoolctl import threadpool_limits
 
-from core import artifacts, list_state, locking, mongo, popular, rating_history, recommend, shopper_controls, stored_lists
+from core import (artifacts, list_state, locking, mongo, popular, rating_history, recommend, shopper_controls,
+                  stored_lists)
 from core.cache_keys import LAST_RESCORED_MODEL
 from core.env import env_int
 from core.settings import get_settings
-from kafka_workers.celery_app import RESCORE_TASK, VISIBILITY_TIMEOUT_S, app
+from kafka_workers.celery_app import ERASURE_SWEEP_S, RESCORE_TASK, VISIBILITY_TIMEOUT_S, app
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,13 @@ def refresh_trending(limit: int = 50) -> int:
     """Trending of the last week's live ratings, updated with what changed since the last run
     (core.popular, core.trending; publish runs it too, rebuilding the state)."""
     return popular.refresh_trending(limit)
+
+
+@app.task
+def finish_erasures() -> dict[str, int]:
+    """Finish account erasures that stopped and were never run again (core.shopper_controls;
+    ``ERASURE_SWEEP_S`` after the deletion, so a shopper's own retry comes first)."""
+    return shopper_controls.finish_erasures(ERASURE_SWEEP_S)
 
 
 RESCORE_TIME_LIMIT_S = env_int("RESCORE_TIME_LIMIT_S", 3 * 3600, minimum=120)

@@ -168,3 +168,23 @@ def test_a_retry_keeps_a_word_another_review_says_now(own_db):
     keys = {d["_id"]: d["ids"] for d in db[mongo.SEARCH_INDEX].find({})}
     assert "P" in keys["quasar"].split(" ") and "zyzzyva" not in keys
     assert mark not in products.find_one({"_id": "P"})
+
+
+def test_a_stopped_deletion_nobody_runs_again_is_finished_by_the_sweep(own_db, monkeypatch):
+    """The shopper does not delete again after the 503: Celery's ``finish_erasures`` runs the
+    erasure again once the mark is older than its age, and ends where one uninterrupted deletion
+    ends; a finished erasure is not run again."""
+    db = own_db
+    _write_shop(db)
+    shopper_controls.delete_user_data("u", db=db)
+    expected = _state(db)
+
+    _write_shop(db)
+    monkeypatch.setattr(locking, "fence", _stopping_at(2, []))  # P's document written, not its page
+    with pytest.raises(locking.LeaseLost):
+        shopper_controls.delete_user_data("u", db=db)
+    monkeypatch.setattr(locking, "fence", REAL_FENCE)
+    assert shopper_controls.finish_erasures(3600, db=db) == {"finished": 0, "stopped": 0}  # the owner's, first
+    assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
+    assert _state(db) == expected
+    assert shopper_controls.finish_erasures(0, db=db) == {"finished": 0, "stopped": 0}

@@ -21,7 +21,8 @@ def test_rescore_goes_to_its_own_queue():
 
 def test_every_periodic_task_goes_to_the_default_queue():
     periodic = {entry["task"] for entry in app.conf.beat_schedule.values()}
-    assert periodic == {tasks.refresh_popular.name, tasks.refresh_trending.name, tasks.check_model.name}
+    assert periodic == {tasks.refresh_popular.name, tasks.refresh_trending.name, tasks.check_model.name,
+                        tasks.finish_erasures.name}
     for name in periodic:
         assert _queue(name) == "celery", name
 
