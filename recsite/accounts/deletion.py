@@ -22,7 +22,9 @@ account is still there, signed in; already done are the ``deleted_users`` mark (
 account's events, no list is stored for it, training leaves it out), the cached list, and the
 reviews of the products erased before the lost one. Every step is re-runnable, so the next
 deletion finishes what this one began, as if it had run once (each product document erased is
-marked until the search words are unlisted: ``core.shopper_controls._erase_reviews``).
+marked until the search words are unlisted: ``core.shopper_controls._erase_reviews``). Left
+alone, Celery's ``finish_erasures`` finishes the MongoDB part after ``ERASURE_SWEEP_S``; the Django
+account stays until its owner deletes again.
 """
 from __future__ import annotations
 
