@@ -377,7 +377,11 @@ def record_deleted_user(user_id: str, db: Database | None = None) -> None:
     reviewer's batch reviews out, and a redelivered event must find it.
     """
     db = db if db is not None else mongo.get_db()
-    db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}}, upsert=True)
+    try:
+        db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}},
+                                           upsert=True)
+    except DuplicateKeyError:  # another first call inserted it meanwhile (FerretDB v1: read, then insert)
+        pass
 
 
 def erasure_token(user_id: str, db: Database | None = None) -> str:
@@ -386,9 +390,10 @@ def erasure_token(user_id: str, db: Database | None = None) -> str:
     deletion run again after a stop, or run by another process at once, knows those products.
 
     A hash of the id with its deleted mark's time, which is set once when the mark is made and never
-    changes: nothing to write, so two first runs cannot pick two tokens, and the id cannot be told
-    from the token without the mark. An account without a mark is marked here (its data is going:
-    nothing may come back for it)."""
+    changes: nothing to write, so two first runs cannot pick two tokens. It does not hide the id
+    from someone who knows it and roughly when it was deleted (the marks are short-lived and shown
+    nowhere). An account without a mark is marked here (its data is going: nothing may come back
+    for it)."""
     db = db if db is not None else mongo.get_db()
     mark = db[mongo.DELETED_USERS].find_one({"_id": user_id}, {"deleted_at": 1})
     if mark is None:

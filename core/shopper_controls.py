@@ -184,7 +184,7 @@ class _Erased:
     """What :func:`_erase_reviews` did to one product."""
 
     pages: int  # review pages rewritten
-    changed: int  # 1 if the product document changed, else 0
+    changed: int  # 1 if the product document changed (by this run, or an earlier one of the deletion), else 0
     words: set[str]  # search words only the account's summaries gave the product
     marked: bool  # the document carries the deletion's mark (written now or by an earlier run)
 
@@ -283,8 +283,8 @@ def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[
     and with the mark ``mark`` (its stamp and the words ``gone``), conditional on its ``LOAD_STAMP``
     as read, read again when a load wrote it since. Returns whether it changed, by this run or an
     earlier one (not when there is no product document, or nothing in it changed), the words of a
-    mark an earlier run of this deletion left on the document as it is, and whether the document
-    carries the mark (of any stamp: one a load made stale goes too).
+    mark an earlier run of this deletion left on the document, and whether the document carries
+    the mark (of any stamp: one a load made stale goes too, its words unlisted).
 
     A mark of the document's stamp says the counts were subtracted: they are not again. Its quoted
     summary may still be one of ``mine``, though: another account's deletion in between chose it
@@ -295,12 +295,14 @@ def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[
             return False, set(), False
         stamp, earlier = doc.get(LOAD_STAMP), doc.get(mark)
         done = isinstance(earlier, dict) and earlier.get("s") == stamp  # subtracted by an earlier run
-        words = set(earlier.get("w") or ()) if done else set()
+        # its words whatever its stamp: a load that rewrote the document may not have rebuilt the
+        # search index (it failed after its pages), and the caller keeps the ones others still say
+        words = set(earlier.get("w") or ()) if isinstance(earlier, dict) else set()
         update = _without_reviews(doc, mine, others, counts=not done)
         if not update:
             return done, words, earlier is not None
         if not done:
-            update["$set"][mark] = {"s": stamp, "w": sorted(gone)}
+            update["$set"][mark] = {"s": stamp, "w": sorted(set(gone) | words)}
         fence()
         if _pages_older(stamps, stamp):  # listed first: the eraser finds it (needless: harmless)
             recounts.update_one({"_id": product_id}, {"$set": {"stamp": stamp}}, upsert=True)

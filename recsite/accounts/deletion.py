@@ -5,9 +5,8 @@ event of the account that it reads from then on (and the training and load jobs 
 reviewer's reviews out). Then the site removes the data itself, so the deletion is complete at
 once (and counted for staff) even with no worker running, and right after, its cached product
 pages that showed the account's reviews are no longer read (``shop.products.forget_reviews``:
-they would be for minutes otherwise), nor, when product documents changed (a linked reviewer's
-counts, titles and search words), anything that showed their titles or counts
-(``shop.products.forget_catalog``). Then a ``delete_account`` event goes
+they would be for minutes otherwise), nor anything that showed product titles or counts (a linked
+reviewer's counts, titles and search words: ``shop.products.forget_catalog``). Then a ``delete_account`` event goes
 to Kafka behind the account's other events (same key, same partition): a rating a worker was
 applying at that very moment is removed again when the worker reaches that event. Last, the
 Django rows.
@@ -57,8 +56,9 @@ def delete_account(user, request=None) -> AccountDeletion:
     reviewed = shopper_controls.reviewed_products(rid)  # read before the history goes with the rest
     counts = shopper_controls.delete_user_data(rid)
     products.forget_reviews(reviewed)  # after MongoDB changed: the next view reads the reviews again
-    if counts["products"] or counts["search_postings"]:  # their counts, a title quoting them, search words
-        products.forget_catalog()
+    # their counts, a title quoting them, search words: always, as a run stopped earlier (killed
+    # past its last write) may have changed what this one finds unchanged; deletions are rare
+    products.forget_catalog()
     try:
         kafka_io.publish_rating(RatingEvent(user_id=rid, product_id="", rating=0, action=DELETE_ACCOUNT))
         notified = True

@@ -188,3 +188,21 @@ def test_a_stopped_deletion_nobody_runs_again_is_finished_by_the_sweep(own_db, m
     assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
     assert _state(db) == expected
     assert shopper_controls.finish_erasures(0, db=db) == {"finished": 0, "stopped": 0}
+
+
+def test_a_retry_unlists_the_words_of_a_mark_a_load_made_stale(own_db):
+    """Stopped after P's pages, before the search keys; an incremental load then rewrote P's
+    document (a new stamp, the mark kept) and failed before its search index went live: the retry
+    finds nothing of the account on the pages and a mark of another stamp, and still unlists the
+    mark's words (no other review says them)."""
+    db = own_db
+    _write_shop(db)
+    mark = shopper_controls.ERASING + rating_history.erasure_token("u", db=db)
+    db[mongo.physical_name(db, mongo.PRODUCTS)].update_one({"_id": "P"}, {"$set": {
+        LOAD_STAMP: STAMP + 1, mark: {"s": STAMP, "w": ["zyzzyva"]}}})
+    db[mongo.physical_name(db, mongo.PRODUCT_REVIEWS)].update_one({"_id": "P:1"}, {"$set": {
+        LOAD_STAMP: STAMP + 1, "items": [_review("a", 5.0, "Bright strings", 3), _review("b", 4.0, "", 0)]}})
+    shopper_controls.delete_user_data("u", db=db)
+
+    assert db[mongo.SEARCH_INDEX].find_one({"_id": "zyzzyva"}) is None
+    assert mark not in db[mongo.PRODUCTS].find_one({"_id": "P"})
