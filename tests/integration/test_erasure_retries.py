@@ -120,8 +120,8 @@ def test_a_deletion_stopped_at_any_write_and_run_again_leaves_nothing_of_the_acc
 
 def test_another_deletion_between_the_stop_and_the_retry_leaves_no_quote_of_the_account(own_db, monkeypatch):
     """u's deletion stops after P's document (P then quotes v's summary) and before P's page; v's
-    deletion then picks P's next quote from the page, which still holds u's review: u's. The retry
-    finds P marked (not subtracted again) and replaces that quote, as u then v uninterrupted do."""
+    deletion then picks P's next quote from the page, which still holds u's review, but not u's
+    (marked deleted). The retry finds P marked (not subtracted again): as u then v uninterrupted."""
     db = own_db
 
     def shop() -> None:
@@ -147,7 +147,7 @@ def test_another_deletion_between_the_stop_and_the_retry_leaves_no_quote_of_the_
         shopper_controls.delete_user_data("u", db=db)
     monkeypatch.setattr(locking, "fence", REAL_FENCE)
     shopper_controls.delete_user_data("v", db=db)
-    assert db[mongo.PRODUCTS].find_one({"_id": "P"})["sample_summary"] == "Zyzzyva quasar strings"  # u's, again
+    assert db[mongo.PRODUCTS].find_one({"_id": "P"})["sample_summary"] == "Bright strings"  # not u's again
     again = shopper_controls.delete_user_data("u", db=db)
     assert _state(db) == expected
     assert again["products"] == 2  # P (done by the stopped run) counts as changed: the site forgets its cache
@@ -206,3 +206,27 @@ def test_a_retry_unlists_the_words_of_a_mark_a_load_made_stale(own_db):
 
     assert db[mongo.SEARCH_INDEX].find_one({"_id": "zyzzyva"}) is None
     assert mark not in db[mongo.PRODUCTS].find_one({"_id": "P"})
+
+
+def test_a_retry_never_quotes_another_deleted_accounts_review(own_db, monkeypatch):
+    """u's and c's deletions both stop on P after its document, before its page, each replacing a
+    quote of its own: by the next review of an account not deleted, never by the other's, which is
+    still on the page until that deletion runs again."""
+    db = own_db
+    _write_shop(db)
+    items = [_review("u", 1.0, "Zyzzyva quasar strings", 9), _review("c", 2.0, "Cheery cello", 8),
+             _review("a", 5.0, "Bright strings", 3), _review("b", 4.0, "", 0)]
+    db[mongo.physical_name(db, mongo.PRODUCT_REVIEWS)].update_one({"_id": "P:1"}, {"$set": {"items": items}})
+    db[mongo.physical_name(db, mongo.PRODUCTS)].update_one({"_id": "P"}, {"$set": {
+        "n_reviews": 4, "avg_rating": 3.0, "rating_hist": {"1": 1, "2": 1, "3": 0, "4": 1, "5": 1}}})
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc("c", {"P": (2.0, 1.3e9)}, {})], db=db)
+    rating_history.record_deleted_user("c", db=db)
+    for user in ("u", "c"):
+        monkeypatch.setattr(locking, "fence", _stopping_at(2, []))  # P's document written, not its page
+        with pytest.raises(locking.LeaseLost):
+            shopper_controls.delete_user_data(user, db=db)
+    monkeypatch.setattr(locking, "fence", REAL_FENCE)
+    shopper_controls.delete_user_data("u", db=db)
+
+    p = db[mongo.PRODUCTS].find_one({"_id": "P"})
+    assert (p["sample_summary"], p["n_reviews"]) == ("Bright strings", 2)
