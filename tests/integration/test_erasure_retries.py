@@ -67,6 +67,19 @@ def _write_shop(db) -> None:
     rating_history.record_deleted_user("u", db=db)
 
 
+def _write_shop_with_second_reviewer(db, user: str, summary: str) -> None:
+    """The shop of :func:`_write_shop`, P also reviewed by ``user`` (2 stars, helpful 7: the quote
+    after u's), who is marked deleted."""
+    _write_shop(db)
+    items = [_review("u", 1.0, "Zyzzyva quasar strings", 9), _review(user, 2.0, summary, 7),
+             _review("a", 5.0, "Bright strings", 3), _review("b", 4.0, "", 0)]
+    db[mongo.physical_name(db, mongo.PRODUCT_REVIEWS)].update_one({"_id": "P:1"}, {"$set": {"items": items}})
+    db[mongo.physical_name(db, mongo.PRODUCTS)].update_one({"_id": "P"}, {"$set": {
+        "n_reviews": 4, "avg_rating": 3.0, "rating_hist": {"1": 1, "2": 1, "3": 0, "4": 1, "5": 1}}})
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(user, {"P": (2.0, 1.3e9)}, {})], db=db)
+    rating_history.record_deleted_user(user, db=db)
+
+
 def _state(db) -> dict:
     """What the shop shows and keeps: products, review pages, search keys, locks, recount listings."""
     return {name: sorted(db[mongo.physical_name(db, name)].find({}), key=lambda d: str(d["_id"]))
@@ -125,14 +138,7 @@ def test_another_deletion_between_the_stop_and_the_retry_leaves_no_quote_of_the_
     db = own_db
 
     def shop() -> None:
-        _write_shop(db)
-        items = [_review("u", 1.0, "Zyzzyva quasar strings", 9), _review("v", 2.0, "Vivid", 7),
-                 _review("a", 5.0, "Bright strings", 3), _review("b", 4.0, "", 0)]
-        db[mongo.physical_name(db, mongo.PRODUCT_REVIEWS)].update_one({"_id": "P:1"}, {"$set": {"items": items}})
-        db[mongo.physical_name(db, mongo.PRODUCTS)].update_one({"_id": "P"}, {"$set": {
-            "n_reviews": 4, "avg_rating": 3.0, "rating_hist": {"1": 1, "2": 1, "3": 0, "4": 1, "5": 1}}})
-        mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc("v", {"P": (2.0, 1.3e9)}, {})], db=db)
-        rating_history.record_deleted_user("v", db=db)
+        _write_shop_with_second_reviewer(db, "v", "Vivid")
 
     shop()
     for user in ("u", "v"):
@@ -213,14 +219,7 @@ def test_a_retry_never_quotes_another_deleted_accounts_review(own_db, monkeypatc
     quote of its own: by the next review of an account not deleted, never by the other's, which is
     still on the page until that deletion runs again."""
     db = own_db
-    _write_shop(db)
-    items = [_review("u", 1.0, "Zyzzyva quasar strings", 9), _review("c", 2.0, "Cheery cello", 8),
-             _review("a", 5.0, "Bright strings", 3), _review("b", 4.0, "", 0)]
-    db[mongo.physical_name(db, mongo.PRODUCT_REVIEWS)].update_one({"_id": "P:1"}, {"$set": {"items": items}})
-    db[mongo.physical_name(db, mongo.PRODUCTS)].update_one({"_id": "P"}, {"$set": {
-        "n_reviews": 4, "avg_rating": 3.0, "rating_hist": {"1": 1, "2": 1, "3": 0, "4": 1, "5": 1}}})
-    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc("c", {"P": (2.0, 1.3e9)}, {})], db=db)
-    rating_history.record_deleted_user("c", db=db)
+    _write_shop_with_second_reviewer(db, "c", "Cheery cello")
     for user in ("u", "c"):
         monkeypatch.setattr(locking, "fence", _stopping_at(2, []))  # P's document written, not its page
         with pytest.raises(locking.LeaseLost):
