@@ -226,7 +226,8 @@ def _erase_reviews(product_id: str, user_id: str, db: Database, indexed: Iterabl
         still_said = {w for r in others for w in search.words(r.get("summary") or "")}
         theirs = [str(r.get("summary") or "") for r in mine] + list(indexed)
         gone = {w for text in theirs for w in search.words(text)} - still_said
-        quotable = _not_deleted(others, db)  # another deleted account's review, still on a page, is never quoted
+        # another deleted account's review, still on a page, is never quoted (read only when a quote may change)
+        quotable = _not_deleted(others, db) if mine else others
         changed, noted, marked = _subtract_reviews(product_id, mine, quotable, {d.get(LOAD_STAMP) for d in read},
                                                    products, db[mongo.RECOUNTS], fence, mark=mark, gone=gone)
         pages = sum(_take_off_page(review_pages, doc, user_id, fence) for doc in read)
@@ -248,9 +249,8 @@ def write_recount(product_id: str, fields: dict[str, Any], stamp: int, db: Datab
 
 def _not_deleted(reviews: list[dict[str, Any]], db: Database) -> list[dict[str, Any]]:
     """``reviews`` without those of accounts marked deleted: a deletion stopped before a page's
-    rewrite leaves its review there until it runs again (one ``$in`` over ``deleted_users``)."""
-    ids = sorted({str(r.get("user_id")) for r in reviews})
-    deleted = {d["_id"] for d in db[mongo.DELETED_USERS].find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
+    rewrite leaves its review there until it runs again (their marks in ``deleted_users``, by ``_id``)."""
+    deleted = mongo.find_by_ids(mongo.DELETED_USERS, {str(r.get("user_id")) for r in reviews}, {"_id": 1}, db=db)
     return [r for r in reviews if r.get("user_id") not in deleted]
 
 
