@@ -159,7 +159,7 @@ def finish_erasures(older_than_s: float, db: Database | None = None) -> dict[str
         try:
             delete_user_data(user_id, db=db)
             done += 1
-        except (locking.LeaseLost, locking.LockHeld, LoadContention):
+        except INTERRUPTIONS:
             stopped += 1
     return {"finished": done, "stopped": stopped}
 
@@ -177,6 +177,11 @@ ERASING = "erasing_"
 class LoadContention(RuntimeError):
     """A load rewrote what a deletion read ``_TRIES`` times in a row: a temporary failure (the
     deletion is idempotent: running it again finishes it), which the site answers with a 503."""
+
+
+# What stops an erasure before its next write and leaves it for a run again to finish: a lock lost
+# or held past its wait, a load in the way. The site answers them with a 503, the sweep retries.
+INTERRUPTIONS = (locking.LeaseLost, locking.LockHeld, LoadContention)
 
 
 @dataclass

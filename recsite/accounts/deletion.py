@@ -33,7 +33,7 @@ from django.contrib.auth import logout
 from django.db import transaction
 
 from accounts.models import AccountDeletion, Profile, recommender_id
-from core import kafka_io, locking, rating_history, shopper_controls
+from core import kafka_io, rating_history, shopper_controls
 from core.events import DELETE_ACCOUNT, RatingEvent
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def delete_or_interrupted(user, request=None) -> AccountDeletion | None:
     docstring)."""
     try:
         return delete_account(user, request=request)
-    except (locking.LeaseLost, locking.LockHeld, shopper_controls.LoadContention) as exc:
+    except shopper_controls.INTERRUPTIONS as exc:
         log.warning("account deletion interrupted (%s); the account is still there, deleting it again finishes it",
                     exc)
         return None
