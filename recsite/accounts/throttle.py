@@ -34,8 +34,9 @@ How it fails. Past the finished failures of any limit an attempt is refused at o
 HTTP 429), as is one that found no room to wait or waited in vain. The login page refuses before
 its form on finished failures alone (``check_login``, a read). Counting lives in Redis (the
 ``throttle`` cache: shared by every gunicorn worker), whose errors refuse (``Unavailable``, HTTP
-503) rather than allow without limit. A mark left by a crashed worker expires ``IN_FLIGHT_TTL``
-seconds after the key's last attempt; meanwhile it costs a wait, never a guess.
+503) rather than allow without limit. An attempt a killed worker left in flight expires
+``IN_FLIGHT_TTL`` seconds after it got in, and its waits ``WAITER_TTL`` after its last poll, however
+busy the key (times by Redis's clock); meanwhile it costs a wait, never a guess.
 
 Sign-ups and password-reset requests count actions (``account_action``) per client address and
 are refused (429) past ``ACCOUNT_THROTTLE_ATTEMPTS``, likewise counted first (a sign-up that made
@@ -51,6 +52,7 @@ import hmac
 import ipaddress
 import logging
 import math
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,8 +63,9 @@ from django.core.cache import caches
 
 log = logging.getLogger(__name__)
 
-IN_FLIGHT_TTL = 60  # seconds an in-flight mark outlives its key's last attempt (a worker killed mid-check)
+IN_FLIGHT_TTL = 60  # seconds an attempt stays in flight unless resolved (a worker killed mid-check)
 POLL_S = 0.05  # how often a waiting attempt tries again
+WAITER_TTL = 2  # seconds a waiter stays one after its last poll (a worker killed mid-wait)
 
 
 class Refused(Exception):
@@ -184,60 +187,72 @@ def window_left(now: float | None = None) -> int:
 
 
 def _window_keys(limits: dict[str, int]) -> list[tuple[str, str, str]]:
-    """Per limit, the Redis names of its count, its in-flight mark and its waiters in the current window."""
+    """Per limit, the Redis names of its count, its attempts in flight and its waiters in the current
+    window. All share one hash tag, ``{login}``: a script touches every limit's keys, and on Redis
+    Cluster keys of different slots in one script are refused (CROSSSLOT)."""
     cache, window = _cache(), _window_id(settings.LOGIN_THROTTLE_WINDOW)
-    return [tuple(cache.make_key(f"{kind}{key}:{window}") for kind in ("", "inflight:", "waiting:"))
+    return [tuple(cache.make_key(f"{{login}}{kind}{key}:{window}") for kind in ("", "flight:", "waiters:"))
             for key in limits]
 
 
-# Per limit i, KEYS[3i-2..3i] are its count, in-flight mark and waiters, ARGV[4+i] its limit; ARGV[1..3]
-# the seconds a count, a mark and a waiters count live (the count from its first attempt); ARGV[4]
-# says, a character per limit, which waiters this attempt is already one of. Answers "in" (counted
-# and marked), "refused" (or no room to wait: nothing counted) or, to wait, ARGV[4] updated. Past a
-# limit of finished failures: refused. Past a limit only because of attempts in flight: a wait, if
-# fewer already wait on that key than are in flight on it. Either way its waits are given up.
-_TAKE = """
-local n, waits = #KEYS / 3, ARGV[4]
+# The attempts in flight and the waiters of a limit are sorted sets: an attempt's token scored with
+# the Redis time it expires at (``IN_FLIGHT_TTL`` after it got in; ``WAITER_TTL`` after its last
+# poll), so what a killed request leaves expires on its own, however busy the key: counters renewed
+# by every attempt on the key had outlived it there. Times come from Redis (``TIME``), not from the
+# web hosts' clocks. Read with ``_LIVE`` first, which drops what has expired.
+_LIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local function live(key) redis.call('ZREMRANGEBYSCORE', key, '-inf', now) return redis.call('ZCARD', key) end
+"""
+
+# Per limit i, KEYS[3i-2..3i] are its count, attempts in flight and waiters, ARGV[4+i] its limit;
+# ARGV[1..3] the seconds a count (from its first attempt), an attempt in flight and a waiter (from
+# its last poll) live; ARGV[4] the attempt's token. Answers "in" (counted and in flight),
+# "refused" (or no room to wait: nothing counted) or "wait". Past a limit of finished failures:
+# refused. Past a limit only because of attempts in flight: a wait, if fewer others wait on that
+# key than are in flight on it. In or refused, its waits are given up.
+_TAKE = _LIVE + """
+local n, token = #KEYS / 3, ARGV[4]
 local function num(key) return tonumber(redis.call('GET', key) or '0') end
-local function waiting(i) return string.sub(waits, i, i) == '1' end
-local function give_up_waits()
-  for i = 1, n do if waiting(i) and num(KEYS[3 * i]) > 0 then redis.call('DECR', KEYS[3 * i]) end end
-end
+local function give_up_waits() for i = 1, n do redis.call('ZREM', KEYS[3 * i], token) end end
 local full = {}
 for i = 1, n do
   local count, limit = num(KEYS[3 * i - 2]), tonumber(ARGV[4 + i])
-  if count - num(KEYS[3 * i - 1]) >= limit then give_up_waits() return 'refused' end
-  if count >= limit then full[#full + 1] = i end
+  if count - live(KEYS[3 * i - 1]) >= limit then give_up_waits() return 'refused' end
+  if count >= limit then full[i] = true end
 end
-if #full == 0 then
+if next(full) == nil then
   give_up_waits()
   for i = 1, n do
     redis.call('INCR', KEYS[3 * i - 2])
     if redis.call('TTL', KEYS[3 * i - 2]) < 0 then redis.call('EXPIRE', KEYS[3 * i - 2], ARGV[1]) end
-    redis.call('INCR', KEYS[3 * i - 1])
+    redis.call('ZADD', KEYS[3 * i - 1], now + tonumber(ARGV[2]), token)
     redis.call('EXPIRE', KEYS[3 * i - 1], ARGV[2])
   end
   return 'in'
 end
-for _, i in ipairs(full) do
-  if not waiting(i) and num(KEYS[3 * i]) >= num(KEYS[3 * i - 1]) then give_up_waits() return 'refused' end
+for i in pairs(full) do
+  if not redis.call('ZSCORE', KEYS[3 * i], token) and live(KEYS[3 * i]) >= live(KEYS[3 * i - 1]) then
+    give_up_waits() return 'refused'
+  end
 end
-local now = {}
-for i = 1, n do now[i] = string.sub(waits, i, i) end
-for _, i in ipairs(full) do
-  if now[i] ~= '1' then redis.call('INCR', KEYS[3 * i]) now[i] = '1' end
-  redis.call('EXPIRE', KEYS[3 * i], ARGV[3])
+for i = 1, n do
+  if full[i] or redis.call('ZSCORE', KEYS[3 * i], token) then
+    redis.call('ZADD', KEYS[3 * i], now + tonumber(ARGV[3]), token)
+    redis.call('EXPIRE', KEYS[3 * i], ARGV[3])
+  end
 end
-return table.concat(now)
+return 'wait'
 """
 
-# KEYS: an attempt's counts and marks, in pairs; ARGV[1] "1" if its password was right, ARGV[2] the
-# index in KEYS of its (username, address) count. No longer in flight; a right one's counts given
-# back, the (username, address) one cleared.
+# KEYS: an attempt's counts and attempts in flight, in pairs; ARGV[1] "1" if its password was
+# right, ARGV[2] the index in KEYS of its (username, address) count, ARGV[3] its token. No longer
+# in flight; a right one's counts given back, the (username, address) one cleared.
 _RESOLVE = """
 local function num(key) return tonumber(redis.call('GET', key) or '0') end
 for i = 1, #KEYS, 2 do
-  if num(KEYS[i + 1]) > 0 then redis.call('DECR', KEYS[i + 1]) end
+  redis.call('ZREM', KEYS[i + 1], ARGV[3])
   if ARGV[1] == '1' then
     if i == tonumber(ARGV[2]) then redis.call('DEL', KEYS[i])
     elseif num(KEYS[i]) > 0 then redis.call('DECR', KEYS[i]) end
@@ -246,28 +261,35 @@ end
 return 0
 """
 
-# KEYS: waiters an attempt no longer is one of.
+# KEYS: waiters; ARGV[1]: the token of an attempt that no longer waits.
 _GIVE_UP = """
-for _, key in ipairs(KEYS) do
-  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
-end
+for _, key in ipairs(KEYS) do redis.call('ZREM', key, ARGV[1]) end
 return 0
 """
 
+# KEYS: counts and attempts in flight, in pairs; the finished failures (count less live attempts) of each.
+_FINISHED = _LIVE + """
+local out = {}
+for i = 1, #KEYS, 2 do out[#out + 1] = tonumber(redis.call('GET', KEYS[i]) or '0') - live(KEYS[i + 1]) end
+return out
+"""
 
-def _run(script: str, keys: list[str], args: list) -> str:
-    """Run a Lua ``script`` in the throttle cache's Redis; its answer as text."""
+
+def _run(script: str, keys: list[str], args: list):
+    """Run a Lua ``script`` in the throttle cache's Redis; its answer, text as text."""
     answer = _cache().client.get_client(write=True).register_script(script)(keys=keys, args=args)
-    return answer.decode() if isinstance(answer, bytes) else str(answer)
+    return answer.decode() if isinstance(answer, bytes) else answer
 
 
 @dataclass
 class Attempt:
-    """A password check let in by :func:`attempt`: the counts and marks it took (Redis names, in
-    pairs, window included); its caller sets ``right`` once the password proved right."""
+    """A password check let in by :func:`attempt`: the counts and attempts-in-flight sets it took
+    (Redis names, in pairs, window included) and its token in them; its caller sets ``right`` once
+    the password proved right."""
 
     keys: tuple[str, ...]
     cleared: int  # the index (from 1, as Lua counts) in ``keys`` of the count a right password clears
+    token: str
     right: bool = False
 
 
@@ -281,7 +303,7 @@ def attempt(username: str, password: str | None, address: str) -> Iterator[Attem
         yield taken
     finally:
         try:
-            _run(_RESOLVE, list(taken.keys), [int(taken.right), taken.cleared])
+            _run(_RESOLVE, list(taken.keys), [int(taken.right), taken.cleared, taken.token])
         except Exception as exc:  # noqa: BLE001 - the counts stay (stricter); the marks expire (a wait meanwhile)
             log.warning("throttle cache unavailable, a password check was not resolved: %s", exc)
 
@@ -294,19 +316,18 @@ def _take_attempt(limits: dict[str, int]) -> Attempt:
     # deadline, and a count expired under it (its window's length after its first attempt) let
     # every waiter in, twice the limit in one window.
     wait_s = math.ceil(settings.LOGIN_THROTTLE_WAIT) + 1
-    args = [settings.LOGIN_THROTTLE_WINDOW + wait_s, IN_FLIGHT_TTL, wait_s]
+    token = secrets.token_hex(8)
+    args = [settings.LOGIN_THROTTLE_WINDOW + wait_s, IN_FLIGHT_TTL, WAITER_TTL, token, *limits.values()]
     cleared = 1 + 2 * next(i for i, key in enumerate(limits) if key.startswith(_USER_ADDRESS))
-    deadline, waits = time.monotonic() + settings.LOGIN_THROTTLE_WAIT, "0" * len(limits)
+    deadline, waited = time.monotonic() + settings.LOGIN_THROTTLE_WAIT, False
     try:
         while True:
-            answer = _run(_TAKE, [name for triple in keys for name in triple], [*args, waits, *limits.values()])
-            if answer in ("in", "refused"):
-                waits = "0" * len(limits)  # the script gave them up
+            answer = _run(_TAKE, [name for triple in keys for name in triple], args)
+            waited = answer == "wait"  # in or refused, the script gave its waits up
             if answer == "in":
-                return Attempt(tuple(name for count, mark, _ in keys for name in (count, mark)), cleared)
+                return Attempt(tuple(name for count, mark, _ in keys for name in (count, mark)), cleared, token)
             if answer == "refused":
                 raise Locked()
-            waits = answer
             if time.monotonic() >= deadline:
                 raise Locked()
             time.sleep(POLL_S)
@@ -316,10 +337,10 @@ def _take_attempt(limits: dict[str, int]) -> Attempt:
         log.warning("throttle cache unavailable, refusing a credential check: %s", exc)
         raise Unavailable() from None
     finally:
-        if "1" in waits:  # waited in vain, or Redis failed
+        if waited:  # waited in vain, or Redis failed
             try:
-                _run(_GIVE_UP, [waiting for (_, _, waiting), mine in zip(keys, waits) if mine == "1"], [])
-            except Exception as exc:  # noqa: BLE001 - they expire with the wait
+                _run(_GIVE_UP, [waiters for _, _, waiters in keys], [token])
+            except Exception as exc:  # noqa: BLE001 - they expire after WAITER_TTL
                 log.warning("throttle cache unavailable, a wait was not given up: %s", exc)
 
 
@@ -330,13 +351,11 @@ def check_login(username: str, password: str | None, address: str) -> None:
     limits = _login_keys(username, password, address)
     keys = _window_keys(limits)
     try:
-        values = _cache().client.get_client(write=False).mget([name for count, mark, _ in keys
-                                                               for name in (count, mark)])
+        finished = _run(_FINISHED, [name for count, mark, _ in keys for name in (count, mark)], [])
     except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
         log.warning("throttle cache unavailable, refusing a credential check: %s", exc)
         raise Unavailable() from None
-    counts = [int(value or 0) for value in values]
-    if any(counts[2 * i] - counts[2 * i + 1] >= limit for i, limit in enumerate(limits.values())):
+    if any(int(n) >= limit for n, limit in zip(finished, limits.values())):
         raise Locked()
 
 

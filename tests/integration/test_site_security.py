@@ -740,21 +740,87 @@ def test_a_resolution_in_a_later_window_gives_back_to_its_own(site_cache, monkey
             _failed(f"victim-{uuid.uuid4().hex[:6]}", address, 1)
 
 
-def test_an_in_flight_mark_lives_as_long_as_its_key_is_used(site_cache):
-    """The in-flight mark's expiry (``IN_FLIGHT_TTL``) was set when its key was made and never
-    again: on a key in steady use it expired under attempts in flight, and their resolutions then
-    took newer attempts' marks. Every attempt that gets in renews it."""
-    from django.core.cache import caches
+def test_an_attempt_in_flight_expires_on_its_own_however_busy_its_key(site_cache, monkeypatch):
+    """An attempt in flight was a counter whose expiry (``IN_FLIGHT_TTL``) every attempt on the key
+    renewed: one left by a worker killed mid-check stayed in flight as long as the key was busy (a
+    NAT address, a sprayed password: the whole window), holding others to a wait. Each attempt
+    now expires ``IN_FLIGHT_TTL`` after it got in, by itself."""
+    from accounts import throttle
+
+    monkeypatch.setattr(throttle, "IN_FLIGHT_TTL", 2)
+    address = _address()
+    killed = throttle.attempt(f"killed-{uuid.uuid4().hex[:6]}", "k", address)  # kept: collected, it resolves
+    killed.__enter__()  # never resolved
+    assert _in_flight("anyone", "", address)[1] == 1
+    until = time.monotonic() + 3 * throttle.IN_FLIGHT_TTL
+    while time.monotonic() < until:  # the address stays busy: an attempt in flight at every moment
+        with throttle.attempt(f"busy-{uuid.uuid4().hex[:6]}", "b", address) as checked:
+            time.sleep(0.2)
+            checked.right = True  # gives its count back: the address never reaches its limit
+    assert _in_flight("anyone", "", address)[1] == 0
+
+
+def test_a_killed_waiter_does_not_hold_its_place_while_others_wait(site_cache, monkeypatch):
+    """Waiters were a counter that every waiter's poll kept alive: a request killed mid-wait (its
+    give-up never sent) stayed counted while anyone else waited on the key, so later requests found
+    no room to wait and were refused at once, though they could have got in. Each waiter now
+    expires ``WAITER_TTL`` after its own last poll."""
+    import threading
+
+    from django.conf import settings
 
     from accounts import throttle
 
-    redis, address = caches["throttle"].client.get_client(), _address()
-    with throttle.attempt(f"a-{uuid.uuid4().hex[:6]}", "a", address) as first:
-        address_mark = first.keys[3]  # (user, address), then the address's: count and mark each
-        redis.expire(address_mark, 2)  # as if IN_FLIGHT_TTL had nearly passed since the key was made
-        with throttle.attempt(f"b-{uuid.uuid4().hex[:6]}", "b", address):
-            assert redis.ttl(address_mark) > 2
-            assert _in_flight("anyone", "", address)[1] == 2
+    class Killed(BaseException):
+        pass
+
+    user, address = f"victim-{uuid.uuid4().hex[:8]}", _address()
+    _failed(user, address, settings.LOGIN_THROTTLE_ATTEMPTS - 2)
+    real_run, real_sleep, killed = throttle._run, time.sleep, []
+
+    def dying_run(script, keys, args):  # the killed request's give-up is never sent
+        if script == throttle._GIVE_UP and threading.current_thread().name == "killed":
+            return 0
+        return real_run(script, keys, args)
+
+    def dying_sleep(seconds):  # the killed request dies in its first wait
+        if threading.current_thread().name == "killed":
+            killed.append(seconds)
+            raise Killed()
+        real_sleep(seconds)
+
+    def try_login(name: str, outcome: list) -> None:
+        try:
+            with throttle.attempt(user, PASSWORD, address) as checked:
+                checked.right = True
+                outcome.append("let in")
+        except throttle.Refused as refusal:
+            outcome.append(type(refusal).__name__)
+        except Killed:
+            outcome.append("killed")
+
+    monkeypatch.setattr(throttle, "_run", dying_run)
+    monkeypatch.setattr(throttle.time, "sleep", dying_sleep)
+    waiting, late = [], []
+    with override_settings(LOGIN_THROTTLE_WAIT=120):
+        guesses = [throttle.attempt(user, PASSWORD, address) for _ in range(2)]
+        in_flight = [guess.__enter__() for guess in guesses]  # two right logins being checked
+        dead = threading.Thread(target=try_login, args=("killed", []), name="killed")
+        dead.start()
+        dead.join(120)
+        assert killed, "the killed request never waited"
+        alive = threading.Thread(target=try_login, args=("alive", waiting))
+        alive.start()  # waits, polling, beside the dead one's place
+        real_sleep(3 * throttle.WAITER_TTL)
+        late_one = threading.Thread(target=try_login, args=("late", late))
+        late_one.start()  # one place left (two in flight, one live waiter): it waits
+        real_sleep(1)
+        for guess, checked in zip(guesses, in_flight):
+            checked.right = True
+            guess.__exit__(None, None, None)
+        alive.join(120)
+        late_one.join(120)
+    assert (waiting, late) == (["let in"], ["let in"])
 
 
 def _check_password(client, endpoint: str, username: str, password: str, address: str) -> int:
@@ -783,8 +849,9 @@ def _counted(username: str, password: str, address: str) -> tuple[list[int], lis
     from accounts import throttle
 
     keys = throttle._window_keys(throttle._login_keys(username, password, address))
-    values = [int(v or 0) for v in caches["throttle"].client.get_client().mget([n for k in keys for n in k[:2]])]
-    return values[0::2], values[1::2]
+    redis, now = caches["throttle"].client.get_client(), time.time()
+    return ([int(n or 0) for n in redis.mget([count for count, _, _ in keys])],
+            [redis.zcount(flight, now, "+inf") for _, flight, _ in keys])
 
 
 def _in_flight(username: str, password: str, address: str) -> list[int]:
