@@ -149,10 +149,10 @@ def delete_user_data(user_id: str, db: Database | None = None,
 
 def finish_erasures(older_than_s: float, db: Database | None = None) -> dict[str, int]:
     """Run :func:`delete_user_data` again for every account whose erasure stopped more than
-    ``older_than_s`` seconds ago and was never run again (the site's deletion answered 503 and its
-    owner did not retry): what the shopper asked for is finished, the marks left on product
-    documents go. The Django account stays until its owner deletes again (this runs without the
-    site). One that stops again (a lock lost, a load in the way) is left for the next sweep.
+    ``older_than_s`` seconds ago and was never run again (the site deleted the Django account and
+    left the rest to this sweep, ``accounts.deletion``): what the shopper asked for is finished,
+    the marks left on product documents go. One that stops again (a lock lost, a load in the way)
+    is left for the next sweep.
     Returns how many accounts were finished and how many stopped again."""
     done = stopped = 0
     for user_id in rating_history.unfinished_erasures(older_than_s, db=db):
@@ -176,11 +176,11 @@ ERASING = "erasing_"
 
 class LoadContention(RuntimeError):
     """A load rewrote what a deletion read ``_TRIES`` times in a row: a temporary failure (the
-    deletion is idempotent: running it again finishes it), which the site answers with a 503."""
+    deletion is idempotent: running it again finishes it, as Celery's ``finish_erasures`` does)."""
 
 
 # What stops an erasure before its next write and leaves it for a run again to finish: a lock lost
-# or held past its wait, a load in the way. The site answers them with a 503, the sweep retries.
+# or held past its wait, a load in the way. The site leaves the rest to the sweep, which retries.
 INTERRUPTIONS = (locking.LeaseLost, locking.LockHeld, LoadContention)
 
 

@@ -48,7 +48,7 @@ def refresh_trending(limit: int = 50) -> int:
 @app.task
 def finish_erasures() -> dict[str, int]:
     """Finish account erasures that stopped and were never run again (core.shopper_controls;
-    ``ERASURE_SWEEP_S`` after the deletion, so a shopper's own retry comes first)."""
+    ``ERASURE_SWEEP_S`` after the deletion, so a deletion still running on the site is left alone)."""
     return shopper_controls.finish_erasures(ERASURE_SWEEP_S)
 
 

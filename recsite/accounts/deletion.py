@@ -16,14 +16,15 @@ A product's or search key's lock lost midway (``core.locking.LeaseLost``: the de
 past ``LOCK_STALE_S`` and another writer took the lock over) or held by another writer past the
 deletion's wait (``core.locking.LockHeld``), or a product a load kept rewriting while the deletion
 read it (``core.shopper_controls.LoadContention``), stops the erasure before its next write. That
-is a temporary failure, not an error of the site (``delete_or_interrupted``: 503): the Django
-account is still there, signed in; already done are the ``deleted_users`` mark (workers drop the
-account's events, no list is stored for it, training leaves it out), the cached list, and the
-reviews of the products erased before the lost one. Every step is re-runnable, so the next
-deletion finishes what this one began, as if it had run once (each product document erased is
-marked until the search words are unlisted: ``core.shopper_controls._erase_reviews``). Left
-alone, Celery's ``finish_erasures`` finishes the MongoDB part after ``ERASURE_SWEEP_S``; the Django
-account stays until its owner deletes again.
+does not keep the account: what the shopper asked for is decided by the ``deleted_users`` mark
+(workers drop the account's events, no list is stored for it, training leaves it out), and every
+step of the erasure is re-runnable, so Celery's ``finish_erasures`` ends it after
+``ERASURE_SWEEP_S`` as if it had run once (each product document erased is marked until the search
+words are unlisted: ``core.shopper_controls._erase_reviews``). The rest goes on: the Django rows
+are deleted, the shopper is told that some reviews are still being removed, and the staff record
+says the erasure was left to the sweep (``counts["unfinished"]``, the failure's name). Asking the
+shopper to come back and delete again (a 503) left the account, name and e-mail included, with
+whoever did not.
 """
 from __future__ import annotations
 
@@ -38,11 +39,7 @@ from core.events import DELETE_ACCOUNT, RatingEvent
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_S = 5  # the lock's new holder is done well before (one product's or key's rewrite)
-INTERRUPTED = ("Deleting your account did not finish: it was interrupted part-way. Your account still exists "
-               "and you are still signed in, but some of your data may already be gone: your recommendations "
-               "are no longer updated and some of your reviews may already be removed. Please try again in a "
-               "moment: deleting again finishes it.")
+UNFINISHED = "unfinished"  # in a staff record's counts: the erasure stopped, left to finish_erasures
 
 
 def delete_account(user, request=None) -> AccountDeletion:
@@ -54,7 +51,11 @@ def delete_account(user, request=None) -> AccountDeletion:
     rating_history.record_deleted_user(rid)
     recommendations.forget(rid)
     reviewed = shopper_controls.reviewed_products(rid)  # read before the history goes with the rest
-    counts = shopper_controls.delete_user_data(rid)
+    try:
+        counts = shopper_controls.delete_user_data(rid)
+    except shopper_controls.INTERRUPTIONS as exc:
+        log.warning("account deletion: the erasure stopped (%s); Celery's finish_erasures ends it", exc)
+        counts = {UNFINISHED: type(exc).__name__}
     products.forget_reviews(reviewed)  # after MongoDB changed: the next view reads the reviews again
     # their counts, a title quoting them, search words: always, as a run stopped earlier (killed
     # past its last write) may have changed what this one finds unchanged; deletions are rare
@@ -75,14 +76,6 @@ def delete_account(user, request=None) -> AccountDeletion:
     return record
 
 
-def delete_or_interrupted(user, request=None) -> AccountDeletion | None:
-    """``delete_account``, or None (logged as a warning) when it lost a lock, waited too long for
-    one or met a load midway and stopped: the caller answers 503 with ``INTERRUPTED`` and
-    ``RETRY_AFTER_S``, the account is still there and a new deletion finishes it (see the module's
-    docstring)."""
-    try:
-        return delete_account(user, request=request)
-    except shopper_controls.INTERRUPTIONS as exc:
-        log.warning("account deletion interrupted (%s); the account is still there, deleting it again finishes it",
-                    exc)
-        return None
+def unfinished(record: AccountDeletion) -> bool:
+    """Whether the account's erasure was left to Celery's ``finish_erasures`` (see the module's docstring)."""
+    return UNFINISHED in record.counts

@@ -141,11 +141,7 @@ def delete_account(request):
             return render(request, "registration/delete_account.html",
                           {"form": DeleteAccountForm(request.user), "locked": refusal.message}, status=refusal.status)
         if valid:
-            if deletion.delete_or_interrupted(request.user, request=request) is None:
-                response = render(request, "registration/delete_account.html",
-                                  {"form": DeleteAccountForm(request.user), "locked": deletion.INTERRUPTED},
-                                  status=503)
-                response["Retry-After"] = str(deletion.RETRY_AFTER_S)
-                return response
-            return render(request, "registration/delete_account_done.html")
+            record = deletion.delete_account(request.user, request=request)
+            return render(request, "registration/delete_account_done.html",
+                          {"unfinished": deletion.unfinished(record)})
     return render(request, "registration/delete_account.html", {"form": form}, status=400 if form.errors else 200)

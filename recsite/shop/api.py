@@ -17,8 +17,8 @@ from shop import recommendations
 from shop.models import RatingSubmission
 from shop.products import headline, summaries, title
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
-from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, ProductIn, RatingIn, RatingOut,
-                              RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
+from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
+                              ProductIn, RatingIn, RatingOut, RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
 from shop.throttles import ApiRateThrottle, RatingRateThrottle, SearchRateThrottle
 
 
@@ -164,10 +164,13 @@ def post_not_interested(request):
     return _control(request, NOT_INTERESTED)
 
 
-@extend_schema(request=DeleteAccountIn, responses={200: DeleteAccountOut, 400: None, 403: None, 429: None, 503: None},
+@extend_schema(request=DeleteAccountIn,
+               responses={200: DeleteAccountOut, 202: DeleteAccountUnfinishedOut, 400: None, 403: None, 429: None,
+                          503: None},
                description="Delete your account and everything kept about you (ratings, history, lists, "
-                           "exclusions); the next model is trained without you. Needs your password. 503 (Retry-After): "
-                           "interrupted part-way, the account is still there; the same request again finishes it.")
+                           "exclusions); the next model is trained without you. Needs your password. 202: the "
+                           "account is deleted, but removing its reviews from products was interrupted and finishes "
+                           "in the background. 503: the password check is unavailable, nothing was deleted.")
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
@@ -189,8 +192,7 @@ def delete_account(request):
         return Response({"detail": refusal.message}, status=refusal.status)
     if not checked.right:
         return Response({"detail": "wrong password"}, status=403)
-    record = deletion.delete_or_interrupted(request.user, request=request)
-    if record is None:
-        return Response({"detail": deletion.INTERRUPTED}, status=503,
-                        headers={"Retry-After": str(deletion.RETRY_AFTER_S)})
+    record = deletion.delete_account(request.user, request=request)
+    if deletion.unfinished(record):  # the account is gone; a few reviews are left to Celery's sweep
+        return Response({"status": "deleted", "deleted_at": record.deleted_at, "erasure": "in progress"}, status=202)
     return Response({"status": "deleted", "deleted_at": record.deleted_at, "counts": record.counts})

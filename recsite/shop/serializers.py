@@ -79,6 +79,12 @@ class DeleteAccountOut(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
 
 
+class DeleteAccountUnfinishedOut(serializers.Serializer):
+    status = serializers.CharField()
+    deleted_at = serializers.DateTimeField()
+    erasure = serializers.CharField(help_text="'in progress': a few reviews are still being removed")
+
+
 class RatingOut(serializers.Serializer):
     event_id = serializers.CharField()
     product_id = serializers.CharField()

@@ -177,7 +177,7 @@ def test_a_retry_keeps_a_word_another_review_says_now(own_db):
 
 
 def test_a_stopped_deletion_nobody_runs_again_is_finished_by_the_sweep(own_db, monkeypatch):
-    """The shopper does not delete again after the 503: Celery's ``finish_erasures`` runs the
+    """The site deleted the account and left the rest to Celery: ``finish_erasures`` runs the
     erasure again once the mark is older than its age, and ends where one uninterrupted deletion
     ends; a finished erasure is not run again."""
     db = own_db
@@ -190,7 +190,7 @@ def test_a_stopped_deletion_nobody_runs_again_is_finished_by_the_sweep(own_db, m
     with pytest.raises(locking.LeaseLost):
         shopper_controls.delete_user_data("u", db=db)
     monkeypatch.setattr(locking, "fence", REAL_FENCE)
-    assert shopper_controls.finish_erasures(3600, db=db) == {"finished": 0, "stopped": 0}  # the owner's, first
+    assert shopper_controls.finish_erasures(3600, db=db) == {"finished": 0, "stopped": 0}  # too recent
     assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
     assert _state(db) == expected
     assert shopper_controls.finish_erasures(0, db=db) == {"finished": 0, "stopped": 0}

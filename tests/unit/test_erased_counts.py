@@ -121,22 +121,11 @@ class _Rewritten(_Collection):
 
 
 def test_a_product_a_load_keeps_rewriting_stops_the_deletion_as_a_temporary_failure():
-    """After ``_TRIES`` missed writes the deletion gives up with ``LoadContention``, which the site
-    answers with a 503 (accounts.deletion.delete_or_interrupted), not any RuntimeError's 500."""
+    """After ``_TRIES`` missed writes the deletion gives up with ``LoadContention``, one of the
+    ``INTERRUPTIONS`` the site leaves to Celery's sweep (accounts.deletion), not any RuntimeError's 500."""
     log: list = []
     with pytest.raises(LoadContention, match="rewritten by a load"):
         _subtract_reviews("P", [_review(5.0)], [], {S2}, _Rewritten("products", log, _doc([5.0, 3.0])),
                           _Collection("recounts", log), lambda: None, mark=MARK, gone=())
     assert [name for name, *_ in log] == ["products"] * _TRIES
 
-
-def test_the_site_answers_a_deletion_stopped_by_a_load_as_interrupted(monkeypatch):
-    """The erasure itself is tested above; here only which of its failures the site calls
-    temporary (a stand-in ``delete_account``)."""
-    from accounts import deletion
-
-    def contended(user, request=None):
-        raise LoadContention("product P: rewritten by a load 5 times while a deletion read it")
-
-    monkeypatch.setattr(deletion, "delete_account", contended)
-    assert deletion.delete_or_interrupted(object()) is None
