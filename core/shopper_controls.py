@@ -194,15 +194,15 @@ class _Erased:
     marked: bool  # the document carries the deletion's mark (written now or by an earlier run)
 
 
-def _erase_reviews(product_id: str, user_id: str, db: Database, indexed: Iterable[str] = (),
-                   mark: str | None = None) -> _Erased:
+def _erase_reviews(product_id: str, user_id: str, db: Database, indexed: Iterable[str] = (), *,
+                   mark: str) -> _Erased:
     """Take ``user_id``'s reviews off one product: what the load derived from them in the
     product's document (:func:`_without_reviews`), then its review pages. The search words only
     the removed summaries (and ``indexed``, their summaries as the load indexed them) gave the
     product are for the caller to unlist.
 
     The document first, and with it the mark ``mark`` (``ERASING`` and the account's erasure
-    token, read when not given; in it the document's stamp and those words): the pages are the
+    token; in it the document's stamp and those words): the pages are the
     record of what to subtract until they are rewritten, and the mark says it was subtracted.
     Stopped after the document, a second run finds the mark and subtracts nothing again (it still
     rewrites the pages); stopped after the pages, it finds no review of the account on them and
@@ -222,7 +222,6 @@ def _erase_reviews(product_id: str, user_id: str, db: Database, indexed: Iterabl
     (spark_jobs/mongo_load.py).
     """
     products, review_pages = db[mongo.PRODUCTS], db[mongo.PRODUCT_REVIEWS]  # bound once, see above
-    mark = mark or ERASING + rating_history.erasure_token(user_id, db=db)
     with locking.fenced_lock(f"product:{product_id}", db=db) as fence:
         read = _read_pages(review_pages, product_id)
         items = [r for doc in read for r in doc.get("items") or []]

@@ -196,7 +196,7 @@ def test_deletions_before_during_and_after_an_incremental_load_are_each_subtract
     - S: ``v`` deletes the account after the load's pages (the load's document and pages);
     - a repeated deletion of both changes nothing.
     """
-    from core.shopper_controls import _erase_reviews  # delete_user_data's step, one product each
+    from core.shopper_controls import ERASING, _erase_reviews  # delete_user_data's step, one product each
 
     db = own_db
     before = {"P": [("u", 2.0, 10.0), ("a", 5.0, 11.0)], "Q": [("u", 1.0, 20.0), ("b", 4.0, 21.0)],
@@ -206,9 +206,10 @@ def test_deletions_before_during_and_after_an_incremental_load_are_each_subtract
     loaded = {p: r + [(f"new-{p}", 5.0, 40.0)] for p, r in before.items()}  # each touched by the new category
 
     rating_history.record_deleted_user("u", db=db)
-    _erase_reviews("P", "u", db)
+    mark = ERASING + rating_history.erasure_token("u", db=db)
+    _erase_reviews("P", "u", db, mark=mark)
     _load(db, _upsert, S2, loaded, "products")
-    _erase_reviews("Q", "u", db)
+    _erase_reviews("Q", "u", db, mark=mark)
     _load(db, _upsert, S2, loaded, "pages")
     _delete(db, "v")
     _erase(spark, loaded, started)
