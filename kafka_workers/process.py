@@ -14,6 +14,7 @@ This is the path of one event at a time; the worker's usual path, a poll's event
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -23,6 +24,8 @@ from core.artifacts import Model
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from kafka_workers.exclusions_cache import may_have_exclusions
+
+log = logging.getLogger(__name__)
 
 
 Status = Literal["processed", "duplicate", "dead-letter", "cancelled", "dropped"]
@@ -71,11 +74,19 @@ def apply_action(event: RatingEvent) -> dict[str, float] | None:
 
 def forget_user(event: RatingEvent) -> Outcome:
     """``delete_account``: the site removed the data already; this repeats it after every event
-    the user sent before (same partition, in order), so none of them can have brought any back."""
+    the user sent before (same partition, in order), so none of them can have brought any back.
+
+    An erasure stopped by a lock held or lost or a load in the way (``shopper_controls.INTERRUPTIONS``:
+    the site's own run met the same when it sent this event) is Celery's ``finish_erasures``' to end,
+    as the site's is: retried here it held the partition (three 30 s lock waits) and then went to the
+    dead letters, though nothing was wrong with the event."""
     rating_history.record_deleted_user(event.user_id)
     with locking.writer_lock(event.user_id):
         pass  # a list writer that checked before the mark has written when this is taken; later ones see it
-    shopper_controls.delete_user_data(event.user_id)
+    try:
+        shopper_controls.delete_user_data(event.user_id)
+    except shopper_controls.INTERRUPTIONS as exc:
+        log.warning("delete_account of %s: the erasure stopped (%s); finish_erasures ends it", event.user_id, exc)
     list_state.drop(event.user_id)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))
 
