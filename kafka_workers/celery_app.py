@@ -45,8 +45,8 @@ def _every(task: str, period_s: float) -> dict:
     return {"task": task, "schedule": period_s, "options": {"expires": period_s}}
 
 
-# How often unfinished account erasures are finished, and how old one must be first: a stopped
-# deletion is its owner's to retry until then (kafka_workers.tasks.finish_erasures).
+# How often unfinished account erasures are finished, and how old one must be first: a deletion
+# still running on the site is left alone (kafka_workers.tasks.finish_erasures).
 ERASURE_SWEEP_S = env_float("ERASURE_SWEEP_S", 600, minimum=1)
 
 app = Celery("amazon_recommender", broker=get_settings().redis_url, include=["kafka_workers.tasks"])

@@ -169,8 +169,9 @@ def post_not_interested(request):
                           503: None},
                description="Delete your account and everything kept about you (ratings, history, lists, "
                            "exclusions); the next model is trained without you. Needs your password. 202: the "
-                           "account is deleted, but removing its reviews from products was interrupted and finishes "
-                           "in the background. 503: the password check is unavailable, nothing was deleted.")
+                           "account is deleted, but removing its ratings, reviews and history was interrupted and "
+                           "finishes in the background (within about two ERASURE_SWEEP_S periods). 503: a store "
+                           "is unavailable (the password check's, or MongoDB part-way: try again).")
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
