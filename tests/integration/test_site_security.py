@@ -740,24 +740,28 @@ def test_a_resolution_in_a_later_window_gives_back_to_its_own(site_cache, monkey
             _failed(f"victim-{uuid.uuid4().hex[:6]}", address, 1)
 
 
-def test_an_attempt_in_flight_expires_on_its_own_however_busy_its_key(site_cache, monkeypatch):
+def test_an_attempt_in_flight_expires_on_its_own_however_busy_its_key(site_cache, monkeypatch, no_polling):
     """An attempt in flight was a counter whose expiry (``IN_FLIGHT_TTL``) every attempt on the key
     renewed: one left by a worker killed mid-check stayed in flight as long as the key was busy (a
-    NAT address, a sprayed password: the whole window), holding others to a wait. Each attempt
-    now expires ``IN_FLIGHT_TTL`` after it got in, by itself."""
+    NAT address, a sprayed password: the whole window), so at the limit every later attempt was
+    made to wait for it instead of being refused. Each attempt now expires ``IN_FLIGHT_TTL`` after
+    it got in, by itself."""
     from accounts import throttle
 
     monkeypatch.setattr(throttle, "IN_FLIGHT_TTL", 2)
     address = _address()
-    killed = throttle.attempt(f"killed-{uuid.uuid4().hex[:6]}", "k", address)  # kept: collected, it resolves
-    killed.__enter__()  # never resolved
-    assert _in_flight("anyone", "", address)[1] == 1
-    until = time.monotonic() + 3 * throttle.IN_FLIGHT_TTL
-    while time.monotonic() < until:  # the address stays busy: an attempt in flight at every moment
-        with throttle.attempt(f"busy-{uuid.uuid4().hex[:6]}", "b", address) as checked:
-            time.sleep(0.2)
-            checked.right = True  # gives its count back: the address never reaches its limit
-    assert _in_flight("anyone", "", address)[1] == 0
+    with override_settings(LOGIN_THROTTLE_ADDRESS_ATTEMPTS=3):
+        killed = throttle.attempt(f"killed-{uuid.uuid4().hex[:6]}", "k", address)  # kept: collected, it resolves
+        killed.__enter__()  # never resolved: the address's count 1, in flight 1
+        until = time.monotonic() + 3 * throttle.IN_FLIGHT_TTL
+        while time.monotonic() < until:  # the address stays busy: an attempt in flight at every moment
+            with throttle.attempt(f"busy-{uuid.uuid4().hex[:6]}", "b", address) as checked:
+                time.sleep(0.2)
+                checked.right = True  # gives its count back
+        _failed(f"guesser-{uuid.uuid4().hex[:6]}", address, 2)  # the address's count at its limit, 3
+        with pytest.raises(throttle.Locked):  # three failures, none in flight: refused, not made to wait
+            with throttle.attempt(f"next-{uuid.uuid4().hex[:6]}", "n", address):
+                pass
 
 
 def test_a_killed_waiter_does_not_hold_its_place_while_others_wait(site_cache, monkeypatch):
