@@ -127,6 +127,8 @@ def input_matches(pattern: str) -> list[str]:
     glob characters (``reviews_toys[1].jsonl``); otherwise a glob's matches, sorted (maybe none).
     The one glob of load's inputs: :func:`input_files` (load's and the DAG's wait's rules) and a
     resume's check of them (spark_jobs/run_records.py) match them here."""
+    if storage.is_remote(pattern):
+        return storage.remote_files(pattern)
     local = local_path(pattern)
     return sorted(glob.glob(local)) if glob.has_magic(local) and not os.path.exists(local) else [local]
 
@@ -155,14 +157,25 @@ def input_files(patterns: Sequence[str]) -> InputFiles:
     The rules of load's inputs, in one place for load (spark_jobs.units.list_units: it fails on a
     refusal or a missing input) and for the DAG's wait for them (which waits only while an input is
     missing, and fails at once on a refusal, as load would): every input is a local path or glob
-    (an object-store URI cannot be fingerprinted; a ``file://`` URI needs an absolute path), every
-    match a file (a folder is no input), and no two files share a file name (one unit each).
+    or an object-store one (``s3a://``; a ``file://`` URI needs an absolute path), every match a file
+    (a folder is no input), and no two files share a file name (one unit each). An object-store
+    input needs DATA_DIR in an object store too, which is what gives Spark its s3a settings (a
+    cluster's shared storage), and glob characters in its file name only.
     """
     files, missing = [], []
     for pattern in patterns:
+        if storage.is_remote(pattern):
+            refusal = _remote_refusal(pattern)
+            if refusal:
+                return InputFiles([], [], refusal)
+            matched = input_matches(pattern)
+            if not matched:
+                missing.append(pattern)
+            files.extend(matched)
+            continue
         local = local_path(pattern)
         if "://" in local:
-            return InputFiles([], [], f"{pattern}: only local input files can be fingerprinted")
+            return InputFiles([], [], f"{pattern}: only local or s3a:// input files can be read")
         if not local or (local != pattern and not os.path.isabs(local)):
             return InputFiles([], [], f"{pattern!r}: no local file or glob (a file:// URI needs an absolute path)")
         matched = [path for path in input_matches(pattern) if os.path.exists(path)]
@@ -182,14 +195,25 @@ def input_files(patterns: Sequence[str]) -> InputFiles:
     return InputFiles(list(seen.values()), missing, "")
 
 
+def _remote_refusal(pattern: str) -> str:
+    """Why load refuses an object-store input (:func:`input_files`), "" when it does not."""
+    if not storage.is_remote(get_settings().data_dir):
+        return (f"{pattern}: an object-store input needs DATA_DIR in an object store too (what gives Spark "
+                "its s3a settings); copy the file here, or set DATA_DIR to a bucket")
+    if glob.has_magic(os.path.dirname(pattern.split("://", 1)[1])):
+        return f"{pattern}: glob characters in an object-store input's file name only"
+    return ""
+
+
 def unsettled(files: Sequence[str], settle_s: float, now: float | None = None) -> list[str]:
     """The files of ``files`` modified less than ``settle_s`` seconds before ``now`` (default: the
     clock), each so labelled: maybe still being written (a nightly export caught mid-copy would be
     loaded truncated). The modification time alone, no state kept between two looks; an input
-    delivered by an atomic rename (written to a temporary name, then renamed) is never half-written."""
+    delivered by an atomic rename (written to a temporary name, then renamed) is never half-written,
+    nor is an object in an object store (it appears whole when its upload ends): not looked at."""
     now = time.time() if now is None else now
     return [f"{path} (modified less than {settle_s:g} s ago)" for path in files
-            if now - os.path.getmtime(path) < settle_s]
+            if not storage.is_remote(path) and now - os.path.getmtime(path) < settle_s]
 
 
 def input_settle_s() -> int:

@@ -142,7 +142,7 @@ def read_bytes(where: Location | str) -> bytes:
         return Path(where).read_bytes()
     fs, path = filesystem(where)
     try:
-        with fs.open_input_stream(path) as f:
+        with fs.open_input_stream(path, compression=None) as f:  # as stored, as locally: a .gz stays gzipped
             return f.read()
     except OSError as exc:
         if not exists(where):
@@ -165,7 +165,7 @@ def write_bytes(where: Location | str, data: bytes) -> None:
         tmp.replace(target)
         return
     fs, path = filesystem(where)
-    with fs.open_output_stream(path) as f:
+    with fs.open_output_stream(path, compression=None) as f:  # pyarrow would gzip bytes again for a .gz name
         f.write(data)
 
 
@@ -190,16 +190,62 @@ def open_text_output(where: Location | str) -> Iterator[IO[str]]:
 
 
 @contextmanager
-def open_text_input(where: Location | str) -> Iterator[IO[str]]:
+def open_text_input(where: Location | str, errors: str = "strict") -> Iterator[IO[str]]:
     """A text file to read line by line, gunzipped when its name ends in ``.gz``."""
     if not is_remote(where):
-        with (gzip.open(where, "rt", encoding="utf-8") if str(where).endswith(".gz")
-              else open(where, encoding="utf-8")) as f:
+        with (gzip.open(where, "rt", encoding="utf-8", errors=errors) if str(where).endswith(".gz")
+              else open(where, encoding="utf-8", errors=errors)) as f:
             yield f
         return
     fs, path = filesystem(where)
-    with fs.open_input_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:  # type: ignore[arg-type]
+    # pyarrow's default compression="detect" gunzips a name ending in .gz, as gzip.open above
+    with fs.open_input_stream(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors=errors) as f:  # type: ignore[arg-type]
         yield f
+
+
+@contextmanager
+def open_binary_input(where: Location | str) -> Iterator[IO[bytes]]:
+    """A file's bytes as stored (a .gz file is not gunzipped): what a checksum reads."""
+    if not is_remote(where):
+        with open(where, "rb") as f:
+            yield f
+        return
+    fs, path = filesystem(where)
+    with fs.open_input_stream(path, compression=None) as raw:
+        yield raw  # type: ignore[misc]
+
+
+def file_stat(where: Location | str) -> tuple[int, float] | None:
+    """(size in bytes, modification time in epoch seconds) of a file; None when it is not one."""
+    if not is_remote(where):
+        return (os.path.getsize(where), os.path.getmtime(where)) if os.path.isfile(where) else None
+    from pyarrow import fs as pafs
+
+    fs, path = filesystem(where)
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        return None
+    return int(info.size), info.mtime.timestamp() if info.mtime is not None else 0.0
+
+
+def remote_files(pattern: str) -> list[str]:
+    """The objects an object-store input names, as Spark names them (``s3a://``): the object itself
+    when there is one (its name may hold glob characters), else the objects of its folder whose
+    names match the glob in its last part, sorted. Glob characters before it are the caller's to
+    refuse (a listing of the whole bucket would be the only way to match them)."""
+    import fnmatch
+
+    from pyarrow import fs as pafs
+
+    fs, path = filesystem(pattern)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        return [f"s3a://{path}"]
+    folder, name = posixpath.split(path)
+    if not folder or not name:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sorted(f"s3a://{i.path}" for i in infos
+                  if i.type == pafs.FileType.File and fnmatch.fnmatchcase(posixpath.basename(i.path), name))
 
 
 def listdir(where: Location | str) -> list[str]:

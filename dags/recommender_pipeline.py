@@ -80,7 +80,7 @@ loaded truncated; deliver inputs by an atomic rename, written to a temporary nam
 and none is ever seen half-written), looking every ``INPUT_WAIT_INTERVAL`` seconds in reschedule
 mode (no worker slot held in between) for at most ``INPUT_WAIT_TIMEOUT``: an input that arrives
 after the run began (a nightly export) is loaded rather than failing load for good. Inputs load
-refuses whatever arrives (an object-store URI such as ``s3a://``, a folder, two files of one name)
+refuses whatever arrives (an ``s3a://`` URI with a local DATA_DIR, a folder, two files of one name)
 fail it at once, without retries. ``bin/pipeline`` without Airflow has no such wait: a missing
 input fails its load at once; ``bin/pipeline --airflow`` refuses to trigger a run whose inputs
 name no file (spark_jobs/airflow_run.py).

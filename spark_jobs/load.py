@@ -26,7 +26,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, MapType, StringType, StructField, StructType
 
-from core import py_literal
+from core import py_literal, storage
 from core.runs import input_patterns
 from core.settings import get_settings
 from core.spark_schemas import PRODUCT, RAW_LINE, REVIEW
@@ -260,7 +260,7 @@ def unit_lines(spark: SparkSession, unit: units.Unit) -> DataFrame:
     looks like a Python dict is what it is there: bad JSON, and quarantined as such.
     """
     lines = spark.read.text(units.literal_path(unit.path)).select(F.col("value").alias("raw_line"),
-                                              F.lit(f"file://{unit.path}").alias("source_file"),
+                                              F.lit(_file_uri(unit.path)).alias("source_file"),
                                               F.lit(unit.name).alias("unit"),
                                               F.lit(unit.category).alias("file_category"))
     if _first_line_is_python_dict(unit.path):
@@ -268,11 +268,13 @@ def unit_lines(spark: SparkSession, unit: units.Unit) -> DataFrame:
     return lines.select("*", F.col("raw_line").alias("json_line"), F.lit(None).cast("string").alias("literal_error"))
 
 
-def _first_line_is_python_dict(path: str) -> bool:
-    import gzip
+def _file_uri(path: str) -> str:
+    """A unit's file as Spark names it: an object-store URI as it is, a local path as ``file://``."""
+    return path if storage.is_remote(path) else f"file://{path}"
 
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+
+def _first_line_is_python_dict(path: str) -> bool:
+    with storage.open_text_input(path, errors="replace") as f:
         for line in f:
             if line.strip():
                 return py_literal.looks_like_python_dict(line)

@@ -137,13 +137,10 @@ def changed_inputs(patterns: list[str], loaded: Mapping[str, Mapping[str, Any]])
         if not paths:
             changed.append(f"{pattern} (matches no file now)")
         for path in paths:
-            entry = loaded.get(os.path.basename(path))
-            if "://" in path:  # no local file: load refuses those (units.list_units)
-                continue
-            if not os.path.isfile(path):
+            entry, stat = loaded.get(os.path.basename(path)), storage.file_stat(path)
+            if stat is None:
                 changed.append(f"{path} (gone)")
-            elif (entry is None or entry.get("size") != os.path.getsize(path)
-                  or os.path.getmtime(path) > entry.get("loaded_at", 0)):
+            elif entry is None or entry.get("size") != stat[0] or stat[1] > entry.get("loaded_at", 0):
                 changed.append(path)
     return changed
 

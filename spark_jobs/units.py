@@ -77,8 +77,9 @@ def initcap(text: str) -> str:
 
 
 def sha256_file(path: str) -> str:
+    """The checksum of a local file or an object's bytes (an object is read through once)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_binary_input(path) as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -106,8 +107,8 @@ def list_units(inputs: list[str]) -> list[Unit]:
     A path that exists is that file, even when its name holds glob characters
     (``reviews_toys[1].jsonl``); otherwise a glob must match at least one file: a pattern that
     matches nothing is a mistake (a typo, the wrong folder), not a run over no data. The rest is
-    refused (a URI, a folder, two inputs of one file name: they would be one unit) by
-    core.runs.input_files, the rules the DAG's wait for the inputs applies too.
+    refused (a URI other than s3a://, a folder, two inputs of one file name: they would be one
+    unit) by core.runs.input_files, the rules the DAG's wait for the inputs applies too.
     """
     found = input_files(inputs)
     if found.refusal:
@@ -118,7 +119,7 @@ def list_units(inputs: list[str]) -> list[Unit]:
     for f in found.files:
         name = os.path.basename(f)
         units.append(Unit(name=name, path=f, category=category_of(name), sha256=sha256_file(f),
-                          size=os.path.getsize(f)))
+                          size=storage.file_stat(f)[0]))
     return sorted(units, key=lambda u: u.name)
 
 

@@ -57,3 +57,41 @@ def test_a_file_name_loaded_earlier_from_another_folder_is_named_with_that_path(
     assert units.loaded_elsewhere({"amazon2018_toys.jsonl": {"path": str(new)}}, [unit]) == {}  # the same file
     assert units.loaded_elsewhere({"amazon2018_toys.jsonl": {}}, [unit]) == {}  # an entry without a path
     assert units.loaded_elsewhere({}, [unit]) == {}
+
+
+@pytest.fixture
+def data_dir(monkeypatch):
+    """Sets DATA_DIR for the settings load's input rules read (core.runs.input_files)."""
+    from core.settings import get_settings
+
+    def set_to(value: str) -> None:
+        monkeypatch.setenv("DATA_DIR", value)
+        get_settings.cache_clear()
+
+    yield set_to
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_an_object_store_input_needs_data_dir_in_an_object_store(data_dir):
+    """An s3a:// input is read by Spark with the s3a settings DATA_DIR in a bucket gives it; with a
+    local DATA_DIR it is refused naming the way out, before anything is listed."""
+    from core import runs
+
+    data_dir("/tmp/local-data")
+    found = runs.input_files(["s3a://bucket/in/reviews.jsonl.gz"])
+    assert found.files == [] and "needs DATA_DIR in an object store" in found.refusal
+
+
+def test_glob_characters_of_an_object_store_input_only_in_its_file_name(data_dir):
+    from core import runs
+
+    data_dir("s3a://bucket/data")
+    found = runs.input_files(["s3a://bucket/*/reviews.jsonl.gz"])
+    assert "in an object-store input's file name only" in found.refusal
+
+
+def test_other_uris_are_refused():
+    from core import runs
+
+    assert "only local or s3a:// input files" in runs.input_files(["hdfs://nn/in/reviews.json"]).refusal
