@@ -788,17 +788,27 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
             "deleted_users_left_out": n_deleted, "seconds": round(time.time() - started, 2)}
 
 
+@contextmanager
+def _timed(what: str) -> Iterator[None]:
+    """Print how long ``what`` took: the steps of a load besides its collections' writes (which
+    print their own rates), so a slower load says where."""
+    began = time.time()
+    yield
+    print(f"mongo_load: {what} in {time.time() - began:.1f} s")
+
+
 def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float, stamp: int) -> dict:
     live_since = started - LIVE_CLOCK_MARGIN_S  # before user_history_docs reads the live ratings
-    # deleted accounts' reviews (a linked reviewer's) are not loaded again
-    clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
-    with_text, n_deleted = without_deleted_users(clean_reviews)
-    # cached without the reviews' text (most of their bytes): only the pages show it, read once
-    reviews = with_text.select(*AGGREGATED_COLUMNS).cache()
-    metadata = spark.read.parquet(f"{clean_dir}/products")
-    products = product_docs(metadata, reviews).cache()
-    (n_reviews, checksum), n_products = review_totals(reviews), products.count()
-    coverage = metadata_coverage(products)
+    with _timed("reviews and products read, cached and counted"):
+        # deleted accounts' reviews (a linked reviewer's) are not loaded again
+        clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
+        with_text, n_deleted = without_deleted_users(clean_reviews)
+        # cached without the reviews' text (most of their bytes): only the pages show it, read once
+        reviews = with_text.select(*AGGREGATED_COLUMNS).cache()
+        metadata = spark.read.parquet(f"{clean_dir}/products")
+        products = product_docs(metadata, reviews).cache()
+        (n_reviews, checksum), n_products = review_totals(reviews), products.count()
+        coverage = metadata_coverage(products)
     print(f"mongo_load: {coverage['reviewed products']:,} reviewed products, "
           f"{coverage['reviewed products without metadata']:,} of them without metadata; "
           f"{coverage['products with metadata, not reviewed']:,} products with metadata but no reviews; "
@@ -806,7 +816,12 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
     # the accounts deleted meanwhile, even if a write fails: each generation is live from its switch
     # on, the products' first (erasing_afterwards)
     erased: dict = {}  # the eraser's count, for the histories' record
-    with erasing_afterwards(erased, lambda: erase_accounts_deleted_since(live_since, reviews, metadata, stamp)):
+
+    def erase() -> int:
+        with _timed("eraser"):
+            return erase_accounts_deleted_since(live_since, reviews, metadata, stamp)
+
+    with erasing_afterwards(erased, erase):
         out = {
             mongo.PRODUCTS: reload_collection(_served(products, stamp), mongo.PRODUCTS),
             mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(reviews), mongo.RECENT_REVIEWS),
@@ -816,17 +831,19 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
             mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
                                                    extra_docs=_catalog_extras(products, reviews)),
         }
-        mongo.ensure_indexes()
-        mongo.retire_collection(mongo.LEGACY_REVIEWS)
-        # Once every process reads the new generations (the grace period), the old ones go and the
-        # live ratings stored since the load began are written into the new histories.
-        mongo.drop_retired(wait=True)
-        out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
+        with _timed("indexes, old generations dropped, live ratings replayed"):
+            mongo.ensure_indexes()
+            mongo.retire_collection(mongo.LEGACY_REVIEWS)
+            # Once every process reads the new generations (the grace period), the old ones go and
+            # the live ratings stored since the load began are written into the new histories.
+            mongo.drop_retired(wait=True)
+            out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
     out[mongo.USER_HISTORY].update(erased)
     # Reconciliation: the server acknowledged every document written (reload_collection), and every
     # clean review and product is in MongoDB, no more, no fewer (less the reviews of accounts deleted
     # meanwhile, which the eraser recounted without: reconcile).
-    held = reconcile(reviews, n_reviews, checksum, n_products, live_since)
+    with _timed("reconciled"):
+        held = reconcile(reviews, n_reviews, checksum, n_products, live_since)
     reviews.unpersist()
     products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "full", "collections": out, "counts_in": {
