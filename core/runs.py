@@ -128,7 +128,7 @@ def input_matches(pattern: str) -> list[str]:
     The one glob of load's inputs: :func:`input_files` (load's and the DAG's wait's rules) and a
     resume's check of them (spark_jobs/run_records.py) match them here."""
     if storage.is_remote(pattern):
-        return storage.remote_files(pattern)
+        return storage.remote_matches(pattern)
     local = local_path(pattern)
     return sorted(glob.glob(local)) if glob.has_magic(local) and not os.path.exists(local) else [local]
 
@@ -171,11 +171,14 @@ def input_files(patterns: Sequence[str]) -> InputFiles:
             matched = input_matches(pattern)
             if not matched:
                 missing.append(pattern)
+            folder = next((uri for uri in matched if storage.file_stat(uri) is None), None)
+            if folder is not None:
+                return InputFiles([], [], f"{folder} is not a file" + ("" if folder == pattern else f" ({pattern} matches it)"))
             files.extend(matched)
             continue
         local = local_path(pattern)
         if "://" in local:
-            return InputFiles([], [], f"{pattern}: only local or s3a:// input files can be read")
+            return InputFiles([], [], f"{pattern}: only local or object-store (s3a://, s3://) input files can be read")
         if not local or (local != pattern and not os.path.isabs(local)):
             return InputFiles([], [], f"{pattern!r}: no local file or glob (a file:// URI needs an absolute path)")
         matched = [path for path in input_matches(pattern) if os.path.exists(path)]
@@ -189,6 +192,8 @@ def input_files(patterns: Sequence[str]) -> InputFiles:
     seen: dict[str, str] = {}
     for path in dict.fromkeys(files):
         name = os.path.basename(path)
+        if name.startswith((".", "_")):  # Hadoop's hidden files: Spark would read 0 lines, and load pass
+            return InputFiles([], [], f"{path}: Spark reads no file whose name starts with '.' or '_'; rename it")
         if name in seen:
             return InputFiles([], [], f"two inputs share the file name {name}: {seen[name]} and {path}")
         seen[name] = path
@@ -234,7 +239,9 @@ def awaited_inputs(patterns: Sequence[str], settle_s: float) -> tuple[list[str],
 def same_input(pattern: str) -> str:
     """An input as bin/pipeline --resume compares the ones a run recorded with the ones it is
     given, however either was written: :func:`from_repository`, with ``.`` and ``..`` resolved
-    (bin/pipeline prefixes the caller's directory as it is)."""
+    (bin/pipeline prefixes the caller's directory as it is); an object-store URI as Spark names it."""
+    if storage.is_remote(pattern):
+        return storage.spark_uri(pattern)  # s3:// and s3a:// name one object
     return pattern if "://" in pattern else os.path.normpath(from_repository(pattern))
 
 

@@ -228,24 +228,27 @@ def file_stat(where: Location | str) -> tuple[int, float] | None:
     return int(info.size), info.mtime.timestamp() if info.mtime is not None else 0.0
 
 
-def remote_files(pattern: str) -> list[str]:
-    """The objects an object-store input names, as Spark names them (``s3a://``): the object itself
-    when there is one (its name may hold glob characters), else the objects of its folder whose
-    names match the glob in its last part, sorted. Glob characters before it are the caller's to
-    refuse (a listing of the whole bucket would be the only way to match them)."""
+def remote_matches(pattern: str) -> list[str]:
+    """What an object-store input names, as Spark names it (``s3a://``), as ``glob.glob`` would
+    locally: the object or "folder" (a prefix holding objects) itself when there is one (its name
+    may hold glob characters), else the objects and folders of its folder whose names match the
+    glob in its last part (a name starting with "." only for a pattern that does), sorted. Glob
+    characters before the last part are the caller's to refuse (a listing of the whole bucket
+    would be the only way to match them); a folder among the matches too, as for a local input."""
     import fnmatch
 
     from pyarrow import fs as pafs
 
     fs, path = filesystem(pattern)
-    if fs.get_file_info(path).type == pafs.FileType.File:
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
         return [f"s3a://{path}"]
     folder, name = posixpath.split(path)
     if not folder or not name:
         return []
     infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-    return sorted(f"s3a://{i.path}" for i in infos
-                  if i.type == pafs.FileType.File and fnmatch.fnmatchcase(posixpath.basename(i.path), name))
+    names = [posixpath.basename(i.path.rstrip("/")) for i in infos]
+    return sorted(f"s3a://{folder}/{n}" for n in names
+                  if fnmatch.fnmatchcase(n, name) and (name.startswith(".") or not n.startswith(".")))
 
 
 def listdir(where: Location | str) -> list[str]:

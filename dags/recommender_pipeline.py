@@ -53,8 +53,8 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
 - ``INPUT_WAIT_INTERVAL``, ``INPUT_WAIT_TIMEOUT`` -- seconds between two looks of ``wait_for_inputs``
   for load's inputs (default 300), and how long it waits for them before it fails (default 21600,
   six hours; 0: one look).
-- ``INPUT_SETTLE_S`` -- seconds an input file must be left unmodified before ``wait_for_inputs``
-  counts it as there (default 60; 0: as soon as it exists).
+- ``INPUT_SETTLE_S`` -- seconds a local input file must be left unmodified before ``wait_for_inputs``
+  counts it as there (default 60; 0: as soon as it exists; an object in a bucket appears whole).
 - The jobs' own settings (``DATA_DIR``, ``ARTIFACTS_DIR``, ``MONGO_URI``, ``MONGO_DB``,
   ``LOCAL_DIR``, ``KAFKA_*``, ``SPARK_MASTER``, ...) are handed to every spark-submit when set
   (``env_vars``: in client mode spark-submit would inherit them anyway; on YARN/Kubernetes the
@@ -77,7 +77,8 @@ recorded since).
 param, or its default) names a file, as load matches them (core.runs.input_files), and every file
 matched is left unmodified for ``INPUT_SETTLE_S`` seconds (so an export caught mid-copy is not
 loaded truncated; deliver inputs by an atomic rename, written to a temporary name and then renamed,
-and none is ever seen half-written), looking every ``INPUT_WAIT_INTERVAL`` seconds in reschedule
+and none is ever seen half-written; an object in a bucket appears whole when its upload ends, and
+is not made to wait), looking every ``INPUT_WAIT_INTERVAL`` seconds in reschedule
 mode (no worker slot held in between) for at most ``INPUT_WAIT_TIMEOUT``: an input that arrives
 after the run began (a nightly export) is loaded rather than failing load for good. Inputs load
 refuses whatever arrives (an ``s3a://`` URI with a local DATA_DIR, a folder, two files of one name)

@@ -117,9 +117,10 @@ def list_units(inputs: list[str]) -> list[Unit]:
         raise NoInputFile(f"load: no input file matches {', '.join(found.missing)}")
     units = []
     for f in found.files:
-        name = os.path.basename(f)
-        units.append(Unit(name=name, path=f, category=category_of(name), sha256=sha256_file(f),
-                          size=storage.file_stat(f)[0]))
+        name, stat = os.path.basename(f), storage.file_stat(f)
+        if stat is None:  # gone since it was listed
+            raise NoInputFile(f"load: {f} is gone")
+        units.append(Unit(name=name, path=f, category=category_of(name), sha256=sha256_file(f), size=stat[0]))
     return sorted(units, key=lambda u: u.name)
 
 

@@ -179,6 +179,31 @@ def scratch_db():
     mongo.get_client().drop_database(name)
 
 
+def test_object_store_inputs_match_as_local_ones(prefix, monkeypatch):
+    """An object-store input is matched as ``glob.glob`` matches a local one (core.runs.input_files):
+    a glob skips names starting with "." (Spark would read 0 lines of one and load pass it), a name
+    starting with "_" is refused (as Spark skips it too), a "folder" is refused at once (it was a
+    missing input the DAG waited hours for), a glob that matches nothing is missing."""
+    from core import runs, storage
+    from core.settings import get_settings
+
+    for name in ("a_5.json", ".b_5.json", "sub/d.json"):
+        storage.write_bytes(prefix / "in" / name, b'{"overall": 5}\n')
+    monkeypatch.setenv("DATA_DIR", str(prefix / "data"))
+    get_settings.cache_clear()
+    try:
+        uri = storage.spark_uri(f"{prefix}/in")
+        assert runs.input_files([f"{prefix}/in/*_5.json"]) == ([f"{uri}/a_5.json"], [], "")
+        assert runs.input_files([f"{prefix}/in/sub"]).refusal == f"{uri}/sub is not a file"
+        assert "is not a file" in runs.input_files([f"{prefix}/in/*"]).refusal
+        assert runs.input_files([f"{prefix}/in/none*.json"]) == ([], [f"{prefix}/in/none*.json"], "")
+        storage.write_bytes(prefix / "in" / "_c_5.json", b'{"overall": 5}\n')
+        assert "Spark reads no file whose name starts" in runs.input_files([f"{prefix}/in/*_5.json"]).refusal
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_load_reads_review_files_from_the_bucket(prefix, scratch_db, tmp_path):

@@ -242,3 +242,9 @@ def test_a_resumes_input_matches_the_recorded_one_however_either_is_written(data
         run_records.load_args("r-rel", [f"{PROJECT_ROOT}/data/demo/b.jsonl.gz", *given[1:]], [])
     with pytest.raises(SystemExit, match="resume it without --input"):
         run_records.load_args("r-rel", ["s3a://b/in/./c.json", *given[:2]], [])  # a URI is compared as written
+
+
+def test_an_object_given_as_s3_or_s3a_is_one_input_on_a_resume():
+    from core.runs import same_input
+
+    assert same_input("s3://b/in/c.json") == same_input("s3a://b/in/c.json") == "s3a://b/in/c.json"

@@ -196,6 +196,7 @@ def _refused_inputs(tmp_path: Path) -> dict[str, list[str]]:
     """Inputs load refuses whatever arrives later (the review's cases)."""
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "reviews_Books.json").write_text("{}\n")
+    (tmp_path / "in" / "_hidden.json").write_text("{}\n")
     (tmp_path / "in" / "sub.json").mkdir()
     (tmp_path / "folder").mkdir()
     for part in ("a", "b"):
@@ -206,7 +207,8 @@ def _refused_inputs(tmp_path: Path) -> dict[str, list[str]]:
             "an empty string (the repository, a folder)": [""],
             "a relative file:// URI": ["file://in/reviews_Books.json"],
             "two files of one name": [str(tmp_path / "a" / "reviews_X.json"), str(tmp_path / "b" / "*.json")],
-            "an object-store URI": ["s3a://bucket/in/*.json"],
+            "an object-store URI with a local DATA_DIR": ["s3a://bucket/in/*.json"],
+            "a file Spark would not read (a name starting with _)": [str(tmp_path / "in" / "_hidden.json")],
             "a missing input beside a refused one": [str(tmp_path / "none-yet.json"), str(tmp_path / "folder")]}
 
 

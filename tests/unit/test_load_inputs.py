@@ -94,4 +94,14 @@ def test_glob_characters_of_an_object_store_input_only_in_its_file_name(data_dir
 def test_other_uris_are_refused():
     from core import runs
 
-    assert "only local or s3a:// input files" in runs.input_files(["hdfs://nn/in/reviews.json"]).refusal
+    assert "only local or object-store (s3a://, s3://) input files" in runs.input_files(["hdfs://nn/in/reviews.json"]).refusal
+
+
+def test_a_file_spark_would_not_read_is_refused(tmp_path):
+    """Spark skips a file whose name starts with "." or "_" (Hadoop's hidden files), even named
+    alone: load read 0 lines of it, balanced, and its ledger then skipped it for good."""
+    from core import runs
+
+    (tmp_path / "_reviews_Books.json").write_text('{"overall": 5}\n')
+    refusal = runs.input_files([str(tmp_path / "*.json")]).refusal
+    assert "_reviews_Books.json: Spark reads no file whose name starts with" in refusal
