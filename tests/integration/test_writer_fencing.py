@@ -276,22 +276,13 @@ def test_a_deletion_that_loses_a_product_lock_deletes_the_account_and_the_sweep_
     assert db[mongo.USER_HISTORY].find_one({"_id": reviewer}) is None
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize("via", ["page", "api"])
-def test_a_deletion_that_waits_too_long_for_a_product_lock_still_deletes_the_account(
-        own_db, monkeypatch, site_cache, client, make_user, via):
-    """Another writer holds the product's lock past the deletion's wait (``LockHeld``, 30 s on the
-    site, shortened here): the site answered 500, then 503. Like a lost lock: the account is
-    deleted, the rest left to the sweep."""
+def _held_product(db, reviewer: str, monkeypatch) -> None:
+    """Product P reviewed by ``reviewer`` and "b", its lock held by another writer on a live lease,
+    and a fenced lock's wait shortened to 0.2 s (30 s on the site)."""
     import time
 
-    from django.contrib.auth.models import User
-
-    from accounts.models import AccountDeletion
     from core import mongo
-    from tests.site_catalog import PASSWORD
 
-    db, reviewer = own_db, f"HELD{via.upper()}"
     db[mongo.PRODUCTS].insert_one({"_id": "P", "n_reviews": 2, "avg_rating": 4.0, "rating_hist": {"4": 2},
                                    "sample_summary": ""})
     db[mongo.PRODUCT_REVIEWS].insert_one(_page("P", [reviewer, "b"]))
@@ -299,6 +290,22 @@ def test_a_deletion_that_waits_too_long_for_a_product_lock_still_deletes_the_acc
     db[mongo.LOCKS].insert_one({**locking.lock_doc("product:P", "other-writer", time.time()),
                                 "expires": time.time() + 600})  # a live holder, on a lease
     monkeypatch.setattr(locking.fenced_lock.__wrapped__, "__defaults__", (None, 0.2))  # wait_s: 0.2 s
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("via", ["page", "api"])
+def test_a_deletion_that_waits_too_long_for_a_product_lock_still_deletes_the_account(
+        own_db, monkeypatch, site_cache, client, make_user, via):
+    """Another writer holds the product's lock past the deletion's wait (``LockHeld``, 30 s on the
+    site, shortened here): the site answered 500, then 503. Like a lost lock: the account is
+    deleted, the rest left to the sweep."""
+    from django.contrib.auth.models import User
+
+    from accounts.models import AccountDeletion
+    from tests.site_catalog import PASSWORD
+
+    db, reviewer = own_db, f"HELD{via.upper()}"
+    _held_product(db, reviewer, monkeypatch)
     user = make_user(reviewer_id=reviewer)
     client.force_login(user)
     held = (client.post("/api/account/delete/", {"password": PASSWORD}, content_type="application/json")
@@ -313,20 +320,12 @@ def test_the_workers_delete_account_leaves_an_erasure_it_cannot_finish_to_the_sw
     product's lock); the worker ran the erasure again, met the same lock, and raised: three tries
     of a 30 s wait holding the partition, then the event went to the dead letters. It hands the
     erasure to Celery's sweep, as the site does."""
-    import time
-
     from core import mongo, shopper_controls
     from core.events import DELETE_ACCOUNT
     from kafka_workers.process import forget_user
 
     db, reviewer = own_db, "HELDWORKER"
-    db[mongo.PRODUCTS].insert_one({"_id": "P", "n_reviews": 2, "avg_rating": 4.0, "rating_hist": {"4": 2},
-                                   "sample_summary": ""})
-    db[mongo.PRODUCT_REVIEWS].insert_one(_page("P", [reviewer, "b"]))
-    db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(reviewer, {"P": (4.0, 1.0)}, {}))
-    db[mongo.LOCKS].insert_one({**locking.lock_doc("product:P", "other-writer", time.time()),
-                                "expires": time.time() + 600})  # a live holder, on a lease
-    monkeypatch.setattr(locking.fenced_lock.__wrapped__, "__defaults__", (None, 0.2))  # wait_s: 0.2 s
+    _held_product(db, reviewer, monkeypatch)
     rating_history.record_deleted_user(reviewer, db=db)
     outcome = forget_user(RatingEvent(user_id=reviewer, product_id="", rating=0, action=DELETE_ACCOUNT))
     assert outcome.status == "processed"
