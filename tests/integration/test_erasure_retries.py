@@ -2,7 +2,8 @@
 ends: the product's counts, quoted summary, generated title and search words without the account.
 
 A lock lost or held too long (``core.locking.LeaseLost``) stops ``delete_user_data`` before its
-next write, and the site asks the shopper to delete again (recsite/accounts/deletion.py). Here the
+next write, and Celery's sweep (or the worker's ``delete_account``) runs it again
+(recsite/accounts/deletion.py). Here the
 stop is injected at each fenced write in turn (every write under a product's or search key's lock
 calls its fence just before it), and the deletion is then run again to the end.
 """
@@ -126,9 +127,9 @@ def test_a_deletion_stopped_at_any_write_and_run_again_leaves_nothing_of_the_acc
         with pytest.raises(locking.LeaseLost):
             shopper_controls.delete_user_data("u", db=db)
         monkeypatch.setattr(locking, "fence", _stopping_at(0, calls))
-        again = shopper_controls.delete_user_data("u", db=db)  # the shopper deletes again
+        again = shopper_controls.delete_user_data("u", db=db)  # the sweep's run
         assert _state(db) == expected, f"stopped at write {stop} of {writes}"
-        assert again["products"] == done["products"]  # what the site forgets cached pages by
+        assert again["products"] == done["products"]  # a marked product counts as changed
 
 
 def test_another_deletion_between_the_stop_and_the_retry_leaves_no_quote_of_the_account(own_db, monkeypatch):
@@ -156,7 +157,7 @@ def test_another_deletion_between_the_stop_and_the_retry_leaves_no_quote_of_the_
     assert db[mongo.PRODUCTS].find_one({"_id": "P"})["sample_summary"] == "Bright strings"  # not u's again
     again = shopper_controls.delete_user_data("u", db=db)
     assert _state(db) == expected
-    assert again["products"] == 2  # P (done by the stopped run) counts as changed: the site forgets its cache
+    assert again["products"] == 2  # P (done by the stopped run) counts as changed
 
 
 def test_a_retry_keeps_a_word_another_review_says_now(own_db):
