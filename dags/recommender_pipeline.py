@@ -69,7 +69,8 @@ again and MongoDB reloaded), ``engine`` (auto|ease|implicit|spark, for train), `
 get ``--force`` and redo what their ledgers say is done, as ``bin/pipeline --rerun``). Their
 arguments are built in recommender/params.py. The ``load`` task records ``engine``,
 ``force_publish`` and ``rerun`` where bin/pipeline records its flags (``$DATA_DIR/runs/<run
-id>/pipeline.json``, core.runs.record_options) before it submits load, so ``bin/pipeline --resume
+id>/pipeline.json``, core.runs.record_options) before it submits load, as ``wait_for_inputs`` does
+on its first look (a run that never got to load keeps them too), so ``bin/pipeline --resume
 <run id>`` of a DAG run restores them (on its first try only: a retry keeps what a resume by hand
 recorded since).
 
@@ -163,10 +164,14 @@ with DAG(
     # load's inputs may arrive after the run begins (a nightly export): wait for them here, the
     # worker slot given back between looks, rather than let load fail for good on a missing one
     @task.sensor(mode="reschedule", poke_interval=INPUT_WAIT_INTERVAL, timeout=INPUT_WAIT_TIMEOUT)
-    def wait_for_inputs(params: dict[str, Any] | None = None) -> bool:
+    def wait_for_inputs(params: dict[str, Any] | None = None, run_id: str | None = None) -> bool:
         """Done once every input load is to read names a file left unmodified for INPUT_SETTLE_S
         (recommender.params.inputs_awaited); failed at once, without retries, on inputs load refuses
-        anyway (a URI, a folder, two files of one name): no wait changes those."""
+        anyway (a URI, a folder, two files of one name): no wait changes those. Records the run's
+        options first, as load does (once per run): a run that stops here (timed out, refused) is
+        resumed by hand with its engine, force_publish and rerun."""
+        if run_id is not None:
+            record_options(run_id, params or {})
         awaited, refusal = inputs_awaited(params or {}, INPUT_SETTLE_S)
         if refusal:
             raise AirflowFailException(f"load would refuse its inputs: {refusal}")

@@ -215,6 +215,28 @@ def test_the_sensor_waits_until_an_input_names_a_file_left_unmodified(airflow_ve
                    "poke_interval": 7, "timeout": 70}
 
 
+OPTIONS_PROBE = f"""
+import json, sys
+{LOAD_DAG_MODULE}from core import runs
+sensor, run_id = p.dag.get_task("wait_for_inputs"), "manual__2026-12-06T02:00:00+00:00"
+sensor.op_kwargs = {{}}
+params = {{"inputs": [sys.argv[1]], "remove": [], "engine": "ease", "force_publish": True, "rerun": ["clean"]}}
+done = sensor.poke({{"params": params, "run_id": run_id}}).is_done
+print(json.dumps({{"done": done, "options": runs.read_record(run_id, runs.OPTIONS)}}))
+"""
+
+
+def test_a_run_that_stops_waiting_for_its_inputs_keeps_its_options(airflow_venv, tmp_path):
+    """The run's options (engine, force_publish, rerun) were recorded by the load task alone: a DAG
+    run that timed out waiting for its inputs left none, and ``bin/pipeline --resume`` of it ran
+    with the defaults (no stage forced). The sensor records them on its first look."""
+    out = _probe(airflow_venv, tmp_path / "home", OPTIONS_PROBE.replace("sys.argv[1]", repr(str(tmp_path / "none.json"))),
+                 DATA_DIR=str(tmp_path / "data"))
+    assert out["done"] is False
+    options = {k: v for k, v in out["options"].items() if k != "recorded_at"}
+    assert options == {"engine": "ease", "force_publish": True, "rerun": ["clean", "mongo_load"]}
+
+
 EVALUATE_PROBE = f"""
 import json, sys
 {LOAD_DAG_MODULE}try:
