@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -289,9 +289,17 @@ def _take_off_page(review_pages: Collection, doc: dict[str, Any], user_id: str, 
                          "it; the deletion is idempotent: run it again")
 
 
+class _Subtracted(NamedTuple):
+    """What :func:`_subtract_reviews` did to one product's document."""
+
+    changed: bool  # by this run or an earlier one of the deletion (False: no document, nothing to change)
+    words: set[str]  # the words of a mark an earlier run of this deletion left on the document
+    marked: bool  # the document carries the mark (of any stamp)
+
+
 def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[dict[str, Any]], stamps: set[Any],
                       products: Collection, recounts: Collection, fence: Callable[[], None], *, mark: str,
-                      gone: Iterable[str]) -> tuple[bool, set[str], bool]:
+                      gone: Iterable[str]) -> _Subtracted:
     """Write the product's document without the reviews ``mine`` (``stamps``: of the pages read)
     and with the mark ``mark`` (its stamp and the words ``gone``), conditional on its ``LOAD_STAMP``
     as read, read again when a load wrote it since. Returns whether it changed, by this run or an
@@ -305,7 +313,7 @@ def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[
     for _try in range(_TRIES):
         doc = products.find_one({"_id": product_id}, {**_PRODUCT_FIELDS, mark: 1})
         if not doc:
-            return False, set(), False
+            return _Subtracted(False, set(), False)
         stamp, earlier = doc.get(LOAD_STAMP), doc.get(mark)
         done = isinstance(earlier, dict) and earlier.get("s") == stamp  # subtracted by an earlier run
         # its words whatever its stamp: a load that rewrote the document may not have rebuilt the
@@ -313,14 +321,14 @@ def _subtract_reviews(product_id: str, mine: list[dict[str, Any]], others: list[
         words = set(earlier.get("w") or ()) if isinstance(earlier, dict) else set()
         update = _without_reviews(doc, mine, others, counts=not done)
         if not update:
-            return done, words, earlier is not None
+            return _Subtracted(done, words, earlier is not None)
         if not done:
             update["$set"][mark] = {"s": stamp, "w": sorted(set(gone) | words)}
         fence()
         if _pages_older(stamps, stamp):  # listed first: the eraser finds it (needless: harmless)
             recounts.update_one({"_id": product_id}, {"$set": {"stamp": stamp}}, upsert=True)
         if products.update_one({"_id": product_id, LOAD_STAMP: stamp}, update).matched_count:
-            return True, words, True
+            return _Subtracted(True, words, True)
     raise LoadContention(f"product {product_id}: rewritten by a load {_TRIES} times while a deletion read it; "
                          "the deletion is idempotent: run it again")
 
