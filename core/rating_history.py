@@ -409,9 +409,11 @@ def record_erased(user_id: str, db: Database | None = None) -> None:
     db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$set": {"erased_at": time.time()}})
 
 
-def unfinished_erasures(older_than_s: float, db: Database | None = None) -> list[str]:
-    """Accounts marked deleted more than ``older_than_s`` seconds ago whose erasure never ran to
-    its end (stopped, and nobody deleted again; or marked before marks noted it)."""
+def unfinished_erasures(older_than_s: float, limit: int, db: Database | None = None) -> list[str]:
+    """At most ``limit`` accounts, the longest deleted first, marked deleted more than
+    ``older_than_s`` seconds ago whose erasure never ran to its end (stopped and left to the sweep;
+    or marked before marks noted it)."""
     db = db if db is not None else mongo.get_db()
     query = {"erased_at": {"$exists": False}, "deleted_at": {"$lt": time.time() - older_than_s}}
-    return sorted(d["_id"] for d in db[mongo.DELETED_USERS].find(query, {"_id": 1}))
+    found = db[mongo.DELETED_USERS].find(query, {"_id": 1}).sort([("deleted_at", 1), ("_id", 1)]).limit(limit)
+    return [d["_id"] for d in found]

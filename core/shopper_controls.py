@@ -147,15 +147,21 @@ def delete_user_data(user_id: str, db: Database | None = None,
     return counts
 
 
-def finish_erasures(older_than_s: float, db: Database | None = None) -> dict[str, int]:
-    """Run :func:`delete_user_data` again for every account whose erasure stopped more than
+ERASURES_PER_SWEEP = 100  # accounts one sweep erases again, at most (finish_erasures)
+
+
+def finish_erasures(older_than_s: float, db: Database | None = None,
+                    limit: int = ERASURES_PER_SWEEP) -> dict[str, int]:
+    """Run :func:`delete_user_data` again for each account whose erasure stopped more than
     ``older_than_s`` seconds ago and was never run again (the site deleted the Django account and
     left the rest to this sweep, ``accounts.deletion``): what the shopper asked for is finished,
     the marks left on product documents go. One that stops again (a lock lost, a load in the way)
-    is left for the next sweep.
+    is left for the next sweep. At most ``limit`` a sweep, the longest deleted first: each erasure
+    scans the ratings by user, and the first sweep after the deploy that began noting finished
+    erasures finds every older deletion unfinished; the next sweeps take the rest.
     Returns how many accounts were finished and how many stopped again."""
     done = stopped = 0
-    for user_id in rating_history.unfinished_erasures(older_than_s, db=db):
+    for user_id in rating_history.unfinished_erasures(older_than_s, limit, db=db):
         try:
             delete_user_data(user_id, db=db)
             done += 1

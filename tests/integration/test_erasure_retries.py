@@ -230,3 +230,16 @@ def test_a_retry_never_quotes_another_deleted_accounts_review(own_db, monkeypatc
 
     p = db[mongo.PRODUCTS].find_one({"_id": "P"})
     assert (p["sample_summary"], p["n_reviews"]) == ("Bright strings", 2)
+
+
+def test_a_sweep_erases_at_most_its_limit_the_longest_deleted_first(own_db):
+    """The first sweep after the deploy that began noting finished erasures finds every older
+    deletion unfinished, and ran them all in one task (each scans the ratings by user); it takes
+    at most its limit, the longest deleted first, and the next sweeps the rest."""
+    db = own_db
+    for i, user in enumerate(["c", "a", "b"]):  # deleted in this order: c first
+        rating_history.record_deleted_user(user, db=db)
+        db[mongo.DELETED_USERS].update_one({"_id": user}, {"$set": {"deleted_at": 1000.0 + i}})
+    assert shopper_controls.finish_erasures(0, db=db, limit=2) == {"finished": 2, "stopped": 0}
+    assert rating_history.unfinished_erasures(0, 10, db=db) == ["b"]
+    assert shopper_controls.finish_erasures(0, db=db, limit=2) == {"finished": 1, "stopped": 0}
