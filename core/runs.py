@@ -164,31 +164,18 @@ def input_files(patterns: Sequence[str]) -> InputFiles:
     """
     files, missing = [], []
     for pattern in patterns:
-        if storage.is_remote(pattern):
-            refusal = _remote_refusal(pattern)
-            if refusal:
-                return InputFiles([], [], refusal)
-            matched = input_matches(pattern)
-            if not matched:
-                missing.append(pattern)
-            folder = next((uri for uri in matched if storage.file_stat(uri) is None), None)
-            if folder is not None:
-                return InputFiles([], [], f"{folder} is not a file" + ("" if folder == pattern else f" ({pattern} matches it)"))
-            files.extend(matched)
-            continue
-        local = local_path(pattern)
-        if "://" in local:
-            return InputFiles([], [], f"{pattern}: only local or object-store (s3a://, s3://) input files can be read")
-        if not local or (local != pattern and not os.path.isabs(local)):
-            return InputFiles([], [], f"{pattern!r}: no local file or glob (a file:// URI needs an absolute path)")
-        matched = [path for path in input_matches(pattern) if os.path.exists(path)]
+        refusal = _refusal(pattern)
+        if refusal:
+            return InputFiles([], [], refusal)
+        # a local path is its own match even when it is not there (yet): only what is there counts
+        matched = [path for path in input_matches(pattern) if storage.is_remote(path) or os.path.exists(path)]
         if not matched:
             missing.append(pattern)
-        folder = next((path for path in matched if not os.path.isfile(path)), None)
+        folder = next((path for path in matched if storage.file_stat(path) is None), None)
         if folder is not None:
-            how = "" if folder == local else f" ({pattern} matches it)"
+            how = "" if folder in (local_path(pattern), storage.spark_uri(pattern)) else f" ({pattern} matches it)"
             return InputFiles([], [], f"{folder} is not a file{how}")
-        files.extend(os.path.abspath(path) for path in matched)
+        files.extend(path if storage.is_remote(path) else os.path.abspath(path) for path in matched)
     seen: dict[str, str] = {}
     for path in dict.fromkeys(files):
         name = os.path.basename(path)
@@ -200,13 +187,21 @@ def input_files(patterns: Sequence[str]) -> InputFiles:
     return InputFiles(list(seen.values()), missing, "")
 
 
-def _remote_refusal(pattern: str) -> str:
-    """Why load refuses an object-store input (:func:`input_files`), "" when it does not."""
-    if not storage.is_remote(get_settings().data_dir):
-        return (f"{pattern}: an object-store input needs DATA_DIR in an object store too (what gives Spark "
-                "its s3a settings); copy the file here, or set DATA_DIR to a bucket")
-    if glob.has_magic(os.path.dirname(pattern.split("://", 1)[1])):
-        return f"{pattern}: glob characters in an object-store input's file name only"
+def _refusal(pattern: str) -> str:
+    """Why load refuses an input as it is given, before anything is matched (:func:`input_files`);
+    "" when it does not."""
+    if storage.is_remote(pattern):
+        if not storage.is_remote(get_settings().data_dir):
+            return (f"{pattern}: an object-store input needs DATA_DIR in an object store too (what gives Spark "
+                    "its s3a settings); copy the file here, or set DATA_DIR to a bucket")
+        if glob.has_magic(os.path.dirname(pattern.split("://", 1)[1])):
+            return f"{pattern}: glob characters in an object-store input's file name only"
+        return ""
+    local = local_path(pattern)
+    if "://" in local:
+        return f"{pattern}: only local or object-store (s3a://, s3://) input files can be read"
+    if not local or (local != pattern and not os.path.isabs(local)):
+        return f"{pattern!r}: no local file or glob (a file:// URI needs an absolute path)"
     return ""
 
 
