@@ -7,7 +7,7 @@ word (core/search.py), a product's reviews by page (``product_reviews``).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from pymongo.database import Database
 
@@ -165,28 +165,41 @@ _known_products: dict[tuple[str, str], set[str]] = {}
 _catalog_read: dict[str, str] = {}  # per database: the catalog generation remember_catalog read last
 
 
+class ProductLookup(NamedTuple):
+    """Which products a batch must read, all of one catalog generation (:func:`products_to_look_up`)."""
+
+    collection: str  # the generation to read them from (a physical collection name)
+    ids: list[str]  # those not remembered as existing
+    known: set[str]  # the products remembered of that generation
+
+
 def existing_products(product_ids: Iterable[str], db: Database | None = None,
-                      found: dict[str, dict] | None = None) -> set[str]:
+                      lookup: ProductLookup | None = None, found: dict[str, dict] | None = None) -> set[str]:
     """Which of these products the live catalog holds (the worker's ``product_exists`` for a batch).
 
     A product once found is remembered per database and catalog generation: products change only
     by a reload, which writes a new generation (see :func:`core.mongo.get_db`), so a remembered id is never
-    stale; an unknown one is read again each time. ``found``: the caller already read the ids
-    :func:`products_to_look_up` gave (the worker, beside its other reads).
+    stale; an unknown one is read again each time. ``lookup`` and ``found``: the caller already
+    read ``lookup.ids`` from ``lookup.collection`` (the worker, beside its other reads). The plan,
+    the read and the judgement use one generation: judged against a newer one (its pointer moved
+    in between), a product remembered of the old one was neither read nor known, and a valid
+    rating was dead-lettered as "unknown product".
     """
     db = db if db is not None else mongo.get_db()
-    known = _remembered_products(db)
-    wanted = set(product_ids)
-    if found is None:
-        found = mongo.find_by_ids(mongo.PRODUCTS, [p for p in wanted if p not in known], {"_id": 1}, db=db)
-    known.update(found)
-    return wanted & known
+    if lookup is None or found is None:
+        lookup = products_to_look_up(product_ids, db=db)
+        found = mongo.find_by_ids(lookup.collection, lookup.ids, {"_id": 1}, db=db)
+    lookup.known.update(found)
+    return set(product_ids) & (lookup.known | found.keys())
 
 
-def products_to_look_up(product_ids: Iterable[str], db: Database | None = None) -> list[str]:
-    """The ids :func:`existing_products` would read (those not remembered as existing)."""
-    known = _remembered_products(db if db is not None else mongo.get_db())
-    return [p for p in dict.fromkeys(product_ids) if p not in known]
+def products_to_look_up(product_ids: Iterable[str], db: Database | None = None) -> ProductLookup:
+    """The catalog generation live now and the ids of ``product_ids`` :func:`existing_products` must
+    read from it (those not remembered as existing)."""
+    db = db if db is not None else mongo.get_db()
+    generation = mongo.physical_name(db, mongo.PRODUCTS)
+    known = _remembered_products(db, generation)
+    return ProductLookup(generation, [p for p in dict.fromkeys(product_ids) if p not in known], known)
 
 
 def _remembered_products(db: Database, generation: str | None = None) -> set[str]:

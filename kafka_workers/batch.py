@@ -225,13 +225,14 @@ def _read_users(batch: list[RatingEvent], by_user: dict[str, list[int]], seen_be
     excluding = {batch[i].user_id for ids in by_user.values() for i in ids if batch[i].action == events.NOT_INTERESTED}
     # every user is looked up in deleted_users, not only those without a history: a reload may
     # have brought a deleted account's history back, and a late event must not write its list
+    lookup = catalog.products_to_look_up(product_ids, db=db)
     docs, exclusion_docs, products, stored_before, deleted = mongo.find_by_ids_many(
         [(mongo.USER_HISTORY, by_user, None),
          (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions or u in excluding], None),
-         (mongo.PRODUCTS, catalog.products_to_look_up(product_ids, db=db), {"_id": 1}),
+         (lookup.collection, lookup.ids, {"_id": 1}),
          (mongo.RATINGS, again, {"state": 1}),
          (mongo.DELETED_USERS, by_user, {"_id": 1})])
-    known = catalog.existing_products(product_ids, db=db, found=products)
+    known = catalog.existing_products(product_ids, db=db, lookup=lookup, found=products)
     return _Read(docs, exclusion_docs, known, stored_before, set(deleted), no_exclusions)
 
 

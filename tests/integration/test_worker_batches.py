@@ -386,14 +386,14 @@ def test_a_small_catalog_is_remembered_once_per_generation(rt_catalog, worker_en
 
     def spy_reads(requests, db=None):
         requests = [(c, list(ids), proj) for c, ids, proj in requests]
-        looked_up.extend(i for c, ids, _ in requests if c == mongo.PRODUCTS for i in ids)
+        looked_up.extend(i for c, ids, _ in requests if c.split("__g")[0] == mongo.PRODUCTS for i in ids)
         return find_many(requests, db=db)
 
     monkeypatch.setattr(mongo, "find_by_ids_many", spy_reads)
     monkeypatch.setattr(catalog, "_known_products", {})
     monkeypatch.setattr(catalog, "_catalog_read", {})
     assert catalog.remember_catalog(n - 1) == 0  # larger than the limit: learnt product by product
-    assert catalog.products_to_look_up(p[:3]) == p[:3]
+    assert catalog.products_to_look_up(p[:3]).ids == p[:3]
     catalog._catalog_read.clear()
     assert catalog.remember_catalog(n) == n
     assert catalog.remember_catalog(n) == 0  # once per generation
@@ -403,7 +403,7 @@ def test_a_small_catalog_is_remembered_once_per_generation(rt_catalog, worker_en
 
     try:
         _reload(mongo.PRODUCTS, [d for d in docs if d["_id"] != p[1]])
-        assert catalog.products_to_look_up([p[0], p[1]]) == [p[0], p[1]]  # the new generation: not known yet
+        assert catalog.products_to_look_up([p[0], p[1]]).ids == [p[0], p[1]]  # the new generation: not known yet
         assert catalog.remember_catalog(n) == n - 1
         out = handle_batch([RatingEvent(user_id=user, product_id=p[1], rating=4, ts=now + 1),
                             RatingEvent(user_id=user, product_id=p[2], rating=4, ts=now + 2)], model)
@@ -439,10 +439,44 @@ def test_a_running_worker_reads_a_reloaded_catalog_when_the_new_model_comes(rt_c
         assert catalog._catalog_read[db.name] != generation
         publish_model(rt_catalog.in_model, seed=55)
         ids = [d["_id"] for d in docs]
-        wait_until(lambda: catalog.products_to_look_up(ids) == [docs[0]["_id"]], 60,
+        wait_until(lambda: catalog.products_to_look_up(ids).ids == [docs[0]["_id"]], 60,
                    "the worker to read the new generation with the new model")
         assert catalog._catalog_read[db.name] == generation
     finally:
         stop.set()
         thread.join(30)
         _reload(mongo.PRODUCTS, docs)
+
+
+def test_a_catalog_reload_between_a_batch_s_plan_and_its_read_keeps_remembered_products(
+        rt_catalog, worker_env, monkeypatch):
+    """A batch decides which products to read from the generation it remembers products of, then
+    reads them beside its other reads. A reload that moved the catalog's pointer in between (seen by
+    this process once its cached pointer expired) made it judge a remembered product against the new
+    generation's empty set: a valid rating dead-lettered as "unknown product" (CI, a rating sent
+    while mongo_load ran). The batch now plans, reads and judges against one generation."""
+    from kafka_workers.batch import handle_batch
+
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=59))
+    docs = list(db[mongo.PRODUCTS].find({}))
+    user = "rt-rg-0"
+    forget_users(db, [user])
+    monkeypatch.setattr(catalog, "_known_products", {})
+    monkeypatch.setattr(catalog, "_catalog_read", {})
+    assert catalog.remember_catalog(len(docs)) == len(docs)
+    find_many, reloaded = mongo.find_by_ids_many, []
+
+    def reload_then_read(requests, db=None):  # the reload lands between the plan and the read
+        if not reloaded:
+            reloaded.append(True)
+            _reload(mongo.PRODUCTS, docs)
+            mongo.forget_pointers()  # this process's cached pointer expires now
+        return find_many(requests, db=db)
+
+    monkeypatch.setattr(mongo, "find_by_ids_many", reload_then_read)
+    try:
+        out = handle_batch([RatingEvent(user_id=user, product_id=p[0], rating=4, ts=time.time() - 20)], model)
+        assert reloaded and [(o.status, o.reason) for o in out] == [("processed", "")]
+    finally:
+        mongo.drop_retired(wait=True, db=db)
