@@ -30,6 +30,19 @@ def site_cache():
     override.disable()
 
 
+@pytest.fixture(autouse=True)
+def one_login_window(monkeypatch):
+    """The login lockout's count window, held at the one the test started in.
+
+    Counts live in fixed windows (``LOGIN_THROTTLE_WINDOW``, 300 s): a test that counts a few
+    failures and then expects a refusal failed when a window began between the two (CI: the test
+    of an attempt in flight, which runs about 6 s). A test that moves windows sets its own."""
+    from accounts import throttle
+
+    started = time.time()
+    monkeypatch.setattr(throttle, "_window_id", lambda window: int(started // window))
+
+
 @pytest.fixture(scope="session")
 def site(site_catalog, site_cache):
     """The catalog loaded by the real pipeline, with the site's cache isolated."""
