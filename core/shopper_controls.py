@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from core import catalog, locking, mongo, rating_history, search, trending
+from core import catalog, catalog_revision, locking, mongo, rating_history, search, trending
 
 
 # --- "not interested" ----------------------------------------------------------------------
@@ -156,7 +156,8 @@ def finish_erasures(older_than_s: float, db: Database | None = None,
     ``older_than_s`` seconds ago and was never run again (the site deleted the Django account and
     left the rest to this sweep, ``accounts.deletion``): what the shopper asked for is finished,
     the marks left on product documents go. One that stops again (a lock lost, a load in the way)
-    is left for the next sweep. At most ``limit`` a sweep, the longest deleted first: each erasure
+    is left for the next sweep. The site's cached pages made before are not read again
+    (``core.catalog_revision``). At most ``limit`` a sweep, the longest deleted first: each erasure
     scans the ratings by user, and the first sweep after the deploy that began noting finished
     erasures finds every older deletion unfinished; the next sweeps take the rest.
     Returns how many accounts were finished and how many stopped again."""
@@ -167,6 +168,8 @@ def finish_erasures(older_than_s: float, db: Database | None = None,
             done += 1
         except INTERRUPTIONS:
             stopped += 1
+    if done or stopped:  # product documents changed since the site's pages were cached
+        catalog_revision.bump()
     return {"finished": done, "stopped": stopped}
 
 

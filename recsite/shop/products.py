@@ -11,18 +11,19 @@ A product page's key (and its rendered fragment's) also carries the product's re
 which a deleted account bumps, so a deleted reviewer's reviews are gone from the next view.
 Everything else that shows a product's title or counts (summaries, catalog and search pages, a
 user's list, a page's similar items) is keyed by :func:`catalog_generation`, which also changes
-when a deletion rewrote product documents (their counts, a title quoting the deleted reviewer).
+when a deletion rewrote product documents (their counts, a title quoting the deleted reviewer),
+the site's own run or Celery's sweep ending it (``core.catalog_revision``).
 """
 from __future__ import annotations
 
 import math
-import time
 import uuid
 from typing import Any, Iterable
 
 from django.core.cache import cache
 
 from core import catalog, list_state, stored_lists
+from core import catalog_revision as catalog_revision_store
 from core.env import env_int
 
 TTL_S = env_int("CATALOG_CACHE_SECONDS", 300)
@@ -38,32 +39,20 @@ def cache_generation() -> str:
 
 # Outlives every page cached before a bump (TTL_S), so a lapsed revision never revives one.
 REVIEWS_REVISION_KEEP_S = max(TTL_S, 24 * 3600)
-CATALOG_REVISION_KEY = "catalog:revision"
-CATALOG_REVISION_CHECK_S = 1.0  # as list_state.generation: read at most once a second per process
-_catalog_revision: list[tuple[str, float]] = []  # [(revision, when read)] of this process
 
 
 def catalog_revision() -> str:
-    """The catalog's revision: changed by :func:`forget_catalog` ("0" until then).
-
-    Read from the cache at most once a second per process: another process sees a deletion's
-    change within a second, the one that made it at once.
-    """
-    now = time.monotonic()
-    if not _catalog_revision or now - _catalog_revision[0][1] >= CATALOG_REVISION_CHECK_S:
-        _catalog_revision[:] = [(str(cache.get(CATALOG_REVISION_KEY) or "0"), now)]
-    return _catalog_revision[0][0]
+    """The catalog's revision (:mod:`core.catalog_revision`): changed by :func:`forget_catalog` and by
+    Celery's erasure sweep."""
+    return catalog_revision_store.current()
 
 
 def forget_catalog() -> None:
     """Product documents changed outside a reload (an account deletion took a reviewer's reviews
     out of their counts, titles and search keys): nothing that showed a product's title or counts,
     or a search's results, is read again. One revision for the whole catalog, not one per product:
-    a user's list or a catalog page shows many products, and such deletions are rare. Set after
-    MongoDB changed, so what is cached under it is read from the changed documents."""
-    revision = uuid.uuid4().hex[:12]
-    cache.set(CATALOG_REVISION_KEY, revision, REVIEWS_REVISION_KEEP_S)
-    _catalog_revision[:] = [(revision, time.monotonic())]
+    a user's list or a catalog page shows many products, and such deletions are rare."""
+    catalog_revision_store.bump()
 
 
 def catalog_generation() -> str:

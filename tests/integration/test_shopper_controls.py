@@ -366,6 +366,44 @@ def test_deleted_reviewers_reviews_leave_cached_product_pages_at_once(rt, site_c
     assert mine["review_text"] not in after and mine["reviewer_name"] not in after and mine["summary"] not in after
 
 
+
+def test_the_erasure_sweep_hides_the_pages_the_site_cached_before_it(rt, site_cache, client, make_user, monkeypatch):
+    """An account deletion whose erasure stopped deletes the account and leaves the rest to Celery's
+    sweep; the product page viewed meanwhile is cached with the reviewer's review (MongoDB still has
+    it). The sweep changed MongoDB but could not reach the site's cache revisions (Django's cache),
+    so the page showed the deleted review for up to ``CATALOG_CACHE_SECONDS`` after it. The sweep
+    changes the catalog's revision (``core.catalog_revision``) as the site's own run does."""
+    from core.locking import LockHeld
+
+    reviewer, pid = "RTSWEPT", rt.catalog.in_model[41]
+    forget_users(rt.db, [reviewer])
+    user = make_user(reviewer_id=reviewer)
+    other = {"user_id": "SOMEONE", "rating": 5.0, "summary": "Still here", "reviewer_name": "Other Person",
+             "review_text": "A review that stays."}
+    mine = {"user_id": reviewer, "rating": 2.0, "summary": "Swept later", "reviewer_name": "Swept Reviewer",
+            "review_text": "Words the sweep removes."}
+    mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{pid}:1", "pages": 1, "items": [other, mine]}], db=rt.db)
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(reviewer, {pid: (2.0, 1_300_000_000.0)}, {})],
+                      db=rt.db)
+    erase = shopper_controls.delete_user_data
+
+    def held(*args, **kwargs):
+        raise LockHeld("another writer holds a product's lock")
+
+    monkeypatch.setattr(shopper_controls, "delete_user_data", held)
+    client.force_login(user)
+    done = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
+    assert done.status_code == 200 and "was interrupted part-way" in " ".join(done.content.decode().split())
+    monkeypatch.setattr(shopper_controls, "delete_user_data", erase)
+    cached = client.get(f"/p/{pid}/").content.decode()  # logged out: fills the page data and its fragment
+    assert mine["review_text"] in cached  # not erased yet
+
+    assert shopper_controls.finish_erasures(0, db=rt.db)["finished"] >= 1
+    assert catalog.product_reviews(pid, 1, db=rt.db)[0] == [other]
+    after = client.get(f"/p/{pid}/").content.decode()
+    assert other["review_text"] in after
+    assert mine["review_text"] not in after and mine["reviewer_name"] not in after
+
 def _postings(db, key: str) -> dict[str, str] | None:
     """{product: tier} of one search key, None when the key is not in the index."""
     doc = db[mongo.SEARCH_INDEX].find_one({"_id": key})
