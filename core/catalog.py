@@ -183,14 +183,25 @@ def existing_products(product_ids: Iterable[str], db: Database | None = None,
     read ``lookup.ids`` from ``lookup.collection`` (the worker, beside its other reads). The plan,
     the read and the judgement use one generation: judged against a newer one (its pointer moved
     in between), a product remembered of the old one was neither read nor known, and a valid
-    rating was dead-lettered as "unknown product".
+    rating was dead-lettered as "unknown product". A product not found is looked for once more in
+    the generation live now, if that is another: the one read may have been retired and dropped
+    since (a batch's reads can start seconds after its plan), or be older than this process's
+    cached pointer said (a product the reload added).
     """
     db = db if db is not None else mongo.get_db()
+    wanted = set(product_ids)
     if lookup is None or found is None:
-        lookup = products_to_look_up(product_ids, db=db)
+        lookup = products_to_look_up(wanted, db=db)
         found = mongo.find_by_ids(lookup.collection, lookup.ids, {"_id": 1}, db=db)
     lookup.known.update(found)
-    return set(product_ids) & (lookup.known | found.keys())
+    missing = {p for p in wanted if p not in lookup.known}
+    if missing:  # rare (a bad event): make sure the generation read was not retired meanwhile
+        live = mongo.live_generation(mongo.PRODUCTS, db)
+        if live != lookup.collection:  # a reload since the plan: its generation may be dropped already
+            again = mongo.find_by_ids(live, list(missing), {"_id": 1}, db=db)
+            _remembered_products(db, live).update(again)
+            missing -= again.keys()
+    return wanted - missing
 
 
 def products_to_look_up(product_ids: Iterable[str], db: Database | None = None) -> ProductLookup:

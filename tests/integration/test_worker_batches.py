@@ -465,11 +465,11 @@ def test_a_catalog_reload_between_a_batch_s_plan_and_its_read_keeps_remembered_p
     monkeypatch.setattr(catalog, "_known_products", {})
     monkeypatch.setattr(catalog, "_catalog_read", {})
     assert catalog.remember_catalog(len(docs)) == len(docs)
-    find_many, reloaded = mongo.find_by_ids_many, []
+    find_many, planned = mongo.find_by_ids_many, []
 
     def reload_then_read(requests, db=None):  # the reload lands between the plan and the read
-        if not reloaded:
-            reloaded.append(True)
+        if not planned:
+            planned.extend(c for c, _, _ in requests if c.split("__g")[0] == mongo.PRODUCTS)
             _reload(mongo.PRODUCTS, docs)
             mongo.forget_pointers()  # this process's cached pointer expires now
         return find_many(requests, db=db)
@@ -477,6 +477,38 @@ def test_a_catalog_reload_between_a_batch_s_plan_and_its_read_keeps_remembered_p
     monkeypatch.setattr(mongo, "find_by_ids_many", reload_then_read)
     try:
         out = handle_batch([RatingEvent(user_id=user, product_id=p[0], rating=4, ts=time.time() - 20)], model)
-        assert reloaded and [(o.status, o.reason) for o in out] == [("processed", "")]
+        assert planned and planned[0] != mongo.live_generation(mongo.PRODUCTS, db)  # planned before the reload
+        assert [(o.status, o.reason) for o in out] == [("processed", "")]
     finally:
         mongo.drop_retired(wait=True, db=db)
+
+
+def test_a_product_read_from_a_generation_dropped_since_the_plan_is_looked_for_in_the_live_one(
+        rt_catalog, worker_env, monkeypatch):
+    """A batch's reads can start seconds after its plan (small batches read one collection after
+    another); a reload meanwhile may have retired and dropped the generation planned, and a product
+    not remembered yet read as missing from it: dead-lettered as "unknown product". A product not
+    found is looked for once more in the generation live now."""
+    from kafka_workers.batch import handle_batch
+
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=61))
+    docs = list(db[mongo.PRODUCTS].find({}))
+    user = "rt-rg-1"
+    forget_users(db, [user])
+    monkeypatch.setattr(catalog, "_known_products", {})  # nothing remembered: the product must be read
+    monkeypatch.setattr(mongo, "RETIRE_GRACE_S", 0.0)
+    _reload(mongo.PRODUCTS, docs)  # the catalog in a generation (the session's first is not one)
+    find_many, dropped = mongo.find_by_ids_many, []
+
+    def reload_and_drop_then_read(requests, db=None):
+        if not dropped:
+            dropped.extend(c for c, _, _ in requests if c.split("__g")[0] == mongo.PRODUCTS)
+            _reload(mongo.PRODUCTS, docs)
+            mongo.drop_retired(wait=True, db=rt_catalog.db)
+        return find_many(requests, db=db)
+
+    monkeypatch.setattr(mongo, "find_by_ids_many", reload_and_drop_then_read)
+    out = handle_batch([RatingEvent(user_id=user, product_id=p[0], rating=4, ts=time.time() - 20)], model)
+    assert dropped and dropped[0] not in db.list_collection_names()  # the planned generation is gone
+    assert [(o.status, o.reason) for o in out] == [("processed", "")]
