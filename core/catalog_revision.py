@@ -36,14 +36,22 @@ def _key() -> str:
 
 
 def current() -> str:
-    """The revision ("0" until the first bump; the last one read while Redis fails). Another
-    process sees a bump within ``CHECK_S``, the one that made it at once."""
+    """The revision (the last one read while Redis fails). Another process sees a bump within
+    ``CHECK_S``, the one that made it at once.
+
+    Missing (never bumped, lapsed, lost with Redis), a random one is made, never a fixed "0":
+    pages cached under "0" before the site first kept its revision here (in Django's cache)
+    would otherwise be read again, whatever a deletion changed since."""
     key, now = _key(), time.monotonic()
     hit = _seen.get(key)
     if hit is None or now - hit[1] >= CHECK_S:
         try:
-            value = list_state.client().get(key)
-            hit = _seen[key] = ((value or b"0").decode(), now)
+            client = list_state.client()
+            value = client.get(key)
+            if value is None:  # whoever sets it first, every process reads that one
+                client.set(key, uuid.uuid4().hex[:12], nx=True, ex=KEEP_S)
+                value = client.get(key) or b"0"
+            hit = _seen[key] = (value.decode(), now)
         except redis.RedisError as exc:
             log.warning("catalog revision not read (%s); keeping the last one", exc)
             hit = _seen[key] = ((hit or ("0", 0.0))[0], now)

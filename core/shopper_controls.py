@@ -103,11 +103,25 @@ def delete_user_data(user_id: str, db: Database | None = None,
     Stopped anywhere (a lock lost: ``core.locking.LeaseLost``) and run again, it ends as if it
     had run once: each product document it took the account's reviews off carries a mark (see
     :func:`_erase_reviews`) until the search words are unlisted.
+
+    Whoever runs it (the site, the worker's ``delete_account``, Celery's sweep), it changes the
+    catalog's revision when it ends or stops (``core.catalog_revision``), so no page the site
+    cached before shows what it erased. Only the site could, and pages cached between the site's
+    run and the worker's or the sweep's showed the erased reviews for ``CATALOG_CACHE_SECONDS``.
     """
     db = db if db is not None else mongo.get_db()
     indexed = indexed or {}
     rated, removed = rating_history.history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))
     products = set(rated) | set(removed) | set(indexed)  # reviewed_products(), without reading the history twice
+    try:
+        return _erase(user_id, products, len(rated), indexed, db)
+    finally:  # even stopped part-way: what it changed must not be shown from the site's caches
+        if products:
+            catalog_revision.bump()
+
+
+def _erase(user_id: str, products: set[str], rated: int, indexed: dict[str, list[str]], db: Database) -> dict[str, int]:
+    """:func:`delete_user_data`'s writes, product by product then collection by collection."""
     mark = ERASING + rating_history.erasure_token(user_id, db=db)
     pages = corrected = 0
     unlist: dict[str, set[str]] = {}  # search key -> products no longer listed under it
@@ -136,7 +150,7 @@ def delete_user_data(user_id: str, db: Database | None = None,
         "products": corrected,
         "search_postings": search_postings,
         "history": db[mongo.USER_HISTORY].delete_one({"_id": user_id}).deleted_count,
-        "rated_products": len(rated),
+        "rated_products": rated,
         "recommendations": db[mongo.RECOMMENDATIONS].delete_one({"_id": user_id}).deleted_count
         + db[mongo.BATCH_RECOMMENDATIONS].delete_one({"_id": user_id}).deleted_count,
         "exclusions": len(exclusions(user_id, db=db)),
@@ -156,8 +170,7 @@ def finish_erasures(older_than_s: float, db: Database | None = None,
     ``older_than_s`` seconds ago and was never run again (the site deleted the Django account and
     left the rest to this sweep, ``accounts.deletion``): what the shopper asked for is finished,
     the marks left on product documents go. One that stops again (a lock lost, a load in the way)
-    is left for the next sweep. The site's cached pages made before are not read again
-    (``core.catalog_revision``). At most ``limit`` a sweep, the longest deleted first: each erasure
+    is left for the next sweep. At most ``limit`` a sweep, the longest deleted first: each erasure
     scans the ratings by user, and the first sweep after the deploy that began noting finished
     erasures finds every older deletion unfinished; the next sweeps take the rest.
     Returns how many accounts were finished and how many stopped again."""
@@ -168,8 +181,6 @@ def finish_erasures(older_than_s: float, db: Database | None = None,
             done += 1
         except INTERRUPTIONS:
             stopped += 1
-    if done or stopped:  # product documents changed since the site's pages were cached
-        catalog_revision.bump()
     return {"finished": done, "stopped": stopped}
 
 

@@ -12,7 +12,7 @@ which a deleted account bumps, so a deleted reviewer's reviews are gone from the
 Everything else that shows a product's title or counts (summaries, catalog and search pages, a
 user's list, a page's similar items) is keyed by :func:`catalog_generation`, which also changes
 when a deletion rewrote product documents (their counts, a title quoting the deleted reviewer),
-the site's own run or Celery's sweep ending it (``core.catalog_revision``).
+whoever ran the erasure: the site, the worker or Celery's sweep (``core.catalog_revision``).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ REVIEWS_REVISION_KEEP_S = max(TTL_S, 24 * 3600)
 
 def catalog_revision() -> str:
     """The catalog's revision (:mod:`core.catalog_revision`): changed by :func:`forget_catalog` and by
-    Celery's erasure sweep."""
+    every run of an account's erasure."""
     return catalog_revision_store.current()
 
 

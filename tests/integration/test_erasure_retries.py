@@ -243,3 +243,25 @@ def test_a_sweep_erases_at_most_its_limit_the_longest_deleted_first(own_db):
     assert shopper_controls.finish_erasures(0, db=db, limit=2) == {"finished": 2, "stopped": 0}
     assert rating_history.unfinished_erasures(0, 10, db=db) == ["b"]
     assert shopper_controls.finish_erasures(0, db=db, limit=2) == {"finished": 1, "stopped": 0}
+
+
+def test_an_erasure_that_fails_part_way_still_changes_the_catalog_revision(own_db, monkeypatch):
+    """An erasure that stopped on an error of any kind (here MongoDB dropping the connection after
+    the product documents were rewritten) has changed what the site's cached pages show: it changes
+    the catalog's revision anyway (``core.catalog_revision``), not only when it ends. The sweep that
+    ran it changed the revision only after all its erasures, and an error skipped it."""
+    from pymongo.errors import AutoReconnect
+
+    from core import catalog_revision
+
+    _write_shop(own_db)
+    before = catalog_revision.current()
+
+    def dropped(*args, **kwargs):
+        raise AutoReconnect("connection closed")
+
+    monkeypatch.setattr(shopper_controls, "_unlist_words", dropped)
+    with pytest.raises(AutoReconnect):
+        shopper_controls.delete_user_data("u", db=own_db)
+    assert own_db[mongo.PRODUCTS].find_one({"_id": "P"})["n_reviews"] == 2  # P was rewritten before the error
+    assert catalog_revision.current() != before
