@@ -24,6 +24,12 @@ from kafka_workers.exclusions_cache import may_have_exclusions, users_without_ex
 from kafka_workers.process import Outcome, handle_event, recommendations_for
 
 
+class HistoriesReloaded(RuntimeError):
+    """A reload switched ``user_history`` between a batch's read of its users' histories and its
+    write: the batch raises before writing them, and the worker handles it one event at a time,
+    which reads the new generation (once per reload, rare)."""
+
+
 class _PopularOnce:
     """The popular products, read at most once per batch (the longest list any user needed)."""
 
@@ -161,7 +167,7 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     db = mongo.get_db()
     history_generation = mongo.physical_name(db, mongo.USER_HISTORY)
     kept = {d["_id"] for d in tail.ratings}  # processed by an earlier batch, not inserted yet: duplicates
-    read = _read_users(batch, by_user, seen_before - kept, db)
+    read = _read_users(batch, by_user, seen_before - kept, db, history_generation)
     _set_aside_unknown_and_repeated(batch, by_user, read, kept, outcomes)
     changes = _apply_to_histories(batch, by_user, read, outcomes)
     histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
@@ -170,7 +176,8 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     # younger). The 0.0 is for the type only; were it ever used, the fence would just ask at once.
     stored = _write_with_lists(changes.histories, changes.excluded, model, changes.new_histories,
                                changes.new_exclusions, {u: batch[by_user[u][-1]].event_id for u in changes.histories},
-                               fence=locking.fence(names, tail.token, tail.opened or 0.0, db=db))
+                               fence=locking.fence(names, tail.token, tail.opened or 0.0, db=db),
+                               history_generation=history_generation)
     # announced under the locks, so a re-scoring that waits for one announces its list after
     # ours; and before the ratings' insert, one write fewer between the rating and its list
     # (a client that sees its rating processed finds its list announced, as in `handle_event`)
@@ -215,7 +222,8 @@ class _Read(NamedTuple):
     no_exclusions: set[str]  # users this process knows have none (the batch adds to it)
 
 
-def _read_users(batch: list[RatingEvent], by_user: dict[str, list[int]], seen_before: set[str], db) -> _Read:
+def _read_users(batch: list[RatingEvent], by_user: dict[str, list[int]], seen_before: set[str], db,
+               history_generation: str) -> _Read:
     """Everything the batch's users need read, for all of them at once (:class:`_Read`)."""
     product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
     again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
@@ -227,7 +235,7 @@ def _read_users(batch: list[RatingEvent], by_user: dict[str, list[int]], seen_be
     # have brought a deleted account's history back, and a late event must not write its list
     lookup = catalog.products_to_look_up(product_ids, db=db)
     docs, exclusion_docs, products, stored_before, deleted = mongo.find_by_ids_many(
-        [(mongo.USER_HISTORY, by_user, None),
+        [(history_generation, by_user, None),
          (mongo.EXCLUSIONS, [u for u in by_user if u not in no_exclusions or u in excluding], None),
          (lookup.collection, lookup.ids, {"_id": 1}),
          (mongo.RATINGS, again, {"state": 1}),
@@ -329,7 +337,8 @@ LIST_CHUNK = 100  # users whose lists are computed while the ones before them ar
 
 def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str, set[str]], model: Model | None,
                       new_histories: dict[str, dict], new_exclusions: dict[str, dict],
-                      source_event: dict[str, str], fence: Callable[[], None]) -> dict[str, dict[str, Any]]:
+                      source_event: dict[str, str], fence: Callable[[], None],
+                      history_generation: str) -> dict[str, dict[str, Any]]:
     """Write a batch's histories and exclusions, then its users' lists; returns the stored lists.
     ``fence()`` goes before each write (``core.locking.fence`` of the users' locks): a batch
     that stalled past their lease while another writer took one over raises and writes no more.
@@ -344,10 +353,16 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
     caller's locks go. Taken before, a re-scoring that read the old history while this batch held
     the locks would have the later ``as_of`` and replace our list. Every write has finished when
     this returns, failed or not.
+
+    The histories go to ``history_generation``, the one they were read from, and only while it is
+    live (:class:`HistoriesReloaded`): written by the collection's name after a reload moved it,
+    each replaced the new generation's history of its user (what the load brought) with the old one.
     """
     def write_histories() -> None:
         fence()
-        mongo.bulk_upsert(mongo.USER_HISTORY, new_histories.values())
+        if mongo.physical_name(mongo.get_db(), mongo.USER_HISTORY) != history_generation:
+            raise HistoriesReloaded(f"user_history moved from {history_generation} since the batch read it")
+        mongo.bulk_upsert(history_generation, new_histories.values())  # seen live just now: not dropped for seconds
         mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
 
     n, popular = get_settings().top_n, _PopularOnce()

@@ -175,7 +175,7 @@ def test_a_batch_reads_deleted_accounts_with_its_histories_and_announces_under_i
     def spy_reads(requests, db=None):
         requests = [(c, list(ids), proj) for c, ids, proj in requests]
         read.extend((c, ids) for c, ids, _ in requests if ids)
-        calls.append({c for c, ids, _ in requests if ids})
+        calls.append({c.split("__g")[0] for c, ids, _ in requests if ids})  # a generation by its collection
         return find_many(requests, db=db)
 
     def spy_announce(versions):
@@ -512,3 +512,44 @@ def test_a_product_read_from_a_generation_dropped_since_the_plan_is_looked_for_i
     out = handle_batch([RatingEvent(user_id=user, product_id=p[0], rating=4, ts=time.time() - 20)], model)
     assert dropped and dropped[0] not in db.list_collection_names()  # the planned generation is gone
     assert [(o.status, o.reason) for o in out] == [("processed", "")]
+
+
+def test_a_reload_of_the_histories_between_a_batch_s_read_and_write_keeps_what_it_loaded(
+        rt_catalog, worker_env, monkeypatch):
+    """A batch read a user's history from one generation and wrote it whole by the collection's
+    name, which a reload could have moved meanwhile: the new generation's history of that user
+    (what the load brought, a linked reviewer's new reviews) was replaced by the old one plus the
+    batch's rating. The batch now writes the generation it read, and one whose pointer moved in
+    between is handled one event at a time (the worker's fallback), which reads the new one."""
+    from kafka_workers.batch import handle_batch
+    from kafka_workers.process import handle
+
+    db, p = rt_catalog.db, rt_catalog.products
+    model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=67))
+    user = "rt-rh-0"
+    forget_users(db, [user])
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(user, {p[1]: (3.0, 1.3e9)}, {})], db=db)
+    find_many, reloaded = mongo.find_by_ids_many, []
+
+    def read_then_reload(requests, db=None):  # the reload's switch lands between the read and the write
+        out = find_many(requests, db=db)
+        if not reloaded and any(c.split("__g")[0] == mongo.USER_HISTORY for c, _, _ in requests):
+            reloaded.append(True)
+            kept = [d for d in rt_catalog.db[mongo.USER_HISTORY].find() if d["_id"] != user]
+            loaded = rating_history.history_doc(user, {p[1]: (3.0, 1.3e9), p[2]: (5.0, 1.3e9)}, {})
+            _reload(mongo.USER_HISTORY, kept + [loaded], db=rt_catalog.db)
+            mongo.forget_pointers()
+        return out
+
+    monkeypatch.setattr(mongo, "find_by_ids_many", read_then_reload)
+    batch = [RatingEvent(user_id=user, product_id=p[0], rating=4, ts=time.time() - 20)]
+    try:
+        try:
+            handle_batch(batch, model)
+        except Exception:  # the worker handles such a batch one event at a time
+            monkeypatch.setattr(mongo, "find_by_ids_many", find_many)
+            assert [handle(e.to_bytes(), model).status for e in batch] == ["processed"]
+        assert reloaded
+        assert rating_history.user_ratings(user, db=db) == {p[0]: 4.0, p[1]: 3.0, p[2]: 5.0}
+    finally:
+        mongo.drop_retired(wait=True, db=db)
