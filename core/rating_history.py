@@ -178,14 +178,15 @@ def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str
     return None if doc is None else rating_values(history_entries(doc)[0])
 
 
-def _history_doc_unless_deleted(user_id: str, db: Database) -> dict | None:
+def _history_doc_unless_deleted(user_id: str, db: Database, history: str = mongo.USER_HISTORY) -> dict | None:
     """The user's ``user_history`` document ({} when they have none yet), or None for a deleted
     account, whatever its history: a batch reload builds histories from the reviews and may bring
     a deleted account's back, whose late event then went into it. The history is read first, then
     ``deleted_users`` (an account is marked there before its data goes): read the other way round,
     an account deleted between the two reads would have no history and not be deleted, and a writer
-    would bring its history back. The reads of :func:`history_unless_deleted` and :func:`change_history`."""
-    doc = db[mongo.USER_HISTORY].find_one({"_id": user_id})
+    would bring its history back. The reads of :func:`history_unless_deleted` and :func:`change_history`
+    (``history``: the generation it reads, a physical name)."""
+    doc = db[history].find_one({"_id": user_id})
     return None if is_deleted_user(user_id, db=db) else (doc or {})
 
 
@@ -205,6 +206,9 @@ def remove_from_history(user_id: str, product_id: str, ts: float,
     return change_history(user_id, product_id, None, ts, db=db)
 
 
+_RELOADS_MET = 3  # reloads a change follows between its read and its write; then it writes where it read
+
+
 def change_history(user_id: str, product_id: str, rating: float | None, ts: float,
                    db: Database | None = None) -> dict[str, float] | None:
     """Set (``rating``) or remove (None) one rating in the user's history; the newest change wins
@@ -221,19 +225,27 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
     ``deleted_users``), and changes nothing for it. :class:`core.locking.LeaseLost` when the lock
     was taken over while this writer stalled (nothing written: retry).
     A change is marked for the trending refresh (core/trending.py), which reads changed histories.
+    The history is written into the generation it was read from; a reload that moved the pointer
+    in between (``core.mongo``) gets the change made again on its new history, which holds what the
+    load brought: written by the collection's name, the old history replaced it.
     """
     db = db if db is not None else mongo.get_db()
     with locking.writer_lock(user_id, db=db) as fence:
-        doc = _history_doc_unless_deleted(user_id, db)
-        if doc is None:
-            return None
-        ratings, removed = history_entries(doc)
-        changed = apply_history_change(ratings, removed, product_id, rating, ts)
-        listed = recent_batch_reviews(doc, ratings, [(product_id, rating, ts)])
-        if changed or not doc or listed != recent_batch_reviews(doc):  # not doc: none yet; the list: a tie
+        for attempt in range(_RELOADS_MET):  # read, change and write one generation (a reload may move it)
+            history = mongo.physical_name(db, mongo.USER_HISTORY)
+            doc = _history_doc_unless_deleted(user_id, db, history)
+            if doc is None:
+                return None
+            ratings, removed = history_entries(doc)
+            changed = apply_history_change(ratings, removed, product_id, rating, ts)
+            listed = recent_batch_reviews(doc, ratings, [(product_id, rating, ts)])
+            if not (changed or not doc or listed != recent_batch_reviews(doc)):  # not doc: none yet; the list: a tie
+                break
             fence()  # the lock taken over while this stalled: raises, the newer history stays
-            new = history_doc(user_id, ratings, removed, listed)
-            db[mongo.USER_HISTORY].replace_one({"_id": user_id}, new, upsert=True)
+            if mongo.physical_name(db, mongo.USER_HISTORY) != history and attempt < _RELOADS_MET - 1:
+                continue  # moved since the read: written by name, the new one lost what the load brought
+            db[history].replace_one({"_id": user_id}, history_doc(user_id, ratings, removed, listed), upsert=True)
+            break
     # after the write, changed or not: the refresh that takes the mark reads this history, and a
     # change already written by a batch that failed after its histories' write (the one-at-a-time
     # retry finds it there) is marked here, or trending would never read it

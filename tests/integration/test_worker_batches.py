@@ -553,3 +553,32 @@ def test_a_reload_of_the_histories_between_a_batch_s_read_and_write_keeps_what_i
         assert rating_history.user_ratings(user, db=db) == {p[0]: 4.0, p[1]: 3.0, p[2]: 5.0}
     finally:
         mongo.drop_retired(wait=True, db=db)
+
+
+def test_a_reload_of_the_histories_between_one_event_s_read_and_write_keeps_what_it_loaded(
+        rt_catalog, worker_env, monkeypatch):
+    """The one-event path (``rating_history.change_history``, also the batch's fallback) read the
+    history and replaced it by the collection's name: a reload that moved the pointer in between
+    lost what it loaded for that user. The change is made again on the new generation."""
+    db, p = rt_catalog.db, rt_catalog.products
+    user = "rt-rh-1"
+    forget_users(db, [user])
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(user, {p[1]: (3.0, 1.3e9)}, {})], db=db)
+    is_deleted, reloaded = rating_history.is_deleted_user, []
+
+    def reload_after_the_read(user_id, db=None):  # called right after the history's read
+        if user_id == user and not reloaded:
+            reloaded.append(True)
+            kept = [d for d in rt_catalog.db[mongo.USER_HISTORY].find() if d["_id"] != user]
+            loaded = rating_history.history_doc(user, {p[1]: (3.0, 1.3e9), p[2]: (5.0, 1.3e9)}, {})
+            _reload(mongo.USER_HISTORY, kept + [loaded], db=rt_catalog.db)
+            mongo.forget_pointers()
+        return is_deleted(user_id, db=db)
+
+    monkeypatch.setattr(rating_history, "is_deleted_user", reload_after_the_read)
+    try:
+        rating_history.add_to_history(user, p[0], 4.0, time.time() - 20, db=db)
+        assert reloaded
+        assert rating_history.user_ratings(user, db=db) == {p[0]: 4.0, p[1]: 3.0, p[2]: 5.0}
+    finally:
+        mongo.drop_retired(wait=True, db=db)
