@@ -31,9 +31,13 @@ with ``dropTarget``, so a drop-then-rename swap showed readers a missing ``produ
 (``products__g<ms>``) and moves one pointer document; :func:`get_db` returns a database whose
 ``db[PRODUCTS]`` resolves to the generation the pointer names (cached ``POINTER_TTL_S`` per
 process), and a retired generation is dropped only ``RETIRE_GRACE_S`` later, when no process can
-still be using it. The model's serving lists (similar items, batch top-N) are kept per model
-version and resolve through the published ``CURRENT`` version, so moving ``CURRENT`` switches the
-model and its lists at once.
+still be using it. Code that reads a reloaded collection and then writes or judges by what it
+read resolves the generation once (:func:`physical_name`) and uses that name for both: resolved
+twice, the pointer could move in between (a history read from the old generation replaced the
+new one's; a product remembered of the old one was judged against the new one's empty set).
+The model's serving lists (similar items, batch top-N) are kept per model version and resolve
+through the published ``CURRENT`` version, so moving ``CURRENT`` switches the model and its lists
+at once.
 """
 from __future__ import annotations
 
