@@ -11,6 +11,7 @@ nothing arriving later brings a history back.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from typing import Any, Iterable
@@ -19,6 +20,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from core import events, locking, mongo
+
+log = logging.getLogger(__name__)
 
 
 # --- live rating events --------------------------------------------------------------------
@@ -206,7 +209,9 @@ def remove_from_history(user_id: str, product_id: str, ts: float,
     return change_history(user_id, product_id, None, ts, db=db)
 
 
-_RELOADS_MET = 3  # reloads a change follows between its read and its write; then it writes where it read
+# Reloads a change follows between its read and its write; after that it writes where it read (a
+# generation retired meanwhile: the reload's replay of live ratings carries the change over).
+_RELOADS_MET = 3
 
 
 def change_history(user_id: str, product_id: str, rating: float | None, ts: float,
@@ -239,11 +244,15 @@ def change_history(user_id: str, product_id: str, rating: float | None, ts: floa
             ratings, removed = history_entries(doc)
             changed = apply_history_change(ratings, removed, product_id, rating, ts)
             listed = recent_batch_reviews(doc, ratings, [(product_id, rating, ts)])
-            if not (changed or not doc or listed != recent_batch_reviews(doc)):  # not doc: none yet; the list: a tie
+            unchanged = not changed and doc and listed == recent_batch_reviews(doc)  # (no doc yet; a tie's list)
+            if unchanged:
                 break
             fence()  # the lock taken over while this stalled: raises, the newer history stays
-            if mongo.physical_name(db, mongo.USER_HISTORY) != history and attempt < _RELOADS_MET - 1:
-                continue  # moved since the read: written by name, the new one lost what the load brought
+            if mongo.physical_name(db, mongo.USER_HISTORY) != history:
+                if attempt < _RELOADS_MET - 1:
+                    continue  # moved since the read: written by name, the new one lost what the load brought
+                log.warning("user_history of %s moved %d times during one change; written into %s, which the "
+                            "reload's replay of live ratings carries over", user_id, _RELOADS_MET, history)
             db[history].replace_one({"_id": user_id}, history_doc(user_id, ratings, removed, listed), upsert=True)
             break
     # after the write, changed or not: the refresh that takes the mark reads this history, and a

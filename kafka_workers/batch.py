@@ -360,12 +360,12 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
     """
     def write_histories() -> None:
         fence()
-        if mongo.physical_name(mongo.get_db(), mongo.USER_HISTORY) != history_generation:
+        if mongo.physical_name(db, mongo.USER_HISTORY) != history_generation:
             raise HistoriesReloaded(f"user_history moved from {history_generation} since the batch read it")
         mongo.bulk_upsert(history_generation, new_histories.values())  # seen live just now: not dropped for seconds
         mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
 
-    n, popular = get_settings().top_n, _PopularOnce()
+    db, n, popular = mongo.get_db(), get_settings().top_n, _PopularOnce()
 
     def write_lists(lists: list[dict[str, Any]], as_of: float) -> dict[str, dict[str, Any]]:
         fence()

@@ -43,7 +43,7 @@ from kafka_workers.config import (batch_max, commit_every_s, group_id, max_attem
                                    remember_catalog_max, retry_delay_s)
 from kafka_workers.model_holder import ModelHolder
 from kafka_workers.dead_letters import bare_letter, dead_letter_payload, letter_key
-from kafka_workers.batch import Tail, finish, handle_batch
+from kafka_workers.batch import HistoriesReloaded, Tail, finish, handle_batch
 from kafka_workers.exclusions_cache import forget_users_without_exclusions
 from kafka_workers.process import STATUSES, Outcome, handle
 
@@ -352,6 +352,9 @@ def _handle_poll(records: list, holder: ModelHolder, stop: threading.Event, tail
     try:  # the batch claims its events first (core.cancellation): a cancelled one is skipped
         for i, outcome in zip(valid, handle_batch(list(valid.values()), holder.model, tail)):
             outcomes[i] = outcome
+    except HistoriesReloaded as exc:  # expected once per reload: the per-message path reads the new histories
+        log.info("%s; handling the batch's %d messages one at a time", exc, len(records))
+        return None
     except Exception as exc:  # noqa: BLE001 - an outage or a poison message: the per-message path copes
         log.warning("batch of %d messages failed (%s: %s); handling them one at a time", len(records),
                     exc.__class__.__name__, str(exc)[:200])

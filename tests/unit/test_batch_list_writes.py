@@ -37,6 +37,8 @@ def fake_db(monkeypatch):
         return [{"product_id": "p1", "score": 1.0}], "v1"
 
     monkeypatch.setattr(mongo, "bulk_upsert", bulk_upsert)
+    monkeypatch.setattr(mongo, "get_db", lambda: None)
+    monkeypatch.setattr(mongo, "physical_name", lambda db, name: name)  # no reload: user_history is itself
     monkeypatch.setattr(mongo, "set_by_ids", lambda *a, **k: None)
     monkeypatch.setattr(stored_lists, "write_recommendations_many", write_recommendations_many)
     monkeypatch.setattr(batch, "recommendations_for", recommendations_for)
@@ -46,7 +48,7 @@ def fake_db(monkeypatch):
 def _write(users: list[str], fence: Callable[[], None] = lambda: None) -> dict:
     return batch._write_with_lists({u: {"p0": 5.0} for u in users}, {u: set() for u in users}, None,
                                      {u: rating_history.history_doc(u, {"p0": (5.0, 1.0)}, {}) for u in users}, {},
-                                     {u: f"e-{u}" for u in users}, fence)
+                                     {u: f"e-{u}" for u in users}, fence, history_generation=mongo.USER_HISTORY)
 
 
 def test_a_big_batch_computes_its_lists_while_the_histories_are_written(fake_db):
