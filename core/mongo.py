@@ -225,7 +225,8 @@ def _pointers(db: Database) -> dict[str, Any]:
 
 def physical_name(db: Database, name: str) -> str:
     """The collection that holds ``name`` now: its live generation, its published version's
-    collection, or ``name`` itself."""
+    collection, or ``name`` itself (a collection never reloaded: that name resolves through the
+    pointer of a reload made since, so holding it pins nothing until the first load)."""
     if name in RELOADED:
         return _pointers(db)["live"].get(name, name)
     if name not in PER_MODEL_VERSION:

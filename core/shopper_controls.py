@@ -81,7 +81,7 @@ def reviewed_products(user_id: str, db: Database | None = None) -> set[str]:
 
 
 def delete_user_data(user_id: str, db: Database | None = None,
-                     indexed: dict[str, list[str]] | None = None) -> dict[str, int]:
+                     indexed: dict[str, list[str]] | None = None, bump: bool = True) -> dict[str, int]:
     """Remove everything MongoDB keeps about one recommender id; returns what was removed, by kind.
 
     Idempotent (a second call removes nothing more). Live ratings and a linked reviewer's recent
@@ -108,6 +108,8 @@ def delete_user_data(user_id: str, db: Database | None = None,
     catalog's revision when it ends or stops (``core.catalog_revision``), so no page the site
     cached before shows what it erased. Only the site could, and pages cached between the site's
     run and the worker's or the sweep's showed the erased reviews for ``CATALOG_CACHE_SECONDS``.
+    ``bump=False``: the caller erases many accounts and changes it once after them (the sweep, the
+    load's eraser): each change makes every cached page unread.
     """
     db = db if db is not None else mongo.get_db()
     indexed = indexed or {}
@@ -116,7 +118,7 @@ def delete_user_data(user_id: str, db: Database | None = None,
     try:
         return _erase(user_id, products, len(rated), indexed, db)
     finally:  # even stopped part-way: what it changed must not be shown from the site's caches
-        if products:
+        if products and bump:
             catalog_revision.bump()
 
 
@@ -136,10 +138,11 @@ def _erase(user_id: str, products: set[str], rated: int, indexed: dict[str, list
     search_postings = _unlist_words(unlist, db)
     for pid in marked:  # only now: until the words are unlisted, the marks keep them
         db[mongo.PRODUCTS].update_one({"_id": pid}, {"$unset": {mark: ""}})
-    top = db[mongo.CATALOG_INDEX].find_one({"_id": "top_users"})  # the most active reviewers, by id
+    catalog_index = mongo.physical_name(db, mongo.CATALOG_INDEX)  # read and write one generation
+    top = db[catalog_index].find_one({"_id": "top_users"})  # the most active reviewers, by id
     top_users = 0
     if top and any(d.get("user_id") == user_id for d in top.get("items") or []):
-        db[mongo.CATALOG_INDEX].update_one({"_id": "top_users"}, {"$set": {
+        db[catalog_index].update_one({"_id": "top_users"}, {"$set": {
             "items": [d for d in top["items"] if d.get("user_id") != user_id]}})
         top_users = 1
     counts = {
@@ -174,13 +177,18 @@ def finish_erasures(older_than_s: float, db: Database | None = None,
     scans the ratings by user, and the first sweep after the deploy that began noting finished
     erasures finds every older deletion unfinished; the next sweeps take the rest.
     Returns how many accounts were finished and how many stopped again."""
-    done = stopped = 0
-    for user_id in rating_history.unfinished_erasures(older_than_s, limit, db=db):
-        try:
-            delete_user_data(user_id, db=db)
-            done += 1
-        except INTERRUPTIONS:
-            stopped += 1
+    done = stopped = tried = 0
+    try:
+        for user_id in rating_history.unfinished_erasures(older_than_s, limit, db=db):
+            tried += 1
+            try:
+                delete_user_data(user_id, db=db, bump=False)
+                done += 1
+            except INTERRUPTIONS:
+                stopped += 1
+    finally:  # once, whatever stopped the sweep (delete_user_data's ``bump``)
+        if tried:
+            catalog_revision.bump()
     return {"finished": done, "stopped": stopped}
 
 
@@ -437,7 +445,8 @@ def _unlist_words(unlist: dict[str, set[str]], db: Database) -> int:
     fence = locking.take_locks(names.values(), token, db=db)
     try:
         removed, rewritten, emptied = 0, [], []
-        for key, doc in mongo.find_by_ids(mongo.SEARCH_INDEX, list(unlist), db=db).items():
+        index = mongo.physical_name(db, mongo.SEARCH_INDEX)  # read and write one generation (core.mongo)
+        for key, doc in mongo.find_by_ids(index, list(unlist), db=db).items():
             new, n = search.without_review_postings(doc, unlist[key])
             removed += n
             if new is None:
@@ -446,10 +455,10 @@ def _unlist_words(unlist: dict[str, set[str]], db: Database) -> int:
                 rewritten.append(new)
         if rewritten:
             fence()
-            mongo.bulk_upsert(mongo.SEARCH_INDEX, rewritten, db=db)
+            mongo.bulk_upsert(index, rewritten, db=db)
         if emptied:
             fence()
-            db[mongo.SEARCH_INDEX].delete_many({"_id": {"$in": emptied}})
+            db[index].delete_many({"_id": {"$in": emptied}})
     finally:
         locking.release_locks(names.values(), token, db=db)
     return removed

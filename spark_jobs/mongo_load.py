@@ -27,7 +27,8 @@ from typing import Collection
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import catalog, mongo, popular, rating_history, search, shopper_controls, trending, trending_votes
+from core import (catalog, catalog_revision, mongo, popular, rating_history, search, shopper_controls, trending,
+                  trending_votes)
 from core.settings import get_settings
 from spark_jobs import units
 from spark_jobs.common import of_deleted_users, run_job, without_deleted_users
@@ -664,6 +665,18 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
     read changed files). Every later load writes the product (a deleted account reviewed it: see
     ``touched`` in :func:`_load_new_categories`), and its eraser drops the listing.
     """
+    changed: list[str] = []  # the accounts erased again and the products recounted, so far
+    try:
+        return _erase_and_recount(since, reviews, products, stamp, changed)
+    finally:  # once, after the recounts and whatever stopped them (delete_user_data's ``bump``)
+        if changed:
+            catalog_revision.bump()
+
+
+def _erase_and_recount(since: float, reviews: DataFrame, products: DataFrame, stamp: int,
+                       changed: list[str]) -> int:
+    """:func:`erase_accounts_deleted_since`'s passes; adds to ``changed`` each account and product
+    before it changes them."""
     db = mongo.get_db()
     done: list[str] = []
     recounted = 0
@@ -675,8 +688,9 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
             theirs = reviews.where(F.col("user_id").isin(new)).select("user_id", "product_id", "summary_clean")
             for r in theirs.collect():
                 indexed.setdefault(r["user_id"], {}).setdefault(r["product_id"], []).append(r["summary_clean"] or "")
-        for user_id in new:
-            shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id))
+        for user_id in new:  # the catalog revision changes once, after the recounts
+            changed.append(user_id)
+            shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id), bump=False)
         done = deleted
         # the products deletions during this load listed for a recount (a listing apart: a mark on
         # the products cost a scan of minutes at millions of them on FerretDB v1, no index used)
@@ -691,6 +705,7 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
                                "products; the counts may include one: run the load again (with --force)")
         fields = recounts(products, reviews, deleted, affected)
         for pid in sorted(affected):
+            changed.append(pid)
             shopper_controls.write_recount(pid, fields.get(pid) or _unreviewed(pid), stamp, db=db)
         recounted += 1
 

@@ -265,3 +265,34 @@ def test_an_erasure_that_fails_part_way_still_changes_the_catalog_revision(own_d
         shopper_controls.delete_user_data("u", db=own_db)
     assert own_db[mongo.PRODUCTS].find_one({"_id": "P"})["n_reviews"] == 2  # P was rewritten before the error
     assert catalog_revision.current() != before
+
+
+def test_a_reload_of_the_search_index_during_a_deletion_keeps_what_it_loaded(own_db, monkeypatch):
+    """A deletion read the search keys it unlists words from, then wrote them back by the
+    collection's name: a reload that moved the index's pointer in between got the old keys back,
+    what it listed meanwhile (a new product under the word) lost until the next full load."""
+    def reload(docs: list[dict]) -> None:
+        staging = mongo.replace_collection_start(mongo.SEARCH_INDEX, db=own_db)
+        mongo.insert_docs(staging, docs, db=own_db)
+        mongo.replace_collection_finish(mongo.SEARCH_INDEX, db=own_db)
+
+    _write_shop(own_db)
+    docs = list(own_db[mongo.SEARCH_INDEX].find({}))
+    reload(docs)  # the index in a generation, as every load leaves it
+    reloaded_docs = [d if d["_id"] != "strings" else _key("strings", [("P", "0"), ("NEW", "1")]) for d in docs]
+    find_by_ids, reloaded = mongo.find_by_ids, []
+
+    def read_then_reload(collection, ids, *args, **kwargs):
+        out = find_by_ids(collection, ids, *args, **kwargs)
+        if collection.split("__g")[0] == mongo.SEARCH_INDEX and not reloaded:
+            reloaded.append(True)
+            reload(reloaded_docs)
+            mongo.forget_pointers()
+        return out
+
+    monkeypatch.setattr(mongo, "find_by_ids", read_then_reload)
+    shopper_controls._unlist_words({"strings": {"P"}}, own_db)
+    assert reloaded
+    live = own_db[mongo.SEARCH_INDEX].find_one({"_id": "strings"})
+    assert live is not None and "NEW" in live["ids"].split(" "), live
+    mongo.drop_retired(wait=True, db=own_db)
