@@ -339,19 +339,26 @@ def test_delete_a_linked_demo_account_through_the_api(rt, site_cache, client, ma
     _assert_nothing_kept(rt.db, reviewer)
 
 
+def _reviewed_by(db, reviewer: str, pid: str, summary: str, text: str) -> tuple[dict, dict]:
+    """Product ``pid``'s only review page: another shopper's review, then ``reviewer``'s (who has
+    nothing else stored); returns both reviews."""
+    forget_users(db, [reviewer])
+    other = {"user_id": "SOMEONE", "rating": 5.0, "summary": "Still here", "reviewer_name": "Other Person",
+             "review_text": "A review that stays."}
+    mine = {"user_id": reviewer, "rating": 2.0, "summary": summary, "reviewer_name": f"Reviewer {reviewer.title()}",
+            "review_text": text}
+    mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{pid}:1", "pages": 1, "items": [other, mine]}], db=db)
+    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(reviewer, {pid: (2.0, 1_300_000_000.0)}, {})],
+                      db=db)
+    return other, mine
+
+
 def test_deleted_reviewers_reviews_leave_cached_product_pages_at_once(rt, site_cache, client, make_user):
     """The product page is cached twice (its data and its rendered reviews, each for minutes):
     after "delete my account" a linked reviewer's review is gone from the next view, not later."""
     reviewer, pid = "RTREVIEWER2", rt.catalog.in_model[40]
-    forget_users(rt.db, [reviewer])
     user = make_user(reviewer_id=reviewer)
-    other = {"user_id": "SOMEONE", "rating": 5.0, "summary": "Still here", "reviewer_name": "Other Person",
-             "review_text": "A review that stays."}
-    mine = {"user_id": reviewer, "rating": 2.0, "summary": "Gone soon", "reviewer_name": "Leaving Reviewer",
-            "review_text": "Words of a reviewer who deletes the account."}
-    mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{pid}:1", "pages": 1, "items": [other, mine]}], db=rt.db)
-    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(reviewer, {pid: (2.0, 1_300_000_000.0)}, {})],
-                      db=rt.db)
+    other, mine = _reviewed_by(rt.db, reviewer, pid, "Gone soon", "Words of a reviewer who deletes the account.")
 
     before = client.get(f"/p/{pid}/")  # anonymous: fills the page data and the rendered fragment
     assert before.status_code == 200
@@ -364,7 +371,6 @@ def test_deleted_reviewers_reviews_leave_cached_product_pages_at_once(rt, site_c
     after = client.get(f"/p/{pid}/").content.decode()  # logged out again: the same cached fragment as before
     assert other["review_text"] in after and other["reviewer_name"] in after
     assert mine["review_text"] not in after and mine["reviewer_name"] not in after and mine["summary"] not in after
-
 
 
 @pytest.mark.parametrize("by", ["sweep", "worker"])
@@ -381,15 +387,8 @@ def test_an_erasure_ended_after_the_site_s_run_hides_the_pages_cached_before_it(
     from kafka_workers.process import forget_user
 
     reviewer, pid = f"RTSWEPT{by.upper()}", rt.catalog.in_model[41 if by == "sweep" else 42]
-    forget_users(rt.db, [reviewer])
     user = make_user(reviewer_id=reviewer)
-    other = {"user_id": "SOMEONE", "rating": 5.0, "summary": "Still here", "reviewer_name": "Other Person",
-             "review_text": "A review that stays."}
-    mine = {"user_id": reviewer, "rating": 2.0, "summary": "Swept later", "reviewer_name": "Swept Reviewer",
-            "review_text": "Words the sweep removes."}
-    mongo.bulk_upsert(mongo.PRODUCT_REVIEWS, [{"_id": f"{pid}:1", "pages": 1, "items": [other, mine]}], db=rt.db)
-    mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(reviewer, {pid: (2.0, 1_300_000_000.0)}, {})],
-                      db=rt.db)
+    other, mine = _reviewed_by(rt.db, reviewer, pid, "Swept later", "Words the sweep removes.")
     erase = shopper_controls.delete_user_data
 
     def held(*args, **kwargs):
