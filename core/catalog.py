@@ -198,9 +198,10 @@ def existing_products(product_ids: Iterable[str], db: Database | None = None,
     if missing:  # rare (a bad event): make sure the generation read was not retired meanwhile
         live = mongo.live_generation(mongo.PRODUCTS, db)
         if live != lookup.collection:  # a reload since the plan: its generation may be dropped already
-            again = mongo.find_by_ids(live, list(missing), {"_id": 1}, db=db)
-            _remembered_products(db, live).update(again)
-            missing -= again.keys()
+            # not remembered: a set made for ``live`` while this process's cached pointer still names
+            # the old generation would be dropped by the next batch's plan, and with it the whole read
+            # of the catalog remember_catalog may have put in it
+            missing -= mongo.find_by_ids(live, list(missing), {"_id": 1}, db=db).keys()
     return wanted - missing
 
 
