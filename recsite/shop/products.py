@@ -37,8 +37,9 @@ def cache_generation() -> str:
     return list_state.generation()
 
 
-# Outlives every page cached before a bump (TTL_S), so a lapsed revision never revives one.
-REVIEWS_REVISION_KEEP_S = max(TTL_S, 24 * 3600)
+# Outlives every page cached before a bump (TTL_S), so a lapsed revision never revives one: as the
+# catalog's revision, from the same CATALOG_CACHE_SECONDS.
+REVIEWS_REVISION_KEEP_S = catalog_revision_store.KEEP_S
 
 
 def catalog_revision() -> str:
