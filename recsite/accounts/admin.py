@@ -1,5 +1,7 @@
 from django.contrib import admin
+from pymongo.errors import PyMongoError
 
+from accounts.deletion import note_ended_erasures
 from accounts.models import AccountDeletion, Profile
 from shop.admin import ReadOnlyAdmin
 
@@ -13,11 +15,28 @@ class ProfileAdmin(admin.ModelAdmin):
 
 @admin.register(AccountDeletion)
 class AccountDeletionAdmin(ReadOnlyAdmin):
-    """Deletions carried out: when, which kind of account, how much was removed. Read-only."""
+    """Deletions carried out: when, which kind of account, how much was removed, when the erasure
+    ended. Read-only. Opening the list or a record first notes the erasures a run again ended since
+    (``accounts.deletion.note_ended_erasures``); with MongoDB down, the last noted state is shown."""
 
-    list_display = ("deleted_at", "kind", "removed", "worker_notified")
-    list_filter = ("kind", "worker_notified")
-    readonly_fields = ("deleted_at", "kind", "counts", "worker_notified")
+    list_display = ("deleted_at", "kind", "removed", "erased_at", "worker_notified")
+    list_filter = ("kind", "worker_notified", ("erased_at", admin.EmptyFieldListFilter))
+    readonly_fields = ("deleted_at", "kind", "counts", "erased_at", "worker_notified")
+
+    def changelist_view(self, request, extra_context=None):
+        self._note_ended(request)
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self._note_ended(request)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _note_ended(self, request) -> None:
+        try:
+            note_ended_erasures()
+        except PyMongoError as exc:
+            self.message_user(request, f"Could not read the erasures' state from MongoDB "
+                                       f"({exc.__class__.__name__}); showing the last noted.", level="warning")
 
     @admin.display(description="removed")
     def removed(self, obj: AccountDeletion) -> str:

@@ -22,16 +22,20 @@ step of the erasure is re-runnable, so Celery's ``finish_erasures`` ends it afte
 ``ERASURE_SWEEP_S`` as if it had run once (each product document erased is marked until the search
 words are unlisted: ``core.shopper_controls._erase_reviews``). The rest goes on: the Django rows
 are deleted, the shopper is told that some reviews are still being removed, and the staff record
-says the erasure was left to the sweep (``counts["unfinished"]``, the failure's name). Asking the
+says the erasure was left to the sweep (``counts["unfinished"]``, the failure's name) until a run
+again ends it (``erased_at``, learnt through ``erasure_ref``: :func:`note_ended_erasures`). Asking the
 shopper to come back and delete again (a 503) left the account, name and e-mail included, with
 whoever did not.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import secrets
 
 from django.contrib.auth import logout
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import AccountDeletion, Profile, recommender_id
 from core import kafka_io, rating_history, shopper_controls
@@ -48,7 +52,8 @@ def delete_account(user, request=None) -> AccountDeletion:
 
     rid = recommender_id(user)
     linked = bool(getattr(Profile.objects.filter(user=user).first(), "reviewer_id", None))
-    rating_history.record_deleted_user(rid)
+    ref = secrets.token_hex(16)  # the staff record keeps it only if the erasure stops part-way
+    rating_history.record_deleted_user(rid, ref=ref)
     recommendations.forget(rid)
     reviewed = shopper_controls.reviewed_products(rid)  # read before the history goes with the rest
     try:
@@ -68,8 +73,11 @@ def delete_account(user, request=None) -> AccountDeletion:
         notified = False
     with transaction.atomic():
         counts["site_rating_submissions"] = user.ratings.count()
+        left = UNFINISHED in counts
         record = AccountDeletion.objects.create(kind=AccountDeletion.LINKED if linked else AccountDeletion.SITE,
-                                                counts=counts, worker_notified=notified)
+                                                counts=counts, worker_notified=notified,
+                                                erased_at=None if left else timezone.now(),
+                                                erasure_ref=ref if left else "")
         if request is not None:
             logout(request)
         user.delete()  # cascades: profile, rating submissions, API token
@@ -79,3 +87,18 @@ def delete_account(user, request=None) -> AccountDeletion:
 def unfinished(record: AccountDeletion) -> bool:
     """Whether the account's erasure was left to Celery's ``finish_erasures`` (see the module's docstring)."""
     return UNFINISHED in record.counts
+
+
+def note_ended_erasures(limit: int = 1000) -> int:
+    """Note on the staff records of erasures left unfinished when a run again ended them (the
+    worker's ``delete_account``, Celery's ``finish_erasures``: neither has Django), read from their
+    deleted marks in MongoDB; the reference is cleared then. Called when staff open the records,
+    as the pipeline runs' mirror is (``shop.admin.MirroredFromMongoAdmin``). Returns how many ended."""
+    waiting = {r.erasure_ref: r for r in AccountDeletion.objects.filter(erased_at__isnull=True)
+               .exclude(erasure_ref="")[:limit]}
+    ended = rating_history.erasures_ended(waiting)
+    for ref, at in ended.items():
+        record = waiting[ref]
+        record.erased_at, record.erasure_ref = dt.datetime.fromtimestamp(at, tz=dt.timezone.utc), ""
+        record.save(update_fields=["erased_at", "erasure_ref"])
+    return len(ended)

@@ -54,7 +54,10 @@ class AccountDeletion(models.Model):
 
     Deliberately without personal data: no username, e-mail or recommender id, only the kind of
     account and counts per store (MongoDB collections, Django rows), so staff can see that a
-    deletion happened and was complete without the record undoing it.
+    deletion happened and was complete without the record undoing it. An erasure that stopped
+    part-way and was left to a run again holds, until that run ends it, a random reference that
+    its deleted mark in MongoDB also holds (the mark holds the pseudonymous id, as it must for the
+    workers); ``erased_at`` then says when it ended and the reference goes.
     """
 
     SITE, LINKED = "site", "linked_reviewer"
@@ -63,6 +66,12 @@ class AccountDeletion(models.Model):
                                                      (LINKED, "demo account linked to a reviewer of the data")])
     counts = models.JSONField(default=dict, blank=True, help_text="What was removed, per kind of record.")
     worker_notified = models.BooleanField(default=False, help_text="Kafka acknowledged the delete_account event.")
+    erased_at = models.DateTimeField(null=True, blank=True,
+                                     help_text="When the erasure ran to its end: at once, or later by a run "
+                                               "again (the worker's or Celery's sweep); empty while unfinished.")
+    # a random value also on the deleted mark in MongoDB, kept only while the erasure is unfinished:
+    # how the record learns when it ended (accounts.deletion.note_ended_erasures), then cleared
+    erasure_ref = models.CharField(max_length=32, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["-deleted_at"]

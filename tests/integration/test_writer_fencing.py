@@ -315,6 +315,42 @@ def test_a_deletion_that_waits_too_long_for_a_product_lock_still_deletes_the_acc
     assert [r.counts["unfinished"] for r in AccountDeletion.objects.all()] == ["LockHeld"]
 
 
+@pytest.mark.django_db
+def test_the_staff_record_of_a_deletion_left_to_the_sweep_says_when_the_sweep_ended_it(
+        own_db, monkeypatch, site_cache, client, admin_client, make_user):
+    """The staff record of an erasure that stopped kept the failure's name and no end, also after
+    Celery's sweep (no Django there) finished it: staff saw an unfinished deletion for ever. Opening
+    the records now notes when a run again ended it, through a random reference both the record and
+    the deleted mark hold until then; a deletion erased at once has its end from the start."""
+    from accounts.models import AccountDeletion
+    from core import mongo, shopper_controls
+    from tests.site_catalog import PASSWORD
+
+    db = own_db
+    _held_product(db, "SWEPT", monkeypatch)
+    client.force_login(make_user(reviewer_id="SWEPT"))
+    assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
+    record = AccountDeletion.objects.get()
+    assert record.counts["unfinished"] == "LockHeld" and record.erased_at is None and record.erasure_ref
+    assert admin_client.get("/admin/accounts/accountdeletion/").status_code == 200
+    record.refresh_from_db()
+    assert record.erased_at is None, "noted as ended before any run ended it"
+
+    db[mongo.LOCKS].delete_many({})  # the other writer is gone; the sweep runs
+    assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
+    page = admin_client.get(f"/admin/accounts/accountdeletion/{record.pk}/change/")
+    assert page.status_code == 200
+    record.refresh_from_db()
+    assert record.erased_at is not None and record.erasure_ref == "", (record.erased_at, record.erasure_ref)
+    assert db[mongo.DELETED_USERS].find_one({"_id": "SWEPT"})["erased_at"] == pytest.approx(
+        record.erased_at.timestamp(), abs=1e-3)
+
+    client.force_login(make_user(reviewer_id="AT_ONCE"))  # nothing in the way: erased in the request
+    assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
+    at_once = AccountDeletion.objects.exclude(pk=record.pk).get()
+    assert at_once.erased_at is not None and at_once.erasure_ref == "" and "unfinished" not in at_once.counts
+
+
 def test_the_workers_delete_account_leaves_an_erasure_it_cannot_finish_to_the_sweep(own_db, monkeypatch):
     """The site sends ``delete_account`` after its own erasure stopped (another writer holds a
     product's lock); the worker ran the erasure again, met the same lock, and raised: three tries
