@@ -372,6 +372,35 @@ def drop_retired(wait: bool = False, db: Database | None = None) -> list[str]:
             db.drop_collection(doc["retired"])
             pointers.delete_one({"_id": doc["_id"]})
             dropped.append(doc["retired"])
+    return dropped + _drop_orphans(db, {d["retired"] for d in retired} - set(dropped))
+
+
+def _generation_ms(collection: str) -> int | None:
+    """The creation time (ms) in a generation's name (``<name>__g<ms>``), else None."""
+    _, sep, ms = collection.rpartition("__g")
+    return int(ms) if sep and ms.isdigit() else None
+
+
+def _drop_orphans(db: Database, retiring: set[str]) -> list[str]:
+    """Drop the generations a stalled writer made again after they were dropped: a write resolved
+    to a generation (``physical_name``) that reaches the server after its grace ended creates an
+    empty collection of that name with the write in it, which no pointer or retired record names
+    (the write itself is carried over by the reload's replay, ``core.rating_history``). Such a
+    collection is older than the live generation and neither live, staging nor waiting out its grace;
+    it is looked for only once the switch to the live one is older than the grace, when the previous
+    generation's retired record is surely written and no cached pointer names anything older."""
+    live = {d["_id"]: d for d in raw_collection(db, POINTERS).find({"_id": {"$in": sorted(RELOADED)}})}
+    now, dropped = time.time(), []
+    for collection in db.list_collection_names():
+        name = collection.rpartition("__g")[0]
+        pointer, ms = live.get(name), _generation_ms(collection)
+        if pointer is None or ms is None or collection in retiring or \
+                collection in (pointer.get("physical"), pointer.get("staging")):
+            continue
+        live_ms = _generation_ms(pointer.get("physical") or "")
+        if live_ms is not None and ms < live_ms and pointer.get("switched_at", now) + RETIRE_GRACE_S <= now:
+            db.drop_collection(collection)
+            dropped.append(collection)
     return dropped
 
 

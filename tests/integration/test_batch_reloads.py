@@ -182,3 +182,38 @@ def test_mongo_load_under_live_ratings_loses_nothing(spark, rt, tmp_path, monkey
     for u, h in want.items():
         assert rating_history.user_ratings(u) == h, u
     assert rating_history.user_ratings("BATCH00000"), "the batch history was not loaded"
+
+
+@pytest.fixture
+def own_db(monkeypatch, settings, mongo_db):
+    from realtime_support import own_database
+
+    yield from own_database(monkeypatch, settings.mongo_db, "reloads")
+
+
+def test_a_generation_a_stalled_writer_made_again_is_dropped_once_the_switch_is_past_its_grace(own_db, monkeypatch):
+    """A write resolved to a generation before a reload and reaching the server after that
+    generation was dropped creates it again, holding just that write: no pointer or retired record
+    named it, so it stayed for good, one per stall. It is dropped by the next ``drop_retired`` once
+    the switch to the live generation is past the grace; the live generation and a newer one a
+    start is still filling stay."""
+    monkeypatch.setattr(mongo, "RETIRE_GRACE_S", 0.3)
+    db = own_db
+
+    def reload(doc: dict) -> str:
+        staging = mongo.replace_collection_start(mongo.USER_HISTORY, db=db)
+        mongo.raw_collection(db, staging).insert_one(doc)
+        mongo.replace_collection_finish(mongo.USER_HISTORY, db=db, staging=staging)
+        time.sleep(0.002)  # the next generation's name is a later millisecond
+        return staging
+
+    first, second = reload({"_id": "u1"}), reload({"_id": "u2"})
+    assert first in mongo.drop_retired(wait=True, db=db)  # (with the never-reloaded user_history)
+    mongo.raw_collection(db, first).insert_one({"_id": "u1", "late": True})  # the stalled writer's write
+    filling = f"{mongo.USER_HISTORY}__g{time.time_ns() // 1_000_000 + 60_000}"  # created, not yet named staging
+    mongo.raw_collection(db, filling).insert_one({"_id": "x"})
+    time.sleep(0.35)
+    assert mongo.drop_retired(db=db) == [first]
+    names = set(db.list_collection_names())
+    assert first not in names and {second, filling} <= names, names
+    assert mongo.raw_collection(db, second).find_one({"_id": "u2"}) is not None
