@@ -89,7 +89,7 @@ CLAIMS = "event_claims"
 LOCKS = CLAIMS
 DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, state, claimed_at, replayed_at, ...}: one replay each
 EXCLUSIONS = "exclusions"  # {_id: user_id, items: [{p, t}]}: "not interested", never recommended again
-DELETED_USERS = "deleted_users"  # {_id: user_id, deleted_at, erased_at, ref}: deleted accounts, left out of training
+DELETED_USERS = "deleted_users"  # {_id: user_id, deleted_at, erased_at, refs}: deleted accounts, left out of training
 SEARCH_INDEX = "search_index"  # {_id: "<word or prefix>", ids: "<ranked ids>", ...} (core/search.py)
 # {_id: product, stamp}: products whose counts a deletion during load ``stamp`` may have got wrong
 # (core.shopper_controls._pages_older): the load's eraser recounts them (no account in it)
@@ -182,6 +182,7 @@ _INDEXES: dict[str, list[list[tuple[str, int]]]] = {
     RATINGS: [[("user_id", ASCENDING), ("ts", ASCENDING)], [("ts", DESCENDING)],
               [("stored_at", ASCENDING)]],  # a reload replays the ratings stored while it ran
     MODEL_VERSIONS: [[("published_at", DESCENDING)]],
+    DELETED_USERS: [[("refs", ASCENDING)]],  # the staff records of erasures left unfinished (accounts.deletion)
 }
 
 

@@ -390,19 +390,17 @@ def deleted_user_ids(db: Database | None = None, since: float | None = None) -> 
     return {d["_id"] for d in db[mongo.DELETED_USERS].find(query, {"_id": 1})}
 
 
-def record_deleted_user(user_id: str, db: Database | None = None, ref: str = "") -> None:
+def record_deleted_user(user_id: str, db: Database | None = None) -> None:
     """Mark the id deleted before its data goes, so a worker drops whatever arrives for it later.
 
     Only the pseudonymous recommender id and the times are kept (``deleted_at``; ``erased_at`` once
     its data went, :func:`record_erased`): the training job needs the id to leave a linked
-    reviewer's batch reviews out, and a redelivered event must find it. ``ref``: a random value the
-    site's staff record of the deletion keeps while the erasure is unfinished, to learn when it
-    ended (:func:`erasures_ended`) without holding the id.
+    reviewer's batch reviews out, and a redelivered event must find it.
     """
     db = db if db is not None else mongo.get_db()
-    mark = {"deleted_at": time.time(), **({"ref": ref} if ref else {})}
     try:
-        db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": mark}, upsert=True)
+        db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}},
+                                           upsert=True)
     except DuplicateKeyError:  # another first call inserted it meanwhile (FerretDB v1: read, then insert)
         pass
 
@@ -432,17 +430,26 @@ def record_erased(user_id: str, db: Database | None = None) -> None:
     db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$set": {"erased_at": time.time()}})
 
 
+def note_unfinished_erasure(user_id: str, ref: str, db: Database | None = None) -> None:
+    """Add ``ref``, a random value the site's staff record of a deletion keeps while its erasure is
+    unfinished, to the account's deleted mark: how the record learns when a run again ended it
+    (:func:`erasures_ended`) without holding the id. Added, not set: a deletion asked again after a
+    failed request, or twice at once, finds the mark made and leaves a record per stopped run."""
+    db = db if db is not None else mongo.get_db()
+    db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$addToSet": {"refs": ref}})
+
+
 def erasures_ended(refs: Iterable[str], db: Database | None = None) -> dict[str, float]:
-    """When the erasures of the deleted marks with these ``ref`` values ran to their end
+    """When the erasures noted under these refs (:func:`note_unfinished_erasure`) ran to their end
     (``erased_at``, by whichever run: the site's, the worker's, the sweep's); an unfinished one or
-    an unknown ref is left out. One query: the staff records of unfinished deletions are few."""
-    refs = list(dict.fromkeys(refs))
-    if not refs:
+    an unknown ref is left out. One query, by the ``refs`` index."""
+    wanted = set(refs)
+    if not wanted:
         return {}
     db = db if db is not None else mongo.get_db()
-    marks = db[mongo.DELETED_USERS].find({"ref": {"$in": refs}, "erased_at": {"$exists": True}},
-                                         {"ref": 1, "erased_at": 1})
-    return {m["ref"]: m["erased_at"] for m in marks}
+    marks = db[mongo.DELETED_USERS].find({"refs": {"$in": sorted(wanted)}, "erased_at": {"$exists": True}},
+                                         {"refs": 1, "erased_at": 1})
+    return {ref: m["erased_at"] for m in marks for ref in m.get("refs", ()) if ref in wanted}
 
 
 def unfinished_erasures(older_than_s: float, limit: int, db: Database | None = None) -> list[str]:

@@ -1,8 +1,9 @@
 from django.contrib import admin
 from pymongo.errors import PyMongoError
 
-from accounts.deletion import note_ended_erasures
+from accounts.deletion import UNFINISHED, note_ended_erasures
 from accounts.models import AccountDeletion, Profile
+from core import mongo
 from shop.admin import ReadOnlyAdmin
 
 
@@ -19,9 +20,9 @@ class AccountDeletionAdmin(ReadOnlyAdmin):
     ended. Read-only. Opening the list or a record first notes the erasures a run again ended since
     (``accounts.deletion.note_ended_erasures``); with MongoDB down, the last noted state is shown."""
 
-    list_display = ("deleted_at", "kind", "removed", "erased_at", "worker_notified")
+    list_display = ("deleted_at", "kind", "removed", "erasure", "worker_notified")
     list_filter = ("kind", "worker_notified", ("erased_at", admin.EmptyFieldListFilter))
-    readonly_fields = ("deleted_at", "kind", "counts", "erased_at", "worker_notified")
+    readonly_fields = ("deleted_at", "kind", "counts", "erasure", "worker_notified")
 
     def changelist_view(self, request, extra_context=None):
         self._note_ended(request)
@@ -34,10 +35,19 @@ class AccountDeletionAdmin(ReadOnlyAdmin):
     def _note_ended(self, request) -> None:
         try:
             note_ended_erasures()
-        except PyMongoError as exc:
+        except (PyMongoError, mongo.StoreUnavailable) as exc:
             self.message_user(request, f"Could not read the erasures' state from MongoDB "
                                        f"({exc.__class__.__name__}); showing the last noted.", level="warning")
 
     @admin.display(description="removed")
     def removed(self, obj: AccountDeletion) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(obj.counts.items()))
+
+    @admin.display(description="erasure ended", ordering="erased_at")
+    def erasure(self, obj: AccountDeletion) -> str:
+        if obj.erased_at is not None:
+            return f"{obj.erased_at:%Y-%m-%d %H:%M:%S} UTC"
+        if obj.erasure_ref:
+            return f"not yet: stopped ({obj.counts.get(UNFINISHED)}), left to a run again"
+        # stopped before the records learnt of the erasures' ends (migration 0007): nothing to follow
+        return "unknown (stopped before this was noted)"

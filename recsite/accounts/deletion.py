@@ -38,7 +38,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import AccountDeletion, Profile, recommender_id
-from core import kafka_io, rating_history, shopper_controls
+from core import kafka_io, mongo, rating_history, shopper_controls
 from core.events import DELETE_ACCOUNT, RatingEvent
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,17 @@ def delete_account(user, request=None) -> AccountDeletion:
 
     rid = recommender_id(user)
     linked = bool(getattr(Profile.objects.filter(user=user).first(), "reviewer_id", None))
-    ref = secrets.token_hex(16)  # the staff record keeps it only if the erasure stops part-way
-    rating_history.record_deleted_user(rid, ref=ref)
+    rating_history.record_deleted_user(rid)
     recommendations.forget(rid)
     reviewed = shopper_controls.reviewed_products(rid)  # read before the history goes with the rest
+    ref = ""
     try:
         counts = shopper_controls.delete_user_data(rid)
     except shopper_controls.INTERRUPTIONS as exc:
         log.warning("account deletion: the erasure stopped (%s); Celery's finish_erasures ends it", exc)
         counts = {UNFINISHED: type(exc).__name__}
+        ref = secrets.token_hex(16)  # on the record and the mark: how the record learns the erasure's end
+        rating_history.note_unfinished_erasure(rid, ref)
     products.forget_reviews(reviewed)  # after MongoDB changed: the next view reads the reviews again
     # their counts, a title quoting them, search words: always, as a run stopped earlier (killed
     # past its last write) may have changed what this one finds unchanged; deletions are rare
@@ -77,7 +79,7 @@ def delete_account(user, request=None) -> AccountDeletion:
         record = AccountDeletion.objects.create(kind=AccountDeletion.LINKED if linked else AccountDeletion.SITE,
                                                 counts=counts, worker_notified=notified,
                                                 erased_at=None if left else timezone.now(),
-                                                erasure_ref=ref if left else "")
+                                                erasure_ref=ref)
         if request is not None:
             logout(request)
         user.delete()  # cascades: profile, rating submissions, API token
@@ -93,10 +95,14 @@ def note_ended_erasures(limit: int = 1000) -> int:
     """Note on the staff records of erasures left unfinished when a run again ended them (the
     worker's ``delete_account``, Celery's ``finish_erasures``: neither has Django), read from their
     deleted marks in MongoDB; the reference is cleared then. Called when staff open the records,
-    as the pipeline runs' mirror is (``shop.admin.MirroredFromMongoAdmin``). Returns how many ended."""
+    as the pipeline runs' mirror is (``shop.admin.MirroredFromMongoAdmin``), with a web request's
+    short deadline (``core.mongo.fail_fast``: raises ``StoreUnavailable``). Returns how many ended."""
     waiting = {r.erasure_ref: r for r in AccountDeletion.objects.filter(erased_at__isnull=True)
                .exclude(erasure_ref="")[:limit]}
-    ended = rating_history.erasures_ended(waiting)
+    if not waiting:
+        return 0
+    with mongo.fail_fast():
+        ended = rating_history.erasures_ended(waiting)
     for ref, at in ended.items():
         record = waiting[ref]
         record.erased_at, record.erasure_ref = dt.datetime.fromtimestamp(at, tz=dt.timezone.utc), ""

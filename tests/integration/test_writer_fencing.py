@@ -326,15 +326,30 @@ def test_the_staff_record_of_a_deletion_left_to_the_sweep_says_when_the_sweep_en
     from core import mongo, shopper_controls
     from tests.site_catalog import PASSWORD
 
+    from pymongo.errors import AutoReconnect
+
     db = own_db
     _held_product(db, "SWEPT", monkeypatch)
     client.force_login(make_user(reviewer_id="SWEPT"))
+    erase = shopper_controls.delete_user_data
+
+    def fails_once(*args, **kwargs):  # the first request fails after the mark was made: asked again
+        monkeypatch.setattr(shopper_controls, "delete_user_data", erase)
+        raise AutoReconnect("connection lost")
+    monkeypatch.setattr(shopper_controls, "delete_user_data", fails_once)
+    assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 503
+    mongo.BREAKER.success()  # MongoDB is back (the breaker would refuse the admin's read for its cooldown)
+    assert db[mongo.DELETED_USERS].find_one({"_id": "SWEPT"}) is not None and not AccountDeletion.objects.exists()
     assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
     record = AccountDeletion.objects.get()
     assert record.counts["unfinished"] == "LockHeld" and record.erased_at is None and record.erasure_ref
     assert admin_client.get("/admin/accounts/accountdeletion/").status_code == 200
     record.refresh_from_db()
     assert record.erased_at is None, "noted as ended before any run ended it"
+    with monkeypatch.context() as failed:
+        failed.setattr(mongo.BREAKER, "allow", lambda: False)  # MongoDB failed moments ago: no wait for it
+        down = admin_client.get("/admin/accounts/accountdeletion/")
+    assert down.status_code == 200 and b"Could not read the erasures" in down.content
 
     db[mongo.LOCKS].delete_many({})  # the other writer is gone; the sweep runs
     assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
