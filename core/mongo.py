@@ -41,6 +41,8 @@ at once.
 """
 from __future__ import annotations
 
+import logging
+import re
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -56,6 +58,8 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 from core.breaker import CircuitBreaker, Unavailable
 from core.settings import get_settings
 from core.thread_pools import thread_pool
+
+log = logging.getLogger(__name__)
 
 
 # --- collections ---------------------------------------------------------------------------
@@ -373,35 +377,54 @@ def drop_retired(wait: bool = False, db: Database | None = None) -> list[str]:
             db.drop_collection(doc["retired"])
             pointers.delete_one({"_id": doc["_id"]})
             dropped.append(doc["retired"])
-    return dropped + _drop_orphans(db, {d["retired"] for d in retired} - set(dropped))
+    return dropped + _drop_orphans(db)
 
 
-def _generation_ms(collection: str) -> int | None:
-    """The creation time (ms) in a generation's name (``<name>__g<ms>``), else None."""
-    _, sep, ms = collection.rpartition("__g")
-    return int(ms) if sep and ms.isdigit() else None
+_GENERATION = re.compile(r"(.+)__g([0-9]+)")  # <logical name>__g<ms at its creation>
 
 
-def _drop_orphans(db: Database, retiring: set[str]) -> list[str]:
-    """Drop the generations a stalled writer made again after they were dropped: a write resolved
-    to a generation (``physical_name``) that reaches the server after its grace ended creates an
-    empty collection of that name with the write in it, which no pointer or retired record names
-    (the write itself is carried over by the reload's replay, ``core.rating_history``). Such a
-    collection is older than the live generation and neither live, staging nor waiting out its grace;
-    it is looked for only once the switch to the live one is older than the grace, when the previous
-    generation's retired record is surely written and no cached pointer names anything older."""
-    live = {d["_id"]: d for d in raw_collection(db, POINTERS).find({"_id": {"$in": sorted(RELOADED)}})}
-    now, dropped = time.time(), []
+def _orphans(db: Database, names: Iterable[str]) -> dict[str, list[str]]:
+    """Per logical name, its generations a stalled writer made again after they were dropped.
+
+    A write resolved to a generation (``physical_name``) that reaches the server after the
+    generation's grace ended creates an empty collection of that name holding the write, which no
+    pointer or retired record names (the write itself is carried over by the reload's replay,
+    ``core.rating_history``). Such a collection is named older than the live generation and is
+    neither live, staging nor waiting out its grace. It is looked for only once the switch to the
+    live one is past the grace (a finish writes the previous generation's retired record just
+    after its switch; on one clock: ``switched_at`` is the finishing host's).
+    """
+    wanted = set(names) & RELOADED
+    pointers = {d["_id"]: d for d in raw_collection(db, POINTERS).find({"_id": {"$in": sorted(wanted)}})}
+    retiring = {d["retired"] for d in raw_collection(db, POINTERS).find({"retired": {"$exists": True}})}
+    now, found = time.time(), {}
     for collection in db.list_collection_names():
-        name = collection.rpartition("__g")[0]
-        pointer, ms = live.get(name), _generation_ms(collection)
-        if pointer is None or ms is None or collection in retiring or \
-                collection in (pointer.get("physical"), pointer.get("staging")):
+        match = _GENERATION.fullmatch(collection)
+        pointer = pointers.get(match[1]) if match else None
+        if pointer is None or collection in retiring or collection in (pointer.get("physical"), pointer.get("staging")):
             continue
-        live_ms = _generation_ms(pointer.get("physical") or "")
-        if live_ms is not None and ms < live_ms and pointer.get("switched_at", now) + RETIRE_GRACE_S <= now:
-            db.drop_collection(collection)
-            dropped.append(collection)
+        live = _GENERATION.fullmatch(pointer.get("physical") or "")
+        if live and int(match[2]) < int(live[2]) and pointer.get("switched_at", now) + RETIRE_GRACE_S <= now:
+            found.setdefault(match[1], []).append(collection)
+    return found
+
+
+def _drop_orphans(db: Database) -> list[str]:
+    """Drop what :func:`_orphans` finds, each name's under its pointer's lock, looked for again
+    there: a start creates its staging and names it in the pointer under that lock, so a staging
+    named older than the live generation (another host's clock behind; a start stalled before
+    naming it) is never taken for an orphan. Optional cleanup: an error is logged, never raised
+    (it runs after a finish's switch, and a load that switched must not fail for it)."""
+    dropped: list[str] = []
+    try:
+        for name in _orphans(db, RELOADED):
+            with _pointer_lock(name, db):
+                for collection in _orphans(db, [name]).get(name, []):
+                    db.drop_collection(collection)
+                    dropped.append(collection)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("dropping orphaned generations stopped (%s: %s); the next reload tries again",
+                    exc.__class__.__name__, exc)
     return dropped
 
 

@@ -194,26 +194,40 @@ def own_db(monkeypatch, settings, mongo_db):
 def test_a_generation_a_stalled_writer_made_again_is_dropped_once_the_switch_is_past_its_grace(own_db, monkeypatch):
     """A write resolved to a generation before a reload and reaching the server after that
     generation was dropped creates it again, holding just that write: no pointer or retired record
-    named it, so it stayed for good, one per stall. It is dropped by the next ``drop_retired`` once
-    the switch to the live generation is past the grace; the live generation and a newer one a
-    start is still filling stay."""
-    monkeypatch.setattr(mongo, "RETIRE_GRACE_S", 0.3)
+    named it, so it stayed for good, one per stall. It is dropped by a ``drop_retired`` once the
+    switch to the live generation is past the grace; nothing else is: not within the grace, not
+    the live generation, a staging (even one named older than live), a retired generation waiting
+    out its grace, a newer collection a start is still filling, nor a name without a pointer."""
+    monkeypatch.setattr(mongo, "RETIRE_GRACE_S", 0.5)
     db = own_db
+    raw = lambda name: mongo.raw_collection(db, name)  # noqa: E731
+    ms = lambda name: int(name.rpartition("__g")[2])  # noqa: E731
 
     def reload(doc: dict) -> str:
         staging = mongo.replace_collection_start(mongo.USER_HISTORY, db=db)
-        mongo.raw_collection(db, staging).insert_one(doc)
+        raw(staging).insert_one(doc)
         mongo.replace_collection_finish(mongo.USER_HISTORY, db=db, staging=staging)
         time.sleep(0.002)  # the next generation's name is a later millisecond
         return staging
 
     first, second = reload({"_id": "u1"}), reload({"_id": "u2"})
-    assert first in mongo.drop_retired(wait=True, db=db)  # (with the never-reloaded user_history)
-    mongo.raw_collection(db, first).insert_one({"_id": "u1", "late": True})  # the stalled writer's write
-    filling = f"{mongo.USER_HISTORY}__g{time.time_ns() // 1_000_000 + 60_000}"  # created, not yet named staging
-    mongo.raw_collection(db, filling).insert_one({"_id": "x"})
-    time.sleep(0.35)
+    stale = f"{mongo.USER_HISTORY}__g{ms(first) - 1}"  # made again by a stalled writer
+    raw(stale).insert_one({"_id": "u0", "late": True})
+    no_pointer = f"{mongo.PRODUCTS}__g{ms(first) - 1}"
+    raw(no_pointer).insert_one({"_id": "p"})
+    assert mongo.drop_retired(db=db) == []  # within the grace after the switch: first is retired, stale kept
+    assert {first, stale} <= set(db.list_collection_names())
+
+    time.sleep(0.55)
+    assert sorted(mongo.drop_retired(db=db)) == sorted([first, stale, mongo.USER_HISTORY])  # (the plain one retired)
+    raw(first).insert_one({"_id": "u1", "late": True})  # another stalled write, after first's drop
+    older_staging = f"{mongo.USER_HISTORY}__g{ms(second) - 2}"  # a start's, named by a clock behind
+    raw(older_staging).insert_one({"_id": "s"})
+    mongo.raw_collection(db, mongo.POINTERS).update_one({"_id": mongo.USER_HISTORY},
+                                                         {"$set": {"staging": older_staging}})
+    filling = f"{mongo.USER_HISTORY}__g{time.time_ns() // 1_000_000 + 60_000}"  # created, not named staging yet
+    raw(filling).insert_one({"_id": "x"})
     assert mongo.drop_retired(db=db) == [first]
     names = set(db.list_collection_names())
-    assert first not in names and {second, filling} <= names, names
-    assert mongo.raw_collection(db, second).find_one({"_id": "u2"}) is not None
+    assert first not in names and {second, older_staging, filling, no_pointer} <= names, names
+    assert raw(second).find_one({"_id": "u2"}) is not None

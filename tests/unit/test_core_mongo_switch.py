@@ -65,3 +65,20 @@ def test_the_reload_in_progress_is_switched_and_the_old_generation_retired(monke
     assert pointers.docs["retired:widgets__g1"]["of"] == "widgets"
     with pytest.raises(RuntimeError, match="no reload of widgets in progress"):
         mongo.replace_collection_finish("widgets", db=object())
+
+
+def test_only_ascii_digits_make_a_generation_name():
+    """``str.isdigit`` takes "²", which ``int`` refuses: such a name made every drop_retired raise,
+    also the one inside a finish, after its switch."""
+    assert mongo._GENERATION.fullmatch("products__g1796545112031")[1] == "products"
+    assert mongo._GENERATION.fullmatch("products__g²") is None
+    assert mongo._GENERATION.fullmatch("products__v3") is None
+
+
+def test_an_error_while_dropping_orphans_is_logged_not_raised(monkeypatch, caplog):
+    """The orphan sweep is cleanup run after a finish's switch: a load that switched must not fail for it."""
+    def broken(db, names):
+        raise RuntimeError("listing failed")
+    monkeypatch.setattr(mongo, "_orphans", broken)
+    assert mongo._drop_orphans(object()) == []
+    assert "dropping orphaned generations stopped (RuntimeError: listing failed)" in caplog.text
