@@ -223,12 +223,36 @@ def input_settle_s() -> int:
     return env_int("INPUT_SETTLE_S", 60, minimum=0)
 
 
-def awaited_inputs(patterns: Sequence[str], settle_s: float) -> tuple[list[str], str]:
+def input_done_marker() -> str:
+    """``INPUT_DONE_MARKER``: a file name the DAG's wait_for_inputs also waits for in the folder of
+    every input (:func:`missing_markers`), "" (the default) for none."""
+    return os.environ.get("INPUT_DONE_MARKER", "").strip()
+
+
+def missing_markers(patterns: Sequence[str], marker: str) -> list[str]:
+    """The done markers not there yet: ``marker`` (e.g. ``_SUCCESS``, what Spark and Hadoop write
+    when they finish writing a folder) in the folder of each input, each so labelled. A glob's
+    first settled file says nothing of the files of a multi-file export still to come; the marker,
+    written last by the exporter, does. Its folder only: load never reads it (a glob matching it is
+    refused: a name starting with "_" or ".", or the glob should name the export's files only)."""
+    folders = dict.fromkeys(p.rsplit("/", 1)[0] if storage.is_remote(p) else os.path.dirname(local_path(p))
+                            for p in patterns)
+    where = [storage.join(folder, marker) for folder in folders]
+    return [f"{path} (the export's done marker)" for path in where if not storage.exists(path)]
+
+
+def awaited_inputs(patterns: Sequence[str], settle_s: float, marker: str | None = None) -> tuple[list[str], str]:
     """What the DAG's ``wait_for_inputs`` waits for before load reads ``patterns``: the inputs that
-    name no file yet and the files modified less than ``settle_s`` seconds ago (:func:`unsettled`);
-    and why load would refuse them ("" when it would not), on which it fails at once instead."""
+    name no file yet, the files modified less than ``settle_s`` seconds ago (:func:`unsettled`) and,
+    with a done ``marker`` (default :func:`input_done_marker`), the inputs' folders without it
+    (:func:`missing_markers`); and why load would refuse them ("" when it would not), on which it
+    fails at once instead."""
+    marker = input_done_marker() if marker is None else marker
     found = input_files(patterns)
-    return found.missing + unsettled(found.files, settle_s), found.refusal
+    if found.refusal:
+        return [], found.refusal
+    return (found.missing + unsettled(found.files, settle_s)
+            + (missing_markers(patterns, marker) if marker else [])), ""
 
 
 def same_input(pattern: str) -> str:

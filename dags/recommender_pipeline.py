@@ -55,6 +55,9 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
   six hours; 0: one look).
 - ``INPUT_SETTLE_S`` -- seconds a local input file must be left unmodified before ``wait_for_inputs``
   counts it as there (default 60; 0: as soon as it exists; an object in a bucket appears whole).
+- ``INPUT_DONE_MARKER`` -- a file name (e.g. ``_SUCCESS``) ``wait_for_inputs`` also waits for in the
+  folder of every input, written by the exporter when it is done (default: none). Without it, a
+  glob over a multi-file export is satisfied by its first settled file.
 - The jobs' own settings (``DATA_DIR``, ``ARTIFACTS_DIR``, ``MONGO_URI``, ``MONGO_DB``,
   ``LOCAL_DIR``, ``KAFKA_*``, ``SPARK_MASTER``, ...) are handed to every spark-submit when set
   (``env_vars``: in client mode spark-submit would inherit them anyway; on YARN/Kubernetes the

@@ -147,6 +147,28 @@ def test_the_dag_waits_for_inputs_that_name_no_file_yet(params, tmp_path):
     assert params.inputs_awaited(given, 0) == ([], "")
 
 
+def test_with_a_done_marker_the_dag_waits_for_the_whole_export(params, tmp_path, monkeypatch):
+    """A multi-file export matched by a glob: its first settled file ended the wait, and load read
+    the export without the files still to come. With INPUT_DONE_MARKER the wait also needs the
+    marker the exporter writes last in each input's folder; without it nothing changes."""
+    exports, meta = tmp_path / "exports", tmp_path / "meta"
+    exports.mkdir(), meta.mkdir()
+    (exports / "part-00000.json.gz").write_bytes(b"")
+    (meta / "meta_Books.json").write_text("{}")
+    given = {"inputs": [str(exports / "part-*.json.gz"), str(meta / "meta_Books.json")]}
+    assert params.inputs_awaited(given, 0) == ([], "")  # the default: no marker
+    monkeypatch.setenv("INPUT_DONE_MARKER", "_SUCCESS")
+    assert params.inputs_awaited(given, 0) == ([f"{exports / '_SUCCESS'} (the export's done marker)",
+                                                f"{meta / '_SUCCESS'} (the export's done marker)"], "")
+    (exports / "part-00001.json.gz").write_bytes(b"")
+    (exports / "_SUCCESS").write_bytes(b"")
+    (meta / "_SUCCESS").write_bytes(b"")
+    assert params.inputs_awaited(given, 0) == ([], "")
+    # a glob that also matches the marker is refused at once, as load would (Spark skips "_" names)
+    refused = params.inputs_awaited({"inputs": [str(exports / "*")]}, 0)
+    assert refused[0] == [] and "_SUCCESS: Spark reads no file whose name starts with" in refused[1]
+
+
 def test_the_dag_waits_for_the_inputs_load_decides_on(params, tmp_path, monkeypatch):
     """Relative inputs from the repository; none given: load's default (the demo files, here
     missing), or nothing to wait for when the run only removes files."""
