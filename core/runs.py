@@ -233,7 +233,8 @@ def missing_markers(patterns: Sequence[str], marker: str) -> list[str]:
     """The done markers not there yet: ``marker`` (e.g. ``_SUCCESS``, what Spark and Hadoop write
     when they finish writing a folder) in the folder of each input, each so labelled. A glob's
     first settled file says nothing of the files of a multi-file export still to come; the marker,
-    written last by the exporter, does. Its folder only: load never reads it (a glob matching it is
+    written last by the exporter, does (one left from an earlier export in the same folder counts
+    too: an exporter that reuses a folder removes it first, as Spark's writers do). Its folder only: load never reads it (a glob matching it is
     refused: a name starting with "_" or ".", or the glob should name the export's files only)."""
     folders = dict.fromkeys(p.rsplit("/", 1)[0] if storage.is_remote(p) else os.path.dirname(local_path(p))
                             for p in patterns)
