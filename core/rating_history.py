@@ -434,9 +434,12 @@ def note_unfinished_erasure(user_id: str, ref: str, db: Database | None = None) 
     """Add ``ref``, a random value the site's staff record of a deletion keeps while its erasure is
     unfinished, to the account's deleted mark: how the record learns when a run again ended it
     (:func:`erasures_ended`) without holding the id. Added, not set: a deletion asked again after a
-    failed request, or twice at once, finds the mark made and leaves a record per stopped run."""
+    failed request, or twice at once, finds the mark made and leaves a record per stopped run.
+    An end noted by an earlier run of the deletion goes (``erased_at``): this run stopped with
+    something of the account found again (a write in flight when that run ended), so the sweep
+    runs it again and notes the end afresh, rather than the record showing the earlier one."""
     db = db if db is not None else mongo.get_db()
-    db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$addToSet": {"refs": ref}})
+    db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$addToSet": {"refs": ref}, "$unset": {"erased_at": ""}})
 
 
 def erasures_ended(refs: Iterable[str], db: Database | None = None) -> dict[str, float]:

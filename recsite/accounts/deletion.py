@@ -33,13 +33,16 @@ import datetime as dt
 import logging
 import secrets
 
+import pymongo
 from django.contrib.auth import logout
 from django.db import transaction
 from django.utils import timezone
+from pymongo.errors import PyMongoError
 
 from accounts.models import AccountDeletion, Profile, recommender_id
 from core import kafka_io, mongo, rating_history, shopper_controls
 from core.events import DELETE_ACCOUNT, RatingEvent
+from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,12 @@ def delete_account(user, request=None) -> AccountDeletion:
         log.warning("account deletion: the erasure stopped (%s); Celery's finish_erasures ends it", exc)
         counts = {UNFINISHED: type(exc).__name__}
         ref = secrets.token_hex(16)  # on the record and the mark: how the record learns the erasure's end
-        rating_history.note_unfinished_erasure(rid, ref)
+        try:
+            rating_history.note_unfinished_erasure(rid, ref)
+        except PyMongoError as note_exc:  # not worth keeping the account for: the record says "unknown"
+            log.warning("account deletion: the erasure's reference not noted (%s); its staff record will "
+                        "not learn when it ends", note_exc.__class__.__name__)
+            ref = ""
     products.forget_reviews(reviewed)  # after MongoDB changed: the next view reads the reviews again
     # their counts, a title quoting them, search words: always, as a run stopped earlier (killed
     # past its last write) may have changed what this one finds unchanged; deletions are rare
@@ -96,12 +104,17 @@ def note_ended_erasures(limit: int = 1000) -> int:
     worker's ``delete_account``, Celery's ``finish_erasures``: neither has Django), read from their
     deleted marks in MongoDB; the reference is cleared then. Called when staff open the records,
     as the pipeline runs' mirror is (``shop.admin.MirroredFromMongoAdmin``), with a web request's
-    short deadline (``core.mongo.fail_fast``: raises ``StoreUnavailable``). Returns how many ended."""
+    short deadline; not while the site's breaker is open (``StoreUnavailable``), and never reporting
+    to it: a slow staff query must not make shoppers' ratings fail fast. Returns how many ended.
+    The newest ``limit`` waiting records: one whose mark is gone (MongoDB reset) waits for ever, and
+    those are the old ones."""
     waiting = {r.erasure_ref: r for r in AccountDeletion.objects.filter(erased_at__isnull=True)
-               .exclude(erasure_ref="")[:limit]}
+               .exclude(erasure_ref="").order_by("-deleted_at")[:limit]}
     if not waiting:
         return 0
-    with mongo.fail_fast():
+    if mongo.BREAKER.is_open:
+        raise mongo.StoreUnavailable("MongoDB failed moments ago")
+    with pymongo.timeout(get_settings().mongo_request_timeout_ms / 1000):
         ended = rating_history.erasures_ended(waiting)
     for ref, at in ended.items():
         record = waiting[ref]

@@ -326,7 +326,7 @@ def test_the_staff_record_of_a_deletion_left_to_the_sweep_says_when_the_sweep_en
     from core import mongo, shopper_controls
     from tests.site_catalog import PASSWORD
 
-    from pymongo.errors import AutoReconnect
+    from pymongo.errors import AutoReconnect, ExecutionTimeout
 
     db = own_db
     _held_product(db, "SWEPT", monkeypatch)
@@ -338,7 +338,8 @@ def test_the_staff_record_of_a_deletion_left_to_the_sweep_says_when_the_sweep_en
         raise AutoReconnect("connection lost")
     monkeypatch.setattr(shopper_controls, "delete_user_data", fails_once)
     assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 503
-    mongo.BREAKER.success()  # MongoDB is back (the breaker would refuse the admin's read for its cooldown)
+    assert mongo.BREAKER.is_open  # the site's middleware saw MongoDB fail
+    mongo.BREAKER.success()  # it is back (the admin does not read while the breaker is open)
     assert db[mongo.DELETED_USERS].find_one({"_id": "SWEPT"}) is not None and not AccountDeletion.objects.exists()
     assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
     record = AccountDeletion.objects.get()
@@ -346,10 +347,14 @@ def test_the_staff_record_of_a_deletion_left_to_the_sweep_says_when_the_sweep_en
     assert admin_client.get("/admin/accounts/accountdeletion/").status_code == 200
     record.refresh_from_db()
     assert record.erased_at is None, "noted as ended before any run ended it"
-    with monkeypatch.context() as failed:
-        failed.setattr(mongo.BREAKER, "allow", lambda: False)  # MongoDB failed moments ago: no wait for it
-        down = admin_client.get("/admin/accounts/accountdeletion/")
+    mongo.BREAKER.failure()  # MongoDB failed moments ago: the admin does not wait for it
+    down = admin_client.get("/admin/accounts/accountdeletion/")
     assert down.status_code == 200 and b"Could not read the erasures" in down.content
+    mongo.BREAKER.success()
+    with monkeypatch.context() as slow:  # the admin's own read timing out does not open the site's breaker
+        slow.setattr(rating_history, "erasures_ended", _raises(ExecutionTimeout("operation exceeded time limit")))
+        down = admin_client.get("/admin/accounts/accountdeletion/")
+    assert down.status_code == 200 and b"Could not read the erasures" in down.content and not mongo.BREAKER.is_open
 
     db[mongo.LOCKS].delete_many({})  # the other writer is gone; the sweep runs
     assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
@@ -364,6 +369,61 @@ def test_the_staff_record_of_a_deletion_left_to_the_sweep_says_when_the_sweep_en
     assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
     at_once = AccountDeletion.objects.exclude(pk=record.pk).get()
     assert at_once.erased_at is not None and at_once.erasure_ref == "" and "unfinished" not in at_once.counts
+
+
+def _raises(exc: BaseException) -> Callable:
+    def fail(*args, **kwargs):
+        raise exc
+    return fail
+
+
+@pytest.mark.django_db
+def test_a_deletion_whose_erasure_reference_cannot_be_noted_still_deletes_the_account(
+        own_db, monkeypatch, site_cache, client, admin_client, make_user):
+    """MongoDB failing on the reference's write, after the erasure stopped, answered 503 and kept
+    the account (name, e-mail) with its mark made: the workers dropped its ratings while it still
+    logged in. The reference is only for the staff record: the deletion goes on, the record says
+    its end is unknown."""
+    from pymongo.errors import AutoReconnect
+
+    from accounts.models import AccountDeletion
+    from django.contrib.auth.models import User
+    from tests.site_catalog import PASSWORD
+
+    _held_product(own_db, "NONOTE", monkeypatch)
+    user = make_user(reviewer_id="NONOTE")
+    client.force_login(user)
+    monkeypatch.setattr(rating_history, "note_unfinished_erasure", _raises(AutoReconnect("connection lost")))
+    answer = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
+    assert answer.status_code == 200, answer.content
+    assert not User.objects.filter(pk=user.pk).exists()
+    record = AccountDeletion.objects.get()
+    assert record.counts["unfinished"] == "LockHeld" and record.erasure_ref == "" and record.erased_at is None
+    assert b"unknown (stopped before this was noted)" in admin_client.get("/admin/accounts/accountdeletion/").content
+
+
+@pytest.mark.django_db
+def test_a_deletion_stopped_after_an_earlier_run_ended_is_not_shown_as_ended(
+        own_db, monkeypatch, site_cache, client, admin_client, make_user):
+    """An earlier run of the deletion ended (its Django part failed, the shopper asked again) and a
+    write in flight then brought some of the account back: this run stops on it. The mark's old
+    ``erased_at`` made the record show that earlier end at once, and the sweep, which looks for
+    marks without one, never ran the erasure again."""
+    from accounts.models import AccountDeletion
+    from core import mongo
+    from tests.site_catalog import PASSWORD
+
+    db = own_db
+    rating_history.record_deleted_user("AGAIN", db=db)
+    rating_history.record_erased("AGAIN", db=db)  # the earlier run's end
+    _held_product(db, "AGAIN", monkeypatch)  # what came back, behind a held lock
+    client.force_login(make_user(reviewer_id="AGAIN"))
+    assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
+    assert admin_client.get("/admin/accounts/accountdeletion/").status_code == 200
+    record = AccountDeletion.objects.get()
+    assert record.counts["unfinished"] == "LockHeld" and record.erased_at is None, record.erased_at
+    assert "AGAIN" in rating_history.unfinished_erasures(0, 10, db=db)
+    assert "erased_at" not in db[mongo.DELETED_USERS].find_one({"_id": "AGAIN"})
 
 
 def test_the_workers_delete_account_leaves_an_erasure_it_cannot_finish_to_the_sweep(own_db, monkeypatch):
