@@ -10,6 +10,7 @@ has neither pyspark nor pymongo (requirements-airflow.txt).
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
 import os
@@ -224,20 +225,38 @@ def input_settle_s() -> int:
 
 
 def input_done_marker() -> str:
-    """``INPUT_DONE_MARKER``: a file name the DAG's wait_for_inputs also waits for in the folder of
-    every input (:func:`missing_markers`), "" (the default) for none."""
+    """``INPUT_DONE_MARKER``: the default of the DAG's ``done_marker`` param, a file name its
+    wait_for_inputs also waits for in the folder of every input (:func:`missing_markers`); "" (the
+    default) for none."""
     return os.environ.get("INPUT_DONE_MARKER", "").strip()
 
 
-def missing_markers(patterns: Sequence[str], marker: str) -> list[str]:
+def _folder(path: str) -> str:
+    return path.rsplit("/", 1)[0] if storage.is_remote(path) else os.path.dirname(local_path(path))
+
+
+def marker_refusal(patterns: Sequence[str], marker: str) -> str:
+    """Why a done marker cannot be waited for with these inputs ("" when it can): it must be a file
+    name, and no input may match it, or load would read the marker as data (or, for a name
+    starting with "_", refuse the inputs the moment the export completes)."""
+    if not marker:
+        return ""
+    if "/" in marker or marker in (".", ".."):
+        return f"done marker {marker!r}: a file name, not a path"
+    matching = [p for p in patterns if fnmatch.fnmatchcase(marker, os.path.basename(local_path(p)))]
+    return (f"{matching[0]} matches the done marker {marker}: load would read it as an input; name the "
+            "export's files only") if matching else ""
+
+
+def missing_markers(found: InputFiles, marker: str) -> list[str]:
     """The done markers not there yet: ``marker`` (e.g. ``_SUCCESS``, what Spark and Hadoop write
-    when they finish writing a folder) in the folder of each input, each so labelled. A glob's
-    first settled file says nothing of the files of a multi-file export still to come; the marker,
+    when they finish writing a folder) in the folder of every file the inputs match and of every
+    input that matches none yet (when its folder is no glob), each so labelled. A glob's first
+    settled file says nothing of the files of a multi-file export still to come; the marker,
     written last by the exporter, does (one left from an earlier export in the same folder counts
-    too: an exporter that reuses a folder removes it first, as Spark's writers do). Its folder only: load never reads it (a glob matching it is
-    refused: a name starting with "_" or ".", or the glob should name the export's files only)."""
-    folders = dict.fromkeys(p.rsplit("/", 1)[0] if storage.is_remote(p) else os.path.dirname(local_path(p))
-                            for p in patterns)
+    too: an exporter that reuses a folder removes it first, as Spark's writers do)."""
+    folders = dict.fromkeys(_folder(f) for f in found.files)
+    folders.update(dict.fromkeys(_folder(p) for p in found.missing if not glob.has_magic(_folder(p))))
     where = [storage.join(folder, marker) for folder in folders]
     return [f"{path} (the export's done marker)" for path in where if not storage.exists(path)]
 
@@ -245,15 +264,16 @@ def missing_markers(patterns: Sequence[str], marker: str) -> list[str]:
 def awaited_inputs(patterns: Sequence[str], settle_s: float, marker: str | None = None) -> tuple[list[str], str]:
     """What the DAG's ``wait_for_inputs`` waits for before load reads ``patterns``: the inputs that
     name no file yet, the files modified less than ``settle_s`` seconds ago (:func:`unsettled`) and,
-    with a done ``marker`` (default :func:`input_done_marker`), the inputs' folders without it
-    (:func:`missing_markers`); and why load would refuse them ("" when it would not), on which it
-    fails at once instead."""
-    marker = input_done_marker() if marker is None else marker
+    with a done ``marker`` (default :func:`input_done_marker`), the folders without it
+    (:func:`missing_markers`); and why load would refuse them, or the marker cannot be waited for
+    ("" when neither), on which it fails at once instead."""
+    marker = input_done_marker() if marker is None else marker.strip()
     found = input_files(patterns)
-    if found.refusal:
-        return [], found.refusal
+    refusal = found.refusal or marker_refusal(patterns, marker)
+    if refusal:
+        return [], refusal
     return (found.missing + unsettled(found.files, settle_s)
-            + (missing_markers(patterns, marker) if marker else [])), ""
+            + (missing_markers(found, marker) if marker else [])), ""
 
 
 def same_input(pattern: str) -> str:

@@ -55,9 +55,8 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
   six hours; 0: one look).
 - ``INPUT_SETTLE_S`` -- seconds a local input file must be left unmodified before ``wait_for_inputs``
   counts it as there (default 60; 0: as soon as it exists; an object in a bucket appears whole).
-- ``INPUT_DONE_MARKER`` -- a file name (e.g. ``_SUCCESS``) ``wait_for_inputs`` also waits for in the
-  folder of every input, written by the exporter when it is done (default: none). Without it, a
-  glob over a multi-file export is satisfied by its first settled file.
+- ``INPUT_DONE_MARKER`` -- the default of the ``done_marker`` param (default: none), read where
+  Airflow runs the DAG.
 - The jobs' own settings (``DATA_DIR``, ``ARTIFACTS_DIR``, ``MONGO_URI``, ``MONGO_DB``,
   ``LOCAL_DIR``, ``KAFKA_*``, ``SPARK_MASTER``, ...) are handed to every spark-submit when set
   (``env_vars``: in client mode spark-submit would inherit them anyway; on YARN/Kubernetes the
@@ -68,7 +67,10 @@ Params (trigger with config): ``inputs`` (list of files or globs; relative paths
 the repository; empty: load's default, the demo files, or none when ``remove`` names files),
 ``remove`` (list of loaded file names for load --remove: their rows go, their categories are cleaned
 again and MongoDB reloaded), ``engine`` (auto|ease|implicit|spark, for train), ``force_publish``
-(bool), ``rerun`` (list of load, clean, mongo_load: those stages, and the ones of them after each,
+(bool), ``done_marker`` (a file name, e.g. ``_SUCCESS``: ``wait_for_inputs`` also waits until the
+folder of every file the inputs match holds it, which an exporter of several files writes last;
+without it a glob over such an export is satisfied by its first settled file; no input may match
+the marker), ``rerun`` (list of load, clean, mongo_load: those stages, and the ones of them after each,
 get ``--force`` and redo what their ledgers say is done, as ``bin/pipeline --rerun``). Their
 arguments are built in recommender/params.py. The ``load`` task records ``engine``,
 ``force_publish`` and ``rerun`` where bin/pipeline records its flags (``$DATA_DIR/runs/<run
@@ -110,7 +112,7 @@ from airflow.exceptions import AirflowFailException
 from airflow.sdk import DAG, Param, task
 
 from core.env import env_int, env_str
-from core.runs import RERUNNABLE, fs_safe, input_settle_s
+from core.runs import RERUNNABLE, fs_safe, input_done_marker, input_settle_s
 from recommender.operators import SparkJobOperator
 from recommender.params import force_args, inputs_awaited, load_args, record_options, rerun_args
 from recommender.records import read_train_record
@@ -156,6 +158,9 @@ with DAG(
                         description="training engine for train --engine"),
         "force_publish": Param(False, type="boolean",
                                description="publish even if the gate in publish.py would refuse"),
+        "done_marker": Param(input_done_marker(), type="string",
+                             description="a file name (e.g. _SUCCESS) wait_for_inputs also waits for in the "
+                                         "folder of every input, which the exporter writes last; empty: none"),
         "rerun": Param([], type="array", items={"type": "string", "enum": list(RERUNNABLE)},
                        description="stages to redo what their ledgers say is done (--force), each with the "
                                    "ones of them after it: after a bad ledger or a fix that did not bump "
@@ -169,6 +174,7 @@ with DAG(
     @task.sensor(mode="reschedule", poke_interval=INPUT_WAIT_INTERVAL, timeout=INPUT_WAIT_TIMEOUT)
     def wait_for_inputs(params: dict[str, Any] | None = None, run_id: str | None = None) -> bool:
         """Done once every input load is to read names a file left unmodified for INPUT_SETTLE_S
+        and, with the done_marker param, every input's folder holds the marker
         (recommender.params.inputs_awaited); failed at once, without retries, on inputs load refuses
         anyway (a URI, a folder, two files of one name): no wait changes those. Records the run's
         options first, as load does (once per run): a run that stops here (timed out, refused) is

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from core.env import env_int, env_str
 from core.runs import (EXIT_PERMANENT, awaited_inputs, input_files, input_patterns,
-                       input_settle_s, stage_list)
+                       input_done_marker, input_settle_s, stage_list)
 from core.settings import PROJECT_ROOT, get_settings
 
 # dags/recommender_pipeline.py's DAG_ID; the DAG folder is no package of the app, so it is repeated
@@ -43,14 +43,18 @@ SENSOR_PENDING = ("None", "scheduled", "queued", "running", "up_for_reschedule",
 
 
 def dag_conf(engine: str, force_publish: bool, inputs: list[str], removes: list[str],
-             rerun: Sequence[str] = ()) -> dict[str, Any]:
+             rerun: Sequence[str] = (), done_marker: str = "") -> dict[str, Any]:
     """The DAG run's conf: bin/pipeline's flags as the DAG's params. ``inputs``, ``remove`` and
     ``rerun`` are left out when not given, so the DAG's defaults apply (load's demo files; no
-    removal; no stage forced)."""
+    removal; no stage forced). ``done_marker``: this process's ``INPUT_DONE_MARKER``, when set, so the
+    run waits for the marker this script says it waits for (unset: the DAG's default, from the
+    environment Airflow was started with)."""
     conf: dict[str, Any] = {"engine": engine, "force_publish": force_publish}
     for key, values in (("inputs", inputs), ("remove", removes), ("rerun", rerun)):
         if values:
             conf[key] = list(values)
+    if done_marker:
+        conf["done_marker"] = done_marker
     return conf
 
 
@@ -221,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--remove", action="append", default=[], help="a loaded file to take out (repeatable)")
     args = parser.parse_args(argv)
     try:
-        return trigger(args.run_id, dag_conf(args.engine, args.force_publish, args.input, args.remove, args.rerun))
+        return trigger(args.run_id, dag_conf(args.engine, args.force_publish, args.input, args.remove, args.rerun,
+                                             input_done_marker()))
     except KeyboardInterrupt:  # the run goes on in Airflow: say so rather than print a traceback
         _say(f"pipeline: stopped waiting; Airflow run {args.run_id} goes on (the Airflow UI shows it)", error=True)
         return 130

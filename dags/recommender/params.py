@@ -40,9 +40,11 @@ def inputs_awaited(params: Mapping[str, Any], settle_s: float) -> tuple[list[str
     file yet and the files modified less than ``settle_s`` seconds ago (maybe still being written);
     and why load would refuse them, "" when it would not (core.runs.awaited_inputs). So a file that
     arrives after the run began is loaded, once whole, rather than failing load for good or being
-    loaded truncated; and inputs load refuses anyway fail the sensor at once, not after its timeout."""
+    loaded truncated; and inputs load refuses anyway fail the sensor at once, not after its timeout.
+    With the ``done_marker`` param (default ``INPUT_DONE_MARKER``), also until every input's folder
+    holds that file, which an exporter of several files writes last."""
     return awaited_inputs(input_patterns(params.get("inputs"), params.get("remove") or [], get_settings().demo_input,
-                                         APP_ROOT), settle_s)
+                                         APP_ROOT), settle_s, params.get("done_marker"))
 
 
 def rerun_args(job: str) -> Callable[[Mapping[str, Any]], list[str]]:

@@ -60,7 +60,7 @@ def _dag_file() -> tuple[str, set[str]]:
 def test_the_conf_names_the_dag_and_its_params():
     dag_id, params = _dag_file()
     assert DAG_ID == dag_id
-    assert set(dag_conf("auto", False, ["/a"], ["x"], ["load"])) == params
+    assert set(dag_conf("auto", False, ["/a"], ["x"], ["load"], "_SUCCESS")) == params
 
 
 RUNS = [{"dag_id": DAG_ID, "run_id": "older", "state": "failed"},

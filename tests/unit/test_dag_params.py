@@ -164,9 +164,30 @@ def test_with_a_done_marker_the_dag_waits_for_the_whole_export(params, tmp_path,
     (exports / "_SUCCESS").write_bytes(b"")
     (meta / "_SUCCESS").write_bytes(b"")
     assert params.inputs_awaited(given, 0) == ([], "")
-    # a glob that also matches the marker is refused at once, as load would (Spark skips "_" names)
-    refused = params.inputs_awaited({"inputs": [str(exports / "*")]}, 0)
-    assert refused[0] == [] and "_SUCCESS: Spark reads no file whose name starts with" in refused[1]
+    assert params.inputs_awaited({**given, "done_marker": "DONE"}, 0)[0] == [  # the run's param wins
+        f"{exports / 'DONE'} (the export's done marker)", f"{meta / 'DONE'} (the export's done marker)"]
+
+
+def test_a_done_marker_is_looked_for_beside_each_file_and_refused_when_an_input_matches_it(params, tmp_path):
+    """A glob with a wildcard folder looked for ".../*/_SUCCESS" itself and waited out its timeout;
+    a glob matching the marker was refused only once the export completed (an "_" name) or read it
+    as data (any other name); a path for a name made one file satisfy every input."""
+    for day, category in (("d1", "Books"), ("d2", "Toys")):
+        (tmp_path / day).mkdir()
+        (tmp_path / day / f"reviews_{category}.json").write_text("{}")
+    given = {"inputs": [str(tmp_path / "*" / "reviews_*.json")], "done_marker": "_SUCCESS"}
+    assert params.inputs_awaited(given, 0) == ([f"{tmp_path / d / '_SUCCESS'} (the export's done marker)"
+                                                for d in ("d1", "d2")], "")
+    (tmp_path / "d1" / "_SUCCESS").write_bytes(b"")
+    (tmp_path / "d2" / "_SUCCESS").write_bytes(b"")
+    assert params.inputs_awaited(given, 0) == ([], "")
+    for marker in ("_SUCCESS", "DONE"):  # refused before the marker is there, not once the export ends
+        refused = params.inputs_awaited({"inputs": [str(tmp_path / "new" / "*")], "done_marker": marker}, 0)
+        assert refused == ([], f"{tmp_path / 'new' / '*'} matches the done marker {marker}: load would read it "
+                               "as an input; name the export's files only"), refused
+    for marker in ("/etc/hostname", ".", ".."):
+        assert params.inputs_awaited({**given, "done_marker": marker}, 0)[1] == (
+            f"done marker {marker!r}: a file name, not a path")
 
 
 def test_the_dag_waits_for_the_inputs_load_decides_on(params, tmp_path, monkeypatch):
