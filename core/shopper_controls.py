@@ -136,8 +136,8 @@ def _erase(user_id: str, products: set[str], rated: int, indexed: dict[str, list
         if erased.marked:
             marked.append(pid)
     search_postings = _unlist_words(unlist, db)
-    for chunk in mongo.chunks(marked):  # only now: until the words are unlisted, the marks keep them
-        db[mongo.PRODUCTS].update_many({"_id": {"$in": chunk}}, {"$unset": {mark: ""}})
+    for pid in marked:  # only now: until the words are unlisted, the marks keep them
+        db[mongo.PRODUCTS].update_one({"_id": pid}, {"$unset": {mark: ""}})
     catalog_index = mongo.physical_name(db, mongo.CATALOG_INDEX)  # read and write one generation
     top = db[catalog_index].find_one({"_id": "top_users"})  # the most active reviewers, by id
     top_users = 0
