@@ -118,6 +118,7 @@ def test_schedule_params_and_retries(dagbag):
         "remove": [],
         "engine": "auto",
         "force_publish": False,
+        "done_marker": "",  # INPUT_DONE_MARKER unset: no done marker waited for
         "rerun": [],  # no stage forced to redo its work
     }
     from spark_jobs.engines import ENGINES
