@@ -253,12 +253,24 @@ def missing_markers(found: InputFiles, marker: str) -> list[str]:
     when they finish writing a folder) in the folder of every file the inputs match and of every
     input that matches none yet (when its folder is no glob), each so labelled. A glob's first
     settled file says nothing of the files of a multi-file export still to come; the marker,
-    written last by the exporter, does (one left from an earlier export in the same folder counts
-    too: an exporter that reuses a folder removes it first, as Spark's writers do)."""
-    folders = dict.fromkeys(_folder(f) for f in found.files)
+    written last by the exporter, does. A marker older than a matched file beside it is one an
+    earlier export left in a reused folder, so it is waited on too (both times from one clock: the
+    file system's, or the object store's)."""
+    newest: dict[str, tuple[float, str]] = {}
+    for path in found.files:
+        modified = (storage.file_stat(path) or (0, 0.0))[1]
+        newest[_folder(path)] = max(newest.get(_folder(path), (modified, path)), (modified, path))
+    folders = dict.fromkeys(newest)
     folders.update(dict.fromkeys(_folder(p) for p in found.missing if not glob.has_magic(_folder(p))))
-    where = [storage.join(folder, marker) for folder in folders]
-    return [f"{path} (the export's done marker)" for path in where if not storage.exists(path)]
+    waits = []
+    for folder in folders:
+        path = storage.join(folder, marker)
+        stat = storage.file_stat(path)
+        if stat is None:
+            waits.append(f"{path} (the export's done marker)")
+        elif folder in newest and stat[1] < newest[folder][0]:
+            waits.append(f"{path} (the export's done marker, older than {newest[folder][1]})")
+    return waits
 
 
 def awaited_inputs(patterns: Sequence[str], settle_s: float, marker: str | None = None) -> tuple[list[str], str]:

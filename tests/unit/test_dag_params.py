@@ -190,6 +190,22 @@ def test_a_done_marker_is_looked_for_beside_each_file_and_refused_when_an_input_
             f"done marker {marker!r}: a file name, not a path")
 
 
+def test_a_done_marker_older_than_a_file_beside_it_is_from_an_earlier_export(params, tmp_path):
+    """A folder reused by the exporter: the marker its last export left counted, and the wait ended
+    on the first settled file of the next export. A marker older than a file it would vouch for
+    is waited on until the exporter writes it again."""
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "_SUCCESS").write_bytes(b"")
+    (exports / "part-00000.json.gz").write_bytes(b"")
+    os.utime(exports / "_SUCCESS", (1_000_000_000, 1_000_000_000))  # the earlier export's
+    given = {"inputs": [str(exports / "part-*.json.gz")], "done_marker": "_SUCCESS"}
+    assert params.inputs_awaited(given, 0) == ([
+        f"{exports / '_SUCCESS'} (the export's done marker, older than {exports / 'part-00000.json.gz'})"], "")
+    (exports / "_SUCCESS").write_bytes(b"")  # written again, last
+    assert params.inputs_awaited(given, 0) == ([], "")
+
+
 def test_the_dag_waits_for_the_inputs_load_decides_on(params, tmp_path, monkeypatch):
     """Relative inputs from the repository; none given: load's default (the demo files, here
     missing), or nothing to wait for when the run only removes files."""
