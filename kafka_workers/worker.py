@@ -31,10 +31,10 @@ from collections import deque
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 from threadpoolctl import threadpool_limits
 
-from core import cancellation, catalog, kafka_io, locking
+from core import cancellation, catalog, kafka_io, locking, mongo
 from core.env import env_str
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
@@ -539,8 +539,19 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     metrics.serve_from_env()
+    ensure_indexes()
     run(stop)
     return 0
+
+
+def ensure_indexes() -> None:
+    """Create the indexes the site and the workers query by, at each start, as ``mongo_load`` does:
+    a deploy that adds one (the staff records' ``deleted_users.refs``) would otherwise scan until
+    the next load. MongoDB being down only delays them to the next start or load."""
+    try:
+        mongo.ensure_indexes()
+    except PyMongoError as exc:
+        log.warning("indexes not checked (%s): the next start or mongo_load creates them", exc)
 
 
 if __name__ == "__main__":

@@ -406,3 +406,26 @@ def test_a_dead_letter_after_lost_leases_counts_them_beside_its_tries(monkeypatc
     monkeypatch.setattr(worker, "handle", fail)
     worker._process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
     assert [(x["attempts"], x["lost_leases"]) for x in letters] == [(worker.max_attempts(), 0)]
+
+
+@pytest.mark.parametrize("down", [False, True])
+def test_the_worker_creates_the_indexes_at_start_and_runs_without_mongodb_answering(monkeypatch, down):
+    """Only mongo_load created the indexes, so one a deploy added (the staff records' look-up by
+    ``deleted_users.refs``) was missing, and its query scanned, until the next load."""
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from kafka_workers import worker
+
+    calls = []
+
+    def ensure_indexes():
+        calls.append("indexes")
+        if down:
+            raise ServerSelectionTimeoutError("no server")
+
+    monkeypatch.setattr(worker.mongo, "ensure_indexes", ensure_indexes)
+    monkeypatch.setattr(worker, "run", lambda stop: calls.append("run"))
+    monkeypatch.setattr(worker.metrics, "serve_from_env", lambda: None)
+    monkeypatch.setattr(worker.signal, "signal", lambda *a: None)
+    assert worker.main() == 0
+    assert calls == ["indexes", "run"]
