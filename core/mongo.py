@@ -390,9 +390,10 @@ def _orphans(db: Database, names: Iterable[str]) -> dict[str, list[str]]:
     generation's grace ended creates an empty collection of that name holding the write, which no
     pointer or retired record names (the write itself is carried over by the reload's replay,
     ``core.rating_history``). Such a collection is named older than the live generation and is
-    neither live, staging nor waiting out its grace. It is looked for only once the switch to the
-    live one is past the grace (a finish writes the previous generation's retired record just
-    after its switch; on one clock: ``switched_at`` is the finishing host's).
+    neither live, staging nor waiting out its grace; or it is the plain name itself, which the
+    collection's first reload retired (a write resolved before it). It is looked for only once the
+    switch to the live one is past the grace (a finish writes the previous generation's retired
+    record just after its switch; on one clock: ``switched_at`` is the finishing host's).
     """
     wanted = set(names) & RELOADED
     pointers = {d["_id"]: d for d in raw_collection(db, POINTERS).find({"_id": {"$in": sorted(wanted)}})}
@@ -400,12 +401,14 @@ def _orphans(db: Database, names: Iterable[str]) -> dict[str, list[str]]:
     now, found = time.time(), {}
     for collection in db.list_collection_names():
         match = _GENERATION.fullmatch(collection)
-        pointer = pointers.get(match[1]) if match else None
+        logical = match[1] if match else collection  # the plain name: the first reload retired it
+        pointer = pointers.get(logical)
         if pointer is None or collection in retiring or collection in (pointer.get("physical"), pointer.get("staging")):
             continue
         live = _GENERATION.fullmatch(pointer.get("physical") or "")
-        if live and int(match[2]) < int(live[2]) and pointer.get("switched_at", now) + RETIRE_GRACE_S <= now:
-            found.setdefault(match[1], []).append(collection)
+        older = live is not None and (match is None or int(match[2]) < int(live[2]))
+        if older and pointer.get("switched_at", now) + RETIRE_GRACE_S <= now:
+            found.setdefault(logical, []).append(collection)
     return found
 
 
