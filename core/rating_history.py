@@ -390,8 +390,9 @@ def deleted_user_ids(db: Database | None = None, since: float | None = None) -> 
     return {d["_id"] for d in db[mongo.DELETED_USERS].find(query, {"_id": 1})}
 
 
-def record_deleted_user(user_id: str, db: Database | None = None) -> None:
-    """Mark the id deleted before its data goes, so a worker drops whatever arrives for it later.
+def record_deleted_user(user_id: str, db: Database | None = None) -> bool:
+    """Mark the id deleted before its data goes, so a worker drops whatever arrives for it later;
+    whether this call made the mark (False: a deletion of the account was asked before).
 
     Only the pseudonymous recommender id and the times are kept (``deleted_at``; ``erased_at`` once
     its data went, :func:`record_erased`): the training job needs the id to leave a linked
@@ -399,10 +400,11 @@ def record_deleted_user(user_id: str, db: Database | None = None) -> None:
     """
     db = db if db is not None else mongo.get_db()
     try:
-        db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}},
-                                           upsert=True)
+        done = db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}},
+                                                  upsert=True)
     except DuplicateKeyError:  # another first call inserted it meanwhile (FerretDB v1: read, then insert)
-        pass
+        return False
+    return done.upserted_id is not None
 
 
 def erasure_token(user_id: str, db: Database | None = None) -> str:

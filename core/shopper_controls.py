@@ -105,21 +105,34 @@ def delete_user_data(user_id: str, db: Database | None = None,
     :func:`_erase_reviews`) until the search words are unlisted.
 
     Whoever runs it (the site, the worker's ``delete_account``, Celery's sweep), it changes the
-    catalog's revision when it ends or stops (``core.catalog_revision``), so no page the site
-    cached before shows what it erased. Only the site could, and pages cached between the site's
-    run and the worker's or the sweep's showed the erased reviews for ``CATALOG_CACHE_SECONDS``.
-    ``bump=False``: the caller erases many accounts and changes it once after them (the sweep, the
-    load's eraser): each change makes every cached page unread.
+    catalog's revision when it changed what a page shows (:func:`changed_catalog`) or stopped
+    part-way (``core.catalog_revision``), so no page the site cached before shows what it erased.
+    Only the site could, and pages cached between the site's run and the worker's or the sweep's
+    showed the erased reviews for ``CATALOG_CACHE_SECONDS``. Not otherwise: each change makes
+    every cached page unread, and a shopper's own ratings are on no product document, so a
+    sign-up, a rating and a deletion emptied the site's caches. ``bump=False``: the caller erases
+    many accounts and changes it once after them (the sweep, the load's eraser).
     """
     db = db if db is not None else mongo.get_db()
     indexed = indexed or {}
     rated, removed = rating_history.history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))
     products = set(rated) | set(removed) | set(indexed)  # reviewed_products(), without reading the history twice
     try:
-        return _erase(user_id, products, len(rated), indexed, db)
-    finally:  # even stopped part-way: what it changed must not be shown from the site's caches
+        counts = _erase(user_id, products, len(rated), indexed, db)
+    except BaseException:  # stopped part-way: what it changed must not be shown from the site's caches
         if products and bump:
             catalog_revision.bump()
+        raise
+    if bump and changed_catalog(counts):
+        catalog_revision.bump()
+    return counts
+
+
+def changed_catalog(counts: dict[str, int]) -> bool:
+    """Whether an erasure's ``counts`` say it changed what a cached page shows: a product document
+    (its counts, a quote, a title; also one an earlier, stopped run of the deletion changed),
+    review pages, search postings or the top reviewers."""
+    return any(counts.get(kind) for kind in ("products", "review_pages", "search_postings", "top_users"))
 
 
 def _erase(user_id: str, products: set[str], rated: int, indexed: dict[str, list[str]], db: Database) -> dict[str, int]:

@@ -5,9 +5,9 @@ event of the account that it reads from then on (and the training and load jobs 
 reviewer's reviews out). Then the site removes the data itself, so the deletion is complete at
 once (and counted for staff) even with no worker running, and right after, its cached product
 pages that showed the account's reviews are no longer read (``shop.products.forget_reviews``:
-they would be for minutes otherwise), nor anything that showed product titles or counts (a linked
-reviewer's counts, titles and search words: ``shop.products.forget_catalog``). Then a ``delete_account`` event goes
-to Kafka behind the account's other events (same key, same partition): a rating a worker was
+they would be for minutes otherwise), nor, when the erasure changed them, anything that showed
+product titles or counts (a linked reviewer's counts, titles and search words: the catalog's
+revision, ``core.catalog_revision``). Then a ``delete_account`` event goes to Kafka behind the account's other events (same key, same partition): a rating a worker was
 applying at that very moment is removed again when the worker reaches that event. Last, the
 Django rows.
 The record staff see (``AccountDeletion``) holds when and how much, never who.
@@ -55,7 +55,7 @@ def delete_account(user, request=None) -> AccountDeletion:
 
     rid = recommender_id(user)
     linked = bool(getattr(Profile.objects.filter(user=user).first(), "reviewer_id", None))
-    rating_history.record_deleted_user(rid)
+    asked_before = not rating_history.record_deleted_user(rid)
     recommendations.forget(rid)
     reviewed = shopper_controls.reviewed_products(rid)  # read before the history goes with the rest
     ref = ""
@@ -72,9 +72,11 @@ def delete_account(user, request=None) -> AccountDeletion:
                         "not learn when it ends", note_exc.__class__.__name__)
             ref = ""
     products.forget_reviews(reviewed)  # after MongoDB changed: the next view reads the reviews again
-    # their counts, a title quoting them, search words: always, as a run stopped earlier (killed
-    # past its last write) may have changed what this one finds unchanged; deletions are rare
-    products.forget_catalog()
+    # Their counts, a title quoting them, search words: delete_user_data made them unread if it
+    # changed any. A run asked before and killed past its last write may have changed what this
+    # one finds unchanged, and never said so; otherwise nothing cached is thrown away.
+    if asked_before:
+        products.forget_catalog()
     try:
         kafka_io.publish_rating(RatingEvent(user_id=rid, product_id="", rating=0, action=DELETE_ACCOUNT))
         notified = True

@@ -262,8 +262,12 @@ def test_delete_my_account_removes_it_everywhere(shop, make_user, django_user_mo
     assert client.post("/accounts/delete/", {"password": PASSWORD}).status_code == 400  # no tick
     assert django_user_model.objects.filter(pk=user.pk).exists() and AccountDeletion.objects.count() == 0
     assert client.get("/accounts/delete/?password=x").status_code == 200  # GET never deletes
+    revision = _catalog_revision()
     done = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
     assert done.status_code == 200 and 'id="account-deleted"' in done.content.decode()
+    # its ratings were on no product document: the site's cached pages stay (each deletion emptied
+    # them all, so a sign-up and a deletion wiped the site's caches)
+    assert _catalog_revision() == revision
 
     assert not django_user_model.objects.filter(pk=user.pk).exists()
     assert not RatingSubmission.objects.filter(recommender_id=uid).exists() and not Token.objects.filter(user_id=user.pk)
@@ -290,6 +294,12 @@ def test_delete_my_account_removes_it_everywhere(shop, make_user, django_user_mo
     assert "ratings 3" in admin and user.username not in admin and uid not in admin
     assert client.get("/admin/accounts/accountdeletion/add/").status_code == 403
     assert user.username not in json.dumps(record.counts) and uid not in json.dumps(record.counts)
+
+
+def _catalog_revision() -> bytes | None:
+    from core import catalog_revision
+
+    return list_state.client().get(catalog_revision._key())
 
 
 def _assert_nothing_kept(db, uid: str) -> None:
@@ -323,8 +333,10 @@ def test_delete_a_linked_demo_account_through_the_api(rt, site_cache, client, ma
 
     wrong = client.post("/api/account/delete/", {"password": "nope"}, content_type="application/json", **auth)
     assert wrong.status_code == 403 and AccountDeletion.objects.count() == 0
+    revision = _catalog_revision()
     done = client.post("/api/account/delete/", {"password": PASSWORD}, content_type="application/json", **auth)
     assert done.status_code == 200, done.content
+    assert _catalog_revision() != revision  # the reviewer's review left a product's page and counts
     counts = done.json()["counts"]
     assert counts["recent_reviews"] == 1 and counts["review_pages"] == 1 and counts["ratings"] == 1
     assert AccountDeletion.objects.get().kind == "linked_reviewer"
