@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.utils.html import format_html, format_html_join
 
+from accounts import deletion
 from accounts.models import recommender_id
 from core import artifacts, catalog, mongo, rating_history, stored_lists
 from shop.models import ModelVersion, PipelineRun, RatingSubmission
@@ -198,6 +199,17 @@ class RecommenderUserAdmin(UserAdmin):
     readonly_fields = (*UserAdmin.readonly_fields, "recommender_id", "rated_products", "current_list")
     fieldsets = (*UserAdmin.fieldsets,
                  ("Recommender (live from MongoDB)", {"fields": ("recommender_id", "rated_products", "current_list")}))
+
+    def delete_model(self, request, obj) -> None:
+        """The shopper's own deletion (accounts.deletion), with its staff record, not only the Django
+        rows: staff answer "delete me" requests here, and the rows alone left the shopper's ratings,
+        history and list in MongoDB under an id nobody owned, for training to go on learning from."""
+        deletion.delete_account(obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        """The list's "delete selected": each one as :meth:`delete_model`."""
+        for user in queryset:
+            deletion.delete_account(user)
 
     @admin.display(description="recommender id")
     def recommender_id(self, obj) -> str:

@@ -391,3 +391,34 @@ def test_a_pruned_version_is_listed_as_pruned_and_not_made_current(own_versions,
     assert f"Could not make {pruned} current: model version {pruned} was pruned at " in page
     assert "cannot be made current" in page and "FileNotFoundError" not in page and "VersionGone" not in page
     assert artifacts.current_version() == kept
+
+
+@pytest.mark.parametrize("how", ["page", "bulk action"])
+def test_deleting_a_user_in_the_admin_erases_what_the_recommender_keeps(mongo_db, site_cache, client, make_user, how):
+    """Staff answering a "delete me" request in the admin (a user's delete page, or the list's
+    "delete selected") deleted the Django rows only: the shopper's history, ratings and list stayed
+    in MongoDB under an id nobody owned, unmarked, so training went on learning from them. It runs
+    the shopper's own deletion (accounts.deletion), with its staff record; the staff member stays
+    logged in."""
+    from django.contrib.auth.models import User
+
+    from accounts.models import AccountDeletion, recommender_id
+    from core import mongo, rating_history
+
+    staff = make_user(staff=True)
+    client.force_login(staff)
+    shopper = make_user()
+    uid = recommender_id(shopper)
+    mongo_db[mongo.USER_HISTORY].replace_one(
+        {"_id": uid}, rating_history.history_doc(uid, {"P000001": (4.0, 1_700_000_000.0)}, {}), upsert=True)
+    if how == "page":
+        done = client.post(f"/admin/auth/user/{shopper.pk}/delete/", {"post": "yes"})
+    else:
+        done = client.post("/admin/auth/user/", {"action": "delete_selected", "_selected_action": [shopper.pk],
+                                                 "post": "yes"})
+    assert done.status_code == 302, done.content[:500]
+    assert not User.objects.filter(pk=shopper.pk).exists()
+    assert mongo_db[mongo.USER_HISTORY].find_one({"_id": uid}) is None
+    assert rating_history.is_deleted_user(uid, db=mongo_db)
+    assert AccountDeletion.objects.get().counts["history"] == 1
+    assert client.get("/admin/").status_code == 200
