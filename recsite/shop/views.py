@@ -7,6 +7,7 @@ import math
 import re
 import time
 from datetime import datetime, timezone
+from functools import partial
 
 from django.conf import settings
 from django.contrib import messages
@@ -14,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 from pymongo.errors import PyMongoError
 
@@ -150,13 +152,16 @@ def product(request, product_id: str):
             similar = [c for c in similar if c["product_id"] not in hidden]
             bought_together = [c for c in bought_together if c["product_id"] not in hidden]
             shown_variant = hashlib.sha256("|".join(sorted(hidden)).encode()).hexdigest()[:16]
-    return render(request, "shop/product.html", {
+    response = render(request, "shop/product.html", {
         "product": {**doc, "pid": doc["_id"]}, "card": data["card"], "category_path": data["category_path"],
         "reviews": data["reviews"], "page": page, "pages": data["pages"], "histogram": histogram,
         "similar": similar, "shown_variant": shown_variant, "bought_together": bought_together,
         "form": RatingForm(), "my_rating": mine, "ttl": products_cache.TTL_S,
         "generation": products_cache.catalog_generation(), "reviews_revision": data["reviews_revision"],
     })
+    if request.user.is_authenticated:  # its forms' keys, the shopper's rating: Back fetches it again
+        add_never_cache_headers(response)
+    return response
 
 
 def _submit(request, product_id: str, form_class, submit, what: str):
@@ -191,8 +196,12 @@ def _submit(request, product_id: str, form_class, submit, what: str):
 @require_POST
 def rate(request, product_id: str):
     def submit(product_id: str, data: dict) -> str:
-        submission = submit_rating(request.user, recommender_id(request.user), product_id, data["rating"],
-                                   data["text"], idempotency_key=data.get("submission_id") or None)
+        rating = partial(submit_rating, request.user, recommender_id(request.user), product_id, data["rating"],
+                         data["text"])
+        try:
+            submission = rating(idempotency_key=data.get("submission_id") or None)
+        except IdempotencyConflict:  # the page shown again (Back) and another choice made: a new rating
+            submission = rating(idempotency_key=None)
         return f"Thanks! You rated it {submission.rating} ★. Your recommendations are updating."
 
     return _submit(request, product_id, RatingForm, submit, "rating")

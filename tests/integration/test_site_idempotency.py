@@ -49,13 +49,20 @@ def test_a_retried_submission_is_stored_once(rt, site_cache, make_user, client):
     for _ in range(2):
         answer = client.post(f"/p/{other}/rate/", {"rating": "5", "submission_id": form_key})
         assert answer.status_code == 302 and answer["Location"] == "/recommendations/", answer.content[:300]
-
     wait_until(lambda: len(_stored(rt.db, uid)) >= 2 and all(d["state"] == "processed" for d in _stored(rt.db, uid)),
                90, "the worker to process the ratings")
+    # Back to the page (the browser shows it again, key included) and another choice: a new rating,
+    # not a plain-text 409 that lost it. The page is not kept for Back.
+    assert "no-store" in client.get(f"/p/{other}/")["Cache-Control"]
+    changed = client.post(f"/p/{other}/rate/", {"rating": "3", "submission_id": form_key})
+    assert changed.status_code == 302 and changed["Location"] == "/recommendations/", changed.content[:300]
+
+    wait_until(lambda: len(_stored(rt.db, uid)) >= 3 and all(d["state"] == "processed" for d in _stored(rt.db, uid)),
+               90, "the worker to process the ratings")
     stored = _stored(rt.db, uid)
-    assert sorted(d["_id"] for d in stored) == sorted([key, form_key]), "each submission stored once"
-    assert RatingSubmission.objects.filter(user=user).count() == 2
-    assert rating_history.user_ratings(uid, db=rt.db) == {product: 4.0, other: 5.0}
+    assert len(stored) == 3 and {key, form_key} < {d["_id"] for d in stored}, "each submission stored once"
+    assert RatingSubmission.objects.filter(user=user).count() == 3
+    assert rating_history.user_ratings(uid, db=rt.db) == {product: 4.0, other: 3.0}
 
     # A key is one user's: another account cannot reuse (or probe) it.
     client.force_login(make_user())
