@@ -7,14 +7,16 @@ import math
 import re
 import time
 from datetime import datetime, timezone
-from functools import partial
+from functools import partial, wraps
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 from pymongo.errors import PyMongoError
@@ -43,6 +45,19 @@ def _valid_product_id(product_id: str) -> str:
     except Exception:
         raise Http404("No such product") from None
     return product_id
+
+
+def _product_post(view):
+    """POST only, logged in: a logged-out shopper (a session expired on an open page) logs in and
+    comes back to the product's page. ``login_required`` brought them back to this POST-only URL
+    with a GET: a blank 405."""
+    @wraps(view)
+    def checked(request, product_id: str):
+        if not request.user.is_authenticated:
+            return redirect_to_login(reverse("product", args=[_valid_product_id(product_id)]))
+        return view(request, product_id)
+
+    return require_POST(checked)
 
 
 @require_GET
@@ -192,8 +207,7 @@ def _submit(request, product_id: str, form_class, submit, what: str):
     return redirect("recommendations")
 
 
-@login_required
-@require_POST
+@_product_post
 def rate(request, product_id: str):
     def submit(product_id: str, data: dict) -> str:
         rating = partial(submit_rating, request.user, recommender_id(request.user), product_id, data["rating"],
@@ -216,14 +230,12 @@ def _control(request, product_id: str, action: str, done: str):
     return _submit(request, product_id, ControlForm, submit, "request")
 
 
-@login_required
-@require_POST
+@_product_post
 def unrate(request, product_id: str):
     return _control(request, product_id, UNRATE, "Your rating was removed. Your recommendations are updating.")
 
 
-@login_required
-@require_POST
+@_product_post
 def not_interested(request, product_id: str):
     return _control(request, product_id, NOT_INTERESTED,
                     "Got it: we will not recommend that product to you again. Your recommendations are updating.")

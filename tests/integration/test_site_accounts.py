@@ -84,6 +84,19 @@ def test_login_logout_and_safe_next(site, client, make_user):
         client.logout()
 
 
+def test_a_product_form_posted_after_the_session_expired_returns_to_the_product(site, client, make_user):
+    """A rating or control posted logged out (the session expired on an open page) sent the shopper
+    to log in and then back to the POST-only URL with a GET: a blank 405. Back to the product."""
+    user, product = make_user(), site.order()[0]
+    for action in ("rate", "unrate", "not-interested"):
+        answer = client.post(f"/p/{product}/{action}/", {"rating": "4"})
+        assert answer.status_code == 302 and answer["Location"] == f"/accounts/login/?next=/p/{product}/", action
+    after = client.post(f"/accounts/login/?next=/p/{product}/", {"username": user.username, "password": PASSWORD})
+    assert after["Location"] == f"/p/{product}/" and client.get(after["Location"]).status_code == 200
+    client.logout()
+    assert client.post("/p/no%20such/rate/", {"rating": "4"}).status_code == 404  # no product, no login
+
+
 def test_login_throttled_after_repeated_failures(site, client, make_user):
     from django.conf import settings
     from django.contrib.auth.signals import user_login_failed
