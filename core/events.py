@@ -16,9 +16,12 @@ Versions:
 - 2: adds ``action``, the shopper's controls travel the same path as ratings (same topic, keyed
   by user, so one user's events stay in order):
   ``rate`` (rating 1..5; rating a product again changes the rating), ``unrate`` (remove the
-  rating), ``not_interested`` (never recommend this product to the user again) and
+  rating), ``not_interested`` (never recommend this product to the user again),
+  ``interested_again`` (take a ``not_interested`` back: the product may be recommended again) and
   ``delete_account`` (the user's account was deleted: drop everything the workers keep for
-  them; it carries no product). Those carry ``rating`` 0 and no text.
+  them; it carries no product). Those carry ``rating`` 0 and no text. ``interested_again`` came
+  later within version 2 (the fields did not change, only the actions): a worker older than it
+  sends such an event to the dead-letter topic, to be replayed once it is upgraded.
 """
 from __future__ import annotations
 
@@ -33,8 +36,11 @@ from typing import Any
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 RATE, UNRATE, NOT_INTERESTED, DELETE_ACCOUNT = "rate", "unrate", "not_interested", "delete_account"
-ACTIONS = (RATE, UNRATE, NOT_INTERESTED, DELETE_ACCOUNT)
-CONTROL_ACTIONS = (UNRATE, NOT_INTERESTED)  # what a shopper sends about one product besides a rating
+INTERESTED_AGAIN = "interested_again"  # undoes NOT_INTERESTED, as UNRATE undoes RATE
+ACTIONS = (RATE, UNRATE, NOT_INTERESTED, INTERESTED_AGAIN, DELETE_ACCOUNT)
+# what a shopper sends about one product besides a rating
+CONTROL_ACTIONS = (UNRATE, NOT_INTERESTED, INTERESTED_AGAIN)
+EXCLUSION_ACTIONS = (NOT_INTERESTED, INTERESTED_AGAIN)  # the events that change the exclusions, not the history
 MIN_STARS, MAX_STARS = 1, 5
 MAX_TEXT_CHARS = 5000
 MAX_EVENT_BYTES = 64 * 1024

@@ -1,5 +1,5 @@
 """What a shopper decides about their own data: "not interested" (a product never recommended
-to them again) and erasing everything MongoDB keeps about their account.
+to them again, until they take it back) and erasing everything MongoDB keeps about their account.
 
 Taking back a rating is a history change (``core.rating_history.remove_from_history``).
 """
@@ -16,7 +16,7 @@ from pymongo.database import Database
 from core import catalog, catalog_revision, locking, mongo, rating_history, search, trending
 
 
-# --- "not interested" ----------------------------------------------------------------------
+# --- "not interested" and taking it back ------------------------------------------------------
 
 def exclusion_entries(doc: dict | None) -> dict[str, float]:
     """{product: when} of an ``exclusions`` document: an array of ``{p, t}`` (any product id fits,
@@ -27,18 +27,78 @@ def exclusion_entries(doc: dict | None) -> dict[str, float]:
     return {e["p"]: float(e["t"]) for e in items}
 
 
+SHOWN = "shown"  # the field of an exclusions document that holds :func:`shown_again_entries`
+
+
+def shown_again_entries(doc: dict | None) -> dict[str, float]:
+    """{product: when} the shopper took a "not interested" back (``interested_again``): kept like a
+    history's ``removed``, so a "not interested" older than that, delivered late, cannot hide it again."""
+    return {e["p"]: float(e["t"]) for e in (doc or {}).get(SHOWN) or []}
+
+
 def exclusion_items(items: dict[str, float]) -> list[dict[str, Any]]:
     return [{"p": p, "t": float(t)} for p, t in items.items()]
 
 
+def exclusion_fields(items: dict[str, float], shown: dict[str, float]) -> dict[str, Any]:
+    """The stored fields of an exclusions document (read back by :func:`exclusion_entries` and
+    :func:`shown_again_entries`)."""
+    return {"items": exclusion_items(items), SHOWN: exclusion_items(shown)}
+
+
+def _exclusion_key(hide: bool, ts: float) -> tuple[float, bool]:
+    """Of two changes of one product's exclusion the later ``ts`` wins; at the same ``ts`` taking
+    it back does: :func:`core.rating_history.change_key`'s rule, a removal winning a tie."""
+    return (float(ts), not hide)
+
+
+def apply_exclusion_change(items: dict[str, float], shown: dict[str, float], product_id: str, hide: bool,
+                           ts: float) -> bool:
+    """Hide (``not_interested``) or show again (``interested_again``) one product in exclusions held
+    in memory, unless the change there for that product wins over it (:func:`_exclusion_key`);
+    True if they changed. The one rule both the one-event path and a batch apply, as
+    :func:`core.rating_history.apply_history_change` is for ratings: an older change does not
+    overwrite a newer one, a redelivered one changes nothing, and changes of the same time end
+    the same whatever order they come in."""
+    kept = [_exclusion_key(True, items[product_id])] if product_id in items else []
+    if product_id in shown:
+        kept.append(_exclusion_key(False, shown[product_id]))
+    if kept and max(kept) >= _exclusion_key(hide, ts):
+        return False
+    if hide:
+        items[product_id] = float(ts)
+        shown.pop(product_id, None)
+    else:
+        items.pop(product_id, None)
+        shown[product_id] = float(ts)  # even with nothing to take back: keeps out an older one late
+    return True
+
+
 def exclusions(user_id: str, db: Database | None = None) -> set[str]:
     """Products the user said they are not interested in (one ``_id`` read)."""
+    return set(hidden_since(user_id, db=db))
+
+
+def hidden_since(user_id: str, db: Database | None = None) -> dict[str, float]:
+    """{product: when it was hidden} of the user's exclusions (one ``_id`` read): the page that
+    lists them shows the latest first."""
     db = db if db is not None else mongo.get_db()
-    return set(exclusion_entries(db[mongo.EXCLUSIONS].find_one({"_id": user_id})))
+    return exclusion_entries(db[mongo.EXCLUSIONS].find_one({"_id": user_id}))
 
 
 def add_exclusion(user_id: str, product_id: str, ts: float, db: Database | None = None) -> set[str]:
-    """Record "not interested" (idempotent: the first time is kept); returns all the user's exclusions.
+    """Record "not interested"; returns all the user's exclusions (:func:`change_exclusion`)."""
+    return change_exclusion(user_id, product_id, True, ts, db=db)
+
+
+def remove_exclusion(user_id: str, product_id: str, ts: float, db: Database | None = None) -> set[str]:
+    """Take "not interested" back (``interested_again``); returns the user's exclusions left."""
+    return change_exclusion(user_id, product_id, False, ts, db=db)
+
+
+def change_exclusion(user_id: str, product_id: str, hide: bool, ts: float, db: Database | None = None) -> set[str]:
+    """Hide or show again one product for the user, the newest change winning
+    (:func:`apply_exclusion_change`: idempotent); returns all the user's exclusions.
 
     A document of its own rather than a field of ``user_history``: the batch load rebuilds the
     histories from the reviews, and the training and publish jobs read every user's exclusions
@@ -51,12 +111,12 @@ def add_exclusion(user_id: str, product_id: str, ts: float, db: Database | None 
     """
     db = db if db is not None else mongo.get_db()
     with locking.writer_lock(user_id, db=db) as fence:
-        items = exclusion_entries(db[mongo.EXCLUSIONS].find_one({"_id": user_id}))
-        if product_id not in items:
-            items[product_id] = float(ts)
-            doc = {"_id": user_id, "items": exclusion_items(items)}
+        doc = db[mongo.EXCLUSIONS].find_one({"_id": user_id})
+        items, shown = exclusion_entries(doc), shown_again_entries(doc)
+        if apply_exclusion_change(items, shown, product_id, hide, ts):
             fence()  # (core.locking.fence)
-            db[mongo.EXCLUSIONS].replace_one({"_id": user_id}, doc, upsert=True)
+            db[mongo.EXCLUSIONS].replace_one({"_id": user_id}, {"_id": user_id, **exclusion_fields(items, shown)},
+                                             upsert=True)
     return set(items)
 
 

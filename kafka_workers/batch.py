@@ -215,7 +215,7 @@ class _Read(NamedTuple):
     """What a batch reads before it applies its events: one ``$in`` read per collection."""
 
     histories: dict[str, dict]  # user_history documents by user
-    exclusions: dict[str, dict]  # "not interested" documents, of the users who may have some
+    exclusions: dict[str, dict]  # "not interested" documents, of the users who may have some (or change them)
     known_products: set[str]
     stored_before: dict[str, dict]  # {event id: {state}} of the events a worker claimed before
     deleted: set[str]  # deleted accounts among the batch's users
@@ -228,9 +228,11 @@ def _read_users(batch: list[RatingEvent], by_user: dict[str, list[int]], seen_be
     product_ids = {batch[i].product_id for ids in by_user.values() for i in ids}
     again = [batch[i].event_id for ids in by_user.values() for i in ids if batch[i].event_id in seen_before]
     no_exclusions = users_without_exclusions(db)
-    # read unless known to have none; and always for a user the batch adds one to: it replaces
-    # the whole list, and another worker may have stored one since this one looked (a rebalance)
-    excluding = {batch[i].user_id for ids in by_user.values() for i in ids if batch[i].action == events.NOT_INTERESTED}
+    # read unless known to have none; and always for a user the batch adds one to or takes one
+    # back for: it replaces the whole document, and another worker may have stored one since this
+    # one looked (a rebalance), or the products shown again, which a user "without any" may have
+    excluding = {batch[i].user_id for ids in by_user.values() for i in ids
+                 if batch[i].action in events.EXCLUSION_ACTIONS}
     # every user is looked up in deleted_users, not only those without a history: a reload may
     # have brought a deleted account's history back, and a late event must not write its list
     lookup = catalog.products_to_look_up(product_ids, db=db)
@@ -283,13 +285,14 @@ def _apply_to_histories(batch: list[RatingEvent], by_user: dict[str, list[int]],
             continue
         ratings, removed = rating_history.history_entries(read.histories.get(user))
         exclusions = shopper_controls.exclusion_entries(read.exclusions.get(user))
+        shown = shopper_controls.shown_again_entries(read.exclusions.get(user))
         changed, excl_changed = False, False  # a new user gets a document with their first rating
         applied: list[rating_history.Change] = []
         for i in ids:
             e = batch[i]
-            if e.action == events.NOT_INTERESTED:
-                if e.product_id not in exclusions:
-                    exclusions[e.product_id], excl_changed = float(e.ts), True
+            if e.action in events.EXCLUSION_ACTIONS:  # the rule of the one-event path (change_exclusion)
+                excl_changed = shopper_controls.apply_exclusion_change(
+                    exclusions, shown, e.product_id, e.action == events.NOT_INTERESTED, e.ts) or excl_changed
             else:
                 applied.append((e.product_id, rating_history.history_rating(e.action, e.rating), e.ts))
                 changed = rating_history.apply_history_change(ratings, removed, *applied[-1]) or changed
@@ -298,7 +301,7 @@ def _apply_to_histories(batch: list[RatingEvent], by_user: dict[str, list[int]],
         if changed or listed != rating_history.recent_batch_reviews(history):  # a tie took one off the list
             changes.new_histories[user] = rating_history.history_doc(user, ratings, removed, listed)
         if excl_changed:
-            changes.new_exclusions[user] = {"items": shopper_controls.exclusion_items(exclusions)}
+            changes.new_exclusions[user] = shopper_controls.exclusion_fields(exclusions, shown)
         changes.histories[user] = rating_history.rating_values(ratings)
         changes.excluded[user] = set(exclusions)
         if exclusions:  # before the write: one that fails half-way leaves them to be read again

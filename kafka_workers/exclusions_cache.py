@@ -1,8 +1,8 @@
 """Users this process saw with no "not interested" item, per database: a batch reads no exclusions
 for them, one MongoDB read fewer before a rating's list. It holds because the worker that
-owns a user's partition writes all of their exclusions: the site publishes "not interested" to
-the ratings topic keyed by user, a dead letter is replayed the same way, and deleting an account
-only removes them. A rebalance forgets it all (the user may have been another worker's for a
+owns a user's partition writes all of their exclusions: the site publishes "not interested" (and
+"interested again", which only takes one away) to the ratings topic keyed by user, a dead letter
+is replayed the same way, and deleting an account only removes them. A rebalance forgets it all (the user may have been another worker's for a
 while). Were a list still to carry an excluded product, the site drops it when it shows the list.
 It only ever spares a read: a batch that adds a user's exclusion reads theirs first, so a cached
 "none" never replaces a list another worker stored meanwhile (``kafka_workers.batch._read_users``).

@@ -4,9 +4,9 @@ Every step is idempotent (insert by event id, history keeps the newest rating, t
 replaced whole), so a redelivered event after a crash changes nothing; that is what lets the
 worker commit offsets only after MongoDB has the result and still store each rating exactly once.
 
-The shopper's controls are events too (``core.events`` version 2): removing a rating and "not
-interested" change the history or the exclusions and then re-solve the list exactly like a
-rating; ``delete_account`` removes what MongoDB and Redis keep for the user, and anything that
+The shopper's controls are events too (``core.events`` version 2): removing a rating, "not
+interested" and taking that back ("interested again") change the history or the exclusions and
+then re-solve the list exactly like a rating; ``delete_account`` removes what MongoDB and Redis keep for the user, and anything that
 arrives for a deleted account afterwards is dropped.
 
 This is the path of one event at a time; the worker's usual path, a poll's events together, is
@@ -63,11 +63,12 @@ def apply_action(event: RatingEvent) -> dict[str, float] | None:
     with, or None when the account was deleted."""
     if event.action == events.UNRATE:
         return rating_history.remove_from_history(event.user_id, event.product_id, event.ts)
-    if event.action == events.NOT_INTERESTED:
+    if event.action in events.EXCLUSION_ACTIONS:
         history = rating_history.history_unless_deleted(event.user_id)
         if history is not None:
             may_have_exclusions(event.user_id)
-            shopper_controls.add_exclusion(event.user_id, event.product_id, event.ts)
+            shopper_controls.change_exclusion(event.user_id, event.product_id, event.action == events.NOT_INTERESTED,
+                                              event.ts)
         return history
     return rating_history.add_to_history(event.user_id, event.product_id, event.rating, event.ts)
 

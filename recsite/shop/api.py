@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from accounts.models import recommender_id
 from core import catalog, rating_history, stored_lists
 from core.breaker import Unavailable
-from core.events import NOT_INTERESTED, UNRATE, is_event_id, is_product_id
+from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, is_event_id, is_product_id
 from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
@@ -162,6 +162,17 @@ def remove_rating(request):
 @throttle_classes([ApiRateThrottle, RatingRateThrottle])
 def post_not_interested(request):
     return _control(request, NOT_INTERESTED)
+
+
+@extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
+               description="Take \"not interested\" back: the product may be recommended to you again "
+                           "(your list re-solves like after a rating).")
+@api_view(["POST"])
+@parser_classes([JSONParser])
+@permission_classes([IsAuthenticated])
+@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+def post_interested_again(request):
+    return _control(request, INTERESTED_AGAIN)
 
 
 @extend_schema(request=DeleteAccountIn,

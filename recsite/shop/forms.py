@@ -47,9 +47,10 @@ class RatingForm(StrictForm):
 
 
 class ControlForm(StrictForm):
-    """"Remove my rating" and "not interested": nothing to fill in but where to go afterwards."""
+    """"Remove my rating", "not interested" and its undo: nothing to fill in but where to go
+    afterwards ("hidden": the page listing the products the shopper hid)."""
 
-    next = next_field("recommendations", "product")
+    next = next_field("recommendations", "product", "hidden")
 
 
 class CatalogQueryForm(forms.Form):
@@ -60,6 +61,12 @@ class CatalogQueryForm(forms.Form):
 
 class ReviewPageForm(forms.Form):
     page = forms.IntegerField(required=False, min_value=1, max_value=1000)
+
+
+class ListPageForm(forms.Form):
+    """A page of a shopper's own list (the products they hid)."""
+
+    page = forms.IntegerField(required=False, min_value=1, max_value=100_000)
 
 
 ONBOARDING_PREFIX = "rate_"

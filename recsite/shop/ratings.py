@@ -16,8 +16,8 @@ attempt's record may still arrive). The attempts of one key run one at a time (a
 event id), so a timed-out attempt cannot cancel what a concurrent one (a double click) reported
 as accepted.
 
-Changing a rating is rating again (the newest rating wins); removing it and "not interested" are
-events of their own (``core.events`` actions), on the same topic, so the worker applies a user's
+Changing a rating is rating again (the newest rating wins); removing it, "not interested" and
+taking that back are events of their own (``core.events`` actions), on the same topic, so the worker applies a user's
 events in the order they were made.
 """
 from __future__ import annotations
@@ -63,7 +63,8 @@ def submit_rating(user, recommender_id: str, product_id: str, rating: int, text:
 
 def submit_control(user, recommender_id: str, product_id: str, action: str,
                    idempotency_key: str | None = None) -> RatingSubmission:
-    """Publish "remove my rating" (``unrate``) or ``not_interested`` for the logged-in user."""
+    """Publish "remove my rating" (``unrate``), ``not_interested`` or its undo (``interested_again``)
+    for the logged-in user."""
     if action not in CONTROL_ACTIONS:
         raise RatingRejected(f"unknown action {action}")
     return submit_event(user, _event(idempotency_key, user_id=recommender_id, product_id=str(product_id),

@@ -56,7 +56,7 @@ class RatingIn(serializers.Serializer):
 
 
 class ProductIn(RatingIn):
-    """Just a product: "remove my rating" and "not interested"."""
+    """Just a product: "remove my rating", "not interested" and its undo."""
 
     rating = None
     text = None

@@ -14,6 +14,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,15 +23,15 @@ from django.views.decorators.http import require_GET, require_POST
 from pymongo.errors import PyMongoError
 
 from accounts.models import recommender_id
-from core import artifacts, freshness, mongo, search
+from core import artifacts, freshness, mongo, search, shopper_controls
 from core import catalog as catalog_db  # the view below is called catalog
 from core.breaker import Unavailable
-from core.events import NOT_INTERESTED, UNRATE
+from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE
 from core.settings import get_settings
 from shop import products as products_cache
 from shop import recommendations
-from shop.forms import (ONBOARDING_PREFIX, CatalogQueryForm, ControlForm, OnboardingForm, RatingForm, ReviewPageForm,
-                        product_id_validator)
+from shop.forms import (ONBOARDING_PREFIX, CatalogQueryForm, ControlForm, ListPageForm, OnboardingForm, RatingForm,
+                        ReviewPageForm, product_id_validator)
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
 from shop.throttles import allow_search, rating_throttled
 
@@ -158,10 +159,11 @@ def product(request, product_id: str):
     histogram = [{"star": s, "count": int(hist.get(str(s), 0)), "pct": round(100 * int(hist.get(str(s), 0)) / n)}
                  for s in range(5, 0, -1)]
     mine, similar, bought_together, shown_variant = None, data["similar"], data["bought_together"], ""
+    hidden_here = False  # the shopper said "not interested" in this product: the page offers the undo
     if request.user.is_authenticated:
         uid = recommender_id(request.user)
         rated, excluded = recommendations.rated_and_excluded(uid)
-        mine = rated.get(product_id)
+        mine, hidden_here = rated.get(product_id), product_id in excluded
         hidden = excluded & {c["product_id"] for c in similar + bought_together}
         if hidden:  # "not interested" items are not shown to this user here either
             similar = [c for c in similar if c["product_id"] not in hidden]
@@ -171,7 +173,7 @@ def product(request, product_id: str):
         "product": {**doc, "pid": doc["_id"]}, "card": data["card"], "category_path": data["category_path"],
         "reviews": data["reviews"], "page": page, "pages": data["pages"], "histogram": histogram,
         "similar": similar, "shown_variant": shown_variant, "bought_together": bought_together,
-        "form": RatingForm(), "my_rating": mine, "ttl": products_cache.TTL_S,
+        "form": RatingForm(), "my_rating": mine, "hidden": hidden_here, "ttl": products_cache.TTL_S,
         "generation": products_cache.catalog_generation(), "reviews_revision": data["reviews_revision"],
     })
     if request.user.is_authenticated:  # its forms' keys, the shopper's rating: Back fetches it again
@@ -204,6 +206,8 @@ def _submit(request, product_id: str, form_class, submit, what: str):
     messages.success(request, done)
     if form.cleaned_data["next"] == "product":
         return redirect("product", product_id=product_id)
+    if form.cleaned_data["next"] == "hidden":
+        return redirect("hidden_products")
     return redirect("recommendations")
 
 
@@ -222,7 +226,7 @@ def rate(request, product_id: str):
 
 
 def _control(request, product_id: str, action: str, done: str):
-    """Publish "remove my rating" or "not interested" like a rating."""
+    """Publish "remove my rating", "not interested" or its undo like a rating."""
     def submit(product_id: str, data: dict) -> str:
         submit_control(request.user, recommender_id(request.user), product_id, action)
         return done
@@ -238,7 +242,34 @@ def unrate(request, product_id: str):
 @_product_post
 def not_interested(request, product_id: str):
     return _control(request, product_id, NOT_INTERESTED,
-                    "Got it: we will not recommend that product to you again. Your recommendations are updating.")
+                    "Got it: we will not recommend that product to you again (changed your mind? "
+                    "“Hidden products” lists it). Your recommendations are updating.")
+
+
+@login_required
+@require_POST
+def interested_again(request, product_id: str):
+    """Take "not interested" back: a click by mistake must not hide a product for good."""
+    return _control(request, product_id, INTERESTED_AGAIN,
+                    "Got it: that product may be recommended to you again. Your recommendations are updating.")
+
+
+HIDDEN_PER_PAGE = 24
+
+
+@login_required
+@require_GET
+def hidden_products(request):
+    """The products the shopper marked "not interested", the latest first, each with the button
+    that takes it back. Read from MongoDB, not the per-list cache: the dates are not cached, and
+    the page is seldom asked for. Only products the catalog has (the undo of another is refused)."""
+    form = ListPageForm(request.GET)
+    if not form.is_valid():
+        return HttpResponse(f"Invalid page: {form.errors.as_text()}", status=400, content_type="text/plain")
+    since = shopper_controls.hidden_since(recommender_id(request.user))
+    latest_first = sorted(since, key=lambda p: (-since[p], p))
+    page = Paginator(latest_first, HIDDEN_PER_PAGE).get_page(form.cleaned_data["page"] or 1)
+    return render(request, "shop/hidden_products.html", {"page": page, "products": products_cache.cards(list(page))})
 
 
 def _too_many(request) -> HttpResponse | None:

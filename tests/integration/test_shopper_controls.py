@@ -1,4 +1,5 @@
-"""Shopper controls end to end: change or remove a rating, "not interested", "delete my account".
+"""Shopper controls end to end: change or remove a rating, "not interested" and its undo, "delete
+my account".
 
 Everything is real: the site (Django test client) publishes to Kafka, a real ``python -m
 kafka_workers.worker`` process applies the events to FerretDB and announces lists in Redis, and
@@ -17,7 +18,7 @@ import pytest
 import scipy.sparse as sp
 
 from core import artifacts, catalog, list_state, mongo, rating_history, recommend, shopper_controls, storage, stored_lists
-from core.events import NOT_INTERESTED, UNRATE, RatingEvent
+from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import TOP_N, forget_users, publish_all, reset_core_caches, wait_until, worker_stats
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
 from tests.site_catalog import PASSWORD, ids_in
@@ -199,6 +200,88 @@ def test_not_interested_items_never_come_back(shop, make_user):
     publish_job.load_serving_lists(rt.version)
     loaded = stored_lists.get_recommendations(uid, db=rt.db)
     assert loaded["source_event_id"] is None and _ids(loaded) and not {x, y} & set(_ids(loaded))
+
+
+def test_a_hidden_product_is_shown_again_with_the_button_and_comes_back_in_the_list(shop):
+    """"Not interested" clicked by mistake: the product page says the product is hidden and offers
+    "Show it to me again", the "Hidden products" page lists it with the same button, and once the
+    worker has the undo the exclusion is gone and the list is the one before the click."""
+    rt, client, user, _ = shop
+    uid = _uid(user)
+    liked = rt.catalog.in_model[12]
+    before = _list_from(rt.db, uid, _api(client, "/api/ratings/", {"product_id": liked, "rating": 5})["event_id"])
+    x, y = _ids(before)[0], _ids(before)[1]
+    assert client.post(f"/p/{x}/not-interested/", {"next": "recommendations"}).status_code == 302
+    hidden = _last_event_id(user, NOT_INTERESTED)
+    assert x not in _ids(_list_from(rt.db, uid, hidden))
+    _site_list(client, hidden)  # the site reads the exclusions of the new list's version
+
+    page = client.get(f"/p/{x}/").content.decode()
+    assert 'id="hidden-notice"' in page and f'action="/p/{x}/interested-again/"' in page
+    assert f'action="/p/{x}/not-interested/"' not in page
+    listed = client.get("/hidden/")
+    assert listed.status_code == 200 and ids_in(listed.content.decode(), "hidden") == [x]
+    assert f'action="/p/{x}/interested-again/"' in listed.content.decode()
+    assert 'id="nav-hidden"' in client.get("/").content.decode()
+
+    response = client.post(f"/p/{x}/interested-again/", {"next": "hidden"})
+    assert response.status_code == 302 and response["Location"] == "/hidden/"
+    undone = _last_event_id(user, INTERESTED_AGAIN)
+    back = _list_from(rt.db, uid, undone)
+    assert shopper_controls.exclusions(uid, db=rt.db) == set()
+    assert _ids(back) == _ids(before)  # the same history, nothing hidden: x is back where it was
+    assert x in [i["product_id"] for i in _site_list(client, undone)["items"]]
+    assert x in ids_in(client.get("/recommendations/").content.decode(), "recs")
+    page = client.get(f"/p/{x}/").content.decode()
+    assert 'id="hidden-notice"' not in page and f'action="/p/{x}/not-interested/"' in page
+    assert ids_in(client.get("/hidden/").content.decode(), "hidden") == []
+
+    # The API: the same pair of calls, from the product page's button this time.
+    _list_from(rt.db, uid, _api(client, "/api/not-interested/", {"product_id": y})["event_id"])
+    assert client.post(f"/p/{y}/interested-again/", {"next": "product"})["Location"] == f"/p/{y}/"
+    _list_from(rt.db, uid, _last_event_id(user, INTERESTED_AGAIN))
+    assert shopper_controls.exclusions(uid, db=rt.db) == set()
+    _list_from(rt.db, uid, _api(client, "/api/not-interested/", {"product_id": y})["event_id"])
+    again = _api(client, "/api/interested-again/", {"product_id": y})
+    assert again["action"] == INTERESTED_AGAIN and again["status"] == "accepted"
+    assert _ids(_list_from(rt.db, uid, again["event_id"])) == _ids(before)
+    assert shopper_controls.exclusions(uid, db=rt.db) == set()
+
+
+def test_hide_and_show_again_are_applied_once_each_and_the_newest_wins(rt):
+    """The undo has the guarantees of the other controls: a replayed event changes nothing, and a
+    "not interested" older than the undo (a request that lost a race, delivered late) does not hide
+    the product again, as a rating older than its removal does not bring it back; a newer one does."""
+    worker = rt.start_worker()
+    user, p = "rt-controls-undo", rt.catalog.in_model
+    model = artifacts.load_model(rt.version)
+    t = time.time() - 60
+    liked = RatingEvent(user_id=user, product_id=p[10], rating=5, ts=t)
+    publish_all([liked])
+    x = _ids(_list_from(rt.db, user, liked.event_id))[0]
+    hide = RatingEvent(user_id=user, product_id=x, rating=0, ts=t + 1, action=NOT_INTERESTED)
+    show = RatingEvent(user_id=user, product_id=x, rating=0, ts=t + 3, action=INTERESTED_AGAIN)
+    publish_all([hide, show])
+    doc = _list_from(rt.db, user, show.event_id)
+    want = [r["product_id"] for r in recommend.recommend(model, {p[10]: 5.0}, TOP_N)]
+    assert shopper_controls.exclusions(user, db=rt.db) == set() and _ids(doc) == want and x in want
+
+    late = RatingEvent(user_id=user, product_id=x, rating=0, ts=t + 2, action=NOT_INTERESTED)
+    marker = RatingEvent(user_id=user, product_id=p[10], rating=5, ts=t + 4)  # rated again: the same history
+    publish_all([hide, show, late, marker])
+    assert _ids(_list_from(rt.db, user, marker.event_id)) == want
+    assert shopper_controls.exclusions(user, db=rt.db) == set()
+
+    newer = RatingEvent(user_id=user, product_id=x, rating=0, ts=t + 5, action=NOT_INTERESTED)
+    publish_all([newer])
+    assert x not in _ids(_list_from(rt.db, user, newer.event_id))
+    assert shopper_controls.exclusions(user, db=rt.db) == {x}
+    n_stored = wait_until(lambda: rt.db[mongo.RATINGS].count_documents({"user_id": user}) >= 6
+                          and rt.db[mongo.RATINGS].count_documents({"user_id": user}), WAIT_S, "the events inserted")
+    assert n_stored == 6  # each event id stored once
+    stats = wait_until(lambda: (s := worker_stats(worker.popen.pid)) and s.get("duplicate") == 2 and s,
+                       WAIT_S, "the worker's duplicate count")
+    assert stats["dead-letter"] == 0
 
 
 def test_duplicate_and_replayed_control_events_change_nothing(rt):
@@ -540,6 +623,42 @@ def test_site_refuses_bad_control_requests(rt, site_cache, client, make_user):
     assert strict.post(f"/p/{product}/unrate/").status_code == 403
     assert strict.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 403
     assert not RatingSubmission.objects.filter(user=user).exists()
+
+
+def test_site_refuses_bad_undo_requests_like_the_other_controls(rt_catalog, site_cache, client, make_user):
+    """"Show it to me again" and the page listing hidden products: logged in only, POST only with
+    the CSRF token, a known product, no extra field, and the per-user rating limit."""
+    from django.test import Client, override_settings
+
+    from shop.models import RatingSubmission
+
+    user, product = make_user(), rt_catalog.products[0]
+    assert client.post(f"/p/{product}/interested-again/").status_code == 302  # anonymous: to the login page
+    assert client.get("/hidden/").status_code == 302
+    assert client.post("/api/interested-again/", {"product_id": product},
+                       content_type="application/json").status_code in (401, 403)
+    client.force_login(user)
+    assert client.get(f"/p/{product}/interested-again/").status_code == 405
+    assert client.post("/hidden/").status_code == 405
+    assert client.get("/hidden/?page=0").status_code == 400
+    assert client.post(f"/p/{product}/interested-again/", {"user_id": "someone-else"}).status_code == 400
+    assert client.post(f"/p/{product}/interested-again/", {"next": "https://evil.example/"}).status_code == 400
+    assert client.post("/p/NO-SUCH-THING/interested-again/").status_code == 400
+    assert client.post("/api/interested-again/", {"product_id": "a b"}, content_type="application/json").status_code == 400
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(user)
+    assert strict.post(f"/p/{product}/interested-again/").status_code == 403
+    assert not RatingSubmission.objects.filter(user=user).exists()
+    user = make_user()  # the refused requests above were counted: a shopper of their own
+    client.force_login(user)
+    with override_settings(RATING_RATE="2/min"):
+        codes = [client.post(f"/p/{product}/not-interested/").status_code,
+                 client.post(f"/p/{product}/interested-again/").status_code,
+                 client.post(f"/p/{product}/interested-again/").status_code]
+    assert codes == [302, 302, 429], codes  # one counter for ratings and every control
+    assert RatingSubmission.objects.filter(user=user, action=INTERESTED_AGAIN).count() == 1
+    schema = json.loads(client.get("/api/schema/?format=json").content)
+    assert "/api/interested-again/" in schema["paths"]
 
 
 def test_api_controls_take_the_idempotency_key_from_the_body_like_ratings(rt, site_cache, client, make_user):

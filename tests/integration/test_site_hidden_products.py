@@ -1,7 +1,8 @@
 """A product the shopper marked "not interested" is not offered to them on the pages that pick
 products for them: the onboarding picker, the home page's popular and trending strips (the same
 for every visitor otherwise) and a product page's "Frequently bought together"
-(its similar items and the lists were already filtered; test_shopper_controls.py).
+(its similar items and the lists were already filtered; test_shopper_controls.py); taken back
+("interested again"), it is offered on them again.
 
 Real site (Django's test client), the synthetic catalog of realtime_support in FerretDB, Redis; the
 exclusion is stored the way the worker stores a "not interested" event (core.shopper_controls).
@@ -51,3 +52,9 @@ def test_a_hidden_product_is_not_offered_to_its_shopper(rt_catalog, site_cache, 
     assert hidden not in offered and kept in offered
     home = ids_in(client.get("/").content.decode(), "home-popular")
     assert hidden not in home and kept in home, home
+
+    # Taken back ("interested again", stored as the worker stores it): offered everywhere again.
+    shopper_controls.remove_exclusion(recommender_id(user), hidden, time.time())
+    assert ids_in(client.get(f"/p/{shown}/").content.decode(), "fbt") == [hidden, kept]
+    assert hidden in _offered(client)
+    assert hidden in ids_in(client.get("/").content.decode(), "home-popular")

@@ -1,8 +1,8 @@
 """The worker's batched path (``kafka_workers.batch.handle_batch``) has exactly the effects of
 handling the same events one at a time (``handle``), on the real MongoDB-protocol server.
 
-Two copies of one stream of events (ratings, a rating given again, removals, "not interested", a
-redelivered event, an unknown product, a deleted account, a rating older than the stored one) go
+Two copies of one stream of events (ratings, a rating given again, removals, "not interested" and
+its undo, an older "not interested" after the undo, a redelivered event, an unknown product, a deleted account, a rating older than the stored one) go
 to two sets of users: one copy through ``handle`` event by event, the other through
 ``handle_batch`` in polls. Histories, exclusions, lists, stored ratings and outcomes must match.
 """
@@ -14,7 +14,7 @@ import time
 import pytest
 
 from core import artifacts, cancellation, catalog, locking, mongo, rating_history, shopper_controls, stored_lists
-from core.events import DELETE_ACCOUNT, NOT_INTERESTED, UNRATE, RatingEvent
+from core.events import DELETE_ACCOUNT, INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import TOP_N, forget_users, publish_model
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
 
@@ -38,6 +38,10 @@ def _stream(prefix: str, p: list[str], unknown: str) -> list[RatingEvent]:
         RatingEvent(user_id=u[3], product_id=p[6], rating=4, ts=now + 10),  # after the deletion
         RatingEvent(user_id=u[1], product_id=p[1], rating=5, ts=now + 11),  # rated again
         RatingEvent(user_id=u[2], product_id=p[250], rating=5, ts=now + 12),  # unknown to the model
+        RatingEvent(user_id=u[2], product_id=p[7], rating=0, ts=now + 13, action=NOT_INTERESTED),
+        RatingEvent(user_id=u[2], product_id=p[8], rating=0, ts=now + 14, action=NOT_INTERESTED),
+        RatingEvent(user_id=u[2], product_id=p[7], rating=0, ts=now + 15, action=INTERESTED_AGAIN),
+        RatingEvent(user_id=u[2], product_id=p[7], rating=0, ts=now + 14.5, action=NOT_INTERESTED),  # older than the undo
     ]
     return e + [e[2]]  # a redelivery in the same poll
 
@@ -85,6 +89,7 @@ def test_batches_have_the_effects_of_one_event_at_a_time(rt_catalog, worker_env)
             (want[k]["excluded"], want[k]["items"], want[k]["model"], want[k]["ratings"], want[k]["source"]), k
     assert got[3]["history"] == {} and got[3]["ratings"] == [] and got[3]["items"] == []  # deleted stays deleted
     assert p[0] not in got[0]["history"] and got[1]["history"][p[1]][0] == 5.0 and got[1]["excluded"] == {p[3]}
+    assert got[2]["excluded"] == {p[8]}  # shown again, and not hidden again by the older "not interested"
 
     # A redelivery of the whole batch changes nothing and is all duplicates (or dead letters / drops).
     before = _state(db, [f"rt-bn-{i}" for i in range(4)], many)

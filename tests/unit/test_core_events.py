@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from core.events import (DELETE_ACCOUNT, MAX_EVENT_BYTES, MAX_TEXT_CHARS, NOT_INTERESTED, RATE, SCHEMA_VERSION, UNRATE,
-                         InvalidEvent, RatingEvent, parse_event, validate)
+from core.events import (CONTROL_ACTIONS, DELETE_ACCOUNT, INTERESTED_AGAIN, MAX_EVENT_BYTES, MAX_TEXT_CHARS,
+                         NOT_INTERESTED, RATE, SCHEMA_VERSION, UNRATE, InvalidEvent, RatingEvent, parse_event, validate)
 
 
 def _good(**changes) -> dict:
@@ -104,7 +104,7 @@ def test_version_2_requires_an_action():
         validate(v2)
 
 
-@pytest.mark.parametrize("action", [UNRATE, NOT_INTERESTED])
+@pytest.mark.parametrize("action", [UNRATE, NOT_INTERESTED, INTERESTED_AGAIN])
 def test_controls_round_trip_with_rating_zero_and_no_text(action):
     e = RatingEvent(user_id="u1", product_id="B000123", rating=0, action=action)
     back = parse_event(e.to_bytes())
@@ -112,7 +112,7 @@ def test_controls_round_trip_with_rating_zero_and_no_text(action):
     assert json.loads(e.to_bytes())["schema_version"] == 2
 
 
-@pytest.mark.parametrize("action", [UNRATE, NOT_INTERESTED, DELETE_ACCOUNT])
+@pytest.mark.parametrize("action", [UNRATE, NOT_INTERESTED, INTERESTED_AGAIN, DELETE_ACCOUNT])
 def test_controls_carry_no_rating_and_no_text(action):
     pid = "" if action == DELETE_ACCOUNT else "B000123"
     with pytest.raises(InvalidEvent, match=f"rating must be 0 for action {action}"):
@@ -126,6 +126,14 @@ def test_delete_account_carries_no_product_and_others_need_one():
     assert parse_event(e.to_bytes()) == e
     with pytest.raises(InvalidEvent, match="product_id must be empty"):
         validate(_good(action=DELETE_ACCOUNT, rating=0, text=""))
-    for action in (RATE, UNRATE, NOT_INTERESTED):
+    for action in (RATE, UNRATE, NOT_INTERESTED, INTERESTED_AGAIN):
         with pytest.raises(InvalidEvent, match="product_id has invalid"):
             validate(_good(action=action, rating=4 if action == RATE else 0, text="", product_id=""))
+
+
+def test_interested_again_is_a_control_the_site_may_send():
+    """The undo of "not interested" is validated as the wire value "interested_again", and the site
+    (shop.ratings.submit_control, the API's ControlOut) accepts it like the other controls."""
+    assert INTERESTED_AGAIN == "interested_again" and INTERESTED_AGAIN in CONTROL_ACTIONS
+    raw = json.dumps({**_good(rating=0, text=""), "action": "interested_again"}).encode()
+    assert parse_event(raw).action == INTERESTED_AGAIN
