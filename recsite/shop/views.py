@@ -246,8 +246,7 @@ def not_interested(request, product_id: str):
                     "“Hidden products” lists it). Your recommendations are updating.")
 
 
-@login_required
-@require_POST
+@_product_post
 def interested_again(request, product_id: str):
     """Take "not interested" back: a click by mistake must not hide a product for good."""
     return _control(request, product_id, INTERESTED_AGAIN,

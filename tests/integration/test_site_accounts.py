@@ -88,7 +88,7 @@ def test_a_product_form_posted_after_the_session_expired_returns_to_the_product(
     """A rating or control posted logged out (the session expired on an open page) sent the shopper
     to log in and then back to the POST-only URL with a GET: a blank 405. Back to the product."""
     user, product = make_user(), site.order()[0]
-    for action in ("rate", "unrate", "not-interested"):
+    for action in ("rate", "unrate", "not-interested", "interested-again"):
         answer = client.post(f"/p/{product}/{action}/", {"rating": "4"})
         assert answer.status_code == 302 and answer["Location"] == f"/accounts/login/?next=/p/{product}/", action
     after = client.post(f"/accounts/login/?next=/p/{product}/", {"username": user.username, "password": PASSWORD})
