@@ -2,7 +2,7 @@
 
 Inputs are the shipped real files of three categories with their metadata (data/demo/), among
 them the 2014 Musical Instruments metadata exactly as Amazon published it (Python dict literals,
-not JSON), plus a file of broken lines made here from real ones. Expected values come from the
+not JSON), plus files of broken lines made here from real ones. Expected values come from the
 raw lines read with plain Python (``ast.literal_eval`` / ``json``), never from the jobs, and
 Parquet outputs are re-read with pyarrow. The jobs write into a MongoDB database of this module's
 own, so the session's catalog (site tests) is never replaced.
@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spark_jobs.text_clean import unescape_html
-from tests.conftest import DEMO_DIR
+from tests.conftest import DEMO_DIR, real_file
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +49,43 @@ def _broken_lines(tmp: Path) -> tuple[Path, Counter]:
         ("{'0006428320', '0014072149'}", "Python literal is not a dict"),  # a set
         (real[3].replace("'asin': ", "'was_asin': "), "missing item"),  # a dict without an id
         (real[4][:-1] + ", 'x': {1, 2}}", "Python literal has values JSON cannot hold"),
+        (real[5].replace("'asin': '", "'asin': 'x/", 1), "bad item id"),  # no URL of the site can hold it
     ]
     assert all(line != r for (line, _), r in zip(cases, real[1:])), "a case did not change its line"
     path = tmp / "amazon2014_meta_musical_instruments_broken.json"
+    path.write_text("".join(line + "\n" for line, _ in cases), encoding="utf-8")
+    return path, Counter(reason for _, reason in cases)
+
+
+def _with(line: str, **changes) -> str:
+    """A real JSON line with some of its fields changed (JSON escapes: "\\n" stays in the line)."""
+    return json.dumps({**json.loads(line), **changes})
+
+
+def _bad_id_lines(tmp: Path) -> tuple[Path, Counter]:
+    """Real review and metadata lines of the three formats with ids the site and the rating events
+    refuse (core.events.PRODUCT_ID_PATTERN), with the reason each must get. Before load refused them
+    a product id with "/" made every site page listing the product fail (HTTP 500)."""
+    r2014, r2018 = _lines(REVIEWS[0])[0], _lines(REVIEWS[2])[0]
+    r2023 = _lines(real_file("amazon2023_subscription_boxes.jsonl.gz"))[0]
+    m2014, m2018 = _lines(JSON_META[0])[0], _lines(JSON_META[1])[0]
+    # No 2023 metadata file is shipped: a line of the published layout, for the 2023 review's product.
+    m2023 = json.dumps({"main_category": "Subscription Boxes", "title": "Cat toy box", "average_rating": 4.1,
+                        "rating_number": 9, "features": [], "description": [], "price": None, "images": [],
+                        "videos": [], "store": "KitNipBox", "categories": [], "details": {},
+                        "parent_asin": json.loads(r2023)["parent_asin"] + "/1", "bought_together": None})
+    cases = [
+        (_with(r2014, asin="1384719342/1"), "bad item id"),
+        (_with(r2014, reviewerID="A2IBPI20 UZIR0U"), "bad user id"),
+        (_with(r2018, asin="B004LLIKVU\n"), "bad item id"),  # Java's \Z (not \z) would let it through
+        (_with(r2018, reviewerID="\u00c431UBHTUUIFJUT"), "bad user id"),
+        (_with(r2023, parent_asin="B" * 129), "bad item id"),  # its asin is fine: the product is the parent
+        (_with(r2023, user_id=json.loads(r2023)["user_id"] + "\u2028"), "bad user id"),
+        (_with(m2014, asin="5555991584/x"), "bad item id"),
+        (_with(m2018, asin="B001BK\tEWF2"), "bad item id"),
+        (m2023, "bad item id"),
+    ]
+    path = tmp / "amazon_ids_broken.json"
     path.write_text("".join(line + "\n" for line, _ in cases), encoding="utf-8")
     return path, Counter(reason for _, reason in cases)
 
@@ -96,12 +130,13 @@ def run(spark, own_db, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("metadata")
     broken, reasons = _broken_lines(work)
-    inputs = [*REVIEWS, RAW_META, *JSON_META, broken]
+    bad_ids, id_reasons = _bad_id_lines(work)
+    inputs = [*REVIEWS, RAW_META, *JSON_META, broken, bad_ids]
     run_id = f"it-meta-{uuid.uuid4().hex[:6]}"
     loaded = load(spark, [str(p) for p in inputs], str(work / "raw"), run_id)
     cleaned = clean(spark, str(work / "raw"), str(work / "clean"), run_id)
     loaded_to_mongo = mongo_load(spark, str(work / "clean"), run_id)
-    return {"work": work, "inputs": inputs, "reasons": reasons, "load": loaded, "clean": cleaned,
+    return {"work": work, "inputs": inputs, "reasons": reasons + id_reasons, "load": loaded, "clean": cleaned,
             "mongo_load": loaded_to_mongo, "db": own_db}
 
 
@@ -115,6 +150,12 @@ def test_raw_2014_metadata_loads_and_broken_lines_are_quarantined(run):
     quarantine = _column_rows(run["work"] / "raw" / "quarantine", ["reason", "source_file", "raw_line"])
     assert Counter(q["reason"] for q in quarantine) == run["reasons"]
     assert all(q["source_file"].endswith("_broken.json") and q["raw_line"] for q in quarantine)
+    # every line of the bad ids' file is accounted for, in the quarantine
+    by_file = {f["file"]: f for f in record["per_file"]}
+    assert by_file["amazon_ids_broken.json"] == {"file": "amazon_ids_broken.json", "lines": 9, "reviews": 0,
+                                                 "products": 0, "quarantine": 9}
+    assert not [r for r in _column_rows(run["work"] / "raw" / "reviews", ["source_file"])
+                if r["source_file"].endswith("_broken.json")]
 
     products = _column_rows(run["work"] / "raw" / "products",
                             ["product_id", "title", "price", "image", "categories", "also_buy", "brand", "source_file"])
@@ -130,7 +171,7 @@ def test_raw_2014_metadata_loads_and_broken_lines_are_quarantined(run):
         assert got["brand"] == meta.get("brand", ""), meta["asin"]
         assert got["categories"] == _own_path(meta, "Musical Instruments"), meta["asin"]
         assert got["also_buy"] == meta.get("related", {}).get("also_bought", []), meta["asin"]
-    # the broken file's dict without an id is the only product-shaped line that was refused
+    # no line of the broken files is a product: neither the dict without an id nor those with bad ids
     broken_products = [p for p in products if p["source_file"].endswith("_broken.json")]
     assert broken_products == []
 
