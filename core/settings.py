@@ -81,8 +81,9 @@ class Settings:
             # Every bundled real file (reviews and metadata of three categories); a glob load expands.
             demo_input=env_str("DEMO_INPUT", str(PROJECT_ROOT / "data" / "demo" / "*.json*")),
             top_n=env_int("RECS_TOP_N", 20, minimum=1),
-            # How long a send may take in all (queueing, retries, the ack); the site waits exactly
-            # this long, so "not saved" means the producer gave up too (no late ghost delivery).
+            # How long a send may take in all (queueing, retries, the ack); the site waits for the
+            # ack a little longer (core.kafka_io.ack_wait_s), so "not saved" means the producer gave
+            # up too (no late ghost delivery), after up to this long for the topic's metadata.
             kafka_delivery_timeout_ms=env_int("KAFKA_DELIVERY_TIMEOUT_MS", 1500),
             # How long a page waits for MongoDB before it answers 503 (the rating form's checks).
             mongo_request_timeout_ms=env_int("MONGO_REQUEST_TIMEOUT_MS", 1000),
