@@ -205,9 +205,10 @@ def trigger(run_id: str, conf: dict[str, Any]) -> int:
         _say(f"pipeline: Airflow run {run_id} failed; its task logs are in the Airflow UI ({airflow_home}/logs)",
              error=True)
         return 1
-    # best effort, as after a spark-submit run: the site may not be migrated yet
+    # best effort, as after a spark-submit run (bin/pipeline): the site may not be migrated yet;
+    # with DJANGO_DEBUG unset the local settings, or a shell without DJANGO_SECRET_KEY never synced
     subprocess.run([sys.executable, str(PROJECT_ROOT / "recsite" / "manage.py"), "sync_pipeline_records"],
-                   stderr=subprocess.DEVNULL)
+                   stderr=subprocess.DEVNULL, env={**os.environ, "DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG") or "1"})
     _say(f"pipeline: run {run_id} finished in Airflow")
     return 0
 
