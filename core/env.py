@@ -4,6 +4,8 @@ error, instead of a bare ``int()`` message, a silent default or a value that qui
 
 Every program reads its knobs through these four functions, whether the knob is shared
 (:mod:`core.settings`) or belongs to one module (kept beside its use, e.g. ``WORKER_BATCH_MAX``).
+Not through them: variables other programs define and read (``JAVA_HOME``,
+``PROMETHEUS_MULTIPROC_DIR``), and services/programs.py, which runs on the standard library alone.
 tests/unit/test_configuration_documented.py finds every call and holds the README's Configuration
 tables to them.
 """

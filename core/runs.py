@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from core import storage
-from core.env import env_int
+from core.env import env_int, env_str
 from core.settings import PROJECT_ROOT, get_settings
 from core.storage import Location
 
@@ -228,7 +228,7 @@ def input_done_marker() -> str:
     """``INPUT_DONE_MARKER``: the default of the DAG's ``done_marker`` param, a file name its
     wait_for_inputs also waits for in the folder of every input (:func:`missing_markers`); "" (the
     default) for none."""
-    return os.environ.get("INPUT_DONE_MARKER", "").strip()
+    return env_str("INPUT_DONE_MARKER", "")
 
 
 def _folder(path: str) -> str:

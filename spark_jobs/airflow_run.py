@@ -156,7 +156,7 @@ def wait_for_run(airflow: Airflow, run_id: str, timeout_s: int,
 def airflow_home_dir(local_dir: Path) -> Path:
     """AIRFLOW_HOME, else bin/services' default: ``airflow/`` of its state dir (SERVICES_STATE_DIR,
     else LOCAL_DIR), so a private state dir's Airflow is the one asked."""
-    state_dir = Path(os.environ.get("SERVICES_STATE_DIR") or local_dir)
+    state_dir = Path(env_str("SERVICES_STATE_DIR", "") or local_dir)
     return Path(env_str("AIRFLOW_HOME", str(state_dir / "airflow")))
 
 

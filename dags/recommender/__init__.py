@@ -6,5 +6,5 @@ Airflow puts the DAG folder on the import path, so the DAG file imports this pac
 - :mod:`recommender.operators`: ``SparkJobOperator`` (``spark-submit`` of one of spark_jobs/ with
   the app's binary, Python and settings).
 - :mod:`recommender.params`: the params as the jobs' arguments (no Airflow: unit-tested in the app's venv).
-- :mod:`recommender.records`: the run id as a file-safe name and train's record for ``evaluate``.
+- :mod:`recommender.records`: train's record, read for ``evaluate``.
 """

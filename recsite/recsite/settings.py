@@ -13,7 +13,6 @@ from pathlib import Path
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-REPO_ROOT = BASE_DIR.parent
 
 from core.env import env_bool, env_float, env_int, env_str  # noqa: E402
 from core.settings import get_settings  # noqa: E402
