@@ -19,7 +19,7 @@ from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 from pymongo.errors import PyMongoError
 
 from accounts.models import recommender_id
@@ -61,7 +61,7 @@ def _product_post(view):
     return require_POST(checked)
 
 
-@require_GET
+@require_safe
 def catalog(request):
     form = CatalogQueryForm(request.GET)
     if not form.is_valid():
@@ -143,7 +143,7 @@ def _search_ids(q: str, category: str | None) -> list[str]:
     return ids
 
 
-@require_GET
+@require_safe
 def product(request, product_id: str):
     product_id = _valid_product_id(product_id)
     form = ReviewPageForm(request.GET)
@@ -257,7 +257,7 @@ HIDDEN_PER_PAGE = 24
 
 
 @login_required
-@require_GET
+@require_safe
 def hidden_products(request):
     """The products the shopper marked "not interested", the latest first, each with the button
     that takes it back. Read from MongoDB, not the per-list cache: the dates are not cached, and
@@ -296,7 +296,7 @@ _CARD_TEMPLATE = {"pid": "_", "product_id": "_", "title": "", "brand": "-", "pri
 
 
 @login_required
-@require_GET
+@require_safe
 def recommendations_page(request):
     uid = recommender_id(request.user)
     data = recommendations.for_user(uid)
@@ -415,7 +415,7 @@ def _freshness() -> dict:
     return summary
 
 
-@require_GET
+@require_safe
 def dashboard(request):
     key = f"dashboard:summary:{products_cache.cache_generation()}"
     summary = cache.get(key)
@@ -483,7 +483,7 @@ def _metric_rows(metrics: dict) -> list[dict]:
     return [{"name": r["name"], "values": [r.get(k) for k in keys]} for r in rows]
 
 
-@require_GET
+@require_safe
 def eda_plot(request, name: str):
     if not _PLOT_RE.match(name):
         raise Http404()

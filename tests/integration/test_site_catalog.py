@@ -277,3 +277,12 @@ def test_dashboard_top_tables_name_every_product(site, client):
 @pytest.mark.parametrize("name", ["summary.json", "..%2Fsummary.json", "x.png", "RATING.png"])
 def test_dashboard_plots_only_serves_existing_pngs(site, client, name):
     assert client.get(f"/dashboard/plots/{name}").status_code == 404
+
+
+def test_public_pages_answer_head(site, client):
+    """Uptime checkers and link previews send HEAD: the public pages answered it 405."""
+    product = site.order()[0]
+    for path in ("/", f"/p/{product}/", "/?q=guitar", "/dashboard/"):
+        answer = client.head(path)
+        assert answer.status_code == 200 and answer.content == b"", path
+    assert client.head("/recommendations/").status_code == 302  # to the login page, as a GET
