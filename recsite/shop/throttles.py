@@ -26,6 +26,7 @@ requests from paying Redis's connect timeout while it is down. Credential checks
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import uuid
 
@@ -212,10 +213,13 @@ class ApiRateThrottle(CountedThrottle, UserRateThrottle):
 
 def rating_throttled(request, cost: int = 1) -> float | None:
     """For a Django view about to publish ``cost`` ratings: None if they may go ahead (and count
-    them all), else the seconds to wait (all refused, none counted)."""
+    them all), else the seconds to wait (all refused, none counted): ``math.inf`` when ``cost`` is
+    more than the limit itself, which no wait makes fit (a 429 with a Retry-After was retried for ever)."""
     throttle = RatingRateThrottle(cost)
     if throttle.allow_request(request, None):
         return None
+    if cost > throttle.num_requests:
+        return math.inf
     return throttle.wait() or 1.0
 
 

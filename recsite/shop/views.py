@@ -33,7 +33,7 @@ from shop import recommendations
 from shop.forms import (ONBOARDING_PREFIX, CatalogQueryForm, ControlForm, ListPageForm, OnboardingForm, RatingForm,
                         ReviewPageForm, product_id_validator)
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
-from shop.throttles import allow_search, rating_throttled
+from shop.throttles import RatingRateThrottle, allow_search, rating_throttled
 
 PER_PAGE = 24
 HOME_SHOWN = 8
@@ -330,7 +330,11 @@ def onboarding(request):
     if request.method == "POST":
         picks = form.picks() if form.is_valid() else {}
         wait = rating_throttled(request, cost=max(1, len(picks)))  # an invalid POST costs one, as before
-        if wait is not None:
+        if wait == math.inf:
+            form.add_error(None, f"You can rate at most {RatingRateThrottle().num_requests} products at once: "
+                                 "please rate fewer.")
+            status = 400
+        elif wait is not None:
             form.add_error(None, f"Too many ratings in a short time: ratings are limited to {settings.RATING_RATE}. "
                                  "Please wait a moment, or rate fewer products.")
             status, retry_after = 429, max(1, math.ceil(wait))

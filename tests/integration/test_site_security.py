@@ -385,6 +385,11 @@ def test_onboarding_picks_count_against_the_rating_limit(rating_client, ratings_
         assert accepted.status_code == 302 and ratings_probe.count_since(mark) == 5
         assert client.post(f"/p/{products[7]}/rate/", {"rating": "5"}).status_code == 429
     assert RatingSubmission.objects.filter(user=user).count() == 6
+    with override_settings(RATING_RATE="3/min"):  # more picks than the limit itself: waiting never helps
+        over = client.post("/welcome/", {f"rate_{p}": "4" for p in products[8:12]})
+        assert over.status_code == 400 and "Retry-After" not in over, over.status_code
+        assert "at most 3 products at once" in over.content.decode()
+    assert RatingSubmission.objects.filter(user=user).count() == 6
 
 
 def test_onboarding_failing_part_way_says_which_picks_were_saved(rating_client, monkeypatch):
