@@ -46,13 +46,21 @@ MAX_TEXT_CHARS = 5000
 MAX_EVENT_BYTES = 64 * 1024
 # A product or user id's characters and length, written once for the two regex dialects below.
 _ID_CHARS = r"[A-Za-z0-9_.:@-]{1,128}"
+
+
+def _id_pattern(end: str) -> str:
+    """The id pattern with the dialect's end of input: not "." or "..", which a browser resolves
+    (/p/../ is the catalog's URL), so their pages could never be reached."""
+    return rf"\A(?!\.\.?{end}){_ID_CHARS}{end}"
+
+
 # \Z, not $: "$" also matches before a trailing newline, which would let "id\n" through.
-PRODUCT_ID_PATTERN = rf"\A{_ID_CHARS}\Z"  # user ids follow it too
+PRODUCT_ID_PATTERN = _id_pattern(r"\Z")  # user ids follow it too
 # The same pattern in Java's dialect, for Spark's ``rlike``: load quarantines a batch line whose id
 # it rejects, or the line would become a product the site cannot link to (its pages fail) or a
 # reviewer whose linked demo account cannot rate. Java's \Z, like Python's $, also matches before
 # a final line terminator (in Java "\r", "\u0085", "\u2028"... too); Java's \z is Python's \Z.
-PRODUCT_ID_JAVA_PATTERN = rf"\A{_ID_CHARS}\z"
+PRODUCT_ID_JAVA_PATTERN = _id_pattern(r"\z")
 # An event's id, and so a form's submission id and an API client's Idempotency-Key.
 EVENT_ID_PATTERN = r"\A[A-Za-z0-9_-]{8,64}\Z"
 _ID_RE = re.compile(PRODUCT_ID_PATTERN)

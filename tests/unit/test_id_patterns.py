@@ -24,6 +24,7 @@ CASES = [
     ("é", False), ("ß", False), ("\uff41", False), ("\u0663", False), ("\u216b", False),  # ａ, Arabic-Indic 3, Ⅻ
     ("\u212a", False), ("\u0130", False),  # the Kelvin sign and a dotted I: letters under case folding only
     ("\U0001F600", False), ("x" * 127 + "\U0001F600", False),  # one code point in Python, two chars in Java
+    (".", False), ("..", False), ("...", True), (".a", True), ("a..", True),  # /p/../ is the catalog's URL
 ]
 
 
