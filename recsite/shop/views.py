@@ -50,7 +50,7 @@ def catalog(request):
         return render(request, "shop/catalog.html", {"form": form, "products": [], "categories": []}, status=400)
     page = form.cleaned_data["page"] or 1
     q, category = form.cleaned_data["q"], form.cleaned_data["category"] or None
-    categories = catalog_db.categories()
+    categories = products_cache.categories()
     listing = {"form": form, "products": [], "categories": categories, "q": q, "category": category or "",
                "total": 0, "page": page, "pages": 1}
     if category and category not in {c["name"] for c in categories}:
