@@ -38,6 +38,13 @@ def cache_generation() -> str:
     return list_state.generation()
 
 
+def published_version() -> str | None:
+    """The published model version as every cached page knows it (:func:`cache_generation`, which
+    reads ``CURRENT`` at most once a second per process), None while there is none."""
+    generation = cache_generation()
+    return None if generation == list_state.NO_MODEL else generation
+
+
 # Outlives every page cached before a bump (TTL_S), so a lapsed revision never revives one: as the
 # catalog's revision, from the same CATALOG_CACHE_SECONDS.
 REVIEWS_REVISION_KEEP_S = catalog_revision_store.KEEP_S

@@ -374,8 +374,7 @@ def dashboard(request):
         except (FileNotFoundError, json.JSONDecodeError):
             summary = {}
         cache.set(key, summary, 60)
-    version = artifacts.current_version()
-    metrics = artifacts.read_metrics(version)  # {} while a version is still being copied
+    version, metrics = _published_model()
     fresh = dict(_freshness())  # the workers' latency histograms, from their /metrics
     if fresh["since"]:
         fresh["since"] = datetime.fromtimestamp(fresh["since"], tz=timezone.utc)
@@ -388,6 +387,26 @@ def dashboard(request):
         "analyses": _analyses(summary),
         "version": version, "metrics": metrics, "metrics_rows": _metric_rows(metrics),
     })
+
+
+def _published_model() -> tuple[str | None, dict]:
+    """The published model version and its metrics, read from the artifact store once per version.
+
+    The page is public, and with ``ARTIFACTS_DIR`` in an object store reading ``CURRENT`` and
+    ``metrics.json`` was two GETs per hit. The version is the generation the cached pages carry (a
+    new model changes it within a second); a version's metrics never change, so they are kept
+    under it. Metrics not readable yet (``{}``: a version still being copied) are not kept.
+    """
+    version = products_cache.published_version()
+    if version is None:
+        return None, {}
+    key = f"dashboard:metrics:{version}"
+    metrics = cache.get(key)
+    if metrics is None:
+        metrics = artifacts.read_metrics(version)
+        if metrics:
+            cache.set(key, metrics, products_cache.TTL_S)
+    return version, metrics
 
 
 def _analyses(summary: dict) -> list[dict]:
