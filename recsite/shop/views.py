@@ -65,6 +65,7 @@ def catalog(request):
         shown = ids[(page - 1) * PER_PAGE:page * PER_PAGE]
         found = products_cache.summaries(shown)
         products, total = [found[i] for i in shown if i in found], len(ids)
+        listing.update(unused_words=search.unused_words(q), max_query_words=search.MAX_QUERY_WORDS)
     else:
         products, total = _catalog_page(category, page) or (None, None)
         if products is None:

@@ -17,6 +17,39 @@ def test_words_are_lower_case_letters_and_digits_in_any_script():
     assert search.query_keys(".*|()") == []
 
 
+def test_a_query_keeps_its_over_long_words_and_names_the_ones_past_the_limit():
+    serial = "X" * (search.MAX_WORD + 1)
+    assert search.query_keys(f"guitar {serial}") == ["guitar", serial.lower()]  # read, not dropped
+    assert not search.indexed(serial.lower()) and search.indexed("a" * search.MAX_WORD)
+    many = " ".join(f"w{i}" for i in range(search.MAX_QUERY_WORDS + 2))
+    assert search.unused_words(f"{many} w0 W9") == [f"w{search.MAX_QUERY_WORDS}", f"w{search.MAX_QUERY_WORDS + 1}"]
+    assert search.unused_words("guitar strings guitar") == []
+
+
+class _Index:
+    """A search_index collection: ``find_one`` by ``_id``, each read recorded."""
+
+    def __init__(self, docs: dict[str, dict]) -> None:
+        self.docs, self.read = docs, []
+
+    def __getitem__(self, name: str) -> "_Index":
+        return self
+
+    def find_one(self, query: dict) -> dict | None:
+        self.read.append(query["_id"])
+        return self.docs.get(query["_id"])
+
+
+def test_a_word_too_long_to_be_indexed_makes_the_search_match_nothing():
+    from core import catalog
+
+    index = _Index({"guitar": _doc(["G1", "G2"], "11", [0, 1], ["M"], [0, 0])})
+    assert catalog.search_ids("guitar", db=index) == ["G1", "G2"]
+    index.read.clear()
+    assert catalog.search_ids("guitar " + "x" * (search.MAX_WORD + 1), db=index) == []
+    assert index.read == []  # nothing is listed under it, not even its prefixes: nothing to read
+
+
 def test_one_word_keeps_the_index_order_and_filters_by_category():
     p = search.Postings(_doc(["B", "A", "C"], "100", [5, 0, 9], ["Music", "Cards"], [0, 1, 0]))
     assert search.rank([p]) == ["B", "A", "C"]
