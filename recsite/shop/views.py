@@ -115,8 +115,12 @@ SEARCH_CACHE_S = 60
 
 
 def _search_ids(q: str, category: str | None) -> list[str]:
-    """Ranked ids of a search, kept a minute so paging through results reads the index once."""
-    words = " ".join(search.query_keys(q))
+    """Ranked ids of a search, kept a minute so paging through results reads the index once.
+
+    Kept by the index keys read, sorted: the ranking does not depend on the order the words were
+    typed in (core.search.rank), so "strap guitar" is answered from "guitar strap"'s entry.
+    """
+    words = " ".join(sorted(search.query_keys(q)))
     key = "search:" + hashlib.sha256(f"{products_cache.catalog_generation()}|{category or ''}|{words}".encode()
                                      ).hexdigest()[:32]
     ids = cache.get(key)

@@ -3,7 +3,9 @@
 A query read only its first 8 distinct words and dropped the rest, and dropped any word longer
 than the index keys (40 letters), both silently: a ninth word or a pasted serial number made the
 search match more products than asked for. Now an over-long word matches nothing (the index keys
-neither it nor its prefixes), and the page names the words past the eighth.
+neither it nor its prefixes), and the page names the words past the eighth. And the results of
+the same words typed in another order (the ranking does not depend on it) come from one cached
+search, not from the index again.
 
 Real site (Django's test client), the synthetic catalog of realtime_support in FerretDB (300
 products "Synthetic product <i>", brand RT, 100 in each of three categories) with its search index
@@ -79,3 +81,15 @@ def test_a_word_too_long_to_be_indexed_matches_nothing(indexed, site_cache, clie
         assert total == 0 and ids == [] and "No products found." in page, q
     assert _search(client, "synthetic " + "x" * 40)[0] == 0  # indexed length, but no product has it
 
+
+def test_the_same_words_in_another_order_are_one_cached_search(indexed, site_cache, client, mongo_commands):
+    first: list = []
+    commands = mongo_commands.watch(lambda: first.append(_search(client, "synthetic guitars")))
+    assert [c for c in commands if c[1] == "search_index"] == [("find", "search_index")] * 2  # a read per word
+    total, ids, _ = first[0]
+    assert total == 100 and ids == indexed.products[0:3 * 24:3]  # the guitars, most reviewed first
+
+    again: list = []
+    commands = mongo_commands.watch(lambda: again.append(_search(client, "Guitars SYNTHETIC guitars")))
+    assert [c for c in commands if c[1] == "search_index"] == []
+    assert again[0][:2] == (total, ids)

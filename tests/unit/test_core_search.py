@@ -65,6 +65,20 @@ def test_several_words_need_all_and_rank_title_brand_category_matches_first():
     assert search.rank([]) == []
 
 
+def test_the_ranking_does_not_depend_on_the_order_the_words_were_typed_in():
+    """What lets the site keep one cached search for every order of the same words (here every key
+    lists as many products, so which one the intersection starts from is the order typed)."""
+    from itertools import permutations
+
+    guitar = _doc(["G1", "G2", "X", "R1", "Z"], "11001", [3, 7, 1, 2, 0], ["M", "C"], [0, 0, 1, 0, 1])
+    strap = _doc(["G2", "R1", "G1", "Z", "Y"], "11000", [7, 2, 3, 0, 4], ["M", "C"], [0, 0, 0, 1, 0])
+    black = _doc(["Z", "G1", "R1", "G2", "W"], "01010", [0, 3, 2, 7, 9], ["C", "M"], [0, 1, 1, 1, 1])
+    for category in (None, "M", "C"):
+        answers = {tuple(search.rank([search.Postings(d) for d in order], category))
+                   for order in permutations([guitar, strap, black])}
+        assert len(answers) == 1, (category, answers)
+
+
 def test_a_deleted_reviewers_words_take_only_review_postings_off_a_key():
     doc = {"_id": "zebra", "n": 4, **_doc(["A", "B", "C", "D"], "1000", [0, 3, 5, 8], ["Music", "Cards"], [0, 1, 0, 1])}
     new, n = search.without_review_postings(doc, {"A", "C", "X"})  # A: by its title; X: not listed
