@@ -11,9 +11,9 @@ A product page's key (and its rendered fragment's) also carries the product's re
 which a deleted account bumps, so a deleted reviewer's reviews are gone from the next view.
 Everything else that shows a product's title or counts (summaries, catalog and search pages, a
 user's list, a page's similar items), and the categories the catalog pages list, is keyed by
-:func:`catalog_generation`, which also changes
-when a deletion rewrote product documents (their counts, a title quoting the deleted reviewer),
-whoever ran the erasure: the site, the worker or Celery's sweep (``core.catalog_revision``).
+:func:`catalog_generation`, which also changes when a deletion rewrote product documents (their
+counts, a title quoting the deleted reviewer), whoever ran the erasure: the site, the worker or
+Celery's sweep (``core.catalog_revision``).
 """
 from __future__ import annotations
 
