@@ -95,12 +95,15 @@ def list_products(page: int = 1, per_page: int = 24, category: str | None = None
 
 
 def search_ids(query: str, category: str | None = None, db: Database | None = None) -> list[str]:
-    """Every product matching all words of ``query``, best first (one ``_id`` read per word; two for a
-    word longer than the indexed prefixes that is not indexed whole: the products of its prefix)."""
+    """Every product matching all words of ``query`` (its first ``MAX_QUERY_WORDS``), best first (one
+    ``_id`` read per word; two for a word longer than the indexed prefixes that is not indexed whole:
+    the products of its prefix; none when a word is too long to be indexed: nothing matches it)."""
     from core import search
 
     db = db if db is not None else mongo.get_db()
     keys = search.query_keys(query)
+    if not all(search.indexed(key) for key in keys):
+        return []  # no product is listed under that word: ignoring it would widen the search
     postings = []
     for key in keys:
         doc = db[mongo.SEARCH_INDEX].find_one({"_id": key})

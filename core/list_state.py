@@ -29,6 +29,7 @@ from core.settings import get_settings
 log = logging.getLogger(__name__)
 
 NO_LIST = '"none"'
+NO_MODEL = "none"  # the generation while no model is published
 # An announcement lost to a Redis error leaves the previous version in place: it is believed
 # (304s, the kept rendering) for at most this long, then MongoDB is read again.
 ANNOUNCED_TTL_S = 300
@@ -69,7 +70,7 @@ def generation() -> str:
     where, now = str(get_settings().artifacts_dir), time.monotonic()
     hit = _generation.get(where)
     if hit is None or now - hit[1] >= GENERATION_CHECK_S:
-        hit = _generation[where] = (artifacts.current_version() or "none", now)
+        hit = _generation[where] = (artifacts.current_version() or NO_MODEL, now)
     return hit[0]
 
 

@@ -13,17 +13,19 @@ per word, never scans the catalog (FerretDB v1 scans a collection for any non-``
 for ``$in``). Postings are packed into strings because FerretDB v1 decodes a 10,000-element
 array in ~65 ms but a string of the same ids in ~4 ms (measured here).
 
-A query matches the products listed under *every* one of its words; those that match more of
-the words by title, brand or category come first, then the catalog's popularity order.
+A query matches the products listed under *every* one of its words (its first
+``MAX_QUERY_WORDS`` distinct ones: the search page names the others; a word too long to be
+indexed matches nothing); those that match more of the words by title, brand or category come
+first, then the catalog's popularity order, whatever order the words were typed in.
 """
 from __future__ import annotations
 
 import re
 
 MAX_PREFIX = 15  # prefixes indexed per primary word; longer words are indexed whole as well
-MAX_WORD = 40  # longer "words" (URLs, serial numbers run together) are not indexed
+MAX_WORD = 40  # longer "words" (URLs, serial numbers run together) are not indexed: a query with one matches nothing
 MAX_POSTINGS = 2_000  # best postings kept per key: 83 pages of 24 results (what is counted and paged)
-MAX_QUERY_WORDS = 8
+MAX_QUERY_WORDS = 8  # distinct words a query reads; the search page names the ones past it
 PRIMARY, REVIEW = "1", "0"
 
 # Letters and digits, as Java's [\p{L}\p{N}]+ in the Spark job: str.isalnum() without "_".
@@ -37,9 +39,32 @@ def words(text: str) -> list[str]:
     return [w for w in _WORD_RE.findall(str(text).lower()) if len(w) <= MAX_WORD]
 
 
+def query_words(query: str) -> list[str]:
+    """A query's distinct lower-cased words in the order typed, over-long ones kept.
+
+    Unlike :func:`words`, a word longer than ``MAX_WORD`` stays: dropped, a pasted serial number
+    left the query to its other words, which matched more products than the shopper asked for.
+    """
+    return list(dict.fromkeys(_WORD_RE.findall(str(query).lower())))
+
+
 def query_keys(query: str) -> list[str]:
-    """The index keys a query reads: its distinct words, at most ``MAX_QUERY_WORDS``."""
-    return list(dict.fromkeys(words(query)))[:MAX_QUERY_WORDS]
+    """The index keys a query reads: its first ``MAX_QUERY_WORDS`` distinct words (an over-long one
+    included: see :func:`indexed`). The rest are :func:`unused_words`, which the page names."""
+    return query_words(query)[:MAX_QUERY_WORDS]
+
+
+def unused_words(query: str) -> list[str]:
+    """The distinct words of a query past the first ``MAX_QUERY_WORDS``: not searched for, so the
+    results may hold products without them, which the shopper must be told."""
+    return query_words(query)[MAX_QUERY_WORDS:]
+
+
+def indexed(key: str) -> bool:
+    """Whether the index can list anything under ``key``: a word longer than ``MAX_WORD`` is keyed
+    neither whole nor by its prefixes (the Spark job drops it before making prefixes, as
+    :func:`words` does), so a query with such a word matches no product."""
+    return len(key) <= MAX_WORD
 
 
 class Postings:

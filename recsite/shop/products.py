@@ -10,9 +10,10 @@ new model's similar items show at once. Lists of summaries come back in one ``ge
 A product page's key (and its rendered fragment's) also carries the product's reviews revision,
 which a deleted account bumps, so a deleted reviewer's reviews are gone from the next view.
 Everything else that shows a product's title or counts (summaries, catalog and search pages, a
-user's list, a page's similar items) is keyed by :func:`catalog_generation`, which also changes
-when a deletion rewrote product documents (their counts, a title quoting the deleted reviewer),
-whoever ran the erasure: the site, the worker or Celery's sweep (``core.catalog_revision``).
+user's list, a page's similar items), and the categories the catalog pages list, is keyed by
+:func:`catalog_generation`, which also changes when a deletion rewrote product documents (their
+counts, a title quoting the deleted reviewer), whoever ran the erasure: the site, the worker or
+Celery's sweep (``core.catalog_revision``).
 """
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ def cache_generation() -> str:
     """The published model version: keys built with it are never read again after a new model
     (core.list_state.generation, the same generation the workers announce lists under)."""
     return list_state.generation()
+
+
+def published_version() -> str | None:
+    """The published model version as every cached page knows it (:func:`cache_generation`, which
+    reads ``CURRENT`` at most once a second per process), None while there is none."""
+    generation = cache_generation()
+    return None if generation == list_state.NO_MODEL else generation
 
 
 # Outlives every page cached before a bump (TTL_S), so a lapsed revision never revives one: as the
@@ -60,6 +68,19 @@ def catalog_generation() -> str:
     """What keys of cached product titles and counts carry: the published model version
     (:func:`cache_generation`) and the catalog's revision (:func:`catalog_revision`)."""
     return f"{cache_generation()}.{catalog_revision()}"
+
+
+def categories() -> list[dict[str, Any]]:
+    """The catalog's categories (:func:`core.catalog.categories`), kept per :func:`catalog_generation`
+    as the catalog pages are: the home page and every category page list them, and a page served
+    from the cache must read no MongoDB. A new load comes with a new model (``CURRENT``), which
+    changes the generation, so its categories show at once."""
+    key = f"catalog:categories:{catalog_generation()}"
+    found = cache.get(key)
+    if found is None:
+        found = catalog.categories()
+        cache.set(key, found, TTL_S)
+    return found
 
 
 def summaries(product_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -6,10 +6,11 @@ from typing import Any, Callable
 
 from django.core.cache import cache
 
-from core import catalog, list_state, mongo, rating_history, shopper_controls, stored_lists
+from core import list_state, mongo, rating_history, shopper_controls, stored_lists
 from core.settings import get_settings
 from core.recommend import without_excluded
 from shop.products import TTL_S, cache_generation, card, cards, catalog_revision, summaries, title
+from shop.products import categories as catalog_categories
 
 NO_LIST_ETAG = list_state.NO_LIST
 etag = list_state.version_of
@@ -158,7 +159,7 @@ def fallback_lists(limit: int = 8, categories: int = 6, exclude: set[str] | froz
     visitors (home page), new users and the onboarding step; ``exclude`` leaves out what the
     user already rated. Empty lists (nothing trending yet) are left out."""
     lists, version = [], list_state.popular_version()
-    for cat in [{"name": mongo.ALL}] + (catalog.categories()[:categories] if categories else []):
+    for cat in [{"name": mongo.ALL}] + (catalog_categories()[:categories] if categories else []):
         for kind in kinds:
             ids = [i["product_id"] for i in popular_list(cat["name"], kind, version)
                    if i["product_id"] not in exclude]

@@ -68,7 +68,7 @@ def catalog(request):
         return render(request, "shop/catalog.html", {"form": form, "products": [], "categories": []}, status=400)
     page = form.cleaned_data["page"] or 1
     q, category = form.cleaned_data["q"], form.cleaned_data["category"] or None
-    categories = catalog_db.categories()
+    categories = products_cache.categories()
     listing = {"form": form, "products": [], "categories": categories, "q": q, "category": category or "",
                "total": 0, "page": page, "pages": 1}
     if category and category not in {c["name"] for c in categories}:
@@ -83,6 +83,7 @@ def catalog(request):
         shown = ids[(page - 1) * PER_PAGE:page * PER_PAGE]
         found = products_cache.summaries(shown)
         products, total = [found[i] for i in shown if i in found], len(ids)
+        listing.update(unused_words=search.unused_words(q), max_query_words=search.MAX_QUERY_WORDS)
     else:
         products, total = _catalog_page(category, page) or (None, None)
         if products is None:
@@ -132,8 +133,12 @@ SEARCH_CACHE_S = 60
 
 
 def _search_ids(q: str, category: str | None) -> list[str]:
-    """Ranked ids of a search, kept a minute so paging through results reads the index once."""
-    words = " ".join(search.query_keys(q))
+    """Ranked ids of a search, kept a minute so paging through results reads the index once.
+
+    Kept by the index keys read, sorted: the ranking does not depend on the order the words were
+    typed in (core.search.rank), so "strap guitar" is answered from "guitar strap"'s entry.
+    """
+    words = " ".join(sorted(search.query_keys(q)))
     key = "search:" + hashlib.sha256(f"{products_cache.catalog_generation()}|{category or ''}|{words}".encode()
                                      ).hexdigest()[:32]
     ids = cache.get(key)
@@ -429,8 +434,7 @@ def dashboard(request):
         except (FileNotFoundError, json.JSONDecodeError):
             summary = {}
         cache.set(key, summary, 60)
-    version = artifacts.current_version()
-    metrics = artifacts.read_metrics(version)  # {} while a version is still being copied
+    version, metrics = _published_model()
     fresh = dict(_freshness())  # the workers' latency histograms, from their /metrics
     if fresh["since"]:
         fresh["since"] = datetime.fromtimestamp(fresh["since"], tz=timezone.utc)
@@ -443,6 +447,26 @@ def dashboard(request):
         "analyses": _analyses(summary),
         "version": version, "metrics": metrics, "metrics_rows": _metric_rows(metrics),
     })
+
+
+def _published_model() -> tuple[str | None, dict]:
+    """The published model version and its metrics, read from the artifact store once per version.
+
+    The page is public, and with ``ARTIFACTS_DIR`` in an object store reading ``CURRENT`` and
+    ``metrics.json`` was two GETs per hit. The version is the generation the cached pages carry (a
+    new model changes it within a second); a version's metrics never change, so they are kept
+    under it. Metrics not readable yet (``{}``: a version still being copied) are not kept.
+    """
+    version = products_cache.published_version()
+    if version is None:
+        return None, {}
+    key = f"dashboard:metrics:{version}"
+    metrics = cache.get(key)
+    if metrics is None:
+        metrics = artifacts.read_metrics(version)
+        if metrics:
+            cache.set(key, metrics, products_cache.TTL_S)
+    return version, metrics
 
 
 def _analyses(summary: dict) -> list[dict]:

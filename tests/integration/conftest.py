@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+from pymongo import monitoring
 
 from tests.site_catalog import PASSWORD
 
@@ -147,3 +148,52 @@ def process_published(ratings_probe, served_model):
         return outcomes
 
     return run
+
+
+class MongoCommands(monitoring.CommandListener):
+    """The MongoDB commands the site sends to its database (``MONGO_DB``) while :meth:`watch` runs:
+    (command, collection).
+
+    A real pymongo command listener on the site's own client (``core.mongo.get_client``), so a page
+    is checked for what it really reads, not for which functions it called."""
+
+    def __init__(self) -> None:
+        self.db_name, self.seen, self.on = "", [], False
+
+    def started(self, event) -> None:
+        if self.on and event.database_name == self.db_name:
+            self.seen.append((event.command_name, event.command.get(event.command_name)))
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+    def watch(self, do) -> list[tuple[str, object]]:
+        """The commands sent while ``do()`` ran."""
+        from core.settings import get_settings
+
+        self.db_name, self.seen, self.on = get_settings().mongo_db, [], True
+        try:
+            do()
+        finally:
+            self.on = False
+        return self.seen
+
+
+@pytest.fixture
+def mongo_commands():
+    """A :class:`MongoCommands` on the site's client.
+
+    pymongo hands a registered listener to the clients made after it, and never forgets it: the
+    site's client is made anew here (and again after), and the listener records nothing once the
+    test is over."""
+    from core import mongo
+
+    listener = MongoCommands()
+    monitoring.register(listener)
+    mongo.get_client.cache_clear()  # the site's next client carries the listener
+    yield listener
+    listener.on = False
+    mongo.get_client.cache_clear()

@@ -1,4 +1,5 @@
-"""Anonymous requests cannot fill the site's cache with pages that do not exist.
+"""Anonymous requests cannot fill the site's cache with pages that do not exist, and a page
+served from the cache reads nothing from MongoDB.
 
 Every review page number up to 1,000 of every product, every catalog page up to 100,000 and every
 made-up category name was rendered and cached (five minutes each) as if it were a page: keys
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from realtime_support import rt_catalog  # noqa: F401  (fixture)
+from realtime_support import CATEGORIES, publish_model, reset_core_caches, rt_catalog  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -58,3 +59,44 @@ def test_a_last_page_emptied_by_an_account_deletion_still_answers(rt_catalog, si
                                               {"_id": f"{product}:2", "items": [], "pages": 2}], db=rt_catalog.db)
     assert client.get(f"/p/{product}/?page=2").status_code == 200
     assert client.get(f"/p/{product}/?page=3").status_code == 404
+
+
+@pytest.fixture
+def own_models(rt_catalog, tmp_path):
+    """This test's own artifacts folder, for the models it publishes (the session's stays as it was)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    reset_core_caches()
+    try:
+        yield
+    finally:
+        mp.undo()
+        reset_core_caches()
+
+
+def _publish(rt_catalog, seed: int) -> str:
+    version = publish_model(rt_catalog.in_model, seed=seed)
+    reset_core_caches()  # the site sees the new CURRENT now, not within the second it may take
+    return version
+
+
+def test_a_cached_home_or_category_page_reads_no_mongodb_and_a_new_load_shows(rt_catalog, site_cache, client,
+                                                                              mongo_commands, own_models):
+    """The categories every catalog page lists (its filter) were read from MongoDB on every hit,
+    the page itself cached or not. They are kept under the catalog's generation now, as the page."""
+    from core import mongo
+
+    _publish(rt_catalog, seed=1)
+    for url in ("/", "/?category=Drums", "/?category=Drums&page=2"):
+        assert client.get(url).status_code == 200, url  # the first hit reads and keeps
+        warm = []
+        assert mongo_commands.watch(lambda: warm.append(client.get(url))) == [], url
+        assert warm[0].status_code == 200 and 'value="Drums"' in warm[0].content.decode(), url
+
+    # a new load writes its categories and publishes its model: every page lists them at once
+    items = [{"name": c, "n_products": 100} for c in CATEGORIES] + [{"name": "Cellos", "n_products": 0}]
+    mongo.bulk_upsert(mongo.CATALOG_INDEX, [{"_id": "categories", "items": items}], db=rt_catalog.db)
+    _publish(rt_catalog, seed=2)
+    for url in ("/", "/?category=Drums"):
+        assert 'value="Cellos"' in client.get(url).content.decode(), url
+    assert client.get("/?category=Cellos").status_code == 200
