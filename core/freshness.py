@@ -38,7 +38,7 @@ def worker_urls() -> list[str]:
     if configured:
         return [u.strip() for u in configured.split(",") if u.strip()]
     base = env_int("WORKER_METRICS_PORT", 9410)
-    n = max(1, env_int("WORKERS", 1))
+    n = env_int("WORKERS", 1, minimum=1)
     return [f"http://127.0.0.1:{base + i}/metrics" for i in range(n)]
 
 
