@@ -337,15 +337,11 @@ def programs() -> list[Program]:
                 start_timeout_s=_port("AIRFLOW_START_TIMEOUT", 300), stop_wait_s=30,
                 fail_marker="\nException in thread"),  # standalone lives on when a component dies
         # Loopback only, plain HTTP: DEBUG unless the caller decides (DJANGO_DEBUG=0 for production
-        # settings). Request line and headers are capped by gunicorn; bodies by recsite.bodylimit.
+        # settings). Everything else (workers, threads, limits, no trusted X-Forwarded-Proto) is
+        # recsite/gunicorn.conf.py's, as in the compose file and the image.
         # PROMETHEUS_MULTIPROC_DIR: /metrics adds up the gunicorn workers (recsite/recsite/metrics.py).
-        # --forwarded-allow-ips '': gunicorn trusts nobody's X-Forwarded-Proto (by default it took
-        # 127.0.0.1's as HTTPS, past DJANGO_TRUSTED_PROXIES=0); the site decides (accounts.throttle).
-        Program("web", [str(venv / "gunicorn"), "recsite.wsgi", "--chdir", str(ROOT / "recsite"),
-                        "--bind", f"127.0.0.1:{web_port}", "--workers", env.get("WEB_WORKERS", "3"),
-                        "--threads", env.get("WEB_THREADS", "4"), "--access-logfile", "-", "--graceful-timeout", "10",
-                        "--limit-request-line", "4094", "--limit-request-fields", "100",
-                        "--limit-request-field_size", "8190", "--forwarded-allow-ips", ""],
+        Program("web", [str(venv / "gunicorn"), "-c", str(ROOT / "recsite" / "gunicorn.conf.py"),
+                        "--bind", f"127.0.0.1:{web_port}"],
                 ports=[web_port], health=http_ok(f"http://127.0.0.1:{web_port}/healthz"),
                 address=f"http://127.0.0.1:{web_port}/",
                 env={**app_env, "PROMETHEUS_MULTIPROC_DIR": str(state / "run" / "web-metrics")},
