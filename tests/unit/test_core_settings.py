@@ -128,6 +128,7 @@ def test_the_dashboard_refuses_zero_workers(monkeypatch):
     from core import freshness
 
     monkeypatch.delenv("WORKER_METRICS_URLS", raising=False)
+    monkeypatch.setenv("WORKER_METRICS_PORT", "19410")  # off, there are no workers to count
     monkeypatch.setenv("WORKERS", "0")
     with pytest.raises(ValueError, match="WORKERS must be at least 1"):
         freshness.worker_urls()
