@@ -2,7 +2,7 @@
 is below the knob's ``minimum``, or not finite) stops the program with the variable's name in the
 error, instead of a bare ``int()`` message, a silent default or a value that quietly breaks things.
 
-Every program reads its knobs through these four functions, whether the knob is shared
+Every program reads its knobs through these functions, whether the knob is shared
 (:mod:`core.settings`) or belongs to one module (kept beside its use, e.g. ``WORKER_BATCH_MAX``).
 Not through them: variables other programs define and read (``JAVA_HOME``,
 ``PROMETHEUS_MULTIPROC_DIR``), and services/programs.py, which runs on the standard library alone.
@@ -32,7 +32,8 @@ def _parsed(name: str, default, parse, expected: str, minimum: float | None = No
         value = parse(raw)
     except ValueError as exc:  # a typo in the environment should stop the program, loudly
         raise ValueError(f"environment variable {name} must be {expected}, got {raw!r}") from exc
-    if minimum is not None and value < minimum:  # e.g. RECS_TOP_N=0: empty lists, silently
+    lowest = min(value) if isinstance(value, list) else value
+    if minimum is not None and lowest < minimum:  # e.g. RECS_TOP_N=0: empty lists, silently
         raise ValueError(f"environment variable {name} must be at least {minimum:g}, got {raw!r}")
     return value
 
@@ -45,6 +46,15 @@ def env_int(name: str, default: int, minimum: int | None = None) -> int:
 def env_float(name: str, default: float, minimum: float | None = None) -> float:
     """A finite number (``nan`` and ``inf`` parse as floats, and would pass every comparison wrong)."""
     return _parsed(name, default, _finite, "a finite number", minimum)
+
+
+def env_floats(name: str, default: tuple[float, ...], minimum: float | None = None) -> list[float]:
+    """A comma-separated list of finite numbers (a grid to try), each at least ``minimum``.
+
+    An empty item (``50,,100``) is refused like any other typo rather than skipped: a list that
+    silently lost a value would be tuned on a grid nobody asked for.
+    """
+    return _parsed(name, list(default), _finite_list, "comma-separated finite numbers", minimum)
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -66,6 +76,10 @@ def _finite(raw: str) -> float:
     if not math.isfinite(value):
         raise ValueError(raw)
     return value
+
+
+def _finite_list(raw: str) -> list[float]:
+    return [_finite(part) for part in raw.split(",")]
 
 
 def _flag(raw: str) -> bool:

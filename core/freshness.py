@@ -13,7 +13,8 @@ dashboard says "since <the oldest worker's start>" (``process_start_time_seconds
 that does not answer is named there rather than silently left out.
 
 Which workers: ``WORKER_METRICS_URLS`` (comma-separated /metrics URLs), by default the ports
-``bin/services`` gives them (``WORKER_METRICS_PORT`` + 0 .. ``WORKERS``-1 on 127.0.0.1). Every
+``bin/services`` gives them (``WORKER_METRICS_PORT`` + 0 .. ``WORKERS``-1 on 127.0.0.1; none when
+that is unset, as no worker then serves one: :func:`metrics_port`). Every
 address a URL's host name resolves to is scraped, so under docker compose ``http://worker:9410/metrics``
 covers all the replicas of the ``worker`` service (its DNS answers with each of them).
 """
@@ -33,12 +34,27 @@ HISTOGRAM = "recommender_rating_to_list_seconds"
 SCRAPE_TIMEOUT_S = 2.0
 
 
+def metrics_port() -> int:
+    """``WORKER_METRICS_PORT``: the rating workers' base port for /metrics, /healthz and /readyz
+    (process n serves on it + n); 0, the default, is off (a worker started by hand, or in a test,
+    beside the running ones would take their port).
+
+    The one reader of the variable, for the workers (kafka_workers.metrics) and the dashboard
+    (:func:`worker_urls`): each had its own default, off for the workers and 9410 for the dashboard.
+    bin/services sets 9410 for both."""
+    return env_int("WORKER_METRICS_PORT", 0, minimum=0)
+
+
 def worker_urls() -> list[str]:
+    """The workers' /metrics: ``WORKER_METRICS_URLS``, else those ``metrics_port`` and ``WORKERS``
+    make, else none."""
     configured = env_str("WORKER_METRICS_URLS", "")
     if configured:
         return [u.strip() for u in configured.split(",") if u.strip()]
-    base = env_int("WORKER_METRICS_PORT", 9410)
-    n = max(1, env_int("WORKERS", 1))
+    base = metrics_port()
+    if not base:
+        return []
+    n = env_int("WORKERS", 1, minimum=1)
     return [f"http://127.0.0.1:{base + i}/metrics" for i in range(n)]
 
 

@@ -58,9 +58,11 @@ Environment (read where the DAG file is parsed, i.e. also by the worker that run
 - ``INPUT_DONE_MARKER`` -- the default of the ``done_marker`` param (default: none), read where
   Airflow runs the DAG.
 - The jobs' own settings (``DATA_DIR``, ``ARTIFACTS_DIR``, ``MONGO_URI``, ``MONGO_DB``,
-  ``LOCAL_DIR``, ``KAFKA_*``, ``SPARK_MASTER``, ...) are handed to every spark-submit when set
-  (``env_vars``: in client mode spark-submit would inherit them anyway; on YARN/Kubernetes the
-  provider turns them into the driver's environment). ``LOCAL_DIR`` is handed on always, the
+  ``LOCAL_DIR``, ``KAFKA_*``, ``SPARK_MASTER``, ``EASE_LAMBDAS``, ...: every variable core/ and
+  spark_jobs/ read, ``recommender.operators.JOB_ENV_VARS``, held to the code by
+  tests/unit/test_job_env.py) are handed to every spark-submit when set (``env_vars``: in client
+  mode spark-submit would inherit them anyway; on YARN/Kubernetes the provider turns them into the
+  driver's environment). ``LOCAL_DIR`` is handed on always, the
   DAG's own: the jobs import core from the ``--py-files`` zip, which knows no repository.
 
 Params (trigger with config): ``inputs`` (list of files or globs; relative paths are taken from

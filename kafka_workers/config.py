@@ -23,13 +23,13 @@ def max_poll_interval_ms() -> int:
     poll. A longer batch would let the group rebalance under it and hand its partitions to another
     member while this one still writes for them (and redo, or dead-letter twice, what it did).
     """
-    return max(1000, env_int("WORKER_MAX_POLL_INTERVAL_MS", 300_000))
+    return env_int("WORKER_MAX_POLL_INTERVAL_MS", 300_000, minimum=1000)
 
 
 def batch_max() -> int:
     """Records per poll handled together (``WORKER_BATCH_MAX``, default 500); 1 handles every
     message on its own, the path a failed batch and a deleted account's events always take."""
-    return max(1, env_int("WORKER_BATCH_MAX", 500))
+    return env_int("WORKER_BATCH_MAX", 500, minimum=1)
 
 
 def commit_every_s() -> float:
@@ -41,7 +41,7 @@ def commit_every_s() -> float:
     Committing later is always correct (every message below the offset is in MongoDB); a crash
     redelivers at most this long's events more, which the claims tell apart (nothing is applied twice).
     """
-    return max(0, env_int("WORKER_COMMIT_EVERY_MS", 200)) / 1000
+    return env_int("WORKER_COMMIT_EVERY_MS", 200, minimum=0) / 1000
 
 
 def remember_catalog_max() -> int:
@@ -55,17 +55,17 @@ def remember_catalog_max() -> int:
     Not in the loop itself: reading the ids takes ~0.7 s for 10,000 products and ~2 s for 50,000 on
     FerretDB here (15 s for 200,000; docs/benchmarks.md), time in which the worker would handle no
     rating; a larger catalog costs the read of this many ids, once."""
-    return max(0, env_int("WORKER_REMEMBER_CATALOG_MAX", 50_000))
+    return env_int("WORKER_REMEMBER_CATALOG_MAX", 50_000, minimum=0)
 
 
 def max_attempts() -> int:
     """Tries of one message before it is dead-lettered (``WORKER_MAX_ATTEMPTS``, default 3)."""
-    return max(1, env_int("WORKER_MAX_ATTEMPTS", 3))
+    return env_int("WORKER_MAX_ATTEMPTS", 3, minimum=1)
 
 
 def retry_delay_s() -> float:
     """First back-off between tries of a failing message, doubled each time (``WORKER_RETRY_DELAY_S``)."""
-    return max(0.0, env_float("WORKER_RETRY_DELAY_S", 0.5))
+    return env_float("WORKER_RETRY_DELAY_S", 0.5, minimum=0)
 
 
 def ready_broker_s() -> float:
@@ -73,4 +73,13 @@ def ready_broker_s() -> float:
     answer from Kafka's group coordinator for this long. A member heartbeats every 3 s (10 s
     session): 30 s of silence is a broker that is down or out of reach, not a slow answer. While
     it is, poll() returns nothing every 200 ms and the loop (what /healthz checks) turns as usual."""
-    return max(1.0, env_float("WORKER_READY_BROKER_S", 30.0))
+    return env_float("WORKER_READY_BROKER_S", 30.0, minimum=1)
+
+
+def check_all() -> None:
+    """Read every knob above once. ``worker.run`` calls it first, so a value that cannot work
+    (``WORKER_MAX_ATTEMPTS=0``) stops the worker at its start, naming the variable, rather than at
+    the first message that fails, in the middle of a batch."""
+    for read in (group_id, max_poll_interval_ms, batch_max, commit_every_s, remember_catalog_max,
+                 max_attempts, retry_delay_s, ready_broker_s):
+        read()

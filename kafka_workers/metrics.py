@@ -22,6 +22,7 @@ topic that does not exist joins its group and heartbeats, and consumes nothing.
 
     WORKER_METRICS_PORT   base port; unset or 0: no endpoint (a worker started by hand, the tests).
                           bin/services sets 9410 and runs process n of ``numprocs`` on base + n
+                          (read by core.freshness.metrics_port, for the dashboard too)
     WORKER_PROCESS_NUM    n (supervisord's %(process_num)d; 0 otherwise)
     WORKER_METRICS_ADDR   address to listen on: 127.0.0.1 (0.0.0.0 in a container)
 """
@@ -39,6 +40,7 @@ from typing import Callable
 
 from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
+from core import freshness
 from core.env import env_int, env_str
 from kafka_workers import config
 
@@ -168,7 +170,7 @@ def serve_from_env() -> WSGIServer | None:
 
     A port that is taken is a configuration error and ends the worker with the reason (under
     bin/services, two programs were given the same ports)."""
-    base = env_int("WORKER_METRICS_PORT", 0)
+    base = freshness.metrics_port()
     if not base:
         return None
     port = base + env_int("WORKER_PROCESS_NUM", 0)

@@ -39,8 +39,8 @@ from core.env import env_str
 from core.events import InvalidEvent, RatingEvent, parse_event
 from core.settings import get_settings
 from kafka_workers import metrics
-from kafka_workers.config import (batch_max, commit_every_s, group_id, max_attempts, max_poll_interval_ms,
-                                   remember_catalog_max, retry_delay_s)
+from kafka_workers.config import (batch_max, check_all, commit_every_s, group_id, max_attempts,
+                                   max_poll_interval_ms, remember_catalog_max, retry_delay_s)
 from kafka_workers.model_holder import ModelHolder
 from kafka_workers.dead_letters import bare_letter, dead_letter_payload, letter_key
 from kafka_workers.batch import HistoriesReloaded, Tail, finish, handle_batch
@@ -475,6 +475,7 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
 
 def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
     """Consume until ``stop`` is set; returns the counters (tests call this in a thread)."""
+    check_all()  # a knob that cannot work stops the worker here, not mid-batch
     stop = stop or threading.Event()
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     # A fold-in's matrices are 64 x 64: OpenBLAS's second thread only adds hand-offs, and on a busy

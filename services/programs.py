@@ -258,16 +258,20 @@ def kafka_ready(port: int) -> Health:
 
 # --- the list --------------------------------------------------------------------------------------
 
-def _port(var: str, default: int) -> int:
+def _port(var: str, default: int, minimum: int | None = None) -> int:
     """The whole number in ``var`` (ports, counts, timeouts in seconds), else ``default``; a value
-    that is not one stops every command with one line naming it (not a traceback)."""
+    that is not one, or is below ``minimum``, stops every command with one line naming it (not a
+    traceback), as core.env does for the programs (not imported: this module is standard library only)."""
     value = os.environ.get(var, "").strip()
     if not value:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise SystemExit(f"services: {var}={value!r} is not a whole number") from None
+    if minimum is not None and number < minimum:
+        raise SystemExit(f"services: {var}={value!r} is below {minimum}")
+    return number
 
 
 def programs() -> list[Program]:
@@ -280,7 +284,7 @@ def programs() -> list[Program]:
     pg_port = _port("POSTGRES_PORT", 5433)
     kafka_port, controller_port = _port("KAFKA_PORT", 9092), _port("KAFKA_CONTROLLER_PORT", 9093)
     airflow_port, web_port = _port("AIRFLOW_PORT", 8080), _port("WEB_PORT", 8000)
-    workers, metrics_base = max(1, _port("WORKERS", 1)), _port("WORKER_METRICS_PORT", 9410)
+    workers, metrics_base = _port("WORKERS", 1, minimum=1), _port("WORKER_METRICS_PORT", 9410)
     kafka_home = local / "opt" / f"kafka-{env.get('KAFKA_VERSION', '3.9.1')}"
     app_env = {"PYTHONPATH": str(ROOT)}
     redis_url = env.get("REDIS_URL") or f"redis://127.0.0.1:{redis_port}/0"
@@ -333,15 +337,11 @@ def programs() -> list[Program]:
                 start_timeout_s=_port("AIRFLOW_START_TIMEOUT", 300), stop_wait_s=30,
                 fail_marker="\nException in thread"),  # standalone lives on when a component dies
         # Loopback only, plain HTTP: DEBUG unless the caller decides (DJANGO_DEBUG=0 for production
-        # settings). Request line and headers are capped by gunicorn; bodies by recsite.bodylimit.
+        # settings). Everything else (workers, threads, limits, no trusted X-Forwarded-Proto) is
+        # recsite/gunicorn.conf.py's, as in the compose file and the image.
         # PROMETHEUS_MULTIPROC_DIR: /metrics adds up the gunicorn workers (recsite/recsite/metrics.py).
-        # --forwarded-allow-ips '': gunicorn trusts nobody's X-Forwarded-Proto (by default it took
-        # 127.0.0.1's as HTTPS, past DJANGO_TRUSTED_PROXIES=0); the site decides (accounts.throttle).
-        Program("web", [str(venv / "gunicorn"), "recsite.wsgi", "--chdir", str(ROOT / "recsite"),
-                        "--bind", f"127.0.0.1:{web_port}", "--workers", env.get("WEB_WORKERS", "3"),
-                        "--threads", env.get("WEB_THREADS", "4"), "--access-logfile", "-", "--graceful-timeout", "10",
-                        "--limit-request-line", "4094", "--limit-request-fields", "100",
-                        "--limit-request-field_size", "8190", "--forwarded-allow-ips", ""],
+        Program("web", [str(venv / "gunicorn"), "-c", str(ROOT / "recsite" / "gunicorn.conf.py"),
+                        "--bind", f"127.0.0.1:{web_port}"],
                 ports=[web_port], health=http_ok(f"http://127.0.0.1:{web_port}/healthz"),
                 address=f"http://127.0.0.1:{web_port}/",
                 env={**app_env, "PROMETHEUS_MULTIPROC_DIR": str(state / "run" / "web-metrics")},

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from core import storage
-from core.env import env_float, env_int, env_str
+from core.env import env_float, env_floats, env_int
 from core.settings import get_settings
 from spark_jobs.evaluation import ease_scorer, factor_scorer, popularity_scorer, rank_metrics
 from spark_jobs.interactions import Interactions, via_parquet
@@ -46,11 +46,11 @@ EVAL_MIN_USERS = env_int("EVAL_MIN_USERS", 10_000)
 # this many pairs (all users below it, so small files are tuned on everything).
 TUNE_MAX_INTERACTIONS = env_int("TUNE_MAX_INTERACTIONS", 2_000_000)
 K = 10
-EASE_GRID = [float(x) for x in env_str("EASE_LAMBDAS", "50,100,200,400,800").split(",")]
+EASE_GRID = env_floats("EASE_LAMBDAS", (50, 100, 200, 400, 800), minimum=0)
 # Each configuration MLlib tries is a distributed fit over every user (25M interactions: 24-41 min
 # per fit on this machine's 2 cores, docs/benchmarks.md), so at the full release's size an operator
 # tries fewer than the 4 default.
-SPARK_GRID_SIZE = max(1, env_int("SPARK_GRID_SIZE", 4))
+SPARK_GRID_SIZE = env_int("SPARK_GRID_SIZE", 4, minimum=1)
 IALS_GRID = [dict(factors=f, reg=r, alpha=a, iterations=15)
              for f in (32, 64) for r in (0.01, 0.1) for a in (2.0, 10.0)]
 # Measured by bench/train_memory.py (train's driver path after Spark hands over the split, on

@@ -26,16 +26,33 @@ from recommender.params import APP_ROOT, demo_input
 
 SPARK_CONN_ID = env_str("SPARK_CONN_ID", "spark_default")
 
-# The variables core.settings and spark_jobs.common read; forwarded to every job when set.
+# Every variable the jobs' code (core/ and spark_jobs/) reads, forwarded to every job when set: in
+# client mode spark-submit inherits this environment anyway, but in a cluster deploy mode the driver
+# sees only these, and a knob left out silently fell back to its default there. Not a list to keep
+# by hand: tests/unit/test_job_env.py finds every variable core/ and spark_jobs/ read and fails on
+# one neither here nor in its list of those that must not be forwarded (job_env sets
+# PYSPARK_PYTHON itself; JAVA_HOME is a path on this machine; the dashboard's and bin/pipeline's).
 JOB_ENV_VARS = (
+    # core.settings, core.storage
     "LOCAL_DIR", "DATA_DIR", "ARTIFACTS_DIR", "EDA_DIR", "DEMO_INPUT",
-    "MONGO_URI", "MONGO_PORT", "MONGO_DB",
+    "MONGO_URI", "MONGO_PORT", "MONGO_DB", "MONGO_REQUEST_TIMEOUT_MS",
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_PORT", "KAFKA_RATINGS_TOPIC", "KAFKA_DEAD_LETTER_TOPIC",
-    "KAFKA_RATINGS_PARTITIONS", "REDIS_URL", "REDIS_PORT", "RECS_TOP_N",
-    "SPARK_MASTER", "SPARK_DRIVER_MEMORY", "SPARK_SHUFFLE_PARTITIONS", "SPARK_LOG_LEVEL",
-    "SPARK_UI_ENABLED", "SPARK_MAX_PARTITION_BYTES", "PYSPARK_DRIVER_PYTHON", "SPARK_EXECUTOR_MEMORY",
-    "SPARK_LOCAL_IP", "S3_ENDPOINT_URL", "S3_PORT", "S3_PATH_STYLE", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+    "KAFKA_RATINGS_PARTITIONS", "KAFKA_DELIVERY_TIMEOUT_MS", "REDIS_URL", "REDIS_PORT", "RECS_TOP_N",
+    "SPARK_MASTER", "SPARK_DRIVER_MEMORY", "S3_ENDPOINT_URL", "S3_PORT", "S3_PATH_STYLE",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_REQUEST_CHECKSUM_CALCULATION",
+    # the rest of core the jobs run: the ANN indexes, the versions publish keeps, the lifetime of the
+    # catalog revision mongo_load bumps (as long as the site's cache)
+    "ANN_HNSW_M", "ANN_EF_CONSTRUCTION", "ANN_EF_SEARCH", "ANN_MIN_ITEMS", "MODEL_VERSIONS_KEPT",
+    "CATALOG_CACHE_SECONDS",
+    # spark_jobs: the session and the batch lock (common), train's engines, evaluation, serving lists, publish
+    "SPARK_SHUFFLE_PARTITIONS", "SPARK_LOG_LEVEL", "SPARK_UI_ENABLED", "SPARK_MAX_PARTITION_BYTES",
+    "SPARK_EXECUTOR_MEMORY", "BATCH_LOCK_WAIT_S",
+    "SINGLE_NODE_MAX_INTERACTIONS", "SINGLE_NODE_MEMORY_GB", "EASE_MAX_ITEMS", "EASE_LAMBDAS",
+    "SPARK_GRID_SIZE", "TUNE_MAX_INTERACTIONS", "EVAL_MAX_USERS", "EVAL_MIN_USERS", "EVAL_MAX_SCORES",
+    "BASELINE_MAX_USERS", "SERVING_MAX_USERS", "SERVING_MAX_ITEMS", "SERVING_BLOCK_USERS", "SERVING_THREADS",
+    "PUBLISH_INSERT_THREADS",
+    # read by Spark itself, not by our code
+    "SPARK_LOCAL_IP", "PYSPARK_DRIVER_PYTHON",
 )
 
 

@@ -69,3 +69,20 @@ def test_summary_adds_up_every_answering_worker_and_names_the_others(workers):
 def test_summary_without_workers_says_so():
     s = freshness.summary(["http://127.0.0.1:9/metrics"])
     assert s["n"] == 0 and s["p50_ms"] is None and s["workers"] == 0
+
+
+def test_the_workers_and_the_dashboard_read_one_metrics_port(monkeypatch):
+    """Unset, WORKER_METRICS_PORT was off for the workers (kafka_workers.metrics) but 9410 for the
+    dashboard, which then scraped a port no worker served. Now both read core.freshness.metrics_port."""
+    from django.template.loader import render_to_string
+
+    from kafka_workers import metrics
+
+    for name in ("WORKER_METRICS_PORT", "WORKER_METRICS_URLS", "WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    assert metrics.serve_from_env() is None and freshness.worker_urls() == []
+    page = render_to_string("shop/dashboard.html", {"freshness": {**freshness.summary([]), "n_unreachable": 0}})
+    assert "No workers to read" in page
+    monkeypatch.setenv("WORKER_METRICS_PORT", "19410")
+    monkeypatch.setenv("WORKERS", "2")
+    assert freshness.worker_urls() == ["http://127.0.0.1:19410/metrics", "http://127.0.0.1:19411/metrics"]

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -73,3 +76,69 @@ def test_the_worker_and_its_health_check_read_one_poll_interval(monkeypatch):
     assert config.max_poll_interval_ms() == 4000 and metrics.healthy()[0]
     monkeypatch.setenv("WORKER_MAX_POLL_INTERVAL_MS", "2000")
     assert not metrics.healthy()[0]
+
+
+def test_a_list_knob_names_its_variable_and_refuses_what_cannot_work(monkeypatch):
+    from core.env import env_floats
+
+    monkeypatch.setenv("SOME_GRID", " ")
+    assert env_floats("SOME_GRID", (50, 100)) == [50.0, 100.0]
+    monkeypatch.setenv("SOME_GRID", "1, 2.5,1e3")
+    assert env_floats("SOME_GRID", (50,), minimum=0) == [1.0, 2.5, 1000.0]
+    for bad in ("nan", "50,inf", "50,,100", "ten", ","):
+        monkeypatch.setenv("SOME_GRID", bad)
+        with pytest.raises(ValueError, match="SOME_GRID must be comma-separated finite numbers"):
+            env_floats("SOME_GRID", (50,))
+    monkeypatch.setenv("SOME_GRID", "50,-1")
+    with pytest.raises(ValueError, match="SOME_GRID must be at least 0"):
+        env_floats("SOME_GRID", (50,), minimum=0)
+
+
+# (variable, a value it refused to work with but was quietly raised to its floor, its reader)
+WORKER_KNOBS_BELOW_THEIR_MINIMUM = [
+    ("WORKER_MAX_POLL_INTERVAL_MS", "10", "max_poll_interval_ms"),
+    ("WORKER_BATCH_MAX", "0", "batch_max"),
+    ("WORKER_COMMIT_EVERY_MS", "-1", "commit_every_s"),
+    ("WORKER_REMEMBER_CATALOG_MAX", "-1", "remember_catalog_max"),
+    ("WORKER_MAX_ATTEMPTS", "0", "max_attempts"),
+    ("WORKER_RETRY_DELAY_S", "-0.5", "retry_delay_s"),
+    ("WORKER_READY_BROKER_S", "0.5", "ready_broker_s"),
+]
+
+
+@pytest.mark.parametrize("name, value, reader", WORKER_KNOBS_BELOW_THEIR_MINIMUM)
+def test_a_worker_knob_below_its_minimum_stops_the_worker_instead_of_being_changed(monkeypatch, name, value, reader):
+    """WORKER_BATCH_MAX=0 was read as 1, WORKER_MAX_POLL_INTERVAL_MS=10 as 1000: the worker ran with
+    a value nobody set. And it stops at its start, not at the first message that fails."""
+    from kafka_workers import config, worker
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name} must be at least"):
+        getattr(config, reader)()
+
+    def started(*args, **kwargs):
+        raise AssertionError("the worker started with a knob that cannot work")
+
+    monkeypatch.setattr(worker, "threadpool_limits", started)  # run()'s first step after the check
+    with pytest.raises(ValueError, match=name):
+        worker.run()
+
+
+def test_the_dashboard_refuses_zero_workers(monkeypatch):
+    from core import freshness
+
+    monkeypatch.delenv("WORKER_METRICS_URLS", raising=False)
+    monkeypatch.setenv("WORKER_METRICS_PORT", "19410")  # off, there are no workers to count
+    monkeypatch.setenv("WORKERS", "0")
+    with pytest.raises(ValueError, match="WORKERS must be at least 1"):
+        freshness.worker_urls()
+
+
+@pytest.mark.parametrize("name, value", [("EASE_LAMBDAS", "nan"), ("EASE_LAMBDAS", "50,,100"),
+                                         ("EASE_LAMBDAS", "-5"), ("SPARK_GRID_SIZE", "0")])
+def test_train_refuses_a_grid_that_cannot_work_naming_the_variable(name, value):
+    """spark_jobs.engines reads them at import (in a fresh interpreter here, so no module is left
+    half-imported): a bare float() said "could not convert string to float: ''" and took nan."""
+    env = {**os.environ, name: value, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", "import spark_jobs.engines"], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and f"environment variable {name} must be" in done.stderr, done.stderr[-500:]

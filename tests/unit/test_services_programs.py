@@ -214,6 +214,12 @@ def test_a_setting_that_is_not_a_number_is_named_in_one_line(programs, monkeypat
         programs.main(["figures"])
 
 
+def test_zero_workers_is_refused_not_run_as_one(programs, monkeypatch):
+    monkeypatch.setenv("WORKERS", "0")  # the dashboard, reading the same variable, refuses it too
+    with pytest.raises(SystemExit, match="^services: WORKERS='0' is below 1$"):
+        programs.main(["figures"])
+
+
 def test_bin_services_stops_at_a_setting_it_cannot_read(tmp_path):
     """Every command, stop too, read the program list: a traceback, then "unknown service 'redis'
     (known: )". Now the one line naming the setting, and nothing else (no server is touched)."""

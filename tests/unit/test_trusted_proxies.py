@@ -171,38 +171,26 @@ def test_compose_publishes_nothing_but_the_proxy_beyond_the_host():
 
 
 def _gunicorn_scheme(words: list[str], peer: str) -> str:
-    """The scheme gunicorn, run with these command-line words, gives a plain-HTTP request from
-    ``peer`` that says ``X-Forwarded-Proto: https`` (Django takes it for HTTPS when no
-    SECURE_PROXY_SSL_HEADER is set)."""
-    from gunicorn.config import Config
+    """The scheme gunicorn, run with these command-line words (and the config file they name), gives
+    a plain-HTTP request from ``peer`` that says ``X-Forwarded-Proto: https`` (Django takes it for
+    HTTPS when no SECURE_PROXY_SSL_HEADER is set)."""
     from gunicorn.http.message import Request
     from gunicorn.http.unreader import IterUnreader
 
-    cfg = Config()
-    for name, value in vars(cfg.parser().parse_args(words)).items():
-        if value is not None and name != "args":
-            cfg.set(name.lower(), value)
+    from tests.unit.test_gunicorn_config import gunicorn_config
+
     raw = b"GET / HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-Proto: https\r\n\r\n"
-    return Request(cfg, IterUnreader([raw]), (peer, 40000), 1).scheme
+    return Request(gunicorn_config(words), IterUnreader([raw]), (peer, 40000), 1).scheme
 
 
 def test_gunicorn_takes_nobodys_forwarded_proto_for_https(monkeypatch, tmp_path):
     """gunicorn trusted X-Forwarded-Proto from 127.0.0.1 by default (forwarded_allow_ips): with
     DJANGO_TRUSTED_PROXIES=0 a request from this host saying "https" skipped the HTTPS redirect.
-    Only the site decides (SECURE_PROXY_SSL_HEADER, from a trusted proxy's address)."""
-    import importlib.util
-    import shlex
-    import sys
+    Only the site decides (SECURE_PROXY_SSL_HEADER, from a trusted proxy's address). The image's
+    own CMD had the default still."""
+    from tests.unit.test_gunicorn_config import all_words
 
-    monkeypatch.setenv("SERVICES_STATE_DIR", str(tmp_path))
-    spec = importlib.util.spec_from_file_location("programs", ROOT / "services" / "programs.py")
-    programs = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "programs", programs)
-    spec.loader.exec_module(programs)
-    local = programs.program("web").command
-    compose = yaml.safe_load((ROOT / "docker" / "docker-compose.yml").read_text())["services"]["web"]["command"]
-    composed = shlex.split(compose[-1].split("exec gunicorn", 1)[1])
     assert _gunicorn_scheme(["recsite.wsgi"], "127.0.0.1") == "https"  # gunicorn's default, what we turn off
-    for words in (local[1:], composed):
-        assert _gunicorn_scheme(words, "127.0.0.1") == "http", words
-        assert _gunicorn_scheme(words, PROXY) == "http", words  # compose's Caddy: the site reads its header
+    for where, words in all_words(monkeypatch, tmp_path).items():
+        assert _gunicorn_scheme(words, "127.0.0.1") == "http", where
+        assert _gunicorn_scheme(words, PROXY) == "http", where  # compose's Caddy: the site reads its header
