@@ -29,6 +29,7 @@ NOT_FORWARDED = {
     "AIRFLOW_PORT": "bin/pipeline --airflow",
     "AIRFLOW_RUN_TIMEOUT": "bin/pipeline --airflow",
     "SERVICES_STATE_DIR": "bin/pipeline --airflow",
+    "DJANGO_DEBUG": "bin/pipeline --airflow, for the site's sync of run records after the run",
 }
 # Forwarded although no code of ours reads them: Spark itself does.
 READ_BY_SPARK = {"SPARK_LOCAL_IP", "PYSPARK_DRIVER_PYTHON"}
