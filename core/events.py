@@ -45,7 +45,8 @@ MIN_STARS, MAX_STARS = 1, 5
 MAX_TEXT_CHARS = 5000
 MAX_EVENT_BYTES = 64 * 1024
 # A product or user id's characters and length, written once for the two regex dialects below.
-_ID_CHARS = r"[A-Za-z0-9_.:@-]{1,128}"
+MAX_ID_LENGTH = 128  # of a product or user id: the site's Profile.reviewer_id holds one as long
+_ID_CHARS = rf"[A-Za-z0-9_.:@-]{{1,{MAX_ID_LENGTH}}}"
 
 
 def _id_pattern(end: str) -> str:

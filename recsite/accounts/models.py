@@ -6,6 +6,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from core.events import MAX_ID_LENGTH
+
 
 def new_site_id() -> str:
     return f"site-{uuid.uuid4().hex}"
@@ -25,7 +27,7 @@ class Profile(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
     site_id = models.CharField(max_length=64, unique=True, default=new_site_id, editable=False,
                                help_text="Id this account's own ratings and recommendations are stored under.")
-    reviewer_id = models.CharField(max_length=64, unique=True, null=True, blank=True,
+    reviewer_id = models.CharField(max_length=MAX_ID_LENGTH, unique=True, null=True, blank=True,
                                    help_text="Reviewer id in the Amazon data this account acts as.")
 
     def __str__(self) -> str:
