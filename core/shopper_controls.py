@@ -82,8 +82,8 @@ def exclusions(user_id: str, db: Database | None = None) -> set[str]:
 def hidden_since(user_id: str, db: Database | None = None) -> dict[str, float]:
     """{product: when it was hidden} of the user's exclusions (one ``_id`` read): the page that
     lists them shows the latest first."""
-    db = db if db is not None else mongo.get_db()
-    return exclusion_entries(db[mongo.EXCLUSIONS].find_one({"_id": user_id}))
+    db = db if db is not None else mongo.get_db()  # not the products shown again: they are only for writes
+    return exclusion_entries(db[mongo.EXCLUSIONS].find_one({"_id": user_id}, {"items": 1}))
 
 
 def add_exclusion(user_id: str, product_id: str, ts: float, db: Database | None = None) -> set[str]:

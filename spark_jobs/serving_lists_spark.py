@@ -104,7 +104,7 @@ def write_serving_lists_spark(spark: SparkSession, version: str, pairs: DataFram
     if model.ann is not None:  # the cosine graph of similar items: built once here, read by each worker
         ann.save(ann.build(ann.unit_rows(model.item_factors)), d / COSINE_FILE)
     del model
-    excluded = spark.sparkContext.broadcast(shopper_controls.all_exclusions())  # only users who have any
+    excluded = spark.sparkContext.broadcast(shopper_controls.all_exclusions())  # users with a document (an empty set after an undo)
 
     per_user = pairs.groupBy("user_id").agg(F.collect_set("iid").alias("items"))
     per_user = per_user.withColumn("n", F.size("items")).cache()
