@@ -141,7 +141,8 @@ def reviewed_products(user_id: str, db: Database | None = None) -> set[str]:
 
 
 def delete_user_data(user_id: str, db: Database | None = None,
-                     indexed: dict[str, list[str]] | None = None, bump: bool = True) -> dict[str, int]:
+                     indexed: dict[str, list[str]] | None = None, bump: bool = True,
+                     rerun: bool = False) -> dict[str, int]:
     """Remove everything MongoDB keeps about one recommender id; returns what was removed, by kind.
 
     Idempotent (a second call removes nothing more). Live ratings and a linked reviewer's recent
@@ -165,37 +166,36 @@ def delete_user_data(user_id: str, db: Database | None = None,
     :func:`_erase_reviews`) until the search words are unlisted.
 
     Whoever runs it (the site, the worker's ``delete_account``, Celery's sweep), it changes the
-    catalog's revision when it changed what a page shows (:func:`changed_catalog`) or stopped
-    part-way (``core.catalog_revision``), so no page the site cached before shows what it erased.
-    Only the site could, and pages cached between the site's run and the worker's or the sweep's
-    showed the erased reviews for ``CATALOG_CACHE_SECONDS``. Not otherwise: each change makes
-    every cached page unread, and a shopper's own ratings are on no product document, so a
-    sign-up, a rating and a deletion emptied the site's caches. ``bump=False``: the caller erases
-    many accounts and changes it once after them (the sweep, the load's eraser).
+    catalog's revision (``core.catalog_revision``) when it changed what a page shows, right after
+    those writes and before the history goes, or when it stopped part-way, so no page the site
+    cached before shows what it erased. Only the site could, and pages cached between the site's
+    run and the worker's or the sweep's showed the erased reviews for ``CATALOG_CACHE_SECONDS``.
+    Not otherwise: each change makes every cached page unread, and a shopper's own ratings are on
+    no product document, so a sign-up, a rating and a deletion emptied the site's caches.
+    ``rerun``: a run of this deletion came before (the worker's after the site's, a redelivered
+    one) and may have been killed between those writes and its change: with the account's
+    products still in its history, it changes the revision whatever this run finds left to do.
+    ``bump=False``: the caller erases many accounts and changes it once after them (the sweep, the
+    load's eraser).
     """
     db = db if db is not None else mongo.get_db()
     indexed = indexed or {}
     rated, removed = rating_history.history_entries(db[mongo.USER_HISTORY].find_one({"_id": user_id}))
     products = set(rated) | set(removed) | set(indexed)  # reviewed_products(), without reading the history twice
+    at_end = bump and rerun and bool(products)  # changed once, at the end, whatever this run finds
     try:
-        counts = _erase(user_id, products, len(rated), indexed, db)
+        return _erase(user_id, products, len(rated), indexed, db, bump=bump and not at_end)
     except BaseException:  # stopped part-way: what it changed must not be shown from the site's caches
-        if products and bump:
+        if products and bump and not at_end:
             catalog_revision.bump()
         raise
-    if bump and changed_catalog(counts):
-        catalog_revision.bump()
-    return counts
+    finally:
+        if at_end:
+            catalog_revision.bump()
 
 
-def changed_catalog(counts: dict[str, int]) -> bool:
-    """Whether an erasure's ``counts`` say it changed what a cached page shows: a product document
-    (its counts, a quote, a title; also one an earlier, stopped run of the deletion changed),
-    review pages, search postings or the top reviewers."""
-    return any(counts.get(kind) for kind in ("products", "review_pages", "search_postings", "top_users"))
-
-
-def _erase(user_id: str, products: set[str], rated: int, indexed: dict[str, list[str]], db: Database) -> dict[str, int]:
+def _erase(user_id: str, products: set[str], rated: int, indexed: dict[str, list[str]], db: Database,
+           bump: bool) -> dict[str, int]:
     """:func:`delete_user_data`'s writes, product by product then collection by collection."""
     mark = ERASING + rating_history.erasure_token(user_id, db=db)
     pages = corrected = 0
@@ -218,6 +218,8 @@ def _erase(user_id: str, products: set[str], rated: int, indexed: dict[str, list
         db[catalog_index].update_one({"_id": "top_users"}, {"$set": {
             "items": [d for d in top["items"] if d.get("user_id") != user_id]}})
         top_users = 1
+    if bump and (corrected or pages or search_postings or top_users):  # before the history: see the caller
+        catalog_revision.bump()
     counts = {
         "top_users": top_users,
         "ratings": db[mongo.RATINGS].delete_many({"user_id": user_id}).deleted_count,

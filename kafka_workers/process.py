@@ -81,11 +81,11 @@ def forget_user(event: RatingEvent) -> Outcome:
     the site's own run met the same when it sent this event) is Celery's ``finish_erasures``' to end,
     as the site's is: retried here it held the partition (three 30 s lock waits) and then went to the
     dead letters, though nothing was wrong with the event."""
-    rating_history.record_deleted_user(event.user_id)
+    rerun = not rating_history.record_deleted_user(event.user_id)  # the site's run (or a killed one of ours) came first
     with locking.writer_lock(event.user_id):
         pass  # a list writer that checked before the mark has written when this is taken; later ones see it
     try:
-        shopper_controls.delete_user_data(event.user_id)
+        shopper_controls.delete_user_data(event.user_id, rerun=rerun)
     except shopper_controls.INTERRUPTIONS as exc:
         log.warning("delete_account of %s: the erasure stopped (%s); finish_erasures ends it", event.user_id, exc)
     list_state.drop(event.user_id)

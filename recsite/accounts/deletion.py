@@ -60,7 +60,7 @@ def delete_account(user, request=None) -> AccountDeletion:
     reviewed = shopper_controls.reviewed_products(rid)  # read before the history goes with the rest
     ref = ""
     try:
-        counts = shopper_controls.delete_user_data(rid)
+        counts = shopper_controls.delete_user_data(rid, rerun=asked_before)
     except shopper_controls.INTERRUPTIONS as exc:
         log.warning("account deletion: the erasure stopped (%s); Celery's finish_erasures ends it", exc)
         counts = {UNFINISHED: type(exc).__name__}
@@ -72,11 +72,8 @@ def delete_account(user, request=None) -> AccountDeletion:
                         "not learn when it ends", note_exc.__class__.__name__)
             ref = ""
     products.forget_reviews(reviewed)  # after MongoDB changed: the next view reads the reviews again
-    # Their counts, a title quoting them, search words: delete_user_data made them unread if it
-    # changed any. A run asked before and killed past its last write may have changed what this
-    # one finds unchanged, and never said so; otherwise nothing cached is thrown away.
-    if asked_before:
-        products.forget_catalog()
+    # their counts, a title quoting them, search words: delete_user_data made them unread if it (or
+    # a run asked before, maybe killed before it could say so) changed any
     try:
         kafka_io.publish_rating(RatingEvent(user_id=rid, product_id="", rating=0, action=DELETE_ACCOUNT))
         notified = True

@@ -267,6 +267,31 @@ def test_an_erasure_that_fails_part_way_still_changes_the_catalog_revision(own_d
     assert catalog_revision.current() != before
 
 
+def test_a_run_again_after_a_run_killed_before_its_revision_change_makes_it(own_db, monkeypatch):
+    """A run killed (SIGKILL: no ``except``, no ``finally`` runs) after it rewrote the product
+    documents and before it changed the catalog's revision left pages cached before it showing the
+    erased review, and the run again (the worker's redelivered ``delete_account``) found nothing
+    left to change there, so it changed nothing either. Run as a rerun, it does."""
+    from core import catalog_revision
+
+    class Killed(BaseException):
+        pass
+
+    def killed():
+        raise Killed()
+
+    _write_shop(own_db)
+    rating_history.record_deleted_user("u", db=own_db)
+    with monkeypatch.context() as patched:
+        patched.setattr(catalog_revision, "bump", killed)  # killed as it was about to change it
+        with pytest.raises(Killed):
+            shopper_controls.delete_user_data("u", db=own_db)
+    assert own_db[mongo.PRODUCTS].find_one({"_id": "P"})["n_reviews"] == 2  # rewritten by the killed run
+    before = catalog_revision.current()
+    assert shopper_controls.delete_user_data("u", db=own_db, rerun=True)["products"] == 0  # nothing left there
+    assert catalog_revision.current() != before
+
+
 def test_a_reload_of_the_search_index_during_a_deletion_keeps_what_it_loaded(own_db, monkeypatch):
     """A deletion read the search keys it unlists words from, then wrote them back by the
     collection's name: a reload that moved the index's pointer in between got the old keys back,

@@ -380,8 +380,10 @@ def test_delete_my_account_removes_it_everywhere(shop, make_user, django_user_mo
 
 
 def _catalog_revision() -> bytes | None:
+    """The revision in Redis (made by the first read, as any page's makes it)."""
     from core import catalog_revision
 
+    catalog_revision.current()
     return list_state.client().get(catalog_revision._key())
 
 
