@@ -13,6 +13,7 @@ import time
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.db import transaction
 from django.utils.html import format_html, format_html_join
 
 from accounts import deletion
@@ -206,10 +207,22 @@ class RecommenderUserAdmin(UserAdmin):
         history and list in MongoDB under an id nobody owned, for training to go on learning from."""
         deletion.delete_account(obj)
 
+    def log_deletions(self, request, queryset) -> None:
+        """Nothing here for "delete selected", which calls this for every user selected before any
+        is deleted: :meth:`delete_queryset` logs each as its deletion is done. The delete page's
+        one user is logged here, in the page's transaction with the deletion."""
+        if request.POST.get("action") == "delete_selected":
+            return
+        super().log_deletions(request, queryset)
+
     def delete_queryset(self, request, queryset) -> None:
-        """The list's "delete selected": each one as :meth:`delete_model`."""
+        """The list's "delete selected": each one as :meth:`delete_model`, logged with its deletion
+        (one transaction). An error (MongoDB down) stops the action with the users before it deleted
+        and logged, none after; "delete selected" had logged them all, and half-deleted them."""
         for user in queryset:
-            deletion.delete_account(user)
+            with transaction.atomic():
+                super().log_deletions(request, [user])
+                deletion.delete_account(user)
 
     @admin.display(description="recommender id")
     def recommender_id(self, obj) -> str:

@@ -422,3 +422,35 @@ def test_deleting_a_user_in_the_admin_erases_what_the_recommender_keeps(mongo_db
     assert rating_history.is_deleted_user(uid, db=mongo_db)
     assert AccountDeletion.objects.get().counts["history"] == 1
     assert client.get("/admin/").status_code == 200
+
+
+def test_delete_selected_stopped_by_mongodb_keeps_and_logs_only_what_it_deleted(mongo_db, site_cache, client, make_user,
+                                                                              monkeypatch):
+    """Django's "delete selected" logs every selected user as deleted before deleting any: with
+    MongoDB failing at the second, the admin's history said all three were deleted. Each is now
+    logged with its deletion; the action stops at the error."""
+    from django.contrib.admin.models import DELETION, LogEntry
+    from django.contrib.auth.models import User
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from core import shopper_controls
+
+    staff = make_user(staff=True)
+    client.force_login(staff)
+    shoppers = sorted((make_user() for _ in range(3)), key=lambda u: u.pk)
+    erase, calls = shopper_controls.delete_user_data, []
+
+    def second_fails(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise ServerSelectionTimeoutError("no server")
+        return erase(*args, **kwargs)
+
+    monkeypatch.setattr(shopper_controls, "delete_user_data", second_fails)
+    stopped = client.post("/admin/auth/user/", {"action": "delete_selected", "post": "yes",
+                                                "_selected_action": [u.pk for u in shoppers]})
+    assert stopped.status_code == 503
+    left = set(User.objects.filter(pk__in=[u.pk for u in shoppers]).values_list("pk", flat=True))
+    logged = set(LogEntry.objects.filter(action_flag=DELETION).values_list("object_id", flat=True))
+    assert len(left) == 2 and len(calls) == 2
+    assert logged == {str(u.pk) for u in shoppers} - {str(pk) for pk in left}
