@@ -668,9 +668,11 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
     changed: list[str] = []  # the accounts erased again and the products recounted, so far
     try:
         return _erase_and_recount(since, reviews, products, stamp, changed)
-    finally:  # once, after the recounts and whatever stopped them (delete_user_data's ``bump``)
-        if changed:
-            catalog_revision.bump()
+    finally:  # once, after the recounts and whatever stopped them (delete_user_data's ``bump``); and
+        # whatever they did, the load changed the catalog: the site's cached pages are keyed by the
+        # model version too, but a load whose model publish rejects keeps it (a category it added
+        # was a 404 until the cached list of categories lapsed)
+        catalog_revision.bump()
 
 
 def _erase_and_recount(since: float, reviews: DataFrame, products: DataFrame, stamp: int,

@@ -73,8 +73,9 @@ def catalog_generation() -> str:
 def categories() -> list[dict[str, Any]]:
     """The catalog's categories (:func:`core.catalog.categories`), kept per :func:`catalog_generation`
     as the catalog pages are: the home page and every category page list them, and a page served
-    from the cache must read no MongoDB. A new load comes with a new model (``CURRENT``), which
-    changes the generation, so its categories show at once."""
+    from the cache must read no MongoDB. A load changes the catalog's revision when it ends
+    (spark_jobs.mongo_load.erase_accounts_deleted_since), so its categories show at once, whether
+    or not its model is published."""
     key = f"catalog:categories:{catalog_generation()}"
     found = cache.get(key)
     if found is None:

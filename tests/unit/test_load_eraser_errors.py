@@ -71,3 +71,27 @@ def test_a_failed_load_prints_how_many_accounts_its_eraser_erased(capsys):
             raise LoadFailed("the review pages' write failed")
     assert "deleted_accounts_erased" not in record
     assert "erased 3 accounts deleted during the load" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_load_changes_the_catalog_revision_even_when_its_eraser_had_nothing_to_do(monkeypatch, fails):
+    """The site keys its cached titles, counts and categories by the model version and the catalog
+    revision; the revision changed only when the eraser erased someone, so after a load whose model
+    publish rejected, a category the load added was a 404 until the cached list lapsed."""
+    from spark_jobs import mongo_load
+
+    bumps: list[int] = []
+
+    def nothing_to_erase(*args) -> int:
+        if fails:
+            raise EraserFailed("deleted_users unreadable")
+        return 0
+
+    monkeypatch.setattr(mongo_load, "_erase_and_recount", nothing_to_erase)
+    monkeypatch.setattr(mongo_load.catalog_revision, "bump", lambda: bumps.append(1))
+    if fails:
+        with pytest.raises(EraserFailed):
+            mongo_load.erase_accounts_deleted_since(0.0, None, None, 1)
+    else:
+        assert mongo_load.erase_accounts_deleted_since(0.0, None, None, 1) == 0
+    assert bumps == [1]
