@@ -46,7 +46,7 @@ EVAL_MIN_USERS = env_int("EVAL_MIN_USERS", 10_000)
 # this many pairs (all users below it, so small files are tuned on everything).
 TUNE_MAX_INTERACTIONS = env_int("TUNE_MAX_INTERACTIONS", 2_000_000)
 K = 10
-EASE_GRID = env_floats("EASE_LAMBDAS", (50, 100, 200, 400, 800), minimum=0)
+EASE_GRID = env_floats("EASE_LAMBDAS", (50, 100, 200, 400, 800), minimum=1)  # 0: a singular Gram matrix
 # Each configuration MLlib tries is a distributed fit over every user (25M interactions: 24-41 min
 # per fit on this machine's 2 cores, docs/benchmarks.md), so at the full release's size an operator
 # tries fewer than the 4 default.

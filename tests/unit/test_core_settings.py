@@ -135,7 +135,7 @@ def test_the_dashboard_refuses_zero_workers(monkeypatch):
 
 
 @pytest.mark.parametrize("name, value", [("EASE_LAMBDAS", "nan"), ("EASE_LAMBDAS", "50,,100"),
-                                         ("EASE_LAMBDAS", "-5"), ("SPARK_GRID_SIZE", "0")])
+                                         ("EASE_LAMBDAS", "-5"), ("EASE_LAMBDAS", "0,100"), ("SPARK_GRID_SIZE", "0")])
 def test_train_refuses_a_grid_that_cannot_work_naming_the_variable(name, value):
     """spark_jobs.engines reads them at import (in a fresh interpreter here, so no module is left
     half-imported): a bare float() said "could not convert string to float: ''" and took nan."""
