@@ -12,6 +12,7 @@ from accounts.models import recommender_id
 from core import catalog, rating_history, stored_lists
 from core.breaker import Unavailable
 from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, is_event_id, is_product_id
+from core.search import unused_words
 from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
@@ -56,7 +57,7 @@ def similar(request, product_id: str):
 
 
 @extend_schema(parameters=[SearchQuery], responses={200: SearchOut, 400: None, 429: None},
-               description="Products matching every word of q (prefixes of title, brand and category "
+               description="Products matching every word of q, up to its first 8 (the rest: unused_words) (prefixes of title, brand and category "
                            "words, whole words of reviews), title/brand/category matches first. Throttled.")
 @api_view(["GET"])
 @permission_classes([AllowAny])
@@ -70,7 +71,8 @@ def search(request):
     return Response({"total": total, "page": p["page"], "items": [
         {"product_id": d["_id"], "title": headline(d), "brand": d.get("brand") or "",
          "category": d.get("category") or "", "n_reviews": int(d.get("n_reviews") or 0),
-         "avg_rating": float(d.get("avg_rating") or 0)} for d in found]})
+         "avg_rating": float(d.get("avg_rating") or 0)} for d in found],
+        "unused_words": unused_words(p["q"])})
 
 
 @extend_schema(request=RatingIn, responses={202: RatingOut, 400: None, 409: None, 429: None, 503: None},

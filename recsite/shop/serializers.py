@@ -142,3 +142,5 @@ class SearchOut(serializers.Serializer):
     total = serializers.IntegerField()
     page = serializers.IntegerField()
     items = SearchHit(many=True)
+    unused_words = serializers.ListField(child=serializers.CharField(), help_text=(
+        "the query's words past the first 8, not searched for: the items may lack them"))

@@ -71,6 +71,9 @@ def test_words_past_the_eighth_are_named_on_the_page(indexed, site_cache, client
     assert total == 0 and _unused(page) == ["w5", "w6"]  # repeats are one word; the first eight are read
     total, _, page = _search(client, "synthetic product rt w1 w2 w3 w4 w5 zzznotaword")
     assert total == 300 and _unused(page) == ["zzznotaword"]
+    api = client.get("/api/search/", {"q": "synthetic product rt w1 w2 w3 w4 w5 zzznotaword"}).json()
+    assert api["total"] == 300 and api["unused_words"] == ["zzznotaword"]  # the API says so too
+    assert client.get("/api/search/", {"q": "synthetic"}).json()["unused_words"] == []
 
 
 def test_a_word_too_long_to_be_indexed_matches_nothing(indexed, site_cache, client):
