@@ -72,6 +72,26 @@ def test_not_interested_remove_rating_and_delete_account(stack, browser, site_ca
     expect(page.locator(f"#recs li[data-product='{unwanted}']")).to_have_count(0)
     assert _listed(page) and unwanted not in _listed(page)
 
+    # take it back from the header's "Hidden products": the page lists it with its button
+    other.click("#nav-hidden")
+    other.wait_for_url("**/hidden/")
+    hidden = other.locator(f"#hidden li[data-product='{unwanted}']")
+    for _ in range(120):  # the worker may not have stored the exclusion yet: the page reads MongoDB
+        if hidden.count():
+            break
+        other.wait_for_timeout(500)
+        other.reload()
+    _shot(other, "controls-hidden")
+    hidden.locator("form.interested-again button").click()
+    other.wait_for_url("**/hidden/")
+    expect(other.locator(".msg.success")).to_contain_text("may be recommended to you again")
+    for _ in range(120):
+        if other.locator("#nothing-hidden").count():
+            break
+        other.wait_for_timeout(500)
+        other.reload()
+    expect(other.locator("#nothing-hidden")).to_be_visible()
+
     # change, then remove, the first rating on its product page
     other.goto(f"/p/{first}/")
     expect(other.locator("#rate")).to_contain_text("You rated this 5 ★.")
