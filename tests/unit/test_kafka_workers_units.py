@@ -168,7 +168,7 @@ def test_deleting_an_account_waits_for_a_list_writer_between_its_mark_and_its_da
 
     monkeypatch.setattr(locking, "writer_lock", writer_lock)
     monkeypatch.setattr(rating_history, "record_deleted_user", lambda u: steps.append(("mark", u)))
-    monkeypatch.setattr(shopper_controls, "delete_user_data", lambda u: steps.append(("delete", u)))
+    monkeypatch.setattr(shopper_controls, "delete_user_data", lambda u, **kw: steps.append(("delete", u)))
     monkeypatch.setattr(list_state, "drop", lambda u: steps.append(("drop", u)))
     outcome = process.forget_user(RatingEvent(user_id="u1", product_id="", rating=0, action=events.DELETE_ACCOUNT))
     assert outcome.status == "processed"
