@@ -329,6 +329,9 @@ def onboarding(request):
     rated = set(history)
     # neither what the shopper rated nor what they said they are not interested in
     lists = recommendations.onboarding_lists(exclude=rated | excluded)
+    # no more than may be rated at once (RATING_RATE): rating every product offered must not be refused
+    most = max(1, RatingRateThrottle().num_requests // max(1, len(lists)))
+    lists = [{**lst, "items": lst["items"][:most]} for lst in lists]
     offered = [p["pid"] for lst in lists for p in lst["items"]]
     form = OnboardingForm(request.POST or None, product_ids=offered)
     status, retry_after = 200, None

@@ -267,6 +267,21 @@ def test_signup_leads_to_onboarding_whose_picks_make_the_first_list(site, client
     assert again and not set(again) & set(picks)
 
 
+def test_onboarding_offers_no_more_products_than_may_be_rated_at_once(site, client):
+    """Six categories of six: 36 products offered against a default limit of 30 ratings a minute,
+    and a shopper who rated them all was refused whole. Each category's list is cut alike."""
+    from django.test import override_settings
+
+    _signup(client)
+    with override_settings(RATING_RATE="6/min"):
+        page = _get(client, "/welcome/")
+    offered = re.findall(r'<select name="rate_([^"]+)"', page)
+    for category in ("Gift Cards", "Musical Instruments"):
+        assert f"Popular in {category}</h2>" in page
+        assert set(site.order(category)[:3]) <= set(offered)
+    assert len(offered) == 6
+
+
 def test_onboarding_needs_a_login(site, client):
     response = client.get("/welcome/")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
