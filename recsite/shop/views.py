@@ -168,7 +168,7 @@ def product(request, product_id: str):
     if request.user.is_authenticated:
         uid = recommender_id(request.user)
         rated, excluded = recommendations.rated_and_excluded(uid)
-        mine, hidden_here = rated.get(product_id), product_id in excluded
+        mine, hidden_here = rated.get(product_id), product_id in excluded and product_id not in _shown_again(request)
         hidden = excluded & {c["product_id"] for c in similar + bought_together}
         if hidden:  # "not interested" items are not shown to this user here either
             similar = [c for c in similar if c["product_id"] not in hidden]
@@ -246,16 +246,43 @@ def unrate(request, product_id: str):
 
 @_product_post
 def not_interested(request, product_id: str):
-    return _control(request, product_id, NOT_INTERESTED,
-                    "Got it: we will not recommend that product to you again (changed your mind? "
-                    "“Hidden products” lists it). Your recommendations are updating.")
+    response = _control(request, product_id, NOT_INTERESTED,
+                        "Got it: we will not recommend that product to you again (changed your mind? "
+                        "“Hidden products” lists it). Your recommendations are updating.")
+    if response.status_code == 302:
+        _note_shown_again(request, product_id, None)
+    return response
 
 
 @_product_post
 def interested_again(request, product_id: str):
     """Take "not interested" back: a click by mistake must not hide a product for good."""
-    return _control(request, product_id, INTERESTED_AGAIN,
-                    "Got it: that product may be recommended to you again. Your recommendations are updating.")
+    response = _control(request, product_id, INTERESTED_AGAIN,
+                        "Got it: that product may be recommended to you again. Your recommendations are updating.")
+    if response.status_code == 302:
+        _note_shown_again(request, product_id, time.time())
+    return response
+
+
+SHOWN_AGAIN_S = 60.0  # how long the session remembers an undo the worker may not have applied yet
+
+
+def _note_shown_again(request, product_id: str, at: float | None) -> None:
+    """Remember in the session that this shopper just took "not interested" back (``at``), or
+    forget it (None: hidden again), so the page the undo returns to, read before the worker
+    applied it, does not show the product hidden with its button again (:func:`_shown_again`)."""
+    now = time.time()
+    noted = {p: t for p, t in request.session.get("shown_again", {}).items() if now - t < SHOWN_AGAIN_S}
+    noted.pop(product_id, None)
+    if at is not None:
+        noted[product_id] = at
+    request.session["shown_again"] = noted
+
+
+def _shown_again(request) -> dict[str, float]:
+    """{product: when} of the shopper's undos of the last ``SHOWN_AGAIN_S`` seconds (this session)."""
+    now = time.time()
+    return {p: t for p, t in request.session.get("shown_again", {}).items() if now - t < SHOWN_AGAIN_S}
 
 
 HIDDEN_PER_PAGE = 24
@@ -270,7 +297,9 @@ def hidden_products(request):
     form = ListPageForm(request.GET)
     if not form.is_valid():
         return HttpResponse(f"Invalid page: {form.errors.as_text()}", status=400, content_type="text/plain")
-    since = shopper_controls.hidden_since(recommender_id(request.user))
+    undone = _shown_again(request)
+    since = {p: t for p, t in shopper_controls.hidden_since(recommender_id(request.user)).items()
+             if not t < undone.get(p, 0.0)}  # hidden before an undo the worker has not applied yet
     latest_first = sorted(since, key=lambda p: (-since[p], p))
     page = Paginator(latest_first, HIDDEN_PER_PAGE).get_page(form.cleaned_data["page"] or 1)
     return render(request, "shop/hidden_products.html", {"page": page, "products": products_cache.cards(list(page))})

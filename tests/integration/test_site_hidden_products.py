@@ -58,3 +58,30 @@ def test_a_hidden_product_is_not_offered_to_its_shopper(rt_catalog, site_cache, 
     assert ids_in(client.get(f"/p/{shown}/").content.decode(), "fbt") == [hidden, kept]
     assert hidden in _offered(client)
     assert hidden in ids_in(client.get("/").content.decode(), "home-popular")
+
+
+def test_a_product_just_shown_again_is_not_shown_hidden_before_the_worker_applies_it(rt_catalog, site_cache, client,
+                                                                                      make_user):
+    """Right after "Show it to me again", the page it returns to read the exclusions before the
+    worker applied the undo: the product still hidden there, with its button, under the message
+    that it would be recommended again, and a second click sent another event."""
+    from accounts.models import recommender_id
+    from core import shopper_controls
+
+    user, pid = make_user(), rt_catalog.products[2]
+    client.force_login(user)
+    uid = recommender_id(user)
+    shopper_controls.add_exclusion(uid, pid, time.time() - 5, db=rt_catalog.db)
+    assert f'data-product="{pid}"' in client.get("/hidden/").content.decode()
+    assert 'id="hidden-notice"' in client.get(f"/p/{pid}/").content.decode()
+
+    undone = client.post(f"/p/{pid}/interested-again/", {"next": "hidden"})
+    assert undone.status_code == 302 and undone["Location"] == "/hidden/"
+    assert pid in shopper_controls.exclusions(uid, db=rt_catalog.db)  # no worker here: still stored hidden
+    assert f'data-product="{pid}"' not in client.get("/hidden/").content.decode()
+    assert 'id="hidden-notice"' not in client.get(f"/p/{pid}/").content.decode()
+
+    # hidden again (a newer "not interested"): shown hidden again at once
+    assert client.post(f"/p/{pid}/not-interested/", {"next": "product"}).status_code == 302
+    shopper_controls.add_exclusion(uid, pid, time.time(), db=rt_catalog.db)
+    assert f'data-product="{pid}"' in client.get("/hidden/").content.decode()
