@@ -665,9 +665,8 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
     read changed files). Every later load writes the product (a deleted account reviewed it: see
     ``touched`` in :func:`_load_new_categories`), and its eraser drops the listing.
     """
-    changed: list[str] = []  # the accounts erased again and the products recounted, so far
     try:
-        return _erase_and_recount(since, reviews, products, stamp, changed)
+        return _erase_and_recount(since, reviews, products, stamp)
     finally:  # once, after the recounts and whatever stopped them (delete_user_data's ``bump``); and
         # whatever they did, the load changed the catalog: the site's cached pages are keyed by the
         # model version too, but a load whose model publish rejects keeps it (a category it added
@@ -675,10 +674,8 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
         catalog_revision.bump()
 
 
-def _erase_and_recount(since: float, reviews: DataFrame, products: DataFrame, stamp: int,
-                       changed: list[str]) -> int:
-    """:func:`erase_accounts_deleted_since`'s passes; adds to ``changed`` each account and product
-    before it changes them."""
+def _erase_and_recount(since: float, reviews: DataFrame, products: DataFrame, stamp: int) -> int:
+    """:func:`erase_accounts_deleted_since`'s passes."""
     db = mongo.get_db()
     done: list[str] = []
     recounted = 0
@@ -691,7 +688,6 @@ def _erase_and_recount(since: float, reviews: DataFrame, products: DataFrame, st
             for r in theirs.collect():
                 indexed.setdefault(r["user_id"], {}).setdefault(r["product_id"], []).append(r["summary_clean"] or "")
         for user_id in new:  # the catalog revision changes once, after the recounts
-            changed.append(user_id)
             shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id), bump=False)
         done = deleted
         # the products deletions during this load listed for a recount (a listing apart: a mark on
@@ -707,7 +703,6 @@ def _erase_and_recount(since: float, reviews: DataFrame, products: DataFrame, st
                                "products; the counts may include one: run the load again (with --force)")
         fields = recounts(products, reviews, deleted, affected)
         for pid in sorted(affected):
-            changed.append(pid)
             shopper_controls.write_recount(pid, fields.get(pid) or _unreviewed(pid), stamp, db=db)
         recounted += 1
 
