@@ -24,6 +24,11 @@ def exclusion_entries(doc: dict | None) -> dict[str, float]:
     items = (doc or {}).get("items") or []
     if isinstance(items, dict):
         return {p: float(t) for p, t in items.items()}
+    return _entries(items)
+
+
+def _entries(items: list[dict[str, Any]]) -> dict[str, float]:
+    """{product: when} of a stored array of ``{p, t}`` (:func:`exclusion_items` writes it)."""
     return {e["p"]: float(e["t"]) for e in items}
 
 
@@ -33,7 +38,7 @@ SHOWN = "shown"  # the field of an exclusions document that holds :func:`shown_a
 def shown_again_entries(doc: dict | None) -> dict[str, float]:
     """{product: when} the shopper took a "not interested" back (``interested_again``): kept like a
     history's ``removed``, so a "not interested" older than that, delivered late, cannot hide it again."""
-    return {e["p"]: float(e["t"]) for e in (doc or {}).get(SHOWN) or []}
+    return _entries((doc or {}).get(SHOWN) or [])
 
 
 def exclusion_items(items: dict[str, float]) -> list[dict[str, Any]]:

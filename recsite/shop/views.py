@@ -271,8 +271,7 @@ def _note_shown_again(request, product_id: str, at: float | None) -> None:
     """Remember in the session that this shopper just took "not interested" back (``at``), or
     forget it (None: hidden again), so the page the undo returns to, read before the worker
     applied it, does not show the product hidden with its button again (:func:`_shown_again`)."""
-    now = time.time()
-    noted = {p: t for p, t in request.session.get("shown_again", {}).items() if now - t < SHOWN_AGAIN_S}
+    noted = _shown_again(request)
     noted.pop(product_id, None)
     if at is not None:
         noted[product_id] = at
