@@ -51,17 +51,9 @@ REVIEWS_REVISION_KEEP_S = catalog_revision_store.KEEP_S
 
 
 def catalog_revision() -> str:
-    """The catalog's revision (:mod:`core.catalog_revision`): changed by :func:`forget_catalog` and by
-    every run of an account's erasure."""
+    """The catalog's revision (:mod:`core.catalog_revision`): changed by an account's erasure that
+    rewrote product documents, and at the end of every load."""
     return catalog_revision_store.current()
-
-
-def forget_catalog() -> None:
-    """Product documents changed outside a reload (an account deletion took a reviewer's reviews
-    out of their counts, titles and search keys): nothing that showed a product's title or counts,
-    or a search's results, is read again. One revision for the whole catalog, not one per product:
-    a user's list or a catalog page shows many products, and such deletions are rare."""
-    catalog_revision_store.bump()
 
 
 def catalog_generation() -> str:

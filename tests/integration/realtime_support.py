@@ -451,9 +451,9 @@ def _new_site_catalog() -> None:
     from django.conf import settings as dj
 
     if "-test-" in dj.CACHES["default"].get("KEY_PREFIX", ""):
-        from shop import products
+        from core import catalog_revision
 
-        products.forget_catalog()
+        catalog_revision.bump()
 
 
 @pytest.fixture

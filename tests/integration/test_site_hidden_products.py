@@ -28,14 +28,13 @@ def _offered(client) -> set[str]:
 
 def test_a_hidden_product_is_not_offered_to_its_shopper(rt_catalog, site_cache, client, make_user):
     from accounts.models import recommender_id
-    from core import mongo, popular, shopper_controls
-    from shop import products as products_cache
+    from core import catalog_revision, mongo, popular, shopper_controls
 
     products = rt_catalog.products
     # products[1] is the most reviewed in its category: the picker offers it to everyone else
     shown, hidden, kept = products[0], products[1], products[4]
     rt_catalog.db[mongo.PRODUCTS].update_one({"_id": shown}, {"$set": {"also_buy": [hidden, kept]}})
-    products_cache.forget_catalog()  # nothing cached of these products before the change is read
+    catalog_revision.bump()  # nothing cached of these products before the change is read
     popular.refresh_popular()
 
     # Another shopper first: what they see is cached, and must not be served to the one who hid it.
