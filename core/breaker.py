@@ -46,6 +46,11 @@ class CircuitBreaker:
             self._failing = False
 
     @property
+    def failing(self) -> bool:
+        """The last call through this breaker failed (whether or not its cooldown has passed)."""
+        return self._failing
+
+    @property
     def is_open(self) -> bool:
         with self._lock:
             return self._failing and time.monotonic() < self._retry_at

@@ -46,6 +46,7 @@ import re
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Iterator
 
@@ -162,6 +163,33 @@ def fail_fast() -> Iterator[None]:
     BREAKER.success()
 
 
+_IN_WEB_REQUEST: ContextVar[bool] = ContextVar("mongo_in_web_request", default=False)
+
+
+@contextmanager
+def web_request() -> Iterator[None]:
+    """A web request's use of MongoDB: refused at once while it is known to be down.
+
+    Pages and the API's reads use the client's own 5 s server selection. During an outage each
+    of them held a gunicorn thread for those 5 s, so a few requests a second stalled the whole
+    site, pages that need no MongoDB included. Inside this block :func:`get_db` says "unavailable"
+    at once when the last guarded call failed (``BREAKER``) and the driver has not seen the server
+    since: its monitor checks every 10 s, and every rating's probe checks too, so pages come back
+    within seconds of the server. A slow server (a timeout, the server still known) is tried as
+    before.
+    """
+    token = _IN_WEB_REQUEST.set(True)
+    try:
+        yield
+    finally:
+        _IN_WEB_REQUEST.reset(token)
+
+
+def _refuse_while_down(client: MongoClient) -> None:
+    if BREAKER.failing and not client.topology_description.has_readable_server():
+        raise StoreUnavailable("MongoDB is unavailable (it failed moments ago and has not been seen since)")
+
+
 _databases: dict[str | None, tuple[MongoClient, dict[str, ReloadableDatabase]]] = {}
 
 
@@ -171,6 +199,8 @@ def get_db(uri: str | None = None, name: str | None = None) -> Database:
     worker batch: ~5% of the worker's CPU, profiled). A new client (``get_client``'s cache
     cleared) replaces all of the old one's, so an old client is not held here."""
     client, name = get_client(uri), name or get_settings().mongo_db
+    if _IN_WEB_REQUEST.get():
+        _refuse_while_down(client)
     kept = _databases.get(uri)
     if kept is None or kept[0] is not client:
         kept = _databases[uri] = (client, {})

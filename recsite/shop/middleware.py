@@ -2,8 +2,9 @@
 
 The rating views answer 503 themselves, at once, behind the breakers (core.breaker); other pages
 (product, recommendations, search, the API's reads) meet the outage as an exception from pymongo
-after the driver's server-selection timeout. This turns those into the same documented answer,
-and tells the MongoDB breaker, so the next rating is refused at once instead of waiting too.
+after the driver's server-selection timeout, then, while the driver has not seen the server back,
+at once (``core.mongo.web_request``). This turns those into the same documented answer, and
+tells the MongoDB breaker, so the next rating is refused at once instead of waiting too.
 Other errors are left to Django (a real bug stays a 500, logged with its traceback).
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ RETRY_AFTER_S = "5"
 
 def outage_middleware(get_response):
     def middleware(request):
-        return get_response(request)
+        with mongo.web_request():  # while MongoDB is known down, a page that needs it is refused at once
+            return get_response(request)
 
     def process_exception(request, exception):
         if isinstance(exception, _OUTAGE):
