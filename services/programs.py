@@ -258,7 +258,7 @@ def kafka_ready(port: int) -> Health:
 
 # --- the list --------------------------------------------------------------------------------------
 
-def _port(var: str, default: int, minimum: int | None = None) -> int:
+def _whole_number(var: str, default: int, minimum: int | None = None) -> int:
     """The whole number in ``var`` (ports, counts, timeouts in seconds), else ``default``; a value
     that is not one, or is below ``minimum``, stops every command with one line naming it (not a
     traceback), as core.env does for the programs (not imported: this module is standard library only)."""
@@ -280,16 +280,16 @@ def programs() -> list[Program]:
     state = Path(env.get("SERVICES_STATE_DIR") or local)
     svc, logs = state / "services", state / "log"
     venv = local / "venv" / "bin"
-    redis_port, mongo_port = _port("REDIS_PORT", 6379), _port("MONGO_PORT", 27017)
-    pg_port = _port("POSTGRES_PORT", 5433)
-    kafka_port, controller_port = _port("KAFKA_PORT", 9092), _port("KAFKA_CONTROLLER_PORT", 9093)
-    airflow_port, web_port = _port("AIRFLOW_PORT", 8080), _port("WEB_PORT", 8000)
-    workers, metrics_base = _port("WORKERS", 1, minimum=1), _port("WORKER_METRICS_PORT", 9410)
+    redis_port, mongo_port = _whole_number("REDIS_PORT", 6379), _whole_number("MONGO_PORT", 27017)
+    pg_port = _whole_number("POSTGRES_PORT", 5433)
+    kafka_port, controller_port = _whole_number("KAFKA_PORT", 9092), _whole_number("KAFKA_CONTROLLER_PORT", 9093)
+    airflow_port, web_port = _whole_number("AIRFLOW_PORT", 8080), _whole_number("WEB_PORT", 8000)
+    workers, metrics_base = _whole_number("WORKERS", 1, minimum=1), _whole_number("WORKER_METRICS_PORT", 9410)
     kafka_home = local / "opt" / f"kafka-{env.get('KAFKA_VERSION', '3.9.1')}"
     app_env = {"PYTHONPATH": str(ROOT)}
     redis_url = env.get("REDIS_URL") or f"redis://127.0.0.1:{redis_port}/0"
-    s3_port, bucket = _port("S3_PORT", 9000), env.get("S3_BUCKET") or "recommender"
-    spark_port, spark_ui = _port("SPARK_MASTER_PORT", 7077), _port("SPARK_MASTER_WEBUI_PORT", 8090)
+    s3_port, bucket = _whole_number("S3_PORT", 9000), env.get("S3_BUCKET") or "recommender"
+    spark_port, spark_ui = _whole_number("SPARK_MASTER_PORT", 7077), _whole_number("SPARK_MASTER_WEBUI_PORT", 8090)
     spark_class = str(_pyspark_home(local) / "bin" / "spark-class")
     # loopback only; executors run the app's Python (the jobs ship core/ and spark_jobs/ with --py-files)
     spark_env = {"SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON") or str(venv / "python")}
@@ -328,13 +328,13 @@ def programs() -> list[Program]:
                           "-cp", f"{kafka_home / 'libs'}/*", "kafka.Kafka", str(svc / "kafka" / "server.properties")],
                 ports=[kafka_port, controller_port], health=kafka_ready(kafka_port),
                 address=f"127.0.0.1:{kafka_port} (controller 127.0.0.1:{controller_port})",
-                start_timeout_s=_port("KAFKA_START_TIMEOUT", 120), stop_wait_s=60),
+                start_timeout_s=_whole_number("KAFKA_START_TIMEOUT", 120), stop_wait_s=60),
         # bin/services exports Airflow's settings (airflow_env) before it writes this program.
         Program("airflow", [str(local / "airflow-venv" / "bin" / "airflow"), "standalone"],
                 ports=[airflow_port], address=f"http://127.0.0.1:{airflow_port}/",
                 health=http_ok(f"http://127.0.0.1:{airflow_port}/api/v2/monitor/health",
                                f"http://127.0.0.1:{airflow_port}/health"),
-                start_timeout_s=_port("AIRFLOW_START_TIMEOUT", 300), stop_wait_s=30,
+                start_timeout_s=_whole_number("AIRFLOW_START_TIMEOUT", 300), stop_wait_s=30,
                 fail_marker="\nException in thread"),  # standalone lives on when a component dies
         # Loopback only, plain HTTP: DEBUG unless the caller decides (DJANGO_DEBUG=0 for production
         # settings). Everything else (workers, threads, limits, no trusted X-Forwarded-Proto) is
@@ -414,7 +414,7 @@ def _ferretdb_backend(env: Mapping[str, str], svc: Path, pg_port: int) -> list[s
     # pauses are a quarter as long and bulk writes as fast (docs/benchmarks.md).
     return ["--handler=sqlite", f"--sqlite-url=file:{svc / 'mongo' / 'data'}/?_pragma=synchronous("
                                 f"{env.get('FERRETDB_SQLITE_SYNCHRONOUS', 'normal')})&_pragma=wal_autocheckpoint("
-                                f"{_port('FERRETDB_SQLITE_WAL_AUTOCHECKPOINT', 250)})"]
+                                f"{_whole_number('FERRETDB_SQLITE_WAL_AUTOCHECKPOINT', 250)})"]
 
 
 def redis_log(data: Path, timeout_s: float = 600) -> None:
