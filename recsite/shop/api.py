@@ -1,6 +1,8 @@
 """JSON API for the same actions as the pages, described by OpenAPI (/api/schema/)."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from django.utils.http import parse_etags
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -16,10 +18,11 @@ from core.search import unused_words
 from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
-from shop.products import headline, summaries, title
+from shop.products import cards, headline, summaries, title
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
 from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
-                              ProductIn, RatingIn, RatingOut, RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
+                              HiddenOut, ListPageQuery, ProductIn, RatingIn, RatingOut, RecommendationsOut, SearchOut,
+                              SearchQuery, SimilarItem)
 from shop.throttles import ApiRateThrottle, RatingRateThrottle, SearchRateThrottle
 
 
@@ -175,6 +178,35 @@ def post_not_interested(request):
 @throttle_classes([ApiRateThrottle, RatingRateThrottle])
 def post_interested_again(request):
     return _control(request, INTERESTED_AGAIN)
+
+
+@extend_schema(parameters=[ListPageQuery], responses={200: HiddenOut, 400: None},
+               description="The products you said you are not interested in, the latest first, 24 a page (a page "
+                           "past the last is empty), to offer POST /api/interested-again/. A product whose undo "
+                           "was accepted (202) stays listed until the undo is applied: drop it from your own "
+                           "copy when the 202 comes.")
+@api_view(["GET"])
+@permission_classes([IsAuthenticated])
+def hidden(request):
+    """The "Hidden products" page's list (:func:`shop.recommendations.hidden_latest_first`), its
+    card titles and the dates, so an app can offer the undo.
+
+    The page leaves out a product at once after its undo, before the worker applies it, through
+    a note in the HTML session (``shop.views._shown_again``). The API keeps no such state: a token
+    client has no session, and a cookie one would see the list depend on which undos went through
+    the page. It lists what is stored; the client, which got the 202 for its undo, knows which
+    product it just took back. A page past the last is empty with ``next`` null, like
+    /api/search/'s, not the last page again as on the HTML page (a link there, not a client's loop).
+    """
+    params = ListPageQuery(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    number = params.validated_data["page"]
+    pages = recommendations.hidden_latest_first(recommender_id(request.user))
+    since = dict(pages.page(number)) if number <= pages.num_pages else {}
+    return Response({"total": pages.count, "page": number, "next": number + 1 if number < pages.num_pages else None,
+                     "items": [{"product_id": c["product_id"], "title": c["title"],
+                                "hidden_at": datetime.fromtimestamp(since[c["product_id"]], timezone.utc)}
+                               for c in cards(list(since))]})
 
 
 @extend_schema(request=DeleteAccountIn,
