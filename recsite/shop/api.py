@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Callable
 
 from django.utils.http import parse_etags
 from drf_spectacular.utils import extend_schema
@@ -148,34 +149,39 @@ def _control(request, action: str) -> Response:
     return _accept(request, ProductIn, submit, "the request could not be delivered")
 
 
-@extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
-               description="Remove your rating of a product (to change it, POST /api/ratings/ again). "
-                           "Returns once Kafka has the event; your list re-solves like after a rating.")
-@api_view(["POST"])
-@parser_classes([JSONParser])
-@permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+def _control_endpoint(description: str) -> Callable[[Callable], Callable]:
+    """The decorators every control endpoint shares (a JSON POST about one product, counted like a
+    rating), applied in the order they would be written above it; only the description differs."""
+    decorators = (
+        extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
+                      description=description),
+        api_view(["POST"]),
+        parser_classes([JSONParser]),
+        permission_classes([IsAuthenticated]),
+        throttle_classes([ApiRateThrottle, RatingRateThrottle]),
+    )
+
+    def decorate(view: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            view = decorator(view)
+        return view
+
+    return decorate
+
+
+@_control_endpoint("Remove your rating of a product (to change it, POST /api/ratings/ again). "
+                   "Returns once Kafka has the event; your list re-solves like after a rating.")
 def remove_rating(request):
     return _control(request, UNRATE)
 
 
-@extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
-               description="Never recommend this product to you again (your lists and similar items).")
-@api_view(["POST"])
-@parser_classes([JSONParser])
-@permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+@_control_endpoint("Never recommend this product to you again (your lists and similar items).")
 def post_not_interested(request):
     return _control(request, NOT_INTERESTED)
 
 
-@extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
-               description="Take \"not interested\" back: the product may be recommended to you again "
-                           "(your list re-solves like after a rating).")
-@api_view(["POST"])
-@parser_classes([JSONParser])
-@permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+@_control_endpoint("Take \"not interested\" back: the product may be recommended to you again "
+                   "(your list re-solves like after a rating).")
 def post_interested_again(request):
     return _control(request, INTERESTED_AGAIN)
 
