@@ -1,6 +1,9 @@
 """JSON API for the same actions as the pages, described by OpenAPI (/api/schema/)."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from typing import Callable
+
 from django.utils.http import parse_etags
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -16,10 +19,11 @@ from core.search import unused_words
 from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
-from shop.products import headline, summaries, title
+from shop.products import cards, headline, summaries, title
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
 from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
-                              ProductIn, RatingIn, RatingOut, RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
+                              HiddenOut, ListPageQuery, ProductIn, RatingIn, RatingOut, RecommendationsOut, SearchOut,
+                              SearchQuery, SimilarItem)
 from shop.throttles import ApiRateThrottle, RatingRateThrottle, SearchRateThrottle
 
 
@@ -145,36 +149,70 @@ def _control(request, action: str) -> Response:
     return _accept(request, ProductIn, submit, "the request could not be delivered")
 
 
-@extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
-               description="Remove your rating of a product (to change it, POST /api/ratings/ again). "
-                           "Returns once Kafka has the event; your list re-solves like after a rating.")
-@api_view(["POST"])
-@parser_classes([JSONParser])
-@permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+def _control_endpoint(description: str) -> Callable[[Callable], Callable]:
+    """The decorators every control endpoint shares (a JSON POST about one product, counted like a
+    rating), applied in the order they would be written above it; only the description differs."""
+    decorators = (
+        extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
+                      description=description),
+        api_view(["POST"]),
+        parser_classes([JSONParser]),
+        permission_classes([IsAuthenticated]),
+        throttle_classes([ApiRateThrottle, RatingRateThrottle]),
+    )
+
+    def decorate(view: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            view = decorator(view)
+        return view
+
+    return decorate
+
+
+@_control_endpoint("Remove your rating of a product (to change it, POST /api/ratings/ again). "
+                   "Returns once Kafka has the event; your list re-solves like after a rating.")
 def remove_rating(request):
     return _control(request, UNRATE)
 
 
-@extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
-               description="Never recommend this product to you again (your lists and similar items).")
-@api_view(["POST"])
-@parser_classes([JSONParser])
-@permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+@_control_endpoint("Never recommend this product to you again (your lists and similar items).")
 def post_not_interested(request):
     return _control(request, NOT_INTERESTED)
 
 
-@extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
-               description="Take \"not interested\" back: the product may be recommended to you again "
-                           "(your list re-solves like after a rating).")
-@api_view(["POST"])
-@parser_classes([JSONParser])
-@permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+@_control_endpoint("Take \"not interested\" back: the product may be recommended to you again "
+                   "(your list re-solves like after a rating).")
 def post_interested_again(request):
     return _control(request, INTERESTED_AGAIN)
+
+
+@extend_schema(parameters=[ListPageQuery], responses={200: HiddenOut, 400: None},
+               description="The products you said you are not interested in, the latest first, 24 a page (a page "
+                           "past the last is empty), to offer POST /api/interested-again/. A product whose undo "
+                           "was accepted (202) stays listed until the undo is applied: drop it from your own "
+                           "copy when the 202 comes.")
+@api_view(["GET"])
+@permission_classes([IsAuthenticated])
+def hidden(request):
+    """The "Hidden products" page's list (:func:`shop.recommendations.hidden_latest_first`), its
+    card titles and the dates, so an app can offer the undo.
+
+    The page leaves out a product at once after its undo, before the worker applies it, through
+    a note in the HTML session (``shop.views._shown_again``). The API keeps no such state: a token
+    client has no session, and a cookie one would see the list depend on which undos went through
+    the page. It lists what is stored; the client, which got the 202 for its undo, knows which
+    product it just took back. A page past the last is empty with ``next`` null, like
+    /api/search/'s, not the last page again as on the HTML page (a link there, not a client's loop).
+    """
+    params = ListPageQuery(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    number = params.validated_data["page"]
+    pages = recommendations.hidden_latest_first(recommender_id(request.user))
+    since = dict(pages.page(number)) if number <= pages.num_pages else {}
+    return Response({"total": pages.count, "page": number, "next": number + 1 if number < pages.num_pages else None,
+                     "items": [{"product_id": c["product_id"], "title": c["title"],
+                                "hidden_at": datetime.fromtimestamp(since[c["product_id"]], timezone.utc)}
+                               for c in cards(list(since))]})
 
 
 @extend_schema(request=DeleteAccountIn,

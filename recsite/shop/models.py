@@ -11,6 +11,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from core.events import CONTROL_ACTIONS, RATE
+
 
 class RatingSubmission(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ratings")
@@ -18,7 +20,8 @@ class RatingSubmission(models.Model):
     product_id = models.CharField(max_length=128, db_index=True)
     rating = models.PositiveSmallIntegerField(help_text="0 for the actions other than rate.")
     action = models.CharField(max_length=32, default="rate", db_index=True,
-                              help_text="rate, unrate (rating removed) or not_interested (core.events).")
+                              help_text=f"{RATE} or a control: {', '.join(CONTROL_ACTIONS)} "
+                                        "(core.events.CONTROL_ACTIONS).")
     text = models.TextField(blank=True)
     event_id = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

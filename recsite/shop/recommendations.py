@@ -5,6 +5,7 @@ import hashlib
 from typing import Any, Callable
 
 from django.core.cache import cache
+from django.core.paginator import Paginator
 
 from core import list_state, mongo, rating_history, shopper_controls, stored_lists
 from core.settings import get_settings
@@ -93,6 +94,23 @@ def history(recommender_id: str) -> dict[str, float]:
 def excluded(recommender_id: str) -> set[str]:
     """Products the user marked "not interested" (cached per list ETag)."""
     return _per_list(recommender_id, {"excluded": shopper_controls.exclusions})["excluded"]
+
+
+HIDDEN_PER_PAGE = 24
+
+
+def hidden_latest_first(recommender_id: str, shown_again: dict[str, float] | None = None) -> Paginator:
+    """Pages of ``(product, when hidden)`` the user marked "not interested", the latest first (then
+    by id, so pages never overlap): the "Hidden products" page and ``GET /api/hidden/`` list them.
+
+    Read from MongoDB, not the per-list cache: the dates are not cached, and the list is seldom
+    asked for. ``shown_again`` ({product: when}) are undos the caller knows were sent but the
+    worker may not have applied yet: a product hidden before its undo is left out.
+    """
+    undone = shown_again or {}
+    since = shopper_controls.hidden_since(recommender_id)
+    kept = [(p, t) for p, t in since.items() if not t < undone.get(p, 0.0)]
+    return Paginator(sorted(kept, key=lambda e: (-e[1], e[0])), HIDDEN_PER_PAGE)
 
 
 def rated_and_excluded(recommender_id: str) -> tuple[dict[str, float], set[str]]:

@@ -129,6 +129,25 @@ class SearchQuery(serializers.Serializer):
     per_page = serializers.IntegerField(required=False, min_value=1, max_value=100, default=24)
 
 
+class ListPageQuery(serializers.Serializer):
+    """A page of one of the shopper's own lists (the bounds of the HTML page's shop.forms.ListPageForm)."""
+
+    page = serializers.IntegerField(required=False, min_value=1, max_value=100_000, default=1)
+
+
+class HiddenItem(serializers.Serializer):
+    product_id = serializers.CharField()
+    title = serializers.CharField(help_text="the product's title, or a readable fallback; never the bare id")
+    hidden_at = serializers.DateTimeField(help_text="when you said \"not interested\" in it")
+
+
+class HiddenOut(serializers.Serializer):
+    total = serializers.IntegerField(help_text="products you hid, on every page (one the catalog no longer has is counted, not listed)")
+    page = serializers.IntegerField()
+    next = serializers.IntegerField(allow_null=True, help_text="the next page's number; null on the last page")
+    items = HiddenItem(many=True)
+
+
 class SearchHit(serializers.Serializer):
     product_id = serializers.CharField()
     title = serializers.CharField()

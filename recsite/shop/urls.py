@@ -24,6 +24,7 @@ urlpatterns = [
     path("api/ratings/remove/", api.remove_rating, name="api_remove_rating"),
     path("api/not-interested/", api.post_not_interested, name="api_not_interested"),
     path("api/interested-again/", api.post_interested_again, name="api_interested_again"),
+    path("api/hidden/", api.hidden, name="api_hidden"),
     path("api/account/delete/", api.delete_account, name="api_delete_account"),
     path("api/ratings/<str:event_id>/", api.rating_status, name="api_rating_status"),
     path("api/token/", obtain_token, name="api_token"),

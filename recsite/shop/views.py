@@ -14,7 +14,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,7 +22,7 @@ from django.views.decorators.http import require_POST, require_safe
 from pymongo.errors import PyMongoError
 
 from accounts.models import recommender_id
-from core import artifacts, freshness, mongo, search, shopper_controls
+from core import artifacts, freshness, mongo, search
 from core import catalog as catalog_db  # the view below is called catalog
 from core.breaker import Unavailable
 from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE
@@ -284,24 +283,19 @@ def _shown_again(request) -> dict[str, float]:
     return {p: t for p, t in request.session.get("shown_again", {}).items() if now - t < SHOWN_AGAIN_S}
 
 
-HIDDEN_PER_PAGE = 24
-
-
 @login_required
 @require_safe
 def hidden_products(request):
     """The products the shopper marked "not interested", the latest first, each with the button
-    that takes it back. Read from MongoDB, not the per-list cache: the dates are not cached, and
-    the page is seldom asked for. Only products the catalog has (the undo of another is refused)."""
+    that takes it back (:func:`shop.recommendations.hidden_latest_first`, without the undos this
+    session just sent). Only products the catalog has (the undo of another is refused)."""
     form = ListPageForm(request.GET)
     if not form.is_valid():
         return HttpResponse(f"Invalid page: {form.errors.as_text()}", status=400, content_type="text/plain")
-    undone = _shown_again(request)
-    since = {p: t for p, t in shopper_controls.hidden_since(recommender_id(request.user)).items()
-             if not t < undone.get(p, 0.0)}  # hidden before an undo the worker has not applied yet
-    latest_first = sorted(since, key=lambda p: (-since[p], p))
-    page = Paginator(latest_first, HIDDEN_PER_PAGE).get_page(form.cleaned_data["page"] or 1)
-    return render(request, "shop/hidden_products.html", {"page": page, "products": products_cache.cards(list(page))})
+    hidden = recommendations.hidden_latest_first(recommender_id(request.user), _shown_again(request))
+    page = hidden.get_page(form.cleaned_data["page"] or 1)
+    return render(request, "shop/hidden_products.html",
+                  {"page": page, "products": products_cache.cards([p for p, _ in page])})
 
 
 def _too_many(request) -> HttpResponse | None:

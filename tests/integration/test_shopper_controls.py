@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import datetime, timedelta
 from urllib.parse import urlparse
 
 import pytest
@@ -246,6 +247,27 @@ def test_a_hidden_product_is_shown_again_with_the_button_and_comes_back_in_the_l
     assert again["action"] == INTERESTED_AGAIN and again["status"] == "accepted"
     assert _ids(_list_from(rt.db, uid, again["event_id"])) == _ids(before)
     assert shopper_controls.exclusions(uid, db=rt.db) == set()
+
+
+def test_the_api_lists_hidden_products_latest_first_until_the_worker_applies_their_undo(shop):
+    """GET /api/hidden/ for an app's "Hidden products": what the worker stored, the latest "not
+    interested" first; an undo sent through the API leaves the list once the worker applied it."""
+    rt, client, user, _ = shop
+    uid = _uid(user)
+    liked = rt.catalog.in_model[14]
+    before = _list_from(rt.db, uid, _api(client, "/api/ratings/", {"product_id": liked, "rating": 5})["event_id"])
+    x, y = _ids(before)[0], _ids(before)[1]
+    _list_from(rt.db, uid, _api(client, "/api/not-interested/", {"product_id": x})["event_id"])
+    _list_from(rt.db, uid, _api(client, "/api/not-interested/", {"product_id": y})["event_id"])
+
+    listed = client.get("/api/hidden/").json()
+    assert [i["product_id"] for i in listed["items"]] == [y, x] and listed["next"] is None
+    hidden_at = [datetime.fromisoformat(i["hidden_at"]) for i in listed["items"]]
+    assert hidden_at[0] > hidden_at[1] and hidden_at[0].utcoffset() == timedelta(0)
+
+    undone = _api(client, "/api/interested-again/", {"product_id": x})
+    _list_from(rt.db, uid, undone["event_id"])
+    assert [i["product_id"] for i in client.get("/api/hidden/").json()["items"]] == [y]
 
 
 def test_hide_and_show_again_are_applied_once_each_and_the_newest_wins(rt):

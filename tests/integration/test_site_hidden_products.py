@@ -84,3 +84,68 @@ def test_a_product_just_shown_again_is_not_shown_hidden_before_the_worker_applie
     assert client.post(f"/p/{pid}/not-interested/", {"next": "product"}).status_code == 302
     shopper_controls.add_exclusion(uid, pid, time.time(), db=rt_catalog.db)
     assert f'data-product="{pid}"' in client.get("/hidden/").content.decode()
+
+
+def _api_hidden(client, page: str | None = None) -> dict:
+    response = client.get("/api/hidden/", {"page": page} if page is not None else {})
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_the_api_lists_the_hidden_products_like_the_page_latest_first_by_pages(rt_catalog, site_cache, client,
+                                                                               make_user):
+    """GET /api/hidden/: the "Hidden products" page's list for an app, to offer the undo: the same
+    products in the same order, with the card's title and when each was hidden, 24 a page."""
+    from datetime import datetime
+
+    from accounts.models import recommender_id
+    from core import shopper_controls
+
+    user = make_user()
+    client.force_login(user)
+    assert _api_hidden(client) == {"total": 0, "page": 1, "next": None, "items": []}
+
+    uid, start = recommender_id(user), float(int(time.time()) - 1000)
+    products = rt_catalog.products[:26]
+    for k, pid in enumerate(products):  # products[25] hidden last
+        shopper_controls.add_exclusion(uid, pid, start + k, db=rt_catalog.db)
+    latest_first = products[::-1]
+
+    first = _api_hidden(client)
+    assert (first["total"], first["page"], first["next"]) == (26, 1, 2)
+    assert [i["product_id"] for i in first["items"]] == latest_first[:24]
+    assert [i["product_id"] for i in first["items"]] == ids_in(client.get("/hidden/").content.decode(), "hidden")
+    newest = first["items"][0]
+    assert newest["product_id"] == products[25] and newest["title"] == "Synthetic product 25"  # the card's
+    assert datetime.fromisoformat(newest["hidden_at"]).timestamp() == start + 25
+    second = _api_hidden(client, "2")
+    assert (second["total"], second["page"], second["next"]) == (26, 2, None)
+    assert [i["product_id"] for i in second["items"]] == latest_first[24:]
+    assert [i["product_id"] for i in second["items"]] == ids_in(client.get("/hidden/?page=2").content.decode(),
+                                                                "hidden")
+    assert _api_hidden(client, "3") == {"total": 26, "page": 3, "next": None, "items": []}  # past the last: empty
+    for bad in ("0", "-1", "x", "100001"):  # refused as the page refuses them
+        assert client.get("/api/hidden/", {"page": bad}).status_code == 400, bad
+        assert client.get("/hidden/", {"page": bad}).status_code == 400, bad
+
+    # Taken back (stored as the worker stores it): not listed any more.
+    shopper_controls.remove_exclusion(uid, products[25], time.time(), db=rt_catalog.db)
+    assert [i["product_id"] for i in _api_hidden(client)["items"]] == latest_first[1:25]
+
+
+def test_the_api_s_hidden_products_need_a_login(site_cache, client):
+    assert client.get("/api/hidden/").status_code in (401, 403)  # like the other endpoints
+
+
+def test_the_openapi_schema_describes_the_hidden_products_list(site_cache, client):
+    import json
+
+    from drf_spectacular.validation import validate_schema
+
+    schema = json.loads(client.get("/api/schema/?format=json").content)
+    validate_schema(schema)
+    listed = schema["paths"]["/api/hidden/"]["get"]
+    assert [p["name"] for p in listed["parameters"]] == ["page"]
+    assert set(listed["responses"]) == {"200", "400"}
+    items = schema["components"]["schemas"]["HiddenOut"]["properties"]["items"]["items"]["$ref"].rsplit("/", 1)[-1]
+    assert set(schema["components"]["schemas"][items]["properties"]) == {"product_id", "title", "hidden_at"}
