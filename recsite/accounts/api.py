@@ -5,21 +5,29 @@ authentication class defined there.
 """
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from accounts.tokens import expired, expires_at
 from recsite.parsers import JSONParser
 
 
+@extend_schema(auth=[])
 class ObtainExpiringToken(ObtainAuthToken):
     """Exchange a username and password for an API token, valid until ``expires``; after that,
     ask again for a new one. Repeated failures are refused with 429 for a while."""
 
     # DRF's obtain_auth_token; its password check passes the shared lockout (accounts.backends).
     parser_classes = (FormParser, MultiPartParser, JSONParser)  # DRF's, with the site's JSON parser
+    # Only the password counts. A client renewing its token sends the old one, expired or revoked
+    # (the default classes answered 401, naming this very endpoint), or a browser its session
+    # without a CSRF token (403): none of it may stand between a right password and a token.
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
 
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

@@ -121,6 +121,38 @@ def _seconds(n: int):
     return timedelta(seconds=n)
 
 
+def test_the_token_endpoint_ignores_the_credentials_sent_with_it(site_cache, client, make_user):
+    """A client asking for a new token sends its old one, as the schema told generated clients to:
+    ``/api/token/`` answered an expired token 401 "get a new one from /api/token/", a revoked one
+    401 "Invalid token.", and a session cookie without a CSRF token 403. The password decides."""
+    from django.conf import settings
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    user, address = make_user(), _address()
+    old = _token(client, user.username, PASSWORD, address).json()["token"]
+    Token.objects.filter(key=old).update(created=Token.objects.get(key=old).created
+                                         - _seconds(getattr(settings, "API_TOKEN_TTL", 7 * 86400) + 1))
+    renewed = _token(client, user.username, PASSWORD, address, HTTP_AUTHORIZATION=f"Token {old}")
+    assert renewed.status_code == 200, renewed.content
+    assert renewed.json()["token"] != old
+    revoked = "0" * 40  # what a token deleted by a password change looks like: no such key
+    assert _token(client, user.username, PASSWORD, address, HTTP_AUTHORIZATION=f"Token {revoked}").status_code == 200
+    browser = Client(enforce_csrf_checks=True)  # a signed-in session, no CSRF token
+    browser.force_login(user)
+    assert _token(browser, user.username, PASSWORD, address).status_code == 200
+    assert _token(browser, user.username, "wrong-guess", address).status_code == 400  # still a password check
+
+
+def test_the_schema_asks_no_credentials_for_a_token(site_cache, client):
+    """The schema listed ``/api/token/`` with ``security: [tokenAuth, cookieAuth]``, so generated
+    clients sent their old token with the password."""
+    schema = json.loads(client.get("/api/schema/?format=json").content)
+    operation = schema["paths"]["/api/token/"]["post"]
+    assert not [requirement for requirement in operation.get("security", []) if requirement], operation
+    assert not [requirement for requirement in schema.get("security", []) if requirement]
+
+
 # --- 2. behind a proxy ----------------------------------------------------------------------------
 
 PROXY = "172.30.255.2"  # the TLS proxy every request comes through, on compose's network "edge"
