@@ -5,7 +5,10 @@ authentication class defined there.
 """
 from __future__ import annotations
 
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -16,7 +19,15 @@ from accounts.tokens import expired, expires_at
 from recsite.parsers import JSONParser
 
 
-@extend_schema(auth=[])
+class TokenOut(serializers.Serializer):  # for the schema: DRF's answer (AuthToken) has no expires
+    """A token to send as ``Authorization: Token <token>``, valid until ``expires``."""
+
+    token = serializers.CharField()
+    expires = serializers.DateTimeField(help_text="when the token stops working; ask for a new one then")
+
+
+@extend_schema(auth=[], responses={200: TokenOut, 400: None, 429: None, 503: None})
+@method_decorator(never_cache, name="dispatch")  # the answer is a credential: no cache may keep it
 class ObtainExpiringToken(ObtainAuthToken):
     """Exchange a username and password for an API token, valid until ``expires``; after that,
     ask again for a new one. Repeated failures are refused with 429 for a while."""

@@ -153,6 +153,18 @@ def test_the_schema_asks_no_credentials_for_a_token(site_cache, client):
     assert not [requirement for requirement in schema.get("security", []) if requirement]
 
 
+def test_a_token_answer_is_described_and_not_stored_by_caches(site_cache, client, make_user):
+    """The schema's answer (DRF's ``AuthToken``) lacked the ``expires`` that every answer carries;
+    and the answer is a credential, which no browser or proxy cache may keep."""
+    schema = json.loads(client.get("/api/schema/?format=json").content)
+    answer = schema["paths"]["/api/token/"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"token", "expires"} <= set(schema["components"]["schemas"][answer["$ref"].rsplit("/", 1)[-1]]["properties"])
+    user = make_user()
+    response = _token(client, user.username, PASSWORD, _address())
+    assert response.status_code == 200 and set(response.json()) == {"token", "expires"}
+    assert "no-store" in response.get("Cache-Control", ""), response.headers
+
+
 # --- 2. behind a proxy ----------------------------------------------------------------------------
 
 PROXY = "172.30.255.2"  # the TLS proxy every request comes through, on compose's network "edge"
