@@ -260,6 +260,31 @@ def test_delete_account_page_says_why_it_refused(site_cache, client, make_user):
     assert User.objects.filter(pk=user.pk).exists()
 
 
+def test_the_api_deletion_refusals_say_when_to_retry(site_cache, client, make_user):
+    """The API's account deletion answered its lockout 429 and its Redis-down 503 without
+    Retry-After, while ``/api/token/`` in the same state sends one: an app cannot tell when to retry."""
+    from django.conf import settings
+
+    user, address = make_user(), _address()
+    client.force_login(user)
+
+    def delete(password: str):
+        return client.post("/api/account/delete/", {"password": password}, content_type="application/json",
+                           REMOTE_ADDR=address)
+
+    for i in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        assert delete(f"guess-{i}").status_code == 403
+    refused = delete("guess-past-the-limit")
+    assert refused.status_code == 429 and "detail" in refused.json(), refused.content
+    assert int(refused.get("Retry-After", "0")) > 0, refused.headers
+    assert _token(client, user.username, PASSWORD, address).status_code == 429  # the same state there
+    dead = f"redis://127.0.0.1:{_dead_port()}/0"
+    with override_settings(CACHES={name: {**conf, "LOCATION": dead} for name, conf in settings.CACHES.items()}):
+        down = client.post("/api/account/delete/", {"password": PASSWORD}, content_type="application/json",
+                           REMOTE_ADDR=_address())
+    assert down.status_code == 503 and int(down.get("Retry-After", "0")) > 0, (down.status_code, down.headers)
+
+
 # --- 4. request size ------------------------------------------------------------------------------
 
 def test_django_refuses_big_bodies_with_413(site_cache, client):
