@@ -1,6 +1,7 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
+from recsite import apipaths
 from recsite.metrics import metrics_view
 
 urlpatterns = [
@@ -8,4 +9,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("", include("shop.urls")),
+    re_path(r"^api/", apipaths.not_found, name=apipaths.NOT_FOUND),  # last: what no API route matched
 ]

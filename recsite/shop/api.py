@@ -241,7 +241,9 @@ def delete_account(request):
         with throttle.attempt(name, password, address) as checked:
             checked.right = request.user.check_password(password)
     except throttle.Refused as refusal:  # only ever raised before the check
-        return Response({"detail": refusal.message}, status=refusal.status)
+        from accounts.middleware import refusal_response  # with Retry-After, as /api/token/'s refusals
+
+        return refusal_response(request, refusal)
     if not checked.right:
         return Response({"detail": "wrong password"}, status=403)
     record = deletion.delete_account(request.user, request=request)

@@ -29,3 +29,24 @@ def test_deeply_nested_json_is_a_400_everywhere(body, redis_url, site_cache, cli
         response = client.post(url, body, content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}")
         assert response.status_code == 400, (url, response.status_code)
         assert "JSON parse error" in json.loads(response.content)["detail"], url
+
+
+def test_a_duplicate_key_is_a_400_that_names_it(redis_url, site_cache, client, make_user):
+    """``{"rating": 1, "rating": 5}`` was read as 5 (the json module keeps the last) and accepted:
+    what a client meant is unknown, so every JSON endpoint refuses it, naming the key."""
+    import uuid
+
+    from rest_framework.authtoken.models import Token
+
+    anonymous = client.post("/api/token/", json.dumps({"username": f"u{uuid.uuid4().hex[:10]}", "password": "a"})
+                            [:-1] + ', "password": "b"}', content_type="application/json")
+    assert anonymous.status_code == 400 and "duplicate key 'password'" in anonymous.json()["detail"], anonymous.content
+    token = Token.objects.create(user=make_user()).key
+    for url in SIGNED_IN:
+        response = client.post(url, '{"product_id": "P001", "rating": 1, "rating": 5, "password": "x"}',
+                               content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}")
+        assert response.status_code == 400, (url, response.status_code)
+        assert "duplicate key 'rating'" in json.loads(response.content)["detail"], url
+    nested = client.post("/api/ratings/", '{"product_id": "P001", "rating": 5, "text": {"a": 1, "a": 2}}',
+                         content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}")
+    assert nested.status_code == 400 and "duplicate key 'a'" in nested.json()["detail"], nested.content

@@ -121,6 +121,50 @@ def _seconds(n: int):
     return timedelta(seconds=n)
 
 
+def test_the_token_endpoint_ignores_the_credentials_sent_with_it(site_cache, client, make_user):
+    """A client asking for a new token sends its old one, as the schema told generated clients to:
+    ``/api/token/`` answered an expired token 401 "get a new one from /api/token/", a revoked one
+    401 "Invalid token.", and a session cookie without a CSRF token 403. The password decides."""
+    from django.conf import settings
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    user, address = make_user(), _address()
+    old = _token(client, user.username, PASSWORD, address).json()["token"]
+    Token.objects.filter(key=old).update(created=Token.objects.get(key=old).created
+                                         - _seconds(getattr(settings, "API_TOKEN_TTL", 7 * 86400) + 1))
+    renewed = _token(client, user.username, PASSWORD, address, HTTP_AUTHORIZATION=f"Token {old}")
+    assert renewed.status_code == 200, renewed.content
+    assert renewed.json()["token"] != old
+    revoked = "0" * 40  # what a token deleted by a password change looks like: no such key
+    assert _token(client, user.username, PASSWORD, address, HTTP_AUTHORIZATION=f"Token {revoked}").status_code == 200
+    browser = Client(enforce_csrf_checks=True)  # a signed-in session, no CSRF token
+    browser.force_login(user)
+    assert _token(browser, user.username, PASSWORD, address).status_code == 200
+    assert _token(browser, user.username, "wrong-guess", address).status_code == 400  # still a password check
+
+
+def test_the_schema_asks_no_credentials_for_a_token(site_cache, client):
+    """The schema listed ``/api/token/`` with ``security: [tokenAuth, cookieAuth]``, so generated
+    clients sent their old token with the password."""
+    schema = json.loads(client.get("/api/schema/?format=json").content)
+    operation = schema["paths"]["/api/token/"]["post"]
+    assert not [requirement for requirement in operation.get("security", []) if requirement], operation
+    assert not [requirement for requirement in schema.get("security", []) if requirement]
+
+
+def test_a_token_answer_is_described_and_not_stored_by_caches(site_cache, client, make_user):
+    """The schema's answer (DRF's ``AuthToken``) lacked the ``expires`` that every answer carries;
+    and the answer is a credential, which no browser or proxy cache may keep."""
+    schema = json.loads(client.get("/api/schema/?format=json").content)
+    answer = schema["paths"]["/api/token/"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"token", "expires"} <= set(schema["components"]["schemas"][answer["$ref"].rsplit("/", 1)[-1]]["properties"])
+    user = make_user()
+    response = _token(client, user.username, PASSWORD, _address())
+    assert response.status_code == 200 and set(response.json()) == {"token", "expires"}
+    assert "no-store" in response.get("Cache-Control", ""), response.headers
+
+
 # --- 2. behind a proxy ----------------------------------------------------------------------------
 
 PROXY = "172.30.255.2"  # the TLS proxy every request comes through, on compose's network "edge"
@@ -214,6 +258,31 @@ def test_delete_account_page_says_why_it_refused(site_cache, client, make_user):
     assert response.status_code == 503 and escape(Unavailable.message) in page, response.status_code
     assert "Too many failed attempts" not in page
     assert User.objects.filter(pk=user.pk).exists()
+
+
+def test_the_api_deletion_refusals_say_when_to_retry(site_cache, client, make_user):
+    """The API's account deletion answered its lockout 429 and its Redis-down 503 without
+    Retry-After, while ``/api/token/`` in the same state sends one: an app cannot tell when to retry."""
+    from django.conf import settings
+
+    user, address = make_user(), _address()
+    client.force_login(user)
+
+    def delete(password: str):
+        return client.post("/api/account/delete/", {"password": password}, content_type="application/json",
+                           REMOTE_ADDR=address)
+
+    for i in range(settings.LOGIN_THROTTLE_ATTEMPTS):
+        assert delete(f"guess-{i}").status_code == 403
+    refused = delete("guess-past-the-limit")
+    assert refused.status_code == 429 and "detail" in refused.json(), refused.content
+    assert int(refused.get("Retry-After", "0")) > 0, refused.headers
+    assert _token(client, user.username, PASSWORD, address).status_code == 429  # the same state there
+    dead = f"redis://127.0.0.1:{_dead_port()}/0"
+    with override_settings(CACHES={name: {**conf, "LOCATION": dead} for name, conf in settings.CACHES.items()}):
+        down = client.post("/api/account/delete/", {"password": PASSWORD}, content_type="application/json",
+                           REMOTE_ADDR=_address())
+    assert down.status_code == 503 and int(down.get("Retry-After", "0")) > 0, (down.status_code, down.headers)
 
 
 # --- 4. request size ------------------------------------------------------------------------------

@@ -1,0 +1,44 @@
+"""Paths under ``/api/`` are answered as an API: without their trailing slash they still reach
+their endpoint, and an unknown one is a JSON 404.
+
+Django's ``APPEND_SLASH`` suits pages, not apps: ``POST /api/ratings`` got an HTML 301 to
+``/api/ratings/`` (a client following it resends a GET: 405), or with DEBUG on a 500 (Django refuses
+to redirect a POST), and an unknown ``/api/...`` path Django's HTML 404. The routes keep their one
+documented spelling (with the slash: the schema and ``reverse`` show it); a request that matches
+one only with the slash is routed to it as if sent with it. Pages keep Django's redirect and 404.
+"""
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
+
+PREFIX = "/api/"
+NOT_FOUND = "api_not_found"  # the catch-all route's name (recsite.urls), last of the URLconf
+
+
+@csrf_exempt  # a POST to an unknown path is a 404, not Django's HTML "CSRF verification failed"
+def not_found(request: HttpRequest) -> JsonResponse:
+    """Any path under ``/api/`` that no endpoint has: DRF's own 404 answer."""
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
+def _endpoint(path: str, urlconf: str | None) -> bool:
+    """Whether ``path`` reaches an API endpoint (not the catch-all)."""
+    try:
+        return resolve(path, urlconf).url_name != NOT_FOUND
+    except Resolver404:
+        return False
+
+
+def trailing_slash_middleware(get_response):
+    """Adds the missing trailing slash to an ``/api/`` path that only matches with it, before the
+    URL is resolved (and before CommonMiddleware, which would redirect it)."""
+    def middleware(request: HttpRequest):
+        path, urlconf = request.path_info, getattr(request, "urlconf", None)
+        if path.startswith(PREFIX) and not path.endswith("/") and not _endpoint(path, urlconf) \
+                and _endpoint(f"{path}/", urlconf):
+            request.path_info, request.path = f"{path}/", f"{request.path}/"
+        return get_response(request)
+
+    return middleware
