@@ -1,11 +1,12 @@
 """Sign-up form: Django's own, with an e-mail address for password resets, one account per
-address; the reset form with a cap on the mails to one mailbox; the delete-account confirmation."""
+address; the admin's user form with the same rule; the reset form with a cap on the mails to one
+mailbox; the delete-account confirmation."""
 from __future__ import annotations
 
 import logging
 
 from django import forms
-from django.contrib.auth.forms import PasswordResetForm, UserCreationForm
+from django.contrib.auth.forms import PasswordResetForm, UserChangeForm, UserCreationForm
 from django.contrib.auth.models import User
 from django.db import IntegrityError
 from django.urls import reverse
@@ -70,6 +71,17 @@ class SignUpForm(UserCreationForm):
             'This e-mail address is already in use by another account. If it is yours, '
             '<a href="{}">reset your password</a> to sign in (the mail also tells your username).',
             reverse("password_reset")), code="email_taken")
+
+
+class SiteUserChangeForm(UserChangeForm):
+    """The admin's user form: an address another account has (in any case) is refused on the form,
+    where the unique index alone made the save a server error."""
+
+    def clean_email(self) -> str:
+        email = normalized_email(self.cleaned_data.get("email") or "")
+        if email_in_use(email, exclude_pk=self.instance.pk):
+            raise forms.ValidationError("Another account already uses this e-mail address.", code="email_taken")
+        return email
 
 
 class CappedPasswordResetForm(PasswordResetForm):
