@@ -106,9 +106,10 @@ def _create_account(form: SignUpForm) -> User | None:
     """The account of a valid sign-up form and its profile, in one transaction; None, with the form
     showing the usual "address in use" error, when a concurrent sign-up took the address between
     the form's check and this insert (the database's unique index refused it)."""
+    user = form.save(commit=False)  # hashes the password: slow, so before the transaction, not in it
     try:
         with transaction.atomic():  # no account without its profile; a refused insert leaves nothing
-            user = form.save()
+            user.save()
             Profile.objects.create(user=user)
     except IntegrityError as exc:
         if not lost_email_race(exc):
