@@ -1,25 +1,87 @@
-"""Sign-up form: Django's own, with an e-mail address for password resets; the reset form with a
-cap on the mails to one mailbox; the delete-account confirmation."""
+"""Sign-up form: Django's own, with an e-mail address for password resets, one account per
+address; the admin's user form with the same rule; the reset form with a cap on the mails to one
+mailbox; the delete-account confirmation."""
 from __future__ import annotations
 
 import logging
 
 from django import forms
-from django.contrib.auth.forms import PasswordResetForm, UserCreationForm
+from django.contrib.auth.forms import PasswordResetForm, UserChangeForm, UserCreationForm
 from django.contrib.auth.models import User
+from django.db import IntegrityError
+from django.urls import reverse
+from django.utils.html import format_html
 
 from accounts import throttle
 
 log = logging.getLogger(__name__)
 
+# The unique index on lower(email) of auth_user (migration 0009): both SQLite and PostgreSQL name
+# it in the IntegrityError they raise, which is how a sign-up that lost a race for an address is told
+# from any other failed insert.
+EMAIL_INDEX = "auth_user_email_ci_unique"
+
+
+def normalized_email(email: str) -> str:
+    """The address as stored: Django's ``normalize_email`` (surrounding spaces gone, the domain in
+    lower case). The local part keeps the case it was typed in: mail goes to the address exactly as
+    its owner wrote it (a few servers do tell cases apart), while every comparison ignores case
+    (:func:`email_in_use`, the index, Django's reset form)."""
+    return User.objects.normalize_email(email.strip())
+
+
+def email_in_use(email: str, exclude_pk: int | None = None) -> bool:
+    """Whether an account (other than ``exclude_pk``) has this address, in any case. A blank one is
+    never in use: accounts made without an address (the admin, demo accounts) share it freely."""
+    if not email:
+        return False
+    return User.objects.filter(email__iexact=email).exclude(pk=exclude_pk).exists()
+
+
+def lost_email_race(error: IntegrityError) -> bool:
+    """Whether ``error`` is the e-mail index refusing an insert: another account took the address
+    after the form's check (two sign-ups at once)."""
+    return EMAIL_INDEX in str(error)
+
 
 class SignUpForm(UserCreationForm):
+    """Django's sign-up with a required e-mail address that no other account has (in any case).
+
+    Telling that an address has an account is what a shop's sign-up does (the person can then reset
+    the password instead of wondering). It reveals no more than the username check next to it; like
+    that one it is not limited by the sign-up count, which a refused sign-up gives back."""
+
     email = forms.EmailField(required=True, max_length=254,
                              help_text="Used only to reset your password.")
 
     class Meta(UserCreationForm.Meta):
         model = User
         fields = ("username", "email")
+
+    def clean_email(self) -> str:
+        email = normalized_email(self.cleaned_data["email"])
+        if email_in_use(email):
+            raise self.email_taken()
+        return email
+
+    @staticmethod
+    def email_taken() -> forms.ValidationError:
+        """The error for an address another account has: what it means and what to do."""
+        return forms.ValidationError(format_html(
+            'This e-mail address is already in use by another account. If it is yours, '
+            '<a href="{}">reset your password</a> to sign in (the mail also tells your username).',
+            reverse("password_reset")), code="email_taken")
+
+
+class SiteUserChangeForm(UserChangeForm):
+    """The admin's user form: an address another account has (in any case) is refused on the form,
+    where the unique index alone made the save a server error."""
+
+    def clean_email(self) -> str:
+        email = normalized_email(self.cleaned_data.get("email") or "")
+        if email_in_use(email, exclude_pk=self.instance.pk):
+            raise forms.ValidationError("Another account already uses this e-mail address.", code="email_taken")
+        return email
 
 
 class CappedPasswordResetForm(PasswordResetForm):

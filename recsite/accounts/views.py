@@ -5,12 +5,14 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView, PasswordChangeView, PasswordResetView
+from django.db import IntegrityError, transaction
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from accounts import deletion, throttle
-from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm
+from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_email_race
 from accounts.models import Profile
 
 TOO_MANY = "Too many requests from here. Please wait a while and try again."
@@ -100,6 +102,23 @@ class ThrottledPasswordResetView(PasswordResetView):
         return super().post(request, *args, **kwargs)
 
 
+def _create_account(form: SignUpForm) -> User | None:
+    """The account of a valid sign-up form and its profile, in one transaction; None, with the form
+    showing the usual "address in use" error, when a concurrent sign-up took the address between
+    the form's check and this insert (the database's unique index refused it)."""
+    user = form.save(commit=False)  # hashes the password: slow, so before the transaction, not in it
+    try:
+        with transaction.atomic():  # no account without its profile; a refused insert leaves nothing
+            user.save()
+            Profile.objects.create(user=user)
+    except IntegrityError as exc:
+        if not lost_email_race(exc):
+            raise
+        form.add_error("email", form.email_taken())
+        return None
+    return user
+
+
 def signup(request):
     """Sign-up; accounts made per client address are limited (``ACCOUNT_THROTTLE_*``)."""
     if request.user.is_authenticated:
@@ -113,11 +132,10 @@ def signup(request):
             message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
             return render(request, "registration/signup.html", {"form": SignUpForm(), "locked": message},
                           status=refusal.status)
-        if not form.is_valid():
+        user = _create_account(form) if form.is_valid() else None
+        if user is None:
             throttle.give_back_account_action("signup", address)
         else:
-            user = form.save()
-            Profile.objects.create(user=user)
             login(request, user, backend="accounts.backends.ProfileBackend")
             messages.success(request, "Welcome! Rate a few products you know to get your own recommendations.")
             return redirect("onboarding")

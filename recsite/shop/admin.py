@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils.html import format_html, format_html_join
 
 from accounts import deletion
+from accounts.forms import SiteUserChangeForm
 from accounts.models import recommender_id
 from core import artifacts, catalog, mongo, rating_history, stored_lists
 from shop.models import ModelVersion, PipelineRun, RatingSubmission
@@ -195,8 +196,10 @@ RATINGS_SHOWN = 100  # newest ratings on a user's page (the admin's own list_per
 
 @admin.register(User)
 class RecommenderUserAdmin(UserAdmin):
-    """Django's user admin plus what the recommender holds for the user, read live from MongoDB."""
+    """Django's user admin plus what the recommender holds for the user, read live from MongoDB; an
+    e-mail address another account has is refused on the form (``SiteUserChangeForm``)."""
 
+    form = SiteUserChangeForm
     readonly_fields = (*UserAdmin.readonly_fields, "recommender_id", "rated_products", "current_list")
     fieldsets = (*UserAdmin.fieldsets,
                  ("Recommender (live from MongoDB)", {"fields": ("recommender_id", "rated_products", "current_list")}))

@@ -1,5 +1,6 @@
-"""Accounts on the real site: sign-up with Django's password validators, login and logout, login
-throttling, password change and reset by e-mail, and demo accounts linked to real reviewers.
+"""Accounts on the real site: sign-up with Django's password validators and one account per e-mail
+address, login and logout, login throttling, password change and reset by e-mail, and demo accounts
+linked to real reviewers.
 
 Requests go through Django's test client into the real views, with the session's MongoDB, Kafka
 and Redis behind them (the cache under the session's own prefix, see conftest.site_cache).
@@ -225,3 +226,147 @@ def test_a_changed_link_is_seen_on_the_next_request(site, client, make_user):
     Profile.objects.filter(pk=profile.pk).delete()
     fresh = served_as()  # a new profile, a new random id: not the deleted one's
     assert fresh.startswith("site-") and fresh != profile.site_id
+
+
+# --- one account per e-mail address ------------------------------------------------------------------
+def _own_address() -> str:
+    """A client address of its own (random, in 10/8): its sign-up count is nobody else's."""
+    n = uuid.uuid4().int
+    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+def _signup(client, username: str, email: str, address: str | None = None):
+    return client.post("/accounts/signup/", {"username": username, "email": email, "password1": PASSWORD,
+                                              "password2": PASSWORD}, REMOTE_ADDR=address or _own_address())
+
+
+def _taken(response) -> bool:
+    """Whether the page is the sign-up form refusing an address in use, with the link to reset."""
+    body = response.content.decode()
+    return (response.status_code == 400 and "already in use by another account" in body
+            and '<a href="/accounts/password_reset/">reset your password</a>' in body)
+
+
+@pytest.mark.parametrize("typed", ["{local}@example.com", "{LOCAL}@EXAMPLE.COM", "  {local}@Example.com  "])
+def test_signup_refuses_an_address_another_account_has(site_cache, client, typed):
+    """Same case, another case, surrounding spaces: the same mailbox. Two accounts on one made a
+    password reset mail one link per account, and let a stranger sign up with someone's address."""
+    local = _name()
+    assert _signup(client, local, f"{local}@example.com").status_code == 302
+    client.logout()
+    second = _name()
+    refused = _signup(client, second, typed.format(local=local, LOCAL=local.upper()))
+    assert _taken(refused), refused.content.decode()
+    assert not User.objects.filter(username=second).exists()
+    assert User.objects.filter(email__iexact=f"{local}@example.com").count() == 1
+
+
+def test_signup_stores_the_address_with_its_domain_in_lower_case(site_cache, client):
+    """Django's normalize_email: spaces gone, the domain lowered; the local part as typed."""
+    username = _name()
+    assert _signup(client, username, f"  Mixed.{username}@Example.ORG ").status_code == 302
+    assert User.objects.get(username=username).email == f"Mixed.{username}@example.org"
+
+
+def test_the_database_refuses_a_second_account_with_one_address_in_any_case(db):
+    """The unique index on lower(email) (accounts.0009): what stops two sign-ups at once, each
+    checked by the form before the other's insert. Accounts without an address are not in it."""
+    from django.db import IntegrityError, transaction
+
+    local = _name()
+    User.objects.create(username=f"{local}a", email=f"{local}@example.com")
+    with pytest.raises(IntegrityError, match="auth_user_email_ci_unique"), transaction.atomic():
+        User.objects.create(username=f"{local}b", email=f"{local.upper()}@Example.Com")
+    User.objects.create(username=f"{local}c", email="")
+    User.objects.create(username=f"{local}d", email="")  # many accounts without an address
+
+
+def test_a_signup_that_loses_the_race_for_an_address_gets_the_form_error(site_cache, client):
+    """Two sign-ups with one address at once: both pass the form's check, the second insert is
+    refused by the index. That one gets the form's error (not a 500), and its sign-up count back.
+
+    The race is made real without threads: the other account is inserted just before this sign-up's
+    own insert (a pre_save receiver), after the form's check."""
+    from django.db.models.signals import pre_save
+    from django.test.utils import override_settings
+
+    local, loser = _name(), _name()
+    email = f"{local}@example.com"
+
+    def the_other_signup_first(sender, instance, **kwargs):
+        if instance.username == loser:
+            User.objects.create(username=local, email=email.upper())
+
+    address = _own_address()
+    pre_save.connect(the_other_signup_first, sender=User)
+    try:
+        with override_settings(ACCOUNT_THROTTLE_ATTEMPTS=1):
+            lost = _signup(client, loser, email, address)
+            assert _taken(lost), lost.content.decode()
+            assert not User.objects.filter(username=loser).exists()
+            pre_save.disconnect(the_other_signup_first, sender=User)
+            # the lost sign-up gave its count back: the one sign-up allowed is still there
+            name = _name()
+            assert _signup(client, name, f"{name}@example.com", address).status_code == 302
+    finally:
+        pre_save.disconnect(the_other_signup_first, sender=User)
+
+
+def test_demo_accounts_are_made_whoever_has_the_made_up_address(site, client, make_user):
+    """Demo accounts have no e-mail address: the ``demo1@example.com`` they had could be a shopper's
+    already, and the unique index then stopped the command."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    shopper = make_user()
+    User.objects.filter(pk=shopper.pk).update(email="Demo1@Example.com")
+    call_command("create_demo_accounts", count=2, password=PASSWORD, stdout=StringIO())
+    assert User.objects.get(pk=shopper.pk).email == "Demo1@Example.com"
+    assert list(User.objects.filter(username__in=["demo1", "demo2"]).values_list("email", flat=True)) == ["", ""]
+
+
+def _email_index_exists() -> bool:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        return "auth_user_email_ci_unique" in connection.introspection.get_constraints(cursor, "auth_user")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_refuses_shared_addresses_clearly_and_changes_nothing(site_cache):
+    """A deployment holding accounts that share an address: accounts.0009 stops before it changes
+    anything, saying how many and how to list them (``shared_emails``); once each has its own, it runs."""
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    local = _name()
+    try:
+        call_command("migrate", "accounts", "0008", verbosity=0)
+        assert not _email_index_exists()
+        first = User.objects.create(username=f"{local}a", email=f"{local}@example.com")
+        second = User.objects.create(username=f"{local}b", email=f"{local.upper()}@example.com")
+        User.objects.create(username=f"{local}c", email="")
+        User.objects.create(username=f"{local}d", email="")  # blank ones are not shared addresses
+        with pytest.raises(CommandError) as refused:
+            call_command("migrate", "accounts", verbosity=0)
+        assert "1 e-mail address(es) are shared by 2 accounts" in str(refused.value)
+        assert "manage.py shared_emails" in str(refused.value)
+        assert not _email_index_exists()
+        assert sorted(User.objects.filter(username__startswith=local).values_list("email", flat=True)) == \
+            sorted(["", "", f"{local}@example.com", f"{local.upper()}@example.com"])  # nobody's changed
+
+        listed = StringIO()
+        call_command("shared_emails", stdout=listed)
+        assert f"{local}@example.com:" in listed.getvalue()
+        assert f"id {first.pk}  {first.username}  <{first.email}>" in listed.getvalue()
+        assert f"id {second.pk}  {second.username}  <{second.email}>" in listed.getvalue()
+
+        User.objects.filter(pk=second.pk).update(email=f"{local}.b@example.com")
+        call_command("migrate", "accounts", verbosity=0)
+        assert _email_index_exists()
+    finally:  # the other tests' schema, whatever happened
+        User.objects.filter(username__startswith=local).delete()
+        call_command("migrate", "accounts", verbosity=0)

@@ -456,3 +456,27 @@ def test_delete_selected_stopped_by_mongodb_keeps_and_logs_only_what_it_deleted(
     logged = set(LogEntry.objects.filter(action_flag=DELETION).values_list("object_id", flat=True))
     assert len(left) == 2 and len(calls) == 2
     assert logged == {str(u.pk) for u in shoppers} - {str(pk) for pk in left}
+
+
+def test_an_address_another_account_has_is_refused_on_the_user_page(mongo_db, site_cache, client, make_user):
+    """The admin's user form checks e-mail addresses as sign-up does, in any case: the unique index
+    (accounts.0009) alone made saving one a server error."""
+    from django.contrib.auth.models import User
+
+    owner, shopper = make_user(), make_user()
+    client.force_login(make_user(staff=True))
+
+    def save(email: str):
+        joined = shopper.date_joined
+        return client.post(f"/admin/auth/user/{shopper.pk}/change/", {
+            "username": shopper.username, "email": email, "first_name": "", "last_name": "", "is_active": "on",
+            "date_joined_0": f"{joined:%Y-%m-%d}", "date_joined_1": f"{joined:%H:%M:%S}"})
+
+    refused = save(f"  {owner.email.upper()} ")
+    assert refused.status_code == 200 and "Another account already uses this e-mail address." in \
+        refused.content.decode()
+    assert User.objects.get(pk=shopper.pk).email == shopper.email
+    assert save(shopper.email.upper()).status_code == 302  # its own address, in another case: no conflict
+    User.objects.filter(pk=owner.pk).update(email="")
+    assert save("").status_code == 302  # no address, as another account: never a conflict
+    assert User.objects.get(pk=shopper.pk).email == ""

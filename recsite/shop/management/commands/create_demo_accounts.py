@@ -2,7 +2,9 @@
 
 A visitor who logs in as one of them sees personal recommendations at once, because the batch
 job already wrote that reviewer's list. Idempotent: an existing demo account is reused and its
-password reset to the printed one.
+password reset to the printed one. Made without an e-mail address: e-mail addresses are unique
+per account, and a made-up one (``demo1@example.com``) could already belong to a shopper's account,
+which would stop the command; its password is reset by running this again, never by mail.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ class Command(BaseCommand):
         password = password or f"demo-{secrets.token_urlsafe(6)}"
         for i, (reviewer_id, n) in enumerate(reviewers, start=1):
             username = f"demo{i}"
-            user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
+            user, _ = User.objects.get_or_create(username=username)
             user.set_password(password)
             user.save()
             Profile.objects.filter(reviewer_id=reviewer_id).exclude(user=user).update(reviewer_id=None)
