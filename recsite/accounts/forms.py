@@ -48,8 +48,9 @@ class SignUpForm(UserCreationForm):
     """Django's sign-up with a required e-mail address that no other account has (in any case).
 
     Telling that an address has an account is what a shop's sign-up does (the person can then reset
-    the password instead of wondering). It reveals no more than the username check next to it; like
-    that one it is not limited by the sign-up count, which a refused sign-up gives back."""
+    the password instead of wondering). Unlike a taken username, an address found in use keeps the
+    sign-up's count (``accounts.views.signup``): addresses are private, so asking which have accounts
+    is limited to the sign-up rate of one client address."""
 
     email = forms.EmailField(required=True, max_length=254,
                              help_text="Used only to reset your password.")

@@ -134,7 +134,10 @@ def signup(request):
                           status=refusal.status)
         user = _create_account(form) if form.is_valid() else None
         if user is None:
-            throttle.give_back_account_action("signup", address)
+            if not form.has_error("email", "email_taken"):
+                # a typo costs nothing; an address found in use keeps its count, so a client cannot
+                # test a list of addresses for accounts faster than it could sign up
+                throttle.give_back_account_action("signup", address)
         else:
             login(request, user, backend="accounts.backends.ProfileBackend")
             messages.success(request, "Welcome! Rate a few products you know to get your own recommendations.")

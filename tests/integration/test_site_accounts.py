@@ -261,6 +261,25 @@ def test_signup_refuses_an_address_another_account_has(site_cache, client, typed
     assert User.objects.filter(email__iexact=f"{local}@example.com").count() == 1
 
 
+def test_asking_which_addresses_have_accounts_uses_up_the_signup_count(site_cache, client):
+    """Each address found in use keeps its sign-up count: one client address cannot test a list of
+    e-mail addresses for accounts faster than it could sign up. Other refusals give theirs back."""
+    from django.test.utils import override_settings
+
+    owner = _name()
+    assert _signup(client, owner, f"{owner}@example.com").status_code == 302
+    client.logout()
+    address = _own_address()
+    with override_settings(ACCOUNT_THROTTLE_ATTEMPTS=2):
+        mismatched = client.post("/accounts/signup/", {"username": _name(), "email": f"{_name()}@example.com",
+                                                       "password1": PASSWORD, "password2": "other"},
+                                 REMOTE_ADDR=address)
+        assert mismatched.status_code == 400  # given back: a typo costs nothing
+        assert all(_taken(_signup(client, _name(), f"{owner}@example.com", address)) for _ in range(2))
+        refused = _signup(client, _name(), f"{_name()}@example.com", address)
+        assert refused.status_code == 429, refused.status_code
+
+
 def test_signup_stores_the_address_with_its_domain_in_lower_case(site_cache, client):
     """Django's normalize_email: spaces gone, the domain lowered; the local part as typed."""
     username = _name()
@@ -283,7 +302,7 @@ def test_the_database_refuses_a_second_account_with_one_address_in_any_case(db):
 
 def test_a_signup_that_loses_the_race_for_an_address_gets_the_form_error(site_cache, client):
     """Two sign-ups with one address at once: both pass the form's check, the second insert is
-    refused by the index. That one gets the form's error (not a 500), and its sign-up count back.
+    refused by the index. That one gets the form's error (not a 500), and keeps its sign-up count.
 
     The race is made real without threads: the other account is inserted just before this sign-up's
     own insert (a pre_save receiver), after the form's check."""
@@ -305,9 +324,9 @@ def test_a_signup_that_loses_the_race_for_an_address_gets_the_form_error(site_ca
             assert _taken(lost), lost.content.decode()
             assert not User.objects.filter(username=loser).exists()
             pre_save.disconnect(the_other_signup_first, sender=User)
-            # the lost sign-up gave its count back: the one sign-up allowed is still there
+            # the lost sign-up kept its count, like any address found in use: nothing more is allowed
             name = _name()
-            assert _signup(client, name, f"{name}@example.com", address).status_code == 302
+            assert _signup(client, name, f"{name}@example.com", address).status_code == 429
     finally:
         pre_save.disconnect(the_other_signup_first, sender=User)
 
