@@ -9,7 +9,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
 from accounts.models import recommender_id
-from core import catalog, rating_history, stored_lists
+from core import catalog, stored_lists
 from core.breaker import Unavailable
 from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, is_event_id, is_product_id
 from core.search import unused_words
@@ -17,9 +17,10 @@ from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
 from shop.products import headline, summaries, title
-from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
+from shop.ratings import IdempotencyConflict, RatingRejected, processing_state, submit_control, submit_rating
 from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
-                              ProductIn, RatingIn, RatingOut, RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
+                              ProductIn, RatingIn, RatingOut, RatingStatusOut, RecommendationsOut, SearchOut, SearchQuery,
+                              SimilarItem)
 from shop.throttles import ApiRateThrottle, RatingRateThrottle, SearchRateThrottle
 
 
@@ -123,7 +124,7 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
     return Response({**answer, "status": "accepted"}, status=202)
 
 
-@extend_schema(responses={200: None, 404: None})
+@extend_schema(responses={200: RatingStatusOut, 404: None})
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def rating_status(request, event_id: str):
@@ -131,9 +132,9 @@ def rating_status(request, event_id: str):
     sub = RatingSubmission.objects.filter(event_id=str(event_id)[:64], user=request.user).first()
     if sub is None:
         return Response({"detail": "not found"}, status=404)
-    doc = rating_history.get_rating(sub.event_id) or {}
-    return Response({"event_id": sub.event_id, "published": sub.published,
-                     "state": doc.get("state", "pending"), "model_version": doc.get("model_version")})
+    state, model_version = processing_state(sub)
+    return Response({"event_id": sub.event_id, "published": sub.published, "state": state,
+                     "model_version": model_version})
 
 
 def _control(request, action: str) -> Response:

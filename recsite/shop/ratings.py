@@ -29,7 +29,7 @@ from typing import Iterator
 from django.db import IntegrityError, transaction
 from pymongo.errors import PyMongoError
 
-from core import cancellation, catalog, kafka_io, locking, mongo
+from core import cancellation, catalog, kafka_io, locking, mongo, rating_history
 from core.events import CONTROL_ACTIONS, NOT_INTERESTED, RATE, UNRATE, InvalidEvent, RatingEvent, validate
 from shop.models import RatingSubmission
 
@@ -120,6 +120,27 @@ def submit_event(user, event: RatingEvent, *, client_key: bool = True) -> Rating
         return _save(submission, user, event)
 
 
+# What became of a submission, as GET /api/ratings/<id>/ says it (shop.serializers.RatingStatusOut).
+# Only "pending" may still change by itself; "not_sent" changes with a retry under the same key,
+# "dead_letter" with an operator's replay (kafka_workers.dead_letters).
+PROCESSED, DEAD_LETTER, NOT_SENT, PENDING = "processed", "dead_letter", "not_sent", "pending"
+STATES = (PENDING, PROCESSED, NOT_SENT, DEAD_LETTER)
+
+
+def processing_state(submission: RatingSubmission) -> tuple[str, str | None]:
+    """(state, model version of the list it made) of one submission: the worker's record first
+    (a late delivery of an unacknowledged event may still have been processed), then the
+    dead-letter mark on the event's claim (``core.cancellation.note_dead_letter``), then whether
+    Kafka ever acknowledged it: unacknowledged, it was never sent or was cancelled, and no worker
+    will process it until the client retries with the same key."""
+    doc = rating_history.get_rating(submission.event_id) or {}
+    if doc.get("state") == PROCESSED:
+        return PROCESSED, doc.get("model_version")
+    if cancellation.dead_lettered(submission.event_id):
+        return DEAD_LETTER, None
+    return (PENDING if submission.published else NOT_SENT), None
+
+
 def _earlier(user, event: RatingEvent) -> RatingSubmission | None:
     """The earlier submission with this key, if any (a retry); IdempotencyConflict if it is not one."""
     submission = RatingSubmission.objects.filter(event_id=event.event_id).first()
@@ -186,5 +207,5 @@ def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmi
         return existing
 
 
-__all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "IdempotencyConflict", "RatingRejected", "submit_rating",
-           "submit_control", "submit_event"]
+__all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "STATES", "IdempotencyConflict", "RatingRejected", "processing_state",
+           "submit_rating", "submit_control", "submit_event"]
