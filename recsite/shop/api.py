@@ -5,6 +5,7 @@ from django.utils.http import parse_etags
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes, permission_classes, throttle_classes
+from rest_framework.exceptions import Throttled
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
@@ -17,11 +18,12 @@ from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
 from shop.products import headline, summaries, title
-from shop.ratings import IdempotencyConflict, RatingRejected, processing_state, submit_control, submit_rating
+from shop.ratings import (IdempotencyConflict, RatingRejected, is_replay, processing_state, submit_control,
+                          submit_rating)
 from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
-                              ProductIn, RatingIn, RatingOut, RatingStatusOut, RecommendationsOut, SearchOut, SearchQuery,
-                              SimilarItem)
-from shop.throttles import ApiRateThrottle, RatingRateThrottle, SearchRateThrottle
+                              ProductIn, RatingIn, RatingOut, RatingStatusOut, RecommendationsOut, SearchOut,
+                              SearchQuery, SimilarItem)
+from shop.throttles import ApiRateThrottle, SearchRateThrottle, rating_throttled, refund_rating
 
 
 @extend_schema(responses={200: RecommendationsOut, 304: None},
@@ -84,7 +86,7 @@ def search(request):
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+@throttle_classes([ApiRateThrottle])
 def post_rating(request):
     def submit(data: dict, key: str | None) -> dict:
         sub = submit_rating(request.user, recommender_id(request.user), data["product_id"], data["rating"],
@@ -96,6 +98,10 @@ def post_rating(request):
 
 def _accept(request, serializer, submit, unavailable: str) -> Response:
     """One POST about a product (a rating or a control): check, publish, 202 at once (or why not).
+
+    Only a newly accepted event is charged to ``RATING_RATE`` (``shop.throttles.rating_throttled``,
+    as the pages): an invalid request is bounded by ``API_USER_RATE`` alone, and a replay of an
+    accepted key is answered without a charge, so a client can always confirm what it sent.
 
     The idempotency key comes from the ``Idempotency-Key`` header or the body's ``idempotency_key``
     (both: they must match). ``submit(validated data, key)`` publishes (shop.ratings) and returns
@@ -112,16 +118,23 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
             return Response({"detail": f"Idempotency-Key must be {KEY_ERROR} "
                                        "(and match idempotency_key if both are sent)"}, status=400)
         key = header
+    if not is_replay(request.user, key):  # RATING_RATE counts new events only, never a replay
+        wait = rating_throttled(request)
+        if wait is not None:
+            raise Throttled(wait)
     try:
         answer = submit(body.validated_data, key)
     except IdempotencyConflict as exc:
-        return Response({"detail": str(exc)}, status=409)
+        response = Response({"detail": str(exc)}, status=409)
     except RatingRejected as exc:
-        return Response({"detail": str(exc)}, status=400)
+        response = Response({"detail": str(exc)}, status=400)
     except Unavailable:
-        return Response({"detail": f"{unavailable}; try again in a few seconds"},
-                        status=503, headers={"Retry-After": "2"})
-    return Response({**answer, "status": "accepted"}, status=202)
+        response = Response({"detail": f"{unavailable}; try again in a few seconds"},
+                            status=503, headers={"Retry-After": "2"})
+    else:
+        return Response({**answer, "status": "accepted"}, status=202)
+    refund_rating(request)  # nothing was accepted: it must not use up the shopper's ratings
+    return response
 
 
 @extend_schema(responses={200: RatingStatusOut, 404: None})
@@ -152,7 +165,7 @@ def _control(request, action: str) -> Response:
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+@throttle_classes([ApiRateThrottle])
 def remove_rating(request):
     return _control(request, UNRATE)
 
@@ -162,7 +175,7 @@ def remove_rating(request):
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+@throttle_classes([ApiRateThrottle])
 def post_not_interested(request):
     return _control(request, NOT_INTERESTED)
 
@@ -173,7 +186,7 @@ def post_not_interested(request):
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+@throttle_classes([ApiRateThrottle])
 def post_interested_again(request):
     return _control(request, INTERESTED_AGAIN)
 

@@ -141,6 +141,13 @@ def processing_state(submission: RatingSubmission) -> tuple[str, str | None]:
     return (PENDING if submission.published else NOT_SENT), None
 
 
+def is_replay(user, idempotency_key: str | None) -> bool:
+    """Whether this key names a submission of this user that Kafka already has: sent again, it is
+    answered as before and publishes nothing, so it is no new rating to charge (``RATING_RATE``)."""
+    return bool(idempotency_key) and RatingSubmission.objects.filter(
+        event_id=idempotency_key, user=user, published=True).exists()
+
+
 def _earlier(user, event: RatingEvent) -> RatingSubmission | None:
     """The earlier submission with this key, if any (a retry); IdempotencyConflict if it is not one."""
     submission = RatingSubmission.objects.filter(event_id=event.event_id).first()
@@ -207,5 +214,5 @@ def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmi
         return existing
 
 
-__all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "STATES", "IdempotencyConflict", "RatingRejected", "processing_state",
-           "submit_rating", "submit_control", "submit_event"]
+__all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "STATES", "IdempotencyConflict", "RatingRejected", "is_replay",
+           "processing_state", "submit_rating", "submit_control", "submit_event"]
