@@ -8,7 +8,8 @@ search reads one index document per word and ranks up to ``MAX_POSTINGS`` ids pe
 address (``accounts.throttle.client_address``, the login lockout's trusted-proxy rule; an IPv6
 address as its /64), and so does DRF's API-wide limit (``ApiRateThrottle``, ``API_USER_RATE``).
 DRF views take the classes in ``throttle_classes``; plain Django views call ``rating_throttled`` /
-``allow_search``. These two rates are read from Django's settings on each request, not from DRF's
+``allow_search``, and so do the API's rating and control views, which charge only what they accept
+(``refund_rating`` gives back the count of a request that published nothing, a replay is not charged). These two rates are read from Django's settings on each request, not from DRF's
 class-level rates.
 
 All three keep DRF's sliding window (the requests of the last minute, say) but check and count in one
@@ -109,7 +110,10 @@ class FailoverCache:
                 members = [f"{token}:{i}" for i in range(1, cost + 1)]  # as _TAKE named them
                 cache.client.get_client(write=True).zrem(cache.make_key(key), *members)
             except Exception as exc:  # noqa: BLE001 - the count stays: stricter, never looser
+                self.breaker.failure()
                 log.warning("rate limits: a count not given back in Redis (%s)", exc)
+            else:
+                self.breaker.success()
         with self.local_lock:
             history = self.local.get(key)
             if history and now in history:
