@@ -1,6 +1,8 @@
 """JSON API for the same actions as the pages, described by OpenAPI (/api/schema/)."""
 from __future__ import annotations
 
+from functools import partial
+
 from django.utils.cache import get_conditional_response
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import api_view, parser_classes, permission_classes, throttle_classes
@@ -17,8 +19,7 @@ from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
 from shop.products import headline, summaries, title
-from shop.ratings import (IdempotencyConflict, RatingRejected, is_replay, processing_state, submit_control,
-                          submit_rating)
+from shop.ratings import IdempotencyConflict, RatingRejected, processing_state, submit_control, submit_rating
 from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
                               ProductIn, RatingIn, RatingOut, RatingStatusOut, RecommendationsOut, SearchOut,
                               SearchQuery, SimilarItem)
@@ -91,18 +92,27 @@ def search(request):
 def post_rating(request):
     def submit(data: dict, key: str | None) -> dict:
         sub = submit_rating(request.user, recommender_id(request.user), data["product_id"], data["rating"],
-                            data["text"], idempotency_key=key)
+                            data["text"], idempotency_key=key, charge=partial(_charge_rating, request))
         return {"event_id": sub.event_id, "product_id": sub.product_id, "rating": sub.rating}
 
     return _accept(request, RatingIn, submit, "the rating could not be saved right now")
 
 
+def _charge_rating(request) -> None:
+    """Count one rating against ``RATING_RATE`` (``rating_throttled``, as the pages); 429 with
+    Retry-After when it does not fit (raised before anything is published)."""
+    wait = rating_throttled(request)
+    if wait is not None:
+        raise Throttled(wait)
+
+
 def _accept(request, serializer, submit, unavailable: str) -> Response:
     """One POST about a product (a rating or a control): check, publish, 202 at once (or why not).
 
-    Only a newly accepted event is charged to ``RATING_RATE`` (``shop.throttles.rating_throttled``,
-    as the pages): an invalid request is bounded by ``API_USER_RATE`` alone, and a replay of an
-    accepted key is answered without a charge, so a client can always confirm what it sent.
+    Only a newly accepted event is charged to ``RATING_RATE`` (:func:`_charge_rating`, called by
+    ``shop.ratings.submit_event`` just before it publishes, and given back if that fails): an
+    invalid request is bounded by ``API_USER_RATE`` alone, and a replay of an accepted key is
+    answered without a charge, so a client can always confirm what it sent.
 
     The idempotency key comes from the ``Idempotency-Key`` header or the body's ``idempotency_key``
     (both: they must match). ``submit(validated data, key)`` publishes (shop.ratings) and returns
@@ -119,10 +129,6 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
             return Response({"detail": f"Idempotency-Key must be {KEY_ERROR} "
                                        "(and match idempotency_key if both are sent)"}, status=400)
         key = header
-    if not is_replay(request.user, key):  # RATING_RATE counts new events only, never a replay
-        wait = rating_throttled(request)
-        if wait is not None:
-            raise Throttled(wait)
     try:
         answer = submit(body.validated_data, key)
     except IdempotencyConflict as exc:
@@ -154,7 +160,7 @@ def rating_status(request, event_id: str):
 def _control(request, action: str) -> Response:
     def submit(data: dict, key: str | None) -> dict:
         sub = submit_control(request.user, recommender_id(request.user), data["product_id"], action,
-                             idempotency_key=key)
+                             idempotency_key=key, charge=partial(_charge_rating, request))
         return {"event_id": sub.event_id, "product_id": sub.product_id, "action": action}
 
     return _accept(request, ProductIn, submit, "the request could not be delivered")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager, nullcontext
-from typing import Iterator
+from typing import Callable, Iterator
 
 from django.db import IntegrityError, transaction
 from pymongo.errors import PyMongoError
@@ -45,6 +45,10 @@ class IdempotencyConflict(RatingRejected):
     """The key was already used for another rating, or by another user: not a retry."""
 
 
+def _free() -> None:
+    """The default ``charge`` of :func:`submit_event`: nothing to count."""
+
+
 def _same(sub: RatingSubmission, user, event: RatingEvent) -> bool:
     return (sub.user_id == user.pk and sub.product_id == event.product_id and sub.rating == event.rating
             and sub.text == event.text and sub.action == event.action)
@@ -55,23 +59,24 @@ def _event(idempotency_key: str | None, **fields) -> RatingEvent:
 
 
 def submit_rating(user, recommender_id: str, product_id: str, rating: int, text: str = "",
-                  idempotency_key: str | None = None) -> RatingSubmission:
+                  idempotency_key: str | None = None, charge: Callable[[], None] = _free) -> RatingSubmission:
     """Publish one rating for the logged-in user (see :func:`submit_event` for what it raises)."""
     return submit_event(user, _event(idempotency_key, user_id=recommender_id, product_id=str(product_id),
-                                     rating=rating, text=text or ""), client_key=bool(idempotency_key))
+                                     rating=rating, text=text or ""), client_key=bool(idempotency_key), charge=charge)
 
 
 def submit_control(user, recommender_id: str, product_id: str, action: str,
-                   idempotency_key: str | None = None) -> RatingSubmission:
+                   idempotency_key: str | None = None, charge: Callable[[], None] = _free) -> RatingSubmission:
     """Publish "remove my rating" (``unrate``), ``not_interested`` or its undo (``interested_again``)
     for the logged-in user."""
     if action not in CONTROL_ACTIONS:
         raise RatingRejected(f"unknown action {action}")
     return submit_event(user, _event(idempotency_key, user_id=recommender_id, product_id=str(product_id),
-                                     rating=0, action=action), client_key=bool(idempotency_key))
+                                     rating=0, action=action), client_key=bool(idempotency_key), charge=charge)
 
 
-def submit_event(user, event: RatingEvent, *, client_key: bool = True) -> RatingSubmission:
+def submit_event(user, event: RatingEvent, *, client_key: bool = True,
+                 charge: Callable[[], None] = _free) -> RatingSubmission:
     """Publish one event of the logged-in user.
 
     Raises RatingRejected (IdempotencyConflict), mongo.StoreUnavailable or kafka_io.PublishError
@@ -81,6 +86,10 @@ def submit_event(user, event: RatingEvent, *, client_key: bool = True) -> Rating
     ``client_key=False``: the event id was made by this request, so no earlier or concurrent
     attempt can carry it; the retry checks and the attempt's lock are skipped (two SQL reads and
     two MongoDB commands of the request).
+
+    ``charge()`` is called once the event is known to be new (no replay of a published key) and
+    valid, just before anything changes; it may raise (the rating limit: the API's 429), and then
+    nothing is published. The API charges ``RATING_RATE`` there, so a replay is never charged.
     """
     try:
         validate(event.to_dict())
@@ -101,6 +110,7 @@ def submit_event(user, event: RatingEvent, *, client_key: bool = True) -> Rating
                                           event_id=event.event_id)
         elif submission.published:
             return submission
+        charge()
         retry = submission.pk is not None
         if retry:  # a retry of a submission answered 503: it may have been cancelled
             _uncancel(event.event_id)
@@ -139,13 +149,6 @@ def processing_state(submission: RatingSubmission) -> tuple[str, str | None]:
     if cancellation.dead_lettered(submission.event_id):
         return DEAD_LETTER, None
     return (PENDING if submission.published else NOT_SENT), None
-
-
-def is_replay(user, idempotency_key: str | None) -> bool:
-    """Whether this key names a submission of this user that Kafka already has: sent again, it is
-    answered as before and publishes nothing, so it is no new rating to charge (``RATING_RATE``)."""
-    return bool(idempotency_key) and RatingSubmission.objects.filter(
-        event_id=idempotency_key, user=user, published=True).exists()
 
 
 def _earlier(user, event: RatingEvent) -> RatingSubmission | None:
@@ -214,5 +217,5 @@ def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmi
         return existing
 
 
-__all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "STATES", "IdempotencyConflict", "RatingRejected", "is_replay",
+__all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "STATES", "IdempotencyConflict", "RatingRejected",
            "processing_state", "submit_rating", "submit_control", "submit_event"]
