@@ -28,7 +28,8 @@ from pymongo.errors import DuplicateKeyError
 
 from core import locking, mongo
 
-EVENT_CLAIMS = mongo.CLAIMS  # {_id: event id, state: "stored" | "cancelled", at}, beside the writer locks
+# {_id: event id, state: "stored" | "cancelled", at, dead_lettered_at?}, beside the writer locks
+EVENT_CLAIMS = mongo.CLAIMS
 STORED, CANCELLED = "stored", "cancelled"
 
 
@@ -98,6 +99,25 @@ def uncancel(event_id: str, db: Database | None = None) -> None:
 def state(event_id: str, db: Database | None = None) -> str | None:
     doc = _db(db)[EVENT_CLAIMS].find_one({"_id": event_id})
     return doc.get("state") if doc else None
+
+
+def note_dead_letter(event_id: str, db: Database | None = None) -> None:
+    """For a worker about to dead-letter an event: mark its claim, so that the site can tell the
+    shopper it will not be processed (``shop.ratings.processing_state``) instead of "pending" for
+    ever. Only the dead-letter path pays this write; a claim is found or made by its ``_id``, and a
+    claim without ``state`` reads as stored (:func:`_decide`), which a dead-lettered event was."""
+    _db(db)[EVENT_CLAIMS].update_one({"_id": event_id}, {"$set": {"dead_lettered_at": time.time()}}, upsert=True)
+
+
+def forget_dead_letter(event_id: str, db: Database | None = None) -> None:
+    """For a replay of a dead letter: its event can be processed again, so it is pending again."""
+    _db(db)[EVENT_CLAIMS].update_one({"_id": event_id}, {"$unset": {"dead_lettered_at": ""}})
+
+
+def dead_lettered(event_id: str, db: Database | None = None) -> bool:
+    """Whether a worker dead-lettered the event (and no replay has sent it again since)."""
+    doc = _db(db)[EVENT_CLAIMS].find_one({"_id": event_id}, {"dead_lettered_at": 1})
+    return bool(doc and doc.get("dead_lettered_at"))
 
 
 def event_id_of(raw: bytes | str | None) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 
-from core import dead_letter_replays, kafka_io
+from core import cancellation, dead_letter_replays, kafka_io
 from core.events import MAX_EVENT_BYTES
 from core.settings import get_settings
 
@@ -212,9 +212,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 print(f"{lid}: already replayed at {earlier.get('replayed_at')}; skipped (--force to send it again)")
             continue
         topic = letter.get("topic") or get_settings().ratings_topic
+        if letter.get("event_id"):  # it can be processed again: its status is pending, not dead_letter
+            cancellation.forget_dead_letter(letter["event_id"])
         try:
             meta = kafka_io.publish_raw(topic, raw, key=key)
         except kafka_io.PublishError as exc:
+            if letter.get("event_id"):
+                cancellation.note_dead_letter(letter["event_id"])
             if token is not None:
                 dead_letter_replays.release(lid, token)
             print(f"{lid}: {exc}", file=sys.stderr)

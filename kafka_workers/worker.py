@@ -311,9 +311,25 @@ def _failed_outcome(raw: bytes | None, exc: BaseException) -> Outcome:
     return Outcome(event, "dead-letter", f"{exc.__class__.__name__}: {exc}"[:500])
 
 
+def _note_dead_letter(event_id: str) -> None:
+    """``cancellation.note_dead_letter``: MongoDB down raises (an outage: the caller waits it out);
+    any other refusal is logged, and the letter still goes (the status then says "pending")."""
+    try:
+        cancellation.note_dead_letter(event_id)
+    except PyMongoError as exc:
+        if isinstance(exc, OUTAGE_ERRORS):
+            raise
+        log.error("dead letter of event %s not marked on its claim (%s: %s)", event_id, exc.__class__.__name__,
+                  str(exc)[:200])
+
+
 def send_dead_letter(record, outcome: Outcome, attempts: int, lost_leases: int = 0) -> None:
     """Publish the message to the dead-letter topic with its reason, its counted tries and its lost
     leases (``dead_letter_payload``; raises while Kafka is down).
+
+    The event's claim is marked dead-lettered first (``cancellation.note_dead_letter``: MongoDB
+    down raises, an outage the callers wait out), so ``GET /api/ratings/<id>/`` says so instead of
+    "pending" for ever; good events never come here.
 
     A letter Kafka refuses for itself (``kafka_io.RecordRefused``: too large, invalid) is not an
     outage, and waiting would block the partition for good: it goes again without the original
@@ -322,6 +338,8 @@ def send_dead_letter(record, outcome: Outcome, attempts: int, lost_leases: int =
     letter = dead_letter_payload(record.value, outcome.reason, record.topic, record.partition, record.offset,
                                  key=record.key, event_id=outcome.event.event_id if outcome.event else None,
                                  attempts=attempts, lost_leases=lost_leases)
+    if letter["event_id"]:  # before the send: a send that fails comes back here, a mark would not
+        _note_dead_letter(letter["event_id"])
     topic = get_settings().dead_letter_topic
     try:
         kafka_io.publish_json(topic, letter, key=letter_key(record.key))

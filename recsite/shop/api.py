@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import partial
 from typing import Callable
 
-from django.utils.http import parse_etags
+from django.utils.cache import get_conditional_response
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes, permission_classes, throttle_classes
+from rest_framework.exceptions import Throttled
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
 from accounts.models import recommender_id
-from core import catalog, rating_history, stored_lists
+from core import catalog, stored_lists
 from core.breaker import Unavailable
 from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, is_event_id, is_product_id
 from core.search import unused_words
@@ -20,25 +21,27 @@ from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
 from shop.products import cards, headline, summaries, title
-from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
+from shop.ratings import IdempotencyConflict, RatingRejected, processing_state, submit_control, submit_rating
 from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
-                              HiddenOut, ListPageQuery, ProductIn, RatingIn, RatingOut, RecommendationsOut, SearchOut,
-                              SearchQuery, SimilarItem)
-from shop.throttles import ApiRateThrottle, RatingRateThrottle, SearchRateThrottle
+                              HiddenOut, ListPageQuery, ProductIn, RatingIn, RatingOut, RatingStatusOut,
+                              RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
+from shop.throttles import ApiRateThrottle, SearchRateThrottle, rating_throttled, refund_rating
 
 
 @extend_schema(responses={200: RecommendationsOut, 304: None},
-               description="The logged-in user's list. Send If-None-Match with the last ETag to poll cheaply.")
+               description="The logged-in user's list. Send If-None-Match with the last ETag to poll cheaply "
+                           "(weak tags, lists and * are understood, RFC 9110). The popular fallback's ETag "
+                           "changes with its content.")
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def my_recommendations(request):
     uid = recommender_id(request.user)
-    etag = recommendations.current_etag(uid)
-    if etag in parse_etags(request.headers.get("If-None-Match", "")):
-        response = Response(status=status.HTTP_304_NOT_MODIFIED)  # one Redis read, nothing else
-    else:
-        data = dict(recommendations.for_user(uid, tag=etag))
-        etag = data.pop("etag")
+    etag, data = recommendations.shown_etag(uid)  # a personal list's: one Redis read, nothing else
+    response = get_conditional_response(request, etag=etag)  # 304 (or 412 for a failed If-Match)
+    if response is None:
+        if data is None:
+            data = dict(recommendations.for_user(uid, tag=etag))
+            etag = data.pop("etag")
         response = Response(data)
     response["ETag"] = etag
     response["Cache-Control"] = "private, no-cache"
@@ -87,18 +90,31 @@ def search(request):
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
-@throttle_classes([ApiRateThrottle, RatingRateThrottle])
+@throttle_classes([ApiRateThrottle])
 def post_rating(request):
     def submit(data: dict, key: str | None) -> dict:
         sub = submit_rating(request.user, recommender_id(request.user), data["product_id"], data["rating"],
-                            data["text"], idempotency_key=key)
+                            data["text"], idempotency_key=key, charge=partial(_charge_rating, request))
         return {"event_id": sub.event_id, "product_id": sub.product_id, "rating": sub.rating}
 
     return _accept(request, RatingIn, submit, "the rating could not be saved right now")
 
 
+def _charge_rating(request) -> None:
+    """Count one rating against ``RATING_RATE`` (``rating_throttled``, as the pages); 429 with
+    Retry-After when it does not fit (raised before anything is published)."""
+    wait = rating_throttled(request)
+    if wait is not None:
+        raise Throttled(wait)
+
+
 def _accept(request, serializer, submit, unavailable: str) -> Response:
     """One POST about a product (a rating or a control): check, publish, 202 at once (or why not).
+
+    Only a newly accepted event is charged to ``RATING_RATE`` (:func:`_charge_rating`, called by
+    ``shop.ratings.submit_event`` just before it publishes, and given back if that fails): an
+    invalid request is bounded by ``API_USER_RATE`` alone, and a replay of an accepted key is
+    answered without a charge, so a client can always confirm what it sent.
 
     The idempotency key comes from the ``Idempotency-Key`` header or the body's ``idempotency_key``
     (both: they must match). ``submit(validated data, key)`` publishes (shop.ratings) and returns
@@ -118,16 +134,19 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
     try:
         answer = submit(body.validated_data, key)
     except IdempotencyConflict as exc:
-        return Response({"detail": str(exc)}, status=409)
+        response = Response({"detail": str(exc)}, status=409)
     except RatingRejected as exc:
-        return Response({"detail": str(exc)}, status=400)
+        response = Response({"detail": str(exc)}, status=400)
     except Unavailable:
-        return Response({"detail": f"{unavailable}; try again in a few seconds"},
-                        status=503, headers={"Retry-After": "2"})
-    return Response({**answer, "status": "accepted"}, status=202)
+        response = Response({"detail": f"{unavailable}; try again in a few seconds"},
+                            status=503, headers={"Retry-After": "2"})
+    else:
+        return Response({**answer, "status": "accepted"}, status=202)
+    refund_rating(request)  # nothing was accepted: it must not use up the shopper's ratings
+    return response
 
 
-@extend_schema(responses={200: None, 404: None})
+@extend_schema(responses={200: RatingStatusOut, 404: None})
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def rating_status(request, event_id: str):
@@ -135,15 +154,15 @@ def rating_status(request, event_id: str):
     sub = RatingSubmission.objects.filter(event_id=str(event_id)[:64], user=request.user).first()
     if sub is None:
         return Response({"detail": "not found"}, status=404)
-    doc = rating_history.get_rating(sub.event_id) or {}
-    return Response({"event_id": sub.event_id, "published": sub.published,
-                     "state": doc.get("state", "pending"), "model_version": doc.get("model_version")})
+    state, model_version = processing_state(sub)
+    return Response({"event_id": sub.event_id, "published": sub.published, "state": state,
+                     "model_version": model_version})
 
 
 def _control(request, action: str) -> Response:
     def submit(data: dict, key: str | None) -> dict:
         sub = submit_control(request.user, recommender_id(request.user), data["product_id"], action,
-                             idempotency_key=key)
+                             idempotency_key=key, charge=partial(_charge_rating, request))
         return {"event_id": sub.event_id, "product_id": sub.product_id, "action": action}
 
     return _accept(request, ProductIn, submit, "the request could not be delivered")
@@ -158,7 +177,7 @@ def _control_endpoint(description: str) -> Callable[[Callable], Callable]:
         api_view(["POST"]),
         parser_classes([JSONParser]),
         permission_classes([IsAuthenticated]),
-        throttle_classes([ApiRateThrottle, RatingRateThrottle]),
+        throttle_classes([ApiRateThrottle]),
     )
 
     def decorate(view: Callable) -> Callable:

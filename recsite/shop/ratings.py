@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager, nullcontext
-from typing import Iterator
+from typing import Callable, Iterator
 
 from django.db import IntegrityError, transaction
 from pymongo.errors import PyMongoError
 
-from core import cancellation, catalog, kafka_io, locking, mongo
+from core import cancellation, catalog, kafka_io, locking, mongo, rating_history
 from core.events import CONTROL_ACTIONS, NOT_INTERESTED, RATE, UNRATE, InvalidEvent, RatingEvent, validate
 from shop.models import RatingSubmission
 
@@ -45,6 +45,10 @@ class IdempotencyConflict(RatingRejected):
     """The key was already used for another rating, or by another user: not a retry."""
 
 
+def _free() -> None:
+    """The default ``charge`` of :func:`submit_event`: nothing to count."""
+
+
 def _same(sub: RatingSubmission, user, event: RatingEvent) -> bool:
     return (sub.user_id == user.pk and sub.product_id == event.product_id and sub.rating == event.rating
             and sub.text == event.text and sub.action == event.action)
@@ -55,23 +59,24 @@ def _event(idempotency_key: str | None, **fields) -> RatingEvent:
 
 
 def submit_rating(user, recommender_id: str, product_id: str, rating: int, text: str = "",
-                  idempotency_key: str | None = None) -> RatingSubmission:
+                  idempotency_key: str | None = None, charge: Callable[[], None] = _free) -> RatingSubmission:
     """Publish one rating for the logged-in user (see :func:`submit_event` for what it raises)."""
     return submit_event(user, _event(idempotency_key, user_id=recommender_id, product_id=str(product_id),
-                                     rating=rating, text=text or ""), client_key=bool(idempotency_key))
+                                     rating=rating, text=text or ""), client_key=bool(idempotency_key), charge=charge)
 
 
 def submit_control(user, recommender_id: str, product_id: str, action: str,
-                   idempotency_key: str | None = None) -> RatingSubmission:
+                   idempotency_key: str | None = None, charge: Callable[[], None] = _free) -> RatingSubmission:
     """Publish "remove my rating" (``unrate``), ``not_interested`` or its undo (``interested_again``)
     for the logged-in user."""
     if action not in CONTROL_ACTIONS:
         raise RatingRejected(f"unknown action {action}")
     return submit_event(user, _event(idempotency_key, user_id=recommender_id, product_id=str(product_id),
-                                     rating=0, action=action), client_key=bool(idempotency_key))
+                                     rating=0, action=action), client_key=bool(idempotency_key), charge=charge)
 
 
-def submit_event(user, event: RatingEvent, *, client_key: bool = True) -> RatingSubmission:
+def submit_event(user, event: RatingEvent, *, client_key: bool = True,
+                 charge: Callable[[], None] = _free) -> RatingSubmission:
     """Publish one event of the logged-in user.
 
     Raises RatingRejected (IdempotencyConflict), mongo.StoreUnavailable or kafka_io.PublishError
@@ -81,6 +86,10 @@ def submit_event(user, event: RatingEvent, *, client_key: bool = True) -> Rating
     ``client_key=False``: the event id was made by this request, so no earlier or concurrent
     attempt can carry it; the retry checks and the attempt's lock are skipped (two SQL reads and
     two MongoDB commands of the request).
+
+    ``charge()`` is called once the event is known to be new (no replay of a published key) and
+    valid, just before anything changes; it may raise (the rating limit: the API's 429), and then
+    nothing is published. The API charges ``RATING_RATE`` there, so a replay is never charged.
     """
     try:
         validate(event.to_dict())
@@ -101,6 +110,7 @@ def submit_event(user, event: RatingEvent, *, client_key: bool = True) -> Rating
                                           event_id=event.event_id)
         elif submission.published:
             return submission
+        charge()
         retry = submission.pk is not None
         if retry:  # a retry of a submission answered 503: it may have been cancelled
             _uncancel(event.event_id)
@@ -118,6 +128,27 @@ def submit_event(user, event: RatingEvent, *, client_key: bool = True) -> Rating
         submission.published = True
         submission.publish_error = ""
         return _save(submission, user, event)
+
+
+# What became of a submission, as GET /api/ratings/<id>/ says it (shop.serializers.RatingStatusOut).
+# Only "pending" may still change by itself; "not_sent" changes with a retry under the same key,
+# "dead_letter" with an operator's replay (kafka_workers.dead_letters).
+PROCESSED, DEAD_LETTER, NOT_SENT, PENDING = "processed", "dead_letter", "not_sent", "pending"
+STATES = (PENDING, PROCESSED, NOT_SENT, DEAD_LETTER)
+
+
+def processing_state(submission: RatingSubmission) -> tuple[str, str | None]:
+    """(state, model version of the list it made) of one submission: the worker's record first
+    (a late delivery of an unacknowledged event may still have been processed), then the
+    dead-letter mark on the event's claim (``core.cancellation.note_dead_letter``), then whether
+    Kafka ever acknowledged it: unacknowledged, it was never sent or was cancelled, and no worker
+    will process it until the client retries with the same key."""
+    doc = rating_history.get_rating(submission.event_id) or {}
+    if doc.get("state") == PROCESSED:
+        return PROCESSED, doc.get("model_version")
+    if cancellation.dead_lettered(submission.event_id):
+        return DEAD_LETTER, None
+    return (PENDING if submission.published else NOT_SENT), None
 
 
 def _earlier(user, event: RatingEvent) -> RatingSubmission | None:
@@ -186,5 +217,5 @@ def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmi
         return existing
 
 
-__all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "IdempotencyConflict", "RatingRejected", "submit_rating",
-           "submit_control", "submit_event"]
+__all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "STATES", "IdempotencyConflict", "RatingRejected",
+           "processing_state", "submit_rating", "submit_control", "submit_event"]

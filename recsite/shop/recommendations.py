@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any, Callable
 
 from django.core.cache import cache
@@ -29,6 +30,28 @@ def current_etag(recommender_id: str) -> str:
         tag = etag(stored_lists.get_recommendations(recommender_id))
         list_state.remember(recommender_id, tag, generation)
     return tag
+
+
+def shown_etag(recommender_id: str) -> tuple[str, dict[str, Any] | None]:
+    """(the ETag of what the user is shown now, its body when the tag needed it, else None).
+
+    A personal list's tag is its version (:func:`current_etag`, one Redis read). The fallback
+    (popular) list has no version of its own: it changes with the popular lists Celery rewrites
+    and with the user's history and exclusions that filter it, so its tag is its content's
+    (:func:`_content_etag`), and the body is computed to know it. A fixed ``"none"`` answered 304
+    for ever to a client polling it while the popular list changed.
+    """
+    tag = current_etag(recommender_id)
+    if tag != NO_LIST_ETAG:
+        return tag, None
+    shown = dict(for_user(recommender_id, tag=tag))
+    return shown.pop("etag"), shown
+
+
+def _content_etag(shown: dict[str, Any]) -> str:
+    """A strong ETag of a computed list (everything its body says), for a list without a version."""
+    body = json.dumps({k: v for k, v in shown.items() if k != "etag"}, sort_keys=True, default=str)
+    return f'"popular-{hashlib.sha256(body.encode()).hexdigest()[:24]}"'
 
 
 def _view_key(kind: str, recommender_id: str, tag: str) -> str:
@@ -155,8 +178,9 @@ def _popular(recommender_id: str) -> dict[str, Any]:
     out = [{**card(p["product_id"], names.get(p["product_id"])),
             "score": round(float(p.get("score", 0.0)), 4), "because": None, "because_title": None}
            for p in popular]
-    return {"user_id": recommender_id, "source": "popular", "model_version": None, "updated_at": None,
-            "source_event_id": None, "n_rated": len(history), "items": out, "etag": NO_LIST_ETAG}
+    shown = {"user_id": recommender_id, "source": "popular", "model_version": None, "updated_at": None,
+             "source_event_id": None, "n_rated": len(history), "items": out}
+    return {**shown, "etag": _content_etag(shown)}
 
 
 def popular_list(category: str, kind: str, version: str | None = None) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from core.events import CONTROL_ACTIONS, MAX_STARS, MAX_TEXT_CHARS, MIN_STARS, is_event_id, is_product_id
+from shop.ratings import STATES
 
 KEY_ERROR = "8-64 characters from A-Z a-z 0-9 _ -"  # events.EVENT_ID_PATTERN in words
 
@@ -90,6 +91,20 @@ class RatingOut(serializers.Serializer):
     product_id = serializers.CharField()
     rating = serializers.IntegerField()
     status = serializers.CharField()
+
+
+class RatingStatusOut(serializers.Serializer):
+    """GET /api/ratings/<event_id>/: what became of one of your submissions."""
+
+    event_id = serializers.CharField()
+    published = serializers.BooleanField(help_text="Kafka acknowledged the event.")
+    state = serializers.ChoiceField(
+        STATES,
+        help_text="pending: sent, not processed yet (poll again); processed: your list includes it; not_sent: "
+                  "never delivered (Kafka was unavailable): it will not be processed unless you POST it again "
+                  "with the same Idempotency-Key; dead_letter: the worker could not process it (an operator "
+                  "may replay it). Only pending changes by itself.")
+    model_version = serializers.CharField(allow_null=True, help_text="The model of the list it made, once processed.")
 
 
 class RecItem(serializers.Serializer):

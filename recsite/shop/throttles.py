@@ -8,7 +8,8 @@ search reads one index document per word and ranks up to ``MAX_POSTINGS`` ids pe
 address (``accounts.throttle.client_address``, the login lockout's trusted-proxy rule; an IPv6
 address as its /64), and so does DRF's API-wide limit (``ApiRateThrottle``, ``API_USER_RATE``).
 DRF views take the classes in ``throttle_classes``; plain Django views call ``rating_throttled`` /
-``allow_search``. These two rates are read from Django's settings on each request, not from DRF's
+``allow_search``, and so do the API's rating and control views, which charge only what they accept
+(``refund_rating`` gives back the count of a request that published nothing, a replay is not charged). These two rates are read from Django's settings on each request, not from DRF's
 class-level rates.
 
 All three keep DRF's sliding window (the requests of the last minute, say) but check and count in one
@@ -81,13 +82,15 @@ class FailoverCache:
         self.local_lock = threading.Lock()
         self.breaker = CircuitBreaker("redis-throttle", cooldown_s=2.0)
 
-    def take(self, key: str, now: float, duration: float, limit: int, cost: int) -> tuple[bool, list[float]]:
+    def take(self, key: str, now: float, duration: float, limit: int, cost: int,
+             token: str | None = None) -> tuple[bool, list[float]]:
         """Count ``cost`` requests at ``now`` if they fit under ``limit`` (none if not): (they fit?,
         DRF's ``history`` of the times counted within ``duration``, newest first: exact where a
-        refused request's ``wait`` reads it, its length and its ``cost`` oldest, :func:`_history`)."""
+        refused request's ``wait`` reads it, its length and its ``cost`` oldest, :func:`_history`).
+        ``token`` names the counts for :meth:`give_back`."""
         if self.breaker.allow():
             try:
-                result = self._take_redis(key, now, duration, limit, cost)
+                result = self._take_redis(key, now, duration, limit, cost, token or uuid.uuid4().hex)
             except Exception as exc:  # noqa: BLE001 - any cache failure: count locally
                 if not self.breaker.is_open:
                     log.warning("rate limits: Redis unavailable, counting in this process (%s)", exc)
@@ -97,12 +100,34 @@ class FailoverCache:
                 return result
         return self._take_local(key, now, duration, limit, cost)
 
+    def give_back(self, key: str, now: float, duration: float, cost: int, token: str) -> None:
+        """Uncount what ``take(key, now, duration, ..., cost, token)`` counted (in Redis, or here
+        while it was down): the request it let through then published nothing
+        (``refund_rating``). Best effort: a count that stays only errs on the strict side."""
+        if self.breaker.allow():
+            try:
+                cache = caches["throttle"]
+                members = [f"{token}:{i}" for i in range(1, cost + 1)]  # as _TAKE named them
+                cache.client.get_client(write=True).zrem(cache.make_key(key), *members)
+            except Exception as exc:  # noqa: BLE001 - the count stays: stricter, never looser
+                self.breaker.failure()
+                log.warning("rate limits: a count not given back in Redis (%s)", exc)
+            else:
+                self.breaker.success()
+        with self.local_lock:
+            history = self.local.get(key)
+            if history and now in history:
+                for _ in range(min(cost, history.count(now))):
+                    history.remove(now)
+                self.local.set(key, history, duration)
+
     @staticmethod
-    def _take_redis(key: str, now: float, duration: float, limit: int, cost: int) -> tuple[bool, list[float]]:
+    def _take_redis(key: str, now: float, duration: float, limit: int, cost: int,
+                    token: str) -> tuple[bool, list[float]]:
         cache = caches["throttle"]
         client = cache.client.get_client(write=True)
         fits, count, oldest = client.register_script(_TAKE)(
-            keys=[cache.make_key(key)], args=[repr(now), duration, limit, cost, uuid.uuid4().hex])
+            keys=[cache.make_key(key)], args=[repr(now), duration, limit, cost, token])
         return bool(fits), _history(int(count), [float(t) for t in oldest[1::2]], now)
 
     def _take_local(self, key: str, now: float, duration: float, limit: int, cost: int) -> tuple[bool, list[float]]:
@@ -147,8 +172,14 @@ class CountedThrottle(SimpleRateThrottle):
     def allow_request(self, request, view) -> bool:
         self.key = self.get_cache_key(request, view)
         self.now = self.timer()
-        fits, self.history = self.cache.take(self.key, self.now, self.duration, self.num_requests, self.cost)
+        self.token = uuid.uuid4().hex
+        fits, self.history = self.cache.take(self.key, self.now, self.duration, self.num_requests, self.cost,
+                                             self.token)
         return True if fits else self.throttle_failure()
+
+    def give_back(self) -> None:
+        """Uncount what :meth:`allow_request` counted (it let the request through)."""
+        self.cache.give_back(self.key, self.now, self.duration, self.cost, self.token)
 
 
 class RatingRateThrottle(CountedThrottle, UserRateThrottle):
@@ -214,13 +245,26 @@ class ApiRateThrottle(CountedThrottle, UserRateThrottle):
 def rating_throttled(request, cost: int = 1) -> float | None:
     """For a Django view about to publish ``cost`` ratings: None if they may go ahead (and count
     them all), else the seconds to wait (all refused, none counted): ``math.inf`` when ``cost`` is
-    more than the limit itself, which no wait makes fit (a 429 with a Retry-After was retried for ever)."""
+    more than the limit itself, which no wait makes fit (a 429 with a Retry-After was retried for ever).
+
+    The counts are kept on the request until :func:`refund_rating` gives them back: counted before
+    the publish (in one step, so concurrent requests cannot overshoot), they must not stay when the
+    view then publishes nothing (a rating refused, Kafka down), or the limit counted requests."""
     throttle = RatingRateThrottle(cost)
     if throttle.allow_request(request, None):
+        request.rating_charge = throttle
         return None
     if cost > throttle.num_requests:
         return math.inf
     return throttle.wait() or 1.0
+
+
+def refund_rating(request) -> None:
+    """The view published nothing after :func:`rating_throttled` let it through: uncount it."""
+    charge = getattr(request, "rating_charge", None)
+    if charge is not None:
+        request.rating_charge = None
+        charge.give_back()
 
 
 def allow_search(request) -> tuple[bool, float | None]:
