@@ -45,10 +45,10 @@ class CircuitBreaker:
         with self._lock:
             self._failing = False
 
-    @property
-    def failing(self) -> bool:
-        """The last call through this breaker failed (whether or not its cooldown has passed)."""
-        return self._failing
+    def failed_within(self, seconds: float) -> bool:
+        """The last call through this breaker failed, less than ``seconds`` ago."""
+        with self._lock:
+            return self._failing and time.monotonic() - (self._retry_at - self.cooldown_s) < seconds
 
     @property
     def is_open(self) -> bool:

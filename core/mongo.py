@@ -172,11 +172,12 @@ def web_request() -> Iterator[None]:
 
     Pages and the API's reads use the client's own 5 s server selection. During an outage each
     of them held a gunicorn thread for those 5 s, so a few requests a second stalled the whole
-    site, pages that need no MongoDB included. Inside this block :func:`get_db` says "unavailable"
-    at once when the last guarded call failed (``BREAKER``) and the driver has not seen the server
-    since: its monitor checks every 10 s, and every rating's probe checks too, so pages come back
-    within seconds of the server. A slow server (a timeout, the server still known) is tried as
-    before.
+    site, pages that need no MongoDB included. Inside this block :func:`get_db` raises
+    :class:`KnownDown` at once when a call failed in the last ``KNOWN_DOWN_S`` (``BREAKER``; each
+    refusal counts as one, so a steady outage stays known) and the driver has not seen the server
+    since. The driver's monitor looks for it every 10 s, so pages come back within about that
+    of the server. A slow server (a timeout, the server still known) is tried as before, and so
+    is the first request after a quiet ``KNOWN_DOWN_S``.
     """
     token = _IN_WEB_REQUEST.set(True)
     try:
@@ -185,9 +186,18 @@ def web_request() -> Iterator[None]:
         _IN_WEB_REQUEST.reset(token)
 
 
+KNOWN_DOWN_S = 30.0
+
+
+class KnownDown(ConnectionFailure, StoreUnavailable):
+    """Refused without trying (:func:`web_request`). A ``ConnectionFailure`` too, so code that
+    carries on without MongoDB (``except PyMongoError``: the dashboard's numbers, an erasure's
+    staff note) does so as when the driver itself fails."""
+
+
 def _refuse_while_down(client: MongoClient) -> None:
-    if BREAKER.failing and not client.topology_description.has_readable_server():
-        raise StoreUnavailable("MongoDB is unavailable (it failed moments ago and has not been seen since)")
+    if BREAKER.failed_within(KNOWN_DOWN_S) and not client.topology_description.has_readable_server():
+        raise KnownDown("MongoDB is unavailable (it failed moments ago and has not been seen since)")
 
 
 _databases: dict[str | None, tuple[MongoClient, dict[str, ReloadableDatabase]]] = {}
