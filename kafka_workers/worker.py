@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from core import cancellation, catalog, kafka_io, locking, mongo
 from core.env import env_str
-from core.events import InvalidEvent, RatingEvent, parse_event
+from core.events import InvalidEvent, RatingEvent, is_event_id, parse_event
 from core.settings import get_settings
 from kafka_workers import metrics
 from kafka_workers.config import (batch_max, check_all, commit_every_s, group_id, max_attempts,
@@ -338,8 +338,8 @@ def send_dead_letter(record, outcome: Outcome, attempts: int, lost_leases: int =
     letter = dead_letter_payload(record.value, outcome.reason, record.topic, record.partition, record.offset,
                                  key=record.key, event_id=outcome.event.event_id if outcome.event else None,
                                  attempts=attempts, lost_leases=lost_leases)
-    if letter["event_id"]:  # before the send: a send that fails comes back here, a mark would not
-        _note_dead_letter(letter["event_id"])
+    if is_event_id(letter["event_id"]):  # before the send: a send that fails comes back here, a mark would not
+        _note_dead_letter(letter["event_id"])  # (an invalid message's id is unchecked: "user:<id>" is a lock's)
     topic = get_settings().dead_letter_topic
     try:
         kafka_io.publish_json(topic, letter, key=letter_key(record.key))

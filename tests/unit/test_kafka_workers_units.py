@@ -429,3 +429,22 @@ def test_the_worker_creates_the_indexes_at_start_and_runs_without_mongodb_answer
     monkeypatch.setattr(worker.signal, "signal", lambda *a: None)
     assert worker.main() == 0
     assert calls == ["indexes", "run"]
+
+
+@pytest.mark.parametrize("raw_id,marked", [("user:u1", False), ("an id with spaces", False), ("evt-0123456789", True)])
+def test_only_a_well_formed_event_id_is_marked_dead_lettered(monkeypatch, raw_id, marked):
+    """An invalid message's id comes from its raw JSON unchecked; marking it on ``event_claims``
+    would upsert any document there, e.g. ``user:<id>``, a user's writer lock."""
+    import json
+    from types import SimpleNamespace
+
+    from core import cancellation, kafka_io
+    from kafka_workers import worker
+
+    notes = []
+    monkeypatch.setattr(cancellation, "note_dead_letter", notes.append)
+    monkeypatch.setattr(kafka_io, "publish_json", lambda topic, payload, key=None: None)
+    value = json.dumps({"event_id": raw_id, "rating": "five"}).encode()
+    record = SimpleNamespace(value=value, key=b"u1", topic="ratings", partition=0, offset=1)
+    worker.send_dead_letter(record, Outcome(None, "dead-letter", "bad rating"), attempts=1)
+    assert notes == ([raw_id] if marked else [])
