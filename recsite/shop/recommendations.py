@@ -169,10 +169,11 @@ def _personal(recommender_id: str, doc: dict) -> dict[str, Any]:
 
 
 def _popular(recommender_id: str) -> dict[str, Any]:
-    """Not cached: it depends on the user's history and on lists Celery refreshes."""
+    """Not kept as a whole: it depends on the user's history and exclusions, which have no version
+    while the user has no list (two ``_id`` reads), and on the popular list (kept per version)."""
     history = rating_history.user_ratings(recommender_id)
     top_n = get_settings().top_n
-    unrated = [p for p in stored_lists.get_popular("all", "popular") if p["product_id"] not in history]
+    unrated = [p for p in popular_list("all", "popular") if p["product_id"] not in history]
     popular = without_excluded(unrated, shopper_controls.exclusions(recommender_id), top_n)
     names = summaries([p["product_id"] for p in popular])
     out = [{**card(p["product_id"], names.get(p["product_id"])),
