@@ -187,8 +187,9 @@ def _popular(recommender_id: str) -> dict[str, Any]:
 def popular_list(category: str, kind: str, version: str | None = None) -> list[dict[str, Any]]:
     """One popular or trending list ({product_id, score}), kept per announced version of the
     lists (core.popular bumps it after each rewrite): every anonymous home page shows several."""
-    version = version or list_state.popular_version()
-    key = "popular:" + hashlib.sha256(f"{version}|{kind}|{category}".encode()).hexdigest()[:32]
+    version = version or list_state.popular_version()  # counted per database, so named with it
+    named = f"{get_settings().mongo_db}|{version}|{kind}|{category}"
+    key = "popular:" + hashlib.sha256(named.encode()).hexdigest()[:32]
     items = cache.get(key)
     if items is None:
         items = stored_lists.get_popular(category, kind)
