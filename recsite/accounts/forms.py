@@ -48,9 +48,13 @@ class SignUpForm(UserCreationForm):
     """Django's sign-up with a required e-mail address that no other account has (in any case).
 
     Telling that an address has an account is what a shop's sign-up does (the person can then reset
-    the password instead of wondering). Unlike a taken username, an address found in use keeps the
-    sign-up's count (``accounts.views.signup``): addresses are private, so asking which have accounts
-    is limited to the sign-up rate of one client address."""
+    the password instead of wondering). Addresses are private, though: the address is looked up only
+    once everything else on the form is valid (:meth:`_post_clean`), and a sign-up refused because
+    its address is in use keeps its count (``accounts.views.signup``), so each address found costs
+    one and asking which have accounts is limited to the sign-up rate of one client address. Any
+    other refusal (a typo) gives its count back and says nothing of the address: checked in
+    ``clean_email``, an address was told in use whatever the passwords said, so a client asked with
+    mismatched passwords and paid only for the addresses that have no account, i.e. nothing."""
 
     email = forms.EmailField(required=True, max_length=254,
                              help_text="Used only to reset your password.")
@@ -60,10 +64,14 @@ class SignUpForm(UserCreationForm):
         fields = ("username", "email")
 
     def clean_email(self) -> str:
-        email = normalized_email(self.cleaned_data["email"])
-        if email_in_use(email):
-            raise self.email_taken()
-        return email
+        return normalized_email(self.cleaned_data["email"])
+
+    def _post_clean(self) -> None:
+        """Django's own checks (the password validators run here), then the address, if nothing
+        else is wrong: only a sign-up that would make an account tells whether one has it."""
+        super()._post_clean()
+        if not self.errors and email_in_use(self.cleaned_data["email"]):
+            self.add_error("email", self.email_taken())
 
     @staticmethod
     def email_taken() -> forms.ValidationError:

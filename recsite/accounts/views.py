@@ -135,7 +135,8 @@ def signup(request):
         user = _create_account(form) if form.is_valid() else None
         if user is None:
             if not form.has_error("email", "email_taken"):
-                # a typo costs nothing; an address found in use keeps its count, so a client cannot
+                # a typo costs nothing; an address found in use keeps its count, and only a form
+                # valid in every other way looks it up (SignUpForm._post_clean), so a client cannot
                 # test a list of addresses for accounts faster than it could sign up
                 throttle.give_back_account_action("signup", address)
         else:
