@@ -8,18 +8,12 @@ import logging
 from django import forms
 from django.contrib.auth.forms import PasswordResetForm, UserChangeForm, UserCreationForm
 from django.contrib.auth.models import User
-from django.db import IntegrityError
 from django.urls import reverse
 from django.utils.html import format_html
 
 from accounts import throttle
 
 log = logging.getLogger(__name__)
-
-# The unique index on lower(email) of auth_user (migration 0009): both SQLite and PostgreSQL name
-# it in the IntegrityError they raise, which is how a sign-up that lost a race for an address is told
-# from any other failed insert.
-EMAIL_INDEX = "auth_user_email_ci_unique"
 
 
 def normalized_email(email: str) -> str:
@@ -36,12 +30,6 @@ def email_in_use(email: str, exclude_pk: int | None = None) -> bool:
     if not email:
         return False
     return User.objects.filter(email__iexact=email).exclude(pk=exclude_pk).exists()
-
-
-def lost_email_race(error: IntegrityError) -> bool:
-    """Whether ``error`` is the e-mail index refusing an insert: another account took the address
-    after the form's check (two sign-ups at once)."""
-    return EMAIL_INDEX in str(error)
 
 
 class SignUpForm(UserCreationForm):

@@ -12,7 +12,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from accounts import deletion, throttle
-from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_email_race
+from accounts.email_index import lost_email_race
+from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm
 from accounts.models import Profile
 
 TOO_MANY = "Too many requests from here. Please wait a while and try again."
