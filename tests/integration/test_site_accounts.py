@@ -306,6 +306,28 @@ def test_the_database_refuses_a_second_account_with_one_address_in_any_case(db):
     User.objects.create(username=f"{local}d", email="")  # many accounts without an address
 
 
+@pytest.mark.parametrize("exclude_own", [False, True])  # sign-up; the admin's user page
+def test_looking_an_address_up_uses_the_unique_index(db, exclude_own):
+    """``email_in_use`` asks as the index is made (``lower(email)``, ``email <> ''``), so the database
+    answers from it; ``email__iexact`` read the whole user table on every sign-up and admin save.
+    The plan is checked on SQLite, where the tests run; on PostgreSQL only the SQL's shape is."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.forms import email_in_use
+
+    owner = User.objects.create(username=_name(), email=f"{_name()}@example.com")
+    with CaptureQueriesContext(connection) as queries:
+        assert email_in_use(owner.email.upper(), exclude_pk=owner.pk if exclude_own else None) is not exclude_own
+    (query,) = queries.captured_queries
+    assert 'LOWER("auth_user"."email") = (LOWER(' in query["sql"] and '"auth_user"."email" <> \'\'' in query["sql"]
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN QUERY PLAN {query['sql']}")
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+        assert "USING INDEX auth_user_email_ci_unique" in plan, plan
+
+
 def test_a_signup_that_loses_the_race_for_an_address_gets_the_form_error(site_cache, client):
     """Two sign-ups with one address at once: both pass the form's check, the second insert is
     refused by the index. That one gets the form's error (not a 500), and keeps its sign-up count.
