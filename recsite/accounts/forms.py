@@ -98,9 +98,13 @@ class SiteUserChangeForm(UserChangeForm):
     """The admin's user form: an address another account has (in any case) is refused on the form,
     where the unique index alone made the save a server error."""
 
+    # Set by the admin (shop.admin.RecommenderUserAdmin) when the index refused this very save's
+    # address: another account took it after the check, so it is taken whatever the check finds.
+    lost_race = False
+
     def clean_email(self) -> str:
         email = normalized_email(self.cleaned_data.get("email") or "")
-        if email_in_use(email, exclude_pk=self.instance.pk):
+        if (email and self.lost_race) or email_in_use(email, exclude_pk=self.instance.pk):
             raise forms.ValidationError("Another account already uses this e-mail address.", code="email_taken")
         return email
 
