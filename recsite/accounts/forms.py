@@ -8,18 +8,14 @@ import logging
 from django import forms
 from django.contrib.auth.forms import PasswordResetForm, UserChangeForm, UserCreationForm
 from django.contrib.auth.models import User
-from django.db import IntegrityError
+from django.db.models import F, Lookup, QuerySet, Value
+from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils.html import format_html
 
 from accounts import throttle
 
 log = logging.getLogger(__name__)
-
-# The unique index on lower(email) of auth_user (migration 0009): both SQLite and PostgreSQL name
-# it in the IntegrityError they raise, which is how a sign-up that lost a race for an address is told
-# from any other failed insert.
-EMAIL_INDEX = "auth_user_email_ci_unique"
 
 
 def normalized_email(email: str) -> str:
@@ -35,22 +31,42 @@ def email_in_use(email: str, exclude_pk: int | None = None) -> bool:
     never in use: accounts made without an address (the admin, demo accounts) share it freely."""
     if not email:
         return False
-    return User.objects.filter(email__iexact=email).exclude(pk=exclude_pk).exists()
+    return _same_address(email).exclude(pk=exclude_pk).exists()
 
 
-def lost_email_race(error: IntegrityError) -> bool:
-    """Whether ``error`` is the e-mail index refusing an insert: another account took the address
-    after the form's check (two sign-ups at once)."""
-    return EMAIL_INDEX in str(error)
+class _NotEqual(Lookup):
+    """``lhs <> rhs``, the very term of the index's WHERE clause: SQLite uses a partial index only for
+    a query that has it as written, and ``exclude(email="")`` is ``NOT (email = '')``."""
+
+    lookup_name = "ne"
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} <> {rhs}", (*lhs_params, *rhs_params)
+
+
+def _same_address(email: str) -> QuerySet[User]:
+    """The accounts with ``email`` in any case, asked as the unique index is made (accounts.0009):
+    ``lower(email)`` on both sides and ``email <> ''``, so the database can answer from the index.
+    ``email__iexact`` is ``UPPER(email) = UPPER(%s)`` on PostgreSQL (``LIKE`` on SQLite), which no
+    index has: every sign-up and admin save read the whole user table. Lowered by the database, not
+    Python: SQLite's lower() changes ASCII letters only, and the comparison must be the index's."""
+    return (User.objects.annotate(email_lower=Lower("email"))
+            .filter(_NotEqual(F("email"), Value("")), email_lower=Lower(Value(email))))
 
 
 class SignUpForm(UserCreationForm):
     """Django's sign-up with a required e-mail address that no other account has (in any case).
 
     Telling that an address has an account is what a shop's sign-up does (the person can then reset
-    the password instead of wondering). Unlike a taken username, an address found in use keeps the
-    sign-up's count (``accounts.views.signup``): addresses are private, so asking which have accounts
-    is limited to the sign-up rate of one client address."""
+    the password instead of wondering). Addresses are private, though: the address is looked up only
+    once everything else on the form is valid (:meth:`_post_clean`), and a sign-up refused because
+    its address is in use keeps its count (``accounts.views.signup``), so each address found costs
+    one and asking which have accounts is limited to the sign-up rate of one client address. Any
+    other refusal (a typo) gives its count back and says nothing of the address: checked in
+    ``clean_email``, an address was told in use whatever the passwords said, so a client asked with
+    mismatched passwords and paid only for the addresses that have no account, i.e. nothing."""
 
     email = forms.EmailField(required=True, max_length=254,
                              help_text="Used only to reset your password.")
@@ -60,10 +76,14 @@ class SignUpForm(UserCreationForm):
         fields = ("username", "email")
 
     def clean_email(self) -> str:
-        email = normalized_email(self.cleaned_data["email"])
-        if email_in_use(email):
-            raise self.email_taken()
-        return email
+        return normalized_email(self.cleaned_data["email"])
+
+    def _post_clean(self) -> None:
+        """Django's own checks (the password validators run here), then the address, if nothing
+        else is wrong: only a sign-up that would make an account tells whether one has it."""
+        super()._post_clean()
+        if not self.errors and email_in_use(self.cleaned_data["email"]):
+            self.add_error("email", self.email_taken())
 
     @staticmethod
     def email_taken() -> forms.ValidationError:
@@ -78,9 +98,13 @@ class SiteUserChangeForm(UserChangeForm):
     """The admin's user form: an address another account has (in any case) is refused on the form,
     where the unique index alone made the save a server error."""
 
+    # Set by the admin (shop.admin.RecommenderUserAdmin) when the index refused this very save's
+    # address: another account took it after the check, so it is taken whatever the check finds.
+    lost_race = False
+
     def clean_email(self) -> str:
         email = normalized_email(self.cleaned_data.get("email") or "")
-        if email_in_use(email, exclude_pk=self.instance.pk):
+        if (email and self.lost_race) or email_in_use(email, exclude_pk=self.instance.pk):
             raise forms.ValidationError("Another account already uses this e-mail address.", code="email_taken")
         return email
 

@@ -12,7 +12,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from accounts import deletion, throttle
-from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_email_race
+from accounts.email_index import lost_email_race
+from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm
 from accounts.models import Profile
 
 TOO_MANY = "Too many requests from here. Please wait a while and try again."
@@ -135,7 +136,8 @@ def signup(request):
         user = _create_account(form) if form.is_valid() else None
         if user is None:
             if not form.has_error("email", "email_taken"):
-                # a typo costs nothing; an address found in use keeps its count, so a client cannot
+                # a typo costs nothing; an address found in use keeps its count, and only a form
+                # valid in every other way looks it up (SignUpForm._post_clean), so a client cannot
                 # test a list of addresses for accounts faster than it could sign up
                 throttle.give_back_account_action("signup", address)
         else:

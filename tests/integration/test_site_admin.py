@@ -480,3 +480,35 @@ def test_an_address_another_account_has_is_refused_on_the_user_page(mongo_db, si
     User.objects.filter(pk=owner.pk).update(email="")
     assert save("").status_code == 302  # no address, as another account: never a conflict
     assert User.objects.get(pk=shopper.pk).email == ""
+
+
+def test_a_save_that_loses_the_race_for_an_address_gets_the_form_error(mongo_db, site_cache, client, make_user):
+    """Two saves of one new address at once (or one during accounts.0009's deploy): both pass the
+    form's check, the unique index refuses the second. That one gets the form's error, not a server
+    error, and nothing of it is kept (no change, no log entry).
+
+    The race is made real without threads: the other account takes the address just before this
+    save's own update (a pre_save receiver), after the form's check."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.auth.models import User
+    from django.db.models.signals import pre_save
+
+    shopper = make_user()
+    client.force_login(make_user(staff=True))
+    email = f"taken.{shopper.username}@example.com"
+
+    def the_other_save_first(sender, instance, **kwargs):
+        if instance.pk == shopper.pk:
+            User.objects.create(username=f"other{shopper.username}", email=email.upper())
+
+    joined = shopper.date_joined
+    pre_save.connect(the_other_save_first, sender=User)
+    try:
+        lost = client.post(f"/admin/auth/user/{shopper.pk}/change/", {
+            "username": shopper.username, "email": email, "first_name": "", "last_name": "", "is_active": "on",
+            "date_joined_0": f"{joined:%Y-%m-%d}", "date_joined_1": f"{joined:%H:%M:%S}"})
+    finally:
+        pre_save.disconnect(the_other_save_first, sender=User)
+    assert lost.status_code == 200 and "Another account already uses this e-mail address." in lost.content.decode()
+    assert User.objects.get(pk=shopper.pk).email == shopper.email
+    assert not LogEntry.objects.filter(object_id=str(shopper.pk), action_flag=CHANGE).exists()

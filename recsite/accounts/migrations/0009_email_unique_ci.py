@@ -12,26 +12,29 @@ the rule for good (an old one changed to a new one's address later is not refuse
 nothing to say the rule has holes; and over rewriting or clearing addresses here, which decides
 silently whose address it is, where only the people owning the accounts can say.
 """
-from django.core.management.base import CommandError
 from django.db import migrations
-from django.db.models import Count
-from django.db.models.functions import Lower
 
-INDEX = "auth_user_email_ci_unique"  # accounts.forms.EMAIL_INDEX: the sign-up knows a lost race by it
+from accounts import email_index
+
+# The index's SQL and the refusal's message live in accounts.email_index: the same index is put back
+# after every migrate (post_migrate), should a table rebuild on SQLite have dropped it.
 
 
 def refuse_shared_addresses(apps, schema_editor):
     """Stop with a clear message, nothing changed, if two accounts share an address in any case."""
-    User = apps.get_model("auth", "User")
-    shared = (User.objects.using(schema_editor.connection.alias).exclude(email="")
-              .values(address=Lower("email")).annotate(accounts=Count("id")).filter(accounts__gt=1))
-    if not shared:
-        return
-    raise CommandError(
-        f"{len(shared)} e-mail address(es) are shared by {sum(s['accounts'] for s in shared)} accounts "
-        f"(compared in any case), so accounts.0009 cannot make e-mail addresses unique. Nothing was "
-        f"changed. List them with `python recsite/manage.py shared_emails`, give each of those accounts "
-        f"its own address (or clear all but one) in the admin, then run migrate again.")
+    addresses, accounts = email_index.shared_addresses(schema_editor.connection)
+    if addresses:
+        raise email_index.refusal(addresses, accounts)
+
+
+def create_index(apps, schema_editor):
+    """The index; shared addresses that an old process still running inserted after the check above
+    get the same message, not the database's own."""
+    email_index.create(schema_editor.connection)
+
+
+def drop_index(apps, schema_editor):
+    schema_editor.execute(email_index.DROP)
 
 
 class Migration(migrations.Migration):
@@ -43,8 +46,5 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(refuse_shared_addresses, migrations.RunPython.noop),
-        migrations.RunSQL(
-            f"CREATE UNIQUE INDEX {INDEX} ON auth_user (lower(email)) WHERE email <> ''",
-            f"DROP INDEX IF EXISTS {INDEX}",
-        ),
+        migrations.RunPython(create_index, drop_index),
     ]
