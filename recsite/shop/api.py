@@ -17,11 +17,14 @@ from core import catalog, stored_lists
 from core.breaker import Unavailable
 from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, is_event_id, is_product_id
 from core.search import unused_words
+from recsite import api_errors
+from recsite.api_errors import error_body
 from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
 from shop.products import cards, headline, summaries, title
-from shop.ratings import IdempotencyConflict, RatingRejected, processing_state, submit_control, submit_rating
+from shop.ratings import (IdempotencyConflict, RatingRejected, UnknownProduct, processing_state, submit_control,
+                          submit_rating)
 from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
                               HiddenOut, ListPageQuery, ProductIn, RatingIn, RatingOut, RatingStatusOut,
                               RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
@@ -53,7 +56,7 @@ def my_recommendations(request):
 @permission_classes([AllowAny])
 def similar(request, product_id: str):
     if not is_product_id(product_id) or not summaries([product_id]):
-        return Response({"detail": "unknown product"}, status=404)
+        return Response(error_body("unknown product", api_errors.UNKNOWN_PRODUCT), status=404)
     items = stored_lists.get_similar_items(product_id)
     if request.user.is_authenticated:  # never a product this user is not interested in
         hidden = recommendations.excluded(recommender_id(request.user))
@@ -121,24 +124,26 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
     the answer's fields.
     """
     if not isinstance(request.data, dict):
-        return Response({"detail": "expected a JSON object"}, status=400)
+        return Response(error_body("expected a JSON object", api_errors.INVALID), status=400)
     body = serializer(data=request.data)
     body.is_valid(raise_exception=True)
     key = body.validated_data.get("idempotency_key")
     header = request.headers.get("Idempotency-Key")
     if header is not None:
         if not is_event_id(header) or (key and key != header):
-            return Response({"detail": f"Idempotency-Key must be {KEY_ERROR} "
-                                       "(and match idempotency_key if both are sent)"}, status=400)
+            return Response(error_body(f"Idempotency-Key must be {KEY_ERROR} (and match idempotency_key if both "
+                                       "are sent)", api_errors.INVALID), status=400)
         key = header
     try:
         answer = submit(body.validated_data, key)
     except IdempotencyConflict as exc:
-        response = Response({"detail": str(exc)}, status=409)
+        response = Response(error_body(str(exc), api_errors.IDEMPOTENCY_CONFLICT), status=409)
+    except UnknownProduct as exc:
+        response = Response(error_body(str(exc), api_errors.UNKNOWN_PRODUCT), status=400)
     except RatingRejected as exc:
-        response = Response({"detail": str(exc)}, status=400)
+        response = Response(error_body(str(exc), api_errors.INVALID), status=400)
     except Unavailable:
-        response = Response({"detail": f"{unavailable}; try again in a few seconds"},
+        response = Response(error_body(f"{unavailable}; try again in a few seconds", api_errors.UNAVAILABLE),
                             status=503, headers={"Retry-After": "2"})
     else:
         return Response({**answer, "status": "accepted"}, status=202)
@@ -153,7 +158,7 @@ def rating_status(request, event_id: str):
     """Processing state of one of *your* ratings (another user's id is simply not found)."""
     sub = RatingSubmission.objects.filter(event_id=str(event_id)[:64], user=request.user).first()
     if sub is None:
-        return Response({"detail": "not found"}, status=404)
+        return Response(error_body("not found", api_errors.NOT_FOUND), status=404)
     state, model_version = processing_state(sub)
     return Response({"event_id": sub.event_id, "published": sub.published, "state": state,
                      "model_version": model_version})
@@ -249,7 +254,7 @@ def delete_account(request):
     from accounts import deletion
 
     if not isinstance(request.data, dict):
-        return Response({"detail": "expected a JSON object"}, status=400)
+        return Response(error_body("expected a JSON object", api_errors.INVALID), status=400)
     from accounts import throttle
 
     body = DeleteAccountIn(data=request.data)
@@ -264,7 +269,7 @@ def delete_account(request):
 
         return refusal_response(request, refusal)
     if not checked.right:
-        return Response({"detail": "wrong password"}, status=403)
+        return Response(error_body("wrong password", api_errors.WRONG_PASSWORD), status=403)
     record = deletion.delete_account(request.user, request=request)
     if deletion.unfinished(record):  # the account is gone; a few reviews are left to Celery's sweep
         return Response({"status": "deleted", "deleted_at": record.deleted_at, "erasure": "in progress"}, status=202)
