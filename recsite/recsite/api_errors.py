@@ -14,7 +14,8 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -29,6 +30,23 @@ WRONG_PASSWORD = "wrong_password"
 THROTTLED = "throttled"
 UNAVAILABLE = "unavailable"
 TOO_LARGE = "too_large"
+
+
+class ErrorOut(serializers.Serializer):
+    """The body of every error (4xx, 5xx) of the API."""
+
+    detail = serializers.CharField(help_text="what went wrong, in one sentence for a developer")
+    code = serializers.CharField(help_text="what went wrong, for a program: README's \"API\" lists them")
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
+                                   help_text="the request's invalid fields and why (code invalid only)")
+
+
+UNAUTHORIZED = "no credentials (not_authenticated), or a wrong or expired token (authentication_failed)"
+
+
+def documented(errors: dict[int, str]) -> dict[int, OpenApiResponse]:
+    """``{status: description}`` as the schema's responses, each with the :class:`ErrorOut` body."""
+    return {status: OpenApiResponse(ErrorOut, description=text) for status, text in errors.items()}
 
 
 def error_body(detail: str, code: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:

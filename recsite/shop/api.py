@@ -18,7 +18,7 @@ from core.breaker import Unavailable
 from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, is_event_id, is_product_id
 from core.search import unused_words
 from recsite import api_errors
-from recsite.api_errors import error_body
+from recsite.api_errors import UNAUTHORIZED, documented, error_body
 from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
@@ -30,8 +30,18 @@ from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAcco
                               RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
 from shop.throttles import ApiRateThrottle, SearchRateThrottle, rating_throttled, refund_rating
 
+PAGE_ONLY = ("pid", "stars")  # what only the HTML card (shop/_card.html) reads of shop.products.card()
+BAD_PRODUCT_POST = ("malformed JSON (parse_error), an invalid field or Idempotency-Key (invalid), or a product "
+                    "the catalog does not have (unknown_product)")
+POST_ERRORS = {
+    401: UNAUTHORIZED,
+    409: "the Idempotency-Key was used for another request (idempotency_conflict): not a retry",
+    429: "too many ratings and controls (RATING_RATE) or requests (throttled): wait Retry-After seconds",
+    503: "Kafka or MongoDB is unavailable (unavailable): retry after Retry-After seconds with the same key",
+}
 
-@extend_schema(responses={200: RecommendationsOut, 304: None},
+
+@extend_schema(responses={200: RecommendationsOut, 304: None, **documented({401: UNAUTHORIZED})},
                description="The logged-in user's list. Send If-None-Match with the last ETag to poll cheaply "
                            "(weak tags, lists and * are understood, RFC 9110). The popular fallback's ETag "
                            "changes with its content.")
@@ -45,13 +55,21 @@ def my_recommendations(request):
         if data is None:
             data = dict(recommendations.for_user(uid, tag=etag))
             etag = data.pop("etag")
-        response = Response(data)
+        response = Response(_for_api(data))
     response["ETag"] = etag
     response["Cache-Control"] = "private, no-cache"
     return response
 
 
-@extend_schema(responses={200: SimilarItem(many=True)})
+def _for_api(shown: dict) -> dict:
+    """The list as the API documents it (RecommendationsOut): without the card's fields an app
+    has under another name (``pid`` is ``product_id``) or derives (``stars`` from ``avg_rating``)."""
+    items = [{k: v for k, v in item.items() if k not in PAGE_ONLY} for item in shown["items"]]
+    return {**shown, "items": items}
+
+
+@extend_schema(responses={200: SimilarItem(many=True),
+                          **documented({404: "a product the catalog does not have (unknown_product)"})})
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def similar(request, product_id: str):
@@ -66,7 +84,10 @@ def similar(request, product_id: str):
                      for i in items])
 
 
-@extend_schema(parameters=[SearchQuery], responses={200: SearchOut, 400: None, 429: None},
+@extend_schema(parameters=[SearchQuery],
+               responses={200: SearchOut, **documented({400: "an invalid parameter (invalid)",
+                                                        429: "too many searches (throttled): wait Retry-After "
+                                                             "seconds"})},
                description="Products matching every word of q, up to its first 8 (the rest: unused_words) (prefixes of title, brand and category "
                            "words, whole words of reviews), title/brand/category matches first. Throttled.")
 @api_view(["GET"])
@@ -85,7 +106,8 @@ def search(request):
         "unused_words": unused_words(p["q"])})
 
 
-@extend_schema(request=RatingIn, responses={202: RatingOut, 400: None, 409: None, 429: None, 503: None},
+@extend_schema(request=RatingIn,
+               responses={202: RatingOut, **documented({400: BAD_PRODUCT_POST, **POST_ERRORS})},
                description="Rate a product as the logged-in user. Returns once Kafka has the event. Send an "
                            "Idempotency-Key header (8-64 of A-Z a-z 0-9 _ -) and reuse it when retrying: the "
                            "rating is stored once. 409: the key was used for another rating; 429: too many ratings; 503: Kafka or "
@@ -151,7 +173,8 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
     return response
 
 
-@extend_schema(responses={200: RatingStatusOut, 404: None})
+@extend_schema(responses={200: RatingStatusOut, **documented({401: UNAUTHORIZED,
+                                                               404: "no rating of yours has this id (not_found)"})})
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def rating_status(request, event_id: str):
@@ -177,7 +200,8 @@ def _control_endpoint(description: str) -> Callable[[Callable], Callable]:
     """The decorators every control endpoint shares (a JSON POST about one product, counted like a
     rating), applied in the order they would be written above it; only the description differs."""
     decorators = (
-        extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
+        extend_schema(request=ProductIn,
+                      responses={202: ControlOut, **documented({400: BAD_PRODUCT_POST, **POST_ERRORS})},
                       description=description),
         api_view(["POST"]),
         parser_classes([JSONParser]),
@@ -210,7 +234,8 @@ def post_interested_again(request):
     return _control(request, INTERESTED_AGAIN)
 
 
-@extend_schema(parameters=[ListPageQuery], responses={200: HiddenOut, 400: None},
+@extend_schema(parameters=[ListPageQuery],
+               responses={200: HiddenOut, **documented({400: "an invalid page (invalid)", 401: UNAUTHORIZED})},
                description="The products you said you are not interested in, the latest first, 24 a page (a page "
                            "past the last is empty), to offer POST /api/interested-again/. A product whose undo "
                            "was accepted (202) stays listed until the undo is applied: drop it from your own "
@@ -240,8 +265,11 @@ def hidden(request):
 
 
 @extend_schema(request=DeleteAccountIn,
-               responses={200: DeleteAccountOut, 202: DeleteAccountUnfinishedOut, 400: None, 403: None, 429: None,
-                          503: None},
+               responses={200: DeleteAccountOut, 202: DeleteAccountUnfinishedOut, **documented({
+                   400: "malformed JSON (parse_error) or no password (invalid)", 401: UNAUTHORIZED,
+                   403: "a wrong password (wrong_password)",
+                   429: "too many wrong passwords (throttled): wait Retry-After seconds",
+                   503: "a store is unavailable (unavailable): try again after Retry-After seconds"})},
                description="Delete your account and everything kept about you (ratings, history, lists, "
                            "exclusions); the next model is trained without you. Needs your password. 202: the "
                            "account is deleted, but removing its ratings, reviews and history was interrupted and "

@@ -45,7 +45,7 @@ def _locked_out(api):
     """Wrong passwords past ``LOGIN_THROTTLE_ATTEMPTS``: the lockout's refusal (accounts.middleware)."""
     address, name = f"203.0.113.{next(_octet)}", f"u{uuid.uuid4().hex[:10]}"
     for _ in range(20):
-        answer = api.client.post("/api/token/", {"username": name, "password": "wrong"}, REMOTE_ADDR=address)
+        answer = api.client.post("/api/token/", {"username": name, "password": uuid.uuid4().hex}, REMOTE_ADDR=address)
         if answer.status_code != 400:
             return answer
     return answer
@@ -106,7 +106,7 @@ CASES = {
     "no credentials": (lambda api: api.client.get("/api/recommendations/"), 401, "not_authenticated", None),
     "bad token": (lambda api: api.client.get("/api/recommendations/", HTTP_AUTHORIZATION="Token nope"),
                   401, "authentication_failed", None),
-    "wrong password": (lambda api: _post(api, "/api/account/delete/", {"password": "wrong"},
+    "wrong password": (lambda api: _post(api, "/api/account/delete/", {"password": uuid.uuid4().hex},
                                          REMOTE_ADDR=f"203.0.113.{next(_octet)}"), 403, "wrong_password", None),
     "rating limit": (_throttled, 429, "throttled", None),
     "login lockout": (_locked_out, 429, "throttled", None),
