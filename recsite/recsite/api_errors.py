@@ -26,6 +26,7 @@ INVALID = "invalid"  # DRF's code of a ValidationError; the site's own checks of
 NOT_FOUND = "not_found"
 UNKNOWN_PRODUCT = "unknown_product"
 IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+PRECONDITION_FAILED = "precondition_failed"
 WRONG_PASSWORD = "wrong_password"
 THROTTLED = "throttled"
 UNAVAILABLE = "unavailable"

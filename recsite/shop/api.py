@@ -41,7 +41,8 @@ POST_ERRORS = {
 }
 
 
-@extend_schema(responses={200: RecommendationsOut, 304: None, **documented({401: UNAUTHORIZED})},
+@extend_schema(responses={200: RecommendationsOut, 304: None, **documented({
+                   401: UNAUTHORIZED, 412: "If-Match names no ETag of the list (precondition_failed)"})},
                description="The logged-in user's list. Send If-None-Match with the last ETag to poll cheaply "
                            "(weak tags, lists and * are understood, RFC 9110). The popular fallback's ETag "
                            "changes with its content.")
@@ -51,7 +52,10 @@ def my_recommendations(request):
     uid = recommender_id(request.user)
     etag, data = recommendations.shown_etag(uid)  # a personal list's: one Redis read, nothing else
     response = get_conditional_response(request, etag=etag)  # 304 (or 412 for a failed If-Match)
-    if response is None:
+    if response is not None and response.status_code == 412:  # Django's has no body
+        response = Response(error_body("If-Match names no ETag of the list", api_errors.PRECONDITION_FAILED),
+                            status=412)
+    elif response is None:
         if data is None:
             data = dict(recommendations.for_user(uid, tag=etag))
             etag = data.pop("etag")

@@ -101,6 +101,8 @@ CASES = {
     "unknown rating": (lambda api: api.client.get("/api/ratings/no-such-event-1/", **api.auth), 404, "not_found",
                        None),
     "wrong method": (lambda api: api.client.get("/api/ratings/", **api.auth), 405, "method_not_allowed", None),
+    "If-Match mismatch": (lambda api: api.client.get("/api/recommendations/", HTTP_IF_MATCH='"no-such-tag"',
+                                                      **api.auth), 412, "precondition_failed", None),
     "form body": (lambda api: api.client.post("/api/ratings/", {"product_id": "P1", "rating": "4"}, **api.auth),
                   415, "unsupported_media_type", None),
     "no credentials": (lambda api: api.client.get("/api/recommendations/"), 401, "not_authenticated", None),
