@@ -16,6 +16,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from accounts.tokens import expired, expires_at
+from recsite.api_errors import documented
 from recsite.parsers import JSONParser
 
 
@@ -26,7 +27,10 @@ class TokenOut(serializers.Serializer):  # for the schema: DRF's answer (AuthTok
     expires = serializers.DateTimeField(help_text="when the token stops working; ask for a new one then")
 
 
-@extend_schema(auth=[], responses={200: TokenOut, 400: None, 429: None, 503: None})
+@extend_schema(auth=[], responses={200: TokenOut, **documented({
+    400: "malformed JSON (parse_error), a missing field or a wrong username or password (invalid)",
+    429: "too many wrong passwords (throttled): wait Retry-After seconds",
+    503: "signing in is unavailable for a moment (unavailable): try again after Retry-After seconds"})})
 @method_decorator(never_cache, name="dispatch")  # the answer is a credential: no cache may keep it
 class ObtainExpiringToken(ObtainAuthToken):
     """Exchange a username and password for an API token, valid until ``expires``; after that,

@@ -7,14 +7,16 @@ request; this turns whatever the view answered into the refusal.
 """
 from __future__ import annotations
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 
 from accounts import throttle
+from recsite import api_errors
 
 
 def refusal_response(request, refusal: throttle.Refused) -> HttpResponse:
     if request.path.startswith("/api/"):
-        response = JsonResponse({"detail": refusal.message}, status=refusal.status)
+        code = api_errors.THROTTLED if refusal.status == 429 else api_errors.UNAVAILABLE
+        response = api_errors.json_error(refusal.message, code, refusal.status)
     else:
         response = HttpResponse(refusal.message, status=refusal.status, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = str(throttle.window_left() if refusal.status == 429 else 5)

@@ -13,6 +13,8 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
+from recsite import api_errors
+
 PREFIX = "/api/"
 NOT_FOUND = "api_not_found"  # the catch-all route's name (recsite.urls), last of the URLconf
 
@@ -20,7 +22,7 @@ NOT_FOUND = "api_not_found"  # the catch-all route's name (recsite.urls), last o
 @csrf_exempt  # a POST to an unknown path is a 404, not Django's HTML "CSRF verification failed"
 def not_found(request: HttpRequest) -> JsonResponse:
     """Any path under ``/api/`` that no endpoint has: DRF's own 404 answer."""
-    return JsonResponse({"detail": "Not found."}, status=404)
+    return api_errors.json_error("Not found.", api_errors.NOT_FOUND, 404)
 
 
 def _endpoint(path: str, urlconf: str | None) -> bool:

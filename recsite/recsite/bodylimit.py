@@ -11,16 +11,29 @@ worker. Two layers use the same rule:
 - ``body_limit_middleware`` applies the same check inside Django, for any other WSGI server and
   for the test client. Under ASGI (``recsite/asgi.py``) Django's handler reads the whole body
   before any middleware runs: there the ASGI server's own limit is the one that holds.
+
+Both answer a path under ``/api/`` with the API's error body (``recsite.api_errors``), pages with text.
 """
 from __future__ import annotations
 
 import io
+import json
 
 from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpResponse
 
 MESSAGE = b"Request body too large.\n"
+
+
+def _refusal(path: str) -> tuple[bytes, str]:
+    """(body, content type) of the 413 for ``path``: an app reads every ``/api/`` error as JSON."""
+    if not path.startswith("/api/"):
+        return MESSAGE, "text/plain; charset=utf-8"
+    from recsite import api_errors  # imports DRF, which needs Django set up: recsite.wsgi imports this before
+
+    body = api_errors.error_body("Request body too large.", api_errors.TOO_LARGE)
+    return json.dumps(body).encode(), "application/json"
 
 
 def _over_limit(environ: dict, limit: int) -> bool:
@@ -58,9 +71,10 @@ def limit_wsgi(app):
             force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
             if callable(force_close):
                 force_close()
-            start_response("413 Content Too Large", [("Content-Type", "text/plain; charset=utf-8"),
-                                                     ("Content-Length", str(len(MESSAGE)))])
-            return [MESSAGE]
+            body, content_type = _refusal(environ.get("PATH_INFO", ""))
+            start_response("413 Content Too Large", [("Content-Type", content_type),
+                                                     ("Content-Length", str(len(body)))])
+            return [body]
         return app(environ, start_response)
 
     return limited
@@ -70,7 +84,8 @@ def body_limit_middleware(get_response):
     def middleware(request):
         length_before = request.META.get("CONTENT_LENGTH")
         if _over_limit(request.META, settings.REQUEST_MAX_BODY_BYTES):
-            return HttpResponse(MESSAGE, status=413, content_type="text/plain; charset=utf-8")
+            body, content_type = _refusal(request.path)
+            return HttpResponse(body, status=413, content_type=content_type)
         if request.META.get("CONTENT_LENGTH") != length_before:  # a chunked body, now buffered
             request._stream = LimitedStream(request.META["wsgi.input"], int(request.META["CONTENT_LENGTH"]))
         return get_response(request)

@@ -3,6 +3,7 @@ malformed JSON (not a 500, nor a guess at what the client meant)."""
 from __future__ import annotations
 
 import codecs
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -22,9 +23,18 @@ def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, An
     return dict(pairs)
 
 
+def _integer(digits: str) -> int:
+    """A JSON integer, refused plainly past Python's limit on converting digits (4300 by default):
+    ``int()`` raised a ValueError telling the client to call ``sys.set_int_max_str_digits()``."""
+    limit = sys.get_int_max_str_digits()
+    if limit and len(digits.lstrip("-")) > limit:
+        raise ValueError("an integer has too many digits")
+    return int(digits)
+
+
 class JSONParser(parsers.JSONParser):
-    """DRF's ``JSONParser``, also refusing JSON nested past Python's recursion limit, and objects
-    with a duplicate key (with a message that names it).
+    """DRF's ``JSONParser``, also refusing JSON nested past Python's recursion limit, objects
+    with a duplicate key (with a message that names it) and integers too long to read.
 
     DRF turns only ``ValueError`` into a ``ParseError``; the json module raises ``RecursionError``
     on about a thousand nested ``[``, a 2 KB body well under ``REQUEST_MAX_BODY_BYTES``, so every
@@ -37,7 +47,7 @@ class JSONParser(parsers.JSONParser):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         constant = json.strict_constant if self.strict else None  # DRF's: NaN and Infinity refused
         try:
-            return json.load(codecs.getreader(encoding)(stream), parse_constant=constant,
+            return json.load(codecs.getreader(encoding)(stream), parse_constant=constant, parse_int=_integer,
                              object_pairs_hook=_object_without_duplicate_keys)
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None

@@ -209,6 +209,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["recsite.parsers.JSONParser", "rest_framework.parsers.FormParser",
                                "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # every error as {"detail", "code"} (+ "fields"), not DRF's three shapes (README, "API")
+    "EXCEPTION_HANDLER": "recsite.api_errors.exception_handler",
     # DRF's UserRateThrottle, counting a visitor per address as the other limits do (an IPv6 one per /64)
     "DEFAULT_THROTTLE_CLASSES": ["shop.throttles.ApiRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env_str("API_USER_RATE", "6000/min")},

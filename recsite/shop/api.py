@@ -17,18 +17,32 @@ from core import catalog, stored_lists
 from core.breaker import Unavailable
 from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, is_event_id, is_product_id
 from core.search import unused_words
+from recsite import api_errors
+from recsite.api_errors import UNAUTHORIZED, documented, error_body
 from recsite.parsers import JSONParser
 from shop import recommendations
 from shop.models import RatingSubmission
 from shop.products import cards, headline, summaries, title
-from shop.ratings import IdempotencyConflict, RatingRejected, processing_state, submit_control, submit_rating
+from shop.ratings import (IdempotencyConflict, RatingRejected, UnknownProduct, processing_state, submit_control,
+                          submit_rating)
 from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
                               HiddenOut, ListPageQuery, ProductIn, RatingIn, RatingOut, RatingStatusOut,
                               RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
 from shop.throttles import ApiRateThrottle, SearchRateThrottle, rating_throttled, refund_rating
 
+PAGE_ONLY = ("pid", "stars")  # what only the HTML card (shop/_card.html) reads of shop.products.card()
+BAD_PRODUCT_POST = ("malformed JSON (parse_error), an invalid field or Idempotency-Key (invalid), or a product "
+                    "the catalog does not have (unknown_product)")
+POST_ERRORS = {
+    401: UNAUTHORIZED,
+    409: "the Idempotency-Key was used for another request (idempotency_conflict): not a retry",
+    429: "too many ratings and controls (RATING_RATE) or requests (throttled): wait Retry-After seconds",
+    503: "Kafka or MongoDB is unavailable (unavailable): retry after Retry-After seconds with the same key",
+}
 
-@extend_schema(responses={200: RecommendationsOut, 304: None},
+
+@extend_schema(responses={200: RecommendationsOut, 304: None, **documented({
+                   401: UNAUTHORIZED, 412: "If-Match names no ETag of the list (precondition_failed)"})},
                description="The logged-in user's list. Send If-None-Match with the last ETag to poll cheaply "
                            "(weak tags, lists and * are understood, RFC 9110). The popular fallback's ETag "
                            "changes with its content.")
@@ -38,22 +52,33 @@ def my_recommendations(request):
     uid = recommender_id(request.user)
     etag, data = recommendations.shown_etag(uid)  # a personal list's: one Redis read, nothing else
     response = get_conditional_response(request, etag=etag)  # 304 (or 412 for a failed If-Match)
-    if response is None:
+    if response is not None and response.status_code == 412:  # Django's has no body
+        response = Response(error_body("If-Match names no ETag of the list", api_errors.PRECONDITION_FAILED),
+                            status=412)
+    elif response is None:
         if data is None:
             data = dict(recommendations.for_user(uid, tag=etag))
             etag = data.pop("etag")
-        response = Response(data)
+        response = Response(_for_api(data))
     response["ETag"] = etag
     response["Cache-Control"] = "private, no-cache"
     return response
 
 
-@extend_schema(responses={200: SimilarItem(many=True)})
+def _for_api(shown: dict) -> dict:
+    """The list as the API documents it (RecommendationsOut): without the card's fields an app
+    has under another name (``pid`` is ``product_id``) or derives (``stars`` from ``avg_rating``)."""
+    items = [{k: v for k, v in item.items() if k not in PAGE_ONLY} for item in shown["items"]]
+    return {**shown, "items": items}
+
+
+@extend_schema(responses={200: SimilarItem(many=True),
+                          **documented({404: "a product the catalog does not have (unknown_product)"})})
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def similar(request, product_id: str):
     if not is_product_id(product_id) or not summaries([product_id]):
-        return Response({"detail": "unknown product"}, status=404)
+        return Response(error_body("unknown product", api_errors.UNKNOWN_PRODUCT), status=404)
     items = stored_lists.get_similar_items(product_id)
     if request.user.is_authenticated:  # never a product this user is not interested in
         hidden = recommendations.excluded(recommender_id(request.user))
@@ -63,7 +88,10 @@ def similar(request, product_id: str):
                      for i in items])
 
 
-@extend_schema(parameters=[SearchQuery], responses={200: SearchOut, 400: None, 429: None},
+@extend_schema(parameters=[SearchQuery],
+               responses={200: SearchOut, **documented({400: "an invalid parameter (invalid)",
+                                                        429: "too many searches (throttled): wait Retry-After "
+                                                             "seconds"})},
                description="Products matching every word of q, up to its first 8 (the rest: unused_words) (prefixes of title, brand and category "
                            "words, whole words of reviews), title/brand/category matches first. Throttled.")
 @api_view(["GET"])
@@ -82,7 +110,8 @@ def search(request):
         "unused_words": unused_words(p["q"])})
 
 
-@extend_schema(request=RatingIn, responses={202: RatingOut, 400: None, 409: None, 429: None, 503: None},
+@extend_schema(request=RatingIn,
+               responses={202: RatingOut, **documented({400: BAD_PRODUCT_POST, **POST_ERRORS})},
                description="Rate a product as the logged-in user. Returns once Kafka has the event. Send an "
                            "Idempotency-Key header (8-64 of A-Z a-z 0-9 _ -) and reuse it when retrying: the "
                            "rating is stored once. 409: the key was used for another rating; 429: too many ratings; 503: Kafka or "
@@ -121,24 +150,26 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
     the answer's fields.
     """
     if not isinstance(request.data, dict):
-        return Response({"detail": "expected a JSON object"}, status=400)
+        return Response(error_body("expected a JSON object", api_errors.INVALID), status=400)
     body = serializer(data=request.data)
     body.is_valid(raise_exception=True)
     key = body.validated_data.get("idempotency_key")
     header = request.headers.get("Idempotency-Key")
     if header is not None:
         if not is_event_id(header) or (key and key != header):
-            return Response({"detail": f"Idempotency-Key must be {KEY_ERROR} "
-                                       "(and match idempotency_key if both are sent)"}, status=400)
+            return Response(error_body(f"Idempotency-Key must be {KEY_ERROR} (and match idempotency_key if both "
+                                       "are sent)", api_errors.INVALID), status=400)
         key = header
     try:
         answer = submit(body.validated_data, key)
     except IdempotencyConflict as exc:
-        response = Response({"detail": str(exc)}, status=409)
+        response = Response(error_body(str(exc), api_errors.IDEMPOTENCY_CONFLICT), status=409)
+    except UnknownProduct as exc:
+        response = Response(error_body(str(exc), api_errors.UNKNOWN_PRODUCT), status=400)
     except RatingRejected as exc:
-        response = Response({"detail": str(exc)}, status=400)
+        response = Response(error_body(str(exc), api_errors.INVALID), status=400)
     except Unavailable:
-        response = Response({"detail": f"{unavailable}; try again in a few seconds"},
+        response = Response(error_body(f"{unavailable}; try again in a few seconds", api_errors.UNAVAILABLE),
                             status=503, headers={"Retry-After": "2"})
     else:
         return Response({**answer, "status": "accepted"}, status=202)
@@ -146,14 +177,15 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
     return response
 
 
-@extend_schema(responses={200: RatingStatusOut, 404: None})
+@extend_schema(responses={200: RatingStatusOut, **documented({401: UNAUTHORIZED,
+                                                               404: "no rating of yours has this id (not_found)"})})
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def rating_status(request, event_id: str):
     """Processing state of one of *your* ratings (another user's id is simply not found)."""
     sub = RatingSubmission.objects.filter(event_id=str(event_id)[:64], user=request.user).first()
     if sub is None:
-        return Response({"detail": "not found"}, status=404)
+        return Response(error_body("not found", api_errors.NOT_FOUND), status=404)
     state, model_version = processing_state(sub)
     return Response({"event_id": sub.event_id, "published": sub.published, "state": state,
                      "model_version": model_version})
@@ -172,7 +204,8 @@ def _control_endpoint(description: str) -> Callable[[Callable], Callable]:
     """The decorators every control endpoint shares (a JSON POST about one product, counted like a
     rating), applied in the order they would be written above it; only the description differs."""
     decorators = (
-        extend_schema(request=ProductIn, responses={202: ControlOut, 400: None, 409: None, 429: None, 503: None},
+        extend_schema(request=ProductIn,
+                      responses={202: ControlOut, **documented({400: BAD_PRODUCT_POST, **POST_ERRORS})},
                       description=description),
         api_view(["POST"]),
         parser_classes([JSONParser]),
@@ -205,7 +238,8 @@ def post_interested_again(request):
     return _control(request, INTERESTED_AGAIN)
 
 
-@extend_schema(parameters=[ListPageQuery], responses={200: HiddenOut, 400: None},
+@extend_schema(parameters=[ListPageQuery],
+               responses={200: HiddenOut, **documented({400: "an invalid page (invalid)", 401: UNAUTHORIZED})},
                description="The products you said you are not interested in, the latest first, 24 a page (a page "
                            "past the last is empty), to offer POST /api/interested-again/. A product whose undo "
                            "was accepted (202) stays listed until the undo is applied: drop it from your own "
@@ -235,8 +269,11 @@ def hidden(request):
 
 
 @extend_schema(request=DeleteAccountIn,
-               responses={200: DeleteAccountOut, 202: DeleteAccountUnfinishedOut, 400: None, 403: None, 429: None,
-                          503: None},
+               responses={200: DeleteAccountOut, 202: DeleteAccountUnfinishedOut, **documented({
+                   400: "malformed JSON (parse_error) or no password (invalid)", 401: UNAUTHORIZED,
+                   403: "a wrong password (wrong_password)",
+                   429: "too many wrong passwords (throttled): wait Retry-After seconds",
+                   503: "a store is unavailable (unavailable): try again after Retry-After seconds"})},
                description="Delete your account and everything kept about you (ratings, history, lists, "
                            "exclusions); the next model is trained without you. Needs your password. 202: the "
                            "account is deleted, but removing its ratings, reviews and history was interrupted and "
@@ -249,7 +286,7 @@ def delete_account(request):
     from accounts import deletion
 
     if not isinstance(request.data, dict):
-        return Response({"detail": "expected a JSON object"}, status=400)
+        return Response(error_body("expected a JSON object", api_errors.INVALID), status=400)
     from accounts import throttle
 
     body = DeleteAccountIn(data=request.data)
@@ -264,7 +301,7 @@ def delete_account(request):
 
         return refusal_response(request, refusal)
     if not checked.right:
-        return Response({"detail": "wrong password"}, status=403)
+        return Response(error_body("wrong password", api_errors.WRONG_PASSWORD), status=403)
     record = deletion.delete_account(request.user, request=request)
     if deletion.unfinished(record):  # the account is gone; a few reviews are left to Celery's sweep
         return Response({"status": "deleted", "deleted_at": record.deleted_at, "erasure": "in progress"}, status=202)

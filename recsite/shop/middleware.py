@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, ServerSelectionTimeoutError
 
 from core import mongo
 from core.breaker import Unavailable
+from recsite import api_errors
 
 log = logging.getLogger(__name__)
 _OUTAGE = (ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout, ExecutionTimeout)
@@ -35,7 +36,7 @@ def outage_middleware(get_response):
         log.warning("503 for %s %s: %s", request.method, request.path, exception.__class__.__name__)
         message = "This part of the shop is unavailable for a moment. Please try again in a few seconds."
         if request.path.startswith("/api/"):
-            response = JsonResponse({"detail": message}, status=503)
+            response = api_errors.json_error(message, api_errors.UNAVAILABLE, 503)
         else:
             response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
         response["Retry-After"] = RETRY_AFTER_S

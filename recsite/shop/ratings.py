@@ -30,7 +30,8 @@ from django.db import IntegrityError, transaction
 from pymongo.errors import PyMongoError
 
 from core import cancellation, catalog, kafka_io, locking, mongo, rating_history
-from core.events import CONTROL_ACTIONS, NOT_INTERESTED, RATE, UNRATE, InvalidEvent, RatingEvent, validate
+from core.events import (CONTROL_ACTIONS, INTERESTED_AGAIN, NOT_INTERESTED, RATE, UNRATE, InvalidEvent, RatingEvent,
+                         validate)
 from shop.models import RatingSubmission
 
 ATTEMPT_LOCK_WAIT_S = 10.0  # an attempt holds the lock for one delivery timeout and a few writes
@@ -41,8 +42,25 @@ class RatingRejected(ValueError):
     """The rating is not acceptable (unknown product, bad value); nothing was stored."""
 
 
+class UnknownProduct(RatingRejected):
+    """The catalog has no such product (the API's code ``unknown_product``)."""
+
+
 class IdempotencyConflict(RatingRejected):
-    """The key was already used for another rating, or by another user: not a retry."""
+    """The key was already used for another request, or by another user: not a retry."""
+
+
+_USED_FOR = {RATE: "a rating of {}", UNRATE: "removing the rating of {}", NOT_INTERESTED: '"not interested" in {}',
+             INTERESTED_AGAIN: '"interested again" in {}'}
+
+
+def _conflict(earlier: RatingSubmission, user) -> IdempotencyConflict:
+    """The conflict, naming what the key was used for: it said "a different rating" for a control
+    action too. Another account's request is not described (the key is all its client chose)."""
+    used_for = "another request"
+    if earlier.user_id == user.pk and earlier.action in _USED_FOR:
+        used_for += f" ({_USED_FOR[earlier.action].format(earlier.product_id)})"
+    return IdempotencyConflict(f"this idempotency key was already used for {used_for}")
 
 
 def _free() -> None:
@@ -101,7 +119,7 @@ def submit_event(user, event: RatingEvent, *, client_key: bool = True,
     with mongo.fail_fast():
         exists = catalog.product_exists(event.product_id)
     if not exists:
-        raise RatingRejected("unknown product")
+        raise UnknownProduct("unknown product")
     with _one_attempt_at_a_time(event.event_id) if client_key else nullcontext():
         submission = _earlier(user, event) if client_key else None  # a concurrent attempt may have finished
         if submission is None:
@@ -155,7 +173,7 @@ def _earlier(user, event: RatingEvent) -> RatingSubmission | None:
     """The earlier submission with this key, if any (a retry); IdempotencyConflict if it is not one."""
     submission = RatingSubmission.objects.filter(event_id=event.event_id).first()
     if submission is not None and not _same(submission, user, event):
-        raise IdempotencyConflict("this idempotency key was already used for a different rating")
+        raise _conflict(submission, user)
     return submission
 
 
@@ -210,12 +228,12 @@ def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmi
     except IntegrityError:
         existing = RatingSubmission.objects.get(event_id=event.event_id)
         if not _same(existing, user, event):
-            raise IdempotencyConflict("this idempotency key was already used for a different rating") from None
+            raise _conflict(existing, user) from None
         if submission.published and not existing.published:
             existing.published, existing.publish_error = True, ""
             existing.save(update_fields=["published", "publish_error"])
         return existing
 
 
-__all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "STATES", "IdempotencyConflict", "RatingRejected",
+__all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "STATES", "IdempotencyConflict", "RatingRejected", "UnknownProduct",
            "processing_state", "submit_rating", "submit_control", "submit_event"]

@@ -36,7 +36,7 @@ def test_a_post_without_its_trailing_slash_reaches_the_endpoint(debug, redis_url
         slashed = client.post("/api/ratings/", {"rating": 5}, content_type="application/json", **auth)
         bare = client.post("/api/ratings", {"rating": 5}, content_type="application/json", **auth)
         token = client.post("/api/token", {"username": user.username, "password": PASSWORD}, REMOTE_ADDR=_address())
-    assert slashed.status_code == 400 and "product_id" in slashed.json()  # the endpoint's own validation
+    assert slashed.status_code == 400 and "product_id" in slashed.json()["fields"]  # the endpoint's own validation
     assert (bare.status_code, bare.json()) == (slashed.status_code, slashed.json()), bare.content
     assert token.status_code == 200 and token.json()["token"], token.content
 
@@ -48,7 +48,8 @@ def test_an_unknown_api_path_is_a_json_404(debug, site_cache, client):
                    client.get("/api/products/")]
     for response in answers:
         assert response.status_code == 404, response.status_code
-        assert response["Content-Type"] == "application/json" and response.json() == {"detail": "Not found."}
+        assert response["Content-Type"] == "application/json"
+        assert response.json() == {"detail": "Not found.", "code": "not_found"}
 
 
 @DEBUG

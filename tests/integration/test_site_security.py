@@ -342,6 +342,7 @@ def test_gunicorn_refuses_big_and_chunked_bodies_fast(mongo_db, kafka_topics, re
                 b"Content-Length: 2000000000\r\n\r\n")
         answer, took = _raw_exchange(port, head, [b"{" + b" " * 65535])
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"\r\nContent-Type: application/json\r\n" in answer, answer[:300]  # the API's error body
         assert took < 3, took
         # no Content-Length: chunks until the limit is passed, then refused without the last chunk
         head = (b"POST /api/token/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
