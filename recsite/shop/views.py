@@ -32,7 +32,7 @@ from shop import recommendations
 from shop.forms import (ONBOARDING_PREFIX, CatalogQueryForm, ControlForm, ListPageForm, OnboardingForm, RatingForm,
                         ReviewPageForm, product_id_validator)
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
-from shop.throttles import RatingRateThrottle, allow_search, rating_throttled
+from shop.throttles import RatingRateThrottle, allow_search, rating_throttled, refund_rating
 
 PER_PAGE = 24
 HOME_SHOWN = 8
@@ -193,20 +193,20 @@ def _submit(request, product_id: str, form_class, submit, what: str):
     in the answers that say why not ("rating": "Invalid rating", "Rating refused").
     """
     product_id = _valid_product_id(product_id)
+    form = form_class(request.POST)
+    if not form.is_valid():  # before the count: RATING_RATE counts ratings, not requests (as the API)
+        return HttpResponse(f"Invalid {what}: {form.errors.as_text()}", status=400, content_type="text/plain")
     too_many = _too_many(request)
     if too_many is not None:
         return too_many
-    form = form_class(request.POST)
-    if not form.is_valid():
-        return HttpResponse(f"Invalid {what}: {form.errors.as_text()}", status=400, content_type="text/plain")
     try:
         done = submit(product_id, form.cleaned_data)
-    except IdempotencyConflict as exc:
-        return HttpResponse(f"{what.capitalize()} refused: {exc}", status=409, content_type="text/plain")
-    except RatingRejected as exc:
-        return HttpResponse(f"{what.capitalize()} refused: {exc}", status=400, content_type="text/plain")
-    except Unavailable:
-        return _unavailable(f"your {what}")
+    except (IdempotencyConflict, RatingRejected, Unavailable) as exc:
+        refund_rating(request)  # nothing was published
+        if isinstance(exc, Unavailable):
+            return _unavailable(f"your {what}")
+        status = 409 if isinstance(exc, IdempotencyConflict) else 400
+        return HttpResponse(f"{what.capitalize()} refused: {exc}", status=status, content_type="text/plain")
     messages.success(request, done)
     if form.cleaned_data["next"] == "product":
         return redirect("product", product_id=product_id)

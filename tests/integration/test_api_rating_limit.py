@@ -87,3 +87,29 @@ def test_a_replay_is_answered_at_the_limit_and_a_new_rating_is_not(shopper, rati
                           content_type="application/json")  # one counter for ratings and controls
     assert control.status_code == 429, control.content[:300]
     assert ratings_probe.count_since(mark) == LIMIT
+
+
+def test_the_pages_count_ratings_not_refused_posts(shopper, ratings_probe):
+    """The product page's rating form and controls: an invalid form, an unknown product and a
+    503 publish nothing and must not use up the limit, as for the API."""
+    from core import kafka_io
+
+    client, products = shopper
+    codes = []
+    for i in range(10):
+        codes.append(client.post(f"/p/{products[i]}/rate/", {"rating": "9"}).status_code)  # out of range
+        codes.append(client.post("/p/no-such-product-1/rate/", {"rating": "4"}).status_code)  # unknown
+    breaker_cooldown = kafka_io.BREAKER.cooldown_s
+    kafka_io.BREAKER.cooldown_s = 3600.0
+    kafka_io.BREAKER.failure()
+    try:
+        codes += [client.post(f"/p/{products[i]}/rate/", {"rating": "4"}).status_code for i in range(10)]
+    finally:
+        kafka_io.BREAKER.cooldown_s = breaker_cooldown
+        kafka_io.BREAKER.success()
+    assert 429 not in codes and set(codes) <= {400, 404, 503}, codes
+    mark = ratings_probe.mark()
+    accepted = [client.post(f"/p/{products[i]}/rate/", {"rating": "5"}).status_code for i in range(LIMIT)]
+    assert accepted == [302] * LIMIT, accepted
+    assert client.post(f"/p/{products[LIMIT]}/rate/", {"rating": "5"}).status_code == 429
+    assert ratings_probe.count_since(mark) == LIMIT
