@@ -149,8 +149,8 @@ def submit_event(user, event: RatingEvent, *, client_key: bool = True,
 
 
 # What became of a submission, as GET /api/ratings/<id>/ says it (shop.serializers.RatingStatusOut).
-# Only "pending" may still change by itself; "not_sent" changes with a retry under the same key,
-# "dead_letter" with an operator's replay (kafka_workers.dead_letters).
+# "pending" changes by itself; "not_sent" with a retry under the same key (or, rarely, a late
+# delivery the site could not cancel), "dead_letter" with an operator's replay (kafka_workers.dead_letters).
 PROCESSED, DEAD_LETTER, NOT_SENT, PENDING = "processed", "dead_letter", "not_sent", "pending"
 STATES = (PENDING, PROCESSED, NOT_SENT, DEAD_LETTER)
 
