@@ -31,6 +31,7 @@ WRONG_PASSWORD = "wrong_password"
 THROTTLED = "throttled"
 UNAVAILABLE = "unavailable"
 TOO_LARGE = "too_large"
+SERVER_ERROR = "server_error"  # a defect: nothing the client did; a retry may or may not help
 
 
 class ErrorOut(serializers.Serializer):

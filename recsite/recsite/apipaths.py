@@ -1,5 +1,5 @@
 """Paths under ``/api/`` are answered as an API: without their trailing slash they still reach
-their endpoint, and an unknown one is a JSON 404.
+their endpoint, an unknown one is a JSON 404, and an unhandled error a JSON 500.
 
 Django's ``APPEND_SLASH`` suits pages, not apps: ``POST /api/ratings`` got an HTML 301 to
 ``/api/ratings/`` (a client following it resends a GET: 405), or with DEBUG on a 500 (Django refuses
@@ -9,8 +9,9 @@ one only with the slash is routed to it as if sent with it. Pages keep Django's 
 """
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from recsite import api_errors
@@ -23,6 +24,15 @@ NOT_FOUND = "api_not_found"  # the catch-all route's name (recsite.urls), last o
 def not_found(request: HttpRequest) -> JsonResponse:
     """Any path under ``/api/`` that no endpoint has: DRF's own 404 answer."""
     return api_errors.json_error("Not found.", api_errors.NOT_FOUND, 404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's ``handler500`` (with DEBUG off): an app got Django's HTML "Server Error (500)" page
+    where every other API answer is the one JSON error body. Pages keep Django's page. Nothing
+    about the error is said (it is logged by Django, as before)."""
+    if request.path.startswith(PREFIX):
+        return api_errors.json_error("A server error occurred; it has been logged.", api_errors.SERVER_ERROR, 500)
+    return defaults.server_error(request)
 
 
 def _endpoint(path: str, urlconf: str | None) -> bool:

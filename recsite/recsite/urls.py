@@ -4,6 +4,8 @@ from django.urls import include, path, re_path
 from recsite import apipaths
 from recsite.metrics import metrics_view
 
+handler500 = apipaths.server_error  # a JSON body under /api/
+
 urlpatterns = [
     path("metrics", metrics_view, name="metrics"),  # Prometheus
     path("admin/", admin.site.urls),
