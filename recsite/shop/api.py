@@ -8,7 +8,6 @@ from typing import Callable
 from django.utils.cache import get_conditional_response
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import api_view, parser_classes, permission_classes, throttle_classes
-from rest_framework.exceptions import Throttled
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
@@ -28,7 +27,7 @@ from shop.ratings import (IdempotencyConflict, RatingRejected, UnknownProduct, p
 from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
                               HiddenOut, ListPageQuery, ProductIn, RatingIn, RatingOut, RatingStatusOut,
                               RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
-from shop.throttles import ApiRateThrottle, SearchRateThrottle, rating_throttled, refund_rating
+from shop.throttles import ApiRateThrottle, SearchRateThrottle, charge_rating, refund_rating
 
 PAGE_ONLY = ("pid", "stars")  # what only the HTML card (shop/_card.html) reads of shop.products.card()
 BAD_PRODUCT_POST = ("malformed JSON (parse_error), an invalid field or Idempotency-Key (invalid), or a product "
@@ -123,24 +122,16 @@ def search(request):
 def post_rating(request):
     def submit(data: dict, key: str | None) -> dict:
         sub = submit_rating(request.user, recommender_id(request.user), data["product_id"], data["rating"],
-                            data["text"], idempotency_key=key, charge=partial(_charge_rating, request))
+                            data["text"], idempotency_key=key, charge=partial(charge_rating, request))
         return {"event_id": sub.event_id, "product_id": sub.product_id, "rating": sub.rating}
 
     return _accept(request, RatingIn, submit, "the rating could not be saved right now")
 
 
-def _charge_rating(request) -> None:
-    """Count one rating against ``RATING_RATE`` (``rating_throttled``, as the pages); 429 with
-    Retry-After when it does not fit (raised before anything is published)."""
-    wait = rating_throttled(request)
-    if wait is not None:
-        raise Throttled(wait)
-
-
 def _accept(request, serializer, submit, unavailable: str) -> Response:
     """One POST about a product (a rating or a control): check, publish, 202 at once (or why not).
 
-    Only a newly accepted event is charged to ``RATING_RATE`` (:func:`_charge_rating`, called by
+    Only a newly accepted event is charged to ``RATING_RATE`` (``shop.throttles.charge_rating``, called by
     ``shop.ratings.submit_event`` just before it publishes, and given back if that fails): an
     invalid request is bounded by ``API_USER_RATE`` alone, and a replay of an accepted key is
     answered without a charge, so a client can always confirm what it sent.
@@ -194,7 +185,7 @@ def rating_status(request, event_id: str):
 def _control(request, action: str) -> Response:
     def submit(data: dict, key: str | None) -> dict:
         sub = submit_control(request.user, recommender_id(request.user), data["product_id"], action,
-                             idempotency_key=key, charge=partial(_charge_rating, request))
+                             idempotency_key=key, charge=partial(charge_rating, request))
         return {"event_id": sub.event_id, "product_id": sub.product_id, "action": action}
 
     return _accept(request, ProductIn, submit, "the request could not be delivered")

@@ -8,8 +8,10 @@ search reads one index document per word and ranks up to ``MAX_POSTINGS`` ids pe
 address (``accounts.throttle.client_address``, the login lockout's trusted-proxy rule; an IPv6
 address as its /64), and so does DRF's API-wide limit (``ApiRateThrottle``, ``API_USER_RATE``).
 DRF views take the classes in ``throttle_classes``; plain Django views call ``rating_throttled`` /
-``allow_search``, and so do the API's rating and control views, which charge only what they accept
-(``refund_rating`` gives back the count of a request that published nothing, a replay is not charged). These two rates are read from Django's settings on each request, not from DRF's
+``allow_search``. A single rating or control, from the API or a product page, is charged by
+``charge_rating`` from inside ``shop.ratings.submit_event``, once it is known to be new (a replay of
+an accepted key is not charged); ``refund_rating`` gives back the count of one that published
+nothing. These two rates are read from Django's settings on each request, not from DRF's
 class-level rates.
 
 All three keep DRF's sliding window (the requests of the last minute, say) but check and count in one
@@ -34,6 +36,7 @@ import uuid
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
+from rest_framework.exceptions import Throttled
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
 from accounts.throttle import address_key, client_address
@@ -257,6 +260,16 @@ def rating_throttled(request, cost: int = 1) -> float | None:
     if cost > throttle.num_requests:
         return math.inf
     return throttle.wait() or 1.0
+
+
+def charge_rating(request) -> None:
+    """The ``charge`` hook of ``shop.ratings.submit_event`` for the API and the pages: count one
+    rating against ``RATING_RATE`` once the event is known to be new and valid (a replay of a
+    published key is never charged), or raise DRF's ``Throttled`` with the wait (the API's 429;
+    the pages answer their own). :func:`refund_rating` gives it back if nothing is published."""
+    wait = rating_throttled(request)
+    if wait is not None:
+        raise Throttled(wait)
 
 
 def refund_rating(request) -> None:

@@ -8,6 +8,7 @@ import re
 import time
 from datetime import datetime, timezone
 from functools import partial, wraps
+from typing import Callable
 
 from django.conf import settings
 from django.contrib import messages
@@ -20,6 +21,7 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST, require_safe
 from pymongo.errors import PyMongoError
+from rest_framework.exceptions import Throttled
 
 from accounts.models import recommender_id
 from core import artifacts, freshness, mongo, search
@@ -32,7 +34,7 @@ from shop import recommendations
 from shop.forms import (ONBOARDING_PREFIX, CatalogQueryForm, ControlForm, ListPageForm, OnboardingForm, RatingForm,
                         ReviewPageForm, product_id_validator)
 from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
-from shop.throttles import RatingRateThrottle, allow_search, rating_throttled, refund_rating
+from shop.throttles import RatingRateThrottle, allow_search, charge_rating, rating_throttled, refund_rating
 
 PER_PAGE = 24
 HOME_SHOWN = 8
@@ -188,19 +190,20 @@ def product(request, product_id: str):
 def _submit(request, product_id: str, form_class, submit, what: str):
     """One POST about a product (a rating or a control): check, publish, return at once.
 
-    ``submit(product_id, cleaned_data)`` publishes the event (shop.ratings) and returns the flash
-    message; the recommendations page then shows the worker's update. ``what`` names the thing
-    in the answers that say why not ("rating": "Invalid rating", "Rating refused").
+    ``submit(product_id, cleaned_data, charge)`` publishes the event (shop.ratings, which calls
+    ``charge`` once the event is known to be new: ``RATING_RATE`` counts ratings, not posts, and
+    not a double click's replay, as the API) and returns the flash message; the recommendations
+    page then shows the worker's update. ``what`` names the thing in the answers that say why
+    not ("rating": "Invalid rating", "Rating refused").
     """
     product_id = _valid_product_id(product_id)
     form = form_class(request.POST)
-    if not form.is_valid():  # before the count: RATING_RATE counts ratings, not requests (as the API)
+    if not form.is_valid():
         return HttpResponse(f"Invalid {what}: {form.errors.as_text()}", status=400, content_type="text/plain")
-    too_many = _too_many(request)
-    if too_many is not None:
-        return too_many
     try:
-        done = submit(product_id, form.cleaned_data)
+        done = submit(product_id, form.cleaned_data, partial(charge_rating, request))
+    except Throttled as exc:
+        return _too_many(exc.wait)
     except (IdempotencyConflict, RatingRejected, Unavailable) as exc:
         refund_rating(request)  # nothing was published
         if isinstance(exc, Unavailable):
@@ -217,9 +220,9 @@ def _submit(request, product_id: str, form_class, submit, what: str):
 
 @_product_post
 def rate(request, product_id: str):
-    def submit(product_id: str, data: dict) -> str:
+    def submit(product_id: str, data: dict, charge: Callable[[], None]) -> str:
         rating = partial(submit_rating, request.user, recommender_id(request.user), product_id, data["rating"],
-                         data["text"])
+                         data["text"], charge=charge)
         try:
             submission = rating(idempotency_key=data.get("submission_id") or None)
         except IdempotencyConflict:  # the page shown again (Back) and another choice made: a new rating
@@ -231,8 +234,8 @@ def rate(request, product_id: str):
 
 def _control(request, product_id: str, action: str, done: str):
     """Publish "remove my rating", "not interested" or its undo like a rating."""
-    def submit(product_id: str, data: dict) -> str:
-        submit_control(request.user, recommender_id(request.user), product_id, action)
+    def submit(product_id: str, data: dict, charge: Callable[[], None]) -> str:
+        submit_control(request.user, recommender_id(request.user), product_id, action, charge=charge)
         return done
 
     return _submit(request, product_id, ControlForm, submit, "request")
@@ -298,11 +301,8 @@ def hidden_products(request):
                   {"page": page, "products": products_cache.cards([p for p, _ in page])})
 
 
-def _too_many(request) -> HttpResponse | None:
-    """429 with Retry-After when the user is over the per-user rating limit (ratings and controls)."""
-    wait = rating_throttled(request)
-    if wait is None:
-        return None
+def _too_many(wait: float) -> HttpResponse:
+    """429 with Retry-After: the user is over the per-user rating limit (ratings and controls)."""
     response = HttpResponse("Too many ratings in a short time; please wait a moment.", status=429,
                             content_type="text/plain")
     response["Retry-After"] = str(max(1, math.ceil(wait)))

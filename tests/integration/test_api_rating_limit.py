@@ -113,3 +113,19 @@ def test_the_pages_count_ratings_not_refused_posts(shopper, ratings_probe):
     assert accepted == [302] * LIMIT, accepted
     assert client.post(f"/p/{products[LIMIT]}/rate/", {"rating": "5"}).status_code == 429
     assert ratings_probe.count_since(mark) == LIMIT
+
+
+def test_a_double_click_on_the_page_is_answered_at_the_limit(shopper, ratings_probe):
+    """The product page's form resent with its ``submission_id`` (a double click, a resubmitted
+    page) is the same rating: at the limit it is answered as it was, not refused, and not counted
+    again (it was, when the page charged before it knew the rating was a replay)."""
+    client, products = shopper
+    mark = ratings_probe.mark()
+    rate = lambda i, key: client.post(f"/p/{products[i]}/rate/", {"rating": "4", "submission_id": key})  # noqa: E731
+    accepted = [rate(i, f"page-key-{i:02d}").status_code for i in range(LIMIT)]
+    assert accepted == [302] * LIMIT, accepted
+    again = rate(LIMIT - 1, f"page-key-{LIMIT - 1:02d}")
+    assert again.status_code == 302, again.content[:300]
+    assert ratings_probe.count_since(mark) == LIMIT  # published once
+    assert rate(LIMIT, "page-key-new").status_code == 429  # a 31st rating is still refused
+    assert ratings_probe.count_since(mark) == LIMIT
