@@ -1,5 +1,5 @@
 """Sign-up form: Django's own, with an e-mail address for password resets, one account per
-address; the admin's user form with the same rule; telling a lost race for a username or an
+address; the admin's user forms with the same rule; telling a lost race for a username or an
 address from any other failed insert; the reset form with a cap on the mails to one
 mailbox; the delete-account confirmation."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from django import forms
-from django.contrib.auth.forms import PasswordResetForm, UserChangeForm, UserCreationForm
+from django.contrib.auth.forms import AdminUserCreationForm, PasswordResetForm, UserChangeForm, UserCreationForm
 from django.contrib.auth.models import User
 from django.db import IntegrityError
 from django.db.models import F, Lookup, QuerySet, Value
@@ -124,17 +124,35 @@ class SignUpForm(UserCreationForm):
             reverse("password_reset")), code="email_taken")
 
 
-class SiteUserChangeForm(UserChangeForm):
+class _LostUsernameRace:
+    """For the admin's user forms: the username refused as taken when this very save lost the race
+    for it (``lost_username_race``, set by shop.admin.RecommenderUserAdmin). Another account took it
+    after the check, so it is taken whatever the check finds now (that account's insert may have
+    been undone with the refused save's own transaction, as in the tests)."""
+
+    lost_username_race = False
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        if self.lost_username_race and not self.has_error("username"):
+            self.add_error("username", username_taken())
+
+
+class SiteUserCreationForm(_LostUsernameRace, AdminUserCreationForm):
+    """The admin's "add user" form: Django's, with the username of a lost race refused."""
+
+
+class SiteUserChangeForm(_LostUsernameRace, UserChangeForm):
     """The admin's user form: an address another account has (in any case) is refused on the form,
-    where the unique index alone made the save a server error."""
+    where the unique index alone made the save a server error; so is the username of a lost race."""
 
     # Set by the admin (shop.admin.RecommenderUserAdmin) when the index refused this very save's
     # address: another account took it after the check, so it is taken whatever the check finds.
-    lost_race = False
+    lost_email_race = False
 
     def clean_email(self) -> str:
         email = normalized_email(self.cleaned_data.get("email") or "")
-        if (email and self.lost_race) or email_in_use(email, exclude_pk=self.instance.pk):
+        if (email and self.lost_email_race) or email_in_use(email, exclude_pk=self.instance.pk):
             raise forms.ValidationError("Another account already uses this e-mail address.", code="email_taken")
         return email
 
