@@ -406,6 +406,37 @@ def test_demo_accounts_are_made_whoever_has_the_made_up_address(site, client, ma
     assert list(User.objects.filter(username__in=["demo1", "demo2"]).values_list("email", flat=True)) == ["", ""]
 
 
+@pytest.mark.parametrize("given", ["env", "option"])
+def test_createsuperuser_refuses_an_address_another_account_has(db, monkeypatch, given):
+    """``createsuperuser --noinput`` with an address another account has (in another case): a clear
+    refusal before anything is made, where the unique index's IntegrityError was a traceback. The
+    address comes from ``DJANGO_SUPERUSER_EMAIL`` or ``--email``, as Django's command takes it.
+    Blank addresses stay outside the rule: a superuser without one is made whoever else has none;
+    so is one with a free address."""
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    def create(name: str, email: str) -> None:
+        options = {"email": email}
+        if given == "env":
+            monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", options.pop("email"))
+        call_command("createsuperuser", interactive=False, username=name, stdout=StringIO(), **options)
+
+    owner = User.objects.create(username=_name(), email=f"{_name()}@example.com")
+    User.objects.create(username=_name(), email="")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", PASSWORD)
+    refused, blank, free = _name(), _name(), _name()
+    with pytest.raises(CommandError, match="Another account already uses this e-mail address"):
+        create(refused, owner.email.upper())
+    assert not User.objects.filter(username=refused).exists()
+    create(blank, "")
+    create(free, f"{free}@example.com")
+    assert User.objects.get(username=blank, is_superuser=True).email == ""
+    assert User.objects.get(username=free, is_superuser=True).email == f"{free}@example.com"
+
+
 def _email_index_exists() -> bool:
     from django.db import connection
 
