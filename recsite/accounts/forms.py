@@ -1,21 +1,51 @@
 """Sign-up form: Django's own, with an e-mail address for password resets, one account per
-address; the admin's user form with the same rule; the reset form with a cap on the mails to one
+address; the admin's user forms with the same rule; telling a lost race for a username or an
+address from any other failed insert; the reset form with a cap on the mails to one
 mailbox; the delete-account confirmation."""
 from __future__ import annotations
 
 import logging
 
 from django import forms
-from django.contrib.auth.forms import PasswordResetForm, UserChangeForm, UserCreationForm
+from django.contrib.auth.forms import AdminUserCreationForm, PasswordResetForm, UserChangeForm, UserCreationForm
 from django.contrib.auth.models import User
+from django.db import IntegrityError
 from django.db.models import F, Lookup, QuerySet, Value
 from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils.html import format_html
 
 from accounts import throttle
+from accounts.email_index import lost_email_race
 
 log = logging.getLogger(__name__)
+
+# The UNIQUE constraint of auth_user.username as the first line of the IntegrityError names it:
+# SQLite's message, PostgreSQL's (Django's own name for the column's constraint). Only the first
+# line: PostgreSQL's DETAIL line quotes the refused value, which could spell either index's name.
+USERNAME_CONSTRAINT = ("UNIQUE constraint failed: auth_user.username", 'unique constraint "auth_user_username_key"')
+
+
+def lost_username_race(error: IntegrityError) -> bool:
+    """Whether ``error`` is the username's constraint refusing an insert: another account took the
+    name after the form's check (two sign-ups, or admin saves, at once)."""
+    first_line = str(error).partition("\n")[0]
+    return any(name in first_line for name in USERNAME_CONSTRAINT)
+
+
+def lost_race(error: IntegrityError) -> str | None:
+    """The field ("username" or "email") whose race ``error`` says a save lost, None for any other
+    failed insert (which must stay an error). The username first: it is told by the first line only."""
+    if lost_username_race(error):
+        return "username"
+    if lost_email_race(error):
+        return "email"
+    return None
+
+
+def username_taken() -> forms.ValidationError:
+    """Django's own error for a username in use, as its forms give it when their check finds one."""
+    return User().unique_error_message(User, ("username",))
 
 
 def normalized_email(email: str) -> str:
@@ -94,17 +124,35 @@ class SignUpForm(UserCreationForm):
             reverse("password_reset")), code="email_taken")
 
 
-class SiteUserChangeForm(UserChangeForm):
+class _LostUsernameRace:
+    """For the admin's user forms: the username refused as taken when this very save lost the race
+    for it (``lost_username_race``, set by shop.admin.RecommenderUserAdmin). Another account took it
+    after the check, so it is taken whatever the check finds now (that account's insert may have
+    been undone with the refused save's own transaction, as in the tests)."""
+
+    lost_username_race = False
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        if self.lost_username_race and not self.has_error("username"):
+            self.add_error("username", username_taken())
+
+
+class SiteUserCreationForm(_LostUsernameRace, AdminUserCreationForm):
+    """The admin's "add user" form: Django's, with the username of a lost race refused."""
+
+
+class SiteUserChangeForm(_LostUsernameRace, UserChangeForm):
     """The admin's user form: an address another account has (in any case) is refused on the form,
-    where the unique index alone made the save a server error."""
+    where the unique index alone made the save a server error; so is the username of a lost race."""
 
     # Set by the admin (shop.admin.RecommenderUserAdmin) when the index refused this very save's
     # address: another account took it after the check, so it is taken whatever the check finds.
-    lost_race = False
+    lost_email_race = False
 
     def clean_email(self) -> str:
         email = normalized_email(self.cleaned_data.get("email") or "")
-        if (email and self.lost_race) or email_in_use(email, exclude_pk=self.instance.pk):
+        if (email and self.lost_email_race) or email_in_use(email, exclude_pk=self.instance.pk):
             raise forms.ValidationError("Another account already uses this e-mail address.", code="email_taken")
         return email
 

@@ -12,8 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from accounts import deletion, throttle
-from accounts.email_index import lost_email_race
-from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm
+from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_race, username_taken
 from accounts.models import Profile
 
 TOO_MANY = "Too many requests from here. Please wait a while and try again."
@@ -105,17 +104,19 @@ class ThrottledPasswordResetView(PasswordResetView):
 
 def _create_account(form: SignUpForm) -> User | None:
     """The account of a valid sign-up form and its profile, in one transaction; None, with the form
-    showing the usual "address in use" error, when a concurrent sign-up took the address between
-    the form's check and this insert (the database's unique index refused it)."""
+    showing the usual "username taken" or "address in use" error, when a concurrent sign-up took
+    the username or the address between the form's check and this insert (the database's unique
+    constraint or index refused it). Any other refused insert stays an error."""
     user = form.save(commit=False)  # hashes the password: slow, so before the transaction, not in it
     try:
         with transaction.atomic():  # no account without its profile; a refused insert leaves nothing
             user.save()
             Profile.objects.create(user=user)
     except IntegrityError as exc:
-        if not lost_email_race(exc):
+        race = lost_race(exc)
+        if race is None:
             raise
-        form.add_error("email", form.email_taken())
+        form.add_error(race, username_taken() if race == "username" else form.email_taken())
         return None
     return user
 

@@ -17,8 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils.html import format_html, format_html_join
 
 from accounts import deletion
-from accounts.email_index import lost_email_race
-from accounts.forms import SiteUserChangeForm
+from accounts.forms import SiteUserChangeForm, SiteUserCreationForm, lost_race
 from accounts.models import recommender_id
 from core import artifacts, catalog, mongo, rating_history, stored_lists
 from shop.models import ModelVersion, PipelineRun, RatingSubmission
@@ -199,31 +198,35 @@ RATINGS_SHOWN = 100  # newest ratings on a user's page (the admin's own list_per
 class RecommenderUserAdmin(UserAdmin):
     """Django's user admin plus what the recommender holds for the user, read live from MongoDB; an
     e-mail address another account has is refused on the form (``SiteUserChangeForm``), a save that
-    lost the race for one as well (:meth:`changeform_view`)."""
+    lost the race for one, or for a username, as well (:meth:`changeform_view`)."""
 
     form = SiteUserChangeForm
+    add_form = SiteUserCreationForm
     readonly_fields = (*UserAdmin.readonly_fields, "recommender_id", "rated_products", "current_list")
     fieldsets = (*UserAdmin.fieldsets,
                  ("Recommender (live from MongoDB)", {"fields": ("recommender_id", "rated_products", "current_list")}))
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        """Django's page; a save the e-mail index refused (another save or sign-up took the address
-        after this form's check) is shown again with the form's error, where it was a server error.
-        The refused save's transaction is rolled back whole (Django's own around the page), then the
-        page is made once more with a form that knows the address is taken
-        (``SiteUserChangeForm.lost_race``): the admin has no other way back to its form once saving."""
+        """Django's page; a save the username's constraint or the e-mail index refused (another save
+        or sign-up took the name or the address after this form's check) is shown again with the
+        form's error, where it was a server error. The refused save's transaction is rolled back
+        whole (Django's own around the page), then the page is made once more with a form that knows
+        which is taken (``SiteUserChangeForm``, ``SiteUserCreationForm``): the admin has no other way
+        back to its form once saving. Each field's race is taken back once; any other error stays."""
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except IntegrityError as exc:
-            if not lost_email_race(exc) or getattr(request, "lost_email_race", False):
+            race, lost = lost_race(exc), getattr(request, "lost_races", frozenset())
+            if race is None or race in lost:
                 raise
-            request.lost_email_race = True
-            return super().changeform_view(request, object_id, form_url, extra_context)
+            request.lost_races = lost | {race}
+            return self.changeform_view(request, object_id, form_url, extra_context)
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
-        if getattr(request, "lost_email_race", False):
-            form = type(form.__name__, (form,), {"lost_race": True})
+        lost = getattr(request, "lost_races", frozenset())
+        if lost:
+            form = type(form.__name__, (form,), {f"lost_{race}_race": True for race in lost})
         return form
 
     def delete_model(self, request, obj) -> None:

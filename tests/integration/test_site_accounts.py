@@ -359,6 +359,39 @@ def test_a_signup_that_loses_the_race_for_an_address_gets_the_form_error(site_ca
         pre_save.disconnect(the_other_signup_first, sender=User)
 
 
+def test_a_signup_that_loses_the_race_for_a_username_gets_the_form_error(site_cache, client):
+    """Two sign-ups with one username at once: both pass Django's check, the username's UNIQUE
+    constraint refuses the second insert. That one gets Django's usual "username taken" error (it
+    was a server error, 500), nothing of it is kept, and its sign-up count is given back as for any
+    username found taken by the form.
+
+    The race is made real without threads: the other account is inserted just before this sign-up's
+    own insert (a pre_save receiver, once), after the form's check."""
+    from django.db.models.signals import pre_save
+    from django.test.utils import override_settings
+
+    name = _name()
+
+    def the_other_signup_first(sender, instance, **kwargs):
+        if instance.username == name:
+            pre_save.disconnect(the_other_signup_first, sender=User)  # once: the other's own save
+            User.objects.create(username=name, email=f"other.{name}@example.com")
+
+    address = _own_address()
+    pre_save.connect(the_other_signup_first, sender=User)
+    try:
+        with override_settings(ACCOUNT_THROTTLE_ATTEMPTS=1):
+            lost = _signup(client, name, f"{name}@example.com", address)
+            assert lost.status_code == 400, lost.status_code
+            assert "A user with that username already exists." in lost.content.decode()
+            assert "already in use by another account" not in lost.content.decode()
+            assert not User.objects.filter(email__iexact=f"{name}@example.com").exists()
+            other = _name()  # the count was given back: one more sign-up is allowed
+            assert _signup(client, other, f"{other}@example.com", address).status_code == 302
+    finally:
+        pre_save.disconnect(the_other_signup_first, sender=User)
+
+
 def test_demo_accounts_are_made_whoever_has_the_made_up_address(site, client, make_user):
     """Demo accounts have no e-mail address: the ``demo1@example.com`` they had could be a shopper's
     already, and the unique index then stopped the command."""
@@ -371,6 +404,37 @@ def test_demo_accounts_are_made_whoever_has_the_made_up_address(site, client, ma
     call_command("create_demo_accounts", count=2, password=PASSWORD, stdout=StringIO())
     assert User.objects.get(pk=shopper.pk).email == "Demo1@Example.com"
     assert list(User.objects.filter(username__in=["demo1", "demo2"]).values_list("email", flat=True)) == ["", ""]
+
+
+@pytest.mark.parametrize("given", ["env", "option"])
+def test_createsuperuser_refuses_an_address_another_account_has(db, monkeypatch, given):
+    """``createsuperuser --noinput`` with an address another account has (in another case): a clear
+    refusal before anything is made, where the unique index's IntegrityError was a traceback. The
+    address comes from ``DJANGO_SUPERUSER_EMAIL`` or ``--email``, as Django's command takes it.
+    Blank addresses stay outside the rule: a superuser without one is made whoever else has none;
+    so is one with a free address."""
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    def create(name: str, email: str) -> None:
+        options = {"email": email}
+        if given == "env":
+            monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", options.pop("email"))
+        call_command("createsuperuser", interactive=False, username=name, stdout=StringIO(), **options)
+
+    owner = User.objects.create(username=_name(), email=f"{_name()}@example.com")
+    User.objects.create(username=_name(), email="")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", PASSWORD)
+    refused, blank, free = _name(), _name(), _name()
+    with pytest.raises(CommandError, match="Another account already uses this e-mail address"):
+        create(refused, owner.email.upper())
+    assert not User.objects.filter(username=refused).exists()
+    create(blank, "")
+    create(free, f"{free}@example.com")
+    assert User.objects.get(username=blank, is_superuser=True).email == ""
+    assert User.objects.get(username=free, is_superuser=True).email == f"{free}@example.com"
 
 
 def _email_index_exists() -> bool:

@@ -512,3 +512,45 @@ def test_a_save_that_loses_the_race_for_an_address_gets_the_form_error(mongo_db,
     assert lost.status_code == 200 and "Another account already uses this e-mail address." in lost.content.decode()
     assert User.objects.get(pk=shopper.pk).email == shopper.email
     assert not LogEntry.objects.filter(object_id=str(shopper.pk), action_flag=CHANGE).exists()
+
+
+@pytest.mark.parametrize("page", ["add", "change"])
+def test_a_save_that_loses_the_race_for_a_username_gets_the_form_error(mongo_db, site_cache, client, make_user,
+                                                                        page):
+    """Two saves of one new username at once (the admin's "add user" or a rename, against another
+    save or a sign-up): both pass Django's check, the username's UNIQUE constraint refuses the
+    second. That one gets Django's usual error on the form (it was a server error, 500), and
+    nothing of it is kept (no account, no change, no log entry).
+
+    The race is made real without threads: the other account takes the name just before this
+    save's own insert or update (a pre_save receiver, once), after the form's check."""
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.auth.models import User
+    from django.db.models.signals import pre_save
+
+    from tests.site_catalog import PASSWORD
+
+    shopper = make_user()
+    client.force_login(make_user(staff=True))
+    name = f"taken{shopper.username}"
+
+    def the_other_save_first(sender, instance, **kwargs):
+        if instance.username == name:
+            pre_save.disconnect(the_other_save_first, sender=User)  # once: the other's own save
+            User.objects.create(username=name)
+
+    joined = shopper.date_joined
+    url, data = ("/admin/auth/user/add/", {"username": name, "usable_password": "true", "password1": PASSWORD,
+                                           "password2": PASSWORD}) if page == "add" else (
+        f"/admin/auth/user/{shopper.pk}/change/", {
+            "username": name, "email": shopper.email, "first_name": "", "last_name": "", "is_active": "on",
+            "date_joined_0": f"{joined:%Y-%m-%d}", "date_joined_1": f"{joined:%H:%M:%S}"})
+    pre_save.connect(the_other_save_first, sender=User)
+    try:
+        lost = client.post(url, data)
+    finally:
+        pre_save.disconnect(the_other_save_first, sender=User)
+    assert lost.status_code == 200 and "A user with that username already exists." in lost.content.decode()
+    assert not User.objects.filter(username=name).exists()  # the other's insert went with this save's transaction
+    assert User.objects.get(pk=shopper.pk).username == shopper.username
+    assert not LogEntry.objects.filter(object_repr__in=[name, shopper.username]).exists()
