@@ -51,6 +51,28 @@ def documented(errors: dict[int, str]) -> dict[int, OpenApiResponse]:
     return {status: OpenApiResponse(ErrorOut, description=text) for status, text in errors.items()}
 
 
+# What any endpoint may answer besides the statuses its own schema lists (README's "API").
+ANY_ENDPOINT = {
+    429: "too many requests (API_USER_RATE; throttled): wait Retry-After seconds",
+    500: "a defect of the site (server_error), logged",
+    503: "a service the site needs is unavailable for a moment (unavailable): retry after Retry-After seconds",
+}
+ANY_BODY = {413: "the body is over REQUEST_MAX_BODY_BYTES (too_large)"}
+
+
+def add_any_endpoint_errors(result: dict, generator, request, public) -> dict:
+    """drf-spectacular post-processing hook: every operation lists :data:`ANY_ENDPOINT` (and one
+    with a body :data:`ANY_BODY`), with the error body, unless its own schema says more; a
+    generated client had no type for them, though every endpoint can answer them."""
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            statuses = {**ANY_ENDPOINT, **(ANY_BODY if "requestBody" in operation else {})}
+            for status, text in statuses.items():
+                operation["responses"].setdefault(str(status), {"description": text, "content": ref})
+    return result
+
+
 def error_body(detail: str, code: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """The body of every API error; ``fields`` only when some are invalid."""
     body: dict[str, Any] = {"detail": str(detail), "code": code}

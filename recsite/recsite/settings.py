@@ -221,6 +221,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "amazon-recommender API",
     "DESCRIPTION": "Recommendations, similar items and ratings. Session or token authentication.",
     "VERSION": "1",
+    # drf-spectacular's default hook, then 413/429/500/503 on every operation (recsite.api_errors)
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "recsite.api_errors.add_any_endpoint_errors"],
 }
 
 if TRUSTED_PROXIES:  # only a proxy we trust may say the client used HTTPS

@@ -63,3 +63,14 @@ def test_recommendation_items_have_the_documented_fields(schema, rt_catalog, mak
     assert set(items[0]) == set(documented), set(items[0]) ^ set(documented)
     page = client.get("/recommendations/").content.decode()  # the HTML card keeps its stars
     assert f'data-product="{recommended}"' in page and '<span class="stars"' in page
+
+
+def test_every_operation_lists_what_any_endpoint_may_answer(schema):
+    """429 (``API_USER_RATE``), 500 and 503 can come from every endpoint and 413 from any with a
+    body; README said so but each operation's schema did not, so a generated client had no type
+    for them."""
+    missing = {name: sorted({"429", "500", "503", *(["413"] if "requestBody" in operation else [])}
+                            - set(operation["responses"]))
+               for name, operation in _operations(schema)}
+    assert not {name: statuses for name, statuses in missing.items() if statuses}, missing
+    assert "413" in dict(_operations(schema))["POST /api/ratings/"]["responses"]
