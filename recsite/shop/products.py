@@ -145,12 +145,10 @@ def card(product_id: str, doc: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def category_path(doc: dict[str, Any]) -> list[str]:
-    """The metadata's category path without repeats (2018 files say ["Gift Cards", "Gift Cards"])."""
-    flat: list[str] = []
-    for c in doc.get("categories") or []:
-        flat.extend(str(x) for x in (c if isinstance(c, list) else [c]))
-    return list(dict.fromkeys(c.strip() for c in flat if c and c.strip())) or \
-        ([doc["category"]] if doc.get("category") else [])
+    """The product's category path as the load stored it (``spark_jobs.load.category_path`` makes
+    it one flat list without repeats or markup, from any of the three formats), else its file's
+    category. Not cleaned again here: one place decides what a path is."""
+    return [str(c) for c in doc.get("categories") or []] or ([doc["category"]] if doc.get("category") else [])
 
 
 def cards(product_ids: list[str], known_only: bool = True) -> list[dict[str, Any]]:
