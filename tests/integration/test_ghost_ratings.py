@@ -206,10 +206,12 @@ def test_a_double_click_during_an_ack_timeout_is_never_lost(ghost_site, frozen_b
     times out, the second one is sent after the broker resumes. The first must not cancel what
     the second reported as accepted: whatever was answered 202 is stored, exactly once.
 
-    The two requests run one at a time (the lock by event id): the second waits for the first's
+    The two requests run one at a time (the lock by the key's event id): the second waits for the first's
     503 and cancellation, then un-cancels and publishes. The breaker's cooldown is off here, as
     if the second click reached another site process (each has its own breaker and producer)."""
     from django.test import Client
+
+    from shop.ratings import keyed_event_id
 
     monkeypatch.setattr(kafka_io.BREAKER, "cooldown_s", 0.0)
 
@@ -244,10 +246,11 @@ def test_a_double_click_during_an_ack_timeout_is_never_lost(ghost_site, frozen_b
     group = f"double-{uuid.uuid4().hex[:8]}"
     worker = start_worker(process_env(KAFKA_WORKER_GROUP=group), tmp_path / "worker.log")
     try:
-        marker = f"marker-{uuid.uuid4().hex[:8]}"
-        assert _rate(clients[0], products[8], marker).status_code == 202
+        marked = _rate(clients[0], products[8], f"marker-{uuid.uuid4().hex[:8]}")
+        assert marked.status_code == 202
+        marker = marked.json()["event_id"]
         wait_until(lambda: _processed(db, marker), 120, "the worker to reach the marker behind the clicks")
-        stored = db[mongo.RATINGS].find_one({"_id": key})
+        stored = db[mongo.RATINGS].find_one({"_id": keyed_event_id(user.pk, key)})
         assert answers == {0: 503, 1: 202}, answers
         assert stored is not None, "the second click was answered 202 but not stored: an accepted rating was lost"
         assert rating_history.user_ratings(uid, db=db)[products[7]] == 2.0
