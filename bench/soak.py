@@ -19,7 +19,8 @@ Afterwards it waits for the workers to drain and counts, per accepted rating (HT
 event id), whether MongoDB stored it: ``lost`` = accepted but not stored, ``extra`` = stored for
 the soak's users without having been accepted (one reported as failed, or never answered, that
 arrived anyway; a redelivery cannot double a rating, which is stored by its event id). Every rating carries its own ``Idempotency-Key``, so a rating answered 503 is
-known by id too: ``ghost`` = answered 503 but stored (``core.cancellation`` makes it 0), and
+known by id too (the site derives it from the account and the key, ``shop.ratings.keyed_event_id``):
+``ghost`` = answered 503 but stored (``core.cancellation`` makes it 0), and
 ``cancelled`` = how many of those the site recorded as cancelled (its ack timed out). Responses are
 tallied by status: 503 is the documented answer while Kafka or MongoDB is down; any other 5xx, a
 request with no answer at all, and a stored rating still unprocessed when the drain's wait ends
@@ -59,7 +60,7 @@ class Tally:
         self.status: Counter = Counter()
         self.accepted: dict[str, tuple[str, str, int]] = {}  # event id -> (account, product, rating)
         self.refused = 0  # 503 on a rating: the user was told to try again
-        self.refused_ids: set[str] = set()  # their idempotency keys (= event ids)
+        self.refused_keys: set[tuple[str, str]] = set()  # their (account, Idempotency-Key)
         self.failures: Counter = Counter()  # exceptions (timeouts, refused connections)
 
 
@@ -103,7 +104,7 @@ async def client(url: str, username: str, token: str, session: str, products: li
                         tally.accepted[json.loads(body)["event_id"]] = (username, product, rating)
                     elif name == "rate" and response.status == 503:
                         tally.refused += 1
-                        tally.refused_ids.add(key)
+                        tally.refused_keys.add((username, key))
                 except Exception as exc:  # a timeout or refused connection is counted, not fatal
                     tally.failures[(name, exc.__class__.__name__)] += 1
             await asyncio.sleep(think)
@@ -136,13 +137,13 @@ def stored_counts(env: dict[str, str], tally: Tally, users: list[str]) -> tuple[
     return found, len(mine), sum(1 for d in mine if d.get("state") == "processed")
 
 
-def refused_counts(env: dict[str, str], tally: Tally) -> tuple[int, int]:
+def refused_counts(env: dict[str, str], refused_ids: list[str]) -> tuple[int, int]:
     """(ratings answered 503 that were stored anyway: ghosts, of them cancelled by the site)."""
     from core import cancellation, mongo
 
     db = mongo.get_db(name=env["MONGO_DB"])
-    ghosts = sum(1 for eid in tally.refused_ids if db[mongo.RATINGS].find_one({"_id": eid}, {"_id": 1}))
-    cancelled = sum(1 for eid in tally.refused_ids if cancellation.state(eid, db=db) == cancellation.CANCELLED)
+    ghosts = sum(1 for eid in refused_ids if db[mongo.RATINGS].find_one({"_id": eid}, {"_id": 1}))
+    cancelled = sum(1 for eid in refused_ids if cancellation.state(eid, db=db) == cancellation.CANCELLED)
     return ghosts, cancelled
 
 
@@ -202,7 +203,7 @@ async def run(args) -> int:
                     break
                 await asyncio.sleep(2)
             web_log = site.log()
-            ghosts, cancelled = refused_counts(env, tally)
+            ghosts, cancelled = refused_counts(env, _keyed_event_ids(site, tally.refused_keys))
         _report(args, tally, log, found, stored, processed, before, web_log, ghosts, cancelled)
         lost, extra = len(tally.accepted) - found, stored - found
         bad_5xx = sum(n for (_, status), n in tally.status.items() if status >= 500 and status not in DOCUMENTED_5XX)
@@ -224,6 +225,17 @@ def _recommender_ids(site, names: list[str]) -> list[str]:
     """The ids the site rates under for these accounts (the profile's reviewer id, else its own)."""
     code = ("import json; from django.contrib.auth.models import User; from accounts.models import recommender_id; "
             f"print(json.dumps([recommender_id(User.objects.get(username=n)) for n in {names!r}]))")
+    return json.loads(site.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
+
+
+def _keyed_event_ids(site, keys: set[tuple[str, str]]) -> list[str]:
+    """The event ids of these (account, Idempotency-Key) pairs: a key is not its event id (keys are
+    per user), and a 503 answer names none."""
+    if not keys:
+        return []
+    code = ("import json; from django.contrib.auth.models import User; from shop.ratings import keyed_event_id; "
+            "pks = dict(User.objects.values_list('username', 'pk')); "
+            f"print(json.dumps([keyed_event_id(pks[n], k) for n, k in {sorted(keys)!r}]))")
     return json.loads(site.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
 
 

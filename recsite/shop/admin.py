@@ -61,7 +61,7 @@ class MirroredFromMongoAdmin(ReadOnlyAdmin):
 class RatingSubmissionAdmin(admin.ModelAdmin):
     list_display = ("created_at", "user", "product_id", "action", "rating", "published", "processing_state")
     list_filter = ("published", "action", "rating")
-    search_fields = ("user__username", "product_id", "event_id", "recommender_id")
+    search_fields = ("user__username", "product_id", "event_id", "idempotency_key", "recommender_id")
     readonly_fields = [f.name for f in RatingSubmission._meta.fields] + ["processing_state"]
 
     def has_add_permission(self, request) -> bool:

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Callable
 
+from django.db.models import Q
 from django.utils.cache import get_conditional_response
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import api_view, parser_classes, permission_classes, throttle_classes
@@ -29,12 +30,16 @@ from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAcco
                               RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
 from shop.throttles import ApiRateThrottle, SearchRateThrottle, charge_rating, refund_rating
 
+REPLAYED = "Idempotent-Replayed"  # Stripe's name: the 202 repeats an earlier acceptance, nothing new was sent
+KEYS = ("Keys are yours alone (another user's same key is another request) and never expire. A resend of an "
+        "accepted key is answered 202 with the header Idempotent-Replayed: true (nothing is sent again); a "
+        "first acceptance has no such header.")
 PAGE_ONLY = ("pid", "stars")  # what only the HTML card (shop/_card.html) reads of shop.products.card()
 BAD_PRODUCT_POST = ("malformed JSON (parse_error), an invalid field or Idempotency-Key (invalid), or a product "
                     "the catalog does not have (unknown_product)")
 POST_ERRORS = {
     401: UNAUTHORIZED,
-    409: "the Idempotency-Key was used for another request (idempotency_conflict): not a retry",
+    409: "you used the Idempotency-Key for another request (idempotency_conflict): not a retry",
     429: "too many ratings and controls (RATING_RATE) or requests (throttled): wait Retry-After seconds",
     503: "Kafka or MongoDB is unavailable (unavailable): retry after Retry-After seconds with the same key",
 }
@@ -113,17 +118,17 @@ def search(request):
                responses={202: RatingOut, **documented({400: BAD_PRODUCT_POST, **POST_ERRORS})},
                description="Rate a product as the logged-in user. Returns once Kafka has the event. Send an "
                            "Idempotency-Key header (8-64 of A-Z a-z 0-9 _ -) and reuse it when retrying: the "
-                           "rating is stored once. 409: the key was used for another rating; 429: too many ratings; 503: Kafka or "
-                           "MongoDB is unavailable, retry later with the same key.")
+                           "rating is stored once. " + KEYS + " 409: you used the key for another request; 429: too "
+                           "many ratings; 503: Kafka or MongoDB is unavailable, retry later with the same key.")
 @api_view(["POST"])
 @parser_classes([JSONParser])
 @permission_classes([IsAuthenticated])
 @throttle_classes([ApiRateThrottle])
 def post_rating(request):
-    def submit(data: dict, key: str | None) -> dict:
+    def submit(data: dict, key: str | None) -> tuple[dict, bool]:
         sub = submit_rating(request.user, recommender_id(request.user), data["product_id"], data["rating"],
                             data["text"], idempotency_key=key, charge=partial(charge_rating, request))
-        return {"event_id": sub.event_id, "product_id": sub.product_id, "rating": sub.rating}
+        return {"event_id": sub.event_id, "product_id": sub.product_id, "rating": sub.rating}, sub.replayed
 
     return _accept(request, RatingIn, submit, "the rating could not be saved right now")
 
@@ -138,7 +143,8 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
 
     The idempotency key comes from the ``Idempotency-Key`` header or the body's ``idempotency_key``
     (both: they must match). ``submit(validated data, key)`` publishes (shop.ratings) and returns
-    the answer's fields.
+    the answer's fields and whether it replayed an accepted submission (then the 202 says so in
+    ``Idempotent-Replayed``, for a client that reused a key by mistake).
     """
     if not isinstance(request.data, dict):
         return Response(error_body("expected a JSON object", api_errors.INVALID), status=400)
@@ -152,7 +158,7 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
                                        "are sent)", api_errors.INVALID), status=400)
         key = header
     try:
-        answer = submit(body.validated_data, key)
+        answer, replayed = submit(body.validated_data, key)
     except IdempotencyConflict as exc:
         response = Response(error_body(str(exc), api_errors.IDEMPOTENCY_CONFLICT), status=409)
     except UnknownProduct as exc:
@@ -163,18 +169,20 @@ def _accept(request, serializer, submit, unavailable: str) -> Response:
         response = Response(error_body(f"{unavailable}; try again in a few seconds", api_errors.UNAVAILABLE),
                             status=503, headers={"Retry-After": "2"})
     else:
-        return Response({**answer, "status": "accepted"}, status=202)
+        return Response({**answer, "status": "accepted"}, status=202, headers={REPLAYED: "true"} if replayed else None)
     refund_rating(request)  # nothing was accepted: it must not use up the shopper's ratings
     return response
 
 
-@extend_schema(responses={200: RatingStatusOut, **documented({401: UNAUTHORIZED,
-                                                               404: "no rating of yours has this id (not_found)"})})
+@extend_schema(responses={200: RatingStatusOut, **documented({
+                   401: UNAUTHORIZED, 404: "no rating of yours has this event id or key (not_found)"})},
+               description="What became of one of your ratings or controls, by the event_id of its 202 or by "
+                           "the Idempotency-Key you sent with it.")
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def rating_status(request, event_id: str):
-    """Processing state of one of *your* ratings (another user's id is simply not found)."""
-    sub = RatingSubmission.objects.filter(event_id=str(event_id)[:64], user=request.user).first()
+    """Processing state of one of *your* ratings (another user's id or key is simply not found)."""
+    sub = _own_submission(request.user, str(event_id)[:64])
     if sub is None:
         return Response(error_body("not found", api_errors.NOT_FOUND), status=404)
     state, model_version = processing_state(sub)
@@ -182,11 +190,19 @@ def rating_status(request, event_id: str):
                      "model_version": model_version})
 
 
+def _own_submission(user, ident: str) -> RatingSubmission | None:
+    """The user's submission with this event id or idempotency key. Clients looked ratings up by
+    their key while it was the event id; a key is now one user's and the event id derived from it
+    (shop.ratings.keyed_event_id). If one row has it as event id and another as key, the event id wins."""
+    found = RatingSubmission.objects.filter(Q(event_id=ident) | Q(idempotency_key=ident), user=user)[:2]
+    return min(found, key=lambda sub: sub.event_id != ident, default=None)
+
+
 def _control(request, action: str) -> Response:
-    def submit(data: dict, key: str | None) -> dict:
+    def submit(data: dict, key: str | None) -> tuple[dict, bool]:
         sub = submit_control(request.user, recommender_id(request.user), data["product_id"], action,
                              idempotency_key=key, charge=partial(charge_rating, request))
-        return {"event_id": sub.event_id, "product_id": sub.product_id, "action": action}
+        return {"event_id": sub.event_id, "product_id": sub.product_id, "action": action}, sub.replayed
 
     return _accept(request, ProductIn, submit, "the request could not be delivered")
 
@@ -197,7 +213,7 @@ def _control_endpoint(description: str) -> Callable[[Callable], Callable]:
     decorators = (
         extend_schema(request=ProductIn,
                       responses={202: ControlOut, **documented({400: BAD_PRODUCT_POST, **POST_ERRORS})},
-                      description=description),
+                      description=f"{description} Send an Idempotency-Key as for a rating. {KEYS}"),
         api_view(["POST"]),
         parser_classes([JSONParser]),
         permission_classes([IsAuthenticated]),

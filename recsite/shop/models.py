@@ -24,12 +24,21 @@ class RatingSubmission(models.Model):
                                         "(core.events.CONTROL_ACTIONS).")
     text = models.TextField(blank=True)
     event_id = models.CharField(max_length=64, unique=True)
+    # Unique per user, not across users: another account's key is no conflict (nor a way to learn
+    # which keys exist), and the event id is derived from (user, key) (shop.ratings.keyed_event_id).
+    idempotency_key = models.CharField(max_length=64, null=True, blank=True,
+                                       help_text="The client's Idempotency-Key or the form's submission id; "
+                                                 "empty when the site made the event id.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     published = models.BooleanField(default=False, help_text="Kafka acknowledged the event.")
     publish_error = models.CharField(max_length=300, blank=True)
+    # Not stored: set by shop.ratings.submit_event when it answered with this earlier accepted
+    # submission and published nothing (the API's Idempotent-Replayed header).
+    replayed = False
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["user", "idempotency_key"], name="rating_key_unique_per_user")]
 
     def __str__(self) -> str:
         if self.action != "rate":

@@ -3,18 +3,25 @@
 The page does not wait for the worker: the event is durable once Kafka acknowledges it, and the
 recommendations page notices the worker's new list by polling with a conditional request.
 
-The event id is the submission's identity: the form carries a key made when the page was
+The idempotency key is the submission's identity: the form carries a key made when the page was
 rendered, an API client sends ``Idempotency-Key``. A retry of the same submission (a double click,
-a resubmitted page, a client whose response was lost although Kafka had the event) reuses it, so
-the worker, which stores events by id, stores and counts the rating once.
+a resubmitted page, a client whose response was lost although Kafka had the event) reuses it. A
+key is one user's: the submission is found by (user, key), and its event id is derived from both
+(:func:`keyed_event_id`), so the retry publishes the same event id and the worker, which stores
+events by id, stores and counts the rating once. Another account's same key is another
+submission (two clients counting their keys from 1 do not collide, and a 409 tells nobody which
+keys other users sent). A key never expires: a client offline for days can still retry. A retry
+of an accepted submission publishes nothing and returns it marked ``replayed`` (the API's
+``Idempotent-Replayed`` header). Rows from before keys were per user have the key itself as event
+id (migration shop.0005 copied it into ``idempotency_key``); their retries publish that id.
 
 A rating answered 503 is never stored: when the broker's ack does not come in time, the site
 cancels the event id (``core.cancellation``) before it answers, and the workers skip a cancelled
 id; if a worker stored it first, the answer is 202 after all. A retry with the same key removes
 the cancellation and publishes again; if that fails, however fast, it cancels again (the first
-attempt's record may still arrive). The attempts of one key run one at a time (a lock by the
-event id), so a timed-out attempt cannot cancel what a concurrent one (a double click) reported
-as accepted.
+attempt's record may still arrive). The attempts of one key run one at a time (a lock by its
+derived event id), so a timed-out attempt cannot cancel what a concurrent one (a double click)
+reported as accepted.
 
 Changing a rating is rating again (the newest rating wins); removing it, "not interested" and
 taking that back are events of their own (``core.events`` actions), on the same topic, so the worker applies a user's
@@ -23,7 +30,9 @@ events in the order they were made.
 from __future__ import annotations
 
 import logging
+import uuid
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from typing import Callable, Iterator
 
 from django.db import IntegrityError, transaction
@@ -31,10 +40,13 @@ from pymongo.errors import PyMongoError
 
 from core import cancellation, catalog, kafka_io, locking, mongo, rating_history
 from core.events import (CONTROL_ACTIONS, INTERESTED_AGAIN, NOT_INTERESTED, RATE, UNRATE, InvalidEvent, RatingEvent,
-                         validate)
+                         is_event_id, validate)
 from shop.models import RatingSubmission
 
 ATTEMPT_LOCK_WAIT_S = 10.0  # an attempt holds the lock for one delivery timeout and a few writes
+# The namespace of the event ids derived from (user, key): fixed forever, or a retry after a
+# change would publish a new id and a rating the worker already has would count twice.
+KEYED_EVENT_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "recsite:rating-idempotency-key")
 log = logging.getLogger(__name__)
 
 
@@ -47,18 +59,18 @@ class UnknownProduct(RatingRejected):
 
 
 class IdempotencyConflict(RatingRejected):
-    """The key was already used for another request, or by another user: not a retry."""
+    """This user already used the key for another request: not a retry."""
 
 
 _USED_FOR = {RATE: "a rating of {}", UNRATE: "removing the rating of {}", NOT_INTERESTED: '"not interested" in {}',
              INTERESTED_AGAIN: '"interested again" in {}'}
 
 
-def _conflict(earlier: RatingSubmission, user) -> IdempotencyConflict:
-    """The conflict, naming what the key was used for: it said "a different rating" for a control
-    action too. Another account's request is not described (the key is all its client chose)."""
+def _conflict(earlier: RatingSubmission) -> IdempotencyConflict:
+    """The conflict, naming what the key was used for (the user's own request: keys are per user):
+    it said "a different rating" for a control action too."""
     used_for = "another request"
-    if earlier.user_id == user.pk and earlier.action in _USED_FOR:
+    if earlier.action in _USED_FOR:
         used_for += f" ({_USED_FOR[earlier.action].format(earlier.product_id)})"
     return IdempotencyConflict(f"this idempotency key was already used for {used_for}")
 
@@ -72,15 +84,19 @@ def _same(sub: RatingSubmission, user, event: RatingEvent) -> bool:
             and sub.text == event.text and sub.action == event.action)
 
 
-def _event(idempotency_key: str | None, **fields) -> RatingEvent:
-    return RatingEvent(**fields, event_id=idempotency_key) if idempotency_key else RatingEvent(**fields)
+def keyed_event_id(user_pk: int, idempotency_key: str) -> str:
+    """The event id of a user's keyed submission: the same for every retry (even after the site
+    lost its row: Kafka may have the event), another for another user's same key, and in the
+    event id pattern. A name-based UUID (version 5) never equals a made one (``RatingEvent``'s
+    uuid4), and a client cannot choose it, so no key reaches another user's event."""
+    return uuid.uuid5(KEYED_EVENT_IDS, f"{user_pk}:{idempotency_key}").hex
 
 
 def submit_rating(user, recommender_id: str, product_id: str, rating: int, text: str = "",
                   idempotency_key: str | None = None, charge: Callable[[], None] = _free) -> RatingSubmission:
     """Publish one rating for the logged-in user (see :func:`submit_event` for what it raises)."""
-    return submit_event(user, _event(idempotency_key, user_id=recommender_id, product_id=str(product_id),
-                                     rating=rating, text=text or ""), client_key=bool(idempotency_key), charge=charge)
+    return submit_event(user, RatingEvent(user_id=recommender_id, product_id=str(product_id), rating=rating,
+                                          text=text or ""), idempotency_key=idempotency_key, charge=charge)
 
 
 def submit_control(user, recommender_id: str, product_id: str, action: str,
@@ -89,45 +105,53 @@ def submit_control(user, recommender_id: str, product_id: str, action: str,
     for the logged-in user."""
     if action not in CONTROL_ACTIONS:
         raise RatingRejected(f"unknown action {action}")
-    return submit_event(user, _event(idempotency_key, user_id=recommender_id, product_id=str(product_id),
-                                     rating=0, action=action), client_key=bool(idempotency_key), charge=charge)
+    return submit_event(user, RatingEvent(user_id=recommender_id, product_id=str(product_id), rating=0,
+                                          action=action), idempotency_key=idempotency_key, charge=charge)
 
 
-def submit_event(user, event: RatingEvent, *, client_key: bool = True,
+def submit_event(user, event: RatingEvent, *, idempotency_key: str | None = None,
                  charge: Callable[[], None] = _free) -> RatingSubmission:
     """Publish one event of the logged-in user.
 
     Raises RatingRejected (IdempotencyConflict), mongo.StoreUnavailable or kafka_io.PublishError
-    (both ``core.breaker.Unavailable``: the site answers 503). A repeated key returns the earlier
-    submission; if that one was not acknowledged, its event (same id) is sent again.
+    (both ``core.breaker.Unavailable``: the site answers 503). A key this user sent before returns
+    the earlier submission (``replayed`` if Kafka had it: nothing is sent); if that one was not
+    acknowledged, its event (same id) is sent again.
 
-    ``client_key=False``: the event id was made by this request, so no earlier or concurrent
-    attempt can carry it; the retry checks and the attempt's lock are skipped (two SQL reads and
-    two MongoDB commands of the request).
+    With ``idempotency_key`` the event's id is replaced by :func:`keyed_event_id`. Without one the
+    event id was made by this request, so no earlier or concurrent attempt can carry it; the retry
+    checks and the attempt's lock are skipped (two SQL reads and two MongoDB commands of the request).
 
     ``charge()`` is called once the event is known to be new (no replay of a published key) and
     valid, just before anything changes; it may raise (the rating limit: the API's 429), and then
     nothing is published. The API charges ``RATING_RATE`` there, so a replay is never charged.
     """
+    if idempotency_key:
+        if not is_event_id(idempotency_key):
+            raise RatingRejected("invalid idempotency key")
+        event = replace(event, event_id=keyed_event_id(user.pk, idempotency_key))
     try:
         validate(event.to_dict())
     except InvalidEvent as exc:
         raise RatingRejected(str(exc)) from None
-    submission = _earlier(user, event) if client_key else None
+    submission = _earlier(user, idempotency_key, event) if idempotency_key else None
     if submission is not None and submission.published:
-        return submission  # a retry of a submission Kafka already has: nothing to do
+        return _replayed(submission)  # a retry of a submission Kafka already has: nothing to do
     with mongo.fail_fast():
         exists = catalog.product_exists(event.product_id)
     if not exists:
         raise UnknownProduct("unknown product")
-    with _one_attempt_at_a_time(event.event_id) if client_key else nullcontext():
-        submission = _earlier(user, event) if client_key else None  # a concurrent attempt may have finished
+    with _one_attempt_at_a_time(event.event_id) if idempotency_key else nullcontext():
+        # a concurrent attempt may have finished
+        submission = _earlier(user, idempotency_key, event) if idempotency_key else None
         if submission is None:
             submission = RatingSubmission(user=user, recommender_id=event.user_id, product_id=event.product_id,
                                           rating=event.rating, action=event.action, text=event.text,
-                                          event_id=event.event_id)
+                                          event_id=event.event_id, idempotency_key=idempotency_key)
         elif submission.published:
-            return submission
+            return _replayed(submission)
+        else:  # its own id: a row from before keys were per user has the key as its event id
+            event = replace(event, event_id=submission.event_id)
         charge()
         retry = submission.pk is not None
         if retry:  # a retry of a submission answered 503: it may have been cancelled
@@ -169,11 +193,18 @@ def processing_state(submission: RatingSubmission) -> tuple[str, str | None]:
     return (PENDING if submission.published else NOT_SENT), None
 
 
-def _earlier(user, event: RatingEvent) -> RatingSubmission | None:
-    """The earlier submission with this key, if any (a retry); IdempotencyConflict if it is not one."""
-    submission = RatingSubmission.objects.filter(event_id=event.event_id).first()
+def _earlier(user, idempotency_key: str, event: RatingEvent) -> RatingSubmission | None:
+    """This user's earlier submission with this key, if any (a retry); IdempotencyConflict if it
+    is not one. Another user's key is not looked at: it is another submission."""
+    submission = RatingSubmission.objects.filter(user=user, idempotency_key=idempotency_key).first()
     if submission is not None and not _same(submission, user, event):
-        raise _conflict(submission, user)
+        raise _conflict(submission)
+    return submission
+
+
+def _replayed(submission: RatingSubmission) -> RatingSubmission:
+    """The answer to a retry of an accepted submission, marked so the API can say it was one."""
+    submission.replayed = True
     return submission
 
 
@@ -220,15 +251,19 @@ def _one_attempt_at_a_time(event_id: str) -> Iterator[None]:
 
 
 def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmission:
-    """Save, unless a concurrent retry with the same key saved first (then that row stands)."""
+    """Save, unless a concurrent retry with the same key saved first (then that row stands; the
+    lock keeps this for a lock taken over as stale)."""
     try:
         with transaction.atomic():
             submission.save()
         return submission
     except IntegrityError:
-        existing = RatingSubmission.objects.get(event_id=event.event_id)
+        key = submission.idempotency_key
+        existing = RatingSubmission.objects.filter(user=user, idempotency_key=key).first() if key else None
+        if existing is None:
+            raise  # not a row of this key: no retry to join (an event id or database fault)
         if not _same(existing, user, event):
-            raise _conflict(existing, user) from None
+            raise _conflict(existing) from None
         if submission.published and not existing.published:
             existing.published, existing.publish_error = True, ""
             existing.save(update_fields=["published", "publish_error"])
@@ -236,4 +271,4 @@ def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmi
 
 
 __all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "STATES", "IdempotencyConflict", "RatingRejected", "UnknownProduct",
-           "processing_state", "submit_rating", "submit_control", "submit_event"]
+           "keyed_event_id", "processing_state", "submit_rating", "submit_control", "submit_event"]

@@ -11,6 +11,8 @@ from core.events import CONTROL_ACTIONS, MAX_STARS, MAX_TEXT_CHARS, MIN_STARS, i
 from shop.ratings import STATES
 
 KEY_ERROR = "8-64 characters from A-Z a-z 0-9 _ -"  # events.EVENT_ID_PATTERN in words
+EVENT_ID_HELP = ("The submission's id. With an Idempotency-Key it is derived from your account and the key (the "
+                 "same for every retry), not the key itself; GET /api/ratings/<id>/ takes either.")
 
 
 class StrictCharField(serializers.CharField):
@@ -64,7 +66,7 @@ class ProductIn(RatingIn):
 
 
 class ControlOut(serializers.Serializer):
-    event_id = serializers.CharField()
+    event_id = serializers.CharField(help_text=EVENT_ID_HELP)
     product_id = serializers.CharField()
     action = serializers.ChoiceField(CONTROL_ACTIONS)
     status = serializers.CharField()
@@ -87,7 +89,7 @@ class DeleteAccountUnfinishedOut(serializers.Serializer):
 
 
 class RatingOut(serializers.Serializer):
-    event_id = serializers.CharField()
+    event_id = serializers.CharField(help_text=EVENT_ID_HELP)
     product_id = serializers.CharField()
     rating = serializers.IntegerField()
     status = serializers.CharField()

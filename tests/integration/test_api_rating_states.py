@@ -30,9 +30,13 @@ def _status(client, event_id: str) -> dict:
 
 
 def test_a_rating_kafka_never_had_is_not_sent_until_its_retry_is(rt, site_cache, make_user, client):
-    client.force_login(make_user())
+    from shop.ratings import keyed_event_id
+
+    user = make_user()
+    client.force_login(user)
     rt.start_worker()
     product, key = rt.catalog.in_model[0], "state-not-sent-0001"
+    event_id = keyed_event_id(user.pk, key)  # the status is asked by the client's key, as clients do
     with pytest.MonkeyPatch.context() as mp:  # no broker listens there: the site's producer cannot start
         mp.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
         reset_core_caches()
@@ -43,14 +47,15 @@ def test_a_rating_kafka_never_had_is_not_sent_until_its_retry_is(rt, site_cache,
             reset_core_caches()
     assert down.status_code == 503, down.content[:300]
     # nothing was sent: no worker will ever process it, and the status says so instead of "pending"
-    assert _status(client, key) == {"event_id": key, "published": False, "state": "not_sent", "model_version": None}
+    assert _status(client, key) == {"event_id": event_id, "published": False, "state": "not_sent",
+                                    "model_version": None}
 
     retry = _rate(client, product, key)  # the outage is over: README's retry with the same key
     assert retry.status_code == 202, retry.content[:300]
     assert _status(client, key)["state"] in ("pending", "processed")
     done = wait_until(lambda: (s := _status(client, key))["state"] == "processed" and s, WAIT_S,
                       "the worker to process the retried rating")
-    assert done == {"event_id": key, "published": True, "state": "processed", "model_version": rt.version}
+    assert done == {"event_id": event_id, "published": True, "state": "processed", "model_version": rt.version}
 
 
 def test_a_dead_lettered_rating_says_so_and_a_good_one_is_processed(rt, site_cache, make_user, client):

@@ -79,16 +79,19 @@ def _processed(db, event_id: str) -> bool:
 
 def test_a_rating_answered_503_is_never_stored_and_its_retry_is_stored_once(ghost_site, frozen_broker, site_cache,
                                                                              make_user, client, tmp_path):
+    from shop.ratings import keyed_event_id
+
     db, products = ghost_site.db, ghost_site.products
     user = make_user()
     client.force_login(user)
     uid = user.profile.recommender_id
     assert _rate(client, products[0], f"warm-{uuid.uuid4().hex[:8]}").status_code == 202  # connection and metadata
 
-    ghost = f"ghost-{uuid.uuid4().hex[:10]}"
+    ghost_key = f"ghost-{uuid.uuid4().hex[:10]}"
+    ghost = keyed_event_id(user.pk, ghost_key)  # the event id of the user's key
     frozen_broker.freeze()
     try:
-        answer = _rate(client, products[1], ghost)
+        answer = _rate(client, products[1], ghost_key)
         assert answer.status_code == 503, answer.content[:300]
         time.sleep(1.0)
     finally:
@@ -101,14 +104,15 @@ def test_a_rating_answered_503_is_never_stored_and_its_retry_is_stored_once(ghos
     worker = start_worker(process_env(KAFKA_WORKER_GROUP=group), tmp_path / "worker.log")
     try:
         # A later rating of the same user (same key, same partition) is processed after the ghost.
-        marker = f"marker-{uuid.uuid4().hex[:8]}"
-        assert _rate(client, products[2], marker).status_code == 202
+        marked = _rate(client, products[2], f"marker-{uuid.uuid4().hex[:8]}")
+        assert marked.status_code == 202
+        marker = marked.json()["event_id"]
         wait_until(lambda: _processed(db, marker), 120, "the worker to reach the marker behind the ghost")
         assert db[mongo.RATINGS].find_one({"_id": ghost}) is None, "a rating answered 503 was stored (a ghost)"
         assert products[1] not in rating_history.user_ratings(uid, db=db)
 
         # The shopper tries again with the same key: accepted, stored exactly once.
-        again = _rate(client, products[1], ghost)
+        again = _rate(client, products[1], ghost_key)
         assert again.status_code == 202 and again.json()["event_id"] == ghost, again.content[:300]
         wait_until(lambda: _processed(db, ghost), 120, "the retried rating processed")
         assert [d["_id"] for d in db[mongo.RATINGS].find({"user_id": uid})].count(ghost) == 1
@@ -127,6 +131,7 @@ def test_a_rating_stored_before_the_deadline_is_answered_202(ghost_site, frozen_
     the rating counts, so the shopper must hear "accepted", not "try again"."""
     from kafka_workers.model_holder import ModelHolder
     from kafka_workers.worker import _process_with_retry
+    from shop.ratings import keyed_event_id
 
     db, products = ghost_site.db, ghost_site.products
     user = make_user()
@@ -137,7 +142,7 @@ def test_a_rating_stored_before_the_deadline_is_answered_202(ghost_site, frozen_
     key = f"early-{uuid.uuid4().hex[:10]}"
     # What the worker reads of this submission (same id, user, product and rating), processed
     # through the worker's own path; then the site's wait for the (frozen) broker's ack runs out.
-    event = RatingEvent(user_id=uid, product_id=products[4], rating=5, event_id=key)
+    event = RatingEvent(user_id=uid, product_id=products[4], rating=5, event_id=keyed_event_id(user.pk, key))
     record = SimpleNamespace(value=json.dumps(event.to_dict()).encode(), key=event.key, topic="ratings", partition=0,
                              offset=0)
     stored = _process_with_retry(record, ModelHolder(), threading.Event())
@@ -148,8 +153,8 @@ def test_a_rating_stored_before_the_deadline_is_answered_202(ghost_site, frozen_
     finally:
         frozen_broker.thaw()
     assert answer.status_code == 202, answer.content[:300]
-    assert answer.json()["event_id"] == key
-    assert _processed(db, key)
+    assert answer.json()["event_id"] == event.event_id
+    assert _processed(db, event.event_id)
 
 
 def test_a_batch_claim_takes_writer_locks_in_the_same_insert(ghost_site):
@@ -201,10 +206,12 @@ def test_a_double_click_during_an_ack_timeout_is_never_lost(ghost_site, frozen_b
     times out, the second one is sent after the broker resumes. The first must not cancel what
     the second reported as accepted: whatever was answered 202 is stored, exactly once.
 
-    The two requests run one at a time (the lock by event id): the second waits for the first's
+    The two requests run one at a time (the lock by the key's event id): the second waits for the first's
     503 and cancellation, then un-cancels and publishes. The breaker's cooldown is off here, as
     if the second click reached another site process (each has its own breaker and producer)."""
     from django.test import Client
+
+    from shop.ratings import keyed_event_id
 
     monkeypatch.setattr(kafka_io.BREAKER, "cooldown_s", 0.0)
 
@@ -239,10 +246,11 @@ def test_a_double_click_during_an_ack_timeout_is_never_lost(ghost_site, frozen_b
     group = f"double-{uuid.uuid4().hex[:8]}"
     worker = start_worker(process_env(KAFKA_WORKER_GROUP=group), tmp_path / "worker.log")
     try:
-        marker = f"marker-{uuid.uuid4().hex[:8]}"
-        assert _rate(clients[0], products[8], marker).status_code == 202
+        marked = _rate(clients[0], products[8], f"marker-{uuid.uuid4().hex[:8]}")
+        assert marked.status_code == 202
+        marker = marked.json()["event_id"]
         wait_until(lambda: _processed(db, marker), 120, "the worker to reach the marker behind the clicks")
-        stored = db[mongo.RATINGS].find_one({"_id": key})
+        stored = db[mongo.RATINGS].find_one({"_id": keyed_event_id(user.pk, key)})
         assert answers == {0: 503, 1: 202}, answers
         assert stored is not None, "the second click was answered 202 but not stored: an accepted rating was lost"
         assert rating_history.user_ratings(uid, db=db)[products[7]] == 2.0
