@@ -57,19 +57,23 @@ ANY_ENDPOINT = {
     500: "a defect of the site (server_error), logged",
     503: "a service the site needs is unavailable for a moment (unavailable): retry after Retry-After seconds",
 }
+RETRY_AFTER = {"schema": {"type": "integer"}, "description": "seconds to wait before trying again"}
 ANY_BODY = {413: "the body is over REQUEST_MAX_BODY_BYTES (too_large)"}
 
 
 def add_any_endpoint_errors(result: dict, generator, request, public) -> dict:
     """drf-spectacular post-processing hook: every operation lists :data:`ANY_ENDPOINT` (and one
-    with a body :data:`ANY_BODY`), with the error body, unless its own schema says more; a
-    generated client had no type for them, though every endpoint can answer them."""
+    with a body :data:`ANY_BODY`), with the error body, unless its own schema says more, and its
+    429 and 503 the ``Retry-After`` header; a generated client had no type for them, though every
+    endpoint can answer them."""
     ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
     for methods in result.get("paths", {}).values():
         for operation in methods.values():
             statuses = {**ANY_ENDPOINT, **(ANY_BODY if "requestBody" in operation else {})}
             for status, text in statuses.items():
                 operation["responses"].setdefault(str(status), {"description": text, "content": ref})
+            for status in ("429", "503"):  # when to retry, which a client acts on
+                operation["responses"][status].setdefault("headers", {})["Retry-After"] = RETRY_AFTER
     return result
 
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 from django.db.models import Q
 from django.utils.cache import get_conditional_response
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import api_view, parser_classes, permission_classes, throttle_classes
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from accounts.models import recommender_id
 from core import catalog, stored_lists
 from core.breaker import Unavailable
-from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, is_event_id, is_product_id
+from core.events import EVENT_ID_PATTERN, INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, is_event_id, is_product_id
 from core.search import unused_words
 from recsite import api_errors
 from recsite.api_errors import UNAUTHORIZED, documented, error_body
@@ -31,6 +31,14 @@ from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAcco
 from shop.throttles import ApiRateThrottle, SearchRateThrottle, charge_rating, refund_rating
 
 REPLAYED = "Idempotent-Replayed"  # Stripe's name: the 202 repeats an earlier acceptance, nothing new was sent
+# The headers of a rating's or control's request and 202, for generated clients (the prose says them too).
+KEY_HEADERS = [
+    OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
+                     pattern=EVENT_ID_PATTERN.replace(r"\A", "^").replace(r"\Z", "$"),  # ECMA-262's anchors
+                     description="your id of this request, reused on a retry (or the body's idempotency_key)"),
+    OpenApiParameter(REPLAYED, str, OpenApiParameter.HEADER, response=[202], enum=["true"],
+                     description="present when the 202 repeats an earlier acceptance of the key: nothing new was sent"),
+]
 KEYS = ("Keys are yours alone (another user's same key is another request) and never expire. A resend of an "
         "accepted key is answered 202 with the header Idempotent-Replayed: true (nothing is sent again); a "
         "first acceptance has no such header.")
@@ -114,7 +122,7 @@ def search(request):
         "unused_words": unused_words(p["q"])})
 
 
-@extend_schema(request=RatingIn,
+@extend_schema(request=RatingIn, parameters=KEY_HEADERS,
                responses={202: RatingOut, **documented({400: BAD_PRODUCT_POST, **POST_ERRORS})},
                description="Rate a product as the logged-in user. Returns once Kafka has the event. Send an "
                            "Idempotency-Key header (8-64 of A-Z a-z 0-9 _ -) and reuse it when retrying: the "
@@ -211,7 +219,7 @@ def _control_endpoint(description: str) -> Callable[[Callable], Callable]:
     """The decorators every control endpoint shares (a JSON POST about one product, counted like a
     rating), applied in the order they would be written above it; only the description differs."""
     decorators = (
-        extend_schema(request=ProductIn,
+        extend_schema(request=ProductIn, parameters=KEY_HEADERS,
                       responses={202: ControlOut, **documented({400: BAD_PRODUCT_POST, **POST_ERRORS})},
                       description=f"{description} Send an Idempotency-Key as for a rating. {KEYS}"),
         api_view(["POST"]),

@@ -74,3 +74,16 @@ def test_every_operation_lists_what_any_endpoint_may_answer(schema):
                for name, operation in _operations(schema)}
     assert not {name: statuses for name, statuses in missing.items() if statuses}, missing
     assert "413" in dict(_operations(schema))["POST /api/ratings/"]["responses"]
+
+
+def test_the_headers_a_client_acts_on_are_in_the_schema(schema):
+    """``Retry-After`` on every 429 and 503 (when to retry) and ``Idempotent-Replayed`` on the 202
+    of a rating or control (a key reused by mistake) were only in the descriptions' prose."""
+    operations = dict(_operations(schema))
+    waits = {(name, status): response.get("headers", {}) for name, operation in operations.items()
+             for status, response in operation["responses"].items() if status in ("429", "503")}
+    assert len(waits) >= 2 * len(operations), sorted(waits)
+    assert not {key for key, headers in waits.items() if "Retry-After" not in headers}
+    for name in ("POST /api/ratings/", "POST /api/not-interested/", "POST /api/interested-again/"):
+        assert "Idempotent-Replayed" in operations[name]["responses"]["202"].get("headers", {}), name
+        assert "Idempotency-Key" in {p["name"] for p in operations[name].get("parameters", []) if p["in"] == "header"}
