@@ -141,3 +141,18 @@ def test_a_token_header_that_is_not_utf8_is_a_401(site_cache, client):
     """Knox's own check decodes the key as UTF-8 unguarded: such a header was a 500."""
     answer = client.get("/api/recommendations/", HTTP_AUTHORIZATION="Token \xff\xfe")
     assert answer.status_code == 401 and set(answer.json()) == {"detail", "code"}, answer.content
+
+
+def test_the_schema_lists_the_sign_out_endpoints(site_cache, client):
+    """Generated clients learn the sign-out calls, signed with the token (``tokenAuth``) alone."""
+    import json
+
+    from drf_spectacular.validation import validate_schema
+
+    schema = json.loads(client.get("/api/schema/?format=json").content)
+    validate_schema(schema)
+    for path in ("/api/token/revoke/", "/api/token/revoke-all/"):
+        operation = schema["paths"][path]["post"]
+        assert operation["security"] == [{"tokenAuth": []}], operation
+        assert {"204", "401"} <= set(operation["responses"]), operation["responses"]
+    assert "403" in schema["paths"]["/api/token/"]["post"]["responses"]  # token_limit
