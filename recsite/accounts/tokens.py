@@ -1,34 +1,68 @@
-"""API tokens that expire (``API_TOKEN_TTL``) and die with a password change or reset.
+"""API tokens (django-rest-knox): one per sign-in, stored hashed, that expire (``API_TOKEN_TTL``),
+can be revoked one device or every device at a time, and die with a password change or reset.
 
-DRF's tokens live until deleted; a leaked one was a permanent key to the account.
+DRF's tokens were one per account, handed to every device alike (signing one device out signed out
+all of them, and nothing could), kept until the account's next sign-in after expiry (no early
+renewal), and stored in plain text: a copy of the database was a key to every account.
 """
 from __future__ import annotations
 
 from datetime import timedelta
+from hmac import compare_digest
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
-from rest_framework.authentication import TokenAuthentication
-from rest_framework.authtoken.models import Token
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
+from knox.auth import TokenAuthentication
+from knox.crypto import hash_token
+from knox.models import AuthToken
+from knox.settings import CONSTANTS
 from rest_framework.exceptions import AuthenticationFailed
 
+EXPIRED = "Token has expired; get a new one from /api/token/."
+INVALID = "Invalid token."
 
-def expires_at(token: Token):
-    return token.created + timedelta(seconds=settings.API_TOKEN_TTL)
+
+def token_ttl() -> timedelta:
+    """How long a new token works, read at each sign-in (knox's own setting is read once, at import)."""
+    return timedelta(seconds=settings.API_TOKEN_TTL)
 
 
-def expired(token: Token) -> bool:
-    return timezone.now() >= expires_at(token)
+def expired(token: AuthToken) -> bool:
+    return token.expiry is not None and timezone.now() >= token.expiry
 
 
 class ExpiringTokenAuthentication(TokenAuthentication):
-    def authenticate_credentials(self, key):
-        user, token = super().authenticate_credentials(key)
-        if expired(token):
-            raise AuthenticationFailed("Token has expired; get a new one from /api/token/.")
-        return user, token
+    """Knox's token check (``Authorization: Token <key>``), saying when a token has expired.
+
+    Knox deletes an expired token and answers "Invalid token.", which tells an app nothing about
+    what to do; this keeps the site's "Token has expired" for as long as the token is in the
+    database (``/api/token/`` deletes the account's expired ones at the next sign-in). A header
+    that is not UTF-8 is an invalid token here (knox's own check raised a 500 on it)."""
+
+    def authenticate_credentials(self, token: bytes):
+        try:
+            key = token.decode("utf-8")
+        except UnicodeError:
+            raise AuthenticationFailed(INVALID) from None
+        digest = hash_token(key)
+        # knox's lookup: by the key's first characters, then the digest compared in constant time
+        for candidate in AuthToken.objects.filter(token_key=key[:CONSTANTS.TOKEN_KEY_LENGTH]).select_related("user"):
+            if compare_digest(digest, candidate.digest):
+                if expired(candidate):
+                    raise AuthenticationFailed(EXPIRED)
+                return self.validate_user(candidate)
+        raise AuthenticationFailed(INVALID)
+
+
+class ExpiringTokenScheme(KnoxTokenScheme):
+    """drf-spectacular's knox scheme matches knox's class only, not this subclass; named
+    ``tokenAuth`` as the schema always called it (generated clients keep their names)."""
+
+    target_class = "accounts.tokens.ExpiringTokenAuthentication"
+    name = "tokenAuth"
 
 
 def _note_password_change(sender, instance, update_fields=None, **kwargs) -> None:
@@ -43,13 +77,14 @@ def _note_password_change(sender, instance, update_fields=None, **kwargs) -> Non
 
 def _revoke_tokens(sender, instance, **kwargs) -> None:
     if getattr(instance, "_password_changed", False):
-        Token.objects.filter(user=instance).delete()
+        AuthToken.objects.filter(user=instance).delete()
         instance._password_changed = False
 
 
 def connect_signals() -> None:
-    """Any password change (the site's pages, a reset, the admin, ``changepassword``) revokes the
-    account's API token; Django already ends its other sessions."""
+    """Any password change (the site's pages, a reset, the admin, ``changepassword``) revokes
+    every API token of the account, on every device; Django already ends its other sessions.
+    (Deleting the account deletes them too: knox's tokens cascade with the user.)"""
     user_model = get_user_model()
     pre_save.connect(_note_password_change, sender=user_model, dispatch_uid="accounts-note-password-change")
     post_save.connect(_revoke_tokens, sender=user_model, dispatch_uid="accounts-revoke-tokens")

@@ -28,6 +28,7 @@ UNKNOWN_PRODUCT = "unknown_product"
 IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 PRECONDITION_FAILED = "precondition_failed"
 WRONG_PASSWORD = "wrong_password"
+TOKEN_LIMIT = "token_limit"  # /api/token/: the account has API_TOKEN_LIMIT live tokens already
 THROTTLED = "throttled"
 UNAVAILABLE = "unavailable"
 TOO_LARGE = "too_large"

@@ -8,6 +8,7 @@ the security settings that ``manage.py check --deploy`` asks for are on.
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -68,7 +69,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens (accounts.tokens); DRF's authtoken app is gone: its tokens no longer work
     "drf_spectacular",
     "shop",
 ]
@@ -172,9 +173,18 @@ ACCOUNT_THROTTLE_WINDOW = env_int("ACCOUNT_THROTTLE_WINDOW", 3600)
 # Password-reset mails to one mailbox within that window, whoever asks: past it the form still
 # answers "done" but sends nothing (a refusal would let anyone lock the owner out of resetting).
 PASSWORD_RESET_MAILS_PER_EMAIL = env_int("PASSWORD_RESET_MAILS_PER_EMAIL", 10)
-# API tokens stop working this many seconds after they were issued; /api/token/ then issues a new
-# one. A password change or reset revokes them at once (accounts.tokens).
+# API tokens (knox: one per sign-in, stored hashed) stop working this many seconds after they were
+# issued; /api/token/ issues a new one for the password at any time. A password change or reset
+# revokes all of an account's tokens at once (accounts.tokens).
 API_TOKEN_TTL = env_int("API_TOKEN_TTL", 7 * 86400)
+# Live tokens per account (devices signed in): /api/token/ refuses another with 403 token_limit,
+# so a script with the password cannot fill the table (accounts.api).
+API_TOKEN_LIMIT = env_int("API_TOKEN_LIMIT", 20, minimum=1)
+# Knox's own settings, for what it reads itself (AuthToken.objects.create's default expiry; the
+# "Token" header prefix is its default, as DRF's). The site's views read the two above directly:
+# knox reads these once, at import, and override_settings would not reach its modules.
+REST_KNOX = {"TOKEN_TTL": timedelta(seconds=API_TOKEN_TTL), "TOKEN_LIMIT_PER_USER": API_TOKEN_LIMIT,
+             "AUTH_HEADER_PREFIX": "Token", "AUTO_REFRESH": False}
 # Ratings per user, the page and the API together (shop.throttles.RatingRateThrottle).
 RATING_RATE = env_str("RATING_RATE", "30/min")
 # Searches allowed per signed-in user or visitor address (page and API together), DRF rate syntax.

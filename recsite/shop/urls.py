@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from accounts.api import obtain_token
+from accounts.api import obtain_token, revoke_all_tokens, revoke_token
 from shop import api, views
 
 urlpatterns = [
@@ -28,5 +28,7 @@ urlpatterns = [
     path("api/account/delete/", api.delete_account, name="api_delete_account"),
     path("api/ratings/<str:event_id>/", api.rating_status, name="api_rating_status"),
     path("api/token/", obtain_token, name="api_token"),
+    path("api/token/revoke/", revoke_token, name="api_token_revoke"),
+    path("api/token/revoke-all/", revoke_all_tokens, name="api_token_revoke_all"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
 ]

@@ -121,9 +121,9 @@ def api(rt_catalog, site_cache, make_user, client):
     """A token client of a new user (a token: 401 is the answer without one), and products to rate."""
     from types import SimpleNamespace
 
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
-    token = Token.objects.create(user=make_user()).key
+    token = AuthToken.objects.create(make_user())[1]
     return SimpleNamespace(client=client, auth={"HTTP_AUTHORIZATION": f"Token {token}"},
                            products=rt_catalog.products)
 

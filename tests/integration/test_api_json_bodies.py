@@ -20,11 +20,11 @@ SIGNED_IN = ["/api/ratings/", "/api/ratings/remove/", "/api/not-interested/", "/
 
 @pytest.mark.parametrize("body", DEEP.values(), ids=DEEP.keys())
 def test_deeply_nested_json_is_a_400_everywhere(body, redis_url, site_cache, client, make_user):
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     anonymous = client.post("/api/token/", body, content_type="application/json")
     assert anonymous.status_code == 400, anonymous.status_code
-    token = Token.objects.create(user=make_user()).key
+    token = AuthToken.objects.create(make_user())[1]
     for url in SIGNED_IN:
         response = client.post(url, body, content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}")
         assert response.status_code == 400, (url, response.status_code)
@@ -36,12 +36,12 @@ def test_a_duplicate_key_is_a_400_that_names_it(redis_url, site_cache, client, m
     what a client meant is unknown, so every JSON endpoint refuses it, naming the key."""
     import uuid
 
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     anonymous = client.post("/api/token/", json.dumps({"username": f"u{uuid.uuid4().hex[:10]}", "password": "a"})
                             [:-1] + ', "password": "b"}', content_type="application/json")
     assert anonymous.status_code == 400 and "duplicate key 'password'" in anonymous.json()["detail"], anonymous.content
-    token = Token.objects.create(user=make_user()).key
+    token = AuthToken.objects.create(make_user())[1]
     for url in SIGNED_IN:
         response = client.post(url, '{"product_id": "P001", "rating": 1, "rating": 5, "password": "x"}',
                                content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}")

@@ -28,10 +28,10 @@ def _address() -> str:
 
 @DEBUG
 def test_a_post_without_its_trailing_slash_reaches_the_endpoint(debug, redis_url, site_cache, client, make_user):
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     user = make_user()
-    auth = {"HTTP_AUTHORIZATION": f"Token {Token.objects.create(user=user).key}"}
+    auth = {"HTTP_AUTHORIZATION": f"Token {AuthToken.objects.create(user)[1]}"}
     with override_settings(DEBUG=debug):
         slashed = client.post("/api/ratings/", {"rating": 5}, content_type="application/json", **auth)
         bare = client.post("/api/ratings", {"rating": 5}, content_type="application/json", **auth)

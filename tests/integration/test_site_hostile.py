@@ -197,12 +197,12 @@ def _mongo_state(db, user_ids: list[str], product: str) -> dict[str, Any]:
 def _django_state() -> dict[str, int]:
     from django.contrib.auth.models import User
     from django.contrib.sessions.models import Session
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from accounts.models import Profile
     from shop.models import RatingSubmission
 
-    return {m.__name__: m.objects.count() for m in (User, Profile, RatingSubmission, Token, Session)}
+    return {m.__name__: m.objects.count() for m in (User, Profile, RatingSubmission, AuthToken, Session)}
 
 
 def _fill(value: Any, product: str, other: str) -> Any:
