@@ -67,10 +67,18 @@ class ExpiringTokenScheme(KnoxTokenScheme):
 
 def _note_password_change(sender, instance, update_fields=None, **kwargs) -> None:
     """Before a user is saved: is the stored password hash about to change? (One query, skipped
-    for saves that name their fields without the password, such as a login's ``last_login``.)"""
+    for saves that name their fields without the password, such as a login's ``last_login``.)
+
+    Not when Django re-hashes the same password at a right sign-in (its hasher asks for more
+    work, as each feature release does): that save names only the password and comes after
+    ``check_password`` cleared the raw one ``set_password`` keeps until the save, and it signed
+    every other device out. Any real change goes through ``set_password`` (the pages, a reset,
+    the admin, ``changepassword``) or saves more than the password."""
     instance._password_changed = False
     if instance.pk is None or (update_fields is not None and "password" not in update_fields):
         return
+    if update_fields is not None and set(update_fields) == {"password"} and instance._password is None:
+        return  # check_password's re-hash
     old = sender._default_manager.filter(pk=instance.pk).values_list("password", flat=True).first()
     instance._password_changed = old is not None and old != instance.password
 

@@ -13,6 +13,7 @@ from datetime import datetime
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import override_settings
 
 from tests.site_catalog import PASSWORD
@@ -85,6 +86,25 @@ def test_a_password_change_signs_out_every_device(site_cache, client, make_user)
     user.set_password("Another-Long-Passphrase-42")
     user.save()
     assert not _works(client, phone) and not _works(client, laptop)
+
+
+def test_a_sign_in_that_upgrades_the_password_hash_signs_no_device_out(site_cache, client, make_user):
+    """Django re-hashes a password at a right sign-in when its hasher asks for more work (each
+    feature release raises PBKDF2's iterations); that save changes the stored hash and was taken
+    for a password change: every other device was signed out."""
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    user = make_user()
+    phone = _key(client, user)
+    old_hash = PBKDF2PasswordHasher().encode(PASSWORD, "oldsalt1234567890", iterations=100_000)
+    type(user).objects.filter(pk=user.pk).update(password=old_hash)  # as stored by an older release
+    tablet = _key(client, user)  # this sign-in re-hashes
+    user.refresh_from_db()
+    assert "$100000$" not in user.password  # it was re-hashed
+    assert _works(client, phone) and _works(client, tablet)
+    type(user).objects.filter(pk=user.pk).update(password=old_hash)
+    assert client.login(username=user.username, password=PASSWORD)  # a page sign-in re-hashes too
+    assert _works(Client(), phone) and _works(Client(), tablet)  # not signed in by the session
 
 
 def test_the_key_is_stored_nowhere_in_the_database(site_cache, client, make_user):
