@@ -251,7 +251,7 @@ class HttpRater:
         code = (
             "import json\n"
             "from django.contrib.auth.models import User\n"
-            "from rest_framework.authtoken.models import Token\n"
+            "from knox.models import AuthToken\n"
             "from accounts.models import Profile\n"
             "out = []\n"
             f"for run in range({runs}):\n"
@@ -259,7 +259,7 @@ class HttpRater:
             f"    for i in range({n_users}):\n"
             "        u = User(username=f'bench{run}-{i}'); u.set_unusable_password(); u.save()\n"
             "        p = Profile.objects.create(user=u)\n"
-            "        out[-1].append((Token.objects.create(user=u).key, p.recommender_id))\n"
+            "        out[-1].append((AuthToken.objects.create(u)[1], p.recommender_id))\n"
             "print(json.dumps(out))\n"
         )
         # one set of accounts per run, as PublishRater's ids (see main)
