@@ -36,6 +36,7 @@ from dataclasses import replace
 from typing import Callable, Iterator
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from pymongo.errors import PyMongoError
 
 from core import cancellation, catalog, kafka_io, locking, mongo, rating_history
@@ -195,8 +196,18 @@ def processing_state(submission: RatingSubmission) -> tuple[str, str | None]:
 
 def _earlier(user, idempotency_key: str, event: RatingEvent) -> RatingSubmission | None:
     """This user's earlier submission with this key, if any (a retry); IdempotencyConflict if it
-    is not one. Another user's key is not looked at: it is another submission."""
-    submission = RatingSubmission.objects.filter(user=user, idempotency_key=idempotency_key).first()
+    is not one. Another user's key is not looked at: it is another submission.
+
+    In the same read, a row of anyone else that holds this key's event id: before keys were per
+    user, a client's key was its event id, so a row from then can hold the id this (user, key)
+    derives to. Published under it, the event would be taken for that one (then the row refused:
+    a 500 on every retry); the key is refused instead, before anything is sent."""
+    rows = RatingSubmission.objects.filter(Q(user=user, idempotency_key=idempotency_key) | Q(event_id=event.event_id))
+    submission = None
+    for row in rows[:2]:
+        if row.user_id != user.pk or row.idempotency_key != idempotency_key:
+            raise IdempotencyConflict("this idempotency key cannot be used (its event id is taken); send another")
+        submission = row
     if submission is not None and not _same(submission, user, event):
         raise _conflict(submission)
     return submission

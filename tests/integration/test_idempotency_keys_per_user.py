@@ -151,3 +151,25 @@ def _event_id(record) -> str:
     from core.events import parse_event
 
     return parse_event(record.value).event_id
+
+
+def test_a_row_from_before_holding_a_derived_id_refuses_the_key_before_publishing(rt_catalog, site_cache,
+                                                                                  make_user, ratings_probe):
+    """Before keys were per user an account could send any key as its event id, also the id that
+    (victim, key) now derives to (``keyed_event_id`` is public). The victim's rating with that key
+    was published under the other account's event id, then its row refused: a 500, and every retry
+    the same. It is now a 409 before anything is published (a new key works)."""
+    from shop.models import RatingSubmission
+    from shop.ratings import keyed_event_id
+
+    client, victim = _signed_in(make_user)
+    mallory = make_user()
+    taken = keyed_event_id(victim.pk, KEY)
+    RatingSubmission.objects.create(user=mallory, recommender_id=mallory.profile.recommender_id,
+                                    product_id=rt_catalog.products[0], rating=1, event_id=taken,
+                                    idempotency_key=taken, published=True)  # as migration shop.0005 left it
+    mark = ratings_probe.mark()
+    refused = _rate(client, rt_catalog.products[1], 5)
+    assert refused.status_code == 409 and refused.json()["code"] == "idempotency_conflict", refused.content[:300]
+    assert ratings_probe.count_since(mark) == 0
+    assert _rate(client, rt_catalog.products[1], 5, key="counter-00000002").status_code == 202
