@@ -1,4 +1,5 @@
-"""Submitting a rating or a control: validate, publish to Kafka, record for the admin; return at once.
+"""Submitting a rating or a control: validate, publish to Kafka, record it (the retries' and the
+status lookup's ``RatingSubmission``); return at once.
 
 The page does not wait for the worker: the event is durable once Kafka acknowledges it, and the
 recommendations page notices the worker's new list by polling with a conditional request.
@@ -76,8 +77,9 @@ def _conflict(earlier: RatingSubmission) -> IdempotencyConflict:
     return IdempotencyConflict(f"this idempotency key was already used for {used_for}")
 
 
-def _free() -> None:
-    """The default ``charge`` of :func:`submit_event`: nothing to count."""
+def already_charged() -> None:
+    """The ``charge`` of a caller that counted its ratings before (onboarding charges all its
+    picks at once): nothing more to count."""
 
 
 def _same(sub: RatingSubmission, user, event: RatingEvent) -> bool:
@@ -94,14 +96,14 @@ def keyed_event_id(user_pk: int, idempotency_key: str) -> str:
 
 
 def submit_rating(user, recommender_id: str, product_id: str, rating: int, text: str = "",
-                  idempotency_key: str | None = None, charge: Callable[[], None] = _free) -> RatingSubmission:
+                  idempotency_key: str | None = None, *, charge: Callable[[], None]) -> RatingSubmission:
     """Publish one rating for the logged-in user (see :func:`submit_event` for what it raises)."""
     return submit_event(user, RatingEvent(user_id=recommender_id, product_id=str(product_id), rating=rating,
                                           text=text or ""), idempotency_key=idempotency_key, charge=charge)
 
 
 def submit_control(user, recommender_id: str, product_id: str, action: str,
-                   idempotency_key: str | None = None, charge: Callable[[], None] = _free) -> RatingSubmission:
+                   idempotency_key: str | None = None, *, charge: Callable[[], None]) -> RatingSubmission:
     """Publish "remove my rating" (``unrate``), ``not_interested`` or its undo (``interested_again``)
     for the logged-in user."""
     if action not in CONTROL_ACTIONS:
@@ -111,7 +113,7 @@ def submit_control(user, recommender_id: str, product_id: str, action: str,
 
 
 def submit_event(user, event: RatingEvent, *, idempotency_key: str | None = None,
-                 charge: Callable[[], None] = _free) -> RatingSubmission:
+                 charge: Callable[[], None]) -> RatingSubmission:
     """Publish one event of the logged-in user.
 
     Raises RatingRejected (IdempotencyConflict), mongo.StoreUnavailable or kafka_io.PublishError
@@ -124,8 +126,10 @@ def submit_event(user, event: RatingEvent, *, idempotency_key: str | None = None
     checks and the attempt's lock are skipped (two SQL reads and two MongoDB commands of the request).
 
     ``charge()`` is called once the event is known to be new (no replay of a published key) and
-    valid, just before anything changes; it may raise (the rating limit: the API's 429), and then
-    nothing is published. The API charges ``RATING_RATE`` there, so a replay is never charged.
+    valid, just before anything changes; it may raise (the rating limit: a 429), and then nothing
+    is published. The API and the product page charge ``RATING_RATE`` there
+    (``shop.throttles.charge_rating``), so a replay is never charged. Required, so that a new
+    caller cannot forget the limit: one that counted before passes :func:`already_charged`.
     """
     if idempotency_key:
         if not is_event_id(idempotency_key):
@@ -151,7 +155,8 @@ def submit_event(user, event: RatingEvent, *, idempotency_key: str | None = None
                                           event_id=event.event_id, idempotency_key=idempotency_key)
         elif submission.published:
             return _replayed(submission)
-        else:  # its own id: a row from before keys were per user has the key as its event id
+        else:  # an earlier attempt not acknowledged: sent again under its stored id (a row from before
+            # keys were per user has the key itself as its event id, not the derived one)
             event = replace(event, event_id=submission.event_id)
         charge()
         retry = submission.pk is not None
@@ -282,4 +287,4 @@ def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmi
 
 
 __all__ = ["RATE", "UNRATE", "NOT_INTERESTED", "STATES", "IdempotencyConflict", "RatingRejected", "UnknownProduct",
-           "keyed_event_id", "processing_state", "submit_rating", "submit_control", "submit_event"]
+           "already_charged", "keyed_event_id", "processing_state", "submit_rating", "submit_control", "submit_event"]

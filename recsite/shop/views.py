@@ -33,7 +33,7 @@ from shop import products as products_cache
 from shop import recommendations
 from shop.forms import (ONBOARDING_PREFIX, CatalogQueryForm, ControlForm, ListPageForm, OnboardingForm, RatingForm,
                         ReviewPageForm, product_id_validator)
-from shop.ratings import IdempotencyConflict, RatingRejected, submit_control, submit_rating
+from shop.ratings import IdempotencyConflict, RatingRejected, already_charged, submit_control, submit_rating
 from shop.throttles import RatingRateThrottle, allow_search, charge_rating, rating_throttled, refund_rating
 
 PER_PAGE = 24
@@ -397,7 +397,7 @@ def _publish_picks(request, form: OnboardingForm, uid: str, picks: dict[str, int
     saved: list[str] = []
     try:
         for product_id, stars in picks.items():
-            submit_rating(request.user, uid, product_id, stars)
+            submit_rating(request.user, uid, product_id, stars, charge=already_charged)  # all picks, above
             saved.append(product_id)
     except RatingRejected as exc:
         error, status = f"Rating refused: {exc}.", 400
