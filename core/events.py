@@ -63,7 +63,8 @@ PRODUCT_ID_PATTERN = _id_pattern(r"\Z")  # user ids follow it too
 # a final line terminator (in Java "\r", "\u0085", "\u2028"... too); Java's \z is Python's \Z.
 PRODUCT_ID_JAVA_PATTERN = _id_pattern(r"\z")
 # An event's id, and so a form's submission id and an API client's Idempotency-Key.
-EVENT_ID_PATTERN = r"\A[A-Za-z0-9_-]{8,64}\Z"
+MIN_EVENT_ID_LENGTH, MAX_EVENT_ID_LENGTH = 8, 64
+EVENT_ID_PATTERN = rf"\A[A-Za-z0-9_-]{{{MIN_EVENT_ID_LENGTH},{MAX_EVENT_ID_LENGTH}}}\Z"
 _ID_RE = re.compile(PRODUCT_ID_PATTERN)
 _EVENT_ID_RE = re.compile(EVENT_ID_PATTERN)
 # Events from before 2000 or more than a day in the future are clock bugs, not ratings.

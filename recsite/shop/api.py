@@ -125,7 +125,7 @@ def search(request):
 @extend_schema(request=RatingIn, parameters=KEY_HEADERS,
                responses={202: RatingOut, **documented({400: BAD_PRODUCT_POST, **POST_ERRORS})},
                description="Rate a product as the logged-in user. Returns once Kafka has the event. Send an "
-                           "Idempotency-Key header (8-64 of A-Z a-z 0-9 _ -) and reuse it when retrying: the "
+                           f"Idempotency-Key header ({KEY_ERROR}) and reuse it when retrying: the "
                            "rating is stored once. " + KEYS + " 409: you used the key for another request; 429: too "
                            "many ratings; 503: Kafka or MongoDB is unavailable, retry later with the same key.")
 @api_view(["POST"])

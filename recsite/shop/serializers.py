@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from core.events import CONTROL_ACTIONS, MAX_STARS, MAX_TEXT_CHARS, MIN_STARS, is_event_id, is_product_id
+from core.events import (CONTROL_ACTIONS, MAX_EVENT_ID_LENGTH, MAX_ID_LENGTH, MAX_STARS, MAX_TEXT_CHARS,
+                         MIN_EVENT_ID_LENGTH, MIN_STARS, is_event_id, is_product_id)
 from shop.ratings import STATES
 
-KEY_ERROR = "8-64 characters from A-Z a-z 0-9 _ -"  # events.EVENT_ID_PATTERN in words
+KEY_ERROR = f"{MIN_EVENT_ID_LENGTH}-{MAX_EVENT_ID_LENGTH} characters from A-Z a-z 0-9 _ -"  # EVENT_ID_PATTERN
 EVENT_ID_HELP = ("The submission's id. With an Idempotency-Key it is derived from your account and the key (the "
                  "same for every retry), not the key itself; GET /api/ratings/<id>/ takes either.")
 
@@ -34,10 +35,10 @@ class StrictIntegerField(serializers.IntegerField):
 
 
 class RatingIn(serializers.Serializer):
-    product_id = StrictCharField(max_length=128, trim_whitespace=False)
+    product_id = StrictCharField(max_length=MAX_ID_LENGTH, trim_whitespace=False)
     rating = StrictIntegerField(min_value=MIN_STARS, max_value=MAX_STARS)
     text = StrictCharField(required=False, allow_blank=True, max_length=MAX_TEXT_CHARS, default="")
-    idempotency_key = StrictCharField(required=False, max_length=64, trim_whitespace=False,
+    idempotency_key = StrictCharField(required=False, max_length=MAX_EVENT_ID_LENGTH, trim_whitespace=False,
                                       help_text="Same as the Idempotency-Key header: a retry sends the same key "
                                                 "and the rating is stored once.")
 
