@@ -1,4 +1,6 @@
-"""Who decides a timed-out rating: the site's "not saved" or the worker's "stored"; never both.
+"""Event claims (``event_claims``): who decides a timed-out rating, the site's "not saved" or the
+worker's "stored", never both; the workers' claim of every event; the dead-letter marks that
+``GET /api/ratings/<id>/`` reads (:func:`note_dead_letter`, :func:`dead_lettered`).
 
 The site waits ``KAFKA_DELIVERY_TIMEOUT_MS`` for the broker's ack. A broker that stalls (a restart,
 a pause) can still write the record after the site gave up, and a worker would then store a rating

@@ -16,7 +16,7 @@ class ProfileBackend(ModelBackend):
     the id free, where a second query or a cache read per request cost more than the rest of a
     cached page.
 
-    Every password check with a request (the site's login, the admin's, DRF's ``/api/token/``)
+    Every password check with a request (the site's login, the admin's, ``/api/token/``)
     takes its attempt from the lockout first (counted as failed until the password proves right,
     so concurrent guesses cannot all pass) and resolves it after the check (an attempt past a
     limit may be waiting for it): a refused attempt never reaches the password hasher,

@@ -1,8 +1,8 @@
 """Answer 429/503 wherever a credential check was refused by the lockout (``accounts.throttle``),
 and drop X-Forwarded-* headers that no trusted proxy wrote.
 
-The admin's login and DRF's ``/api/token/`` are not our views: they only see that authentication
-failed and would answer "wrong password" (inviting another guess). The backend marks the
+The admin's login and ``/api/token/`` (knox's view, ``accounts.api``) are not our views: they
+only see that authentication failed and would answer "wrong password" (inviting another guess). The backend marks the
 request; this turns whatever the view answered into the refusal.
 """
 from __future__ import annotations

@@ -132,8 +132,9 @@ CACHES = {
     "default": {**_CACHE, "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2,
                                       # The cache speeds pages up; a Redis outage must not take the site down.
                                       "IGNORE_EXCEPTIONS": True}},
-    # The same Redis for the credential lockout, but errors raise: with Redis down no failure
-    # would be counted, so credential checks are refused instead (accounts.throttle).
+    # The same Redis for the credential lockout and the rate limits, but errors raise: with Redis
+    # down no failure would be counted, so credential checks are refused instead (accounts.throttle)
+    # and the rate limits count per process (shop.throttles).
     "throttle": {**_CACHE, "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1,
                                        "IGNORE_EXCEPTIONS": False}},
 }
@@ -181,11 +182,12 @@ API_TOKEN_TTL = env_int("API_TOKEN_TTL", 7 * 86400)
 # so a script with the password cannot fill the table (accounts.api).
 API_TOKEN_LIMIT = env_int("API_TOKEN_LIMIT", 20, minimum=1)
 # Knox's own settings, for what it reads itself (AuthToken.objects.create's default expiry; the
-# "Token" header prefix is its default, as DRF's). The site's views read the two above directly:
+# "Token" header prefix is its default, as DRF's). The site's views read the two above directly
+# (the limit only there: accounts.api checks it, with the site's error body):
 # knox reads these once, at import, and override_settings would not reach its modules.
-REST_KNOX = {"TOKEN_TTL": timedelta(seconds=API_TOKEN_TTL), "TOKEN_LIMIT_PER_USER": API_TOKEN_LIMIT,
-             "AUTH_HEADER_PREFIX": "Token", "AUTO_REFRESH": False}
-# Ratings per user, the page and the API together (shop.throttles.RatingRateThrottle).
+REST_KNOX = {"TOKEN_TTL": timedelta(seconds=API_TOKEN_TTL), "AUTH_HEADER_PREFIX": "Token", "AUTO_REFRESH": False}
+# Ratings and controls per user, the product page, onboarding and the API together
+# (shop.throttles.RatingRateThrottle).
 RATING_RATE = env_str("RATING_RATE", "30/min")
 # Searches allowed per signed-in user or visitor address (page and API together), DRF rate syntax.
 SEARCH_THROTTLE_RATE = env_str("SEARCH_RATE", "120/min")

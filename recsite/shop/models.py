@@ -1,7 +1,8 @@
-"""Records staff see in the Django admin.
+"""The site's own records of ratings submitted, and what staff see in the Django admin.
 
-The catalog, ratings and recommendations live in MongoDB (``core.mongo``). Django keeps what the
-admin needs to list and filter: every rating a site user submitted (its processing state is read
+The catalog, ratings and recommendations live in MongoDB (``core.mongo``). Django keeps every
+rating or control a site user submitted (``RatingSubmission``: the idempotency store of
+``shop.ratings`` and what ``GET /api/ratings/<id>/`` answers from; its processing state is read
 live from MongoDB), and mirrors of the batch pipeline's runs and model versions, refreshed by the
 ``sync_pipeline_records`` command (bin/pipeline runs it after each run) and by the admin's list
 pages themselves when staff open them (shop/admin.py; Airflow's runs write only to MongoDB).
@@ -15,6 +16,10 @@ from core.events import CONTROL_ACTIONS, RATE
 
 
 class RatingSubmission(models.Model):
+    """One rating or control a site user submitted: found again by (user, idempotency key) when
+    the client retries (``shop.ratings``), looked up by event id or key for its state (the API),
+    listed for staff (the admin). ``published``: Kafka acknowledged it."""
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ratings")
     recommender_id = models.CharField(max_length=128, db_index=True)
     product_id = models.CharField(max_length=128, db_index=True)

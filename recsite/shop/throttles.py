@@ -1,4 +1,4 @@
-"""Per-user rate limits on the two things a client can repeat that cost the most: ratings and searches.
+"""Three per-user rate limits: ratings (and controls), searches, and every API request.
 
 Each rating costs a Kafka event, a fold-in and four MongoDB writes, and floods skewed the public
 lists; ``RATING_RATE`` (``"30/min"`` by default, DRF's rate syntax) holds for the rating page,
@@ -11,14 +11,14 @@ DRF views take the classes in ``throttle_classes``; plain Django views call ``ra
 ``allow_search``. A single rating or control, from the API or a product page, is charged by
 ``charge_rating`` from inside ``shop.ratings.submit_event``, once it is known to be new (a replay of
 an accepted key is not charged); ``refund_rating`` gives back the count of one that published
-nothing. These two rates are read from Django's settings on each request, not from DRF's
+nothing. The rating and search rates are read from Django's settings on each request, not from DRF's
 class-level rates.
 
 All three keep DRF's sliding window (the requests of the last minute, say) but check and count in one
 step, a Lua script on a Redis sorted set (``FailoverCache.take``): with DRF's read, check, write
 back, concurrent requests each saw room for the last rating and all took it.
 
-Neither limit fails open. They count in Redis through the ``throttle`` cache, whose errors raise
+No limit fails open. They count in Redis through the ``throttle`` cache, whose errors raise
 (the ``default`` cache ignores them, so with Redis down nothing was counted and the limits were
 gone); while Redis fails, each process counts in a bounded local cache instead
 (``LOCAL_MAX_ENTRIES`` keys, the oldest culled), so a user gets at most the limit per gunicorn
@@ -252,7 +252,10 @@ def rating_throttled(request, cost: int = 1) -> float | None:
 
     The counts are kept on the request until :func:`refund_rating` gives them back: counted before
     the publish (in one step, so concurrent requests cannot overshoot), they must not stay when the
-    view then publishes nothing (a rating refused, Kafka down), or the limit counted requests."""
+    view then publishes nothing (a rating refused, Kafka down), or the limit counted requests.
+    Onboarding is the exception, on purpose: its POST of several picks is charged for all of them
+    at once and keeps the charge when it is refused (an invalid POST costs one, so a form resent
+    in a loop is still limited)."""
     throttle = RatingRateThrottle(cost)
     if throttle.allow_request(request, None):
         request.rating_charge = throttle
