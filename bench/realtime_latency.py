@@ -17,8 +17,8 @@ Latency (one rating at a time, like a person clicking): for each catalog size a 
 
   * ``--via http``: ``POST /api/ratings/`` to the real site over HTTP with a user's API token (the
     DRF view validates it, checks the product in MongoDB, records the submission in Django's
-    database and publishes with ``core.kafka_io.publish_rating``, waiting for the broker's ack);
-  * ``--via publish``: ``core.kafka_io.publish_rating`` called directly, as the site does;
+    database and publishes with ``core.kafka_io.publish_event``, waiting for the broker's ack);
+  * ``--via publish``: ``core.kafka_io.publish_event`` called directly, as the site does;
 
 and the clock stops when ``recommendations.<user>`` in MongoDB carries the rating's event id as
 ``source_event_id`` and its version is announced in Redis (``core.list_state``: what ``GET
@@ -318,7 +318,7 @@ class HttpRater:
 
 
 class PublishRater:
-    """``core.kafka_io.publish_rating`` directly, exactly as the site's view does after validation."""
+    """``core.kafka_io.publish_event`` directly, exactly as the site's view does after validation."""
 
     def __init__(self, n_users: int) -> None:
         self.n_users = n_users
@@ -332,7 +332,7 @@ class PublishRater:
         from core.events import RatingEvent
 
         event = RatingEvent(user_id=self.recommender_id(user), product_id=product, rating=rating)
-        kafka_io.publish_rating(event)
+        kafka_io.publish_event(event)
         return event.event_id
 
     def control(self, user: int, product: str, action: str) -> str:
@@ -340,7 +340,7 @@ class PublishRater:
         from core.events import RatingEvent
 
         event = RatingEvent(user_id=self.recommender_id(user), product_id=product, rating=0, action=action)
-        kafka_io.publish_rating(event)
+        kafka_io.publish_event(event)
         return event.event_id
 
 
@@ -874,7 +874,7 @@ def main() -> int:
     print()
     print(f"Real-time path, {time.strftime('%Y-%m-%d %H:%M')}, {machine['cpus']} CPUs, "
           f"load average {machine['loadavg_start'][0]:.1f} at start / {results['machine']['loadavg_end'][0]:.1f} at end")
-    how = "HTTP POST /api/ratings/ (gunicorn)" if args.via == "http" else "core.kafka_io.publish_rating"
+    how = "HTTP POST /api/ratings/ (gunicorn)" if args.via == "http" else "core.kafka_io.publish_event"
     waited = "woken by Redis keyspace notifications" if args.wait == "notify" else f"poll {args.poll_ms:g} ms"
     print(f"latency from {how} to recommendations readable by the site (MongoDB + version in Redis; {waited}), "
           f"one rating at a time")

@@ -143,8 +143,9 @@ def send_wait_s() -> float:
     return PRODUCER_START_MS / 1000 + get_settings().kafka_delivery_timeout_ms / 1000 + ack_wait_s() + SEND_MARGIN_S
 
 
-def publish_rating(event: RatingEvent) -> dict[str, Any]:
-    """Send one rating event keyed by user and block until the broker acknowledges it.
+def publish_event(event: RatingEvent) -> dict[str, Any]:
+    """Send one event of a user (a rating, a control, an account deletion: ``core.events``), keyed
+    by user so a user's events stay in order, and block until the broker acknowledges it.
 
     Raises PublishError at once while the breaker is open (Kafka failed moments ago), else within
     the delivery timeout. The event id is the submission's identity, so a user's retry of a
@@ -156,7 +157,7 @@ def publish_rating(event: RatingEvent) -> dict[str, Any]:
         meta = _send(get_settings().ratings_topic, event.to_bytes(), event.key)
     except PublishError as exc:
         BREAKER.failure()
-        raise PublishError(f"the rating could not be delivered to Kafka: {exc.__cause__.__class__.__name__}",
+        raise PublishError(f"the event could not be delivered to Kafka: {exc.__cause__.__class__.__name__}",
                            maybe_sent=exc.maybe_sent) from exc.__cause__
     BREAKER.success()
     return {"partition": meta.partition, "offset": meta.offset}

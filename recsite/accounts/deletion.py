@@ -75,7 +75,7 @@ def delete_account(user, request=None) -> AccountDeletion:
     # their counts, a title quoting them, search words: delete_user_data made them unread if it (or
     # a run asked before, maybe killed before it could say so) changed any
     try:
-        kafka_io.publish_rating(RatingEvent(user_id=rid, product_id="", rating=0, action=DELETE_ACCOUNT))
+        kafka_io.publish_event(RatingEvent(user_id=rid, product_id="", rating=0, action=DELETE_ACCOUNT))
         notified = True
     except kafka_io.PublishError as exc:  # the record above already makes workers drop later events
         log.warning("delete_account event not published (%s); events already in flight may leave data", exc)

@@ -163,7 +163,7 @@ def submit_event(user, event: RatingEvent, *, idempotency_key: str | None = None
         if retry:  # a retry of a submission answered 503: it may have been cancelled
             _uncancel(event.event_id)
         try:
-            kafka_io.publish_rating(event)
+            kafka_io.publish_event(event)
         except kafka_io.PublishError as exc:
             submission.publish_error = str(exc)[:300]
             _save(submission, user, event)  # before the cancellation: a retry then finds the row

@@ -241,7 +241,7 @@ def make_events(users: list[str], products: list[str], per_user: int, seed: int 
 
 
 def publish_all(events: list, retry_until_s: float = 0.0) -> int:
-    """Publish through ``core.kafka_io.publish_rating`` (the site's path), one acknowledged send
+    """Publish through ``core.kafka_io.publish_event`` (the site's path), one acknowledged send
     each. With ``retry_until_s`` a refused send (broker down) is retried with the same event, as a
     user pressing the button again would; returns how many sends were refused on the way."""
     from core import kafka_io
@@ -251,7 +251,7 @@ def publish_all(events: list, retry_until_s: float = 0.0) -> int:
         deadline = time.monotonic() + retry_until_s
         while True:
             try:
-                kafka_io.publish_rating(event)
+                kafka_io.publish_event(event)
                 break
             except kafka_io.PublishError:
                 refused += 1

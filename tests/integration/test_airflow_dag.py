@@ -405,7 +405,7 @@ def test_dags_test_runs_every_task_and_publishes_a_model(airflow_venv, scratch_m
 def _publish_in_child(env: dict[str, str], event) -> None:
     """Create the topics and publish with the worker's settings (this process's are the session's)."""
     code = ("import sys, json; from core import kafka_io; from core.events import validate; "
-            "kafka_io.ensure_topics(); kafka_io.publish_rating(validate(json.loads(sys.argv[1])))")
+            "kafka_io.ensure_topics(); kafka_io.publish_event(validate(json.loads(sys.argv[1])))")
     done = subprocess.run([sys.executable,
                            "-c", code, json.dumps(event.to_dict())], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)

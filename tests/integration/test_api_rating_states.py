@@ -74,7 +74,7 @@ def test_a_dead_lettered_rating_says_so_and_a_good_one_is_processed(rt, site_cac
     bad = RatingEvent(user_id=uid, product_id="RT-gone-99999", rating=4, event_id="state-dead-0001")
     RatingSubmission.objects.create(user=user, recommender_id=uid, product_id=bad.product_id, rating=4,
                                     event_id=bad.event_id, published=True)
-    kafka_io.publish_rating(bad)
+    kafka_io.publish_event(bad)
 
     letters = [json.loads(r.value) for r in read_topic(rt.dead_letter_topic, 1, timeout_s=WAIT_S)]
     assert [letter["event_id"] for letter in letters] == [bad.event_id], letters

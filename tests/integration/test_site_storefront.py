@@ -222,7 +222,7 @@ def test_home_page_shows_popular_and_trending_to_anonymous_visitors(site, client
     pick = site.order("Musical Instruments")[30]
     mark = ratings_probe.mark()
     for _ in range(6):
-        kafka_io.publish_rating(RatingEvent(user_id=f"trend{uuid.uuid4().hex[:6]}", product_id=pick, rating=5))
+        kafka_io.publish_event(RatingEvent(user_id=f"trend{uuid.uuid4().hex[:6]}", product_id=pick, rating=5))
     process_published(mark)
     popular.refresh_trending()
     trending = ids_in(_get(client, "/"), "home-trending")

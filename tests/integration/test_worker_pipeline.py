@@ -1,6 +1,6 @@
 """The rating-event worker's normal path, as real processes against real Kafka, FerretDB and Redis.
 
-A rating published the way the site publishes it (``core.kafka_io.publish_rating``) becomes the
+A rating published the way the site publishes it (``core.kafka_io.publish_event``) becomes the
 user's stored rating, history and new top-N; a new model version is picked up without a restart;
 SIGTERM stops a worker with exactly its processed events committed; a redelivered event changes
 nothing; the worker publishes its lag and latency.
@@ -211,7 +211,7 @@ def test_publish_reports_failure_when_no_broker_acknowledges(rt, monkeypatch):
     reset_core_caches()
     try:
         with pytest.raises(kafka_io.PublishError, match="could not be delivered"):
-            kafka_io.publish_rating(RatingEvent(user_id="rt-nobroker", product_id=rt.catalog.in_model[0], rating=5))
+            kafka_io.publish_event(RatingEvent(user_id="rt-nobroker", product_id=rt.catalog.in_model[0], rating=5))
     finally:
         monkeypatch.undo()
         reset_core_caches()

@@ -108,7 +108,7 @@ def test_broker_restart_and_30s_mongo_outage_lose_and_duplicate_nothing(rt, priv
     go_second, mongo_down = threading.Event(), threading.Event()
 
     def produce() -> None:
-        """The site's path (publish_rating, acks=all), paced; a refused send is retried. The last
+        """The site's path (publish_event, acks=all), paced; a refused send is retried. The last
         third of the second part waits for the MongoDB outage, so it starts mid-stream however
         fast or slow (a loaded machine) the workers are."""
         for part in (first, second):
