@@ -190,7 +190,7 @@ REST_KNOX = {"TOKEN_TTL": timedelta(seconds=API_TOKEN_TTL), "AUTH_HEADER_PREFIX"
 # (shop.throttles.RatingRateThrottle).
 RATING_RATE = env_str("RATING_RATE", "30/min")
 # Searches allowed per signed-in user or visitor address (page and API together), DRF rate syntax.
-SEARCH_THROTTLE_RATE = env_str("SEARCH_RATE", "120/min")
+SEARCH_RATE = env_str("SEARCH_RATE", "120/min")
 
 EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "recommender@localhost")

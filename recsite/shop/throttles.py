@@ -4,9 +4,9 @@ Each rating costs a Kafka event, a fold-in and four MongoDB writes, and floods s
 lists; ``RATING_RATE`` (``"30/min"`` by default, DRF's rate syntax) holds for the rating page,
 the API and onboarding together (one counter per user; onboarding is charged one per pick). A
 search reads one index document per word and ranks up to ``MAX_POSTINGS`` ids per word;
-``SEARCH_THROTTLE_RATE`` (env ``SEARCH_RATE``) counts signed-in users by shopper and visitors by
-address (``accounts.throttle.client_address``, the login lockout's trusted-proxy rule; an IPv6
-address as its /64), and so does DRF's API-wide limit (``ApiRateThrottle``, ``API_USER_RATE``).
+``SEARCH_RATE`` counts signed-in users by shopper and visitors by address
+(``accounts.throttle.client_address``, the login lockout's trusted-proxy rule; an IPv6 address
+as its /64), and so does DRF's API-wide limit (``ApiRateThrottle``, ``API_USER_RATE``).
 DRF views take the classes in ``throttle_classes``; plain Django views call ``rating_throttled`` /
 ``allow_search``. A single rating or control, from the API or a product page, is charged by
 ``charge_rating`` from inside ``shop.ratings.submit_event``, once it is known to be new (a replay of
@@ -226,7 +226,7 @@ class SearchRateThrottle(CountedThrottle):
     scope = "search"
 
     def get_rate(self) -> str:
-        return settings.SEARCH_THROTTLE_RATE
+        return settings.SEARCH_RATE
 
     def get_cache_key(self, request, view) -> str:
         shopper = _shopper(request)

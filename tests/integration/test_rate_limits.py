@@ -65,7 +65,7 @@ def test_concurrent_searches_never_pass_the_search_limit(redis_url, site_cache):
         return allow_search(request)[0]
 
     hosts = itertools.count(1)  # every search from another address of one /64 (a C iterator: thread-safe)
-    with override_settings(SEARCH_THROTTLE_RATE="40/hour"):
+    with override_settings(SEARCH_RATE="40/hour"):
         assert _race(lambda: search(next(hosts))) == 40
 
 

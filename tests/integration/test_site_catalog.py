@@ -173,7 +173,7 @@ def test_search_api_and_throttle(site, client):
     body = client.get("/api/search/?q=starbucks&per_page=100", REMOTE_ADDR="10.77.0.1").json()
     assert body["total"] == len(expected) and [i["product_id"] for i in body["items"]] == expected[:100]
     assert client.get("/api/search/?q=", REMOTE_ADDR="10.77.0.1").status_code == 400
-    with override_settings(SEARCH_THROTTLE_RATE="3/min"):
+    with override_settings(SEARCH_RATE="3/min"):
         address = "10.77.0.2"
         for _ in range(3):
             assert client.get("/?q=guitar", REMOTE_ADDR=address).status_code == 200

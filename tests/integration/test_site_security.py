@@ -428,7 +428,7 @@ def test_search_limit_follows_the_shopper_not_a_recycled_primary_key(rt_catalog,
         Profile.objects.create(user=user)
         return user
 
-    with override_settings(SEARCH_THROTTLE_RATE="2/min"):
+    with override_settings(SEARCH_RATE="2/min"):
         gone = account()
         client.force_login(gone)
         codes = [client.get("/api/search/", {"q": "guitar"}).status_code for _ in range(3)]
