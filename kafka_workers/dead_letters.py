@@ -1,5 +1,5 @@
-"""Dead letters: what one carries (the worker writes it), and the command that lists them and
-replays chosen ones after the cause was fixed.
+"""Dead letters: what one carries (``kafka_workers.worker.send_dead_letter`` sends it), and the
+command that lists them and replays chosen ones after the cause was fixed.
 
     python -m kafka_workers.dead_letters list [--reason TEXT] [--json]
     python -m kafka_workers.dead_letters replay --id TOPIC:PARTITION:OFFSET [--id ...] [--force]
