@@ -1,0 +1,57 @@
+"""The site's own database in production is PostgreSQL (``DATABASE_URL``), but every other test
+runs Django on SQLite. What depends on the database itself is run here again on a PostgreSQL
+server started by the project's own script (``bin/services start postgres``): the e-mail index
+on ``lower(email)`` and the races for a username or an address (their errors are told apart by
+the constraint each database names), knox's token table, migration shop.0005 over old rows and
+accounts.0010 over DRF's old token table.
+
+One pytest run of those files in a subprocess, with ``DATABASE_URL`` pointing at the server
+(Django's settings are read once per process).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from realtime_support import ROOT, SERVICES, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ON_POSTGRESQL = ["tests/integration/test_site_accounts.py", "tests/integration/test_api_tokens.py",
+                 "tests/integration/test_drf_tokens_dropped.py",
+                 "tests/integration/test_idempotency_keys_per_user.py"]
+
+
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL server of its own (state dir, port) with an empty database; stopped after."""
+    state = Path(tempfile.mkdtemp(prefix="pg-site-"))
+    state.chmod(0o755)  # the postgres user must reach it when we are root
+    env = {**os.environ, "SERVICES_STATE_DIR": str(state), "POSTGRES_PORT": str(free_port())}
+    try:
+        started = subprocess.run([str(SERVICES), "start", "postgres"], env=env, capture_output=True, text=True,
+                                 timeout=300)
+        assert started.returncode == 0, started.stdout + started.stderr
+        server = f"postgresql://postgres@127.0.0.1:{env['POSTGRES_PORT']}"
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE recsite")
+        yield f"{server}/recsite"
+    finally:
+        subprocess.run([str(SERVICES), "stop", "postgres"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.timeout(2400)  # a whole pytest run inside (about 4.5 min on a slow 2-core machine)
+def test_the_database_dependent_tests_pass_on_postgresql(postgres_url):
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ON_POSTGRESQL],
+                         cwd=ROOT, env={**os.environ, "DATABASE_URL": postgres_url}, capture_output=True, text=True,
+                         timeout=1800)
+    summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-2000:]
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert " passed" in summary and "skipped" not in summary, summary
