@@ -2,7 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
 from accounts.api import obtain_token, revoke_all_tokens, revoke_token
-from shop import api, views
+from shop import api, dashboard, views
 
 urlpatterns = [
     path("", views.catalog, name="catalog"),
@@ -14,8 +14,8 @@ urlpatterns = [
     path("hidden/", views.hidden_products, name="hidden_products"),
     path("recommendations/", views.recommendations_page, name="recommendations"),
     path("welcome/", views.onboarding, name="onboarding"),
-    path("dashboard/", views.dashboard, name="dashboard"),
-    path("dashboard/plots/<str:name>", views.eda_plot, name="eda_plot"),
+    path("dashboard/", dashboard.dashboard, name="dashboard"),
+    path("dashboard/plots/<str:name>", dashboard.eda_plot, name="eda_plot"),
     path("healthz", views.healthz, name="healthz"),
     path("api/recommendations/", api.my_recommendations, name="api_recommendations"),
     path("api/search/", api.search, name="api_search"),
