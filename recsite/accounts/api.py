@@ -1,6 +1,7 @@
 """``/api/token/`` (sign in: a new token per device), ``/api/token/revoke/`` (sign this device out)
 and ``/api/token/revoke-all/`` (every device): knox's views (``accounts.tokens``), kept a password
-exchange with the site's answer and errors.
+exchange with the site's answer and errors. And ``/api/account/delete/`` (``accounts.deletion``
+behind the password check), the API's other account endpoint.
 
 Kept apart from ``accounts.tokens``: DRF's views import its settings, which import the
 authentication class defined there.
@@ -18,14 +19,19 @@ from knox.models import AuthToken
 from knox.views import LoginView, LogoutAllView, LogoutView
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer  # no model: needs no authtoken app
+from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
 
+from accounts import deletion, throttle
+from accounts.middleware import refusal_response
 from accounts.tokens import ExpiringTokenAuthentication, token_ttl
 from recsite import api_errors
-from recsite.api_errors import UNAUTHORIZED, documented
+from recsite.api_errors import UNAUTHORIZED, documented, error_body
 from recsite.parsers import JSONParser
+from shop.serializers import StrictCharField
 
 
 class TokenOut(serializers.Serializer):  # knox answers "expiry" (and would add the user): ours as before
@@ -104,6 +110,56 @@ class RevokeAllTokens(LogoutAllView):
     Answers 204."""
 
     authentication_classes = (ExpiringTokenAuthentication,)
+
+
+class DeleteAccountIn(serializers.Serializer):  # class names are the OpenAPI components': keep them
+    password = StrictCharField(max_length=1024, trim_whitespace=False)
+
+
+class DeleteAccountOut(serializers.Serializer):
+    status = serializers.CharField()
+    deleted_at = serializers.DateTimeField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+
+
+class DeleteAccountUnfinishedOut(serializers.Serializer):
+    status = serializers.CharField()
+    deleted_at = serializers.DateTimeField()
+    erasure = serializers.CharField(help_text="'in progress': a few reviews are still being removed")
+
+
+@extend_schema(request=DeleteAccountIn,
+               responses={200: DeleteAccountOut, 202: DeleteAccountUnfinishedOut, **documented({
+                   400: "malformed JSON (parse_error) or no password (invalid)", 401: UNAUTHORIZED,
+                   403: "a wrong password (wrong_password)",
+                   429: "too many wrong passwords (throttled): wait Retry-After seconds",
+                   503: "a store is unavailable (unavailable): try again after Retry-After seconds"})},
+               description="Delete your account and everything kept about you (ratings, history, lists, "
+                           "exclusions); the next model is trained without you. Needs your password. 202: the "
+                           "account is deleted, but removing its ratings, reviews and history was interrupted and "
+                           "finishes in the background (within about two ERASURE_SWEEP_S periods). 503: a store "
+                           "is unavailable (the password check's, or MongoDB part-way: try again).")
+@api_view(["POST"])
+@parser_classes([JSONParser])
+@permission_classes([IsAuthenticated])
+def delete_account(request):
+    if not isinstance(request.data, dict):
+        return Response(error_body("expected a JSON object", api_errors.INVALID), status=400)
+    body = DeleteAccountIn(data=request.data)
+    body.is_valid(raise_exception=True)
+    name, address = request.user.get_username(), throttle.client_address(request)
+    password = body.validated_data["password"]
+    try:  # the password check is a login attempt too: it shares the lockout, counted before the check
+        with throttle.attempt(name, password, address) as checked:
+            checked.right = request.user.check_password(password)
+    except throttle.Refused as refusal:  # only ever raised before the check
+        return refusal_response(request, refusal)  # with Retry-After, as /api/token/'s refusals
+    if not checked.right:
+        return Response(error_body("wrong password", api_errors.WRONG_PASSWORD), status=403)
+    record = deletion.delete_account(request.user, request=request)
+    if deletion.unfinished(record):  # the account is gone; a few reviews are left to Celery's sweep
+        return Response({"status": "deleted", "deleted_at": record.deleted_at, "erasure": "in progress"}, status=202)
+    return Response({"status": "deleted", "deleted_at": record.deleted_at, "counts": record.counts})
 
 
 obtain_token = ObtainExpiringToken.as_view()

@@ -25,9 +25,8 @@ from shop.models import RatingSubmission
 from shop.products import cards, headline, summaries, title
 from shop.ratings import (IdempotencyConflict, RatingRejected, UnknownProduct, processing_state, submit_control,
                           submit_rating)
-from shop.serializers import (KEY_ERROR, ControlOut, DeleteAccountIn, DeleteAccountOut, DeleteAccountUnfinishedOut,
-                              HiddenOut, ListPageQuery, ProductIn, RatingIn, RatingOut, RatingStatusOut,
-                              RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
+from shop.serializers import (KEY_ERROR, ControlOut, HiddenOut, ListPageQuery, ProductIn, RatingIn, RatingOut,
+                              RatingStatusOut, RecommendationsOut, SearchOut, SearchQuery, SimilarItem)
 from shop.throttles import ApiRateThrottle, SearchRateThrottle, charge_rating, refund_rating
 
 REPLAYED = "Idempotent-Replayed"  # Stripe's name: the 202 repeats an earlier acceptance, nothing new was sent
@@ -281,43 +280,3 @@ def hidden(request):
                      "items": [{"product_id": c["product_id"], "title": c["title"],
                                 "hidden_at": datetime.fromtimestamp(since[c["product_id"]], timezone.utc)}
                                for c in cards(list(since))]})
-
-
-@extend_schema(request=DeleteAccountIn,
-               responses={200: DeleteAccountOut, 202: DeleteAccountUnfinishedOut, **documented({
-                   400: "malformed JSON (parse_error) or no password (invalid)", 401: UNAUTHORIZED,
-                   403: "a wrong password (wrong_password)",
-                   429: "too many wrong passwords (throttled): wait Retry-After seconds",
-                   503: "a store is unavailable (unavailable): try again after Retry-After seconds"})},
-               description="Delete your account and everything kept about you (ratings, history, lists, "
-                           "exclusions); the next model is trained without you. Needs your password. 202: the "
-                           "account is deleted, but removing its ratings, reviews and history was interrupted and "
-                           "finishes in the background (within about two ERASURE_SWEEP_S periods). 503: a store "
-                           "is unavailable (the password check's, or MongoDB part-way: try again).")
-@api_view(["POST"])
-@parser_classes([JSONParser])
-@permission_classes([IsAuthenticated])
-def delete_account(request):
-    from accounts import deletion
-
-    if not isinstance(request.data, dict):
-        return Response(error_body("expected a JSON object", api_errors.INVALID), status=400)
-    from accounts import throttle
-
-    body = DeleteAccountIn(data=request.data)
-    body.is_valid(raise_exception=True)
-    name, address = request.user.get_username(), throttle.client_address(request)
-    password = body.validated_data["password"]
-    try:  # the password check is a login attempt too: it shares the lockout, counted before the check
-        with throttle.attempt(name, password, address) as checked:
-            checked.right = request.user.check_password(password)
-    except throttle.Refused as refusal:  # only ever raised before the check
-        from accounts.middleware import refusal_response  # with Retry-After, as /api/token/'s refusals
-
-        return refusal_response(request, refusal)
-    if not checked.right:
-        return Response(error_body("wrong password", api_errors.WRONG_PASSWORD), status=403)
-    record = deletion.delete_account(request.user, request=request)
-    if deletion.unfinished(record):  # the account is gone; a few reviews are left to Celery's sweep
-        return Response({"status": "deleted", "deleted_at": record.deleted_at, "erasure": "in progress"}, status=202)
-    return Response({"status": "deleted", "deleted_at": record.deleted_at, "counts": record.counts})

@@ -73,22 +73,6 @@ class ControlOut(serializers.Serializer):
     status = serializers.CharField()
 
 
-class DeleteAccountIn(serializers.Serializer):
-    password = StrictCharField(max_length=1024, trim_whitespace=False)
-
-
-class DeleteAccountOut(serializers.Serializer):
-    status = serializers.CharField()
-    deleted_at = serializers.DateTimeField()
-    counts = serializers.DictField(child=serializers.IntegerField())
-
-
-class DeleteAccountUnfinishedOut(serializers.Serializer):
-    status = serializers.CharField()
-    deleted_at = serializers.DateTimeField()
-    erasure = serializers.CharField(help_text="'in progress': a few reviews are still being removed")
-
-
 class RatingOut(serializers.Serializer):
     event_id = serializers.CharField(help_text=EVENT_ID_HELP)
     product_id = serializers.CharField()

@@ -1,8 +1,8 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from accounts.api import obtain_token, revoke_all_tokens, revoke_token
-from shop import api, views
+from accounts.api import delete_account, obtain_token, revoke_all_tokens, revoke_token
+from shop import api, dashboard, views
 
 urlpatterns = [
     path("", views.catalog, name="catalog"),
@@ -14,9 +14,10 @@ urlpatterns = [
     path("hidden/", views.hidden_products, name="hidden_products"),
     path("recommendations/", views.recommendations_page, name="recommendations"),
     path("welcome/", views.onboarding, name="onboarding"),
-    path("dashboard/", views.dashboard, name="dashboard"),
-    path("dashboard/plots/<str:name>", views.eda_plot, name="eda_plot"),
+    path("dashboard/", dashboard.dashboard, name="dashboard"),
+    path("dashboard/plots/<str:name>", dashboard.eda_plot, name="eda_plot"),
     path("healthz", views.healthz, name="healthz"),
+    # This is the one URLconf of /api/: the accounts app's endpoints (tokens, account deletion) are here too.
     path("api/recommendations/", api.my_recommendations, name="api_recommendations"),
     path("api/search/", api.search, name="api_search"),
     path("api/products/<str:product_id>/similar/", api.similar, name="api_similar"),
@@ -25,7 +26,7 @@ urlpatterns = [
     path("api/not-interested/", api.post_not_interested, name="api_not_interested"),
     path("api/interested-again/", api.post_interested_again, name="api_interested_again"),
     path("api/hidden/", api.hidden, name="api_hidden"),
-    path("api/account/delete/", api.delete_account, name="api_delete_account"),
+    path("api/account/delete/", delete_account, name="api_delete_account"),
     path("api/ratings/<str:event_id>/", api.rating_status, name="api_rating_status"),
     path("api/token/", obtain_token, name="api_token"),
     path("api/token/revoke/", revoke_token, name="api_token_revoke"),

@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from core import artifacts, list_state, storage
 from core.settings import get_settings
-from shop import views
+from shop import dashboard
 
 LOCAL_CACHE = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "dashboard-reads"}}
 
@@ -30,8 +30,8 @@ def store(tmp_path, monkeypatch) -> list[str]:
     list_state._generation.clear()
     # the generation is read again only when the test says so (a publish), never by the clock
     monkeypatch.setattr(list_state, "GENERATION_CHECK_S", 3600.0)
-    monkeypatch.setattr(views, "_freshness", lambda: {"n": 0, "p50_ms": None, "p99_ms": None, "since": None,
-                                                      "workers": 0, "unreachable": []})
+    monkeypatch.setattr(dashboard, "_freshness", lambda: {"n": 0, "p50_ms": None, "p99_ms": None, "since": None,
+                                                          "workers": 0, "unreachable": []})
     read: list[str] = []
     real = storage.read_text
 
@@ -56,7 +56,7 @@ def _publish(version: str, ndcg: float) -> None:
 def _dashboard(rf) -> str:
     request = rf.get("/dashboard/")
     request.user = AnonymousUser()
-    response = views.dashboard(request)
+    response = dashboard.dashboard(request)
     assert response.status_code == 200
     return response.content.decode()
 
