@@ -6,7 +6,9 @@ the constraint each database names), knox's token table, migration shop.0005 ove
 accounts.0010 over DRF's old token table.
 
 One pytest run of those files in a subprocess, with ``DATABASE_URL`` pointing at the server
-(Django's settings are read once per process).
+(Django's settings are read once per process), and its own MongoDB database and Kafka topics: with
+this session's (which tests/conftest.py puts in the environment) it dropped them when it ended,
+and the browser tests after it found an empty shop.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pytest
 from realtime_support import ROOT, SERVICES, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+SESSION_NAMES = ("MONGO_DB", "KAFKA_RATINGS_TOPIC", "KAFKA_DEAD_LETTER_TOPIC")  # tests/conftest.py's
 ON_POSTGRESQL = ["tests/integration/test_site_accounts.py", "tests/integration/test_api_tokens.py",
                  "tests/integration/test_drf_tokens_dropped.py",
                  "tests/integration/test_idempotency_keys_per_user.py"]
@@ -48,10 +51,14 @@ def postgres_url():
 
 
 @pytest.mark.timeout(2400)  # a whole pytest run inside (about 4.5 min on a slow 2-core machine)
-def test_the_database_dependent_tests_pass_on_postgresql(postgres_url):
+def test_the_database_dependent_tests_pass_on_postgresql(postgres_url, mongo_db):
+    mongo_db.pg_run_marker.insert_one({"_id": "this session's data"})
+    env = {k: v for k, v in os.environ.items() if k not in SESSION_NAMES}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ON_POSTGRESQL],
-                         cwd=ROOT, env={**os.environ, "DATABASE_URL": postgres_url}, capture_output=True, text=True,
+                         cwd=ROOT, env={**env, "DATABASE_URL": postgres_url}, capture_output=True, text=True,
                          timeout=1800)
+    assert mongo_db.pg_run_marker.find_one({"_id": "this session's data"}), "the inner run dropped this session's data"
+    mongo_db.pg_run_marker.drop()
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-2000:]
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert " passed" in summary and "skipped" not in summary, summary
