@@ -2,8 +2,8 @@
 and drop X-Forwarded-* headers that no trusted proxy wrote.
 
 The admin's login and ``/api/token/`` (knox's view, ``accounts.api``) are not our views: they
-only see that authentication failed and would answer "wrong password" (inviting another guess). The backend marks the
-request; this turns whatever the view answered into the refusal.
+only see that authentication failed and would answer "wrong password" (inviting another guess).
+The backend marks the request; this turns whatever the view answered into the refusal.
 """
 from __future__ import annotations
 

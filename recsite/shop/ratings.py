@@ -267,8 +267,8 @@ def _one_attempt_at_a_time(event_id: str) -> Iterator[None]:
 
 
 def _save(submission: RatingSubmission, user, event: RatingEvent) -> RatingSubmission:
-    """Save, unless a concurrent retry with the same key saved first (then that row stands; the
-    lock keeps this for a lock taken over as stale)."""
+    """Save, unless a concurrent retry with the same key saved first (then that row stands). The
+    attempt's lock makes that rare: only an attempt whose lock was taken over as stale gets here."""
     try:
         with transaction.atomic():
             submission.save()
