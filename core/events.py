@@ -77,6 +77,25 @@ class InvalidEvent(ValueError):
 
 @dataclass(frozen=True)
 class RatingEvent:
+    """One event of the ratings topic, whichever its ``action``: a rating (``rate``), a shopper's
+    control about one product (``unrate``, ``not_interested``, ``interested_again``) or an
+    account's deletion (``delete_account``).
+
+    Named after its first and commonest kind: version 1 carried ratings only. The name stays
+    although it carries every kind: the rest of the path says "rating" for all of them as well
+    (the ratings topic ``KAFKA_RATINGS_TOPIC``, ``shop.ratings``, ``RatingSubmission``,
+    ``GET /api/ratings/<id>/`` of a control), so renaming this class alone would not make the
+    words agree, and it would touch ~240 lines in 31 files (core, the workers, the site, bench
+    and 23 test files) without changing what any of them does. The name is not on the wire: a
+    Kafka message is :meth:`to_bytes`, the fields alone.
+
+    ``rating`` is 1..5 for ``rate`` and 0 for every other action; ``text`` is empty except for
+    ``rate``; ``product_id`` is empty only for ``delete_account``. ``event_id`` is the event's
+    identity: the workers store an event once by it; a submission with an idempotency key gets one
+    derived from the account and the key (``shop.ratings.keyed_event_id``), so its retries share it.
+    :func:`validate` enforces all of this.
+    """
+
     user_id: str
     product_id: str
     rating: int

@@ -33,8 +33,7 @@ def _system(model: Model, rated: dict[str, float]) -> tuple[np.ndarray, ...] | N
     """The fold-in's normal equations A x = b; then the per-item weights, the rated items' indices
     and their factor rows.
 
-    ``recommend`` solves them together with the reasons' A⁻¹ y_j (one factorisation for both),
-    ``fold_in`` for x alone.
+    ``recommend`` solves them together with the reasons' A⁻¹ y_j (one factorisation for both).
     """
     known = [(model.item_index[p], r) for p, r in rated.items() if p in model.item_index]
     if not known:
@@ -53,12 +52,6 @@ def _system(model: Model, rated: dict[str, float]) -> tuple[np.ndarray, ...] | N
         a += model.gram
     a.flat[::model.rank + 1] += reg  # + reg I
     return a, y.T @ weights, weights, idx, y
-
-
-def fold_in(model: Model, rated: dict[str, float]) -> np.ndarray | None:
-    """The user's latent vector from their ratings, or None if they rated nothing the model knows."""
-    system = _system(model, rated)
-    return None if system is None else np.linalg.solve(system[0], system[1])
 
 
 _BLOCK = 128  # scores per block of top_k's prefilter

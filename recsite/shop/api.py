@@ -133,8 +133,8 @@ def search(request):
 @throttle_classes([ApiRateThrottle])
 def post_rating(request):
     def submit(data: dict, key: str | None) -> tuple[dict, bool]:
-        sub = submit_rating(request.user, recommender_id(request.user), data["product_id"], data["rating"],
-                            data["text"], idempotency_key=key, charge=partial(charge_rating, request))
+        sub = submit_rating(request.user, data["product_id"], data["rating"], data["text"], idempotency_key=key,
+                            charge=partial(charge_rating, request))
         return {"event_id": sub.event_id, "product_id": sub.product_id, "rating": sub.rating}, sub.replayed
 
     return _accept(request, RatingIn, submit, "the rating could not be saved right now")
@@ -207,8 +207,8 @@ def _own_submission(user, ident: str) -> RatingSubmission | None:
 
 def _control(request, action: str) -> Response:
     def submit(data: dict, key: str | None) -> tuple[dict, bool]:
-        sub = submit_control(request.user, recommender_id(request.user), data["product_id"], action,
-                             idempotency_key=key, charge=partial(charge_rating, request))
+        sub = submit_control(request.user, data["product_id"], action, idempotency_key=key,
+                             charge=partial(charge_rating, request))
         return {"event_id": sub.event_id, "product_id": sub.product_id, "action": action}, sub.replayed
 
     return _accept(request, ProductIn, submit, "the request could not be delivered")

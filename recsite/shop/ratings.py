@@ -40,6 +40,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from pymongo.errors import PyMongoError
 
+from accounts.models import recommender_id
 from core import cancellation, catalog, kafka_io, locking, mongo, rating_history
 from core.events import (CONTROL_ACTIONS, INTERESTED_AGAIN, NOT_INTERESTED, RATE, UNRATE, InvalidEvent, RatingEvent,
                          is_event_id, validate)
@@ -95,20 +96,24 @@ def keyed_event_id(user_pk: int, idempotency_key: str) -> str:
     return uuid.uuid5(KEYED_EVENT_IDS, f"{user_pk}:{idempotency_key}").hex
 
 
-def submit_rating(user, recommender_id: str, product_id: str, rating: int, text: str = "",
+def submit_rating(user, product_id: str, rating: int, text: str = "",
                   idempotency_key: str | None = None, *, charge: Callable[[], None]) -> RatingSubmission:
-    """Publish one rating for the logged-in user (see :func:`submit_event` for what it raises)."""
-    return submit_event(user, RatingEvent(user_id=recommender_id, product_id=str(product_id), rating=rating,
+    """Publish one rating for the logged-in user (see :func:`submit_event` for what it raises).
+
+    The event is filed under the account's recommender id (``accounts.models.recommender_id``),
+    looked up here rather than by each caller, so no page can file it under another id than the
+    one its lists are read by."""
+    return submit_event(user, RatingEvent(user_id=recommender_id(user), product_id=str(product_id), rating=rating,
                                           text=text or ""), idempotency_key=idempotency_key, charge=charge)
 
 
-def submit_control(user, recommender_id: str, product_id: str, action: str,
+def submit_control(user, product_id: str, action: str,
                    idempotency_key: str | None = None, *, charge: Callable[[], None]) -> RatingSubmission:
     """Publish "remove my rating" (``unrate``), ``not_interested`` or its undo (``interested_again``)
-    for the logged-in user."""
+    for the logged-in user, under its recommender id as :func:`submit_rating` does."""
     if action not in CONTROL_ACTIONS:
         raise RatingRejected(f"unknown action {action}")
-    return submit_event(user, RatingEvent(user_id=recommender_id, product_id=str(product_id), rating=0,
+    return submit_event(user, RatingEvent(user_id=recommender_id(user), product_id=str(product_id), rating=0,
                                           action=action), idempotency_key=idempotency_key, charge=charge)
 
 

@@ -220,8 +220,7 @@ def _submit(request, product_id: str, form_class, submit, what: str):
 @_product_post
 def rate(request, product_id: str):
     def submit(product_id: str, data: dict, charge: Callable[[], None]) -> str:
-        rating = partial(submit_rating, request.user, recommender_id(request.user), product_id, data["rating"],
-                         data["text"], charge=charge)
+        rating = partial(submit_rating, request.user, product_id, data["rating"], data["text"], charge=charge)
         try:
             submission = rating(idempotency_key=data.get("submission_id") or None)
         except IdempotencyConflict:  # the page shown again (Back) and another choice made: a new rating
@@ -234,7 +233,7 @@ def rate(request, product_id: str):
 def _control(request, product_id: str, action: str, done: str):
     """Publish "remove my rating", "not interested" or its undo like a rating."""
     def submit(product_id: str, data: dict, charge: Callable[[], None]) -> str:
-        submit_control(request.user, recommender_id(request.user), product_id, action, charge=charge)
+        submit_control(request.user, product_id, action, charge=charge)
         return done
 
     return _submit(request, product_id, ControlForm, submit, "request")
@@ -370,7 +369,7 @@ def onboarding(request):
         elif not form.is_valid():
             status = 400
         else:
-            status = _publish_picks(request, form, uid, picks)
+            status = _publish_picks(request, form, picks)
             if status == 302:
                 return redirect("recommendations")
     for lst in lists:
@@ -383,7 +382,7 @@ def onboarding(request):
     return response
 
 
-def _publish_picks(request, form: OnboardingForm, uid: str, picks: dict[str, int]) -> int:
+def _publish_picks(request, form: OnboardingForm, picks: dict[str, int]) -> int:
     """Publish the onboarding picks one rating each; the status to answer (302: all published).
 
     Unknown products are checked before anything is published; a failure part way (the broker or
@@ -396,7 +395,7 @@ def _publish_picks(request, form: OnboardingForm, uid: str, picks: dict[str, int
     saved: list[str] = []
     try:
         for product_id, stars in picks.items():
-            submit_rating(request.user, uid, product_id, stars, charge=already_charged)  # all picks, above
+            submit_rating(request.user, product_id, stars, charge=already_charged)  # all picks, above
             saved.append(product_id)
     except RatingRejected as exc:
         error, status = f"Rating refused: {exc}.", 400

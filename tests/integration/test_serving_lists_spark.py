@@ -86,16 +86,15 @@ def test_executor_lists_match_the_driver_and_exact_top_n(spark, mongo_db, own_ar
     for pid in item_ids:
         assert [r["product_id"] for r in spark_similar[pid]] == [r["product_id"] for r in driver_similar[pid]], pid
 
-    # exact top-N from the same factors: fold-in, every unrated item scored, the N best
+    # exact top-N from the same factors: the worker's fold-in (recommend) with no ANN index, so
+    # every unrated item is scored and the N best are kept
+    exact_model = artifacts.load_model(version)
+    exact_model.ann = None
     hits = total = 0
     for u, uid in enumerate(user_ids):
         seen = x[u].indices
-        vec = recommend.fold_in(model, {item_ids[i]: 1.0 for i in seen})
-        scores = model.item_factors @ vec.astype(np.float32)
-        scores[seen] = -np.inf
-        if uid == picky:
-            scores[item_ids.index(hidden)] = -np.inf
-        exact = [item_ids[i] for i in np.argsort(-scores, kind="stable")[:N]]
+        exact = [r["product_id"] for r in recommend.recommend(exact_model, {item_ids[i]: 1.0 for i in seen}, N,
+                                                              exclude={hidden} if uid == picky else ())]
         got = [r["product_id"] for r in spark_top[uid]]
         assert len(got) == N and not {item_ids[i] for i in seen} & set(got), uid
         assert all(r["because"] in {item_ids[i] for i in seen} for r in spark_top[uid])

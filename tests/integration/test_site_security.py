@@ -475,7 +475,7 @@ def test_onboarding_failing_part_way_says_which_picks_were_saved(rating_client, 
     client, user, products = rating_client
     published = []
 
-    def first_only(user, uid, product_id, stars, *args, **kwargs):
+    def first_only(user, product_id, stars, *args, **kwargs):
         if published:
             raise Unavailable("the broker went away")
         published.append(product_id)
