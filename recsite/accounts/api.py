@@ -30,6 +30,7 @@ from accounts.middleware import refusal_response
 from accounts.tokens import ExpiringTokenAuthentication, token_ttl
 from recsite import api_errors
 from recsite.api_errors import UNAUTHORIZED, documented, error_body
+from recsite.client_address import client_address
 from recsite.parsers import JSONParser
 from shop.serializers import StrictCharField
 
@@ -147,7 +148,7 @@ def delete_account(request):
         return Response(error_body("expected a JSON object", api_errors.INVALID), status=400)
     body = DeleteAccountIn(data=request.data)
     body.is_valid(raise_exception=True)
-    name, address = request.user.get_username(), throttle.client_address(request)
+    name, address = request.user.get_username(), client_address(request)
     password = body.validated_data["password"]
     try:  # the password check is a login attempt too: it shares the lockout, counted before the check
         with throttle.attempt(name, password, address) as checked:

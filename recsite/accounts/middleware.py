@@ -1,5 +1,4 @@
-"""Answer 429/503 wherever a credential check was refused by the lockout (``accounts.throttle``),
-and drop X-Forwarded-* headers that no trusted proxy wrote.
+"""Answer 429/503 wherever a credential check was refused by the lockout (``accounts.throttle``).
 
 The admin's login and ``/api/token/`` (knox's view, ``accounts.api``) are not our views: they
 only see that authentication failed and would answer "wrong password" (inviting another guess).
@@ -33,19 +32,3 @@ def credential_refusal_middleware(get_response):
 
     return middleware
 
-
-def forwarded_headers_middleware(get_response):
-    """Drop every X-Forwarded-* header of a request that did not come from a trusted proxy
-    (``throttle.from_trusted_proxy``), before anything reads them: Django's HTTPS header
-    (``SECURE_PROXY_SSL_HEADER``), DRF's throttles (``NUM_PROXIES``) and ``client_address``. A
-    client connecting directly would otherwise choose its own address and pass as HTTPS. The
-    decision is kept on the request (``throttle.TRUSTED_PROXY_DECIDED``) for ``client_address``."""
-    def middleware(request):
-        trusted = throttle.from_trusted_proxy(request)
-        setattr(request, throttle.TRUSTED_PROXY_DECIDED, trusted)
-        if not trusted:
-            for name in [key for key in request.META if key.startswith("HTTP_X_FORWARDED_")]:
-                del request.META[name]
-        return get_response(request)
-
-    return middleware

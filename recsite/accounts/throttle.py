@@ -6,8 +6,8 @@ account deletion page and of the API's deletion) counts as a failure under three
 fixed windows of ``LOGIN_THROTTLE_WINDOW`` seconds:
 
 - (username, client address): ``LOGIN_THROTTLE_ATTEMPTS``; one attacker cannot lock a user out
-  elsewhere, because the address is the real client's (``client_address``), not a shared proxy's,
-  and an IPv6 one counts as its /64 (``address_key``);
+  elsewhere, because the address is the real client's (``recsite.client_address``), not a shared
+  proxy's, and an IPv6 one counts as its /64 (``address_key``);
 - client address over all usernames: ``LOGIN_THROTTLE_ADDRESS_ATTEMPTS``;
 - the password over all usernames and addresses: ``LOGIN_THROTTLE_PASSWORD_ATTEMPTS``, so one
   password sprayed over many accounts is limited even from many addresses. The key is an HMAC
@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import math
 import secrets
@@ -60,6 +59,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import caches
+
+from recsite.client_address import address_key
 
 log = logging.getLogger(__name__)
 
@@ -82,74 +83,6 @@ class Locked(Refused):
 class Unavailable(Refused):
     status = 503
     message = "Signing in is unavailable for a moment. Please try again shortly."
-
-
-def from_trusted_proxy(request) -> bool:
-    """Whether this connection may carry X-Forwarded-* headers: ``TRUSTED_PROXIES`` is set and the
-    peer (REMOTE_ADDR) lies in ``TRUSTED_PROXY_NETS`` (a Unix socket's empty one counts as loopback).
-
-    The proxy count alone trusted whoever connected: a client reaching gunicorn directly (a
-    published port, a proxy bypassed) wrote the rightmost X-Forwarded-For itself, escaping every
-    limit, locking others out and reading /metrics as 127.0.0.1."""
-    if getattr(settings, "TRUSTED_PROXIES", 0) <= 0:
-        return False
-    remote = request.META.get("REMOTE_ADDR", "")
-    if remote == "":  # gunicorn on a Unix socket: only local processes connect, trusted as loopback is
-        remote = "127.0.0.1"
-    try:
-        peer = ipaddress.ip_address(remote)
-    except ValueError:
-        return False
-    peer = getattr(peer, "ipv4_mapped", None) or peer  # an IPv4 proxy seen through an IPv6 socket
-    return any(peer in net for net in settings.TRUSTED_PROXY_NETS)
-
-
-# Set on the request by ``forwarded_headers_middleware``: its ``from_trusted_proxy`` answer.
-TRUSTED_PROXY_DECIDED = "recsite_from_trusted_proxy"
-
-
-def client_address(request) -> str:
-    """The client's address: REMOTE_ADDR, or from a trusted proxy (``from_trusted_proxy``) with
-    ``TRUSTED_PROXIES`` = n the n-th address from the right of X-Forwarded-For (what the outermost
-    trusted proxy saw). Entries further left are written by the client and ignored. The same rule
-    as DRF's ``NUM_PROXIES`` (whose headers ``forwarded_headers_middleware`` drops likewise).
-
-    Whether the peer is a trusted proxy is what the middleware decided for the request (a request
-    called several times per request: the lockout, the throttles); decided here only for a request
-    that did not pass through it."""
-    remote = request.META.get("REMOTE_ADDR", "")
-    trusted = getattr(request, TRUSTED_PROXY_DECIDED, None)
-    if not (from_trusted_proxy(request) if trusted is None else trusted):
-        return remote
-    proxies = settings.TRUSTED_PROXIES
-    forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
-    return forwarded[-min(proxies, len(forwarded))] if forwarded else remote
-
-
-def from_this_host(request) -> bool:
-    """Whether the client (after trusted proxies, :func:`client_address`) is on this host: who may
-    read /metrics without a token and poll /healthz past the host check."""
-    try:
-        return ipaddress.ip_address(client_address(request)).is_loopback
-    except ValueError:
-        return False
-
-
-def address_key(address: str) -> str:
-    """What the limits count as one client: an IPv4 address as it is, an IPv6 address as its /64.
-
-    An IPv6 host is given a whole /64 and may use any address in it, so counted per address one
-    host would have 2**64 budgets. An IPv4 address seen through an IPv6 socket counts as itself;
-    anything that does not parse is counted as given."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if ip.version == 4:
-        return str(ip)
-    if ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 def _cache():
