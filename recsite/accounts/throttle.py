@@ -33,8 +33,8 @@ refused at once, so one guess in flight cannot hold a dozen workers.
 How it fails. Past the finished failures of any limit an attempt is refused at once (``Locked``,
 HTTP 429), as is one that found no room to wait or waited in vain. The login page refuses before
 its form on finished failures alone (``check_login``, a read). Counting lives in Redis (the
-``throttle`` cache: shared by every gunicorn worker), whose errors refuse (``Unavailable``, HTTP
-503) rather than allow without limit. An attempt a killed worker left in flight expires
+``throttle`` cache: shared by every gunicorn worker), whose errors refuse (``LockoutUnavailable``,
+HTTP 503) rather than allow without limit. An attempt a killed worker left in flight expires
 ``IN_FLIGHT_TTL`` seconds after it got in, and its waits ``WAITER_TTL`` after its last poll, however
 busy the key (times by Redis's clock); meanwhile it costs a wait, never a guess.
 
@@ -80,7 +80,12 @@ class Locked(Refused):
     pass
 
 
-class Unavailable(Refused):
+class LockoutUnavailable(Refused):
+    """The lockout's Redis failed, so the attempt cannot be counted: refused (fail closed).
+
+    Not ``core.breaker.Unavailable`` (MongoDB or Kafka down for the shop, answered by
+    ``shop.middleware``): this one is a refusal of a credential check, answered where it is made."""
+
     status = 503
     message = "Signing in is unavailable for a moment. Please try again shortly."
 
@@ -228,8 +233,8 @@ class Attempt:
 
 @contextmanager
 def attempt(username: str, password: str | None, address: str) -> Iterator[Attempt]:
-    """Let one password check in (``Locked`` or ``Unavailable`` before any check; see the module's
-    docstring), yield it, and resolve it however the check ends: right only if the check set
+    """Let one password check in (``Locked`` or ``LockoutUnavailable`` before any check; see the
+    module's docstring), yield it, and resolve it however the check ends: right only if the check set
     ``right``, else failed, an exception included (a check that raised left its mark behind)."""
     taken = _take_attempt(_login_keys(username, password, address))
     try:
@@ -243,7 +248,7 @@ def attempt(username: str, password: str | None, address: str) -> Iterator[Attem
 
 def _take_attempt(limits: dict[str, int]) -> Attempt:
     """Count and mark one attempt (the ``_TAKE`` script), waiting while it is told to, until
-    ``LOGIN_THROTTLE_WAIT``; ``Locked`` or ``Unavailable``."""
+    ``LOGIN_THROTTLE_WAIT``; ``Locked`` or ``LockoutUnavailable``."""
     keys = _window_keys(limits)
     # A count outlives its window by the longest wait: a waiter polls its window's keys until its
     # deadline, and a count expired under it (its window's length after its first attempt) let
@@ -268,7 +273,7 @@ def _take_attempt(limits: dict[str, int]) -> Attempt:
         raise
     except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
         log.warning("throttle cache unavailable, refusing a credential check: %s", exc)
-        raise Unavailable() from None
+        raise LockoutUnavailable() from None
     finally:
         if waited:  # waited in vain, or Redis failed
             try:
@@ -280,14 +285,14 @@ def _take_attempt(limits: dict[str, int]) -> Attempt:
 def check_login(username: str, password: str | None, address: str) -> None:
     """Raise ``Locked`` if the finished failures of this attempt's keys reach a limit (a read, for
     the login page to refuse before its form; attempts in flight may yet turn out right, and
-    :func:`attempt` decides), ``Unavailable`` with Redis failing."""
+    :func:`attempt` decides), ``LockoutUnavailable`` with Redis failing."""
     limits = _login_keys(username, password, address)
     keys = _window_keys(limits)
     try:
         finished = _run(_FINISHED, [name for count, mark, _ in keys for name in (count, mark)], [])
     except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
         log.warning("throttle cache unavailable, refusing a credential check: %s", exc)
-        raise Unavailable() from None
+        raise LockoutUnavailable() from None
     if any(int(n) >= limit for n, limit in zip(finished, limits.values())):
         raise Locked()
 
@@ -309,7 +314,7 @@ def _take(limits: dict[str, int], window: int) -> None:
     Each count is one atomic INCR and its result is compared, so of N concurrent requests at most
     the limit get through, where a check first and a count after let all N pass. A request refused
     here counts nothing (it may have inflated the keys it took for a moment: refusals come only
-    earlier). With Redis failing: ``Unavailable`` (fail closed)."""
+    earlier). With Redis failing: ``LockoutUnavailable`` (fail closed)."""
     cache, taken = _cache(), []
     try:
         for key, limit in limits.items():
@@ -322,7 +327,7 @@ def _take(limits: dict[str, int], window: int) -> None:
     except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
         log.warning("throttle cache unavailable, refusing an account action: %s", exc)
         _give_back(taken)
-        raise Unavailable() from None
+        raise LockoutUnavailable() from None
     _give_back(taken)
     raise Locked()
 
@@ -345,7 +350,7 @@ def _action_keys(kind: str, subjects: tuple[str, ...]) -> list[str]:
 
 def account_action(kind: str, *subjects: str) -> None:
     """Count one action of this kind (``signup``, ``reset``) for every subject (a client address);
-    ``Locked`` if that went past ``ACCOUNT_THROTTLE_ATTEMPTS`` (nothing counted), ``Unavailable``."""
+    ``Locked`` if that went past ``ACCOUNT_THROTTLE_ATTEMPTS`` (nothing counted), ``LockoutUnavailable``."""
     _take(dict.fromkeys(_action_keys(kind, subjects), settings.ACCOUNT_THROTTLE_ATTEMPTS),
           settings.ACCOUNT_THROTTLE_WINDOW)
 
