@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import caches
 
-from recsite.client_address import address_key
+from recsite.client_address import address_key, client_address
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +244,17 @@ def attempt(username: str, password: str | None, address: str) -> Iterator[Attem
             _run(_RESOLVE, list(taken.keys), [int(taken.right), taken.cleared, taken.token])
         except Exception as exc:  # noqa: BLE001 - the counts stay (stricter); the marks expire (a wait meanwhile)
             log.warning("throttle cache unavailable, a password check was not resolved: %s", exc)
+
+
+@contextmanager
+def own_password_attempt(request, password: str) -> Iterator[Attempt]:
+    """:func:`attempt` for the signed-in user giving their own password again (the password change,
+    the account deletion's page and API): counted under their username and the client's address.
+
+    Those callers each spelled out the same keys; they keep their own answers to ``Refused`` (a
+    page, an API error) and their own check, which sets ``right``."""
+    with attempt(request.user.get_username(), password, client_address(request)) as checked:
+        yield checked
 
 
 def _take_attempt(limits: dict[str, int]) -> Attempt:

@@ -61,13 +61,10 @@ class ThrottledPasswordChangeView(PasswordChangeView):
     stolen session must not guess it freely), so it shares the lockout of the logins. The
     admin's password change is this view too (``accounts.adminsite``)."""
 
-    def _attempt(self) -> tuple[str, str, str]:
-        return (self.request.user.get_username(), str(self.request.POST.get("old_password", "")),
-                client_address(self.request))
-
     def post(self, request, *args, **kwargs):
-        try:
-            with throttle.attempt(*self._attempt()) as self.checked:  # resolved by form_valid/form_invalid
+        old_password = str(request.POST.get("old_password", ""))
+        try:  # the attempt is resolved by form_valid/form_invalid
+            with throttle.own_password_attempt(request, old_password) as self.checked:
                 return super().post(request, *args, **kwargs)
         except throttle.Refused as refusal:  # only ever raised before the check
             context = self.get_context_data(form=self.get_form_class()(request.user), locked=refusal.message)
@@ -156,10 +153,9 @@ def delete_account(request):
     # Bound on every POST, an empty one too: unbound, it has no errors and passed for a right password.
     form = DeleteAccountForm(request.user, request.POST if request.method == "POST" else None)
     if request.method == "POST":
-        address = client_address(request)
-        name, password = request.user.get_username(), str(request.POST.get("password", ""))
+        password = str(request.POST.get("password", ""))
         try:  # the password check is a login attempt too: it shares the lockout
-            with throttle.attempt(name, password, address) as checked:
+            with throttle.own_password_attempt(request, password) as checked:
                 valid = form.is_valid()
                 checked.right = _validated(form, "password")  # the tick may be missing
         except throttle.Refused as refusal:  # only ever raised before the check
