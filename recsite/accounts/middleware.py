@@ -9,11 +9,11 @@ from __future__ import annotations
 from django.http import HttpResponse
 
 from accounts import throttle
-from recsite import api_errors
+from recsite import api_errors, apipaths
 
 
 def refusal_response(request, refusal: throttle.Refused) -> HttpResponse:
-    if request.path.startswith("/api/"):
+    if apipaths.is_api_path(request.path):
         code = api_errors.THROTTLED if refusal.status == 429 else api_errors.UNAVAILABLE
         response = api_errors.json_error(refusal.message, code, refusal.status)
     else:
