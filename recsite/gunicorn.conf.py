@@ -30,5 +30,5 @@ limit_request_field_size = 8190
 
 # gunicorn trusts nobody's X-Forwarded-Proto: by default it took 127.0.0.1's as HTTPS, past
 # DJANGO_TRUSTED_PROXIES=0. The site decides (SECURE_PROXY_SSL_HEADER, from a peer in
-# DJANGO_TRUSTED_PROXY_NETS only: accounts.throttle).
+# DJANGO_TRUSTED_PROXY_NETS only: recsite.client_address).
 forwarded_allow_ips = ""

@@ -147,10 +147,9 @@ def delete_account(request):
         return Response(error_body("expected a JSON object", api_errors.INVALID), status=400)
     body = DeleteAccountIn(data=request.data)
     body.is_valid(raise_exception=True)
-    name, address = request.user.get_username(), throttle.client_address(request)
     password = body.validated_data["password"]
     try:  # the password check is a login attempt too: it shares the lockout, counted before the check
-        with throttle.attempt(name, password, address) as checked:
+        with throttle.own_password_attempt(request, password) as checked:
             checked.right = request.user.check_password(password)
     except throttle.Refused as refusal:  # only ever raised before the check
         return refusal_response(request, refusal)  # with Retry-After, as /api/token/'s refusals

@@ -7,6 +7,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import PermissionDenied
 
 from accounts import throttle
+from recsite.client_address import client_address
 
 
 class ProfileBackend(ModelBackend):
@@ -29,7 +30,7 @@ class ProfileBackend(ModelBackend):
             username = kwargs.get(get_user_model().USERNAME_FIELD)
         if request is None or username is None or password is None:
             return super().authenticate(request, username, password, **kwargs)
-        username, address = str(username)[:150], throttle.client_address(request)
+        username, address = str(username)[:150], client_address(request)
         try:
             with throttle.attempt(username, password, address) as checked:
                 user = super().authenticate(request, username, password, **kwargs)

@@ -1,5 +1,4 @@
-"""Answer 429/503 wherever a credential check was refused by the lockout (``accounts.throttle``),
-and drop X-Forwarded-* headers that no trusted proxy wrote.
+"""Answer 429/503 wherever a credential check was refused by the lockout (``accounts.throttle``).
 
 The admin's login and ``/api/token/`` (knox's view, ``accounts.api``) are not our views: they
 only see that authentication failed and would answer "wrong password" (inviting another guess).
@@ -10,11 +9,11 @@ from __future__ import annotations
 from django.http import HttpResponse
 
 from accounts import throttle
-from recsite import api_errors
+from recsite import api_errors, apipaths
 
 
 def refusal_response(request, refusal: throttle.Refused) -> HttpResponse:
-    if request.path.startswith("/api/"):
+    if apipaths.is_api_path(request.path):
         code = api_errors.THROTTLED if refusal.status == 429 else api_errors.UNAVAILABLE
         response = api_errors.json_error(refusal.message, code, refusal.status)
     else:
@@ -33,19 +32,3 @@ def credential_refusal_middleware(get_response):
 
     return middleware
 
-
-def forwarded_headers_middleware(get_response):
-    """Drop every X-Forwarded-* header of a request that did not come from a trusted proxy
-    (``throttle.from_trusted_proxy``), before anything reads them: Django's HTTPS header
-    (``SECURE_PROXY_SSL_HEADER``), DRF's throttles (``NUM_PROXIES``) and ``client_address``. A
-    client connecting directly would otherwise choose its own address and pass as HTTPS. The
-    decision is kept on the request (``throttle.TRUSTED_PROXY_DECIDED``) for ``client_address``."""
-    def middleware(request):
-        trusted = throttle.from_trusted_proxy(request)
-        setattr(request, throttle.TRUSTED_PROXY_DECIDED, trusted)
-        if not trusted:
-            for name in [key for key in request.META if key.startswith("HTTP_X_FORWARDED_")]:
-                del request.META[name]
-        return get_response(request)
-
-    return middleware

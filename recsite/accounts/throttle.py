@@ -6,8 +6,8 @@ account deletion page and of the API's deletion) counts as a failure under three
 fixed windows of ``LOGIN_THROTTLE_WINDOW`` seconds:
 
 - (username, client address): ``LOGIN_THROTTLE_ATTEMPTS``; one attacker cannot lock a user out
-  elsewhere, because the address is the real client's (``client_address``), not a shared proxy's,
-  and an IPv6 one counts as its /64 (``address_key``);
+  elsewhere, because the address is the real client's (``recsite.client_address``), not a shared
+  proxy's, and an IPv6 one counts as its /64 (``address_key``);
 - client address over all usernames: ``LOGIN_THROTTLE_ADDRESS_ATTEMPTS``;
 - the password over all usernames and addresses: ``LOGIN_THROTTLE_PASSWORD_ATTEMPTS``, so one
   password sprayed over many accounts is limited even from many addresses. The key is an HMAC
@@ -33,8 +33,8 @@ refused at once, so one guess in flight cannot hold a dozen workers.
 How it fails. Past the finished failures of any limit an attempt is refused at once (``Locked``,
 HTTP 429), as is one that found no room to wait or waited in vain. The login page refuses before
 its form on finished failures alone (``check_login``, a read). Counting lives in Redis (the
-``throttle`` cache: shared by every gunicorn worker), whose errors refuse (``Unavailable``, HTTP
-503) rather than allow without limit. An attempt a killed worker left in flight expires
+``throttle`` cache: shared by every gunicorn worker), whose errors refuse (``LockoutUnavailable``,
+HTTP 503) rather than allow without limit. An attempt a killed worker left in flight expires
 ``IN_FLIGHT_TTL`` seconds after it got in, and its waits ``WAITER_TTL`` after its last poll, however
 busy the key (times by Redis's clock); meanwhile it costs a wait, never a guess.
 
@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import math
 import secrets
@@ -60,6 +59,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import caches
+
+from recsite.client_address import address_key, client_address
 
 log = logging.getLogger(__name__)
 
@@ -79,77 +80,14 @@ class Locked(Refused):
     pass
 
 
-class Unavailable(Refused):
+class LockoutUnavailable(Refused):
+    """The lockout's Redis failed, so the attempt cannot be counted: refused (fail closed).
+
+    Not ``core.breaker.Unavailable`` (MongoDB or Kafka down for the shop, answered by
+    ``shop.middleware``): this one is a refusal of a credential check, answered where it is made."""
+
     status = 503
     message = "Signing in is unavailable for a moment. Please try again shortly."
-
-
-def from_trusted_proxy(request) -> bool:
-    """Whether this connection may carry X-Forwarded-* headers: ``TRUSTED_PROXIES`` is set and the
-    peer (REMOTE_ADDR) lies in ``TRUSTED_PROXY_NETS`` (a Unix socket's empty one counts as loopback).
-
-    The proxy count alone trusted whoever connected: a client reaching gunicorn directly (a
-    published port, a proxy bypassed) wrote the rightmost X-Forwarded-For itself, escaping every
-    limit, locking others out and reading /metrics as 127.0.0.1."""
-    if getattr(settings, "TRUSTED_PROXIES", 0) <= 0:
-        return False
-    remote = request.META.get("REMOTE_ADDR", "")
-    if remote == "":  # gunicorn on a Unix socket: only local processes connect, trusted as loopback is
-        remote = "127.0.0.1"
-    try:
-        peer = ipaddress.ip_address(remote)
-    except ValueError:
-        return False
-    peer = getattr(peer, "ipv4_mapped", None) or peer  # an IPv4 proxy seen through an IPv6 socket
-    return any(peer in net for net in settings.TRUSTED_PROXY_NETS)
-
-
-# Set on the request by ``forwarded_headers_middleware``: its ``from_trusted_proxy`` answer.
-TRUSTED_PROXY_DECIDED = "recsite_from_trusted_proxy"
-
-
-def client_address(request) -> str:
-    """The client's address: REMOTE_ADDR, or from a trusted proxy (``from_trusted_proxy``) with
-    ``TRUSTED_PROXIES`` = n the n-th address from the right of X-Forwarded-For (what the outermost
-    trusted proxy saw). Entries further left are written by the client and ignored. The same rule
-    as DRF's ``NUM_PROXIES`` (whose headers ``forwarded_headers_middleware`` drops likewise).
-
-    Whether the peer is a trusted proxy is what the middleware decided for the request (a request
-    called several times per request: the lockout, the throttles); decided here only for a request
-    that did not pass through it."""
-    remote = request.META.get("REMOTE_ADDR", "")
-    trusted = getattr(request, TRUSTED_PROXY_DECIDED, None)
-    if not (from_trusted_proxy(request) if trusted is None else trusted):
-        return remote
-    proxies = settings.TRUSTED_PROXIES
-    forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
-    return forwarded[-min(proxies, len(forwarded))] if forwarded else remote
-
-
-def from_this_host(request) -> bool:
-    """Whether the client (after trusted proxies, :func:`client_address`) is on this host: who may
-    read /metrics without a token and poll /healthz past the host check."""
-    try:
-        return ipaddress.ip_address(client_address(request)).is_loopback
-    except ValueError:
-        return False
-
-
-def address_key(address: str) -> str:
-    """What the limits count as one client: an IPv4 address as it is, an IPv6 address as its /64.
-
-    An IPv6 host is given a whole /64 and may use any address in it, so counted per address one
-    host would have 2**64 budgets. An IPv4 address seen through an IPv6 socket counts as itself;
-    anything that does not parse is counted as given."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if ip.version == 4:
-        return str(ip)
-    if ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 def _cache():
@@ -295,8 +233,8 @@ class Attempt:
 
 @contextmanager
 def attempt(username: str, password: str | None, address: str) -> Iterator[Attempt]:
-    """Let one password check in (``Locked`` or ``Unavailable`` before any check; see the module's
-    docstring), yield it, and resolve it however the check ends: right only if the check set
+    """Let one password check in (``Locked`` or ``LockoutUnavailable`` before any check; see the
+    module's docstring), yield it, and resolve it however the check ends: right only if the check set
     ``right``, else failed, an exception included (a check that raised left its mark behind)."""
     taken = _take_attempt(_login_keys(username, password, address))
     try:
@@ -308,9 +246,20 @@ def attempt(username: str, password: str | None, address: str) -> Iterator[Attem
             log.warning("throttle cache unavailable, a password check was not resolved: %s", exc)
 
 
+@contextmanager
+def own_password_attempt(request, password: str) -> Iterator[Attempt]:
+    """:func:`attempt` for the signed-in user giving their own password again (the password change,
+    the account deletion's page and API): counted under their username and the client's address.
+
+    Those callers each spelled out the same keys; they keep their own answers to ``Refused`` (a
+    page, an API error) and their own check, which sets ``right``."""
+    with attempt(request.user.get_username(), password, client_address(request)) as checked:
+        yield checked
+
+
 def _take_attempt(limits: dict[str, int]) -> Attempt:
     """Count and mark one attempt (the ``_TAKE`` script), waiting while it is told to, until
-    ``LOGIN_THROTTLE_WAIT``; ``Locked`` or ``Unavailable``."""
+    ``LOGIN_THROTTLE_WAIT``; ``Locked`` or ``LockoutUnavailable``."""
     keys = _window_keys(limits)
     # A count outlives its window by the longest wait: a waiter polls its window's keys until its
     # deadline, and a count expired under it (its window's length after its first attempt) let
@@ -335,7 +284,7 @@ def _take_attempt(limits: dict[str, int]) -> Attempt:
         raise
     except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
         log.warning("throttle cache unavailable, refusing a credential check: %s", exc)
-        raise Unavailable() from None
+        raise LockoutUnavailable() from None
     finally:
         if waited:  # waited in vain, or Redis failed
             try:
@@ -347,14 +296,14 @@ def _take_attempt(limits: dict[str, int]) -> Attempt:
 def check_login(username: str, password: str | None, address: str) -> None:
     """Raise ``Locked`` if the finished failures of this attempt's keys reach a limit (a read, for
     the login page to refuse before its form; attempts in flight may yet turn out right, and
-    :func:`attempt` decides), ``Unavailable`` with Redis failing."""
+    :func:`attempt` decides), ``LockoutUnavailable`` with Redis failing."""
     limits = _login_keys(username, password, address)
     keys = _window_keys(limits)
     try:
         finished = _run(_FINISHED, [name for count, mark, _ in keys for name in (count, mark)], [])
     except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
         log.warning("throttle cache unavailable, refusing a credential check: %s", exc)
-        raise Unavailable() from None
+        raise LockoutUnavailable() from None
     if any(int(n) >= limit for n, limit in zip(finished, limits.values())):
         raise Locked()
 
@@ -376,7 +325,7 @@ def _take(limits: dict[str, int], window: int) -> None:
     Each count is one atomic INCR and its result is compared, so of N concurrent requests at most
     the limit get through, where a check first and a count after let all N pass. A request refused
     here counts nothing (it may have inflated the keys it took for a moment: refusals come only
-    earlier). With Redis failing: ``Unavailable`` (fail closed)."""
+    earlier). With Redis failing: ``LockoutUnavailable`` (fail closed)."""
     cache, taken = _cache(), []
     try:
         for key, limit in limits.items():
@@ -389,7 +338,7 @@ def _take(limits: dict[str, int], window: int) -> None:
     except Exception as exc:  # noqa: BLE001 - any cache failure: refuse (fail closed)
         log.warning("throttle cache unavailable, refusing an account action: %s", exc)
         _give_back(taken)
-        raise Unavailable() from None
+        raise LockoutUnavailable() from None
     _give_back(taken)
     raise Locked()
 
@@ -412,7 +361,7 @@ def _action_keys(kind: str, subjects: tuple[str, ...]) -> list[str]:
 
 def account_action(kind: str, *subjects: str) -> None:
     """Count one action of this kind (``signup``, ``reset``) for every subject (a client address);
-    ``Locked`` if that went past ``ACCOUNT_THROTTLE_ATTEMPTS`` (nothing counted), ``Unavailable``."""
+    ``Locked`` if that went past ``ACCOUNT_THROTTLE_ATTEMPTS`` (nothing counted), ``LockoutUnavailable``."""
     _take(dict.fromkeys(_action_keys(kind, subjects), settings.ACCOUNT_THROTTLE_ATTEMPTS),
           settings.ACCOUNT_THROTTLE_WINDOW)
 

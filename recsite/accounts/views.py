@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods
 from accounts import deletion, throttle
 from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_race, username_taken
 from accounts.models import Profile
+from recsite.client_address import client_address
 
 TOO_MANY = "Too many requests from here. Please wait a while and try again."
 
@@ -37,7 +38,7 @@ class ThrottledLoginView(LoginView):
     def post(self, request, *args, **kwargs):
         username = str(request.POST.get("username", ""))[:150]
         try:
-            throttle.check_login(username, str(request.POST.get("password", "")), throttle.client_address(request))
+            throttle.check_login(username, str(request.POST.get("password", "")), client_address(request))
         except throttle.Refused as refusal:
             return self._refused(refusal)
         return super().post(request, *args, **kwargs)
@@ -60,13 +61,10 @@ class ThrottledPasswordChangeView(PasswordChangeView):
     stolen session must not guess it freely), so it shares the lockout of the logins. The
     admin's password change is this view too (``accounts.adminsite``)."""
 
-    def _attempt(self) -> tuple[str, str, str]:
-        return (self.request.user.get_username(), str(self.request.POST.get("old_password", "")),
-                throttle.client_address(self.request))
-
     def post(self, request, *args, **kwargs):
-        try:
-            with throttle.attempt(*self._attempt()) as self.checked:  # resolved by form_valid/form_invalid
+        old_password = str(request.POST.get("old_password", ""))
+        try:  # the attempt is resolved by form_valid/form_invalid
+            with throttle.own_password_attempt(request, old_password) as self.checked:
                 return super().post(request, *args, **kwargs)
         except throttle.Refused as refusal:  # only ever raised before the check
             context = self.get_context_data(form=self.get_form_class()(request.user), locked=refusal.message)
@@ -94,7 +92,7 @@ class ThrottledPasswordResetView(PasswordResetView):
 
     def post(self, request, *args, **kwargs):
         try:
-            throttle.account_action("reset", throttle.client_address(request))
+            throttle.account_action("reset", client_address(request))
         except throttle.Refused as refusal:
             message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
             context = self.get_context_data(form=self.get_form_class()(), locked=message)
@@ -127,7 +125,7 @@ def signup(request):
         return redirect("recommendations")
     form = SignUpForm(request.POST or None)
     if request.method == "POST":
-        address = throttle.client_address(request)
+        address = client_address(request)
         try:  # counted first, given back if no account is made: concurrent sign-ups cannot all pass
             throttle.account_action("signup", address)
         except throttle.Refused as refusal:
@@ -155,10 +153,9 @@ def delete_account(request):
     # Bound on every POST, an empty one too: unbound, it has no errors and passed for a right password.
     form = DeleteAccountForm(request.user, request.POST if request.method == "POST" else None)
     if request.method == "POST":
-        address = throttle.client_address(request)
-        name, password = request.user.get_username(), str(request.POST.get("password", ""))
+        password = str(request.POST.get("password", ""))
         try:  # the password check is a login attempt too: it shares the lockout
-            with throttle.attempt(name, password, address) as checked:
+            with throttle.own_password_attempt(request, password) as checked:
                 valid = form.is_valid()
                 checked.right = _validated(form, "password")  # the tick may be missing
         except throttle.Refused as refusal:  # only ever raised before the check

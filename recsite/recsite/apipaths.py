@@ -20,6 +20,13 @@ PREFIX = "/api/"
 NOT_FOUND = "api_not_found"  # the catch-all route's name (recsite.urls), last of the URLconf
 
 
+def is_api_path(path: str) -> bool:
+    """Whether ``path`` (a request's ``path`` or ``path_info``) belongs to the API: answered for an
+    app (errors in the JSON body of ``recsite.api_errors``), not as a page. The one test of it, for
+    every middleware and handler that answers both."""
+    return path.startswith(PREFIX)
+
+
 @csrf_exempt  # a POST to an unknown path is a 404, not Django's HTML "CSRF verification failed"
 def not_found(request: HttpRequest) -> JsonResponse:
     """Any path under ``/api/`` that no endpoint has: DRF's own 404 answer."""
@@ -30,7 +37,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     """Django's ``handler500`` (with DEBUG off): an app got Django's HTML "Server Error (500)" page
     where every other API answer is the one JSON error body. Pages keep Django's page. Nothing
     about the error is said (it is logged by Django, as before)."""
-    if request.path.startswith(PREFIX):
+    if is_api_path(request.path):
         return api_errors.json_error("A server error occurred; it has been logged.", api_errors.SERVER_ERROR, 500)
     return defaults.server_error(request)
 
@@ -48,7 +55,7 @@ def trailing_slash_middleware(get_response):
     URL is resolved (and before CommonMiddleware, which would redirect it)."""
     def middleware(request: HttpRequest):
         path, urlconf = request.path_info, getattr(request, "urlconf", None)
-        if path.startswith(PREFIX) and not path.endswith("/") and not _endpoint(path, urlconf) \
+        if is_api_path(path) and not path.endswith("/") and not _endpoint(path, urlconf) \
                 and _endpoint(f"{path}/", urlconf):
             request.path_info, request.path = f"{path}/", f"{request.path}/"
         return get_response(request)

@@ -28,10 +28,11 @@ MESSAGE = b"Request body too large.\n"
 
 def _refusal(path: str) -> tuple[bytes, str]:
     """(body, content type) of the 413 for ``path``: an app reads every ``/api/`` error as JSON."""
-    if not path.startswith("/api/"):
-        return MESSAGE, "text/plain; charset=utf-8"
-    from recsite import api_errors  # imports DRF, which needs Django set up: recsite.wsgi imports this before
+    # Both import DRF, which needs Django set up: recsite.wsgi imports this module before that.
+    from recsite import api_errors, apipaths
 
+    if not apipaths.is_api_path(path):
+        return MESSAGE, "text/plain; charset=utf-8"
     body = api_errors.error_body("Request body too large.", api_errors.TOO_LARGE)
     return json.dumps(body).encode(), "application/json"
 

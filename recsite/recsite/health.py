@@ -5,15 +5,15 @@ bin/services (and a supervisor or load balancer on the same host) polls
 production settings (``DJANGO_DEBUG=0``) SecurityMiddleware answered that with a 301 to HTTPS, and
 CommonMiddleware with 400 (DisallowedHost) unless 127.0.0.1 was in ``DJANGO_ALLOWED_HOSTS``, so
 neither ever saw whether MongoDB answers. This middleware, ahead of both, answers such a poll with
-the view itself. Only that path and only a client on this host (``accounts.throttle.client_address``,
-the address after trusted proxies, as /metrics decides): every other request keeps the host check.
+the view itself. Only that path and only a client on this host (``recsite.client_address``, the
+address after trusted proxies, as /metrics decides): every other request keeps the host check.
 A poller elsewhere sends an allowed Host; ``SECURE_REDIRECT_EXEMPT`` spares it the redirect.
 """
 from __future__ import annotations
 
 from django.urls import resolve
 
-from accounts.throttle import from_this_host
+from recsite.client_address import from_this_host
 
 PATH = "/healthz"
 

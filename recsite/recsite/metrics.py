@@ -18,7 +18,7 @@ from django.http import HttpResponse, HttpResponseForbidden
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess
 
-from accounts.throttle import from_this_host
+from recsite.client_address import from_this_host
 
 REQUESTS = Counter("recommender_http_requests", "Requests answered, by view and status", ["view", "status"])
 DURATION = Histogram("recommender_http_request_duration_seconds", "Time to answer a request, by view", ["view"],

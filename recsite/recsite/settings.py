@@ -39,10 +39,10 @@ if not ALLOWED_HOSTS and not DEBUG:  # else every request would be answered 400,
 CSRF_TRUSTED_ORIGINS = _comma_list(env_str("DJANGO_CSRF_TRUSTED_ORIGINS", ""))
 # How many proxies in front of the site append to X-Forwarded-For (0: clients connect directly, and
 # every X-Forwarded-* header is the client's own, so none is trusted). One number for the login
-# lockout (accounts.throttle.client_address), DRF's throttles (NUM_PROXIES) and the HTTPS header.
+# lockout (recsite.client_address), DRF's throttles (NUM_PROXIES) and the HTTPS header.
 TRUSTED_PROXIES = max(0, env_int("DJANGO_TRUSTED_PROXIES", 0))
 # ...and only from a peer in these networks (the proxy's own address): from any other, X-Forwarded-*
-# headers are dropped (accounts.middleware.forwarded_headers_middleware), so a client reaching
+# headers are dropped (recsite.client_address.forwarded_headers_middleware), so a client reaching
 # gunicorn directly cannot pick its address or pose as HTTPS. Default: loopback only (a proxy on
 # this host); the private ranges were the default, which let any peer on a shared 10/8 name any
 # address (and lock anyone out). A proxy elsewhere is named: compose sets its own network.
@@ -77,7 +77,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "recsite.metrics.metrics_middleware",  # /metrics: requests by view and status
     "recsite.bodylimit.body_limit_middleware",
-    "accounts.middleware.forwarded_headers_middleware",  # before anything reads X-Forwarded-*
+    "recsite.client_address.forwarded_headers_middleware",  # before anything reads X-Forwarded-*
     "recsite.health.loopback_health_middleware",  # /healthz from this host: no host check, no redirect
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

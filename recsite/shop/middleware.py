@@ -16,7 +16,7 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, 
 
 from core import mongo
 from core.breaker import Unavailable
-from recsite import api_errors
+from recsite import api_errors, apipaths
 
 log = logging.getLogger(__name__)
 _OUTAGE = (ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout, ExecutionTimeout)
@@ -35,7 +35,7 @@ def outage_middleware(get_response):
             return None
         log.warning("503 for %s %s: %s", request.method, request.path, exception.__class__.__name__)
         message = "This part of the shop is unavailable for a moment. Please try again in a few seconds."
-        if request.path.startswith("/api/"):
+        if apipaths.is_api_path(request.path):
             response = api_errors.json_error(message, api_errors.UNAVAILABLE, 503)
         else:
             response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")

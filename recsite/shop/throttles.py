@@ -5,8 +5,8 @@ lists; ``RATING_RATE`` (``"30/min"`` by default, DRF's rate syntax) holds for th
 the API and onboarding together (one counter per user; onboarding is charged one per pick). A
 search reads one index document per word and ranks up to ``MAX_POSTINGS`` ids per word;
 ``SEARCH_RATE`` counts signed-in users by shopper and visitors by address
-(``accounts.throttle.client_address``, the login lockout's trusted-proxy rule; an IPv6 address
-as its /64), and so does DRF's API-wide limit (``ApiRateThrottle``, ``API_USER_RATE``).
+(``recsite.client_address``, the login lockout's trusted-proxy rule; an IPv6 address as its
+/64), and so does DRF's API-wide limit (``ApiRateThrottle``, ``API_USER_RATE``).
 DRF views take the classes in ``throttle_classes``; plain Django views call ``rating_throttled`` /
 ``allow_search``. A single rating or control, from the API or a product page, is charged by
 ``charge_rating`` from inside ``shop.ratings.submit_event``, once it is known to be new (a replay of
@@ -39,8 +39,8 @@ from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
-from accounts.throttle import address_key, client_address
 from core.breaker import CircuitBreaker
+from recsite.client_address import address_key, client_address
 
 log = logging.getLogger(__name__)
 LOCAL_MAX_ENTRIES = 10_000
@@ -218,7 +218,7 @@ class RatingRateThrottle(CountedThrottle, UserRateThrottle):
 
 def _visitor(request) -> str:
     """What the limits count a visitor (no login) as: the client's address after the trusted
-    proxies (``accounts.throttle.client_address``, the login lockout's rule), an IPv6 one as its /64."""
+    proxies (``recsite.client_address``, the login lockout's rule), an IPv6 one as its /64."""
     return f"addr-{address_key(client_address(request))}"
 
 

@@ -250,7 +250,7 @@ def test_delete_account_page_says_why_it_refused(site_cache, client, make_user):
     from django.conf import settings
     from django.contrib.auth.models import User
 
-    from accounts.throttle import Unavailable
+    from accounts.throttle import LockoutUnavailable
 
     user = make_user()
     client.force_login(user)
@@ -258,7 +258,7 @@ def test_delete_account_page_says_why_it_refused(site_cache, client, make_user):
     with override_settings(CACHES={name: {**conf, "LOCATION": dead} for name, conf in settings.CACHES.items()}):
         response = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}, REMOTE_ADDR=_address())
     page = response.content.decode()
-    assert response.status_code == 503 and escape(Unavailable.message) in page, response.status_code
+    assert response.status_code == 503 and escape(LockoutUnavailable.message) in page, response.status_code
     assert "Too many failed attempts" not in page
     assert User.objects.filter(pk=user.pk).exists()
 

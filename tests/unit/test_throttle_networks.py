@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AnonymousUser
 from django.test import RequestFactory
 
-from accounts.throttle import address_key
+from recsite.client_address import address_key
 from shop.throttles import SearchRateThrottle
 
 

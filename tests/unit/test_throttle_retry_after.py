@@ -22,4 +22,4 @@ def test_a_refused_login_is_told_to_retry_when_its_window_ends(monkeypatch):
     monkeypatch.setattr(time, "time", lambda: 1000.0)
     request = RequestFactory().post("/accounts/login/")
     assert refusal_response(request, throttle.Locked())["Retry-After"] == "200"
-    assert refusal_response(request, throttle.Unavailable())["Retry-After"] == "5"
+    assert refusal_response(request, throttle.LockoutUnavailable())["Retry-After"] == "5"

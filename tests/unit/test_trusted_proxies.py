@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 from django.test import override_settings
 
-from accounts.throttle import client_address
+from recsite import client_address as client_address_module
+from recsite.client_address import client_address, forwarded_headers_middleware
 
 ROOT = Path(__file__).resolve().parents[2]
 DIRECT = "192.0.2.2"  # a client on the internet, connected to gunicorn itself
@@ -76,8 +77,6 @@ def test_a_proxy_on_a_unix_socket_counts_as_loopback(rf):
 
 @override_settings(TRUSTED_PROXIES=1, TRUSTED_PROXY_NETS=EDGE)
 def test_forwarded_headers_of_a_direct_client_are_dropped_before_anyone_reads_them(rf):
-    from accounts.middleware import forwarded_headers_middleware
-
     seen = forwarded_headers_middleware(lambda request: request.META)
     direct = seen(rf.get("/", REMOTE_ADDR=DIRECT, HTTP_X_FORWARDED_FOR="10.1.2.3", HTTP_X_FORWARDED_PROTO="https",
                          HTTP_X_FORWARDED_HOST="evil.example"))
@@ -90,9 +89,6 @@ def test_forwarded_headers_of_a_direct_client_are_dropped_before_anyone_reads_th
 def test_the_middlewares_decision_is_the_one_client_address_uses(rf, monkeypatch):
     """The middleware decides once per request whether its peer is a trusted proxy; the lockout
     and the throttles, asking for the client's address several times a request, use that answer."""
-    from accounts import throttle
-    from accounts.middleware import forwarded_headers_middleware
-
     seen = forwarded_headers_middleware(lambda request: request)
     proxied = seen(rf.get("/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="203.0.113.9"))
     direct = seen(rf.get("/", REMOTE_ADDR=DIRECT, HTTP_X_FORWARDED_FOR="203.0.113.9"))
@@ -100,7 +96,7 @@ def test_the_middlewares_decision_is_the_one_client_address_uses(rf, monkeypatch
     def decided_again(request):
         raise AssertionError("the peer was checked again")
 
-    monkeypatch.setattr(throttle, "from_trusted_proxy", decided_again)
+    monkeypatch.setattr(client_address_module, "from_trusted_proxy", decided_again)
     assert [client_address(proxied), client_address(direct)] == ["203.0.113.9", DIRECT]
 
 
