@@ -58,12 +58,13 @@ def normalized_email(email: str) -> str:
     return User.objects.normalize_email(email.strip())
 
 
-def email_in_use(email: str, exclude_pk: int | None = None) -> bool:
-    """Whether an account (other than ``exclude_pk``) has this address, in any case. A blank one is
+def email_in_use(email: str, exclude_pk: int | None = None, using: str | None = None) -> bool:
+    """Whether an account (other than ``exclude_pk``) has this address, in any case, in the database
+    ``using`` (the default one if None; ``createsuperuser --database`` names another). A blank one is
     never in use: accounts made without an address (the admin, demo accounts) share it freely."""
     if not email:
         return False
-    return _same_address(email).exclude(pk=exclude_pk).exists()
+    return _same_address(email).using(using).exclude(pk=exclude_pk).exists()
 
 
 class _NotEqual(Lookup):
