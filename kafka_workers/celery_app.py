@@ -5,7 +5,8 @@
 
 Redis (``REDIS_URL``) is the broker. The Kafka workers keep each user's list current per event;
 Celery does what is not tied to one event: popular and trending lists per category, and, when the
-batch pipeline publishes a model (a new ``CURRENT``), re-scoring recently active users.
+batch pipeline publishes a model (a new ``CURRENT``), re-scoring recently active users; and two
+sweeps, of unfinished account erasures and of expired API tokens (the one task that uses Django).
 
 Two workers, two queues: a re-scoring can run for hours (``RESCORE_TIME_LIMIT_S``), and in the one
 queue the periodic refreshes waited behind it, so trending and popular went stale for hours after
@@ -48,6 +49,9 @@ def _every(task: str, period_s: float) -> dict:
 # How often unfinished account erasures are finished, and how old one must be first: a deletion
 # still running on the site is left alone (kafka_workers.tasks.finish_erasures).
 ERASURE_SWEEP_S = env_float("ERASURE_SWEEP_S", 600, minimum=1)
+# How often expired API tokens are deleted from the site's database (kafka_workers.tasks.delete_expired_tokens):
+# a device that never signs in again leaves its token, which nothing else would delete.
+TOKEN_SWEEP_S = env_float("API_TOKEN_SWEEP_S", 3600, minimum=1)
 
 app = Celery("amazon_recommender", broker=get_settings().redis_url, include=["kafka_workers.tasks"])
 app.conf.update(
@@ -68,6 +72,7 @@ app.conf.update(
         "refresh-trending": _every("kafka_workers.tasks.refresh_trending", env_float("TRENDING_REFRESH_S", 60, minimum=1)),
         "check-model": _every("kafka_workers.tasks.check_model", env_float("MODEL_CHECK_S", 15, minimum=1)),
         "finish-erasures": _every("kafka_workers.tasks.finish_erasures", ERASURE_SWEEP_S),
+        "delete-expired-tokens": _every("kafka_workers.tasks.delete_expired_tokens", TOKEN_SWEEP_S),
     },
     beat_schedule_filename=str(get_settings().local_dir / "celerybeat-schedule"),
 )

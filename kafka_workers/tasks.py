@@ -5,11 +5,13 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
 from bisect import bisect_right
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import redis
@@ -50,6 +52,42 @@ def finish_erasures() -> dict[str, int]:
     """Finish account erasures that stopped and were never run again (core.shopper_controls;
     ``ERASURE_SWEEP_S`` after the deletion, so a deletion still running on the site is left alone)."""
     return shopper_controls.finish_erasures(ERASURE_SWEEP_S)
+
+
+def _site_database() -> None:
+    """Django set up in this worker process, once, for the site's database (``DATABASE_URL``) and
+    its models, as ``recsite/manage.py`` sets it up. Only :func:`delete_expired_tokens` needs it: the
+    other tasks read MongoDB and Redis alone, so settings that do not load (production's
+    ``DJANGO_SECRET_KEY`` missing) fail that task only."""
+    from django.apps import apps
+
+    if apps.ready:
+        return
+    recsite = str(Path(__file__).resolve().parents[1] / "recsite")
+    if recsite not in sys.path:
+        sys.path.append(recsite)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
+    import django
+
+    django.setup()
+
+
+@app.task
+def delete_expired_tokens() -> int:
+    """Delete every account's expired API tokens (``accounts.tokens.delete_expired``): a sign-in
+    deletes its own account's, but a device that never comes back left its token for good. Returns
+    how many were deleted. The connections are closed before and after if unusable or older than
+    ``CONN_MAX_AGE``, as Django does around each request (a worker lives for days)."""
+    _site_database()
+    from django.db import close_old_connections
+
+    from accounts.tokens import delete_expired
+
+    close_old_connections()
+    try:
+        return delete_expired()
+    finally:
+        close_old_connections()
 
 
 RESCORE_TIME_LIMIT_S = env_int("RESCORE_TIME_LIMIT_S", 3 * 3600, minimum=120)

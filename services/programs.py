@@ -365,13 +365,15 @@ def programs() -> list[Program]:
         # state dir's beat does not share the file with the shared one's.
         # Started = its log says "<node> ready.", written once it is connected to the broker (%h is
         # the host name). It keeps retrying a broker that is down: its "Cannot connect to" line fails
-        # the start at once.
+        # the start at once. The token sweep (kafka_workers.tasks.delete_expired_tokens) loads the
+        # site's settings, so DEBUG as for web unless the caller decides.
         Program("celery", [str(venv / "celery"), "-A", "kafka_workers.celery_app", "worker", "-B",
                            "-s", str(state / "run" / "celerybeat-schedule"), "-Q", "celery", "-n", "default@%h",
                            "--concurrency", env.get("CELERY_CONCURRENCY", "1"), "-l", "info"],
                 address=f"Celery worker (queue celery) + beat on {redis_url}", env=app_env, start_secs=3,
                 health=log_says(logs / "celery.log", f"default@{socket.gethostname()} ready."),
-                fail_marker="consumer: Cannot connect to", start_timeout_s=60, stop_wait_s=30),
+                fail_marker="consumer: Cannot connect to", start_timeout_s=60, stop_wait_s=30,
+                env_defaults={"DJANGO_DEBUG": "1"}),
         Program("celery-rescore", [str(venv / "celery"), "-A", "kafka_workers.celery_app", "worker",
                                    "-Q", "rescore", "-n", "rescore@%h", "--concurrency", "1", "-l", "info"],
                 address=f"Celery worker (queue rescore) on {redis_url}", env=app_env, start_secs=3,

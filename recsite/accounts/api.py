@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
@@ -73,24 +74,36 @@ class ObtainExpiringToken(LoginView):
         serializer = AuthTokenSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         request.user = serializer.validated_data["user"]
-        _refuse_past_the_limit(request.user)
         return super().post(request, format)
+
+    def create_token(self) -> tuple[AuthToken, str]:
+        """Knox's new token, made only while the account has room for it (:func:`_refuse_past_the_limit`),
+        the count and the insert in one transaction that holds the account's row: sign-ins at once
+        count one after another, each seeing the token of the one before."""
+        with transaction.atomic():
+            _refuse_past_the_limit(self.request.user)
+            return super().create_token()
 
     def get_token_ttl(self) -> timedelta:
         return token_ttl()
 
     def get_token_limit_per_user(self) -> None:
-        return None  # checked in post, with the site's error body (knox's is {"error": ...})
+        return None  # checked in create_token, with the site's error body (knox's is {"error": ...})
 
     def get_post_response_data(self, request, token: str, instance: AuthToken) -> dict[str, str]:
         return {"token": token, "expires": instance.expiry.isoformat()}
 
 
 def _refuse_past_the_limit(user) -> None:
-    """Delete the account's expired tokens (nothing else would: a device that never comes back
-    leaves one), then refuse a new one while ``API_TOKEN_LIMIT`` still work, so a script with the
-    password cannot fill the table. Two sign-ins at once may both pass the count: a bound, not a
-    quota."""
+    """Inside the transaction that makes the new token: take the account's row, delete its expired
+    tokens, then refuse a new one while ``API_TOKEN_LIMIT`` still work, so a script with the password
+    cannot fill the table, even with sign-ins at once (which all passed the count before one of them
+    made its token).
+
+    The row lock is PostgreSQL's (``SELECT ... FOR UPDATE``); SQLite has none, but the site begins
+    its transactions IMMEDIATE (recsite.settings), which takes the database's write lock first, so
+    there too the second sign-in counts after the first committed."""
+    type(user).objects.select_for_update().values_list("pk", flat=True).get(pk=user.pk)
     AuthToken.objects.filter(user=user, expiry__lte=timezone.now()).delete()
     if AuthToken.objects.filter(user=user).count() >= settings.API_TOKEN_LIMIT:
         raise TokenLimitReached()

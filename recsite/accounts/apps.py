@@ -8,9 +8,11 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from accounts import email_index
+        from accounts.email_index import EMAIL_INDEX
         from accounts.tokens import connect_signals
+        from accounts.username_index import USERNAME_INDEX
 
         connect_signals()
-        # the e-mail index is raw SQL, unknown to the models: a table rebuild on SQLite drops it
-        post_migrate.connect(email_index.restore, sender=self, dispatch_uid="accounts.email_index.restore")
+        # the indexes on lower(...) are raw SQL, unknown to the models: a table rebuild on SQLite drops them
+        for index in (EMAIL_INDEX, USERNAME_INDEX):
+            post_migrate.connect(index.restore, sender=self, dispatch_uid=f"accounts.{index.name}.restore")

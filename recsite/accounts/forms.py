@@ -16,7 +16,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from accounts import throttle
-from accounts.email_index import lost_email_race
+from accounts.email_index import EMAIL_INDEX
+from accounts.username_index import USERNAME_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +28,19 @@ USERNAME_CONSTRAINT = ("UNIQUE constraint failed: auth_user.username", 'unique c
 
 
 def lost_username_race(error: IntegrityError) -> bool:
-    """Whether ``error`` is the username's constraint refusing an insert: another account took the
-    name after the form's check (two sign-ups, or admin saves, at once)."""
+    """Whether ``error`` is the username's constraint, or its index on lower(username), refusing an
+    insert: another account took the name (in this case or another) after the form's check (two
+    sign-ups, or admin saves, at once)."""
     first_line = str(error).partition("\n")[0]
-    return any(name in first_line for name in USERNAME_CONSTRAINT)
+    return any(name in first_line for name in USERNAME_CONSTRAINT) or USERNAME_INDEX.lost_race(error)
 
 
 def lost_race(error: IntegrityError) -> str | None:
     """The field ("username" or "email") whose race ``error`` says a save lost, None for any other
-    failed insert (which must stay an error). The username first: it is told by the first line only."""
+    failed insert (which must stay an error). Each is told by the error's first line only."""
     if lost_username_race(error):
         return "username"
-    if lost_email_race(error):
+    if EMAIL_INDEX.lost_race(error):
         return "email"
     return None
 
@@ -56,12 +58,13 @@ def normalized_email(email: str) -> str:
     return User.objects.normalize_email(email.strip())
 
 
-def email_in_use(email: str, exclude_pk: int | None = None) -> bool:
-    """Whether an account (other than ``exclude_pk``) has this address, in any case. A blank one is
+def email_in_use(email: str, exclude_pk: int | None = None, using: str | None = None) -> bool:
+    """Whether an account (other than ``exclude_pk``) has this address, in any case, in the database
+    ``using`` (the default one if None; ``createsuperuser --database`` names another). A blank one is
     never in use: accounts made without an address (the admin, demo accounts) share it freely."""
     if not email:
         return False
-    return _same_address(email).exclude(pk=exclude_pk).exists()
+    return _same_address(email).using(using).exclude(pk=exclude_pk).exists()
 
 
 class _NotEqual(Lookup):

@@ -34,12 +34,21 @@ def expired(token: AuthToken) -> bool:
     return token.expiry is not None and timezone.now() >= token.expiry
 
 
+def delete_expired() -> int:
+    """Delete every account's expired tokens; how many. Celery's sweep (``API_TOKEN_SWEEP_S``,
+    kafka_workers.tasks.delete_expired_tokens): until it runs, an expired token still answers "Token
+    has expired" (:class:`ExpiringTokenAuthentication`), and a sign-in deletes its account's own."""
+    deleted, _ = AuthToken.objects.filter(expiry__lte=timezone.now()).delete()
+    return deleted
+
+
 class ExpiringTokenAuthentication(TokenAuthentication):
     """Knox's token check (``Authorization: Token <key>``), saying when a token has expired.
 
     Knox deletes an expired token and answers "Invalid token.", which tells an app nothing about
     what to do; this keeps the site's "Token has expired" for as long as the token is in the
-    database (``/api/token/`` deletes the account's expired ones at the next sign-in). A header
+    database (``/api/token/`` deletes the account's expired ones at the next sign-in, Celery's sweep
+    every account's, :func:`delete_expired`). A header
     that is not UTF-8 is an invalid token here (knox's own check raised a 500 on it)."""
 
     def authenticate_credentials(self, token: bytes):

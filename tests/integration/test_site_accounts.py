@@ -437,6 +437,88 @@ def test_createsuperuser_refuses_an_address_another_account_has(db, monkeypatch,
     assert User.objects.get(username=free, is_superuser=True).email == f"{free}@example.com"
 
 
+@pytest.fixture
+def elsewhere(transactional_db, tmp_path):
+    """A second database alias ("elsewhere"), a SQLite file of its own with the user table and its
+    indexes on lower(email) and lower(username), for ``--database``. Added after the test's own
+    databases were set up, and gone before they are torn down. (Not by migrate: accounts.0003 reads
+    the default database whichever one is migrated.)"""
+    from django.db import connections
+
+    from accounts.email_index import EMAIL_INDEX
+    from accounts.username_index import USERNAME_INDEX
+
+    alias = "elsewhere"
+    connections.settings[alias] = connections.configure_settings({
+        "default": {}, alias: {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "elsewhere.sqlite3")}})[alias]
+    try:
+        # connected here: pytest-django's test case refuses to open a connection to an alias it did not set up
+        connections[alias].connect()
+        with connections[alias].schema_editor() as editor:
+            editor.create_model(User)
+        EMAIL_INDEX.create(connections[alias])
+        USERNAME_INDEX.create(connections[alias])
+        yield alias
+    finally:
+        connections[alias].close()
+        del connections[alias]
+        del connections.settings[alias]
+
+
+def _superuser(name: str, email: str, **options) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command("createsuperuser", interactive=False, username=name, email=email, stdout=StringIO(), **options)
+
+
+def test_createsuperuser_checks_the_address_in_the_database_it_writes_to(elsewhere, monkeypatch):
+    """``--database``: the address was looked up in the default database whatever the option said, so
+    one taken only there refused a superuser elsewhere, and one taken only elsewhere passed the check
+    and ended in the index's IntegrityError traceback."""
+    from django.core.management.base import CommandError
+
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", PASSWORD)
+    there = User.objects.db_manager(elsewhere).create(username=_name(), email=f"{_name()}@example.com")
+    here = User.objects.create(username=_name(), email=f"{_name()}@example.com")
+    refused, made = _name(), _name()
+    with pytest.raises(CommandError, match="Another account already uses this e-mail address"):
+        _superuser(refused, there.email.upper(), database=elsewhere)
+    _superuser(made, here.email.upper(), database=elsewhere)
+    assert not User.objects.using(elsewhere).filter(username=refused).exists()
+    assert User.objects.using(elsewhere).get(username=made).is_superuser
+    assert not User.objects.filter(username__in=[refused, made]).exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the refused insert in autocommit, as the command runs
+@pytest.mark.parametrize("race", ["email", "username"])
+def test_createsuperuser_that_loses_a_race_at_its_insert_stops_with_a_clear_error(monkeypatch, race):
+    """Another account takes the address (or the username in another case) between the command's
+    check and its insert, as a sign-up at that moment would: a ``CommandError`` saying which, where
+    the index's IntegrityError was a traceback; no superuser is made."""
+    from django.core.management.base import CommandError
+    from django.db.models.signals import pre_save
+
+    name, email = _name(), f"{_name()}@example.com"
+
+    def the_other_first(sender, instance, **kwargs):
+        if instance.username == name:
+            pre_save.disconnect(the_other_first, sender=User)  # once: the other's own save
+            User.objects.create(username=name.upper() if race == "username" else _name(),
+                                email=email.upper() if race == "email" else "")
+
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", PASSWORD)
+    pre_save.connect(the_other_first, sender=User)
+    try:
+        expected = "Another account already uses" if race == "email" else "A user with that username already exists"
+        with pytest.raises(CommandError, match=expected):
+            _superuser(name, email)
+    finally:
+        pre_save.disconnect(the_other_first, sender=User)
+    assert not User.objects.filter(username=name).exists()
+
+
 def _email_index_exists() -> bool:
     from django.db import connection
 

@@ -22,7 +22,7 @@ def test_rescore_goes_to_its_own_queue():
 def test_every_periodic_task_goes_to_the_default_queue():
     periodic = {entry["task"] for entry in app.conf.beat_schedule.values()}
     assert periodic == {tasks.refresh_popular.name, tasks.refresh_trending.name, tasks.check_model.name,
-                        tasks.finish_erasures.name}
+                        tasks.finish_erasures.name, tasks.delete_expired_tokens.name}
     for name in periodic:
         assert _queue(name) == "celery", name
 
@@ -43,3 +43,20 @@ def test_every_periodic_copy_expires_after_one_period():
     for name, entry in app.conf.beat_schedule.items():
         sent = ScheduleEntry(name=name, app=app, **entry)
         assert 0 < sent.options["expires"] <= entry["schedule"], name
+
+
+def test_expired_tokens_are_swept_every_api_token_sweep_s():
+    """The sweep's period is ``API_TOKEN_SWEEP_S`` (an hour by default), read when the app is made:
+    checked in a fresh interpreter with the variable set."""
+    import os
+    import subprocess
+    import sys
+
+    from kafka_workers.celery_app import TOKEN_SWEEP_S
+
+    assert app.conf.beat_schedule["delete-expired-tokens"]["schedule"] == TOKEN_SWEEP_S
+    assert app.conf.beat_schedule["delete-expired-tokens"]["task"] == tasks.delete_expired_tokens.name
+    read = subprocess.run([sys.executable, "-c", "from kafka_workers.celery_app import app; "
+                           "print(app.conf.beat_schedule['delete-expired-tokens']['schedule'])"],
+                          env={**os.environ, "API_TOKEN_SWEEP_S": "120"}, capture_output=True, text=True, check=True)
+    assert read.stdout.split() == ["120.0"], read.stdout

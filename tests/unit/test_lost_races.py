@@ -16,7 +16,14 @@ PG = 'duplicate key value violates unique constraint "{}"\nDETAIL:  Key ({})=({}
     (PG.format("auth_user_username_key", "username", "bob"), "username"),
     # a name that spells the e-mail index: PostgreSQL's DETAIL quotes it, the first line decides
     (PG.format("auth_user_username_key", "username", "auth_user_email_ci_unique"), "username"),
+    # the index on lower(username) (accounts.0011): "Bob" against "bob"
+    ("UNIQUE constraint failed: index 'auth_user_username_ci_unique'", "username"),
+    (PG.format("auth_user_username_ci_unique", "lower(username::text)", "bob"), "username"),
+    (PG.format("auth_user_username_ci_unique", "lower(username::text)", "auth_user_email_ci_unique"), "username"),
     ("UNIQUE constraint failed: index 'auth_user_email_ci_unique'", "email"),
+    # an address that spells the username's index: the first line decides
+    (PG.format("auth_user_email_ci_unique", "lower(email::text)", "auth_user_username_ci_unique@example.com"),
+     "email"),
     (PG.format("auth_user_email_ci_unique", "lower(email::text)", "bob@example.com"), "email"),
     # no race: a profile's id, a missing username, another table's username
     ("UNIQUE constraint failed: accounts_profile.site_id", None),

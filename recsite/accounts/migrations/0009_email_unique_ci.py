@@ -14,7 +14,7 @@ silently whose address it is, where only the people owning the accounts can say.
 """
 from django.db import migrations
 
-from accounts import email_index
+from accounts.email_index import EMAIL_INDEX
 
 # The index's SQL and the refusal's message live in accounts.email_index: the same index is put back
 # after every migrate (post_migrate), should a table rebuild on SQLite have dropped it.
@@ -22,19 +22,17 @@ from accounts import email_index
 
 def refuse_shared_addresses(apps, schema_editor):
     """Stop with a clear message, nothing changed, if two accounts share an address in any case."""
-    addresses, accounts = email_index.shared_addresses(schema_editor.connection)
-    if addresses:
-        raise email_index.refusal(addresses, accounts)
+    EMAIL_INDEX.refuse_shared(schema_editor.connection)
 
 
 def create_index(apps, schema_editor):
     """The index; shared addresses that an old process still running inserted after the check above
     get the same message, not the database's own."""
-    email_index.create(schema_editor.connection)
+    EMAIL_INDEX.create(schema_editor.connection)
 
 
 def drop_index(apps, schema_editor):
-    schema_editor.execute(email_index.DROP)
+    schema_editor.execute(EMAIL_INDEX.drop_sql)
 
 
 class Migration(migrations.Migration):
