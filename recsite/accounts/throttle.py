@@ -43,7 +43,9 @@ are refused (429) past ``ACCOUNT_THROTTLE_ATTEMPTS``, likewise counted first (a 
 no account gives its count back, ``give_back_account_action``). A reset request is never refused
 because of the e-mail address it names: that count would be anyone's to use up, locking the
 owner out of their own reset. Mails to one mailbox are capped instead (``reset_mail_allowed``,
-``PASSWORD_RESET_MAILS_PER_EMAIL``): past the cap the page answers as usual and sends nothing.
+``PASSWORD_RESET_MAILS_PER_EMAIL``): past the cap the page answers as usual and sends nothing. The
+mails confirming an address (sign-up, "send the link again") are capped alike, with a count of
+their own (``confirm_mail_allowed``, ``EMAIL_CONFIRM_MAILS_PER_EMAIL``).
 """
 from __future__ import annotations
 
@@ -429,7 +431,7 @@ def account_mail_allowed(kind: str, email: str, limit: int) -> bool:
     Counted per mailbox whoever asks, but only ever drops the mail, never refuses the request: so
     many addresses cannot flood one mailbox, and none can lock its owner out of the form. The
     count is Redis's INCR, so concurrent requests cannot both take the last mail. Each kind has its
-    own count.
+    own count: confirmation mails a stranger's sign-ups trigger cannot use up the owner's resets.
     """
     try:
         sent = _incr(_cache(), f"acct-{kind}-mail:{_digest(email.lower())}", settings.ACCOUNT_THROTTLE_WINDOW)
@@ -442,6 +444,12 @@ def account_mail_allowed(kind: str, email: str, limit: int) -> bool:
 def reset_mail_allowed(email: str) -> bool:
     """One password-reset mail to this mailbox, within ``PASSWORD_RESET_MAILS_PER_EMAIL``."""
     return account_mail_allowed("reset", email, settings.PASSWORD_RESET_MAILS_PER_EMAIL)
+
+
+def confirm_mail_allowed(email: str) -> bool:
+    """One address-confirmation mail to this mailbox (``accounts.confirmation``), within
+    ``EMAIL_CONFIRM_MAILS_PER_EMAIL``."""
+    return account_mail_allowed("confirm", email, settings.EMAIL_CONFIRM_MAILS_PER_EMAIL)
 
 
 def mark_refused(request, refusal: Refused) -> None:
