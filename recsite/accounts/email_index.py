@@ -1,6 +1,6 @@
 """The unique index on lower(email) of auth_user that makes e-mail addresses one account's each
 (migration accounts.0009), kept in one place: the migration creates it, ``post_migrate`` puts it
-back (:func:`restore`), the sign-up and the admin know a lost race by its name.
+back (:func:`restore`), the address's confirmation and the admin know a lost race by its name.
 
 Plain SQL and no models: the migration imports this module, so it must not depend on the app's
 current models.
@@ -27,7 +27,7 @@ _SHARED = ("SELECT COUNT(*), COALESCE(SUM(n), 0) FROM (SELECT COUNT(*) AS n FROM
 
 def lost_email_race(error: IntegrityError) -> bool:
     """Whether ``error`` is the index refusing a write: another account took the address after the
-    form's check (two sign-ups or admin saves at once)."""
+    check (two confirmations, ``accounts.confirmation``, or admin saves at once)."""
     return INDEX in str(error)
 
 
