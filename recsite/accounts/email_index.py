@@ -1,7 +1,7 @@
 """The unique index on lower(email) of auth_user that makes e-mail addresses one account's each
-(migration accounts.0009): the migration creates it, ``post_migrate`` puts it back, the sign-up and
-the admin know a lost race by its name. How is ``accounts.unique_lower``'s, shared with the
-username's index (``accounts.username_index``).
+(migration accounts.0009): the migration creates it, ``post_migrate`` puts it back, the address's
+confirmation (``accounts.confirmation``) and the admin know a lost race by its name. How is
+``accounts.unique_lower``'s, shared with the username's index (``accounts.username_index``).
 """
 from __future__ import annotations
 

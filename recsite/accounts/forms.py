@@ -90,7 +90,9 @@ def _same_address(email: str) -> QuerySet[User]:
 
 
 class SignUpForm(UserCreationForm):
-    """Django's sign-up with a required e-mail address that no other account has (in any case).
+    """Django's sign-up with a required e-mail address that no other account has confirmed (in any
+    case). The address is not the account's yet: :meth:`save` leaves ``User.email`` blank, and the
+    sign-up keeps it as a pending claim until its owner confirms it (``accounts.confirmation``).
 
     Telling that an address has an account is what a shop's sign-up does (the person can then reset
     the password instead of wondering). Addresses are private, though: the address is looked up only
@@ -102,7 +104,7 @@ class SignUpForm(UserCreationForm):
     mismatched passwords and paid only for the addresses that have no account, i.e. nothing."""
 
     email = forms.EmailField(required=True, max_length=254,
-                             help_text="Used only to reset your password.")
+                             help_text="Used only to reset your password, once you confirm it by the link we mail you.")
 
     class Meta(UserCreationForm.Meta):
         model = User
@@ -110,6 +112,14 @@ class SignUpForm(UserCreationForm):
 
     def clean_email(self) -> str:
         return normalized_email(self.cleaned_data["email"])
+
+    def save(self, commit: bool = True) -> User:
+        """The account without the address (``cleaned_data["email"]``): whoever typed it may not own it."""
+        user = super().save(commit=False)
+        user.email = ""
+        if commit:
+            user.save()
+        return user
 
     def _post_clean(self) -> None:
         """Django's own checks (the password validators run here), then the address, if nothing

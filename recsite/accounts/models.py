@@ -5,6 +5,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 
 from core.events import MAX_ID_LENGTH
 
@@ -80,3 +81,28 @@ class AccountDeletion(models.Model):
 
     def __str__(self) -> str:
         return f"account deletion {self.pk} at {self.deleted_at:%Y-%m-%d %H:%M}"
+
+
+class PendingEmail(models.Model):
+    """An e-mail address given at sign-up that its owner has not confirmed yet.
+
+    Kept apart from ``User.email``, which holds confirmed addresses only: anyone can type anyone's
+    address, so an unconfirmed one must neither block its owner's own sign-up (the unique index on
+    ``lower(email)``) nor receive that account's password resets. Not unique: several accounts may
+    claim one address; the first to open its link (``accounts.confirmation``) gets it, and the
+    other claims are dropped then. A row is never edited: a new address is a new row, so a link
+    made for one row cannot confirm another address.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pending_emails")
+    email = models.EmailField(max_length=254)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        # confirming an address drops every claim on it, found in any case as the unique index on
+        # auth_user compares (accounts.confirmation)
+        indexes = [models.Index(Lower("email"), name="accounts_pendingemail_lower")]
+
+    def __str__(self) -> str:
+        return f"{self.email} (unconfirmed, {self.user})"

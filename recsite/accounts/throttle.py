@@ -43,7 +43,9 @@ are refused (429) past ``ACCOUNT_THROTTLE_ATTEMPTS``, likewise counted first (a 
 no account gives its count back, ``give_back_account_action``). A reset request is never refused
 because of the e-mail address it names: that count would be anyone's to use up, locking the
 owner out of their own reset. Mails to one mailbox are capped instead (``reset_mail_allowed``,
-``PASSWORD_RESET_MAILS_PER_EMAIL``): past the cap the page answers as usual and sends nothing.
+``PASSWORD_RESET_MAILS_PER_EMAIL``): past the cap the page answers as usual and sends nothing. The
+mails confirming an address (sign-up, "send the link again") are capped alike, with a count of
+their own (``confirm_mail_allowed``, ``EMAIL_CONFIRM_MAILS_PER_EMAIL``).
 """
 from __future__ import annotations
 
@@ -371,20 +373,32 @@ def give_back_account_action(kind: str, *subjects: str) -> None:
     _give_back(_action_keys(kind, subjects))
 
 
-def reset_mail_allowed(email: str) -> bool:
-    """Count one password-reset mail to this mailbox: False (send nothing) past
-    ``PASSWORD_RESET_MAILS_PER_EMAIL`` within ``ACCOUNT_THROTTLE_WINDOW``, or while Redis fails.
+def account_mail_allowed(kind: str, email: str, limit: int) -> bool:
+    """Count one account mail of this kind (``reset``, ``confirm``) to this mailbox: False (send
+    nothing) past ``limit`` within ``ACCOUNT_THROTTLE_WINDOW``, or while Redis fails.
 
     Counted per mailbox whoever asks, but only ever drops the mail, never refuses the request: so
     many addresses cannot flood one mailbox, and none can lock its owner out of the form. The
-    count is Redis's INCR, so concurrent requests cannot both take the last mail.
+    count is Redis's INCR, so concurrent requests cannot both take the last mail. Each kind has its
+    own count: confirmation mails a stranger's sign-ups trigger cannot use up the owner's resets.
     """
     try:
-        sent = _incr(_cache(), f"acct-reset-mail:{_digest(email.lower())}", settings.ACCOUNT_THROTTLE_WINDOW)
+        sent = _incr(_cache(), f"acct-{kind}-mail:{_digest(email.lower())}", settings.ACCOUNT_THROTTLE_WINDOW)
     except Exception as exc:  # noqa: BLE001 - uncounted, the cap would be gone: send nothing
-        log.warning("throttle cache unavailable, a password-reset mail was not sent: %s", exc)
+        log.warning("throttle cache unavailable, a %s mail was not sent: %s", kind, exc)
         return False
-    return sent <= settings.PASSWORD_RESET_MAILS_PER_EMAIL
+    return sent <= limit
+
+
+def reset_mail_allowed(email: str) -> bool:
+    """One password-reset mail to this mailbox, within ``PASSWORD_RESET_MAILS_PER_EMAIL``."""
+    return account_mail_allowed("reset", email, settings.PASSWORD_RESET_MAILS_PER_EMAIL)
+
+
+def confirm_mail_allowed(email: str) -> bool:
+    """One address-confirmation mail to this mailbox (``accounts.confirmation``), within
+    ``EMAIL_CONFIRM_MAILS_PER_EMAIL``."""
+    return account_mail_allowed("confirm", email, settings.EMAIL_CONFIRM_MAILS_PER_EMAIL)
 
 
 def mark_refused(request, refusal: Refused) -> None:

@@ -1,5 +1,6 @@
 """Sign-up, login, password change and reset, and account deletion, behind the shared lockout
-(``accounts.throttle``); everything else is Django's own auth views."""
+(``accounts.throttle``); the account's e-mail address and its confirmation link
+(``accounts.confirmation``); everything else is Django's own auth views."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -9,11 +10,12 @@ from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView, PasswordChangeView, PasswordResetView
 from django.db import IntegrityError, transaction
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
-from accounts import deletion, throttle
-from accounts.forms import CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_race, username_taken
-from accounts.models import Profile
+from accounts import confirmation, deletion, throttle
+from accounts.forms import (CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_username_race,
+                            username_taken)
+from accounts.models import PendingEmail, Profile
 from recsite.client_address import client_address
 
 TOO_MANY = "Too many requests from here. Please wait a while and try again."
@@ -100,23 +102,24 @@ class ThrottledPasswordResetView(PasswordResetView):
         return super().post(request, *args, **kwargs)
 
 
-def _create_account(form: SignUpForm) -> User | None:
-    """The account of a valid sign-up form and its profile, in one transaction; None, with the form
-    showing the usual "username taken" or "address in use" error, when a concurrent sign-up took
-    the username or the address between the form's check and this insert (the database's unique
-    constraint or index refused it). Any other refused insert stays an error."""
+def _create_account(form: SignUpForm) -> tuple[User, PendingEmail] | None:
+    """The account of a valid sign-up form, its profile and its address's pending claim, in one
+    transaction; None, with the form showing the usual "username taken" error, when a concurrent
+    sign-up took the username between the form's check and this insert (the database's UNIQUE
+    constraint refused it). Any other refused insert stays an error. The address is no race: it is
+    not the account's until confirmed (``accounts.confirmation``), and claims on it may be many."""
     user = form.save(commit=False)  # hashes the password: slow, so before the transaction, not in it
     try:
         with transaction.atomic():  # no account without its profile; a refused insert leaves nothing
             user.save()
             Profile.objects.create(user=user)
+            pending = PendingEmail.objects.create(user=user, email=form.cleaned_data["email"])
     except IntegrityError as exc:
-        race = lost_race(exc)
-        if race is None:
+        if not lost_username_race(exc):
             raise
-        form.add_error(race, username_taken() if race == "username" else form.email_taken())
+        form.add_error("username", username_taken())
         return None
-    return user
+    return user, pending
 
 
 def signup(request):
@@ -132,16 +135,18 @@ def signup(request):
             message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
             return render(request, "registration/signup.html", {"form": SignUpForm(), "locked": message},
                           status=refusal.status)
-        user = _create_account(form) if form.is_valid() else None
-        if user is None:
+        made = _create_account(form) if form.is_valid() else None
+        if made is None:
             if not form.has_error("email", "email_taken"):
                 # a typo costs nothing; an address found in use keeps its count, and only a form
                 # valid in every other way looks it up (SignUpForm._post_clean), so a client cannot
                 # test a list of addresses for accounts faster than it could sign up
                 throttle.give_back_account_action("signup", address)
         else:
+            user, pending = made
             login(request, user, backend="accounts.backends.ProfileBackend")
             messages.success(request, "Welcome! Rate a few products you know to get your own recommendations.")
+            _tell_link_sent(request, pending, confirmation.send_link(request, pending))
             return redirect("onboarding")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
 
@@ -166,3 +171,41 @@ def delete_account(request):
             return render(request, "registration/delete_account_done.html",
                           {"unfinished": deletion.unfinished(record)})
     return render(request, "registration/delete_account.html", {"form": form}, status=400 if form.errors else 200)
+
+
+def _tell_link_sent(request, pending: PendingEmail, sent: bool) -> None:
+    """Say whether the confirmation link went to ``pending``'s address, and what to do if not."""
+    if sent:
+        messages.info(request, f"We mailed a link to {pending.email}: open it to confirm the address. "
+                               f"Until then password resets cannot use it.")
+    else:
+        messages.warning(request, f"We could not mail the confirmation link to {pending.email} just now. "
+                                  f"Ask for it again later from the e-mail page of your account.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_email(request):
+    """The account's confirmed address and the one waiting for confirmation; a POST mails the
+    waiting one's link again (capped per mailbox, as at sign-up), then shows the page (PRG)."""
+    pending = confirmation.pending_of(request.user)
+    if request.method == "POST":
+        if pending is None:
+            messages.info(request, "There is no address waiting for confirmation.")
+        else:
+            _tell_link_sent(request, pending, confirmation.send_link(request, pending))
+        return redirect("account_email")
+    return render(request, "registration/account_email.html", {"pending": pending})
+
+
+@login_required
+@require_GET
+def email_confirm(request, token: str):
+    """The mailed link: confirm the address (``accounts.confirmation.confirm``) for the signed-in
+    account it was made for; signed out, the login page comes first and leads back here."""
+    outcome, address = confirmation.confirm(request.user, token)
+    if outcome is confirmation.Outcome.CONFIRMED:
+        messages.success(request, f"Your e-mail address {address} is confirmed.")
+        return redirect("account_email")
+    return render(request, "registration/email_confirm.html", {"outcome": outcome.name, "address": address},
+                  status=outcome.value)

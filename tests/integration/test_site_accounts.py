@@ -1,5 +1,5 @@
-"""Accounts on the real site: sign-up with Django's password validators and one account per e-mail
-address, login and logout, login throttling, password change and reset by e-mail, and demo accounts
+"""Accounts on the real site: sign-up with Django's password validators and one account per
+(confirmed) e-mail address, login and logout, login throttling, password change and reset by e-mail, and demo accounts
 linked to real reviewers.
 
 Requests go through Django's test client into the real views, with the session's MongoDB, Kafka
@@ -240,6 +240,15 @@ def _signup(client, username: str, email: str, address: str | None = None):
                                               "password2": PASSWORD}, REMOTE_ADDR=address or _own_address())
 
 
+def _confirmed_signup(client, username: str, email: str, mailoutbox) -> None:
+    """Sign up with ``email`` and open the link mailed to it: the address is then the account's
+    (``User.email``), the one that counts (accounts.confirmation). The client stays signed in."""
+    assert _signup(client, username, email).status_code == 302
+    link = re.search(r"/accounts/email/confirm/[^/\s]+/", mailoutbox[-1].body).group(0)
+    assert client.get(link).status_code == 302
+    assert User.objects.get(username=username).email == User.objects.normalize_email(email.strip())
+
+
 def _taken(response) -> bool:
     """Whether the page is the sign-up form refusing an address in use, with the link to reset."""
     body = response.content.decode()
@@ -248,11 +257,12 @@ def _taken(response) -> bool:
 
 
 @pytest.mark.parametrize("typed", ["{local}@example.com", "{LOCAL}@EXAMPLE.COM", "  {local}@Example.com  "])
-def test_signup_refuses_an_address_another_account_has(site_cache, client, typed):
+def test_signup_refuses_an_address_another_account_has(site_cache, client, typed, mailoutbox):
     """Same case, another case, surrounding spaces: the same mailbox. Two accounts on one made a
-    password reset mail one link per account, and let a stranger sign up with someone's address."""
+    password reset mail one link per account. Only a confirmed address counts (a pending one
+    blocks nobody: tests/integration/test_site_email_confirmation.py)."""
     local = _name()
-    assert _signup(client, local, f"{local}@example.com").status_code == 302
+    _confirmed_signup(client, local, f"{local}@example.com", mailoutbox)
     client.logout()
     second = _name()
     refused = _signup(client, second, typed.format(local=local, LOCAL=local.upper()))
@@ -261,7 +271,7 @@ def test_signup_refuses_an_address_another_account_has(site_cache, client, typed
     assert User.objects.filter(email__iexact=f"{local}@example.com").count() == 1
 
 
-def test_asking_which_addresses_have_accounts_uses_up_the_signup_count(site_cache, client):
+def test_asking_which_addresses_have_accounts_uses_up_the_signup_count(site_cache, client, mailoutbox):
     """An address is looked up only in an otherwise valid sign-up, so telling that it has an
     account always costs a sign-up count: one client address cannot test a list of e-mail
     addresses for accounts faster than it could sign up. A sign-up refused for anything else (here
@@ -271,7 +281,7 @@ def test_asking_which_addresses_have_accounts_uses_up_the_signup_count(site_cach
     from django.test.utils import override_settings
 
     owner = _name()
-    assert _signup(client, owner, f"{owner}@example.com").status_code == 302
+    _confirmed_signup(client, owner, f"{owner}@example.com", mailoutbox)
     client.logout()
     address = _own_address()
     with override_settings(ACCOUNT_THROTTLE_ATTEMPTS=2):
@@ -286,11 +296,16 @@ def test_asking_which_addresses_have_accounts_uses_up_the_signup_count(site_cach
         assert refused.status_code == 429, refused.status_code
 
 
-def test_signup_stores_the_address_with_its_domain_in_lower_case(site_cache, client):
-    """Django's normalize_email: spaces gone, the domain lowered; the local part as typed."""
+def test_signup_stores_the_address_with_its_domain_in_lower_case(site_cache, client, mailoutbox):
+    """Django's normalize_email: spaces gone, the domain lowered; the local part as typed. So it is
+    kept while pending, mailed and, once confirmed, stored."""
+    from accounts.models import PendingEmail
+
     username = _name()
-    assert _signup(client, username, f"  Mixed.{username}@Example.ORG ").status_code == 302
+    _confirmed_signup(client, username, f"  Mixed.{username}@Example.ORG ", mailoutbox)
+    assert mailoutbox[-1].to == [f"Mixed.{username}@example.org"]
     assert User.objects.get(username=username).email == f"Mixed.{username}@example.org"
+    assert not PendingEmail.objects.filter(user__username=username).exists()
 
 
 def test_the_database_refuses_a_second_account_with_one_address_in_any_case(db):
@@ -326,37 +341,6 @@ def test_looking_an_address_up_uses_the_unique_index(db, exclude_own):
             cursor.execute(f"EXPLAIN QUERY PLAN {query['sql']}")
             plan = " ".join(str(row[-1]) for row in cursor.fetchall())
         assert "USING INDEX auth_user_email_ci_unique" in plan, plan
-
-
-def test_a_signup_that_loses_the_race_for_an_address_gets_the_form_error(site_cache, client):
-    """Two sign-ups with one address at once: both pass the form's check, the second insert is
-    refused by the index. That one gets the form's error (not a 500), and keeps its sign-up count.
-
-    The race is made real without threads: the other account is inserted just before this sign-up's
-    own insert (a pre_save receiver), after the form's check."""
-    from django.db.models.signals import pre_save
-    from django.test.utils import override_settings
-
-    local, loser = _name(), _name()
-    email = f"{local}@example.com"
-
-    def the_other_signup_first(sender, instance, **kwargs):
-        if instance.username == loser:
-            User.objects.create(username=local, email=email.upper())
-
-    address = _own_address()
-    pre_save.connect(the_other_signup_first, sender=User)
-    try:
-        with override_settings(ACCOUNT_THROTTLE_ATTEMPTS=1):
-            lost = _signup(client, loser, email, address)
-            assert _taken(lost), lost.content.decode()
-            assert not User.objects.filter(username=loser).exists()
-            pre_save.disconnect(the_other_signup_first, sender=User)
-            # the lost sign-up kept its count, like any address found in use: nothing more is allowed
-            name = _name()
-            assert _signup(client, name, f"{name}@example.com", address).status_code == 429
-    finally:
-        pre_save.disconnect(the_other_signup_first, sender=User)
 
 
 def test_a_signup_that_loses_the_race_for_a_username_gets_the_form_error(site_cache, client):

@@ -1,10 +1,10 @@
 """The site's own database in production is PostgreSQL (``DATABASE_URL``), but every other test
 runs Django on SQLite. What depends on the database itself is run here again on a PostgreSQL
 server started by the project's own script (``bin/services start postgres``): the indexes on
-``lower(email)`` and ``lower(username)`` and the races for a username or an address (their errors
-are told apart by the constraint each database names), knox's token table and its limit under
-sign-ins at once (the user row's lock), migration shop.0005 over old rows and accounts.0010 over
-DRF's old token table.
+``lower(email)`` and ``lower(username)`` and the races for a username (at sign-up) or an address (at
+its confirmation; their errors are told apart by the constraint each database names), knox's token
+table and its limit under sign-ins at once (the user row's lock), migration shop.0005 over old rows
+and accounts.0010 over DRF's old token table.
 
 One pytest run of those files in a subprocess, with ``DATABASE_URL`` pointing at the server
 (Django's settings are read once per process), and its own MongoDB database and Kafka topics: with
@@ -30,7 +30,7 @@ SESSION_NAMES = ("MONGO_DB", "KAFKA_RATINGS_TOPIC", "KAFKA_DEAD_LETTER_TOPIC")  
 ON_POSTGRESQL = ["tests/integration/test_site_accounts.py", "tests/integration/test_api_tokens.py",
                  "tests/integration/test_drf_tokens_dropped.py",
                  "tests/integration/test_idempotency_keys_per_user.py", "tests/integration/test_usernames_any_case.py",
-                 "tests/integration/test_token_limit_at_once.py"]
+                 "tests/integration/test_token_limit_at_once.py", "tests/integration/test_site_email_confirmation.py"]
 
 
 @pytest.fixture

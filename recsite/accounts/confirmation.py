@@ -1,0 +1,126 @@
+"""Confirming the e-mail address given at sign-up: the link mailed to it, and what opening it does.
+
+Why. ``User.email`` is the address password resets go to and the one the unique index on
+``lower(email)`` keeps to one account. Taken as typed at sign-up, anyone could register someone
+else's address: its owner could then not sign up with it, and a reset to it handed them the
+squatter's account. So a sign-up's address waits as a :class:`~accounts.models.PendingEmail`, and
+only its owner's click on the mailed link moves it into ``User.email``.
+
+The link holds a token of Django's ``signing`` (a ``TimestampSigner`` under ``SECRET_KEY``): the
+account, the pending row and the address, and when it was made. It works ``EMAIL_CONFIRM_TTL``
+seconds, for the signed-in account it was made for only (the owner of a mailbox who opens a link
+for a stranger's account must not attach their address to it), and once: confirming drops the
+pending row, and with it every other account's claim on that address. The address sits in the
+token so that a page for a claim dropped that way can say why; it is readable (base64) in the
+link, which goes only to that mailbox (and to the site's access log).
+
+Two accounts confirming one address at once: the unique index decides, the loser is told.
+"""
+from __future__ import annotations
+
+import logging
+from enum import Enum
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core import signing
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
+from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from accounts import throttle
+from accounts.email_index import EMAIL_INDEX
+from accounts.forms import email_in_use
+from accounts.models import PendingEmail
+
+log = logging.getLogger(__name__)
+
+SALT = "accounts.confirmation"  # keeps these tokens apart from any other signed value of the site
+
+
+class Outcome(Enum):
+    """What opening a link did; the value is the page's HTTP status."""
+
+    CONFIRMED = 200
+    INVALID = 400  # not one of ours, tampered with, used already, or its claim was replaced
+    EXPIRED = 410
+    OTHER_ACCOUNT = 403  # made for another account than the one signed in
+    TAKEN = 409  # another account confirmed the address first
+
+
+def make_token(pending: PendingEmail) -> str:
+    """The token of ``pending``'s link: its account, its row and its address, signed and timed."""
+    return signing.dumps({"u": pending.user_id, "p": pending.pk, "e": pending.email}, salt=SALT)
+
+
+def send_link(request: HttpRequest, pending: PendingEmail) -> bool:
+    """Mail ``pending``'s address the link that confirms it; False if no mail went: the mailbox's
+    cap was reached (``throttle.confirm_mail_allowed``) or the mail server failed (logged). The
+    account works either way, and its owner can ask for the link again."""
+    if not throttle.confirm_mail_allowed(pending.email):
+        log.info("e-mail confirmation: mail cap reached for a mailbox, no mail sent")
+        return False
+    link = request.build_absolute_uri(reverse("email_confirm", args=[make_token(pending)]))
+    context = {"user": pending.user, "email": pending.email, "link": link, "valid_for": _valid_for()}
+    subject = "".join(render_to_string("registration/email_confirm_subject.txt", context).splitlines())
+    try:
+        send_mail(subject, render_to_string("registration/email_confirm_email.txt", context), None, [pending.email])
+    except Exception:  # noqa: BLE001 - as Django's reset form: the page must not fail for the mail server
+        log.exception("e-mail confirmation: the mail to user %s could not be sent", pending.user_id)
+        return False
+    return True
+
+
+def _valid_for() -> str:
+    """``EMAIL_CONFIRM_TTL`` in words, for the mail: "3 days", "12 hours", "90 minutes"."""
+    seconds = settings.EMAIL_CONFIRM_TTL
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def confirm(user: User, token: str) -> tuple[Outcome, str | None]:
+    """Open the link of ``token`` as ``user``: the outcome, and the address when the token named one.
+
+    Confirmed, the address becomes ``user``'s ``User.email`` and every pending claim on it (in any
+    case, any account's) is dropped, in one transaction."""
+    try:
+        claim = signing.loads(token, salt=SALT, max_age=settings.EMAIL_CONFIRM_TTL)
+    except signing.SignatureExpired:
+        return Outcome.EXPIRED, None
+    except signing.BadSignature:
+        return Outcome.INVALID, None
+    address = claim["e"]
+    if claim["u"] != user.pk:
+        return Outcome.OTHER_ACCOUNT, None
+    if email_in_use(address, exclude_pk=user.pk):
+        return Outcome.TAKEN, address
+    if not PendingEmail.objects.filter(pk=claim["p"], user=user, email=address).exists():
+        return Outcome.INVALID, address
+    user.email = address
+    try:
+        with transaction.atomic():
+            user.save(update_fields=["email"])
+            claims_on(address).delete()
+    except IntegrityError as exc:  # another account confirmed it after the check above
+        if not EMAIL_INDEX.lost_race(exc):
+            raise
+        user.refresh_from_db(fields=["email"])
+        return Outcome.TAKEN, address
+    return Outcome.CONFIRMED, address
+
+
+def claims_on(address: str):
+    """Every pending claim on ``address``, in any case (the index ``accounts_pendingemail_lower``)."""
+    return PendingEmail.objects.alias(email_lower=Lower("email")).filter(email_lower=Lower(Value(address)))
+
+
+def pending_of(user: User) -> PendingEmail | None:
+    """The address ``user`` gave last and has not confirmed yet, if any."""
+    return PendingEmail.objects.filter(user=user).first()

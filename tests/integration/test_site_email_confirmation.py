@@ -1,0 +1,229 @@
+"""Confirming the e-mail address given at sign-up (``accounts.confirmation``).
+
+An address typed at sign-up is only a pending claim until the signed-in owner of the account opens
+the link mailed to it; only then is it ``User.email``, the address sign-ups are refused for and
+password resets go to. Before, the address was the account's at once: anyone could sign up with
+someone else's, lock its owner out of signing up and, through a password reset, hand the owner
+the squatter's account.
+
+Requests go through Django's test client into the real views, with the session's Redis behind the
+mail caps (the cache under the session's own prefix, see conftest.site_cache).
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from urllib.parse import unquote
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.test.utils import override_settings
+
+from accounts.models import PendingEmail
+from tests.site_catalog import PASSWORD
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+LINK = re.compile(r"http://testserver(/accounts/email/confirm/[^/\s]+/)")
+
+
+def _name() -> str:
+    return f"shopper{uuid.uuid4().hex[:8]}"
+
+
+def _own_address() -> str:
+    """A client address of its own (random, in 10/8): its sign-up count is nobody else's."""
+    n = uuid.uuid4().int
+    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+def _signup(client: Client, username: str, email: str):
+    return client.post("/accounts/signup/", {"username": username, "email": email, "password1": PASSWORD,
+                                              "password2": PASSWORD}, REMOTE_ADDR=_own_address())
+
+
+def _link(mail) -> str:
+    """The confirmation link's path in a mail."""
+    found = LINK.search(mail.body)
+    assert found, mail.body
+    return found.group(1)
+
+
+def _signed_up(email: str, mailoutbox) -> tuple[Client, User, str]:
+    """A new account signed up with ``email`` (its client signed in) and the path of the link mailed."""
+    client, name = Client(), _name()
+    assert _signup(client, name, email).status_code == 302
+    assert mailoutbox[-1].to == [email]
+    return client, User.objects.get(username=name), _link(mailoutbox[-1])
+
+
+def _reset_mails(email: str, mailoutbox) -> list:
+    """The mails a password reset request for ``email`` sends."""
+    before = len(mailoutbox)
+    answer = Client().post("/accounts/password_reset/", {"email": email}, REMOTE_ADDR=_own_address())
+    assert answer.status_code == 302 and answer["Location"] == "/accounts/password_reset/done/"
+    return mailoutbox[before:]
+
+
+def test_a_squatter_cannot_take_someone_elses_address(site_cache, mailoutbox):
+    """The hole end to end: a squatter signs up with the victim's address; the victim can still sign
+    up with it and confirm it, and password resets for it go to the victim's account only."""
+    address = f"victim.{uuid.uuid4().hex[:8]}@example.com"
+    squatter_client, squatter, squatter_link = _signed_up(address, mailoutbox)
+    assert squatter.email == "" and PendingEmail.objects.filter(user=squatter, email=address).exists()
+    assert f'as "{squatter.username}"' in mailoutbox[-1].body  # the victim can tell it is not theirs
+    assert _reset_mails(address, mailoutbox) == []  # a pending address gets no resets
+
+    victim_client, victim, victim_link = _signed_up(address, mailoutbox)  # not "already in use"
+    confirmed = victim_client.get(victim_link)
+    assert confirmed.status_code == 302 and confirmed["Location"] == "/accounts/email/"
+    page = victim_client.get("/accounts/email/").content.decode()
+    assert f"Your e-mail address {address} is confirmed." in page and f"<strong>{address}</strong>" in page
+    victim.refresh_from_db()
+    assert victim.email == address
+    assert not PendingEmail.objects.filter(email__iexact=address).exists()  # the squatter's claim is gone
+
+    (reset,) = _reset_mails(address.upper(), mailoutbox)
+    assert reset.to == [address] and victim.username in reset.body and squatter.username not in reset.body
+
+    late = squatter_client.get(squatter_link)  # the victim clicked nothing of the squatter's
+    assert late.status_code == 409 and f"Another account confirmed {address} first" in late.content.decode()
+    squatter.refresh_from_db()
+    assert squatter.email == ""
+    refused = _signup(Client(), _name(), address)  # a confirmed address is one account's
+    assert refused.status_code == 400 and "already in use by another account" in refused.content.decode()
+
+
+def test_the_link_signs_in_first_when_signed_out(site_cache, mailoutbox):
+    """Opened in another browser, the link asks for the account's login, then confirms."""
+    address = f"{_name()}@example.com"
+    client, user, link = _signed_up(address, mailoutbox)
+    client.logout()
+    asked = client.get(link)
+    assert asked.status_code == 302 and unquote(asked["Location"]) == f"/accounts/login/?next={link}"
+    signed_in = client.post(asked["Location"], {"username": user.username, "password": PASSWORD})
+    assert signed_in.status_code == 302 and signed_in["Location"] == link
+    assert client.get(link).status_code == 302
+    user.refresh_from_db()
+    assert user.email == address
+
+
+def test_an_expired_link_confirms_nothing(site_cache, mailoutbox, monkeypatch):
+    """A link works ``EMAIL_CONFIRM_TTL`` seconds: one made longer ago is refused, one made just
+    within it still works. Its age is set by the time signed into it, not by waiting."""
+    import time
+
+    from django.conf import settings
+    from django.core import signing
+
+    def made_ago(seconds: int):
+        monkeypatch.setattr(signing.TimestampSigner, "timestamp",
+                            lambda self: signing.b62_encode(int(time.time()) - seconds))
+
+    address = f"{_name()}@example.com"
+    made_ago(settings.EMAIL_CONFIRM_TTL + 60)
+    client, user, old_link = _signed_up(address, mailoutbox)
+    expired = client.get(old_link)
+    assert expired.status_code == 410 and "This link has expired" in expired.content.decode()
+    user.refresh_from_db()
+    assert user.email == "" and PendingEmail.objects.filter(user=user).exists()
+
+    made_ago(settings.EMAIL_CONFIRM_TTL - 60)
+    assert client.post("/accounts/email/").status_code == 302  # "send the link again"
+    assert client.get(_link(mailoutbox[-1])).status_code == 302
+    user.refresh_from_db()
+    assert user.email == address
+
+
+def test_a_link_works_once(site_cache, mailoutbox):
+    address = f"{_name()}@example.com"
+    client, user, link = _signed_up(address, mailoutbox)
+    assert client.get(link).status_code == 302
+    again = client.get(link)
+    assert again.status_code == 400 and "This link is invalid or was used already." in again.content.decode()
+
+
+def test_a_link_confirms_only_for_the_account_it_was_made_for(site_cache, mailoutbox):
+    """The owner of a mailbox, signed in as themselves, opening a link a stranger's sign-up sent
+    them must not attach their address to the stranger's account (nor to their own: the link is
+    the stranger's). A link altered by hand is refused too."""
+    address = f"{_name()}@example.com"
+    _, stranger, strangers_link = _signed_up(address, mailoutbox)
+    owner_client, owner, _ = _signed_up(f"{_name()}@example.com", mailoutbox)
+    refused = owner_client.get(strangers_link)
+    assert refused.status_code == 403 and "made for another account" in refused.content.decode()
+    stranger.refresh_from_db()
+    owner.refresh_from_db()
+    assert stranger.email == "" and owner.email == ""
+    token = strangers_link.rstrip("/").rsplit("/", 1)[1]
+    forged = owner_client.get(f"/accounts/email/confirm/{token[:-2]}xx/")
+    assert forged.status_code == 400 and owner.email == ""
+
+
+def test_two_accounts_confirming_one_address_at_once(site_cache, mailoutbox):
+    """Both links are checked while the address is free; the unique index on lower(email) decides,
+    and the account that loses is told so (not a 500) and gets no address.
+
+    The race is made real without threads: the other account's confirmation is written just before
+    this one's own (a pre_save receiver), after its check."""
+    from django.db.models.signals import pre_save
+
+    address = f"{_name()}@example.com"
+    _, first, _ = _signed_up(address, mailoutbox)
+    client, second, link = _signed_up(address, mailoutbox)
+
+    def the_other_confirms_first(sender, instance, **kwargs):
+        if instance.pk == second.pk:
+            User.objects.filter(pk=first.pk).update(email=address.upper())
+
+    pre_save.connect(the_other_confirms_first, sender=User)
+    try:
+        lost = client.get(link)
+    finally:
+        pre_save.disconnect(the_other_confirms_first, sender=User)
+    assert lost.status_code == 409 and f"Another account confirmed {address} first" in lost.content.decode()
+    second.refresh_from_db()
+    assert second.email == ""
+
+
+def test_confirmation_mails_to_one_mailbox_are_capped(site_cache, mailoutbox):
+    """Sign-ups naming one mailbox, and "send the link again", mail it at most
+    ``EMAIL_CONFIRM_MAILS_PER_EMAIL`` times per window; the accounts are made all the same (shopping
+    needs no mail), and the page says the link did not go. The cap has its own count: the mails a
+    stranger's sign-ups sent do not use up the owner's password resets."""
+    address = f"{_name()}@example.com"
+    with override_settings(EMAIL_CONFIRM_MAILS_PER_EMAIL=2, PASSWORD_RESET_MAILS_PER_EMAIL=1):
+        clients = [Client() for _ in range(3)]
+        answers = [_signup(c, _name(), address) for c in clients]
+        assert [a.status_code for a in answers] == [302, 302, 302]
+        assert len(mailoutbox) == 2 and all(m.to == [address] for m in mailoutbox)
+        assert PendingEmail.objects.filter(email=address).count() == 3
+        told = clients[2].get("/accounts/email/").content.decode()
+        assert "We could not mail the confirmation link" in told
+
+        resend = clients[0].post("/accounts/email/")
+        assert resend.status_code == 302 and len(mailoutbox) == 2
+        assert "We could not mail the confirmation link" in clients[0].get("/accounts/email/").content.decode()
+
+        assert clients[0].get(_link(mailoutbox[0])).status_code == 302  # the first link still works
+        assert len(_reset_mails(address, mailoutbox)) == 1
+
+
+def test_the_account_page_shows_the_addresses_and_sends_the_link_again(site_cache, mailoutbox, make_user):
+    """The link goes again only on the button's POST (a GET mails nothing); an account from before
+    confirmation keeps its address as confirmed, with nothing to send."""
+    address = f"{_name()}@example.com"
+    client, _, _ = _signed_up(address, mailoutbox)
+    page = client.get("/accounts/email/")
+    body = page.content.decode()
+    assert page.status_code == 200 and f"Waiting for confirmation: <strong>{address}</strong>" in body
+    assert "No confirmed address" in body and 'id="resend-confirmation"' in body and len(mailoutbox) == 1
+    assert client.post("/accounts/email/").status_code == 302
+    assert len(mailoutbox) == 2 and mailoutbox[1].to == [address]
+
+    older = make_user()  # as sign-up made accounts before: the address in User.email
+    client.force_login(older)
+    body = client.get("/accounts/email/").content.decode()
+    assert f"Confirmed: <strong>{older.email}</strong>" in body and 'id="resend-confirmation"' not in body
+    assert client.post("/accounts/email/").status_code == 302 and len(mailoutbox) == 2
