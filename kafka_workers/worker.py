@@ -34,7 +34,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 from threadpoolctl import threadpool_limits
 
-from core import cancellation, catalog, kafka_io, locking, mongo
+from core import cancellation, catalog, kafka_io, locking, mongo, published
 from core.env import env_str
 from core.events import InvalidEvent, RatingEvent, is_event_id, parse_event
 from core.settings import get_settings
@@ -286,9 +286,11 @@ def publish_stats(name: str, snapshot: dict) -> None:
 
 
 # An outage: nothing can be processed until the server is back, so the message waits (as long as
-# it takes) rather than being dead-lettered. Anything else is about this one message (a dead letter
+# it takes) rather than being dead-lettered. The model store is one while this process has never
+# read its CURRENT (``core.published``). Anything else is about this one message (a dead letter
 # Kafka refuses, ``kafka_io.RecordRefused``, is handled by ``send_dead_letter`` and never waited on).
-OUTAGE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError, kafka_io.PublishError)
+OUTAGE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError, kafka_io.PublishError,
+                 published.ModelStoreUnreachable)
 
 
 def skip_cancelled(record) -> Outcome | None:

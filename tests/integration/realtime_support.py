@@ -83,12 +83,11 @@ def own_database(monkeypatch, base_name: str, suffix: str, **env: str):
 def reset_core_caches(mongo_uri_changed: bool = False) -> None:
     """Forget cached settings (and the producer, and on request the MongoDB clients) after the
     environment changed. ``mongo.get_client()`` caches the client of the first URI under ``None``."""
-    from core import kafka_io, list_state, mongo
+    from core import kafka_io, mongo
     from core.settings import get_settings
 
     get_settings.cache_clear()
-    mongo.forget_pointers()  # which generation / model version a collection name means
-    list_state._generation.clear()  # the published version cache keys carry
+    mongo.forget_pointers()  # which generation / model version a collection name means (and CURRENT)
     for breaker in (getattr(kafka_io, "BREAKER", None), getattr(mongo, "BREAKER", None)):
         if breaker is not None:  # the servers changed: what failed before says nothing now
             breaker.success()
