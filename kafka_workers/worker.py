@@ -269,6 +269,7 @@ def finish_tail_or_wait(tail: Tail, stop: threading.Event) -> bool:
     """:func:`finish_tail`, retried with back-off for as long as it fails; False if stopped first."""
     delay = 0.2
     while not finish_tail(tail):
+        metrics.loop_turned()  # waiting out an outage is alive: a restart would not help (/healthz)
         if stop.wait(delay):
             return False
         delay = min(delay * 2, 5.0)
@@ -389,6 +390,7 @@ def _handle_poll(records: list, holder: ModelHolder, stop: threading.Event, tail
                 if stop.is_set():
                     return None
                 log.warning("dead letter not sent (%s); retrying in %.1fs", exc.__class__.__name__, delay)
+                metrics.loop_turned()  # an outage: alive, a restart would not help (/healthz)
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
     return outcomes  # type: ignore[return-value]
@@ -488,6 +490,7 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
                 metrics.retried("outage")
                 log.warning("infrastructure error on %s[%d]@%d (%s); retrying in %.1fs", record.topic,
                             record.partition, record.offset, exc.__class__.__name__, delay)
+            metrics.loop_turned()  # waiting out an outage is alive: a restart would not help (/healthz)
             if stop.wait(delay):
                 return None
             delay = min(delay * 2, 5.0)

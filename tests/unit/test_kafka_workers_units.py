@@ -448,3 +448,38 @@ def test_only_a_well_formed_event_id_is_marked_dead_lettered(monkeypatch, raw_id
     record = SimpleNamespace(value=value, key=b"u1", topic="ratings", partition=0, offset=1)
     worker.send_dead_letter(record, Outcome(None, "dead-letter", "bad rating"), attempts=1)
     assert notes == ([raw_id] if marked else [])
+
+
+def test_waiting_out_an_outage_keeps_healthz_alive(monkeypatch):
+    """The outage back-offs never marked the loop alive, so /healthz said "stalled" (503) after
+    WORKER_MAX_POLL_INTERVAL_MS of a MongoDB outage, and a healthcheck restarted every worker."""
+    import threading
+    from types import SimpleNamespace
+
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from kafka_workers import worker
+
+    turns, waits = [], []
+    monkeypatch.setattr(worker.metrics, "loop_turned", lambda: turns.append(len(waits)))
+
+    class CountedWaits(threading.Event):
+        def wait(self, timeout=None) -> bool:
+            waits.append(timeout)
+            return False
+
+    def handle(value, model):
+        if len(waits) < 3:
+            raise ServerSelectionTimeoutError("MongoDB down")
+        return Outcome(None, "processed")
+
+    monkeypatch.setattr(worker, "handle", handle)
+    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
+    record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
+    assert worker._process_with_retry(record, SimpleNamespace(model=None), CountedWaits()).status == "processed"
+    assert turns == [0, 1, 2]  # before each of the three waits
+
+    turns.clear(), waits.clear()
+    monkeypatch.setattr(worker, "finish_tail", lambda tail: len(waits) >= 2)
+    assert worker.finish_tail_or_wait(object(), CountedWaits())
+    assert turns == [0, 1]
