@@ -483,3 +483,22 @@ def test_waiting_out_an_outage_keeps_healthz_alive(monkeypatch):
     monkeypatch.setattr(worker, "finish_tail", lambda tail: len(waits) >= 2)
     assert worker.finish_tail_or_wait(object(), CountedWaits())
     assert turns == [0, 1]
+
+
+@pytest.mark.parametrize("raw_id,claimed", [("user:victim", False), ("an id with spaces", False),
+                                            ("evt-0123456789", True)])
+def test_the_one_message_path_claims_only_a_well_formed_event_id(monkeypatch, raw_id, claimed):
+    """Claims share their collection with the users' locks: an invalid message naming
+    ``event_id: "user:victim"`` was claimed before validation, and held the victim's writer lock."""
+    import json
+    from types import SimpleNamespace
+
+    from core import cancellation
+    from kafka_workers import worker
+
+    claims = []
+    monkeypatch.setattr(cancellation, "claim", lambda event_id: claims.append(event_id) or True)
+    value = json.dumps({"event_id": raw_id, "junk": 1}).encode()
+    record = SimpleNamespace(value=value, key=b"x", topic="ratings", partition=0, offset=1)
+    assert worker.skip_cancelled(record) is None
+    assert claims == ([raw_id] if claimed else [])
