@@ -44,17 +44,19 @@ def test_trending_forgets_a_removed_rating_and_splits_one_accounts_weight():
     assert scores["f0"] == pytest.approx(0.1)  # one account's vote, split over its ten products
 
 
-def test_stats_snapshot_percentiles_and_counts():
+def test_stats_count_outcomes_and_put_lag_and_model_on_metrics():
+    from prometheus_client import REGISTRY
+
+    from kafka_workers import worker
+
     s = Stats()
-    for ms in range(1, 101):
-        s.add(Outcome(None, "processed", latency_s=ms / 1000))
-    s.add(Outcome(None, "duplicate"))
-    s.add(Outcome(None, "dead-letter", "bad"))
-    snap = s.snapshot(lag=7, model_version="v1")
-    assert (snap["processed"], snap["duplicate"], snap["dead-letter"], snap["lag"]) == (100, 1, 1, 7)
-    assert snap["latency_ms_p50"] == 51.0 and snap["latency_ms_p99"] == 100.0
-    assert snap["model_version"] == "v1"
-    assert Stats().snapshot(lag=None, model_version=None)["latency_ms_p50"] is None
+    for status in ("processed", "processed", "duplicate", "dead-letter"):
+        s.add(Outcome(None, status))
+    assert (s.counts["processed"], s.counts["duplicate"], s.counts["dead-letter"]) == (2, 1, 1)
+    consumer = type("Consumer", (), {"assignment": lambda self: set()})()  # nothing assigned: lag 0
+    worker._report_stats(s, consumer, type("Holder", (), {"version": "v1"})())
+    assert REGISTRY.get_sample_value("recommender_worker_lag") == 0
+    assert REGISTRY.get_sample_value("recommender_worker_model_info", {"version": "v1"}) == 1
 
 
 def test_dead_letter_payload_keeps_the_reason_origin_and_a_truncated_original():
