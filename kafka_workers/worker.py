@@ -53,8 +53,9 @@ COMMIT_TIMEOUT_MS = 5000
 
 
 class CommitOnRevoke(ConsumerRebalanceListener):
-    """On a rebalance, commit what is processed before the partitions go, and forget the rest
-    (and which users had no exclusions: ``kafka_workers.process``).
+    """On a rebalance, commit what is processed before the partitions go, and forget the rest;
+    on an assignment, forget which users had no exclusions (``kafka_workers.exclusions_cache``:
+    a user may have been another worker's meanwhile).
 
     kafka-python calls this inside ``poll()`` before the member rejoins, while it still owns the
     partitions: a commit that failed earlier (the group was already rebalancing) gets its last
