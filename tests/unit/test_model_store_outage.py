@@ -89,3 +89,25 @@ def test_once_read_the_last_known_version_is_kept_while_the_store_is_down(store,
     monkeypatch.setattr(published, "CHECK_S", 0.0)  # every call reads the store again
     assert list_state.generation() == "v1"
     assert holder.refresh(force=True) is False and holder.version == "v1"
+
+
+def test_reloaded_collections_resolve_on_the_last_known_version_while_the_store_is_down(store, monkeypatch):
+    """``core.mongo`` reads CURRENT with its pointers (about once a second): its OSError came out of
+    every read of a reloaded collection, e.g. the products a rating's handling checks."""
+    from core import published
+
+    class Pointers:
+        def find(self, query, projection):
+            return [{"_id": mongo.PRODUCTS, "physical": "products__g1"}]
+
+    monkeypatch.setattr(mongo, "raw_collection", lambda db, name: Pointers())
+    db = SimpleNamespace(client=object(), name="store-outage")
+    store["down"] = True
+    with pytest.raises(worker.OUTAGE_ERRORS):  # never read: waited out, not the message's fault
+        mongo.physical_name(db, mongo.PRODUCTS)
+    store["down"] = False
+    assert mongo.physical_name(db, mongo.PRODUCTS) == "products__g1"
+    store["down"] = True
+    monkeypatch.setattr(mongo, "POINTER_TTL_S", 0.0)
+    monkeypatch.setattr(published, "CHECK_S", 0.0)  # every call reads the store again
+    assert mongo.physical_name(db, mongo.PRODUCTS) == "products__g1"
