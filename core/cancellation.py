@@ -29,6 +29,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from core import locking, mongo
+from core.events import is_event_id
 
 # {_id: event id, state: "stored" | "cancelled", at, dead_lettered_at?}, beside the writer locks
 EVENT_CLAIMS = mongo.CLAIMS
@@ -124,10 +125,12 @@ def dead_lettered(event_id: str, db: Database | None = None) -> bool:
 
 def event_id_of(raw: bytes | str | None) -> str | None:
     """The event id a message names, without validating the rest (that is the handler's job);
-    None when it names none, and the handler dead-letters it."""
+    None when it names no well-formed one (``core.events.is_event_id``), and the handler
+    dead-letters it. Checked here because a claim shares its collection with the users' locks
+    (``user:<id>``): claiming any string an invalid message names took another user's lock."""
     try:
         data = json.loads(raw) if raw is not None else None
     except (UnicodeDecodeError, ValueError):
         return None
     event_id = data.get("event_id") if isinstance(data, dict) else None
-    return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 128 else None
+    return event_id if is_event_id(event_id) else None

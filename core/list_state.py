@@ -18,12 +18,11 @@ and the site drops a version that disagrees with MongoDB when it reads both.
 from __future__ import annotations
 
 import logging
-import time
 from functools import lru_cache
 
 import redis
 
-from core import artifacts
+from core import published
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -57,28 +56,21 @@ def key(user_id: str, generation: str) -> str:
     return f"recsys:{get_settings().mongo_db}:list:{generation}:{user_id}"
 
 
-GENERATION_CHECK_S = 1.0
-_generation: dict[str, tuple[str, float]] = {}  # artifacts folder -> (version, read at)
-
-
 def generation() -> str:
     """The published model version (``CURRENT``): what changes every cached thing at once.
 
     Keys carry it, so a new model (and with it new batch lists and similar items) leaves every
-    version and page cached under the old one unread. Read at most once a second per process.
+    version and page cached under the old one unread. Read through ``core.published`` (at most
+    once a second per process; the last known version while the model store is unreachable).
     """
-    where, now = str(get_settings().artifacts_dir), time.monotonic()
-    hit = _generation.get(where)
-    if hit is None or now - hit[1] >= GENERATION_CHECK_S:
-        hit = _generation[where] = (artifacts.current_version() or NO_MODEL, now)
-    return hit[0]
+    return published.current_version() or NO_MODEL
 
 
 def announce(user_id: str, version: str) -> None:
     """A writer has just replaced the user's list in MongoDB (best effort: MongoDB has it)."""
     try:
         client().set(key(user_id, generation()), version, ex=ANNOUNCED_TTL_S)
-    except redis.RedisError as exc:
+    except (redis.RedisError, published.ModelStoreUnreachable) as exc:
         log.warning("list version of %s not announced in Redis (%s); the site will read MongoDB", user_id, exc)
 
 
@@ -93,7 +85,7 @@ def announce_many(versions: dict[str, str]) -> None:
         for user_id, version in versions.items():
             pipe.set(key(user_id, gen), version, ex=ANNOUNCED_TTL_S)
         pipe.execute()
-    except redis.RedisError as exc:
+    except (redis.RedisError, published.ModelStoreUnreachable) as exc:
         log.warning("list versions of %d users not announced in Redis (%s); the site will read MongoDB",
                     len(versions), exc)
 
@@ -102,7 +94,7 @@ def drop(user_id: str) -> None:
     """The account was deleted: forget its list version (best effort: it expires anyway)."""
     try:
         client().delete(key(user_id, generation()))
-    except redis.RedisError as exc:
+    except (redis.RedisError, published.ModelStoreUnreachable) as exc:
         log.warning("list version of %s not dropped from Redis (%s); it expires in %ds", user_id, exc,
                     ANNOUNCED_TTL_S)
 

@@ -242,7 +242,7 @@ def ensure_indexes(db: Database | None = None) -> None:
 
 # Per process and database: {"at": when read, "live": {logical: generation}, "version": CURRENT,
 # "lists": {logical: collection}}. Refreshed once per POINTER_TTL_S for every collection at once
-# (one read of the small pointer collection and of CURRENT); a version's per-version collections
+# (one read of the small pointer collection, and CURRENT from ``core.published``); a version's per-version collections
 # are looked up once while that version stays current, not again at each refresh.
 _pointer_cache: dict[tuple[int, str], dict[str, Any]] = {}
 
@@ -257,11 +257,11 @@ def _pointers(db: Database) -> dict[str, Any]:
     state = _pointer_cache.get(key)
     if state is not None and now - state["at"] < POINTER_TTL_S:
         return state
-    from core import artifacts  # the published version is the pointer of its serving lists
+    from core import published  # the published version is the pointer of its serving lists
 
     live = {doc["_id"]: doc["physical"] for doc in raw_collection(db, POINTERS).find({}, {"physical": 1})
             if doc.get("physical") and doc["_id"] in RELOADED}
-    version = artifacts.current_version()
+    version = published.current_version()
     kept = {} if state is None or state["version"] != version else {
         n: c for n, c in state["lists"].items() if c != n}  # found lists stay; a missing one is looked for again
     state = _pointer_cache[key] = {"at": now, "live": live, "version": version, "lists": kept}
@@ -298,8 +298,12 @@ def per_version_name(name: str, version: str) -> str:
 
 
 def forget_pointers() -> None:
-    """Drop this process's cached pointers (after a switch it made itself, and in tests)."""
+    """Drop this process's cached pointers and published version (after a switch it made itself,
+    and in tests)."""
+    from core import published
+
     _pointer_cache.clear()
+    published.forget()
 
 
 def replace_collection_start(name: str, db: Database | None = None) -> str:

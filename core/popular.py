@@ -9,7 +9,6 @@ Redis (core.list_state), which the site's cached copies of the lists are keyed b
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
 from typing import Iterable
@@ -56,9 +55,8 @@ def vote_scores(votes: dict[str, list[trending_votes.Vote]], now: float,
     which the fallback without Redis also needs the newest event of)."""
     scores: dict[str, float] = defaultdict(float)
     for user_votes in votes.values():
-        for pid, rating, ts in user_votes:
-            weight = (rating / 5.0) * math.pow(0.5, max(0.0, now - ts) / half_life_s)
-            scores[pid] += weight / len(user_votes)
+        for (pid, _rating, _ts), term in zip(user_votes, trending_votes.terms(user_votes, now, now, half_life_s)):
+            scores[pid] += term
     return scores
 
 

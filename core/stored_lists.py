@@ -107,7 +107,7 @@ def write_recommendations_many(lists: list[dict[str, Any]], as_of: float,
 def get_recommendations(user_id: str, db: Database | None = None) -> dict | None:
     """The user's newest list: one a worker or Celery wrote, or the published version's batch list.
 
-    Batch lists live per model version (switched with ``CURRENT``, see the module docstring), so
+    Batch lists live per model version (switched with ``CURRENT``: ``core.mongo.physical_name``), so
     a publish never overwrites the lists the workers keep; the newer of the two is the user's.
     """
     db = db if db is not None else mongo.get_db()

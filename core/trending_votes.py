@@ -198,10 +198,13 @@ def last_activity(history: dict | None) -> float:
     return max([t for _r, t in rated.values()] + list(removed.values()), default=float("-inf"))
 
 
-def terms(user_votes: list[tuple[str, float, float]], t0: float, now: float) -> list[float]:
-    """Each vote's term of s(p); a vote dated after ``now`` (clock skew) counts as made now."""
+def terms(user_votes: list[tuple[str, float, float]], t0: float, now: float,
+          half_life_s: float = HALF_LIFE_S) -> list[float]:
+    """Each vote's term of s(p); a vote dated after ``now`` (clock skew) counts as made now. The
+    one formula of a trending score: ``core.popular.vote_scores`` is these terms with ``t0 = now``
+    (and the quiet site's fallback passes its own half-life)."""
     n = len(user_votes)
-    return [r / 5.0 * 2.0 ** ((min(t, now) - t0) / HALF_LIFE_S) / n for _p, r, t in user_votes]
+    return [r / 5.0 * 2.0 ** ((min(t, now) - t0) / half_life_s) / n for _p, r, t in user_votes]
 
 
 def due(user_votes: list[tuple[str, float, float]], now: float) -> float:

@@ -6,6 +6,8 @@ turn of the loop), so the loop can be reorganised (batches) without touching wha
     recommender_worker_events_total{outcome}  processed | duplicate | dead-letter | cancelled | dropped
     recommender_worker_retries_total{reason}  error (a message that raised, tried again) | outage | lock-lost
     recommender_rating_to_list_seconds        histogram: rating submitted (event ts) -> new list written
+    recommender_worker_lag                    events in its partitions not yet handed to it (NaN: not known)
+    recommender_worker_model_info{version}    the model version it scores with ("none": no model)
 
 plus prometheus_client's own ``process_*`` series (start time, CPU, memory). The histogram is the
 only place the rating -> list latency is kept: the staff dashboard reads it from here
@@ -38,7 +40,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from typing import Callable
 
-from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import Counter, Gauge, Histogram, Info, make_wsgi_app
 
 from core import freshness
 from core.env import env_int, env_str
@@ -55,6 +57,8 @@ RETRIES = Counter("recommender_worker_retries", "Tries of a message repeated, by
 LATENCY = Histogram("recommender_rating_to_list_seconds",
                     "From a rating's submission (event ts) until the worker wrote the user's new list",
                     buckets=LATENCY_BUCKETS)
+LAG = Gauge("recommender_worker_lag", "Events in the assigned partitions not yet handed to this worker")
+MODEL = Info("recommender_worker_model", "The model version this worker scores with")
 
 _last_turn = 0.0  # monotonic time the consume loop last turned; 0: not yet
 _broker_contact: Callable[[], float | None] = lambda: None  # wall time the broker last answered; None: never
@@ -73,6 +77,12 @@ def retried(reason: str) -> None:
     """A message is tried again: ``error`` (it raised), ``outage`` (MongoDB or Kafka down) or
     ``lock-lost`` (its user's lock was taken over while the worker stalled)."""
     RETRIES.labels(reason).inc()
+
+
+def stats_seen(lag: int | None, model_version: str | None) -> None:
+    """The loop's periodic look at its lag (None: not known yet) and model (None: none loaded)."""
+    LAG.set(float("nan") if lag is None else lag)
+    MODEL.info({"version": model_version or "none"})
 
 
 def loop_turned() -> None:

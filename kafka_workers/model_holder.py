@@ -1,8 +1,8 @@
 """The published model, reloaded when the batch pipeline publishes a new version.
 
 ``CURRENT`` is how a new model is announced (see spark_jobs/publish.py for why it is the only
-way). Checking it costs one small read, so the worker does it every few seconds
-between batches; a new version is loaded fully before it replaces the old one, so events are never
+way). Checking it costs one small read (``core.published``, shared with the other readers), so
+the worker does it every few seconds between batches; a new version is loaded fully before it replaces the old one, so events are never
 scored against half a model and no restart is needed.
 """
 from __future__ import annotations
@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import time
 
-from core import artifacts
+from core import artifacts, published
 from core.artifacts import Model
 
 log = logging.getLogger(__name__)
 
 
 class ModelHolder:
-    """State is real here: the loaded model and when the published version was last checked."""
+    """State is real here: the loaded model and when the published version was last checked
+    (``check_every_s``: how often a version that failed to load is tried again)."""
 
     def __init__(self, check_every_s: float = 2.0) -> None:
         self.model: Model | None = None
@@ -34,7 +35,11 @@ class ModelHolder:
         if not force and now - self._checked_at < self.check_every_s:
             return False
         self._checked_at = now
-        wanted = artifacts.current_version()
+        try:
+            wanted = published.current_version()  # the last known one while the store is unreachable
+        except published.ModelStoreUnreachable as exc:  # never read: no model yet; the messages wait
+            log.warning("no model loaded (%s); will try again", exc)  # (their writes meet the same outage)
+            return False
         if wanted is None or wanted == self.version:
             return False
         try:

@@ -126,7 +126,9 @@ def handle_event(event: RatingEvent, model: Model | None) -> Outcome:
             return Outcome(event, "duplicate")
         # stored but the worker died before writing the list: finish the job now
     history = apply_action(event)
-    # after the history is written: a re-scoring that read the older one took its as_of before that
+    # after the history is written: a re-scoring that read the older one took its as_of before that.
+    # A list that cannot be computed from here on (a fold-in numpy cannot solve) dead-letters an
+    # event that stays stored (README: "stored, list not rebuilt"); a replay finishes it.
     as_of = time.time()
     if history is None:  # the account was deleted: keep nothing of it
         return _dropped_deleted(event)

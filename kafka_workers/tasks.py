@@ -257,7 +257,8 @@ def _hand_over(r: redis.Redis, version: str, token: str, active_days: int, batch
 @app.task(time_limit=RESCORE_TIME_LIMIT_S, soft_time_limit=RESCORE_TIME_LIMIT_S - 60)
 def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 200,
                          start_after: str | None = None) -> int:
-    """Re-score users who rated on the site recently with the new model, then refresh caches.
+    """Re-score users who rated on the site recently with the new model, announcing each new
+    list's version in Redis (``core.list_state``) as it is written.
 
     Runs once per version: a copy delivered while one runs (it holds the version's running lock)
     or after one finished (``LAST_RESCORED_MODEL``) returns 0 at once. A run that fails releases both

@@ -13,20 +13,18 @@ model numpy cannot solve, a bug) is retried ``WORKER_MAX_ATTEMPTS`` times and th
 with the reason (``python -m kafka_workers.dead_letters`` lists and replays them). A commit the
 broker refuses (it is down, or the group is rebalancing) is kept and retried, never fatal, and a
 rebalance listener commits what is done before partitions move. SIGTERM finishes the current batch, commits,
-leaves the group. Lag and latency are logged and stored in Redis (``recsys:worker:<name>``); counters
-and the rating -> list histogram are on /metrics, liveness on /healthz, readiness (the broker
-answers, the topic exists) on /readyz (``kafka_workers/metrics.py``).
+leaves the group. Counters, lag, the model version and the rating -> list histogram are on
+/metrics (the counters and lag also logged when they change), liveness on /healthz, readiness
+(the broker answers, the topic exists) on /readyz (``kafka_workers/metrics.py``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-from collections import deque
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
@@ -34,7 +32,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 from threadpoolctl import threadpool_limits
 
-from core import cancellation, catalog, kafka_io, locking, mongo
+from core import cancellation, catalog, kafka_io, locking, mongo, published
 from core.env import env_str
 from core.events import InvalidEvent, RatingEvent, is_event_id, parse_event
 from core.settings import get_settings
@@ -55,8 +53,9 @@ COMMIT_TIMEOUT_MS = 5000
 
 
 class CommitOnRevoke(ConsumerRebalanceListener):
-    """On a rebalance, commit what is processed before the partitions go, and forget the rest
-    (and which users had no exclusions: ``kafka_workers.process``).
+    """On a rebalance, commit what is processed before the partitions go, and forget the rest;
+    on an assignment, forget which users had no exclusions (``kafka_workers.exclusions_cache``:
+    a user may have been another worker's meanwhile).
 
     kafka-python calls this inside ``poll()`` before the member rejoins, while it still owns the
     partitions: a commit that failed earlier (the group was already rebalancing) gets its last
@@ -190,26 +189,17 @@ def _check_topic(consumer: KafkaConsumer, topic: str, asked_ms: float) -> float:
 
 
 class Stats:
-    """Rolling processing latency and counters, published for operators."""
+    """This worker's counts of outcomes, for its log (/metrics has them too, and the latency)."""
 
     def __init__(self) -> None:
-        self.latencies: deque[float] = deque(maxlen=2000)
         self.counts = dict.fromkeys(STATUSES, 0)
-        self.published_at = 0.0
+        self.reported_at = 0.0
         self.last_logged: tuple | None = None  # the counters last logged: quiet while idle
 
     def add(self, outcome: Outcome) -> None:
         """Count an event's outcome here and on /metrics (the dashboard's p50/p99)."""
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
-        if outcome.status == "processed":
-            self.latencies.append(outcome.latency_s)
         metrics.event_handled(outcome.status, outcome.latency_s)
-
-    def snapshot(self, lag: int | None, model_version: str | None) -> dict:
-        lat = sorted(self.latencies)
-        pct = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 1) if lat else None)
-        return {**self.counts, "lag": lag, "latency_ms_p50": pct(0.5), "latency_ms_p99": pct(0.99),
-                "model_version": model_version, "pid": os.getpid(), "at": time.time()}
 
 
 def consumer_lag(consumer: KafkaConsumer) -> int | None:
@@ -269,26 +259,19 @@ def finish_tail_or_wait(tail: Tail, stop: threading.Event) -> bool:
     """:func:`finish_tail`, retried with back-off for as long as it fails; False if stopped first."""
     delay = 0.2
     while not finish_tail(tail):
+        metrics.loop_turned()  # waiting out an outage is alive: a restart would not help (/healthz)
         if stop.wait(delay):
             return False
         delay = min(delay * 2, 5.0)
     return True
 
 
-def publish_stats(name: str, snapshot: dict) -> None:
-    try:
-        import redis
-
-        redis.Redis.from_url(get_settings().redis_url, socket_timeout=1).set(
-            f"recsys:worker:{name}", json.dumps(snapshot), ex=60)
-    except Exception:
-        pass
-
-
 # An outage: nothing can be processed until the server is back, so the message waits (as long as
-# it takes) rather than being dead-lettered. Anything else is about this one message (a dead letter
+# it takes) rather than being dead-lettered. The model store is one while this process has never
+# read its CURRENT (``core.published``). Anything else is about this one message (a dead letter
 # Kafka refuses, ``kafka_io.RecordRefused``, is handled by ``send_dead_letter`` and never waited on).
-OUTAGE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError, kafka_io.PublishError)
+OUTAGE_ERRORS = (ConnectionFailure, ExecutionTimeout, WTimeoutError, kafka_io.PublishError,
+                 published.ModelStoreUnreachable)
 
 
 def skip_cancelled(record) -> Outcome | None:
@@ -387,6 +370,7 @@ def _handle_poll(records: list, holder: ModelHolder, stop: threading.Event, tail
                 if stop.is_set():
                     return None
                 log.warning("dead letter not sent (%s); retrying in %.1fs", exc.__class__.__name__, delay)
+                metrics.loop_turned()  # an outage: alive, a restart would not help (/healthz)
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
     return outcomes  # type: ignore[return-value]
@@ -418,15 +402,15 @@ def _one_at_a_time(consumer: KafkaConsumer, batches: dict, holder: ModelHolder, 
             return
 
 
-def _report_stats(name: str, stats: Stats, consumer: KafkaConsumer, holder: ModelHolder) -> None:
-    """Store the counters, lag and latency in Redis for the dashboard; log them when they changed."""
-    stats.published_at = time.monotonic()
-    snap = stats.snapshot(consumer_lag(consumer), holder.version)
-    publish_stats(name, snap)
-    seen = (snap["processed"], snap["duplicate"], snap["dead-letter"], snap["lag"])
+def _report_stats(stats: Stats, consumer: KafkaConsumer, holder: ModelHolder) -> None:
+    """Put the lag and the model version on /metrics; log the counters and lag when they changed."""
+    stats.reported_at = time.monotonic()
+    lag = consumer_lag(consumer)
+    metrics.stats_seen(lag, holder.version)
+    seen = (*stats.counts.values(), lag)
     if seen != stats.last_logged:  # quiet while idle
         stats.last_logged = seen
-        log.info("stats %s", snap)
+        log.info("stats %s lag %s model %s", stats.counts, lag, holder.version)
 
 
 def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
@@ -486,6 +470,7 @@ def _process_with_retry(record, holder: ModelHolder, stop: threading.Event):
                 metrics.retried("outage")
                 log.warning("infrastructure error on %s[%d]@%d (%s); retrying in %.1fs", record.topic,
                             record.partition, record.offset, exc.__class__.__name__, delay)
+            metrics.loop_turned()  # waiting out an outage is alive: a restart would not help (/healthz)
             if stop.wait(delay):
                 return None
             delay = min(delay * 2, 5.0)
@@ -540,8 +525,8 @@ def run(stop: threading.Event | None = None, name: str | None = None) -> Stats:
                 if not finish_tail_or_wait(tail, stop):  # one at a time: the locks given back first
                     break
                 _one_at_a_time(consumer, batches, holder, stop, stats, pending, deadline=polled_at + budget_s)
-            if time.monotonic() - stats.published_at > STATS_EVERY_S:
-                _report_stats(name, stats, consumer, holder)
+            if time.monotonic() - stats.reported_at > STATS_EVERY_S:
+                _report_stats(stats, consumer, holder)
         if finish_tail_or_wait(tail, stop):  # (stopped: one try)
             commit(consumer, pending)
     finally:

@@ -90,7 +90,8 @@ class RatingStatusOut(serializers.Serializer):
         help_text="pending: sent, not processed yet (poll again); processed: your list includes it; not_sent: "
                   "never delivered (Kafka was unavailable): it will not be processed unless you POST it again "
                   "with the same Idempotency-Key; dead_letter: the worker could not process it (an operator "
-                  "may replay it). Poll while pending; the others change only by a retry, an operator's replay, or "
+                  "may replay it); a rating whose list could not be computed is stored all the same, only its "
+                  "list was not rebuilt. Poll while pending; the others change only by a retry, an operator's replay, or "
                   "(not_sent, rarely) a late delivery the site could not cancel.")
     model_version = serializers.CharField(allow_null=True, help_text="The model of the list it made, once processed.")
 

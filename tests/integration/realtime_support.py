@@ -9,7 +9,6 @@ database and artifacts directory.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -83,12 +82,11 @@ def own_database(monkeypatch, base_name: str, suffix: str, **env: str):
 def reset_core_caches(mongo_uri_changed: bool = False) -> None:
     """Forget cached settings (and the producer, and on request the MongoDB clients) after the
     environment changed. ``mongo.get_client()`` caches the client of the first URI under ``None``."""
-    from core import kafka_io, list_state, mongo
+    from core import kafka_io, mongo
     from core.settings import get_settings
 
     get_settings.cache_clear()
-    mongo.forget_pointers()  # which generation / model version a collection name means
-    list_state._generation.clear()  # the published version cache keys carry
+    mongo.forget_pointers()  # which generation / model version a collection name means (and CURRENT)
     for breaker in (getattr(kafka_io, "BREAKER", None), getattr(mongo, "BREAKER", None)):
         if breaker is not None:  # the servers changed: what failed before says nothing now
             breaker.success()
@@ -336,23 +334,56 @@ class Proc:
         return self.popen.returncode
 
 
+_METRICS_PORTS: dict[int, int] = {}  # a started worker's pid -> the port of its /metrics
+
+
 def start_worker(env: dict[str, str], log_path: Path) -> Proc:
-    return Proc([sys.executable, "-m", "kafka_workers.worker"], env, log_path)
+    """A worker process serving /metrics (on a free port unless ``env`` names one), read by
+    :func:`worker_stats`."""
+    env = dict(env)
+    if not env.get("WORKER_METRICS_PORT"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            env["WORKER_METRICS_PORT"] = str(s.getsockname()[1])
+    env.pop("WORKER_PROCESS_NUM", None)
+    proc = Proc([sys.executable, "-m", "kafka_workers.worker"], env, log_path)
+    _METRICS_PORTS[proc.pid] = int(env["WORKER_METRICS_PORT"])
+    return proc
 
 
 def worker_stats(pid: int) -> dict | None:
-    """The stats snapshot the worker with ``pid`` publishes in Redis (``recsys:worker:<name>``)."""
-    import redis
-    from core.settings import get_settings
+    """What the worker with ``pid`` (started by :func:`start_worker`) says on /metrics: its count of
+    each outcome, ``lag`` (None: not known yet), ``model_version`` and the rating -> list latency's
+    ``latency_ms_p50``/``_p99`` (from the histogram's buckets); None while it does not answer."""
+    import math
+    import urllib.request
 
-    r = redis.Redis.from_url(get_settings().redis_url, socket_timeout=2)
-    for key in r.scan_iter(match=f"recsys:worker:*-{pid}", count=500):
-        raw = r.get(key)
-        if raw:
-            snap = json.loads(raw)
-            if snap.get("pid") == pid:
-                return snap
-    return None
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from core import freshness
+    from kafka_workers.process import STATUSES
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{_METRICS_PORTS[pid]}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    stats: dict[str, Any] = {**dict.fromkeys(STATUSES, 0), "lag": None, "model_version": None}
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "recommender_worker_events_total":
+                stats[sample.labels["outcome"]] = int(sample.value)
+            elif sample.name == "recommender_worker_lag" and not math.isnan(sample.value):
+                stats["lag"] = int(sample.value)
+            elif sample.name == "recommender_worker_model_info":
+                stats["model_version"] = sample.labels.get("version")  # (none before the first report)
+            elif sample.name == freshness.HISTOGRAM + "_bucket":
+                buckets[float(sample.labels["le"])] = sample.value
+    for name, q in (("latency_ms_p50", 0.5), ("latency_ms_p99", 0.99)):
+        seconds = freshness.quantile(q, buckets)
+        stats[name] = None if seconds is None else seconds * 1000
+    return stats
 
 
 # --- checks ---------------------------------------------------------------------------------

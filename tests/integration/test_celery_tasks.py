@@ -113,7 +113,7 @@ def test_refresh_trending_ranks_recent_positive_ratings_per_category(celery_env)
 
 
 def test_rescore_active_users_uses_the_new_model_and_caches_drop_with_current(celery_env):
-    from core import list_state
+    from core import list_state, published
     from kafka_workers.tasks import rescore_active_users
 
     db, p = celery_env.db, celery_env.products
@@ -125,12 +125,12 @@ def test_rescore_active_users_uses_the_new_model_and_caches_drop_with_current(ce
     _rate(db, "rt-rs-active2", p[7], 4, now - 86400)
     _rate(db, "rt-rs-idle", p[8], 5, now - 40 * 86400)
     stored_lists.write_recommendations("rt-rs-idle", [{"product_id": p[9], "score": 1.0, "because": p[8]}], v1, db=db)
-    list_state._generation.clear()
+    published.forget()
     assert list_state.generation() == v1
     list_state.announce("rt-rs-active1", '"cached-under-v1"')
 
     v2 = publish_model(celery_env.in_model, seed=2)
-    list_state._generation.clear()  # (each process reads CURRENT again within GENERATION_CHECK_S)
+    published.forget()  # (each process reads CURRENT again within published.CHECK_S)
     # The new CURRENT is the cache generation: what was kept under v1 is not read any more.
     assert list_state.generation() == v2
     assert list_state.current("rt-rs-active1", list_state.generation()) is None

@@ -82,8 +82,9 @@ def test_poison_events_go_to_dead_letters_with_reasons_and_good_ones_are_unaffec
     assert len({(json.loads(r.value)["partition"], json.loads(r.value)["offset"]) for r in letters}) == len(poison), \
         "one dead letter per poison event"
 
-    stats = wait_until(lambda: (s := worker_stats(worker.pid)) and s["processed"] == len(good) and s, 120,
-                       "all good events processed")
+    stats = wait_until(lambda: (s := worker_stats(worker.pid)) and s["processed"] == len(good)
+                       and s["dead-letter"] >= len(poison) and s, 120,
+                       "all good events processed, every poison one counted (after its letter is sent)")
     # Count in = count out + count rejected.
     assert len(read_topic(rt.topic, len(good) + len(poison))) == stats["processed"] + stats["dead-letter"]
     assert stats["dead-letter"] == len(poison) and stats["duplicate"] == 0

@@ -153,7 +153,7 @@ def test_stats_expose_lag_and_latency(rt):
               for i in range(25)]
     publish_all(events)
     snap = wait_until(lambda: (s := worker_stats(worker.pid)) and s["processed"] == len(events) and s["lag"] == 0
-                      and s, 90, "the worker's stats in Redis: all processed, lag 0")
+                      and s, 90, "the worker's /metrics: all processed, lag 0")
     assert snap["model_version"] == rt.version
     assert 0 < snap["latency_ms_p50"] <= snap["latency_ms_p99"]
 

@@ -44,17 +44,19 @@ def test_trending_forgets_a_removed_rating_and_splits_one_accounts_weight():
     assert scores["f0"] == pytest.approx(0.1)  # one account's vote, split over its ten products
 
 
-def test_stats_snapshot_percentiles_and_counts():
+def test_stats_count_outcomes_and_put_lag_and_model_on_metrics():
+    from prometheus_client import REGISTRY
+
+    from kafka_workers import worker
+
     s = Stats()
-    for ms in range(1, 101):
-        s.add(Outcome(None, "processed", latency_s=ms / 1000))
-    s.add(Outcome(None, "duplicate"))
-    s.add(Outcome(None, "dead-letter", "bad"))
-    snap = s.snapshot(lag=7, model_version="v1")
-    assert (snap["processed"], snap["duplicate"], snap["dead-letter"], snap["lag"]) == (100, 1, 1, 7)
-    assert snap["latency_ms_p50"] == 51.0 and snap["latency_ms_p99"] == 100.0
-    assert snap["model_version"] == "v1"
-    assert Stats().snapshot(lag=None, model_version=None)["latency_ms_p50"] is None
+    for status in ("processed", "processed", "duplicate", "dead-letter"):
+        s.add(Outcome(None, status))
+    assert (s.counts["processed"], s.counts["duplicate"], s.counts["dead-letter"]) == (2, 1, 1)
+    consumer = type("Consumer", (), {"assignment": lambda self: set()})()  # nothing assigned: lag 0
+    worker._report_stats(s, consumer, type("Holder", (), {"version": "v1"})())
+    assert REGISTRY.get_sample_value("recommender_worker_lag") == 0
+    assert REGISTRY.get_sample_value("recommender_worker_model_info", {"version": "v1"}) == 1
 
 
 def test_dead_letter_payload_keeps_the_reason_origin_and_a_truncated_original():
@@ -448,3 +450,57 @@ def test_only_a_well_formed_event_id_is_marked_dead_lettered(monkeypatch, raw_id
     record = SimpleNamespace(value=value, key=b"u1", topic="ratings", partition=0, offset=1)
     worker.send_dead_letter(record, Outcome(None, "dead-letter", "bad rating"), attempts=1)
     assert notes == ([raw_id] if marked else [])
+
+
+def test_waiting_out_an_outage_keeps_healthz_alive(monkeypatch):
+    """The outage back-offs never marked the loop alive, so /healthz said "stalled" (503) after
+    WORKER_MAX_POLL_INTERVAL_MS of a MongoDB outage, and a healthcheck restarted every worker."""
+    import threading
+    from types import SimpleNamespace
+
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from kafka_workers import worker
+
+    turns, waits = [], []
+    monkeypatch.setattr(worker.metrics, "loop_turned", lambda: turns.append(len(waits)))
+
+    class CountedWaits(threading.Event):
+        def wait(self, timeout=None) -> bool:
+            waits.append(timeout)
+            return False
+
+    def handle(value, model):
+        if len(waits) < 3:
+            raise ServerSelectionTimeoutError("MongoDB down")
+        return Outcome(None, "processed")
+
+    monkeypatch.setattr(worker, "handle", handle)
+    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
+    record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
+    assert worker._process_with_retry(record, SimpleNamespace(model=None), CountedWaits()).status == "processed"
+    assert turns == [0, 1, 2]  # before each of the three waits
+
+    turns.clear(), waits.clear()
+    monkeypatch.setattr(worker, "finish_tail", lambda tail: len(waits) >= 2)
+    assert worker.finish_tail_or_wait(object(), CountedWaits())
+    assert turns == [0, 1]
+
+
+@pytest.mark.parametrize("raw_id,claimed", [("user:victim", False), ("an id with spaces", False),
+                                            ("evt-0123456789", True)])
+def test_the_one_message_path_claims_only_a_well_formed_event_id(monkeypatch, raw_id, claimed):
+    """Claims share their collection with the users' locks: an invalid message naming
+    ``event_id: "user:victim"`` was claimed before validation, and held the victim's writer lock."""
+    import json
+    from types import SimpleNamespace
+
+    from core import cancellation
+    from kafka_workers import worker
+
+    claims = []
+    monkeypatch.setattr(cancellation, "claim", lambda event_id: claims.append(event_id) or True)
+    value = json.dumps({"event_id": raw_id, "junk": 1}).encode()
+    record = SimpleNamespace(value=value, key=b"x", topic="ratings", partition=0, offset=1)
+    assert worker.skip_cancelled(record) is None
+    assert claims == ([raw_id] if claimed else [])

@@ -14,7 +14,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.test import override_settings
 
-from core import artifacts, list_state, storage
+from core import artifacts, published, storage
 from core.settings import get_settings
 from shop import dashboard
 
@@ -27,9 +27,9 @@ def store(tmp_path, monkeypatch) -> list[str]:
     monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     monkeypatch.setenv("EDA_DIR", str(tmp_path / "eda"))
     get_settings.cache_clear()
-    list_state._generation.clear()
+    published.forget()
     # the generation is read again only when the test says so (a publish), never by the clock
-    monkeypatch.setattr(list_state, "GENERATION_CHECK_S", 3600.0)
+    monkeypatch.setattr(published, "CHECK_S", 3600.0)
     monkeypatch.setattr(dashboard, "_freshness", lambda: {"n": 0, "p50_ms": None, "p99_ms": None, "since": None,
                                                           "workers": 0, "unreachable": []})
     read: list[str] = []
@@ -42,7 +42,7 @@ def store(tmp_path, monkeypatch) -> list[str]:
     monkeypatch.setattr(storage, "read_text", counted)
     yield read
     get_settings.cache_clear()
-    list_state._generation.clear()
+    published.forget()
 
 
 def _publish(version: str, ndcg: float) -> None:
@@ -50,7 +50,7 @@ def _publish(version: str, ndcg: float) -> None:
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"engine": "ials", "test": {"ndcg@10": ndcg}}))
     (artifacts.models_dir() / artifacts.CURRENT_FILE).write_text(version + "\n")
-    list_state._generation.clear()  # as the second after which the site reads CURRENT again
+    published.forget()  # as the second after which the site reads CURRENT again
 
 
 def _dashboard(rf) -> str:
