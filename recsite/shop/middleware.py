@@ -4,7 +4,9 @@ The rating views answer 503 themselves, at once, behind the breakers (core.break
 (product, recommendations, search, the API's reads) meet the outage as an exception from pymongo
 after the driver's server-selection timeout, then, while the driver has not seen the server back,
 at once (``core.mongo.web_request``). This turns those into the same documented answer, and
-tells the MongoDB breaker, so the next rating is refused at once instead of waiting too.
+tells the MongoDB breaker, so the next rating is refused at once instead of waiting too. A model
+store that this process has never read and cannot reach (``core.published``; ``ARTIFACTS_DIR`` in a
+bucket) is the same answer, without telling MongoDB's breaker.
 Other errors are left to Django (a real bug stays a 500, logged with its traceback).
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, 
 
 from core import mongo
 from core.breaker import Unavailable
+from core.published import ModelStoreUnreachable
 from recsite import api_errors, apipaths
 
 log = logging.getLogger(__name__)
@@ -31,7 +34,7 @@ def outage_middleware(get_response):
     def process_exception(request, exception):
         if isinstance(exception, _OUTAGE):
             mongo.BREAKER.failure()
-        elif not isinstance(exception, Unavailable):
+        elif not isinstance(exception, (Unavailable, ModelStoreUnreachable)):
             return None
         log.warning("503 for %s %s: %s", request.method, request.path, exception.__class__.__name__)
         message = "This part of the shop is unavailable for a moment. Please try again in a few seconds."
