@@ -134,6 +134,23 @@ def drop_lists_of_deleted_accounts(version: str) -> int:
     return sum(lists.delete_many({"_id": {"$in": chunk}}).deleted_count for chunk in mongo.chunks(ids))
 
 
+def replaced_by(version: str, db=None) -> str | None:
+    """The version ``version`` replaced when it was published: the rollback target, kept with it.
+
+    Its record says so (``replaced``) once the publish finished; a publish killed after the
+    ``CURRENT`` switch wrote no record yet, and then it is the latest other published version, as
+    the publish would have recorded. Every publish job protects it from pruning, not only the run
+    that published (a rejected or unchanged publish has no ``replaced`` of its own).
+    """
+    db = db if db is not None else mongo.get_db()
+    record = db[mongo.MODEL_VERSIONS].find_one({"_id": version}) or {}
+    if record.get("published") and "replaced" in record:
+        return record["replaced"]
+    previous = db[mongo.MODEL_VERSIONS].find_one({"published": True, "_id": {"$ne": version}},
+                                                 sort=[("published_at", -1)])
+    return previous["_id"] if previous else None
+
+
 def finish_current(version: str) -> dict:
     """The steps after the ``CURRENT`` switch, for a version ``CURRENT`` names already.
 
@@ -144,9 +161,7 @@ def finish_current(version: str) -> dict:
     (the latest other published one) stay, as after a publish that was not interrupted.
     """
     db = mongo.get_db()
-    previous = db[mongo.MODEL_VERSIONS].find_one({"published": True, "_id": {"$ne": version}},
-                                                 sort=[("published_at", -1)])
-    replaced = previous["_id"] if previous else None
+    replaced = replaced_by(version, db=db)
     dropped = stored_lists.drop_serving_lists(keep={version, replaced} - {None}, db=db)
     drop_lists_of_deleted_accounts(version)  # a publish killed before it did this
     if (db[mongo.MODEL_VERSIONS].find_one({"_id": version}) or {}).get("published"):
@@ -238,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"publish: {exc}", file=sys.stderr)
             return EXIT_PERMANENT
         # published, rejected or unchanged: the versions no one can need any more go (MODEL_VERSIONS_KEPT)
-        protect = {artifacts.current_version(), record.get("replaced"), args.version} - {None}
+        current = artifacts.current_version()
         try:
+            protect = {current, args.version, *([replaced_by(current)] if current else [])} - {None}
             record["pruned"] = artifacts.prune_versions(protect)
             # the records stay, with their metrics, marked: the admin offers no rollback to them
             mongo.record_pruned_versions({artifacts.folder_version(name) for name in record["pruned"]})

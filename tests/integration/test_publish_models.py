@@ -355,6 +355,25 @@ def test_the_publish_job_deletes_versions_beyond_the_kept_ones(own, monkeypatch)
     assert [v for v, d in records.items() if "pruned_at" in d] == [rejected[0]]
 
 
+def test_rejected_publishes_keep_the_version_the_current_one_replaced(own, monkeypatch):
+    """The rollback target is kept by every publish, not only by the one that published: after
+    MODEL_VERSIONS_KEPT rejected trainings it was pruned, as the record of a rejected publish
+    has no ``replaced`` of its own."""
+    from spark_jobs import publish as job
+
+    monkeypatch.setattr(artifacts, "VERSIONS_KEPT", 2)
+    first, second = _version(_val(0.5, 0.01), seed=1), _version(_val(0.6, 0.01), seed=2)
+    assert job.main(["--run-id", "it-keep-1", "--version", first, "--force"]) == 0
+    assert job.main(["--run-id", "it-keep-2", "--version", second, "--force"]) == 0
+    rejected = []
+    for i in range(4):  # a daily train each, below popularity: rejected
+        rejected.append(_version(_val(0.1, 0.5), seed=3 + i))
+        assert job.main(["--run-id", f"it-keep-r{i}", "--version", rejected[-1]]) == 0
+    assert artifacts.current_version() == second
+    left = {p.name for p in artifacts.models_dir().iterdir()} - {artifacts.CURRENT_FILE}
+    assert left == {first, second, *rejected[-2:]}
+
+
 def test_a_pruned_version_is_refused_saying_so_and_nothing_changes(own):
     """A rollback (``publish --version X --force``, the admin's make current) to a version whose
     folder publish pruned fails before anything changes, with a message that says it was pruned."""
