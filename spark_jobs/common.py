@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from core import storage
 from core.env import env_float, env_str
@@ -83,6 +84,9 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
         # 30 min: train --engine spark at 25.7M interactions had 48 GB of them on the executors'
         # disks during its fourth ALS fit, and one driver GC brought that to 24 GB.
         .config("spark.cleaner.periodicGC.interval", "5min")
+        # an RDD's checkpoint files go with it too; the session's folder goes when the job ends
+        # (run_job: drop_checkpoints), or every job left one behind for ever
+        .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
     )
     if resolved_master.startswith("spark://"):  # a standalone cluster: each executor's share of a worker
         builder = builder.config("spark.executor.memory", env_str("SPARK_EXECUTOR_MEMORY", "1g"))
@@ -106,6 +110,29 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     Path(checkpoint).mkdir(parents=True, exist_ok=True) if "://" not in checkpoint else None
     session.sparkContext.setCheckpointDir(checkpoint)
     return session
+
+
+def checkpoint_folder(uri: str | None) -> storage.Location | None:
+    """The session's own checkpoint folder (``SparkContext.getCheckpointDir()``: a UUID folder Spark
+    makes under the directory :func:`spark_session` sets) as a storage location: ``file:`` URIs as
+    local paths, object-store URIs as they are."""
+    if not uri:
+        return None
+    if uri.startswith("file:"):
+        return Path(urlparse(uri).path)
+    return storage.location(uri)
+
+
+def drop_checkpoints(folder: storage.Location | None) -> None:
+    """Delete a stopped session's checkpoint folder; housekeeping, so a failure is only said: the
+    job's outcome stands (its record is written either way)."""
+    if folder is None:
+        return
+    try:
+        storage.remove_tree(folder)
+    except Exception as exc:  # noqa: BLE001
+        print(f"could not delete the Spark checkpoint folder {folder}: {exc.__class__.__name__}: {exc}",
+              file=sys.stderr)
 
 
 def _ship_code(session) -> None:
@@ -243,8 +270,8 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
     the admin shows why; one of ``permanent`` (an input that names no file, no data: a retry would
     fail the same way) is recorded alike and exits core.runs.EXIT_PERMANENT, on which the DAG's
     task fails without its retries, and so do bad arguments (:func:`parse_args`). Anything else
-    propagates (exit 1: retried). The session is stopped however the
-    job ends. Every job first records ``{"status": "started", ...}``, before the session starts:
+    propagates (exit 1: retried). The session is stopped however the job ends, and its checkpoint
+    folder deleted. Every job first records ``{"status": "started", ...}``, before the session starts:
     a job killed or crashed half-way then leaves "started", never the "ok" of an earlier attempt in
     the same run, which ``bin/pipeline --resume`` would skip as finished (spark_jobs/run_records.py).
     ``started(args)`` (load: its inputs and removals) goes into that record and is kept in the
@@ -262,6 +289,7 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
         begun = started(args) if started is not None else {}
         write_record(args.run_id, name, {"status": "started", **begun, "started_at": time.time()})
         spark = spark_session(name)
+        checkpoints = checkpoint_folder(spark.sparkContext.getCheckpointDir())
         try:
             record = work(spark, args)
         except (*permanent, *failures) as exc:
@@ -270,6 +298,7 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
             return EXIT_PERMANENT if isinstance(exc, permanent) else 1
         finally:
             spark.stop()
+            drop_checkpoints(checkpoints)
         write_record(args.run_id, name, {**begun, **record})
     if summary is not None:
         print(summary(record))

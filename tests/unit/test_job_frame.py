@@ -5,32 +5,49 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from pathlib import Path
 
 import pytest
 
 from core.runs import EXIT_PERMANENT
 from core.settings import get_settings
+from core.storage import RemotePath
 from spark_jobs import common, reconcile, units
 from spark_jobs.eda import NoData
 from spark_jobs.reconcile import Unbalanced
 
 
+class FakeContext:
+    """The part of a SparkContext the frame uses: where the session's checkpoints are."""
+
+    def __init__(self, checkpoints: str) -> None:
+        self.checkpoints = checkpoints
+
+    def getCheckpointDir(self) -> str:  # noqa: N802  Spark's name
+        return self.checkpoints
+
+
 class FakeSession:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, checkpoints: str = "") -> None:
         self.name = name
         self.stopped = False
+        self.sparkContext = FakeContext(checkpoints)
 
     def stop(self) -> None:
         self.stopped = True
 
 
 @pytest.fixture
-def frame(monkeypatch):
-    """Sessions handed out and records written, instead of Spark and MongoDB."""
+def frame(monkeypatch, tmp_path):
+    """Sessions handed out and records written, instead of Spark and MongoDB. Each session has a
+    checkpoint folder, as Spark makes one (a UUID folder, named by a ``file:`` URI)."""
     seen = {"sessions": [], "records": []}
 
     def session(name: str) -> FakeSession:
-        seen["sessions"].append(FakeSession(name))
+        folder = tmp_path / "spark-checkpoints" / f"uuid-{len(seen['sessions'])}"
+        (folder / "rdd-1").mkdir(parents=True)
+        (folder / "rdd-1" / "part-00000").write_bytes(b"x")
+        seen["sessions"].append(FakeSession(name, f"file:{folder}"))
         return seen["sessions"][-1]
 
     monkeypatch.setattr(common, "spark_session", session)
@@ -221,6 +238,33 @@ def test_other_errors_propagate_and_leave_the_started_record_and_the_session_sti
     [(run_id, job, record)] = frame["records"]
     assert (run_id, job, record["status"]) == ("r-3", "x", "started")
     assert frame["sessions"][0].stopped
+
+
+@pytest.mark.parametrize("outcome", ["ok", "declared failure", "crash"])
+def test_the_sessions_checkpoint_folder_is_deleted_however_the_job_ends(frame, outcome):
+    """Spark makes a new checkpoint folder per session and never deletes it: every job of every run
+    left one under spark-checkpoints/. The frame deletes it after stopping the session; only it."""
+    def work(spark, args):
+        if outcome == "declared failure":
+            raise Unbalanced("3 rows in but 2 accounted for")
+        if outcome == "crash":
+            raise KeyError("boom")
+        return {"status": "ok"}
+
+    with contextlib.suppress(KeyError):
+        common.run_job("x", "doc", ["--run-id", "r-ck"], work, failures=(Unbalanced,))
+    [session] = frame["sessions"]
+    folder = common.checkpoint_folder(session.sparkContext.getCheckpointDir())
+    assert session.stopped and not folder.exists()
+    assert folder.parent.is_dir()  # the checkpoint directory itself stays, for the next session
+
+
+def test_checkpoint_folders_are_storage_locations():
+    assert common.checkpoint_folder("file:/tmp/ck/abc") == Path("/tmp/ck/abc")
+    assert common.checkpoint_folder("file:///tmp/ck/abc") == Path("/tmp/ck/abc")
+    assert common.checkpoint_folder("s3a://bucket/data/spark-checkpoints/abc") == \
+        RemotePath("s3a://bucket/data/spark-checkpoints/abc")
+    assert common.checkpoint_folder(None) is None
 
 
 def test_a_crash_after_an_earlier_ok_leaves_the_job_unfinished_for_resume(tmp_path, monkeypatch):
