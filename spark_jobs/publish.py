@@ -114,8 +114,8 @@ def load_serving_lists(version: str) -> dict[str, int]:
         tally = {"lines": 0, "left out": 0}
         stored = mongo.insert_docs(name, lists(tally), db=db, threads=PUBLISH_INSERT_THREADS)
         if tally["lines"] != stored + tally["left out"]:
-            raise RuntimeError(f"publish: {name}: {tally['lines']:,} lists in the files, the server acknowledged "
-                               f"{stored:,} and {tally['left out']:,} were left out")
+            raise reconcile.Unbalanced(f"publish: {name}: {tally['lines']:,} lists in the files, the server "
+                                       f"acknowledged {stored:,} and {tally['left out']:,} were left out")
         out[logical] = stored
     return out
 
@@ -252,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
                                                             "force": args.force, "error": str(exc)})
             print(f"publish: {exc}", file=sys.stderr)
             return EXIT_PERMANENT
+        except reconcile.Unbalanced as exc:  # lists lost on the way; CURRENT did not move: a retry may do
+            reconcile.write_record(args.run_id, "publish", {"status": "failed", "version": args.version,
+                                                            "force": args.force, "error": str(exc)})
+            print(f"publish: {exc}", file=sys.stderr)
+            return 1
         # published, rejected or unchanged: the versions no one can need any more go (MODEL_VERSIONS_KEPT)
         current = artifacts.current_version()
         try:

@@ -14,6 +14,7 @@ from core.settings import get_settings
 from core.storage import RemotePath
 from spark_jobs import common, reconcile, units
 from spark_jobs.eda import NoData
+from spark_jobs.mongo_load import DeletionsOutran
 from spark_jobs.reconcile import Unbalanced
 
 
@@ -62,7 +63,7 @@ def frame(monkeypatch, tmp_path):
 JOBS = [
     ("load", "load", (Unbalanced,), {}),
     ("clean", "clean", (Unbalanced,), {}),
-    ("mongo_load", "mongo_load", (), {}),
+    ("mongo_load", "mongo_load", (Unbalanced, DeletionsOutran), {}),
     ("eda", "run_eda", (), {"analyses": [1], "out_dir": "o", "latest": "l", "seconds": 1}),
     ("train", "train", (), {"version": "v1", "engine": "ease"}),
 ]
@@ -97,12 +98,17 @@ def test_each_job_uses_the_file_safe_run_id_everywhere(frame, monkeypatch, modul
     assert {run_id for run_id, _, _ in frame["records"]} == {"nightly-2025-01"}
 
 
-@pytest.mark.parametrize("module, work, failures, extra", [j for j in JOBS if j[2]], ids=[j[0] for j in JOBS if j[2]])
-def test_a_declared_failure_is_recorded_and_exits_1(frame, monkeypatch, capsys, module, work, failures, extra):
+DECLARED = [(module, work, failure) for module, work, failures, _ in JOBS for failure in failures]
+
+
+@pytest.mark.parametrize("module, work, failure", DECLARED, ids=[f"{m}-{f.__name__}" for m, _, f in DECLARED])
+def test_a_declared_failure_is_recorded_and_exits_1(frame, monkeypatch, capsys, module, work, failure):
+    """Each job's declared failures (mongo_load's count mismatches, which it raised as plain
+    RuntimeErrors, left its record "started" with no error)."""
     job = importlib.import_module(f"spark_jobs.{module}")
 
     def fail(spark, *args):
-        raise failures[0]("3 rows in but 2 accounted for")
+        raise failure("3 rows in but 2 accounted for")
 
     monkeypatch.setattr(job, work, fail)
     assert job.main(["--run-id", "r-2"]) == 1
@@ -178,6 +184,21 @@ def test_publish_of_a_version_that_is_gone_is_recorded_and_exits_permanent(frame
     assert [(job, r["status"]) for _, job, r in frame["records"]] == [("publish", "started"), ("publish", "failed")]
     assert "model version v-0 was pruned" in frame["records"][-1][2]["error"]
     assert "publish: model version v-0 was pruned" in capsys.readouterr().err
+
+
+def test_publish_with_lists_lost_on_the_way_is_recorded_as_failed_and_exits_1(frame, monkeypatch, capsys):
+    """The version's lists in the files and those the server acknowledged disagree: a retry may do
+    (CURRENT did not move); the record says failed and why, not "started"."""
+    from spark_jobs import publish
+
+    def lost(version, run_id, force=False):
+        raise Unbalanced("publish: batch_recommendations__vv-0: 3 lists in the files, the server acknowledged 1")
+
+    monkeypatch.setattr(publish, "publish", lost)
+    assert publish.main(["--version", "v-0", "--run-id", "r-10"]) == 1
+    assert [(job, r["status"]) for _, job, r in frame["records"]] == [("publish", "started"), ("publish", "failed")]
+    assert "3 lists in the files" in frame["records"][-1][2]["error"]
+    assert "publish: publish: batch_recommendations" in capsys.readouterr().err
 
 
 def test_load_records_its_inputs_before_it_starts_and_when_it_fails(frame, monkeypatch):
