@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core import storage
-from core.env import env_float, env_str
+from core.env import env_bool, env_float, env_int, env_jvm_size, env_str
 from core.runs import EXIT_PERMANENT
 from core.settings import get_settings
 from spark_jobs import jvm_jar
@@ -53,6 +53,20 @@ def _jars(*lists: str | None) -> str:
     return ",".join(seen.values())
 
 
+def tuning(master: str) -> dict[str, str]:
+    """The Spark settings an operator sets through the environment, read and checked before the
+    session starts: a bad value stops the job naming its variable (core/env.py), where Spark would
+    fail later in a JVM trace that never names it."""
+    conf = {
+        "spark.sql.shuffle.partitions": str(env_int("SPARK_SHUFFLE_PARTITIONS", 8, minimum=1)),
+        "spark.ui.enabled": str(env_bool("SPARK_UI_ENABLED", False)).lower(),
+        "spark.sql.files.maxPartitionBytes": env_jvm_size("SPARK_MAX_PARTITION_BYTES", "128m"),
+    }
+    if master.startswith("spark://"):  # a standalone cluster: each executor's share of a worker
+        conf["spark.executor.memory"] = env_jvm_size("SPARK_EXECUTOR_MEMORY", "1g")
+    return conf
+
+
 def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str | None = None):
     """A SparkSession configured for this project.
 
@@ -73,11 +87,8 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     builder = (
         SparkSession.builder.appName(f"amazon-recommender:{app_name}")
         .master(resolved_master)
-        .config("spark.sql.shuffle.partitions", env_str("SPARK_SHUFFLE_PARTITIONS", "8"))
         .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", env_str("SPARK_UI_ENABLED", "false"))
-        .config("spark.sql.files.maxPartitionBytes", env_str("SPARK_MAX_PARTITION_BYTES", "128m"))
         # from the context's start (Spark >= 3.5): setLogLevel below comes after its INFO lines
         .config("spark.log.level", log_level)
         # Shuffle files go when the driver's garbage collector drops their RDDs, by default every
@@ -88,8 +99,8 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
         # (run_job: drop_checkpoints), or every job left one behind for ever
         .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
     )
-    if resolved_master.startswith("spark://"):  # a standalone cluster: each executor's share of a worker
-        builder = builder.config("spark.executor.memory", env_str("SPARK_EXECUTOR_MEMORY", "1g"))
+    for key, value in tuning(resolved_master).items():
+        builder = builder.config(key, value)
     # DATA_DIR / ARTIFACTS_DIR in an object store: the s3a filesystem, its endpoint and credentials
     conf = storage.spark_conf([settings.data_dir, settings.artifacts_dir])
     # spark.jars set here replaces spark-submit's --jars, which must stay (what a cluster's executors

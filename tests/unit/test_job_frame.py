@@ -363,3 +363,21 @@ def test_the_job_holds_the_batch_lock_from_before_its_first_record_until_its_las
     monkeypatch.setattr(load, "load", lambda spark, *args, **kwargs: {"status": "ok"})
     assert load.main(["--run-id", "r-6"]) == 0
     assert events == [("lock", "load", "r-6"), "session", ("unlock", 2)]  # "started" and "ok" recorded under it
+
+
+def test_the_spark_settings_of_the_environment_are_checked_before_the_session(monkeypatch):
+    """Read as raw strings, a bad value failed later in a JVM trace that never named the variable."""
+    assert common.tuning("local[*]") == {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false",
+                                         "spark.sql.files.maxPartitionBytes": "128m"}
+    assert common.tuning("spark://h:7077")["spark.executor.memory"] == "1g"
+    monkeypatch.setenv("SPARK_UI_ENABLED", "yes")
+    assert common.tuning("local[2]")["spark.ui.enabled"] == "true"
+    for name, bad, master in (("SPARK_SHUFFLE_PARTITIONS", "0", "local[*]"),
+                              ("SPARK_SHUFFLE_PARTITIONS", "eight", "local[*]"),
+                              ("SPARK_UI_ENABLED", "maybe", "local[*]"),
+                              ("SPARK_MAX_PARTITION_BYTES", "128 MB", "local[*]"),
+                              ("SPARK_EXECUTOR_MEMORY", "1.5g", "spark://h:7077")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=f"environment variable {name} must be"):
+            common.tuning(master)
+        monkeypatch.delenv(name)
