@@ -203,7 +203,7 @@ def pruned_unmarked() -> set[str]:
     return {str(doc["_id"]) for doc in found if not artifacts.has_version(str(doc["_id"]))}
 
 
-def publish(version: str, run_id: str, force: bool = False) -> dict:
+def publish(version: str, force: bool = False) -> dict:
     current = artifacts.current_version()
     if current == version:
         return finish_current(version)
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         reconcile.write_record(args.run_id, "publish", {"status": "started", "version": args.version,
                                                         "force": args.force, "started_at": time.time()})
         try:
-            record = publish(args.version, args.run_id, args.force)
+            record = publish(args.version, force=args.force)
         except VersionGone as exc:  # pruned or never complete: no retry brings its files back
             reconcile.write_record(args.run_id, "publish", {"status": "failed", "version": args.version,
                                                             "force": args.force, "error": str(exc)})

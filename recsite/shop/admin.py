@@ -165,7 +165,7 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         holder = batch_holder("make current (admin)", run_id)
         try:
             with locking.lease(BATCH_LOCK, holder, BATCH_LEASE_S, wait_s=5.0, poll_s=0.5, on_lost=log.warning):
-                record = publish(obj.version, run_id, force=True)
+                record = publish(obj.version, force=True)
         except locking.LockHeld as exc:
             self.message_user(request, f"Could not make {obj.version} current: a batch job is running ({exc}); "
                                        f"try again once it has finished.", level=messages.ERROR)
