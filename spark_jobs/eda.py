@@ -216,8 +216,9 @@ def length_vs_rating(reviews: DataFrame) -> Analysis:
     return Analysis("length_vs_rating", "Review length vs rating", table, draw, {"histogram": histogram})
 
 
-def product_stats(reviews: DataFrame) -> DataFrame:
-    """Per product: number of reviews, average rating and sentiment shares (shared by several analyses)."""
+def sentiment_by_product(reviews: DataFrame) -> DataFrame:
+    """Per product: number of reviews, average rating and sentiment shares (shared by several analyses;
+    not mongo_load.product_stats, the catalog's aggregates)."""
     star = star_col()
     return reviews.groupBy("product_id").agg(
         F.count("*").alias("n_reviews"),
@@ -460,7 +461,7 @@ def run_eda(spark: SparkSession, clean_dir: Path, eda_dir: Path, run_id: str) ->
     if counts["reviews"] == 0:
         raise NoData(f"no clean reviews in {clean_dir / 'reviews'}; run load and clean first")
 
-    stats = product_stats(reviews).persist()  # used by the two product rankings
+    stats = sentiment_by_product(reviews).persist()  # used by the two product rankings
     try:
         analyses = [
             rating_distribution(reviews), length_vs_rating(reviews),
