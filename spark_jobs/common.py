@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -207,6 +207,21 @@ def batch_lock(stage: str, run_id: str) -> Iterator[None]:
             print(f"{stage}: took over the batch lock from a job that stopped renewing it{locking.describe(stale)}",
                   file=sys.stderr, flush=True)
         yield
+
+
+def drop_earlier_runs(folder: storage.Location, keep: Collection[str] = ()) -> list[str]:
+    """Delete the folders of every other run beside this run's ``folder`` (its parent's other
+    entries, but the names in ``keep``), once this run's is complete; returns their names.
+
+    A job that writes a folder per run (train's work folder ``DATA_DIR/train/<run id>``, EDA's
+    ``EDA_DIR/<run id>``) otherwise kept adding one a day. This run's own stays until the next
+    run. One batch job runs at a time (:func:`batch_lock`), so no other run is using them.
+    """
+    here = storage.location(folder)
+    earlier = sorted(name for name in storage.listdir(here.parent) if name != here.name and name not in keep)
+    for name in earlier:
+        storage.remove_tree(storage.join(here.parent, name))
+    return earlier
 
 
 def run_id_arg(parser) -> None:
