@@ -14,7 +14,8 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -281,6 +282,50 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         raise
 
 
+@dataclass
+class JobRun:
+    """A job's outcome inside :func:`job_records`: the job sets ``record`` (its final record); a
+    declared failure sets ``exit_status`` (1, or EXIT_PERMANENT) and ``error``."""
+    record: dict[str, Any] = field(default_factory=dict)
+    exit_status: int = 0
+    error: BaseException | None = None
+
+
+@contextmanager
+def job_records(name: str, run_id: str, started: dict[str, Any] | None = None, *,
+                failures: tuple[type[BaseException], ...] = (),
+                permanent: tuple[type[BaseException], ...] = (),
+                lock: AbstractContextManager[Any] | None = None) -> Iterator[JobRun]:
+    """The frame of every batch job, Spark or not (run_job, publish.main, the admin's make
+    current): the lock, then the "started" record, then the job's final record or its failure's.
+
+    Held: ``lock``, by default the batch lock (:func:`batch_lock`; the admin passes a lease of its
+    own that fits a web request). Before the job runs it records ``{"status": "started", ...}``:
+    a job killed or crashed half-way then leaves "started", never the "ok" of an earlier attempt in
+    the same run, which ``bin/pipeline --resume`` would skip as finished (spark_jobs/run_records.py).
+    ``started`` (load: its inputs; publish: the version) goes into that record and is kept in the
+    failure record and the final one, so a job that failed or was killed still says what it was
+    doing. A failure the job declares (``failures``: an unbalanced count, a retry may fix it) or
+    one of ``permanent`` (a retry would fail the same way) is recorded as ``{"status": "failed",
+    "error": ...}``, said on stderr and not raised: the caller returns ``run.exit_status``. Anything
+    else propagates and leaves "started".
+    """
+    from spark_jobs import reconcile
+
+    begun = started or {}
+    with lock if lock is not None else batch_lock(name, run_id):
+        reconcile.write_record(run_id, name, {"status": "started", **begun, "started_at": time.time()})
+        run = JobRun()
+        try:
+            yield run
+        except (*permanent, *failures) as exc:
+            reconcile.write_record(run_id, name, {**begun, "status": "failed", "error": str(exc)})
+            print(f"{name}: {exc}", file=sys.stderr)
+            run.exit_status, run.error = (EXIT_PERMANENT if isinstance(exc, permanent) else 1), exc
+            return
+        reconcile.write_record(run_id, name, {**begun, **run.record})
+
+
 def run_job(name: str, doc: str | None, argv: list[str] | None,
             work: Callable[[Any, argparse.Namespace], dict[str, Any]], *,
             options: Callable[[argparse.ArgumentParser], None] | None = None,
@@ -288,44 +333,35 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
             permanent: tuple[type[Exception], ...] = (),
             summary: Callable[[dict[str, Any]], str] | None = None,
             started: Callable[[argparse.Namespace], dict[str, Any]] | None = None) -> int:
-    """The main() of every Spark job: its CLI, one session, its record, its exit status.
+    """The main() of every Spark job: its CLI, one session, its records (:func:`job_records`), its
+    exit status.
 
-    The job holds the batch lock (:func:`batch_lock`) from before its first record until its last.
     ``work(spark, args)`` does the job and returns its record. A failure the job declares (an
     unbalanced count) is recorded as ``{"status": "failed"}`` and exits 1, so Airflow retries and
     the admin shows why; one of ``permanent`` (an input that names no file, no data: a retry would
     fail the same way) is recorded alike and exits core.runs.EXIT_PERMANENT, on which the DAG's
     task fails without its retries, and so do bad arguments (:func:`parse_args`). Anything else
-    propagates (exit 1: retried). The session is stopped however the job ends, and its checkpoint
-    folder deleted. Every job first records ``{"status": "started", ...}``, before the session starts:
-    a job killed or crashed half-way then leaves "started", never the "ok" of an earlier attempt in
-    the same run, which ``bin/pipeline --resume`` would skip as finished (spark_jobs/run_records.py).
-    ``started(args)`` (load: its inputs and removals) goes into that record and is kept in the
-    failure record and the final one, so a job that failed or was killed still says what it was
-    doing (a resume loads and removes the same files), and one that finished says what it did.
+    propagates (exit 1: retried). The session starts under the batch lock (a job waiting for it
+    holds no driver), after the "started" record; it is stopped however the job ends, and its
+    checkpoint folder deleted. ``started(args)`` (load: its inputs and removals) goes into every
+    record, so a resume loads and removes the same files, and one that finished says what it did.
     """
-    from spark_jobs.reconcile import write_record
-
     parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     if options is not None:
         options(parser)
     run_id_arg(parser)
     args = parse_args(parser, argv)
-    with batch_lock(name, args.run_id):  # before the session: a job waiting for it holds no driver
-        begun = started(args) if started is not None else {}
-        write_record(args.run_id, name, {"status": "started", **begun, "started_at": time.time()})
+    begun = started(args) if started is not None else {}
+    with job_records(name, args.run_id, begun, failures=failures, permanent=permanent) as job:
         spark = spark_session(name)
         checkpoints = checkpoint_folder(spark.sparkContext.getCheckpointDir())
         try:
-            record = work(spark, args)
-        except (*permanent, *failures) as exc:
-            write_record(args.run_id, name, {**begun, "status": "failed", "error": str(exc)})
-            print(f"{name}: {exc}", file=sys.stderr)
-            return EXIT_PERMANENT if isinstance(exc, permanent) else 1
+            job.record = work(spark, args)
         finally:
             spark.stop()
             drop_checkpoints(checkpoints)
-        write_record(args.run_id, name, {**begun, **record})
+    if job.exit_status:
+        return job.exit_status
     if summary is not None:
-        print(summary(record))
+        print(summary(job.record))
     return 0

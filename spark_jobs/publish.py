@@ -37,7 +37,6 @@ import time
 
 from core import artifacts, mongo, popular, rating_history, shopper_controls, stored_lists
 from core.env import env_int
-from core.runs import EXIT_PERMANENT
 from spark_jobs import common, reconcile
 from spark_jobs.common import run_id_arg
 
@@ -234,46 +233,41 @@ def publish(version: str, force: bool = False) -> dict:
     return {"status": "published", "version": version, "replaced": current, "decision": decision, "loaded": loaded}
 
 
+def prune_old_versions(version: str, record: dict) -> None:
+    """After a publish job (published, rejected or unchanged): delete the versions no one can need
+    any more (beyond MODEL_VERSIONS_KEPT; never the current one, the one it replaced, nor
+    ``version``), mark them pruned, and say so in ``record``. Housekeeping: its failure must not
+    fail a publish done, so it goes into the record (``prune_error``) instead."""
+    current = artifacts.current_version()
+    try:
+        protect = {current, version, *([replaced_by(current)] if current else [])} - {None}
+        record["pruned"] = artifacts.prune_versions(protect)
+        # the records stay, with their metrics, marked: the admin offers no rollback to them
+        mongo.record_pruned_versions({artifacts.folder_version(name) for name in record["pruned"]})
+    except Exception as exc:  # noqa: BLE001
+        print(f"publish: old model versions not deleted or not marked pruned: {exc}", file=sys.stderr)
+        record["prune_error"] = f"{exc.__class__.__name__}: {exc}"
+    try:  # so are those of versions pruned before publish marked them: apart, so that one storage
+        # error of their checks leaves the versions just pruned marked still
+        mongo.record_pruned_versions(pruned_unmarked())
+    except Exception as exc:  # noqa: BLE001  the next publish tries again
+        print(f"publish: versions pruned earlier not marked pruned: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     run_id_arg(parser)
     parser.add_argument("--version", required=True)
     parser.add_argument("--force", action="store_true", help="publish even if the gate says no")
     args = common.parse_args(parser, argv)
-    with common.batch_lock("publish", args.run_id):  # no Spark session, but the lists and CURRENT of every run
-        # as every job (spark_jobs/common.run_job): a publish killed half-way leaves "started", not an
-        # earlier attempt's decision, so a resume runs it again
-        reconcile.write_record(args.run_id, "publish", {"status": "started", "version": args.version,
-                                                        "force": args.force, "started_at": time.time()})
-        try:
-            record = publish(args.version, force=args.force)
-        except VersionGone as exc:  # pruned or never complete: no retry brings its files back
-            reconcile.write_record(args.run_id, "publish", {"status": "failed", "version": args.version,
-                                                            "force": args.force, "error": str(exc)})
-            print(f"publish: {exc}", file=sys.stderr)
-            return EXIT_PERMANENT
-        except reconcile.Unbalanced as exc:  # lists lost on the way; CURRENT did not move: a retry may do
-            reconcile.write_record(args.run_id, "publish", {"status": "failed", "version": args.version,
-                                                            "force": args.force, "error": str(exc)})
-            print(f"publish: {exc}", file=sys.stderr)
-            return 1
-        # published, rejected or unchanged: the versions no one can need any more go (MODEL_VERSIONS_KEPT)
-        current = artifacts.current_version()
-        try:
-            protect = {current, args.version, *([replaced_by(current)] if current else [])} - {None}
-            record["pruned"] = artifacts.prune_versions(protect)
-            # the records stay, with their metrics, marked: the admin offers no rollback to them
-            mongo.record_pruned_versions({artifacts.folder_version(name) for name in record["pruned"]})
-        except Exception as exc:  # noqa: BLE001  housekeeping: its failure must not fail a publish done
-            print(f"publish: old model versions not deleted or not marked pruned: {exc}", file=sys.stderr)
-            record["prune_error"] = f"{exc.__class__.__name__}: {exc}"
-        try:  # so are those of versions pruned before publish marked them: apart, so that one storage
-            # error of their checks leaves the versions just pruned marked still
-            mongo.record_pruned_versions(pruned_unmarked())
-        except Exception as exc:  # noqa: BLE001  the next publish tries again
-            print(f"publish: versions pruned earlier not marked pruned: {exc}", file=sys.stderr)
-        reconcile.write_record(args.run_id, "publish", record)
-    return 0
+    # no Spark session, but the batch lock (the lists and CURRENT of every run) and the records of
+    # every job: a publish killed half-way leaves "started", so a resume runs it again
+    with common.job_records("publish", args.run_id, {"version": args.version, "force": args.force},
+                            failures=(reconcile.Unbalanced,),  # lists lost on the way; CURRENT did not move
+                            permanent=(VersionGone,)) as job:  # pruned or never complete: no retry helps
+        job.record = publish(args.version, force=args.force)
+        prune_old_versions(args.version, job.record)
+    return job.exit_status
 
 
 if __name__ == "__main__":

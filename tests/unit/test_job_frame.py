@@ -382,3 +382,28 @@ def test_the_spark_settings_of_the_environment_are_checked_before_the_session(mo
         with pytest.raises(ValueError, match=f"environment variable {name} must be"):
             common.tuning(master)
         monkeypatch.delenv(name)
+
+
+def test_job_records_is_the_frame_without_spark(frame):
+    """publish.main and the admin's make current run in job_records too: under the lock they are
+    given, "started" first, then the final record or the declared failure's, never raised."""
+    events = []
+
+    @contextlib.contextmanager
+    def lease():
+        events.append("locked")
+        yield
+        events.append("unlocked")
+
+    with common.job_records("publish", "r-11", {"version": "v-1"}, failures=(Exception,), lock=lease()) as job:
+        events.append([r["status"] for _, _, r in frame["records"]])
+        raise OSError("MongoDB down")
+    assert events == ["locked", ["started"], "unlocked"]
+    assert isinstance(job.error, OSError) and job.exit_status == 1
+    assert frame["records"][-1] == ("r-11", "publish", {"version": "v-1", "status": "failed", "error": "MongoDB down"})
+
+    with common.job_records("publish", "r-12", {"version": "v-2"}, lock=lease()) as job:
+        job.record = {"status": "published"}
+    assert (job.error, job.exit_status) == (None, 0)
+    assert frame["records"][-1] == ("r-12", "publish", {"version": "v-2", "status": "published"})
+    assert not frame["sessions"]
