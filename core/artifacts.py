@@ -121,7 +121,6 @@ def new_version_name(content_hint: str = "") -> str:
 
 def save_model(item_ids: list[str], item_factors: np.ndarray, params: dict[str, Any],
                metrics: dict[str, Any] | None = None, version: str | None = None,
-               user_ids: list[str] | None = None, user_factors: np.ndarray | None = None,
                root: Location | str | None = None) -> str:
     """Write a model version atomically and return its name; it is not published yet."""
     if len(item_ids) != item_factors.shape[0]:
@@ -130,9 +129,6 @@ def save_model(item_ids: list[str], item_factors: np.ndarray, params: dict[str, 
     base = models_dir(root)
     arrays = {"item_factors.npy": np.asarray(item_factors, dtype=np.float32)}
     texts = {"item_ids.json": json.dumps(list(item_ids))}
-    if user_ids is not None and user_factors is not None:
-        arrays["user_factors.npy"] = np.asarray(user_factors, dtype=np.float32)
-        texts["user_ids.json"] = json.dumps(list(user_ids))
     index = ann.build(item_factors) if ann.wanted(len(item_ids), str(params.get("kind", "ials"))) else None
     # that it has an index, so a folder copied without it fails to load (load_model) instead of
     # serving by exact scoring, slowly, for as long as it is current

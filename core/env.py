@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 
 def env_str(name: str, default: str) -> str:
@@ -59,6 +60,24 @@ def env_floats(name: str, default: tuple[float, ...], minimum: float | None = No
 
 def env_bool(name: str, default: bool) -> bool:
     return _parsed(name, default, _flag, "1/0, true/false, yes/no or on/off")
+
+
+def env_jvm_size(name: str, default: str) -> str:
+    """A size as the JVM and Spark read one (``spark.executor.memory``, ``spark.sql.files.maxPartitionBytes``):
+    a whole number above 0 with an optional unit, ``b``, ``k``/``kb`` ... ``p``/``pb``, any case
+    (``512m``, ``4G``, ``134217728``). Handed to Spark as given; checked here because Spark's own
+    refusal comes later, as a JVM trace that never names the variable."""
+    return _parsed(name, default, _jvm_size, "a JVM size above 0 such as 512m, 4g or 134217728")
+
+
+JVM_SIZE = re.compile(r"(\d+)([kmgtp]b?|b)?", re.IGNORECASE)
+
+
+def _jvm_size(raw: str) -> str:
+    match = JVM_SIZE.fullmatch(raw)
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(raw)
+    return raw
 
 
 def _integer(raw: str) -> int:

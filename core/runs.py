@@ -92,15 +92,14 @@ def read_record(run_id: str, job: str, data_dir: Location | None = None) -> dict
 
 
 def succeeded(record: Mapping[str, Any]) -> bool:
-    """Whether a train record says train succeeded: status "ok", or no status at all (both readers
-    have always let a record without one pass; train itself writes "ok", spark_jobs/train.py)."""
-    return record.get("status", "ok") == "ok"
+    """Whether a train record says train succeeded: status "ok", as train has written since its
+    first version (spark_jobs/train.py); a record without a status is not a finished train's."""
+    return record.get("status") == "ok"
 
 
 def model_version(record: Mapping[str, Any]) -> str:
-    """The model version a train record names, "" when none: ``version``, else ``model_version``
-    (both readers have always accepted either name)."""
-    return str(record.get("version") or record.get("model_version") or "")
+    """The model version a train record names (``version``, the only name train has written), "" when none."""
+    return str(record.get("version") or "")
 
 
 def stage_list(value: str) -> list[str]:

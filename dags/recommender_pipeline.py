@@ -3,12 +3,14 @@
 Each Spark step is ``spark-submit --py-files <zip> spark_jobs/<job>.py ... --run-id <id>`` through
 the Spark provider's SparkSubmitOperator, exactly what ``bin/pipeline`` does by hand, so a run
 behaves the same from the shell and from Airflow (the zip of core/ and spark_jobs/ is built from the
-installed package right before each submit, see spark_jobs/pyfiles.py). ``evaluate`` is not a Spark job: ``train`` evaluates the
-model itself and writes its record (``$DATA_DIR/runs/<run id>/train.json``, see
-core/runs.py); ``evaluate`` reads that file and hands the model version and
-its metrics to ``publish`` through XCom. The publish gate (is the new model good enough?) is
-spark_jobs/publish.py's decision; the DAG only adds ``--force`` when the ``force_publish`` param
-is set.
+installed package right before each submit, see spark_jobs/pyfiles.py). ``evaluate`` evaluates
+nothing and is not a Spark job: ``train`` evaluates the model while it trains (spark_jobs/train.py,
+with engines.py and evaluation.py) and writes its record (``$DATA_DIR/runs/<run id>/train.json``,
+see core/runs.py); ``evaluate`` checks that record names a version and metrics, logs them, and
+hands ``publish`` the version through XCom (``--version``). ``publish`` reads the metrics itself, from the version's own
+``metrics.json``. The publish gate (is the new model good enough?) is spark_jobs/publish.py's
+``gate``, on the numbers train computed: change the gate there, and what is measured in train;
+the DAG only adds ``--force`` when the ``force_publish`` param is set.
 
 This file holds the tasks and their order; the operator and the helpers live in the package beside
 it, ``dags/recommender/`` (``operators.py``: ``SparkJobOperator``; ``records.py``: train's record
@@ -200,7 +202,13 @@ with DAG(
 
     @task(multiple_outputs=True)
     def evaluate(run_id: str | None = None) -> dict[str, Any]:
-        """Hand train's model version and metrics to publish (train evaluates while it trains)."""
+        """Check train's record and hand its model version to publish (XCom ``version``).
+
+        No evaluation happens here, whatever the task id says: train measures the model while it
+        trains, and publish's gate (spark_jobs/publish.py) reads the version's metrics itself. This
+        task fails the run early, with a clear message, when train left no usable record, and logs
+        the metrics (also returned, as XCom ``metrics``, read by no task).
+        """
         result = read_train_record(run_id or "")
         log.info("model %s: metrics %s", result["version"], json.dumps(result["metrics"], sort_keys=True))
         return result

@@ -13,13 +13,15 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from core import storage
-from core.env import env_float, env_str
+from core.env import env_bool, env_float, env_int, env_jvm_size, env_str
 from core.runs import EXIT_PERMANENT
 from core.settings import get_settings
 from spark_jobs import jvm_jar
@@ -52,6 +54,20 @@ def _jars(*lists: str | None) -> str:
     return ",".join(seen.values())
 
 
+def tuning(master: str) -> dict[str, str]:
+    """The Spark settings an operator sets through the environment, read and checked before the
+    session starts: a bad value stops the job naming its variable (core/env.py), where Spark would
+    fail later in a JVM trace that never names it."""
+    conf = {
+        "spark.sql.shuffle.partitions": str(env_int("SPARK_SHUFFLE_PARTITIONS", 8, minimum=1)),
+        "spark.ui.enabled": str(env_bool("SPARK_UI_ENABLED", False)).lower(),
+        "spark.sql.files.maxPartitionBytes": env_jvm_size("SPARK_MAX_PARTITION_BYTES", "128m"),
+    }
+    if master.startswith("spark://"):  # a standalone cluster: each executor's share of a worker
+        conf["spark.executor.memory"] = env_jvm_size("SPARK_EXECUTOR_MEMORY", "1g")
+    return conf
+
+
 def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str | None = None):
     """A SparkSession configured for this project.
 
@@ -72,20 +88,20 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     builder = (
         SparkSession.builder.appName(f"amazon-recommender:{app_name}")
         .master(resolved_master)
-        .config("spark.sql.shuffle.partitions", env_str("SPARK_SHUFFLE_PARTITIONS", "8"))
         .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", env_str("SPARK_UI_ENABLED", "false"))
-        .config("spark.sql.files.maxPartitionBytes", env_str("SPARK_MAX_PARTITION_BYTES", "128m"))
         # from the context's start (Spark >= 3.5): setLogLevel below comes after its INFO lines
         .config("spark.log.level", log_level)
         # Shuffle files go when the driver's garbage collector drops their RDDs, by default every
         # 30 min: train --engine spark at 25.7M interactions had 48 GB of them on the executors'
         # disks during its fourth ALS fit, and one driver GC brought that to 24 GB.
         .config("spark.cleaner.periodicGC.interval", "5min")
+        # an RDD's checkpoint files go with it too; the session's folder goes when the job ends
+        # (run_job: drop_checkpoints), or every job left one behind for ever
+        .config("spark.cleaner.referenceTracking.cleanCheckpoints", "true")
     )
-    if resolved_master.startswith("spark://"):  # a standalone cluster: each executor's share of a worker
-        builder = builder.config("spark.executor.memory", env_str("SPARK_EXECUTOR_MEMORY", "1g"))
+    for key, value in tuning(resolved_master).items():
+        builder = builder.config(key, value)
     # DATA_DIR / ARTIFACTS_DIR in an object store: the s3a filesystem, its endpoint and credentials
     conf = storage.spark_conf([settings.data_dir, settings.artifacts_dir])
     # spark.jars set here replaces spark-submit's --jars, which must stay (what a cluster's executors
@@ -106,6 +122,29 @@ def spark_session(app_name: str, master: str | None = None, checkpoint_dir: str 
     Path(checkpoint).mkdir(parents=True, exist_ok=True) if "://" not in checkpoint else None
     session.sparkContext.setCheckpointDir(checkpoint)
     return session
+
+
+def checkpoint_folder(uri: str | None) -> storage.Location | None:
+    """The session's own checkpoint folder (``SparkContext.getCheckpointDir()``: a UUID folder Spark
+    makes under the directory :func:`spark_session` sets) as a storage location: ``file:`` URIs as
+    local paths, object-store URIs as they are."""
+    if not uri:
+        return None
+    if uri.startswith("file:"):
+        return Path(urlparse(uri).path)
+    return storage.location(uri)
+
+
+def drop_checkpoints(folder: storage.Location | None) -> None:
+    """Delete a stopped session's checkpoint folder; housekeeping, so a failure is only said: the
+    job's outcome stands (its record is written either way)."""
+    if folder is None:
+        return
+    try:
+        storage.remove_tree(folder)
+    except Exception as exc:  # noqa: BLE001
+        print(f"could not delete the Spark checkpoint folder {folder}: {exc.__class__.__name__}: {exc}",
+              file=sys.stderr)
 
 
 def _ship_code(session) -> None:
@@ -171,6 +210,21 @@ def batch_lock(stage: str, run_id: str) -> Iterator[None]:
         yield
 
 
+def drop_earlier_runs(folder: storage.Location, keep: Collection[str] = ()) -> list[str]:
+    """Delete the folders of every other run beside this run's ``folder`` (its parent's other
+    entries, but the names in ``keep``), once this run's is complete; returns their names.
+
+    A job that writes a folder per run (train's work folder ``DATA_DIR/train/<run id>``, EDA's
+    ``EDA_DIR/<run id>``) otherwise kept adding one a day. This run's own stays until the next
+    run. One batch job runs at a time (:func:`batch_lock`), so no other run is using them.
+    """
+    here = storage.location(folder)
+    earlier = sorted(name for name in storage.listdir(here.parent) if name != here.name and name not in keep)
+    for name in earlier:
+        storage.remove_tree(storage.join(here.parent, name))
+    return earlier
+
+
 def run_id_arg(parser) -> None:
     """Every job takes --run-id so all stages of one pipeline run share their records.
 
@@ -228,6 +282,50 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         raise
 
 
+@dataclass
+class JobRun:
+    """A job's outcome inside :func:`job_records`: the job sets ``record`` (its final record); a
+    declared failure sets ``exit_status`` (1, or EXIT_PERMANENT) and ``error``."""
+    record: dict[str, Any] = field(default_factory=dict)
+    exit_status: int = 0
+    error: BaseException | None = None
+
+
+@contextmanager
+def job_records(name: str, run_id: str, started: dict[str, Any] | None = None, *,
+                failures: tuple[type[BaseException], ...] = (),
+                permanent: tuple[type[BaseException], ...] = (),
+                lock: AbstractContextManager[Any] | None = None) -> Iterator[JobRun]:
+    """The frame of every batch job, Spark or not (run_job, publish.main, the admin's make
+    current): the lock, then the "started" record, then the job's final record or its failure's.
+
+    Held: ``lock``, by default the batch lock (:func:`batch_lock`; the admin passes a lease of its
+    own that fits a web request). Before the job runs it records ``{"status": "started", ...}``:
+    a job killed or crashed half-way then leaves "started", never the "ok" of an earlier attempt in
+    the same run, which ``bin/pipeline --resume`` would skip as finished (spark_jobs/run_records.py).
+    ``started`` (load: its inputs; publish: the version) goes into that record and is kept in the
+    failure record and the final one, so a job that failed or was killed still says what it was
+    doing. A failure the job declares (``failures``: an unbalanced count, a retry may fix it) or
+    one of ``permanent`` (a retry would fail the same way) is recorded as ``{"status": "failed",
+    "error": ...}``, said on stderr and not raised: the caller returns ``run.exit_status``. Anything
+    else propagates and leaves "started".
+    """
+    from spark_jobs import reconcile
+
+    begun = started or {}
+    with lock if lock is not None else batch_lock(name, run_id):
+        reconcile.write_record(run_id, name, {"status": "started", **begun, "started_at": time.time()})
+        run = JobRun()
+        try:
+            yield run
+        except (*permanent, *failures) as exc:
+            reconcile.write_record(run_id, name, {**begun, "status": "failed", "error": str(exc)})
+            print(f"{name}: {exc}", file=sys.stderr)
+            run.exit_status, run.error = (EXIT_PERMANENT if isinstance(exc, permanent) else 1), exc
+            return
+        reconcile.write_record(run_id, name, {**begun, **run.record})
+
+
 def run_job(name: str, doc: str | None, argv: list[str] | None,
             work: Callable[[Any, argparse.Namespace], dict[str, Any]], *,
             options: Callable[[argparse.ArgumentParser], None] | None = None,
@@ -235,42 +333,35 @@ def run_job(name: str, doc: str | None, argv: list[str] | None,
             permanent: tuple[type[Exception], ...] = (),
             summary: Callable[[dict[str, Any]], str] | None = None,
             started: Callable[[argparse.Namespace], dict[str, Any]] | None = None) -> int:
-    """The main() of every Spark job: its CLI, one session, its record, its exit status.
+    """The main() of every Spark job: its CLI, one session, its records (:func:`job_records`), its
+    exit status.
 
-    The job holds the batch lock (:func:`batch_lock`) from before its first record until its last.
     ``work(spark, args)`` does the job and returns its record. A failure the job declares (an
     unbalanced count) is recorded as ``{"status": "failed"}`` and exits 1, so Airflow retries and
     the admin shows why; one of ``permanent`` (an input that names no file, no data: a retry would
     fail the same way) is recorded alike and exits core.runs.EXIT_PERMANENT, on which the DAG's
     task fails without its retries, and so do bad arguments (:func:`parse_args`). Anything else
-    propagates (exit 1: retried). The session is stopped however the
-    job ends. Every job first records ``{"status": "started", ...}``, before the session starts:
-    a job killed or crashed half-way then leaves "started", never the "ok" of an earlier attempt in
-    the same run, which ``bin/pipeline --resume`` would skip as finished (spark_jobs/run_records.py).
-    ``started(args)`` (load: its inputs and removals) goes into that record and is kept in the
-    failure record and the final one, so a job that failed or was killed still says what it was
-    doing (a resume loads and removes the same files), and one that finished says what it did.
+    propagates (exit 1: retried). The session starts under the batch lock (a job waiting for it
+    holds no driver), after the "started" record; it is stopped however the job ends, and its
+    checkpoint folder deleted. ``started(args)`` (load: its inputs and removals) goes into every
+    record, so a resume loads and removes the same files, and one that finished says what it did.
     """
-    from spark_jobs.reconcile import write_record
-
     parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     if options is not None:
         options(parser)
     run_id_arg(parser)
     args = parse_args(parser, argv)
-    with batch_lock(name, args.run_id):  # before the session: a job waiting for it holds no driver
-        begun = started(args) if started is not None else {}
-        write_record(args.run_id, name, {"status": "started", **begun, "started_at": time.time()})
+    begun = started(args) if started is not None else {}
+    with job_records(name, args.run_id, begun, failures=failures, permanent=permanent) as job:
         spark = spark_session(name)
+        checkpoints = checkpoint_folder(spark.sparkContext.getCheckpointDir())
         try:
-            record = work(spark, args)
-        except (*permanent, *failures) as exc:
-            write_record(args.run_id, name, {**begun, "status": "failed", "error": str(exc)})
-            print(f"{name}: {exc}", file=sys.stderr)
-            return EXIT_PERMANENT if isinstance(exc, permanent) else 1
+            job.record = work(spark, args)
         finally:
             spark.stop()
-        write_record(args.run_id, name, {**begun, **record})
+            drop_checkpoints(checkpoints)
+    if job.exit_status:
+        return job.exit_status
     if summary is not None:
-        print(summary(record))
+        print(summary(job.record))
     return 0

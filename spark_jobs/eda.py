@@ -4,7 +4,7 @@ Every aggregate is computed by Spark over all the clean data (groupBy/agg); only
 (a handful of rows per analysis) reach the driver, so the job runs the same on the 10k-review demo
 and on the 233M-review 2018 release. The output goes to ``$EDA_DIR/<run-id>/`` and is then copied
 to ``$EDA_DIR/latest/`` (what the site's dashboard shows), swapped in by renames so a reader never
-sees a half-written folder.
+sees a half-written folder. The earlier runs' folders are deleted then (one a day otherwise).
 
     spark-submit spark_jobs/eda.py [--run-id R]
 """
@@ -29,7 +29,7 @@ from pyspark.sql import Column, DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from core.settings import get_settings  # noqa: E402
-from spark_jobs.common import run_job  # noqa: E402
+from spark_jobs.common import drop_earlier_runs, run_job  # noqa: E402
 
 SENTIMENTS = ("negative", "neutral", "positive")
 SENTIMENT_COLORS = {"negative": "#d62728", "neutral": "#7f7f7f", "positive": "#2ca02c"}
@@ -216,8 +216,9 @@ def length_vs_rating(reviews: DataFrame) -> Analysis:
     return Analysis("length_vs_rating", "Review length vs rating", table, draw, {"histogram": histogram})
 
 
-def product_stats(reviews: DataFrame) -> DataFrame:
-    """Per product: number of reviews, average rating and sentiment shares (shared by several analyses)."""
+def sentiment_by_product(reviews: DataFrame) -> DataFrame:
+    """Per product: number of reviews, average rating and sentiment shares (shared by several analyses;
+    not mongo_load.product_stats, the catalog's aggregates)."""
     star = star_col()
     return reviews.groupBy("product_id").agg(
         F.count("*").alias("n_reviews"),
@@ -460,7 +461,7 @@ def run_eda(spark: SparkSession, clean_dir: Path, eda_dir: Path, run_id: str) ->
     if counts["reviews"] == 0:
         raise NoData(f"no clean reviews in {clean_dir / 'reviews'}; run load and clean first")
 
-    stats = product_stats(reviews).persist()  # used by the two product rankings
+    stats = sentiment_by_product(reviews).persist()  # used by the two product rankings
     try:
         analyses = [
             rating_distribution(reviews), length_vs_rating(reviews),
@@ -488,8 +489,9 @@ def run_eda(spark: SparkSession, clean_dir: Path, eda_dir: Path, run_id: str) ->
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)
+    dropped = drop_earlier_runs(run_dir, keep={latest.name})  # as train's work folders: one a day otherwise
     return {"status": "ok", "run_id": run_id, "out_dir": str(run_dir), "latest": str(latest),
-            "analyses": [a.name for a in analyses], "counts": counts,
+            "analyses": [a.name for a in analyses], "counts": counts, "dropped_runs": dropped,
             "seconds": round(time.time() - started, 2)}
 
 

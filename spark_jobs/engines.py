@@ -32,10 +32,17 @@ from spark_jobs.single_node import EASE_MAX_ITEMS, ease_weights, ials_factors
 
 ENGINES = ("auto", "ease", "implicit", "spark")  # train --engine; the DAG's and bin/pipeline's choices too
 SINGLE_NODE_MAX_INTERACTIONS = env_int("SINGLE_NODE_MAX_INTERACTIONS", 300_000_000)
-# Memory the single-node engines may use (default 60% of this machine's RAM): auto switches to
-# Spark MLlib before an estimate of the job's driver memory passes it (single_node_bytes).
-SINGLE_NODE_MEMORY = env_float("SINGLE_NODE_MEMORY_GB", 0) * 2 ** 30 or 0.6 * (
-    os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def single_node_memory() -> float:
+    """Bytes the single-node engines may use (``SINGLE_NODE_MEMORY_GB``, unset: 60% of this machine's
+    RAM): auto switches to Spark MLlib before an estimate of the job's driver memory passes it
+    (single_node_bytes). A value set must be at least 0.1 GB: 0 used to mean 60% of RAM, silently."""
+    gb = env_float("SINGLE_NODE_MEMORY_GB", None, minimum=0.1)
+    return gb * 2 ** 30 if gb is not None else 0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+SINGLE_NODE_MEMORY = single_node_memory()
 EVAL_MAX_USERS = env_int("EVAL_MAX_USERS", 50_000)  # sample of users scored in evaluation
 # Full-catalog evaluation scores users x items; on a big catalog the sample shrinks to this many
 # scores per evaluation (but keeps >= EVAL_MIN_USERS users: +-0.003 on an NDCG@10 of 0.05), so

@@ -32,6 +32,7 @@ from core import (catalog, catalog_revision, mongo, popular, rating_history, sea
 from core.settings import get_settings
 from spark_jobs import units
 from spark_jobs.common import of_deleted_users, run_job, without_deleted_users
+from spark_jobs.reconcile import Unbalanced
 
 LIVE_CLOCK_MARGIN_S = 60.0  # ratings stored (accounts deleted) this long before the load began are replayed
 #                             (erased) too: clock skew, and a deletion in progress when it began
@@ -219,11 +220,11 @@ def reconcile(reviews: DataFrame, n_reviews: int, checksum: int, n_products: int
             break
         ids = read_since  # an account deleted while the products were read: compare with it too
     if n != n_products or (erased is None if ids else not exact):
-        raise RuntimeError(f"mongo_load: MongoDB holds {total:,} reviews of {n_reviews:,}"
-                           + (" (not on the same products: their checksums differ)"
-                              if total == n_reviews and held_checksum != checksum else "")
-                           + (f" ({len(ids):,} accounts deleted meanwhile, each excused only its own reviews)" if ids else "")
-                           + f" and {n:,} products of {n_products:,}")
+        raise Unbalanced(f"mongo_load: MongoDB holds {total:,} reviews of {n_reviews:,}"
+                         + (" (not on the same products: their checksums differ)"
+                            if total == n_reviews and held_checksum != checksum else "")
+                         + (f" ({len(ids):,} accounts deleted meanwhile, each excused only its own reviews)" if ids else "")
+                         + f" and {n:,} products of {n_products:,}")
     return {"reviews": total, "products": n, **({"reviews_erased_by_deletions": erased} if ids else {})}
 
 
@@ -480,8 +481,8 @@ def reload_collection(df: DataFrame, collection: str, extra_docs: list[dict] | N
                                                           acknowledged))
     n = acknowledged.value + (mongo.insert_docs(staging, extra_docs) if extra_docs else 0)
     if n != expected:
-        raise RuntimeError(f"mongo_load: {collection}: the server acknowledged {n:,} of {expected:,} inserts; "
-                           f"the previous {collection} stays")
+        raise Unbalanced(f"mongo_load: {collection}: the server acknowledged {n:,} of {expected:,} inserts; "
+                         f"the previous {collection} stays")
     mongo.replace_collection_finish(collection, staging=staging)  # refused if another load began since
     seconds = time.time() - started
     rate = n / seconds if seconds else 0.0
@@ -518,8 +519,8 @@ def upsert_collection(df: DataFrame, collection: str) -> dict:
     df.repartition(partitions).foreachPartition(_upserter(collection, settings.mongo_uri, settings.mongo_db,
                                                           acknowledged))
     if acknowledged.value != expected:
-        raise RuntimeError(f"mongo_load: {collection}: the server acknowledged {acknowledged.value:,} of "
-                           f"{expected:,} upserts")
+        raise Unbalanced(f"mongo_load: {collection}: the server acknowledged {acknowledged.value:,} of "
+                         f"{expected:,} upserts")
     seconds = time.time() - started
     rate = expected / seconds if seconds else 0.0
     print(f"mongo_load: {collection}: {expected:,} documents upserted in {seconds:.1f} s ({rate:,.0f} docs/s)")
@@ -607,6 +608,11 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
 RECOUNTED = ("n_reviews", "avg_rating", "rating_hist", "sample_summary", "title", "category")
 ERASER_PASSES = 5  # recounts by one eraser, each after a read of deleted_users; one more read must find
 #                   no new account with loaded reviews, nor a product listed for a recount (else the load fails)
+
+
+class DeletionsOutran(RuntimeError):
+    """Accounts kept being deleted during the eraser's :data:`ERASER_PASSES` recounts, so a count may
+    still include one: the load fails, recorded as failed, and a retry (or ``--force``) loads again."""
 
 
 def recounts(products: DataFrame, reviews: DataFrame, deleted: list[str], ids: Collection[str]) -> dict[str, dict]:
@@ -699,8 +705,8 @@ def _erase_and_recount(since: float, reviews: DataFrame, products: DataFrame, st
         if not affected:  # an account deleted meanwhile without loaded reviews changes no count
             return len(done)
         if recounted == ERASER_PASSES:  # the last recount's writes may count an account deleted during it
-            raise RuntimeError(f"mongo_load: reviewers still deleted after {ERASER_PASSES} recounts of their "
-                               "products; the counts may include one: run the load again (with --force)")
+            raise DeletionsOutran(f"mongo_load: reviewers still deleted after {ERASER_PASSES} recounts of their "
+                                  "products; the counts may include one: run the load again (with --force)")
         fields = recounts(products, reviews, deleted, affected)
         for pid in sorted(affected):
             shopper_controls.write_recount(pid, fields.get(pid) or _unreviewed(pid), stamp, db=db)
@@ -869,7 +875,8 @@ def main(argv: list[str] | None = None) -> int:
                    lambda spark, args: mongo_load(spark, str(get_settings().data_dir / "clean"), args.run_id,
                                                   **({"force": True} if args.force else {})),
                    options=lambda parser: parser.add_argument(
-                       "--force", action="store_true", help="reload everything, even categories MongoDB holds"))
+                       "--force", action="store_true", help="reload everything, even categories MongoDB holds"),
+                   failures=(Unbalanced, DeletionsOutran))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import time
 
 from core import artifacts, mongo, popular, rating_history, shopper_controls, stored_lists
 from core.env import env_int
-from core.runs import EXIT_PERMANENT
 from spark_jobs import common, reconcile
 from spark_jobs.common import run_id_arg
 
@@ -114,8 +113,8 @@ def load_serving_lists(version: str) -> dict[str, int]:
         tally = {"lines": 0, "left out": 0}
         stored = mongo.insert_docs(name, lists(tally), db=db, threads=PUBLISH_INSERT_THREADS)
         if tally["lines"] != stored + tally["left out"]:
-            raise RuntimeError(f"publish: {name}: {tally['lines']:,} lists in the files, the server acknowledged "
-                               f"{stored:,} and {tally['left out']:,} were left out")
+            raise reconcile.Unbalanced(f"publish: {name}: {tally['lines']:,} lists in the files, the server "
+                                       f"acknowledged {stored:,} and {tally['left out']:,} were left out")
         out[logical] = stored
     return out
 
@@ -134,6 +133,23 @@ def drop_lists_of_deleted_accounts(version: str) -> int:
     return sum(lists.delete_many({"_id": {"$in": chunk}}).deleted_count for chunk in mongo.chunks(ids))
 
 
+def replaced_by(version: str, db=None) -> str | None:
+    """The version ``version`` replaced when it was published: the rollback target, kept with it.
+
+    Its record says so (``replaced``) once the publish finished; a publish killed after the
+    ``CURRENT`` switch wrote no record yet, and then it is the latest other published version, as
+    the publish would have recorded. Every publish job protects it from pruning, not only the run
+    that published (a rejected or unchanged publish has no ``replaced`` of its own).
+    """
+    db = db if db is not None else mongo.get_db()
+    record = db[mongo.MODEL_VERSIONS].find_one({"_id": version}) or {}
+    if record.get("published") and "replaced" in record:
+        return record["replaced"]
+    previous = db[mongo.MODEL_VERSIONS].find_one({"published": True, "_id": {"$ne": version}},
+                                                 sort=[("published_at", -1)])
+    return previous["_id"] if previous else None
+
+
 def finish_current(version: str) -> dict:
     """The steps after the ``CURRENT`` switch, for a version ``CURRENT`` names already.
 
@@ -144,9 +160,7 @@ def finish_current(version: str) -> dict:
     (the latest other published one) stay, as after a publish that was not interrupted.
     """
     db = mongo.get_db()
-    previous = db[mongo.MODEL_VERSIONS].find_one({"published": True, "_id": {"$ne": version}},
-                                                 sort=[("published_at", -1)])
-    replaced = previous["_id"] if previous else None
+    replaced = replaced_by(version, db=db)
     dropped = stored_lists.drop_serving_lists(keep={version, replaced} - {None}, db=db)
     drop_lists_of_deleted_accounts(version)  # a publish killed before it did this
     if (db[mongo.MODEL_VERSIONS].find_one({"_id": version}) or {}).get("published"):
@@ -188,7 +202,7 @@ def pruned_unmarked() -> set[str]:
     return {str(doc["_id"]) for doc in found if not artifacts.has_version(str(doc["_id"]))}
 
 
-def publish(version: str, run_id: str, force: bool = False) -> dict:
+def publish(version: str, force: bool = False) -> dict:
     current = artifacts.current_version()
     if current == version:
         return finish_current(version)
@@ -219,40 +233,41 @@ def publish(version: str, run_id: str, force: bool = False) -> dict:
     return {"status": "published", "version": version, "replaced": current, "decision": decision, "loaded": loaded}
 
 
+def prune_old_versions(version: str, record: dict) -> None:
+    """After a publish job (published, rejected or unchanged): delete the versions no one can need
+    any more (beyond MODEL_VERSIONS_KEPT; never the current one, the one it replaced, nor
+    ``version``), mark them pruned, and say so in ``record``. Housekeeping: its failure must not
+    fail a publish done, so it goes into the record (``prune_error``) instead."""
+    current = artifacts.current_version()
+    try:
+        protect = {current, version, *([replaced_by(current)] if current else [])} - {None}
+        record["pruned"] = artifacts.prune_versions(protect)
+        # the records stay, with their metrics, marked: the admin offers no rollback to them
+        mongo.record_pruned_versions({artifacts.folder_version(name) for name in record["pruned"]})
+    except Exception as exc:  # noqa: BLE001
+        print(f"publish: old model versions not deleted or not marked pruned: {exc}", file=sys.stderr)
+        record["prune_error"] = f"{exc.__class__.__name__}: {exc}"
+    try:  # so are those of versions pruned before publish marked them: apart, so that one storage
+        # error of their checks leaves the versions just pruned marked still
+        mongo.record_pruned_versions(pruned_unmarked())
+    except Exception as exc:  # noqa: BLE001  the next publish tries again
+        print(f"publish: versions pruned earlier not marked pruned: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     run_id_arg(parser)
     parser.add_argument("--version", required=True)
     parser.add_argument("--force", action="store_true", help="publish even if the gate says no")
     args = common.parse_args(parser, argv)
-    with common.batch_lock("publish", args.run_id):  # no Spark session, but the lists and CURRENT of every run
-        # as every job (spark_jobs/common.run_job): a publish killed half-way leaves "started", not an
-        # earlier attempt's decision, so a resume runs it again
-        reconcile.write_record(args.run_id, "publish", {"status": "started", "version": args.version,
-                                                        "force": args.force, "started_at": time.time()})
-        try:
-            record = publish(args.version, args.run_id, args.force)
-        except VersionGone as exc:  # pruned or never complete: no retry brings its files back
-            reconcile.write_record(args.run_id, "publish", {"status": "failed", "version": args.version,
-                                                            "force": args.force, "error": str(exc)})
-            print(f"publish: {exc}", file=sys.stderr)
-            return EXIT_PERMANENT
-        # published, rejected or unchanged: the versions no one can need any more go (MODEL_VERSIONS_KEPT)
-        protect = {artifacts.current_version(), record.get("replaced"), args.version} - {None}
-        try:
-            record["pruned"] = artifacts.prune_versions(protect)
-            # the records stay, with their metrics, marked: the admin offers no rollback to them
-            mongo.record_pruned_versions({artifacts.folder_version(name) for name in record["pruned"]})
-        except Exception as exc:  # noqa: BLE001  housekeeping: its failure must not fail a publish done
-            print(f"publish: old model versions not deleted or not marked pruned: {exc}", file=sys.stderr)
-            record["prune_error"] = f"{exc.__class__.__name__}: {exc}"
-        try:  # so are those of versions pruned before publish marked them: apart, so that one storage
-            # error of their checks leaves the versions just pruned marked still
-            mongo.record_pruned_versions(pruned_unmarked())
-        except Exception as exc:  # noqa: BLE001  the next publish tries again
-            print(f"publish: versions pruned earlier not marked pruned: {exc}", file=sys.stderr)
-        reconcile.write_record(args.run_id, "publish", record)
-    return 0
+    # no Spark session, but the batch lock (the lists and CURRENT of every run) and the records of
+    # every job: a publish killed half-way leaves "started", so a resume runs it again
+    with common.job_records("publish", args.run_id, {"version": args.version, "force": args.force},
+                            failures=(reconcile.Unbalanced,),  # lists lost on the way; CURRENT did not move
+                            permanent=(VersionGone,)) as job:  # pruned or never complete: no retry helps
+        job.record = publish(args.version, force=args.force)
+        prune_old_versions(args.version, job.record)
+    return job.exit_status
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ from typing import Any
 import scipy.sparse as sp
 from pyspark.sql import SparkSession
 
-from core import artifacts, mongo, storage
+from core import artifacts, mongo
 from core.settings import get_settings
-from spark_jobs.common import run_job, without_deleted_users
+from spark_jobs.common import drop_earlier_runs, run_job, without_deleted_users
 from spark_jobs.engines import ENGINES, K, choose_engine, eval_users, select_and_test, served_model
 from spark_jobs.evaluation import fold_in_ndcg
 from spark_jobs.interactions import collect, collect_sample, index_ids, spark_counts, split_by_time
@@ -133,22 +133,11 @@ def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto"
     mongo.record_model_version(version, {"engine": engine, "published": False, "metrics": metrics,
                                          "params": params, "run_id": run_id, "trained_at": time.time()})
     print("train: seconds per phase: " + ", ".join(f"{k} {v:g}" for k, v in timings.items()))
-    drop_earlier_work(work)
+    # the work folders of earlier runs, each a copy of the interactions (this one stays for
+    # bench/pipeline_scale.py, which reads it, until the next train)
+    drop_earlier_runs(work)
     return {"status": "ok", "run_id": run_id, "version": version, "engine": engine, "metrics": metrics,
             "timings": timings, "seconds": round(time.time() - started, 2)}
-
-
-def drop_earlier_work(work: storage.Location) -> list[str]:
-    """Delete the work folders (``DATA_DIR/train/<run id>``: the interactions and id lists read
-    back on the driver) of every other run, once this one has trained; returns their names. Each
-    holds a copy of the interactions, so a daily run kept adding one; this run's own stays for
-    bench/pipeline_scale.py, which reads it, until the next train. One batch job runs at a time
-    (spark_jobs.common.batch_lock), so no other train is using them."""
-    parent = storage.location(work).parent
-    earlier = [name for name in storage.listdir(parent) if name != storage.location(work).name]
-    for name in earlier:
-        storage.remove_tree(storage.join(parent, name))
-    return earlier
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -186,7 +186,7 @@ def load_into_session(spark, settings, work: Path) -> Catalog:
         catalog.records[job] = record
         print(f"site catalog: {job} in {time.time() - started:.1f} s")
     version = catalog.records["train"]["version"]
-    catalog.records["publish"] = publish(version, run_id, force=True)
+    catalog.records["publish"] = publish(version, force=True)
     write_record(run_id, "publish", catalog.records["publish"])
     assert catalog.records["publish"]["status"] in {"published", "unchanged"}, catalog.records["publish"]
     catalog.model_version, catalog.eda_dir, catalog.run_id = version, settings.eda_dir / "latest", run_id

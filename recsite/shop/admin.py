@@ -149,9 +149,8 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         """
         from core import locking
         from core.runs import fs_safe
-        from spark_jobs.common import BATCH_LEASE_S, BATCH_LOCK, batch_holder
+        from spark_jobs.common import BATCH_LEASE_S, BATCH_LOCK, batch_holder, job_records
         from spark_jobs.publish import VersionGone, publish
-        from spark_jobs.reconcile import write_record
 
         if queryset.count() != 1:
             self.message_user(request, "Choose exactly one version to make current.", level=messages.ERROR)
@@ -161,24 +160,26 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
         run_id = fs_safe(f"admin-{int(now)}-{request.user.get_username()}")  # the id its records get
         # the batch lock, as the publish job holds it: a pipeline's publish or train beside this one
         # would drop this version's lists or delete its folder (spark_jobs/common.batch_lock). Held
-        # in this web process, so a lease lost is logged, not the process ended.
-        holder = batch_holder("make current (admin)", run_id)
-        try:
-            with locking.lease(BATCH_LOCK, holder, BATCH_LEASE_S, wait_s=5.0, poll_s=0.5, on_lost=log.warning):
-                record = publish(obj.version, run_id, force=True)
+        # in this web process, so a lease lost is logged, not the process ended, and waited for briefly.
+        lease = locking.lease(BATCH_LOCK, batch_holder("make current (admin)", run_id), BATCH_LEASE_S,
+                              wait_s=5.0, poll_s=0.5, on_lost=log.warning)
+        try:  # the publish job's records too: "started", then the outcome or the failure and why
+            with job_records("publish", run_id, {"version": obj.version, "force": True,
+                                                 "requested_by": request.user.get_username()},
+                             failures=(Exception,), lock=lease) as job:
+                job.record = publish(obj.version, force=True)
         except locking.LockHeld as exc:
             self.message_user(request, f"Could not make {obj.version} current: a batch job is running ({exc}); "
                                        f"try again once it has finished.", level=messages.ERROR)
             return
-        except VersionGone as exc:  # pruned: the list may show it (kept for its metrics), its files are gone
-            self.message_user(request, f"Could not make {obj.version} current: {exc}.", level=messages.ERROR)
+        if isinstance(job.error, VersionGone):  # pruned: the list may show it (kept for its metrics), files gone
+            self.message_user(request, f"Could not make {obj.version} current: {job.error}.", level=messages.ERROR)
             return
-        except Exception as exc:  # missing artifacts, MongoDB down: say so, change nothing here
-            self.message_user(request, f"Could not make {obj.version} current: {exc.__class__.__name__}: {exc}",
-                              level=messages.ERROR)
+        if job.error is not None:  # missing artifacts, MongoDB down: say so, change nothing here
+            self.message_user(request, f"Could not make {obj.version} current: "
+                                       f"{job.error.__class__.__name__}: {job.error}", level=messages.ERROR)
             return
-        record = {**record, "requested_by": request.user.get_username()}
-        write_record(run_id, "publish", record)
+        record = job.record
         if record["status"] == "published":
             mongo.record_model_version(obj.version, {"made_current_by": request.user.get_username(),
                                                      "made_current_at": now, "made_current_run": run_id})

@@ -44,6 +44,8 @@ def eda(spark, clean_dir, tmp_path_factory) -> tuple[dict, dict, Path]:
     from spark_jobs.eda import run_eda
 
     eda_dir = tmp_path_factory.mktemp("eda-out")
+    (eda_dir / "earlier-run").mkdir()  # an earlier run's output: pruned, as train's work folders are
+    (eda_dir / "earlier-run" / "summary.json").write_text("{}")
     record = run_eda(spark, clean_dir, eda_dir, "test-run")
     summary = json.loads((eda_dir / "latest" / "summary.json").read_text())
     return record, summary, eda_dir
@@ -107,7 +109,8 @@ def test_summary_lists_every_analysis_with_a_png(eda):
             assert a["table"], f"{a['name']} has an empty table"
     assert (eda_dir / "test-run" / "summary.json").read_text() == (eda_dir / "latest" / "summary.json").read_text()
     assert record["out_dir"] == str(eda_dir / "test-run")
-    assert sorted(p.name for p in eda_dir.iterdir()) == ["latest", "test-run"], "temporary folders left behind"
+    assert sorted(p.name for p in eda_dir.iterdir()) == ["latest", "test-run"], "earlier or temporary folders left"
+    assert record["dropped_runs"] == ["earlier-run"]
 
 
 def test_rating_distribution(eda, rows):

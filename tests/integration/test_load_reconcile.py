@@ -11,6 +11,7 @@ import time
 import pytest
 
 from core import mongo
+from spark_jobs.reconcile import Unbalanced
 
 pytestmark = pytest.mark.integration
 
@@ -45,11 +46,11 @@ def test_a_deletion_during_the_load_excuses_only_its_own_reviews(spark, own_db):
     assert reconcile(reviews, *loaded, 4, started) == {"reviews": 8, "products": 4, "reviews_erased_by_deletions": 2}
     # its erasure took nothing off, but 2 of alive's reviews of p3 (no deleted account's) are lost
     _held(own_db, {"p0": 2, "p1": 2, "p2": 2, "p3": 2})
-    with pytest.raises(RuntimeError, match="8 reviews of 10"):
+    with pytest.raises(Unbalanced, match="8 reviews of 10"):
         reconcile(reviews, *loaded, 4, started)
     # a product the deleted account reviewed may not fall short by more than its review of it
     _held(own_db, {"p0": 0, "p1": 2, "p2": 2, "p3": 4})
-    with pytest.raises(RuntimeError, match="8 reviews of 10"):
+    with pytest.raises(Unbalanced, match="8 reviews of 10"):
         reconcile(reviews, *loaded, 4, started)
 
 
@@ -72,12 +73,12 @@ def test_a_review_counted_on_the_wrong_product_is_seen_though_the_total_adds_up(
     reviews = spark.createDataFrame(ROWS, "user_id string, product_id string")
     loaded, started = review_totals(reviews), time.time()
     _held(own_db, {"p0": 3, "p1": 1, "p2": 2, "p3": 4})  # one of p1's counted on p0
-    with pytest.raises(RuntimeError, match="10 reviews of 10 .*not on the same products"):
+    with pytest.raises(Unbalanced, match="10 reviews of 10 .*not on the same products"):
         reconcile(reviews, *loaded, 4, started)
     # and beside a deletion: "gone" erased its p2 review, and one of alive's moved from p3 to p0
     own_db[mongo.DELETED_USERS].insert_one({"_id": "gone", "deleted_at": started + 1})
     _held(own_db, {"p0": 3, "p1": 2, "p2": 1, "p3": 3})
-    with pytest.raises(RuntimeError, match="9 reviews of 10"):
+    with pytest.raises(Unbalanced, match="9 reviews of 10"):
         reconcile(reviews, *loaded, 4, started)
     _held(own_db, {"p0": 2, "p1": 2, "p2": 1, "p3": 4})  # the erasure alone: excused
     assert reconcile(reviews, *loaded, 4, started) == {"reviews": 9, "products": 4, "reviews_erased_by_deletions": 1}

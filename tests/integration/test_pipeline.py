@@ -245,7 +245,7 @@ def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts)
     assert model.item_factors.shape == (len(model.item_ids), len(model.item_ids))
     assert artifacts.load_metrics(version)["test"]["ndcg@10"] == ours
 
-    published = publish(version, _run_id("publish"))
+    published = publish(version)
     assert published["status"] == "published", published
     assert artifacts.current_version() == version
     deleted = rating_history.deleted_user_ids(db=mongo_db)  # other tests of the session may have deleted accounts
@@ -259,7 +259,7 @@ def test_train_and_publish(spark, settings, mongo_db, demo_clean, own_artifacts)
     assert similar is not None and len(similar["items"]) > 0
     assert mongo_db["similar_items"].count_documents({}) == len(model.item_ids)
 
-    again = publish(version, _run_id("publish"))
+    again = publish(version)
     assert again["status"] == "unchanged"
     assert artifacts.current_version() == version
 
@@ -304,7 +304,7 @@ def test_train_spark_engine_keeps_users_off_the_driver(spark, settings, mongo_db
     version = record["version"]
     model = artifacts.load_model(version)
     assert model.kind == "ials" and model.params["engine"] == "spark" and sorted(model.item_ids) == sorted(set(items))
-    published = publish(version, _run_id("publish-spark"), force=True)
+    published = publish(version, force=True)
     assert published["status"] == "published", published
     user = per_user.most_common(1)[0][0]
     recs = stored_lists.get_recommendations(user, db=mongo_db)

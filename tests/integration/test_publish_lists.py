@@ -10,6 +10,7 @@ from pymongo.errors import BulkWriteError
 
 from core import artifacts, mongo
 from core.settings import get_settings
+from spark_jobs.reconcile import Unbalanced
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_a_lost_insert_fails_the_publish(version, monkeypatch):
         return real_insert(collection, list(docs)[1:], *args, **kwargs)
 
     monkeypatch.setattr(mongo, "insert_docs", lossy)
-    with pytest.raises(RuntimeError, match="3 lists in the files, the server acknowledged 1 and 1 were left out"):
+    with pytest.raises(Unbalanced, match="3 lists in the files, the server acknowledged 1 and 1 were left out"):
         load_serving_lists(version)
 
 

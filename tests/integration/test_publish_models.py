@@ -61,7 +61,7 @@ def test_a_nan_metric_fails_the_gate(own, metrics):
     from spark_jobs.publish import publish
 
     version = _version(metrics)
-    out = publish(version, "it-gate-nan")
+    out = publish(version)
     assert out["status"] == "rejected", out
     assert artifacts.current_version() is None
 
@@ -70,19 +70,19 @@ def test_the_gate_compares_both_versions_on_the_new_runs_split(own):
     from spark_jobs.publish import publish
 
     first = _version(_val(0.50, 0.01), seed=1)  # a high number, but on its own (older) split
-    assert publish(first, "it-gate", force=True)["status"] == "published"
+    assert publish(first, force=True)["status"] == "published"
 
     # Scored on the new run's split, the current version does worse than the candidate: publish,
     # although the candidate's number is below the one the current version once got elsewhere.
     better = _version(_val(0.20, 0.05, current=first, current_ndcg=0.10), seed=2)
-    out = publish(better, "it-gate")
+    out = publish(better)
     assert out["status"] == "published", out
     assert artifacts.current_version() == better
 
     # The current version does better than the candidate on the candidate's own split: keep it,
     # although the candidate's number equals the one the current version got on its split.
     worse = _version(_val(0.20, 0.05, current=better, current_ndcg=0.30), seed=3)
-    out = publish(worse, "it-gate")
+    out = publish(worse)
     assert out["status"] == "rejected" and "current" in out["decision"], out
     assert artifacts.current_version() == better
 
@@ -90,7 +90,7 @@ def test_the_gate_compares_both_versions_on_the_new_runs_split(own):
     # NaN): no like-for-like comparison, no publish.
     for metrics in (_val(0.90, 0.05), _val(0.90, 0.05, current=first, current_ndcg=0.01),
                     _val(0.90, 0.05, current=better, current_ndcg=float("nan"))):
-        out = publish(_version(metrics, seed=4), "it-gate")
+        out = publish(_version(metrics, seed=4))
         assert out["status"] == "rejected", (metrics, out)
         assert artifacts.current_version() == better
 
@@ -131,7 +131,7 @@ def test_train_scores_the_current_version_by_folding_in_the_validation_users(own
 
 # --- the switch -------------------------------------------------------------------------------
 
-def _killed_in(monkeypatch, module, name: str, version: str, run_id: str) -> None:
+def _killed_in(monkeypatch, module, name: str, version: str) -> None:
     """publish(version) dies in ``module.name``, as a process killed there: nothing after it runs."""
     from spark_jobs import publish as job
 
@@ -141,27 +141,27 @@ def _killed_in(monkeypatch, module, name: str, version: str, run_id: str) -> Non
     with monkeypatch.context() as mp:
         mp.setattr(module, name, killed)
         with pytest.raises(KeyboardInterrupt):
-            job.publish(version, run_id)
+            job.publish(version)
 
 
 def test_a_crash_before_current_moves_leaves_the_old_lists(own, monkeypatch):
     from spark_jobs import publish as job
 
     old = _version(_val(0.1, 0.01), seed=11)
-    assert job.publish(old, "it-switch", force=True)["status"] == "published"
+    assert job.publish(old, force=True)["status"] == "published"
     assert stored_lists.get_recommendations(USERS[0])["model_version"] == old
     old_similar = stored_lists.get_similar_items(ITEMS[0])
     assert old_similar[0]["product_id"] == ITEMS[12]
 
     new = _version(_val(0.2, 0.01, current=old, current_ndcg=0.1), seed=21)
 
-    _killed_in(monkeypatch, job.artifacts, "publish", new, "it-switch")  # the machine died before CURRENT moved
+    _killed_in(monkeypatch, job.artifacts, "publish", new)  # the machine died before CURRENT moved
     assert artifacts.current_version() == old
     assert stored_lists.get_recommendations(USERS[0])["model_version"] == old, "a reader sees the new version's lists"
     assert stored_lists.get_similar_items(ITEMS[0]) == old_similar, "a reader sees the new version's similar items"
 
     # The re-run finishes the job: the new lists and the model switch together.
-    assert job.publish(new, "it-switch")["status"] == "published"
+    assert job.publish(new)["status"] == "published"
     assert stored_lists.get_recommendations(USERS[0])["model_version"] == new
     assert stored_lists.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[22]
     assert mongo.get_db()[mongo.SIMILAR_ITEMS].count_documents({}) == len(ITEMS)
@@ -180,22 +180,22 @@ def test_a_crash_after_current_moves_is_finished_by_the_rerun(own, monkeypatch):
         return {v for v in (oldest, old, new) if mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, v) in names}
 
     oldest = _version(_val(0.1, 0.01), seed=12)
-    assert job.publish(oldest, "it-after", force=True)["status"] == "published"
+    assert job.publish(oldest, force=True)["status"] == "published"
     old = _version(_val(0.2, 0.01, current=oldest, current_ndcg=0.1), seed=13)
-    assert job.publish(old, "it-after")["status"] == "published"
+    assert job.publish(old)["status"] == "published"
     new = _version(_val(0.3, 0.01, current=old, current_ndcg=0.2), seed=14)
 
-    _killed_in(monkeypatch, job.stored_lists, "drop_serving_lists", new, "it-after")  # after the CURRENT switch
+    _killed_in(monkeypatch, job.stored_lists, "drop_serving_lists", new)  # after the CURRENT switch
     assert artifacts.current_version() == new
     assert versions_with_lists() == {oldest, old, new}
 
-    out = job.publish(new, "it-after")  # the retry
+    out = job.publish(new)  # the retry
     assert (out["status"], out.get("replaced")) == ("published", old), out
     record = mongo.get_db()[mongo.MODEL_VERSIONS].find_one({"_id": new})
     assert record["published"] is True and record["replaced"] == old
     assert versions_with_lists() == {old, new}, "as after an uninterrupted publish: the replaced version's lists stay"
 
-    again = job.publish(new, "it-after")  # a plain re-publish of the current version
+    again = job.publish(new)  # a plain re-publish of the current version
     assert again["status"] == "unchanged", again
     assert versions_with_lists() == {old, new}
     assert stored_lists.get_recommendations(USERS[0])["model_version"] == new
@@ -210,7 +210,7 @@ def test_an_account_deleted_while_publishing_has_no_list_in_the_new_version(own,
     from spark_jobs import publish as job
 
     old = _version(_val(0.1, 0.01), seed=15)
-    assert job.publish(old, "it-deleted", force=True)["status"] == "published"
+    assert job.publish(old, force=True)["status"] == "published"
     new = _version(_val(0.2, 0.01, current=old, current_ndcg=0.1), seed=16)
     during, after = USERS[2], USERS[3]
     real_refresh, real_drop = popular.refresh_all, stored_lists.drop_serving_lists
@@ -227,7 +227,7 @@ def test_an_account_deleted_while_publishing_has_no_list_in_the_new_version(own,
 
     monkeypatch.setattr(popular, "refresh_all", deleted_while_the_lists_are_written)
     monkeypatch.setattr(stored_lists, "drop_serving_lists", deleted_by_a_site_process_with_the_old_current)
-    out = job.publish(new, "it-deleted")
+    out = job.publish(new)
     assert out["status"] == "published", out
     lists = mongo.get_db()[mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, new)]
     assert sorted(d["_id"] for d in lists.find({}, {"_id": 1})) == sorted(set(USERS) - {during, after})
@@ -295,7 +295,7 @@ def test_collection_names_are_resolved_once_per_refresh_and_lists_once_per_versi
     from spark_jobs import publish as job
 
     old = _version(_val(0.1, 0.01), seed=11)
-    assert job.publish(old, "it-names", force=True)["status"] == "published"
+    assert job.publish(old, force=True)["status"] == "published"
     new = _version(_val(0.2, 0.01, current=old, current_ndcg=0.1), seed=21)
     pointer_reads, listings = [0], [0]
     raw, listed = mongo.raw_collection, Database.list_collection_names
@@ -325,7 +325,7 @@ def test_collection_names_are_resolved_once_per_refresh_and_lists_once_per_versi
 
     # Another process publishes (this one's cache is not told): the next refresh follows CURRENT.
     monkeypatch.setattr(mongo, "forget_pointers", lambda: None)
-    assert job.publish(new, "it-names")["status"] == "published"
+    assert job.publish(new)["status"] == "published"
     time.sleep(0.06)
     assert mongo.physical_name(db, mongo.SIMILAR_ITEMS) == mongo.per_version_name(mongo.SIMILAR_ITEMS, new)
     assert stored_lists.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[22]
@@ -355,19 +355,38 @@ def test_the_publish_job_deletes_versions_beyond_the_kept_ones(own, monkeypatch)
     assert [v for v, d in records.items() if "pruned_at" in d] == [rejected[0]]
 
 
+def test_rejected_publishes_keep_the_version_the_current_one_replaced(own, monkeypatch):
+    """The rollback target is kept by every publish, not only by the one that published: after
+    MODEL_VERSIONS_KEPT rejected trainings it was pruned, as the record of a rejected publish
+    has no ``replaced`` of its own."""
+    from spark_jobs import publish as job
+
+    monkeypatch.setattr(artifacts, "VERSIONS_KEPT", 2)
+    first, second = _version(_val(0.5, 0.01), seed=1), _version(_val(0.6, 0.01), seed=2)
+    assert job.main(["--run-id", "it-keep-1", "--version", first, "--force"]) == 0
+    assert job.main(["--run-id", "it-keep-2", "--version", second, "--force"]) == 0
+    rejected = []
+    for i in range(4):  # a daily train each, below popularity: rejected
+        rejected.append(_version(_val(0.1, 0.5), seed=3 + i))
+        assert job.main(["--run-id", f"it-keep-r{i}", "--version", rejected[-1]]) == 0
+    assert artifacts.current_version() == second
+    left = {p.name for p in artifacts.models_dir().iterdir()} - {artifacts.CURRENT_FILE}
+    assert left == {first, second, *rejected[-2:]}
+
+
 def test_a_pruned_version_is_refused_saying_so_and_nothing_changes(own):
     """A rollback (``publish --version X --force``, the admin's make current) to a version whose
     folder publish pruned fails before anything changes, with a message that says it was pruned."""
     from spark_jobs import publish as job
 
     current = _version(_val(0.5, 0.01), seed=1)
-    job.publish(current, "it-pruned-0", force=True)
+    job.publish(current, force=True)
     gone = _version(_val(0.5, 0.01), seed=2)
     mongo.record_model_version(gone, {"published": False, "metrics": {"validation": {"ndcg@10": 0.5}}})
     assert artifacts.prune_versions(protect={current}, keep=0) == [gone]
     mongo.record_pruned_versions([gone])
     with pytest.raises(job.VersionGone, match=f"{gone} was pruned at .* cannot be made current"):
-        job.publish(gone, "it-pruned-1", force=True)
+        job.publish(gone, force=True)
     assert artifacts.current_version() == current
     assert mongo.get_db()[mongo.MODEL_VERSIONS].find_one({"_id": gone})["published"] is False
 

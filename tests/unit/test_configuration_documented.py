@@ -28,7 +28,7 @@ def _names_read(tree: ast.AST) -> set[str]:
         if isinstance(node, ast.Call) and node.args:
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            direct = name in {"env_str", "env_int", "env_float", "env_floats", "env_bool", "_port"}
+            direct = name in {"env_str", "env_int", "env_float", "env_floats", "env_bool", "env_jvm_size", "_port"}
             on_environ = name in {"get", "setdefault"} and isinstance(func, ast.Attribute) and _is_environ(func.value)
             if direct or on_environ or name == "getenv":
                 arg = node.args[0]
@@ -67,7 +67,7 @@ def knobs_in_readme() -> set[str]:
 WORDED_DEFAULTS = {"SINGLE_NODE_MEMORY_GB", "SERVING_THREADS", "DJANGO_EMAIL_BACKEND"}
 
 
-DEFAULTED_READERS = {"env_str", "env_int", "env_float", "env_floats"}  # core/env.py's, with a default
+DEFAULTED_READERS = {"env_str", "env_int", "env_float", "env_floats", "env_jvm_size"}  # core/env.py's, with a default
 
 
 def literal_defaults() -> dict[str, list[tuple[object, str]]]:
@@ -130,6 +130,6 @@ def test_the_scan_finds_the_readers_it_is_meant_to():
     tree = ast.parse(
         "env_int('A_KNOB', 1)\nos.environ.get('B_KNOB')\nos.environ['C_KNOB']\n"
         "os.getenv('D_KNOB')\nsettings.env_str('E_KNOB', '')\nenviron.get('PATH_INFO')\nd.get('NOT_ENV')\n"
-        "env_floats('F_KNOB', (1, 2), minimum=0)\n"
+        "env_floats('F_KNOB', (1, 2), minimum=0)\nenv_jvm_size('G_KNOB', '1g')\n"
     )
-    assert _names_read(tree) == {"A_KNOB", "B_KNOB", "C_KNOB", "D_KNOB", "E_KNOB", "F_KNOB"}
+    assert _names_read(tree) == {"A_KNOB", "B_KNOB", "C_KNOB", "D_KNOB", "E_KNOB", "F_KNOB", "G_KNOB"}

@@ -58,11 +58,11 @@ def test_a_record_the_jobs_write_is_what_the_readers_find(data_dir, written_as):
 
 @pytest.mark.parametrize("record, ok, version", [
     ({"status": "ok", "version": "v1"}, True, "v1"),
-    ({"version": "v1"}, True, "v1"),
-    ({"status": "ok", "model_version": "v0"}, True, "v0"),
+    ({"version": "v1"}, False, "v1"),  # no status: not a finished train's (train always writes one)
+    ({"status": "ok", "model_version": "v0"}, True, ""),  # a name train never wrote
     ({"status": "failed", "version": "v1"}, False, "v1"),
     ({"status": "started"}, False, ""),
-    ({}, True, ""),
+    ({}, False, ""),
 ])
 def test_the_reading_rule_for_train_records(data_dir, record, ok, version):
     assert (runs.succeeded(record), runs.model_version(record)) == (ok, version)

@@ -47,6 +47,21 @@ def test_knobs_parse_blank_as_unset_and_name_the_variable_in_errors(monkeypatch)
     assert env_bool("SOME_KNOB", True) is False
 
 
+def test_jvm_sizes_are_checked_as_spark_reads_them(monkeypatch):
+    """A size handed to Spark (SPARK_EXECUTOR_MEMORY, SPARK_MAX_PARTITION_BYTES) failed in a JVM
+    trace that never named the variable; it is checked where it is read."""
+    from core.env import env_jvm_size
+
+    assert env_jvm_size("SOME_SIZE", "1g") == "1g"
+    for good in ("512m", "4G", "134217728", "1gb", "64k", "100b"):
+        monkeypatch.setenv("SOME_SIZE", good)
+        assert env_jvm_size("SOME_SIZE", "1g") == good
+    for bad in ("0", "0m", "1.5g", "-1g", "512 m", "four", "4x", "g"):
+        monkeypatch.setenv("SOME_SIZE", bad)
+        with pytest.raises(ValueError, match=f"SOME_SIZE must be a JVM size above 0 .*'{bad}'"):
+            env_jvm_size("SOME_SIZE", "1g")
+
+
 def test_knobs_refuse_what_parses_but_cannot_work(monkeypatch):
     """nan and inf are floats, and a zero or negative count or period parses too: each would pass
     through silently (empty lists, a beat schedule firing without pause); each stops the program."""

@@ -46,3 +46,17 @@ def test_the_mllib_grid_is_the_first_spark_grid_size_configurations(monkeypatch)
     monkeypatch.setattr(engines, "SPARK_GRID_SIZE", 1)
     assert engines.grid("spark") == engines.IALS_GRID[:1]
     assert engines.grid("implicit") == engines.IALS_GRID  # one node tunes on a sample: the whole grid
+
+
+def test_a_single_node_memory_of_0_is_refused_not_taken_for_60_percent_of_ram(monkeypatch):
+    """The README's row gives 60% of RAM as the default of an unset variable, not as the meaning
+    of 0: a 0 set stops the program naming the variable (core/env.py), as any value below 0.1."""
+    import pytest
+
+    monkeypatch.setenv("SINGLE_NODE_MEMORY_GB", "0")
+    with pytest.raises(ValueError, match="SINGLE_NODE_MEMORY_GB must be at least 0.1"):
+        engines.single_node_memory()
+    monkeypatch.setenv("SINGLE_NODE_MEMORY_GB", "2.5")
+    assert engines.single_node_memory() == 2.5 * GB
+    monkeypatch.delenv("SINGLE_NODE_MEMORY_GB")
+    assert 0 < engines.single_node_memory() < 2 ** 50  # 60% of this machine's RAM

@@ -5,32 +5,50 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from pathlib import Path
 
 import pytest
 
 from core.runs import EXIT_PERMANENT
 from core.settings import get_settings
+from core.storage import RemotePath
 from spark_jobs import common, reconcile, units
 from spark_jobs.eda import NoData
+from spark_jobs.mongo_load import DeletionsOutran
 from spark_jobs.reconcile import Unbalanced
 
 
+class FakeContext:
+    """The part of a SparkContext the frame uses: where the session's checkpoints are."""
+
+    def __init__(self, checkpoints: str) -> None:
+        self.checkpoints = checkpoints
+
+    def getCheckpointDir(self) -> str:  # noqa: N802  Spark's name
+        return self.checkpoints
+
+
 class FakeSession:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, checkpoints: str = "") -> None:
         self.name = name
         self.stopped = False
+        self.sparkContext = FakeContext(checkpoints)
 
     def stop(self) -> None:
         self.stopped = True
 
 
 @pytest.fixture
-def frame(monkeypatch):
-    """Sessions handed out and records written, instead of Spark and MongoDB."""
+def frame(monkeypatch, tmp_path):
+    """Sessions handed out and records written, instead of Spark and MongoDB. Each session has a
+    checkpoint folder, as Spark makes one (a UUID folder, named by a ``file:`` URI)."""
     seen = {"sessions": [], "records": []}
 
     def session(name: str) -> FakeSession:
-        seen["sessions"].append(FakeSession(name))
+        folder = tmp_path / "spark-checkpoints" / f"uuid-{len(seen['sessions'])}"
+        (folder / "rdd-1").mkdir(parents=True)
+        (folder / "rdd-1" / "part-00000").write_bytes(b"x")
+        seen["sessions"].append(FakeSession(name, f"file:{folder}"))
         return seen["sessions"][-1]
 
     monkeypatch.setattr(common, "spark_session", session)
@@ -45,7 +63,7 @@ def frame(monkeypatch):
 JOBS = [
     ("load", "load", (Unbalanced,), {}),
     ("clean", "clean", (Unbalanced,), {}),
-    ("mongo_load", "mongo_load", (), {}),
+    ("mongo_load", "mongo_load", (Unbalanced, DeletionsOutran), {}),
     ("eda", "run_eda", (), {"analyses": [1], "out_dir": "o", "latest": "l", "seconds": 1}),
     ("train", "train", (), {"version": "v1", "engine": "ease"}),
 ]
@@ -76,16 +94,22 @@ def test_each_job_uses_the_file_safe_run_id_everywhere(frame, monkeypatch, modul
     monkeypatch.setattr(job, work, lambda *args, **kwargs: seen.append(args) or {"status": "ok", **extra})
     assert job.main(["--run-id", "nightly/2025-01", *(["--version", "v1"] if module == "publish" else [])]) == 0
     [args] = seen
-    assert "nightly-2025-01" in args and "nightly/2025-01" not in args
+    if module != "publish":  # publish's work takes no run id: only its records carry one
+        assert "nightly-2025-01" in args and "nightly/2025-01" not in args
     assert {run_id for run_id, _, _ in frame["records"]} == {"nightly-2025-01"}
 
 
-@pytest.mark.parametrize("module, work, failures, extra", [j for j in JOBS if j[2]], ids=[j[0] for j in JOBS if j[2]])
-def test_a_declared_failure_is_recorded_and_exits_1(frame, monkeypatch, capsys, module, work, failures, extra):
+DECLARED = [(module, work, failure) for module, work, failures, _ in JOBS for failure in failures]
+
+
+@pytest.mark.parametrize("module, work, failure", DECLARED, ids=[f"{m}-{f.__name__}" for m, _, f in DECLARED])
+def test_a_declared_failure_is_recorded_and_exits_1(frame, monkeypatch, capsys, module, work, failure):
+    """Each job's declared failures (mongo_load's count mismatches, which it raised as plain
+    RuntimeErrors, left its record "started" with no error)."""
     job = importlib.import_module(f"spark_jobs.{module}")
 
     def fail(spark, *args):
-        raise failures[0]("3 rows in but 2 accounted for")
+        raise failure("3 rows in but 2 accounted for")
 
     monkeypatch.setattr(job, work, fail)
     assert job.main(["--run-id", "r-2"]) == 1
@@ -153,7 +177,7 @@ def test_bad_arguments_exit_permanent_before_anything_starts(frame, module, argv
 def test_publish_of_a_version_that_is_gone_is_recorded_and_exits_permanent(frame, monkeypatch, capsys):
     from spark_jobs import publish
 
-    def gone(version, run_id, force=False):
+    def gone(version, force=False):
         raise publish.VersionGone(f"model version {version} was pruned at 2026-12-01 00:00:00 UTC")
 
     monkeypatch.setattr(publish, "publish", gone)
@@ -161,6 +185,21 @@ def test_publish_of_a_version_that_is_gone_is_recorded_and_exits_permanent(frame
     assert [(job, r["status"]) for _, job, r in frame["records"]] == [("publish", "started"), ("publish", "failed")]
     assert "model version v-0 was pruned" in frame["records"][-1][2]["error"]
     assert "publish: model version v-0 was pruned" in capsys.readouterr().err
+
+
+def test_publish_with_lists_lost_on_the_way_is_recorded_as_failed_and_exits_1(frame, monkeypatch, capsys):
+    """The version's lists in the files and those the server acknowledged disagree: a retry may do
+    (CURRENT did not move); the record says failed and why, not "started"."""
+    from spark_jobs import publish
+
+    def lost(version, force=False):
+        raise Unbalanced("publish: batch_recommendations__vv-0: 3 lists in the files, the server acknowledged 1")
+
+    monkeypatch.setattr(publish, "publish", lost)
+    assert publish.main(["--version", "v-0", "--run-id", "r-10"]) == 1
+    assert [(job, r["status"]) for _, job, r in frame["records"]] == [("publish", "started"), ("publish", "failed")]
+    assert "3 lists in the files" in frame["records"][-1][2]["error"]
+    assert "publish: publish: batch_recommendations" in capsys.readouterr().err
 
 
 def test_load_records_its_inputs_before_it_starts_and_when_it_fails(frame, monkeypatch):
@@ -223,6 +262,33 @@ def test_other_errors_propagate_and_leave_the_started_record_and_the_session_sti
     assert frame["sessions"][0].stopped
 
 
+@pytest.mark.parametrize("outcome", ["ok", "declared failure", "crash"])
+def test_the_sessions_checkpoint_folder_is_deleted_however_the_job_ends(frame, outcome):
+    """Spark makes a new checkpoint folder per session and never deletes it: every job of every run
+    left one under spark-checkpoints/. The frame deletes it after stopping the session; only it."""
+    def work(spark, args):
+        if outcome == "declared failure":
+            raise Unbalanced("3 rows in but 2 accounted for")
+        if outcome == "crash":
+            raise KeyError("boom")
+        return {"status": "ok"}
+
+    with contextlib.suppress(KeyError):
+        common.run_job("x", "doc", ["--run-id", "r-ck"], work, failures=(Unbalanced,))
+    [session] = frame["sessions"]
+    folder = common.checkpoint_folder(session.sparkContext.getCheckpointDir())
+    assert session.stopped and not folder.exists()
+    assert folder.parent.is_dir()  # the checkpoint directory itself stays, for the next session
+
+
+def test_checkpoint_folders_are_storage_locations():
+    assert common.checkpoint_folder("file:/tmp/ck/abc") == Path("/tmp/ck/abc")
+    assert common.checkpoint_folder("file:///tmp/ck/abc") == Path("/tmp/ck/abc")
+    assert common.checkpoint_folder("s3a://bucket/data/spark-checkpoints/abc") == \
+        RemotePath("s3a://bucket/data/spark-checkpoints/abc")
+    assert common.checkpoint_folder(None) is None
+
+
 def test_a_crash_after_an_earlier_ok_leaves_the_job_unfinished_for_resume(tmp_path, monkeypatch):
     """The same job run twice in one run (a reused --run-id, an Airflow clear, a resume): the second
     attempt crashes. Its "started" record replaces the first attempt's "ok", so --resume runs it again."""
@@ -271,7 +337,7 @@ def test_publish_records_started_before_it_publishes(frame, monkeypatch):
     """publish has its own main (no Spark); it too replaces an earlier attempt's record first."""
     from spark_jobs import publish
 
-    def killed(version, run_id, force=False):
+    def killed(version, force=False):
         assert [(r[1], r[2]["status"]) for r in frame["records"]] == [("publish", "started")]
         raise KeyboardInterrupt
 
@@ -298,3 +364,46 @@ def test_the_job_holds_the_batch_lock_from_before_its_first_record_until_its_las
     monkeypatch.setattr(load, "load", lambda spark, *args, **kwargs: {"status": "ok"})
     assert load.main(["--run-id", "r-6"]) == 0
     assert events == [("lock", "load", "r-6"), "session", ("unlock", 2)]  # "started" and "ok" recorded under it
+
+
+def test_the_spark_settings_of_the_environment_are_checked_before_the_session(monkeypatch):
+    """Read as raw strings, a bad value failed later in a JVM trace that never named the variable."""
+    assert common.tuning("local[*]") == {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false",
+                                         "spark.sql.files.maxPartitionBytes": "128m"}
+    assert common.tuning("spark://h:7077")["spark.executor.memory"] == "1g"
+    monkeypatch.setenv("SPARK_UI_ENABLED", "yes")
+    assert common.tuning("local[2]")["spark.ui.enabled"] == "true"
+    for name, bad, master in (("SPARK_SHUFFLE_PARTITIONS", "0", "local[*]"),
+                              ("SPARK_SHUFFLE_PARTITIONS", "eight", "local[*]"),
+                              ("SPARK_UI_ENABLED", "maybe", "local[*]"),
+                              ("SPARK_MAX_PARTITION_BYTES", "128 MB", "local[*]"),
+                              ("SPARK_EXECUTOR_MEMORY", "1.5g", "spark://h:7077")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=f"environment variable {name} must be"):
+            common.tuning(master)
+        monkeypatch.delenv(name)
+
+
+def test_job_records_is_the_frame_without_spark(frame):
+    """publish.main and the admin's make current run in job_records too: under the lock they are
+    given, "started" first, then the final record or the declared failure's, never raised."""
+    events = []
+
+    @contextlib.contextmanager
+    def lease():
+        events.append("locked")
+        yield
+        events.append("unlocked")
+
+    with common.job_records("publish", "r-11", {"version": "v-1"}, failures=(Exception,), lock=lease()) as job:
+        events.append([r["status"] for _, _, r in frame["records"]])
+        raise OSError("MongoDB down")
+    assert events == ["locked", ["started"], "unlocked"]
+    assert isinstance(job.error, OSError) and job.exit_status == 1
+    assert frame["records"][-1] == ("r-11", "publish", {"version": "v-1", "status": "failed", "error": "MongoDB down"})
+
+    with common.job_records("publish", "r-12", {"version": "v-2"}, lock=lease()) as job:
+        job.record = {"status": "published"}
+    assert (job.error, job.exit_status) == (None, 0)
+    assert frame["records"][-1] == ("r-12", "publish", {"version": "v-2", "status": "published"})
+    assert not frame["sessions"]
