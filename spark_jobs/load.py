@@ -12,7 +12,7 @@ One input file is one unit (spark_jobs/units.py): a file already loaded with the
 skipped, and each loaded file replaces only its own partitions (``raw/<kind>/unit=<file name>``).
 ``--remove`` takes a loaded file out (its partitions and its ledger entry): clean then redoes or
 drops its category, and mongo_load reloads. Without ``--input`` a run loads the demo files
-(DEMO_INPUT), unless it removes files: then it loads nothing (core.runs.input_patterns).
+(DEMO_INPUT), unless it removes files: then it loads nothing (core.inputs.input_patterns).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pyspark.sql.types import ArrayType, MapType, StringType, StructField, Struc
 
 from core import py_literal, storage
 from core.events import PRODUCT_ID_JAVA_PATTERN
-from core.runs import input_patterns
+from core.inputs import input_patterns
 from core.settings import get_settings
 from core.spark_schemas import PRODUCT, RAW_LINE, REVIEW
 from spark_jobs import units

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from core import storage
-from core.runs import (OPTIONS, forced_stages, input_matches, model_version, read_record, record_options,
-                       run_folder, same_input, stage_list, succeeded)
+from core.inputs import input_matches, same_input
+from core.runs import (OPTIONS, forced_stages, model_version, read_record, record_options, run_folder, stage_list,
+                       succeeded)
 from core.settings import get_settings
 from spark_jobs import units
 
@@ -94,7 +95,7 @@ def version(run_id: str) -> str:
 def inputs(run_id: str, given: list[str], removing: bool = False) -> list[str]:
     """The inputs a resume of this run loads: those its load recorded (when it started, failed or
     finished; spark_jobs/load.py), never the demo default. ``given`` (the resume's --input) must
-    name the same ones (compared as core.runs.same_input: absolute and normalised, as
+    name the same ones (compared as core.inputs.same_input: absolute and normalised, as
     bin/pipeline prefixes the caller's directory as is), and is required when load recorded
     none, unless the resume only removes files (``removing``: a run that stopped before load
     recorded anything, resumed with --remove)."""

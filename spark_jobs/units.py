@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import storage
-from core.runs import input_files, local_path
+from core.inputs import input_files, local_path
 
 LEDGER_FILE = "_ledger.json"
 _CHUNK = 4 << 20
@@ -108,7 +108,7 @@ def list_units(inputs: list[str]) -> list[Unit]:
     (``reviews_toys[1].jsonl``); otherwise a glob must match at least one file: a pattern that
     matches nothing is a mistake (a typo, the wrong folder), not a run over no data. The rest is
     refused (a URI other than s3a://, a folder, two inputs of one file name: they would be one
-    unit) by core.runs.input_files, the rules the DAG's wait for the inputs applies too.
+    unit) by core.inputs.input_files, the rules the DAG's wait for the inputs applies too.
     """
     found = input_files(inputs)
     if found.refusal:

@@ -88,7 +88,7 @@ def own_db(monkeypatch, settings, mongo_db):
 @pytest.mark.timeout(1800)
 def test_removing_a_loaded_file_redoes_or_drops_its_category_and_reloads_mongodb(spark, tmp_path, own_db):
     from spark_jobs.clean import clean
-    from core.runs import input_patterns
+    from core.inputs import input_patterns
     from spark_jobs.load import KINDS, load
     from spark_jobs.mongo_load import INGEST_LEDGER, mongo_load
 

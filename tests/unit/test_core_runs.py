@@ -245,6 +245,6 @@ def test_a_resumes_input_matches_the_recorded_one_however_either_is_written(data
 
 
 def test_an_object_given_as_s3_or_s3a_is_one_input_on_a_resume():
-    from core.runs import same_input
+    from core.inputs import same_input
 
     assert same_input("s3://b/in/c.json") == same_input("s3a://b/in/c.json") == "s3a://b/in/c.json"
