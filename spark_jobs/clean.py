@@ -23,9 +23,8 @@ from pyspark.sql import functions as F
 
 from core.settings import get_settings
 from core.spark_schemas import PRODUCT, REVIEW
-from spark_jobs import units
+from spark_jobs import hadoop_fs, units
 from spark_jobs.common import run_job
-from spark_jobs.load import category_from_path
 from spark_jobs.reconcile import Unbalanced, check_and_print
 from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
@@ -180,7 +179,7 @@ _PRODUCT_COLS = [f.name for f in PRODUCT.fields]
 
 
 def _read_or_none(spark: SparkSession, path: str) -> DataFrame | None:
-    return spark.read.parquet(path) if units.exists(spark, path) and units.has_partitions(spark, path) else None
+    return spark.read.parquet(path) if hadoop_fs.exists(spark, path) and hadoop_fs.has_partitions(spark, path) else None
 
 
 # Written without Parquet dictionaries: the ids and the text are mostly distinct, and building a
@@ -192,11 +191,11 @@ PLAIN_COLUMNS = ("user_id", "product_id", "review_text", "summary", "text_clean"
 def _write_partitions(spark: SparkSession, df: DataFrame, out: str, column: str, values: list[str],
                       staging: str) -> None:
     """Replace the ``column=value`` partitions of ``out`` for ``values`` (and only those) by ``df``'s."""
-    units.write_partitioned(df, staging, column, plain=PLAIN_COLUMNS)
+    hadoop_fs.write_partitioned(df, staging, column, plain=PLAIN_COLUMNS)
     for value in values:
-        part = f"{column}={units.partition_value(value)}"
-        units.replace_partition(spark, f"{staging}/{part}", f"{out}/{part}", staging)
-    units.delete(spark, staging)
+        part = f"{column}={hadoop_fs.partition_value(value)}"
+        hadoop_fs.replace_partition(spark, f"{staging}/{part}", f"{out}/{part}", staging)
+    hadoop_fs.delete(spark, staging)
 
 
 def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force: bool = False) -> dict:
@@ -218,7 +217,7 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     raw_reviews = spark.read.parquet(f"{raw_dir}/reviews")
     raw_products = spark.read.parquet(f"{raw_dir}/products")
     if "file_category" not in raw_products.columns:
-        raw_products = raw_products.withColumn("file_category", category_from_path(F.col("source_file")))
+        raw_products = raw_products.withColumn("file_category", units.category_from_path(F.col("source_file")))
     unloaded: list[str] = []  # categories cleaned before whose files are gone (load --remove): they go too
     if load_units is None:
         fingerprints, dirty = None, None
@@ -257,15 +256,15 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     products = clean_products(raw_products, held_products, product_metrics)
     if fingerprints is not None:  # before their partitions are replaced (an unloaded one stays until it is gone)
         units.forget(out_dir, ledger, "categories", redone)
-    staging = units.staging_dir(spark, out_dir, run_id)
+    staging = hadoop_fs.staging_dir(spark, out_dir, run_id)
     _write_partitions(spark, reviews, f"{out_dir}/reviews", "category", dirty, f"{staging}/reviews")
     _write_partitions(spark, products, f"{out_dir}/products", "file_category", dirty, f"{staging}/products")
-    if not units.has_partitions(spark, f"{out_dir}/products"):  # readable when no category has metadata
+    if not hadoop_fs.has_partitions(spark, f"{out_dir}/products"):  # readable when no category has metadata
         # the partition column lives in the folder name only, as partitionBy writes it (a copy inside
         # the file too makes pyarrow refuse the folder: string vs dictionary)
         spark.createDataFrame([], products.drop("file_category").schema).write.mode("overwrite").parquet(
-            f"{out_dir}/products/file_category={units.partition_value((redone or dirty)[0])}")
-    units.delete(spark, staging)
+            f"{out_dir}/products/file_category={hadoop_fs.partition_value((redone or dirty)[0])}")
+    hadoop_fs.delete(spark, staging)
     for folder in ("reviews", "products"):  # a DataFrame cached over the old files must not answer for the new
         spark.catalog.refreshByPath(f"{out_dir}/{folder}")
 
