@@ -41,6 +41,13 @@ STAGES = ("load", "clean", "mongo_load", "eda", "train", "publish")
 # redo it with --force: what bin/pipeline --rerun and the DAG's ``rerun`` param name.
 RERUNNABLE = ("load", "clean", "mongo_load")
 
+# train's --engine choices (spark_jobs/engines.py has the engines) and the default engine of a run:
+# train's, bin/pipeline's (spark_jobs/run_records.start) and the DAG's ``engine`` param. Here, not
+# in spark_jobs/engines.py, so that the DAG (the Airflow venv has neither pyspark nor numpy) and
+# bin/pipeline's run_records helper import them without the engines' libraries.
+ENGINES = ("auto", "ease", "implicit", "spark")
+DEFAULT_ENGINE = "auto"
+
 # The exit status of a job that failed for a reason a retry cannot fix (bad arguments, an input glob
 # that matches no file, a version that is gone): the DAG's Spark tasks fail at once on it instead of
 # being retried (dags/recommender/operators.py). Python (1, and argparse's 2, which the jobs turn

@@ -115,7 +115,7 @@ from airflow.sdk import DAG, Param, task
 
 from core.env import env_int, env_str
 from core.inputs import input_done_marker, input_settle_s
-from core.runs import RERUNNABLE, fs_safe
+from core.runs import DEFAULT_ENGINE, ENGINES, RERUNNABLE, fs_safe
 from recommender.operators import SparkJobOperator
 from recommender.params import force_args, inputs_awaited, load_args, record_options, rerun_args
 from recommender.records import read_train_record
@@ -157,7 +157,7 @@ with DAG(
         "remove": Param([], type="array", items={"type": "string"},
                         description="loaded files (by file name) to take out: load --remove; their categories "
                                     "are cleaned again without them and MongoDB reloaded"),
-        "engine": Param("auto", type="string", enum=["auto", "ease", "implicit", "spark"],
+        "engine": Param(DEFAULT_ENGINE, type="string", enum=list(ENGINES),
                         description="training engine for train --engine"),
         "force_publish": Param(False, type="boolean",
                                description="publish even if the gate in publish.py would refuse"),
