@@ -119,7 +119,8 @@ def product_docs(products: DataFrame, reviews: DataFrame) -> DataFrame:
 
 
 def metadata_coverage(products: DataFrame) -> dict[str, int]:
-    """How many products the shop can show with their data, and how many with a generated title."""
+    """How many products the shop can show with their data, and how many with a generated title:
+    printed (:func:`report_coverage`) and in the run record of either mode, over every product."""
     row = products.agg(
         F.sum((F.col("n_reviews") > 0).cast("long")).alias("reviewed products"),
         F.sum(((F.col("n_reviews") > 0) & ~F.col("has_metadata")).cast("long")).alias("reviewed products without metadata"),
@@ -127,6 +128,16 @@ def metadata_coverage(products: DataFrame) -> dict[str, int]:
         F.sum(F.col("title_generated").cast("long")).alias("generated titles"),
     ).first()
     return {k: int(v or 0) for k, v in row.asDict().items()}
+
+
+def report_coverage(products: DataFrame) -> dict[str, int]:
+    """:func:`metadata_coverage` of ``products`` (every product's document), printed."""
+    coverage = metadata_coverage(products)
+    print(f"mongo_load: {coverage['reviewed products']:,} reviewed products, "
+          f"{coverage['reviewed products without metadata']:,} of them without metadata; "
+          f"{coverage['products with metadata, not reviewed']:,} products with metadata but no reviews; "
+          f"{coverage['generated titles']:,} generated (fallback) titles")
+    return coverage
 
 
 def recent_review_docs(reviews: DataFrame) -> DataFrame:
@@ -837,6 +848,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     users = fresh.select("user_id").distinct()
     # every product's aggregates (the indexes rank all of them); the upserted ones are the touched
     products = product_docs(all_products, all_reviews).cache()
+    coverage = report_coverage(products)  # of the whole catalog after this load, as a full load's
     # The accounts deleted meanwhile are erased again and their products recounted, even if a write
     # fails: from the products' upsert on, what is written is live (erasing_afterwards); then
     # reconciliation over the whole database: every clean review and product is there once, less
@@ -855,7 +867,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "incremental", "collections": out,
             "counts_in": {"reviews": n_reviews, "products": n_products, "new reviews": n_fresh}, "held": held,
-            "deleted_users_left_out": n_deleted, "seconds": round(time.time() - started, 2)}
+            "metadata": coverage, "deleted_users_left_out": n_deleted, "seconds": round(time.time() - started, 2)}
 
 
 @contextmanager
@@ -878,11 +890,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
         metadata = spark.read.parquet(f"{clean_dir}/products")
         products = product_docs(metadata, reviews).cache()
         (n_reviews, checksum), n_products = review_totals(reviews), products.count()
-        coverage = metadata_coverage(products)
-    print(f"mongo_load: {coverage['reviewed products']:,} reviewed products, "
-          f"{coverage['reviewed products without metadata']:,} of them without metadata; "
-          f"{coverage['products with metadata, not reviewed']:,} products with metadata but no reviews; "
-          f"{coverage['generated titles']:,} generated (fallback) titles")
+    coverage = report_coverage(products)
     # the accounts deleted meanwhile, even if a write fails: each generation is live from its switch
     # on, the products' first (erasing_afterwards)
     erased: dict = {}  # the eraser's count, for the histories' record
