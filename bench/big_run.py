@@ -29,11 +29,12 @@ if __package__ in (None, ""):
 
 from bench.gen.manifest import manifest_differences  # noqa: E402
 from bench.pipeline_scale import FULL_2018, GB, run_record, run_stage, stage_env, submit  # noqa: E402
-from core.runs import STAGES  # noqa: E402
+from core.runs import DEFAULT_ENGINE, STAGES  # noqa: E402
+from core.settings import get_settings  # noqa: E402
 from spark_jobs.run_records import FINISHED  # noqa: E402
 
 
-def stage_args(stage: str, data: Path, work: Path, run_id: str, engine: str = "auto") -> list[str]:
+def stage_args(stage: str, data: Path, work: Path, run_id: str, engine: str = DEFAULT_ENGINE) -> list[str]:
     if stage == "load":  # the generator's files, not its manifest.json (load would quarantine its lines)
         manifest = json.loads((data / "manifest.json").read_text())
         return [arg for f in manifest["files"] for arg in ("--input", str(data / f["path"]))]
@@ -142,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", help="MongoDB database (default big_<data folder name>)")
     ap.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES))
     ap.add_argument("--master", default=os.environ.get("SPARK_MASTER", "local[2]"))
-    ap.add_argument("--engine", default="auto", help="train's engine (spark: MLlib, whatever the size)")
-    ap.add_argument("--driver-memory", default=os.environ.get("SPARK_DRIVER_MEMORY", "4g"))
+    ap.add_argument("--engine", default=DEFAULT_ENGINE, help="train's engine (spark: MLlib, whatever the size)")
+    ap.add_argument("--driver-memory", default=get_settings().spark_driver_memory)
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per stage before it is stopped")
     ap.add_argument("--max-rss", type=float, default=0.9 * psutil.virtual_memory().total / GB, help="GB")
     ap.add_argument("--report", type=Path, help="only print the report of this result.json")

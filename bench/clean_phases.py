@@ -112,7 +112,7 @@ def phases(spark, job, raw, n, work, text_cols) -> None:
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from spark_jobs import units
+    from spark_jobs import hadoop_fs
     from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
     timed("read -> noop", n, lambda: noop(raw))
@@ -128,9 +128,9 @@ def phases(spark, job, raw, n, work, text_cols) -> None:
     timed("+ clean_text = clean_reviews -> noop", n, lambda: noop(job.clean_reviews(raw)))
     out = str(work / "phase_out")
     timed("clean_reviews -> partitioned Parquet write", n,
-          lambda: units.write_partitioned(job.clean_reviews(raw), out, "category", plain=job.PLAIN_COLUMNS))
+          lambda: hadoop_fs.write_partitioned(job.clean_reviews(raw), out, "category", plain=job.PLAIN_COLUMNS))
     timed("clean_reviews, dropped rows counted -> partitioned Parquet write", n,
-          lambda: units.write_partitioned(job.clean_reviews(raw, observation=Observation()), out, "category",
+          lambda: hadoop_fs.write_partitioned(job.clean_reviews(raw, observation=Observation()), out, "category",
                                           plain=job.PLAIN_COLUMNS))
     timed("counts: raw count", n, lambda: raw.count())
     timed("counts: read back the written rows", n, lambda: spark.read.parquet(out).count())

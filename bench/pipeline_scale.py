@@ -41,6 +41,7 @@ from pathlib import Path
 from bench.gen_reviews import manifest_differences
 from bench.proc_rss import executors_rss, tree_rss
 from core import runs
+from core.settings import get_settings
 from spark_jobs import jvm_jar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -434,10 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="working folder (default: a new folder under /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep generated files and Parquet of each size")
     ap.add_argument("--files", type=int, default=8, help="category files per size")
-    ap.add_argument("--engine", default="auto", choices=["auto", "ease", "implicit", "spark"])
+    ap.add_argument("--engine", default=runs.DEFAULT_ENGINE, choices=runs.ENGINES)
     ap.add_argument("--skip-compare", action="store_true", help="skip the implicit vs Spark MLlib comparison")
     ap.add_argument("--master", default=os.environ.get("SPARK_MASTER", "local[2]"))
-    ap.add_argument("--driver-memory", default=os.environ.get("SPARK_DRIVER_MEMORY", "4g"))
+    ap.add_argument("--driver-memory", default=get_settings().spark_driver_memory)
     ap.add_argument("--timeout", type=float, default=3 * 3600, help="seconds per stage before it is stopped")
     ap.add_argument("--max-rss", type=float, default=0.9 * psutil.virtual_memory().total / GB,
                     help="GB of RSS per stage before it is stopped (default 90%% of RAM)")

@@ -84,7 +84,7 @@ on its first look (a run that never got to load keeps them too), so ``bin/pipeli
 recorded since).
 
 ``wait_for_inputs``, a sensor before load, waits until every input load is to read (the ``inputs``
-param, or its default) names a file, as load matches them (core.runs.input_files), and every file
+param, or its default) names a file, as load matches them (core.inputs.input_files), and every file
 matched is left unmodified for ``INPUT_SETTLE_S`` seconds (so an export caught mid-copy is not
 loaded truncated; deliver inputs by an atomic rename, written to a temporary name and then renamed,
 and none is ever seen half-written; an object in a bucket appears whole when its upload ends, and
@@ -116,7 +116,8 @@ from airflow.exceptions import AirflowFailException
 from airflow.sdk import DAG, Param, task
 
 from core.env import env_int, env_str
-from core.runs import RERUNNABLE, fs_safe, input_done_marker, input_settle_s
+from core.inputs import input_done_marker, input_settle_s
+from core.runs import DEFAULT_ENGINE, ENGINES, RERUNNABLE, fs_safe
 from recommender.operators import SparkJobOperator
 from recommender.params import force_args, inputs_awaited, load_args, record_options, rerun_args
 from recommender.records import read_train_record
@@ -158,7 +159,7 @@ with DAG(
         "remove": Param([], type="array", items={"type": "string"},
                         description="loaded files (by file name) to take out: load --remove; their categories "
                                     "are cleaned again without them and MongoDB reloaded"),
-        "engine": Param("auto", type="string", enum=["auto", "ease", "implicit", "spark"],
+        "engine": Param(DEFAULT_ENGINE, type="string", enum=list(ENGINES),
                         description="training engine for train --engine"),
         "force_publish": Param(False, type="boolean",
                                description="publish even if the gate in publish.py would refuse"),

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from core.env import env_int, env_str
-from core.runs import (EXIT_PERMANENT, awaited_inputs, input_files, input_patterns,
-                       input_done_marker, input_settle_s, stage_list)
+from core.inputs import awaited_inputs, input_done_marker, input_files, input_patterns, input_settle_s
+from core.runs import EXIT_PERMANENT, stage_list
 from core.settings import PROJECT_ROOT, get_settings
 
 # dags/recommender_pipeline.py's DAG_ID; the DAG folder is no package of the app, so it is repeated

@@ -16,16 +16,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.settings import get_settings
 from core.spark_schemas import PRODUCT, REVIEW
-from spark_jobs import units
+from spark_jobs import hadoop_fs, units
 from spark_jobs.common import run_job
-from spark_jobs.load import category_from_path
 from spark_jobs.reconcile import Unbalanced, check_and_print
 from spark_jobs.text_clean import clean_text_col, unescape_html_col
 
@@ -131,6 +132,52 @@ def with_dependents(dirty: list[str], deferred: dict[str, list[str]], known: Ite
     return sorted(out)
 
 
+@dataclass(frozen=True)
+class CleanPlan:
+    """What an incremental clean redoes (:func:`clean_plan`), decided from the ledgers alone."""
+    fingerprints: dict[str, str]  # every loaded category -> the fingerprint of its loaded files
+    dirty: list[str]  # the categories whose partitions are replaced: redone, or removed (``unloaded``)
+    unloaded: list[str]  # cleaned before, none of their files loaded now: partitions and ledger entry go
+    units: list[str]  # the loaded files (units) to read: those of the ``dirty`` categories
+
+    @property
+    def redone(self) -> list[str]:
+        """The categories cleaned and written again."""
+        return [c for c in self.dirty if c not in self.unloaded]
+
+    @property
+    def skipped(self) -> list[str]:
+        """The loaded categories left as they are."""
+        return sorted(set(self.fingerprints) - set(self.dirty))
+
+    def ledger_after(self, ledger: Mapping[str, Any], deferred: Mapping[str, list[str]]) -> dict[str, Any]:
+        """The clean ledger once the ``dirty`` partitions are written: the redone categories with
+        their new fingerprints and this clean's ``deferred`` (category -> the categories holding
+        keys it has, :func:`removed_counts`), the unloaded ones gone, every other entry kept."""
+        kept = {c: fp for c, fp in ledger.get("categories", {}).items() if c not in self.unloaded}
+        kept_deferrals = {c: h for c, h in ledger.get("deferred", {}).items() if c not in self.dirty}
+        return {**ledger, "categories": {**kept, **{c: self.fingerprints[c] for c in self.redone}},
+                "deferred": {**kept_deferrals, **{c: deferred[c] for c in self.dirty if c in deferred}}}
+
+
+def clean_plan(load_units: dict[str, dict], ledger: Mapping[str, Any], force: bool = False) -> CleanPlan:
+    """Which categories a clean redoes, from load's ledger (``load_units``: file name -> entry) and
+    clean's own (``ledger``), without reading any data (as mongo_load.load_plan).
+
+    A category is dirty when its fingerprint (its files' checksums, load's and clean's versions:
+    units.category_fingerprints) is not the one clean's ledger holds for it, a new category too;
+    with ``force``, every one. A category cleaned before whose files are no longer loaded (``load
+    --remove``) is dirty too, to be removed. Then every category that deferred to a dirty one
+    (:func:`with_dependents`), to take back what that one may give up."""
+    fingerprints = units.category_fingerprints(load_units, CLEAN_VERSION)
+    done = ledger.get("categories", {})
+    unloaded = sorted(set(done) - set(fingerprints))
+    changed = sorted(c for c, fp in fingerprints.items() if force or done.get(c) != fp)
+    dirty = with_dependents(changed + unloaded, ledger.get("deferred", {}), fingerprints)
+    return CleanPlan(fingerprints=fingerprints, dirty=dirty, unloaded=unloaded,
+                     units=[name for name, u in load_units.items() if u["category"] in dirty])
+
+
 def clean_reviews(raw: DataFrame, held_pairs: DataFrame | None = None,
                   observation: Observation | None = None) -> DataFrame:
     """Cleaned latest-per-pair reviews of ``raw``, without the pairs ``held_pairs`` holds; the dropped
@@ -180,7 +227,7 @@ _PRODUCT_COLS = [f.name for f in PRODUCT.fields]
 
 
 def _read_or_none(spark: SparkSession, path: str) -> DataFrame | None:
-    return spark.read.parquet(path) if units.exists(spark, path) and units.has_partitions(spark, path) else None
+    return spark.read.parquet(path) if hadoop_fs.exists(spark, path) and hadoop_fs.has_partitions(spark, path) else None
 
 
 # Written without Parquet dictionaries: the ids and the text are mostly distinct, and building a
@@ -192,11 +239,11 @@ PLAIN_COLUMNS = ("user_id", "product_id", "review_text", "summary", "text_clean"
 def _write_partitions(spark: SparkSession, df: DataFrame, out: str, column: str, values: list[str],
                       staging: str) -> None:
     """Replace the ``column=value`` partitions of ``out`` for ``values`` (and only those) by ``df``'s."""
-    units.write_partitioned(df, staging, column, plain=PLAIN_COLUMNS)
+    hadoop_fs.write_partitioned(df, staging, column, plain=PLAIN_COLUMNS)
     for value in values:
-        part = f"{column}={units.partition_value(value)}"
-        units.replace_partition(spark, f"{staging}/{part}", f"{out}/{part}", staging)
-    units.delete(spark, staging)
+        part = f"{column}={hadoop_fs.partition_value(value)}"
+        hadoop_fs.replace_partition(spark, f"{staging}/{part}", f"{out}/{part}", staging)
+    hadoop_fs.delete(spark, staging)
 
 
 def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force: bool = False) -> dict:
@@ -218,54 +265,48 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
     raw_reviews = spark.read.parquet(f"{raw_dir}/reviews")
     raw_products = spark.read.parquet(f"{raw_dir}/products")
     if "file_category" not in raw_products.columns:
-        raw_products = raw_products.withColumn("file_category", category_from_path(F.col("source_file")))
-    unloaded: list[str] = []  # categories cleaned before whose files are gone (load --remove): they go too
-    if load_units is None:
-        fingerprints, dirty = None, None
-    else:
-        fingerprints = units.category_fingerprints(load_units, CLEAN_VERSION)
-        done = ledger.get("categories", {})
-        unloaded = sorted(set(done) - set(fingerprints))
-        dirty = with_dependents(sorted(c for c, fp in fingerprints.items() if force or done.get(c) != fp) + unloaded,
-                                ledger.get("deferred", {}), fingerprints)
-        if not dirty:
-            print("clean: every category is clean already (same loaded files); nothing to do")
-            record = check_and_print("clean", {"reviews": 0, "products": 0}, {"reviews": 0, "products": 0})
-            record.update(status="ok", run_id=run_id, cleaned=[], skipped=sorted(fingerprints),
-                          seconds=round(time.time() - started, 2), output=out_dir)
-            return record
-        units_of = [name for name, u in load_units.items() if u["category"] in dirty]
-        raw_reviews = raw_reviews.where(F.col("unit").isin(units_of))
-        raw_products = raw_products.where(F.col("unit").isin(units_of))
+        raw_products = raw_products.withColumn("file_category", units.category_from_path(F.col("source_file")))
+    plan = None if load_units is None else clean_plan(load_units, ledger, force)  # None: no ledgers kept
+    if plan is not None and not plan.dirty:
+        print("clean: every category is clean already (same loaded files); nothing to do")
+        record = check_and_print("clean", {"reviews": 0, "products": 0}, {"reviews": 0, "products": 0})
+        record.update(status="ok", run_id=run_id, cleaned=[], skipped=plan.skipped,
+                      seconds=round(time.time() - started, 2), output=out_dir)
+        return record
+    if plan is not None:
+        raw_reviews = raw_reviews.where(F.col("unit").isin(plan.units))
+        raw_products = raw_products.where(F.col("unit").isin(plan.units))
     raw_reviews = raw_reviews.select(*_REVIEW_COLS)
     raw_products = raw_products.select(*_PRODUCT_COLS, "file_category")
-    if dirty is None:
+    if plan is None:  # every category the raw folders hold, cleaned as one
         dirty = sorted({r[0] for r in raw_reviews.select("category").union(
             raw_products.select("file_category")).distinct().collect()})
-    redone = [c for c in dirty if c not in unloaded]  # the categories written again
+        redone, unloaded = dirty, []
+    else:
+        dirty, redone, unloaded = plan.dirty, plan.redone, plan.unloaded
 
     # What the categories not redone hold (keys only): left where they are.
     old_reviews = _read_or_none(spark, f"{out_dir}/reviews")
     old_products = _read_or_none(spark, f"{out_dir}/products")
     held_pairs = (old_reviews.where(~F.col("category").isin(dirty)).select("user_id", "product_id", "category")
-                  if old_reviews is not None and load_units is not None else None)
+                  if old_reviews is not None and plan is not None else None)
     held_products = (old_products.where(~F.col("file_category").isin(dirty)).select("product_id", "file_category")
-                     if old_products is not None and load_units is not None else None)
+                     if old_products is not None and plan is not None else None)
 
     review_metrics, product_metrics = Observation("clean reviews"), Observation("clean products")
     reviews = clean_reviews(raw_reviews, held_pairs, review_metrics)
     products = clean_products(raw_products, held_products, product_metrics)
-    if fingerprints is not None:  # before their partitions are replaced (an unloaded one stays until it is gone)
+    if plan is not None:  # before their partitions are replaced (an unloaded one stays until it is gone)
         units.forget(out_dir, ledger, "categories", redone)
-    staging = units.staging_dir(spark, out_dir, run_id)
+    staging = hadoop_fs.staging_dir(spark, out_dir, run_id)
     _write_partitions(spark, reviews, f"{out_dir}/reviews", "category", dirty, f"{staging}/reviews")
     _write_partitions(spark, products, f"{out_dir}/products", "file_category", dirty, f"{staging}/products")
-    if not units.has_partitions(spark, f"{out_dir}/products"):  # readable when no category has metadata
+    if not hadoop_fs.has_partitions(spark, f"{out_dir}/products"):  # readable when no category has metadata
         # the partition column lives in the folder name only, as partitionBy writes it (a copy inside
         # the file too makes pyarrow refuse the folder: string vs dictionary)
         spark.createDataFrame([], products.drop("file_category").schema).write.mode("overwrite").parquet(
-            f"{out_dir}/products/file_category={units.partition_value((redone or dirty)[0])}")
-    units.delete(spark, staging)
+            f"{out_dir}/products/file_category={hadoop_fs.partition_value((redone or dirty)[0])}")
+    hadoop_fs.delete(spark, staging)
     for folder in ("reviews", "products"):  # a DataFrame cached over the old files must not answer for the new
         spark.catalog.refreshByPath(f"{out_dir}/{folder}")
 
@@ -279,13 +320,10 @@ def clean(spark: SparkSession, raw_dir: str, out_dir: str, run_id: str, *, force
         {"reviews": written_reviews, **{r: removed[r] for r in REVIEW_REASONS},
          "products": written_products, **{r: removed[r] for r in PRODUCT_REASONS}},
     )
-    if fingerprints is not None:  # only now: a clean killed before this point is redone
-        kept_deferrals = {c: h for c, h in ledger.get("deferred", {}).items() if c not in dirty}
-        kept = {c: fp for c, fp in ledger.get("categories", {}).items() if c not in unloaded}
-        units.write_ledger(out_dir, {**ledger, "categories": {**kept, **{c: fingerprints[c] for c in redone}},
-                                     "deferred": {**kept_deferrals, **{c: deferred[c] for c in dirty if c in deferred}}})
+    if plan is not None:  # only now: a clean killed before this point is redone
+        units.write_ledger(out_dir, plan.ledger_after(ledger, deferred))
     record.update(status="ok", run_id=run_id, cleaned=redone, removed=unloaded,
-                  skipped=sorted(set(fingerprints or ()) - set(dirty)),
+                  skipped=plan.skipped if plan is not None else [],
                   seconds=round(time.time() - started, 2), output=out_dir)
     return record
 

@@ -10,6 +10,9 @@ one small fit costs. The chosen configuration is then fitted on every user's tra
 publish gate's validation numbers (the sample's model is smaller than the one published, so its
 number is not the candidate's), refitted on every user's train + validation and measured once on
 test, and the served model on everything.
+
+train's --engine choices and the default, ``auto``, are core.runs.ENGINES and DEFAULT_ENGINE, which
+the DAG and bin/pipeline offer too.
 """
 from __future__ import annotations
 
@@ -30,7 +33,6 @@ from spark_jobs.evaluation import ease_scorer, factor_scorer, popularity_scorer,
 from spark_jobs.interactions import Interactions, via_parquet
 from spark_jobs.single_node import EASE_MAX_ITEMS, ease_weights, ials_factors
 
-ENGINES = ("auto", "ease", "implicit", "spark")  # train --engine; the DAG's and bin/pipeline's choices too
 SINGLE_NODE_MAX_INTERACTIONS = env_int("SINGLE_NODE_MAX_INTERACTIONS", 300_000_000)
 
 

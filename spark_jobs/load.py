@@ -12,7 +12,7 @@ One input file is one unit (spark_jobs/units.py): a file already loaded with the
 skipped, and each loaded file replaces only its own partitions (``raw/<kind>/unit=<file name>``).
 ``--remove`` takes a loaded file out (its partitions and its ledger entry): clean then redoes or
 drops its category, and mongo_load reloads. Without ``--input`` a run loads the demo files
-(DEMO_INPUT), unless it removes files: then it loads nothing (core.runs.input_patterns).
+(DEMO_INPUT), unless it removes files: then it loads nothing (core.inputs.input_patterns).
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from pyspark.sql.types import ArrayType, MapType, StringType, StructField, Struc
 
 from core import py_literal, storage
 from core.events import PRODUCT_ID_JAVA_PATTERN
-from core.runs import input_patterns
+from core.inputs import input_patterns
 from core.settings import get_settings
 from core.spark_schemas import PRODUCT, RAW_LINE, REVIEW
-from spark_jobs import units
+from spark_jobs import hadoop_fs, units
 from spark_jobs.common import run_job
 from spark_jobs.reconcile import Unbalanced, check_and_print
 
@@ -44,16 +44,6 @@ LOAD_VERSION = 2  # 2: ids the site and the events refuse are quarantined
 
 _CORRUPT = "_corrupt"
 _NUM = r"^\s*-?\d+(\.\d+)?\s*$"
-
-
-def category_from_path(col: F.Column) -> F.Column:
-    """'.../amazon2018_meta_gift_cards.jsonl.gz' -> 'Gift Cards' (the file names carry the category):
-    units.category_of as a Spark column, built from the same units.FILE_NAME_PATTERN and
-    units.FILE_CATEGORY_STEPS, for rows that carry only their source file."""
-    base = F.regexp_extract(col, units.FILE_NAME_PATTERN, 1)
-    for pattern, replacement in units.FILE_CATEGORY_STEPS:
-        base = F.regexp_replace(base, pattern, replacement)
-    return F.initcap(base)
 
 
 def _long(col: F.Column) -> F.Column:
@@ -106,7 +96,7 @@ def classify(lines: DataFrame) -> DataFrame:
     parsed = lines.withColumn("j", F.from_json("json_line", schema,
                                                {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}))
     if "file_category" not in lines.columns:
-        parsed = parsed.withColumn("file_category", category_from_path(F.col("source_file")))
+        parsed = parsed.withColumn("file_category", units.category_from_path(F.col("source_file")))
     if "unit" not in lines.columns:
         parsed = parsed.withColumn("unit", F.lit(None).cast("string"))
     j = lambda name: F.col(f"j.{name}")  # noqa: E731
@@ -272,7 +262,7 @@ def unit_lines(spark: SparkSession, unit: units.Unit) -> DataFrame:
     to a Python worker for every row, even for rows it is handed null). In a JSON file a line that
     looks like a Python dict is what it is there: bad JSON, and quarantined as such.
     """
-    lines = spark.read.text(units.literal_path(unit.path)).select(F.col("value").alias("raw_line"),
+    lines = spark.read.text(hadoop_fs.literal_path(unit.path)).select(F.col("value").alias("raw_line"),
                                               F.lit(_file_uri(unit.path)).alias("source_file"),
                                               F.lit(unit.name).alias("unit"),
                                               F.lit(unit.category).alias("file_category"))
@@ -328,8 +318,9 @@ def keep_readable(spark: SparkSession, out_dir: str, unit_name: str) -> None:
     """An empty partition with the schema (named after ``unit_name``) in each output folder left
     without any, so every output folder is readable."""
     for folder in KINDS.values():
-        if not units.exists(spark, f"{out_dir}/{folder}") or not units.has_partitions(spark, f"{out_dir}/{folder}"):
-            empty = f"{out_dir}/{folder}/unit={units.partition_value(unit_name)}"
+        path = f"{out_dir}/{folder}"
+        if not hadoop_fs.exists(spark, path) or not hadoop_fs.has_partitions(spark, path):
+            empty = f"{out_dir}/{folder}/unit={hadoop_fs.partition_value(unit_name)}"
             spark.createDataFrame([], _STAGED_SCHEMA).write.mode("overwrite").parquet(empty)
 
 
@@ -360,15 +351,15 @@ def remove_units(spark: SparkSession, out_dir: str, ledger: dict, names: list[st
     if not given and not set(done) - set(names):
         raise units.InputsRefused(f"load: --remove would leave no file loaded in {out_dir}; "
                                   f"remove the folder to start over")
-    partitions = {name: [f"{out_dir}/{folder}/unit={units.partition_value(name)}" for folder in KINDS.values()]
+    partitions = {name: [f"{out_dir}/{folder}/unit={hadoop_fs.partition_value(name)}" for folder in KINDS.values()]
                   for name in names}
-    present = [n for n, paths in partitions.items() if n in done or any(units.exists(spark, p) for p in paths)]
+    present = [n for n, paths in partitions.items() if n in done or any(hadoop_fs.exists(spark, p) for p in paths)]
     for name in [n for n in names if n not in present]:
         print(f"load: --remove {name}: no file of that name is loaded in {out_dir}; nothing to remove")
     units.forget(out_dir, ledger, "units", present)
     for name in present:
         for path in partitions[name]:
-            units.delete(spark, path)
+            hadoop_fs.delete(spark, path)
         print(f"load: {name} removed")
     if present:
         outputs_changed(spark, out_dir, (sorted(done) or [u.name for u in given])[0])
@@ -401,7 +392,7 @@ def _write_staged(spark: SparkSession, todo: list[units.Unit], staging: str) -> 
     counted = {u.name: Observation(f"lines-{uuid.uuid4().hex}") for u in todo}
     lines = reduce(DataFrame.unionByName, [unit_lines(spark, u).observe(counted[u.name], F.count(F.lit(1)).alias("n"))
                                            for u in todo])
-    units.write_partitioned(classified_rows(classify(lines)), staging, "kind", "unit")
+    hadoop_fs.write_partitioned(classified_rows(classify(lines)), staging, "kind", "unit")
     return {name: int(observation.get["n"]) for name, observation in counted.items()}
 
 
@@ -411,9 +402,9 @@ def _swap_in(spark: SparkSession, todo: list[units.Unit], staging: str, out_dir:
     units.forget(out_dir, ledger, "units", [u.name for u in todo])  # before their partitions go
     for u in todo:
         for kind, folder in KINDS.items():
-            unit = f"unit={units.partition_value(u.name)}"
-            units.replace_partition(spark, f"{staging}/kind={kind}/{unit}", f"{out_dir}/{folder}/{unit}", staging)
-    units.delete(spark, staging)  # its own only: another job's may be in use
+            unit = f"unit={hadoop_fs.partition_value(u.name)}"
+            hadoop_fs.replace_partition(spark, f"{staging}/kind={kind}/{unit}", f"{out_dir}/{folder}/{unit}", staging)
+    hadoop_fs.delete(spark, staging)  # its own only: another job's may be in use
     outputs_changed(spark, out_dir, todo[0].name)
 
 
@@ -467,7 +458,7 @@ def load(spark: SparkSession, inputs: list[str], out_dir: str, run_id: str, *, f
     by_unit: dict[str, dict] = {}
     reasons: dict[str, int] = {}
     if todo:
-        staging = units.staging_dir(spark, out_dir, run_id)
+        staging = hadoop_fs.staging_dir(spark, out_dir, run_id)
         lines_in = _write_staged(spark, todo, staging)
         _swap_in(spark, todo, staging, out_dir, ledger)
         by_unit, reasons = _count_written(spark, out_dir, todo, lines_in)

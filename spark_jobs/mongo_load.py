@@ -22,7 +22,8 @@ import traceback
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Collection
+from dataclasses import dataclass
+from typing import Collection, NamedTuple
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -119,7 +120,8 @@ def product_docs(products: DataFrame, reviews: DataFrame) -> DataFrame:
 
 
 def metadata_coverage(products: DataFrame) -> dict[str, int]:
-    """How many products the shop can show with their data, and how many with a generated title."""
+    """How many products the shop can show with their data, and how many with a generated title:
+    printed (:func:`report_coverage`) and in the run record of either mode, over every product."""
     row = products.agg(
         F.sum((F.col("n_reviews") > 0).cast("long")).alias("reviewed products"),
         F.sum(((F.col("n_reviews") > 0) & ~F.col("has_metadata")).cast("long")).alias("reviewed products without metadata"),
@@ -127,6 +129,16 @@ def metadata_coverage(products: DataFrame) -> dict[str, int]:
         F.sum(F.col("title_generated").cast("long")).alias("generated titles"),
     ).first()
     return {k: int(v or 0) for k, v in row.asDict().items()}
+
+
+def report_coverage(products: DataFrame) -> dict[str, int]:
+    """:func:`metadata_coverage` of ``products`` (every product's document), printed."""
+    coverage = metadata_coverage(products)
+    print(f"mongo_load: {coverage['reviewed products']:,} reviewed products, "
+          f"{coverage['reviewed products without metadata']:,} of them without metadata; "
+          f"{coverage['products with metadata, not reviewed']:,} products with metadata but no reviews; "
+          f"{coverage['generated titles']:,} generated (fallback) titles")
+    return coverage
 
 
 def recent_review_docs(reviews: DataFrame) -> DataFrame:
@@ -752,6 +764,81 @@ def erasing_afterwards(record: dict, erase: Callable[[], int]) -> Iterator[None]
     record["deleted_accounts_erased"] = erase()
 
 
+@dataclass(frozen=True)
+class _Source:
+    """What a load writes its collections from (:data:`COLLECTIONS`)."""
+    reviews: DataFrame  # the clean reviews loaded, less deleted accounts' (AGGREGATED_COLUMNS at least)
+    with_text: DataFrame  # the same with their text: the review pages show it
+    products: DataFrame  # every product's document (product_docs): the indexes rank them all
+    stamp: int  # the load's core.shopper_controls.LOAD_STAMP
+    # An incremental load's new categories: the products whose documents and pages change (product_id)
+    # and the users whose histories do (user_id); None for a full load (every product and user).
+    touched: DataFrame | None = None
+    users: DataFrame | None = None
+
+
+def _only(df: DataFrame, keys: DataFrame | None, column: str) -> DataFrame:
+    """The rows of ``df`` whose ``column`` is one of ``keys`` (one column), all of them when None."""
+    return df if keys is None else df.join(keys.toDF(column), column, "left_semi")
+
+
+class _Written(NamedTuple):
+    """One collection a load writes (:data:`COLLECTIONS`)."""
+    name: str
+    # True: an incremental load upserts the documents of its new categories (products, users) into
+    # the live collection; False: every load rebuilds it whole, as its documents rank or span
+    # every category
+    upserted: bool
+    docs: Callable[[_Source], DataFrame]
+    extra_docs: Callable[[_Source], list[dict]] | None = None  # small driver-side documents (reload_collection)
+
+
+# The collections a load writes, in the order it writes them: the products first (from their switch
+# on, what is written is live: erasing_afterwards). Both modes iterate this (:func:`_write_collections`).
+COLLECTIONS = (
+    _Written(mongo.PRODUCTS, True, lambda s: _served(_only(s.products, s.touched, "_id"), s.stamp)),
+    _Written(mongo.RECENT_REVIEWS, False, lambda s: recent_review_docs(s.reviews)),
+    _Written(mongo.PRODUCT_REVIEWS, True,
+             lambda s: review_page_docs(_only(s.with_text, s.touched, "product_id"), stamp=s.stamp)),
+    # an incremental load, only the new categories' users: another user's history upserted from this
+    # would hold their live ratings without their reviews
+    _Written(mongo.USER_HISTORY, True, lambda s: user_history_docs(
+        _only(s.reviews, s.users, "user_id"), _only(live_ratings(s.reviews.sparkSession), s.users, "user_id"))),
+    _Written(mongo.SEARCH_INDEX, False, lambda s: search_index_docs(s.products)),
+    _Written(mongo.CATALOG_INDEX, False, lambda s: catalog_index_docs(s.products),
+             extra_docs=lambda s: _catalog_extras(s.products, s.reviews)),
+)
+
+
+def _write_collections(source: _Source) -> dict[str, dict]:
+    """Write every collection of :data:`COLLECTIONS`, in order; what each write reports, by name. A
+    full load (``source.touched`` None) rebuilds each as a new generation (reload_collection); an
+    incremental one upserts the ``upserted`` ones into the live collections (upsert_collection)."""
+    out = {}
+    for written in COLLECTIONS:
+        docs = written.docs(source)
+        if written.upserted and source.touched is not None:
+            out[written.name] = upsert_collection(docs, written.name)
+        elif written.extra_docs is not None:
+            out[written.name] = reload_collection(docs, written.name, extra_docs=written.extra_docs(source))
+        else:
+            out[written.name] = reload_collection(docs, written.name)
+    return out
+
+
+def _after_writes(out: dict[str, dict], live_since: float, retire: tuple[str, ...] = ()) -> None:
+    """The steps after a load's writes: the indexes, the collections ``retire`` names and the old
+    generations dropped once every process reads the new ones (the grace period), then the live
+    ratings stored since ``live_since`` written again into the histories (a full load's new ones
+    lack them; an incremental load's upsert overwrote those stored after its read)."""
+    with _timed("indexes, old generations dropped, live ratings replayed"):
+        mongo.ensure_indexes()
+        for name in retire:
+            mongo.retire_collection(name)
+        mongo.drop_retired(wait=True)
+        out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
+
+
 def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: list[str], started: float,
                          stamp: int) -> dict:
     clean_reviews = spark.read.parquet(f"{clean_dir}/reviews")
@@ -767,7 +854,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     users = fresh.select("user_id").distinct()
     # every product's aggregates (the indexes rank all of them); the upserted ones are the touched
     products = product_docs(all_products, all_reviews).cache()
-    touched_docs = products.join(touched.withColumnRenamed("product_id", "_id"), "_id", "left_semi")
+    coverage = report_coverage(products)  # of the whole catalog after this load, as a full load's
     # The accounts deleted meanwhile are erased again and their products recounted, even if a write
     # fails: from the products' upsert on, what is written is live (erasing_afterwards); then
     # reconciliation over the whole database: every clean review and product is there once, less
@@ -775,26 +862,9 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     erased: dict = {}  # the eraser's count, for the histories' record
     with erasing_afterwards(erased, lambda: erase_accounts_deleted_since(
             started - LIVE_CLOCK_MARGIN_S, all_reviews, all_products, stamp)):
-        out = {
-            mongo.PRODUCTS: upsert_collection(_served(touched_docs, stamp), mongo.PRODUCTS),
-            mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(all_reviews), mongo.RECENT_REVIEWS),
-            mongo.PRODUCT_REVIEWS: upsert_collection(
-                review_page_docs(all_reviews.join(touched, "product_id", "left_semi"), stamp=stamp),
-                mongo.PRODUCT_REVIEWS),
-            # only the new categories' users: another user's history upserted from this would hold
-            # their live ratings without their reviews
-            mongo.USER_HISTORY: upsert_collection(user_history_docs(
-                all_reviews.join(users, "user_id", "left_semi"),
-                live_ratings(spark).join(users, "user_id", "left_semi")), mongo.USER_HISTORY),
-            mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
-            mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
-                                                   extra_docs=_catalog_extras(products, all_reviews)),
-        }
-        mongo.ensure_indexes()
-        mongo.drop_retired(wait=True)
-        # a live rating stored after the histories' read was overwritten by the upsert: written again
-        out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(
-            started - LIVE_CLOCK_MARGIN_S)
+        out = _write_collections(_Source(reviews=all_reviews, with_text=all_reviews, products=products, stamp=stamp,
+                                         touched=touched, users=users))
+        _after_writes(out, started - LIVE_CLOCK_MARGIN_S)
     out[mongo.USER_HISTORY].update(erased)
     (n_reviews, checksum), n_products = review_totals(all_reviews), products.count()
     held = reconcile(all_reviews, n_reviews, checksum, n_products, started - LIVE_CLOCK_MARGIN_S)
@@ -803,7 +873,7 @@ def _load_new_categories(spark: SparkSession, clean_dir: str, run_id: str, new: 
     products.unpersist()
     return {"status": "ok", "run_id": run_id, "mode": "incremental", "collections": out,
             "counts_in": {"reviews": n_reviews, "products": n_products, "new reviews": n_fresh}, "held": held,
-            "deleted_users_left_out": n_deleted, "seconds": round(time.time() - started, 2)}
+            "metadata": coverage, "deleted_users_left_out": n_deleted, "seconds": round(time.time() - started, 2)}
 
 
 @contextmanager
@@ -826,11 +896,7 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
         metadata = spark.read.parquet(f"{clean_dir}/products")
         products = product_docs(metadata, reviews).cache()
         (n_reviews, checksum), n_products = review_totals(reviews), products.count()
-        coverage = metadata_coverage(products)
-    print(f"mongo_load: {coverage['reviewed products']:,} reviewed products, "
-          f"{coverage['reviewed products without metadata']:,} of them without metadata; "
-          f"{coverage['products with metadata, not reviewed']:,} products with metadata but no reviews; "
-          f"{coverage['generated titles']:,} generated (fallback) titles")
+    coverage = report_coverage(products)
     # the accounts deleted meanwhile, even if a write fails: each generation is live from its switch
     # on, the products' first (erasing_afterwards)
     erased: dict = {}  # the eraser's count, for the histories' record
@@ -840,22 +906,8 @@ def _load_full(spark: SparkSession, clean_dir: str, run_id: str, started: float,
             return erase_accounts_deleted_since(live_since, reviews, metadata, stamp)
 
     with erasing_afterwards(erased, erase):
-        out = {
-            mongo.PRODUCTS: reload_collection(_served(products, stamp), mongo.PRODUCTS),
-            mongo.RECENT_REVIEWS: reload_collection(recent_review_docs(reviews), mongo.RECENT_REVIEWS),
-            mongo.PRODUCT_REVIEWS: reload_collection(review_page_docs(with_text, stamp=stamp), mongo.PRODUCT_REVIEWS),
-            mongo.USER_HISTORY: reload_collection(user_history_docs(reviews, live_ratings(spark)), mongo.USER_HISTORY),
-            mongo.SEARCH_INDEX: reload_collection(search_index_docs(products), mongo.SEARCH_INDEX),
-            mongo.CATALOG_INDEX: reload_collection(catalog_index_docs(products), mongo.CATALOG_INDEX,
-                                                   extra_docs=_catalog_extras(products, reviews)),
-        }
-        with _timed("indexes, old generations dropped, live ratings replayed"):
-            mongo.ensure_indexes()
-            mongo.retire_collection(mongo.LEGACY_REVIEWS)
-            # Once every process reads the new generations (the grace period), the old ones go and
-            # the live ratings stored since the load began are written into the new histories.
-            mongo.drop_retired(wait=True)
-            out[mongo.USER_HISTORY]["live_ratings_replayed"] = rating_history.reapply_live_ratings(live_since)
+        out = _write_collections(_Source(reviews=reviews, with_text=with_text, products=products, stamp=stamp))
+        _after_writes(out, live_since, retire=(mongo.LEGACY_REVIEWS,))
     out[mongo.USER_HISTORY].update(erased)
     # Reconciliation: the server acknowledged every document written (reload_collection), and every
     # clean review and product is in MongoDB, no more, no fewer (less the reviews of accounts deleted

@@ -4,7 +4,8 @@ Those files are the record of truth (spark_jobs/reconcile.write_record; MongoDB 
 copy); where they are and how train's is read is core.runs, shared with the DAG. Standard library,
 core and spark_jobs.units (load's ledger) only: no Spark starts.
 
-    python -m spark_jobs.run_records start RUN [--resume] [--engine E] [--force-publish] [--rerun STAGES]  # its options
+    python -m spark_jobs.run_records start RUN [--resume] [--engine E] [--force-publish] [--rerun STAGES]
+        # its options, then the master and driver memory bin/pipeline gives spark-submit (the settings')
     python -m spark_jobs.run_records finished RUN JOB [--force-publish]  # exit 0: JOB finished in RUN
     python -m spark_jobs.run_records version RUN                         # train's model version, or nothing
     python -m spark_jobs.run_records load-args RUN [--input I ...] [--remove N ...]  # a resumed load's, one a line
@@ -18,8 +19,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from core import storage
-from core.runs import (OPTIONS, forced_stages, input_matches, model_version, read_record, record_options,
-                       run_folder, same_input, stage_list, succeeded)
+from core.inputs import input_matches, same_input
+from core.runs import (DEFAULT_ENGINE, OPTIONS, forced_stages, model_version, read_record, record_options,
+                       run_folder, stage_list, succeeded)
 from core.settings import get_settings
 from spark_jobs import units
 
@@ -27,8 +29,6 @@ from spark_jobs import units
 # job records "started" before it does anything, and "failed" when it fails as it declares; one that
 # crashed or was killed leaves "started": none of these is finished.
 FINISHED = {"ok", "published", "rejected", "unchanged"}
-
-DEFAULT_ENGINE = "auto"
 
 
 def start(run_id: str, resume: bool, engine: str | None = None, force_publish: bool = False,
@@ -94,7 +94,7 @@ def version(run_id: str) -> str:
 def inputs(run_id: str, given: list[str], removing: bool = False) -> list[str]:
     """The inputs a resume of this run loads: those its load recorded (when it started, failed or
     finished; spark_jobs/load.py), never the demo default. ``given`` (the resume's --input) must
-    name the same ones (compared as core.runs.same_input: absolute and normalised, as
+    name the same ones (compared as core.inputs.same_input: absolute and normalised, as
     bin/pipeline prefixes the caller's directory as is), and is required when load recorded
     none, unless the resume only removes files (``removing``: a run that stopped before load
     recorded anything, resumed with --remove)."""
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     begin = commands.add_parser("start", help="record a new run's options, or read a resumed run's: prints "
-                                              "ENGINE, FORCE_PUBLISH (0 or 1) and the stages forced (a,b; - for none)")
+                                              "ENGINE, FORCE_PUBLISH (0 or 1), the stages forced (a,b; - for none), "
+                                              "and SPARK_MASTER and SPARK_DRIVER_MEMORY as the settings have them")
     begin.add_argument("run_id")
     begin.add_argument("--resume", action="store_true")
     begin.add_argument("--engine")
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "start":
         engine, force_publish, rerun = start(args.run_id, args.resume, args.engine, args.force_publish, args.rerun)
-        print(engine, int(force_publish), ",".join(rerun) or "-")
+        settings = get_settings()  # for bin/pipeline's spark-submit: the defaults the jobs have (core/settings.py)
+        print(engine, int(force_publish), ",".join(rerun) or "-", settings.spark_master, settings.spark_driver_memory)
         return 0
     if args.command == "finished":
         return 0 if finished(args.run_id, args.job, args.force_publish) else 1

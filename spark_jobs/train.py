@@ -38,9 +38,10 @@ import scipy.sparse as sp
 from pyspark.sql import SparkSession
 
 from core import artifacts, mongo
+from core.runs import DEFAULT_ENGINE, ENGINES
 from core.settings import get_settings
 from spark_jobs.common import drop_earlier_runs, run_job, without_deleted_users
-from spark_jobs.engines import ENGINES, K, choose_engine, eval_users, select_and_test, served_model
+from spark_jobs.engines import K, choose_engine, eval_users, select_and_test, served_model
 from spark_jobs.evaluation import fold_in_ndcg
 from spark_jobs.interactions import collect, collect_sample, index_ids, spark_counts, split_by_time
 from spark_jobs.rating_model import spark_baselines
@@ -67,7 +68,7 @@ def current_on_validation(x_train: sp.csr_matrix, val: dict[int, list[int]], ite
         return {"version": current, f"ndcg@{k}": None, "error": f"{exc.__class__.__name__}: {exc}"}
 
 
-def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = "auto") -> dict:
+def train(spark: SparkSession, clean_dir: str, run_id: str, engine: str = DEFAULT_ENGINE) -> dict:
     started = time.time()
     timings: dict[str, float] = {}  # seconds per phase, in the record: where a big run spends its time
     mark = [started]
@@ -144,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_job(
         "train", __doc__, argv,
         lambda spark, args: train(spark, str(get_settings().data_dir / "clean"), args.run_id, args.engine),
-        options=lambda parser: parser.add_argument("--engine", default="auto",
-                                                   choices=ENGINES),
+        options=lambda parser: parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES),
         summary=lambda record: f"train: model version {record['version']} ({record['engine']})")
 
 

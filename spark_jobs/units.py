@@ -22,14 +22,15 @@ import hashlib
 import json
 import os
 import re
-import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import storage
-from core.runs import input_files, local_path
+from core.inputs import input_files, local_path
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column
 
 LEDGER_FILE = "_ledger.json"
 _CHUNK = 4 << 20
@@ -45,8 +46,8 @@ class Unit:
 
 
 # The category a data file's name carries, in one definition that both the Python function here
-# (list_units: a unit's category) and the Spark column (load.category_from_path: a line's, from its
-# source file) are built from, so the two cannot drift. The patterns are read alike by Java's regex
+# (list_units: a unit's category) and the Spark column (:func:`category_from_path`: a line's, from
+# its source file) are built from, so the two cannot drift. The patterns are read alike by Java's regex
 # (what Spark's regexp_extract / regexp_replace use) and Python's re with re.ASCII (Java's \d and
 # (?i) are ASCII-only); the replacements are plain text (no "$" or "\", which the two read
 # differently). Then each word gets Spark's initcap.
@@ -61,12 +62,25 @@ FILE_CATEGORY_STEPS: tuple[tuple[str, str], ...] = (
 
 def category_of(file_name: str) -> str:
     """The category a file's name carries ('.../amazon2018_meta_gift_cards.jsonl.gz' -> 'Gift Cards'),
-    from FILE_NAME_PATTERN and FILE_CATEGORY_STEPS: the same result as load.category_from_path."""
+    from FILE_NAME_PATTERN and FILE_CATEGORY_STEPS: the same result as :func:`category_from_path`."""
     found = re.search(FILE_NAME_PATTERN, file_name, flags=re.ASCII)
     base = found.group(1) if found else ""  # regexp_extract's "" when nothing matches
     for pattern, replacement in FILE_CATEGORY_STEPS:
         base = re.sub(pattern, replacement, base, flags=re.ASCII)
     return initcap(base)
+
+
+def category_from_path(col: Column) -> Column:
+    """'.../amazon2018_meta_gift_cards.jsonl.gz' -> 'Gift Cards' (the file names carry the category):
+    :func:`category_of` as a Spark column, built from the same FILE_NAME_PATTERN and
+    FILE_CATEGORY_STEPS, for rows that carry only their source file (load's and clean's)."""
+    # imported here: bin/pipeline's run_records imports this module without needing Spark
+    from pyspark.sql import functions as F
+
+    base = F.regexp_extract(col, FILE_NAME_PATTERN, 1)
+    for pattern, replacement in FILE_CATEGORY_STEPS:
+        base = F.regexp_replace(base, pattern, replacement)
+    return F.initcap(base)
 
 
 def initcap(text: str) -> str:
@@ -108,7 +122,7 @@ def list_units(inputs: list[str]) -> list[Unit]:
     (``reviews_toys[1].jsonl``); otherwise a glob must match at least one file: a pattern that
     matches nothing is a mistake (a typo, the wrong folder), not a run over no data. The rest is
     refused (a URI other than s3a://, a folder, two inputs of one file name: they would be one
-    unit) by core.runs.input_files, the rules the DAG's wait for the inputs applies too.
+    unit) by core.inputs.input_files, the rules the DAG's wait for the inputs applies too.
     """
     found = input_files(inputs)
     if found.refusal:
@@ -152,11 +166,11 @@ def write_ledger(directory: str, ledger: dict[str, Any]) -> None:
 def forget(directory: str, ledger: dict[str, Any], key: str, names: Iterable[str]) -> None:
     """Drop ``names`` from ``ledger[key]`` (in place) and write the ledger, when it held any of them.
 
-    Called before their output is replaced: a replace deletes the old partition and then renames
-    the staged one in (object by object on s3a), so a stage killed in between would leave a ledger
-    claiming data that is gone or partial, and a next run would skip it for good whenever the input
-    is unchanged (``--force``, a category cleaned again for its dependents). Forgotten first, it is
-    redone.
+    Called before their output is replaced: a replace is not atomic (spark_jobs.hadoop_fs.move
+    deletes the old partition and then renames the staged one in, object by object on s3a), so a
+    stage killed in between would leave a ledger claiming data that is gone or partial, and a next
+    run would skip it for good whenever the input is unchanged (``--force``, a category cleaned
+    again for its dependents). Forgotten first, it is redone.
     """
     entries = ledger.get(key, {})
     gone = [n for n in names if n in entries]
@@ -183,120 +197,3 @@ def category_fingerprints(units: dict[str, dict], version: int) -> dict[str, str
             f"{name}:{u['sha256']}" + (f":{loaded_by}" if loaded_by != FIRST_VERSION else ""))
     header = [] if version == FIRST_VERSION else [f"clean version {version}"]
     return {c: hashlib.sha256("\n".join([*header, *sorted(v)]).encode()).hexdigest() for c, v in by_cat.items()}
-
-
-# --- Hadoop file system moves (work on file:// and object stores alike) ---------------------------
-
-def literal_path(path: str) -> str:
-    """``path`` for a Spark read that must take it as one file: Spark reads globs, so an input file
-    named ``reviews_toys[1].jsonl`` read as is read ``reviews_toys1.jsonl`` (or failed). Hadoop's
-    glob syntax escapes its special characters with a backslash."""
-    return re.sub(r"([\\{}\[\]*?])", r"\\\1", path)
-
-
-def _fs_path(spark, uri: str):
-    jvm = spark._jvm
-    p = jvm.org.apache.hadoop.fs.Path(uri)
-    return p, p.getFileSystem(spark._jsc.hadoopConfiguration())
-
-
-def exists(spark, uri: str) -> bool:
-    p, fs = _fs_path(spark, uri)
-    return bool(fs.exists(p))
-
-
-def has_partitions(spark, uri: str) -> bool:
-    """Whether the folder holds at least one ``key=value`` sub-folder."""
-    p, fs = _fs_path(spark, uri)
-    return bool(fs.exists(p)) and any("=" in st.getPath().getName() for st in fs.listStatus(p) if st.isDirectory())
-
-
-def delete(spark, uri: str) -> None:
-    p, fs = _fs_path(spark, uri)
-    if fs.exists(p):
-        fs.delete(p, True)
-
-
-def move(spark, src: str, dst: str) -> None:
-    """Replace ``dst`` by ``src`` (a directory rename; on a local disk it is atomic)."""
-    s, fs = _fs_path(spark, src)
-    d, _ = _fs_path(spark, dst)
-    if fs.exists(d):
-        fs.delete(d, True)
-    fs.mkdirs(d.getParent())
-    if not fs.rename(s, d):
-        raise OSError(f"could not move {src} to {dst}")
-
-
-def write_partitioned(df, path: str, *columns: str, plain: Iterable[str] = ()) -> None:
-    """``df`` as Parquet under ``path``, partitioned by ``columns``, with one writer per partition open
-    at once instead of sorting each task's rows by the partition columns first (Spark's default for
-    partitioned writes: a sort of the whole data; 73.6 s against 29.5 s on a 100k-line file).
-
-    ``plain``: columns written without dictionary encoding, for strings that are mostly distinct
-    (Parquet builds a dictionary for each column chunk, gives up past 1 MB and re-encodes it).
-    """
-    spark = df.sparkSession
-    spark.conf.set("spark.sql.optimizer.plannedWrite.enabled", "false")
-    spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", "64")
-    options = {f"parquet.enable.dictionary#{c}": "false" for c in plain if c in df.columns}
-    try:
-        df.write.mode("overwrite").partitionBy(*columns).options(**options).parquet(path)
-    finally:
-        spark.conf.unset("spark.sql.optimizer.plannedWrite.enabled")
-        spark.conf.unset("spark.sql.maxConcurrentOutputFileWriters")
-
-
-# how long a killed job's staging stays (load and clean delete their own when done): longer than any
-# load or clean runs, so the folder swept is never a live job's, even one that bypassed the batch lock
-STAGING_KEPT_S = 24 * 3600
-
-
-def staging_dir(spark, out_dir: str, run_id: str) -> str:
-    """A folder of ``<out_dir>/_staging`` for one job's staged write, its own, named
-    ``<start time>-<run id>-<random>``: the job deletes it when done and never a live job's. A
-    killed job's stays, as much as the data it staged (gigabytes at the full release's size), until
-    a later load or clean of ``out_dir`` finds it ``STAGING_KEPT_S`` old: that sweep happens here."""
-    for name in _stale_staging(spark, out_dir, time.time()):
-        print(f"staging: deleted {out_dir}/_staging/{name}, left by a job that stopped over "
-              f"{STAGING_KEPT_S // 3600} h ago")
-    return f"{out_dir}/_staging/{int(time.time())}-{run_id}-{uuid.uuid4().hex[:8]}"
-
-
-def _stale_staging(spark, out_dir: str, now: float) -> list[str]:
-    """Delete the staging folders under ``out_dir`` begun ``STAGING_KEPT_S`` before ``now`` (or
-    with no start time in their name: written before names had one); returns their names."""
-    p, fs = _fs_path(spark, f"{out_dir}/_staging")
-    if not fs.exists(p):
-        return []
-    gone = []
-    for status in fs.listStatus(p):
-        name = status.getPath().getName()
-        began = name.split("-", 1)[0]
-        if not began.isdigit() or now - int(began) > STAGING_KEPT_S:
-            fs.delete(status.getPath(), True)
-            gone.append(name)
-    return sorted(gone)
-
-
-def replace_partition(spark, src: str, dst: str, staged: str) -> None:
-    """The staged partition ``src`` (written into ``staged``) takes the place of ``dst``.
-
-    No ``src`` while the write's ``_SUCCESS`` marker is there: the unit or category has no rows now,
-    and ``dst`` goes too. No marker either: the staged write itself is gone (deleted by someone
-    else), so ``dst`` stays and this raises, rather than deleting live rows for lost staged ones.
-    """
-    if exists(spark, src):
-        move(spark, src, dst)
-    elif exists(spark, f"{staged}/_SUCCESS"):
-        delete(spark, dst)
-    else:
-        raise FileNotFoundError(f"the staged write {staged} is gone; {dst} is left as it was")
-
-
-def partition_value(value: str) -> str:
-    """A value as Spark writes it in a ``key=value`` directory name (ExternalCatalogUtils.escapePathName)."""
-    return "".join(f"%{ord(c):02X}" if ord(c) < 0x20 or c in _ESCAPED else c for c in value)
-
-
-_ESCAPED = set('"#%\'*/:=?\\\x7f{[]^')

@@ -12,7 +12,8 @@ from typing import Any
 
 from core import runs
 from core.env import env_str
-from core.runs import awaited_inputs, forced_stages, from_repository, input_patterns
+from core.inputs import awaited_inputs, from_repository, input_patterns
+from core.runs import forced_stages
 from core.settings import get_settings
 
 # The repository: where the jobs' files are, and what a relative input or DEMO_INPUT is taken from
@@ -23,7 +24,7 @@ def load_args(params: Mapping[str, Any]) -> list[str]:
     """``--input`` once per file or glob of ``inputs``, ``--remove`` once per file name of ``remove``;
     ``--force`` when ``rerun`` forces load (:func:`rerun_args`).
 
-    No ``inputs``: no ``--input``, and load decides (core.runs.input_patterns): the demo files,
+    No ``inputs``: no ``--input``, and load decides (core.inputs.input_patterns): the demo files,
     or nothing when the run removes files, as for bin/pipeline.
     """
     return ([arg for path in _given_inputs(params) for arg in ("--input", path)]
@@ -36,9 +37,9 @@ def _given_inputs(params: Mapping[str, Any]) -> list[str]:
 
 def inputs_awaited(params: Mapping[str, Any], settle_s: float) -> tuple[list[str], str]:
     """What the DAG's ``wait_for_inputs`` sensor waits for before load reads its inputs in this run
-    (core.runs.input_patterns: what load decides from :func:`load_args`): the inputs that name no
+    (core.inputs.input_patterns: what load decides from :func:`load_args`): the inputs that name no
     file yet and the files modified less than ``settle_s`` seconds ago (maybe still being written);
-    and why load would refuse them, "" when it would not (core.runs.awaited_inputs). So a file that
+    and why load would refuse them, "" when it would not (core.inputs.awaited_inputs). So a file that
     arrives after the run began is loaded, once whole, rather than failing load for good or being
     loaded truncated; and inputs load refuses anyway fail the sensor at once, not after its timeout.
     With the ``done_marker`` param (default ``INPUT_DONE_MARKER``), also until every input's folder

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core.runs import STAGES
+from core.runs import DEFAULT_ENGINE, ENGINES, STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
@@ -116,13 +116,11 @@ def test_schedule_params_and_retries(dagbag):
     assert dagbag["params"] == {
         "inputs": [],  # load's default: the demo files (DEMO_INPUT), or none with remove
         "remove": [],
-        "engine": "auto",
+        "engine": DEFAULT_ENGINE,
         "force_publish": False,
         "done_marker": "",  # INPUT_DONE_MARKER unset: no done marker waited for
         "rerun": [],  # no stage forced to redo its work
     }
-    from spark_jobs.engines import ENGINES
-
     assert dagbag["engines"] == list(ENGINES), "the DAG's engine choices are train's"
     for task_id, t in dagbag["tasks"].items():
         assert (t["retries"], t["retry_delay"], t["backoff"], t["max_retry_delay"]) == (2, 60, True, 600), task_id

@@ -154,11 +154,11 @@ def test_load_and_clean_delete_a_killed_jobs_staging_once_it_is_a_day_old(spark,
     """A killed load's or clean's staging (as much as the data it staged) does not stay for ever:
     the next load or clean of that folder deletes it once it is older than any job runs."""
     from spark_jobs import clean as clean_job
-    from spark_jobs import units
+    from spark_jobs import hadoop_fs
     from spark_jobs.load import load
 
     raw, cleaned = tmp_path / "raw", tmp_path / "clean"
-    day_old = time.time() - units.STAGING_KEPT_S - 60
+    day_old = time.time() - hadoop_fs.STAGING_KEPT_S - 60
     old = [_plant(raw, day_old), _plant(cleaned, day_old)]
     recent = [_plant(raw, time.time() - 3600), _plant(cleaned, time.time() - 3600)]
     before_names = raw / "_staging" / "run-from-before-names-had-a-time-0a1b2c3d"
@@ -170,17 +170,17 @@ def test_load_and_clean_delete_a_killed_jobs_staging_once_it_is_a_day_old(spark,
 
 
 def test_a_staged_write_that_went_does_not_take_the_live_partition_with_it(spark, tmp_path):
-    from spark_jobs import units
+    from spark_jobs import hadoop_fs
 
     live, staged = tmp_path / "reviews" / "category=A", tmp_path / "_staging" / "run-a"
     spark.createDataFrame([("u", "p")], "user_id string, product_id string").write.parquet(str(live))
     with pytest.raises(FileNotFoundError, match="is gone"):
-        units.replace_partition(spark, f"{staged}/category=A", str(live), str(staged))
+        hadoop_fs.replace_partition(spark, f"{staged}/category=A", str(live), str(staged))
     assert any(live.glob("*.parquet"))
     # the write is there and has no rows for A: A has none now, and its old partition goes
     spark.createDataFrame([("u", "p", "B")], "user_id string, product_id string, category string") \
         .write.partitionBy("category").parquet(str(staged))
-    units.replace_partition(spark, f"{staged}/category=A", str(live), str(staged))
+    hadoop_fs.replace_partition(spark, f"{staged}/category=A", str(live), str(staged))
     assert not live.exists()
 
 

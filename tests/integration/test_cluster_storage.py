@@ -180,11 +180,11 @@ def scratch_db():
 
 
 def test_object_store_inputs_match_as_local_ones(prefix, monkeypatch):
-    """An object-store input is matched as ``glob.glob`` matches a local one (core.runs.input_files):
+    """An object-store input is matched as ``glob.glob`` matches a local one (core.inputs.input_files):
     a glob skips names starting with "." (Spark would read 0 lines of one and load pass it), a name
     starting with "_" is refused (as Spark skips it too), a "folder" is refused at once (it was a
     missing input the DAG waited hours for), a glob that matches nothing is missing."""
-    from core import runs, storage
+    from core import inputs, storage
     from core.settings import get_settings
 
     for name in ("a_5.json", ".b_5.json", "sub/d.json"):
@@ -193,12 +193,12 @@ def test_object_store_inputs_match_as_local_ones(prefix, monkeypatch):
     get_settings.cache_clear()
     try:
         uri = storage.spark_uri(f"{prefix}/in")
-        assert runs.input_files([f"{prefix}/in/*_5.json"]) == ([f"{uri}/a_5.json"], [], "")
-        assert runs.input_files([f"{prefix}/in/sub"]).refusal == f"{uri}/sub is not a file"
-        assert "is not a file" in runs.input_files([f"{prefix}/in/*"]).refusal
-        assert runs.input_files([f"{prefix}/in/none*.json"]) == ([], [f"{prefix}/in/none*.json"], "")
+        assert inputs.input_files([f"{prefix}/in/*_5.json"]) == ([f"{uri}/a_5.json"], [], "")
+        assert inputs.input_files([f"{prefix}/in/sub"]).refusal == f"{uri}/sub is not a file"
+        assert "is not a file" in inputs.input_files([f"{prefix}/in/*"]).refusal
+        assert inputs.input_files([f"{prefix}/in/none*.json"]) == ([], [f"{prefix}/in/none*.json"], "")
         storage.write_bytes(prefix / "in" / "_c_5.json", b'{"overall": 5}\n')
-        assert "Spark reads no file whose name starts" in runs.input_files([f"{prefix}/in/*_5.json"]).refusal
+        assert "Spark reads no file whose name starts" in inputs.input_files([f"{prefix}/in/*_5.json"]).refusal
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

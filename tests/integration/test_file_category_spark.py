@@ -1,4 +1,4 @@
-"""load.category_from_path (the Spark column load and clean give a line from its source file) and
+"""units.category_from_path (the Spark column load and clean give a line from its source file) and
 units.category_of (the category list_units gives a file) agree: both are built from
 units.FILE_NAME_PATTERN and units.FILE_CATEGORY_STEPS, checked here on the real-shaped names of
 tests/unit/test_file_category.py and on names made to hit where Java's regex and Python's re differ.
@@ -33,11 +33,9 @@ EDGES = [
 
 
 def test_the_spark_column_and_the_python_function_agree(spark):
-    from spark_jobs.load import category_from_path
-
     names = _unit_names() + EDGES
     assert len(names) > len(EDGES) + 10
     rows = spark.createDataFrame([(n,) for n in names], "path string").select(
-        "path", category_from_path(F.col("path")).alias("category")).collect()
+        "path", units.category_from_path(F.col("path")).alias("category")).collect()
     spark_says = {r["path"]: r["category"] for r in rows}
     assert {n: units.category_of(n) for n in names} == spark_says

@@ -302,3 +302,46 @@ def test_what_one_run_gave_up_to_another_category_comes_back_when_that_one_drops
     assert second["cleaned"] == ["Alpha", "Beta"] and second["balanced"]
     assert _pairs(cleaned)[("u1", "p1")] == ("Alpha", 5.0)
     assert _products(cleaned)["p9"] == ("Alpha", "Nine")
+
+
+def _tiny_clean(spark, path, reviews: list[tuple[str, str, str, float]], products: list[tuple[str, str]],
+                categories: list[str]) -> str:
+    """Clean output as mongo_load reads it (``reviews``: user, product, category, rating; ``products``:
+    product with metadata, category), appended to ``path``; the clean ledger names ``categories``."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs import units
+
+    spark.createDataFrame(
+        [(u, p, c, r, 100.0 + i, 0, f"{u} on {p}", f"{u} on {p}") for i, (u, p, c, r) in enumerate(reviews)],
+        "user_id string, product_id string, category string, rating double, ts double, helpful_votes long, "
+        "summary string, summary_clean string",
+    ).select("*", F.col("user_id").alias("reviewer_name"), F.col("summary").alias("review_text"),
+             F.lit(True).alias("verified")).write.mode("append").parquet(f"{path}/reviews")
+    spark.createDataFrame(
+        [(p, f"Title of {p}", "", 1.0, c, [], "", "", [], c) for p, c in products],
+        "product_id string, title string, brand string, price double, category string, categories array<string>, "
+        "description string, image string, also_buy array<string>, file_category string",
+    ).write.mode("append").parquet(f"{path}/products")
+    units.write_ledger(str(path), {"categories": {c: f"fp-{c}" for c in categories}})
+    return str(path)
+
+
+@pytest.mark.timeout(1200)
+def test_an_incremental_load_says_how_many_reviewed_products_lack_metadata(spark, tmp_path, own_db, capsys):
+    """README: mongo_load's run record and output say how many reviewed products lack metadata; an
+    incremental load said nothing of it (only the full load counted them). Counted over every
+    product, as a full load counts them: what the shop can show after the load."""
+    from spark_jobs.mongo_load import mongo_load
+
+    clean = _tiny_clean(spark, tmp_path / "clean", [("u1", "A1", "a", 5.0)], [("A1", "a")], ["a"])
+    assert mongo_load(spark, clean, "cover-1")["mode"] == "full"
+    capsys.readouterr()
+    # b: B1 reviewed with metadata, B2 reviewed without, B3 metadata without reviews
+    _tiny_clean(spark, tmp_path / "clean", [("u2", "B1", "b", 4.0), ("u2", "B2", "b", 3.0)],
+                [("B1", "b"), ("B3", "b")], ["a", "b"])
+    loaded = mongo_load(spark, clean, "cover-2")
+    assert loaded["mode"] == "incremental" and loaded["categories"] == ["b"]
+    assert loaded["metadata"] == {"reviewed products": 3, "reviewed products without metadata": 1,
+                                  "products with metadata, not reviewed": 1, "generated titles": 1}
+    assert "3 reviewed products, 1 of them without metadata" in capsys.readouterr().out

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core import mongo
-from spark_jobs import units
+from spark_jobs import hadoop_fs, units
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +41,8 @@ def _rows(path) -> int:
 
 
 def _dies_after_deleting(spark, src, dst):
-    """units.move killed after deleting its destination, before renaming the staged folder in."""
-    units.delete(spark, dst)
+    """hadoop_fs.move killed after deleting its destination, before renaming the staged folder in."""
+    hadoop_fs.delete(spark, dst)
     raise RuntimeError("killed mid-replace")
 
 
@@ -59,7 +59,7 @@ def test_a_forced_load_or_clean_killed_mid_replace_is_redone_by_the_next_run(spa
     assert _rows(raw_part) == _rows(clean_part) == 2
 
     with monkeypatch.context() as patch:
-        patch.setattr(units, "move", _dies_after_deleting)
+        patch.setattr(hadoop_fs, "move", _dies_after_deleting)
         with pytest.raises(RuntimeError, match="killed"):
             load(spark, [str(alpha)], str(raw), "kill-2", force=True)
     assert _rows(raw_part) == 0
@@ -69,7 +69,7 @@ def test_a_forced_load_or_clean_killed_mid_replace_is_redone_by_the_next_run(spa
 
     clean(spark, str(raw), str(cleaned), "kill-3")  # the reload gave Alpha the same fingerprint
     with monkeypatch.context() as patch:
-        patch.setattr(units, "move", _dies_after_deleting)
+        patch.setattr(hadoop_fs, "move", _dies_after_deleting)
         with pytest.raises(RuntimeError, match="killed"):
             clean(spark, str(raw), str(cleaned), "kill-4", force=True)
     assert _rows(clean_part) == 0
@@ -88,7 +88,7 @@ def own_db(monkeypatch, settings, mongo_db):
 @pytest.mark.timeout(1800)
 def test_removing_a_loaded_file_redoes_or_drops_its_category_and_reloads_mongodb(spark, tmp_path, own_db):
     from spark_jobs.clean import clean
-    from core.runs import input_patterns
+    from core.inputs import input_patterns
     from spark_jobs.load import KINDS, load
     from spark_jobs.mongo_load import INGEST_LEDGER, mongo_load
 
@@ -202,7 +202,7 @@ def test_the_rerun_param_makes_load_read_again_a_file_its_ledger_says_is_loaded(
     _write_reviews(alpha, [("u1", "p1", 5.0, 100), ("u2", "p2", 4.0, 100)])
     part = get_settings().data_dir / "raw" / "reviews" / f"unit={alpha.name}"
     assert job.main(["--input", str(alpha), "--run-id", "rerun-1"]) == 0 and _rows(part) == 2
-    units.delete(spark, str(part))  # the ledger still lists the file
+    hadoop_fs.delete(spark, str(part))  # the ledger still lists the file
 
     for run_id, rerun, loaded in (("rerun-2", [], []), ("rerun-3", ["load"], [alpha.name])):
         assert job.main([*params.load_args({"inputs": [str(alpha)], "rerun": rerun}), "--run-id", run_id]) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spark_jobs import units
+from spark_jobs import hadoop_fs, units
 from spark_jobs.load import unit_lines
 
 pytestmark = pytest.mark.integration
@@ -20,5 +20,5 @@ def test_a_file_named_with_glob_characters_is_read_as_itself(spark, tmp_path):
 
 
 def test_literal_paths_escape_every_glob_character():
-    assert units.literal_path("/d/a[1]{x,y}*?.json") == r"/d/a\[1\]\{x,y\}\*\?.json"
-    assert units.literal_path("/d/plain_5.jsonl.gz") == "/d/plain_5.jsonl.gz"
+    assert hadoop_fs.literal_path("/d/a[1]{x,y}*?.json") == r"/d/a\[1\]\{x,y\}\*\?.json"
+    assert hadoop_fs.literal_path("/d/plain_5.jsonl.gz") == "/d/plain_5.jsonl.gz"

@@ -21,14 +21,14 @@ def _encodings(folder) -> dict[str, set[str]]:
 
 
 def test_plain_columns_are_written_without_dictionaries(spark, tmp_path):
-    from spark_jobs import units
+    from spark_jobs import hadoop_fs
 
     # values that repeat, so that Parquet keeps a dictionary for every column unless told not to
     rows = [(f"U{i % 20}", f"P{i % 7}", f"text {i % 10}", float(1 + i % 5), "Drums" if i % 2 else "Guitars")
             for i in range(500)]
     df = spark.createDataFrame(rows, "user_id string, product_id string, review_text string, rating double, category string")
-    units.write_partitioned(df, str(tmp_path / "plain"), "category", plain=("user_id", "review_text", "absent"))
-    units.write_partitioned(df, str(tmp_path / "default"), "category")
+    hadoop_fs.write_partitioned(df, str(tmp_path / "plain"), "category", plain=("user_id", "review_text", "absent"))
+    hadoop_fs.write_partitioned(df, str(tmp_path / "default"), "category")
 
     plain, default = _encodings(tmp_path / "plain"), _encodings(tmp_path / "default")
     assert not plain["user_id"] & DICTIONARY and not plain["review_text"] & DICTIONARY, plain

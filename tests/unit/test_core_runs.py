@@ -121,12 +121,14 @@ def test_start_refuses_a_stage_that_has_nothing_to_rerun(data_dir, capsys):
 
 
 def test_bin_pipeline_reads_the_options_start_prints(data_dir, capsys):
-    """``start`` prints ENGINE FORCE_PUBLISH RERUN on one line, RERUN a,b or - (bin/pipeline's read)."""
+    """``start`` prints ENGINE FORCE_PUBLISH RERUN SPARK_MASTER SPARK_DRIVER_MEMORY on one line, RERUN
+    a,b or - (bin/pipeline's read)."""
+    spark = f"{get_settings().spark_master} {get_settings().spark_driver_memory}"
     assert run_records.main(["start", "r-cli", "--engine", "ease", "--rerun", "clean"]) == 0
-    assert capsys.readouterr().out == "ease 0 clean,mongo_load\n"
+    assert capsys.readouterr().out == f"ease 0 clean,mongo_load {spark}\n"
     reconcile.write_record("r-cli", "load", {"status": "ok", "inputs": ["a.json"]})
     assert run_records.main(["start", "r-cli", "--resume", "--force-publish", "--rerun", ""]) == 0
-    assert capsys.readouterr().out == "ease 1 -\n"
+    assert capsys.readouterr().out == f"ease 1 - {spark}\n"
 
 
 @pytest.mark.parametrize("named, forced", [
@@ -245,6 +247,21 @@ def test_a_resumes_input_matches_the_recorded_one_however_either_is_written(data
 
 
 def test_an_object_given_as_s3_or_s3a_is_one_input_on_a_resume():
-    from core.runs import same_input
+    from core.inputs import same_input
 
     assert same_input("s3://b/in/c.json") == same_input("s3a://b/in/c.json") == "s3a://b/in/c.json"
+
+
+def test_start_hands_bin_pipeline_the_settings_spark_master_and_driver_memory(data_dir, monkeypatch, capsys):
+    """bin/pipeline's spark-submit takes its master and driver memory from this line, so they are
+    core/settings.py's defaults (or the environment's), not defaults of its own."""
+    monkeypatch.delenv("SPARK_MASTER", raising=False)
+    monkeypatch.delenv("SPARK_DRIVER_MEMORY", raising=False)
+    get_settings.cache_clear()
+    assert run_records.main(["start", "r-spark"]) == 0
+    assert capsys.readouterr().out.split() == ["auto", "0", "-", "local[*]", "4g"]
+    monkeypatch.setenv("SPARK_MASTER", "spark://master:7077")
+    monkeypatch.setenv("SPARK_DRIVER_MEMORY", " ")  # blank is unset, as for every setting
+    get_settings.cache_clear()
+    assert run_records.main(["start", "r-cluster", "--engine", "ease", "--rerun", "clean"]) == 0
+    assert capsys.readouterr().out.split() == ["ease", "0", "clean,mongo_load", "spark://master:7077", "4g"]

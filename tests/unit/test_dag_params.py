@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.runs import input_settle_s, unsettled
+from core.inputs import input_settle_s, unsettled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,8 +34,8 @@ def test_load_args_pass_inputs_from_the_repository_and_removals_by_name(params):
 def test_the_dag_hands_load_its_inputs_from_the_repository_as_given(params):
     """A relative input is taken from the repository; nothing else changes: a lexically resolved
     ``..`` after a symlink names another place (``/x/current/../archive`` is not ``/x/archive``
-    when ``current`` links elsewhere). A resume compares them resolved (core.runs.same_input)."""
-    from core.runs import same_input
+    when ``current`` links elsewhere). A resume compares them resolved (core.inputs.same_input)."""
+    from core.inputs import same_input
 
     given = ["./data/demo/../demo/x.jsonl.gz", "/abs/current/../in/*.json.gz", "s3a://b/./c.json"]
     assert params.load_args({"inputs": given}) == ["--input", str(ROOT) + "/./data/demo/../demo/x.jsonl.gz",
@@ -137,7 +137,7 @@ def test_the_dags_load_task_records_the_runs_options_before_it_starts():
 
 def test_the_dag_waits_for_inputs_that_name_no_file_yet(params, tmp_path):
     """wait_for_inputs (the DAG's sensor before load) waits while an input load is to read names no
-    file, as load matches it (core.runs.input_files): load would fail for good on it (exit 64),
+    file, as load matches it (core.inputs.input_files): load would fail for good on it (exit 64),
     and a file that arrives later would never be loaded."""
     given = {"inputs": [str(tmp_path / "*.jsonl.gz"), str(tmp_path / "meta.json")], "remove": []}
     assert params.inputs_awaited(given, 0) == (given["inputs"], "")
@@ -272,7 +272,7 @@ def _refused_inputs(tmp_path: Path) -> dict[str, list[str]]:
 
 
 def test_the_dag_fails_at_once_on_inputs_load_refuses_as_load_does(params, tmp_path):
-    """The sensor and load decide with one function (core.runs.input_files): the sensor fails at
+    """The sensor and load decide with one function (core.inputs.input_files): the sensor fails at
     once (AirflowFailException, no retries) where load would refuse the inputs whatever arrives,
     rather than pass and let load fail, or wait for hours for what load would refuse at once."""
     from spark_jobs import units

@@ -3,7 +3,7 @@ published its files under and the names this repository ships them as.
 
 load accepts JSON lines, gzipped or not (.json, .jsonl, .json.gz, .jsonl.gz), from a local path;
 the lines it writes keep their source as a file:// URI, and clean reads raw data that may sit in a
-bucket (s3a://). The Spark column load and clean use (load.category_from_path) is built from the
+bucket (s3a://). The Spark column load and clean use (units.category_from_path) is built from the
 same patterns; tests/integration/test_file_category_spark.py checks it gives these same names.
 """
 from __future__ import annotations

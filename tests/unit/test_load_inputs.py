@@ -61,7 +61,7 @@ def test_a_file_name_loaded_earlier_from_another_folder_is_named_with_that_path(
 
 @pytest.fixture
 def data_dir(monkeypatch):
-    """Sets DATA_DIR for the settings load's input rules read (core.runs.input_files)."""
+    """Sets DATA_DIR for the settings load's input rules read (core.inputs.input_files)."""
     from core.settings import get_settings
 
     def set_to(value: str) -> None:
@@ -76,32 +76,32 @@ def data_dir(monkeypatch):
 def test_an_object_store_input_needs_data_dir_in_an_object_store(data_dir):
     """An s3a:// input is read by Spark with the s3a settings DATA_DIR in a bucket gives it; with a
     local DATA_DIR it is refused naming the way out, before anything is listed."""
-    from core import runs
+    from core import inputs
 
     data_dir("/tmp/local-data")
-    found = runs.input_files(["s3a://bucket/in/reviews.jsonl.gz"])
+    found = inputs.input_files(["s3a://bucket/in/reviews.jsonl.gz"])
     assert found.files == [] and "needs DATA_DIR in an object store" in found.refusal
 
 
 def test_glob_characters_of_an_object_store_input_only_in_its_file_name(data_dir):
-    from core import runs
+    from core import inputs
 
     data_dir("s3a://bucket/data")
-    found = runs.input_files(["s3a://bucket/*/reviews.jsonl.gz"])
+    found = inputs.input_files(["s3a://bucket/*/reviews.jsonl.gz"])
     assert "in an object-store input's file name only" in found.refusal
 
 
 def test_other_uris_are_refused():
-    from core import runs
+    from core import inputs
 
-    assert "only local or object-store (s3a://, s3://) input files" in runs.input_files(["hdfs://nn/in/reviews.json"]).refusal
+    assert "only local or object-store (s3a://, s3://) input files" in inputs.input_files(["hdfs://nn/in/reviews.json"]).refusal
 
 
 def test_a_file_spark_would_not_read_is_refused(tmp_path):
     """Spark skips a file whose name starts with "." or "_" (Hadoop's hidden files), even named
     alone: load read 0 lines of it, balanced, and its ledger then skipped it for good."""
-    from core import runs
+    from core import inputs
 
     (tmp_path / "_reviews_Books.json").write_text('{"overall": 5}\n')
-    refusal = runs.input_files([str(tmp_path / "*.json")]).refusal
+    refusal = inputs.input_files([str(tmp_path / "*.json")]).refusal
     assert "_reviews_Books.json: Spark reads no file whose name starts with" in refusal
