@@ -85,11 +85,10 @@ def _valid_for() -> str:
     return f"{seconds} seconds"
 
 
-def confirm(user: User, token: str) -> tuple[Outcome, str | None]:
-    """Open the link of ``token`` as ``user``: the outcome, and the address when the token named one.
-
-    Confirmed, the address becomes ``user``'s ``User.email`` and every pending claim on it (in any
-    case, any account's) is dropped, in one transaction."""
+def check(user: User, token: str) -> tuple[Outcome, str | None]:
+    """What confirming ``token`` as ``user`` would do now, without doing it: ``CONFIRMED`` means the
+    link is good and the page may ask "confirm?"; any other outcome is already final. The address
+    is returned when the token named one."""
     try:
         claim = signing.loads(token, salt=SALT, max_age=settings.EMAIL_CONFIRM_TTL)
     except signing.SignatureExpired:
@@ -103,6 +102,19 @@ def confirm(user: User, token: str) -> tuple[Outcome, str | None]:
         return Outcome.TAKEN, address
     if not PendingEmail.objects.filter(pk=claim["p"], user=user, email=address).exists():
         return Outcome.INVALID, address
+    return Outcome.CONFIRMED, address
+
+
+def confirm(user: User, token: str) -> tuple[Outcome, str | None]:
+    """Confirm the address of ``token`` for ``user`` (the POST of the link's page: a GET only
+    asks, so a page of another site cannot confirm a mailbox it owns on a signed-in visitor's
+    account): the outcome, and the address when the token named one.
+
+    Confirmed, the address becomes ``user``'s ``User.email`` and every pending claim on it (in any
+    case, any account's) is dropped, in one transaction."""
+    outcome, address = check(user, token)
+    if outcome is not Outcome.CONFIRMED:
+        return outcome, address
     user.email = address
     try:
         with transaction.atomic():

@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView, PasswordChangeView, PasswordResetView
 from django.db import IntegrityError, transaction
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_http_methods
 
 from accounts import confirmation, deletion, throttle
 from accounts.forms import (CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_username_race,
@@ -199,13 +199,22 @@ def account_email(request):
 
 
 @login_required
-@require_GET
+@require_http_methods(["GET", "POST"])
 def email_confirm(request, token: str):
-    """The mailed link: confirm the address (``accounts.confirmation.confirm``) for the signed-in
-    account it was made for; signed out, the login page comes first and leads back here."""
-    outcome, address = confirmation.confirm(request.user, token)
-    if outcome is confirmation.Outcome.CONFIRMED:
-        messages.success(request, f"Your e-mail address {address} is confirmed.")
-        return redirect("account_email")
+    """The mailed link, for the signed-in account it was made for; signed out, the login page
+    comes first and leads back here. A GET only asks "confirm <address> for <username>?"; the
+    page's form POSTs (CSRF-checked) and only that confirms (``accounts.confirmation.confirm``).
+    Else another site could send a signed-in visitor's browser to a link for a mailbox it owns
+    (cookies go on a top-level cross-site GET) and get that address on the visitor's account,
+    and with it the account's password resets. A link that cannot confirm says why on the GET."""
+    if request.method == "POST":
+        outcome, address = confirmation.confirm(request.user, token)
+        if outcome is confirmation.Outcome.CONFIRMED:
+            messages.success(request, f"Your e-mail address {address} is confirmed.")
+            return redirect("account_email")
+    else:
+        outcome, address = confirmation.check(request.user, token)
+        if outcome is confirmation.Outcome.CONFIRMED:
+            return render(request, "registration/email_confirm_ask.html", {"address": address})
     return render(request, "registration/email_confirm.html", {"outcome": outcome.name, "address": address},
                   status=outcome.value)

@@ -76,7 +76,7 @@ def test_a_squatter_cannot_take_someone_elses_address(site_cache, mailoutbox):
     assert _reset_mails(address, mailoutbox) == []  # a pending address gets no resets
 
     victim_client, victim, victim_link = _signed_up(address, mailoutbox)  # not "already in use"
-    confirmed = victim_client.get(victim_link)
+    confirmed = victim_client.post(victim_link)
     assert confirmed.status_code == 302 and confirmed["Location"] == "/accounts/email/"
     page = victim_client.get("/accounts/email/").content.decode()
     assert f"Your e-mail address {address} is confirmed." in page and f"<strong>{address}</strong>" in page
@@ -95,6 +95,34 @@ def test_a_squatter_cannot_take_someone_elses_address(site_cache, mailoutbox):
     assert refused.status_code == 400 and "already in use by another account" in refused.content.decode()
 
 
+def test_opening_the_link_only_asks_and_the_confirmation_is_a_csrf_checked_post(site_cache, mailoutbox):
+    """The owner of a mistyped address must not get it confirmed on the account by luring its
+    signed-in owner's browser to the link (a top-level cross-site GET carries the session cookie):
+    a GET only asks, naming the address and the account; a POST without the page's CSRF token (a
+    cross-site form) is refused; the page's own form confirms."""
+    address = f"typo.{uuid.uuid4().hex[:8]}@example.com"
+    client, user, link = _signed_up(address, mailoutbox)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    asked = browser.get(link)
+    body = asked.content.decode()
+    assert asked.status_code == 200
+    assert f"Confirm <strong>{address}</strong> for account <strong>{user.username}</strong>?" in body
+    user.refresh_from_db()
+    assert user.email == "" and PendingEmail.objects.filter(user=user).exists()
+
+    forged = browser.post(link)  # a form on another site: no CSRF token
+    assert forged.status_code == 403
+    user.refresh_from_db()
+    assert user.email == ""
+
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1)
+    confirmed = browser.post(link, {"csrfmiddlewaretoken": token})
+    assert confirmed.status_code == 302 and confirmed["Location"] == "/accounts/email/"
+    user.refresh_from_db()
+    assert user.email == address
+
+
 def test_the_link_signs_in_first_when_signed_out(site_cache, mailoutbox):
     """Opened in another browser, the link asks for the account's login, then confirms."""
     address = f"{_name()}@example.com"
@@ -104,7 +132,7 @@ def test_the_link_signs_in_first_when_signed_out(site_cache, mailoutbox):
     assert asked.status_code == 302 and unquote(asked["Location"]) == f"/accounts/login/?next={link}"
     signed_in = client.post(asked["Location"], {"username": user.username, "password": PASSWORD})
     assert signed_in.status_code == 302 and signed_in["Location"] == link
-    assert client.get(link).status_code == 302
+    assert client.post(link).status_code == 302
     user.refresh_from_db()
     assert user.email == address
 
@@ -131,7 +159,7 @@ def test_an_expired_link_confirms_nothing(site_cache, mailoutbox, monkeypatch):
 
     made_ago(settings.EMAIL_CONFIRM_TTL - 60)
     assert client.post("/accounts/email/").status_code == 302  # "send the link again"
-    assert client.get(_link(mailoutbox[-1])).status_code == 302
+    assert client.post(_link(mailoutbox[-1])).status_code == 302
     user.refresh_from_db()
     assert user.email == address
 
@@ -139,7 +167,7 @@ def test_an_expired_link_confirms_nothing(site_cache, mailoutbox, monkeypatch):
 def test_a_link_works_once(site_cache, mailoutbox):
     address = f"{_name()}@example.com"
     client, user, link = _signed_up(address, mailoutbox)
-    assert client.get(link).status_code == 302
+    assert client.post(link).status_code == 302
     again = client.get(link)
     assert again.status_code == 400 and "This link is invalid or was used already." in again.content.decode()
 
@@ -179,7 +207,7 @@ def test_two_accounts_confirming_one_address_at_once(site_cache, mailoutbox):
 
     pre_save.connect(the_other_confirms_first, sender=User)
     try:
-        lost = client.get(link)
+        lost = client.post(link)
     finally:
         pre_save.disconnect(the_other_confirms_first, sender=User)
     assert lost.status_code == 409 and f"Another account confirmed {address} first" in lost.content.decode()
@@ -206,7 +234,7 @@ def test_confirmation_mails_to_one_mailbox_are_capped(site_cache, mailoutbox):
         assert resend.status_code == 302 and len(mailoutbox) == 2
         assert "We could not mail the confirmation link" in clients[0].get("/accounts/email/").content.decode()
 
-        assert clients[0].get(_link(mailoutbox[0])).status_code == 302  # the first link still works
+        assert clients[0].post(_link(mailoutbox[0])).status_code == 302  # the first link still works
         assert len(_reset_mails(address, mailoutbox)) == 1
 
 
