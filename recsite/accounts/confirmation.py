@@ -57,11 +57,14 @@ def make_token(pending: PendingEmail) -> str:
     return signing.dumps({"u": pending.user_id, "p": pending.pk, "e": pending.email}, salt=SALT)
 
 
-def send_link(request: HttpRequest, pending: PendingEmail) -> bool:
-    """Mail ``pending``'s address the link that confirms it; False if no mail went: the mailbox's
-    cap was reached (``throttle.confirm_mail_allowed``) or the mail server failed (logged). The
-    account works either way, and its owner can ask for the link again."""
-    if not throttle.confirm_mail_allowed(pending.email):
+def send_link(request: HttpRequest, pending: PendingEmail, *, again: bool) -> bool:
+    """Mail ``pending``'s address the link that confirms it; False if no mail went: sent ``again``
+    (not a sign-up's first mail) past the mailbox's cap (``throttle.confirm_mail_allowed``), or the
+    mail server failed (logged). The account works either way, and its owner can ask for the link
+    again. A first mail is never capped per mailbox: accounts squatting an address would use up
+    the cap, and its owner's own sign-up would get no link (sign-ups are counted per client
+    address, ``views.signup``)."""
+    if again and not throttle.confirm_mail_allowed(pending.email):
         log.info("e-mail confirmation: mail cap reached for a mailbox, no mail sent")
         return False
     link = request.build_absolute_uri(reverse("email_confirm", args=[make_token(pending)]))

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_http_methods
 from accounts import confirmation, deletion, throttle
 from accounts.forms import (CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_username_race,
                             username_taken)
-from accounts.models import PendingEmail, Profile
+from accounts.models import PendingEmail, Profile, recommender_id
 from recsite.client_address import client_address
 
 TOO_MANY = "Too many requests from here. Please wait a while and try again."
@@ -146,7 +146,7 @@ def signup(request):
             user, pending = made
             login(request, user, backend="accounts.backends.ProfileBackend")
             messages.success(request, "Welcome! Rate a few products you know to get your own recommendations.")
-            _tell_link_sent(request, pending, confirmation.send_link(request, pending))
+            _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=False))
             return redirect("onboarding")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
 
@@ -187,13 +187,20 @@ def _tell_link_sent(request, pending: PendingEmail, sent: bool) -> None:
 @require_http_methods(["GET", "POST"])
 def account_email(request):
     """The account's confirmed address and the one waiting for confirmation; a POST mails the
-    waiting one's link again (capped per mailbox, as at sign-up), then shows the page (PRG)."""
+    waiting one's link again, then shows the page (PRG). Resends are limited per account and per
+    client address (429 past either, ``throttle.confirm_resend``) and capped per mailbox."""
     pending = confirmation.pending_of(request.user)
     if request.method == "POST":
         if pending is None:
             messages.info(request, "There is no address waiting for confirmation.")
         else:
-            _tell_link_sent(request, pending, confirmation.send_link(request, pending))
+            try:
+                throttle.confirm_resend(recommender_id(request.user), client_address(request))
+            except throttle.Refused as refusal:
+                message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
+                return render(request, "registration/account_email.html", {"pending": pending, "locked": message},
+                              status=refusal.status)
+            _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=True))
         return redirect("account_email")
     return render(request, "registration/account_email.html", {"pending": pending})
 

@@ -175,10 +175,13 @@ ACCOUNT_THROTTLE_WINDOW = env_int("ACCOUNT_THROTTLE_WINDOW", 3600)
 # answers "done" but sends nothing (a refusal would let anyone lock the owner out of resetting).
 PASSWORD_RESET_MAILS_PER_EMAIL = env_int("PASSWORD_RESET_MAILS_PER_EMAIL", 10)
 # An address given at sign-up is only pending until its owner opens the link mailed to it
-# (accounts.confirmation): the link works this many seconds; one mailbox gets at most this many
-# such mails within ACCOUNT_THROTTLE_WINDOW (sign-ups naming it, "send the link again").
+# (accounts.confirmation): the link works this many seconds. A sign-up's first mail always goes
+# (sign-ups are counted per client address); "send the link again" is limited per account
+# (EMAIL_CONFIRM_RESENDS_PER_ACCOUNT) and per client address (ACCOUNT_THROTTLE_ATTEMPTS), and one
+# mailbox gets at most EMAIL_CONFIRM_MAILS_PER_EMAIL such mails, all within ACCOUNT_THROTTLE_WINDOW.
 EMAIL_CONFIRM_TTL = env_int("EMAIL_CONFIRM_TTL", 259200, minimum=1)
 EMAIL_CONFIRM_MAILS_PER_EMAIL = env_int("EMAIL_CONFIRM_MAILS_PER_EMAIL", 5)
+EMAIL_CONFIRM_RESENDS_PER_ACCOUNT = env_int("EMAIL_CONFIRM_RESENDS_PER_ACCOUNT", 3)
 # API tokens (knox: one per sign-in, stored hashed) stop working this many seconds after they were
 # issued; /api/token/ issues a new one for the password at any time. A password change or reset
 # revokes all of an account's tokens at once (accounts.tokens).
