@@ -58,7 +58,8 @@ def _site_database() -> None:
     """Django set up in this worker process, once, for the site's database (``DATABASE_URL``) and
     its models, as ``recsite/manage.py`` sets it up. Only :func:`delete_expired_tokens` needs it: the
     other tasks read MongoDB and Redis alone, so settings that do not load (production's
-    ``DJANGO_SECRET_KEY`` missing) fail that task only."""
+    ``DJANGO_SECRET_KEY`` missing) fail that task only. The site's ``LOGGING`` is not applied:
+    ``django.setup()`` would replace the root handlers Celery set up with the site's own."""
     from django.apps import apps
 
     if apps.ready:
@@ -68,7 +69,9 @@ def _site_database() -> None:
         sys.path.append(recsite)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
     import django
+    from django.conf import settings
 
+    settings.LOGGING_CONFIG = None  # Celery's logging stays as Celery configured it
     django.setup()
 
 

@@ -50,3 +50,17 @@ def test_a_celery_worker_without_django_runs_the_sweep(tmp_path):
         "u = User.objects.create(username='away'); AuthToken.objects.create(u, expiry=timedelta(seconds=-1)); "
         "AuthToken.objects.create(u, expiry=timedelta(hours=1))")
     assert run("-c", "from kafka_workers import tasks; print(tasks.delete_expired_tokens())").split()[-1] == "1"
+
+
+def test_setting_up_django_for_the_sweep_keeps_celerys_logging(tmp_path):
+    """The sweep sets Django up inside a Celery worker whose logging Celery configured: the site's
+    ``LOGGING`` must not replace the root logger's handlers (the worker's log file and format)."""
+    env = {**{k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")},
+           "PYTHONPATH": str(ROOT), "DJANGO_DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'site.sqlite3'}"}
+    script = ("import logging; celerys = logging.FileHandler(%r); logging.getLogger().addHandler(celerys); "
+              "from kafka_workers import tasks; tasks._site_database(); "
+              "print(logging.getLogger().handlers == [celerys])" % str(tmp_path / "worker.log"))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "True"
