@@ -80,14 +80,20 @@ def delete_expired_tokens() -> int:
     """Delete every account's expired API tokens (``accounts.tokens.delete_expired``): a sign-in
     deletes its own account's, but a device that never comes back left its token for good. Returns
     how many were deleted. The connections are closed before and after if unusable or older than
-    ``CONN_MAX_AGE``, as Django does around each request (a worker lives for days)."""
+    ``CONN_MAX_AGE``, as Django does around each request (a worker lives for days). Claims on an
+    e-mail address older than ``EMAIL_CONFIRM_TTL`` go too (``accounts.confirmation``): their links
+    have expired, and the account page asks for the address again."""
     _site_database()
     from django.db import close_old_connections
 
+    from accounts.confirmation import delete_expired_claims
     from accounts.tokens import delete_expired
 
     close_old_connections()
     try:
+        claims = delete_expired_claims()
+        if claims:
+            log.info("deleted %d unconfirmed e-mail address(es) older than EMAIL_CONFIRM_TTL", claims)
         return delete_expired()
     finally:
         close_old_connections()

@@ -19,6 +19,7 @@ Two accounts confirming one address at once: the unique index decides, the loser
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from enum import Enum
 
 from django.conf import settings
@@ -31,6 +32,7 @@ from django.db.models.functions import Lower
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts import throttle
 from accounts.email_index import EMAIL_INDEX
@@ -137,5 +139,22 @@ def claims_on(address: str):
 
 
 def pending_of(user: User) -> PendingEmail | None:
-    """The address ``user`` gave last and has not confirmed yet, if any."""
+    """The address ``user`` waits to confirm, if any: one claim per account (:func:`new_claim`
+    replaces it; the newest is taken should a race have left two)."""
     return PendingEmail.objects.filter(user=user).first()
+
+
+def new_claim(user: User, email: str) -> PendingEmail:
+    """``user``'s claim on ``email``, in place of any claim it had: for another address (a typo
+    corrected) or the same one mailed again. A new row, so only the newest link works and the
+    sweep (:func:`delete_expired_claims`) never drops a claim whose link still works."""
+    with transaction.atomic():
+        PendingEmail.objects.filter(user=user).delete()
+        return PendingEmail.objects.create(user=user, email=email)
+
+
+def delete_expired_claims() -> int:
+    """Delete every claim older than ``EMAIL_CONFIRM_TTL``: its link has expired, and the account
+    can give the address again. Run by Celery's sweep (``kafka_workers.tasks.delete_expired_tokens``)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.EMAIL_CONFIRM_TTL)
+    return PendingEmail.objects.filter(created__lt=cutoff).delete()[0]

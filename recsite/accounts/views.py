@@ -13,8 +13,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from accounts import confirmation, deletion, throttle
-from accounts.forms import (CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_username_race,
-                            username_taken)
+from accounts.forms import (CappedPasswordResetForm, DeleteAccountForm, PendingEmailForm, SignUpForm,
+                            email_in_use, lost_username_race, username_taken)
 from accounts.models import PendingEmail, Profile, recommender_id
 from recsite.client_address import client_address
 
@@ -186,23 +186,40 @@ def _tell_link_sent(request, pending: PendingEmail, sent: bool) -> None:
 @login_required
 @require_http_methods(["GET", "POST"])
 def account_email(request):
-    """The account's confirmed address and the one waiting for confirmation; a POST mails the
-    waiting one's link again, then shows the page (PRG). Resends are limited per account and per
-    client address (429 past either, ``throttle.confirm_resend``) and capped per mailbox."""
-    pending = confirmation.pending_of(request.user)
+    """The account's confirmed address and the one waiting for confirmation. A POST mails the
+    waiting one's link again or, with ``email``, replaces it with another address (a typo) and
+    mails that; then the page again (PRG). Both are limited per account and per client address
+    (429 past either, ``throttle.confirm_resend``) and capped per mailbox. A waiting address that
+    another account has confirmed meanwhile is dropped, not mailed."""
+    user = request.user
+    pending = confirmation.pending_of(user)
+    form = PendingEmailForm(user, request.POST if "email" in request.POST else None)
     if request.method == "POST":
-        if pending is None:
+        if not form.is_bound and pending is None:
             messages.info(request, "There is no address waiting for confirmation.")
+            return redirect("account_email")
+        try:
+            throttle.confirm_resend(recommender_id(user), client_address(request))
+        except throttle.Refused as refusal:
+            message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
+            return render(request, "registration/account_email.html",
+                          {"pending": pending, "form": PendingEmailForm(user), "locked": message}, status=refusal.status)
+        if form.is_bound:
+            if not form.is_valid():
+                return render(request, "registration/account_email.html", {"pending": pending, "form": form},
+                              status=400)
+            address = form.cleaned_data["email"]
+        elif email_in_use(pending.email, exclude_pk=user.pk):
+            pending.delete()
+            messages.warning(request, f"Another account has confirmed {pending.email} meanwhile: "
+                                      f"it cannot be this account's. Give another address below.")
+            return redirect("account_email")
         else:
-            try:
-                throttle.confirm_resend(recommender_id(request.user), client_address(request))
-            except throttle.Refused as refusal:
-                message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
-                return render(request, "registration/account_email.html", {"pending": pending, "locked": message},
-                              status=refusal.status)
-            _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=True))
+            address = pending.email
+        pending = confirmation.new_claim(user, address)
+        _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=True))
         return redirect("account_email")
-    return render(request, "registration/account_email.html", {"pending": pending})
+    return render(request, "registration/account_email.html", {"pending": pending, "form": form})
 
 
 @login_required

@@ -32,6 +32,23 @@ def test_the_sweep_deletes_every_accounts_expired_tokens_and_only_those(make_use
     assert tasks.delete_expired_tokens() == 0
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_sweep_deletes_email_claims_older_than_their_links(make_user):
+    """A claim on an address whose link has expired (``EMAIL_CONFIRM_TTL``) goes; a newer one stays."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from accounts.models import PendingEmail
+    from kafka_workers import tasks
+
+    old = PendingEmail.objects.create(user=make_user(), email="old@example.com")
+    PendingEmail.objects.filter(pk=old.pk).update(
+        created=timezone.now() - timedelta(seconds=settings.EMAIL_CONFIRM_TTL + 60))
+    fresh = PendingEmail.objects.create(user=make_user(), email="fresh@example.com")
+    tasks.delete_expired_tokens()
+    assert list(PendingEmail.objects.all()) == [fresh]
+
+
 def test_a_celery_worker_without_django_runs_the_sweep(tmp_path):
     """Celery's worker imports kafka_workers alone (``-A kafka_workers.celery_app``), with no Django
     set up: the task sets it up for the site's database (``DATABASE_URL``) on its own."""
