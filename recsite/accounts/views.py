@@ -105,8 +105,9 @@ class ThrottledPasswordResetView(PasswordResetView):
 def _create_account(form: SignUpForm) -> tuple[User, PendingEmail] | None:
     """The account of a valid sign-up form, its profile and its address's pending claim, in one
     transaction; None, with the form showing the usual "username taken" error, when a concurrent
-    sign-up took the username between the form's check and this insert (the database's UNIQUE
-    constraint refused it). Any other refused insert stays an error. The address is no race: it is
+    sign-up took the username between the form's check and this insert (the username's UNIQUE
+    constraint refused it, or the unique index on ``lower(username)`` for one differing in case:
+    ``lost_username_race``). Any other refused insert stays an error. The address is no race: it is
     not the account's until confirmed (``accounts.confirmation``), and claims on it may be many."""
     user = form.save(commit=False)  # hashes the password: slow, so before the transaction, not in it
     try:
