@@ -205,7 +205,7 @@ async def run(args) -> int:
     products = catalog_ids(env)
     env.update(DJANGO_DEBUG="0", DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DJANGO_ALLOWED_HOSTS="127.0.0.1",
                DJANGO_SECURE_SSL_REDIRECT="0", DJANGO_CACHE_PREFIX=f"bench-{secrets.token_hex(4)}",
-               DJANGO_LOG_LEVEL="WARNING",
+               DJANGO_LOG_LEVEL="WARNING", DJANGO_EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
                # gunicorn reads extra options from here: log each request's time in the worker (µs)
                GUNICORN_CMD_ARGS="--access-logformat=" + ACCESS_FORMAT)
     with running_site(env, workers=args.workers, threads=args.threads) as site:

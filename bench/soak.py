@@ -161,6 +161,7 @@ async def run(args) -> int:
                 "WORKERS": str(args.workers), "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DJANGO_SECURE_SSL_REDIRECT": "0",
                 "DJANGO_CACHE_PREFIX": f"soak-{run_tag}", "DJANGO_LOG_LEVEL": "WARNING",
+                "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
                 # the soak measures faults, not the flood limit (30/min per user by default): one
                 # rating per round and client would hit it, and 429s would hide what is measured
                 "RATING_RATE": os.environ.get("RATING_RATE", "600/min"),

@@ -58,7 +58,8 @@ def _site_database() -> None:
     """Django set up in this worker process, once, for the site's database (``DATABASE_URL``) and
     its models, as ``recsite/manage.py`` sets it up. Only :func:`delete_expired_tokens` needs it: the
     other tasks read MongoDB and Redis alone, so settings that do not load (production's
-    ``DJANGO_SECRET_KEY`` missing) fail that task only."""
+    ``DJANGO_SECRET_KEY`` missing) fail that task only. The site's ``LOGGING`` is not applied:
+    ``django.setup()`` would replace the root handlers Celery set up with the site's own."""
     from django.apps import apps
 
     if apps.ready:
@@ -68,7 +69,9 @@ def _site_database() -> None:
         sys.path.append(recsite)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
     import django
+    from django.conf import settings
 
+    settings.LOGGING_CONFIG = None  # Celery's logging stays as Celery configured it
     django.setup()
 
 
@@ -77,14 +80,20 @@ def delete_expired_tokens() -> int:
     """Delete every account's expired API tokens (``accounts.tokens.delete_expired``): a sign-in
     deletes its own account's, but a device that never comes back left its token for good. Returns
     how many were deleted. The connections are closed before and after if unusable or older than
-    ``CONN_MAX_AGE``, as Django does around each request (a worker lives for days)."""
+    ``CONN_MAX_AGE``, as Django does around each request (a worker lives for days). Claims on an
+    e-mail address older than ``EMAIL_CONFIRM_TTL`` go too (``accounts.confirmation``): their links
+    have expired, and the account page asks for the address again."""
     _site_database()
     from django.db import close_old_connections
 
+    from accounts.confirmation import delete_expired_claims
     from accounts.tokens import delete_expired
 
     close_old_connections()
     try:
+        claims = delete_expired_claims()
+        if claims:
+            log.info("deleted %d unconfirmed e-mail address(es) older than EMAIL_CONFIRM_TTL", claims)
         return delete_expired()
     finally:
         close_old_connections()

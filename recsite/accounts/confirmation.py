@@ -19,6 +19,7 @@ Two accounts confirming one address at once: the unique index decides, the loser
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from enum import Enum
 
 from django.conf import settings
@@ -31,6 +32,7 @@ from django.db.models.functions import Lower
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts import throttle
 from accounts.email_index import EMAIL_INDEX
@@ -57,11 +59,14 @@ def make_token(pending: PendingEmail) -> str:
     return signing.dumps({"u": pending.user_id, "p": pending.pk, "e": pending.email}, salt=SALT)
 
 
-def send_link(request: HttpRequest, pending: PendingEmail) -> bool:
-    """Mail ``pending``'s address the link that confirms it; False if no mail went: the mailbox's
-    cap was reached (``throttle.confirm_mail_allowed``) or the mail server failed (logged). The
-    account works either way, and its owner can ask for the link again."""
-    if not throttle.confirm_mail_allowed(pending.email):
+def send_link(request: HttpRequest, pending: PendingEmail, *, again: bool) -> bool:
+    """Mail ``pending``'s address the link that confirms it; False if no mail went: sent ``again``
+    (not a sign-up's first mail) past the mailbox's cap (``throttle.confirm_mail_allowed``), or the
+    mail server failed (logged). The account works either way, and its owner can ask for the link
+    again. A first mail is never capped per mailbox: accounts squatting an address would use up
+    the cap, and its owner's own sign-up would get no link (sign-ups are counted per client
+    address, ``views.signup``)."""
+    if again and not throttle.confirm_mail_allowed(pending.email):
         log.info("e-mail confirmation: mail cap reached for a mailbox, no mail sent")
         return False
     link = request.build_absolute_uri(reverse("email_confirm", args=[make_token(pending)]))
@@ -85,11 +90,10 @@ def _valid_for() -> str:
     return f"{seconds} seconds"
 
 
-def confirm(user: User, token: str) -> tuple[Outcome, str | None]:
-    """Open the link of ``token`` as ``user``: the outcome, and the address when the token named one.
-
-    Confirmed, the address becomes ``user``'s ``User.email`` and every pending claim on it (in any
-    case, any account's) is dropped, in one transaction."""
+def check(user: User, token: str) -> tuple[Outcome, str | None]:
+    """What confirming ``token`` as ``user`` would do now, without doing it: ``CONFIRMED`` means the
+    link is good and the page may ask "confirm?"; any other outcome is already final. The address
+    is returned when the token named one."""
     try:
         claim = signing.loads(token, salt=SALT, max_age=settings.EMAIL_CONFIRM_TTL)
     except signing.SignatureExpired:
@@ -103,6 +107,19 @@ def confirm(user: User, token: str) -> tuple[Outcome, str | None]:
         return Outcome.TAKEN, address
     if not PendingEmail.objects.filter(pk=claim["p"], user=user, email=address).exists():
         return Outcome.INVALID, address
+    return Outcome.CONFIRMED, address
+
+
+def confirm(user: User, token: str) -> tuple[Outcome, str | None]:
+    """Confirm the address of ``token`` for ``user`` (the POST of the link's page: a GET only
+    asks, so a page of another site cannot confirm a mailbox it owns on a signed-in visitor's
+    account): the outcome, and the address when the token named one.
+
+    Confirmed, the address becomes ``user``'s ``User.email`` and every pending claim on it (in any
+    case, any account's) is dropped, in one transaction."""
+    outcome, address = check(user, token)
+    if outcome is not Outcome.CONFIRMED:
+        return outcome, address
     user.email = address
     try:
         with transaction.atomic():
@@ -122,5 +139,22 @@ def claims_on(address: str):
 
 
 def pending_of(user: User) -> PendingEmail | None:
-    """The address ``user`` gave last and has not confirmed yet, if any."""
+    """The address ``user`` waits to confirm, if any: one claim per account (:func:`new_claim`
+    replaces it; the newest is taken should a race have left two)."""
     return PendingEmail.objects.filter(user=user).first()
+
+
+def new_claim(user: User, email: str) -> PendingEmail:
+    """``user``'s claim on ``email``, in place of any claim it had: for another address (a typo
+    corrected) or the same one mailed again. A new row, so only the newest link works and the
+    sweep (:func:`delete_expired_claims`) never drops a claim whose link still works."""
+    with transaction.atomic():
+        PendingEmail.objects.filter(user=user).delete()
+        return PendingEmail.objects.create(user=user, email=email)
+
+
+def delete_expired_claims() -> int:
+    """Delete every claim older than ``EMAIL_CONFIRM_TTL``: its link has expired, and the account
+    can give the address again. Run by Celery's sweep (``kafka_workers.tasks.delete_expired_tokens``)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.EMAIL_CONFIRM_TTL)
+    return PendingEmail.objects.filter(created__lt=cutoff).delete()[0]

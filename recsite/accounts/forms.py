@@ -137,6 +137,24 @@ class SignUpForm(UserCreationForm):
             reverse("password_reset")), code="email_taken")
 
 
+class PendingEmailForm(forms.Form):
+    """Another address to confirm in place of the pending one (``views.account_email``): a typo at
+    sign-up sent every "send again" to a stranger. Refused, as at sign-up, when another account
+    has the address confirmed."""
+
+    email = forms.EmailField(max_length=254, label="Another address")
+
+    def __init__(self, user: User, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_email(self) -> str:
+        email = normalized_email(self.cleaned_data["email"])
+        if email_in_use(email, exclude_pk=self.user.pk):
+            raise forms.ValidationError("Another account already uses this e-mail address.", code="email_taken")
+        return email
+
+
 class _LostUsernameRace:
     """For the admin's user forms: the username refused as taken when this very save lost the race
     for it (``lost_username_race``, set by shop.admin.RecommenderUserAdmin). Another account took it

@@ -89,9 +89,11 @@ class PendingEmail(models.Model):
     Kept apart from ``User.email``, which holds confirmed addresses only: anyone can type anyone's
     address, so an unconfirmed one must neither block its owner's own sign-up (the unique index on
     ``lower(email)``) nor receive that account's password resets. Not unique: several accounts may
-    claim one address; the first to open its link (``accounts.confirmation``) gets it, and the
-    other claims are dropped then. A row is never edited: a new address is a new row, so a link
-    made for one row cannot confirm another address.
+    claim one address; the first to confirm it (``accounts.confirmation``) gets it, and the other
+    claims are dropped then. One claim per account: another address given on the account page, or
+    the link sent again, replaces the row (``confirmation.new_claim``). A row is never edited, so a
+    link made for one row cannot confirm another address, and only the newest link works. Celery's
+    sweep deletes rows older than ``EMAIL_CONFIRM_TTL``, whose links have expired.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pending_emails")

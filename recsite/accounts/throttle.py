@@ -44,8 +44,11 @@ no account gives its count back, ``give_back_account_action``). A reset request 
 because of the e-mail address it names: that count would be anyone's to use up, locking the
 owner out of their own reset. Mails to one mailbox are capped instead (``reset_mail_allowed``,
 ``PASSWORD_RESET_MAILS_PER_EMAIL``): past the cap the page answers as usual and sends nothing. The
-mails confirming an address (sign-up, "send the link again") are capped alike, with a count of
-their own (``confirm_mail_allowed``, ``EMAIL_CONFIRM_MAILS_PER_EMAIL``).
+mails confirming an address again ("send the link again") are capped alike, with a count of
+their own (``confirm_mail_allowed``, ``EMAIL_CONFIRM_MAILS_PER_EMAIL``); a sign-up's first mail is
+not (the sign-up was counted per client address already), so accounts squatting an address cannot
+use up its owner's. Those resends are counted per account and per client address
+(``confirm_resend``) and refused (429) past their limits, as sign-ups are.
 """
 from __future__ import annotations
 
@@ -373,6 +376,19 @@ def give_back_account_action(kind: str, *subjects: str) -> None:
     _give_back(_action_keys(kind, subjects))
 
 
+def confirm_resend(account: str, address: str) -> None:
+    """Count one "send the link again" for the account (``EMAIL_CONFIRM_RESENDS_PER_ACCOUNT``; named
+    by its random recommender id, not its primary key, which SQLite gives a deleted account's
+    successor, and a rolled-back test's) and
+    the client address (``ACCOUNT_THROTTLE_ATTEMPTS``, the sign-ups' limit) within
+    ``ACCOUNT_THROTTLE_WINDOW``; ``Locked`` past either (nothing counted), ``LockoutUnavailable``.
+    The mailbox's own cap (``confirm_mail_allowed``) alone would let one squatting account use up
+    every mail its address may get, hour after hour."""
+    limits = dict.fromkeys(_action_keys("confirm", (address,)), settings.ACCOUNT_THROTTLE_ATTEMPTS)
+    limits[f"acct-confirm-account:{_digest(account)}"] = settings.EMAIL_CONFIRM_RESENDS_PER_ACCOUNT
+    _take(limits, settings.ACCOUNT_THROTTLE_WINDOW)
+
+
 def account_mail_allowed(kind: str, email: str, limit: int) -> bool:
     """Count one account mail of this kind (``reset``, ``confirm``) to this mailbox: False (send
     nothing) past ``limit`` within ``ACCOUNT_THROTTLE_WINDOW``, or while Redis fails.
@@ -396,8 +412,8 @@ def reset_mail_allowed(email: str) -> bool:
 
 
 def confirm_mail_allowed(email: str) -> bool:
-    """One address-confirmation mail to this mailbox (``accounts.confirmation``), within
-    ``EMAIL_CONFIRM_MAILS_PER_EMAIL``."""
+    """One address-confirmation mail sent again to this mailbox (``accounts.confirmation``), within
+    ``EMAIL_CONFIRM_MAILS_PER_EMAIL``; a sign-up's first mail is not counted here."""
     return account_mail_allowed("confirm", email, settings.EMAIL_CONFIRM_MAILS_PER_EMAIL)
 
 

@@ -1,11 +1,15 @@
 """A unique index on ``lower(<column>)`` of auth_user, kept in one place per column: the e-mail
 address's (migration accounts.0009, ``accounts.email_index``) and the username's (accounts.0011,
-``accounts.username_index``). Each is the one rule that decides between two sign-ups (or admin
-saves) at once whose values differ only in case, both having passed the form's check.
+``accounts.username_index``). Each is the one rule that decides between two writes at once whose
+values differ only in case, both having passed the form's check: two sign-ups (or admin saves) for
+the username; two confirmations (``accounts.confirmation``: a sign-up writes no address) or admin
+saves for the e-mail address.
 
 For each: its migration refuses to run while accounts share a value in any case (saying how many
 and which command lists them), ``post_migrate`` puts the index back (:meth:`UniqueLower.restore`),
-and the sign-up, the admin and ``createsuperuser`` know a lost race by the index's name.
+and whoever writes the value knows a lost race by the index's name: the sign-up (username), the
+confirmation (address), the admin and ``createsuperuser`` (both). ``lower()`` is the database's: on
+SQLite it folds ASCII letters only ("Émile" and "émile" are two values there), on PostgreSQL all.
 
 Plain SQL and no models: the migrations import this module, so it must not depend on the app's
 current models.

@@ -10,12 +10,12 @@ from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView, PasswordChangeView, PasswordResetView
 from django.db import IntegrityError, transaction
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_http_methods
 
 from accounts import confirmation, deletion, throttle
-from accounts.forms import (CappedPasswordResetForm, DeleteAccountForm, SignUpForm, lost_username_race,
-                            username_taken)
-from accounts.models import PendingEmail, Profile
+from accounts.forms import (CappedPasswordResetForm, DeleteAccountForm, PendingEmailForm, SignUpForm,
+                            email_in_use, lost_username_race, username_taken)
+from accounts.models import PendingEmail, Profile, recommender_id
 from recsite.client_address import client_address
 
 TOO_MANY = "Too many requests from here. Please wait a while and try again."
@@ -105,8 +105,9 @@ class ThrottledPasswordResetView(PasswordResetView):
 def _create_account(form: SignUpForm) -> tuple[User, PendingEmail] | None:
     """The account of a valid sign-up form, its profile and its address's pending claim, in one
     transaction; None, with the form showing the usual "username taken" error, when a concurrent
-    sign-up took the username between the form's check and this insert (the database's UNIQUE
-    constraint refused it). Any other refused insert stays an error. The address is no race: it is
+    sign-up took the username between the form's check and this insert (the username's UNIQUE
+    constraint refused it, or the unique index on ``lower(username)`` for one differing in case:
+    ``lost_username_race``). Any other refused insert stays an error. The address is no race: it is
     not the account's until confirmed (``accounts.confirmation``), and claims on it may be many."""
     user = form.save(commit=False)  # hashes the password: slow, so before the transaction, not in it
     try:
@@ -146,7 +147,7 @@ def signup(request):
             user, pending = made
             login(request, user, backend="accounts.backends.ProfileBackend")
             messages.success(request, "Welcome! Rate a few products you know to get your own recommendations.")
-            _tell_link_sent(request, pending, confirmation.send_link(request, pending))
+            _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=False))
             return redirect("onboarding")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
 
@@ -186,26 +187,59 @@ def _tell_link_sent(request, pending: PendingEmail, sent: bool) -> None:
 @login_required
 @require_http_methods(["GET", "POST"])
 def account_email(request):
-    """The account's confirmed address and the one waiting for confirmation; a POST mails the
-    waiting one's link again (capped per mailbox, as at sign-up), then shows the page (PRG)."""
-    pending = confirmation.pending_of(request.user)
+    """The account's confirmed address and the one waiting for confirmation. A POST mails the
+    waiting one's link again or, with ``email``, replaces it with another address (a typo) and
+    mails that; then the page again (PRG). Both are limited per account and per client address
+    (429 past either, ``throttle.confirm_resend``) and capped per mailbox. A waiting address that
+    another account has confirmed meanwhile is dropped, not mailed."""
+    user = request.user
+    pending = confirmation.pending_of(user)
+    form = PendingEmailForm(user, request.POST if "email" in request.POST else None)
     if request.method == "POST":
-        if pending is None:
+        if not form.is_bound and pending is None:
             messages.info(request, "There is no address waiting for confirmation.")
+            return redirect("account_email")
+        try:
+            throttle.confirm_resend(recommender_id(user), client_address(request))
+        except throttle.Refused as refusal:
+            message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
+            return render(request, "registration/account_email.html",
+                          {"pending": pending, "form": PendingEmailForm(user), "locked": message}, status=refusal.status)
+        if form.is_bound:
+            if not form.is_valid():
+                return render(request, "registration/account_email.html", {"pending": pending, "form": form},
+                              status=400)
+            address = form.cleaned_data["email"]
+        elif email_in_use(pending.email, exclude_pk=user.pk):
+            pending.delete()
+            messages.warning(request, f"Another account has confirmed {pending.email} meanwhile: "
+                                      f"it cannot be this account's. Give another address below.")
+            return redirect("account_email")
         else:
-            _tell_link_sent(request, pending, confirmation.send_link(request, pending))
+            address = pending.email
+        pending = confirmation.new_claim(user, address)
+        _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=True))
         return redirect("account_email")
-    return render(request, "registration/account_email.html", {"pending": pending})
+    return render(request, "registration/account_email.html", {"pending": pending, "form": form})
 
 
 @login_required
-@require_GET
+@require_http_methods(["GET", "POST"])
 def email_confirm(request, token: str):
-    """The mailed link: confirm the address (``accounts.confirmation.confirm``) for the signed-in
-    account it was made for; signed out, the login page comes first and leads back here."""
-    outcome, address = confirmation.confirm(request.user, token)
-    if outcome is confirmation.Outcome.CONFIRMED:
-        messages.success(request, f"Your e-mail address {address} is confirmed.")
-        return redirect("account_email")
+    """The mailed link, for the signed-in account it was made for; signed out, the login page
+    comes first and leads back here. A GET only asks "confirm <address> for <username>?"; the
+    page's form POSTs (CSRF-checked) and only that confirms (``accounts.confirmation.confirm``).
+    Else another site could send a signed-in visitor's browser to a link for a mailbox it owns
+    (cookies go on a top-level cross-site GET) and get that address on the visitor's account,
+    and with it the account's password resets. A link that cannot confirm says why on the GET."""
+    if request.method == "POST":
+        outcome, address = confirmation.confirm(request.user, token)
+        if outcome is confirmation.Outcome.CONFIRMED:
+            messages.success(request, f"Your e-mail address {address} is confirmed.")
+            return redirect("account_email")
+    else:
+        outcome, address = confirmation.check(request.user, token)
+        if outcome is confirmation.Outcome.CONFIRMED:
+            return render(request, "registration/email_confirm_ask.html", {"address": address})
     return render(request, "registration/email_confirm.html", {"outcome": outcome.name, "address": address},
                   status=outcome.value)

@@ -2,8 +2,8 @@
 
 Django's own database keeps accounts, sessions and admin records (SQLite locally, PostgreSQL via
 ``DATABASE_URL`` in production); the catalog, ratings and recommendations live in MongoDB behind
-``core.mongo``. With ``DJANGO_DEBUG=0`` the secret key and hosts must come from the environment and
-the security settings that ``manage.py check --deploy`` asks for are on.
+``core.mongo``. With ``DJANGO_DEBUG=0`` the secret key, hosts and mail backend must come from the
+environment and the security settings that ``manage.py check --deploy`` asks for are on.
 """
 from __future__ import annotations
 
@@ -175,10 +175,13 @@ ACCOUNT_THROTTLE_WINDOW = env_int("ACCOUNT_THROTTLE_WINDOW", 3600)
 # answers "done" but sends nothing (a refusal would let anyone lock the owner out of resetting).
 PASSWORD_RESET_MAILS_PER_EMAIL = env_int("PASSWORD_RESET_MAILS_PER_EMAIL", 10)
 # An address given at sign-up is only pending until its owner opens the link mailed to it
-# (accounts.confirmation): the link works this many seconds; one mailbox gets at most this many
-# such mails within ACCOUNT_THROTTLE_WINDOW (sign-ups naming it, "send the link again").
+# (accounts.confirmation): the link works this many seconds. A sign-up's first mail always goes
+# (sign-ups are counted per client address); "send the link again" is limited per account
+# (EMAIL_CONFIRM_RESENDS_PER_ACCOUNT) and per client address (ACCOUNT_THROTTLE_ATTEMPTS), and one
+# mailbox gets at most EMAIL_CONFIRM_MAILS_PER_EMAIL such mails, all within ACCOUNT_THROTTLE_WINDOW.
 EMAIL_CONFIRM_TTL = env_int("EMAIL_CONFIRM_TTL", 259200, minimum=1)
 EMAIL_CONFIRM_MAILS_PER_EMAIL = env_int("EMAIL_CONFIRM_MAILS_PER_EMAIL", 5)
+EMAIL_CONFIRM_RESENDS_PER_ACCOUNT = env_int("EMAIL_CONFIRM_RESENDS_PER_ACCOUNT", 3)
 # API tokens (knox: one per sign-in, stored hashed) stop working this many seconds after they were
 # issued; /api/token/ issues a new one for the password at any time. A password change or reset
 # revokes all of an account's tokens at once (accounts.tokens).
@@ -197,7 +200,21 @@ RATING_RATE = env_str("RATING_RATE", "30/min")
 # Searches allowed per signed-in user or visitor address (page and API together), DRF rate syntax.
 SEARCH_RATE = env_str("SEARCH_RATE", "120/min")
 
-EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Password-reset and address-confirmation mail. With DEBUG off a backend must be named, as the
+# secret key must: the console backend would "send" every link into the log, and no one could
+# confirm an address or reset a password, with nothing to say so. The SMTP backend's server and
+# login come from the environment too.
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "")
+if not EMAIL_BACKEND:
+    if not DEBUG:
+        raise RuntimeError("DJANGO_EMAIL_BACKEND must be set when DJANGO_DEBUG=0 (e.g. "
+                           "django.core.mail.backends.smtp.EmailBackend with DJANGO_EMAIL_HOST)")
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+EMAIL_HOST = env_str("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("DJANGO_EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("DJANGO_EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("DJANGO_EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("DJANGO_EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "recommender@localhost")
 
 LANGUAGE_CODE = "en-us"

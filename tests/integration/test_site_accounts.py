@@ -241,11 +241,11 @@ def _signup(client, username: str, email: str, address: str | None = None):
 
 
 def _confirmed_signup(client, username: str, email: str, mailoutbox) -> None:
-    """Sign up with ``email`` and open the link mailed to it: the address is then the account's
+    """Sign up with ``email`` and confirm on the link mailed to it: the address is then the account's
     (``User.email``), the one that counts (accounts.confirmation). The client stays signed in."""
     assert _signup(client, username, email).status_code == 302
     link = re.search(r"/accounts/email/confirm/[^/\s]+/", mailoutbox[-1].body).group(0)
-    assert client.get(link).status_code == 302
+    assert client.post(link).status_code == 302  # the link's GET only asks; its form's POST confirms
     assert User.objects.get(username=username).email == User.objects.normalize_email(email.strip())
 
 

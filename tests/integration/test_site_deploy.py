@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 def _production_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env.update({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-                "DJANGO_ALLOWED_HOSTS": "shop.example.com,127.0.0.1", "DJANGO_TRUSTED_PROXIES": "1", **extra})
+                "DJANGO_ALLOWED_HOSTS": "shop.example.com,127.0.0.1", "DJANGO_TRUSTED_PROXIES": "1",
+                "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend", **extra})
     return env
 
 
@@ -40,6 +41,25 @@ def test_production_refuses_to_start_without_a_secret_key():
     del env["DJANGO_SECRET_KEY"]
     done = _manage(env, "check")
     assert done.returncode != 0 and "DJANGO_SECRET_KEY must be set" in done.stderr
+
+
+def test_production_refuses_to_start_without_a_mail_backend():
+    """With DEBUG off, no backend named must stop the site, not "mail" every link into its log."""
+    env = _production_env()
+    del env["DJANGO_EMAIL_BACKEND"]
+    done = _manage(env, "check")
+    assert done.returncode != 0 and "DJANGO_EMAIL_BACKEND must be set" in done.stderr
+
+
+def test_the_smtp_server_and_login_come_from_the_environment():
+    env = _production_env(DJANGO_EMAIL_HOST="smtp.example.com", DJANGO_EMAIL_PORT="587",
+                          DJANGO_EMAIL_HOST_USER="shop", DJANGO_EMAIL_HOST_PASSWORD="pw", DJANGO_EMAIL_USE_TLS="1",
+                          DJANGO_DEFAULT_FROM_EMAIL="shop@example.com")
+    done = _manage(env, "shell", "-c", "from django.conf import settings as s; print([s.EMAIL_BACKEND, s.EMAIL_HOST, "
+                   "s.EMAIL_PORT, s.EMAIL_HOST_USER, s.EMAIL_HOST_PASSWORD, s.EMAIL_USE_TLS, s.DEFAULT_FROM_EMAIL])")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(["django.core.mail.backends.smtp.EmailBackend", "smtp.example.com",
+                                                        587, "shop", "pw", True, "shop@example.com"])
 
 
 def test_gunicorn_serves_the_site_with_debug_off(site_catalog, tmp_path):

@@ -43,6 +43,11 @@ def _signup(client: Client, username: str, email: str):
                                               "password2": PASSWORD}, REMOTE_ADDR=_own_address())
 
 
+def _resend(client: Client, address: str | None = None):
+    """ "Send the link again", from a client address of its own unless ``address`` is given."""
+    return client.post("/accounts/email/", REMOTE_ADDR=address or _own_address())
+
+
 def _link(mail) -> str:
     """The confirmation link's path in a mail."""
     found = LINK.search(mail.body)
@@ -76,7 +81,7 @@ def test_a_squatter_cannot_take_someone_elses_address(site_cache, mailoutbox):
     assert _reset_mails(address, mailoutbox) == []  # a pending address gets no resets
 
     victim_client, victim, victim_link = _signed_up(address, mailoutbox)  # not "already in use"
-    confirmed = victim_client.get(victim_link)
+    confirmed = victim_client.post(victim_link)
     assert confirmed.status_code == 302 and confirmed["Location"] == "/accounts/email/"
     page = victim_client.get("/accounts/email/").content.decode()
     assert f"Your e-mail address {address} is confirmed." in page and f"<strong>{address}</strong>" in page
@@ -95,6 +100,34 @@ def test_a_squatter_cannot_take_someone_elses_address(site_cache, mailoutbox):
     assert refused.status_code == 400 and "already in use by another account" in refused.content.decode()
 
 
+def test_opening_the_link_only_asks_and_the_confirmation_is_a_csrf_checked_post(site_cache, mailoutbox):
+    """The owner of a mistyped address must not get it confirmed on the account by luring its
+    signed-in owner's browser to the link (a top-level cross-site GET carries the session cookie):
+    a GET only asks, naming the address and the account; a POST without the page's CSRF token (a
+    cross-site form) is refused; the page's own form confirms."""
+    address = f"typo.{uuid.uuid4().hex[:8]}@example.com"
+    client, user, link = _signed_up(address, mailoutbox)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    asked = browser.get(link)
+    body = asked.content.decode()
+    assert asked.status_code == 200
+    assert f"Confirm <strong>{address}</strong> for account <strong>{user.username}</strong>?" in body
+    user.refresh_from_db()
+    assert user.email == "" and PendingEmail.objects.filter(user=user).exists()
+
+    forged = browser.post(link)  # a form on another site: no CSRF token
+    assert forged.status_code == 403
+    user.refresh_from_db()
+    assert user.email == ""
+
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1)
+    confirmed = browser.post(link, {"csrfmiddlewaretoken": token})
+    assert confirmed.status_code == 302 and confirmed["Location"] == "/accounts/email/"
+    user.refresh_from_db()
+    assert user.email == address
+
+
 def test_the_link_signs_in_first_when_signed_out(site_cache, mailoutbox):
     """Opened in another browser, the link asks for the account's login, then confirms."""
     address = f"{_name()}@example.com"
@@ -104,7 +137,7 @@ def test_the_link_signs_in_first_when_signed_out(site_cache, mailoutbox):
     assert asked.status_code == 302 and unquote(asked["Location"]) == f"/accounts/login/?next={link}"
     signed_in = client.post(asked["Location"], {"username": user.username, "password": PASSWORD})
     assert signed_in.status_code == 302 and signed_in["Location"] == link
-    assert client.get(link).status_code == 302
+    assert client.post(link).status_code == 302
     user.refresh_from_db()
     assert user.email == address
 
@@ -130,8 +163,8 @@ def test_an_expired_link_confirms_nothing(site_cache, mailoutbox, monkeypatch):
     assert user.email == "" and PendingEmail.objects.filter(user=user).exists()
 
     made_ago(settings.EMAIL_CONFIRM_TTL - 60)
-    assert client.post("/accounts/email/").status_code == 302  # "send the link again"
-    assert client.get(_link(mailoutbox[-1])).status_code == 302
+    assert _resend(client).status_code == 302  # "send the link again"
+    assert client.post(_link(mailoutbox[-1])).status_code == 302
     user.refresh_from_db()
     assert user.email == address
 
@@ -139,7 +172,7 @@ def test_an_expired_link_confirms_nothing(site_cache, mailoutbox, monkeypatch):
 def test_a_link_works_once(site_cache, mailoutbox):
     address = f"{_name()}@example.com"
     client, user, link = _signed_up(address, mailoutbox)
-    assert client.get(link).status_code == 302
+    assert client.post(link).status_code == 302
     again = client.get(link)
     assert again.status_code == 400 and "This link is invalid or was used already." in again.content.decode()
 
@@ -179,7 +212,7 @@ def test_two_accounts_confirming_one_address_at_once(site_cache, mailoutbox):
 
     pre_save.connect(the_other_confirms_first, sender=User)
     try:
-        lost = client.get(link)
+        lost = client.post(link)
     finally:
         pre_save.disconnect(the_other_confirms_first, sender=User)
     assert lost.status_code == 409 and f"Another account confirmed {address} first" in lost.content.decode()
@@ -187,27 +220,62 @@ def test_two_accounts_confirming_one_address_at_once(site_cache, mailoutbox):
     assert second.email == ""
 
 
-def test_confirmation_mails_to_one_mailbox_are_capped(site_cache, mailoutbox):
-    """Sign-ups naming one mailbox, and "send the link again", mail it at most
-    ``EMAIL_CONFIRM_MAILS_PER_EMAIL`` times per window; the accounts are made all the same (shopping
-    needs no mail), and the page says the link did not go. The cap has its own count: the mails a
-    stranger's sign-ups sent do not use up the owner's password resets."""
+def test_confirmation_mails_sent_again_to_one_mailbox_are_capped(site_cache, mailoutbox):
+    """Every sign-up's first mail goes; "send the link again" mails one mailbox at most
+    ``EMAIL_CONFIRM_MAILS_PER_EMAIL`` times per window, and past it the page says the link did not
+    go. The cap has its own count: the mails a stranger's resends sent do not use up the owner's
+    password resets."""
     address = f"{_name()}@example.com"
     with override_settings(EMAIL_CONFIRM_MAILS_PER_EMAIL=2, PASSWORD_RESET_MAILS_PER_EMAIL=1):
         clients = [Client() for _ in range(3)]
         answers = [_signup(c, _name(), address) for c in clients]
         assert [a.status_code for a in answers] == [302, 302, 302]
-        assert len(mailoutbox) == 2 and all(m.to == [address] for m in mailoutbox)
+        assert len(mailoutbox) == 3 and all(m.to == [address] for m in mailoutbox)
         assert PendingEmail.objects.filter(email=address).count() == 3
-        told = clients[2].get("/accounts/email/").content.decode()
-        assert "We could not mail the confirmation link" in told
 
-        resend = clients[0].post("/accounts/email/")
-        assert resend.status_code == 302 and len(mailoutbox) == 2
-        assert "We could not mail the confirmation link" in clients[0].get("/accounts/email/").content.decode()
+        assert [_resend(c).status_code for c in clients] == [302, 302, 302]
+        assert len(mailoutbox) == 5
+        assert "We could not mail the confirmation link" in clients[2].get("/accounts/email/").content.decode()
 
-        assert clients[0].get(_link(mailoutbox[0])).status_code == 302  # the first link still works
+        assert clients[0].post(_link(mailoutbox[3])).status_code == 302  # its link sent again works
         assert len(_reset_mails(address, mailoutbox)) == 1
+
+
+def test_a_squatter_cannot_use_up_the_owners_sign_up_mail(site_cache, mailoutbox):
+    """A squatting account that sends its link again until the mailbox's cap is reached must not
+    keep the address's owner from getting the link of their own sign-up."""
+    address = f"owner.{uuid.uuid4().hex[:8]}@example.com"
+    with override_settings(EMAIL_CONFIRM_MAILS_PER_EMAIL=2, EMAIL_CONFIRM_RESENDS_PER_ACCOUNT=5):
+        squatter_client, _, _ = _signed_up(address, mailoutbox)
+        for _ in range(3):
+            _resend(squatter_client)
+        assert "We could not mail the confirmation link" in squatter_client.get("/accounts/email/").content.decode()
+        before = len(mailoutbox)
+        owner_client, owner, link = _signed_up(address, mailoutbox)
+        assert len(mailoutbox) == before + 1  # the owner's sign-up mailed all the same
+        assert f'as "{owner.username}"' in mailoutbox[-1].body
+        assert owner_client.post(link).status_code == 302
+        owner.refresh_from_db()
+        assert owner.email == address
+
+
+def test_sending_the_link_again_is_limited_per_account_and_per_client_address(site_cache, mailoutbox):
+    """Past ``EMAIL_CONFIRM_RESENDS_PER_ACCOUNT`` resends, from any client address, or
+    ``ACCOUNT_THROTTLE_ATTEMPTS`` from one client address, by any accounts, the button answers 429
+    and mails nothing."""
+    with override_settings(EMAIL_CONFIRM_RESENDS_PER_ACCOUNT=2, ACCOUNT_THROTTLE_ATTEMPTS=3,
+                           EMAIL_CONFIRM_MAILS_PER_EMAIL=100):
+        client, _, _ = _signed_up(f"{_name()}@example.com", mailoutbox)
+        assert [_resend(client).status_code for _ in range(3)] == [302, 302, 429]
+        assert len(mailoutbox) == 3
+        refused = _resend(client)
+        assert refused.status_code == 429 and "Too many requests" in refused.content.decode()
+
+        shared = _own_address()
+        others = [_signed_up(f"{_name()}@example.com", mailoutbox)[0] for _ in range(4)]
+        before = len(mailoutbox)
+        assert [_resend(c, shared).status_code for c in others] == [302, 302, 302, 429]
+        assert len(mailoutbox) == before + 3
 
 
 def test_the_account_page_shows_the_addresses_and_sends_the_link_again(site_cache, mailoutbox, make_user):
@@ -219,11 +287,47 @@ def test_the_account_page_shows_the_addresses_and_sends_the_link_again(site_cach
     body = page.content.decode()
     assert page.status_code == 200 and f"Waiting for confirmation: <strong>{address}</strong>" in body
     assert "No confirmed address" in body and 'id="resend-confirmation"' in body and len(mailoutbox) == 1
-    assert client.post("/accounts/email/").status_code == 302
+    assert _resend(client).status_code == 302
     assert len(mailoutbox) == 2 and mailoutbox[1].to == [address]
 
     older = make_user()  # as sign-up made accounts before: the address in User.email
     client.force_login(older)
     body = client.get("/accounts/email/").content.decode()
     assert f"Confirmed: <strong>{older.email}</strong>" in body and 'id="resend-confirmation"' not in body
-    assert client.post("/accounts/email/").status_code == 302 and len(mailoutbox) == 2
+    assert _resend(client).status_code == 302 and len(mailoutbox) == 2
+
+
+def test_a_mistyped_pending_address_can_be_replaced(site_cache, mailoutbox):
+    """A typo at sign-up sent every "send again" to a stranger: the account page takes another
+    address instead, mails it, and the mistyped one's link no longer confirms anything."""
+    right = f"{_name()}@example.com"
+    client, user, typo_link = _signed_up(right.replace("@example.com", "@exmaple.com"), mailoutbox)
+    answer = client.post("/accounts/email/", {"email": right}, REMOTE_ADDR=_own_address())
+    assert answer.status_code == 302 and mailoutbox[-1].to == [right]
+    assert list(PendingEmail.objects.filter(user=user).values_list("email", flat=True)) == [right]
+    assert client.post(typo_link).status_code == 400
+    assert client.post(_link(mailoutbox[-1])).status_code == 302
+    user.refresh_from_db()
+    assert user.email == right
+
+
+def test_replacing_the_pending_address_refuses_one_in_use(site_cache, mailoutbox, make_user):
+    taken = make_user().email  # confirmed by another account
+    client, user, _ = _signed_up(f"{_name()}@example.com", mailoutbox)
+    before = len(mailoutbox)
+    refused = client.post("/accounts/email/", {"email": taken.upper()}, REMOTE_ADDR=_own_address())
+    assert refused.status_code == 400 and "Another account already uses this e-mail address." in refused.content.decode()
+    assert len(mailoutbox) == before and PendingEmail.objects.get(user=user).email != taken
+
+
+def test_a_claim_another_account_confirmed_meanwhile_is_dropped_not_mailed(site_cache, mailoutbox, make_user):
+    """An address another account got meanwhile (the admin, a sign-up answered by an old web
+    process) is not mailed again: the claim is dropped and the page asks for another address."""
+    address = f"{_name()}@example.com"
+    client, user, _ = _signed_up(address, mailoutbox)
+    User.objects.filter(pk=make_user().pk).update(email=address)  # as the admin's user page would
+    before = len(mailoutbox)
+    assert _resend(client).status_code == 302
+    assert len(mailoutbox) == before and not PendingEmail.objects.filter(user=user).exists()
+    page = client.get("/accounts/email/").content.decode()
+    assert f"Another account has confirmed {address} meanwhile" in page and 'id="change-pending-email"' in page

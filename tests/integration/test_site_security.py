@@ -207,7 +207,8 @@ def test_proxy_settings_follow_one_env_var():
     def settings_with(**env: str) -> dict:
         full = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
         full.update(DJANGO_DEBUG="0", DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-                    DJANGO_ALLOWED_HOSTS="shop.example.com", **env)
+                    DJANGO_ALLOWED_HOSTS="shop.example.com",
+                    DJANGO_EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", **env)
         code = ("import json, django; django.setup(); from django.conf import settings as s; "
                 "from rest_framework.settings import api_settings as a; "
                 "print(json.dumps([getattr(s, 'SECURE_PROXY_SSL_HEADER', None), a.NUM_PROXIES, "

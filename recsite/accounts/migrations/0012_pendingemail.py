@@ -1,7 +1,8 @@
 """Addresses given at sign-up wait here until their owner confirms them (accounts.models.PendingEmail).
 
-Existing accounts keep their ``User.email`` as it is: it counts as confirmed. Numbered 0012 beside
-another branch's 0011; it depends on 0010 until the two are merged.
+Existing accounts keep their ``User.email`` as it is: it counts as confirmed. It depends on 0011
+(the unique index on lower(username)), so a database where 0011 refuses (usernames that differ only
+in case) stops before this table exists: see README's upgrade notes.
 """
 
 import django.db.models.deletion
