@@ -29,11 +29,12 @@ class ModelStoreUnreachable(ConnectionError):
     """The model store cannot be read and this process has never read ``CURRENT``."""
 
 
-def current_version() -> str | None:
-    """The published version (None: nothing published), read again after ``CHECK_S``."""
+def current_version(fresh: bool = False) -> str | None:
+    """The published version (None: nothing published), read again after ``CHECK_S``, or now if
+    ``fresh`` (a caller told to check now, as the worker's ``ModelHolder.refresh(force=True)``)."""
     where, now = str(get_settings().artifacts_dir), time.monotonic()
     hit = _read.get(where)
-    if hit is not None and now - hit[1] < CHECK_S:
+    if not fresh and hit is not None and now - hit[1] < CHECK_S:
         return hit[0]
     try:
         version = artifacts.current_version()

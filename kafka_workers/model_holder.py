@@ -36,7 +36,7 @@ class ModelHolder:
             return False
         self._checked_at = now
         try:
-            wanted = published.current_version()  # the last known one while the store is unreachable
+            wanted = published.current_version(fresh=force)  # the last known one while the store is unreachable
         except published.ModelStoreUnreachable as exc:  # never read: no model yet; the messages wait
             log.warning("no model loaded (%s); will try again", exc)  # (their writes meet the same outage)
             return False
