@@ -379,9 +379,9 @@ def give_back_account_action(kind: str, *subjects: str) -> None:
 def confirm_resend(account: str, address: str) -> None:
     """Count one "send the link again" for the account (``EMAIL_CONFIRM_RESENDS_PER_ACCOUNT``; named
     by its random recommender id, not its primary key, which SQLite gives a deleted account's
-    successor, and a rolled-back test's) and
-    the client address (``ACCOUNT_THROTTLE_ATTEMPTS``, the sign-ups' limit) within
-    ``ACCOUNT_THROTTLE_WINDOW``; ``Locked`` past either (nothing counted), ``LockoutUnavailable``.
+    successor, and a rolled-back test's) and the client address (``ACCOUNT_THROTTLE_ATTEMPTS``, the
+    sign-ups' limit) within ``ACCOUNT_THROTTLE_WINDOW``; ``Locked`` past either (nothing counted),
+    ``LockoutUnavailable``.
     The mailbox's own cap (``confirm_mail_allowed``) alone would let one squatting account use up
     every mail its address may get, hour after hour."""
     limits = dict.fromkeys(_action_keys("confirm", (address,)), settings.ACCOUNT_THROTTLE_ATTEMPTS)
