@@ -193,6 +193,18 @@ def load_into_session(spark, settings, work: Path) -> Catalog:
     return catalog
 
 
+def admin_user_form(page: str, shopper, name: str) -> tuple[str, dict[str, str]]:
+    """URL and POST data of the admin's "add user" (``page`` "add") for ``name``, or of ``shopper``'s
+    user page renamed to ``name`` ("change"): the admin race tests' two saves."""
+    if page == "add":
+        return "/admin/auth/user/add/", {"username": name, "usable_password": "true", "password1": PASSWORD,
+                                         "password2": PASSWORD}
+    joined = shopper.date_joined
+    return f"/admin/auth/user/{shopper.pk}/change/", {
+        "username": name, "email": shopper.email, "first_name": "", "last_name": "", "is_active": "on",
+        "date_joined_0": f"{joined:%Y-%m-%d}", "date_joined_1": f"{joined:%H:%M:%S}"}
+
+
 def ids_in(html: str, element_id: str) -> list[str]:
     """Product ids linked inside the element with this id (``<ul id="products">`` and the like)."""
     match = re.search(rf'<(ul|ol) [^>]*id="{element_id}"[^>]*>(.*?)</\1>', html, re.S)

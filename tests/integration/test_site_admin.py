@@ -529,7 +529,7 @@ def test_a_save_that_loses_the_race_for_a_username_gets_the_form_error(mongo_db,
     from django.contrib.auth.models import User
     from django.db.models.signals import pre_save
 
-    from tests.site_catalog import PASSWORD
+    from tests.site_catalog import admin_user_form
 
     shopper = make_user()
     client.force_login(make_user(staff=True))
@@ -540,12 +540,7 @@ def test_a_save_that_loses_the_race_for_a_username_gets_the_form_error(mongo_db,
             pre_save.disconnect(the_other_save_first, sender=User)  # once: the other's own save
             User.objects.create(username=name)
 
-    joined = shopper.date_joined
-    url, data = ("/admin/auth/user/add/", {"username": name, "usable_password": "true", "password1": PASSWORD,
-                                           "password2": PASSWORD}) if page == "add" else (
-        f"/admin/auth/user/{shopper.pk}/change/", {
-            "username": name, "email": shopper.email, "first_name": "", "last_name": "", "is_active": "on",
-            "date_joined_0": f"{joined:%Y-%m-%d}", "date_joined_1": f"{joined:%H:%M:%S}"})
+    url, data = admin_user_form(page, shopper, name)
     pre_save.connect(the_other_save_first, sender=User)
     try:
         lost = client.post(url, data)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 from django.contrib.auth.models import User
 
-from tests.site_catalog import PASSWORD
+from tests.site_catalog import PASSWORD, admin_user_form
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 INDEX = "auth_user_username_ci_unique"
@@ -82,12 +82,7 @@ def test_an_admin_save_that_loses_the_race_for_a_username_in_another_case_gets_t
     shopper = make_user()
     client.force_login(make_user(staff=True))
     name = f"Renamed{shopper.username}"
-    joined = shopper.date_joined
-    url, data = ("/admin/auth/user/add/", {"username": name, "usable_password": "true", "password1": PASSWORD,
-                                           "password2": PASSWORD}) if page == "add" else (
-        f"/admin/auth/user/{shopper.pk}/change/", {
-            "username": name, "email": shopper.email, "first_name": "", "last_name": "", "is_active": "on",
-            "date_joined_0": f"{joined:%Y-%m-%d}", "date_joined_1": f"{joined:%H:%M:%S}"})
+    url, data = admin_user_form(page, shopper, name)
     with _taken_first(name, name.lower()):
         lost = client.post(url, data)
     assert lost.status_code == 200 and TAKEN in lost.content.decode(), lost.status_code
