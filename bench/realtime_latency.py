@@ -611,8 +611,8 @@ class CommandCounter:
 
 
 def measure_round_trips(counter: CommandCounter, n_events: int, pool: int, workload: str) -> list[dict]:
-    """The same events through the former per-message handler and through batches of 500, in this
-    process: MongoDB commands and seconds per event."""
+    """The same events one message at a time (``handle``: a batch of one each, the worker's fallback)
+    and through batches of 500, in this process: MongoDB commands and seconds per event."""
     from core import artifacts
     from kafka_workers.batch import handle_batch
     from kafka_workers.process import handle

@@ -67,7 +67,7 @@ def write_recommendations(user_id: str, items: list[dict[str, Any]], model_versi
     A deleted account (``deleted_users``, marked before its data goes) gets no list: Celery's
     re-scoring, which read the history before the deletion, stored one after it, and nothing
     removed it. Checked under the lock, which the worker's deletion waits for once after marking
-    the account (``kafka_workers.process.forget_user``), so no write passes the check and lands
+    the account (``kafka_workers.batch.forget_user``), so no write passes the check and lands
     after the data is gone. :class:`core.locking.LeaseLost` when the lock was taken over while
     this writer stalled (nothing written).
     """

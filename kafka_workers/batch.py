@@ -1,33 +1,46 @@
-"""The worker's batched path: the events of one poll handled together, with MongoDB's round trips
-per user and per batch instead of per event (:func:`handle_batch`), and what the batches leave to
-do afterwards for many at once (:class:`Tail`, :func:`finish`).
+"""The rules of a rating event, written once: for the events of one poll together
+(:func:`handle_batch`, with MongoDB's round trips per user and per batch instead of per event), for
+one event on its own (a batch of one: ``kafka_workers.process``), and what the batches leave to do
+afterwards for many at once (:class:`Tail`, :func:`finish`).
 
-Its effects are those of :func:`kafka_workers.process.handle_event` of each event in turn
-(tests/integration/test_worker_batches.py holds it to that); the worker falls back to that path,
-one event at a time, when a batch fails.
+Every step is idempotent (events claimed by id, ratings inserted by id, each history change by the
+rule every history writer follows, lists replaced whole), so a redelivered event after a crash
+changes nothing; that is what lets the worker commit offsets only after MongoDB has the result and
+still store each rating exactly once. The shopper's controls are events too (``core.events``
+version 2): removing a rating, "not interested" and taking that back ("interested again") change the
+history or the exclusions and then re-solve the list exactly like a rating; ``delete_account``
+removes what MongoDB and Redis keep for the user (:func:`forget_user`), and anything that arrives
+for a deleted account afterwards is dropped.
+
+The worker falls back to batches of one, each message on its own, when a batch fails: that
+isolates the message at fault (kafka_workers/worker.py).
 """
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
-from core import (cancellation, catalog, events, list_state, locking, mongo, rating_history, shopper_controls,
-                  stored_lists, trending)
+from core import (cancellation, catalog, events, list_state, locking, mongo, rating_history, recommend,
+                  shopper_controls, stored_lists, trending)
 from core.artifacts import Model
 from core.events import RatingEvent
 from core.settings import get_settings
 from core.thread_pools import thread_pool
 from kafka_workers.exclusions_cache import may_have_exclusions, users_without_exclusions
-from kafka_workers.process import Outcome, handle_event, recommendations_for
+from kafka_workers.outcomes import Outcome
+
+log = logging.getLogger(__name__)
 
 
 class HistoriesReloaded(RuntimeError):
     """A reload switched ``user_history`` between a batch's read of its users' histories and its
     write: the batch raises before writing them, and the worker handles it one event at a time,
-    which reads the new generation (once per reload, rare)."""
+    which reads the new generation (once per reload, rare; ``kafka_workers.process.handle_event``
+    reads again when it meets one itself)."""
 
 
 class _PopularOnce:
@@ -97,12 +110,7 @@ def finish(tail: Tail) -> None:
         earlier = rating_history.store_ratings(tail.ratings)
         rating_history.mark_ratings_processed(
             {d["_id"]: d["model_version"] for d in tail.ratings if d["_id"] in earlier})
-        # for trending, after the histories' write and the ratings' insert: a refresh that takes
-        # the mark reads the new history, and a rebuild that scanned ``ratings`` before this insert
-        # is corrected by the next refresh. Every user applied, changed or not: a redelivery after
-        # a crash past the histories' write changes nothing, and must still mark them.
-        trending.mark_changed([d["user_id"] for d in tail.ratings
-                               if d.get("action", events.RATE) in rating_history.HISTORY_ACTIONS], db=db)
+        _mark_for_trending(tail.ratings, db)
         tail.ratings.clear()
     while tail.reloads:
         _after_reload(db, *tail.reloads[0])
@@ -110,11 +118,36 @@ def finish(tail: Tail) -> None:
     tail.opened = None
 
 
-def handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail | None = None) -> list[Outcome]:
-    """Process the valid events of one poll together; one outcome per event, in order.
+def _mark_for_trending(ratings: list[dict[str, Any]], db) -> None:
+    """Mark the users of these stored ratings that change a history for the trending refresh.
 
-    The same effects as :func:`handle` of each event in turn, with MongoDB's round trips per user
-    and per batch instead of per event: the events are grouped by user (a user's events keep
+    After the histories' write and the ratings' insert: a refresh that takes the mark reads the new
+    history, and a rebuild that scanned ``ratings`` before this insert is corrected by the next
+    refresh. Every user applied, changed or not: a redelivery after a crash past the histories'
+    write changes nothing, and must still mark them."""
+    trending.mark_changed([d["user_id"] for d in ratings
+                           if d.get("action", events.RATE) in rating_history.HISTORY_ACTIONS], db=db)
+
+
+def _keep_unprocessed(applied: list[RatingEvent], db) -> None:
+    """Store a batch's applied events unprocessed and mark them for trending, when their lists
+    failed once the histories were written (a fold-in numpy cannot solve, a lock lost before the
+    lists' write): the histories hold them, so ``ratings`` and trending must too (README: a dead
+    letter whose list could not be computed "is stored, in the history and marked for trending").
+    The worker's retry, one event at a time, or a replay finds them stored and not processed, and
+    finishes them as after a worker died. Called before the batch raises."""
+    docs = [rating_history.rating_doc(e.to_dict()) for e in applied]
+    rating_history.store_ratings(docs, db=db)
+    _mark_for_trending(docs, db)
+
+
+def handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail | None = None) -> list[Outcome]:
+    """Process valid events together (a poll's, or one event on its own); one outcome per event,
+    in order.
+
+    The same effects as these events handled one at a time, in order (a batch of one each,
+    tests/integration/test_worker_batches.py), with MongoDB's round trips per user and per batch
+    instead of per event: the events are grouped by user (a user's events keep
     their order: one partition, one key), each user's history read once, every event applied to
     it in order by the rule of :func:`core.rating_history.apply_history_change`, the history
     written once, the user folded in once, and one list written for the user's last event.
@@ -130,14 +163,16 @@ def handle_batch(batch: list[RatingEvent], model: Model | None, tail: Tail | Non
     redelivery finds its claims, reads no rating and applies the batch again, which repeats
     nothing that counts (every step is idempotent). A reload that switched the histories'
     generation while the batch wrote them gets the batch's changes in the new one
-    (``_after_reload``), which a ratings-first order used to leave to the reload's replay.
+    (``_after_reload``), which a ratings-first order used to leave to the reload's replay. Lists
+    that fail once the histories are written leave those events stored and marked for trending
+    (``_keep_unprocessed``), as a dead letter must.
 
     With a ``tail`` (the worker's), the locks are given back and the ratings inserted later, for
     many batches at once (:class:`Tail`); without one, before this returns.
 
     Raises on any error; the worker then handles the batch one event at a time (retries, dead
-    letters). Accounts deleted in this batch are handled one event at a time (rare, and
-    ``delete_account`` must come between that user's events exactly where it was sent).
+    letters). Accounts deleted in this batch are handled one event at a time, each a batch of one
+    (rare, and ``delete_account`` must come between that user's events exactly where it was sent).
     """
     own_tail = tail is None
     tail = Tail() if tail is None else tail
@@ -159,8 +194,8 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     cancelled, seen_before = _claim_and_lock(batch, {e.user_id for e in batch} - deleting, tail)
     by_user = _group_by_user(batch, outcomes, cancelled, deleting)
     for i, e in enumerate(batch):  # one at a time, in order, for accounts deleted in this batch
-        if outcomes[i] is None and e.user_id in deleting:
-            outcomes[i] = handle_event(e, model)
+        if outcomes[i] is None and e.user_id in deleting:  # (a batch of one finishes its own tail)
+            outcomes[i] = forget_user(e) if e.action == events.DELETE_ACCOUNT else handle_batch([e], model)[0]
     if not by_user:
         return outcomes  # type: ignore[return-value]
 
@@ -171,18 +206,19 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     _set_aside_unknown_and_repeated(batch, by_user, read, kept, outcomes)
     changes = _apply_to_histories(batch, by_user, read, outcomes)
     histories_written = time.monotonic()  # (before the writes: what _after_reload measures from)
+    applied = [i for user in changes.histories for i in by_user[user]]
     names = [locking.writer_lock_name(u) for u in changes.histories]
     # tail.opened is set: _claim_and_lock opened the tail before it took these locks (so they are
     # younger). The 0.0 is for the type only; were it ever used, the fence would just ask at once.
     stored = _write_with_lists(changes.histories, changes.excluded, model, changes.new_histories,
                                changes.new_exclusions, {u: batch[by_user[u][-1]].event_id for u in changes.histories},
                                fence=locking.fence(names, tail.token, tail.opened or 0.0, db=db),
-                               history_generation=history_generation)
+                               history_generation=history_generation,
+                               lists_failed=lambda: _keep_unprocessed([batch[i] for i in applied], db))
     # announced under the locks, so a re-scoring that waits for one announces its list after
     # ours; and before the ratings' insert, one write fewer between the rating and its list
-    # (a client that sees its rating processed finds its list announced, as in `handle_event`)
+    # (a client that sees its rating processed finds its list announced)
     list_state.announce_many({u: list_state.version_of(doc) for u, doc in stored.items()})
-    applied = [i for user in changes.histories for i in by_user[user]]
     now = time.time()
     tail.ratings += [{**rating_history.rating_doc(batch[i].to_dict(), state="processed"), "processed_at": now,
                       "model_version": stored[batch[i].user_id]["model_version"]} for i in applied]
@@ -190,6 +226,25 @@ def _apply_batch(batch: list[RatingEvent], model: Model | None, tail: Tail) -> l
     for i in applied:
         outcomes[i] = Outcome(batch[i], "processed", latency_s=max(0.0, time.time() - batch[i].ts))
     return outcomes  # type: ignore[return-value]
+
+
+def forget_user(event: RatingEvent) -> Outcome:
+    """``delete_account``: the site removed the data already; this repeats it after every event
+    the user sent before (same partition, in order), so none of them can have brought any back.
+
+    An erasure stopped by a lock held or lost or a load in the way (``shopper_controls.INTERRUPTIONS``:
+    the site's own run met the same when it sent this event) is Celery's ``finish_erasures``' to end,
+    as the site's is: retried here it held the partition (three 30 s lock waits) and then went to the
+    dead letters, though nothing was wrong with the event."""
+    rerun = not rating_history.record_deleted_user(event.user_id)  # the site's run (or a killed one of ours) came first
+    with locking.writer_lock(event.user_id):
+        pass  # a list writer that checked before the mark has written when this is taken; later ones see it
+    try:
+        shopper_controls.delete_user_data(event.user_id, rerun=rerun)
+    except shopper_controls.INTERRUPTIONS as exc:
+        log.warning("delete_account of %s: the erasure stopped (%s); finish_erasures ends it", event.user_id, exc)
+    list_state.drop(event.user_id)
+    return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))
 
 
 def _group_by_user(batch: list[RatingEvent], outcomes: list[Outcome | None], cancelled: set[str],
@@ -290,7 +345,7 @@ def _apply_to_histories(batch: list[RatingEvent], by_user: dict[str, list[int]],
         applied: list[rating_history.Change] = []
         for i in ids:
             e = batch[i]
-            if e.action in events.EXCLUSION_ACTIONS:  # the rule of the one-event path (change_exclusion)
+            if e.action in events.EXCLUSION_ACTIONS:  # the rule of every exclusions writer (change_exclusion)
                 excl_changed = shopper_controls.apply_exclusion_change(
                     exclusions, shown, e.product_id, e.action == events.NOT_INTERESTED, e.ts) or excl_changed
             else:
@@ -335,13 +390,29 @@ def _claim_and_lock(batch: list[RatingEvent], users: set[str], tail: Tail) -> tu
     return cancelled, seen_before
 
 
+def recommendations_for(history: dict[str, float], model: Model | None, n: int,
+                        excluded: set[str] | frozenset[str] = frozenset(),
+                        popular: Callable[[int], list[dict]] | None = None) -> tuple[list[dict], str]:
+    """Personal top-n by folding the user into the model, else popular items they have not rated;
+    never a product in ``excluded`` ("not interested"). ``popular(limit)`` gives the popular
+    products (default: read them now; a batch reads them once for all its users)."""
+    if model is not None:
+        items = recommend.recommend(model, history, n=n, exclude=excluded)
+        if items:
+            return items, model.version
+    most_reviewed = popular or (lambda limit: catalog.compute_popular(limit=limit))
+    unrated = [p for p in most_reviewed(n + len(history) + len(excluded))
+               if p["product_id"] not in history and p["product_id"] not in excluded]
+    return [{**p, "because": None} for p in unrated[:n]], "popular"
+
+
 LIST_CHUNK = 100  # users whose lists are computed while the ones before them are written
 
 
 def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str, set[str]], model: Model | None,
                       new_histories: dict[str, dict], new_exclusions: dict[str, dict],
                       source_event: dict[str, str], fence: Callable[[], None],
-                      history_generation: str) -> dict[str, dict[str, Any]]:
+                      history_generation: str, lists_failed: Callable[[], None]) -> dict[str, dict[str, Any]]:
     """Write a batch's histories and exclusions, then its users' lists; returns the stored lists.
     ``fence()`` goes before each write (``core.locking.fence`` of the users' locks): a batch
     that stalled past their lease while another writer took one over raises and writes no more.
@@ -360,12 +431,18 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
     The histories go to ``history_generation``, the one they were read from, and only while it is
     live (:class:`HistoriesReloaded`): written by the collection's name after a reload moved it,
     each replaced the new generation's history of its user (what the load brought) with the old one.
+
+    ``lists_failed()`` is called before this raises, if the histories were written.
     """
+    histories_done = False
+
     def write_histories() -> None:
+        nonlocal histories_done
         fence()
         if mongo.physical_name(db, mongo.USER_HISTORY) != history_generation:
             raise HistoriesReloaded(f"user_history moved from {history_generation} since the batch read it")
         mongo.bulk_upsert(history_generation, new_histories.values())  # seen live just now: not dropped for seconds
+        histories_done = True
         mongo.set_by_ids(mongo.EXCLUSIONS, new_exclusions)
 
     db, n, popular = mongo.get_db(), get_settings().top_n, _PopularOnce()
@@ -381,27 +458,34 @@ def _write_with_lists(histories: dict[str, dict[str, float]], excluded: dict[str
             lists.append({"_id": user, "items": items, "model_version": version, "source_event_id": source_event[user]})
         return lists
 
-    users = list(histories)
-    if len(users) <= LIST_CHUNK:
-        write_histories()
-        as_of = time.time()
-        return write_lists(lists_of(users), as_of)
-    writer = thread_pool("batch-writes", 1)  # one thread: the writes keep their order
-    chunks = [users[lo:lo + LIST_CHUNK] for lo in range(0, len(users), LIST_CHUNK)]
-    writes = [writer.submit(write_histories)]
-    stored: dict[str, dict[str, Any]] = {}
+    def write_all(users: list[str]) -> dict[str, dict[str, Any]]:
+        if len(users) <= LIST_CHUNK:
+            write_histories()
+            as_of = time.time()
+            return write_lists(lists_of(users), as_of)
+        writer = thread_pool("batch-writes", 1)  # one thread: the writes keep their order
+        chunks = [users[lo:lo + LIST_CHUNK] for lo in range(0, len(users), LIST_CHUNK)]
+        writes = [writer.submit(write_histories)]
+        stored: dict[str, dict[str, Any]] = {}
+        try:
+            first = lists_of(chunks[0])
+            writes[0].result()
+            as_of = time.time()
+            writes.append(writer.submit(write_lists, first, as_of))
+            for chunk in chunks[1:]:
+                writes.append(writer.submit(write_lists, lists_of(chunk), as_of))
+            for f in writes[1:]:
+                stored.update(f.result())
+        finally:
+            futures.wait(writes)  # nothing of this batch is written after the caller's locks go
+        return stored
+
     try:
-        first = lists_of(chunks[0])
-        writes[0].result()
-        as_of = time.time()
-        writes.append(writer.submit(write_lists, first, as_of))
-        for chunk in chunks[1:]:
-            writes.append(writer.submit(write_lists, lists_of(chunk), as_of))
-        for f in writes[1:]:
-            stored.update(f.result())
-    finally:
-        futures.wait(writes)  # nothing of this batch is written after the caller's locks go
-    return stored
+        return write_all(list(histories))
+    except Exception:
+        if histories_done:  # (every write has finished: write_all waited for them)
+            lists_failed()
+        raise
 
 
 def _after_reload(db, generation: str, applied: list[RatingEvent], histories_written: float) -> None:

@@ -43,7 +43,8 @@ from kafka_workers.model_holder import ModelHolder
 from kafka_workers.dead_letters import bare_letter, dead_letter_payload, letter_key
 from kafka_workers.batch import HistoriesReloaded, Tail, finish, handle_batch
 from kafka_workers.exclusions_cache import forget_users_without_exclusions
-from kafka_workers.process import STATUSES, Outcome, handle
+from kafka_workers.outcomes import STATUSES, Outcome
+from kafka_workers.process import handle
 
 log = logging.getLogger("kafka_workers.worker")
 STATS_EVERY_S = 5.0

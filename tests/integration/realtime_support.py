@@ -361,7 +361,7 @@ def worker_stats(pid: int) -> dict | None:
     from prometheus_client.parser import text_string_to_metric_families
 
     from core import freshness
-    from kafka_workers.process import STATUSES
+    from kafka_workers.outcomes import STATUSES
 
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{_METRICS_PORTS[pid]}/metrics", timeout=2) as r:

@@ -110,7 +110,8 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     and not written the history yet when Celery starts re-scoring the user (its ``as_of`` is later
     than the worker's start) and reads the old history. Whichever list is written last, the
     worker's is from the newer history and must stay: its ``as_of`` is taken once the history is
-    written. Both worker paths: the batch (``handle_batch``) and one event at a time (``handle``)."""
+    written. Both worker entries: the batch (``handle_batch``) and one message at a time (``handle``,
+    a batch of one)."""
     from core import artifacts
     from kafka_workers import tasks
     from kafka_workers.batch import handle_batch
@@ -124,7 +125,7 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
     assert [o.status for o in handle_batch([first], artifacts.load_model(v1))] == ["processed"]
     v2 = publish_model(p, seed=24)
     newer = RatingEvent(user_id=user, product_id=p[1], rating=4)
-    original_read, original_set, original_change = rating_history.user_ratings, mongo.bulk_upsert, rating_history.change_history
+    original_read, original_set = rating_history.user_ratings, mongo.bulk_upsert
     celery_read, errors = threading.Event(), []
 
     def celery_reads(user_id, *args, **kwargs):
@@ -145,24 +146,20 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
             threading.Thread(target=celery, name="celery").start()
             assert celery_read.wait(30), f"Celery did not read the history: {errors}"
 
-    def batch_history_write(collection, docs, *args, **kwargs):
+    def history_write(collection, docs, *args, **kwargs):
         docs = list(docs)
         if collection.split("__g")[0] == mongo.USER_HISTORY and docs:  # the batch writes the generation it read
             celery_reads_first()
         return original_set(collection, docs, *args, **kwargs)
 
-    def one_history_write(*args, **kwargs):
-        celery_reads_first()
-        return original_change(*args, **kwargs)
-
     monkeypatch.setattr(rating_history, "user_ratings", celery_reads)
+    monkeypatch.setattr(mongo, "bulk_upsert", history_write)
     model2 = artifacts.load_model(v2)
     if path == "batch":
-        monkeypatch.setattr(mongo, "bulk_upsert", batch_history_write)
         assert [o.status for o in handle_batch([newer], model2)] == ["processed"]
     else:
-        monkeypatch.setattr(rating_history, "change_history", one_history_write)
         assert handle(newer.to_bytes(), model2).status == "processed"
+    assert celery_read.is_set(), "the interleaving did not happen"
     deadline = time.time() + 60
     while tasks._redis().get(tasks.LAST_RESCORED_MODEL) != v2.encode() and not errors and time.time() < deadline:
         time.sleep(0.05)
@@ -195,7 +192,7 @@ def test_concurrent_not_interested_writes_lose_none(rt_catalog, worker_env):
     stored = shopper_controls.exclusions(user, db=db)
     assert stored == set(products), f"{len(set(products) - stored)} of {len(products)} exclusions lost"
 
-    # the one-event path beside a batch, as the two members would run them
+    # one event on its own (a batch of one) beside a batch, as the two members would run them
     lost = []
     for k in range(10):
         user = f"rt-cw-excl-{k}"
@@ -234,7 +231,7 @@ def test_a_rescore_writes_no_list_for_an_account_deleted_while_it_ran(rt_catalog
     from core.events import DELETE_ACCOUNT
     from kafka_workers import tasks
     from kafka_workers.batch import handle_batch
-    from kafka_workers.process import forget_user
+    from kafka_workers.batch import forget_user
 
     db, p = rt_catalog.db, rt_catalog.in_model
     user = "rt-cw-rescore-deleted"

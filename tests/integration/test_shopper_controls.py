@@ -504,7 +504,7 @@ def test_an_erasure_ended_after_the_site_s_run_hides_the_pages_cached_before_it(
     (``core.catalog_revision``), as the site's own run did."""
     from core.events import DELETE_ACCOUNT
     from core.locking import LockHeld
-    from kafka_workers.process import forget_user
+    from kafka_workers.batch import forget_user
 
     reviewer, pid = f"RTSWEPT{by.upper()}", rt.catalog.in_model[41 if by == "sweep" else 42]
     user = make_user(reviewer_id=reviewer)

@@ -220,8 +220,8 @@ def test_a_batch_review_dated_within_the_week_is_not_a_vote(env):
 
 def test_a_live_rating_tying_a_listed_batch_review_is_a_vote(env):
     """A live rating of the same product, rating and ts as a listed batch review: the reload's merge
-    lets the live rating win (not listed) and the window's events hold it as a vote, so the worker's
-    paths (a batch, and one event at a time) take it off the list too. Before, the history changed
+    lets the live rating win (not listed) and the window's events hold it as a vote, so the history
+    writers (a worker's batch, ``change_history``) take it off the list too. Before, the history changed
     nothing and kept it listed: a refresh left out the vote a rebuild counted."""
     from core import rating_history
 
@@ -230,7 +230,7 @@ def test_a_live_rating_tying_a_listed_batch_review_is_a_vote(env):
     for user, pid in (("tr-tie1", p[13]), ("tr-tie2", p[14])):
         db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(user, {pid: (4.0, t + 5)}, {}, batch=[pid]))
     apply_batch(RatingEvent(user_id="tr-tie1", product_id=p[13], rating=4, ts=t + 5))
-    db[mongo.RATINGS].insert_one(rating_history.rating_doc(  # the one-event path stores, then applies
+    db[mongo.RATINGS].insert_one(rating_history.rating_doc(  # stored, then applied by change_history
         {"event_id": "tr-tie2-e", "user_id": "tr-tie2", "product_id": p[14], "rating": 4, "ts": t + 5}))
     rating_history.add_to_history("tr-tie2", p[14], 4.0, t + 5, db=db)
     assert [rating_history.BATCH in db[mongo.USER_HISTORY].find_one({"_id": u}) for u in ("tr-tie1", "tr-tie2")] \
@@ -465,9 +465,7 @@ def test_a_change_already_in_the_history_is_still_marked_when_applied_again(env)
     # the failed batch's write: the history holds the rating, nobody marked it
     rating_history.change_history("tr-m1", p[0], 5.0, t + 120, db=db)
     trending_store.client().delete(trending_store.key(db.name, "dirty"))
-    e = RatingEvent(user_id="tr-m1", product_id=p[0], rating=5, ts=t + 120)
-    rating_history.store_rating(e.to_dict(), db=db)
-    rating_history.add_to_history("tr-m1", p[0], 5, t + 120, db=db)  # the one-at-a-time retry
+    apply_batch(RatingEvent(user_id="tr-m1", product_id=p[0], rating=5, ts=t + 120))  # the retry: a batch of one
     lists = _refresh_and_check(db, t + 180)
     assert p[0] in [i["product_id"] for i in lists[mongo.ALL]]
 

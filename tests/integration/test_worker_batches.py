@@ -1,5 +1,6 @@
-"""The worker's batched path (``kafka_workers.batch.handle_batch``) has exactly the effects of
-handling the same events one at a time (``handle``), on the real MongoDB-protocol server.
+"""The worker's batched path (``kafka_workers.batch.handle_batch``): a poll's events grouped by user,
+each user's applied in memory and written once, have exactly the effects of the same events handled
+one at a time (``handle``: a batch of one each), on the real MongoDB-protocol server.
 
 Two copies of one stream of events (ratings, a rating given again, removals, "not interested" and
 its undo, an older "not interested" after the undo, a redelivered event, an unknown product, a deleted account, a rating older than the stored one) go
@@ -525,7 +526,8 @@ def test_a_reload_of_the_histories_between_a_batch_s_read_and_write_keeps_what_i
     name, which a reload could have moved meanwhile: the new generation's history of that user
     (what the load brought, a linked reviewer's new reviews) was replaced by the old one plus the
     batch's rating. The batch now writes the generation it read, and one whose pointer moved in
-    between is handled one event at a time (the worker's fallback), which reads the new one."""
+    between is handled one event at a time (the worker's fallback), which reads the new one, and
+    again if a reload meets it too."""
     from kafka_workers.batch import HistoriesReloaded, handle_batch
     from kafka_workers.process import handle
 
@@ -552,17 +554,17 @@ def test_a_reload_of_the_histories_between_a_batch_s_read_and_write_keeps_what_i
         with pytest.raises(HistoriesReloaded):  # written by name, the batch replaced the new history
             handle_batch(batch, model)
         assert reloaded and rating_history.user_ratings(user, db=db) == {p[1]: 3.0, p[2]: 5.0}  # nothing written
-        monkeypatch.setattr(mongo, "find_by_ids_many", find_many)
-        assert [handle(e.to_bytes(), model).status for e in batch] == ["processed"]  # the worker's fallback
-        assert rating_history.user_ratings(user, db=db) == {p[0]: 4.0, p[1]: 3.0, p[2]: 5.0}
+        reloaded.clear()  # and once more, under the worker's fallback: it reads the new generation again
+        assert [handle(e.to_bytes(), model).status for e in batch] == ["processed"]
+        assert reloaded and rating_history.user_ratings(user, db=db) == {p[0]: 4.0, p[1]: 3.0, p[2]: 5.0}
     finally:
         mongo.drop_retired(wait=True, db=db)
 
 
 def test_a_reload_of_the_histories_between_one_event_s_read_and_write_keeps_what_it_loaded(
         rt_catalog, worker_env, monkeypatch):
-    """The one-event path (``rating_history.change_history``, also the batch's fallback) read the
-    history and replaced it by the collection's name: a reload that moved the pointer in between
+    """A single history change (``rating_history.change_history``: a reload's replay of live
+    ratings, a batch's ``_after_reload``) read the history and replaced it by the collection's name: a reload that moved the pointer in between
     lost what it loaded for that user. The change is made again on the new generation."""
     db, p = rt_catalog.db, rt_catalog.products
     user = "rt-rh-1"

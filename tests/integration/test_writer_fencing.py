@@ -433,7 +433,7 @@ def test_the_workers_delete_account_leaves_an_erasure_it_cannot_finish_to_the_sw
     erasure to Celery's sweep, as the site does."""
     from core import mongo, shopper_controls
     from core.events import DELETE_ACCOUNT
-    from kafka_workers.process import forget_user
+    from kafka_workers.batch import forget_user
 
     db, reviewer = own_db, "HELDWORKER"
     _held_product(db, reviewer, monkeypatch)

@@ -45,10 +45,12 @@ def fake_db(monkeypatch):
     return log, computing
 
 
-def _write(users: list[str], fence: Callable[[], None] = lambda: None) -> dict:
+def _write(users: list[str], fence: Callable[[], None] = lambda: None,
+           lists_failed: Callable[[], None] = lambda: None) -> dict:
     return batch._write_with_lists({u: {"p0": 5.0} for u in users}, {u: set() for u in users}, None,
                                      {u: rating_history.history_doc(u, {"p0": (5.0, 1.0)}, {}) for u in users}, {},
-                                     {u: f"e-{u}" for u in users}, fence, history_generation=mongo.USER_HISTORY)
+                                     {u: f"e-{u}" for u in users}, fence, history_generation=mongo.USER_HISTORY,
+                                     lists_failed=lists_failed)
 
 
 def test_a_big_batch_computes_its_lists_while_the_histories_are_written(fake_db):
@@ -100,3 +102,24 @@ def test_the_fence_goes_before_each_write_and_a_lock_taken_over_stops_the_rest(f
         _write(["a", "b"], fence)
     assert fenced == [[], ["histories"]]
     assert [what for what, *_ in log] == ["histories"], "the lists written after the lock was taken over"
+
+
+@pytest.mark.parametrize("users", [["a", "fail"], [f"u{i}" for i in range(100)] + ["fail"]])
+def test_lists_that_fail_after_the_histories_are_written_are_reported_before_it_raises(fake_db, users):
+    """The caller then stores the batch's events unprocessed and marks them for trending (the
+    histories hold them: a dead letter's rating is stored); a batch stopped before its histories'
+    write (its lock taken over) reports nothing."""
+    log, computing = fake_db
+    computing.set()
+    reported = []
+    with pytest.raises(RuntimeError, match="went away"):
+        _write(users, lists_failed=lambda: reported.append([what for what, *_ in log]))
+    assert reported == [["histories"] + ["lists"] * (len(users) > 2)]
+
+    def lost() -> None:
+        raise locking.LeaseLost("taken over")
+
+    reported.clear()
+    with pytest.raises(locking.LeaseLost):
+        _write(users, lost, lists_failed=lambda: reported.append(True))
+    assert reported == []

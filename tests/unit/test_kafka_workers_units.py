@@ -6,7 +6,7 @@ import pytest
 from core.events import MAX_EVENT_BYTES
 from kafka_workers.dead_letters import dead_letter_payload
 from core.popular import TRENDING_HALF_LIFE_S, trending_scores
-from kafka_workers.process import Outcome
+from kafka_workers.outcomes import Outcome
 from kafka_workers.worker import Stats
 
 
@@ -158,7 +158,7 @@ def test_deleting_an_account_waits_for_a_list_writer_between_its_mark_and_its_da
 
     from core import events, list_state, locking, rating_history, shopper_controls
     from core.events import RatingEvent
-    from kafka_workers import process
+    from kafka_workers import batch
 
     steps = []
 
@@ -172,7 +172,7 @@ def test_deleting_an_account_waits_for_a_list_writer_between_its_mark_and_its_da
     monkeypatch.setattr(rating_history, "record_deleted_user", lambda u: steps.append(("mark", u)))
     monkeypatch.setattr(shopper_controls, "delete_user_data", lambda u, **kw: steps.append(("delete", u)))
     monkeypatch.setattr(list_state, "drop", lambda u: steps.append(("drop", u)))
-    outcome = process.forget_user(RatingEvent(user_id="u1", product_id="", rating=0, action=events.DELETE_ACCOUNT))
+    outcome = batch.forget_user(RatingEvent(user_id="u1", product_id="", rating=0, action=events.DELETE_ACCOUNT))
     assert outcome.status == "processed"
     assert [s for s, _ in steps] == ["mark", "lock", "unlock", "delete", "drop"]
 

@@ -17,7 +17,7 @@ from core import artifacts, list_state, mongo, storage
 from core.settings import get_settings
 from kafka_workers import worker
 from kafka_workers.model_holder import ModelHolder
-from kafka_workers.process import Outcome
+from kafka_workers.outcomes import Outcome
 
 
 @pytest.fixture
