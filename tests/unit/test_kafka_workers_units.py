@@ -504,3 +504,83 @@ def test_the_one_message_path_claims_only_a_well_formed_event_id(monkeypatch, ra
     record = SimpleNamespace(value=value, key=b"x", topic="ratings", partition=0, offset=1)
     assert worker.skip_cancelled(record) is None
     assert claims == ([raw_id] if claimed else [])
+
+
+def test_one_message_waits_out_outages_and_free_lost_leases_and_counts_its_own_failures(monkeypatch):
+    """The whole retry policy of one message, in one sequence: outages and the first
+    ``max_attempts()`` lost leases share one back-off (0.2 s doubling to 5 s) and use up no try;
+    the message's own failures (and later lost leases) wait ``WORKER_RETRY_DELAY_S`` doubling, and
+    the last try's is the dead letter's reason; a letter Kafka cannot take yet is waited out on the
+    same back-off. The sequence of the worker's retry loop before it was made one flow."""
+    import threading
+    from types import SimpleNamespace
+
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from core import kafka_io, locking
+    from kafka_workers import metrics, worker
+
+    monkeypatch.setenv("WORKER_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("WORKER_RETRY_DELAY_S", "1")
+    down, lost, bad = ServerSelectionTimeoutError("down"), locking.LeaseLost("user:u1 taken over"), ValueError("bad")
+    script = [down, lost, bad, down, lost, bad, lost, lost]
+    waits, reasons, turns, letters = [], [], [], []
+
+    class Waits(threading.Event):
+        def wait(self, timeout=None) -> bool:
+            waits.append(timeout)
+            return False
+
+    def handle(value, model):
+        raise script.pop(0)
+
+    def send(record, outcome, attempts, lost_leases=0):
+        letters.append((outcome.reason, attempts, lost_leases))
+        if len(letters) == 1:
+            raise kafka_io.PublishError("Kafka down")
+
+    monkeypatch.setattr(worker, "handle", handle)
+    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(worker, "send_dead_letter", send)
+    monkeypatch.setattr(metrics, "retried", reasons.append)
+    monkeypatch.setattr(metrics, "loop_turned", lambda: turns.append(len(waits)))
+    record = SimpleNamespace(topic="ratings", partition=0, offset=1, key=b"u1", value=b'{"event_id": "e1"}')
+    outcome = worker._process_with_retry(record, SimpleNamespace(model=None), Waits())
+    assert outcome.status == "dead-letter" and outcome.reason.startswith("LeaseLost: user:u1") and not script
+    assert waits == [0.2, 0.4, 1.0, 0.8, 1.6, 2.0, 3.2, 5.0]
+    assert reasons == ["outage", "lock-lost", "error", "outage", "lock-lost", "error", "lock-lost", "outage"]
+    assert turns == [0, 1, 3, 4, 6, 7]  # before each back-off wait, never before a try's own
+    assert letters == [(outcome.reason, 3, 4)] * 2
+
+
+@pytest.mark.parametrize("failure", ["outage", "error", "letter"])
+def test_one_message_stopped_while_it_waits_is_left_for_redelivery(monkeypatch, failure):
+    """SIGTERM during any wait of a message returns None (not committed: the partition's next owner
+    redelivers it), and its dead letter is not sent."""
+    import threading
+    from types import SimpleNamespace
+
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from core import kafka_io
+    from kafka_workers import worker
+
+    monkeypatch.setenv("WORKER_MAX_ATTEMPTS", "1" if failure == "letter" else "3")
+    stop, sent = threading.Event(), []  # the letters tried
+
+    def handle(value, model):
+        raise ServerSelectionTimeoutError("down") if failure == "outage" else ValueError("bad")
+
+    def send(record, outcome, attempts, lost_leases=0):
+        sent.append(outcome)
+        stop.set()
+        raise kafka_io.PublishError("Kafka down")
+
+    monkeypatch.setattr(worker, "handle", handle)
+    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(worker, "send_dead_letter", send)
+    if failure != "letter":
+        stop.set()
+    record = SimpleNamespace(topic="ratings", partition=0, offset=1, key=b"u1", value=b'{"event_id": "e1"}')
+    assert worker._process_with_retry(record, SimpleNamespace(model=None), stop) is None
+    assert len(sent) == (failure == "letter")
