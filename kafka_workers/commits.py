@@ -16,9 +16,9 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from kafka_workers import metrics
 from kafka_workers.batch import Tail, finish
 from kafka_workers.exclusions_cache import forget_users_without_exclusions
+from kafka_workers.outage import Backoff
 
 log = logging.getLogger("kafka_workers.commits")
 COMMIT_TIMEOUT_MS = 5000
@@ -40,12 +40,10 @@ def finish_tail(tail: Tail) -> bool:
 
 def finish_tail_or_wait(tail: Tail, stop: threading.Event) -> bool:
     """:func:`finish_tail`, retried with back-off for as long as it fails; False if stopped first."""
-    delay = 0.2
+    backoff = Backoff(stop)
     while not finish_tail(tail):
-        metrics.loop_turned()  # waiting out an outage is alive: a restart would not help (/healthz)
-        if stop.wait(delay):
+        if not backoff.wait():
             return False
-        delay = min(delay * 2, 5.0)
     return True
 
 

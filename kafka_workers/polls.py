@@ -11,11 +11,11 @@ from kafka import KafkaConsumer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from core.events import InvalidEvent, RatingEvent, parse_event
-from kafka_workers import commits, metrics
+from kafka_workers import commits
 from kafka_workers.batch import HistoriesReloaded, Tail, handle_batch
 from kafka_workers.dead_letter_sender import send_dead_letter
 from kafka_workers.model_holder import ModelHolder
-from kafka_workers.outage import OUTAGE_ERRORS
+from kafka_workers.outage import OUTAGE_ERRORS, Backoff
 from kafka_workers.process import Outcome
 from kafka_workers.retry import process_with_retry
 from kafka_workers.stats import Stats
@@ -45,7 +45,7 @@ def handle_as_batch(records: list, holder: ModelHolder, stop: threading.Event, t
         log.warning("batch of %d messages failed (%s: %s); handling them one at a time", len(records),
                     exc.__class__.__name__, str(exc)[:200])
         return None
-    delay = 0.2
+    backoff = Backoff(stop)
     for record, outcome in zip(records, outcomes):
         while outcome.status == "dead-letter":  # after the batch's writes: a failed batch sends none
             try:
@@ -54,10 +54,8 @@ def handle_as_batch(records: list, holder: ModelHolder, stop: threading.Event, t
             except OUTAGE_ERRORS as exc:
                 if stop.is_set():
                     return None
-                log.warning("dead letter not sent (%s); retrying in %.1fs", exc.__class__.__name__, delay)
-                metrics.loop_turned()  # an outage: alive, a restart would not help (/healthz)
-                stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                log.warning("dead letter not sent (%s); retrying in %.1fs", exc.__class__.__name__, backoff.delay_s)
+                backoff.wait()  # stopped meanwhile: one more send, and a failed one returns above
     return outcomes  # type: ignore[return-value]
 
 

@@ -25,7 +25,7 @@ from kafka_workers import metrics
 from kafka_workers.config import max_attempts, retry_delay_s
 from kafka_workers.dead_letter_sender import send_dead_letter
 from kafka_workers.model_holder import ModelHolder
-from kafka_workers.outage import OUTAGE_ERRORS
+from kafka_workers.outage import OUTAGE_ERRORS, Backoff
 from kafka_workers.process import Outcome, handle
 
 log = logging.getLogger("kafka_workers.retry")
@@ -34,55 +34,65 @@ log = logging.getLogger("kafka_workers.retry")
 def process_with_retry(record, holder: ModelHolder, stop: threading.Event) -> Outcome | None:
     """Handle one message (the claim first, :func:`skip_cancelled`), and send its dead letter if it
     has one; its outcome, or None when stopped before it was done (not committed: the next owner
-    of the partition redelivers it)."""
-    delay, attempts, outcome, lost = 0.2, 0, None, 0
-    while True:
+    of the partition redelivers it). ``attempts`` counts the tries that used one up, ``lost`` the
+    lost leases; one :class:`Backoff` paces every outage and free lost lease of the message."""
+    attempts, lost, backoff = 0, 0, Backoff(stop)
+    outcome: Outcome | None = None
+    while outcome is None:
         try:
-            if outcome is None:
-                attempts += 1
-                try:
-                    outcome = skip_cancelled(record) or handle(record.value, holder.model)
-                except OUTAGE_ERRORS:
-                    attempts -= 1  # an outage is nobody's fault: it does not use up a try
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the point is that nothing escapes
-                    if isinstance(exc, locking.LeaseLost):
-                        lost += 1
-                        if lost <= max_attempts():  # nothing written; the next try takes the lock again
-                            attempts -= 1
-                            raise
-                    if attempts < max_attempts():
-                        metrics.retried("error")
-                        wait = retry_delay_s() * 2 ** (attempts - 1)
-                        log.warning("error on %s[%d]@%d (try %d of %d): %s: %s; retrying in %.2fs", record.topic,
-                                    record.partition, record.offset, attempts, max_attempts(),
-                                    exc.__class__.__name__, str(exc)[:200], wait)
-                        if stop.wait(wait):
-                            return None
-                        continue
-                    log.error("giving up on %s[%d]@%d after %d tries", record.topic, record.partition,
-                              record.offset, attempts, exc_info=exc)
-                    outcome = failed_outcome(record.value, exc)
-            if outcome.status == "dead-letter":
-                send_dead_letter(record, outcome, attempts, lost_leases=lost)
-            return outcome
-        except (*OUTAGE_ERRORS, locking.LeaseLost) as exc:  # nobody's fault: wait, and try again
-            if stop.is_set():
-                return None  # not committed: the next owner of the partition redelivers it
-            if isinstance(exc, locking.LeaseLost):
-                metrics.retried("lock-lost")
-                log.log(logging.ERROR if lost == max_attempts() else logging.WARNING,
-                        "lock lost on %s[%d]@%d (%d time(s) for this message; after %d, each uses up a try): %s; "
-                        "retrying in %.1fs", record.topic, record.partition, record.offset, lost, max_attempts(),
-                        str(exc)[:200], delay)
-            else:
-                metrics.retried("outage")
-                log.warning("infrastructure error on %s[%d]@%d (%s); retrying in %.1fs", record.topic,
-                            record.partition, record.offset, exc.__class__.__name__, delay)
-            metrics.loop_turned()  # waiting out an outage is alive: a restart would not help (/healthz)
-            if stop.wait(delay):
+            outcome = skip_cancelled(record) or handle(record.value, holder.model)
+            attempts += 1
+        except OUTAGE_ERRORS as exc:
+            if not _wait_out(record, exc, lost, backoff):
                 return None
-            delay = min(delay * 2, 5.0)
+        except Exception as exc:  # noqa: BLE001 - the point is that nothing escapes
+            if isinstance(exc, locking.LeaseLost):
+                lost += 1
+                if lost <= max_attempts():  # nothing written; the next try takes the lock again
+                    if not _wait_out(record, exc, lost, backoff):
+                        return None
+                    continue
+            attempts += 1
+            if attempts >= max_attempts():
+                log.error("giving up on %s[%d]@%d after %d tries", record.topic, record.partition,
+                          record.offset, attempts, exc_info=exc)
+                outcome = failed_outcome(record.value, exc)
+            elif not _wait_to_try_again(record, exc, attempts, stop):
+                return None
+    while outcome.status == "dead-letter":
+        try:
+            send_dead_letter(record, outcome, attempts, lost_leases=lost)
+            break
+        except (*OUTAGE_ERRORS, locking.LeaseLost) as exc:
+            if not _wait_out(record, exc, lost, backoff):
+                return None
+    return outcome
+
+
+def _wait_to_try_again(record, exc: Exception, attempts: int, stop: threading.Event) -> bool:
+    """The back-off after the message's own failure (``attempts`` tries so far); False if stopped."""
+    metrics.retried("error")
+    wait = retry_delay_s() * 2 ** (attempts - 1)
+    log.warning("error on %s[%d]@%d (try %d of %d): %s: %s; retrying in %.2fs", record.topic, record.partition,
+                record.offset, attempts, max_attempts(), exc.__class__.__name__, str(exc)[:200], wait)
+    return not stop.wait(wait)
+
+
+def _wait_out(record, exc: Exception, lost: int, backoff: Backoff) -> bool:
+    """Wait out an outage or a lost lease (the ``lost``-th) that uses up no try; False if stopped."""
+    if backoff.stop.is_set():
+        return False
+    if isinstance(exc, locking.LeaseLost):
+        metrics.retried("lock-lost")
+        log.log(logging.ERROR if lost == max_attempts() else logging.WARNING,
+                "lock lost on %s[%d]@%d (%d time(s) for this message; after %d, each uses up a try): %s; "
+                "retrying in %.1fs", record.topic, record.partition, record.offset, lost, max_attempts(),
+                str(exc)[:200], backoff.delay_s)
+    else:
+        metrics.retried("outage")
+        log.warning("infrastructure error on %s[%d]@%d (%s); retrying in %.1fs", record.topic,
+                    record.partition, record.offset, exc.__class__.__name__, backoff.delay_s)
+    return backoff.wait()
 
 
 def skip_cancelled(record) -> Outcome | None:
