@@ -8,7 +8,7 @@ Why: bench/realtime_latency.py times a rating from the site's publish to the lis
 this takes the broker and the two clients alone, with no MongoDB and no recommender, so what Kafka
 costs on a machine is known before the rest is blamed. The producer is ``core.kafka_io``'s (the
 site's: idempotent, acks=all, one request in flight, no linger). A consumer with the worker's
-fetch settings (``kafka_workers.worker.make_consumer``'s: 50 ms fetch wait, its batch size) runs in a process of its own,
+fetch settings (``kafka_workers.consumer.make_consumer``'s: 50 ms fetch wait, its batch size) runs in a process of its own,
 as the worker does; each record carries its send time, and the consumer notes when ``poll`` handed
 it over. ``--work-ms`` makes the consumer busy that long after each poll that returned records
 (the worker's batch), ``--background-rate`` adds records from a second process, like other shoppers.
@@ -40,7 +40,7 @@ def _pcts(values: list[float]) -> dict[str, float | None]:
 
 
 def _consume(topic: str, n: int, work_ms: float, ready, out) -> None:
-    """The worker's fetch settings (``kafka_workers.worker.make_consumer``, copied: it subscribes to
+    """The worker's fetch settings (``kafka_workers.consumer.make_consumer``, copied: it subscribes to
     the ratings topic); the hop of each timed record, until ``n`` of them came."""
     from kafka import KafkaConsumer
 

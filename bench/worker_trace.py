@@ -89,12 +89,17 @@ def _span(name: str, inner: Callable, out) -> Callable:
 
 def install_spans(worker, out) -> None:
     """The worker's polls, tail finishes and commits as spans; after the worker module is imported
-    (its loop looks these names up at each call)."""
+    (its loop looks these names up at each call, in ``kafka_workers.commits``; in a revision before
+    that module, in the worker module itself)."""
     from kafka import KafkaConsumer
 
+    try:
+        from kafka_workers import commits
+    except ImportError:  # a revision before kafka_workers/commits.py (a --compare-code run)
+        commits = worker
     KafkaConsumer.poll = _span("poll", KafkaConsumer.poll, out)
-    worker.finish_tail = _span("finish", worker.finish_tail, out)
-    worker.commit = _span("commit", worker.commit, out)
+    commits.finish_tail = _span("finish", commits.finish_tail, out)
+    commits.commit = _span("commit", commits.commit, out)
 
 
 def _pct(values: list[float], q: int) -> float | None:

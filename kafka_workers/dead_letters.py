@@ -1,4 +1,4 @@
-"""Dead letters: what one carries (``kafka_workers.worker.send_dead_letter`` sends it), and the
+"""Dead letters: what one carries (``kafka_workers.dead_letter_sender`` sends it), and the
 command that lists them and replays chosen ones after the cause was fixed.
 
     python -m kafka_workers.dead_letters list [--reason TEXT] [--json]

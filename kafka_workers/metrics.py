@@ -100,13 +100,13 @@ def healthy() -> tuple[bool, dict]:
 
 
 def watch_broker(last_contact: Callable[[], float | None]) -> None:
-    """Where /readyz learns when the broker last answered (the worker's consumer: worker.last_broker_contact)."""
+    """Where /readyz learns when the broker last answered (the worker's consumer: consumer.last_broker_contact)."""
     global _broker_contact
     _broker_contact = last_contact
 
 
 def topic_checked(topic: str, exists: bool | None) -> bool | None:
-    """What the consume loop learnt of its topic (``worker.topic_exists``; None: not known yet);
+    """What the consume loop learnt of its topic (``topic_check.topic_exists``; None: not known yet);
     returns what was known before."""
     global _topic
     was = _topic[1] if _topic[0] == topic else None

@@ -130,7 +130,7 @@ def test_a_rating_stored_before_the_deadline_is_answered_202(ghost_site, frozen_
     """The broker wrote the record and a worker stored it, but the ack did not come back in time:
     the rating counts, so the shopper must hear "accepted", not "try again"."""
     from kafka_workers.model_holder import ModelHolder
-    from kafka_workers.worker import _process_with_retry
+    from kafka_workers.retry import process_with_retry
     from shop.ratings import keyed_event_id
 
     db, products = ghost_site.db, ghost_site.products
@@ -145,7 +145,7 @@ def test_a_rating_stored_before_the_deadline_is_answered_202(ghost_site, frozen_
     event = RatingEvent(user_id=uid, product_id=products[4], rating=5, event_id=keyed_event_id(user.pk, key))
     record = SimpleNamespace(value=json.dumps(event.to_dict()).encode(), key=event.key, topic="ratings", partition=0,
                              offset=0)
-    stored = _process_with_retry(record, ModelHolder(), threading.Event())
+    stored = process_with_retry(record, ModelHolder(), threading.Event())
     assert stored is not None and stored.status == "processed"
     frozen_broker.freeze()
     try:

@@ -219,7 +219,7 @@ def test_a_batch_reads_exclusions_only_for_users_it_has_not_seen_without_them(rt
     from core import recommend
     from kafka_workers.batch import handle_batch
     from kafka_workers.process import handle
-    from kafka_workers.worker import CommitOnRevoke
+    from kafka_workers.commits import CommitOnRevoke
 
     db, p = rt_catalog.db, rt_catalog.products
     model = artifacts.load_model(publish_model(rt_catalog.in_model, seed=47))

@@ -159,18 +159,18 @@ def test_stats_expose_lag_and_latency(rt):
 
 
 def test_consumer_lag_counts_events_not_yet_handed_to_the_worker(rt):
-    from kafka_workers import worker as worker_mod
+    from kafka_workers.consumer import consumer_lag, make_consumer
 
     publish_all([RatingEvent(user_id=f"rt-lag-{i}", product_id=rt.catalog.in_model[i], rating=3) for i in range(120)])
-    consumer = worker_mod.make_consumer()
+    consumer = make_consumer()
     try:
-        assert worker_mod.consumer_lag(consumer) == 0  # nothing assigned yet
+        assert consumer_lag(consumer) == 0  # nothing assigned yet
         got: list = []
         seen: list[int] = []
         deadline = time.monotonic() + 120
         while len(got) < 120 and time.monotonic() < deadline:
             got.extend(r for rs in consumer.poll(timeout_ms=500, max_records=10).values() for r in rs)
-            lag = worker_mod.consumer_lag(consumer)  # None until every partition has been fetched once
+            lag = consumer_lag(consumer)  # None until every partition has been fetched once
             if lag is not None:
                 assert lag == 120 - len(got)
                 seen.append(lag)

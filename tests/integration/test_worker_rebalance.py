@@ -1,9 +1,9 @@
 """A rebalance in the middle of a worker's work: nothing lost, nothing handled twice, and the
 revoked partitions' offsets committed only after their writes (the worker's rebalance listener,
-``kafka_workers.worker.CommitOnRevoke``).
+``kafka_workers.commits.CommitOnRevoke``).
 
 Real Kafka (the session's broker, this test's own topic and group), real MongoDB, the worker's
-own consumer (``make_consumer``) and message path (``_process_with_retry``), driven step by step
+own consumer (``make_consumer``) and message path (``retry.process_with_retry``), driven step by step
 so the rebalance lands exactly where it matters: member A has written the results of records from
 every partition, but its commit was refused (the broker answers RebalanceInProgress while a
 group is rebalancing), when member B joins the group. A's next poll gives its partitions up; the
@@ -37,8 +37,10 @@ pytestmark = [pytest.mark.integration]
 
 
 def test_a_rebalance_mid_work_loses_nothing_and_redoes_nothing(rt, monkeypatch):
-    from kafka_workers import worker
+    from kafka_workers.commits import commit
+    from kafka_workers.consumer import make_consumer
     from kafka_workers.model_holder import ModelHolder
+    from kafka_workers.retry import process_with_retry
 
     db = rt.db
     events = make_events([f"rb-{i:03d}" for i in range(90)], rt.catalog.in_model, per_user=4, seed=21)
@@ -51,14 +53,14 @@ def test_a_rebalance_mid_work_loses_nothing_and_redoes_nothing(rt, monkeypatch):
         """What ``worker.run`` does with one poll: handle each record, then mark it for commit."""
         for tp, records in records_by_tp.items():
             for record in records:
-                outcome = worker._process_with_retry(record, holder, stop)
+                outcome = process_with_retry(record, holder, stop)
                 outcomes[name].append((outcome.status, parse_event(record.value).event_id, tp.partition,
                                        record.offset))
             pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
 
     # --- member A alone: it gets every partition and handles records from each ---
     pending_a: dict = {}
-    a = worker.make_consumer(pending_a)
+    a = make_consumer(pending_a)
     n_partitions = len(a.partitions_for_topic(rt.topic) or wait_until(
         lambda: a.partitions_for_topic(rt.topic), 30, "the topic's partitions"))
     deadline = time.monotonic() + 120
@@ -78,14 +80,14 @@ def test_a_rebalance_mid_work_loses_nothing_and_redoes_nothing(rt, monkeypatch):
         return real_commit(*args, **kwargs)
 
     monkeypatch.setattr(a, "commit", commit_unless_rebalancing)
-    assert worker.commit(a, pending_a) is False and len(pending_a) == n_partitions, "kept for a later commit"
+    assert commit(a, pending_a) is False and len(pending_a) == n_partitions, "kept for a later commit"
     committed, _ = committed_and_end_offsets(rt.group, rt.topic)
     assert all(committed.get(p, -1) in (-1, None) for p in written), f"nothing committed yet: {committed}"
     before = set(a.assignment())
 
     # --- member B joins: the group rebalances while A holds written but uncommitted work ---
     pending_b: dict = {}
-    b = worker.make_consumer(pending_b)
+    b = make_consumer(pending_b)
     first_offsets_b: dict[int, int] = {}
     try:
         deadline = time.monotonic() + 120
@@ -100,7 +102,7 @@ def test_a_rebalance_mid_work_loses_nothing_and_redoes_nothing(rt, monkeypatch):
                     for tp, records in polled.items():
                         first_offsets_b.setdefault(tp.partition, records[0].offset)
                 work(name, consumer, pending, polled)
-                worker.commit(consumer, pending)
+                commit(consumer, pending)
             done = sum(1 for o in outcomes["A"] + outcomes["B"] if o[0] in ("processed", "duplicate"))
             if a.assignment() and b.assignment() and done >= len(events) and not pending_a and not pending_b:
                 break

@@ -96,7 +96,7 @@ def test_kill_9_mid_stream_then_restart_stores_every_rating_once(rt):
 
 def test_broker_restart_and_30s_mongo_outage_lose_and_duplicate_nothing(rt, private_services):
     from kafka_workers.model_holder import ModelHolder
-    from kafka_workers.worker import _process_with_retry
+    from kafka_workers.retry import process_with_retry
 
     db = rt.db
     db[mongo.RATINGS].delete_many({})
@@ -129,7 +129,7 @@ def test_broker_restart_and_30s_mongo_outage_lose_and_duplicate_nothing(rt, priv
                              offset=987654)
     outcome: list = []
     dead_letterer = threading.Thread(
-        target=lambda: outcome.append(_process_with_retry(poison, ModelHolder(), threading.Event())), daemon=True)
+        target=lambda: outcome.append(process_with_retry(poison, ModelHolder(), threading.Event())), daemon=True)
     dead_letterer.start()
     time.sleep(8)  # the dead letter cannot be published now: it must be retried, not dropped
     assert dead_letterer.is_alive() and not outcome, "a dead letter was given up while the broker was down"

@@ -7,7 +7,7 @@ from core.events import MAX_EVENT_BYTES
 from kafka_workers.dead_letters import dead_letter_payload
 from core.popular import TRENDING_HALF_LIFE_S, trending_scores
 from kafka_workers.outcomes import Outcome
-from kafka_workers.worker import Stats
+from kafka_workers.stats import Stats
 
 
 def test_trending_halves_per_half_life_and_weights_by_rating():
@@ -47,14 +47,14 @@ def test_trending_forgets_a_removed_rating_and_splits_one_accounts_weight():
 def test_stats_count_outcomes_and_put_lag_and_model_on_metrics():
     from prometheus_client import REGISTRY
 
-    from kafka_workers import worker
+    from kafka_workers.stats import report_stats
 
     s = Stats()
     for status in ("processed", "processed", "duplicate", "dead-letter"):
         s.add(Outcome(None, status))
     assert (s.counts["processed"], s.counts["duplicate"], s.counts["dead-letter"]) == (2, 1, 1)
     consumer = type("Consumer", (), {"assignment": lambda self: set()})()  # nothing assigned: lag 0
-    worker._report_stats(s, consumer, type("Holder", (), {"version": "v1"})())
+    report_stats(s, consumer, type("Holder", (), {"version": "v1"})())
     assert REGISTRY.get_sample_value("recommender_worker_lag") == 0
     assert REGISTRY.get_sample_value("recommender_worker_model_info", {"version": "v1"}) == 1
 
@@ -126,7 +126,7 @@ def test_a_refused_dead_letter_is_sent_bare_and_the_worker_moves_on(monkeypatch)
     from types import SimpleNamespace
 
     from core import kafka_io
-    from kafka_workers import worker
+    from kafka_workers.dead_letter_sender import send_dead_letter
 
     sent = []
 
@@ -139,14 +139,14 @@ def test_a_refused_dead_letter_is_sent_bare_and_the_worker_moves_on(monkeypatch)
     record = SimpleNamespace(value=b"not json", key=b"u1", topic="ratings", partition=2, offset=7)
     outcome = Outcome(None, "dead-letter", "bad JSON")
     refused = {1}
-    worker.send_dead_letter(record, outcome, attempts=1)
+    send_dead_letter(record, outcome, attempts=1)
     (first, first_key), (bare, bare_key) = sent
     assert first["value_b64"] and first_key == b"u1"
     assert bare_key is None and bare["value_b64"] is None and bare["value"] == "" and bare["id"] == "ratings:2:7"
     assert bare["reason"].startswith("bad JSON (its letter was refused by Kafka: MessageSizeTooLargeError")
     sent.clear()
     refused = {1, 2}
-    worker.send_dead_letter(record, outcome, attempts=1)  # returns: the partition moves on
+    send_dead_letter(record, outcome, attempts=1)  # returns: the partition moves on
     assert len(sent) == 2
 
 
@@ -190,7 +190,7 @@ def test_worker_and_site_clients_keep_no_kafka_python_sensors(monkeypatch):
     """kafka-python records its own metrics on every fetch and send unless told not to; nothing
     here reads them (the worker has /metrics), and they were 3% of a worker's CPU per event."""
     from core import kafka_io
-    from kafka_workers import worker
+    from kafka_workers import consumer
 
     made = {}
 
@@ -201,11 +201,11 @@ def test_worker_and_site_clients_keep_no_kafka_python_sensors(monkeypatch):
         def subscribe(self, *args, **kwargs):
             pass
 
-    monkeypatch.setattr(worker, "KafkaConsumer", type("Consumer", (Fake,), {}))
+    monkeypatch.setattr(consumer, "KafkaConsumer", type("Consumer", (Fake,), {}))
     monkeypatch.setattr(kafka_io, "KafkaProducer", type("Producer", (Fake,), {}))
     kafka_io.get_producer.cache_clear()
     try:
-        worker.make_consumer()
+        consumer.make_consumer()
         kafka_io.get_producer()
     finally:
         kafka_io.get_producer.cache_clear()
@@ -217,7 +217,7 @@ def test_the_worker_remembers_the_catalog_up_to_its_setting_and_never_fails_on_i
     """``WORKER_REMEMBER_CATALOG_MAX`` is the limit passed on (0: not read at all), and an error
     reading the catalog (MongoDB down) is logged, not raised: the batches read what they need."""
     from core import catalog
-    from kafka_workers import worker
+    from kafka_workers.startup import remember_catalog
 
     asked = []
 
@@ -229,11 +229,11 @@ def test_the_worker_remembers_the_catalog_up_to_its_setting_and_never_fails_on_i
 
     monkeypatch.setattr(catalog, "remember_catalog", remember)
     monkeypatch.delenv("WORKER_REMEMBER_CATALOG_MAX", raising=False)
-    worker.remember_catalog()
+    remember_catalog()
     monkeypatch.setenv("WORKER_REMEMBER_CATALOG_MAX", "0")
-    worker.remember_catalog()
+    remember_catalog()
     monkeypatch.setenv("WORKER_REMEMBER_CATALOG_MAX", "7")
-    worker.remember_catalog()
+    remember_catalog()
     assert asked == [50_000, 7]
     assert "catalog not remembered (ConnectionError: mongo is down)" in caplog.text
 
@@ -246,23 +246,23 @@ def test_one_at_a_time_leaves_what_is_past_the_poll_budget_to_the_next_poll(monk
 
     from kafka.structs import TopicPartition
 
-    from kafka_workers import worker
+    from kafka_workers import commits, metrics, polls
 
     clock = iter(range(100))  # each look at the clock is one second later
-    monkeypatch.setattr(worker, "time", SimpleNamespace(monotonic=lambda: next(clock)))
-    handled, commits, seeks = [], [], []
-    monkeypatch.setattr(worker, "_process_with_retry",
+    monkeypatch.setattr(polls, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    handled, committed, seeks = [], [], []
+    monkeypatch.setattr(polls, "process_with_retry",
                         lambda record, holder, stop: handled.append(record.offset) or Outcome(None, "processed"))
-    monkeypatch.setattr(worker, "commit", lambda consumer, pending: commits.append(dict(pending)))
-    monkeypatch.setattr(worker.metrics, "event_handled", lambda *a: None)
+    monkeypatch.setattr(commits, "commit", lambda consumer, pending: committed.append(dict(pending)))
+    monkeypatch.setattr(metrics, "event_handled", lambda *a: None)
     consumer = SimpleNamespace(seek=lambda tp, offset: seeks.append((tp.partition, offset)))
     a, b = TopicPartition("t", 0), TopicPartition("t", 1)
     records = {a: [SimpleNamespace(offset=o) for o in (10, 11, 12)], b: [SimpleNamespace(offset=o) for o in (5, 6)]}
     pending: dict = {}
-    worker._one_at_a_time(consumer, records, None, threading.Event(), Stats(), pending, deadline=1)
+    polls.handle_one_at_a_time(consumer, records, None, threading.Event(), Stats(), pending, deadline=1)
     assert handled == [10, 11]
     assert seeks == [(0, 12), (1, 5)]
-    assert [{tp.partition: m.offset for tp, m in c.items()} for c in commits] == [{0: 12}]
+    assert [{tp.partition: m.offset for tp, m in c.items()} for c in committed] == [{0: 12}]
 
 
 def test_a_replay_is_taken_over_only_once_its_longest_send_is_over(monkeypatch):
@@ -307,26 +307,26 @@ def test_a_lock_lost_while_handling_an_event_uses_up_no_try_and_is_logged_each_t
     from types import SimpleNamespace
 
     from core import locking
-    from kafka_workers import worker
+    from kafka_workers import retry
 
     tries, sent = [], []
 
     def handle(value, model):
         tries.append(value)
-        if len(tries) <= worker.max_attempts():
+        if len(tries) <= retry.max_attempts():
             raise locking.LeaseLost("1 of 1 lock(s) (user:u1, ...) taken over while held")
         return Outcome(None, "processed")
 
-    monkeypatch.setattr(worker, "handle", handle)
-    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
-    monkeypatch.setattr(worker, "send_dead_letter", lambda record, outcome, attempts: sent.append(outcome))
-    monkeypatch.setattr(worker, "retry_delay_s", lambda: 0.0)
+    monkeypatch.setattr(retry, "handle", handle)
+    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(retry, "send_dead_letter", lambda record, outcome, attempts: sent.append(outcome))
+    monkeypatch.setattr(retry, "retry_delay_s", lambda: 0.0)
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
-    with caplog.at_level("WARNING", logger=worker.log.name):
-        outcome = worker._process_with_retry(record, SimpleNamespace(model=None), threading.Event())
+    with caplog.at_level("WARNING", logger=retry.log.name):
+        outcome = retry.process_with_retry(record, SimpleNamespace(model=None), threading.Event())
     assert outcome.status == "processed" and sent == []
     lost = [r for r in caplog.records if "lock lost" in r.getMessage()]
-    assert len(lost) == worker.max_attempts() and lost[-1].levelname == "ERROR"
+    assert len(lost) == retry.max_attempts() and lost[-1].levelname == "ERROR"
 
 
 def test_a_lock_lost_on_every_try_ends_in_a_dead_letter_naming_the_lock(monkeypatch, caplog):
@@ -337,7 +337,7 @@ def test_a_lock_lost_on_every_try_ends_in_a_dead_letter_naming_the_lock(monkeypa
     from types import SimpleNamespace
 
     from core import locking
-    from kafka_workers import worker
+    from kafka_workers import retry
 
     class NoWaiting(threading.Event):  # the back-off's waits, skipped (never stopped)
         def wait(self, timeout=None):
@@ -347,20 +347,20 @@ def test_a_lock_lost_on_every_try_ends_in_a_dead_letter_naming_the_lock(monkeypa
 
     def handle(value, model):
         tries.append(value)
-        if len(tries) > 10 * worker.max_attempts():
+        if len(tries) > 10 * retry.max_attempts():
             raise AssertionError("still retried")
         raise locking.LeaseLost("1 of 1 lock(s) (user:u1, ...) taken over while held")
 
-    monkeypatch.setattr(worker, "handle", handle)
-    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
-    monkeypatch.setattr(worker, "send_dead_letter",
+    monkeypatch.setattr(retry, "handle", handle)
+    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(retry, "send_dead_letter",
                         lambda record, outcome, attempts, **more: sent.append((outcome, attempts)))
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
-    with caplog.at_level("WARNING", logger=worker.log.name):
-        outcome = worker._process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
-    assert len(tries) == 2 * worker.max_attempts()  # the free ones, then the tries
+    with caplog.at_level("WARNING", logger=retry.log.name):
+        outcome = retry.process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
+    assert len(tries) == 2 * retry.max_attempts()  # the free ones, then the tries
     assert outcome.status == "dead-letter" and "LeaseLost" in outcome.reason and "user:u1" in outcome.reason
-    assert sent == [(outcome, worker.max_attempts())]
+    assert sent == [(outcome, retry.max_attempts())]
 
 
 def test_a_dead_letter_after_lost_leases_counts_them_beside_its_tries(monkeypatch):
@@ -372,7 +372,7 @@ def test_a_dead_letter_after_lost_leases_counts_them_beside_its_tries(monkeypatc
     from types import SimpleNamespace
 
     from core import kafka_io, locking
-    from kafka_workers import worker
+    from kafka_workers import retry
 
     class NoWaiting(threading.Event):  # the back-off's waits, skipped (never stopped)
         def wait(self, timeout=None):
@@ -389,25 +389,25 @@ def test_a_dead_letter_after_lost_leases_counts_them_beside_its_tries(monkeypatc
         raise locking.LeaseLost("1 of 1 lock(s) (user:u1, ...) taken over while held")
 
     monkeypatch.setattr(kafka_io, "publish_json", publish_json)
-    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
-    monkeypatch.setattr(worker, "handle", lose_the_lock)
+    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(retry, "handle", lose_the_lock)
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, key=b"u1", value=b'{"event_id": "e1"}')
-    worker._process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
+    retry.process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
     refused.append("MessageSizeTooLargeError")
-    worker._process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
+    retry.process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
     letter, refused_letter, bare = letters
-    assert refused_letter["lost_leases"] == 2 * worker.max_attempts()
-    assert (letter["attempts"], letter["lost_leases"]) == (worker.max_attempts(), 2 * worker.max_attempts())
+    assert refused_letter["lost_leases"] == 2 * retry.max_attempts()
+    assert (letter["attempts"], letter["lost_leases"]) == (retry.max_attempts(), 2 * retry.max_attempts())
     assert "LeaseLost" in letter["reason"] and "user:u1" in letter["reason"]
-    assert bare["value_b64"] is None and bare["lost_leases"] == 2 * worker.max_attempts()
+    assert bare["value_b64"] is None and bare["lost_leases"] == 2 * retry.max_attempts()
 
     def fail(value, model):
         raise ValueError("no model")
 
     letters.clear()
-    monkeypatch.setattr(worker, "handle", fail)
-    worker._process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
-    assert [(x["attempts"], x["lost_leases"]) for x in letters] == [(worker.max_attempts(), 0)]
+    monkeypatch.setattr(retry, "handle", fail)
+    retry.process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
+    assert [(x["attempts"], x["lost_leases"]) for x in letters] == [(retry.max_attempts(), 0)]
 
 
 @pytest.mark.parametrize("down", [False, True])
@@ -416,7 +416,8 @@ def test_the_worker_creates_the_indexes_at_start_and_runs_without_mongodb_answer
     ``deleted_users.refs``) was missing, and its query scanned, until the next load."""
     from pymongo.errors import ServerSelectionTimeoutError
 
-    from kafka_workers import worker
+    from core import mongo
+    from kafka_workers import metrics, worker
 
     calls = []
 
@@ -425,9 +426,9 @@ def test_the_worker_creates_the_indexes_at_start_and_runs_without_mongodb_answer
         if down:
             raise ServerSelectionTimeoutError("no server")
 
-    monkeypatch.setattr(worker.mongo, "ensure_indexes", ensure_indexes)
+    monkeypatch.setattr(mongo, "ensure_indexes", ensure_indexes)
     monkeypatch.setattr(worker, "run", lambda stop: calls.append("run"))
-    monkeypatch.setattr(worker.metrics, "serve_from_env", lambda: None)
+    monkeypatch.setattr(metrics, "serve_from_env", lambda: None)
     monkeypatch.setattr(worker.signal, "signal", lambda *a: None)
     assert worker.main() == 0
     assert calls == ["indexes", "run"]
@@ -441,14 +442,14 @@ def test_only_a_well_formed_event_id_is_marked_dead_lettered(monkeypatch, raw_id
     from types import SimpleNamespace
 
     from core import cancellation, kafka_io
-    from kafka_workers import worker
+    from kafka_workers.dead_letter_sender import send_dead_letter
 
     notes = []
     monkeypatch.setattr(cancellation, "note_dead_letter", notes.append)
     monkeypatch.setattr(kafka_io, "publish_json", lambda topic, payload, key=None: None)
     value = json.dumps({"event_id": raw_id, "rating": "five"}).encode()
     record = SimpleNamespace(value=value, key=b"u1", topic="ratings", partition=0, offset=1)
-    worker.send_dead_letter(record, Outcome(None, "dead-letter", "bad rating"), attempts=1)
+    send_dead_letter(record, Outcome(None, "dead-letter", "bad rating"), attempts=1)
     assert notes == ([raw_id] if marked else [])
 
 
@@ -460,10 +461,10 @@ def test_waiting_out_an_outage_keeps_healthz_alive(monkeypatch):
 
     from pymongo.errors import ServerSelectionTimeoutError
 
-    from kafka_workers import worker
+    from kafka_workers import commits, metrics, retry
 
     turns, waits = [], []
-    monkeypatch.setattr(worker.metrics, "loop_turned", lambda: turns.append(len(waits)))
+    monkeypatch.setattr(metrics, "loop_turned", lambda: turns.append(len(waits)))
 
     class CountedWaits(threading.Event):
         def wait(self, timeout=None) -> bool:
@@ -475,15 +476,15 @@ def test_waiting_out_an_outage_keeps_healthz_alive(monkeypatch):
             raise ServerSelectionTimeoutError("MongoDB down")
         return Outcome(None, "processed")
 
-    monkeypatch.setattr(worker, "handle", handle)
-    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(retry, "handle", handle)
+    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
-    assert worker._process_with_retry(record, SimpleNamespace(model=None), CountedWaits()).status == "processed"
+    assert retry.process_with_retry(record, SimpleNamespace(model=None), CountedWaits()).status == "processed"
     assert turns == [0, 1, 2]  # before each of the three waits
 
     turns.clear(), waits.clear()
-    monkeypatch.setattr(worker, "finish_tail", lambda tail: len(waits) >= 2)
-    assert worker.finish_tail_or_wait(object(), CountedWaits())
+    monkeypatch.setattr(commits, "finish_tail", lambda tail: len(waits) >= 2)
+    assert commits.finish_tail_or_wait(object(), CountedWaits())
     assert turns == [0, 1]
 
 
@@ -496,11 +497,91 @@ def test_the_one_message_path_claims_only_a_well_formed_event_id(monkeypatch, ra
     from types import SimpleNamespace
 
     from core import cancellation
-    from kafka_workers import worker
+    from kafka_workers.retry import skip_cancelled
 
     claims = []
     monkeypatch.setattr(cancellation, "claim", lambda event_id: claims.append(event_id) or True)
     value = json.dumps({"event_id": raw_id, "junk": 1}).encode()
     record = SimpleNamespace(value=value, key=b"x", topic="ratings", partition=0, offset=1)
-    assert worker.skip_cancelled(record) is None
+    assert skip_cancelled(record) is None
     assert claims == ([raw_id] if claimed else [])
+
+
+def test_one_message_waits_out_outages_and_free_lost_leases_and_counts_its_own_failures(monkeypatch):
+    """The whole retry policy of one message, in one sequence: outages and the first
+    ``max_attempts()`` lost leases share one back-off (0.2 s doubling to 5 s) and use up no try;
+    the message's own failures (and later lost leases) wait ``WORKER_RETRY_DELAY_S`` doubling, and
+    the last try's is the dead letter's reason; a letter Kafka cannot take yet is waited out on the
+    same back-off. The sequence of the worker's retry loop before it was made one flow."""
+    import threading
+    from types import SimpleNamespace
+
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from core import kafka_io, locking
+    from kafka_workers import metrics, retry
+
+    monkeypatch.setenv("WORKER_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("WORKER_RETRY_DELAY_S", "1")
+    down, lost, bad = ServerSelectionTimeoutError("down"), locking.LeaseLost("user:u1 taken over"), ValueError("bad")
+    script = [down, lost, bad, down, lost, bad, lost, lost]
+    waits, reasons, turns, letters = [], [], [], []
+
+    class Waits(threading.Event):
+        def wait(self, timeout=None) -> bool:
+            waits.append(timeout)
+            return False
+
+    def handle(value, model):
+        raise script.pop(0)
+
+    def send(record, outcome, attempts, lost_leases=0):
+        letters.append((outcome.reason, attempts, lost_leases))
+        if len(letters) == 1:
+            raise kafka_io.PublishError("Kafka down")
+
+    monkeypatch.setattr(retry, "handle", handle)
+    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(retry, "send_dead_letter", send)
+    monkeypatch.setattr(metrics, "retried", reasons.append)
+    monkeypatch.setattr(metrics, "loop_turned", lambda: turns.append(len(waits)))
+    record = SimpleNamespace(topic="ratings", partition=0, offset=1, key=b"u1", value=b'{"event_id": "e1"}')
+    outcome = retry.process_with_retry(record, SimpleNamespace(model=None), Waits())
+    assert outcome.status == "dead-letter" and outcome.reason.startswith("LeaseLost: user:u1") and not script
+    assert waits == [0.2, 0.4, 1.0, 0.8, 1.6, 2.0, 3.2, 5.0]
+    assert reasons == ["outage", "lock-lost", "error", "outage", "lock-lost", "error", "lock-lost", "outage"]
+    assert turns == [0, 1, 3, 4, 6, 7]  # before each back-off wait, never before a try's own
+    assert letters == [(outcome.reason, 3, 4)] * 2
+
+
+@pytest.mark.parametrize("failure", ["outage", "error", "letter"])
+def test_one_message_stopped_while_it_waits_is_left_for_redelivery(monkeypatch, failure):
+    """SIGTERM during any wait of a message returns None (not committed: the partition's next owner
+    redelivers it), and its dead letter is not sent."""
+    import threading
+    from types import SimpleNamespace
+
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from core import kafka_io
+    from kafka_workers import retry
+
+    monkeypatch.setenv("WORKER_MAX_ATTEMPTS", "1" if failure == "letter" else "3")
+    stop, sent = threading.Event(), []  # the letters tried
+
+    def handle(value, model):
+        raise ServerSelectionTimeoutError("down") if failure == "outage" else ValueError("bad")
+
+    def send(record, outcome, attempts, lost_leases=0):
+        sent.append(outcome)
+        stop.set()
+        raise kafka_io.PublishError("Kafka down")
+
+    monkeypatch.setattr(retry, "handle", handle)
+    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(retry, "send_dead_letter", send)
+    if failure != "letter":
+        stop.set()
+    record = SimpleNamespace(topic="ratings", partition=0, offset=1, key=b"u1", value=b'{"event_id": "e1"}')
+    assert retry.process_with_retry(record, SimpleNamespace(model=None), stop) is None
+    assert len(sent) == (failure == "letter")

@@ -15,7 +15,7 @@ import pytest
 
 from core import artifacts, list_state, mongo, storage
 from core.settings import get_settings
-from kafka_workers import worker
+from kafka_workers import outage, retry
 from kafka_workers.model_holder import ModelHolder
 from kafka_workers.outcomes import Outcome
 
@@ -67,15 +67,15 @@ def test_a_valid_rating_waits_out_a_store_never_read_instead_of_being_dead_lette
             store["down"] = self.waits < 5
             return False
 
-    monkeypatch.setattr(worker, "handle", handle)
-    monkeypatch.setattr(worker, "skip_cancelled", lambda record: None)
-    monkeypatch.setattr(worker, "send_dead_letter", lambda record, outcome, attempts, lost_leases=0: sent.append(outcome))
-    monkeypatch.setattr(worker, "retry_delay_s", lambda: 0.0)
+    monkeypatch.setattr(retry, "handle", handle)
+    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
+    monkeypatch.setattr(retry, "send_dead_letter", lambda record, outcome, attempts, lost_leases=0: sent.append(outcome))
+    monkeypatch.setattr(retry, "retry_delay_s", lambda: 0.0)
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, key=b"u1",
                              value=json.dumps({"event_id": "evt-0123456789"}).encode())
-    outcome = worker._process_with_retry(record, SimpleNamespace(model=None), StoreBackAfterFiveWaits())
+    outcome = retry.process_with_retry(record, SimpleNamespace(model=None), StoreBackAfterFiveWaits())
     assert outcome.status == "processed" and sent == []
-    assert len(tries) > worker.max_attempts()  # every wait was an outage's, none used up a try
+    assert len(tries) > retry.max_attempts()  # every wait was an outage's, none used up a try
 
 
 def test_once_read_the_last_known_version_is_kept_while_the_store_is_down(store, monkeypatch):
@@ -103,7 +103,7 @@ def test_reloaded_collections_resolve_on_the_last_known_version_while_the_store_
     monkeypatch.setattr(mongo, "raw_collection", lambda db, name: Pointers())
     db = SimpleNamespace(client=object(), name="store-outage")
     store["down"] = True
-    with pytest.raises(worker.OUTAGE_ERRORS):  # never read: waited out, not the message's fault
+    with pytest.raises(outage.OUTAGE_ERRORS):  # never read: waited out, not the message's fault
         mongo.physical_name(db, mongo.PRODUCTS)
     store["down"] = False
     assert mongo.physical_name(db, mongo.PRODUCTS) == "products__g1"

@@ -12,7 +12,8 @@ import pytest
 from kafka import KafkaConsumer
 
 from kafka_workers import metrics
-from kafka_workers.worker import last_broker_contact, topic_exists
+from kafka_workers.consumer import last_broker_contact
+from kafka_workers.topic_check import topic_exists
 
 
 def _get(path: str) -> tuple[str, bytes]:
@@ -122,16 +123,16 @@ def test_the_topic_is_read_from_the_metadata_cache_never_waited_for():
 
 
 def test_the_loop_asks_for_metadata_once_answered_at_once_while_missing_else_now_and_then(monkeypatch):
-    from kafka_workers import worker
+    from kafka_workers.topic_check import check_topic
 
     missing = _Cluster({}, 5.0)
-    asked = worker._check_topic(_consumer(missing), "ratings", 0.0)
+    asked = check_topic(_consumer(missing), "ratings", 0.0)
     assert missing.asked == 1 and asked > 5.0  # answered since: ask again, at once
-    assert worker._check_topic(_consumer(missing), "ratings", asked) == asked and missing.asked == 1  # in flight
+    assert check_topic(_consumer(missing), "ratings", asked) == asked and missing.asked == 1  # in flight
     present = _Cluster({"ratings": {0}}, 5.0)
     now_ms = __import__("time").time() * 1000
-    assert worker._check_topic(_consumer(present), "ratings", now_ms - 1000) == now_ms - 1000 and present.asked == 0
-    assert worker._check_topic(_consumer(present), "ratings", 1.0) > 5.0 and present.asked == 1  # TOPIC_REFRESH_S on
+    assert check_topic(_consumer(present), "ratings", now_ms - 1000) == now_ms - 1000 and present.asked == 0
+    assert check_topic(_consumer(present), "ratings", 1.0) > 5.0 and present.asked == 1  # TOPIC_REFRESH_S on
     metrics.topic_checked("ratings", None)
 
 
