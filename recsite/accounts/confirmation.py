@@ -6,6 +6,10 @@ else's address: its owner could then not sign up with it, and a reset to it hand
 squatter's account. So a sign-up's address waits as a :class:`~accounts.models.PendingEmail`, and
 only its owner's click on the mailed link moves it into ``User.email``.
 
+An address another account has confirmed is taken as any other (sign-up, the e-mail page): the
+answer must not tell whether an address has an account. Its claim never gets a link and can never
+be confirmed; :func:`send_link` mails the address's owner that someone tried instead.
+
 The link holds a token of Django's ``signing`` (a ``TimestampSigner`` under ``SECRET_KEY``): the
 account, the pending row and the address, and when it was made. It works ``EMAIL_CONFIRM_TTL``
 seconds, for the signed-in account it was made for only (the owner of a mailbox who opens a link
@@ -36,7 +40,7 @@ from django.utils import timezone
 
 from accounts import throttle
 from accounts.email_index import EMAIL_INDEX
-from accounts.forms import email_in_use
+from accounts.forms import email_in_use, holder_address
 from accounts.models import PendingEmail
 
 log = logging.getLogger(__name__)
@@ -65,17 +69,44 @@ def send_link(request: HttpRequest, pending: PendingEmail, *, again: bool) -> bo
     mail server failed (logged). The account works either way, and its owner can ask for the link
     again. A first mail is never capped per mailbox: accounts squatting an address would use up
     the cap, and its owner's own sign-up would get no link (sign-ups are counted per client
-    address, ``views.signup``)."""
+    address, ``views.signup``).
+
+    An address another account has gets no link but a notice for its owner (:func:`_mail_notice`),
+    answered as a link would be: the same cap when sent again, and True at a first one unless the
+    mail server failed (a link would have gone), so no caller can tell the two apart."""
     if again and not throttle.confirm_mail_allowed(pending.email):
         log.info("e-mail confirmation: mail cap reached for a mailbox, no mail sent")
         return False
+    holder = holder_address(pending.email, exclude_pk=pending.user_id)
+    if holder is not None:
+        return _mail_notice(request, holder, again=again)
     link = request.build_absolute_uri(reverse("email_confirm", args=[make_token(pending)]))
     context = {"user": pending.user, "email": pending.email, "link": link, "valid_for": _valid_for()}
-    subject = "".join(render_to_string("registration/email_confirm_subject.txt", context).splitlines())
+    return _mail(pending.email, "email_confirm", context, pending.user_id)
+
+
+def _mail_notice(request: HttpRequest, address: str, *, again: bool) -> bool:
+    """Tell the owner of ``address`` (as their account has it) that someone gave it at sign-up or on
+    the e-mail page, with the way in if it was them (sign in, or reset the password). A sign-up's
+    notices to one mailbox have a cap of their own (``throttle.taken_notice_allowed``), which only
+    drops the mail: counted with the links sent again, they would make that cap run out sooner for
+    a taken address than a free one, and the page tell them apart."""
+    if not again and not throttle.taken_notice_allowed(address):
+        log.info("e-mail confirmation: notice cap reached for a mailbox, no mail sent")
+        return True
+    context = {"email": address, "login": request.build_absolute_uri(reverse("login")),
+               "reset": request.build_absolute_uri(reverse("password_reset"))}
+    return _mail(address, "email_in_use", context, None)
+
+
+def _mail(to: str, template: str, context: dict, user_id: int | None) -> bool:
+    """Send ``registration/<template>_subject.txt`` and ``_email.txt`` to ``to``; False, logged, if
+    the mail server failed."""
+    subject = "".join(render_to_string(f"registration/{template}_subject.txt", context).splitlines())
     try:
-        send_mail(subject, render_to_string("registration/email_confirm_email.txt", context), None, [pending.email])
+        send_mail(subject, render_to_string(f"registration/{template}_email.txt", context), None, [to])
     except Exception:  # noqa: BLE001 - as Django's reset form: the page must not fail for the mail server
-        log.exception("e-mail confirmation: the mail to user %s could not be sent", pending.user_id)
+        log.exception("e-mail confirmation: a %s mail (user %s) could not be sent", template, user_id)
         return False
     return True
 
