@@ -11,19 +11,22 @@ answer must not tell whether an address has an account. Its claim never gets a l
 be confirmed; :func:`send_link` mails the address's owner that someone tried instead.
 
 The link holds a token of Django's ``signing`` (a ``TimestampSigner`` under ``SECRET_KEY``): the
-account, the pending row and the address, and when it was made. It works ``EMAIL_CONFIRM_TTL``
-seconds, for the signed-in account it was made for only (the owner of a mailbox who opens a link
-for a stranger's account must not attach their address to it), and once: confirming drops the
-pending row, and with it every other account's claim on that address. The address sits in the
-token so that a page for a claim dropped that way can say why; it is readable (base64) in the
-link, which goes only to that mailbox (and to the site's access log).
+account, the claim's row and the claim's creation time (so a row that came back with the same key,
+after a restore, is not the one the link was made for), and when it was made. No address: the
+token's payload is only base64, readable in the link and in every access log it passes through;
+the page reads the address from the row. It works ``EMAIL_CONFIRM_TTL`` seconds, for the signed-in
+account it was made for only (the owner of a mailbox who opens a link for a stranger's account
+must not attach their address to it), and once: confirming drops the account's claim, and another
+link sent meanwhile replaced it (:func:`new_claim`). Other accounts' claims on the address stay
+until they expire: they cannot be confirmed any more, and their links say why.
 
 Two accounts confirming one address at once: the unique index decides, the loser is told.
 """
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from enum import Enum
 
 from django.conf import settings
@@ -31,8 +34,6 @@ from django.contrib.auth.models import User
 from django.core import signing
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Value
-from django.db.models.functions import Lower
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -45,7 +46,9 @@ from accounts.models import PendingEmail
 
 log = logging.getLogger(__name__)
 
-SALT = "accounts.confirmation"  # keeps these tokens apart from any other signed value of the site
+# Keeps these tokens apart from any other signed value of the site. "v2": the tokens made before
+# held the address (and no creation time); they are refused as any unknown token.
+SALT = "accounts.confirmation.v2"
 
 
 class Outcome(Enum):
@@ -58,9 +61,14 @@ class Outcome(Enum):
     TAKEN = 409  # another account confirmed the address first
 
 
+def _stamp(pending: PendingEmail) -> int:
+    """The claim's creation time in whole microseconds since the epoch: exact, unlike a float."""
+    return (pending.created - datetime(1970, 1, 1, tzinfo=dt_timezone.utc)) // timedelta(microseconds=1)
+
+
 def make_token(pending: PendingEmail) -> str:
-    """The token of ``pending``'s link: its account, its row and its address, signed and timed."""
-    return signing.dumps({"u": pending.user_id, "p": pending.pk, "e": pending.email}, salt=SALT)
+    """The token of ``pending``'s link: its account, its row and its creation time, signed and timed."""
+    return signing.dumps({"u": pending.user_id, "p": pending.pk, "c": _stamp(pending)}, salt=SALT)
 
 
 def send_link(request: HttpRequest, pending: PendingEmail, *, again: bool) -> bool:
@@ -121,52 +129,55 @@ def _valid_for() -> str:
     return f"{seconds} seconds"
 
 
-def check(user: User, token: str) -> tuple[Outcome, str | None]:
-    """What confirming ``token`` as ``user`` would do now, without doing it: ``CONFIRMED`` means the
-    link is good and the page may ask "confirm?"; any other outcome is already final. The address
-    is returned when the token named one."""
+def _opened(user: User, token: str) -> tuple[Outcome, PendingEmail | None]:
+    """What ``token`` opened as ``user`` is now, and its claim when it still has one."""
     try:
         claim = signing.loads(token, salt=SALT, max_age=settings.EMAIL_CONFIRM_TTL)
     except signing.SignatureExpired:
         return Outcome.EXPIRED, None
     except signing.BadSignature:
         return Outcome.INVALID, None
-    address = claim["e"]
     if claim["u"] != user.pk:
         return Outcome.OTHER_ACCOUNT, None
-    if email_in_use(address, exclude_pk=user.pk):
-        return Outcome.TAKEN, address
-    if not PendingEmail.objects.filter(pk=claim["p"], user=user, email=address).exists():
-        return Outcome.INVALID, address
-    return Outcome.CONFIRMED, address
+    pending = PendingEmail.objects.filter(pk=claim["p"], user=user).first()
+    if pending is None or _stamp(pending) != claim["c"]:  # used, replaced, swept, or not this row
+        return Outcome.INVALID, None
+    if email_in_use(pending.email, exclude_pk=user.pk):
+        return Outcome.TAKEN, pending
+    return Outcome.CONFIRMED, pending
+
+
+def check(user: User, token: str) -> tuple[Outcome, str | None]:
+    """What confirming ``token`` as ``user`` would do now, without doing it: ``CONFIRMED`` means the
+    link is good and the page may ask "confirm?"; any other outcome is already final. The address
+    is returned when the link's claim is still there."""
+    outcome, pending = _opened(user, token)
+    return outcome, pending.email if pending else None
 
 
 def confirm(user: User, token: str) -> tuple[Outcome, str | None]:
     """Confirm the address of ``token`` for ``user`` (the POST of the link's page: a GET only
     asks, so a page of another site cannot confirm a mailbox it owns on a signed-in visitor's
-    account): the outcome, and the address when the token named one.
+    account): the outcome, and the address when the link's claim was still there.
 
-    Confirmed, the address becomes ``user``'s ``User.email`` and every pending claim on it (in any
-    case, any account's) is dropped, in one transaction."""
-    outcome, address = check(user, token)
+    Confirmed, the address becomes ``user``'s ``User.email`` and the claim is dropped, in one
+    transaction; a claim replaced since the check (a link sent again at that moment) confirms
+    nothing."""
+    outcome, pending = _opened(user, token)
     if outcome is not Outcome.CONFIRMED:
-        return outcome, address
-    user.email = address
+        return outcome, pending.email if pending else None
     try:
         with transaction.atomic():
+            if not PendingEmail.objects.filter(pk=pending.pk).delete()[0]:  # replaced since the check
+                return Outcome.INVALID, None
+            user.email = pending.email
             user.save(update_fields=["email"])
-            claims_on(address).delete()
     except IntegrityError as exc:  # another account confirmed it after the check above
         if not EMAIL_INDEX.lost_race(exc):
             raise
         user.refresh_from_db(fields=["email"])
-        return Outcome.TAKEN, address
-    return Outcome.CONFIRMED, address
-
-
-def claims_on(address: str):
-    """Every pending claim on ``address``, in any case (the index ``accounts_pendingemail_lower``)."""
-    return PendingEmail.objects.alias(email_lower=Lower("email")).filter(email_lower=Lower(Value(address)))
+        return Outcome.TAKEN, pending.email
+    return Outcome.CONFIRMED, pending.email
 
 
 def pending_of(user: User) -> PendingEmail | None:

@@ -90,7 +90,7 @@ class PendingEmail(models.Model):
     address, so an unconfirmed one must neither block its owner's own sign-up (the unique index on
     ``lower(email)``) nor receive that account's password resets. Not unique: several accounts may
     claim one address; the first to confirm it (``accounts.confirmation``) gets it, and the other
-    claims are dropped then. One claim per account: another address given on the account page, or
+    claims can no longer be confirmed (they stay until they expire). One claim per account: another address given on the account page, or
     the link sent again, replaces the row (``confirmation.new_claim``). A row is never edited, so a
     link made for one row cannot confirm another address, and only the newest link works. Celery's
     sweep deletes rows older than ``EMAIL_CONFIRM_TTL``, whose links have expired.
@@ -102,8 +102,7 @@ class PendingEmail(models.Model):
 
     class Meta:
         ordering = ["-created", "-pk"]
-        # confirming an address drops every claim on it, found in any case as the unique index on
-        # auth_user compares (accounts.confirmation)
+        # claims on an address in any case, as the unique index on auth_user compares
         indexes = [models.Index(Lower("email"), name="accounts_pendingemail_lower")]
 
     def __str__(self) -> str:
