@@ -42,7 +42,7 @@ from django.utils import timezone
 from accounts import throttle
 from accounts.email_index import EMAIL_INDEX
 from accounts.forms import email_in_use, holder_address
-from accounts.models import PendingEmail
+from accounts.models import ONE_CLAIM_ERRORS, PendingEmail
 
 log = logging.getLogger(__name__)
 
@@ -181,18 +181,39 @@ def confirm(user: User, token: str) -> tuple[Outcome, str | None]:
 
 
 def pending_of(user: User) -> PendingEmail | None:
-    """The address ``user`` waits to confirm, if any: one claim per account (:func:`new_claim`
-    replaces it; the newest is taken should a race have left two)."""
+    """The address ``user`` waits to confirm, if any (one claim per account: a constraint)."""
     return PendingEmail.objects.filter(user=user).first()
 
 
-def new_claim(user: User, email: str) -> PendingEmail:
+# Each lost race means another post's claim was committed meanwhile, and posts per account are
+# limited (``EMAIL_CONFIRM_RESENDS_PER_ACCOUNT``): a few tries always end with this post's claim.
+CLAIM_TRIES = 5
+
+
+def new_claim(user: User, email: str, *, tries: int = CLAIM_TRIES) -> PendingEmail:
     """``user``'s claim on ``email``, in place of any claim it had: for another address (a typo
     corrected) or the same one mailed again. A new row, so only the newest link works and the
-    sweep (:func:`delete_expired_claims`) never drops a claim whose link still works."""
-    with transaction.atomic():
-        PendingEmail.objects.filter(user=user).delete()
-        return PendingEmail.objects.create(user=user, email=email)
+    sweep (:func:`delete_expired_claims`) never drops a claim whose link still works.
+
+    Two posts at once (a double click, two tabs) both delete the old claim, then insert; the
+    constraint of one claim per account refuses the second insert, which then deletes the first's
+    claim and inserts again: the later post's claim stays, as if they had come one after the other."""
+    try:
+        with transaction.atomic():
+            PendingEmail.objects.filter(user=user).delete()
+            return PendingEmail.objects.create(user=user, email=email)
+    except IntegrityError as exc:
+        if tries <= 1 or not lost_claim_race(exc):
+            raise
+        log.info("e-mail confirmation: another claim of user %s came first, replacing it", user.pk)
+        return new_claim(user, email, tries=tries - 1)
+
+
+def lost_claim_race(error: IntegrityError) -> bool:
+    """Whether ``error`` is the constraint of one claim per account refusing an insert, told by the
+    first line (PostgreSQL names the constraint, SQLite the column it covers)."""
+    first_line = str(error).partition("\n")[0]
+    return any(name in first_line for name in ONE_CLAIM_ERRORS)
 
 
 def delete_expired_claims() -> int:

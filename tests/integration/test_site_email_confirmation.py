@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import pytest
 from django.contrib.auth.models import User
 from django.core import signing
+from django.db import IntegrityError, transaction
 from django.test import Client
 from django.test.utils import override_settings
 
@@ -427,3 +428,64 @@ def test_the_link_carries_no_address(site_cache, mailoutbox):
     assert address.split("@")[0].lower().encode() not in data.lower(), data
     assert "private" not in link.lower()
     assert f"Confirm <strong>{address}</strong>" in client.get(link).content.decode()
+
+
+def test_the_database_keeps_one_claim_per_account():
+    """One claim per account was only ``new_claim``'s rule (delete, then insert): two posts at once
+    could both delete the old claim and both insert. Now a constraint (accounts.0013)."""
+    user = User.objects.create(username=_name())
+    PendingEmail.objects.create(user=user, email=f"{_name()}@example.com")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        PendingEmail.objects.create(user=user, email=f"{_name()}@example.com")
+    PendingEmail.objects.create(user=User.objects.create(username=_name()), email=f"{_name()}@example.com")
+
+
+def test_two_address_changes_at_once_leave_one_claim(site_cache, mailoutbox):
+    """Two "give another address" posts at once: each deletes the old claim, then inserts its own;
+    the constraint refuses the second insert, and that post deletes the first's claim and inserts
+    again, as one after the other would: one claim, the later one, and no server error.
+
+    The race is made real without threads: the other post's claim is inserted just before this
+    one's own (a pre_save receiver, once), after this one deleted the old claim."""
+    from django.db.models.signals import pre_save
+
+    client, user, _ = _signed_up(f"{_name()}@example.com", mailoutbox)
+    mine, other = f"{_name()}@example.com", f"{_name()}@example.com"
+
+    def the_other_post_first(sender, instance, **kwargs):
+        if instance.user_id == user.pk:
+            pre_save.disconnect(the_other_post_first, sender=PendingEmail)  # once: the other's own save
+            PendingEmail.objects.create(user=user, email=other)
+
+    pre_save.connect(the_other_post_first, sender=PendingEmail)
+    try:
+        answer = client.post("/accounts/email/", {"email": mine}, REMOTE_ADDR=_own_address())
+    finally:
+        pre_save.disconnect(the_other_post_first, sender=PendingEmail)
+    assert answer.status_code == 302, answer.status_code
+    assert list(PendingEmail.objects.filter(user=user).values_list("email", flat=True)) == [mine]
+    assert mailoutbox[-1].to == [mine] and client.post(_link(mailoutbox[-1])).status_code == 302
+    user.refresh_from_db()
+    assert user.email == mine
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keeps_each_accounts_newest_claim(site_cache):
+    """A database where a race left an account two claims: accounts.0013 keeps the newest (the one
+    whose link works) before it adds the constraint, which would refuse otherwise."""
+    from django.core.management import call_command
+
+    first, second = User.objects.create(username=_name()), User.objects.create(username=_name())
+    try:
+        call_command("migrate", "accounts", "0012", verbosity=0)
+        older = PendingEmail.objects.create(user=first, email="older@example.com")
+        newer = PendingEmail.objects.create(user=first, email="newer@example.com")
+        alone = PendingEmail.objects.create(user=second, email="alone@example.com")
+        assert older.created <= newer.created
+        call_command("migrate", "accounts", verbosity=0)
+        assert set(PendingEmail.objects.values_list("pk", flat=True)) == {newer.pk, alone.pk}
+        with pytest.raises(IntegrityError), transaction.atomic():
+            PendingEmail.objects.create(user=second, email="again@example.com")
+    finally:  # the other tests' schema, whatever happened
+        call_command("migrate", "accounts", verbosity=0)
+        User.objects.filter(pk__in=[first.pk, second.pk]).delete()
