@@ -1,7 +1,7 @@
-"""Sign-up form: Django's own, with an e-mail address for password resets, one account per
-address; the admin's user forms with the same rule; telling a lost race for a username or an
-address from any other failed insert; the reset form with a cap on the mails to one
-mailbox; the delete-account confirmation."""
+"""Sign-up form: Django's own, with an e-mail address for password resets (one account's each, once
+confirmed: ``accounts.confirmation``); the admin's user forms, which refuse an address in use;
+telling a lost race for a username or an address from any other failed insert; the reset form with
+a cap on the mails to one mailbox; the delete-account confirmation."""
 from __future__ import annotations
 
 import logging
@@ -12,8 +12,6 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError
 from django.db.models import F, Lookup, QuerySet, Value
 from django.db.models.functions import Lower
-from django.urls import reverse
-from django.utils.html import format_html
 
 from accounts import throttle
 from accounts.email_index import EMAIL_INDEX
@@ -67,6 +65,15 @@ def email_in_use(email: str, exclude_pk: int | None = None, using: str | None = 
     return _same_address(email).using(using).exclude(pk=exclude_pk).exists()
 
 
+def holder_address(email: str, exclude_pk: int | None = None) -> str | None:
+    """The address of the account (other than ``exclude_pk``) that has ``email`` in any case, as that
+    account confirmed it (mail about it goes there, exactly as its owner wrote it); None if none has."""
+    if not email:
+        return None
+    found = _same_address(email).exclude(pk=exclude_pk).values_list("email", flat=True)[:1]
+    return next(iter(found), None)
+
+
 class _NotEqual(Lookup):
     """``lhs <> rhs``, the very term of the index's WHERE clause: SQLite uses a partial index only for
     a query that has it as written, and ``exclude(email="")`` is ``NOT (email = '')``."""
@@ -90,18 +97,14 @@ def _same_address(email: str) -> QuerySet[User]:
 
 
 class SignUpForm(UserCreationForm):
-    """Django's sign-up with a required e-mail address that no other account has confirmed (in any
-    case). The address is not the account's yet: :meth:`save` leaves ``User.email`` blank, and the
-    sign-up keeps it as a pending claim until its owner confirms it (``accounts.confirmation``).
+    """Django's sign-up with a required e-mail address. The address is not the account's yet:
+    :meth:`save` leaves ``User.email`` blank, and the sign-up keeps it as a pending claim until its
+    owner confirms it (``accounts.confirmation``).
 
-    Telling that an address has an account is what a shop's sign-up does (the person can then reset
-    the password instead of wondering). Addresses are private, though: the address is looked up only
-    once everything else on the form is valid (:meth:`_post_clean`), and a sign-up refused because
-    its address is in use keeps its count (``accounts.views.signup``), so each address found costs
-    one and asking which have accounts is limited to the sign-up rate of one client address. Any
-    other refusal (a typo) gives its count back and says nothing of the address: checked in
-    ``clean_email``, an address was told in use whatever the passwords said, so a client asked with
-    mismatched passwords and paid only for the addresses that have no account, i.e. nothing."""
+    Whether another account has the address is not checked here, and the sign-up is answered the
+    same either way: refusing it ("address in use") told anyone which addresses have accounts, one
+    sign-up each. A taken address's claim can never be confirmed, and its owner is mailed that
+    someone tried instead of a link (``confirmation.send_link``)."""
 
     email = forms.EmailField(required=True, max_length=254,
                              help_text="Used only to reset your password, once you confirm it by the link we mail you.")
@@ -121,38 +124,16 @@ class SignUpForm(UserCreationForm):
             user.save()
         return user
 
-    def _post_clean(self) -> None:
-        """Django's own checks (the password validators run here), then the address, if nothing
-        else is wrong: only a sign-up that would make an account tells whether one has it."""
-        super()._post_clean()
-        if not self.errors and email_in_use(self.cleaned_data["email"]):
-            self.add_error("email", self.email_taken())
-
-    @staticmethod
-    def email_taken() -> forms.ValidationError:
-        """The error for an address another account has: what it means and what to do."""
-        return forms.ValidationError(format_html(
-            'This e-mail address is already in use by another account. If it is yours, '
-            '<a href="{}">reset your password</a> to sign in (the mail also tells your username).',
-            reverse("password_reset")), code="email_taken")
-
 
 class PendingEmailForm(forms.Form):
     """Another address to confirm in place of the pending one (``views.account_email``): a typo at
-    sign-up sent every "send again" to a stranger. Refused, as at sign-up, when another account
-    has the address confirmed."""
+    sign-up sent every "send again" to a stranger. As at sign-up, an address another account has is
+    taken as any other (its owner is mailed instead of a link): refusing it told which have accounts."""
 
     email = forms.EmailField(max_length=254, label="Another address")
 
-    def __init__(self, user: User, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.user = user
-
     def clean_email(self) -> str:
-        email = normalized_email(self.cleaned_data["email"])
-        if email_in_use(email, exclude_pk=self.user.pk):
-            raise forms.ValidationError("Another account already uses this e-mail address.", code="email_taken")
-        return email
+        return normalized_email(self.cleaned_data["email"])
 
 
 class _LostUsernameRace:

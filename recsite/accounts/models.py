@@ -5,7 +5,6 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models.functions import Lower
 
 from core.events import MAX_ID_LENGTH
 
@@ -83,17 +82,24 @@ class AccountDeletion(models.Model):
         return f"account deletion {self.pk} at {self.deleted_at:%Y-%m-%d %H:%M}"
 
 
+# The constraint of one claim per account as each database names it in the IntegrityError's first
+# line: PostgreSQL the constraint, SQLite the column it covers (``confirmation.lost_claim_race``).
+ONE_CLAIM = "accounts_pendingemail_one_per_account"
+ONE_CLAIM_ERRORS = (f'"{ONE_CLAIM}"', "UNIQUE constraint failed: accounts_pendingemail.user_id")
+
+
 class PendingEmail(models.Model):
-    """An e-mail address given at sign-up that its owner has not confirmed yet.
+    """An e-mail address given at sign-up (or on the e-mail page) that its owner has not confirmed yet.
 
     Kept apart from ``User.email``, which holds confirmed addresses only: anyone can type anyone's
     address, so an unconfirmed one must neither block its owner's own sign-up (the unique index on
-    ``lower(email)``) nor receive that account's password resets. Not unique: several accounts may
-    claim one address; the first to confirm it (``accounts.confirmation``) gets it, and the other
-    claims are dropped then. One claim per account: another address given on the account page, or
-    the link sent again, replaces the row (``confirmation.new_claim``). A row is never edited, so a
-    link made for one row cannot confirm another address, and only the newest link works. Celery's
-    sweep deletes rows older than ``EMAIL_CONFIRM_TTL``, whose links have expired.
+    ``lower(email)``) nor receive that account's password resets. Not unique per address: several
+    accounts may claim one; the first to confirm it (``accounts.confirmation``) gets it, and the
+    other claims can no longer be confirmed. One claim per account (a constraint, accounts.0013):
+    another address given on the account page, or the link sent again, replaces the row
+    (``confirmation.new_claim``). A row is never edited, so a link made for one row cannot confirm
+    another address, and only the newest link works. Celery's sweep deletes rows older than
+    ``EMAIL_CONFIRM_TTL``, whose links have expired.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pending_emails")
@@ -102,9 +108,7 @@ class PendingEmail(models.Model):
 
     class Meta:
         ordering = ["-created", "-pk"]
-        # confirming an address drops every claim on it, found in any case as the unique index on
-        # auth_user compares (accounts.confirmation)
-        indexes = [models.Index(Lower("email"), name="accounts_pendingemail_lower")]
+        constraints = [models.UniqueConstraint(fields=["user"], name=ONE_CLAIM)]
 
     def __str__(self) -> str:
         return f"{self.email} (unconfirmed, {self.user})"

@@ -48,7 +48,9 @@ mails confirming an address again ("send the link again") are capped alike, with
 their own (``confirm_mail_allowed``, ``EMAIL_CONFIRM_MAILS_PER_EMAIL``); a sign-up's first mail is
 not (the sign-up was counted per client address already), so accounts squatting an address cannot
 use up its owner's. Those resends are counted per account and per client address
-(``confirm_resend``) and refused (429) past their limits, as sign-ups are.
+(``confirm_resend``) and refused (429) past their limits, as sign-ups are. The mails telling an
+address's owner that a sign-up gave it (another account has it) are capped with a count of their
+own (``taken_notice_allowed``), which only ever drops the mail.
 """
 from __future__ import annotations
 
@@ -390,8 +392,9 @@ def confirm_resend(account: str, address: str) -> None:
 
 
 def account_mail_allowed(kind: str, email: str, limit: int) -> bool:
-    """Count one account mail of this kind (``reset``, ``confirm``) to this mailbox: False (send
-    nothing) past ``limit`` within ``ACCOUNT_THROTTLE_WINDOW``, or while Redis fails.
+    """Count one account mail of this kind (``reset``, ``confirm``, ``taken-notice``) to this
+    mailbox: False (send nothing) past ``limit`` within ``ACCOUNT_THROTTLE_WINDOW``, or while Redis
+    fails.
 
     Counted per mailbox whoever asks, but only ever drops the mail, never refuses the request: so
     many addresses cannot flood one mailbox, and none can lock its owner out of the form. The
@@ -415,6 +418,12 @@ def confirm_mail_allowed(email: str) -> bool:
     """One address-confirmation mail sent again to this mailbox (``accounts.confirmation``), within
     ``EMAIL_CONFIRM_MAILS_PER_EMAIL``; a sign-up's first mail is not counted here."""
     return account_mail_allowed("confirm", email, settings.EMAIL_CONFIRM_MAILS_PER_EMAIL)
+
+
+def taken_notice_allowed(email: str) -> bool:
+    """One mail telling the owner of this address that a sign-up gave it (``accounts.confirmation``),
+    within ``EMAIL_CONFIRM_MAILS_PER_EMAIL``: a count of its own, apart from the links sent again."""
+    return account_mail_allowed("taken-notice", email, settings.EMAIL_CONFIRM_MAILS_PER_EMAIL)
 
 
 def mark_refused(request, refusal: Refused) -> None:

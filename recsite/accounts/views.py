@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import confirmation, deletion, throttle
 from accounts.forms import (CappedPasswordResetForm, DeleteAccountForm, PendingEmailForm, SignUpForm,
-                            email_in_use, lost_username_race, username_taken)
+                            lost_username_race, username_taken)
 from accounts.models import PendingEmail, Profile, recommender_id
 from recsite.client_address import client_address
 
@@ -124,7 +124,8 @@ def _create_account(form: SignUpForm) -> tuple[User, PendingEmail] | None:
 
 
 def signup(request):
-    """Sign-up; accounts made per client address are limited (``ACCOUNT_THROTTLE_*``)."""
+    """Sign-up; accounts made per client address are limited (``ACCOUNT_THROTTLE_*``). Answered the
+    same whether another account has the address or not (``SignUpForm``, ``confirmation.send_link``)."""
     if request.user.is_authenticated:
         return redirect("recommendations")
     form = SignUpForm(request.POST or None)
@@ -137,12 +138,8 @@ def signup(request):
             return render(request, "registration/signup.html", {"form": SignUpForm(), "locked": message},
                           status=refusal.status)
         made = _create_account(form) if form.is_valid() else None
-        if made is None:
-            if not form.has_error("email", "email_taken"):
-                # a typo costs nothing; an address found in use keeps its count, and only a form
-                # valid in every other way looks it up (SignUpForm._post_clean), so a client cannot
-                # test a list of addresses for accounts faster than it could sign up
-                throttle.give_back_account_action("signup", address)
+        if made is None:  # a typo costs nothing (the address is never looked up: SignUpForm)
+            throttle.give_back_account_action("signup", address)
         else:
             user, pending = made
             login(request, user, backend="accounts.backends.ProfileBackend")
@@ -190,11 +187,12 @@ def account_email(request):
     """The account's confirmed address and the one waiting for confirmation. A POST mails the
     waiting one's link again or, with ``email``, replaces it with another address (a typo) and
     mails that; then the page again (PRG). Both are limited per account and per client address
-    (429 past either, ``throttle.confirm_resend``) and capped per mailbox. A waiting address that
-    another account has confirmed meanwhile is dropped, not mailed."""
+    (429 past either, ``throttle.confirm_resend``) and capped per mailbox. An address another
+    account has is answered as any other (its owner gets a notice instead of the link,
+    ``confirmation.send_link``): this page must not tell which addresses have accounts either."""
     user = request.user
     pending = confirmation.pending_of(user)
-    form = PendingEmailForm(user, request.POST if "email" in request.POST else None)
+    form = PendingEmailForm(request.POST if "email" in request.POST else None)
     if request.method == "POST":
         if not form.is_bound and pending is None:
             messages.info(request, "There is no address waiting for confirmation.")
@@ -204,20 +202,10 @@ def account_email(request):
         except throttle.Refused as refusal:
             message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
             return render(request, "registration/account_email.html",
-                          {"pending": pending, "form": PendingEmailForm(user), "locked": message}, status=refusal.status)
-        if form.is_bound:
-            if not form.is_valid():
-                return render(request, "registration/account_email.html", {"pending": pending, "form": form},
-                              status=400)
-            address = form.cleaned_data["email"]
-        elif email_in_use(pending.email, exclude_pk=user.pk):
-            pending.delete()
-            messages.warning(request, f"Another account has confirmed {pending.email} meanwhile: "
-                                      f"it cannot be this account's. Give another address below.")
-            return redirect("account_email")
-        else:
-            address = pending.email
-        pending = confirmation.new_claim(user, address)
+                          {"pending": pending, "form": PendingEmailForm(), "locked": message}, status=refusal.status)
+        if form.is_bound and not form.is_valid():
+            return render(request, "registration/account_email.html", {"pending": pending, "form": form}, status=400)
+        pending = confirmation.new_claim(user, form.cleaned_data["email"] if form.is_bound else pending.email)
         _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=True))
         return redirect("account_email")
     return render(request, "registration/account_email.html", {"pending": pending, "form": form})

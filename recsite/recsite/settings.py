@@ -178,7 +178,8 @@ PASSWORD_RESET_MAILS_PER_EMAIL = env_int("PASSWORD_RESET_MAILS_PER_EMAIL", 10)
 # (accounts.confirmation): the link works this many seconds. A sign-up's first mail always goes
 # (sign-ups are counted per client address); "send the link again" is limited per account
 # (EMAIL_CONFIRM_RESENDS_PER_ACCOUNT) and per client address (ACCOUNT_THROTTLE_ATTEMPTS), and one
-# mailbox gets at most EMAIL_CONFIRM_MAILS_PER_EMAIL such mails, all within ACCOUNT_THROTTLE_WINDOW.
+# mailbox gets at most EMAIL_CONFIRM_MAILS_PER_EMAIL such mails, all within ACCOUNT_THROTTLE_WINDOW
+# (and as many, counted apart, telling its owner that a sign-up gave an address their account has).
 EMAIL_CONFIRM_TTL = env_int("EMAIL_CONFIRM_TTL", 259200, minimum=1)
 EMAIL_CONFIRM_MAILS_PER_EMAIL = env_int("EMAIL_CONFIRM_MAILS_PER_EMAIL", 5)
 EMAIL_CONFIRM_RESENDS_PER_ACCOUNT = env_int("EMAIL_CONFIRM_RESENDS_PER_ACCOUNT", 3)

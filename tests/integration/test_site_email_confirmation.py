@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import re
 import uuid
+import zlib
 from urllib.parse import unquote
 
 import pytest
 from django.contrib.auth.models import User
+from django.core import signing
+from django.db import IntegrityError, transaction
 from django.test import Client
 from django.test.utils import override_settings
 
@@ -63,6 +66,22 @@ def _signed_up(email: str, mailoutbox) -> tuple[Client, User, str]:
     return client, User.objects.get(username=name), _link(mailoutbox[-1])
 
 
+def _seen(response, *private: str) -> tuple:
+    """A response as its client sees it (status, redirect, page), with what differs between any two
+    accounts anyway blanked: their usernames and addresses (in any case), the forms' CSRF tokens.
+    Two answers equal here tell nothing apart."""
+    body = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', 'name="csrfmiddlewaretoken"',
+                  response.content.decode())
+    for word in private:
+        body = re.sub(re.escape(word), "...", body, flags=re.IGNORECASE)
+    return response.status_code, response.get("Location"), body
+
+
+def _notices(email: str, mailoutbox) -> list:
+    """The mails telling ``email``'s owner that someone gave their address: to it, with no link."""
+    return [m for m in mailoutbox if m.to == [email] and not LINK.search(m.body)]
+
+
 def _reset_mails(email: str, mailoutbox) -> list:
     """The mails a password reset request for ``email`` sends."""
     before = len(mailoutbox)
@@ -87,17 +106,20 @@ def test_a_squatter_cannot_take_someone_elses_address(site_cache, mailoutbox):
     assert f"Your e-mail address {address} is confirmed." in page and f"<strong>{address}</strong>" in page
     victim.refresh_from_db()
     assert victim.email == address
-    assert not PendingEmail.objects.filter(email__iexact=address).exists()  # the squatter's claim is gone
+    assert not PendingEmail.objects.filter(user=victim).exists()
 
     (reset,) = _reset_mails(address.upper(), mailoutbox)
     assert reset.to == [address] and victim.username in reset.body and squatter.username not in reset.body
 
     late = squatter_client.get(squatter_link)  # the victim clicked nothing of the squatter's
     assert late.status_code == 409 and f"Another account confirmed {address} first" in late.content.decode()
+    assert squatter_client.post(squatter_link).status_code == 409
     squatter.refresh_from_db()
     assert squatter.email == ""
-    refused = _signup(Client(), _name(), address)  # a confirmed address is one account's
-    assert refused.status_code == 400 and "already in use by another account" in refused.content.decode()
+    latecomer = _name()  # a confirmed address is one account's; the sign-up is answered as for a free one
+    assert _signup(Client(), latecomer, address).status_code == 302
+    assert User.objects.get(username=latecomer).email == "" and mailoutbox[-1].to == [address]
+    assert not LINK.search(mailoutbox[-1].body)  # its owner is told, and gets no link to confirm
 
 
 def test_opening_the_link_only_asks_and_the_confirmation_is_a_csrf_checked_post(site_cache, mailoutbox):
@@ -148,7 +170,6 @@ def test_an_expired_link_confirms_nothing(site_cache, mailoutbox, monkeypatch):
     import time
 
     from django.conf import settings
-    from django.core import signing
 
     def made_ago(seconds: int):
         monkeypatch.setattr(signing.TimestampSigner, "timestamp",
@@ -311,23 +332,160 @@ def test_a_mistyped_pending_address_can_be_replaced(site_cache, mailoutbox):
     assert user.email == right
 
 
-def test_replacing_the_pending_address_refuses_one_in_use(site_cache, mailoutbox, make_user):
-    taken = make_user().email  # confirmed by another account
-    client, user, _ = _signed_up(f"{_name()}@example.com", mailoutbox)
-    before = len(mailoutbox)
-    refused = client.post("/accounts/email/", {"email": taken.upper()}, REMOTE_ADDR=_own_address())
-    assert refused.status_code == 400 and "Another account already uses this e-mail address." in refused.content.decode()
-    assert len(mailoutbox) == before and PendingEmail.objects.get(user=user).email != taken
+def test_signing_up_answers_alike_whether_the_address_has_an_account_or_not(site_cache, mailoutbox, make_user):
+    """Sign-up answered "already in use" for an address another account had confirmed: anyone could
+    test addresses for accounts, one sign-up each. A taken address is now taken as a free one is:
+    the same redirect and the same pages after it (the new account waits for the address, which
+    it can never confirm); the address's owner gets a mail saying someone tried, with no link, where
+    a free address gets its link."""
+    owner = make_user()
+    taken, free = owner.email.upper(), f"{_name()}@example.com"
+    seen, users = {}, {}
+    for address in (taken, free):
+        client, name = Client(), _name()
+        answer = _signup(client, name, address)
+        seen[address] = [_seen(answer, name, address), _seen(client.get("/accounts/email/"), name, address)]
+        users[address] = (client, User.objects.get(username=name))
+    assert seen[taken] == seen[free] and seen[free][0][:2] == (302, "/welcome/")
+    assert "We mailed a link to" in seen[taken][1][2]
+
+    (notice,) = _notices(owner.email, mailoutbox)  # to the address as its owner confirmed it
+    assert "/accounts/password_reset/" in notice.body and "/accounts/login/" in notice.body
+    assert [m.to for m in mailoutbox] == [[owner.email], [free]] and LINK.search(mailoutbox[1].body)
+
+    from accounts.confirmation import make_token
+
+    client, user = users[taken]  # its claim cannot be confirmed, were a link ever made for it
+    claim = PendingEmail.objects.get(user=user)
+    assert claim.email.lower() == owner.email.lower()
+    link = f"/accounts/email/confirm/{make_token(claim)}/"
+    for answer in (client.get(link), client.post(link)):
+        assert answer.status_code == 409 and "Another account confirmed" in answer.content.decode()
+    user.refresh_from_db()
+    owner.refresh_from_db()
+    assert user.email == "" and owner.email.upper() == taken
 
 
-def test_a_claim_another_account_confirmed_meanwhile_is_dropped_not_mailed(site_cache, mailoutbox, make_user):
+def test_sign_up_notices_to_one_mailbox_are_capped(site_cache, mailoutbox, make_user):
+    """Each sign-up with a taken address mails its owner, at most ``EMAIL_CONFIRM_MAILS_PER_EMAIL``
+    times per window; past that the sign-up still answers (and says) what a free address's would."""
+    owner = make_user()
+    with override_settings(EMAIL_CONFIRM_MAILS_PER_EMAIL=1):
+        clients = [Client() for _ in range(3)]
+        assert [_signup(c, _name(), owner.email).status_code for c in clients] == [302, 302, 302]
+        assert len(_notices(owner.email, mailoutbox)) == 1 and len(mailoutbox) == 1
+        assert "We mailed a link to" in clients[2].get("/accounts/email/").content.decode()
+
+
+def test_the_account_page_answers_alike_whether_the_address_has_an_account_or_not(site_cache, mailoutbox,
+                                                                                  make_user):
+    """The e-mail page had the same oracle: an address another account has was refused ("Another
+    account already uses ..."), and "send again" for one dropped the claim and said so. Both now
+    answer as for a free address, up to the mailbox's cap and past it, and the owner gets the
+    notice instead of a link."""
+    owner = make_user()
+    taken, free = owner.email.upper(), f"{_name()}@example.com"
+    seen = {}
+    with override_settings(EMAIL_CONFIRM_MAILS_PER_EMAIL=1):  # the change is mailed, the resend not
+        for address in (taken, free):
+            client, user, _ = _signed_up(f"{_name()}@example.com", mailoutbox)
+            private = (user.username, address, PendingEmail.objects.get(user=user).email)
+            changed = client.post("/accounts/email/", {"email": address}, REMOTE_ADDR=_own_address())
+            after_change = client.get("/accounts/email/")
+            again = _resend(client)
+            seen[address] = [_seen(r, *private) for r in (changed, after_change, again, client.get("/accounts/email/"))]
+            assert PendingEmail.objects.get(user=user).email.lower() == address.lower()
+    assert seen[taken] == seen[free]
+    assert "We mailed a link to" in seen[free][1][2] and "We could not mail" in seen[free][3][2]
+    assert len(_notices(owner.email, mailoutbox)) == 1 and [m.to for m in mailoutbox].count([free]) == 1
+
+
+def test_a_claim_another_account_confirmed_meanwhile_is_not_mailed_its_link(site_cache, mailoutbox, make_user):
     """An address another account got meanwhile (the admin, a sign-up answered by an old web
-    process) is not mailed again: the claim is dropped and the page asks for another address."""
+    process): "send again" mails its owner the notice, not a link, and the page answers as usual;
+    the link mailed before it was taken confirms nothing."""
     address = f"{_name()}@example.com"
-    client, user, _ = _signed_up(address, mailoutbox)
+    client, user, link = _signed_up(address, mailoutbox)
     User.objects.filter(pk=make_user().pk).update(email=address)  # as the admin's user page would
-    before = len(mailoutbox)
+    late = client.post(link)
+    assert late.status_code == 409 and f"Another account confirmed {address} first" in late.content.decode()
     assert _resend(client).status_code == 302
-    assert len(mailoutbox) == before and not PendingEmail.objects.filter(user=user).exists()
+    assert len(_notices(address, mailoutbox)) == 1 and len(mailoutbox) == 2
     page = client.get("/accounts/email/").content.decode()
-    assert f"Another account has confirmed {address} meanwhile" in page and 'id="change-pending-email"' in page
+    assert f"We mailed a link to {address}" in page and f"Waiting for confirmation: <strong>{address}</strong>" in page
+    user.refresh_from_db()
+    assert user.email == "" and PendingEmail.objects.filter(user=user).count() == 1
+
+
+def test_the_link_carries_no_address(site_cache, mailoutbox):
+    """The token held the address, readable (base64, maybe zlib) in the link and so in every access
+    log and history it passes through. It now names the claim only; the page finds its address."""
+    address = f"Private.{_name()}@example.com"
+    client, _, link = _signed_up(address, mailoutbox)
+    payload = link.rstrip("/").rsplit("/", 1)[1].split(":")[0]
+    data = signing.b64_decode(payload.lstrip(".").encode())
+    data = zlib.decompress(data) if payload.startswith(".") else data
+    assert address.split("@")[0].lower().encode() not in data.lower(), data
+    assert "private" not in link.lower()
+    assert f"Confirm <strong>{address}</strong>" in client.get(link).content.decode()
+
+
+def test_the_database_keeps_one_claim_per_account():
+    """One claim per account was only ``new_claim``'s rule (delete, then insert): two posts at once
+    could both delete the old claim and both insert. Now a constraint (accounts.0013)."""
+    user = User.objects.create(username=_name())
+    PendingEmail.objects.create(user=user, email=f"{_name()}@example.com")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        PendingEmail.objects.create(user=user, email=f"{_name()}@example.com")
+    PendingEmail.objects.create(user=User.objects.create(username=_name()), email=f"{_name()}@example.com")
+
+
+def test_two_address_changes_at_once_leave_one_claim(site_cache, mailoutbox):
+    """Two "give another address" posts at once: each deletes the old claim, then inserts its own;
+    the constraint refuses the second insert, and that post deletes the first's claim and inserts
+    again, as one after the other would: one claim, the later one, and no server error.
+
+    The race is made real without threads: the other post's claim is inserted just before this
+    one's own (a pre_save receiver, once), after this one deleted the old claim."""
+    from django.db.models.signals import pre_save
+
+    client, user, _ = _signed_up(f"{_name()}@example.com", mailoutbox)
+    mine, other = f"{_name()}@example.com", f"{_name()}@example.com"
+
+    def the_other_post_first(sender, instance, **kwargs):
+        if instance.user_id == user.pk:
+            pre_save.disconnect(the_other_post_first, sender=PendingEmail)  # once: the other's own save
+            PendingEmail.objects.create(user=user, email=other)
+
+    pre_save.connect(the_other_post_first, sender=PendingEmail)
+    try:
+        answer = client.post("/accounts/email/", {"email": mine}, REMOTE_ADDR=_own_address())
+    finally:
+        pre_save.disconnect(the_other_post_first, sender=PendingEmail)
+    assert answer.status_code == 302, answer.status_code
+    assert list(PendingEmail.objects.filter(user=user).values_list("email", flat=True)) == [mine]
+    assert mailoutbox[-1].to == [mine] and client.post(_link(mailoutbox[-1])).status_code == 302
+    user.refresh_from_db()
+    assert user.email == mine
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keeps_each_accounts_newest_claim(site_cache):
+    """A database where a race left an account two claims: accounts.0013 keeps the newest (the one
+    whose link works) before it adds the constraint, which would refuse otherwise."""
+    from django.core.management import call_command
+
+    first, second = User.objects.create(username=_name()), User.objects.create(username=_name())
+    try:
+        call_command("migrate", "accounts", "0012", verbosity=0)
+        older = PendingEmail.objects.create(user=first, email="older@example.com")
+        newer = PendingEmail.objects.create(user=first, email="newer@example.com")
+        alone = PendingEmail.objects.create(user=second, email="alone@example.com")
+        assert older.created <= newer.created
+        call_command("migrate", "accounts", verbosity=0)
+        assert set(PendingEmail.objects.values_list("pk", flat=True)) == {newer.pk, alone.pk}
+        with pytest.raises(IntegrityError), transaction.atomic():
+            PendingEmail.objects.create(user=second, email="again@example.com")
+    finally:  # the other tests' schema, whatever happened
+        call_command("migrate", "accounts", verbosity=0)
+        User.objects.filter(pk__in=[first.pk, second.pk]).delete()

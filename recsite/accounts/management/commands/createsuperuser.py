@@ -2,7 +2,7 @@
 
 E-mail addresses are one account's each (the unique index of migration accounts.0009): Django's
 command knew nothing of it and ended in the index's raw IntegrityError, a traceback. The address is
-now checked as the sign-up and the admin check it (``accounts.forms.email_in_use``), in the
+now checked as the admin and a confirmation check it (``accounts.forms.email_in_use``), in the
 database the command writes to (``--database``), before anything is created: with ``--noinput``
 (``--email`` or ``DJANGO_SUPERUSER_EMAIL``) a ``CommandError``; when prompting, the error and the
 prompt again, as Django does for a username that is taken. A superuser without an address is made
