@@ -87,11 +87,10 @@ PER_MODEL_VERSION = frozenset({"similar_items", "batch_recommendations"})
 POINTER_TTL_S = 1.0  # how long a process trusts a pointer it read
 RETIRE_GRACE_S = 5.0  # a retired generation outlives every cached pointer and in-flight query
 # Claims, each a document whose insert by ``_id`` is the one test-and-set FerretDB v1 and MongoDB share:
-# an event's ({_id: event id, state, at}: core.cancellation) and a writer's lock ({_id: "<kind>:<id>",
+# an event's ({_id: event id, state: "stored" | "cancelled", at, dead_lettered_at?}: core.cancellation) and a writer's lock ({_id: "<kind>:<id>",
 # token, at}: core.locking). One collection, so that a worker's batch claims its events and
 # locks their users in one insert (core.cancellation.claim_batch).
-CLAIMS = "event_claims"
-LOCKS = CLAIMS
+EVENT_CLAIMS = "event_claims"
 DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, state, claimed_at, replayed_at, ...}: one replay each
 EXCLUSIONS = "exclusions"  # {_id: user_id, items: [{p, t}]}: "not interested", never recommended again
 DELETED_USERS = "deleted_users"  # {_id: user_id, deleted_at, erased_at, refs}: deleted accounts, left out of training

@@ -325,8 +325,8 @@ def test_a_deletion_with_no_load_running_leaves_nothing_of_the_account(own_db):
 
     assert _counts(db, before) == _without(before, "u")
     assert _listed(db) == []
-    assert set(db.list_collection_names()) - collections <= {mongo.DELETED_USERS, mongo.LOCKS}
-    assert db[mongo.LOCKS].count_documents({}) == 0
+    assert set(db.list_collection_names()) - collections <= {mongo.DELETED_USERS, mongo.EVENT_CLAIMS}
+    assert db[mongo.EVENT_CLAIMS].count_documents({}) == 0
 
 
 def test_a_deletion_during_the_first_load_that_stamps_pages_is_subtracted_once(spark, own_db):

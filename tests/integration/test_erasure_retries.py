@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 STAMP = 1_000_001  # the load that wrote the products and pages
 REAL_FENCE = locking.fence
 WORKING = (mongo.PRODUCTS, mongo.PRODUCT_REVIEWS, mongo.SEARCH_INDEX, mongo.USER_HISTORY, mongo.DELETED_USERS,
-           mongo.LOCKS, mongo.RECOUNTS)
+           mongo.EVENT_CLAIMS, mongo.RECOUNTS)
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def _write_shop_with_second_reviewer(db, user: str, summary: str) -> None:
 def _state(db) -> dict:
     """What the shop shows and keeps: products, review pages, search keys, locks, recount listings."""
     return {name: sorted(db[mongo.physical_name(db, name)].find({}), key=lambda d: str(d["_id"]))
-            for name in (mongo.PRODUCTS, mongo.PRODUCT_REVIEWS, mongo.SEARCH_INDEX, mongo.LOCKS, mongo.RECOUNTS)}
+            for name in (mongo.PRODUCTS, mongo.PRODUCT_REVIEWS, mongo.SEARCH_INDEX, mongo.EVENT_CLAIMS, mongo.RECOUNTS)}
 
 
 def _stopping_at(call: int, calls: list[int]):

@@ -287,7 +287,7 @@ def _held_product(db, reviewer: str, monkeypatch) -> None:
                                    "sample_summary": ""})
     db[mongo.PRODUCT_REVIEWS].insert_one(_page("P", [reviewer, "b"]))
     db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(reviewer, {"P": (4.0, 1.0)}, {}))
-    db[mongo.LOCKS].insert_one({**locking.lock_doc("product:P", "other-writer", time.time()),
+    db[mongo.EVENT_CLAIMS].insert_one({**locking.lock_doc("product:P", "other-writer", time.time()),
                                 "expires": time.time() + 600})  # a live holder, on a lease
     monkeypatch.setattr(locking.fenced_lock.__wrapped__, "__defaults__", (None, 0.2))  # wait_s: 0.2 s
 
@@ -356,7 +356,7 @@ def test_the_staff_record_of_a_deletion_left_to_the_sweep_says_when_the_sweep_en
         down = admin_client.get("/admin/accounts/accountdeletion/")
     assert down.status_code == 200 and b"Could not read the erasures" in down.content and not mongo.BREAKER.is_open
 
-    db[mongo.LOCKS].delete_many({})  # the other writer is gone; the sweep runs
+    db[mongo.EVENT_CLAIMS].delete_many({})  # the other writer is gone; the sweep runs
     assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
     page = admin_client.get(f"/admin/accounts/accountdeletion/{record.pk}/change/")
     assert page.status_code == 200
@@ -441,6 +441,6 @@ def test_the_workers_delete_account_leaves_an_erasure_it_cannot_finish_to_the_sw
     outcome = forget_user(RatingEvent(user_id=reviewer, product_id="", rating=0, action=DELETE_ACCOUNT))
     assert outcome.status == "processed"
 
-    db[mongo.LOCKS].delete_one({"_id": "product:P"})  # the other writer is done
+    db[mongo.EVENT_CLAIMS].delete_one({"_id": "product:P"})  # the other writer is done
     assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
     assert [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]] == ["b"]
