@@ -20,18 +20,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 from threadpoolctl import threadpool_limits
 
-from core import (artifacts, list_state, locking, mongo, popular, rating_history, recommend, shopper_controls,
-                  stored_lists)
+from core import (artifacts, list_state, locking, mongo, popular, rating_history, recommend, redis_client,
+                  shopper_controls, stored_lists)
 from core.cache_keys import LAST_RESCORED_MODEL
 from core.env import env_int
 from core.settings import get_settings
 from kafka_workers.celery_app import ERASURE_SWEEP_S, RESCORE_TASK, VISIBILITY_TIMEOUT_S, app
 
 log = logging.getLogger(__name__)
-
-
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5)
 
 
 @app.task
@@ -168,7 +164,7 @@ def check_model() -> str | None:
     version = artifacts.current_version()
     if version is None:
         return None
-    r = _redis()
+    r = redis_client.client()
     rescored, running = r.mget(LAST_RESCORED_MODEL, _running_key(version))  # one round trip, every few seconds
     if rescored == version.encode() or running is not None:
         return None
@@ -279,7 +275,7 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     leaves its checkpoint and a lease that runs out (``RUNNING_LEASE_S``): the next ``check_model``
     queues the version again and that run goes on from the checkpoint (``CHECKPOINT_S`` of work redone).
     """
-    r = _redis()
+    r = redis_client.client()
     if r.get(LAST_RESCORED_MODEL) == version.encode():  # a copy delivered late: done without a mark
         return 0
     token = uuid.uuid4().hex
@@ -388,7 +384,7 @@ def _rescore(version: str, active_days: int, batch_size: int, start_after: str |
     """Re-score the active users after ``start_after`` (or the checkpoint) with ``version``, as the
     run whose running mark holds ``token``; returns how many lists are now this re-score's.
     ``superseded``: set when the mark's renewal found it another run's (:func:`_renewed`)."""
-    r = _redis()
+    r = redis_client.client()
     # Read again, now that this run holds the running mark: a run that finished between the caller's
     # read and the mark (it dropped its mark, so this one got it) set it, and deleted its checkpoint.
     # Without this look this run would re-score every user again; with the caller's value as

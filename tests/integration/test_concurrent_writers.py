@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from core import mongo, rating_history, recommend, stored_lists
+from core import mongo, rating_history, recommend, redis_client, stored_lists
 from core.events import RatingEvent
 from realtime_support import forget_users, publish_model
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
@@ -164,7 +164,7 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
         monkeypatch.setattr(rating_history, "change_history", one_history_write)
         assert handle(newer.to_bytes(), model2).status == "processed"
     deadline = time.time() + 60
-    while tasks._redis().get(tasks.LAST_RESCORED_MODEL) != v2.encode() and not errors and time.time() < deadline:
+    while redis_client.client().get(tasks.LAST_RESCORED_MODEL) != v2.encode() and not errors and time.time() < deadline:
         time.sleep(0.05)
     assert not errors, errors
     doc = stored_lists.get_recommendations(user, db=db)

@@ -18,7 +18,8 @@ from urllib.parse import urlparse
 import pytest
 import scipy.sparse as sp
 
-from core import artifacts, catalog, list_state, mongo, rating_history, recommend, shopper_controls, storage, stored_lists
+from core import (artifacts, catalog, list_state, mongo, rating_history, recommend, redis_client, shopper_controls, storage,
+                  stored_lists)
 from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import TOP_N, forget_users, publish_all, reset_core_caches, wait_until, worker_stats
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
@@ -36,13 +37,13 @@ def own_redis_db(rt_catalog, settings):
     mp = pytest.MonkeyPatch()
     mp.setenv("REDIS_URL", url)
     reset_core_caches()
-    list_state._client.cache_clear()
+    redis_client._client.cache_clear()
     try:
         yield url
     finally:
         mp.undo()
         reset_core_caches()
-        list_state._client.cache_clear()
+        redis_client._client.cache_clear()
 
 
 @pytest.fixture
