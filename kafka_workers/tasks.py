@@ -23,9 +23,8 @@ from threadpoolctl import threadpool_limits
 from core import (artifacts, list_state, locking, mongo, popular, rating_history, recommend, redis_client,
                   shopper_controls, stored_lists)
 from core.cache_keys import LAST_RESCORED_MODEL
-from core.env import env_int
 from core.settings import get_settings
-from kafka_workers.celery_app import ERASURE_SWEEP_S, RESCORE_TASK, VISIBILITY_TIMEOUT_S, app
+from kafka_workers.celery_app import CONFIG, RESCORE_TASK, app
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def refresh_trending(limit: int = 50) -> int:
 def finish_erasures() -> dict[str, int]:
     """Finish account erasures that stopped and were never run again (core.shopper_controls;
     ``ERASURE_SWEEP_S`` after the deletion, so a deletion still running on the site is left alone)."""
-    return shopper_controls.finish_erasures(ERASURE_SWEEP_S)
+    return shopper_controls.finish_erasures(CONFIG.erasure_sweep_s)
 
 
 def _site_database() -> None:
@@ -93,12 +92,6 @@ def delete_expired_tokens() -> int:
         return delete_expired()
     finally:
         close_old_connections()
-
-
-RESCORE_TIME_LIMIT_S = env_int("RESCORE_TIME_LIMIT_S", 3 * 3600, minimum=120)
-if RESCORE_TIME_LIMIT_S >= VISIBILITY_TIMEOUT_S:  # Redis would hand a running re-score out again
-    raise ValueError(f"RESCORE_TIME_LIMIT_S ({RESCORE_TIME_LIMIT_S}) must be below "
-                     f"CELERY_VISIBILITY_TIMEOUT_S ({VISIBILITY_TIMEOUT_S})")
 
 
 def _queued_key(version: str) -> str:
@@ -168,7 +161,7 @@ def check_model() -> str | None:
     rescored, running = r.mget(LAST_RESCORED_MODEL, _running_key(version))  # one round trip, every few seconds
     if rescored == version.encode() or running is not None:
         return None
-    if not r.set(_queued_key(version), "1", nx=True, ex=RESCORE_TIME_LIMIT_S + 60):
+    if not r.set(_queued_key(version), "1", nx=True, ex=CONFIG.rescore_time_limit_s + 60):
         return None
     rescore_active_users.delay(version)
     return version
@@ -249,7 +242,7 @@ def _hand_over(r: redis.Redis, version: str, token: str, active_days: int, batch
     if not _drop_mark(r, version, token):
         log.warning("model %s: worker stopping; another run took the re-scoring over", version)
         return
-    r.set(_queued_key(version), "1", ex=RESCORE_TIME_LIMIT_S + 60)
+    r.set(_queued_key(version), "1", ex=CONFIG.rescore_time_limit_s + 60)
     try:
         rescore_active_users.apply_async((version,), {"active_days": active_days, "batch_size": batch_size,
                                                       "start_after": after})
@@ -259,7 +252,7 @@ def _hand_over(r: redis.Redis, version: str, token: str, active_days: int, batch
     log.warning("model %s: worker stopping; re-scoring handed over after user %r", version, after)
 
 
-@app.task(time_limit=RESCORE_TIME_LIMIT_S, soft_time_limit=RESCORE_TIME_LIMIT_S - 60)
+@app.task(time_limit=CONFIG.rescore_time_limit_s, soft_time_limit=CONFIG.rescore_time_limit_s - 60)
 def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 200,
                          start_after: str | None = None) -> int:
     """Re-score users who rated on the site recently with the new model, announcing each new
@@ -299,9 +292,10 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     except SoftTimeLimitExceeded:
         # queued again at once it would run out of time again, over and over: its queued mark is
         # set until it expires (RESCORE_TIME_LIMIT_S), then check_model tries again (from the checkpoint)
-        r.set(_queued_key(version), "1", ex=RESCORE_TIME_LIMIT_S + 60)
+        r.set(_queued_key(version), "1", ex=CONFIG.rescore_time_limit_s + 60)
         _drop_mark(r, version, token)
-        log.error("model %s: re-scoring ran out of time (RESCORE_TIME_LIMIT_S=%d)", version, RESCORE_TIME_LIMIT_S)
+        log.error("model %s: re-scoring ran out of time (RESCORE_TIME_LIMIT_S=%d)", version,
+                  CONFIG.rescore_time_limit_s)
         raise
     except BaseException:
         _end_run(r, version, token)
