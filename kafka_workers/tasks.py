@@ -20,8 +20,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 from threadpoolctl import threadpool_limits
 
-from core import (artifacts, list_state, locking, mongo, popular, rating_history, recommend, redis_client,
-                  shopper_controls, stored_lists)
+from core import (artifacts, list_state, locking, mongo, popular, published, rating_history, recommend,
+                  redis_client, shopper_controls, stored_lists)
 from core.cache_keys import LAST_RESCORED_MODEL
 from core.settings import get_settings
 from kafka_workers.celery_app import CONFIG, RESCORE_TASK, app
@@ -154,7 +154,9 @@ def check_model() -> str | None:
     was killed lets its lease run out: the next call queues it again, and it goes on from its
     checkpoint (``PROGRESS_KEY``).
     """
-    version = artifacts.current_version()
+    # now, not from the second-old cache: checking is this task's job; the last known version while
+    # the model store is unreachable, ModelStoreUnreachable (the task fails) if never read
+    version = published.current_version(fresh=True)
     if version is None:
         return None
     r = redis_client.client()
@@ -404,7 +406,9 @@ def _rescore(version: str, active_days: int, batch_size: int, start_after: str |
         for start in range(0, len(users), batch_size):
             # a newer model came: its own re-score follows (and replaces the checkpoint, or the
             # version's lists outdate it: ``base``), so the checkpoint stays for a go-back before that
-            if artifacts.current_version() != version:
+            # (read now, not from core.published's second-old cache, which may predate ``version``;
+            # while the store is unreachable its last known version)
+            if published.current_version(fresh=True) != version:
                 log.info("model %s: no longer current; re-scoring stopped after %d users", version, done)
                 return done
             for user in users[start:start + batch_size]:
