@@ -20,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 from threadpoolctl import threadpool_limits
 
-from core import (artifacts, list_state, locking, mongo, popular, published, rating_history, recommend,
+from core import (artifacts, erasure, list_state, locking, mongo, popular, published, rating_history, recommend,
                   redis_client, shopper_controls, stored_lists)
 from core.cache_keys import LAST_RESCORED_MODEL
 from core.settings import get_settings
@@ -44,9 +44,9 @@ def refresh_trending(limit: int = 50) -> int:
 
 @app.task
 def finish_erasures() -> dict[str, int]:
-    """Finish account erasures that stopped and were never run again (core.shopper_controls;
+    """Finish account erasures that stopped and were never run again (core.erasure;
     ``ERASURE_SWEEP_S`` after the deletion, so a deletion still running on the site is left alone)."""
-    return shopper_controls.finish_erasures(CONFIG.erasure_sweep_s)
+    return erasure.finish_erasures(CONFIG.erasure_sweep_s)
 
 
 def _site_database() -> None:

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from core import artifacts, cancellation, catalog, locking, mongo, rating_history, shopper_controls, stored_lists
+from core import (artifacts, cancellation, catalog, erasure, locking, mongo, rating_history, shopper_controls,
+                  stored_lists)
 from core.events import DELETE_ACCOUNT, INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import TOP_N, forget_users, publish_model
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
@@ -146,8 +147,8 @@ def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog,
     batch = [RatingEvent(user_id=u, product_id=p[i % 40], rating=1 + i % 5, ts=now + i) for i, u in enumerate(users)]
     picky, gone = users[5], users[9]
     unwanted = recommend.recommend(model, {batch[5].product_id: float(batch[5].rating)}, n=TOP_N)[0]["product_id"]
-    shopper_controls.add_exclusion(picky, unwanted, now - 10, db=db)
-    rating_history.record_deleted_user(gone, db=db)
+    shopper_controls.change_exclusion(picky, unwanted, hide=True, ts=now - 10, db=db)
+    erasure.record_deleted_user(gone, db=db)
 
     outcomes = handle_batch(batch, model)
 
