@@ -7,7 +7,7 @@ a pause) can still write the record after the site gave up, and a worker would t
 the shopper was told was not saved (the soak's "ghost" ratings). So before the site answers 503 it
 cancels the event id, and a worker claims every event id before it stores it. Both are an insert
 of one document keyed by the event id into ``event_claims`` (where the writer locks live too,
-``core.mongo.CLAIMS``): the unique ``_id`` index is atomic on
+``core.mongo.EVENT_CLAIMS``): the unique ``_id`` index is atomic on
 FerretDB v1 and MongoDB alike, so the first writer wins and exactly one of these holds:
 
 - ``{"state": "cancelled"}``: the site answered 503; every copy of the event is skipped (and its
@@ -31,8 +31,6 @@ from pymongo.errors import DuplicateKeyError
 from core import locking, mongo
 from core.events import is_event_id
 
-# {_id: event id, state: "stored" | "cancelled", at, dead_lettered_at?}, beside the writer locks
-EVENT_CLAIMS = mongo.CLAIMS
 STORED, CANCELLED = "stored", "cancelled"
 
 
@@ -44,10 +42,10 @@ def _decide(event_id: str, state: str, db: Database) -> str:
     """Insert ``state`` for the id unless it is decided already; returns the state that holds."""
     while True:
         try:
-            db[EVENT_CLAIMS].insert_one({"_id": event_id, "state": state, "at": time.time()})
+            db[mongo.EVENT_CLAIMS].insert_one({"_id": event_id, "state": state, "at": time.time()})
             return state
         except DuplicateKeyError:
-            doc = db[EVENT_CLAIMS].find_one({"_id": event_id})
+            doc = db[mongo.EVENT_CLAIMS].find_one({"_id": event_id})
             if doc is not None:
                 return doc.get("state", STORED)
             # removed in between (a retry un-cancelled it): decide again
@@ -78,7 +76,7 @@ def claim_batch(event_ids: Iterable[str], db: Database | None = None, locks: Ite
     if not ids and not names:
         return set(), set(), True
     now = time.time()
-    present = mongo.insert_new(db[EVENT_CLAIMS], [{"_id": i, "state": STORED, "at": now} for i in ids]
+    present = mongo.insert_new(db[mongo.EVENT_CLAIMS], [{"_id": i, "state": STORED, "at": now} for i in ids]
                                + [locking.lock_doc(n, token, now) for n in names])
     taken = [ids[k] for k in present if k < len(ids)]
     locked = all(k < len(ids) for k in present)
@@ -96,11 +94,11 @@ def cancel(event_id: str, db: Database | None = None) -> bool:
 
 def uncancel(event_id: str, db: Database | None = None) -> None:
     """For the site, before a retry of a cancelled submission publishes it again."""
-    _db(db)[EVENT_CLAIMS].delete_one({"_id": event_id, "state": CANCELLED})
+    _db(db)[mongo.EVENT_CLAIMS].delete_one({"_id": event_id, "state": CANCELLED})
 
 
 def state(event_id: str, db: Database | None = None) -> str | None:
-    doc = _db(db)[EVENT_CLAIMS].find_one({"_id": event_id})
+    doc = _db(db)[mongo.EVENT_CLAIMS].find_one({"_id": event_id})
     return doc.get("state") if doc else None
 
 
@@ -109,17 +107,17 @@ def note_dead_letter(event_id: str, db: Database | None = None) -> None:
     shopper it will not be processed (``shop.ratings.processing_state``) instead of "pending" for
     ever. Only the dead-letter path pays this write; a claim is found or made by its ``_id``, and a
     claim without ``state`` reads as stored (:func:`_decide`), which a dead-lettered event was."""
-    _db(db)[EVENT_CLAIMS].update_one({"_id": event_id}, {"$set": {"dead_lettered_at": time.time()}}, upsert=True)
+    _db(db)[mongo.EVENT_CLAIMS].update_one({"_id": event_id}, {"$set": {"dead_lettered_at": time.time()}}, upsert=True)
 
 
 def forget_dead_letter(event_id: str, db: Database | None = None) -> None:
     """For a replay of a dead letter: its event can be processed again, so it is pending again."""
-    _db(db)[EVENT_CLAIMS].update_one({"_id": event_id}, {"$unset": {"dead_lettered_at": ""}})
+    _db(db)[mongo.EVENT_CLAIMS].update_one({"_id": event_id}, {"$unset": {"dead_lettered_at": ""}})
 
 
 def dead_lettered(event_id: str, db: Database | None = None) -> bool:
     """Whether a worker dead-lettered the event (and no replay has sent it again since)."""
-    doc = _db(db)[EVENT_CLAIMS].find_one({"_id": event_id}, {"dead_lettered_at": 1})
+    doc = _db(db)[mongo.EVENT_CLAIMS].find_one({"_id": event_id}, {"dead_lettered_at": 1})
     return bool(doc and doc.get("dead_lettered_at"))
 
 

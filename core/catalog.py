@@ -28,7 +28,7 @@ def fallback_title(categories: Sequence[str] | None, category: str | None, brand
     “Great strings, no buzz”"), else the brand and that category. Written once, here, because two
     places title a product: the batch load, for every product without a title
     (spark_jobs/mongo_load.py applies this in Arrow batches), and an account deletion, which titles
-    a product again when the summary quoted was the deleted reviewer's (core.shopper_controls). A
+    a product again when the summary quoted was the deleted reviewer's (core.erasure). A
     copy in each would let a reload and a deletion name the same product differently.
     """
     path = list(categories) if categories is not None else []

@@ -18,11 +18,10 @@ and the site drops a version that disagrees with MongoDB when it reads both.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 
 import redis
 
-from core import published
+from core import published, redis_client
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -42,14 +41,9 @@ def version_of(doc: dict | None) -> str:
     return NO_LIST
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    # short timeouts: a slow Redis must not hold a page longer than the MongoDB read it saves
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-
-
 def client() -> redis.Redis:
-    return _client(get_settings().redis_url)
+    """Short timeouts: a slow Redis must not hold a page longer than the MongoDB read it saves."""
+    return redis_client.client(redis_client.PAGE_TIMEOUT_S)
 
 
 def key(user_id: str, generation: str) -> str:

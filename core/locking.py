@@ -1,4 +1,4 @@
-"""Named locks, one document each in ``event_claims`` (``mongo.CLAIMS``), inserted by ``_id``.
+"""Named locks, one document each in ``event_claims`` (``mongo.EVENT_CLAIMS``), inserted by ``_id``.
 
 Every writer of a user's history or recommendation list holds the user's writer lock (the Kafka
 workers, Celery's re-scoring, a replay after a reload), so two of them never interleave a
@@ -123,7 +123,7 @@ def still_held(names: Iterable[str], token: str, db: Database | None = None) -> 
     if not names:
         return
     db = db if db is not None else mongo.get_db()
-    kept = db[mongo.LOCKS].update_many({"_id": {"$in": names}, "token": token},
+    kept = db[mongo.EVENT_CLAIMS].update_many({"_id": {"$in": names}, "token": token},
                                        {"$set": {"at": time.time()}}).matched_count
     if kept != len(names):
         raise LeaseLost(f"{len(names) - kept} of {len(names)} lock(s) ({names[0]}, ...) taken over while held "
@@ -155,7 +155,7 @@ def named_lock(name: str, db: Database | None = None, wait_s: float = 30.0) -> I
     try:
         yield token
     finally:
-        db[mongo.LOCKS].delete_one({"_id": name, "token": token})
+        db[mongo.EVENT_CLAIMS].delete_one({"_id": name, "token": token})
 
 
 def _expired(held: dict[str, Any], now: float) -> bool:
@@ -178,12 +178,12 @@ def _acquire(name: str, token: str, deadline: float, wait_s: float, db: Database
     while True:
         now = time.time()
         try:
-            db[mongo.LOCKS].insert_one({**lock_doc(name, token, now), **(fields(now) if fields else {})})
+            db[mongo.EVENT_CLAIMS].insert_one({**lock_doc(name, token, now), **(fields(now) if fields else {})})
             return stale
         except DuplicateKeyError:
-            held = db[mongo.LOCKS].find_one({"_id": name}) or {}
+            held = db[mongo.EVENT_CLAIMS].find_one({"_id": name}) or {}
             if held and _expired(held, time.time()):
-                db[mongo.LOCKS].delete_one({"_id": name, "token": held.get("token")})
+                db[mongo.EVENT_CLAIMS].delete_one({"_id": name, "token": held.get("token")})
                 stale = held
                 continue
             if time.monotonic() > deadline:
@@ -245,7 +245,7 @@ def lease(name: str, holder: dict[str, Any], lease_s: float, wait_s: float, db: 
                       f"lease {name}") as lost:
             yield stale
     finally:  # once no renewal can run: one after the delete would find the lease gone
-        db[mongo.LOCKS].delete_one({"_id": name, "token": token})
+        db[mongo.EVENT_CLAIMS].delete_one({"_id": name, "token": token})
     if lost.is_set():
         raise LeaseLost(f"lost the lease on lock {name} while holding it")
 
@@ -260,7 +260,7 @@ def _lease_renewal(name: str, token: str, lease_s: float, on_lost: Callable[[str
         nonlocal good_until
         now = time.time()
         try:
-            kept = db[mongo.LOCKS].update_one({"_id": name, "token": token},
+            kept = db[mongo.EVENT_CLAIMS].update_one({"_id": name, "token": token},
                                               {"$set": {"at": now, "expires": now + lease_s}}).matched_count
         except PyMongoError:
             kept = None if now < good_until else 0
@@ -311,7 +311,7 @@ def take_locks(names: Iterable[str], token: str, db: Database | None = None,
     if not names:
         return check
     now = time.time()
-    if not mongo.insert_new(db[mongo.LOCKS], [lock_doc(n, token, now) for n in names]):
+    if not mongo.insert_new(db[mongo.EVENT_CLAIMS], [lock_doc(n, token, now) for n in names]):
         return check
     release_locks(names, token, db=db)
     deadline, taken = time.monotonic() + wait_s, []
@@ -332,4 +332,4 @@ def release_locks(names: Iterable[str], token: str, db: Database | None = None) 
     included)."""
     names = list(names)
     if names:
-        (db if db is not None else mongo.get_db())[mongo.LOCKS].delete_many({"_id": {"$in": names}, "token": token})
+        (db if db is not None else mongo.get_db())[mongo.EVENT_CLAIMS].delete_many({"_id": {"$in": names}, "token": token})

@@ -3,10 +3,11 @@
 uses. What is stored, and the rules for changing it, live in the modules built on this one:
 
 - ``core.catalog``: products, review pages, search, the worker's remembered product ids;
-- ``core.rating_history``: live rating events, each user's history, deleted accounts;
+- ``core.rating_history``: live rating events, each user's history, which accounts are deleted;
 - ``core.locking``: the per-user writer lock every history and list writer holds;
 - ``core.stored_lists``: recommendation lists (per user, per product, popular);
-- ``core.shopper_controls``: "not interested", and erasing an account;
+- ``core.shopper_controls``: "not interested";
+- ``core.erasure``: erasing a deleted account, and its marks in ``deleted_users``;
 - ``core.cancellation``: the claim of each event (exactly-once effects).
 
 Keeping all queries in these modules is what lets the same code run against FerretDB v1 locally and
@@ -87,17 +88,16 @@ PER_MODEL_VERSION = frozenset({"similar_items", "batch_recommendations"})
 POINTER_TTL_S = 1.0  # how long a process trusts a pointer it read
 RETIRE_GRACE_S = 5.0  # a retired generation outlives every cached pointer and in-flight query
 # Claims, each a document whose insert by ``_id`` is the one test-and-set FerretDB v1 and MongoDB share:
-# an event's ({_id: event id, state, at}: core.cancellation) and a writer's lock ({_id: "<kind>:<id>",
+# an event's ({_id: event id, state: "stored" | "cancelled", at, dead_lettered_at?}: core.cancellation) and a writer's lock ({_id: "<kind>:<id>",
 # token, at}: core.locking). One collection, so that a worker's batch claims its events and
 # locks their users in one insert (core.cancellation.claim_batch).
-CLAIMS = "event_claims"
-LOCKS = CLAIMS
+EVENT_CLAIMS = "event_claims"
 DEAD_LETTER_REPLAYS = "dead_letter_replays"  # {_id: dead letter id, state, claimed_at, replayed_at, ...}: one replay each
 EXCLUSIONS = "exclusions"  # {_id: user_id, items: [{p, t}]}: "not interested", never recommended again
 DELETED_USERS = "deleted_users"  # {_id: user_id, deleted_at, erased_at, refs}: deleted accounts, left out of training
 SEARCH_INDEX = "search_index"  # {_id: "<word or prefix>", ids: "<ranked ids>", ...} (core/search.py)
 # {_id: product, stamp}: products whose counts a deletion during load ``stamp`` may have got wrong
-# (core.shopper_controls._pages_older): the load's eraser recounts them (no account in it)
+# (core.erasure._pages_older): the load's eraser recounts them (no account in it)
 RECOUNTS = "recounts"
 REVIEWS_PER_PAGE = 10
 CATALOG_CHUNK = 5000

@@ -2,7 +2,9 @@
 
 Three readers follow ``CURRENT`` all the time: the reload pointers (``core.mongo``: a version's
 serving lists), the worker's model (``kafka_workers.model_holder``) and the keys of the list
-versions in Redis (``core.list_state``). They share this one cache and its one error policy,
+versions in Redis (``core.list_state``); Celery's model check and re-scoring
+(``kafka_workers.tasks``) and the admin's "current" column read it too. They share this one cache
+(which a caller told to check now skips, ``fresh=True``) and its one error policy,
 because the model store can be remote (``ARTIFACTS_DIR=s3a://...``) and so unreachable:
 
 - a read that fails after one succeeded keeps the last known version (logged): a worker keeps

@@ -10,7 +10,6 @@ nothing arriving later brings a history back.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -197,7 +196,7 @@ def add_to_history(user_id: str, product_id: str, rating: float, ts: float,
                    db: Database | None = None) -> dict[str, float] | None:
     """Record a live rating in the user's history and return the whole history.
 
-    None means the account was deleted (:func:`core.shopper_controls.delete_user_data`): nothing
+    None means the account was deleted (:func:`core.erasure.delete_user_data`): nothing
     is recorded for it.
     """
     return change_history(user_id, product_id, float(rating), ts, db=db)
@@ -375,6 +374,8 @@ def _live_changes_by_user(since: float, db: Database) -> dict[str, dict[str, tup
 
 
 # --- deleted accounts ----------------------------------------------------------------------
+# Their marks in ``deleted_users``, made before an account's data goes (core.erasure); every
+# writer of a history or a list reads them, so nothing arriving later brings the account back.
 
 def is_deleted_user(user_id: str, db: Database | None = None) -> bool:
     db = db if db is not None else mongo.get_db()
@@ -388,80 +389,3 @@ def deleted_user_ids(db: Database | None = None, since: float | None = None) -> 
     db = db if db is not None else mongo.get_db()
     query = {} if since is None else {"deleted_at": {"$gte": since}}
     return {d["_id"] for d in db[mongo.DELETED_USERS].find(query, {"_id": 1})}
-
-
-def record_deleted_user(user_id: str, db: Database | None = None) -> bool:
-    """Mark the id deleted before its data goes, so a worker drops whatever arrives for it later;
-    whether this call made the mark (False: a deletion of the account was asked before).
-
-    Only the pseudonymous recommender id and the times are kept (``deleted_at``; ``erased_at`` once
-    its data went, :func:`record_erased`): the training job needs the id to leave a linked
-    reviewer's batch reviews out, and a redelivered event must find it.
-    """
-    db = db if db is not None else mongo.get_db()
-    try:
-        done = db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$setOnInsert": {"deleted_at": time.time()}},
-                                                  upsert=True)
-    except DuplicateKeyError:  # another first call inserted it meanwhile (FerretDB v1: read, then insert)
-        return False
-    return done.upserted_id is not None
-
-
-def erasure_token(user_id: str, db: Database | None = None) -> str:
-    """The token an erasure of this account leaves on each product document it has already taken
-    the account's reviews off (core.shopper_controls): the same in every run of one deletion, so a
-    deletion run again after a stop, or run by another process at once, knows those products.
-
-    A hash of the id with its deleted mark's time, which is set once when the mark is made and never
-    changes: nothing to write, so two first runs cannot pick two tokens. It does not hide the id
-    from someone who knows it and roughly when it was deleted (the marks are short-lived and shown
-    nowhere). An account without a mark is marked here (its data is going: nothing may come back
-    for it)."""
-    db = db if db is not None else mongo.get_db()
-    mark = db[mongo.DELETED_USERS].find_one({"_id": user_id}, {"deleted_at": 1})
-    if mark is None:
-        record_deleted_user(user_id, db=db)
-        mark = db[mongo.DELETED_USERS].find_one({"_id": user_id}, {"deleted_at": 1})
-    return hashlib.sha256(f"{user_id}\0{mark.get('deleted_at')!r}".encode()).hexdigest()[:32]
-
-
-def record_erased(user_id: str, db: Database | None = None) -> None:
-    """Note on the deleted mark that an erasure of the account ran to its end (``erased_at``):
-    :func:`unfinished_erasures` no longer finds it."""
-    db = db if db is not None else mongo.get_db()
-    db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$set": {"erased_at": time.time()}})
-
-
-def note_unfinished_erasure(user_id: str, ref: str, db: Database | None = None) -> None:
-    """Add ``ref``, a random value the site's staff record of a deletion keeps while its erasure is
-    unfinished, to the account's deleted mark: how the record learns when a run again ended it
-    (:func:`erasures_ended`) without holding the id. Added, not set: a deletion asked again after a
-    failed request, or twice at once, finds the mark made and leaves a record per stopped run.
-    An end noted by an earlier run of the deletion goes (``erased_at``): this run stopped with
-    something of the account found again (a write in flight when that run ended), so the sweep
-    runs it again and notes the end afresh, rather than the record showing the earlier one."""
-    db = db if db is not None else mongo.get_db()
-    db[mongo.DELETED_USERS].update_one({"_id": user_id}, {"$addToSet": {"refs": ref}, "$unset": {"erased_at": ""}})
-
-
-def erasures_ended(refs: Iterable[str], db: Database | None = None) -> dict[str, float]:
-    """When the erasures noted under these refs (:func:`note_unfinished_erasure`) ran to their end
-    (``erased_at``, by whichever run: the site's, the worker's, the sweep's); an unfinished one or
-    an unknown ref is left out. One query, by the ``refs`` index."""
-    wanted = set(refs)
-    if not wanted:
-        return {}
-    db = db if db is not None else mongo.get_db()
-    marks = db[mongo.DELETED_USERS].find({"refs": {"$in": sorted(wanted)}, "erased_at": {"$exists": True}},
-                                         {"refs": 1, "erased_at": 1})
-    return {ref: m["erased_at"] for m in marks for ref in m.get("refs", ()) if ref in wanted}
-
-
-def unfinished_erasures(older_than_s: float, limit: int, db: Database | None = None) -> list[str]:
-    """At most ``limit`` accounts, the longest deleted first, marked deleted more than
-    ``older_than_s`` seconds ago whose erasure never ran to its end (stopped and left to the sweep;
-    or marked before marks noted it)."""
-    db = db if db is not None else mongo.get_db()
-    query = {"erased_at": {"$exists": False}, "deleted_at": {"$lt": time.time() - older_than_s}}
-    found = db[mongo.DELETED_USERS].find(query, {"_id": 1}).sort([("deleted_at", 1), ("_id", 1)]).limit(limit)
-    return [d["_id"] for d in found]

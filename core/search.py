@@ -134,7 +134,7 @@ def without_review_postings(doc: dict, product_ids: set[str]) -> tuple[dict | No
     many went; None for the document when none is left (the key then goes, as a reload would not
     write it). A primary-tier posting stays: the product's own title, brand or category has the word.
 
-    What an account deletion does to the keys of a reviewer's words (core.shopper_controls): the
+    What an account deletion does to the keys of a reviewer's words (core.erasure): the
     packed strings lose the same positions, the rest keeps its order; ``cats`` is left whole (an
     unused category costs nothing and keeps the other postings' indexes into it valid).
     """

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from core.env import env_int, env_str
+from core.env import env_int, env_jvm_size, env_str
 from core.storage import Location, is_remote, location
 
 
@@ -73,7 +73,7 @@ class Settings:
             ratings_partitions=env_int("KAFKA_RATINGS_PARTITIONS", 6, minimum=1),
             redis_url=env_str("REDIS_URL", f"redis://127.0.0.1:{env_int('REDIS_PORT', 6379, minimum=1)}/0"),
             spark_master=env_str("SPARK_MASTER", "local[*]"),
-            spark_driver_memory=env_str("SPARK_DRIVER_MEMORY", "4g"),
+            spark_driver_memory=env_jvm_size("SPARK_DRIVER_MEMORY", "4g"),
             data_dir=data_dir,
             artifacts_dir=location(env_str("ARTIFACTS_DIR", str(local_dir / "artifacts"))),
             # EDA plots and summary.json; "<eda_dir>/latest" is what the site's dashboard shows.

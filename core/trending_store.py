@@ -38,15 +38,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import islice
 from typing import Iterable
 
 import redis
 from pymongo.database import Database
 
-from core import mongo, trending_votes
-from core.settings import get_settings
+from core import mongo, redis_client, trending_votes
 
 # every live key: a deployment whose refresh stopped that long starts afresh
 STATE_TTL_S = 2 * trending_votes.WINDOW_S
@@ -83,14 +81,9 @@ def staging_key(db_name: str, token: bytes, part: str) -> str:
     return key(db_name, f"staging:{token.decode()}:{part}")
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    # a rebuild's replies are large: a longer timeout than the site's (core.list_state)
-    return redis.Redis.from_url(url, socket_timeout=60, socket_connect_timeout=2)
-
-
 def client() -> redis.Redis:
-    return _client(get_settings().redis_url)
+    """A rebuild's replies are large: a longer timeout than the site's (core.list_state)."""
+    return redis_client.client(redis_client.BULK_TIMEOUT_S, redis_client.BULK_CONNECT_TIMEOUT_S)
 
 
 # --- the lock, and the long reads that renew it ------------------------------------------------

@@ -24,7 +24,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
-from core import (cancellation, catalog, events, list_state, locking, mongo, rating_history, recommend,
+from core import (cancellation, catalog, erasure, events, list_state, locking, mongo, rating_history, recommend,
                   shopper_controls, stored_lists, trending)
 from core.artifacts import Model
 from core.events import RatingEvent
@@ -232,16 +232,16 @@ def forget_user(event: RatingEvent) -> Outcome:
     """``delete_account``: the site removed the data already; this repeats it after every event
     the user sent before (same partition, in order), so none of them can have brought any back.
 
-    An erasure stopped by a lock held or lost or a load in the way (``shopper_controls.INTERRUPTIONS``:
+    An erasure stopped by a lock held or lost or a load in the way (``erasure.INTERRUPTIONS``:
     the site's own run met the same when it sent this event) is Celery's ``finish_erasures``' to end,
     as the site's is: retried here it held the partition (three 30 s lock waits) and then went to the
     dead letters, though nothing was wrong with the event."""
-    rerun = not rating_history.record_deleted_user(event.user_id)  # the site's run (or a killed one of ours) came first
+    rerun = not erasure.record_deleted_user(event.user_id)  # the site's run (or a killed one of ours) came first
     with locking.writer_lock(event.user_id):
         pass  # a list writer that checked before the mark has written when this is taken; later ones see it
     try:
-        shopper_controls.delete_user_data(event.user_id, rerun=rerun)
-    except shopper_controls.INTERRUPTIONS as exc:
+        erasure.delete_user_data(event.user_id, rerun=rerun)
+    except erasure.INTERRUPTIONS as exc:
         log.warning("delete_account of %s: the erasure stopped (%s); finish_erasures ends it", event.user_id, exc)
     list_state.drop(event.user_id)
     return Outcome(event, "processed", latency_s=max(0.0, time.time() - event.ts))

@@ -21,14 +21,14 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from core.env import env_float, env_int
 from core.settings import TASK_TIME_LIMIT_S, get_settings
+from kafka_workers.celery_config import read_config
 
 # Redis hands an unacknowledged task to another worker after the visibility timeout; with late
 # acks a task still running then would run twice. Every task's hard time limit is below it
 # (TASK_TIME_LIMIT_S, core/settings.py: an hour; RESCORE_TIME_LIMIT_S for the long one), so no task
-# can still be running when that happens.
-VISIBILITY_TIMEOUT_S = env_int("CELERY_VISIBILITY_TIMEOUT_S", 6 * 3600)
+# can still be running when that happens: read_config refuses a visibility timeout that is not.
+CONFIG = read_config()
 
 DEFAULT_QUEUE = "celery"  # Celery's default name: what an older worker or producer uses too
 RESCORE_QUEUE = "rescore"
@@ -46,19 +46,12 @@ def _every(task: str, period_s: float) -> dict:
     return {"task": task, "schedule": period_s, "options": {"expires": period_s}}
 
 
-# How often unfinished account erasures are finished, and how old one must be first: a deletion
-# still running on the site is left alone (kafka_workers.tasks.finish_erasures).
-ERASURE_SWEEP_S = env_float("ERASURE_SWEEP_S", 600, minimum=1)
-# How often expired API tokens are deleted from the site's database (kafka_workers.tasks.delete_expired_tokens):
-# a device that never signs in again leaves its token, which nothing else would delete.
-TOKEN_SWEEP_S = env_float("API_TOKEN_SWEEP_S", 3600, minimum=1)
-
 app = Celery("amazon_recommender", broker=get_settings().redis_url, include=["kafka_workers.tasks"])
 app.conf.update(
     task_ignore_result=True,
     task_acks_late=True,  # a task interrupted by a crash runs again; every task here is idempotent
     worker_prefetch_multiplier=1,
-    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+    broker_transport_options={"visibility_timeout": CONFIG.visibility_timeout_s},
     task_time_limit=TASK_TIME_LIMIT_S,
     timezone="UTC",
     # Each queue with its own exchange and routing key, so a routing key names one queue (a bare
@@ -68,11 +61,11 @@ app.conf.update(
     task_default_queue=DEFAULT_QUEUE,
     task_routes={RESCORE_TASK: {"queue": RESCORE_QUEUE}},
     beat_schedule={
-        "refresh-popular": _every("kafka_workers.tasks.refresh_popular", env_float("POPULAR_REFRESH_S", 300, minimum=1)),
-        "refresh-trending": _every("kafka_workers.tasks.refresh_trending", env_float("TRENDING_REFRESH_S", 60, minimum=1)),
-        "check-model": _every("kafka_workers.tasks.check_model", env_float("MODEL_CHECK_S", 15, minimum=1)),
-        "finish-erasures": _every("kafka_workers.tasks.finish_erasures", ERASURE_SWEEP_S),
-        "delete-expired-tokens": _every("kafka_workers.tasks.delete_expired_tokens", TOKEN_SWEEP_S),
+        "refresh-popular": _every("kafka_workers.tasks.refresh_popular", CONFIG.popular_refresh_s),
+        "refresh-trending": _every("kafka_workers.tasks.refresh_trending", CONFIG.trending_refresh_s),
+        "check-model": _every("kafka_workers.tasks.check_model", CONFIG.model_check_s),
+        "finish-erasures": _every("kafka_workers.tasks.finish_erasures", CONFIG.erasure_sweep_s),
+        "delete-expired-tokens": _every("kafka_workers.tasks.delete_expired_tokens", CONFIG.token_sweep_s),
     },
     beat_schedule_filename=str(get_settings().local_dir / "celerybeat-schedule"),
 )

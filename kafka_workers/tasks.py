@@ -20,18 +20,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 from threadpoolctl import threadpool_limits
 
-from core import (artifacts, list_state, locking, mongo, popular, rating_history, recommend, shopper_controls,
-                  stored_lists)
+from core import (artifacts, erasure, list_state, locking, mongo, popular, published, rating_history, recommend,
+                  redis_client, shopper_controls, stored_lists)
 from core.cache_keys import LAST_RESCORED_MODEL
-from core.env import env_int
 from core.settings import get_settings
-from kafka_workers.celery_app import ERASURE_SWEEP_S, RESCORE_TASK, VISIBILITY_TIMEOUT_S, app
+from kafka_workers.celery_app import CONFIG, RESCORE_TASK, app
 
 log = logging.getLogger(__name__)
-
-
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5)
 
 
 @app.task
@@ -49,9 +44,9 @@ def refresh_trending(limit: int = 50) -> int:
 
 @app.task
 def finish_erasures() -> dict[str, int]:
-    """Finish account erasures that stopped and were never run again (core.shopper_controls;
+    """Finish account erasures that stopped and were never run again (core.erasure;
     ``ERASURE_SWEEP_S`` after the deletion, so a deletion still running on the site is left alone)."""
-    return shopper_controls.finish_erasures(ERASURE_SWEEP_S)
+    return erasure.finish_erasures(CONFIG.erasure_sweep_s)
 
 
 def _site_database() -> None:
@@ -97,12 +92,6 @@ def delete_expired_tokens() -> int:
         return delete_expired()
     finally:
         close_old_connections()
-
-
-RESCORE_TIME_LIMIT_S = env_int("RESCORE_TIME_LIMIT_S", 3 * 3600, minimum=120)
-if RESCORE_TIME_LIMIT_S >= VISIBILITY_TIMEOUT_S:  # Redis would hand a running re-score out again
-    raise ValueError(f"RESCORE_TIME_LIMIT_S ({RESCORE_TIME_LIMIT_S}) must be below "
-                     f"CELERY_VISIBILITY_TIMEOUT_S ({VISIBILITY_TIMEOUT_S})")
 
 
 def _queued_key(version: str) -> str:
@@ -165,14 +154,16 @@ def check_model() -> str | None:
     was killed lets its lease run out: the next call queues it again, and it goes on from its
     checkpoint (``PROGRESS_KEY``).
     """
-    version = artifacts.current_version()
+    # now, not from the second-old cache: checking is this task's job; the last known version while
+    # the model store is unreachable, ModelStoreUnreachable (the task fails) if never read
+    version = published.current_version(fresh=True)
     if version is None:
         return None
-    r = _redis()
+    r = redis_client.client()
     rescored, running = r.mget(LAST_RESCORED_MODEL, _running_key(version))  # one round trip, every few seconds
     if rescored == version.encode() or running is not None:
         return None
-    if not r.set(_queued_key(version), "1", nx=True, ex=RESCORE_TIME_LIMIT_S + 60):
+    if not r.set(_queued_key(version), "1", nx=True, ex=CONFIG.rescore_time_limit_s + 60):
         return None
     rescore_active_users.delay(version)
     return version
@@ -253,7 +244,7 @@ def _hand_over(r: redis.Redis, version: str, token: str, active_days: int, batch
     if not _drop_mark(r, version, token):
         log.warning("model %s: worker stopping; another run took the re-scoring over", version)
         return
-    r.set(_queued_key(version), "1", ex=RESCORE_TIME_LIMIT_S + 60)
+    r.set(_queued_key(version), "1", ex=CONFIG.rescore_time_limit_s + 60)
     try:
         rescore_active_users.apply_async((version,), {"active_days": active_days, "batch_size": batch_size,
                                                       "start_after": after})
@@ -263,7 +254,7 @@ def _hand_over(r: redis.Redis, version: str, token: str, active_days: int, batch
     log.warning("model %s: worker stopping; re-scoring handed over after user %r", version, after)
 
 
-@app.task(time_limit=RESCORE_TIME_LIMIT_S, soft_time_limit=RESCORE_TIME_LIMIT_S - 60)
+@app.task(time_limit=CONFIG.rescore_time_limit_s, soft_time_limit=CONFIG.rescore_time_limit_s - 60)
 def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 200,
                          start_after: str | None = None) -> int:
     """Re-score users who rated on the site recently with the new model, announcing each new
@@ -279,7 +270,7 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     leaves its checkpoint and a lease that runs out (``RUNNING_LEASE_S``): the next ``check_model``
     queues the version again and that run goes on from the checkpoint (``CHECKPOINT_S`` of work redone).
     """
-    r = _redis()
+    r = redis_client.client()
     if r.get(LAST_RESCORED_MODEL) == version.encode():  # a copy delivered late: done without a mark
         return 0
     token = uuid.uuid4().hex
@@ -303,9 +294,10 @@ def rescore_active_users(version: str, active_days: int = 30, batch_size: int = 
     except SoftTimeLimitExceeded:
         # queued again at once it would run out of time again, over and over: its queued mark is
         # set until it expires (RESCORE_TIME_LIMIT_S), then check_model tries again (from the checkpoint)
-        r.set(_queued_key(version), "1", ex=RESCORE_TIME_LIMIT_S + 60)
+        r.set(_queued_key(version), "1", ex=CONFIG.rescore_time_limit_s + 60)
         _drop_mark(r, version, token)
-        log.error("model %s: re-scoring ran out of time (RESCORE_TIME_LIMIT_S=%d)", version, RESCORE_TIME_LIMIT_S)
+        log.error("model %s: re-scoring ran out of time (RESCORE_TIME_LIMIT_S=%d)", version,
+                  CONFIG.rescore_time_limit_s)
         raise
     except BaseException:
         _end_run(r, version, token)
@@ -388,7 +380,7 @@ def _rescore(version: str, active_days: int, batch_size: int, start_after: str |
     """Re-score the active users after ``start_after`` (or the checkpoint) with ``version``, as the
     run whose running mark holds ``token``; returns how many lists are now this re-score's.
     ``superseded``: set when the mark's renewal found it another run's (:func:`_renewed`)."""
-    r = _redis()
+    r = redis_client.client()
     # Read again, now that this run holds the running mark: a run that finished between the caller's
     # read and the mark (it dropped its mark, so this one got it) set it, and deleted its checkpoint.
     # Without this look this run would re-score every user again; with the caller's value as
@@ -414,7 +406,9 @@ def _rescore(version: str, active_days: int, batch_size: int, start_after: str |
         for start in range(0, len(users), batch_size):
             # a newer model came: its own re-score follows (and replaces the checkpoint, or the
             # version's lists outdate it: ``base``), so the checkpoint stays for a go-back before that
-            if artifacts.current_version() != version:
+            # (read now, not from core.published's second-old cache, which may predate ``version``;
+            # while the store is unreachable its last known version)
+            if published.current_version(fresh=True) != version:
                 log.info("model %s: no longer current; re-scoring stopped after %d users", version, done)
                 return done
             for user in users[start:start + batch_size]:

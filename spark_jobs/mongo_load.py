@@ -28,7 +28,7 @@ from typing import Collection, NamedTuple
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import (catalog, catalog_revision, mongo, popular, rating_history, search, shopper_controls, trending,
+from core import (catalog, catalog_revision, erasure, mongo, popular, rating_history, search, trending,
                   trending_votes)
 from core.settings import get_settings
 from spark_jobs import units
@@ -64,7 +64,7 @@ def fallback_title(where: F.Column, categories: F.Column, category: F.Column, br
     """:func:`core.catalog.fallback_title` of the rows ``where`` is true (null elsewhere).
 
     The rule is Python, written once for this job and for an account deletion, which titles a
-    product again (core.shopper_controls); it runs here as a pandas UDF, one Arrow batch per call.
+    product again (core.erasure); it runs here as a pandas UDF, one Arrow batch per call.
     Spark hands a Python function every row whatever condition surrounds it, so the other rows'
     inputs go as nulls: only the products without a title carry their strings to Python.
     """
@@ -201,14 +201,14 @@ def reconcile(reviews: DataFrame, n_reviews: int, checksum: int, n_products: int
     Except the reviews of accounts deleted since ``since`` (while the load ran), which the load
     read: its eraser, which runs first, recounted their products without them
     (:func:`erase_accounts_deleted_since`), and a deletion since takes those it finds on the pages
-    off the counts (core.shopper_controls). So when the sums differ and such accounts exist,
+    off the counts (core.erasure). So when the sums differ and such accounts exist,
     the products they reviewed are compared one by one: each may fall short by at most those
     accounts' reviews of it, and only that shortfall is "erased by deletions"; every other product
     must still add up exactly (their sum and checksum), so a review lost anywhere else is not
     excused by a deletion. A load nobody's deletion touched reads the products once and does no
     Spark work.
     The deletions are read after the products: one is recorded before its erasure begins
-    (core.rating_history.record_deleted_user), so every erasure a read saw is there; one recorded
+    (core.erasure.record_deleted_user), so every erasure a read saw is there; one recorded
     while the products were read again is read with them on another pass.
     """
     n, total, held_checksum, _ = _held()
@@ -249,8 +249,8 @@ _NOT_SERVED = ("search_text", "first_ts", "last_ts")
 
 def _served(products: DataFrame, stamp: int) -> DataFrame:
     """The product documents as stored: without :data:`_NOT_SERVED`, with the load's ``stamp``
-    (``core.shopper_controls.LOAD_STAMP``, on their review pages too)."""
-    return products.drop(*_NOT_SERVED).withColumn(shopper_controls.LOAD_STAMP, F.lit(stamp).cast("long"))
+    (``core.erasure.LOAD_STAMP``, on their review pages too)."""
+    return products.drop(*_NOT_SERVED).withColumn(erasure.LOAD_STAMP, F.lit(stamp).cast("long"))
 
 
 REVIEW_PAGE_FIELDS = ("user_id", "reviewer_name", "rating", "ts", "summary", "review_text", "verified",
@@ -265,7 +265,7 @@ def allow_subset_copartitioning(spark: SparkSession) -> None:
 
 def review_page_docs(reviews: DataFrame, per_page: int = mongo.REVIEWS_PER_PAGE, stamp: int | None = None) -> DataFrame:
     """A product's reviews in pages of ``per_page``, most helpful then newest first; each page with
-    the load's ``stamp`` when given (``core.shopper_controls.LOAD_STAMP``: its product document's).
+    the load's ``stamp`` when given (``core.erasure.LOAD_STAMP``: its product document's).
 
     Ranked on the keys alone, then the text of the reviews kept is joined back: a window over the
     reviews with their text buffers each product's reviews while the pages are collected, which ran
@@ -283,7 +283,7 @@ def review_page_docs(reviews: DataFrame, per_page: int = mongo.REVIEWS_PER_PAGE,
     kept = (text.join(ranked, ["product_id", "user_id"])  # (product, user) is unique in the clean reviews
             .withColumn("page", (F.col("rn") / per_page).cast("int") + 1))
     item = F.struct("rn", *REVIEW_PAGE_FIELDS)
-    stamped = [] if stamp is None else [F.lit(stamp).cast("long").alias(shopper_controls.LOAD_STAMP)]
+    stamped = [] if stamp is None else [F.lit(stamp).cast("long").alias(erasure.LOAD_STAMP)]
     return (kept.groupBy("product_id", "page")
             .agg(F.sort_array(F.collect_list(item)).alias("items"), F.first("n").alias("n"))
             .select(F.concat_ws(":", "product_id", F.col("page").cast("string")).alias("_id"),
@@ -599,7 +599,7 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
     if mode == "skipped":
         return {"status": "ok", "run_id": run_id, "mode": "skipped", "categories": [], "reason": why,
                 "seconds": round(time.time() - started, 2)}
-    # which load wrote the product documents and their review pages (core.shopper_controls.LOAD_STAMP):
+    # which load wrote the product documents and their review pages (core.erasure.LOAD_STAMP):
     # each call its own (a re-run of a run writes them again), in microseconds, a long in ~38M documents;
     # loads never run at once (the batch lock: spark_jobs.common.batch_lock)
     stamp = time.time_ns() // 1000
@@ -660,7 +660,7 @@ def erase_accounts_deleted_since(since: float, reviews: DataFrame, products: Dat
     live then, which the load replaced with what it read: ``delete_user_data`` runs again (pages,
     history, search words: the account's loaded summaries say which). A deletion between the load's
     products and pages subtracted by pages the document did not count, maybe twice or not at all
-    (core.shopper_controls._pages_older), so the counts are not patched but written anew
+    (core.erasure._pages_older), so the counts are not patched but written anew
     (:func:`recounts`, the load's own code, without every account deleted since ``since``) for
     the products those accounts reviewed and those such a deletion listed in ``mongo.RECOUNTS``,
     under each product's lock, while it is still this load's. Then
@@ -706,7 +706,7 @@ def _erase_and_recount(since: float, reviews: DataFrame, products: DataFrame, st
             for r in theirs.collect():
                 indexed.setdefault(r["user_id"], {}).setdefault(r["product_id"], []).append(r["summary_clean"] or "")
         for user_id in new:  # the catalog revision changes once, after the recounts
-            shopper_controls.delete_user_data(user_id, indexed=indexed.get(user_id), bump=False)
+            erasure.delete_user_data(user_id, indexed=indexed.get(user_id), bump=False)
         done = deleted
         # the products deletions during this load listed for a recount (a listing apart: a mark on
         # the products cost a scan of minutes at millions of them on FerretDB v1, no index used)
@@ -721,7 +721,7 @@ def _erase_and_recount(since: float, reviews: DataFrame, products: DataFrame, st
                                   "products; the counts may include one: run the load again (with --force)")
         fields = recounts(products, reviews, deleted, affected)
         for pid in sorted(affected):
-            shopper_controls.write_recount(pid, fields.get(pid) or _unreviewed(pid), stamp, db=db)
+            erasure.write_recount(pid, fields.get(pid) or _unreviewed(pid), stamp, db=db)
         recounted += 1
 
 
@@ -731,9 +731,9 @@ def _drop_superseded(listings: list[dict], db) -> None:
     again meanwhile)."""
     if not listings:
         return
-    held = mongo.find_by_ids(mongo.PRODUCTS, [d["_id"] for d in listings], {shopper_controls.LOAD_STAMP: 1}, db=db)
+    held = mongo.find_by_ids(mongo.PRODUCTS, [d["_id"] for d in listings], {erasure.LOAD_STAMP: 1}, db=db)
     for d in listings:
-        if (held.get(d["_id"]) or {}).get(shopper_controls.LOAD_STAMP) != d.get("stamp"):
+        if (held.get(d["_id"]) or {}).get(erasure.LOAD_STAMP) != d.get("stamp"):
             db[mongo.RECOUNTS].delete_one({"_id": d["_id"], "stamp": d.get("stamp")})
 
 
@@ -770,7 +770,7 @@ class _Source:
     reviews: DataFrame  # the clean reviews loaded, less deleted accounts' (AGGREGATED_COLUMNS at least)
     with_text: DataFrame  # the same with their text: the review pages show it
     products: DataFrame  # every product's document (product_docs): the indexes rank them all
-    stamp: int  # the load's core.shopper_controls.LOAD_STAMP
+    stamp: int  # the load's core.erasure.LOAD_STAMP
     # An incremental load's new categories: the products whose documents and pages change (product_id)
     # and the users whose histories do (user_id); None for a full load (every product and user).
     touched: DataFrame | None = None

@@ -15,12 +15,12 @@ The record staff see (``AccountDeletion``) holds when and how much, never who.
 A product's or search key's lock lost midway (``core.locking.LeaseLost``: the deletion stalled
 past ``LOCK_STALE_S`` and another writer took the lock over) or held by another writer past the
 deletion's wait (``core.locking.LockHeld``), or a product a load kept rewriting while the deletion
-read it (``core.shopper_controls.LoadContention``), stops the erasure before its next write. That
+read it (``core.erasure.LoadContention``), stops the erasure before its next write. That
 does not keep the account: what the shopper asked for is decided by the ``deleted_users`` mark
 (workers drop the account's events, no list is stored for it, training leaves it out), and every
 step of the erasure is re-runnable, so Celery's ``finish_erasures`` ends it after
 ``ERASURE_SWEEP_S`` as if it had run once (each product document erased is marked until the search
-words are unlisted: ``core.shopper_controls._erase_reviews``). The rest goes on: the Django rows
+words are unlisted: ``core.erasure._erase_reviews``). The rest goes on: the Django rows
 are deleted, the shopper is told that some reviews are still being removed, and the staff record
 says the erasure was left to the sweep (``counts["unfinished"]``, the failure's name) until a run
 again ends it (``erased_at``, learnt through ``erasure_ref``: :func:`note_ended_erasures`). Asking the
@@ -40,7 +40,7 @@ from django.utils import timezone
 from pymongo.errors import PyMongoError
 
 from accounts.models import AccountDeletion, Profile, recommender_id
-from core import kafka_io, mongo, rating_history, shopper_controls
+from core import erasure, kafka_io, mongo
 from core.events import DELETE_ACCOUNT, RatingEvent
 from core.settings import get_settings
 
@@ -55,18 +55,18 @@ def delete_account(user, request=None) -> AccountDeletion:
 
     rid = recommender_id(user)
     linked = bool(getattr(Profile.objects.filter(user=user).first(), "reviewer_id", None))
-    asked_before = not rating_history.record_deleted_user(rid)
+    asked_before = not erasure.record_deleted_user(rid)
     recommendations.forget(rid)
-    reviewed = shopper_controls.reviewed_products(rid)  # read before the history goes with the rest
+    reviewed = erasure.reviewed_products(rid)  # read before the history goes with the rest
     ref = ""
     try:
-        counts = shopper_controls.delete_user_data(rid, rerun=asked_before)
-    except shopper_controls.INTERRUPTIONS as exc:
+        counts = erasure.delete_user_data(rid, rerun=asked_before)
+    except erasure.INTERRUPTIONS as exc:
         log.warning("account deletion: the erasure stopped (%s); Celery's finish_erasures ends it", exc)
         counts = {UNFINISHED: type(exc).__name__}
         ref = secrets.token_hex(16)  # on the record and the mark: how the record learns the erasure's end
         try:
-            rating_history.note_unfinished_erasure(rid, ref)
+            erasure.note_unfinished_erasure(rid, ref)
         except PyMongoError as note_exc:  # not worth keeping the account for: the record says "unknown"
             log.warning("account deletion: the erasure's reference not noted (%s); its staff record will "
                         "not learn when it ends", note_exc.__class__.__name__)
@@ -114,7 +114,7 @@ def note_ended_erasures(limit: int = 1000) -> int:
     if mongo.BREAKER.is_open:
         raise mongo.StoreUnavailable("MongoDB failed moments ago")
     with pymongo.timeout(get_settings().mongo_request_timeout_ms / 1000):
-        ended = rating_history.erasures_ended(waiting)
+        ended = erasure.erasures_ended(waiting)
     for ref, at in ended.items():
         record = waiting[ref]
         record.erased_at, record.erasure_ref = dt.datetime.fromtimestamp(at, tz=dt.timezone.utc), ""

@@ -15,6 +15,7 @@ import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+from core import redis_client  # noqa: E402
 from core.env import env_bool, env_float, env_int, env_str  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 
@@ -129,13 +130,15 @@ _CACHE = {
     "KEY_PREFIX": env_str("DJANGO_CACHE_PREFIX", CORE.mongo_db),
 }
 CACHES = {
-    "default": {**_CACHE, "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2,
+    "default": {**_CACHE, "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": redis_client.CACHE_TIMEOUT_S,
+                                      "SOCKET_TIMEOUT": redis_client.CACHE_TIMEOUT_S,
                                       # The cache speeds pages up; a Redis outage must not take the site down.
                                       "IGNORE_EXCEPTIONS": True}},
     # The same Redis for the credential lockout and the rate limits, but errors raise: with Redis
     # down no failure would be counted, so credential checks are refused instead (accounts.throttle)
     # and the rate limits count per process (shop.throttles).
-    "throttle": {**_CACHE, "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1,
+    "throttle": {**_CACHE, "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": redis_client.THROTTLE_TIMEOUT_S,
+                                       "SOCKET_TIMEOUT": redis_client.THROTTLE_TIMEOUT_S,
                                        "IGNORE_EXCEPTIONS": False}},
 }
 DJANGO_REDIS_IGNORE_EXCEPTIONS = True

@@ -19,7 +19,7 @@ from django.utils.html import format_html, format_html_join
 from accounts import deletion
 from accounts.forms import SiteUserChangeForm, SiteUserCreationForm, lost_race
 from accounts.models import recommender_id
-from core import artifacts, catalog, mongo, rating_history, stored_lists
+from core import catalog, mongo, published, rating_history, stored_lists
 from shop.models import ModelVersion, PipelineRun, RatingSubmission
 from shop.sync import sync_pipeline_records
 
@@ -103,7 +103,9 @@ class ModelVersionAdmin(MirroredFromMongoAdmin):
 
     @admin.display(description="current", boolean=True)
     def is_current(self, obj: ModelVersion) -> bool:
-        return obj.version == artifacts.current_version()
+        """Read through ``core.published``, as the site's other readers: once a second for the whole
+        list, the last known version while the store is unreachable, a 503 if never read."""
+        return obj.version == published.current_version()
 
     @admin.display(description="NDCG@10")
     def ndcg_at_10(self, obj: ModelVersion):

@@ -28,8 +28,8 @@ WAIT_S = 60.0  # bounds of the waits below, never reached when the code works
 def locks(mongo_db, monkeypatch):
     """The session database's lock collection, without the batch lock afterwards; a second job fails at once."""
     monkeypatch.setenv("BATCH_LOCK_WAIT_S", "0")
-    yield mongo_db[mongo.LOCKS]
-    mongo_db[mongo.LOCKS].delete_many({"_id": common.BATCH_LOCK})
+    yield mongo_db[mongo.EVENT_CLAIMS]
+    mongo_db[mongo.EVENT_CLAIMS].delete_many({"_id": common.BATCH_LOCK})
 
 
 def _holder(message: str, run_id: str, stage: str) -> bool:
@@ -116,12 +116,12 @@ def test_a_lease_is_renewed_and_its_holder_told_when_it_is_lost(mongo_db):
     name, lost = f"test:{uuid.uuid4().hex[:8]}", threading.Event()
     with pytest.raises(locking.LeaseLost):
         with locking.lease(name, {"run_id": "a"}, lease_s=0.4, wait_s=0, db=mongo_db, on_lost=lambda msg: lost.set()):
-            first = mongo_db[mongo.LOCKS].find_one({"_id": name})["expires"]
+            first = mongo_db[mongo.EVENT_CLAIMS].find_one({"_id": name})["expires"]
             deadline = time.monotonic() + WAIT_S
-            while mongo_db[mongo.LOCKS].find_one({"_id": name})["expires"] == first and time.monotonic() < deadline:
+            while mongo_db[mongo.EVENT_CLAIMS].find_one({"_id": name})["expires"] == first and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert mongo_db[mongo.LOCKS].find_one({"_id": name})["expires"] > first  # renewed
-            mongo_db[mongo.LOCKS].delete_one({"_id": name})  # as a takeover would, after it expired
+            assert mongo_db[mongo.EVENT_CLAIMS].find_one({"_id": name})["expires"] > first  # renewed
+            mongo_db[mongo.EVENT_CLAIMS].delete_one({"_id": name})  # as a takeover would, after it expired
             assert lost.wait(WAIT_S)
 
 

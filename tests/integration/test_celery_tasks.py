@@ -240,8 +240,8 @@ def test_trending_refreshes_while_a_rescore_runs_in_the_second_worker(celery_env
     # Its "at" lies ahead, so the re-score does not take it for a dead writer's lock (LOCK_STALE_S)
     # while the test holds it; it waits up to named_lock's 30 s, then fails.
     lock = locking.writer_lock_name(held_user)
-    db[mongo.LOCKS].delete_one({"_id": lock})
-    db[mongo.LOCKS].insert_one(locking.lock_doc(lock, "test-holder", time.time() + 3600))
+    db[mongo.EVENT_CLAIMS].delete_one({"_id": lock})
+    db[mongo.EVENT_CLAIMS].insert_one(locking.lock_doc(lock, "test-holder", time.time() + 3600))
     state = tmp_path / "state"
     env = process_env(SERVICES_STATE_DIR=str(state), TRENDING_REFRESH_S="1", MODEL_CHECK_S="1",
                       POPULAR_REFRESH_S="3600")
@@ -268,7 +268,7 @@ def test_trending_refreshes_while_a_rescore_runs_in_the_second_worker(celery_env
         assert r.get(LAST_RESCORED_MODEL) != version.encode()
         assert stored_lists.get_recommendations(held_user, db=db) is None  # the re-score is still at its lock
 
-        db[mongo.LOCKS].delete_one({"_id": lock, "token": "test-holder"})  # the other writer is done
+        db[mongo.EVENT_CLAIMS].delete_one({"_id": lock, "token": "test-holder"})  # the other writer is done
         wait_until(lambda: r.get(LAST_RESCORED_MODEL) == version.encode(), 60, "the re-score to finish")
         assert stored_lists.get_recommendations(held_user, db=db)["model_version"] == version
         assert not r.exists(tasks._running_key(version))
@@ -284,7 +284,7 @@ def test_trending_refreshes_while_a_rescore_runs_in_the_second_worker(celery_env
         assert ran("refresh_trending", default_log) and not ran("refresh_trending", rescore_log)
         assert "beat: Starting" in default_log and "beat: Starting" not in rescore_log
     finally:
-        db[mongo.LOCKS].delete_one({"_id": lock, "token": "test-holder"})
+        db[mongo.EVENT_CLAIMS].delete_one({"_id": lock, "token": "test-holder"})
         stopped = services("stop", "celery")
         print(stopped.stdout, stopped.stderr, log("celery")[-3000:], log("celery-rescore")[-3000:], sep="\n")
     assert "celery-rescore: stopped" in stopped.stdout and "celery: stopped" in stopped.stdout

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from core import mongo, rating_history, recommend, stored_lists
+from core import erasure, mongo, rating_history, recommend, redis_client, stored_lists
 from core.events import RatingEvent
 from realtime_support import forget_users, publish_model
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
@@ -161,7 +161,7 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
         assert handle(newer.to_bytes(), model2).status == "processed"
     assert celery_read.is_set(), "the interleaving did not happen"
     deadline = time.time() + 60
-    while tasks._redis().get(tasks.LAST_RESCORED_MODEL) != v2.encode() and not errors and time.time() < deadline:
+    while redis_client.client().get(tasks.LAST_RESCORED_MODEL) != v2.encode() and not errors and time.time() < deadline:
         time.sleep(0.05)
     assert not errors, errors
     doc = stored_lists.get_recommendations(user, db=db)
@@ -171,7 +171,7 @@ def test_rescore_reading_the_history_under_a_worker_does_not_replace_the_workers
 
 def test_concurrent_not_interested_writes_lose_none(rt_catalog, worker_env):
     """Two writers of one user's "not interested" list (two members handling one partition during a
-    rebalance): the one-event path's ``add_exclusion`` replaced the list without the user's lock,
+    rebalance): the one-event path's ``change_exclusion`` replaced the list without the user's lock,
     beside another one or a batch holding it, and one exclusion was lost: the hidden product was
     recommended again."""
     from core import shopper_controls
@@ -185,7 +185,7 @@ def test_concurrent_not_interested_writes_lose_none(rt_catalog, worker_env):
 
     def writer(chunk: list[str]) -> None:
         for pid in chunk:
-            shopper_controls.add_exclusion(user, pid, time.time(), db=db)
+            shopper_controls.change_exclusion(user, pid, hide=True, ts=time.time(), db=db)
 
     errors = _run_together(*(functools.partial(writer, products[i::4]) for i in range(4)))
     assert not errors, errors
@@ -217,7 +217,7 @@ def test_a_batch_never_replaces_exclusions_it_thinks_a_user_has_not(rt_catalog, 
     user = "rt-cw-excl-cached"
     forget_users(db, [user])
     users_without_exclusions(db).add(user)  # this worker saw the user with none
-    shopper_controls.add_exclusion(user, p[0], time.time(), db=db)  # the other worker's
+    shopper_controls.change_exclusion(user, p[0], hide=True, ts=time.time(), db=db)  # the other worker's
     event = RatingEvent(user_id=user, product_id=p[1], rating=0, action=NOT_INTERESTED)
     assert [o.status for o in handle_batch([event], None)] == ["processed"]
     assert shopper_controls.exclusions(user, db=db) == {p[0], p[1]}
@@ -227,7 +227,7 @@ def test_a_rescore_writes_no_list_for_an_account_deleted_while_it_ran(rt_catalog
     """Celery reads a user's history, the shopper deletes the account (the site's steps, then the
     worker's ``delete_account``), and only then does Celery write: it stored a list computed from
     the deleted history, which nothing removed (the rated products named as "because")."""
-    from core import artifacts, shopper_controls
+    from core import artifacts
     from core.events import DELETE_ACCOUNT
     from kafka_workers import tasks
     from kafka_workers.batch import handle_batch
@@ -245,8 +245,8 @@ def test_a_rescore_writes_no_list_for_an_account_deleted_while_it_ran(rt_catalog
         rated = original(user_id, *args, **kwargs)
         if user_id == user and not deleted:
             deleted.append(True)
-            rating_history.record_deleted_user(user, db=db)
-            shopper_controls.delete_user_data(user, db=db)
+            erasure.record_deleted_user(user, db=db)
+            erasure.delete_user_data(user, db=db)
             forget_user(RatingEvent(user_id=user, product_id="", rating=0, action=DELETE_ACCOUNT))
         return rated
 
@@ -270,7 +270,7 @@ def test_a_late_event_of_a_deleted_account_whose_history_came_back_writes_nothin
     forget_users(db, [user])
     assert [o.status for o in handle_batch([RatingEvent(user_id=user, product_id=p[1], rating=4)], None)] \
         == ["processed"]
-    rating_history.record_deleted_user(user, db=db)
+    erasure.record_deleted_user(user, db=db)
     db[mongo.RECOMMENDATIONS].delete_one({"_id": user})  # deleted; the history stays, as a reload wrote it
     late = RatingEvent(user_id=user, product_id=p[2], rating=5)
     outcomes = handle_batch([late], None) if path == "batch" else [handle_event(late, None)]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from core import artifacts, mongo, rating_history, shopper_controls
+from core import artifacts, erasure, mongo, rating_history
 from core.events import NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import reset_core_caches
 from tests.conftest import DEMO_FILE
@@ -336,8 +336,8 @@ def _counts_and_pages(db) -> tuple[dict[str, int], dict[str, int]]:
 def _stamp_on_products_and_pages_with_none_listed(db):
     """The load's stamp, which a1's document and its review page carry; no product still listed
     for a recount (``core.mongo.RECOUNTS``: the eraser recounted every one)."""
-    stamp = db[mongo.PRODUCTS].find_one({"_id": "a1"})[shopper_controls.LOAD_STAMP]
-    assert isinstance(stamp, int) and db[mongo.PRODUCT_REVIEWS].find_one({"_id": "a1:1"})[shopper_controls.LOAD_STAMP] == stamp
+    stamp = db[mongo.PRODUCTS].find_one({"_id": "a1"})[erasure.LOAD_STAMP]
+    assert isinstance(stamp, int) and db[mongo.PRODUCT_REVIEWS].find_one({"_id": "a1:1"})[erasure.LOAD_STAMP] == stamp
     assert list(db[mongo.RECOUNTS].find({})) == []
     return stamp
 

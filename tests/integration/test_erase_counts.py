@@ -18,8 +18,8 @@ from typing import Iterator
 import pytest
 from pymongo.collection import Collection
 
-from core import mongo, rating_history, shopper_controls
-from core.shopper_controls import LOAD_STAMP
+from core import erasure, mongo, rating_history
+from core.erasure import LOAD_STAMP
 
 pytestmark = pytest.mark.integration
 
@@ -80,8 +80,8 @@ def _before(db, write, before: dict[str, list[Review]], *users: str) -> None:
 
 def _delete(db, user: str) -> None:
     """The site's deletion: recorded, then erased (recsite/accounts/deletion.py)."""
-    rating_history.record_deleted_user(user, db=db)
-    shopper_controls.delete_user_data(user, db=db)
+    erasure.record_deleted_user(user, db=db)
+    erasure.delete_user_data(user, db=db)
 
 
 def _frames(spark, loaded: dict[str, list[Review]]):
@@ -196,7 +196,7 @@ def test_deletions_before_during_and_after_an_incremental_load_are_each_subtract
     - S: ``v`` deletes the account after the load's pages (the load's document and pages);
     - a repeated deletion of both changes nothing.
     """
-    from core.shopper_controls import ERASING, _erase_reviews  # delete_user_data's step, one product each
+    from core.erasure import ERASING, _erase_reviews  # delete_user_data's step, one product each
 
     db = own_db
     before = {"P": [("u", 2.0, 10.0), ("a", 5.0, 11.0)], "Q": [("u", 1.0, 20.0), ("b", 4.0, 21.0)],
@@ -205,8 +205,8 @@ def test_deletions_before_during_and_after_an_incremental_load_are_each_subtract
     started = time.time()
     loaded = {p: r + [(f"new-{p}", 5.0, 40.0)] for p, r in before.items()}  # each touched by the new category
 
-    rating_history.record_deleted_user("u", db=db)
-    mark = ERASING + rating_history.erasure_token("u", db=db)
+    erasure.record_deleted_user("u", db=db)
+    mark = ERASING + erasure.erasure_token("u", db=db)
     _erase_reviews("P", "u", db, mark=mark)
     _load(db, _upsert, S2, loaded, "products")
     _erase_reviews("Q", "u", db, mark=mark)
@@ -237,9 +237,9 @@ def test_a_deletion_stopped_after_the_product_update_leaves_nothing_to_subtract_
             raise SystemExit("killed after the product update")
         return out
     monkeypatch.setattr(Collection, "update_one", killed_after_the_product_update)
-    rating_history.record_deleted_user("u", db=db)
+    erasure.record_deleted_user("u", db=db)
     with pytest.raises(SystemExit):
-        shopper_controls.delete_user_data("u", db=db)
+        erasure.delete_user_data("u", db=db)
     monkeypatch.setattr(Collection, "update_one", original)  # (not undo(): own_db's environment is on it too)
     _load(db, _reload, S2, before, "pages")
     _erase(spark, before, started)
@@ -325,8 +325,8 @@ def test_a_deletion_with_no_load_running_leaves_nothing_of_the_account(own_db):
 
     assert _counts(db, before) == _without(before, "u")
     assert _listed(db) == []
-    assert set(db.list_collection_names()) - collections <= {mongo.DELETED_USERS, mongo.LOCKS}
-    assert db[mongo.LOCKS].count_documents({}) == 0
+    assert set(db.list_collection_names()) - collections <= {mongo.DELETED_USERS, mongo.EVENT_CLAIMS}
+    assert db[mongo.EVENT_CLAIMS].count_documents({}) == 0
 
 
 def test_a_deletion_during_the_first_load_that_stamps_pages_is_subtracted_once(spark, own_db):
@@ -359,12 +359,12 @@ def test_an_account_deleted_before_the_load_and_erased_between_its_products_and_
     db = own_db
     before = {"P": [("u", 5.0, 100.0), ("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
     _before(db, _reload, before, "u")
-    rating_history.record_deleted_user("u", db=db)
+    erasure.record_deleted_user("u", db=db)
     time.sleep(0.01)
     started = time.time()
     loaded = {"P": [("a", 3.0, 50.0), ("b", 2.0, 60.0)]}
     _load(db, _reload, S2, loaded, "products")
-    shopper_controls.delete_user_data("u", db=db)
+    erasure.delete_user_data("u", db=db)
     _load(db, _reload, S2, loaded, "pages")
     assert _erase(spark, loaded, started) == 0
 
@@ -379,10 +379,10 @@ def test_an_incremental_load_touching_a_product_without_writing_its_pages_leaves
     before = {"P": [("u", 5.0, 100.0)], "Q": [("u", 2.0, 10.0), ("a", 4.0, 11.0)]}
     _before(db, _upsert, before, "u")
     started = time.time()
-    rating_history.record_deleted_user("u", db=db)
+    erasure.record_deleted_user("u", db=db)
     loaded = {"P": [], "Q": before["Q"]}
     _upsert(db, mongo.PRODUCTS, [_product(p, S2, r) for p, r in loaded.items()])
-    shopper_controls.delete_user_data("u", db=db)
+    erasure.delete_user_data("u", db=db)
     _erase(spark, loaded, started)
 
     assert _counts(db, loaded) == {"P": (0, {str(s): 0 for s in range(1, 6)}, 0.0), **_without({"Q": loaded["Q"]}, "u")}
@@ -408,7 +408,7 @@ def test_a_deletion_repeated_between_two_partitions_of_an_incremental_page_upser
     _delete(db, "v")
     _upsert(db, mongo.PRODUCT_REVIEWS, [_page("P", 1, S2, loaded["P"][:2])])
     _history(db, "v", loaded)  # the load's history upsert of v
-    shopper_controls.delete_user_data("v", db=db)
+    erasure.delete_user_data("v", db=db)
     _upsert(db, mongo.PRODUCT_REVIEWS, [_page("P", 2, S2, loaded["P"][2:])])
     _erase(spark, loaded, started)
 
@@ -447,16 +447,16 @@ def test_an_account_deleted_while_the_eraser_recounts_is_excluded_on_its_next_pa
     _load(db, _reload, S2, loaded, "products")
     _delete(db, "u")
     _load(db, _reload, S2, loaded, "pages")
-    original, fired = shopper_controls.write_recount, []
+    original, fired = erasure.write_recount, []
 
     def w_deleted_first(*args, **kwargs):  # the site's deletion of w, just before the first recount's write
         if not fired:
             fired.append(1)
             _delete(db, "w")
         return original(*args, **kwargs)
-    monkeypatch.setattr(shopper_controls, "write_recount", w_deleted_first)
+    monkeypatch.setattr(erasure, "write_recount", w_deleted_first)
     _erase(spark, loaded, started)
-    monkeypatch.setattr(shopper_controls, "write_recount", original)  # (not undo(): own_db's environment)
+    monkeypatch.setattr(erasure, "write_recount", original)  # (not undo(): own_db's environment)
     assert fired
 
     _erased(db, spark, loaded, started, "u", "w")
@@ -478,7 +478,7 @@ def test_accounts_without_reviews_deleted_during_each_pass_end_the_eraser(spark,
     def a_shopper_deleted_before_each_read(*args, **kwargs):  # an account with no reviews, each pass
         if len(shoppers) < 2 * 5:  # (ERASER_PASSES: the eraser failed after 5)
             shoppers.append(f"shopper-{len(shoppers)}")
-            rating_history.record_deleted_user(shoppers[-1], db=db)
+            erasure.record_deleted_user(shoppers[-1], db=db)
         return original(*args, **kwargs)
     monkeypatch.setattr(rating_history, "deleted_user_ids", a_shopper_deleted_before_each_read)
     try:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import pytest
 
-from core import locking, mongo, rating_history, shopper_controls
-from core.shopper_controls import LOAD_STAMP
+from core import erasure, locking, mongo, rating_history
+from core.erasure import LOAD_STAMP
 
 pytestmark = pytest.mark.integration
 
 STAMP = 1_000_001  # the load that wrote the products and pages
 REAL_FENCE = locking.fence
 WORKING = (mongo.PRODUCTS, mongo.PRODUCT_REVIEWS, mongo.SEARCH_INDEX, mongo.USER_HISTORY, mongo.DELETED_USERS,
-           mongo.LOCKS, mongo.RECOUNTS)
+           mongo.EVENT_CLAIMS, mongo.RECOUNTS)
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def _write_shop(db) -> None:
         _key("zyzzyva", [("P", "0")]), _key("quasar", [("Q", "1"), ("X", "1"), ("P", "0")]),
         _key("strings", [("P", "0")]), _key("junk", [("Q", "0")]), _key("tunes", [("Q", "0")]),
         _key("bright", [("P", "0")])], db=db)
-    rating_history.record_deleted_user("u", db=db)
+    erasure.record_deleted_user("u", db=db)
 
 
 def _write_shop_with_second_reviewer(db, user: str, summary: str) -> None:
@@ -78,13 +78,13 @@ def _write_shop_with_second_reviewer(db, user: str, summary: str) -> None:
     db[mongo.physical_name(db, mongo.PRODUCTS)].update_one({"_id": "P"}, {"$set": {
         "n_reviews": 4, "avg_rating": 3.0, "rating_hist": {"1": 1, "2": 1, "3": 0, "4": 1, "5": 1}}})
     mongo.bulk_upsert(mongo.USER_HISTORY, [rating_history.history_doc(user, {"P": (2.0, 1.3e9)}, {})], db=db)
-    rating_history.record_deleted_user(user, db=db)
+    erasure.record_deleted_user(user, db=db)
 
 
 def _state(db) -> dict:
     """What the shop shows and keeps: products, review pages, search keys, locks, recount listings."""
     return {name: sorted(db[mongo.physical_name(db, name)].find({}), key=lambda d: str(d["_id"]))
-            for name in (mongo.PRODUCTS, mongo.PRODUCT_REVIEWS, mongo.SEARCH_INDEX, mongo.LOCKS, mongo.RECOUNTS)}
+            for name in (mongo.PRODUCTS, mongo.PRODUCT_REVIEWS, mongo.SEARCH_INDEX, mongo.EVENT_CLAIMS, mongo.RECOUNTS)}
 
 
 def _stopping_at(call: int, calls: list[int]):
@@ -107,7 +107,7 @@ def test_a_deletion_stopped_at_any_write_and_run_again_leaves_nothing_of_the_acc
     _write_shop(db)
     calls: list[int] = []
     monkeypatch.setattr(locking, "fence", _stopping_at(0, calls))
-    done = shopper_controls.delete_user_data("u", db=db)
+    done = erasure.delete_user_data("u", db=db)
     expected, writes = _state(db), len(calls)
 
     products = {d["_id"]: d for d in expected[mongo.PRODUCTS]}
@@ -125,9 +125,9 @@ def test_a_deletion_stopped_at_any_write_and_run_again_leaves_nothing_of_the_acc
         calls.clear()
         monkeypatch.setattr(locking, "fence", _stopping_at(stop, calls))
         with pytest.raises(locking.LeaseLost):
-            shopper_controls.delete_user_data("u", db=db)
+            erasure.delete_user_data("u", db=db)
         monkeypatch.setattr(locking, "fence", _stopping_at(0, calls))
-        again = shopper_controls.delete_user_data("u", db=db)  # the sweep's run
+        again = erasure.delete_user_data("u", db=db)  # the sweep's run
         assert _state(db) == expected, f"stopped at write {stop} of {writes}"
         assert again["products"] == done["products"]  # a marked product counts as changed
 
@@ -143,7 +143,7 @@ def test_another_deletion_between_the_stop_and_the_retry_leaves_no_quote_of_the_
 
     shop()
     for user in ("u", "v"):
-        shopper_controls.delete_user_data(user, db=db)
+        erasure.delete_user_data(user, db=db)
     expected = _state(db)
     assert {d["_id"]: d["sample_summary"] for d in expected[mongo.PRODUCTS]}["P"] == "Bright strings"
 
@@ -151,11 +151,11 @@ def test_another_deletion_between_the_stop_and_the_retry_leaves_no_quote_of_the_
     calls: list[int] = []
     monkeypatch.setattr(locking, "fence", _stopping_at(2, calls))  # P's document written, not its page
     with pytest.raises(locking.LeaseLost):
-        shopper_controls.delete_user_data("u", db=db)
+        erasure.delete_user_data("u", db=db)
     monkeypatch.setattr(locking, "fence", REAL_FENCE)
-    shopper_controls.delete_user_data("v", db=db)
+    erasure.delete_user_data("v", db=db)
     assert db[mongo.PRODUCTS].find_one({"_id": "P"})["sample_summary"] == "Bright strings"  # not u's again
-    again = shopper_controls.delete_user_data("u", db=db)
+    again = erasure.delete_user_data("u", db=db)
     assert _state(db) == expected
     assert again["products"] == 2  # P (done by the stopped run) counts as changed
 
@@ -165,12 +165,12 @@ def test_a_retry_keeps_a_word_another_review_says_now(own_db):
     a retried task) have another review saying one of them: the retry does not unlist it."""
     db = own_db
     _write_shop(db)
-    mark = shopper_controls.ERASING + rating_history.erasure_token("u", db=db)
+    mark = erasure.ERASING + erasure.erasure_token("u", db=db)
     products = db[mongo.physical_name(db, mongo.PRODUCTS)]
     products.update_one({"_id": "P"}, {"$set": {mark: {"s": STAMP, "w": ["quasar", "zyzzyva"]}}})
     db[mongo.physical_name(db, mongo.PRODUCT_REVIEWS)].update_one({"_id": "P:1"}, {"$set": {"items": [
         _review("a", 5.0, "Bright strings", 3), _review("c", 4.0, "Quasar glow", 2)]}})
-    shopper_controls.delete_user_data("u", db=db)
+    erasure.delete_user_data("u", db=db)
 
     keys = {d["_id"]: d["ids"] for d in db[mongo.SEARCH_INDEX].find({})}
     assert "P" in keys["quasar"].split(" ") and "zyzzyva" not in keys
@@ -183,18 +183,18 @@ def test_a_stopped_deletion_nobody_runs_again_is_finished_by_the_sweep(own_db, m
     ends; a finished erasure is not run again."""
     db = own_db
     _write_shop(db)
-    shopper_controls.delete_user_data("u", db=db)
+    erasure.delete_user_data("u", db=db)
     expected = _state(db)
 
     _write_shop(db)
     monkeypatch.setattr(locking, "fence", _stopping_at(2, []))  # P's document written, not its page
     with pytest.raises(locking.LeaseLost):
-        shopper_controls.delete_user_data("u", db=db)
+        erasure.delete_user_data("u", db=db)
     monkeypatch.setattr(locking, "fence", REAL_FENCE)
-    assert shopper_controls.finish_erasures(3600, db=db) == {"finished": 0, "stopped": 0}  # too recent
-    assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
+    assert erasure.finish_erasures(3600, db=db) == {"finished": 0, "stopped": 0}  # too recent
+    assert erasure.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
     assert _state(db) == expected
-    assert shopper_controls.finish_erasures(0, db=db) == {"finished": 0, "stopped": 0}
+    assert erasure.finish_erasures(0, db=db) == {"finished": 0, "stopped": 0}
 
 
 def test_a_retry_unlists_the_words_of_a_mark_a_load_made_stale(own_db):
@@ -204,12 +204,12 @@ def test_a_retry_unlists_the_words_of_a_mark_a_load_made_stale(own_db):
     mark's words (no other review says them)."""
     db = own_db
     _write_shop(db)
-    mark = shopper_controls.ERASING + rating_history.erasure_token("u", db=db)
+    mark = erasure.ERASING + erasure.erasure_token("u", db=db)
     db[mongo.physical_name(db, mongo.PRODUCTS)].update_one({"_id": "P"}, {"$set": {
         LOAD_STAMP: STAMP + 1, mark: {"s": STAMP, "w": ["zyzzyva"]}}})
     db[mongo.physical_name(db, mongo.PRODUCT_REVIEWS)].update_one({"_id": "P:1"}, {"$set": {
         LOAD_STAMP: STAMP + 1, "items": [_review("a", 5.0, "Bright strings", 3), _review("b", 4.0, "", 0)]}})
-    shopper_controls.delete_user_data("u", db=db)
+    erasure.delete_user_data("u", db=db)
 
     assert db[mongo.SEARCH_INDEX].find_one({"_id": "zyzzyva"}) is None
     assert mark not in db[mongo.PRODUCTS].find_one({"_id": "P"})
@@ -224,9 +224,9 @@ def test_a_retry_never_quotes_another_deleted_accounts_review(own_db, monkeypatc
     for user in ("u", "c"):
         monkeypatch.setattr(locking, "fence", _stopping_at(2, []))  # P's document written, not its page
         with pytest.raises(locking.LeaseLost):
-            shopper_controls.delete_user_data(user, db=db)
+            erasure.delete_user_data(user, db=db)
     monkeypatch.setattr(locking, "fence", REAL_FENCE)
-    shopper_controls.delete_user_data("u", db=db)
+    erasure.delete_user_data("u", db=db)
 
     p = db[mongo.PRODUCTS].find_one({"_id": "P"})
     assert (p["sample_summary"], p["n_reviews"]) == ("Bright strings", 2)
@@ -238,11 +238,11 @@ def test_a_sweep_erases_at_most_its_limit_the_longest_deleted_first(own_db):
     at most its limit, the longest deleted first, and the next sweeps the rest."""
     db = own_db
     for i, user in enumerate(["c", "a", "b"]):  # deleted in this order: c first
-        rating_history.record_deleted_user(user, db=db)
+        erasure.record_deleted_user(user, db=db)
         db[mongo.DELETED_USERS].update_one({"_id": user}, {"$set": {"deleted_at": 1000.0 + i}})
-    assert shopper_controls.finish_erasures(0, db=db, limit=2) == {"finished": 2, "stopped": 0}
-    assert rating_history.unfinished_erasures(0, 10, db=db) == ["b"]
-    assert shopper_controls.finish_erasures(0, db=db, limit=2) == {"finished": 1, "stopped": 0}
+    assert erasure.finish_erasures(0, db=db, limit=2) == {"finished": 2, "stopped": 0}
+    assert erasure.unfinished_erasures(0, 10, db=db) == ["b"]
+    assert erasure.finish_erasures(0, db=db, limit=2) == {"finished": 1, "stopped": 0}
 
 
 def test_an_erasure_that_fails_part_way_still_changes_the_catalog_revision(own_db, monkeypatch):
@@ -260,9 +260,9 @@ def test_an_erasure_that_fails_part_way_still_changes_the_catalog_revision(own_d
     def dropped(*args, **kwargs):
         raise AutoReconnect("connection closed")
 
-    monkeypatch.setattr(shopper_controls, "_unlist_words", dropped)
+    monkeypatch.setattr(erasure, "_unlist_words", dropped)
     with pytest.raises(AutoReconnect):
-        shopper_controls.delete_user_data("u", db=own_db)
+        erasure.delete_user_data("u", db=own_db)
     assert own_db[mongo.PRODUCTS].find_one({"_id": "P"})["n_reviews"] == 2  # P was rewritten before the error
     assert catalog_revision.current() != before
 
@@ -281,14 +281,14 @@ def test_a_run_again_after_a_run_killed_before_its_revision_change_makes_it(own_
         raise Killed()
 
     _write_shop(own_db)
-    rating_history.record_deleted_user("u", db=own_db)
+    erasure.record_deleted_user("u", db=own_db)
     with monkeypatch.context() as patched:
         patched.setattr(catalog_revision, "bump", killed)  # killed as it was about to change it
         with pytest.raises(Killed):
-            shopper_controls.delete_user_data("u", db=own_db)
+            erasure.delete_user_data("u", db=own_db)
     assert own_db[mongo.PRODUCTS].find_one({"_id": "P"})["n_reviews"] == 2  # rewritten by the killed run
     before = catalog_revision.current()
-    assert shopper_controls.delete_user_data("u", db=own_db, rerun=True)["products"] == 0  # nothing left there
+    assert erasure.delete_user_data("u", db=own_db, rerun=True)["products"] == 0  # nothing left there
     assert catalog_revision.current() != before
 
 
@@ -316,7 +316,7 @@ def test_a_reload_of_the_search_index_during_a_deletion_keeps_what_it_loaded(own
         return out
 
     monkeypatch.setattr(mongo, "find_by_ids", read_then_reload)
-    shopper_controls._unlist_words({"strings": {"P"}}, own_db)
+    erasure._unlist_words({"strings": {"P"}}, own_db)
     assert reloaded
     live = own_db[mongo.SEARCH_INDEX].find_one({"_id": "strings"})
     assert live is not None and "NEW" in live["ids"].split(" "), live

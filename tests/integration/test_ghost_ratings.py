@@ -168,14 +168,14 @@ def test_a_batch_claim_takes_writer_locks_in_the_same_insert(ghost_site):
     l1, l2, l3 = (f"writer:lk-{uuid.uuid4().hex[:10]}" for _ in range(3))
     assert cancellation.cancel(e2) is True
     assert cancellation.claim_batch([e1, e2], locks=[l1, l2], token="t1") == ({e2}, set(), True)
-    holders = {d["_id"]: d["token"] for d in db[mongo.LOCKS].find({"_id": {"$in": [l1, l2, l3]}})}
+    holders = {d["_id"]: d["token"] for d in db[mongo.EVENT_CLAIMS].find({"_id": {"$in": [l1, l2, l3]}})}
     assert holders == {l1: "t1", l2: "t1"}
     assert cancellation.claim_batch([e3, e1], locks=[l2, l3], token="t2") == (set(), {e1}, False)
-    holders = {d["_id"]: d["token"] for d in db[mongo.LOCKS].find({"_id": {"$in": [l1, l2, l3]}})}
+    holders = {d["_id"]: d["token"] for d in db[mongo.EVENT_CLAIMS].find({"_id": {"$in": [l1, l2, l3]}})}
     assert holders == {l1: "t1", l2: "t1"}  # l3 given back, l2 still the first writer's
     assert cancellation.state(e3) == "stored" and cancellation.state(e2) == "cancelled"
     locking.release_locks([l1, l2], "t1")
-    assert db[mongo.LOCKS].count_documents({"_id": {"$in": [l1, l2, l3]}}) == 0
+    assert db[mongo.EVENT_CLAIMS].count_documents({"_id": {"$in": [l1, l2, l3]}}) == 0
 
 
 def test_cancel_and_claim_are_decided_once_by_event_id(ghost_site):
@@ -196,7 +196,7 @@ def test_cancel_and_claim_are_decided_once_by_event_id(ghost_site):
     assert cancellation.claim(a) is True and cancellation.cancel(a) is False
     cancellation.uncancel(b)  # removes only a cancellation, never a worker's claim
     assert cancellation.state(b) == "stored"
-    assert db[cancellation.EVENT_CLAIMS].count_documents({"_id": {"$in": [a, b, c, d]}}) == 4
+    assert db[mongo.EVENT_CLAIMS].count_documents({"_id": {"$in": [a, b, c, d]}}) == 4
 
 
 @pytest.mark.django_db(transaction=True)

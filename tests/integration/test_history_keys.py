@@ -40,7 +40,7 @@ def test_history_keeps_product_ids_with_dots_and_dollars(rt_catalog):
     # "not interested" is kept the same way (it was a map keyed by product id too)
     db[mongo.EXCLUSIONS].delete_one({"_id": user})
     for pid in ODD_IDS:
-        shopper_controls.add_exclusion(user, pid, now, db=db)
+        shopper_controls.change_exclusion(user, pid, hide=True, ts=now, db=db)
     assert shopper_controls.exclusions(user, db=db) == set(ODD_IDS)
     assert shopper_controls.all_exclusions(db=db)[user] == set(ODD_IDS)
 

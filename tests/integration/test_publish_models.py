@@ -206,7 +206,7 @@ def test_an_account_deleted_while_publishing_has_no_list_in_the_new_version(own,
     is erased by the site from the lists it reads then (the replaced version's, also for a moment
     after the switch, by a process whose CURRENT is not yet re-read). Its list in the new version
     must go too, or the new model serves a deleted account's recommendations."""
-    from core import popular, rating_history, shopper_controls
+    from core import erasure, popular
     from spark_jobs import publish as job
 
     old = _version(_val(0.1, 0.01), seed=15)
@@ -216,12 +216,12 @@ def test_an_account_deleted_while_publishing_has_no_list_in_the_new_version(own,
     real_refresh, real_drop = popular.refresh_all, stored_lists.drop_serving_lists
 
     def deleted_while_the_lists_are_written(*args, **kwargs):
-        rating_history.record_deleted_user(during)  # the site's "delete my account"
-        shopper_controls.delete_user_data(during)
+        erasure.record_deleted_user(during)  # the site's "delete my account"
+        erasure.delete_user_data(during)
         return real_refresh(*args, **kwargs)
 
     def deleted_by_a_site_process_with_the_old_current(*args, **kwargs):
-        rating_history.record_deleted_user(after)
+        erasure.record_deleted_user(after)
         mongo.get_db()[mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, old)].delete_one({"_id": after})
         return real_drop(*args, **kwargs)
 

@@ -62,7 +62,7 @@ def test_executor_lists_match_the_driver_and_exact_top_n(spark, mongo_db, own_ar
     # a "not interested" product is left out, as the driver's lists do
     picky = user_ids[-1]
     hidden = recommend.recommend(model, {item_ids[i]: 1.0 for i in x[len(user_ids) - 1].indices}, N)[0]["product_id"]
-    shopper_controls.add_exclusion(picky, hidden, 1.0, db=mongo_db)
+    shopper_controls.change_exclusion(picky, hidden, hide=True, ts=1.0, db=mongo_db)
     d = artifacts.models_dir() / version
 
     out = write_serving_lists_spark(spark, version, _pairs(spark, x, user_ids).repartition(3), n=N, block=16)

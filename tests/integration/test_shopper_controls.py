@@ -18,7 +18,8 @@ from urllib.parse import urlparse
 import pytest
 import scipy.sparse as sp
 
-from core import artifacts, catalog, list_state, mongo, rating_history, recommend, shopper_controls, storage, stored_lists
+from core import (artifacts, catalog, erasure, list_state, mongo, rating_history, recommend, redis_client,
+                  shopper_controls, storage, stored_lists)
 from core.events import INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import TOP_N, forget_users, publish_all, reset_core_caches, wait_until, worker_stats
 from realtime_support import rt, rt_catalog  # noqa: F401  (fixtures)
@@ -36,13 +37,13 @@ def own_redis_db(rt_catalog, settings):
     mp = pytest.MonkeyPatch()
     mp.setenv("REDIS_URL", url)
     reset_core_caches()
-    list_state._client.cache_clear()
+    redis_client._client.cache_clear()
     try:
         yield url
     finally:
         mp.undo()
         reset_core_caches()
-        list_state._client.cache_clear()
+        redis_client._client.cache_clear()
 
 
 @pytest.fixture
@@ -509,21 +510,21 @@ def test_an_erasure_ended_after_the_site_s_run_hides_the_pages_cached_before_it(
     reviewer, pid = f"RTSWEPT{by.upper()}", rt.catalog.in_model[41 if by == "sweep" else 42]
     user = make_user(reviewer_id=reviewer)
     other, mine = _reviewed_by(rt.db, reviewer, pid, "Swept later", "Words the sweep removes.")
-    erase = shopper_controls.delete_user_data
+    erase = erasure.delete_user_data
 
     def held(*args, **kwargs):
         raise LockHeld("another writer holds a product's lock")
 
-    monkeypatch.setattr(shopper_controls, "delete_user_data", held)
+    monkeypatch.setattr(erasure, "delete_user_data", held)
     client.force_login(user)
     done = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
     assert done.status_code == 200 and "was interrupted part-way" in " ".join(done.content.decode().split())
-    monkeypatch.setattr(shopper_controls, "delete_user_data", erase)
+    monkeypatch.setattr(erasure, "delete_user_data", erase)
     cached = client.get(f"/p/{pid}/").content.decode()  # logged out: fills the page data and its fragment
     assert mine["review_text"] in cached  # not erased yet
 
     if by == "sweep":
-        assert shopper_controls.finish_erasures(0, db=rt.db)["finished"] >= 1
+        assert erasure.finish_erasures(0, db=rt.db)["finished"] >= 1
     else:
         assert forget_user(RatingEvent(user_id=reviewer, product_id="", rating=0, action=DELETE_ACCOUNT)).status \
             == "processed"
@@ -611,7 +612,7 @@ def test_a_deleted_reviewers_words_leave_titles_counts_and_search_at_once(rt, si
 
     # A second deletion (the worker's delete_account) finds nothing more to change.
     kept = {i: rt.db[mongo.PRODUCTS].find_one({"_id": i}) for i in (pid, qid)}
-    again = shopper_controls.delete_user_data(reviewer, db=rt.db)
+    again = erasure.delete_user_data(reviewer, db=rt.db)
     assert (again["review_pages"], again["products"], again["search_postings"]) == (0, 0, 0)
     assert {i: rt.db[mongo.PRODUCTS].find_one({"_id": i}) for i in (pid, qid)} == kept
     assert _postings(rt.db, "quasar") == {qid: "1", xid: "1"}

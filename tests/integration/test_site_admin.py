@@ -436,12 +436,12 @@ def test_delete_selected_stopped_by_mongodb_keeps_and_logs_only_what_it_deleted(
     from django.contrib.auth.models import User
     from pymongo.errors import ServerSelectionTimeoutError
 
-    from core import shopper_controls
+    from core import erasure
 
     staff = make_user(staff=True)
     client.force_login(staff)
     shoppers = sorted((make_user() for _ in range(3)), key=lambda u: u.pk)
-    erase, calls = shopper_controls.delete_user_data, []
+    erase, calls = erasure.delete_user_data, []
 
     def second_fails(*args, **kwargs):
         calls.append(args)
@@ -449,7 +449,7 @@ def test_delete_selected_stopped_by_mongodb_keeps_and_logs_only_what_it_deleted(
             raise ServerSelectionTimeoutError("no server")
         return erase(*args, **kwargs)
 
-    monkeypatch.setattr(shopper_controls, "delete_user_data", second_fails)
+    monkeypatch.setattr(erasure, "delete_user_data", second_fails)
     stopped = client.post("/admin/auth/user/", {"action": "delete_selected", "post": "yes",
                                                 "_selected_action": [u.pk for u in shoppers]})
     assert stopped.status_code == 503

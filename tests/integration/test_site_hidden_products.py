@@ -44,7 +44,7 @@ def test_a_hidden_product_is_not_offered_to_its_shopper(rt_catalog, site_cache, 
     assert hidden in ids_in(client.get("/").content.decode(), "home-popular")
 
     user = make_user()
-    shopper_controls.add_exclusion(recommender_id(user), hidden, time.time())
+    shopper_controls.change_exclusion(recommender_id(user), hidden, hide=True, ts=time.time())
     client.force_login(user)
     assert ids_in(client.get(f"/p/{shown}/").content.decode(), "fbt") == [kept]
     offered = _offered(client)
@@ -53,7 +53,7 @@ def test_a_hidden_product_is_not_offered_to_its_shopper(rt_catalog, site_cache, 
     assert hidden not in home and kept in home, home
 
     # Taken back ("interested again", stored as the worker stores it): offered everywhere again.
-    shopper_controls.remove_exclusion(recommender_id(user), hidden, time.time())
+    shopper_controls.change_exclusion(recommender_id(user), hidden, hide=False, ts=time.time())
     assert ids_in(client.get(f"/p/{shown}/").content.decode(), "fbt") == [hidden, kept]
     assert hidden in _offered(client)
     assert hidden in ids_in(client.get("/").content.decode(), "home-popular")
@@ -70,7 +70,7 @@ def test_a_product_just_shown_again_is_not_shown_hidden_before_the_worker_applie
     user, pid = make_user(), rt_catalog.products[2]
     client.force_login(user)
     uid = recommender_id(user)
-    shopper_controls.add_exclusion(uid, pid, time.time() - 5, db=rt_catalog.db)
+    shopper_controls.change_exclusion(uid, pid, hide=True, ts=time.time() - 5, db=rt_catalog.db)
     assert f'data-product="{pid}"' in client.get("/hidden/").content.decode()
     assert 'id="hidden-notice"' in client.get(f"/p/{pid}/").content.decode()
 
@@ -82,7 +82,7 @@ def test_a_product_just_shown_again_is_not_shown_hidden_before_the_worker_applie
 
     # hidden again (a newer "not interested"): shown hidden again at once
     assert client.post(f"/p/{pid}/not-interested/", {"next": "product"}).status_code == 302
-    shopper_controls.add_exclusion(uid, pid, time.time(), db=rt_catalog.db)
+    shopper_controls.change_exclusion(uid, pid, hide=True, ts=time.time(), db=rt_catalog.db)
     assert f'data-product="{pid}"' in client.get("/hidden/").content.decode()
 
 
@@ -108,7 +108,7 @@ def test_the_api_lists_the_hidden_products_like_the_page_latest_first_by_pages(r
     uid, start = recommender_id(user), float(int(time.time()) - 1000)
     products = rt_catalog.products[:26]
     for k, pid in enumerate(products):  # products[25] hidden last
-        shopper_controls.add_exclusion(uid, pid, start + k, db=rt_catalog.db)
+        shopper_controls.change_exclusion(uid, pid, hide=True, ts=start + k, db=rt_catalog.db)
     latest_first = products[::-1]
 
     first = _api_hidden(client)
@@ -129,7 +129,7 @@ def test_the_api_lists_the_hidden_products_like_the_page_latest_first_by_pages(r
         assert client.get("/hidden/", {"page": bad}).status_code == 400, bad
 
     # Taken back (stored as the worker stores it): not listed any more.
-    shopper_controls.remove_exclusion(uid, products[25], time.time(), db=rt_catalog.db)
+    shopper_controls.change_exclusion(uid, products[25], hide=False, ts=time.time(), db=rt_catalog.db)
     assert [i["product_id"] for i in _api_hidden(client)["items"]] == latest_first[1:25]
 
 

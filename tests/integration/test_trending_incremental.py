@@ -19,7 +19,7 @@ import pytest
 import redis
 from pymongo import MongoClient, monitoring
 
-from core import mongo, popular, stored_lists, trending, trending_store, trending_votes
+from core import mongo, popular, redis_client, stored_lists, trending, trending_store, trending_votes
 from core.events import DELETE_ACCOUNT, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
 from trending_support import apply_batch, env, list_names  # noqa: F401  (env: a fixture)
@@ -383,8 +383,7 @@ def test_marks_lost_by_a_redis_restart_rebuild_the_state(env, tmp_path):
     def start() -> subprocess.Popen:
         proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path),
                                  "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        trending_store._client.cache_clear()  # no pooled connection to the server before
-        list_state._client.cache_clear()
+        redis_client._client.cache_clear()  # no pooled connection to the server before
         wait_until(lambda: _pings(url), 30, "the private Redis to answer")
         return proc
 
@@ -408,8 +407,7 @@ def test_marks_lost_by_a_redis_restart_rebuild_the_state(env, tmp_path):
         proc.wait()
         mp.undo()  # the shared Redis again, for the fixture's cleanup and the next tests
         reset_core_caches()
-        trending_store._client.cache_clear()
-        list_state._client.cache_clear()
+        redis_client._client.cache_clear()
 
 
 def _pings(url: str) -> bool:

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from core import artifacts, cancellation, catalog, locking, mongo, rating_history, shopper_controls, stored_lists
+from core import (artifacts, cancellation, catalog, erasure, locking, mongo, rating_history, shopper_controls,
+                  stored_lists)
 from core.events import DELETE_ACCOUNT, INTERESTED_AGAIN, NOT_INTERESTED, UNRATE, RatingEvent
 from realtime_support import TOP_N, forget_users, publish_model
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
@@ -147,8 +148,8 @@ def test_a_batch_of_many_users_keeps_exclusions_and_deleted_accounts(rt_catalog,
     batch = [RatingEvent(user_id=u, product_id=p[i % 40], rating=1 + i % 5, ts=now + i) for i, u in enumerate(users)]
     picky, gone = users[5], users[9]
     unwanted = recommend.recommend(model, {batch[5].product_id: float(batch[5].rating)}, n=TOP_N)[0]["product_id"]
-    shopper_controls.add_exclusion(picky, unwanted, now - 10, db=db)
-    rating_history.record_deleted_user(gone, db=db)
+    shopper_controls.change_exclusion(picky, unwanted, hide=True, ts=now - 10, db=db)
+    erasure.record_deleted_user(gone, db=db)
 
     outcomes = handle_batch(batch, model)
 
@@ -185,7 +186,7 @@ def test_a_batch_reads_deleted_accounts_with_its_histories_and_announces_under_i
         return find_many(requests, db=db)
 
     def spy_announce(versions):
-        held_at_announce.append({d["_id"] for d in db[mongo.LOCKS].find({"_id": {"$regex": f"{user}$"}})})
+        held_at_announce.append({d["_id"] for d in db[mongo.EVENT_CLAIMS].find({"_id": {"$regex": f"{user}$"}})})
         stored_at_announce.append(db[mongo.RATINGS].count_documents({"user_id": user}))
         return announce_many(versions)
 
@@ -208,7 +209,7 @@ def test_a_batch_reads_deleted_accounts_with_its_histories_and_announces_under_i
     assert claimed_with == [[locking.writer_lock_name(user)]] * 2  # taken by the insert that claims the event
     assert stored_at_announce == [0, 1]  # each batch's rating is inserted after its announcement
     assert db[mongo.RATINGS].count_documents({"user_id": user, "state": "processed"}) == 2
-    assert db[mongo.LOCKS].count_documents({"_id": {"$regex": f"{user}$"}}) == 0
+    assert db[mongo.EVENT_CLAIMS].count_documents({"_id": {"$regex": f"{user}$"}}) == 0
     assert stored_lists.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
 
 
@@ -316,14 +317,14 @@ def test_the_worker_s_tail_keeps_locks_and_ratings_until_it_is_finished(rt_catal
 
     assert [o.status for o in first + second] == ["processed", "processed"]
     assert stored_lists.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
-    assert [d["token"] for d in db[mongo.LOCKS].find({"_id": locking.writer_lock_name(user)})] == [tail.token]
+    assert [d["token"] for d in db[mongo.EVENT_CLAIMS].find({"_id": locking.writer_lock_name(user)})] == [tail.token]
     assert db[mongo.RATINGS].count_documents({"user_id": user}) == 0 and len(tail.ratings) == 2
     again = handle_batch([first[0].event], model, tail)  # redelivered before its rating was inserted
     assert [o.status for o in again] == ["duplicate"] and len(tail.ratings) == 2
     assert stored_lists.get_recommendations(user, db=db)["source_event_id"] == second[0].event.event_id
     finish(tail)
     assert not tail
-    assert db[mongo.LOCKS].count_documents({"_id": locking.writer_lock_name(user)}) == 0
+    assert db[mongo.EVENT_CLAIMS].count_documents({"_id": locking.writer_lock_name(user)}) == 0
     assert db[mongo.RATINGS].count_documents({"user_id": user, "state": "processed"}) == 2
 
     handle_batch([RatingEvent(user_id=gone, product_id=p[2], rating=3, ts=now + 2)], model, tail)
@@ -332,7 +333,7 @@ def test_the_worker_s_tail_keeps_locks_and_ratings_until_it_is_finished(rt_catal
     finish(tail)
     assert [o.status for o in deleted] == ["processed"]
     assert db[mongo.RATINGS].count_documents({"user_id": gone}) == 0
-    assert db[mongo.LOCKS].count_documents({"_id": locking.writer_lock_name(gone)}) == 0
+    assert db[mongo.EVENT_CLAIMS].count_documents({"_id": locking.writer_lock_name(gone)}) == 0
     forget_users(db, [user, gone])
 
 
@@ -358,7 +359,7 @@ def test_a_batch_that_must_wait_for_a_lock_gives_back_the_tail_s_first(rt_catalo
             holding.set()
             deadline = time.monotonic() + 5  # (the lock goes stale after locking.LOCK_STALE_S: longer)
             while time.monotonic() < deadline:
-                if db[mongo.LOCKS].count_documents({"_id": locking.writer_lock_name(kept)}) == 0:
+                if db[mongo.EVENT_CLAIMS].count_documents({"_id": locking.writer_lock_name(kept)}) == 0:
                     saw_release.append(True)
                     break
                 time.sleep(0.02)

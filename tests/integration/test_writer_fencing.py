@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from core import locking, rating_history, stored_lists
+from core import erasure, locking, rating_history, stored_lists
 from core.events import RatingEvent
 from realtime_support import forget_users
 from realtime_support import rt_catalog, worker_env  # noqa: F401  (fixtures)
@@ -145,13 +145,13 @@ def _page(pid: str, users: list[str]) -> dict:
 
 def test_a_stalled_deletion_does_not_bring_back_a_review_another_deletion_removed(own_db, short_lease, monkeypatch):
     """Two accounts' deletions erase their reviews from one product's page (the product's lock,
-    ``core.shopper_controls._erase_reviews``); the first stalls between its read of the page and
+    ``core.erasure._erase_reviews``); the first stalls between its read of the page and
     its write, the second takes the lock over and erases its review. The stalled one must not
     write its page (with the second account's review) nor its counts; its re-run finishes it."""
     from pymongo.collection import Collection
 
     from core import mongo
-    from core.shopper_controls import _erase_reviews
+    from core.erasure import _erase_reviews
 
     db = own_db
     db[mongo.PRODUCTS].insert_one({"_id": "P", "n_reviews": 3, "avg_rating": 4.0, "rating_hist": {"4": 3},
@@ -174,7 +174,7 @@ def test_a_stalled_deletion_does_not_bring_back_search_postings_another_deletion
     """Two deletions take their products off one search key (its lock, ``_unlist_words``); the
     first stalls between its read of the key and its write."""
     from core import mongo, search
-    from core.shopper_controls import _unlist_words
+    from core.erasure import _unlist_words
 
     db = own_db
     ids = ["P1", "P2", "P3"]
@@ -241,8 +241,8 @@ def test_a_deletion_that_loses_a_product_lock_deletes_the_account_and_the_sweep_
     from pymongo.collection import Collection
 
     from accounts.models import AccountDeletion
-    from core import mongo, shopper_controls
-    from core.shopper_controls import _erase_reviews
+    from core import mongo
+    from core.erasure import _erase_reviews
     from tests.site_catalog import PASSWORD
 
     db, reviewer = own_db, f"LEASE{via.upper()}"
@@ -270,7 +270,7 @@ def test_a_deletion_that_loses_a_product_lock_deletes_the_account_and_the_sweep_
     assert users == [reviewer, "c"], users  # its write of the page was not made; the other's was
 
     monkeypatch.setattr(Collection, "find_one", find_one)  # no more takeovers
-    assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
+    assert erasure.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
     assert [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]] == ["c"]
     assert db[mongo.PRODUCTS].find_one({"_id": "P"})["n_reviews"] == 1
     assert db[mongo.USER_HISTORY].find_one({"_id": reviewer}) is None
@@ -287,7 +287,7 @@ def _held_product(db, reviewer: str, monkeypatch) -> None:
                                    "sample_summary": ""})
     db[mongo.PRODUCT_REVIEWS].insert_one(_page("P", [reviewer, "b"]))
     db[mongo.USER_HISTORY].insert_one(rating_history.history_doc(reviewer, {"P": (4.0, 1.0)}, {}))
-    db[mongo.LOCKS].insert_one({**locking.lock_doc("product:P", "other-writer", time.time()),
+    db[mongo.EVENT_CLAIMS].insert_one({**locking.lock_doc("product:P", "other-writer", time.time()),
                                 "expires": time.time() + 600})  # a live holder, on a lease
     monkeypatch.setattr(locking.fenced_lock.__wrapped__, "__defaults__", (None, 0.2))  # wait_s: 0.2 s
 
@@ -323,7 +323,7 @@ def test_the_staff_record_of_a_deletion_left_to_the_sweep_says_when_the_sweep_en
     the records now notes when a run again ended it, through a random reference both the record and
     the deleted mark hold until then; a deletion erased at once has its end from the start."""
     from accounts.models import AccountDeletion
-    from core import mongo, shopper_controls
+    from core import mongo
     from tests.site_catalog import PASSWORD
 
     from pymongo.errors import AutoReconnect, ExecutionTimeout
@@ -331,12 +331,12 @@ def test_the_staff_record_of_a_deletion_left_to_the_sweep_says_when_the_sweep_en
     db = own_db
     _held_product(db, "SWEPT", monkeypatch)
     client.force_login(make_user(reviewer_id="SWEPT"))
-    erase = shopper_controls.delete_user_data
+    erase = erasure.delete_user_data
 
     def fails_once(*args, **kwargs):  # the first request fails after the mark was made: asked again
-        monkeypatch.setattr(shopper_controls, "delete_user_data", erase)
+        monkeypatch.setattr(erasure, "delete_user_data", erase)
         raise AutoReconnect("connection lost")
-    monkeypatch.setattr(shopper_controls, "delete_user_data", fails_once)
+    monkeypatch.setattr(erasure, "delete_user_data", fails_once)
     assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 503
     assert mongo.BREAKER.is_open  # the site's middleware saw MongoDB fail
     mongo.BREAKER.success()  # it is back (the admin does not read while the breaker is open)
@@ -352,12 +352,12 @@ def test_the_staff_record_of_a_deletion_left_to_the_sweep_says_when_the_sweep_en
     assert down.status_code == 200 and b"Could not read the erasures" in down.content
     mongo.BREAKER.success()
     with monkeypatch.context() as slow:  # the admin's own read timing out does not open the site's breaker
-        slow.setattr(rating_history, "erasures_ended", _raises(ExecutionTimeout("operation exceeded time limit")))
+        slow.setattr(erasure, "erasures_ended", _raises(ExecutionTimeout("operation exceeded time limit")))
         down = admin_client.get("/admin/accounts/accountdeletion/")
     assert down.status_code == 200 and b"Could not read the erasures" in down.content and not mongo.BREAKER.is_open
 
-    db[mongo.LOCKS].delete_many({})  # the other writer is gone; the sweep runs
-    assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
+    db[mongo.EVENT_CLAIMS].delete_many({})  # the other writer is gone; the sweep runs
+    assert erasure.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
     page = admin_client.get(f"/admin/accounts/accountdeletion/{record.pk}/change/")
     assert page.status_code == 200
     record.refresh_from_db()
@@ -393,7 +393,7 @@ def test_a_deletion_whose_erasure_reference_cannot_be_noted_still_deletes_the_ac
     _held_product(own_db, "NONOTE", monkeypatch)
     user = make_user(reviewer_id="NONOTE")
     client.force_login(user)
-    monkeypatch.setattr(rating_history, "note_unfinished_erasure", _raises(AutoReconnect("connection lost")))
+    monkeypatch.setattr(erasure, "note_unfinished_erasure", _raises(AutoReconnect("connection lost")))
     answer = client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"})
     assert answer.status_code == 200, answer.content
     assert not User.objects.filter(pk=user.pk).exists()
@@ -414,15 +414,15 @@ def test_a_deletion_stopped_after_an_earlier_run_ended_is_not_shown_as_ended(
     from tests.site_catalog import PASSWORD
 
     db = own_db
-    rating_history.record_deleted_user("AGAIN", db=db)
-    rating_history.record_erased("AGAIN", db=db)  # the earlier run's end
+    erasure.record_deleted_user("AGAIN", db=db)
+    erasure.record_erased("AGAIN", db=db)  # the earlier run's end
     _held_product(db, "AGAIN", monkeypatch)  # what came back, behind a held lock
     client.force_login(make_user(reviewer_id="AGAIN"))
     assert client.post("/accounts/delete/", {"password": PASSWORD, "confirm": "on"}).status_code == 200
     assert admin_client.get("/admin/accounts/accountdeletion/").status_code == 200
     record = AccountDeletion.objects.get()
     assert record.counts["unfinished"] == "LockHeld" and record.erased_at is None, record.erased_at
-    assert "AGAIN" in rating_history.unfinished_erasures(0, 10, db=db)
+    assert "AGAIN" in erasure.unfinished_erasures(0, 10, db=db)
     assert "erased_at" not in db[mongo.DELETED_USERS].find_one({"_id": "AGAIN"})
 
 
@@ -431,16 +431,16 @@ def test_the_workers_delete_account_leaves_an_erasure_it_cannot_finish_to_the_sw
     product's lock); the worker ran the erasure again, met the same lock, and raised: three tries
     of a 30 s wait holding the partition, then the event went to the dead letters. It hands the
     erasure to Celery's sweep, as the site does."""
-    from core import mongo, shopper_controls
+    from core import mongo
     from core.events import DELETE_ACCOUNT
     from kafka_workers.batch import forget_user
 
     db, reviewer = own_db, "HELDWORKER"
     _held_product(db, reviewer, monkeypatch)
-    rating_history.record_deleted_user(reviewer, db=db)
+    erasure.record_deleted_user(reviewer, db=db)
     outcome = forget_user(RatingEvent(user_id=reviewer, product_id="", rating=0, action=DELETE_ACCOUNT))
     assert outcome.status == "processed"
 
-    db[mongo.LOCKS].delete_one({"_id": "product:P"})  # the other writer is done
-    assert shopper_controls.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
+    db[mongo.EVENT_CLAIMS].delete_one({"_id": "product:P"})  # the other writer is done
+    assert erasure.finish_erasures(0, db=db) == {"finished": 1, "stopped": 0}
     assert [r["user_id"] for r in db[mongo.PRODUCT_REVIEWS].find_one({"_id": "P:1"})["items"]] == ["b"]

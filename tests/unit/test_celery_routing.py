@@ -52,9 +52,9 @@ def test_expired_tokens_are_swept_every_api_token_sweep_s():
     import subprocess
     import sys
 
-    from kafka_workers.celery_app import TOKEN_SWEEP_S
+    from kafka_workers.celery_app import CONFIG
 
-    assert app.conf.beat_schedule["delete-expired-tokens"]["schedule"] == TOKEN_SWEEP_S
+    assert app.conf.beat_schedule["delete-expired-tokens"]["schedule"] == CONFIG.token_sweep_s
     assert app.conf.beat_schedule["delete-expired-tokens"]["task"] == tasks.delete_expired_tokens.name
     read = subprocess.run([sys.executable, "-c", "from kafka_workers.celery_app import app; "
                            "print(app.conf.beat_schedule['delete-expired-tokens']['schedule'])"],

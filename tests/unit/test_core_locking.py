@@ -23,7 +23,7 @@ class Claims:
 
 def test_a_fresh_lock_is_not_asked_about_and_an_old_one_is_renewed():
     claims = Claims(matched=2)
-    db = {mongo.LOCKS: claims}
+    db = {mongo.EVENT_CLAIMS: claims}
     check = locking.fence(["user:b", "user:a"], "tok", time.monotonic(), db=db)
     check()
     assert claims.calls == [], "a lock younger than half its lease cannot have been taken over"
@@ -35,7 +35,7 @@ def test_a_fresh_lock_is_not_asked_about_and_an_old_one_is_renewed():
 
 
 def test_a_lock_taken_over_stops_the_write():
-    db = {mongo.LOCKS: Claims(matched=1)}
+    db = {mongo.EVENT_CLAIMS: Claims(matched=1)}
     check = locking.fence(["user:a", "user:b"], "tok", time.monotonic() - locking.LOCK_STALE_S, db=db)
     with pytest.raises(locking.LeaseLost, match="1 of 2"):
         check()

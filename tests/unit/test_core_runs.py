@@ -265,3 +265,13 @@ def test_start_hands_bin_pipeline_the_settings_spark_master_and_driver_memory(da
     get_settings.cache_clear()
     assert run_records.main(["start", "r-cluster", "--engine", "ease", "--rerun", "clean"]) == 0
     assert capsys.readouterr().out.split() == ["ease", "0", "clean,mongo_load", "spark://master:7077", "4g"]
+
+
+@pytest.mark.parametrize("size", ["4 g", "4.5g", "four"])
+def test_a_driver_memory_spark_cannot_read_stops_the_run_naming_it(data_dir, monkeypatch, size):
+    """It was handed on as given (to bin/pipeline's spark-submit, the DAG's, a job's session), to
+    fail there in a JVM trace that never names the variable, as the other sizes did before."""
+    monkeypatch.setenv("SPARK_DRIVER_MEMORY", size)
+    get_settings.cache_clear()
+    with pytest.raises(ValueError, match=f"SPARK_DRIVER_MEMORY must be a JVM size above 0 .*'{size}'"):
+        run_records.main(["start", "r-size"])

@@ -1,15 +1,15 @@
-"""What a deletion writes to a product document (core.shopper_controls._without_reviews): the
+"""What a deletion writes to a product document (core.erasure._without_reviews): the
 reviews it found on the pages subtracted, and the deletion's mark (its erasure token, the
 document's stamp, the words to unlist), nothing else of the account; when a page it read is older
 than the document (a load between its products and its pages), the product listed in ``recounts``
-for the load's eraser (core.shopper_controls._subtract_reviews), nothing more on the document."""
+for the load's eraser (core.erasure._subtract_reviews), nothing more on the document."""
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from core.shopper_controls import _TRIES, LOAD_STAMP, LoadContention, _pages_older, _subtract_reviews, _without_reviews
+from core.erasure import _TRIES, LOAD_STAMP, LoadContention, _pages_older, _subtract_reviews, _without_reviews
 
 S1, S2 = 1_000_001, 1_000_002
 

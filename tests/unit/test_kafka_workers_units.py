@@ -156,7 +156,7 @@ def test_deleting_an_account_waits_for_a_list_writer_between_its_mark_and_its_da
     so its list is written before the deletion removes it, never after."""
     from contextlib import contextmanager
 
-    from core import events, list_state, locking, rating_history, shopper_controls
+    from core import erasure, events, list_state, locking
     from core.events import RatingEvent
     from kafka_workers import batch
 
@@ -169,8 +169,8 @@ def test_deleting_an_account_waits_for_a_list_writer_between_its_mark_and_its_da
         steps.append(("unlock", user_id))
 
     monkeypatch.setattr(locking, "writer_lock", writer_lock)
-    monkeypatch.setattr(rating_history, "record_deleted_user", lambda u: steps.append(("mark", u)))
-    monkeypatch.setattr(shopper_controls, "delete_user_data", lambda u, **kw: steps.append(("delete", u)))
+    monkeypatch.setattr(erasure, "record_deleted_user", lambda u: steps.append(("mark", u)))
+    monkeypatch.setattr(erasure, "delete_user_data", lambda u, **kw: steps.append(("delete", u)))
     monkeypatch.setattr(list_state, "drop", lambda u: steps.append(("drop", u)))
     outcome = batch.forget_user(RatingEvent(user_id="u1", product_id="", rating=0, action=events.DELETE_ACCOUNT))
     assert outcome.status == "processed"

@@ -111,3 +111,32 @@ def test_reloaded_collections_resolve_on_the_last_known_version_while_the_store_
     monkeypatch.setattr(mongo, "POINTER_TTL_S", 0.0)
     monkeypatch.setattr(published, "CHECK_S", 0.0)  # every call reads the store again
     assert mongo.physical_name(db, mongo.PRODUCTS) == "products__g1"
+
+
+def test_celery_s_model_check_keeps_the_last_known_version_while_the_store_is_down(store, monkeypatch):
+    """``check_model`` read CURRENT itself: every check (each MODEL_CHECK_S) failed with the
+    store's OSError. Read through ``core.published``, a store read once gives its last known version."""
+    from kafka_workers import tasks
+
+    class Rescored:  # v1 re-scored already: nothing to queue
+        def mget(self, *keys):
+            return [b"v1", None]
+
+    monkeypatch.setattr(tasks.redis_client, "client", lambda: Rescored())
+    assert tasks.check_model() is None
+    store["down"] = True
+    assert tasks.check_model() is None
+
+
+def test_the_admin_s_current_column_keeps_the_last_known_version_while_the_store_is_down(store):
+    """The model versions' list read CURRENT itself, once per row: a store down was a 500 for the
+    whole page. Through ``core.published`` it is read once a second, and kept while the store fails."""
+    from django.contrib import admin
+
+    from shop.admin import ModelVersionAdmin
+    from shop.models import ModelVersion
+
+    column = ModelVersionAdmin(ModelVersion, admin.site).is_current
+    assert column(SimpleNamespace(version="v1"))
+    store["down"] = True
+    assert column(SimpleNamespace(version="v1")) and not column(SimpleNamespace(version="v0"))

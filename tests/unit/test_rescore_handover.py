@@ -86,7 +86,7 @@ def rescore(monkeypatch):
             tasks._worker_shutting_down(sig="SIGTERM", how="Warm", exitcode=0)
         return 1
 
-    monkeypatch.setattr(tasks, "_redis", lambda: r)
+    monkeypatch.setattr(tasks.redis_client, "client", lambda: r)
     monkeypatch.setattr(tasks.artifacts, "load_model", lambda version: types.SimpleNamespace(version=version))
     monkeypatch.setattr(tasks.artifacts, "current_version", lambda: "v1")
     monkeypatch.setattr(tasks, "_active_users", lambda days: list(USERS))
@@ -209,7 +209,7 @@ def test_a_copy_that_finds_another_run_lets_go_of_the_queued_mark(rescore):
     queued mark, so when that run died (its lease ran out) check_model queued nothing for hours."""
     r = rescore.redis
     r.set(tasks._running_key("v1"), "another run's token", ex=tasks.RUNNING_LEASE_S)
-    r.set(tasks._queued_key("v1"), "1", ex=tasks.RESCORE_TIME_LIMIT_S + 60)
+    r.set(tasks._queued_key("v1"), "1", ex=tasks.CONFIG.rescore_time_limit_s + 60)
     assert tasks.rescore_active_users("v1") == 0 and rescore.scored == []
     assert r.get(tasks._running_key("v1")) == b"another run's token"
     r.after(tasks.RUNNING_LEASE_S)  # that run was killed
