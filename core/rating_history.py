@@ -54,14 +54,8 @@ def store_ratings(docs: list[dict[str, Any]], db: Database | None = None) -> set
     return {docs[i]["_id"] for i in mongo.insert_new(db[mongo.RATINGS], docs)}
 
 
-def mark_rating_processed(event_id: str, model_version: str | None, db: Database | None = None) -> None:
-    db = db if db is not None else mongo.get_db()
-    db[mongo.RATINGS].update_one({"_id": event_id}, {"$set": {"state": "processed", "processed_at": time.time(),
-                                                        "model_version": model_version}})
-
-
 def mark_ratings_processed(versions: dict[str, str | None], db: Database | None = None) -> None:
-    """:func:`mark_rating_processed` for a batch: {event id: model version of the list written}."""
+    """Mark stored ratings processed: {event id: model version of the list written}."""
     db = db if db is not None else mongo.get_db()
     now = time.time()
     mongo.set_by_ids(mongo.RATINGS, {eid: {"state": "processed", "processed_at": now, "model_version": v}
@@ -173,8 +167,8 @@ def user_history(user_id: str, db: Database | None = None) -> dict[str, tuple[fl
 
 
 def history_unless_deleted(user_id: str, db: Database | None = None) -> dict[str, float] | None:
-    """``user_ratings``, or None for a deleted account. The one-event path is the worker's fallback
-    (a batch reads ``deleted_users`` in its one read)."""
+    """``user_ratings``, or None for a deleted account. Only the tests call it now (the read order it
+    shares with :func:`change_history`); the worker's batches read ``deleted_users`` in their one read."""
     db = db if db is not None else mongo.get_db()
     doc = _history_doc_unless_deleted(user_id, db)
     return None if doc is None else rating_values(history_entries(doc)[0])

@@ -59,7 +59,8 @@ def apply_exclusion_change(items: dict[str, float], shown: dict[str, float], pro
                            ts: float) -> bool:
     """Hide (``not_interested``) or show again (``interested_again``) one product in exclusions held
     in memory, unless the change there for that product wins over it (:func:`_exclusion_key`);
-    True if they changed. The one rule both the one-event path and a batch apply, as
+    True if they changed. The one rule every exclusions writer applies (the worker's batches and
+    :func:`change_exclusion`), as
     :func:`core.rating_history.apply_history_change` is for ratings: an older change does not
     overwrite a newer one, a redelivered one changes nothing, and changes of the same time end
     the same whatever order they come in."""
