@@ -13,7 +13,7 @@ removes what MongoDB and Redis keep for the user (:func:`forget_user`), and anyt
 for a deleted account afterwards is dropped.
 
 The worker falls back to batches of one, each message on its own, when a batch fails: that
-isolates the message at fault (kafka_workers/worker.py).
+isolates the message at fault (``kafka_workers.polls`` and ``kafka_workers.retry``).
 """
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ _topic: tuple[str | None, bool | None] = (None, None)  # the topic consumed, and
 
 
 def event_handled(outcome: str, latency_s: float = 0.0) -> None:
-    """One message done with ``outcome`` (a ``process.Outcome.status``); a processed rating's
+    """One message done with ``outcome`` (a ``kafka_workers.outcomes.Outcome.status``); a processed rating's
     latency goes into the histogram."""
     EVENTS.labels(outcome).inc()
     if outcome == "processed":
