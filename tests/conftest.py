@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -67,6 +68,28 @@ def settings(tmp_path_factory):
     os.environ.setdefault("DATA_DIR", str(tmp_path_factory.mktemp("data")))
     get_settings.cache_clear()
     return get_settings()
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hasher(request):
+    """Passwords hashed with MD5 in tests, as Django's own docs advise for test speed.
+
+    Production's PBKDF2 takes about half a second a hash on a CI core, and the site tests make
+    two accounts a test (hundreds of hashes a run). PBKDF2 stays second in the list so hashes
+    it made still verify. Tests whose point needs the slow hash (attempts still being hashed
+    while others arrive, Django's re-hash of an old PBKDF2 hash) are marked
+    ``production_password_hasher`` and keep the settings' own list; so does every site served by
+    a subprocess (gunicorn), which never sees this override.
+    """
+    if request.node.get_closest_marker("production_password_hasher") or "django" not in sys.modules:
+        yield
+        return
+    from django.conf import settings as dj
+    from django.test.utils import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher",
+                                             *dj.PASSWORD_HASHERS]):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -88,6 +88,7 @@ def test_a_password_change_signs_out_every_device(site_cache, client, make_user)
     assert not _works(client, phone) and not _works(client, laptop)
 
 
+@pytest.mark.production_password_hasher  # Django's re-hash of an older PBKDF2 hash
 def test_a_sign_in_that_upgrades_the_password_hash_signs_no_device_out(site_cache, client, make_user):
     """Django re-hashes a password at a right sign-in when its hasher asks for more work (each
     feature release raises PBKDF2's iterations); that save changes the stored hash and was taken

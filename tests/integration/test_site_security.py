@@ -629,6 +629,8 @@ def test_an_empty_deletion_post_is_a_failed_password_check(site_cache, client, m
 
 # --- 4. concurrent attempts: counted before the slow check, not after ------------------------------
 
+# The attempts must overlap while their passwords are hashed: production's hasher, not the tests' MD5.
+SLOW_HASH = pytest.mark.production_password_hasher
 N_CONCURRENT = 12  # bin/services' gunicorn: WEB_WORKERS=3 x WEB_THREADS=4
 
 
@@ -657,6 +659,7 @@ def _burst(attempt) -> list:
     return results
 
 
+@SLOW_HASH
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_guesses_get_no_more_password_checks_than_the_limit(site_cache, make_user):
     """The lockout was read before the password hashing and counted after it: 12 guesses at once
@@ -683,6 +686,7 @@ def _authenticate(username: str, address: str):
                         password=PASSWORD)
 
 
+@SLOW_HASH
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_right_logins_past_the_limit_all_get_in(site_cache, make_user):
     """Every attempt counts as failed until its password proves right: 12 right logins at once for
@@ -696,6 +700,7 @@ def test_concurrent_right_logins_past_the_limit_all_get_in(site_cache, make_user
     assert users == [user] * N_CONCURRENT, users
 
 
+@SLOW_HASH
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_right_logins_from_one_address_past_its_limit_all_get_in(site_cache, make_user):
     """The same for the address's count over all usernames (a NAT: many people, one address):
@@ -976,6 +981,7 @@ def test_a_password_check_that_raises_resolves_its_attempt(site_cache, make_user
     assert _in_flight(user.username, password, address) == [0, 0, 0]
 
 
+@SLOW_HASH
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_api_deletions_get_no_more_password_checks_than_the_limit(site_cache, make_user):
     """The API's account deletion read the lockout before its password check and counted after it,
@@ -1007,6 +1013,7 @@ def _table_locked(error) -> bool:
     return False
 
 
+@SLOW_HASH
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_signups_from_one_address_make_no_more_accounts_than_the_limit(site_cache):
     from django.conf import settings
