@@ -2,22 +2,20 @@
 
 Airflow lives in its own virtualenv (its pins clash with the app's), so every check runs the
 Airflow venv's Python in a subprocess with a throwaway AIRFLOW_HOME; the venv is installed with
-``bin/services install airflow`` when it is missing, never skipped. The slow test runs the whole
-DAG with ``airflow dags test`` against the real MongoDB-protocol server, in its own database and
-its own data and artifact folders.
+``bin/services install airflow`` when it is missing, never skipped. The whole DAG runs with
+``airflow dags test`` once, on the Spark cluster with its data in the object store
+(tests/integration/test_cluster_storage.py), and a worker then serves the model it published.
 """
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from core.runs import DEFAULT_ENGINE, ENGINES, STAGES
+from core.runs import DEFAULT_ENGINE, ENGINES, STAGES, fs_safe
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
@@ -238,61 +236,78 @@ def test_a_run_that_stops_waiting_for_its_inputs_keeps_its_options(airflow_venv,
 
 EVALUATE_PROBE = f"""
 import json, sys
-{LOAD_DAG_MODULE}try:
-    print(json.dumps({{"ok": p.read_train_record(sys.argv[1])}}))
-except Exception as exc:
-    print(json.dumps({{"error": type(exc).__name__, "message": str(exc)}}))
+{LOAD_DAG_MODULE}out = {{}}
+for run_id in json.loads(sys.argv[1]):
+    try:
+        out[run_id] = {{"ok": p.read_train_record(run_id)}}
+    except Exception as exc:
+        out[run_id] = {{"error": type(exc).__name__, "message": str(exc)}}
+print(json.dumps(out))
 """
 
-
-@pytest.mark.parametrize("record, expected", [
+# evaluate's reading of train's record, one run id per case: every case's record is written into
+# one DATA_DIR and read by one probe (each probe starts Airflow: seconds of CI apiece)
+UNUSABLE_RECORDS = [
     (None, "train left no record"),
     ({"status": "failed", "version": "v1", "metrics": {"ndcg@10": 0.1}}, "status 'failed'"),
     ({"status": "ok", "metrics": {"ndcg@10": 0.1}}, "names no model version"),
     ({"status": "ok", "version": "v1"}, "no evaluation metrics"),
-])
-def test_evaluate_fails_clearly_without_a_usable_train_record(airflow_venv, tmp_path, record, expected):
-    run_id = "manual__2026-01-01T00:00:00+00:00"
-    if record is not None:
-        run_dir = tmp_path / "data" / "runs" / "manual__2026-01-01T00-00-00-00-00"
-        run_dir.mkdir(parents=True)
-        (run_dir / "train.json").write_text(json.dumps(record))
-    out = _probe(airflow_venv, tmp_path / "home", EVALUATE_PROBE.replace("sys.argv[1]", repr(run_id)),
-                 DATA_DIR=str(tmp_path / "data"))
+]
+# The writer (spark_jobs.reconcile, in the app venv) and evaluate's reader (in the Airflow venv)
+# must meet in one folder: the DAG hands the jobs the safe run id while evaluate reads with
+# Airflow's own; bin/pipeline hands its --run-id as given.
+WRITTEN_AS = {"raw id": ("manual__2026-11-25T11:40:32.728943+00:00", "manual__2026-11-25T11:40:32.728943+00:00"),
+              "safe id": ("manual__2026-11-26T11-40-32.728943-00-00", "manual__2026-11-26T11:40:32.728943+00:00")}
+
+
+def _unusable_run_id(i: int) -> str:
+    return f"manual__2026-01-0{i + 1}T00:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def evaluate_reads(airflow_venv, tmp_path_factory) -> dict:
+    """What evaluate's reader returned (or raised) for every case's run id, in one probe."""
+    from core.settings import get_settings
+    from spark_jobs.reconcile import write_record
+
+    data = tmp_path_factory.mktemp("evaluate-data")
+    for i, (record, _) in enumerate(UNUSABLE_RECORDS):
+        if record is not None:
+            run_dir = data / "runs" / fs_safe(_unusable_run_id(i))
+            run_dir.mkdir(parents=True)
+            (run_dir / "train.json").write_text(json.dumps(record))
+    (data / "runs" / "r-1").mkdir(parents=True)
+    (data / "runs" / "r-1" / "train.json").write_text(json.dumps(
+        {"status": "ok", "version": "20260101-abc", "metrics": {"ndcg@10": 0.12, "rmse": 0.9}}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATA_DIR", str(data))
+        mp.setattr("core.mongo.record_pipeline_run", lambda *args, **kwargs: None)  # MongoDB's copy left out
+        get_settings.cache_clear()
+        try:
+            for written_as, _ in WRITTEN_AS.values():
+                write_record(written_as, "train", {"status": "ok", "version": "v-1", "metrics": {"ndcg@10": 0.1}})
+        finally:
+            get_settings.cache_clear()
+    run_ids = [_unusable_run_id(i) for i in range(len(UNUSABLE_RECORDS))] + ["r-1"] + \
+        [read_as for _, read_as in WRITTEN_AS.values()]
+    return _probe(airflow_venv, tmp_path_factory.mktemp("airflow-home"),
+                  EVALUATE_PROBE.replace("sys.argv[1]", repr(json.dumps(run_ids))), DATA_DIR=str(data))
+
+
+@pytest.mark.parametrize("case", range(len(UNUSABLE_RECORDS)), ids=[e for _, e in UNUSABLE_RECORDS])
+def test_evaluate_fails_clearly_without_a_usable_train_record(evaluate_reads, case):
+    out, expected = evaluate_reads[_unusable_run_id(case)], UNUSABLE_RECORDS[case][1]
     assert out.get("error") == "AirflowFailException", out
     assert expected in out["message"]
 
 
-def test_evaluate_hands_version_and_metrics_on(airflow_venv, tmp_path):
-    run_dir = tmp_path / "data" / "runs" / "r-1"
-    run_dir.mkdir(parents=True)
-    (run_dir / "train.json").write_text(json.dumps(
-        {"status": "ok", "version": "20260101-abc", "metrics": {"ndcg@10": 0.12, "rmse": 0.9}}))
-    out = _probe(airflow_venv, tmp_path / "home", EVALUATE_PROBE.replace("sys.argv[1]", "'r-1'"),
-                 DATA_DIR=str(tmp_path / "data"))
-    assert out == {"ok": {"version": "20260101-abc", "metrics": {"ndcg@10": 0.12, "rmse": 0.9}}}
+def test_evaluate_hands_version_and_metrics_on(evaluate_reads):
+    assert evaluate_reads["r-1"] == {"ok": {"version": "20260101-abc", "metrics": {"ndcg@10": 0.12, "rmse": 0.9}}}
 
 
-@pytest.mark.parametrize("written_as", ["manual__2026-11-25T11:40:32.728943+00:00",
-                                        "manual__2026-11-25T11-40-32.728943-00-00"], ids=["raw id", "safe id"])
-def test_evaluate_finds_the_record_the_jobs_writer_wrote(airflow_venv, tmp_path, monkeypatch, written_as):
-    """The writer (spark_jobs.reconcile, in the app venv) and evaluate's reader (in the Airflow venv)
-    must meet in one folder: the DAG hands the jobs the safe run id while evaluate reads with
-    Airflow's own; bin/pipeline hands its --run-id as given. MongoDB's copy is left out."""
-    from core.settings import get_settings
-    from spark_jobs.reconcile import write_record
-
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr("core.mongo.record_pipeline_run", lambda *args, **kwargs: None)
-    get_settings.cache_clear()
-    try:
-        write_record(written_as, "train", {"status": "ok", "version": "v-1", "metrics": {"ndcg@10": 0.1}})
-    finally:
-        get_settings.cache_clear()
-    run_id = "manual__2026-11-25T11:40:32.728943+00:00"
-    out = _probe(airflow_venv, tmp_path / "home", EVALUATE_PROBE.replace("sys.argv[1]", repr(run_id)),
-                 DATA_DIR=str(tmp_path / "data"))
-    assert out == {"ok": {"version": "v-1", "metrics": {"ndcg@10": 0.1}}}
+@pytest.mark.parametrize("written_as", list(WRITTEN_AS))
+def test_evaluate_finds_the_record_the_jobs_writer_wrote(evaluate_reads, written_as):
+    assert evaluate_reads[WRITTEN_AS[written_as][1]] == {"ok": {"version": "v-1", "metrics": {"ndcg@10": 0.1}}}
 
 
 def test_spark_task_refuses_to_run_without_the_spark_connection(airflow_venv, tmp_path):
@@ -310,25 +325,7 @@ except Exception as exc:
     assert "AIRFLOW_CONN_SPARK_DEFAULT" in out["message"]
 
 
-# --- the whole DAG ----------------------------------------------------------------------------
-
-@pytest.fixture
-def scratch_mongo_db():
-    """A database of its own on the real server (fails, not skips, when the server is down)."""
-    from core import mongo
-    from core.settings import get_settings
-
-    # under the session's name, so the session's end clears its Redis keys too (tests/conftest.py)
-    name = f"{get_settings().mongo_db}_airflow_{uuid.uuid4().hex[:8]}"
-    client = mongo.get_client(get_settings().mongo_uri)
-    try:
-        client.admin.command("ping")
-    except Exception as exc:
-        pytest.fail(f"MongoDB (FerretDB) is not reachable at {get_settings().mongo_uri}: {exc}; "
-                    f"start it with `bin/services start`", pytrace=False)
-    yield name
-    client.drop_database(name)
-
+# --- helpers the whole DAG's run uses (tests/integration/test_cluster_storage.py) ---------------
 
 def _airflow(venv: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(venv / "bin" / "airflow"), *args], cwd=ROOT, capture_output=True, text=True,
@@ -338,73 +335,3 @@ def _airflow(venv: Path, env: dict[str, str], *args: str) -> subprocess.Complete
 def _json_output(stdout: str) -> list[dict]:
     """The JSON list an ``airflow ... -o json`` command prints (its last line starting with '[')."""
     return json.loads([line for line in stdout.splitlines() if line.startswith("[")][-1])
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
-def test_dags_test_runs_every_task_and_publishes_a_model(airflow_venv, scratch_mongo_db, tmp_path):
-    data, artifacts_dir = tmp_path / "data", tmp_path / "artifacts"
-    master = os.environ.get("SPARK_TEST_MASTER", "local[2]")
-    env = _airflow_env(
-        tmp_path / "airflow-home",
-        DATA_DIR=str(data), ARTIFACTS_DIR=str(artifacts_dir), EDA_DIR=str(data / "eda"), MONGO_DB=scratch_mongo_db,
-        SPARK_MASTER=master,
-        AIRFLOW_CONN_SPARK_DEFAULT=json.dumps({"conn_type": "spark", "host": master}),
-        SPARK_DRIVER_MEMORY=os.environ.get("SPARK_DRIVER_MEMORY", "2g"),
-    )
-    for k in ("SPARK_SUBMIT_BINARY", "APP_VENV", "APP_PYTHON", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
-        env.pop(k, None)
-    migrate = _airflow(airflow_venv, env, "db", "migrate")
-    assert migrate.returncode == 0, migrate.stderr[-4000:]
-
-    run = _airflow(airflow_venv, env, "dags", "test", DAG_ID, "-c", json.dumps({"engine": "auto"}))
-    log = f"{run.stdout[-6000:]}\n{run.stderr[-6000:]}"
-
-    runs = _airflow(airflow_venv, env, "dags", "list-runs", DAG_ID, "-o", "json")
-    assert runs.returncode == 0, runs.stderr[-4000:]
-    (dag_run,) = _json_output(runs.stdout)
-    states = _airflow(airflow_venv, env, "tasks", "states-for-dag-run", DAG_ID, dag_run["run_id"], "-o", "json")
-    assert states.returncode == 0, states.stderr[-4000:]
-    by_task = {t["task_id"]: t["state"] for t in _json_output(states.stdout)}
-    assert by_task == {t: "success" for t in CHAIN}, log
-    assert dag_run["state"] == "success", log
-
-    from core import artifacts
-
-    (run_dir,) = (data / "runs").iterdir()  # the jobs' records of this one run
-    train = json.loads((run_dir / "train.json").read_text())
-    version = train.get("version") or train.get("model_version")
-    assert version, train
-    assert artifacts.current_version(artifacts_dir) == version, f"model {version} not published\n{log}"
-
-    # The published model is what a real worker then serves: one rating event by a new user goes
-    # through Kafka to `python -m kafka_workers.worker`, which writes a list under that version.
-    from core import mongo, stored_lists
-    from core.events import RatingEvent
-    from tests.integration.realtime_support import delete_topics, process_env, start_worker, topics_env, wait_until
-
-    db = mongo.get_db(name=scratch_mongo_db)
-    product = db[mongo.CATALOG_INDEX].find_one({"_id": f"{mongo.ALL}:0"})["ids"][0]  # most reviewed
-    topics = topics_env("airflow")
-    worker_env = process_env(MONGO_DB=scratch_mongo_db, ARTIFACTS_DIR=str(artifacts_dir), **topics)
-    worker = start_worker(worker_env, tmp_path / "worker.log")
-    try:
-        _publish_in_child(worker_env, RatingEvent(user_id="airflow-test-user", product_id=product, rating=5))
-        recs = wait_until(lambda: stored_lists.get_live_recommendations("airflow-test-user", db=db), 120,
-                          f"the worker's recommendations\n{worker.log()[-3000:]}")
-    finally:
-        worker.stop()
-        delete_topics(worker_env["KAFKA_BOOTSTRAP_SERVERS"], [topics[k] for k in topics if k.endswith("TOPIC")])
-    assert recs["model_version"] == version, recs
-    assert recs["items"] and product not in {i["product_id"] for i in recs["items"]}
-    assert all(i["because"] == product for i in recs["items"])  # the one rated item explains each
-
-
-def _publish_in_child(env: dict[str, str], event) -> None:
-    """Create the topics and publish with the worker's settings (this process's are the session's)."""
-    code = ("import sys, json; from core import kafka_io; from core.events import validate; "
-            "kafka_io.ensure_topics(); kafka_io.publish_event(validate(json.loads(sys.argv[1])))")
-    done = subprocess.run([sys.executable,
-                           "-c", code, json.dumps(event.to_dict())], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]

@@ -205,55 +205,29 @@ def test_object_store_inputs_match_as_local_ones(prefix, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_load_reads_review_files_from_the_bucket(prefix, scratch_db, tmp_path):
-    """A cluster's review files are in its shared storage: load refused every object-store input
-    ("only local input files can be fingerprinted"). Now an ``s3a://`` file or glob is read by the
-    cluster's executors, checksummed from its bytes as a local file is, and balanced line by line."""
-    import gzip
-    import hashlib
-    import sys
-
-    from core import storage
-
-    names = ["amazon2018_all_beauty_5.jsonl.gz", "amazon2018_amazon_fashion_5.jsonl.gz",
-             "amazon2018_appliances_5.jsonl.gz"]
-    for name in names:
-        storage.write_bytes(prefix / "inputs" / name, (ROOT / "data" / "samples" / name).read_bytes())
-    inputs = [f"{prefix}/inputs/amazon2018_a[lm]*_5.jsonl.gz", f"{prefix}/inputs/{names[2]}"]
-    venv = Path(sys.executable).parent
-    env = {**_run_env(prefix, scratch_db, tmp_path), "PYSPARK_PYTHON": sys.executable}
-    env["PATH"] = f"{venv}:{env['PATH']}"  # as bin/pipeline: spark-submit finds pyspark through the venv
-
-    def printed(module: str) -> str:
-        return subprocess.run([sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True,
-                              check=True).stdout.strip()
-
-    # the submit bin/pipeline makes: the code zipped for the executors, hadoop-aws (DATA_DIR is in the bucket)
-    run = subprocess.run([str(venv / "spark-submit"), "--master", MASTER, "--py-files", printed("spark_jobs.pyfiles"),
-                          "--jars", printed("spark_jobs.jvm_jar"), "spark_jobs/load.py", "--run-id", "s3-inputs",
-                          *[arg for pattern in inputs for arg in ("--input", pattern)]],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1700)
-    assert run.returncode == 0, f"{run.stdout[-5000:]}\n{run.stderr[-5000:]}"
-
-    record = json.loads(storage.read_text(prefix / "data" / "runs" / "s3-inputs" / "load.json"))
-    lines = {n: sum(1 for _ in gzip.open(ROOT / "data" / "samples" / n, "rt")) for n in names}
-    assert record["balanced"] and record["loaded"] == names
-    assert {f["file"]: f["lines"] for f in record["per_file"]} == lines, record["per_file"]
-    ledger = json.loads(storage.read_text(prefix / "data" / "raw" / "_ledger.json"))["units"]
-    assert {n: (e["path"], e["sha256"]) for n, e in ledger.items()} == {
-        n: (f"s3a://{BUCKET}/{str(prefix).split(BUCKET + '/', 1)[1]}/inputs/{n}",
-            hashlib.sha256((ROOT / "data" / "samples" / n).read_bytes()).hexdigest()) for n in names}
-
-
-@pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_pipeline_runs_on_the_cluster_with_data_and_models_in_the_bucket(prefix, scratch_db, tmp_path):
+    """``bin/pipeline`` on the cluster, its review files in the bucket too.
+
+    A cluster's review files are in its shared storage: load refused every object-store input
+    ("only local input files can be fingerprinted"). Now an ``s3a://`` file or glob is read by the
+    cluster's executors, checksummed from its bytes as a local file is, and balanced line by line.
+    (One run checks both: each run of the chain on the cluster costs minutes of CI.)
+    """
+    import gzip
+    import hashlib
+
     from core import artifacts, mongo, storage
+
+    names = ["amazon2018_gift_cards_5.jsonl.gz", "amazon2018_meta_gift_cards.jsonl.gz"]
+    for name in names:
+        storage.write_bytes(prefix / "inputs" / name, (ROOT / "data" / "demo" / name).read_bytes())
+    inputs = [f"{prefix}/inputs/amazon2018_g*_5.jsonl.gz", f"{prefix}/inputs/{names[1]}"]  # a glob and a name
 
     before = {a["id"] for a in _master_state().get("completedapps", [])}
     env = _run_env(prefix, scratch_db, tmp_path)
-    run = subprocess.run([str(ROOT / "bin" / "pipeline"), "--run-id", "cluster-run"], cwd=ROOT, env=env,
+    run = subprocess.run([str(ROOT / "bin" / "pipeline"), "--run-id", "cluster-run",
+                          *[arg for pattern in inputs for arg in ("--input", pattern)]], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=3500)
     log = f"{run.stdout[-5000:]}\n{run.stderr[-5000:]}"
     assert run.returncode == 0, log
@@ -271,6 +245,13 @@ def test_pipeline_runs_on_the_cluster_with_data_and_models_in_the_bucket(prefix,
                                                                   "pipeline", "publish", "train"))
     load = json.loads(storage.read_text(runs / "load.json"))
     assert load["balanced"] and load["counts_in"]["lines"] == sum(load["counts_out"].values())
+    lines = {n: sum(1 for _ in gzip.open(ROOT / "data" / "demo" / n, "rt")) for n in names}
+    assert sorted(load["loaded"]) == sorted(names)
+    assert {f["file"]: f["lines"] for f in load["per_file"]} == lines, load["per_file"]
+    ledger = json.loads(storage.read_text(prefix / "data" / "raw" / "_ledger.json"))["units"]
+    assert {n: (e["path"], e["sha256"]) for n, e in ledger.items()} == {
+        n: (f"s3a://{BUCKET}/{str(prefix).split(BUCKET + '/', 1)[1]}/inputs/{n}",
+            hashlib.sha256((ROOT / "data" / "demo" / n).read_bytes()).hexdigest()) for n in names}
     assert {"reviews", "products"} <= set(storage.listdir(prefix / "data" / "clean"))
     version = json.loads(storage.read_text(runs / "train.json"))["version"]
     assert artifacts.current_version(prefix / "artifacts") == version, log
@@ -289,8 +270,14 @@ def test_pipeline_runs_on_the_cluster_with_data_and_models_in_the_bucket(prefix,
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_airflow_dag_runs_on_the_cluster(airflow_venv, prefix, scratch_db, tmp_path):
-    """``airflow dags test`` with the Spark connection pointed at the master, on one bundled category."""
-    from core import artifacts, storage
+    """``airflow dags test`` with the Spark connection pointed at the master, on one bundled
+    category: every task succeeds, the jobs ran on the cluster, the model is published, and a real
+    worker serves it. The DAG's only end-to-end run (a second, on local Spark, ran the same tasks
+    with another connection host and cost CI minutes; tests/integration/test_airflow_dag.py checks
+    how the DAG is built)."""
+    from core import artifacts, mongo, stored_lists, storage
+    from core.events import RatingEvent
+    from tests.integration.realtime_support import delete_topics, process_env, start_worker, topics_env, wait_until
     from tests.integration.test_airflow_dag import CHAIN, DAG_ID, _airflow, _airflow_env, _json_output
 
     before = {a["id"] for a in _master_state().get("completedapps", [])}
@@ -309,6 +296,7 @@ def test_airflow_dag_runs_on_the_cluster(airflow_venv, prefix, scratch_db, tmp_p
     (dag_run,) = _json_output(runs.stdout)
     states = _airflow(airflow_venv, env, "tasks", "states-for-dag-run", DAG_ID, dag_run["run_id"], "-o", "json")
     assert {t["task_id"]: t["state"] for t in _json_output(states.stdout)} == {t: "success" for t in CHAIN}, log
+    assert dag_run["state"] == "success", log
 
     names = {a["name"] for a in _apps_since(before)}
     assert {f"amazon-recommender:{j}" for j in ("load", "clean", "mongo_load", "eda", "train")} <= names, names
@@ -316,3 +304,32 @@ def test_airflow_dag_runs_on_the_cluster(airflow_venv, prefix, scratch_db, tmp_p
     version = json.loads(storage.read_text(prefix / "data" / "runs" / run_id / "train.json"))["version"]
     assert artifacts.current_version(prefix / "artifacts") == version, log
 
+    # The published model is what a real worker then serves: one rating event by a new user goes
+    # through Kafka to `python -m kafka_workers.worker`, which reads the model from the bucket and
+    # writes a list under that version.
+    db = mongo.get_db(name=scratch_db)
+    product = db[mongo.CATALOG_INDEX].find_one({"_id": f"{mongo.ALL}:0"})["ids"][0]  # most reviewed
+    topics = topics_env("airflow")
+    worker_env = process_env(MONGO_DB=scratch_db, ARTIFACTS_DIR=str(prefix / "artifacts"), **topics)
+    worker = start_worker(worker_env, tmp_path / "worker.log")
+    try:
+        _publish_in_child(worker_env, RatingEvent(user_id="airflow-test-user", product_id=product, rating=5))
+        recs = wait_until(lambda: stored_lists.get_live_recommendations("airflow-test-user", db=db), 120,
+                          f"the worker's recommendations\n{worker.log()[-3000:]}")
+    finally:
+        worker.stop()
+        delete_topics(worker_env["KAFKA_BOOTSTRAP_SERVERS"], [topics[k] for k in topics if k.endswith("TOPIC")])
+    assert recs["model_version"] == version, recs
+    assert recs["items"] and product not in {i["product_id"] for i in recs["items"]}
+    assert all(i["because"] == product for i in recs["items"])  # the one rated item explains each
+
+
+def _publish_in_child(env: dict[str, str], event) -> None:
+    """Create the topics and publish with the worker's settings (this process's are the session's)."""
+    import sys
+
+    code = ("import sys, json; from core import kafka_io; from core.events import validate; "
+            "kafka_io.ensure_topics(); kafka_io.publish_event(validate(json.loads(sys.argv[1])))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(event.to_dict())], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
