@@ -3,10 +3,10 @@
 ``bin/services start s3 spark`` starts them (as CI would, from nothing: gofakes3 is built from its
 Go module, hadoop-aws comes from Maven Central); services this module started are stopped again.
 The fast tests check core/storage.py and the model artifacts against the real server; the slow
-ones run ``bin/pipeline`` and ``airflow dags test`` with ``SPARK_MASTER=spark://127.0.0.1:7077``
-and ``DATA_DIR`` / ``ARTIFACTS_DIR`` in the bucket, and check from the master that the jobs ran on
-its workers and from the bucket that every record, Parquet folder and model file is there (and
-nothing was written to the local default folders).
+one runs ``airflow dags test`` with the Spark connection at ``spark://127.0.0.1:7077`` and the
+review files, ``DATA_DIR`` and ``ARTIFACTS_DIR`` in the bucket, and checks from the master that
+the jobs ran on its workers, from the bucket that every record, Parquet folder and model file is
+there, and that a worker serves the published model.
 """
 from __future__ import annotations
 
@@ -206,44 +206,64 @@ def test_object_store_inputs_match_as_local_ones(prefix, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_pipeline_runs_on_the_cluster_with_data_and_models_in_the_bucket(prefix, scratch_db, tmp_path):
-    """``bin/pipeline`` on the cluster, its review files in the bucket too.
+def test_airflow_dag_runs_on_the_cluster_with_data_and_models_in_the_bucket(airflow_venv, prefix, scratch_db,
+                                                                          tmp_path):
+    """``airflow dags test`` with the Spark connection pointed at the master, its review files,
+    data and models in the bucket: every task succeeds, every job ran on both workers, the records,
+    Parquet and model are in the bucket, publish loaded the lists, and a real worker serves the
+    model. Load reads ``s3a://`` inputs (a glob and a name) with the executors, checksummed from
+    their bytes as a local file is, and balanced line by line (it refused them once: "only local
+    input files can be fingerprinted").
 
-    A cluster's review files are in its shared storage: load refused every object-store input
-    ("only local input files can be fingerprinted"). Now an ``s3a://`` file or glob is read by the
-    cluster's executors, checksummed from its bytes as a local file is, and balanced line by line.
-    (One run checks both: each run of the chain on the cluster costs minutes of CI.)
+    The chain's only run on real jobs in the tests: each run on the cluster costs ten minutes of CI
+    (which ran out of its 5,400 s with three of them). ``bin/pipeline`` submits the same jobs with
+    the same helpers (spark_jobs.pyfiles, spark_jobs.jvm_jar); its own arguments and stage order are
+    checked with a stub spark-submit (test_pipeline_resume.py, test_pipeline_inputs.py).
     """
     import gzip
     import hashlib
 
-    from core import artifacts, mongo, storage
+    from core import artifacts, mongo, stored_lists, storage
+    from core.events import RatingEvent
+    from tests.integration.realtime_support import delete_topics, process_env, start_worker, topics_env, wait_until
+    from tests.integration.test_airflow_dag import CHAIN, DAG_ID, _airflow, _airflow_env, _json_output
 
     names = ["amazon2018_gift_cards_5.jsonl.gz", "amazon2018_meta_gift_cards.jsonl.gz"]
     for name in names:
         storage.write_bytes(prefix / "inputs" / name, (ROOT / "data" / "demo" / name).read_bytes())
-    inputs = [f"{prefix}/inputs/amazon2018_g*_5.jsonl.gz", f"{prefix}/inputs/{names[1]}"]  # a glob and a name
+    inputs = [f"{prefix}/inputs/amazon2018_g*_5.jsonl.gz", f"{prefix}/inputs/{names[1]}"]
 
     before = {a["id"] for a in _master_state().get("completedapps", [])}
-    env = _run_env(prefix, scratch_db, tmp_path)
-    run = subprocess.run([str(ROOT / "bin" / "pipeline"), "--run-id", "cluster-run",
-                          *[arg for pattern in inputs for arg in ("--input", pattern)]], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=3500)
-    log = f"{run.stdout[-5000:]}\n{run.stderr[-5000:]}"
-    assert run.returncode == 0, log
+    env = _airflow_env(tmp_path / "airflow-home", **{
+        k: v for k, v in _run_env(prefix, scratch_db, tmp_path).items()
+        if k in ("SPARK_MASTER", "DATA_DIR", "ARTIFACTS_DIR", "EDA_DIR", "MONGO_DB", "SPARK_LOCAL_IP",
+                 "SPARK_DRIVER_MEMORY", "SPARK_EXECUTOR_MEMORY", "SPARK_SHUFFLE_PARTITIONS")},
+        AIRFLOW_CONN_SPARK_DEFAULT=json.dumps({"conn_type": "spark", "host": MASTER}))
+    for k in ("SPARK_SUBMIT_BINARY", "APP_VENV", "APP_PYTHON", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
+        env.pop(k, None)
+    assert _airflow(airflow_venv, env, "db", "migrate").returncode == 0
+    conf = {"engine": "auto", "inputs": inputs}
+    run = _airflow(airflow_venv, env, "dags", "test", DAG_ID, "-c", json.dumps(conf))
+    log = f"{run.stdout[-6000:]}\n{run.stderr[-6000:]}"
+    runs = _airflow(airflow_venv, env, "dags", "list-runs", DAG_ID, "-o", "json")
+    (dag_run,) = _json_output(runs.stdout)
+    states = _airflow(airflow_venv, env, "tasks", "states-for-dag-run", DAG_ID, dag_run["run_id"], "-o", "json")
+    assert {t["task_id"]: t["state"] for t in _json_output(states.stdout)} == {t: "success" for t in CHAIN}, log
+    assert dag_run["state"] == "success", log
 
     # every job was an application of the standalone master, and used both workers
     apps = _apps_since(before)
-    names = {a["name"] for a in apps}
-    assert {f"amazon-recommender:{j}" for j in ("load", "clean", "mongo_load", "eda", "train")} <= names, names
+    names_run = {a["name"] for a in apps}
+    assert {f"amazon-recommender:{j}" for j in ("load", "clean", "mongo_load", "eda", "train")} <= names_run, names_run
     ours = {a["id"] for a in apps}
     assert ours <= _apps_with_executors_on(1) and ours <= _apps_with_executors_on(2), "an executor missing"
 
-    # the records, the Parquet and the model are in the bucket
-    runs = prefix / "data" / "runs" / "cluster-run"
-    assert storage.listdir(runs) == sorted(f"{j}.json" for j in ("clean", "eda", "load", "mongo_load",
-                                                                  "pipeline", "publish", "train"))
-    load = json.loads(storage.read_text(runs / "load.json"))
+    # the records, the Parquet and the model are in the bucket; load read the bucket's files
+    (run_id,) = storage.listdir(prefix / "data" / "runs")
+    records = prefix / "data" / "runs" / run_id
+    assert {f"{j}.json" for j in ("clean", "eda", "load", "mongo_load", "publish", "train")} <= set(
+        storage.listdir(records))
+    load = json.loads(storage.read_text(records / "load.json"))
     assert load["balanced"] and load["counts_in"]["lines"] == sum(load["counts_out"].values())
     lines = {n: sum(1 for _ in gzip.open(ROOT / "data" / "demo" / n, "rt")) for n in names}
     assert sorted(load["loaded"]) == sorted(names)
@@ -253,7 +273,7 @@ def test_pipeline_runs_on_the_cluster_with_data_and_models_in_the_bucket(prefix,
         n: (f"s3a://{BUCKET}/{str(prefix).split(BUCKET + '/', 1)[1]}/inputs/{n}",
             hashlib.sha256((ROOT / "data" / "demo" / n).read_bytes()).hexdigest()) for n in names}
     assert {"reviews", "products"} <= set(storage.listdir(prefix / "data" / "clean"))
-    version = json.loads(storage.read_text(runs / "train.json"))["version"]
+    version = json.loads(storage.read_text(records / "train.json"))["version"]
     assert artifacts.current_version(prefix / "artifacts") == version, log
     files = storage.listdir(prefix / "artifacts" / "models" / version)
     assert {"item_factors.npy", "item_ids.json", "metrics.json", "params.json", "topn.jsonl.gz",
@@ -266,48 +286,9 @@ def test_pipeline_runs_on_the_cluster_with_data_and_models_in_the_bucket(prefix,
     stored = db[mongo.per_version_name(mongo.BATCH_RECOMMENDATIONS, version)].count_documents({})
     assert stored == listed > 0
 
-
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
-def test_airflow_dag_runs_on_the_cluster(airflow_venv, prefix, scratch_db, tmp_path):
-    """``airflow dags test`` with the Spark connection pointed at the master, on one bundled
-    category: every task succeeds, the jobs ran on the cluster, the model is published, and a real
-    worker serves it. The DAG's only end-to-end run (a second, on local Spark, ran the same tasks
-    with another connection host and cost CI minutes; tests/integration/test_airflow_dag.py checks
-    how the DAG is built)."""
-    from core import artifacts, mongo, stored_lists, storage
-    from core.events import RatingEvent
-    from tests.integration.realtime_support import delete_topics, process_env, start_worker, topics_env, wait_until
-    from tests.integration.test_airflow_dag import CHAIN, DAG_ID, _airflow, _airflow_env, _json_output
-
-    before = {a["id"] for a in _master_state().get("completedapps", [])}
-    env = _airflow_env(tmp_path / "airflow-home", **{
-        k: v for k, v in _run_env(prefix, scratch_db, tmp_path).items()
-        if k in ("SPARK_MASTER", "DATA_DIR", "ARTIFACTS_DIR", "EDA_DIR", "MONGO_DB", "SPARK_LOCAL_IP",
-                 "SPARK_DRIVER_MEMORY", "SPARK_EXECUTOR_MEMORY", "SPARK_SHUFFLE_PARTITIONS")},
-        AIRFLOW_CONN_SPARK_DEFAULT=json.dumps({"conn_type": "spark", "host": MASTER}))
-    for k in ("SPARK_SUBMIT_BINARY", "APP_VENV", "APP_PYTHON", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
-        env.pop(k, None)
-    assert _airflow(airflow_venv, env, "db", "migrate").returncode == 0
-    conf = {"engine": "auto", "inputs": ["data/demo/amazon2018_*gift_cards*.jsonl.gz"]}
-    run = _airflow(airflow_venv, env, "dags", "test", DAG_ID, "-c", json.dumps(conf))
-    log = f"{run.stdout[-6000:]}\n{run.stderr[-6000:]}"
-    runs = _airflow(airflow_venv, env, "dags", "list-runs", DAG_ID, "-o", "json")
-    (dag_run,) = _json_output(runs.stdout)
-    states = _airflow(airflow_venv, env, "tasks", "states-for-dag-run", DAG_ID, dag_run["run_id"], "-o", "json")
-    assert {t["task_id"]: t["state"] for t in _json_output(states.stdout)} == {t: "success" for t in CHAIN}, log
-    assert dag_run["state"] == "success", log
-
-    names = {a["name"] for a in _apps_since(before)}
-    assert {f"amazon-recommender:{j}" for j in ("load", "clean", "mongo_load", "eda", "train")} <= names, names
-    (run_id,) = storage.listdir(prefix / "data" / "runs")
-    version = json.loads(storage.read_text(prefix / "data" / "runs" / run_id / "train.json"))["version"]
-    assert artifacts.current_version(prefix / "artifacts") == version, log
-
     # The published model is what a real worker then serves: one rating event by a new user goes
     # through Kafka to `python -m kafka_workers.worker`, which reads the model from the bucket and
     # writes a list under that version.
-    db = mongo.get_db(name=scratch_db)
     product = db[mongo.CATALOG_INDEX].find_one({"_id": f"{mongo.ALL}:0"})["ids"][0]  # most reviewed
     topics = topics_env("airflow")
     worker_env = process_env(MONGO_DB=scratch_db, ARTIFACTS_DIR=str(prefix / "artifacts"), **topics)
