@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -81,7 +80,7 @@ def fast_password_hasher(request):
     ``production_password_hasher`` and keep the settings' own list; so does every site served by
     a subprocess (gunicorn), which never sees this override.
     """
-    if request.node.get_closest_marker("production_password_hasher") or "django" not in sys.modules:
+    if request.node.get_closest_marker("production_password_hasher"):
         yield
         return
     from django.conf import settings as dj

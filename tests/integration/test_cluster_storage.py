@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -307,8 +308,6 @@ def test_airflow_dag_runs_on_the_cluster_with_data_and_models_in_the_bucket(airf
 
 def _publish_in_child(env: dict[str, str], event) -> None:
     """Create the topics and publish with the worker's settings (this process's are the session's)."""
-    import sys
-
     code = ("import sys, json; from core import kafka_io; from core.events import validate; "
             "kafka_io.ensure_topics(); kafka_io.publish_event(validate(json.loads(sys.argv[1])))")
     done = subprocess.run([sys.executable, "-c", code, json.dumps(event.to_dict())], cwd=ROOT, env=env,
