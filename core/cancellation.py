@@ -21,7 +21,6 @@ another attempt's success. Reads and writes are by ``_id`` only (FerretDB v1 sca
 """
 from __future__ import annotations
 
-import json
 import time
 from typing import Iterable
 
@@ -29,7 +28,6 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from core import locking, mongo
-from core.events import is_event_id
 
 STORED, CANCELLED = "stored", "cancelled"
 
@@ -51,20 +49,14 @@ def _decide(event_id: str, state: str, db: Database) -> str:
             # removed in between (a retry un-cancelled it): decide again
 
 
-def claim(event_id: str, db: Database | None = None) -> bool:
-    """For a worker, before it stores an event: True to go on, False if the site cancelled it.
-
-    A redelivered event finds its own earlier claim and goes on (storage is idempotent)."""
-    return _decide(event_id, STORED, _db(db)) == STORED
-
-
 def claim_batch(event_ids: Iterable[str], db: Database | None = None, locks: Iterable[str] = (),
                 token: str = "") -> tuple[set[str], set[str], bool]:
-    """:func:`claim` for a batch of events in one bulk insert, also saying which ids a worker had
-    claimed before: (cancelled by the site, claimed earlier by a worker, locked). Every worker path
-    claims an event before it stores it, so an id claimed for the first time now was never stored
-    by a worker: the worker's batches read back only the others to tell a fresh event from a
-    redelivery.
+    """For a worker, before it stores a batch of events (one bulk insert): which the site cancelled
+    (skipped, never stored) and which a worker had claimed before (a redelivery finds its own
+    earlier claim and goes on: storage is idempotent), and whether it got the locks: (cancelled,
+    claimed earlier by a worker, locked). Every worker path claims its events here, once, before it
+    stores them, so an id claimed for the first time now was never stored by a worker: the
+    worker's batches read back only the others to tell a fresh event from a redelivery.
 
     The same insert takes the writer ``locks`` under ``token`` (``core.locking.take_locks``: they
     share the collection), one command instead of two for each of a worker's batches. ``locked``
@@ -119,16 +111,3 @@ def dead_lettered(event_id: str, db: Database | None = None) -> bool:
     """Whether a worker dead-lettered the event (and no replay has sent it again since)."""
     doc = _db(db)[mongo.EVENT_CLAIMS].find_one({"_id": event_id}, {"dead_lettered_at": 1})
     return bool(doc and doc.get("dead_lettered_at"))
-
-
-def event_id_of(raw: bytes | str | None) -> str | None:
-    """The event id a message names, without validating the rest (that is the handler's job);
-    None when it names no well-formed one (``core.events.is_event_id``), and the handler
-    dead-letters it. Checked here because a claim shares its collection with the users' locks
-    (``user:<id>``): claiming any string an invalid message names took another user's lock."""
-    try:
-        data = json.loads(raw) if raw is not None else None
-    except (UnicodeDecodeError, ValueError):
-        return None
-    event_id = data.get("event_id") if isinstance(data, dict) else None
-    return event_id if is_event_id(event_id) else None

@@ -24,7 +24,9 @@ def handle(raw: bytes | None, model: Model | None) -> Outcome:
     """Process one Kafka message value.
 
     Invalid events come back as ``dead-letter`` outcomes with the reason, so the caller can send
-    them to the dead-letter topic and carry on with the next message. Anything else raises: an
+    them to the dead-letter topic and carry on with the next message; nothing is claimed for them
+    (as on the batched path, ``kafka_workers.polls``). A valid event is claimed once, by its batch
+    of one, which also skips it if the site cancelled it. Anything else raises: an
     outage (MongoDB down), which the worker waits out, or an error of this message (a document
     MongoDB refuses, a bug), which it retries and then dead-letters.
     """

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from core import cancellation, locking
+from core import locking
 from core.events import InvalidEvent, parse_event
 from kafka_workers import metrics
 from kafka_workers.config import max_attempts, retry_delay_s
@@ -33,15 +33,16 @@ log = logging.getLogger("kafka_workers.retry")
 
 
 def process_with_retry(record, holder: ModelHolder, stop: threading.Event) -> Outcome | None:
-    """Handle one message (the claim first, :func:`skip_cancelled`), and send its dead letter if it
-    has one; its outcome, or None when stopped before it was done (not committed: the next owner
-    of the partition redelivers it). ``attempts`` counts the tries that used one up, ``lost`` the
-    lost leases; one :class:`Backoff` paces every outage and free lost lease of the message."""
+    """Handle one message (``kafka_workers.process.handle``: a valid event's claim says whether the
+    site cancelled it), and send its dead letter if it has one; its outcome, or None when stopped
+    before it was done (not committed: the next owner of the partition redelivers it).
+    ``attempts`` counts the tries that used one up, ``lost`` the lost leases; one :class:`Backoff`
+    paces every outage and free lost lease of the message."""
     attempts, lost, backoff = 0, 0, Backoff(stop)
     outcome: Outcome | None = None
     while outcome is None:
         try:
-            outcome = skip_cancelled(record) or handle(record.value, holder.model)
+            outcome = handle(record.value, holder.model)
             attempts += 1
         except OUTAGE_ERRORS as exc:
             if not _wait_out(record, exc, lost, backoff):
@@ -94,18 +95,6 @@ def _wait_out(record, exc: Exception, lost: int, backoff: Backoff) -> bool:
         log.warning("infrastructure error on %s[%d]@%d (%s); retrying in %.1fs", record.topic,
                     record.partition, record.offset, exc.__class__.__name__, backoff.delay_s)
     return backoff.wait()
-
-
-def skip_cancelled(record) -> Outcome | None:
-    """An event the site cancelled (its ack timed out and the shopper was told "not saved") is
-    skipped and committed past, not stored; None for every other event (it is claimed first, see
-    ``core.cancellation``)."""
-    event_id = cancellation.event_id_of(record.value)
-    if event_id is None or cancellation.claim(event_id):
-        return None
-    log.info("cancelled by the site, skipped: %s[%d]@%d event %s", record.topic, record.partition, record.offset,
-             event_id)
-    return Outcome(None, "cancelled", "the site cancelled it: its ack timed out")
 
 
 def failed_outcome(raw: bytes | None, exc: BaseException) -> Outcome:

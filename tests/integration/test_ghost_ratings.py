@@ -179,21 +179,22 @@ def test_a_batch_claim_takes_writer_locks_in_the_same_insert(ghost_site):
 
 
 def test_cancel_and_claim_are_decided_once_by_event_id(ghost_site):
-    """The arbiter itself: the first of cancel / claim wins, in single and bulk claims; un-cancelling
-    lets the next claim win."""
+    """The arbiter itself: the first of cancel / claim wins, for one event and a batch; un-cancelling
+    lets the next claim win. (``claim_batch`` returns (cancelled, claimed before, locked).)"""
     from core import cancellation
 
     db = ghost_site.db
     a, b, c, d = (f"arb-{uuid.uuid4().hex[:10]}" for _ in range(4))
     assert cancellation.cancel(a) is True
-    assert cancellation.claim(a) is False, "a worker must skip a cancelled event"
+    assert cancellation.claim_batch([a])[0] == {a}, "a worker must skip a cancelled event"
     assert cancellation.cancel(a) is True  # cancelling twice changes nothing
-    assert cancellation.claim(b) is True and cancellation.claim(b) is True  # a redelivery goes on
+    assert cancellation.claim_batch([b])[:2] == (set(), set())
+    assert cancellation.claim_batch([b])[:2] == (set(), {b})  # a redelivery goes on, known as one
     assert cancellation.cancel(b) is False, "the site must hear that a worker stored it"
     assert cancellation.cancel(c) is True
     assert cancellation.claim_batch([a, b, c, d, d])[0] == {a, c}
     cancellation.uncancel(a)
-    assert cancellation.claim(a) is True and cancellation.cancel(a) is False
+    assert cancellation.claim_batch([a])[0] == set() and cancellation.cancel(a) is False
     cancellation.uncancel(b)  # removes only a cancellation, never a worker's claim
     assert cancellation.state(b) == "stored"
     assert db[mongo.EVENT_CLAIMS].count_documents({"_id": {"$in": [a, b, c, d]}}) == 4

@@ -589,3 +589,49 @@ def test_a_reload_of_the_histories_between_one_event_s_read_and_write_keeps_what
         assert rating_history.user_ratings(user, db=db) == {p[0]: 4.0, p[1]: 3.0, p[2]: 5.0}
     finally:
         mongo.drop_retired(wait=True, db=db)
+
+
+def test_the_one_message_path_claims_an_event_once_and_still_skips_a_cancelled_one(rt_catalog, worker_env, monkeypatch):
+    """The worker's fallback (``kafka_workers.retry``, one message at a time) claimed every event
+    twice: once before handling it and again in its batch of one, which then found "its" earlier
+    claim, took the event for a redelivery and read its rating back (2-3 round trips more per
+    message). One claim each; a cancelled event is still skipped and not stored."""
+    import threading
+    from types import SimpleNamespace
+
+    from kafka_workers import retry
+
+    db, p = rt_catalog.db, rt_catalog.products
+    holder = SimpleNamespace(model=artifacts.load_model(publish_model(rt_catalog.in_model, seed=53)))
+    user = "rt-once-0"
+    forget_users(db, [user])
+    claims, seen_before = [], []
+    claim_batch = cancellation.claim_batch
+
+    def spy_claim_batch(event_ids, db=None, locks=(), token=""):
+        event_ids = list(event_ids)
+        claims.extend(event_ids)
+        answer = claim_batch(event_ids, db=db, locks=locks, token=token)
+        seen_before.extend(answer[1])
+        return answer
+
+    monkeypatch.setattr(cancellation, "claim_batch", spy_claim_batch)
+
+    def one(value: bytes, offset: int) -> str:
+        record = SimpleNamespace(topic="ratings", partition=0, offset=offset, key=user.encode(), value=value)
+        return retry.process_with_retry(record, holder, threading.Event()).status
+
+    fresh = RatingEvent(user_id=user, product_id=p[0], rating=5, ts=time.time())
+    assert one(fresh.to_bytes(), 1) == "processed"
+    assert claims == [fresh.event_id] and seen_before == []
+    assert db[mongo.RATINGS].find_one({"_id": fresh.event_id})["state"] == "processed"
+
+    claims.clear()
+    assert one(fresh.to_bytes(), 2) == "duplicate"  # a redelivery: found claimed, read back
+    assert claims == [fresh.event_id] and seen_before == [fresh.event_id]
+
+    gone = RatingEvent(user_id=user, product_id=p[1], rating=4, ts=time.time())
+    assert cancellation.cancel(gone.event_id, db=db)
+    assert one(gone.to_bytes(), 3) == "cancelled"
+    assert db[mongo.RATINGS].find_one({"_id": gone.event_id}) is None
+    assert p[1] not in rating_history.user_ratings(user, db=db)

@@ -318,7 +318,6 @@ def test_a_lock_lost_while_handling_an_event_uses_up_no_try_and_is_logged_each_t
         return Outcome(None, "processed")
 
     monkeypatch.setattr(retry, "handle", handle)
-    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
     monkeypatch.setattr(retry, "send_dead_letter", lambda record, outcome, attempts: sent.append(outcome))
     monkeypatch.setattr(retry, "retry_delay_s", lambda: 0.0)
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
@@ -352,7 +351,6 @@ def test_a_lock_lost_on_every_try_ends_in_a_dead_letter_naming_the_lock(monkeypa
         raise locking.LeaseLost("1 of 1 lock(s) (user:u1, ...) taken over while held")
 
     monkeypatch.setattr(retry, "handle", handle)
-    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
     monkeypatch.setattr(retry, "send_dead_letter",
                         lambda record, outcome, attempts, **more: sent.append((outcome, attempts)))
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
@@ -389,7 +387,6 @@ def test_a_dead_letter_after_lost_leases_counts_them_beside_its_tries(monkeypatc
         raise locking.LeaseLost("1 of 1 lock(s) (user:u1, ...) taken over while held")
 
     monkeypatch.setattr(kafka_io, "publish_json", publish_json)
-    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
     monkeypatch.setattr(retry, "handle", lose_the_lock)
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, key=b"u1", value=b'{"event_id": "e1"}')
     retry.process_with_retry(record, SimpleNamespace(model=None), NoWaiting())
@@ -477,7 +474,6 @@ def test_waiting_out_an_outage_keeps_healthz_alive(monkeypatch):
         return Outcome(None, "processed")
 
     monkeypatch.setattr(retry, "handle", handle)
-    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, value=b'{"event_id": "e1"}')
     assert retry.process_with_retry(record, SimpleNamespace(model=None), CountedWaits()).status == "processed"
     assert turns == [0, 1, 2]  # before each of the three waits
@@ -488,23 +484,28 @@ def test_waiting_out_an_outage_keeps_healthz_alive(monkeypatch):
     assert turns == [0, 1]
 
 
-@pytest.mark.parametrize("raw_id,claimed", [("user:victim", False), ("an id with spaces", False),
-                                            ("evt-0123456789", True)])
-def test_the_one_message_path_claims_only_a_well_formed_event_id(monkeypatch, raw_id, claimed):
+@pytest.mark.parametrize("raw_id", ["user:victim", "an id with spaces", "evt-0123456789"])
+def test_an_invalid_message_is_a_dead_letter_and_claims_nothing(monkeypatch, raw_id):
     """Claims share their collection with the users' locks: an invalid message naming
-    ``event_id: "user:victim"`` was claimed before validation, and held the victim's writer lock."""
+    ``event_id: "user:victim"`` was once claimed before validation, and held the victim's writer
+    lock. The one-message path claimed a well-formed id of an invalid message and the batched path
+    did not; neither does now (a valid event is claimed once, by its batch of one)."""
     import json
+    import threading
     from types import SimpleNamespace
 
     from core import cancellation
-    from kafka_workers.retry import skip_cancelled
+    from kafka_workers import retry
 
-    claims = []
-    monkeypatch.setattr(cancellation, "claim", lambda event_id: claims.append(event_id) or True)
-    value = json.dumps({"event_id": raw_id, "junk": 1}).encode()
-    record = SimpleNamespace(value=value, key=b"x", topic="ratings", partition=0, offset=1)
-    assert skip_cancelled(record) is None
-    assert claims == ([raw_id] if claimed else [])
+    claims, sent = [], []
+    monkeypatch.setattr(cancellation, "claim", lambda *a, **k: claims.append(a) or True, raising=False)  # (gone)
+    monkeypatch.setattr(cancellation, "claim_batch", lambda *a, **k: claims.append(a) or (set(), set(), True))
+    monkeypatch.setattr(retry, "send_dead_letter", lambda record, outcome, attempts, **more: sent.append(outcome))
+    record = SimpleNamespace(value=json.dumps({"event_id": raw_id, "junk": 1}).encode(), key=b"x", topic="ratings",
+                             partition=0, offset=1)
+    outcome = retry.process_with_retry(record, SimpleNamespace(model=None), threading.Event())
+    assert outcome.status == "dead-letter" and outcome.event is None and sent == [outcome]
+    assert claims == []
 
 
 def test_one_message_waits_out_outages_and_free_lost_leases_and_counts_its_own_failures(monkeypatch):
@@ -541,7 +542,6 @@ def test_one_message_waits_out_outages_and_free_lost_leases_and_counts_its_own_f
             raise kafka_io.PublishError("Kafka down")
 
     monkeypatch.setattr(retry, "handle", handle)
-    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
     monkeypatch.setattr(retry, "send_dead_letter", send)
     monkeypatch.setattr(metrics, "retried", reasons.append)
     monkeypatch.setattr(metrics, "loop_turned", lambda: turns.append(len(waits)))
@@ -578,7 +578,6 @@ def test_one_message_stopped_while_it_waits_is_left_for_redelivery(monkeypatch, 
         raise kafka_io.PublishError("Kafka down")
 
     monkeypatch.setattr(retry, "handle", handle)
-    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
     monkeypatch.setattr(retry, "send_dead_letter", send)
     if failure != "letter":
         stop.set()

@@ -68,7 +68,6 @@ def test_a_valid_rating_waits_out_a_store_never_read_instead_of_being_dead_lette
             return False
 
     monkeypatch.setattr(retry, "handle", handle)
-    monkeypatch.setattr(retry, "skip_cancelled", lambda record: None)
     monkeypatch.setattr(retry, "send_dead_letter", lambda record, outcome, attempts, lost_leases=0: sent.append(outcome))
     monkeypatch.setattr(retry, "retry_delay_s", lambda: 0.0)
     record = SimpleNamespace(topic="ratings", partition=0, offset=1, key=b"u1",
