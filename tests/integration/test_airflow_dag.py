@@ -53,9 +53,10 @@ def _airflow_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _probe(venv: Path, home: Path, code: str, **env: str) -> dict:
-    """Run ``code`` with the Airflow venv's Python; it prints one JSON line last, returned here."""
-    r = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=ROOT, capture_output=True, text=True,
+def _probe(venv: Path, home: Path, code: str, *args: str, **env: str) -> dict:
+    """Run ``code`` with the Airflow venv's Python (``args`` its ``sys.argv[1:]``); it prints one JSON
+    line last, returned here."""
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
                        env=_airflow_env(home, **env))
     assert r.returncode == 0, f"probe failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -291,7 +292,7 @@ def evaluate_reads(airflow_venv, tmp_path_factory) -> dict:
     run_ids = [_unusable_run_id(i) for i in range(len(UNUSABLE_RECORDS))] + ["r-1"] + \
         [read_as for _, read_as in WRITTEN_AS.values()]
     return _probe(airflow_venv, tmp_path_factory.mktemp("airflow-home"),
-                  EVALUATE_PROBE.replace("sys.argv[1]", repr(json.dumps(run_ids))), DATA_DIR=str(data))
+                  EVALUATE_PROBE, json.dumps(run_ids), DATA_DIR=str(data))
 
 
 @pytest.mark.parametrize("case", range(len(UNUSABLE_RECORDS)), ids=[e for _, e in UNUSABLE_RECORDS])

@@ -498,7 +498,7 @@ def test_an_invalid_message_is_a_dead_letter_and_claims_nothing(monkeypatch, raw
     from kafka_workers import retry
 
     claims, sent = [], []
-    monkeypatch.setattr(cancellation, "claim", lambda *a, **k: claims.append(a) or True, raising=False)  # (gone)
+    monkeypatch.setattr(cancellation, "_decide", lambda *a, **k: claims.append(a) or cancellation.STORED)
     monkeypatch.setattr(cancellation, "claim_batch", lambda *a, **k: claims.append(a) or (set(), set(), True))
     monkeypatch.setattr(retry, "send_dead_letter", lambda record, outcome, attempts, **more: sent.append(outcome))
     record = SimpleNamespace(value=json.dumps({"event_id": raw_id, "junk": 1}).encode(), key=b"x", topic="ratings",
