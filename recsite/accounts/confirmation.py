@@ -107,6 +107,15 @@ def _mail_notice(request: HttpRequest, address: str, *, again: bool) -> bool:
     return _mail(address, "email_in_use", context, None)
 
 
+def tell_replaced_address(request: HttpRequest, address: str) -> bool:
+    """Tell ``address``, the confirmed address a change just replaced, that it did: a change made
+    with a stolen password would otherwise go unnoticed while resets reach only the new mailbox.
+    Not capped: a change needs the password, and each one mails once."""
+    context = {"username": request.user.get_username(), "email": address,
+               "login": request.build_absolute_uri(reverse("login"))}
+    return _mail(address, "email_replaced", context, request.user.pk)
+
+
 def _mail(to: str, template: str, context: dict, user_id: int | None) -> bool:
     """Send ``registration/<template>_subject.txt`` and ``_email.txt`` to ``to``; False, logged, if
     the mail server failed."""

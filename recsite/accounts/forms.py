@@ -126,14 +126,32 @@ class SignUpForm(UserCreationForm):
 
 
 class PendingEmailForm(forms.Form):
-    """Another address to confirm in place of the pending one (``views.account_email``): a typo at
-    sign-up sent every "send again" to a stranger. As at sign-up, an address another account has is
-    taken as any other (its owner is mailed instead of a link): refusing it told which have accounts."""
+    """An address to confirm (``views.account_email``): in place of the pending one (a typo at
+    sign-up sent every "send again" to a stranger), for an account that has none, or in place of
+    the confirmed one. As at sign-up, an address another account has is taken as any other (its
+    owner is mailed instead of a link): refusing it told which have accounts.
 
-    email = forms.EmailField(max_length=254, label="Another address")
+    It takes the account's password too: the address it sets is where password resets go, so
+    without it whoever held a signed-in session (a shared computer, a stolen cookie) could give
+    their own mailbox, confirm it from that session and reset the password, which the password
+    change itself guards with the old one."""
+
+    email = forms.EmailField(max_length=254, label="Address")
+    password = forms.CharField(strip=False, max_length=1024, label="Your password", widget=forms.PasswordInput(
+        attrs={"autocomplete": "current-password"}))
+
+    def __init__(self, user, *args, **kwargs):
+        self.user = user
+        super().__init__(*args, **kwargs)
 
     def clean_email(self) -> str:
         return normalized_email(self.cleaned_data["email"])
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not self.user.check_password(password):
+            raise forms.ValidationError("Your password was entered incorrectly.")
+        return password
 
 
 class _LostUsernameRace:

@@ -185,30 +185,43 @@ def _tell_link_sent(request, pending: PendingEmail, sent: bool) -> None:
 @require_http_methods(["GET", "POST"])
 def account_email(request):
     """The account's confirmed address and the one waiting for confirmation. A POST mails the
-    waiting one's link again or, with ``email``, replaces it with another address (a typo) and
-    mails that; then the page again (PRG). Both are limited per account and per client address
-    (429 past either, ``throttle.confirm_resend``) and capped per mailbox. An address another
-    account has is answered as any other (its owner gets a notice instead of the link,
-    ``confirmation.send_link``): this page must not tell which addresses have accounts either."""
+    waiting one's link again or, with ``email`` and the account's password, makes that address the
+    one waiting (a typo at sign-up, an account without one, or a change of the confirmed one) and
+    mails it; then the page again (PRG). Both are limited per account and per client address
+    (429 past either, ``throttle.confirm_resend``) and capped per mailbox; the password check is a
+    login attempt too and shares the lockout. An address another account has is answered as any
+    other (its owner gets a notice instead of the link, ``confirmation.send_link``): this page
+    must not tell which addresses have accounts either."""
     user = request.user
     pending = confirmation.pending_of(user)
-    form = PendingEmailForm(request.POST if "email" in request.POST else None)
-    if request.method == "POST":
-        if not form.is_bound and pending is None:
-            messages.info(request, "There is no address waiting for confirmation.")
-            return redirect("account_email")
-        try:
-            throttle.confirm_resend(recommender_id(user), client_address(request))
-        except throttle.Refused as refusal:
-            message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
-            return render(request, "registration/account_email.html",
-                          {"pending": pending, "form": PendingEmailForm(), "locked": message}, status=refusal.status)
-        if form.is_bound and not form.is_valid():
-            return render(request, "registration/account_email.html", {"pending": pending, "form": form}, status=400)
-        pending = confirmation.new_claim(user, form.cleaned_data["email"] if form.is_bound else pending.email)
-        _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=True))
+    form = PendingEmailForm(user, request.POST if "email" in request.POST else None)
+    if request.method == "GET":
+        return _email_page(request, pending, form)
+    if not form.is_bound and pending is None:
+        messages.info(request, "There is no address waiting for confirmation.")
         return redirect("account_email")
-    return render(request, "registration/account_email.html", {"pending": pending, "form": form})
+    try:
+        throttle.confirm_resend(recommender_id(user), client_address(request))
+    except throttle.Refused as refusal:
+        message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
+        return _email_page(request, pending, PendingEmailForm(user), refusal.status, message)
+    if form.is_bound:
+        try:  # the password check is a login attempt too: it shares the lockout
+            with throttle.own_password_attempt(request, str(request.POST.get("password", ""))) as checked:
+                valid = form.is_valid()
+                checked.right = _validated(form, "password")
+        except throttle.Refused as refusal:  # only ever raised before the check
+            return _email_page(request, pending, PendingEmailForm(user), refusal.status, refusal.message)
+        if not valid:
+            return _email_page(request, pending, form, 400)
+    pending = confirmation.new_claim(user, form.cleaned_data["email"] if form.is_bound else pending.email)
+    _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=True))
+    return redirect("account_email")
+
+
+def _email_page(request, pending: PendingEmail | None, form: PendingEmailForm, status: int = 200, locked: str = ""):
+    return render(request, "registration/account_email.html",
+                  {"pending": pending, "form": form, "locked": locked}, status=status)
 
 
 @login_required
@@ -221,8 +234,11 @@ def email_confirm(request, token: str):
     (cookies go on a top-level cross-site GET) and get that address on the visitor's account,
     and with it the account's password resets. A link that cannot confirm says why on the GET."""
     if request.method == "POST":
+        before = request.user.email
         outcome, address = confirmation.confirm(request.user, token)
         if outcome is confirmation.Outcome.CONFIRMED:
+            if before and before != address:
+                confirmation.tell_replaced_address(request, before)
             messages.success(request, f"Your e-mail address {address} is confirmed.")
             return redirect("account_email")
     else:

@@ -17,6 +17,7 @@ import zlib
 from urllib.parse import unquote
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core import signing
 from django.db import IntegrityError, transaction
@@ -44,6 +45,12 @@ def _own_address() -> str:
 def _signup(client: Client, username: str, email: str):
     return client.post("/accounts/signup/", {"username": username, "email": email, "password1": PASSWORD,
                                               "password2": PASSWORD}, REMOTE_ADDR=_own_address())
+
+
+def _change(client: Client, email: str, password: str = PASSWORD, address: str | None = None):
+    """ "Send the link to this address" on the e-mail page, with the account's password."""
+    return client.post("/accounts/email/", {"email": email, "password": password},
+                       REMOTE_ADDR=address or _own_address())
 
 
 def _resend(client: Client, address: str | None = None):
@@ -323,7 +330,7 @@ def test_a_mistyped_pending_address_can_be_replaced(site_cache, mailoutbox):
     address instead, mails it, and the mistyped one's link no longer confirms anything."""
     right = f"{_name()}@example.com"
     client, user, typo_link = _signed_up(right.replace("@example.com", "@exmaple.com"), mailoutbox)
-    answer = client.post("/accounts/email/", {"email": right}, REMOTE_ADDR=_own_address())
+    answer = _change(client, right)
     assert answer.status_code == 302 and mailoutbox[-1].to == [right]
     assert list(PendingEmail.objects.filter(user=user).values_list("email", flat=True)) == [right]
     assert client.post(typo_link).status_code == 400
@@ -390,7 +397,7 @@ def test_the_account_page_answers_alike_whether_the_address_has_an_account_or_no
         for address in (taken, free):
             client, user, _ = _signed_up(f"{_name()}@example.com", mailoutbox)
             private = (user.username, address, PendingEmail.objects.get(user=user).email)
-            changed = client.post("/accounts/email/", {"email": address}, REMOTE_ADDR=_own_address())
+            changed = _change(client, address)
             after_change = client.get("/accounts/email/")
             again = _resend(client)
             seen[address] = [_seen(r, *private) for r in (changed, after_change, again, client.get("/accounts/email/"))]
@@ -459,7 +466,7 @@ def test_two_address_changes_at_once_leave_one_claim(site_cache, mailoutbox):
 
     pre_save.connect(the_other_post_first, sender=PendingEmail)
     try:
-        answer = client.post("/accounts/email/", {"email": mine}, REMOTE_ADDR=_own_address())
+        answer = _change(client, mine)
     finally:
         pre_save.disconnect(the_other_post_first, sender=PendingEmail)
     assert answer.status_code == 302, answer.status_code
@@ -489,3 +496,64 @@ def test_the_migration_keeps_each_accounts_newest_claim(site_cache):
     finally:  # the other tests' schema, whatever happened
         call_command("migrate", "accounts", verbosity=0)
         User.objects.filter(pk__in=[first.pk, second.pk]).delete()
+
+
+def test_changing_the_address_takes_the_password_and_tells_the_old_one(site_cache, mailoutbox, make_user):
+    """Whoever held a signed-in session (a shared computer, a stolen cookie) could post their own
+    address to the e-mail page with no password, confirm it from that session, then reset the
+    password there: the password change asks for the old one, this did not. Now the page takes the
+    password with the address; the confirmed address stays the account's (and gets the resets)
+    until the new one is confirmed, and then it is told of the change."""
+    owner = make_user()
+    old, new = owner.email, f"{_name()}@example.com"
+    client = Client()
+    client.force_login(owner)
+    assert 'id="change-pending-email"' in client.get("/accounts/email/").content.decode()
+
+    no_password = client.post("/accounts/email/", {"email": new}, REMOTE_ADDR=_own_address())
+    wrong = _change(client, new, password="not-" + PASSWORD)
+    assert no_password.status_code == 400 and wrong.status_code == 400
+    assert "Your password was entered incorrectly." in wrong.content.decode()
+    assert not PendingEmail.objects.filter(user=owner).exists() and mailoutbox == []
+
+    assert _change(client, new).status_code == 302
+    assert [m.to for m in mailoutbox] == [[new]]
+    owner.refresh_from_db()
+    assert owner.email == old and _reset_mails(old, mailoutbox)  # resets still go to the old one
+    assert client.post(_link(mailoutbox[0])).status_code == 302
+    owner.refresh_from_db()
+    assert owner.email == new
+    told = [m for m in mailoutbox if m.to == [old] and "was changed" in m.subject]
+    assert len(told) == 1 and owner.username in told[0].body and new not in told[0].body
+
+
+@override_settings(EMAIL_CONFIRM_RESENDS_PER_ACCOUNT=100, ACCOUNT_THROTTLE_ATTEMPTS=100)
+def test_the_e_mail_pages_password_shares_the_lockout(site_cache, mailoutbox, make_user):
+    """The page's password check is one more way to guess the password from a session: past
+    ``LOGIN_THROTTLE_ATTEMPTS`` wrong ones it is refused, the right one too, as at the login."""
+    owner, address = make_user(), _own_address()
+    client = Client()
+    client.force_login(owner)
+    new = f"{_name()}@example.com"
+    wrong = [_change(client, new, password=f"guess{n}", address=address).status_code
+             for n in range(settings.LOGIN_THROTTLE_ATTEMPTS)]
+    assert wrong == [400] * settings.LOGIN_THROTTLE_ATTEMPTS
+    locked = _change(client, new, address=address)
+    assert locked.status_code == 429 and "Too many failed attempts" in locked.content.decode()
+    assert not PendingEmail.objects.filter(user=owner).exists() and mailoutbox == []
+
+
+def test_an_account_without_an_address_can_give_one(site_cache, mailoutbox, make_user):
+    """Accounts the admin or the demo made have no address (``User.email`` empty): the page asks for
+    one, with the password, and its link confirms it; nobody is told of a change."""
+    user = make_user()
+    User.objects.filter(pk=user.pk).update(email="")
+    client = Client()
+    client.force_login(user)
+    page = client.get("/accounts/email/").content.decode()
+    assert "No confirmed address" in page and "Give an address to confirm" in page
+    address = f"{_name()}@example.com"
+    assert _change(client, address).status_code == 302 and [m.to for m in mailoutbox] == [[address]]
+    assert client.post(_link(mailoutbox[0])).status_code == 302
+    user.refresh_from_db()
+    assert user.email == address and len(mailoutbox) == 1
