@@ -125,7 +125,25 @@ class SignUpForm(UserCreationForm):
         return user
 
 
-class PendingEmailForm(forms.Form):
+class OwnPasswordForm(forms.Form):
+    """A form of the signed-in ``user`` that takes their current password again and checks it
+    (the views count that check as a login attempt: ``throttle.own_password_attempt``)."""
+
+    password = forms.CharField(strip=False, max_length=1024, widget=forms.PasswordInput(
+        attrs={"autocomplete": "current-password"}))
+
+    def __init__(self, user, *args, **kwargs):
+        self.user = user
+        super().__init__(*args, **kwargs)
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not self.user.check_password(password):
+            raise forms.ValidationError("Your password was entered incorrectly.")
+        return password
+
+
+class PendingEmailForm(OwnPasswordForm):
     """An address to confirm (``views.account_email``): in place of the pending one (a typo at
     sign-up sent every "send again" to a stranger), for an account that has none, or in place of
     the confirmed one. As at sign-up, an address another account has is taken as any other (its
@@ -137,21 +155,14 @@ class PendingEmailForm(forms.Form):
     change itself guards with the old one."""
 
     email = forms.EmailField(max_length=254, label="Address")
-    password = forms.CharField(strip=False, max_length=1024, label="Your password", widget=forms.PasswordInput(
-        attrs={"autocomplete": "current-password"}))
+    field_order = ["email", "password"]
 
     def __init__(self, user, *args, **kwargs):
-        self.user = user
-        super().__init__(*args, **kwargs)
+        super().__init__(user, *args, **kwargs)
+        self.fields["password"].label = "Your password"
 
     def clean_email(self) -> str:
         return normalized_email(self.cleaned_data["email"])
-
-    def clean_password(self) -> str:
-        password = self.cleaned_data["password"]
-        if not self.user.check_password(password):
-            raise forms.ValidationError("Your password was entered incorrectly.")
-        return password
 
 
 class _LostUsernameRace:
@@ -202,20 +213,8 @@ class CappedPasswordResetForm(PasswordResetForm):
                           html_email_template_name)
 
 
-class DeleteAccountForm(forms.Form):
+class DeleteAccountForm(OwnPasswordForm):
     """Confirmation of "Delete my account": the current password and an explicit tick."""
 
-    password = forms.CharField(strip=False, max_length=1024, widget=forms.PasswordInput(
-        attrs={"autocomplete": "current-password"}))
     confirm = forms.BooleanField(required=True, label="Yes, delete my account and everything kept about me",
                                  error_messages={"required": "Tick the box to confirm."})
-
-    def __init__(self, user, *args, **kwargs):
-        self.user = user
-        super().__init__(*args, **kwargs)
-
-    def clean_password(self):
-        password = self.cleaned_data["password"]
-        if not self.user.check_password(password):
-            raise forms.ValidationError("Your password was entered incorrectly.")
-        return password
