@@ -386,9 +386,22 @@ def confirm_resend(account: str, address: str) -> None:
     ``LockoutUnavailable``.
     The mailbox's own cap (``confirm_mail_allowed``) alone would let one squatting account use up
     every mail its address may get, hour after hour."""
-    limits = dict.fromkeys(_action_keys("confirm", (address,)), settings.ACCOUNT_THROTTLE_ATTEMPTS)
-    limits[f"acct-confirm-account:{_digest(account)}"] = settings.EMAIL_CONFIRM_RESENDS_PER_ACCOUNT
+    by_address, by_account = _confirm_keys(account, address)
+    limits = dict.fromkeys(by_address, settings.ACCOUNT_THROTTLE_ATTEMPTS)
+    limits[by_account] = settings.EMAIL_CONFIRM_RESENDS_PER_ACCOUNT
     _take(limits, settings.ACCOUNT_THROTTLE_WINDOW)
+
+
+def give_back_confirm_resend(account: str, address: str) -> None:
+    """The post counted by ``confirm_resend`` mailed nothing (a wrong password, a malformed address).
+    Kept, three typos on the e-mail page made its owner wait out the window; the password guesses
+    among them are limited by the login lockout they went through."""
+    by_address, by_account = _confirm_keys(account, address)
+    _give_back([*by_address, by_account])
+
+
+def _confirm_keys(account: str, address: str) -> tuple[list[str], str]:
+    return _action_keys("confirm", (address,)), f"acct-confirm-account:{_digest(account)}"
 
 
 def account_mail_allowed(kind: str, email: str, limit: int) -> bool:

@@ -211,8 +211,10 @@ def account_email(request):
                 valid = form.is_valid()
                 checked.right = _validated(form, "password")
         except throttle.Refused as refusal:  # only ever raised before the check
+            throttle.give_back_confirm_resend(recommender_id(user), client_address(request))  # nothing mailed
             return _email_page(request, pending, PendingEmailForm(user), refusal.status, refusal.message)
-        if not valid:
+        if not valid:  # nothing mailed: the resend is not used up (the password guess was counted above)
+            throttle.give_back_confirm_resend(recommender_id(user), client_address(request))
             return _email_page(request, pending, form, 400)
     pending = confirmation.new_claim(user, form.cleaned_data["email"] if form.is_bound else pending.email)
     _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=True))

@@ -543,6 +543,24 @@ def test_the_e_mail_pages_password_shares_the_lockout(site_cache, mailoutbox, ma
     assert not PendingEmail.objects.filter(user=owner).exists() and mailoutbox == []
 
 
+def test_mistyped_e_mail_forms_do_not_use_up_the_owners_resends(site_cache, mailoutbox, make_user):
+    """A wrong password or a malformed address on the e-mail page mails nothing, yet each used one of
+    the account's ``EMAIL_CONFIRM_RESENDS_PER_ACCOUNT`` posts: three typos and the owner's right form
+    was refused (429) for the rest of the window. The password guesses have the login lockout."""
+    owner, address = make_user(), _own_address()
+    client = Client()
+    client.force_login(owner)
+    new = f"{_name()}@example.com"
+    typos = [_change(client, new, password="not-" + PASSWORD, address=address),
+             _change(client, "not-an-address", address=address),
+             _change(client, new, password="", address=address)]
+    typos += [_change(client, new, password=f"guess{n}", address=address)
+              for n in range(settings.EMAIL_CONFIRM_RESENDS_PER_ACCOUNT)]
+    assert [answer.status_code for answer in typos] == [400] * len(typos) and mailoutbox == []
+    assert _change(client, new, address=address).status_code == 302
+    assert [m.to for m in mailoutbox] == [[new]]
+
+
 def test_an_account_without_an_address_can_give_one(site_cache, mailoutbox, make_user):
     """Accounts the admin or the demo made have no address (``User.email`` empty): the page asks for
     one, with the password, and its link confirms it; nobody is told of a change."""
