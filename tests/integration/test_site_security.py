@@ -1018,28 +1018,28 @@ def _table_locked(error) -> bool:
 def test_concurrent_signups_from_one_address_make_no_more_accounts_than_the_limit(site_cache, caplog):
     from django.conf import settings
     from django.contrib.auth.models import User
-    from django.contrib.sessions.exceptions import SessionInterrupted
     from django.test import Client
 
     address, tag = _address(), uuid.uuid4().hex[:8]
 
     def signup(i: int) -> int:
+        # Not raised: Django's test clients all hear one signal for a view's exception, so one refused
+        # with 429 could raise its neighbour's error. The status code is the request's own.
         name = f"burst{tag}{i}"
-        return Client().post("/accounts/signup/", {"username": name, "email": f"{name}@example.com",
-                                                   "password1": PASSWORD, "password2": PASSWORD},
-                             REMOTE_ADDR=address).status_code
+        return Client(raise_request_exception=False).post(
+            "/accounts/signup/", {"username": name, "email": f"{name}@example.com", "password1": PASSWORD,
+                                  "password2": PASSWORD}, REMOTE_ADDR=address).status_code
 
     codes = _burst(signup)
     limit = settings.ACCOUNT_THROTTLE_ATTEMPTS
     assert codes.count(429) == N_CONCURRENT - limit, codes
     # The test database (SQLite in memory, shared cache) does not wait for a lock as a file does: a
-    # sign-up writing while another one does may fail there, in its account's insert (raised here) or
-    # in the session's save after it, which Django's session middleware answers with a 400 and logs
-    # as SessionInterrupted. It had passed the limit all the same.
-    locked_saves = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], SessionInterrupted)
-                    and _table_locked(r.exc_info[1])]
-    others = [code for code in codes if code not in (302, 429) and not _table_locked(code)]
-    assert others == [400] * len(locked_saves), (codes, locked_saves)
+    # sign-up writing while another one does may fail there, in its account's insert (a 500) or in the
+    # session's save after it (a 400: Django's SessionInterrupted), each logged with its error. It had
+    # passed the limit all the same. Every other answer is a 302.
+    locked = sorted(r.status_code for r in caplog.records
+                    if hasattr(r, "status_code") and r.exc_info and _table_locked(r.exc_info[1]))
+    assert sorted(code for code in codes if code not in (302, 429)) == locked, (codes, locked)
     assert User.objects.filter(username__startswith=f"burst{tag}").count() <= limit
 
 
