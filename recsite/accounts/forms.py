@@ -125,6 +125,13 @@ class SignUpForm(UserCreationForm):
         return user
 
 
+def field_passed(form, field: str) -> bool:
+    """Whether ``form`` was bound and checked and ``field`` passed its checks (a password proved
+    right): only that resolves a password check as right. "No error on the field" also held for an
+    unbound form, which has no errors at all."""
+    return form.is_bound and field in getattr(form, "cleaned_data", {})
+
+
 class OwnPasswordForm(forms.Form):
     """A form of the signed-in ``user`` that takes their current password again and checks it
     (the views count that check as a login attempt: ``throttle.own_password_attempt``)."""

@@ -87,6 +87,15 @@ class Locked(Refused):
     pass
 
 
+TOO_MANY = "Too many requests from here. Please wait a while and try again."
+
+
+class TooManyRequests(Locked):
+    """Past an account action's limit (sign-ups, resends), not a password lockout's."""
+
+    message = TOO_MANY
+
+
 class LockoutUnavailable(Refused):
     """The lockout's Redis failed, so the attempt cannot be counted: refused (fail closed).
 

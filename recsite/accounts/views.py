@@ -12,20 +12,13 @@ from django.db import IntegrityError, transaction
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from accounts import confirmation, deletion, throttle
+from accounts import confirmation, deletion, email_change, throttle
 from accounts.forms import (CappedPasswordResetForm, DeleteAccountForm, PendingEmailForm, SignUpForm,
-                            lost_username_race, username_taken)
-from accounts.models import PendingEmail, Profile, recommender_id
+                            field_passed, lost_username_race, username_taken)
+from accounts.models import PendingEmail, Profile
+from accounts.throttle import TOO_MANY
 from recsite.client_address import client_address
 
-TOO_MANY = "Too many requests from here. Please wait a while and try again."
-
-
-def _validated(form, field: str) -> bool:
-    """Whether ``form`` was bound and checked and ``field`` passed its checks (a password proved
-    right): only that resolves a password check as right. "No error on the field" also held for an
-    unbound form, which has no errors at all."""
-    return form.is_bound and field in getattr(form, "cleaned_data", {})
 
 
 class ThrottledLoginView(LoginView):
@@ -77,7 +70,7 @@ class ThrottledPasswordChangeView(PasswordChangeView):
         return super().form_valid(form)
 
     def form_invalid(self, form):
-        self.checked.right = _validated(form, "old_password")  # right, the new ones not; or wrong
+        self.checked.right = field_passed(form, "old_password")  # right, the new ones not; or wrong
         return super().form_invalid(form)
 
 
@@ -160,7 +153,7 @@ def delete_account(request):
         try:  # the password check is a login attempt too: it shares the lockout
             with throttle.own_password_attempt(request, password) as checked:
                 valid = form.is_valid()
-                checked.right = _validated(form, "password")  # the tick may be missing
+                checked.right = field_passed(form, "password")  # the tick may be missing
         except throttle.Refused as refusal:  # only ever raised before the check
             return render(request, "registration/delete_account.html",
                           {"form": DeleteAccountForm(request.user), "locked": refusal.message}, status=refusal.status)
@@ -201,23 +194,12 @@ def account_email(request):
         messages.info(request, "There is no address waiting for confirmation.")
         return redirect("account_email")
     try:
-        throttle.confirm_resend(recommender_id(user), client_address(request))
+        pending, sent = email_change.send_link(request, form if form.is_bound else None, pending)
     except throttle.Refused as refusal:
-        message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
-        return _email_page(request, pending, PendingEmailForm(user), refusal.status, message)
-    if form.is_bound:
-        try:  # the password check is a login attempt too: it shares the lockout
-            with throttle.own_password_attempt(request, str(request.POST.get("password", ""))) as checked:
-                valid = form.is_valid()
-                checked.right = _validated(form, "password")
-        except throttle.Refused as refusal:  # only ever raised before the check
-            throttle.give_back_confirm_resend(recommender_id(user), client_address(request))  # nothing mailed
-            return _email_page(request, pending, PendingEmailForm(user), refusal.status, refusal.message)
-        if not valid:  # nothing mailed: the resend is not used up (the password guess was counted above)
-            throttle.give_back_confirm_resend(recommender_id(user), client_address(request))
-            return _email_page(request, pending, form, 400)
-    pending = confirmation.new_claim(user, form.cleaned_data["email"] if form.is_bound else pending.email)
-    _tell_link_sent(request, pending, confirmation.send_link(request, pending, again=True))
+        return _email_page(request, pending, PendingEmailForm(user), refusal.status, refusal.message)
+    except email_change.FormInvalid:
+        return _email_page(request, pending, form, 400)
+    _tell_link_sent(request, pending, sent)
     return redirect("account_email")
 
 
