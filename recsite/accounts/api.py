@@ -1,7 +1,8 @@
 """``/api/token/`` (sign in: a new token per device), ``/api/token/revoke/`` (sign this device out)
 and ``/api/token/revoke-all/`` (every device): knox's views (``accounts.tokens``), kept a password
-exchange with the site's answer and errors. And ``/api/account/delete/`` (``accounts.deletion``
-behind the password check), the API's other account endpoint.
+exchange with the site's answer and errors. And the API's other account endpoints:
+``/api/account/delete/`` (``accounts.deletion`` behind the password check) and
+``/api/account/email/`` (the e-mail page's ``accounts.email_change``).
 
 Kept apart from ``accounts.tokens``: DRF's views import its settings, which import the
 authentication class defined there.
@@ -26,8 +27,10 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
-from accounts import deletion, throttle
+from accounts import confirmation, deletion, email_change, throttle
+from accounts.forms import PendingEmailForm
 from accounts.middleware import refusal_response
+from accounts.models import PendingEmail
 from accounts.tokens import ExpiringTokenAuthentication, token_ttl
 from recsite import api_errors
 from recsite.api_errors import UNAUTHORIZED, documented, error_body
@@ -172,6 +175,69 @@ def delete_account(request):
     if deletion.unfinished(record):  # the account is gone; a few reviews are left to Celery's sweep
         return Response({"status": "deleted", "deleted_at": record.deleted_at, "erasure": "in progress"}, status=202)
     return Response({"status": "deleted", "deleted_at": record.deleted_at, "counts": record.counts})
+
+
+class EmailIn(serializers.Serializer):
+    email = StrictCharField(max_length=254, required=False,
+                            help_text="the address to confirm, with your password; leave both out to have the "
+                                      "waiting address's link sent again")
+    password = StrictCharField(max_length=1024, trim_whitespace=False, required=False)
+
+
+class EmailOut(serializers.Serializer):
+    email = serializers.CharField(help_text="the confirmed address, where password resets go ('' if none)")
+    pending = serializers.CharField(allow_null=True, help_text="the address waiting for its link to be opened")
+
+
+class EmailSentOut(EmailOut):
+    sent = serializers.BooleanField(help_text="whether the link was mailed now; false: the mailbox's cap or the mail "
+                                              "server, ask again later")
+
+
+def _addresses(user, pending: PendingEmail | None) -> dict:
+    return {"email": user.email, "pending": pending.email if pending else None}
+
+
+@extend_schema(methods=["GET"], request=None, responses={200: EmailOut, **documented({401: UNAUTHORIZED})})
+@extend_schema(methods=["POST"], request=EmailIn, responses={202: EmailSentOut, **documented({
+                   400: "malformed JSON (parse_error), an invalid address, no password with it, or no address "
+                        "given and none waiting (invalid)", 401: UNAUTHORIZED,
+                   403: "a wrong password (wrong_password)",
+                   429: "too many wrong passwords, or links asked for (throttled): wait Retry-After seconds",
+                   503: "a store is unavailable (unavailable): try again after Retry-After seconds"})},
+               description="Give the address to confirm, with your password (it is where password resets will "
+                           "go): the link that confirms it is mailed there, and opening it, signed in on the site, "
+                           "makes it the account's; until then resets go to the confirmed one, which is then told "
+                           "of the change. Without an address, the waiting one's link is sent again. Limited as the "
+                           "site's e-mail page (EMAIL_CONFIRM_RESENDS_PER_ACCOUNT); a refused one is not counted. "
+                           "An address another account has is answered alike (its owner is told instead).")
+@api_view(["GET", "POST"])
+@parser_classes([JSONParser])
+@permission_classes([IsAuthenticated])
+def account_email(request):
+    """The site's e-mail page (``views.account_email``) for an app: the same ``email_change`` steps."""
+    user, pending = request.user, confirmation.pending_of(request.user)
+    if request.method == "GET":
+        return Response(_addresses(user, pending))
+    if not isinstance(request.data, dict):
+        return Response(error_body("expected a JSON object", api_errors.INVALID), status=400)
+    body = EmailIn(data=request.data)
+    body.is_valid(raise_exception=True)
+    given = body.validated_data
+    form = PendingEmailForm(user, {"email": given["email"], "password": given.get("password", "")}) \
+        if "email" in given else None
+    if form is None and pending is None:
+        return Response(error_body("no address is waiting for confirmation: give one with your password",
+                                   api_errors.INVALID), status=400)
+    try:
+        pending, sent = email_change.send_link(request, form, pending)
+    except throttle.Refused as refusal:
+        return refusal_response(request, refusal)
+    except email_change.FormInvalid:
+        if given.get("password") and "password" in form.errors:
+            return Response(error_body("wrong password", api_errors.WRONG_PASSWORD), status=403)
+        raise serializers.ValidationError({field: list(errors) for field, errors in form.errors.items()}) from None
+    return Response({**_addresses(user, pending), "sent": sent}, status=202)
 
 
 obtain_token = ObtainExpiringToken.as_view()

@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from accounts.api import delete_account, obtain_token, revoke_all_tokens, revoke_token
+from accounts.api import account_email, delete_account, obtain_token, revoke_all_tokens, revoke_token
 from shop import api, dashboard, views
 
 urlpatterns = [
@@ -27,6 +27,7 @@ urlpatterns = [
     path("api/interested-again/", api.post_interested_again, name="api_interested_again"),
     path("api/hidden/", api.hidden, name="api_hidden"),
     path("api/account/delete/", delete_account, name="api_delete_account"),
+    path("api/account/email/", account_email, name="api_account_email"),
     path("api/ratings/<str:event_id>/", api.rating_status, name="api_rating_status"),
     path("api/token/", obtain_token, name="api_token"),
     path("api/token/revoke/", revoke_token, name="api_token_revoke"),

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 DEEP = {"1,000 nested arrays (2 KB)": "[" * 1000 + "]" * 1000,
         "30,000 nested objects": '{"a":' * 30_000 + "1" + "}" * 30_000}
 SIGNED_IN = ["/api/ratings/", "/api/ratings/remove/", "/api/not-interested/", "/api/interested-again/",
-             "/api/account/delete/"]
+             "/api/account/delete/", "/api/account/email/"]
 
 
 @pytest.mark.parametrize("body", DEEP.values(), ids=DEEP.keys())
