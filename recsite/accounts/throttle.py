@@ -91,7 +91,8 @@ TOO_MANY = "Too many requests from here. Please wait a while and try again."
 
 
 class TooManyRequests(Locked):
-    """Past an account action's limit (sign-ups, resends), not a password lockout's."""
+    """Past the limits of asking for a confirmation link again (``email_change.send_link``), not a
+    password lockout: worded as the sign-up's and the reset's limits are (``TOO_MANY``)."""
 
     message = TOO_MANY
 
