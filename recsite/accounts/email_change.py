@@ -29,10 +29,7 @@ def send_link(request: HttpRequest, form: PendingEmailForm | None,
     (``TooManyRequests`` past the resends' limits, ``Locked`` or ``LockoutUnavailable`` from the
     password's lockout) or ``FormInvalid``."""
     account, address = recommender_id(request.user), client_address(request)
-    try:
-        throttle.confirm_resend(account, address)
-    except throttle.Locked:
-        raise throttle.TooManyRequests() from None
+    throttle.confirm_resend(account, address)
     if form is not None:
         try:  # the password check is a login attempt too: it shares the lockout
             with throttle.own_password_attempt(request, str(form.data.get("password", ""))) as checked:

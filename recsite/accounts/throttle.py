@@ -91,8 +91,8 @@ TOO_MANY = "Too many requests from here. Please wait a while and try again."
 
 
 class TooManyRequests(Locked):
-    """Past the limits of asking for a confirmation link again (``email_change.send_link``), not a
-    password lockout: worded as the sign-up's and the reset's limits are (``TOO_MANY``)."""
+    """Past an account action's limit (``account_action``, ``confirm_resend``), not a password
+    lockout: its own message, whoever answers it."""
 
     message = TOO_MANY
 
@@ -337,7 +337,7 @@ def _incr(cache, key: str, window: int) -> int:
 
 
 def _take(limits: dict[str, int], window: int) -> None:
-    """Count one under every key; past any limit, give them back and raise ``Locked``.
+    """Count one under every key; past any limit, give them back and raise ``TooManyRequests``.
 
     Each count is one atomic INCR and its result is compared, so of N concurrent requests at most
     the limit get through, where a check first and a count after let all N pass. A request refused
@@ -357,7 +357,7 @@ def _take(limits: dict[str, int], window: int) -> None:
         _give_back(taken)
         raise LockoutUnavailable() from None
     _give_back(taken)
-    raise Locked()
+    raise TooManyRequests()
 
 
 def _give_back(keys) -> None:
@@ -378,7 +378,7 @@ def _action_keys(kind: str, subjects: tuple[str, ...]) -> list[str]:
 
 def account_action(kind: str, *subjects: str) -> None:
     """Count one action of this kind (``signup``, ``reset``) for every subject (a client address);
-    ``Locked`` if that went past ``ACCOUNT_THROTTLE_ATTEMPTS`` (nothing counted), ``LockoutUnavailable``."""
+    ``TooManyRequests`` if that went past ``ACCOUNT_THROTTLE_ATTEMPTS`` (nothing counted), ``LockoutUnavailable``."""
     _take(dict.fromkeys(_action_keys(kind, subjects), settings.ACCOUNT_THROTTLE_ATTEMPTS),
           settings.ACCOUNT_THROTTLE_WINDOW)
 
@@ -392,7 +392,7 @@ def confirm_resend(account: str, address: str) -> None:
     """Count one "send the link again" for the account (``EMAIL_CONFIRM_RESENDS_PER_ACCOUNT``; named
     by its random recommender id, not its primary key, which SQLite gives a deleted account's
     successor, and a rolled-back test's) and the client address (``ACCOUNT_THROTTLE_ATTEMPTS``, the
-    sign-ups' limit) within ``ACCOUNT_THROTTLE_WINDOW``; ``Locked`` past either (nothing counted),
+    sign-ups' limit) within ``ACCOUNT_THROTTLE_WINDOW``; ``TooManyRequests`` past either (nothing counted),
     ``LockoutUnavailable``.
     The mailbox's own cap (``confirm_mail_allowed``) alone would let one squatting account use up
     every mail its address may get, hour after hour."""

@@ -16,9 +16,7 @@ from accounts import confirmation, deletion, email_change, throttle
 from accounts.forms import (CappedPasswordResetForm, DeleteAccountForm, PendingEmailForm, SignUpForm,
                             field_passed, lost_username_race, username_taken)
 from accounts.models import PendingEmail, Profile
-from accounts.throttle import TOO_MANY
 from recsite.client_address import client_address
-
 
 
 class ThrottledLoginView(LoginView):
@@ -89,8 +87,7 @@ class ThrottledPasswordResetView(PasswordResetView):
         try:
             throttle.account_action("reset", client_address(request))
         except throttle.Refused as refusal:
-            message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
-            context = self.get_context_data(form=self.get_form_class()(), locked=message)
+            context = self.get_context_data(form=self.get_form_class()(), locked=refusal.message)
             return render(request, self.template_name, context, status=refusal.status)
         return super().post(request, *args, **kwargs)
 
@@ -127,8 +124,7 @@ def signup(request):
         try:  # counted first, given back if no account is made: concurrent sign-ups cannot all pass
             throttle.account_action("signup", address)
         except throttle.Refused as refusal:
-            message = TOO_MANY if isinstance(refusal, throttle.Locked) else refusal.message
-            return render(request, "registration/signup.html", {"form": SignUpForm(), "locked": message},
+            return render(request, "registration/signup.html", {"form": SignUpForm(), "locked": refusal.message},
                           status=refusal.status)
         made = _create_account(form) if form.is_valid() else None
         if made is None:  # a typo costs nothing (the address is never looked up: SignUpForm)
