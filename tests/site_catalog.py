@@ -210,3 +210,10 @@ def ids_in(html: str, element_id: str) -> list[str]:
     match = re.search(rf'<(ul|ol) [^>]*id="{element_id}"[^>]*>(.*?)</\1>', html, re.S)
     assert match, f'no element id="{element_id}" in the page'
     return re.findall(r'<li [^>]*>\s*<a href="/p/([^/"]+)/"', match.group(2))
+
+
+def own_address() -> str:
+    """A client address of its own (random, in 10/8): its sign-up, resend and lockout counts are
+    nobody else's."""
+    n = uuid.uuid4().int
+    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"

@@ -10,19 +10,15 @@ from django.conf import settings
 from django.test import Client
 
 from accounts.models import PendingEmail
-from tests.site_catalog import PASSWORD
+from tests.site_catalog import PASSWORD, own_address
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
-
-
-def _address() -> str:
-    return f"198.51.100.{uuid.uuid4().int % 250 + 1}"  # the limits count per client address
 
 
 def _api(user) -> tuple[Client, dict]:
     from knox.models import AuthToken
 
-    return Client(), {"HTTP_AUTHORIZATION": f"Token {AuthToken.objects.create(user)[1]}", "REMOTE_ADDR": _address()}
+    return Client(), {"HTTP_AUTHORIZATION": f"Token {AuthToken.objects.create(user)[1]}", "REMOTE_ADDR": own_address()}
 
 
 def _post(client: Client, auth: dict, body: dict):

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from django.contrib.auth.models import User
 
-from tests.site_catalog import PASSWORD
+from tests.site_catalog import PASSWORD, own_address
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -229,15 +229,9 @@ def test_a_changed_link_is_seen_on_the_next_request(site, client, make_user):
 
 
 # --- one account per e-mail address ------------------------------------------------------------------
-def _own_address() -> str:
-    """A client address of its own (random, in 10/8): its sign-up count is nobody else's."""
-    n = uuid.uuid4().int
-    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
-
-
 def _signup(client, username: str, email: str, address: str | None = None):
     return client.post("/accounts/signup/", {"username": username, "email": email, "password1": PASSWORD,
-                                              "password2": PASSWORD}, REMOTE_ADDR=address or _own_address())
+                                              "password2": PASSWORD}, REMOTE_ADDR=address or own_address())
 
 
 def _confirmed_signup(client, username: str, email: str, mailoutbox) -> None:
@@ -279,7 +273,7 @@ def test_a_signup_costs_one_count_whatever_its_address(site_cache, client, mailo
     owner = _name()
     _confirmed_signup(client, owner, f"{owner}@example.com", mailoutbox)
     client.logout()
-    address = _own_address()
+    address = own_address()
     with override_settings(ACCOUNT_THROTTLE_ATTEMPTS=2):
         for _ in range(3):  # more than the count allows: each one given back
             mismatched = client.post("/accounts/signup/", {"username": _name(), "email": f"{owner}@example.com",
@@ -360,7 +354,7 @@ def test_a_signup_that_loses_the_race_for_a_username_gets_the_form_error(site_ca
             pre_save.disconnect(the_other_signup_first, sender=User)  # once: the other's own save
             User.objects.create(username=name, email=f"other.{name}@example.com")
 
-    address = _own_address()
+    address = own_address()
     pre_save.connect(the_other_signup_first, sender=User)
     try:
         with override_settings(ACCOUNT_THROTTLE_ATTEMPTS=1):

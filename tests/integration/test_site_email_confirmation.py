@@ -25,7 +25,7 @@ from django.test import Client
 from django.test.utils import override_settings
 
 from accounts.models import PendingEmail
-from tests.site_catalog import PASSWORD
+from tests.site_catalog import PASSWORD, own_address
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -36,26 +36,20 @@ def _name() -> str:
     return f"shopper{uuid.uuid4().hex[:8]}"
 
 
-def _own_address() -> str:
-    """A client address of its own (random, in 10/8): its sign-up count is nobody else's."""
-    n = uuid.uuid4().int
-    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
-
-
 def _signup(client: Client, username: str, email: str):
     return client.post("/accounts/signup/", {"username": username, "email": email, "password1": PASSWORD,
-                                              "password2": PASSWORD}, REMOTE_ADDR=_own_address())
+                                              "password2": PASSWORD}, REMOTE_ADDR=own_address())
 
 
 def _change(client: Client, email: str, password: str = PASSWORD, address: str | None = None):
     """ "Send the link to this address" on the e-mail page, with the account's password."""
     return client.post("/accounts/email/", {"email": email, "password": password},
-                       REMOTE_ADDR=address or _own_address())
+                       REMOTE_ADDR=address or own_address())
 
 
 def _resend(client: Client, address: str | None = None):
     """ "Send the link again", from a client address of its own unless ``address`` is given."""
-    return client.post("/accounts/email/", REMOTE_ADDR=address or _own_address())
+    return client.post("/accounts/email/", REMOTE_ADDR=address or own_address())
 
 
 def _link(mail) -> str:
@@ -92,7 +86,7 @@ def _notices(email: str, mailoutbox) -> list:
 def _reset_mails(email: str, mailoutbox) -> list:
     """The mails a password reset request for ``email`` sends."""
     before = len(mailoutbox)
-    answer = Client().post("/accounts/password_reset/", {"email": email}, REMOTE_ADDR=_own_address())
+    answer = Client().post("/accounts/password_reset/", {"email": email}, REMOTE_ADDR=own_address())
     assert answer.status_code == 302 and answer["Location"] == "/accounts/password_reset/done/"
     return mailoutbox[before:]
 
@@ -299,7 +293,7 @@ def test_sending_the_link_again_is_limited_per_account_and_per_client_address(si
         refused = _resend(client)
         assert refused.status_code == 429 and "Too many requests" in refused.content.decode()
 
-        shared = _own_address()
+        shared = own_address()
         others = [_signed_up(f"{_name()}@example.com", mailoutbox)[0] for _ in range(4)]
         before = len(mailoutbox)
         assert [_resend(c, shared).status_code for c in others] == [302, 302, 302, 429]
@@ -510,7 +504,7 @@ def test_changing_the_address_takes_the_password_and_tells_the_old_one(site_cach
     client.force_login(owner)
     assert 'id="change-pending-email"' in client.get("/accounts/email/").content.decode()
 
-    no_password = client.post("/accounts/email/", {"email": new}, REMOTE_ADDR=_own_address())
+    no_password = client.post("/accounts/email/", {"email": new}, REMOTE_ADDR=own_address())
     wrong = _change(client, new, password="not-" + PASSWORD)
     assert no_password.status_code == 400 and wrong.status_code == 400
     assert "Your password was entered incorrectly." in wrong.content.decode()
@@ -531,7 +525,7 @@ def test_changing_the_address_takes_the_password_and_tells_the_old_one(site_cach
 def test_the_e_mail_pages_password_shares_the_lockout(site_cache, mailoutbox, make_user):
     """The page's password check is one more way to guess the password from a session: past
     ``LOGIN_THROTTLE_ATTEMPTS`` wrong ones it is refused, the right one too, as at the login."""
-    owner, address = make_user(), _own_address()
+    owner, address = make_user(), own_address()
     client = Client()
     client.force_login(owner)
     new = f"{_name()}@example.com"
@@ -547,7 +541,7 @@ def test_mistyped_e_mail_forms_do_not_use_up_the_owners_resends(site_cache, mail
     """A wrong password or a malformed address on the e-mail page mails nothing, yet each used one of
     the account's ``EMAIL_CONFIRM_RESENDS_PER_ACCOUNT`` posts: three typos and the owner's right form
     was refused (429) for the rest of the window. The password guesses have the login lockout."""
-    owner, address = make_user(), _own_address()
+    owner, address = make_user(), own_address()
     client = Client()
     client.force_login(owner)
     new = f"{_name()}@example.com"
