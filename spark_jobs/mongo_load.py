@@ -349,13 +349,20 @@ def search_index_docs(products: DataFrame) -> DataFrame:
         F.transform("pk", lambda k: F.struct(k.alias("key"), F.lit(search.PRIMARY).alias("tier"))),
         F.transform("rk", lambda k: F.struct(k.alias("key"), F.lit(search.REVIEW).alias("tier"))))).alias("p")
     ).select("_id", "category", "rank", "p.key", "p.tier")
+    # Each key's best postings without holding all of a key's: a row_number window filtered on its
+    # value becomes Spark's window group limit, which keeps that many per key on each side of the
+    # shuffle (up to windowGroupLimitThreshold, raised here). A count over the key's whole window
+    # held every posting of a common prefix ("s": millions at 51M reviews) and ran out of a 4 GB
+    # heap; the count is an aggregate joined back by key (both sides partitioned by it).
+    products.sparkSession.conf.set("spark.sql.optimizer.windowGroupLimitThreshold",
+                                   str(max(search.MAX_POSTINGS, 1000)))  # Spark's default: 1000
     w = Window.partitionBy("key").orderBy(F.col("tier").desc(), "rank")
-    kept = (postings.withColumn("pos", F.row_number().over(w) - 1)
-            .withColumn("n", F.count("*").over(Window.partitionBy("key")))
-            .where(F.col("pos") < search.MAX_POSTINGS))
+    kept = (postings.withColumn("rn", F.row_number().over(w)).where(F.col("rn") <= search.MAX_POSTINGS)
+            .withColumn("pos", F.col("rn") - 1))
+    counts = postings.groupBy("key").agg(F.count("*").alias("n"))
     grouped = kept.groupBy("key").agg(
-        F.sort_array(F.collect_list(F.struct("pos", "_id", "tier", "rank", "category"))).alias("p"),
-        F.first("n").alias("n"))
+        F.sort_array(F.collect_list(F.struct("pos", "_id", "tier", "rank", "category"))).alias("p")
+    ).join(counts, "key")
     packed = grouped.select(
         F.col("key").alias("_id"), F.col("n").cast("long").alias("n"),
         F.array_join(F.col("p._id"), " ").alias("ids"),

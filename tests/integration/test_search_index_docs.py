@@ -81,3 +81,14 @@ def test_only_ids_and_counts_go_through_one_partition(spark):
     assert len(single) == 1
     below = lines[single[0] + 1]  # what goes through it
     assert "_id" in below and "n_reviews" in below and "search_text" not in below and "title" not in below
+
+
+def test_a_keys_window_holds_only_its_best_postings(spark):
+    """Each key's postings are cut to its best MAX_POSTINGS on both sides of the shuffle (Spark's
+    window group limit) and nothing counts over a key's whole window: at 51.6M reviews such a count
+    held all of a common prefix's postings (millions) and ran out of mongo_load's 4 GB heap."""
+    plan = search_index_docs(spark.createDataFrame(PRODUCTS, SCHEMA))._jdf.queryExecution().executedPlan().toString()
+    limits = [line for line in plan.splitlines() if "WindowGroupLimit [key" in line]
+    assert [line.rstrip().rsplit(", ", 1)[-1] for line in limits] == ["Final", "Partial"]
+    assert all(f"row_number(), {search.MAX_POSTINGS}," in line for line in limits)
+    assert not [line for line in plan.splitlines() if "windowspecdefinition(key" in line and "row_number()" not in line]
