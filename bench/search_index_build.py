@@ -28,6 +28,7 @@ def load_module(tree: Path, i: int = 0):
     """``spark_jobs/mongo_load.py`` of another tree, as its own module (it imports this tree's core)."""
     spec = importlib.util.spec_from_file_location(f"mongo_load_compared_{i}", tree / "spark_jobs" / "mongo_load.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
