@@ -352,8 +352,8 @@ def search_index_docs(products: DataFrame) -> DataFrame:
     # Each key's best postings without holding all of a key's: a row_number window filtered on its
     # value becomes Spark's window group limit, which keeps that many per key on each side of the
     # shuffle (up to windowGroupLimitThreshold, raised here). A count over the key's whole window
-    # held every posting of a common prefix ("s": millions at 51M reviews) and ran out of a 4 GB
-    # heap; the count is an aggregate joined back by key (both sides partitioned by it).
+    # held every posting of a common short prefix (a large share of the catalog) and ran out of
+    # mongo_load's 4 GB heap at 51.6M reviews; the count is an aggregate joined back by key.
     products.sparkSession.conf.set("spark.sql.optimizer.windowGroupLimitThreshold",
                                    str(max(search.MAX_POSTINGS, 1000)))  # Spark's default: 1000
     w = Window.partitionBy("key").orderBy(F.col("tier").desc(), "rank")
