@@ -38,6 +38,10 @@ from spark_jobs.reconcile import Unbalanced
 LIVE_CLOCK_MARGIN_S = 60.0  # ratings stored (accounts deleted) this long before the load began are replayed
 #                             (erased) too: clock skew, and a deletion in progress when it began
 MAX_REVIEW_PAGES = 50  # the site pages through a product's 500 most helpful reviews
+# A load's shuffles get one partition per this many clean reviews, at least SPARK_SHUFFLE_PARTITIONS:
+# at 51.6M reviews the review pages' window ran out of the 4 GB driver's execution memory with 8
+# partitions (6.4M reviews a task) and passed with 200 (docs/benchmarks.md).
+REVIEWS_PER_SHUFFLE_PARTITION = 250_000
 SEARCH_TEXT_CHARS = 2000
 
 
@@ -582,6 +586,26 @@ def load_plan(fingerprints: dict[str, str] | None, held: dict[str, str | None], 
     return "incremental", new, f"new categories: {', '.join(new)}"
 
 
+def shuffle_partitions(n_reviews: int, configured: int) -> int:
+    """A load's shuffle partitions: one per REVIEWS_PER_SHUFFLE_PARTITION reviews, never fewer than
+    ``configured`` (SPARK_SHUFFLE_PARTITIONS, 8 by default, sized for the demo and for load and
+    clean). Each task of the review pages and histories holds its share of every review's keys in
+    the sorts and windows that feed their joins, so that share must not grow with the catalog;
+    Spark's adaptive execution merges partitions left small."""
+    return max(configured, -(-n_reviews // REVIEWS_PER_SHUFFLE_PARTITION))
+
+
+def size_shuffles(spark: SparkSession, clean_dir: str) -> int:
+    """Set the session's shuffle partitions for the clean reviews in ``clean_dir`` (their count is
+    read from the Parquet footers); the queries planned after it use them."""
+    n_reviews = spark.read.parquet(f"{clean_dir}/reviews").count()
+    configured = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    partitions = shuffle_partitions(n_reviews, configured)
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    print(f"mongo_load: {partitions} shuffle partitions for {n_reviews:,} clean reviews (configured {configured})")
+    return partitions
+
+
 def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool = False) -> dict:
     """Load the clean data into MongoDB: in full, or only the categories MongoDB does not hold yet.
 
@@ -606,6 +630,7 @@ def mongo_load(spark: SparkSession, clean_dir: str, run_id: str, *, force: bool 
     if mode == "skipped":
         return {"status": "ok", "run_id": run_id, "mode": "skipped", "categories": [], "reason": why,
                 "seconds": round(time.time() - started, 2)}
+    size_shuffles(spark, clean_dir)
     # which load wrote the product documents and their review pages (core.erasure.LOAD_STAMP):
     # each call its own (a re-run of a run writes them again), in microseconds, a long in ~38M documents;
     # loads never run at once (the batch lock: spark_jobs.common.batch_lock)
