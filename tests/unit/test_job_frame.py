@@ -297,6 +297,7 @@ def test_a_crash_after_an_earlier_ok_leaves_the_job_unfinished_for_resume(tmp_pa
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr("core.mongo.record_pipeline_run", lambda *args, **kwargs: None)
     monkeypatch.setattr(common, "spark_session", FakeSession)
+    monkeypatch.setattr(common, "batch_lock", lambda stage, run_id: contextlib.nullcontext())  # MongoDB's
     get_settings.cache_clear()
     try:
         assert common.run_job("clean", "doc", ["--run-id", "r-6"], lambda spark, args: {"status": "ok"}) == 0
