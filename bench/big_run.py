@@ -21,14 +21,16 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.gen.manifest import manifest_differences  # noqa: E402
-from bench.pipeline_scale import FULL_2018, GB, run_record, run_stage, stage_env, submit  # noqa: E402
+from bench.pipeline_scale import FULL_2018, GB, ROOT, VENV, run_record, run_stage, stage_env, submit  # noqa: E402
 from core.runs import DEFAULT_ENGINE, STAGES  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 from spark_jobs.run_records import FINISHED  # noqa: E402
@@ -61,11 +63,15 @@ def run(opts: argparse.Namespace) -> dict:
             continue
         cmd = submit(f"spark_jobs/{stage}.py", [*stage_args(stage, opts.data, work, run_id, opts.engine),
                                                    "--run-id", run_id], opts)
+        since = time.time()
         r = run_stage(stage, cmd, env, work / "logs" / f"{stage}.log", opts.timeout, int(opts.max_rss * GB))
         r["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
         result["stages"][stage] = r
         result_path.write_text(json.dumps(result, indent=2))
         if not r["ok"]:
+            # as bin/pipeline: a job killed half-way (out of memory, or by --timeout) says so in its record
+            subprocess.run([str(VENV / "bin" / "python"), "-m", "spark_jobs.run_records", "exited", run_id, stage,
+                            str(r["exit_status"]), "--since", str(since)], env=env, cwd=str(ROOT), check=False)
             print(f"big_run: stopped at {stage}: {r['status']}")
             break
     return result

@@ -128,7 +128,7 @@ def run_stage(name: str, cmd: list[str], env: dict, log: Path, timeout: float, m
     status = "ok" if stop is None else stop
     on_cluster = f", executors' peak RSS {executors_peak / GB:.2f} GB" if executors_peak else ""
     print(f"  {name}: {status} in {seconds:.1f}s, peak RSS {peak / GB:.2f} GB{on_cluster}", flush=True)
-    return {"stage": name, "status": status, "ok": stop is None, "seconds": round(seconds, 2),
+    return {"stage": name, "status": status, "ok": stop is None, "exit_status": rc, "seconds": round(seconds, 2),
             "peak_rss": peak, "executors_peak_rss": executors_peak, "min_available": min_avail, "log": str(log)}
 
 

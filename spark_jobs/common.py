@@ -308,7 +308,8 @@ def job_records(name: str, run_id: str, started: dict[str, Any] | None = None, *
     doing. A failure the job declares (``failures``: an unbalanced count, a retry may fix it) or
     one of ``permanent`` (a retry would fail the same way) is recorded as ``{"status": "failed",
     "error": ...}``, said on stderr and not raised: the caller returns ``run.exit_status``. Anything
-    else propagates and leaves "started".
+    else propagates and leaves "started" (and so does a JVM that exits on OutOfMemoryError); the
+    process's caller then records its exit status (:func:`spark_jobs.reconcile.record_exit`).
     """
     from spark_jobs import reconcile
 

@@ -1,14 +1,17 @@
-"""What bin/pipeline reads from a run's records, ``$DATA_DIR/runs/<run id>/<job>.json``.
+"""What bin/pipeline reads from a run's records, ``$DATA_DIR/runs/<run id>/<job>.json``, and
+the one it writes for a job that could not (``exited``).
 
 Those files are the record of truth (spark_jobs/reconcile.write_record; MongoDB holds a best-effort
 copy); where they are and how train's is read is core.runs, shared with the DAG. Standard library,
-core and spark_jobs.units (load's ledger) only: no Spark starts.
+core, spark_jobs.units (load's ledger) and spark_jobs.reconcile only: no Spark starts.
 
     python -m spark_jobs.run_records start RUN [--resume] [--engine E] [--force-publish] [--rerun STAGES]
         # its options, then the master and driver memory bin/pipeline gives spark-submit (the settings')
     python -m spark_jobs.run_records finished RUN JOB [--force-publish]  # exit 0: JOB finished in RUN
     python -m spark_jobs.run_records version RUN                         # train's model version, or nothing
     python -m spark_jobs.run_records load-args RUN [--input I ...] [--remove N ...]  # a resumed load's, one a line
+    python -m spark_jobs.run_records exited RUN JOB STATUS --since EPOCH  # after a failed spark-submit:
+        # a "started" record of JOB becomes "failed" with the status (spark_jobs.reconcile.record_exit)
 """
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ from core.runs import (DEFAULT_ENGINE, OPTIONS, forced_stages, model_version, re
                        run_folder, stage_list, succeeded)
 from core.settings import get_settings
 from spark_jobs import units
+from spark_jobs.reconcile import record_exit
 
 # What a job records when it finished: "ok", or publish's decision (spark_jobs/publish.py). Every
 # job records "started" before it does anything, and "failed" when it fails as it declares; one that
-# crashed or was killed leaves "started": none of these is finished.
+# crashed or was killed leaves "started", which its caller turns into "failed" with the exit status
+# (``exited``): none of these is finished.
 FINISHED = {"ok", "published", "rejected", "unchanged"}
 
 
@@ -189,7 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("run_id")
     load.add_argument("--input", action="append", default=[])
     load.add_argument("--remove", action="append", default=[])
+    exited = commands.add_parser("exited", help="after JOB's spark-submit, started at EPOCH, exited STATUS: "
+                                                "its record, if still \"started\", becomes \"failed\" with it")
+    exited.add_argument("run_id")
+    exited.add_argument("job")
+    exited.add_argument("status", type=int)
+    exited.add_argument("--since", type=float, required=True)
     args = parser.parse_args(argv)
+    if args.command == "exited":
+        record = record_exit(args.run_id, args.job, args.status, args.since)
+        if record is not None:
+            print(f"pipeline: {record['error']}", file=sys.stderr)
+        return 0
     if args.command == "start":
         engine, force_publish, rerun = start(args.run_id, args.resume, args.engine, args.force_publish, args.rerun)
         settings = get_settings()  # for bin/pipeline's spark-submit: the defaults the jobs have (core/settings.py)

@@ -1,11 +1,13 @@
 """``SparkJobOperator``: ``spark-submit`` of one of spark_jobs/ with the app's binary, Python and
 settings, as ``bin/pipeline`` does by hand (the environment it reads is listed in the docstring of
 dags/recommender_pipeline.py); a job that exits core.runs.EXIT_PERMANENT fails its task without
-the retries.
+the retries, and one killed before it recorded its end has its record say so
+(spark_jobs.reconcile.record_exit, as bin/pipeline does).
 """
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from core.env import env_str
 from core.runs import EXIT_PERMANENT
 from core.settings import get_settings
 from spark_jobs import jvm_jar, pyfiles
+from spark_jobs.reconcile import record_exit
 
 from recommender.params import APP_ROOT, demo_input
 
@@ -144,12 +147,19 @@ class SparkJobOperator(SparkSubmitOperator):
         jars = jvm_jar.submit_jars()
         if jars:
             self.jars = ",".join(jars)
+        since = time.time()
         try:
             return super().execute(context)
         except AirflowFailException:
             raise
         except AirflowException as exc:
-            if exit_status(self._hook) != EXIT_PERMANENT:
+            status, args = exit_status(self._hook), list(self.application_args or [])
+            if status and "--run-id" in args:  # a job killed half-way (52: its JVM out of memory) says so
+                try:
+                    record_exit(args[args.index("--run-id") + 1], self.task_id, status, since)
+                except Exception as unrecorded:  # noqa: BLE001  the failure to raise is the job's
+                    self.log.warning("could not record %s's exit status %s: %s", self.task_id, status, unrecorded)
+            if status != EXIT_PERMANENT:
                 raise
             raise AirflowFailException(
                 f"spark_jobs/{self.task_id}.py failed for a reason a retry cannot fix (exit status {EXIT_PERMANENT}; "

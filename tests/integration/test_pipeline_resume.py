@@ -3,7 +3,7 @@
 bin/pipeline itself runs (the real script, its real record reading), but with a stand-in
 spark-submit: a stub that logs the job and its arguments and writes the record the job would
 (through spark_jobs.reconcile.write_record, so the file and MongoDB's copy), or fails when told
-to. No Spark starts; what is under test is bin/pipeline's choice of stages and arguments. The
+to (before the job begins, or after its "started" record, as a driver killed half-way). No Spark starts; what is under test is bin/pipeline's choice of stages and arguments. The
 records a run leaves behind are written by the test first, as the jobs write them.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -37,6 +38,12 @@ with open(os.environ["STUB_LOG"], "a") as f:
 if job in os.environ.get("STUB_FAIL", "").split(","):
     sys.exit(1)
 run_id = args[args.index("--run-id") + 1]
+from spark_jobs.reconcile import write_record
+dying, _, status = os.environ.get("STUB_DIE", "").partition(":")
+if job == dying:  # what the job's frame records first, then a driver that exits with no record of its end
+    import time
+    write_record(run_id, job, {{"status": "started", "started_at": time.time()}})
+    sys.exit(int(status))
 record = {{"status": "ok"}}
 if job == "load":
     record["inputs"] = [args[i + 1] for i, a in enumerate(args) if a == "--input"] or ["the demo"]
@@ -45,7 +52,6 @@ elif job == "train":
     record["version"] = "v-" + run_id
 elif job == "publish":
     record = {{"status": "published", "version": args[args.index("--version") + 1]}}
-from spark_jobs.reconcile import write_record
 write_record(run_id, job, record)
 '''
 
@@ -85,9 +91,9 @@ def local_dir(tmp_path_factory):
 @pytest.fixture
 def pipeline(settings, mongo_db, local_dir, tmp_path):
     """Run bin/pipeline with the stub; returns (completed process, [[job, *args], ...] submitted)."""
-    def run(*args: str, fail: str = "") -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    def run(*args: str, fail: str = "", die: str = "") -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
         log = tmp_path / f"submitted-{uuid.uuid4().hex[:6]}.jsonl"
-        env = {**os.environ, "LOCAL_DIR": str(local_dir), "STUB_LOG": str(log), "STUB_FAIL": fail,
+        env = {**os.environ, "LOCAL_DIR": str(local_dir), "STUB_LOG": str(log), "STUB_FAIL": fail, "STUB_DIE": die,
                "DATA_DIR": str(settings.data_dir), "ARTIFACTS_DIR": str(settings.artifacts_dir),
                "MONGO_DB": settings.mongo_db}
         done = subprocess.run([str(ROOT / "bin" / "pipeline"), *args], cwd=ROOT, env=env,
@@ -314,3 +320,39 @@ def test_rerun_of_a_stage_with_nothing_to_redo_is_refused_and_reaches_the_dags_r
     [trigger] = [args for _, *args in submitted if args[:2] == ["dags", "trigger"]]
     assert json.loads(trigger[trigger.index("--conf") + 1]) == {
         "engine": "auto", "force_publish": False, "rerun": ["load", "clean", "mongo_load"]}
+
+
+# --- 7. a job that died half-way says so in its record ---------------------------------------------
+
+def test_a_job_killed_half_way_is_recorded_failed_with_its_exit_status_and_the_resume_runs_it(pipeline, mongo_db):
+    """Spark's driver exits 52 on an OutOfMemoryError and takes the job's Python with it: mongo_load
+    at 51.6M reviews left "started" and no error, as if it still ran. bin/pipeline records it."""
+    from core import mongo
+    from core.runs import read_record
+
+    run_id = _run_id()
+    done, submitted = pipeline("--run-id", run_id, "--input", str(DEMO_FILE), die="mongo_load:52")
+    assert done.returncode == 52, done.stdout + done.stderr
+    assert _jobs(submitted) == ["load", "clean", "mongo_load"]
+    record = read_record(run_id, "mongo_load")
+    assert (record["status"], record["exit_status"]) == ("failed", 52), record
+    assert "exited with status 52: Spark's driver ran out of memory" in record["error"]
+    assert record["error"] in done.stderr
+    assert mongo_db[mongo.PIPELINE_RUNS].find_one({"_id": f"{run_id}:mongo_load"})["status"] == "failed"  # the admin's
+    done, submitted = pipeline("--resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _jobs(submitted) == ["mongo_load", "eda", "train", "publish"]
+
+
+def test_a_submit_that_failed_before_the_job_began_leaves_an_earlier_attempts_record_alone(pipeline):
+    """Only this attempt's "started" record is its to mark: an older one (a job killed before this
+    resume) is not relabelled with a status it never had."""
+    from core.runs import read_record
+
+    run_id = _run_id()
+    _record(run_id, "load", {"status": "ok", "inputs": [str(DEMO_FILE)]})
+    _record(run_id, "clean", {"status": "ok"})
+    _record(run_id, "mongo_load", {"status": "started", "started_at": time.time() - 3600})
+    done, submitted = pipeline("--resume", run_id, fail="mongo_load")
+    assert done.returncode == 1 and _jobs(submitted) == ["mongo_load"], done.stdout + done.stderr
+    assert read_record(run_id, "mongo_load")["status"] == "started"

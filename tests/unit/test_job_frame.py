@@ -297,6 +297,7 @@ def test_a_crash_after_an_earlier_ok_leaves_the_job_unfinished_for_resume(tmp_pa
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr("core.mongo.record_pipeline_run", lambda *args, **kwargs: None)
     monkeypatch.setattr(common, "spark_session", FakeSession)
+    monkeypatch.setattr(common, "batch_lock", lambda stage, run_id: contextlib.nullcontext())  # MongoDB's
     get_settings.cache_clear()
     try:
         assert common.run_job("clean", "doc", ["--run-id", "r-6"], lambda spark, args: {"status": "ok"}) == 0
@@ -308,6 +309,41 @@ def test_a_crash_after_an_earlier_ok_leaves_the_job_unfinished_for_resume(tmp_pa
         with pytest.raises(MemoryError):
             common.run_job("clean", "doc", ["--run-id", "r-6"], crash)
         assert not run_records.finished("r-6", "clean")
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("status, meaning", [
+    (52, "exited with status 52: Spark's driver ran out of memory (SPARK_DRIVER_MEMORY)"),
+    (137, "exited with status 137: killed (SIGKILL"),
+    (-9, "exited with status -9: killed by signal 9"),  # subprocess's returncode for a signal
+    (1, "exited with status 1, before the job recorded its end"),
+])
+def test_the_caller_records_a_job_that_died_without_recording_its_end(tmp_path, monkeypatch, status, meaning):
+    """What ``run_records exited`` does after a failed spark-submit: only a "started" record of this
+    attempt (started since the submit) becomes "failed", with what it started with kept."""
+    import time
+
+    from core.runs import read_record
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("core.mongo.record_pipeline_run", lambda *args, **kwargs: None)
+    get_settings.cache_clear()
+    try:
+        since = time.time()
+        reconcile.write_record("r-8", "load", {"status": "started", "inputs": ["a.json"], "started_at": since + 1})
+        failed = reconcile.record_exit("r-8", "load", status, since)
+        assert failed == read_record("r-8", "load")
+        assert (failed["status"], failed["exit_status"], failed["inputs"]) == ("failed", status, ["a.json"])
+        assert meaning in failed["error"]
+        # its own end recorded, or an earlier attempt's "started": left as they are
+        reconcile.write_record("r-8", "clean", {"status": "ok"})
+        reconcile.write_record("r-8", "eda", {"status": "started", "started_at": since - 60})
+        assert reconcile.record_exit("r-8", "clean", status, since) is None
+        assert reconcile.record_exit("r-8", "eda", status, since) is None
+        assert reconcile.record_exit("r-8", "train", status, since) is None  # spark-submit failed before it began
+        assert (read_record("r-8", "clean")["status"], read_record("r-8", "eda")["status"]) == ("ok", "started")
+        assert read_record("r-8", "train") is None
     finally:
         get_settings.cache_clear()
 
