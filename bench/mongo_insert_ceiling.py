@@ -3,9 +3,9 @@
     MONGO_URI=mongodb://127.0.0.1:27117/ .local/venv/bin/python bench/mongo_insert_ceiling.py \
         --db big_run61 --record /work/big/run/data/runs/big-data/mongo_load.json
 
-For each collection mongo_load writes, ``--docs`` of its documents (at most ``--max-mb``) are read from a loaded database
-(its live generation) and inserted again, as copies, into a scratch collection of a scratch database
-by ``--writers`` processes (Spark local[2] inserts from two tasks) with mongo_load's own call,
+For each collection mongo_load writes, ``--docs`` of its documents (at most ``--max-mb``) are read
+from a loaded database (its live generation) and inserted again, as copies, into a scratch
+collection of a scratch database by ``--writers`` processes (Spark local[2] inserts from two tasks) with mongo_load's own call,
 ``core.mongo.insert_docs`` (unordered ``insert_many``, 2,000 a batch); then the scratch database is
 dropped. Only the inserts are timed: what mongo_load adds on top (Spark building the documents, its
 shuffles, the new generation's switch) is the difference from its rate in ``--record``, which is

@@ -3,8 +3,9 @@
 bin/pipeline itself runs (the real script, its real record reading), but with a stand-in
 spark-submit: a stub that logs the job and its arguments and writes the record the job would
 (through spark_jobs.reconcile.write_record, so the file and MongoDB's copy), or fails when told
-to (before the job begins, or after its "started" record, as a driver killed half-way). No Spark starts; what is under test is bin/pipeline's choice of stages and arguments. The
-records a run leaves behind are written by the test first, as the jobs write them.
+to (before the job begins, or after its "started" record, as a driver killed half-way). No Spark
+starts; what is under test is bin/pipeline's choice of stages and arguments. The records a run
+leaves behind are written by the test first, as the jobs write them.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 STUB = '''#!{python}
 """spark-submit for tests/integration/test_pipeline_resume.py: log the job, write its record."""
-import json, os, sys
+import json, os, sys, time
 from pathlib import Path
 
 script = next(a for a in sys.argv[1:] if a.endswith(".py"))
@@ -41,7 +42,6 @@ run_id = args[args.index("--run-id") + 1]
 from spark_jobs.reconcile import write_record
 dying, _, status = os.environ.get("STUB_DIE", "").partition(":")
 if job == dying:  # what the job's frame records first, then a driver that exits with no record of its end
-    import time
     write_record(run_id, job, {{"status": "started", "started_at": time.time()}})
     sys.exit(int(status))
 record = {{"status": "ok"}}
