@@ -150,7 +150,24 @@ def replaced_by(version: str, db=None) -> str | None:
     return previous["_id"] if previous else None
 
 
-def finish_current(version: str) -> dict:
+def lists_stored(version: str, db=None) -> bool:
+    """Whether this MongoDB holds the version's serving-list collections. ``CURRENT`` lives with
+    the artifacts, not in MongoDB: a database restored, replaced or new under kept artifacts has
+    a current version without its lists, and the site would show no lists at all."""
+    names = set((db if db is not None else mongo.get_db()).list_collection_names())
+    return all(mongo.per_version_name(logical, version) in names for logical in mongo.PER_MODEL_VERSION)
+
+
+def restore_lists(version: str) -> dict:
+    """Load the current version's lists into a database that lacks them, as publish loads a new
+    version's (and the popular lists beside them); no switch: ``CURRENT`` names it already."""
+    loaded = load_serving_lists(version)
+    loaded["popular_lists"] = popular.refresh_all()
+    mongo.forget_pointers()  # a reader's cached "no such collection" for the lists
+    return loaded
+
+
+def finish_current(version: str, restored: dict | None = None) -> dict:
     """The steps after the ``CURRENT`` switch, for a version ``CURRENT`` names already.
 
     A publish killed between the switch and its records (an Airflow retry, ``bin/pipeline --resume``)
@@ -158,21 +175,23 @@ def finish_current(version: str) -> dict:
     MongoDB for ever. Both steps are idempotent, so a plain re-publish of the current version does
     them again harmlessly and stays "unchanged". The lists of the version published before it
     (the latest other published one) stay, as after a publish that was not interrupted.
+    ``restored``: what :func:`restore_lists` loaded, when the database lacked the lists.
     """
     db = mongo.get_db()
     replaced = replaced_by(version, db=db)
     dropped = stored_lists.drop_serving_lists(keep={version, replaced} - {None}, db=db)
     drop_lists_of_deleted_accounts(version)  # a publish killed before it did this
-    if (db[mongo.MODEL_VERSIONS].find_one({"_id": version}) or {}).get("published"):
+    if restored is None and (db[mongo.MODEL_VERSIONS].find_one({"_id": version}) or {}).get("published"):
         print(f"publish: {version} is already the published version; nothing to do")
         return {"status": "unchanged", "version": version, "decision": "already the published version",
                 **({"loaded": {"dropped": dropped}} if dropped else {})}
-    decision = "finished a publish that stopped after the CURRENT switch"
+    decision = ("its lists were missing from this MongoDB (a new or restored database): loaded them again"
+                if restored is not None else "finished a publish that stopped after the CURRENT switch")
     mongo.record_model_version(version, {"published": True, "published_at": time.time(), "decision": decision,
                                          "replaced": replaced}, db=db)
     print(f"publish: {version} is current; {decision} (replaced {replaced or 'no version'}, dropped {dropped})")
     return {"status": "published", "version": version, "replaced": replaced, "decision": decision,
-            "loaded": {"dropped": dropped}}
+            "loaded": {**(restored or {}), "dropped": dropped}}
 
 
 class VersionGone(FileNotFoundError):
@@ -205,7 +224,7 @@ def pruned_unmarked() -> set[str]:
 def publish(version: str, force: bool = False) -> dict:
     current = artifacts.current_version()
     if current == version:
-        return finish_current(version)
+        return finish_current(version, None if lists_stored(version) else restore_lists(version))
     _check_present(version)
     candidate = artifacts.load_metrics(version)
     ok, reason = gate(candidate, current)

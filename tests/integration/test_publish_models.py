@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 
 import numpy as np
@@ -106,7 +105,6 @@ def test_train_scores_the_current_version_by_folding_in_the_validation_users(own
     model = artifacts.load_model(current)
     # The new run knows two items the current model never saw, in another column order.
     new_items = ["NEW1"] + ITEMS[::-1] + ["NEW2"]
-    col = {p: j for j, p in enumerate(new_items)}
     rng = np.random.default_rng(7)
     rows, cols, val = [], [], {}
     for u in range(60):
@@ -199,6 +197,35 @@ def test_a_crash_after_current_moves_is_finished_by_the_rerun(own, monkeypatch):
     assert again["status"] == "unchanged", again
     assert versions_with_lists() == {old, new}
     assert stored_lists.get_recommendations(USERS[0])["model_version"] == new
+
+
+def test_a_new_database_gets_the_current_versions_lists_from_a_rerun(own, monkeypatch):
+    """Artifacts kept, MongoDB new (a restore, another server, a bench's fresh database): CURRENT
+    names the version already, and the publish must load its lists, not call it "unchanged"."""
+    from realtime_support import reset_core_caches
+    from spark_jobs import publish as job
+
+    version = _version(_val(0.1, 0.01), seed=15)
+    assert job.publish(version, force=True)["status"] == "published"
+
+    fresh = f"{mongo.get_db().name}_new"[:60]
+    monkeypatch.setenv("MONGO_DB", fresh)
+    reset_core_caches()
+    try:
+        assert stored_lists.get_recommendations(USERS[0]) is None
+        out = job.publish(version)
+        assert out["status"] == "published", out
+        assert stored_lists.get_recommendations(USERS[0])["model_version"] == version
+        assert stored_lists.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[16]
+        assert mongo.get_db()[mongo.MODEL_VERSIONS].find_one({"_id": version})["published"] is True
+        assert job.publish(version)["status"] == "unchanged", "its lists are there now"
+        # the same with the records kept and the lists gone (a partial restore)
+        mongo.get_db().drop_collection(mongo.per_version_name(mongo.SIMILAR_ITEMS, version))
+        mongo.forget_pointers()
+        assert job.publish(version)["status"] == "published"
+        assert stored_lists.get_similar_items(ITEMS[0])[0]["product_id"] == ITEMS[16]
+    finally:
+        mongo.get_client().drop_database(fresh)
 
 
 def test_an_account_deleted_while_publishing_has_no_list_in_the_new_version(own, monkeypatch):
