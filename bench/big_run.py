@@ -54,6 +54,9 @@ def run(opts: argparse.Namespace) -> dict:
     result_path = work / "result.json"
     result = json.loads(result_path.read_text()) if result_path.is_file() else {
         "data": str(opts.data), "run_id": opts.run_id or f"big-{opts.data.name}", "stages": {}}
+    # the report's size, kept beside the timings: the data (and its manifest) is often deleted after
+    if (manifest := manifest_of(result)) is not None:
+        result.setdefault("review_lines", manifest["review_lines"])
     run_id = result["run_id"]
     env = stage_env(work, opts.db or f"big_{opts.data.name}")
     for stage in opts.stages:
@@ -88,16 +91,40 @@ def _stage_rows(result: dict, stage: str, work: Path) -> int | None:
     return None
 
 
-def manifest_of(result: dict) -> dict:
-    """The generator's manifest of the run's data: its counts, and its size as the release counts it
-    (``review_lines``: 233.1M for the whole release)."""
-    return json.loads((Path(result["data"]) / "manifest.json").read_text())
+def manifest_of(result: dict) -> dict | None:
+    """The generator's manifest of the run's data (None once the data is deleted, as a 50M-review
+    release's 20 GB usually is after its run)."""
+    path = Path(result["data"]) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def report(result: dict, smaller: dict | None, work: Path) -> None:
-    """Print the run's table; ``work`` is the run's folder (its result.json and run records)."""
+def review_lines(result: dict, work: Path) -> int | None:
+    """The run's size as the release counts it (233.1M for the whole release): recorded in
+    result.json by the run, else its manifest's, else the lines load read (a little more: the
+    generator's duplicate and bad lines)."""
+    if result.get("review_lines"):
+        return result["review_lines"]
     manifest = manifest_of(result)
-    lines = manifest["review_lines"]
+    return manifest["review_lines"] if manifest else _stage_rows(result, "load", work)
+
+
+def growth(result: dict, work: Path, smaller: dict, smaller_work: Path) -> tuple[float, str]:
+    """n1 / n2, the smaller run's size over this one's, and what it was measured in: the review
+    lines both runs recorded, else (an older run's manifest deleted with its data) the lines both
+    loads read, a ratio in one unit either way."""
+    if (smaller.get("review_lines") or manifest_of(smaller)) and (result.get("review_lines") or manifest_of(result)):
+        return review_lines(smaller, smaller_work) / review_lines(result, work), "review lines"
+    n1, n2 = _stage_rows(smaller, "load", smaller_work), _stage_rows(result, "load", work)
+    if not (n1 and n2):
+        raise SystemExit("big_run: neither the runs' manifests nor both loads' records give their sizes")
+    return n1 / n2, "lines load read (a manifest is gone)"
+
+
+def report(result: dict, smaller: dict | None, work: Path, smaller_work: Path | None = None) -> None:
+    """Print the run's table; ``work`` is the run's folder (its result.json and run records), and
+    ``smaller_work`` the smaller run's."""
+    manifest = manifest_of(result)
+    lines = review_lines(result, work)
     print(f"\nBig run: {lines:,} review lines from {result['data']} (run {result['run_id']})")
     head = f"{'stage':<12}{'rows in':>14}{'seconds':>10}{'rows/s':>10}{'peak RSS':>10}  status"
     print(head + "\n" + "-" * len(head))
@@ -109,7 +136,7 @@ def report(result: dict, smaller: dict | None, work: Path) -> None:
               + (f"; executors' peak RSS {r['executors_peak_rss'] / GB:.2f} GB" if r.get("executors_peak_rss") else ""))
     load, clean = run_record(work, result["run_id"], "load"), run_record(work, result["run_id"], "clean")
     if load and clean:
-        probs = manifest_differences(manifest, load, clean)
+        probs = manifest_differences(manifest, load, clean) if manifest else ["the manifest is gone (data deleted)"]
         print("reconciliation with the manifest: " + ("exact (0 unaccounted rows)" if not probs else "; ".join(probs)))
     train = run_record(work, result["run_id"], "train")
     if train and train.get("status") == "ok":
@@ -121,18 +148,19 @@ def report(result: dict, smaller: dict | None, work: Path) -> None:
             print("train by phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in train["timings"].items()))
         print(f"serving lists: {m.get('serving_lists')}")
     if smaller:
-        n1, n2 = manifest_of(smaller)["review_lines"], lines
-        print(f"\nExtrapolation to {FULL_2018 / 1e6:.1f}M lines from the growth between {n1:,} and {n2:,} lines "
-              "(t = t2 * (N/n2)^e, e = log(t2/t1)/log(n2/n1); peak RSS linear through both points):")
+        q, unit = growth(result, work, smaller, smaller_work or work)
+        print(f"\nExtrapolation to {FULL_2018 / 1e6:.1f}M lines from the growth between {q * lines:,.0f} and "
+              f"{lines:,} lines (their ratio from the {unit}; t = t2 * (N/n2)^e, e = log(t2/t1)/log(n2/n1); "
+              "peak RSS linear through both points):")
         total = 0.0
         for stage, r2 in result["stages"].items():
             r1 = smaller["stages"].get(stage)
             if not (r1 and r1["ok"] and r2["ok"]):
                 continue
-            e = math.log(r2["seconds"] / r1["seconds"]) / math.log(n2 / n1)
-            t = r2["seconds"] * (FULL_2018 / n2) ** e
-            b = (r2["peak_rss"] - r1["peak_rss"]) / (n2 - n1)
-            mem = r2["peak_rss"] + b * (FULL_2018 - n2)
+            e = math.log(r2["seconds"] / r1["seconds"]) / math.log(1 / q)
+            t = r2["seconds"] * (FULL_2018 / lines) ** e
+            b = (r2["peak_rss"] - r1["peak_rss"]) / (lines * (1 - q))
+            mem = r2["peak_rss"] + b * (FULL_2018 - lines)
             total += t
             print(f"  {stage:<12} e = {e:4.2f}: {t / 3600:6.1f} h; peak RSS {mem / GB:6.1f} GB "
                   f"({b:.0f} bytes per line above {r2['peak_rss'] / GB:.1f} GB)")
@@ -158,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     smaller = json.loads(a.smaller.read_text()) if a.smaller else None
     if a.report:
-        report(json.loads(a.report.read_text()), smaller, a.report.parent)
+        report(json.loads(a.report.read_text()), smaller, a.report.parent, a.smaller and a.smaller.parent)
         return 0
     if not (a.data and a.work):
         ap.error("--data and --work are needed to run")
-    report(run(a), smaller, a.work)
+    report(run(a), smaller, a.work, a.smaller and a.smaller.parent)
     return 0
 
 
