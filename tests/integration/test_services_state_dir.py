@@ -166,3 +166,22 @@ def test_an_empty_or_cut_recording_is_not_used(tmp_path):
             assert "its recorded environment (" in status.stderr and "is empty or cut short" in status.stderr
     finally:
         _run("stop", "redis", env=mine)
+
+
+def test_a_section_left_by_a_removed_checkout_does_not_stop_supervisord_starting(tmp_path):
+    """Each start writes its program's section with its checkout's paths; a worktree sharing this
+    state dir (a symlinked .local) and removed since left sections naming its folders, and a new
+    supervisord read every section and refused to start ("directory ... does not exist"), so no
+    service started. A new supervisord runs nothing yet: it reads only the section just written."""
+    mine = {"SERVICES_STATE_DIR": str(tmp_path / "a"), "REDIS_PORT": str(free_port())}
+    gone = tmp_path / "removed-worktree"
+    (tmp_path / "a" / "run" / "programs").mkdir(parents=True)
+    (tmp_path / "a" / "run" / "programs" / "web.conf").write_text(
+        f"[program:web]\ncommand={gone}/services/run_with_env {gone}/web.env true\ndirectory={gone}\n"
+        f"autostart=false\nstdout_logfile={gone}/.local/log/web.log\n")
+    try:
+        start = _run("start", "redis", env=mine)
+        assert start.returncode == 0, (start.stdout, start.stderr)
+        assert _run("status", "redis", env=mine).stdout.split()[1] == "running"
+    finally:
+        _run("stop", "redis", env=mine)
