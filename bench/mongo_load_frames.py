@@ -1,15 +1,17 @@
-"""The search index's Spark side (``mongo_load.search_index_docs``), this code against other trees'.
+"""One of mongo_load's frames on Spark (the search index or the review pages), this code against other trees'.
 
-    .local/venv/bin/python -m bench.search_index_build --clean /big/run/data/clean \
-        --compare-code /tmp/before [--categories Books,Electronics] [--rounds 2]
+    .local/venv/bin/python -m bench.mongo_load_frames --clean /big/run/data/clean \
+        --compare-code /tmp/before [--frame review_pages] [--categories Books,Electronics] [--rounds 2]
 
 Why: at 51.6M reviews mongo_load's search index went in at 1,336 documents/s, the slowest of its
-collections, and nobody had split its time between Spark and the inserts. This builds the products
-frame mongo_load builds (``product_docs`` of the clean products and reviews, optionally of some
-categories only), keeps it on disk, then computes the index's documents with each code (Spark's
-``noop`` sink: everything is computed, nothing is written) in alternating order, in one Spark
-session, and checks all give the same documents (count and a checksum of every field). Printed:
-seconds per round and code, documents, the load average.
+collections, and nobody had split its time between Spark and the inserts; the review pages are
+its longest step. This builds the frame's input as mongo_load does (the search index: the
+products frame, ``product_docs`` of the clean products and reviews, kept on disk; the review
+pages: the clean reviews with their text, read from Parquet, with mongo_load's session settings),
+then computes the documents with each code (Spark's ``noop`` sink: everything is computed,
+nothing is written) in alternating order, in one Spark session, and checks all give the same
+documents (count and a checksum of every field). Printed: seconds per round and code, documents,
+the load average. (Named ``search_index_build.py`` until it did the review pages too.)
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clean", type=Path, required=True, help="a clean/ folder (reviews/ and products/)")
+    ap.add_argument("--frame", choices=("search_index", "review_pages"), default="search_index")
     ap.add_argument("--compare-code", type=Path, required=True, action="append",
                     help="another checkout (git archive REV | tar -x); may be given more than once")
     ap.add_argument("--compare-label", action="append", help="a name for each --compare-code (default: its folder)")
@@ -59,7 +62,7 @@ def main() -> None:
     if len(labels) != len(args.compare_code):
         ap.error("give one --compare-label per --compare-code, or none")
     others = {label: load_module(tree, i) for i, (label, tree) in enumerate(zip(labels, args.compare_code))}
-    spark = spark_session("bench-search-index")
+    spark = spark_session(f"bench-{args.frame}")
     reviews = spark.read.parquet(str(args.clean / "reviews"))
     products = spark.read.parquet(str(args.clean / "products"))
     if args.categories:
@@ -67,12 +70,19 @@ def main() -> None:
         # reviews name a category as the files do ("Toys and Games"), products' folders title-case it
         reviews = reviews.where(F.lower("category").isin([c.lower() for c in cats]))
         products = products.where(F.lower("file_category").isin([c.lower() for c in cats]))
-    t0 = time.time()
-    docs = mongo_load.product_docs(products, reviews).persist(StorageLevel.DISK_ONLY)
-    n_products = docs.count()
-    print(f"products frame: {n_products:,} products in {time.time() - t0:.0f} s; "
-          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
-    codes = {"this": mongo_load.search_index_docs, **{label: m.search_index_docs for label, m in others.items()}}
+    if args.frame == "review_pages":
+        mongo_load.allow_subset_copartitioning(spark)  # as mongo_load() sets its session up
+        if not args.categories:
+            mongo_load.size_shuffles(spark, str(args.clean))
+        docs = reviews
+    else:
+        t0 = time.time()
+        docs = mongo_load.product_docs(products, reviews).persist(StorageLevel.DISK_ONLY)
+        n_products = docs.count()
+        print(f"products frame: {n_products:,} products in {time.time() - t0:.0f} s; "
+              f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    name = {"search_index": "search_index_docs", "review_pages": "review_page_docs"}[args.frame]
+    codes = {"this": getattr(mongo_load, name), **{label: getattr(m, name) for label, m in others.items()}}
     seconds: dict[str, list[float]] = {k: [] for k in codes}
     for r in range(args.rounds):
         for label in (list(codes) if r % 2 == 0 else list(codes)[::-1]):  # alternating order

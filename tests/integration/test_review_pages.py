@@ -29,15 +29,17 @@ def test_pages_rank_most_helpful_then_newest_and_stop_at_the_cap(spark, monkeypa
     assert docs["p2:1"]["pages"] == 1 and [r["user_id"] for r in docs["p2:1"]["items"]] == ["u0"]
 
 
-def _shuffles(plan) -> int:
-    """Shuffles in a physical plan (a py4j SparkPlan, adaptive or not)."""
+def _shuffles(plan, of: str | None = None) -> int:
+    """Shuffles in a physical plan (a py4j SparkPlan, adaptive or not); with ``of``, only those
+    whose rows carry that column."""
     name = plan.nodeName()
     if name == "AdaptiveSparkPlan":  # the plan it settled on, once run
-        return _shuffles(plan.finalPhysicalPlan())
+        return _shuffles(plan.finalPhysicalPlan(), of)
     if name.endswith("QueryStage"):
-        return _shuffles(plan.plan())
+        return _shuffles(plan.plan(), of)
     children = plan.children()
-    return int(name == "Exchange") + sum(_shuffles(children.apply(i)) for i in range(children.size()))
+    here = name == "Exchange" and (of is None or f"{of}#" in plan.output().toString())
+    return int(here) + sum(_shuffles(children.apply(i), of) for i in range(children.size()))
 
 
 @pytest.fixture
@@ -57,5 +59,23 @@ def test_the_review_text_is_shuffled_once(no_broadcast):
     rows = [(f"u{i}", f"p{i % 3}", 5.0, i, i % 2) for i in range(30)]
     pages = mongo_load.review_page_docs(_reviews(spark, rows), 2)
     assert len(pages.collect()) == 15  # 10 reviews per product, 2 per page
-    # the keys, by product for the ranking; the text, by product for the join and the pages
-    assert _shuffles(pages._jdf.queryExecution().executedPlan()) == 2
+    plan = pages._jdf.queryExecution().executedPlan()
+    assert _shuffles(plan, "review_text") == 1  # by product, for the join and the pages
+    # besides: the keys, by product for the ranking, and their counts (a row per product and task)
+    assert _shuffles(plan) == 3
+
+
+def test_a_products_window_holds_only_the_reviews_it_pages(spark):
+    """Each product's reviews are cut to the pages' MAX_REVIEW_PAGES * per_page on both sides of
+    the shuffle (Spark's window group limit), and nothing counts over a product's whole window: the
+    count is an aggregate joined back. A product's window held all its reviews (the generator's
+    most reviewed product has tens of thousands at 51.6M), as the search index's keys once held all
+    their postings and ran out of mongo_load's heap."""
+    rows = [(f"u{i}", f"p{i % 3}", 5.0, i, i % 2) for i in range(30)]
+    pages = mongo_load.review_page_docs(_reviews(spark, rows), 2)
+    plan = pages._jdf.queryExecution().executedPlan().toString()
+    limits = [line for line in plan.splitlines() if "WindowGroupLimit [product_id" in line]
+    assert [line.rstrip().rsplit(", ", 1)[-1] for line in limits] == ["Final", "Partial"], plan
+    assert all(f"row_number(), {mongo_load.MAX_REVIEW_PAGES * 2}," in line for line in limits)
+    assert not [line for line in plan.splitlines()
+                if "windowspecdefinition(product_id" in line and "row_number()" not in line]
