@@ -276,18 +276,13 @@ def review_page_docs(reviews: DataFrame, per_page: int = mongo.REVIEWS_PER_PAGE,
     out of an 8 GB heap at 51M reviews. Both sides are partitioned by product, so the text is
     shuffled once, for the join and the pages together, in a session that allows it
     (:func:`allow_subset_copartitioning`, which :func:`mongo_load` calls).
-
-    A ``row_number`` filtered on its value is Spark's window group limit: each product keeps only
-    the reviews its pages show on both sides of the shuffle, so its window never holds all of a
-    much-reviewed product's reviews; their count is an aggregate joined back by product, as the
-    search index's keys count their postings.
     """
     w = Window.partitionBy("product_id").orderBy(F.col("helpful_votes").desc(), F.col("ts").desc(), "user_id")
-    keys = reviews.select("product_id", "user_id", "helpful_votes", "ts")
-    counts = keys.groupBy("product_id").agg(F.count("*").alias("n"))
-    ranked = (keys.withColumn("rn", F.row_number().over(w)).where(F.col("rn") <= MAX_REVIEW_PAGES * per_page)
-              .join(counts, "product_id")
-              .select("product_id", "user_id", (F.col("rn") - 1).alias("rn"), "n"))
+    ranked = (reviews.select("product_id", "user_id", "helpful_votes", "ts")
+              .withColumn("rn", F.row_number().over(w) - 1)
+              .withColumn("n", F.count("*").over(Window.partitionBy("product_id")))
+              .where(F.col("rn") < MAX_REVIEW_PAGES * per_page)
+              .select("product_id", "user_id", "rn", "n"))
     text = reviews.select("product_id", *REVIEW_PAGE_FIELDS).repartition("product_id")
     kept = (text.join(ranked, ["product_id", "user_id"])  # (product, user) is unique in the clean reviews
             .withColumn("page", (F.col("rn") / per_page).cast("int") + 1))

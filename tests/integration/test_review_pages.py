@@ -61,21 +61,5 @@ def test_the_review_text_is_shuffled_once(no_broadcast):
     assert len(pages.collect()) == 15  # 10 reviews per product, 2 per page
     plan = pages._jdf.queryExecution().executedPlan()
     assert _shuffles(plan, "review_text") == 1  # by product, for the join and the pages
-    # besides: the keys, by product for the ranking, and their counts (a row per product and task)
-    assert _shuffles(plan) == 3
+    assert _shuffles(plan) == 2  # and the keys, by product for the ranking
 
-
-def test_a_products_window_holds_only_the_reviews_it_pages(spark):
-    """Each product's reviews are cut to the pages' MAX_REVIEW_PAGES * per_page on both sides of
-    the shuffle (Spark's window group limit), and nothing counts over a product's whole window: the
-    count is an aggregate joined back. A product's window held all its reviews (the generator's
-    most reviewed product has tens of thousands at 51.6M), as the search index's keys once held all
-    their postings and ran out of mongo_load's heap."""
-    rows = [(f"u{i}", f"p{i % 3}", 5.0, i, i % 2) for i in range(30)]
-    pages = mongo_load.review_page_docs(_reviews(spark, rows), 2)
-    plan = pages._jdf.queryExecution().executedPlan().toString()
-    limits = [line for line in plan.splitlines() if "WindowGroupLimit [product_id" in line]
-    assert [line.rstrip().rsplit(", ", 1)[-1] for line in limits] == ["Final", "Partial"], plan
-    assert all(f"row_number(), {mongo_load.MAX_REVIEW_PAGES * 2}," in line for line in limits)
-    assert not [line for line in plan.splitlines()
-                if "windowspecdefinition(product_id" in line and "row_number()" not in line]
