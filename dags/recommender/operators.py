@@ -2,11 +2,13 @@
 settings, as ``bin/pipeline`` does by hand (the environment it reads is listed in the docstring of
 dags/recommender_pipeline.py); a job that exits core.runs.EXIT_PERMANENT fails its task without
 the retries, and one killed before it recorded its end has its record say so
-(spark_jobs.reconcile.record_exit, as bin/pipeline does).
+(``python -m spark_jobs.run_records exited`` with the app's Python, as bin/pipeline does).
 """
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +28,8 @@ from spark_jobs import jvm_jar, pyfiles
 from spark_jobs.reconcile import record_exit
 
 from recommender.params import APP_ROOT, demo_input
+
+log = logging.getLogger(__name__)
 
 SPARK_CONN_ID = env_str("SPARK_CONN_ID", "spark_default")
 
@@ -74,6 +78,26 @@ def spark_submit_binary() -> str:
 def app_python() -> str:
     return (env_str("PYSPARK_PYTHON", "") or env_str("APP_PYTHON", "")
             or str(app_venv() / "bin" / "python"))
+
+
+def driver_python() -> str:
+    """The app's Python on this host, which runs a client-mode driver (``PYSPARK_PYTHON`` may name
+    the executors' own: docker-compose.yml's)."""
+    return env_str("PYSPARK_DRIVER_PYTHON", "") or env_str("APP_PYTHON", "") or str(app_venv() / "bin" / "python")
+
+
+def record_job_exit(run_id: str, job: str, status: int, since: float) -> None:
+    """A job killed before it recorded its end gets "failed" with its exit status, in the file and
+    MongoDB's copy (the admin's): through the app's Python, as bin/pipeline records it, since this
+    venv has no pymongo. Without that Python (a broken install), the file alone, from here."""
+    cmd = [driver_python(), "-m", "spark_jobs.run_records", "exited", run_id, job, str(status), "--since", str(since)]
+    try:
+        subprocess.run(cmd, env={**os.environ, **job_env()}, cwd=APP_ROOT, check=True, timeout=300,
+                       capture_output=True, text=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", None) or exc
+        log.warning("recording %s's exit status with %s failed (%s); the record file only", job, cmd[0], detail)
+        record_exit(run_id, job, status, since)
 
 
 def job_env() -> dict[str, str]:
@@ -156,7 +180,7 @@ class SparkJobOperator(SparkSubmitOperator):
             status, args = exit_status(self._hook), list(self.application_args or [])
             if status and "--run-id" in args:  # a job killed half-way (52: its JVM out of memory) says so
                 try:
-                    record_exit(args[args.index("--run-id") + 1], self.task_id, status, since)
+                    record_job_exit(args[args.index("--run-id") + 1], self.task_id, status, since)
                 except Exception as unrecorded:  # noqa: BLE001  the failure to raise is the job's
                     self.log.warning("could not record %s's exit status %s: %s", self.task_id, status, unrecorded)
             if status != EXIT_PERMANENT:

@@ -84,17 +84,20 @@ sys.exit(int(os.environ["STUB_EXIT"]))
 """
 
 
-def test_a_job_killed_half_way_has_its_record_say_so_and_is_retried(airflow_python, tmp_path):
+def test_a_job_killed_half_way_has_its_record_say_so_and_is_retried(airflow_python, tmp_path, mongo_db):
     """Spark's driver exits 52 on an OutOfMemoryError and takes the job's Python with it, which left
-    the record "started" with no error; the task records the exit status (in the Airflow venv,
-    without pymongo: the file only, the record of truth) and leaves the retry to Airflow."""
+    the record "started" with no error; the task records the exit status, in the file (the record
+    of truth) and in MongoDB's copy the admin shows (through the app's Python: the Airflow venv has
+    no pymongo, and the copy stayed "started"), and leaves the retry to Airflow."""
+    from core import mongo
+
     stub = tmp_path / "spark-submit"
     stub.write_text(KILLED_STUB.format(python=sys.executable, root=str(ROOT)))
     stub.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
                AIRFLOW_CONN_SPARK_DEFAULT="spark://local%5B1%5D", SPARK_SUBMIT_BINARY=str(stub),
-               LOCAL_DIR=str(tmp_path / "local"), DATA_DIR=str(tmp_path / "data"))
+               LOCAL_DIR=str(tmp_path / "local"), DATA_DIR=str(tmp_path / "data"), APP_PYTHON=sys.executable)
     done = subprocess.run([str(airflow_python), "-c", PROBE, "52"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -104,3 +107,5 @@ def test_a_job_killed_half_way_has_its_record_say_so_and_is_retried(airflow_pyth
     record = json.loads(path.read_text())
     assert (record["status"], record["exit_status"]) == ("failed", 52), record
     assert "Spark's driver ran out of memory" in record["error"]
+    copy = mongo_db[mongo.PIPELINE_RUNS].find_one({"_id": f"{path.parent.name}:clean"})
+    assert copy is not None and (copy["status"], copy["exit_status"]) == ("failed", 52), copy
