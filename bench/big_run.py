@@ -98,22 +98,28 @@ def manifest_of(result: dict) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def review_lines(result: dict, work: Path) -> int | None:
+def recorded_lines(result: dict) -> int | None:
     """The run's size as the release counts it (233.1M for the whole release): recorded in
-    result.json by the run, else its manifest's, else the lines load read (a little more: the
-    generator's duplicate and bad lines)."""
+    result.json by the run, else its manifest's; None once neither is left."""
     if result.get("review_lines"):
         return result["review_lines"]
     manifest = manifest_of(result)
-    return manifest["review_lines"] if manifest else _stage_rows(result, "load", work)
+    return manifest["review_lines"] if manifest else None
+
+
+def review_lines(result: dict, work: Path) -> int | None:
+    """:func:`recorded_lines`, else the lines load read (a little more: the generator's duplicate
+    and bad lines)."""
+    return recorded_lines(result) or _stage_rows(result, "load", work)
 
 
 def growth(result: dict, work: Path, smaller: dict, smaller_work: Path) -> tuple[float, str]:
     """n1 / n2, the smaller run's size over this one's, and what it was measured in: the review
     lines both runs recorded, else (an older run's manifest deleted with its data) the lines both
     loads read, a ratio in one unit either way."""
-    if (smaller.get("review_lines") or manifest_of(smaller)) and (result.get("review_lines") or manifest_of(result)):
-        return review_lines(smaller, smaller_work) / review_lines(result, work), "review lines"
+    n1, n2 = recorded_lines(smaller), recorded_lines(result)
+    if n1 and n2:
+        return n1 / n2, "review lines"
     n1, n2 = _stage_rows(smaller, "load", smaller_work), _stage_rows(result, "load", work)
     if not (n1 and n2):
         raise SystemExit("big_run: neither the runs' manifests nor both loads' records give their sizes")
