@@ -158,11 +158,18 @@ def lists_stored(version: str, db=None) -> bool:
     return all(mongo.per_version_name(logical, version) in names for logical in mongo.PER_MODEL_VERSION)
 
 
-def restore_lists(version: str) -> dict:
-    """Load the current version's lists into a database that lacks them, as publish loads a new
-    version's (and the popular lists beside them); no switch: ``CURRENT`` names it already."""
+def load_lists(version: str) -> dict:
+    """Everything a published version serves from MongoDB: its own lists and the popular lists
+    (new and anonymous visitors see these; Celery beat only keeps them fresh afterwards)."""
     loaded = load_serving_lists(version)
     loaded["popular_lists"] = popular.refresh_all()
+    return loaded
+
+
+def restore_lists(version: str) -> dict:
+    """Load the current version's lists into a database that lacks them, as publish loads a new
+    version's; no switch: ``CURRENT`` names it already."""
+    loaded = load_lists(version)
     mongo.forget_pointers()  # a reader's cached "no such collection" for the lists
     return loaded
 
@@ -233,10 +240,7 @@ def publish(version: str, force: bool = False) -> dict:
         print(f"publish: NOT publishing {version}: {reason}; {current or 'no version'} stays current")
         return {"status": "rejected", "version": version, "current": current, "decision": reason}
     decision = reason if ok else f"forced despite: {reason}"
-    loaded = load_serving_lists(version)
-    # New and anonymous visitors see these lists: written before the model goes live, so there
-    # is never a published model without them (Celery beat only keeps them fresh afterwards).
-    loaded["popular_lists"] = popular.refresh_all()
+    loaded = load_lists(version)  # before the model goes live: never a published model without them
     artifacts.publish(version)  # the one switch: the model and its lists (core/mongo.py resolves them by it)
     switched = time.monotonic()
     mongo.forget_pointers()
