@@ -75,15 +75,19 @@ def spark_submit_binary() -> str:
     return env_str("SPARK_SUBMIT_BINARY", "") or str(app_venv() / "bin" / "spark-submit")
 
 
+def _venv_python() -> str:
+    return env_str("APP_PYTHON", "") or str(app_venv() / "bin" / "python")
+
+
 def app_python() -> str:
-    return (env_str("PYSPARK_PYTHON", "") or env_str("APP_PYTHON", "")
-            or str(app_venv() / "bin" / "python"))
+    """The executors' Python (``PYSPARK_PYTHON``)."""
+    return env_str("PYSPARK_PYTHON", "") or _venv_python()
 
 
 def driver_python() -> str:
     """The app's Python on this host, which runs a client-mode driver (``PYSPARK_PYTHON`` may name
     the executors' own: docker-compose.yml's)."""
-    return env_str("PYSPARK_DRIVER_PYTHON", "") or env_str("APP_PYTHON", "") or str(app_venv() / "bin" / "python")
+    return env_str("PYSPARK_DRIVER_PYTHON", "") or _venv_python()
 
 
 def record_job_exit(run_id: str, job: str, status: int, since: float) -> None:
